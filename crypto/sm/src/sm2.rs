@@ -126,7 +126,7 @@ impl SecretKey {
     }
 
     /// Reads a private key from PEM: PKCS#8 (`PRIVATE KEY`, as `openssl genpkey -algorithm SM2`
-    /// writes) or SEC1 (`EC PRIVATE KEY`, as `openssl ecparam -name SM2 -genkey` writes).
+    /// writes) or SEC1 (`SM2 PRIVATE KEY`, as `openssl ec` writes SM2 keys, or `EC PRIVATE KEY`).
     pub fn from_pem(pem: &str) -> Result<Self, Error> {
         let label = pem_label(pem).ok_or_else(|| {
             Error::InvalidPrivateKey(Reason::Pem("no PEM header found".into()))
@@ -136,7 +136,7 @@ impl SecretKey {
                 let (_, der) = decode_pem(pem, Error::InvalidPrivateKey)?;
                 Self::from_pkcs8_der(&der)
             }
-            "EC PRIVATE KEY" => {
+            "EC PRIVATE KEY" | "SM2 PRIVATE KEY" => {
                 let (_, der) = decode_pem(pem, Error::InvalidPrivateKey)?;
                 let sec1 = sec1::EcPrivateKey::from_der(&der)
                     .map_err(|e| Error::InvalidPrivateKey(Reason::Der(e.to_string())))?;
