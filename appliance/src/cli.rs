@@ -1,0 +1,202 @@
+//! Command-line definitions and dispatch.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::exit::EXIT_ERROR;
+use crate::{Outcome, anchor_cmd, sm2_cmd, sm3_cmd};
+
+/// vpbox — the consortium anchoring appliance: operator tools and services.
+#[derive(Debug, Parser)]
+#[command(name = "vpbox", version, max_term_width = 100)]
+#[command(after_help = "Exit status: 0 ok, 1 checked and invalid, 2 usage or I/O error.")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print or check SM3 checksums (like sha256sum).
+    #[command(after_help = "Examples:
+  vpbox sm3 slip.json                 # <64 hex>  slip.json
+  cat slip.json | vpbox sm3           # reads stdin
+  vpbox sm3 *.json > SM3SUMS && vpbox sm3 --check SM3SUMS
+  vpbox sm3 --json a b                # [{\"file\":\"a\",\"sm3\":\"…\"},…]")]
+    Sm3(Sm3Args),
+    /// SM2 keys and signatures, interoperable with `openssl pkeyutl`.
+    #[command(subcommand)]
+    Sm2(Sm2Command),
+    /// Sales-slip anchors: what a POSP puts on the ledger.
+    #[command(subcommand)]
+    Anchor(AnchorCommand),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct Sm3Args {
+    /// Files to hash; `-` or none reads stdin. With --check, checksum lists to verify.
+    pub(crate) files: Vec<String>,
+    /// Read `<hex>  <name>` lines from the FILEs and check them.
+    #[arg(short = 'c', long)]
+    pub(crate) check: bool,
+    /// With --check: print nothing for files that match.
+    #[arg(long, requires = "check")]
+    pub(crate) quiet: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Sm2Command {
+    /// Generate a key pair in software (for tests and client tools; node keys live in the HSM).
+    #[command(after_help = "Examples:
+  vpbox sm2 keygen --out posp.key --pub-out posp.pub
+  openssl pkey -in posp.key -text -noout     # OpenSSL reads it")]
+    Keygen(KeygenArgs),
+    /// Print the public key (SPKI PEM) of a private key.
+    #[command(after_help = "Example:\n  vpbox sm2 pub --key posp.key > posp.pub")]
+    Pub(PubArgs),
+    /// Sign a file (or stdin) with SM2/SM3 and the signer ID.
+    #[command(after_help = "Examples:
+  vpbox sm2 sign --key posp.key slip.json > slip.sig
+  openssl pkeyutl -verify -rawin -digest sm3 -pubin -inkey posp.pub \\
+      -pkeyopt distid:1234567812345678 -in slip.json -sigfile slip.sig")]
+    Sign(SignArgs),
+    /// Verify an SM2 signature over a file (or stdin); prints `Verified OK` or
+    /// `Verification failure`.
+    #[command(after_help = "Examples:
+  vpbox sm2 verify --pub posp.pub --sig slip.sig slip.json && echo good
+  vpbox sm2 verify --pub posp.pub --sig slip.raw --raw slip.json")]
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct KeygenArgs {
+    /// Where to write the private key (PKCS#8 PEM, mode 0600, never overwritten).
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    /// Where to write the public key (SPKI PEM).
+    #[arg(long)]
+    pub(crate) pub_out: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PubArgs {
+    /// The private key (PKCS#8 or SEC1 PEM).
+    #[arg(long)]
+    pub(crate) key: String,
+    /// Write the PEM here instead of stdout.
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
+    /// Print JSON (PEM, SEC1 point, SM3 fingerprint) instead of PEM.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SignArgs {
+    /// The private key (PKCS#8 or SEC1 PEM).
+    #[arg(long)]
+    pub(crate) key: String,
+    /// The signer ID hashed into Z.
+    #[arg(long, default_value = "1234567812345678")]
+    pub(crate) id: String,
+    /// Write raw 64-byte r‖s instead of DER.
+    #[arg(long)]
+    pub(crate) raw: bool,
+    /// Write the signature here instead of stdout.
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
+    /// The data to sign; `-` or none reads stdin.
+    pub(crate) file: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    /// The public key (SPKI PEM; a private key PEM also works).
+    #[arg(long = "pub")]
+    pub(crate) public: String,
+    /// The signature file (DER, or raw r‖s with --raw).
+    #[arg(long)]
+    pub(crate) sig: String,
+    /// The signer ID hashed into Z.
+    #[arg(long, default_value = "1234567812345678")]
+    pub(crate) id: String,
+    /// The signature is raw 64-byte r‖s.
+    #[arg(long)]
+    pub(crate) raw: bool,
+    /// The signed data; `-` or none reads stdin.
+    pub(crate) file: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum AnchorCommand {
+    /// Compute the anchor key and value of sales slips (see docs/slip-format.md).
+    #[command(after_help = "Examples:
+  vpbox anchor hash slip.json          # 0x<key>  0x<value>  slip.json
+  vpbox anchor hash --raw slip.pdf     # value only, for slips that are not vpbox JSON
+  vpbox anchor hash --json *.json")]
+    Hash(AnchorHashArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AnchorHashArgs {
+    /// Slip files; `-` reads stdin.
+    #[arg(required = true)]
+    pub(crate) slips: Vec<String>,
+    /// Hash raw bytes (value only) instead of parsing a vpbox JSON slip.
+    #[arg(long)]
+    pub(crate) raw: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// Parses `args`, runs the command, prints any error, and returns the exit status.
+pub fn main(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> ExitCode {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap prints help/version to stdout (exit 0) and usage errors to stderr (exit 2).
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_ERROR } else { 0 });
+        }
+    };
+    match run(cli) {
+        Ok(outcome) => outcome.into(),
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "vpbox: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    match cli.command {
+        Command::Sm3(a) => sm3_cmd::run(&a),
+        Command::Sm2(Sm2Command::Keygen(a)) => sm2_cmd::keygen(&a),
+        Command::Sm2(Sm2Command::Pub(a)) => sm2_cmd::public(&a),
+        Command::Sm2(Sm2Command::Sign(a)) => sm2_cmd::sign(&a),
+        Command::Sm2(Sm2Command::Verify(a)) => sm2_cmd::verify(&a),
+        Command::Anchor(AnchorCommand::Hash(a)) => anchor_cmd::hash(&a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,16 @@
+//! The vpbox binary: the operators' CLI today, and the node, signer and proxy services as they
+//! land.
+//!
+//! `main.rs` is a thin shell over [`cli::main`], so tests drive the same code paths. Commands
+//! follow coreutils and OpenSSL conventions: results on stdout, diagnostics on stderr, exit
+//! status 0 (ok), 1 (checked and invalid) or 2 (usage or I/O error).
+
+pub mod cli;
+mod exit;
+mod files;
+pub mod slip;
+mod sm2_cmd;
+mod sm3_cmd;
+mod anchor_cmd;
+
+pub use exit::Outcome;

@@ -1,0 +1,87 @@
+//! The `vpbox` binary driven as operators run it, checked against the `openssl` command.
+
+mod anchor;
+mod sm2;
+mod sm3;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// A scratch directory removed on drop.
+pub(crate) struct Scratch(tempfile::TempDir);
+
+impl Scratch {
+    pub(crate) fn new() -> Self {
+        Self(tempfile::tempdir().unwrap())
+    }
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
+        self.0.path().join(name)
+    }
+    pub(crate) fn write(&self, name: &str, data: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, data).unwrap();
+        p
+    }
+}
+
+/// The result of one command: exit code, stdout, stderr.
+pub(crate) struct Run {
+    pub(crate) code: i32,
+    pub(crate) stdout: Vec<u8>,
+    pub(crate) stderr: String,
+}
+
+impl Run {
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8(self.stdout.clone()).unwrap()
+    }
+}
+
+fn finish(out: Output) -> Run {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "a panic is never an answer: {stderr}");
+    Run { code: out.status.code().expect("killed by a signal"), stdout: out.stdout, stderr }
+}
+
+/// Runs `vpbox ARGS` with `stdin` piped in.
+pub(crate) fn vpbox_stdin(args: &[&str], stdin: &[u8]) -> Run {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vpbox"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    finish(out)
+}
+
+/// Runs `vpbox ARGS` with no input.
+pub(crate) fn vpbox(args: &[&str]) -> Run {
+    finish(Command::new(env!("CARGO_BIN_EXE_vpbox")).args(args).stdin(Stdio::null()).output().unwrap())
+}
+
+/// Runs `openssl ARGS`. Panics if openssl is missing: CI installs it.
+pub(crate) fn openssl(args: &[&str]) -> Run {
+    let out = Command::new("openssl")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("the openssl command must be installed");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: out.stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+pub(crate) fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
