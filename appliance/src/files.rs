@@ -16,8 +16,8 @@ pub(crate) fn open_input(name: &str) -> Result<Box<dyn Read>> {
     if name == "-" {
         return Ok(Box::new(io::stdin().lock()));
     }
-    let file = File::open(name).with_context(|| format!("{name}"))?;
-    if file.metadata().with_context(|| format!("{name}"))?.is_dir() {
+    let file = File::open(name).with_context(|| name.to_string())?;
+    if file.metadata().with_context(|| name.to_string())?.is_dir() {
         bail!("{name}: Is a directory");
     }
     Ok(Box::new(file))
@@ -26,10 +26,7 @@ pub(crate) fn open_input(name: &str) -> Result<Box<dyn Read>> {
 /// Reads all of `name` (`-` is stdin), up to `max` bytes.
 pub(crate) fn read_all(name: &str, max: u64) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
-    open_input(name)?
-        .take(max + 1)
-        .read_to_end(&mut buf)
-        .with_context(|| format!("{name}"))?;
+    open_input(name)?.take(max + 1).read_to_end(&mut buf).with_context(|| name.to_string())?;
     if buf.len() as u64 > max {
         bail!("{name}: larger than {max} bytes");
     }

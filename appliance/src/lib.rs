@@ -5,12 +5,12 @@
 //! follow coreutils and OpenSSL conventions: results on stdout, diagnostics on stderr, exit
 //! status 0 (ok), 1 (checked and invalid) or 2 (usage or I/O error).
 
+mod anchor_cmd;
 pub mod cli;
 mod exit;
 mod files;
 pub mod slip;
 mod sm2_cmd;
 mod sm3_cmd;
-mod anchor_cmd;
 
 pub use exit::Outcome;

@@ -12,8 +12,8 @@
 //! Parsing is strict where ambiguity could be exploited: duplicate top-level fields are refused
 //! (different parsers would pick different ones), and the identity fields have fixed shapes.
 
-use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{Deserializer, MapAccess, Visitor};
 use vpbox_sm::sm3::{Digest, Sm3, hash};
 
 /// Domain tag hashed in front of the identity fields: no other vpbox hash can collide with a
@@ -179,7 +179,7 @@ mod tests {
         assert_eq!(anchor.value, hash(SLIP));
         // The key is reproducible from the identity alone, as a dispute platform computes it.
         let mut h = Sm3::new();
-        h.update(b"VPBOX/slip-key/v1\0898310048160001\010000001\0123456789012\0")
+        h.update(b"VPBOX/slip-key/v1\x00898310048160001\x0010000001\x00123456789012\x00")
             .update(b"2026-11-24T10:15:30+08:00");
         assert_eq!(anchor.key, h.finalize());
 
@@ -205,12 +205,21 @@ mod tests {
         );
         for bad_time in ["2026-11-24 10:15:30", "2026-11-24T10:15:30", "2026-11-24T10:15:30+0800"] {
             let s = SLIP.replace("2026-11-24T10:15:30+08:00", bad_time);
-            assert!(matches!(parse(s.as_bytes()), Err(SlipError::BadField { field: "txn_time", .. })));
+            assert!(matches!(
+                parse(s.as_bytes()),
+                Err(SlipError::BadField { field: "txn_time", .. })
+            ));
         }
         let s = SLIP.replace("10000001", "1000 0001");
-        assert!(matches!(parse(s.as_bytes()), Err(SlipError::BadField { field: "terminal_id", .. })));
+        assert!(matches!(
+            parse(s.as_bytes()),
+            Err(SlipError::BadField { field: "terminal_id", .. })
+        ));
         let s = SLIP.replace(r#""10000001""#, "10000001");
-        assert!(matches!(parse(s.as_bytes()), Err(SlipError::BadField { field: "terminal_id", .. })));
+        assert!(matches!(
+            parse(s.as_bytes()),
+            Err(SlipError::BadField { field: "terminal_id", .. })
+        ));
         assert!(parse(SLIP.replace("+08:00", "Z").as_bytes()).is_ok());
     }
 }

@@ -83,11 +83,12 @@ pub(crate) fn sign(args: &SignArgs) -> Result<Outcome> {
 pub(crate) fn verify(args: &VerifyArgs) -> Result<Outcome> {
     let public = load_public(&args.public)?;
     let sig_bytes = read_all(&args.sig, 4096)?;
-    let sig = if args.raw { Signature::from_raw(&sig_bytes) } else { Signature::from_der(&sig_bytes) }
-        .with_context(|| {
-            let hint = if args.raw { "" } else { " (use --raw for 64-byte r‖s)" };
-            format!("{}{hint}", args.sig)
-        })?;
+    let sig =
+        if args.raw { Signature::from_raw(&sig_bytes) } else { Signature::from_der(&sig_bytes) }
+            .with_context(|| {
+                let hint = if args.raw { "" } else { " (use --raw for 64-byte r‖s)" };
+                format!("{}{hint}", args.sig)
+            })?;
     let e = digest_input(&public, args.id.as_bytes(), args.file.as_deref())?;
     match public.verify_digest(&e, &sig) {
         Verification::Valid => {

@@ -16,7 +16,10 @@ fn hash_prints_key_and_value_as_bytes32() {
     // The value is the SM3 of the file's bytes: the same as `vpbox sm3`.
     let sum = vpbox(&["sm3", s(&slip)]).text();
     assert_eq!(&fields[1][2..], &sum[..64]);
-    assert_eq!(vpbox(&["anchor", "hash", "--raw", s(&slip)]).text(), format!("{}  {}\n", fields[1], s(&slip)));
+    assert_eq!(
+        vpbox(&["anchor", "hash", "--raw", s(&slip)]).text(),
+        format!("{}  {}\n", fields[1], s(&slip))
+    );
 
     let json = vpbox(&["anchor", "hash", "--json", s(&slip)]);
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();

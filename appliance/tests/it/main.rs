@@ -65,7 +65,9 @@ pub(crate) fn vpbox_stdin(args: &[&str], stdin: &[u8]) -> Run {
 
 /// Runs `vpbox ARGS` with no input.
 pub(crate) fn vpbox(args: &[&str]) -> Run {
-    finish(Command::new(env!("CARGO_BIN_EXE_vpbox")).args(args).stdin(Stdio::null()).output().unwrap())
+    finish(
+        Command::new(env!("CARGO_BIN_EXE_vpbox")).args(args).stdin(Stdio::null()).output().unwrap(),
+    )
 }
 
 /// Runs `openssl ARGS`. Panics if openssl is missing: CI installs it.

@@ -6,8 +6,20 @@ const DISTID: &str = "distid:1234567812345678";
 
 fn openssl_verify(public: &std::path::Path, sig: &std::path::Path, data: &std::path::Path) -> bool {
     openssl(&[
-        "pkeyutl", "-verify", "-rawin", "-digest", "sm3", "-pubin", "-inkey", s(public),
-        "-pkeyopt", DISTID, "-in", s(data), "-sigfile", s(sig),
+        "pkeyutl",
+        "-verify",
+        "-rawin",
+        "-digest",
+        "sm3",
+        "-pubin",
+        "-inkey",
+        s(public),
+        "-pkeyopt",
+        DISTID,
+        "-in",
+        s(data),
+        "-sigfile",
+        s(sig),
     ])
     .code
         == 0
@@ -55,8 +67,19 @@ fn openssl_verifies_vpbox_signatures_and_vpbox_verifies_openssls() {
     // OpenSSL signs with vpbox's key; vpbox verifies.
     let osig = dir.path("o.sig");
     let signed = openssl(&[
-        "pkeyutl", "-sign", "-rawin", "-digest", "sm3", "-inkey", s(&key), "-pkeyopt", DISTID,
-        "-in", s(&data), "-out", s(&osig),
+        "pkeyutl",
+        "-sign",
+        "-rawin",
+        "-digest",
+        "sm3",
+        "-inkey",
+        s(&key),
+        "-pkeyopt",
+        DISTID,
+        "-in",
+        s(&data),
+        "-out",
+        s(&osig),
     ]);
     assert_eq!(signed.code, 0, "{}", signed.stderr);
     let ok = vpbox(&["sm2", "verify", "--pub", s(&pubf), "--sig", s(&osig), s(&data)]);
@@ -66,7 +89,8 @@ fn openssl_verifies_vpbox_signatures_and_vpbox_verifies_openssls() {
     let other = dir.write("other.json", br#"{"rrn":"2"}"#);
     let bad = vpbox(&["sm2", "verify", "--pub", s(&pubf), "--sig", s(&osig), s(&other)]);
     assert_eq!((bad.code, bad.text().as_str()), (1, "Verification failure\n"));
-    let wrong_id = vpbox(&["sm2", "verify", "--pub", s(&pubf), "--sig", s(&osig), "--id", "x", s(&data)]);
+    let wrong_id =
+        vpbox(&["sm2", "verify", "--pub", s(&pubf), "--sig", s(&osig), "--id", "x", s(&data)]);
     assert_eq!(wrong_id.code, 1);
     let mut raw_sig = std::fs::read(&osig).unwrap();
     let last = raw_sig.len() - 1;
@@ -83,7 +107,10 @@ fn keys_made_by_openssl_work_and_raw_signatures_round_trip() {
     assert_eq!(openssl(&["genpkey", "-algorithm", "SM2", "-out", s(&key)]).code, 0);
     let data = dir.write("d", b"day-end batch");
     let sig = dir.path("d.sig");
-    assert_eq!(vpbox(&["sm2", "sign", "--key", s(&key), "--raw", "--out", s(&sig), s(&data)]).code, 0);
+    assert_eq!(
+        vpbox(&["sm2", "sign", "--key", s(&key), "--raw", "--out", s(&sig), s(&data)]).code,
+        0
+    );
     assert_eq!(std::fs::read(&sig).unwrap().len(), 64);
     // A private key works as --pub, as with openssl pkeyutl -inkey.
     let ok = vpbox(&["sm2", "verify", "--pub", s(&key), "--sig", s(&sig), "--raw", s(&data)]);
@@ -105,7 +132,15 @@ fn bad_inputs_are_clear_errors_with_exit_2() {
     assert_eq!(vpbox(&["sm2", "sign", "--key", s(&key), "--out", s(&sig), s(&data)]).code, 0);
 
     let p256 = dir.path("p256.pem");
-    openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", s(&p256)]);
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        s(&p256),
+    ]);
     let rsa = dir.path("rsa.pem");
     openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024", "-out", s(&rsa)]);
     let der = std::fs::read(&sig).unwrap();
@@ -121,8 +156,14 @@ fn bad_inputs_are_clear_errors_with_exit_2() {
         (vec!["sm2", "sign", "--key", s(&key), s(dir.0.path())], "Is a directory"),
         (vec!["sm2", "verify", "--pub", s(&pubf), "--sig", s(&truncated), s(&data)], "signature"),
         (vec!["sm2", "verify", "--pub", s(&p256), "--sig", s(&sig), s(&data)], "not an SM2 key"),
-        (vec!["sm2", "verify", "--pub", s(&pubf), "--sig", "/nonexistent.sig", s(&data)], "No such file"),
-        (vec!["sm2", "verify", "--pub", s(&pubf), "--sig", s(&sig), "/nonexistent"], "No such file"),
+        (
+            vec!["sm2", "verify", "--pub", s(&pubf), "--sig", "/nonexistent.sig", s(&data)],
+            "No such file",
+        ),
+        (
+            vec!["sm2", "verify", "--pub", s(&pubf), "--sig", s(&sig), "/nonexistent"],
+            "No such file",
+        ),
         (vec!["sm2", "verify", "--pub", s(&pubf)], "--sig"),
     ];
     for (args, needle) in cases {

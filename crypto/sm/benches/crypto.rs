@@ -1,1 +1,187 @@
-fn main(){}
+//! SM2/SM3/SM4 throughput of vpbox-sm (RustCrypto arithmetic), libsm, and OpenSSL's
+//! `openssl speed`, measured in one run on one machine, with the ratios.
+//!
+//! `cargo bench -p vpbox-sm --bench crypto` (about a minute). `VPBOX_BENCH_SECONDS=0.2` makes a
+//! quick smoke run (CI); OpenSSL is then still given its minimum of one second per figure.
+//! Prints a table, a JSON line (`{"bench":"crypto",...}`) and a one-line summary.
+
+use std::hint::black_box;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use libsm::sm2::signature::SigCtx;
+use vpbox_sm::sm2::{DEFAULT_ID, SecretKey};
+use vpbox_sm::{sm3, sm4};
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Consumes a result so the optimiser cannot drop the work that made it.
+fn sink<T>(x: T) {
+    let _ = black_box(x);
+}
+
+/// Runs `f` repeatedly for about `secs`; returns calls per second.
+fn rate(secs: f64, mut f: impl FnMut()) -> f64 {
+    f(); // warm up
+    let budget = Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < budget {
+        f();
+        n += 1;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// `openssl speed -mr` for SM2: (sign/s, verify/s).
+fn openssl_sm2(secs: u32) -> Option<(f64, f64)> {
+    let out = Command::new("openssl")
+        .args(["speed", "-mr", "-seconds", &secs.to_string(), "sm2"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.starts_with("+F7:"))?;
+    let f: Vec<&str> = line.split(':').collect();
+    Some((f.get(4)?.parse().ok()?, f.get(5)?.parse().ok()?))
+}
+
+/// `openssl speed -mr -evp ALG -bytes N`: bytes per second.
+fn openssl_evp(alg: &str, bytes: usize, secs: u32) -> Option<f64> {
+    let out = Command::new("openssl")
+        .args(["speed", "-mr", "-seconds", &secs.to_string(), "-bytes", &bytes.to_string()])
+        .args(["-evp", alg])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.starts_with("+F:"))?;
+    line.rsplit(':').next()?.parse().ok()
+}
+
+struct Row {
+    name: &'static str,
+    unit: &'static str,
+    ours: f64,
+    libsm: Option<f64>,
+    openssl: Option<f64>,
+}
+
+fn main() {
+    let secs: f64 =
+        std::env::var("VPBOX_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(2.0);
+    let ossl_secs = secs.ceil().max(1.0) as u32;
+
+    let key = SecretKey::generate().expect("random source");
+    let msg = [0x5au8; 32];
+    let sig = key.sign(DEFAULT_ID, &msg).expect("sign");
+    let ctx = SigCtx::new();
+    let scalar = {
+        let der = key.to_pkcs8_der().expect("pkcs8");
+        let at = der.windows(5).position(|w| w == [2, 1, 1, 4, 32]).expect("SEC1 scalar") + 5;
+        der[at..at + 32].to_vec()
+    };
+    let lsk = ctx.load_seckey(&scalar).expect("libsm key");
+    let lpk = ctx.pk_from_sk(&lsk).expect("libsm public");
+    let lsig = ctx.sign(&msg, &lsk, &lpk).expect("libsm sign");
+
+    let small = vec![0x61u8; 64];
+    let big = vec![0x61u8; 1 << 20];
+    let skey = sm4::Sm4Key::generate().expect("random source");
+    let iv = [0u8; 16];
+    let nonce = [0u8; 12];
+    let lcbc = libsm::sm4::Cipher::new(skey.expose_secret(), libsm::sm4::Mode::Cbc).expect("sm4");
+
+    let (ossl_sign, ossl_verify) = openssl_sm2(ossl_secs).unzip();
+    let mib = |x: Option<f64>| x.map(|b| b / MIB);
+    let rows = [
+        Row {
+            name: "SM2 sign",
+            unit: "ops/s",
+            ours: rate(secs, || sink(key.sign(DEFAULT_ID, black_box(&msg)))),
+            libsm: Some(rate(secs, || sink(ctx.sign(black_box(&msg), &lsk, &lpk)))),
+            openssl: ossl_sign,
+        },
+        Row {
+            name: "SM2 verify",
+            unit: "ops/s",
+            ours: rate(secs, || sink(key.public_key().verify(DEFAULT_ID, black_box(&msg), &sig))),
+            libsm: Some(rate(secs, || sink(ctx.verify(black_box(&msg), &lpk, &lsig)))),
+            openssl: ossl_verify,
+        },
+        Row {
+            name: "SM3 64 B",
+            unit: "MiB/s",
+            ours: rate(secs, || sink(sm3::hash(black_box(&small)))) * 64.0 / MIB,
+            libsm: Some(
+                rate(secs, || sink(libsm::sm3::hash::Sm3Hash::new(&small).get_hash())) * 64.0 / MIB,
+            ),
+            openssl: mib(openssl_evp("sm3", 64, ossl_secs)),
+        },
+        Row {
+            name: "SM3 1 MiB",
+            unit: "MiB/s",
+            ours: rate(secs, || sink(sm3::hash(black_box(&big)))),
+            libsm: Some(rate(secs, || sink(libsm::sm3::hash::Sm3Hash::new(&big).get_hash()))),
+            openssl: mib(openssl_evp("sm3", 1 << 20, ossl_secs)),
+        },
+        Row {
+            name: "SM4-CBC 1 MiB",
+            unit: "MiB/s",
+            ours: rate(secs, || sink(sm4::cbc_encrypt(&skey, &iv, black_box(&big)))),
+            libsm: Some(rate(secs, || sink(lcbc.encrypt(&[], black_box(&big), &iv)))),
+            openssl: mib(openssl_evp("sm4-cbc", 1 << 20, ossl_secs)),
+        },
+        Row {
+            name: "SM4-GCM 1 MiB",
+            unit: "MiB/s",
+            ours: rate(secs, || {
+                sink(sm4::gcm_seal(&skey, &nonce, b"", black_box(&big)));
+            }),
+            // libsm's GCM takes 16-byte IVs only and OpenSSL 3.0 has no SM4-GCM: no peer.
+            libsm: None,
+            openssl: None,
+        },
+    ];
+
+    let fmt = |x: Option<f64>| x.map_or_else(|| "n/a".to_string(), |v| format!("{v:.1}"));
+    let ratio =
+        |a: f64, b: Option<f64>| b.map_or_else(|| "n/a".into(), |b| format!("{:.2}x", a / b));
+    println!(
+        "{:<14} {:>6} {:>12} {:>12} {:>12} {:>12} {:>12}",
+        "operation", "unit", "vpbox-sm", "libsm", "openssl", "vs openssl", "vs libsm"
+    );
+    for r in &rows {
+        println!(
+            "{:<14} {:>6} {:>12.1} {:>12} {:>12} {:>12} {:>12}",
+            r.name,
+            r.unit,
+            r.ours,
+            fmt(r.libsm),
+            fmt(r.openssl),
+            ratio(r.ours, r.openssl),
+            ratio(r.ours, r.libsm)
+        );
+    }
+    let json: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let opt = |x: Option<f64>| x.map_or_else(|| "null".into(), |v| format!("{v:.1}"));
+            format!(
+                "{{\"op\":\"{}\",\"unit\":\"{}\",\"vpbox_sm\":{:.1},\"libsm\":{},\"openssl\":{}}}",
+                r.name,
+                r.unit,
+                r.ours,
+                opt(r.libsm),
+                opt(r.openssl)
+            )
+        })
+        .collect();
+    println!(
+        "{{\"bench\":\"crypto\",\"seconds_per_figure\":{secs},\"rows\":[{}]}}",
+        json.join(",")
+    );
+    let summary: Vec<String> = rows
+        .iter()
+        .filter_map(|r| r.openssl.map(|o| format!("{} {:.2}x", r.name, r.ours / o)))
+        .collect();
+    println!("summary: vpbox-sm vs openssl: {}", summary.join(", "));
+}

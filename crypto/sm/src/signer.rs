@@ -160,7 +160,10 @@ mod tests {
             }
             // The same bytes signed without a domain are a different message.
             assert_eq!(pk.verify(DEFAULT_ID, b"payload", &sig), Verification::Invalid);
-            assert_eq!(pk.verify(DEFAULT_ID, &made_in.frame(b"payload"), &sig), Verification::Valid);
+            assert_eq!(
+                pk.verify(DEFAULT_ID, &made_in.frame(b"payload"), &sig),
+                Verification::Valid
+            );
         }
     }
 }

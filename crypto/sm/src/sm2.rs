@@ -15,7 +15,9 @@ use sm2::elliptic_curve::{
     Curve, Generate, Group, PrimeField, ops::Reduce, point::AffineCoordinates, sec1::ToSec1Point,
 };
 use sm2::pkcs8::der::{Decode, asn1::ObjectIdentifier};
-use sm2::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding};
+use sm2::pkcs8::{
+    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
+};
 use sm2::{FieldBytes, NonZeroScalar, ProjectivePoint, Scalar, Sm2, U256};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -128,9 +130,8 @@ impl SecretKey {
     /// Reads a private key from PEM: PKCS#8 (`PRIVATE KEY`, as `openssl genpkey -algorithm SM2`
     /// writes) or SEC1 (`SM2 PRIVATE KEY`, as `openssl ec` writes SM2 keys, or `EC PRIVATE KEY`).
     pub fn from_pem(pem: &str) -> Result<Self, Error> {
-        let label = pem_label(pem).ok_or_else(|| {
-            Error::InvalidPrivateKey(Reason::Pem("no PEM header found".into()))
-        })?;
+        let label = pem_label(pem)
+            .ok_or_else(|| Error::InvalidPrivateKey(Reason::Pem("no PEM header found".into())))?;
         match label {
             "PRIVATE KEY" => {
                 let (_, der) = decode_pem(pem, Error::InvalidPrivateKey)?;
@@ -384,9 +385,11 @@ impl Signature {
                 got: der.len(),
             }));
         }
-        sm2::dsa::Signature::from_der(der)
-            .map(Self)
-            .map_err(|_| Error::InvalidSignature(Reason::Der("not SEQUENCE { r, s } with r, s in [1, n-1]".into())))
+        sm2::dsa::Signature::from_der(der).map(Self).map_err(|_| {
+            Error::InvalidSignature(Reason::Der(
+                "not SEQUENCE { r, s } with r, s in [1, n-1]".into(),
+            ))
+        })
     }
 
     /// The DER form.
@@ -428,8 +431,9 @@ fn pem_label(pem: &str) -> Option<&str> {
 }
 
 fn decode_pem(pem: &str, wrap: fn(Reason) -> Error) -> Result<(String, Zeroizing<Vec<u8>>), Error> {
-    let start = pem.find("-----BEGIN ").ok_or_else(|| wrap(Reason::Pem("no PEM header found".into())))?;
-    let (label, der) = pem_rfc7468::decode_vec(pem[start..].as_bytes())
+    let start =
+        pem.find("-----BEGIN ").ok_or_else(|| wrap(Reason::Pem("no PEM header found".into())))?;
+    let (label, der) = pem_rfc7468::decode_vec(&pem.as_bytes()[start..])
         .map_err(|e| wrap(Reason::Pem(e.to_string())))?;
     Ok((label.to_string(), Zeroizing::new(der)))
 }
@@ -567,7 +571,7 @@ mod tests {
         for cut in 0..der.len() {
             assert!(Signature::from_der(&der[..cut]).is_err(), "truncated at {cut}");
         }
-        let mut trailing = der.clone();
+        let mut trailing = der;
         trailing.push(0);
         assert!(Signature::from_der(&trailing).is_err(), "trailing byte");
         assert!(matches!(

@@ -63,7 +63,11 @@ pub fn cbc_encrypt(key: &Sm4Key, iv: &[u8; BLOCK_LEN], plaintext: &[u8]) -> Vec<
 }
 
 /// SM4-CBC decryption; fails on a length that is not whole blocks or on bad padding.
-pub fn cbc_decrypt(key: &Sm4Key, iv: &[u8; BLOCK_LEN], ciphertext: &[u8]) -> Result<Vec<u8>, Error> {
+pub fn cbc_decrypt(
+    key: &Sm4Key,
+    iv: &[u8; BLOCK_LEN],
+    ciphertext: &[u8],
+) -> Result<Vec<u8>, Error> {
     cbc::Decryptor::<sm4::Sm4>::new(&key.0.into(), &(*iv).into())
         .decrypt_padded_vec::<Pkcs7>(ciphertext)
         .map_err(|_| Error::Decrypt)
@@ -76,9 +80,9 @@ pub fn gcm_seal(
     aad: &[u8],
     plaintext: &[u8],
 ) -> Result<Vec<u8>, Error> {
-    Sm4Gcm::new(&key.0.into())
-        .encrypt(&(*nonce).into(), Payload { msg: plaintext, aad })
-        .map_err(|_| Error::BadLength { what: "plaintext", expected: 1 << 36, got: plaintext.len() })
+    Sm4Gcm::new(&key.0.into()).encrypt(&(*nonce).into(), Payload { msg: plaintext, aad }).map_err(
+        |_| Error::BadLength { what: "plaintext", expected: 1 << 36, got: plaintext.len() },
+    )
 }
 
 /// SM4-GCM decryption of ciphertext ‖ tag; fails if anything was altered.

@@ -70,8 +70,11 @@ fn z_and_e_agree_for_other_ids() {
 fn sm4_cbc_agrees() {
     let key = sm4::Sm4Key::generate().unwrap();
     let iv = [0x42u8; 16];
-    let theirs = libsm::sm4::cipher_mode::Sm4CipherMode::new(key.expose_secret(), libsm::sm4::cipher_mode::CipherMode::Cbc)
-        .unwrap();
+    let theirs = libsm::sm4::cipher_mode::Sm4CipherMode::new(
+        key.expose_secret(),
+        libsm::sm4::cipher_mode::CipherMode::Cbc,
+    )
+    .unwrap();
     for len in [0usize, 1, 16, 31, 4096] {
         let pt: Vec<u8> = (0..len).map(|i| i as u8).collect();
         let ours = sm4::cbc_encrypt(&key, &iv, &pt);

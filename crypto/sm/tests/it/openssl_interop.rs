@@ -70,13 +70,27 @@ fn openssl_keys_and_signatures_are_accepted() {
     let msg = dir.write("msg", b"electronic sales slip 0001");
     let sig = dir.path("sig");
     let (ok, _) = openssl(&[
-        "pkeyutl", "-sign", "-rawin", "-digest", "sm3", "-inkey", p(&key), "-pkeyopt", DISTID,
-        "-in", p(&msg), "-out", p(&sig),
+        "pkeyutl",
+        "-sign",
+        "-rawin",
+        "-digest",
+        "sm3",
+        "-inkey",
+        p(&key),
+        "-pkeyopt",
+        DISTID,
+        "-in",
+        p(&msg),
+        "-out",
+        p(&sig),
     ]);
     assert!(ok);
     let sig = Signature::from_der(&std::fs::read(&sig).unwrap()).unwrap();
     assert_eq!(public.verify(DEFAULT_ID, b"electronic sales slip 0001", &sig), Verification::Valid);
-    assert_eq!(public.verify(DEFAULT_ID, b"electronic sales slip 0002", &sig), Verification::Invalid);
+    assert_eq!(
+        public.verify(DEFAULT_ID, b"electronic sales slip 0002", &sig),
+        Verification::Invalid
+    );
     assert_eq!(public.verify(b"", b"electronic sales slip 0001", &sig), Verification::Invalid);
 }
 
@@ -95,8 +109,20 @@ fn our_keys_and_signatures_are_accepted_by_openssl() {
 
     let verify = |sig_file: &Path, msg_file: &Path| {
         openssl(&[
-            "pkeyutl", "-verify", "-rawin", "-digest", "sm3", "-pubin", "-inkey", p(&pub_pem),
-            "-pkeyopt", DISTID, "-in", p(msg_file), "-sigfile", p(sig_file),
+            "pkeyutl",
+            "-verify",
+            "-rawin",
+            "-digest",
+            "sm3",
+            "-pubin",
+            "-inkey",
+            p(&pub_pem),
+            "-pkeyopt",
+            DISTID,
+            "-in",
+            p(msg_file),
+            "-sigfile",
+            p(sig_file),
         ])
         .0
     };
@@ -116,8 +142,19 @@ fn our_keys_and_signatures_are_accepted_by_openssl() {
     let osig = dir.path("osig");
     assert!(
         openssl(&[
-            "pkeyutl", "-sign", "-rawin", "-digest", "sm3", "-inkey", p(&key_pem), "-pkeyopt",
-            DISTID, "-in", p(&msg), "-out", p(&osig),
+            "pkeyutl",
+            "-sign",
+            "-rawin",
+            "-digest",
+            "sm3",
+            "-inkey",
+            p(&key_pem),
+            "-pkeyopt",
+            DISTID,
+            "-in",
+            p(&msg),
+            "-out",
+            p(&osig),
         ])
         .0
     );
@@ -144,7 +181,18 @@ fn sec1_keys_from_openssl_ec_are_accepted() {
 fn other_algorithms_are_refused_by_name() {
     let dir = Dir::new();
     let p256 = dir.path("p256.pem");
-    assert!(openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", p(&p256)]).0);
+    assert!(
+        openssl(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            p(&p256)
+        ])
+        .0
+    );
     let err = SecretKey::from_pem(&std::fs::read_to_string(&p256).unwrap()).unwrap_err();
     assert!(matches!(&err, Error::NotSm2 { found } if found.contains("prime256v1")), "{err}");
     let (_, p256_pub) = openssl(&["pkey", "-in", p(&p256), "-pubout"]);
@@ -152,7 +200,18 @@ fn other_algorithms_are_refused_by_name() {
     assert!(matches!(&err, Error::NotSm2 { .. }), "{err}");
 
     let rsa = dir.path("rsa.pem");
-    assert!(openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024", "-out", p(&rsa)]).0);
+    assert!(
+        openssl(&[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:1024",
+            "-out",
+            p(&rsa)
+        ])
+        .0
+    );
     let err = SecretKey::from_pem(&std::fs::read_to_string(&rsa).unwrap()).unwrap_err();
     assert!(matches!(&err, Error::NotSm2 { found } if found.contains("rsaEncryption")), "{err}");
 }
@@ -167,12 +226,41 @@ fn sm4_cbc_equals_openssl_enc_both_ways() {
         let pt: Vec<u8> = (0..len).map(|x| (x % 253) as u8).collect();
         let pt_file = dir.write("pt", &pt);
         let ct_file = dir.path("ct");
-        assert!(openssl(&["enc", "-sm4-cbc", "-K", &k, "-iv", &i, "-in", p(&pt_file), "-out", p(&ct_file)]).0);
+        assert!(
+            openssl(&[
+                "enc",
+                "-sm4-cbc",
+                "-K",
+                &k,
+                "-iv",
+                &i,
+                "-in",
+                p(&pt_file),
+                "-out",
+                p(&ct_file)
+            ])
+            .0
+        );
         let theirs = std::fs::read(&ct_file).unwrap();
         assert_eq!(theirs, sm4::cbc_encrypt(&key, &iv, &pt), "len {len}");
         let ours = dir.write("ours", sm4::cbc_encrypt(&key, &iv, &pt));
         let back = dir.path("back");
-        assert!(openssl(&["enc", "-d", "-sm4-cbc", "-K", &k, "-iv", &i, "-in", p(&ours), "-out", p(&back)]).0);
+        assert!(
+            openssl(&[
+                "enc",
+                "-d",
+                "-sm4-cbc",
+                "-K",
+                &k,
+                "-iv",
+                &i,
+                "-in",
+                p(&ours),
+                "-out",
+                p(&back)
+            ])
+            .0
+        );
         assert_eq!(std::fs::read(&back).unwrap(), pt);
     }
 }
