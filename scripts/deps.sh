@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what vpbox needs to build and test on Debian 12, as root. Idempotent and quiet when
+# everything is there already.
+set -euo pipefail
+
+packages=(openssl ca-certificates pkg-config)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+command -v cargo >/dev/null || { echo "deps: cargo not found (install Rust with rustup)" >&2; exit 2; }
+for component in rustfmt clippy; do
+  rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
+done
+command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs what is needed and runs every check CI runs: format, lints, all tests (unit,
+# property, interop with the openssl command, end-to-end CLI), doctests and the benchmark smoke
+# run. Run from anywhere, as root on Debian 12.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh
+
+step() { printf '\n== %s\n' "$*"; }
+step "format";     cargo fmt --all --check
+step "lints";      cargo clippy --workspace --all-targets --locked -- -D warnings
+step "tests";      cargo nextest run --workspace --locked --no-fail-fast
+step "doctests";   cargo test --workspace --doc --locked
+step "bench smoke"; VPBOX_BENCH_SECONDS=0.05 cargo bench -p vpbox-sm --bench crypto --locked
