@@ -1,0 +1,147 @@
+use std::path::{Path, PathBuf};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::mechanism::MechanismType;
+use cryptoki::object::KeyType;
+use cryptoki::slot::Slot;
+use serde::Serialize;
+
+use crate::{Error, Profile};
+
+/// How a token is named in a config. Never by slot number: slot numbers change when a token is
+/// re-initialised or another is plugged in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSelector {
+    /// `CK_TOKEN_INFO.label`, trimmed.
+    Label(String),
+    /// `CK_TOKEN_INFO.serialNumber`, trimmed.
+    Serial(String),
+}
+
+impl std::fmt::Display for TokenSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Label(l) => write!(f, "label {l:?}"),
+            Self::Serial(s) => write!(f, "serial {s:?}"),
+        }
+    }
+}
+
+/// What `vpbox hsm tokens` shows of a token.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenSummary {
+    /// The slot it sits in now (informational only).
+    pub slot: u64,
+    /// Label.
+    pub label: String,
+    /// Serial number.
+    pub serial: String,
+    /// Manufacturer ID.
+    pub manufacturer: String,
+    /// Model.
+    pub model: String,
+    /// Token flags worth knowing.
+    pub flags: Vec<&'static str>,
+    /// The built-in profile that matches, if any.
+    pub profile: Option<String>,
+}
+
+/// A loaded, initialised PKCS#11 module.
+pub struct Module {
+    ctx: Pkcs11,
+    path: PathBuf,
+}
+
+impl Module {
+    /// Loads the module at `path` and calls `C_Initialize` with OS locking.
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let fail = |reason: String| Error::ModuleLoad { path: path.display().to_string(), reason };
+        let ctx = Pkcs11::new(path).map_err(|e| fail(e.to_string()))?;
+        ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(Self { ctx, path: path.to_path_buf() })
+    }
+
+    /// The cryptoki context.
+    pub fn context(&self) -> &Pkcs11 {
+        &self.ctx
+    }
+
+    /// The module's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every token present.
+    pub fn tokens(&self) -> Result<Vec<TokenSummary>, Error> {
+        let mut out = Vec::new();
+        for slot in self.ctx.get_slots_with_token()? {
+            let info = self.ctx.get_token_info(slot)?;
+            let mut flags = Vec::new();
+            for (on, name) in [
+                (info.token_initialized(), "initialized"),
+                (info.user_pin_initialized(), "user-pin-initialized"),
+                (info.login_required(), "login-required"),
+                (info.user_pin_count_low(), "user-pin-count-low"),
+                (info.user_pin_final_try(), "user-pin-final-try"),
+                (info.user_pin_locked(), "user-pin-locked"),
+                (info.so_pin_locked(), "so-pin-locked"),
+                (info.write_protected(), "write-protected"),
+            ] {
+                if on {
+                    flags.push(name);
+                }
+            }
+            out.push(TokenSummary {
+                slot: slot.id(),
+                label: info.label().trim().to_string(),
+                serial: info.serial_number().trim().to_string(),
+                manufacturer: info.manufacturer_id().trim().to_string(),
+                model: info.model().trim().to_string(),
+                flags,
+                profile: Profile::for_manufacturer(info.manufacturer_id()).ok().map(|p| p.name),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The slot holding the one token that matches `selector`.
+    pub fn find(&self, selector: &TokenSelector) -> Result<(Slot, TokenSummary), Error> {
+        let tokens = self.tokens()?;
+        let mut matching = tokens.into_iter().filter(|t| match selector {
+            TokenSelector::Label(l) => &t.label == l,
+            TokenSelector::Serial(s) => &t.serial == s,
+        });
+        let first = matching.next().ok_or_else(|| Error::TokenNotFound(selector.to_string()))?;
+        if matching.next().is_some() {
+            return Err(Error::AmbiguousToken(selector.to_string()));
+        }
+        let slot = self
+            .ctx
+            .get_slots_with_token()?
+            .into_iter()
+            .find(|s| s.id() == first.slot)
+            .ok_or_else(|| Error::TokenNotFound(selector.to_string()))?;
+        Ok((slot, first))
+    }
+
+    /// Whether the token in `slot` supports mechanism `code`, asked with
+    /// `C_GetMechanismInfo` (`C_GetMechanismList` through cryptoki drops vendor codes).
+    pub fn supports(&self, slot: Slot, code: u64) -> bool {
+        mechanism_type(code).is_ok_and(|m| self.ctx.get_mechanism_info(slot, m).is_ok())
+    }
+}
+
+pub(crate) fn mechanism_type(code: u64) -> Result<MechanismType, Error> {
+    let r = if code >= 0x8000_0000 {
+        MechanismType::new_vendor_defined(code)
+    } else {
+        MechanismType::try_from(code)
+    };
+    r.map_err(|e| Error::Profile(format!("mechanism 0x{code:x}: {e}")))
+}
+
+pub(crate) fn key_type(code: u64) -> Result<KeyType, Error> {
+    let r = if code >= 0x8000_0000 { KeyType::new_vendor_defined(code) } else { KeyType::try_from(code) };
+    r.map_err(|e| Error::Profile(format!("key type 0x{code:x}: {e}")))
+}
