@@ -34,6 +34,9 @@ enum Command {
     /// Sales-slip anchors: what a POSP puts on the ledger.
     #[command(subcommand)]
     Anchor(AnchorCommand),
+    /// HSM keys for security officers: tokens, keygen, keys, inspect, selftest, retire.
+    #[command(subcommand)]
+    Hsm(crate::hsm_cmd::HsmCommand),
 }
 
 #[derive(Debug, Args)]
@@ -187,6 +190,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Sm2(Sm2Command::Sign(a)) => sm2_cmd::sign(&a),
         Command::Sm2(Sm2Command::Verify(a)) => sm2_cmd::verify(&a),
         Command::Anchor(AnchorCommand::Hash(a)) => anchor_cmd::hash(&a),
+        Command::Hsm(cmd) => crate::hsm_cmd::run(&cmd),
     }
 }
 

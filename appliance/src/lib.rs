@@ -9,6 +9,7 @@ mod anchor_cmd;
 pub mod cli;
 mod exit;
 mod files;
+mod hsm_cmd;
 pub mod slip;
 mod sm2_cmd;
 mod sm3_cmd;

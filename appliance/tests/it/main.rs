@@ -1,6 +1,7 @@
 //! The `vpbox` binary driven as operators run it, checked against the `openssl` command.
 
 mod anchor;
+mod hsm;
 mod sm2;
 mod sm3;
 
@@ -65,9 +66,17 @@ pub(crate) fn vpbox_stdin(args: &[&str], stdin: &[u8]) -> Run {
 
 /// Runs `vpbox ARGS` with no input.
 pub(crate) fn vpbox(args: &[&str]) -> Run {
-    finish(
-        Command::new(env!("CARGO_BIN_EXE_vpbox")).args(args).stdin(Stdio::null()).output().unwrap(),
-    )
+    vpbox_env(args, &[])
+}
+
+/// Runs `vpbox ARGS` with extra environment variables (a per-test SoftHSM config).
+pub(crate) fn vpbox_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vpbox"));
+    cmd.args(args).stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    finish(cmd.output().unwrap())
 }
 
 /// Runs `openssl ARGS`. Panics if openssl is missing: CI installs it.

@@ -113,7 +113,9 @@ impl From<cryptoki::error::Error> for Error {
             cryptoki::error::Error::Pkcs11(rv, f) => {
                 Self::Pkcs11 { function: format!("{f:?}"), rv: format!("{rv:?}"), source: Some(e) }
             }
-            other => Self::Pkcs11 { function: "cryptoki".into(), rv: other.to_string(), source: None },
+            other => {
+                Self::Pkcs11 { function: "cryptoki".into(), rv: other.to_string(), source: None }
+            }
         }
     }
 }

@@ -36,7 +36,10 @@ pub fn generate(
     policy: KeyPolicy,
 ) -> Result<(ObjectHandle, ObjectHandle), Error> {
     if find_private(session, profile, id).is_ok() {
-        return Err(Error::Malformed(format!("a key with CKA_ID {} exists already", hex::encode(id))));
+        return Err(Error::Malformed(format!(
+            "a key with CKA_ID {} exists already",
+            hex::encode(id)
+        )));
     }
     let kt = key_type(profile.key_type)?;
     let public = [
@@ -77,7 +80,11 @@ pub fn generate(
 }
 
 /// The private key with `CKA_ID` = `id` and the profile's key type.
-pub fn find_private(session: &Session, profile: &Profile, id: &[u8]) -> Result<ObjectHandle, Error> {
+pub fn find_private(
+    session: &Session,
+    profile: &Profile,
+    id: &[u8],
+) -> Result<ObjectHandle, Error> {
     let found = session.find_objects(&[
         Attribute::Class(ObjectClass::PRIVATE_KEY),
         Attribute::KeyType(key_type(profile.key_type)?),
@@ -86,7 +93,11 @@ pub fn find_private(session: &Session, profile: &Profile, id: &[u8]) -> Result<O
     match found.as_slice() {
         [one] => Ok(*one),
         [] => Err(Error::KeyNotFound(hex::encode(id))),
-        _ => Err(Error::Malformed(format!("{} private keys share CKA_ID {}", found.len(), hex::encode(id)))),
+        _ => Err(Error::Malformed(format!(
+            "{} private keys share CKA_ID {}",
+            found.len(),
+            hex::encode(id)
+        ))),
     }
 }
 
@@ -101,7 +112,11 @@ pub fn list_private(session: &Session, profile: &Profile) -> Result<Vec<ObjectHa
 /// The public key of the key pair with `CKA_ID` = `id`: from `CKA_EC_POINT` of the public
 /// object, or of the private object where the vendor exposes it there.
 pub fn public_key(session: &Session, profile: &Profile, id: &[u8]) -> Result<PublicKey, Error> {
-    let class = if profile.ec_point_on_private { ObjectClass::PRIVATE_KEY } else { ObjectClass::PUBLIC_KEY };
+    let class = if profile.ec_point_on_private {
+        ObjectClass::PRIVATE_KEY
+    } else {
+        ObjectClass::PUBLIC_KEY
+    };
     let objects = session.find_objects(&[
         Attribute::Class(class),
         Attribute::KeyType(key_type(profile.key_type)?),
@@ -113,7 +128,8 @@ pub fn public_key(session: &Session, profile: &Profile, id: &[u8]) -> Result<Pub
         .into_iter()
         .find_map(|a| if let Attribute::EcPoint(p) = a { Some(p) } else { None })
         .ok_or_else(|| Error::Malformed("no CKA_EC_POINT".into()))?;
-    PublicKey::from_sec1(unwrap_ec_point(&point)).map_err(|e| Error::Malformed(format!("CKA_EC_POINT: {e}")))
+    PublicKey::from_sec1(unwrap_ec_point(&point))
+        .map_err(|e| Error::Malformed(format!("CKA_EC_POINT: {e}")))
 }
 
 /// `CKA_EC_POINT` is a DER OCTET STRING around the SEC1 point (PKCS#11 v2.40 §2.3.3); some
@@ -133,7 +149,9 @@ pub struct KeyReport {
     pub id: String,
     /// `CKA_LABEL`.
     pub label: String,
-    /// Boolean attributes by name (absent when the token does not report one).
+    /// Boolean attributes by name, in audit order (absent when the token does not report one);
+    /// a JSON object.
+    #[serde(serialize_with = "as_map")]
     pub attributes: Vec<(&'static str, bool)>,
     /// Whether `CKA_VALUE` is refused, as it must be.
     pub value_unreadable: bool,
@@ -160,7 +178,11 @@ const AUDITED: [(AttributeType, &str, Option<bool>); 14] = [
 
 /// Audits a private key against the custody policy.
 pub fn inspect(session: &Session, key: ObjectHandle) -> Result<KeyReport, Error> {
-    let types: Vec<AttributeType> = AUDITED.iter().map(|(t, _, _)| *t).chain([AttributeType::Id, AttributeType::Label]).collect();
+    let types: Vec<AttributeType> = AUDITED
+        .iter()
+        .map(|(t, _, _)| *t)
+        .chain([AttributeType::Id, AttributeType::Label])
+        .collect();
     let values = session.get_attributes(key, &types)?;
     let mut report = KeyReport {
         id: String::new(),
@@ -188,12 +210,18 @@ pub fn inspect(session: &Session, key: ObjectHandle) -> Result<KeyReport, Error>
         }
     }
     let value_info = session.get_attribute_info(key, &[AttributeType::Value])?;
-    report.value_unreadable =
-        matches!(value_info.first(), Some(AttributeInfo::Sensitive | AttributeInfo::TypeInvalid | AttributeInfo::Unavailable));
+    report.value_unreadable = matches!(
+        value_info.first(),
+        Some(AttributeInfo::Sensitive | AttributeInfo::TypeInvalid | AttributeInfo::Unavailable)
+    );
     if !report.value_unreadable {
         report.problems.push("CKA_VALUE is readable".into());
     }
     Ok(report)
+}
+
+fn as_map<S: serde::Serializer>(pairs: &[(&'static str, bool)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(pairs.iter().map(|(k, v)| (*k, *v)))
 }
 
 fn bool_of(a: &Attribute, ty: AttributeType) -> Option<bool> {

@@ -30,7 +30,8 @@ impl Pin {
             )));
         }
         let raw = Zeroizing::new(
-            std::fs::read(path).map_err(|e| Error::PinSource(format!("{}: {e}", path.display())))?,
+            std::fs::read(path)
+                .map_err(|e| Error::PinSource(format!("{}: {e}", path.display())))?,
         );
         let text = std::str::from_utf8(&raw)
             .map_err(|_| Error::PinSource(format!("{}: not UTF-8", path.display())))?;

@@ -12,6 +12,7 @@ use vpbox_sm::sm3::Digest;
 use vpbox_sm::{Signer, Verification};
 
 use crate::keys;
+use crate::token::OpenToken;
 use crate::token::mechanism_type;
 use crate::{Error, Module, Pin, Profile, SignatureEncoding, TokenSelector};
 
@@ -73,16 +74,12 @@ impl Pkcs11Signer {
     /// Loads the module, finds the token and the key, logs in, audits the key's attributes and
     /// public point, and checks the token really signs (one test signature, verified).
     pub fn open(config: SignerConfig) -> Result<Self, Error> {
-        let module = Module::load(&config.module)?;
-        let (slot, info) = module.find(&config.token)?;
-        let profile = match &config.profile {
-            Some(name) => Profile::named(name)?,
-            None => Profile::for_manufacturer(&info.manufacturer)?,
-        };
+        let OpenToken { module, slot, profile, .. } =
+            OpenToken::open(&config.module, &config.token, config.profile.as_deref())?;
         let code = profile.sign_mechanism()?;
         if !module.supports(slot, code) {
             return Err(Error::Unsupported {
-                profile: profile.name.clone(),
+                profile: profile.name,
                 what: format!("the token does not offer mechanism 0x{code:x}"),
             });
         }
@@ -128,7 +125,8 @@ impl Pkcs11Signer {
     fn try_sign(&self, e: &Digest) -> Result<Signature, Error> {
         let key = self.lock_conn()?.key;
         let session = self.take_session()?;
-        let mechanism = Mechanism::VendorDefined(VendorDefinedMechanism::new::<()>(self.mechanism, None));
+        let mechanism =
+            Mechanism::VendorDefined(VendorDefinedMechanism::new::<()>(self.mechanism, None));
         let result = session.sign(&mechanism, key, e.as_bytes());
         match result {
             Ok(bytes) => {
@@ -206,7 +204,7 @@ fn poisoned() -> Error {
 
 /// Logs the user in once; an application already logged in is fine. PIN errors are returned
 /// as they are, never retried.
-fn login(session: &Session, pin: &Pin) -> Result<(), Error> {
+pub(crate) fn login(session: &Session, pin: &Pin) -> Result<(), Error> {
     match session.login(UserType::User, Some(&pin.auth())) {
         Ok(()) => Ok(()),
         Err(cryptoki::error::Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
@@ -216,7 +214,11 @@ fn login(session: &Session, pin: &Pin) -> Result<(), Error> {
 
 /// Finds the key, refuses it if its attributes break the custody policy or its public key is
 /// not the pinned one.
-fn audit_key(session: &Session, profile: &Profile, config: &SignerConfig) -> Result<(ObjectHandle, PublicKey), Error> {
+fn audit_key(
+    session: &Session,
+    profile: &Profile,
+    config: &SignerConfig,
+) -> Result<(ObjectHandle, PublicKey), Error> {
     let key = keys::find_private(session, profile, &config.key_id)?;
     let report = keys::inspect(session, key)?;
     if !report.problems.is_empty() {

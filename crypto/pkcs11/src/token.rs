@@ -142,6 +142,55 @@ pub(crate) fn mechanism_type(code: u64) -> Result<MechanismType, Error> {
 }
 
 pub(crate) fn key_type(code: u64) -> Result<KeyType, Error> {
-    let r = if code >= 0x8000_0000 { KeyType::new_vendor_defined(code) } else { KeyType::try_from(code) };
+    let r = if code >= 0x8000_0000 {
+        KeyType::new_vendor_defined(code)
+    } else {
+        KeyType::try_from(code)
+    };
     r.map_err(|e| Error::Profile(format!("key type 0x{code:x}: {e}")))
+}
+
+/// A token found by label or serial, with its vendor profile.
+pub struct OpenToken {
+    /// The loaded module.
+    pub module: Module,
+    /// The slot the token is in now.
+    pub slot: Slot,
+    /// What the token says of itself.
+    pub summary: TokenSummary,
+    /// Its vendor profile.
+    pub profile: Profile,
+}
+
+impl OpenToken {
+    /// Loads `module`, finds the token, and picks the profile (named, or by manufacturer ID).
+    pub fn open(
+        module: &Path,
+        token: &TokenSelector,
+        profile: Option<&str>,
+    ) -> Result<Self, Error> {
+        let module = Module::load(module)?;
+        let (slot, summary) = module.find(token)?;
+        let profile = match profile {
+            Some(name) => Profile::named(name)?,
+            None => Profile::for_manufacturer(&summary.manufacturer)?,
+        };
+        Ok(Self { module, slot, summary, profile })
+    }
+
+    /// A session logged in as the user (read-write for key generation and retirement).
+    pub fn login(
+        &self,
+        pin: &crate::Pin,
+        read_write: bool,
+    ) -> Result<cryptoki::session::Session, Error> {
+        let ctx = self.module.context();
+        let session = if read_write {
+            ctx.open_rw_session(self.slot)?
+        } else {
+            ctx.open_ro_session(self.slot)?
+        };
+        crate::signer::login(&session, pin)?;
+        Ok(session)
+    }
 }
