@@ -37,6 +37,9 @@ enum Command {
     /// HSM keys for security officers: tokens, keygen, keys, inspect, selftest, retire.
     #[command(subcommand)]
     Hsm(crate::hsm_cmd::HsmCommand),
+    /// The signer service (the only holder of the HSM PIN) and probes of a running one.
+    #[command(subcommand)]
+    Signer(crate::signer_cmd::SignerCommand),
 }
 
 #[derive(Debug, Args)]
@@ -191,6 +194,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Sm2(Sm2Command::Verify(a)) => sm2_cmd::verify(&a),
         Command::Anchor(AnchorCommand::Hash(a)) => anchor_cmd::hash(&a),
         Command::Hsm(cmd) => crate::hsm_cmd::run(&cmd),
+        Command::Signer(cmd) => crate::signer_cmd::run(&cmd),
     }
 }
 

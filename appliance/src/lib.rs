@@ -10,6 +10,7 @@ pub mod cli;
 mod exit;
 mod files;
 mod hsm_cmd;
+mod signer_cmd;
 pub mod slip;
 mod sm2_cmd;
 mod sm3_cmd;

@@ -10,6 +10,7 @@ use crate::Error;
 ///
 /// PINs come from a file that only its owner can read (a `0400` file, or a systemd credential
 /// under `$CREDENTIALS_DIRECTORY`), never from argv or the environment.
+#[derive(Clone)]
 pub struct Pin(Zeroizing<String>);
 
 impl Pin {

@@ -74,8 +74,14 @@ impl Pkcs11Signer {
     /// Loads the module, finds the token and the key, logs in, audits the key's attributes and
     /// public point, and checks the token really signs (one test signature, verified).
     pub fn open(config: SignerConfig) -> Result<Self, Error> {
+        Self::open_in(Module::load(&config.module)?, config)
+    }
+
+    /// As [`Self::open`], in a module already loaded (several keys share one module;
+    /// `config.module` is then informational).
+    pub fn open_in(module: Module, config: SignerConfig) -> Result<Self, Error> {
         let OpenToken { module, slot, profile, .. } =
-            OpenToken::open(&config.module, &config.token, config.profile.as_deref())?;
+            OpenToken::in_module(module, &config.token, config.profile.as_deref())?;
         let code = profile.sign_mechanism()?;
         if !module.supports(slot, code) {
             return Err(Error::Unsupported {

@@ -46,7 +46,8 @@ pub struct TokenSummary {
     pub profile: Option<String>,
 }
 
-/// A loaded, initialised PKCS#11 module.
+/// A loaded, initialised PKCS#11 module. Clones share it (one `C_Initialize` per process).
+#[derive(Clone)]
 pub struct Module {
     ctx: Pkcs11,
     path: PathBuf,
@@ -169,7 +170,15 @@ impl OpenToken {
         token: &TokenSelector,
         profile: Option<&str>,
     ) -> Result<Self, Error> {
-        let module = Module::load(module)?;
+        Self::in_module(Module::load(module)?, token, profile)
+    }
+
+    /// Finds the token in an already loaded module.
+    pub fn in_module(
+        module: Module,
+        token: &TokenSelector,
+        profile: Option<&str>,
+    ) -> Result<Self, Error> {
         let (slot, summary) = module.find(token)?;
         let profile = match profile {
             Some(name) => Profile::named(name)?,

@@ -1,0 +1,84 @@
+//! `vpbox signer`: the signer service and its operator probes.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use vpbox_pkcs11::Pin;
+use vpbox_signer::{Client, Config, serve};
+
+use crate::Outcome;
+
+/// `vpbox signer …`
+#[derive(Debug, Subcommand)]
+pub(crate) enum SignerCommand {
+    /// Run the signer service (the systemd unit's ExecStart).
+    #[command(after_help = "Example:\n  vpbox signer run --config /etc/vpbox/signer.toml")]
+    Run {
+        /// The signer's TOML configuration.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Ask a running signer for a health check (a self-test signature with every key).
+    Ping {
+        /// The signer's socket.
+        #[arg(long, default_value = "/run/vpbox/signer.sock")]
+        socket: PathBuf,
+    },
+    /// Print the public key of one of the signer's keys (SPKI PEM).
+    Pubkey {
+        /// The signer's socket.
+        #[arg(long, default_value = "/run/vpbox/signer.sock")]
+        socket: PathBuf,
+        /// The key's name in the signer's config.
+        #[arg(long)]
+        key: String,
+    },
+}
+
+pub(crate) fn run(cmd: &SignerCommand) -> Result<Outcome> {
+    match cmd {
+        SignerCommand::Run { config } => {
+            let config = Config::load(config).map_err(anyhow::Error::msg)?;
+            let pin = match &config.pin_file {
+                Some(p) => Pin::from_file(p)?,
+                None => {
+                    let dir = std::env::var_os("CREDENTIALS_DIRECTORY").context(
+                        "no pin_file in the config and no systemd credentials directory",
+                    )?;
+                    Pin::from_file(&PathBuf::from(dir).join("hsm-pin"))?
+                }
+            };
+            let service = config.start(&pin).map_err(anyhow::Error::msg)?;
+            drop(pin);
+            if config.socket.exists() {
+                std::fs::remove_file(&config.socket)
+                    .with_context(|| format!("removing stale {}", config.socket.display()))?;
+            }
+            let listener = std::os::unix::net::UnixListener::bind(&config.socket)
+                .with_context(|| format!("binding {}", config.socket.display()))?;
+            // Group access lets the node's group connect; SO_PEERCRED still checks each UID.
+            std::fs::set_permissions(&config.socket, std::fs::Permissions::from_mode(0o660))?;
+            eprintln!(
+                "vpbox signer: serving {} keys on {}",
+                config.keys.len(),
+                config.socket.display()
+            );
+            serve(Arc::new(service), listener, Arc::new(AtomicBool::new(false)))?;
+            Ok(Outcome::Ok)
+        }
+        SignerCommand::Ping { socket } => {
+            Client::connect(socket)?.health()?;
+            println!("signer OK");
+            Ok(Outcome::Ok)
+        }
+        SignerCommand::Pubkey { socket, key } => {
+            let public = Client::connect(socket)?.public_key(key)?;
+            print!("{}", public.to_spki_pem());
+            Ok(Outcome::Ok)
+        }
+    }
+}

@@ -1,0 +1,88 @@
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use vpbox_sm::Domain;
+use vpbox_sm::sm2::{PublicKey, Signature};
+
+use crate::guard::Position;
+use crate::protocol::{Request, Response, Status, read_frame, write_frame};
+
+/// A client error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The socket failed, or the signer hung up (as it does on an unauthorised UID).
+    #[error("signer socket: {0}")]
+    Io(#[from] std::io::Error),
+    /// The signer refused or failed.
+    #[error("signer refused ({0:?}): {1}")]
+    Refused(Status, String),
+    /// The signer's answer made no sense.
+    #[error("signer protocol: {0}")]
+    Protocol(String),
+}
+
+/// A connection to the signer.
+#[derive(Debug)]
+pub struct Client {
+    stream: UnixStream,
+}
+
+impl Client {
+    /// Connects to the signer's socket.
+    pub fn connect(path: &Path) -> Result<Self, ClientError> {
+        let stream = UnixStream::connect(path)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        Ok(Self { stream })
+    }
+
+    /// Sends one request and reads its answer.
+    pub fn call(&mut self, request: &Request) -> Result<Response, ClientError> {
+        write_frame(&mut self.stream, &request.encode())?;
+        let body = read_frame(&mut self.stream)?.ok_or_else(|| {
+            ClientError::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the signer closed the connection",
+            ))
+        })?;
+        let response =
+            Response::decode(&body, request).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        match response {
+            Response::Error(status, msg) => Err(ClientError::Refused(status, msg)),
+            ok => Ok(ok),
+        }
+    }
+
+    /// The public key of `key`.
+    pub fn public_key(&mut self, key: &str) -> Result<PublicKey, ClientError> {
+        match self.call(&Request::PublicKey { key: key.into() })? {
+            Response::PublicKey(p) => {
+                PublicKey::from_sec1(&p).map_err(|e| ClientError::Protocol(e.to_string()))
+            }
+            other => Err(ClientError::Protocol(format!("unexpected {other:?}"))),
+        }
+    }
+
+    /// Signs `digest` in `domain` at `position`.
+    pub fn sign(
+        &mut self,
+        key: &str,
+        domain: Domain,
+        digest: [u8; 32],
+        position: Option<Position>,
+    ) -> Result<Signature, ClientError> {
+        let req = Request::Sign { key: key.into(), domain: domain.tag().into(), digest, position };
+        match self.call(&req)? {
+            Response::Signature(s) => {
+                Signature::from_raw(&s).map_err(|e| ClientError::Protocol(e.to_string()))
+            }
+            other => Err(ClientError::Protocol(format!("unexpected {other:?}"))),
+        }
+    }
+
+    /// Asks the signer to sign and verify a self-test with every key.
+    pub fn health(&mut self) -> Result<(), ClientError> {
+        self.call(&Request::Health).map(|_| ())
+    }
+}

@@ -1,0 +1,142 @@
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The signer's configuration file (TOML), e.g. `/etc/vpbox/signer.toml`:
+///
+/// ```toml
+/// socket = "/run/vpbox/signer.sock"
+/// module = "/usr/lib/x86_64-linux-gnu/vendor-pkcs11.so"
+/// token_label = "bank-a-node1"        # or token_serial; never a slot number
+/// # profile = "sansec"                # default: from the token's manufacturer ID
+/// # pin_file = "/etc/vpbox/hsm-pin"   # default: $CREDENTIALS_DIRECTORY/hsm-pin
+/// state_dir = "/var/lib/vpbox-signer" # the double-sign guard's logs
+/// allowed_uids = [990]                # the vpbox-node user
+/// window = 1000                       # positions remembered behind the highest signed
+///
+/// [[keys]]
+/// name = "consensus"
+/// id = "01"                            # CKA_ID, hex
+/// fingerprint = "…64 hex…"             # SM3 of the key's SPKI: pinned
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The Unix socket to serve.
+    pub socket: PathBuf,
+    /// The PKCS#11 module, loaded by path.
+    pub module: PathBuf,
+    /// The token's label.
+    pub token_label: Option<String>,
+    /// The token's serial (instead of the label).
+    pub token_serial: Option<String>,
+    /// A built-in vendor profile by name.
+    pub profile: Option<String>,
+    /// A 0400 file holding the user PIN.
+    pub pin_file: Option<PathBuf>,
+    /// Where the double-sign guard keeps its logs.
+    pub state_dir: PathBuf,
+    /// UIDs allowed to connect.
+    pub allowed_uids: Vec<u32>,
+    /// Positions (sequence numbers, views) remembered behind the highest signed.
+    #[serde(default = "default_window")]
+    pub window: u64,
+    /// Concurrent connections served.
+    #[serde(default = "default_connections")]
+    pub max_connections: usize,
+    /// The keys served.
+    pub keys: Vec<KeyConfig>,
+}
+
+/// One key the signer serves.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// The name clients use.
+    pub name: String,
+    /// `CKA_ID`, hex.
+    pub id: String,
+    /// SM3 fingerprint of the key's SPKI; the signer refuses to start if the token's key differs.
+    pub fingerprint: Option<String>,
+}
+
+fn default_window() -> u64 {
+    1000
+}
+
+fn default_connections() -> usize {
+    64
+}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let config: Self = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        if config.token_label.is_some() == config.token_serial.is_some() {
+            return Err(format!(
+                "{}: set exactly one of token_label, token_serial",
+                path.display()
+            ));
+        }
+        if config.keys.is_empty() {
+            return Err(format!("{}: no [[keys]]", path.display()));
+        }
+        for k in &config.keys {
+            let ok_name = !k.name.is_empty()
+                && k.name.len() <= 64
+                && k.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+            if !ok_name {
+                return Err(format!("key name {:?}: 1-64 of [A-Za-z0-9_.-]", k.name));
+            }
+        }
+        Ok(config)
+    }
+}
+
+impl Config {
+    /// Loads the module once, opens and audits every key (pinned fingerprints checked, one
+    /// verified test signature each), and builds the service.
+    pub fn start(&self, pin: &vpbox_pkcs11::Pin) -> Result<crate::Service, String> {
+        let module = vpbox_pkcs11::Module::load(&self.module).map_err(|e| e.to_string())?;
+        let token = match (&self.token_label, &self.token_serial) {
+            (Some(l), _) => vpbox_pkcs11::TokenSelector::Label(l.clone()),
+            (None, Some(s)) => vpbox_pkcs11::TokenSelector::Serial(s.clone()),
+            (None, None) => return Err("no token selected".into()),
+        };
+        let mut keys: Vec<(String, std::sync::Arc<dyn vpbox_sm::Signer>)> = Vec::new();
+        for k in &self.keys {
+            let key_id = hex::decode(&k.id)
+                .map_err(|_| format!("key {}: id {:?} is not hex", k.name, k.id))?;
+            let pinned =
+                match &k.fingerprint {
+                    Some(f) => Some(vpbox_sm::Digest::from_hex(f).ok_or_else(|| {
+                        format!("key {}: fingerprint is not 64 hex digits", k.name)
+                    })?),
+                    None => None,
+                };
+            let signer = vpbox_pkcs11::Pkcs11Signer::open_in(
+                module.clone(),
+                vpbox_pkcs11::SignerConfig {
+                    module: self.module.clone(),
+                    token: token.clone(),
+                    key_id,
+                    pin: pin.clone(),
+                    profile: self.profile.clone(),
+                    pinned,
+                    sessions: self.max_connections.min(16),
+                },
+            )
+            .map_err(|e| format!("key {}: {e}", k.name))?;
+            keys.push((k.name.clone(), std::sync::Arc::new(signer)));
+        }
+        crate::Service::new(
+            keys,
+            &self.state_dir,
+            self.window,
+            self.allowed_uids.clone(),
+            self.max_connections,
+        )
+        .map_err(|e| e.to_string())
+    }
+}
