@@ -196,8 +196,23 @@ impl Guard {
         Ok(guard)
     }
 
-    /// Checks `digest` at `position`; a new position is persisted before this returns.
+    /// Checks `digest` at `position`; a new position is written and made durable before this
+    /// returns.
     pub fn check(&mut self, position: Position, digest: [u8; 32]) -> Result<Verdict, GuardError> {
+        let verdict = self.check_unsynced(position, digest)?;
+        self.sync()?;
+        Ok(verdict)
+    }
+
+    /// As [`Self::check`], but leaves the fsync to the caller, who must call
+    /// [`Self::sync_handle`]`.sync_data()` (outside its lock, so that concurrent callers share one
+    /// fsync: group commit) before acting on `Recorded` *or* `Repeat` — a repeat may be of a
+    /// record another caller has written but not yet made durable.
+    pub fn check_unsynced(
+        &mut self,
+        position: Position,
+        digest: [u8; 32],
+    ) -> Result<Verdict, GuardError> {
         if let Some(previous) = self.signed.get(&position) {
             return Ok(if *previous == digest { Verdict::Repeat } else { Verdict::Conflict });
         }
@@ -210,7 +225,6 @@ impl Guard {
         }
         let io = |source| GuardError::Io { path: self.path.clone(), source };
         self.file.write_all(&encode_record(position, &digest)).map_err(io)?;
-        self.file.sync_data().map_err(io)?;
         self.records_in_file += 1;
         self.note(position, digest);
         self.prune();
@@ -218,6 +232,16 @@ impl Guard {
             self.compact()?;
         }
         Ok(Verdict::Recorded)
+    }
+
+    /// A handle on the current log file for `sync_data` outside the caller's lock. Taken anew
+    /// for each check: compaction replaces the file.
+    pub fn sync_handle(&self) -> Result<File, GuardError> {
+        self.file.try_clone().map_err(|source| GuardError::Io { path: self.path.clone(), source })
+    }
+
+    fn sync(&self) -> Result<(), GuardError> {
+        self.file.sync_data().map_err(|source| GuardError::Io { path: self.path.clone(), source })
     }
 
     /// How many positions are remembered.

@@ -118,12 +118,25 @@ impl Service {
                         );
                     }
                     (Domain::CONSENSUS, Some(pos)) => {
-                        let verdict = match k.guard.lock() {
-                            Ok(mut g) => g.check(*pos, *digest),
+                        // Check and write under the lock; fsync outside it, so concurrent
+                        // votes share one fsync (group commit); sign only once durable.
+                        let checked = match k.guard.lock() {
+                            Ok(mut g) => g
+                                .check_unsynced(*pos, *digest)
+                                .and_then(|v| Ok((v, g.sync_handle()?))),
                             Err(_) => {
                                 return Response::Error(Status::Internal, "guard poisoned".into());
                             }
                         };
+                        let verdict = checked.and_then(|(v, file)| {
+                            if matches!(v, Verdict::Recorded | Verdict::Repeat) {
+                                file.sync_data().map_err(|source| GuardError::Io {
+                                    path: format!("{key}.consensus.guard").into(),
+                                    source,
+                                })?;
+                            }
+                            Ok(v)
+                        });
                         match verdict {
                             Ok(Verdict::Recorded | Verdict::Repeat) => {}
                             Ok(Verdict::Conflict) => {
