@@ -40,6 +40,17 @@ enum Command {
     /// The signer service (the only holder of the HSM PIN) and probes of a running one.
     #[command(subcommand)]
     Signer(crate::signer_cmd::SignerCommand),
+    /// Benchmarks against real parts, with their peers measured in the same run.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// SM2 signatures/s through each layer of the signer, against one token.
+    #[command(after_help = "Example:
+  vpbox bench signer --module ./libvpbox_test_token.so --token node1 --pin-file pin --id 01")]
+    Signer(crate::bench_cmd::SignerBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -195,6 +206,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Anchor(AnchorCommand::Hash(a)) => anchor_cmd::hash(&a),
         Command::Hsm(cmd) => crate::hsm_cmd::run(&cmd),
         Command::Signer(cmd) => crate::signer_cmd::run(&cmd),
+        Command::Bench(BenchCommand::Signer(a)) => crate::bench_cmd::signer(&a),
     }
 }
 

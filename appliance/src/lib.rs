@@ -6,6 +6,7 @@
 //! status 0 (ok), 1 (checked and invalid) or 2 (usage or I/O error).
 
 mod anchor_cmd;
+mod bench_cmd;
 pub mod cli;
 mod exit;
 mod files;
