@@ -1,4 +1,5 @@
-//! `vpbox hsm`: the security officer's key tools. Keys are generated inside the token with the
+//! `vpbox hsm`: the security officer's key tools (tokens, keygen, keys, inspect, selftest, csr,
+//! retire). Keys are generated inside the token with the
 //! locked template and never leave it: no command exports a private key. The PIN comes from a
 //! 0400 file, a systemd credential (`$CREDENTIALS_DIRECTORY/hsm-pin`) or a no-echo prompt —
 //! never from argv or the environment.
@@ -81,6 +82,24 @@ pub(crate) enum HsmCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Make a PKCS#10 certification request for a key, signed inside the HSM.
+    #[command(after_help = "Example:
+  vpbox hsm csr --module M --token bank-a-node1 --pin-file pin --id 01 \\
+      --subject 'CN=node1,OU=vp-node,O=Bank A,C=CN' --out node1.csr
+  openssl req -in node1.csr -verify -noout -vfyopt distid:1234567812345678")]
+    Csr {
+        #[command(flatten)]
+        target: Target,
+        /// CKA_ID in hex.
+        #[arg(long)]
+        id: String,
+        /// The subject, RFC 4514 (`CN=node1,O=Bank A,C=CN`).
+        #[arg(long)]
+        subject: String,
+        /// Write the PEM here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Destroy a key pair (refused by the token for non-destroyable keys).
     Retire {
         #[command(flatten)]
@@ -127,6 +146,19 @@ impl Target {
 
     fn open(&self) -> Result<OpenToken> {
         Ok(OpenToken::open(&self.module, &self.selector(), self.profile.as_deref())?)
+    }
+
+    /// A signer over key `id` (hex), trusting the token's key (operator tools, not the node).
+    fn signer(&self, id: &str) -> Result<Pkcs11Signer> {
+        Ok(Pkcs11Signer::open(SignerConfig {
+            module: self.module.clone(),
+            token: self.selector(),
+            key_id: parse_id(id)?,
+            pin: self.pin()?,
+            profile: self.profile.clone(),
+            pinned: None,
+            sessions: 1,
+        })?)
     }
 
     fn pin(&self) -> Result<Pin> {
@@ -269,15 +301,7 @@ pub(crate) fn run(cmd: &HsmCommand) -> Result<Outcome> {
             Ok(if view.report.problems.is_empty() { Outcome::Ok } else { Outcome::Invalid })
         }
         HsmCommand::Selftest { target, id, count, json } => {
-            let signer = Pkcs11Signer::open(SignerConfig {
-                module: target.module.clone(),
-                token: target.selector(),
-                key_id: parse_id(id)?,
-                pin: target.pin()?,
-                profile: target.profile.clone(),
-                pinned: None,
-                sessions: 1,
-            })?;
+            let signer = target.signer(id)?;
             let start = std::time::Instant::now();
             for i in 0..*count {
                 let payload = format!("vpbox hsm selftest {i}");
@@ -304,6 +328,12 @@ pub(crate) fn run(cmd: &HsmCommand) -> Result<Outcome> {
                     signer.public_key().fingerprint()
                 );
             }
+            Ok(Outcome::Ok)
+        }
+        HsmCommand::Csr { target, id, subject, out } => {
+            let signer = target.signer(id)?;
+            let pem = vpbox_ca::build_csr(&signer, subject)?;
+            crate::files::write_output(out.as_deref(), pem.as_bytes(), false)?;
             Ok(Outcome::Ok)
         }
         HsmCommand::Retire { target, id, yes } => {
