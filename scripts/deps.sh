@@ -3,7 +3,7 @@
 # everything is there already.
 set -euo pipefail
 
-packages=(openssl ca-certificates pkg-config softhsm2 opensc systemd)
+packages=(openssl ca-certificates pkg-config softhsm2 opensc systemd librocksdb-dev libsnappy-dev libclang-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

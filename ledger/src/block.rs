@@ -1,0 +1,159 @@
+//! Blocks: a header linked to its parent by SM3 hash, the transaction hashes in order, and the
+//! consensus commit certificate (opaque here; the consensus crate defines and verifies it).
+//!
+//! ```text
+//! header = version:u8=1 height:u64 parent:[32] tx_root:[32] tx_count:u32 timestamp_ms:u64 view:u64
+//! block  = header tx_hashes:[32]*tx_count cert_len:u32 cert
+//! ```
+
+use vpbox_sm::sm3::{Digest, hash};
+
+use crate::Error;
+use crate::merkle;
+use crate::wire::Reader;
+
+/// Largest commit certificate accepted (N = 64 nodes × ~100 bytes).
+pub const CERT_MAX: u32 = 64 * 1024;
+/// Most transactions in one block.
+pub const BLOCK_TX_MAX: u32 = 100_000;
+
+/// A block header. Its SM3 hash is the block hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Height; the genesis block is 0.
+    pub height: u64,
+    /// The parent's hash (zeros for genesis).
+    pub parent: Digest,
+    /// Merkle root of the transaction hashes.
+    pub tx_root: Digest,
+    /// Number of transactions.
+    pub tx_count: u32,
+    /// The primary's timestamp (checked by replicas to be within bounds).
+    pub timestamp_ms: u64,
+    /// The consensus view it was committed in.
+    pub view: u64,
+}
+
+impl Header {
+    /// The canonical encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(93);
+        out.push(1);
+        out.extend_from_slice(&self.height.to_be_bytes());
+        out.extend_from_slice(self.parent.as_bytes());
+        out.extend_from_slice(self.tx_root.as_bytes());
+        out.extend_from_slice(&self.tx_count.to_be_bytes());
+        out.extend_from_slice(&self.timestamp_ms.to_be_bytes());
+        out.extend_from_slice(&self.view.to_be_bytes());
+        out
+    }
+
+    /// The block hash.
+    pub fn hash(&self) -> Digest {
+        hash(self.encode())
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, Error> {
+        if r.u8()? != 1 {
+            return Err(r.fail("unsupported version"));
+        }
+        Ok(Self {
+            height: r.u64()?,
+            parent: Digest(r.array()?),
+            tx_root: Digest(r.array()?),
+            tx_count: r.u32()?,
+            timestamp_ms: r.u64()?,
+            view: r.u64()?,
+        })
+    }
+}
+
+/// A block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    /// The header.
+    pub header: Header,
+    /// Transaction hashes, in execution order.
+    pub tx_hashes: Vec<Digest>,
+    /// The commit certificate.
+    pub certificate: Vec<u8>,
+}
+
+impl Block {
+    /// A block over `tx_hashes` extending `parent` (`None` for genesis).
+    pub fn new(
+        parent: Option<&Header>,
+        tx_hashes: Vec<Digest>,
+        timestamp_ms: u64,
+        view: u64,
+    ) -> Self {
+        let header = Header {
+            height: parent.map_or(0, |p| p.height + 1),
+            parent: parent.map_or(Digest::default(), Header::hash),
+            tx_root: merkle::root(&tx_hashes),
+            tx_count: tx_hashes.len() as u32,
+            timestamp_ms,
+            view,
+        };
+        Self { header, tx_hashes, certificate: Vec::new() }
+    }
+
+    /// Whether the header's count and Merkle root match the transaction hashes.
+    pub fn is_consistent(&self) -> bool {
+        self.header.tx_count as usize == self.tx_hashes.len()
+            && self.header.tx_root == merkle::root(&self.tx_hashes)
+    }
+
+    /// The canonical encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = self.header.encode();
+        for h in &self.tx_hashes {
+            out.extend_from_slice(h.as_bytes());
+        }
+        out.extend_from_slice(&(self.certificate.len() as u32).to_be_bytes());
+        out.extend_from_slice(&self.certificate);
+        out
+    }
+
+    /// Decodes untrusted bytes: bounded, strict, never panics.
+    pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
+        let mut r = Reader::new(bytes, "block");
+        let header = Header::decode(&mut r)?;
+        if header.tx_count > BLOCK_TX_MAX || r.rest_len() < header.tx_count as usize * 32 {
+            return Err(r.fail("transaction count out of range"));
+        }
+        let mut tx_hashes = Vec::with_capacity(header.tx_count as usize);
+        for _ in 0..header.tx_count {
+            tx_hashes.push(Digest(r.array()?));
+        }
+        let cert_len = r.u32()?;
+        if cert_len > CERT_MAX {
+            return Err(r.fail("certificate too large"));
+        }
+        let certificate = r.take(cert_len as usize)?.to_vec();
+        r.finish()?;
+        Ok(Self { header, tx_hashes, certificate })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_round_trip_and_link() {
+        let g = Block::new(None, vec![], 1, 0);
+        let mut b = Block::new(Some(&g.header), vec![hash(b"a"), hash(b"b")], 2, 0);
+        b.certificate = vec![9; 100];
+        assert_eq!(b.header.parent, g.header.hash());
+        assert!(b.is_consistent());
+        let bytes = b.encode();
+        assert_eq!(Block::decode(&bytes).unwrap(), b);
+        for cut in 0..bytes.len() {
+            assert!(Block::decode(&bytes[..cut]).is_err());
+        }
+        let mut bad = b;
+        bad.tx_hashes.swap(0, 1);
+        assert!(!bad.is_consistent(), "order is part of the root");
+    }
+}

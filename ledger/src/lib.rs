@@ -1,0 +1,19 @@
+//! The ledger: signed transactions, SM3-linked blocks with Merkle roots, and the write-once
+//! anchor contract, stored in RocksDB.
+//!
+//! - [`tx`]: the canonical transaction encoding, signed (SM2) in the `VPBOX/tx/v1` domain.
+//! - [`merkle`]: the SM3 Merkle tree over a block's transaction hashes, with proofs.
+//! - [`block`]: block headers linked by SM3 hash.
+//! - [`contract`]: the anchor contract's exact answers (DESIGN.md §1).
+//! - [`Ledger`]: RocksDB column families; one atomic, synced write batch per block.
+
+pub mod block;
+pub mod contract;
+mod error;
+pub mod merkle;
+mod store;
+pub mod tx;
+mod wire;
+
+pub use error::Error;
+pub use store::{AnchorRecord, Ledger};

@@ -1,0 +1,281 @@
+//! The canonical transaction encoding.
+//!
+//! ```text
+//! tx      = body signature:[64]            (SM2 r‖s over the body, domain VPBOX/tx/v1)
+//! body    = version:u8=1 kind:u8 submitter:[32] nonce:u64 timestamp_ms:u64 payload
+//! payload = kind 1 AnchorPut       key:[32] value:[32]
+//!         | kind 2 AnchorPutBatch  count:u32 (1..=BATCH_MAX) (key:[32] value:[32])*count
+//!         | kind 3 Config          len:u32 (≤ CONFIG_MAX) bytes
+//! ```
+//! `submitter` is the SM3 fingerprint of the submitter's SPKI. The transaction hash is SM3 of
+//! the body: the signature is not part of the identity, so a resubmission with a fresh signature
+//! is still the same transaction and executes at most once.
+
+use vpbox_sm::sm2::{PublicKey, Signature};
+use vpbox_sm::sm3::{Digest, hash};
+use vpbox_sm::{Domain, Signer, Verification};
+
+use crate::Error;
+use crate::wire::Reader;
+
+/// Encoding version.
+pub const VERSION: u8 = 1;
+/// Most pairs in one batch (the day-end path): ~640 KiB of payload.
+pub const BATCH_MAX: u32 = 10_000;
+/// Largest configuration payload.
+pub const CONFIG_MAX: u32 = 64 * 1024;
+/// Largest encoded transaction.
+pub const TX_MAX: usize = 2 + 32 + 16 + 4 + (BATCH_MAX as usize) * 64 + 64;
+
+/// What a transaction does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// Anchor one slip: `put(key, value)`.
+    AnchorPut {
+        /// The anchor key.
+        key: [u8; 32],
+        /// The anchor value.
+        value: [u8; 32],
+    },
+    /// Anchor many slips under one signature; each pair gets its own result.
+    AnchorPutBatch(Vec<([u8; 32], [u8; 32])>),
+    /// A configuration change (governance), opaque to the ledger.
+    Config(Vec<u8>),
+}
+
+/// The signed part of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxBody {
+    /// SM3 fingerprint of the submitter's SPKI.
+    pub submitter: Digest,
+    /// Client-chosen; with the timestamp it makes each transaction distinct.
+    pub nonce: u64,
+    /// The client's clock; nodes reject transactions outside their acceptance window.
+    pub timestamp_ms: u64,
+    /// What it does.
+    pub payload: Payload,
+}
+
+/// A signed transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tx {
+    /// The signed body.
+    pub body: TxBody,
+    /// SM2 signature over the encoded body in [`Domain::TX`].
+    pub signature: Signature,
+}
+
+impl TxBody {
+    /// The canonical encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.payload_len());
+        out.push(VERSION);
+        out.push(match self.payload {
+            Payload::AnchorPut { .. } => 1,
+            Payload::AnchorPutBatch(_) => 2,
+            Payload::Config(_) => 3,
+        });
+        out.extend_from_slice(self.submitter.as_bytes());
+        out.extend_from_slice(&self.nonce.to_be_bytes());
+        out.extend_from_slice(&self.timestamp_ms.to_be_bytes());
+        match &self.payload {
+            Payload::AnchorPut { key, value } => {
+                out.extend_from_slice(key);
+                out.extend_from_slice(value);
+            }
+            Payload::AnchorPutBatch(pairs) => {
+                out.extend_from_slice(&(pairs.len() as u32).to_be_bytes());
+                for (k, v) in pairs {
+                    out.extend_from_slice(k);
+                    out.extend_from_slice(v);
+                }
+            }
+            Payload::Config(bytes) => {
+                out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+                out.extend_from_slice(bytes);
+            }
+        }
+        out
+    }
+
+    fn payload_len(&self) -> usize {
+        match &self.payload {
+            Payload::AnchorPut { .. } => 64,
+            Payload::AnchorPutBatch(p) => 4 + 64 * p.len(),
+            Payload::Config(b) => 4 + b.len(),
+        }
+    }
+
+    /// The transaction hash: SM3 of the encoded body.
+    pub fn hash(&self) -> Digest {
+        hash(self.encode())
+    }
+
+    /// Signs the body.
+    pub fn sign(self, signer: &dyn Signer) -> Result<Tx, vpbox_sm::Error> {
+        let signature = signer.sign(Domain::TX, &self.encode())?;
+        Ok(Tx { body: self, signature })
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, Error> {
+        if r.u8()? != VERSION {
+            return Err(r.fail("unsupported version"));
+        }
+        let kind = r.u8()?;
+        let submitter = Digest(r.array()?);
+        let nonce = r.u64()?;
+        let timestamp_ms = r.u64()?;
+        let payload = match kind {
+            1 => Payload::AnchorPut { key: r.array()?, value: r.array()? },
+            2 => {
+                let count = r.u32()?;
+                if count == 0 || count > BATCH_MAX {
+                    return Err(r.fail("batch size out of range"));
+                }
+                // Bounded by BATCH_MAX, and the bytes must be there before we allocate.
+                if r.rest_len() < count as usize * 64 {
+                    return Err(r.fail("truncated"));
+                }
+                let mut pairs = Vec::with_capacity(count as usize);
+                for _ in 0..count {
+                    pairs.push((r.array()?, r.array()?));
+                }
+                Payload::AnchorPutBatch(pairs)
+            }
+            3 => {
+                let len = r.u32()?;
+                if len > CONFIG_MAX {
+                    return Err(r.fail("configuration payload too large"));
+                }
+                Payload::Config(r.take(len as usize)?.to_vec())
+            }
+            _ => return Err(r.fail("unknown kind")),
+        };
+        Ok(Self { submitter, nonce, timestamp_ms, payload })
+    }
+}
+
+impl Tx {
+    /// The canonical encoding: body ‖ signature.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = self.body.encode();
+        out.extend_from_slice(&self.signature.to_raw());
+        out
+    }
+
+    /// Decodes untrusted bytes: bounded, strict (no trailing bytes), never panics.
+    pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
+        if bytes.len() > TX_MAX {
+            return Err(Error::Malformed { what: "transaction", why: "too large" });
+        }
+        let mut r = Reader::new(bytes, "transaction");
+        let body = TxBody::decode(&mut r)?;
+        let signature =
+            Signature::from_raw(r.take(64)?).map_err(|_| r.fail("signature out of range"))?;
+        r.finish()?;
+        Ok(Self { body, signature })
+    }
+
+    /// The transaction hash (of the body).
+    pub fn hash(&self) -> Digest {
+        self.body.hash()
+    }
+
+    /// Checks the signature against `submitter`, whose fingerprint must be the body's.
+    pub fn verify(&self, submitter: &PublicKey) -> Verification {
+        if submitter.fingerprint() != self.body.submitter {
+            return Verification::Invalid;
+        }
+        submitter.verify_in(Domain::TX, &self.body.encode(), &self.signature)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use vpbox_sm::SoftwareSigner;
+    use vpbox_sm::sm2::SecretKey;
+
+    use super::*;
+
+    fn signer() -> SoftwareSigner {
+        SoftwareSigner::new(SecretKey::generate().unwrap())
+    }
+
+    fn body(s: &SoftwareSigner, payload: Payload) -> TxBody {
+        TxBody {
+            submitter: s.public_key().fingerprint(),
+            nonce: 7,
+            timestamp_ms: 1_700_000_000_000,
+            payload,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_signature() {
+        let s = signer();
+        for payload in [
+            Payload::AnchorPut { key: [1; 32], value: [2; 32] },
+            Payload::AnchorPutBatch(vec![([3; 32], [4; 32]), ([5; 32], [6; 32])]),
+            Payload::Config(b"add node 5".to_vec()),
+        ] {
+            let tx = body(&s, payload).sign(&s).unwrap();
+            let bytes = tx.encode();
+            let back = Tx::decode(&bytes).unwrap();
+            assert_eq!(back, tx);
+            assert_eq!(back.verify(s.public_key()), Verification::Valid);
+            for cut in 0..bytes.len() {
+                assert!(Tx::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn tampering_and_wrong_submitters_are_invalid() {
+        let s = signer();
+        let tx = body(&s, Payload::AnchorPut { key: [1; 32], value: [2; 32] }).sign(&s).unwrap();
+        let mut bad = tx.clone();
+        bad.body.payload = Payload::AnchorPut { key: [1; 32], value: [3; 32] };
+        assert_eq!(bad.verify(s.public_key()), Verification::Invalid);
+        let other = signer();
+        assert_eq!(tx.verify(other.public_key()), Verification::Invalid);
+        // A transaction signed for another purpose does not pass.
+        let forged = Tx {
+            body: tx.body.clone(),
+            signature: s.sign(Domain::CONSENSUS, &tx.body.encode()).unwrap(),
+        };
+        assert_eq!(forged.verify(s.public_key()), Verification::Invalid);
+    }
+
+    #[test]
+    fn the_hash_ignores_the_signature() {
+        let s = signer();
+        let b = body(&s, Payload::AnchorPut { key: [1; 32], value: [2; 32] });
+        let a = b.clone().sign(&s).unwrap();
+        let c = b.sign(&s).unwrap();
+        assert_ne!(a.signature, c.signature);
+        assert_eq!(a.hash(), c.hash());
+    }
+
+    #[test]
+    fn batch_bounds_are_enforced_before_allocation() {
+        let mut bytes = vec![VERSION, 2];
+        bytes.extend_from_slice(&[0; 48]);
+        bytes.extend_from_slice(&u32::MAX.to_be_bytes());
+        assert!(matches!(
+            Tx::decode(&bytes),
+            Err(Error::Malformed { why: "batch size out of range", .. })
+        ));
+        let mut bytes = vec![VERSION, 2];
+        bytes.extend_from_slice(&[0; 48]);
+        bytes.extend_from_slice(&BATCH_MAX.to_be_bytes());
+        assert!(matches!(Tx::decode(&bytes), Err(Error::Malformed { why: "truncated", .. })));
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let _ = Tx::decode(&bytes);
+        }
+    }
+}
