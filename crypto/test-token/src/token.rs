@@ -1040,3 +1040,361 @@ fn check_signature(op: &VerifyOp, data: &[u8], signature: &[u8]) -> Result<(), E
         Err(Error::SignatureInvalid)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mechanism::{CKK_SM2, CKM_SM2_RAW, CKM_SM3_SM2, CKM_SM3_SM2_DER};
+    use crate::object::{bbool, ulong};
+
+    const SO_PIN: &[u8] = b"87654321";
+    const PIN: &[u8] = b"123456";
+    const RW: CK_FLAGS = CKF_SERIAL_SESSION | CKF_RW_SESSION;
+
+    fn module_in(dir: &std::path::Path, faults: &str) -> Module {
+        let text = format!("token_dir = {:?}\n[faults]\n{faults}", dir.join("token"));
+        Module::load(Config::parse(&text).unwrap()).unwrap()
+    }
+
+    /// An initialised token with a user PIN, and a read-write session logged in as the user.
+    fn ready(faults: &str) -> (tempfile::TempDir, Module, CK_SESSION_HANDLE) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = module_in(dir.path(), faults);
+        let slot = m.slot_list()[0];
+        m.init_token(slot, SO_PIN, "unit").unwrap();
+        let s = m.open_session(slot, RW).unwrap();
+        m.login(s, CKU_SO, SO_PIN).unwrap();
+        m.init_pin(s, PIN).unwrap();
+        m.logout(s).unwrap();
+        m.login(s, CKU_USER, PIN).unwrap();
+        (dir, m, s)
+    }
+
+    fn key_pair(
+        m: &mut Module,
+        s: CK_SESSION_HANDLE,
+        private: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+    ) -> (CK_OBJECT_HANDLE, CK_OBJECT_HANDLE) {
+        let public = vec![(CKA_TOKEN, bbool(true)), (CKA_ID, b"k1".to_vec())];
+        let mut private_template = vec![(CKA_TOKEN, bbool(true)), (CKA_ID, b"k1".to_vec())];
+        private_template.extend_from_slice(private);
+        m.generate_key_pair(s, CKM_SM2_KEY_PAIR_GEN, &public, &private_template).unwrap()
+    }
+
+    fn public_key_of(m: &mut Module, s: CK_SESSION_HANDLE, object: CK_OBJECT_HANDLE) -> PublicKey {
+        let point = m.attribute_values(s, object, &[CKA_EC_POINT]).unwrap().remove(0).unwrap();
+        assert_eq!(point[..3], [0x04, 0x41, 0x04]);
+        PublicKey::from_sec1(&point[2..]).unwrap()
+    }
+
+    fn sign(
+        m: &mut Module,
+        s: CK_SESSION_HANDLE,
+        mechanism: CK_MECHANISM_TYPE,
+        key: CK_OBJECT_HANDLE,
+        data: &[u8],
+    ) -> Result<Vec<u8>, Error> {
+        m.sign_init(s, mechanism, &[], key)?;
+        match m.sign(s, data, Some(128))? {
+            Output::Bytes(b) => Ok(b),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_uninitialised_token_has_no_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = module_in(dir.path(), "");
+        let slot = m.slot_list()[0];
+        assert_eq!(m.open_session(slot, RW), Err(Error::TokenNotRecognized));
+        assert_eq!(m.token_info(slot).unwrap().flags & CKF_TOKEN_INITIALIZED, 0);
+        assert_eq!(m.open_session(slot + 1, RW), Err(Error::SlotIdInvalid));
+    }
+
+    #[test]
+    fn token_info_carries_the_vendor_profile() {
+        let (_dir, m, _) = ready("");
+        let slot = m.slot_list()[0];
+        let info = m.token_info(slot).unwrap();
+        assert_eq!(&info.manufacturerID, b"vpbox-sansec-compatible         ");
+        assert_eq!(&info.model[..9], b"TESTTOKEN");
+        assert_eq!(&info.label[..5], b"unit ");
+        assert!(info.serialNumber.iter().all(u8::is_ascii_hexdigit));
+        let want = CKF_LOGIN_REQUIRED | CKF_USER_PIN_INITIALIZED | CKF_TOKEN_INITIALIZED;
+        assert_eq!(info.flags, want);
+        assert_eq!(info.ulSessionCount, 1);
+        assert!(
+            String::from_utf8_lossy(&Module::info().libraryDescription)
+                .contains("Sansec-style SM2")
+        );
+        for code in mechanism::ALL {
+            m.mechanism_info(slot, code).unwrap();
+        }
+        assert_eq!(m.mechanism_info(slot, CKM_ECDSA).err(), Some(Error::MechanismInvalid));
+    }
+
+    /// GB/T 32918.2 §6.1: the raw mechanism signs the given `e`; the SM3 mechanisms compute
+    /// `e = SM3(Z‖M)` with the default ID, so the software verifier accepts the message itself.
+    #[test]
+    fn signatures_verify_in_software_and_on_the_token() {
+        let (_dir, mut m, s) = ready("");
+        let (public, private) = key_pair(&mut m, s, &[]);
+        let key = public_key_of(&mut m, s, public);
+        assert_eq!(public_key_of(&mut m, s, private), key, "CKA_EC_POINT on the private key");
+
+        let e = sm3::hash(b"e");
+        let raw = sign(&mut m, s, CKM_SM2_RAW, private, e.as_bytes()).unwrap();
+        assert!(key.verify_digest(&e, &Signature::from_raw(&raw).unwrap()).is_valid());
+        assert_eq!(sign(&mut m, s, CKM_SM2_RAW, private, b"short"), Err(Error::DataLenRange));
+
+        let raw = sign(&mut m, s, CKM_SM3_SM2, private, b"message").unwrap();
+        assert!(key.verify(DEFAULT_ID, b"message", &Signature::from_raw(&raw).unwrap()).is_valid());
+        let der = sign(&mut m, s, CKM_SM3_SM2_DER, private, b"message").unwrap();
+        assert!(key.verify(DEFAULT_ID, b"message", &Signature::from_der(&der).unwrap()).is_valid());
+
+        m.verify_init(s, CKM_SM3_SM2_DER, &[], public).unwrap();
+        m.verify(s, b"message", &der).unwrap();
+        m.verify_init(s, CKM_SM3_SM2, &[], public).unwrap();
+        assert_eq!(m.verify(s, b"other", &raw), Err(Error::SignatureInvalid));
+        m.verify_init(s, CKM_SM3_SM2, &[], public).unwrap();
+        assert_eq!(m.verify(s, b"message", &raw[..63]), Err(Error::SignatureLenRange));
+    }
+
+    /// v2.40 §5.2: a null buffer asks for the length, a short one gets CKR_BUFFER_TOO_SMALL,
+    /// neither ends the operation, and the signature fetched is the one computed first.
+    #[test]
+    fn sign_follows_the_two_call_convention() {
+        let (_dir, mut m, s) = ready("");
+        let (_, private) = key_pair(&mut m, s, &[]);
+        m.sign_init(s, CKM_SM3_SM2_DER, &[], private).unwrap();
+        let Output::Length(n) = m.sign(s, b"m", None).unwrap() else { panic!() };
+        assert_eq!(m.sign(s, b"m", Some(n - 1)).unwrap(), Output::TooSmall(n));
+        let Output::Bytes(sig) = m.sign(s, b"m", Some(n)).unwrap() else { panic!() };
+        assert_eq!(sig.len(), n);
+        assert_eq!(m.sign(s, b"m", Some(n)), Err(Error::OperationNotInitialized));
+    }
+
+    #[test]
+    fn multi_part_signing_equals_single_part() {
+        let (_dir, mut m, s) = ready("");
+        let (public, private) = key_pair(&mut m, s, &[]);
+        m.sign_init(s, CKM_SM3_SM2, &[], private).unwrap();
+        m.sign_update(s, b"mess").unwrap();
+        m.sign_update(s, b"age").unwrap();
+        let Output::Bytes(sig) = m.sign_final(s, Some(64)).unwrap() else { panic!() };
+        m.verify_init(s, CKM_SM3_SM2, &[], public).unwrap();
+        m.verify(s, b"message", &sig).unwrap();
+        m.sign_init(s, CKM_SM2_RAW, &[], private).unwrap();
+        assert_eq!(m.sign_update(s, b"x"), Err(Error::KeyFunctionNotPermitted));
+    }
+
+    #[test]
+    fn digest_is_sm3() {
+        let (_dir, mut m, s) = ready("");
+        m.digest_init(s, CKM_SM3, &[]).unwrap();
+        assert_eq!(
+            m.digest(s, b"abc", Some(32)).unwrap(),
+            Output::Bytes(sm3::hash(b"abc").0.to_vec())
+        );
+        m.digest_init(s, CKM_SM3, &[]).unwrap();
+        m.digest_update(s, b"a").unwrap();
+        m.digest_update(s, b"bc").unwrap();
+        assert_eq!(
+            m.digest_final(s, Some(32)).unwrap(),
+            Output::Bytes(sm3::hash(b"abc").0.to_vec())
+        );
+        assert_eq!(m.digest_init(s, CKM_SHA256, &[]), Err(Error::MechanismInvalid));
+    }
+
+    #[test]
+    fn key_policy_is_enforced() {
+        let (_dir, mut m, s) = ready("");
+        let (_, private) = key_pair(&mut m, s, &[]);
+        let values =
+            m.attribute_values(s, private, &[CKA_VALUE, CKA_SENSITIVE, CKA_MODULUS]).unwrap();
+        assert_eq!(values[0], Err(Error::AttributeSensitive));
+        assert_eq!(values[1], Ok(bbool(true)));
+        assert_eq!(values[2], Err(Error::AttributeTypeInvalid));
+        let set =
+            |m: &mut Module, kind, on| m.set_attribute_values(s, private, &vec![(kind, bbool(on))]);
+        assert_eq!(set(&mut m, CKA_EXTRACTABLE, true), Err(Error::AttributeReadOnly));
+        assert_eq!(set(&mut m, CKA_SENSITIVE, false), Err(Error::AttributeReadOnly));
+        set(&mut m, CKA_SIGN, false).unwrap();
+        assert_eq!(m.sign_init(s, CKM_SM2_RAW, &[], private), Err(Error::KeyFunctionNotPermitted));
+
+        let (_, locked) =
+            key_pair(&mut m, s, &[(CKA_DESTROYABLE, bbool(false)), (CKA_MODIFIABLE, bbool(false))]);
+        assert_eq!(m.destroy_object(s, locked), Err(Error::ActionProhibited));
+        assert_eq!(
+            m.set_attribute_values(s, locked, &vec![(CKA_LABEL, b"x".to_vec())]),
+            Err(Error::ActionProhibited)
+        );
+        m.destroy_object(s, private).unwrap();
+        assert_eq!(m.sign_init(s, CKM_SM2_RAW, &[], private), Err(Error::KeyHandleInvalid));
+    }
+
+    #[test]
+    fn an_extractable_key_reveals_its_value() {
+        let (_dir, mut m, s) = ready("");
+        let template = [(CKA_SENSITIVE, bbool(false)), (CKA_EXTRACTABLE, bbool(true))];
+        let (public, private) = key_pair(&mut m, s, &template);
+        let value = m.attribute_values(s, private, &[CKA_VALUE]).unwrap().remove(0).unwrap();
+        let key = SecretKey::from_bytes(&value).unwrap();
+        assert_eq!(*key.public_key(), public_key_of(&mut m, s, public));
+        let flags =
+            m.attribute_values(s, private, &[CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE]).unwrap();
+        assert_eq!(flags, vec![Ok(bbool(false)), Ok(bbool(false))]);
+    }
+
+    #[test]
+    fn private_objects_are_invisible_without_login() {
+        let (_dir, mut m, s) = ready("");
+        let (public, private) = key_pair(&mut m, s, &[]);
+        let by_id = vec![(CKA_ID, b"k1".to_vec())];
+        let find = |m: &mut Module, template: &Template| {
+            m.find_init(s, template).unwrap();
+            let found = m.find(s, 10).unwrap();
+            m.find_final(s).unwrap();
+            found
+        };
+        assert_eq!(find(&mut m, &by_id), vec![public, private]);
+        let private_sm2 = vec![(CKA_CLASS, ulong(CKO_PRIVATE_KEY)), (CKA_KEY_TYPE, ulong(CKK_SM2))];
+        assert_eq!(find(&mut m, &private_sm2), vec![private]);
+        m.logout(s).unwrap();
+        assert_eq!(find(&mut m, &by_id), vec![public]);
+        assert_eq!(m.attribute_values(s, private, &[CKA_ID]), Err(Error::ObjectHandleInvalid));
+        assert_eq!(m.sign_init(s, CKM_SM2_RAW, &[], private), Err(Error::KeyHandleInvalid));
+    }
+
+    #[test]
+    fn session_objects_vanish_with_their_session() {
+        let (_dir, mut m, s) = ready("");
+        let slot = m.slot_list()[0];
+        let other = m.open_session(slot, RW).unwrap();
+        let (public, _) =
+            m.generate_key_pair(other, CKM_SM2_KEY_PAIR_GEN, &vec![], &vec![]).unwrap();
+        assert!(m.attribute_values(s, public, &[CKA_ID]).is_ok());
+        m.close_session(other).unwrap();
+        assert_eq!(m.attribute_values(s, public, &[CKA_ID]), Err(Error::ObjectHandleInvalid));
+    }
+
+    #[test]
+    fn login_rules_follow_the_session_states() {
+        let (_dir, mut m, s) = ready("");
+        let slot = m.slot_list()[0];
+        assert_eq!(m.login(s, CKU_USER, PIN), Err(Error::UserAlreadyLoggedIn));
+        assert_eq!(m.login(s, CKU_SO, SO_PIN), Err(Error::AnotherUserLoggedIn));
+        assert_eq!(m.session_info(s).unwrap().state, CKS_RW_USER_FUNCTIONS);
+        let ro = m.open_session(slot, CKF_SERIAL_SESSION).unwrap();
+        assert_eq!(m.session_info(ro).unwrap().state, CKS_RO_USER_FUNCTIONS);
+        assert_eq!(m.open_session(slot, CKF_RW_SESSION), Err(Error::ParallelNotSupported));
+        m.logout(s).unwrap();
+        assert_eq!(m.login(s, CKU_SO, SO_PIN), Err(Error::SessionReadOnlyExists));
+        assert_eq!(m.login(s, 7, PIN), Err(Error::UserTypeInvalid));
+        // Closing the last session logs out (v2.40 §5.6 C_CloseSession).
+        m.login(s, CKU_USER, PIN).unwrap();
+        m.close_all_sessions(slot).unwrap();
+        let s = m.open_session(slot, RW).unwrap();
+        assert_eq!(m.session_info(s).unwrap().state, CKS_RW_PUBLIC_SESSION);
+        assert_eq!(m.init_token(slot, SO_PIN, "x"), Err(Error::SessionExists));
+    }
+
+    #[test]
+    fn wrong_pins_lock_the_user_pin_until_the_so_resets_it() {
+        let (dir, mut m, s) = ready("pin_lockout = 3");
+        let slot = m.slot_list()[0];
+        m.logout(s).unwrap();
+        assert_eq!(m.login(s, CKU_USER, b"000000"), Err(Error::PinIncorrect));
+        // A right PIN resets the counter.
+        m.login(s, CKU_USER, PIN).unwrap();
+        m.logout(s).unwrap();
+        for _ in 0..2 {
+            assert_eq!(m.login(s, CKU_USER, b"000000"), Err(Error::PinIncorrect));
+        }
+        assert_ne!(m.token_info(slot).unwrap().flags & CKF_USER_PIN_FINAL_TRY, 0);
+        assert_eq!(m.login(s, CKU_USER, b"000000"), Err(Error::PinIncorrect));
+        assert_eq!(m.login(s, CKU_USER, PIN), Err(Error::PinLocked));
+        assert_ne!(m.token_info(slot).unwrap().flags & CKF_USER_PIN_LOCKED, 0);
+        drop(m);
+        // The lock is persisted.
+        let mut m = module_in(dir.path(), "pin_lockout = 3");
+        let slot = m.slot_list()[0];
+        let s = m.open_session(slot, RW).unwrap();
+        assert_eq!(m.login(s, CKU_USER, PIN), Err(Error::PinLocked));
+        m.login(s, CKU_SO, SO_PIN).unwrap();
+        m.init_pin(s, b"24682468").unwrap();
+        m.logout(s).unwrap();
+        m.login(s, CKU_USER, b"24682468").unwrap();
+    }
+
+    #[test]
+    fn keys_survive_a_restart_and_a_pin_change() {
+        let (dir, mut m, s) = ready("");
+        let (public, private) = key_pair(&mut m, s, &[]);
+        let key = public_key_of(&mut m, s, public);
+        m.set_pin(s, PIN, b"abcdef").unwrap();
+        drop(m);
+        let file = std::fs::read_to_string(dir.path().join("token/slot-0/token.json")).unwrap();
+        assert!(!file.contains("123456") && !file.contains(&hex::encode(PIN)));
+
+        let mut m = module_in(dir.path(), "");
+        let slot = m.slot_list()[0];
+        let s = m.open_session(slot, RW).unwrap();
+        assert_eq!(m.login(s, CKU_USER, PIN), Err(Error::PinIncorrect));
+        m.login(s, CKU_USER, b"abcdef").unwrap();
+        let raw = sign(&mut m, s, CKM_SM3_SM2, private, b"after restart").unwrap();
+        let raw = Signature::from_raw(&raw).unwrap();
+        assert!(key.verify(DEFAULT_ID, b"after restart", &raw).is_valid());
+    }
+
+    #[test]
+    fn re_initialisation_wipes_objects_and_changes_the_slot_id() {
+        let (dir, mut m, s) = ready("");
+        key_pair(&mut m, s, &[]);
+        let before = m.token_info(m.slot_list()[0]).unwrap();
+        let old_slot = m.slot_list()[0];
+        m.close_session(s).unwrap();
+        assert_eq!(m.init_token(old_slot, b"wrong-pin", "unit"), Err(Error::PinIncorrect));
+        m.init_token(old_slot, SO_PIN, "unit").unwrap();
+        drop(m);
+        let mut m = module_in(dir.path(), "");
+        let slot = m.slot_list()[0];
+        assert_ne!(slot, old_slot);
+        let after = m.token_info(slot).unwrap();
+        assert_eq!((after.label, after.serialNumber), (before.label, before.serialNumber));
+        assert_eq!(after.flags & CKF_USER_PIN_INITIALIZED, 0);
+        let s = m.open_session(slot, RW).unwrap();
+        m.find_init(s, &vec![]).unwrap();
+        assert!(m.find(s, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn n5_reset_every_invalidates_sessions_and_login() {
+        let (_dir, mut m, s) = ready("reset_every = 5");
+        // `ready` left operations pending; start from a fresh count.
+        m.reset();
+        let slot = m.slot_list()[0];
+        let s2 = m.open_session(slot, RW).unwrap();
+        assert_ne!(s, s2);
+        m.login(s2, CKU_USER, PIN).unwrap();
+        for _ in 0..4 {
+            m.session_info(s2).unwrap();
+            assert_eq!(m.after_call(), None);
+        }
+        assert!(m.sessions.is_empty(), "the 5th operation reset the token");
+        assert_eq!(m.session_info(s2).err(), Some(Error::SessionHandleInvalid));
+        let s3 = m.open_session(slot, RW).unwrap();
+        assert_eq!(m.session_info(s3).unwrap().state, CKS_RW_PUBLIC_SESSION);
+    }
+
+    #[test]
+    fn device_errors_hit_every_nth_signature() {
+        let (_dir, mut m, s) = ready("device_error_rate = 0.34");
+        let (_, private) = key_pair(&mut m, s, &[]);
+        let results: Vec<_> =
+            (0..6).map(|_| sign(&mut m, s, CKM_SM2_RAW, private, &[1; 32]).map(|_| ())).collect();
+        let errors: Vec<_> = results.iter().map(|r| r.is_err()).collect();
+        assert_eq!(errors, [false, false, true, false, false, true]);
+        assert_eq!(results[2], Err(Error::DeviceError));
+    }
+}
