@@ -347,7 +347,10 @@ mod tests {
             (CKA_SIGN, vec![1, 0]),
         ];
         for attribute in bad {
-            assert!(sm2_key_pair(&[], &[attribute.clone()], &POINT).is_err(), "{attribute:?}");
+            assert!(
+                sm2_key_pair(&[], std::slice::from_ref(&attribute), &POINT).is_err(),
+                "{attribute:?}"
+            );
         }
         assert_eq!(
             sm2_key_pair(&[(CKA_MODULUS, vec![1])], &[], &POINT),
