@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
 use cryptoki_sys::{CK_ATTRIBUTE_TYPE, CK_OBJECT_HANDLE};
@@ -172,7 +173,11 @@ pub struct Store {
 impl Store {
     /// A store in `dir`, created if missing.
     pub fn open(dir: &Path) -> Result<Self, Error> {
-        fs::create_dir_all(dir).map_err(|_| Error::GeneralError)?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|_| Error::GeneralError)?;
         Ok(Self { dir: dir.to_owned() })
     }
 
@@ -195,7 +200,12 @@ impl Store {
         let bytes = serde_json::to_vec_pretty(file).map_err(|_| Error::GeneralError)?;
         let tmp = self.dir.join(format!("{FILE}.tmp"));
         let write = || -> std::io::Result<()> {
-            let mut f = fs::File::create(&tmp)?;
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
             f.write_all(&bytes)?;
             f.sync_all()?;
             fs::rename(&tmp, self.dir.join(FILE))
@@ -243,5 +253,8 @@ mod tests {
         let loaded = store.load().unwrap();
         assert_eq!(loaded.generation, 3);
         assert_eq!(loaded.objects[&5].to_object().unwrap(), object);
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = fs::metadata(dir.path().join("slot-0/token.json")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 }

@@ -1397,4 +1397,24 @@ mod tests {
         assert_eq!(errors, [false, false, true, false, false, true]);
         assert_eq!(results[2], Err(Error::DeviceError));
     }
+
+    #[test]
+    fn each_slot_holds_its_own_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("token_dir = {:?}\nslots = 2\n", dir.path());
+        let mut m = Module::load(Config::parse(&text).unwrap()).unwrap();
+        let slots = m.slot_list();
+        assert_eq!(slots.len(), 2);
+        m.init_token(slots[1], SO_PIN, "second").unwrap();
+        assert_eq!(m.open_session(slots[0], RW), Err(Error::TokenNotRecognized));
+        let (a, b) = (m.token_info(slots[0]).unwrap(), m.token_info(slots[1]).unwrap());
+        assert_ne!(a.serialNumber, b.serialNumber);
+        assert_eq!(&b.label[..7], b"second ");
+        drop(m);
+        let m = Module::load(Config::parse(&text).unwrap()).unwrap();
+        let reloaded = m.slot_list();
+        assert_eq!(reloaded[0], slots[0]);
+        assert_ne!(reloaded[1], slots[1]);
+        assert_ne!(reloaded[0], reloaded[1]);
+    }
 }

@@ -316,3 +316,34 @@ fn reinit_changes_the_slot_id_but_label_and_serial_match() {
     assert_eq!(rest_before, rest_after);
     assert!(rest_after.starts_with(LABEL));
 }
+
+/// The signer's pattern (pkcs11-sm.md, "A long-running signer"): one login for the
+/// application, one session per worker thread, signing concurrently under CKF_OS_LOCKING_OK.
+#[test]
+fn one_login_serves_sessions_signing_on_several_threads() {
+    if let Some(c) = child() {
+        let pkcs11 = open();
+        let slot = init_token(&pkcs11);
+        let first = user_session(&pkcs11, slot);
+        let (public, private) = generate(&first, b"k", "k");
+        let key = public_key(&first, public);
+        std::thread::scope(|scope| {
+            for worker in 0..4u8 {
+                let (pkcs11, key) = (&pkcs11, &key);
+                scope.spawn(move || {
+                    let session = pkcs11.open_ro_session(slot).unwrap();
+                    let state = session.get_session_info().unwrap().session_state();
+                    assert_eq!(state, cryptoki::session::SessionState::RoUser);
+                    for i in 0..10u8 {
+                        let e = vpbox_sm::sm3::hash([worker, i]);
+                        let raw = session.sign(&mechanism(CKM_SM2_RAW), private, &e.0).unwrap();
+                        let signature = Signature::from_raw(&raw).unwrap();
+                        assert!(key.verify_digest(&e, &signature).is_valid());
+                    }
+                });
+            }
+        });
+        return c.done();
+    }
+    Scenario::new("token::one_login_serves_sessions_signing_on_several_threads", "").run("main");
+}
