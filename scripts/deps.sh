@@ -3,7 +3,8 @@
 # everything is there already.
 set -euo pipefail
 
-packages=(openssl ca-certificates pkg-config)
+# opensc: `pkcs11-tool`, which the test token's integration tests drive it with.
+packages=(openssl ca-certificates pkg-config opensc)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
