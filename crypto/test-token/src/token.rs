@@ -30,6 +30,8 @@ pub const TOKEN_MODEL: &str = "TESTTOKEN";
 pub const PIN_LEN: std::ops::RangeInclusive<usize> = 4..=64;
 /// Open sessions across all slots, at most.
 pub const SESSIONS_MAX: usize = 4096;
+/// Bytes a multi-part operation accumulates, at most (the token hashes at the end).
+pub const DATA_MAX: usize = 16 << 20;
 
 const ROLE_SO: &str = "so";
 const ROLE_USER: &str = "user";
@@ -797,7 +799,11 @@ impl Module {
         if !op.mechanism.hashes() {
             // The raw mechanism signs one 32-byte `e`: single-part only.
             session.sign = None;
-            return Err(Error::KeyFunctionNotPermitted);
+            return Err(Error::MechanismInvalid);
+        }
+        if op.data.len() + data.len() > DATA_MAX {
+            session.sign = None;
+            return Err(Error::DataLenRange);
         }
         op.multipart = true;
         op.data.extend_from_slice(data);
@@ -910,7 +916,11 @@ impl Module {
         let op = session.verify.as_mut().ok_or(Error::OperationNotInitialized)?;
         if !op.mechanism.hashes() {
             session.verify = None;
-            return Err(Error::KeyFunctionNotPermitted);
+            return Err(Error::MechanismInvalid);
+        }
+        if op.data.len() + data.len() > DATA_MAX {
+            session.verify = None;
+            return Err(Error::DataLenRange);
         }
         op.data.extend_from_slice(data);
         Ok(())
@@ -962,6 +972,10 @@ impl Module {
     pub fn digest_update(&mut self, handle: CK_SESSION_HANDLE, data: &[u8]) -> Result<(), Error> {
         let (session, _) = self.enter(handle)?;
         let op = session.digest.as_mut().ok_or(Error::OperationNotInitialized)?;
+        if op.data.len() + data.len() > DATA_MAX {
+            session.digest = None;
+            return Err(Error::DataLenRange);
+        }
         op.multipart = true;
         op.data.extend_from_slice(data);
         Ok(())
@@ -1185,7 +1199,10 @@ mod tests {
         m.verify_init(s, CKM_SM3_SM2, &[], public).unwrap();
         m.verify(s, b"message", &sig).unwrap();
         m.sign_init(s, CKM_SM2_RAW, &[], private).unwrap();
-        assert_eq!(m.sign_update(s, b"x"), Err(Error::KeyFunctionNotPermitted));
+        assert_eq!(m.sign_update(s, b"x"), Err(Error::MechanismInvalid));
+        m.sign_init(s, CKM_SM3_SM2, &[], private).unwrap();
+        assert_eq!(m.sign_update(s, &vec![0; DATA_MAX + 1]), Err(Error::DataLenRange));
+        assert_eq!(m.sign_final(s, None), Err(Error::OperationNotInitialized));
     }
 
     #[test]

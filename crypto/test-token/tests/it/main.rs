@@ -10,6 +10,7 @@
 //! C_Initialize, for each. A child proves it ran by leaving a marker file, so a misspelt test
 //! name cannot pass by running nothing.
 
+mod c_abi;
 mod faults;
 mod pkcs11_tool;
 mod token;
