@@ -16,6 +16,10 @@
 //! `CKA_EC_POINT` is readable on the private key as well as the public key; signatures are raw
 //! 64-byte `r‖s` except for [`mechanism::CKM_SM3_SM2_DER`].
 
+// A module that panics inside a host process is worse than one that fails a call; the FFI
+// boundary also catches panics, but the code should not rely on it.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
 pub mod config;
 pub mod error;
 mod ffi;
