@@ -152,6 +152,7 @@ impl Object {
             if is_bool {
                 check_bool(value)?;
             }
+            check_bytes(*kind, value)?;
             let on = value.first().is_some_and(|b| *b != CK_FALSE);
             let allowed = match *kind {
                 k if FREE_BYTES.contains(&k) => true,
@@ -169,6 +170,17 @@ impl Object {
         }
         Ok(())
     }
+}
+
+/// The shape of the byte-string attributes that have one: a list of `CK_MECHANISM_TYPE`s, a
+/// `CK_DATE` (8 bytes) or empty.
+fn check_bytes(kind: CK_ATTRIBUTE_TYPE, value: &[u8]) -> Result<(), Error> {
+    let ok = match kind {
+        CKA_ALLOWED_MECHANISMS => value.len() % size_of::<CK_ULONG>() == 0,
+        CKA_START_DATE | CKA_END_DATE => value.is_empty() || value.len() == 8,
+        _ => true,
+    };
+    if ok { Ok(()) } else { Err(Error::AttributeValueInvalid) }
 }
 
 fn check_bool(value: &[u8]) -> Result<(), Error> {
@@ -271,19 +283,8 @@ fn apply_template(
                     return Err(Error::AttributeValueInvalid);
                 }
             }
-            CKA_ALLOWED_MECHANISMS => {
-                if value.len() % size_of::<CK_ULONG>() != 0 {
-                    return Err(Error::AttributeValueInvalid);
-                }
-                attributes.insert(*kind, value.clone());
-            }
-            CKA_START_DATE | CKA_END_DATE => {
-                if !value.is_empty() && value.len() != 8 {
-                    return Err(Error::AttributeValueInvalid);
-                }
-                attributes.insert(*kind, value.clone());
-            }
             k if FREE_BYTES.contains(&k) => {
+                check_bytes(k, value)?;
                 attributes.insert(k, value.clone());
             }
             k if bools.contains(&k) => {
@@ -374,6 +375,18 @@ mod tests {
         assert!(!private.flag(CKA_SIGN));
         private.set(&[(CKA_COPYABLE, bbool(false))]).unwrap();
         assert_eq!(private.set(&[(CKA_COPYABLE, bbool(true))]), Err(Error::AttributeReadOnly));
+    }
+
+    #[test]
+    fn malformed_values_are_refused() {
+        let (_, mut private) = pair(&[], &[]);
+        let bad = [(CKA_ALLOWED_MECHANISMS, vec![1, 2, 3]), (CKA_START_DATE, vec![2, 0])];
+        for attribute in bad {
+            let one = std::slice::from_ref(&attribute);
+            assert_eq!(private.set(one), Err(Error::AttributeValueInvalid));
+            assert_eq!(sm2_key_pair(&[], one, &POINT), Err(Error::AttributeValueInvalid));
+        }
+        assert_eq!(private.set(&[(CKA_SIGN, vec![])]), Err(Error::AttributeValueInvalid));
     }
 
     #[test]
