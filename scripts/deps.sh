@@ -3,6 +3,8 @@
 # everything is there already.
 set -euo pipefail
 
+# opensc: pkcs11-tool; softhsm2: a real third-party token; systemd: systemd-analyze for units;
+# librocksdb-dev, libsnappy-dev, libclang-dev: the ledger links Debian's RocksDB.
 packages=(openssl ca-certificates pkg-config softhsm2 opensc systemd librocksdb-dev libsnappy-dev libclang-dev)
 missing=()
 for p in "${packages[@]}"; do
