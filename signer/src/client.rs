@@ -13,7 +13,7 @@ use crate::protocol::{Request, Response, Status, read_frame, write_frame};
 #[non_exhaustive]
 pub enum ClientError {
     /// The socket failed, or the signer hung up (as it does on an unauthorised UID).
-    #[error("signer socket: {0}")]
+    #[error("signer socket")]
     Io(#[from] std::io::Error),
     /// The signer refused or failed.
     #[error("signer refused ({0:?}): {1}")]

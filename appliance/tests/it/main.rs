@@ -4,6 +4,7 @@ mod anchor;
 mod hsm;
 mod sm2;
 mod sm3;
+mod token;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
