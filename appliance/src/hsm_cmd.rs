@@ -99,6 +99,9 @@ pub(crate) enum HsmCommand {
         /// Write the PEM here instead of stdout.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Print JSON (the PEM and the key's fingerprint).
+        #[arg(long)]
+        json: bool,
     },
     /// Destroy a key pair (refused by the token for non-destroyable keys).
     Retire {
@@ -110,6 +113,9 @@ pub(crate) enum HsmCommand {
         /// Confirm: retiring a node's key takes the node out of consensus.
         #[arg(long)]
         yes: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -330,13 +336,20 @@ pub(crate) fn run(cmd: &HsmCommand) -> Result<Outcome> {
             }
             Ok(Outcome::Ok)
         }
-        HsmCommand::Csr { target, id, subject, out } => {
+        HsmCommand::Csr { target, id, subject, out, json } => {
             let signer = target.signer(id)?;
             let pem = vpbox_ca::build_csr(&signer, subject)?;
-            crate::files::write_output(out.as_deref(), pem.as_bytes(), false)?;
+            if *json {
+                let fp = signer.public_key().fingerprint().to_hex();
+                let v =
+                    serde_json::json!({"csr_pem": pem, "subject": subject, "fingerprint_sm3": fp});
+                crate::files::write_output(out.as_deref(), format!("{v}\n").as_bytes(), false)?;
+            } else {
+                crate::files::write_output(out.as_deref(), pem.as_bytes(), false)?;
+            }
             Ok(Outcome::Ok)
         }
-        HsmCommand::Retire { target, id, yes } => {
+        HsmCommand::Retire { target, id, yes, json } => {
             if !yes {
                 bail!("retiring a key is final; pass --yes to confirm");
             }
@@ -353,7 +366,11 @@ pub(crate) fn run(cmd: &HsmCommand) -> Result<Outcome> {
             ])? {
                 session.destroy_object(public)?;
             }
-            println!("retired key {}", hex::encode(&id));
+            if *json {
+                println!("{}", serde_json::json!({"retired": hex::encode(&id)}));
+            } else {
+                println!("retired key {}", hex::encode(&id));
+            }
             Ok(Outcome::Ok)
         }
     }
