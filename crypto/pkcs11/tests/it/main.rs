@@ -94,7 +94,7 @@ fn softhsm_keeps_the_locked_template_locked() {
 
     // SoftHSM2 cannot sign SM2: the signer says so instead of producing ECDSA.
     let err = Pkcs11Signer::open_in(
-        token.module.clone(),
+        token.module,
         SignerConfig {
             module: MODULE.into(),
             token: TokenSelector::Label("locked".into()),
@@ -122,7 +122,7 @@ fn softhsm_wrong_pin_fails_closed() {
     // One module per process (a second C_Initialize fails): look again in the same module.
     assert!(matches!(
         OpenToken::in_module(
-            token.module.clone(),
+            token.module,
             &TokenSelector::Serial("no-such-serial".into()),
             None
         ),
