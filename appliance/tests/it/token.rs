@@ -178,37 +178,7 @@ fn a_wrong_pin_costs_exactly_one_attempt_and_the_lockout_holds() {
     let token = TestToken::new("locky", "pin_lockout = 3");
     let good = token.pin_file("good", "123456");
     let bad = token.pin_file("bad", "000000");
-    for _ in 0..2 {
-        let run = token.vpbox(&[
-            "hsm",
-            "keys",
-            "--module",
-            &token.module,
-            "--token",
-            "locky",
-            "--pin-file",
-            &bad,
-        ]);
-        assert_eq!(run.code, 2);
-        assert!(run.stderr.contains("refused the PIN (not retried)"), "{}", run.stderr);
-    }
-    // Two failed runs used two of three tries: the right PIN still works, and resets the count.
-    assert_eq!(
-        token
-            .vpbox(&[
-                "hsm",
-                "keys",
-                "--module",
-                &token.module,
-                "--token",
-                "locky",
-                "--pin-file",
-                &good
-            ])
-            .code,
-        0
-    );
-    for _ in 0..3 {
+    let keys_with = |pin: &str| {
         token.vpbox(&[
             "hsm",
             "keys",
@@ -217,19 +187,20 @@ fn a_wrong_pin_costs_exactly_one_attempt_and_the_lockout_holds() {
             "--token",
             "locky",
             "--pin-file",
-            &bad,
-        ]);
+            pin,
+        ])
+    };
+    for _ in 0..2 {
+        let run = keys_with(&bad);
+        assert_eq!(run.code, 2);
+        assert!(run.stderr.contains("refused the PIN (not retried)"), "{}", run.stderr);
     }
-    let locked = token.vpbox(&[
-        "hsm",
-        "keys",
-        "--module",
-        &token.module,
-        "--token",
-        "locky",
-        "--pin-file",
-        &good,
-    ]);
+    // Two failed runs used two of three tries: the right PIN still works, and resets the count.
+    assert_eq!(keys_with(&good).code, 0);
+    for _ in 0..3 {
+        keys_with(&bad);
+    }
+    let locked = keys_with(&good);
     assert_eq!(locked.code, 2);
     assert!(locked.stderr.contains("locked"), "{}", locked.stderr);
 }

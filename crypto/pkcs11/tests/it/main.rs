@@ -121,11 +121,7 @@ fn softhsm_wrong_pin_fails_closed() {
     assert!(token.login(&Pin::new("123456"), false).is_ok());
     // One module per process (a second C_Initialize fails): look again in the same module.
     assert!(matches!(
-        OpenToken::in_module(
-            token.module,
-            &TokenSelector::Serial("no-such-serial".into()),
-            None
-        ),
+        OpenToken::in_module(token.module, &TokenSelector::Serial("no-such-serial".into()), None),
         Err(Error::TokenNotFound(_))
     ));
     mark_ran();
