@@ -160,8 +160,8 @@ fn sm2_keys_live_and_sign_inside_the_test_token() {
 }
 
 #[test]
-fn a_thousand_signatures_survive_a_token_that_keeps_resetting() {
-    let token = TestToken::new("flaky", "reset_every = 40\nlatency_ms = 0");
+fn a_thousand_signatures_survive_a_token_that_keeps_resetting_and_failing() {
+    let token = TestToken::new("flaky", "reset_every = 40\ndevice_error_rate = 0.05");
     let pin = token.pin_file("pin", "123456");
     let t = token.target("flaky", &pin);
     assert_eq!(

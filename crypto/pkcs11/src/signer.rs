@@ -121,11 +121,27 @@ impl Pkcs11Signer {
     fn sign_digest_checked(&self, e: &Digest) -> Result<Signature, Error> {
         match self.try_sign(e) {
             Err(err) if err.is_retryable() => {
-                self.reconnect()?;
+                self.reconnect_patiently()?;
                 self.try_sign(e)
             }
             other => other,
         }
+    }
+
+    /// The signature is retried once; the reconnect before it may itself meet the device
+    /// still resetting, so it gets a few attempts with backoff — for the retryable errors only.
+    /// A PIN error ends it at once (a retry loop would lock the token).
+    fn reconnect_patiently(&self) -> Result<(), Error> {
+        let mut last = None;
+        for backoff_ms in [0u64, 20, 100, 500] {
+            std::thread::sleep(std::time::Duration::from_millis(backoff_ms));
+            match self.reconnect() {
+                Ok(()) => return Ok(()),
+                Err(err) if err.is_retryable() => last = Some(err),
+                Err(err) => return Err(err),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Malformed("reconnect failed".into())))
     }
 
     fn try_sign(&self, e: &Digest) -> Result<Signature, Error> {
