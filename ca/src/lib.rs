@@ -6,6 +6,9 @@
 //! OpenSSL rejects raw `r ‖ s` (shared/reference/sm-tls-x509.md). Signing goes through
 //! [`vpbox_sm::Signer::sign_digest`], so the key may live in an HSM.
 
+pub mod cert;
 mod csr;
+pub mod sign;
 
+pub use cert::{CertError, CertProfile};
 pub use csr::{CsrError, SM2_WITH_SM3, build_csr};

@@ -1,0 +1,250 @@
+//! The CA core against the `openssl` command: OpenSSL accepts what vpbox makes, and vpbox
+//! accepts what OpenSSL makes (with the standard SM2 ID, `distid:1234567812345678`).
+
+// The tests play the host, which is where the clock is read; the CA core takes time as input.
+#![allow(clippy::disallowed_methods)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use vpbox_ca::cert::{self, CertProfile, Grant, Revocation};
+use vpbox_ca::{CertError, build_csr};
+use vpbox_sm::sm2::SecretKey;
+use vpbox_sm::{SoftwareSigner, Verification};
+use x509_cert::certificate::Certificate;
+use x509_cert::crl::CertificateList;
+use x509_cert::der::DecodePem;
+
+const DISTID: &str = "distid:1234567812345678";
+
+fn openssl(args: &[&str]) -> (bool, String) {
+    let out = Command::new("openssl").args(args).output().expect("openssl must be installed");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+fn write(dir: &Path, name: &str, data: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, data).unwrap();
+    p
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn key() -> SoftwareSigner {
+    SoftwareSigner::new(SecretKey::generate().unwrap())
+}
+
+fn serial(n: u8) -> x509_cert::serial_number::SerialNumber {
+    cert::random_serial([n; 16]).unwrap()
+}
+
+struct Ca {
+    key: SoftwareSigner,
+    pem: String,
+}
+
+fn bank_a() -> Ca {
+    let key = key();
+    let pem =
+        cert::self_signed_root(&key, "Bank A", "CN", serial(1), SystemTime::now(), 3650).unwrap();
+    Ca { key, pem }
+}
+
+#[test]
+fn openssl_accepts_our_root_and_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = bank_a();
+    let root = write(dir.path(), "root.pem", &ca.pem);
+    let (ok, text) = openssl(&["x509", "-in", s(&root), "-noout", "-text"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("CA:TRUE") && text.contains("Certificate Sign, CRL Sign"), "{text}");
+    assert!(text.contains("SM2") || text.contains("sm2"), "{text}");
+
+    for profile in [CertProfile::VpNode, CertProfile::Posp, CertProfile::Admin] {
+        let node = key();
+        let csr =
+            build_csr(&node, &format!("CN=node1,OU={},O=Bank A,C=CN", profile.name())).unwrap();
+        let req = cert::check_request(&csr, profile, "Bank A").unwrap();
+        let dns = if profile == CertProfile::VpNode {
+            vec!["node1.bank-a.example".to_string()]
+        } else {
+            vec![]
+        };
+        let grant =
+            Grant { profile, serial: serial(2), now: SystemTime::now(), days: 365, dns_names: dns };
+        let leaf = cert::issue(&ca.key, &ca.pem, &req, grant).unwrap();
+        let leaf_path = write(dir.path(), "leaf.pem", &leaf);
+        let (ok, text) =
+            openssl(&["verify", "-vfyopt", DISTID, "-CAfile", s(&root), s(&leaf_path)]);
+        assert!(ok && text.contains(": OK"), "{profile:?}: {text}");
+        let (_, text) = openssl(&["x509", "-in", s(&leaf_path), "-noout", "-text"]);
+        let eku = if profile == CertProfile::VpNode {
+            "TLS Web Server Authentication, TLS Web Client Authentication"
+        } else {
+            "TLS Web Client Authentication"
+        };
+        assert!(text.contains(eku), "{profile:?}: {text}");
+        assert!(text.contains("CA:FALSE"), "{text}");
+        // Our own verifier agrees.
+        let (leaf_cert, root_cert) =
+            (Certificate::from_pem(&leaf).unwrap(), Certificate::from_pem(&ca.pem).unwrap());
+        assert_eq!(cert::verify_certificate(&leaf_cert, &root_cert), Verification::Valid);
+        let other = bank_a();
+        assert_eq!(
+            cert::verify_certificate(&leaf_cert, &Certificate::from_pem(&other.pem).unwrap()),
+            Verification::Invalid
+        );
+    }
+}
+
+#[test]
+fn requests_that_do_not_fit_are_refused() {
+    let node = key();
+    let csr = build_csr(&node, "CN=node1,OU=posp,O=Bank A,C=CN").unwrap();
+    assert!(matches!(
+        cert::check_request(&csr, CertProfile::VpNode, "Bank A"),
+        Err(CertError::Subject { .. })
+    ));
+    assert!(matches!(
+        cert::check_request(&csr, CertProfile::Posp, "Bank B"),
+        Err(CertError::Subject { .. })
+    ));
+    let no_cn = build_csr(&node, "OU=posp,O=Bank A,C=CN").unwrap();
+    assert!(matches!(
+        cert::check_request(&no_cn, CertProfile::Posp, "Bank A"),
+        Err(CertError::Subject { .. })
+    ));
+
+    // A request whose content was changed after signing.
+    let dir = tempfile::tempdir().unwrap();
+    let good = write(dir.path(), "good.pem", &csr);
+    let der = dir.path().join("req.der");
+    openssl(&["req", "-in", s(&good), "-outform", "DER", "-out", s(&der)]);
+    let mut bytes = std::fs::read(&der).unwrap();
+    let at = bytes.windows(5).position(|w| w == b"node1").unwrap();
+    bytes[at + 4] = b'2';
+    std::fs::write(&der, &bytes).unwrap();
+    let (_, tampered) = openssl(&["req", "-inform", "DER", "-in", s(&der)]);
+    let tampered = &tampered[tampered.find("-----BEGIN").unwrap()..];
+    assert!(matches!(
+        cert::check_request(tampered, CertProfile::Posp, "Bank A"),
+        Err(CertError::BadRequestSignature)
+    ));
+
+    // A P-256 request made by OpenSSL.
+    let p256 = dir.path().join("p256.key");
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        s(&p256),
+    ]);
+    let (ok, req) =
+        openssl(&["req", "-new", "-key", s(&p256), "-subj", "/C=CN/O=Bank A/OU=posp/CN=p1"]);
+    assert!(ok, "{req}");
+    assert!(matches!(
+        cert::check_request(&req, CertProfile::Posp, "Bank A"),
+        Err(CertError::NotSm2(_))
+    ));
+}
+
+#[test]
+fn we_accept_chains_and_requests_that_openssl_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = dir.path().join("ca.key");
+    openssl(&["genpkey", "-algorithm", "SM2", "-out", s(&ca_key)]);
+    let ca_pem = dir.path().join("ca.pem");
+    let (ok, text) = openssl(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        s(&ca_key),
+        "-sigopt",
+        DISTID,
+        "-subj",
+        "/C=CN/O=Bank B/OU=root/CN=Bank B Root CA",
+        "-days",
+        "30",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-out",
+        s(&ca_pem),
+    ]);
+    assert!(ok, "{text}");
+    let leaf_key = dir.path().join("leaf.key");
+    openssl(&["genpkey", "-algorithm", "SM2", "-out", s(&leaf_key)]);
+    let req = dir.path().join("leaf.csr");
+    let (ok, text) = openssl(&[
+        "req",
+        "-new",
+        "-key",
+        s(&leaf_key),
+        "-sigopt",
+        DISTID,
+        "-subj",
+        "/C=CN/O=Bank B/OU=posp/CN=posp7",
+        "-out",
+        s(&req),
+    ]);
+    assert!(ok, "{text}");
+    // OpenSSL's request passes our checks...
+    let req_pem = std::fs::read_to_string(&req).unwrap();
+    cert::check_request(&req_pem, CertProfile::Posp, "Bank B").unwrap();
+    // ...and OpenSSL's certificate chain verifies with our verifier.
+    let leaf = dir.path().join("leaf.pem");
+    let (ok, text) = openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        s(&req),
+        "-CA",
+        s(&ca_pem),
+        "-CAkey",
+        s(&ca_key),
+        "-sigopt",
+        DISTID,
+        "-vfyopt",
+        DISTID,
+        "-days",
+        "30",
+        "-out",
+        s(&leaf),
+        "-set_serial",
+        "7",
+    ]);
+    assert!(ok, "{text}");
+    let leaf = Certificate::from_pem(std::fs::read(&leaf).unwrap()).unwrap();
+    let ca = Certificate::from_pem(std::fs::read(&ca_pem).unwrap()).unwrap();
+    assert_eq!(cert::verify_certificate(&leaf, &ca), Verification::Valid);
+    assert_eq!(cert::verify_certificate(&ca, &ca), Verification::Valid);
+}
+
+#[test]
+fn crls_parse_in_openssl_and_verify_in_vpbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = bank_a();
+    let now = SystemTime::now();
+    let revoked = [Revocation { serial: vec![0x12, 0x34], at: now - Duration::from_secs(60) }];
+    let pem = cert::crl(&ca.key, &ca.pem, 1, &revoked, now, 24).unwrap();
+    let path = write(dir.path(), "crl.pem", &pem);
+    let (ok, text) = openssl(&["crl", "-in", s(&path), "-noout", "-text"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("1234") && text.contains("Next Update"), "{text}");
+    let crl = CertificateList::from_pem(pem.as_bytes()).unwrap();
+    let root = Certificate::from_pem(&ca.pem).unwrap();
+    assert_eq!(cert::verify_crl(&crl, &root), Verification::Valid);
+    assert_eq!(
+        cert::verify_crl(&crl, &Certificate::from_pem(&bank_a().pem).unwrap()),
+        Verification::Invalid
+    );
+}
