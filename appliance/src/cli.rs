@@ -40,6 +40,9 @@ enum Command {
     /// The signer service (the only holder of the HSM PIN) and probes of a running one.
     #[command(subcommand)]
     Signer(crate::signer_cmd::SignerCommand),
+    /// A member bank's certificate authority: init, issue, revoke, crl, list.
+    #[command(subcommand)]
+    Ca(crate::ca_cmd::CaCommand),
     /// Benchmarks against real parts, with their peers measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -206,6 +209,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Anchor(AnchorCommand::Hash(a)) => anchor_cmd::hash(&a),
         Command::Hsm(cmd) => crate::hsm_cmd::run(&cmd),
         Command::Signer(cmd) => crate::signer_cmd::run(&cmd),
+        Command::Ca(cmd) => crate::ca_cmd::run(&cmd),
         Command::Bench(BenchCommand::Signer(a)) => crate::bench_cmd::signer(&a),
     }
 }

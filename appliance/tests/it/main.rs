@@ -1,6 +1,7 @@
 //! The `vpbox` binary driven as operators run it, checked against the `openssl` command.
 
 mod anchor;
+mod ca;
 mod hsm;
 mod sm2;
 mod sm3;

@@ -1,0 +1,407 @@
+//! `vpbox ca`: a member bank's certificate authority.
+//!
+//! A CA is a directory: `ca.toml` (bank, where the key is, its pinned fingerprint), `ca.pem`
+//! (the root), `db.json` (every serial issued, its subject, profile and status, and the CRL
+//! number), and `audit.log` (one JSON line per operation). The key lives in the bank's HSM and
+//! signs there; `--software-key-insecure` keeps it in a 0600 file, for development only.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use serde::{Deserialize, Serialize};
+use vpbox_ca::cert::{self, CertProfile, Grant, Revocation};
+use vpbox_pkcs11::{Pin, Pkcs11Signer, SignerConfig, TokenSelector};
+use vpbox_sm::sm2::SecretKey;
+use vpbox_sm::{Signer, SoftwareSigner};
+
+use crate::Outcome;
+use crate::files::write_output;
+
+/// `vpbox ca …`
+#[derive(Debug, Subcommand)]
+pub(crate) enum CaCommand {
+    /// Create a bank's root CA: a self-signed SM2 certificate for a key in the HSM.
+    #[command(after_help = "Example:
+  vpbox hsm keygen --module M --token bank-a-ca --pin-file pin --label ca --id ca01
+  vpbox ca init --dir /var/lib/vpbox-ca --bank 'Bank A' \\\\
+      --module M --token bank-a-ca --key-id ca01 --pin-file pin")]
+    Init(InitArgs),
+    /// Issue a certificate from a CSR, by profile (vp-node, posp, admin).
+    #[command(after_help = "Example:
+  vpbox ca issue --dir /var/lib/vpbox-ca --csr node1.csr --profile vp-node --dns node1.bank-a --out node1.pem
+  openssl verify -vfyopt distid:1234567812345678 -CAfile /var/lib/vpbox-ca/ca.pem node1.pem")]
+    Issue {
+        /// The CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The PKCS#10 request (PEM).
+        #[arg(long)]
+        csr: PathBuf,
+        /// vp-node, posp or admin.
+        #[arg(long)]
+        profile: String,
+        /// Days of validity.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// DNS names for the subject alternative name (vp-node).
+        #[arg(long)]
+        dns: Vec<String>,
+        /// Write the certificate here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Revoke a certificate by serial (hex); publish it with `vpbox ca crl`.
+    Revoke {
+        /// The CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The serial, hex as `list` shows it.
+        serial: String,
+        /// Why: key-compromise, superseded, cessation-of-operation, …
+        #[arg(long)]
+        reason: String,
+    },
+    /// Sign and print a CRL of every revoked certificate.
+    Crl {
+        /// The CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Hours until nextUpdate.
+        #[arg(long, default_value_t = 24)]
+        hours: u32,
+        /// Write the CRL here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// List what the CA issued.
+    List {
+        /// The CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `vpbox ca init` arguments.
+#[derive(Debug, Args)]
+pub(crate) struct InitArgs {
+    /// The CA directory (created).
+    #[arg(long)]
+    dir: PathBuf,
+    /// The bank's name (the root's O and the O every leaf must carry).
+    #[arg(long)]
+    bank: String,
+    /// The country code.
+    #[arg(long, default_value = "CN")]
+    country: String,
+    /// Days of validity of the root.
+    #[arg(long, default_value_t = 3650)]
+    days: u32,
+    /// PKCS#11 module of the bank's HSM.
+    #[arg(long, required_unless_present = "software_key_insecure")]
+    module: Option<PathBuf>,
+    /// The token's label.
+    #[arg(long, requires = "module")]
+    token: Option<String>,
+    /// CKA_ID (hex) of the CA key, made with `vpbox hsm keygen`.
+    #[arg(long, requires = "module")]
+    key_id: Option<String>,
+    /// The user PIN file (0400) the CA reads whenever it signs.
+    #[arg(long, requires = "module")]
+    pin_file: Option<PathBuf>,
+    /// Keep the CA key in a software file instead (development only: not for a bank).
+    #[arg(long, conflicts_with = "module")]
+    software_key_insecure: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CaConfig {
+    bank: String,
+    fingerprint_sm3: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hsm: Option<HsmKey>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    software_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct HsmKey {
+    module: PathBuf,
+    token: String,
+    key_id: String,
+    pin_file: PathBuf,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Db {
+    crl_number: u64,
+    issued: Vec<Issued>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Issued {
+    serial: String,
+    subject: String,
+    profile: String,
+    issued_at: u64,
+    not_after: u64,
+    revoked_at: Option<u64>,
+    reason: Option<String>,
+}
+
+/// The host's clock, read here and passed to the CA core.
+#[allow(clippy::disallowed_methods)]
+fn now() -> SystemTime {
+    SystemTime::now()
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
+    serde_json::from_str(&text).with_context(|| format!("{}: corrupt", path.display()))
+}
+
+/// Writes `value` atomically: a temporary file, fsynced, renamed over the old one.
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    std::fs::write(&tmp, text)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+fn audit(dir: &Path, event: serde_json::Value) -> Result<()> {
+    use std::io::Write;
+    let mut f =
+        std::fs::OpenOptions::new().create(true).append(true).open(dir.join("audit.log"))?;
+    let mut line = serde_json::json!({"at": unix(now())});
+    if let (Some(obj), serde_json::Value::Object(ev)) = (line.as_object_mut(), event) {
+        obj.extend(ev);
+    }
+    writeln!(f, "{line}")?;
+    f.sync_all()?;
+    Ok(())
+}
+
+fn random16() -> Result<[u8; 16]> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("random source: {e}"))?;
+    Ok(b)
+}
+
+/// The CA's signer: the HSM key (pinned), or the insecure software key.
+fn ca_signer(dir: &Path, config: &CaConfig) -> Result<Box<dyn Signer>> {
+    let pinned =
+        vpbox_sm::Digest::from_hex(&config.fingerprint_sm3).context("ca.toml: bad fingerprint")?;
+    if let Some(h) = &config.hsm {
+        let signer = Pkcs11Signer::open(SignerConfig {
+            module: h.module.clone(),
+            token: TokenSelector::Label(h.token.clone()),
+            key_id: hex::decode(&h.key_id).context("ca.toml: key_id is not hex")?,
+            pin: Pin::from_file(&h.pin_file)?,
+            profile: None,
+            pinned: Some(pinned),
+            sessions: 1,
+        })?;
+        return Ok(Box::new(signer));
+    }
+    let path = dir.join(config.software_key.as_deref().context("ca.toml: no key")?);
+    let key = SecretKey::from_pem(&std::fs::read_to_string(&path)?)
+        .with_context(|| path.display().to_string())?;
+    if key.public_key().fingerprint() != pinned {
+        bail!("{}: not the CA key pinned in ca.toml", path.display());
+    }
+    Ok(Box::new(SoftwareSigner::new(key)))
+}
+
+fn open(dir: &Path) -> Result<(CaConfig, String, Db)> {
+    let config: CaConfig = toml::from_str(
+        &std::fs::read_to_string(dir.join("ca.toml"))
+            .with_context(|| format!("{}: not a CA directory", dir.display()))?,
+    )
+    .context("ca.toml")?;
+    let pem = std::fs::read_to_string(dir.join("ca.pem")).context("ca.pem")?;
+    let db = read_json(&dir.join("db.json"))?;
+    Ok((config, pem, db))
+}
+
+pub(crate) fn run(cmd: &CaCommand) -> Result<Outcome> {
+    match cmd {
+        CaCommand::Init(a) => init(a),
+        CaCommand::Issue { dir, csr, profile, days, dns, out } => {
+            let profile = CertProfile::leaf(profile)
+                .with_context(|| format!("unknown profile {profile:?}: vp-node, posp or admin"))?;
+            let (config, ca_pem, mut db) = open(dir)?;
+            let csr_pem =
+                std::fs::read_to_string(csr).with_context(|| csr.display().to_string())?;
+            let req = match cert::check_request(&csr_pem, profile, &config.bank) {
+                Ok(r) => r,
+                Err(e) => {
+                    audit(
+                        dir,
+                        serde_json::json!({"op": "issue", "result": "refused", "why": e.to_string()}),
+                    )?;
+                    return Err(e).with_context(|| csr.display().to_string());
+                }
+            };
+            let signer = ca_signer(dir, &config)?;
+            let serial_bytes = loop {
+                let mut b = random16()?;
+                b[0] = (b[0] & 0x7f) | 0x01;
+                let hex = hex::encode(b);
+                if !db.issued.iter().any(|i| i.serial == hex) {
+                    break b;
+                }
+            };
+            let when = now();
+            let grant = Grant {
+                profile,
+                serial: cert::random_serial(serial_bytes)?,
+                now: when,
+                days: *days,
+                dns_names: dns.clone(),
+            };
+            let pem = cert::issue(signer.as_ref(), &ca_pem, &req, grant)?;
+            let subject = req.info.subject.to_string();
+            db.issued.push(Issued {
+                serial: hex::encode(serial_bytes),
+                subject: subject.clone(),
+                profile: profile.name().into(),
+                issued_at: unix(when),
+                not_after: unix(when) + u64::from(*days) * 86_400,
+                revoked_at: None,
+                reason: None,
+            });
+            write_json(&dir.join("db.json"), &db)?;
+            audit(
+                dir,
+                serde_json::json!({"op": "issue", "serial": hex::encode(serial_bytes), "subject": subject, "profile": profile.name(), "result": "ok"}),
+            )?;
+            write_output(out.as_deref(), pem.as_bytes(), false)?;
+            Ok(Outcome::Ok)
+        }
+        CaCommand::Revoke { dir, serial, reason } => {
+            let (_, _, mut db) = open(dir)?;
+            let serial = serial.to_lowercase();
+            let entry = db
+                .issued
+                .iter_mut()
+                .find(|i| i.serial == serial)
+                .with_context(|| format!("no certificate with serial {serial}"))?;
+            if entry.revoked_at.is_some() {
+                bail!("{serial} is revoked already");
+            }
+            entry.revoked_at = Some(unix(now()));
+            entry.reason = Some(reason.clone());
+            write_json(&dir.join("db.json"), &db)?;
+            audit(
+                dir,
+                serde_json::json!({"op": "revoke", "serial": serial, "reason": reason, "result": "ok"}),
+            )?;
+            println!("revoked {serial}; publish it with `vpbox ca crl`");
+            Ok(Outcome::Ok)
+        }
+        CaCommand::Crl { dir, hours, out } => {
+            let (config, ca_pem, mut db) = open(dir)?;
+            let signer = ca_signer(dir, &config)?;
+            db.crl_number += 1;
+            let revoked = db
+                .issued
+                .iter()
+                .filter_map(|i| {
+                    let at = i.revoked_at?;
+                    Some(hex::decode(&i.serial).map(|serial| Revocation {
+                        serial,
+                        at: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(at),
+                    }))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .context("db.json: bad serial")?;
+            let pem = cert::crl(signer.as_ref(), &ca_pem, db.crl_number, &revoked, now(), *hours)?;
+            write_json(&dir.join("db.json"), &db)?;
+            audit(
+                dir,
+                serde_json::json!({"op": "crl", "number": db.crl_number, "revoked": revoked.len(), "result": "ok"}),
+            )?;
+            write_output(out.as_deref(), pem.as_bytes(), false)?;
+            Ok(Outcome::Ok)
+        }
+        CaCommand::List { dir, json } => {
+            let (_, _, db) = open(dir)?;
+            if *json {
+                println!("{}", serde_json::to_string(&db.issued)?);
+            } else {
+                for i in &db.issued {
+                    let status = i.revoked_at.map_or("valid".to_string(), |_| {
+                        format!("revoked ({})", i.reason.as_deref().unwrap_or(""))
+                    });
+                    println!("{}  {:<8} {:<24} {}", i.serial, i.profile, status, i.subject);
+                }
+            }
+            Ok(Outcome::Ok)
+        }
+    }
+}
+
+fn init(a: &InitArgs) -> Result<Outcome> {
+    if a.dir.join("ca.toml").exists() {
+        bail!("{} holds a CA already", a.dir.display());
+    }
+    std::fs::create_dir_all(&a.dir)?;
+    let (signer, hsm, software_key): (Box<dyn Signer>, _, _) = if a.software_key_insecure {
+        let key = SecretKey::generate()?;
+        write_output(Some(&a.dir.join("ca.key")), key.to_pkcs8_pem()?.as_bytes(), true)?;
+        (Box::new(SoftwareSigner::new(key)), None, Some(PathBuf::from("ca.key")))
+    } else {
+        let (Some(module), Some(token), Some(key_id), Some(pin_file)) =
+            (&a.module, &a.token, &a.key_id, &a.pin_file)
+        else {
+            bail!("an HSM CA needs --module, --token, --key-id and --pin-file");
+        };
+        let signer = Pkcs11Signer::open(SignerConfig {
+            module: module.clone(),
+            token: TokenSelector::Label(token.clone()),
+            key_id: hex::decode(key_id).context("--key-id is not hex")?,
+            pin: Pin::from_file(pin_file)?,
+            profile: None,
+            pinned: None,
+            sessions: 1,
+        })?;
+        let hsm = HsmKey {
+            module: module.clone(),
+            token: token.clone(),
+            key_id: key_id.clone(),
+            pin_file: pin_file.clone(),
+        };
+        (Box::new(signer) as Box<dyn Signer>, Some(hsm), None)
+    };
+    let pem = cert::self_signed_root(
+        signer.as_ref(),
+        &a.bank,
+        &a.country,
+        cert::random_serial(random16()?)?,
+        now(),
+        a.days,
+    )?;
+    let fingerprint = signer.public_key().fingerprint().to_hex();
+    let config =
+        CaConfig { bank: a.bank.clone(), fingerprint_sm3: fingerprint.clone(), hsm, software_key };
+    std::fs::write(a.dir.join("ca.toml"), toml::to_string(&config)?)?;
+    std::fs::write(a.dir.join("ca.pem"), &pem)?;
+    write_json(&a.dir.join("db.json"), &Db::default())?;
+    audit(
+        &a.dir,
+        serde_json::json!({"op": "init", "bank": a.bank, "fingerprint_sm3": fingerprint, "result": "ok"}),
+    )?;
+    print!("{pem}");
+    Ok(Outcome::Ok)
+}
