@@ -8,6 +8,7 @@
 
 pub mod cert;
 mod csr;
+pub mod policy;
 pub mod sign;
 
 pub use cert::{CertError, CertProfile};

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
+mod policy;
+
 use vpbox_ca::cert::{self, CertProfile, Grant, Revocation};
 use vpbox_ca::{CertError, build_csr};
 use vpbox_sm::sm2::SecretKey;
@@ -40,7 +42,7 @@ fn key() -> SoftwareSigner {
     SoftwareSigner::new(SecretKey::generate().unwrap())
 }
 
-fn serial(n: u8) -> x509_cert::serial_number::SerialNumber {
+pub(crate) fn serial(n: u8) -> x509_cert::serial_number::SerialNumber {
     cert::random_serial([n; 16]).unwrap()
 }
 
