@@ -1,0 +1,142 @@
+//! JSON-RPC over HTTP/1.1 on a real Unix socket: bad input gets a clear answer and the server
+//! keeps serving.
+
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde_json::{Value, json};
+use vpbox_node::http::{Limits, serve};
+use vpbox_node::rpc::{Methods, RpcError, bytes32};
+
+struct Anchors;
+
+impl Methods for Anchors {
+    fn call(&self, method: &str, params: &Value) -> Result<Value, RpcError> {
+        match method {
+            "anchor_get" => {
+                let key = bytes32(params, 0, "key")?;
+                Ok(json!({"ok": false, "message": "the key is not exist", "key": hex::encode(key)}))
+            }
+            _ => Err(RpcError::new(RpcError::METHOD_NOT_FOUND, format!("no method {method}"))),
+        }
+    }
+}
+
+struct Server {
+    _dir: tempfile::TempDir,
+    socket: std::path::PathBuf,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn start() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("rpc.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let limits = Limits { body_max: 1 << 20, ..Limits::default() };
+    std::thread::spawn(move || serve(listener, Arc::new(Anchors), limits, flag));
+    Server { _dir: dir, socket, stop }
+}
+
+/// Sends raw bytes, reads the whole answer (the server closes or we stop after one response).
+fn exchange(socket: &std::path::Path, raw: &[u8]) -> (u16, String) {
+    let mut s = UnixStream::connect(socket).unwrap();
+    let _ = s.write_all(raw);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, text)
+}
+
+fn post(body: &str) -> Vec<u8> {
+    format!("POST / HTTP/1.1\r\nHost: node\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+}
+
+fn json_body(text: &str) -> Value {
+    serde_json::from_str(&text[text.find("\r\n\r\n").unwrap() + 4..]).unwrap()
+}
+
+#[test]
+fn good_and_bad_requests_each_get_their_answer() {
+    let srv = start();
+    let key = "ab".repeat(32);
+    let (status, text) = exchange(
+        &srv.socket,
+        &post(&format!(r#"{{"jsonrpc":"2.0","method":"anchor_get","params":["0x{key}"],"id":1}}"#)),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(json_body(&text)["result"]["message"], "the key is not exist");
+
+    let cases: [(Vec<u8>, u16, Option<i64>); 8] = [
+        (post("{\"jsonrpc\":"), 200, Some(RpcError::PARSE)),
+        (
+            post(r#"{"jsonrpc":"2.0","method":"nope","id":1}"#),
+            200,
+            Some(RpcError::METHOD_NOT_FOUND),
+        ),
+        (
+            post(r#"{"jsonrpc":"2.0","method":"anchor_get","params":["0x1234"],"id":1}"#),
+            200,
+            Some(RpcError::INVALID_PARAMS),
+        ),
+        (
+            b"POST / HTTP/1.1\r\nContent-Length: 10485760\r\n\r\n".to_vec(),
+            413,
+            Some(RpcError::TOO_LARGE),
+        ),
+        (
+            b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n".to_vec(),
+            405,
+            Some(RpcError::INVALID_REQUEST),
+        ),
+        (
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(),
+            501,
+            Some(RpcError::INVALID_REQUEST),
+        ),
+        (b"POST / HTTP/1.1\r\n\r\n".to_vec(), 411, Some(RpcError::INVALID_REQUEST)),
+        (
+            format!("POST / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(20_000)).into_bytes(),
+            431,
+            Some(RpcError::INVALID_REQUEST),
+        ),
+    ];
+    for (raw, want_status, want_code) in cases {
+        let (status, text) = exchange(&srv.socket, &raw);
+        assert_eq!(status, want_status, "{text}");
+        if let Some(code) = want_code {
+            assert_eq!(json_body(&text)["error"]["code"], code, "{text}");
+        }
+    }
+    // Still serving.
+    let (status, _) = exchange(
+        &srv.socket,
+        &post(r#"{"jsonrpc":"2.0","method":"anchor_get","params":{"key":"00"},"id":2}"#),
+    );
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn keep_alive_serves_several_requests_on_one_connection() {
+    let srv = start();
+    let mut s = UnixStream::connect(&srv.socket).unwrap();
+    for id in 0..3 {
+        s.write_all(&post(&format!(r#"{{"jsonrpc":"2.0","method":"nope","id":{id}}}"#))).unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert_eq!(json_body(&text)["id"], id);
+    }
+}
