@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::Outcome;
 use crate::cli::AnchorHashArgs;
 use crate::files::{SMALL_FILE_MAX, read_all};
-use crate::slip;
+use vpbox_ledger::slip;
 
 #[derive(Serialize)]
 struct Hashed<'a> {

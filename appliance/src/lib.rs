@@ -13,7 +13,6 @@ mod exit;
 mod files;
 mod hsm_cmd;
 mod signer_cmd;
-pub mod slip;
 mod sm2_cmd;
 mod sm3_cmd;
 

@@ -5,12 +5,14 @@
 //! - [`merkle`]: the SM3 Merkle tree over a block's transaction hashes, with proofs.
 //! - [`block`]: block headers linked by SM3 hash.
 //! - [`contract`]: the anchor contract's exact answers (DESIGN.md §1).
+//! - [`slip`]: the electronic sales slip and the anchor a POSP computes from it.
 //! - [`Ledger`]: RocksDB column families; one atomic, synced write batch per block.
 
 pub mod block;
 pub mod contract;
 mod error;
 pub mod merkle;
+pub mod slip;
 mod store;
 pub mod tx;
 mod wire;

@@ -93,12 +93,14 @@ fn write_response(
         _ => "Service Unavailable",
     };
     let connection = if keep_alive { "keep-alive" } else { "close" };
-    write!(
-        w,
+    // One buffer, one write: a response is never split into many small segments.
+    let mut out = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n",
         body.len()
-    )?;
-    w.write_all(body)?;
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    w.write_all(&out)?;
     w.flush()
 }
 

@@ -1,6 +1,8 @@
 //! JSON-RPC over HTTP/1.1 on a real Unix socket: bad input gets a clear answer and the server
 //! keeps serving.
 
+mod api;
+
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
@@ -127,15 +129,33 @@ fn good_and_bad_requests_each_get_their_answer() {
     assert_eq!(status, 200);
 }
 
+/// Reads exactly one response: the head, then Content-Length bytes.
+fn read_response(s: &mut UnixStream) -> String {
+    let mut data = Vec::new();
+    let mut byte = [0u8; 1];
+    while !data.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        data.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&data).to_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap();
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    data.extend(body);
+    String::from_utf8_lossy(&data).into_owned()
+}
+
 #[test]
 fn keep_alive_serves_several_requests_on_one_connection() {
     let srv = start();
     let mut s = UnixStream::connect(&srv.socket).unwrap();
     for id in 0..3 {
         s.write_all(&post(&format!(r#"{{"jsonrpc":"2.0","method":"nope","id":{id}}}"#))).unwrap();
-        let mut buf = vec![0u8; 4096];
-        let n = s.read(&mut buf).unwrap();
-        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let text = read_response(&mut s);
         assert!(text.starts_with("HTTP/1.1 200"), "{text}");
         assert_eq!(json_body(&text)["id"], id);
     }
