@@ -63,7 +63,11 @@ pub fn cbc_encrypt(key: &Sm4Key, iv: &[u8; BLOCK_LEN], plaintext: &[u8]) -> Vec<
 }
 
 /// SM4-CBC decryption; fails on a length that is not whole blocks or on bad padding.
-pub fn cbc_decrypt(key: &Sm4Key, iv: &[u8; BLOCK_LEN], ciphertext: &[u8]) -> Result<Vec<u8>, Error> {
+pub fn cbc_decrypt(
+    key: &Sm4Key,
+    iv: &[u8; BLOCK_LEN],
+    ciphertext: &[u8],
+) -> Result<Vec<u8>, Error> {
     cbc::Decryptor::<sm4::Sm4>::new(&key.0.into(), &(*iv).into())
         .decrypt_padded_vec::<Pkcs7>(ciphertext)
         .map_err(|_| Error::Decrypt)
@@ -77,8 +81,18 @@ pub fn gcm_seal(
     plaintext: &[u8],
 ) -> Result<Vec<u8>, Error> {
     Sm4Gcm::new(&key.0.into())
-        .encrypt(&(*nonce).into(), Payload { msg: plaintext, aad })
-        .map_err(|_| Error::BadLength { what: "plaintext", expected: 1 << 36, got: plaintext.len() })
+        .encrypt(
+            &(*nonce).into(),
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
+        .map_err(|_| Error::BadLength {
+            what: "plaintext",
+            expected: 1 << 36,
+            got: plaintext.len(),
+        })
 }
 
 /// SM4-GCM decryption of ciphertext ‖ tag; fails if anything was altered.
@@ -152,7 +166,10 @@ mod tests {
     #[test]
     fn rfc8998_gcm_vector() {
         let key = Sm4Key::from_slice(&STD).unwrap();
-        let nonce: [u8; 12] = hex::decode("00001234567800000000abcd").unwrap().try_into().unwrap();
+        let nonce: [u8; 12] = hex::decode("00001234567800000000abcd")
+            .unwrap()
+            .try_into()
+            .unwrap();
         let aad = hex::decode("feedfacedeadbeeffeedfacedeadbeefabaddad2").unwrap();
         let pt = hex::decode(
             "aaaaaaaaaaaaaaaabbbbbbbbbbbbbbbbccccccccccccccccdddddddddddddddd\
@@ -186,12 +203,19 @@ mod tests {
     fn sealed_data_detects_tampering_and_wrong_context() {
         let key = Sm4Key::generate().unwrap();
         let sealed = seal(&key, b"wal/000001", b"secret ledger state").unwrap();
-        assert_eq!(open(&key, b"wal/000001", &sealed).unwrap(), b"secret ledger state");
+        assert_eq!(
+            open(&key, b"wal/000001", &sealed).unwrap(),
+            b"secret ledger state"
+        );
         assert_eq!(open(&key, b"wal/000002", &sealed), Err(Error::Decrypt));
         for i in 0..sealed.len() {
             let mut bad = sealed.clone();
             bad[i] ^= 1;
-            assert_eq!(open(&key, b"wal/000001", &bad), Err(Error::Decrypt), "flip at {i}");
+            assert_eq!(
+                open(&key, b"wal/000001", &bad),
+                Err(Error::Decrypt),
+                "flip at {i}"
+            );
         }
         assert_eq!(open(&key, b"", &sealed[..20]), Err(Error::Decrypt));
         let other = Sm4Key::generate().unwrap();

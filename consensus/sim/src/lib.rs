@@ -1,0 +1,1 @@
+//! A deterministic simulator that runs vpbox consensus engines under seeded faults and checks their invariants.
