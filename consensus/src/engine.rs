@@ -60,6 +60,7 @@ pub struct Engine<V: Verifier> {
     view: View,
     changing: bool,
     vc_attempts: u32,
+    nv_timer_armed: bool,
     my_view_change: Option<Envelope>,
     view_changes: BTreeMap<NodeId, (View, Envelope)>,
     last_new_view: Option<Envelope>,
@@ -123,6 +124,7 @@ impl<V: Verifier> Engine<V> {
             view: View(0),
             changing: false,
             vc_attempts: 0,
+            nv_timer_armed: false,
             my_view_change: None,
             view_changes: BTreeMap::new(),
             last_new_view: None,
@@ -1396,7 +1398,23 @@ impl<V: Verifier> Engine<V> {
         self.maybe_build_new_view(out);
     }
 
+    /// §4.5.2: the new-view timer starts only once `N − f` replicas (us included) want this
+    /// view, so a lone replica that suspected the primary waits for the others instead of
+    /// running ahead through ever higher views.
+    fn maybe_arm_new_view_timer(&mut self, out: &mut Vec<Effect>) {
+        if !self.changing || self.nv_timer_armed {
+            return;
+        }
+        let n = self.view_changes.values().filter(|(v, _)| *v == self.view).count();
+        if n >= self.config.n() - self.f() && self.view_changes.contains_key(&self.id) {
+            self.nv_timer_armed = true;
+            let shift = self.vc_attempts.saturating_sub(1).min(6);
+            self.set_timer(Timer::NewView, self.params.new_view_timeout_ms << shift, out);
+        }
+    }
+
     fn maybe_build_new_view(&mut self, out: &mut Vec<Effect>) {
+        self.maybe_arm_new_view_timer(out);
         if !self.changing || !self.is_primary() || self.nv_build.is_some() {
             return;
         }
