@@ -1,6 +1,6 @@
 //! What goes into the engine and what comes out of it.
 
-use crate::message::{Batch, CheckpointProof, CommitCertificate, Envelope, Message};
+use crate::message::{Batch, CheckpointProof, CommitCertificate, CommittedEntry, Envelope, Message};
 use crate::types::{Digest, NodeId, SeqNo, Signature, View};
 
 /// A timer the engine asks the host to run. At most one of each kind runs at a time; setting
@@ -89,6 +89,10 @@ pub enum Input {
         committed: SeqNo,
         /// The state digest at `committed`.
         state: Digest,
+        /// The ledger's most recent committed blocks with their certificates (at least those
+        /// above the last stable checkpoint, up to one window), so that a restarted replica can
+        /// still vote for and serve entries it committed before the crash.
+        recent: Vec<CommittedEntry>,
     },
 }
 

@@ -214,11 +214,13 @@ impl<V: Verifier> Engine<V> {
             Input::StateFetched { seq, state, txs } => {
                 self.on_state_fetched(seq, state, &txs, &mut out)
             }
-            Input::Restore {
-                records,
-                committed,
-                state,
-            } => {
+            Input::Restore { records, committed, state, recent } => {
+                for e in recent {
+                    let seq = e.certificate.seq;
+                    if seq <= committed {
+                        self.committed_log.insert(seq, e);
+                    }
+                }
                 self.on_restore(records, committed, state, &mut out);
             }
         }
@@ -738,6 +740,7 @@ impl<V: Verifier> Engine<V> {
         }
         let low = self.low;
         self.slots.retain(|(s, _), _| *s > low);
+        self.committed_log.retain(|s, _| *s > low);
         self.voted.retain(|(s, _, _), _| *s > low);
         if self.next_seq < low {
             self.next_seq = low;

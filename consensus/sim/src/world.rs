@@ -224,6 +224,7 @@ struct Node {
     committed_txs: HashSet<Digest>,
     torn_next: bool,
     rebaseline: bool,
+    ledger: BTreeMap<u64, vpbox_consensus::CommittedEntry>,
     sent: HashMap<Phase, u32>,
     captured: Vec<Envelope>,
 }
@@ -260,6 +261,7 @@ pub struct World {
     submitted: Vec<Digest>,
     crash_on_send: Vec<CrashOnSend>,
     healed: bool,
+    trace: bool,
     out: Outcome,
 }
 
@@ -285,6 +287,7 @@ impl World {
                 committed_txs: HashSet::new(),
                 torn_next: false,
                 rebaseline: false,
+                ledger: BTreeMap::new(),
                 sent: HashMap::new(),
                 captured: Vec::new(),
             })
@@ -308,6 +311,7 @@ impl World {
             submitted: Vec::new(),
             crash_on_send: Vec::new(),
             healed: false,
+            trace: std::env::var_os("VPBOX_SIM_TRACE").is_some(),
         };
         for i in 0..w.cfg.nodes {
             w.start(i);
@@ -390,6 +394,9 @@ impl World {
                 if !byz.contains(&i) {
                     byz.push(i);
                     let k = Byzantine::ALL[self.rng.below(Byzantine::ALL.len() as u64) as usize];
+                    if self.trace {
+                        eprintln!("byzantine n{i} {k:?}");
+                    }
                     self.byzantine(i, k);
                 }
             }
@@ -485,13 +492,20 @@ impl World {
         let records = node.wal.iter().filter_map(|b| decode_record(b).ok()).collect();
         let committed = node.app.committed();
         let state = node.app.state_at(committed).unwrap_or_default();
+        let window = self.cfg.params.window;
+        let recent = node
+            .ledger
+            .range(committed.0.saturating_sub(window)..)
+            .filter(|(s, _)| **s <= committed.0)
+            .map(|(_, e)| e.clone())
+            .collect();
         node.engine = Some(engine);
         if node.rebaseline {
             node.rebaseline = false;
             node.max_view = View(0);
             node.max_low = SeqNo(0);
         }
-        self.feed(i, Input::Restore { records, committed, state });
+        self.feed(i, Input::Restore { records, committed, state, recent });
     }
 
     fn crash_now(&mut self, i: usize) {
@@ -538,6 +552,14 @@ impl World {
             }
             match e {
                 Effect::Persist(rec) => {
+                    if self.trace {
+                        if let vpbox_consensus::WalRecord::View { view, changing } = &rec {
+                            eprintln!("t={} n{i} view {} changing={changing}", self.now, view.0);
+                        }
+                        if let vpbox_consensus::WalRecord::Stable(p) = &rec {
+                            eprintln!("t={} n{i} stable {}", self.now, p.seq.0);
+                        }
+                    }
                     let bytes = encode_record(&rec);
                     if self.nodes[i].torn_next {
                         self.nodes[i].torn_next = false;
@@ -614,6 +636,14 @@ impl World {
     ) {
         let honest = self.honest(i);
         let r = self.nodes[i].app.commit(seq, batch, &result);
+        if r.is_ok() {
+            let entry = vpbox_consensus::CommittedEntry {
+                batch: batch.clone(),
+                result,
+                certificate: cert.clone(),
+            };
+            self.nodes[i].ledger.insert(seq.0, entry);
+        }
         if !honest {
             return;
         }
@@ -630,6 +660,9 @@ impl World {
             self.violation(format!("node {i}: certificate of {seq:?} invalid: {e}"));
         }
         self.check_agreement(i, seq.0, bd, result);
+        if self.trace {
+            eprintln!("t={} n{i} commit {} view {}", self.now, seq.0, cert.view.0);
+        }
         // Each transaction executes at most once in the committed chain.
         let fresh = self.nodes[i].app.committed_chain()[seq.0 as usize - 1].fresh.clone();
         for tx in fresh {
@@ -670,6 +703,9 @@ impl World {
         } else {
             let src = self.nodes[j].app.clone();
             self.nodes[i].app.transfer_from(&src, seq);
+            let blocks: Vec<_> =
+                self.nodes[j].ledger.range(..=seq.0).map(|(k, v)| (*k, v.clone())).collect();
+            self.nodes[i].ledger.extend(blocks);
         }
         let txs: Vec<Digest> =
             self.nodes[i].app.committed_chain().iter().flat_map(|e| e.batch.txs.iter().copied()).collect();
@@ -793,6 +829,17 @@ impl World {
 
     fn step(&mut self, ev: Ev) {
         self.now = ev.time;
+        if self.trace {
+            match &ev.kind {
+                Kind::Crash { node, torn } => eprintln!("t={} CRASH n{node} torn={torn}", ev.time),
+                Kind::Restart(node) => eprintln!("t={} RESTART n{node}", ev.time),
+                Kind::Heal => eprintln!("t={} HEAL", ev.time),
+                Kind::Block(l) => eprintln!("t={} BLOCK {l:?}", ev.time),
+                Kind::Unblock(l) => eprintln!("t={} UNBLOCK {l:?}", ev.time),
+                Kind::Transfer { node, seq, .. } => eprintln!("t={} TRANSFER n{node} {}", ev.time, seq.0),
+                _ => {}
+            }
+        }
         match ev.kind {
             Kind::Deliver { to, env } => {
                 if self.alive(to) {
