@@ -1,6 +1,8 @@
 //! What goes into the engine and what comes out of it.
 
-use crate::message::{Batch, CheckpointProof, CommitCertificate, CommittedEntry, Envelope, Message};
+use crate::message::{
+    Batch, CheckpointProof, CommitCertificate, CommittedEntry, Envelope, Message,
+};
 use crate::types::{Digest, NodeId, SeqNo, Signature, View};
 
 /// A timer the engine asks the host to run. At most one of each kind runs at a time; setting

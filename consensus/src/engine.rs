@@ -214,7 +214,12 @@ impl<V: Verifier> Engine<V> {
             Input::StateFetched { seq, state, txs } => {
                 self.on_state_fetched(seq, state, &txs, &mut out)
             }
-            Input::Restore { records, committed, state, recent } => {
+            Input::Restore {
+                records,
+                committed,
+                state,
+                recent,
+            } => {
                 for e in recent {
                     let seq = e.certificate.seq;
                     if seq <= committed {
@@ -1408,11 +1413,19 @@ impl<V: Verifier> Engine<V> {
         if !self.changing || self.nv_timer_armed {
             return;
         }
-        let n = self.view_changes.values().filter(|(v, _)| *v == self.view).count();
+        let n = self
+            .view_changes
+            .values()
+            .filter(|(v, _)| *v == self.view)
+            .count();
         if n >= self.config.n() - self.f() && self.view_changes.contains_key(&self.id) {
             self.nv_timer_armed = true;
             let shift = self.vc_attempts.saturating_sub(1).min(6);
-            self.set_timer(Timer::NewView, self.params.new_view_timeout_ms << shift, out);
+            self.set_timer(
+                Timer::NewView,
+                self.params.new_view_timeout_ms << shift,
+                out,
+            );
         }
     }
 

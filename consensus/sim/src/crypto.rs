@@ -22,8 +22,14 @@ pub enum CryptoKind {
 }
 
 enum Keys {
-    Sm2 { signers: Vec<SoftwareSigner>, by_key: HashMap<Vec<u8>, sm2::PublicKey> },
-    Stub { secrets: Vec<[u8; 32]>, by_key: HashMap<Vec<u8>, [u8; 32]> },
+    Sm2 {
+        signers: Vec<SoftwareSigner>,
+        by_key: HashMap<Vec<u8>, sm2::PublicKey>,
+    },
+    Stub {
+        secrets: Vec<[u8; 32]>,
+        by_key: HashMap<Vec<u8>, [u8; 32]>,
+    },
 }
 
 /// Every node's keys; cheap to clone.
@@ -45,19 +51,25 @@ impl Crypto {
                     b[0] &= 0x7f;
                     b[0] |= 1;
                     let sk = sm2::SecretKey::from_bytes(&b)?;
-                    by_key.insert(sk.public_key().to_sec1_uncompressed().to_vec(), sk.public_key().clone());
+                    by_key.insert(
+                        sk.public_key().to_sec1_uncompressed().to_vec(),
+                        sk.public_key().clone(),
+                    );
                     signers.push(SoftwareSigner::new(sk));
                 }
                 Keys::Sm2 { signers, by_key }
             }
             CryptoKind::Stub => {
-                let secrets: Vec<[u8; 32]> =
-                    (0..n).map(|i| vpbox_sm::sm3::hash(format!("stub-{seed}-{i}")).0).collect();
+                let secrets: Vec<[u8; 32]> = (0..n)
+                    .map(|i| vpbox_sm::sm3::hash(format!("stub-{seed}-{i}")).0)
+                    .collect();
                 let by_key = secrets.iter().map(|s| (stub_public(s), *s)).collect();
                 Keys::Stub { secrets, by_key }
             }
         };
-        Ok(Self { keys: Rc::new(keys) })
+        Ok(Self {
+            keys: Rc::new(keys),
+        })
     }
 
     /// Node `i`'s public key.
@@ -103,18 +115,26 @@ impl Verifier for Crypto {
     fn verify(&self, key: &PublicKey, payload: &[u8], sig: &Signature) -> Verification {
         let ok = match &*self.keys {
             Keys::Sm2 { by_key, .. } => {
-                let Some(pk) = by_key.get(&key.0) else { return Verification::Invalid };
+                let Some(pk) = by_key.get(&key.0) else {
+                    return Verification::Invalid;
+                };
                 match sm2::Signature::from_raw(&sig.0) {
                     Ok(s) => pk.verify_in(Domain::CONSENSUS, payload, &s).is_valid(),
                     Err(_) => false,
                 }
             }
             Keys::Stub { by_key, .. } => {
-                let Some(secret) = by_key.get(&key.0) else { return Verification::Invalid };
+                let Some(secret) = by_key.get(&key.0) else {
+                    return Verification::Invalid;
+                };
                 stub_tag(secret, payload) == sig.0
             }
         };
-        if ok { Verification::Valid } else { Verification::Invalid }
+        if ok {
+            Verification::Valid
+        } else {
+            Verification::Invalid
+        }
     }
 }
 
@@ -128,8 +148,14 @@ mod tests {
             let c = Crypto::new(kind, 2, 1).unwrap();
             let s = c.sign(0, b"vote");
             assert_eq!(c.verify(&c.public_key(0), b"vote", &s), Verification::Valid);
-            assert_eq!(c.verify(&c.public_key(1), b"vote", &s), Verification::Invalid);
-            assert_eq!(c.verify(&c.public_key(0), b"vote!", &s), Verification::Invalid);
+            assert_eq!(
+                c.verify(&c.public_key(1), b"vote", &s),
+                Verification::Invalid
+            );
+            assert_eq!(
+                c.verify(&c.public_key(0), b"vote!", &s),
+                Verification::Invalid
+            );
         }
     }
 }

@@ -91,5 +91,9 @@ fn main() -> anyhow::Result<ExitCode> {
             "liveness_failures": liveness, "committed": committed, "batches": batches,
             "signatures": "stubbed (keyed SM3)"})
     );
-    Ok(if violations > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if violations > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -4,10 +4,12 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 
-use vpbox_consensus::wire::{batch_digest, block_digest, decode_record, encode_record, signing_payload};
+use vpbox_consensus::wire::{
+    batch_digest, block_digest, decode_record, encode_record, signing_payload,
+};
 use vpbox_consensus::{
-    Config, Digest, Effect, Engine, Envelope, Input, Member, Message, NodeId, Params, Phase,
-    SeqNo, Timer, View, verify_certificate,
+    Config, Digest, Effect, Engine, Envelope, Input, Member, Message, NodeId, Params, Phase, SeqNo,
+    Timer, View, verify_certificate,
 };
 
 use crate::app::App;
@@ -37,8 +39,14 @@ pub enum Byzantine {
 
 impl Byzantine {
     /// Every kind.
-    pub const ALL: [Self; 6] =
-        [Self::Equivocate, Self::WrongResult, Self::Censor, Self::Slow, Self::Forger, Self::Replayer];
+    pub const ALL: [Self; 6] = [
+        Self::Equivocate,
+        Self::WrongResult,
+        Self::Censor,
+        Self::Slow,
+        Self::Forger,
+        Self::Replayer,
+    ];
 }
 
 /// Which fault kinds a random plan may use.
@@ -59,7 +67,13 @@ pub struct Faults {
 impl Faults {
     /// Every kind.
     pub fn all() -> Self {
-        Self { crash: true, torn: true, partition: true, byzantine: true, network: true }
+        Self {
+            crash: true,
+            torn: true,
+            partition: true,
+            byzantine: true,
+            network: true,
+        }
     }
 
     /// Parses `crash,partition,byzantine,network,torn` or `all` or `none`.
@@ -94,7 +108,11 @@ impl Faults {
                 v.push(name);
             }
         }
-        if v.is_empty() { "none".into() } else { v.join(",") }
+        if v.is_empty() {
+            "none".into()
+        } else {
+            v.join(",")
+        }
     }
 }
 
@@ -172,16 +190,44 @@ pub struct Outcome {
     pub view_changes: u64,
     /// Virtual time at the end (ms).
     pub end_ms: u64,
+    /// When an honest node first committed a block (ms).
+    pub first_commit_ms: Option<u64>,
+    /// State transfers completed.
+    pub state_transfers: u64,
+    /// Highest view any honest node reached.
+    pub max_view: u64,
+    /// Crashes that happened.
+    pub crashes: u64,
 }
 
 #[derive(Debug)]
 enum Kind {
-    Deliver { to: usize, env: Envelope },
-    Timer { node: usize, inc: u64, timer: Timer, generation: u64 },
-    Local { node: usize, inc: u64, input: Input },
-    Transfer { node: usize, inc: u64, seq: SeqNo, state: Digest },
+    Deliver {
+        to: usize,
+        env: Envelope,
+    },
+    Timer {
+        node: usize,
+        inc: u64,
+        timer: Timer,
+        generation: u64,
+    },
+    Local {
+        node: usize,
+        inc: u64,
+        input: Input,
+    },
+    Transfer {
+        node: usize,
+        inc: u64,
+        seq: SeqNo,
+        state: Digest,
+    },
     Submit(Digest),
-    Crash { node: usize, torn: bool },
+    Crash {
+        node: usize,
+        torn: bool,
+    },
     Restart(usize),
     Block(Vec<(usize, usize)>),
     Unblock(Vec<(usize, usize)>),
@@ -229,11 +275,14 @@ struct Node {
     captured: Vec<Envelope>,
 }
 
-/// Crash `node` when it sends its `nth` message of `phase` (1-based), right after sending.
+/// Crash `victim` when `node` sends its `nth` message of `phase` (1-based), right after the
+/// send.
 #[derive(Clone, Copy, Debug)]
 pub struct CrashOnSend {
-    /// Which node.
+    /// Whose message triggers the crash.
     pub node: usize,
+    /// Which node crashes.
+    pub victim: usize,
     /// Which phase.
     pub phase: Phase,
     /// The how-manyth such message.
@@ -270,7 +319,10 @@ impl World {
     pub fn new(cfg: SimConfig) -> anyhow::Result<Self> {
         let crypto = Crypto::new(cfg.crypto, cfg.nodes, cfg.seed)?;
         let members = (0..cfg.nodes)
-            .map(|i| Member { id: NodeId(i as u32), public_key: crypto.public_key(i) })
+            .map(|i| Member {
+                id: NodeId(i as u32),
+                public_key: crypto.public_key(i),
+            })
             .collect();
         let genesis = Digest(vpbox_sm::sm3::hash(b"sim-genesis").0);
         let config = Config::new(members, genesis)?;
@@ -294,7 +346,10 @@ impl World {
             .collect();
         let mut w = Self {
             rng: Rng::new(cfg.seed),
-            out: Outcome { seed: cfg.seed, ..Outcome::default() },
+            out: Outcome {
+                seed: cfg.seed,
+                ..Outcome::default()
+            },
             cfg,
             crypto,
             config,
@@ -376,7 +431,9 @@ impl World {
             let id = self.submitted.len() as u64;
             let tx = Digest(vpbox_sm::sm3::hash(format!("tx-{}-{id}", self.cfg.seed)).0);
             self.submitted.push(tx);
-            let at = self.rng.range(from_ms, to_ms.saturating_sub(1).max(from_ms));
+            let at = self
+                .rng
+                .range(from_ms, to_ms.saturating_sub(1).max(from_ms));
             self.push(at, Kind::Submit(tx));
         }
     }
@@ -437,8 +494,7 @@ impl World {
                 let until = at + self.rng.range(300, 5_000);
                 match self.rng.below(3) {
                     0 => {
-                        let group: Vec<usize> =
-                            (0..n).filter(|_| self.rng.chance(0.5)).collect();
+                        let group: Vec<usize> = (0..n).filter(|_| self.rng.chance(0.5)).collect();
                         self.partition(&group, at, until);
                     }
                     1 => {
@@ -465,7 +521,11 @@ impl World {
 
     fn push(&mut self, time: u64, kind: Kind) {
         self.next_id += 1;
-        self.queue.push(Reverse(Ev { time, id: self.next_id, kind }));
+        self.queue.push(Reverse(Ev {
+            time,
+            id: self.next_id,
+            kind,
+        }));
     }
 
     fn violation(&mut self, what: String) {
@@ -489,7 +549,11 @@ impl World {
         };
         let node = &mut self.nodes[i];
         node.inc += 1;
-        let records = node.wal.iter().filter_map(|b| decode_record(b).ok()).collect();
+        let records = node
+            .wal
+            .iter()
+            .filter_map(|b| decode_record(b).ok())
+            .collect();
         let committed = node.app.committed();
         let state = node.app.state_at(committed).unwrap_or_default();
         let window = self.cfg.params.window;
@@ -505,12 +569,21 @@ impl World {
             node.max_view = View(0);
             node.max_low = SeqNo(0);
         }
-        self.feed(i, Input::Restore { records, committed, state, recent });
+        self.feed(
+            i,
+            Input::Restore {
+                records,
+                committed,
+                state,
+                recent,
+            },
+        );
     }
 
     fn crash_now(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         if node.engine.take().is_some() {
+            self.out.crashes += 1;
             node.app.crash();
             node.inc += 1;
             node.timers.clear();
@@ -526,7 +599,9 @@ impl World {
     }
 
     fn feed(&mut self, i: usize, input: Input) {
-        let Some(engine) = self.nodes[i].engine.as_mut() else { return };
+        let Some(engine) = self.nodes[i].engine.as_mut() else {
+            return;
+        };
         let effects = engine.handle(input);
         let (view, low) = (engine.view(), engine.low_watermark());
         let node = &mut self.nodes[i];
@@ -535,11 +610,16 @@ impl World {
         if view < node.max_view || low < node.max_low {
             let (mv, ml) = (node.max_view, node.max_low);
             if node.byz.is_none() {
-                self.violation(format!("node {i}: view/low went back {mv:?}/{ml:?} -> {view:?}/{low:?}"));
+                self.violation(format!(
+                    "node {i}: view/low went back {mv:?}/{ml:?} -> {view:?}/{low:?}"
+                ));
             }
         }
         let node = &mut self.nodes[i];
         node.max_view = node.max_view.max(view);
+        if node.byz.is_none() {
+            self.out.max_view = self.out.max_view.max(view.0);
+        }
         node.max_low = node.max_low.max(low);
         self.apply(i, effects);
     }
@@ -575,7 +655,14 @@ impl World {
                 }
                 Effect::Sign { token, payload } => {
                     let signature = self.crypto.sign(i, &payload);
-                    self.push(self.now, Kind::Local { node: i, inc, input: Input::Signed { token, signature } });
+                    self.push(
+                        self.now,
+                        Kind::Local {
+                            node: i,
+                            inc,
+                            input: Input::Signed { token, signature },
+                        },
+                    );
                 }
                 Effect::Send { to, envelope } => self.emit(i, vec![to.0 as usize], envelope),
                 Effect::Broadcast(envelope) => {
@@ -586,26 +673,43 @@ impl World {
                     let g = self.nodes[i].timers.entry(timer).or_insert(0);
                     *g += 1;
                     let generation = *g;
-                    self.push(self.now + after_ms, Kind::Timer { node: i, inc, timer, generation });
+                    self.push(
+                        self.now + after_ms,
+                        Kind::Timer {
+                            node: i,
+                            inc,
+                            timer,
+                            generation,
+                        },
+                    );
                 }
                 Effect::CancelTimer(timer) => {
                     *self.nodes[i].timers.entry(timer).or_insert(0) += 1;
                 }
-                Effect::Execute { seq, token, batch } => match self.nodes[i].app.execute(seq, &batch) {
-                    Ok(result) => {
-                        let result = if self.nodes[i].byz == Some(Byzantine::WrongResult) {
-                            Digest([0xee; 32])
-                        } else {
-                            result
-                        };
-                        self.push(self.now, Kind::Local { node: i, inc, input: Input::Executed { seq, token, result } });
-                    }
-                    Err(e) => {
-                        if self.honest(i) {
-                            self.violation(format!("node {i}: {e}"));
+                Effect::Execute { seq, token, batch } => {
+                    match self.nodes[i].app.execute(seq, &batch) {
+                        Ok(result) => {
+                            let result = if self.nodes[i].byz == Some(Byzantine::WrongResult) {
+                                Digest([0xee; 32])
+                            } else {
+                                result
+                            };
+                            self.push(
+                                self.now,
+                                Kind::Local {
+                                    node: i,
+                                    inc,
+                                    input: Input::Executed { seq, token, result },
+                                },
+                            );
+                        }
+                        Err(e) => {
+                            if self.honest(i) {
+                                self.violation(format!("node {i}: {e}"));
+                            }
                         }
                     }
-                },
+                }
                 Effect::Rollback { to } => {
                     if let Err(e) = self.nodes[i].app.rollback(to) {
                         if self.honest(i) {
@@ -613,12 +717,25 @@ impl World {
                         }
                     }
                 }
-                Effect::Commit { seq, batch, result, certificate } => {
+                Effect::Commit {
+                    seq,
+                    batch,
+                    result,
+                    certificate,
+                } => {
                     self.on_commit(i, seq, &batch, result, &certificate);
                 }
                 Effect::FetchState { seq, state } => {
                     let at = self.now + 20;
-                    self.push(at, Kind::Transfer { node: i, inc, seq, state });
+                    self.push(
+                        at,
+                        Kind::Transfer {
+                            node: i,
+                            inc,
+                            seq,
+                            state,
+                        },
+                    );
                 }
                 Effect::ViewChanged { .. } => self.out.view_changes += 1,
                 _ => {}
@@ -654,7 +771,9 @@ impl World {
         // Every commit certificate has ≥ Q valid member signatures over its block digest.
         let bd = batch_digest(&self.crypto, batch);
         if cert.seq != seq || cert.block != block_digest(&self.crypto, seq, &bd, &result) {
-            self.violation(format!("node {i}: certificate of {seq:?} is for another block"));
+            self.violation(format!(
+                "node {i}: certificate of {seq:?} is for another block"
+            ));
         }
         if let Err(e) = verify_certificate(&self.config, &self.crypto, cert) {
             self.violation(format!("node {i}: certificate of {seq:?} invalid: {e}"));
@@ -664,13 +783,16 @@ impl World {
             eprintln!("t={} n{i} commit {} view {}", self.now, seq.0, cert.view.0);
         }
         // Each transaction executes at most once in the committed chain.
-        let fresh = self.nodes[i].app.committed_chain()[seq.0 as usize - 1].fresh.clone();
+        let fresh = self.nodes[i].app.committed_chain()[seq.0 as usize - 1]
+            .fresh
+            .clone();
         for tx in fresh {
             if !self.nodes[i].committed_txs.insert(tx) {
                 self.violation(format!("node {i}: transaction {tx:?} executed twice"));
             }
         }
         self.out.batches = self.out.batches.max(seq.0);
+        self.out.first_commit_ms.get_or_insert(self.now);
     }
 
     /// No two honest nodes commit different batches (or states) at one sequence number.
@@ -703,12 +825,19 @@ impl World {
         } else {
             let src = self.nodes[j].app.clone();
             self.nodes[i].app.transfer_from(&src, seq);
-            let blocks: Vec<_> =
-                self.nodes[j].ledger.range(..=seq.0).map(|(k, v)| (*k, v.clone())).collect();
+            let blocks: Vec<_> = self.nodes[j]
+                .ledger
+                .range(..=seq.0)
+                .map(|(k, v)| (*k, v.clone()))
+                .collect();
             self.nodes[i].ledger.extend(blocks);
         }
-        let txs: Vec<Digest> =
-            self.nodes[i].app.committed_chain().iter().flat_map(|e| e.batch.txs.iter().copied()).collect();
+        let txs: Vec<Digest> = self.nodes[i]
+            .app
+            .committed_chain()
+            .iter()
+            .flat_map(|e| e.batch.txs.iter().copied())
+            .collect();
         let chain: Vec<(Digest, Digest)> = self.nodes[i]
             .app
             .committed_chain()
@@ -719,12 +848,24 @@ impl World {
             for (k, (bd, st)) in chain.into_iter().enumerate() {
                 self.check_agreement(i, k as u64 + 1, bd, st);
             }
-            let all: Vec<Digest> =
-                self.nodes[i].app.committed_chain().iter().flat_map(|e| e.fresh.iter().copied()).collect();
+            let all: Vec<Digest> = self.nodes[i]
+                .app
+                .committed_chain()
+                .iter()
+                .flat_map(|e| e.fresh.iter().copied())
+                .collect();
             self.nodes[i].committed_txs = all.into_iter().collect();
         }
         let got = self.nodes[i].app.state_at(seq).unwrap_or_default();
-        self.feed(i, Input::StateFetched { seq, state: got, txs });
+        self.out.state_transfers += 1;
+        self.feed(
+            i,
+            Input::StateFetched {
+                seq,
+                state: got,
+                txs,
+            },
+        );
     }
 
     /// Sends from node `i`, through its Byzantine double if it has one, and checks that an
@@ -735,7 +876,9 @@ impl World {
             if let Some((v, s, ph, d)) = env.message.vote_key(bd) {
                 let prev = self.votes.insert((i, v, s, ph), d);
                 if self.honest(i) && prev.is_some_and(|p| p != d) {
-                    self.violation(format!("EQUIVOCATION honest node {i} signed two {ph:?} at {v:?}/{s:?}"));
+                    self.violation(format!(
+                        "EQUIVOCATION honest node {i} signed two {ph:?} at {v:?}/{s:?}"
+                    ));
                 }
                 *self.nodes[i].sent.entry(ph).or_insert(0) += 1;
             }
@@ -758,6 +901,11 @@ impl World {
                     let (a, b): (Vec<usize>, Vec<usize>) = to.iter().partition(|j| *j % 2 == 0);
                     self.send_all(i, &a, &env, 0);
                     self.send_all(i, &b, &alt, 0);
+                    // And one replica sees both, in either order.
+                    if let Some(&k) = to.get(self.rng.below(to.len() as u64) as usize) {
+                        let other = if k % 2 == 0 { alt } else { env };
+                        self.send_all(i, &[k], &other, 0);
+                    }
                 }
                 _ => self.send_all(i, &to, &env, 0),
             },
@@ -773,7 +921,11 @@ impl World {
                     };
                     // A vote under another member's name with our signature: must be refused.
                     let victim = NodeId(((i + 1) % self.cfg.nodes) as u32);
-                    let forged = Envelope { from: victim, message: m.clone(), signature: env.signature.clone() };
+                    let forged = Envelope {
+                        from: victim,
+                        message: m.clone(),
+                        signature: env.signature.clone(),
+                    };
                     self.send_all(i, &to, &forged, 0);
                     // A validly signed conflicting vote of our own, to half the cluster.
                     let own = self.resign(i, m);
@@ -798,7 +950,11 @@ impl World {
     fn resign(&self, i: usize, message: Message) -> Envelope {
         let from = NodeId(i as u32);
         let signature = self.crypto.sign(i, &signing_payload(from, &message));
-        Envelope { from, message, signature }
+        Envelope {
+            from,
+            message,
+            signature,
+        }
     }
 
     fn send_all(&mut self, i: usize, to: &[usize], env: &Envelope, extra: u64) {
@@ -807,21 +963,43 @@ impl World {
                 continue;
             }
             let d = self.rng.range(self.delay.0, self.delay.1) + extra;
-            self.push(self.now + d, Kind::Deliver { to: j, env: env.clone() });
+            self.push(
+                self.now + d,
+                Kind::Deliver {
+                    to: j,
+                    env: env.clone(),
+                },
+            );
             if self.rng.chance(self.dup_p) {
                 let d2 = self.rng.range(self.delay.0, self.delay.1 * 3) + extra;
-                self.push(self.now + d2, Kind::Deliver { to: j, env: env.clone() });
+                self.push(
+                    self.now + d2,
+                    Kind::Deliver {
+                        to: j,
+                        env: env.clone(),
+                    },
+                );
             }
         }
         for c in self.crash_on_send.clone() {
             if c.node == i && env.from.0 as usize == i {
                 let sent = self.nodes[i].sent.get(&c.phase).copied().unwrap_or(0);
-                let is_phase = env.message.vote_key(|_| Digest::default()).is_some_and(|k| k.2 == c.phase);
+                let is_phase = env
+                    .message
+                    .vote_key(|_| Digest::default())
+                    .is_some_and(|k| k.2 == c.phase);
                 if is_phase && sent == c.nth {
-                    self.crash_on_send.retain(|x| !(x.node == c.node && x.phase == c.phase && x.nth == c.nth));
+                    self.crash_on_send
+                        .retain(|x| !(x.node == c.node && x.phase == c.phase && x.nth == c.nth));
                     let at = self.now;
-                    self.push(at, Kind::Crash { node: i, torn: false });
-                    self.push(at + c.restart_after_ms, Kind::Restart(i));
+                    self.push(
+                        at,
+                        Kind::Crash {
+                            node: c.victim,
+                            torn: false,
+                        },
+                    );
+                    self.push(at + c.restart_after_ms, Kind::Restart(c.victim));
                 }
             }
         }
@@ -836,20 +1014,29 @@ impl World {
                 Kind::Heal => eprintln!("t={} HEAL", ev.time),
                 Kind::Block(l) => eprintln!("t={} BLOCK {l:?}", ev.time),
                 Kind::Unblock(l) => eprintln!("t={} UNBLOCK {l:?}", ev.time),
-                Kind::Transfer { node, seq, .. } => eprintln!("t={} TRANSFER n{node} {}", ev.time, seq.0),
+                Kind::Transfer { node, seq, .. } => {
+                    eprintln!("t={} TRANSFER n{node} {}", ev.time, seq.0)
+                }
                 _ => {}
             }
         }
         match ev.kind {
             Kind::Deliver { to, env } => {
                 if self.alive(to) {
-                    if self.nodes[to].byz == Some(Byzantine::Replayer) && self.nodes[to].captured.len() < 256 {
+                    if self.nodes[to].byz == Some(Byzantine::Replayer)
+                        && self.nodes[to].captured.len() < 256
+                    {
                         self.nodes[to].captured.push(env.clone());
                     }
                     self.feed(to, Input::Message(env));
                 }
             }
-            Kind::Timer { node, inc, timer, generation } => {
+            Kind::Timer {
+                node,
+                inc,
+                timer,
+                generation,
+            } => {
                 let n = &self.nodes[node];
                 if n.inc == inc && n.timers.get(&timer) == Some(&generation) {
                     self.feed(node, Input::Timeout(timer));
@@ -860,7 +1047,12 @@ impl World {
                     self.feed(node, input);
                 }
             }
-            Kind::Transfer { node, inc, seq, state } => {
+            Kind::Transfer {
+                node,
+                inc,
+                seq,
+                state,
+            } => {
                 if self.nodes[node].inc == inc && self.alive(node) {
                     self.on_transfer(node, seq, state);
                 }
@@ -923,7 +1115,11 @@ impl World {
 
     fn all_committed(&self) -> bool {
         (0..self.cfg.nodes).filter(|i| self.honest(*i)).all(|i| {
-            self.alive(i) && self.submitted.iter().all(|t| self.nodes[i].committed_txs.contains(t))
+            self.alive(i)
+                && self
+                    .submitted
+                    .iter()
+                    .all(|t| self.nodes[i].committed_txs.contains(t))
         })
     }
 
@@ -936,7 +1132,8 @@ impl World {
                 break;
             }
             if self.out.events >= self.cfg.max_events {
-                self.out.liveness = Some(format!("event budget of {} exhausted", self.cfg.max_events));
+                self.out.liveness =
+                    Some(format!("event budget of {} exhausted", self.cfg.max_events));
                 break;
             }
             self.out.events += 1;
@@ -952,13 +1149,21 @@ impl World {
         if self.out.liveness.is_none() && !self.all_committed() {
             let mut worst = Vec::new();
             for i in (0..self.cfg.nodes).filter(|i| self.honest(*i)) {
-                let missing = self.submitted.iter().filter(|t| !self.nodes[i].committed_txs.contains(t)).count();
+                let missing = self
+                    .submitted
+                    .iter()
+                    .filter(|t| !self.nodes[i].committed_txs.contains(t))
+                    .count();
                 if missing > 0 {
                     let e = self.nodes[i].engine.as_ref();
                     worst.push(format!(
                         "node {i} misses {missing} (view {:?}{}, committed {:?}, pool {})",
                         e.map(|e| e.view().0).unwrap_or(0),
-                        if e.is_some_and(|e| e.is_changing_view()) { " changing" } else { "" },
+                        if e.is_some_and(|e| e.is_changing_view()) {
+                            " changing"
+                        } else {
+                            ""
+                        },
                         e.map(|e| e.committed().0).unwrap_or(0),
                         e.map(|e| e.pending_transactions()).unwrap_or(0),
                     ));
@@ -968,7 +1173,12 @@ impl World {
         }
         self.out.committed_txs = (0..self.cfg.nodes)
             .filter(|i| self.honest(*i))
-            .map(|i| self.submitted.iter().filter(|t| self.nodes[i].committed_txs.contains(t)).count())
+            .map(|i| {
+                self.submitted
+                    .iter()
+                    .filter(|t| self.nodes[i].committed_txs.contains(t))
+                    .count()
+            })
             .min()
             .unwrap_or(0);
         self.out
