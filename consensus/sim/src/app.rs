@@ -143,7 +143,7 @@ impl App {
 
     /// State transfer: take `source`'s committed prefix up to `seq`. Returns the transactions
     /// that became committed here.
-    pub fn transfer_from(&mut self, source: &App, seq: SeqNo) -> Vec<Digest> {
+    pub fn transfer_from(&mut self, source: &Self, seq: SeqNo) -> Vec<Digest> {
         let n = seq.0 as usize;
         let _ = self.rollback(self.committed());
         let mut txs = Vec::new();

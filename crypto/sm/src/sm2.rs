@@ -462,7 +462,7 @@ fn decode_pem(pem: &str, wrap: fn(Reason) -> Error) -> Result<(String, Zeroizing
     let start = pem
         .find("-----BEGIN ")
         .ok_or_else(|| wrap(Reason::Pem("no PEM header found".into())))?;
-    let (label, der) = pem_rfc7468::decode_vec(pem[start..].as_bytes())
+    let (label, der) = pem_rfc7468::decode_vec(&pem.as_bytes()[start..])
         .map_err(|e| wrap(Reason::Pem(e.to_string())))?;
     Ok((label.to_string(), Zeroizing::new(der)))
 }
@@ -631,7 +631,7 @@ mod tests {
                 "truncated at {cut}"
             );
         }
-        let mut trailing = der.clone();
+        let mut trailing = der;
         trailing.push(0);
         assert!(Signature::from_der(&trailing).is_err(), "trailing byte");
         assert!(matches!(
