@@ -344,7 +344,7 @@ impl<V: Verifier> Engine<V> {
                 }
             }
             Timer::NewView => {
-                if self.changing {
+                if self.changing && self.nv_timer_armed {
                     // §4.5.2: if the new view does not arrive in time, try the next one with a
                     // doubled timeout.
                     self.start_view_change(self.view.next(), out);
@@ -1283,12 +1283,8 @@ impl<V: Verifier> Engine<V> {
             prepared,
         };
         self.sign(Message::ViewChange(vc), out);
-        let shift = self.vc_attempts.saturating_sub(1).min(6);
-        self.set_timer(
-            Timer::NewView,
-            self.params.new_view_timeout_ms << shift,
-            out,
-        );
+        self.nv_timer_armed = false;
+        out.push(Effect::CancelTimer(Timer::NewView));
         self.set_timer(
             Timer::ViewChangeResend,
             self.params.view_change_resend_ms,
@@ -1706,4 +1702,345 @@ fn verify_one(config: &Config, verifier: &dyn Verifier, e: &Envelope) -> bool {
         return false;
     };
     verifier.verify(key, &signing_payload(e.from, &e.message), &e.signature) == Verification::Valid
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{Member, PublicKey, Signature};
+
+    /// Not cryptography: a deterministic stand-in so that the core's tests need no crypto
+    /// crate. A "signature" is the digest of the key and the payload.
+    struct TestVerifier;
+
+    fn fnv(seed: u64, bytes: &[u8]) -> u64 {
+        let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed;
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h
+    }
+
+    impl Verifier for TestVerifier {
+        fn digest(&self, bytes: &[u8]) -> Digest {
+            let mut d = [0u8; 32];
+            for (i, chunk) in d.chunks_mut(8).enumerate() {
+                chunk.copy_from_slice(&fnv(i as u64, bytes).to_be_bytes());
+            }
+            Digest(d)
+        }
+        fn verify(&self, key: &PublicKey, payload: &[u8], sig: &Signature) -> Verification {
+            if sign_with(key, payload) == *sig {
+                Verification::Valid
+            } else {
+                Verification::Invalid
+            }
+        }
+    }
+
+    fn sign_with(key: &PublicKey, payload: &[u8]) -> Signature {
+        let mut b = key.0.clone();
+        b.extend_from_slice(payload);
+        Signature(TestVerifier.digest(&b).0.to_vec())
+    }
+
+    fn key(i: u32) -> PublicKey {
+        PublicKey(vec![i as u8; 4])
+    }
+
+    fn config(n: u32) -> Config {
+        let members = (0..n)
+            .map(|i| Member {
+                id: NodeId(i),
+                public_key: key(i),
+            })
+            .collect();
+        Config::new(members, Digest([7; 32])).unwrap()
+    }
+
+    fn signed(from: u32, message: Message) -> Envelope {
+        let signature = sign_with(&key(from), &signing_payload(NodeId(from), &message));
+        Envelope {
+            from: NodeId(from),
+            message,
+            signature,
+        }
+    }
+
+    fn engine(id: u32) -> Engine<TestVerifier> {
+        let params = Params {
+            checkpoint_interval: 4,
+            window: 8,
+            ..Params::default()
+        };
+        let mut e = Engine::new(NodeId(id), config(4), params, TestVerifier).unwrap();
+        let _ = e.handle(Input::Restore {
+            records: vec![],
+            committed: SeqNo(0),
+            state: Digest([7; 32]),
+            recent: vec![],
+        });
+        e
+    }
+
+    fn batch(x: u8) -> Batch {
+        Batch {
+            txs: vec![Digest([x; 32])],
+        }
+    }
+
+    fn pre_prepare(view: u64, seq: u64, b: Batch, result: Option<Digest>) -> Envelope {
+        let primary = (view % 4) as u32;
+        signed(
+            primary,
+            Message::PrePrepare(PrePrepare {
+                view: View(view),
+                seq: SeqNo(seq),
+                batch: b,
+                result,
+            }),
+        )
+    }
+
+    fn prepared(view: u64, seq: u64, b: Batch, by: &[u32]) -> PreparedProof {
+        let d = batch_digest(&TestVerifier, &b);
+        let prepares = by
+            .iter()
+            .map(|i| {
+                signed(
+                    *i,
+                    Message::Prepare(Vote {
+                        view: View(view),
+                        seq: SeqNo(seq),
+                        digest: d,
+                    }),
+                )
+            })
+            .collect();
+        PreparedProof {
+            pre_prepare: pre_prepare(view, seq, b, Some(Digest([1; 32]))),
+            prepares,
+        }
+    }
+
+    fn genesis() -> CheckpointProof {
+        CheckpointProof {
+            seq: SeqNo(0),
+            state: Digest([7; 32]),
+            signed: vec![],
+        }
+    }
+
+    fn view_change(from: u32, view: u64, prepared: Vec<PreparedProof>) -> Envelope {
+        signed(
+            from,
+            Message::ViewChange(ViewChange {
+                view: View(view),
+                checkpoint: genesis(),
+                prepared,
+            }),
+        )
+    }
+
+    #[test]
+    fn votes_are_persisted_before_they_are_signed_and_sent() {
+        // pbft.md list item 9; C&L §4.2 (a backup accepts the pre-prepare, then prepares).
+        let mut e = engine(1);
+        let out = e.handle(Input::Message(pre_prepare(
+            0,
+            1,
+            batch(1),
+            Some(Digest([9; 32])),
+        )));
+        let intent = out
+            .iter()
+            .position(|x| matches!(x, Effect::Persist(WalRecord::Intent(Message::Prepare(_)))));
+        let sign = out.iter().position(|x| matches!(x, Effect::Sign { .. }));
+        assert!(intent.is_some() && intent < sign, "{out:?}");
+        let Some(Effect::Sign { token, payload }) = sign.map(|i| out[i].clone()) else {
+            unreachable!()
+        };
+        let out = e.handle(Input::Signed {
+            token,
+            signature: sign_with(&key(1), &payload),
+        });
+        let persist = out
+            .iter()
+            .position(|x| matches!(x, Effect::Persist(WalRecord::Accepted(_))));
+        let send = out.iter().position(|x| matches!(x, Effect::Broadcast(_)));
+        assert!(persist.is_some() && persist < send, "{out:?}");
+    }
+
+    #[test]
+    fn pre_prepares_outside_the_window_or_badly_signed_are_refused() {
+        // C&L §4.2: only sequence numbers in (h, h + L] are accepted.
+        let mut e = engine(1);
+        assert!(
+            e.handle(Input::Message(pre_prepare(
+                0,
+                9,
+                batch(1),
+                Some(Digest([9; 32]))
+            )))
+            .is_empty()
+        );
+        assert!(
+            e.handle(Input::Message(pre_prepare(
+                0,
+                0,
+                batch(1),
+                Some(Digest([9; 32]))
+            )))
+            .is_empty()
+        );
+        let mut forged = pre_prepare(0, 1, batch(1), Some(Digest([9; 32])));
+        forged.signature.0[0] ^= 1;
+        assert!(e.handle(Input::Message(forged)).is_empty());
+        // Not from the primary of view 0.
+        let wrong = signed(
+            2,
+            Message::PrePrepare(PrePrepare {
+                view: View(0),
+                seq: SeqNo(1),
+                batch: batch(1),
+                result: Some(Digest([9; 32])),
+            }),
+        );
+        assert!(e.handle(Input::Message(wrong)).is_empty());
+    }
+
+    #[test]
+    fn second_pre_prepare_for_a_slot_gets_no_second_prepare() {
+        // C&L §4.2: at most one pre-prepare per (view, seq) is accepted.
+        let mut e = engine(1);
+        let _ = e.handle(Input::Message(pre_prepare(
+            0,
+            1,
+            batch(1),
+            Some(Digest([9; 32])),
+        )));
+        let out = e.handle(Input::Message(pre_prepare(
+            0,
+            1,
+            batch(2),
+            Some(Digest([9; 32])),
+        )));
+        assert!(
+            !out.iter().any(|x| matches!(x, Effect::Sign { .. })),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn o_set_takes_the_highest_view_and_fills_gaps_with_null_requests() {
+        // C&L §4.4: for each n the request prepared in the highest view; null where none.
+        let e = engine(1);
+        let vcs = vec![
+            view_change(1, 2, vec![prepared(0, 1, batch(0xa), &[1, 2])]),
+            view_change(
+                2,
+                2,
+                vec![
+                    prepared(1, 1, batch(0xb), &[2, 3]),
+                    prepared(0, 3, batch(0xc), &[1, 3]),
+                ],
+            ),
+            view_change(3, 2, vec![]),
+        ];
+        let (cp, o) = e.compute_o(&vcs).unwrap();
+        assert_eq!(cp.seq, SeqNo(0));
+        assert_eq!(
+            o,
+            vec![
+                (SeqNo(1), batch(0xb)),
+                (SeqNo(2), Batch::default()),
+                (SeqNo(3), batch(0xc))
+            ]
+        );
+    }
+
+    #[test]
+    fn new_view_must_carry_the_recomputed_o_set() {
+        // C&L §4.4: backups recompute O from the view changes and refuse anything else.
+        let e = engine(1);
+        let vcs = vec![
+            view_change(1, 1, vec![prepared(0, 1, batch(0xa), &[1, 2])]),
+            view_change(2, 1, vec![]),
+            view_change(3, 1, vec![]),
+        ];
+        let pp = |b| {
+            signed(
+                1,
+                Message::PrePrepare(PrePrepare {
+                    view: View(1),
+                    seq: SeqNo(1),
+                    batch: b,
+                    result: None,
+                }),
+            )
+        };
+        let good = NewView {
+            view: View(1),
+            view_changes: vcs.clone(),
+            pre_prepares: vec![pp(batch(0xa))],
+        };
+        assert!(e.verify_new_view(&good).is_ok());
+        let swapped = NewView {
+            pre_prepares: vec![pp(batch(0xd))],
+            ..good.clone()
+        };
+        assert!(e.verify_new_view(&swapped).is_err());
+        let dropped = NewView {
+            pre_prepares: vec![],
+            ..good.clone()
+        };
+        assert!(e.verify_new_view(&dropped).is_err());
+        let short = NewView {
+            view_changes: vcs[..2].to_vec(),
+            ..good
+        };
+        assert!(
+            e.verify_new_view(&short).is_err(),
+            "N - f = 3 view changes are needed"
+        );
+    }
+
+    #[test]
+    fn prepared_proof_below_quorum_or_with_the_primary_as_preparer_is_refused() {
+        // Q = 3 at N = 4: the pre-prepare and Q - 1 = 2 prepares from backups.
+        let c = config(4);
+        assert!(verify_prepared(&c, &TestVerifier, &prepared(0, 1, batch(1), &[1, 2])).is_ok());
+        assert!(verify_prepared(&c, &TestVerifier, &prepared(0, 1, batch(1), &[1])).is_err());
+        assert!(verify_prepared(&c, &TestVerifier, &prepared(0, 1, batch(1), &[0, 1])).is_err());
+        assert!(verify_prepared(&c, &TestVerifier, &prepared(0, 1, batch(1), &[1, 1])).is_err());
+    }
+
+    #[test]
+    fn lone_suspicion_does_not_climb_views() {
+        // C&L §4.5.2: the new-view timer only starts after N - f view changes, so a replica
+        // alone in suspecting the primary stays at view 1.
+        let mut e = engine(1);
+        let out = e.handle(Input::Timeout(Timer::NullRequest));
+        assert!(e.is_changing_view() && e.view() == View(1));
+        assert!(!out.iter().any(|x| matches!(
+            x,
+            Effect::SetTimer {
+                timer: Timer::NewView,
+                ..
+            }
+        )));
+        let out = e.handle(Input::Timeout(Timer::NewView));
+        assert_eq!(e.view(), View(1), "{out:?}");
+    }
+
+    #[test]
+    fn joins_a_view_change_after_f_plus_one() {
+        // C&L §4.5.2: f + 1 = 2 view changes for higher views make a replica join.
+        let mut e = engine(3);
+        let _ = e.handle(Input::Message(view_change(1, 1, vec![])));
+        assert!(!e.is_changing_view());
+        let _ = e.handle(Input::Message(view_change(2, 1, vec![])));
+        assert!(e.is_changing_view() && e.view() == View(1));
+    }
 }
