@@ -87,8 +87,12 @@ pub struct Engine<V: Verifier> {
     next_token: u64,
     signing: BTreeMap<u64, Message>,
 
+    /// Pending transactions in arrival order; may hold stale (committed) entries, which
+    /// `pool_set`, the truth, no longer has.
     pool: VecDeque<Digest>,
     pool_set: BTreeSet<Digest>,
+    /// Transactions the primary has not proposed yet, oldest first (stale entries skipped).
+    proposable: VecDeque<Digest>,
     inflight: BTreeSet<Digest>,
     request_watch: Option<Digest>,
     committed_txs: BTreeSet<Digest>,
@@ -149,6 +153,7 @@ impl<V: Verifier> Engine<V> {
             signing: BTreeMap::new(),
             pool: VecDeque::new(),
             pool_set: BTreeSet::new(),
+            proposable: VecDeque::new(),
             inflight: BTreeSet::new(),
             request_watch: None,
             committed_txs: BTreeSet::new(),
@@ -183,7 +188,7 @@ impl<V: Verifier> Engine<V> {
 
     /// Transactions waiting to be committed.
     pub fn pending_transactions(&self) -> usize {
-        self.pool.len()
+        self.pool_set.len()
     }
 
     /// The configuration.
@@ -302,12 +307,13 @@ impl<V: Verifier> Engine<V> {
     fn on_transaction(&mut self, tx: Digest, out: &mut Vec<Effect>) {
         if self.committed_txs.contains(&tx)
             || self.pool_set.contains(&tx)
-            || self.pool.len() >= POOL_MAX
+            || self.pool_set.len() >= POOL_MAX
         {
             return;
         }
         self.pool.push_back(tx);
         self.pool_set.insert(tx);
+        self.proposable.push_back(tx);
         if self.changing {
             return;
         }
@@ -328,7 +334,7 @@ impl<V: Verifier> Engine<V> {
                 }
             }
             Timer::Request => {
-                if !self.changing && !self.is_primary() && !self.pool.is_empty() {
+                if !self.changing && !self.is_primary() && !self.pool_set.is_empty() {
                     self.start_view_change(self.view.next(), out);
                 }
             }
@@ -837,6 +843,13 @@ impl<V: Verifier> Engine<V> {
         {
             return;
         }
+        while self
+            .pool
+            .front()
+            .is_some_and(|t| !self.pool_set.contains(t))
+        {
+            self.pool.pop_front();
+        }
         self.request_watch = self.pool.front().copied();
         if self.changing {
             return;
@@ -930,15 +943,29 @@ impl<V: Verifier> Engine<V> {
         if !self.in_window(seq) {
             return;
         }
-        let ready = self
-            .pool
-            .iter()
-            .filter(|t| !self.inflight.contains(*t))
-            .count();
-        if ready == 0 {
+        while self
+            .proposable
+            .front()
+            .is_some_and(|t| !self.pool_set.contains(t) || self.inflight.contains(t))
+        {
+            self.proposable.pop_front();
+        }
+        let mut txs = Vec::new();
+        let mut taken = BTreeSet::new();
+        let mut scanned = 0;
+        for t in &self.proposable {
+            if txs.len() == self.params.batch_size_max {
+                break;
+            }
+            scanned += 1;
+            if self.pool_set.contains(t) && !self.inflight.contains(t) && taken.insert(*t) {
+                txs.push(*t);
+            }
+        }
+        if txs.is_empty() {
             return;
         }
-        if ready < self.params.batch_size_max && !self.batch_due {
+        if txs.len() < self.params.batch_size_max && !self.batch_due {
             // RBFT: a partial batch waits for the batch timeout.
             if !self.batch_armed {
                 self.batch_armed = true;
@@ -946,15 +973,9 @@ impl<V: Verifier> Engine<V> {
             }
             return;
         }
-        let txs: Vec<Digest> = self
-            .pool
-            .iter()
-            .filter(|t| !self.inflight.contains(*t))
-            .take(self.params.batch_size_max)
-            .copied()
-            .collect();
+        self.proposable.drain(..scanned);
         self.batch_due = false;
-        if ready > txs.len() && !self.batch_armed {
+        if !self.proposable.is_empty() && !self.batch_armed {
             self.batch_armed = true;
             self.set_timer(Timer::Batch, self.params.batch_timeout_ms, out);
         }
@@ -1056,8 +1077,14 @@ impl<V: Verifier> Engine<V> {
     }
 
     fn note_committed_tx(&mut self, tx: Digest) {
-        if self.pool_set.remove(&tx) {
-            self.pool.retain(|t| *t != tx);
+        if self.pool_set.remove(&tx) && self.pool.len() > 2 * self.pool_set.len() + 64 {
+            // Amortised compaction: stale entries are otherwise skipped lazily.
+            let live = &self.pool_set;
+            self.pool.retain(|t| live.contains(t));
+        }
+        if self.proposable.len() > 2 * self.pool_set.len() + 64 {
+            let live = &self.pool_set;
+            self.proposable.retain(|t| live.contains(t));
         }
         self.inflight.remove(&tx);
         if self.committed_txs.insert(tx) {
@@ -1632,6 +1659,16 @@ impl<V: Verifier> Engine<V> {
             self.after_vote(seq, view, out);
         }
         self.next_seq = max_s;
+        // Everything pending that the O set does not carry is proposable again.
+        let mut seen = BTreeSet::new();
+        self.proposable = self
+            .pool
+            .iter()
+            .filter(|t| {
+                self.pool_set.contains(*t) && !self.inflight.contains(*t) && seen.insert(**t)
+            })
+            .copied()
+            .collect();
         self.arm_normal_timers(out);
     }
 }
