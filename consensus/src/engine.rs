@@ -79,6 +79,8 @@ pub struct Engine<V: Verifier> {
 
     slots: BTreeMap<(SeqNo, View), Slot>,
     checkpoints: BTreeMap<SeqNo, BTreeMap<NodeId, (Digest, Envelope)>>,
+    /// Our own signed checkpoints above the low watermark, re-sent until one is stable.
+    own_checkpoints: BTreeMap<SeqNo, Envelope>,
     committed_log: BTreeMap<SeqNo, CommittedEntry>,
     catch_up: BTreeMap<SeqNo, CommittedEntry>,
     fetching_state: Option<CheckpointProof>,
@@ -145,6 +147,7 @@ impl<V: Verifier> Engine<V> {
             restored_state: (SeqNo(0), config_genesis),
             slots: BTreeMap::new(),
             checkpoints: BTreeMap::new(),
+            own_checkpoints: BTreeMap::new(),
             committed_log: BTreeMap::new(),
             catch_up: BTreeMap::new(),
             fetching_state: None,
@@ -189,6 +192,26 @@ impl<V: Verifier> Engine<V> {
     /// Transactions waiting to be committed.
     pub fn pending_transactions(&self) -> usize {
         self.pool_set.len()
+    }
+
+    /// A one-line summary of the engine's progress, for traces.
+    pub fn status(&self) -> String {
+        format!(
+            "view {}{} low {} committed {} executed {} next {} exec_pending {:?} fetching {:?} \
+             pending_stable {:?} pool {} slots {} catch_up {:?}",
+            self.view.0,
+            if self.changing { " (changing)" } else { "" },
+            self.low.0,
+            self.committed.0,
+            self.executed.0,
+            self.next_seq.0,
+            self.exec_pending.as_ref().map(|(s, _, _)| s.0),
+            self.fetching_state.as_ref().map(|p| p.seq.0),
+            self.pending_stable.as_ref().map(|p| p.seq.0),
+            self.pool_set.len(),
+            self.slots.len(),
+            self.catch_up.keys().map(|s| s.0).collect::<Vec<_>>(),
+        )
     }
 
     /// The configuration.
@@ -373,6 +396,11 @@ impl<V: Verifier> Engine<V> {
                     self.adopt_checkpoint(p, true, out);
                 }
                 out.push(Effect::Broadcast(self.fetch_message()));
+                // Checkpoint messages get lost too; without a stable one the window stays
+                // shut, so re-send ours until one is stable.
+                for env in self.own_checkpoints.values() {
+                    out.push(Effect::Broadcast(env.clone()));
+                }
                 if let Some(p) = &self.fetching_state {
                     out.push(Effect::FetchState {
                         seq: p.seq,
@@ -586,6 +614,7 @@ impl<V: Verifier> Engine<V> {
             Message::Checkpoint(c) => {
                 out.push(Effect::Broadcast(env.clone()));
                 if c.seq > self.low {
+                    self.own_checkpoints.insert(c.seq, env.clone());
                     self.checkpoints
                         .entry(c.seq)
                         .or_default()
@@ -1180,6 +1209,7 @@ impl<V: Verifier> Engine<V> {
         out.push(Effect::Persist(WalRecord::Stable(proof)));
         self.slots.retain(|(s, _), _| *s > seq);
         self.checkpoints.retain(|s, _| *s > seq);
+        self.own_checkpoints.retain(|s, _| *s > seq);
         self.committed_log.retain(|s, _| *s > seq);
         self.catch_up.retain(|s, _| *s > seq);
         self.voted.retain(|(s, _, _), _| *s > seq);

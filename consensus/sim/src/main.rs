@@ -25,6 +25,9 @@ struct Args {
     /// Transactions per seed.
     #[arg(long)]
     txs: Option<usize>,
+    /// Length of the fault phase in virtual ms.
+    #[arg(long)]
+    fault_ms: Option<u64>,
     /// Print one JSON line per seed as well.
     #[arg(long)]
     json: bool,
@@ -91,14 +94,26 @@ fn main() -> anyhow::Result<ExitCode> {
         if let Some(t) = args.txs {
             cfg.txs = t;
         }
+        if let Some(t) = args.fault_ms {
+            cfg.fault_ms = t;
+        }
         let mut w = vpbox_consensus_sim::World::new(cfg)?;
         w.plan_random(faults);
         let o = w.run();
-        let replay = format!(
+        let mut replay = format!(
             "vpbox-sim --nodes {} --seeds {seed} --faults {}",
             args.nodes,
             faults.to_arg()
         );
+        for (flag, v) in [
+            ("--steps", args.steps),
+            ("--txs", args.txs.map(|t| t as u64)),
+            ("--fault-ms", args.fault_ms),
+        ] {
+            if let Some(v) = v {
+                replay.push_str(&format!(" {flag} {v}"));
+            }
+        }
         if !o.violations.is_empty() {
             violations += 1;
             println!("seed {seed}: SAFETY VIOLATION (replay: {replay})");

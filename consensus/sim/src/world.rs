@@ -737,7 +737,14 @@ impl World {
                         },
                     );
                 }
-                Effect::ViewChanged { .. } => self.out.view_changes += 1,
+                Effect::ViewChanged { .. } => {
+                    self.out.view_changes += 1;
+                    if self.trace {
+                        if let Some(e) = &self.nodes[i].engine {
+                            eprintln!("t={} n{i} entered: {}", self.now, e.status());
+                        }
+                    }
+                }
                 _ => {}
             }
         }
