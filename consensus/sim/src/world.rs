@@ -35,17 +35,21 @@ pub enum Byzantine {
     Forger,
     /// Re-sends old messages of other nodes.
     Replayer,
+    /// Two honest-code processes with one identity and key, each talking to part of the
+    /// cluster (the Twins method).
+    Twin,
 }
 
 impl Byzantine {
     /// Every kind.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Equivocate,
         Self::WrongResult,
         Self::Censor,
         Self::Slow,
         Self::Forger,
         Self::Replayer,
+        Self::Twin,
     ];
 }
 
@@ -259,6 +263,8 @@ impl Ord for Ev {
 }
 
 struct Node {
+    /// The member this process runs as (twins share one).
+    identity: usize,
     engine: Option<Engine<Crypto>>,
     app: App,
     wal: Vec<Vec<u8>>,
@@ -302,6 +308,8 @@ pub struct World {
     queue: BinaryHeap<Reverse<Ev>>,
     nodes: Vec<Node>,
     blocked: HashSet<(usize, usize)>,
+    /// Links cut for twins' split brain; never healed (the twins stay Byzantine).
+    blocked_twin: HashSet<(usize, usize)>,
     drop_p: f64,
     dup_p: f64,
     delay: (u64, u64),
@@ -327,7 +335,8 @@ impl World {
         let genesis = Digest(vpbox_sm::sm3::hash(b"sim-genesis").0);
         let config = Config::new(members, genesis)?;
         let nodes = (0..cfg.nodes)
-            .map(|_| Node {
+            .map(|identity| Node {
+                identity,
                 engine: None,
                 app: App::new(genesis),
                 wal: Vec::new(),
@@ -358,6 +367,7 @@ impl World {
             queue: BinaryHeap::new(),
             nodes,
             blocked: HashSet::new(),
+            blocked_twin: HashSet::new(),
             drop_p: 0.0,
             dup_p: 0.0,
             delay: (2, 20),
@@ -382,9 +392,40 @@ impl World {
         self.config.f()
     }
 
-    /// Makes `node` a Byzantine double of `kind`.
+    /// Makes `node` a Byzantine double of `kind`. For [`Byzantine::Twin`] a second process
+    /// with `node`'s identity starts; each peer talks to exactly one of the two.
     pub fn byzantine(&mut self, node: usize, kind: Byzantine) {
         self.nodes[node].byz = Some(kind);
+        if kind != Byzantine::Twin {
+            return;
+        }
+        let genesis = self.config.genesis_state();
+        self.nodes.push(Node {
+            identity: node,
+            engine: None,
+            app: App::new(genesis),
+            wal: Vec::new(),
+            timers: HashMap::new(),
+            inc: 0,
+            byz: Some(Byzantine::Twin),
+            max_view: View(0),
+            max_low: SeqNo(0),
+            committed_txs: HashSet::new(),
+            torn_next: false,
+            rebaseline: false,
+            ledger: BTreeMap::new(),
+            sent: HashMap::new(),
+            captured: Vec::new(),
+        });
+        let twin = self.nodes.len() - 1;
+        let mut links = Vec::new();
+        for peer in (0..self.cfg.nodes).filter(|p| *p != node) {
+            let cut = if self.rng.chance(0.5) { node } else { twin };
+            links.push((cut, peer));
+            links.push((peer, cut));
+        }
+        self.blocked_twin.extend(links);
+        self.start(twin);
     }
 
     /// Crashes `node` at `at_ms` (tearing its last WAL write if `torn`), restarting it after
@@ -536,7 +577,7 @@ impl World {
 
     fn start(&mut self, i: usize) {
         let engine = match Engine::new(
-            NodeId(i as u32),
+            NodeId(self.nodes[i].identity as u32),
             self.config.clone(),
             self.cfg.params.clone(),
             self.crypto.clone(),
@@ -654,7 +695,7 @@ impl World {
                     self.nodes[i].wal.push(bytes);
                 }
                 Effect::Sign { token, payload } => {
-                    let signature = self.crypto.sign(i, &payload);
+                    let signature = self.crypto.sign(self.nodes[i].identity, &payload);
                     self.push(
                         self.now,
                         Kind::Local {
@@ -664,9 +705,17 @@ impl World {
                         },
                     );
                 }
-                Effect::Send { to, envelope } => self.emit(i, vec![to.0 as usize], envelope),
+                Effect::Send { to, envelope } => {
+                    let to = (0..self.nodes.len())
+                        .filter(|j| self.nodes[*j].identity == to.0 as usize)
+                        .collect();
+                    self.emit(i, to, envelope);
+                }
                 Effect::Broadcast(envelope) => {
-                    let to = (0..self.cfg.nodes).filter(|j| *j != i).collect();
+                    let me = self.nodes[i].identity;
+                    let to = (0..self.nodes.len())
+                        .filter(|j| self.nodes[*j].identity != me)
+                        .collect();
                     self.emit(i, to, envelope);
                 }
                 Effect::SetTimer { timer, after_ms } => {
@@ -820,7 +869,7 @@ impl World {
     }
 
     fn on_transfer(&mut self, i: usize, seq: SeqNo, state: Digest) {
-        let source = (0..self.cfg.nodes).find(|j| {
+        let source = (0..self.nodes.len()).find(|j| {
             *j != i
                 && self.honest(*j)
                 && self.nodes[*j].app.committed() >= seq
@@ -878,7 +927,7 @@ impl World {
     /// Sends from node `i`, through its Byzantine double if it has one, and checks that an
     /// honest node never signs two different votes for one (view, seq, phase).
     fn emit(&mut self, i: usize, to: Vec<usize>, env: Envelope) {
-        if env.from.0 as usize == i {
+        if env.from.0 as usize == self.nodes[i].identity {
             let bd = |b: &vpbox_consensus::Batch| batch_digest(&self.crypto, b);
             if let Some((v, s, ph, d)) = env.message.vote_key(bd) {
                 let prev = self.votes.insert((i, v, s, ph), d);
@@ -891,7 +940,9 @@ impl World {
             }
         }
         match self.nodes[i].byz {
-            None | Some(Byzantine::Censor) => self.send_all(i, &to, &env, 0),
+            None | Some(Byzantine::Censor) | Some(Byzantine::Twin) => {
+                self.send_all(i, &to, &env, 0)
+            }
             Some(Byzantine::Slow) => {
                 let extra = self.rng.range(500, 3_000);
                 self.send_all(i, &to, &env, extra);
@@ -945,7 +996,7 @@ impl World {
                 if !self.nodes[i].captured.is_empty() && self.rng.chance(0.3) {
                     let k = self.rng.below(self.nodes[i].captured.len() as u64) as usize;
                     let old = self.nodes[i].captured[k].clone();
-                    let j = self.rng.below(self.cfg.nodes as u64) as usize;
+                    let j = self.rng.below(self.nodes.len() as u64) as usize;
                     if j != i {
                         self.send_all(i, &[j], &old, 0);
                     }
@@ -955,8 +1006,10 @@ impl World {
     }
 
     fn resign(&self, i: usize, message: Message) -> Envelope {
-        let from = NodeId(i as u32);
-        let signature = self.crypto.sign(i, &signing_payload(from, &message));
+        let from = NodeId(self.nodes[i].identity as u32);
+        let signature = self
+            .crypto
+            .sign(self.nodes[i].identity, &signing_payload(from, &message));
         Envelope {
             from,
             message,
@@ -966,7 +1019,12 @@ impl World {
 
     fn send_all(&mut self, i: usize, to: &[usize], env: &Envelope, extra: u64) {
         for &j in to {
-            if j == i || self.blocked.contains(&(i, j)) || self.rng.chance(self.drop_p) {
+            let (a, b) = (self.nodes[i].identity, self.nodes[j].identity);
+            if a == b
+                || self.blocked.contains(&(a, b))
+                || self.blocked_twin.contains(&(i, j))
+                || self.rng.chance(self.drop_p)
+            {
                 continue;
             }
             let d = self.rng.range(self.delay.0, self.delay.1) + extra;
@@ -1065,7 +1123,7 @@ impl World {
                 }
             }
             Kind::Submit(tx) => {
-                for i in 0..self.cfg.nodes {
+                for i in 0..self.nodes.len() {
                     if self.nodes[i].byz == Some(Byzantine::Censor) && tx.0[0] % 2 == 0 {
                         continue;
                     }
@@ -1096,7 +1154,7 @@ impl World {
                     .submitted
                     .iter()
                     .filter(|t| {
-                        (0..self.cfg.nodes)
+                        (0..self.nodes.len())
                             .all(|i| !self.honest(i) || !self.nodes[i].committed_txs.contains(*t))
                     })
                     .copied()
@@ -1110,7 +1168,7 @@ impl World {
                 self.healed = true;
                 self.blocked.clear();
                 self.drop_p = 0.0;
-                for i in 0..self.cfg.nodes {
+                for i in 0..self.nodes.len() {
                     self.nodes[i].torn_next = false;
                     if !self.alive(i) {
                         self.start(i);
@@ -1121,7 +1179,7 @@ impl World {
     }
 
     fn all_committed(&self) -> bool {
-        (0..self.cfg.nodes).filter(|i| self.honest(*i)).all(|i| {
+        (0..self.nodes.len()).filter(|i| self.honest(*i)).all(|i| {
             self.alive(i)
                 && self
                     .submitted
@@ -1155,7 +1213,7 @@ impl World {
         self.out.end_ms = self.now;
         if self.out.liveness.is_none() && !self.all_committed() {
             let mut worst = Vec::new();
-            for i in (0..self.cfg.nodes).filter(|i| self.honest(*i)) {
+            for i in (0..self.nodes.len()).filter(|i| self.honest(*i)) {
                 let missing = self
                     .submitted
                     .iter()
@@ -1178,7 +1236,7 @@ impl World {
             }
             self.out.liveness = Some(format!("after heal: {}", worst.join("; ")));
         }
-        self.out.committed_txs = (0..self.cfg.nodes)
+        self.out.committed_txs = (0..self.nodes.len())
             .filter(|i| self.honest(*i))
             .map(|i| {
                 self.submitted

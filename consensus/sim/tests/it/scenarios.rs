@@ -257,3 +257,22 @@ fn n4f1_real_sm2_primary_crash_in_commit() {
     assert_safe_and_live(&o);
     assert!(o.max_view >= 1);
 }
+
+/// Twins (DiemBFT's method; pbft.md "twins"): the primary runs as two honest-code processes
+/// with one key, each talking to a different part of the cluster — equivocation by
+/// construction, which quorum intersection (RBFT's Q) must absorb.
+#[test]
+fn n4f1_twin_primary_split_brain() {
+    let mut w = world(4, 20);
+    w.byzantine(0, Byzantine::Twin);
+    run(w, 40);
+}
+
+/// Twins plus a forger: f = 2 Byzantine identities at N = 7 (Q = 5).
+#[test]
+fn n7f2_twins_and_forger() {
+    let mut w = world(7, 21);
+    w.byzantine(0, Byzantine::Twin);
+    w.byzantine(1, Byzantine::Forger);
+    run(w, 40);
+}
