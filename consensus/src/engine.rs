@@ -2102,6 +2102,57 @@ mod tests {
     }
 
     #[test]
+    fn view_change_reports_the_prepared_certificate_of_the_highest_view() {
+        // C&L §4.4: P holds, for each n, the certificate of the highest view it prepared in.
+        // Seq 1 prepared with batch A in view 0 and batch B in view 1, from the WAL.
+        let mut records = vec![];
+        for (view, b) in [(0u64, batch(0xa)), (1, batch(0xb))] {
+            let p = prepared(view, 1, b, &[2, 3]);
+            records.push(WalRecord::Accepted(p.pre_prepare.clone()));
+            records.extend(p.prepares.into_iter().map(WalRecord::Accepted));
+        }
+        records.push(WalRecord::View {
+            view: View(2),
+            changing: true,
+        });
+        let params = Params {
+            checkpoint_interval: 4,
+            window: 8,
+            ..Params::default()
+        };
+        let mut e = Engine::new(NodeId(3), config(4), params, TestVerifier).unwrap();
+        let out = e.handle(Input::Restore {
+            records,
+            committed: SeqNo(0),
+            state: Digest([7; 32]),
+            recent: vec![],
+        });
+        assert!(e.is_changing_view() && e.view() == View(2));
+        let Some(Effect::Sign { token, payload }) =
+            out.into_iter().find(|x| matches!(x, Effect::Sign { .. }))
+        else {
+            panic!("no view change signed");
+        };
+        let out = e.handle(Input::Signed {
+            token,
+            signature: sign_with(&key(3), &payload),
+        });
+        let vc = out.iter().find_map(|x| match x {
+            Effect::Broadcast(Envelope {
+                message: Message::ViewChange(vc),
+                ..
+            }) => Some(vc.clone()),
+            _ => None,
+        });
+        let vc = vc.expect("view change broadcast");
+        assert_eq!(vc.prepared.len(), 1);
+        let Message::PrePrepare(pp) = &vc.prepared[0].pre_prepare.message else {
+            unreachable!()
+        };
+        assert_eq!((pp.view, &pp.batch), (View(1), &batch(0xb)));
+    }
+
+    #[test]
     fn joins_a_view_change_after_f_plus_one() {
         // C&L §4.5.2: f + 1 = 2 view changes for higher views make a replica join.
         let mut e = engine(3);
