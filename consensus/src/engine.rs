@@ -2153,6 +2153,46 @@ mod tests {
     }
 
     #[test]
+    fn messages_from_non_members_are_ignored() {
+        // A removed (or never admitted) node that keeps talking: its key is not in the
+        // configuration, so even well-formed, self-consistently signed votes do nothing.
+        let mut e = engine(1);
+        let outsider = |m: Message| {
+            let signature = sign_with(&key(9), &signing_payload(NodeId(9), &m));
+            Envelope {
+                from: NodeId(9),
+                message: m,
+                signature,
+            }
+        };
+        let vote = Vote {
+            view: View(0),
+            seq: SeqNo(1),
+            digest: Digest([1; 32]),
+        };
+        for m in [
+            Message::Prepare(vote),
+            Message::Commit(vote),
+            Message::Checkpoint(Checkpoint {
+                seq: SeqNo(4),
+                state: Digest([1; 32]),
+            }),
+            Message::Fetch {
+                after: SeqNo(0),
+                view: View(0),
+            },
+            Message::ViewChange(ViewChange {
+                view: View(1),
+                checkpoint: genesis(),
+                prepared: vec![],
+            }),
+        ] {
+            assert!(e.handle(Input::Message(outsider(m))).is_empty());
+        }
+        assert!(!e.is_changing_view());
+    }
+
+    #[test]
     fn joins_a_view_change_after_f_plus_one() {
         // C&L §4.5.2: f + 1 = 2 view changes for higher views make a replica join.
         let mut e = engine(3);
