@@ -38,11 +38,13 @@ pub enum Byzantine {
     /// Two honest-code processes with one identity and key, each talking to part of the
     /// cluster (the Twins method).
     Twin,
+    /// Answers catch-up requests with forged entries and checkpoint proofs.
+    Liar,
 }
 
 impl Byzantine {
     /// Every kind.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Equivocate,
         Self::WrongResult,
         Self::Censor,
@@ -50,6 +52,7 @@ impl Byzantine {
         Self::Forger,
         Self::Replayer,
         Self::Twin,
+        Self::Liar,
     ];
 }
 
@@ -991,6 +994,27 @@ impl World {
                     self.send_all(i, &half, &own, 0);
                 }
             }
+            Some(Byzantine::Liar) => match &env.message {
+                Message::Entries(e) => {
+                    let mut forged = e.clone();
+                    for entry in &mut forged.entries {
+                        // Another result under the same signatures: the certificate no longer
+                        // matches the block.
+                        entry.result.0[0] ^= 1;
+                        entry.batch.txs.push(Digest([0x11; 32]));
+                    }
+                    if let Some(p) = &mut forged.checkpoint {
+                        p.state.0[0] ^= 1;
+                    }
+                    let m = Message::Entries(forged);
+                    let env = Envelope {
+                        message: m,
+                        ..env.clone()
+                    };
+                    self.send_all(i, &to, &env, 0);
+                }
+                _ => self.send_all(i, &to, &env, 0),
+            },
             Some(Byzantine::Replayer) => {
                 self.send_all(i, &to, &env, 0);
                 if !self.nodes[i].captured.is_empty() && self.rng.chance(0.3) {

@@ -276,3 +276,19 @@ fn n7f2_twins_and_forger() {
     w.byzantine(1, Byzantine::Forger);
     run(w, 40);
 }
+
+/// pbft.md "recovering … from forged responses": a replica far behind catches up while a
+/// Byzantine peer answers its fetches with forged entries and checkpoint proofs.
+#[test]
+fn n4f1_recovery_ignores_forged_catch_up_responses() {
+    let mut cfg = SimConfig::new(4, 22);
+    cfg.fault_ms = 12_000;
+    let mut w = World::new(cfg).unwrap();
+    w.byzantine(1, Byzantine::Liar);
+    w.crash(3, 50, 11_000, false);
+    w.network(0.0, 0.0, (2, 20));
+    w.submit(300, 0, 10_000);
+    let o = w.run();
+    assert_safe_and_live(&o);
+    assert!(o.state_transfers >= 1, "{o:?}");
+}
