@@ -1,0 +1,1139 @@
+//! The simulated world: N engines, a seeded virtual clock and network, faults, Byzantine
+//! doubles, and the invariant checks of `pbft.md` after every step.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+
+use vpbox_consensus::wire::{
+    batch_digest, block_digest, decode_record, encode_record, signing_payload,
+};
+use vpbox_consensus::{
+    Config, Digest, Effect, Engine, Envelope, Input, Member, Message, NodeId, Params, Phase, SeqNo,
+    Timer, View, verify_certificate,
+};
+
+use crate::app::App;
+use crate::crypto::{Crypto, CryptoKind};
+use crate::rng::Rng;
+
+/// How often clients re-send transactions that no honest replica has committed yet (a PBFT
+/// client retransmits after a timeout; the replicas' deduplication makes that harmless).
+const CLIENT_RETRY_MS: u64 = 3_000;
+
+/// A Byzantine test double: an honest engine whose outputs (or inputs) are tampered with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Byzantine {
+    /// As primary, sends two different pre-prepares for one slot to two halves of the cluster.
+    Equivocate,
+    /// As primary, proposes a wrong execution result.
+    WrongResult,
+    /// As primary, never proposes some transactions.
+    Censor,
+    /// Everything it sends arrives seconds late.
+    Slow,
+    /// Sends votes under other nodes' names (bad signatures) and conflicting votes of its own.
+    Forger,
+    /// Re-sends old messages of other nodes.
+    Replayer,
+    /// Two honest-code processes with one identity and key, each talking to part of the
+    /// cluster (the Twins method).
+    Twin,
+    /// Answers catch-up requests with forged entries and checkpoint proofs.
+    Liar,
+}
+
+impl Byzantine {
+    /// Every kind.
+    pub const ALL: [Self; 8] = [
+        Self::Equivocate,
+        Self::WrongResult,
+        Self::Censor,
+        Self::Slow,
+        Self::Forger,
+        Self::Replayer,
+        Self::Twin,
+        Self::Liar,
+    ];
+}
+
+/// Which fault kinds a random plan may use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// Crash and restart from the WAL.
+    pub crash: bool,
+    /// Torn last WAL write at a crash.
+    pub torn: bool,
+    /// Partitions, including one-way links.
+    pub partition: bool,
+    /// Up to `f` Byzantine doubles.
+    pub byzantine: bool,
+    /// Message drop, duplication and reordering (random delays).
+    pub network: bool,
+}
+
+impl Faults {
+    /// Every kind.
+    pub fn all() -> Self {
+        Self { crash: true, torn: true, partition: true, byzantine: true, network: true }
+    }
+
+    /// Parses `crash,partition,byzantine,network,torn` or `all` or `none`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut f = Self::default();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part {
+                "all" => f = Self::all(),
+                "none" => {}
+                "crash" => f.crash = true,
+                "torn" => f.torn = true,
+                "partition" => f.partition = true,
+                "byzantine" => f.byzantine = true,
+                "network" | "drop" | "duplicate" | "reorder" => f.network = true,
+                other => return Err(format!("unknown fault kind {other:?}")),
+            }
+        }
+        Ok(f)
+    }
+
+    /// The canonical spelling.
+    pub fn to_arg(self) -> String {
+        let mut v = Vec::new();
+        for (on, name) in [
+            (self.crash, "crash"),
+            (self.torn, "torn"),
+            (self.partition, "partition"),
+            (self.byzantine, "byzantine"),
+            (self.network, "network"),
+        ] {
+            if on {
+                v.push(name);
+            }
+        }
+        if v.is_empty() { "none".into() } else { v.join(",") }
+    }
+}
+
+/// One run's settings.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// `N`.
+    pub nodes: usize,
+    /// The seed everything derives from.
+    pub seed: u64,
+    /// Signature scheme.
+    pub crypto: CryptoKind,
+    /// Event budget; running out is reported as a liveness failure.
+    pub max_events: u64,
+    /// Client transactions submitted during the fault phase.
+    pub txs: usize,
+    /// Length of the fault phase (virtual ms); everything heals at its end.
+    pub fault_ms: u64,
+    /// How long after the heal every transaction must have committed everywhere.
+    pub heal_ms: u64,
+    /// Engine parameters (shortened timeouts keep runs small).
+    pub params: Params,
+}
+
+impl SimConfig {
+    /// Defaults for a seed sweep.
+    pub fn new(nodes: usize, seed: u64) -> Self {
+        Self {
+            nodes,
+            seed,
+            crypto: CryptoKind::Stub,
+            max_events: 400_000,
+            txs: 60,
+            fault_ms: 8_000,
+            heal_ms: 120_000,
+            params: sim_params(),
+        }
+    }
+}
+
+/// Engine parameters for simulation: small batches and windows so that checkpoints, window
+/// limits and garbage collection happen often; timeouts scaled down from Hyperchain's.
+pub fn sim_params() -> Params {
+    Params {
+        batch_size_max: 8,
+        batch_timeout_ms: 100,
+        checkpoint_interval: 4,
+        window: 16,
+        request_timeout_ms: 2_000,
+        null_request_timeout_ms: 3_000,
+        heartbeat_interval_ms: 1_000,
+        new_view_timeout_ms: 2_000,
+        view_change_resend_ms: 1_500,
+        fetch_timeout_ms: 1_500,
+        fetch_entries_max: 16,
+    }
+}
+
+/// What a run found.
+#[derive(Clone, Debug, Default)]
+pub struct Outcome {
+    /// The seed.
+    pub seed: u64,
+    /// Safety violations (empty when correct).
+    pub violations: Vec<String>,
+    /// Why liveness failed, if it did.
+    pub liveness: Option<String>,
+    /// Transactions committed at every honest node.
+    pub committed_txs: usize,
+    /// Highest committed height among honest nodes.
+    pub batches: u64,
+    /// Events processed.
+    pub events: u64,
+    /// New views entered (summed over nodes).
+    pub view_changes: u64,
+    /// Virtual time at the end (ms).
+    pub end_ms: u64,
+    /// When an honest node first committed a block (ms).
+    pub first_commit_ms: Option<u64>,
+    /// State transfers completed.
+    pub state_transfers: u64,
+    /// Highest view any honest node reached.
+    pub max_view: u64,
+    /// Crashes that happened.
+    pub crashes: u64,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Deliver { to: usize, env: Envelope },
+    Timer { node: usize, inc: u64, timer: Timer, generation: u64 },
+    Local { node: usize, inc: u64, input: Input },
+    Transfer { node: usize, inc: u64, seq: SeqNo, state: Digest },
+    Submit(Digest),
+    Crash { node: usize, torn: bool },
+    Restart(usize),
+    Block(Vec<(usize, usize)>),
+    Unblock(Vec<(usize, usize)>),
+    Heal,
+    ClientRetry,
+}
+
+struct Ev {
+    time: u64,
+    id: u64,
+    kind: Kind,
+}
+
+impl PartialEq for Ev {
+    fn eq(&self, o: &Self) -> bool {
+        (self.time, self.id) == (o.time, o.id)
+    }
+}
+impl Eq for Ev {}
+impl PartialOrd for Ev {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Ev {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.time, self.id).cmp(&(o.time, o.id))
+    }
+}
+
+struct Node {
+    /// The member this process runs as (twins share one).
+    identity: usize,
+    engine: Option<Engine<Crypto>>,
+    app: App,
+    wal: Vec<Vec<u8>>,
+    timers: HashMap<Timer, u64>,
+    inc: u64,
+    byz: Option<Byzantine>,
+    max_view: View,
+    max_low: SeqNo,
+    committed_txs: HashSet<Digest>,
+    torn_next: bool,
+    rebaseline: bool,
+    ledger: BTreeMap<u64, vpbox_consensus::CommittedEntry>,
+    sent: HashMap<Phase, u32>,
+    captured: Vec<Envelope>,
+}
+
+/// Crash `victim` when `node` sends its `nth` message of `phase` (1-based), right after the
+/// send.
+#[derive(Clone, Copy, Debug)]
+pub struct CrashOnSend {
+    /// Whose message triggers the crash.
+    pub node: usize,
+    /// Which node crashes.
+    pub victim: usize,
+    /// Which phase.
+    pub phase: Phase,
+    /// The how-manyth such message.
+    pub nth: u32,
+    /// Restart it this long after the crash.
+    pub restart_after_ms: u64,
+}
+
+/// The simulation.
+pub struct World {
+    cfg: SimConfig,
+    rng: Rng,
+    crypto: Crypto,
+    config: Config,
+    now: u64,
+    next_id: u64,
+    queue: BinaryHeap<Reverse<Ev>>,
+    nodes: Vec<Node>,
+    blocked: HashSet<(usize, usize)>,
+    /// Links cut for twins' split brain; never healed (the twins stay Byzantine).
+    blocked_twin: HashSet<(usize, usize)>,
+    drop_p: f64,
+    dup_p: f64,
+    delay: (u64, u64),
+    canon: BTreeMap<u64, (Digest, Digest)>,
+    votes: HashMap<(usize, View, SeqNo, Phase), Digest>,
+    submitted: Vec<Digest>,
+    crash_on_send: Vec<CrashOnSend>,
+    healed: bool,
+    trace: bool,
+    out: Outcome,
+}
+
+impl World {
+    /// A world of `cfg.nodes` fresh replicas and no faults planned.
+    pub fn new(cfg: SimConfig) -> anyhow::Result<Self> {
+        let crypto = Crypto::new(cfg.crypto, cfg.nodes, cfg.seed)?;
+        let members = (0..cfg.nodes)
+            .map(|i| Member { id: NodeId(i as u32), public_key: crypto.public_key(i) })
+            .collect();
+        let genesis = Digest(vpbox_sm::sm3::hash(b"sim-genesis").0);
+        let config = Config::new(members, genesis)?;
+        let nodes = (0..cfg.nodes)
+            .map(|identity| Node {
+                identity,
+                engine: None,
+                app: App::new(genesis),
+                wal: Vec::new(),
+                timers: HashMap::new(),
+                inc: 0,
+                byz: None,
+                max_view: View(0),
+                max_low: SeqNo(0),
+                committed_txs: HashSet::new(),
+                torn_next: false,
+                rebaseline: false,
+                ledger: BTreeMap::new(),
+                sent: HashMap::new(),
+                captured: Vec::new(),
+            })
+            .collect();
+        let mut w = Self {
+            rng: Rng::new(cfg.seed),
+            out: Outcome { seed: cfg.seed, ..Outcome::default() },
+            cfg,
+            crypto,
+            config,
+            now: 0,
+            next_id: 0,
+            queue: BinaryHeap::new(),
+            nodes,
+            blocked: HashSet::new(),
+            blocked_twin: HashSet::new(),
+            drop_p: 0.0,
+            dup_p: 0.0,
+            delay: (2, 20),
+            canon: BTreeMap::new(),
+            votes: HashMap::new(),
+            submitted: Vec::new(),
+            crash_on_send: Vec::new(),
+            healed: false,
+            trace: std::env::var_os("VPBOX_SIM_TRACE").is_some(),
+        };
+        for i in 0..w.cfg.nodes {
+            w.start(i);
+        }
+        let heal = w.cfg.fault_ms;
+        w.push(heal, Kind::Heal);
+        w.push(CLIENT_RETRY_MS, Kind::ClientRetry);
+        Ok(w)
+    }
+
+    /// `f` for this world.
+    pub fn f(&self) -> usize {
+        self.config.f()
+    }
+
+    /// Makes `node` a Byzantine double of `kind`. For [`Byzantine::Twin`] a second process
+    /// with `node`'s identity starts; each peer talks to exactly one of the two.
+    pub fn byzantine(&mut self, node: usize, kind: Byzantine) {
+        self.nodes[node].byz = Some(kind);
+        if kind != Byzantine::Twin {
+            return;
+        }
+        let genesis = self.config.genesis_state();
+        self.nodes.push(Node {
+            identity: node,
+            engine: None,
+            app: App::new(genesis),
+            wal: Vec::new(),
+            timers: HashMap::new(),
+            inc: 0,
+            byz: Some(Byzantine::Twin),
+            max_view: View(0),
+            max_low: SeqNo(0),
+            committed_txs: HashSet::new(),
+            torn_next: false,
+            rebaseline: false,
+            ledger: BTreeMap::new(),
+            sent: HashMap::new(),
+            captured: Vec::new(),
+        });
+        let twin = self.nodes.len() - 1;
+        let mut links = Vec::new();
+        for peer in (0..self.cfg.nodes).filter(|p| *p != node) {
+            let cut = if self.rng.chance(0.5) { node } else { twin };
+            links.push((cut, peer));
+            links.push((peer, cut));
+        }
+        self.blocked_twin.extend(links);
+        self.start(twin);
+    }
+
+    /// Crashes `node` at `at_ms` (tearing its last WAL write if `torn`), restarting it after
+    /// `down_ms` (or at the heal).
+    pub fn crash(&mut self, node: usize, at_ms: u64, down_ms: u64, torn: bool) {
+        self.push(at_ms, Kind::Crash { node, torn });
+        self.push(at_ms + down_ms, Kind::Restart(node));
+    }
+
+    /// Crashes a node when it sends a given message.
+    pub fn crash_on_send(&mut self, c: CrashOnSend) {
+        self.crash_on_send.push(c);
+    }
+
+    /// Blocks the directed links from `from_ms` to `to_ms`.
+    pub fn block(&mut self, links: Vec<(usize, usize)>, from_ms: u64, to_ms: u64) {
+        self.push(from_ms, Kind::Block(links.clone()));
+        self.push(to_ms, Kind::Unblock(links));
+    }
+
+    /// Splits the cluster into `group` and the rest, both ways.
+    pub fn partition(&mut self, group: &[usize], from_ms: u64, to_ms: u64) {
+        let mut links = Vec::new();
+        for a in 0..self.cfg.nodes {
+            for b in 0..self.cfg.nodes {
+                if group.contains(&a) != group.contains(&b) {
+                    links.push((a, b));
+                }
+            }
+        }
+        self.block(links, from_ms, to_ms);
+    }
+
+    /// Sets message loss, duplication and the delay range.
+    pub fn network(&mut self, drop_p: f64, dup_p: f64, delay: (u64, u64)) {
+        self.drop_p = drop_p;
+        self.dup_p = dup_p;
+        self.delay = delay;
+    }
+
+    /// Submits `count` transactions at times spread over `[from_ms, to_ms)`.
+    pub fn submit(&mut self, count: usize, from_ms: u64, to_ms: u64) {
+        for _ in 0..count {
+            let id = self.submitted.len() as u64;
+            let tx = Digest(vpbox_sm::sm3::hash(format!("tx-{}-{id}", self.cfg.seed)).0);
+            self.submitted.push(tx);
+            let at = self.rng.range(from_ms, to_ms.saturating_sub(1).max(from_ms));
+            self.push(at, Kind::Submit(tx));
+        }
+    }
+
+    /// A random fault plan from the seed.
+    pub fn plan_random(&mut self, faults: Faults) {
+        let n = self.cfg.nodes;
+        let f = self.f();
+        let end = self.cfg.fault_ms;
+        let mut byz = Vec::new();
+        if faults.byzantine && f > 0 {
+            let count = self.rng.range(1, f as u64) as usize;
+            while byz.len() < count {
+                let i = self.rng.below(n as u64) as usize;
+                if !byz.contains(&i) {
+                    byz.push(i);
+                    let k = Byzantine::ALL[self.rng.below(Byzantine::ALL.len() as u64) as usize];
+                    if self.trace {
+                        eprintln!("byzantine n{i} {k:?}");
+                    }
+                    self.byzantine(i, k);
+                }
+            }
+        }
+        if faults.network {
+            let drop_p = self.rng.below(12) as f64 / 100.0;
+            let dup_p = self.rng.below(6) as f64 / 100.0;
+            let lo = self.rng.range(1, 10);
+            let hi = self.rng.range(lo + 1, 250);
+            self.network(drop_p, dup_p, (lo, hi));
+        }
+        if faults.crash {
+            let crashes = self.rng.range(1, 3);
+            for _ in 0..crashes {
+                let node = self.rng.below(n as u64) as usize;
+                if byz.contains(&node) {
+                    continue;
+                }
+                let at = self.rng.below(end);
+                let down = self.rng.range(100, 6_000);
+                let torn = faults.torn && self.rng.chance(0.5);
+                self.crash(node, at, down, torn);
+            }
+            if self.rng.chance(0.1) {
+                // Whole-cluster restart.
+                let at = self.rng.below(end);
+                for node in 0..n {
+                    if !byz.contains(&node) {
+                        self.crash(node, at, 500, false);
+                    }
+                }
+            }
+        }
+        if faults.partition {
+            let parts = self.rng.range(1, 3);
+            for _ in 0..parts {
+                let at = self.rng.below(end);
+                let until = at + self.rng.range(300, 5_000);
+                match self.rng.below(3) {
+                    0 => {
+                        let group: Vec<usize> = (0..n).filter(|_| self.rng.chance(0.5)).collect();
+                        self.partition(&group, at, until);
+                    }
+                    1 => {
+                        let one = self.rng.below(n as u64) as usize;
+                        self.partition(&[one], at, until);
+                    }
+                    _ => {
+                        let mut links = Vec::new();
+                        for a in 0..n {
+                            for b in 0..n {
+                                if a != b && self.rng.chance(0.25) {
+                                    links.push((a, b));
+                                }
+                            }
+                        }
+                        self.block(links, at, until);
+                    }
+                }
+            }
+        }
+        let txs = self.cfg.txs;
+        self.submit(txs, 0, end.max(1));
+    }
+
+    fn push(&mut self, time: u64, kind: Kind) {
+        self.next_id += 1;
+        self.queue.push(Reverse(Ev { time, id: self.next_id, kind }));
+    }
+
+    fn violation(&mut self, what: String) {
+        if self.out.violations.len() < 20 {
+            self.out.violations.push(format!("t={}ms {what}", self.now));
+        }
+    }
+
+    fn start(&mut self, i: usize) {
+        let engine = match Engine::new(
+            NodeId(self.nodes[i].identity as u32),
+            self.config.clone(),
+            self.cfg.params.clone(),
+            self.crypto.clone(),
+        ) {
+            Ok(e) => e,
+            Err(e) => {
+                self.violation(format!("node {i} cannot start: {e}"));
+                return;
+            }
+        };
+        let node = &mut self.nodes[i];
+        node.inc += 1;
+        let records = node.wal.iter().filter_map(|b| decode_record(b).ok()).collect();
+        let committed = node.app.committed();
+        let state = node.app.state_at(committed).unwrap_or_default();
+        let window = self.cfg.params.window;
+        let recent = node
+            .ledger
+            .range(committed.0.saturating_sub(window)..)
+            .filter(|(s, _)| **s <= committed.0)
+            .map(|(_, e)| e.clone())
+            .collect();
+        node.engine = Some(engine);
+        if node.rebaseline {
+            node.rebaseline = false;
+            node.max_view = View(0);
+            node.max_low = SeqNo(0);
+        }
+        self.feed(i, Input::Restore { records, committed, state, recent });
+    }
+
+    fn crash_now(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        if node.engine.take().is_some() {
+            self.out.crashes += 1;
+            node.app.crash();
+            node.inc += 1;
+            node.timers.clear();
+        }
+    }
+
+    fn alive(&self, i: usize) -> bool {
+        self.nodes[i].engine.is_some()
+    }
+
+    fn honest(&self, i: usize) -> bool {
+        self.nodes[i].byz.is_none()
+    }
+
+    fn feed(&mut self, i: usize, input: Input) {
+        let Some(engine) = self.nodes[i].engine.as_mut() else {
+            return;
+        };
+        let effects = engine.handle(input);
+        let (view, low) = (engine.view(), engine.low_watermark());
+        let node = &mut self.nodes[i];
+        // pbft.md: view, stable checkpoint and low watermark never decrease, even across a
+        // crash (they are restored from the WAL).
+        if view < node.max_view || low < node.max_low {
+            let (mv, ml) = (node.max_view, node.max_low);
+            if node.byz.is_none() {
+                self.violation(format!(
+                    "node {i}: view/low went back {mv:?}/{ml:?} -> {view:?}/{low:?}"
+                ));
+            }
+        }
+        let node = &mut self.nodes[i];
+        node.max_view = node.max_view.max(view);
+        if node.byz.is_none() {
+            self.out.max_view = self.out.max_view.max(view.0);
+        }
+        node.max_low = node.max_low.max(low);
+        self.apply(i, effects);
+    }
+
+    fn apply(&mut self, i: usize, effects: Vec<Effect>) {
+        let inc = self.nodes[i].inc;
+        for e in effects {
+            if self.nodes[i].inc != inc || !self.alive(i) {
+                return;
+            }
+            match e {
+                Effect::Persist(rec) => {
+                    if self.trace {
+                        if let vpbox_consensus::WalRecord::View { view, changing } = &rec {
+                            eprintln!("t={} n{i} view {} changing={changing}", self.now, view.0);
+                        }
+                        if let vpbox_consensus::WalRecord::Stable(p) = &rec {
+                            eprintln!("t={} n{i} stable {}", self.now, p.seq.0);
+                        }
+                    }
+                    let bytes = encode_record(&rec);
+                    if self.nodes[i].torn_next {
+                        self.nodes[i].torn_next = false;
+                        let cut = bytes.len() / 2;
+                        self.nodes[i].wal.push(bytes[..cut].to_vec());
+                        // The torn record never became durable and nothing after it was done,
+                        // so what it recorded (a view, a stable checkpoint) may be lost.
+                        self.nodes[i].rebaseline = true;
+                        self.crash_now(i);
+                        return;
+                    }
+                    self.nodes[i].wal.push(bytes);
+                }
+                Effect::Sign { token, payload } => {
+                    let signature = self.crypto.sign(self.nodes[i].identity, &payload);
+                    self.push(
+                        self.now,
+                        Kind::Local { node: i, inc, input: Input::Signed { token, signature } },
+                    );
+                }
+                Effect::Send { to, envelope } => {
+                    let to = (0..self.nodes.len())
+                        .filter(|j| self.nodes[*j].identity == to.0 as usize)
+                        .collect();
+                    self.emit(i, to, envelope);
+                }
+                Effect::Broadcast(envelope) => {
+                    let me = self.nodes[i].identity;
+                    let to =
+                        (0..self.nodes.len()).filter(|j| self.nodes[*j].identity != me).collect();
+                    self.emit(i, to, envelope);
+                }
+                Effect::SetTimer { timer, after_ms } => {
+                    let g = self.nodes[i].timers.entry(timer).or_insert(0);
+                    *g += 1;
+                    let generation = *g;
+                    self.push(self.now + after_ms, Kind::Timer { node: i, inc, timer, generation });
+                }
+                Effect::CancelTimer(timer) => {
+                    *self.nodes[i].timers.entry(timer).or_insert(0) += 1;
+                }
+                Effect::Execute { seq, token, batch } => {
+                    match self.nodes[i].app.execute(seq, &batch) {
+                        Ok(result) => {
+                            let result = if self.nodes[i].byz == Some(Byzantine::WrongResult) {
+                                Digest([0xee; 32])
+                            } else {
+                                result
+                            };
+                            self.push(
+                                self.now,
+                                Kind::Local {
+                                    node: i,
+                                    inc,
+                                    input: Input::Executed { seq, token, result },
+                                },
+                            );
+                        }
+                        Err(e) => {
+                            if self.honest(i) {
+                                self.violation(format!("node {i}: {e}"));
+                            }
+                        }
+                    }
+                }
+                Effect::Rollback { to } => {
+                    if let Err(e) = self.nodes[i].app.rollback(to) {
+                        if self.honest(i) {
+                            self.violation(format!("node {i}: {e}"));
+                        }
+                    }
+                }
+                Effect::Commit { seq, batch, result, certificate } => {
+                    self.on_commit(i, seq, &batch, result, &certificate);
+                }
+                Effect::FetchState { seq, state } => {
+                    let at = self.now + 20;
+                    self.push(at, Kind::Transfer { node: i, inc, seq, state });
+                }
+                Effect::ViewChanged { .. } => {
+                    self.out.view_changes += 1;
+                    if self.trace {
+                        if let Some(e) = &self.nodes[i].engine {
+                            eprintln!("t={} n{i} entered: {}", self.now, e.status());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn on_commit(
+        &mut self,
+        i: usize,
+        seq: SeqNo,
+        batch: &vpbox_consensus::Batch,
+        result: Digest,
+        cert: &vpbox_consensus::CommitCertificate,
+    ) {
+        let honest = self.honest(i);
+        let r = self.nodes[i].app.commit(seq, batch, &result);
+        if r.is_ok() {
+            let entry = vpbox_consensus::CommittedEntry {
+                batch: batch.clone(),
+                result,
+                certificate: cert.clone(),
+            };
+            self.nodes[i].ledger.insert(seq.0, entry);
+        }
+        if !honest {
+            return;
+        }
+        if let Err(e) = r {
+            self.violation(format!("node {i}: {e}"));
+            return;
+        }
+        // Every commit certificate has ≥ Q valid member signatures over its block digest.
+        let bd = batch_digest(&self.crypto, batch);
+        if cert.seq != seq || cert.block != block_digest(&self.crypto, seq, &bd, &result) {
+            self.violation(format!("node {i}: certificate of {seq:?} is for another block"));
+        }
+        if let Err(e) = verify_certificate(&self.config, &self.crypto, cert) {
+            self.violation(format!("node {i}: certificate of {seq:?} invalid: {e}"));
+        }
+        self.check_agreement(i, seq.0, bd, result);
+        if self.trace {
+            eprintln!("t={} n{i} commit {} view {}", self.now, seq.0, cert.view.0);
+        }
+        // Each transaction executes at most once in the committed chain.
+        let fresh = self.nodes[i].app.committed_chain()[seq.0 as usize - 1].fresh.clone();
+        for tx in fresh {
+            if !self.nodes[i].committed_txs.insert(tx) {
+                self.violation(format!("node {i}: transaction {tx:?} executed twice"));
+            }
+        }
+        self.out.batches = self.out.batches.max(seq.0);
+        self.out.first_commit_ms.get_or_insert(self.now);
+    }
+
+    /// No two honest nodes commit different batches (or states) at one sequence number.
+    fn check_agreement(&mut self, i: usize, seq: u64, bd: Digest, result: Digest) {
+        match self.canon.get(&seq) {
+            None => {
+                self.canon.insert(seq, (bd, result));
+            }
+            Some(c) if *c == (bd, result) => {}
+            Some(c) => {
+                let c = *c;
+                self.violation(format!(
+                    "AGREEMENT node {i} committed {bd:?}/{result:?} at {seq}, others {:?}/{:?}",
+                    c.0, c.1
+                ));
+            }
+        }
+    }
+
+    fn on_transfer(&mut self, i: usize, seq: SeqNo, state: Digest) {
+        let source = (0..self.nodes.len()).find(|j| {
+            *j != i
+                && self.honest(*j)
+                && self.nodes[*j].app.committed() >= seq
+                && self.nodes[*j].app.state_at(seq) == Some(state)
+        });
+        let Some(j) = source else { return };
+        if self.nodes[i].app.committed() >= seq {
+            // Already there (committed meanwhile); report the state as fetched.
+        } else {
+            let src = self.nodes[j].app.clone();
+            self.nodes[i].app.transfer_from(&src, seq);
+            let blocks: Vec<_> =
+                self.nodes[j].ledger.range(..=seq.0).map(|(k, v)| (*k, v.clone())).collect();
+            self.nodes[i].ledger.extend(blocks);
+        }
+        let txs: Vec<Digest> = self.nodes[i]
+            .app
+            .committed_chain()
+            .iter()
+            .flat_map(|e| e.batch.txs.iter().copied())
+            .collect();
+        let chain: Vec<(Digest, Digest)> = self.nodes[i]
+            .app
+            .committed_chain()
+            .iter()
+            .map(|e| (batch_digest(&self.crypto, &e.batch), e.state))
+            .collect();
+        if self.honest(i) {
+            for (k, (bd, st)) in chain.into_iter().enumerate() {
+                self.check_agreement(i, k as u64 + 1, bd, st);
+            }
+            let all: Vec<Digest> = self.nodes[i]
+                .app
+                .committed_chain()
+                .iter()
+                .flat_map(|e| e.fresh.iter().copied())
+                .collect();
+            self.nodes[i].committed_txs = all.into_iter().collect();
+        }
+        let got = self.nodes[i].app.state_at(seq).unwrap_or_default();
+        self.out.state_transfers += 1;
+        self.feed(i, Input::StateFetched { seq, state: got, txs });
+    }
+
+    /// Sends from node `i`, through its Byzantine double if it has one, and checks that an
+    /// honest node never signs two different votes for one (view, seq, phase).
+    fn emit(&mut self, i: usize, to: Vec<usize>, env: Envelope) {
+        if env.from.0 as usize == self.nodes[i].identity {
+            let bd = |b: &vpbox_consensus::Batch| batch_digest(&self.crypto, b);
+            if let Some((v, s, ph, d)) = env.message.vote_key(bd) {
+                let prev = self.votes.insert((i, v, s, ph), d);
+                if self.honest(i) && prev.is_some_and(|p| p != d) {
+                    self.violation(format!(
+                        "EQUIVOCATION honest node {i} signed two {ph:?} at {v:?}/{s:?}"
+                    ));
+                }
+                *self.nodes[i].sent.entry(ph).or_insert(0) += 1;
+            }
+        }
+        match self.nodes[i].byz {
+            None | Some(Byzantine::Censor) | Some(Byzantine::Twin) => {
+                self.send_all(i, &to, &env, 0)
+            }
+            Some(Byzantine::Slow) => {
+                let extra = self.rng.range(500, 3_000);
+                self.send_all(i, &to, &env, extra);
+            }
+            Some(Byzantine::Equivocate) => match &env.message {
+                Message::PrePrepare(pp) if env.from.0 as usize == i => {
+                    let mut alt = pp.clone();
+                    if alt.batch.txs.len() >= 2 {
+                        alt.batch.txs.reverse();
+                    } else {
+                        alt.batch.txs.push(Digest([0xab; 32]));
+                    }
+                    let alt = self.resign(i, Message::PrePrepare(alt));
+                    let (a, b): (Vec<usize>, Vec<usize>) = to.iter().partition(|j| *j % 2 == 0);
+                    self.send_all(i, &a, &env, 0);
+                    self.send_all(i, &b, &alt, 0);
+                    // And one replica sees both, in either order.
+                    if let Some(&k) = to.get(self.rng.below(to.len() as u64) as usize) {
+                        let other = if k % 2 == 0 { alt } else { env };
+                        self.send_all(i, &[k], &other, 0);
+                    }
+                }
+                _ => self.send_all(i, &to, &env, 0),
+            },
+            Some(Byzantine::WrongResult) => self.send_all(i, &to, &env, 0),
+            Some(Byzantine::Forger) => {
+                self.send_all(i, &to, &env, 0);
+                if let Message::Prepare(v) | Message::Commit(v) = &env.message {
+                    let mut bad = *v;
+                    bad.digest.0[0] ^= 0xff;
+                    let m = match &env.message {
+                        Message::Prepare(_) => Message::Prepare(bad),
+                        _ => Message::Commit(bad),
+                    };
+                    // A vote under another member's name with our signature: must be refused.
+                    let victim = NodeId(((i + 1) % self.cfg.nodes) as u32);
+                    let forged = Envelope {
+                        from: victim,
+                        message: m.clone(),
+                        signature: env.signature.clone(),
+                    };
+                    self.send_all(i, &to, &forged, 0);
+                    // A validly signed conflicting vote of our own, to half the cluster.
+                    let own = self.resign(i, m);
+                    let half: Vec<usize> = to.iter().copied().filter(|j| j % 2 == 1).collect();
+                    self.send_all(i, &half, &own, 0);
+                }
+            }
+            Some(Byzantine::Liar) => match &env.message {
+                Message::Entries(e) => {
+                    let mut forged = e.clone();
+                    for entry in &mut forged.entries {
+                        // Another result under the same signatures: the certificate no longer
+                        // matches the block.
+                        entry.result.0[0] ^= 1;
+                        entry.batch.txs.push(Digest([0x11; 32]));
+                    }
+                    if let Some(p) = &mut forged.checkpoint {
+                        p.state.0[0] ^= 1;
+                    }
+                    let m = Message::Entries(forged);
+                    let env = Envelope { message: m, ..env.clone() };
+                    self.send_all(i, &to, &env, 0);
+                }
+                _ => self.send_all(i, &to, &env, 0),
+            },
+            Some(Byzantine::Replayer) => {
+                self.send_all(i, &to, &env, 0);
+                if !self.nodes[i].captured.is_empty() && self.rng.chance(0.3) {
+                    let k = self.rng.below(self.nodes[i].captured.len() as u64) as usize;
+                    let old = self.nodes[i].captured[k].clone();
+                    let j = self.rng.below(self.nodes.len() as u64) as usize;
+                    if j != i {
+                        self.send_all(i, &[j], &old, 0);
+                    }
+                }
+            }
+        }
+    }
+
+    fn resign(&self, i: usize, message: Message) -> Envelope {
+        let from = NodeId(self.nodes[i].identity as u32);
+        let signature = self.crypto.sign(self.nodes[i].identity, &signing_payload(from, &message));
+        Envelope { from, message, signature }
+    }
+
+    fn send_all(&mut self, i: usize, to: &[usize], env: &Envelope, extra: u64) {
+        for &j in to {
+            let (a, b) = (self.nodes[i].identity, self.nodes[j].identity);
+            if a == b
+                || self.blocked.contains(&(a, b))
+                || self.blocked_twin.contains(&(i, j))
+                || self.rng.chance(self.drop_p)
+            {
+                continue;
+            }
+            let d = self.rng.range(self.delay.0, self.delay.1) + extra;
+            self.push(self.now + d, Kind::Deliver { to: j, env: env.clone() });
+            if self.rng.chance(self.dup_p) {
+                let d2 = self.rng.range(self.delay.0, self.delay.1 * 3) + extra;
+                self.push(self.now + d2, Kind::Deliver { to: j, env: env.clone() });
+            }
+        }
+        for c in self.crash_on_send.clone() {
+            if c.node == i && env.from.0 as usize == i {
+                let sent = self.nodes[i].sent.get(&c.phase).copied().unwrap_or(0);
+                let is_phase =
+                    env.message.vote_key(|_| Digest::default()).is_some_and(|k| k.2 == c.phase);
+                if is_phase && sent == c.nth {
+                    self.crash_on_send
+                        .retain(|x| !(x.node == c.node && x.phase == c.phase && x.nth == c.nth));
+                    let at = self.now;
+                    self.push(at, Kind::Crash { node: c.victim, torn: false });
+                    self.push(at + c.restart_after_ms, Kind::Restart(c.victim));
+                }
+            }
+        }
+    }
+
+    fn step(&mut self, ev: Ev) {
+        self.now = ev.time;
+        if self.trace {
+            match &ev.kind {
+                Kind::Crash { node, torn } => eprintln!("t={} CRASH n{node} torn={torn}", ev.time),
+                Kind::Restart(node) => eprintln!("t={} RESTART n{node}", ev.time),
+                Kind::Heal => eprintln!("t={} HEAL", ev.time),
+                Kind::Block(l) => eprintln!("t={} BLOCK {l:?}", ev.time),
+                Kind::Unblock(l) => eprintln!("t={} UNBLOCK {l:?}", ev.time),
+                Kind::Transfer { node, seq, .. } => {
+                    eprintln!("t={} TRANSFER n{node} {}", ev.time, seq.0)
+                }
+                _ => {}
+            }
+        }
+        match ev.kind {
+            Kind::Deliver { to, env } => {
+                if self.alive(to) {
+                    if self.nodes[to].byz == Some(Byzantine::Replayer)
+                        && self.nodes[to].captured.len() < 256
+                    {
+                        self.nodes[to].captured.push(env.clone());
+                    }
+                    self.feed(to, Input::Message(env));
+                }
+            }
+            Kind::Timer { node, inc, timer, generation } => {
+                let n = &self.nodes[node];
+                if n.inc == inc && n.timers.get(&timer) == Some(&generation) {
+                    self.feed(node, Input::Timeout(timer));
+                }
+            }
+            Kind::Local { node, inc, input } => {
+                if self.nodes[node].inc == inc {
+                    self.feed(node, input);
+                }
+            }
+            Kind::Transfer { node, inc, seq, state } => {
+                if self.nodes[node].inc == inc && self.alive(node) {
+                    self.on_transfer(node, seq, state);
+                }
+            }
+            Kind::Submit(tx) => {
+                for i in 0..self.nodes.len() {
+                    if self.nodes[i].byz == Some(Byzantine::Censor) && tx.0[0] % 2 == 0 {
+                        continue;
+                    }
+                    self.feed(i, Input::Transaction(tx));
+                }
+            }
+            Kind::Crash { node, torn } => {
+                if torn {
+                    self.nodes[node].torn_next = true;
+                } else {
+                    self.crash_now(node);
+                }
+            }
+            Kind::Restart(node) => {
+                if !self.alive(node) {
+                    self.nodes[node].torn_next = false;
+                    self.start(node);
+                }
+            }
+            Kind::Block(links) => self.blocked.extend(links),
+            Kind::Unblock(links) => {
+                for l in links {
+                    self.blocked.remove(&l);
+                }
+            }
+            Kind::ClientRetry => {
+                let pending: Vec<Digest> = self
+                    .submitted
+                    .iter()
+                    .filter(|t| {
+                        (0..self.nodes.len())
+                            .all(|i| !self.honest(i) || !self.nodes[i].committed_txs.contains(*t))
+                    })
+                    .copied()
+                    .collect();
+                for tx in pending {
+                    self.push(self.now, Kind::Submit(tx));
+                }
+                self.push(self.now + CLIENT_RETRY_MS, Kind::ClientRetry);
+            }
+            Kind::Heal => {
+                self.healed = true;
+                self.blocked.clear();
+                self.drop_p = 0.0;
+                for i in 0..self.nodes.len() {
+                    self.nodes[i].torn_next = false;
+                    if !self.alive(i) {
+                        self.start(i);
+                    }
+                }
+            }
+        }
+    }
+
+    fn all_committed(&self) -> bool {
+        (0..self.nodes.len()).filter(|i| self.honest(*i)).all(|i| {
+            self.alive(i) && self.submitted.iter().all(|t| self.nodes[i].committed_txs.contains(t))
+        })
+    }
+
+    /// Runs to the end: the fault phase, the heal, and the liveness window.
+    pub fn run(mut self) -> Outcome {
+        let deadline = self.cfg.fault_ms + self.cfg.heal_ms;
+        let mut next_check = self.cfg.fault_ms;
+        while let Some(Reverse(ev)) = self.queue.pop() {
+            if ev.time > deadline {
+                break;
+            }
+            if self.out.events >= self.cfg.max_events {
+                self.out.liveness =
+                    Some(format!("event budget of {} exhausted", self.cfg.max_events));
+                break;
+            }
+            self.out.events += 1;
+            self.step(ev);
+            if self.healed && self.now >= next_check {
+                next_check = self.now + 250;
+                if self.all_committed() {
+                    break;
+                }
+            }
+        }
+        self.out.end_ms = self.now;
+        if self.out.liveness.is_none() && !self.all_committed() {
+            let mut worst = Vec::new();
+            for i in (0..self.nodes.len()).filter(|i| self.honest(*i)) {
+                let missing = self
+                    .submitted
+                    .iter()
+                    .filter(|t| !self.nodes[i].committed_txs.contains(t))
+                    .count();
+                if missing > 0 {
+                    let e = self.nodes[i].engine.as_ref();
+                    worst.push(format!(
+                        "node {i} misses {missing} (view {:?}{}, committed {:?}, pool {})",
+                        e.map(|e| e.view().0).unwrap_or(0),
+                        if e.is_some_and(|e| e.is_changing_view()) { " changing" } else { "" },
+                        e.map(|e| e.committed().0).unwrap_or(0),
+                        e.map(|e| e.pending_transactions()).unwrap_or(0),
+                    ));
+                }
+            }
+            self.out.liveness = Some(format!("after heal: {}", worst.join("; ")));
+        }
+        self.out.committed_txs = (0..self.nodes.len())
+            .filter(|i| self.honest(*i))
+            .map(|i| {
+                self.submitted.iter().filter(|t| self.nodes[i].committed_txs.contains(t)).count()
+            })
+            .min()
+            .unwrap_or(0);
+        self.out
+    }
+}
+
+/// Runs one random seed with `faults`.
+pub fn run_seed(nodes: usize, seed: u64, faults: Faults) -> anyhow::Result<Outcome> {
+    let cfg = SimConfig::new(nodes, seed);
+    let mut w = World::new(cfg)?;
+    w.plan_random(faults);
+    Ok(w.run())
+}

@@ -1,0 +1,1918 @@
+//! The replica state machine: normal case, checkpoints, view change, catch-up.
+//!
+//! Section references are to Castro & Liskov, "Practical Byzantine Fault Tolerance and
+//! Proactive Recovery", TOCS 2002; "RBFT" refers to Hyperchain's rules in `pbft.md`.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use crate::Error;
+use crate::effect::{Effect, Input, Timer, WalRecord};
+use crate::message::{
+    Batch, Checkpoint, CheckpointProof, CommitCertificate, CommittedEntry, Entries, Envelope,
+    Message, NewView, Phase, PrePrepare, PreparedProof, ViewChange, Vote,
+};
+use crate::types::{Config, Digest, NodeId, Params, SeqNo, Verification, Verifier, View};
+use crate::wire::{batch_digest, block_digest, signing_payload};
+
+/// How many committed transaction digests are remembered for deduplication.
+const DEDUP_TXS_MAX: usize = 1 << 20;
+/// Most transactions waiting in the pool; later ones are refused until it drains.
+const POOL_MAX: usize = 1 << 20;
+
+/// Per `(seq, view)`: what the log holds (§4.2).
+#[derive(Debug, Default)]
+struct Slot {
+    pre_prepare: Option<(Envelope, Digest)>,
+    prepares: BTreeMap<NodeId, (Digest, Envelope)>,
+    commits: BTreeMap<NodeId, (Digest, Envelope)>,
+    /// Our execution result for this slot's batch on the current speculative chain.
+    result: Option<Digest>,
+    sent_prepare: bool,
+    sent_commit: bool,
+}
+
+#[derive(Debug)]
+enum ExecPurpose {
+    /// The primary executes a fresh batch before proposing it (RBFT).
+    Propose(Batch),
+    /// A replica executes a prepared batch and compares results.
+    Prepared,
+    /// A catching-up replica executes a certified committed entry.
+    CatchUp,
+}
+
+#[derive(Debug)]
+struct NvBuild {
+    view: View,
+    view_changes: Vec<Envelope>,
+    pre_prepares: Vec<Option<Envelope>>,
+    tokens: BTreeMap<u64, usize>,
+}
+
+/// One replica's consensus state. Drive it with [`Engine::handle`]; start it with
+/// [`Input::Restore`] (an empty WAL for a fresh node).
+pub struct Engine<V: Verifier> {
+    id: NodeId,
+    config: Config,
+    params: Params,
+    verifier: V,
+
+    view: View,
+    changing: bool,
+    vc_attempts: u32,
+    nv_timer_armed: bool,
+    my_view_change: Option<Envelope>,
+    view_changes: BTreeMap<NodeId, (View, Envelope)>,
+    last_new_view: Option<Envelope>,
+    nv_build: Option<NvBuild>,
+
+    low: SeqNo,
+    stable: CheckpointProof,
+    committed: SeqNo,
+    executed: SeqNo,
+    exec_pending: Option<(SeqNo, u64, ExecPurpose)>,
+    next_seq: SeqNo,
+    batch_due: bool,
+    batch_armed: bool,
+    pending_stable: Option<CheckpointProof>,
+    restored_state: (SeqNo, Digest),
+
+    slots: BTreeMap<(SeqNo, View), Slot>,
+    checkpoints: BTreeMap<SeqNo, BTreeMap<NodeId, (Digest, Envelope)>>,
+    /// Our own signed checkpoints above the low watermark, re-sent until one is stable.
+    own_checkpoints: BTreeMap<SeqNo, Envelope>,
+    committed_log: BTreeMap<SeqNo, CommittedEntry>,
+    catch_up: BTreeMap<SeqNo, CommittedEntry>,
+    fetching_state: Option<CheckpointProof>,
+    voted: BTreeMap<(SeqNo, View, Phase), Digest>,
+
+    next_token: u64,
+    signing: BTreeMap<u64, Message>,
+
+    /// Pending transactions in arrival order; may hold stale (committed) entries, which
+    /// `pool_set`, the truth, no longer has.
+    pool: VecDeque<Digest>,
+    pool_set: BTreeSet<Digest>,
+    /// Transactions the primary has not proposed yet, oldest first (stale entries skipped).
+    proposable: VecDeque<Digest>,
+    inflight: BTreeSet<Digest>,
+    request_watch: Option<Digest>,
+    committed_txs: BTreeSet<Digest>,
+    committed_txs_order: VecDeque<Digest>,
+}
+
+impl<V: Verifier> Engine<V> {
+    /// A replica `id` of `config`. It does nothing until it receives [`Input::Restore`].
+    pub fn new(id: NodeId, config: Config, params: Params, verifier: V) -> Result<Self, Error> {
+        if !config.is_member(id) {
+            return Err(Error::NotMember(id));
+        }
+        if params.checkpoint_interval == 0
+            || params.window == 0
+            || params.window % params.checkpoint_interval != 0
+            || params.batch_size_max == 0
+        {
+            return Err(Error::Config("window must be a positive multiple of the interval"));
+        }
+        let config_genesis = config.genesis_state();
+        let genesis = CheckpointProof { seq: SeqNo(0), state: config_genesis, signed: vec![] };
+        Ok(Self {
+            id,
+            config,
+            params,
+            verifier,
+            view: View(0),
+            changing: false,
+            vc_attempts: 0,
+            nv_timer_armed: false,
+            my_view_change: None,
+            view_changes: BTreeMap::new(),
+            last_new_view: None,
+            nv_build: None,
+            low: SeqNo(0),
+            stable: genesis,
+            committed: SeqNo(0),
+            executed: SeqNo(0),
+            exec_pending: None,
+            next_seq: SeqNo(0),
+            batch_due: false,
+            batch_armed: false,
+            pending_stable: None,
+            restored_state: (SeqNo(0), config_genesis),
+            slots: BTreeMap::new(),
+            checkpoints: BTreeMap::new(),
+            own_checkpoints: BTreeMap::new(),
+            committed_log: BTreeMap::new(),
+            catch_up: BTreeMap::new(),
+            fetching_state: None,
+            voted: BTreeMap::new(),
+            next_token: 0,
+            signing: BTreeMap::new(),
+            pool: VecDeque::new(),
+            pool_set: BTreeSet::new(),
+            proposable: VecDeque::new(),
+            inflight: BTreeSet::new(),
+            request_watch: None,
+            committed_txs: BTreeSet::new(),
+            committed_txs_order: VecDeque::new(),
+        })
+    }
+
+    /// This replica's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The current view (or the one being changed to).
+    pub fn view(&self) -> View {
+        self.view
+    }
+
+    /// Whether a view change is in progress.
+    pub fn is_changing_view(&self) -> bool {
+        self.changing
+    }
+
+    /// The low watermark `h`: the latest stable checkpoint.
+    pub fn low_watermark(&self) -> SeqNo {
+        self.low
+    }
+
+    /// The highest committed sequence number.
+    pub fn committed(&self) -> SeqNo {
+        self.committed
+    }
+
+    /// Transactions waiting to be committed.
+    pub fn pending_transactions(&self) -> usize {
+        self.pool_set.len()
+    }
+
+    /// A one-line summary of the engine's progress, for traces.
+    pub fn status(&self) -> String {
+        format!(
+            "view {}{} low {} committed {} executed {} next {} exec_pending {:?} fetching {:?} \
+             pending_stable {:?} pool {} slots {} catch_up {:?}",
+            self.view.0,
+            if self.changing { " (changing)" } else { "" },
+            self.low.0,
+            self.committed.0,
+            self.executed.0,
+            self.next_seq.0,
+            self.exec_pending.as_ref().map(|(s, _, _)| s.0),
+            self.fetching_state.as_ref().map(|p| p.seq.0),
+            self.pending_stable.as_ref().map(|p| p.seq.0),
+            self.pool_set.len(),
+            self.slots.len(),
+            self.catch_up.keys().map(|s| s.0).collect::<Vec<_>>(),
+        )
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Feeds one input; returns the effects to carry out, in order.
+    pub fn handle(&mut self, input: Input) -> Vec<Effect> {
+        let mut out = Vec::new();
+        match input {
+            Input::Message(env) => self.on_envelope(env, &mut out),
+            Input::Transaction(tx) => self.on_transaction(tx, &mut out),
+            Input::Timeout(t) => self.on_timeout(t, &mut out),
+            Input::Signed { token, signature } => {
+                if let Some(message) = self.signing.remove(&token) {
+                    let env = Envelope { from: self.id, message, signature };
+                    self.on_own_signed(token, env, &mut out);
+                }
+            }
+            Input::Executed { seq, token, result } => {
+                self.on_executed(seq, token, result, &mut out)
+            }
+            Input::StateFetched { seq, state, txs } => {
+                self.on_state_fetched(seq, state, &txs, &mut out)
+            }
+            Input::Restore { records, committed, state, recent } => {
+                for e in recent {
+                    let seq = e.certificate.seq;
+                    if seq <= committed {
+                        self.committed_log.insert(seq, e);
+                    }
+                }
+                self.on_restore(records, committed, state, &mut out);
+            }
+        }
+        self.drive(&mut out);
+        out
+    }
+
+    // ----- helpers ---------------------------------------------------------------------------
+
+    fn f(&self) -> usize {
+        self.config.f()
+    }
+
+    fn q(&self) -> usize {
+        self.config.quorum()
+    }
+
+    fn is_primary(&self) -> bool {
+        self.config.primary(self.view) == self.id
+    }
+
+    fn in_window(&self, seq: SeqNo) -> bool {
+        seq > self.low && seq.0 <= self.low.0.saturating_add(self.params.window)
+    }
+
+    fn bdigest(&self, b: &Batch) -> Digest {
+        batch_digest(&self.verifier, b)
+    }
+
+    fn verify_env(&self, e: &Envelope) -> bool {
+        let Some(key) = self.config.key(e.from) else {
+            return false;
+        };
+        let payload = signing_payload(e.from, &e.message);
+        self.verifier.verify(key, &payload, &e.signature) == Verification::Valid
+    }
+
+    fn token(&mut self) -> u64 {
+        self.next_token = self.next_token.wrapping_add(1);
+        self.next_token
+    }
+
+    /// Signs without an intent record (messages whose content is not a vote).
+    fn sign(&mut self, message: Message, out: &mut Vec<Effect>) -> u64 {
+        let token = self.token();
+        let payload = signing_payload(self.id, &message);
+        self.signing.insert(token, message);
+        out.push(Effect::Sign { token, payload });
+        token
+    }
+
+    /// Records the intent durably, then asks for the signature: an honest replica never signs
+    /// two different votes for one slot, even across a crash (pbft.md, list item 9).
+    fn vote(&mut self, message: Message, out: &mut Vec<Effect>) -> Option<u64> {
+        let bd = |b: &Batch| batch_digest(&self.verifier, b);
+        let (view, seq, phase, digest) = message.vote_key(bd)?;
+        match self.voted.get(&(seq, view, phase)) {
+            Some(d) if *d != digest => return None,
+            Some(_) => {}
+            None => {
+                self.voted.insert((seq, view, phase), digest);
+                out.push(Effect::Persist(WalRecord::Intent(message.clone())));
+            }
+        }
+        Some(self.sign(message, out))
+    }
+
+    fn set_timer(&self, timer: Timer, after_ms: u64, out: &mut Vec<Effect>) {
+        out.push(Effect::SetTimer { timer, after_ms });
+    }
+
+    // ----- inputs ----------------------------------------------------------------------------
+
+    fn on_transaction(&mut self, tx: Digest, out: &mut Vec<Effect>) {
+        if self.committed_txs.contains(&tx)
+            || self.pool_set.contains(&tx)
+            || self.pool_set.len() >= POOL_MAX
+        {
+            return;
+        }
+        self.pool.push_back(tx);
+        self.pool_set.insert(tx);
+        self.proposable.push_back(tx);
+        if self.changing {
+            return;
+        }
+        if !self.is_primary() && self.request_watch.is_none() {
+            // §4.5.2: a backup that knows of a request starts a timer; the primary must get it
+            // committed before it fires.
+            self.request_watch = Some(tx);
+            self.set_timer(Timer::Request, self.params.request_timeout_ms, out);
+        }
+    }
+
+    fn on_timeout(&mut self, timer: Timer, out: &mut Vec<Effect>) {
+        match timer {
+            Timer::Batch => {
+                self.batch_armed = false;
+                if !self.changing && self.is_primary() {
+                    self.batch_due = true;
+                }
+            }
+            Timer::Request => {
+                if !self.changing && !self.is_primary() && !self.pool_set.is_empty() {
+                    self.start_view_change(self.view.next(), out);
+                }
+            }
+            Timer::NullRequest => {
+                if !self.changing && !self.is_primary() {
+                    self.start_view_change(self.view.next(), out);
+                }
+            }
+            Timer::Heartbeat => {
+                if !self.changing && self.is_primary() {
+                    self.sign(Message::Heartbeat { view: self.view }, out);
+                    self.set_timer(Timer::Heartbeat, self.params.heartbeat_interval_ms, out);
+                }
+            }
+            Timer::NewView => {
+                if self.changing && self.nv_timer_armed {
+                    // §4.5.2: if the new view does not arrive in time, try the next one with a
+                    // doubled timeout.
+                    self.start_view_change(self.view.next(), out);
+                }
+            }
+            Timer::ViewChangeResend => {
+                if self.changing {
+                    if let Some(vc) = self.my_view_change.clone() {
+                        out.push(Effect::Broadcast(vc));
+                    }
+                    self.set_timer(Timer::ViewChangeResend, self.params.view_change_resend_ms, out);
+                }
+            }
+            Timer::Fetch => {
+                if let Some(p) = self.pending_stable.take() {
+                    self.adopt_checkpoint(p, true, out);
+                }
+                out.push(Effect::Broadcast(self.fetch_message()));
+                // Checkpoint messages get lost too; without a stable one the window stays
+                // shut, so re-send ours until one is stable.
+                for env in self.own_checkpoints.values() {
+                    out.push(Effect::Broadcast(env.clone()));
+                }
+                if let Some(p) = &self.fetching_state {
+                    out.push(Effect::FetchState { seq: p.seq, state: p.state });
+                }
+                self.set_timer(Timer::Fetch, self.params.fetch_timeout_ms, out);
+            }
+        }
+    }
+
+    fn fetch_message(&self) -> Envelope {
+        // Fetch and Entries travel unsigned: a fetch only asks, and everything in a reply is
+        // checked against checkpoint proofs and commit certificates.
+        Envelope {
+            from: self.id,
+            message: Message::Fetch { after: self.committed, view: self.view },
+            signature: Default::default(),
+        }
+    }
+
+    fn on_envelope(&mut self, env: Envelope, out: &mut Vec<Effect>) {
+        if env.from == self.id || !self.config.is_member(env.from) {
+            return;
+        }
+        match &env.message {
+            Message::Fetch { after, view } => {
+                let (after, view) = (*after, *view);
+                self.on_fetch(env.from, after, view, out);
+                return;
+            }
+            Message::Entries(_) => {}
+            _ => {
+                if !self.verify_env(&env) {
+                    return;
+                }
+            }
+        }
+        let from = env.from;
+        match env.message.clone() {
+            Message::PrePrepare(pp) => self.on_pre_prepare(env, pp, out),
+            Message::Prepare(v) => self.on_prepare(env, v, out),
+            Message::Commit(v) => self.on_commit(env, v, out),
+            Message::Checkpoint(c) => self.on_checkpoint(env, c, out),
+            Message::ViewChange(vc) => self.on_view_change(env, vc, out),
+            Message::NewView(nv) => self.on_new_view(env, nv, out),
+            Message::Heartbeat { view } => {
+                if view == self.view && !self.changing && from == self.config.primary(view) {
+                    self.set_timer(Timer::NullRequest, self.params.null_request_timeout_ms, out);
+                }
+            }
+            Message::Entries(e) => self.on_entries(e, out),
+            Message::Fetch { .. } => {}
+        }
+    }
+
+    fn on_pre_prepare(&mut self, env: Envelope, pp: PrePrepare, out: &mut Vec<Effect>) {
+        if pp.view != self.view
+            || self.changing
+            || env.from != self.config.primary(pp.view)
+            || !self.in_window(pp.seq)
+            || pp.result.is_none()
+            || pp.batch.txs.len() > self.params.batch_size_max
+        {
+            return;
+        }
+        self.set_timer(Timer::NullRequest, self.params.null_request_timeout_ms, out);
+        let digest = self.bdigest(&pp.batch);
+        let slot = self.slots.entry((pp.seq, pp.view)).or_default();
+        if slot.pre_prepare.is_some() {
+            // §4.2: a backup accepts at most one pre-prepare per view and sequence number.
+            return;
+        }
+        slot.pre_prepare = Some((env.clone(), digest));
+        out.push(Effect::Persist(WalRecord::Accepted(env)));
+        self.send_prepare(pp.seq, pp.view, digest, out);
+        self.after_vote(pp.seq, pp.view, out);
+    }
+
+    fn send_prepare(&mut self, seq: SeqNo, view: View, digest: Digest, out: &mut Vec<Effect>) {
+        if self.config.primary(view) == self.id {
+            return;
+        }
+        let Some(slot) = self.slots.get_mut(&(seq, view)) else {
+            return;
+        };
+        if slot.sent_prepare {
+            return;
+        }
+        slot.sent_prepare = true;
+        self.vote(Message::Prepare(Vote { view, seq, digest }), out);
+    }
+
+    fn on_prepare(&mut self, env: Envelope, v: Vote, out: &mut Vec<Effect>) {
+        if v.view != self.view
+            || self.changing
+            || !self.in_window(v.seq)
+            || env.from == self.config.primary(v.view)
+        {
+            return;
+        }
+        let slot = self.slots.entry((v.seq, v.view)).or_default();
+        if slot.prepares.contains_key(&env.from) {
+            return;
+        }
+        slot.prepares.insert(env.from, (v.digest, env.clone()));
+        out.push(Effect::Persist(WalRecord::Accepted(env)));
+        self.after_vote(v.seq, v.view, out);
+    }
+
+    fn on_commit(&mut self, env: Envelope, v: Vote, out: &mut Vec<Effect>) {
+        if v.view != self.view || self.changing || !self.in_window(v.seq) {
+            return;
+        }
+        let slot = self.slots.entry((v.seq, v.view)).or_default();
+        if slot.commits.contains_key(&env.from) {
+            return;
+        }
+        slot.commits.insert(env.from, (v.digest, env.clone()));
+        out.push(Effect::Persist(WalRecord::Accepted(env)));
+        self.after_vote(v.seq, v.view, out);
+    }
+
+    fn prepared(&self, seq: SeqNo, view: View) -> bool {
+        let Some(slot) = self.slots.get(&(seq, view)) else {
+            return false;
+        };
+        let Some((_, d)) = &slot.pre_prepare else {
+            return false;
+        };
+        let n = slot.prepares.values().filter(|(pd, _)| pd == d).count();
+        n + 1 >= self.q()
+    }
+
+    /// Sends the commit once the slot is prepared and our execution agrees (RBFT).
+    fn after_vote(&mut self, seq: SeqNo, view: View, out: &mut Vec<Effect>) {
+        if view != self.view || self.changing || !self.prepared(seq, view) {
+            return;
+        }
+        let Some(slot) = self.slots.get_mut(&(seq, view)) else {
+            return;
+        };
+        let (Some(result), Some((_, bd))) = (slot.result, &slot.pre_prepare) else {
+            return;
+        };
+        if slot.sent_commit {
+            return;
+        }
+        slot.sent_commit = true;
+        let block = block_digest(&self.verifier, seq, bd, &result);
+        self.vote(Message::Commit(Vote { view, seq, digest: block }), out);
+    }
+
+    fn on_own_signed(&mut self, token: u64, env: Envelope, out: &mut Vec<Effect>) {
+        if let Some(b) = &mut self.nv_build {
+            if let Some(i) = b.tokens.remove(&token) {
+                if let Some(slot) = b.pre_prepares.get_mut(i) {
+                    *slot = Some(env);
+                }
+                if b.tokens.is_empty() {
+                    let nv = NewView {
+                        view: b.view,
+                        view_changes: b.view_changes.clone(),
+                        pre_prepares: b.pre_prepares.iter().flatten().cloned().collect(),
+                    };
+                    self.sign(Message::NewView(nv), out);
+                }
+                return;
+            }
+        }
+        match env.message.clone() {
+            Message::PrePrepare(pp) => {
+                if pp.view != self.view || self.changing {
+                    return;
+                }
+                let digest = self.bdigest(&pp.batch);
+                let slot = self.slots.entry((pp.seq, pp.view)).or_default();
+                if slot.pre_prepare.is_some() {
+                    return;
+                }
+                slot.pre_prepare = Some((env.clone(), digest));
+                out.push(Effect::Persist(WalRecord::Accepted(env.clone())));
+                out.push(Effect::Broadcast(env));
+                self.after_vote(pp.seq, pp.view, out);
+            }
+            Message::Prepare(v) => {
+                if let Some(slot) = self.slots.get_mut(&(v.seq, v.view)) {
+                    slot.prepares.insert(self.id, (v.digest, env.clone()));
+                }
+                out.push(Effect::Persist(WalRecord::Accepted(env.clone())));
+                out.push(Effect::Broadcast(env));
+                self.after_vote(v.seq, v.view, out);
+            }
+            Message::Commit(v) => {
+                if let Some(slot) = self.slots.get_mut(&(v.seq, v.view)) {
+                    slot.commits.insert(self.id, (v.digest, env.clone()));
+                }
+                out.push(Effect::Persist(WalRecord::Accepted(env.clone())));
+                out.push(Effect::Broadcast(env));
+            }
+            Message::Checkpoint(c) => {
+                out.push(Effect::Broadcast(env.clone()));
+                if c.seq > self.low {
+                    self.own_checkpoints.insert(c.seq, env.clone());
+                    self.checkpoints.entry(c.seq).or_default().insert(self.id, (c.state, env));
+                    self.check_stable(c.seq, out);
+                }
+            }
+            Message::ViewChange(vc) => {
+                if !self.changing || vc.view != self.view {
+                    return;
+                }
+                self.my_view_change = Some(env.clone());
+                out.push(Effect::Broadcast(env.clone()));
+                self.view_changes.insert(self.id, (vc.view, env));
+                self.maybe_build_new_view(out);
+            }
+            Message::NewView(nv) => {
+                if !self.changing || nv.view != self.view {
+                    return;
+                }
+                out.push(Effect::Broadcast(env.clone()));
+                if let Ok((cp, _)) = self.compute_o(&nv.view_changes) {
+                    self.enter_view(env, nv, cp, out);
+                }
+            }
+            Message::Heartbeat { .. } => out.push(Effect::Broadcast(env)),
+            _ => {}
+        }
+    }
+
+    fn on_executed(&mut self, seq: SeqNo, token: u64, result: Digest, out: &mut Vec<Effect>) {
+        match &self.exec_pending {
+            Some((s, t, _)) if *s == seq && *t == token => {}
+            _ => return,
+        }
+        let Some((_, _, purpose)) = self.exec_pending.take() else {
+            return;
+        };
+        self.executed = seq;
+        match purpose {
+            ExecPurpose::Propose(batch) => {
+                if self.changing || !self.is_primary() {
+                    return;
+                }
+                self.next_seq = seq;
+                for tx in &batch.txs {
+                    self.inflight.insert(*tx);
+                }
+                let view = self.view;
+                let slot = self.slots.entry((seq, view)).or_default();
+                slot.result = Some(result);
+                let pp = PrePrepare { view, seq, batch, result: Some(result) };
+                self.vote(Message::PrePrepare(pp), out);
+            }
+            ExecPurpose::Prepared => {
+                let view = self.view;
+                let Some(slot) = self.slots.get_mut(&(seq, view)) else {
+                    return;
+                };
+                let proposed = match &slot.pre_prepare {
+                    Some((e, _)) => match &e.message {
+                        Message::PrePrepare(pp) => pp.result,
+                        _ => None,
+                    },
+                    None => None,
+                };
+                slot.result = Some(result);
+                if proposed.is_some_and(|r| r != result) {
+                    // RBFT: the primary's execution result disagrees with ours.
+                    self.start_view_change(view.next(), out);
+                    return;
+                }
+                self.after_vote(seq, view, out);
+            }
+            ExecPurpose::CatchUp => {
+                let Some(entry) = self.catch_up.remove(&seq) else {
+                    return;
+                };
+                if entry.result != result || seq != self.committed.next() {
+                    // Our state disagrees with a certified block: local corruption. Stop
+                    // catching up; the operator must investigate.
+                    return;
+                }
+                self.deliver(seq, entry.batch, result, entry.certificate, out);
+            }
+        }
+    }
+
+    fn on_state_fetched(
+        &mut self,
+        seq: SeqNo,
+        state: Digest,
+        txs: &[Digest],
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(proof) = self.fetching_state.take() else {
+            return;
+        };
+        if proof.seq != seq || proof.state != state {
+            self.fetching_state = Some(proof);
+            return;
+        }
+        self.committed = seq;
+        self.executed = seq;
+        self.exec_pending = None;
+        for s in self.slots.values_mut() {
+            s.result = None;
+        }
+        for tx in txs {
+            self.note_committed_tx(*tx);
+        }
+        self.reset_request_watch(out);
+        if self.next_seq < seq {
+            self.next_seq = seq;
+        }
+        self.make_stable(proof, out);
+        out.push(Effect::Broadcast(self.fetch_message()));
+    }
+
+    fn on_restore(
+        &mut self,
+        records: Vec<WalRecord>,
+        committed: SeqNo,
+        state: Digest,
+        out: &mut Vec<Effect>,
+    ) {
+        self.committed = committed;
+        self.executed = committed;
+        self.next_seq = committed;
+        self.restored_state = (committed, state);
+        for r in records {
+            match r {
+                WalRecord::View { view, changing } => {
+                    self.view = view;
+                    self.changing = changing;
+                }
+                WalRecord::Intent(m) => {
+                    let bd = |b: &Batch| batch_digest(&self.verifier, b);
+                    if let Some((view, seq, phase, d)) = m.vote_key(bd) {
+                        self.voted.insert((seq, view, phase), d);
+                        let slot = self.slots.entry((seq, view)).or_default();
+                        match phase {
+                            Phase::Prepare => slot.sent_prepare = true,
+                            Phase::Commit => slot.sent_commit = true,
+                            Phase::PrePrepare if seq > self.next_seq => self.next_seq = seq,
+                            _ => {}
+                        }
+                    }
+                }
+                WalRecord::Accepted(env) => self.restore_accepted(env),
+                WalRecord::Stable(p) => {
+                    if p.seq > self.low {
+                        self.low = p.seq;
+                        self.stable = p;
+                    }
+                }
+            }
+        }
+        let low = self.low;
+        self.slots.retain(|(s, _), _| *s > low);
+        self.committed_log.retain(|s, _| *s > low);
+        self.voted.retain(|(s, _, _), _| *s > low);
+        if self.next_seq < low {
+            self.next_seq = low;
+        }
+        if committed < self.low {
+            self.fetching_state = Some(self.stable.clone());
+            out.push(Effect::FetchState { seq: self.stable.seq, state: self.stable.state });
+        } else if committed == self.low && state != self.stable.state && self.low > SeqNo(0) {
+            // The application's state disagrees with a stable checkpoint: local corruption.
+            self.fetching_state = Some(self.stable.clone());
+            out.push(Effect::FetchState { seq: self.stable.seq, state: self.stable.state });
+        }
+        if self.changing {
+            self.changing = false;
+            let v = self.view;
+            // Re-enter the view change we were in, with a fresh (identical-view) message.
+            self.view = View(v.0.saturating_sub(1));
+            self.start_view_change(v, out);
+        } else {
+            self.arm_normal_timers(out);
+        }
+        out.push(Effect::Broadcast(self.fetch_message()));
+        self.set_timer(Timer::Fetch, self.params.fetch_timeout_ms, out);
+    }
+
+    fn restore_accepted(&mut self, env: Envelope) {
+        let bd = |b: &Batch| batch_digest(&self.verifier, b);
+        match env.message.clone() {
+            Message::PrePrepare(pp) => {
+                let d = bd(&pp.batch);
+                let slot = self.slots.entry((pp.seq, pp.view)).or_default();
+                slot.pre_prepare.get_or_insert((env, d));
+            }
+            Message::Prepare(v) => {
+                let slot = self.slots.entry((v.seq, v.view)).or_default();
+                slot.prepares.insert(env.from, (v.digest, env));
+            }
+            Message::Commit(v) => {
+                let slot = self.slots.entry((v.seq, v.view)).or_default();
+                slot.commits.insert(env.from, (v.digest, env));
+            }
+            Message::NewView(nv) => {
+                for pe in &nv.pre_prepares {
+                    if let Message::PrePrepare(pp) = &pe.message {
+                        let d = bd(&pp.batch);
+                        let slot = self.slots.entry((pp.seq, pp.view)).or_default();
+                        slot.pre_prepare.get_or_insert((pe.clone(), d));
+                        if pp.seq > self.next_seq {
+                            self.next_seq = pp.seq;
+                        }
+                    }
+                }
+                self.last_new_view = Some(env);
+            }
+            _ => {}
+        }
+    }
+
+    fn arm_normal_timers(&mut self, out: &mut Vec<Effect>) {
+        self.batch_armed = false;
+        self.batch_due = false;
+        out.push(Effect::CancelTimer(Timer::NewView));
+        out.push(Effect::CancelTimer(Timer::ViewChangeResend));
+        if self.is_primary() {
+            out.push(Effect::CancelTimer(Timer::NullRequest));
+            out.push(Effect::CancelTimer(Timer::Request));
+            self.set_timer(Timer::Heartbeat, self.params.heartbeat_interval_ms, out);
+        } else {
+            out.push(Effect::CancelTimer(Timer::Heartbeat));
+            out.push(Effect::CancelTimer(Timer::Batch));
+            self.set_timer(Timer::NullRequest, self.params.null_request_timeout_ms, out);
+        }
+        self.request_watch = None;
+        self.reset_request_watch(out);
+    }
+
+    /// Watches the oldest pending request; the timer restarts only when that request commits,
+    /// so a primary that commits others but censors one is still caught (§4.5.2).
+    fn reset_request_watch(&mut self, out: &mut Vec<Effect>) {
+        if self.request_watch.is_some_and(|t| self.pool_set.contains(&t)) {
+            return;
+        }
+        while self.pool.front().is_some_and(|t| !self.pool_set.contains(t)) {
+            self.pool.pop_front();
+        }
+        self.request_watch = self.pool.front().copied();
+        if self.changing {
+            return;
+        }
+        match (self.request_watch, self.is_primary()) {
+            (Some(_), false) => self.set_timer(Timer::Request, self.params.request_timeout_ms, out),
+            (None, false) => out.push(Effect::CancelTimer(Timer::Request)),
+            (_, true) => {}
+        }
+    }
+
+    // ----- progress --------------------------------------------------------------------------
+
+    fn drive(&mut self, out: &mut Vec<Effect>) {
+        self.try_deliver(out);
+        self.try_execute(out);
+        self.try_propose(out);
+    }
+
+    fn try_execute(&mut self, out: &mut Vec<Effect>) {
+        if self.exec_pending.is_some() || self.fetching_state.is_some() {
+            return;
+        }
+        let next = self.executed.next();
+        if self.executed == self.committed {
+            if let Some(entry) = self.catch_up.get(&next) {
+                let batch = entry.batch.clone();
+                let token = self.token();
+                self.exec_pending = Some((next, token, ExecPurpose::CatchUp));
+                out.push(Effect::Execute { seq: next, token, batch });
+                return;
+            }
+        } else if self.catch_up.contains_key(&self.committed.next()) {
+            // A certified entry is waiting but we executed speculatively past it; go back.
+            self.rollback(out);
+            return self.try_execute(out);
+        }
+        if self.changing || !self.prepared(next, self.view) {
+            return;
+        }
+        let Some(slot) = self.slots.get(&(next, self.view)) else {
+            return;
+        };
+        if slot.result.is_some() {
+            // Our own proposal: executed before it was proposed.
+            self.executed = next;
+            return self.try_execute(out);
+        }
+        let Some((env, _)) = &slot.pre_prepare else {
+            return;
+        };
+        let Message::PrePrepare(pp) = &env.message else {
+            return;
+        };
+        let batch = pp.batch.clone();
+        let token = self.token();
+        self.exec_pending = Some((next, token, ExecPurpose::Prepared));
+        out.push(Effect::Execute { seq: next, token, batch });
+    }
+
+    fn rollback(&mut self, out: &mut Vec<Effect>) {
+        if self.executed > self.committed || self.exec_pending.is_some() {
+            out.push(Effect::Rollback { to: self.committed });
+        }
+        self.executed = self.committed;
+        self.exec_pending = None;
+        for s in self.slots.values_mut() {
+            s.result = None;
+        }
+    }
+
+    fn try_propose(&mut self, out: &mut Vec<Effect>) {
+        if self.changing
+            || !self.is_primary()
+            || self.exec_pending.is_some()
+            || self.fetching_state.is_some()
+            || self.executed != self.next_seq
+            || self.next_seq < self.committed
+        {
+            return;
+        }
+        let seq = self.next_seq.next();
+        if !self.in_window(seq) {
+            return;
+        }
+        while self
+            .proposable
+            .front()
+            .is_some_and(|t| !self.pool_set.contains(t) || self.inflight.contains(t))
+        {
+            self.proposable.pop_front();
+        }
+        let mut txs = Vec::new();
+        let mut taken = BTreeSet::new();
+        let mut scanned = 0;
+        for t in &self.proposable {
+            if txs.len() == self.params.batch_size_max {
+                break;
+            }
+            scanned += 1;
+            if self.pool_set.contains(t) && !self.inflight.contains(t) && taken.insert(*t) {
+                txs.push(*t);
+            }
+        }
+        if txs.is_empty() {
+            return;
+        }
+        if txs.len() < self.params.batch_size_max && !self.batch_due {
+            // RBFT: a partial batch waits for the batch timeout.
+            if !self.batch_armed {
+                self.batch_armed = true;
+                self.set_timer(Timer::Batch, self.params.batch_timeout_ms, out);
+            }
+            return;
+        }
+        self.proposable.drain(..scanned);
+        self.batch_due = false;
+        if !self.proposable.is_empty() && !self.batch_armed {
+            self.batch_armed = true;
+            self.set_timer(Timer::Batch, self.params.batch_timeout_ms, out);
+        }
+        let token = self.token();
+        let batch = Batch { txs };
+        out.push(Effect::Execute { seq, token, batch: batch.clone() });
+        self.exec_pending = Some((seq, token, ExecPurpose::Propose(batch)));
+    }
+
+    fn try_deliver(&mut self, out: &mut Vec<Effect>) {
+        loop {
+            let next = self.committed.next();
+            if self.executed < next {
+                return;
+            }
+            let q = self.q();
+            let mut found = None;
+            for ((_, view), slot) in self.slots.range((next, View(0))..=(next, View(u64::MAX))) {
+                let (Some(result), Some((env, bd))) = (slot.result, &slot.pre_prepare) else {
+                    continue;
+                };
+                let block = block_digest(&self.verifier, next, bd, &result);
+                let sigs: Vec<_> = slot
+                    .commits
+                    .iter()
+                    .filter(|(_, (d, _))| *d == block)
+                    .map(|(id, (_, e))| (*id, e.signature.clone()))
+                    .collect();
+                if sigs.len() >= q {
+                    let Message::PrePrepare(pp) = &env.message else {
+                        continue;
+                    };
+                    let certificate =
+                        CommitCertificate { view: *view, seq: next, block, signatures: sigs };
+                    found = Some((pp.batch.clone(), result, certificate));
+                    break;
+                }
+            }
+            let Some((batch, result, certificate)) = found else {
+                return;
+            };
+            self.deliver(next, batch, result, certificate, out);
+        }
+    }
+
+    fn deliver(
+        &mut self,
+        seq: SeqNo,
+        batch: Batch,
+        result: Digest,
+        certificate: CommitCertificate,
+        out: &mut Vec<Effect>,
+    ) {
+        self.committed = seq;
+        if self.executed < seq {
+            self.executed = seq;
+        }
+        if self.next_seq < seq {
+            self.next_seq = seq;
+        }
+        for tx in &batch.txs {
+            self.note_committed_tx(*tx);
+        }
+        self.catch_up.remove(&seq);
+        out.push(Effect::Commit {
+            seq,
+            batch: batch.clone(),
+            result,
+            certificate: certificate.clone(),
+        });
+        self.committed_log.insert(seq, CommittedEntry { batch, result, certificate });
+        self.reset_request_watch(out);
+        if seq.0 % self.params.checkpoint_interval == 0 {
+            self.vote(Message::Checkpoint(Checkpoint { seq, state: result }), out);
+        }
+        self.check_stable(seq, out);
+        if let Some(p) = self.pending_stable.take() {
+            if p.seq <= self.committed {
+                self.adopt_checkpoint(p, false, out);
+            } else {
+                self.pending_stable = Some(p);
+            }
+        }
+    }
+
+    fn note_committed_tx(&mut self, tx: Digest) {
+        if self.pool_set.remove(&tx) && self.pool.len() > 2 * self.pool_set.len() + 64 {
+            // Amortised compaction: stale entries are otherwise skipped lazily.
+            let live = &self.pool_set;
+            self.pool.retain(|t| live.contains(t));
+        }
+        if self.proposable.len() > 2 * self.pool_set.len() + 64 {
+            let live = &self.pool_set;
+            self.proposable.retain(|t| live.contains(t));
+        }
+        self.inflight.remove(&tx);
+        if self.committed_txs.insert(tx) {
+            self.committed_txs_order.push_back(tx);
+            if self.committed_txs_order.len() > DEDUP_TXS_MAX {
+                if let Some(old) = self.committed_txs_order.pop_front() {
+                    self.committed_txs.remove(&old);
+                }
+            }
+        }
+    }
+
+    // ----- checkpoints (§4.3) ------------------------------------------------------------------
+
+    fn on_checkpoint(&mut self, env: Envelope, c: Checkpoint, out: &mut Vec<Effect>) {
+        if c.seq <= self.low
+            || c.seq.0 > self.low.0.saturating_add(self.params.window)
+            || c.seq.0 % self.params.checkpoint_interval != 0
+        {
+            return;
+        }
+        self.checkpoints.entry(c.seq).or_default().insert(env.from, (c.state, env));
+        self.check_stable(c.seq, out);
+    }
+
+    fn check_stable(&mut self, seq: SeqNo, out: &mut Vec<Effect>) {
+        let Some(votes) = self.checkpoints.get(&seq) else {
+            return;
+        };
+        let mut by_state: BTreeMap<Digest, Vec<Envelope>> = BTreeMap::new();
+        for (state, e) in votes.values() {
+            by_state.entry(*state).or_default().push(e.clone());
+        }
+        let q = self.q();
+        let Some((state, signed)) = by_state.into_iter().find(|(_, v)| v.len() >= q) else {
+            return;
+        };
+        let proof = CheckpointProof { seq, state, signed };
+        self.adopt_checkpoint(proof, false, out);
+    }
+
+    /// A valid stable-checkpoint proof: make it ours if we reached it; if we are behind, fetch
+    /// its state now (`now`) or when the fetch timer finds us still behind (RBFT's fetch
+    /// checkpoint timeout), so that a replica only briefly behind is not sent into a transfer.
+    fn adopt_checkpoint(&mut self, proof: CheckpointProof, now: bool, out: &mut Vec<Effect>) {
+        if proof.seq <= self.low {
+            return;
+        }
+        if proof.seq <= self.committed {
+            let ours = if self.restored_state.0 == proof.seq {
+                Some(self.restored_state.1)
+            } else {
+                self.committed_log.get(&proof.seq).map(|e| e.result)
+            };
+            if ours == Some(proof.state) {
+                self.make_stable(proof, out);
+            }
+            return;
+        }
+        if !now {
+            if self.pending_stable.as_ref().is_none_or(|p| p.seq < proof.seq) {
+                self.pending_stable = Some(proof);
+            }
+            return;
+        }
+        if self.fetching_state.as_ref().is_some_and(|p| p.seq >= proof.seq) {
+            return;
+        }
+        // §5.3.2 state transfer: we are behind a stable checkpoint.
+        self.rollback(out);
+        out.push(Effect::FetchState { seq: proof.seq, state: proof.state });
+        self.fetching_state = Some(proof);
+    }
+
+    fn make_stable(&mut self, proof: CheckpointProof, out: &mut Vec<Effect>) {
+        let seq = proof.seq;
+        self.low = seq;
+        self.stable = proof.clone();
+        out.push(Effect::Persist(WalRecord::Stable(proof)));
+        self.slots.retain(|(s, _), _| *s > seq);
+        self.checkpoints.retain(|s, _| *s > seq);
+        self.own_checkpoints.retain(|s, _| *s > seq);
+        self.committed_log.retain(|s, _| *s > seq);
+        self.catch_up.retain(|s, _| *s > seq);
+        self.voted.retain(|(s, _, _), _| *s > seq);
+    }
+
+    fn verify_checkpoint_proof(&self, p: &CheckpointProof) -> Result<(), Error> {
+        if p.seq == SeqNo(0) {
+            return if p.state == self.config.genesis_state() && p.signed.is_empty() {
+                Ok(())
+            } else {
+                Err(Error::Proof("bad genesis checkpoint"))
+            };
+        }
+        if p.seq.0 % self.params.checkpoint_interval != 0 {
+            return Err(Error::Proof("checkpoint off the interval"));
+        }
+        let mut seen = BTreeSet::new();
+        for e in &p.signed {
+            match &e.message {
+                Message::Checkpoint(c) if c.seq == p.seq && c.state == p.state => {}
+                _ => return Err(Error::Proof("checkpoint proof mixes checkpoints")),
+            }
+            if !seen.insert(e.from) || !self.verify_env(e) {
+                return Err(Error::Signature(e.from));
+            }
+        }
+        if seen.len() < self.q() {
+            return Err(Error::Proof("checkpoint proof below quorum"));
+        }
+        Ok(())
+    }
+
+    // ----- catch-up --------------------------------------------------------------------------
+
+    fn on_fetch(&mut self, from: NodeId, after: SeqNo, view: View, out: &mut Vec<Effect>) {
+        if view < self.view && !self.changing {
+            if let Some(nv) = &self.last_new_view {
+                out.push(Effect::Send { to: from, envelope: nv.clone() });
+            }
+        }
+        if after >= self.committed {
+            return;
+        }
+        let checkpoint = (after < self.low).then(|| self.stable.clone());
+        let start = if after < self.low { self.low } else { after };
+        let entries: Vec<CommittedEntry> = self
+            .committed_log
+            .range(start.next()..)
+            .take(self.params.fetch_entries_max)
+            .map(|(_, e)| e.clone())
+            .collect();
+        let env = Envelope {
+            from: self.id,
+            message: Message::Entries(Entries { checkpoint, entries }),
+            signature: Default::default(),
+        };
+        out.push(Effect::Send { to: from, envelope: env });
+    }
+
+    fn on_entries(&mut self, e: Entries, out: &mut Vec<Effect>) {
+        if let Some(p) = e.checkpoint {
+            if p.seq > self.committed && self.verify_checkpoint_proof(&p).is_ok() {
+                self.adopt_checkpoint(p, true, out);
+            }
+        }
+        let horizon = self.committed.0.saturating_add(2 * self.params.fetch_entries_max as u64);
+        for entry in e.entries {
+            let seq = entry.certificate.seq;
+            if seq <= self.committed || seq.0 > horizon || self.catch_up.contains_key(&seq) {
+                continue;
+            }
+            if self.verify_certificate(&entry).is_ok() {
+                self.catch_up.insert(seq, entry);
+            }
+        }
+    }
+
+    /// Checks a commit certificate against its entry: `Q` distinct members signed the commit
+    /// for `block_digest(seq, batch, result)`.
+    fn verify_certificate(&self, entry: &CommittedEntry) -> Result<(), Error> {
+        let c = &entry.certificate;
+        let bd = self.bdigest(&entry.batch);
+        if block_digest(&self.verifier, c.seq, &bd, &entry.result) != c.block {
+            return Err(Error::Proof("certificate for another block"));
+        }
+        verify_certificate(&self.config, &self.verifier, c)
+    }
+
+    // ----- view change (§4.4, §4.5) --------------------------------------------------------------
+
+    fn start_view_change(&mut self, target: View, out: &mut Vec<Effect>) {
+        if target <= self.view {
+            return;
+        }
+        self.view = target;
+        self.changing = true;
+        self.vc_attempts = self.vc_attempts.saturating_add(1);
+        self.nv_build = None;
+        self.batch_due = false;
+        out.push(Effect::Persist(WalRecord::View { view: target, changing: true }));
+        for t in [Timer::Batch, Timer::Request, Timer::NullRequest, Timer::Heartbeat] {
+            out.push(Effect::CancelTimer(t));
+        }
+        let prepared = self.prepared_proofs();
+        let vc = ViewChange { view: target, checkpoint: self.stable.clone(), prepared };
+        self.sign(Message::ViewChange(vc), out);
+        self.nv_timer_armed = false;
+        out.push(Effect::CancelTimer(Timer::NewView));
+        self.set_timer(Timer::ViewChangeResend, self.params.view_change_resend_ms, out);
+        self.view_changes.retain(|_, (v, _)| *v >= target);
+    }
+
+    /// For each sequence number above the stable checkpoint, the prepared certificate of the
+    /// highest view we prepared it in (§4.4, the `P` component).
+    fn prepared_proofs(&self) -> Vec<PreparedProof> {
+        let mut best: BTreeMap<SeqNo, PreparedProof> = BTreeMap::new();
+        let need = self.q().saturating_sub(1);
+        for ((seq, view), slot) in &self.slots {
+            if !self.in_window(*seq) || *view >= self.view {
+                continue;
+            }
+            let Some((pp, d)) = &slot.pre_prepare else {
+                continue;
+            };
+            let prepares: Vec<Envelope> = slot
+                .prepares
+                .values()
+                .filter(|(pd, _)| pd == d)
+                .map(|(_, e)| e.clone())
+                .take(need)
+                .collect();
+            if prepares.len() < need {
+                continue;
+            }
+            // Slots iterate in (seq, view) order, so a later one has a higher view.
+            best.insert(*seq, PreparedProof { pre_prepare: pp.clone(), prepares });
+        }
+        best.into_values().collect()
+    }
+
+    fn verify_view_change(&self, vc: &ViewChange) -> Result<(), Error> {
+        self.verify_checkpoint_proof(&vc.checkpoint)?;
+        let low = vc.checkpoint.seq;
+        let mut last = low;
+        for p in &vc.prepared {
+            let Message::PrePrepare(pp) = &p.pre_prepare.message else {
+                return Err(Error::Proof("prepared proof without pre-prepare"));
+            };
+            if pp.seq <= last || pp.seq.0 > low.0.saturating_add(self.params.window) {
+                return Err(Error::Window { seq: pp.seq, low });
+            }
+            last = pp.seq;
+            if pp.view >= vc.view {
+                return Err(Error::Proof("prepared in a view not below the new one"));
+            }
+            verify_prepared(&self.config, &self.verifier, p)?;
+        }
+        Ok(())
+    }
+
+    fn on_view_change(&mut self, env: Envelope, vc: ViewChange, out: &mut Vec<Effect>) {
+        if vc.view < self.view || (vc.view == self.view && !self.changing) {
+            // The sender is behind: show it the view we are in.
+            if !self.changing {
+                if let Some(nv) = &self.last_new_view {
+                    out.push(Effect::Send { to: env.from, envelope: nv.clone() });
+                }
+            }
+            if vc.checkpoint.seq < self.low {
+                let fetch = Envelope {
+                    from: self.id,
+                    message: Message::Entries(Entries {
+                        checkpoint: Some(self.stable.clone()),
+                        entries: vec![],
+                    }),
+                    signature: Default::default(),
+                };
+                out.push(Effect::Send { to: env.from, envelope: fetch });
+            }
+            return;
+        }
+        if self.view_changes.get(&env.from).is_some_and(|(v, _)| *v >= vc.view) {
+            return;
+        }
+        if self.verify_view_change(&vc).is_err() {
+            return;
+        }
+        self.view_changes.insert(env.from, (vc.view, env));
+        // §4.5.2: join once f + 1 replicas want a higher view, at the smallest view such that
+        // f + 1 of them want at least that.
+        let mut higher: Vec<View> = self
+            .view_changes
+            .iter()
+            .filter(|(id, (v, _))| **id != self.id && *v > self.view)
+            .map(|(_, (v, _))| *v)
+            .collect();
+        let f1 = self.f() + 1;
+        if higher.len() >= f1 {
+            higher.sort_unstable_by(|a, b| b.cmp(a));
+            let target = higher[f1 - 1];
+            self.start_view_change(target, out);
+        }
+        self.maybe_build_new_view(out);
+    }
+
+    /// §4.5.2: the new-view timer starts only once `N − f` replicas (us included) want this
+    /// view, so a lone replica that suspected the primary waits for the others instead of
+    /// running ahead through ever higher views.
+    fn maybe_arm_new_view_timer(&mut self, out: &mut Vec<Effect>) {
+        if !self.changing || self.nv_timer_armed {
+            return;
+        }
+        let n = self.view_changes.values().filter(|(v, _)| *v == self.view).count();
+        if n >= self.config.n() - self.f() && self.view_changes.contains_key(&self.id) {
+            self.nv_timer_armed = true;
+            let shift = self.vc_attempts.saturating_sub(1).min(6);
+            self.set_timer(Timer::NewView, self.params.new_view_timeout_ms << shift, out);
+        }
+    }
+
+    fn maybe_build_new_view(&mut self, out: &mut Vec<Effect>) {
+        self.maybe_arm_new_view_timer(out);
+        if !self.changing || !self.is_primary() || self.nv_build.is_some() {
+            return;
+        }
+        let need = self.config.n() - self.f();
+        let mut vcs: Vec<Envelope> = self
+            .view_changes
+            .iter()
+            .filter(|(_, (v, _))| *v == self.view)
+            .map(|(_, (_, e))| e.clone())
+            .collect();
+        if vcs.len() < need || !self.view_changes.contains_key(&self.id) {
+            return;
+        }
+        vcs.truncate(need);
+        let Ok((_, o)) = self.compute_o(&vcs) else {
+            return;
+        };
+        let view = self.view;
+        let mut build = NvBuild {
+            view,
+            view_changes: vcs,
+            pre_prepares: vec![None; o.len()],
+            tokens: BTreeMap::new(),
+        };
+        for (i, (seq, batch)) in o.into_iter().enumerate() {
+            let pp = PrePrepare { view, seq, batch, result: None };
+            if let Some(t) = self.vote(Message::PrePrepare(pp), out) {
+                build.tokens.insert(t, i);
+            }
+        }
+        let done = build.tokens.is_empty();
+        let nv = NewView { view, view_changes: build.view_changes.clone(), pre_prepares: vec![] };
+        self.nv_build = Some(build);
+        if done {
+            self.sign(Message::NewView(nv), out);
+        }
+    }
+
+    /// The new view's starting checkpoint and its O set (§4.4): for every sequence number
+    /// between the highest checkpoint and the highest prepared one, the batch prepared in the
+    /// highest view, or the null batch. Primary and backups compute it alike.
+    fn compute_o(&self, vcs: &[Envelope]) -> Result<(CheckpointProof, Vec<(SeqNo, Batch)>), Error> {
+        let mut cp: Option<&CheckpointProof> = None;
+        let mut proofs: Vec<&PreparedProof> = Vec::new();
+        for e in vcs {
+            let Message::ViewChange(vc) = &e.message else {
+                return Err(Error::Proof("not a view change"));
+            };
+            if cp.is_none_or(|c| vc.checkpoint.seq > c.seq) {
+                cp = Some(&vc.checkpoint);
+            }
+            proofs.extend(vc.prepared.iter());
+        }
+        let Some(cp) = cp else {
+            return Err(Error::Proof("no view changes"));
+        };
+        let min_s = cp.seq;
+        let mut chosen: BTreeMap<SeqNo, (View, Digest, Batch)> = BTreeMap::new();
+        for p in proofs {
+            let Message::PrePrepare(pp) = &p.pre_prepare.message else {
+                continue;
+            };
+            if pp.seq <= min_s || pp.seq.0 > min_s.0.saturating_add(self.params.window) {
+                continue;
+            }
+            let d = self.bdigest(&pp.batch);
+            let better = match chosen.get(&pp.seq) {
+                None => true,
+                Some((v, cd, _)) => pp.view > *v || (pp.view == *v && d < *cd),
+            };
+            if better {
+                chosen.insert(pp.seq, (pp.view, d, pp.batch.clone()));
+            }
+        }
+        let max_s = chosen.keys().next_back().copied().unwrap_or(min_s);
+        let mut o = Vec::new();
+        let mut s = min_s.next();
+        while s <= max_s {
+            let batch = chosen.remove(&s).map(|(_, _, b)| b).unwrap_or_default();
+            o.push((s, batch));
+            s = s.next();
+        }
+        Ok((cp.clone(), o))
+    }
+
+    fn on_new_view(&mut self, env: Envelope, nv: NewView, out: &mut Vec<Effect>) {
+        if nv.view < self.view || (nv.view == self.view && !self.changing) {
+            return;
+        }
+        if env.from != self.config.primary(nv.view) {
+            return;
+        }
+        let Ok(cp) = self.verify_new_view(&nv) else {
+            return;
+        };
+        self.enter_view(env, nv, cp, out);
+    }
+
+    fn verify_new_view(&self, nv: &NewView) -> Result<CheckpointProof, Error> {
+        let need = self.config.n() - self.f();
+        let mut seen = BTreeSet::new();
+        for e in &nv.view_changes {
+            let Message::ViewChange(vc) = &e.message else {
+                return Err(Error::Proof("new view holds a non-view-change"));
+            };
+            if vc.view != nv.view || !seen.insert(e.from) || !self.verify_env(e) {
+                return Err(Error::Proof("bad view change in new view"));
+            }
+            self.verify_view_change(vc)?;
+        }
+        if seen.len() < need {
+            return Err(Error::Proof("new view below N - f view changes"));
+        }
+        // §4.4: backups recompute O and accept only the same.
+        let (cp, o) = self.compute_o(&nv.view_changes)?;
+        if o.len() != nv.pre_prepares.len() {
+            return Err(Error::Proof("O set differs"));
+        }
+        let primary = self.config.primary(nv.view);
+        for ((seq, batch), e) in o.iter().zip(&nv.pre_prepares) {
+            let Message::PrePrepare(pp) = &e.message else {
+                return Err(Error::Proof("O set holds a non-pre-prepare"));
+            };
+            if e.from != primary
+                || pp.view != nv.view
+                || pp.seq != *seq
+                || pp.batch != *batch
+                || pp.result.is_some()
+                || !self.verify_env(e)
+            {
+                return Err(Error::Proof("O set differs"));
+            }
+        }
+        Ok(cp)
+    }
+
+    fn enter_view(
+        &mut self,
+        env: Envelope,
+        nv: NewView,
+        cp: CheckpointProof,
+        out: &mut Vec<Effect>,
+    ) {
+        self.view = nv.view;
+        self.changing = false;
+        self.vc_attempts = 0;
+        self.nv_build = None;
+        self.my_view_change = None;
+        out.push(Effect::Persist(WalRecord::View { view: nv.view, changing: false }));
+        out.push(Effect::Persist(WalRecord::Accepted(env.clone())));
+        self.last_new_view = Some(env);
+        let view = nv.view;
+        self.view_changes.retain(|_, (v, _)| *v > view);
+        out.push(Effect::ViewChanged { view, primary: self.config.primary(view) });
+        // Speculative execution above the committed height belongs to the old view.
+        self.rollback(out);
+        self.inflight.clear();
+        self.batch_due = false;
+        if cp.seq > self.low {
+            self.adopt_checkpoint(cp.clone(), true, out);
+        }
+        let mut max_s = cp.seq.max(self.committed);
+        for pe in nv.pre_prepares {
+            let Message::PrePrepare(pp) = &pe.message else {
+                continue;
+            };
+            let (seq, batch) = (pp.seq, pp.batch.clone());
+            max_s = max_s.max(seq);
+            if !self.in_window(seq) {
+                continue;
+            }
+            for tx in &batch.txs {
+                self.inflight.insert(*tx);
+            }
+            let d = self.bdigest(&batch);
+            let committed_result = self
+                .committed_log
+                .get(&seq)
+                .filter(|e| self.bdigest(&e.batch) == d)
+                .map(|e| e.result);
+            let slot = self.slots.entry((seq, view)).or_default();
+            slot.pre_prepare = Some((pe.clone(), d));
+            if seq <= self.committed {
+                // Already committed here; vote again in the new view so others can commit.
+                slot.result = committed_result;
+            }
+            self.send_prepare(seq, view, d, out);
+            self.after_vote(seq, view, out);
+        }
+        self.next_seq = max_s;
+        // Everything pending that the O set does not carry is proposable again.
+        let mut seen = BTreeSet::new();
+        self.proposable = self
+            .pool
+            .iter()
+            .filter(|t| {
+                self.pool_set.contains(*t) && !self.inflight.contains(*t) && seen.insert(**t)
+            })
+            .copied()
+            .collect();
+        self.arm_normal_timers(out);
+    }
+}
+
+/// Checks a prepared certificate: a pre-prepare signed by its view's primary and `Q − 1`
+/// matching prepares from distinct other members.
+pub fn verify_prepared(
+    config: &Config,
+    verifier: &dyn Verifier,
+    p: &PreparedProof,
+) -> Result<(), Error> {
+    let Message::PrePrepare(pp) = &p.pre_prepare.message else {
+        return Err(Error::Proof("prepared proof without pre-prepare"));
+    };
+    let primary = config.primary(pp.view);
+    if p.pre_prepare.from != primary || !verify_one(config, verifier, &p.pre_prepare) {
+        return Err(Error::Signature(p.pre_prepare.from));
+    }
+    let d = batch_digest(verifier, &pp.batch);
+    let mut seen = BTreeSet::new();
+    for e in &p.prepares {
+        match &e.message {
+            Message::Prepare(v) if v.view == pp.view && v.seq == pp.seq && v.digest == d => {}
+            _ => return Err(Error::Proof("prepare does not match")),
+        }
+        if e.from == primary || !seen.insert(e.from) || !verify_one(config, verifier, e) {
+            return Err(Error::Signature(e.from));
+        }
+    }
+    if seen.len() + 1 < config.quorum() {
+        return Err(Error::Proof("prepared proof below quorum"));
+    }
+    Ok(())
+}
+
+/// Checks a commit certificate: `Q` distinct members signed the commit vote for its block.
+/// Anyone holding the configuration can run it (DESIGN §4).
+pub fn verify_certificate(
+    config: &Config,
+    verifier: &dyn Verifier,
+    c: &CommitCertificate,
+) -> Result<(), Error> {
+    let message = Message::Commit(Vote { view: c.view, seq: c.seq, digest: c.block });
+    let mut seen = BTreeSet::new();
+    for (id, sig) in &c.signatures {
+        let Some(key) = config.key(*id) else {
+            return Err(Error::NotMember(*id));
+        };
+        if !seen.insert(*id) {
+            return Err(Error::Proof("duplicate signer"));
+        }
+        if verifier.verify(key, &signing_payload(*id, &message), sig) != Verification::Valid {
+            return Err(Error::Signature(*id));
+        }
+    }
+    if seen.len() < config.quorum() {
+        return Err(Error::Proof("certificate below quorum"));
+    }
+    Ok(())
+}
+
+fn verify_one(config: &Config, verifier: &dyn Verifier, e: &Envelope) -> bool {
+    let Some(key) = config.key(e.from) else {
+        return false;
+    };
+    verifier.verify(key, &signing_payload(e.from, &e.message), &e.signature) == Verification::Valid
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{Member, PublicKey, Signature};
+
+    /// Not cryptography: a deterministic stand-in so that the core's tests need no crypto
+    /// crate. A "signature" is the digest of the key and the payload.
+    struct TestVerifier;
+
+    fn fnv(seed: u64, bytes: &[u8]) -> u64 {
+        let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed;
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h
+    }
+
+    impl Verifier for TestVerifier {
+        fn digest(&self, bytes: &[u8]) -> Digest {
+            let mut d = [0u8; 32];
+            for (i, chunk) in d.chunks_mut(8).enumerate() {
+                chunk.copy_from_slice(&fnv(i as u64, bytes).to_be_bytes());
+            }
+            Digest(d)
+        }
+        fn verify(&self, key: &PublicKey, payload: &[u8], sig: &Signature) -> Verification {
+            if sign_with(key, payload) == *sig {
+                Verification::Valid
+            } else {
+                Verification::Invalid
+            }
+        }
+    }
+
+    fn sign_with(key: &PublicKey, payload: &[u8]) -> Signature {
+        let mut b = key.0.clone();
+        b.extend_from_slice(payload);
+        Signature(TestVerifier.digest(&b).0.to_vec())
+    }
+
+    fn key(i: u32) -> PublicKey {
+        PublicKey(vec![i as u8; 4])
+    }
+
+    fn config(n: u32) -> Config {
+        let members = (0..n).map(|i| Member { id: NodeId(i), public_key: key(i) }).collect();
+        Config::new(members, Digest([7; 32])).unwrap()
+    }
+
+    fn signed(from: u32, message: Message) -> Envelope {
+        let signature = sign_with(&key(from), &signing_payload(NodeId(from), &message));
+        Envelope { from: NodeId(from), message, signature }
+    }
+
+    fn engine(id: u32) -> Engine<TestVerifier> {
+        let params = Params { checkpoint_interval: 4, window: 8, ..Params::default() };
+        let mut e = Engine::new(NodeId(id), config(4), params, TestVerifier).unwrap();
+        let _ = e.handle(Input::Restore {
+            records: vec![],
+            committed: SeqNo(0),
+            state: Digest([7; 32]),
+            recent: vec![],
+        });
+        e
+    }
+
+    fn batch(x: u8) -> Batch {
+        Batch { txs: vec![Digest([x; 32])] }
+    }
+
+    fn pre_prepare(view: u64, seq: u64, b: Batch, result: Option<Digest>) -> Envelope {
+        let primary = (view % 4) as u32;
+        signed(
+            primary,
+            Message::PrePrepare(PrePrepare { view: View(view), seq: SeqNo(seq), batch: b, result }),
+        )
+    }
+
+    fn prepared(view: u64, seq: u64, b: Batch, by: &[u32]) -> PreparedProof {
+        let d = batch_digest(&TestVerifier, &b);
+        let prepares = by
+            .iter()
+            .map(|i| {
+                signed(*i, Message::Prepare(Vote { view: View(view), seq: SeqNo(seq), digest: d }))
+            })
+            .collect();
+        PreparedProof { pre_prepare: pre_prepare(view, seq, b, Some(Digest([1; 32]))), prepares }
+    }
+
+    fn genesis() -> CheckpointProof {
+        CheckpointProof { seq: SeqNo(0), state: Digest([7; 32]), signed: vec![] }
+    }
+
+    fn view_change(from: u32, view: u64, prepared: Vec<PreparedProof>) -> Envelope {
+        signed(
+            from,
+            Message::ViewChange(ViewChange { view: View(view), checkpoint: genesis(), prepared }),
+        )
+    }
+
+    #[test]
+    fn votes_are_persisted_before_they_are_signed_and_sent() {
+        // pbft.md list item 9; C&L §4.2 (a backup accepts the pre-prepare, then prepares).
+        let mut e = engine(1);
+        let out = e.handle(Input::Message(pre_prepare(0, 1, batch(1), Some(Digest([9; 32])))));
+        let intent = out
+            .iter()
+            .position(|x| matches!(x, Effect::Persist(WalRecord::Intent(Message::Prepare(_)))));
+        let sign = out.iter().position(|x| matches!(x, Effect::Sign { .. }));
+        assert!(intent.is_some() && intent < sign, "{out:?}");
+        let Some(Effect::Sign { token, payload }) = sign.map(|i| out[i].clone()) else {
+            unreachable!()
+        };
+        let out = e.handle(Input::Signed { token, signature: sign_with(&key(1), &payload) });
+        let persist = out.iter().position(|x| matches!(x, Effect::Persist(WalRecord::Accepted(_))));
+        let send = out.iter().position(|x| matches!(x, Effect::Broadcast(_)));
+        assert!(persist.is_some() && persist < send, "{out:?}");
+    }
+
+    #[test]
+    fn pre_prepares_outside_the_window_or_badly_signed_are_refused() {
+        // C&L §4.2: only sequence numbers in (h, h + L] are accepted.
+        let mut e = engine(1);
+        assert!(
+            e.handle(Input::Message(pre_prepare(0, 9, batch(1), Some(Digest([9; 32]))))).is_empty()
+        );
+        assert!(
+            e.handle(Input::Message(pre_prepare(0, 0, batch(1), Some(Digest([9; 32]))))).is_empty()
+        );
+        let mut forged = pre_prepare(0, 1, batch(1), Some(Digest([9; 32])));
+        forged.signature.0[0] ^= 1;
+        assert!(e.handle(Input::Message(forged)).is_empty());
+        // Not from the primary of view 0.
+        let wrong = signed(
+            2,
+            Message::PrePrepare(PrePrepare {
+                view: View(0),
+                seq: SeqNo(1),
+                batch: batch(1),
+                result: Some(Digest([9; 32])),
+            }),
+        );
+        assert!(e.handle(Input::Message(wrong)).is_empty());
+    }
+
+    #[test]
+    fn second_pre_prepare_for_a_slot_gets_no_second_prepare() {
+        // C&L §4.2: at most one pre-prepare per (view, seq) is accepted.
+        let mut e = engine(1);
+        let _ = e.handle(Input::Message(pre_prepare(0, 1, batch(1), Some(Digest([9; 32])))));
+        let out = e.handle(Input::Message(pre_prepare(0, 1, batch(2), Some(Digest([9; 32])))));
+        assert!(!out.iter().any(|x| matches!(x, Effect::Sign { .. })), "{out:?}");
+    }
+
+    #[test]
+    fn o_set_takes_the_highest_view_and_fills_gaps_with_null_requests() {
+        // C&L §4.4: for each n the request prepared in the highest view; null where none.
+        let e = engine(1);
+        let vcs = vec![
+            view_change(1, 2, vec![prepared(0, 1, batch(0xa), &[1, 2])]),
+            view_change(
+                2,
+                2,
+                vec![prepared(1, 1, batch(0xb), &[2, 3]), prepared(0, 3, batch(0xc), &[1, 3])],
+            ),
+            view_change(3, 2, vec![]),
+        ];
+        let (cp, o) = e.compute_o(&vcs).unwrap();
+        assert_eq!(cp.seq, SeqNo(0));
+        assert_eq!(
+            o,
+            vec![(SeqNo(1), batch(0xb)), (SeqNo(2), Batch::default()), (SeqNo(3), batch(0xc))]
+        );
+    }
+
+    #[test]
+    fn new_view_must_carry_the_recomputed_o_set() {
+        // C&L §4.4: backups recompute O from the view changes and refuse anything else.
+        let e = engine(1);
+        let vcs = vec![
+            view_change(1, 1, vec![prepared(0, 1, batch(0xa), &[1, 2])]),
+            view_change(2, 1, vec![]),
+            view_change(3, 1, vec![]),
+        ];
+        let pp = |b| {
+            signed(
+                1,
+                Message::PrePrepare(PrePrepare {
+                    view: View(1),
+                    seq: SeqNo(1),
+                    batch: b,
+                    result: None,
+                }),
+            )
+        };
+        let good = NewView {
+            view: View(1),
+            view_changes: vcs.clone(),
+            pre_prepares: vec![pp(batch(0xa))],
+        };
+        assert!(e.verify_new_view(&good).is_ok());
+        let swapped = NewView { pre_prepares: vec![pp(batch(0xd))], ..good.clone() };
+        assert!(e.verify_new_view(&swapped).is_err());
+        let dropped = NewView { pre_prepares: vec![], ..good.clone() };
+        assert!(e.verify_new_view(&dropped).is_err());
+        let short = NewView { view_changes: vcs[..2].to_vec(), ..good };
+        assert!(e.verify_new_view(&short).is_err(), "N - f = 3 view changes are needed");
+    }
+
+    #[test]
+    fn prepared_proof_below_quorum_or_with_the_primary_as_preparer_is_refused() {
+        // Q = 3 at N = 4: the pre-prepare and Q - 1 = 2 prepares from backups.
+        let c = config(4);
+        assert!(verify_prepared(&c, &TestVerifier, &prepared(0, 1, batch(1), &[1, 2])).is_ok());
+        assert!(verify_prepared(&c, &TestVerifier, &prepared(0, 1, batch(1), &[1])).is_err());
+        assert!(verify_prepared(&c, &TestVerifier, &prepared(0, 1, batch(1), &[0, 1])).is_err());
+        assert!(verify_prepared(&c, &TestVerifier, &prepared(0, 1, batch(1), &[1, 1])).is_err());
+    }
+
+    #[test]
+    fn lone_suspicion_does_not_climb_views() {
+        // C&L §4.5.2: the new-view timer only starts after N - f view changes, so a replica
+        // alone in suspecting the primary stays at view 1.
+        let mut e = engine(1);
+        let out = e.handle(Input::Timeout(Timer::NullRequest));
+        assert!(e.is_changing_view() && e.view() == View(1));
+        assert!(!out.iter().any(|x| matches!(x, Effect::SetTimer { timer: Timer::NewView, .. })));
+        let out = e.handle(Input::Timeout(Timer::NewView));
+        assert_eq!(e.view(), View(1), "{out:?}");
+    }
+
+    #[test]
+    fn view_change_reports_the_prepared_certificate_of_the_highest_view() {
+        // C&L §4.4: P holds, for each n, the certificate of the highest view it prepared in.
+        // Seq 1 prepared with batch A in view 0 and batch B in view 1, from the WAL.
+        let mut records = vec![];
+        for (view, b) in [(0u64, batch(0xa)), (1, batch(0xb))] {
+            let p = prepared(view, 1, b, &[2, 3]);
+            records.push(WalRecord::Accepted(p.pre_prepare.clone()));
+            records.extend(p.prepares.into_iter().map(WalRecord::Accepted));
+        }
+        records.push(WalRecord::View { view: View(2), changing: true });
+        let params = Params { checkpoint_interval: 4, window: 8, ..Params::default() };
+        let mut e = Engine::new(NodeId(3), config(4), params, TestVerifier).unwrap();
+        let out = e.handle(Input::Restore {
+            records,
+            committed: SeqNo(0),
+            state: Digest([7; 32]),
+            recent: vec![],
+        });
+        assert!(e.is_changing_view() && e.view() == View(2));
+        let Some(Effect::Sign { token, payload }) =
+            out.into_iter().find(|x| matches!(x, Effect::Sign { .. }))
+        else {
+            panic!("no view change signed");
+        };
+        let out = e.handle(Input::Signed { token, signature: sign_with(&key(3), &payload) });
+        let vc = out.iter().find_map(|x| match x {
+            Effect::Broadcast(Envelope { message: Message::ViewChange(vc), .. }) => {
+                Some(vc.clone())
+            }
+            _ => None,
+        });
+        let vc = vc.expect("view change broadcast");
+        assert_eq!(vc.prepared.len(), 1);
+        let Message::PrePrepare(pp) = &vc.prepared[0].pre_prepare.message else { unreachable!() };
+        assert_eq!((pp.view, &pp.batch), (View(1), &batch(0xb)));
+    }
+
+    #[test]
+    fn messages_from_non_members_are_ignored() {
+        // A removed (or never admitted) node that keeps talking: its key is not in the
+        // configuration, so even well-formed, self-consistently signed votes do nothing.
+        let mut e = engine(1);
+        let outsider = |m: Message| {
+            let signature = sign_with(&key(9), &signing_payload(NodeId(9), &m));
+            Envelope { from: NodeId(9), message: m, signature }
+        };
+        let vote = Vote { view: View(0), seq: SeqNo(1), digest: Digest([1; 32]) };
+        for m in [
+            Message::Prepare(vote),
+            Message::Commit(vote),
+            Message::Checkpoint(Checkpoint { seq: SeqNo(4), state: Digest([1; 32]) }),
+            Message::Fetch { after: SeqNo(0), view: View(0) },
+            Message::ViewChange(ViewChange {
+                view: View(1),
+                checkpoint: genesis(),
+                prepared: vec![],
+            }),
+        ] {
+            assert!(e.handle(Input::Message(outsider(m))).is_empty());
+        }
+        assert!(!e.is_changing_view());
+    }
+
+    #[test]
+    fn joins_a_view_change_after_f_plus_one() {
+        // C&L §4.5.2: f + 1 = 2 view changes for higher views make a replica join.
+        let mut e = engine(3);
+        let _ = e.handle(Input::Message(view_change(1, 1, vec![])));
+        assert!(!e.is_changing_view());
+        let _ = e.handle(Input::Message(view_change(2, 1, vec![])));
+        assert!(e.is_changing_view() && e.view() == View(1));
+    }
+}

@@ -1,0 +1,237 @@
+//! Protocol quantities, the configuration and the crypto traits the core calls through.
+
+use core::fmt;
+
+use crate::error::Error;
+
+/// A replica's identity in the configuration.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct NodeId(pub u32);
+
+/// A view number; the primary of view `v` is the member at index `v mod N`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default)]
+pub struct View(pub u64);
+
+/// A sequence number: the height of a batch in the ledger.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default)]
+pub struct SeqNo(pub u64);
+
+impl View {
+    /// The next view.
+    pub fn next(self) -> Self {
+        Self(self.0.saturating_add(1))
+    }
+}
+
+impl SeqNo {
+    /// The next sequence number.
+    pub fn next(self) -> Self {
+        Self(self.0.saturating_add(1))
+    }
+}
+
+/// A 32-byte digest (SM3 in production, computed through [`Verifier::digest`]).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Digest(pub [u8; 32]);
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in &self.0[..4] {
+            write!(f, "{b:02x}")?;
+        }
+        f.write_str("..")
+    }
+}
+
+/// Longest signature the wire carries (a DER SM2 signature is at most 72 bytes).
+pub const SIGNATURE_MAX_LEN: usize = 72;
+
+/// A signature as bytes; its scheme is the [`Verifier`]'s business.
+#[derive(Clone, PartialEq, Eq, Hash, Default, Debug)]
+pub struct Signature(pub Vec<u8>);
+
+/// A member's public key as bytes (65-byte uncompressed SEC1 for SM2).
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct PublicKey(pub Vec<u8>);
+
+/// The outcome of a signature check. Not a `bool`, so that it is never confused with one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Verification {
+    /// The signature is valid for this key and payload.
+    Valid,
+    /// It is not.
+    Invalid,
+}
+
+/// Hashing and signature verification, supplied by the host (SM3/SM2 through `vpbox-sm` in
+/// production). The core never signs: it asks the host with
+/// [`Effect::Sign`](crate::Effect::Sign).
+pub trait Verifier {
+    /// The digest of `bytes`.
+    fn digest(&self, bytes: &[u8]) -> Digest;
+    /// Checks `sig` over `payload` (already domain-separated by the caller's scheme) for `key`.
+    fn verify(&self, key: &PublicKey, payload: &[u8], sig: &Signature) -> Verification;
+}
+
+/// The fault bound for `n` replicas: `f = ⌊(n − 1) / 3⌋`.
+pub fn max_faulty(n: usize) -> usize {
+    n.saturating_sub(1) / 3
+}
+
+/// Hyperchain's quorum `Q = ⌈(n + f + 1) / 2⌉`. Two quorums intersect in at least `f + 1`
+/// replicas, one of them honest, for every `n`, not only `n = 3f + 1`.
+pub fn quorum(n: usize) -> usize {
+    (n + max_faulty(n) + 1).div_ceil(2)
+}
+
+/// A member of the configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Its identity.
+    pub id: NodeId,
+    /// Its consensus public key.
+    pub public_key: PublicKey,
+}
+
+/// Timeouts and sizes; the defaults are Hyperchain's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Params {
+    /// A batch is cut when it holds this many transactions.
+    pub batch_size_max: usize,
+    /// ...or when this much time has passed since the first one arrived.
+    pub batch_timeout_ms: u64,
+    /// Checkpoint interval `K`.
+    pub checkpoint_interval: u64,
+    /// Window size `L`: only sequence numbers in `(h, h + L]` are accepted. A multiple of `K`.
+    pub window: u64,
+    /// How long a backup lets a known request wait before suspecting the primary.
+    pub request_timeout_ms: u64,
+    /// How long a backup waits to hear anything from the primary.
+    pub null_request_timeout_ms: u64,
+    /// How often an idle primary sends a heartbeat.
+    pub heartbeat_interval_ms: u64,
+    /// Base wait for a new view; doubles after every view change that fails.
+    pub new_view_timeout_ms: u64,
+    /// How often a view-change message is re-sent while no new view arrives.
+    pub view_change_resend_ms: u64,
+    /// How often a node that is behind or waiting asks its peers for committed entries.
+    pub fetch_timeout_ms: u64,
+    /// Most committed entries sent in one reply to a fetch.
+    pub fetch_entries_max: usize,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Self {
+            batch_size_max: 500,
+            batch_timeout_ms: 500,
+            checkpoint_interval: 10,
+            window: 40,
+            request_timeout_ms: 6_000,
+            null_request_timeout_ms: 9_000,
+            heartbeat_interval_ms: 3_000,
+            new_view_timeout_ms: 8_000,
+            view_change_resend_ms: 10_000,
+            fetch_timeout_ms: 5_000,
+            fetch_entries_max: 20,
+        }
+    }
+}
+
+/// The replica set, its keys and the genesis state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    members: Vec<Member>,
+    genesis_state: Digest,
+}
+
+impl Config {
+    /// A configuration of `members` (sorted by id, ids distinct) starting from `genesis_state`.
+    pub fn new(mut members: Vec<Member>, genesis_state: Digest) -> Result<Self, Error> {
+        if members.is_empty() {
+            return Err(Error::Config("no members"));
+        }
+        members.sort_by_key(|m| m.id);
+        if members.windows(2).any(|w| w[0].id == w[1].id) {
+            return Err(Error::Config("duplicate member id"));
+        }
+        Ok(Self { members, genesis_state })
+    }
+
+    /// The members, sorted by id.
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// `N`.
+    pub fn n(&self) -> usize {
+        self.members.len()
+    }
+
+    /// `f`.
+    pub fn f(&self) -> usize {
+        max_faulty(self.n())
+    }
+
+    /// `Q`.
+    pub fn quorum(&self) -> usize {
+        quorum(self.n())
+    }
+
+    /// The state digest before the first batch.
+    pub fn genesis_state(&self) -> Digest {
+        self.genesis_state
+    }
+
+    /// The primary of `view`.
+    pub fn primary(&self, view: View) -> NodeId {
+        let n = self.members.len() as u64;
+        // `members` is never empty (checked in `new`), so the index is in range.
+        let idx = (view.0 % n.max(1)) as usize;
+        self.members.get(idx).map_or(NodeId(0), |m| m.id)
+    }
+
+    /// The member's key, if `id` is a member.
+    pub fn key(&self, id: NodeId) -> Option<&PublicKey> {
+        self.members.iter().find(|m| m.id == id).map(|m| &m.public_key)
+    }
+
+    /// Whether `id` is a member.
+    pub fn is_member(&self, id: NodeId) -> bool {
+        self.key(id).is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hyperchain_quorum_for_common_sizes() {
+        // pbft.md, Hyperchain's rule: Q = ⌈(N+f+1)/2⌉.
+        assert_eq!((max_faulty(4), quorum(4)), (1, 3));
+        assert_eq!((max_faulty(5), quorum(5)), (1, 4));
+        assert_eq!((max_faulty(7), quorum(7)), (2, 5));
+        assert_eq!((max_faulty(8), quorum(8)), (2, 6));
+        assert_eq!((max_faulty(16), quorum(16)), (5, 11));
+    }
+
+    #[test]
+    fn two_quorums_share_an_honest_replica_and_honest_nodes_form_a_quorum() {
+        for n in 1..=64 {
+            let (f, q) = (max_faulty(n), quorum(n));
+            assert!(2 * q > n + f, "n={n}");
+            assert!(n - f >= q, "liveness needs N - f >= Q at n={n}");
+        }
+    }
+
+    #[test]
+    fn primary_rotates_through_sorted_members() {
+        let m = |i| Member { id: NodeId(i), public_key: PublicKey(vec![i as u8]) };
+        let c = Config::new(vec![m(7), m(3), m(5)], Digest::default()).unwrap();
+        assert_eq!(c.primary(View(0)), NodeId(3));
+        assert_eq!(c.primary(View(4)), NodeId(5));
+        assert!(Config::new(vec![m(1), m(1)], Digest::default()).is_err());
+    }
+}
