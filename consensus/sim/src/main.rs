@@ -25,6 +25,9 @@ struct Args {
     /// Transactions per seed.
     #[arg(long)]
     txs: Option<usize>,
+    /// Fault-plan generator version (recorded seeds keep theirs).
+    #[arg(long, default_value_t = vpbox_consensus_sim::PLAN_VERSION)]
+    plan: u32,
     /// Length of the fault phase in virtual ms.
     #[arg(long)]
     fault_ms: Option<u64>,
@@ -97,6 +100,7 @@ fn main() -> anyhow::Result<ExitCode> {
         if let Some(t) = args.fault_ms {
             cfg.fault_ms = t;
         }
+        cfg.plan = args.plan;
         let mut w = vpbox_consensus_sim::World::new(cfg)?;
         w.plan_random(faults);
         let o = w.run();
@@ -105,6 +109,9 @@ fn main() -> anyhow::Result<ExitCode> {
             args.nodes,
             faults.to_arg()
         );
+        if args.plan != vpbox_consensus_sim::PLAN_VERSION {
+            replay.push_str(&format!(" --plan {}", args.plan));
+        }
         for (flag, v) in [
             ("--steps", args.steps),
             ("--txs", args.txs.map(|t| t as u64)),

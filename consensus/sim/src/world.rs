@@ -142,7 +142,14 @@ pub struct SimConfig {
     pub heal_ms: u64,
     /// Engine parameters (shortened timeouts keep runs small).
     pub params: Params,
+    /// Version of the random fault-plan generator, so that recorded seeds keep replaying the
+    /// schedule they failed with: 1 = the original; 2 adds crashes at protocol moments, rolling
+    /// primary isolation, twins and liars.
+    pub plan: u32,
 }
+
+/// The fault-plan generator version new runs use.
+pub const PLAN_VERSION: u32 = 2;
 
 impl SimConfig {
     /// Defaults for a seed sweep.
@@ -156,6 +163,7 @@ impl SimConfig {
             fault_ms: 8_000,
             heal_ms: 120_000,
             params: sim_params(),
+            plan: PLAN_VERSION,
         }
     }
 }
@@ -494,7 +502,13 @@ impl World {
                 let i = self.rng.below(n as u64) as usize;
                 if !byz.contains(&i) {
                     byz.push(i);
-                    let k = Byzantine::ALL[self.rng.below(Byzantine::ALL.len() as u64) as usize];
+                    // Plan 1 knew the first six kinds only.
+                    let kinds = if self.cfg.plan >= 2 {
+                        Byzantine::ALL.len()
+                    } else {
+                        6
+                    };
+                    let k = Byzantine::ALL[self.rng.below(kinds as u64) as usize];
                     if self.trace {
                         eprintln!("byzantine n{i} {k:?}");
                     }
@@ -529,6 +543,45 @@ impl World {
                         self.crash(node, at, 500, false);
                     }
                 }
+            }
+        }
+        if self.cfg.plan >= 2 && faults.crash && self.rng.chance(0.5) {
+            // Crashes at protocol moments: right after a given vote or checkpoint goes out.
+            let phases = [
+                Phase::PrePrepare,
+                Phase::Prepare,
+                Phase::Commit,
+                Phase::Checkpoint,
+            ];
+            for _ in 0..self.rng.range(1, 3) {
+                let node = self.rng.below(n as u64) as usize;
+                let victim = if self.rng.chance(0.5) {
+                    node
+                } else {
+                    self.rng.below(n as u64) as usize
+                };
+                if byz.contains(&victim) {
+                    continue;
+                }
+                let phase = phases[self.rng.below(4) as usize];
+                let nth = self.rng.range(1, 6) as u32;
+                let restart_after_ms = self.rng.range(200, 4_000);
+                self.crash_on_send(CrashOnSend {
+                    node,
+                    victim,
+                    phase,
+                    nth,
+                    restart_after_ms,
+                });
+            }
+        }
+        if self.cfg.plan >= 2 && faults.partition && self.rng.chance(0.3) {
+            // Rolling isolation of successive primaries: cascading view changes.
+            let mut at = self.rng.below(end / 2);
+            for v in 0..self.rng.range(2, 4) {
+                let until = at + self.rng.range(500, 3_000);
+                self.partition(&[(v as usize) % n], at, until);
+                at = until + self.rng.range(0, 1_000);
             }
         }
         if faults.partition {
@@ -962,8 +1015,13 @@ impl World {
                     let (a, b): (Vec<usize>, Vec<usize>) = to.iter().partition(|j| *j % 2 == 0);
                     self.send_all(i, &a, &env, 0);
                     self.send_all(i, &b, &alt, 0);
-                    // And one replica sees both, in either order.
-                    if let Some(&k) = to.get(self.rng.below(to.len() as u64) as usize) {
+                    // And (from plan 2 on) one replica sees both, in either order.
+                    let pick = if self.cfg.plan >= 2 {
+                        Some(self.rng.below(to.len() as u64) as usize)
+                    } else {
+                        None
+                    };
+                    if let Some(&k) = pick.and_then(|p| to.get(p)) {
                         let other = if k % 2 == 0 { alt } else { env };
                         self.send_all(i, &[k], &other, 0);
                     }
