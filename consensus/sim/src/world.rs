@@ -699,8 +699,28 @@ impl World {
         let Some(engine) = self.nodes[i].engine.as_mut() else {
             return;
         };
+        let low_before = engine.low_watermark();
         let effects = engine.handle(input);
         let (view, low) = (engine.view(), engine.low_watermark());
+        // pbft.md: nothing outside (h, h + L] is accepted into the log.
+        let window = self.cfg.params.window;
+        for e in &effects {
+            if let Effect::Persist(vpbox_consensus::WalRecord::Accepted(env)) = e {
+                let seq = match &env.message {
+                    Message::PrePrepare(p) => Some(p.seq),
+                    Message::Prepare(v) | Message::Commit(v) => Some(v.seq),
+                    _ => None,
+                };
+                if let Some(seq) = seq {
+                    if seq <= low_before || seq.0 > low.0 + window {
+                        let msg = format!(
+                            "node {i} accepted {seq:?} outside ({low_before:?}, {low:?}+L]"
+                        );
+                        self.violation(msg);
+                    }
+                }
+            }
+        }
         let node = &mut self.nodes[i];
         // pbft.md: view, stable checkpoint and low watermark never decrease, even across a
         // crash (they are restored from the WAL).
