@@ -326,6 +326,7 @@ pub struct World {
     delay: (u64, u64),
     canon: BTreeMap<u64, (Digest, Digest)>,
     votes: HashMap<(usize, View, SeqNo, Phase), Digest>,
+    signed: HashMap<(usize, View, SeqNo, Phase), Digest>,
     submitted: Vec<Digest>,
     crash_on_send: Vec<CrashOnSend>,
     healed: bool,
@@ -384,6 +385,7 @@ impl World {
             delay: (2, 20),
             canon: BTreeMap::new(),
             votes: HashMap::new(),
+            signed: HashMap::new(),
             submitted: Vec::new(),
             crash_on_send: Vec::new(),
             healed: false,
@@ -771,6 +773,7 @@ impl World {
                     self.nodes[i].wal.push(bytes);
                 }
                 Effect::Sign { token, payload } => {
+                    self.check_signing(i, &payload);
                     let signature = self.crypto.sign(self.nodes[i].identity, &payload);
                     self.push(
                         self.now,
@@ -925,6 +928,24 @@ impl World {
         }
         self.out.batches = self.out.batches.max(seq.0);
         self.out.first_commit_ms.get_or_insert(self.now);
+    }
+
+    /// An honest node never *signs* two different votes for one (view, seq, phase), even
+    /// across crashes: checked where the signer sees the request, before anything is sent.
+    fn check_signing(&mut self, i: usize, payload: &[u8]) {
+        let Ok((from, m)) = vpbox_consensus::wire::decode_signing_payload(payload) else {
+            self.violation(format!("node {i} asked to sign an unparsable payload"));
+            return;
+        };
+        let bd = |b: &vpbox_consensus::Batch| batch_digest(&self.crypto, b);
+        if let Some((v, s, ph, d)) = m.vote_key(bd) {
+            let prev = self.signed.insert((from.0 as usize, v, s, ph), d);
+            if self.honest(i) && prev.is_some_and(|p| p != d) {
+                self.violation(format!(
+                    "EQUIVOCATION honest node {i} asked to sign two {ph:?} at {v:?}/{s:?}"
+                ));
+            }
+        }
     }
 
     /// No two honest nodes commit different batches (or states) at one sequence number.
