@@ -89,6 +89,7 @@ fn main() -> anyhow::Result<ExitCode> {
     let (a, b) = parse_range(&args.seeds)?;
     let faults = Faults::parse(&args.faults).map_err(anyhow::Error::msg)?;
     let (mut violations, mut liveness, mut committed, mut batches) = (0u64, 0u64, 0u64, 0u64);
+    let mut stuck = 0u64;
     for seed in a..b {
         let mut cfg = vpbox_consensus_sim::SimConfig::new(args.nodes, seed);
         if let Some(s) = args.steps {
@@ -133,6 +134,7 @@ fn main() -> anyhow::Result<ExitCode> {
             println!("seed {seed}: LIVENESS FAILURE (replay: {replay}): {l}");
         }
         committed += o.committed_txs as u64;
+        stuck += u64::from(o.stuck_in_view_change > 0);
         batches += o.batches;
         if args.json {
             println!(
@@ -140,6 +142,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 serde_json::json!({"seed": seed, "violations": o.violations.len(),
                     "liveness_failure": o.liveness.is_some(), "committed": o.committed_txs,
                     "batches": o.batches, "events": o.events, "view_changes": o.view_changes,
+                    "stuck_in_view_change": o.stuck_in_view_change,
                     "end_ms": o.end_ms})
             );
         }
@@ -149,6 +152,7 @@ fn main() -> anyhow::Result<ExitCode> {
         "{}",
         serde_json::json!({"seeds": b.saturating_sub(a), "violations": violations,
             "liveness_failures": liveness, "committed": committed, "batches": batches,
+            "seeds_with_a_replica_left_in_view_change": stuck,
             "signatures": "stubbed (keyed SM3)"})
     );
     Ok(if violations > 0 {

@@ -213,6 +213,9 @@ pub struct Outcome {
     pub max_view: u64,
     /// Crashes that happened.
     pub crashes: u64,
+    /// Honest replicas still waiting in a view change at the end (a replica that alone
+    /// suspected the primary waits for the others; see ARCHITECTURE-consensus.md).
+    pub stuck_in_view_change: u64,
 }
 
 #[derive(Debug)]
@@ -1359,6 +1362,15 @@ impl World {
             }
             self.out.liveness = Some(format!("after heal: {}", worst.join("; ")));
         }
+        self.out.stuck_in_view_change = (0..self.nodes.len())
+            .filter(|i| self.honest(*i))
+            .filter(|i| {
+                self.nodes[*i]
+                    .engine
+                    .as_ref()
+                    .is_some_and(|e| e.is_changing_view())
+            })
+            .count() as u64;
         self.out.committed_txs = (0..self.nodes.len())
             .filter(|i| self.honest(*i))
             .map(|i| {
