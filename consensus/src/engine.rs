@@ -112,16 +112,10 @@ impl<V: Verifier> Engine<V> {
             || params.window % params.checkpoint_interval != 0
             || params.batch_size_max == 0
         {
-            return Err(Error::Config(
-                "window must be a positive multiple of the interval",
-            ));
+            return Err(Error::Config("window must be a positive multiple of the interval"));
         }
         let config_genesis = config.genesis_state();
-        let genesis = CheckpointProof {
-            seq: SeqNo(0),
-            state: config_genesis,
-            signed: vec![],
-        };
+        let genesis = CheckpointProof { seq: SeqNo(0), state: config_genesis, signed: vec![] };
         Ok(Self {
             id,
             config,
@@ -228,11 +222,7 @@ impl<V: Verifier> Engine<V> {
             Input::Timeout(t) => self.on_timeout(t, &mut out),
             Input::Signed { token, signature } => {
                 if let Some(message) = self.signing.remove(&token) {
-                    let env = Envelope {
-                        from: self.id,
-                        message,
-                        signature,
-                    };
+                    let env = Envelope { from: self.id, message, signature };
                     self.on_own_signed(token, env, &mut out);
                 }
             }
@@ -242,12 +232,7 @@ impl<V: Verifier> Engine<V> {
             Input::StateFetched { seq, state, txs } => {
                 self.on_state_fetched(seq, state, &txs, &mut out)
             }
-            Input::Restore {
-                records,
-                committed,
-                state,
-                recent,
-            } => {
+            Input::Restore { records, committed, state, recent } => {
                 for e in recent {
                     let seq = e.certificate.seq;
                     if seq <= committed {
@@ -384,11 +369,7 @@ impl<V: Verifier> Engine<V> {
                     if let Some(vc) = self.my_view_change.clone() {
                         out.push(Effect::Broadcast(vc));
                     }
-                    self.set_timer(
-                        Timer::ViewChangeResend,
-                        self.params.view_change_resend_ms,
-                        out,
-                    );
+                    self.set_timer(Timer::ViewChangeResend, self.params.view_change_resend_ms, out);
                 }
             }
             Timer::Fetch => {
@@ -402,10 +383,7 @@ impl<V: Verifier> Engine<V> {
                     out.push(Effect::Broadcast(env.clone()));
                 }
                 if let Some(p) = &self.fetching_state {
-                    out.push(Effect::FetchState {
-                        seq: p.seq,
-                        state: p.state,
-                    });
+                    out.push(Effect::FetchState { seq: p.seq, state: p.state });
                 }
                 self.set_timer(Timer::Fetch, self.params.fetch_timeout_ms, out);
             }
@@ -417,10 +395,7 @@ impl<V: Verifier> Engine<V> {
         // checked against checkpoint proofs and commit certificates.
         Envelope {
             from: self.id,
-            message: Message::Fetch {
-                after: self.committed,
-                view: self.view,
-            },
+            message: Message::Fetch { after: self.committed, view: self.view },
             signature: Default::default(),
         }
     }
@@ -554,14 +529,7 @@ impl<V: Verifier> Engine<V> {
         }
         slot.sent_commit = true;
         let block = block_digest(&self.verifier, seq, bd, &result);
-        self.vote(
-            Message::Commit(Vote {
-                view,
-                seq,
-                digest: block,
-            }),
-            out,
-        );
+        self.vote(Message::Commit(Vote { view, seq, digest: block }), out);
     }
 
     fn on_own_signed(&mut self, token: u64, env: Envelope, out: &mut Vec<Effect>) {
@@ -618,10 +586,7 @@ impl<V: Verifier> Engine<V> {
                 out.push(Effect::Broadcast(env.clone()));
                 if c.seq > self.low {
                     self.own_checkpoints.insert(c.seq, env.clone());
-                    self.checkpoints
-                        .entry(c.seq)
-                        .or_default()
-                        .insert(self.id, (c.state, env));
+                    self.checkpoints.entry(c.seq).or_default().insert(self.id, (c.state, env));
                     self.check_stable(c.seq, out);
                 }
             }
@@ -669,12 +634,7 @@ impl<V: Verifier> Engine<V> {
                 let view = self.view;
                 let slot = self.slots.entry((seq, view)).or_default();
                 slot.result = Some(result);
-                let pp = PrePrepare {
-                    view,
-                    seq,
-                    batch,
-                    result: Some(result),
-                };
+                let pp = PrePrepare { view, seq, batch, result: Some(result) };
                 self.vote(Message::PrePrepare(pp), out);
             }
             ExecPurpose::Prepared => {
@@ -790,17 +750,11 @@ impl<V: Verifier> Engine<V> {
         }
         if committed < self.low {
             self.fetching_state = Some(self.stable.clone());
-            out.push(Effect::FetchState {
-                seq: self.stable.seq,
-                state: self.stable.state,
-            });
+            out.push(Effect::FetchState { seq: self.stable.seq, state: self.stable.state });
         } else if committed == self.low && state != self.stable.state && self.low > SeqNo(0) {
             // The application's state disagrees with a stable checkpoint: local corruption.
             self.fetching_state = Some(self.stable.clone());
-            out.push(Effect::FetchState {
-                seq: self.stable.seq,
-                state: self.stable.state,
-            });
+            out.push(Effect::FetchState { seq: self.stable.seq, state: self.stable.state });
         }
         if self.changing {
             self.changing = false;
@@ -869,17 +823,10 @@ impl<V: Verifier> Engine<V> {
     /// Watches the oldest pending request; the timer restarts only when that request commits,
     /// so a primary that commits others but censors one is still caught (§4.5.2).
     fn reset_request_watch(&mut self, out: &mut Vec<Effect>) {
-        if self
-            .request_watch
-            .is_some_and(|t| self.pool_set.contains(&t))
-        {
+        if self.request_watch.is_some_and(|t| self.pool_set.contains(&t)) {
             return;
         }
-        while self
-            .pool
-            .front()
-            .is_some_and(|t| !self.pool_set.contains(t))
-        {
+        while self.pool.front().is_some_and(|t| !self.pool_set.contains(t)) {
             self.pool.pop_front();
         }
         self.request_watch = self.pool.front().copied();
@@ -911,11 +858,7 @@ impl<V: Verifier> Engine<V> {
                 let batch = entry.batch.clone();
                 let token = self.token();
                 self.exec_pending = Some((next, token, ExecPurpose::CatchUp));
-                out.push(Effect::Execute {
-                    seq: next,
-                    token,
-                    batch,
-                });
+                out.push(Effect::Execute { seq: next, token, batch });
                 return;
             }
         } else if self.catch_up.contains_key(&self.committed.next()) {
@@ -943,11 +886,7 @@ impl<V: Verifier> Engine<V> {
         let batch = pp.batch.clone();
         let token = self.token();
         self.exec_pending = Some((next, token, ExecPurpose::Prepared));
-        out.push(Effect::Execute {
-            seq: next,
-            token,
-            batch,
-        });
+        out.push(Effect::Execute { seq: next, token, batch });
     }
 
     fn rollback(&mut self, out: &mut Vec<Effect>) {
@@ -1013,11 +952,7 @@ impl<V: Verifier> Engine<V> {
         }
         let token = self.token();
         let batch = Batch { txs };
-        out.push(Effect::Execute {
-            seq,
-            token,
-            batch: batch.clone(),
-        });
+        out.push(Effect::Execute { seq, token, batch: batch.clone() });
         self.exec_pending = Some((seq, token, ExecPurpose::Propose(batch)));
     }
 
@@ -1044,12 +979,8 @@ impl<V: Verifier> Engine<V> {
                     let Message::PrePrepare(pp) = &env.message else {
                         continue;
                     };
-                    let certificate = CommitCertificate {
-                        view: *view,
-                        seq: next,
-                        block,
-                        signatures: sigs,
-                    };
+                    let certificate =
+                        CommitCertificate { view: *view, seq: next, block, signatures: sigs };
                     found = Some((pp.batch.clone(), result, certificate));
                     break;
                 }
@@ -1086,14 +1017,7 @@ impl<V: Verifier> Engine<V> {
             result,
             certificate: certificate.clone(),
         });
-        self.committed_log.insert(
-            seq,
-            CommittedEntry {
-                batch,
-                result,
-                certificate,
-            },
-        );
+        self.committed_log.insert(seq, CommittedEntry { batch, result, certificate });
         self.reset_request_watch(out);
         if seq.0 % self.params.checkpoint_interval == 0 {
             self.vote(Message::Checkpoint(Checkpoint { seq, state: result }), out);
@@ -1138,10 +1062,7 @@ impl<V: Verifier> Engine<V> {
         {
             return;
         }
-        self.checkpoints
-            .entry(c.seq)
-            .or_default()
-            .insert(env.from, (c.state, env));
+        self.checkpoints.entry(c.seq).or_default().insert(env.from, (c.state, env));
         self.check_stable(c.seq, out);
     }
 
@@ -1180,28 +1101,17 @@ impl<V: Verifier> Engine<V> {
             return;
         }
         if !now {
-            if self
-                .pending_stable
-                .as_ref()
-                .is_none_or(|p| p.seq < proof.seq)
-            {
+            if self.pending_stable.as_ref().is_none_or(|p| p.seq < proof.seq) {
                 self.pending_stable = Some(proof);
             }
             return;
         }
-        if self
-            .fetching_state
-            .as_ref()
-            .is_some_and(|p| p.seq >= proof.seq)
-        {
+        if self.fetching_state.as_ref().is_some_and(|p| p.seq >= proof.seq) {
             return;
         }
         // §5.3.2 state transfer: we are behind a stable checkpoint.
         self.rollback(out);
-        out.push(Effect::FetchState {
-            seq: proof.seq,
-            state: proof.state,
-        });
+        out.push(Effect::FetchState { seq: proof.seq, state: proof.state });
         self.fetching_state = Some(proof);
     }
 
@@ -1250,10 +1160,7 @@ impl<V: Verifier> Engine<V> {
     fn on_fetch(&mut self, from: NodeId, after: SeqNo, view: View, out: &mut Vec<Effect>) {
         if view < self.view && !self.changing {
             if let Some(nv) = &self.last_new_view {
-                out.push(Effect::Send {
-                    to: from,
-                    envelope: nv.clone(),
-                });
+                out.push(Effect::Send { to: from, envelope: nv.clone() });
             }
         }
         if after >= self.committed {
@@ -1269,16 +1176,10 @@ impl<V: Verifier> Engine<V> {
             .collect();
         let env = Envelope {
             from: self.id,
-            message: Message::Entries(Entries {
-                checkpoint,
-                entries,
-            }),
+            message: Message::Entries(Entries { checkpoint, entries }),
             signature: Default::default(),
         };
-        out.push(Effect::Send {
-            to: from,
-            envelope: env,
-        });
+        out.push(Effect::Send { to: from, envelope: env });
     }
 
     fn on_entries(&mut self, e: Entries, out: &mut Vec<Effect>) {
@@ -1287,10 +1188,7 @@ impl<V: Verifier> Engine<V> {
                 self.adopt_checkpoint(p, true, out);
             }
         }
-        let horizon = self
-            .committed
-            .0
-            .saturating_add(2 * self.params.fetch_entries_max as u64);
+        let horizon = self.committed.0.saturating_add(2 * self.params.fetch_entries_max as u64);
         for entry in e.entries {
             let seq = entry.certificate.seq;
             if seq <= self.committed || seq.0 > horizon || self.catch_up.contains_key(&seq) {
@@ -1324,32 +1222,16 @@ impl<V: Verifier> Engine<V> {
         self.vc_attempts = self.vc_attempts.saturating_add(1);
         self.nv_build = None;
         self.batch_due = false;
-        out.push(Effect::Persist(WalRecord::View {
-            view: target,
-            changing: true,
-        }));
-        for t in [
-            Timer::Batch,
-            Timer::Request,
-            Timer::NullRequest,
-            Timer::Heartbeat,
-        ] {
+        out.push(Effect::Persist(WalRecord::View { view: target, changing: true }));
+        for t in [Timer::Batch, Timer::Request, Timer::NullRequest, Timer::Heartbeat] {
             out.push(Effect::CancelTimer(t));
         }
         let prepared = self.prepared_proofs();
-        let vc = ViewChange {
-            view: target,
-            checkpoint: self.stable.clone(),
-            prepared,
-        };
+        let vc = ViewChange { view: target, checkpoint: self.stable.clone(), prepared };
         self.sign(Message::ViewChange(vc), out);
         self.nv_timer_armed = false;
         out.push(Effect::CancelTimer(Timer::NewView));
-        self.set_timer(
-            Timer::ViewChangeResend,
-            self.params.view_change_resend_ms,
-            out,
-        );
+        self.set_timer(Timer::ViewChangeResend, self.params.view_change_resend_ms, out);
         self.view_changes.retain(|_, (v, _)| *v >= target);
     }
 
@@ -1376,13 +1258,7 @@ impl<V: Verifier> Engine<V> {
                 continue;
             }
             // Slots iterate in (seq, view) order, so a later one has a higher view.
-            best.insert(
-                *seq,
-                PreparedProof {
-                    pre_prepare: pp.clone(),
-                    prepares,
-                },
-            );
+            best.insert(*seq, PreparedProof { pre_prepare: pp.clone(), prepares });
         }
         best.into_values().collect()
     }
@@ -1412,10 +1288,7 @@ impl<V: Verifier> Engine<V> {
             // The sender is behind: show it the view we are in.
             if !self.changing {
                 if let Some(nv) = &self.last_new_view {
-                    out.push(Effect::Send {
-                        to: env.from,
-                        envelope: nv.clone(),
-                    });
+                    out.push(Effect::Send { to: env.from, envelope: nv.clone() });
                 }
             }
             if vc.checkpoint.seq < self.low {
@@ -1427,18 +1300,11 @@ impl<V: Verifier> Engine<V> {
                     }),
                     signature: Default::default(),
                 };
-                out.push(Effect::Send {
-                    to: env.from,
-                    envelope: fetch,
-                });
+                out.push(Effect::Send { to: env.from, envelope: fetch });
             }
             return;
         }
-        if self
-            .view_changes
-            .get(&env.from)
-            .is_some_and(|(v, _)| *v >= vc.view)
-        {
+        if self.view_changes.get(&env.from).is_some_and(|(v, _)| *v >= vc.view) {
             return;
         }
         if self.verify_view_change(&vc).is_err() {
@@ -1469,19 +1335,11 @@ impl<V: Verifier> Engine<V> {
         if !self.changing || self.nv_timer_armed {
             return;
         }
-        let n = self
-            .view_changes
-            .values()
-            .filter(|(v, _)| *v == self.view)
-            .count();
+        let n = self.view_changes.values().filter(|(v, _)| *v == self.view).count();
         if n >= self.config.n() - self.f() && self.view_changes.contains_key(&self.id) {
             self.nv_timer_armed = true;
             let shift = self.vc_attempts.saturating_sub(1).min(6);
-            self.set_timer(
-                Timer::NewView,
-                self.params.new_view_timeout_ms << shift,
-                out,
-            );
+            self.set_timer(Timer::NewView, self.params.new_view_timeout_ms << shift, out);
         }
     }
 
@@ -1512,22 +1370,13 @@ impl<V: Verifier> Engine<V> {
             tokens: BTreeMap::new(),
         };
         for (i, (seq, batch)) in o.into_iter().enumerate() {
-            let pp = PrePrepare {
-                view,
-                seq,
-                batch,
-                result: None,
-            };
+            let pp = PrePrepare { view, seq, batch, result: None };
             if let Some(t) = self.vote(Message::PrePrepare(pp), out) {
                 build.tokens.insert(t, i);
             }
         }
         let done = build.tokens.is_empty();
-        let nv = NewView {
-            view,
-            view_changes: build.view_changes.clone(),
-            pre_prepares: vec![],
-        };
+        let nv = NewView { view, view_changes: build.view_changes.clone(), pre_prepares: vec![] };
         self.nv_build = Some(build);
         if done {
             self.sign(Message::NewView(nv), out);
@@ -1644,18 +1493,12 @@ impl<V: Verifier> Engine<V> {
         self.vc_attempts = 0;
         self.nv_build = None;
         self.my_view_change = None;
-        out.push(Effect::Persist(WalRecord::View {
-            view: nv.view,
-            changing: false,
-        }));
+        out.push(Effect::Persist(WalRecord::View { view: nv.view, changing: false }));
         out.push(Effect::Persist(WalRecord::Accepted(env.clone())));
         self.last_new_view = Some(env);
         let view = nv.view;
         self.view_changes.retain(|_, (v, _)| *v > view);
-        out.push(Effect::ViewChanged {
-            view,
-            primary: self.config.primary(view),
-        });
+        out.push(Effect::ViewChanged { view, primary: self.config.primary(view) });
         // Speculative execution above the committed height belongs to the old view.
         self.rollback(out);
         self.inflight.clear();
@@ -1744,11 +1587,7 @@ pub fn verify_certificate(
     verifier: &dyn Verifier,
     c: &CommitCertificate,
 ) -> Result<(), Error> {
-    let message = Message::Commit(Vote {
-        view: c.view,
-        seq: c.seq,
-        digest: c.block,
-    });
+    let message = Message::Commit(Vote { view: c.view, seq: c.seq, digest: c.block });
     let mut seen = BTreeSet::new();
     for (id, sig) in &c.signatures {
         let Some(key) = config.key(*id) else {
@@ -1820,30 +1659,17 @@ mod tests {
     }
 
     fn config(n: u32) -> Config {
-        let members = (0..n)
-            .map(|i| Member {
-                id: NodeId(i),
-                public_key: key(i),
-            })
-            .collect();
+        let members = (0..n).map(|i| Member { id: NodeId(i), public_key: key(i) }).collect();
         Config::new(members, Digest([7; 32])).unwrap()
     }
 
     fn signed(from: u32, message: Message) -> Envelope {
         let signature = sign_with(&key(from), &signing_payload(NodeId(from), &message));
-        Envelope {
-            from: NodeId(from),
-            message,
-            signature,
-        }
+        Envelope { from: NodeId(from), message, signature }
     }
 
     fn engine(id: u32) -> Engine<TestVerifier> {
-        let params = Params {
-            checkpoint_interval: 4,
-            window: 8,
-            ..Params::default()
-        };
+        let params = Params { checkpoint_interval: 4, window: 8, ..Params::default() };
         let mut e = Engine::new(NodeId(id), config(4), params, TestVerifier).unwrap();
         let _ = e.handle(Input::Restore {
             records: vec![],
@@ -1855,21 +1681,14 @@ mod tests {
     }
 
     fn batch(x: u8) -> Batch {
-        Batch {
-            txs: vec![Digest([x; 32])],
-        }
+        Batch { txs: vec![Digest([x; 32])] }
     }
 
     fn pre_prepare(view: u64, seq: u64, b: Batch, result: Option<Digest>) -> Envelope {
         let primary = (view % 4) as u32;
         signed(
             primary,
-            Message::PrePrepare(PrePrepare {
-                view: View(view),
-                seq: SeqNo(seq),
-                batch: b,
-                result,
-            }),
+            Message::PrePrepare(PrePrepare { view: View(view), seq: SeqNo(seq), batch: b, result }),
         )
     }
 
@@ -1878,38 +1697,20 @@ mod tests {
         let prepares = by
             .iter()
             .map(|i| {
-                signed(
-                    *i,
-                    Message::Prepare(Vote {
-                        view: View(view),
-                        seq: SeqNo(seq),
-                        digest: d,
-                    }),
-                )
+                signed(*i, Message::Prepare(Vote { view: View(view), seq: SeqNo(seq), digest: d }))
             })
             .collect();
-        PreparedProof {
-            pre_prepare: pre_prepare(view, seq, b, Some(Digest([1; 32]))),
-            prepares,
-        }
+        PreparedProof { pre_prepare: pre_prepare(view, seq, b, Some(Digest([1; 32]))), prepares }
     }
 
     fn genesis() -> CheckpointProof {
-        CheckpointProof {
-            seq: SeqNo(0),
-            state: Digest([7; 32]),
-            signed: vec![],
-        }
+        CheckpointProof { seq: SeqNo(0), state: Digest([7; 32]), signed: vec![] }
     }
 
     fn view_change(from: u32, view: u64, prepared: Vec<PreparedProof>) -> Envelope {
         signed(
             from,
-            Message::ViewChange(ViewChange {
-                view: View(view),
-                checkpoint: genesis(),
-                prepared,
-            }),
+            Message::ViewChange(ViewChange { view: View(view), checkpoint: genesis(), prepared }),
         )
     }
 
@@ -1917,12 +1718,7 @@ mod tests {
     fn votes_are_persisted_before_they_are_signed_and_sent() {
         // pbft.md list item 9; C&L §4.2 (a backup accepts the pre-prepare, then prepares).
         let mut e = engine(1);
-        let out = e.handle(Input::Message(pre_prepare(
-            0,
-            1,
-            batch(1),
-            Some(Digest([9; 32])),
-        )));
+        let out = e.handle(Input::Message(pre_prepare(0, 1, batch(1), Some(Digest([9; 32])))));
         let intent = out
             .iter()
             .position(|x| matches!(x, Effect::Persist(WalRecord::Intent(Message::Prepare(_)))));
@@ -1931,13 +1727,8 @@ mod tests {
         let Some(Effect::Sign { token, payload }) = sign.map(|i| out[i].clone()) else {
             unreachable!()
         };
-        let out = e.handle(Input::Signed {
-            token,
-            signature: sign_with(&key(1), &payload),
-        });
-        let persist = out
-            .iter()
-            .position(|x| matches!(x, Effect::Persist(WalRecord::Accepted(_))));
+        let out = e.handle(Input::Signed { token, signature: sign_with(&key(1), &payload) });
+        let persist = out.iter().position(|x| matches!(x, Effect::Persist(WalRecord::Accepted(_))));
         let send = out.iter().position(|x| matches!(x, Effect::Broadcast(_)));
         assert!(persist.is_some() && persist < send, "{out:?}");
     }
@@ -1947,22 +1738,10 @@ mod tests {
         // C&L §4.2: only sequence numbers in (h, h + L] are accepted.
         let mut e = engine(1);
         assert!(
-            e.handle(Input::Message(pre_prepare(
-                0,
-                9,
-                batch(1),
-                Some(Digest([9; 32]))
-            )))
-            .is_empty()
+            e.handle(Input::Message(pre_prepare(0, 9, batch(1), Some(Digest([9; 32]))))).is_empty()
         );
         assert!(
-            e.handle(Input::Message(pre_prepare(
-                0,
-                0,
-                batch(1),
-                Some(Digest([9; 32]))
-            )))
-            .is_empty()
+            e.handle(Input::Message(pre_prepare(0, 0, batch(1), Some(Digest([9; 32]))))).is_empty()
         );
         let mut forged = pre_prepare(0, 1, batch(1), Some(Digest([9; 32])));
         forged.signature.0[0] ^= 1;
@@ -1984,22 +1763,9 @@ mod tests {
     fn second_pre_prepare_for_a_slot_gets_no_second_prepare() {
         // C&L §4.2: at most one pre-prepare per (view, seq) is accepted.
         let mut e = engine(1);
-        let _ = e.handle(Input::Message(pre_prepare(
-            0,
-            1,
-            batch(1),
-            Some(Digest([9; 32])),
-        )));
-        let out = e.handle(Input::Message(pre_prepare(
-            0,
-            1,
-            batch(2),
-            Some(Digest([9; 32])),
-        )));
-        assert!(
-            !out.iter().any(|x| matches!(x, Effect::Sign { .. })),
-            "{out:?}"
-        );
+        let _ = e.handle(Input::Message(pre_prepare(0, 1, batch(1), Some(Digest([9; 32])))));
+        let out = e.handle(Input::Message(pre_prepare(0, 1, batch(2), Some(Digest([9; 32])))));
+        assert!(!out.iter().any(|x| matches!(x, Effect::Sign { .. })), "{out:?}");
     }
 
     #[test]
@@ -2011,10 +1777,7 @@ mod tests {
             view_change(
                 2,
                 2,
-                vec![
-                    prepared(1, 1, batch(0xb), &[2, 3]),
-                    prepared(0, 3, batch(0xc), &[1, 3]),
-                ],
+                vec![prepared(1, 1, batch(0xb), &[2, 3]), prepared(0, 3, batch(0xc), &[1, 3])],
             ),
             view_change(3, 2, vec![]),
         ];
@@ -2022,11 +1785,7 @@ mod tests {
         assert_eq!(cp.seq, SeqNo(0));
         assert_eq!(
             o,
-            vec![
-                (SeqNo(1), batch(0xb)),
-                (SeqNo(2), Batch::default()),
-                (SeqNo(3), batch(0xc))
-            ]
+            vec![(SeqNo(1), batch(0xb)), (SeqNo(2), Batch::default()), (SeqNo(3), batch(0xc))]
         );
     }
 
@@ -2056,24 +1815,12 @@ mod tests {
             pre_prepares: vec![pp(batch(0xa))],
         };
         assert!(e.verify_new_view(&good).is_ok());
-        let swapped = NewView {
-            pre_prepares: vec![pp(batch(0xd))],
-            ..good.clone()
-        };
+        let swapped = NewView { pre_prepares: vec![pp(batch(0xd))], ..good.clone() };
         assert!(e.verify_new_view(&swapped).is_err());
-        let dropped = NewView {
-            pre_prepares: vec![],
-            ..good.clone()
-        };
+        let dropped = NewView { pre_prepares: vec![], ..good.clone() };
         assert!(e.verify_new_view(&dropped).is_err());
-        let short = NewView {
-            view_changes: vcs[..2].to_vec(),
-            ..good
-        };
-        assert!(
-            e.verify_new_view(&short).is_err(),
-            "N - f = 3 view changes are needed"
-        );
+        let short = NewView { view_changes: vcs[..2].to_vec(), ..good };
+        assert!(e.verify_new_view(&short).is_err(), "N - f = 3 view changes are needed");
     }
 
     #[test]
@@ -2093,13 +1840,7 @@ mod tests {
         let mut e = engine(1);
         let out = e.handle(Input::Timeout(Timer::NullRequest));
         assert!(e.is_changing_view() && e.view() == View(1));
-        assert!(!out.iter().any(|x| matches!(
-            x,
-            Effect::SetTimer {
-                timer: Timer::NewView,
-                ..
-            }
-        )));
+        assert!(!out.iter().any(|x| matches!(x, Effect::SetTimer { timer: Timer::NewView, .. })));
         let out = e.handle(Input::Timeout(Timer::NewView));
         assert_eq!(e.view(), View(1), "{out:?}");
     }
@@ -2114,15 +1855,8 @@ mod tests {
             records.push(WalRecord::Accepted(p.pre_prepare.clone()));
             records.extend(p.prepares.into_iter().map(WalRecord::Accepted));
         }
-        records.push(WalRecord::View {
-            view: View(2),
-            changing: true,
-        });
-        let params = Params {
-            checkpoint_interval: 4,
-            window: 8,
-            ..Params::default()
-        };
+        records.push(WalRecord::View { view: View(2), changing: true });
+        let params = Params { checkpoint_interval: 4, window: 8, ..Params::default() };
         let mut e = Engine::new(NodeId(3), config(4), params, TestVerifier).unwrap();
         let out = e.handle(Input::Restore {
             records,
@@ -2136,22 +1870,16 @@ mod tests {
         else {
             panic!("no view change signed");
         };
-        let out = e.handle(Input::Signed {
-            token,
-            signature: sign_with(&key(3), &payload),
-        });
+        let out = e.handle(Input::Signed { token, signature: sign_with(&key(3), &payload) });
         let vc = out.iter().find_map(|x| match x {
-            Effect::Broadcast(Envelope {
-                message: Message::ViewChange(vc),
-                ..
-            }) => Some(vc.clone()),
+            Effect::Broadcast(Envelope { message: Message::ViewChange(vc), .. }) => {
+                Some(vc.clone())
+            }
             _ => None,
         });
         let vc = vc.expect("view change broadcast");
         assert_eq!(vc.prepared.len(), 1);
-        let Message::PrePrepare(pp) = &vc.prepared[0].pre_prepare.message else {
-            unreachable!()
-        };
+        let Message::PrePrepare(pp) = &vc.prepared[0].pre_prepare.message else { unreachable!() };
         assert_eq!((pp.view, &pp.batch), (View(1), &batch(0xb)));
     }
 
@@ -2162,28 +1890,14 @@ mod tests {
         let mut e = engine(1);
         let outsider = |m: Message| {
             let signature = sign_with(&key(9), &signing_payload(NodeId(9), &m));
-            Envelope {
-                from: NodeId(9),
-                message: m,
-                signature,
-            }
+            Envelope { from: NodeId(9), message: m, signature }
         };
-        let vote = Vote {
-            view: View(0),
-            seq: SeqNo(1),
-            digest: Digest([1; 32]),
-        };
+        let vote = Vote { view: View(0), seq: SeqNo(1), digest: Digest([1; 32]) };
         for m in [
             Message::Prepare(vote),
             Message::Commit(vote),
-            Message::Checkpoint(Checkpoint {
-                seq: SeqNo(4),
-                state: Digest([1; 32]),
-            }),
-            Message::Fetch {
-                after: SeqNo(0),
-                view: View(0),
-            },
+            Message::Checkpoint(Checkpoint { seq: SeqNo(4), state: Digest([1; 32]) }),
+            Message::Fetch { after: SeqNo(0), view: View(0) },
             Message::ViewChange(ViewChange {
                 view: View(1),
                 checkpoint: genesis(),

@@ -20,10 +20,7 @@
 //! See `ARCHITECTURE-consensus.md` for the Input/Effect tables and the message flow.
 
 // House style: no unwrap/expect/panic in the core outside tests.
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
-)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod effect;
 mod engine;

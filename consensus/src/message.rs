@@ -186,12 +186,9 @@ impl Message {
         digest_of_batch: impl Fn(&Batch) -> Digest,
     ) -> Option<(View, SeqNo, Phase, Digest)> {
         match self {
-            Self::PrePrepare(p) => Some((
-                p.view,
-                p.seq,
-                Phase::PrePrepare,
-                pre_prepare_key(p, &digest_of_batch),
-            )),
+            Self::PrePrepare(p) => {
+                Some((p.view, p.seq, Phase::PrePrepare, pre_prepare_key(p, &digest_of_batch)))
+            }
             Self::Prepare(v) => Some((v.view, v.seq, Phase::Prepare, v.digest)),
             Self::Commit(v) => Some((v.view, v.seq, Phase::Commit, v.digest)),
             Self::Checkpoint(c) => Some((View(0), c.seq, Phase::Checkpoint, c.state)),

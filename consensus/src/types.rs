@@ -156,10 +156,7 @@ impl Config {
         if members.windows(2).any(|w| w[0].id == w[1].id) {
             return Err(Error::Config("duplicate member id"));
         }
-        Ok(Self {
-            members,
-            genesis_state,
-        })
+        Ok(Self { members, genesis_state })
     }
 
     /// The members, sorted by id.
@@ -197,10 +194,7 @@ impl Config {
 
     /// The member's key, if `id` is a member.
     pub fn key(&self, id: NodeId) -> Option<&PublicKey> {
-        self.members
-            .iter()
-            .find(|m| m.id == id)
-            .map(|m| &m.public_key)
+        self.members.iter().find(|m| m.id == id).map(|m| &m.public_key)
     }
 
     /// Whether `id` is a member.
@@ -234,10 +228,7 @@ mod tests {
 
     #[test]
     fn primary_rotates_through_sorted_members() {
-        let m = |i| Member {
-            id: NodeId(i),
-            public_key: PublicKey(vec![i as u8]),
-        };
+        let m = |i| Member { id: NodeId(i), public_key: PublicKey(vec![i as u8]) };
         let c = Config::new(vec![m(7), m(3), m(5)], Digest::default()).unwrap();
         assert_eq!(c.primary(View(0)), NodeId(3));
         assert_eq!(c.primary(View(4)), NodeId(5));

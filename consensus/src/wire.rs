@@ -96,10 +96,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<WalRecord, Error> {
         2 => WalRecord::Accepted(r.envelope(0)?),
         3 => WalRecord::Stable(r.checkpoint_proof(0)?),
         tag => {
-            return Err(Error::Tag {
-                what: "record",
-                tag,
-            });
+            return Err(Error::Tag { what: "record", tag });
         }
     };
     r.finish()?;
@@ -119,14 +116,9 @@ pub fn signing_payload(from: NodeId, message: &Message) -> Vec<u8> {
 /// end, the simulator) can check what it is asked to sign, e.g. refuse a second, different
 /// vote for one slot.
 pub fn decode_signing_payload(bytes: &[u8]) -> Result<(NodeId, Message), Error> {
-    let rest = bytes.strip_prefix(SIGNING_TAG).ok_or(Error::Tag {
-        what: "signing payload",
-        tag: 0,
-    })?;
-    let mut r = Reader {
-        bytes: rest,
-        pos: 0,
-    };
+    let rest =
+        bytes.strip_prefix(SIGNING_TAG).ok_or(Error::Tag { what: "signing payload", tag: 0 })?;
+    let mut r = Reader { bytes: rest, pos: 0 };
     let from = NodeId(r.u32()?);
     let m = r.message(0)?;
     r.finish()?;
@@ -347,17 +339,11 @@ impl Reader<'_> {
     fn count(&mut self, what: &'static str, max: usize, item_min: usize) -> Result<usize, Error> {
         let n = self.u32()? as usize;
         if n > max {
-            return Err(Error::Length {
-                what,
-                len: n as u64,
-                max: max as u64,
-            });
+            return Err(Error::Length { what, len: n as u64, max: max as u64 });
         }
         let need = n.saturating_mul(item_min);
         if need > self.remaining() {
-            return Err(Error::Truncated {
-                needed: need - self.remaining(),
-            });
+            return Err(Error::Truncated { needed: need - self.remaining() });
         }
         Ok(n)
     }
@@ -384,11 +370,7 @@ impl Reader<'_> {
     }
 
     fn vote(&mut self) -> Result<Vote, Error> {
-        Ok(Vote {
-            view: View(self.u64()?),
-            seq: SeqNo(self.u64()?),
-            digest: self.digest()?,
-        })
+        Ok(Vote { view: View(self.u64()?), seq: SeqNo(self.u64()?), digest: self.digest()? })
     }
 
     fn envelopes(&mut self, depth: usize) -> Result<Vec<Envelope>, Error> {
@@ -418,12 +400,7 @@ impl Reader<'_> {
         for _ in 0..n {
             signatures.push((NodeId(self.u32()?), self.sig()?));
         }
-        Ok(CommitCertificate {
-            view,
-            seq,
-            block,
-            signatures,
-        })
+        Ok(CommitCertificate { view, seq, block, signatures })
     }
 
     fn envelope(&mut self, depth: usize) -> Result<Envelope, Error> {
@@ -433,11 +410,7 @@ impl Reader<'_> {
         let from = NodeId(self.u32()?);
         let signature = self.sig()?;
         let message = self.message(depth)?;
-        Ok(Envelope {
-            from,
-            message,
-            signature,
-        })
+        Ok(Envelope { from, message, signature })
     }
 
     fn message(&mut self, depth: usize) -> Result<Message, Error> {
@@ -446,24 +419,12 @@ impl Reader<'_> {
                 let view = View(self.u64()?);
                 let seq = SeqNo(self.u64()?);
                 let batch = self.batch()?;
-                let result = if self.bool()? {
-                    Some(self.digest()?)
-                } else {
-                    None
-                };
-                Message::PrePrepare(PrePrepare {
-                    view,
-                    seq,
-                    batch,
-                    result,
-                })
+                let result = if self.bool()? { Some(self.digest()?) } else { None };
+                Message::PrePrepare(PrePrepare { view, seq, batch, result })
             }
             1 => Message::Prepare(self.vote()?),
             2 => Message::Commit(self.vote()?),
-            3 => Message::Checkpoint(Checkpoint {
-                seq: SeqNo(self.u64()?),
-                state: self.digest()?,
-            }),
+            3 => Message::Checkpoint(Checkpoint { seq: SeqNo(self.u64()?), state: self.digest()? }),
             4 => {
                 let view = View(self.u64()?);
                 let checkpoint = self.checkpoint_proof(depth)?;
@@ -472,62 +433,33 @@ impl Reader<'_> {
                 for _ in 0..n {
                     let pre_prepare = self.envelope(depth + 1)?;
                     let prepares = self.envelopes(depth + 1)?;
-                    prepared.push(PreparedProof {
-                        pre_prepare,
-                        prepares,
-                    });
+                    prepared.push(PreparedProof { pre_prepare, prepares });
                 }
-                Message::ViewChange(ViewChange {
-                    view,
-                    checkpoint,
-                    prepared,
-                })
+                Message::ViewChange(ViewChange { view, checkpoint, prepared })
             }
             5 => {
                 let view = View(self.u64()?);
                 let view_changes = self.envelopes(depth + 1)?;
                 let pre_prepares = self.envelopes(depth + 1)?;
-                Message::NewView(NewView {
-                    view,
-                    view_changes,
-                    pre_prepares,
-                })
+                Message::NewView(NewView { view, view_changes, pre_prepares })
             }
-            6 => Message::Heartbeat {
-                view: View(self.u64()?),
-            },
-            7 => Message::Fetch {
-                after: SeqNo(self.u64()?),
-                view: View(self.u64()?),
-            },
+            6 => Message::Heartbeat { view: View(self.u64()?) },
+            7 => Message::Fetch { after: SeqNo(self.u64()?), view: View(self.u64()?) },
             8 => {
-                let checkpoint = if self.bool()? {
-                    Some(self.checkpoint_proof(depth)?)
-                } else {
-                    None
-                };
+                let checkpoint =
+                    if self.bool()? { Some(self.checkpoint_proof(depth)?) } else { None };
                 let n = self.count("entries", LIST_MAX, 4 + 32 + 52)?;
                 let mut entries = Vec::with_capacity(n);
                 for _ in 0..n {
                     let batch = self.batch()?;
                     let result = self.digest()?;
                     let certificate = self.certificate()?;
-                    entries.push(CommittedEntry {
-                        batch,
-                        result,
-                        certificate,
-                    });
+                    entries.push(CommittedEntry { batch, result, certificate });
                 }
-                Message::Entries(Entries {
-                    checkpoint,
-                    entries,
-                })
+                Message::Entries(Entries { checkpoint, entries })
             }
             tag => {
-                return Err(Error::Tag {
-                    what: "message",
-                    tag,
-                });
+                return Err(Error::Tag { what: "message", tag });
             }
         })
     }
@@ -542,11 +474,7 @@ mod tests {
     }
 
     fn env(from: u32, message: Message) -> Envelope {
-        Envelope {
-            from: NodeId(from),
-            message,
-            signature: Signature(vec![from as u8; 64]),
-        }
+        Envelope { from: NodeId(from), message, signature: Signature(vec![from as u8; 64]) }
     }
 
     fn samples() -> Vec<Envelope> {
@@ -555,32 +483,13 @@ mod tests {
             Message::PrePrepare(PrePrepare {
                 view: View(3),
                 seq: SeqNo(7),
-                batch: Batch {
-                    txs: vec![d(1), d(2)],
-                },
+                batch: Batch { txs: vec![d(1), d(2)] },
                 result: Some(d(9)),
             }),
         );
-        let prep = env(
-            1,
-            Message::Prepare(Vote {
-                view: View(3),
-                seq: SeqNo(7),
-                digest: d(4),
-            }),
-        );
-        let ck = env(
-            2,
-            Message::Checkpoint(Checkpoint {
-                seq: SeqNo(10),
-                state: d(5),
-            }),
-        );
-        let proof = CheckpointProof {
-            seq: SeqNo(10),
-            state: d(5),
-            signed: vec![ck.clone()],
-        };
+        let prep = env(1, Message::Prepare(Vote { view: View(3), seq: SeqNo(7), digest: d(4) }));
+        let ck = env(2, Message::Checkpoint(Checkpoint { seq: SeqNo(10), state: d(5) }));
+        let proof = CheckpointProof { seq: SeqNo(10), state: d(5), signed: vec![ck.clone()] };
         let vc = env(
             1,
             Message::ViewChange(ViewChange {
@@ -619,25 +528,12 @@ mod tests {
         vec![
             pp,
             prep,
-            env(
-                2,
-                Message::Commit(Vote {
-                    view: View(3),
-                    seq: SeqNo(7),
-                    digest: d(4),
-                }),
-            ),
+            env(2, Message::Commit(Vote { view: View(3), seq: SeqNo(7), digest: d(4) })),
             ck,
             vc,
             nv,
             env(0, Message::Heartbeat { view: View(2) }),
-            env(
-                1,
-                Message::Fetch {
-                    after: SeqNo(5),
-                    view: View(1),
-                },
-            ),
+            env(1, Message::Fetch { after: SeqNo(5), view: View(1) }),
             entries,
         ]
     }
@@ -663,17 +559,10 @@ mod tests {
     fn wal_records_round_trip() {
         let s = samples();
         let recs = vec![
-            WalRecord::View {
-                view: View(9),
-                changing: true,
-            },
+            WalRecord::View { view: View(9), changing: true },
             WalRecord::Intent(s[1].message.clone()),
             WalRecord::Accepted(s[5].clone()),
-            WalRecord::Stable(CheckpointProof {
-                seq: SeqNo(0),
-                state: d(0),
-                signed: vec![],
-            }),
+            WalRecord::Stable(CheckpointProof { seq: SeqNo(0), state: d(0), signed: vec![] }),
         ];
         for r in recs {
             assert_eq!(decode_record(&encode_record(&r)).unwrap(), r);
@@ -683,14 +572,7 @@ mod tests {
     #[test]
     fn encoding_is_pinned() {
         // Golden bytes: a change here is a wire-format change and needs a version bump.
-        let e = env(
-            1,
-            Message::Prepare(Vote {
-                view: View(2),
-                seq: SeqNo(3),
-                digest: d(0xab),
-            }),
-        );
+        let e = env(1, Message::Prepare(Vote { view: View(2), seq: SeqNo(3), digest: d(0xab) }));
         let mut want = vec![1, 0, 0, 0, 1, 64];
         want.extend_from_slice(&[1; 64]);
         want.push(1);

@@ -28,12 +28,7 @@ pub struct App {
 impl App {
     /// An empty ledger.
     pub fn new(genesis: Digest) -> Self {
-        Self {
-            genesis,
-            chain: Vec::new(),
-            committed: 0,
-            seen: HashSet::new(),
-        }
+        Self { genesis, chain: Vec::new(), committed: 0, seen: HashSet::new() }
     }
 
     /// The state digest after executing a batch on `prev`.
@@ -73,19 +68,13 @@ impl App {
 
     /// Whether `tx` executed in the committed chain.
     pub fn committed_tx(&self, tx: &Digest) -> bool {
-        self.seen.contains(tx)
-            && self.chain[self.committed..]
-                .iter()
-                .all(|e| !e.fresh.contains(tx))
+        self.seen.contains(tx) && self.chain[self.committed..].iter().all(|e| !e.fresh.contains(tx))
     }
 
     /// Executes `batch` at `seq`, which must be the next height.
     pub fn execute(&mut self, seq: SeqNo, batch: &Batch) -> Result<Digest, String> {
         if seq.0 != self.chain.len() as u64 + 1 {
-            return Err(format!(
-                "execution gap: asked {seq:?} at height {}",
-                self.chain.len()
-            ));
+            return Err(format!("execution gap: asked {seq:?} at height {}", self.chain.len()));
         }
         let mut fresh = Vec::new();
         for t in &batch.txs {
@@ -95,11 +84,7 @@ impl App {
         }
         let prev = self.state_at(SeqNo(seq.0 - 1)).unwrap_or(self.genesis);
         let state = Self::next_state(&prev, seq, &fresh);
-        self.chain.push(Executed {
-            batch: batch.clone(),
-            fresh,
-            state,
-        });
+        self.chain.push(Executed { batch: batch.clone(), fresh, state });
         Ok(state)
     }
 
@@ -107,10 +92,7 @@ impl App {
     pub fn rollback(&mut self, to: SeqNo) -> Result<(), String> {
         let to = to.0 as usize;
         if to < self.committed {
-            return Err(format!(
-                "rollback to {to} below committed {}",
-                self.committed
-            ));
+            return Err(format!("rollback to {to} below committed {}", self.committed));
         }
         while self.chain.len() > to {
             if let Some(e) = self.chain.pop() {
@@ -152,11 +134,7 @@ impl App {
         }
         self.chain = source.chain[..n].to_vec();
         self.committed = n;
-        self.seen = self
-            .chain
-            .iter()
-            .flat_map(|e| e.fresh.iter().copied())
-            .collect();
+        self.seen = self.chain.iter().flat_map(|e| e.fresh.iter().copied()).collect();
         txs
     }
 }

@@ -22,14 +22,8 @@ pub enum CryptoKind {
 }
 
 enum Keys {
-    Sm2 {
-        signers: Vec<SoftwareSigner>,
-        by_key: HashMap<Vec<u8>, sm2::PublicKey>,
-    },
-    Stub {
-        secrets: Vec<[u8; 32]>,
-        by_key: HashMap<Vec<u8>, [u8; 32]>,
-    },
+    Sm2 { signers: Vec<SoftwareSigner>, by_key: HashMap<Vec<u8>, sm2::PublicKey> },
+    Stub { secrets: Vec<[u8; 32]>, by_key: HashMap<Vec<u8>, [u8; 32]> },
 }
 
 /// Every node's keys; cheap to clone.
@@ -60,16 +54,13 @@ impl Crypto {
                 Keys::Sm2 { signers, by_key }
             }
             CryptoKind::Stub => {
-                let secrets: Vec<[u8; 32]> = (0..n)
-                    .map(|i| vpbox_sm::sm3::hash(format!("stub-{seed}-{i}")).0)
-                    .collect();
+                let secrets: Vec<[u8; 32]> =
+                    (0..n).map(|i| vpbox_sm::sm3::hash(format!("stub-{seed}-{i}")).0).collect();
                 let by_key = secrets.iter().map(|s| (stub_public(s), *s)).collect();
                 Keys::Stub { secrets, by_key }
             }
         };
-        Ok(Self {
-            keys: Rc::new(keys),
-        })
+        Ok(Self { keys: Rc::new(keys) })
     }
 
     /// Node `i`'s public key.
@@ -130,11 +121,7 @@ impl Verifier for Crypto {
                 stub_tag(secret, payload) == sig.0
             }
         };
-        if ok {
-            Verification::Valid
-        } else {
-            Verification::Invalid
-        }
+        if ok { Verification::Valid } else { Verification::Invalid }
     }
 }
 
@@ -148,14 +135,8 @@ mod tests {
             let c = Crypto::new(kind, 2, 1).unwrap();
             let s = c.sign(0, b"vote");
             assert_eq!(c.verify(&c.public_key(0), b"vote", &s), Verification::Valid);
-            assert_eq!(
-                c.verify(&c.public_key(1), b"vote", &s),
-                Verification::Invalid
-            );
-            assert_eq!(
-                c.verify(&c.public_key(0), b"vote!", &s),
-                Verification::Invalid
-            );
+            assert_eq!(c.verify(&c.public_key(1), b"vote", &s), Verification::Invalid);
+            assert_eq!(c.verify(&c.public_key(0), b"vote!", &s), Verification::Invalid);
         }
     }
 }

@@ -105,11 +105,8 @@ fn main() -> anyhow::Result<ExitCode> {
         let mut w = vpbox_consensus_sim::World::new(cfg)?;
         w.plan_random(faults);
         let o = w.run();
-        let mut replay = format!(
-            "vpbox-sim --nodes {} --seeds {seed} --faults {}",
-            args.nodes,
-            faults.to_arg()
-        );
+        let mut replay =
+            format!("vpbox-sim --nodes {} --seeds {seed} --faults {}", args.nodes, faults.to_arg());
         if args.plan != vpbox_consensus_sim::PLAN_VERSION {
             replay.push_str(&format!(" --plan {}", args.plan));
         }
@@ -155,9 +152,5 @@ fn main() -> anyhow::Result<ExitCode> {
             "seeds_with_a_replica_left_in_view_change": stuck,
             "signatures": "stubbed (keyed SM3)"})
     );
-    Ok(if violations > 0 {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if violations > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }

@@ -74,13 +74,7 @@ pub struct Faults {
 impl Faults {
     /// Every kind.
     pub fn all() -> Self {
-        Self {
-            crash: true,
-            torn: true,
-            partition: true,
-            byzantine: true,
-            network: true,
-        }
+        Self { crash: true, torn: true, partition: true, byzantine: true, network: true }
     }
 
     /// Parses `crash,partition,byzantine,network,torn` or `all` or `none`.
@@ -115,11 +109,7 @@ impl Faults {
                 v.push(name);
             }
         }
-        if v.is_empty() {
-            "none".into()
-        } else {
-            v.join(",")
-        }
+        if v.is_empty() { "none".into() } else { v.join(",") }
     }
 }
 
@@ -220,32 +210,12 @@ pub struct Outcome {
 
 #[derive(Debug)]
 enum Kind {
-    Deliver {
-        to: usize,
-        env: Envelope,
-    },
-    Timer {
-        node: usize,
-        inc: u64,
-        timer: Timer,
-        generation: u64,
-    },
-    Local {
-        node: usize,
-        inc: u64,
-        input: Input,
-    },
-    Transfer {
-        node: usize,
-        inc: u64,
-        seq: SeqNo,
-        state: Digest,
-    },
+    Deliver { to: usize, env: Envelope },
+    Timer { node: usize, inc: u64, timer: Timer, generation: u64 },
+    Local { node: usize, inc: u64, input: Input },
+    Transfer { node: usize, inc: u64, seq: SeqNo, state: Digest },
     Submit(Digest),
-    Crash {
-        node: usize,
-        torn: bool,
-    },
+    Crash { node: usize, torn: bool },
     Restart(usize),
     Block(Vec<(usize, usize)>),
     Unblock(Vec<(usize, usize)>),
@@ -342,10 +312,7 @@ impl World {
     pub fn new(cfg: SimConfig) -> anyhow::Result<Self> {
         let crypto = Crypto::new(cfg.crypto, cfg.nodes, cfg.seed)?;
         let members = (0..cfg.nodes)
-            .map(|i| Member {
-                id: NodeId(i as u32),
-                public_key: crypto.public_key(i),
-            })
+            .map(|i| Member { id: NodeId(i as u32), public_key: crypto.public_key(i) })
             .collect();
         let genesis = Digest(vpbox_sm::sm3::hash(b"sim-genesis").0);
         let config = Config::new(members, genesis)?;
@@ -370,10 +337,7 @@ impl World {
             .collect();
         let mut w = Self {
             rng: Rng::new(cfg.seed),
-            out: Outcome {
-                seed: cfg.seed,
-                ..Outcome::default()
-            },
+            out: Outcome { seed: cfg.seed, ..Outcome::default() },
             cfg,
             crypto,
             config,
@@ -488,9 +452,7 @@ impl World {
             let id = self.submitted.len() as u64;
             let tx = Digest(vpbox_sm::sm3::hash(format!("tx-{}-{id}", self.cfg.seed)).0);
             self.submitted.push(tx);
-            let at = self
-                .rng
-                .range(from_ms, to_ms.saturating_sub(1).max(from_ms));
+            let at = self.rng.range(from_ms, to_ms.saturating_sub(1).max(from_ms));
             self.push(at, Kind::Submit(tx));
         }
     }
@@ -508,11 +470,7 @@ impl World {
                 if !byz.contains(&i) {
                     byz.push(i);
                     // Plan 1 knew the first six kinds only.
-                    let kinds = if self.cfg.plan >= 2 {
-                        Byzantine::ALL.len()
-                    } else {
-                        6
-                    };
+                    let kinds = if self.cfg.plan >= 2 { Byzantine::ALL.len() } else { 6 };
                     let k = Byzantine::ALL[self.rng.below(kinds as u64) as usize];
                     if self.trace {
                         eprintln!("byzantine n{i} {k:?}");
@@ -552,32 +510,18 @@ impl World {
         }
         if self.cfg.plan >= 2 && faults.crash && self.rng.chance(0.5) {
             // Crashes at protocol moments: right after a given vote or checkpoint goes out.
-            let phases = [
-                Phase::PrePrepare,
-                Phase::Prepare,
-                Phase::Commit,
-                Phase::Checkpoint,
-            ];
+            let phases = [Phase::PrePrepare, Phase::Prepare, Phase::Commit, Phase::Checkpoint];
             for _ in 0..self.rng.range(1, 3) {
                 let node = self.rng.below(n as u64) as usize;
-                let victim = if self.rng.chance(0.5) {
-                    node
-                } else {
-                    self.rng.below(n as u64) as usize
-                };
+                let victim =
+                    if self.rng.chance(0.5) { node } else { self.rng.below(n as u64) as usize };
                 if byz.contains(&victim) {
                     continue;
                 }
                 let phase = phases[self.rng.below(4) as usize];
                 let nth = self.rng.range(1, 6) as u32;
                 let restart_after_ms = self.rng.range(200, 4_000);
-                self.crash_on_send(CrashOnSend {
-                    node,
-                    victim,
-                    phase,
-                    nth,
-                    restart_after_ms,
-                });
+                self.crash_on_send(CrashOnSend { node, victim, phase, nth, restart_after_ms });
             }
         }
         if self.cfg.plan >= 2 && faults.partition && self.rng.chance(0.3) {
@@ -623,11 +567,7 @@ impl World {
 
     fn push(&mut self, time: u64, kind: Kind) {
         self.next_id += 1;
-        self.queue.push(Reverse(Ev {
-            time,
-            id: self.next_id,
-            kind,
-        }));
+        self.queue.push(Reverse(Ev { time, id: self.next_id, kind }));
     }
 
     fn violation(&mut self, what: String) {
@@ -651,11 +591,7 @@ impl World {
         };
         let node = &mut self.nodes[i];
         node.inc += 1;
-        let records = node
-            .wal
-            .iter()
-            .filter_map(|b| decode_record(b).ok())
-            .collect();
+        let records = node.wal.iter().filter_map(|b| decode_record(b).ok()).collect();
         let committed = node.app.committed();
         let state = node.app.state_at(committed).unwrap_or_default();
         let window = self.cfg.params.window;
@@ -671,15 +607,7 @@ impl World {
             node.max_view = View(0);
             node.max_low = SeqNo(0);
         }
-        self.feed(
-            i,
-            Input::Restore {
-                records,
-                committed,
-                state,
-                recent,
-            },
-        );
+        self.feed(i, Input::Restore { records, committed, state, recent });
     }
 
     fn crash_now(&mut self, i: usize) {
@@ -780,11 +708,7 @@ impl World {
                     let signature = self.crypto.sign(self.nodes[i].identity, &payload);
                     self.push(
                         self.now,
-                        Kind::Local {
-                            node: i,
-                            inc,
-                            input: Input::Signed { token, signature },
-                        },
+                        Kind::Local { node: i, inc, input: Input::Signed { token, signature } },
                     );
                 }
                 Effect::Send { to, envelope } => {
@@ -795,24 +719,15 @@ impl World {
                 }
                 Effect::Broadcast(envelope) => {
                     let me = self.nodes[i].identity;
-                    let to = (0..self.nodes.len())
-                        .filter(|j| self.nodes[*j].identity != me)
-                        .collect();
+                    let to =
+                        (0..self.nodes.len()).filter(|j| self.nodes[*j].identity != me).collect();
                     self.emit(i, to, envelope);
                 }
                 Effect::SetTimer { timer, after_ms } => {
                     let g = self.nodes[i].timers.entry(timer).or_insert(0);
                     *g += 1;
                     let generation = *g;
-                    self.push(
-                        self.now + after_ms,
-                        Kind::Timer {
-                            node: i,
-                            inc,
-                            timer,
-                            generation,
-                        },
-                    );
+                    self.push(self.now + after_ms, Kind::Timer { node: i, inc, timer, generation });
                 }
                 Effect::CancelTimer(timer) => {
                     *self.nodes[i].timers.entry(timer).or_insert(0) += 1;
@@ -848,25 +763,12 @@ impl World {
                         }
                     }
                 }
-                Effect::Commit {
-                    seq,
-                    batch,
-                    result,
-                    certificate,
-                } => {
+                Effect::Commit { seq, batch, result, certificate } => {
                     self.on_commit(i, seq, &batch, result, &certificate);
                 }
                 Effect::FetchState { seq, state } => {
                     let at = self.now + 20;
-                    self.push(
-                        at,
-                        Kind::Transfer {
-                            node: i,
-                            inc,
-                            seq,
-                            state,
-                        },
-                    );
+                    self.push(at, Kind::Transfer { node: i, inc, seq, state });
                 }
                 Effect::ViewChanged { .. } => {
                     self.out.view_changes += 1;
@@ -909,9 +811,7 @@ impl World {
         // Every commit certificate has ≥ Q valid member signatures over its block digest.
         let bd = batch_digest(&self.crypto, batch);
         if cert.seq != seq || cert.block != block_digest(&self.crypto, seq, &bd, &result) {
-            self.violation(format!(
-                "node {i}: certificate of {seq:?} is for another block"
-            ));
+            self.violation(format!("node {i}: certificate of {seq:?} is for another block"));
         }
         if let Err(e) = verify_certificate(&self.config, &self.crypto, cert) {
             self.violation(format!("node {i}: certificate of {seq:?} invalid: {e}"));
@@ -921,9 +821,7 @@ impl World {
             eprintln!("t={} n{i} commit {} view {}", self.now, seq.0, cert.view.0);
         }
         // Each transaction executes at most once in the committed chain.
-        let fresh = self.nodes[i].app.committed_chain()[seq.0 as usize - 1]
-            .fresh
-            .clone();
+        let fresh = self.nodes[i].app.committed_chain()[seq.0 as usize - 1].fresh.clone();
         for tx in fresh {
             if !self.nodes[i].committed_txs.insert(tx) {
                 self.violation(format!("node {i}: transaction {tx:?} executed twice"));
@@ -981,11 +879,8 @@ impl World {
         } else {
             let src = self.nodes[j].app.clone();
             self.nodes[i].app.transfer_from(&src, seq);
-            let blocks: Vec<_> = self.nodes[j]
-                .ledger
-                .range(..=seq.0)
-                .map(|(k, v)| (*k, v.clone()))
-                .collect();
+            let blocks: Vec<_> =
+                self.nodes[j].ledger.range(..=seq.0).map(|(k, v)| (*k, v.clone())).collect();
             self.nodes[i].ledger.extend(blocks);
         }
         let txs: Vec<Digest> = self.nodes[i]
@@ -1014,14 +909,7 @@ impl World {
         }
         let got = self.nodes[i].app.state_at(seq).unwrap_or_default();
         self.out.state_transfers += 1;
-        self.feed(
-            i,
-            Input::StateFetched {
-                seq,
-                state: got,
-                txs,
-            },
-        );
+        self.feed(i, Input::StateFetched { seq, state: got, txs });
     }
 
     /// Sends from node `i`, through its Byzantine double if it has one, and checks that an
@@ -1109,10 +997,7 @@ impl World {
                         p.state.0[0] ^= 1;
                     }
                     let m = Message::Entries(forged);
-                    let env = Envelope {
-                        message: m,
-                        ..env.clone()
-                    };
+                    let env = Envelope { message: m, ..env.clone() };
                     self.send_all(i, &to, &env, 0);
                 }
                 _ => self.send_all(i, &to, &env, 0),
@@ -1133,14 +1018,8 @@ impl World {
 
     fn resign(&self, i: usize, message: Message) -> Envelope {
         let from = NodeId(self.nodes[i].identity as u32);
-        let signature = self
-            .crypto
-            .sign(self.nodes[i].identity, &signing_payload(from, &message));
-        Envelope {
-            from,
-            message,
-            signature,
-        }
+        let signature = self.crypto.sign(self.nodes[i].identity, &signing_payload(from, &message));
+        Envelope { from, message, signature }
     }
 
     fn send_all(&mut self, i: usize, to: &[usize], env: &Envelope, extra: u64) {
@@ -1154,42 +1033,22 @@ impl World {
                 continue;
             }
             let d = self.rng.range(self.delay.0, self.delay.1) + extra;
-            self.push(
-                self.now + d,
-                Kind::Deliver {
-                    to: j,
-                    env: env.clone(),
-                },
-            );
+            self.push(self.now + d, Kind::Deliver { to: j, env: env.clone() });
             if self.rng.chance(self.dup_p) {
                 let d2 = self.rng.range(self.delay.0, self.delay.1 * 3) + extra;
-                self.push(
-                    self.now + d2,
-                    Kind::Deliver {
-                        to: j,
-                        env: env.clone(),
-                    },
-                );
+                self.push(self.now + d2, Kind::Deliver { to: j, env: env.clone() });
             }
         }
         for c in self.crash_on_send.clone() {
             if c.node == i && env.from.0 as usize == i {
                 let sent = self.nodes[i].sent.get(&c.phase).copied().unwrap_or(0);
-                let is_phase = env
-                    .message
-                    .vote_key(|_| Digest::default())
-                    .is_some_and(|k| k.2 == c.phase);
+                let is_phase =
+                    env.message.vote_key(|_| Digest::default()).is_some_and(|k| k.2 == c.phase);
                 if is_phase && sent == c.nth {
                     self.crash_on_send
                         .retain(|x| !(x.node == c.node && x.phase == c.phase && x.nth == c.nth));
                     let at = self.now;
-                    self.push(
-                        at,
-                        Kind::Crash {
-                            node: c.victim,
-                            torn: false,
-                        },
-                    );
+                    self.push(at, Kind::Crash { node: c.victim, torn: false });
                     self.push(at + c.restart_after_ms, Kind::Restart(c.victim));
                 }
             }
@@ -1222,12 +1081,7 @@ impl World {
                     self.feed(to, Input::Message(env));
                 }
             }
-            Kind::Timer {
-                node,
-                inc,
-                timer,
-                generation,
-            } => {
+            Kind::Timer { node, inc, timer, generation } => {
                 let n = &self.nodes[node];
                 if n.inc == inc && n.timers.get(&timer) == Some(&generation) {
                     self.feed(node, Input::Timeout(timer));
@@ -1238,12 +1092,7 @@ impl World {
                     self.feed(node, input);
                 }
             }
-            Kind::Transfer {
-                node,
-                inc,
-                seq,
-                state,
-            } => {
+            Kind::Transfer { node, inc, seq, state } => {
                 if self.nodes[node].inc == inc && self.alive(node) {
                     self.on_transfer(node, seq, state);
                 }
@@ -1306,11 +1155,7 @@ impl World {
 
     fn all_committed(&self) -> bool {
         (0..self.nodes.len()).filter(|i| self.honest(*i)).all(|i| {
-            self.alive(i)
-                && self
-                    .submitted
-                    .iter()
-                    .all(|t| self.nodes[i].committed_txs.contains(t))
+            self.alive(i) && self.submitted.iter().all(|t| self.nodes[i].committed_txs.contains(t))
         })
     }
 
@@ -1350,11 +1195,7 @@ impl World {
                     worst.push(format!(
                         "node {i} misses {missing} (view {:?}{}, committed {:?}, pool {})",
                         e.map(|e| e.view().0).unwrap_or(0),
-                        if e.is_some_and(|e| e.is_changing_view()) {
-                            " changing"
-                        } else {
-                            ""
-                        },
+                        if e.is_some_and(|e| e.is_changing_view()) { " changing" } else { "" },
                         e.map(|e| e.committed().0).unwrap_or(0),
                         e.map(|e| e.pending_transactions()).unwrap_or(0),
                     ));
@@ -1364,20 +1205,12 @@ impl World {
         }
         self.out.stuck_in_view_change = (0..self.nodes.len())
             .filter(|i| self.honest(*i))
-            .filter(|i| {
-                self.nodes[*i]
-                    .engine
-                    .as_ref()
-                    .is_some_and(|e| e.is_changing_view())
-            })
+            .filter(|i| self.nodes[*i].engine.as_ref().is_some_and(|e| e.is_changing_view()))
             .count() as u64;
         self.out.committed_txs = (0..self.nodes.len())
             .filter(|i| self.honest(*i))
             .map(|i| {
-                self.submitted
-                    .iter()
-                    .filter(|t| self.nodes[i].committed_txs.contains(t))
-                    .count()
+                self.submitted.iter().filter(|t| self.nodes[i].committed_txs.contains(t)).count()
             })
             .min()
             .unwrap_or(0);

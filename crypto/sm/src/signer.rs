@@ -154,18 +154,12 @@ mod tests {
         for made_in in Domain::ALL {
             let sig = signer.sign(made_in, b"payload").unwrap();
             for checked_in in Domain::ALL {
-                let expected = if made_in == checked_in {
-                    Verification::Valid
-                } else {
-                    Verification::Invalid
-                };
+                let expected =
+                    if made_in == checked_in { Verification::Valid } else { Verification::Invalid };
                 assert_eq!(pk.verify_in(checked_in, b"payload", &sig), expected);
             }
             // The same bytes signed without a domain are a different message.
-            assert_eq!(
-                pk.verify(DEFAULT_ID, b"payload", &sig),
-                Verification::Invalid
-            );
+            assert_eq!(pk.verify(DEFAULT_ID, b"payload", &sig), Verification::Invalid);
             assert_eq!(
                 pk.verify(DEFAULT_ID, &made_in.frame(b"payload"), &sig),
                 Verification::Valid

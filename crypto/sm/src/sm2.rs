@@ -113,10 +113,7 @@ impl SecretKey {
     /// invertible) and values ≥ n.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
         let repr: [u8; 32] = bytes.try_into().map_err(|_| {
-            Error::InvalidPrivateKey(Reason::Length {
-                expected: 32,
-                got: bytes.len(),
-            })
+            Error::InvalidPrivateKey(Reason::Length { expected: 32, got: bytes.len() })
         })?;
         let d = Option::<NonZeroScalar>::from(NonZeroScalar::from_repr(repr.into()))
             .ok_or(Error::InvalidPrivateKey(Reason::Range))?;
@@ -127,11 +124,7 @@ impl SecretKey {
         let d1_inv = Option::<Scalar>::from((*d + Scalar::ONE).invert())
             .ok_or(Error::InvalidPrivateKey(Reason::Range))?;
         let point = sm2::PublicKey::from_secret_scalar(&d);
-        Ok(Self {
-            d,
-            d1_inv,
-            public: PublicKey::from_point(point)?,
-        })
+        Ok(Self { d, d1_inv, public: PublicKey::from_point(point)? })
     }
 
     /// Reads a private key from PEM: PKCS#8 (`PRIVATE KEY`, as `openssl genpkey -algorithm SM2`
@@ -159,9 +152,7 @@ impl SecretKey {
                 "encrypted PKCS#8 is not supported; keys that need a password belong in the HSM"
                     .into(),
             ))),
-            "RSA PRIVATE KEY" => Err(Error::NotSm2 {
-                found: "an RSA private key".into(),
-            }),
+            "RSA PRIVATE KEY" => Err(Error::NotSm2 { found: "an RSA private key".into() }),
             "PUBLIC KEY" => Err(Error::InvalidPrivateKey(Reason::Pem(
                 "this is a public key, not a private key".into(),
             ))),
@@ -251,9 +242,7 @@ fn sign_with_k(d: &Scalar, d1_inv: &Scalar, e: &Scalar, k: &Scalar) -> Option<Si
     if bool::from(s.is_zero()) {
         return None;
     }
-    sm2::dsa::Signature::from_scalars(r.to_repr(), s.to_repr())
-        .ok()
-        .map(Signature)
+    sm2::dsa::Signature::from_scalars(r.to_repr(), s.to_repr()).ok().map(Signature)
 }
 
 impl Drop for SecretKey {
@@ -265,9 +254,7 @@ impl Drop for SecretKey {
 
 impl fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SecretKey")
-            .field("public", &self.public)
-            .finish_non_exhaustive()
+        f.debug_struct("SecretKey").field("public", &self.public).finish_non_exhaustive()
     }
 }
 
@@ -283,11 +270,7 @@ impl PublicKey {
     fn from_point(point: sm2::PublicKey) -> Result<Self, Error> {
         let verifying = sm2::dsa::VerifyingKey::new("", point)
             .map_err(|_| Error::InvalidPublicKey(Reason::Range))?;
-        let mut key = Self {
-            verifying,
-            point,
-            default_z: Digest::default(),
-        };
+        let mut key = Self { verifying, point, default_z: Digest::default() };
         key.default_z = z_value(DEFAULT_ID, &key)?;
         Ok(key)
     }
@@ -312,9 +295,7 @@ impl PublicKey {
         let (label, der) = decode_pem(pem, Error::InvalidPublicKey)?;
         match label.as_str() {
             "PUBLIC KEY" => Self::from_spki_der(&der),
-            "RSA PUBLIC KEY" => Err(Error::NotSm2 {
-                found: "an RSA public key".into(),
-            }),
+            "RSA PUBLIC KEY" => Err(Error::NotSm2 { found: "an RSA public key".into() }),
             "CERTIFICATE" => Err(Error::InvalidPublicKey(Reason::Pem(
                 "this is a certificate; extract its key with `openssl x509 -pubkey -noout`".into(),
             ))),
@@ -337,17 +318,12 @@ impl PublicKey {
     /// The key as SPKI DER.
     pub fn to_spki_der(&self) -> Vec<u8> {
         // Encoding a valid point cannot fail; an empty result would fail every later parse.
-        self.point
-            .to_public_key_der()
-            .map(|d| d.as_bytes().to_vec())
-            .unwrap_or_default()
+        self.point.to_public_key_der().map(|d| d.as_bytes().to_vec()).unwrap_or_default()
     }
 
     /// The key as SPKI PEM.
     pub fn to_spki_pem(&self) -> String {
-        self.point
-            .to_public_key_pem(LineEnding::LF)
-            .unwrap_or_default()
+        self.point.to_public_key_pem(LineEnding::LF).unwrap_or_default()
     }
 
     /// SM3 of the SPKI DER: the fingerprint operators compare and configs pin.
@@ -357,11 +333,7 @@ impl PublicKey {
 
     /// `Z` for signer ID `id` (cached for [`DEFAULT_ID`]).
     pub fn z(&self, id: &[u8]) -> Result<Digest, Error> {
-        if id == DEFAULT_ID {
-            Ok(self.default_z)
-        } else {
-            z_value(id, self)
-        }
+        if id == DEFAULT_ID { Ok(self.default_z) } else { z_value(id, self) }
     }
 
     /// Verifies `sig` over `message` with signer ID `id`.
@@ -459,9 +431,8 @@ fn pem_label(pem: &str) -> Option<&str> {
 }
 
 fn decode_pem(pem: &str, wrap: fn(Reason) -> Error) -> Result<(String, Zeroizing<Vec<u8>>), Error> {
-    let start = pem
-        .find("-----BEGIN ")
-        .ok_or_else(|| wrap(Reason::Pem("no PEM header found".into())))?;
+    let start =
+        pem.find("-----BEGIN ").ok_or_else(|| wrap(Reason::Pem("no PEM header found".into())))?;
     let (label, der) = pem_rfc7468::decode_vec(&pem.as_bytes()[start..])
         .map_err(|e| wrap(Reason::Pem(e.to_string())))?;
     Ok((label.to_string(), Zeroizing::new(der)))
@@ -469,15 +440,11 @@ fn decode_pem(pem: &str, wrap: fn(Reason) -> Error) -> Result<(String, Zeroizing
 
 fn check_algorithm(alg: ObjectIdentifier, curve: Option<ObjectIdentifier>) -> Result<(), Error> {
     if alg != ID_EC_PUBLIC_KEY && alg != SM2_CURVE_OID {
-        return Err(Error::NotSm2 {
-            found: format!("{} ({alg})", oid_name(alg)),
-        });
+        return Err(Error::NotSm2 { found: format!("{} ({alg})", oid_name(alg)) });
     }
     match curve {
         Some(curve) => check_curve(curve),
-        None => Err(Error::NotSm2 {
-            found: "an EC key without a named curve".into(),
-        }),
+        None => Err(Error::NotSm2 { found: "an EC key without a named curve".into() }),
     }
 }
 
@@ -485,9 +452,7 @@ fn check_curve(curve: ObjectIdentifier) -> Result<(), Error> {
     if curve == SM2_CURVE_OID {
         Ok(())
     } else {
-        Err(Error::NotSm2 {
-            found: format!("EC curve {} ({curve})", oid_name(curve)),
-        })
+        Err(Error::NotSm2 { found: format!("EC curve {} ({curve})", oid_name(curve)) })
     }
 }
 
@@ -533,11 +498,7 @@ mod tests {
         assert_eq!(hex::encode_upper(&point[33..]), STD_PY);
         let z = key.public_key().z(DEFAULT_ID).unwrap();
         assert_eq!(z.to_hex().to_uppercase(), STD_Z);
-        assert_eq!(
-            z_value(DEFAULT_ID, key.public_key()).unwrap(),
-            z,
-            "cache equals fresh"
-        );
+        assert_eq!(z_value(DEFAULT_ID, key.public_key()).unwrap(), z, "cache equals fresh");
         let e = message_digest(&z, &[b"message digest"]);
         assert_eq!(e.to_hex().to_uppercase(), STD_E);
     }
@@ -566,10 +527,7 @@ mod tests {
         assert_eq!(pk.verify(DEFAULT_ID, b"slap", &sig), Verification::Invalid);
         assert_eq!(pk.verify(b"other-id", b"slip", &sig), Verification::Invalid);
         let other = SecretKey::generate().unwrap();
-        assert_eq!(
-            other.public_key().verify(DEFAULT_ID, b"slip", &sig),
-            Verification::Invalid
-        );
+        assert_eq!(other.public_key().verify(DEFAULT_ID, b"slip", &sig), Verification::Invalid);
     }
 
     #[test]
@@ -589,10 +547,7 @@ mod tests {
         let back = SecretKey::from_pem(&pem).unwrap();
         assert_eq!(back.public_key(), key.public_key());
         let der = key.to_pkcs8_der().unwrap();
-        assert_eq!(
-            SecretKey::from_pkcs8_der(&der).unwrap().public_key(),
-            key.public_key()
-        );
+        assert_eq!(SecretKey::from_pkcs8_der(&der).unwrap().public_key(), key.public_key());
 
         let spki = key.public_key().to_spki_pem();
         assert_eq!(&PublicKey::from_pem(&spki).unwrap(), key.public_key());
@@ -606,30 +561,15 @@ mod tests {
 
     #[test]
     fn bad_encodings_are_errors() {
-        assert!(matches!(
-            SecretKey::from_pem("hello"),
-            Err(Error::InvalidPrivateKey(_))
-        ));
-        assert!(matches!(
-            SecretKey::from_bytes(&[0u8; 32]),
-            Err(Error::InvalidPrivateKey(_))
-        ));
-        assert!(matches!(
-            SecretKey::from_bytes(&[1u8; 31]),
-            Err(Error::InvalidPrivateKey(_))
-        ));
-        assert!(
-            Signature::from_raw(&[0u8; 64]).is_err(),
-            "r = s = 0 is out of range"
-        );
+        assert!(matches!(SecretKey::from_pem("hello"), Err(Error::InvalidPrivateKey(_))));
+        assert!(matches!(SecretKey::from_bytes(&[0u8; 32]), Err(Error::InvalidPrivateKey(_))));
+        assert!(matches!(SecretKey::from_bytes(&[1u8; 31]), Err(Error::InvalidPrivateKey(_))));
+        assert!(Signature::from_raw(&[0u8; 64]).is_err(), "r = s = 0 is out of range");
         assert!(Signature::from_raw(&[1u8; 63]).is_err());
         let key = SecretKey::generate().unwrap();
         let der = key.sign(DEFAULT_ID, b"x").unwrap().to_der();
         for cut in 0..der.len() {
-            assert!(
-                Signature::from_der(&der[..cut]).is_err(),
-                "truncated at {cut}"
-            );
+            assert!(Signature::from_der(&der[..cut]).is_err(), "truncated at {cut}");
         }
         let mut trailing = der;
         trailing.push(0);

@@ -21,10 +21,7 @@ impl Digest {
 
     /// Parses 64 hex digits, with or without a `0x` prefix.
     pub fn from_hex(s: &str) -> Option<Self> {
-        let s = s
-            .strip_prefix("0x")
-            .or_else(|| s.strip_prefix("0X"))
-            .unwrap_or(s);
+        let s = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")).unwrap_or(s);
         let mut out = [0u8; 32];
         hex::decode_to_slice(s, &mut out).ok()?;
         Some(Self(out))

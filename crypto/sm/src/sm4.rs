@@ -80,19 +80,9 @@ pub fn gcm_seal(
     aad: &[u8],
     plaintext: &[u8],
 ) -> Result<Vec<u8>, Error> {
-    Sm4Gcm::new(&key.0.into())
-        .encrypt(
-            &(*nonce).into(),
-            Payload {
-                msg: plaintext,
-                aad,
-            },
-        )
-        .map_err(|_| Error::BadLength {
-            what: "plaintext",
-            expected: 1 << 36,
-            got: plaintext.len(),
-        })
+    Sm4Gcm::new(&key.0.into()).encrypt(&(*nonce).into(), Payload { msg: plaintext, aad }).map_err(
+        |_| Error::BadLength { what: "plaintext", expected: 1 << 36, got: plaintext.len() },
+    )
 }
 
 /// SM4-GCM decryption of ciphertext ‖ tag; fails if anything was altered.
@@ -166,10 +156,7 @@ mod tests {
     #[test]
     fn rfc8998_gcm_vector() {
         let key = Sm4Key::from_slice(&STD).unwrap();
-        let nonce: [u8; 12] = hex::decode("00001234567800000000abcd")
-            .unwrap()
-            .try_into()
-            .unwrap();
+        let nonce: [u8; 12] = hex::decode("00001234567800000000abcd").unwrap().try_into().unwrap();
         let aad = hex::decode("feedfacedeadbeeffeedfacedeadbeefabaddad2").unwrap();
         let pt = hex::decode(
             "aaaaaaaaaaaaaaaabbbbbbbbbbbbbbbbccccccccccccccccdddddddddddddddd\
@@ -203,19 +190,12 @@ mod tests {
     fn sealed_data_detects_tampering_and_wrong_context() {
         let key = Sm4Key::generate().unwrap();
         let sealed = seal(&key, b"wal/000001", b"secret ledger state").unwrap();
-        assert_eq!(
-            open(&key, b"wal/000001", &sealed).unwrap(),
-            b"secret ledger state"
-        );
+        assert_eq!(open(&key, b"wal/000001", &sealed).unwrap(), b"secret ledger state");
         assert_eq!(open(&key, b"wal/000002", &sealed), Err(Error::Decrypt));
         for i in 0..sealed.len() {
             let mut bad = sealed.clone();
             bad[i] ^= 1;
-            assert_eq!(
-                open(&key, b"wal/000001", &bad),
-                Err(Error::Decrypt),
-                "flip at {i}"
-            );
+            assert_eq!(open(&key, b"wal/000001", &bad), Err(Error::Decrypt), "flip at {i}");
         }
         assert_eq!(open(&key, b"", &sealed[..20]), Err(Error::Decrypt));
         let other = Sm4Key::generate().unwrap();

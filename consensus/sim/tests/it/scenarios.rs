@@ -13,13 +13,7 @@ fn world(nodes: usize, seed: u64) -> World {
 }
 
 fn crash_when(w: &mut World, node: usize, victim: usize, phase: Phase, nth: u32) {
-    w.crash_on_send(CrashOnSend {
-        node,
-        victim,
-        phase,
-        nth,
-        restart_after_ms: 1_500,
-    });
+    w.crash_on_send(CrashOnSend { node, victim, phase, nth, restart_after_ms: 1_500 });
 }
 
 fn run(mut w: World, txs: usize) -> Outcome {
@@ -101,10 +95,7 @@ fn n8f2_bank_partition_then_heal() {
     let mut w = World::new(cfg).unwrap();
     w.partition(&[0, 1, 2, 3], 0, 6_000);
     let o = run(w, 40);
-    assert!(
-        o.first_commit_ms.is_some_and(|t| t >= 6_000),
-        "a bank committed alone: {o:?}"
-    );
+    assert!(o.first_commit_ms.is_some_and(|t| t >= 6_000), "a bank committed alone: {o:?}");
 }
 
 /// pbft.md "Partitions … one-way links": the primary hears everyone but nobody hears it.
@@ -133,10 +124,7 @@ fn n4f1_wrong_execution_result_triggers_view_change() {
     let mut w = world(4, 10);
     w.byzantine(0, Byzantine::WrongResult);
     let o = run(w, 30);
-    assert!(
-        o.max_view >= 1,
-        "the wrong result must cost the primary its view"
-    );
+    assert!(o.max_view >= 1, "the wrong result must cost the primary its view");
 }
 
 /// C&L §4.5.2 (backup request timers): a primary that silently drops some requests is
@@ -180,14 +168,8 @@ fn n4f1_far_behind_node_recovers_by_state_transfer() {
     w.submit(400, 0, 10_000);
     let o = w.run();
     assert_safe_and_live(&o);
-    assert!(
-        o.batches > 3 * 16,
-        "the node must be more than a window behind: {o:?}"
-    );
-    assert!(
-        o.state_transfers >= 1,
-        "recovery must go through state transfer: {o:?}"
-    );
+    assert!(o.batches > 3 * 16, "the node must be more than a window behind: {o:?}");
+    assert!(o.state_transfers >= 1, "recovery must go through state transfer: {o:?}");
 }
 
 /// pbft.md "whole-cluster restart": every replica crashes at once and recovers from its WAL.
@@ -229,10 +211,7 @@ fn n4f1_idle_primary_heartbeats_prevent_view_change() {
 #[test]
 fn n16f5_byzantine_mix_is_safe_and_live() {
     let mut w = world(16, 18);
-    for (i, k) in [0usize, 1, 5, 9, 13]
-        .into_iter()
-        .zip(vpbox_consensus_sim::Byzantine::ALL)
-    {
+    for (i, k) in [0usize, 1, 5, 9, 13].into_iter().zip(vpbox_consensus_sim::Byzantine::ALL) {
         w.byzantine(i, k);
     }
     let mut w2 = w;

@@ -53,14 +53,7 @@ fn a_seed_replays_identically() {
     // Every failure must be replayable from its seed: two runs of one seed agree on every
     // counter, and a different seed gives a different run.
     let key = |o: &vpbox_consensus_sim::Outcome| {
-        (
-            o.events,
-            o.batches,
-            o.view_changes,
-            o.end_ms,
-            o.crashes,
-            o.state_transfers,
-        )
+        (o.events, o.batches, o.view_changes, o.end_ms, o.crashes, o.state_transfers)
     };
     let a = run_seed(7, 42, Faults::all()).unwrap();
     let b = run_seed(7, 42, Faults::all()).unwrap();
