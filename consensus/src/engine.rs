@@ -551,7 +551,7 @@ impl<V: Verifier> Engine<V> {
         }
         match env.message.clone() {
             Message::PrePrepare(pp) => {
-                if pp.view != self.view || self.changing {
+                if pp.view != self.view || self.changing || !self.in_window(pp.seq) {
                     return;
                 }
                 let digest = self.bdigest(&pp.batch);
@@ -564,6 +564,9 @@ impl<V: Verifier> Engine<V> {
                 out.push(Effect::Broadcast(env));
                 self.after_vote(pp.seq, pp.view, out);
             }
+            // A vote decided before a checkpoint became stable may come back signed after it:
+            // the slot is gone, and nothing at or below the low watermark enters the log.
+            Message::Prepare(v) | Message::Commit(v) if !self.in_window(v.seq) => {}
             Message::Prepare(v) => {
                 if let Some(slot) = self.slots.get_mut(&(v.seq, v.view)) {
                     slot.prepares.insert(self.id, (v.digest, env.clone()));

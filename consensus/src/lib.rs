@@ -17,7 +17,8 @@
 //!   state transfer first.
 //! - [`wire`]: the deterministic, versioned, bounded binary encoding.
 //!
-//! See `ARCHITECTURE-consensus.md` for the Input/Effect tables and the message flow.
+//! See the root `ARCHITECTURE.md` ("Consensus") for the Input/Effect tables and the message
+//! flow.
 
 // House style: no unwrap/expect/panic in the core outside tests.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -40,3 +41,21 @@ pub use types::{
     Config, Digest, Member, NodeId, Params, PublicKey, SIGNATURE_MAX_LEN, SeqNo, Signature,
     Verification, Verifier, View, max_faulty, quorum,
 };
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_core_depends_on_nothing_that_does_io() {
+        // STYLE "Sans-IO cores": no tokio, clock, RNG or I/O in the dependency tree. The only
+        // normal dependency is `thiserror` (a proc macro); `cargo tree -p vpbox-consensus -e
+        // normal -i tokio` must fail.
+        let manifest = include_str!("../Cargo.toml");
+        let deps = manifest.split("[dependencies]").nth(1).unwrap_or("");
+        let deps: Vec<&str> = deps
+            .lines()
+            .take_while(|l| !l.starts_with('['))
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        assert_eq!(deps, ["thiserror.workspace = true"]);
+    }
+}

@@ -112,6 +112,19 @@ pub fn signing_payload(from: NodeId, message: &Message) -> Vec<u8> {
     w
 }
 
+/// Parses a signing payload back into its sender and message, so that a signer (an HSM front
+/// end, the simulator) can check what it is asked to sign, e.g. refuse a second, different
+/// vote for one slot.
+pub fn decode_signing_payload(bytes: &[u8]) -> Result<(NodeId, Message), Error> {
+    let rest =
+        bytes.strip_prefix(SIGNING_TAG).ok_or(Error::Tag { what: "signing payload", tag: 0 })?;
+    let mut r = Reader { bytes: rest, pos: 0 };
+    let from = NodeId(r.u32()?);
+    let m = r.message(0)?;
+    r.finish()?;
+    Ok((from, m))
+}
+
 /// The digest of a batch.
 pub fn batch_digest(v: &dyn Verifier, batch: &Batch) -> Digest {
     let mut w = Vec::with_capacity(8 + 32 * batch.txs.len());
@@ -530,6 +543,15 @@ mod tests {
         for e in samples() {
             let bytes = encode(&e);
             assert_eq!(decode(&bytes).unwrap(), e);
+        }
+    }
+
+    #[test]
+    fn signing_payloads_parse_back() {
+        for e in samples() {
+            let p = signing_payload(e.from, &e.message);
+            assert_eq!(decode_signing_payload(&p).unwrap(), (e.from, e.message));
+            assert!(decode_signing_payload(&p[1..]).is_err());
         }
     }
 

@@ -14,4 +14,6 @@ pub mod rng;
 pub mod world;
 
 pub use crypto::CryptoKind;
-pub use world::{Byzantine, CrashOnSend, Faults, Outcome, SimConfig, World, run_seed, sim_params};
+pub use world::{
+    Byzantine, CrashOnSend, Faults, Outcome, PLAN_VERSION, SimConfig, World, run_seed, sim_params,
+};

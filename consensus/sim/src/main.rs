@@ -25,6 +25,9 @@ struct Args {
     /// Transactions per seed.
     #[arg(long)]
     txs: Option<usize>,
+    /// Fault-plan generator version (recorded seeds keep theirs).
+    #[arg(long, default_value_t = vpbox_consensus_sim::PLAN_VERSION)]
+    plan: u32,
     /// Length of the fault phase in virtual ms.
     #[arg(long)]
     fault_ms: Option<u64>,
@@ -86,6 +89,7 @@ fn main() -> anyhow::Result<ExitCode> {
     let (a, b) = parse_range(&args.seeds)?;
     let faults = Faults::parse(&args.faults).map_err(anyhow::Error::msg)?;
     let (mut violations, mut liveness, mut committed, mut batches) = (0u64, 0u64, 0u64, 0u64);
+    let mut stuck = 0u64;
     for seed in a..b {
         let mut cfg = vpbox_consensus_sim::SimConfig::new(args.nodes, seed);
         if let Some(s) = args.steps {
@@ -97,11 +101,15 @@ fn main() -> anyhow::Result<ExitCode> {
         if let Some(t) = args.fault_ms {
             cfg.fault_ms = t;
         }
+        cfg.plan = args.plan;
         let mut w = vpbox_consensus_sim::World::new(cfg)?;
         w.plan_random(faults);
         let o = w.run();
         let mut replay =
             format!("vpbox-sim --nodes {} --seeds {seed} --faults {}", args.nodes, faults.to_arg());
+        if args.plan != vpbox_consensus_sim::PLAN_VERSION {
+            replay.push_str(&format!(" --plan {}", args.plan));
+        }
         for (flag, v) in [
             ("--steps", args.steps),
             ("--txs", args.txs.map(|t| t as u64)),
@@ -123,6 +131,7 @@ fn main() -> anyhow::Result<ExitCode> {
             println!("seed {seed}: LIVENESS FAILURE (replay: {replay}): {l}");
         }
         committed += o.committed_txs as u64;
+        stuck += u64::from(o.stuck_in_view_change > 0);
         batches += o.batches;
         if args.json {
             println!(
@@ -130,6 +139,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 serde_json::json!({"seed": seed, "violations": o.violations.len(),
                     "liveness_failure": o.liveness.is_some(), "committed": o.committed_txs,
                     "batches": o.batches, "events": o.events, "view_changes": o.view_changes,
+                    "stuck_in_view_change": o.stuck_in_view_change,
                     "end_ms": o.end_ms})
             );
         }
@@ -139,6 +149,7 @@ fn main() -> anyhow::Result<ExitCode> {
         "{}",
         serde_json::json!({"seeds": b.saturating_sub(a), "violations": violations,
             "liveness_failures": liveness, "committed": committed, "batches": batches,
+            "seeds_with_a_replica_left_in_view_change": stuck,
             "signatures": "stubbed (keyed SM3)"})
     );
     Ok(if violations > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })

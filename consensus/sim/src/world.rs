@@ -132,7 +132,14 @@ pub struct SimConfig {
     pub heal_ms: u64,
     /// Engine parameters (shortened timeouts keep runs small).
     pub params: Params,
+    /// Version of the random fault-plan generator, so that recorded seeds keep replaying the
+    /// schedule they failed with: 1 = the original; 2 adds crashes at protocol moments, rolling
+    /// primary isolation, twins and liars.
+    pub plan: u32,
 }
+
+/// The fault-plan generator version new runs use.
+pub const PLAN_VERSION: u32 = 2;
 
 impl SimConfig {
     /// Defaults for a seed sweep.
@@ -146,6 +153,7 @@ impl SimConfig {
             fault_ms: 8_000,
             heal_ms: 120_000,
             params: sim_params(),
+            plan: PLAN_VERSION,
         }
     }
 }
@@ -195,6 +203,9 @@ pub struct Outcome {
     pub max_view: u64,
     /// Crashes that happened.
     pub crashes: u64,
+    /// Honest replicas still waiting in a view change at the end (a replica that alone
+    /// suspected the primary waits for the others; see ARCHITECTURE.md, "Consensus").
+    pub stuck_in_view_change: u64,
 }
 
 #[derive(Debug)]
@@ -288,6 +299,7 @@ pub struct World {
     delay: (u64, u64),
     canon: BTreeMap<u64, (Digest, Digest)>,
     votes: HashMap<(usize, View, SeqNo, Phase), Digest>,
+    signed: HashMap<(usize, View, SeqNo, Phase), Digest>,
     submitted: Vec<Digest>,
     crash_on_send: Vec<CrashOnSend>,
     healed: bool,
@@ -340,6 +352,7 @@ impl World {
             delay: (2, 20),
             canon: BTreeMap::new(),
             votes: HashMap::new(),
+            signed: HashMap::new(),
             submitted: Vec::new(),
             crash_on_send: Vec::new(),
             healed: false,
@@ -456,7 +469,9 @@ impl World {
                 let i = self.rng.below(n as u64) as usize;
                 if !byz.contains(&i) {
                     byz.push(i);
-                    let k = Byzantine::ALL[self.rng.below(Byzantine::ALL.len() as u64) as usize];
+                    // Plan 1 knew the first six kinds only.
+                    let kinds = if self.cfg.plan >= 2 { Byzantine::ALL.len() } else { 6 };
+                    let k = Byzantine::ALL[self.rng.below(kinds as u64) as usize];
                     if self.trace {
                         eprintln!("byzantine n{i} {k:?}");
                     }
@@ -491,6 +506,31 @@ impl World {
                         self.crash(node, at, 500, false);
                     }
                 }
+            }
+        }
+        if self.cfg.plan >= 2 && faults.crash && self.rng.chance(0.5) {
+            // Crashes at protocol moments: right after a given vote or checkpoint goes out.
+            let phases = [Phase::PrePrepare, Phase::Prepare, Phase::Commit, Phase::Checkpoint];
+            for _ in 0..self.rng.range(1, 3) {
+                let node = self.rng.below(n as u64) as usize;
+                let victim =
+                    if self.rng.chance(0.5) { node } else { self.rng.below(n as u64) as usize };
+                if byz.contains(&victim) {
+                    continue;
+                }
+                let phase = phases[self.rng.below(4) as usize];
+                let nth = self.rng.range(1, 6) as u32;
+                let restart_after_ms = self.rng.range(200, 4_000);
+                self.crash_on_send(CrashOnSend { node, victim, phase, nth, restart_after_ms });
+            }
+        }
+        if self.cfg.plan >= 2 && faults.partition && self.rng.chance(0.3) {
+            // Rolling isolation of successive primaries: cascading view changes.
+            let mut at = self.rng.below(end / 2);
+            for v in 0..self.rng.range(2, 4) {
+                let until = at + self.rng.range(500, 3_000);
+                self.partition(&[(v as usize) % n], at, until);
+                at = until + self.rng.range(0, 1_000);
             }
         }
         if faults.partition {
@@ -592,8 +632,28 @@ impl World {
         let Some(engine) = self.nodes[i].engine.as_mut() else {
             return;
         };
+        let low_before = engine.low_watermark();
         let effects = engine.handle(input);
         let (view, low) = (engine.view(), engine.low_watermark());
+        // pbft.md: nothing outside (h, h + L] is accepted into the log.
+        let window = self.cfg.params.window;
+        for e in &effects {
+            if let Effect::Persist(vpbox_consensus::WalRecord::Accepted(env)) = e {
+                let seq = match &env.message {
+                    Message::PrePrepare(p) => Some(p.seq),
+                    Message::Prepare(v) | Message::Commit(v) => Some(v.seq),
+                    _ => None,
+                };
+                if let Some(seq) = seq {
+                    if seq <= low_before || seq.0 > low.0 + window {
+                        let msg = format!(
+                            "node {i} accepted {seq:?} outside ({low_before:?}, {low:?}+L]"
+                        );
+                        self.violation(msg);
+                    }
+                }
+            }
+        }
         let node = &mut self.nodes[i];
         // pbft.md: view, stable checkpoint and low watermark never decrease, even across a
         // crash (they are restored from the WAL).
@@ -644,6 +704,7 @@ impl World {
                     self.nodes[i].wal.push(bytes);
                 }
                 Effect::Sign { token, payload } => {
+                    self.check_signing(i, &payload);
                     let signature = self.crypto.sign(self.nodes[i].identity, &payload);
                     self.push(
                         self.now,
@@ -770,6 +831,24 @@ impl World {
         self.out.first_commit_ms.get_or_insert(self.now);
     }
 
+    /// An honest node never *signs* two different votes for one (view, seq, phase), even
+    /// across crashes: checked where the signer sees the request, before anything is sent.
+    fn check_signing(&mut self, i: usize, payload: &[u8]) {
+        let Ok((from, m)) = vpbox_consensus::wire::decode_signing_payload(payload) else {
+            self.violation(format!("node {i} asked to sign an unparsable payload"));
+            return;
+        };
+        let bd = |b: &vpbox_consensus::Batch| batch_digest(&self.crypto, b);
+        if let Some((v, s, ph, d)) = m.vote_key(bd) {
+            let prev = self.signed.insert((from.0 as usize, v, s, ph), d);
+            if self.honest(i) && prev.is_some_and(|p| p != d) {
+                self.violation(format!(
+                    "EQUIVOCATION honest node {i} asked to sign two {ph:?} at {v:?}/{s:?}"
+                ));
+            }
+        }
+    }
+
     /// No two honest nodes commit different batches (or states) at one sequence number.
     fn check_agreement(&mut self, i: usize, seq: u64, bd: Digest, result: Digest) {
         match self.canon.get(&seq) {
@@ -868,8 +947,13 @@ impl World {
                     let (a, b): (Vec<usize>, Vec<usize>) = to.iter().partition(|j| *j % 2 == 0);
                     self.send_all(i, &a, &env, 0);
                     self.send_all(i, &b, &alt, 0);
-                    // And one replica sees both, in either order.
-                    if let Some(&k) = to.get(self.rng.below(to.len() as u64) as usize) {
+                    // And (from plan 2 on) one replica sees both, in either order.
+                    let pick = if self.cfg.plan >= 2 {
+                        Some(self.rng.below(to.len() as u64) as usize)
+                    } else {
+                        None
+                    };
+                    if let Some(&k) = pick.and_then(|p| to.get(p)) {
                         let other = if k % 2 == 0 { alt } else { env };
                         self.send_all(i, &[k], &other, 0);
                     }
@@ -1119,6 +1203,10 @@ impl World {
             }
             self.out.liveness = Some(format!("after heal: {}", worst.join("; ")));
         }
+        self.out.stuck_in_view_change = (0..self.nodes.len())
+            .filter(|i| self.honest(*i))
+            .filter(|i| self.nodes[*i].engine.as_ref().is_some_and(|e| e.is_changing_view()))
+            .count() as u64;
         self.out.committed_txs = (0..self.nodes.len())
             .filter(|i| self.honest(*i))
             .map(|i| {

@@ -14,14 +14,15 @@ fn regression_seeds_stay_fixed() {
             continue;
         }
         let parts: Vec<&str> = line.split_whitespace().collect();
-        assert!(parts.len() == 3 || parts.len() == 5, "bad line {line:?}");
+        assert!(parts.len() == 4 || parts.len() == 6, "bad line {line:?}");
         let nodes: usize = parts[0].parse().unwrap();
         let seed: u64 = parts[1].parse().unwrap();
         let faults = Faults::parse(parts[2]).unwrap();
         let mut cfg = SimConfig::new(nodes, seed);
-        if parts.len() == 5 {
-            cfg.txs = parts[3].parse().unwrap();
-            cfg.fault_ms = parts[4].parse().unwrap();
+        cfg.plan = parts[3].parse().unwrap();
+        if parts.len() == 6 {
+            cfg.txs = parts[4].parse().unwrap();
+            cfg.fault_ms = parts[5].parse().unwrap();
         }
         let mut w = World::new(cfg).unwrap();
         w.plan_random(faults);
