@@ -1,8 +1,6 @@
 //! `vpbox sm2`: software SM2 keys and signatures, interoperable with `openssl pkeyutl -rawin
 //! -digest sm3 -pkeyopt distid:…`.
 
-use std::io::Read;
-
 use anyhow::{Context, Result};
 use serde::Serialize;
 use vpbox_sm::Verification;
@@ -105,18 +103,10 @@ pub(crate) fn verify(args: &VerifyArgs) -> Result<Outcome> {
 /// `e = SM3(Z ‖ M)` over a file or stdin, streamed so a large file needs no memory.
 fn digest_input(public: &PublicKey, id: &[u8], file: Option<&str>) -> Result<Digest> {
     let name = file.unwrap_or("-");
-    let z = public.z(id)?;
     let mut h = Sm3::new();
-    h.update(z);
-    let mut input = open_input(name)?;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = input.read(&mut buf).with_context(|| name.to_string())?;
-        if n == 0 {
-            return Ok(h.finalize());
-        }
-        h.update(&buf[..n]);
-    }
+    h.update(public.z(id)?);
+    crate::sm3_cmd::absorb(&mut h, open_input(name)?).with_context(|| name.to_string())?;
+    Ok(h.finalize())
 }
 
 fn load_secret(path: &str) -> Result<SecretKey> {

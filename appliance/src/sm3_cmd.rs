@@ -28,13 +28,12 @@ pub(crate) fn run(args: &Sm3Args) -> Result<Outcome> {
     if args.check { check(names, args) } else { hash_files(names, args.json) }
 }
 
-/// SM3 of a whole stream, read in 64 KiB pieces.
-pub(crate) fn hash_stream(mut r: impl Read) -> io::Result<Digest> {
-    let mut h = Sm3::new();
+/// Feeds a whole stream into `h`, in 64 KiB pieces (a large file needs no memory).
+pub(crate) fn absorb(h: &mut Sm3, mut r: impl Read) -> io::Result<()> {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match r.read(&mut buf) {
-            Ok(0) => return Ok(h.finalize()),
+            Ok(0) => return Ok(()),
             Ok(n) => {
                 h.update(&buf[..n]);
             }
@@ -45,7 +44,9 @@ pub(crate) fn hash_stream(mut r: impl Read) -> io::Result<Digest> {
 }
 
 fn hash_file(name: &str) -> Result<Digest> {
-    hash_stream(open_input(name)?).with_context(|| name.to_string())
+    let mut h = Sm3::new();
+    absorb(&mut h, open_input(name)?).with_context(|| name.to_string())?;
+    Ok(h.finalize())
 }
 
 fn hash_files(names: &[String], json: bool) -> Result<Outcome> {
