@@ -27,6 +27,9 @@ pub enum Error {
     /// The PIN could not be read.
     #[error("cannot read the PIN: {0}")]
     PinSource(String),
+    /// A key with this `CKA_ID` exists already; generation refuses to shadow it.
+    #[error("a key with CKA_ID {0} exists already")]
+    KeyExists(String),
     /// No key with this `CKA_ID`.
     #[error("no private key with CKA_ID {0}")]
     KeyNotFound(String),

@@ -36,10 +36,7 @@ pub fn generate(
     policy: KeyPolicy,
 ) -> Result<(ObjectHandle, ObjectHandle), Error> {
     if find_private(session, profile, id).is_ok() {
-        return Err(Error::Malformed(format!(
-            "a key with CKA_ID {} exists already",
-            hex::encode(id)
-        )));
+        return Err(Error::KeyExists(hex::encode(id)));
     }
     let kt = key_type(profile.key_type)?;
     let public = [
