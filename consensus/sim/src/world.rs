@@ -265,6 +265,29 @@ struct Node {
     captured: Vec<Envelope>,
 }
 
+impl Node {
+    /// A replica process that has not started yet: empty WAL, no timers, genesis state.
+    fn fresh(identity: usize, genesis: Digest, byz: Option<Byzantine>) -> Self {
+        Self {
+            identity,
+            engine: None,
+            app: App::new(genesis),
+            wal: Vec::new(),
+            timers: HashMap::new(),
+            inc: 0,
+            byz,
+            max_view: View(0),
+            max_low: SeqNo(0),
+            committed_txs: HashSet::new(),
+            torn_next: false,
+            rebaseline: false,
+            ledger: BTreeMap::new(),
+            sent: HashMap::new(),
+            captured: Vec::new(),
+        }
+    }
+}
+
 /// Crash `victim` when `node` sends its `nth` message of `phase` (1-based), right after the
 /// send.
 #[derive(Clone, Copy, Debug)]
@@ -316,25 +339,7 @@ impl World {
             .collect();
         let genesis = Digest(vpbox_sm::sm3::hash(b"sim-genesis").0);
         let config = Config::new(members, genesis)?;
-        let nodes = (0..cfg.nodes)
-            .map(|identity| Node {
-                identity,
-                engine: None,
-                app: App::new(genesis),
-                wal: Vec::new(),
-                timers: HashMap::new(),
-                inc: 0,
-                byz: None,
-                max_view: View(0),
-                max_low: SeqNo(0),
-                committed_txs: HashSet::new(),
-                torn_next: false,
-                rebaseline: false,
-                ledger: BTreeMap::new(),
-                sent: HashMap::new(),
-                captured: Vec::new(),
-            })
-            .collect();
+        let nodes = (0..cfg.nodes).map(|identity| Node::fresh(identity, genesis, None)).collect();
         let mut w = Self {
             rng: Rng::new(cfg.seed),
             out: Outcome { seed: cfg.seed, ..Outcome::default() },
@@ -380,23 +385,7 @@ impl World {
             return;
         }
         let genesis = self.config.genesis_state();
-        self.nodes.push(Node {
-            identity: node,
-            engine: None,
-            app: App::new(genesis),
-            wal: Vec::new(),
-            timers: HashMap::new(),
-            inc: 0,
-            byz: Some(Byzantine::Twin),
-            max_view: View(0),
-            max_low: SeqNo(0),
-            committed_txs: HashSet::new(),
-            torn_next: false,
-            rebaseline: false,
-            ledger: BTreeMap::new(),
-            sent: HashMap::new(),
-            captured: Vec::new(),
-        });
+        self.nodes.push(Node::fresh(node, genesis, Some(Byzantine::Twin)));
         let twin = self.nodes.len() - 1;
         let mut links = Vec::new();
         for peer in (0..self.cfg.nodes).filter(|p| *p != node) {
