@@ -54,6 +54,25 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, Error> {
     Ok(e)
 }
 
+/// Encodes a commit certificate on its own, as a ledger stores it beside its block.
+pub fn encode_certificate(certificate: &CommitCertificate) -> Vec<u8> {
+    let mut w = vec![VERSION];
+    put_certificate(&mut w, certificate);
+    w
+}
+
+/// Decodes a stored or received commit certificate (untrusted bytes).
+pub fn decode_certificate(bytes: &[u8]) -> Result<CommitCertificate, Error> {
+    let mut r = Reader { bytes, pos: 0 };
+    let v = r.u8()?;
+    if v != VERSION {
+        return Err(Error::Version(v));
+    }
+    let c = r.certificate()?;
+    r.finish()?;
+    Ok(c)
+}
+
 /// Encodes a WAL record.
 pub fn encode_record(record: &WalRecord) -> Vec<u8> {
     let mut w = vec![VERSION];
@@ -552,6 +571,21 @@ mod tests {
             let p = signing_payload(e.from, &e.message);
             assert_eq!(decode_signing_payload(&p).unwrap(), (e.from, e.message));
             assert!(decode_signing_payload(&p[1..]).is_err());
+        }
+    }
+
+    #[test]
+    fn certificates_round_trip_alone() {
+        let c = CommitCertificate {
+            view: View(2),
+            seq: SeqNo(9),
+            block: d(4),
+            signatures: vec![(NodeId(1), Signature(vec![5; 64])), (NodeId(3), Signature(vec![6; 64]))],
+        };
+        let bytes = encode_certificate(&c);
+        assert_eq!(decode_certificate(&bytes).unwrap(), c);
+        for cut in 0..bytes.len() {
+            assert!(decode_certificate(&bytes[..cut]).is_err());
         }
     }
 

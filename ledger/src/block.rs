@@ -2,9 +2,17 @@
 //! consensus commit certificate (opaque here; the consensus crate defines and verifies it).
 //!
 //! ```text
-//! header = version:u8=1 height:u64 parent:[32] tx_root:[32] tx_count:u32 timestamp_ms:u64 view:u64
+//! header = version:u8=1 height:u64 parent:[32] tx_root:[32] results_root:[32] tx_count:u32
+//!          timestamp_ms:u64
 //! block  = header tx_hashes:[32]*tx_count cert_len:u32 cert
 //! ```
+//!
+//! Everything in a header is a function of the parent and the ordered transactions, so every
+//! honest node computes the same header, and its hash is the state digest consensus agrees on:
+//! the timestamp is the largest of the parent's and the transactions' own timestamps (never a
+//! node's clock), and `results_root` commits to every put's outcome. The view a block was
+//! committed in lives in its certificate. Block 0 (genesis) has no transactions; its `parent`
+//! is the SM3 hash of the genesis file, which ties the chain to its founding configuration.
 
 use vpbox_sm::sm3::{Digest, hash};
 
@@ -17,34 +25,34 @@ pub const CERT_MAX: u32 = 64 * 1024;
 /// Most transactions in one block.
 pub const BLOCK_TX_MAX: u32 = 100_000;
 
-/// A block header. Its SM3 hash is the block hash.
+/// A block header. Its SM3 hash is the block hash, and the state digest after the block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
     /// Height; the genesis block is 0.
     pub height: u64,
-    /// The parent's hash (zeros for genesis).
+    /// The parent's hash (for genesis: the SM3 hash of the genesis file).
     pub parent: Digest,
     /// Merkle root of the transaction hashes.
     pub tx_root: Digest,
+    /// SM3 over the executed transactions' hashes and their outcome codes, in order.
+    pub results_root: Digest,
     /// Number of transactions.
     pub tx_count: u32,
-    /// The primary's timestamp (checked by replicas to be within bounds).
+    /// The largest of the parent's timestamp and the transactions' timestamps.
     pub timestamp_ms: u64,
-    /// The consensus view it was committed in.
-    pub view: u64,
 }
 
 impl Header {
     /// The canonical encoding.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(93);
+        let mut out = Vec::with_capacity(117);
         out.push(1);
         out.extend_from_slice(&self.height.to_be_bytes());
         out.extend_from_slice(self.parent.as_bytes());
         out.extend_from_slice(self.tx_root.as_bytes());
+        out.extend_from_slice(self.results_root.as_bytes());
         out.extend_from_slice(&self.tx_count.to_be_bytes());
         out.extend_from_slice(&self.timestamp_ms.to_be_bytes());
-        out.extend_from_slice(&self.view.to_be_bytes());
         out
     }
 
@@ -61,9 +69,9 @@ impl Header {
             height: r.u64()?,
             parent: Digest(r.array()?),
             tx_root: Digest(r.array()?),
+            results_root: Digest(r.array()?),
             tx_count: r.u32()?,
             timestamp_ms: r.u64()?,
-            view: r.u64()?,
         })
     }
 }
@@ -75,27 +83,22 @@ pub struct Block {
     pub header: Header,
     /// Transaction hashes, in execution order.
     pub tx_hashes: Vec<Digest>,
-    /// The commit certificate.
+    /// The commit certificate (the consensus crate's encoding; empty for genesis).
     pub certificate: Vec<u8>,
 }
 
 impl Block {
-    /// A block over `tx_hashes` extending `parent` (`None` for genesis).
-    pub fn new(
-        parent: Option<&Header>,
-        tx_hashes: Vec<Digest>,
-        timestamp_ms: u64,
-        view: u64,
-    ) -> Self {
+    /// The genesis block of the chain founded by the genesis file whose SM3 hash is `genesis`.
+    pub fn genesis(genesis: Digest, timestamp_ms: u64) -> Self {
         let header = Header {
-            height: parent.map_or(0, |p| p.height + 1),
-            parent: parent.map_or(Digest::default(), Header::hash),
-            tx_root: merkle::root(&tx_hashes),
-            tx_count: tx_hashes.len() as u32,
+            height: 0,
+            parent: genesis,
+            tx_root: merkle::root(&[]),
+            results_root: results_root(&[]),
+            tx_count: 0,
             timestamp_ms,
-            view,
         };
-        Self { header, tx_hashes, certificate: Vec::new() }
+        Self { header, tx_hashes: Vec::new(), certificate: Vec::new() }
     }
 
     /// Whether the header's count and Merkle root match the transaction hashes.
@@ -136,15 +139,36 @@ impl Block {
     }
 }
 
+/// SM3 over `tx hash ‖ outcome codes` for each executed transaction, in order (a transaction
+/// that had executed before contributes nothing).
+pub fn results_root(results: &[(Digest, Vec<u8>)]) -> Digest {
+    let mut h = vpbox_sm::sm3::Sm3::new();
+    h.update(b"vpbox/results\0");
+    for (tx, codes) in results {
+        h.update(tx.as_bytes());
+        h.update((codes.len() as u32).to_be_bytes());
+        h.update(codes);
+    }
+    h.finalize()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn blocks_round_trip_and_link() {
-        let g = Block::new(None, vec![], 1, 0);
-        let mut b = Block::new(Some(&g.header), vec![hash(b"a"), hash(b"b")], 2, 0);
-        b.certificate = vec![9; 100];
+        let g = Block::genesis(hash(b"genesis"), 1);
+        let txs = vec![hash(b"a"), hash(b"b")];
+        let header = Header {
+            height: 1,
+            parent: g.header.hash(),
+            tx_root: merkle::root(&txs),
+            results_root: results_root(&[]),
+            tx_count: 2,
+            timestamp_ms: 2,
+        };
+        let b = Block { header, tx_hashes: txs, certificate: vec![9; 100] };
         assert_eq!(b.header.parent, g.header.hash());
         assert!(b.is_consistent());
         let bytes = b.encode();

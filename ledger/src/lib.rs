@@ -18,4 +18,4 @@ pub mod tx;
 mod wire;
 
 pub use error::Error;
-pub use store::{AnchorRecord, Ledger};
+pub use store::{AnchorRecord, Executed, Ledger, Receipt};

@@ -5,7 +5,8 @@ use rocksdb::{ColumnFamilyDescriptor, DB, Options, WriteBatch, WriteOptions};
 use vpbox_sm::sm3::Digest;
 
 use crate::Error;
-use crate::block::{Block, Header};
+use crate::block::{Block, Header, results_root};
+use crate::merkle;
 use crate::contract::PutOutcome;
 use crate::tx::{Payload, Tx};
 use crate::wire::Reader;
@@ -38,6 +39,20 @@ pub struct Receipt {
     pub index: u32,
     /// One outcome per anchor put (empty for configuration transactions).
     pub outcomes: Vec<PutOutcome>,
+}
+
+/// A block executed on top of the tip (and any speculative blocks between), not yet written:
+/// what [`Ledger::execute`] returns and [`Ledger::commit`] makes durable.
+#[derive(Debug, Clone)]
+pub struct Executed {
+    /// The block (without its certificate).
+    pub block: Block,
+    /// Its transactions, in block order.
+    pub txs: Vec<Tx>,
+    /// A receipt for each transaction that executed here (not for repeats of earlier ones).
+    pub receipts: Vec<(Digest, Receipt)>,
+    /// The keys this block anchors: value and the anchoring transaction.
+    pub anchors: HashMap<[u8; 32], ([u8; 32], Digest)>,
 }
 
 /// The ledger on RocksDB.
@@ -100,81 +115,125 @@ impl Ledger {
         self.tip.map_or(0, |t| t.height + 1)
     }
 
-    /// Executes and stores `block` with its transactions `txs` (in block order) in one atomic,
-    /// synced write. A transaction executed in an earlier block is skipped here (it executes at
-    /// most once; its first receipt stands). Returns the receipts of this block's executions.
-    pub fn apply(&mut self, block: &Block, txs: &[Tx]) -> Result<Vec<(Digest, Receipt)>, Error> {
-        let h = &block.header;
+    /// Writes block 0 of a fresh ledger (see [`Block::genesis`]); a ledger that has it already
+    /// must hold the same one.
+    pub fn init_genesis(&mut self, genesis: &Block) -> Result<(), Error> {
+        if let Some(existing) = self.block(0)? {
+            return if existing.header == genesis.header {
+                Ok(())
+            } else {
+                Err(Error::Corrupt("this ledger was founded by a different genesis".into()))
+            };
+        }
+        let executed = Executed {
+            block: genesis.clone(),
+            txs: Vec::new(),
+            receipts: Vec::new(),
+            anchors: HashMap::new(),
+        };
+        self.write(&executed, &[])
+    }
+
+    /// Executes `txs` on top of `parent` and the speculative blocks `above` it (oldest first,
+    /// not yet committed), without writing: the block, its receipts and its new anchors. Every
+    /// honest node computes the same block from the same inputs.
+    pub fn execute(&self, above: &[Executed], txs: Vec<Tx>) -> Result<Executed, Error> {
+        let parent = match above.last() {
+            Some(e) => e.block.header,
+            None => *self.tip.as_ref().ok_or_else(|| Error::Corrupt("no genesis block".into()))?,
+        };
+        let seen_tx = |h: &Digest| -> Result<bool, Error> {
+            Ok(above.iter().any(|e| e.receipts.iter().any(|(t, _)| t == h))
+                || self.db.get_pinned_cf(self.cf(CF_TXS)?, h.as_bytes())?.is_some())
+        };
+        let height = parent.height + 1;
+        let mut anchors: HashMap<[u8; 32], ([u8; 32], Digest)> = HashMap::new();
+        let mut receipts = Vec::new();
+        let mut results = Vec::new();
+        let mut timestamp_ms = parent.timestamp_ms;
+        for (index, tx) in txs.iter().enumerate() {
+            let tx_hash = tx.hash();
+            timestamp_ms = timestamp_ms.max(tx.body.timestamp_ms);
+            if seen_tx(&tx_hash)? || receipts.iter().any(|(t, _)| *t == tx_hash) {
+                continue;
+            }
+            let pairs: &[([u8; 32], [u8; 32])] = match &tx.body.payload {
+                Payload::AnchorPut { key, value } => &[(*key, *value)],
+                Payload::AnchorPutBatch(p) => p,
+                Payload::Config(_) => &[],
+            };
+            let mut outcomes = Vec::with_capacity(pairs.len());
+            for (key, value) in pairs {
+                let exists = anchors.contains_key(key)
+                    || above.iter().any(|e| e.anchors.contains_key(key))
+                    || self.db.get_pinned_cf(self.cf(CF_ANCHORS)?, key)?.is_some();
+                if exists {
+                    outcomes.push(PutOutcome::KeyExists);
+                } else {
+                    anchors.insert(*key, (*value, tx_hash));
+                    outcomes.push(PutOutcome::Success);
+                }
+            }
+            results.push((tx_hash, outcomes.iter().map(|o| o.code()).collect()));
+            receipts.push((tx_hash, Receipt { height, index: index as u32, outcomes }));
+        }
+        let tx_hashes: Vec<Digest> = txs.iter().map(Tx::hash).collect();
+        let header = Header {
+            height,
+            parent: parent.hash(),
+            tx_root: merkle::root(&tx_hashes),
+            results_root: results_root(&results),
+            tx_count: tx_hashes.len() as u32,
+            timestamp_ms,
+        };
+        let block = Block { header, tx_hashes, certificate: Vec::new() };
+        Ok(Executed { block, txs, receipts, anchors })
+    }
+
+    /// Makes `executed` (the block right above the tip) durable with its commit certificate,
+    /// in one synced write batch.
+    pub fn commit(&mut self, executed: &Executed, certificate: &[u8]) -> Result<(), Error> {
+        let h = &executed.block.header;
         let next = self.height();
         if h.height != next {
-            return Err(Error::NotNext {
-                height: h.height,
-                why: format!("expected height {next}"),
-            });
+            return Err(Error::NotNext { height: h.height, why: format!("expected {next}") });
         }
-        let parent = self.tip.map_or(Digest::default(), |t| t.hash());
-        if h.parent != parent {
+        if Some(h.parent) != self.tip.map(|t| t.hash()) {
             return Err(Error::NotNext {
                 height: h.height,
                 why: "parent hash differs from the tip".into(),
             });
         }
-        if !block.is_consistent() || txs.len() != block.tx_hashes.len() {
-            return Err(Error::NotNext {
-                height: h.height,
-                why: "transactions do not match the header".into(),
-            });
-        }
+        self.write(executed, certificate)
+    }
+
+    fn write(&mut self, executed: &Executed, certificate: &[u8]) -> Result<(), Error> {
+        let h = &executed.block.header;
         let mut batch = WriteBatch::default();
-        let mut anchored: HashMap<[u8; 32], ()> = HashMap::new();
-        let mut receipts = Vec::new();
-        let mut seen_in_block: HashMap<Digest, ()> = HashMap::new();
-        for (index, (tx, expected)) in txs.iter().zip(&block.tx_hashes).enumerate() {
-            let tx_hash = tx.hash();
-            if tx_hash != *expected {
-                return Err(Error::NotNext {
-                    height: h.height,
-                    why: format!("transaction {index} does not hash as listed"),
-                });
-            }
-            if self.db.get_pinned_cf(self.cf(CF_TXS)?, tx_hash.as_bytes())?.is_some()
-                || seen_in_block.insert(tx_hash, ()).is_some()
-            {
-                continue;
-            }
-            let pairs: Vec<([u8; 32], [u8; 32])> = match &tx.body.payload {
-                Payload::AnchorPut { key, value } => vec![(*key, *value)],
-                Payload::AnchorPutBatch(p) => p.clone(),
-                Payload::Config(_) => vec![],
-            };
-            let mut outcomes = Vec::with_capacity(pairs.len());
-            for (key, value) in pairs {
-                let exists = anchored.contains_key(&key)
-                    || self.db.get_pinned_cf(self.cf(CF_ANCHORS)?, key)?.is_some();
-                if exists {
-                    outcomes.push(PutOutcome::KeyExists);
-                } else {
-                    anchored.insert(key, ());
-                    let mut rec = Vec::with_capacity(72);
-                    rec.extend_from_slice(&value);
-                    rec.extend_from_slice(tx_hash.as_bytes());
-                    rec.extend_from_slice(&h.height.to_be_bytes());
-                    batch.put_cf(self.cf(CF_ANCHORS)?, key, rec);
-                    outcomes.push(PutOutcome::Success);
-                }
-            }
-            let index = index as u32;
+        for (key, (value, tx)) in &executed.anchors {
+            let mut rec = Vec::with_capacity(72);
+            rec.extend_from_slice(value);
+            rec.extend_from_slice(tx.as_bytes());
+            rec.extend_from_slice(&h.height.to_be_bytes());
+            batch.put_cf(self.cf(CF_ANCHORS)?, key, rec);
+        }
+        for (tx_hash, receipt) in &executed.receipts {
+            let tx = executed
+                .txs
+                .get(receipt.index as usize)
+                .ok_or_else(|| Error::Corrupt("receipt index out of range".into()))?;
             let mut loc = Vec::with_capacity(12);
             loc.extend_from_slice(&h.height.to_be_bytes());
-            loc.extend_from_slice(&index.to_be_bytes());
+            loc.extend_from_slice(&receipt.index.to_be_bytes());
             let mut tx_rec = loc.clone();
             tx_rec.extend_from_slice(&tx.encode());
             batch.put_cf(self.cf(CF_TXS)?, tx_hash.as_bytes(), tx_rec);
             let mut receipt_rec = loc;
-            receipt_rec.extend(outcomes.iter().map(|o| o.code()));
+            receipt_rec.extend(receipt.outcomes.iter().map(|o| o.code()));
             batch.put_cf(self.cf(CF_RECEIPTS)?, tx_hash.as_bytes(), receipt_rec);
-            receipts.push((tx_hash, Receipt { height: h.height, index, outcomes }));
         }
+        let mut block = executed.block.clone();
+        block.certificate = certificate.to_vec();
         let hash = h.hash();
         batch.put_cf(self.cf(CF_BLOCKS)?, h.height.to_be_bytes(), block.encode());
         batch.put_cf(self.cf(CF_BLOCK_INDEX)?, hash.as_bytes(), h.height.to_be_bytes());
@@ -185,7 +244,7 @@ impl Ledger {
         wo.set_sync(true);
         self.db.write_opt(batch, &wo)?;
         self.tip = Some(*h);
-        Ok(receipts)
+        Ok(())
     }
 
     /// The anchor at `key`, if any.
@@ -261,15 +320,22 @@ mod tests {
         tx(s, nonce, Payload::AnchorPut { key: [k; 32], value: [v; 32] })
     }
 
+    fn open(path: &Path) -> Ledger {
+        let mut ledger = Ledger::open(path).unwrap();
+        ledger.init_genesis(&Block::genesis(vpbox_sm::sm3::hash(b"test genesis"), 0)).unwrap();
+        ledger
+    }
+
     fn commit(ledger: &mut Ledger, txs: &[Tx]) -> Vec<(Digest, Receipt)> {
-        let block = Block::new(ledger.tip(), txs.iter().map(Tx::hash).collect(), 1, 0);
-        ledger.apply(&block, txs).unwrap()
+        let executed = ledger.execute(&[], txs.to_vec()).unwrap();
+        ledger.commit(&executed, b"certificate").unwrap();
+        executed.receipts
     }
 
     #[test]
     fn anchors_are_write_once_with_the_seeds_answers() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ledger = Ledger::open(dir.path()).unwrap();
+        let mut ledger = open(dir.path());
         let s = SoftwareSigner::new(SecretKey::generate().unwrap());
         let r = commit(&mut ledger, &[put(&s, 1, 1, 10), put(&s, 2, 1, 11)]);
         assert_eq!(r[0].1.outcomes, vec![Success]);
@@ -279,7 +345,7 @@ mod tests {
         assert_eq!(r[0].1.outcomes, vec![KeyExists]);
         assert_eq!(r[1].1.outcomes, vec![Success]);
         let rec = ledger.anchor(&[1; 32]).unwrap().unwrap();
-        assert_eq!((rec.value, rec.height), ([10; 32], 0), "the old value stays");
+        assert_eq!((rec.value, rec.height), ([10; 32], 1), "the old value stays");
         assert_eq!(contract::get_answer(Some(rec.value)), (true, "Success", [10; 32]));
         assert_eq!(ledger.anchor(&[9; 32]).unwrap(), None);
         assert_eq!(contract::get_answer(None), (false, "the key is not exist", [0; 32]));
@@ -288,7 +354,7 @@ mod tests {
     #[test]
     fn batches_get_a_result_per_pair_and_transactions_execute_once() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ledger = Ledger::open(dir.path()).unwrap();
+        let mut ledger = open(dir.path());
         let s = SoftwareSigner::new(SecretKey::generate().unwrap());
         let first = put(&s, 1, 5, 50);
         commit(&mut ledger, std::slice::from_ref(&first));
@@ -308,11 +374,11 @@ mod tests {
         assert!(r.is_empty());
         assert_eq!(
             ledger.receipt(&batch.hash()).unwrap().unwrap().height,
-            1,
+            2,
             "the first receipt stands"
         );
         assert_eq!(ledger.transaction(&first.hash()).unwrap().unwrap().2, first);
-        assert_eq!(ledger.height(), 3);
+        assert_eq!(ledger.height(), 4, "genesis and three blocks");
     }
 
     #[test]
@@ -320,21 +386,43 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = SoftwareSigner::new(SecretKey::generate().unwrap());
         let tip_hash = {
-            let mut ledger = Ledger::open(dir.path()).unwrap();
+            let mut ledger = open(dir.path());
             commit(&mut ledger, &[put(&s, 1, 1, 1)]);
-            commit(&mut ledger, &[put(&s, 2, 2, 2)]);
-            let stale = Block::new(None, vec![], 1, 0);
-            assert!(matches!(ledger.apply(&stale, &[]), Err(Error::NotNext { .. })));
-            let t = put(&s, 3, 3, 3);
-            let mut wrong = Block::new(ledger.tip(), vec![t.hash()], 1, 0);
-            wrong.header.tx_root = Digest::default();
-            assert!(matches!(ledger.apply(&wrong, &[t]), Err(Error::NotNext { .. })));
+            let first = ledger.execute(&[], vec![put(&s, 2, 2, 2)]).unwrap();
+            let second = ledger.execute(std::slice::from_ref(&first), vec![put(&s, 3, 2, 9)]).unwrap();
+            assert_eq!(second.receipts[0].1.outcomes, vec![KeyExists], "speculation sees above");
+            assert!(
+                matches!(ledger.commit(&second, b"c"), Err(Error::NotNext { .. })),
+                "a block two above the tip"
+            );
+            ledger.commit(&first, b"c").unwrap();
+            assert!(matches!(ledger.commit(&first, b"c"), Err(Error::NotNext { .. })));
+            let again = ledger.execute(&[], vec![put(&s, 2, 2, 2)]).unwrap();
+            assert!(again.receipts.is_empty(), "a committed transaction does not execute twice");
+            let other = Block::genesis(vpbox_sm::sm3::hash(b"another"), 0);
+            assert!(matches!(ledger.init_genesis(&other), Err(Error::Corrupt(_))));
             ledger.tip().unwrap().hash()
         };
-        let ledger = Ledger::open(dir.path()).unwrap();
-        assert_eq!(ledger.height(), 2);
+        let ledger = open(dir.path());
+        assert_eq!(ledger.height(), 3);
         assert_eq!(ledger.tip().unwrap().hash(), tip_hash);
-        assert_eq!(ledger.block_by_hash(&tip_hash).unwrap().unwrap().header.height, 1);
+        assert_eq!(ledger.block_by_hash(&tip_hash).unwrap().unwrap().header.height, 2);
+        assert_eq!(ledger.block(2).unwrap().unwrap().certificate, b"c");
         assert_eq!(ledger.anchor(&[2; 32]).unwrap().unwrap().value, [2; 32]);
+    }
+
+    #[test]
+    fn every_node_computes_the_same_block_from_the_same_transactions() {
+        let s = SoftwareSigner::new(SecretKey::generate().unwrap());
+        let txs = vec![put(&s, 1, 1, 1), put(&s, 2, 1, 2), put(&s, 3, 3, 3)];
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (la, lb) = (open(a.path()), open(b.path()));
+        let ea = la.execute(&[], txs.clone()).unwrap();
+        let eb = lb.execute(&[], txs.clone()).unwrap();
+        assert_eq!(ea.block.header.hash(), eb.block.header.hash());
+        let mut other = txs;
+        other.swap(0, 1);
+        let ec = la.execute(&[], other).unwrap();
+        assert_ne!(ec.block.header.results_root, ea.block.header.results_root, "outcomes differ");
     }
 }

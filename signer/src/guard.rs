@@ -70,6 +70,11 @@ pub enum Position {
         /// The new view.
         view: u64,
     },
+    /// A consensus message that is not a vote (a view change, new view, heartbeat, fetch or
+    /// the entries answering one). Nothing is recorded: the engine legitimately re-signs these
+    /// with new content (a view change re-sent after a newer checkpoint), and none of them can
+    /// make two conflicting blocks commit — only votes can, and votes are always guarded.
+    Message,
 }
 
 impl Position {
@@ -79,6 +84,7 @@ impl Position {
             Self::Checkpoint { seq } => (2, 0, seq, 0),
             Self::ViewChange { view } => (3, view, 0, 0),
             Self::NewView { view } => (4, view, 0, 0),
+            Self::Message => (5, 0, 0, 0),
         }
     }
 
@@ -88,6 +94,7 @@ impl Position {
             2 => Self::Checkpoint { seq: b },
             3 => Self::ViewChange { view: a },
             4 => Self::NewView { view: a },
+            5 => Self::Message,
             _ => return None,
         })
     }
@@ -96,14 +103,14 @@ impl Position {
     fn seq(self) -> Option<u64> {
         match self {
             Self::Vote { seq, .. } | Self::Checkpoint { seq } => Some(seq),
-            Self::ViewChange { .. } | Self::NewView { .. } => None,
+            Self::ViewChange { .. } | Self::NewView { .. } | Self::Message => None,
         }
     }
 
     fn view(self) -> u64 {
         match self {
             Self::Vote { view, .. } | Self::ViewChange { view } | Self::NewView { view } => view,
-            Self::Checkpoint { .. } => 0,
+            Self::Checkpoint { .. } | Self::Message => 0,
         }
     }
 }

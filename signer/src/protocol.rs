@@ -13,6 +13,7 @@
 //!          | 2 seq:u64                      a checkpoint
 //!          | 3 view:u64                     a view change
 //!          | 4 view:u64                     a new view
+//!          | 5                              another consensus message (not guarded)
 //! response = version:u8=1 status:u8 …
 //!   status 0 (ok): PublicKey → SEC1 point [65]; Sign → r‖s [64]; Health → nothing
 //!   otherwise: message: len:u16be UTF-8
@@ -188,6 +189,7 @@ impl Request {
                         out.push(4);
                         out.extend_from_slice(&view.to_be_bytes());
                     }
+                    Some(Position::Message) => out.push(5),
                 }
             }
             Self::Health => out.push(3),
@@ -218,6 +220,7 @@ impl Request {
                     2 => Some(Position::Checkpoint { seq: r.u64()? }),
                     3 => Some(Position::ViewChange { view: r.u64()? }),
                     4 => Some(Position::NewView { view: r.u64()? }),
+                    5 => Some(Position::Message),
                     _ => return Err(DecodeError("unknown position kind")),
                 };
                 Self::Sign { key, domain, digest, position }
@@ -344,6 +347,12 @@ mod tests {
                 domain: "d".into(),
                 digest: [0; 32],
                 position: Some(Position::NewView { view: 2 }),
+            },
+            Request::Sign {
+                key: "consensus".into(),
+                domain: "VPBOX/consensus/v1".into(),
+                digest: [3; 32],
+                position: Some(Position::Message),
             },
         ]
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use vpbox_sm::{Domain, Signer};
 
-use crate::guard::{Guard, GuardError, Verdict};
+use crate::guard::{Guard, GuardError, Position, Verdict};
 use crate::protocol::{Request, Response, Status, read_frame, write_frame};
 
 /// Why the service could not start.
@@ -117,6 +117,7 @@ impl Service {
                             "a consensus signature needs its position".into(),
                         );
                     }
+                    (Domain::CONSENSUS, Some(Position::Message)) => {}
                     (Domain::CONSENSUS, Some(pos)) => {
                         // Check and write under the lock; fsync outside it, so concurrent
                         // votes share one fsync (group commit); sign only once durable.
