@@ -46,6 +46,20 @@ enum Command {
     /// Benchmarks against real parts, with their peers measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// The VP node service.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// A local consortium for development: `up` creates and starts it (default ./vpbox-dev).
+    #[command(subcommand)]
+    Cluster(crate::cluster_cmd::ClusterCommand),
+    /// The local consortium's nodes, primary, heights and health at a glance.
+    Status(crate::cluster_cmd::StatusArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCommand {
+    /// Run a node (see `vpbox_node::service` for its configuration file).
+    Run(crate::cluster_cmd::NodeRunArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,6 +179,16 @@ enum AnchorCommand {
   vpbox anchor hash --raw slip.pdf     # value only, for slips that are not vpbox JSON
   vpbox anchor hash --json *.json")]
     Hash(AnchorHashArgs),
+    /// Anchor a key and value (or a CSV of them) on the ledger through a node.
+    #[command(after_help = "Examples:
+  vpbox anchor put 0x<key> 0x<value>          # (true, \"Success\") or (false, \"the key exist\")
+  vpbox anchor put --file day-end.csv         # key,value lines; resumes after an interruption
+  vpbox anchor put --rpc /run/vpbox/node.sock --key-file posp.pem 0x… 0x…")]
+    Put(crate::client_cmd::PutArgs),
+    /// Read an anchor: (true, \"Success\", value) or (false, \"the key is not exist\", 0x00…00).
+    Get(crate::client_cmd::GetArgs),
+    /// Check a slip file against the ledger: anchored, and with exactly these bytes?
+    Verify(crate::client_cmd::VerifyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -207,6 +231,12 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Sm2(Sm2Command::Sign(a)) => sm2_cmd::sign(&a),
         Command::Sm2(Sm2Command::Verify(a)) => sm2_cmd::verify(&a),
         Command::Anchor(AnchorCommand::Hash(a)) => anchor_cmd::hash(&a),
+        Command::Anchor(AnchorCommand::Put(a)) => crate::client_cmd::put(&a),
+        Command::Anchor(AnchorCommand::Get(a)) => crate::client_cmd::get(&a),
+        Command::Anchor(AnchorCommand::Verify(a)) => crate::client_cmd::verify(&a),
+        Command::Node(NodeCommand::Run(a)) => crate::cluster_cmd::node_run(&a),
+        Command::Cluster(cmd) => crate::cluster_cmd::run(&cmd),
+        Command::Status(a) => crate::cluster_cmd::status(&a),
         Command::Hsm(cmd) => crate::hsm_cmd::run(&cmd),
         Command::Signer(cmd) => crate::signer_cmd::run(&cmd),
         Command::Ca(cmd) => crate::ca_cmd::run(&cmd),

@@ -29,6 +29,25 @@ pub(crate) enum HsmCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Initialise a fresh token: its label, the security officer's PIN and the user PIN, both
+    /// read from 0400 files (never argv). Refuses a label that exists already.
+    #[command(after_help = "Example:
+  vpbox hsm init --module /usr/local/lib/vpbox/libvpbox_test_token.so --label node1 \\
+      --so-pin-file so-pin --pin-file hsm-pin")]
+    Init {
+        /// The PKCS#11 module.
+        #[arg(long)]
+        module: PathBuf,
+        /// The new token's label.
+        #[arg(long)]
+        label: String,
+        /// A 0400 file with the security officer's PIN.
+        #[arg(long)]
+        so_pin_file: PathBuf,
+        /// A 0400 file with the user PIN.
+        #[arg(long)]
+        pin_file: PathBuf,
+    },
     /// Generate an SM2 key pair inside the token (locked template) and print its public key.
     #[command(after_help = "Example:
   vpbox hsm keygen --module /usr/lib/vendor/libsdf.so --token bank-a-node1 \\
@@ -262,6 +281,13 @@ pub(crate) fn run(cmd: &HsmCommand) -> Result<Outcome> {
                     );
                 }
             }
+            Ok(Outcome::Ok)
+        }
+        HsmCommand::Init { module, label, so_pin_file, pin_file } => {
+            let so = Pin::from_file(so_pin_file)?;
+            let user = Pin::from_file(pin_file)?;
+            let t = Module::load(module)?.init_token(label, &so, &user)?;
+            println!("initialised token {:?} (serial {:?}, {})", t.label, t.serial, t.manufacturer);
             Ok(Outcome::Ok)
         }
         HsmCommand::Keygen { target, label, id, non_destroyable, json } => {

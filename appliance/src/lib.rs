@@ -9,6 +9,8 @@ mod anchor_cmd;
 mod bench_cmd;
 mod ca_cmd;
 pub mod cli;
+mod client_cmd;
+mod cluster_cmd;
 mod exit;
 mod files;
 mod hsm_cmd;

@@ -2,8 +2,8 @@
 //! way because every honest node holds the same blocks. Method names follow the platform the
 //! seed used; `docs/jsonrpc.md` and `docs/openrpc.json` document them.
 //!
-//! Writes (`anchor_put`, `anchor_putBatch`) go through intake and consensus and arrive with
-//! the node; here they answer "method not found" rather than pretend.
+//! Writes (`anchor_put`, `anchor_putBatch`) go through intake and consensus: see
+//! [`crate::service::NodeApi`].
 
 use std::sync::{Arc, RwLock};
 
@@ -129,7 +129,8 @@ fn block_json(b: &Block) -> Value {
         "merkleRoot": hex0x(h.tx_root.as_bytes()),
         "txCount": h.tx_count,
         "timestamp": h.timestamp_ms,
-        "view": h.view,
+        "resultsRoot": hex0x(h.results_root.as_bytes()),
+        "view": vpbox_consensus::wire::decode_certificate(&b.certificate).ok().map(|c| c.view.0),
         "transactions": b.tx_hashes.iter().map(|t| hex0x(t.as_bytes())).collect::<Vec<_>>(),
         "commitCertificate": hex0x(&b.certificate),
     })

@@ -2,113 +2,72 @@
 //! first, so it survives kill -9 and is proposed again after a restart until it is committed,
 //! even if the quorum is gone for hours.
 //!
-//! The log is a sequence of records `len:u32 ‖ bytes ‖ sm3(bytes)[..8]`. A torn last record (a
-//! crash mid-write, before any acknowledgement) is dropped at open; a bad record elsewhere is
-//! corruption and opening fails. Committed transactions are forgotten by rewriting the log
-//! with only the pending ones (a new file, fsynced, renamed over the old one).
+//! Stored in a [`RecordLog`]. Admissions are grouped: [`Intake::admit`] writes any number of
+//! transactions under one fsync. Committed transactions are forgotten in memory at once and
+//! from the file lazily: the log is rewritten with only the pending ones when the forgotten
+//! outnumber them, so a commit costs no I/O here in the common case. A committed transaction
+//! still in the file after a crash is filtered out at start (the node checks the ledger).
 
-use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
 
-use vpbox_sm::sm3::{Digest, hash};
+use vpbox_sm::sm3::Digest;
 
-/// Largest record (a transaction's encoding).
-pub const RECORD_MAX: usize = 1 << 20;
-
-/// Intake errors.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum IntakeError {
-    /// The log could not be read or written (a full disk: the transaction is not acknowledged).
-    #[error("intake log {path}: {source}")]
-    Io {
-        /// The log.
-        path: PathBuf,
-        /// The error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A record before the last fails its checksum.
-    #[error("intake log {path} is corrupt at byte {offset}")]
-    Corrupt {
-        /// The log.
-        path: PathBuf,
-        /// Where.
-        offset: u64,
-    },
-    /// A transaction larger than a record may be.
-    #[error("transaction of {0} bytes is larger than the intake accepts")]
-    TooLarge(usize),
-}
+use crate::log::{LogError, RecordLog};
 
 /// The durable queue of acknowledged, uncommitted transactions, keyed by transaction hash.
 #[derive(Debug)]
 pub struct Intake {
-    path: PathBuf,
-    file: File,
+    log: RecordLog,
     pending: HashMap<Digest, Vec<u8>>,
-    order: Vec<Digest>,
+    order: VecDeque<Digest>,
+    forgotten: usize,
 }
 
 impl Intake {
-    /// Opens (or creates) the log, dropping a torn tail. `key` maps a stored transaction to
-    /// its hash (the ledger's `Tx::hash` of the decoded bytes).
-    pub fn open(path: &Path, key: impl Fn(&[u8]) -> Option<Digest>) -> Result<Self, IntakeError> {
-        let io = |source| IntakeError::Io { path: path.to_path_buf(), source };
-        let mut file =
-            OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io)?;
-        let mut data = Vec::new();
-        file.read_to_end(&mut data).map_err(io)?;
+    /// Opens (or creates) the log. `key` maps a stored transaction to its hash (`None` drops
+    /// a record this build cannot read).
+    pub fn open(path: &Path, key: impl Fn(&[u8]) -> Option<Digest>) -> Result<Self, LogError> {
+        let (log, records) = RecordLog::open(path)?;
         let mut intake =
-            Self { path: path.to_path_buf(), file, pending: HashMap::new(), order: Vec::new() };
-        let mut at = 0usize;
-        while at < data.len() {
-            match record(&data[at..]) {
-                Some((bytes, used)) => {
-                    if let Some(h) = key(bytes) {
-                        if intake.pending.insert(h, bytes.to_vec()).is_none() {
-                            intake.order.push(h);
-                        }
-                    }
-                    at += used;
+            Self { log, pending: HashMap::new(), order: VecDeque::new(), forgotten: 0 };
+        for bytes in records {
+            match key(&bytes) {
+                Some(h) if !intake.pending.contains_key(&h) => {
+                    intake.pending.insert(h, bytes);
+                    intake.order.push_back(h);
                 }
-                None if torn_tail(&data[at..]) => {
-                    intake.file.set_len(at as u64).map_err(io)?;
-                    intake.file.sync_all().map_err(io)?;
-                    break;
-                }
-                None => {
-                    return Err(IntakeError::Corrupt {
-                        path: path.to_path_buf(),
-                        offset: at as u64,
-                    });
-                }
+                _ => intake.forgotten += 1,
             }
         }
         Ok(intake)
     }
 
-    /// Records `tx` (already verified) under `hash` and makes it durable. Returns `false` if it
-    /// was pending already (a duplicate submission).
-    pub fn admit(&mut self, hash_of_tx: Digest, tx: &[u8]) -> Result<bool, IntakeError> {
-        if self.pending.contains_key(&hash_of_tx) {
-            return Ok(false);
+    /// Records the transactions (already verified) and makes them durable with one fsync.
+    /// Returns, for each, whether it was new (`false`: pending already, a duplicate).
+    pub fn admit(&mut self, txs: &[(Digest, &[u8])]) -> Result<Vec<bool>, LogError> {
+        let mut fresh = Vec::with_capacity(txs.len());
+        let mut wrote = false;
+        for (h, bytes) in txs {
+            if self.pending.contains_key(h) {
+                fresh.push(false);
+                continue;
+            }
+            self.log.append(bytes)?;
+            wrote = true;
+            self.pending.insert(*h, bytes.to_vec());
+            self.order.push_back(*h);
+            fresh.push(true);
         }
-        if tx.len() > RECORD_MAX {
-            return Err(IntakeError::TooLarge(tx.len()));
+        if wrote {
+            self.log.sync()?;
         }
-        let io = |source| IntakeError::Io { path: self.path.clone(), source };
-        let mut rec = Vec::with_capacity(tx.len() + 12);
-        rec.extend_from_slice(&(tx.len() as u32).to_be_bytes());
-        rec.extend_from_slice(tx);
-        rec.extend_from_slice(&hash(tx).0[..8]);
-        self.file.write_all(&rec).map_err(io)?;
-        self.file.sync_data().map_err(io)?;
-        self.pending.insert(hash_of_tx, tx.to_vec());
-        self.order.push(hash_of_tx);
-        Ok(true)
+        Ok(fresh)
+    }
+
+    /// Whether `hash` is pending.
+    pub fn contains(&self, hash: &Digest) -> bool {
+        self.pending.contains_key(hash)
     }
 
     /// Pending transactions in arrival order.
@@ -126,61 +85,31 @@ impl Intake {
         self.pending.is_empty()
     }
 
-    /// Forgets committed transactions, rewriting the log with what is still pending.
-    pub fn committed(&mut self, hashes: &[Digest]) -> Result<(), IntakeError> {
-        let before = self.pending.len();
+    /// Forgets committed transactions; rewrites the log when the forgotten outnumber the
+    /// pending.
+    pub fn committed(&mut self, hashes: &[Digest]) -> Result<(), LogError> {
         for h in hashes {
-            self.pending.remove(h);
-        }
-        if self.pending.len() == before {
-            return Ok(());
-        }
-        self.order.retain(|h| self.pending.contains_key(h));
-        let io = |source| IntakeError::Io { path: self.path.clone(), source };
-        let tmp = self.path.with_extension("rewrite");
-        let mut out = File::create(&tmp).map_err(io)?;
-        for h in &self.order {
-            if let Some(tx) = self.pending.get(h) {
-                out.write_all(&(tx.len() as u32).to_be_bytes()).map_err(io)?;
-                out.write_all(tx).map_err(io)?;
-                out.write_all(&hash(tx).0[..8]).map_err(io)?;
+            if self.pending.remove(h).is_some() {
+                self.forgotten += 1;
             }
         }
-        out.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &self.path).map_err(io)?;
-        if let Some(dir) = self.path.parent() {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        while self.order.front().is_some_and(|h| !self.pending.contains_key(h)) {
+            self.order.pop_front();
         }
-        self.file = OpenOptions::new().append(true).open(&self.path).map_err(io)?;
+        if self.forgotten > 1024.max(self.pending.len()) {
+            self.order.retain(|h| self.pending.contains_key(h));
+            let pending = &self.pending;
+            self.log.rewrite(self.order.iter().filter_map(|h| pending.get(h).map(Vec::as_slice)))?;
+            self.forgotten = 0;
+        }
         Ok(())
-    }
-}
-
-/// A whole, valid record at the start of `data`: its bytes and the length consumed.
-fn record(data: &[u8]) -> Option<(&[u8], usize)> {
-    let len = u32::from_be_bytes(data.get(..4)?.try_into().ok()?) as usize;
-    if len > RECORD_MAX {
-        return None;
-    }
-    let bytes = data.get(4..4 + len)?;
-    let sum = data.get(4 + len..12 + len)?;
-    (hash(bytes).0[..8] == *sum).then_some((bytes, 12 + len))
-}
-
-/// Whether the bad bytes at `data` are an interrupted final write: too short to hold the
-/// record its length announces.
-fn torn_tail(data: &[u8]) -> bool {
-    match data.get(..4) {
-        None => true,
-        Some(l) => {
-            let len = u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize;
-            len <= RECORD_MAX && data.len() < 12 + len
-        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use vpbox_sm::sm3::hash;
+
     use super::*;
 
     fn key(b: &[u8]) -> Option<Digest> {
@@ -193,37 +122,34 @@ mod tests {
         let path = dir.path().join("intake");
         {
             let mut i = Intake::open(&path, key).unwrap();
-            for n in 0..5u8 {
-                assert!(i.admit(hash([n]), &[n]).unwrap());
-            }
-            assert!(!i.admit(hash([2u8]), &[2]).unwrap(), "a duplicate is not stored twice");
+            let txs: Vec<(Digest, Vec<u8>)> = (0..5u8).map(|n| (hash([n]), vec![n])).collect();
+            let refs: Vec<(Digest, &[u8])> = txs.iter().map(|(h, b)| (*h, b.as_slice())).collect();
+            assert_eq!(i.admit(&refs).unwrap(), vec![true; 5]);
+            assert_eq!(i.admit(&[(hash([2u8]), &[2])]).unwrap(), vec![false], "a duplicate");
             i.committed(&[hash([1u8]), hash([3u8])]).unwrap();
+            let left: Vec<Vec<u8>> = i.pending().map(|(_, b)| b.to_vec()).collect();
+            assert_eq!(left, vec![vec![0], vec![2], vec![4]], "in arrival order");
         }
+        // Committed records may remain in the file until a rewrite; the node filters them
+        // against its ledger at start. Here nothing was rewritten yet.
         let i = Intake::open(&path, key).unwrap();
-        let left: Vec<Vec<u8>> = i.pending().map(|(_, b)| b.to_vec()).collect();
-        assert_eq!(left, vec![vec![0], vec![2], vec![4]], "in arrival order");
+        assert_eq!(i.len(), 5);
     }
 
     #[test]
-    fn a_torn_tail_is_dropped_and_corruption_is_refused() {
+    fn the_log_is_rewritten_once_mostly_committed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("intake");
-        {
-            let mut i = Intake::open(&path, key).unwrap();
-            i.admit(hash(b"a"), b"a").unwrap();
-            i.admit(hash(b"bb"), b"bb").unwrap();
-        }
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(&[0, 0, 0, 9, 1, 2]).unwrap();
-        drop(f);
         let mut i = Intake::open(&path, key).unwrap();
-        assert_eq!(i.len(), 2);
-        i.admit(hash(b"c"), b"c").unwrap();
+        let txs: Vec<(Digest, Vec<u8>)> =
+            (0..3000u32).map(|n| (hash(n.to_be_bytes()), n.to_be_bytes().to_vec())).collect();
+        let refs: Vec<(Digest, &[u8])> = txs.iter().map(|(h, b)| (*h, b.as_slice())).collect();
+        i.admit(&refs).unwrap();
+        let done: Vec<Digest> = txs[..2000].iter().map(|(h, _)| *h).collect();
+        i.committed(&done).unwrap();
         drop(i);
-        assert_eq!(Intake::open(&path, key).unwrap().len(), 3);
-        let mut data = std::fs::read(&path).unwrap();
-        data[5] ^= 0xff; // inside the first record
-        std::fs::write(&path, data).unwrap();
-        assert!(matches!(Intake::open(&path, key), Err(IntakeError::Corrupt { offset: 0, .. })));
+        let i = Intake::open(&path, key).unwrap();
+        assert_eq!(i.len(), 1000, "the rewrite kept exactly the pending ones");
+        assert_eq!(i.pending().next().map(|(h, _)| *h), Some(txs[2000].0));
     }
 }

@@ -1,16 +1,26 @@
-//! The VP node's shells: JSON-RPC 2.0 over HTTP/1.1 on a Unix socket, and the durable intake of
-//! acknowledged transactions.
+//! The VP node: the shell around the consensus engine, the ledger and the API.
 //!
+//! - [`service`]: `vpbox node run`: wires everything together; the write methods of the API.
+//! - [`node`]: the driver that owns the engine and carries out its effects.
+//! - [`genesis`]: the consortium's founding file.
+//! - [`peer`]: the framed protocol between nodes and the links that carry it.
+//! - [`client`]: a JSON-RPC client over the node's socket.
 //! - [`api`]: the read methods over the ledger (anchor_get, anchor_verify, anchor_getProof,
 //!   block_*, tx_*).
 //! - [`rpc`]: the JSON-RPC 2.0 envelope with bounds (body size, nesting depth, batch length)
 //!   and the documented error codes; methods are a trait the node implements.
 //! - [`http`]: a small HTTP/1.1 server over a Unix socket (the proxy terminates TLS in front of
 //!   it): bounded heads and bodies, keep-alive, timeouts, a connection cap.
-//! - [`intake`]: the durable queue: a transaction is written and fsynced before the node
-//!   acknowledges it, and survives kill -9 until it is committed.
+//! - [`intake`] over [`log`]: the durable queue: a transaction is written and fsynced before the
+//!   node acknowledges it, and survives kill -9 until it is committed.
 
 pub mod api;
+pub mod client;
+pub mod genesis;
 pub mod http;
 pub mod intake;
+pub mod log;
+pub mod node;
+pub mod peer;
 pub mod rpc;
+pub mod service;

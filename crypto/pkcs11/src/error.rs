@@ -15,6 +15,9 @@ pub enum Error {
     /// No token matches the selector.
     #[error("no token with {0}")]
     TokenNotFound(String),
+    /// A token with this label exists already.
+    #[error("a token labelled {0:?} exists already")]
+    TokenExists(String),
     /// More than one token matches the selector.
     #[error("{0} matches more than one token; select by serial")]
     AmbiguousToken(String),

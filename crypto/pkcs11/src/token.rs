@@ -126,6 +126,33 @@ impl Module {
         Ok((slot, first))
     }
 
+    /// Initialises the first uninitialised token as `label` with the security officer's PIN,
+    /// then sets the user PIN. Refuses if a token already carries `label` (a re-initialisation
+    /// destroys every key on a token: that is done with the vendor's tools, on purpose).
+    pub fn init_token(&self, label: &str, so_pin: &crate::Pin, user_pin: &crate::Pin) -> Result<TokenSummary, Error> {
+        let tokens = self.tokens()?;
+        if tokens.iter().any(|t| t.label == label) {
+            return Err(Error::TokenExists(label.to_string()));
+        }
+        let fresh = tokens
+            .iter()
+            .find(|t| !t.flags.contains(&"initialized"))
+            .ok_or_else(|| Error::TokenNotFound("an uninitialised token".into()))?;
+        let slot = self
+            .ctx
+            .get_slots_with_token()?
+            .into_iter()
+            .find(|s| s.id() == fresh.slot)
+            .ok_or_else(|| Error::TokenNotFound("an uninitialised token".into()))?;
+        self.ctx.init_token(slot, &so_pin.auth(), label)?;
+        let session = self.ctx.open_rw_session(slot)?;
+        session.login(cryptoki::session::UserType::So, Some(&so_pin.auth()))?;
+        session.init_pin(&user_pin.auth())?;
+        session.logout()?;
+        drop(session);
+        self.find(&TokenSelector::Label(label.to_string())).map(|(_, t)| t)
+    }
+
     /// Whether the token in `slot` supports mechanism `code`, asked with
     /// `C_GetMechanismInfo` (`C_GetMechanismList` through cryptoki drops vendor codes).
     pub fn supports(&self, slot: Slot, code: u64) -> bool {

@@ -1,0 +1,445 @@
+//! `vpbox node run`, `vpbox cluster up|down|status` and `vpbox status`.
+//!
+//! `cluster up` builds a local consortium in a folder (default `./vpbox-dev`), the way four
+//! boxes would be set up, all on one machine:
+//!
+//! ```text
+//! vpbox-dev/
+//!   genesis.json                 members, their consensus keys, the admitted POSP keys
+//!   posp/bank-a.pem, bank-b.pem  the POSP submitters' SM2 keys (software: a POSP is a client)
+//!   node1/ … node4/
+//!     token.toml, token/         the node's test-token HSM (its own token store)
+//!     hsm-so-pin, hsm-pin        random PINs, mode 0400
+//!     signer.toml, signer.sock   `vpbox signer run`: the only process that holds the PIN
+//!     node.toml, rpc.sock, peer.sock, data/
+//!     signer.log, node.log, signer.pid, node.pid
+//! ```
+//!
+//! Each node's consensus key is generated inside its token and never leaves it. Running `up`
+//! again on an existing folder restarts whatever is not running and keeps all data; `down`
+//! stops the processes (SIGTERM, then SIGKILL) and keeps the folder.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+use vpbox_node::client::RpcClient;
+use vpbox_node::genesis::{Address, Genesis};
+use vpbox_sm::sm2::SecretKey;
+
+use crate::Outcome;
+
+/// The banks of the development consortium, in node order (two boxes each).
+const BANKS: [&str; 2] = ["bank-a", "bank-b"];
+
+/// `vpbox cluster …`
+#[derive(Debug, Subcommand)]
+pub(crate) enum ClusterCommand {
+    /// Create (first time) and start a local consortium: test-token HSMs, signers, nodes.
+    #[command(after_help = "Example:\n  vpbox cluster up && vpbox anchor put 0x01…01 0x02…02")]
+    Up(UpArgs),
+    /// Stop the local consortium's processes (the folder and its data stay).
+    Down(DirArgs),
+    /// The nodes, the primary, heights and health.
+    Status(StatusArgs),
+}
+
+/// Where the cluster lives.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct DirArgs {
+    /// The cluster's folder.
+    #[arg(long, default_value = "vpbox-dev")]
+    pub(crate) dir: PathBuf,
+}
+
+/// `vpbox cluster up`.
+#[derive(Debug, Args)]
+pub(crate) struct UpArgs {
+    #[command(flatten)]
+    pub(crate) dir: DirArgs,
+    /// Number of nodes (a new cluster only).
+    #[arg(long, default_value_t = 4)]
+    pub(crate) nodes: u32,
+    /// The PKCS#11 module (default: the vpbox test token installed beside this binary).
+    #[arg(long)]
+    pub(crate) module: Option<PathBuf>,
+    /// Transactions per consensus batch (a new cluster only).
+    #[arg(long, default_value_t = 500)]
+    pub(crate) batch_size: usize,
+}
+
+/// `vpbox cluster status` / `vpbox status`.
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    pub(crate) dir: DirArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `vpbox node run`.
+#[derive(Debug, Args)]
+pub(crate) struct NodeRunArgs {
+    /// The node's configuration (TOML; see `vpbox_node::service`).
+    #[arg(long)]
+    pub(crate) config: PathBuf,
+}
+
+pub(crate) fn node_run(a: &NodeRunArgs) -> Result<Outcome> {
+    let config = vpbox_node::service::NodeConfig::load(&a.config)?;
+    vpbox_node::service::run(&config)?;
+    Ok(Outcome::Ok)
+}
+
+pub(crate) fn run(cmd: &ClusterCommand) -> Result<Outcome> {
+    match cmd {
+        ClusterCommand::Up(a) => up(a),
+        ClusterCommand::Down(a) => down(&a.dir),
+        ClusterCommand::Status(a) => status(a),
+    }
+}
+
+fn exe() -> Result<PathBuf> {
+    std::env::current_exe().context("locating the vpbox binary")
+}
+
+/// The test token: beside this binary (a cargo build), or where `scripts/run.sh` installs it.
+fn default_module() -> Result<PathBuf> {
+    let exe = exe()?;
+    let dir = exe.parent().unwrap_or(Path::new("."));
+    for p in [
+        dir.join("libvpbox_test_token.so"),
+        dir.join("../lib/vpbox/libvpbox_test_token.so"),
+        PathBuf::from("/usr/local/lib/vpbox/libvpbox_test_token.so"),
+    ] {
+        if p.exists() {
+            return Ok(p);
+        }
+    }
+    bail!("no PKCS#11 module given and no vpbox test token found beside {}", exe.display())
+}
+
+fn random_secret() -> Result<String> {
+    let mut b = [0u8; 12];
+    getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("random source: {e}"))?;
+    Ok(hex::encode(b))
+}
+
+fn write_private(path: &Path, text: &str, mode: u32) -> Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// Runs `vpbox ARGS` against node `dir`'s token and returns its standard output.
+fn vpbox_in(dir: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new(exe()?)
+        .args(args)
+        .env("VPBOX_TEST_TOKEN_CONF", dir.join("token.toml"))
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running vpbox {}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!("vpbox {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Starts `vpbox ARGS` in the background, in its own process group, logging to `log`.
+fn spawn(dir: &Path, args: &[&str], log: &str, pid: &str) -> Result<u32> {
+    let log_file = OpenOptions::new().create(true).append(true).open(dir.join(log))?;
+    let child = Command::new(exe()?)
+        .args(args)
+        .current_dir(dir)
+        .env("VPBOX_TEST_TOKEN_CONF", dir.join("token.toml"))
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting vpbox {}", args.join(" ")))?;
+    fs::write(dir.join(pid), child.id().to_string())?;
+    Ok(child.id())
+}
+
+fn alive(dir: &Path, pid_file: &str) -> Option<i32> {
+    let pid: i32 = fs::read_to_string(dir.join(pid_file)).ok()?.trim().parse().ok()?;
+    let p = rustix::process::Pid::from_raw(pid)?;
+    rustix::process::test_kill_process(p).ok()?;
+    // A zombie or a recycled PID is not ours: check the command line names vpbox.
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    String::from_utf8_lossy(&cmdline).contains("vpbox").then_some(pid)
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if ready() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("{what} did not come up within {timeout:?}")
+}
+
+fn node_dir(dir: &Path, i: u32) -> PathBuf {
+    dir.join(format!("node{i}"))
+}
+
+/// Creates node `i`'s token, key and signer configuration; returns its public key (hex).
+fn provision(dir: &Path, i: u32, module: &Path) -> Result<()> {
+    let nd = node_dir(dir, i);
+    fs::create_dir_all(nd.join("token"))?;
+    fs::set_permissions(&nd, fs::Permissions::from_mode(0o700))?;
+    fs::write(nd.join("token.toml"), format!("token_dir = {:?}\n", nd.join("token")))?;
+    write_private(&nd.join("hsm-so-pin"), &random_secret()?, 0o400)?;
+    write_private(&nd.join("hsm-pin"), &random_secret()?, 0o400)?;
+    let module = module.to_str().context("module path is not UTF-8")?;
+    let label = format!("node{i}");
+    let so = nd.join("hsm-so-pin");
+    let so = so.to_str().context("path is not UTF-8")?;
+    let pin = nd.join("hsm-pin");
+    let pin = pin.to_str().context("path is not UTF-8")?;
+    vpbox_in(&nd, &[
+        "hsm", "init", "--module", module, "--label", &label, "--so-pin-file", so, "--pin-file", pin,
+    ])?;
+    let target = ["--module", module, "--token", &label, "--pin-file", pin];
+    let mut args = vec!["hsm", "keygen"];
+    args.extend(target);
+    args.extend(["--label", "consensus", "--id", "01"]);
+    vpbox_in(&nd, &args)?;
+    let mut args = vec!["hsm", "inspect"];
+    args.extend(target);
+    args.extend(["--id", "01", "--json"]);
+    let report: Value = serde_json::from_str(&vpbox_in(&nd, &args)?)?;
+    let fingerprint =
+        report["fingerprint_sm3"].as_str().context("inspect gave no fingerprint")?.to_string();
+    let uid = rustix::process::getuid().as_raw();
+    fs::write(
+        nd.join("signer.toml"),
+        format!(
+            "socket = {:?}\nmodule = {module:?}\ntoken_label = {label:?}\npin_file = {pin:?}\n\
+             state_dir = {:?}\nallowed_uids = [{uid}]\n\n[[keys]]\nname = \"consensus\"\n\
+             id = \"01\"\nfingerprint = {fingerprint:?}\n",
+            nd.join("signer.sock"),
+            nd.join("signer-state"),
+        ),
+    )?;
+    fs::write(
+        nd.join("node.toml"),
+        format!(
+            "id = {i}\ngenesis = \"../genesis.json\"\ndata_dir = \"data\"\n\
+             signer_socket = \"signer.sock\"\nsigner_key = \"consensus\"\n"
+        ),
+    )?;
+    Ok(())
+}
+
+fn start_signer(dir: &Path, i: u32) -> Result<()> {
+    let nd = node_dir(dir, i);
+    if alive(&nd, "signer.pid").is_some() {
+        return Ok(());
+    }
+    let _ = fs::remove_file(nd.join("signer.sock"));
+    spawn(&nd, &["signer", "run", "--config", "signer.toml"], "signer.log", "signer.pid")?;
+    let sock = nd.join("signer.sock");
+    wait_for(&format!("node{i}'s signer"), Duration::from_secs(30), || {
+        vpbox_signer::Client::connect(&sock).and_then(|mut c| c.health()).is_ok()
+    })
+    .with_context(|| format!("see {}", nd.join("signer.log").display()))
+}
+
+fn start_node(dir: &Path, i: u32, genesis: &Genesis) -> Result<()> {
+    let nd = node_dir(dir, i);
+    if alive(&nd, "node.pid").is_some() {
+        return Ok(());
+    }
+    spawn(&nd, &["node", "run", "--config", "node.toml"], "node.log", "node.pid")?;
+    let rpc = rpc_path(genesis, i)?;
+    wait_for(&format!("node{i}"), Duration::from_secs(30), || {
+        RpcClient::new(&rpc).call("block_getChainHeight", json!([])).is_ok()
+    })
+    .with_context(|| format!("see {}", nd.join("node.log").display()))
+}
+
+fn rpc_path(genesis: &Genesis, i: u32) -> Result<PathBuf> {
+    match genesis.node(vpbox_consensus::NodeId(i)).map(|n| &n.rpc) {
+        Some(Address::Unix(p)) => Ok(p.clone()),
+        _ => bail!("node {i} has no Unix RPC socket in the genesis"),
+    }
+}
+
+#[allow(clippy::disallowed_methods)]
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn create(a: &UpArgs) -> Result<()> {
+    let dir = &a.dir.dir;
+    if a.nodes == 0 || a.nodes > 16 {
+        bail!("--nodes must be 1 to 16");
+    }
+    let module = match &a.module {
+        Some(m) => m.clone(),
+        None => default_module()?,
+    };
+    let module = fs::canonicalize(&module).with_context(|| module.display().to_string())?;
+    fs::create_dir_all(dir.join("posp"))?;
+    let dir = fs::canonicalize(dir)?;
+    println!("creating a {}-node consortium in {}", a.nodes, dir.display());
+    let mut nodes = Vec::new();
+    for i in 1..=a.nodes {
+        provision(&dir, i, &module)?;
+        start_signer(&dir, i)?;
+        let mut c = vpbox_signer::Client::connect(&node_dir(&dir, i).join("signer.sock"))?;
+        let pk = c.public_key("consensus")?;
+        let bank = BANKS[((i - 1) as usize * BANKS.len()) / a.nodes as usize];
+        println!("  node{i} ({bank}): consensus key {} in its token", pk.fingerprint().to_hex());
+        nodes.push(json!({
+            "id": i, "bank": bank, "name": format!("node{i}"),
+            "consensus_key": hex::encode(pk.to_sec1_uncompressed()),
+            "peer": format!("unix:node{i}/peer.sock"), "rpc": format!("unix:node{i}/rpc.sock"),
+        }));
+    }
+    let mut submitters = Vec::new();
+    for bank in BANKS {
+        let key = SecretKey::generate()?;
+        write_private(&dir.join("posp").join(format!("{bank}.pem")), &key.to_pkcs8_pem()?, 0o600)?;
+        submitters.push(json!({
+            "bank": bank, "name": format!("{bank}-posp"),
+            "public_key": hex::encode(key.public_key().to_sec1_uncompressed()),
+        }));
+    }
+    let genesis = json!({
+        "chain_id": "vpbox-dev",
+        "timestamp_ms": now_ms(),
+        "tx_window_ms": 600_000,
+        "consensus": {
+            "batch_size_max": a.batch_size, "batch_timeout_ms": 5,
+            "checkpoint_interval": 10, "window": 40,
+            "request_timeout_ms": 3000, "null_request_timeout_ms": 4000,
+            "heartbeat_interval_ms": 1000, "new_view_timeout_ms": 4000,
+            "view_change_resend_ms": 2000, "fetch_timeout_ms": 1000, "fetch_entries_max": 20
+        },
+        "nodes": nodes,
+        "submitters": submitters,
+    });
+    let mut f = File::create(dir.join("genesis.json"))?;
+    f.write_all(serde_json::to_string_pretty(&genesis)?.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+fn up(a: &UpArgs) -> Result<Outcome> {
+    if !a.dir.dir.join("genesis.json").exists() {
+        create(a)?;
+    }
+    let dir = fs::canonicalize(&a.dir.dir)?;
+    let genesis = Genesis::load(&dir.join("genesis.json"))?;
+    let n = genesis.nodes.len() as u32;
+    for i in 1..=n {
+        start_signer(&dir, i)?;
+    }
+    for i in 1..=n {
+        start_node(&dir, i, &genesis)?;
+    }
+    println!("{n} nodes up. JSON-RPC (HTTP/1.1 on Unix sockets):");
+    for i in 1..=n {
+        println!("  node{i}: {}", rpc_path(&genesis, i)?.display());
+    }
+    let rpc = rpc_path(&genesis, 1)?;
+    println!(
+        "Try:\n  vpbox anchor put 0x{k} 0x{v}\n  vpbox anchor get 0x{k}\n  vpbox status\n  \
+         curl -s --unix-socket {} http://node/ -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"block_getChainHeight\",\"params\":[]}}'",
+        rpc.display(),
+        k = "11".repeat(32),
+        v = "22".repeat(32),
+    );
+    Ok(Outcome::Ok)
+}
+
+fn stop(nd: &Path, pid_file: &str) {
+    let Some(pid) = alive(nd, pid_file) else { return };
+    let Some(p) = rustix::process::Pid::from_raw(pid) else { return };
+    let _ = rustix::process::kill_process(p, rustix::process::Signal::TERM);
+    let start = Instant::now();
+    while alive(nd, pid_file).is_some() && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if alive(nd, pid_file).is_some() {
+        let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+    }
+    let _ = fs::remove_file(nd.join(pid_file));
+}
+
+fn down(dir: &Path) -> Result<Outcome> {
+    if !dir.join("genesis.json").exists() {
+        bail!("{} holds no cluster", dir.display());
+    }
+    let genesis = Genesis::load(&dir.join("genesis.json"))?;
+    for n in &genesis.nodes {
+        let nd = node_dir(dir, n.id.0);
+        stop(&nd, "node.pid");
+        stop(&nd, "signer.pid");
+    }
+    println!("stopped; the data stays in {}", dir.display());
+    Ok(Outcome::Ok)
+}
+
+pub(crate) fn status(a: &StatusArgs) -> Result<Outcome> {
+    let dir = &a.dir.dir;
+    let genesis = Genesis::load(&dir.join("genesis.json"))
+        .with_context(|| format!("no cluster in {} (run `vpbox cluster up`)", dir.display()))?;
+    let mut rows = Vec::new();
+    for n in &genesis.nodes {
+        let rpc = rpc_path(&genesis, n.id.0)?;
+        let answer = RpcClient::new(&rpc).call("node_getNodes", json!([]));
+        rows.push((n, answer));
+    }
+    if a.json {
+        let v: Vec<Value> = rows
+            .iter()
+            .map(|(n, r)| match r {
+                Ok(v) => v.clone(),
+                Err(e) => json!({"self": n.id.0, "error": e.to_string()}),
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("{:<7} {:<8} {:<12} {:>7} {:>6} {:>8} {:>8}", "node", "bank", "status", "height", "view", "primary", "pending");
+        for (n, r) in &rows {
+            match r {
+                Ok(v) => println!(
+                    "{:<7} {:<8} {:<12} {:>7} {:>6} {:>8} {:>8}",
+                    n.name,
+                    n.bank,
+                    v["nodes"].as_array().and_then(|l| l.iter().find(|x| x["isSelf"] == json!(true))).and_then(|x| x["status"].as_str()).unwrap_or("?"),
+                    v["height"].to_string(),
+                    v["view"].to_string(),
+                    format!("node{}", v["primary"]),
+                    v["pending"].to_string(),
+                ),
+                Err(_) => println!("{:<7} {:<8} {:<12}", n.name, n.bank, "down"),
+            }
+        }
+    }
+    let up = rows.iter().filter(|(_, r)| r.is_ok()).count();
+    let quorum = vpbox_consensus::quorum(rows.len());
+    println!("{up} of {} nodes answer; {quorum} are needed to commit", rows.len());
+    Ok(if up >= quorum { Outcome::Ok } else { Outcome::Invalid })
+}

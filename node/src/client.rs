@@ -1,0 +1,131 @@
+//! A JSON-RPC client over the node's Unix socket (HTTP/1.1, keep-alive), for the CLI, the
+//! benchmark and the tests.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+/// A call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The socket failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The socket.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The node answered with a JSON-RPC error.
+    #[error("error {code}: {message}")]
+    Rpc {
+        /// The code.
+        code: i64,
+        /// The message.
+        message: String,
+    },
+    /// The answer was not JSON-RPC.
+    #[error("bad answer: {0}")]
+    Protocol(String),
+}
+
+/// A connection to one node.
+pub struct RpcClient {
+    path: PathBuf,
+    conn: Option<BufReader<UnixStream>>,
+    next_id: u64,
+}
+
+impl RpcClient {
+    /// A client of the node at `path` (connects on first use).
+    pub fn new(path: &Path) -> Self {
+        Self { path: path.to_path_buf(), conn: None, next_id: 1 }
+    }
+
+    /// The socket.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Calls `method` and returns its result.
+    pub fn call(&mut self, method: &str, params: Value) -> Result<Value, CallError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let answer = self.post(body.to_string().as_bytes())?;
+        let v: Value =
+            serde_json::from_slice(&answer).map_err(|e| CallError::Protocol(e.to_string()))?;
+        if let Some(e) = v.get("error") {
+            return Err(CallError::Rpc {
+                code: e.get("code").and_then(Value::as_i64).unwrap_or(0),
+                message: e.get("message").and_then(Value::as_str).unwrap_or("").to_string(),
+            });
+        }
+        v.get("result").cloned().ok_or_else(|| CallError::Protocol("no result".into()))
+    }
+
+    /// Posts a raw body and returns the response body (any HTTP status).
+    pub fn post(&mut self, body: &[u8]) -> Result<Vec<u8>, CallError> {
+        // One retry on a fresh connection: a kept-alive one may have been closed by the node.
+        match self.post_once(body) {
+            Ok(b) => Ok(b),
+            Err(_) => {
+                self.conn = None;
+                self.post_once(body)
+            }
+        }
+    }
+
+    fn post_once(&mut self, body: &[u8]) -> Result<Vec<u8>, CallError> {
+        let io = |source| CallError::Io { path: self.path.clone(), source };
+        if self.conn.is_none() {
+            let s = UnixStream::connect(&self.path).map_err(io)?;
+            s.set_read_timeout(Some(Duration::from_secs(120))).map_err(io)?;
+            self.conn = Some(BufReader::new(s));
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(CallError::Protocol("no connection".into()));
+        };
+        let head = format!(
+            "POST / HTTP/1.1\r\nHost: node\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let s = conn.get_mut();
+        s.write_all(head.as_bytes()).and_then(|()| s.write_all(body)).map_err(io)?;
+        let mut len = None;
+        let mut line = String::new();
+        let mut first = true;
+        loop {
+            line.clear();
+            if conn.read_line(&mut line).map_err(io)? == 0 {
+                self.conn = None;
+                return Err(CallError::Protocol("connection closed".into()));
+            }
+            let l = line.trim_end();
+            if first {
+                first = false;
+                if !l.starts_with("HTTP/1.1 ") {
+                    return Err(CallError::Protocol(format!("status line {l:?}")));
+                }
+                continue;
+            }
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse::<usize>().ok();
+                }
+            }
+        }
+        let len = len.ok_or_else(|| CallError::Protocol("no Content-Length".into()))?;
+        let mut out = vec![0; len];
+        conn.read_exact(&mut out).map_err(io)?;
+        Ok(out)
+    }
+}

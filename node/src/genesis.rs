@@ -1,0 +1,314 @@
+//! The genesis file: the consortium's founding configuration, identical on every node.
+//!
+//! JSON, so that any bank's tooling can read it. Its SM3 hash (of the exact file bytes) is
+//! block 0's `parent`, so two nodes founded by different files can never share a chain.
+//!
+//! ```json
+//! {
+//!   "chain_id": "vpbox-dev",
+//!   "timestamp_ms": 1764000000000,
+//!   "tx_window_ms": 600000,
+//!   "consensus": { "batch_size_max": 500, "batch_timeout_ms": 10, "request_timeout_ms": 2000 },
+//!   "nodes": [
+//!     { "id": 1, "bank": "bank-a", "name": "node1", "consensus_key": "04…",
+//!       "peer": "unix:node1/peer.sock", "rpc": "unix:node1/rpc.sock" }
+//!   ],
+//!   "submitters": [ { "bank": "bank-a", "name": "posp-a", "public_key": "04…" } ]
+//! }
+//! ```
+//!
+//! - `consensus_key` and `public_key` are SM2 points, uncompressed SEC1, in hex.
+//! - `peer` and `rpc` are `unix:PATH` (a relative path is relative to the genesis file's
+//!   folder) or, for development only, `tcp:127.0.0.1:PORT`.
+//! - `consensus` overrides [`Params`] fields by name; every node must run the same values, so
+//!   they live here and not in a node's own configuration.
+//! - `submitters` are the POSP keys admitted to submit transactions (the CA replaces this list
+//!   with certificates in a later issue).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use vpbox_consensus::{Config, Digest as CDigest, Member, NodeId, Params, PublicKey as CKey};
+use vpbox_ledger::block::Block;
+use vpbox_sm::sm2::PublicKey;
+use vpbox_sm::sm3::{Digest, hash};
+
+/// Genesis errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GenesisError {
+    /// The file could not be read.
+    #[error("genesis {0}: {1}")]
+    Io(PathBuf, #[source] std::io::Error),
+    /// The file is not a valid genesis.
+    #[error("genesis {0}: {1}")]
+    Invalid(PathBuf, String),
+}
+
+/// Where a node listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Address {
+    /// A Unix socket.
+    Unix(PathBuf),
+    /// A TCP address (development only).
+    Tcp(String),
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unix(p) => write!(f, "unix:{}", p.display()),
+            Self::Tcp(a) => write!(f, "tcp:{a}"),
+        }
+    }
+}
+
+/// A member node.
+#[derive(Debug, Clone)]
+pub struct NodeEntry {
+    /// Its consensus id.
+    pub id: NodeId,
+    /// The bank that runs it.
+    pub bank: String,
+    /// Its name.
+    pub name: String,
+    /// Its consensus key.
+    pub consensus_key: PublicKey,
+    /// Where peers connect.
+    pub peer: Address,
+    /// Where its JSON-RPC listens.
+    pub rpc: Address,
+}
+
+/// An admitted submitter.
+#[derive(Debug, Clone)]
+pub struct Submitter {
+    /// Its bank.
+    pub bank: String,
+    /// Its name.
+    pub name: String,
+    /// Its key.
+    pub public_key: PublicKey,
+}
+
+/// A parsed genesis.
+#[derive(Debug, Clone)]
+pub struct Genesis {
+    /// The consortium's name.
+    pub chain_id: String,
+    /// SM3 of the file's bytes.
+    pub hash: Digest,
+    /// Block 0's timestamp.
+    pub timestamp_ms: u64,
+    /// How far a transaction's timestamp may be from a node's clock.
+    pub tx_window_ms: u64,
+    /// Consensus parameters.
+    pub params: Params,
+    /// The members, by id.
+    pub nodes: Vec<NodeEntry>,
+    /// Admitted submitters by the SM3 fingerprint of their SPKI.
+    pub submitters: HashMap<Digest, Submitter>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGenesis {
+    chain_id: String,
+    timestamp_ms: u64,
+    #[serde(default = "default_window")]
+    tx_window_ms: u64,
+    #[serde(default)]
+    consensus: RawParams,
+    nodes: Vec<RawNode>,
+    #[serde(default)]
+    submitters: Vec<RawSubmitter>,
+}
+
+fn default_window() -> u64 {
+    10 * 60 * 1000
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawParams {
+    batch_size_max: Option<usize>,
+    batch_timeout_ms: Option<u64>,
+    checkpoint_interval: Option<u64>,
+    window: Option<u64>,
+    request_timeout_ms: Option<u64>,
+    null_request_timeout_ms: Option<u64>,
+    heartbeat_interval_ms: Option<u64>,
+    new_view_timeout_ms: Option<u64>,
+    view_change_resend_ms: Option<u64>,
+    fetch_timeout_ms: Option<u64>,
+    fetch_entries_max: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    id: u32,
+    bank: String,
+    name: String,
+    consensus_key: String,
+    peer: String,
+    rpc: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSubmitter {
+    bank: String,
+    name: String,
+    public_key: String,
+}
+
+impl Genesis {
+    /// Reads and checks the genesis at `path`.
+    pub fn load(path: &Path) -> Result<Self, GenesisError> {
+        let bytes = std::fs::read(path).map_err(|e| GenesisError::Io(path.to_path_buf(), e))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&bytes, base).map_err(|e| GenesisError::Invalid(path.to_path_buf(), e))
+    }
+
+    /// Parses genesis bytes; relative socket paths resolve against `base`.
+    pub fn parse(bytes: &[u8], base: &Path) -> Result<Self, String> {
+        let raw: RawGenesis = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let key = |what: &str, hex: &str| {
+            hex::decode(hex)
+                .ok()
+                .and_then(|b| PublicKey::from_sec1(&b).ok())
+                .ok_or_else(|| format!("{what}: not an SM2 public key in hex"))
+        };
+        let mut nodes = Vec::new();
+        for n in raw.nodes {
+            nodes.push(NodeEntry {
+                id: NodeId(n.id),
+                consensus_key: key(&format!("node {}", n.id), &n.consensus_key)?,
+                peer: address(&n.peer, base)?,
+                rpc: address(&n.rpc, base)?,
+                bank: n.bank,
+                name: n.name,
+            });
+        }
+        nodes.sort_by_key(|n| n.id);
+        if nodes.is_empty() || nodes.windows(2).any(|w| w[0].id == w[1].id) {
+            return Err("nodes must be non-empty with distinct ids".into());
+        }
+        let mut submitters = HashMap::new();
+        for s in raw.submitters {
+            let public_key = key(&format!("submitter {}", s.name), &s.public_key)?;
+            submitters.insert(
+                public_key.fingerprint(),
+                Submitter { bank: s.bank, name: s.name, public_key },
+            );
+        }
+        let mut params = Params::default();
+        let p = raw.consensus;
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = p.$f { params.$f = v; } )* };
+        }
+        set!(
+            batch_size_max,
+            batch_timeout_ms,
+            checkpoint_interval,
+            window,
+            request_timeout_ms,
+            null_request_timeout_ms,
+            heartbeat_interval_ms,
+            new_view_timeout_ms,
+            view_change_resend_ms,
+            fetch_timeout_ms,
+            fetch_entries_max
+        );
+        Ok(Self {
+            chain_id: raw.chain_id,
+            hash: hash(bytes),
+            timestamp_ms: raw.timestamp_ms,
+            tx_window_ms: raw.tx_window_ms,
+            params,
+            nodes,
+            submitters,
+        })
+    }
+
+    /// Block 0.
+    pub fn block(&self) -> Block {
+        Block::genesis(self.hash, self.timestamp_ms)
+    }
+
+    /// The consensus configuration: the members and the state digest of block 0.
+    pub fn consensus_config(&self) -> Result<Config, vpbox_consensus::Error> {
+        let members = self
+            .nodes
+            .iter()
+            .map(|n| Member {
+                id: n.id,
+                public_key: CKey(n.consensus_key.to_sec1_uncompressed().to_vec()),
+            })
+            .collect();
+        Config::new(members, CDigest(self.block().header.hash().0))
+    }
+
+    /// The member `id`.
+    pub fn node(&self, id: NodeId) -> Option<&NodeEntry> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+}
+
+fn address(s: &str, base: &Path) -> Result<Address, String> {
+    if let Some(p) = s.strip_prefix("unix:") {
+        let p = Path::new(p);
+        Ok(Address::Unix(if p.is_absolute() { p.to_path_buf() } else { base.join(p) }))
+    } else if let Some(a) = s.strip_prefix("tcp:") {
+        Ok(Address::Tcp(a.to_string()))
+    } else {
+        Err(format!("address {s:?}: expected unix:PATH or tcp:HOST:PORT"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vpbox_sm::sm2::SecretKey;
+
+    use super::*;
+
+    fn pk() -> String {
+        hex::encode(SecretKey::generate().unwrap().public_key().to_sec1_uncompressed())
+    }
+
+    #[test]
+    fn parses_and_resolves_relative_sockets() {
+        let text = format!(
+            r#"{{"chain_id":"t","timestamp_ms":5,"consensus":{{"batch_timeout_ms":7}},
+            "nodes":[{{"id":2,"bank":"b","name":"n2","consensus_key":"{}","peer":"unix:n2/p.sock","rpc":"unix:/r.sock"}},
+                     {{"id":1,"bank":"a","name":"n1","consensus_key":"{}","peer":"tcp:127.0.0.1:9","rpc":"unix:r"}}],
+            "submitters":[{{"bank":"a","name":"posp","public_key":"{}"}}]}}"#,
+            pk(),
+            pk(),
+            pk()
+        );
+        let g = Genesis::parse(text.as_bytes(), Path::new("/base")).unwrap();
+        assert_eq!(g.nodes[0].id, NodeId(1), "sorted by id");
+        assert_eq!(g.nodes[1].peer, Address::Unix("/base/n2/p.sock".into()));
+        assert_eq!(g.params.batch_timeout_ms, 7);
+        assert_eq!(g.submitters.len(), 1);
+        assert_eq!(g.consensus_config().unwrap().n(), 2);
+        assert_eq!(g.block().header.parent, hash(text.as_bytes()));
+    }
+
+    #[test]
+    fn refuses_bad_keys_addresses_and_unknown_fields() {
+        let node = |key: &str, peer: &str| {
+            format!(
+                r#"{{"chain_id":"t","timestamp_ms":5,"nodes":[{{"id":1,"bank":"a","name":"n","consensus_key":"{key}","peer":"{peer}","rpc":"unix:r"}}]}}"#
+            )
+        };
+        assert!(Genesis::parse(node("04ab", "unix:p").as_bytes(), Path::new("/")).is_err());
+        assert!(Genesis::parse(node(&pk(), "http://x").as_bytes(), Path::new("/")).is_err());
+        assert!(Genesis::parse(node(&pk(), "unix:p").as_bytes(), Path::new("/")).is_ok());
+        let extra = node(&pk(), "unix:p").replacen('{', r#"{"surprise":1,"#, 1);
+        assert!(Genesis::parse(extra.as_bytes(), Path::new("/")).is_err());
+    }
+}

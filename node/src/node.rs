@@ -1,0 +1,924 @@
+//! The node process: the thin shell that drives the consensus engine.
+//!
+//! One thread (the *driver*) owns the engine, the speculative chain, the consensus WAL and the
+//! intake, and carries out the engine's effects in order:
+//!
+//! | effect | what the driver does |
+//! |---|---|
+//! | `Persist` | appends to the WAL; fsyncs before the next effect that is not a `Persist` |
+//! | `Sign` | hands the payload's SM3 digest and its position to the signer thread, which asks `vpbox signer` over its socket and answers `Input::Signed` |
+//! | `Send`/`Broadcast` | queues the encoded envelope on the peer links |
+//! | `SetTimer`/`CancelTimer` | keeps a deadline per timer; the loop sleeps until the nearest |
+//! | `Execute` | runs the batch on the ledger speculatively (no write) on top of the blocks executed above the tip; parks it and asks peers for any transaction body it lacks |
+//! | `Rollback` | drops speculative blocks above the height |
+//! | `Commit` | writes the speculative block with its certificate in one synced RocksDB batch, forgets its transactions in the intake, answers waiting clients |
+//! | `FetchState` | asks peers for the certified blocks up to the checkpoint, checks every certificate and re-executes every block, then answers `Input::StateFetched` |
+//!
+//! Other threads only feed the driver through one channel: the JSON-RPC handlers (transactions
+//! whose signatures they have already checked), the peer connections (decoded envelopes, and
+//! gossiped transactions they have checked), and the signer thread. Each transaction is
+//! verified once per node, on the thread that received it, in parallel with the others.
+//!
+//! A state digest is a block hash: the header commits to the parent, the ordered transactions
+//! and every put's outcome, so replicas that agree on it agree on the ledger.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use vpbox_consensus::wire::{
+    batch_digest, block_digest, decode_certificate, decode_record, decode_signing_payload,
+    encode_certificate, encode_record,
+};
+use vpbox_consensus::{
+    Batch, CommittedEntry, Config, Digest as CDigest, Effect, Engine, Envelope, Input, Message,
+    NodeId, PublicKey as CKey, SeqNo, Signature as CSig, Timer, Verification as CVer,
+    Verifier, WalRecord, verify_certificate,
+};
+use vpbox_ledger::block::Block;
+use vpbox_ledger::tx::Tx;
+use vpbox_ledger::{Executed, Ledger, Receipt};
+use vpbox_signer::guard::{Phase as GPhase, Position};
+use vpbox_sm::Domain;
+use vpbox_sm::sm2::{PublicKey, Signature};
+use vpbox_sm::sm3::{Digest, hash};
+
+use crate::genesis::Genesis;
+use crate::intake::Intake;
+use crate::log::RecordLog;
+use crate::peer::{Links, PeerMsg};
+
+/// Most transactions waiting for consensus before new ones are refused as busy.
+pub const POOL_MAX: usize = 200_000;
+/// Most blocks sent in one answer to a block request.
+const BLOCKS_PER_REPLY: u64 = 16;
+/// How often a parked execution or a state fetch asks its peers again.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// How a submitted transaction fared.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Durable in the intake; not committed yet (or the wait ended first).
+    Accepted(Digest),
+    /// Committed, now or before (a duplicate gets the first result).
+    Committed {
+        /// The transaction.
+        hash: Digest,
+        /// Its receipt.
+        receipt: Receipt,
+        /// Whether it had been submitted before.
+        duplicate: bool,
+    },
+    /// The pool is full; retry later.
+    Busy,
+    /// The node failed to store it (a full disk): not acknowledged.
+    Failed(String),
+}
+
+/// What the driver is told.
+pub enum Event {
+    /// Client transactions, already verified; answered once each is durable (or, with
+    /// `wait`, committed).
+    Submit {
+        /// The transactions and their encodings.
+        txs: Vec<(Tx, Vec<u8>)>,
+        /// Answer only after commit.
+        wait: bool,
+        /// Where the answer goes (one per transaction, same order).
+        reply: Sender<Outcome>,
+    },
+    /// Transactions gossiped by a peer, already verified.
+    PeerTxs(Vec<(Tx, Vec<u8>)>),
+    /// A consensus envelope from a peer (its signature is checked by the engine).
+    Envelope(Envelope),
+    /// A peer wants transaction bodies.
+    WantTxs(NodeId, Vec<Digest>),
+    /// A peer wants blocks `after + 1 ..= upto`.
+    WantBlocks(NodeId, u64, u64),
+    /// Blocks from a peer (unchecked).
+    Blocks(Vec<(Vec<u8>, Vec<Vec<u8>>)>),
+    /// The signer's answer (`None`: it failed; the engine recovers on its timers).
+    Signed(u64, Option<Vec<u8>>),
+    /// `node_getNodes`.
+    Nodes(Sender<Value>),
+}
+
+/// SM2/SM3 verification of consensus signatures: the signer signs the SM3 digest of the
+/// signing payload in the consensus domain.
+#[derive(Clone)]
+pub struct Sm2Verifier {
+    keys: Arc<HashMap<Vec<u8>, PublicKey>>,
+}
+
+impl Sm2Verifier {
+    /// For the members of `genesis`.
+    pub fn new(genesis: &Genesis) -> Self {
+        let keys = genesis
+            .nodes
+            .iter()
+            .map(|n| (n.consensus_key.to_sec1_uncompressed().to_vec(), n.consensus_key.clone()))
+            .collect();
+        Self { keys: Arc::new(keys) }
+    }
+}
+
+impl Verifier for Sm2Verifier {
+    fn digest(&self, bytes: &[u8]) -> CDigest {
+        CDigest(hash(bytes).0)
+    }
+
+    fn verify(&self, key: &CKey, payload: &[u8], sig: &CSig) -> CVer {
+        let ok = self.keys.get(&key.0).is_some_and(|pk| {
+            Signature::from_raw(&sig.0)
+                .is_ok_and(|s| pk.verify_in(Domain::CONSENSUS, &hash(payload).0, &s).is_valid())
+        });
+        if ok { CVer::Valid } else { CVer::Invalid }
+    }
+}
+
+/// The guard position of a consensus signing payload: votes are guarded, other messages not.
+pub fn position_of(payload: &[u8]) -> Option<Position> {
+    let (_, message) = decode_signing_payload(payload).ok()?;
+    Some(match message {
+        Message::PrePrepare(p) => {
+            Position::Vote { view: p.view.0, seq: p.seq.0, phase: GPhase::PrePrepare }
+        }
+        Message::Prepare(v) => Position::Vote { view: v.view.0, seq: v.seq.0, phase: GPhase::Prepare },
+        Message::Commit(v) => Position::Vote { view: v.view.0, seq: v.seq.0, phase: GPhase::Commit },
+        Message::Checkpoint(c) => Position::Checkpoint { seq: c.seq.0 },
+        _ => Position::Message,
+    })
+}
+
+/// A job for the signer thread.
+pub struct SignJob {
+    /// The engine's token.
+    pub token: u64,
+    /// SM3 of the signing payload.
+    pub digest: [u8; 32],
+    /// The guard position.
+    pub position: Position,
+}
+
+/// Runs signing jobs against the signer socket, one at a time, reconnecting as needed.
+pub fn signer_thread(socket: PathBuf, key: String, jobs: Receiver<SignJob>, events: Sender<Event>) {
+    let mut client: Option<vpbox_signer::Client> = None;
+    for job in jobs {
+        let mut answer = None;
+        for attempt in 0..20 {
+            if client.is_none() {
+                client = vpbox_signer::Client::connect(&socket).ok();
+            }
+            let Some(c) = client.as_mut() else {
+                std::thread::sleep(Duration::from_millis(100 * (attempt + 1).min(5)));
+                continue;
+            };
+            match c.sign(&key, Domain::CONSENSUS, job.digest, Some(job.position)) {
+                Ok(sig) => {
+                    answer = Some(sig.to_raw().to_vec());
+                    break;
+                }
+                Err(vpbox_signer::ClientError::Refused(status, msg)) => {
+                    tracing_line(&format!("signer refused {:?}: {status:?} {msg}", job.position));
+                    break;
+                }
+                Err(e) => {
+                    tracing_line(&format!("signer: {e}; reconnecting"));
+                    client = None;
+                }
+            }
+        }
+        if events.send(Event::Signed(job.token, answer)).is_err() {
+            return;
+        }
+    }
+}
+
+/// One line to standard error (journald in production). Never carries keys or PINs.
+pub fn tracing_line(msg: &str) {
+    eprintln!("vpbox-node: {msg}");
+}
+
+struct PeerSeen {
+    at: Instant,
+    height: u64,
+}
+
+struct Parked {
+    seq: SeqNo,
+    token: u64,
+    batch: Batch,
+    asked: Option<Instant>,
+}
+
+struct StateFetch {
+    seq: SeqNo,
+    state: CDigest,
+    asked: Option<Instant>,
+    next_peer: usize,
+}
+
+/// The driver's state.
+pub struct Driver {
+    id: NodeId,
+    genesis: Arc<Genesis>,
+    config: Config,
+    verifier: Sm2Verifier,
+    engine: Engine<Sm2Verifier>,
+    ledger: Arc<RwLock<Ledger>>,
+    spec: Vec<(SeqNo, Executed)>,
+    wal: RecordLog,
+    wal_dirty: bool,
+    wal_compacted_at: u64,
+    wal_records: Vec<Vec<u8>>,
+    intake: Intake,
+    pool: HashMap<Digest, (Tx, Arc<Vec<u8>>)>,
+    parked: Option<Parked>,
+    fetch: Option<StateFetch>,
+    timers: HashMap<Timer, Instant>,
+    waiters: HashMap<Digest, Vec<Sender<Outcome>>>,
+    links: Links,
+    signer: Sender<SignJob>,
+    seen: HashMap<NodeId, PeerSeen>,
+    inputs: VecDeque<Input>,
+}
+
+/// Opening the node failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(pub String);
+
+fn err(what: &str) -> impl Fn(&dyn std::fmt::Display) -> StartError + '_ {
+    move |e| StartError(format!("{what}: {e}"))
+}
+
+impl Driver {
+    /// Opens the node's state under `data_dir` and restores the engine from it.
+    pub fn open(
+        id: NodeId,
+        genesis: Arc<Genesis>,
+        data_dir: &Path,
+        ledger: Arc<RwLock<Ledger>>,
+        links: Links,
+        signer: Sender<SignJob>,
+    ) -> Result<Self, StartError> {
+        let config = genesis.consensus_config().map_err(|e| err("genesis")(&e))?;
+        let verifier = Sm2Verifier::new(&genesis);
+        let engine = Engine::new(id, config.clone(), genesis.params.clone(), verifier.clone())
+            .map_err(|e| err("consensus")(&e))?;
+        let (wal, wal_records) =
+            RecordLog::open(&data_dir.join("consensus.wal")).map_err(|e| err("WAL")(&e))?;
+        let intake = Intake::open(&data_dir.join("intake.log"), |b| Tx::decode(b).ok().map(|t| t.hash()))
+            .map_err(|e| err("intake")(&e))?;
+        let wal_compacted_at = wal.bytes();
+        let mut d = Self {
+            id,
+            genesis,
+            config,
+            verifier,
+            engine,
+            ledger,
+            spec: Vec::new(),
+            wal,
+            wal_dirty: false,
+            wal_compacted_at,
+            wal_records: Vec::new(),
+            intake,
+            pool: HashMap::new(),
+            parked: None,
+            fetch: None,
+            timers: HashMap::new(),
+            waiters: HashMap::new(),
+            links,
+            signer,
+            seen: HashMap::new(),
+            inputs: VecDeque::new(),
+        };
+        d.restore(wal_records)?;
+        Ok(d)
+    }
+
+    fn restore(&mut self, wal_records: Vec<Vec<u8>>) -> Result<(), StartError> {
+        let mut records = Vec::new();
+        for bytes in wal_records {
+            match decode_record(&bytes) {
+                Ok(r) => {
+                    records.push(r);
+                    self.wal_records.push(bytes);
+                }
+                Err(e) => return Err(StartError(format!("WAL record unreadable: {e}"))),
+            }
+        }
+        let (committed, state, recent) = {
+            let ledger = self.ledger.read().map_err(|_| StartError("ledger lock".into()))?;
+            let tip = *ledger.tip().ok_or_else(|| StartError("ledger has no genesis".into()))?;
+            let window = self.genesis.params.window;
+            let mut recent = Vec::new();
+            for h in tip.height.saturating_sub(window).max(1)..=tip.height {
+                if let Some(entry) = ledger.block(h).ok().flatten().and_then(|b| entry_of(&b)) {
+                    recent.push(entry);
+                }
+            }
+            (SeqNo(tip.height), CDigest(tip.hash().0), recent)
+        };
+        self.inputs.push_back(Input::Restore { records, committed, state, recent });
+        // Acknowledged transactions not committed yet are proposed again.
+        let pending: Vec<(Digest, Vec<u8>)> =
+            self.intake.pending().map(|(h, b)| (*h, b.to_vec())).collect();
+        let mut done = Vec::new();
+        for (h, bytes) in pending {
+            let committed = self
+                .ledger
+                .read()
+                .map(|l| l.transaction(&h).ok().flatten().is_some())
+                .unwrap_or(false);
+            if committed {
+                done.push(h);
+            } else if let Ok(tx) = Tx::decode(&bytes) {
+                self.pool.insert(h, (tx, Arc::new(bytes)));
+                self.inputs.push_back(Input::Transaction(CDigest(h.0)));
+            }
+        }
+        self.intake.committed(&done).map_err(|e| err("intake")(&e))?;
+        self.pump();
+        Ok(())
+    }
+
+    /// Runs until the event channel closes.
+    pub fn run(mut self, events: Receiver<Event>) {
+        loop {
+            let now = Instant::now();
+            let next = self.timers.values().min().copied();
+            let wait = next
+                .map_or(RETRY, |t| t.saturating_duration_since(now))
+                .min(RETRY);
+            match events.recv_timeout(wait) {
+                Ok(ev) => {
+                    let mut batch = vec![ev];
+                    while batch.len() < 4096 {
+                        match events.try_recv() {
+                            Ok(ev) => batch.push(ev),
+                            Err(_) => break,
+                        }
+                    }
+                    self.events(batch);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            let now = Instant::now();
+            let due: Vec<Timer> =
+                self.timers.iter().filter(|(_, t)| **t <= now).map(|(k, _)| *k).collect();
+            for t in due {
+                self.timers.remove(&t);
+                self.inputs.push_back(Input::Timeout(t));
+            }
+            self.retry();
+            self.pump();
+        }
+    }
+
+    fn events(&mut self, batch: Vec<Event>) {
+        let mut submits = Vec::new();
+        let mut gossip = Vec::new();
+        for ev in batch {
+            match ev {
+                Event::Submit { txs, wait, reply } => submits.push((txs, wait, reply)),
+                Event::PeerTxs(txs) => gossip.extend(txs),
+                Event::Envelope(env) => {
+                    self.note_peer(&env);
+                    self.inputs.push_back(Input::Message(env));
+                }
+                Event::WantTxs(from, hashes) => self.serve_txs(from, &hashes),
+                Event::WantBlocks(from, after, upto) => self.serve_blocks(from, after, upto),
+                Event::Blocks(blocks) => self.on_blocks(blocks),
+                Event::Signed(token, Some(sig)) => {
+                    self.inputs.push_back(Input::Signed { token, signature: CSig(sig) })
+                }
+                Event::Signed(_, None) => {}
+                Event::Nodes(reply) => {
+                    let _ = reply.send(self.nodes());
+                }
+            }
+        }
+        if !gossip.is_empty() {
+            self.admit(gossip, None);
+        }
+        for (txs, wait, reply) in submits {
+            self.admit(txs, Some((wait, reply)));
+        }
+        self.pump();
+    }
+
+    fn note_peer(&mut self, env: &Envelope) {
+        let height = match &env.message {
+            Message::Commit(v) => v.seq.0,
+            Message::Checkpoint(c) => c.seq.0,
+            Message::Fetch { after, .. } => after.0,
+            _ => 0,
+        };
+        let e = self.seen.entry(env.from).or_insert(PeerSeen { at: Instant::now(), height: 0 });
+        e.at = Instant::now();
+        e.height = e.height.max(height);
+    }
+
+    /// Stores new transactions durably (one fsync), proposes them, gossips client ones, and
+    /// answers the client.
+    fn admit(&mut self, txs: Vec<(Tx, Vec<u8>)>, client: Option<(bool, Sender<Outcome>)>) {
+        let mut answers: Vec<Option<Outcome>> = Vec::with_capacity(txs.len());
+        let mut fresh = Vec::new();
+        for (tx, bytes) in txs {
+            let h = tx.hash();
+            let committed =
+                self.ledger.read().ok().and_then(|l| l.receipt(&h).ok().flatten());
+            if let Some(receipt) = committed {
+                answers.push(Some(Outcome::Committed { hash: h, receipt, duplicate: true }));
+            } else if self.pool.contains_key(&h) || fresh.iter().any(|(t, _): &(Tx, Vec<u8>)| t.hash() == h) {
+                answers.push(Some(Outcome::Accepted(h)));
+            } else if self.pool.len() + fresh.len() >= POOL_MAX {
+                answers.push(Some(Outcome::Busy));
+            } else {
+                answers.push(None);
+                fresh.push((tx, bytes));
+            }
+        }
+        let stored = {
+            let refs: Vec<(Digest, &[u8])> =
+                fresh.iter().map(|(t, b)| (t.hash(), b.as_slice())).collect();
+            self.intake.admit(&refs)
+        };
+        let failure = stored.as_ref().err().map(|e| e.to_string());
+        if let Some(f) = &failure {
+            tracing_line(&format!("intake: {f}"));
+        } else {
+            let mut gossip = Vec::new();
+            for (tx, bytes) in fresh.iter() {
+                let h = tx.hash();
+                let bytes = Arc::new(bytes.clone());
+                if client.is_some() {
+                    gossip.push(bytes.as_ref().clone());
+                }
+                self.pool.insert(h, (tx.clone(), bytes));
+                self.inputs.push_back(Input::Transaction(CDigest(h.0)));
+            }
+            if !gossip.is_empty() {
+                self.links.broadcast(&PeerMsg::Txs(gossip));
+            }
+        }
+        let Some((wait, reply)) = client else { return };
+        let mut fresh_hashes = fresh.iter().map(|(t, _)| t.hash());
+        for a in answers {
+            let outcome = match a {
+                Some(o) => o,
+                None => {
+                    let h = fresh_hashes.next().unwrap_or_default();
+                    match &failure {
+                        Some(f) => Outcome::Failed(f.clone()),
+                        None => Outcome::Accepted(h),
+                    }
+                }
+            };
+            match outcome {
+                Outcome::Accepted(h) if wait => {
+                    self.waiters.entry(h).or_default().push(reply.clone());
+                }
+                o => {
+                    let _ = reply.send(o);
+                }
+            }
+        }
+    }
+
+    /// Feeds queued inputs to the engine and carries out its effects until nothing is left.
+    fn pump(&mut self) {
+        while let Some(input) = self.inputs.pop_front() {
+            let effects = self.engine.handle(input);
+            for e in effects {
+                if !matches!(e, Effect::Persist(_)) {
+                    self.sync_wal();
+                }
+                self.effect(e);
+            }
+            self.sync_wal();
+        }
+    }
+
+    fn sync_wal(&mut self) {
+        if self.wal_dirty {
+            if let Err(e) = self.wal.sync() {
+                fatal(&format!("WAL: {e}"));
+            }
+            self.wal_dirty = false;
+        }
+    }
+
+    fn effect(&mut self, e: Effect) {
+        match e {
+            Effect::Persist(rec) => {
+                let bytes = encode_record(&rec);
+                if let Err(e) = self.wal.append(&bytes) {
+                    fatal(&format!("WAL: {e}"));
+                }
+                self.wal_dirty = true;
+                self.wal_records.push(bytes);
+                if let WalRecord::Stable(p) = &rec {
+                    self.compact_wal(p.seq);
+                }
+            }
+            Effect::Sign { token, payload } => {
+                let Some(position) = position_of(&payload) else {
+                    tracing_line("engine asked to sign an unparsable payload");
+                    return;
+                };
+                let _ = self.signer.send(SignJob { token, digest: hash(&payload).0, position });
+            }
+            Effect::Send { to, envelope } => {
+                self.links.send(to, &PeerMsg::Consensus(vpbox_consensus::wire::encode(&envelope)))
+            }
+            Effect::Broadcast(envelope) => {
+                self.links.broadcast(&PeerMsg::Consensus(vpbox_consensus::wire::encode(&envelope)))
+            }
+            Effect::SetTimer { timer, after_ms } => {
+                self.timers.insert(timer, Instant::now() + Duration::from_millis(after_ms));
+            }
+            Effect::CancelTimer(timer) => {
+                self.timers.remove(&timer);
+            }
+            Effect::Execute { seq, token, batch } => {
+                self.parked = Some(Parked { seq, token, batch, asked: None });
+                self.try_execute();
+            }
+            Effect::Rollback { to } => {
+                self.spec.retain(|(s, _)| *s <= to);
+                if self.parked.as_ref().is_some_and(|p| p.seq > to) {
+                    self.parked = None;
+                }
+            }
+            Effect::Commit { seq, batch, result, certificate } => {
+                self.commit(seq, &batch, result, &encode_certificate(&certificate))
+            }
+            Effect::FetchState { seq, state } => {
+                self.spec.clear();
+                self.parked = None;
+                self.fetch = Some(StateFetch { seq, state, asked: None, next_peer: 0 });
+                self.retry();
+            }
+            Effect::ViewChanged { view, primary } => {
+                tracing_line(&format!("entered view {} (primary node {})", view.0, primary.0));
+            }
+            _ => {}
+        }
+    }
+
+    /// Rewrites the WAL without what a stable checkpoint at `stable` made obsolete, once it
+    /// has grown by 8 MiB since the last rewrite.
+    fn compact_wal(&mut self, stable: SeqNo) {
+        if self.wal.bytes() < self.wal_compacted_at + (8 << 20) {
+            return;
+        }
+        let mut keep: Vec<Vec<u8>> = Vec::new();
+        let mut last_view = None;
+        let mut last_stable = None;
+        for bytes in &self.wal_records {
+            match decode_record(bytes) {
+                Ok(WalRecord::View { .. }) => last_view = Some(bytes.clone()),
+                Ok(WalRecord::Stable(_)) => last_stable = Some(bytes.clone()),
+                Ok(WalRecord::Intent(m)) if seq_of(&m).is_some_and(|s| s <= stable) => {}
+                Ok(WalRecord::Accepted(env)) if seq_of(&env.message).is_some_and(|s| s <= stable) => {}
+                Ok(_) => keep.push(bytes.clone()),
+                Err(_) => {}
+            }
+        }
+        let mut records: Vec<Vec<u8>> = last_view.into_iter().chain(last_stable).collect();
+        records.extend(keep);
+        self.sync_wal();
+        match self.wal.rewrite(records.iter().map(Vec::as_slice)) {
+            Ok(()) => {
+                self.wal_records = records;
+                self.wal_compacted_at = self.wal.bytes();
+            }
+            Err(e) => fatal(&format!("WAL compaction: {e}")),
+        }
+    }
+
+    fn body(&self, h: &Digest) -> Option<Tx> {
+        if let Some((tx, _)) = self.pool.get(h) {
+            return Some(tx.clone());
+        }
+        self.ledger.read().ok()?.transaction(h).ok().flatten().map(|(_, _, t)| t)
+    }
+
+    fn try_execute(&mut self) {
+        let Some(p) = self.parked.as_mut() else { return };
+        let (seq, token) = (p.seq, p.token);
+        let mut txs = Vec::with_capacity(p.batch.txs.len());
+        let mut missing = Vec::new();
+        let wanted: Vec<Digest> = p.batch.txs.iter().map(|d| Digest(d.0)).collect();
+        for h in &wanted {
+            match self.body(h) {
+                Some(t) => txs.push(t),
+                None => missing.push(*h),
+            }
+        }
+        if !missing.is_empty() {
+            let due = self.parked.as_ref().is_some_and(|p| p.asked.is_none_or(|t| t.elapsed() >= RETRY));
+            if due {
+                if let Some(p) = self.parked.as_mut() {
+                    p.asked = Some(Instant::now());
+                }
+                self.links.broadcast(&PeerMsg::WantTxs { from: self.id, hashes: missing });
+            }
+            return;
+        }
+        self.parked = None;
+        let tip = match self.ledger.read() {
+            Ok(l) => l.tip().map_or(0, |t| t.height),
+            Err(_) => return,
+        };
+        let expected = tip + self.spec.len() as u64 + 1;
+        if seq.0 != expected {
+            tracing_line(&format!("execute {} out of order (next is {expected})", seq.0));
+            return;
+        }
+        let above: Vec<Executed> = self.spec.iter().map(|(_, e)| e.clone()).collect();
+        let executed = match self.ledger.read().map(|l| l.execute(&above, txs)) {
+            Ok(Ok(e)) => e,
+            Ok(Err(e)) => fatal(&format!("execute {}: {e}", seq.0)),
+            Err(_) => return,
+        };
+        let result = CDigest(executed.block.header.hash().0);
+        self.spec.push((seq, executed));
+        self.inputs.push_back(Input::Executed { seq, token, result });
+    }
+
+    fn commit(&mut self, seq: SeqNo, batch: &Batch, result: CDigest, certificate: &[u8]) {
+        let Some(pos) = self.spec.iter().position(|(s, _)| *s == seq) else {
+            tracing_line(&format!("commit of {} without its execution", seq.0));
+            return;
+        };
+        let (_, executed) = self.spec.remove(pos);
+        if executed.block.header.hash().0 != result.0
+            || executed.block.tx_hashes.len() != batch.txs.len()
+        {
+            fatal(&format!("commit of {} differs from what this node executed", seq.0));
+        }
+        self.write_block(&executed, certificate);
+        self.committed_block(&executed);
+    }
+
+    fn write_block(&self, executed: &Executed, certificate: &[u8]) {
+        let Ok(mut ledger) = self.ledger.write() else { fatal("ledger lock poisoned") };
+        if let Err(e) = ledger.commit(executed, certificate) {
+            fatal(&format!("commit {}: {e}", executed.block.header.height));
+        }
+    }
+
+    /// Forgets a committed block's transactions and answers whoever waits for them.
+    fn committed_block(&mut self, executed: &Executed) {
+        let hashes = &executed.block.tx_hashes;
+        for h in hashes {
+            self.pool.remove(h);
+            let Some(waiters) = self.waiters.remove(h) else { continue };
+            let receipt = executed
+                .receipts
+                .iter()
+                .find(|(t, _)| t == h)
+                .map(|(_, r)| r.clone())
+                .or_else(|| self.ledger.read().ok()?.receipt(h).ok().flatten());
+            if let Some(receipt) = receipt {
+                for w in waiters {
+                    let _ = w.send(Outcome::Committed {
+                        hash: *h,
+                        receipt: receipt.clone(),
+                        duplicate: false,
+                    });
+                }
+            }
+        }
+        if let Err(e) = self.intake.committed(hashes) {
+            fatal(&format!("intake: {e}"));
+        }
+    }
+
+    fn retry(&mut self) {
+        if self.parked.is_some() {
+            self.try_execute();
+        }
+        let peers: Vec<NodeId> =
+            self.genesis.nodes.iter().map(|n| n.id).filter(|i| *i != self.id).collect();
+        let height = self.height();
+        if let Some(f) = self.fetch.as_mut() {
+            if f.asked.is_none_or(|t| t.elapsed() >= RETRY) && !peers.is_empty() {
+                f.asked = Some(Instant::now());
+                let to = peers[f.next_peer % peers.len()];
+                f.next_peer += 1;
+                self.links.send(to, &PeerMsg::WantBlocks { from: self.id, after: height, upto: f.seq.0 });
+            }
+        }
+    }
+
+    fn height(&self) -> u64 {
+        self.ledger.read().ok().and_then(|l| l.tip().map(|t| t.height)).unwrap_or(0)
+    }
+
+    fn serve_txs(&self, from: NodeId, hashes: &[Digest]) {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for h in hashes.iter().take(10_000) {
+            let enc = match self.pool.get(h) {
+                Some((_, b)) => b.as_ref().clone(),
+                None => match self.body(h) {
+                    Some(t) => t.encode(),
+                    None => continue,
+                },
+            };
+            bytes += enc.len();
+            out.push(enc);
+            if bytes > 32 << 20 {
+                break;
+            }
+        }
+        if !out.is_empty() {
+            self.links.send(from, &PeerMsg::Txs(out));
+        }
+    }
+
+    fn serve_blocks(&self, from: NodeId, after: u64, upto: u64) {
+        let Ok(ledger) = self.ledger.read() else { return };
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let last = upto.min(after.saturating_add(BLOCKS_PER_REPLY));
+        for h in after.saturating_add(1)..=last {
+            let Ok(Some(block)) = ledger.block(h) else { break };
+            let txs: Vec<Vec<u8>> = block
+                .tx_hashes
+                .iter()
+                .filter_map(|t| ledger.transaction(t).ok().flatten().map(|(_, _, tx)| tx.encode()))
+                .collect();
+            bytes += txs.iter().map(Vec::len).sum::<usize>();
+            out.push((block.encode(), txs));
+            if bytes > 32 << 20 {
+                break;
+            }
+        }
+        drop(ledger);
+        if !out.is_empty() {
+            self.links.send(from, &PeerMsg::Blocks(out));
+        }
+    }
+
+    /// Certified blocks for a state fetch: each is checked (certificate, transactions,
+    /// re-execution to the same header) before it is written.
+    fn on_blocks(&mut self, blocks: Vec<(Vec<u8>, Vec<Vec<u8>>)>) {
+        let Some(target) = self.fetch.as_ref().map(|f| (f.seq, f.state)) else { return };
+        for (block_bytes, tx_bytes) in blocks {
+            let height = self.height();
+            if height >= target.0.0 {
+                break;
+            }
+            let Ok(block) = Block::decode(&block_bytes) else { return };
+            if block.header.height != height + 1 {
+                continue;
+            }
+            if let Err(why) = self.check_block(&block) {
+                tracing_line(&format!("block {} from a peer refused: {why}", block.header.height));
+                return;
+            }
+            let mut by_hash: HashMap<Digest, Tx> = HashMap::new();
+            for b in &tx_bytes {
+                if let Ok(t) = Tx::decode(b) {
+                    by_hash.insert(t.hash(), t);
+                }
+            }
+            let mut txs = Vec::with_capacity(block.tx_hashes.len());
+            for h in &block.tx_hashes {
+                match by_hash.get(h).cloned().or_else(|| self.body(h)) {
+                    Some(t) => txs.push(t),
+                    None => return,
+                }
+            }
+            let executed = match self.ledger.read().map(|l| l.execute(&[], txs)) {
+                Ok(Ok(e)) => e,
+                _ => return,
+            };
+            if executed.block.header != block.header {
+                tracing_line(&format!("block {} re-executes differently", block.header.height));
+                return;
+            }
+            self.write_block(&executed, &block.certificate);
+            self.committed_block(&executed);
+        }
+        let (tip_h, tip_hash) = match self.ledger.read().ok().and_then(|l| l.tip().copied()) {
+            Some(t) => (t.height, t.hash()),
+            None => return,
+        };
+        if tip_h >= target.0.0 {
+            self.fetch = None;
+            if tip_h == target.0.0 && tip_hash.0 != target.1.0 {
+                tracing_line("state transfer reached the checkpoint with a different state");
+            }
+            let txs: Vec<CDigest> = self
+                .ledger
+                .read()
+                .ok()
+                .and_then(|l| l.block(tip_h).ok().flatten())
+                .map(|b| b.tx_hashes.iter().map(|h| CDigest(h.0)).collect())
+                .unwrap_or_default();
+            self.inputs.push_back(Input::StateFetched {
+                seq: SeqNo(tip_h),
+                state: CDigest(tip_hash.0),
+                txs,
+            });
+        } else if let Some(f) = self.fetch.as_mut() {
+            f.asked = None;
+            self.retry();
+        }
+    }
+
+    fn check_block(&self, block: &Block) -> Result<(), String> {
+        let cert = decode_certificate(&block.certificate).map_err(|e| e.to_string())?;
+        verify_certificate(&self.config, &self.verifier, &cert).map_err(|e| e.to_string())?;
+        let batch = Batch { txs: block.tx_hashes.iter().map(|h| CDigest(h.0)).collect() };
+        let bd = batch_digest(&self.verifier, &batch);
+        let expected = block_digest(
+            &self.verifier,
+            SeqNo(block.header.height),
+            &bd,
+            &CDigest(block.header.hash().0),
+        );
+        if cert.seq.0 != block.header.height || cert.block != expected {
+            return Err("certificate is for another block".into());
+        }
+        Ok(())
+    }
+
+    fn nodes(&self) -> Value {
+        let primary = self.config.primary(self.engine.view());
+        let height = self.height();
+        let list: Vec<Value> = self
+            .genesis
+            .nodes
+            .iter()
+            .map(|n| {
+                let me = n.id == self.id;
+                let seen = self.seen.get(&n.id);
+                let delay = seen.map(|s| s.at.elapsed().as_millis() as u64);
+                let status = if me {
+                    if self.engine.is_changing_view() { "view-change" } else { "up" }
+                } else if delay.is_some_and(|d| d < 10_000) {
+                    "up"
+                } else {
+                    "unreachable"
+                };
+                json!({
+                    "id": n.id.0,
+                    "name": n.name,
+                    "bank": n.bank,
+                    "address": n.rpc.to_string(),
+                    "isPrimary": n.id == primary,
+                    "isSelf": me,
+                    "status": status,
+                    "delay": if me { Some(0) } else { delay },
+                    "height": if me { height } else { seen.map_or(0, |s| s.height) },
+                })
+            })
+            .collect();
+        json!({
+            "self": self.id.0,
+            "view": self.engine.view().0,
+            "primary": primary.0,
+            "height": height,
+            "pending": self.pool.len(),
+            "nodes": list,
+        })
+    }
+}
+
+fn seq_of(m: &Message) -> Option<SeqNo> {
+    match m {
+        Message::PrePrepare(p) => Some(p.seq),
+        Message::Prepare(v) | Message::Commit(v) => Some(v.seq),
+        Message::Checkpoint(c) => Some(c.seq),
+        _ => None,
+    }
+}
+
+fn entry_of(block: &Block) -> Option<CommittedEntry> {
+    let certificate = decode_certificate(&block.certificate).ok()?;
+    Some(CommittedEntry {
+        batch: Batch { txs: block.tx_hashes.iter().map(|h| CDigest(h.0)).collect() },
+        result: CDigest(block.header.hash().0),
+        certificate,
+    })
+}
+
+/// A failure the node cannot continue past without risking its state (a full disk under the
+/// WAL or the ledger, a block that does not match its own execution). It stops; systemd
+/// restarts it, and the WAL, the intake and the ledger bring it back where it was.
+fn fatal(msg: &str) -> ! {
+    tracing_line(&format!("fatal: {msg}; stopping"));
+    std::process::exit(70)
+}

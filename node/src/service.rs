@@ -1,0 +1,318 @@
+//! `vpbox node run`: wires the driver, the ledger, the peer links, the signer thread and the
+//! JSON-RPC server together, and the write methods of the API.
+//!
+//! The node opens no TCP socket: JSON-RPC and the peer links are Unix sockets (the proxy puts
+//! TLS in front of both in production). Its configuration (TOML):
+//!
+//! ```toml
+//! id = 1
+//! genesis = "/etc/vpbox/genesis.json"
+//! data_dir = "/var/lib/vpbox-node"      # ledger/, consensus.wal, intake.log
+//! signer_socket = "/run/vpbox/signer.sock"
+//! signer_key = "consensus"              # the key's name in the signer
+//! ```
+//!
+//! The node's own peer and RPC sockets are the ones the genesis lists for its id.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::{Sender, channel};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use vpbox_consensus::NodeId;
+use vpbox_ledger::Ledger;
+use vpbox_ledger::contract::PutOutcome;
+use vpbox_ledger::tx::{Payload, Tx};
+
+use crate::api::ReadApi;
+use crate::genesis::{Address, Genesis};
+use crate::http::{Limits, serve};
+use crate::node::{Driver, Event, Outcome, StartError, signer_thread, tracing_line};
+use crate::peer::{Links, PeerMsg, listen};
+use crate::rpc::{Methods, RpcError, param};
+
+/// How long `anchor_put` waits for its commit before answering "pending".
+pub const WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// The node's configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Its consensus id (in the genesis).
+    pub id: u32,
+    /// The genesis file.
+    pub genesis: PathBuf,
+    /// Where it keeps its state.
+    pub data_dir: PathBuf,
+    /// The signer's socket.
+    pub signer_socket: PathBuf,
+    /// The consensus key's name in the signer.
+    #[serde(default = "default_key")]
+    pub signer_key: String,
+}
+
+fn default_key() -> String {
+    "consensus".into()
+}
+
+impl NodeConfig {
+    /// Reads the configuration at `path`; relative paths resolve against its folder.
+    pub fn load(path: &Path) -> Result<Self, StartError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| StartError(format!("{}: {e}", path.display())))?;
+        let mut c: Self =
+            toml::from_str(&text).map_err(|e| StartError(format!("{}: {e}", path.display())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut c.genesis, &mut c.data_dir, &mut c.signer_socket] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// The node's clock, in milliseconds since the Unix epoch (the only place it is read).
+#[allow(clippy::disallowed_methods)]
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn bind(addr: &Address, what: &str) -> Result<std::os::unix::net::UnixListener, StartError> {
+    let Address::Unix(path) = addr else {
+        return Err(StartError(format!("{what} {addr}: the node listens on Unix sockets only")));
+    };
+    // A socket left by a killed node is removed; anything else at the path is refused.
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            return Err(StartError(format!("{what} {}: exists and is not a socket", path.display())));
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::os::unix::net::UnixListener::bind(path)
+        .map_err(|e| StartError(format!("{what} {}: {e}", path.display())))
+}
+
+/// Runs the node until it is killed.
+pub fn run(config: &NodeConfig) -> Result<(), StartError> {
+    let genesis = Arc::new(
+        Genesis::load(&config.genesis).map_err(|e| StartError(e.to_string()))?,
+    );
+    let id = NodeId(config.id);
+    let me = genesis
+        .node(id)
+        .cloned()
+        .ok_or_else(|| StartError(format!("node {} is not in the genesis", config.id)))?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| StartError(format!("{}: {e}", config.data_dir.display())))?;
+    let mut ledger = Ledger::open(&config.data_dir.join("ledger"))
+        .map_err(|e| StartError(format!("ledger: {e}")))?;
+    ledger.init_genesis(&genesis.block()).map_err(|e| StartError(format!("ledger: {e}")))?;
+    let ledger = Arc::new(RwLock::new(ledger));
+
+    let peer_listener = bind(&me.peer, "peer socket")?;
+    let rpc_listener = bind(&me.rpc, "rpc socket")?;
+    let links = Links::start(
+        genesis.nodes.iter().filter(|n| n.id != id).map(|n| (n.id, n.peer.clone())).collect(),
+    );
+    let (events, inbox) = channel();
+    let (jobs, job_rx) = channel();
+    {
+        let (socket, key, events) =
+            (config.signer_socket.clone(), config.signer_key.clone(), events.clone());
+        std::thread::Builder::new()
+            .name("signer".into())
+            .spawn(move || signer_thread(socket, key, job_rx, events))
+            .map_err(|e| StartError(format!("thread: {e}")))?;
+    }
+    let driver = Driver::open(id, Arc::clone(&genesis), &config.data_dir, Arc::clone(&ledger), links, jobs)?;
+    {
+        let on_frame = peer_handler(Arc::clone(&genesis), events.clone());
+        std::thread::Builder::new()
+            .name("peer-accept".into())
+            .spawn(move || listen(peer_listener, on_frame))
+            .map_err(|e| StartError(format!("thread: {e}")))?;
+    }
+    let api = NodeApi { read: ReadApi::new(ledger), genesis: Arc::clone(&genesis), events: Mutex::new(events) };
+    std::thread::Builder::new()
+        .name("rpc".into())
+        .spawn(move || serve(rpc_listener, Arc::new(api), Limits::default(), Arc::new(AtomicBool::new(false))))
+        .map_err(|e| StartError(format!("thread: {e}")))?;
+    tracing_line(&format!(
+        "node {} ({}, {}) serving JSON-RPC on {} and peers on {}",
+        id.0, me.name, me.bank, me.rpc, me.peer
+    ));
+    driver.run(inbox);
+    Ok(())
+}
+
+/// Checks what peers send before the driver sees it: transactions are verified here, on the
+/// connection's own thread.
+fn peer_handler(genesis: Arc<Genesis>, events: Sender<Event>) -> Arc<dyn Fn(PeerMsg) + Send + Sync> {
+    let events = Mutex::new(events);
+    Arc::new(move |msg| {
+        let ev = match msg {
+            PeerMsg::Consensus(bytes) => match vpbox_consensus::wire::decode(&bytes) {
+                Ok(env) => Event::Envelope(env),
+                Err(_) => return,
+            },
+            PeerMsg::Txs(list) => {
+                let txs: Vec<(Tx, Vec<u8>)> = list
+                    .into_iter()
+                    .filter_map(|b| {
+                        let tx = Tx::decode(&b).ok()?;
+                        let s = genesis.submitters.get(&tx.body.submitter)?;
+                        tx.verify(&s.public_key).is_valid().then_some((tx, b))
+                    })
+                    .collect();
+                if txs.is_empty() {
+                    return;
+                }
+                Event::PeerTxs(txs)
+            }
+            PeerMsg::WantTxs { from, hashes } => Event::WantTxs(from, hashes),
+            PeerMsg::WantBlocks { from, after, upto } => Event::WantBlocks(from, after, upto),
+            PeerMsg::Blocks(b) => Event::Blocks(b),
+        };
+        if let Ok(tx) = events.lock() {
+            let _ = tx.send(ev);
+        }
+    })
+}
+
+/// The JSON-RPC API of a running node: the read methods over the ledger, and the writes that go
+/// through intake and consensus.
+pub struct NodeApi {
+    read: ReadApi,
+    genesis: Arc<Genesis>,
+    events: Mutex<Sender<Event>>,
+}
+
+fn hex0x(b: &[u8]) -> String {
+    format!("0x{}", hex::encode(b))
+}
+
+impl NodeApi {
+    fn send(&self, ev: Event) -> Result<(), RpcError> {
+        self.events
+            .lock()
+            .map_err(|_| RpcError::new(RpcError::INTERNAL, "node stopping"))?
+            .send(ev)
+            .map_err(|_| RpcError::new(RpcError::INTERNAL, "node stopping"))
+    }
+
+    /// Decodes and checks a signed transaction: form, kind, submitter, signature, age.
+    fn check(&self, params: &Value, batch: bool) -> Result<(Tx, Vec<u8>), RpcError> {
+        let text = param(params, 0, "tx").and_then(Value::as_str).ok_or_else(|| {
+            RpcError::new(RpcError::INVALID_PARAMS, "missing string parameter \"tx\" (hex)")
+        })?;
+        let text = text.strip_prefix("0x").unwrap_or(text);
+        if text.len() > 2 * vpbox_ledger::tx::TX_MAX {
+            return Err(RpcError::new(RpcError::TOO_LARGE, "transaction larger than the node accepts"));
+        }
+        let bytes = hex::decode(text)
+            .map_err(|_| RpcError::new(RpcError::INVALID_PARAMS, "tx is not hex"))?;
+        let tx = Tx::decode(&bytes)
+            .map_err(|e| RpcError::new(RpcError::INVALID_PARAMS, e.to_string()))?;
+        match (&tx.body.payload, batch) {
+            (Payload::AnchorPut { .. }, false) | (Payload::AnchorPutBatch(_), true) => {}
+            _ => {
+                return Err(RpcError::new(
+                    RpcError::INVALID_PARAMS,
+                    if batch {
+                        "anchor_putBatch takes an AnchorPutBatch transaction"
+                    } else {
+                        "anchor_put takes an AnchorPut transaction"
+                    },
+                ));
+            }
+        }
+        let Some(submitter) = self.genesis.submitters.get(&tx.body.submitter) else {
+            return Err(RpcError::new(
+                RpcError::UNKNOWN_SUBMITTER,
+                format!("submitter {} is not admitted", tx.body.submitter.to_hex()),
+            ));
+        };
+        if !tx.verify(&submitter.public_key).is_valid() {
+            return Err(RpcError::new(RpcError::BAD_SIGNATURE, "the signature does not verify"));
+        }
+        let now = now_ms();
+        if tx.body.timestamp_ms.abs_diff(now) > self.genesis.tx_window_ms {
+            return Err(RpcError::new(
+                RpcError::STALE,
+                format!(
+                    "timestamp {} is more than {} ms from the node's clock",
+                    tx.body.timestamp_ms, self.genesis.tx_window_ms
+                ),
+            ));
+        }
+        Ok((tx, bytes))
+    }
+
+    fn put(&self, params: &Value, batch: bool) -> Result<Value, RpcError> {
+        let (tx, bytes) = self.check(params, batch)?;
+        let wait = param(params, 1, "wait").and_then(Value::as_bool).unwrap_or(true);
+        let (reply, answer) = channel();
+        self.send(Event::Submit { txs: vec![(tx, bytes)], wait, reply })?;
+        let outcome = answer
+            .recv_timeout(if wait { WAIT_MAX } else { Duration::from_secs(10) })
+            .map_err(|_| RpcError::new(RpcError::BUSY, "the node did not answer in time; retry"));
+        Ok(match outcome? {
+            Outcome::Accepted(h) => json!({"txHash": hex0x(h.as_bytes()), "status": "pending"}),
+            Outcome::Committed { hash, receipt, duplicate } => {
+                let results: Vec<Value> = receipt
+                    .outcomes
+                    .iter()
+                    .map(|o: &PutOutcome| {
+                        let (ok, message) = o.answer();
+                        json!({"ok": ok, "message": message})
+                    })
+                    .collect();
+                let mut v = json!({
+                    "txHash": hex0x(hash.as_bytes()),
+                    "status": "committed",
+                    "blockNumber": receipt.height,
+                    "duplicate": duplicate,
+                });
+                if let Some(obj) = v.as_object_mut() {
+                    if batch {
+                        obj.insert("results".into(), Value::Array(results));
+                    } else if let Some(first) = receipt.outcomes.first() {
+                        let (ok, message) = first.answer();
+                        obj.insert("ok".into(), json!(ok));
+                        obj.insert("message".into(), json!(message));
+                    }
+                }
+                v
+            }
+            Outcome::Busy => return Err(RpcError::new(RpcError::BUSY, "too many pending transactions; retry")),
+            Outcome::Failed(e) => return Err(RpcError::new(RpcError::INTERNAL, format!("not stored: {e}"))),
+        })
+    }
+}
+
+impl Methods for NodeApi {
+    fn call(&self, method: &str, params: &Value) -> Result<Value, RpcError> {
+        match method {
+            "anchor_put" => self.put(params, false),
+            "anchor_putBatch" => self.put(params, true),
+            "node_getNodes" => {
+                let (reply, answer) = channel();
+                self.send(Event::Nodes(reply))?;
+                answer
+                    .recv_timeout(Duration::from_secs(10))
+                    .map_err(|_| RpcError::new(RpcError::BUSY, "the node did not answer in time"))
+            }
+            _ => self.read.call(method, params),
+        }
+    }
+}
