@@ -23,9 +23,9 @@ use serde_json::{Value, json};
 use vpbox_ledger::tx::{Payload, Tx, TxBody};
 use vpbox_node::client::{CallError, RpcClient};
 use vpbox_node::genesis::{Address, Genesis};
-use vpbox_sm::{Signer, SoftwareSigner};
 use vpbox_sm::sm2::SecretKey;
 use vpbox_sm::sm3::Digest;
+use vpbox_sm::{Signer, SoftwareSigner};
 
 use crate::Outcome;
 
@@ -214,7 +214,13 @@ fn save_progress(path: &Path, done: u64, inflight: Option<&[u8]>) -> Result<()> 
     Ok(())
 }
 
-fn put_file(c: &mut RpcClient, s: &SoftwareSigner, file: &Path, batch: usize, json_out: bool) -> Result<Outcome> {
+fn put_file(
+    c: &mut RpcClient,
+    s: &SoftwareSigner,
+    file: &Path,
+    batch: usize,
+    json_out: bool,
+) -> Result<Outcome> {
     let f = std::fs::File::open(file).with_context(|| file.display().to_string())?;
     let mut pairs = Vec::new();
     for (n, line) in BufReader::new(f).lines().enumerate() {
@@ -223,7 +229,8 @@ fn put_file(c: &mut RpcClient, s: &SoftwareSigner, file: &Path, batch: usize, js
         if t.is_empty() || t.starts_with('#') {
             continue;
         }
-        let (k, v) = t.split_once(',').with_context(|| format!("line {}: expected key,value", n + 1))?;
+        let (k, v) =
+            t.split_once(',').with_context(|| format!("line {}: expected key,value", n + 1))?;
         let at = format!("line {}", n + 1);
         pairs.push((hex32(k, &format!("{at}: key"))?, hex32(v, &format!("{at}: value"))?));
     }
@@ -247,7 +254,9 @@ fn put_file(c: &mut RpcClient, s: &SoftwareSigner, file: &Path, batch: usize, js
         // The transaction in flight when the last run stopped is re-sent as is, if it still
         // covers these pairs; otherwise sign a new one.
         let bytes = match inflight.take().and_then(|b| Tx::decode(&b).ok()) {
-            Some(tx) if matches!(&tx.body.payload, Payload::AnchorPutBatch(p) if p == chunk) => tx.encode(),
+            Some(tx) if matches!(&tx.body.payload, Payload::AnchorPutBatch(p) if p == chunk) => {
+                tx.encode()
+            }
             _ => sign(s, Payload::AnchorPutBatch(chunk.to_vec()))?.encode(),
         };
         save_progress(&progress, done as u64, Some(&bytes))?;
@@ -255,9 +264,14 @@ fn put_file(c: &mut RpcClient, s: &SoftwareSigner, file: &Path, batch: usize, js
             match c.call("anchor_putBatch", json!({"tx": hex::encode(&bytes), "wait": true})) {
                 Ok(r) if r["status"] == "committed" => break r,
                 Ok(_) => {} // still pending after the node's wait: ask again (same transaction)
-                Err(CallError::Rpc { code: -32004, .. }) => std::thread::sleep(Duration::from_millis(500)),
+                Err(CallError::Rpc { code: -32004, .. }) => {
+                    std::thread::sleep(Duration::from_millis(500))
+                }
                 Err(CallError::Rpc { code: -32003, .. }) => {
-                    bail!("the transaction in flight expired; delete {} to start that batch anew", progress.display())
+                    bail!(
+                        "the transaction in flight expired; delete {} to start that batch anew",
+                        progress.display()
+                    )
                 }
                 Err(e) => return Err(rpc_error(e)),
             }
@@ -282,7 +296,10 @@ fn put_file(c: &mut RpcClient, s: &SoftwareSigner, file: &Path, batch: usize, js
     if json_out {
         println!("{}", json!({"anchors": pairs.len(), "success": anchored, "keyExists": existed}));
     } else {
-        println!("{} anchors: {anchored} (true, \"Success\"), {existed} (false, \"the key exist\")", pairs.len());
+        println!(
+            "{} anchors: {anchored} (true, \"Success\"), {existed} (false, \"the key exist\")",
+            pairs.len()
+        );
     }
     let _ = std::io::stdout().flush();
     Ok(Outcome::Ok)

@@ -213,9 +213,21 @@ fn provision(dir: &Path, i: u32, module: &Path) -> Result<()> {
     let so = so.to_str().context("path is not UTF-8")?;
     let pin = nd.join("hsm-pin");
     let pin = pin.to_str().context("path is not UTF-8")?;
-    vpbox_in(&nd, &[
-        "hsm", "init", "--module", module, "--label", &label, "--so-pin-file", so, "--pin-file", pin,
-    ])?;
+    vpbox_in(
+        &nd,
+        &[
+            "hsm",
+            "init",
+            "--module",
+            module,
+            "--label",
+            &label,
+            "--so-pin-file",
+            so,
+            "--pin-file",
+            pin,
+        ],
+    )?;
     let target = ["--module", module, "--token", &label, "--pin-file", pin];
     let mut args = vec!["hsm", "keygen"];
     args.extend(target);
@@ -421,14 +433,21 @@ pub(crate) fn status(a: &StatusArgs) -> Result<Outcome> {
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!("{:<7} {:<8} {:<12} {:>7} {:>6} {:>8} {:>8}", "node", "bank", "status", "height", "view", "primary", "pending");
+        println!(
+            "{:<7} {:<8} {:<12} {:>7} {:>6} {:>8} {:>8}",
+            "node", "bank", "status", "height", "view", "primary", "pending"
+        );
         for (n, r) in &rows {
             match r {
                 Ok(v) => println!(
                     "{:<7} {:<8} {:<12} {:>7} {:>6} {:>8} {:>8}",
                     n.name,
                     n.bank,
-                    v["nodes"].as_array().and_then(|l| l.iter().find(|x| x["isSelf"] == json!(true))).and_then(|x| x["status"].as_str()).unwrap_or("?"),
+                    v["nodes"]
+                        .as_array()
+                        .and_then(|l| l.iter().find(|x| x["isSelf"] == json!(true)))
+                        .and_then(|x| x["status"].as_str())
+                        .unwrap_or("?"),
                     v["height"].to_string(),
                     v["view"].to_string(),
                     format!("node{}", v["primary"]),

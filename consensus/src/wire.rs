@@ -580,7 +580,10 @@ mod tests {
             view: View(2),
             seq: SeqNo(9),
             block: d(4),
-            signatures: vec![(NodeId(1), Signature(vec![5; 64])), (NodeId(3), Signature(vec![6; 64]))],
+            signatures: vec![
+                (NodeId(1), Signature(vec![5; 64])),
+                (NodeId(3), Signature(vec![6; 64])),
+            ],
         };
         let bytes = encode_certificate(&c);
         assert_eq!(decode_certificate(&bytes).unwrap(), c);

@@ -6,8 +6,8 @@ use vpbox_sm::sm3::Digest;
 
 use crate::Error;
 use crate::block::{Block, Header, results_root};
-use crate::merkle;
 use crate::contract::PutOutcome;
+use crate::merkle;
 use crate::tx::{Payload, Tx};
 use crate::wire::Reader;
 
@@ -389,7 +389,8 @@ mod tests {
             let mut ledger = open(dir.path());
             commit(&mut ledger, &[put(&s, 1, 1, 1)]);
             let first = ledger.execute(&[], vec![put(&s, 2, 2, 2)]).unwrap();
-            let second = ledger.execute(std::slice::from_ref(&first), vec![put(&s, 3, 2, 9)]).unwrap();
+            let second =
+                ledger.execute(std::slice::from_ref(&first), vec![put(&s, 3, 2, 9)]).unwrap();
             assert_eq!(second.receipts[0].1.outcomes, vec![KeyExists], "speculation sees above");
             assert!(
                 matches!(ledger.commit(&second, b"c"), Err(Error::NotNext { .. })),

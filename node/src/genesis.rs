@@ -169,7 +169,8 @@ impl Genesis {
     pub fn load(path: &Path) -> Result<Self, GenesisError> {
         let bytes = std::fs::read(path).map_err(|e| GenesisError::Io(path.to_path_buf(), e))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Self::parse(&bytes, base).map_err(|e| GenesisError::Invalid(path.to_path_buf(), e))
+        let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
+        Self::parse(&bytes, &base).map_err(|e| GenesisError::Invalid(path.to_path_buf(), e))
     }
 
     /// Parses genesis bytes; relative socket paths resolve against `base`.

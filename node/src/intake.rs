@@ -99,7 +99,8 @@ impl Intake {
         if self.forgotten > 1024.max(self.pending.len()) {
             self.order.retain(|h| self.pending.contains_key(h));
             let pending = &self.pending;
-            self.log.rewrite(self.order.iter().filter_map(|h| pending.get(h).map(Vec::as_slice)))?;
+            self.log
+                .rewrite(self.order.iter().filter_map(|h| pending.get(h).map(Vec::as_slice)))?;
             self.forgotten = 0;
         }
         Ok(())

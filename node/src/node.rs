@@ -35,8 +35,8 @@ use vpbox_consensus::wire::{
 };
 use vpbox_consensus::{
     Batch, CommittedEntry, Config, Digest as CDigest, Effect, Engine, Envelope, Input, Message,
-    NodeId, PublicKey as CKey, SeqNo, Signature as CSig, Timer, Verification as CVer,
-    Verifier, WalRecord, verify_certificate,
+    NodeId, PublicKey as CKey, SeqNo, Signature as CSig, Timer, Verification as CVer, Verifier,
+    WalRecord, verify_certificate,
 };
 use vpbox_ledger::block::Block;
 use vpbox_ledger::tx::Tx;
@@ -146,8 +146,12 @@ pub fn position_of(payload: &[u8]) -> Option<Position> {
         Message::PrePrepare(p) => {
             Position::Vote { view: p.view.0, seq: p.seq.0, phase: GPhase::PrePrepare }
         }
-        Message::Prepare(v) => Position::Vote { view: v.view.0, seq: v.seq.0, phase: GPhase::Prepare },
-        Message::Commit(v) => Position::Vote { view: v.view.0, seq: v.seq.0, phase: GPhase::Commit },
+        Message::Prepare(v) => {
+            Position::Vote { view: v.view.0, seq: v.seq.0, phase: GPhase::Prepare }
+        }
+        Message::Commit(v) => {
+            Position::Vote { view: v.view.0, seq: v.seq.0, phase: GPhase::Commit }
+        }
         Message::Checkpoint(c) => Position::Checkpoint { seq: c.seq.0 },
         _ => Position::Message,
     })
@@ -235,7 +239,8 @@ pub struct Driver {
     wal_compacted_at: u64,
     wal_records: Vec<Vec<u8>>,
     intake: Intake,
-    pool: HashMap<Digest, (Tx, Arc<Vec<u8>>)>,
+    pool: HashMap<Digest, (Tx, Arc<Vec<u8>>, Instant)>,
+    regossiped: Instant,
     parked: Option<Parked>,
     fetch: Option<StateFetch>,
     timers: HashMap<Timer, Instant>,
@@ -271,8 +276,9 @@ impl Driver {
             .map_err(|e| err("consensus")(&e))?;
         let (wal, wal_records) =
             RecordLog::open(&data_dir.join("consensus.wal")).map_err(|e| err("WAL")(&e))?;
-        let intake = Intake::open(&data_dir.join("intake.log"), |b| Tx::decode(b).ok().map(|t| t.hash()))
-            .map_err(|e| err("intake")(&e))?;
+        let intake =
+            Intake::open(&data_dir.join("intake.log"), |b| Tx::decode(b).ok().map(|t| t.hash()))
+                .map_err(|e| err("intake")(&e))?;
         let wal_compacted_at = wal.bytes();
         let mut d = Self {
             id,
@@ -288,6 +294,7 @@ impl Driver {
             wal_records: Vec::new(),
             intake,
             pool: HashMap::new(),
+            regossiped: Instant::now(),
             parked: None,
             fetch: None,
             timers: HashMap::new(),
@@ -338,7 +345,7 @@ impl Driver {
             if committed {
                 done.push(h);
             } else if let Ok(tx) = Tx::decode(&bytes) {
-                self.pool.insert(h, (tx, Arc::new(bytes)));
+                self.pool.insert(h, (tx, Arc::new(bytes), Instant::now()));
                 self.inputs.push_back(Input::Transaction(CDigest(h.0)));
             }
         }
@@ -352,9 +359,7 @@ impl Driver {
         loop {
             let now = Instant::now();
             let next = self.timers.values().min().copied();
-            let wait = next
-                .map_or(RETRY, |t| t.saturating_duration_since(now))
-                .min(RETRY);
+            let wait = next.map_or(RETRY, |t| t.saturating_duration_since(now)).min(RETRY);
             match events.recv_timeout(wait) {
                 Ok(ev) => {
                     let mut batch = vec![ev];
@@ -432,11 +437,12 @@ impl Driver {
         let mut fresh = Vec::new();
         for (tx, bytes) in txs {
             let h = tx.hash();
-            let committed =
-                self.ledger.read().ok().and_then(|l| l.receipt(&h).ok().flatten());
+            let committed = self.ledger.read().ok().and_then(|l| l.receipt(&h).ok().flatten());
             if let Some(receipt) = committed {
                 answers.push(Some(Outcome::Committed { hash: h, receipt, duplicate: true }));
-            } else if self.pool.contains_key(&h) || fresh.iter().any(|(t, _): &(Tx, Vec<u8>)| t.hash() == h) {
+            } else if self.pool.contains_key(&h)
+                || fresh.iter().any(|(t, _): &(Tx, Vec<u8>)| t.hash() == h)
+            {
                 answers.push(Some(Outcome::Accepted(h)));
             } else if self.pool.len() + fresh.len() >= POOL_MAX {
                 answers.push(Some(Outcome::Busy));
@@ -461,7 +467,7 @@ impl Driver {
                 if client.is_some() {
                     gossip.push(bytes.as_ref().clone());
                 }
-                self.pool.insert(h, (tx.clone(), bytes));
+                self.pool.insert(h, (tx.clone(), bytes, Instant::now()));
                 self.inputs.push_back(Input::Transaction(CDigest(h.0)));
             }
             if !gossip.is_empty() {
@@ -587,7 +593,8 @@ impl Driver {
                 Ok(WalRecord::View { .. }) => last_view = Some(bytes.clone()),
                 Ok(WalRecord::Stable(_)) => last_stable = Some(bytes.clone()),
                 Ok(WalRecord::Intent(m)) if seq_of(&m).is_some_and(|s| s <= stable) => {}
-                Ok(WalRecord::Accepted(env)) if seq_of(&env.message).is_some_and(|s| s <= stable) => {}
+                Ok(WalRecord::Accepted(env))
+                    if seq_of(&env.message).is_some_and(|s| s <= stable) => {}
                 Ok(_) => keep.push(bytes.clone()),
                 Err(_) => {}
             }
@@ -605,7 +612,7 @@ impl Driver {
     }
 
     fn body(&self, h: &Digest) -> Option<Tx> {
-        if let Some((tx, _)) = self.pool.get(h) {
+        if let Some((tx, _, _)) = self.pool.get(h) {
             return Some(tx.clone());
         }
         self.ledger.read().ok()?.transaction(h).ok().flatten().map(|(_, _, t)| t)
@@ -624,7 +631,8 @@ impl Driver {
             }
         }
         if !missing.is_empty() {
-            let due = self.parked.as_ref().is_some_and(|p| p.asked.is_none_or(|t| t.elapsed() >= RETRY));
+            let due =
+                self.parked.as_ref().is_some_and(|p| p.asked.is_none_or(|t| t.elapsed() >= RETRY));
             if due {
                 if let Some(p) = self.parked.as_mut() {
                     p.asked = Some(Instant::now());
@@ -707,6 +715,7 @@ impl Driver {
         if self.parked.is_some() {
             self.try_execute();
         }
+        self.regossip();
         let peers: Vec<NodeId> =
             self.genesis.nodes.iter().map(|n| n.id).filter(|i| *i != self.id).collect();
         let height = self.height();
@@ -715,8 +724,31 @@ impl Driver {
                 f.asked = Some(Instant::now());
                 let to = peers[f.next_peer % peers.len()];
                 f.next_peer += 1;
-                self.links.send(to, &PeerMsg::WantBlocks { from: self.id, after: height, upto: f.seq.0 });
+                self.links
+                    .send(to, &PeerMsg::WantBlocks { from: self.id, after: height, upto: f.seq.0 });
             }
+        }
+    }
+
+    /// Every two seconds, re-sends the oldest transactions that have waited more than a second
+    /// (at most 1,000). A node that was down when a transaction was gossiped learns of it this
+    /// way, so its request timer runs too and a silent primary is replaced by a quorum, not
+    /// suspected by one lonely replica.
+    fn regossip(&mut self) {
+        if self.regossiped.elapsed() < Duration::from_secs(2) {
+            return;
+        }
+        self.regossiped = Instant::now();
+        let old: Vec<Vec<u8>> = self
+            .intake
+            .pending()
+            .filter_map(|(h, _)| self.pool.get(h))
+            .filter(|(_, _, at)| at.elapsed() >= Duration::from_secs(1))
+            .take(1000)
+            .map(|(_, b, _)| b.as_ref().clone())
+            .collect();
+        if !old.is_empty() {
+            self.links.broadcast(&PeerMsg::Txs(old));
         }
     }
 
@@ -729,7 +761,7 @@ impl Driver {
         let mut bytes = 0usize;
         for h in hashes.iter().take(10_000) {
             let enc = match self.pool.get(h) {
-                Some((_, b)) => b.as_ref().clone(),
+                Some((_, b, _)) => b.as_ref().clone(),
                 None => match self.body(h) {
                     Some(t) => t.encode(),
                     None => continue,

@@ -91,7 +91,10 @@ fn bind(addr: &Address, what: &str) -> Result<std::os::unix::net::UnixListener, 
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         use std::os::unix::fs::FileTypeExt;
         if !meta.file_type().is_socket() {
-            return Err(StartError(format!("{what} {}: exists and is not a socket", path.display())));
+            return Err(StartError(format!(
+                "{what} {}: exists and is not a socket",
+                path.display()
+            )));
         }
         let _ = std::fs::remove_file(path);
     }
@@ -104,9 +107,7 @@ fn bind(addr: &Address, what: &str) -> Result<std::os::unix::net::UnixListener, 
 
 /// Runs the node until it is killed.
 pub fn run(config: &NodeConfig) -> Result<(), StartError> {
-    let genesis = Arc::new(
-        Genesis::load(&config.genesis).map_err(|e| StartError(e.to_string()))?,
-    );
+    let genesis = Arc::new(Genesis::load(&config.genesis).map_err(|e| StartError(e.to_string()))?);
     let id = NodeId(config.id);
     let me = genesis
         .node(id)
@@ -134,7 +135,8 @@ pub fn run(config: &NodeConfig) -> Result<(), StartError> {
             .spawn(move || signer_thread(socket, key, job_rx, events))
             .map_err(|e| StartError(format!("thread: {e}")))?;
     }
-    let driver = Driver::open(id, Arc::clone(&genesis), &config.data_dir, Arc::clone(&ledger), links, jobs)?;
+    let driver =
+        Driver::open(id, Arc::clone(&genesis), &config.data_dir, Arc::clone(&ledger), links, jobs)?;
     {
         let on_frame = peer_handler(Arc::clone(&genesis), events.clone());
         std::thread::Builder::new()
@@ -142,10 +144,16 @@ pub fn run(config: &NodeConfig) -> Result<(), StartError> {
             .spawn(move || listen(peer_listener, on_frame))
             .map_err(|e| StartError(format!("thread: {e}")))?;
     }
-    let api = NodeApi { read: ReadApi::new(ledger), genesis: Arc::clone(&genesis), events: Mutex::new(events) };
+    let api = NodeApi {
+        read: ReadApi::new(ledger),
+        genesis: Arc::clone(&genesis),
+        events: Mutex::new(events),
+    };
     std::thread::Builder::new()
         .name("rpc".into())
-        .spawn(move || serve(rpc_listener, Arc::new(api), Limits::default(), Arc::new(AtomicBool::new(false))))
+        .spawn(move || {
+            serve(rpc_listener, Arc::new(api), Limits::default(), Arc::new(AtomicBool::new(false)))
+        })
         .map_err(|e| StartError(format!("thread: {e}")))?;
     tracing_line(&format!(
         "node {} ({}, {}) serving JSON-RPC on {} and peers on {}",
@@ -157,7 +165,10 @@ pub fn run(config: &NodeConfig) -> Result<(), StartError> {
 
 /// Checks what peers send before the driver sees it: transactions are verified here, on the
 /// connection's own thread.
-fn peer_handler(genesis: Arc<Genesis>, events: Sender<Event>) -> Arc<dyn Fn(PeerMsg) + Send + Sync> {
+fn peer_handler(
+    genesis: Arc<Genesis>,
+    events: Sender<Event>,
+) -> Arc<dyn Fn(PeerMsg) + Send + Sync> {
     let events = Mutex::new(events);
     Arc::new(move |msg| {
         let ev = match msg {
@@ -217,7 +228,10 @@ impl NodeApi {
         })?;
         let text = text.strip_prefix("0x").unwrap_or(text);
         if text.len() > 2 * vpbox_ledger::tx::TX_MAX {
-            return Err(RpcError::new(RpcError::TOO_LARGE, "transaction larger than the node accepts"));
+            return Err(RpcError::new(
+                RpcError::TOO_LARGE,
+                "transaction larger than the node accepts",
+            ));
         }
         let bytes = hex::decode(text)
             .map_err(|_| RpcError::new(RpcError::INVALID_PARAMS, "tx is not hex"))?;
@@ -294,8 +308,12 @@ impl NodeApi {
                 }
                 v
             }
-            Outcome::Busy => return Err(RpcError::new(RpcError::BUSY, "too many pending transactions; retry")),
-            Outcome::Failed(e) => return Err(RpcError::new(RpcError::INTERNAL, format!("not stored: {e}"))),
+            Outcome::Busy => {
+                return Err(RpcError::new(RpcError::BUSY, "too many pending transactions; retry"));
+            }
+            Outcome::Failed(e) => {
+                return Err(RpcError::new(RpcError::INTERNAL, format!("not stored: {e}")));
+            }
         })
     }
 }

@@ -2,6 +2,7 @@
 
 mod anchor;
 mod ca;
+mod cluster;
 mod hsm;
 mod sm2;
 mod sm3;

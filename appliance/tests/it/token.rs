@@ -15,7 +15,7 @@ use vpbox_sm::Domain;
 use crate::{Run, Scratch, s, vpbox_env};
 
 /// The test token's shared library, built by the workspace.
-fn module() -> String {
+pub(crate) fn module() -> String {
     let exe = std::env::current_exe().unwrap();
     let mut dir = exe.parent().unwrap().to_path_buf();
     for _ in 0..3 {

@@ -129,7 +129,12 @@ impl Module {
     /// Initialises the first uninitialised token as `label` with the security officer's PIN,
     /// then sets the user PIN. Refuses if a token already carries `label` (a re-initialisation
     /// destroys every key on a token: that is done with the vendor's tools, on purpose).
-    pub fn init_token(&self, label: &str, so_pin: &crate::Pin, user_pin: &crate::Pin) -> Result<TokenSummary, Error> {
+    pub fn init_token(
+        &self,
+        label: &str,
+        so_pin: &crate::Pin,
+        user_pin: &crate::Pin,
+    ) -> Result<TokenSummary, Error> {
         let tokens = self.tokens()?;
         if tokens.iter().any(|t| t.label == label) {
             return Err(Error::TokenExists(label.to_string()));

@@ -1,0 +1,225 @@
+//! The local consortium end to end, with real processes: four nodes, their test-token HSMs and
+//! signers, started by `vpbox cluster up` as an operator would. One grouped scenario (a cluster
+//! is eight processes on a 2-core machine): the seed's answers, bad input, kill -9 of the
+//! primary under load, catch-up, two of four nodes down, a full restart.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use vpbox_ledger::tx::{Payload, Tx, TxBody};
+use vpbox_node::client::{CallError, RpcClient};
+use vpbox_sm::sm2::SecretKey;
+use vpbox_sm::{Signer, SoftwareSigner};
+
+use crate::{Scratch, s, vpbox};
+
+/// Stops the cluster's processes however the test ends.
+struct Cluster {
+    dir: PathBuf,
+    _scratch: Scratch,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        vpbox(&["cluster", "down", "--dir", s(&self.dir)]);
+    }
+}
+
+impl Cluster {
+    fn up(&self) {
+        let r =
+            vpbox(&["cluster", "up", "--dir", s(&self.dir), "--module", &crate::token::module()]);
+        assert_eq!(r.code, 0, "cluster up: {}\n{}", r.text(), r.stderr);
+    }
+
+    fn rpc(&self, i: u32) -> RpcClient {
+        RpcClient::new(&self.dir.join(format!("node{i}/rpc.sock")))
+    }
+
+    fn kill9(&self, i: u32) {
+        let pid = std::fs::read_to_string(self.dir.join(format!("node{i}/node.pid"))).unwrap();
+        let status = std::process::Command::new("kill").args(["-9", pid.trim()]).status().unwrap();
+        assert!(status.success());
+        // Wait until it is gone (its socket stops answering).
+        wait("the node to die", Duration::from_secs(10), || {
+            self.rpc(i).call("block_getChainHeight", json!([])).is_err()
+        });
+    }
+
+    fn height(&self, i: u32) -> u64 {
+        self.rpc(i).call("block_getChainHeight", json!([])).unwrap().as_u64().unwrap()
+    }
+
+    fn primary(&self, i: u32) -> u64 {
+        self.rpc(i).call("node_getNodes", json!([])).unwrap()["primary"].as_u64().unwrap()
+    }
+}
+
+fn wait(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[allow(clippy::disallowed_methods)]
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+fn posp(dir: &Path) -> SoftwareSigner {
+    let pem = std::fs::read_to_string(dir.join("posp/bank-b.pem")).unwrap();
+    SoftwareSigner::new(SecretKey::from_pem(&pem).unwrap())
+}
+
+fn tx(signer: &SoftwareSigner, nonce: u64, ts: u64, payload: Payload) -> Tx {
+    TxBody { submitter: signer.public_key().fingerprint(), nonce, timestamp_ms: ts, payload }
+        .sign(signer)
+        .unwrap()
+}
+
+fn key(n: u64) -> [u8; 32] {
+    vpbox_sm::sm3::hash(n.to_be_bytes()).0
+}
+
+fn put(c: &mut RpcClient, t: &Tx, wait: bool) -> Result<Value, CallError> {
+    c.call("anchor_put", json!({"tx": hex::encode(t.encode()), "wait": wait}))
+}
+
+fn code(r: Result<Value, CallError>) -> i64 {
+    match r {
+        Err(CallError::Rpc { code, .. }) => code,
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+fn anchored(c: &mut RpcClient, k: &[u8; 32]) -> bool {
+    c.call("anchor_get", json!([hex::encode(k)])).is_ok_and(|v| v["ok"] == json!(true))
+}
+
+/// The hashes of blocks `1..=height` on node `i`.
+fn chain(c: &Cluster, i: u32, height: u64) -> Vec<String> {
+    let mut rpc = c.rpc(i);
+    (1..=height)
+        .map(|h| {
+            rpc.call("block_getBlockByNumber", json!([h])).unwrap()["hash"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn a_four_node_cluster_anchors_through_faults_and_restarts() {
+    let scratch = Scratch::new();
+    let c = Cluster { dir: scratch.path("vpbox-dev"), _scratch: scratch };
+    c.up();
+    let dir = s(&c.dir);
+
+    // The seed's answers through the CLI.
+    let (k, v1, v2) = ("0x".to_string() + &"ab".repeat(32), "cd".repeat(32), "ef".repeat(32));
+    let r = vpbox(&["anchor", "put", &k, &v1, "--dir", dir]);
+    assert_eq!((r.code, r.text()), (0, "(true, \"Success\")\n".into()), "{}", r.stderr);
+    let r = vpbox(&["anchor", "put", &k, &v2, "--dir", dir]);
+    assert_eq!((r.code, r.text()), (1, "(false, \"the key exist\")\n".into()));
+    let r = vpbox(&["anchor", "get", &k, "--dir", dir]);
+    assert_eq!(r.text(), format!("(true, \"Success\", 0x{v1})\n"), "the old value stays");
+    let r = vpbox(&["anchor", "get", &"00".repeat(32), "--dir", dir]);
+    assert_eq!(r.text(), format!("(false, \"the key is not exist\", 0x{})\n", "00".repeat(32)));
+
+    // Bad input: each a documented error, and the node keeps serving.
+    let signer = posp(&c.dir);
+    let mut n2 = c.rpc(2);
+    let body = n2.post(b"{\"jsonrpc\":").unwrap();
+    assert!(String::from_utf8_lossy(&body).contains("-32700"), "malformed JSON");
+    let body = n2.post(&vec![b' '; 10 << 20]).unwrap_or_default();
+    assert!(String::from_utf8_lossy(&body).contains("-32005") || body.is_empty(), "10 MB body");
+    n2 = c.rpc(2);
+    assert_eq!(code(n2.call("anchor_nope", json!([]))), -32601);
+    let good = tx(&signer, 1, now_ms(), Payload::AnchorPut { key: key(1), value: key(2) });
+    let mut bad_sig = good.encode();
+    let last = bad_sig.len() - 1;
+    bad_sig[last] ^= 1;
+    assert_eq!(code(n2.call("anchor_put", json!({"tx": hex::encode(bad_sig)}))), -32001);
+    let stranger = SoftwareSigner::new(SecretKey::generate().unwrap());
+    let unknown = tx(&stranger, 1, now_ms(), Payload::AnchorPut { key: key(1), value: key(2) });
+    assert_eq!(code(put(&mut n2, &unknown, true)), -32002);
+    let old =
+        tx(&signer, 2, now_ms() - 3_600_000, Payload::AnchorPut { key: key(1), value: key(2) });
+    assert_eq!(code(put(&mut n2, &old, true)), -32003, "a replay from an hour ago");
+    assert_eq!(code(n2.call("anchor_get", json!(["0x1234"]))), -32602, "a key not 32 bytes");
+    let first = put(&mut n2, &good, true).unwrap();
+    let again = put(&mut n2, &good, true).unwrap();
+    assert_eq!((first["ok"].clone(), again["ok"].clone()), (json!(true), json!(true)));
+    assert_eq!(again["duplicate"], json!(true), "a replayed transaction gets its first result");
+    assert_eq!(again["blockNumber"], first["blockNumber"]);
+
+    // kill -9 of the primary under load: every acknowledged anchor commits after a view change.
+    let primary = c.primary(2) as u32;
+    let entry = if primary == 2 { 3 } else { 2 };
+    let mut rpc = c.rpc(entry);
+    let mut acked = Vec::new();
+    for n in 100..300u64 {
+        if n == 150 {
+            c.kill9(primary);
+        }
+        let t = tx(&signer, n, now_ms(), Payload::AnchorPut { key: key(n), value: key(n + 1) });
+        if put(&mut rpc, &t, false).is_ok() {
+            acked.push(key(n));
+        }
+    }
+    assert!(acked.len() >= 150, "the surviving nodes kept acknowledging ({})", acked.len());
+    wait("every acknowledged anchor to commit", Duration::from_secs(90), || {
+        acked.iter().all(|k| anchored(&mut rpc, k))
+    });
+    assert_ne!(c.primary(entry) as u32, primary, "a view change replaced the primary");
+
+    // The killed node restarts and catches up; all four hold identical blocks.
+    c.up();
+    let target = c.height(entry);
+    wait("the restarted node to catch up", Duration::from_secs(60), || {
+        c.rpc(primary)
+            .call("block_getChainHeight", json!([]))
+            .is_ok_and(|h| h.as_u64() >= Some(target))
+    });
+    let reference = chain(&c, entry, target - 1);
+    for i in 1..=4 {
+        assert_eq!(chain(&c, i, target - 1), reference, "node {i} holds the same blocks");
+    }
+
+    // Two of four down: nothing commits, intake goes on; all commits once they return.
+    let (a, b) = if primary == 4 { (1, 3) } else { (primary, 4) };
+    c.kill9(a);
+    c.kill9(b);
+    let live = (1..=4).find(|i| *i != a && *i != b).unwrap();
+    let mut rpc = c.rpc(live);
+    let mut pending = Vec::new();
+    for n in 1000..1010u64 {
+        let t = tx(&signer, n, now_ms(), Payload::AnchorPut { key: key(n), value: key(n) });
+        let r = put(&mut rpc, &t, false).unwrap();
+        assert_eq!(r["status"], json!("pending"));
+        pending.push(key(n));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(pending.iter().all(|k| !anchored(&mut rpc, k)), "no quorum, no commit");
+    c.up();
+    wait("the pending anchors to commit after the quorum returns", Duration::from_secs(90), || {
+        pending.iter().all(|k| anchored(&mut rpc, k))
+    });
+
+    // A full restart keeps everything.
+    let height = c.height(live);
+    let r = vpbox(&["cluster", "down", "--dir", dir]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    c.up();
+    assert!(c.height(1) >= height);
+    let r = vpbox(&["anchor", "get", &k, "--dir", dir]);
+    assert_eq!(r.text(), format!("(true, \"Success\", 0x{v1})\n"));
+    let mut rpc = c.rpc(1);
+    assert!(acked.iter().chain(&pending).all(|k| anchored(&mut rpc, k)));
+    let r = vpbox(&["status", "--dir", dir]);
+    assert_eq!(r.code, 0, "{}{}", r.text(), r.stderr);
+}
