@@ -68,6 +68,10 @@ enum BenchCommand {
     #[command(after_help = "Example:
   vpbox bench signer --module ./libvpbox_test_token.so --token node1 --pin-file pin --id 01")]
     Signer(crate::bench_cmd::SignerBenchArgs),
+    /// Committed anchors/s (batch and signed paths), commit latency and bytes per anchor on
+    /// a fresh local cluster, with raw RocksDB measured in the same run.
+    #[command(after_help = "Example:\n  vpbox bench anchors --nodes 4 --batch 5000 --count 200000")]
+    Anchors(crate::client_cmd::BenchAnchorsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -241,6 +245,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Signer(cmd) => crate::signer_cmd::run(&cmd),
         Command::Ca(cmd) => crate::ca_cmd::run(&cmd),
         Command::Bench(BenchCommand::Signer(a)) => crate::bench_cmd::signer(&a),
+        Command::Bench(BenchCommand::Anchors(a)) => crate::client_cmd::bench_anchors(&a),
     }
 }
 

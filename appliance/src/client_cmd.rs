@@ -304,3 +304,234 @@ fn put_file(
     let _ = std::io::stdout().flush();
     Ok(Outcome::Ok)
 }
+
+/// `vpbox bench anchors`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchAnchorsArgs {
+    /// Nodes in the fresh cluster the benchmark brings up (in a temporary folder).
+    #[arg(long, default_value_t = 4)]
+    pub(crate) nodes: u32,
+    /// Pairs per batch transaction on the batch path.
+    #[arg(long, default_value_t = 5000)]
+    pub(crate) batch: usize,
+    /// Anchors on the batch path.
+    #[arg(long, default_value_t = 200_000)]
+    pub(crate) count: usize,
+    /// Individually signed anchors on the signed path.
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) signed: usize,
+    /// Offered rate (anchors/s) of the latency run, for 5 seconds.
+    #[arg(long, default_value_t = 200)]
+    pub(crate) rate: u64,
+    /// The PKCS#11 module (default: the test token beside this binary).
+    #[arg(long)]
+    pub(crate) module: Option<PathBuf>,
+}
+
+fn dir_size(path: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(path) else { return 0 };
+    rd.flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+fn bench_key(tag: u64, i: u64) -> [u8; 32] {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&tag.to_be_bytes());
+    b[8..].copy_from_slice(&i.to_be_bytes());
+    vpbox_sm::sm3::hash(b).0
+}
+
+/// Sends `txs` (encoded) with `threads` clients spread over the nodes; returns when each has
+/// been answered (with `wait`, committed). Returns per-transaction latencies.
+fn drive(
+    sockets: &[PathBuf],
+    method: &str,
+    txs: Vec<Vec<u8>>,
+    threads: usize,
+    wait: bool,
+) -> Result<Vec<Duration>> {
+    let txs = std::sync::Arc::new(std::sync::Mutex::new(txs.into_iter()));
+    let mut handles = Vec::new();
+    for t in 0..threads {
+        let (txs, sock, method) =
+            (txs.clone(), sockets[t % sockets.len()].clone(), method.to_string());
+        handles.push(std::thread::spawn(move || -> Result<Vec<Duration>> {
+            let mut c = RpcClient::new(&sock);
+            let mut lat = Vec::new();
+            loop {
+                let next = txs.lock().map_err(|_| anyhow::anyhow!("lock"))?.next();
+                let Some(tx) = next else { return Ok(lat) };
+                let start = Instant::now();
+                loop {
+                    match c.call(&method, json!({"tx": hex::encode(&tx), "wait": wait})) {
+                        Ok(r) if !wait || r["status"] == "committed" => break,
+                        Ok(_) | Err(CallError::Rpc { code: -32004, .. }) => {
+                            std::thread::sleep(Duration::from_millis(20))
+                        }
+                        Err(e) => return Err(rpc_error(e)),
+                    }
+                }
+                lat.push(start.elapsed());
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.join().map_err(|_| anyhow::anyhow!("client thread panicked"))??);
+    }
+    Ok(all)
+}
+
+fn percentile(lat: &mut [Duration], p: f64) -> f64 {
+    lat.sort();
+    let i = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len().max(1)) - 1;
+    lat.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+pub(crate) fn bench_anchors(a: &BenchAnchorsArgs) -> Result<Outcome> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("cluster");
+    let exe = std::env::current_exe()?;
+    let mut up = std::process::Command::new(&exe);
+    up.args(["cluster", "up", "--nodes", &a.nodes.to_string(), "--dir"]).arg(&dir);
+    if let Some(m) = &a.module {
+        up.arg("--module").arg(m);
+    }
+    let out = up.output()?;
+    if !out.status.success() {
+        bail!("cluster up: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    struct Down(PathBuf, PathBuf);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new(&self.0)
+                .args(["cluster", "down", "--dir"])
+                .arg(&self.1)
+                .output();
+        }
+    }
+    let _down = Down(exe, dir.clone());
+    let sockets: Vec<PathBuf> =
+        (1..=a.nodes).map(|i| dir.join(format!("node{i}/rpc.sock"))).collect();
+    let s = SoftwareSigner::new(SecretKey::from_pem(&std::fs::read_to_string(
+        dir.join("posp/bank-a.pem"),
+    )?)?);
+    println!(
+        "vpbox bench anchors: {} nodes on this machine, each with its test-token signer",
+        a.nodes
+    );
+
+    // Batch path.
+    let batch = a.batch.clamp(1, 10_000);
+    let txs: Vec<Vec<u8>> = (0..a.count.div_ceil(batch))
+        .map(|t| {
+            let pairs = (0..batch as u64)
+                .map(|i| (bench_key(1, t as u64 * batch as u64 + i), bench_key(2, i)))
+                .collect();
+            sign(&s, Payload::AnchorPutBatch(pairs)).map(|t| t.encode())
+        })
+        .collect::<Result<_>>()?;
+    let n_batch = txs.len() * batch;
+    let start = Instant::now();
+    drive(&sockets, "anchor_putBatch", txs, 2 * a.nodes as usize, true)?;
+    let batch_rate = n_batch as f64 / start.elapsed().as_secs_f64();
+    println!(
+        "batch path ({batch} pairs per tx):      {batch_rate:>10.0} anchors/s committed   (target >= 20,000)"
+    );
+
+    // Signed path: one signature per anchor, submitted without waiting, then the last awaited.
+    let txs: Vec<Vec<u8>> = (0..a.signed as u64)
+        .map(|i| {
+            sign(&s, Payload::AnchorPut { key: bench_key(3, i), value: bench_key(4, i) })
+                .map(|t| t.encode())
+        })
+        .collect::<Result<_>>()?;
+    let start = Instant::now();
+    drive(&sockets, "anchor_put", txs, 4 * a.nodes as usize, false)?;
+    let mut c = RpcClient::new(&sockets[0]);
+    let last: Vec<[u8; 32]> =
+        (0..a.signed as u64).rev().step_by(97).map(|i| bench_key(3, i)).collect();
+    while !last.iter().all(|k| {
+        c.call("anchor_get", json!([hex::encode(k)])).is_ok_and(|v| v["ok"] == json!(true))
+    }) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let signed_rate = a.signed as f64 / start.elapsed().as_secs_f64();
+    println!(
+        "signed path (1 SM2 signature each):   {signed_rate:>10.0} anchors/s committed   (target >= 1,000)"
+    );
+
+    // Latency at an offered rate: an open loop of individually signed puts, each waiting for commit.
+    let n = (a.rate * 5) as usize;
+    let txs: Vec<Vec<u8>> = (0..n as u64)
+        .map(|i| {
+            sign(&s, Payload::AnchorPut { key: bench_key(5, i), value: bench_key(6, i) })
+                .map(|t| t.encode())
+        })
+        .collect::<Result<_>>()?;
+    let gap = Duration::from_secs_f64(1.0 / a.rate.max(1) as f64);
+    let begin = Instant::now();
+    let mut handles = Vec::new();
+    for (i, tx) in txs.into_iter().enumerate() {
+        let due = begin + gap * i as u32;
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        let sock = sockets[i % sockets.len()].clone();
+        handles.push(std::thread::spawn(move || -> Option<Duration> {
+            let t0 = Instant::now();
+            let r = RpcClient::new(&sock)
+                .call("anchor_put", json!({"tx": hex::encode(&tx), "wait": true}))
+                .ok()?;
+            (r["status"] == "committed").then(|| t0.elapsed())
+        }));
+    }
+    let mut lat: Vec<Duration> =
+        handles.into_iter().filter_map(|h| h.join().ok().flatten()).collect();
+    let (p50, p99) = (percentile(&mut lat, 0.50), percentile(&mut lat, 0.99));
+    println!(
+        "commit latency at {}/s:               p50 {p50:.1} ms, p99 {p99:.1} ms ({} of {n} committed; target p99 <= 50 ms)",
+        a.rate,
+        lat.len()
+    );
+
+    // Bytes on disk per anchor (node 1's ledger: SST files and RocksDB's own WAL).
+    let total = (n_batch + a.signed + lat.len()) as f64;
+    let per_anchor = dir_size(&dir.join("node1/data/ledger")) as f64 / total;
+    println!(
+        "bytes on disk per anchor (node1 ledger): {per_anchor:>7.0}                  (target <= 250)"
+    );
+
+    // The ceiling: raw RocksDB writing the same records in the same synced batches.
+    let raw_dir = tempfile::tempdir()?;
+    let db = rocksdb::DB::open_default(raw_dir.path())?;
+    let mut wo = rocksdb::WriteOptions::default();
+    wo.set_sync(true);
+    let start = Instant::now();
+    for t in 0..n_batch.div_ceil(batch) {
+        let mut wb = rocksdb::WriteBatch::default();
+        for i in 0..batch as u64 {
+            let mut rec = bench_key(2, i).to_vec();
+            rec.extend_from_slice(&[7; 32]);
+            rec.extend_from_slice(&(t as u64).to_be_bytes());
+            wb.put(bench_key(9, t as u64 * batch as u64 + i), rec);
+        }
+        db.write_opt(wb, &wo)?;
+    }
+    let raw_rate = n_batch as f64 / start.elapsed().as_secs_f64();
+    println!(
+        "raw RocksDB, same records and batches:{raw_rate:>10.0} anchors/s   (one store; the cluster runs {} and consensus)",
+        a.nodes
+    );
+    println!(
+        "{}",
+        json!({"bench": "anchors", "nodes": a.nodes, "batch": batch, "batch_per_s": batch_rate.round(),
+               "signed_per_s": signed_rate.round(), "rate": a.rate, "p50_ms": p50, "p99_ms": p99,
+               "bytes_per_anchor": per_anchor.round(), "raw_rocksdb_per_s": raw_rate.round(),
+               "ratio_batch_to_raw": (batch_rate / raw_rate * 100.0).round() / 100.0})
+    );
+    Ok(Outcome::Ok)
+}

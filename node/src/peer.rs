@@ -219,10 +219,13 @@ pub fn read_frame(r: &mut impl Read) -> std::io::Result<Option<Vec<u8>>> {
     Ok(Some(body))
 }
 
+/// A queue of encoded frames for one peer's sender thread.
+type Queue = SyncSender<Arc<Vec<u8>>>;
+
 /// Outbound links to every peer: one thread and one bounded queue each.
 #[derive(Clone)]
 pub struct Links {
-    peers: Arc<Vec<(NodeId, SyncSender<Arc<Vec<u8>>>)>>,
+    peers: Arc<Vec<(NodeId, Queue)>>,
 }
 
 impl Links {
@@ -259,7 +262,7 @@ impl Links {
     }
 }
 
-fn offer(q: &SyncSender<Arc<Vec<u8>>>, frame: Arc<Vec<u8>>) {
+fn offer(q: &Queue, frame: Arc<Vec<u8>>) {
     match q.try_send(frame) {
         Ok(()) | Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {}
     }
