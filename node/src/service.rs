@@ -275,11 +275,19 @@ impl NodeApi {
     fn put(&self, params: &Value, batch: bool) -> Result<Value, RpcError> {
         let (tx, bytes) = self.check(params, batch)?;
         let wait = param(params, 1, "wait").and_then(Value::as_bool).unwrap_or(true);
+        let hash = tx.hash();
         let (reply, answer) = channel();
         self.send(Event::Submit { txs: vec![(tx, bytes)], wait, reply })?;
-        let outcome = answer
-            .recv_timeout(if wait { WAIT_MAX } else { Duration::from_secs(10) })
-            .map_err(|_| RpcError::new(RpcError::BUSY, "the node did not answer in time; retry"));
+        // A wait that ends before the commit answers "pending": the transaction is durable
+        // already; the client asks again with the same transaction, or for its receipt.
+        let outcome =
+            match answer.recv_timeout(if wait { WAIT_MAX } else { Duration::from_secs(10) }) {
+                Ok(o) => Ok(o),
+                Err(_) if wait => Ok(Outcome::Accepted(hash)),
+                Err(_) => {
+                    Err(RpcError::new(RpcError::BUSY, "the node did not answer in time; retry"))
+                }
+            };
         Ok(match outcome? {
             Outcome::Accepted(h) => json!({"txHash": hex0x(h.as_bytes()), "status": "pending"}),
             Outcome::Committed { hash, receipt, duplicate } => {
