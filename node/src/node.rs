@@ -233,7 +233,8 @@ pub struct Driver {
     verifier: Sm2Verifier,
     engine: Engine<Sm2Verifier>,
     ledger: Arc<RwLock<Ledger>>,
-    spec: Vec<(SeqNo, Executed)>,
+    /// Executed, uncommitted blocks above the tip, in order (a block's height is its seq).
+    spec: Vec<Executed>,
     wal: RecordLog,
     wal_dirty: bool,
     wal_compacted_at: u64,
@@ -441,19 +442,19 @@ impl Driver {
             if let Some(receipt) = committed {
                 answers.push(Some(Outcome::Committed { hash: h, receipt, duplicate: true }));
             } else if self.pool.contains_key(&h)
-                || fresh.iter().any(|(t, _): &(Tx, Vec<u8>)| t.hash() == h)
+                || fresh.iter().any(|(f, _, _): &(Digest, Tx, Vec<u8>)| *f == h)
             {
                 answers.push(Some(Outcome::Accepted(h)));
             } else if self.pool.len() + fresh.len() >= POOL_MAX {
                 answers.push(Some(Outcome::Busy));
             } else {
                 answers.push(None);
-                fresh.push((tx, bytes));
+                fresh.push((h, tx, bytes));
             }
         }
         let stored = {
             let refs: Vec<(Digest, &[u8])> =
-                fresh.iter().map(|(t, b)| (t.hash(), b.as_slice())).collect();
+                fresh.iter().map(|(h, _, b)| (*h, b.as_slice())).collect();
             self.intake.admit(&refs)
         };
         let failure = stored.as_ref().err().map(|e| e.to_string());
@@ -461,8 +462,8 @@ impl Driver {
             tracing_line(&format!("intake: {f}"));
         } else {
             let mut gossip = Vec::new();
-            for (tx, bytes) in fresh.iter() {
-                let h = tx.hash();
+            for (h, tx, bytes) in fresh.iter() {
+                let h = *h;
                 let bytes = Arc::new(bytes.clone());
                 if client.is_some() {
                     gossip.push(bytes.as_ref().clone());
@@ -475,7 +476,7 @@ impl Driver {
             }
         }
         let Some((wait, reply)) = client else { return };
-        let mut fresh_hashes = fresh.iter().map(|(t, _)| t.hash());
+        let mut fresh_hashes = fresh.iter().map(|(h, _, _)| *h);
         for a in answers {
             let outcome = match a {
                 Some(o) => o,
@@ -558,7 +559,7 @@ impl Driver {
                 self.try_execute();
             }
             Effect::Rollback { to } => {
-                self.spec.retain(|(s, _)| *s <= to);
+                self.spec.retain(|e| e.block.header.height <= to.0);
                 if self.parked.as_ref().is_some_and(|p| p.seq > to) {
                     self.parked = None;
                 }
@@ -651,23 +652,22 @@ impl Driver {
             tracing_line(&format!("execute {} out of order (next is {expected})", seq.0));
             return;
         }
-        let above: Vec<Executed> = self.spec.iter().map(|(_, e)| e.clone()).collect();
-        let executed = match self.ledger.read().map(|l| l.execute(&above, txs)) {
+        let executed = match self.ledger.read().map(|l| l.execute(&self.spec, txs)) {
             Ok(Ok(e)) => e,
             Ok(Err(e)) => fatal(&format!("execute {}: {e}", seq.0)),
             Err(_) => return,
         };
         let result = CDigest(executed.block.header.hash().0);
-        self.spec.push((seq, executed));
+        self.spec.push(executed);
         self.inputs.push_back(Input::Executed { seq, token, result });
     }
 
     fn commit(&mut self, seq: SeqNo, batch: &Batch, result: CDigest, certificate: &[u8]) {
-        let Some(pos) = self.spec.iter().position(|(s, _)| *s == seq) else {
+        let Some(pos) = self.spec.iter().position(|e| e.block.header.height == seq.0) else {
             tracing_line(&format!("commit of {} without its execution", seq.0));
             return;
         };
-        let (_, executed) = self.spec.remove(pos);
+        let executed = self.spec.remove(pos);
         if executed.block.header.hash().0 != result.0
             || executed.block.tx_hashes.len() != batch.txs.len()
         {
