@@ -3,7 +3,7 @@
 use crate::message::{
     Batch, CheckpointProof, CommitCertificate, CommittedEntry, Envelope, Message,
 };
-use crate::types::{Digest, NodeId, SeqNo, Signature, View};
+use crate::types::{Config, Digest, Member, NodeId, SeqNo, Signature, View};
 
 /// A timer the engine asks the host to run. At most one of each kind runs at a time; setting
 /// one again restarts it.
@@ -72,6 +72,12 @@ pub enum Input {
         token: u64,
         /// The state digest after the batch.
         result: Digest,
+        /// The members that a configuration transaction in the batch named, if one did (the
+        /// last such transaction wins). The application decides what a valid configuration
+        /// transaction is (e.g. signed by admins of more than two thirds of the banks); the
+        /// engine applies the change at the first checkpoint at or after `seq` once the batch
+        /// commits.
+        members: Option<Vec<Member>>,
     },
     /// The application holds the state of a checkpoint after a [`Effect::FetchState`].
     StateFetched {
@@ -82,6 +88,9 @@ pub enum Input {
         /// Transactions committed in the transferred blocks that the pool may still hold
         /// (the host bounds the list; older ones age out of every pool anyway).
         txs: Vec<Digest>,
+        /// The configurations reported by [`Effect::Reconfigured`] that the transferred state
+        /// holds, oldest first.
+        configs: Vec<Config>,
     },
     /// Restart: the WAL, and the application's durable height and state.
     Restore {
@@ -95,6 +104,10 @@ pub enum Input {
         /// above the last stable checkpoint, up to one window), so that a restarted replica can
         /// still vote for and serve entries it committed before the crash.
         recent: Vec<CommittedEntry>,
+        /// Every configuration [`Effect::Reconfigured`] reported for the committed ledger,
+        /// oldest first (empty while the genesis configuration holds). One whose `after` lies
+        /// above `committed` is still pending.
+        configs: Vec<Config>,
     },
 }
 
@@ -162,6 +175,15 @@ pub enum Effect {
         seq: SeqNo,
         /// Its state digest.
         state: Digest,
+    },
+    /// A committed configuration transaction made `config` the next epoch's configuration,
+    /// applying above `config.after()`. The host stores it with the block (it is part of the
+    /// committed state) and hands it back in [`Input::Restore`] and [`Input::StateFetched`].
+    /// Reported again, with the same epoch, if a later transaction before the same checkpoint
+    /// replaces it: the last report of an epoch stands.
+    Reconfigured {
+        /// The configuration.
+        config: Config,
     },
     /// The node entered a new view.
     ViewChanged {

@@ -11,7 +11,7 @@ use crate::message::{
     Batch, Checkpoint, CheckpointProof, CommitCertificate, CommittedEntry, Entries, Envelope,
     Message, NewView, Phase, PrePrepare, PreparedProof, ViewChange, Vote,
 };
-use crate::types::{Config, Digest, NodeId, Params, SeqNo, Verification, Verifier, View};
+use crate::types::{Config, Digest, Member, NodeId, Params, SeqNo, Verification, Verifier, View};
 use crate::wire::{batch_digest, block_digest, signing_payload};
 
 /// How many committed transaction digests are remembered for deduplication.
@@ -53,7 +53,14 @@ struct NvBuild {
 /// [`Input::Restore`] (an empty WAL for a fresh node).
 pub struct Engine<V: Verifier> {
     id: NodeId,
+    /// The current epoch's configuration (the last of `history`).
     config: Config,
+    /// Every applied configuration, genesis first.
+    history: Vec<Config>,
+    /// A committed configuration that applies from its checkpoint on.
+    pending_config: Option<Config>,
+    /// Members named by configuration transactions in executed, uncommitted batches.
+    spec_members: BTreeMap<SeqNo, Vec<Member>>,
     params: Params,
     verifier: V,
 
@@ -84,6 +91,9 @@ pub struct Engine<V: Verifier> {
     committed_log: BTreeMap<SeqNo, CommittedEntry>,
     catch_up: BTreeMap<SeqNo, CommittedEntry>,
     fetching_state: Option<CheckpointProof>,
+    /// The stable checkpoint at each epoch's start, signed by the old members: what a node
+    /// that missed a membership change can still verify, and state-transfer to.
+    epoch_starts: BTreeMap<SeqNo, CheckpointProof>,
     voted: BTreeMap<(SeqNo, View, Phase), Digest>,
 
     next_token: u64,
@@ -102,11 +112,11 @@ pub struct Engine<V: Verifier> {
 }
 
 impl<V: Verifier> Engine<V> {
-    /// A replica `id` of `config`. It does nothing until it receives [`Input::Restore`].
+    /// A replica `id` of the genesis configuration `config` (the configurations adopted since
+    /// arrive with [`Input::Restore`]). It does nothing until it receives the restore. A node
+    /// that is not a member of the current configuration (not yet added, or removed) stays
+    /// passive: it signs, proposes and votes nothing.
     pub fn new(id: NodeId, config: Config, params: Params, verifier: V) -> Result<Self, Error> {
-        if !config.is_member(id) {
-            return Err(Error::NotMember(id));
-        }
         if params.checkpoint_interval == 0
             || params.window == 0
             || params.window % params.checkpoint_interval != 0
@@ -118,7 +128,10 @@ impl<V: Verifier> Engine<V> {
         let genesis = CheckpointProof { seq: SeqNo(0), state: config_genesis, signed: vec![] };
         Ok(Self {
             id,
+            history: vec![config.clone()],
             config,
+            pending_config: None,
+            spec_members: BTreeMap::new(),
             params,
             verifier,
             view: View(0),
@@ -145,6 +158,7 @@ impl<V: Verifier> Engine<V> {
             committed_log: BTreeMap::new(),
             catch_up: BTreeMap::new(),
             fetching_state: None,
+            epoch_starts: BTreeMap::new(),
             voted: BTreeMap::new(),
             next_token: 0,
             signing: BTreeMap::new(),
@@ -226,13 +240,21 @@ impl<V: Verifier> Engine<V> {
                     self.on_own_signed(token, env, &mut out);
                 }
             }
-            Input::Executed { seq, token, result } => {
-                self.on_executed(seq, token, result, &mut out)
+            Input::Executed { seq, token, result, members } => {
+                self.on_executed(seq, token, result, members, &mut out)
             }
-            Input::StateFetched { seq, state, txs } => {
-                self.on_state_fetched(seq, state, &txs, &mut out)
+            Input::StateFetched { seq, state, txs, configs } => {
+                let epoch = self.config.epoch();
+                if self.fetching_state.as_ref().is_some_and(|p| p.seq == seq && p.state == state) {
+                    self.adopt_configs(configs, seq);
+                }
+                self.on_state_fetched(seq, state, &txs, &mut out);
+                if self.config.epoch() != epoch {
+                    self.enter_epoch(&mut out);
+                }
             }
-            Input::Restore { records, committed, state, recent } => {
+            Input::Restore { records, committed, state, recent, configs } => {
+                self.adopt_configs(configs, committed);
                 for e in recent {
                     let seq = e.certificate.seq;
                     if seq <= committed {
@@ -252,8 +274,62 @@ impl<V: Verifier> Engine<V> {
         self.config.f()
     }
 
-    fn q(&self) -> usize {
-        self.config.quorum()
+    /// Whether this node is a member of the current configuration (a removed or not yet added
+    /// node only follows).
+    fn active(&self) -> bool {
+        self.config.is_member(self.id)
+    }
+
+    /// The configuration of the epoch that `seq` belongs to, as far as this node knows.
+    pub fn config_for(&self, seq: SeqNo) -> &Config {
+        self.history.iter().rev().find(|c| c.after() < seq).unwrap_or(&self.history[0])
+    }
+
+    /// The epoch a message of this node is signed under (for hosts that re-sign, such as a
+    /// simulator's Byzantine doubles).
+    pub fn epoch_of(&self, m: &Message) -> u64 {
+        self.config_of(m).epoch()
+    }
+
+    /// The configuration a message is signed and checked under: its sequence number's for
+    /// votes and checkpoints, the current one for everything else.
+    fn config_of(&self, m: &Message) -> &Config {
+        match seq_of(m) {
+            Some(seq) => self.config_for(seq),
+            None => &self.config,
+        }
+    }
+
+    /// The first checkpoint above which execution and proposals wait for a configuration
+    /// change: a committed one, or one in an executed batch that may still commit.
+    fn fence(&self) -> Option<SeqNo> {
+        if let Some(c) = &self.pending_config {
+            return Some(c.after());
+        }
+        self.spec_members.keys().next().map(|s| self.boundary(*s))
+    }
+
+    /// The first checkpoint at or after `seq`.
+    fn boundary(&self, seq: SeqNo) -> SeqNo {
+        let k = self.params.checkpoint_interval;
+        SeqNo(seq.0.div_ceil(k).saturating_mul(k))
+    }
+
+    /// The host's record of configurations (from the ledger): the applied ones become the
+    /// history, one above `committed` is pending.
+    fn adopt_configs(&mut self, configs: Vec<Config>, committed: SeqNo) {
+        for c in configs {
+            if c.epoch() <= self.config.epoch() {
+                continue;
+            }
+            if c.after() <= committed {
+                self.history.push(c.clone());
+                self.config = c;
+                self.pending_config = None;
+            } else {
+                self.pending_config = Some(c);
+            }
+        }
     }
 
     fn is_primary(&self) -> bool {
@@ -264,16 +340,19 @@ impl<V: Verifier> Engine<V> {
         seq > self.low && seq.0 <= self.low.0.saturating_add(self.params.window)
     }
 
+    /// In the window and not beyond a configuration fence: nothing above a pending change's
+    /// checkpoint is accepted until the change applies (it would be checked under the wrong
+    /// membership).
+    fn accepts(&self, seq: SeqNo) -> bool {
+        self.in_window(seq) && self.fence().is_none_or(|c| seq <= c)
+    }
+
     fn bdigest(&self, b: &Batch) -> Digest {
         batch_digest(&self.verifier, b)
     }
 
     fn verify_env(&self, e: &Envelope) -> bool {
-        let Some(key) = self.config.key(e.from) else {
-            return false;
-        };
-        let payload = signing_payload(e.from, &e.message);
-        self.verifier.verify(key, &payload, &e.signature) == Verification::Valid
+        verify_one(self.config_of(&e.message), &self.verifier, e)
     }
 
     fn token(&mut self) -> u64 {
@@ -284,7 +363,7 @@ impl<V: Verifier> Engine<V> {
     /// Signs without an intent record (messages whose content is not a vote).
     fn sign(&mut self, message: Message, out: &mut Vec<Effect>) -> u64 {
         let token = self.token();
-        let payload = signing_payload(self.id, &message);
+        let payload = signing_payload(self.config_of(&message).epoch(), self.id, &message);
         self.signing.insert(token, message);
         out.push(Effect::Sign { token, payload });
         token
@@ -293,6 +372,9 @@ impl<V: Verifier> Engine<V> {
     /// Records the intent durably, then asks for the signature: an honest replica never signs
     /// two different votes for one slot, even across a crash (pbft.md, list item 9).
     fn vote(&mut self, message: Message, out: &mut Vec<Effect>) -> Option<u64> {
+        if !self.config_of(&message).is_member(self.id) {
+            return None;
+        }
         let bd = |b: &Batch| batch_digest(&self.verifier, b);
         let (view, seq, phase, digest) = message.vote_key(bd)?;
         match self.voted.get(&(seq, view, phase)) {
@@ -313,7 +395,8 @@ impl<V: Verifier> Engine<V> {
     // ----- inputs ----------------------------------------------------------------------------
 
     fn on_transaction(&mut self, tx: Digest, out: &mut Vec<Effect>) {
-        if self.committed_txs.contains(&tx)
+        if !self.active()
+            || self.committed_txs.contains(&tx)
             || self.pool_set.contains(&tx)
             || self.pool_set.len() >= POOL_MAX
         {
@@ -334,6 +417,9 @@ impl<V: Verifier> Engine<V> {
     }
 
     fn on_timeout(&mut self, timer: Timer, out: &mut Vec<Effect>) {
+        if !self.active() {
+            return;
+        }
         match timer {
             Timer::Batch => {
                 self.batch_armed = false;
@@ -401,10 +487,15 @@ impl<V: Verifier> Engine<V> {
     }
 
     fn on_envelope(&mut self, env: Envelope, out: &mut Vec<Effect>) {
-        if env.from == self.id || !self.config.is_member(env.from) {
+        if env.from == self.id || !self.active() {
             return;
         }
+        // Votes and checkpoints are checked against the membership of their sequence number's
+        // epoch (a removed node's checkpoint for the last block of its epoch still counts);
+        // everything else, and unsigned requests, only from current members.
+        let current = self.config.is_member(env.from);
         match &env.message {
+            _ if !current && seq_of(&env.message).is_none() => return,
             Message::Fetch { after, view } => {
                 let (after, view) = (*after, *view);
                 self.on_fetch(env.from, after, view, out);
@@ -438,8 +529,8 @@ impl<V: Verifier> Engine<V> {
     fn on_pre_prepare(&mut self, env: Envelope, pp: PrePrepare, out: &mut Vec<Effect>) {
         if pp.view != self.view
             || self.changing
-            || env.from != self.config.primary(pp.view)
-            || !self.in_window(pp.seq)
+            || env.from != self.config_for(pp.seq).primary(pp.view)
+            || !self.accepts(pp.seq)
             || pp.result.is_none()
             || pp.batch.txs.len() > self.params.batch_size_max
         {
@@ -459,7 +550,7 @@ impl<V: Verifier> Engine<V> {
     }
 
     fn send_prepare(&mut self, seq: SeqNo, view: View, digest: Digest, out: &mut Vec<Effect>) {
-        if self.config.primary(view) == self.id {
+        if self.config_for(seq).primary(view) == self.id {
             return;
         }
         let Some(slot) = self.slots.get_mut(&(seq, view)) else {
@@ -475,8 +566,8 @@ impl<V: Verifier> Engine<V> {
     fn on_prepare(&mut self, env: Envelope, v: Vote, out: &mut Vec<Effect>) {
         if v.view != self.view
             || self.changing
-            || !self.in_window(v.seq)
-            || env.from == self.config.primary(v.view)
+            || !self.accepts(v.seq)
+            || env.from == self.config_for(v.seq).primary(v.view)
         {
             return;
         }
@@ -490,7 +581,7 @@ impl<V: Verifier> Engine<V> {
     }
 
     fn on_commit(&mut self, env: Envelope, v: Vote, out: &mut Vec<Effect>) {
-        if v.view != self.view || self.changing || !self.in_window(v.seq) {
+        if v.view != self.view || self.changing || !self.accepts(v.seq) {
             return;
         }
         let slot = self.slots.entry((v.seq, v.view)).or_default();
@@ -510,7 +601,7 @@ impl<V: Verifier> Engine<V> {
             return false;
         };
         let n = slot.prepares.values().filter(|(pd, _)| pd == d).count();
-        n + 1 >= self.q()
+        n + 1 >= self.config_for(seq).quorum()
     }
 
     /// Sends the commit once the slot is prepared and our execution agrees (RBFT).
@@ -613,7 +704,14 @@ impl<V: Verifier> Engine<V> {
         }
     }
 
-    fn on_executed(&mut self, seq: SeqNo, token: u64, result: Digest, out: &mut Vec<Effect>) {
+    fn on_executed(
+        &mut self,
+        seq: SeqNo,
+        token: u64,
+        result: Digest,
+        members: Option<Vec<Member>>,
+        out: &mut Vec<Effect>,
+    ) {
         match &self.exec_pending {
             Some((s, t, _)) if *s == seq && *t == token => {}
             _ => return,
@@ -622,6 +720,9 @@ impl<V: Verifier> Engine<V> {
             return;
         };
         self.executed = seq;
+        if let Some(m) = members {
+            self.spec_members.insert(seq, m);
+        }
         match purpose {
             ExecPurpose::Propose(batch) => {
                 if self.changing || !self.is_primary() {
@@ -734,6 +835,9 @@ impl<V: Verifier> Engine<V> {
                 }
                 WalRecord::Accepted(env) => self.restore_accepted(env),
                 WalRecord::Stable(p) => {
+                    if p.seq > SeqNo(0) && self.history.iter().any(|c| c.after() == p.seq) {
+                        self.epoch_starts.insert(p.seq, p.clone());
+                    }
                     if p.seq > self.low {
                         self.low = p.seq;
                         self.stable = p;
@@ -770,6 +874,12 @@ impl<V: Verifier> Engine<V> {
     }
 
     fn restore_accepted(&mut self, env: Envelope) {
+        // A record above the epoch's start may have been accepted under the old membership
+        // before the node learned of the change: keep only what the current one signed.
+        let above = seq_of(&env.message).is_none_or(|s| s > self.config.after());
+        if self.config.epoch() > 0 && above && !self.verify_env(&env) {
+            return;
+        }
         let bd = |b: &Batch| batch_digest(&self.verifier, b);
         match env.message.clone() {
             Message::PrePrepare(pp) => {
@@ -853,6 +963,10 @@ impl<V: Verifier> Engine<V> {
             return;
         }
         let next = self.executed.next();
+        if self.fence().is_some_and(|c| next > c) {
+            // The next epoch's batches wait until the change applies at the checkpoint.
+            return;
+        }
         if self.executed == self.committed {
             if let Some(entry) = self.catch_up.get(&next) {
                 let batch = entry.batch.clone();
@@ -898,6 +1012,8 @@ impl<V: Verifier> Engine<V> {
         for s in self.slots.values_mut() {
             s.result = None;
         }
+        let committed = self.committed;
+        self.spec_members.retain(|s, _| *s <= committed);
     }
 
     fn try_propose(&mut self, out: &mut Vec<Effect>) {
@@ -911,7 +1027,8 @@ impl<V: Verifier> Engine<V> {
             return;
         }
         let seq = self.next_seq.next();
-        if !self.in_window(seq) {
+        let fence = self.fence();
+        if !self.accepts(seq) {
             return;
         }
         while self
@@ -933,10 +1050,13 @@ impl<V: Verifier> Engine<V> {
                 txs.push(*t);
             }
         }
-        if txs.is_empty() {
+        // A pending configuration change is sealed promptly: batches up to its checkpoint are
+        // cut at once, null batches if nothing waits.
+        let sealing = fence.is_some();
+        if txs.is_empty() && !sealing {
             return;
         }
-        if txs.len() < self.params.batch_size_max && !self.batch_due {
+        if txs.len() < self.params.batch_size_max && !self.batch_due && !sealing {
             // RBFT: a partial batch waits for the batch timeout.
             if !self.batch_armed {
                 self.batch_armed = true;
@@ -962,7 +1082,7 @@ impl<V: Verifier> Engine<V> {
             if self.executed < next {
                 return;
             }
-            let q = self.q();
+            let q = self.config_for(next).quorum();
             let mut found = None;
             for ((_, view), slot) in self.slots.range((next, View(0))..=(next, View(u64::MAX))) {
                 let (Some(result), Some((env, bd))) = (slot.result, &slot.pre_prepare) else {
@@ -1018,9 +1138,15 @@ impl<V: Verifier> Engine<V> {
             certificate: certificate.clone(),
         });
         self.committed_log.insert(seq, CommittedEntry { batch, result, certificate });
+        if let Some(members) = self.spec_members.remove(&seq) {
+            self.note_config_change(seq, members, out);
+        }
         self.reset_request_watch(out);
         if seq.0 % self.params.checkpoint_interval == 0 {
             self.vote(Message::Checkpoint(Checkpoint { seq, state: result }), out);
+        }
+        if self.pending_config.as_ref().is_some_and(|c| c.after() == seq) {
+            self.apply_config(out);
         }
         self.check_stable(seq, out);
         if let Some(p) = self.pending_stable.take() {
@@ -1029,6 +1155,85 @@ impl<V: Verifier> Engine<V> {
             } else {
                 self.pending_stable = Some(p);
             }
+        }
+    }
+
+    // ----- membership (pbft.md, "Membership") -------------------------------------------------
+
+    /// A configuration transaction committed at `seq`: the next epoch starts above the first
+    /// checkpoint at or after it. A second change before that checkpoint replaces the first.
+    fn note_config_change(&mut self, seq: SeqNo, members: Vec<Member>, out: &mut Vec<Effect>) {
+        let after = self.boundary(seq);
+        let Ok(next) = self.config.successor(members, after) else {
+            // An empty or duplicated member list: the application should have refused it.
+            return;
+        };
+        out.push(Effect::Reconfigured { config: next.clone() });
+        self.pending_config = Some(next);
+    }
+
+    /// The committed height reached the pending configuration's checkpoint: switch epochs.
+    /// Nothing above the checkpoint was executed or committed in the old epoch (the fence), so
+    /// the old epoch's log above it is dropped; votes of the new epoch sign a different payload,
+    /// so dropping the old ones' records cannot lead to equivocation.
+    fn apply_config(&mut self, out: &mut Vec<Effect>) {
+        let Some(next) = self.pending_config.take() else {
+            return;
+        };
+        self.history.push(next.clone());
+        self.config = next;
+        self.enter_epoch(out);
+    }
+
+    /// Drops what belonged to the old epoch above the new one's start and takes up the new
+    /// role (primary, backup, or removed).
+    fn enter_epoch(&mut self, out: &mut Vec<Effect>) {
+        let c = self.config.after();
+        self.spec_members.clear();
+        self.slots.retain(|(s, _), _| *s <= c);
+        self.voted.retain(|(s, _, _), _| *s <= c);
+        self.catch_up.retain(|s, _| *s <= c);
+        self.checkpoints.retain(|s, _| *s <= c);
+        self.own_checkpoints.retain(|s, _| *s <= c);
+        self.view_changes.clear();
+        self.my_view_change = None;
+        self.nv_build = None;
+        self.last_new_view = None;
+        self.inflight.clear();
+        self.batch_due = false;
+        if self.next_seq > c {
+            self.next_seq = c.max(self.committed);
+        }
+        let mut seen = BTreeSet::new();
+        self.proposable = self
+            .pool
+            .iter()
+            .filter(|t| self.pool_set.contains(*t) && seen.insert(**t))
+            .copied()
+            .collect();
+        if !self.active() {
+            // Removed: stop every timer and fall silent.
+            for t in [
+                Timer::Batch,
+                Timer::Request,
+                Timer::NullRequest,
+                Timer::Heartbeat,
+                Timer::NewView,
+                Timer::ViewChangeResend,
+                Timer::Fetch,
+            ] {
+                out.push(Effect::CancelTimer(t));
+            }
+            return;
+        }
+        if self.changing {
+            // The view change in progress was signed under the old membership: sign it again.
+            let v = self.view;
+            self.view = View(v.0.saturating_sub(1));
+            self.changing = false;
+            self.start_view_change(v, out);
+        } else {
+            self.arm_normal_timers(out);
         }
     }
 
@@ -1074,7 +1279,7 @@ impl<V: Verifier> Engine<V> {
         for (state, e) in votes.values() {
             by_state.entry(*state).or_default().push(e.clone());
         }
-        let q = self.q();
+        let q = self.config_for(seq).quorum();
         let Some((state, signed)) = by_state.into_iter().find(|(_, v)| v.len() >= q) else {
             return;
         };
@@ -1117,6 +1322,9 @@ impl<V: Verifier> Engine<V> {
 
     fn make_stable(&mut self, proof: CheckpointProof, out: &mut Vec<Effect>) {
         let seq = proof.seq;
+        if seq > SeqNo(0) && self.history.iter().any(|c| c.after() == seq) {
+            self.epoch_starts.insert(seq, proof.clone());
+        }
         self.low = seq;
         self.stable = proof.clone();
         out.push(Effect::Persist(WalRecord::Stable(proof)));
@@ -1149,7 +1357,7 @@ impl<V: Verifier> Engine<V> {
                 return Err(Error::Signature(e.from));
             }
         }
-        if seen.len() < self.q() {
+        if seen.len() < self.config_for(p.seq).quorum() {
             return Err(Error::Proof("checkpoint proof below quorum"));
         }
         Ok(())
@@ -1166,8 +1374,15 @@ impl<V: Verifier> Engine<V> {
         if after >= self.committed {
             return;
         }
-        let checkpoint = (after < self.low).then(|| self.stable.clone());
-        let start = if after < self.low { self.low } else { after };
+        // A requester below an epoch's start may not know its members yet: send the start's
+        // checkpoint, which the old members signed, rather than the latest one.
+        let checkpoint = if after < self.low {
+            let start = self.epoch_starts.range(after.next()..self.low).next();
+            Some(start.map_or_else(|| self.stable.clone(), |(_, p)| p.clone()))
+        } else {
+            None
+        };
+        let start = checkpoint.as_ref().map_or(after, |p| p.seq);
         let entries: Vec<CommittedEntry> = self
             .committed_log
             .range(start.next()..)
@@ -1239,11 +1454,12 @@ impl<V: Verifier> Engine<V> {
     /// highest view we prepared it in (§4.4, the `P` component).
     fn prepared_proofs(&self) -> Vec<PreparedProof> {
         let mut best: BTreeMap<SeqNo, PreparedProof> = BTreeMap::new();
-        let need = self.q().saturating_sub(1);
         for ((seq, view), slot) in &self.slots {
-            if !self.in_window(*seq) || *view >= self.view {
+            // Below the epoch's start everything is committed by every member of the epoch.
+            if !self.in_window(*seq) || *seq <= self.config.after() || *view >= self.view {
                 continue;
             }
+            let need = self.config_for(*seq).quorum().saturating_sub(1);
             let Some((pp, d)) = &slot.pre_prepare else {
                 continue;
             };
@@ -1278,7 +1494,7 @@ impl<V: Verifier> Engine<V> {
             if pp.view >= vc.view {
                 return Err(Error::Proof("prepared in a view not below the new one"));
             }
-            verify_prepared(&self.config, &self.verifier, p)?;
+            verify_prepared(self.config_for(pp.seq), &self.verifier, p)?;
         }
         Ok(())
     }
@@ -1401,7 +1617,8 @@ impl<V: Verifier> Engine<V> {
         let Some(cp) = cp else {
             return Err(Error::Proof("no view changes"));
         };
-        let min_s = cp.seq;
+        // Every sender of a view change of this epoch committed up to the epoch's start.
+        let min_s = cp.seq.max(self.config.after());
         let mut chosen: BTreeMap<SeqNo, (View, Digest, Batch)> = BTreeMap::new();
         for p in proofs {
             let Message::PrePrepare(pp) = &p.pre_prepare.message else {
@@ -1596,7 +1813,8 @@ pub fn verify_certificate(
         if !seen.insert(*id) {
             return Err(Error::Proof("duplicate signer"));
         }
-        if verifier.verify(key, &signing_payload(*id, &message), sig) != Verification::Valid {
+        let payload = signing_payload(config.epoch(), *id, &message);
+        if verifier.verify(key, &payload, sig) != Verification::Valid {
             return Err(Error::Signature(*id));
         }
     }
@@ -1610,7 +1828,18 @@ fn verify_one(config: &Config, verifier: &dyn Verifier, e: &Envelope) -> bool {
     let Some(key) = config.key(e.from) else {
         return false;
     };
-    verifier.verify(key, &signing_payload(e.from, &e.message), &e.signature) == Verification::Valid
+    let payload = signing_payload(config.epoch(), e.from, &e.message);
+    verifier.verify(key, &payload, &e.signature) == Verification::Valid
+}
+
+/// The sequence number a vote or checkpoint is about.
+fn seq_of(m: &Message) -> Option<SeqNo> {
+    match m {
+        Message::PrePrepare(p) => Some(p.seq),
+        Message::Prepare(v) | Message::Commit(v) => Some(v.seq),
+        Message::Checkpoint(c) => Some(c.seq),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -1664,7 +1893,7 @@ mod tests {
     }
 
     fn signed(from: u32, message: Message) -> Envelope {
-        let signature = sign_with(&key(from), &signing_payload(NodeId(from), &message));
+        let signature = sign_with(&key(from), &signing_payload(0, NodeId(from), &message));
         Envelope { from: NodeId(from), message, signature }
     }
 
@@ -1676,6 +1905,7 @@ mod tests {
             committed: SeqNo(0),
             state: Digest([7; 32]),
             recent: vec![],
+            configs: vec![],
         });
         e
     }
@@ -1863,6 +2093,7 @@ mod tests {
             committed: SeqNo(0),
             state: Digest([7; 32]),
             recent: vec![],
+            configs: vec![],
         });
         assert!(e.is_changing_view() && e.view() == View(2));
         let Some(Effect::Sign { token, payload }) =
@@ -1889,7 +2120,7 @@ mod tests {
         // configuration, so even well-formed, self-consistently signed votes do nothing.
         let mut e = engine(1);
         let outsider = |m: Message| {
-            let signature = sign_with(&key(9), &signing_payload(NodeId(9), &m));
+            let signature = sign_with(&key(9), &signing_payload(0, NodeId(9), &m));
             Envelope { from: NodeId(9), message: m, signature }
         };
         let vote = Vote { view: View(0), seq: SeqNo(1), digest: Digest([1; 32]) };

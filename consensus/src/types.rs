@@ -139,11 +139,19 @@ impl Default for Params {
     }
 }
 
-/// The replica set, its keys and the genesis state.
+/// The replica set, its keys and the genesis state, for one *epoch*: the sequence numbers
+/// above [`Config::after`] up to the next configuration's `after`.
+///
+/// Membership changes (pbft.md, "Membership"): a configuration transaction committed at `s`
+/// yields the next epoch's configuration, which applies to every sequence number above the
+/// first checkpoint `c ≥ s`. The epoch number is part of every signed payload, so a vote of
+/// one epoch is never valid in another.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     members: Vec<Member>,
     genesis_state: Digest,
+    epoch: u64,
+    after: SeqNo,
 }
 
 impl Config {
@@ -156,7 +164,25 @@ impl Config {
         if members.windows(2).any(|w| w[0].id == w[1].id) {
             return Err(Error::Config("duplicate member id"));
         }
-        Ok(Self { members, genesis_state })
+        Ok(Self { members, genesis_state, epoch: 0, after: SeqNo(0) })
+    }
+
+    /// The next epoch's configuration: `members`, applying to sequence numbers above `after`.
+    pub fn successor(&self, members: Vec<Member>, after: SeqNo) -> Result<Self, Error> {
+        let mut next = Self::new(members, self.genesis_state)?;
+        next.epoch = self.epoch.saturating_add(1);
+        next.after = after;
+        Ok(next)
+    }
+
+    /// The epoch: 0 at genesis, one more at every membership change.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The configuration applies to sequence numbers above this one (a checkpoint).
+    pub fn after(&self) -> SeqNo {
+        self.after
     }
 
     /// The members, sorted by id.

@@ -25,7 +25,7 @@ pub const FRAME_MAX: usize = 64 << 20;
 /// Deepest nesting of envelopes (a new view holds view changes holding prepared certificates).
 const DEPTH_MAX: usize = 4;
 /// Domain tag in front of every signing payload.
-const SIGNING_TAG: &[u8] = b"vpbox/consensus/msg/v1\0";
+const SIGNING_TAG: &[u8] = b"vpbox/consensus/msg/v2\0";
 
 /// Encodes an envelope as a versioned frame.
 pub fn encode(envelope: &Envelope) -> Vec<u8> {
@@ -122,10 +122,12 @@ pub fn decode_record(bytes: &[u8]) -> Result<WalRecord, Error> {
     Ok(rec)
 }
 
-/// The bytes a sender signs: a domain tag, its id and the message.
-pub fn signing_payload(from: NodeId, message: &Message) -> Vec<u8> {
-    let mut w = Vec::with_capacity(96);
+/// The bytes a sender signs: a domain tag, the configuration epoch the message belongs to, its
+/// id and the message. The epoch keeps a vote of one membership from counting in another.
+pub fn signing_payload(epoch: u64, from: NodeId, message: &Message) -> Vec<u8> {
+    let mut w = Vec::with_capacity(104);
     w.extend_from_slice(SIGNING_TAG);
+    put_u64(&mut w, epoch);
     put_u32(&mut w, from.0);
     put_message(&mut w, message);
     w
@@ -134,14 +136,15 @@ pub fn signing_payload(from: NodeId, message: &Message) -> Vec<u8> {
 /// Parses a signing payload back into its sender and message, so that a signer (an HSM front
 /// end, the simulator) can check what it is asked to sign, e.g. refuse a second, different
 /// vote for one slot.
-pub fn decode_signing_payload(bytes: &[u8]) -> Result<(NodeId, Message), Error> {
+pub fn decode_signing_payload(bytes: &[u8]) -> Result<(u64, NodeId, Message), Error> {
     let rest =
         bytes.strip_prefix(SIGNING_TAG).ok_or(Error::Tag { what: "signing payload", tag: 0 })?;
     let mut r = Reader { bytes: rest, pos: 0 };
+    let epoch = r.u64()?;
     let from = NodeId(r.u32()?);
     let m = r.message(0)?;
     r.finish()?;
-    Ok((from, m))
+    Ok((epoch, from, m))
 }
 
 /// The digest of a batch.
@@ -568,8 +571,8 @@ mod tests {
     #[test]
     fn signing_payloads_parse_back() {
         for e in samples() {
-            let p = signing_payload(e.from, &e.message);
-            assert_eq!(decode_signing_payload(&p).unwrap(), (e.from, e.message));
+            let p = signing_payload(3, e.from, &e.message);
+            assert_eq!(decode_signing_payload(&p).unwrap(), (3, e.from, e.message));
             assert!(decode_signing_payload(&p[1..]).is_err());
         }
     }

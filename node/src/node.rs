@@ -141,7 +141,7 @@ impl Verifier for Sm2Verifier {
 
 /// The guard position of a consensus signing payload: votes are guarded, other messages not.
 pub fn position_of(payload: &[u8]) -> Option<Position> {
-    let (_, message) = decode_signing_payload(payload).ok()?;
+    let (_, _, message) = decode_signing_payload(payload).ok()?;
     Some(match message {
         Message::PrePrepare(p) => {
             Position::Vote { view: p.view.0, seq: p.seq.0, phase: GPhase::PrePrepare }
@@ -332,7 +332,15 @@ impl Driver {
             }
             (SeqNo(tip.height), CDigest(tip.hash().0), recent)
         };
-        self.inputs.push_back(Input::Restore { records, committed, state, recent });
+        self.inputs.push_back(Input::Restore {
+            records,
+            committed,
+            state,
+            recent,
+            // The node carries no configuration transactions yet: the genesis membership
+            // holds (governance transactions are the CA issue's).
+            configs: vec![],
+        });
         // Acknowledged transactions not committed yet are proposed again.
         let pending: Vec<(Digest, Vec<u8>)> =
             self.intake.pending().map(|(h, b)| (*h, b.to_vec())).collect();
@@ -659,7 +667,7 @@ impl Driver {
         };
         let result = CDigest(executed.block.header.hash().0);
         self.spec.push(executed);
-        self.inputs.push_back(Input::Executed { seq, token, result });
+        self.inputs.push_back(Input::Executed { seq, token, result, members: None });
     }
 
     fn commit(&mut self, seq: SeqNo, batch: &Batch, result: CDigest, certificate: &[u8]) {
@@ -863,6 +871,7 @@ impl Driver {
                 seq: SeqNo(tip_h),
                 state: CDigest(tip_hash.0),
                 txs,
+                configs: vec![],
             });
         } else if let Some(f) = self.fetch.as_mut() {
             f.asked = None;

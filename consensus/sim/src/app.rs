@@ -1,9 +1,12 @@
 //! The application a simulated replica executes batches on: a deterministic ledger whose state
 //! digest chains every executed transaction, with at-most-once execution.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
-use vpbox_consensus::{Batch, Digest, SeqNo};
+use vpbox_consensus::{Batch, Config, Digest, SeqNo};
+
+/// Configuration transactions: digest → the member identities it names.
+pub type ConfigTxs = HashMap<Digest, Vec<usize>>;
 
 /// One executed batch.
 #[derive(Clone, Debug)]
@@ -23,12 +26,15 @@ pub struct App {
     chain: Vec<Executed>,
     committed: usize,
     seen: HashSet<Digest>,
+    /// Configurations the engine reported (`Effect::Reconfigured`), kept with the committed
+    /// state: (height when reported, configuration), the last report of an epoch standing.
+    configs: Vec<(SeqNo, Config)>,
 }
 
 impl App {
     /// An empty ledger.
     pub fn new(genesis: Digest) -> Self {
-        Self { genesis, chain: Vec::new(), committed: 0, seen: HashSet::new() }
+        Self { genesis, chain: Vec::new(), committed: 0, seen: HashSet::new(), configs: vec![] }
     }
 
     /// The state digest after executing a batch on `prev`.
@@ -69,6 +75,26 @@ impl App {
     /// Whether `tx` executed in the committed chain.
     pub fn committed_tx(&self, tx: &Digest) -> bool {
         self.seen.contains(tx) && self.chain[self.committed..].iter().all(|e| !e.fresh.contains(tx))
+    }
+
+    /// Records a configuration the engine reported at the committed height.
+    pub fn record_config(&mut self, config: Config) {
+        if self.configs.last().is_some_and(|(_, c)| c.epoch() == config.epoch()) {
+            self.configs.pop();
+        }
+        self.configs.push((self.committed(), config));
+    }
+
+    /// The recorded configurations, oldest first (for `Input::Restore`).
+    pub fn configs(&self) -> Vec<Config> {
+        self.configs.iter().map(|(_, c)| c.clone()).collect()
+    }
+
+    /// The member list named by the last fresh configuration transaction of the block at
+    /// `seq`, if any.
+    pub fn members_named(&self, seq: SeqNo, config_txs: &ConfigTxs) -> Option<Vec<usize>> {
+        let e = self.chain.get((seq.0 as usize).checked_sub(1)?)?;
+        e.fresh.iter().rev().find_map(|t| config_txs.get(t).cloned())
     }
 
     /// Executes `batch` at `seq`, which must be the next height.
@@ -134,6 +160,7 @@ impl App {
         }
         self.chain = source.chain[..n].to_vec();
         self.committed = n;
+        self.configs = source.configs.iter().filter(|(s, _)| s.0 as usize <= n).cloned().collect();
         self.seen = self.chain.iter().flat_map(|e| e.fresh.iter().copied()).collect();
         txs
     }

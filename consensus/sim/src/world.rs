@@ -12,13 +12,16 @@ use vpbox_consensus::{
     Timer, View, verify_certificate,
 };
 
-use crate::app::App;
+use crate::app::{App, ConfigTxs};
 use crate::crypto::{Crypto, CryptoKind};
 use crate::rng::Rng;
 
 /// How often clients re-send transactions that no honest replica has committed yet (a PBFT
 /// client retransmits after a timeout; the replicas' deduplication makes that harmless).
 const CLIENT_RETRY_MS: u64 = 3_000;
+
+/// Keys made beyond the initial members, for nodes added by a configuration change.
+pub const SPARE_KEYS: usize = 4;
 
 /// A Byzantine test double: an honest engine whose outputs (or inputs) are tampered with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -221,6 +224,7 @@ enum Kind {
     Unblock(Vec<(usize, usize)>),
     Heal,
     ClientRetry,
+    Join(usize),
 }
 
 struct Ev {
@@ -321,10 +325,17 @@ pub struct World {
     dup_p: f64,
     delay: (u64, u64),
     canon: BTreeMap<u64, (Digest, Digest)>,
-    votes: HashMap<(usize, View, SeqNo, Phase), Digest>,
-    signed: HashMap<(usize, View, SeqNo, Phase), Digest>,
+    votes: HashMap<(usize, u64, View, SeqNo, Phase), Digest>,
+    signed: HashMap<(usize, u64, View, SeqNo, Phase), Digest>,
     submitted: Vec<Digest>,
     crash_on_send: Vec<CrashOnSend>,
+    /// Configuration transactions and the identities each names.
+    config_txs: ConfigTxs,
+    /// Committed configuration changes, by the height of their block (from the first honest
+    /// node to commit it; agreement makes it everyone's).
+    changes: BTreeMap<u64, Vec<usize>>,
+    /// Identities waiting to join from a member's snapshot.
+    joining: Vec<usize>,
     healed: bool,
     trace: bool,
     out: Outcome,
@@ -333,7 +344,7 @@ pub struct World {
 impl World {
     /// A world of `cfg.nodes` fresh replicas and no faults planned.
     pub fn new(cfg: SimConfig) -> anyhow::Result<Self> {
-        let crypto = Crypto::new(cfg.crypto, cfg.nodes, cfg.seed)?;
+        let crypto = Crypto::new(cfg.crypto, cfg.nodes + SPARE_KEYS, cfg.seed)?;
         let members = (0..cfg.nodes)
             .map(|i| Member { id: NodeId(i as u32), public_key: crypto.public_key(i) })
             .collect();
@@ -360,6 +371,9 @@ impl World {
             signed: HashMap::new(),
             submitted: Vec::new(),
             crash_on_send: Vec::new(),
+            config_txs: ConfigTxs::new(),
+            changes: BTreeMap::new(),
+            joining: Vec::new(),
             healed: false,
             trace: std::env::var_os("VPBOX_SIM_TRACE").is_some(),
         };
@@ -426,6 +440,94 @@ impl World {
             }
         }
         self.block(links, from_ms, to_ms);
+    }
+
+    /// Submits, at `at_ms`, a configuration transaction naming `members` (identities; those
+    /// at or above the initial `N` are new nodes, which must also [`World::join`]). It applies
+    /// at the first checkpoint after the block that carries it.
+    pub fn reconfigure(&mut self, at_ms: u64, members: Vec<usize>) {
+        let k = self.config_txs.len();
+        let tx = Digest(vpbox_sm::sm3::hash(format!("config-{}-{k}", self.cfg.seed)).0);
+        self.config_txs.insert(tx, members);
+        self.submitted.push(tx);
+        self.push(at_ms, Kind::Submit(tx));
+    }
+
+    /// Starts new node `identity` from `at_ms` on, as soon as a member has applied a
+    /// configuration that includes it: the operator installs the box from that member's
+    /// snapshot (committed ledger and configurations), and it catches up from there.
+    pub fn join(&mut self, identity: usize, at_ms: u64) {
+        self.joining.push(identity);
+        self.push(at_ms, Kind::Join(identity));
+    }
+
+    /// The configurations the committed changes imply (genesis first), computed here
+    /// independently of the engines: a change in block `s` applies above the first checkpoint
+    /// at or after `s`; a later change before the same checkpoint replaces it.
+    fn expected_configs(&self) -> Vec<Config> {
+        let k = self.cfg.params.checkpoint_interval;
+        let mut out = vec![self.config.clone()];
+        for (s, ids) in &self.changes {
+            let after = SeqNo(s.div_ceil(k) * k);
+            let members = ids
+                .iter()
+                .map(|i| Member { id: NodeId(*i as u32), public_key: self.crypto.public_key(*i) })
+                .collect();
+            let base = if out.len() > 1 && out.last().is_some_and(|c| c.after() == after) {
+                out.pop();
+                out.len() - 1
+            } else {
+                out.len() - 1
+            };
+            if let Ok(c) = out[base].successor(members, after) {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    fn expected_config_for(&self, seq: SeqNo) -> Config {
+        let all = self.expected_configs();
+        all.iter().rev().find(|c| c.after() < seq).unwrap_or(&all[0]).clone()
+    }
+
+    /// Whether identity `i` is a member of the latest configuration the ledger implies.
+    fn is_final_member(&self, identity: usize) -> bool {
+        self.expected_configs().last().is_some_and(|c| c.is_member(NodeId(identity as u32)))
+    }
+
+    fn members_of(&self, ids: Vec<usize>) -> Vec<Member> {
+        ids.into_iter()
+            .map(|i| Member { id: NodeId(i as u32), public_key: self.crypto.public_key(i) })
+            .collect()
+    }
+
+    fn on_join(&mut self, identity: usize) {
+        let source = (0..self.nodes.len()).find(|j| {
+            self.honest(*j)
+                && self.nodes[*j]
+                    .engine
+                    .as_ref()
+                    .is_some_and(|e| e.config().is_member(NodeId(identity as u32)))
+        });
+        let Some(j) = source else {
+            self.push(self.now + 200, Kind::Join(identity));
+            return;
+        };
+        let mut app = self.nodes[j].app.clone();
+        app.crash();
+        let mut node = Node::fresh(identity, self.config.genesis_state(), None);
+        node.committed_txs =
+            app.committed_chain().iter().flat_map(|e| e.fresh.iter().copied()).collect();
+        node.ledger = self.nodes[j].ledger.clone();
+        node.app = app;
+        self.nodes.push(node);
+        self.joining.retain(|x| *x != identity);
+        let i = self.nodes.len() - 1;
+        if self.trace {
+            eprintln!("t={} JOIN n{i} from n{j}", self.now);
+        }
+        self.start(i);
     }
 
     /// Sets message loss, duplication and the delay range.
@@ -590,13 +692,14 @@ impl World {
             .filter(|(s, _)| **s <= committed.0)
             .map(|(_, e)| e.clone())
             .collect();
+        let configs = node.app.configs();
         node.engine = Some(engine);
         if node.rebaseline {
             node.rebaseline = false;
             node.max_view = View(0);
             node.max_low = SeqNo(0);
         }
-        self.feed(i, Input::Restore { records, committed, state, recent });
+        self.feed(i, Input::Restore { records, committed, state, recent, configs });
     }
 
     fn crash_now(&mut self, i: usize) {
@@ -692,6 +795,18 @@ impl World {
                     }
                     self.nodes[i].wal.push(bytes);
                 }
+                Effect::Reconfigured { config } => {
+                    if self.honest(i) {
+                        let expected = self.expected_configs();
+                        let ok = expected.iter().any(|c| *c == config);
+                        if !ok {
+                            self.violation(format!(
+                                "node {i} reconfigured to {config:?}, the ledger implies {expected:?}"
+                            ));
+                        }
+                    }
+                    self.nodes[i].app.record_config(config);
+                }
                 Effect::Sign { token, payload } => {
                     self.check_signing(i, &payload);
                     let signature = self.crypto.sign(self.nodes[i].identity, &payload);
@@ -724,6 +839,10 @@ impl World {
                 Effect::Execute { seq, token, batch } => {
                     match self.nodes[i].app.execute(seq, &batch) {
                         Ok(result) => {
+                            let members = self.nodes[i]
+                                .app
+                                .members_named(seq, &self.config_txs)
+                                .map(|ids| self.members_of(ids));
                             let result = if self.nodes[i].byz == Some(Byzantine::WrongResult) {
                                 Digest([0xee; 32])
                             } else {
@@ -734,7 +853,7 @@ impl World {
                                 Kind::Local {
                                     node: i,
                                     inc,
-                                    input: Input::Executed { seq, token, result },
+                                    input: Input::Executed { seq, token, result, members },
                                 },
                             );
                         }
@@ -802,7 +921,13 @@ impl World {
         if cert.seq != seq || cert.block != block_digest(&self.crypto, seq, &bd, &result) {
             self.violation(format!("node {i}: certificate of {seq:?} is for another block"));
         }
-        if let Err(e) = verify_certificate(&self.config, &self.crypto, cert) {
+        if !self.changes.contains_key(&seq.0) {
+            if let Some(ids) = self.nodes[i].app.members_named(seq, &self.config_txs) {
+                self.changes.insert(seq.0, ids);
+            }
+        }
+        let config = self.expected_config_for(seq);
+        if let Err(e) = verify_certificate(&config, &self.crypto, cert) {
             self.violation(format!("node {i}: certificate of {seq:?} invalid: {e}"));
         }
         self.check_agreement(i, seq.0, bd, result);
@@ -823,13 +948,13 @@ impl World {
     /// An honest node never *signs* two different votes for one (view, seq, phase), even
     /// across crashes: checked where the signer sees the request, before anything is sent.
     fn check_signing(&mut self, i: usize, payload: &[u8]) {
-        let Ok((from, m)) = vpbox_consensus::wire::decode_signing_payload(payload) else {
+        let Ok((epoch, from, m)) = vpbox_consensus::wire::decode_signing_payload(payload) else {
             self.violation(format!("node {i} asked to sign an unparsable payload"));
             return;
         };
         let bd = |b: &vpbox_consensus::Batch| batch_digest(&self.crypto, b);
         if let Some((v, s, ph, d)) = m.vote_key(bd) {
-            let prev = self.signed.insert((from.0 as usize, v, s, ph), d);
+            let prev = self.signed.insert((from.0 as usize, epoch, v, s, ph), d);
             if self.honest(i) && prev.is_some_and(|p| p != d) {
                 self.violation(format!(
                     "EQUIVOCATION honest node {i} asked to sign two {ph:?} at {v:?}/{s:?}"
@@ -898,7 +1023,8 @@ impl World {
         }
         let got = self.nodes[i].app.state_at(seq).unwrap_or_default();
         self.out.state_transfers += 1;
-        self.feed(i, Input::StateFetched { seq, state: got, txs });
+        let configs = self.nodes[i].app.configs();
+        self.feed(i, Input::StateFetched { seq, state: got, txs, configs });
     }
 
     /// Sends from node `i`, through its Byzantine double if it has one, and checks that an
@@ -906,8 +1032,9 @@ impl World {
     fn emit(&mut self, i: usize, to: Vec<usize>, env: Envelope) {
         if env.from.0 as usize == self.nodes[i].identity {
             let bd = |b: &vpbox_consensus::Batch| batch_digest(&self.crypto, b);
+            let epoch = self.nodes[i].engine.as_ref().map_or(0, |e| e.epoch_of(&env.message));
             if let Some((v, s, ph, d)) = env.message.vote_key(bd) {
-                let prev = self.votes.insert((i, v, s, ph), d);
+                let prev = self.votes.insert((i, epoch, v, s, ph), d);
                 if self.honest(i) && prev.is_some_and(|p| p != d) {
                     self.violation(format!(
                         "EQUIVOCATION honest node {i} signed two {ph:?} at {v:?}/{s:?}"
@@ -1007,7 +1134,9 @@ impl World {
 
     fn resign(&self, i: usize, message: Message) -> Envelope {
         let from = NodeId(self.nodes[i].identity as u32);
-        let signature = self.crypto.sign(self.nodes[i].identity, &signing_payload(from, &message));
+        let epoch = self.nodes[i].engine.as_ref().map_or(0, |e| e.epoch_of(&message));
+        let payload = signing_payload(epoch, from, &message);
+        let signature = self.crypto.sign(self.nodes[i].identity, &payload);
         Envelope { from, message, signature }
     }
 
@@ -1128,6 +1257,7 @@ impl World {
                 }
                 self.push(self.now + CLIENT_RETRY_MS, Kind::ClientRetry);
             }
+            Kind::Join(identity) => self.on_join(identity),
             Kind::Heal => {
                 self.healed = true;
                 self.blocked.clear();
@@ -1142,10 +1272,19 @@ impl World {
         }
     }
 
+    /// Honest nodes that the liveness check covers: members of the final configuration.
+    fn live_set(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| self.honest(*i) && self.is_final_member(self.nodes[*i].identity))
+            .collect()
+    }
+
     fn all_committed(&self) -> bool {
-        (0..self.nodes.len()).filter(|i| self.honest(*i)).all(|i| {
-            self.alive(i) && self.submitted.iter().all(|t| self.nodes[i].committed_txs.contains(t))
-        })
+        self.joining.is_empty()
+            && self.live_set().into_iter().all(|i| {
+                self.alive(i)
+                    && self.submitted.iter().all(|t| self.nodes[i].committed_txs.contains(t))
+            })
     }
 
     /// Runs to the end: the fault phase, the heal, and the liveness window.
@@ -1173,7 +1312,10 @@ impl World {
         self.out.end_ms = self.now;
         if self.out.liveness.is_none() && !self.all_committed() {
             let mut worst = Vec::new();
-            for i in (0..self.nodes.len()).filter(|i| self.honest(*i)) {
+            if !self.joining.is_empty() {
+                worst.push(format!("never joined: {:?}", self.joining));
+            }
+            for i in self.live_set() {
                 let missing = self
                     .submitted
                     .iter()
