@@ -91,9 +91,11 @@ pub struct Engine<V: Verifier> {
     committed_log: BTreeMap<SeqNo, CommittedEntry>,
     catch_up: BTreeMap<SeqNo, CommittedEntry>,
     fetching_state: Option<CheckpointProof>,
-    /// The stable checkpoint at each epoch's start, signed by the old members: what a node
-    /// that missed a membership change can still verify, and state-transfer to.
-    epoch_starts: BTreeMap<SeqNo, CheckpointProof>,
+    /// Bridges over each epoch start `c`: the last stable checkpoint at or below `c` (signed
+    /// by the old members), whose certified entries up to `c` are kept too. A node that missed
+    /// a membership change can verify only the old epoch's proofs: it transfers to that
+    /// checkpoint, commits the entries up to `c`, and so learns the new members.
+    bridges: BTreeMap<SeqNo, CheckpointProof>,
     voted: BTreeMap<(SeqNo, View, Phase), Digest>,
 
     next_token: u64,
@@ -158,7 +160,7 @@ impl<V: Verifier> Engine<V> {
             committed_log: BTreeMap::new(),
             catch_up: BTreeMap::new(),
             fetching_state: None,
-            epoch_starts: BTreeMap::new(),
+            bridges: BTreeMap::new(),
             voted: BTreeMap::new(),
             next_token: 0,
             signing: BTreeMap::new(),
@@ -835,9 +837,7 @@ impl<V: Verifier> Engine<V> {
                 }
                 WalRecord::Accepted(env) => self.restore_accepted(env),
                 WalRecord::Stable(p) => {
-                    if p.seq > SeqNo(0) && self.history.iter().any(|c| c.after() == p.seq) {
-                        self.epoch_starts.insert(p.seq, p.clone());
-                    }
+                    self.note_bridge(&p);
                     if p.seq > self.low {
                         self.low = p.seq;
                         self.stable = p;
@@ -963,10 +963,6 @@ impl<V: Verifier> Engine<V> {
             return;
         }
         let next = self.executed.next();
-        if self.fence().is_some_and(|c| next > c) {
-            // The next epoch's batches wait until the change applies at the checkpoint.
-            return;
-        }
         if self.executed == self.committed {
             if let Some(entry) = self.catch_up.get(&next) {
                 let batch = entry.batch.clone();
@@ -979,6 +975,10 @@ impl<V: Verifier> Engine<V> {
             // A certified entry is waiting but we executed speculatively past it; go back.
             self.rollback(out);
             return self.try_execute(out);
+        }
+        if self.fence().is_some_and(|c| next > c) {
+            // The next epoch's batches wait until the change applies at the checkpoint.
+            return;
         }
         if self.changing || !self.prepared(next, self.view) {
             return;
@@ -1182,6 +1182,8 @@ impl<V: Verifier> Engine<V> {
         };
         self.history.push(next.clone());
         self.config = next;
+        let stable = self.stable.clone();
+        self.note_bridge(&stable);
         self.enter_epoch(out);
     }
 
@@ -1189,6 +1191,10 @@ impl<V: Verifier> Engine<V> {
     /// role (primary, backup, or removed).
     fn enter_epoch(&mut self, out: &mut Vec<Effect>) {
         let c = self.config.after();
+        if self.executed > self.committed || self.exec_pending.is_some() {
+            // Speculation ran past the fence (it does not in the normal flow): undo it.
+            self.rollback(out);
+        }
         self.spec_members.clear();
         self.slots.retain(|(s, _), _| *s <= c);
         self.voted.retain(|(s, _, _), _| *s <= c);
@@ -1226,15 +1232,14 @@ impl<V: Verifier> Engine<V> {
             }
             return;
         }
-        if self.changing {
-            // The view change in progress was signed under the old membership: sign it again.
-            let v = self.view;
-            self.view = View(v.0.saturating_sub(1));
-            self.changing = false;
-            self.start_view_change(v, out);
-        } else {
-            self.arm_normal_timers(out);
-        }
+        // An epoch begins with a view change among the new members: it gives the epoch a new
+        // view signed under the new membership (which nodes that switch late are shown), and
+        // a primary of the new member list. A view change in progress was signed under the
+        // old membership, so it is signed again.
+        let target = if self.changing { self.view } else { self.view.next() };
+        self.view = View(target.0.saturating_sub(1));
+        self.changing = false;
+        self.start_view_change(target, out);
     }
 
     fn note_committed_tx(&mut self, tx: Digest) {
@@ -1320,18 +1325,28 @@ impl<V: Verifier> Engine<V> {
         self.fetching_state = Some(proof);
     }
 
+    /// Keeps `p` as the bridge of every later epoch start it is the best proof for.
+    fn note_bridge(&mut self, p: &CheckpointProof) {
+        for c in self.history.iter().skip(1).map(Config::after) {
+            if p.seq <= c && self.bridges.get(&c).is_none_or(|b| b.seq < p.seq) {
+                self.bridges.insert(c, p.clone());
+            }
+        }
+    }
+
     fn make_stable(&mut self, proof: CheckpointProof, out: &mut Vec<Effect>) {
         let seq = proof.seq;
-        if seq > SeqNo(0) && self.history.iter().any(|c| c.after() == seq) {
-            self.epoch_starts.insert(seq, proof.clone());
-        }
+        self.note_bridge(&proof);
         self.low = seq;
         self.stable = proof.clone();
         out.push(Effect::Persist(WalRecord::Stable(proof)));
         self.slots.retain(|(s, _), _| *s > seq);
         self.checkpoints.retain(|s, _| *s > seq);
         self.own_checkpoints.retain(|s, _| *s > seq);
-        self.committed_log.retain(|s, _| *s > seq);
+        let bridges = &self.bridges;
+        self.committed_log.retain(|s, _| {
+            *s > seq || bridges.iter().any(|(c, p)| *s > p.seq && *s <= *c)
+        });
         self.catch_up.retain(|s, _| *s > seq);
         self.voted.retain(|(s, _, _), _| *s > seq);
     }
@@ -1374,18 +1389,21 @@ impl<V: Verifier> Engine<V> {
         if after >= self.committed {
             return;
         }
-        // A requester below an epoch's start may not know its members yet: send the start's
-        // checkpoint, which the old members signed, rather than the latest one.
-        let checkpoint = if after < self.low {
-            let start = self.epoch_starts.range(after.next()..self.low).next();
-            Some(start.map_or_else(|| self.stable.clone(), |(_, p)| p.clone()))
+        // A requester below an epoch's start may not know its members yet: lead it over the
+        // bridge (the old epoch's last checkpoint and the entries up to the start), which the
+        // old members signed, rather than to the latest checkpoint.
+        let (checkpoint, end) = if after < self.low {
+            match self.bridges.range(after.next()..=self.low).next() {
+                Some((c, p)) => ((p.seq > after).then(|| p.clone()), *c),
+                None => (Some(self.stable.clone()), SeqNo(u64::MAX)),
+            }
         } else {
-            None
+            (None, SeqNo(u64::MAX))
         };
         let start = checkpoint.as_ref().map_or(after, |p| p.seq);
         let entries: Vec<CommittedEntry> = self
             .committed_log
-            .range(start.next()..)
+            .range(start.next()..=end.max(start.next()))
             .take(self.params.fetch_entries_max)
             .map(|(_, e)| e.clone())
             .collect();

@@ -61,3 +61,33 @@ fn a_seed_replays_identically() {
     assert_eq!(key(&a), key(&b));
     assert_ne!(key(&a), key(&c));
 }
+
+fn sweep_reconfig(nodes: usize, seeds: std::ops::Range<u64>) {
+    let faults = Faults { reconfig: true, ..Faults::all() };
+    let mut failures = Vec::new();
+    let mut changed = 0;
+    for seed in seeds.clone() {
+        let o = run_seed(nodes, seed, faults).unwrap();
+        changed += u64::from(o.epoch >= 1);
+        if !o.violations.is_empty() || o.liveness.is_some() {
+            failures.push(format!(
+                "seed {seed}: {:?} {:?} (replay: vpbox-sim --nodes {nodes} --seeds {seed} --faults all,reconfig)",
+                o.violations, o.liveness
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(changed, seeds.end - seeds.start, "every seed must change its membership");
+}
+
+/// Membership changes (a node added, often one removed: the initial primary or a Byzantine
+/// node) on top of every other fault kind.
+#[test]
+fn sweep_n4_reconfig_all_faults() {
+    sweep_reconfig(4, 0..150);
+}
+
+#[test]
+fn sweep_n7_reconfig_all_faults() {
+    sweep_reconfig(7, 0..100);
+}
