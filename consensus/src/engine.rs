@@ -816,6 +816,7 @@ impl<V: Verifier> Engine<V> {
         self.executed = committed;
         self.next_seq = committed;
         self.restored_state = (committed, state);
+        let mut intents = Vec::new();
         for r in records {
             match r {
                 WalRecord::View { view, changing } => {
@@ -823,6 +824,7 @@ impl<V: Verifier> Engine<V> {
                     self.changing = changing;
                 }
                 WalRecord::Intent(m) => {
+                    intents.push(m.clone());
                     let bd = |b: &Batch| batch_digest(&self.verifier, b);
                     if let Some((view, seq, phase, d)) = m.vote_key(bd) {
                         self.voted.insert((seq, view, phase), d);
@@ -868,9 +870,45 @@ impl<V: Verifier> Engine<V> {
             self.start_view_change(v, out);
         } else {
             self.arm_normal_timers(out);
+            self.resign_intents(intents, out);
         }
         out.push(Effect::Broadcast(self.fetch_message()));
         self.set_timer(Timer::Fetch, self.params.fetch_timeout_ms, out);
+    }
+
+    /// A crash between recording an intent and sending the signed vote loses the vote: sign
+    /// the very same message again (the intent is already durable, so this is no
+    /// equivocation) if it still matters — its slot is in the window and in the current view.
+    fn resign_intents(&mut self, intents: Vec<Message>, out: &mut Vec<Effect>) {
+        for m in intents {
+            let done = match &m {
+                Message::PrePrepare(p) => {
+                    p.view != self.view
+                        || p.result.is_none()
+                        || self.slots.get(&(p.seq, p.view)).is_none_or(|s| s.pre_prepare.is_some())
+                }
+                Message::Prepare(v) => {
+                    v.view != self.view
+                        || self
+                            .slots
+                            .get(&(v.seq, v.view))
+                            .is_none_or(|s| s.prepares.contains_key(&self.id))
+                }
+                Message::Commit(v) => {
+                    v.view != self.view
+                        || self
+                            .slots
+                            .get(&(v.seq, v.view))
+                            .is_none_or(|s| s.commits.contains_key(&self.id))
+                }
+                Message::Checkpoint(c) => c.seq > self.committed,
+                _ => true,
+            };
+            let live = seq_of(&m).is_some_and(|s| self.in_window(s));
+            if !done && live {
+                self.sign(m, out);
+            }
+        }
     }
 
     fn restore_accepted(&mut self, env: Envelope) {
@@ -1344,9 +1382,8 @@ impl<V: Verifier> Engine<V> {
         self.checkpoints.retain(|s, _| *s > seq);
         self.own_checkpoints.retain(|s, _| *s > seq);
         let bridges = &self.bridges;
-        self.committed_log.retain(|s, _| {
-            *s > seq || bridges.iter().any(|(c, p)| *s > p.seq && *s <= *c)
-        });
+        self.committed_log
+            .retain(|s, _| *s > seq || bridges.iter().any(|(c, p)| *s > p.seq && *s <= *c));
         self.catch_up.retain(|s, _| *s > seq);
         self.voted.retain(|(s, _, _), _| *s > seq);
     }
@@ -2156,6 +2193,81 @@ mod tests {
             assert!(e.handle(Input::Message(outsider(m))).is_empty());
         }
         assert!(!e.is_changing_view());
+    }
+
+    #[test]
+    fn a_vote_lost_in_a_crash_is_signed_again_unchanged() {
+        // pbft.md list item 9: the intent is durable before the signature is asked for; a
+        // crash in between must not lose the vote for good, nor change it.
+        let pp = pre_prepare(0, 1, batch(1), Some(Digest([9; 32])));
+        let vote = Message::Prepare(Vote {
+            view: View(0),
+            seq: SeqNo(1),
+            digest: batch_digest(&TestVerifier, &batch(1)),
+        });
+        let params = Params { checkpoint_interval: 4, window: 8, ..Params::default() };
+        let mut e = Engine::new(NodeId(1), config(4), params, TestVerifier).unwrap();
+        let out = e.handle(Input::Restore {
+            records: vec![WalRecord::Accepted(pp), WalRecord::Intent(vote.clone())],
+            committed: SeqNo(0),
+            state: Digest([7; 32]),
+            recent: vec![],
+            configs: vec![],
+        });
+        let signed: Vec<_> = out
+            .iter()
+            .filter_map(|x| match x {
+                Effect::Sign { payload, .. } => Some(payload.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(signed, vec![signing_payload(0, NodeId(1), &vote)]);
+        assert!(!out.iter().any(|x| matches!(x, Effect::Persist(WalRecord::Intent(_)))));
+    }
+
+    #[test]
+    fn a_configuration_change_applies_at_the_next_checkpoint_and_changes_the_signed_epoch() {
+        // pbft.md "Membership": a configuration transaction applied at a checkpoint. Node 3
+        // is removed by a change committed at seq 1; with K = 4 it applies above seq 4.
+        let mut e = engine(1);
+        let b1 = batch(1);
+        let r1 = Digest([1; 32]);
+        let _ = e.handle(Input::Message(pre_prepare(0, 1, b1.clone(), Some(r1))));
+        let d = batch_digest(&TestVerifier, &b1);
+        for i in [2, 3] {
+            let v = Vote { view: View(0), seq: SeqNo(1), digest: d };
+            let _ = e.handle(Input::Message(signed(i, Message::Prepare(v))));
+        }
+        // Executed, naming members 0..=2.
+        let members: Vec<Member> =
+            (0..3).map(|i| Member { id: NodeId(i), public_key: key(i) }).collect();
+        let token = e.exec_pending.as_ref().map(|(_, t, _)| *t).expect("asked to execute");
+        let _ = e.handle(Input::Executed {
+            seq: SeqNo(1),
+            token,
+            result: r1,
+            members: Some(members.clone()),
+        });
+        assert_eq!(e.fence(), Some(SeqNo(4)));
+        // Nothing beyond the fence is accepted meanwhile.
+        let out = e.handle(Input::Message(pre_prepare(0, 5, batch(5), Some(r1))));
+        assert!(out.is_empty(), "{out:?}");
+        // Seq 1 commits: the change is reported with its epoch and start.
+        let block = block_digest(&TestVerifier, SeqNo(1), &d, &r1);
+        let mut out = vec![];
+        for i in [0, 2, 3] {
+            let v = Vote { view: View(0), seq: SeqNo(1), digest: block };
+            out.extend(e.handle(Input::Message(signed(i, Message::Commit(v)))));
+        }
+        let cfg = out.iter().find_map(|x| match x {
+            Effect::Reconfigured { config } => Some(config.clone()),
+            _ => None,
+        });
+        let cfg = cfg.expect("reconfigured");
+        assert_eq!((cfg.epoch(), cfg.after(), cfg.members()), (1, SeqNo(4), &members[..]));
+        // Seqs up to 4 still belong to epoch 0, above it to epoch 1.
+        assert_eq!(e.config_for(SeqNo(4)).epoch(), 0);
+        assert_eq!(e.config_for(SeqNo(5)).epoch(), 0, "not applied before seq 4 commits");
     }
 
     #[test]

@@ -6,7 +6,8 @@ use clap::Parser;
 use vpbox_consensus_sim::{Faults, run_seed};
 
 /// Runs N replicas under seeded faults, checks safety after every step and liveness after the
-/// heal. Signature verification is stubbed (keyed SM3); digests are real SM3.
+/// heal. Signature verification is stubbed (keyed SM3) unless `--crypto sm2`; digests are real
+/// SM3.
 #[derive(Parser, Debug)]
 #[command(name = "vpbox-sim")]
 struct Args {
@@ -31,6 +32,9 @@ struct Args {
     /// Length of the fault phase in virtual ms.
     #[arg(long)]
     fault_ms: Option<u64>,
+    /// Signatures: `stub` (keyed SM3, fast) or `sm2` (real SM2 through vpbox-sm).
+    #[arg(long, default_value = "stub")]
+    crypto: String,
     /// Print one JSON line per seed as well.
     #[arg(long)]
     json: bool,
@@ -88,6 +92,11 @@ fn main() -> anyhow::Result<ExitCode> {
     }
     let (a, b) = parse_range(&args.seeds)?;
     let faults = Faults::parse(&args.faults).map_err(anyhow::Error::msg)?;
+    let crypto = match args.crypto.as_str() {
+        "stub" => vpbox_consensus_sim::CryptoKind::Stub,
+        "sm2" => vpbox_consensus_sim::CryptoKind::Sm2,
+        other => anyhow::bail!("unknown --crypto {other:?}: stub or sm2"),
+    };
     let (mut violations, mut liveness, mut committed, mut batches) = (0u64, 0u64, 0u64, 0u64);
     let mut stuck = 0u64;
     for seed in a..b {
@@ -102,11 +111,15 @@ fn main() -> anyhow::Result<ExitCode> {
             cfg.fault_ms = t;
         }
         cfg.plan = args.plan;
+        cfg.crypto = crypto;
         let mut w = vpbox_consensus_sim::World::new(cfg)?;
         w.plan_random(faults);
         let o = w.run();
         let mut replay =
             format!("vpbox-sim --nodes {} --seeds {seed} --faults {}", args.nodes, faults.to_arg());
+        if args.crypto != "stub" {
+            replay.push_str(&format!(" --crypto {}", args.crypto));
+        }
         if args.plan != vpbox_consensus_sim::PLAN_VERSION {
             replay.push_str(&format!(" --plan {}", args.plan));
         }
@@ -150,7 +163,7 @@ fn main() -> anyhow::Result<ExitCode> {
         serde_json::json!({"seeds": b.saturating_sub(a), "violations": violations,
             "liveness_failures": liveness, "committed": committed, "batches": batches,
             "seeds_with_a_replica_left_in_view_change": stuck,
-            "signatures": "stubbed (keyed SM3)"})
+            "signatures": if args.crypto == "sm2" { "SM2" } else { "stubbed (keyed SM3)" }})
     );
     Ok(if violations > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }

@@ -91,3 +91,24 @@ fn sweep_n4_reconfig_all_faults() {
 fn sweep_n7_reconfig_all_faults() {
     sweep_reconfig(7, 0..100);
 }
+
+/// The same random plans with real SM2 signatures on every message, proof and certificate
+/// (the sweeps above stub them for speed).
+#[test]
+fn sweep_real_sm2_with_membership_changes() {
+    let mut failures = Vec::new();
+    for (nodes, seeds, reconfig) in [(4, 0..8u64, true), (7, 0..4, false), (7, 4..8, true)] {
+        for seed in seeds {
+            let mut cfg = vpbox_consensus_sim::SimConfig::new(nodes, seed);
+            cfg.crypto = vpbox_consensus_sim::CryptoKind::Sm2;
+            let mut w = vpbox_consensus_sim::World::new(cfg).unwrap();
+            w.plan_random(Faults { reconfig, ..Faults::all() });
+            let o = w.run();
+            if !o.violations.is_empty() || o.liveness.is_some() {
+                failures
+                    .push(format!("N={nodes} seed {seed}: {:?} {:?}", o.violations, o.liveness));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
