@@ -11,6 +11,8 @@
 //! everything its root issued (`StaleCrl`): a bank that stops publishing cannot be trusted to
 //! have revoked nothing.
 
+use std::collections::HashSet;
+use std::sync::Mutex;
 use std::time::SystemTime;
 
 use vpbox_sm::sm3::Digest;
@@ -101,6 +103,7 @@ pub enum Decision {
     Deny(DenyReason),
 }
 
+#[derive(Clone)]
 struct Root {
     cert: Certificate,
     bank: String,
@@ -108,9 +111,24 @@ struct Root {
 }
 
 /// The consortium's roots (one or more per bank) and their current CRLs.
+///
+/// It remembers which certificates' signatures it has verified (by SM3 of the DER and the
+/// root), so that admitting the same submitter again — every transaction it signs — costs a
+/// parse and the validity and revocation checks, not an SM2 verification.
 #[derive(Default)]
 pub struct TrustStore {
     roots: Vec<Root>,
+    verified: Mutex<HashSet<(Digest, usize)>>,
+}
+
+/// Most remembered signature checks; the memory is cleared when full.
+const VERIFIED_MAX: usize = 100_000;
+
+impl Clone for TrustStore {
+    fn clone(&self) -> Self {
+        let verified = self.verified.lock().map(|v| v.clone()).unwrap_or_default();
+        Self { roots: self.roots.clone(), verified: Mutex::new(verified) }
+    }
 }
 
 /// Why a root or CRL could not be added.
@@ -180,13 +198,24 @@ impl TrustStore {
     ) -> Result<Identity, DenyReason> {
         let cert = Certificate::from_der(der).map_err(|e| DenyReason::Malformed(e.to_string()))?;
         let tbs = cert.tbs_certificate();
-        let root = self
+        let (index, root) = self
             .roots
             .iter()
-            .find(|r| r.cert.tbs_certificate().subject() == tbs.issuer())
+            .enumerate()
+            .find(|(_, r)| r.cert.tbs_certificate().subject() == tbs.issuer())
             .ok_or_else(|| DenyReason::UnknownRoot(tbs.issuer().to_string()))?;
-        if !verify_certificate(&cert, &root.cert).is_valid() {
-            return Err(DenyReason::BadSignature);
+        let key = (vpbox_sm::sm3::hash(der), index);
+        let known = self.verified.lock().is_ok_and(|v| v.contains(&key));
+        if !known {
+            if !verify_certificate(&cert, &root.cert).is_valid() {
+                return Err(DenyReason::BadSignature);
+            }
+            if let Ok(mut v) = self.verified.lock() {
+                if v.len() >= VERIFIED_MAX {
+                    v.clear();
+                }
+                v.insert(key);
+            }
         }
         let v = tbs.validity();
         if now < v.not_before.to_system_time() {

@@ -12,6 +12,9 @@ pub const SUCCESS: &str = "Success";
 pub const KEY_EXISTS: &str = "the key exist";
 /// A get of a key never anchored.
 pub const KEY_NOT_EXIST: &str = "the key is not exist";
+/// A transaction whose submitter is not admitted at its block (not enrolled, revoked,
+/// expired), or an enrollment or CRL the admission policy refused.
+pub const NOT_ADMITTED: &str = "the submitter is not admitted";
 
 /// The outcome of one `put`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +23,8 @@ pub enum PutOutcome {
     Success,
     /// The key was anchored before; nothing changed.
     KeyExists,
+    /// Refused by admission; nothing changed.
+    NotAdmitted,
 }
 
 impl PutOutcome {
@@ -28,6 +33,7 @@ impl PutOutcome {
         match self {
             Self::Success => (true, SUCCESS),
             Self::KeyExists => (false, KEY_EXISTS),
+            Self::NotAdmitted => (false, NOT_ADMITTED),
         }
     }
 
@@ -35,6 +41,7 @@ impl PutOutcome {
         match self {
             Self::Success => 0,
             Self::KeyExists => 1,
+            Self::NotAdmitted => 2,
         }
     }
 
@@ -42,6 +49,7 @@ impl PutOutcome {
         match c {
             0 => Some(Self::Success),
             1 => Some(Self::KeyExists),
+            2 => Some(Self::NotAdmitted),
             _ => None,
         }
     }

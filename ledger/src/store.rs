@@ -1,7 +1,10 @@
 use std::collections::HashMap;
 use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rocksdb::{ColumnFamilyDescriptor, DB, Options, WriteBatch, WriteOptions};
+use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions};
+use vpbox_ca::CertProfile;
+use vpbox_ca::policy::{Decision, Identity, TrustStore};
 use vpbox_sm::sm3::Digest;
 
 use crate::Error;
@@ -17,6 +20,8 @@ const CF_TXS: &str = "txs"; // tx hash → height:u64 index:u32 tx encoding
 const CF_RECEIPTS: &str = "receipts"; // tx hash → height:u64 index:u32 outcome codes
 const CF_ANCHORS: &str = "anchors"; // key → value:[32] tx:[32] height:u64
 const CF_META: &str = "meta"; // "tip" → height:u64 hash:[32]
+const CF_CERTS: &str = "certs"; // key fingerprint → enrolled certificate DER
+const CF_CRLS: &str = "crls"; // height:u64be index:u32be → CRL DER, in publication order
 const TIP: &[u8] = b"tip";
 
 /// A stored anchor: its value and where it was anchored.
@@ -53,12 +58,37 @@ pub struct Executed {
     pub receipts: Vec<(Digest, Receipt)>,
     /// The keys this block anchors: value and the anchoring transaction.
     pub anchors: HashMap<[u8; 32], ([u8; 32], Digest)>,
+    /// Certificates this block enrolls, by key fingerprint.
+    pub certs: Vec<(Digest, Vec<u8>)>,
+    /// CRLs this block publishes, in order.
+    pub crls: Vec<Vec<u8>>,
 }
 
 /// The ledger on RocksDB.
 pub struct Ledger {
     db: DB,
     tip: Option<Header>,
+    /// The consortium's roots and the CRLs committed so far; `None` admits every submitter
+    /// (ledger tools and benchmarks only: a node always sets the genesis roots).
+    trust: Option<TrustStore>,
+}
+
+/// The identity `der` is admitted as, in the first of `roles` that admits it.
+fn admitted(
+    trust: &TrustStore,
+    der: &[u8],
+    roles: &[CertProfile],
+    when: SystemTime,
+) -> Option<Identity> {
+    roles.iter().find_map(|r| match trust.admit(der, *r, when) {
+        Decision::Allow(id) => Some(id),
+        Decision::Deny(_) => None,
+    })
+}
+
+/// The time a transaction is judged at: its own timestamp, which every node sees alike.
+fn at(timestamp_ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(timestamp_ms)
 }
 
 impl Ledger {
@@ -68,12 +98,113 @@ impl Ledger {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
-        let cfs = [CF_BLOCKS, CF_BLOCK_INDEX, CF_TXS, CF_RECEIPTS, CF_ANCHORS, CF_META]
-            .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+        let cfs = [
+            CF_BLOCKS,
+            CF_BLOCK_INDEX,
+            CF_TXS,
+            CF_RECEIPTS,
+            CF_ANCHORS,
+            CF_META,
+            CF_CERTS,
+            CF_CRLS,
+        ]
+        .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        let mut ledger = Self { db, tip: None };
+        let mut ledger = Self { db, tip: None, trust: None };
         ledger.tip = ledger.check_tip()?;
         Ok(ledger)
+    }
+
+    /// Turns certificate admission on: the consortium's root certificates (DER) from the
+    /// genesis, and every CRL the ledger holds, in publication order.
+    pub fn set_roots(&mut self, roots: &[Vec<u8>]) -> Result<(), Error> {
+        let mut trust = TrustStore::new();
+        for der in roots {
+            trust.add_root(der).map_err(|e| Error::Corrupt(format!("genesis root: {e}")))?;
+        }
+        for item in self.db.iterator_cf(self.cf(CF_CRLS)?, IteratorMode::Start) {
+            let (_, der) = item?;
+            // Each was accepted when its block executed; an error now means the roots changed.
+            trust.add_crl(&der).map_err(|e| Error::Corrupt(format!("stored CRL: {e}")))?;
+        }
+        self.trust = Some(trust);
+        Ok(())
+    }
+
+    /// Whether `submitter` is admitted in `role` at `timestamp_ms` by the committed state: its
+    /// enrolled certificate, the roots and the committed CRLs. `None` when admission is off.
+    pub fn admit(
+        &self,
+        submitter: &Digest,
+        role: CertProfile,
+        timestamp_ms: u64,
+    ) -> Result<Option<Decision>, Error> {
+        let Some(trust) = &self.trust else { return Ok(None) };
+        let Some(der) = self.db.get_pinned_cf(self.cf(CF_CERTS)?, submitter.as_bytes())? else {
+            return Ok(Some(Decision::Deny(vpbox_ca::policy::DenyReason::Malformed(
+                "not enrolled".into(),
+            ))));
+        };
+        Ok(Some(trust.admit(&der, role, at(timestamp_ms))))
+    }
+
+    /// Decides on a certificate (DER) as the committed state would: for enrollments.
+    pub fn admit_certificate(
+        &self,
+        der: &[u8],
+        role: CertProfile,
+        timestamp_ms: u64,
+    ) -> Option<Decision> {
+        self.trust.as_ref().map(|t| t.admit(der, role, at(timestamp_ms)))
+    }
+
+    /// Whether a CRL (DER) would be accepted on top of the committed state.
+    pub fn check_crl(&self, der: &[u8]) -> Result<(), String> {
+        match &self.trust {
+            Some(t) => t.clone().add_crl(der).map_err(|e| e.to_string()),
+            None => Err("certificate admission is off".into()),
+        }
+    }
+
+    /// Whether `submitter`'s enrolled certificate is admitted in one of `roles` at `when`
+    /// (always, when admission is off).
+    fn admitted_submitter(
+        &self,
+        trust: Option<&TrustStore>,
+        submitter: &Digest,
+        certs: &[(Digest, Vec<u8>)],
+        above: &[Executed],
+        roles: &[CertProfile],
+        when: SystemTime,
+    ) -> Result<bool, Error> {
+        let Some(t) = trust else { return Ok(true) };
+        let der = self.enrolled(submitter, certs, above)?;
+        Ok(der.is_some_and(|der| admitted(t, &der, roles, when).is_some()))
+    }
+
+    /// The certificate `submitter` enrolled: in this block so far, a speculative block below
+    /// it, or the committed state.
+    fn enrolled(
+        &self,
+        submitter: &Digest,
+        certs: &[(Digest, Vec<u8>)],
+        above: &[Executed],
+    ) -> Result<Option<Vec<u8>>, Error> {
+        let latest = |c: &[(Digest, Vec<u8>)]| {
+            c.iter().rev().find(|(k, _)| k == submitter).map(|(_, d)| d.clone())
+        };
+        if let Some(der) = latest(certs) {
+            return Ok(Some(der));
+        }
+        if let Some(der) = above.iter().rev().find_map(|e| latest(&e.certs)) {
+            return Ok(Some(der));
+        }
+        self.certificate(submitter)
+    }
+
+    /// The enrolled certificate of `submitter`, if any.
+    pub fn certificate(&self, submitter: &Digest) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.db.get_cf(self.cf(CF_CERTS)?, submitter.as_bytes())?)
     }
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, Error> {
@@ -130,6 +261,8 @@ impl Ledger {
             txs: Vec::new(),
             receipts: Vec::new(),
             anchors: HashMap::new(),
+            certs: Vec::new(),
+            crls: Vec::new(),
         };
         self.write(&executed, &[])
     }
@@ -151,19 +284,74 @@ impl Ledger {
         let mut receipts = Vec::new();
         let mut results = Vec::new();
         let mut timestamp_ms = parent.timestamp_ms;
+        // Admission as of this block: the committed CRLs, then those of the speculative blocks
+        // below it, then this block's own, in order.
+        let mut trust = self.trust.clone();
+        if let Some(t) = &mut trust {
+            for crl in above.iter().flat_map(|e| &e.crls) {
+                t.add_crl(crl).map_err(|e| Error::Corrupt(format!("speculative CRL: {e}")))?;
+            }
+        }
+        let mut certs: Vec<(Digest, Vec<u8>)> = Vec::new();
+        let mut crls: Vec<Vec<u8>> = Vec::new();
         for (index, tx) in txs.iter().enumerate() {
             let tx_hash = tx.hash();
             timestamp_ms = timestamp_ms.max(tx.body.timestamp_ms);
             if seen_tx(&tx_hash)? || receipts.iter().any(|(t, _)| *t == tx_hash) {
                 continue;
             }
+            let submitter = &tx.body.submitter;
+            let when = at(tx.body.timestamp_ms);
+            // Who may do what (each refusal is `NotAdmitted`, the same at every node):
+            // anchors need an enrolled POSP certificate admitted at the transaction's time;
+            // a CRL needs an enrolled POSP or admin; an enrollment needs a POSP or admin
+            // certificate for the very key that signed it.
+            const ANYONE: [CertProfile; 2] = [CertProfile::Posp, CertProfile::Admin];
+            let mut outcomes = Vec::new();
             let pairs: &[([u8; 32], [u8; 32])] = match &tx.body.payload {
                 Payload::AnchorPut { key, value } => &[(*key, *value)],
                 Payload::AnchorPutBatch(p) => p,
                 Payload::Config(_) => &[],
+                Payload::Enroll(der) => {
+                    let id = trust.as_ref().and_then(|t| admitted(t, der, &ANYONE, when));
+                    let ok = id.is_some_and(|id| id.key_fingerprint == *submitter);
+                    if ok {
+                        certs.push((*submitter, der.clone()));
+                    }
+                    outcomes.push(if ok { PutOutcome::Success } else { PutOutcome::NotAdmitted });
+                    &[]
+                }
+                Payload::Crl(der) => {
+                    let ok = self.admitted_submitter(
+                        trust.as_ref(),
+                        submitter,
+                        &certs,
+                        above,
+                        &ANYONE,
+                        when,
+                    )? && trust.as_mut().is_some_and(|t| t.add_crl(der).is_ok());
+                    if ok {
+                        crls.push(der.clone());
+                    }
+                    outcomes.push(if ok { PutOutcome::Success } else { PutOutcome::NotAdmitted });
+                    &[]
+                }
             };
-            let mut outcomes = Vec::with_capacity(pairs.len());
+            let posp = [CertProfile::Posp];
+            let refused = !pairs.is_empty()
+                && !self.admitted_submitter(
+                    trust.as_ref(),
+                    submitter,
+                    &certs,
+                    above,
+                    &posp,
+                    when,
+                )?;
             for (key, value) in pairs {
+                if refused {
+                    outcomes.push(PutOutcome::NotAdmitted);
+                    continue;
+                }
                 let exists = anchors.contains_key(key)
                     || above.iter().any(|e| e.anchors.contains_key(key))
                     || self.db.get_pinned_cf(self.cf(CF_ANCHORS)?, key)?.is_some();
@@ -187,7 +375,7 @@ impl Ledger {
             timestamp_ms,
         };
         let block = Block { header, tx_hashes, certificate: Vec::new() };
-        Ok(Executed { block, txs, receipts, anchors })
+        Ok(Executed { block, txs, receipts, anchors, certs, crls })
     }
 
     /// Makes `executed` (the block right above the tip) durable with its commit certificate,
@@ -204,7 +392,13 @@ impl Ledger {
                 why: "parent hash differs from the tip".into(),
             });
         }
-        self.write(executed, certificate)
+        self.write(executed, certificate)?;
+        if let Some(t) = &mut self.trust {
+            for crl in &executed.crls {
+                t.add_crl(crl).map_err(|e| Error::Corrupt(format!("committed CRL: {e}")))?;
+            }
+        }
+        Ok(())
     }
 
     fn write(&mut self, executed: &Executed, certificate: &[u8]) -> Result<(), Error> {
@@ -231,6 +425,14 @@ impl Ledger {
             let mut receipt_rec = loc;
             receipt_rec.extend(receipt.outcomes.iter().map(|o| o.code()));
             batch.put_cf(self.cf(CF_RECEIPTS)?, tx_hash.as_bytes(), receipt_rec);
+        }
+        for (key, der) in &executed.certs {
+            batch.put_cf(self.cf(CF_CERTS)?, key.as_bytes(), der);
+        }
+        for (i, der) in executed.crls.iter().enumerate() {
+            let mut key = h.height.to_be_bytes().to_vec();
+            key.extend_from_slice(&(i as u32).to_be_bytes());
+            batch.put_cf(self.cf(CF_CRLS)?, key, der);
         }
         let mut block = executed.block.clone();
         block.certificate = certificate.to_vec();

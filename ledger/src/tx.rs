@@ -6,6 +6,8 @@
 //! payload = kind 1 AnchorPut       key:[32] value:[32]
 //!         | kind 2 AnchorPutBatch  count:u32 (1..=BATCH_MAX) (key:[32] value:[32])*count
 //!         | kind 3 Config          len:u32 (≤ CONFIG_MAX) bytes
+//!         | kind 4 Enroll          len:u32 (≤ CERT_MAX) certificate DER
+//!         | kind 5 Crl             len:u32 (≤ CRL_MAX) CRL DER
 //! ```
 //! `submitter` is the SM3 fingerprint of the submitter's SPKI. The transaction hash is SM3 of
 //! the body: the signature is not part of the identity, so a resubmission with a fresh signature
@@ -24,6 +26,10 @@ pub const VERSION: u8 = 1;
 pub const BATCH_MAX: u32 = 10_000;
 /// Largest configuration payload.
 pub const CONFIG_MAX: u32 = 64 * 1024;
+/// Largest certificate in an enrollment.
+pub const CERT_MAX: u32 = 16 * 1024;
+/// Largest CRL (about 10,000 revoked serials).
+pub const CRL_MAX: u32 = 512 * 1024;
 /// Largest encoded transaction.
 pub const TX_MAX: usize = 2 + 32 + 16 + 4 + (BATCH_MAX as usize) * 64 + 64;
 
@@ -41,6 +47,12 @@ pub enum Payload {
     AnchorPutBatch(Vec<([u8; 32], [u8; 32])>),
     /// A configuration change (governance), opaque to the ledger.
     Config(Vec<u8>),
+    /// Enrolls the submitter's certificate (DER), signed with the certified key: from this
+    /// block on, its transactions are admitted while the certificate is.
+    Enroll(Vec<u8>),
+    /// Publishes a bank's CRL (DER, signed by the bank's root): from this block on, every node
+    /// refuses the revoked certificates' transactions.
+    Crl(Vec<u8>),
 }
 
 /// The signed part of a transaction.
@@ -74,6 +86,8 @@ impl TxBody {
             Payload::AnchorPut { .. } => 1,
             Payload::AnchorPutBatch(_) => 2,
             Payload::Config(_) => 3,
+            Payload::Enroll(_) => 4,
+            Payload::Crl(_) => 5,
         });
         out.extend_from_slice(self.submitter.as_bytes());
         out.extend_from_slice(&self.nonce.to_be_bytes());
@@ -90,7 +104,7 @@ impl TxBody {
                     out.extend_from_slice(v);
                 }
             }
-            Payload::Config(bytes) => {
+            Payload::Config(bytes) | Payload::Enroll(bytes) | Payload::Crl(bytes) => {
                 out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
                 out.extend_from_slice(bytes);
             }
@@ -102,7 +116,7 @@ impl TxBody {
         match &self.payload {
             Payload::AnchorPut { .. } => 64,
             Payload::AnchorPutBatch(p) => 4 + 64 * p.len(),
-            Payload::Config(b) => 4 + b.len(),
+            Payload::Config(b) | Payload::Enroll(b) | Payload::Crl(b) => 4 + b.len(),
         }
     }
 
@@ -142,17 +156,22 @@ impl TxBody {
                 }
                 Payload::AnchorPutBatch(pairs)
             }
-            3 => {
-                let len = r.u32()?;
-                if len > CONFIG_MAX {
-                    return Err(r.fail("configuration payload too large"));
-                }
-                Payload::Config(r.take(len as usize)?.to_vec())
-            }
+            3 => Payload::Config(bytes(r, CONFIG_MAX, "configuration payload too large")?),
+            4 => Payload::Enroll(bytes(r, CERT_MAX, "certificate too large")?),
+            5 => Payload::Crl(bytes(r, CRL_MAX, "CRL too large")?),
             _ => return Err(r.fail("unknown kind")),
         };
         Ok(Self { submitter, nonce, timestamp_ms, payload })
     }
+}
+
+/// A length-prefixed byte string of at most `max` bytes.
+fn bytes(r: &mut Reader<'_>, max: u32, too_large: &'static str) -> Result<Vec<u8>, Error> {
+    let len = r.u32()?;
+    if len > max {
+        return Err(r.fail(too_large));
+    }
+    Ok(r.take(len as usize)?.to_vec())
 }
 
 impl Tx {

@@ -1,0 +1,190 @@
+//! Certificate admission on the ledger: enrollments, CRLs and the transactions they admit or
+//! refuse, decided alike by every node from the same block on.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use vpbox_ca::cert::{
+    Grant, Revocation, check_request, crl, issue, random_serial, self_signed_root,
+};
+use vpbox_ca::policy::{Decision, DenyReason};
+use vpbox_ca::{CertProfile, build_csr};
+use vpbox_ledger::block::Block;
+use vpbox_ledger::contract::PutOutcome::{self, *};
+use vpbox_ledger::tx::{Payload, Tx, TxBody};
+use vpbox_ledger::{Executed, Ledger};
+use vpbox_sm::sm2::SecretKey;
+use vpbox_sm::sm3::Digest;
+use vpbox_sm::{Signer, SoftwareSigner};
+
+fn der(pem: &str) -> Vec<u8> {
+    pem_rfc7468::decode_vec(pem.as_bytes()).unwrap().1
+}
+
+fn key() -> SoftwareSigner {
+    SoftwareSigner::new(SecretKey::generate().unwrap())
+}
+
+struct Bank {
+    ca: SoftwareSigner,
+    root: String,
+}
+
+/// "Now" for the test: the certificates' clock and the transactions' timestamps.
+fn now() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_790_000_000)
+}
+
+fn ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+impl Bank {
+    fn new(name: &str) -> Self {
+        let ca = key();
+        let root = self_signed_root(&ca, name, "CN", random_serial([1; 16]).unwrap(), now(), 3650)
+            .unwrap();
+        Self { ca, root }
+    }
+
+    fn issue(
+        &self,
+        bank: &str,
+        who: &SoftwareSigner,
+        cn: &str,
+        serial: u8,
+        from: SystemTime,
+        days: u32,
+    ) -> Vec<u8> {
+        let csr = build_csr(who, &format!("CN={cn},OU=posp,O={bank}")).unwrap();
+        let req = check_request(&csr, CertProfile::Posp, bank).unwrap();
+        let grant = Grant {
+            profile: CertProfile::Posp,
+            serial: random_serial([serial; 16]).unwrap(),
+            now: from,
+            days,
+            dns_names: vec![],
+        };
+        der(&issue(&self.ca, &self.root, &req, grant).unwrap())
+    }
+}
+
+fn tx(s: &SoftwareSigner, nonce: u64, payload: Payload) -> Tx {
+    TxBody {
+        submitter: s.public_key().fingerprint(),
+        nonce,
+        timestamp_ms: ms(now()) + 1_000,
+        payload,
+    }
+    .sign(s)
+    .unwrap()
+}
+
+fn put(s: &SoftwareSigner, nonce: u64, k: u8) -> Tx {
+    tx(s, nonce, Payload::AnchorPut { key: [k; 32], value: [k; 32] })
+}
+
+fn outcomes(e: &Executed) -> Vec<Vec<PutOutcome>> {
+    e.receipts.iter().map(|(_, r)| r.outcomes.clone()).collect()
+}
+
+fn ledger(dir: &tempfile::TempDir, roots: &[Vec<u8>]) -> Ledger {
+    let mut l = Ledger::open(dir.path()).unwrap();
+    l.set_roots(roots).unwrap();
+    l.init_genesis(&Block::genesis(Digest([3; 32]), 0)).unwrap();
+    l
+}
+
+#[test]
+fn enrollment_admits_and_a_published_crl_refuses_from_its_block_on_at_every_node() {
+    let bank = Bank::new("bank-a");
+    let roots = vec![der(&bank.root)];
+    let (p1, p2, p3) = (key(), key(), key());
+    let c1 = bank.issue("bank-a", &p1, "posp-1", 2, now(), 365);
+    let c2 = bank.issue("bank-a", &p2, "posp-2", 3, now(), 365);
+    let crl_der = der(&crl(
+        &bank.ca,
+        &bank.root,
+        1,
+        &[Revocation { serial: random_serial([3; 16]).unwrap().as_bytes().to_vec(), at: now() }],
+        now(),
+        24,
+    )
+    .unwrap());
+    let block1 = vec![
+        tx(&p1, 1, Payload::Enroll(c1.clone())),
+        tx(&p2, 1, Payload::Enroll(c2.clone())),
+        put(&p1, 2, 1),
+        put(&p3, 1, 2),                          // never enrolled
+        tx(&p3, 2, Payload::Enroll(c1.clone())), // someone else's certificate
+    ];
+    let block2 = vec![
+        put(&p2, 2, 3),
+        tx(&p1, 3, Payload::Crl(crl_der.clone())),
+        put(&p2, 3, 4), // revoked from here on
+        put(&p1, 4, 5),
+    ];
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut hashes = Vec::new();
+    for dir in [&d1, &d2] {
+        let mut l = ledger(dir, &roots);
+        let e1 = l.execute(&[], block1.clone()).unwrap();
+        assert_eq!(
+            outcomes(&e1),
+            vec![vec![Success], vec![Success], vec![Success], vec![NotAdmitted], vec![NotAdmitted]]
+        );
+        // Speculatively on top of the uncommitted block 1: the enrollment already counts.
+        let e2 = l.execute(std::slice::from_ref(&e1), block2.clone()).unwrap();
+        assert_eq!(
+            outcomes(&e2),
+            vec![vec![Success], vec![Success], vec![NotAdmitted], vec![Success]]
+        );
+        l.commit(&e1, &[]).unwrap();
+        l.commit(&e2, &[]).unwrap();
+        hashes.push((e1.block.header.hash(), e2.block.header.hash()));
+        drop(l);
+        // After a restart the committed CRL still holds.
+        let mut l = Ledger::open(dir.path()).unwrap();
+        l.set_roots(&roots).unwrap();
+        let t = ms(now()) + 5_000;
+        let p2_fp = p2.public_key().fingerprint();
+        assert_eq!(
+            l.admit(&p2_fp, CertProfile::Posp, t).unwrap(),
+            Some(Decision::Deny(DenyReason::Revoked))
+        );
+        assert!(matches!(
+            l.admit(&p1.public_key().fingerprint(), CertProfile::Posp, t).unwrap(),
+            Some(Decision::Allow(id)) if id.name == "posp-1"
+        ));
+        // An older CRL cannot be replayed over the newer one.
+        let older = der(&crl(&bank.ca, &bank.root, 0, &[], now(), 24).unwrap());
+        assert!(l.check_crl(&older).is_err());
+    }
+    assert_eq!(hashes[0], hashes[1], "both nodes built the same blocks");
+}
+
+#[test]
+fn expired_and_foreign_certificates_are_not_enrolled() {
+    let bank = Bank::new("bank-a");
+    let other = Bank::new("bank-x");
+    let roots = vec![der(&bank.root)];
+    let (p1, p2) = (key(), key());
+    let old = now() - Duration::from_secs(400 * 86_400);
+    let expired = bank.issue("bank-a", &p1, "posp-1", 2, old, 30);
+    let foreign = other.issue("bank-x", &p2, "posp-2", 3, now(), 365);
+    let dir = tempfile::tempdir().unwrap();
+    let l = ledger(&dir, &roots);
+    let e = l
+        .execute(
+            &[],
+            vec![
+                tx(&p1, 1, Payload::Enroll(expired)),
+                tx(&p2, 1, Payload::Enroll(foreign)),
+                put(&p1, 2, 1),
+            ],
+        )
+        .unwrap();
+    assert_eq!(outcomes(&e), vec![vec![NotAdmitted], vec![NotAdmitted], vec![NotAdmitted]]);
+    // A CRL from a bank that is not a member is refused too.
+    let rogue = der(&crl(&other.ca, &other.root, 5, &[], now(), 24).unwrap());
+    assert!(l.check_crl(&rogue).is_err());
+}
