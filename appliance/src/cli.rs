@@ -43,6 +43,9 @@ enum Command {
     /// A member bank's certificate authority: init, issue, revoke, crl, list.
     #[command(subcommand)]
     Ca(crate::ca_cmd::CaCommand),
+    /// Certificates on the ledger: enroll a POSP's, publish a bank's CRL.
+    #[command(subcommand)]
+    Cert(CertCommand),
     /// Benchmarks against real parts, with their peers measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -54,6 +57,22 @@ enum Command {
     Cluster(crate::cluster_cmd::ClusterCommand),
     /// The local consortium's nodes, primary, heights and health at a glance.
     Status(crate::cluster_cmd::StatusArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum CertCommand {
+    /// Enroll a certificate (signed with its own key): the submitter's transactions are
+    /// admitted from its block on, while the certificate is valid and not revoked.
+    #[command(after_help = "Example:
+  vpbox cert enroll posp/bank-a.crt --key-file posp/bank-a.pem")]
+    Enroll(crate::client_cmd::CertTxArgs),
+    /// Publish a bank's CRL (from `vpbox ca crl`): every node refuses the revoked
+    /// certificates' transactions from its block on.
+    #[command(after_help = "Example:
+  vpbox ca revoke --dir ca 5f3a… --reason key-compromise
+  vpbox ca crl --dir ca --out bank-a.crl
+  vpbox cert publish-crl bank-a.crl --key-file posp/bank-a.pem")]
+    PublishCrl(crate::client_cmd::CertTxArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -234,6 +253,8 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Sm2(Sm2Command::Pub(a)) => sm2_cmd::public(&a),
         Command::Sm2(Sm2Command::Sign(a)) => sm2_cmd::sign(&a),
         Command::Sm2(Sm2Command::Verify(a)) => sm2_cmd::verify(&a),
+        Command::Cert(CertCommand::Enroll(a)) => crate::client_cmd::cert_tx(&a, false),
+        Command::Cert(CertCommand::PublishCrl(a)) => crate::client_cmd::cert_tx(&a, true),
         Command::Anchor(AnchorCommand::Hash(a)) => anchor_cmd::hash(&a),
         Command::Anchor(AnchorCommand::Put(a)) => crate::client_cmd::put(&a),
         Command::Anchor(AnchorCommand::Get(a)) => crate::client_cmd::get(&a),

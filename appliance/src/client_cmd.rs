@@ -68,6 +68,50 @@ pub(crate) struct PutArgs {
     pub(crate) conn: Conn,
 }
 
+/// `vpbox cert enroll` and `vpbox cert publish-crl`.
+#[derive(Debug, Args)]
+pub(crate) struct CertTxArgs {
+    /// The certificate to enroll, or the CRL to publish (PEM).
+    pub(crate) file: PathBuf,
+    /// The submitter's SM2 key (PKCS#8 PEM): for an enrollment, the certified key; for a CRL,
+    /// any enrolled POSP's or admin's. Default: DIR/posp/bank-a.pem.
+    #[arg(long)]
+    pub(crate) key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) conn: Conn,
+}
+
+/// Sends an enrollment (`crl` false) or a CRL (`crl` true) and waits for its block.
+pub(crate) fn cert_tx(a: &CertTxArgs, crl: bool) -> Result<Outcome> {
+    let s = signer(&a.conn, &a.key_file)?;
+    let pem = std::fs::read_to_string(&a.file).with_context(|| a.file.display().to_string())?;
+    let (label, der) = pem_rfc7468::decode_vec(pem.as_bytes())
+        .map_err(|e| anyhow::anyhow!("{}: not PEM: {e}", a.file.display()))?;
+    let (want, method) =
+        if crl { ("X509 CRL", "cert_publishCrl") } else { ("CERTIFICATE", "cert_enroll") };
+    if label != want {
+        bail!("{}: a {label}, where a {want} is needed", a.file.display());
+    }
+    let payload = if crl { Payload::Crl(der) } else { Payload::Enroll(der) };
+    let tx = sign(&s, payload)?;
+    let r = client(&a.conn)?
+        .call(method, json!({"tx": hex::encode(tx.encode()), "wait": true}))
+        .map_err(rpc_error)?;
+    if a.conn.json {
+        println!("{r}");
+    } else if r["status"] == "committed" {
+        println!(
+            "({}, {:?}) in block {}",
+            r["ok"],
+            r["message"].as_str().unwrap_or(""),
+            r["blockNumber"]
+        );
+    } else {
+        println!("pending {}", r["txHash"].as_str().unwrap_or(""));
+    }
+    Ok(if r["ok"] == json!(false) { Outcome::Invalid } else { Outcome::Ok })
+}
+
 /// `vpbox anchor get`.
 #[derive(Debug, Args)]
 pub(crate) struct GetArgs {

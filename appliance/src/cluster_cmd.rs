@@ -5,8 +5,12 @@
 //!
 //! ```text
 //! vpbox-dev/
-//!   genesis.json                 members, their consensus keys, the admitted POSP keys
+//!   genesis.json                 members, their consensus keys, the banks' root certificates
+//!   ca/bank-a/, ca/bank-b/       each bank's CA: a test-token HSM holding the CA key
+//!     token.toml, token/, hsm-so-pin, hsm-pin, ca/ (`vpbox ca` directory: ca.pem, db, audit)
 //!   posp/bank-a.pem, bank-b.pem  the POSP submitters' SM2 keys (software: a POSP is a client)
+//!   posp/bank-a.crt, bank-b.crt  their `posp` certificates, issued by `vpbox ca issue` and
+//!                                enrolled on the ledger (`cert_enroll`) at the first `up`
 //!   node1/ … node4/
 //!     token.toml, token/         the node's test-token HSM (its own token store)
 //!     hsm-so-pin, hsm-pin        random PINs, mode 0400
@@ -30,8 +34,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
+use vpbox_ledger::tx::Payload;
 use vpbox_node::client::RpcClient;
 use vpbox_node::genesis::{Address, Genesis};
+use vpbox_sm::SoftwareSigner;
 use vpbox_sm::sm2::SecretKey;
 
 use crate::Outcome;
@@ -199,40 +205,121 @@ fn node_dir(dir: &Path, i: u32) -> PathBuf {
     dir.join(format!("node{i}"))
 }
 
-/// Creates node `i`'s token, key and signer configuration; returns its public key (hex).
-fn provision(dir: &Path, i: u32, module: &Path) -> Result<()> {
-    let nd = node_dir(dir, i);
-    fs::create_dir_all(nd.join("token"))?;
-    fs::set_permissions(&nd, fs::Permissions::from_mode(0o700))?;
-    fs::write(nd.join("token.toml"), format!("token_dir = {:?}\n", nd.join("token")))?;
-    write_private(&nd.join("hsm-so-pin"), &random_secret()?, 0o400)?;
-    write_private(&nd.join("hsm-pin"), &random_secret()?, 0o400)?;
+/// Creates a test-token HSM in `dir` labelled `label`, with random PINs in 0400 files, and an
+/// SM2 key `key_label`/`id` generated inside it. Returns the module and PIN file as strings.
+fn provision_token(
+    dir: &Path,
+    module: &Path,
+    label: &str,
+    key_label: &str,
+    id: &str,
+) -> Result<(String, String)> {
+    fs::create_dir_all(dir.join("token"))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    fs::write(dir.join("token.toml"), format!("token_dir = {:?}\n", dir.join("token")))?;
+    write_private(&dir.join("hsm-so-pin"), &random_secret()?, 0o400)?;
+    write_private(&dir.join("hsm-pin"), &random_secret()?, 0o400)?;
     let module = module.to_str().context("module path is not UTF-8")?;
-    let label = format!("node{i}");
-    let so = nd.join("hsm-so-pin");
+    let so = dir.join("hsm-so-pin");
     let so = so.to_str().context("path is not UTF-8")?;
-    let pin = nd.join("hsm-pin");
+    let pin = dir.join("hsm-pin");
     let pin = pin.to_str().context("path is not UTF-8")?;
     vpbox_in(
-        &nd,
+        dir,
         &[
             "hsm",
             "init",
             "--module",
             module,
             "--label",
-            &label,
+            label,
             "--so-pin-file",
             so,
             "--pin-file",
             pin,
         ],
     )?;
-    let target = ["--module", module, "--token", &label, "--pin-file", pin];
+    let target = ["--module", module, "--token", label, "--pin-file", pin];
     let mut args = vec!["hsm", "keygen"];
     args.extend(target);
-    args.extend(["--label", "consensus", "--id", "01"]);
-    vpbox_in(&nd, &args)?;
+    args.extend(["--label", key_label, "--id", id]);
+    vpbox_in(dir, &args)?;
+    Ok((module.to_string(), pin.to_string()))
+}
+
+/// Creates `bank`'s CA in `dir`: its key generated in the bank's own token, its root made by
+/// `vpbox ca init`, and a POSP certificate for `posp` issued by `vpbox ca issue` into
+/// `cert_out`. Returns the root certificate (PEM).
+fn provision_bank(
+    dir: &Path,
+    module: &Path,
+    bank: &str,
+    posp: &SoftwareSigner,
+    cert_out: &Path,
+) -> Result<String> {
+    let label = format!("{bank}-ca");
+    let (module, pin) = provision_token(dir, module, &label, "ca", "ca01")?;
+    let ca = dir.join("ca");
+    let ca_s = ca.to_str().context("path is not UTF-8")?;
+    vpbox_in(
+        dir,
+        &[
+            "ca",
+            "init",
+            "--dir",
+            ca_s,
+            "--bank",
+            bank,
+            "--module",
+            &module,
+            "--token",
+            &label,
+            "--key-id",
+            "ca01",
+            "--pin-file",
+            &pin,
+        ],
+    )?;
+    let csr = vpbox_ca::build_csr(posp, &format!("CN={bank}-posp,OU=posp,O={bank}"))?;
+    let csr_path = dir.join("posp.csr");
+    fs::write(&csr_path, csr)?;
+    let out = cert_out.to_str().context("path is not UTF-8")?;
+    let csr_s = csr_path.to_str().context("path is not UTF-8")?;
+    vpbox_in(
+        dir,
+        &["ca", "issue", "--dir", ca_s, "--csr", csr_s, "--profile", "posp", "--out", out],
+    )?;
+    fs::read_to_string(ca.join("ca.pem")).context("the CA wrote no ca.pem")
+}
+
+/// Enrolls each bank's POSP certificate on the ledger (the first `up`).
+fn enroll_posps(dir: &Path, genesis: &Genesis) -> Result<()> {
+    let mut c = RpcClient::new(&rpc_path(genesis, 1)?);
+    for bank in BANKS {
+        let posp = dir.join("posp");
+        let key = SecretKey::from_pem(&fs::read_to_string(posp.join(format!("{bank}.pem")))?)?;
+        let pem = fs::read_to_string(posp.join(format!("{bank}.crt")))?;
+        let (_, der) = pem_rfc7468::decode_vec(pem.as_bytes())
+            .map_err(|e| anyhow::anyhow!("{bank}.crt: {e}"))?;
+        let tx = crate::client_cmd::sign(&SoftwareSigner::new(key), Payload::Enroll(der))?;
+        let r = c
+            .call("cert_enroll", json!({"tx": hex::encode(tx.encode()), "wait": true}))
+            .map_err(|e| anyhow::anyhow!("enrolling {bank}'s POSP: {e}"))?;
+        if r["ok"] != json!(true) {
+            bail!("enrolling {bank}'s POSP: {r}");
+        }
+        println!("  {bank}-posp enrolled in block {}", r["blockNumber"]);
+    }
+    Ok(())
+}
+
+/// Creates node `i`'s token, key and signer configuration.
+fn provision(dir: &Path, i: u32, module: &Path) -> Result<()> {
+    let nd = node_dir(dir, i);
+    let label = format!("node{i}");
+    let (module, pin) = provision_token(&nd, module, &label, "consensus", "01")?;
+    let (module, pin) = (module.as_str(), pin.as_str());
+    let target = ["--module", module, "--token", &label, "--pin-file", pin];
     let mut args = vec!["hsm", "inspect"];
     args.extend(target);
     args.extend(["--id", "01", "--json"]);
@@ -328,14 +415,20 @@ fn create(a: &UpArgs) -> Result<()> {
             "peer": format!("unix:node{i}/peer.sock"), "rpc": format!("unix:node{i}/rpc.sock"),
         }));
     }
-    let mut submitters = Vec::new();
+    let mut roots = Vec::new();
     for bank in BANKS {
         let key = SecretKey::generate()?;
         write_private(&dir.join("posp").join(format!("{bank}.pem")), &key.to_pkcs8_pem()?, 0o600)?;
-        submitters.push(json!({
-            "bank": bank, "name": format!("{bank}-posp"),
-            "public_key": hex::encode(key.public_key().to_sec1_uncompressed()),
-        }));
+        let cert = dir.join("posp").join(format!("{bank}.crt"));
+        let root = provision_bank(
+            &dir.join("ca").join(bank),
+            &module,
+            bank,
+            &SoftwareSigner::new(key),
+            &cert,
+        )?;
+        println!("  {bank}: root CA key in its token; POSP certificate {}", cert.display());
+        roots.push(json!({"bank": bank, "certificate": root}));
     }
     let genesis = json!({
         "chain_id": "vpbox-dev",
@@ -349,7 +442,7 @@ fn create(a: &UpArgs) -> Result<()> {
             "view_change_resend_ms": 2000, "fetch_timeout_ms": 1000, "fetch_entries_max": 20
         },
         "nodes": nodes,
-        "submitters": submitters,
+        "roots": roots,
     });
     let mut f = File::create(dir.join("genesis.json"))?;
     f.write_all(serde_json::to_string_pretty(&genesis)?.as_bytes())?;
@@ -358,7 +451,8 @@ fn create(a: &UpArgs) -> Result<()> {
 }
 
 fn up(a: &UpArgs) -> Result<Outcome> {
-    if !a.dir.dir.join("genesis.json").exists() {
+    let fresh = !a.dir.dir.join("genesis.json").exists();
+    if fresh {
         create(a)?;
     }
     let dir = fs::canonicalize(&a.dir.dir)?;
@@ -369,6 +463,9 @@ fn up(a: &UpArgs) -> Result<Outcome> {
     }
     for i in 1..=n {
         start_node(&dir, i, &genesis)?;
+    }
+    if fresh {
+        enroll_posps(&dir, &genesis)?;
     }
     println!("{n} nodes up. JSON-RPC (HTTP/1.1 on Unix sockets):");
     for i in 1..=n {

@@ -327,6 +327,13 @@ pub fn crl(
     list.to_pem(LineEnding::LF).map_err(enc)
 }
 
+/// The SM2 public key a certificate (DER) certifies.
+pub fn certificate_key(der: &[u8]) -> Result<PublicKey, CertError> {
+    let cert = Certificate::from_der(der).map_err(enc)?;
+    let spki = cert.tbs_certificate().subject_public_key_info().to_der().map_err(enc)?;
+    PublicKey::from_spki_der(&spki).map_err(|e| CertError::NotSm2(e.to_string()))
+}
+
 /// Whether `issuer`'s key signed `cert` (SM2, default ID). Chain and policy checks are the
 /// admission policy's job; this is the signature alone.
 pub fn verify_certificate(cert: &Certificate, issuer: &Certificate) -> vpbox_sm::Verification {

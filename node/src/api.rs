@@ -143,6 +143,8 @@ fn tx_json(height: u64, index: u32, tx: &Tx) -> Value {
         }
         Payload::AnchorPutBatch(pairs) => json!({"type": "anchor_putBatch", "pairs": pairs.len()}),
         Payload::Config(bytes) => json!({"type": "config", "bytes": bytes.len()}),
+        Payload::Enroll(der) => json!({"type": "cert_enroll", "certificate": hex0x(der)}),
+        Payload::Crl(der) => json!({"type": "cert_publishCrl", "crl": hex0x(der)}),
     };
     json!({
         "hash": hex0x(tx.hash().as_bytes()),

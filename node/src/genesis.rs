@@ -13,19 +13,21 @@
 //!     { "id": 1, "bank": "bank-a", "name": "node1", "consensus_key": "04…",
 //!       "peer": "unix:node1/peer.sock", "rpc": "unix:node1/rpc.sock" }
 //!   ],
-//!   "submitters": [ { "bank": "bank-a", "name": "posp-a", "public_key": "04…" } ]
+//!   "roots": [ { "bank": "bank-a", "certificate": "-----BEGIN CERTIFICATE-----\n…" } ]
 //! }
 //! ```
 //!
-//! - `consensus_key` and `public_key` are SM2 points, uncompressed SEC1, in hex.
+//! - `consensus_key` is an SM2 point, uncompressed SEC1, in hex.
 //! - `peer` and `rpc` are `unix:PATH` (a relative path is relative to the genesis file's
 //!   folder) or, for development only, `tcp:127.0.0.1:PORT`.
 //! - `consensus` overrides [`Params`] fields by name; every node must run the same values, so
 //!   they live here and not in a node's own configuration.
-//! - `submitters` are the POSP keys admitted to submit transactions (the CA replaces this list
-//!   with certificates in a later issue).
+//! - `roots` are the founding banks' root CA certificates (PEM, inline so that the genesis
+//!   hash covers them). Submitters are admitted by certificate: a POSP enrolls its certificate
+//!   (`cert_enroll`), issued under one of these roots with the `posp` profile, and its
+//!   transactions are admitted while the certificate is valid and not on its bank's latest CRL
+//!   (`cert_publishCrl`) — decided at execution, from the same block at every node.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -81,15 +83,13 @@ pub struct NodeEntry {
     pub rpc: Address,
 }
 
-/// An admitted submitter.
+/// A founding bank's root CA.
 #[derive(Debug, Clone)]
-pub struct Submitter {
-    /// Its bank.
+pub struct Root {
+    /// The bank (the certificate's O).
     pub bank: String,
-    /// Its name.
-    pub name: String,
-    /// Its key.
-    pub public_key: PublicKey,
+    /// The certificate, DER.
+    pub der: Vec<u8>,
 }
 
 /// A parsed genesis.
@@ -107,8 +107,8 @@ pub struct Genesis {
     pub params: Params,
     /// The members, by id.
     pub nodes: Vec<NodeEntry>,
-    /// Admitted submitters by the SM3 fingerprint of their SPKI.
-    pub submitters: HashMap<Digest, Submitter>,
+    /// The founding banks' root certificates.
+    pub roots: Vec<Root>,
 }
 
 #[derive(Deserialize)]
@@ -121,8 +121,7 @@ struct RawGenesis {
     #[serde(default)]
     consensus: RawParams,
     nodes: Vec<RawNode>,
-    #[serde(default)]
-    submitters: Vec<RawSubmitter>,
+    roots: Vec<RawRoot>,
 }
 
 fn default_window() -> u64 {
@@ -158,10 +157,9 @@ struct RawNode {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawSubmitter {
+struct RawRoot {
     bank: String,
-    name: String,
-    public_key: String,
+    certificate: String,
 }
 
 impl Genesis {
@@ -197,13 +195,19 @@ impl Genesis {
         if nodes.is_empty() || nodes.windows(2).any(|w| w[0].id == w[1].id) {
             return Err("nodes must be non-empty with distinct ids".into());
         }
-        let mut submitters = HashMap::new();
-        for s in raw.submitters {
-            let public_key = key(&format!("submitter {}", s.name), &s.public_key)?;
-            submitters.insert(
-                public_key.fingerprint(),
-                Submitter { bank: s.bank, name: s.name, public_key },
-            );
+        if raw.roots.is_empty() {
+            return Err("roots: at least one bank root certificate is required".into());
+        }
+        let mut roots = Vec::new();
+        let mut check = vpbox_ca::policy::TrustStore::new();
+        for r in raw.roots {
+            let (label, der) = pem_rfc7468::decode_vec(r.certificate.as_bytes())
+                .map_err(|e| format!("root of {}: not PEM: {e}", r.bank))?;
+            if label != "CERTIFICATE" {
+                return Err(format!("root of {}: a {label}, not a CERTIFICATE", r.bank));
+            }
+            check.add_root(&der).map_err(|e| format!("root of {}: {e}", r.bank))?;
+            roots.push(Root { bank: r.bank, der });
         }
         let mut params = Params::default();
         let p = raw.consensus;
@@ -230,7 +234,7 @@ impl Genesis {
             tx_window_ms: raw.tx_window_ms,
             params,
             nodes,
-            submitters,
+            roots,
         })
     }
 
@@ -279,31 +283,41 @@ mod tests {
         hex::encode(SecretKey::generate().unwrap().public_key().to_sec1_uncompressed())
     }
 
+    /// A bank root as the genesis carries it: a JSON string of PEM.
+    fn root(bank: &str) -> String {
+        let ca = vpbox_sm::SoftwareSigner::new(SecretKey::generate().unwrap());
+        let serial = vpbox_ca::cert::random_serial([7; 16]).unwrap();
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_790_000_000);
+        let pem = vpbox_ca::cert::self_signed_root(&ca, bank, "CN", serial, now, 30).unwrap();
+        serde_json::to_string(&pem).unwrap()
+    }
+
     #[test]
     fn parses_and_resolves_relative_sockets() {
         let text = format!(
             r#"{{"chain_id":"t","timestamp_ms":5,"consensus":{{"batch_timeout_ms":7}},
             "nodes":[{{"id":2,"bank":"b","name":"n2","consensus_key":"{}","peer":"unix:n2/p.sock","rpc":"unix:/r.sock"}},
                      {{"id":1,"bank":"a","name":"n1","consensus_key":"{}","peer":"tcp:127.0.0.1:9","rpc":"unix:r"}}],
-            "submitters":[{{"bank":"a","name":"posp","public_key":"{}"}}]}}"#,
+            "roots":[{{"bank":"a","certificate":{}}}]}}"#,
             pk(),
             pk(),
-            pk()
+            root("a")
         );
         let g = Genesis::parse(text.as_bytes(), Path::new("/base")).unwrap();
         assert_eq!(g.nodes[0].id, NodeId(1), "sorted by id");
         assert_eq!(g.nodes[1].peer, Address::Unix("/base/n2/p.sock".into()));
         assert_eq!(g.params.batch_timeout_ms, 7);
-        assert_eq!(g.submitters.len(), 1);
+        assert_eq!(g.roots.len(), 1);
         assert_eq!(g.consensus_config().unwrap().n(), 2);
         assert_eq!(g.block().header.parent, hash(text.as_bytes()));
     }
 
     #[test]
     fn refuses_bad_keys_addresses_and_unknown_fields() {
+        let roots = format!(r#"[{{"bank":"a","certificate":{}}}]"#, root("a"));
         let node = |key: &str, peer: &str| {
             format!(
-                r#"{{"chain_id":"t","timestamp_ms":5,"nodes":[{{"id":1,"bank":"a","name":"n","consensus_key":"{key}","peer":"{peer}","rpc":"unix:r"}}]}}"#
+                r#"{{"chain_id":"t","timestamp_ms":5,"nodes":[{{"id":1,"bank":"a","name":"n","consensus_key":"{key}","peer":"{peer}","rpc":"unix:r"}}],"roots":{roots}}}"#
             )
         };
         assert!(Genesis::parse(node("04ab", "unix:p").as_bytes(), Path::new("/")).is_err());
@@ -311,5 +325,11 @@ mod tests {
         assert!(Genesis::parse(node(&pk(), "unix:p").as_bytes(), Path::new("/")).is_ok());
         let extra = node(&pk(), "unix:p").replacen('{', r#"{"surprise":1,"#, 1);
         assert!(Genesis::parse(extra.as_bytes(), Path::new("/")).is_err());
+        // No roots, or a root that is not a self-signed CA certificate, is refused.
+        let good = node(&pk(), "unix:p");
+        let none = good.replace(&roots, "[]");
+        assert!(Genesis::parse(none.as_bytes(), Path::new("/")).unwrap_err().contains("roots"));
+        let bad = good.replace("BEGIN CERTIFICATE", "BEGIN PRIVATE KEY");
+        assert!(Genesis::parse(bad.as_bytes(), Path::new("/")).is_err());
     }
 }

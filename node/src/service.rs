@@ -22,10 +22,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
+use vpbox_ca::CertProfile;
+use vpbox_ca::policy::Decision;
 use vpbox_consensus::NodeId;
 use vpbox_ledger::Ledger;
 use vpbox_ledger::contract::PutOutcome;
 use vpbox_ledger::tx::{Payload, Tx};
+use vpbox_sm::sm2::PublicKey;
 
 use crate::api::ReadApi;
 use crate::genesis::{Address, Genesis};
@@ -118,6 +121,8 @@ pub fn run(config: &NodeConfig) -> Result<(), StartError> {
     let mut ledger = Ledger::open(&config.data_dir.join("ledger"))
         .map_err(|e| StartError(format!("ledger: {e}")))?;
     ledger.init_genesis(&genesis.block()).map_err(|e| StartError(format!("ledger: {e}")))?;
+    let roots: Vec<Vec<u8>> = genesis.roots.iter().map(|r| r.der.clone()).collect();
+    ledger.set_roots(&roots).map_err(|e| StartError(format!("ledger: {e}")))?;
     let ledger = Arc::new(RwLock::new(ledger));
 
     let peer_listener = bind(&me.peer, "peer socket")?;
@@ -138,14 +143,15 @@ pub fn run(config: &NodeConfig) -> Result<(), StartError> {
     let driver =
         Driver::open(id, Arc::clone(&genesis), &config.data_dir, Arc::clone(&ledger), links, jobs)?;
     {
-        let on_frame = peer_handler(Arc::clone(&genesis), events.clone());
+        let on_frame = peer_handler(Arc::clone(&ledger), events.clone());
         std::thread::Builder::new()
             .name("peer-accept".into())
             .spawn(move || listen(peer_listener, on_frame))
             .map_err(|e| StartError(format!("thread: {e}")))?;
     }
     let api = NodeApi {
-        read: ReadApi::new(ledger),
+        read: ReadApi::new(Arc::clone(&ledger)),
+        ledger,
         genesis: Arc::clone(&genesis),
         events: Mutex::new(events),
     };
@@ -166,7 +172,7 @@ pub fn run(config: &NodeConfig) -> Result<(), StartError> {
 /// Checks what peers send before the driver sees it: transactions are verified here, on the
 /// connection's own thread.
 fn peer_handler(
-    genesis: Arc<Genesis>,
+    ledger: Arc<RwLock<Ledger>>,
     events: Sender<Event>,
 ) -> Arc<dyn Fn(PeerMsg) + Send + Sync> {
     let events = Mutex::new(events);
@@ -181,8 +187,10 @@ fn peer_handler(
                     .into_iter()
                     .filter_map(|b| {
                         let tx = Tx::decode(&b).ok()?;
-                        let s = genesis.submitters.get(&tx.body.submitter)?;
-                        tx.verify(&s.public_key).is_valid().then_some((tx, b))
+                        // The signature is checked here; whether the submitter is admitted
+                        // is decided at execution, the same at every node.
+                        let key = signing_key(&*ledger.read().ok()?, &tx).ok()?;
+                        tx.verify(&key).is_valid().then_some((tx, b))
                     })
                     .collect();
                 if txs.is_empty() {
@@ -200,10 +208,54 @@ fn peer_handler(
     })
 }
 
+/// The key that must have signed `tx`: the one its enrollment certifies, or the one its
+/// submitter enrolled (committed).
+pub fn signing_key(ledger: &Ledger, tx: &Tx) -> Result<PublicKey, String> {
+    let der = match &tx.body.payload {
+        Payload::Enroll(der) => der.clone(),
+        _ => ledger
+            .certificate(&tx.body.submitter)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("submitter {} is not enrolled", tx.body.submitter.to_hex()))?,
+    };
+    vpbox_ca::cert::certificate_key(&der).map_err(|e| e.to_string())
+}
+
+/// Which write a JSON-RPC method takes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Write {
+    Anchor,
+    Batch,
+    Enroll,
+    Crl,
+}
+
+impl Write {
+    fn accepts(self, p: &Payload) -> bool {
+        matches!(
+            (self, p),
+            (Self::Anchor, Payload::AnchorPut { .. })
+                | (Self::Batch, Payload::AnchorPutBatch(_))
+                | (Self::Enroll, Payload::Enroll(_))
+                | (Self::Crl, Payload::Crl(_))
+        )
+    }
+
+    fn method(self) -> &'static str {
+        match self {
+            Self::Anchor => "anchor_put takes an AnchorPut transaction",
+            Self::Batch => "anchor_putBatch takes an AnchorPutBatch transaction",
+            Self::Enroll => "cert_enroll takes an Enroll transaction",
+            Self::Crl => "cert_publishCrl takes a Crl transaction",
+        }
+    }
+}
+
 /// The JSON-RPC API of a running node: the read methods over the ledger, and the writes that go
 /// through intake and consensus.
 pub struct NodeApi {
     read: ReadApi,
+    ledger: Arc<RwLock<Ledger>>,
     genesis: Arc<Genesis>,
     events: Mutex<Sender<Event>>,
 }
@@ -221,8 +273,8 @@ impl NodeApi {
             .map_err(|_| RpcError::new(RpcError::INTERNAL, "node stopping"))
     }
 
-    /// Decodes and checks a signed transaction: form, kind, submitter, signature, age.
-    fn check(&self, params: &Value, batch: bool) -> Result<(Tx, Vec<u8>), RpcError> {
+    /// Decodes and checks a signed transaction: form, kind, signature, admission, age.
+    fn check(&self, params: &Value, write: Write) -> Result<(Tx, Vec<u8>), RpcError> {
         let text = param(params, 0, "tx").and_then(Value::as_str).ok_or_else(|| {
             RpcError::new(RpcError::INVALID_PARAMS, "missing string parameter \"tx\" (hex)")
         })?;
@@ -237,29 +289,50 @@ impl NodeApi {
             .map_err(|_| RpcError::new(RpcError::INVALID_PARAMS, "tx is not hex"))?;
         let tx = Tx::decode(&bytes)
             .map_err(|e| RpcError::new(RpcError::INVALID_PARAMS, e.to_string()))?;
-        match (&tx.body.payload, batch) {
-            (Payload::AnchorPut { .. }, false) | (Payload::AnchorPutBatch(_), true) => {}
-            _ => {
-                return Err(RpcError::new(
-                    RpcError::INVALID_PARAMS,
-                    if batch {
-                        "anchor_putBatch takes an AnchorPutBatch transaction"
-                    } else {
-                        "anchor_put takes an AnchorPut transaction"
-                    },
-                ));
-            }
-        }
-        let Some(submitter) = self.genesis.submitters.get(&tx.body.submitter) else {
-            return Err(RpcError::new(
-                RpcError::UNKNOWN_SUBMITTER,
-                format!("submitter {} is not admitted", tx.body.submitter.to_hex()),
-            ));
-        };
-        if !tx.verify(&submitter.public_key).is_valid() {
-            return Err(RpcError::new(RpcError::BAD_SIGNATURE, "the signature does not verify"));
+        if !write.accepts(&tx.body.payload) {
+            return Err(RpcError::new(RpcError::INVALID_PARAMS, write.method()));
         }
         let now = now_ms();
+        let ledger = self
+            .ledger
+            .read()
+            .map_err(|_| RpcError::new(RpcError::INTERNAL, "ledger lock poisoned"))?;
+        let not_admitted = |why: String| RpcError::new(RpcError::UNKNOWN_SUBMITTER, why);
+        let key = signing_key(&ledger, &tx).map_err(not_admitted)?;
+        if !tx.verify(&key).is_valid() {
+            return Err(RpcError::new(RpcError::BAD_SIGNATURE, "the signature does not verify"));
+        }
+        // Admission as the committed state decides it now; execution decides again at the
+        // transaction's block, the same at every node.
+        let roles = match write {
+            Write::Anchor | Write::Batch => &[CertProfile::Posp][..],
+            Write::Enroll | Write::Crl => &[CertProfile::Posp, CertProfile::Admin][..],
+        };
+        let decide = |role| match &tx.body.payload {
+            Payload::Enroll(der) => ledger.admit_certificate(der, role, now),
+            _ => ledger.admit(&tx.body.submitter, role, now).ok().flatten(),
+        };
+        let mut refusal = String::from("admission is off");
+        let mut admitted = false;
+        for role in roles {
+            match decide(*role) {
+                Some(Decision::Allow(_)) => admitted = true,
+                Some(Decision::Deny(r)) => refusal = r.to_string(),
+                None => {}
+            }
+        }
+        if !admitted {
+            return Err(not_admitted(format!(
+                "submitter {} is not admitted: {refusal}",
+                tx.body.submitter.to_hex()
+            )));
+        }
+        if let Payload::Crl(der) = &tx.body.payload {
+            ledger.check_crl(der).map_err(|e| {
+                RpcError::new(RpcError::INVALID_PARAMS, format!("CRL refused: {e}"))
+            })?;
+        }
+        drop(ledger);
         if tx.body.timestamp_ms.abs_diff(now) > self.genesis.tx_window_ms {
             return Err(RpcError::new(
                 RpcError::STALE,
@@ -272,8 +345,9 @@ impl NodeApi {
         Ok((tx, bytes))
     }
 
-    fn put(&self, params: &Value, batch: bool) -> Result<Value, RpcError> {
-        let (tx, bytes) = self.check(params, batch)?;
+    fn put(&self, params: &Value, write: Write) -> Result<Value, RpcError> {
+        let batch = write == Write::Batch;
+        let (tx, bytes) = self.check(params, write)?;
         let wait = param(params, 1, "wait").and_then(Value::as_bool).unwrap_or(true);
         let hash = tx.hash();
         let (reply, answer) = channel();
@@ -329,8 +403,10 @@ impl NodeApi {
 impl Methods for NodeApi {
     fn call(&self, method: &str, params: &Value) -> Result<Value, RpcError> {
         match method {
-            "anchor_put" => self.put(params, false),
-            "anchor_putBatch" => self.put(params, true),
+            "anchor_put" => self.put(params, Write::Anchor),
+            "anchor_putBatch" => self.put(params, Write::Batch),
+            "cert_enroll" => self.put(params, Write::Enroll),
+            "cert_publishCrl" => self.put(params, Write::Crl),
             "node_getNodes" => {
                 let (reply, answer) = channel();
                 self.send(Event::Nodes(reply))?;

@@ -12,7 +12,7 @@ use vpbox_node::client::{CallError, RpcClient};
 use vpbox_sm::sm2::SecretKey;
 use vpbox_sm::{Signer, SoftwareSigner};
 
-use crate::{Scratch, s, vpbox};
+use crate::{Scratch, s, vpbox, vpbox_env};
 
 /// Stops the cluster's processes however the test ends.
 struct Cluster {
@@ -70,7 +70,7 @@ fn now_ms() -> u64 {
 }
 
 fn posp(dir: &Path) -> SoftwareSigner {
-    let pem = std::fs::read_to_string(dir.join("posp/bank-b.pem")).unwrap();
+    let pem = std::fs::read_to_string(dir.join("posp/bank-a.pem")).unwrap();
     SoftwareSigner::new(SecretKey::from_pem(&pem).unwrap())
 }
 
@@ -156,6 +156,54 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
     assert_eq!((first["ok"].clone(), again["ok"].clone()), (json!(true), json!(true)));
     assert_eq!(again["duplicate"], json!(true), "a replayed transaction gets its first result");
     assert_eq!(again["blockNumber"], first["blockNumber"]);
+
+    // Certificate admission: bank B's POSP (enrolled at `up`) anchors; bank B's CA revokes it
+    // (its key in bank B's token) and the CRL is published on the ledger; from then on every
+    // node refuses it, and bank A's POSP is unaffected.
+    let b_key = c.dir.join("posp/bank-b.pem");
+    let (kb, vb) = ("0x".to_string() + &"b1".repeat(32), "b2".repeat(32));
+    let r = vpbox(&["anchor", "put", &kb, &vb, "--key-file", s(&b_key), "--dir", dir]);
+    assert_eq!((r.code, r.text()), (0, "(true, \"Success\")\n".into()), "{}", r.stderr);
+    let ca_dir = c.dir.join("ca/bank-b");
+    let token = ca_dir.join("token.toml");
+    let env = [("VPBOX_TEST_TOKEN_CONF", s(&token))];
+    let ca = ca_dir.join("ca");
+    let list = vpbox_env(&["ca", "list", "--dir", s(&ca), "--json"], &env);
+    let list: Value = serde_json::from_str(&list.text()).expect("ca list --json");
+    let serial = list["issued"][0]["serial"].as_str().or_else(|| list[0]["serial"].as_str());
+    let serial = serial.expect("the POSP certificate is listed").to_string();
+    let r =
+        vpbox_env(&["ca", "revoke", "--dir", s(&ca), &serial, "--reason", "key-compromise"], &env);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let crl = c.dir.join("bank-b.crl");
+    let r = vpbox_env(&["ca", "crl", "--dir", s(&ca), "--out", s(&crl)], &env);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = vpbox(&["cert", "publish-crl", s(&crl), "--dir", dir]);
+    assert_eq!(r.code, 0, "{}{}", r.text(), r.stderr);
+    assert!(r.text().starts_with("(true, \"Success\") in block"), "{}", r.text());
+    let b_signer = SoftwareSigner::new(
+        SecretKey::from_pem(&std::fs::read_to_string(&b_key).unwrap()).unwrap(),
+    );
+    for i in 1..=4 {
+        let t = tx(
+            &b_signer,
+            1000 + u64::from(i),
+            now_ms(),
+            Payload::AnchorPut { key: key(900 + u64::from(i)), value: key(1) },
+        );
+        let err = put(&mut c.rpc(i), &t, true).expect_err("a revoked POSP is refused");
+        assert!(
+            err.to_string().contains("-32002") && err.to_string().contains("revoked"),
+            "node {i}: {err}"
+        );
+        let t = tx(
+            &signer,
+            1000 + u64::from(i),
+            now_ms(),
+            Payload::AnchorPut { key: key(910 + u64::from(i)), value: key(1) },
+        );
+        assert_eq!(put(&mut c.rpc(i), &t, true).unwrap()["ok"], json!(true), "node {i}");
+    }
 
     // kill -9 of the primary under load: every acknowledged anchor commits after a view change.
     let primary = c.primary(2) as u32;
