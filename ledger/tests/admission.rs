@@ -112,14 +112,14 @@ fn enrollment_admits_and_a_published_crl_refuses_from_its_block_on_at_every_node
     .unwrap());
     let block1 = vec![
         tx(&p1, 1, Payload::Enroll(c1.clone())),
-        tx(&p2, 1, Payload::Enroll(c2.clone())),
+        tx(&p2, 1, Payload::Enroll(c2)),
         put(&p1, 2, 1),
-        put(&p3, 1, 2),                          // never enrolled
-        tx(&p3, 2, Payload::Enroll(c1.clone())), // someone else's certificate
+        put(&p3, 1, 2),                  // never enrolled
+        tx(&p3, 2, Payload::Enroll(c1)), // someone else's certificate
     ];
     let block2 = vec![
         put(&p2, 2, 3),
-        tx(&p1, 3, Payload::Crl(crl_der.clone())),
+        tx(&p1, 3, Payload::Crl(crl_der)),
         put(&p2, 3, 4), // revoked from here on
         put(&p1, 4, 5),
     ];
