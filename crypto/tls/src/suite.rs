@@ -317,7 +317,7 @@ mod tests {
         assert_eq!(open(&mut other, sealed.clone(), 5), Err(Error::DecryptError));
         // A key of the wrong length fails every record instead of panicking.
         let mut broken = Sm4GcmRecords::new(&[8u8; 32], Iv::from([9u8; 12]));
-        assert_eq!(open(&mut broken, sealed.clone(), 5), Err(Error::DecryptError));
+        assert_eq!(open(&mut broken, sealed, 5), Err(Error::DecryptError));
         // Shorter than a tag: refused, not a panic.
         assert_eq!(open(&mut dec, vec![0x17, 3, 3, 0, 3, 1, 2, 3], 5), Err(Error::DecryptError));
     }
