@@ -58,7 +58,7 @@ fn main() -> Result<(), BoxError> {
     let sizes = if quick {
         Sizes { full: 10, resumed: 20, bulk_mib: 4 }
     } else {
-        Sizes { full: 300, resumed: 600, bulk_mib: 64 }
+        Sizes { full: 1000, resumed: 2000, bulk_mib: 64 }
     };
     let pki = Pki::new()?;
     let mut rows = Vec::new();
