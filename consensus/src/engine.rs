@@ -430,7 +430,11 @@ impl<V: Verifier> Engine<V> {
                 }
             }
             Timer::Request => {
-                if !self.changing && !self.is_primary() && !self.pool_set.is_empty() {
+                // A pending membership change waits like a request: a primary that does not
+                // seal the epoch (its sealing batch lost, say, with no client waiting) is
+                // replaced.
+                let waiting = !self.pool_set.is_empty() || self.fence().is_some();
+                if !self.changing && !self.is_primary() && waiting {
                     self.start_view_change(self.view.next(), out);
                 }
             }
@@ -983,6 +987,9 @@ impl<V: Verifier> Engine<V> {
         }
         match (self.request_watch, self.is_primary()) {
             (Some(_), false) => self.set_timer(Timer::Request, self.params.request_timeout_ms, out),
+            (None, false) if self.fence().is_some() => {
+                self.set_timer(Timer::Request, self.params.request_timeout_ms, out)
+            }
             (None, false) => out.push(Effect::CancelTimer(Timer::Request)),
             (_, true) => {}
         }
