@@ -13,6 +13,7 @@
 //!                                enrolled on the ledger (`cert_enroll`) at the first `up`
 //!   node1/ … node4/
 //!     token.toml, token/         the node's test-token HSM (its own token store)
+//!     node.crt                   its vp-node certificate for the consensus key, from its bank's CA
 //!     hsm-so-pin, hsm-pin        random PINs, mode 0400
 //!     signer.toml, signer.sock   `vpbox signer run`: the only process that holds the PIN
 //!     node.toml, rpc.sock, peer.sock, data/
@@ -292,6 +293,57 @@ fn provision_bank(
     fs::read_to_string(ca.join("ca.pem")).context("the CA wrote no ca.pem")
 }
 
+/// Node `i`'s `vp-node` certificate (PEM): a request for its consensus key made inside its
+/// token (`vpbox hsm csr`), issued by its bank's CA (`vpbox ca issue`).
+fn node_certificate(dir: &Path, i: u32, bank: &str, module: &Path) -> Result<String> {
+    let nd = node_dir(dir, i);
+    let utf8 = |p: &Path| p.to_str().map(str::to_string).context("path is not UTF-8");
+    let (csr, crt, pin) = (nd.join("node.csr"), nd.join("node.crt"), nd.join("hsm-pin"));
+    let (module, csr_s, crt_s, pin) = (utf8(module)?, utf8(&csr)?, utf8(&crt)?, utf8(&pin)?);
+    let subject = format!("CN=node{i},OU=vp-node,O={bank}");
+    let label = format!("node{i}");
+    vpbox_in(
+        &nd,
+        &[
+            "hsm",
+            "csr",
+            "--module",
+            &module,
+            "--token",
+            &label,
+            "--pin-file",
+            &pin,
+            "--id",
+            "01",
+            "--subject",
+            &subject,
+            "--out",
+            &csr_s,
+        ],
+    )?;
+    let cd = dir.join("ca").join(bank);
+    let ca = utf8(&cd.join("ca"))?;
+    let dns = format!("node{i}.{bank}");
+    vpbox_in(
+        &cd,
+        &[
+            "ca",
+            "issue",
+            "--dir",
+            &ca,
+            "--csr",
+            &csr_s,
+            "--profile",
+            "vp-node",
+            "--dns",
+            &dns,
+            "--out",
+            &crt_s,
+        ],
+    )?;
+    fs::read_to_string(&crt).with_context(|| crt_s.clone())
+}
+
 /// Enrolls each bank's POSP certificate on the ledger (the first `up`).
 fn enroll_posps(dir: &Path, genesis: &Genesis) -> Result<()> {
     let mut c = RpcClient::new(&rpc_path(genesis, 1)?);
@@ -401,20 +453,6 @@ fn create(a: &UpArgs) -> Result<()> {
     fs::create_dir_all(dir.join("posp"))?;
     let dir = fs::canonicalize(dir)?;
     println!("creating a {}-node consortium in {}", a.nodes, dir.display());
-    let mut nodes = Vec::new();
-    for i in 1..=a.nodes {
-        provision(&dir, i, &module)?;
-        start_signer(&dir, i)?;
-        let mut c = vpbox_signer::Client::connect(&node_dir(&dir, i).join("signer.sock"))?;
-        let pk = c.public_key("consensus")?;
-        let bank = BANKS[((i - 1) as usize * BANKS.len()) / a.nodes as usize];
-        println!("  node{i} ({bank}): consensus key {} in its token", pk.fingerprint().to_hex());
-        nodes.push(json!({
-            "id": i, "bank": bank, "name": format!("node{i}"),
-            "consensus_key": hex::encode(pk.to_sec1_uncompressed()),
-            "peer": format!("unix:node{i}/peer.sock"), "rpc": format!("unix:node{i}/rpc.sock"),
-        }));
-    }
     let mut roots = Vec::new();
     for bank in BANKS {
         let key = SecretKey::generate()?;
@@ -429,6 +467,25 @@ fn create(a: &UpArgs) -> Result<()> {
         )?;
         println!("  {bank}: root CA key in its token; POSP certificate {}", cert.display());
         roots.push(json!({"bank": bank, "certificate": root}));
+    }
+    let mut nodes = Vec::new();
+    for i in 1..=a.nodes {
+        provision(&dir, i, &module)?;
+        start_signer(&dir, i)?;
+        let mut c = vpbox_signer::Client::connect(&node_dir(&dir, i).join("signer.sock"))?;
+        let pk = c.public_key("consensus")?;
+        let bank = BANKS[((i - 1) as usize * BANKS.len()) / a.nodes as usize];
+        let certificate = node_certificate(&dir, i, bank, &module)?;
+        println!(
+            "  node{i} ({bank}): consensus key {} in its token, vp-node certificate from {bank}'s CA",
+            pk.fingerprint().to_hex()
+        );
+        nodes.push(json!({
+            "id": i, "bank": bank, "name": format!("node{i}"),
+            "consensus_key": hex::encode(pk.to_sec1_uncompressed()),
+            "peer": format!("unix:node{i}/peer.sock"), "rpc": format!("unix:node{i}/rpc.sock"),
+            "certificate": certificate,
+        }));
     }
     let genesis = json!({
         "chain_id": "vpbox-dev",

@@ -11,13 +11,16 @@
 //!   "consensus": { "batch_size_max": 500, "batch_timeout_ms": 10, "request_timeout_ms": 2000 },
 //!   "nodes": [
 //!     { "id": 1, "bank": "bank-a", "name": "node1", "consensus_key": "04…",
-//!       "peer": "unix:node1/peer.sock", "rpc": "unix:node1/rpc.sock" }
+//!       "peer": "unix:node1/peer.sock", "rpc": "unix:node1/rpc.sock",
+//!       "certificate": "-----BEGIN CERTIFICATE-----\n…" }
 //!   ],
 //!   "roots": [ { "bank": "bank-a", "certificate": "-----BEGIN CERTIFICATE-----\n…" } ]
 //! }
 //! ```
 //!
-//! - `consensus_key` is an SM2 point, uncompressed SEC1, in hex.
+//! - `consensus_key` is an SM2 point, uncompressed SEC1, in hex; `certificate` is the node's
+//!   `vp-node` certificate from its bank's CA (PEM), which must name the node (CN) and the bank
+//!   (O) and certify that very key — every founding node is admitted by certificate.
 //! - `peer` and `rpc` are `unix:PATH` (a relative path is relative to the genesis file's
 //!   folder) or, for development only, `tcp:127.0.0.1:PORT`.
 //! - `consensus` overrides [`Params`] fields by name; every node must run the same values, so
@@ -31,6 +34,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use vpbox_ca::policy::Decision;
 use vpbox_consensus::{Config, Digest as CDigest, Member, NodeId, Params, PublicKey as CKey};
 use vpbox_ledger::block::Block;
 use vpbox_sm::sm2::PublicKey;
@@ -46,6 +50,16 @@ pub enum GenesisError {
     /// The file is not a valid genesis.
     #[error("genesis {0}: {1}")]
     Invalid(PathBuf, String),
+}
+
+/// The DER of a PEM certificate.
+fn pem_der(pem: &str) -> Result<Vec<u8>, String> {
+    let (label, der) =
+        pem_rfc7468::decode_vec(pem.as_bytes()).map_err(|e| format!("not PEM: {e}"))?;
+    if label != "CERTIFICATE" {
+        return Err(format!("a {label}, not a CERTIFICATE"));
+    }
+    Ok(der)
 }
 
 /// Where a node listens.
@@ -81,6 +95,9 @@ pub struct NodeEntry {
     pub peer: Address,
     /// Where its JSON-RPC listens.
     pub rpc: Address,
+    /// Its `vp-node` certificate (DER): issued by its bank's root, naming the node and the bank,
+    /// certifying the consensus key.
+    pub certificate: Vec<u8>,
 }
 
 /// A founding bank's root CA.
@@ -153,6 +170,7 @@ struct RawNode {
     consensus_key: String,
     peer: String,
     rpc: String,
+    certificate: String,
 }
 
 #[derive(Deserialize)]
@@ -180,34 +198,51 @@ impl Genesis {
                 .and_then(|b| PublicKey::from_sec1(&b).ok())
                 .ok_or_else(|| format!("{what}: not an SM2 public key in hex"))
         };
-        let mut nodes = Vec::new();
-        for n in raw.nodes {
-            nodes.push(NodeEntry {
-                id: NodeId(n.id),
-                consensus_key: key(&format!("node {}", n.id), &n.consensus_key)?,
-                peer: address(&n.peer, base)?,
-                rpc: address(&n.rpc, base)?,
-                bank: n.bank,
-                name: n.name,
-            });
-        }
-        nodes.sort_by_key(|n| n.id);
-        if nodes.is_empty() || nodes.windows(2).any(|w| w[0].id == w[1].id) {
-            return Err("nodes must be non-empty with distinct ids".into());
-        }
         if raw.roots.is_empty() {
             return Err("roots: at least one bank root certificate is required".into());
         }
         let mut roots = Vec::new();
         let mut check = vpbox_ca::policy::TrustStore::new();
         for r in raw.roots {
-            let (label, der) = pem_rfc7468::decode_vec(r.certificate.as_bytes())
-                .map_err(|e| format!("root of {}: not PEM: {e}", r.bank))?;
-            if label != "CERTIFICATE" {
-                return Err(format!("root of {}: a {label}, not a CERTIFICATE", r.bank));
-            }
+            let der = pem_der(&r.certificate).map_err(|e| format!("root of {}: {e}", r.bank))?;
             check.add_root(&der).map_err(|e| format!("root of {}: {e}", r.bank))?;
             roots.push(Root { bank: r.bank, der });
+        }
+        // Every founding node is admitted by certificate: its bank's CA vouches for its name and
+        // its consensus key (checked at the genesis time; renewal is a governance matter).
+        let founded = std::time::UNIX_EPOCH + std::time::Duration::from_millis(raw.timestamp_ms);
+        let mut nodes = Vec::new();
+        for n in raw.nodes {
+            let what = format!("node {}", n.id);
+            let consensus_key = key(&what, &n.consensus_key)?;
+            let certificate = pem_der(&n.certificate).map_err(|e| format!("{what}: {e}"))?;
+            match check.admit(&certificate, vpbox_ca::CertProfile::VpNode, founded) {
+                Decision::Allow(id)
+                    if id.bank == n.bank
+                        && id.name == n.name
+                        && id.key_fingerprint == consensus_key.fingerprint() => {}
+                Decision::Allow(id) => {
+                    return Err(format!(
+                        "{what}: its certificate names {} of {} with another key, not {} of {} \
+                         with its consensus key",
+                        id.name, id.bank, n.name, n.bank
+                    ));
+                }
+                Decision::Deny(r) => return Err(format!("{what}: certificate refused: {r}")),
+            }
+            nodes.push(NodeEntry {
+                id: NodeId(n.id),
+                consensus_key,
+                peer: address(&n.peer, base)?,
+                rpc: address(&n.rpc, base)?,
+                bank: n.bank,
+                name: n.name,
+                certificate,
+            });
+        }
+        nodes.sort_by_key(|n| n.id);
+        if nodes.is_empty() || nodes.windows(2).any(|w| w[0].id == w[1].id) {
+            return Err("nodes must be non-empty with distinct ids".into());
         }
         let mut params = Params::default();
         let p = raw.consensus;
@@ -275,61 +310,139 @@ fn address(s: &str, base: &Path) -> Result<Address, String> {
 
 #[cfg(test)]
 mod tests {
+    use vpbox_ca::CertProfile;
+    use vpbox_ca::cert::{Grant, check_request, issue, random_serial, self_signed_root};
     use vpbox_sm::sm2::SecretKey;
+    use vpbox_sm::{Signer, SoftwareSigner};
 
     use super::*;
 
-    fn pk() -> String {
-        hex::encode(SecretKey::generate().unwrap().public_key().to_sec1_uncompressed())
+    const NOW_S: u64 = 1_790_000_000;
+
+    fn now() -> std::time::SystemTime {
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(NOW_S)
     }
 
-    /// A bank root as the genesis carries it: a JSON string of PEM.
-    fn root(bank: &str) -> String {
-        let ca = vpbox_sm::SoftwareSigner::new(SecretKey::generate().unwrap());
-        let serial = vpbox_ca::cert::random_serial([7; 16]).unwrap();
-        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_790_000_000);
-        let pem = vpbox_ca::cert::self_signed_root(&ca, bank, "CN", serial, now, 30).unwrap();
-        serde_json::to_string(&pem).unwrap()
+    /// A bank's CA for the tests, with software keys.
+    struct Bank {
+        name: &'static str,
+        ca: SoftwareSigner,
+        root: String,
+    }
+
+    impl Bank {
+        fn new(name: &'static str) -> Self {
+            let ca = SoftwareSigner::new(SecretKey::generate().unwrap());
+            let root =
+                self_signed_root(&ca, name, "CN", random_serial([7; 16]).unwrap(), now(), 30)
+                    .unwrap();
+            Self { name, ca, root }
+        }
+
+        /// The roots entry, as JSON.
+        fn roots(&self) -> String {
+            format!(r#"[{{"bank":"{}","certificate":{}}}]"#, self.name, json(&self.root))
+        }
+
+        /// A node key (hex) and its vp-node certificate (a JSON string of PEM) for `cn`.
+        fn node(&self, cn: &str) -> (String, String) {
+            let key = SoftwareSigner::new(SecretKey::generate().unwrap());
+            let csr =
+                vpbox_ca::build_csr(&key, &format!("CN={cn},OU=vp-node,O={}", self.name)).unwrap();
+            let req = check_request(&csr, CertProfile::VpNode, self.name).unwrap();
+            let grant = Grant {
+                profile: CertProfile::VpNode,
+                serial: random_serial([9; 16]).unwrap(),
+                now: now(),
+                days: 30,
+                dns_names: vec![format!("{cn}.{}", self.name)],
+            };
+            let cert = issue(&self.ca, &self.root, &req, grant).unwrap();
+            (hex::encode(key.public_key().to_sec1_uncompressed()), json(&cert))
+        }
+    }
+
+    fn json(s: &str) -> String {
+        serde_json::to_string(s).unwrap()
+    }
+
+    fn node(id: u32, name: &str, key: &str, cert: &str, peer: &str, rpc: &str) -> String {
+        format!(
+            r#"{{"id":{id},"bank":"a","name":"{name}","consensus_key":"{key}","peer":"{peer}","rpc":"{rpc}","certificate":{cert}}}"#
+        )
+    }
+
+    fn genesis(nodes: &[String], roots: &str) -> String {
+        format!(
+            r#"{{"chain_id":"t","timestamp_ms":{},"consensus":{{"batch_timeout_ms":7}},"nodes":[{}],"roots":{roots}}}"#,
+            NOW_S * 1000 + 1000,
+            nodes.join(",")
+        )
     }
 
     #[test]
     fn parses_and_resolves_relative_sockets() {
-        let text = format!(
-            r#"{{"chain_id":"t","timestamp_ms":5,"consensus":{{"batch_timeout_ms":7}},
-            "nodes":[{{"id":2,"bank":"b","name":"n2","consensus_key":"{}","peer":"unix:n2/p.sock","rpc":"unix:/r.sock"}},
-                     {{"id":1,"bank":"a","name":"n1","consensus_key":"{}","peer":"tcp:127.0.0.1:9","rpc":"unix:r"}}],
-            "roots":[{{"bank":"a","certificate":{}}}]}}"#,
-            pk(),
-            pk(),
-            root("a")
+        let bank = Bank::new("a");
+        let (k1, c1) = bank.node("n1");
+        let (k2, c2) = bank.node("n2");
+        let text = genesis(
+            &[
+                node(2, "n2", &k2, &c2, "unix:n2/p.sock", "unix:/r.sock"),
+                node(1, "n1", &k1, &c1, "tcp:127.0.0.1:9", "unix:r"),
+            ],
+            &bank.roots(),
         );
         let g = Genesis::parse(text.as_bytes(), Path::new("/base")).unwrap();
         assert_eq!(g.nodes[0].id, NodeId(1), "sorted by id");
         assert_eq!(g.nodes[1].peer, Address::Unix("/base/n2/p.sock".into()));
         assert_eq!(g.params.batch_timeout_ms, 7);
         assert_eq!(g.roots.len(), 1);
+        assert!(!g.nodes[0].certificate.is_empty());
         assert_eq!(g.consensus_config().unwrap().n(), 2);
         assert_eq!(g.block().header.parent, hash(text.as_bytes()));
     }
 
     #[test]
     fn refuses_bad_keys_addresses_and_unknown_fields() {
-        let roots = format!(r#"[{{"bank":"a","certificate":{}}}]"#, root("a"));
-        let node = |key: &str, peer: &str| {
-            format!(
-                r#"{{"chain_id":"t","timestamp_ms":5,"nodes":[{{"id":1,"bank":"a","name":"n","consensus_key":"{key}","peer":"{peer}","rpc":"unix:r"}}],"roots":{roots}}}"#
-            )
+        let bank = Bank::new("a");
+        let (k, c) = bank.node("n");
+        let one = |key: &str, peer: &str| {
+            genesis(&[node(1, "n", key, &c, peer, "unix:r")], &bank.roots())
         };
-        assert!(Genesis::parse(node("04ab", "unix:p").as_bytes(), Path::new("/")).is_err());
-        assert!(Genesis::parse(node(&pk(), "http://x").as_bytes(), Path::new("/")).is_err());
-        assert!(Genesis::parse(node(&pk(), "unix:p").as_bytes(), Path::new("/")).is_ok());
-        let extra = node(&pk(), "unix:p").replacen('{', r#"{"surprise":1,"#, 1);
+        assert!(Genesis::parse(one("04ab", "unix:p").as_bytes(), Path::new("/")).is_err());
+        assert!(Genesis::parse(one(&k, "http://x").as_bytes(), Path::new("/")).is_err());
+        let good = one(&k, "unix:p");
+        assert!(Genesis::parse(good.as_bytes(), Path::new("/")).is_ok());
+        let extra = good.replacen('{', r#"{"surprise":1,"#, 1);
         assert!(Genesis::parse(extra.as_bytes(), Path::new("/")).is_err());
-        // No roots, or a root that is not a self-signed CA certificate, is refused.
-        let good = node(&pk(), "unix:p");
-        let none = good.replace(&roots, "[]");
+        // No roots, or a root that is not a certificate, is refused.
+        let none = good.replace(&bank.roots(), "[]");
         assert!(Genesis::parse(none.as_bytes(), Path::new("/")).unwrap_err().contains("roots"));
         let bad = good.replace("BEGIN CERTIFICATE", "BEGIN PRIVATE KEY");
         assert!(Genesis::parse(bad.as_bytes(), Path::new("/")).is_err());
+    }
+
+    #[test]
+    fn every_node_is_admitted_by_a_vp_node_certificate_for_its_key() {
+        let bank = Bank::new("a");
+        let (k, c) = bank.node("n");
+        let (other_key, _) = bank.node("m");
+        let parse = |nodes: &[String], roots: &str| {
+            Genesis::parse(genesis(nodes, roots).as_bytes(), Path::new("/")).map(|_| ())
+        };
+        // Another key than the certified one.
+        let e = parse(&[node(1, "n", &other_key, &c, "unix:p", "unix:r")], &bank.roots());
+        assert!(e.unwrap_err().contains("another key"));
+        // Another name than the certified one.
+        assert!(parse(&[node(1, "x", &k, &c, "unix:p", "unix:r")], &bank.roots()).is_err());
+        // A certificate from a bank that is not a founding member.
+        let rogue = Bank::new("x");
+        let (rk, rc) = rogue.node("n");
+        let e = parse(&[node(1, "n", &rk, &rc, "unix:p", "unix:r")], &bank.roots());
+        assert!(e.unwrap_err().contains("certificate refused"));
+        // No certificate at all.
+        let bare = genesis(&[node(1, "n", &k, &c, "unix:p", "unix:r")], &bank.roots())
+            .replace(&format!(r#","certificate":{c}"#), "");
+        assert!(Genesis::parse(bare.as_bytes(), Path::new("/")).is_err());
     }
 }

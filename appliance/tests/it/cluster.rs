@@ -119,6 +119,23 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
     c.up();
     let dir = s(&c.dir);
 
+    // The cluster's certificates come from `vpbox ca` with each bank's key in its token, and
+    // OpenSSL accepts them: the nodes' vp-node certificates and the POSPs'.
+    for (cert, bank) in
+        [("node1/node.crt", "bank-a"), ("node4/node.crt", "bank-b"), ("posp/bank-a.crt", "bank-a")]
+    {
+        let ca = c.dir.join("ca").join(bank).join("ca/ca.pem");
+        let r = crate::openssl(&[
+            "verify",
+            "-vfyopt",
+            "distid:1234567812345678",
+            "-CAfile",
+            s(&ca),
+            s(&c.dir.join(cert)),
+        ]);
+        assert!(r.text().contains(": OK"), "{cert}: {}{}", r.text(), r.stderr);
+    }
+
     // The seed's answers through the CLI.
     let (k, v1, v2) = ("0x".to_string() + &"ab".repeat(32), "cd".repeat(32), "ef".repeat(32));
     let r = vpbox(&["anchor", "put", &k, &v1, "--dir", dir]);
@@ -181,6 +198,10 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
     let r = vpbox(&["cert", "publish-crl", s(&crl), "--dir", dir]);
     assert_eq!(r.code, 0, "{}{}", r.text(), r.stderr);
     assert!(r.text().starts_with("(true, \"Success\") in block"), "{}", r.text());
+    let crl_block: u64 = r.text().trim().rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap();
+    wait("every node to commit the CRL's block", Duration::from_secs(30), || {
+        (1..=4).all(|i| c.height(i) > crl_block)
+    });
     let b_signer = SoftwareSigner::new(
         SecretKey::from_pem(&std::fs::read_to_string(&b_key).unwrap()).unwrap(),
     );
