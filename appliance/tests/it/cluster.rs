@@ -199,9 +199,19 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
     assert_eq!(r.code, 0, "{}{}", r.text(), r.stderr);
     assert!(r.text().starts_with("(true, \"Success\") in block"), "{}", r.text());
     let crl_block: u64 = r.text().trim().rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap();
-    wait("every node to commit the CRL's block", Duration::from_secs(30), || {
-        (1..=4).all(|i| c.height(i) > crl_block)
-    });
+    let start = Instant::now();
+    while !(1..=4).all(|i| c.height(i) > crl_block) {
+        if start.elapsed() > Duration::from_secs(60) {
+            for i in 1..=4 {
+                let log = std::fs::read_to_string(c.dir.join(format!("node{i}/node.log")));
+                let log = log.unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                eprintln!("node{i} height {}:\n{}", c.height(i), tail.join("\n"));
+            }
+            panic!("timed out waiting for every node to commit the CRL's block {crl_block}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let b_signer = SoftwareSigner::new(
         SecretKey::from_pem(&std::fs::read_to_string(&b_key).unwrap()).unwrap(),
     );
