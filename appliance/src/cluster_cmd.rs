@@ -344,9 +344,11 @@ fn node_certificate(dir: &Path, i: u32, bank: &str, module: &Path) -> Result<Str
     fs::read_to_string(&crt).with_context(|| crt_s.clone())
 }
 
-/// Enrolls each bank's POSP certificate on the ledger (the first `up`).
+/// Enrolls each bank's POSP certificate on the ledger (the first `up`), and waits until every
+/// node has committed the enrollments, so that any node admits the POSPs when `up` returns.
 fn enroll_posps(dir: &Path, genesis: &Genesis) -> Result<()> {
     let mut c = RpcClient::new(&rpc_path(genesis, 1)?);
+    let mut last = 0;
     for bank in BANKS {
         let posp = dir.join("posp");
         let key = SecretKey::from_pem(&fs::read_to_string(posp.join(format!("{bank}.pem")))?)?;
@@ -361,8 +363,18 @@ fn enroll_posps(dir: &Path, genesis: &Genesis) -> Result<()> {
             bail!("enrolling {bank}'s POSP: {r}");
         }
         println!("  {bank}-posp enrolled in block {}", r["blockNumber"]);
+        last = last.max(r["blockNumber"].as_u64().unwrap_or(0));
     }
-    Ok(())
+    let n = genesis.nodes.len() as u32;
+    let mut clients = Vec::new();
+    for i in 1..=n {
+        clients.push(RpcClient::new(&rpc_path(genesis, i)?));
+    }
+    wait_for("every node to commit the enrollments", Duration::from_secs(120), || {
+        clients.iter_mut().all(|c| {
+            c.call("block_getChainHeight", json!([])).ok().and_then(|h| h.as_u64()) > Some(last)
+        })
+    })
 }
 
 /// Creates node `i`'s token, key and signer configuration.
