@@ -296,7 +296,7 @@ impl<V: Verifier> Engine<V> {
     /// The configuration a message is signed and checked under: its sequence number's for
     /// votes and checkpoints, the current one for everything else.
     fn config_of(&self, m: &Message) -> &Config {
-        match seq_of(m) {
+        match m.seq() {
             Some(seq) => self.config_for(seq),
             None => &self.config,
         }
@@ -501,7 +501,7 @@ impl<V: Verifier> Engine<V> {
         // everything else, and unsigned requests, only from current members.
         let current = self.config.is_member(env.from);
         match &env.message {
-            _ if !current && seq_of(&env.message).is_none() => return,
+            _ if !current && env.message.seq().is_none() => return,
             Message::Fetch { after, view } => {
                 let (after, view) = (*after, *view);
                 self.on_fetch(env.from, after, view, out);
@@ -908,7 +908,7 @@ impl<V: Verifier> Engine<V> {
                 Message::Checkpoint(c) => c.seq > self.committed,
                 _ => true,
             };
-            let live = seq_of(&m).is_some_and(|s| self.in_window(s));
+            let live = m.seq().is_some_and(|s| self.in_window(s));
             if !done && live {
                 self.sign(m, out);
             }
@@ -918,7 +918,7 @@ impl<V: Verifier> Engine<V> {
     fn restore_accepted(&mut self, env: Envelope) {
         // A record above the epoch's start may have been accepted under the old membership
         // before the node learned of the change: keep only what the current one signed.
-        let above = seq_of(&env.message).is_none_or(|s| s > self.config.after());
+        let above = env.message.seq().is_none_or(|s| s > self.config.after());
         if self.config.epoch() > 0 && above && !self.verify_env(&env) {
             return;
         }
@@ -1255,13 +1255,7 @@ impl<V: Verifier> Engine<V> {
         if self.next_seq > c {
             self.next_seq = c.max(self.committed);
         }
-        let mut seen = BTreeSet::new();
-        self.proposable = self
-            .pool
-            .iter()
-            .filter(|t| self.pool_set.contains(*t) && seen.insert(**t))
-            .copied()
-            .collect();
+        self.rebuild_proposable();
         if !self.active() {
             // Removed: stop every timer and fall silent.
             for t in [
@@ -1285,6 +1279,19 @@ impl<V: Verifier> Engine<V> {
         self.view = View(target.0.saturating_sub(1));
         self.changing = false;
         self.start_view_change(target, out);
+    }
+
+    /// Every pending transaction not in flight, once, oldest first.
+    fn rebuild_proposable(&mut self) {
+        let mut seen = BTreeSet::new();
+        self.proposable = self
+            .pool
+            .iter()
+            .filter(|t| {
+                self.pool_set.contains(*t) && !self.inflight.contains(*t) && seen.insert(**t)
+            })
+            .copied()
+            .collect();
     }
 
     fn note_committed_tx(&mut self, tx: Digest) {
@@ -1815,15 +1822,7 @@ impl<V: Verifier> Engine<V> {
         }
         self.next_seq = max_s;
         // Everything pending that the O set does not carry is proposable again.
-        let mut seen = BTreeSet::new();
-        self.proposable = self
-            .pool
-            .iter()
-            .filter(|t| {
-                self.pool_set.contains(*t) && !self.inflight.contains(*t) && seen.insert(**t)
-            })
-            .copied()
-            .collect();
+        self.rebuild_proposable();
         self.arm_normal_timers(out);
     }
 }
@@ -1892,16 +1891,6 @@ fn verify_one(config: &Config, verifier: &dyn Verifier, e: &Envelope) -> bool {
     };
     let payload = signing_payload(config.epoch(), e.from, &e.message);
     verifier.verify(key, &payload, &e.signature) == Verification::Valid
-}
-
-/// The sequence number a vote or checkpoint is about.
-fn seq_of(m: &Message) -> Option<SeqNo> {
-    match m {
-        Message::PrePrepare(p) => Some(p.seq),
-        Message::Prepare(v) | Message::Commit(v) => Some(v.seq),
-        Message::Checkpoint(c) => Some(c.seq),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

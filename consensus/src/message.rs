@@ -179,6 +179,16 @@ pub enum Phase {
 }
 
 impl Message {
+    /// The sequence number a vote or checkpoint is about; `None` for other messages.
+    pub fn seq(&self) -> Option<SeqNo> {
+        match self {
+            Self::PrePrepare(p) => Some(p.seq),
+            Self::Prepare(v) | Self::Commit(v) => Some(v.seq),
+            Self::Checkpoint(c) => Some(c.seq),
+            _ => None,
+        }
+    }
+
     /// `(view, seq, phase, digest)` if the message is a vote whose content an honest replica
     /// never changes once signed. Checkpoints use view 0.
     pub fn vote_key(

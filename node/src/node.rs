@@ -601,9 +601,8 @@ impl Driver {
             match decode_record(bytes) {
                 Ok(WalRecord::View { .. }) => last_view = Some(bytes.clone()),
                 Ok(WalRecord::Stable(_)) => last_stable = Some(bytes.clone()),
-                Ok(WalRecord::Intent(m)) if seq_of(&m).is_some_and(|s| s <= stable) => {}
-                Ok(WalRecord::Accepted(env))
-                    if seq_of(&env.message).is_some_and(|s| s <= stable) => {}
+                Ok(WalRecord::Intent(m)) if m.seq().is_some_and(|s| s <= stable) => {}
+                Ok(WalRecord::Accepted(env)) if env.message.seq().is_some_and(|s| s <= stable) => {}
                 Ok(_) => keep.push(bytes.clone()),
                 Err(_) => {}
             }
@@ -935,15 +934,6 @@ impl Driver {
             "pending": self.pool.len(),
             "nodes": list,
         })
-    }
-}
-
-fn seq_of(m: &Message) -> Option<SeqNo> {
-    match m {
-        Message::PrePrepare(p) => Some(p.seq),
-        Message::Prepare(v) | Message::Commit(v) => Some(v.seq),
-        Message::Checkpoint(c) => Some(c.seq),
-        _ => None,
     }
 }
 

@@ -489,17 +489,12 @@ impl World {
         let mut out = vec![self.config.clone()];
         for (s, ids) in self.changes.range(..=height) {
             let after = SeqNo(s.div_ceil(k) * k);
-            let members = ids
-                .iter()
-                .map(|i| Member { id: NodeId(*i as u32), public_key: self.crypto.public_key(*i) })
-                .collect();
-            let base = if out.len() > 1 && out.last().is_some_and(|c| c.after() == after) {
+            if out.len() > 1 && out.last().is_some_and(|c| c.after() == after) {
+                // A later change before the same checkpoint replaces the pending one.
                 out.pop();
-                out.len() - 1
-            } else {
-                out.len() - 1
-            };
-            if let Ok(c) = out[base].successor(members, after) {
+            }
+            let base = &out[out.len() - 1];
+            if let Ok(c) = base.successor(self.members_of(ids.clone()), after) {
                 out.push(c);
             }
         }

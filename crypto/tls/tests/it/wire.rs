@@ -147,19 +147,27 @@ fn dial(
     result
 }
 
+/// A server on a fresh localhost port, answering one connection on its own thread.
+fn spawn_server(
+    server: &Arc<ServerConfig>,
+) -> (std::net::SocketAddr, thread::JoinHandle<Result<Seen, Failure>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = server.clone();
+    let handle = thread::spawn(move || {
+        let (sock, _) = listener.accept().unwrap();
+        serve(sock, server)
+    });
+    (addr, handle)
+}
+
 /// Connects `client` to `server` under `name`; returns what each side saw.
 pub(crate) fn connect(
     server: &Arc<ServerConfig>,
     client: &Arc<ClientConfig>,
     name: &str,
 ) -> (Result<Seen, Failure>, Result<Seen, Failure>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = server.clone();
-    let server_side = thread::spawn(move || {
-        let (sock, _) = listener.accept().unwrap();
-        serve(sock, server)
-    });
+    let (addr, server_side) = spawn_server(server);
     let client_side = dial(addr, client.clone(), name);
     (server_side.join().unwrap(), client_side)
 }
@@ -170,13 +178,7 @@ pub(crate) fn raw_client(
     server: &Arc<ServerConfig>,
     talk: impl FnOnce(&mut TcpStream),
 ) -> Result<Seen, Failure> {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = server.clone();
-    let server_side = thread::spawn(move || {
-        let (sock, _) = listener.accept().unwrap();
-        serve(sock, server)
-    });
+    let (addr, server_side) = spawn_server(server);
     let mut sock = TcpStream::connect(addr).unwrap();
     talk(&mut sock);
     let _ = sock.shutdown(Shutdown::Write);
