@@ -144,15 +144,7 @@ impl TrustStore {
 
     /// Adds a root (DER). It must be a self-signed CA certificate with an O.
     pub fn add_root(&mut self, der: &[u8]) -> Result<(), StoreError> {
-        let cert = Certificate::from_der(der).map_err(|e| StoreError(e.to_string()))?;
-        if !verify_certificate(&cert, &cert).is_valid() {
-            return Err(StoreError("a root must be self-signed with SM2".into()));
-        }
-        if !is_ca(&cert) {
-            return Err(StoreError("a root must be a CA certificate".into()));
-        }
-        let bank = name_attr(cert.tbs_certificate().subject(), O)
-            .ok_or_else(|| StoreError("a root needs an O".into()))?;
+        let (cert, bank) = parse_root(der)?;
         self.roots.push(Root { cert, bank, crl: None });
         Ok(())
     }
@@ -271,6 +263,27 @@ impl TrustStore {
             key_fingerprint: vpbox_sm::sm3::hash(spki),
         })
     }
+}
+
+fn parse_root(der: &[u8]) -> Result<(Certificate, String), StoreError> {
+    let cert = Certificate::from_der(der).map_err(|e| StoreError(e.to_string()))?;
+    if !verify_certificate(&cert, &cert).is_valid() {
+        return Err(StoreError("a root must be self-signed with SM2".into()));
+    }
+    if !is_ca(&cert) {
+        return Err(StoreError("a root must be a CA certificate".into()));
+    }
+    let bank = name_attr(cert.tbs_certificate().subject(), O)
+        .ok_or_else(|| StoreError("a root needs an O".into()))?;
+    Ok((cert, bank))
+}
+
+/// A root certificate (DER) that [`TrustStore::add_root`] would take: its bank (O) and its
+/// validity (not before, not after).
+pub fn root_info(der: &[u8]) -> Result<(String, SystemTime, SystemTime), StoreError> {
+    let (cert, bank) = parse_root(der)?;
+    let v = cert.tbs_certificate().validity();
+    Ok((bank, v.not_before.to_system_time(), v.not_after.to_system_time()))
 }
 
 fn is_ca(cert: &Certificate) -> bool {

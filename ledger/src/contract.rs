@@ -15,6 +15,8 @@ pub const KEY_NOT_EXIST: &str = "the key is not exist";
 /// A transaction whose submitter is not admitted at its block (not enrolled, revoked,
 /// expired), or an enrollment or CRL the admission policy refused.
 pub const NOT_ADMITTED: &str = "the submitter is not admitted";
+/// A configuration transaction governance refused (approvals, quorum or the change itself).
+pub const CONFIG_REFUSED: &str = "the configuration change is refused";
 
 /// The outcome of one `put`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +27,8 @@ pub enum PutOutcome {
     KeyExists,
     /// Refused by admission; nothing changed.
     NotAdmitted,
+    /// A configuration change refused by governance; nothing changed.
+    ConfigRefused,
 }
 
 impl PutOutcome {
@@ -34,6 +38,7 @@ impl PutOutcome {
             Self::Success => (true, SUCCESS),
             Self::KeyExists => (false, KEY_EXISTS),
             Self::NotAdmitted => (false, NOT_ADMITTED),
+            Self::ConfigRefused => (false, CONFIG_REFUSED),
         }
     }
 
@@ -42,6 +47,7 @@ impl PutOutcome {
             Self::Success => 0,
             Self::KeyExists => 1,
             Self::NotAdmitted => 2,
+            Self::ConfigRefused => 3,
         }
     }
 
@@ -50,6 +56,7 @@ impl PutOutcome {
             0 => Some(Self::Success),
             1 => Some(Self::KeyExists),
             2 => Some(Self::NotAdmitted),
+            3 => Some(Self::ConfigRefused),
             _ => None,
         }
     }

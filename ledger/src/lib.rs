@@ -5,12 +5,15 @@
 //! - [`merkle`]: the SM3 Merkle tree over a block's transaction hashes, with proofs.
 //! - [`block`]: block headers linked by SM3 hash.
 //! - [`contract`]: the anchor contract's exact answers (DESIGN.md §1).
+//! - [`governance`]: the consortium's roots and nodes, and the configuration transactions
+//!   that change them with the approval of more than two thirds of the member banks.
 //! - [`slip`]: the electronic sales slip and the anchor a POSP computes from it.
 //! - [`Ledger`]: RocksDB column families; one atomic, synced write batch per block.
 
 pub mod block;
 pub mod contract;
 mod error;
+pub mod governance;
 pub mod merkle;
 pub mod slip;
 mod store;

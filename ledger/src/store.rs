@@ -10,6 +10,7 @@ use vpbox_sm::sm3::Digest;
 use crate::Error;
 use crate::block::{Block, Header, results_root};
 use crate::contract::PutOutcome;
+use crate::governance::{ConfigTx, Proposal, State};
 use crate::merkle;
 use crate::tx::{Payload, Tx};
 use crate::wire::Reader;
@@ -23,6 +24,8 @@ const CF_META: &str = "meta"; // "tip" → height:u64 hash:[32]
 const CF_CERTS: &str = "certs"; // key fingerprint → enrolled certificate DER
 const CF_CRLS: &str = "crls"; // height:u64be index:u32be → CRL DER, in publication order
 const TIP: &[u8] = b"tip";
+const GOVERNANCE: &[u8] = b"governance"; // the governance state (see `governance`)
+const NODES_AT: &[u8] = b"nodes@"; // ‖ height:u64be → the member list a change set there
 
 /// A stored anchor: its value and where it was anchored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +65,16 @@ pub struct Executed {
     pub certs: Vec<(Digest, Vec<u8>)>,
     /// CRLs this block publishes, in order.
     pub crls: Vec<Vec<u8>>,
+    /// The governance state after this block, when a configuration transaction changed it.
+    pub governance: Option<State>,
+}
+
+impl Executed {
+    /// The consensus members (id, key) this block's configuration change names, when it
+    /// changes the node set relative to `before`.
+    pub fn node_change(&self, before: &State) -> Option<Vec<(u32, [u8; 65])>> {
+        self.governance.as_ref().map(State::members).filter(|m| *m != before.members())
+    }
 }
 
 /// The ledger on RocksDB.
@@ -71,6 +84,8 @@ pub struct Ledger {
     /// The consortium's roots and the CRLs committed so far; `None` admits every submitter
     /// (ledger tools and benchmarks only: a node always sets the genesis roots).
     trust: Option<TrustStore>,
+    /// The committed governance state (`None` with admission off).
+    gov: Option<State>,
 }
 
 /// The identity `der` is admitted as, in the first of `roles` that admits it.
@@ -84,6 +99,36 @@ fn admitted(
         Decision::Allow(id) => Some(id),
         Decision::Deny(_) => None,
     })
+}
+
+/// Judges a configuration transaction's payload against `gov`: the submitter and every
+/// approval must be enrolled admins admitted by `trust` at `when`, the approving banks more
+/// than two thirds of the members, and the proposal must apply. The state it leads to, or why
+/// not.
+fn judge_config(
+    gov: &State,
+    trust: &TrustStore,
+    bytes: &[u8],
+    submitter: &Digest,
+    when: SystemTime,
+    enrolled: &mut dyn FnMut(&Digest) -> Option<Vec<u8>>,
+) -> Result<State, String> {
+    let der = enrolled(submitter).ok_or("the submitter is not an enrolled admin")?;
+    if let Decision::Deny(r) = trust.admit(&der, CertProfile::Admin, when) {
+        return Err(format!("the submitter is not admitted as an admin: {r}"));
+    }
+    let tx = ConfigTx::decode(bytes).map_err(|e| e.to_string())?;
+    let proposal = Proposal::decode(&tx.proposal).map_err(|e| e.to_string())?;
+    let banks = gov.approving_banks(&tx, trust, enrolled, when)?;
+    if !gov.quorate(banks.len()) {
+        return Err(format!(
+            "approved by {} of {} member banks ({}); more than two thirds must approve",
+            banks.len(),
+            gov.banks().len(),
+            banks.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    gov.apply(&proposal, when)
 }
 
 /// The time a transaction is judged at: its own timestamp, which every node sees alike.
@@ -110,25 +155,91 @@ impl Ledger {
         ]
         .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        let mut ledger = Self { db, tip: None, trust: None };
+        let mut ledger = Self { db, tip: None, trust: None, gov: None };
         ledger.tip = ledger.check_tip()?;
         Ok(ledger)
     }
 
-    /// Turns certificate admission on: the consortium's root certificates (DER) from the
-    /// genesis, and every CRL the ledger holds, in publication order.
+    /// Turns certificate admission on with these roots only (no governance chain, no nodes):
+    /// for tools and tests. A node calls [`Ledger::set_governance`].
     pub fn set_roots(&mut self, roots: &[Vec<u8>]) -> Result<(), Error> {
-        let mut trust = TrustStore::new();
-        for der in roots {
-            trust.add_root(der).map_err(|e| Error::Corrupt(format!("genesis root: {e}")))?;
-        }
+        self.set_governance(State {
+            chain: Digest([0; 32]),
+            seq: 0,
+            roots: roots.to_vec(),
+            nodes: Vec::new(),
+            max_node_id: 0,
+        })
+    }
+
+    /// Turns certificate admission and governance on: `genesis` is the founding state (roots
+    /// and nodes from the genesis file); a state committed since, if any, replaces it. The
+    /// trust store holds its roots and every CRL the ledger holds, in publication order.
+    pub fn set_governance(&mut self, genesis: State) -> Result<(), Error> {
+        let state = match self.db.get_cf(self.cf(CF_META)?, GOVERNANCE)? {
+            Some(raw) => {
+                let stored = State::decode(&raw)?;
+                if stored.chain != genesis.chain {
+                    return Err(Error::Corrupt(
+                        "the governance state is another consortium's".into(),
+                    ));
+                }
+                stored
+            }
+            None => genesis,
+        };
+        let mut trust = state.trust().map_err(|e| Error::Corrupt(format!("root: {e}")))?;
         for item in self.db.iterator_cf(self.cf(CF_CRLS)?, IteratorMode::Start) {
             let (_, der) = item?;
-            // Each was accepted when its block executed; an error now means the roots changed.
-            trust.add_crl(&der).map_err(|e| Error::Corrupt(format!("stored CRL: {e}")))?;
+            // Each was accepted when its block executed; one whose root governance removed
+            // since no longer applies to anything.
+            let _ = trust.add_crl(&der);
         }
         self.trust = Some(trust);
+        self.gov = Some(state);
         Ok(())
+    }
+
+    /// The committed governance state (`None` with admission off).
+    pub fn governance(&self) -> Option<&State> {
+        self.gov.as_ref()
+    }
+
+    /// Every change of the node set committed so far: the height of its block and the members
+    /// (id, consensus key) it named, oldest first.
+    pub fn node_changes(&self) -> Result<Vec<(u64, Vec<(u32, [u8; 65])>)>, Error> {
+        let mut out = Vec::new();
+        let mode = IteratorMode::From(NODES_AT, rocksdb::Direction::Forward);
+        for item in self.db.iterator_cf(self.cf(CF_META)?, mode) {
+            let (k, v) = item?;
+            let Some(h) = k.strip_prefix(NODES_AT) else { break };
+            let height = u64::from_be_bytes(
+                h.try_into().map_err(|_| Error::Corrupt("node change key".into()))?,
+            );
+            let mut r = Reader::new(&v, "node change");
+            let n = r.u32()? as usize;
+            if n > r.rest_len() / 69 {
+                return Err(Error::Corrupt("node change count".into()));
+            }
+            let members =
+                (0..n).map(|_| Ok((r.u32()?, r.array()?))).collect::<Result<Vec<_>, Error>>()?;
+            r.finish()?;
+            out.push((height, members));
+        }
+        Ok(out)
+    }
+
+    /// Checks a configuration transaction against the committed state, as its block will:
+    /// `Ok` with the state it leads to, or the reason it would be refused.
+    pub fn check_config(&self, tx: &Tx) -> Result<State, String> {
+        let (Some(gov), Some(trust)) = (&self.gov, &self.trust) else {
+            return Err("governance is off".into());
+        };
+        let Payload::Config(bytes) = &tx.body.payload else {
+            return Err("not a configuration transaction".into());
+        };
+        let mut enrolled = |d: &Digest| self.certificate(d).ok().flatten();
+        judge_config(gov, trust, bytes, &tx.body.submitter, at(tx.body.timestamp_ms), &mut enrolled)
     }
 
     /// Whether `submitter` is admitted in `role` at `timestamp_ms` by the committed state: its
@@ -263,6 +374,7 @@ impl Ledger {
             anchors: HashMap::new(),
             certs: Vec::new(),
             crls: Vec::new(),
+            governance: None,
         };
         self.write(&executed, &[])
     }
@@ -294,6 +406,11 @@ impl Ledger {
         }
         let mut certs: Vec<(Digest, Vec<u8>)> = Vec::new();
         let mut crls: Vec<Vec<u8>> = Vec::new();
+        // Governance as of this block: the latest state of a speculative block below, else the
+        // committed one.
+        let mut gov: Option<State> =
+            above.iter().rev().find_map(|e| e.governance.clone()).or_else(|| self.gov.clone());
+        let mut changed: Option<State> = None;
         for (index, tx) in txs.iter().enumerate() {
             let tx_hash = tx.hash();
             timestamp_ms = timestamp_ms.max(tx.body.timestamp_ms);
@@ -311,7 +428,37 @@ impl Ledger {
             let pairs: &[([u8; 32], [u8; 32])] = match &tx.body.payload {
                 Payload::AnchorPut { key, value } => &[(*key, *value)],
                 Payload::AnchorPutBatch(p) => p,
-                Payload::Config(_) => &[],
+                Payload::Config(bytes) => {
+                    let verdict = match (&gov, &trust) {
+                        (Some(g), Some(t)) => {
+                            let mut enrolled =
+                                |d: &Digest| self.enrolled(d, &certs, above).ok().flatten();
+                            judge_config(g, t, bytes, submitter, when, &mut enrolled)
+                        }
+                        _ => Err("governance is off".into()),
+                    };
+                    match verdict {
+                        Ok(next) => {
+                            // The roots changed: rebuild the trust store with every CRL so far.
+                            let mut t = next
+                                .trust()
+                                .map_err(|e| Error::Corrupt(format!("governance roots: {e}")))?;
+                            for item in self.db.iterator_cf(self.cf(CF_CRLS)?, IteratorMode::Start)
+                            {
+                                let _ = t.add_crl(&item?.1);
+                            }
+                            for crl in above.iter().flat_map(|e| &e.crls).chain(&crls) {
+                                let _ = t.add_crl(crl);
+                            }
+                            trust = Some(t);
+                            gov = Some(next.clone());
+                            changed = Some(next);
+                            outcomes.push(PutOutcome::Success);
+                        }
+                        Err(_) => outcomes.push(PutOutcome::ConfigRefused),
+                    }
+                    &[]
+                }
                 Payload::Enroll(der) => {
                     let id = trust.as_ref().and_then(|t| admitted(t, der, &ANYONE, when));
                     let ok = id.is_some_and(|id| id.key_fingerprint == *submitter);
@@ -375,7 +522,7 @@ impl Ledger {
             timestamp_ms,
         };
         let block = Block { header, tx_hashes, certificate: Vec::new() };
-        Ok(Executed { block, txs, receipts, anchors, certs, crls })
+        Ok(Executed { block, txs, receipts, anchors, certs, crls, governance: changed })
     }
 
     /// Makes `executed` (the block right above the tip) durable with its commit certificate,
@@ -393,7 +540,10 @@ impl Ledger {
             });
         }
         self.write(executed, certificate)?;
-        if let Some(t) = &mut self.trust {
+        if let Some(state) = &executed.governance {
+            // Roots may have changed: the store is rebuilt from the new state and every CRL.
+            self.set_governance(state.clone())?;
+        } else if let Some(t) = &mut self.trust {
             for crl in &executed.crls {
                 t.add_crl(crl).map_err(|e| Error::Corrupt(format!("committed CRL: {e}")))?;
             }
@@ -433,6 +583,19 @@ impl Ledger {
             let mut key = h.height.to_be_bytes().to_vec();
             key.extend_from_slice(&(i as u32).to_be_bytes());
             batch.put_cf(self.cf(CF_CRLS)?, key, der);
+        }
+        if let Some(state) = &executed.governance {
+            if let Some(members) = self.gov.as_ref().and_then(|g| executed.node_change(g)) {
+                let mut key = NODES_AT.to_vec();
+                key.extend_from_slice(&h.height.to_be_bytes());
+                let mut v = (members.len() as u32).to_be_bytes().to_vec();
+                for (id, k) in &members {
+                    v.extend_from_slice(&id.to_be_bytes());
+                    v.extend_from_slice(k);
+                }
+                batch.put_cf(self.cf(CF_META)?, key, v);
+            }
+            batch.put_cf(self.cf(CF_META)?, GOVERNANCE, state.encode());
         }
         let mut block = executed.block.clone();
         block.certificate = certificate.to_vec();
