@@ -46,6 +46,9 @@ enum Command {
     /// Certificates on the ledger: enroll a POSP's, publish a bank's CRL.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Consortium governance: propose, approve and submit changes of banks, roots and nodes.
+    #[command(subcommand)]
+    Gov(crate::gov_cmd::GovCommand),
     /// Benchmarks against real parts, with their peers measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -265,6 +268,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Hsm(cmd) => crate::hsm_cmd::run(&cmd),
         Command::Signer(cmd) => crate::signer_cmd::run(&cmd),
         Command::Ca(cmd) => crate::ca_cmd::run(&cmd),
+        Command::Gov(cmd) => crate::gov_cmd::run(&cmd),
         Command::Bench(BenchCommand::Signer(a)) => crate::bench_cmd::signer(&a),
         Command::Bench(BenchCommand::Anchors(a)) => crate::client_cmd::bench_anchors(&a),
     }

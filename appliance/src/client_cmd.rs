@@ -73,17 +73,59 @@ pub(crate) struct PutArgs {
 pub(crate) struct CertTxArgs {
     /// The certificate to enroll, or the CRL to publish (PEM).
     pub(crate) file: PathBuf,
-    /// The submitter's SM2 key (PKCS#8 PEM): for an enrollment, the certified key; for a CRL,
-    /// any enrolled POSP's or admin's. Default: DIR/posp/bank-a.pem.
-    #[arg(long)]
-    pub(crate) key_file: Option<PathBuf>,
+    /// The submitter's key: for an enrollment, the certified key; for a CRL, any enrolled
+    /// POSP's or admin's.
+    #[command(flatten)]
+    pub(crate) key: KeyArgs,
     #[command(flatten)]
     pub(crate) conn: Conn,
 }
 
+/// Whose key signs: a POSP's software key file, or a key in an HSM token (an admin's).
+#[derive(Debug, Args, Clone)]
+pub(crate) struct KeyArgs {
+    /// The SM2 key (PKCS#8 PEM). Default: DIR/posp/bank-a.pem.
+    #[arg(long, conflicts_with = "module")]
+    pub(crate) key_file: Option<PathBuf>,
+    /// Or the PKCS#11 module of the token that holds the key.
+    #[arg(long, requires_all = ["token", "key_id", "pin_file"])]
+    pub(crate) module: Option<PathBuf>,
+    /// The token's label.
+    #[arg(long)]
+    pub(crate) token: Option<String>,
+    /// The key's CKA_ID (hex).
+    #[arg(long)]
+    pub(crate) key_id: Option<String>,
+    /// The user PIN file (0400).
+    #[arg(long)]
+    pub(crate) pin_file: Option<PathBuf>,
+}
+
+impl KeyArgs {
+    /// The signer these arguments name.
+    pub(crate) fn signer(&self, conn: &Conn) -> Result<Box<dyn Signer>> {
+        if let (Some(module), Some(token), Some(id), Some(pin)) =
+            (&self.module, &self.token, &self.key_id, &self.pin_file)
+        {
+            let signer = vpbox_pkcs11::Pkcs11Signer::open(vpbox_pkcs11::SignerConfig {
+                module: module.clone(),
+                token: vpbox_pkcs11::TokenSelector::Label(token.clone()),
+                key_id: hex::decode(id.strip_prefix("0x").unwrap_or(id))
+                    .context("--key-id is not hex")?,
+                pin: vpbox_pkcs11::Pin::from_file(pin)?,
+                profile: None,
+                pinned: None,
+                sessions: 1,
+            })?;
+            return Ok(Box::new(signer));
+        }
+        Ok(Box::new(signer(conn, &self.key_file)?))
+    }
+}
+
 /// Sends an enrollment (`crl` false) or a CRL (`crl` true) and waits for its block.
 pub(crate) fn cert_tx(a: &CertTxArgs, crl: bool) -> Result<Outcome> {
-    let s = signer(&a.conn, &a.key_file)?;
+    let s = a.key.signer(&a.conn)?;
     let pem = std::fs::read_to_string(&a.file).with_context(|| a.file.display().to_string())?;
     let (label, der) = pem_rfc7468::decode_vec(pem.as_bytes())
         .map_err(|e| anyhow::anyhow!("{}: not PEM: {e}", a.file.display()))?;
@@ -93,11 +135,16 @@ pub(crate) fn cert_tx(a: &CertTxArgs, crl: bool) -> Result<Outcome> {
         bail!("{}: a {label}, where a {want} is needed", a.file.display());
     }
     let payload = if crl { Payload::Crl(der) } else { Payload::Enroll(der) };
-    let tx = sign(&s, payload)?;
+    let tx = sign(s.as_ref(), payload)?;
     let r = client(&a.conn)?
         .call(method, json!({"tx": hex::encode(tx.encode()), "wait": true}))
         .map_err(rpc_error)?;
-    if a.conn.json {
+    Ok(print_committed(&a.conn, &r))
+}
+
+/// Prints a write's answer: the JSON, or `(ok, "message") in block N`, or pending.
+pub(crate) fn print_committed(conn: &Conn, r: &Value) -> Outcome {
+    if conn.json {
         println!("{r}");
     } else if r["status"] == "committed" {
         println!(
@@ -109,7 +156,7 @@ pub(crate) fn cert_tx(a: &CertTxArgs, crl: bool) -> Result<Outcome> {
     } else {
         println!("pending {}", r["txHash"].as_str().unwrap_or(""));
     }
-    Ok(if r["ok"] == json!(false) { Outcome::Invalid } else { Outcome::Ok })
+    if r["ok"] == json!(false) { Outcome::Invalid } else { Outcome::Ok }
 }
 
 /// `vpbox anchor get`.
@@ -130,7 +177,7 @@ pub(crate) struct VerifyArgs {
     pub(crate) conn: Conn,
 }
 
-fn client(conn: &Conn) -> Result<RpcClient> {
+pub(crate) fn client(conn: &Conn) -> Result<RpcClient> {
     if let Some(p) = &conn.rpc {
         return Ok(RpcClient::new(p));
     }
@@ -174,7 +221,7 @@ fn nonce() -> Result<u64> {
 }
 
 /// Signs a transaction of `payload` now.
-pub(crate) fn sign(s: &SoftwareSigner, payload: Payload) -> Result<Tx> {
+pub(crate) fn sign(s: &dyn Signer, payload: Payload) -> Result<Tx> {
     let body = TxBody {
         submitter: s.public_key().fingerprint(),
         nonce: nonce()?,
@@ -184,7 +231,7 @@ pub(crate) fn sign(s: &SoftwareSigner, payload: Payload) -> Result<Tx> {
     Ok(body.sign(s)?)
 }
 
-fn rpc_error(e: CallError) -> anyhow::Error {
+pub(crate) fn rpc_error(e: CallError) -> anyhow::Error {
     anyhow::anyhow!("{e}")
 }
 

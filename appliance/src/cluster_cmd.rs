@@ -56,6 +56,42 @@ pub(crate) enum ClusterCommand {
     Down(DirArgs),
     /// The nodes, the primary, heights and health.
     Status(StatusArgs),
+    /// Provision a new bank (CA and admin keys in its own token, a POSP) to be admitted by
+    /// governance (`vpbox gov propose --add-root DIR/ca/NAME/ca/ca.pem`).
+    AddBank {
+        #[command(flatten)]
+        dir: DirArgs,
+        /// The bank's name (the O of its certificates).
+        #[arg(long)]
+        name: String,
+        /// The PKCS#11 module (default: the vpbox test token).
+        #[arg(long)]
+        module: Option<PathBuf>,
+    },
+    /// Provision a new box for a member bank (token, consensus key, signer, vp-node
+    /// certificate) and write its node entry for `vpbox gov propose --add-node`.
+    AddNode {
+        #[command(flatten)]
+        dir: DirArgs,
+        /// The member bank that runs it.
+        #[arg(long)]
+        bank: String,
+        /// The PKCS#11 module (default: the vpbox test token).
+        #[arg(long)]
+        module: Option<PathBuf>,
+    },
+    /// Start a node that governance added: install a member's ledger as its snapshot (the
+    /// member stops for the copy and restarts), then start it.
+    Join {
+        #[command(flatten)]
+        dir: DirArgs,
+        /// The added node's id.
+        #[arg(long)]
+        node: u32,
+        /// The member whose ledger it starts from.
+        #[arg(long)]
+        from: u32,
+    },
 }
 
 /// Where the cluster lives.
@@ -111,6 +147,13 @@ pub(crate) fn run(cmd: &ClusterCommand) -> Result<Outcome> {
         ClusterCommand::Up(a) => up(a),
         ClusterCommand::Down(a) => down(&a.dir),
         ClusterCommand::Status(a) => status(a),
+        ClusterCommand::AddBank { dir, name, module } => {
+            add_bank(&dir.dir, name, module.as_deref())
+        }
+        ClusterCommand::AddNode { dir, bank, module } => {
+            add_node(&dir.dir, bank, module.as_deref())
+        }
+        ClusterCommand::Join { dir, node, from } => join(&dir.dir, *node, *from),
     }
 }
 
@@ -290,7 +333,74 @@ fn provision_bank(
         dir,
         &["ca", "issue", "--dir", ca_s, "--csr", csr_s, "--profile", "posp", "--out", out],
     )?;
+    // The bank's governance admin: a key in the bank's token, an `admin` certificate.
+    let target = ["--module", &module, "--token", &label, "--pin-file", &pin];
+    let mut args = vec!["hsm", "keygen"];
+    args.extend(target);
+    args.extend(["--label", "admin", "--id", ADMIN_KEY_ID]);
+    vpbox_in(dir, &args)?;
+    let admin_csr = dir.join("admin.csr");
+    let admin_csr = admin_csr.to_str().context("path is not UTF-8")?;
+    let subject = format!("CN={bank}-admin,OU=admin,O={bank}");
+    let mut args = vec!["hsm", "csr"];
+    args.extend(target);
+    args.extend(["--id", ADMIN_KEY_ID, "--subject", &subject, "--out", admin_csr]);
+    vpbox_in(dir, &args)?;
+    let admin_crt = dir.join("admin.crt");
+    let admin_crt = admin_crt.to_str().context("path is not UTF-8")?;
+    vpbox_in(
+        dir,
+        &[
+            "ca",
+            "issue",
+            "--dir",
+            ca_s,
+            "--csr",
+            admin_csr,
+            "--profile",
+            "admin",
+            "--out",
+            admin_crt,
+        ],
+    )?;
     fs::read_to_string(ca.join("ca.pem")).context("the CA wrote no ca.pem")
+}
+
+/// The admin key's CKA_ID in each bank's token.
+const ADMIN_KEY_ID: &str = "ad01";
+
+/// Enrolls `bank`'s admin certificate (`ca/BANK/admin.crt`), signed inside the bank's token,
+/// through the node at `rpc`.
+fn enroll_admin(dir: &Path, bank: &str, module: &Path, rpc: &Path) -> Result<u64> {
+    let cd = dir.join("ca").join(bank);
+    let utf8 = |p: &Path| p.to_str().map(str::to_string).context("path is not UTF-8");
+    let (crt, pin, module, rpc) =
+        (utf8(&cd.join("admin.crt"))?, utf8(&cd.join("hsm-pin"))?, utf8(module)?, utf8(rpc)?);
+    let label = format!("{bank}-ca");
+    let out = vpbox_in(
+        &cd,
+        &[
+            "cert",
+            "enroll",
+            &crt,
+            "--module",
+            &module,
+            "--token",
+            &label,
+            "--key-id",
+            ADMIN_KEY_ID,
+            "--pin-file",
+            &pin,
+            "--rpc",
+            &rpc,
+            "--json",
+        ],
+    )?;
+    let r: Value = serde_json::from_str(&out).context("cert enroll --json")?;
+    if r["ok"] != json!(true) {
+        bail!("enrolling {bank}'s admin: {r}");
+    }
+    Ok(r["blockNumber"].as_u64().unwrap_or(0))
 }
 
 /// Node `i`'s `vp-node` certificate (PEM): a request for its consensus key made inside its
@@ -346,9 +456,14 @@ fn node_certificate(dir: &Path, i: u32, bank: &str, module: &Path) -> Result<Str
 
 /// Enrolls each bank's POSP certificate on the ledger (the first `up`), and waits until every
 /// node has committed the enrollments, so that any node admits the POSPs when `up` returns.
-fn enroll_posps(dir: &Path, genesis: &Genesis) -> Result<()> {
+fn enroll_members(dir: &Path, genesis: &Genesis, module: &Path) -> Result<()> {
     let mut c = RpcClient::new(&rpc_path(genesis, 1)?);
     let mut last = 0;
+    for bank in BANKS {
+        let block = enroll_admin(dir, bank, module, &rpc_path(genesis, 1)?)?;
+        println!("  {bank}-admin enrolled in block {block} (key in {bank}'s token)");
+        last = last.max(block);
+    }
     for bank in BANKS {
         let posp = dir.join("posp");
         let key = SecretKey::from_pem(&fs::read_to_string(posp.join(format!("{bank}.pem")))?)?;
@@ -441,8 +556,132 @@ fn start_node(dir: &Path, i: u32, genesis: &Genesis) -> Result<()> {
 fn rpc_path(genesis: &Genesis, i: u32) -> Result<PathBuf> {
     match genesis.node(vpbox_consensus::NodeId(i)).map(|n| &n.rpc) {
         Some(Address::Unix(p)) => Ok(p.clone()),
+        // A node added by governance: the cluster's convention (see `add_node`).
+        None => Ok(node_dir(&genesis.base, i).join("rpc.sock")),
         _ => bail!("node {i} has no Unix RPC socket in the genesis"),
     }
+}
+
+/// Nodes provisioned by `cluster add-node` (not in the genesis), by id.
+fn added_nodes(dir: &Path, genesis: &Genesis) -> Vec<u32> {
+    (1..=64)
+        .filter(|i| genesis.node(vpbox_consensus::NodeId(*i)).is_none())
+        .filter(|i| node_dir(dir, *i).join("node.toml").exists())
+        .collect()
+}
+
+fn module_or_default(module: Option<&Path>) -> Result<PathBuf> {
+    let m = match module {
+        Some(m) => m.to_path_buf(),
+        None => default_module()?,
+    };
+    fs::canonicalize(&m).with_context(|| m.display().to_string())
+}
+
+fn add_bank(dir: &Path, name: &str, module: Option<&Path>) -> Result<Outcome> {
+    let dir = fs::canonicalize(dir).with_context(|| format!("no cluster in {}", dir.display()))?;
+    let cd = dir.join("ca").join(name);
+    if cd.exists() {
+        bail!("{} exists: {name} was provisioned already", cd.display());
+    }
+    let module = module_or_default(module)?;
+    let key = SecretKey::generate()?;
+    let posp = dir.join("posp");
+    write_private(&posp.join(format!("{name}.pem")), &key.to_pkcs8_pem()?, 0o600)?;
+    let cert = posp.join(format!("{name}.crt"));
+    provision_bank(&cd, &module, name, &SoftwareSigner::new(key), &cert)?;
+    println!("{name}: root CA and admin keys in its token ({})", cd.display());
+    println!("  root:  {}", cd.join("ca/ca.pem").display());
+    println!("  admin: {}   POSP: {}", cd.join("admin.crt").display(), cert.display());
+    println!(
+        "Admit it by governance (every member bank's admin approves):
+           vpbox gov propose --dir {d} --add-root {root} --out add-{name}.json
+           vpbox gov approve add-{name}.json --module … --token BANK-ca --key-id {ADMIN_KEY_ID} --pin-file …
+           vpbox gov submit add-{name}.json --dir {d} --module … (an enrolled admin)",
+        d = dir.display(),
+        root = cd.join("ca/ca.pem").display(),
+    );
+    Ok(Outcome::Ok)
+}
+
+fn add_node(dir: &Path, bank: &str, module: Option<&Path>) -> Result<Outcome> {
+    let dir = fs::canonicalize(dir).with_context(|| format!("no cluster in {}", dir.display()))?;
+    let genesis = Genesis::load(&dir.join("genesis.json"))?;
+    if !dir.join("ca").join(bank).join("ca/ca.toml").exists() {
+        bail!("{bank} has no CA in this cluster (vpbox cluster add-bank --name {bank})");
+    }
+    let module = module_or_default(module)?;
+    let max = genesis.nodes.iter().map(|n| n.id.0).chain(added_nodes(&dir, &genesis)).max();
+    let i = max.unwrap_or(0) + 1;
+    provision(&dir, i, &module)?;
+    start_signer(&dir, i)?;
+    let mut c = vpbox_signer::Client::connect(&node_dir(&dir, i).join("signer.sock"))?;
+    let pk = c.public_key("consensus")?;
+    let certificate = node_certificate(&dir, i, bank, &module)?;
+    let entry = json!({
+        "id": i, "bank": bank, "name": format!("node{i}"),
+        "consensus_key": hex::encode(pk.to_sec1_uncompressed()),
+        "peer": format!("unix:node{i}/peer.sock"), "rpc": format!("unix:node{i}/rpc.sock"),
+        "certificate": certificate,
+    });
+    let path = node_dir(&dir, i).join("node.json");
+    fs::write(&path, serde_json::to_string_pretty(&entry)? + "\n")?;
+    println!("node{i} ({bank}): consensus key {} in its token", pk.fingerprint().to_hex());
+    println!("  node entry: {}", path.display());
+    println!(
+        "Add it by governance, then start it from a member's ledger:
+           vpbox gov propose --dir {d} --add-node {p} --out add-node{i}.json   (approve, submit)
+           vpbox cluster join --dir {d} --node {i} --from 1",
+        d = dir.display(),
+        p = path.display()
+    );
+    Ok(Outcome::Ok)
+}
+
+/// Copies a directory tree (a stopped member's RocksDB ledger).
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    fs::create_dir_all(to)?;
+    for e in fs::read_dir(from)? {
+        let e = e?;
+        let target = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_tree(&e.path(), &target)?;
+        } else {
+            fs::copy(e.path(), &target)
+                .with_context(|| format!("copying {}", e.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn join(dir: &Path, node: u32, from: u32) -> Result<Outcome> {
+    let dir = fs::canonicalize(dir).with_context(|| format!("no cluster in {}", dir.display()))?;
+    let genesis = Genesis::load(&dir.join("genesis.json"))?;
+    let target = node_dir(&dir, node);
+    if !target.join("node.toml").exists() {
+        bail!("node{node} was not provisioned (vpbox cluster add-node)");
+    }
+    if target.join("data/ledger").exists() {
+        bail!("node{node} has a ledger already; `vpbox cluster up` starts it");
+    }
+    let state = RpcClient::new(&rpc_path(&genesis, from)?)
+        .call("gov_getState", json!([]))
+        .map_err(|e| anyhow::anyhow!("node{from}: {e}"))?;
+    let member = state["nodes"].as_array().into_iter().flatten().any(|n| n["id"] == json!(node));
+    if !member {
+        bail!("node{node} is not a member yet: governance must add it first");
+    }
+    // The member stops for a consistent copy of its ledger (a crash-safe stop: its WAL and
+    // the quorum of the others carry on), then restarts.
+    let source = node_dir(&dir, from);
+    stop(&source, "node.pid");
+    let copied = copy_tree(&source.join("data/ledger"), &target.join("data/ledger"));
+    start_node(&dir, from, &genesis)?;
+    copied?;
+    start_signer(&dir, node)?;
+    start_node(&dir, node, &genesis)?;
+    println!("node{node} started from node{from}'s ledger");
+    Ok(Outcome::Ok)
 }
 
 #[allow(clippy::disallowed_methods)]
@@ -533,8 +772,18 @@ fn up(a: &UpArgs) -> Result<Outcome> {
     for i in 1..=n {
         start_node(&dir, i, &genesis)?;
     }
+    for i in added_nodes(&dir, &genesis) {
+        if node_dir(&dir, i).join("data/ledger").exists() {
+            start_signer(&dir, i)?;
+            start_node(&dir, i, &genesis)?;
+        }
+    }
     if fresh {
-        enroll_posps(&dir, &genesis)?;
+        let module = match &a.module {
+            Some(m) => m.clone(),
+            None => default_module()?,
+        };
+        enroll_members(&dir, &genesis, &fs::canonicalize(&module)?)?;
     }
     println!("{n} nodes up. JSON-RPC (HTTP/1.1 on Unix sockets):");
     for i in 1..=n {
@@ -570,8 +819,8 @@ fn down(dir: &Path) -> Result<Outcome> {
         bail!("{} holds no cluster", dir.display());
     }
     let genesis = Genesis::load(&dir.join("genesis.json"))?;
-    for n in &genesis.nodes {
-        let nd = node_dir(dir, n.id.0);
+    for i in genesis.nodes.iter().map(|n| n.id.0).chain(added_nodes(dir, &genesis)) {
+        let nd = node_dir(dir, i);
         stop(&nd, "node.pid");
         stop(&nd, "signer.pid");
     }

@@ -13,6 +13,7 @@ mod client_cmd;
 mod cluster_cmd;
 mod exit;
 mod files;
+mod gov_cmd;
 mod hsm_cmd;
 mod signer_cmd;
 mod sm2_cmd;

@@ -51,6 +51,9 @@ use vpbox_sm::{Domain, Signer};
 use crate::Error;
 use crate::wire::Reader;
 
+/// A consensus member: its id and SEC1 consensus key.
+pub type Member = (u32, [u8; 65]);
+
 /// Most changes in one proposal.
 pub const CHANGES_MAX: usize = 32;
 /// Most approvals on one transaction.
@@ -348,7 +351,7 @@ impl State {
     }
 
     /// The consensus members' (id, key) pairs.
-    pub fn members(&self) -> Vec<(u32, [u8; 65])> {
+    pub fn members(&self) -> Vec<Member> {
         self.nodes.iter().map(|n| (n.id, n.consensus_key)).collect()
     }
 
@@ -390,7 +393,7 @@ impl State {
     }
 
     /// The state after `p`, or why `p` is refused. `at` is the transaction's time.
-    pub fn apply(&self, p: &Proposal, at: SystemTime) -> Result<State, String> {
+    pub fn apply(&self, p: &Proposal, at: SystemTime) -> Result<Self, String> {
         if p.chain != self.chain {
             return Err("the proposal is for another consortium".into());
         }

@@ -10,7 +10,7 @@ use vpbox_sm::sm3::Digest;
 use crate::Error;
 use crate::block::{Block, Header, results_root};
 use crate::contract::PutOutcome;
-use crate::governance::{ConfigTx, Proposal, State};
+use crate::governance::{ConfigTx, Member, Proposal, State};
 use crate::merkle;
 use crate::tx::{Payload, Tx};
 use crate::wire::Reader;
@@ -72,7 +72,7 @@ pub struct Executed {
 impl Executed {
     /// The consensus members (id, key) this block's configuration change names, when it
     /// changes the node set relative to `before`.
-    pub fn node_change(&self, before: &State) -> Option<Vec<(u32, [u8; 65])>> {
+    pub fn node_change(&self, before: &State) -> Option<Vec<Member>> {
         self.governance.as_ref().map(State::members).filter(|m| *m != before.members())
     }
 }
@@ -207,7 +207,7 @@ impl Ledger {
 
     /// Every change of the node set committed so far: the height of its block and the members
     /// (id, consensus key) it named, oldest first.
-    pub fn node_changes(&self) -> Result<Vec<(u64, Vec<(u32, [u8; 65])>)>, Error> {
+    pub fn node_changes(&self) -> Result<Vec<(u64, Vec<Member>)>, Error> {
         let mut out = Vec::new();
         let mode = IteratorMode::From(NODES_AT, rocksdb::Direction::Forward);
         for item in self.db.iterator_cf(self.cf(CF_META)?, mode) {

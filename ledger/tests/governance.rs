@@ -282,7 +282,7 @@ fn nodes_are_added_and_removed_by_certificate_and_never_below_four() {
     assert!(l.check_config(&e.txs[0]).unwrap_err().contains("another key"));
 
     // Add node 5, then remove node 1 and bank D's node and bank D in one proposal.
-    let add = config(0, vec![Change::AddNode(node5.clone())], &q, 8);
+    let add = config(0, vec![Change::AddNode(node5)], &q, 8);
     assert_eq!(l.check_config(&add).unwrap().nodes.len(), 5);
     let e = run(&mut l, vec![add]);
     assert_eq!(outcomes(&e), vec![vec![Success]]);

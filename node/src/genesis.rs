@@ -34,9 +34,9 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use vpbox_ca::policy::Decision;
 use vpbox_consensus::{Config, Digest as CDigest, Member, NodeId, Params, PublicKey as CKey};
 use vpbox_ledger::block::Block;
+use vpbox_ledger::governance::{NodeSpec, State, check_node};
 use vpbox_sm::sm2::PublicKey;
 use vpbox_sm::sm3::{Digest, hash};
 
@@ -100,6 +100,21 @@ pub struct NodeEntry {
     pub certificate: Vec<u8>,
 }
 
+impl NodeEntry {
+    /// As the governance state keeps it (addresses as `unix:PATH`, absolute).
+    pub fn spec(&self) -> NodeSpec {
+        NodeSpec {
+            id: self.id.0,
+            bank: self.bank.clone(),
+            name: self.name.clone(),
+            consensus_key: self.consensus_key.to_sec1_uncompressed(),
+            certificate: self.certificate.clone(),
+            peer: self.peer.to_string(),
+            rpc: self.rpc.to_string(),
+        }
+    }
+}
+
 /// A founding bank's root CA.
 #[derive(Debug, Clone)]
 pub struct Root {
@@ -126,6 +141,8 @@ pub struct Genesis {
     pub nodes: Vec<NodeEntry>,
     /// The founding banks' root certificates.
     pub roots: Vec<Root>,
+    /// The folder relative socket paths resolve against (the genesis file's).
+    pub base: PathBuf,
 }
 
 #[derive(Deserialize)]
@@ -216,20 +233,16 @@ impl Genesis {
             let what = format!("node {}", n.id);
             let consensus_key = key(&what, &n.consensus_key)?;
             let certificate = pem_der(&n.certificate).map_err(|e| format!("{what}: {e}"))?;
-            match check.admit(&certificate, vpbox_ca::CertProfile::VpNode, founded) {
-                Decision::Allow(id)
-                    if id.bank == n.bank
-                        && id.name == n.name
-                        && id.key_fingerprint == consensus_key.fingerprint() => {}
-                Decision::Allow(id) => {
-                    return Err(format!(
-                        "{what}: its certificate names {} of {} with another key, not {} of {} \
-                         with its consensus key",
-                        id.name, id.bank, n.name, n.bank
-                    ));
-                }
-                Decision::Deny(r) => return Err(format!("{what}: certificate refused: {r}")),
-            }
+            let spec = NodeSpec {
+                id: n.id,
+                bank: n.bank.clone(),
+                name: n.name.clone(),
+                consensus_key: consensus_key.to_sec1_uncompressed(),
+                certificate: certificate.clone(),
+                peer: n.peer.clone(),
+                rpc: n.rpc.clone(),
+            };
+            check_node(&check, &spec, founded)?;
             nodes.push(NodeEntry {
                 id: NodeId(n.id),
                 consensus_key,
@@ -270,6 +283,33 @@ impl Genesis {
             params,
             nodes,
             roots,
+            base: base.to_path_buf(),
+        })
+    }
+
+    /// The founding governance state: the roots and the nodes, as the ledger keeps them.
+    pub fn governance_state(&self) -> State {
+        let nodes: Vec<NodeSpec> = self.nodes.iter().map(NodeEntry::spec).collect();
+        State {
+            chain: self.hash,
+            seq: 0,
+            roots: self.roots.iter().map(|r| r.der.clone()).collect(),
+            max_node_id: nodes.iter().map(|n| n.id).max().unwrap_or(0),
+            nodes,
+        }
+    }
+
+    /// A node of the governance state, its addresses resolved against the genesis folder.
+    pub fn entry(&self, spec: &NodeSpec) -> Result<NodeEntry, String> {
+        Ok(NodeEntry {
+            id: NodeId(spec.id),
+            bank: spec.bank.clone(),
+            name: spec.name.clone(),
+            consensus_key: PublicKey::from_sec1(&spec.consensus_key)
+                .map_err(|_| format!("node {}: bad consensus key", spec.id))?,
+            peer: address(&spec.peer, &self.base)?,
+            rpc: address(&spec.rpc, &self.base)?,
+            certificate: spec.certificate.clone(),
         })
     }
 
@@ -297,7 +337,8 @@ impl Genesis {
     }
 }
 
-fn address(s: &str, base: &Path) -> Result<Address, String> {
+/// Parses `unix:PATH` (relative to `base`) or `tcp:HOST:PORT`.
+pub fn address(s: &str, base: &Path) -> Result<Address, String> {
     if let Some(p) = s.strip_prefix("unix:") {
         let p = Path::new(p);
         Ok(Address::Unix(if p.is_absolute() { p.to_path_buf() } else { base.join(p) }))

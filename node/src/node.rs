@@ -34,11 +34,12 @@ use vpbox_consensus::wire::{
     encode_certificate, encode_record,
 };
 use vpbox_consensus::{
-    Batch, CommittedEntry, Config, Digest as CDigest, Effect, Engine, Envelope, Input, Message,
-    NodeId, PublicKey as CKey, SeqNo, Signature as CSig, Timer, Verification as CVer, Verifier,
-    WalRecord, verify_certificate,
+    Batch, CommittedEntry, Config, Digest as CDigest, Effect, Engine, Envelope, Input, Member,
+    Message, NodeId, PublicKey as CKey, SeqNo, Signature as CSig, Timer, Verification as CVer,
+    Verifier, WalRecord, verify_certificate,
 };
 use vpbox_ledger::block::Block;
+use vpbox_ledger::governance::{Member as LMember, State};
 use vpbox_ledger::tx::Tx;
 use vpbox_ledger::{Executed, Ledger, Receipt};
 use vpbox_signer::guard::{Phase as GPhase, Position};
@@ -46,7 +47,7 @@ use vpbox_sm::Domain;
 use vpbox_sm::sm2::{PublicKey, Signature};
 use vpbox_sm::sm3::{Digest, hash};
 
-use crate::genesis::Genesis;
+use crate::genesis::{Genesis, NodeEntry};
 use crate::intake::Intake;
 use crate::log::RecordLog;
 use crate::peer::{Links, PeerMsg};
@@ -107,21 +108,26 @@ pub enum Event {
 }
 
 /// SM2/SM3 verification of consensus signatures: the signer signs the SM3 digest of the
-/// signing payload in the consensus domain.
-#[derive(Clone)]
+/// signing payload in the consensus domain. Whose key counts is the engine's business (its
+/// configurations); this checks a signature under the key it is given, keeping parsed keys.
+#[derive(Clone, Default)]
 pub struct Sm2Verifier {
-    keys: Arc<HashMap<Vec<u8>, PublicKey>>,
+    keys: Arc<RwLock<HashMap<Vec<u8>, PublicKey>>>,
 }
 
 impl Sm2Verifier {
-    /// For the members of `genesis`.
-    pub fn new(genesis: &Genesis) -> Self {
-        let keys = genesis
-            .nodes
-            .iter()
-            .map(|n| (n.consensus_key.to_sec1_uncompressed().to_vec(), n.consensus_key.clone()))
-            .collect();
-        Self { keys: Arc::new(keys) }
+    /// The parsed key for SEC1 `bytes` (kept for the next time).
+    fn key(&self, bytes: &[u8]) -> Option<PublicKey> {
+        if let Some(k) = self.keys.read().ok()?.get(bytes) {
+            return Some(k.clone());
+        }
+        let k = PublicKey::from_sec1(bytes).ok()?;
+        let mut keys = self.keys.write().ok()?;
+        if keys.len() > 4096 {
+            keys.clear();
+        }
+        keys.insert(bytes.to_vec(), k.clone());
+        Some(k)
     }
 }
 
@@ -131,7 +137,7 @@ impl Verifier for Sm2Verifier {
     }
 
     fn verify(&self, key: &CKey, payload: &[u8], sig: &CSig) -> CVer {
-        let ok = self.keys.get(&key.0).is_some_and(|pk| {
+        let ok = self.key(&key.0).is_some_and(|pk| {
             Signature::from_raw(&sig.0)
                 .is_ok_and(|s| pk.verify_in(Domain::CONSENSUS, &hash(payload).0, &s).is_valid())
         });
@@ -229,7 +235,6 @@ struct StateFetch {
 pub struct Driver {
     id: NodeId,
     genesis: Arc<Genesis>,
-    config: Config,
     verifier: Sm2Verifier,
     engine: Engine<Sm2Verifier>,
     ledger: Arc<RwLock<Ledger>>,
@@ -272,8 +277,8 @@ impl Driver {
         signer: Sender<SignJob>,
     ) -> Result<Self, StartError> {
         let config = genesis.consensus_config().map_err(|e| err("genesis")(&e))?;
-        let verifier = Sm2Verifier::new(&genesis);
-        let engine = Engine::new(id, config.clone(), genesis.params.clone(), verifier.clone())
+        let verifier = Sm2Verifier::default();
+        let engine = Engine::new(id, config, genesis.params.clone(), verifier.clone())
             .map_err(|e| err("consensus")(&e))?;
         let (wal, wal_records) =
             RecordLog::open(&data_dir.join("consensus.wal")).map_err(|e| err("WAL")(&e))?;
@@ -284,7 +289,6 @@ impl Driver {
         let mut d = Self {
             id,
             genesis,
-            config,
             verifier,
             engine,
             ledger,
@@ -337,9 +341,7 @@ impl Driver {
             committed,
             state,
             recent,
-            // The node carries no configuration transactions yet: the genesis membership
-            // holds (governance transactions are the CA issue's).
-            configs: vec![],
+            configs: self.configs(),
         });
         // Acknowledged transactions not committed yet are proposed again.
         let pending: Vec<(Digest, Vec<u8>)> =
@@ -581,6 +583,18 @@ impl Driver {
                 self.fetch = Some(StateFetch { seq, state, asked: None, next_peer: 0 });
                 self.retry();
             }
+            Effect::Reconfigured { config } => {
+                // The engine and the ledger derive the same configurations; say so if not.
+                let derived = self.configs();
+                let same = derived.contains(&config);
+                tracing_line(&format!(
+                    "membership change: epoch {} of {} nodes from sequence {} on{}",
+                    config.epoch(),
+                    config.n(),
+                    config.after().0 + 1,
+                    if same { "" } else { " (differs from the ledger's record!)" }
+                ));
+            }
             Effect::ViewChanged { view, primary } => {
                 tracing_line(&format!("entered view {} (primary node {})", view.0, primary.0));
             }
@@ -665,8 +679,17 @@ impl Driver {
             Err(_) => return,
         };
         let result = CDigest(executed.block.header.hash().0);
+        // A configuration transaction that changes the nodes: the engine makes the new list
+        // the next epoch's members at the first checkpoint at or after this block.
+        let members = self.governance_before().and_then(|before| {
+            executed.node_change(&before).map(|m| {
+                m.into_iter()
+                    .map(|(id, key)| Member { id: NodeId(id), public_key: CKey(key.to_vec()) })
+                    .collect()
+            })
+        });
         self.spec.push(executed);
-        self.inputs.push_back(Input::Executed { seq, token, result, members: None });
+        self.inputs.push_back(Input::Executed { seq, token, result, members });
     }
 
     fn commit(&mut self, seq: SeqNo, batch: &Batch, result: CDigest, certificate: &[u8]) {
@@ -684,6 +707,54 @@ impl Driver {
         self.committed_block(&executed);
     }
 
+    /// The governance state the next speculative block executes on.
+    fn governance_before(&self) -> Option<State> {
+        self.spec
+            .iter()
+            .rev()
+            .find_map(|e| e.governance.clone())
+            .or_else(|| self.ledger.read().ok()?.governance().cloned())
+    }
+
+    /// The configurations the committed ledger's node changes lead to, oldest first, the last
+    /// of each epoch — the same derivation as the engine's (`Effect::Reconfigured`): a change
+    /// committed at `s` applies above the first checkpoint `c ≥ s`; another change at or before
+    /// `c` replaces it in the same epoch.
+    fn configs(&self) -> Vec<Config> {
+        let Ok(genesis) = self.genesis.consensus_config() else { return Vec::new() };
+        let changes = match self.ledger.read().map(|l| l.node_changes()) {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => fatal(&format!("ledger: {e}")),
+            Err(_) => return Vec::new(),
+        };
+        derive_configs(genesis, &changes, self.genesis.params.checkpoint_interval)
+    }
+
+    /// The configuration that certifies sequence number `seq`.
+    fn config_for(&self, seq: u64) -> Option<Config> {
+        let mut config = self.genesis.consensus_config().ok()?;
+        for c in self.configs() {
+            if c.after().0 < seq {
+                config = c;
+            }
+        }
+        Some(config)
+    }
+
+    /// Points the peer links at the members of the committed governance state.
+    fn update_links(&self) {
+        let Ok(ledger) = self.ledger.read() else { return };
+        let Some(state) = ledger.governance() else { return };
+        let peers = state
+            .nodes
+            .iter()
+            .filter(|n| n.id != self.id.0)
+            .filter_map(|n| self.genesis.entry(n).ok())
+            .map(|e| (e.id, e.peer))
+            .collect();
+        self.links.set(peers);
+    }
+
     fn write_block(&self, executed: &Executed, certificate: &[u8]) {
         let Ok(mut ledger) = self.ledger.write() else { fatal("ledger lock poisoned") };
         if let Err(e) = ledger.commit(executed, certificate) {
@@ -693,6 +764,9 @@ impl Driver {
 
     /// Forgets a committed block's transactions and answers whoever waits for them.
     fn committed_block(&mut self, executed: &Executed) {
+        if executed.governance.is_some() {
+            self.update_links();
+        }
         let hashes = &executed.block.tx_hashes;
         for h in hashes {
             self.pool.remove(h);
@@ -870,7 +944,7 @@ impl Driver {
                 seq: SeqNo(tip_h),
                 state: CDigest(tip_hash.0),
                 txs,
-                configs: vec![],
+                configs: self.configs(),
             });
         } else if let Some(f) = self.fetch.as_mut() {
             f.asked = None;
@@ -880,7 +954,9 @@ impl Driver {
 
     fn check_block(&self, block: &Block) -> Result<(), String> {
         let cert = decode_certificate(&block.certificate).map_err(|e| e.to_string())?;
-        verify_certificate(&self.config, &self.verifier, &cert).map_err(|e| e.to_string())?;
+        let config =
+            self.config_for(block.header.height).ok_or("no configuration for this height")?;
+        verify_certificate(&config, &self.verifier, &cert).map_err(|e| e.to_string())?;
         let batch = Batch { txs: block.tx_hashes.iter().map(|h| CDigest(h.0)).collect() };
         let bd = batch_digest(&self.verifier, &batch);
         let expected = block_digest(
@@ -896,11 +972,16 @@ impl Driver {
     }
 
     fn nodes(&self) -> Value {
-        let primary = self.config.primary(self.engine.view());
+        let primary = self.engine.config().primary(self.engine.view());
         let height = self.height();
-        let list: Vec<Value> = self
-            .genesis
-            .nodes
+        let members: Vec<NodeEntry> = match self.ledger.read() {
+            Ok(l) => l
+                .governance()
+                .map(|g| g.nodes.iter().filter_map(|n| self.genesis.entry(n).ok()).collect())
+                .unwrap_or_else(|| self.genesis.nodes.clone()),
+            Err(_) => self.genesis.nodes.clone(),
+        };
+        let list: Vec<Value> = members
             .iter()
             .map(|n| {
                 let me = n.id == self.id;
@@ -930,11 +1011,39 @@ impl Driver {
             "self": self.id.0,
             "view": self.engine.view().0,
             "primary": primary.0,
+            "epoch": self.engine.config().epoch(),
             "height": height,
             "pending": self.pool.len(),
             "nodes": list,
         })
     }
+}
+
+/// The configurations node changes lead to (see [`Driver::configs`]): `changes` are the
+/// heights of committed blocks and the member lists they named, oldest first; `k` is the
+/// checkpoint interval.
+pub fn derive_configs(genesis: Config, changes: &[(u64, Vec<LMember>)], k: u64) -> Vec<Config> {
+    let mut out: Vec<Config> = Vec::new();
+    let mut current = genesis;
+    for (s, members) in changes {
+        // A pending configuration switched at its checkpoint if that lies below this change.
+        if let Some(last) = out.last() {
+            if last.after().0 < *s && last.epoch() > current.epoch() {
+                current = last.clone();
+            }
+        }
+        let after = SeqNo(s.div_ceil(k.max(1)).saturating_mul(k.max(1)));
+        let members = members
+            .iter()
+            .map(|(id, key)| Member { id: NodeId(*id), public_key: CKey(key.to_vec()) })
+            .collect();
+        let Ok(next) = current.successor(members, after) else { continue };
+        if out.last().is_some_and(|l| l.epoch() == next.epoch()) {
+            out.pop();
+        }
+        out.push(next);
+    }
+    out
 }
 
 fn entry_of(block: &Block) -> Option<CommittedEntry> {

@@ -20,9 +20,9 @@
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use vpbox_consensus::NodeId;
@@ -222,33 +222,48 @@ pub fn read_frame(r: &mut impl Read) -> std::io::Result<Option<Vec<u8>>> {
 /// A queue of encoded frames for one peer's sender thread.
 type Queue = SyncSender<Arc<Vec<u8>>>;
 
-/// Outbound links to every peer: one thread and one bounded queue each.
+/// Outbound links to every peer: one thread and one bounded queue each. The set changes when
+/// governance adds or removes nodes ([`Links::set`]).
 #[derive(Clone)]
 pub struct Links {
-    peers: Arc<Vec<(NodeId, Queue)>>,
+    peers: Arc<Mutex<Vec<(NodeId, Address, Queue)>>>,
+}
+
+fn start_link(id: NodeId, addr: Address) -> Option<(NodeId, Address, Queue)> {
+    let (tx, rx) = sync_channel(QUEUE_MAX);
+    let a = addr.clone();
+    std::thread::Builder::new()
+        .name(format!("link-{}", id.0))
+        .spawn(move || link(a, rx))
+        .map(|_| (id, addr, tx))
+        .ok()
 }
 
 impl Links {
     /// Starts a link to each of `peers`.
     pub fn start(peers: Vec<(NodeId, Address)>) -> Self {
-        let peers = peers
-            .into_iter()
-            .map(|(id, addr)| {
-                let (tx, rx) = sync_channel(QUEUE_MAX);
-                std::thread::Builder::new()
-                    .name(format!("link-{}", id.0))
-                    .spawn(move || link(addr, rx))
-                    .map(|_| (id, tx))
-            })
-            .filter_map(Result::ok)
-            .collect();
-        Self { peers: Arc::new(peers) }
+        let links = Self { peers: Arc::new(Mutex::new(Vec::new())) };
+        links.set(peers);
+        links
+    }
+
+    /// Makes `peers` the set: starts links to new peers (or moved ones), ends links to peers
+    /// no longer in it (their thread ends when its queue's sender is dropped).
+    pub fn set(&self, peers: Vec<(NodeId, Address)>) {
+        let Ok(mut current) = self.peers.lock() else { return };
+        current.retain(|(id, addr, _)| peers.iter().any(|(i, a)| i == id && a == addr));
+        for (id, addr) in peers {
+            if !current.iter().any(|(i, _, _)| *i == id) {
+                current.extend(start_link(id, addr));
+            }
+        }
     }
 
     /// Sends to one peer (dropped if its queue is full).
     pub fn send(&self, to: NodeId, msg: &PeerMsg) {
         let frame = Arc::new(msg.encode());
-        if let Some((_, q)) = self.peers.iter().find(|(id, _)| *id == to) {
+        let Ok(peers) = self.peers.lock() else { return };
+        if let Some((_, _, q)) = peers.iter().find(|(id, _, _)| *id == to) {
             offer(q, frame);
         }
     }
@@ -256,7 +271,8 @@ impl Links {
     /// Sends to every peer.
     pub fn broadcast(&self, msg: &PeerMsg) {
         let frame = Arc::new(msg.encode());
-        for (_, q) in self.peers.iter() {
+        let Ok(peers) = self.peers.lock() else { return };
+        for (_, _, q) in peers.iter() {
             offer(q, Arc::clone(&frame));
         }
     }

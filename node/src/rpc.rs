@@ -39,6 +39,8 @@ impl RpcError {
     pub const BUSY: i64 = -32004;
     /// -32005: the request body is larger than the node accepts.
     pub const TOO_LARGE: i64 = -32005;
+    /// A configuration transaction governance would refuse (approvals, quorum, the change).
+    pub const CONFIG_REFUSED: i64 = -32006;
 
     /// An error with a code and message.
     pub fn new(code: i64, message: impl Into<String>) -> Self {

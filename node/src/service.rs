@@ -112,24 +112,40 @@ fn bind(addr: &Address, what: &str) -> Result<std::os::unix::net::UnixListener, 
 pub fn run(config: &NodeConfig) -> Result<(), StartError> {
     let genesis = Arc::new(Genesis::load(&config.genesis).map_err(|e| StartError(e.to_string()))?);
     let id = NodeId(config.id);
-    let me = genesis
-        .node(id)
-        .cloned()
-        .ok_or_else(|| StartError(format!("node {} is not in the genesis", config.id)))?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| StartError(format!("{}: {e}", config.data_dir.display())))?;
     let mut ledger = Ledger::open(&config.data_dir.join("ledger"))
         .map_err(|e| StartError(format!("ledger: {e}")))?;
     ledger.init_genesis(&genesis.block()).map_err(|e| StartError(format!("ledger: {e}")))?;
-    let roots: Vec<Vec<u8>> = genesis.roots.iter().map(|r| r.der.clone()).collect();
-    ledger.set_roots(&roots).map_err(|e| StartError(format!("ledger: {e}")))?;
+    ledger
+        .set_governance(genesis.governance_state())
+        .map_err(|e| StartError(format!("ledger: {e}")))?;
+    // Who this node and its peers are: the governance state the ledger holds (the genesis
+    // founds it; configuration transactions change it). A node added by governance starts
+    // from a member's ledger, so it finds itself there.
+    let (me, peers) = {
+        let state = ledger.governance().cloned().unwrap_or_else(|| genesis.governance_state());
+        let mut entries = Vec::new();
+        for n in &state.nodes {
+            entries.push(genesis.entry(n).map_err(StartError)?);
+        }
+        let me = entries.iter().find(|n| n.id == id).cloned().ok_or_else(|| {
+            StartError(format!(
+                "node {} is not a member (neither in the genesis nor added by governance \
+                 in this ledger at height {})",
+                config.id,
+                ledger.height().saturating_sub(1)
+            ))
+        })?;
+        let peers: Vec<_> =
+            entries.into_iter().filter(|n| n.id != id).map(|n| (n.id, n.peer)).collect();
+        (me, peers)
+    };
     let ledger = Arc::new(RwLock::new(ledger));
 
     let peer_listener = bind(&me.peer, "peer socket")?;
     let rpc_listener = bind(&me.rpc, "rpc socket")?;
-    let links = Links::start(
-        genesis.nodes.iter().filter(|n| n.id != id).map(|n| (n.id, n.peer.clone())).collect(),
-    );
+    let links = Links::start(peers);
     let (events, inbox) = channel();
     let (jobs, job_rx) = channel();
     {
@@ -228,6 +244,7 @@ enum Write {
     Batch,
     Enroll,
     Crl,
+    Config,
 }
 
 impl Write {
@@ -238,6 +255,7 @@ impl Write {
                 | (Self::Batch, Payload::AnchorPutBatch(_))
                 | (Self::Enroll, Payload::Enroll(_))
                 | (Self::Crl, Payload::Crl(_))
+                | (Self::Config, Payload::Config(_))
         )
     }
 
@@ -247,6 +265,7 @@ impl Write {
             Self::Batch => "anchor_putBatch takes an AnchorPutBatch transaction",
             Self::Enroll => "cert_enroll takes an Enroll transaction",
             Self::Crl => "cert_publishCrl takes a Crl transaction",
+            Self::Config => "gov_submit takes a Config transaction",
         }
     }
 }
@@ -307,6 +326,7 @@ impl NodeApi {
         let roles = match write {
             Write::Anchor | Write::Batch => &[CertProfile::Posp][..],
             Write::Enroll | Write::Crl => &[CertProfile::Posp, CertProfile::Admin][..],
+            Write::Config => &[CertProfile::Admin][..],
         };
         let decide = |role| match &tx.body.payload {
             Payload::Enroll(der) => ledger.admit_certificate(der, role, now),
@@ -332,6 +352,13 @@ impl NodeApi {
                 RpcError::new(RpcError::INVALID_PARAMS, format!("CRL refused: {e}"))
             })?;
         }
+        if let Payload::Config(_) = &tx.body.payload {
+            // Approvals, quorum and the change itself, against the committed state; its block
+            // decides again (another change may land first).
+            ledger.check_config(&tx).map_err(|e| {
+                RpcError::new(RpcError::CONFIG_REFUSED, format!("configuration refused: {e}"))
+            })?;
+        }
         drop(ledger);
         if tx.body.timestamp_ms.abs_diff(now) > self.genesis.tx_window_ms {
             return Err(RpcError::new(
@@ -343,6 +370,52 @@ impl NodeApi {
             ));
         }
         Ok((tx, bytes))
+    }
+
+    /// `gov_getState`: the committed governance state — what a proposal is written against.
+    fn governance_state(&self) -> Result<Value, RpcError> {
+        let ledger = self
+            .ledger
+            .read()
+            .map_err(|_| RpcError::new(RpcError::INTERNAL, "ledger lock poisoned"))?;
+        let state = ledger
+            .governance()
+            .ok_or_else(|| RpcError::new(RpcError::INTERNAL, "governance is off"))?;
+        let pem = |der: &[u8]| {
+            pem_rfc7468::encode_string("CERTIFICATE", pem_rfc7468::LineEnding::LF, der)
+                .unwrap_or_default()
+        };
+        let roots: Vec<Value> = state
+            .roots
+            .iter()
+            .map(|r| {
+                json!({
+                    "bank": vpbox_ca::policy::root_info(r).map(|i| i.0).unwrap_or_default(),
+                    "sm3": hex0x(vpbox_sm::sm3::hash(r).as_bytes()),
+                    "certificate": pem(r),
+                })
+            })
+            .collect();
+        let nodes: Vec<Value> = state
+            .nodes
+            .iter()
+            .map(|n| {
+                json!({
+                    "id": n.id, "bank": n.bank, "name": n.name,
+                    "consensusKey": hex::encode(n.consensus_key),
+                    "peer": n.peer, "rpc": n.rpc,
+                })
+            })
+            .collect();
+        Ok(json!({
+            "chain": hex0x(state.chain.as_bytes()),
+            "seq": state.seq,
+            "height": ledger.height().saturating_sub(1),
+            "banks": state.banks(),
+            "maxNodeId": state.max_node_id,
+            "roots": roots,
+            "nodes": nodes,
+        }))
     }
 
     fn put(&self, params: &Value, write: Write) -> Result<Value, RpcError> {
@@ -407,6 +480,8 @@ impl Methods for NodeApi {
             "anchor_putBatch" => self.put(params, Write::Batch),
             "cert_enroll" => self.put(params, Write::Enroll),
             "cert_publishCrl" => self.put(params, Write::Crl),
+            "gov_submit" => self.put(params, Write::Config),
+            "gov_getState" => self.governance_state(),
             "node_getNodes" => {
                 let (reply, answer) = channel();
                 self.send(Event::Nodes(reply))?;
