@@ -392,8 +392,8 @@ impl State {
         3 * approving > 2 * self.banks().len()
     }
 
-    /// The state after `p`, or why `p` is refused. `at` is the transaction's time.
-    pub fn apply(&self, p: &Proposal, at: SystemTime) -> Result<Self, String> {
+    /// Whether `p` was written for this consortium and this very state (so it applies once).
+    pub fn check_target(&self, p: &Proposal) -> Result<(), String> {
         if p.chain != self.chain {
             return Err("the proposal is for another consortium".into());
         }
@@ -403,6 +403,12 @@ impl State {
                 p.seq, self.seq
             ));
         }
+        Ok(())
+    }
+
+    /// The state after `p`, or why `p` is refused. `at` is the transaction's time.
+    pub fn apply(&self, p: &Proposal, at: SystemTime) -> Result<Self, String> {
+        self.check_target(p)?;
         let mut next = self.clone();
         next.seq += 1;
         let mut nodes_touched = false;

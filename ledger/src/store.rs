@@ -119,6 +119,7 @@ fn judge_config(
     }
     let tx = ConfigTx::decode(bytes).map_err(|e| e.to_string())?;
     let proposal = Proposal::decode(&tx.proposal).map_err(|e| e.to_string())?;
+    gov.check_target(&proposal)?;
     let banks = gov.approving_banks(&tx, trust, enrolled, when)?;
     if !gov.quorate(banks.len()) {
         return Err(format!(

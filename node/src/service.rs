@@ -131,8 +131,9 @@ pub fn run(config: &NodeConfig) -> Result<(), StartError> {
         }
         let me = entries.iter().find(|n| n.id == id).cloned().ok_or_else(|| {
             StartError(format!(
-                "node {} is not a member (neither in the genesis nor added by governance \
-                 in this ledger at height {})",
+                "node {} is not a member at block {}: not in the genesis, or removed by \
+                 governance, or added by governance after this ledger (start it from a \
+                 member's ledger)",
                 config.id,
                 ledger.height().saturating_sub(1)
             ))

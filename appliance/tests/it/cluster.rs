@@ -302,3 +302,131 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
     let r = vpbox(&["status", "--dir", dir]);
     assert_eq!(r.code, 0, "{}{}", r.text(), r.stderr);
 }
+
+/// The admin of `bank` approves (or, with `submit`, submits) the proposal in `file` with the
+/// admin key in the bank's token, as its security officer would.
+fn as_admin(c: &Cluster, bank: &str, args: &[&str]) -> crate::Run {
+    let cd = c.dir.join("ca").join(bank);
+    let token = cd.join("token.toml");
+    let (pin, module, label) = (cd.join("hsm-pin"), crate::token::module(), format!("{bank}-ca"));
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--module", &module, "--token", &label, "--key-id", "ad01", "--pin-file", s(&pin)]);
+    vpbox_env(&all, &[("VPBOX_TEST_TOKEN_CONF", s(&token))])
+}
+
+/// `(epoch, member ids)` as node `i` reports them.
+fn membership(c: &Cluster, i: u32) -> (u64, Vec<u64>) {
+    let r = c.rpc(i).call("node_getNodes", json!([])).unwrap();
+    let ids = r["nodes"].as_array().unwrap().iter().map(|n| n["id"].as_u64().unwrap()).collect();
+    (r["epoch"].as_u64().unwrap(), ids)
+}
+
+#[test]
+fn governance_admits_a_bank_and_a_node_and_removes_a_node() {
+    let scratch = Scratch::new();
+    let c = Cluster { dir: scratch.path("vpbox-dev"), _scratch: scratch };
+    c.up();
+    let dir = s(&c.dir);
+    let module = crate::token::module();
+    let file = |name: &str| c.dir.join(name);
+    let ok = |r: crate::Run, what: &str| {
+        assert_eq!(r.code, 0, "{what}: {}{}", r.text(), r.stderr);
+        r.text()
+    };
+
+    // A third bank: its CA and admin keys in its own token. Not a member yet: its POSP cannot
+    // enroll.
+    ok(
+        vpbox(&["cluster", "add-bank", "--dir", dir, "--name", "bank-c", "--module", &module]),
+        "add-bank",
+    );
+    let (c_crt, c_key) = (file("posp/bank-c.crt"), file("posp/bank-c.pem"));
+    let r = vpbox(&["cert", "enroll", s(&c_crt), "--key-file", s(&c_key), "--dir", dir]);
+    assert!(r.code != 0 && r.stderr.contains("not a consortium root"), "{}", r.stderr);
+
+    // Propose its root; one of two banks is not more than two thirds: refused with the reason,
+    // before ordering; with both, committed.
+    let add_c = file("add-bank-c.json");
+    let root = file("ca/bank-c/ca/ca.pem");
+    ok(
+        vpbox(&["gov", "propose", "--dir", dir, "--add-root", s(&root), "--out", s(&add_c)]),
+        "propose",
+    );
+    ok(as_admin(&c, "bank-a", &["gov", "approve", s(&add_c)]), "approve a");
+    let r = as_admin(&c, "bank-a", &["gov", "submit", s(&add_c), "--dir", dir]);
+    assert!(
+        r.code != 0 && r.stderr.contains("-32006") && r.stderr.contains("1 of 2"),
+        "{}",
+        r.stderr
+    );
+    ok(as_admin(&c, "bank-b", &["gov", "approve", s(&add_c)]), "approve b");
+    let out = ok(as_admin(&c, "bank-a", &["gov", "submit", s(&add_c), "--dir", dir]), "submit");
+    assert!(out.starts_with("(true, \"Success\") in block"), "{out}");
+    // A proposal applies once.
+    let r = as_admin(&c, "bank-b", &["gov", "submit", s(&add_c), "--dir", dir]);
+    assert!(r.code != 0 && r.stderr.contains("governance state 0"), "{}", r.stderr);
+
+    // Bank C's POSP and admin enroll; the POSP anchors at every node.
+    ok(vpbox(&["cert", "enroll", s(&c_crt), "--key-file", s(&c_key), "--dir", dir]), "enroll posp");
+    let admin_crt = file("ca/bank-c/admin.crt");
+    ok(as_admin(&c, "bank-c", &["cert", "enroll", s(&admin_crt), "--dir", dir]), "enroll admin");
+    let (kc, vc) = ("0x".to_string() + &"c1".repeat(32), "c2".repeat(32));
+    let out = ok(vpbox(&["anchor", "put", &kc, &vc, "--key-file", s(&c_key), "--dir", dir]), "put");
+    assert_eq!(out, "(true, \"Success\")\n");
+
+    // A fifth box, run by bank C: provisioned, added by all three banks (two of three are not
+    // enough), switched in at the next checkpoint, started from node 1's ledger.
+    ok(
+        vpbox(&["cluster", "add-node", "--dir", dir, "--bank", "bank-c", "--module", &module]),
+        "add-node",
+    );
+    let add5 = file("add-node5.json");
+    let entry = file("node5/node.json");
+    ok(
+        vpbox(&["gov", "propose", "--dir", dir, "--add-node", s(&entry), "--out", s(&add5)]),
+        "propose",
+    );
+    for bank in ["bank-a", "bank-c"] {
+        ok(as_admin(&c, bank, &["gov", "approve", s(&add5)]), bank);
+    }
+    let r = as_admin(&c, "bank-c", &["gov", "submit", s(&add5), "--dir", dir]);
+    assert!(r.code != 0 && r.stderr.contains("2 of 3"), "{}", r.stderr);
+    ok(as_admin(&c, "bank-b", &["gov", "approve", s(&add5)]), "approve b");
+    ok(as_admin(&c, "bank-c", &["gov", "submit", s(&add5), "--dir", dir]), "submit node 5");
+    wait("every node to switch to epoch 1 with node 5", Duration::from_secs(60), || {
+        (1..=4).all(|i| membership(&c, i) == (1, vec![1, 2, 3, 4, 5]))
+    });
+    ok(vpbox(&["cluster", "join", "--dir", dir, "--node", "5", "--from", "1"]), "join");
+    let signer = posp(&c.dir);
+    for (n, i) in (2000u64..).zip([5, 1, 5]) {
+        let t = tx(&signer, n, now_ms(), Payload::AnchorPut { key: key(n), value: key(n) });
+        assert_eq!(put(&mut c.rpc(i), &t, true).unwrap()["ok"], json!(true), "via node {i}");
+    }
+    let h = c.height(1);
+    wait("node 5 to hold every block", Duration::from_secs(30), || c.height(5) >= h);
+    assert_eq!(chain(&c, 5, h - 1), chain(&c, 1, h - 1), "node 5 holds the same blocks");
+
+    // Remove node 4 (the three banks approve). Then node 5 is a voting member: with nodes 1
+    // and 4 down, nodes 2, 3 and 5 are the quorum of the four members and still commit.
+    let rm4 = file("remove-node4.json");
+    ok(vpbox(&["gov", "propose", "--dir", dir, "--remove-node", "4", "--out", s(&rm4)]), "propose");
+    for bank in ["bank-a", "bank-b", "bank-c"] {
+        ok(as_admin(&c, bank, &["gov", "approve", s(&rm4)]), bank);
+    }
+    ok(as_admin(&c, "bank-b", &["gov", "submit", s(&rm4), "--dir", dir]), "submit removal");
+    wait("nodes 1, 2, 3 and 5 to switch to epoch 2", Duration::from_secs(60), || {
+        [1, 2, 3, 5].iter().all(|i| membership(&c, *i) == (2, vec![1, 2, 3, 5]))
+    });
+    c.kill9(1);
+    c.kill9(4);
+    for (n, i) in (3000u64..).zip([5, 2, 3]) {
+        let t = tx(&signer, n, now_ms(), Payload::AnchorPut { key: key(n), value: key(n) });
+        assert_eq!(put(&mut c.rpc(i), &t, true).unwrap()["ok"], json!(true), "via node {i}");
+    }
+    // Restarted, node 1 comes back in epoch 2 from its own ledger (node 4 restarts too and,
+    // removed, stays silent).
+    c.up();
+    wait("node 1 to catch up in epoch 2", Duration::from_secs(60), || {
+        membership(&c, 1).0 == 2 && c.height(1) >= c.height(5)
+    });
+}
