@@ -6,8 +6,10 @@
 //! ```text
 //! vpbox-dev/
 //!   genesis.json                 members, their consensus keys, the banks' root certificates
-//!   ca/bank-a/, ca/bank-b/       each bank's CA: a test-token HSM holding the CA key
+//!   ca/bank-a/, ca/bank-b/       each bank's CA: a test-token HSM holding the CA key and
+//!                                the bank's governance admin key (CKA_ID ad01)
 //!     token.toml, token/, hsm-so-pin, hsm-pin, ca/ (`vpbox ca` directory: ca.pem, db, audit)
+//!     admin.crt                  the admin's certificate, enrolled at the first `up`
 //!   posp/bank-a.pem, bank-b.pem  the POSP submitters' SM2 keys (software: a POSP is a client)
 //!   posp/bank-a.crt, bank-b.crt  their `posp` certificates, issued by `vpbox ca issue` and
 //!                                enrolled on the ledger (`cert_enroll`) at the first `up`
@@ -19,6 +21,13 @@
 //!     node.toml, rpc.sock, peer.sock, data/
 //!     signer.log, node.log, signer.pid, node.pid
 //! ```
+//!
+//! Governance in the local cluster: `cluster add-bank --name bank-c` provisions a bank (CA and
+//! admin keys in its own token, a POSP) for `vpbox gov propose --add-root`; `cluster add-node
+//! --bank B` provisions node N+1 (token, key, signer, vp-node certificate) and writes
+//! `nodeN/node.json` for `vpbox gov propose --add-node`; once governance added it, `cluster
+//! join --node N --from M` copies member M's ledger (M stops for the copy) and starts it.
+//! `up` starts joined nodes too, and skips a node governance removed (it refuses to start).
 //!
 //! Each node's consensus key is generated inside its token and never leaves it. Running `up`
 //! again on an existing folder restarts whatever is not running and keeps all data; `down`
@@ -853,9 +862,23 @@ pub(crate) fn status(a: &StatusArgs) -> Result<Outcome> {
     let dir = &a.dir.dir;
     let genesis = Genesis::load(&dir.join("genesis.json"))
         .with_context(|| format!("no cluster in {} (run `vpbox cluster up`)", dir.display()))?;
+    // The genesis's nodes and those governance added that joined (their entry is node.json).
+    let mut boxes: Vec<(u32, String, String)> =
+        genesis.nodes.iter().map(|n| (n.id.0, n.name.clone(), n.bank.clone())).collect();
+    for i in added_nodes(dir, &genesis) {
+        let nd = node_dir(dir, i);
+        let entry: Value = fs::read_to_string(nd.join("node.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null);
+        if nd.join("data/ledger").exists() {
+            let bank = entry["bank"].as_str().unwrap_or("?").to_string();
+            boxes.push((i, format!("node{i}"), bank));
+        }
+    }
     let mut rows = Vec::new();
-    for n in &genesis.nodes {
-        let rpc = rpc_path(&genesis, n.id.0)?;
+    for n in &boxes {
+        let rpc = rpc_path(&genesis, n.0)?;
         let answer = RpcClient::new(&rpc).call("node_getNodes", json!([]));
         rows.push((n, answer));
     }
@@ -864,7 +887,7 @@ pub(crate) fn status(a: &StatusArgs) -> Result<Outcome> {
             .iter()
             .map(|(n, r)| match r {
                 Ok(v) => v.clone(),
-                Err(e) => json!({"self": n.id.0, "error": e.to_string()}),
+                Err(e) => json!({"self": n.0, "error": e.to_string()}),
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -877,8 +900,8 @@ pub(crate) fn status(a: &StatusArgs) -> Result<Outcome> {
             match r {
                 Ok(v) => println!(
                     "{:<7} {:<8} {:<12} {:>7} {:>6} {:>8} {:>8}",
-                    n.name,
-                    n.bank,
+                    n.1,
+                    n.2,
                     v["nodes"]
                         .as_array()
                         .and_then(|l| l.iter().find(|x| x["isSelf"] == json!(true)))
@@ -889,12 +912,21 @@ pub(crate) fn status(a: &StatusArgs) -> Result<Outcome> {
                     format!("node{}", v["primary"]),
                     v["pending"].to_string(),
                 ),
-                Err(_) => println!("{:<7} {:<8} {:<12}", n.name, n.bank, "down"),
+                Err(_) => println!("{:<7} {:<8} {:<12}", n.1, n.2, "down"),
             }
         }
     }
     let up = rows.iter().filter(|(_, r)| r.is_ok()).count();
-    let quorum = vpbox_consensus::quorum(rows.len());
-    println!("{up} of {} nodes answer; {quorum} are needed to commit", rows.len());
+    // The membership is the governance state's, as the nodes that answer report it.
+    let members = rows
+        .iter()
+        .find_map(|(_, r)| r.as_ref().ok())
+        .and_then(|v| v["nodes"].as_array().map(Vec::len))
+        .unwrap_or(rows.len());
+    let quorum = vpbox_consensus::quorum(members);
+    println!(
+        "{up} of {} boxes answer; {quorum} of {members} members are needed to commit",
+        rows.len()
+    );
     Ok(if up >= quorum { Outcome::Ok } else { Outcome::Invalid })
 }

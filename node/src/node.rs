@@ -1062,3 +1062,48 @@ fn fatal(msg: &str) -> ! {
     tracing_line(&format!("fatal: {msg}; stopping"));
     std::process::exit(70)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn members(ids: &[u32]) -> Vec<LMember> {
+        ids.iter().map(|i| (*i, [*i as u8; 65])).collect()
+    }
+
+    fn ids(c: &Config) -> Vec<u32> {
+        c.members().iter().map(|m| m.id.0).collect()
+    }
+
+    #[test]
+    fn configurations_follow_the_engines_rule_for_node_changes() {
+        let genesis = Config::new(
+            (1..=4)
+                .map(|i| Member { id: NodeId(i), public_key: CKey(vec![i as u8; 65]) })
+                .collect(),
+            CDigest([0; 32]),
+        )
+        .unwrap();
+        // K = 10. Changes at 3, 7 and 10 all fall before the switch at 10: one epoch, the last
+        // list. A change at 11 is the next epoch, from 20; one at 25 the third, from 30.
+        let changes = vec![
+            (3, members(&[1, 2, 3, 4, 5])),
+            (7, members(&[1, 2, 3, 4, 6])),
+            (10, members(&[1, 2, 3, 4, 7])),
+            (11, members(&[2, 3, 4, 7])),
+            (25, members(&[2, 3, 4, 7, 8])),
+        ];
+        let got = derive_configs(genesis.clone(), &changes, 10);
+        let summary: Vec<(u64, u64, Vec<u32>)> =
+            got.iter().map(|c| (c.epoch(), c.after().0, ids(c))).collect();
+        assert_eq!(
+            summary,
+            vec![
+                (1, 10, vec![1, 2, 3, 4, 7]),
+                (2, 20, vec![2, 3, 4, 7]),
+                (3, 30, vec![2, 3, 4, 7, 8]),
+            ]
+        );
+        assert!(derive_configs(genesis, &[], 10).is_empty());
+    }
+}

@@ -429,4 +429,11 @@ fn governance_admits_a_bank_and_a_node_and_removes_a_node() {
     wait("node 1 to catch up in epoch 2", Duration::from_secs(60), || {
         membership(&c, 1).0 == 2 && c.height(1) >= c.height(5)
     });
+    let out = ok(vpbox(&["status", "--dir", dir]), "status");
+    assert!(out.contains("node5") && out.contains("of 4 members"), "{out}");
+    // Every node's engine and ledger agreed on each epoch.
+    for i in 1..=5 {
+        let log = std::fs::read_to_string(c.dir.join(format!("node{i}/node.log"))).unwrap();
+        assert!(!log.contains("differs from the ledger"), "node {i}:\n{log}");
+    }
 }
