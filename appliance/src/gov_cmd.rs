@@ -22,7 +22,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use vpbox_ledger::governance::{Approval, Change, ConfigTx, NodeSpec, Proposal};
+use vpbox_ledger::governance::{Approval, Change, ConfigTx, Proposal};
 use vpbox_ledger::tx::Payload;
 use vpbox_sm::sm3::{Digest, hash};
 
@@ -98,18 +98,6 @@ struct ProposalFile {
 struct ApprovalJson {
     admin: String,
     signature: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NodeFile {
-    id: u32,
-    bank: String,
-    name: String,
-    consensus_key: String,
-    peer: String,
-    rpc: String,
-    certificate: String,
 }
 
 fn pem_der(path: &Path, want: &str) -> Result<Vec<u8>> {
@@ -240,24 +228,9 @@ fn propose(a: &ProposeArgs) -> Result<Outcome> {
     }
     for path in &a.add_node {
         let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
-        let n: NodeFile = serde_json::from_str(&text)
-            .with_context(|| format!("{}: not a node entry", path.display()))?;
-        let key = hex::decode(&n.consensus_key)
-            .ok()
-            .and_then(|b| <[u8; 65]>::try_from(b).ok())
-            .with_context(|| {
-                format!("{}: consensus_key is not a 65-byte SM2 point", path.display())
-            })?;
-        changes.push(Change::AddNode(NodeSpec {
-            id: n.id,
-            bank: n.bank,
-            name: n.name,
-            consensus_key: key,
-            certificate: pem_der_str(&n.certificate, "CERTIFICATE")
-                .with_context(|| path.display().to_string())?,
-            peer: n.peer,
-            rpc: n.rpc,
-        }));
+        let spec = vpbox_node::genesis::parse_node_entry(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        changes.push(Change::AddNode(spec));
     }
     for id in &a.remove_node {
         changes.push(Change::RemoveNode(*id));

@@ -1,41 +1,26 @@
 //! Certificate admission on the ledger: enrollments, CRLs and the transactions they admit or
 //! refuse, decided alike by every node from the same block on.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod common;
 
+use std::time::{Duration, SystemTime};
+
+use common::{der, key, ms, now, outcomes, put, tx};
 use vpbox_ca::cert::{
     Grant, Revocation, check_request, crl, issue, random_serial, self_signed_root,
 };
 use vpbox_ca::policy::{Decision, DenyReason};
 use vpbox_ca::{CertProfile, build_csr};
+use vpbox_ledger::Ledger;
 use vpbox_ledger::block::Block;
-use vpbox_ledger::contract::PutOutcome::{self, *};
-use vpbox_ledger::tx::{Payload, Tx, TxBody};
-use vpbox_ledger::{Executed, Ledger};
-use vpbox_sm::sm2::SecretKey;
+use vpbox_ledger::contract::PutOutcome::*;
+use vpbox_ledger::tx::Payload;
 use vpbox_sm::sm3::Digest;
 use vpbox_sm::{Signer, SoftwareSigner};
-
-fn der(pem: &str) -> Vec<u8> {
-    pem_rfc7468::decode_vec(pem.as_bytes()).unwrap().1
-}
-
-fn key() -> SoftwareSigner {
-    SoftwareSigner::new(SecretKey::generate().unwrap())
-}
 
 struct Bank {
     ca: SoftwareSigner,
     root: String,
-}
-
-/// "Now" for the test: the certificates' clock and the transactions' timestamps.
-fn now() -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(1_790_000_000)
-}
-
-fn ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
 impl Bank {
@@ -66,25 +51,6 @@ impl Bank {
         };
         der(&issue(&self.ca, &self.root, &req, grant).unwrap())
     }
-}
-
-fn tx(s: &SoftwareSigner, nonce: u64, payload: Payload) -> Tx {
-    TxBody {
-        submitter: s.public_key().fingerprint(),
-        nonce,
-        timestamp_ms: ms(now()) + 1_000,
-        payload,
-    }
-    .sign(s)
-    .unwrap()
-}
-
-fn put(s: &SoftwareSigner, nonce: u64, k: u8) -> Tx {
-    tx(s, nonce, Payload::AnchorPut { key: [k; 32], value: [k; 32] })
-}
-
-fn outcomes(e: &Executed) -> Vec<Vec<PutOutcome>> {
-    e.receipts.iter().map(|(_, r)| r.outcomes.clone()).collect()
 }
 
 fn ledger(dir: &tempfile::TempDir, roots: &[Vec<u8>]) -> Ledger {

@@ -2,36 +2,20 @@
 //! thirds of the member banks change the roots and the nodes, alike at every node, and
 //! everything else is refused.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod common;
 
+use common::{der, key, now, outcomes, put, tx};
 use vpbox_ca::cert::{Grant, check_request, issue, random_serial, self_signed_root};
 use vpbox_ca::{CertProfile, build_csr};
 use vpbox_ledger::block::Block;
-use vpbox_ledger::contract::PutOutcome::{self, *};
+use vpbox_ledger::contract::PutOutcome::*;
 use vpbox_ledger::governance::{Change, ConfigTx, NodeSpec, Proposal, State};
-use vpbox_ledger::tx::{Payload, Tx, TxBody};
+use vpbox_ledger::tx::{Payload, Tx};
 use vpbox_ledger::{Executed, Ledger};
-use vpbox_sm::sm2::SecretKey;
 use vpbox_sm::sm3::{Digest, hash};
 use vpbox_sm::{Signer, SoftwareSigner};
 
 const CHAIN: Digest = Digest([7; 32]);
-
-fn der(pem: &str) -> Vec<u8> {
-    pem_rfc7468::decode_vec(pem.as_bytes()).unwrap().1
-}
-
-fn key() -> SoftwareSigner {
-    SoftwareSigner::new(SecretKey::generate().unwrap())
-}
-
-fn now() -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(1_790_000_000)
-}
-
-fn ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
-}
 
 /// A bank: its CA, an enrolled admin and a POSP.
 struct Bank {
@@ -103,21 +87,6 @@ impl Bank {
     }
 }
 
-fn tx(s: &SoftwareSigner, nonce: u64, payload: Payload) -> Tx {
-    TxBody {
-        submitter: s.public_key().fingerprint(),
-        nonce,
-        timestamp_ms: ms(now()) + 1_000,
-        payload,
-    }
-    .sign(s)
-    .unwrap()
-}
-
-fn put(s: &SoftwareSigner, nonce: u64, k: u8) -> Tx {
-    tx(s, nonce, Payload::AnchorPut { key: [k; 32], value: [k; 32] })
-}
-
 /// A configuration transaction of `changes` at governance `seq`, approved by `approvers`'
 /// admins and submitted by the first.
 fn config(seq: u64, changes: Vec<Change>, approvers: &[&Bank], nonce: u64) -> Tx {
@@ -125,10 +94,6 @@ fn config(seq: u64, changes: Vec<Change>, approvers: &[&Bank], nonce: u64) -> Tx
     let approvals = approvers.iter().map(|b| p.approve(&b.admin).unwrap()).collect();
     let c = ConfigTx { proposal: p.encode(), approvals };
     tx(&approvers[0].admin, nonce, Payload::Config(c.encode()))
-}
-
-fn outcomes(e: &Executed) -> Vec<Vec<PutOutcome>> {
-    e.receipts.iter().map(|(_, r)| r.outcomes.clone()).collect()
 }
 
 /// Four founding banks, each with one founding node.

@@ -209,12 +209,6 @@ impl Genesis {
     /// Parses genesis bytes; relative socket paths resolve against `base`.
     pub fn parse(bytes: &[u8], base: &Path) -> Result<Self, String> {
         let raw: RawGenesis = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-        let key = |what: &str, hex: &str| {
-            hex::decode(hex)
-                .ok()
-                .and_then(|b| PublicKey::from_sec1(&b).ok())
-                .ok_or_else(|| format!("{what}: not an SM2 public key in hex"))
-        };
         if raw.roots.is_empty() {
             return Err("roots: at least one bank root certificate is required".into());
         }
@@ -230,19 +224,9 @@ impl Genesis {
         let founded = std::time::UNIX_EPOCH + std::time::Duration::from_millis(raw.timestamp_ms);
         let mut nodes = Vec::new();
         for n in raw.nodes {
-            let what = format!("node {}", n.id);
-            let consensus_key = key(&what, &n.consensus_key)?;
-            let certificate = pem_der(&n.certificate).map_err(|e| format!("{what}: {e}"))?;
-            let spec = NodeSpec {
-                id: n.id,
-                bank: n.bank.clone(),
-                name: n.name.clone(),
-                consensus_key: consensus_key.to_sec1_uncompressed(),
-                certificate: certificate.clone(),
-                peer: n.peer.clone(),
-                rpc: n.rpc.clone(),
-            };
+            let (spec, consensus_key) = raw_spec(&n)?;
             check_node(&check, &spec, founded)?;
+            let certificate = spec.certificate;
             nodes.push(NodeEntry {
                 id: NodeId(n.id),
                 consensus_key,
@@ -335,6 +319,33 @@ impl Genesis {
     pub fn node(&self, id: NodeId) -> Option<&NodeEntry> {
         self.nodes.iter().find(|n| n.id == id)
     }
+}
+
+/// A node entry in the genesis's format (one element of `nodes`), as the governance state keeps
+/// it: what `vpbox gov propose --add-node FILE` reads. Its certificate is checked when the
+/// change applies.
+pub fn parse_node_entry(json: &str) -> Result<NodeSpec, String> {
+    let raw: RawNode = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    raw_spec(&raw).map(|(spec, _)| spec)
+}
+
+fn raw_spec(n: &RawNode) -> Result<(NodeSpec, PublicKey), String> {
+    let what = format!("node {}", n.id);
+    let consensus_key = hex::decode(&n.consensus_key)
+        .ok()
+        .and_then(|b| PublicKey::from_sec1(&b).ok())
+        .ok_or_else(|| format!("{what}: not an SM2 public key in hex"))?;
+    let certificate = pem_der(&n.certificate).map_err(|e| format!("{what}: {e}"))?;
+    let spec = NodeSpec {
+        id: n.id,
+        bank: n.bank.clone(),
+        name: n.name.clone(),
+        consensus_key: consensus_key.to_sec1_uncompressed(),
+        certificate,
+        peer: n.peer.clone(),
+        rpc: n.rpc.clone(),
+    };
+    Ok((spec, consensus_key))
 }
 
 /// Parses `unix:PATH` (relative to `base`) or `tcp:HOST:PORT`.
