@@ -407,10 +407,9 @@ impl Ledger {
         }
         let mut certs: Vec<(Digest, Vec<u8>)> = Vec::new();
         let mut crls: Vec<Vec<u8>> = Vec::new();
-        // Governance as of this block: the latest state of a speculative block below, else the
-        // committed one.
-        let mut gov: Option<State> =
-            above.iter().rev().find_map(|e| e.governance.clone()).or_else(|| self.gov.clone());
+        // A governance state this block's configuration transactions produced (the state as of
+        // a transaction is this, else a speculative block's below, else the committed one —
+        // looked up only when a configuration transaction needs it).
         let mut changed: Option<State> = None;
         for (index, tx) in txs.iter().enumerate() {
             let tx_hash = tx.hash();
@@ -430,6 +429,10 @@ impl Ledger {
                 Payload::AnchorPut { key, value } => &[(*key, *value)],
                 Payload::AnchorPutBatch(p) => p,
                 Payload::Config(bytes) => {
+                    let gov = changed
+                        .clone()
+                        .or_else(|| above.iter().rev().find_map(|e| e.governance.clone()))
+                        .or_else(|| self.gov.clone());
                     let verdict = match (&gov, &trust) {
                         (Some(g), Some(t)) => {
                             let mut enrolled =
@@ -452,7 +455,6 @@ impl Ledger {
                                 let _ = t.add_crl(crl);
                             }
                             trust = Some(t);
-                            gov = Some(next.clone());
                             changed = Some(next);
                             outcomes.push(PutOutcome::Success);
                         }

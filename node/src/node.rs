@@ -681,7 +681,8 @@ impl Driver {
         let result = CDigest(executed.block.header.hash().0);
         // A configuration transaction that changes the nodes: the engine makes the new list
         // the next epoch's members at the first checkpoint at or after this block.
-        let members = self.governance_before().and_then(|before| {
+        let changed = executed.governance.is_some();
+        let members = changed.then(|| self.governance_before()).flatten().and_then(|before| {
             executed.node_change(&before).map(|m| {
                 m.into_iter()
                     .map(|(id, key)| Member { id: NodeId(id), public_key: CKey(key.to_vec()) })
