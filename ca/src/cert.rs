@@ -45,6 +45,9 @@ pub enum CertProfile {
     Posp,
     /// A bank admin: signs governance approvals.
     Admin,
+    /// A bank's issuing CA under one of its roots (an intermediate): signs leaves and its own
+    /// CRL, never another CA (path length 0).
+    Ca,
 }
 
 impl CertProfile {
@@ -55,6 +58,7 @@ impl CertProfile {
             Self::VpNode => "vp-node",
             Self::Posp => "posp",
             Self::Admin => "admin",
+            Self::Ca => "ca",
         }
     }
 
@@ -66,6 +70,11 @@ impl CertProfile {
             "admin" => Some(Self::Admin),
             _ => None,
         }
+    }
+
+    /// A profile a CA may issue by name: a leaf profile, or `ca` for an issuing CA.
+    pub fn issuable(name: &str) -> Option<Self> {
+        if name == "ca" { Some(Self::Ca) } else { Self::leaf(name) }
     }
 }
 
@@ -141,6 +150,10 @@ impl BuilderProfile for Issuance {
                 BasicConstraints { ca: true, path_len_constraint: Some(1) },
                 KeyUsage(KeyUsages::KeyCertSign | KeyUsages::CRLSign),
             ),
+            CertProfile::Ca => (
+                BasicConstraints { ca: true, path_len_constraint: Some(0) },
+                KeyUsage(KeyUsages::KeyCertSign | KeyUsages::CRLSign),
+            ),
             _ => (
                 BasicConstraints { ca: false, path_len_constraint: None },
                 KeyUsage(KeyUsages::DigitalSignature.into()),
@@ -158,7 +171,7 @@ impl BuilderProfile for Issuance {
         let eku = match self.profile {
             CertProfile::VpNode => Some(vec![ID_KP_SERVER_AUTH, ID_KP_CLIENT_AUTH]),
             CertProfile::Posp | CertProfile::Admin => Some(vec![ID_KP_CLIENT_AUTH]),
-            CertProfile::Root => None,
+            CertProfile::Root | CertProfile::Ca => None,
         };
         if let Some(eku) = eku {
             out.push(ExtendedKeyUsage(eku).to_extension(subject, &out)?);
@@ -327,9 +340,54 @@ pub fn crl(
     list.to_pem(LineEnding::LF).map_err(enc)
 }
 
-/// The SM2 public key a certificate (DER) certifies.
+/// Most certificates in one chain (leaf, issuing CAs and a root).
+pub const CHAIN_MAX: usize = 5;
+
+/// Splits concatenated DER structures — a chain `leaf ‖ issuing CA ‖ …`, or a CRL followed by
+/// its issuer's chain — into its parts, without decoding them. Bounded: at most [`CHAIN_MAX`]
+/// parts, each a SEQUENCE whose length fits the input.
+pub fn split_der(mut bytes: &[u8]) -> Result<Vec<&[u8]>, CertError> {
+    let mut parts = Vec::new();
+    while !bytes.is_empty() {
+        if parts.len() == CHAIN_MAX {
+            return Err(CertError::Encoding(format!("more than {CHAIN_MAX} DER structures")));
+        }
+        let len = der_len(bytes)
+            .ok_or_else(|| CertError::Encoding("not a sequence of DER structures".into()))?;
+        let (one, rest) = bytes.split_at(len);
+        parts.push(one);
+        bytes = rest;
+    }
+    if parts.is_empty() {
+        return Err(CertError::Encoding("empty".into()));
+    }
+    Ok(parts)
+}
+
+/// The length of the DER SEQUENCE at the start of `b`, header included, if it fits in `b`.
+fn der_len(b: &[u8]) -> Option<usize> {
+    let (&tag, rest) = b.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    if tag != 0x30 {
+        return None;
+    }
+    let (len, header) = if first < 0x80 {
+        (usize::from(first), 2)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        (rest[..n].iter().fold(0usize, |a, b| (a << 8) | usize::from(*b)), 2 + n)
+    };
+    let total = header.checked_add(len)?;
+    (total <= b.len()).then_some(total)
+}
+
+/// The SM2 public key a certificate (DER) certifies; of a chain, the first certificate's.
 pub fn certificate_key(der: &[u8]) -> Result<PublicKey, CertError> {
-    let cert = Certificate::from_der(der).map_err(enc)?;
+    let leaf = split_der(der)?[0];
+    let cert = Certificate::from_der(leaf).map_err(enc)?;
     let spki = cert.tbs_certificate().subject_public_key_info().to_der().map_err(enc)?;
     PublicKey::from_spki_der(&spki).map_err(|e| CertError::NotSm2(e.to_string()))
 }

@@ -1,17 +1,22 @@
 //! Admission policy: may this certificate take part, in this role, now? Sans-IO: the chain,
 //! the trust store (roots and CRLs) and the time are inputs; the answer is a value.
 //!
-//! Checks, in order, each with its own [`DenyReason`]: the certificate decodes; its issuer is
-//! one of the consortium's roots; the root's signature over it verifies (SM2, standard ID); it
-//! is inside its validity period, and so is the root; it is an end-entity certificate whose
-//! profile (OU and extended key usage) is the role asked for and whose O is its root's bank;
-//! it is not on its root's CRL — and that CRL, if the root has published one, is still current.
+//! A chain is the end-entity certificate, then the issuing CAs above it (at most
+//! [`INTERMEDIATES_MAX`]), up to one of the consortium's roots: a bank may issue from its root
+//! directly, or from an issuing CA under a root it already had. Checks, each with its own
+//! [`DenyReason`]: the certificates decode; each certificate's issuer is an issuing CA of the
+//! chain or a root; each signature verifies (SM2, standard ID); the end entity is inside its
+//! validity period, and so is every CA above it; every issuing CA is a CA (basicConstraints,
+//! keyCertSign) of the root's bank within its path length; the end entity's profile (OU and
+//! extended key usage) is the role asked for and its O is its root's bank; no certificate of the
+//! chain is on its issuer's CRL — and each such CRL, if its CA has published one, is current.
 //!
-//! A root that has published no CRL has revoked nothing. A CRL past its nextUpdate denies
-//! everything its root issued (`StaleCrl`): a bank that stops publishing cannot be trusted to
-//! have revoked nothing.
+//! CRLs are kept per CA (its name and key): a root's CRL can revoke an issuing CA, an issuing
+//! CA's CRL its leaves. A CA that has published no CRL has revoked nothing. A CRL past its
+//! nextUpdate denies everything its CA issued (`StaleCrl`): a bank that stops publishing cannot
+//! be trusted to have revoked nothing.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -20,15 +25,18 @@ use x509_cert::certificate::Certificate;
 use x509_cert::crl::CertificateList;
 use x509_cert::der::asn1::ObjectIdentifier;
 use x509_cert::der::{Decode, Encode};
-use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage};
+use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages};
 
-use crate::cert::{CertProfile, name_attr, verify_certificate, verify_crl};
+use crate::cert::{CertProfile, name_attr, split_der, verify_certificate, verify_crl};
 
 const O: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.10");
 const OU: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.11");
 const CN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
 const ID_KP_SERVER_AUTH: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.1");
 const ID_KP_CLIENT_AUTH: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.2");
+
+/// Most issuing CAs between an end entity and its root.
+pub const INTERMEDIATES_MAX: usize = 2;
 
 /// Who was admitted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,12 +94,25 @@ pub enum DenyReason {
         /// The certificate's O.
         found: String,
     },
-    /// On its root's CRL.
+    /// On its issuer's CRL.
     #[error("revoked")]
     Revoked,
-    /// Its root's CRL is past nextUpdate.
+    /// The CRL of a CA of its chain is past nextUpdate.
     #[error("the issuing bank's CRL is out of date")]
     StaleCrl,
+    /// An issuing CA of its chain is on its own issuer's CRL.
+    #[error("its issuing CA {0:?} is revoked")]
+    IssuerRevoked(String),
+    /// An issuing CA of its chain is outside its validity.
+    #[error("its issuing CA {0:?} is not valid at this time")]
+    IssuerNotValid(String),
+    /// A certificate that signed another one of the chain is not a CA allowed to sign
+    /// certificates.
+    #[error("{0:?} is not a CA that may issue certificates")]
+    IssuerNotCa(String),
+    /// More issuing CAs than a CA's path length (or [`INTERMEDIATES_MAX`]) allows.
+    #[error("the chain is longer than {0:?} allows")]
+    PathTooLong(String),
 }
 
 /// The answer.
@@ -107,18 +128,29 @@ pub enum Decision {
 struct Root {
     cert: Certificate,
     bank: String,
-    crl: Option<CertificateList>,
 }
 
-/// The consortium's roots (one or more per bank) and their current CRLs.
+/// A CA as CRLs know it: SM3 of its subject's DER ‖ its SPKI's DER.
+type CaKey = Digest;
+
+fn ca_key(cert: &Certificate) -> Option<CaKey> {
+    let tbs = cert.tbs_certificate();
+    let mut bytes = tbs.subject().to_der().ok()?;
+    bytes.extend(tbs.subject_public_key_info().to_der().ok()?);
+    Some(vpbox_sm::sm3::hash(bytes))
+}
+
+/// The consortium's roots (one or more per bank) and the current CRL of every CA of theirs that
+/// has published one.
 ///
-/// It remembers which certificates' signatures it has verified (by SM3 of the DER and the
-/// root), so that admitting the same submitter again — every transaction it signs — costs a
-/// parse and the validity and revocation checks, not an SM2 verification.
+/// It remembers which signatures it has verified (by SM3 of the certificate's DER and of its
+/// issuer's key), so that admitting the same submitter again — every transaction it signs —
+/// costs a parse and the validity and revocation checks, not SM2 verifications.
 #[derive(Default)]
 pub struct TrustStore {
     roots: Vec<Root>,
-    verified: Mutex<HashSet<(Digest, usize)>>,
+    crls: HashMap<CaKey, CertificateList>,
+    verified: Mutex<HashSet<(Digest, Digest)>>,
 }
 
 /// Most remembered signature checks; the memory is cleared when full.
@@ -127,7 +159,7 @@ const VERIFIED_MAX: usize = 100_000;
 impl Clone for TrustStore {
     fn clone(&self) -> Self {
         let verified = self.verified.lock().map(|v| v.clone()).unwrap_or_default();
-        Self { roots: self.roots.clone(), verified: Mutex::new(verified) }
+        Self { roots: self.roots.clone(), crls: self.crls.clone(), verified: Mutex::new(verified) }
     }
 }
 
@@ -135,6 +167,13 @@ impl Clone for TrustStore {
 #[derive(Debug, thiserror::Error)]
 #[error("trust store: {0}")]
 pub struct StoreError(String);
+
+/// A certification path, issuers bottom-up: `cas[0]` signed the end entity; the root signed
+/// the last of `cas` (or the end entity when `cas` is empty).
+struct Path<'a> {
+    cas: Vec<&'a Certificate>,
+    root: &'a Root,
+}
 
 impl TrustStore {
     /// An empty store.
@@ -145,70 +184,119 @@ impl TrustStore {
     /// Adds a root (DER). It must be a self-signed CA certificate with an O.
     pub fn add_root(&mut self, der: &[u8]) -> Result<(), StoreError> {
         let (cert, bank) = parse_root(der)?;
-        self.roots.push(Root { cert, bank, crl: None });
+        self.roots.push(Root { cert, bank });
         Ok(())
     }
 
-    /// Installs a CRL (DER), replacing an older one of the same root. Its signature must verify
-    /// with that root; a CRL with a lower CRL number than the installed one is refused.
-    pub fn add_crl(&mut self, der: &[u8]) -> Result<(), StoreError> {
-        let crl = CertificateList::from_der(der).map_err(|e| StoreError(e.to_string()))?;
-        let root = self
-            .roots
-            .iter_mut()
-            .find(|r| {
-                r.cert.tbs_certificate().subject() == &crl.tbs_cert_list.issuer
-                    && verify_crl(&crl, &r.cert).is_valid()
-            })
-            .ok_or_else(|| {
-                StoreError(
-                    "the CRL's issuer is not a root, or its signature does not verify".into(),
-                )
-            })?;
-        if let Some(old) = &root.crl {
+    /// Installs a CRL, replacing an older one of the same CA. `bytes` is the CRL's DER,
+    /// followed — for an issuing CA's CRL — by that CA's certificate and any CAs above it
+    /// (DER, concatenated). The CRL's signature must verify with its CA's key, and the CA must
+    /// chain to a root as a CA of the root's bank (validity is checked when certificates are
+    /// admitted, not here). A CRL with a lower CRL number than the installed one is refused.
+    pub fn add_crl(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        let err = |s: &str| StoreError(s.into());
+        let parts = split_der(bytes).map_err(|e| StoreError(e.to_string()))?;
+        let crl = CertificateList::from_der(parts[0]).map_err(|e| StoreError(e.to_string()))?;
+        let chain = parts[1..]
+            .iter()
+            .map(|d| Certificate::from_der(d))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError(format!("the CRL's issuer chain: {e}")))?;
+        let not_ours = "the CRL's issuer is not a consortium CA, or its signature does not verify";
+        let issuer = match chain.first() {
+            // A root's CRL.
+            None => self
+                .roots
+                .iter()
+                .map(|r| &r.cert)
+                .find(|c| {
+                    c.tbs_certificate().subject() == &crl.tbs_cert_list.issuer
+                        && verify_crl(&crl, c).is_valid()
+                })
+                .ok_or_else(|| err(not_ours))?,
+            // An issuing CA's CRL: the CA must chain to a root.
+            Some(ca) => {
+                if ca.tbs_certificate().subject() != &crl.tbs_cert_list.issuer
+                    || !verify_crl(&crl, ca).is_valid()
+                {
+                    return Err(err(not_ours));
+                }
+                let path = self.path(ca, &chain[1..]).map_err(|r| StoreError(r.to_string()))?;
+                self.check_cas(&path, None).map_err(|r| StoreError(r.to_string()))?;
+                ca
+            }
+        };
+        let key = ca_key(issuer).ok_or_else(|| err("the CRL's issuer does not encode"))?;
+        if let Some(old) = self.crls.get(&key) {
             if crl_number(old) > crl_number(&crl) {
-                return Err(StoreError("an older CRL cannot replace a newer one".into()));
+                return Err(err("an older CRL cannot replace a newer one"));
             }
         }
-        root.crl = Some(crl);
+        self.crls.insert(key, crl);
         Ok(())
     }
 
-    /// Decides on a DER certificate for `role` at `now`.
-    pub fn admit(&self, der: &[u8], role: CertProfile, now: SystemTime) -> Decision {
-        match self.check(der, role, now) {
+    /// Decides on a certificate for `role` at `now`. `chain` is its DER, followed by the DER
+    /// of the issuing CAs above it when it was not issued by a root directly.
+    pub fn admit(&self, chain: &[u8], role: CertProfile, now: SystemTime) -> Decision {
+        let parts = match split_der(chain) {
+            Ok(p) => p,
+            Err(e) => return Decision::Deny(DenyReason::Malformed(e.to_string())),
+        };
+        self.admit_chain(parts[0], &parts[1..], role, now)
+    }
+
+    /// Decides on the end-entity certificate `leaf` (DER), with the issuing CAs `intermediates`
+    /// (DER, in any order; extra ones are ignored), for `role` at `now`.
+    pub fn admit_chain(
+        &self,
+        leaf: &[u8],
+        intermediates: &[&[u8]],
+        role: CertProfile,
+        now: SystemTime,
+    ) -> Decision {
+        match self.check(leaf, intermediates, role, now) {
             Ok(id) => Decision::Allow(id),
             Err(reason) => Decision::Deny(reason),
         }
     }
 
+    /// Checks an issuing CA's certificate `ca` (DER, followed by any CAs above it) as
+    /// [`admit`](Self::admit) checks the CAs of a chain at `now`; answers its bank.
+    pub fn admit_ca(&self, ca: &[u8], now: SystemTime) -> Result<String, DenyReason> {
+        let parts = split_der(ca).map_err(|e| DenyReason::Malformed(e.to_string()))?;
+        let certs = parse_all(&parts)?;
+        let cert = &certs[0];
+        if !is_ca(cert) || !can_sign_certs(cert) {
+            return Err(DenyReason::IssuerNotCa(cert.tbs_certificate().subject().to_string()));
+        }
+        let path = self.path(cert, &certs[1..])?;
+        self.check_cas(&path, Some(now))?;
+        if let Some(crl) =
+            self.current_crl(path.cas.first().copied().unwrap_or(&path.root.cert), now)?
+        {
+            if on_crl(crl, cert) {
+                return Err(DenyReason::IssuerRevoked(subject_cn(cert)));
+            }
+        }
+        let bank = name_attr(cert.tbs_certificate().subject(), O).unwrap_or_default();
+        if bank != path.root.bank {
+            return Err(DenyReason::WrongBank { bank: path.root.bank.clone(), found: bank });
+        }
+        Ok(bank)
+    }
+
     fn check(
         &self,
         der: &[u8],
+        intermediates: &[&[u8]],
         role: CertProfile,
         now: SystemTime,
     ) -> Result<Identity, DenyReason> {
         let cert = Certificate::from_der(der).map_err(|e| DenyReason::Malformed(e.to_string()))?;
+        let cas = parse_all(intermediates)?;
+        let path = self.path(&cert, &cas)?;
         let tbs = cert.tbs_certificate();
-        let (index, root) = self
-            .roots
-            .iter()
-            .enumerate()
-            .find(|(_, r)| r.cert.tbs_certificate().subject() == tbs.issuer())
-            .ok_or_else(|| DenyReason::UnknownRoot(tbs.issuer().to_string()))?;
-        let key = (vpbox_sm::sm3::hash(der), index);
-        let known = self.verified.lock().is_ok_and(|v| v.contains(&key));
-        if !known {
-            if !verify_certificate(&cert, &root.cert).is_valid() {
-                return Err(DenyReason::BadSignature);
-            }
-            if let Ok(mut v) = self.verified.lock() {
-                if v.len() >= VERIFIED_MAX {
-                    v.clear();
-                }
-                v.insert(key);
-            }
-        }
         let v = tbs.validity();
         if now < v.not_before.to_system_time() {
             return Err(DenyReason::NotYetValid);
@@ -216,38 +304,26 @@ impl TrustStore {
         if now > v.not_after.to_system_time() {
             return Err(DenyReason::Expired);
         }
-        let rv = root.cert.tbs_certificate().validity();
-        if now < rv.not_before.to_system_time() || now > rv.not_after.to_system_time() {
-            return Err(DenyReason::RootNotValid);
-        }
         if is_ca(&cert) {
             return Err(DenyReason::NotEndEntity);
         }
+        self.check_cas(&path, Some(now))?;
         let ou = name_attr(tbs.subject(), OU).unwrap_or_default();
         let eku_ok = match role {
             CertProfile::VpNode => has_eku(&cert, &[ID_KP_SERVER_AUTH, ID_KP_CLIENT_AUTH]),
             CertProfile::Posp | CertProfile::Admin => has_eku(&cert, &[ID_KP_CLIENT_AUTH]),
-            CertProfile::Root => false,
+            CertProfile::Root | CertProfile::Ca => false,
         };
         if ou != role.name() || !eku_ok {
             return Err(DenyReason::WrongProfile { expected: role.name(), found: ou });
         }
         let bank = name_attr(tbs.subject(), O).unwrap_or_default();
-        if bank != root.bank {
-            return Err(DenyReason::WrongBank { bank: root.bank.clone(), found: bank });
+        if bank != path.root.bank {
+            return Err(DenyReason::WrongBank { bank: path.root.bank.clone(), found: bank });
         }
-        let serial = tbs.serial_number().as_bytes().to_vec();
-        if let Some(crl) = &root.crl {
-            if crl.tbs_cert_list.next_update.is_some_and(|n| now > n.to_system_time()) {
-                return Err(DenyReason::StaleCrl);
-            }
-            let revoked = crl
-                .tbs_cert_list
-                .revoked_certificates
-                .iter()
-                .flatten()
-                .any(|r| r.serial_number.as_bytes() == serial.as_slice());
-            if revoked {
+        let issuer = path.cas.first().copied().unwrap_or(&path.root.cert);
+        if let Some(crl) = self.current_crl(issuer, now)? {
+            if on_crl(crl, &cert) {
                 return Err(DenyReason::Revoked);
             }
         }
@@ -259,10 +335,145 @@ impl TrustStore {
             bank,
             name: name_attr(tbs.subject(), CN).unwrap_or_default(),
             role,
-            serial,
+            serial: tbs.serial_number().as_bytes().to_vec(),
             key_fingerprint: vpbox_sm::sm3::hash(spki),
         })
     }
+
+    /// Builds the path from `cert` up to a root through `cas`, checking every signature on the
+    /// way. A name that several candidates hold (a re-keyed CA) takes the one whose key signed.
+    fn path<'a>(
+        &'a self,
+        cert: &'a Certificate,
+        cas: &'a [Certificate],
+    ) -> Result<Path<'a>, DenyReason> {
+        let mut path = Vec::new();
+        let mut child = cert;
+        loop {
+            let issuer = child.tbs_certificate().issuer();
+            let mut named = false;
+            if let Some(root) = self.roots.iter().find(|r| {
+                let hit = r.cert.tbs_certificate().subject() == issuer;
+                named |= hit;
+                hit && self.signed(child, &r.cert)
+            }) {
+                return Ok(Path { cas: path, root });
+            }
+            let next = cas.iter().find(|c| {
+                let hit = c.tbs_certificate().subject() == issuer && !std::ptr::eq(*c, child);
+                named |= hit;
+                hit && !path.iter().any(|p| std::ptr::eq(*p, *c)) && self.signed(child, c)
+            });
+            match next {
+                Some(ca) if path.len() < INTERMEDIATES_MAX => {
+                    path.push(ca);
+                    child = ca;
+                }
+                Some(ca) => return Err(DenyReason::PathTooLong(subject_cn(ca))),
+                None if named => return Err(DenyReason::BadSignature),
+                None => return Err(DenyReason::UnknownRoot(issuer.to_string())),
+            }
+        }
+    }
+
+    /// Whether `issuer` signed `cert`, remembered once verified.
+    fn signed(&self, cert: &Certificate, issuer: &Certificate) -> bool {
+        let (Ok(der), Ok(key)) =
+            (cert.to_der(), issuer.tbs_certificate().subject_public_key_info().to_der())
+        else {
+            return false;
+        };
+        let memo = (vpbox_sm::sm3::hash(der), vpbox_sm::sm3::hash(key));
+        if self.verified.lock().is_ok_and(|v| v.contains(&memo)) {
+            return true;
+        }
+        let ok = verify_certificate(cert, issuer).is_valid();
+        if ok {
+            if let Ok(mut v) = self.verified.lock() {
+                if v.len() >= VERIFIED_MAX {
+                    v.clear();
+                }
+                v.insert(memo);
+            }
+        }
+        ok
+    }
+
+    /// Checks the CAs of `path`: each a CA of the root's bank within its path
+    /// length, and — when `now` is given — valid then and not revoked by its own issuer.
+    fn check_cas(&self, path: &Path<'_>, now: Option<SystemTime>) -> Result<(), DenyReason> {
+        for (below, ca) in path.cas.iter().enumerate() {
+            let name = subject_cn(ca);
+            if !is_ca(ca) || !can_sign_certs(ca) {
+                return Err(DenyReason::IssuerNotCa(name));
+            }
+            if path_len(ca).is_some_and(|max| below > max) {
+                return Err(DenyReason::PathTooLong(name));
+            }
+            let bank = name_attr(ca.tbs_certificate().subject(), O).unwrap_or_default();
+            if bank != path.root.bank {
+                return Err(DenyReason::WrongBank { bank: path.root.bank.clone(), found: bank });
+            }
+            if let Some(now) = now {
+                if !within(ca, now) {
+                    return Err(DenyReason::IssuerNotValid(name));
+                }
+                let issuer = path.cas.get(below + 1).copied().unwrap_or(&path.root.cert);
+                if let Some(crl) = self.current_crl(issuer, now)? {
+                    if on_crl(crl, ca) {
+                        return Err(DenyReason::IssuerRevoked(name));
+                    }
+                }
+            }
+        }
+        if path_len(&path.root.cert).is_some_and(|max| path.cas.len() > max) {
+            return Err(DenyReason::PathTooLong(subject_cn(&path.root.cert)));
+        }
+        if let Some(now) = now {
+            if !within(&path.root.cert, now) {
+                return Err(DenyReason::RootNotValid);
+            }
+        }
+        Ok(())
+    }
+
+    /// The CRL `ca` published, if any, provided it is current at `now`.
+    fn current_crl(
+        &self,
+        ca: &Certificate,
+        now: SystemTime,
+    ) -> Result<Option<&CertificateList>, DenyReason> {
+        let Some(crl) = ca_key(ca).and_then(|k| self.crls.get(&k)) else { return Ok(None) };
+        if crl.tbs_cert_list.next_update.is_some_and(|n| now > n.to_system_time()) {
+            return Err(DenyReason::StaleCrl);
+        }
+        Ok(Some(crl))
+    }
+}
+
+fn parse_all(ders: &[&[u8]]) -> Result<Vec<Certificate>, DenyReason> {
+    ders.iter()
+        .map(|d| Certificate::from_der(d).map_err(|e| DenyReason::Malformed(e.to_string())))
+        .collect()
+}
+
+fn on_crl(crl: &CertificateList, cert: &Certificate) -> bool {
+    let serial = cert.tbs_certificate().serial_number().as_bytes();
+    crl.tbs_cert_list
+        .revoked_certificates
+        .iter()
+        .flatten()
+        .any(|r| r.serial_number.as_bytes() == serial)
+}
+
+fn within(cert: &Certificate, now: SystemTime) -> bool {
+    let v = cert.tbs_certificate().validity();
+    now >= v.not_before.to_system_time() && now <= v.not_after.to_system_time()
+}
+
+fn subject_cn(cert: &Certificate) -> String {
+    let subject = cert.tbs_certificate().subject();
+    name_attr(subject, CN).unwrap_or_else(|| subject.to_string())
 }
 
 fn parse_root(der: &[u8]) -> Result<(Certificate, String), StoreError> {
@@ -288,6 +499,23 @@ pub fn root_info(der: &[u8]) -> Result<(String, SystemTime, SystemTime), StoreEr
 
 fn is_ca(cert: &Certificate) -> bool {
     matches!(cert.tbs_certificate().get_extension::<BasicConstraints>(), Ok(Some((_, bc))) if bc.ca)
+}
+
+/// The basicConstraints path length, if the certificate sets one.
+fn path_len(cert: &Certificate) -> Option<usize> {
+    match cert.tbs_certificate().get_extension::<BasicConstraints>() {
+        Ok(Some((_, bc))) => bc.path_len_constraint.map(usize::from),
+        _ => None,
+    }
+}
+
+/// Whether a CA's key usage (if it states one) allows signing certificates.
+fn can_sign_certs(cert: &Certificate) -> bool {
+    match cert.tbs_certificate().get_extension::<KeyUsage>() {
+        Ok(Some((_, ku))) => ku.0.contains(KeyUsages::KeyCertSign),
+        Ok(None) => true,
+        Err(_) => false,
+    }
 }
 
 fn has_eku(cert: &Certificate, wanted: &[ObjectIdentifier]) -> bool {

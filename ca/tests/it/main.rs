@@ -250,3 +250,165 @@ fn crls_parse_in_openssl_and_verify_in_vpbox() {
         Verification::Invalid
     );
 }
+
+fn der_of(pem: &str) -> Vec<u8> {
+    use x509_cert::der::Encode;
+    Certificate::from_pem(pem.as_bytes()).unwrap().to_der().unwrap()
+}
+
+/// A bank that already has a root made with OpenSSL asks for an issuing CA with a vpbox key;
+/// its root signs with `openssl x509 -req`; vpbox issues from that CA, and both sides accept
+/// the chain. The other way round: a vpbox root's issuing CA, verified by OpenSSL.
+#[test]
+fn issuing_cas_under_an_openssl_root_and_under_ours() {
+    use vpbox_ca::policy::{Decision, TrustStore};
+    let dir = tempfile::tempdir().unwrap();
+    let root_key = dir.path().join("root.key");
+    openssl(&["genpkey", "-algorithm", "SM2", "-out", s(&root_key)]);
+    let root = dir.path().join("root.pem");
+    let (ok, text) = openssl(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        s(&root_key),
+        "-sigopt",
+        DISTID,
+        "-subj",
+        "/C=CN/O=Bank B/OU=IT/CN=Bank B Enterprise Root",
+        "-days",
+        "3650",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-out",
+        s(&root),
+    ]);
+    assert!(ok, "{text}");
+
+    // The issuing CA's request, made with its (here software) key.
+    let ca_key = key();
+    let csr = build_csr(&ca_key, "CN=Bank B Issuing CA,OU=ca,O=Bank B,C=CN").unwrap();
+    cert::check_request(&csr, CertProfile::Ca, "Bank B").unwrap();
+    let csr_path = write(dir.path(), "ca.csr", &csr);
+    let ext = write(
+        dir.path(),
+        "v3_ca.ext",
+        "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n",
+    );
+    let ca_path = dir.path().join("ca.pem");
+    let (ok, text) = openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        s(&csr_path),
+        "-CA",
+        s(&root),
+        "-CAkey",
+        s(&root_key),
+        "-sigopt",
+        DISTID,
+        "-vfyopt",
+        DISTID,
+        "-days",
+        "1825",
+        "-set_serial",
+        "4660",
+        "-extfile",
+        s(&ext),
+        "-out",
+        s(&ca_path),
+    ]);
+    assert!(ok, "{text}");
+    let ca_pem = std::fs::read_to_string(&ca_path).unwrap();
+
+    let posp_key = key();
+    let posp_csr = build_csr(&posp_key, "CN=posp9,OU=posp,O=Bank B,C=CN").unwrap();
+    let req = cert::check_request(&posp_csr, CertProfile::Posp, "Bank B").unwrap();
+    let grant = Grant {
+        profile: CertProfile::Posp,
+        serial: serial(9),
+        now: SystemTime::now(),
+        days: 30,
+        dns_names: vec![],
+    };
+    let posp = cert::issue(&ca_key, &ca_pem, &req, grant).unwrap();
+    let posp_path = write(dir.path(), "posp.pem", &posp);
+    // OpenSSL 3.0 applies `-vfyopt distid` at depth 0 only and checks the certificates above
+    // with the empty ID, so it cannot verify a three-level SM2 chain in one call (its own
+    // `x509 -req -sigopt distid` output included): it checks each link instead.
+    let (ok, text) = openssl(&["verify", "-vfyopt", DISTID, "-CAfile", s(&root), s(&ca_path)]);
+    assert!(ok && text.contains(": OK"), "the root signed the issuing CA: {text}");
+    let (ok, text) = openssl(&[
+        "verify",
+        "-vfyopt",
+        DISTID,
+        "-partial_chain",
+        "-CAfile",
+        s(&ca_path),
+        s(&posp_path),
+    ]);
+    assert!(ok && text.contains(": OK"), "the issuing CA signed the leaf: {text}");
+    let (ok, text) = openssl(&["verify", "-vfyopt", DISTID, "-CAfile", s(&root), s(&posp_path)]);
+    assert!(!ok, "without the issuing CA there is no path: {text}");
+
+    let mut store = TrustStore::new();
+    store.add_root(&der_of(&std::fs::read_to_string(&root).unwrap())).unwrap();
+    let chain = [der_of(&posp), der_of(&ca_pem)].concat();
+    match store.admit(&chain, CertProfile::Posp, SystemTime::now()) {
+        Decision::Allow(id) => {
+            assert_eq!((id.bank.as_str(), id.name.as_str()), ("Bank B", "posp9"))
+        }
+        Decision::Deny(r) => panic!("{r}"),
+    }
+    assert_eq!(store.admit_ca(&der_of(&ca_pem), SystemTime::now()).unwrap(), "Bank B");
+
+    // Our own root's issuing CA: OpenSSL reads its constraints and verifies the chain.
+    let ours = bank_a();
+    let sub_key = key();
+    let sub_csr = build_csr(&sub_key, "CN=Bank A Issuing CA,OU=ca,O=Bank A,C=CN").unwrap();
+    let sub_req = cert::check_request(&sub_csr, CertProfile::Ca, "Bank A").unwrap();
+    let g = Grant {
+        profile: CertProfile::Ca,
+        serial: serial(5),
+        now: SystemTime::now(),
+        days: 365,
+        dns_names: vec![],
+    };
+    let sub = cert::issue(&ours.key, &ours.pem, &sub_req, g).unwrap();
+    let sub_path = write(dir.path(), "sub.pem", &sub);
+    let (_, text) = openssl(&["x509", "-in", s(&sub_path), "-noout", "-text"]);
+    assert!(
+        text.contains("CA:TRUE, pathlen:0") && text.contains("Certificate Sign, CRL Sign"),
+        "{text}"
+    );
+    let leaf_key = key();
+    let leaf_req = cert::check_request(
+        &build_csr(&leaf_key, "CN=admin1,OU=admin,O=Bank A,C=CN").unwrap(),
+        CertProfile::Admin,
+        "Bank A",
+    )
+    .unwrap();
+    let g = Grant {
+        profile: CertProfile::Admin,
+        serial: serial(6),
+        now: SystemTime::now(),
+        days: 30,
+        dns_names: vec![],
+    };
+    let leaf = write(dir.path(), "admin.pem", &cert::issue(&sub_key, &sub, &leaf_req, g).unwrap());
+    let our_root = write(dir.path(), "ours.pem", &ours.pem);
+    let (ok, text) = openssl(&["verify", "-vfyopt", DISTID, "-CAfile", s(&our_root), s(&sub_path)]);
+    assert!(ok && text.contains(": OK"), "{text}");
+    let (ok, text) = openssl(&[
+        "verify",
+        "-vfyopt",
+        DISTID,
+        "-partial_chain",
+        "-CAfile",
+        s(&sub_path),
+        s(&leaf),
+    ]);
+    assert!(ok && text.contains(": OK"), "{text}");
+}

@@ -141,3 +141,128 @@ fn subjects_must_name_their_roots_bank_and_roots_must_be_real_cas() {
     let not_root = leaf(&a, "Bank A", CertProfile::Posp, "posp", 8, now, 30);
     assert!(store.add_root(&not_root).is_err(), "a leaf is not a root");
 }
+
+/// An issuing CA of `root`'s bank `name`, serial `n`, valid from `from` for `days`.
+fn issuing_ca(root: &Bank, name: &str, n: u8, from: SystemTime, days: u32) -> Bank {
+    let key = SoftwareSigner::new(SecretKey::generate().unwrap());
+    let csr = build_csr(&key, &format!("CN={name} Issuing CA {n},OU=ca,O={name},C=CN")).unwrap();
+    let req = x509_cert::request::CertReq::from_pem(csr.as_bytes()).unwrap();
+    let grant =
+        Grant { profile: CertProfile::Ca, serial: serial(n), now: from, days, dns_names: vec![] };
+    let pem = cert::issue(&root.key, &root.pem, &req, grant).unwrap();
+    Bank { key, pem }
+}
+
+fn chain(parts: &[&[u8]]) -> Vec<u8> {
+    parts.concat()
+}
+
+fn revoking(serials: &[u8], now: SystemTime) -> Vec<Revocation> {
+    serials.iter().map(|n| Revocation { serial: serial(*n).as_bytes().to_vec(), at: now }).collect()
+}
+
+#[test]
+fn chains_through_an_issuing_ca_are_admitted_and_each_fault_has_its_reason() {
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_790_000_000);
+    let day = Duration::from_secs(86_400);
+    let a = bank("Bank A", now - 10 * day);
+    let mut store = TrustStore::new();
+    store.add_root(&der(&a.pem)).unwrap();
+    let ca = issuing_ca(&a, "Bank A", 30, now - 5 * day, 100);
+    let ca_der = der(&ca.pem);
+
+    let posp = leaf(&ca, "Bank A", CertProfile::Posp, "posp", 31, now - day, 30);
+    match store.admit(&chain(&[&posp, &ca_der]), CertProfile::Posp, now) {
+        Decision::Allow(id) => {
+            assert_eq!((id.bank.as_str(), id.name.as_str()), ("Bank A", "member31"))
+        }
+        Decision::Deny(r) => panic!("denied: {r}"),
+    }
+    assert_eq!(store.admit_ca(&ca_der, now), Ok("Bank A".to_string()));
+    // Without its CA the leaf leads nowhere; a CA of another, unknown root leads nowhere.
+    assert!(matches!(deny(&store, &posp, CertProfile::Posp, now), DenyReason::UnknownRoot(_)));
+    let z = bank("Bank A", now - 10 * day); // same name, other key: not a consortium root
+    let z_ca = issuing_ca(&z, "Bank A", 32, now - day, 100);
+    let z_leaf = leaf(&z_ca, "Bank A", CertProfile::Posp, "posp", 33, now - day, 30);
+    assert_eq!(
+        deny(&store, &chain(&[&z_leaf, &der(&z_ca.pem)]), CertProfile::Posp, now),
+        DenyReason::BadSignature,
+        "a CA under a forged root"
+    );
+
+    // The CA is outside its validity.
+    let young = issuing_ca(&a, "Bank A", 34, now + day, 100);
+    let under_young = leaf(&young, "Bank A", CertProfile::Posp, "posp", 35, now - day, 30);
+    assert!(matches!(
+        deny(&store, &chain(&[&under_young, &der(&young.pem)]), CertProfile::Posp, now),
+        DenyReason::IssuerNotValid(_)
+    ));
+    // A leaf cannot issue: signed by a POSP's key, the "CA" is not a CA.
+    let posp_key = SoftwareSigner::new(SecretKey::generate().unwrap());
+    let fake_ca_cert = {
+        let csr = build_csr(&posp_key, "CN=member36,OU=posp,O=Bank A,C=CN").unwrap();
+        let req = x509_cert::request::CertReq::from_pem(csr.as_bytes()).unwrap();
+        let g = Grant {
+            profile: CertProfile::Posp,
+            serial: serial(36),
+            now: now - day,
+            days: 30,
+            dns_names: vec![],
+        };
+        cert::issue(&ca.key, &ca.pem, &req, g).unwrap()
+    };
+    let fake_ca = Bank { key: posp_key, pem: fake_ca_cert.clone() };
+    let under_leaf = leaf(&fake_ca, "Bank A", CertProfile::Posp, "posp", 37, now - day, 30);
+    let got =
+        deny(&store, &chain(&[&under_leaf, &der(&fake_ca_cert), &ca_der]), CertProfile::Posp, now);
+    assert!(matches!(got, DenyReason::IssuerNotCa(_)), "{got:?}");
+    // An issuing CA (path length 0) under another issuing CA: the path is too long.
+    let sub = issuing_ca(&ca, "Bank A", 38, now - day, 30);
+    let under_sub = leaf(&sub, "Bank A", CertProfile::Posp, "posp", 39, now - day, 30);
+    assert!(matches!(
+        deny(&store, &chain(&[&under_sub, &der(&sub.pem), &ca_der]), CertProfile::Posp, now),
+        DenyReason::PathTooLong(_)
+    ));
+    // A CA of another bank under Bank A's root.
+    let foreign_ca = issuing_ca(&a, "Bank Z", 40, now - day, 30);
+    let under_foreign = leaf(&foreign_ca, "Bank A", CertProfile::Posp, "posp", 41, now - day, 30);
+    assert!(matches!(
+        deny(&store, &chain(&[&under_foreign, &der(&foreign_ca.pem)]), CertProfile::Posp, now),
+        DenyReason::WrongBank { .. }
+    ));
+
+    // The CA's CRL (carrying the CA's certificate) revokes one of its leaves.
+    let sibling = leaf(&ca, "Bank A", CertProfile::Posp, "posp", 42, now - day, 30);
+    let ca_crl = crl_der(&cert::crl(&ca.key, &ca.pem, 1, &revoking(&[31], now), now, 24).unwrap());
+    assert!(store.add_crl(&ca_crl).is_err(), "an issuing CA's CRL needs the CA's certificate");
+    store.add_crl(&chain(&[&ca_crl, &ca_der])).unwrap();
+    assert_eq!(
+        deny(&store, &chain(&[&posp, &ca_der]), CertProfile::Posp, now),
+        DenyReason::Revoked
+    );
+    let sibling_chain = chain(&[&sibling, &ca_der]);
+    assert!(matches!(store.admit(&sibling_chain, CertProfile::Posp, now), Decision::Allow(_)));
+    assert_eq!(
+        deny(&store, &sibling_chain, CertProfile::Posp, now + 2 * day),
+        DenyReason::StaleCrl,
+        "the CA's CRL is out of date"
+    );
+    // A CRL under a forged root's CA is refused; so is an older CRL of the CA.
+    let z_crl = crl_der(&cert::crl(&z_ca.key, &z_ca.pem, 9, &[], now, 24).unwrap());
+    assert!(store.add_crl(&chain(&[&z_crl, &der(&z_ca.pem)])).is_err());
+    let older = crl_der(&cert::crl(&ca.key, &ca.pem, 0, &[], now, 24).unwrap());
+    assert!(store.add_crl(&chain(&[&older, &ca_der])).is_err());
+
+    // The root's CRL revokes the CA: every leaf under it is denied.
+    let root_crl = crl_der(&cert::crl(&a.key, &a.pem, 1, &revoking(&[30], now), now, 24).unwrap());
+    store.add_crl(&root_crl).unwrap();
+    assert!(matches!(
+        deny(&store, &sibling_chain, CertProfile::Posp, now),
+        DenyReason::IssuerRevoked(_)
+    ));
+    assert!(matches!(store.admit_ca(&ca_der, now), Err(DenyReason::IssuerRevoked(_))));
+    assert!(matches!(
+        deny(&store, b"\x30\x03\x02\x01\x01garbage", CertProfile::Posp, now),
+        DenyReason::Malformed(_)
+    ));
+}

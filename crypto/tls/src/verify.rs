@@ -51,9 +51,21 @@ impl Admission {
     /// Admits `der` at `now`, or says why not. Hosts may call this again on a resumed session's
     /// stored certificate (`peer_certificates()`): resumption does not re-run the verifier.
     pub fn admit(&self, der: &[u8], now: SystemTime) -> Result<Identity, Error> {
+        self.admit_chain(der, &[], now)
+    }
+
+    /// Admits the end-entity certificate `der`, issued under the issuing CAs `intermediates`
+    /// that the peer sent, at `now`.
+    pub fn admit_chain(
+        &self,
+        der: &[u8],
+        intermediates: &[CertificateDer<'_>],
+        now: SystemTime,
+    ) -> Result<Identity, Error> {
         let trust =
             self.trust.read().map_err(|_| Error::General("trust store lock poisoned".into()))?;
-        match trust.admit(der, self.role, now) {
+        let cas: Vec<&[u8]> = intermediates.iter().map(|c| c.as_ref()).collect();
+        match trust.admit_chain(der, &cas, self.role, now) {
             Decision::Allow(identity) => Ok(identity),
             Decision::Deny(reason) => Err(Error::InvalidCertificate(CertificateError::Other(
                 OtherError(Arc::new(Denied { role: self.role, reason })),
@@ -138,12 +150,12 @@ impl ServerCertVerifier for ServerVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
+        intermediates: &[CertificateDer<'_>],
         server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        self.admission.admit(end_entity.as_ref(), system_time(now))?;
+        self.admission.admit_chain(end_entity.as_ref(), intermediates, system_time(now))?;
         check_server_name(end_entity.as_ref(), server_name)?;
         Ok(ServerCertVerified::assertion())
     }
@@ -199,10 +211,10 @@ impl ClientCertVerifier for ClientVerifier {
     fn verify_client_cert(
         &self,
         end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
+        intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
-        self.admission.admit(end_entity.as_ref(), system_time(now))?;
+        self.admission.admit_chain(end_entity.as_ref(), intermediates, system_time(now))?;
         Ok(ClientCertVerified::assertion())
     }
 

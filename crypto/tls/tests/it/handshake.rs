@@ -171,6 +171,58 @@ fn revoked_client_is_refused() {
     refused(client_seen, "client");
 }
 
+// A bank issuing from a CA under its root: the client sends the CA with its certificate. The
+// CA's own CRL revokes a leaf; the root's CRL revokes the CA and every leaf under it.
+#[test]
+fn client_under_an_issuing_ca_is_admitted_until_its_ca_is_revoked() {
+    let bank_a = Bank::new("Bank A");
+    let issuing = bank_a.issuing_ca(40);
+    let node = bank_a.leaf(CertProfile::VpNode, "node1", 10, SystemTime::now() - DAY, 365);
+    let posp = issuing.leaf(CertProfile::Posp, "posp7", 41, SystemTime::now() - DAY, 365);
+    let other = issuing.leaf(CertProfile::Posp, "posp8", 42, SystemTime::now() - DAY, 365);
+    let clients = trust(&[&bank_a]);
+    let server = Arc::new(
+        server_config(
+            Profile::Sm,
+            &node.credentials(),
+            Admission::new(clients.clone(), CertProfile::Posp),
+        )
+        .unwrap(),
+    );
+    let cfg = client(Profile::Sm, &[&bank_a], &posp, false);
+    let (server_seen, client_seen) = connect(&server, &cfg, NODE_NAME);
+    ok(server_seen, "server");
+    ok(client_seen, "client");
+
+    // Without its CA, the certificate leads to no root.
+    let bare = Credentials::new(posp.chain()[..1].to_vec(), posp.key.clone()).unwrap();
+    let bare = Arc::new({
+        let mut c = client_config(Profile::Sm, &bare, admission(&[&bank_a], CertProfile::VpNode))
+            .unwrap();
+        c.resumption = Resumption::disabled();
+        c
+    });
+    let (server_seen, _) = connect(&server, &bare, NODE_NAME);
+    assert!(matches!(
+        refused(server_seen, "server, no CA sent").denied(),
+        Some(DenyReason::UnknownRoot(_))
+    ));
+
+    clients.write().unwrap().add_crl(&issuing.crl(1, &[&posp])).unwrap();
+    let (server_seen, _) = connect(&server, &cfg, NODE_NAME);
+    assert_eq!(refused(server_seen, "server, leaf revoked").denied(), Some(DenyReason::Revoked));
+    let other_cfg = client(Profile::Sm, &[&bank_a], &other, false);
+    let (server_seen, _) = connect(&server, &other_cfg, NODE_NAME);
+    ok(server_seen, "server, a sibling still admitted");
+
+    clients.write().unwrap().add_crl(&bank_a.crl_revoking_cas(1, &[&issuing])).unwrap();
+    let (server_seen, _) = connect(&server, &other_cfg, NODE_NAME);
+    assert!(matches!(
+        refused(server_seen, "server, CA revoked").denied(),
+        Some(DenyReason::IssuerRevoked(_))
+    ));
+}
+
 #[test]
 fn expired_client_is_refused() {
     let s = setup(Profile::Sm, CertProfile::Posp);

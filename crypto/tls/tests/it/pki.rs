@@ -21,6 +21,10 @@ pub(crate) struct Bank {
     pub(crate) name: String,
     key: SoftwareSigner,
     pem: String,
+    /// For an issuing CA: its certificate and the CAs above it (DER), as peers send them.
+    above: Vec<Vec<u8>>,
+    /// For an issuing CA: its serial.
+    serial: u8,
 }
 
 impl Bank {
@@ -28,7 +32,26 @@ impl Bank {
         let key = SoftwareSigner::new(SecretKey::generate().unwrap());
         let now = SystemTime::now() - 30 * DAY;
         let pem = cert::self_signed_root(&key, name, "CN", serial(1), now, 3650).unwrap();
-        Self { name: name.into(), key, pem }
+        Self { name: name.into(), key, pem, above: vec![], serial: 1 }
+    }
+
+    /// An issuing CA of this bank under this CA, serial `n`.
+    pub(crate) fn issuing_ca(&self, n: u8) -> Self {
+        let key = SoftwareSigner::new(SecretKey::generate().unwrap());
+        let csr = build_csr(&key, &format!("CN={} Issuing CA {n},OU=ca,O={},C=CN", self.name, self.name))
+            .unwrap();
+        let req = x509_cert::request::CertReq::from_pem(csr.as_bytes()).unwrap();
+        let grant = Grant {
+            profile: CertProfile::Ca,
+            serial: serial(n),
+            now: SystemTime::now() - 10 * DAY,
+            days: 1000,
+            dns_names: vec![],
+        };
+        let pem = cert::issue(&self.key, &self.pem, &req, grant).unwrap();
+        let mut above = vec![Certificate::from_pem(pem.as_bytes()).unwrap().to_der().unwrap()];
+        above.extend(self.above.iter().cloned());
+        Self { name: self.name.clone(), key, pem, above, serial: n }
     }
 
     pub(crate) fn root_der(&self) -> Vec<u8> {
@@ -53,36 +76,53 @@ impl Bank {
         let grant = Grant { profile, serial: serial(n), now: issued, days, dns_names };
         let pem = cert::issue(&self.key, &self.pem, &req, grant).unwrap();
         let der = Certificate::from_pem(pem.as_bytes()).unwrap().to_der().unwrap();
-        Leaf { der, key, serial: n }
+        Leaf { der, above: self.above.clone(), key, serial: n }
     }
 
     /// A CRL revoking `leaves`.
     pub(crate) fn crl(&self, number: u64, leaves: &[&Leaf]) -> Vec<u8> {
+        self.crl_of(number, &leaves.iter().map(|l| l.serial).collect::<Vec<_>>())
+    }
+
+    /// A CRL revoking the issuing CAs `cas`.
+    pub(crate) fn crl_revoking_cas(&self, number: u64, cas: &[&Bank]) -> Vec<u8> {
+        self.crl_of(number, &cas.iter().map(|c| c.serial).collect::<Vec<_>>())
+    }
+
+    /// A CRL revoking serials `serials`, followed by this CA's chain when it is an issuing CA.
+    fn crl_of(&self, number: u64, serials: &[u8]) -> Vec<u8> {
         let now = SystemTime::now();
-        let revoked: Vec<Revocation> = leaves
+        let revoked: Vec<Revocation> = serials
             .iter()
-            .map(|l| Revocation {
-                serial: cert::random_serial([l.serial; 16]).unwrap().as_bytes().to_vec(),
+            .map(|n| Revocation {
+                serial: cert::random_serial([*n; 16]).unwrap().as_bytes().to_vec(),
                 at: now - Duration::from_secs(60),
             })
             .collect();
         let pem = cert::crl(&self.key, &self.pem, number, &revoked, now, 24).unwrap();
-        CertificateList::<x509_cert::certificate::Rfc5280>::from_pem(pem.as_bytes())
+        let mut der = CertificateList::<x509_cert::certificate::Rfc5280>::from_pem(pem.as_bytes())
             .unwrap()
             .to_der()
-            .unwrap()
+            .unwrap();
+        der.extend(self.above.concat());
+        der
     }
 }
 
 pub(crate) struct Leaf {
     pub(crate) der: Vec<u8>,
+    /// The issuing CAs above it (DER), when its bank issued it from one.
+    above: Vec<Vec<u8>>,
     pub(crate) key: Arc<SoftwareSigner>,
     serial: u8,
 }
 
 impl Leaf {
     pub(crate) fn chain(&self) -> Vec<CertificateDer<'static>> {
-        vec![CertificateDer::from(self.der.clone())]
+        std::iter::once(&self.der)
+            .chain(&self.above)
+            .map(|d| CertificateDer::from(d.clone()))
+            .collect()
     }
 
     pub(crate) fn credentials(&self) -> Credentials {
