@@ -197,8 +197,8 @@ fn client_under_an_issuing_ca_is_admitted_until_its_ca_is_revoked() {
     // Without its CA, the certificate leads to no root.
     let bare = Credentials::new(posp.chain()[..1].to_vec(), posp.key.clone()).unwrap();
     let bare = Arc::new({
-        let mut c = client_config(Profile::Sm, &bare, admission(&[&bank_a], CertProfile::VpNode))
-            .unwrap();
+        let mut c =
+            client_config(Profile::Sm, &bare, admission(&[&bank_a], CertProfile::VpNode)).unwrap();
         c.resumption = Resumption::disabled();
         c
     });

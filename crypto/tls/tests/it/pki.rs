@@ -38,8 +38,9 @@ impl Bank {
     /// An issuing CA of this bank under this CA, serial `n`.
     pub(crate) fn issuing_ca(&self, n: u8) -> Self {
         let key = SoftwareSigner::new(SecretKey::generate().unwrap());
-        let csr = build_csr(&key, &format!("CN={} Issuing CA {n},OU=ca,O={},C=CN", self.name, self.name))
-            .unwrap();
+        let csr =
+            build_csr(&key, &format!("CN={} Issuing CA {n},OU=ca,O={},C=CN", self.name, self.name))
+                .unwrap();
         let req = x509_cert::request::CertReq::from_pem(csr.as_bytes()).unwrap();
         let grant = Grant {
             profile: CertProfile::Ca,
@@ -85,7 +86,7 @@ impl Bank {
     }
 
     /// A CRL revoking the issuing CAs `cas`.
-    pub(crate) fn crl_revoking_cas(&self, number: u64, cas: &[&Bank]) -> Vec<u8> {
+    pub(crate) fn crl_revoking_cas(&self, number: u64, cas: &[&Self]) -> Vec<u8> {
         self.crl_of(number, &cas.iter().map(|c| c.serial).collect::<Vec<_>>())
     }
 
