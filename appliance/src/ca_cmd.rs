@@ -1,9 +1,16 @@
 //! `vpbox ca`: a member bank's certificate authority.
 //!
 //! A CA is a directory: `ca.toml` (bank, where the key is, its pinned fingerprint), `ca.pem`
-//! (the root), `db.json` (every serial issued, its subject, profile and status, and the CRL
-//! number), and `audit.log` (one JSON line per operation). The key lives in the bank's HSM and
-//! signs there; `--software-key-insecure` keeps it in a 0600 file, for development only.
+//! (its certificate), `db.json` (every serial issued, its subject, profile and status, and the
+//! CRL number), and `audit.log` (one JSON line per operation). The key lives in the bank's HSM
+//! and signs there; `--software-key-insecure` keeps it in a 0600 file, for development only.
+//!
+//! A CA is either a bank's self-signed root, or an *issuing CA* under a root the bank already
+//! has: `init --issuing-csr` writes the request (subject `CN=<bank> Issuing CA, OU=ca, O=<bank>`),
+//! the bank's root signs it with its own tools, and `install` checks and installs the
+//! certificate (`root.pem`, and `chain.pem` for any CAs between). An issuing CA writes the CAs
+//! above it after every certificate and CRL it makes, so that a leaf's file is its full chain
+//! (without the root) and a CRL carries its issuer: the ledger and TLS peers need both.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -28,7 +35,27 @@ pub(crate) enum CaCommand {
   vpbox ca init --dir /var/lib/vpbox-ca --bank 'Bank A' \\\\
       --module M --token bank-a-ca --key-id ca01 --pin-file pin")]
     Init(InitArgs),
-    /// Issue a certificate from a CSR, by profile (vp-node, posp, admin).
+    /// Install the certificate the bank's root issued for an issuing CA (`init --issuing-csr`).
+    #[command(after_help = "Example:
+  vpbox ca init --dir /var/lib/vpbox-ca --bank 'Bank B' --issuing-csr ca.csr --module M ...
+  openssl x509 -req -in ca.csr -CA root.pem -CAkey root.key -sigopt distid:1234567812345678 \\
+      -vfyopt distid:1234567812345678 -extfile v3_ca.ext -days 1825 -out ca.pem
+  vpbox ca install --dir /var/lib/vpbox-ca --cert ca.pem --root root.pem")]
+    Install {
+        /// The CA directory, made by `init --issuing-csr`.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The issuing CA's certificate (PEM).
+        #[arg(long)]
+        cert: PathBuf,
+        /// The bank's root (PEM): the consortium trusts it through the genesis or governance.
+        #[arg(long)]
+        root: PathBuf,
+        /// Any CAs between the root and this one (PEM, nearest first).
+        #[arg(long)]
+        chain: Option<PathBuf>,
+    },
+    /// Issue a certificate from a CSR, by profile (vp-node, posp, admin; a root also ca).
     #[command(after_help = "Example:
   vpbox ca issue --dir /var/lib/vpbox-ca --csr node1.csr --profile vp-node --dns node1.bank-a --out node1.pem
   openssl verify -vfyopt distid:1234567812345678 -CAfile /var/lib/vpbox-ca/ca.pem node1.pem")]
@@ -39,7 +66,7 @@ pub(crate) enum CaCommand {
         /// The PKCS#10 request (PEM).
         #[arg(long)]
         csr: PathBuf,
-        /// vp-node, posp or admin.
+        /// vp-node, posp or admin; or ca, for an issuing CA under this root.
         #[arg(long)]
         profile: String,
         /// Days of validity.
@@ -116,6 +143,10 @@ pub(crate) struct InitArgs {
     /// Keep the CA key in a software file instead (development only: not for a bank).
     #[arg(long, conflicts_with = "module")]
     software_key_insecure: bool,
+    /// Make an issuing CA under the bank's existing root instead of a root: write its request
+    /// here, have the root sign it, then run `vpbox ca install`.
+    #[arg(long)]
+    issuing_csr: Option<PathBuf>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -126,6 +157,9 @@ struct CaConfig {
     hsm: Option<HsmKey>,
     #[serde(skip_serializing_if = "Option::is_none")]
     software_key: Option<PathBuf>,
+    /// An issuing CA waiting for its certificate (`vpbox ca install`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pending: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -223,24 +257,55 @@ fn ca_signer(dir: &Path, config: &CaConfig) -> Result<Box<dyn Signer>> {
     Ok(Box::new(SoftwareSigner::new(key)))
 }
 
-fn open(dir: &Path) -> Result<(CaConfig, String, Db)> {
-    let config: CaConfig = toml::from_str(
+fn read_config(dir: &Path) -> Result<CaConfig> {
+    toml::from_str(
         &std::fs::read_to_string(dir.join("ca.toml"))
             .with_context(|| format!("{}: not a CA directory", dir.display()))?,
     )
-    .context("ca.toml")?;
+    .context("ca.toml")
+}
+
+fn open(dir: &Path) -> Result<(CaConfig, String, Db)> {
+    let config = read_config(dir)?;
+    if config.pending {
+        bail!(
+            "{}: this issuing CA has no certificate yet: have the bank's root sign its request, \
+             then run `vpbox ca install`",
+            dir.display()
+        );
+    }
     let pem = std::fs::read_to_string(dir.join("ca.pem")).context("ca.pem")?;
     let db = read_json(&dir.join("db.json"))?;
     Ok((config, pem, db))
 }
 
+/// For an issuing CA, its certificate and the CAs between it and the root (PEM), which follow
+/// everything it signs; nothing for a root.
+fn above(dir: &Path, ca_pem: &str) -> Result<String> {
+    if !dir.join("root.pem").exists() {
+        return Ok(String::new());
+    }
+    let between = match std::fs::read_to_string(dir.join("chain.pem")) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).context("chain.pem"),
+    };
+    Ok(format!("{ca_pem}{between}"))
+}
+
 pub(crate) fn run(cmd: &CaCommand) -> Result<Outcome> {
     match cmd {
         CaCommand::Init(a) => init(a),
+        CaCommand::Install { dir, cert, root, chain } => install(dir, cert, root, chain.as_deref()),
         CaCommand::Issue { dir, csr, profile, days, dns, out } => {
-            let profile = CertProfile::leaf(profile)
-                .with_context(|| format!("unknown profile {profile:?}: vp-node, posp or admin"))?;
+            let profile = CertProfile::issuable(profile).with_context(|| {
+                format!("unknown profile {profile:?}: vp-node, posp, admin or ca")
+            })?;
             let (config, ca_pem, mut db) = open(dir)?;
+            let above = above(dir, &ca_pem)?;
+            if profile == CertProfile::Ca && !above.is_empty() {
+                bail!("an issuing CA issues end-entity certificates only (path length 0)");
+            }
             let csr_pem =
                 std::fs::read_to_string(csr).with_context(|| csr.display().to_string())?;
             let req = match cert::check_request(&csr_pem, profile, &config.bank) {
@@ -286,7 +351,7 @@ pub(crate) fn run(cmd: &CaCommand) -> Result<Outcome> {
                 dir,
                 serde_json::json!({"op": "issue", "serial": hex::encode(serial_bytes), "subject": subject, "profile": profile.name(), "result": "ok"}),
             )?;
-            write_output(out.as_deref(), pem.as_bytes(), false)?;
+            write_output(out.as_deref(), format!("{pem}{above}").as_bytes(), false)?;
             Ok(Outcome::Ok)
         }
         CaCommand::Revoke { dir, serial, reason } => {
@@ -327,6 +392,7 @@ pub(crate) fn run(cmd: &CaCommand) -> Result<Outcome> {
                 .collect::<Result<Vec<_>, _>>()
                 .context("db.json: bad serial")?;
             let pem = cert::crl(signer.as_ref(), &ca_pem, db.crl_number, &revoked, now(), *hours)?;
+            let pem = format!("{pem}{}", above(dir, &ca_pem)?);
             write_json(&dir.join("db.json"), &db)?;
             audit(
                 dir,
@@ -384,6 +450,34 @@ fn init(a: &InitArgs) -> Result<Outcome> {
         };
         (Box::new(signer) as Box<dyn Signer>, Some(hsm), None)
     };
+    let fingerprint = signer.public_key().fingerprint().to_hex();
+    let mut config = CaConfig {
+        bank: a.bank.clone(),
+        fingerprint_sm3: fingerprint.clone(),
+        hsm,
+        software_key,
+        pending: false,
+    };
+    if let Some(csr_out) = &a.issuing_csr {
+        let subject = format!("CN={} Issuing CA,OU=ca,O={},C={}", a.bank, a.bank, a.country);
+        let csr = vpbox_ca::build_csr(signer.as_ref(), &subject)?;
+        config.pending = true;
+        std::fs::write(a.dir.join("ca.toml"), toml::to_string(&config)?)?;
+        write_json(&a.dir.join("db.json"), &Db::default())?;
+        write_output(Some(csr_out), csr.as_bytes(), false)?;
+        audit(
+            &a.dir,
+            serde_json::json!({"op": "init", "kind": "issuing", "bank": a.bank, "fingerprint_sm3": fingerprint, "result": "pending"}),
+        )?;
+        eprintln!(
+            "wrote the issuing CA's request to {}: have the bank's root sign it as a CA \
+             (basicConstraints CA:TRUE, pathlen:0; keyUsage keyCertSign, cRLSign), then run \
+             `vpbox ca install --dir {} --cert CA.pem --root ROOT.pem`",
+            csr_out.display(),
+            a.dir.display()
+        );
+        return Ok(Outcome::Ok);
+    }
     let pem = cert::self_signed_root(
         signer.as_ref(),
         &a.bank,
@@ -392,16 +486,64 @@ fn init(a: &InitArgs) -> Result<Outcome> {
         now(),
         a.days,
     )?;
-    let fingerprint = signer.public_key().fingerprint().to_hex();
-    let config =
-        CaConfig { bank: a.bank.clone(), fingerprint_sm3: fingerprint.clone(), hsm, software_key };
     std::fs::write(a.dir.join("ca.toml"), toml::to_string(&config)?)?;
     std::fs::write(a.dir.join("ca.pem"), &pem)?;
     write_json(&a.dir.join("db.json"), &Db::default())?;
     audit(
         &a.dir,
-        serde_json::json!({"op": "init", "bank": a.bank, "fingerprint_sm3": fingerprint, "result": "ok"}),
+        serde_json::json!({"op": "init", "kind": "root", "bank": a.bank, "fingerprint_sm3": fingerprint, "result": "ok"}),
     )?;
     print!("{pem}");
+    Ok(Outcome::Ok)
+}
+
+/// Installs an issuing CA's certificate once it certifies the pinned key, chains to `root` as
+/// a CA of this bank, and is valid now.
+fn install(
+    dir: &Path,
+    cert_path: &Path,
+    root_path: &Path,
+    chain: Option<&Path>,
+) -> Result<Outcome> {
+    use vpbox_ca::pem::chain_der;
+    use vpbox_ca::policy::TrustStore;
+    let mut config = read_config(dir)?;
+    if !config.pending {
+        bail!("{}: this CA has its certificate already", dir.display());
+    }
+    let read = |p: &Path| std::fs::read_to_string(p).with_context(|| p.display().to_string());
+    let (cert_pem, root_pem) = (read(cert_path)?, read(root_path)?);
+    let between_pem = chain.map(read).transpose()?.unwrap_or_default();
+    let cert_der = chain_der(&cert_pem).with_context(|| cert_path.display().to_string())?;
+    if cert::split_der(&cert_der)?.len() != 1 {
+        bail!("{}: one certificate is expected (the CAs above go in --chain)", cert_path.display());
+    }
+    let key = cert::certificate_key(&cert_der)?;
+    if key.fingerprint().to_hex() != config.fingerprint_sm3 {
+        bail!("{}: it certifies another key than this CA's", cert_path.display());
+    }
+    let mut store = TrustStore::new();
+    store
+        .add_root(&chain_der(&root_pem).with_context(|| root_path.display().to_string())?)
+        .with_context(|| root_path.display().to_string())?;
+    let mut path = cert_der;
+    if !between_pem.is_empty() {
+        path.extend(chain_der(&between_pem).context("--chain")?);
+    }
+    let bank = store
+        .admit_ca(&path, now())
+        .map_err(|r| anyhow::anyhow!("{}: refused: {r}", cert_path.display()))?;
+    if bank != config.bank {
+        bail!("{}: a CA of {bank:?}, not of {:?}", cert_path.display(), config.bank);
+    }
+    std::fs::write(dir.join("ca.pem"), &cert_pem)?;
+    std::fs::write(dir.join("root.pem"), &root_pem)?;
+    if !between_pem.is_empty() {
+        std::fs::write(dir.join("chain.pem"), &between_pem)?;
+    }
+    config.pending = false;
+    std::fs::write(dir.join("ca.toml"), toml::to_string(&config)?)?;
+    audit(dir, serde_json::json!({"op": "install", "bank": bank, "result": "ok"}))?;
+    println!("installed the issuing CA of {bank}");
     Ok(Outcome::Ok)
 }

@@ -127,13 +127,13 @@ impl KeyArgs {
 pub(crate) fn cert_tx(a: &CertTxArgs, crl: bool) -> Result<Outcome> {
     let s = a.key.signer(&a.conn)?;
     let pem = std::fs::read_to_string(&a.file).with_context(|| a.file.display().to_string())?;
-    let (label, der) = pem_rfc7468::decode_vec(pem.as_bytes())
-        .map_err(|e| anyhow::anyhow!("{}: not PEM: {e}", a.file.display()))?;
-    let (want, method) =
-        if crl { ("X509 CRL", "cert_publishCrl") } else { ("CERTIFICATE", "cert_enroll") };
-    if label != want {
-        bail!("{}: a {label}, where a {want} is needed", a.file.display());
-    }
+    // A certificate may be followed by its issuing CAs, a CRL by its issuing CA's chain.
+    let (der, method) = if crl {
+        (vpbox_ca::pem::crl_der(&pem), "cert_publishCrl")
+    } else {
+        (vpbox_ca::pem::chain_der(&pem), "cert_enroll")
+    };
+    let der = der.with_context(|| a.file.display().to_string())?;
     let payload = if crl { Payload::Crl(der) } else { Payload::Enroll(der) };
     let tx = sign(s.as_ref(), payload)?;
     let r = client(&a.conn)?

@@ -477,8 +477,7 @@ fn enroll_members(dir: &Path, genesis: &Genesis, module: &Path) -> Result<()> {
         let posp = dir.join("posp");
         let key = SecretKey::from_pem(&fs::read_to_string(posp.join(format!("{bank}.pem")))?)?;
         let pem = fs::read_to_string(posp.join(format!("{bank}.crt")))?;
-        let (_, der) = pem_rfc7468::decode_vec(pem.as_bytes())
-            .map_err(|e| anyhow::anyhow!("{bank}.crt: {e}"))?;
+        let der = vpbox_ca::pem::chain_der(&pem).with_context(|| format!("{bank}.crt"))?;
         let tx = crate::client_cmd::sign(&SoftwareSigner::new(key), Payload::Enroll(der))?;
         let r = c
             .call("cert_enroll", json!({"tx": hex::encode(tx.encode()), "wait": true}))

@@ -1,5 +1,5 @@
-//! X.509 for the consortium: SM2-signed certification requests today, the CA and admission
-//! policy as they land.
+//! X.509 for the consortium: SM2-signed certification requests, certificates and CRLs by
+//! profile, PEM chains, and the admission policy.
 //!
 //! Every X.509 signature here is a plain SM2 signature (signer ID `1234567812345678`, no vpbox
 //! domain framing) over the DER of the signed structure, DER-encoded as `SEQUENCE {r, s}`:
@@ -8,6 +8,7 @@
 
 pub mod cert;
 mod csr;
+pub mod pem;
 pub mod policy;
 pub mod sign;
 

@@ -154,3 +154,78 @@ fn expired_and_foreign_certificates_are_not_enrolled() {
     let rogue = der(&crl(&other.ca, &other.root, 5, &[], now(), 24).unwrap());
     assert!(l.check_crl(&rogue).is_err());
 }
+
+/// A bank that issues from an issuing CA under its root: enrollments carry the CA after the
+/// certificate; the CA's CRL (carrying the CA) revokes a leaf, the root's CRL revokes the CA.
+#[test]
+fn chains_through_an_issuing_ca_enroll_and_both_cas_revoke() {
+    let bank = Bank::new("bank-b");
+    let roots = vec![der(&bank.root)];
+    let ca_key = key();
+    let ca_req = check_request(
+        &build_csr(&ca_key, "CN=bank-b Issuing CA,OU=ca,O=bank-b").unwrap(),
+        CertProfile::Ca,
+        "bank-b",
+    )
+    .unwrap();
+    let grant = Grant {
+        profile: CertProfile::Ca,
+        serial: random_serial([9; 16]).unwrap(),
+        now: now(),
+        days: 365,
+        dns_names: vec![],
+    };
+    let ca_pem = issue(&bank.ca, &bank.root, &ca_req, grant).unwrap();
+    let ca_der = der(&ca_pem);
+    let issuing = Bank { ca: ca_key, root: ca_pem };
+    let (p1, p2, p3) = (key(), key(), key());
+    let chain = |c: Vec<u8>| [c, ca_der.clone()].concat();
+    let c1 = chain(issuing.issue("bank-b", &p1, "posp-1", 2, now(), 365));
+    let c2 = chain(issuing.issue("bank-b", &p2, "posp-2", 3, now(), 365));
+    let bare = issuing.issue("bank-b", &p3, "posp-3", 4, now(), 365);
+    let revoke = |n: u8| {
+        vec![Revocation { serial: random_serial([n; 16]).unwrap().as_bytes().to_vec(), at: now() }]
+    };
+    let ca_crl =
+        [der(&crl(&issuing.ca, &issuing.root, 1, &revoke(3), now(), 24).unwrap()), ca_der.clone()]
+            .concat();
+    let root_crl = der(&crl(&bank.ca, &bank.root, 1, &revoke(9), now(), 24).unwrap());
+    let blocks = [
+        vec![
+            tx(&p1, 1, Payload::Enroll(c1)),
+            tx(&p2, 1, Payload::Enroll(c2)),
+            tx(&p3, 1, Payload::Enroll(bare)), // no issuing CA: no path to a root
+            put(&p1, 2, 1),
+            put(&p2, 2, 2),
+            put(&p3, 2, 3),
+        ],
+        vec![tx(&p1, 3, Payload::Crl(ca_crl)), put(&p2, 3, 4), put(&p1, 4, 5)],
+        vec![tx(&p1, 5, Payload::Crl(root_crl)), put(&p1, 6, 6)],
+    ];
+    let expected = [
+        vec![Success, Success, NotAdmitted, Success, Success, NotAdmitted],
+        vec![Success, NotAdmitted, Success],
+        vec![Success, NotAdmitted],
+    ];
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut hashes = Vec::new();
+    for dir in [&d1, &d2] {
+        let mut l = ledger(dir, &roots);
+        let mut mine = Vec::new();
+        for (txs, want) in blocks.iter().zip(&expected) {
+            let e = l.execute(&[], txs.clone()).unwrap();
+            assert_eq!(outcomes(&e).concat(), *want);
+            l.commit(&e, &[]).unwrap();
+            mine.push(e.block.header.hash());
+        }
+        hashes.push(mine);
+        drop(l);
+        let mut l = Ledger::open(dir.path()).unwrap();
+        l.set_roots(&roots).unwrap();
+        assert!(matches!(
+            l.admit(&p1.public_key().fingerprint(), CertProfile::Posp, ms(now()) + 5_000).unwrap(),
+            Some(Decision::Deny(DenyReason::IssuerRevoked(_)))
+        ));
+    }
+    assert_eq!(hashes[0], hashes[1], "both nodes built the same blocks");
+}

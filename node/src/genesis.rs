@@ -19,8 +19,9 @@
 //! ```
 //!
 //! - `consensus_key` is an SM2 point, uncompressed SEC1, in hex; `certificate` is the node's
-//!   `vp-node` certificate from its bank's CA (PEM), which must name the node (CN) and the bank
-//!   (O) and certify that very key — every founding node is admitted by certificate.
+//!   `vp-node` certificate from its bank's CA (PEM; followed by the bank's issuing CA when that
+//!   CA is not the root), which must name the node (CN) and the bank (O) and certify that very
+//!   key — every founding node is admitted by certificate.
 //! - `peer` and `rpc` are `unix:PATH` (a relative path is relative to the genesis file's
 //!   folder) or, for development only, `tcp:127.0.0.1:PORT`.
 //! - `consensus` overrides [`Params`] fields by name; every node must run the same values, so
@@ -62,6 +63,11 @@ fn pem_der(pem: &str) -> Result<Vec<u8>, String> {
     Ok(der)
 }
 
+/// The DER of a PEM certificate followed by its issuing CAs (a node's full chain).
+fn chain_der(pem: &str) -> Result<Vec<u8>, String> {
+    vpbox_ca::pem::chain_der(pem).map_err(|e| e.to_string())
+}
+
 /// Where a node listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Address {
@@ -95,8 +101,8 @@ pub struct NodeEntry {
     pub peer: Address,
     /// Where its JSON-RPC listens.
     pub rpc: Address,
-    /// Its `vp-node` certificate (DER): issued by its bank's root, naming the node and the bank,
-    /// certifying the consensus key.
+    /// Its `vp-node` certificate (DER; followed by its issuing CAs when its bank issues from
+    /// one), naming the node and the bank, certifying the consensus key.
     pub certificate: Vec<u8>,
 }
 
@@ -335,7 +341,7 @@ fn raw_spec(n: &RawNode) -> Result<(NodeSpec, PublicKey), String> {
         .ok()
         .and_then(|b| PublicKey::from_sec1(&b).ok())
         .ok_or_else(|| format!("{what}: not an SM2 public key in hex"))?;
-    let certificate = pem_der(&n.certificate).map_err(|e| format!("{what}: {e}"))?;
+    let certificate = chain_der(&n.certificate).map_err(|e| format!("{what}: {e}"))?;
     let spec = NodeSpec {
         id: n.id,
         bank: n.bank.clone(),

@@ -138,3 +138,210 @@ fn a_software_ca_is_possible_for_development_and_refuses_a_swapped_key() {
     assert_eq!(crl.code, 2);
     assert!(crl.stderr.contains("not the CA key pinned"), "{}", crl.stderr);
 }
+
+/// A bank that already has a root (made and kept with OpenSSL, outside vpbox) runs its vpbox CA
+/// as an issuing CA under it: the key in the HSM, the request from `ca init --issuing-csr`, the
+/// root's signature by `openssl x509 -req`, then `ca install`. What it issues and its CRLs carry
+/// the CA, and the admission policy accepts them under the bank's root alone.
+#[test]
+fn an_issuing_ca_under_a_banks_existing_root() {
+    use vpbox_ca::CertProfile;
+    use vpbox_ca::pem::{chain_der, crl_der};
+    use vpbox_ca::policy::{Decision, DenyReason, TrustStore};
+    const DISTID: &str = "distid:1234567812345678";
+
+    let token = TestToken::new("bank-b", "");
+    let pin = token.pin_file("pin", "123456");
+    let t = ["--module", token.module.as_str(), "--token", "bank-b", "--pin-file", pin.as_str()];
+    for (label, id) in [("ca", "ca01"), ("other", "ca02")] {
+        let made =
+            token.vpbox(&[&["hsm", "keygen"], &t[..], &["--label", label, "--id", id]].concat());
+        assert_eq!(made.code, 0, "{}", made.stderr);
+    }
+    // The bank's existing root.
+    let root_key = token.dir.path("root.key");
+    let root = token.dir.path("root.pem");
+    let run = openssl(&["genpkey", "-algorithm", "SM2", "-out", s(&root_key)]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run = openssl(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        s(&root_key),
+        "-sigopt",
+        DISTID,
+        "-subj",
+        "/C=CN/O=Bank B/OU=Corporate PKI/CN=Bank B Root",
+        "-days",
+        "3650",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-out",
+        s(&root),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+
+    let dir = token.dir.path("ca");
+    let d = s(&dir);
+    let csr = token.dir.path("ca.csr");
+    let init = |dir: &str, id: &str, csr: &str| {
+        token.vpbox(&[
+            "ca",
+            "init",
+            "--dir",
+            dir,
+            "--bank",
+            "Bank B",
+            "--module",
+            &token.module,
+            "--token",
+            "bank-b",
+            "--key-id",
+            id,
+            "--pin-file",
+            &pin,
+            "--issuing-csr",
+            csr,
+        ])
+    };
+    let made = init(d, "ca01", s(&csr));
+    assert_eq!(made.code, 0, "{}", made.stderr);
+    let run = openssl(&["req", "-in", s(&csr), "-noout", "-verify", "-vfyopt", DISTID, "-subject"]);
+    assert!(run.code == 0 && run.text().contains("OU = ca"), "{} {}", run.text(), run.stderr);
+    let pending = token.vpbox(&["ca", "crl", "--dir", d]);
+    assert_eq!(pending.code, 2);
+    assert!(pending.stderr.contains("no certificate yet"), "{}", pending.stderr);
+
+    // The root signs it as a CA with its own tools.
+    let ext = token.dir.write(
+        "v3_ca.ext",
+        "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n",
+    );
+    let sign = |csr: &std::path::Path, out: &std::path::Path, ext: Option<&std::path::Path>| {
+        let mut args = vec![
+            "x509",
+            "-req",
+            "-in",
+            s(csr),
+            "-CA",
+            s(&root),
+            "-CAkey",
+            s(&root_key),
+            "-sigopt",
+            DISTID,
+            "-vfyopt",
+            DISTID,
+            "-days",
+            "1825",
+            "-out",
+            s(out),
+        ];
+        if let Some(ext) = ext {
+            args.extend(["-extfile", s(ext)]);
+        }
+        let run = openssl(&args);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+    };
+    let ca_cert = token.dir.path("issuing.pem");
+    sign(&csr, &ca_cert, Some(&ext));
+
+    // Install refuses a certificate that is not a CA, or not for this CA's key.
+    let (dir2, csr2) = (token.dir.path("ca2"), token.dir.path("ca2.csr"));
+    assert_eq!(init(s(&dir2), "ca02", s(&csr2)).code, 0);
+    let not_ca = token.dir.path("not-ca.pem");
+    sign(&csr2, &not_ca, None);
+    let refused = token.vpbox(&[
+        "ca",
+        "install",
+        "--dir",
+        s(&dir2),
+        "--cert",
+        s(&not_ca),
+        "--root",
+        s(&root),
+    ]);
+    assert_eq!(refused.code, 2);
+    assert!(refused.stderr.contains("not a CA"), "{}", refused.stderr);
+    let refused =
+        token.vpbox(&["ca", "install", "--dir", d, "--cert", s(&not_ca), "--root", s(&root)]);
+    assert!(refused.stderr.contains("another key"), "{}", refused.stderr);
+    let ok = token.vpbox(&["ca", "install", "--dir", d, "--cert", s(&ca_cert), "--root", s(&root)]);
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    let again =
+        token.vpbox(&["ca", "install", "--dir", d, "--cert", s(&ca_cert), "--root", s(&root)]);
+    assert_eq!(again.code, 2, "installed once");
+
+    // It issues a POSP certificate; the file is the full chain.
+    let posp_key = token.dir.path("posp.key");
+    openssl(&["genpkey", "-algorithm", "SM2", "-out", s(&posp_key)]);
+    let posp_csr = token.dir.path("posp.csr");
+    let run = openssl(&[
+        "req",
+        "-new",
+        "-key",
+        s(&posp_key),
+        "-sigopt",
+        DISTID,
+        "-subj",
+        "/C=CN/O=Bank B/OU=posp/CN=posp-b1",
+        "-out",
+        s(&posp_csr),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let posp = token.dir.path("posp.pem");
+    let run = token.vpbox(&[
+        "ca",
+        "issue",
+        "--dir",
+        d,
+        "--csr",
+        s(&posp_csr),
+        "--profile",
+        "posp",
+        "--out",
+        s(&posp),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let refused = token.vpbox(&["ca", "issue", "--dir", d, "--csr", s(&csr), "--profile", "ca"]);
+    assert!(refused.stderr.contains("end-entity certificates only"), "{}", refused.stderr);
+    let posp_text = std::fs::read_to_string(&posp).unwrap();
+    assert_eq!(posp_text.matches("BEGIN CERTIFICATE").count(), 2, "{posp_text}");
+    // OpenSSL 3.0 checks SM2 signatures above depth 0 with the empty ID: one link at a time.
+    let run = openssl(&["verify", "-vfyopt", DISTID, "-CAfile", s(&root), s(&ca_cert)]);
+    assert!(run.code == 0 && run.text().contains(": OK"), "{}", run.stderr);
+    let run =
+        openssl(&["verify", "-vfyopt", DISTID, "-partial_chain", "-CAfile", s(&ca_cert), s(&posp)]);
+    assert!(run.code == 0 && run.text().contains(": OK"), "{}", run.stderr);
+
+    let mut store = TrustStore::new();
+    store.add_root(&chain_der(&std::fs::read_to_string(&root).unwrap()).unwrap()).unwrap();
+    let chain = chain_der(&posp_text).unwrap();
+    let now = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
+    assert!(
+        matches!(store.admit(&chain, CertProfile::Posp, now), Decision::Allow(id) if id.name == "posp-b1")
+    );
+
+    // Revoked, then published: the CRL file carries the issuing CA, and the store takes it.
+    let list: serde_json::Value =
+        serde_json::from_slice(&token.vpbox(&["ca", "list", "--dir", d, "--json"]).stdout).unwrap();
+    let serial = list[0]["serial"].as_str().unwrap().to_string();
+    assert_eq!(
+        token.vpbox(&["ca", "revoke", "--dir", d, &serial, "--reason", "key-compromise"]).code,
+        0
+    );
+    let crl = token.dir.path("bank-b.crl");
+    assert_eq!(token.vpbox(&["ca", "crl", "--dir", d, "--out", s(&crl)]).code, 0);
+    let crl_text = std::fs::read_to_string(&crl).unwrap();
+    assert!(crl_text.starts_with("-----BEGIN X509 CRL") && crl_text.contains("BEGIN CERTIFICATE"));
+    let run = openssl(&["crl", "-in", s(&crl), "-noout", "-text"]);
+    assert!(run.code == 0 && run.text().to_lowercase().contains(&serial[..8]), "{}", run.stderr);
+    store.add_crl(&crl_der(&crl_text).unwrap()).unwrap();
+    assert_eq!(store.admit(&chain, CertProfile::Posp, now), Decision::Deny(DenyReason::Revoked));
+    let audit = std::fs::read_to_string(dir.join("audit.log")).unwrap();
+    for op in ["\"init\"", "\"install\"", "\"issue\"", "\"revoke\"", "\"crl\""] {
+        assert!(audit.contains(op), "{op} missing from {audit}");
+    }
+}
