@@ -24,7 +24,7 @@ pub fn blocks(text: &str) -> Result<Vec<(String, Vec<u8>)>, CertError> {
             .find(&end_marker)
             .map(|e| start + e + end_marker.len())
             .ok_or_else(|| CertError::Encoding(format!("no {end_marker}")))?;
-        let (label, der) = pem::decode_vec(rest[start..end].as_bytes())
+        let (label, der) = pem::decode_vec(&rest.as_bytes()[start..end])
             .map_err(|e| CertError::Encoding(format!("not PEM: {e}")))?;
         out.push((label.to_string(), der));
         if out.len() > CHAIN_MAX {
