@@ -144,6 +144,7 @@ fn a_software_ca_is_possible_for_development_and_refuses_a_swapped_key() {
 /// root's signature by `openssl x509 -req`, then `ca install`. What it issues and its CRLs carry
 /// the CA, and the admission policy accepts them under the bank's root alone.
 #[test]
+#[allow(clippy::disallowed_methods)] // the test plays the host, which reads the clock
 fn an_issuing_ca_under_a_banks_existing_root() {
     use vpbox_ca::CertProfile;
     use vpbox_ca::pem::{chain_der, crl_der};
