@@ -40,7 +40,7 @@ enum Command {
     /// The signer service (the only holder of the HSM PIN) and probes of a running one.
     #[command(subcommand)]
     Signer(crate::signer_cmd::SignerCommand),
-    /// A member bank's certificate authority: init, issue, revoke, crl, list.
+    /// A member bank's certificate authority: init, install, issue, revoke, crl, list.
     #[command(subcommand)]
     Ca(crate::ca_cmd::CaCommand),
     /// Certificates on the ledger: enroll a POSP's, publish a bank's CRL.

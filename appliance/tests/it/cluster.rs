@@ -374,6 +374,77 @@ fn governance_admits_a_bank_and_a_node_and_removes_a_node() {
     let out = ok(vpbox(&["anchor", "put", &kc, &vc, "--key-file", s(&c_key), "--dir", dir]), "put");
     assert_eq!(out, "(true, \"Success\")\n");
 
+    // Bank C also issues from an issuing CA under its root, its key in bank C's token: a POSP
+    // enrolls with its full chain and anchors; the issuing CA's CRL, which carries the CA, cuts
+    // it off at every node.
+    let cd = file("ca/bank-c");
+    let token_conf = cd.join("token.toml");
+    let env = [("VPBOX_TEST_TOKEN_CONF", s(&token_conf))];
+    let pin = cd.join("hsm-pin");
+    let hsm = ["--module", module.as_str(), "--token", "bank-c-ca", "--pin-file", s(&pin)];
+    let run = |args: &[&str], what: &str| ok(vpbox_env(args, &env), what);
+    run(
+        &[&["hsm", "keygen"], &hsm[..], &["--label", "issuing", "--id", "1c01"]].concat(),
+        "keygen",
+    );
+    let (issuing, ic_csr, ic_pem) = (cd.join("issuing"), file("ic.csr"), file("ic.pem"));
+    let init =
+        ["ca", "init", "--dir", s(&issuing), "--bank", "bank-c", "--issuing-csr", s(&ic_csr)];
+    run(&[&init[..], &hsm[..], &["--key-id", "1c01"]].concat(), "init issuing CA");
+    let ca_dir = cd.join("ca");
+    let sign = ["--csr", s(&ic_csr), "--profile", "ca", "--out", s(&ic_pem)];
+    run(&[&["ca", "issue", "--dir", s(&ca_dir)], &sign[..]].concat(), "the root signs it");
+    let install = ["--cert", s(&ic_pem), "--root", s(&root)];
+    run(&[&["ca", "install", "--dir", s(&issuing)], &install[..]].concat(), "install");
+    let (k2, csr2, crt2) = (file("posp-c2.key"), file("posp-c2.csr"), file("posp-c2.crt"));
+    ok(vpbox(&["sm2", "keygen", "--out", s(&k2)]), "posp key");
+    let req = crate::openssl(&[
+        "req",
+        "-new",
+        "-key",
+        s(&k2),
+        "-sigopt",
+        "distid:1234567812345678",
+        "-subj",
+        "/C=CN/O=bank-c/OU=posp/CN=posp-c2",
+        "-out",
+        s(&csr2),
+    ]);
+    assert_eq!(req.code, 0, "{}", req.stderr);
+    let issue = ["--csr", s(&csr2), "--profile", "posp", "--out", s(&crt2)];
+    run(&[&["ca", "issue", "--dir", s(&issuing)], &issue[..]].concat(), "issue posp-c2");
+    ok(vpbox(&["cert", "enroll", s(&crt2), "--key-file", s(&k2), "--dir", dir]), "enroll chain");
+    let (k, v) = ("0x".to_string() + &"c3".repeat(32), "c4".repeat(32));
+    let out = ok(vpbox(&["anchor", "put", &k, &v, "--key-file", s(&k2), "--dir", dir]), "put");
+    assert_eq!(out, "(true, \"Success\")\n");
+    let list: Value =
+        serde_json::from_str(&run(&["ca", "list", "--dir", s(&issuing), "--json"], "list"))
+            .unwrap();
+    let serial = list[0]["serial"].as_str().unwrap().to_string();
+    run(&["ca", "revoke", "--dir", s(&issuing), &serial, "--reason", "key-compromise"], "revoke");
+    let crl = file("bank-c-issuing.crl");
+    run(&["ca", "crl", "--dir", s(&issuing), "--out", s(&crl)], "crl");
+    let out = ok(vpbox(&["cert", "publish-crl", s(&crl), "--dir", dir]), "publish");
+    let crl_block: u64 = out.trim().rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap();
+    wait("every node commits the CRL", Duration::from_secs(60), || {
+        (1..=4).all(|i| c.height(i) > crl_block)
+    });
+    let c2 =
+        SoftwareSigner::new(SecretKey::from_pem(&std::fs::read_to_string(&k2).unwrap()).unwrap());
+    for i in 1..=4 {
+        let t = tx(
+            &c2,
+            100 + u64::from(i),
+            now_ms(),
+            Payload::AnchorPut { key: key(700 + u64::from(i)), value: key(1) },
+        );
+        let err = put(&mut c.rpc(i), &t, true).expect_err("revoked by the issuing CA");
+        assert!(
+            err.to_string().contains("-32002") && err.to_string().contains("revoked"),
+            "node {i}: {err}"
+        );
+    }
+
     // A fifth box, run by bank C: provisioned, added by all three banks (two of three are not
     // enough), switched in at the next checkpoint, started from node 1's ledger.
     ok(
