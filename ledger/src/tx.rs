@@ -6,8 +6,8 @@
 //! payload = kind 1 AnchorPut       key:[32] value:[32]
 //!         | kind 2 AnchorPutBatch  count:u32 (1..=BATCH_MAX) (key:[32] value:[32])*count
 //!         | kind 3 Config          len:u32 (≤ CONFIG_MAX) bytes
-//!         | kind 4 Enroll          len:u32 (≤ CERT_MAX) certificate DER
-//!         | kind 5 Crl             len:u32 (≤ CRL_MAX) CRL DER
+//!         | kind 4 Enroll          len:u32 (≤ CERT_MAX) certificate DER ‖ issuing CAs' DER
+//!         | kind 5 Crl             len:u32 (≤ CRL_MAX) CRL DER ‖ its issuing CA's chain DER
 //! ```
 //! `submitter` is the SM3 fingerprint of the submitter's SPKI. The transaction hash is SM3 of
 //! the body: the signature is not part of the identity, so a resubmission with a fresh signature
@@ -47,10 +47,12 @@ pub enum Payload {
     AnchorPutBatch(Vec<([u8; 32], [u8; 32])>),
     /// A configuration change (governance), opaque to the ledger.
     Config(Vec<u8>),
-    /// Enrolls the submitter's certificate (DER), signed with the certified key: from this
-    /// block on, its transactions are admitted while the certificate is.
+    /// Enrolls the submitter's certificate (DER, followed by the DER of its issuing CAs when
+    /// its bank issues from one), signed with the certified key: from this block on, its
+    /// transactions are admitted while the certificate is.
     Enroll(Vec<u8>),
-    /// Publishes a bank's CRL (DER, signed by the bank's root): from this block on, every node
+    /// Publishes a bank's CRL (DER, signed by the bank's root or an issuing CA; an issuing
+    /// CA's CRL is followed by that CA's certificate chain): from this block on, every node
     /// refuses the revoked certificates' transactions.
     Crl(Vec<u8>),
 }
