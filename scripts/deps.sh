@@ -4,8 +4,9 @@
 set -euo pipefail
 
 # opensc: pkcs11-tool; softhsm2: a real third-party token; systemd: systemd-analyze for units;
-# librocksdb-dev, libsnappy-dev, libclang-dev: the ledger links Debian's RocksDB.
-packages=(openssl ca-certificates pkg-config softhsm2 opensc systemd librocksdb-dev libsnappy-dev libclang-dev)
+# librocksdb-dev, libsnappy-dev, libclang-dev: the ledger links Debian's RocksDB; gcc, make,
+# perl: Tongsuo (below).
+packages=(openssl ca-certificates pkg-config softhsm2 opensc systemd librocksdb-dev libsnappy-dev libclang-dev gcc make perl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -22,3 +23,5 @@ for component in rustfmt clippy; do
   rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
 done
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+# Tongsuo's s_server/s_client: the RFC 8998 peer of vpbox-tls's interop tests.
+bash "$(dirname "$0")/tongsuo.sh"

@@ -5,5 +5,6 @@
 #![allow(clippy::disallowed_methods)]
 
 mod handshake;
+mod interop;
 mod pki;
 mod wire;

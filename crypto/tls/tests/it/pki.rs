@@ -55,6 +55,11 @@ impl Bank {
         Self { name: self.name.clone(), key, pem, above, serial: n }
     }
 
+    /// Its certificate (for a root, the root), PEM.
+    pub(crate) fn pem(&self) -> &str {
+        &self.pem
+    }
+
     pub(crate) fn root_der(&self) -> Vec<u8> {
         Certificate::from_pem(self.pem.as_bytes()).unwrap().to_der().unwrap()
     }
@@ -68,7 +73,9 @@ impl Bank {
         issued: SystemTime,
         days: u32,
     ) -> Leaf {
-        let key = Arc::new(SoftwareSigner::new(SecretKey::generate().unwrap()));
+        let secret = SecretKey::generate().unwrap();
+        let key_pem = secret.to_pkcs8_pem().unwrap().to_string();
+        let key = Arc::new(SoftwareSigner::new(secret));
         let csr = build_csr(&*key, &format!("CN={cn},OU={},O={},C=CN", profile.name(), self.name))
             .unwrap();
         let req = x509_cert::request::CertReq::from_pem(csr.as_bytes()).unwrap();
@@ -77,7 +84,7 @@ impl Bank {
         let grant = Grant { profile, serial: serial(n), now: issued, days, dns_names };
         let pem = cert::issue(&self.key, &self.pem, &req, grant).unwrap();
         let der = Certificate::from_pem(pem.as_bytes()).unwrap().to_der().unwrap();
-        Leaf { der, above: self.above.clone(), key, serial: n }
+        Leaf { der, above: self.above.clone(), key, key_pem, serial: n }
     }
 
     /// A CRL revoking `leaves`.
@@ -115,6 +122,8 @@ pub(crate) struct Leaf {
     /// The issuing CAs above it (DER), when its bank issued it from one.
     above: Vec<Vec<u8>>,
     pub(crate) key: Arc<SoftwareSigner>,
+    /// The key as PKCS#8 PEM, for peers that are other programs.
+    pub(crate) key_pem: String,
     serial: u8,
 }
 
@@ -124,6 +133,13 @@ impl Leaf {
             .chain(&self.above)
             .map(|d| CertificateDer::from(d.clone()))
             .collect()
+    }
+
+    /// The chain as PEM, end entity first.
+    pub(crate) fn chain_pem(&self) -> String {
+        let der: Vec<u8> =
+            std::iter::once(&self.der).chain(&self.above).flatten().copied().collect();
+        vpbox_ca::pem::chain_pem(&der).unwrap()
     }
 
     pub(crate) fn credentials(&self) -> Credentials {
