@@ -48,10 +48,32 @@ impl Admission {
         self.role
     }
 
-    /// Admits `der` at `now`, or says why not. Hosts may call this again on a resumed session's
-    /// stored certificate (`peer_certificates()`): resumption does not re-run the verifier.
+    /// Admits `der` (issued by a root directly) at `now`, or says why not.
     pub fn admit(&self, der: &[u8], now: SystemTime) -> Result<Identity, Error> {
         self.admit_chain(der, &[], now)
+    }
+
+    /// Admits again the certificates a connection's peer presented, at `now`. rustls runs the
+    /// verifiers in full handshakes only: a resumed session carries the certificates admitted
+    /// when it was made, so a host calls this on every resumed connection (or simply on every
+    /// connection: repeated signature checks are remembered) to apply the CRLs published since.
+    pub fn admit_peer(
+        &self,
+        conn: &rustls::CommonState,
+        now: SystemTime,
+    ) -> Result<Identity, Error> {
+        self.admit_certificates(conn.peer_certificates().unwrap_or_default(), now)
+    }
+
+    /// Admits a peer's certificates as TLS carries them (end entity first, then its issuing
+    /// CAs), at `now`.
+    pub fn admit_certificates(
+        &self,
+        chain: &[CertificateDer<'_>],
+        now: SystemTime,
+    ) -> Result<Identity, Error> {
+        let (leaf, cas) = chain.split_first().ok_or(Error::NoCertificatesPresented)?;
+        self.admit_chain(leaf.as_ref(), cas, now)
     }
 
     /// Admits the end-entity certificate `der`, issued under the issuing CAs `intermediates`

@@ -122,6 +122,34 @@ fn resumption_in_both_profiles() {
     }
 }
 
+// Resumption does not run the verifiers: the host re-admits the peer's certificates, and a
+// CRL published since the session was made refuses it.
+#[test]
+fn a_resumed_session_is_readmitted_by_the_host() {
+    let bank_a = Bank::new("Bank A");
+    let issuing = bank_a.issuing_ca(50);
+    let node = bank_a.leaf(CertProfile::VpNode, "node1", 10, SystemTime::now() - DAY, 365);
+    let posp = issuing.leaf(CertProfile::Posp, "posp7", 51, SystemTime::now() - DAY, 365);
+    let store = trust(&[&bank_a]);
+    let clients = Admission::new(store.clone(), CertProfile::Posp);
+    let server =
+        Arc::new(server_config(Profile::Sm, &node.credentials(), clients.clone()).unwrap());
+    let cfg = client(Profile::Sm, &[&bank_a], &posp, true);
+    let (server_seen, _) = connect(&server, &cfg, NODE_NAME);
+    let full = ok(server_seen, "server, full handshake");
+    assert_eq!(full.peer_chain.len(), 2, "the client sent its issuing CA");
+    let id = clients.admit_certificates(&full.peer_chain, SystemTime::now()).unwrap();
+    assert_eq!(id.name, "posp7");
+
+    store.write().unwrap().add_crl(&issuing.crl(1, &[&posp])).unwrap();
+    let (server_seen, _) = connect(&server, &cfg, NODE_NAME);
+    let resumed = ok(server_seen, "server, resumed");
+    assert_eq!(resumed.kind, Some(HandshakeKind::Resumed));
+    let err = clients.admit_certificates(&resumed.peer_chain, SystemTime::now()).unwrap_err();
+    assert_eq!(Failure::from(err).denied(), Some(DenyReason::Revoked));
+    assert!(clients.admit_certificates(&[], SystemTime::now()).is_err());
+}
+
 #[test]
 fn client_from_an_unknown_root_is_refused() {
     let s = setup(Profile::Sm, CertProfile::VpNode);

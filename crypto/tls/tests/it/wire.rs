@@ -25,6 +25,8 @@ pub(crate) struct Seen {
     pub(crate) group: Option<NamedGroup>,
     pub(crate) kind: Option<HandshakeKind>,
     pub(crate) peer_cert: Option<Vec<u8>>,
+    /// Every certificate the peer presented, as the host would re-admit them.
+    pub(crate) peer_chain: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 /// Why one side failed.
@@ -80,6 +82,12 @@ fn seen(conn: &rustls::CommonState) -> Seen {
         group: conn.negotiated_key_exchange_group().map(|g| g.name()),
         kind: conn.handshake_kind(),
         peer_cert: conn.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec()),
+        peer_chain: conn
+            .peer_certificates()
+            .unwrap_or_default()
+            .iter()
+            .map(|c| c.clone().into_owned())
+            .collect(),
     }
 }
 
