@@ -1,12 +1,16 @@
 //! vpbox-tls over real localhost TCP, both profiles: full mutual handshakes per second, resumed
 //! handshakes per second, and one-way bulk throughput.
 //!
-//! `cargo bench -p vpbox-tls --bench tls` (under a minute on 2 cores). `VPBOX_BENCH_QUICK=1` (or
+//! `cargo bench -p vpbox-tls --bench tls` (about a minute on 2 cores). `VPBOX_BENCH_QUICK=1` (or
 //! the argument `--quick`) makes a smoke run of a few seconds. Prints a table, a JSON line
 //! (`{"bench":"tls",...}`) and a one-line summary.
 //!
 //! Client and server run in one process, a thread each, one connection at a time: a handshake
 //! figure is 1 / (connect + handshake + first byte + close), both sides' CPU on one machine.
+//!
+//! The peer, measured in the same run when `scripts/tongsuo.sh` has built it: Tongsuo 8.5's
+//! `s_server`/`s_time` in the strict RFC 8998 profile with the same certificates (see
+//! `tongsuo_peer`); a JSON line `{"bench":"tls-peer",...}` gives its figures and the ratios.
 
 // The benchmark is the host: it reads the clock to issue its certificates.
 #![allow(clippy::disallowed_methods)]
@@ -65,6 +69,7 @@ fn main() -> Result<(), BoxError> {
     for (profile, label) in [(Profile::Sm, "sm"), (Profile::Hybrid, "hybrid")] {
         rows.push(measure(profile, label, &pki, &sizes)?);
     }
+    let peer = tongsuo_peer(&pki, if quick { 1 } else { 10 })?;
 
     println!(
         "{:<8} {:>16} {:>18} {:>12} {:>14}",
@@ -110,8 +115,124 @@ fn main() -> Result<(), BoxError> {
             )
         })
         .collect();
-    println!("summary: {}", summary.join("; "));
+    let mut summary = summary.join("; ");
+    match &peer {
+        Some(p) => {
+            let sm = &rows[0];
+            println!(
+                "peer: Tongsuo 8.5 s_time/s_server, RFC 8998 strict, mutual: {:.0} full/s, {:.0} \
+                 resumed/s; its SM4-GCM cipher alone (speed -evp, 16 KiB) {:.0} MiB/s",
+                p.full_per_s, p.resumed_per_s, p.sm4_gcm_mib_s
+            );
+            println!(
+                "{{\"bench\":\"tls-peer\",\"peer\":\"tongsuo-8.5\",\"full_handshakes_per_s\":{:.1},\
+                 \"resumed_handshakes_per_s\":{:.1},\"sm4_gcm_mib_per_s\":{:.1},\
+                 \"ratio_full\":{:.2},\"ratio_resumed\":{:.2},\"ratio_bulk_to_cipher\":{:.2}}}",
+                p.full_per_s,
+                p.resumed_per_s,
+                p.sm4_gcm_mib_s,
+                sm.full_per_s / p.full_per_s,
+                sm.resumed_per_s / p.resumed_per_s,
+                sm.bulk_mib_s / p.sm4_gcm_mib_s
+            );
+            summary.push_str(&format!(
+                "; vs Tongsuo: sm full {:.2}x, resumed {:.2}x, bulk {:.2}x its bare SM4-GCM",
+                sm.full_per_s / p.full_per_s,
+                sm.resumed_per_s / p.resumed_per_s,
+                sm.bulk_mib_s / p.sm4_gcm_mib_s
+            ));
+        }
+        None => println!("peer: Tongsuo not found (scripts/tongsuo.sh builds it); no ratio"),
+    }
+    println!("summary: {summary}");
     Ok(())
+}
+
+struct Peer {
+    full_per_s: f64,
+    resumed_per_s: f64,
+    sm4_gcm_mib_s: f64,
+}
+
+/// Tongsuo 8.5, an independent RFC 8998 implementation, on the same machine in the same run:
+/// `s_server -www` in the strict SM profile demanding a client certificate, and `s_time`
+/// opening new (`-new`) then resumed (`-reuse`) mutual connections for `seconds` each, with the
+/// same certificates and keys. Each fetches `/` (about 5 KiB: without reading, s_time never
+/// receives TLS 1.3 tickets and cannot resume). Rate = connections / wall time of `s_time`
+/// (both ends are Tongsuo processes on the same cores, as both ends of vpbox's figures share
+/// them). Bulk has no like-for-like Tongsuo tool here, so its SM4-GCM cipher speed is the
+/// reference.
+fn tongsuo_peer(pki: &Pki, seconds: u32) -> Result<Option<Peer>, BoxError> {
+    use std::process::{Command, Stdio};
+    let bin = std::env::var_os("VPBOX_TONGSUO").map_or_else(
+        || std::path::PathBuf::from("/usr/local/lib/vpbox-tongsuo/openssl"),
+        std::path::PathBuf::from,
+    );
+    if !bin.exists() {
+        return Ok(None);
+    }
+    let dir = pki.files.path();
+    let f = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut server = Command::new(&bin)
+        .args(["s_server", "-accept", &format!("127.0.0.1:{port}"), "-quiet", "-www", "-tls1_3"])
+        .args(["-enable_sm_tls13_strict", "-ciphersuites", "TLS_SM4_GCM_SM3"])
+        .args(["-groups", "curveSM2", "-sigalgs", "sm2sig_sm3", "-Verify", "1"])
+        .args(["-cert", &f("node1.pem"), "-key", &f("node1.key"), "-CAfile", &f("root.pem")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = server.kill();
+            return Err("Tongsuo s_server did not start".into());
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let time = |mode: &str| -> Result<f64, BoxError> {
+        let start = Instant::now();
+        let out = Command::new(&bin)
+            .args([
+                "s_time",
+                "-connect",
+                &format!("127.0.0.1:{port}"),
+                mode,
+                "-www",
+                "/",
+                "-tls1_3",
+            ])
+            .args(["-ciphersuites", "TLS_SM4_GCM_SM3", "-time", &seconds.to_string()])
+            .args(["-cert", &f("node2.pem"), "-key", &f("node2.key"), "-CAfile", &f("root.pem")])
+            .stderr(Stdio::null())
+            .output()?;
+        let elapsed = start.elapsed().as_secs_f64();
+        let text = String::from_utf8_lossy(&out.stdout);
+        // "N connections in X real seconds": the last such line is the total.
+        let n = text
+            .lines()
+            .rev()
+            .filter(|l| l.contains("real seconds"))
+            .find_map(|l| l.split_whitespace().next()?.parse::<f64>().ok())
+            .ok_or_else(|| format!("s_time {mode}: no result in {text:?}"))?;
+        Ok(n / elapsed)
+    };
+    let result = time("-new").and_then(|full| Ok((full, time("-reuse")?)));
+    let _ = server.kill();
+    let _ = server.wait();
+    let (full_per_s, resumed_per_s) = result?;
+    let speed = Command::new(&bin)
+        .args(["speed", "-evp", "sm4-gcm", "-seconds", "1", "-bytes", "16384"])
+        .stderr(Stdio::null())
+        .output()?;
+    let text = String::from_utf8_lossy(&speed.stdout);
+    let k = text
+        .lines()
+        .find(|l| l.starts_with("SM4-GCM"))
+        .and_then(|l| l.split_whitespace().nth(1)?.trim_end_matches('k').parse::<f64>().ok())
+        .ok_or_else(|| format!("speed: no SM4-GCM figure in {text:?}"))?;
+    Ok(Some(Peer { full_per_s, resumed_per_s, sm4_gcm_mib_s: k * 1000.0 / MIB as f64 }))
 }
 
 /// One bank, a server node and a client node, with software keys.
@@ -119,6 +240,8 @@ struct Pki {
     trust: Arc<RwLock<TrustStore>>,
     server: Credentials,
     client: Credentials,
+    /// The same root, certificates and keys as PEM files, for the peer.
+    files: tempfile::TempDir,
 }
 
 impl Pki {
@@ -129,8 +252,15 @@ impl Pki {
             cert::self_signed_root(&ca, "Bank A", "CN", cert::random_serial([1; 16])?, now, 30)?;
         let mut store = TrustStore::new();
         store.add_root(&Certificate::from_pem(root.as_bytes())?.to_der()?)?;
+        let files = tempfile::tempdir()?;
+        std::fs::write(files.path().join("root.pem"), &root)?;
         let leaf = |cn: &str, n: u8| -> Result<Credentials, BoxError> {
-            let key = Arc::new(SoftwareSigner::new(SecretKey::generate()?));
+            let secret = SecretKey::generate()?;
+            std::fs::write(
+                files.path().join(format!("{cn}.key")),
+                secret.to_pkcs8_pem()?.as_bytes(),
+            )?;
+            let key = Arc::new(SoftwareSigner::new(secret));
             let csr = build_csr(&*key, &format!("CN={cn},OU=vp-node,O=Bank A,C=CN"))?;
             let req = x509_cert::request::CertReq::from_pem(csr.as_bytes())?;
             let grant = Grant {
@@ -141,14 +271,12 @@ impl Pki {
                 dns_names: vec![NAME.into()],
             };
             let pem = cert::issue(&ca, &root, &req, grant)?;
+            std::fs::write(files.path().join(format!("{cn}.pem")), &pem)?;
             let der = Certificate::from_pem(pem.as_bytes())?.to_der()?;
             Ok(Credentials::new(vec![CertificateDer::from(der)], key)?)
         };
-        Ok(Self {
-            trust: Arc::new(RwLock::new(store)),
-            server: leaf("node1", 2)?,
-            client: leaf("node2", 3)?,
-        })
+        let (server, client) = (leaf("node1", 2)?, leaf("node2", 3)?);
+        Ok(Self { trust: Arc::new(RwLock::new(store)), server, client, files })
     }
 
     fn configs(&self, profile: Profile) -> Result<(Arc<ServerConfig>, ClientConfig), BoxError> {
