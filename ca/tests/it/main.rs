@@ -292,33 +292,40 @@ fn issuing_cas_under_an_openssl_root_and_under_ours() {
     let csr = build_csr(&ca_key, "CN=Bank B Issuing CA,OU=ca,O=Bank B,C=CN").unwrap();
     cert::check_request(&csr, CertProfile::Ca, "Bank B").unwrap();
     let csr_path = write(dir.path(), "ca.csr", &csr);
-    let ext = write(
+    // `openssl ca`, as a bank's PKI team runs it: a database, a serial file and a policy.
+    write(dir.path(), "index.txt", "");
+    write(dir.path(), "serial", "1000\n");
+    let config = write(
         dir.path(),
-        "v3_ca.ext",
-        "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n",
+        "ca.cnf",
+        &format!(
+            "[ca]\ndefault_ca = bank\n[bank]\ndatabase = {d}/index.txt\nserial = {d}/serial\n\
+             new_certs_dir = {d}\ncertificate = {root}\nprivate_key = {key}\ndefault_md = sm3\n\
+             default_days = 1825\npolicy = bank_policy\nx509_extensions = issuing\n\
+             [bank_policy]\ncountryName = optional\norganizationName = supplied\n\
+             organizationalUnitName = optional\ncommonName = supplied\n\
+             [issuing]\nbasicConstraints = critical,CA:TRUE,pathlen:0\n\
+             keyUsage = critical,keyCertSign,cRLSign\nsubjectKeyIdentifier = hash\n\
+             authorityKeyIdentifier = keyid\n",
+            d = s(dir.path()),
+            root = s(&root),
+            key = s(&root_key),
+        ),
     );
     let ca_path = dir.path().join("ca.pem");
     let (ok, text) = openssl(&[
-        "x509",
-        "-req",
+        "ca",
+        "-batch",
+        "-config",
+        s(&config),
         "-in",
         s(&csr_path),
-        "-CA",
-        s(&root),
-        "-CAkey",
-        s(&root_key),
+        "-out",
+        s(&ca_path),
         "-sigopt",
         DISTID,
         "-vfyopt",
         DISTID,
-        "-days",
-        "1825",
-        "-set_serial",
-        "4660",
-        "-extfile",
-        s(&ext),
-        "-out",
-        s(&ca_path),
     ]);
     assert!(ok, "{text}");
     let ca_pem = std::fs::read_to_string(&ca_path).unwrap();
