@@ -159,30 +159,68 @@ fn requests_that_do_not_fit_are_refused() {
     ));
 }
 
-#[test]
-fn we_accept_chains_and_requests_that_openssl_made() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca_key = dir.path().join("ca.key");
-    openssl(&["genpkey", "-algorithm", "SM2", "-out", s(&ca_key)]);
-    let ca_pem = dir.path().join("ca.pem");
+/// Issues a certificate for a fresh software key with subject `CN=cn,OU=<profile>,O=bank,C=CN`
+/// from the CA `(ca_key, ca_pem)`: (the key, the certificate PEM).
+fn issue_fresh(
+    ca_key: &SoftwareSigner,
+    ca_pem: &str,
+    profile: CertProfile,
+    cn: &str,
+    bank: &str,
+    n: u8,
+) -> (SoftwareSigner, String) {
+    let key = key();
+    let csr = build_csr(&key, &format!("CN={cn},OU={},O={bank},C=CN", profile.name())).unwrap();
+    let req = cert::check_request(&csr, profile, bank).unwrap();
+    let grant =
+        Grant { profile, serial: serial(n), now: SystemTime::now(), days: 365, dns_names: vec![] };
+    let pem = cert::issue(ca_key, ca_pem, &req, grant).unwrap();
+    (key, pem)
+}
+
+/// OpenSSL verifies a three-level chain one link at a time: 3.0 applies `-vfyopt distid` at
+/// depth 0 only and checks the certificates above with the empty ID, so it cannot verify the
+/// whole SM2 chain in one call (its own `x509 -req -sigopt distid` output included).
+fn openssl_verifies_each_link(root: &Path, ca: &Path, leaf: &Path) {
+    let (ok, text) = openssl(&["verify", "-vfyopt", DISTID, "-CAfile", s(root), s(ca)]);
+    assert!(ok && text.contains(": OK"), "the root signed the issuing CA: {text}");
+    let (ok, text) =
+        openssl(&["verify", "-vfyopt", DISTID, "-partial_chain", "-CAfile", s(ca), s(leaf)]);
+    assert!(ok && text.contains(": OK"), "the issuing CA signed the leaf: {text}");
+}
+
+/// A bank root made by OpenSSL in `dir`: (its key file, its certificate file).
+fn openssl_root(dir: &Path, subject: &str) -> (PathBuf, PathBuf) {
+    let (key, cert) = (dir.join("root.key"), dir.join("root.pem"));
+    let (ok, text) = openssl(&["genpkey", "-algorithm", "SM2", "-out", s(&key)]);
+    assert!(ok, "{text}");
     let (ok, text) = openssl(&[
         "req",
         "-x509",
         "-new",
         "-key",
-        s(&ca_key),
+        s(&key),
         "-sigopt",
         DISTID,
         "-subj",
-        "/C=CN/O=Bank B/OU=root/CN=Bank B Root CA",
+        subject,
         "-days",
-        "30",
+        "3650",
         "-addext",
         "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
         "-out",
-        s(&ca_pem),
+        s(&cert),
     ]);
     assert!(ok, "{text}");
+    (key, cert)
+}
+
+#[test]
+fn we_accept_chains_and_requests_that_openssl_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_key, ca_pem) = openssl_root(dir.path(), "/C=CN/O=Bank B/OU=root/CN=Bank B Root CA");
     let leaf_key = dir.path().join("leaf.key");
     openssl(&["genpkey", "-algorithm", "SM2", "-out", s(&leaf_key)]);
     let req = dir.path().join("leaf.csr");
@@ -257,35 +295,14 @@ fn der_of(pem: &str) -> Vec<u8> {
 }
 
 /// A bank that already has a root made with OpenSSL asks for an issuing CA with a vpbox key;
-/// its root signs with `openssl x509 -req`; vpbox issues from that CA, and both sides accept
+/// its root signs with `openssl ca`; vpbox issues from that CA, and both sides accept
 /// the chain. The other way round: a vpbox root's issuing CA, verified by OpenSSL.
 #[test]
 fn issuing_cas_under_an_openssl_root_and_under_ours() {
     use vpbox_ca::policy::{Decision, TrustStore};
     let dir = tempfile::tempdir().unwrap();
-    let root_key = dir.path().join("root.key");
-    openssl(&["genpkey", "-algorithm", "SM2", "-out", s(&root_key)]);
-    let root = dir.path().join("root.pem");
-    let (ok, text) = openssl(&[
-        "req",
-        "-x509",
-        "-new",
-        "-key",
-        s(&root_key),
-        "-sigopt",
-        DISTID,
-        "-subj",
-        "/C=CN/O=Bank B/OU=IT/CN=Bank B Enterprise Root",
-        "-days",
-        "3650",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-        "-out",
-        s(&root),
-    ]);
-    assert!(ok, "{text}");
+    let (root_key, root) =
+        openssl_root(dir.path(), "/C=CN/O=Bank B/OU=IT/CN=Bank B Enterprise Root");
 
     // The issuing CA's request, made with its (here software) key.
     let ca_key = key();
@@ -330,33 +347,9 @@ fn issuing_cas_under_an_openssl_root_and_under_ours() {
     assert!(ok, "{text}");
     let ca_pem = std::fs::read_to_string(&ca_path).unwrap();
 
-    let posp_key = key();
-    let posp_csr = build_csr(&posp_key, "CN=posp9,OU=posp,O=Bank B,C=CN").unwrap();
-    let req = cert::check_request(&posp_csr, CertProfile::Posp, "Bank B").unwrap();
-    let grant = Grant {
-        profile: CertProfile::Posp,
-        serial: serial(9),
-        now: SystemTime::now(),
-        days: 30,
-        dns_names: vec![],
-    };
-    let posp = cert::issue(&ca_key, &ca_pem, &req, grant).unwrap();
+    let (_, posp) = issue_fresh(&ca_key, &ca_pem, CertProfile::Posp, "posp9", "Bank B", 9);
     let posp_path = write(dir.path(), "posp.pem", &posp);
-    // OpenSSL 3.0 applies `-vfyopt distid` at depth 0 only and checks the certificates above
-    // with the empty ID, so it cannot verify a three-level SM2 chain in one call (its own
-    // `x509 -req -sigopt distid` output included): it checks each link instead.
-    let (ok, text) = openssl(&["verify", "-vfyopt", DISTID, "-CAfile", s(&root), s(&ca_path)]);
-    assert!(ok && text.contains(": OK"), "the root signed the issuing CA: {text}");
-    let (ok, text) = openssl(&[
-        "verify",
-        "-vfyopt",
-        DISTID,
-        "-partial_chain",
-        "-CAfile",
-        s(&ca_path),
-        s(&posp_path),
-    ]);
-    assert!(ok && text.contains(": OK"), "the issuing CA signed the leaf: {text}");
+    openssl_verifies_each_link(&root, &ca_path, &posp_path);
     let (ok, text) = openssl(&["verify", "-vfyopt", DISTID, "-CAfile", s(&root), s(&posp_path)]);
     assert!(!ok, "without the issuing CA there is no path: {text}");
 
@@ -373,49 +366,16 @@ fn issuing_cas_under_an_openssl_root_and_under_ours() {
 
     // Our own root's issuing CA: OpenSSL reads its constraints and verifies the chain.
     let ours = bank_a();
-    let sub_key = key();
-    let sub_csr = build_csr(&sub_key, "CN=Bank A Issuing CA,OU=ca,O=Bank A,C=CN").unwrap();
-    let sub_req = cert::check_request(&sub_csr, CertProfile::Ca, "Bank A").unwrap();
-    let g = Grant {
-        profile: CertProfile::Ca,
-        serial: serial(5),
-        now: SystemTime::now(),
-        days: 365,
-        dns_names: vec![],
-    };
-    let sub = cert::issue(&ours.key, &ours.pem, &sub_req, g).unwrap();
+    let (sub_key, sub) =
+        issue_fresh(&ours.key, &ours.pem, CertProfile::Ca, "Bank A Issuing CA", "Bank A", 5);
     let sub_path = write(dir.path(), "sub.pem", &sub);
     let (_, text) = openssl(&["x509", "-in", s(&sub_path), "-noout", "-text"]);
     assert!(
         text.contains("CA:TRUE, pathlen:0") && text.contains("Certificate Sign, CRL Sign"),
         "{text}"
     );
-    let leaf_key = key();
-    let leaf_req = cert::check_request(
-        &build_csr(&leaf_key, "CN=admin1,OU=admin,O=Bank A,C=CN").unwrap(),
-        CertProfile::Admin,
-        "Bank A",
-    )
-    .unwrap();
-    let g = Grant {
-        profile: CertProfile::Admin,
-        serial: serial(6),
-        now: SystemTime::now(),
-        days: 30,
-        dns_names: vec![],
-    };
-    let leaf = write(dir.path(), "admin.pem", &cert::issue(&sub_key, &sub, &leaf_req, g).unwrap());
+    let (_, admin) = issue_fresh(&sub_key, &sub, CertProfile::Admin, "admin1", "Bank A", 6);
+    let leaf = write(dir.path(), "admin.pem", &admin);
     let our_root = write(dir.path(), "ours.pem", &ours.pem);
-    let (ok, text) = openssl(&["verify", "-vfyopt", DISTID, "-CAfile", s(&our_root), s(&sub_path)]);
-    assert!(ok && text.contains(": OK"), "{text}");
-    let (ok, text) = openssl(&[
-        "verify",
-        "-vfyopt",
-        DISTID,
-        "-partial_chain",
-        "-CAfile",
-        s(&sub_path),
-        s(&leaf),
-    ]);
-    assert!(ok && text.contains(": OK"), "{text}");
+    openssl_verifies_each_link(&our_root, &sub_path, &leaf);
 }

@@ -1,7 +1,7 @@
 //! Mutual TLS 1.3 handshakes between vpbox peers, and the peers that must be refused.
 
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use rustls::client::Resumption;
@@ -12,7 +12,7 @@ use rustls::{
     ServerConfig, SignatureAlgorithm, SignatureScheme,
 };
 use vpbox_ca::CertProfile;
-use vpbox_ca::policy::DenyReason;
+use vpbox_ca::policy::{DenyReason, TrustStore};
 use vpbox_sm::sm2::{DEFAULT_ID, SecretKey};
 use vpbox_sm::{Signer, SoftwareSigner};
 use vpbox_tls::sign::{SM2SIG_SM3, Sm2SigningKey};
@@ -46,6 +46,14 @@ fn client(profile: Profile, banks: &[&Bank], leaf: &Leaf, resume: bool) -> Arc<C
         config.resumption = Resumption::disabled();
     }
     Arc::new(config)
+}
+
+/// A node of `bank`'s serving POSP clients in the SM profile, with the trust store it admits
+/// them by (shared: a CRL added to it applies to the next handshake).
+fn posp_server(bank: &Bank, node: &Leaf) -> (Arc<ServerConfig>, Arc<RwLock<TrustStore>>) {
+    let clients = trust(&[bank]);
+    let admission = Admission::new(clients.clone(), CertProfile::Posp);
+    (Arc::new(server_config(Profile::Sm, &node.credentials(), admission).unwrap()), clients)
 }
 
 fn ok(side: Result<Seen, Failure>, which: &str) -> Seen {
@@ -130,10 +138,8 @@ fn a_resumed_session_is_readmitted_by_the_host() {
     let issuing = bank_a.issuing_ca(50);
     let node = bank_a.leaf(CertProfile::VpNode, "node1", 10, SystemTime::now() - DAY, 365);
     let posp = issuing.leaf(CertProfile::Posp, "posp7", 51, SystemTime::now() - DAY, 365);
-    let store = trust(&[&bank_a]);
+    let (server, store) = posp_server(&bank_a, &node);
     let clients = Admission::new(store.clone(), CertProfile::Posp);
-    let server =
-        Arc::new(server_config(Profile::Sm, &node.credentials(), clients.clone()).unwrap());
     let cfg = client(Profile::Sm, &[&bank_a], &posp, true);
     let (server_seen, _) = connect(&server, &cfg, NODE_NAME);
     let full = ok(server_seen, "server, full handshake");
@@ -179,15 +185,7 @@ fn revoked_client_is_refused() {
     let bank_a = Bank::new("Bank A");
     let node = bank_a.leaf(CertProfile::VpNode, "node1", 10, SystemTime::now() - DAY, 365);
     let posp = bank_a.leaf(CertProfile::Posp, "posp7", 12, SystemTime::now() - DAY, 365);
-    let clients = trust(&[&bank_a]);
-    let server = Arc::new(
-        server_config(
-            Profile::Sm,
-            &node.credentials(),
-            Admission::new(clients.clone(), CertProfile::Posp),
-        )
-        .unwrap(),
-    );
+    let (server, clients) = posp_server(&bank_a, &node);
     let cfg = client(Profile::Sm, &[&bank_a], &posp, false);
     let (server_seen, client_seen) = connect(&server, &cfg, NODE_NAME);
     ok(server_seen, "server before revocation");
@@ -208,15 +206,7 @@ fn client_under_an_issuing_ca_is_admitted_until_its_ca_is_revoked() {
     let node = bank_a.leaf(CertProfile::VpNode, "node1", 10, SystemTime::now() - DAY, 365);
     let posp = issuing.leaf(CertProfile::Posp, "posp7", 41, SystemTime::now() - DAY, 365);
     let other = issuing.leaf(CertProfile::Posp, "posp8", 42, SystemTime::now() - DAY, 365);
-    let clients = trust(&[&bank_a]);
-    let server = Arc::new(
-        server_config(
-            Profile::Sm,
-            &node.credentials(),
-            Admission::new(clients.clone(), CertProfile::Posp),
-        )
-        .unwrap(),
-    );
+    let (server, clients) = posp_server(&bank_a, &node);
     let cfg = client(Profile::Sm, &[&bank_a], &posp, false);
     let (server_seen, client_seen) = connect(&server, &cfg, NODE_NAME);
     ok(server_seen, "server");
