@@ -60,6 +60,9 @@ pub enum DenyReason {
     /// Not a certificate.
     #[error("malformed certificate: {0}")]
     Malformed(String),
+    /// The submitter has enrolled no certificate: there is nothing to admit.
+    #[error("not enrolled")]
+    NotEnrolled,
     /// Its issuer is not a consortium root.
     #[error("issued by {0}, which is not a consortium root")]
     UnknownRoot(String),

@@ -253,9 +253,7 @@ impl Ledger {
     ) -> Result<Option<Decision>, Error> {
         let Some(trust) = &self.trust else { return Ok(None) };
         let Some(der) = self.db.get_pinned_cf(self.cf(CF_CERTS)?, submitter.as_bytes())? else {
-            return Ok(Some(Decision::Deny(vpbox_ca::policy::DenyReason::Malformed(
-                "not enrolled".into(),
-            ))));
+            return Ok(Some(Decision::Deny(vpbox_ca::policy::DenyReason::NotEnrolled)));
         };
         Ok(Some(trust.admit(&der, role, at(timestamp_ms))))
     }

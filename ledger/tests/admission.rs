@@ -121,6 +121,10 @@ fn enrollment_admits_and_a_published_crl_refuses_from_its_block_on_at_every_node
             l.admit(&p1.public_key().fingerprint(), CertProfile::Posp, t).unwrap(),
             Some(Decision::Allow(id)) if id.name == "posp-1"
         ));
+        assert_eq!(
+            l.admit(&p3.public_key().fingerprint(), CertProfile::Posp, t).unwrap(),
+            Some(Decision::Deny(DenyReason::NotEnrolled))
+        );
         // An older CRL cannot be replayed over the newer one.
         let older = der(&crl(&bank.ca, &bank.root, 0, &[], now(), 24).unwrap());
         assert!(l.check_crl(&older).is_err());
