@@ -27,7 +27,7 @@ use x509_cert::der::asn1::ObjectIdentifier;
 use x509_cert::der::{Decode, Encode};
 use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages};
 
-use crate::cert::{CertProfile, name_attr, split_der, verify_certificate, verify_crl};
+use crate::cert::{CHAIN_MAX, CertProfile, name_attr, split_der, verify_certificate, verify_crl};
 
 const O: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.10");
 const OU: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.11");
@@ -224,11 +224,14 @@ impl TrustStore {
                 {
                     return Err(err(not_ours));
                 }
-                let path = self.path(ca, &chain[1..]).map_err(|r| StoreError(r.to_string()))?;
+                let path = self.ca_path(ca, &chain[1..]).map_err(|r| StoreError(r.to_string()))?;
                 self.check_cas(&path, None).map_err(|r| StoreError(r.to_string()))?;
                 ca
             }
         };
+        if !can_sign_crls(issuer) {
+            return Err(err("the CRL's issuer may not sign CRLs (keyUsage without cRLSign)"));
+        }
         let key = ca_key(issuer).ok_or_else(|| err("the CRL's issuer does not encode"))?;
         if let Some(old) = self.crls.get(&key) {
             if crl_number(old) > crl_number(&crl) {
@@ -269,24 +272,24 @@ impl TrustStore {
     pub fn admit_ca(&self, ca: &[u8], now: SystemTime) -> Result<String, DenyReason> {
         let parts = split_der(ca).map_err(|e| DenyReason::Malformed(e.to_string()))?;
         let certs = parse_all(&parts)?;
-        let cert = &certs[0];
-        if !is_ca(cert) || !can_sign_certs(cert) {
-            return Err(DenyReason::IssuerNotCa(cert.tbs_certificate().subject().to_string()));
-        }
-        let path = self.path(cert, &certs[1..])?;
+        let path = self.ca_path(&certs[0], &certs[1..])?;
         self.check_cas(&path, Some(now))?;
-        if let Some(crl) =
-            self.current_crl(path.cas.first().copied().unwrap_or(&path.root.cert), now)?
-        {
-            if on_crl(crl, cert) {
-                return Err(DenyReason::IssuerRevoked(subject_cn(cert)));
-            }
+        Ok(path.root.bank.clone())
+    }
+
+    /// The path of the CA certificate `ca` itself: `ca` first among the path's CAs, so that
+    /// [`check_cas`](Self::check_cas) checks it like every CA above it.
+    fn ca_path<'a>(
+        &'a self,
+        ca: &'a Certificate,
+        above: &'a [Certificate],
+    ) -> Result<Path<'a>, DenyReason> {
+        let mut path = self.path(ca, above)?;
+        if path.cas.len() == INTERMEDIATES_MAX {
+            return Err(DenyReason::PathTooLong(subject_cn(ca)));
         }
-        let bank = name_attr(cert.tbs_certificate().subject(), O).unwrap_or_default();
-        if bank != path.root.bank {
-            return Err(DenyReason::WrongBank { bank: path.root.bank.clone(), found: bank });
-        }
-        Ok(bank)
+        path.cas.insert(0, ca);
+        Ok(path)
     }
 
     fn check(
@@ -296,6 +299,15 @@ impl TrustStore {
         role: CertProfile,
         now: SystemTime,
     ) -> Result<Identity, DenyReason> {
+        // A peer may add its root, never more: every extra candidate under a matching name
+        // would cost an SM2 verification.
+        if intermediates.len() >= CHAIN_MAX {
+            return Err(DenyReason::Malformed(format!(
+                "{} certificates above the end entity; at most {}",
+                intermediates.len(),
+                CHAIN_MAX - 1
+            )));
+        }
         let cert = Certificate::from_der(der).map_err(|e| DenyReason::Malformed(e.to_string()))?;
         let cas = parse_all(intermediates)?;
         let path = self.path(&cert, &cas)?;
@@ -509,6 +521,15 @@ fn path_len(cert: &Certificate) -> Option<usize> {
     match cert.tbs_certificate().get_extension::<BasicConstraints>() {
         Ok(Some((_, bc))) => bc.path_len_constraint.map(usize::from),
         _ => None,
+    }
+}
+
+/// Whether a CA's key usage (if it states one) allows signing CRLs.
+fn can_sign_crls(cert: &Certificate) -> bool {
+    match cert.tbs_certificate().get_extension::<KeyUsage>() {
+        Ok(Some((_, ku))) => ku.0.contains(KeyUsages::CRLSign),
+        Ok(None) => true,
+        Err(_) => false,
     }
 }
 

@@ -223,6 +223,23 @@ fn chains_through_an_issuing_ca_are_admitted_and_each_fault_has_its_reason() {
         deny(&store, &chain(&[&under_sub, &der(&sub.pem), &ca_der]), CertProfile::Posp, now),
         DenyReason::PathTooLong(_)
     ));
+    // `ca install` asks `admit_ca`, which checks the CA itself like the CAs above it.
+    assert!(matches!(
+        store.admit_ca(&chain(&[&der(&sub.pem), &ca_der]), now),
+        Err(DenyReason::PathTooLong(_))
+    ));
+    assert!(matches!(store.admit_ca(&der(&young.pem), now), Err(DenyReason::IssuerNotValid(_))));
+    assert!(matches!(
+        store.admit_ca(&chain(&[&posp, &ca_der]), now),
+        Err(DenyReason::IssuerNotCa(_))
+    ));
+    // A peer sending more certificates than any chain needs is refused before any is checked.
+    let padded = [posp.clone(), ca_der.repeat(5)].concat();
+    assert!(matches!(
+        store.admit_chain(&posp, &[ca_der.as_slice(); 5], CertProfile::Posp, now),
+        Decision::Deny(DenyReason::Malformed(_))
+    ));
+    assert!(matches!(deny(&store, &padded, CertProfile::Posp, now), DenyReason::Malformed(_)));
     // A CA of another bank under Bank A's root.
     let foreign_ca = issuing_ca(&a, "Bank Z", 40, now - day, 30);
     let under_foreign = leaf(&foreign_ca, "Bank A", CertProfile::Posp, "posp", 41, now - day, 30);
@@ -247,6 +264,24 @@ fn chains_through_an_issuing_ca_are_admitted_and_each_fault_has_its_reason() {
         DenyReason::StaleCrl,
         "the CA's CRL is out of date"
     );
+    // A leaf cannot publish a CRL, even one its own key signed and its chain supports.
+    let leaf_crl = {
+        let own = SoftwareSigner::new(SecretKey::generate().unwrap());
+        let csr = build_csr(&own, "CN=member43,OU=posp,O=Bank A,C=CN").unwrap();
+        let req = x509_cert::request::CertReq::from_pem(csr.as_bytes()).unwrap();
+        let g = Grant {
+            profile: CertProfile::Posp,
+            serial: serial(43),
+            now: now - day,
+            days: 30,
+            dns_names: vec![],
+        };
+        let own_pem = cert::issue(&ca.key, &ca.pem, &req, g).unwrap();
+        let crl = crl_der(&cert::crl(&own, &own_pem, 1, &revoking(&[42], now), now, 24).unwrap());
+        chain(&[&crl, &der(&own_pem), &ca_der])
+    };
+    assert!(store.add_crl(&leaf_crl).is_err(), "a POSP's CRL");
+    assert!(matches!(store.admit(&sibling_chain, CertProfile::Posp, now), Decision::Allow(_)));
     // A CRL under a forged root's CA is refused; so is an older CRL of the CA.
     let z_crl = crl_der(&cert::crl(&z_ca.key, &z_ca.pem, 9, &[], now, 24).unwrap());
     assert!(store.add_crl(&chain(&[&z_crl, &der(&z_ca.pem)])).is_err());

@@ -39,8 +39,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Limitations: a resumed session is not verified again (the host can re-admit
-//! `peer_certificates()` with [`Admission::admit`]); the refusal reason reaches the peer only as
+//! Limitations: rustls does not verify a resumed session again: the host re-admits its peer
+//! with [`Admission::admit_peer`] (chain included); the refusal reason reaches the peer only as
 //! `bad_certificate`; no QUIC, no TLS 1.2, no kTLS with the SM suite.
 
 mod config;
