@@ -212,21 +212,8 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let b_signer = SoftwareSigner::new(
-        SecretKey::from_pem(&std::fs::read_to_string(&b_key).unwrap()).unwrap(),
-    );
+    refused_as_revoked_by_every_node(&c, &b_key, 1000, 900);
     for i in 1..=4 {
-        let t = tx(
-            &b_signer,
-            1000 + u64::from(i),
-            now_ms(),
-            Payload::AnchorPut { key: key(900 + u64::from(i)), value: key(1) },
-        );
-        let err = put(&mut c.rpc(i), &t, true).expect_err("a revoked POSP is refused");
-        assert!(
-            err.to_string().contains("-32002") && err.to_string().contains("revoked"),
-            "node {i}: {err}"
-        );
         let t = tx(
             &signer,
             1000 + u64::from(i),
@@ -312,6 +299,23 @@ fn as_admin(c: &Cluster, bank: &str, args: &[&str]) -> crate::Run {
     let mut all: Vec<&str> = args.to_vec();
     all.extend(["--module", &module, "--token", &label, "--key-id", "ad01", "--pin-file", s(&pin)]);
     vpbox_env(&all, &[("VPBOX_TEST_TOKEN_CONF", s(&token))])
+}
+
+/// Each of nodes 1–4 refuses an anchor signed with the key in `key_file` (-32002 "revoked");
+/// nonces and anchor keys start at `nonce` and `anchor`.
+fn refused_as_revoked_by_every_node(c: &Cluster, key_file: &Path, nonce: u64, anchor: u64) {
+    let pem = std::fs::read_to_string(key_file).unwrap();
+    let signer = SoftwareSigner::new(SecretKey::from_pem(&pem).unwrap());
+    for i in 1..=4 {
+        let n = u64::from(i);
+        let put_tx = Payload::AnchorPut { key: key(anchor + n), value: key(1) };
+        let t = tx(&signer, nonce + n, now_ms(), put_tx);
+        let err = put(&mut c.rpc(i), &t, true).expect_err("a revoked POSP is refused");
+        assert!(
+            err.to_string().contains("-32002") && err.to_string().contains("revoked"),
+            "node {i}: {err}"
+        );
+    }
 }
 
 /// `(epoch, member ids)` as node `i` reports them.
@@ -429,21 +433,7 @@ fn governance_admits_a_bank_and_a_node_and_removes_a_node() {
     wait("every node commits the CRL", Duration::from_secs(60), || {
         (1..=4).all(|i| c.height(i) > crl_block)
     });
-    let c2 =
-        SoftwareSigner::new(SecretKey::from_pem(&std::fs::read_to_string(&k2).unwrap()).unwrap());
-    for i in 1..=4 {
-        let t = tx(
-            &c2,
-            100 + u64::from(i),
-            now_ms(),
-            Payload::AnchorPut { key: key(700 + u64::from(i)), value: key(1) },
-        );
-        let err = put(&mut c.rpc(i), &t, true).expect_err("revoked by the issuing CA");
-        assert!(
-            err.to_string().contains("-32002") && err.to_string().contains("revoked"),
-            "node {i}: {err}"
-        );
-    }
+    refused_as_revoked_by_every_node(&c, &k2, 100, 700);
 
     // A fifth box, run by bank C: provisioned, added by all three banks (two of three are not
     // enough), switched in at the next checkpoint, started from node 1's ledger.
