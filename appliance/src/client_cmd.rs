@@ -417,6 +417,9 @@ pub(crate) struct BenchAnchorsArgs {
     /// The PKCS#11 module (default: the test token beside this binary).
     #[arg(long)]
     pub(crate) module: Option<PathBuf>,
+    /// The cluster's consensus pipeline depth (`cluster up --pipeline-depth`).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) pipeline_depth: Option<u64>,
 }
 
 fn dir_size(path: &Path) -> u64 {
@@ -492,6 +495,9 @@ pub(crate) fn bench_anchors(a: &BenchAnchorsArgs) -> Result<Outcome> {
     up.args(["cluster", "up", "--nodes", &a.nodes.to_string(), "--dir"]).arg(&dir);
     if let Some(m) = &a.module {
         up.arg("--module").arg(m);
+    }
+    if let Some(d) = a.pipeline_depth {
+        up.args(["--pipeline-depth", &d.to_string()]);
     }
     let out = up.output()?;
     if !out.status.success() {

@@ -125,6 +125,11 @@ pub(crate) struct UpArgs {
     /// Transactions per consensus batch (a new cluster only).
     #[arg(long, default_value_t = 500)]
     pub(crate) batch_size: usize,
+    /// How many uncommitted blocks the primary may have before a partial batch waits (a new
+    /// cluster only; default unlimited). 1 lowers commit latency under a steady load and
+    /// slows bursts: see the consensus `Params::pipeline_depth`.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) pipeline_depth: Option<u64>,
 }
 
 /// `vpbox cluster status` / `vpbox status`.
@@ -758,17 +763,21 @@ fn create(a: &UpArgs) -> Result<()> {
             "certificate": certificate,
         }));
     }
+    let mut consensus = json!({
+        "batch_size_max": a.batch_size, "batch_timeout_ms": 5,
+        "checkpoint_interval": 10, "window": 40,
+        "request_timeout_ms": 3000, "null_request_timeout_ms": 4000,
+        "heartbeat_interval_ms": 1000, "new_view_timeout_ms": 4000,
+        "view_change_resend_ms": 2000, "fetch_timeout_ms": 1000, "fetch_entries_max": 20
+    });
+    if let Some(depth) = a.pipeline_depth {
+        consensus["pipeline_depth"] = json!(depth);
+    }
     let genesis = json!({
         "chain_id": "vpbox-dev",
         "timestamp_ms": now_ms(),
         "tx_window_ms": 600_000,
-        "consensus": {
-            "batch_size_max": a.batch_size, "batch_timeout_ms": 5,
-            "checkpoint_interval": 10, "window": 40,
-            "request_timeout_ms": 3000, "null_request_timeout_ms": 4000,
-            "heartbeat_interval_ms": 1000, "new_view_timeout_ms": 4000,
-            "view_change_resend_ms": 2000, "fetch_timeout_ms": 1000, "fetch_entries_max": 20
-        },
+        "consensus": consensus,
         "nodes": nodes,
         "roots": roots,
     });

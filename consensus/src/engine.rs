@@ -126,6 +126,9 @@ impl<V: Verifier> Engine<V> {
         {
             return Err(Error::Config("window must be a positive multiple of the interval"));
         }
+        if params.pipeline_depth == 0 {
+            return Err(Error::Config("pipeline depth must be at least 1"));
+        }
         let config_genesis = config.genesis_state();
         let genesis = CheckpointProof { seq: SeqNo(0), state: config_genesis, signed: vec![] };
         Ok(Self {
@@ -1101,9 +1104,14 @@ impl<V: Verifier> Engine<V> {
         if txs.is_empty() && !sealing {
             return;
         }
-        if txs.len() < self.params.batch_size_max && !self.batch_due && !sealing {
-            // RBFT: a partial batch waits for the batch timeout.
-            if !self.batch_armed {
+        // RBFT: a partial batch waits for the batch timeout, and also while `pipeline_depth`
+        // of this primary's blocks await commit: under load the batch grows instead of the
+        // number of rounds, each of which costs every node signatures, verifications and
+        // fsyncs. A full batch, or one that seals an epoch, goes at once, so a backlog is
+        // still proposed without delay (and no waiting request makes a backup suspect us).
+        let busy = self.next_seq.0.saturating_sub(self.committed.0) >= self.params.pipeline_depth;
+        if txs.len() < self.params.batch_size_max && !sealing && (busy || !self.batch_due) {
+            if !self.batch_armed && !self.batch_due {
                 self.batch_armed = true;
                 self.set_timer(Timer::Batch, self.params.batch_timeout_ms, out);
             }
@@ -2264,6 +2272,92 @@ mod tests {
         // Seqs up to 4 still belong to epoch 0, above it to epoch 1.
         assert_eq!(e.config_for(SeqNo(4)).epoch(), 0);
         assert_eq!(e.config_for(SeqNo(5)).epoch(), 0, "not applied before seq 4 commits");
+    }
+
+    /// Hands `id`'s engine its own signature for every `Sign` in `out`, until none is asked;
+    /// returns every effect seen.
+    fn with_signatures(e: &mut Engine<TestVerifier>, id: u32, mut out: Vec<Effect>) -> Vec<Effect> {
+        let mut all = Vec::new();
+        while !out.is_empty() {
+            let mut next = Vec::new();
+            for x in out {
+                if let Effect::Sign { token, payload } = &x {
+                    let signature = sign_with(&key(id), payload);
+                    next.extend(e.handle(Input::Signed { token: *token, signature }));
+                }
+                all.push(x);
+            }
+            out = next;
+        }
+        all
+    }
+
+    fn proposal(out: &[Effect]) -> Option<(SeqNo, u64, Batch)> {
+        out.iter().find_map(|x| match x {
+            Effect::Execute { seq, token, batch } => Some((*seq, *token, batch.clone())),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_partial_batch_waits_for_the_block_in_flight_and_a_full_one_does_not() {
+        // vpbox's pipeline depth 1: batches grow with the load, not the rounds.
+        let params = Params {
+            checkpoint_interval: 4,
+            window: 8,
+            batch_size_max: 3,
+            pipeline_depth: 1,
+            ..Params::default()
+        };
+        let mut e = Engine::new(NodeId(0), config(4), params, TestVerifier).unwrap();
+        let _ = e.handle(Input::Restore {
+            records: vec![],
+            committed: SeqNo(0),
+            state: Digest([7; 32]),
+            recent: vec![],
+            configs: vec![],
+        });
+        let tx = |x: u8| Digest([x; 32]);
+        let propose = |e: &mut Engine<TestVerifier>, out: Vec<Effect>, result: Digest| {
+            let (seq, token, batch) = proposal(&out).expect("a proposal");
+            let out = e.handle(Input::Executed { seq, token, result, members: None });
+            let out = with_signatures(e, 0, out);
+            assert!(out.iter().any(|x| matches!(x, Effect::Broadcast(env)
+                if matches!(env.message, Message::PrePrepare(_)))));
+            (seq, batch)
+        };
+        // Tx 1 waits for the batch timeout, then seq 1 is proposed.
+        assert!(proposal(&e.handle(Input::Transaction(tx(1)))).is_none());
+        let out = e.handle(Input::Timeout(Timer::Batch));
+        let (_, b1) = propose(&mut e, out, Digest([1; 32]));
+        // Seq 1 awaits commit: tx 2's partial batch waits, even once its timeout fires.
+        let out = e.handle(Input::Transaction(tx(2)));
+        assert!(out.iter().any(|x| matches!(x, Effect::SetTimer { timer: Timer::Batch, .. })));
+        assert!(proposal(&e.handle(Input::Timeout(Timer::Batch))).is_none());
+        assert!(proposal(&e.handle(Input::Transaction(tx(3)))).is_none());
+        // Seq 1 commits: the waiting batch, with tx 3, is proposed at once.
+        let d = batch_digest(&TestVerifier, &b1);
+        let mut out = vec![];
+        for i in [1, 2] {
+            let v = Vote { view: View(0), seq: SeqNo(1), digest: d };
+            out.extend(e.handle(Input::Message(signed(i, Message::Prepare(v)))));
+        }
+        let _ = with_signatures(&mut e, 0, out);
+        let block = block_digest(&TestVerifier, SeqNo(1), &d, &Digest([1; 32]));
+        let mut out = vec![];
+        for i in [1, 2] {
+            let v = Vote { view: View(0), seq: SeqNo(1), digest: block };
+            out.extend(e.handle(Input::Message(signed(i, Message::Commit(v)))));
+        }
+        assert!(out.iter().any(|x| matches!(x, Effect::Commit { seq: SeqNo(1), .. })), "{out:?}");
+        let (seq, b2) = propose(&mut e, out, Digest([2; 32]));
+        assert_eq!((seq, b2.txs), (SeqNo(2), vec![tx(2), tx(3)]));
+        // Seq 2 awaits commit, yet a full batch goes without waiting for it or the timeout.
+        assert!(proposal(&e.handle(Input::Transaction(tx(4)))).is_none());
+        assert!(proposal(&e.handle(Input::Transaction(tx(5)))).is_none());
+        let out = e.handle(Input::Transaction(tx(6)));
+        let (seq, b3) = propose(&mut e, out, Digest([3; 32]));
+        assert_eq!((seq, b3.txs), (SeqNo(3), vec![tx(4), tx(5), tx(6)]));
     }
 
     #[test]

@@ -94,13 +94,22 @@ pub struct Member {
     pub public_key: PublicKey,
 }
 
-/// Timeouts and sizes; the defaults are Hyperchain's.
+/// Timeouts and sizes; the defaults are Hyperchain's, but for `pipeline_depth` (vpbox's).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Params {
     /// A batch is cut when it holds this many transactions.
     pub batch_size_max: usize,
     /// ...or when this much time has passed since the first one arrived.
     pub batch_timeout_ms: u64,
+    /// How many of the primary's blocks may await commit before a partial batch waits for one
+    /// of them (a full batch never waits). At least 1; by default unlimited (the window bounds
+    /// it). 1 makes a partial batch follow the previous block's commit, so batches grow with a
+    /// steady load instead of the rounds. Measured with 4 nodes on 2 cores (`vpbox bench
+    /// anchors --pipeline-depth 1`): at 200 anchors/s, p99 commit latency fell from 73–101 ms
+    /// to 43–60 ms; but in 3 of 11 runs a burst of 5,000 signed anchors collapsed to 110–460/s
+    /// (a stop-and-wait round stalls while backups fetch bodies still queued for verification),
+    /// so it is a choice for steady loads, not the default.
+    pub pipeline_depth: u64,
     /// Checkpoint interval `K`.
     pub checkpoint_interval: u64,
     /// Window size `L`: only sequence numbers in `(h, h + L]` are accepted. A multiple of `K`.
@@ -126,6 +135,7 @@ impl Default for Params {
         Self {
             batch_size_max: 500,
             batch_timeout_ms: 500,
+            pipeline_depth: u64::MAX,
             checkpoint_interval: 10,
             window: 40,
             request_timeout_ms: 6_000,

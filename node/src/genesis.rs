@@ -173,6 +173,7 @@ fn default_window() -> u64 {
 struct RawParams {
     batch_size_max: Option<usize>,
     batch_timeout_ms: Option<u64>,
+    pipeline_depth: Option<u64>,
     checkpoint_interval: Option<u64>,
     window: Option<u64>,
     request_timeout_ms: Option<u64>,
@@ -255,6 +256,7 @@ impl Genesis {
         set!(
             batch_size_max,
             batch_timeout_ms,
+            pipeline_depth,
             checkpoint_interval,
             window,
             request_timeout_ms,
@@ -432,7 +434,7 @@ mod tests {
 
     fn genesis(nodes: &[String], roots: &str) -> String {
         format!(
-            r#"{{"chain_id":"t","timestamp_ms":{},"consensus":{{"batch_timeout_ms":7}},"nodes":[{}],"roots":{roots}}}"#,
+            r#"{{"chain_id":"t","timestamp_ms":{},"consensus":{{"batch_timeout_ms":7,"pipeline_depth":2}},"nodes":[{}],"roots":{roots}}}"#,
             NOW_S * 1000 + 1000,
             nodes.join(",")
         )
@@ -453,7 +455,7 @@ mod tests {
         let g = Genesis::parse(text.as_bytes(), Path::new("/base")).unwrap();
         assert_eq!(g.nodes[0].id, NodeId(1), "sorted by id");
         assert_eq!(g.nodes[1].peer, Address::Unix("/base/n2/p.sock".into()));
-        assert_eq!(g.params.batch_timeout_ms, 7);
+        assert_eq!((g.params.batch_timeout_ms, g.params.pipeline_depth), (7, 2));
         assert_eq!(g.roots.len(), 1);
         assert!(!g.nodes[0].certificate.is_empty());
         assert_eq!(g.consensus_config().unwrap().n(), 2);

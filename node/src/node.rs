@@ -5,7 +5,7 @@
 //!
 //! | effect | what the driver does |
 //! |---|---|
-//! | `Persist` | appends to the WAL; fsyncs before the next effect that is not a `Persist` |
+//! | `Persist` | appends to the WAL; one fsync covers every input queued in a round, before any other effect of the round (group commit, see `Driver::pump`) |
 //! | `Sign` | hands the payload's SM3 digest and its position to the signer thread, which asks `vpbox signer` over its socket and answers `Input::Signed` |
 //! | `Send`/`Broadcast` | queues the encoded envelope on the peer links |
 //! | `SetTimer`/`CancelTimer` | keeps a deadline per timer; the loop sleeps until the nearest |
@@ -510,13 +510,26 @@ impl Driver {
     }
 
     /// Feeds queued inputs to the engine and carries out its effects until nothing is left.
+    ///
+    /// Group commit: every queued input is handed to the engine first, its `Persist` effects
+    /// appended to the WAL at once and the others kept in order; one fsync then covers them
+    /// all, and only after it are the kept effects carried out. No message leaves before what
+    /// it depends on is durable (a `Send` that came before a `Persist` waits for it too), and
+    /// a burst of votes costs one fsync instead of one each. Effects that feed the engine again
+    /// (`Execute` → `Executed`) start the next round.
     fn pump(&mut self) {
-        while let Some(input) = self.inputs.pop_front() {
-            let effects = self.engine.handle(input);
-            for e in effects {
-                if !matches!(e, Effect::Persist(_)) {
-                    self.sync_wal();
+        let mut kept = Vec::new();
+        while !self.inputs.is_empty() {
+            while let Some(input) = self.inputs.pop_front() {
+                for e in self.engine.handle(input) {
+                    match e {
+                        Effect::Persist(_) => self.effect(e),
+                        e => kept.push(e),
+                    }
                 }
+            }
+            self.sync_wal();
+            for e in kept.drain(..) {
                 self.effect(e);
             }
             self.sync_wal();

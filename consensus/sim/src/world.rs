@@ -180,6 +180,7 @@ pub fn sim_params() -> Params {
     Params {
         batch_size_max: 8,
         batch_timeout_ms: 100,
+        pipeline_depth: u64::MAX,
         checkpoint_interval: 4,
         window: 16,
         request_timeout_ms: 2_000,
