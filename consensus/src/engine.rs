@@ -1957,7 +1957,11 @@ mod tests {
     }
 
     fn engine(id: u32) -> Engine<TestVerifier> {
-        let params = Params { checkpoint_interval: 4, window: 8, ..Params::default() };
+        engine_with(id, Params { checkpoint_interval: 4, window: 8, ..Params::default() })
+    }
+
+    /// Replica `id` of 4, restored empty.
+    fn engine_with(id: u32, params: Params) -> Engine<TestVerifier> {
         let mut e = Engine::new(NodeId(id), config(4), params, TestVerifier).unwrap();
         let _ = e.handle(Input::Restore {
             records: vec![],
@@ -2309,14 +2313,7 @@ mod tests {
             pipeline_depth: 1,
             ..Params::default()
         };
-        let mut e = Engine::new(NodeId(0), config(4), params, TestVerifier).unwrap();
-        let _ = e.handle(Input::Restore {
-            records: vec![],
-            committed: SeqNo(0),
-            state: Digest([7; 32]),
-            recent: vec![],
-            configs: vec![],
-        });
+        let mut e = engine_with(0, params);
         let tx = |x: u8| Digest([x; 32]);
         let propose = |e: &mut Engine<TestVerifier>, out: Vec<Effect>, result: Digest| {
             let (seq, token, batch) = proposal(&out).expect("a proposal");
