@@ -105,8 +105,8 @@ pub struct Params {
     /// of them (a full batch never waits). At least 1; by default unlimited (the window bounds
     /// it). 1 makes a partial batch follow the previous block's commit, so batches grow with a
     /// steady load instead of the rounds. Measured with 4 nodes on 2 cores (`vpbox bench
-    /// anchors --pipeline-depth 1`): at 200 anchors/s, p99 commit latency fell from 73–101 ms
-    /// to 43–60 ms; but in 3 of 11 runs a burst of 5,000 signed anchors collapsed to 110–460/s
+    /// anchors --pipeline-depth 1`): at 200 anchors/s, p99 commit latency fell from 73–131 ms
+    /// to 43–61 ms; but in 3 of 13 runs a burst of 5,000 signed anchors collapsed to 110–460/s
     /// (a stop-and-wait round stalls while backups fetch bodies still queued for verification),
     /// so it is a choice for steady loads, not the default.
     pub pipeline_depth: u64,
