@@ -4,16 +4,20 @@
 use crate::token::TestToken;
 use crate::{openssl, s};
 
+/// Generates each `(label, id)` key inside the token; `t` names the module, token and PIN.
+fn keygen(token: &TestToken, t: &[&str], keys: &[(&str, &str)]) {
+    for (label, id) in keys {
+        let made = token.vpbox(&[&["hsm", "keygen"], t, &["--label", label, "--id", id]].concat());
+        assert_eq!(made.code, 0, "{}", made.stderr);
+    }
+}
+
 #[test]
 fn a_bank_ca_in_the_hsm_issues_revokes_and_publishes() {
     let token = TestToken::new("bank-a", "");
     let pin = token.pin_file("pin", "123456");
     let t = ["--module", token.module.as_str(), "--token", "bank-a", "--pin-file", pin.as_str()];
-    for (label, id) in [("ca", "ca01"), ("node1", "01")] {
-        let made =
-            token.vpbox(&[&["hsm", "keygen"], &t[..], &["--label", label, "--id", id]].concat());
-        assert_eq!(made.code, 0, "{}", made.stderr);
-    }
+    keygen(&token, &t, &[("ca", "ca01"), ("node1", "01")]);
     let dir = token.dir.path("ca");
     let d = s(&dir);
     let init = token.vpbox(&[
@@ -154,11 +158,7 @@ fn an_issuing_ca_under_a_banks_existing_root() {
     let token = TestToken::new("bank-b", "");
     let pin = token.pin_file("pin", "123456");
     let t = ["--module", token.module.as_str(), "--token", "bank-b", "--pin-file", pin.as_str()];
-    for (label, id) in [("ca", "ca01"), ("other", "ca02")] {
-        let made =
-            token.vpbox(&[&["hsm", "keygen"], &t[..], &["--label", label, "--id", id]].concat());
-        assert_eq!(made.code, 0, "{}", made.stderr);
-    }
+    keygen(&token, &t, &[("ca", "ca01"), ("other", "ca02")]);
     // The bank's existing root.
     let root_key = token.dir.path("root.key");
     let root = token.dir.path("root.pem");
