@@ -2,7 +2,7 @@
 //! first, so it survives kill -9 and is proposed again after a restart until it is committed,
 //! even if the quorum is gone for hours.
 //!
-//! Stored in a [`RecordLog`]. Admissions are grouped: [`Intake::admit`] writes any number of
+//! Stored in a [`Journal`]. Admissions are grouped: [`Intake::admit`] writes any number of
 //! transactions under one fsync. Committed transactions are forgotten in memory at once and
 //! from the file lazily: the log is rewritten with only the pending ones when the forgotten
 //! outnumber them, so a commit costs no I/O here in the common case. A committed transaction
@@ -13,31 +13,51 @@ use std::path::Path;
 
 use vpbox_sm::sm3::Digest;
 
-use crate::log::{LogError, RecordLog};
+use vpbox_journal::{Journal, JournalError};
+
+/// Why the intake could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IntakeError {
+    /// The journal failed or is corrupt.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// A record with a good checksum that this build cannot read as a transaction.
+    #[error("intake {path}: record {index} is not a transaction this build can read")]
+    Unreadable {
+        /// The log.
+        path: std::path::PathBuf,
+        /// The record's index.
+        index: usize,
+    },
+}
 
 /// The durable queue of acknowledged, uncommitted transactions, keyed by transaction hash.
 #[derive(Debug)]
 pub struct Intake {
-    log: RecordLog,
+    log: Journal,
     pending: HashMap<Digest, Vec<u8>>,
     order: VecDeque<Digest>,
     forgotten: usize,
 }
 
 impl Intake {
-    /// Opens (or creates) the log. `key` maps a stored transaction to its hash (`None` drops
-    /// a record this build cannot read).
-    pub fn open(path: &Path, key: impl Fn(&[u8]) -> Option<Digest>) -> Result<Self, LogError> {
-        let (log, records) = RecordLog::open(path)?;
+    /// Opens (or creates) the log. `key` maps a stored transaction to its hash; a record that
+    /// passed its checksum but is not a transaction (`None`) stops the node: it was
+    /// acknowledged, so it is never dropped silently.
+    pub fn open(path: &Path, key: impl Fn(&[u8]) -> Option<Digest>) -> Result<Self, IntakeError> {
+        let (log, records) = crate::log::open(path)?;
         let mut intake =
             Self { log, pending: HashMap::new(), order: VecDeque::new(), forgotten: 0 };
-        for bytes in records {
-            match key(&bytes) {
-                Some(h) if !intake.pending.contains_key(&h) => {
-                    intake.pending.insert(h, bytes);
-                    intake.order.push_back(h);
-                }
-                _ => intake.forgotten += 1,
+        for (index, bytes) in records.into_iter().enumerate() {
+            let Some(h) = key(&bytes) else {
+                return Err(IntakeError::Unreadable { path: path.to_path_buf(), index });
+            };
+            if intake.pending.contains_key(&h) {
+                intake.forgotten += 1;
+            } else {
+                intake.pending.insert(h, bytes);
+                intake.order.push_back(h);
             }
         }
         Ok(intake)
@@ -45,7 +65,7 @@ impl Intake {
 
     /// Records the transactions (already verified) and makes them durable with one fsync.
     /// Returns, for each, whether it was new (`false`: pending already, a duplicate).
-    pub fn admit(&mut self, txs: &[(Digest, &[u8])]) -> Result<Vec<bool>, LogError> {
+    pub fn admit(&mut self, txs: &[(Digest, &[u8])]) -> Result<Vec<bool>, JournalError> {
         let mut fresh = Vec::with_capacity(txs.len());
         let mut wrote = false;
         for (h, bytes) in txs {
@@ -87,7 +107,7 @@ impl Intake {
 
     /// Forgets committed transactions; rewrites the log when the forgotten outnumber the
     /// pending.
-    pub fn committed(&mut self, hashes: &[Digest]) -> Result<(), LogError> {
+    pub fn committed(&mut self, hashes: &[Digest]) -> Result<(), JournalError> {
         for h in hashes {
             if self.pending.remove(h).is_some() {
                 self.forgotten += 1;

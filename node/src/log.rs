@@ -1,213 +1,123 @@
-//! An append-only log of checksummed records, the durable store under the intake and the
-//! consensus WAL.
-//!
-//! A record is `len:u32be ‖ bytes ‖ sm3(bytes)[..8]`. A torn last record (a crash mid-write,
-//! before anything was acknowledged on its strength) is dropped at open; a bad record anywhere
-//! else is corruption and opening fails, naming the byte offset. Appends are written at once
-//! and made durable by [`RecordLog::sync`], so a caller can group many appends under one
-//! fsync. [`RecordLog::rewrite`] replaces the whole log atomically (write, fsync, rename, fsync
-//! the directory).
+//! The node's durable logs (the consensus WAL and the intake) are [`vpbox_journal`] journals:
+//! a torn tail is truncated and logged here, corruption stops the node naming file and offset.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use vpbox_sm::sm3::hash;
+use vpbox_consensus::WalRecord;
+use vpbox_consensus::wire::decode_record;
+use vpbox_journal::{Journal, JournalError};
 
-/// Largest record.
-pub const RECORD_MAX: usize = 16 << 20;
+use crate::node::tracing_line;
 
-/// Log errors.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum LogError {
-    /// The log could not be read or written (a full disk: nothing is acknowledged).
-    #[error("log {path}: {source}")]
-    Io {
-        /// The log.
-        path: PathBuf,
-        /// The error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A record before the last fails its checksum.
-    #[error("log {path} is corrupt at byte {offset}")]
-    Corrupt {
-        /// The log.
-        path: PathBuf,
-        /// Where.
-        offset: u64,
-    },
-    /// A record larger than [`RECORD_MAX`].
-    #[error("a record of {0} bytes is larger than the log accepts")]
-    TooLarge(usize),
+/// Opens the journal at `path`, logging a torn tail it truncated; returns its records.
+pub fn open(path: &Path) -> Result<(Journal, Vec<Vec<u8>>), JournalError> {
+    let opened = Journal::open(path)?;
+    if let Some(t) = &opened.torn {
+        tracing_line(&format!(
+            "{}: truncated a torn tail of {} bytes at byte {} ({}): an append a crash \
+             interrupted before it was acknowledged",
+            path.display(),
+            t.bytes,
+            t.offset,
+            t.reason
+        ));
+    }
+    Ok((opened.journal, opened.records))
 }
 
-/// An open log.
-#[derive(Debug)]
-pub struct RecordLog {
-    path: PathBuf,
-    file: File,
-    bytes: u64,
-}
-
-impl RecordLog {
-    /// Opens (or creates) the log at `path`, dropping a torn tail; returns the records in order.
-    pub fn open(path: &Path) -> Result<(Self, Vec<Vec<u8>>), LogError> {
-        let io = |source| LogError::Io { path: path.to_path_buf(), source };
-        let mut file =
-            OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io)?;
-        let mut data = Vec::new();
-        file.read_to_end(&mut data).map_err(io)?;
-        let mut records = Vec::new();
-        let mut at = 0usize;
-        while at < data.len() {
-            match record(&data[at..]) {
-                Some((bytes, used)) => {
-                    records.push(bytes.to_vec());
-                    at += used;
-                }
-                None if torn_tail(&data[at..]) => {
-                    file.set_len(at as u64).map_err(io)?;
-                    file.sync_all().map_err(io)?;
-                    break;
-                }
-                None => {
-                    return Err(LogError::Corrupt { path: path.to_path_buf(), offset: at as u64 });
-                }
-            }
-        }
-        Ok((Self { path: path.to_path_buf(), file, bytes: at as u64 }, records))
+/// Opens the consensus WAL: its raw records and their decoding, in order. A record that
+/// passed its checksum but does not decode stops the node like corruption does.
+pub fn open_wal(path: &Path) -> Result<(Journal, Vec<(Vec<u8>, WalRecord)>), String> {
+    let (journal, raw) = open(path).map_err(|e| e.to_string())?;
+    let mut records = Vec::with_capacity(raw.len());
+    for (index, bytes) in raw.into_iter().enumerate() {
+        let record = decode_record(&bytes)
+            .map_err(|e| format!("WAL {}: record {index} unreadable: {e}", path.display()))?;
+        records.push((bytes, record));
     }
-
-    fn io(&self) -> impl Fn(std::io::Error) -> LogError + '_ {
-        |source| LogError::Io { path: self.path.clone(), source }
-    }
-
-    /// Appends a record; durable after the next [`Self::sync`].
-    pub fn append(&mut self, bytes: &[u8]) -> Result<(), LogError> {
-        if bytes.len() > RECORD_MAX {
-            return Err(LogError::TooLarge(bytes.len()));
-        }
-        let rec = frame(bytes);
-        self.file.write_all(&rec).map_err(self.io())?;
-        self.bytes += rec.len() as u64;
-        Ok(())
-    }
-
-    /// Makes every append so far durable.
-    pub fn sync(&mut self) -> Result<(), LogError> {
-        self.file.sync_data().map_err(self.io())
-    }
-
-    /// Replaces the log's contents with `records`, atomically.
-    pub fn rewrite<'a>(
-        &mut self,
-        records: impl IntoIterator<Item = &'a [u8]>,
-    ) -> Result<(), LogError> {
-        let tmp = self.path.with_extension("rewrite");
-        let mut out = File::create(&tmp).map_err(self.io())?;
-        let mut bytes = 0u64;
-        let mut buf = Vec::new();
-        for r in records {
-            buf.extend_from_slice(&frame(r));
-            if buf.len() > 1 << 20 {
-                out.write_all(&buf).map_err(self.io())?;
-                bytes += buf.len() as u64;
-                buf.clear();
-            }
-        }
-        out.write_all(&buf).map_err(self.io())?;
-        bytes += buf.len() as u64;
-        out.sync_all().map_err(self.io())?;
-        std::fs::rename(&tmp, &self.path).map_err(self.io())?;
-        if let Some(dir) = self.path.parent() {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(self.io())?;
-        }
-        self.file = OpenOptions::new().append(true).open(&self.path).map_err(self.io())?;
-        self.bytes = bytes;
-        Ok(())
-    }
-
-    /// The log's size in bytes.
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
-}
-
-fn frame(bytes: &[u8]) -> Vec<u8> {
-    let mut rec = Vec::with_capacity(bytes.len() + 12);
-    rec.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-    rec.extend_from_slice(bytes);
-    rec.extend_from_slice(&hash(bytes).0[..8]);
-    rec
-}
-
-/// A whole, valid record at the start of `data`: its bytes and the length consumed.
-fn record(data: &[u8]) -> Option<(&[u8], usize)> {
-    let len = u32::from_be_bytes(data.get(..4)?.try_into().ok()?) as usize;
-    if len > RECORD_MAX {
-        return None;
-    }
-    let bytes = data.get(4..4 + len)?;
-    let sum = data.get(4 + len..12 + len)?;
-    (hash(bytes).0[..8] == *sum).then_some((bytes, 12 + len))
-}
-
-/// Whether the bad bytes at `data` are an interrupted final write: too short to hold the
-/// record its length announces.
-fn torn_tail(data: &[u8]) -> bool {
-    match data.get(..4) {
-        None => true,
-        Some(l) => {
-            let len = u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize;
-            len <= RECORD_MAX && data.len() < 12 + len
-        }
-    }
+    Ok((journal, records))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use vpbox_consensus::{Digest as CDigest, Message, SeqNo, View, Vote};
+    use vpbox_journal::MAGIC;
+    use vpbox_sm::sm3::hash;
 
-    #[test]
-    fn a_torn_tail_is_dropped_and_corruption_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log");
-        {
-            let (mut log, recs) = RecordLog::open(&path).unwrap();
-            assert!(recs.is_empty());
-            log.append(b"a").unwrap();
-            log.append(b"bb").unwrap();
-            log.sync().unwrap();
+    use super::*;
+    use crate::intake::Intake;
+
+    /// Flips every bit of the file at `path` in turn and asks `open` to start from it: each
+    /// run must refuse to start naming the file and a record's offset, never come up with an
+    /// acknowledged record silently gone. All records here were synced (acknowledged).
+    fn every_bit_flip_refuses_to_start(path: &Path, open: impl Fn(&Path) -> Result<usize, String>) {
+        let good = std::fs::read(path).unwrap();
+        let records = open(path).unwrap();
+        assert!(records >= 3, "a small log of several records");
+        for byte in MAGIC.len()..good.len() {
+            for bit in 0..8 {
+                let mut bad = good.clone();
+                bad[byte] ^= 1 << bit;
+                std::fs::write(path, &bad).unwrap();
+                match open(path) {
+                    Err(e) => assert!(
+                        e.contains(&path.display().to_string()) && e.contains("corrupt at byte"),
+                        "byte {byte} bit {bit}: {e}"
+                    ),
+                    Ok(n) => panic!("byte {byte} bit {bit}: started with {n} of {records} records"),
+                }
+            }
         }
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(&[0, 0, 0, 9, 1, 2]).unwrap();
-        drop(f);
-        let (mut log, recs) = RecordLog::open(&path).unwrap();
-        assert_eq!(recs, vec![b"a".to_vec(), b"bb".to_vec()]);
-        log.append(b"c").unwrap();
-        log.sync().unwrap();
-        drop(log);
-        assert_eq!(RecordLog::open(&path).unwrap().1.len(), 3);
-        let mut data = std::fs::read(&path).unwrap();
-        data[5] ^= 0xff; // inside the first record
-        std::fs::write(&path, data).unwrap();
-        assert!(matches!(RecordLog::open(&path), Err(LogError::Corrupt { offset: 0, .. })));
+        std::fs::write(path, &good).unwrap();
     }
 
     #[test]
-    fn rewrite_replaces_the_contents() {
+    fn a_flipped_bit_anywhere_in_the_wal_stops_the_node() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log");
-        let (mut log, _) = RecordLog::open(&path).unwrap();
-        for r in [b"1", b"2", b"3"] {
-            log.append(r).unwrap();
+        let path = dir.path().join("consensus.wal");
+        let (mut wal, _) = open_wal(&path).unwrap();
+        let vote = |seq| Vote { view: View(1), seq: SeqNo(seq), digest: CDigest([seq as u8; 32]) };
+        for r in [
+            WalRecord::View { view: View(1), changing: false },
+            WalRecord::Intent(Message::Prepare(vote(1))),
+            WalRecord::Intent(Message::Commit(vote(1))),
+        ] {
+            wal.append(&vpbox_consensus::wire::encode_record(&r)).unwrap();
         }
-        log.rewrite([b"2".as_slice()]).unwrap();
-        log.append(b"4").unwrap();
-        log.sync().unwrap();
-        drop(log);
-        assert_eq!(RecordLog::open(&path).unwrap().1, vec![b"2".to_vec(), b"4".to_vec()]);
+        wal.sync().unwrap();
+        drop(wal);
+        every_bit_flip_refuses_to_start(&path, |p| open_wal(p).map(|(_, r)| r.len()));
+    }
+
+    #[test]
+    fn a_flipped_bit_anywhere_in_the_intake_stops_the_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("intake.log");
+        let key = |b: &[u8]| Some(hash(b));
+        let mut intake = Intake::open(&path, key).unwrap();
+        let txs: Vec<Vec<u8>> = (0..4u8).map(|n| vec![n; 5 + n as usize]).collect();
+        let refs: Vec<_> = txs.iter().map(|t| (hash(t), t.as_slice())).collect();
+        intake.admit(&refs).unwrap();
+        drop(intake);
+        every_bit_flip_refuses_to_start(&path, |p| {
+            Intake::open(p, key).map(|i| i.len()).map_err(|e| e.to_string())
+        });
+    }
+
+    #[test]
+    fn a_torn_tail_is_truncated_and_the_acknowledged_records_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("intake.log");
+        let key = |b: &[u8]| Some(hash(b));
+        let mut intake = Intake::open(&path, key).unwrap();
+        intake.admit(&[(hash(b"a"), b"a"), (hash(b"b"), b"b")]).unwrap();
+        drop(intake);
+        let full = std::fs::read(&path).unwrap();
+        let mut torn = full.clone();
+        // Half of a third record: a crash in the middle of an append not yet acknowledged.
+        torn.extend_from_slice(&vpbox_journal::frame(b"c").unwrap()[..6]);
+        std::fs::write(&path, &torn).unwrap();
+        assert_eq!(Intake::open(&path, key).unwrap().len(), 2);
+        assert_eq!(std::fs::read(&path).unwrap(), full, "truncated back to the last record");
     }
 }

@@ -49,8 +49,8 @@ use vpbox_sm::sm3::{Digest, hash};
 
 use crate::genesis::{Genesis, NodeEntry};
 use crate::intake::Intake;
-use crate::log::RecordLog;
 use crate::peer::{Links, PeerMsg};
+use vpbox_journal::Journal;
 
 /// Most transactions waiting for consensus before new ones are refused as busy.
 pub const POOL_MAX: usize = 200_000;
@@ -240,7 +240,7 @@ pub struct Driver {
     ledger: Arc<RwLock<Ledger>>,
     /// Executed, uncommitted blocks above the tip, in order (a block's height is its seq).
     spec: Vec<Executed>,
-    wal: RecordLog,
+    wal: Journal,
     wal_dirty: bool,
     wal_compacted_at: u64,
     wal_records: Vec<Vec<u8>>,
@@ -281,7 +281,7 @@ impl Driver {
         let engine = Engine::new(id, config, genesis.params.clone(), verifier.clone())
             .map_err(|e| err("consensus")(&e))?;
         let (wal, wal_records) =
-            RecordLog::open(&data_dir.join("consensus.wal")).map_err(|e| err("WAL")(&e))?;
+            crate::log::open_wal(&data_dir.join("consensus.wal")).map_err(StartError)?;
         let intake =
             Intake::open(&data_dir.join("intake.log"), |b| Tx::decode(b).ok().map(|t| t.hash()))
                 .map_err(|e| err("intake")(&e))?;
@@ -313,16 +313,11 @@ impl Driver {
         Ok(d)
     }
 
-    fn restore(&mut self, wal_records: Vec<Vec<u8>>) -> Result<(), StartError> {
+    fn restore(&mut self, wal_records: Vec<(Vec<u8>, WalRecord)>) -> Result<(), StartError> {
         let mut records = Vec::new();
-        for bytes in wal_records {
-            match decode_record(&bytes) {
-                Ok(r) => {
-                    records.push(r);
-                    self.wal_records.push(bytes);
-                }
-                Err(e) => return Err(StartError(format!("WAL record unreadable: {e}"))),
-            }
+        for (bytes, r) in wal_records {
+            records.push(r);
+            self.wal_records.push(bytes);
         }
         let (committed, state, recent) = {
             let ledger = self.ledger.read().map_err(|_| StartError("ledger lock".into()))?;

@@ -1,0 +1,387 @@
+//! Append-only logs of checksummed records that tell a torn tail from corruption: under the
+//! consensus WAL, the node's intake and the signer's double-sign guard.
+//!
+//! ```text
+//! file   = magic:"VPBXJNL1" record*
+//! record = len:u32be ‖ head_sum:[4] ‖ body:[len] ‖ body_sum:[8]
+//! head_sum = SM3("vpbox/journal/head\0" ‖ len)[..4]
+//! body_sum = SM3("vpbox/journal/body\0" ‖ len ‖ body)[..8]
+//! ```
+//!
+//! The length has a checksum of its own, so a flipped bit in it is seen as such rather than
+//! taken for a record that runs past the end of the file. At open, the first record that does
+//! not verify is classified:
+//!
+//! - **torn tail** — what a crash during an append leaves, and only at the end of the file: a
+//!   header cut short, a record whose (verified) length runs past the end of the file, or an
+//!   unwritten extent (every byte from the bad record to the end is zero, or the last record's
+//!   checksum is). Nothing acknowledged can be in it: appends are acknowledged only after
+//!   [`Journal::sync`]. It is truncated, and [`Opened::torn`] says where, for the caller to log.
+//! - **corruption** — anything else: a header or body that fails its checksum while the bytes
+//!   are all there, a length above [`RECORD_MAX`], a wrong magic. Opening fails with
+//!   [`JournalError::Corrupt`] naming the file and the byte offset of the bad record; the
+//!   caller stops loudly (TigerBeetle's rule: crash on local corruption, never drop
+//!   acknowledged data silently). Repair is an operator's decision.
+//!
+//! Appends are written at once and made durable by [`Journal::sync`], so a caller can group
+//! many appends under one fsync. [`Journal::rewrite`] replaces the whole log atomically (write,
+//! fsync, rename, fsync the directory).
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use vpbox_sm::sm3::Sm3;
+
+/// The first bytes of every journal file: the format and its version.
+pub const MAGIC: &[u8; 8] = b"VPBXJNL1";
+/// Largest record body.
+pub const RECORD_MAX: usize = 16 << 20;
+const HEAD: usize = 8;
+const SUM: usize = 8;
+
+/// Journal errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JournalError {
+    /// The log could not be read or written (a full disk: nothing is acknowledged).
+    #[error("log {path}: {source}")]
+    Io {
+        /// The log.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Local corruption: a record that is all there fails its checksum.
+    #[error("log {path} is corrupt at byte {offset} ({reason}); refusing to continue")]
+    Corrupt {
+        /// The log.
+        path: PathBuf,
+        /// The byte offset of the bad record (or 0 for a bad magic).
+        offset: u64,
+        /// What failed.
+        reason: &'static str,
+    },
+    /// A record body larger than [`RECORD_MAX`].
+    #[error("a record of {0} bytes is larger than the log accepts")]
+    TooLarge(usize),
+}
+
+/// A torn tail found and truncated at open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Torn {
+    /// Where the torn record began (the log's new length).
+    pub offset: u64,
+    /// How many bytes were dropped.
+    pub bytes: u64,
+    /// Which kind of interrupted write it was.
+    pub reason: &'static str,
+}
+
+/// What [`Journal::open`] found.
+#[derive(Debug)]
+pub struct Opened {
+    /// The open log, positioned at its end.
+    pub journal: Journal,
+    /// Every record, in order.
+    pub records: Vec<Vec<u8>>,
+    /// The torn tail dropped, if any: the caller logs it.
+    pub torn: Option<Torn>,
+}
+
+/// An open log.
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+    file: File,
+    bytes: u64,
+}
+
+impl Journal {
+    /// Opens (or creates) the log at `path`, truncating a torn tail; corruption is an error.
+    pub fn open(path: &Path) -> Result<Opened, JournalError> {
+        let io = |source| JournalError::Io { path: path.to_path_buf(), source };
+        let corrupt =
+            |offset, reason| JournalError::Corrupt { path: path.to_path_buf(), offset, reason };
+        let mut file =
+            OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io)?;
+        let mut data = Vec::new();
+        file.read_to_end(&mut data).map_err(io)?;
+        let mut torn = None;
+        if data.len() < MAGIC.len() {
+            // A crash while the file was being created: nothing was ever acknowledged in it.
+            if !(MAGIC.starts_with(&data) || data.iter().all(|&b| b == 0)) {
+                return Err(corrupt(0, "bad magic"));
+            }
+            if !data.is_empty() {
+                torn =
+                    Some(Torn { offset: 0, bytes: data.len() as u64, reason: "magic cut short" });
+            }
+            file.set_len(0).map_err(io)?;
+            file.write_all(MAGIC).map_err(io)?;
+            file.sync_all().map_err(io)?;
+            if let Some(dir) = path.parent() {
+                sync_dir(dir).map_err(io)?;
+            }
+            let journal = Self { path: path.to_path_buf(), file, bytes: MAGIC.len() as u64 };
+            return Ok(Opened { journal, records: Vec::new(), torn });
+        }
+        if data[..MAGIC.len()] != MAGIC[..] {
+            return Err(corrupt(0, "bad magic"));
+        }
+        let mut records = Vec::new();
+        let mut at = MAGIC.len();
+        while at < data.len() {
+            match scan(&data[at..]) {
+                Scan::Record(body, used) => {
+                    records.push(body.to_vec());
+                    at += used;
+                }
+                Scan::Torn(reason) => {
+                    let bytes = (data.len() - at) as u64;
+                    torn = Some(Torn { offset: at as u64, bytes, reason });
+                    file.set_len(at as u64).map_err(io)?;
+                    file.sync_all().map_err(io)?;
+                    break;
+                }
+                Scan::Corrupt(reason) => return Err(corrupt(at as u64, reason)),
+            }
+        }
+        let journal = Self { path: path.to_path_buf(), file, bytes: at as u64 };
+        Ok(Opened { journal, records, torn })
+    }
+
+    fn io(&self) -> impl Fn(std::io::Error) -> JournalError + '_ {
+        |source| JournalError::Io { path: self.path.clone(), source }
+    }
+
+    /// The log's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends a record; durable after the next [`Self::sync`].
+    pub fn append(&mut self, body: &[u8]) -> Result<(), JournalError> {
+        let rec = frame(body)?;
+        self.file.write_all(&rec).map_err(self.io())?;
+        self.bytes += rec.len() as u64;
+        Ok(())
+    }
+
+    /// Makes every append so far durable.
+    pub fn sync(&mut self) -> Result<(), JournalError> {
+        self.file.sync_data().map_err(self.io())
+    }
+
+    /// A handle on the current file, for `sync_data` outside the caller's lock (group commit).
+    /// Take it anew after each append: [`Self::rewrite`] replaces the file.
+    pub fn sync_handle(&self) -> Result<File, JournalError> {
+        self.file.try_clone().map_err(self.io())
+    }
+
+    /// Replaces the log's contents with `records`, atomically.
+    pub fn rewrite<'a>(
+        &mut self,
+        records: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<(), JournalError> {
+        let tmp = self.path.with_extension("rewrite");
+        let mut out = File::create(&tmp).map_err(self.io())?;
+        let mut bytes = 0u64;
+        let mut buf = MAGIC.to_vec();
+        for r in records {
+            buf.extend_from_slice(&frame(r)?);
+            if buf.len() > 1 << 20 {
+                out.write_all(&buf).map_err(self.io())?;
+                bytes += buf.len() as u64;
+                buf.clear();
+            }
+        }
+        out.write_all(&buf).map_err(self.io())?;
+        bytes += buf.len() as u64;
+        out.sync_all().map_err(self.io())?;
+        std::fs::rename(&tmp, &self.path).map_err(self.io())?;
+        if let Some(dir) = self.path.parent() {
+            sync_dir(dir).map_err(self.io())?;
+        }
+        self.file = OpenOptions::new().append(true).open(&self.path).map_err(self.io())?;
+        self.bytes = bytes;
+        Ok(())
+    }
+
+    /// The log's size in bytes.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    File::open(dir)?.sync_all()
+}
+
+fn head_sum(len: u32) -> [u8; 4] {
+    let mut h = Sm3::new();
+    h.update(b"vpbox/journal/head\0");
+    h.update(&len.to_be_bytes());
+    let d = h.finalize();
+    [d.0[0], d.0[1], d.0[2], d.0[3]]
+}
+
+fn body_sum(len: u32, body: &[u8]) -> [u8; SUM] {
+    let mut h = Sm3::new();
+    h.update(b"vpbox/journal/body\0");
+    h.update(&len.to_be_bytes());
+    h.update(body);
+    let d = h.finalize();
+    let mut out = [0u8; SUM];
+    out.copy_from_slice(&d.0[..SUM]);
+    out
+}
+
+/// A record's bytes on disk.
+pub fn frame(body: &[u8]) -> Result<Vec<u8>, JournalError> {
+    let len = u32::try_from(body.len())
+        .ok()
+        .filter(|&l| l as usize <= RECORD_MAX)
+        .ok_or(JournalError::TooLarge(body.len()))?;
+    let mut rec = Vec::with_capacity(HEAD + body.len() + SUM);
+    rec.extend_from_slice(&len.to_be_bytes());
+    rec.extend_from_slice(&head_sum(len));
+    rec.extend_from_slice(body);
+    rec.extend_from_slice(&body_sum(len, body));
+    Ok(rec)
+}
+
+enum Scan<'a> {
+    Record(&'a [u8], usize),
+    Torn(&'static str),
+    Corrupt(&'static str),
+}
+
+/// Classifies the bytes at the start of `rest` (see the module docs).
+fn scan(rest: &[u8]) -> Scan<'_> {
+    let Some(head) = rest.get(..HEAD) else {
+        return Scan::Torn("header cut short");
+    };
+    let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+    if head[4..] != head_sum(len) {
+        if rest.iter().all(|&b| b == 0) {
+            return Scan::Torn("unwritten extent");
+        }
+        return Scan::Corrupt("header checksum");
+    }
+    let len = len as usize;
+    if len > RECORD_MAX {
+        return Scan::Corrupt("length above the maximum");
+    }
+    let total = HEAD + len + SUM;
+    let Some(rec) = rest.get(..total) else {
+        return Scan::Torn("record cut short");
+    };
+    let body = &rec[HEAD..HEAD + len];
+    let sum = &rec[HEAD + len..];
+    if *sum != body_sum(len as u32, body) {
+        if rest.len() == total && sum.iter().all(|&b| b == 0) {
+            return Scan::Torn("unwritten last bytes");
+        }
+        return Scan::Corrupt("body checksum");
+    }
+    Scan::Record(body, total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(path: &Path, records: &[&[u8]]) {
+        let mut j = Journal::open(path).unwrap().journal;
+        for r in records {
+            j.append(r).unwrap();
+        }
+        j.sync().unwrap();
+    }
+
+    #[test]
+    fn records_survive_a_reopen_and_a_rewrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        write(&path, &[b"a", b"", b"ccc"]);
+        let o = Journal::open(&path).unwrap();
+        assert_eq!(o.records, vec![b"a".to_vec(), vec![], b"ccc".to_vec()]);
+        assert_eq!(o.torn, None);
+        let mut j = o.journal;
+        j.rewrite([b"x".as_slice()]).unwrap();
+        j.append(b"y").unwrap();
+        j.sync().unwrap();
+        assert_eq!(j.bytes(), std::fs::metadata(&path).unwrap().len());
+        drop(j);
+        assert_eq!(Journal::open(&path).unwrap().records, vec![b"x".to_vec(), b"y".to_vec()]);
+    }
+
+    #[test]
+    fn an_all_zero_header_never_verifies() {
+        // The unwritten-extent rule relies on it.
+        assert_ne!(head_sum(0), [0; 4]);
+    }
+
+    #[test]
+    fn every_cut_of_the_last_record_is_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        write(&path, &[b"first", b"second record"]);
+        let full = std::fs::read(&path).unwrap();
+        let last_at = MAGIC.len() + frame(b"first").unwrap().len();
+        for cut in last_at..full.len() {
+            std::fs::write(&path, &full[..cut]).unwrap();
+            let o = Journal::open(&path).unwrap();
+            assert_eq!(o.records, vec![b"first".to_vec()], "cut at {cut}");
+            assert_eq!(o.torn.is_some(), cut > last_at, "cut at {cut}");
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), last_at as u64);
+        }
+        // A file extended with zeros the crash never wrote.
+        let mut zeros = full[..last_at].to_vec();
+        zeros.extend_from_slice(&[0; 4096]);
+        std::fs::write(&path, &zeros).unwrap();
+        let o = Journal::open(&path).unwrap();
+        assert_eq!(o.torn.map(|t| t.reason), Some("unwritten extent"));
+        // The creation itself torn.
+        std::fs::write(&path, &MAGIC[..3]).unwrap();
+        assert!(Journal::open(&path).unwrap().records.is_empty());
+        assert_eq!(std::fs::read(&path).unwrap(), MAGIC);
+    }
+
+    #[test]
+    fn every_single_bit_flip_is_corruption_at_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let bodies: [&[u8]; 3] = [b"one", b"", b"three!"];
+        write(&path, &bodies);
+        let good = std::fs::read(&path).unwrap();
+        let mut starts = vec![MAGIC.len()];
+        for b in bodies {
+            starts.push(starts.last().unwrap() + frame(b).unwrap().len());
+        }
+        for byte in 0..good.len() {
+            for bit in 0..8 {
+                let mut bad = good.clone();
+                bad[byte] ^= 1 << bit;
+                std::fs::write(&path, &bad).unwrap();
+                let expected = starts.iter().rev().find(|&&s| s <= byte).map_or(0, |&s| s) as u64;
+                match Journal::open(&path) {
+                    Err(JournalError::Corrupt { offset, .. }) => {
+                        assert_eq!(offset, expected, "byte {byte} bit {bit}")
+                    }
+                    other => panic!("byte {byte} bit {bit}: {other:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_records_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(&dir.path().join("log")).unwrap().journal;
+        assert!(matches!(j.append(&vec![0; RECORD_MAX + 1]), Err(JournalError::TooLarge(_))));
+    }
+}
