@@ -223,7 +223,7 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 fn head_sum(len: u32) -> [u8; 4] {
     let mut h = Sm3::new();
     h.update(b"vpbox/journal/head\0");
-    h.update(&len.to_be_bytes());
+    h.update(len.to_be_bytes());
     let d = h.finalize();
     [d.0[0], d.0[1], d.0[2], d.0[3]]
 }
@@ -231,7 +231,7 @@ fn head_sum(len: u32) -> [u8; 4] {
 fn body_sum(len: u32, body: &[u8]) -> [u8; SUM] {
     let mut h = Sm3::new();
     h.update(b"vpbox/journal/body\0");
-    h.update(&len.to_be_bytes());
+    h.update(len.to_be_bytes());
     h.update(body);
     let d = h.finalize();
     let mut out = [0u8; SUM];
