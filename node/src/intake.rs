@@ -53,11 +53,12 @@ impl Intake {
             let Some(h) = key(&bytes) else {
                 return Err(IntakeError::Unreadable { path: path.to_path_buf(), index });
             };
-            if intake.pending.contains_key(&h) {
-                intake.forgotten += 1;
-            } else {
-                intake.pending.insert(h, bytes);
-                intake.order.push_back(h);
+            match intake.pending.entry(h) {
+                std::collections::hash_map::Entry::Occupied(_) => intake.forgotten += 1,
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(bytes);
+                    intake.order.push_back(h);
+                }
             }
         }
         Ok(intake)

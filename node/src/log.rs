@@ -25,9 +25,12 @@ pub fn open(path: &Path) -> Result<(Journal, Vec<Vec<u8>>), JournalError> {
     Ok((opened.journal, opened.records))
 }
 
+/// The WAL's records as stored and as decoded.
+pub type WalRecords = Vec<(Vec<u8>, WalRecord)>;
+
 /// Opens the consensus WAL: its raw records and their decoding, in order. A record that
 /// passed its checksum but does not decode stops the node like corruption does.
-pub fn open_wal(path: &Path) -> Result<(Journal, Vec<(Vec<u8>, WalRecord)>), String> {
+pub fn open_wal(path: &Path) -> Result<(Journal, WalRecords), String> {
     let (journal, raw) = open(path).map_err(|e| e.to_string())?;
     let mut records = Vec::with_capacity(raw.len());
     for (index, bytes) in raw.into_iter().enumerate() {

@@ -313,7 +313,7 @@ impl Driver {
         Ok(d)
     }
 
-    fn restore(&mut self, wal_records: Vec<(Vec<u8>, WalRecord)>) -> Result<(), StartError> {
+    fn restore(&mut self, wal_records: crate::log::WalRecords) -> Result<(), StartError> {
         let mut records = Vec::new();
         for (bytes, r) in wal_records {
             records.push(r);
