@@ -12,9 +12,11 @@ use clap::Args;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::MechanismType;
 use cryptoki::mechanism::vendor_defined::VendorDefinedMechanism;
+use vpbox_consensus::wire::signing_payload;
+use vpbox_consensus::{Message, NodeId, SeqNo, View, Vote};
 use vpbox_pkcs11::{Module, OpenToken, Pin, Pkcs11Signer, SignerConfig, TokenSelector, keys};
-use vpbox_signer::guard::{Phase, Position};
-use vpbox_signer::{Client, Service, serve};
+use vpbox_signer::guard::Limits;
+use vpbox_signer::{Client, Service, ServiceKey, serve};
 use vpbox_sm::sm2::SecretKey;
 use vpbox_sm::{Domain, Signer};
 
@@ -115,14 +117,10 @@ pub(crate) fn signer(args: &SignerBenchArgs) -> Result<Outcome> {
     let dir = tempfile::tempdir()?;
     let socket = dir.path().join("signer.sock");
     let uid = rustix::process::getuid().as_raw();
-    let service = Service::new(
-        vec![("k".into(), signer as Arc<dyn Signer>)],
-        dir.path(),
-        1 << 40,
-        vec![uid],
-        64,
-    )
-    .map_err(anyhow::Error::msg)?;
+    let keys =
+        vec![ServiceKey { name: "k".into(), signer: signer as Arc<dyn Signer>, node: Some(1) }];
+    let service = Service::new(keys, dir.path(), Limits::default(), vec![uid], 64)
+        .map_err(anyhow::Error::msg)?;
     let listener = std::os::unix::net::UnixListener::bind(&socket)?;
     let shutdown = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&shutdown);
@@ -133,16 +131,15 @@ pub(crate) fn signer(args: &SignerBenchArgs) -> Result<Outcome> {
     let call = |t: usize, i: usize, guarded: bool| -> Result<()> {
         let mut c = clients[t % clients.len()].lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
         if guarded {
-            let seq = i as u64;
-            let digest = vpbox_sm::sm3::hash(seq.to_be_bytes()).0;
-            c.sign(
-                "k",
-                Domain::CONSENSUS,
-                digest,
-                Some(Position::Vote { view: 0, seq, phase: Phase::Prepare }),
-            )?;
+            // A prepare per call, each thread on its own sequence numbers, all within the
+            // guard's jump bound.
+            let seq = 1 + (i % 1_000_000_000) as u64 * 64 + t as u64;
+            let digest = vpbox_consensus::Digest(vpbox_sm::sm3::hash(seq.to_be_bytes()).0);
+            let vote = Vote { view: View(0), seq: SeqNo(seq), digest };
+            let payload = signing_payload(0, NodeId(1), &Message::Prepare(vote));
+            c.sign("k", Domain::CONSENSUS, &payload)?;
         } else {
-            c.sign("k", Domain::SELFTEST, *e.as_bytes(), None)?;
+            c.sign("k", Domain::SELFTEST, e.as_bytes())?;
         }
         Ok(())
     };

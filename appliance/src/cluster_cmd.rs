@@ -524,7 +524,7 @@ fn provision(dir: &Path, i: u32, module: &Path) -> Result<()> {
         format!(
             "socket = {:?}\nmodule = {module:?}\ntoken_label = {label:?}\npin_file = {pin:?}\n\
              state_dir = {:?}\nallowed_uids = [{uid}]\n\n[[keys]]\nname = \"consensus\"\n\
-             id = \"01\"\nfingerprint = {fingerprint:?}\n",
+             id = \"01\"\nfingerprint = {fingerprint:?}\nnode = {i}\n",
             nd.join("signer.sock"),
             nd.join("signer-state"),
         ),

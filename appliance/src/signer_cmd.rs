@@ -22,11 +22,24 @@ pub(crate) enum SignerCommand {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Ask a running signer for a health check (a self-test signature with every key).
+    /// Ask a running signer for a health check (a self-test signature with every key) and
+    /// the state of a key's double-sign guard: a signer refusing its node's votes says so.
     Ping {
         /// The signer's socket.
         #[arg(long, default_value = "/run/vpbox/signer.sock")]
         socket: PathBuf,
+        /// The key whose guard to report.
+        #[arg(long, default_value = "consensus")]
+        key: String,
+    },
+    /// Print a key's double-sign guard state and refusals as JSON.
+    Guard {
+        /// The signer's socket.
+        #[arg(long, default_value = "/run/vpbox/signer.sock")]
+        socket: PathBuf,
+        /// The key's name in the signer's config.
+        #[arg(long, default_value = "consensus")]
+        key: String,
     },
     /// Print the public key of one of the signer's keys (SPKI PEM).
     Pubkey {
@@ -70,9 +83,16 @@ pub(crate) fn run(cmd: &SignerCommand) -> Result<Outcome> {
             serve(Arc::new(service), listener, Arc::new(AtomicBool::new(false)))?;
             Ok(Outcome::Ok)
         }
-        SignerCommand::Ping { socket } => {
-            Client::connect(socket)?.health()?;
+        SignerCommand::Ping { socket, key } => {
+            let mut client = Client::connect(socket)?;
+            client.health()?;
             println!("signer OK");
+            let state: serde_json::Value = serde_json::from_str(&client.guard(key)?)?;
+            println!("guard {key}: {}", guard_summary(&state));
+            Ok(Outcome::Ok)
+        }
+        SignerCommand::Guard { socket, key } => {
+            println!("{}", Client::connect(socket)?.guard(key)?);
             Ok(Outcome::Ok)
         }
         SignerCommand::Pubkey { socket, key } => {
@@ -81,4 +101,32 @@ pub(crate) fn run(cmd: &SignerCommand) -> Result<Outcome> {
             Ok(Outcome::Ok)
         }
     }
+}
+
+/// One line on a guard's state: what it remembers, and whether it refuses the node's messages.
+fn guard_summary(state: &serde_json::Value) -> String {
+    let r = &state["refused"];
+    let n = |k: &str| r[k].as_u64().unwrap_or(0);
+    let refused = ["conflict", "tooOld", "outOfRange", "wrongSender", "malformed"]
+        .iter()
+        .map(|k| n(k))
+        .sum::<u64>();
+    let mut line = format!(
+        "{} positions, highest seq {}, highest view {}, {} signed, {} refused",
+        state["positions"], state["highSeq"], state["highView"], state["signed"], refused
+    );
+    if refused > 0 {
+        line += &format!(
+            " (conflict {}, too old {}, out of range {}, wrong sender {}, malformed {}); \
+             REFUSING: last at {}: {}",
+            n("conflict"),
+            n("tooOld"),
+            n("outOfRange"),
+            n("wrongSender"),
+            n("malformed"),
+            state["lastRefusal"]["at"].as_str().unwrap_or("?"),
+            state["lastRefusal"]["reason"].as_str().unwrap_or("?"),
+        );
+    }
+    line
 }

@@ -644,7 +644,7 @@ impl<V: Verifier> Engine<V> {
                         view_changes: b.view_changes.clone(),
                         pre_prepares: b.pre_prepares.iter().flatten().cloned().collect(),
                     };
-                    self.sign(Message::NewView(nv), out);
+                    self.sign_new_view(nv, out);
                 }
                 return;
             }
@@ -872,9 +872,31 @@ impl<V: Verifier> Engine<V> {
         if self.changing {
             self.changing = false;
             let v = self.view;
-            // Re-enter the view change we were in, with a fresh (identical-view) message.
+            // Re-enter the view change we were in with the very view change (and, for its
+            // primary, the very new view) signed before the crash, if there was one: a second,
+            // different one for the same view would be refused by the signer's guard.
+            let recorded_vc = intents.iter().rev().find_map(|m| match m {
+                Message::ViewChange(vc) if vc.view == v => Some(vc.clone()),
+                _ => None,
+            });
+            let recorded_nv = intents.iter().rev().find_map(|m| match m {
+                Message::NewView(nv) if nv.view == v => Some(nv.clone()),
+                _ => None,
+            });
             self.view = View(v.0.saturating_sub(1));
-            self.start_view_change(v, out);
+            self.enter_view_change(v, recorded_vc, out);
+            if let Some(nv) = recorded_nv {
+                if self.config.primary(v) == self.id {
+                    // Built already: the view changes arriving meanwhile build no other one.
+                    self.nv_build = Some(NvBuild {
+                        view: v,
+                        view_changes: nv.view_changes.clone(),
+                        pre_prepares: Vec::new(),
+                        tokens: BTreeMap::new(),
+                    });
+                    self.sign(Message::NewView(nv), out);
+                }
+            }
         } else {
             self.arm_normal_timers(out);
             self.resign_intents(intents, out);
@@ -1506,6 +1528,19 @@ impl<V: Verifier> Engine<V> {
     // ----- view change (§4.4, §4.5) --------------------------------------------------------------
 
     fn start_view_change(&mut self, target: View, out: &mut Vec<Effect>) {
+        self.enter_view_change(target, None, out);
+    }
+
+    /// Moves to `target` and signs this replica's view change for it: `recorded`, the one its
+    /// WAL holds from before a crash, or a new one. Each is recorded as an intent before it is
+    /// signed, so that across a crash the replica signs one view change per view, as a signer
+    /// guard demands (Castro & Liskov §4.4: one VIEW-CHANGE per view).
+    fn enter_view_change(
+        &mut self,
+        target: View,
+        recorded: Option<ViewChange>,
+        out: &mut Vec<Effect>,
+    ) {
         if target <= self.view {
             return;
         }
@@ -1518,8 +1553,15 @@ impl<V: Verifier> Engine<V> {
         for t in [Timer::Batch, Timer::Request, Timer::NullRequest, Timer::Heartbeat] {
             out.push(Effect::CancelTimer(t));
         }
-        let prepared = self.prepared_proofs();
-        let vc = ViewChange { view: target, checkpoint: self.stable.clone(), prepared };
+        let vc = match recorded {
+            Some(vc) => vc,
+            None => {
+                let prepared = self.prepared_proofs();
+                let vc = ViewChange { view: target, checkpoint: self.stable.clone(), prepared };
+                out.push(Effect::Persist(WalRecord::Intent(Message::ViewChange(vc.clone()))));
+                vc
+            }
+        };
         self.sign(Message::ViewChange(vc), out);
         self.nv_timer_armed = false;
         out.push(Effect::CancelTimer(Timer::NewView));
@@ -1672,8 +1714,16 @@ impl<V: Verifier> Engine<V> {
         let nv = NewView { view, view_changes: build.view_changes.clone(), pre_prepares: vec![] };
         self.nv_build = Some(build);
         if done {
-            self.sign(Message::NewView(nv), out);
+            self.sign_new_view(nv, out);
         }
+    }
+
+    /// Records the new view as an intent, then signs it: a primary signs one new view per
+    /// view, and re-signs that very one after a crash (see `on_restore`).
+    fn sign_new_view(&mut self, nv: NewView, out: &mut Vec<Effect>) {
+        let m = Message::NewView(nv);
+        out.push(Effect::Persist(WalRecord::Intent(m.clone())));
+        self.sign(m, out);
     }
 
     /// The new view's starting checkpoint and its O set (§4.4): for every sequence number

@@ -26,12 +26,12 @@ use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 use vpbox_consensus::wire::{
-    batch_digest, block_digest, decode_certificate, decode_record, decode_signing_payload,
-    encode_certificate, encode_record,
+    batch_digest, block_digest, decode_certificate, decode_record, encode_certificate,
+    encode_record,
 };
 use vpbox_consensus::{
     Batch, CommittedEntry, Config, Digest as CDigest, Effect, Engine, Envelope, Input, Member,
@@ -42,7 +42,7 @@ use vpbox_ledger::block::Block;
 use vpbox_ledger::governance::{Member as LMember, State};
 use vpbox_ledger::tx::Tx;
 use vpbox_ledger::{Executed, Ledger, Receipt};
-use vpbox_signer::guard::{Phase as GPhase, Position};
+use vpbox_signer_client::{Client, ClientError};
 use vpbox_sm::Domain;
 use vpbox_sm::sm2::{PublicKey, Signature};
 use vpbox_sm::sm3::{Digest, hash};
@@ -105,6 +105,8 @@ pub enum Event {
     Signed(u64, Option<Vec<u8>>),
     /// `node_getNodes`.
     Nodes(Sender<Value>),
+    /// The signer's double-sign guard refused one of this node's messages.
+    SignerRefused(String),
 }
 
 /// SM2/SM3 verification of consensus signatures: the signer signs the SM3 digest of the
@@ -145,54 +147,39 @@ impl Verifier for Sm2Verifier {
     }
 }
 
-/// The guard position of a consensus signing payload: votes are guarded, other messages not.
-pub fn position_of(payload: &[u8]) -> Option<Position> {
-    let (_, _, message) = decode_signing_payload(payload).ok()?;
-    Some(match message {
-        Message::PrePrepare(p) => {
-            Position::Vote { view: p.view.0, seq: p.seq.0, phase: GPhase::PrePrepare }
-        }
-        Message::Prepare(v) => {
-            Position::Vote { view: v.view.0, seq: v.seq.0, phase: GPhase::Prepare }
-        }
-        Message::Commit(v) => {
-            Position::Vote { view: v.view.0, seq: v.seq.0, phase: GPhase::Commit }
-        }
-        Message::Checkpoint(c) => Position::Checkpoint { seq: c.seq.0 },
-        _ => Position::Message,
-    })
-}
-
 /// A job for the signer thread.
 pub struct SignJob {
     /// The engine's token.
     pub token: u64,
-    /// SM3 of the signing payload.
-    pub digest: [u8; 32],
-    /// The guard position.
-    pub position: Position,
+    /// The consensus signing payload: the signer decodes and hashes it itself.
+    pub payload: Vec<u8>,
 }
 
-/// Runs signing jobs against the signer socket, one at a time, reconnecting as needed.
+/// Runs signing jobs against the signer socket, one at a time, reconnecting as needed. A
+/// refusal by the signer's double-sign guard is reported to the driver
+/// ([`Event::SignerRefused`]) so that `node_getNodes` and `vpbox status` show it.
 pub fn signer_thread(socket: PathBuf, key: String, jobs: Receiver<SignJob>, events: Sender<Event>) {
-    let mut client: Option<vpbox_signer::Client> = None;
+    let mut client: Option<Client> = None;
     for job in jobs {
         let mut answer = None;
         for attempt in 0..20 {
             if client.is_none() {
-                client = vpbox_signer::Client::connect(&socket).ok();
+                client = Client::connect(&socket).ok();
             }
             let Some(c) = client.as_mut() else {
                 std::thread::sleep(Duration::from_millis(100 * (attempt + 1).min(5)));
                 continue;
             };
-            match c.sign(&key, Domain::CONSENSUS, job.digest, Some(job.position)) {
+            match c.sign(&key, Domain::CONSENSUS, &job.payload) {
                 Ok(sig) => {
                     answer = Some(sig.to_raw().to_vec());
                     break;
                 }
-                Err(vpbox_signer::ClientError::Refused(status, msg)) => {
-                    tracing_line(&format!("signer refused {:?}: {status:?} {msg}", job.position));
+                Err(ClientError::Refused(status, msg)) => {
+                    tracing_line(&format!("signer refused: {status:?} {msg}"));
+                    if status.is_guard_refusal() {
+                        let _ = events.send(Event::SignerRefused(format!("{status:?}: {msg}")));
+                    }
                     break;
                 }
                 Err(e) => {
@@ -211,6 +198,16 @@ pub fn signer_thread(socket: PathBuf, key: String, jobs: Receiver<SignJob>, even
 pub fn tracing_line(msg: &str) {
     eprintln!("vpbox-node: {msg}");
 }
+
+/// The signer's guard refusals of this node's messages since it started.
+#[derive(Default)]
+struct SignerRefusals {
+    count: u64,
+    last: Option<(Instant, SystemTime, String)>,
+}
+
+/// A guard refusal this recent marks the node as one whose signer refuses its votes.
+const SIGNER_REFUSING_MS: u128 = 60_000;
 
 struct PeerSeen {
     at: Instant,
@@ -255,6 +252,7 @@ pub struct Driver {
     signer: Sender<SignJob>,
     seen: HashMap<NodeId, PeerSeen>,
     inputs: VecDeque<Input>,
+    signer_refusals: SignerRefusals,
 }
 
 /// Opening the node failed.
@@ -308,6 +306,7 @@ impl Driver {
             signer,
             seen: HashMap::new(),
             inputs: VecDeque::new(),
+            signer_refusals: SignerRefusals::default(),
         };
         d.restore(wal_records)?;
         Ok(d)
@@ -412,6 +411,10 @@ impl Driver {
                 Event::Signed(_, None) => {}
                 Event::Nodes(reply) => {
                     let _ = reply.send(self.nodes());
+                }
+                Event::SignerRefused(reason) => {
+                    self.signer_refusals.count += 1;
+                    self.signer_refusals.last = Some((Instant::now(), SystemTime::now(), reason));
                 }
             }
         }
@@ -554,11 +557,7 @@ impl Driver {
                 }
             }
             Effect::Sign { token, payload } => {
-                let Some(position) = position_of(&payload) else {
-                    tracing_line("engine asked to sign an unparsable payload");
-                    return;
-                };
-                let _ = self.signer.send(SignJob { token, digest: hash(&payload).0, position });
+                let _ = self.signer.send(SignJob { token, payload });
             }
             Effect::Send { to, envelope } => {
                 self.links.send(to, &PeerMsg::Consensus(vpbox_consensus::wire::encode(&envelope)))
@@ -619,11 +618,16 @@ impl Driver {
         let mut keep: Vec<Vec<u8>> = Vec::new();
         let mut last_view = None;
         let mut last_stable = None;
+        let view = self.engine.view();
         for bytes in &self.wal_records {
             match decode_record(bytes) {
                 Ok(WalRecord::View { .. }) => last_view = Some(bytes.clone()),
                 Ok(WalRecord::Stable(_)) => last_stable = Some(bytes.clone()),
                 Ok(WalRecord::Intent(m)) if m.seq().is_some_and(|s| s <= stable) => {}
+                // A view change or new view matters only while its view is current (the engine
+                // re-signs it after a crash in that view change).
+                Ok(WalRecord::Intent(Message::ViewChange(vc))) if vc.view < view => {}
+                Ok(WalRecord::Intent(Message::NewView(nv))) if nv.view < view => {}
                 Ok(WalRecord::Accepted(env)) if env.message.seq().is_some_and(|s| s <= stable) => {}
                 Ok(_) => keep.push(bytes.clone()),
                 Err(_) => {}
@@ -996,8 +1000,19 @@ impl Driver {
                 let me = n.id == self.id;
                 let seen = self.seen.get(&n.id);
                 let delay = seen.map(|s| s.at.elapsed().as_millis() as u64);
+                let refusing = self
+                    .signer_refusals
+                    .last
+                    .as_ref()
+                    .is_some_and(|(at, _, _)| at.elapsed().as_millis() < SIGNER_REFUSING_MS);
                 let status = if me {
-                    if self.engine.is_changing_view() { "view-change" } else { "up" }
+                    if refusing {
+                        "signer-refusing"
+                    } else if self.engine.is_changing_view() {
+                        "view-change"
+                    } else {
+                        "up"
+                    }
                 } else if delay.is_some_and(|d| d < 10_000) {
                     "up"
                 } else {
@@ -1023,6 +1038,13 @@ impl Driver {
             "epoch": self.engine.config().epoch(),
             "height": height,
             "pending": self.pool.len(),
+            "signer": {
+                "refused": self.signer_refusals.count,
+                "lastRefusal": self.signer_refusals.last.as_ref().map(|(_, at, reason)| json!({
+                    "at": humantime::format_rfc3339_millis(*at).to_string(),
+                    "reason": reason,
+                })),
+            },
             "nodes": list,
         })
     }

@@ -12,12 +12,16 @@ use serde::Deserialize;
 /// # pin_file = "/etc/vpbox/hsm-pin"   # default: $CREDENTIALS_DIRECTORY/hsm-pin
 /// state_dir = "/var/lib/vpbox-signer" # the double-sign guard's logs
 /// allowed_uids = [990]                # the vpbox-node user
-/// window = 1000                       # positions remembered behind the highest signed
+/// # guard_capacity = 100000           # positions the double-sign guard remembers per class
+/// # seq_jump_max = 1000000            # largest step above the highest sequence number signed
+/// # view_jump_max = 10000             # largest step above the highest view signed
+/// # max_connections = 16              # each may hold one frame of up to 16 MiB in memory
 ///
 /// [[keys]]
 /// name = "consensus"
 /// id = "01"                            # CKA_ID, hex
 /// fingerprint = "…64 hex…"             # SM3 of the key's SPKI: pinned
+/// node = 1                             # the consensus node this key signs for
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,9 +42,15 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// UIDs allowed to connect.
     pub allowed_uids: Vec<u32>,
-    /// Positions (sequence numbers, views) remembered behind the highest signed.
-    #[serde(default = "default_window")]
-    pub window: u64,
+    /// Positions the double-sign guard remembers, per class (see [`crate::guard::Limits`]).
+    #[serde(default = "default_capacity")]
+    pub guard_capacity: usize,
+    /// Largest step above the highest sequence number the guard has signed.
+    #[serde(default = "default_seq_jump")]
+    pub seq_jump_max: u64,
+    /// Largest step above the highest view the guard has signed.
+    #[serde(default = "default_view_jump")]
+    pub view_jump_max: u64,
     /// Concurrent connections served.
     #[serde(default = "default_connections")]
     pub max_connections: usize,
@@ -58,14 +68,27 @@ pub struct KeyConfig {
     pub id: String,
     /// SM3 fingerprint of the key's SPKI; the signer refuses to start if the token's key differs.
     pub fingerprint: Option<String>,
+    /// The consensus node id this key signs for: a consensus payload naming another sender
+    /// is refused. A key without one signs no consensus message.
+    pub node: Option<u32>,
 }
 
-fn default_window() -> u64 {
-    1000
+fn default_capacity() -> usize {
+    crate::guard::Limits::default().capacity
 }
 
+fn default_seq_jump() -> u64 {
+    crate::guard::Limits::default().seq_jump_max
+}
+
+fn default_view_jump() -> u64 {
+    crate::guard::Limits::default().view_jump_max
+}
+
+/// Each connection may hold one frame of up to 16 MiB: 16 of them bound the signer's request
+/// memory to 256 MiB. The node uses one; probes one each.
 fn default_connections() -> usize {
-    64
+    16
 }
 
 impl Config {
@@ -104,7 +127,7 @@ impl Config {
             (None, Some(s)) => vpbox_pkcs11::TokenSelector::Serial(s.clone()),
             (None, None) => return Err("no token selected".into()),
         };
-        let mut keys: Vec<(String, std::sync::Arc<dyn vpbox_sm::Signer>)> = Vec::new();
+        let mut keys = Vec::new();
         for k in &self.keys {
             let key_id = hex::decode(&k.id)
                 .map_err(|_| format!("key {}: id {:?} is not hex", k.name, k.id))?;
@@ -128,12 +151,20 @@ impl Config {
                 },
             )
             .map_err(|e| format!("key {}: {e}", k.name))?;
-            keys.push((k.name.clone(), std::sync::Arc::new(signer)));
+            keys.push(crate::ServiceKey {
+                name: k.name.clone(),
+                signer: std::sync::Arc::new(signer),
+                node: k.node,
+            });
         }
         crate::Service::new(
             keys,
             &self.state_dir,
-            self.window,
+            crate::guard::Limits {
+                capacity: self.guard_capacity,
+                seq_jump_max: self.seq_jump_max,
+                view_jump_max: self.view_jump_max,
+            },
             self.allowed_uids.clone(),
             self.max_connections,
         )

@@ -1,118 +1,147 @@
-//! The double-sign guard: for one key in one domain, every consensus position ever signed and
-//! the digest signed there, persisted (fsync) before the signature leaves the signer.
+//! The double-sign guard: for one key, every consensus position it signed and what it signed
+//! there, persisted (fsync) before the signature leaves the signer.
 //!
-//! - A different digest at a position already signed is refused ([`Verdict::Conflict`]): this
-//!   is what keeps even a compromised node process from making the HSM equivocate.
-//! - The same digest again is allowed (retransmissions, restarts).
-//! - A position older than the window the guard still remembers is refused
-//!   ([`Verdict::TooOld`]): its record may have been pruned, so it cannot be proven safe.
+//! The signer decides what a request is by decoding its payload with the consensus crate's
+//! canonical decoder ([`classify`]); the caller supplies no label. The conflict rules, against
+//! `pbft.md` (Castro & Liskov, TOCS 2002) and the engine:
 //!
-//! PBFT votes inside the watermark window may be signed out of order, so unlike tmkms's single
-//! high-water mark the guard keeps every position within `window` sequence numbers (and
-//! `window` views for view changes) behind the highest one signed.
+//! | message | position | conflict | why it matters |
+//! |---|---|---|---|
+//! | pre-prepare | (view, seq) | any other pre-prepare (batch or result) | two proposals for one slot let a primary split the replicas (§4.2) |
+//! | prepare | (view, seq) | any other prepare | a replica prepares one digest per (v, n) (§4.2); two make conflicting prepared certificates |
+//! | commit | (view, seq) | any other commit | two commit votes could certify two blocks at one height |
+//! | checkpoint | seq | any other checkpoint | two state digests at one checkpoint could make two stable checkpoints (§4.3) |
+//! | view change | (epoch, view) | any other view change | a replica sends one VIEW-CHANGE per view, then takes no part in the old one (§4.4); two with different prepared sets could steer two new primaries apart |
+//! | new view | (epoch, view) | any other new view | one primary's two NEW-VIEWs with different O sets would start replicas from different points (§4.4) |
+//! | heartbeat, fetch, entries | — | none, unguarded | a heartbeat names only a view, a fetch only a height; entries carry other nodes' certificates and no vote of this node's |
 //!
-//! The log is a file of fixed 58-byte records, each with an 8-byte SM3 checksum. A torn last
-//! record (a crash during the write, before the signature was returned) is dropped at load; a
-//! bad record anywhere else is corruption and the guard refuses to start.
+//! View changes and new views are keyed by epoch too: peers verify one against the
+//! configuration it names, so a replica that learned of a new configuration during a view
+//! change signs its (same) view change again for the new epoch; votes are keyed by position
+//! alone, since a sequence number belongs to exactly one configuration.
+//!
+//! "Any other" means any payload whose bytes differ: the guard stores SM3 of the whole signing
+//! payload, so exactly the same message may be signed again (a re-sent vote, a restart) and
+//! nothing else. The engine re-signs only what its WAL recorded as an intent, so an honest
+//! node never meets a refusal.
+//!
+//! **Bounds.** No single request can move the guard out of range:
+//! - A position more than `seq_jump_max` sequence numbers above the highest one signed, or
+//!   more than `view_jump_max` views above the highest view, is refused
+//!   ([`Verdict::OutOfRange`]) and not recorded. A fresh guard takes its first position
+//!   anywhere (a box joining a chain already long).
+//! - Memory is bounded by count, not by a high-water mark: the guard remembers at most
+//!   `capacity` sequence-numbered positions and `capacity` view-numbered ones, and forgets the
+//!   lowest first. What it forgot is below its floor and refused ([`Verdict::TooOld`]): it
+//!   cannot prove it safe. A far position (even 2^62) is one entry among `capacity`: it
+//!   never makes the honest positions below it too old.
+//!
+//! The log is a [`vpbox_journal`] journal of 57-byte records (kind, view, seq, epoch, digest)
+//! plus a floor record after compaction: a torn tail (a crash before the signature was returned) is
+//! dropped, corruption refuses to start.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
-/// A PBFT vote phase.
+use vpbox_consensus::Message;
+use vpbox_consensus::wire::decode_signing_payload;
+use vpbox_journal::{Journal, JournalError};
+
+/// A consensus message kind the guard keys on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(u8)]
-pub enum Phase {
-    /// The primary's pre-prepare.
+pub enum Kind {
+    /// A pre-prepare.
     PrePrepare = 0,
     /// A prepare.
     Prepare = 1,
     /// A commit.
     Commit = 2,
+    /// A checkpoint.
+    Checkpoint = 3,
+    /// A view change.
+    ViewChange = 4,
+    /// A new view.
+    NewView = 5,
 }
 
-impl Phase {
-    pub(crate) fn from_u8(b: u8) -> Option<Self> {
-        match b {
-            0 => Some(Self::PrePrepare),
-            1 => Some(Self::Prepare),
-            2 => Some(Self::Commit),
-            _ => None,
-        }
+impl Kind {
+    fn from_u8(b: u8) -> Option<Self> {
+        Some(match b {
+            0 => Self::PrePrepare,
+            1 => Self::Prepare,
+            2 => Self::Commit,
+            3 => Self::Checkpoint,
+            4 => Self::ViewChange,
+            5 => Self::NewView,
+            _ => return None,
+        })
+    }
+
+    /// Whether positions of this kind are numbered by sequence number (else by view).
+    fn by_seq(self) -> bool {
+        matches!(self, Self::PrePrepare | Self::Prepare | Self::Commit | Self::Checkpoint)
     }
 }
 
 /// What a consensus signature is for: the guard's key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Position {
-    /// A vote at (view, seq, phase).
-    Vote {
-        /// View.
-        view: u64,
-        /// Sequence number.
-        seq: u64,
-        /// Phase.
-        phase: Phase,
-    },
-    /// A checkpoint at `seq`.
-    Checkpoint {
-        /// Sequence number.
-        seq: u64,
-    },
-    /// A view-change message for `view`.
-    ViewChange {
-        /// The view being changed to.
-        view: u64,
-    },
-    /// A new-view message for `view`.
-    NewView {
-        /// The new view.
-        view: u64,
-    },
-    /// A consensus message that is not a vote (a view change, new view, heartbeat, fetch or
-    /// the entries answering one). Nothing is recorded: the engine legitimately re-signs these
-    /// with new content (a view change re-sent after a newer checkpoint), and none of them can
-    /// make two conflicting blocks commit — only votes can, and votes are always guarded.
-    Message,
+pub struct Position {
+    /// The message kind.
+    pub kind: Kind,
+    /// Its view (0 for checkpoints).
+    pub view: u64,
+    /// Its sequence number (0 for view changes and new views).
+    pub seq: u64,
+    /// The configuration epoch, for view changes and new views (0 for the others).
+    pub epoch: u64,
 }
 
-impl Position {
-    fn encode(self) -> (u8, u64, u64, u8) {
-        match self {
-            Self::Vote { view, seq, phase } => (1, view, seq, phase as u8),
-            Self::Checkpoint { seq } => (2, 0, seq, 0),
-            Self::ViewChange { view } => (3, view, 0, 0),
-            Self::NewView { view } => (4, view, 0, 0),
-            Self::Message => (5, 0, 0, 0),
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind {
+            Kind::Checkpoint => write!(f, "checkpoint seq {}", self.seq),
+            Kind::ViewChange => write!(f, "view-change view {} epoch {}", self.view, self.epoch),
+            Kind::NewView => write!(f, "new-view view {} epoch {}", self.view, self.epoch),
+            k => write!(f, "{k:?} view {} seq {}", self.view, self.seq),
         }
     }
+}
 
-    fn decode(kind: u8, a: u64, b: u64, phase: u8) -> Option<Self> {
-        Some(match kind {
-            1 => Self::Vote { view: a, seq: b, phase: Phase::from_u8(phase)? },
-            2 => Self::Checkpoint { seq: b },
-            3 => Self::ViewChange { view: a },
-            4 => Self::NewView { view: a },
-            5 => Self::Message,
-            _ => return None,
-        })
-    }
+/// A consensus signing payload, as the signer understands it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classified {
+    /// The configuration epoch it names.
+    pub epoch: u64,
+    /// The node it says it is from.
+    pub from: u32,
+    /// Its guard position; `None` for the kinds that cannot conflict.
+    pub position: Option<Position>,
+    /// The message kind's name, for the audit log.
+    pub what: &'static str,
+}
 
-    /// The sequence number the window is measured in, or `None` for view-numbered positions.
-    fn seq(self) -> Option<u64> {
-        match self {
-            Self::Vote { seq, .. } | Self::Checkpoint { seq } => Some(seq),
-            Self::ViewChange { .. } | Self::NewView { .. } | Self::Message => None,
-        }
-    }
-
-    fn view(self) -> u64 {
-        match self {
-            Self::Vote { view, .. } | Self::ViewChange { view } | Self::NewView { view } => view,
-            Self::Checkpoint { .. } | Self::Message => 0,
-        }
-    }
+/// Decodes a consensus signing payload with the consensus crate's canonical decoder (strict:
+/// one encoding per message) and derives its position.
+pub fn classify(payload: &[u8]) -> Result<Classified, vpbox_consensus::Error> {
+    let (epoch, from, message) = decode_signing_payload(payload)?;
+    let at = |kind, view: u64, seq: u64| Some(Position { kind, view, seq, epoch: 0 });
+    let by_epoch = |kind, view: u64| Some(Position { kind, view, seq: 0, epoch });
+    let (position, what) = match &message {
+        Message::PrePrepare(p) => (at(Kind::PrePrepare, p.view.0, p.seq.0), "pre-prepare"),
+        Message::Prepare(v) => (at(Kind::Prepare, v.view.0, v.seq.0), "prepare"),
+        Message::Commit(v) => (at(Kind::Commit, v.view.0, v.seq.0), "commit"),
+        Message::Checkpoint(c) => (at(Kind::Checkpoint, 0, c.seq.0), "checkpoint"),
+        Message::ViewChange(vc) => (by_epoch(Kind::ViewChange, vc.view.0), "view-change"),
+        Message::NewView(nv) => (by_epoch(Kind::NewView, nv.view.0), "new-view"),
+        Message::Heartbeat { .. } => (None, "heartbeat"),
+        Message::Fetch { .. } => (None, "fetch"),
+        Message::Entries(_) => (None, "entries"),
+        // A kind this build does not know is refused rather than signed unguarded.
+        _ => return Err(vpbox_consensus::Error::Tag { what: "message kind", tag: 0xff }),
+    };
+    Ok(Classified { epoch, from: from.0, position, what })
 }
 
 /// The guard's answer.
@@ -120,94 +149,115 @@ impl Position {
 pub enum Verdict {
     /// New position: recorded durably; sign.
     Recorded,
-    /// Same digest at a position signed before: sign again.
+    /// The same payload at a position signed before: sign again.
     Repeat,
-    /// A different digest was signed here: refuse.
+    /// Something different was signed here: refuse.
     Conflict,
-    /// Older than the remembered window: refuse.
+    /// At or below what the guard has forgotten: refuse.
     TooOld,
+    /// Too far above what the guard has signed: refuse.
+    OutOfRange,
+}
+
+/// The guard's bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Positions remembered per class (sequence-numbered; view-numbered).
+    pub capacity: usize,
+    /// Largest step above the highest sequence number signed.
+    pub seq_jump_max: u64,
+    /// Largest step above the highest view signed.
+    pub view_jump_max: u64,
+}
+
+impl Default for Limits {
+    /// 100,000 positions (about 30,000 blocks of three votes and a checkpoint share, a few MiB
+    /// of memory); a jump of 1,000,000 sequence numbers (weeks of blocks at the design's peak:
+    /// a box down longer re-joins with a fresh guard, see SECURITY.md) or 10,000 views.
+    fn default() -> Self {
+        Self { capacity: 100_000, seq_jump_max: 1_000_000, view_jump_max: 10_000 }
+    }
 }
 
 /// Why the guard could not answer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum GuardError {
-    /// The log could not be read or written (a full disk: the signature is refused).
-    #[error("double-sign guard log {path}: {source}")]
-    Io {
+    /// The log failed or is corrupt (a full disk: the signature is refused).
+    #[error("double-sign guard: {0}")]
+    Journal(#[from] JournalError),
+    /// The log could not be made durable: the signature is refused.
+    #[error("double-sign guard fsync: {0}")]
+    Sync(#[source] std::io::Error),
+    /// A record passed its checksum but is not a guard record: refuse to start.
+    #[error("double-sign guard log {path}: record {index} is not a guard record")]
+    Unreadable {
         /// The log file.
         path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A record other than the last fails its checksum: local corruption.
-    #[error("double-sign guard log {path} is corrupt at record {index}; refusing to start")]
-    Corrupt {
-        /// The log file.
-        path: PathBuf,
-        /// The bad record's index.
+        /// The record's index.
         index: usize,
     },
 }
 
-const RECORD: usize = 58;
+const RECORD: usize = 57;
+const FLOOR: u8 = 0xf0;
 
-/// The guard for one key in one domain.
+/// The numbering of one class of positions: highest seen, floor of what was forgotten.
+#[derive(Debug, Default, Clone, Copy)]
+struct Range {
+    high: Option<u64>,
+    floor: Option<u64>,
+}
+
+/// The guard for one key.
 #[derive(Debug)]
 pub struct Guard {
-    path: PathBuf,
-    file: File,
-    window: u64,
-    signed: BTreeMap<Position, [u8; 32]>,
-    high_seq: u64,
-    high_view: u64,
+    journal: Journal,
+    limits: Limits,
+    /// Sequence-numbered positions, keyed (seq, view, kind) so the lowest come first.
+    by_seq: BTreeMap<(u64, u64, Kind), [u8; 32]>,
+    /// View-numbered positions, keyed (view, epoch, kind).
+    by_view: BTreeMap<(u64, u64, Kind), [u8; 32]>,
+    seq: Range,
+    view: Range,
     records_in_file: usize,
 }
 
 impl Guard {
-    /// Opens (or creates) the log at `path`, dropping a torn last record.
-    pub fn open(path: &Path, window: u64) -> Result<Self, GuardError> {
-        let io = |source| GuardError::Io { path: path.to_path_buf(), source };
-        let mut file =
-            OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io)?;
-        let mut data = Vec::new();
-        file.read_to_end(&mut data).map_err(io)?;
+    /// Opens (or creates) the log at `path`, dropping a torn last record (returned for the
+    /// caller to log).
+    pub fn open(
+        path: &Path,
+        limits: Limits,
+    ) -> Result<(Self, Option<vpbox_journal::Torn>), GuardError> {
+        let opened = Journal::open(path)?;
         let mut guard = Self {
-            path: path.to_path_buf(),
-            file,
-            window: window.max(1),
-            signed: BTreeMap::new(),
-            high_seq: 0,
-            high_view: 0,
-            records_in_file: 0,
+            journal: opened.journal,
+            limits: Limits { capacity: limits.capacity.max(1), ..limits },
+            by_seq: BTreeMap::new(),
+            by_view: BTreeMap::new(),
+            seq: Range::default(),
+            view: Range::default(),
+            records_in_file: opened.records.len(),
         };
-        let whole = data.len() / RECORD;
-        for (index, rec) in data.chunks(RECORD).enumerate() {
-            match decode_record(rec) {
-                Some((pos, digest)) => {
-                    guard.note(pos, digest);
-                    guard.records_in_file += 1;
+        for (index, rec) in opened.records.iter().enumerate() {
+            let unreadable = || GuardError::Unreadable { path: path.to_path_buf(), index };
+            match decode_record(rec).ok_or_else(unreadable)? {
+                Record::Signed(pos, digest) => guard.remember(pos, digest),
+                Record::Floor { seq, view } => {
+                    guard.seq.floor = guard.seq.floor.max(seq);
+                    guard.view.floor = guard.view.floor.max(view);
                 }
-                // A short or bad final record is a write the crash interrupted.
-                None if index + 1 >= whole => {
-                    let valid = (index * RECORD) as u64;
-                    guard.file.set_len(valid).map_err(io)?;
-                    guard.file.sync_all().map_err(io)?;
-                    break;
-                }
-                None => return Err(GuardError::Corrupt { path: path.to_path_buf(), index }),
             }
         }
-        guard.prune();
-        Ok(guard)
+        Ok((guard, opened.torn))
     }
 
-    /// Checks `digest` at `position`; a new position is written and made durable before this
-    /// returns.
+    /// Checks `digest` (SM3 of the signing payload) at `position`; a new position is written
+    /// and made durable before this returns.
     pub fn check(&mut self, position: Position, digest: [u8; 32]) -> Result<Verdict, GuardError> {
         let verdict = self.check_unsynced(position, digest)?;
-        self.sync()?;
+        self.journal.sync()?;
         Ok(verdict)
     }
 
@@ -220,22 +270,25 @@ impl Guard {
         position: Position,
         digest: [u8; 32],
     ) -> Result<Verdict, GuardError> {
-        if let Some(previous) = self.signed.get(&position) {
-            return Ok(if *previous == digest { Verdict::Repeat } else { Verdict::Conflict });
+        if let Some(previous) = self.lookup(position) {
+            return Ok(if previous == digest { Verdict::Repeat } else { Verdict::Conflict });
         }
-        let too_old = match position.seq() {
-            Some(seq) => seq.saturating_add(self.window) < self.high_seq,
-            None => position.view().saturating_add(self.window) < self.high_view,
-        };
-        if too_old {
+        let (n, range) = self.number(position);
+        if range.floor.is_some_and(|f| n <= f) {
             return Ok(Verdict::TooOld);
         }
-        let io = |source| GuardError::Io { path: self.path.clone(), source };
-        self.file.write_all(&encode_record(position, &digest)).map_err(io)?;
+        let out_of_range = |x: u64, range: Range, jump: u64| {
+            range.high.is_some_and(|h| x > h.saturating_add(jump))
+        };
+        if out_of_range(position.seq, self.seq, self.limits.seq_jump_max)
+            || out_of_range(position.view, self.view, self.limits.view_jump_max)
+        {
+            return Ok(Verdict::OutOfRange);
+        }
+        self.journal.append(&encode_record(&Record::Signed(position, digest)))?;
         self.records_in_file += 1;
-        self.note(position, digest);
-        self.prune();
-        if self.records_in_file > 4 * self.signed.len().max(1024) {
+        self.remember(position, digest);
+        if self.records_in_file > 4 * self.len().max(1024) {
             self.compact()?;
         }
         Ok(Verdict::Recorded)
@@ -244,116 +297,207 @@ impl Guard {
     /// A handle on the current log file for `sync_data` outside the caller's lock. Taken anew
     /// for each check: compaction replaces the file.
     pub fn sync_handle(&self) -> Result<File, GuardError> {
-        self.file.try_clone().map_err(|source| GuardError::Io { path: self.path.clone(), source })
-    }
-
-    fn sync(&self) -> Result<(), GuardError> {
-        self.file.sync_data().map_err(|source| GuardError::Io { path: self.path.clone(), source })
+        Ok(self.journal.sync_handle()?)
     }
 
     /// How many positions are remembered.
     pub fn len(&self) -> usize {
-        self.signed.len()
+        self.by_seq.len() + self.by_view.len()
     }
 
     /// Whether nothing is remembered.
     pub fn is_empty(&self) -> bool {
-        self.signed.is_empty()
+        self.len() == 0
     }
 
-    fn note(&mut self, position: Position, digest: [u8; 32]) {
-        match position.seq() {
-            Some(seq) => self.high_seq = self.high_seq.max(seq),
-            None => self.high_view = self.high_view.max(position.view()),
+    /// The guard's state as JSON fields: what it remembers and its bounds.
+    pub fn state(&self) -> serde_json::Value {
+        serde_json::json!({
+            "positions": self.len(),
+            "highSeq": self.seq.high,
+            "highView": self.view.high,
+            "floorSeq": self.seq.floor,
+            "floorView": self.view.floor,
+            "capacity": self.limits.capacity,
+            "seqJumpMax": self.limits.seq_jump_max,
+            "viewJumpMax": self.limits.view_jump_max,
+        })
+    }
+
+    fn lookup(&self, p: Position) -> Option<[u8; 32]> {
+        if p.kind.by_seq() {
+            self.by_seq.get(&(p.seq, p.view, p.kind)).copied()
+        } else {
+            self.by_view.get(&(p.view, p.epoch, p.kind)).copied()
         }
-        self.signed.insert(position, digest);
     }
 
-    fn prune(&mut self) {
-        let (window, high_seq, high_view) = (self.window, self.high_seq, self.high_view);
-        self.signed.retain(|p, _| match p.seq() {
-            Some(seq) => seq.saturating_add(window) >= high_seq,
-            None => p.view().saturating_add(window) >= high_view,
-        });
+    /// The number a position is pruned by, and its class's range.
+    fn number(&self, p: Position) -> (u64, Range) {
+        if p.kind.by_seq() { (p.seq, self.seq) } else { (p.view, self.view) }
     }
 
-    /// Rewrites the log with only the remembered positions: a new file, fsynced, renamed over
-    /// the old one, and the directory fsynced.
+    fn remember(&mut self, p: Position, digest: [u8; 32]) {
+        // Every position's view counts for the view jump bound (a vote at view 2^62 is as
+        // far out as a view change there); only view-numbered positions are pruned by view.
+        self.view.high = self.view.high.max(Some(p.view));
+        if p.kind.by_seq() {
+            self.seq.high = self.seq.high.max(Some(p.seq));
+            self.by_seq.insert((p.seq, p.view, p.kind), digest);
+            while self.by_seq.len() > self.limits.capacity {
+                let Some(((s, _, _), _)) = self.by_seq.pop_first() else { break };
+                // Forget the whole sequence number, so a floor means "nothing known at or
+                // below it" for every kind.
+                while self.by_seq.first_key_value().is_some_and(|((x, _, _), _)| *x == s) {
+                    self.by_seq.pop_first();
+                }
+                self.seq.floor = self.seq.floor.max(Some(s));
+            }
+        } else {
+            self.by_view.insert((p.view, p.epoch, p.kind), digest);
+            while self.by_view.len() > self.limits.capacity {
+                let Some(((v, _, _), _)) = self.by_view.pop_first() else { break };
+                while self.by_view.first_key_value().is_some_and(|((x, _, _), _)| *x == v) {
+                    self.by_view.pop_first();
+                }
+                self.view.floor = self.view.floor.max(Some(v));
+            }
+        }
+    }
+
+    /// Rewrites the log with the floor and the remembered positions.
     fn compact(&mut self) -> Result<(), GuardError> {
-        let io = |source| GuardError::Io { path: self.path.clone(), source };
-        let tmp = self.path.with_extension("compact");
-        let mut out = File::create(&tmp).map_err(io)?;
-        for (pos, digest) in &self.signed {
-            out.write_all(&encode_record(*pos, digest)).map_err(io)?;
+        let mut records =
+            vec![encode_record(&Record::Floor { seq: self.seq.floor, view: self.view.floor })];
+        for (&(seq, view, kind), d) in &self.by_seq {
+            let p = Position { kind, view, seq, epoch: 0 };
+            records.push(encode_record(&Record::Signed(p, *d)));
         }
-        out.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &self.path).map_err(io)?;
-        if let Some(dir) = self.path.parent() {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        for (&(view, epoch, kind), d) in &self.by_view {
+            let p = Position { kind, view, seq: 0, epoch };
+            records.push(encode_record(&Record::Signed(p, *d)));
         }
-        self.file = OpenOptions::new().append(true).open(&self.path).map_err(io)?;
-        self.records_in_file = self.signed.len();
+        self.journal.rewrite(records.iter().map(|r| r.as_slice()))?;
+        self.records_in_file = records.len();
         Ok(())
     }
 }
 
-fn encode_record(position: Position, digest: &[u8; 32]) -> [u8; RECORD] {
-    let (kind, a, b, phase) = position.encode();
-    let mut rec = [0u8; RECORD];
-    rec[0] = kind;
-    rec[1..9].copy_from_slice(&a.to_be_bytes());
-    rec[9..17].copy_from_slice(&b.to_be_bytes());
-    rec[17] = phase;
-    rec[18..50].copy_from_slice(digest);
-    let sum = vpbox_sm::sm3::hash(&rec[..50]);
-    rec[50..].copy_from_slice(&sum.0[..8]);
+enum Record {
+    Signed(Position, [u8; 32]),
+    Floor { seq: Option<u64>, view: Option<u64> },
+}
+
+fn encode_record(record: &Record) -> Vec<u8> {
+    let mut rec = Vec::with_capacity(RECORD);
+    match record {
+        Record::Signed(p, digest) => {
+            rec.push(p.kind as u8);
+            rec.extend_from_slice(&p.view.to_be_bytes());
+            rec.extend_from_slice(&p.seq.to_be_bytes());
+            rec.extend_from_slice(&p.epoch.to_be_bytes());
+            rec.extend_from_slice(digest);
+        }
+        Record::Floor { seq, view } => {
+            rec.push(FLOOR);
+            for f in [seq, view] {
+                rec.push(u8::from(f.is_some()));
+                rec.extend_from_slice(&f.unwrap_or(0).to_be_bytes());
+            }
+        }
+    }
     rec
 }
 
-fn decode_record(rec: &[u8]) -> Option<(Position, [u8; 32])> {
-    if rec.len() != RECORD || vpbox_sm::sm3::hash(&rec[..50]).0[..8] != rec[50..] {
+fn decode_record(rec: &[u8]) -> Option<Record> {
+    let u64_at = |at: usize| Some(u64::from_be_bytes(rec.get(at..at + 8)?.try_into().ok()?));
+    if rec.first() == Some(&FLOOR) {
+        if rec.len() != 19 || rec[1] > 1 || rec[10] > 1 {
+            return None;
+        }
+        let seq = (rec[1] == 1).then_some(u64_at(2)?);
+        let view = (rec[10] == 1).then_some(u64_at(11)?);
+        return Some(Record::Floor { seq, view });
+    }
+    if rec.len() != RECORD {
         return None;
     }
-    let a = u64::from_be_bytes(rec[1..9].try_into().ok()?);
-    let b = u64::from_be_bytes(rec[9..17].try_into().ok()?);
-    let position = Position::decode(rec[0], a, b, rec[17])?;
-    Some((position, rec[18..50].try_into().ok()?))
+    let kind = Kind::from_u8(rec[0])?;
+    let position = Position { kind, view: u64_at(1)?, seq: u64_at(9)?, epoch: u64_at(17)? };
+    Some(Record::Signed(position, rec[25..57].try_into().ok()?))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn vote(view: u64, seq: u64, phase: Phase) -> Position {
-        Position::Vote { view, seq, phase }
+    fn at(kind: Kind, view: u64, seq: u64) -> Position {
+        Position { kind, view, seq, epoch: 0 }
+    }
+
+    fn open(path: &Path, limits: Limits) -> Guard {
+        Guard::open(path, limits).unwrap().0
     }
 
     #[test]
     fn conflicting_digest_at_one_position_is_refused_and_repeats_are_allowed() {
         let dir = tempfile::tempdir().unwrap();
-        let mut g = Guard::open(&dir.path().join("g"), 100).unwrap();
-        let p = vote(0, 5, Phase::Prepare);
+        let mut g = open(&dir.path().join("g"), Limits::default());
+        let p = at(Kind::Prepare, 0, 5);
         assert_eq!(g.check(p, [1; 32]).unwrap(), Verdict::Recorded);
         assert_eq!(g.check(p, [1; 32]).unwrap(), Verdict::Repeat);
         assert_eq!(g.check(p, [2; 32]).unwrap(), Verdict::Conflict);
         // Another phase, view or seq is another position (Castro & Liskov §4.2: a replica
         // prepares one digest per (v, n); after a view change it may prepare again in v+1).
-        assert_eq!(g.check(vote(0, 5, Phase::Commit), [2; 32]).unwrap(), Verdict::Recorded);
-        assert_eq!(g.check(vote(1, 5, Phase::Prepare), [2; 32]).unwrap(), Verdict::Recorded);
-        // Out of order inside the window is fine.
-        assert_eq!(g.check(vote(1, 3, Phase::Prepare), [3; 32]).unwrap(), Verdict::Recorded);
+        assert_eq!(g.check(at(Kind::Commit, 0, 5), [2; 32]).unwrap(), Verdict::Recorded);
+        assert_eq!(g.check(at(Kind::Prepare, 1, 5), [2; 32]).unwrap(), Verdict::Recorded);
+        // Out of order is fine.
+        assert_eq!(g.check(at(Kind::Prepare, 1, 3), [3; 32]).unwrap(), Verdict::Recorded);
+        for kind in [Kind::ViewChange, Kind::NewView] {
+            assert_eq!(g.check(at(kind, 4, 0), [1; 32]).unwrap(), Verdict::Recorded);
+            assert_eq!(g.check(at(kind, 4, 0), [2; 32]).unwrap(), Verdict::Conflict);
+        }
     }
 
     #[test]
-    fn positions_behind_the_window_are_refused() {
+    fn a_far_position_is_refused_and_cannot_make_honest_votes_too_old() {
         let dir = tempfile::tempdir().unwrap();
-        let mut g = Guard::open(&dir.path().join("g"), 10).unwrap();
-        g.check(vote(0, 100, Phase::Commit), [1; 32]).unwrap();
-        assert_eq!(g.check(vote(0, 89, Phase::Commit), [1; 32]).unwrap(), Verdict::TooOld);
-        assert_eq!(g.check(vote(0, 90, Phase::Commit), [1; 32]).unwrap(), Verdict::Recorded);
-        g.check(Position::ViewChange { view: 50 }, [1; 32]).unwrap();
-        assert_eq!(g.check(Position::ViewChange { view: 39 }, [1; 32]).unwrap(), Verdict::TooOld);
-        assert_eq!(g.check(Position::NewView { view: 45 }, [1; 32]).unwrap(), Verdict::Recorded);
+        let limits = Limits { capacity: 50, seq_jump_max: 1000, view_jump_max: 10 };
+        let mut g = open(&dir.path().join("g"), limits);
+        // A fresh guard takes its first position anywhere; the next ones within the bounds.
+        assert_eq!(g.check(at(Kind::Commit, 0, 100), [1; 32]).unwrap(), Verdict::Recorded);
+        let poison = at(Kind::Checkpoint, 0, 1 << 62);
+        assert_eq!(g.check(poison, [9; 32]).unwrap(), Verdict::OutOfRange);
+        assert_eq!(g.check(at(Kind::ViewChange, 11, 0), [9; 32]).unwrap(), Verdict::OutOfRange);
+        assert_eq!(g.check(at(Kind::Prepare, 11, 101), [9; 32]).unwrap(), Verdict::OutOfRange);
+        assert_eq!(g.check(at(Kind::Prepare, 10, 1100), [9; 32]).unwrap(), Verdict::Recorded);
+        // Even a far position that was signed (a fresh guard) is one entry: the honest votes
+        // far below it are not too old.
+        let dir2 = tempfile::tempdir().unwrap();
+        let mut fresh = open(&dir2.path().join("g"), limits);
+        assert_eq!(fresh.check(poison, [9; 32]).unwrap(), Verdict::Recorded);
+        for seq in 1..=40 {
+            assert_eq!(fresh.check(at(Kind::Commit, 0, seq), [1; 32]).unwrap(), Verdict::Recorded);
+        }
+    }
+
+    #[test]
+    fn the_lowest_positions_are_forgotten_first_and_refused_below_the_floor() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g");
+        let limits = Limits { capacity: 10, seq_jump_max: 1000, view_jump_max: 1000 };
+        let mut g = open(&path, limits);
+        for seq in 1..=12 {
+            g.check(at(Kind::Commit, 0, seq), [seq as u8; 32]).unwrap();
+        }
+        assert_eq!(g.len(), 10);
+        assert_eq!(g.check(at(Kind::Prepare, 0, 2), [0; 32]).unwrap(), Verdict::TooOld);
+        assert_eq!(g.check(at(Kind::Prepare, 0, 3), [0; 32]).unwrap(), Verdict::Recorded);
+        drop(g);
+        // The same after a restart.
+        let mut g = open(&path, limits);
+        assert_eq!(g.check(at(Kind::Commit, 0, 12), [0; 32]).unwrap(), Verdict::Conflict);
+        assert_eq!(g.check(at(Kind::Prepare, 0, 1), [0; 32]).unwrap(), Verdict::TooOld);
     }
 
     #[test]
@@ -361,50 +505,68 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("g");
         {
-            let mut g = Guard::open(&path, 100).unwrap();
-            g.check(vote(2, 7, Phase::Prepare), [1; 32]).unwrap();
-            g.check(Position::Checkpoint { seq: 10 }, [5; 32]).unwrap();
+            let mut g = open(&path, Limits::default());
+            g.check(at(Kind::Prepare, 2, 7), [1; 32]).unwrap();
+            g.check(at(Kind::Checkpoint, 0, 10), [5; 32]).unwrap();
+            g.check(at(Kind::ViewChange, 3, 0), [6; 32]).unwrap();
         }
+        let whole = std::fs::metadata(&path).unwrap().len();
         // Half a record: the crash happened during the write, before any answer.
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(&encode_record(vote(2, 8, Phase::Prepare), &[9; 32])[..20]).unwrap();
-        drop(f);
-        let mut g = Guard::open(&path, 100).unwrap();
-        assert_eq!(g.len(), 2);
-        assert_eq!(g.check(vote(2, 7, Phase::Prepare), [2; 32]).unwrap(), Verdict::Conflict);
-        assert_eq!(g.check(Position::Checkpoint { seq: 10 }, [6; 32]).unwrap(), Verdict::Conflict);
-        assert_eq!(g.check(vote(2, 8, Phase::Prepare), [4; 32]).unwrap(), Verdict::Recorded);
-        assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, 3 * RECORD);
+        let mut data = std::fs::read(&path).unwrap();
+        let rec =
+            vpbox_journal::frame(&encode_record(&Record::Signed(at(Kind::Prepare, 2, 8), [9; 32])))
+                .unwrap();
+        data.extend_from_slice(&rec[..20]);
+        std::fs::write(&path, data).unwrap();
+        let (mut g, torn) = Guard::open(&path, Limits::default()).unwrap();
+        assert_eq!(torn.map(|t| t.offset), Some(whole));
+        assert_eq!(g.len(), 3);
+        assert_eq!(g.check(at(Kind::Prepare, 2, 7), [2; 32]).unwrap(), Verdict::Conflict);
+        assert_eq!(g.check(at(Kind::Checkpoint, 0, 10), [6; 32]).unwrap(), Verdict::Conflict);
+        assert_eq!(g.check(at(Kind::ViewChange, 3, 0), [7; 32]).unwrap(), Verdict::Conflict);
+        assert_eq!(g.check(at(Kind::Prepare, 2, 8), [4; 32]).unwrap(), Verdict::Recorded);
     }
 
     #[test]
-    fn corruption_before_the_end_refuses_to_start() {
+    fn every_single_bit_flip_refuses_to_start_naming_the_offset() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("g");
         {
-            let mut g = Guard::open(&path, 100).unwrap();
-            for seq in 0..3 {
-                g.check(vote(0, seq, Phase::Commit), [1; 32]).unwrap();
+            let mut g = open(&path, Limits::default());
+            g.check(at(Kind::Commit, 0, 1), [1; 32]).unwrap();
+            g.check(at(Kind::Checkpoint, 0, 10), [2; 32]).unwrap();
+            g.check(at(Kind::NewView, 1, 0), [3; 32]).unwrap();
+        }
+        let good = std::fs::read(&path).unwrap();
+        for byte in vpbox_journal::MAGIC.len()..good.len() {
+            for bit in 0..8 {
+                let mut bad = good.clone();
+                bad[byte] ^= 1 << bit;
+                std::fs::write(&path, &bad).unwrap();
+                let e = Guard::open(&path, Limits::default()).expect_err("corruption");
+                let text = e.to_string();
+                assert!(
+                    text.contains(&path.display().to_string()) && text.contains("corrupt at byte"),
+                    "byte {byte} bit {bit}: {text}"
+                );
             }
         }
-        let mut data = std::fs::read(&path).unwrap();
-        data[RECORD + 20] ^= 1;
-        std::fs::write(&path, data).unwrap();
-        assert!(matches!(Guard::open(&path, 100), Err(GuardError::Corrupt { index: 1, .. })));
     }
 
     #[test]
-    fn compaction_keeps_what_the_window_remembers() {
+    fn compaction_keeps_what_the_guard_remembers_and_its_floor() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("g");
-        let mut g = Guard::open(&path, 8).unwrap();
+        let limits = Limits { capacity: 8, seq_jump_max: 1000, view_jump_max: 1000 };
+        let mut g = open(&path, limits);
         for seq in 0..5000u64 {
-            g.check(vote(0, seq, Phase::Commit), [(seq % 251) as u8; 32]).unwrap();
+            g.check(at(Kind::Commit, 0, seq), [(seq % 251) as u8; 32]).unwrap();
         }
-        assert!(std::fs::metadata(&path).unwrap().len() < (5 * 1024 * RECORD) as u64);
+        assert!(std::fs::metadata(&path).unwrap().len() < 5 * 1024 * 70);
         drop(g);
-        let mut g = Guard::open(&path, 8).unwrap();
-        assert_eq!(g.check(vote(0, 4999, Phase::Commit), [0; 32]).unwrap(), Verdict::Conflict);
-        assert_eq!(g.check(vote(0, 4000, Phase::Commit), [0; 32]).unwrap(), Verdict::TooOld);
+        let mut g = open(&path, limits);
+        assert_eq!(g.len(), 8);
+        assert_eq!(g.check(at(Kind::Commit, 0, 4999), [0; 32]).unwrap(), Verdict::Conflict);
+        assert_eq!(g.check(at(Kind::Commit, 0, 4000), [0; 32]).unwrap(), Verdict::TooOld);
     }
 }

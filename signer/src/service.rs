@@ -1,14 +1,14 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use vpbox_signer_client::protocol::{Request, Response, Status, read_frame, write_frame};
 use vpbox_sm::{Domain, Signer};
 
-use crate::guard::{Guard, GuardError, Position, Verdict};
-use crate::protocol::{Request, Response, Status, read_frame, write_frame};
+use crate::guard::{Guard, GuardError, Limits, Position, Verdict, classify};
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -22,10 +22,34 @@ pub enum ServiceError {
     Other(String),
 }
 
+/// One key the service signs with.
+pub struct ServiceKey {
+    /// The name clients use.
+    pub name: String,
+    /// The key (the HSM's in production).
+    pub signer: Arc<dyn Signer>,
+    /// The consensus node this key signs for; `None`: no consensus signatures.
+    pub node: Option<u32>,
+}
+
+/// Refusals counted since the service started, by reason, and the last one.
+#[derive(Default)]
+struct Refusals {
+    conflict: AtomicU64,
+    too_old: AtomicU64,
+    out_of_range: AtomicU64,
+    wrong_sender: AtomicU64,
+    malformed: AtomicU64,
+    last: Mutex<Option<(SystemTime, String)>>,
+}
+
 struct Key {
     signer: Arc<dyn Signer>,
+    node: Option<u32>,
     /// The consensus domain's guard. Other domains are served without positions.
     guard: Mutex<Guard>,
+    signed: AtomicU64,
+    refusals: Refusals,
 }
 
 /// The signer's request handling, independent of sockets: tests drive it directly.
@@ -46,20 +70,38 @@ pub struct Peer {
 }
 
 impl Service {
-    /// A service over `keys` (name → signer), with guard logs in `state_dir`.
+    /// A service over `keys`, with guard logs in `state_dir`.
     pub fn new(
-        keys: Vec<(String, Arc<dyn Signer>)>,
+        keys: Vec<ServiceKey>,
         state_dir: &std::path::Path,
-        window: u64,
+        limits: Limits,
         allowed_uids: Vec<u32>,
         max_connections: usize,
     ) -> Result<Self, ServiceError> {
         std::fs::create_dir_all(state_dir)
             .map_err(|e| ServiceError::Other(format!("{}: {e}", state_dir.display())))?;
         let mut map = HashMap::new();
-        for (name, signer) in keys {
-            let guard = Guard::open(&state_dir.join(format!("{name}.consensus.guard")), window)?;
-            map.insert(name, Key { signer, guard: Mutex::new(guard) });
+        for ServiceKey { name, signer, node } in keys {
+            let path = state_dir.join(format!("{name}.consensus.guard"));
+            let (guard, torn) = Guard::open(&path, limits)?;
+            if let Some(t) = torn {
+                log(&format!(
+                    "guard {}: truncated a torn tail of {} bytes at byte {} ({}): a record a \
+                     crash interrupted before its signature was returned",
+                    path.display(),
+                    t.bytes,
+                    t.offset,
+                    t.reason
+                ));
+            }
+            let key = Key {
+                signer,
+                node,
+                guard: Mutex::new(guard),
+                signed: AtomicU64::new(0),
+                refusals: Refusals::default(),
+            };
+            map.insert(name, key);
         }
         Ok(Self {
             keys: map,
@@ -71,12 +113,13 @@ impl Service {
 
     /// Answers one request from `peer`, writing one audit line.
     pub fn handle(&self, peer: Peer, request: &Request) -> Response {
-        let response = self.answer(request);
-        audit(peer, request, &response);
+        let (response, what) = self.answer(request);
+        audit(peer, request, &what, &response);
         response
     }
 
-    fn answer(&self, request: &Request) -> Response {
+    /// The answer, and what the request was as the signer understood it (for the audit line).
+    fn answer(&self, request: &Request) -> (Response, String) {
         match request {
             Request::Health => {
                 for (name, key) in &self.keys {
@@ -88,85 +131,51 @@ impl Service {
                             .is_valid()
                     });
                     if !ok {
-                        return Response::Error(
-                            Status::HsmFailure,
-                            format!("key {name}: self-test signature failed"),
-                        );
+                        let msg = format!("key {name}: self-test signature failed");
+                        return (Response::Error(Status::HsmFailure, msg), String::new());
                     }
                 }
-                Response::Healthy
+                (Response::Healthy, String::new())
             }
             Request::PublicKey { key } => match self.keys.get(key) {
-                Some(k) => Response::PublicKey(k.signer.public_key().to_sec1_uncompressed()),
-                None => Response::Error(Status::UnknownKey, format!("no key named {key:?}")),
+                Some(k) => (
+                    Response::PublicKey(k.signer.public_key().to_sec1_uncompressed()),
+                    String::new(),
+                ),
+                None => (unknown_key(key), String::new()),
             },
-            Request::Sign { key, domain, digest, position } => {
+            Request::Guard { key } => match self.keys.get(key) {
+                Some(k) => (Response::Guard(k.state().to_string()), String::new()),
+                None => (unknown_key(key), String::new()),
+            },
+            Request::Sign { key, domain, payload } => {
                 let Some(k) = self.keys.get(key) else {
-                    return Response::Error(Status::UnknownKey, format!("no key named {key:?}"));
+                    return (unknown_key(key), String::new());
                 };
                 let Some(domain) = Domain::from_tag(domain) else {
-                    return Response::Error(
-                        Status::BadRequest,
-                        format!("unknown domain {domain:?}"),
-                    );
+                    let msg = format!("unknown domain {domain:?}");
+                    return (Response::Error(Status::BadRequest, msg), String::new());
                 };
-                match (domain, position) {
-                    (Domain::CONSENSUS, None) => {
-                        return Response::Error(
-                            Status::BadRequest,
-                            "a consensus signature needs its position".into(),
-                        );
+                let digest = vpbox_sm::sm3::hash(payload).0;
+                let what = match domain {
+                    Domain::CONSENSUS => match k.admit_consensus(payload, digest) {
+                        Ok(what) => what,
+                        Err((refusal, what)) => return (refusal, what),
+                    },
+                    Domain::SELFTEST => "selftest".to_string(),
+                    _ => {
+                        let msg = format!("the signer does not sign in {}", domain.tag());
+                        return (Response::Error(Status::BadRequest, msg), String::new());
                     }
-                    (Domain::CONSENSUS, Some(Position::Message)) => {}
-                    (Domain::CONSENSUS, Some(pos)) => {
-                        // Check and write under the lock; fsync outside it, so concurrent
-                        // votes share one fsync (group commit); sign only once durable.
-                        let checked = match k.guard.lock() {
-                            Ok(mut g) => g
-                                .check_unsynced(*pos, *digest)
-                                .and_then(|v| Ok((v, g.sync_handle()?))),
-                            Err(_) => {
-                                return Response::Error(Status::Internal, "guard poisoned".into());
-                            }
-                        };
-                        let verdict = checked.and_then(|(v, file)| {
-                            if matches!(v, Verdict::Recorded | Verdict::Repeat) {
-                                file.sync_data().map_err(|source| GuardError::Io {
-                                    path: format!("{key}.consensus.guard").into(),
-                                    source,
-                                })?;
-                            }
-                            Ok(v)
-                        });
-                        match verdict {
-                            Ok(Verdict::Recorded | Verdict::Repeat) => {}
-                            Ok(Verdict::Conflict) => {
-                                return Response::Error(
-                                    Status::Conflict,
-                                    format!("refused: a different digest was signed at {pos:?}"),
-                                );
-                            }
-                            Ok(Verdict::TooOld) => {
-                                return Response::Error(
-                                    Status::TooOld,
-                                    format!("refused: {pos:?} is behind the remembered window"),
-                                );
-                            }
-                            Err(e) => return Response::Error(Status::Internal, e.to_string()),
-                        }
+                };
+                let response = match k.signer.sign(domain, &digest) {
+                    Ok(sig) => {
+                        k.signed.fetch_add(1, Ordering::Relaxed);
+                        Response::Signature(sig.to_raw())
                     }
-                    (Domain::SELFTEST, None) => {}
-                    (_, _) => {
-                        return Response::Error(
-                            Status::BadRequest,
-                            format!("the signer does not sign in {}", domain.tag()),
-                        );
-                    }
-                }
-                match k.signer.sign(domain, digest) {
-                    Ok(sig) => Response::Signature(sig.to_raw()),
                     Err(e) => Response::Error(Status::HsmFailure, e.to_string()),
-                }
+                };
+                (response, format!("{what} digest={}", hex::encode(digest)))
             }
         }
     }
@@ -176,7 +185,133 @@ impl Service {
     }
 }
 
-fn audit(peer: Peer, request: &Request, response: &Response) {
+fn unknown_key(key: &str) -> Response {
+    Response::Error(Status::UnknownKey, format!("no key named {key:?}"))
+}
+
+impl Key {
+    /// Decides whether a consensus payload may be signed: it must decode, name this key's node
+    /// as its sender, and (for the kinds that can conflict) pass the guard, durably recorded
+    /// before this returns. `Ok` carries what it is, for the audit line.
+    fn admit_consensus(
+        &self,
+        payload: &[u8],
+        digest: [u8; 32],
+    ) -> Result<String, (Response, String)> {
+        let refuse = |status: Status, msg: String, what: String| {
+            self.refusals.count(status);
+            self.refusals.note(&msg);
+            Err((Response::Error(status, msg), what))
+        };
+        let Some(node) = self.node else {
+            let msg = "this key signs for no consensus node (no `node` in its config)";
+            return Err((Response::Error(Status::BadRequest, msg.into()), String::new()));
+        };
+        let c = match classify(payload) {
+            Ok(c) => c,
+            Err(e) => {
+                let msg = format!("not a consensus signing payload: {e}");
+                return refuse(Status::BadRequest, msg, String::new());
+            }
+        };
+        let what = match c.position {
+            Some(p) => format!("msg={} epoch={} from={} position=({p})", c.what, c.epoch, c.from),
+            None => format!("msg={} epoch={} from={} unguarded", c.what, c.epoch, c.from),
+        };
+        if c.from != node {
+            let msg =
+                format!("the payload is from node {}, this key signs for node {node}", c.from);
+            return refuse(Status::WrongSender, msg, what);
+        }
+        let Some(position) = c.position else {
+            return Ok(what);
+        };
+        match self.guard_check(position, digest) {
+            Ok(Verdict::Recorded | Verdict::Repeat) => Ok(what),
+            Ok(Verdict::Conflict) => {
+                let msg = format!("refused: something different was signed at {position}");
+                refuse(Status::Conflict, msg, what)
+            }
+            Ok(Verdict::TooOld) => {
+                let msg = format!("refused: {position} is at or below what the guard forgot");
+                refuse(Status::TooOld, msg, what)
+            }
+            Ok(Verdict::OutOfRange) => {
+                let msg = format!("refused: {position} is too far above what the guard signed");
+                refuse(Status::OutOfRange, msg, what)
+            }
+            Err(e) => Err((Response::Error(Status::Internal, e.to_string()), what)),
+        }
+    }
+
+    /// Checks and writes under the lock; fsyncs outside it, so concurrent votes share one fsync
+    /// (group commit); a signature is made only once the record is durable.
+    fn guard_check(&self, position: Position, digest: [u8; 32]) -> Result<Verdict, GuardError> {
+        let (verdict, file) = {
+            let mut g = self.guard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let v = g.check_unsynced(position, digest)?;
+            (v, g.sync_handle()?)
+        };
+        if matches!(verdict, Verdict::Recorded | Verdict::Repeat) {
+            file.sync_data().map_err(GuardError::Sync)?;
+        }
+        Ok(verdict)
+    }
+
+    fn state(&self) -> serde_json::Value {
+        let mut state = match self.guard.lock() {
+            Ok(g) => g.state(),
+            Err(p) => p.into_inner().state(),
+        };
+        let r = &self.refusals;
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        state["node"] = serde_json::json!(self.node);
+        state["signed"] = serde_json::json!(n(&self.signed));
+        state["refused"] = serde_json::json!({
+            "conflict": n(&r.conflict),
+            "tooOld": n(&r.too_old),
+            "outOfRange": n(&r.out_of_range),
+            "wrongSender": n(&r.wrong_sender),
+            "malformed": n(&r.malformed),
+        });
+        let last = r.last.lock().ok().and_then(|l| l.clone());
+        state["lastRefusal"] = match last {
+            Some((at, msg)) => serde_json::json!({
+                "at": humantime::format_rfc3339_millis(at).to_string(),
+                "reason": msg,
+            }),
+            None => serde_json::Value::Null,
+        };
+        state
+    }
+}
+
+impl Refusals {
+    fn count(&self, status: Status) {
+        let counter = match status {
+            Status::Conflict => &self.conflict,
+            Status::TooOld => &self.too_old,
+            Status::OutOfRange => &self.out_of_range,
+            Status::WrongSender => &self.wrong_sender,
+            _ => &self.malformed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn note(&self, msg: &str) {
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some((SystemTime::now(), msg.to_string()));
+        }
+    }
+}
+
+/// One line to standard error (journald under systemd), with an RFC 3339 UTC timestamp.
+fn log(line: &str) {
+    let now = humantime::format_rfc3339_millis(SystemTime::now());
+    let _ = writeln!(std::io::stderr(), "{now} vpbox-signer: {line}");
+}
+
+fn audit(peer: Peer, request: &Request, what: &str, response: &Response) {
     let result = match response {
         Response::Error(status, msg) => format!("{status:?}: {msg}"),
         _ => "ok".into(),
@@ -184,17 +319,12 @@ fn audit(peer: Peer, request: &Request, response: &Response) {
     let line = match request {
         Request::Health => "op=health".to_string(),
         Request::PublicKey { key } => format!("op=public-key key={key}"),
-        Request::Sign { key, domain, digest, position } => format!(
-            "op=sign key={key} domain={domain} digest={} position={position:?}",
-            hex::encode(digest)
-        ),
+        Request::Guard { key } => format!("op=guard key={key}"),
+        Request::Sign { key, domain, payload } => {
+            format!("op=sign key={key} domain={domain} bytes={} {what}", payload.len())
+        }
     };
-    let _ = writeln!(
-        std::io::stderr(),
-        "audit uid={} pid={} {line} result={result}",
-        peer.uid,
-        peer.pid
-    );
+    log(&format!("audit uid={} pid={} {line} result={result}", peer.uid, peer.pid));
 }
 
 /// Serves `service` on `listener` until `shutdown` is set: one thread per connection, up to the
@@ -223,17 +353,12 @@ pub fn serve(
 
 fn connection(service: &Service, mut stream: UnixStream) {
     let Ok(cred) = rustix::net::sockopt::socket_peercred(&stream) else {
-        let _ = writeln!(std::io::stderr(), "audit refused: no peer credentials");
+        log("audit refused: no peer credentials");
         return;
     };
     let peer = Peer { uid: cred.uid.as_raw(), pid: cred.pid.as_raw_nonzero().get() };
     if !service.allowed(peer.uid) {
-        let _ = writeln!(
-            std::io::stderr(),
-            "audit uid={} pid={} refused: UID not allowed",
-            peer.uid,
-            peer.pid
-        );
+        log(&format!("audit uid={} pid={} refused: UID not allowed", peer.uid, peer.pid));
         return;
     }
     let active = service.active.fetch_add(1, Ordering::SeqCst) + 1;
@@ -245,6 +370,8 @@ fn connection(service: &Service, mut stream: UnixStream) {
     }
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(300)));
+    // A caller that never reads its answers does not hold this thread for ever.
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
     loop {
         let body = match read_frame(&mut stream) {
             Ok(Some(body)) => body,
@@ -258,12 +385,7 @@ fn connection(service: &Service, mut stream: UnixStream) {
         let response = match Request::decode(&body) {
             Ok(request) => service.handle(peer, &request),
             Err(e) => {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "audit uid={} pid={} bad frame: {e}",
-                    peer.uid,
-                    peer.pid
-                );
+                log(&format!("audit uid={} pid={} bad frame: {e}", peer.uid, peer.pid));
                 Response::Error(Status::BadRequest, e.to_string())
             }
         };

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use vpbox_signer::guard::{Phase, Position};
 use vpbox_signer::protocol::Status;
+use vpbox_signer::test_support::{guarded_pairs, payload};
 use vpbox_signer::{Client, ClientError};
 use vpbox_sm::Domain;
 
@@ -249,7 +249,7 @@ fn signer_config(token: &TestToken, pin: &str, fingerprint: &str, uids: &[u32]) 
         "signer.toml",
         format!(
             "socket = \"{}\"\nmodule = \"{}\"\ntoken_label = \"node1\"\npin_file = \"{pin}\"\nstate_dir = \"{}\"\n\
-             allowed_uids = [{}]\nwindow = 100\n[[keys]]\nname = \"consensus\"\nid = \"01\"\nfingerprint = \"{fingerprint}\"\n",
+             allowed_uids = [{}]\n[[keys]]\nname = \"consensus\"\nid = \"01\"\nfingerprint = \"{fingerprint}\"\nnode = 1\n",
             s(&token.dir.path("signer.sock")),
             token.module,
             s(&token.dir.path("state")),
@@ -258,8 +258,12 @@ fn signer_config(token: &TestToken, pin: &str, fingerprint: &str, uids: &[u32]) 
     )
 }
 
-fn vote(seq: u64) -> Option<Position> {
-    Some(Position::Vote { view: 1, seq, phase: Phase::Commit })
+fn refusal(c: &mut Client, payload: &[u8]) -> Option<Status> {
+    match c.sign("consensus", Domain::CONSENSUS, payload) {
+        Ok(_) => None,
+        Err(ClientError::Refused(status, _)) => Some(status),
+        Err(e) => panic!("{e}"),
+    }
 }
 
 #[test]
@@ -277,26 +281,38 @@ fn the_signer_service_refuses_equivocation_even_across_kill_9() {
 
     let ping = token.vpbox(&["signer", "ping", "--socket", s(&signer.socket)]);
     assert_eq!(ping.code, 0, "{}", ping.stderr);
+    let out = String::from_utf8_lossy(&ping.stdout).into_owned();
+    assert!(out.contains(" 0 refused"), "{out}");
     let mut c = Client::connect(&signer.socket).unwrap();
     let public = c.public_key("consensus").unwrap();
     assert_eq!(public.fingerprint().to_hex(), fp);
-    let sig = c.sign("consensus", Domain::CONSENSUS, [1; 32], vote(5)).unwrap();
-    assert!(
-        public.verify_in(Domain::CONSENSUS, &[1; 32], &sig).is_valid(),
-        "signed in the token, verified in software"
-    );
-    let err = c.sign("consensus", Domain::CONSENSUS, [2; 32], vote(5)).unwrap_err();
-    assert!(matches!(err, ClientError::Refused(Status::Conflict, _)), "{err}");
+    for (name, first, second) in guarded_pairs(0) {
+        let first = payload(0, 1, &first);
+        let sig = c.sign("consensus", Domain::CONSENSUS, &first).unwrap();
+        let digest = vpbox_sm::sm3::hash(&first).0;
+        assert!(
+            public.verify_in(Domain::CONSENSUS, &digest, &sig).is_valid(),
+            "{name}: signed in the token, verified in software"
+        );
+        let second = payload(0, 1, &second);
+        assert_eq!(refusal(&mut c, &second), Some(Status::Conflict), "{name}");
+        assert_eq!(
+            refusal(&mut c, &payload(0, 2, &guarded_pairs(0)[1].2)),
+            Some(Status::WrongSender)
+        );
+    }
+    let ping = token.vpbox(&["signer", "ping", "--socket", s(&signer.socket)]);
+    let out = String::from_utf8_lossy(&ping.stdout).into_owned();
+    assert!(out.contains("REFUSING"), "the probe shows the refusals: {out}");
 
     signer.kill9();
     let signer = SignerProcess::start(&token, &config);
     let mut c = Client::connect(&signer.socket).unwrap();
-    let err = c.sign("consensus", Domain::CONSENSUS, [2; 32], vote(5)).unwrap_err();
-    assert!(
-        matches!(err, ClientError::Refused(Status::Conflict, _)),
-        "the guard forgot across kill -9: {err}"
-    );
-    c.sign("consensus", Domain::CONSENSUS, [1; 32], vote(5)).unwrap();
+    for (name, first, second) in guarded_pairs(0) {
+        let again = refusal(&mut c, &payload(0, 1, &second));
+        assert_eq!(again, Some(Status::Conflict), "{name}: the guard forgot across kill -9");
+        assert_eq!(refusal(&mut c, &payload(0, 1, &first)), None, "{name}: the same one again");
+    }
 
     // Another user, whose UID is not allowed, is disconnected unanswered.
     std::fs::set_permissions(&signer.socket, std::fs::Permissions::from_mode(0o666)).unwrap();

@@ -343,6 +343,9 @@ pub struct World {
     canon: BTreeMap<u64, (Digest, Digest)>,
     votes: HashMap<(usize, u64, View, SeqNo, Phase), Digest>,
     signed: HashMap<(usize, u64, View, SeqNo, Phase), Digest>,
+    /// View changes and new views each node asked to sign: (node, epoch, view, is new view) →
+    /// the payload's digest. A signer guard allows one of each per view and epoch.
+    signed_views: HashMap<(usize, u64, View, bool), Digest>,
     submitted: Vec<Digest>,
     crash_on_send: Vec<CrashOnSend>,
     /// Configuration transactions and the identities each names.
@@ -385,6 +388,7 @@ impl World {
             canon: BTreeMap::new(),
             votes: HashMap::new(),
             signed: HashMap::new(),
+            signed_views: HashMap::new(),
             submitted: Vec::new(),
             crash_on_send: Vec::new(),
             config_txs: ConfigTxs::new(),
@@ -989,6 +993,21 @@ impl World {
             let configs = self.expected_configs();
             if configs.get(epoch as usize).is_some_and(|c| !c.is_member(from)) {
                 self.violation(format!("node {i} signed in epoch {epoch}, not a member of it"));
+            }
+        }
+        let view_kind = match &m {
+            vpbox_consensus::Message::ViewChange(vc) => Some((vc.view, false)),
+            vpbox_consensus::Message::NewView(nv) => Some((nv.view, true)),
+            _ => None,
+        };
+        if let Some((view, new_view)) = view_kind {
+            let d = vpbox_consensus::Verifier::digest(&self.crypto, payload);
+            let prev = self.signed_views.insert((from.0 as usize, epoch, view, new_view), d);
+            if self.honest(i) && prev.is_some_and(|p| p != d) {
+                let what = if new_view { "new views" } else { "view changes" };
+                self.violation(format!(
+                    "EQUIVOCATION honest node {i} asked to sign two different {what} for {view:?} (epoch {epoch})"
+                ));
             }
         }
         let bd = |b: &vpbox_consensus::Batch| batch_digest(&self.crypto, b);

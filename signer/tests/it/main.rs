@@ -8,14 +8,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use vpbox_signer::guard::{Phase, Position};
+use vpbox_consensus::{Checkpoint, Digest, Message, SeqNo};
+use vpbox_signer::guard::Limits;
 use vpbox_signer::protocol::Status;
-use vpbox_signer::{Client, ClientError, Service, serve};
+use vpbox_signer::test_support::{guarded_pairs, payload, unguarded_pairs};
+use vpbox_signer::{Client, ClientError, Service, ServiceKey, serve};
 use vpbox_sm::sm2::SecretKey;
 use vpbox_sm::{Domain, Signer, SoftwareSigner};
 
 struct Running {
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     socket: PathBuf,
     shutdown: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -37,40 +39,153 @@ fn my_uid() -> u32 {
 fn start(signer: Arc<dyn Signer>, state: &Path, allowed: Vec<u32>) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("signer.sock");
-    let service = Service::new(vec![("consensus".into(), signer)], state, 100, allowed, 4).unwrap();
+    let keys = vec![ServiceKey { name: "consensus".into(), signer, node: Some(NODE) }];
+    let service = Service::new(keys, state, Limits::default(), allowed, 4).unwrap();
     let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
     let shutdown = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&shutdown);
     let thread = std::thread::spawn(move || serve(Arc::new(service), listener, flag).unwrap());
-    Running { dir, socket, shutdown, thread: Some(thread) }
+    Running { _dir: dir, socket, shutdown, thread: Some(thread) }
 }
 
 fn key() -> Arc<dyn Signer> {
     Arc::new(SoftwareSigner::new(SecretKey::generate().unwrap()))
 }
 
-fn vote(seq: u64) -> Option<Position> {
-    Some(Position::Vote { view: 0, seq, phase: Phase::Prepare })
+/// The node the test key signs for.
+const NODE: u32 = 1;
+
+fn refused(result: Result<vpbox_sm::sm2::Signature, ClientError>) -> Option<Status> {
+    match result {
+        Err(ClientError::Refused(status, _)) => Some(status),
+        Ok(_) => None,
+        Err(e) => panic!("not a refusal: {e}"),
+    }
+}
+
+/// Asks for `conflicting` (a different message at a position where another was signed) in
+/// every framing a compromised node could try; each must be refused, or give a signature that
+/// is no consensus signature.
+fn every_framing_is_refused(
+    c: &mut Client,
+    signer: &dyn Signer,
+    name: &str,
+    conflicting: &Message,
+) {
+    let plain = payload(0, NODE, conflicting);
+    let mut trailing = plain.clone();
+    trailing.push(0);
+    // A view change or new view names its configuration and is keyed by it (see the guard's
+    // docs): in another epoch it is another position, where it conflicts in turn.
+    let by_epoch = matches!(conflicting, Message::ViewChange(_) | Message::NewView(_));
+    let other_epoch = payload(1, NODE, conflicting);
+    if by_epoch {
+        sign_consensus(c, signer, &other_epoch);
+        let first_there =
+            payload(1, NODE, &guarded_pairs(0).into_iter().find(|p| p.0 == name).unwrap().1);
+        assert_eq!(
+            refused(c.sign("consensus", Domain::CONSENSUS, &first_there)),
+            Some(Status::Conflict),
+            "{name} in epoch 1"
+        );
+    }
+    let framings: [(&str, Domain, Vec<u8>, Status); 7] = [
+        ("as it is", Domain::CONSENSUS, plain.clone(), Status::Conflict),
+        (
+            "in another epoch",
+            Domain::CONSENSUS,
+            other_epoch,
+            if by_epoch { Status::Ok } else { Status::Conflict },
+        ),
+        ("with a trailing byte", Domain::CONSENSUS, trailing, Status::BadRequest),
+        (
+            "as another node's",
+            Domain::CONSENSUS,
+            payload(0, NODE + 1, conflicting),
+            Status::WrongSender,
+        ),
+        (
+            "as its digest",
+            Domain::CONSENSUS,
+            vpbox_sm::sm3::hash(&plain).0.to_vec(),
+            Status::BadRequest,
+        ),
+        ("in the tx domain", Domain::TX, plain.clone(), Status::BadRequest),
+        ("in the governance domain", Domain::GOVERNANCE, plain.clone(), Status::BadRequest),
+    ];
+    for (how, domain, bytes, want) in framings {
+        let want = (want != Status::Ok).then_some(want);
+        assert_eq!(refused(c.sign("consensus", domain, &bytes)), want, "{name} {how}");
+    }
+    // The self-test domain signs anything, framed so that it never verifies as consensus.
+    let sig = c.sign("consensus", Domain::SELFTEST, &plain).unwrap();
+    let digest = vpbox_sm::sm3::hash(&plain).0;
+    assert!(!signer.public_key().verify_in(Domain::CONSENSUS, &digest, &sig).is_valid(), "{name}");
+}
+
+fn sign_consensus(c: &mut Client, signer: &dyn Signer, payload: &[u8]) {
+    let sig = c.sign("consensus", Domain::CONSENSUS, payload).unwrap();
+    let digest = vpbox_sm::sm3::hash(payload).0;
+    assert!(signer.public_key().verify_in(Domain::CONSENSUS, &digest, &sig).is_valid());
 }
 
 #[test]
-fn signs_consensus_votes_and_refuses_to_equivocate() {
+fn every_guarded_kind_refuses_a_conflict_in_every_framing_across_a_restart() {
+    let state = tempfile::tempdir().unwrap();
+    let signer = key();
+    {
+        let run = start(Arc::clone(&signer), state.path(), vec![my_uid()]);
+        let mut c = Client::connect(&run.socket).unwrap();
+        assert_eq!(&c.public_key("consensus").unwrap(), signer.public_key());
+        c.health().unwrap();
+        for (name, first, second) in guarded_pairs(0) {
+            sign_consensus(&mut c, signer.as_ref(), &payload(0, NODE, &first));
+            // The same message again (a retransmission, a restart) is signed again.
+            sign_consensus(&mut c, signer.as_ref(), &payload(0, NODE, &first));
+            every_framing_is_refused(&mut c, signer.as_ref(), name, &second);
+        }
+        for (_, first, second) in unguarded_pairs() {
+            sign_consensus(&mut c, signer.as_ref(), &payload(0, NODE, &first));
+            sign_consensus(&mut c, signer.as_ref(), &payload(0, NODE, &second));
+        }
+        let state: serde_json::Value =
+            serde_json::from_str(&c.guard("consensus").unwrap()).unwrap();
+        // Six positions, and the view change and new view again in epoch 1.
+        assert_eq!(state["positions"], 8, "{state}");
+        assert_eq!(state["refused"]["conflict"], 12, "{state}");
+        assert_eq!(state["refused"]["wrongSender"], 6, "{state}");
+    }
+    // A new service on the same state: the guard remembers.
+    let run = start(Arc::clone(&signer), state.path(), vec![my_uid()]);
+    let mut c = Client::connect(&run.socket).unwrap();
+    for (name, first, second) in guarded_pairs(0) {
+        every_framing_is_refused(&mut c, signer.as_ref(), name, &second);
+        sign_consensus(&mut c, signer.as_ref(), &payload(0, NODE, &first));
+    }
+}
+
+#[test]
+fn a_poisoning_request_is_refused_and_the_node_still_votes() {
     let state = tempfile::tempdir().unwrap();
     let signer = key();
     let run = start(Arc::clone(&signer), state.path(), vec![my_uid()]);
     let mut c = Client::connect(&run.socket).unwrap();
-    assert_eq!(&c.public_key("consensus").unwrap(), signer.public_key());
-    c.health().unwrap();
-
-    let sig = c.sign("consensus", Domain::CONSENSUS, [1; 32], vote(7)).unwrap();
-    assert!(signer.public_key().verify_in(Domain::CONSENSUS, &[1; 32], &sig).is_valid());
-    // The same vote again (a retransmission) is signed again.
-    c.sign("consensus", Domain::CONSENSUS, [1; 32], vote(7)).unwrap();
-    // A different digest for the same (view, seq, phase) is the equivocation the guard stops.
-    let err = c.sign("consensus", Domain::CONSENSUS, [2; 32], vote(7)).unwrap_err();
-    assert!(matches!(err, ClientError::Refused(Status::Conflict, _)), "{err}");
-    // The connection stays usable after a refusal.
-    c.sign("consensus", Domain::CONSENSUS, [2; 32], vote(8)).unwrap();
+    for (_, first, _) in guarded_pairs(0) {
+        sign_consensus(&mut c, signer.as_ref(), &payload(0, NODE, &first));
+    }
+    let far =
+        |seq: u64| Message::Checkpoint(Checkpoint { seq: SeqNo(seq), state: Digest([9; 32]) });
+    let poison = payload(0, NODE, &far(1 << 62));
+    assert_eq!(refused(c.sign("consensus", Domain::CONSENSUS, &poison)), Some(Status::OutOfRange));
+    let far_view = Message::Heartbeat { view: vpbox_consensus::View(1 << 62) };
+    // Heartbeats are unguarded: they move nothing.
+    sign_consensus(&mut c, signer.as_ref(), &payload(0, NODE, &far_view));
+    for (_, first, _) in guarded_pairs(1) {
+        sign_consensus(&mut c, signer.as_ref(), &payload(0, NODE, &first));
+    }
+    let state: serde_json::Value = serde_json::from_str(&c.guard("consensus").unwrap()).unwrap();
+    assert_eq!(state["refused"]["outOfRange"], 1, "{state}");
+    assert!(state["lastRefusal"]["reason"].as_str().unwrap().contains("too far above"), "{state}");
 }
 
 #[test]
@@ -78,21 +193,39 @@ fn refuses_what_it_must_not_sign() {
     let state = tempfile::tempdir().unwrap();
     let run = start(key(), state.path(), vec![my_uid()]);
     let mut c = Client::connect(&run.socket).unwrap();
+    let vote = payload(0, NODE, &guarded_pairs(0)[1].1);
     let cases = [
-        (c.sign("consensus", Domain::CONSENSUS, [1; 32], None), Status::BadRequest),
-        (c.sign("consensus", Domain::TX, [1; 32], None), Status::BadRequest),
-        (c.sign("consensus", Domain::GOVERNANCE, [1; 32], None), Status::BadRequest),
-        (c.sign("other", Domain::CONSENSUS, [1; 32], vote(1)), Status::UnknownKey),
+        (c.sign("consensus", Domain::CONSENSUS, b"not a consensus message"), Status::BadRequest),
+        (c.sign("consensus", Domain::TX, &vote), Status::BadRequest),
+        (c.sign("consensus", Domain::GOVERNANCE, &vote), Status::BadRequest),
+        (c.sign("other", Domain::CONSENSUS, &vote), Status::UnknownKey),
     ];
     for (result, want) in cases {
-        match result {
-            Err(ClientError::Refused(status, _)) => assert_eq!(status, want),
-            other => panic!("expected {want:?}, got {other:?}"),
-        }
+        assert_eq!(refused(result), Some(want));
     }
-    c.sign("consensus", Domain::CONSENSUS, [1; 32], vote(500)).unwrap();
-    let err = c.sign("consensus", Domain::CONSENSUS, [1; 32], vote(10)).unwrap_err();
-    assert!(matches!(err, ClientError::Refused(Status::TooOld, _)), "{err}");
+}
+
+#[test]
+fn a_version_one_request_with_a_position_label_is_refused() {
+    let state = tempfile::tempdir().unwrap();
+    let run = start(key(), state.path(), vec![my_uid()]);
+    let mut raw = UnixStream::connect(&run.socket).unwrap();
+    // Version 1: Sign key "consensus", the consensus domain, a digest, position 5 ("another
+    // message, not guarded") — the label a compromised node chose for a prepare's digest.
+    let mut v1 = vec![1u8, 2, 9];
+    v1.extend_from_slice(b"consensus");
+    v1.push(18);
+    v1.extend_from_slice(Domain::CONSENSUS.tag().as_bytes());
+    v1.extend_from_slice(&[7; 32]);
+    v1.push(5);
+    raw.write_all(&(v1.len() as u32).to_be_bytes()).unwrap();
+    raw.write_all(&v1).unwrap();
+    let mut len = [0u8; 4];
+    raw.read_exact(&mut len).unwrap();
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    raw.read_exact(&mut body).unwrap();
+    assert_eq!(body[1], Status::BadRequest as u8);
+    assert!(String::from_utf8_lossy(&body).contains("unsupported version"));
 }
 
 #[test]
@@ -127,21 +260,18 @@ fn malformed_frames_get_an_error_and_the_signer_keeps_serving() {
 }
 
 #[test]
-fn the_guard_outlives_the_service() {
+fn a_key_without_a_node_signs_no_consensus_message() {
     let state = tempfile::tempdir().unwrap();
-    let signer = key();
-    {
-        let run = start(Arc::clone(&signer), state.path(), vec![my_uid()]);
-        Client::connect(&run.socket)
-            .unwrap()
-            .sign("consensus", Domain::CONSENSUS, [1; 32], vote(3))
-            .unwrap();
-    }
-    let run = start(signer, state.path(), vec![my_uid()]);
-    let err = Client::connect(&run.socket)
-        .unwrap()
-        .sign("consensus", Domain::CONSENSUS, [9; 32], vote(3))
-        .unwrap_err();
-    assert!(matches!(err, ClientError::Refused(Status::Conflict, _)), "{err}");
-    assert!(run.dir.path().exists());
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("signer.sock");
+    let keys = vec![ServiceKey { name: "consensus".into(), signer: key(), node: None }];
+    let service = Service::new(keys, state.path(), Limits::default(), vec![my_uid()], 4).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&shutdown);
+    let thread = std::thread::spawn(move || serve(Arc::new(service), listener, flag).unwrap());
+    let run = Running { _dir: dir, socket, shutdown, thread: Some(thread) };
+    let vote = payload(0, NODE, &guarded_pairs(0)[1].1);
+    let mut c = Client::connect(&run.socket).unwrap();
+    assert_eq!(refused(c.sign("consensus", Domain::CONSENSUS, &vote)), Some(Status::BadRequest));
 }

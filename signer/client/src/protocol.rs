@@ -1,30 +1,34 @@
-//! The signer's wire protocol: length-prefixed binary frames, version 1. Sans-IO: these
-//! functions only encode and decode bytes, bounded and without panics on any input.
+//! The signer's wire protocol: length-prefixed binary frames, version 2. Sans-IO apart from
+//! [`read_frame`]/[`write_frame`]: the codecs only encode and decode bytes, bounded and without
+//! panics on any input.
 //!
 //! ```text
 //! frame    = len:u32be body            (len ≤ FRAME_MAX)
-//! request  = version:u8=1 op:u8 …
+//! request  = version:u8=2 op:u8 …
 //!   op 1 PublicKey  key:name
-//!   op 2 Sign       key:name domain:name digest:[32] position
+//!   op 2 Sign       key:name domain:name payload:bytes
 //!   op 3 Health
+//!   op 4 Guard      key:name            the double-sign guard's state and refusals
 //! name     = len:u8 bytes              (1–64 bytes of [A-Za-z0-9/_.-])
-//! position = 0                          none (non-consensus domains)
-//!          | 1 view:u64 seq:u64 phase:u8   a vote (0 pre-prepare, 1 prepare, 2 commit)
-//!          | 2 seq:u64                      a checkpoint
-//!          | 3 view:u64                     a view change
-//!          | 4 view:u64                     a new view
-//!          | 5                              another consensus message (not guarded)
-//! response = version:u8=1 status:u8 …
-//!   status 0 (ok): PublicKey → SEC1 point [65]; Sign → r‖s [64]; Health → nothing
+//! bytes    = len:u32be bytes           (≤ PAYLOAD_MAX)
+//! response = version:u8=2 status:u8 …
+//!   status 0 (ok): PublicKey → SEC1 point [65]; Sign → r‖s [64]; Health → nothing;
+//!                  Guard → bytes (UTF-8 JSON)
 //!   otherwise: message: len:u16be UTF-8
 //! ```
-
-use crate::guard::{Phase, Position};
+//!
+//! Version 2 sends the whole payload to be signed, never a digest: the signer hashes it
+//! itself and, in the consensus domain, decodes it to find out what it is signing (which
+//! message, at which position, from which node) — a caller cannot label a vote as something
+//! else. The signature is over `SM3(payload)` framed in the domain, as in version 1.
 
 /// Protocol version.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
+/// The largest payload a signer accepts: the largest consensus message a node signs (a new
+/// view carrying its view changes) fits with room to spare.
+pub const PAYLOAD_MAX: usize = 16 << 20;
 /// The largest frame body either side accepts.
-pub const FRAME_MAX: usize = 4096;
+pub const FRAME_MAX: usize = PAYLOAD_MAX + 256;
 const NAME_MAX: usize = 64;
 
 /// What a client asks.
@@ -35,19 +39,22 @@ pub enum Request {
         /// The key's name in the signer's config.
         key: String,
     },
-    /// Sign `digest` in `domain` with `key`, at `position` (required in the consensus domain).
+    /// Sign `payload` in `domain` with `key`.
     Sign {
         /// The key's name.
         key: String,
         /// The signing domain's tag.
         domain: String,
-        /// What is signed: the SM3 digest of the message, framed in the domain.
-        digest: [u8; 32],
-        /// The consensus position this signature is for.
-        position: Option<Position>,
+        /// The bytes to sign: in the consensus domain, a consensus signing payload.
+        payload: Vec<u8>,
     },
     /// Is the signer up and its token answering?
     Health,
+    /// The double-sign guard of `key`: what it remembers and what it refused.
+    Guard {
+        /// The key's name.
+        key: String,
+    },
 }
 
 /// Why a request failed, as the client sees it.
@@ -60,9 +67,9 @@ pub enum Status {
     BadRequest = 1,
     /// No key by that name.
     UnknownKey = 3,
-    /// A different digest was already signed at this position: refused (double-sign guard).
+    /// Something different was already signed at this position: refused (double-sign guard).
     Conflict = 4,
-    /// The position is older than the window the guard remembers: refused.
+    /// The position is older than what the guard remembers: refused.
     TooOld = 5,
     /// The HSM failed.
     HsmFailure = 6,
@@ -70,6 +77,10 @@ pub enum Status {
     Internal = 7,
     /// Too many connections.
     Busy = 8,
+    /// The position is further above what the guard has signed than a request may jump.
+    OutOfRange = 9,
+    /// The payload names another node as its sender than the one this key signs for.
+    WrongSender = 10,
 }
 
 impl Status {
@@ -83,8 +94,16 @@ impl Status {
             6 => Self::HsmFailure,
             7 => Self::Internal,
             8 => Self::Busy,
+            9 => Self::OutOfRange,
+            10 => Self::WrongSender,
             _ => return None,
         })
+    }
+
+    /// Whether this is a refusal by the double-sign guard (the node's vote was not signed
+    /// because of what the guard remembers), as opposed to a failure.
+    pub fn is_guard_refusal(self) -> bool {
+        matches!(self, Self::Conflict | Self::TooOld | Self::OutOfRange | Self::WrongSender)
     }
 }
 
@@ -97,6 +116,8 @@ pub enum Response {
     Signature([u8; 64]),
     /// Healthy.
     Healthy,
+    /// The guard's state, as JSON.
+    Guard(String),
     /// Refused or failed.
     Error(Status, String),
 }
@@ -120,15 +141,17 @@ impl<'a> Reader<'a> {
     fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take(1)?[0])
     }
-    fn u64(&mut self) -> Result<u64, DecodeError> {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(self.take(8)?);
-        Ok(u64::from_be_bytes(b))
-    }
     fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
         let mut b = [0u8; N];
         b.copy_from_slice(self.take(N)?);
         Ok(b)
+    }
+    fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+        let len = u32::from_be_bytes(self.array::<4>()?) as usize;
+        if len > PAYLOAD_MAX {
+            return Err(DecodeError("payload too large"));
+        }
+        self.take(len)
     }
     fn name(&mut self) -> Result<String, DecodeError> {
         let len = usize::from(self.u8()?);
@@ -155,6 +178,14 @@ fn put_name(out: &mut Vec<u8>, name: &str) {
     out.extend_from_slice(&name.as_bytes()[..usize::from(len)]);
 }
 
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    // Longer payloads are refused by `Client::sign` before they are encoded; cut here only so
+    // that the frame stays well formed (and is then refused by the peer as truncated).
+    let len = bytes.len().min(PAYLOAD_MAX);
+    out.extend_from_slice(&(len as u32).to_be_bytes());
+    out.extend_from_slice(&bytes[..len]);
+}
+
 impl Request {
     /// Encodes a frame body.
     pub fn encode(&self) -> Vec<u8> {
@@ -164,35 +195,18 @@ impl Request {
                 out.push(1);
                 put_name(&mut out, key);
             }
-            Self::Sign { key, domain, digest, position } => {
+            Self::Sign { key, domain, payload } => {
+                out.reserve(payload.len() + 80);
                 out.push(2);
                 put_name(&mut out, key);
                 put_name(&mut out, domain);
-                out.extend_from_slice(digest);
-                match position {
-                    None => out.push(0),
-                    Some(Position::Vote { view, seq, phase }) => {
-                        out.push(1);
-                        out.extend_from_slice(&view.to_be_bytes());
-                        out.extend_from_slice(&seq.to_be_bytes());
-                        out.push(*phase as u8);
-                    }
-                    Some(Position::Checkpoint { seq }) => {
-                        out.push(2);
-                        out.extend_from_slice(&seq.to_be_bytes());
-                    }
-                    Some(Position::ViewChange { view }) => {
-                        out.push(3);
-                        out.extend_from_slice(&view.to_be_bytes());
-                    }
-                    Some(Position::NewView { view }) => {
-                        out.push(4);
-                        out.extend_from_slice(&view.to_be_bytes());
-                    }
-                    Some(Position::Message) => out.push(5),
-                }
+                put_bytes(&mut out, payload);
             }
             Self::Health => out.push(3),
+            Self::Guard { key } => {
+                out.push(4);
+                put_name(&mut out, key);
+            }
         }
         out
     }
@@ -208,24 +222,11 @@ impl Request {
             2 => {
                 let key = r.name()?;
                 let domain = r.name()?;
-                let digest = r.array::<32>()?;
-                let position = match r.u8()? {
-                    0 => None,
-                    1 => {
-                        let view = r.u64()?;
-                        let seq = r.u64()?;
-                        let phase = Phase::from_u8(r.u8()?).ok_or(DecodeError("unknown phase"))?;
-                        Some(Position::Vote { view, seq, phase })
-                    }
-                    2 => Some(Position::Checkpoint { seq: r.u64()? }),
-                    3 => Some(Position::ViewChange { view: r.u64()? }),
-                    4 => Some(Position::NewView { view: r.u64()? }),
-                    5 => Some(Position::Message),
-                    _ => return Err(DecodeError("unknown position kind")),
-                };
-                Self::Sign { key, domain, digest, position }
+                let payload = r.bytes()?.to_vec();
+                Self::Sign { key, domain, payload }
             }
             3 => Self::Health,
+            4 => Self::Guard { key: r.name()? },
             _ => return Err(DecodeError("unknown operation")),
         };
         r.finish()?;
@@ -247,6 +248,10 @@ impl Response {
                 out.extend_from_slice(s);
             }
             Self::Healthy => out.push(Status::Ok as u8),
+            Self::Guard(json) => {
+                out.push(Status::Ok as u8);
+                put_bytes(&mut out, json.as_bytes());
+            }
             Self::Error(status, msg) => {
                 out.push(*status as u8);
                 let msg = &msg.as_bytes()[..msg.len().min(1024)];
@@ -258,7 +263,7 @@ impl Response {
         out
     }
 
-    /// Decodes a frame body; `op` says which success payload to expect.
+    /// Decodes a frame body; `request` says which success payload to expect.
     pub fn decode(body: &[u8], request: &Request) -> Result<Self, DecodeError> {
         let mut r = Reader(body);
         if r.u8()? != VERSION {
@@ -270,6 +275,10 @@ impl Response {
                 Request::PublicKey { .. } => Self::PublicKey(r.array::<65>()?),
                 Request::Sign { .. } => Self::Signature(r.array::<64>()?),
                 Request::Health => Self::Healthy,
+                Request::Guard { .. } => Self::Guard(
+                    String::from_utf8(r.bytes()?.to_vec())
+                        .map_err(|_| DecodeError("guard state is not UTF-8"))?,
+                ),
             }
         } else {
             let len = usize::from(u16::from_be_bytes(r.array::<2>()?));
@@ -281,7 +290,8 @@ impl Response {
     }
 }
 
-/// Reads one frame from `r`: `Ok(None)` at a clean end of stream.
+/// Reads one frame from `r`: `Ok(None)` at a clean end of stream. Memory grows with the bytes
+/// that actually arrive, never with the length a peer announces.
 pub fn read_frame(r: &mut impl std::io::Read) -> std::io::Result<Option<Vec<u8>>> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len) {
@@ -293,8 +303,11 @@ pub fn read_frame(r: &mut impl std::io::Read) -> std::io::Result<Option<Vec<u8>>
     if len > FRAME_MAX {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "frame too large"));
     }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body)?;
+    let mut body = Vec::with_capacity(len.min(64 << 10));
+    let got = std::io::Read::read_to_end(&mut std::io::Read::take(r, len as u64), &mut body)?;
+    if got < len {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "frame cut short"));
+    }
     Ok(Some(body))
 }
 
@@ -318,41 +331,12 @@ mod tests {
         vec![
             Request::PublicKey { key: "consensus".into() },
             Request::Health,
-            Request::Sign {
-                key: "k".into(),
-                domain: "VPBOX/consensus/v1".into(),
-                digest: [7; 32],
-                position: None,
-            },
-            Request::Sign {
-                key: "k".into(),
-                domain: "VPBOX/consensus/v1".into(),
-                digest: [1; 32],
-                position: Some(Position::Vote { view: 3, seq: u64::MAX, phase: Phase::Commit }),
-            },
-            Request::Sign {
-                key: "k".into(),
-                domain: "d".into(),
-                digest: [0; 32],
-                position: Some(Position::Checkpoint { seq: 10 }),
-            },
-            Request::Sign {
-                key: "k".into(),
-                domain: "d".into(),
-                digest: [0; 32],
-                position: Some(Position::ViewChange { view: 2 }),
-            },
-            Request::Sign {
-                key: "k".into(),
-                domain: "d".into(),
-                digest: [0; 32],
-                position: Some(Position::NewView { view: 2 }),
-            },
+            Request::Guard { key: "consensus".into() },
+            Request::Sign { key: "k".into(), domain: "VPBOX/selftest/v1".into(), payload: vec![] },
             Request::Sign {
                 key: "consensus".into(),
                 domain: "VPBOX/consensus/v1".into(),
-                digest: [3; 32],
-                position: Some(Position::Message),
+                payload: vec![7; 300],
             },
         ]
     }
@@ -372,12 +356,23 @@ mod tests {
     }
 
     #[test]
+    fn version_one_requests_are_refused() {
+        // A version-1 Sign carried a digest and a caller-chosen position label.
+        let mut v1 = samples()[4].encode();
+        v1[0] = 1;
+        assert_eq!(Request::decode(&v1), Err(DecodeError("unsupported version")));
+    }
+
+    #[test]
     fn responses_round_trip() {
         let cases = [
             (Response::PublicKey([4; 65]), Request::PublicKey { key: "k".into() }),
-            (Response::Signature([9; 64]), samples()[2].clone()),
+            (Response::Signature([9; 64]), samples()[3].clone()),
             (Response::Healthy, Request::Health),
+            (Response::Guard("{\"positions\":3}".into()), samples()[2].clone()),
             (Response::Error(Status::Conflict, "refused".into()), Request::Health),
+            (Response::Error(Status::OutOfRange, "refused".into()), Request::Health),
+            (Response::Error(Status::WrongSender, "refused".into()), Request::Health),
         ];
         for (resp, req) in cases {
             assert_eq!(Response::decode(&resp.encode(), &req), Ok(resp));
@@ -389,15 +384,22 @@ mod tests {
         let mut bad = Request::PublicKey { key: "ok".into() }.encode();
         bad[3] = b' ';
         assert!(Request::decode(&bad).is_err());
-        assert!(Request::decode(&[1, 1, 0]).is_err(), "empty name");
+        assert!(Request::decode(&[VERSION, 1, 0]).is_err(), "empty name");
     }
 
     #[test]
-    fn oversized_frames_are_refused_before_allocation() {
+    fn oversized_frames_and_payloads_are_refused_before_allocation() {
         let mut data = (u32::MAX).to_be_bytes().to_vec();
         data.extend_from_slice(&[0; 8]);
         assert!(read_frame(&mut data.as_slice()).is_err());
         assert_eq!(read_frame(&mut [].as_slice()).unwrap(), None);
+        // A frame that announces 16 MiB but ends after 3 bytes.
+        let mut short = (FRAME_MAX as u32).to_be_bytes().to_vec();
+        short.extend_from_slice(&[1, 2, 3]);
+        assert!(read_frame(&mut short.as_slice()).is_err());
+        let mut big = vec![VERSION, 2, 1, b'k', 1, b'd'];
+        big.extend_from_slice(&(PAYLOAD_MAX as u32 + 1).to_be_bytes());
+        assert_eq!(Request::decode(&big), Err(DecodeError("payload too large")));
     }
 
     proptest! {
@@ -405,7 +407,8 @@ mod tests {
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = Request::decode(&bytes);
             let _ = Response::decode(&bytes, &Request::Health);
-            let _ = Response::decode(&bytes, &samples()[3]);
+            let _ = Response::decode(&bytes, &samples()[2]);
+            let _ = Response::decode(&bytes, &samples()[4]);
             let _ = read_frame(&mut bytes.as_slice());
         }
     }

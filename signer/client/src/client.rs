@@ -5,8 +5,7 @@ use std::time::Duration;
 use vpbox_sm::Domain;
 use vpbox_sm::sm2::{PublicKey, Signature};
 
-use crate::guard::Position;
-use crate::protocol::{Request, Response, Status, read_frame, write_frame};
+use crate::protocol::{PAYLOAD_MAX, Request, Response, Status, read_frame, write_frame};
 
 /// A client error.
 #[derive(Debug, thiserror::Error)]
@@ -64,19 +63,37 @@ impl Client {
         }
     }
 
-    /// Signs `digest` in `domain` at `position`.
+    /// Signs `payload` in `domain`: the signer hashes it (SM3) and, in the consensus domain,
+    /// decodes it to decide whether its double-sign guard allows it.
     pub fn sign(
         &mut self,
         key: &str,
         domain: Domain,
-        digest: [u8; 32],
-        position: Option<Position>,
+        payload: &[u8],
     ) -> Result<Signature, ClientError> {
-        let req = Request::Sign { key: key.into(), domain: domain.tag().into(), digest, position };
+        if payload.len() > PAYLOAD_MAX {
+            return Err(ClientError::Protocol(format!(
+                "a payload of {} bytes is larger than the signer accepts",
+                payload.len()
+            )));
+        }
+        let req = Request::Sign {
+            key: key.into(),
+            domain: domain.tag().into(),
+            payload: payload.to_vec(),
+        };
         match self.call(&req)? {
             Response::Signature(s) => {
                 Signature::from_raw(&s).map_err(|e| ClientError::Protocol(e.to_string()))
             }
+            other => Err(ClientError::Protocol(format!("unexpected {other:?}"))),
+        }
+    }
+
+    /// The double-sign guard's state and refusals for `key`, as JSON.
+    pub fn guard(&mut self, key: &str) -> Result<String, ClientError> {
+        match self.call(&Request::Guard { key: key.into() })? {
+            Response::Guard(json) => Ok(json),
             other => Err(ClientError::Protocol(format!("unexpected {other:?}"))),
         }
     }

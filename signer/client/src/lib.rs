@@ -1,0 +1,10 @@
+//! The signer's wire protocol and its client: what the node and the CLI link to reach the
+//! signer, without linking PKCS#11.
+//!
+//! - [`protocol`]: the framed binary protocol (sans-IO, bounded, never panics).
+//! - [`Client`]: a blocking client over the signer's Unix socket.
+
+mod client;
+pub mod protocol;
+
+pub use client::{Client, ClientError};
