@@ -151,6 +151,7 @@ pub(crate) struct NodeRunArgs {
 }
 
 pub(crate) fn node_run(a: &NodeRunArgs) -> Result<Outcome> {
+    crate::harden::no_core_dumps()?;
     let config = vpbox_node::service::NodeConfig::load(&a.config)?;
     vpbox_node::service::run(&config)?;
     Ok(Outcome::Ok)

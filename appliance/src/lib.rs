@@ -14,6 +14,7 @@ mod cluster_cmd;
 mod exit;
 mod files;
 mod gov_cmd;
+mod harden;
 mod hsm_cmd;
 mod signer_cmd;
 mod sm2_cmd;

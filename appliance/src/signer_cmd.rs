@@ -42,6 +42,7 @@ pub(crate) enum SignerCommand {
 pub(crate) fn run(cmd: &SignerCommand) -> Result<Outcome> {
     match cmd {
         SignerCommand::Run { config } => {
+            crate::harden::no_core_dumps()?;
             let config = Config::load(config).map_err(anyhow::Error::msg)?;
             let pin = match &config.pin_file {
                 Some(p) => Pin::from_file(p)?,

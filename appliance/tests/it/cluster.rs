@@ -119,6 +119,15 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
     c.up();
     let dir = s(&c.dir);
 
+    // The services run with core dumps off.
+    for pid in ["node1/node.pid", "node1/signer.pid"] {
+        let pid = std::fs::read_to_string(c.dir.join(pid)).unwrap();
+        let limits = std::fs::read_to_string(format!("/proc/{}/limits", pid.trim())).unwrap();
+        let core = limits.lines().find(|l| l.starts_with("Max core file size")).unwrap();
+        assert_eq!(core.split_whitespace().nth(4), Some("0"), "{pid}: {core}");
+        assert_eq!(core.split_whitespace().nth(5), Some("0"), "{pid}: {core}");
+    }
+
     // The cluster's certificates come from `vpbox ca` with each bank's key in its token, and
     // OpenSSL accepts them: the nodes' vp-node certificates and the POSPs'.
     for (cert, bank) in
