@@ -6,6 +6,7 @@ mod cluster;
 mod hsm;
 mod sm2;
 mod sm3;
+mod status;
 mod token;
 
 use std::path::{Path, PathBuf};
