@@ -19,5 +19,6 @@ mod hsm_cmd;
 mod signer_cmd;
 mod sm2_cmd;
 mod sm3_cmd;
+mod stamp;
 
 pub use exit::Outcome;

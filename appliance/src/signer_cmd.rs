@@ -64,7 +64,8 @@ pub(crate) fn run(cmd: &SignerCommand) -> Result<Outcome> {
             // Group access lets the node's group connect; SO_PEERCRED still checks each UID.
             std::fs::set_permissions(&config.socket, std::fs::Permissions::from_mode(0o660))?;
             eprintln!(
-                "vpbox signer: serving {} keys on {}",
+                "{} vpbox signer: serving {} keys on {}",
+                crate::stamp::now(),
                 config.keys.len(),
                 config.socket.display()
             );

@@ -119,13 +119,23 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
     c.up();
     let dir = s(&c.dir);
 
-    // The services run with core dumps off.
-    for pid in ["node1/node.pid", "node1/signer.pid"] {
+    // The services run with core dumps off, and their log lines are stamped in RFC 3339 UTC.
+    for (pid, log, tag) in [
+        ("node1/node.pid", "node1/node.log", "vpbox-node:"),
+        ("node1/signer.pid", "node1/signer.log", "vpbox signer:"),
+    ] {
         let pid = std::fs::read_to_string(c.dir.join(pid)).unwrap();
         let limits = std::fs::read_to_string(format!("/proc/{}/limits", pid.trim())).unwrap();
         let core = limits.lines().find(|l| l.starts_with("Max core file size")).unwrap();
         assert_eq!(core.split_whitespace().nth(4), Some("0"), "{pid}: {core}");
         assert_eq!(core.split_whitespace().nth(5), Some("0"), "{pid}: {core}");
+        let log = std::fs::read_to_string(c.dir.join(log)).unwrap();
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(tag)).collect();
+        assert!(!lines.is_empty(), "{log}");
+        for l in lines {
+            let stamp = l.split(' ').next().unwrap();
+            assert!(humantime::parse_rfc3339(stamp).is_ok(), "not stamped: {l}");
+        }
     }
 
     // The cluster's certificates come from `vpbox ca` with each bank's key in its token, and
