@@ -26,6 +26,27 @@ impl Drop for Cluster {
     }
 }
 
+/// A node's JSON-RPC client that holds every answer to docs/openrpc.json: a result to its
+/// method's result schema, an error to the codes the method documents.
+struct Rpc(RpcClient);
+
+impl Rpc {
+    fn call(&mut self, method: &str, params: Value) -> Result<Value, CallError> {
+        let answer = self.0.call(method, params);
+        let checked = match &answer {
+            Ok(result) => crate::openrpc::spec().check_result(method, result),
+            Err(CallError::Rpc { code, .. }) => crate::openrpc::spec().check_error(method, *code),
+            Err(_) => Ok(()), // no answer at all (a node down): nothing to hold to the documents
+        };
+        checked.unwrap_or_else(|e| panic!("{}: {e}", self.0.path().display()));
+        answer
+    }
+
+    fn post(&mut self, body: &[u8]) -> Result<Vec<u8>, CallError> {
+        self.0.post(body)
+    }
+}
+
 impl Cluster {
     fn up(&self) {
         let r =
@@ -33,8 +54,8 @@ impl Cluster {
         assert_eq!(r.code, 0, "cluster up: {}\n{}", r.text(), r.stderr);
     }
 
-    fn rpc(&self, i: u32) -> RpcClient {
-        RpcClient::new(&self.dir.join(format!("node{i}/rpc.sock")))
+    fn rpc(&self, i: u32) -> Rpc {
+        Rpc(RpcClient::new(&self.dir.join(format!("node{i}/rpc.sock"))))
     }
 
     fn kill9(&self, i: u32) {
@@ -84,7 +105,7 @@ fn key(n: u64) -> [u8; 32] {
     vpbox_sm::sm3::hash(n.to_be_bytes()).0
 }
 
-fn put(c: &mut RpcClient, t: &Tx, wait: bool) -> Result<Value, CallError> {
+fn put(c: &mut Rpc, t: &Tx, wait: bool) -> Result<Value, CallError> {
     c.call("anchor_put", json!({"tx": hex::encode(t.encode()), "wait": wait}))
 }
 
@@ -95,7 +116,7 @@ fn code(r: Result<Value, CallError>) -> i64 {
     }
 }
 
-fn anchored(c: &mut RpcClient, k: &[u8; 32]) -> bool {
+fn anchored(c: &mut Rpc, k: &[u8; 32]) -> bool {
     c.call("anchor_get", json!([hex::encode(k)])).is_ok_and(|v| v["ok"] == json!(true))
 }
 
@@ -180,6 +201,13 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
     let last = bad_sig.len() - 1;
     bad_sig[last] ^= 1;
     assert_eq!(code(n2.call("anchor_put", json!({"tx": hex::encode(bad_sig)}))), -32001);
+    let mut out_of_range = good.encode();
+    let end = out_of_range.len();
+    out_of_range[end - 64..].fill(0xff);
+    let r = n2.call("anchor_put", json!({"tx": hex::encode(out_of_range)}));
+    assert_eq!(code(r), -32001, "r and s not below n: a bad signature, as documented");
+    let r = n2.call("anchor_put", json!({"tx": hex::encode(good.encode()), "wait": "false"}));
+    assert_eq!(code(r), -32602, "wait is a JSON boolean");
     let stranger = SoftwareSigner::new(SecretKey::generate().unwrap());
     let unknown = tx(&stranger, 1, now_ms(), Payload::AnchorPut { key: key(1), value: key(2) });
     assert_eq!(code(put(&mut n2, &unknown, true)), -32002);

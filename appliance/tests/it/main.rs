@@ -4,6 +4,8 @@ mod anchor;
 mod ca;
 mod cluster;
 mod hsm;
+#[path = "../../../node/tests/support/openrpc.rs"]
+mod openrpc;
 mod sm2;
 mod sm3;
 mod status;
