@@ -217,7 +217,12 @@ fn audit(dir: &Path, event: serde_json::Value) -> Result<()> {
     use std::io::Write;
     let mut f =
         std::fs::OpenOptions::new().create(true).append(true).open(dir.join("audit.log"))?;
-    let mut line = serde_json::json!({"at": unix(now())});
+    // `at` (Unix seconds) for tools that read it already; `time` is what a person reads.
+    let at = now();
+    let mut line = serde_json::json!({
+        "at": unix(at),
+        "time": humantime::format_rfc3339_millis(at).to_string(),
+    });
     if let (Some(obj), serde_json::Value::Object(ev)) = (line.as_object_mut(), event) {
         obj.extend(ev);
     }

@@ -240,8 +240,18 @@ pub fn main(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> Exit
             return ExitCode::from(if e.use_stderr() { EXIT_ERROR } else { 0 });
         }
     };
+    // A service's error is a line of its log, stamped like the others.
+    let service = matches!(
+        cli.command,
+        Command::Node(NodeCommand::Run(_))
+            | Command::Signer(crate::signer_cmd::SignerCommand::Run { .. })
+    );
     match run(cli) {
         Ok(outcome) => outcome.into(),
+        Err(e) if service => {
+            let _ = writeln!(std::io::stderr(), "{} vpbox: {e:#}", crate::stamp::now());
+            ExitCode::from(EXIT_ERROR)
+        }
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "vpbox: {e:#}");
             ExitCode::from(EXIT_ERROR)

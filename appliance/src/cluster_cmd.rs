@@ -45,7 +45,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use vpbox_ledger::tx::Payload;
-use vpbox_node::client::RpcClient;
+use vpbox_node::client::{CallError, RpcClient};
 use vpbox_node::genesis::{Address, Genesis};
 use vpbox_sm::SoftwareSigner;
 use vpbox_sm::sm2::SecretKey;
@@ -151,6 +151,7 @@ pub(crate) struct NodeRunArgs {
 }
 
 pub(crate) fn node_run(a: &NodeRunArgs) -> Result<Outcome> {
+    crate::harden::no_core_dumps()?;
     let config = vpbox_node::service::NodeConfig::load(&a.config)?;
     vpbox_node::service::run(&config)?;
     Ok(Outcome::Ok)
@@ -866,6 +867,55 @@ fn down(dir: &Path) -> Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
+/// How long `vpbox status` waits for each node, connection, request and answer together. A
+/// stopped node (SIGSTOP, hung) keeps its socket and its backlog takes connections that are
+/// never answered: without a deadline the command waited for the client's 120 s timeout.
+const STATUS_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Why a node gave no status.
+enum Down {
+    /// It failed: no socket, connection refused, an error answer.
+    Refused(String),
+    /// It did not answer within the deadline.
+    Silent,
+}
+
+/// `node_getNodes` of every node at once, each given `deadline` from now; in `sockets`' order.
+fn ask_nodes(sockets: Vec<PathBuf>, deadline: Duration) -> Vec<Result<Value, Down>> {
+    let end = Instant::now() + deadline;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let n = sockets.len();
+    for (i, rpc) in sockets.into_iter().enumerate() {
+        let tx = tx.clone();
+        // A thread per node: `connect` itself can block on a hung node, so a node that misses
+        // its deadline is left behind (the command exits right after) rather than waited for.
+        std::thread::spawn(move || {
+            let mut c = RpcClient::new(&rpc);
+            c.set_timeout(deadline);
+            let answer = c.call("node_getNodes", json!([]));
+            let _ = tx.send((i, answer));
+        });
+    }
+    drop(tx);
+    let mut out: Vec<Result<Value, Down>> = (0..n).map(|_| Err(Down::Silent)).collect();
+    while let Ok((i, answer)) = rx.recv_timeout(end.saturating_duration_since(Instant::now())) {
+        out[i] = match answer {
+            Ok(v) => Ok(v),
+            // The socket's own timeout fired a moment before ours.
+            Err(CallError::Io { source, .. })
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err(Down::Silent)
+            }
+            Err(e) => Err(Down::Refused(e.to_string())),
+        };
+    }
+    out
+}
+
 pub(crate) fn status(a: &StatusArgs) -> Result<Outcome> {
     let dir = &a.dir.dir;
     let genesis = Genesis::load(&dir.join("genesis.json"))
@@ -884,18 +934,16 @@ pub(crate) fn status(a: &StatusArgs) -> Result<Outcome> {
             boxes.push((i, format!("node{i}"), bank));
         }
     }
-    let mut rows = Vec::new();
-    for n in &boxes {
-        let rpc = rpc_path(&genesis, n.0)?;
-        let answer = RpcClient::new(&rpc).call("node_getNodes", json!([]));
-        rows.push((n, answer));
-    }
+    let sockets = boxes.iter().map(|n| rpc_path(&genesis, n.0)).collect::<Result<Vec<_>>>()?;
+    let rows: Vec<_> = boxes.iter().zip(ask_nodes(sockets, STATUS_DEADLINE)).collect();
+    let silent = format!("no answer within {} s", STATUS_DEADLINE.as_secs());
     if a.json {
         let v: Vec<Value> = rows
             .iter()
             .map(|(n, r)| match r {
                 Ok(v) => v.clone(),
-                Err(e) => json!({"self": n.0, "error": e.to_string()}),
+                Err(Down::Refused(e)) => json!({"self": n.0, "error": e}),
+                Err(Down::Silent) => json!({"self": n.0, "error": silent}),
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -920,7 +968,8 @@ pub(crate) fn status(a: &StatusArgs) -> Result<Outcome> {
                     format!("node{}", v["primary"]),
                     v["pending"].to_string(),
                 ),
-                Err(_) => println!("{:<7} {:<8} {:<12}", n.1, n.2, "down"),
+                Err(Down::Refused(_)) => println!("{:<7} {:<8} {:<12}", n.1, n.2, "down"),
+                Err(Down::Silent) => println!("{:<7} {:<8} down ({silent})", n.1, n.2),
             }
         }
     }

@@ -14,9 +14,11 @@ mod cluster_cmd;
 mod exit;
 mod files;
 mod gov_cmd;
+mod harden;
 mod hsm_cmd;
 mod signer_cmd;
 mod sm2_cmd;
 mod sm3_cmd;
+mod stamp;
 
 pub use exit::Outcome;

@@ -55,6 +55,7 @@ pub(crate) enum SignerCommand {
 pub(crate) fn run(cmd: &SignerCommand) -> Result<Outcome> {
     match cmd {
         SignerCommand::Run { config } => {
+            crate::harden::no_core_dumps()?;
             let config = Config::load(config).map_err(anyhow::Error::msg)?;
             let pin = match &config.pin_file {
                 Some(p) => Pin::from_file(p)?,
@@ -76,7 +77,8 @@ pub(crate) fn run(cmd: &SignerCommand) -> Result<Outcome> {
             // Group access lets the node's group connect; SO_PEERCRED still checks each UID.
             std::fs::set_permissions(&config.socket, std::fs::Permissions::from_mode(0o660))?;
             eprintln!(
-                "vpbox signer: serving {} keys on {}",
+                "{} vpbox signer: serving {} keys on {}",
+                crate::stamp::now(),
                 config.keys.len(),
                 config.socket.display()
             );

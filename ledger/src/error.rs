@@ -10,6 +10,10 @@ pub enum Error {
         /// What is wrong.
         why: &'static str,
     },
+    /// A transaction whose signature is no SM2 signature at all (r or s zero, or not below
+    /// the curve order): its signature is bad, rather than its form.
+    #[error("malformed transaction: signature out of range (r and s must be in [1, n-1])")]
+    SignatureOutOfRange,
     /// A block that does not extend the tip.
     #[error("block {height} does not extend the tip: {why}")]
     NotNext {

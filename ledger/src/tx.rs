@@ -191,8 +191,7 @@ impl Tx {
         }
         let mut r = Reader::new(bytes, "transaction");
         let body = TxBody::decode(&mut r)?;
-        let signature =
-            Signature::from_raw(r.take(64)?).map_err(|_| r.fail("signature out of range"))?;
+        let signature = Signature::from_raw(r.take(64)?).map_err(|_| Error::SignatureOutOfRange)?;
         r.finish()?;
         Ok(Self { body, signature })
     }
@@ -266,6 +265,18 @@ mod tests {
             signature: s.sign(Domain::CONSENSUS, &tx.body.encode()).unwrap(),
         };
         assert_eq!(forged.verify(s.public_key()), Verification::Invalid);
+    }
+
+    #[test]
+    fn a_signature_out_of_range_is_its_own_error() {
+        let s = signer();
+        let tx = body(&s, Payload::AnchorPut { key: [1; 32], value: [2; 32] }).sign(&s).unwrap();
+        let bytes = tx.encode();
+        for sig in [[0u8; 64], [0xff; 64]] {
+            let mut bad = bytes[..bytes.len() - 64].to_vec();
+            bad.extend_from_slice(&sig);
+            assert!(matches!(Tx::decode(&bad), Err(Error::SignatureOutOfRange)));
+        }
     }
 
     #[test]

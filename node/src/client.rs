@@ -39,12 +39,21 @@ pub struct RpcClient {
     path: PathBuf,
     conn: Option<BufReader<UnixStream>>,
     next_id: u64,
+    timeout: Duration,
 }
 
 impl RpcClient {
     /// A client of the node at `path` (connects on first use).
     pub fn new(path: &Path) -> Self {
-        Self { path: path.to_path_buf(), conn: None, next_id: 1 }
+        Self { path: path.to_path_buf(), conn: None, next_id: 1, timeout: Duration::from_secs(120) }
+    }
+
+    /// Bounds each read and write on the socket (default 120 s, above the node's 30 s wait for
+    /// a commit). It does not bound `connect`, which blocks while a hung node's backlog is full:
+    /// a caller that needs a hard deadline calls from a thread it can give up on.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+        self.conn = None;
     }
 
     /// The socket.
@@ -85,7 +94,8 @@ impl RpcClient {
         let io = |source| CallError::Io { path: self.path.clone(), source };
         if self.conn.is_none() {
             let s = UnixStream::connect(&self.path).map_err(io)?;
-            s.set_read_timeout(Some(Duration::from_secs(120))).map_err(io)?;
+            s.set_read_timeout(Some(self.timeout)).map_err(io)?;
+            s.set_write_timeout(Some(self.timeout)).map_err(io)?;
             self.conn = Some(BufReader::new(s));
         }
         let Some(conn) = self.conn.as_mut() else {

@@ -151,12 +151,23 @@ fn connection(stream: UnixStream, methods: &dyn Methods, limits: Limits) -> std:
             }
         };
         let mut content_length: Option<usize> = None;
+        let mut malformed_length = false;
         let mut close = version == "HTTP/1.0";
         for h in &lines[1..] {
             let Some((name, value)) = h.split_once(':') else { continue };
             let value = value.trim();
             match name.trim().to_ascii_lowercase().as_str() {
-                "content-length" => content_length = value.parse().ok().or(Some(usize::MAX)),
+                "content-length" => {
+                    // RFC 9110 §8.6: 1*DIGIT. A length too big for usize is still a length
+                    // (413 below); anything else, or two different lengths, is a framing error.
+                    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+                        malformed_length = true;
+                        continue;
+                    }
+                    let len = value.parse().unwrap_or(usize::MAX);
+                    malformed_length |= content_length.is_some_and(|l| l != len);
+                    content_length = Some(len);
+                }
                 "connection" if value.eq_ignore_ascii_case("close") => close = true,
                 "transfer-encoding" => {
                     let body = rpc_error_body(
@@ -167,6 +178,11 @@ fn connection(stream: UnixStream, methods: &dyn Methods, limits: Limits) -> std:
                 }
                 _ => {}
             }
+        }
+        if malformed_length {
+            // The body's end is unknown, so the connection cannot be reused (RFC 9112 §6.3).
+            let body = rpc_error_body(RpcError::INVALID_REQUEST, "malformed Content-Length");
+            return write_response(&mut writer, 400, "application/json", &body, false);
         }
         if method != "POST" {
             let body = rpc_error_body(RpcError::INVALID_REQUEST, "JSON-RPC is POST");

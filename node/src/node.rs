@@ -196,7 +196,7 @@ pub fn signer_thread(socket: PathBuf, key: String, jobs: Receiver<SignJob>, even
 
 /// One line to standard error (journald in production). Never carries keys or PINs.
 pub fn tracing_line(msg: &str) {
-    eprintln!("vpbox-node: {msg}");
+    eprintln!("{}", crate::logline::line(msg));
 }
 
 /// The signer's guard refusals of this node's messages since it started.

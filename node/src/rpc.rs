@@ -2,7 +2,8 @@
 
 use serde_json::{Map, Value, json};
 
-/// Nesting deeper than this is refused before any method sees it.
+/// Arrays and objects nested deeper than this (the request object counting as one) are
+/// refused, -32600, before the body is parsed.
 pub const DEPTH_MAX: usize = 32;
 /// Requests in one batch.
 pub const BATCH_MAX: usize = 1000;
@@ -62,18 +63,35 @@ pub trait Methods: Send + Sync {
     fn call(&self, method: &str, params: &Value) -> Result<Value, RpcError>;
 }
 
-fn depth(v: &Value) -> usize {
-    // Iterative, so a hostile document cannot overflow the stack here either.
-    let mut max = 0;
-    let mut stack = vec![(v, 1usize)];
-    while let Some((v, d)) = stack.pop() {
-        max = max.max(d);
-        if d > DEPTH_MAX {
-            return d;
+/// How deep arrays and objects nest in `body`, counted on the bytes (no parsing, no recursion)
+/// and given up past `limit`. Brackets inside strings do not count.
+///
+/// Counting before parsing is what makes every depth answer the same: serde_json refuses
+/// documents nested deeper than 128 as not JSON (its recursion limit), so a depth check on the
+/// parsed value answered -32700 there and -32600 below it.
+fn nesting(body: &[u8], limit: usize) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in body {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
         }
-        match v {
-            Value::Array(a) => stack.extend(a.iter().map(|x| (x, d + 1))),
-            Value::Object(o) => stack.extend(o.values().map(|x| (x, d + 1))),
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+                if max > limit {
+                    break;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
     }
@@ -119,6 +137,15 @@ fn one(methods: &dyn Methods, req: &Value) -> Option<Value> {
 
 /// Answers a request body: a single request, or a batch. `None` when only notifications came.
 pub fn handle(methods: &dyn Methods, body: &[u8]) -> Option<Value> {
+    if nesting(body, DEPTH_MAX) > DEPTH_MAX {
+        return Some(response(
+            Value::Null,
+            Err(RpcError::new(
+                RpcError::INVALID_REQUEST,
+                format!("arrays and objects nested deeper than {DEPTH_MAX}"),
+            )),
+        ));
+    }
     let value: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => {
@@ -128,15 +155,6 @@ pub fn handle(methods: &dyn Methods, body: &[u8]) -> Option<Value> {
             ));
         }
     };
-    if depth(&value) > DEPTH_MAX {
-        return Some(response(
-            Value::Null,
-            Err(RpcError::new(
-                RpcError::INVALID_REQUEST,
-                format!("nested deeper than {DEPTH_MAX}"),
-            )),
-        ));
-    }
     match &value {
         Value::Array(batch) if batch.is_empty() => Some(response(
             Value::Null,
@@ -235,6 +253,35 @@ mod tests {
         .unwrap();
         assert_eq!(batch.as_array().unwrap().len(), 2);
         assert_eq!(code(&batch[1]), RpcError::INVALID_REQUEST);
+    }
+
+    /// A request whose params nest so that the whole body is `depth` arrays and objects deep.
+    fn nested(depth: usize) -> String {
+        let inner = depth - 2; // the request object and the params array
+        let params = format!(r#"[{}"x]}}"{}]"#, "[".repeat(inner), "]".repeat(inner));
+        format!(r#"{{"jsonrpc":"2.0","method":"echo","params":{params},"id":1}}"#)
+    }
+
+    #[test]
+    fn nesting_is_refused_as_an_invalid_request_at_every_depth() {
+        // Depth 32 is served; beyond it -32600, also past serde_json's own limit (128), where
+        // it used to be -32700 "not JSON".
+        let ok = handle(&Echo, nested(DEPTH_MAX).as_bytes()).unwrap();
+        assert!(ok.get("result").is_some(), "{ok}");
+        for depth in [33, 127, 128, 129, 200, 100_000] {
+            let r = handle(&Echo, nested(depth).as_bytes()).unwrap();
+            assert_eq!(code(&r), RpcError::INVALID_REQUEST, "depth {depth}: {r}");
+        }
+        let objects = format!("{}{}", r#"{"a":"#.repeat(200), "}".repeat(200));
+        assert_eq!(code(&handle(&Echo, objects.as_bytes()).unwrap()), RpcError::INVALID_REQUEST);
+        // Brackets in strings (escaped quotes included) are not nesting.
+        let text = format!(
+            r#"{{"jsonrpc":"2.0","method":"echo","params":["\"{}"],"id":1}}"#,
+            "[".repeat(300)
+        );
+        assert!(handle(&Echo, text.as_bytes()).unwrap().get("result").is_some());
+        // Shallow junk is still not JSON.
+        assert_eq!(code(&handle(&Echo, b"[[1,]]").unwrap()), RpcError::PARSE);
     }
 
     #[test]

@@ -238,6 +238,28 @@ pub fn signing_key(ledger: &Ledger, tx: &Tx) -> Result<PublicKey, String> {
     vpbox_ca::cert::certificate_key(&der).map_err(|e| e.to_string())
 }
 
+/// The `wait` parameter of a write: a JSON boolean, true when absent. Anything else is refused
+/// rather than guessed at (a string "false" read as true would make a client wait 30 s).
+fn wait(params: &Value) -> Result<bool, RpcError> {
+    match param(params, 1, "wait") {
+        None => Ok(true),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(other) => {
+            let kind = match other {
+                Value::Null => "null",
+                Value::String(_) => "a string",
+                Value::Number(_) => "a number",
+                Value::Array(_) => "an array",
+                _ => "an object",
+            };
+            Err(RpcError::new(
+                RpcError::INVALID_PARAMS,
+                format!("wait must be a JSON boolean (true or false), not {kind}"),
+            ))
+        }
+    }
+}
+
 /// Which write a JSON-RPC method takes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Write {
@@ -307,8 +329,14 @@ impl NodeApi {
         }
         let bytes = hex::decode(text)
             .map_err(|_| RpcError::new(RpcError::INVALID_PARAMS, "tx is not hex"))?;
-        let tx = Tx::decode(&bytes)
-            .map_err(|e| RpcError::new(RpcError::INVALID_PARAMS, e.to_string()))?;
+        let tx = Tx::decode(&bytes).map_err(|e| match e {
+            // r or s out of range is a signature that cannot verify: documented as -32001.
+            vpbox_ledger::Error::SignatureOutOfRange => RpcError::new(
+                RpcError::BAD_SIGNATURE,
+                format!("the signature does not verify: {e}"),
+            ),
+            e => RpcError::new(RpcError::INVALID_PARAMS, e.to_string()),
+        })?;
         if !write.accepts(&tx.body.payload) {
             return Err(RpcError::new(RpcError::INVALID_PARAMS, write.method()));
         }
@@ -421,8 +449,8 @@ impl NodeApi {
 
     fn put(&self, params: &Value, write: Write) -> Result<Value, RpcError> {
         let batch = write == Write::Batch;
+        let wait = wait(params)?;
         let (tx, bytes) = self.check(params, write)?;
-        let wait = param(params, 1, "wait").and_then(Value::as_bool).unwrap_or(true);
         let hash = tx.hash();
         let (reply, answer) = channel();
         self.send(Event::Submit { txs: vec![(tx, bytes)], wait, reply })?;
@@ -492,5 +520,80 @@ impl Methods for NodeApi {
             }
             _ => self.read.call(method, params),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vpbox_ledger::tx::TxBody;
+    use vpbox_sm::sm2::SecretKey;
+    use vpbox_sm::{Signer, SoftwareSigner};
+
+    use super::*;
+
+    fn api(dir: &Path) -> (NodeApi, std::sync::mpsc::Receiver<Event>) {
+        let ledger = Arc::new(RwLock::new(Ledger::open(dir).unwrap()));
+        let genesis = Genesis {
+            chain_id: "t".into(),
+            hash: vpbox_sm::sm3::hash(b"t"),
+            timestamp_ms: 0,
+            tx_window_ms: 600_000,
+            params: vpbox_consensus::Params::default(),
+            nodes: vec![],
+            roots: vec![],
+            base: dir.to_path_buf(),
+        };
+        let (events, inbox) = channel();
+        let api = NodeApi {
+            read: ReadApi::new(Arc::clone(&ledger)),
+            ledger,
+            genesis: Arc::new(genesis),
+            events: Mutex::new(events),
+        };
+        (api, inbox)
+    }
+
+    fn code(r: Result<Value, RpcError>) -> (i64, String) {
+        let e = r.expect_err("an error");
+        (e.code, e.message)
+    }
+
+    #[test]
+    fn writes_answer_the_documented_codes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (api, _inbox) = api(dir.path());
+        let s = SoftwareSigner::new(SecretKey::generate().unwrap());
+        let body = TxBody {
+            submitter: s.public_key().fingerprint(),
+            nonce: 1,
+            timestamp_ms: now_ms(),
+            payload: Payload::AnchorPut { key: [1; 32], value: [2; 32] },
+        };
+        let good = body.sign(&s).unwrap().encode();
+        let tx = |bytes: &[u8]| hex::encode(bytes);
+        // Not enrolled: -32002 (this ledger has no members), with wait absent or a boolean.
+        for params in [json!([tx(&good)]), json!([tx(&good), false]), json!({"tx": tx(&good)})] {
+            assert_eq!(code(api.call("anchor_put", &params)).0, RpcError::UNKNOWN_SUBMITTER);
+        }
+        // `wait` is a boolean or nothing: strings, numbers and null are refused, by position
+        // and by name.
+        for wait in [json!("false"), json!("true"), json!(0), json!(1), json!(null), json!([])] {
+            for params in [json!([tx(&good), wait.clone()]), json!({"tx": tx(&good), "wait": wait})]
+            {
+                let (c, m) = code(api.call("anchor_putBatch", &params));
+                assert_eq!(c, RpcError::INVALID_PARAMS, "{params}");
+                assert!(m.contains("wait must be a JSON boolean"), "{m}");
+            }
+        }
+        // A signature whose r or s is out of range (zero, or not below n) is a bad signature,
+        // as documented; a transaction cut short is not a transaction.
+        for sig in [[0u8; 64], [0xff; 64]] {
+            let mut bad = good[..good.len() - 64].to_vec();
+            bad.extend_from_slice(&sig);
+            let (c, m) = code(api.call("anchor_put", &json!([tx(&bad)])));
+            assert_eq!(c, RpcError::BAD_SIGNATURE, "{m}");
+        }
+        let (c, _) = code(api.call("anchor_put", &json!([tx(&good[..good.len() - 1])])));
+        assert_eq!(c, RpcError::INVALID_PARAMS);
     }
 }

@@ -112,6 +112,14 @@ fn a_bank_ca_in_the_hsm_issues_revokes_and_publishes() {
     for op in ["\"init\"", "\"issue\"", "\"refused\"", "\"revoke\"", "\"crl\""] {
         assert!(audit.contains(op), "{op} missing from {audit}");
     }
+    // Each line says when, in RFC 3339 UTC, the same instant as its Unix `at`.
+    for line in audit.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let time = v["time"].as_str().unwrap_or_else(|| panic!("no time in {line}"));
+        let at = humantime::parse_rfc3339(time).unwrap_or_else(|e| panic!("{time:?}: {e}"));
+        let secs = at.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        assert_eq!(Some(secs), v["at"].as_u64(), "{line}");
+    }
     for entry in std::fs::read_dir(&dir).unwrap() {
         let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
         assert!(

@@ -26,6 +26,27 @@ impl Drop for Cluster {
     }
 }
 
+/// A node's JSON-RPC client that holds every answer to docs/openrpc.json: a result to its
+/// method's result schema, an error to the codes the method documents.
+struct Rpc(RpcClient);
+
+impl Rpc {
+    fn call(&mut self, method: &str, params: Value) -> Result<Value, CallError> {
+        let answer = self.0.call(method, params);
+        let checked = match &answer {
+            Ok(result) => crate::openrpc::spec().check_result(method, result),
+            Err(CallError::Rpc { code, .. }) => crate::openrpc::spec().check_error(method, *code),
+            Err(_) => Ok(()), // no answer at all (a node down): nothing to hold to the documents
+        };
+        checked.unwrap_or_else(|e| panic!("{}: {e}", self.0.path().display()));
+        answer
+    }
+
+    fn post(&mut self, body: &[u8]) -> Result<Vec<u8>, CallError> {
+        self.0.post(body)
+    }
+}
+
 impl Cluster {
     fn up(&self) {
         let r =
@@ -33,8 +54,8 @@ impl Cluster {
         assert_eq!(r.code, 0, "cluster up: {}\n{}", r.text(), r.stderr);
     }
 
-    fn rpc(&self, i: u32) -> RpcClient {
-        RpcClient::new(&self.dir.join(format!("node{i}/rpc.sock")))
+    fn rpc(&self, i: u32) -> Rpc {
+        Rpc(RpcClient::new(&self.dir.join(format!("node{i}/rpc.sock"))))
     }
 
     fn kill9(&self, i: u32) {
@@ -84,7 +105,7 @@ fn key(n: u64) -> [u8; 32] {
     vpbox_sm::sm3::hash(n.to_be_bytes()).0
 }
 
-fn put(c: &mut RpcClient, t: &Tx, wait: bool) -> Result<Value, CallError> {
+fn put(c: &mut Rpc, t: &Tx, wait: bool) -> Result<Value, CallError> {
     c.call("anchor_put", json!({"tx": hex::encode(t.encode()), "wait": wait}))
 }
 
@@ -95,7 +116,7 @@ fn code(r: Result<Value, CallError>) -> i64 {
     }
 }
 
-fn anchored(c: &mut RpcClient, k: &[u8; 32]) -> bool {
+fn anchored(c: &mut Rpc, k: &[u8; 32]) -> bool {
     c.call("anchor_get", json!([hex::encode(k)])).is_ok_and(|v| v["ok"] == json!(true))
 }
 
@@ -118,6 +139,25 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
     let c = Cluster { dir: scratch.path("vpbox-dev"), _scratch: scratch };
     c.up();
     let dir = s(&c.dir);
+
+    // The services run with core dumps off, and their log lines are stamped in RFC 3339 UTC.
+    for (pid, log, tag) in [
+        ("node1/node.pid", "node1/node.log", "vpbox-node:"),
+        ("node1/signer.pid", "node1/signer.log", "vpbox signer:"),
+    ] {
+        let pid = std::fs::read_to_string(c.dir.join(pid)).unwrap();
+        let limits = std::fs::read_to_string(format!("/proc/{}/limits", pid.trim())).unwrap();
+        let core = limits.lines().find(|l| l.starts_with("Max core file size")).unwrap();
+        assert_eq!(core.split_whitespace().nth(4), Some("0"), "{pid}: {core}");
+        assert_eq!(core.split_whitespace().nth(5), Some("0"), "{pid}: {core}");
+        let log = std::fs::read_to_string(c.dir.join(log)).unwrap();
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(tag)).collect();
+        assert!(!lines.is_empty(), "{log}");
+        for l in lines {
+            let stamp = l.split(' ').next().unwrap();
+            assert!(humantime::parse_rfc3339(stamp).is_ok(), "not stamped: {l}");
+        }
+    }
 
     // The cluster's certificates come from `vpbox ca` with each bank's key in its token, and
     // OpenSSL accepts them: the nodes' vp-node certificates and the POSPs'.
@@ -161,6 +201,13 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
     let last = bad_sig.len() - 1;
     bad_sig[last] ^= 1;
     assert_eq!(code(n2.call("anchor_put", json!({"tx": hex::encode(bad_sig)}))), -32001);
+    let mut out_of_range = good.encode();
+    let end = out_of_range.len();
+    out_of_range[end - 64..].fill(0xff);
+    let r = n2.call("anchor_put", json!({"tx": hex::encode(out_of_range)}));
+    assert_eq!(code(r), -32001, "r and s not below n: a bad signature, as documented");
+    let r = n2.call("anchor_put", json!({"tx": hex::encode(good.encode()), "wait": "false"}));
+    assert_eq!(code(r), -32602, "wait is a JSON boolean");
     let stranger = SoftwareSigner::new(SecretKey::generate().unwrap());
     let unknown = tx(&stranger, 1, now_ms(), Payload::AnchorPut { key: key(1), value: key(2) });
     assert_eq!(code(put(&mut n2, &unknown, true)), -32002);

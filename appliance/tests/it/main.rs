@@ -4,8 +4,11 @@ mod anchor;
 mod ca;
 mod cluster;
 mod hsm;
+#[path = "../../../node/tests/support/openrpc.rs"]
+mod openrpc;
 mod sm2;
 mod sm3;
+mod status;
 mod token;
 
 use std::path::{Path, PathBuf};

@@ -212,9 +212,24 @@ struct SignerProcess {
 
 impl SignerProcess {
     fn start(token: &TestToken, config: &std::path::Path) -> Self {
+        Self::start_as(token, config, None)
+    }
+
+    /// Starts the signer, as the user `uid` (through `setpriv`) if given.
+    fn start_as(token: &TestToken, config: &std::path::Path, uid: Option<u32>) -> Self {
         let socket = token.dir.path("signer.sock");
         let _ = std::fs::remove_file(&socket);
-        let child = Command::new(env!("CARGO_BIN_EXE_vpbox"))
+        let mut cmd = match uid {
+            Some(uid) => {
+                let mut c = Command::new("setpriv");
+                let id = uid.to_string();
+                c.args([&format!("--reuid={id}"), &format!("--regid={id}"), "--clear-groups"]);
+                c.arg(env!("CARGO_BIN_EXE_vpbox"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_vpbox")),
+        };
+        let child = cmd
             .args(["signer", "run", "--config", s(config)])
             .env("VPBOX_TEST_TOKEN_CONF", &token.conf)
             .stdin(Stdio::null())
@@ -351,4 +366,47 @@ fn the_signer_refuses_to_start_with_a_key_that_is_not_the_pinned_one() {
     let run = token.vpbox(&["signer", "run", "--config", s(&config)]);
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("is not the pinned"), "{}", run.stderr);
+}
+
+/// Hands a directory tree to `uid` (so a signer run as that user can read its token and PIN).
+fn chown_tree(path: &std::path::Path, uid: u32) {
+    std::os::unix::fs::chown(path, Some(uid), Some(uid)).unwrap();
+    if path.is_dir() {
+        for e in std::fs::read_dir(path).unwrap() {
+            chown_tree(&e.unwrap().path(), uid);
+        }
+    }
+}
+
+#[test]
+fn the_signer_service_runs_with_core_dumps_off() {
+    let token = TestToken::new("node1", "");
+    let pin = token.pin_file("pin", "123456");
+    let t = token.target("node1", &pin);
+    let key = json(&token.vpbox(
+        &[&["hsm", "keygen", "--json"], &t[..], &["--label", "consensus", "--id", "01"]].concat(),
+    ));
+    let fp = key["fingerprint_sm3"].as_str().unwrap();
+    // proc(5): the files in /proc/PID belong to the process's user while it is dumpable and to
+    // root once it is not. A signer run by root would show root either way, so root runs it as
+    // nobody.
+    let me = rustix::process::getuid().as_raw();
+    let user = if me == 0 { 65534 } else { me };
+    let config = signer_config(&token, &pin, fp, &[user]);
+    if me == 0 {
+        chown_tree(token.dir.0.path(), user);
+    }
+    let signer = SignerProcess::start_as(&token, &config, (me == 0).then_some(user));
+    let pid = signer.child.id();
+
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let core = limits.lines().find(|l| l.starts_with("Max core file size")).unwrap();
+    assert_eq!(
+        core.split_whitespace().skip(4).take(2).collect::<Vec<_>>(),
+        ["0", "0"],
+        "RLIMIT_CORE soft and hard: {core}"
+    );
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(format!("/proc/{pid}/status")).unwrap().uid();
+    assert_eq!(owner, 0, "the signer (uid {user}) is not dumpable: its /proc files are root's");
 }

@@ -18,9 +18,12 @@ use vpbox_sm::{Signer, SoftwareSigner};
 
 const SLIP: &str = include_str!("../../../docs/examples/slip.json");
 
+/// Calls `method`; every answer is held to docs/openrpc.json.
 fn call(api: &ReadApi, method: &str, params: Value) -> Value {
     let body = json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1}).to_string();
-    handle(api, body.as_bytes()).unwrap()
+    let answer = handle(api, body.as_bytes()).unwrap();
+    crate::openrpc::spec().check_response(method, &answer).unwrap_or_else(|e| panic!("{e}"));
+    answer
 }
 
 fn hex32(v: &Value) -> [u8; 32] {

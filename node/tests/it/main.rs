@@ -2,6 +2,9 @@
 //! keeps serving.
 
 mod api;
+mod docs;
+#[path = "../support/openrpc.rs"]
+mod openrpc;
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -80,7 +83,7 @@ fn good_and_bad_requests_each_get_their_answer() {
     assert_eq!(status, 200);
     assert_eq!(json_body(&text)["result"]["message"], "the key is not exist");
 
-    let cases: [(Vec<u8>, u16, Option<i64>); 8] = [
+    let cases: Vec<(Vec<u8>, u16, Option<i64>)> = vec![
         (post("{\"jsonrpc\":"), 200, Some(RpcError::PARSE)),
         (
             post(r#"{"jsonrpc":"2.0","method":"nope","id":1}"#),
@@ -96,6 +99,33 @@ fn good_and_bad_requests_each_get_their_answer() {
             b"POST / HTTP/1.1\r\nContent-Length: 10485760\r\n\r\n".to_vec(),
             413,
             Some(RpcError::TOO_LARGE),
+        ),
+        // A length too large to hold is still a length: too large. One that is not a length
+        // (RFC 9110: digits only), or two that disagree, is a bad request.
+        (
+            b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n".to_vec(),
+            413,
+            Some(RpcError::TOO_LARGE),
+        ),
+        (
+            b"POST / HTTP/1.1\r\nContent-Length: 12abc\r\n\r\n".to_vec(),
+            400,
+            Some(RpcError::INVALID_REQUEST),
+        ),
+        (
+            b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n".to_vec(),
+            400,
+            Some(RpcError::INVALID_REQUEST),
+        ),
+        (
+            b"POST / HTTP/1.1\r\nContent-Length:\r\n\r\n".to_vec(),
+            400,
+            Some(RpcError::INVALID_REQUEST),
+        ),
+        (
+            b"POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}".to_vec(),
+            400,
+            Some(RpcError::INVALID_REQUEST),
         ),
         (
             b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n".to_vec(),
