@@ -949,13 +949,13 @@ pub(crate) fn status(a: &StatusArgs) -> Result<Outcome> {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(
-            "{:<7} {:<8} {:<12} {:>7} {:>6} {:>8} {:>8}",
+            "{:<7} {:<8} {:<16} {:>7} {:>6} {:>8} {:>8}",
             "node", "bank", "status", "height", "view", "primary", "pending"
         );
         for (n, r) in &rows {
             match r {
                 Ok(v) => println!(
-                    "{:<7} {:<8} {:<12} {:>7} {:>6} {:>8} {:>8}",
+                    "{:<7} {:<8} {:<16} {:>7} {:>6} {:>8} {:>8}",
                     n.1,
                     n.2,
                     v["nodes"]
@@ -968,8 +968,24 @@ pub(crate) fn status(a: &StatusArgs) -> Result<Outcome> {
                     format!("node{}", v["primary"]),
                     v["pending"].to_string(),
                 ),
-                Err(Down::Refused(_)) => println!("{:<7} {:<8} {:<12}", n.1, n.2, "down"),
+                Err(Down::Refused(_)) => println!("{:<7} {:<8} {:<16}", n.1, n.2, "down"),
                 Err(Down::Silent) => println!("{:<7} {:<8} down ({silent})", n.1, n.2),
+            }
+        }
+    }
+    if !a.json {
+        // A node whose signer refuses its messages is not voting as it should: say why.
+        for (n, r) in &rows {
+            let Ok(v) = r else { continue };
+            let refused = v["signer"]["refused"].as_u64().unwrap_or(0);
+            if refused > 0 {
+                let last = &v["signer"]["lastRefusal"];
+                println!(
+                    "{}: its signer refused {refused} of its messages; last at {}: {}",
+                    n.1,
+                    last["at"].as_str().unwrap_or("?"),
+                    last["reason"].as_str().unwrap_or("?")
+                );
             }
         }
     }

@@ -221,6 +221,13 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
     assert_eq!(again["duplicate"], json!(true), "a replayed transaction gets its first result");
     assert_eq!(again["blockNumber"], first["blockNumber"]);
 
+    // A compromised node process asks node 3's signer for what a node must not get signed:
+    // the guard refuses a request that would poison it, but cannot tell junk votes at
+    // positions the node has not reached from real ones (SECURITY.md). The node's real votes
+    // there are then refused: the cluster commits without it, `vpbox status` shows it, and it
+    // votes again past those positions.
+    compromised_signer_requests(&c, 3, &signer);
+
     // Certificate admission: bank B's POSP (enrolled at `up`) anchors; bank B's CA revokes it
     // (its key in bank B's token) and the CRL is published on the ledger; from then on every
     // node refuses it, and bank A's POSP is unaffected.
@@ -335,6 +342,55 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
     assert!(acked.iter().chain(&pending).all(|k| anchored(&mut rpc, k)));
     let r = vpbox(&["status", "--dir", dir]);
     assert_eq!(r.code, 0, "{}{}", r.text(), r.stderr);
+}
+
+fn compromised_signer_requests(c: &Cluster, node: u32, posp: &SoftwareSigner) {
+    use vpbox_consensus::{Checkpoint, Digest, Message, SeqNo, View, Vote};
+    use vpbox_signer::protocol::Status;
+    use vpbox_signer::test_support::payload;
+    let sock = c.dir.join(format!("node{node}/signer.sock"));
+    let mut signer = vpbox_signer::Client::connect(&sock).unwrap();
+    let sign = |s: &mut vpbox_signer::Client, m: &Message| {
+        s.sign("consensus", vpbox_sm::Domain::CONSENSUS, &payload(0, node, m))
+    };
+    let poison = Message::Checkpoint(Checkpoint { seq: SeqNo(1 << 62), state: Digest([9; 32]) });
+    match sign(&mut signer, &poison) {
+        Err(vpbox_signer::ClientError::Refused(Status::OutOfRange, _)) => {}
+        other => panic!("the poisoning request was not refused: {other:?}"),
+    }
+    let nodes = c.rpc(node).call("node_getNodes", json!([])).unwrap();
+    let (view, height) = (nodes["view"].as_u64().unwrap(), nodes["height"].as_u64().unwrap());
+    for seq in height + 1..=height + 3 {
+        let junk = Vote { view: View(view), seq: SeqNo(seq), digest: Digest([0xee; 32]) };
+        sign(&mut signer, &Message::Prepare(junk)).unwrap();
+        sign(&mut signer, &Message::Commit(junk)).unwrap();
+    }
+    let mut rpc = c.rpc(1);
+    for n in 0..6u64 {
+        let t =
+            tx(posp, 500 + n, now_ms(), Payload::AnchorPut { key: key(500 + n), value: key(1) });
+        assert_eq!(put(&mut rpc, &t, true).unwrap()["ok"], json!(true), "the others commit");
+    }
+    let nodes = c.rpc(node).call("node_getNodes", json!([])).unwrap();
+    assert!(nodes["signer"]["refused"].as_u64().unwrap() > 0, "{nodes}");
+    let me = nodes["nodes"].as_array().unwrap().iter().find(|n| n["isSelf"] == json!(true));
+    assert_eq!(me.unwrap()["status"], json!("signer-refusing"), "{nodes}");
+    let r = vpbox(&["status", "--dir", s(&c.dir)]);
+    assert!(r.text().contains("signer-refusing"), "{}", r.text());
+    assert!(r.text().contains(&format!("node{node}: its signer refused")), "{}", r.text());
+    // Past the junk, the node votes again: its guard records its votes at higher positions.
+    let guard = |s: &mut vpbox_signer::Client| -> Value {
+        serde_json::from_str(&s.guard("consensus").unwrap()).unwrap()
+    };
+    let before = guard(&mut signer)["highSeq"].as_u64().unwrap();
+    for n in 6..12u64 {
+        let t =
+            tx(posp, 500 + n, now_ms(), Payload::AnchorPut { key: key(500 + n), value: key(1) });
+        assert_eq!(put(&mut rpc, &t, true).unwrap()["ok"], json!(true));
+    }
+    wait("the node to vote again", Duration::from_secs(30), || {
+        guard(&mut signer)["highSeq"].as_u64().unwrap() > before.max(height + 3)
+    });
 }
 
 /// The admin of `bank` approves (or, with `submit`, submits) the proposal in `file` with the
