@@ -1,12 +1,41 @@
-//! A small HTTP/1.1 server over a Unix socket for JSON-RPC: `POST` with a `Content-Length`
-//! body, keep-alive, bounded heads and bodies, a read timeout and a connection cap. The proxy
-//! terminates TLS and speaks this to the node; nothing else does.
+//! HTTP/1.1 for JSON-RPC over a Unix socket, on hyper: `POST` with a `Content-Length` body,
+//! keep-alive and pipelining. The proxy terminates TLS and speaks this to the node; nothing
+//! else does.
+//!
+//! Framing is hyper's (RFC 9112): a missing or malformed `Content-Length`, two that disagree,
+//! or a head over [`Limits::head_max`] are refused by hyper with a bare 400 or 431 and the
+//! connection closed, so no request can be smuggled past a proxy in front. Chunked bodies get
+//! 501 (send `Content-Length`).
+//!
+//! Time and memory are bounded per request and in total:
+//! - the head must arrive within [`Limits::head_timeout`] of its first byte, the body within
+//!   [`Limits::request_timeout`] of the head (408 otherwise): a client sending a byte a second
+//!   holds no thread (connections are tasks) and is cut off;
+//! - every write must make progress within [`Limits::write_timeout`]: a client that never
+//!   reads its answers is disconnected;
+//! - an idle keep-alive connection is closed after [`Limits::idle_timeout`];
+//! - at most [`Limits::connections_max`] connections; past it a connection gets 503 with
+//!   `Retry-After` and a JSON-RPC -32004 body, and is closed;
+//! - a request reserves `5 × Content-Length + 64 KiB` of [`Limits::memory_max`] before its body
+//!   is read (the body, and at most four times its size while it is parsed, see
+//!   [`crate::rpc::handle`]) and holds it until its answer is built; a request that cannot get
+//!   its share within its deadline gets 503 and -32004. So under any load the node's request
+//!   memory stays below `memory_max` plus the answers being written.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::convert::Infallible;
+use std::os::unix::net::UnixListener;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, TRANSFER_ENCODING};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Semaphore;
+use tokio_io_timeout::TimeoutStream;
 
 use crate::rpc::{self, Methods, RpcError};
 
@@ -19,8 +48,17 @@ pub struct Limits {
     pub head_max: usize,
     /// Concurrent connections.
     pub connections_max: usize,
-    /// Idle time before a connection is closed.
+    /// Idle time of a keep-alive connection between requests, and the longest pause in a read.
     pub idle_timeout: Duration,
+    /// Time for a request's head to arrive, from its first byte.
+    pub head_timeout: Duration,
+    /// Time for a request's body to arrive (and its share of memory to be granted), from the
+    /// end of its head.
+    pub request_timeout: Duration,
+    /// The longest a write of an answer may make no progress.
+    pub write_timeout: Duration,
+    /// Memory all requests in flight may reserve together (bodies and their parsing).
+    pub memory_max: usize,
 }
 
 impl Default for Limits {
@@ -28,11 +66,20 @@ impl Default for Limits {
         Self {
             body_max: 4 << 20,
             head_max: 16 << 10,
-            connections_max: 256,
+            connections_max: 2048,
             idle_timeout: Duration::from_secs(60),
+            head_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+            memory_max: 256 << 20,
         }
     }
 }
+
+/// What every request may reserve beyond five times its body: the parsing's fixed costs.
+const RESERVE_FIXED: usize = 64 << 10;
+/// Memory is reserved in KiB permits (a semaphore counts in `u32`).
+const PERMIT: usize = 1024;
 
 /// Serves JSON-RPC on `listener` until `shutdown` is set.
 pub fn serve(
@@ -41,183 +88,210 @@ pub fn serve(
     limits: Limits,
     shutdown: Arc<AtomicBool>,
 ) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("rpc-http")
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(listener, methods, limits, shutdown))
+}
+
+struct Shared {
+    methods: Arc<dyn Methods>,
+    limits: Limits,
+    memory: Semaphore,
+}
+
+async fn run(
+    listener: UnixListener,
+    methods: Arc<dyn Methods>,
+    limits: Limits,
+    shutdown: Arc<AtomicBool>,
+) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
-    let active = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::UnixListener::from_std(listener)?;
+    let connections = Arc::new(Semaphore::new(limits.connections_max.max(1)));
+    let permits =
+        (limits.memory_max / PERMIT).clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+    let shared = Arc::new(Shared { methods, limits, memory: Semaphore::new(permits) });
     while !shutdown.load(Ordering::Relaxed) {
-        match listener.accept() {
-            Ok((mut stream, _)) => {
-                if active.fetch_add(1, Ordering::SeqCst) >= limits.connections_max {
-                    active.fetch_sub(1, Ordering::SeqCst);
-                    let _ = write_response(
-                        &mut stream,
-                        503,
-                        "application/json",
-                        br#"{"error":"too many connections"}"#,
-                        false,
-                    );
-                    continue;
-                }
-                let (methods, active) = (Arc::clone(&methods), Arc::clone(&active));
-                std::thread::spawn(move || {
-                    let _ = connection(stream, methods.as_ref(), limits);
-                    active.fetch_sub(1, Ordering::SeqCst);
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            // Out of descriptors or memory for one more: the others go on being served.
+            Err(e) if is_transient(&e) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        match Arc::clone(&connections).try_acquire_owned() {
+            Ok(slot) => {
+                let shared = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    connection(stream, &shared).await;
+                    drop(slot);
                 });
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(2))
+            Err(_) => {
+                tokio::spawn(overloaded(stream));
             }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
         }
     }
     Ok(())
 }
 
-fn write_response(
-    w: &mut impl Write,
-    status: u16,
-    content_type: &str,
-    body: &[u8],
-    keep_alive: bool,
-) -> std::io::Result<()> {
-    let reason = match status {
-        200 => "OK",
-        204 => "No Content",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        411 => "Length Required",
-        413 => "Payload Too Large",
-        431 => "Request Header Fields Too Large",
-        501 => "Not Implemented",
-        _ => "Service Unavailable",
-    };
-    let connection = if keep_alive { "keep-alive" } else { "close" };
-    // One buffer, one write: a response is never split into many small segments.
-    let mut out = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(body);
-    w.write_all(&out)?;
-    w.flush()
+fn is_transient(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::Interrupted
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::OutOfMemory
+    ) || e.raw_os_error().is_some_and(|c| c == 24 || c == 23) // EMFILE, ENFILE
 }
 
-fn rpc_error_body(code: i64, message: &str) -> Vec<u8> {
+/// One connection: hyper's HTTP/1.1 with the timeouts above.
+async fn connection(stream: tokio::net::UnixStream, shared: &Arc<Shared>) {
+    let limits = shared.limits;
+    let mut io = TimeoutStream::new(stream);
+    io.set_read_timeout(Some(limits.idle_timeout));
+    io.set_write_timeout(Some(limits.write_timeout));
+    let io = TokioIo::new(Box::pin(io));
+    let service = hyper::service::service_fn(|req| {
+        let shared = Arc::clone(shared);
+        async move { Ok::<_, Infallible>(request(req, &shared).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.head_timeout)
+        .max_buf_size(limits.head_max.max(8192))
+        .keep_alive(true)
+        // A client may shut its side once its request is sent and still get the answer.
+        .half_close(true)
+        .serve_connection(io, service)
+        .await;
+}
+
+/// Past the connection cap: a short answer, then the connection is closed.
+async fn overloaded(mut stream: tokio::net::UnixStream) {
+    let body = error_body(RpcError::BUSY, "too many connections; retry shortly");
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: \
+         {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let write = async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(&body).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+}
+
+fn error_body(code: i64, message: &str) -> Vec<u8> {
     serde_json::json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}})
         .to_string()
         .into_bytes()
 }
 
-/// One connection: requests until the client closes, asks to close, errs or idles out.
-fn connection(stream: UnixStream, methods: &dyn Methods, limits: Limits) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(limits.idle_timeout))?;
-    let mut writer = stream.try_clone()?;
-    let mut reader = BufReader::new(stream);
-    loop {
-        // The head, line by line, bounded in total.
-        let mut head = Vec::new();
-        let mut lines = Vec::new();
-        loop {
-            let mut line = Vec::new();
-            let n = (&mut reader)
-                .take((limits.head_max - head.len().min(limits.head_max)) as u64 + 1)
-                .read_until(b'\n', &mut line)?;
-            if n == 0 {
-                return Ok(()); // closed between requests
-            }
-            head.extend_from_slice(&line);
-            if head.len() > limits.head_max {
-                let body = rpc_error_body(RpcError::INVALID_REQUEST, "request head too large");
-                return write_response(&mut writer, 431, "application/json", &body, false);
-            }
-            let text = String::from_utf8_lossy(&line).trim_end_matches(['\r', '\n']).to_string();
-            if text.is_empty() {
-                if lines.is_empty() {
-                    continue; // tolerate blank lines between requests (RFC 9112 §2.2)
-                }
-                break;
-            }
-            lines.push(text);
+type Answer = Response<Full<Bytes>>;
+
+fn answer(status: StatusCode, body: Vec<u8>, close: bool) -> Answer {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    if close {
+        r.headers_mut().insert(CONNECTION, hyper::header::HeaderValue::from_static("close"));
+    }
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        r.headers_mut().insert(RETRY_AFTER, hyper::header::HeaderValue::from_static("1"));
+    }
+    r
+}
+
+fn refuse(status: StatusCode, code: i64, message: &str) -> Answer {
+    // The body may be left unread: the connection cannot be reused.
+    answer(status, error_body(code, message), true)
+}
+
+async fn request(req: Request<Incoming>, shared: &Shared) -> Answer {
+    let limits = shared.limits;
+    let start = Instant::now();
+    if req.headers().contains_key(TRANSFER_ENCODING) {
+        return refuse(
+            StatusCode::NOT_IMPLEMENTED,
+            RpcError::INVALID_REQUEST,
+            "chunked bodies are not accepted; send Content-Length",
+        );
+    }
+    if req.method() != Method::POST {
+        return refuse(
+            StatusCode::METHOD_NOT_ALLOWED,
+            RpcError::INVALID_REQUEST,
+            "JSON-RPC is POST",
+        );
+    }
+    // hyper has checked the header's syntax and that there is only one value.
+    let Some(len) = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return refuse(
+            StatusCode::LENGTH_REQUIRED,
+            RpcError::INVALID_REQUEST,
+            "Content-Length required",
+        );
+    };
+    if len > limits.body_max as u64 {
+        return refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            RpcError::TOO_LARGE,
+            &format!("body larger than {} bytes", limits.body_max),
+        );
+    }
+    let len = len as usize;
+    // The request's share of memory, before a byte of its body is read.
+    let kib = (5 * len + RESERVE_FIXED).div_ceil(PERMIT) as u32;
+    let Ok(Ok(reserved)) =
+        tokio::time::timeout(limits.request_timeout, shared.memory.acquire_many(kib)).await
+    else {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            RpcError::BUSY,
+            "the node is busy; retry shortly",
+        );
+    };
+    let left = limits.request_timeout.saturating_sub(start.elapsed());
+    let body = match tokio::time::timeout(left, Limited::new(req.into_body(), len).collect()).await
+    {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(_)) => {
+            return refuse(StatusCode::BAD_REQUEST, RpcError::INVALID_REQUEST, "body cut short");
         }
-        let request_line = lines[0].split_whitespace().collect::<Vec<_>>();
-        let (method, version) = match request_line.as_slice() {
-            [m, _target, v] => (*m, *v),
-            _ => {
-                let body = rpc_error_body(RpcError::INVALID_REQUEST, "malformed request line");
-                return write_response(&mut writer, 400, "application/json", &body, false);
-            }
-        };
-        let mut content_length: Option<usize> = None;
-        let mut malformed_length = false;
-        let mut close = version == "HTTP/1.0";
-        for h in &lines[1..] {
-            let Some((name, value)) = h.split_once(':') else { continue };
-            let value = value.trim();
-            match name.trim().to_ascii_lowercase().as_str() {
-                "content-length" => {
-                    // RFC 9110 §8.6: 1*DIGIT. A length too big for usize is still a length
-                    // (413 below); anything else, or two different lengths, is a framing error.
-                    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-                        malformed_length = true;
-                        continue;
-                    }
-                    let len = value.parse().unwrap_or(usize::MAX);
-                    malformed_length |= content_length.is_some_and(|l| l != len);
-                    content_length = Some(len);
-                }
-                "connection" if value.eq_ignore_ascii_case("close") => close = true,
-                "transfer-encoding" => {
-                    let body = rpc_error_body(
-                        RpcError::INVALID_REQUEST,
-                        "chunked bodies are not accepted; send Content-Length",
-                    );
-                    return write_response(&mut writer, 501, "application/json", &body, false);
-                }
-                _ => {}
-            }
-        }
-        if malformed_length {
-            // The body's end is unknown, so the connection cannot be reused (RFC 9112 §6.3).
-            let body = rpc_error_body(RpcError::INVALID_REQUEST, "malformed Content-Length");
-            return write_response(&mut writer, 400, "application/json", &body, false);
-        }
-        if method != "POST" {
-            let body = rpc_error_body(RpcError::INVALID_REQUEST, "JSON-RPC is POST");
-            write_response(&mut writer, 405, "application/json", &body, !close)?;
-            if close {
-                return Ok(());
-            }
-            continue;
-        }
-        let Some(len) = content_length else {
-            let body = rpc_error_body(RpcError::INVALID_REQUEST, "Content-Length required");
-            return write_response(&mut writer, 411, "application/json", &body, false);
-        };
-        if len > limits.body_max {
-            // Refused without reading it: the connection cannot be reused.
-            let body = rpc_error_body(
-                RpcError::TOO_LARGE,
-                &format!("body larger than {} bytes", limits.body_max),
+        Err(_) => {
+            return refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                RpcError::INVALID_REQUEST,
+                "the body did not arrive in time",
             );
-            return write_response(&mut writer, 413, "application/json", &body, false);
         }
-        let mut body = vec![0u8; len];
-        reader.read_exact(&mut body)?;
-        match rpc::handle(methods, &body) {
-            Some(answer) => write_response(
-                &mut writer,
-                200,
-                "application/json",
-                answer.to_string().as_bytes(),
-                !close,
-            )?,
-            None => write_response(&mut writer, 204, "application/json", b"", !close)?,
-        }
-        if close {
-            return Ok(());
+    };
+    let methods = Arc::clone(&shared.methods);
+    // Methods may wait (for a commit): a blocking thread, not the reactor.
+    let handled =
+        tokio::task::spawn_blocking(move || rpc::handle_bytes(methods.as_ref(), &body)).await;
+    drop(reserved);
+    match handled {
+        Ok(Some(bytes)) => answer(StatusCode::OK, bytes, false),
+        Ok(None) => answer(StatusCode::NO_CONTENT, Vec::new(), false),
+        Err(_) => {
+            refuse(StatusCode::INTERNAL_SERVER_ERROR, RpcError::INTERNAL, "the handler failed")
         }
     }
 }

@@ -414,7 +414,9 @@ impl Driver {
                 }
                 Event::SignerRefused(reason) => {
                     self.signer_refusals.count += 1;
-                    self.signer_refusals.last = Some((Instant::now(), SystemTime::now(), reason));
+                    #[allow(clippy::disallowed_methods)] // when it happened, shown to operators
+                    let at = SystemTime::now();
+                    self.signer_refusals.last = Some((Instant::now(), at, reason));
                 }
             }
         }

@@ -1,5 +1,6 @@
 //! JSON-RPC 2.0 (<https://www.jsonrpc.org/specification>) with bounds.
 
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 /// Arrays and objects nested deeper than this (the request object counting as one) are
@@ -98,80 +99,218 @@ fn nesting(body: &[u8], limit: usize) -> usize {
     max
 }
 
-fn response(id: Value, result: Result<Value, RpcError>) -> Value {
-    match result {
-        Ok(r) => json!({"jsonrpc": "2.0", "id": id, "result": r}),
-        Err(e) => json!({"jsonrpc": "2.0", "id": id, "error": e.to_json()}),
+/// The answers to one body together may not exceed this: past it, the rest of a batch gets
+/// -32005 (split the batch). A body of reads could otherwise ask for gigabytes of blocks.
+pub const ANSWERS_MAX: usize = 16 << 20;
+/// What parsing any part of a request may cost beyond four times its size.
+const PARSE_FIXED: usize = 64 << 10;
+
+/// What a request's JSON would cost as a `serde_json::Value` tree, estimated on the bytes
+/// (no parsing): 64 bytes for each value (a `Value`, with a vector's spare room), 640 for each
+/// object (a B-tree node) and the bytes of every string. An upper bound for the shapes JSON-RPC
+/// requests take; `[{"a":0},…]` costs about 100 times its size, a transaction in a string
+/// about once.
+fn tree_cost(bytes: &[u8]) -> usize {
+    let (mut values, mut objects, mut strings) = (1usize, 0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in bytes {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            strings += 1;
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' => {
+                objects += 1;
+                values += 1;
+            }
+            b'[' | b',' | b':' => values += 1,
+            _ => {}
+        }
     }
+    values.saturating_mul(64).saturating_add(objects.saturating_mul(640)).saturating_add(strings)
 }
 
-fn one(methods: &dyn Methods, req: &Value) -> Option<Value> {
-    let Some(obj) = req.as_object() else {
-        return Some(response(
-            Value::Null,
-            Err(RpcError::new(RpcError::INVALID_REQUEST, "a request is an object")),
-        ));
+/// How many elements the top-level array of `body` has (0 if it is not an array), counted on
+/// the bytes: a batch too long is refused before a vector of it is built.
+fn batch_len(body: &[u8]) -> usize {
+    let (mut depth, mut commas, mut any) = (0usize, 0usize, false);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in body {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => {
+                in_string = true;
+                any |= depth == 1;
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                any |= depth == 2;
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b',' if depth == 1 => commas += 1,
+            b' ' | b'\t' | b'\r' | b'\n' => {}
+            _ => any |= depth == 1,
+        }
+    }
+    if any { commas + 1 } else { 0 }
+}
+
+fn response(id: &Value, result: Result<Value, RpcError>) -> Vec<u8> {
+    let v = match result {
+        Ok(r) => json!({"jsonrpc": "2.0", "id": id, "result": r}),
+        Err(e) => json!({"jsonrpc": "2.0", "id": id, "error": e.to_json()}),
     };
-    let id = obj.get("id").cloned();
+    serde_json::to_vec(&v).unwrap_or_default()
+}
+
+fn invalid(message: &str) -> Vec<u8> {
+    response(&Value::Null, Err(RpcError::new(RpcError::INVALID_REQUEST, message)))
+}
+
+/// One request object, its members left as raw JSON until each is needed.
+#[derive(serde::Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    jsonrpc: Option<&'a RawValue>,
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    method: Option<&'a RawValue>,
+    #[serde(borrow)]
+    params: Option<&'a RawValue>,
+}
+
+fn one(methods: &dyn Methods, raw: &RawValue) -> Option<Vec<u8>> {
+    let text = raw.get();
+    if !text.starts_with('{') {
+        return Some(invalid("a request is an object"));
+    }
+    let env: Envelope<'_> = match serde_json::from_str(text) {
+        Ok(e) => e,
+        Err(e) => return Some(invalid(&format!("not a request object: {e}"))),
+    };
+    // An id is a string, a number or null: anything else is invalid and is not parsed.
+    let id: Option<Value> = match env.id.map(RawValue::get) {
+        None => None,
+        Some(t) if t.starts_with(['{', '[']) => Some(Value::Bool(false)),
+        Some(t) => Some(serde_json::from_str(t).unwrap_or(Value::Bool(false))),
+    };
     let valid_id = matches!(id, None | Some(Value::Null | Value::Number(_) | Value::String(_)));
     let reply_id = if valid_id { id.clone().unwrap_or(Value::Null) } else { Value::Null };
-    let method = obj.get("method").and_then(Value::as_str);
-    let params = obj.get("params").cloned().unwrap_or(Value::Array(vec![]));
-    let result = if obj.get("jsonrpc") != Some(&Value::String("2.0".into())) || !valid_id {
+    let method = env.method.and_then(|m| serde_json::from_str::<String>(m.get()).ok());
+    let result = if env.jsonrpc.map(RawValue::get) != Some("\"2.0\"") || !valid_id {
         Err(RpcError::new(
             RpcError::INVALID_REQUEST,
             "need \"jsonrpc\": \"2.0\" and a string, number or null id",
         ))
     } else if let Some(method) = method {
-        if params.is_array() || params.is_object() {
-            methods.call(method, &params)
-        } else {
-            Err(RpcError::new(RpcError::INVALID_REQUEST, "params must be an array or an object"))
-        }
+        params(env.params).and_then(|p| methods.call(&method, &p))
     } else {
         Err(RpcError::new(RpcError::INVALID_REQUEST, "missing method"))
     };
     // A notification (no id) gets no answer, per the specification.
-    id.is_some().then(|| response(reply_id, result))
+    id.is_some().then(|| response(&reply_id, result))
+}
+
+/// A request's params as a value, parsed only if that costs at most four times their size.
+fn params(raw: Option<&RawValue>) -> Result<Value, RpcError> {
+    let Some(raw) = raw else { return Ok(Value::Array(vec![])) };
+    let text = raw.get();
+    if !text.starts_with(['[', '{']) {
+        return Err(RpcError::new(
+            RpcError::INVALID_REQUEST,
+            "params must be an array or an object",
+        ));
+    }
+    if tree_cost(text.as_bytes()) > 4 * text.len() + PARSE_FIXED {
+        return Err(RpcError::new(
+            RpcError::INVALID_REQUEST,
+            "params too complex: no method takes that many values",
+        ));
+    }
+    serde_json::from_str(text)
+        .map_err(|e| RpcError::new(RpcError::INVALID_REQUEST, format!("params: {e}")))
 }
 
 /// Answers a request body: a single request, or a batch. `None` when only notifications came.
+/// Parsed as a value tree only where that costs at most four times the bytes in question.
 pub fn handle(methods: &dyn Methods, body: &[u8]) -> Option<Value> {
+    handle_bytes(methods, body).and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+/// As [`handle`], answering with the serialised bytes: what the HTTP server sends. The memory
+/// it needs beyond the body is at most four times the body (plus 64 KiB) while it parses, and
+/// the answers (at most [`ANSWERS_MAX`] in all).
+pub fn handle_bytes(methods: &dyn Methods, body: &[u8]) -> Option<Vec<u8>> {
     if nesting(body, DEPTH_MAX) > DEPTH_MAX {
-        return Some(response(
-            Value::Null,
-            Err(RpcError::new(
-                RpcError::INVALID_REQUEST,
-                format!("arrays and objects nested deeper than {DEPTH_MAX}"),
-            )),
-        ));
+        return Some(invalid(&format!("arrays and objects nested deeper than {DEPTH_MAX}")));
     }
-    let value: Value = match serde_json::from_slice(body) {
-        Ok(v) => v,
-        Err(e) => {
-            return Some(response(
-                Value::Null,
-                Err(RpcError::new(RpcError::PARSE, format!("not JSON: {e}"))),
-            ));
-        }
+    let batch = batch_len(body);
+    if batch > BATCH_MAX {
+        return Some(invalid(&format!("a batch holds at most {BATCH_MAX} requests")));
+    }
+    let parse_error = |e: serde_json::Error| {
+        Some(response(&Value::Null, Err(RpcError::new(RpcError::PARSE, format!("not JSON: {e}")))))
     };
-    match &value {
-        Value::Array(batch) if batch.is_empty() => Some(response(
-            Value::Null,
-            Err(RpcError::new(RpcError::INVALID_REQUEST, "empty batch")),
-        )),
-        Value::Array(batch) if batch.len() > BATCH_MAX => Some(response(
-            Value::Null,
-            Err(RpcError::new(
-                RpcError::INVALID_REQUEST,
-                format!("a batch holds at most {BATCH_MAX} requests"),
-            )),
-        )),
-        Value::Array(batch) => {
-            let answers: Vec<Value> = batch.iter().filter_map(|r| one(methods, r)).collect();
-            (!answers.is_empty()).then_some(Value::Array(answers))
+    let top: &RawValue = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => return parse_error(e),
+    };
+    if !top.get().starts_with('[') {
+        return one(methods, top);
+    }
+    let items: Vec<&RawValue> = match serde_json::from_str(top.get()) {
+        Ok(v) => v,
+        Err(e) => return parse_error(e),
+    };
+    if items.is_empty() {
+        return Some(invalid("empty batch"));
+    }
+    let mut out = b"[".to_vec();
+    let mut answered = false;
+    for item in items {
+        let answer = if out.len() > ANSWERS_MAX {
+            // The request is still looked at for its id (a notification gets nothing).
+            one(&TooMuch, item)
+        } else {
+            one(methods, item)
+        };
+        if let Some(a) = answer {
+            if answered {
+                out.push(b',');
+            }
+            out.extend_from_slice(&a);
+            answered = true;
         }
-        single => one(methods, single),
+    }
+    out.push(b']');
+    answered.then_some(out)
+}
+
+/// What the rest of a batch gets once its answers are too large.
+struct TooMuch;
+
+impl Methods for TooMuch {
+    fn call(&self, _: &str, _: &Value) -> Result<Value, RpcError> {
+        Err(RpcError::new(
+            RpcError::TOO_LARGE,
+            format!("the answers to this batch exceed {ANSWERS_MAX} bytes; split it"),
+        ))
     }
 }
 
