@@ -94,6 +94,10 @@ enum BenchCommand {
     /// a fresh local cluster, with raw RocksDB measured in the same run.
     #[command(after_help = "Example:\n  vpbox bench anchors --nodes 4 --batch 5000 --count 200000")]
     Anchors(crate::client_cmd::BenchAnchorsArgs),
+    /// What hostile and slow clients cost a node (its peak memory) and what an honest client
+    /// sees meanwhile, on a fresh local cluster.
+    #[command(after_help = "Example:\n  vpbox bench rpc --hostile 256 --slow 1000")]
+    Rpc(crate::bench_rpc::BenchRpcArgs),
 }
 
 #[derive(Debug, Args)]
@@ -281,6 +285,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Gov(cmd) => crate::gov_cmd::run(&cmd),
         Command::Bench(BenchCommand::Signer(a)) => crate::bench_cmd::signer(&a),
         Command::Bench(BenchCommand::Anchors(a)) => crate::client_cmd::bench_anchors(&a),
+        Command::Bench(BenchCommand::Rpc(a)) => crate::bench_rpc::bench_rpc(&a),
     }
 }
 

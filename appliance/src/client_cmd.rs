@@ -487,32 +487,51 @@ fn percentile(lat: &mut [Duration], p: f64) -> f64 {
     lat.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
-pub(crate) fn bench_anchors(a: &BenchAnchorsArgs) -> Result<Outcome> {
-    let tmp = tempfile::tempdir()?;
-    let dir = tmp.path().join("cluster");
-    let exe = std::env::current_exe()?;
-    let mut up = std::process::Command::new(&exe);
-    up.args(["cluster", "up", "--nodes", &a.nodes.to_string(), "--dir"]).arg(&dir);
-    if let Some(m) = &a.module {
-        up.arg("--module").arg(m);
-    }
-    if let Some(d) = a.pipeline_depth {
-        up.args(["--pipeline-depth", &d.to_string()]);
-    }
-    let out = up.output()?;
-    if !out.status.success() {
-        bail!("cluster up: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    struct Down(PathBuf, PathBuf);
-    impl Drop for Down {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new(&self.0)
-                .args(["cluster", "down", "--dir"])
-                .arg(&self.1)
-                .output();
+/// A fresh local cluster in a temporary folder, stopped when dropped: what the cluster
+/// benchmarks measure.
+pub(crate) struct BenchCluster {
+    exe: PathBuf,
+    pub(crate) dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl BenchCluster {
+    pub(crate) fn up(
+        nodes: u32,
+        module: Option<&Path>,
+        pipeline_depth: Option<u64>,
+    ) -> Result<Self> {
+        let tmp = tempfile::tempdir()?;
+        let dir = tmp.path().join("cluster");
+        let exe = std::env::current_exe()?;
+        let mut up = std::process::Command::new(&exe);
+        up.args(["cluster", "up", "--nodes", &nodes.to_string(), "--dir"]).arg(&dir);
+        if let Some(m) = module {
+            up.arg("--module").arg(m);
         }
+        if let Some(d) = pipeline_depth {
+            up.args(["--pipeline-depth", &d.to_string()]);
+        }
+        let out = up.output()?;
+        if !out.status.success() {
+            bail!("cluster up: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(Self { exe, dir, _tmp: tmp })
     }
-    let _down = Down(exe, dir.clone());
+}
+
+impl Drop for BenchCluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(&self.exe)
+            .args(["cluster", "down", "--dir"])
+            .arg(&self.dir)
+            .output();
+    }
+}
+
+pub(crate) fn bench_anchors(a: &BenchAnchorsArgs) -> Result<Outcome> {
+    let cluster = BenchCluster::up(a.nodes, a.module.as_deref(), a.pipeline_depth)?;
+    let dir = cluster.dir.clone();
     let sockets: Vec<PathBuf> =
         (1..=a.nodes).map(|i| dir.join(format!("node{i}/rpc.sock"))).collect();
     let s = SoftwareSigner::new(SecretKey::from_pem(&std::fs::read_to_string(
