@@ -17,7 +17,8 @@
 //! - at most [`Limits::connections_max`] connections; past it a connection gets 503 with
 //!   `Retry-After` and a JSON-RPC -32004 body, and is closed;
 //! - a request reserves `5 × Content-Length + 64 KiB` of [`Limits::memory_max`] before its body
-//!   is read (the body, and at most four times its size while it is parsed, see
+//!   is read (requests of up to 1 MiB from an eighth of it kept for them, so that ordinary calls
+//!   never queue behind large bodies; larger ones from the rest) (the body, and at most four times its size while it is parsed, see
 //!   [`crate::rpc::handle`]) and holds it until its answer is built; a request that cannot get
 //!   its share within its deadline gets 503 and -32004. So under any load the node's request
 //!   memory stays below `memory_max` plus the answers being written.
@@ -99,8 +100,15 @@ pub fn serve(
 struct Shared {
     methods: Arc<dyn Methods>,
     limits: Limits,
+    /// The budget of requests whose reservation is above [`SMALL_MAX`].
     memory: Semaphore,
+    /// The budget of small requests (an eighth of the whole): they never queue behind large
+    /// ones, so a flood of large hostile bodies does not hold up ordinary calls.
+    memory_small: Semaphore,
 }
+
+/// Reservations up to this (bodies up to about 190 KiB) draw from the small requests' budget.
+const SMALL_MAX: usize = 1 << 20;
 
 async fn run(
     listener: UnixListener,
@@ -112,8 +120,14 @@ async fn run(
     let listener = tokio::net::UnixListener::from_std(listener)?;
     let connections = Arc::new(Semaphore::new(limits.connections_max.max(1)));
     let permits =
-        (limits.memory_max / PERMIT).clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
-    let shared = Arc::new(Shared { methods, limits, memory: Semaphore::new(permits) });
+        |bytes: usize| (bytes / PERMIT).clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+    let small = limits.memory_max / 8;
+    let shared = Arc::new(Shared {
+        methods,
+        limits,
+        memory: Semaphore::new(permits(limits.memory_max - small)),
+        memory_small: Semaphore::new(permits(small)),
+    });
     while !shutdown.load(Ordering::Relaxed) {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -257,9 +271,11 @@ async fn request(req: Request<Incoming>, shared: &Shared) -> Answer {
     }
     let len = len as usize;
     // The request's share of memory, before a byte of its body is read.
-    let kib = (5 * len + RESERVE_FIXED).div_ceil(PERMIT) as u32;
+    let reserve = 5 * len + RESERVE_FIXED;
+    let pool = if reserve <= SMALL_MAX { &shared.memory_small } else { &shared.memory };
+    let kib = reserve.div_ceil(PERMIT) as u32;
     let Ok(Ok(reserved)) =
-        tokio::time::timeout(limits.request_timeout, shared.memory.acquire_many(kib)).await
+        tokio::time::timeout(limits.request_timeout, pool.acquire_many(kib)).await
     else {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
