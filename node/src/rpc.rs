@@ -72,31 +72,43 @@ pub trait Methods: Send + Sync {
 /// parsed value answered -32700 there and -32600 below it.
 fn nesting(body: &[u8], limit: usize) -> usize {
     let (mut depth, mut max) = (0usize, 0usize);
+    outside_strings(body, |b| {
+        match b {
+            Some(b'[' | b'{') => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            Some(b']' | b'}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        max <= limit
+    });
+    max
+}
+
+/// Calls `each` with every byte of `body` outside JSON strings (`Some`) and once for every
+/// byte inside one, quotes included (`None`), until it answers `false`.
+fn outside_strings(body: &[u8], mut each: impl FnMut(Option<u8>) -> bool) {
     let (mut in_string, mut escaped) = (false, false);
     for &b in body {
-        if in_string {
+        let seen = if in_string {
             match b {
                 _ if escaped => escaped = false,
                 b'\\' => escaped = true,
                 b'"' => in_string = false,
                 _ => {}
             }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                max = max.max(depth);
-                if max > limit {
-                    break;
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
+            None
+        } else if b == b'"' {
+            in_string = true;
+            None
+        } else {
+            Some(b)
+        };
+        if !each(seen) {
+            return;
         }
     }
-    max
 }
 
 /// The answers to one body together may not exceed this: past it, the rest of a batch gets
@@ -112,61 +124,42 @@ const PARSE_FIXED: usize = 64 << 10;
 /// about once.
 fn tree_cost(bytes: &[u8]) -> usize {
     let (mut values, mut objects, mut strings) = (1usize, 0usize, 0usize);
-    let (mut in_string, mut escaped) = (false, false);
-    for &b in bytes {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            strings += 1;
-            continue;
-        }
+    outside_strings(bytes, |b| {
         match b {
-            b'"' => in_string = true,
-            b'{' => {
+            None => strings += 1,
+            Some(b'{') => {
                 objects += 1;
                 values += 1;
             }
-            b'[' | b',' | b':' => values += 1,
-            _ => {}
+            Some(b'[' | b',' | b':') => values += 1,
+            Some(_) => {}
         }
-    }
+        true
+    });
     values.saturating_mul(64).saturating_add(objects.saturating_mul(640)).saturating_add(strings)
 }
 
 /// How many elements the top-level array of `body` has (0 if it is not an array), counted on
 /// the bytes: a batch too long is refused before a vector of it is built.
 fn batch_len(body: &[u8]) -> usize {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'[') {
+        return 0;
+    }
     let (mut depth, mut commas, mut any) = (0usize, 0usize, false);
-    let (mut in_string, mut escaped) = (false, false);
-    for &b in body {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
+    outside_strings(body, |b| {
         match b {
-            b'"' => {
-                in_string = true;
-                any |= depth == 1;
-            }
-            b'[' | b'{' => {
+            None => any |= depth == 1,
+            Some(b'[' | b'{') => {
                 depth += 1;
                 any |= depth == 2;
             }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            b',' if depth == 1 => commas += 1,
-            b' ' | b'\t' | b'\r' | b'\n' => {}
-            _ => any |= depth == 1,
+            Some(b']' | b'}') => depth = depth.saturating_sub(1),
+            Some(b',') if depth == 1 => commas += 1,
+            Some(b' ' | b'\t' | b'\r' | b'\n') => {}
+            Some(_) => any |= depth == 1,
         }
-    }
+        true
+    });
     if any { commas + 1 } else { 0 }
 }
 
@@ -421,6 +414,37 @@ mod tests {
         assert!(handle(&Echo, text.as_bytes()).unwrap().get("result").is_some());
         // Shallow junk is still not JSON.
         assert_eq!(code(&handle(&Echo, b"[[1,]]").unwrap()), RpcError::PARSE);
+    }
+
+    #[test]
+    fn shapes_are_read_off_the_bytes() {
+        assert_eq!(batch_len(br#"[1, "a,b]", {"x":[1,2]}, []]"#), 4);
+        assert_eq!(batch_len(b"[ ]"), 0);
+        assert_eq!(batch_len(br#"{"a":[1,2,3]}"#), 0);
+        assert_eq!(batch_len(br#"["\"],[", 2]"#), 2);
+        // A transaction in a string costs about its size; tiny objects a hundred times theirs.
+        let tx = format!(r#"{{"tx":"{}","wait":true}}"#, "ab".repeat(1000));
+        assert!(tree_cost(tx.as_bytes()) < 2 * tx.len() + 1024);
+        let tiny = "[".to_string() + &vec![r#"{"a":0}"#; 1000].join(",") + "]";
+        assert!(tree_cost(tiny.as_bytes()) > 50 * tiny.len());
+        // The whole batch is answered as one array, requests in order.
+        let body = br#"[{"jsonrpc":"2.0","method":"echo","id":1},{"jsonrpc":"2.0","method":"echo","params":[{"a":0}],"id":"x"}]"#;
+        let answers = handle(&Echo, body).unwrap();
+        assert_eq!(answers[0]["id"], 1);
+        assert_eq!(answers[1]["id"], "x");
+    }
+
+    #[test]
+    fn params_too_complex_to_parse_are_refused_before_parsing() {
+        let params = "[".to_string() + &vec![r#"{"a":0}"#; 100_000].join(",") + "]";
+        let body = format!(r#"{{"jsonrpc":"2.0","method":"echo","params":{params},"id":1}}"#);
+        let answer = handle(&Echo, body.as_bytes()).unwrap();
+        assert_eq!(answer["error"]["code"], RpcError::INVALID_REQUEST, "{answer}");
+        assert!(answer["error"]["message"].as_str().unwrap().contains("too complex"));
+        // A batch longer than the limit is refused before a vector of it is built.
+        let batch = "[".to_string() + &vec!["1"; BATCH_MAX + 1].join(",") + "]";
+        let answer = handle(&Echo, batch.as_bytes()).unwrap();
+        assert_eq!(answer["error"]["code"], RpcError::INVALID_REQUEST, "{answer}");
     }
 
     #[test]

@@ -281,15 +281,23 @@ fn refusal(c: &mut Client, payload: &[u8]) -> Option<Status> {
     }
 }
 
-#[test]
-fn the_signer_service_refuses_equivocation_even_across_kill_9() {
+/// A test token "node1" with a consensus key (CKA_ID 01): the token, its PIN file and the
+/// key's SM3 fingerprint.
+fn token_with_consensus_key() -> (TestToken, String, String) {
     let token = TestToken::new("node1", "");
     let pin = token.pin_file("pin", "123456");
     let t = token.target("node1", &pin);
     let key = json(&token.vpbox(
         &[&["hsm", "keygen", "--json"], &t[..], &["--label", "consensus", "--id", "01"]].concat(),
     ));
-    let fp = key["fingerprint_sm3"].as_str().unwrap();
+    let fp = key["fingerprint_sm3"].as_str().unwrap().to_string();
+    (token, pin, fp)
+}
+
+#[test]
+fn the_signer_service_refuses_equivocation_even_across_kill_9() {
+    let (token, pin, fp) = token_with_consensus_key();
+    let fp = fp.as_str();
     let me = rustix::process::getuid().as_raw();
     let config = signer_config(&token, &pin, fp, &[me]);
     let mut signer = SignerProcess::start(&token, &config);
@@ -380,13 +388,8 @@ fn chown_tree(path: &std::path::Path, uid: u32) {
 
 #[test]
 fn the_signer_service_runs_with_core_dumps_off() {
-    let token = TestToken::new("node1", "");
-    let pin = token.pin_file("pin", "123456");
-    let t = token.target("node1", &pin);
-    let key = json(&token.vpbox(
-        &[&["hsm", "keygen", "--json"], &t[..], &["--label", "consensus", "--id", "01"]].concat(),
-    ));
-    let fp = key["fingerprint_sm3"].as_str().unwrap();
+    let (token, pin, fp) = token_with_consensus_key();
+    let fp = fp.as_str();
     // proc(5): the files in /proc/PID belong to the process's user while it is dumpable and to
     // root once it is not. A signer run by root would show root either way, so root runs it as
     // nobody.
