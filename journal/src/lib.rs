@@ -3,8 +3,8 @@
 //!
 //! ```text
 //! file   = magic:"VPBXJNL1" record*
-//! record = len:u32be ‖ head_sum:[4] ‖ body:[len] ‖ body_sum:[8]
-//! head_sum = SM3("vpbox/journal/head\0" ‖ len)[..4]
+//! record = len:u32be ‖ head_sum:[8] ‖ body:[len] ‖ body_sum:[8]
+//! head_sum = SM3("vpbox/journal/head\0" ‖ len)[..8]
 //! body_sum = SM3("vpbox/journal/body\0" ‖ len ‖ body)[..8]
 //! ```
 //!
@@ -37,7 +37,7 @@ use vpbox_sm::sm3::Sm3;
 pub const MAGIC: &[u8; 8] = b"VPBXJNL1";
 /// Largest record body.
 pub const RECORD_MAX: usize = 16 << 20;
-const HEAD: usize = 8;
+const HEAD: usize = 12;
 const SUM: usize = 8;
 
 /// Journal errors.
@@ -62,6 +62,13 @@ pub enum JournalError {
         offset: u64,
         /// What failed.
         reason: &'static str,
+    },
+    /// An earlier write, fsync or rewrite failed: what is on disk is no longer known, so the
+    /// log refuses everything until the process restarts and re-reads it.
+    #[error("log {path} failed earlier; restart to re-read it")]
+    Failed {
+        /// The log.
+        path: PathBuf,
     },
     /// A record body larger than [`RECORD_MAX`].
     #[error("a record of {0} bytes is larger than the log accepts")]
@@ -96,6 +103,7 @@ pub struct Journal {
     path: PathBuf,
     file: File,
     bytes: u64,
+    failed: bool,
 }
 
 impl Journal {
@@ -124,7 +132,8 @@ impl Journal {
             if let Some(dir) = path.parent() {
                 sync_dir(dir).map_err(io)?;
             }
-            let journal = Self { path: path.to_path_buf(), file, bytes: MAGIC.len() as u64 };
+            let journal =
+                Self { path: path.to_path_buf(), file, bytes: MAGIC.len() as u64, failed: false };
             return Ok(Opened { journal, records: Vec::new(), torn });
         }
         if data[..MAGIC.len()] != MAGIC[..] {
@@ -148,7 +157,7 @@ impl Journal {
                 Scan::Corrupt(reason) => return Err(corrupt(at as u64, reason)),
             }
         }
-        let journal = Self { path: path.to_path_buf(), file, bytes: at as u64 };
+        let journal = Self { path: path.to_path_buf(), file, bytes: at as u64, failed: false };
         Ok(Opened { journal, records, torn })
     }
 
@@ -161,32 +170,61 @@ impl Journal {
         &self.path
     }
 
-    /// Appends a record; durable after the next [`Self::sync`].
+    fn usable(&self) -> Result<(), JournalError> {
+        if self.failed { Err(JournalError::Failed { path: self.path.clone() }) } else { Ok(()) }
+    }
+
+    /// Marks the log failed (a caller's fsync on a [`Self::sync_handle`] failed): every later
+    /// call is refused until a restart re-reads the file.
+    pub fn fail(&mut self) {
+        self.failed = true;
+    }
+
+    /// Appends a record; durable after the next [`Self::sync`]. A write that fails part way is
+    /// cut back off, and the log then refuses everything (nothing may follow a fragment).
     pub fn append(&mut self, body: &[u8]) -> Result<(), JournalError> {
+        self.usable()?;
         let rec = frame(body)?;
-        self.file.write_all(&rec).map_err(self.io())?;
+        if let Err(e) = self.file.write_all(&rec) {
+            self.failed = true;
+            let _ = self.file.set_len(self.bytes);
+            return Err(self.io()(e));
+        }
         self.bytes += rec.len() as u64;
         Ok(())
     }
 
-    /// Makes every append so far durable.
+    /// Makes every append so far durable. A failed fsync fails the log: Linux reports a lost
+    /// write once, so a later fsync's success would prove nothing.
     pub fn sync(&mut self) -> Result<(), JournalError> {
-        self.file.sync_data().map_err(self.io())
+        self.usable()?;
+        let r = self.file.sync_data();
+        self.failed |= r.is_err();
+        r.map_err(self.io())
     }
 
     /// A handle on the current file, for `sync_data` outside the caller's lock (group commit).
-    /// Take it anew after each append: [`Self::rewrite`] replaces the file.
+    /// Take it anew after each append: [`Self::rewrite`] replaces the file. If that fsync fails,
+    /// call [`Self::fail`].
     pub fn sync_handle(&self) -> Result<File, JournalError> {
+        self.usable()?;
         self.file.try_clone().map_err(self.io())
     }
 
-    /// Replaces the log's contents with `records`, atomically.
+    /// Replaces the log's contents with `records`, atomically. Once the new file has replaced
+    /// the old one, any failure fails the log.
     pub fn rewrite<'a>(
         &mut self,
         records: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<(), JournalError> {
+        self.usable()?;
         let tmp = self.path.with_extension("rewrite");
-        let mut out = File::create(&tmp).map_err(self.io())?;
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(self.io())?;
         let mut bytes = 0u64;
         let mut buf = MAGIC.to_vec();
         for r in records {
@@ -200,12 +238,17 @@ impl Journal {
         out.write_all(&buf).map_err(self.io())?;
         bytes += buf.len() as u64;
         out.sync_all().map_err(self.io())?;
+        // The handle for appends is opened before the rename, so it is the new file's.
+        let appender = OpenOptions::new().append(true).open(&tmp).map_err(self.io())?;
         std::fs::rename(&tmp, &self.path).map_err(self.io())?;
-        if let Some(dir) = self.path.parent() {
-            sync_dir(dir).map_err(self.io())?;
-        }
-        self.file = OpenOptions::new().append(true).open(&self.path).map_err(self.io())?;
+        self.file = appender;
         self.bytes = bytes;
+        if let Some(dir) = self.path.parent() {
+            if let Err(e) = sync_dir(dir) {
+                self.failed = true;
+                return Err(self.io()(e));
+            }
+        }
         Ok(())
     }
 
@@ -220,12 +263,14 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-fn head_sum(len: u32) -> [u8; 4] {
+fn head_sum(len: u32) -> [u8; 8] {
     let mut h = Sm3::new();
     h.update(b"vpbox/journal/head\0");
     h.update(len.to_be_bytes());
     let d = h.finalize();
-    [d.0[0], d.0[1], d.0[2], d.0[3]]
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&d.0[..8]);
+    out
 }
 
 fn body_sum(len: u32, body: &[u8]) -> [u8; SUM] {
@@ -322,7 +367,7 @@ mod tests {
     #[test]
     fn an_all_zero_header_never_verifies() {
         // The unwritten-extent rule relies on it.
-        assert_ne!(head_sum(0), [0; 4]);
+        assert_ne!(head_sum(0), [0; 8]);
     }
 
     #[test]
@@ -376,6 +421,17 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn after_a_failure_the_log_refuses_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(&dir.path().join("log")).unwrap().journal;
+        j.append(b"a").unwrap();
+        j.fail();
+        assert!(matches!(j.append(b"b"), Err(JournalError::Failed { .. })));
+        assert!(matches!(j.sync(), Err(JournalError::Failed { .. })));
+        assert!(matches!(j.sync_handle(), Err(JournalError::Failed { .. })));
     }
 
     #[test]

@@ -16,26 +16,27 @@
 //! - an idle keep-alive connection is closed after [`Limits::idle_timeout`];
 //! - at most [`Limits::connections_max`] connections; past it a connection gets 503 with
 //!   `Retry-After` and a JSON-RPC -32004 body, and is closed;
-//! - a request reserves `5 × Content-Length + 64 KiB` of [`Limits::memory_max`] before its body
-//!   is read (requests of up to 1 MiB from an eighth of it kept for them, so that ordinary calls
-//!   never queue behind large bodies; larger ones from the rest) (the body, and at most four times its size while it is parsed, see
-//!   [`crate::rpc::handle`]) and holds it until its answer is built; a request that cannot get
-//!   its share within its deadline gets 503 and -32004. So under any load the node's request
-//!   memory stays below `memory_max` plus the answers being written.
+//! - memory comes from a budget of [`Limits::memory_max`] (requests of up to 1 MiB from an
+//!   eighth of it kept for them, so that ordinary calls never queue behind large bodies): a
+//!   request reserves its body's bytes as they arrive (a head that announces 4 MiB and stalls
+//!   holds nothing), then four times its body plus 64 KiB while it is parsed (see
+//!   [`crate::rpc::handle_bytes`]), then its answer's size until hyper has written it. A
+//!   request that cannot get its share by its deadline gets 503 and -32004. So under any load
+//!   the node's request memory stays below `memory_max`.
 
 use std::convert::Infallible;
 use std::os::unix::net::UnixListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, TRANSFER_ENCODING};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_io_timeout::TimeoutStream;
 
 use crate::rpc::{self, Methods, RpcError};
@@ -101,10 +102,10 @@ struct Shared {
     methods: Arc<dyn Methods>,
     limits: Limits,
     /// The budget of requests whose reservation is above [`SMALL_MAX`].
-    memory: Semaphore,
+    memory: Arc<Semaphore>,
     /// The budget of small requests (an eighth of the whole): they never queue behind large
     /// ones, so a flood of large hostile bodies does not hold up ordinary calls.
-    memory_small: Semaphore,
+    memory_small: Arc<Semaphore>,
 }
 
 /// Reservations up to this (bodies up to about 190 KiB) draw from the small requests' budget.
@@ -125,8 +126,8 @@ async fn run(
     let shared = Arc::new(Shared {
         methods,
         limits,
-        memory: Semaphore::new(permits(limits.memory_max - small)),
-        memory_small: Semaphore::new(permits(small)),
+        memory: Arc::new(Semaphore::new(permits(limits.memory_max - small))),
+        memory_small: Arc::new(Semaphore::new(permits(small))),
     });
     while !shutdown.load(Ordering::Relaxed) {
         let accepted = tokio::select! {
@@ -211,10 +212,42 @@ fn error_body(code: i64, message: &str) -> Vec<u8> {
         .into_bytes()
 }
 
-type Answer = Response<Full<Bytes>>;
+/// An answer's body, holding its request's share of memory until hyper has written it (or
+/// the connection is gone).
+struct Held {
+    body: Full<Bytes>,
+    _reserved: Option<OwnedSemaphorePermit>,
+}
 
-fn answer(status: StatusCode, body: Vec<u8>, close: bool) -> Answer {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+impl hyper::body::Body for Held {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+type Answer = Response<Held>;
+
+fn answer(
+    status: StatusCode,
+    body: Vec<u8>,
+    close: bool,
+    reserved: Option<OwnedSemaphorePermit>,
+) -> Answer {
+    let mut r = Response::new(Held { body: Full::new(Bytes::from(body)), _reserved: reserved });
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
@@ -229,12 +262,39 @@ fn answer(status: StatusCode, body: Vec<u8>, close: bool) -> Answer {
 
 fn refuse(status: StatusCode, code: i64, message: &str) -> Answer {
     // The body may be left unread: the connection cannot be reused.
-    answer(status, error_body(code, message), true)
+    answer(status, error_body(code, message), true, None)
+}
+
+fn busy() -> Answer {
+    refuse(StatusCode::SERVICE_UNAVAILABLE, RpcError::BUSY, "the node is busy; retry shortly")
+}
+
+/// Grows `held` to `kib` KiB of `pool`, by the deadline.
+async fn reserve(
+    pool: &Arc<Semaphore>,
+    held: &mut Option<OwnedSemaphorePermit>,
+    kib: u32,
+    deadline: tokio::time::Instant,
+) -> bool {
+    let have = held.as_ref().map_or(0, |p| p.num_permits() as u32);
+    if kib <= have {
+        return true;
+    }
+    match tokio::time::timeout_at(deadline, Arc::clone(pool).acquire_many_owned(kib - have)).await {
+        Ok(Ok(more)) => {
+            match held {
+                Some(h) => h.merge(more),
+                None => *held = Some(more),
+            }
+            true
+        }
+        _ => false,
+    }
 }
 
 async fn request(req: Request<Incoming>, shared: &Shared) -> Answer {
     let limits = shared.limits;
-    let start = Instant::now();
+    let deadline = tokio::time::Instant::now() + limits.request_timeout;
     if req.headers().contains_key(TRANSFER_ENCODING) {
         return refuse(
             StatusCode::NOT_IMPLEMENTED,
@@ -270,42 +330,77 @@ async fn request(req: Request<Incoming>, shared: &Shared) -> Answer {
         );
     }
     let len = len as usize;
-    // The request's share of memory, before a byte of its body is read.
-    let reserve = 5 * len + RESERVE_FIXED;
-    let pool = if reserve <= SMALL_MAX { &shared.memory_small } else { &shared.memory };
-    let kib = reserve.div_ceil(PERMIT) as u32;
-    let Ok(Ok(reserved)) =
-        tokio::time::timeout(limits.request_timeout, pool.acquire_many(kib)).await
-    else {
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            RpcError::BUSY,
-            "the node is busy; retry shortly",
-        );
-    };
-    let left = limits.request_timeout.saturating_sub(start.elapsed());
-    let body = match tokio::time::timeout(left, Limited::new(req.into_body(), len).collect()).await
-    {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(_)) => {
-            return refuse(StatusCode::BAD_REQUEST, RpcError::INVALID_REQUEST, "body cut short");
-        }
-        Err(_) => {
+    let pool =
+        if 5 * len + RESERVE_FIXED <= SMALL_MAX { &shared.memory_small } else { &shared.memory };
+    // Memory is reserved as the body's bytes arrive, never for a length only announced: a
+    // client that sends a head and stalls holds nothing of the budget.
+    let mut held: Option<OwnedSemaphorePermit> = None;
+    let mut body: Vec<u8> = Vec::new();
+    let mut incoming = req.into_body();
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, incoming.frame()).await {
+            Err(_) => {
+                return refuse(
+                    StatusCode::REQUEST_TIMEOUT,
+                    RpcError::INVALID_REQUEST,
+                    "the body did not arrive in time",
+                );
+            }
+            Ok(None) => break,
+            Ok(Some(Err(_))) => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    RpcError::INVALID_REQUEST,
+                    "body cut short",
+                );
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else { continue };
+        let need = body.len() + data.len();
+        if need > len {
             return refuse(
-                StatusCode::REQUEST_TIMEOUT,
+                StatusCode::BAD_REQUEST,
                 RpcError::INVALID_REQUEST,
-                "the body did not arrive in time",
+                "body longer than its length",
             );
         }
-    };
+        if need > body.capacity() {
+            let cap = (body.capacity() * 2).max(need).min(len);
+            if !reserve(pool, &mut held, cap.div_ceil(PERMIT) as u32, deadline).await {
+                return busy();
+            }
+            body.reserve_exact(cap - body.len());
+        }
+        body.extend_from_slice(&data);
+    }
+    if body.len() < len {
+        return refuse(StatusCode::BAD_REQUEST, RpcError::INVALID_REQUEST, "body cut short");
+    }
+    // The parsing's share: at most four times the body (see `rpc::handle_bytes`).
+    let parse = (5 * len + RESERVE_FIXED).div_ceil(PERMIT) as u32;
+    if !reserve(pool, &mut held, parse, deadline).await {
+        return busy();
+    }
     let methods = Arc::clone(&shared.methods);
     // Methods may wait (for a commit): a blocking thread, not the reactor.
     let handled =
         tokio::task::spawn_blocking(move || rpc::handle_bytes(methods.as_ref(), &body)).await;
-    drop(reserved);
     match handled {
-        Ok(Some(bytes)) => answer(StatusCode::OK, bytes, false),
-        Ok(None) => answer(StatusCode::NO_CONTENT, Vec::new(), false),
+        Ok(Some(bytes)) => {
+            // The answer keeps a share of its own size until it is written.
+            if !reserve(pool, &mut held, bytes.len().div_ceil(PERMIT) as u32, deadline).await {
+                return busy();
+            }
+            if let Some(h) = held.as_mut() {
+                let keep = bytes.len().div_ceil(PERMIT).max(1);
+                if h.num_permits() > keep {
+                    drop(h.split(h.num_permits() - keep));
+                }
+            }
+            answer(StatusCode::OK, bytes, false, held)
+        }
+        Ok(None) => answer(StatusCode::NO_CONTENT, Vec::new(), false, None),
         Err(_) => {
             refuse(StatusCode::INTERNAL_SERVER_ERROR, RpcError::INTERNAL, "the handler failed")
         }

@@ -114,6 +114,10 @@ fn outside_strings(body: &[u8], mut each: impl FnMut(Option<u8>) -> bool) {
 /// The answers to one body together may not exceed this: past it, the rest of a batch gets
 /// -32005 (split the batch). A body of reads could otherwise ask for gigabytes of blocks.
 pub const ANSWERS_MAX: usize = 16 << 20;
+/// The longest id accepted (as JSON text): an answer repeats it.
+const ID_MAX: usize = 256;
+/// The longest method name accepted (as JSON text): an error may repeat it.
+const METHOD_MAX: usize = 130;
 /// What parsing any part of a request may cost beyond four times its size.
 const PARSE_FIXED: usize = 64 << 10;
 
@@ -197,15 +201,19 @@ fn one(methods: &dyn Methods, raw: &RawValue) -> Option<Vec<u8>> {
         Ok(e) => e,
         Err(e) => return Some(invalid(&format!("not a request object: {e}"))),
     };
-    // An id is a string, a number or null: anything else is invalid and is not parsed.
+    // An id is a string, a number or null, of at most ID_MAX bytes: anything else is invalid
+    // and is not parsed (nor echoed three times in the answer).
     let id: Option<Value> = match env.id.map(RawValue::get) {
         None => None,
-        Some(t) if t.starts_with(['{', '[']) => Some(Value::Bool(false)),
+        Some(t) if t.starts_with(['{', '[']) || t.len() > ID_MAX => Some(Value::Bool(false)),
         Some(t) => Some(serde_json::from_str(t).unwrap_or(Value::Bool(false))),
     };
     let valid_id = matches!(id, None | Some(Value::Null | Value::Number(_) | Value::String(_)));
     let reply_id = if valid_id { id.clone().unwrap_or(Value::Null) } else { Value::Null };
-    let method = env.method.and_then(|m| serde_json::from_str::<String>(m.get()).ok());
+    let method = env
+        .method
+        .filter(|m| m.get().len() <= METHOD_MAX)
+        .and_then(|m| serde_json::from_str::<String>(m.get()).ok());
     let result = if env.jsonrpc.map(RawValue::get) != Some("\"2.0\"") || !valid_id {
         Err(RpcError::new(
             RpcError::INVALID_REQUEST,
@@ -214,7 +222,7 @@ fn one(methods: &dyn Methods, raw: &RawValue) -> Option<Vec<u8>> {
     } else if let Some(method) = method {
         params(env.params).and_then(|p| methods.call(&method, &p))
     } else {
-        Err(RpcError::new(RpcError::INVALID_REQUEST, "missing method"))
+        Err(RpcError::new(RpcError::INVALID_REQUEST, "missing method, or a name over 128 bytes"))
     };
     // A notification (no id) gets no answer, per the specification.
     id.is_some().then(|| response(&reply_id, result))

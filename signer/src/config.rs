@@ -105,6 +105,23 @@ impl Config {
         if config.keys.is_empty() {
             return Err(format!("{}: no [[keys]]", path.display()));
         }
+        // One HSM key under two names would get two guards: one position, two signatures.
+        let mut seen = std::collections::HashSet::new();
+        for k in &config.keys {
+            let fields = [
+                ("name", Some(k.name.clone())),
+                ("id", Some(k.id.to_ascii_lowercase())),
+                ("fingerprint", k.fingerprint.as_ref().map(|f| f.to_ascii_lowercase())),
+                ("node", k.node.map(|n| n.to_string())),
+            ];
+            for (what, value) in fields {
+                if let Some(v) = value {
+                    if !seen.insert((what, v.clone())) {
+                        return Err(format!("{}: two [[keys]] with {what} {v}", path.display()));
+                    }
+                }
+            }
+        }
         for k in &config.keys {
             let ok_name = !k.name.is_empty()
                 && k.name.len() <= 64

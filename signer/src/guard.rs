@@ -300,6 +300,12 @@ impl Guard {
         Ok(self.journal.sync_handle()?)
     }
 
+    /// Fails the guard (an fsync of its [`Self::sync_handle`] failed): it refuses every
+    /// position, repeats included, until the signer restarts and re-reads its log.
+    pub fn fail(&mut self) {
+        self.journal.fail();
+    }
+
     /// How many positions are remembered.
     pub fn len(&self) -> usize {
         self.by_seq.len() + self.by_view.len()

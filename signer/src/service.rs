@@ -253,7 +253,12 @@ impl Key {
             (v, g.sync_handle()?)
         };
         if matches!(verdict, Verdict::Recorded | Verdict::Repeat) {
-            file.sync_data().map_err(GuardError::Sync)?;
+            if let Err(e) = file.sync_data() {
+                // What reached the disk is unknown, and a later fsync would not say: nothing
+                // more is signed until a restart re-reads the log.
+                self.guard.lock().unwrap_or_else(std::sync::PoisonError::into_inner).fail();
+                return Err(GuardError::Sync(e));
+            }
         }
         Ok(verdict)
     }

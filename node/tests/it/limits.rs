@@ -136,3 +136,39 @@ fn many_hostile_requests_at_once_stay_within_the_memory_bound_and_honest_clients
     // The bound: the reservations (64 MiB) plus the client threads' stacks and buffers.
     assert!(grew < (memory_max + (64 << 20)) as u64, "RSS grew by {} MiB", grew >> 20);
 }
+
+#[test]
+fn heads_that_announce_large_bodies_and_stall_hold_no_memory_from_honest_clients() {
+    // 64 MiB in all: 11 stalled 4 MiB announcements would have taken all of it had memory been
+    // reserved for the length announced; 40 small ones all of the small requests' share.
+    let srv = start_with(Limits { memory_max: 64 << 20, ..Limits::default() });
+    let _stalled: Vec<UnixStream> = (0..40)
+        .map(|i| {
+            let mut s = UnixStream::connect(&srv.socket).unwrap();
+            let len = if i % 2 == 0 { 4 << 20 } else { 196_608 };
+            s.write_all(format!("POST / HTTP/1.1\r\nContent-Length: {len}\r\n\r\n{{").as_bytes())
+                .unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, took) = honest(&srv.socket);
+    assert_eq!(status, 200);
+    assert!(took < Duration::from_secs(5), "an honest client waited {took:?}");
+}
+
+#[test]
+fn long_ids_and_method_names_are_refused_not_echoed() {
+    let srv = start_with(Limits::default());
+    let id = "x".repeat(100_000);
+    let (status, text) =
+        exchange(&srv.socket, &post(&format!(r#"{{"jsonrpc":"2.0","method":"x","id":"{id}"}}"#)));
+    assert_eq!(status, 200);
+    assert_eq!(json_body(&text)["error"]["code"], -32600, "{}", &text[..200.min(text.len())]);
+    assert!(text.len() < 1000, "the id was echoed");
+    let method = "\u{e000}".repeat(100_000);
+    let (_, text) =
+        exchange(&srv.socket, &post(&format!(r#"{{"jsonrpc":"2.0","method":"{method}","id":1}}"#)));
+    assert_eq!(json_body(&text)["error"]["code"], -32600);
+    assert!(text.len() < 1000, "the method name was echoed");
+}
