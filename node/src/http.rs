@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, TRANSFER_ENCODING};
 use hyper::{Method, Request, Response, StatusCode};
@@ -213,11 +213,15 @@ fn error_body(code: i64, message: &str) -> Vec<u8> {
 }
 
 /// An answer's body, holding its request's share of memory until hyper has written it (or
-/// the connection is gone).
+/// the connection is gone). Handed to hyper in 64 KiB slices: hyper asks for the next only
+/// when its write buffer has room, so the share is given back as the last bytes go out, not
+/// when the answer is first queued.
 struct Held {
-    body: Full<Bytes>,
+    data: Bytes,
     _reserved: Option<OwnedSemaphorePermit>,
 }
+
+const SLICE: usize = 64 << 10;
 
 impl hyper::body::Body for Held {
     type Data = Bytes;
@@ -225,17 +229,22 @@ impl hyper::body::Body for Held {
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
+        _: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+        if self.data.is_empty() {
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.data.len().min(SLICE);
+        let slice = self.data.split_to(n);
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(slice))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.data.is_empty()
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body.size_hint()
+        hyper::body::SizeHint::with_exact(self.data.len() as u64)
     }
 }
 
@@ -247,7 +256,7 @@ fn answer(
     close: bool,
     reserved: Option<OwnedSemaphorePermit>,
 ) -> Answer {
-    let mut r = Response::new(Held { body: Full::new(Bytes::from(body)), _reserved: reserved });
+    let mut r = Response::new(Held { data: Bytes::from(body), _reserved: reserved });
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
