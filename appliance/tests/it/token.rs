@@ -212,11 +212,11 @@ struct SignerProcess {
 
 impl SignerProcess {
     fn start(token: &TestToken, config: &std::path::Path) -> Self {
-        Self::start_as(token, config, None)
+        Self::start_as(token, config, None, env!("CARGO_BIN_EXE_vpbox"))
     }
 
     /// Starts the signer, as the user `uid` (through `setpriv`) if given.
-    fn start_as(token: &TestToken, config: &std::path::Path, uid: Option<u32>) -> Self {
+    fn start_as(token: &TestToken, config: &std::path::Path, uid: Option<u32>, exe: &str) -> Self {
         let socket = token.dir.path("signer.sock");
         let _ = std::fs::remove_file(&socket);
         let mut cmd = match uid {
@@ -224,10 +224,10 @@ impl SignerProcess {
                 let mut c = Command::new("setpriv");
                 let id = uid.to_string();
                 c.args([&format!("--reuid={id}"), &format!("--regid={id}"), "--clear-groups"]);
-                c.arg(env!("CARGO_BIN_EXE_vpbox"));
+                c.arg(exe);
                 c
             }
-            None => Command::new(env!("CARGO_BIN_EXE_vpbox")),
+            None => Command::new(exe),
         };
         let child = cmd
             .args(["signer", "run", "--config", s(config)])
@@ -259,6 +259,16 @@ impl Drop for SignerProcess {
 }
 
 fn signer_config(token: &TestToken, pin: &str, fingerprint: &str, uids: &[u32]) -> PathBuf {
+    signer_config_with(token, &token.module, pin, fingerprint, uids)
+}
+
+fn signer_config_with(
+    token: &TestToken,
+    module: &str,
+    pin: &str,
+    fingerprint: &str,
+    uids: &[u32],
+) -> PathBuf {
     let uids: Vec<String> = uids.iter().map(u32::to_string).collect();
     token.dir.write(
         "signer.toml",
@@ -266,7 +276,7 @@ fn signer_config(token: &TestToken, pin: &str, fingerprint: &str, uids: &[u32]) 
             "socket = \"{}\"\nmodule = \"{}\"\ntoken_label = \"node1\"\npin_file = \"{pin}\"\nstate_dir = \"{}\"\n\
              allowed_uids = [{}]\n[[keys]]\nname = \"consensus\"\nid = \"01\"\nfingerprint = \"{fingerprint}\"\nnode = 1\n",
             s(&token.dir.path("signer.sock")),
-            token.module,
+            module,
             s(&token.dir.path("state")),
             uids.join(", ")
         ),
@@ -395,11 +405,22 @@ fn the_signer_service_runs_with_core_dumps_off() {
     // nobody.
     let me = rustix::process::getuid().as_raw();
     let user = if me == 0 { 65534 } else { me };
-    let config = signer_config(&token, &pin, fp, &[user]);
+    // Nobody may not be able to reach the build's folder (a clone in a 0700 directory): the
+    // binary and the token module it runs are copied into the token's folder, handed to it.
+    let (exe, module) = if me == 0 {
+        let exe = token.dir.path("vpbox");
+        std::fs::copy(env!("CARGO_BIN_EXE_vpbox"), &exe).unwrap();
+        let module = token.dir.path("libvpbox_test_token.so");
+        std::fs::copy(&token.module, &module).unwrap();
+        (s(&exe).to_string(), s(&module).to_string())
+    } else {
+        (env!("CARGO_BIN_EXE_vpbox").to_string(), token.module.clone())
+    };
+    let config = signer_config_with(&token, &module, &pin, fp, &[user]);
     if me == 0 {
         chown_tree(token.dir.0.path(), user);
     }
-    let signer = SignerProcess::start_as(&token, &config, (me == 0).then_some(user));
+    let signer = SignerProcess::start_as(&token, &config, (me == 0).then_some(user), &exe);
     let pid = signer.child.id();
 
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
