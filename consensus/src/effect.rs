@@ -192,4 +192,15 @@ pub enum Effect {
         /// Its primary.
         primary: NodeId,
     },
+    /// A message from `from` passed its checks: a signed one's signature verified under the
+    /// sender's key, or an unsigned fetch from a current member (the host vouches for its
+    /// sender: its link's authenticated identity). What a host shows of its peers (alive,
+    /// their height) comes from these only, never from a message before it is checked.
+    Heard {
+        /// Who sent it.
+        from: NodeId,
+        /// The height it shows the sender has reached (0 if it shows none): a commit's or
+        /// checkpoint's sequence number, or what a fetch says the sender has committed.
+        height: SeqNo,
+    },
 }

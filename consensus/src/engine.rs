@@ -507,6 +507,7 @@ impl<V: Verifier> Engine<V> {
             _ if !current && env.message.seq().is_none() => return,
             Message::Fetch { after, view } => {
                 let (after, view) = (*after, *view);
+                out.push(Effect::Heard { from: env.from, height: after });
                 self.on_fetch(env.from, after, view, out);
                 return;
             }
@@ -515,6 +516,12 @@ impl<V: Verifier> Engine<V> {
                 if !self.verify_env(&env) {
                     return;
                 }
+                let height = match &env.message {
+                    Message::Commit(v) => v.seq,
+                    Message::Checkpoint(c) => c.seq,
+                    _ => SeqNo(0),
+                };
+                out.push(Effect::Heard { from: env.from, height });
             }
         }
         let from = env.from;
@@ -2076,18 +2083,28 @@ mod tests {
         assert!(persist.is_some() && persist < send, "{out:?}");
     }
 
+    /// A verified message that the engine otherwise ignores.
+    fn only_heard(e: &Effect) -> bool {
+        matches!(e, Effect::Heard { .. })
+    }
+
     #[test]
     fn pre_prepares_outside_the_window_or_badly_signed_are_refused() {
         // C&L §4.2: only sequence numbers in (h, h + L] are accepted.
         let mut e = engine(1);
         assert!(
-            e.handle(Input::Message(pre_prepare(0, 9, batch(1), Some(Digest([9; 32]))))).is_empty()
+            e.handle(Input::Message(pre_prepare(0, 9, batch(1), Some(Digest([9; 32])))))
+                .iter()
+                .all(only_heard)
         );
         assert!(
-            e.handle(Input::Message(pre_prepare(0, 0, batch(1), Some(Digest([9; 32]))))).is_empty()
+            e.handle(Input::Message(pre_prepare(0, 0, batch(1), Some(Digest([9; 32])))))
+                .iter()
+                .all(only_heard)
         );
         let mut forged = pre_prepare(0, 1, batch(1), Some(Digest([9; 32])));
         forged.signature.0[0] ^= 1;
+        // A bad signature is not even heard: the host shows nothing of its sender from it.
         assert!(e.handle(Input::Message(forged)).is_empty());
         // Not from the primary of view 0.
         let wrong = signed(
@@ -2099,7 +2116,7 @@ mod tests {
                 result: Some(Digest([9; 32])),
             }),
         );
-        assert!(e.handle(Input::Message(wrong)).is_empty());
+        assert!(e.handle(Input::Message(wrong)).iter().all(only_heard));
     }
 
     #[test]
@@ -2309,7 +2326,7 @@ mod tests {
         assert_eq!(e.fence(), Some(SeqNo(4)));
         // Nothing beyond the fence is accepted meanwhile.
         let out = e.handle(Input::Message(pre_prepare(0, 5, batch(5), Some(r1))));
-        assert!(out.is_empty(), "{out:?}");
+        assert!(out.iter().all(only_heard), "{out:?}");
         // Seq 1 commits: the change is reported with its epoch and start.
         let block = block_digest(&TestVerifier, SeqNo(1), &d, &r1);
         let mut out = vec![];

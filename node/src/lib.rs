@@ -3,7 +3,10 @@
 //! - [`service`]: `vpbox node run`: wires everything together; the write methods of the API.
 //! - [`node`]: the driver that owns the engine and carries out its effects.
 //! - [`genesis`]: the consortium's founding file.
-//! - [`peer`]: the framed protocol between nodes and the links that carry it.
+//! - [`peer`]: the framed protocol between nodes and the links that carry it; [`link`]: the
+//!   handshake that proves which node is at each end of a link; [`blocks`]: the block server
+//!   that answers state transfers off the driver's thread.
+//! - [`inbox`]: the driver's inbox, one bounded queue per source, read in turn.
 //! - [`client`]: a JSON-RPC client over the node's socket.
 //! - [`api`]: the read methods over the ledger (anchor_get, anchor_verify, anchor_getProof,
 //!   block_*, tx_*).
@@ -16,10 +19,13 @@
 //!   node acknowledges it, and survives kill -9 until it is committed.
 
 pub mod api;
+pub mod blocks;
 pub mod client;
 pub mod genesis;
 pub mod http;
+pub mod inbox;
 pub mod intake;
+pub mod link;
 pub mod log;
 pub mod logline;
 pub mod node;

@@ -13,10 +13,13 @@
 //! | `Rollback` | drops speculative blocks above the height |
 //! | `Commit` | writes the speculative block with its certificate in one synced RocksDB batch, forgets its transactions in the intake, answers waiting clients |
 //! | `FetchState` | asks peers for the certified blocks up to the checkpoint, checks every certificate and re-executes every block, then answers `Input::StateFetched` |
+//! | `Heard` | notes the peer as alive at that height (what `node_getNodes` shows of it) |
 //!
-//! Other threads only feed the driver through one channel: the JSON-RPC handlers (transactions
-//! whose signatures they have already checked), the peer connections (decoded envelopes, and
-//! gossiped transactions they have checked), and the signer thread. Each transaction is
+//! Other threads only feed the driver through its [`Inbox`], one bounded queue per source read
+//! in turn: the JSON-RPC handlers (transactions whose signatures they have already checked),
+//! each peer's authenticated link (decoded envelopes, and gossiped transactions it has
+//! checked), and the signer thread. Block requests from peers never reach the driver: the
+//! block server ([`crate::blocks`]) answers them from the committed ledger. Each transaction is
 //! verified once per node, on the thread that received it, in parallel with the others.
 //!
 //! A state digest is a block hash: the header commits to the parent, the ordered transactions
@@ -24,7 +27,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -48,14 +51,13 @@ use vpbox_sm::sm2::{PublicKey, Signature};
 use vpbox_sm::sm3::{Digest, hash};
 
 use crate::genesis::{Genesis, NodeEntry};
+use crate::inbox::{Closed, Inbox, Outbox};
 use crate::intake::Intake;
-use crate::peer::{Links, PeerMsg};
+use crate::peer::{FRAME_BUDGET, LinkStats, Links, PeerMsg};
 use vpbox_journal::Journal;
 
 /// Most transactions waiting for consensus before new ones are refused as busy.
 pub const POOL_MAX: usize = 200_000;
-/// Most blocks sent in one answer to a block request.
-const BLOCKS_PER_REPLY: u64 = 16;
 /// How often a parked execution or a state fetch asks its peers again.
 const RETRY: Duration = Duration::from_millis(500);
 
@@ -95,10 +97,8 @@ pub enum Event {
     PeerTxs(Vec<(Tx, Vec<u8>)>),
     /// A consensus envelope from a peer (its signature is checked by the engine).
     Envelope(Envelope),
-    /// A peer wants transaction bodies.
+    /// A peer (the link's authenticated node) wants transaction bodies.
     WantTxs(NodeId, Vec<Digest>),
-    /// A peer wants blocks `after + 1 ..= upto`.
-    WantBlocks(NodeId, u64, u64),
     /// Blocks from a peer (unchecked).
     Blocks(Vec<(Vec<u8>, Vec<Vec<u8>>)>),
     /// The signer's answer (`None`: it failed; the engine recovers on its timers).
@@ -158,7 +158,7 @@ pub struct SignJob {
 /// Runs signing jobs against the signer socket, one at a time, reconnecting as needed. A
 /// refusal by the signer's double-sign guard is reported to the driver
 /// ([`Event::SignerRefused`]) so that `node_getNodes` and `vpbox status` show it.
-pub fn signer_thread(socket: PathBuf, key: String, jobs: Receiver<SignJob>, events: Sender<Event>) {
+pub fn signer_thread(socket: PathBuf, key: String, jobs: Receiver<SignJob>, events: Outbox) {
     let mut client: Option<Client> = None;
     for job in jobs {
         let mut answer = None;
@@ -209,9 +209,17 @@ struct SignerRefusals {
 /// A guard refusal this recent marks the node as one whose signer refuses its votes.
 const SIGNER_REFUSING_MS: u128 = 60_000;
 
+/// What this node last heard from a peer, from messages that passed their checks only
+/// (`Effect::Heard`).
 struct PeerSeen {
     at: Instant,
     height: u64,
+}
+
+/// A block of a state transfer whose transactions arrive in several frames.
+struct Staged {
+    block: Block,
+    txs: HashMap<Digest, Tx>,
 }
 
 struct Parked {
@@ -246,6 +254,7 @@ pub struct Driver {
     regossiped: Instant,
     parked: Option<Parked>,
     fetch: Option<StateFetch>,
+    staged: Option<Staged>,
     timers: HashMap<Timer, Instant>,
     waiters: HashMap<Digest, Vec<Sender<Outcome>>>,
     links: Links,
@@ -253,6 +262,7 @@ pub struct Driver {
     seen: HashMap<NodeId, PeerSeen>,
     inputs: VecDeque<Input>,
     signer_refusals: SignerRefusals,
+    link_stats: Arc<LinkStats>,
 }
 
 /// Opening the node failed.
@@ -272,6 +282,7 @@ impl Driver {
         data_dir: &Path,
         ledger: Arc<RwLock<Ledger>>,
         links: Links,
+        link_stats: Arc<LinkStats>,
         signer: Sender<SignJob>,
     ) -> Result<Self, StartError> {
         let config = genesis.consensus_config().map_err(|e| err("genesis")(&e))?;
@@ -300,6 +311,7 @@ impl Driver {
             regossiped: Instant::now(),
             parked: None,
             fetch: None,
+            staged: None,
             timers: HashMap::new(),
             waiters: HashMap::new(),
             links,
@@ -307,6 +319,7 @@ impl Driver {
             seen: HashMap::new(),
             inputs: VecDeque::new(),
             signer_refusals: SignerRefusals::default(),
+            link_stats,
         };
         d.restore(wal_records)?;
         Ok(d)
@@ -359,25 +372,16 @@ impl Driver {
         Ok(())
     }
 
-    /// Runs until the event channel closes.
-    pub fn run(mut self, events: Receiver<Event>) {
+    /// Runs until every sender of the inbox is gone.
+    pub fn run(mut self, inbox: Inbox) {
         loop {
             let now = Instant::now();
             let next = self.timers.values().min().copied();
             let wait = next.map_or(RETRY, |t| t.saturating_duration_since(now)).min(RETRY);
-            match events.recv_timeout(wait) {
-                Ok(ev) => {
-                    let mut batch = vec![ev];
-                    while batch.len() < 4096 {
-                        match events.try_recv() {
-                            Ok(ev) => batch.push(ev),
-                            Err(_) => break,
-                        }
-                    }
-                    self.events(batch);
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
+            match inbox.recv(wait, 4096) {
+                Ok(batch) if batch.is_empty() => {}
+                Ok(batch) => self.events(batch),
+                Err(Closed) => return,
             }
             let now = Instant::now();
             let due: Vec<Timer> =
@@ -398,12 +402,8 @@ impl Driver {
             match ev {
                 Event::Submit { txs, wait, reply } => submits.push((txs, wait, reply)),
                 Event::PeerTxs(txs) => gossip.extend(txs),
-                Event::Envelope(env) => {
-                    self.note_peer(&env);
-                    self.inputs.push_back(Input::Message(env));
-                }
+                Event::Envelope(env) => self.inputs.push_back(Input::Message(env)),
                 Event::WantTxs(from, hashes) => self.serve_txs(from, &hashes),
-                Event::WantBlocks(from, after, upto) => self.serve_blocks(from, after, upto),
                 Event::Blocks(blocks) => self.on_blocks(blocks),
                 Event::Signed(token, Some(sig)) => {
                     self.inputs.push_back(Input::Signed { token, signature: CSig(sig) })
@@ -429,16 +429,10 @@ impl Driver {
         self.pump();
     }
 
-    fn note_peer(&mut self, env: &Envelope) {
-        let height = match &env.message {
-            Message::Commit(v) => v.seq.0,
-            Message::Checkpoint(c) => c.seq.0,
-            Message::Fetch { after, .. } => after.0,
-            _ => 0,
-        };
-        let e = self.seen.entry(env.from).or_insert(PeerSeen { at: Instant::now(), height: 0 });
+    fn note_peer(&mut self, from: NodeId, height: SeqNo) {
+        let e = self.seen.entry(from).or_insert(PeerSeen { at: Instant::now(), height: 0 });
         e.at = Instant::now();
-        e.height = e.height.max(height);
+        e.height = e.height.max(height.0);
     }
 
     /// Stores new transactions durably (one fsync), proposes them, gossips client ones, and
@@ -481,8 +475,8 @@ impl Driver {
                 self.pool.insert(h, (tx.clone(), bytes, Instant::now()));
                 self.inputs.push_back(Input::Transaction(CDigest(h.0)));
             }
-            if !gossip.is_empty() {
-                self.links.broadcast(&PeerMsg::Txs(gossip));
+            for frame in PeerMsg::txs_in_frames(gossip) {
+                self.links.broadcast(&frame);
             }
         }
         let Some((wait, reply)) = client else { return };
@@ -607,6 +601,7 @@ impl Driver {
             Effect::ViewChanged { view, primary } => {
                 tracing_line(&format!("entered view {} (primary node {})", view.0, primary.0));
             }
+            Effect::Heard { from, height } => self.note_peer(from, height),
             _ => {}
         }
     }
@@ -673,7 +668,7 @@ impl Driver {
                 if let Some(p) = self.parked.as_mut() {
                     p.asked = Some(Instant::now());
                 }
-                self.links.broadcast(&PeerMsg::WantTxs { from: self.id, hashes: missing });
+                self.links.broadcast(&PeerMsg::WantTxs { hashes: missing });
             }
             return;
         }
@@ -765,7 +760,7 @@ impl Driver {
             .iter()
             .filter(|n| n.id != self.id.0)
             .filter_map(|n| self.genesis.entry(n).ok())
-            .map(|e| (e.id, e.peer))
+            .map(|e| crate::peer::Peer { id: e.id, addr: e.peer, key: e.consensus_key })
             .collect();
         self.links.set(peers);
     }
@@ -820,8 +815,12 @@ impl Driver {
                 f.asked = Some(Instant::now());
                 let to = peers[f.next_peer % peers.len()];
                 f.next_peer += 1;
-                self.links
-                    .send(to, &PeerMsg::WantBlocks { from: self.id, after: height, upto: f.seq.0 });
+                // The next block's transactions already here, in its order, are not sent again.
+                let skip = self.staged.as_ref().map_or(0, |st| {
+                    st.block.tx_hashes.iter().take_while(|h| st.txs.contains_key(*h)).count()
+                });
+                let skip = u32::try_from(skip).unwrap_or(u32::MAX);
+                self.links.send(to, &PeerMsg::WantBlocks { after: height, upto: f.seq.0, skip });
             }
         }
     }
@@ -843,8 +842,8 @@ impl Driver {
             .take(1000)
             .map(|(_, b, _)| b.as_ref().clone())
             .collect();
-        if !old.is_empty() {
-            self.links.broadcast(&PeerMsg::Txs(old));
+        for frame in PeerMsg::txs_in_frames(old) {
+            self.links.broadcast(&frame);
         }
     }
 
@@ -863,38 +862,14 @@ impl Driver {
                     None => continue,
                 },
             };
-            bytes += enc.len();
-            out.push(enc);
-            if bytes > 32 << 20 {
+            bytes += enc.len() + 4;
+            if bytes > FRAME_BUDGET {
                 break;
             }
+            out.push(enc);
         }
         if !out.is_empty() {
             self.links.send(from, &PeerMsg::Txs(out));
-        }
-    }
-
-    fn serve_blocks(&self, from: NodeId, after: u64, upto: u64) {
-        let Ok(ledger) = self.ledger.read() else { return };
-        let mut out = Vec::new();
-        let mut bytes = 0usize;
-        let last = upto.min(after.saturating_add(BLOCKS_PER_REPLY));
-        for h in after.saturating_add(1)..=last {
-            let Ok(Some(block)) = ledger.block(h) else { break };
-            let txs: Vec<Vec<u8>> = block
-                .tx_hashes
-                .iter()
-                .filter_map(|t| ledger.transaction(t).ok().flatten().map(|(_, _, tx)| tx.encode()))
-                .collect();
-            bytes += txs.iter().map(Vec::len).sum::<usize>();
-            out.push((block.encode(), txs));
-            if bytes > 32 << 20 {
-                break;
-            }
-        }
-        drop(ledger);
-        if !out.is_empty() {
-            self.links.send(from, &PeerMsg::Blocks(out));
         }
     }
 
@@ -911,32 +886,53 @@ impl Driver {
             if block.header.height != height + 1 {
                 continue;
             }
-            if let Err(why) = self.check_block(&block) {
-                tracing_line(&format!("block {} from a peer refused: {why}", block.header.height));
-                return;
+            // A block comes whole, or in parts that each repeat it with some of its
+            // transactions; it is checked once, and applied when every body is here.
+            if self.staged.as_ref().is_none_or(|st| st.block.header != block.header) {
+                if let Err(why) = self.check_block(&block) {
+                    tracing_line(&format!(
+                        "block {} from a peer refused: {why}",
+                        block.header.height
+                    ));
+                    self.staged = None;
+                    return;
+                }
+                self.staged = Some(Staged { block, txs: HashMap::new() });
             }
-            let mut by_hash: HashMap<Digest, Tx> = HashMap::new();
+            let Some(mut st) = self.staged.take() else { return };
+            let wanted: std::collections::HashSet<&Digest> = st.block.tx_hashes.iter().collect();
+            let mut fresh = Vec::new();
             for b in &tx_bytes {
                 if let Ok(t) = Tx::decode(b) {
-                    by_hash.insert(t.hash(), t);
+                    let h = t.hash();
+                    if wanted.contains(&h) {
+                        fresh.push((h, t));
+                    }
                 }
             }
-            let mut txs = Vec::with_capacity(block.tx_hashes.len());
-            for h in &block.tx_hashes {
-                match by_hash.get(h).cloned().or_else(|| self.body(h)) {
+            drop(wanted);
+            st.txs.extend(fresh);
+            let mut txs = Vec::with_capacity(st.block.tx_hashes.len());
+            for h in &st.block.tx_hashes {
+                match st.txs.get(h).cloned().or_else(|| self.body(h)) {
                     Some(t) => txs.push(t),
-                    None => return,
+                    None => break,
                 }
+            }
+            if txs.len() < st.block.tx_hashes.len() {
+                // The rest comes in the next parts.
+                self.staged = Some(st);
+                continue;
             }
             let executed = match self.ledger.read().map(|l| l.execute(&[], txs)) {
                 Ok(Ok(e)) => e,
                 _ => return,
             };
-            if executed.block.header != block.header {
-                tracing_line(&format!("block {} re-executes differently", block.header.height));
+            if executed.block.header != st.block.header {
+                tracing_line(&format!("block {} re-executes differently", st.block.header.height));
                 return;
             }
-            self.write_block(&executed, &block.certificate);
+            self.write_block(&executed, &st.block.certificate);
             self.committed_block(&executed);
         }
         let (tip_h, tip_hash) = match self.ledger.read().ok().and_then(|l| l.tip().copied()) {
@@ -961,8 +957,11 @@ impl Driver {
                 txs,
                 configs: self.configs(),
             });
-        } else if let Some(f) = self.fetch.as_mut() {
-            f.asked = None;
+        } else if self.staged.is_none() {
+            // Ask for more now; a block still missing parts waits for them (or the retry).
+            if let Some(f) = self.fetch.as_mut() {
+                f.asked = None;
+            }
             self.retry();
         }
     }
@@ -1047,6 +1046,7 @@ impl Driver {
                     "reason": reason,
                 })),
             },
+            "links": self.link_stats.json(),
             "nodes": list,
         })
     }

@@ -16,7 +16,8 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::mpsc::{Sender, channel};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -31,10 +32,13 @@ use vpbox_ledger::tx::{Payload, Tx};
 use vpbox_sm::sm2::PublicKey;
 
 use crate::api::ReadApi;
+use crate::blocks::BlockServer;
 use crate::genesis::{Address, Genesis};
 use crate::http::{Limits, serve};
+use crate::inbox::{Inbox, Outbox, Source};
+use crate::link::{Identity, Members, Prover};
 use crate::node::{Driver, Event, Outcome, StartError, signer_thread, tracing_line};
-use crate::peer::{Links, PeerMsg, listen};
+use crate::peer::{LinkHandler, LinkStats, Links, Peer, PeerMsg, Replays, listen};
 use crate::rpc::{Methods, RpcError, param};
 
 /// How long `anchor_put` waits for its commit before answering "pending".
@@ -138,16 +142,31 @@ pub fn run(config: &NodeConfig) -> Result<(), StartError> {
                 ledger.height().saturating_sub(1)
             ))
         })?;
-        let peers: Vec<_> =
-            entries.into_iter().filter(|n| n.id != id).map(|n| (n.id, n.peer)).collect();
+        let peers: Vec<Peer> = entries
+            .into_iter()
+            .filter(|n| n.id != id)
+            .map(|n| Peer { id: n.id, addr: n.peer, key: n.consensus_key })
+            .collect();
         (me, peers)
     };
     let ledger = Arc::new(RwLock::new(ledger));
 
     let peer_listener = bind(&me.peer, "peer socket")?;
     let rpc_listener = bind(&me.rpc, "rpc socket")?;
-    let links = Links::start(peers);
-    let (events, inbox) = channel();
+    let identity = Identity {
+        chain: genesis.hash.0,
+        id,
+        prover: Arc::new(SignerProver {
+            socket: config.signer_socket.clone(),
+            key: config.signer_key.clone(),
+            client: Mutex::new(None),
+        }),
+    };
+    let members = Members::default();
+    let stats = Arc::new(LinkStats::default());
+    let links = Links::start(identity.clone(), members.clone(), peers);
+    let inbox = Inbox::new();
+    let events = inbox.outbox(Source::Local);
     let (jobs, job_rx) = channel();
     {
         let (socket, key, events) =
@@ -157,20 +176,29 @@ pub fn run(config: &NodeConfig) -> Result<(), StartError> {
             .spawn(move || signer_thread(socket, key, job_rx, events))
             .map_err(|e| StartError(format!("thread: {e}")))?;
     }
-    let driver =
-        Driver::open(id, Arc::clone(&genesis), &config.data_dir, Arc::clone(&ledger), links, jobs)?;
+    let blocks = BlockServer::start(Arc::clone(&ledger), links.clone(), Arc::clone(&stats))
+        .map_err(|e| StartError(format!("thread: {e}")))?;
+    let driver = Driver::open(
+        id,
+        Arc::clone(&genesis),
+        &config.data_dir,
+        Arc::clone(&ledger),
+        links,
+        Arc::clone(&stats),
+        jobs,
+    )?;
     {
-        let on_frame = peer_handler(Arc::clone(&ledger), events.clone());
+        let on_link = peer_handler(Arc::clone(&ledger), &inbox, blocks, Arc::clone(&stats));
         std::thread::Builder::new()
             .name("peer-accept".into())
-            .spawn(move || listen(peer_listener, on_frame))
+            .spawn(move || listen(peer_listener, identity, members, stats, on_link))
             .map_err(|e| StartError(format!("thread: {e}")))?;
     }
     let api = NodeApi {
         read: ReadApi::new(Arc::clone(&ledger)),
         ledger,
         genesis: Arc::clone(&genesis),
-        events: Mutex::new(events),
+        events,
     };
     std::thread::Builder::new()
         .name("rpc".into())
@@ -186,42 +214,111 @@ pub fn run(config: &NodeConfig) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Checks what peers send before the driver sees it: transactions are verified here, on the
-/// connection's own thread.
+/// Signs this node's link proofs with its consensus key in the signer (one connection,
+/// shared by every link; a proof is signed once per connection).
+struct SignerProver {
+    socket: PathBuf,
+    key: String,
+    client: Mutex<Option<vpbox_signer_client::Client>>,
+}
+
+impl Prover for SignerProver {
+    fn prove(&self, payload: &[u8]) -> Result<[u8; 64], String> {
+        let mut client = self.client.lock().map_err(|_| "signer client lock".to_string())?;
+        for _ in 0..2 {
+            if client.is_none() {
+                *client = Some(
+                    vpbox_signer_client::Client::connect(&self.socket)
+                        .map_err(|e| e.to_string())?,
+                );
+            }
+            let Some(c) = client.as_mut() else { continue };
+            match c.sign(&self.key, vpbox_sm::Domain::LINK, payload) {
+                Ok(sig) => return Ok(sig.to_raw()),
+                Err(vpbox_signer_client::ClientError::Refused(status, msg)) => {
+                    return Err(format!("{status:?}: {msg}"));
+                }
+                Err(_) => *client = None,
+            }
+        }
+        Err("the signer is unreachable".into())
+    }
+}
+
+/// Whether a consensus envelope of this kind may come from a node other than the link's: the
+/// engine relays new views and heartbeats (their signatures are their authors').
+fn relayed(m: &vpbox_consensus::Message) -> bool {
+    matches!(m, vpbox_consensus::Message::NewView(_) | vpbox_consensus::Message::Heartbeat { .. })
+}
+
+/// Makes, for each authenticated link, the handler that checks what its peer sends before the
+/// driver sees it, on the link's own thread: replays within a short window are dropped before
+/// anything is verified, envelopes must be the link's node's own (but for relayed kinds),
+/// transactions are verified here, block requests go to the block server. Events go to the
+/// peer's own bounded queue in the driver's inbox.
 fn peer_handler(
     ledger: Arc<RwLock<Ledger>>,
-    events: Sender<Event>,
-) -> Arc<dyn Fn(PeerMsg) + Send + Sync> {
-    let events = Mutex::new(events);
-    Arc::new(move |msg| {
-        let ev = match msg {
-            PeerMsg::Consensus(bytes) => match vpbox_consensus::wire::decode(&bytes) {
-                Ok(env) => Event::Envelope(env),
-                Err(_) => return,
-            },
-            PeerMsg::Txs(list) => {
-                let txs: Vec<(Tx, Vec<u8>)> = list
-                    .into_iter()
-                    .filter_map(|b| {
-                        let tx = Tx::decode(&b).ok()?;
-                        // The signature is checked here; whether the submitter is admitted
-                        // is decided at execution, the same at every node.
-                        let key = signing_key(&*ledger.read().ok()?, &tx).ok()?;
-                        tx.verify(&key).is_valid().then_some((tx, b))
-                    })
-                    .collect();
-                if txs.is_empty() {
+    inbox: &Inbox,
+    blocks: BlockServer,
+    stats: Arc<LinkStats>,
+) -> Arc<dyn Fn(vpbox_consensus::NodeId) -> LinkHandler + Send + Sync> {
+    let outboxes: Mutex<std::collections::HashMap<vpbox_consensus::NodeId, Outbox>> =
+        Mutex::new(std::collections::HashMap::new());
+    let local = inbox.outbox(Source::Local);
+    Arc::new(move |peer| {
+        let events = outboxes.lock().ok().map(|mut o| {
+            o.entry(peer).or_insert_with(|| local.for_source(Source::Peer(peer))).clone()
+        });
+        let (ledger, blocks, stats) = (Arc::clone(&ledger), blocks.clone(), Arc::clone(&stats));
+        let mut replays = Replays::new();
+        Box::new(move |msg| {
+            let Some(events) = events.as_ref() else { return };
+            let ev = match msg {
+                PeerMsg::Consensus(bytes) => {
+                    if replays.is_replay(&bytes, std::time::Instant::now()) {
+                        stats.replayed.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    match vpbox_consensus::wire::decode(&bytes) {
+                        Ok(env) if env.from == peer || relayed(&env.message) => {
+                            Event::Envelope(env)
+                        }
+                        Ok(_) => {
+                            stats.mismatched.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                        Err(_) => {
+                            stats.malformed.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                    }
+                }
+                PeerMsg::Txs(list) => {
+                    let txs: Vec<(Tx, Vec<u8>)> = list
+                        .into_iter()
+                        .filter_map(|b| {
+                            let tx = Tx::decode(&b).ok()?;
+                            // The signature is checked here; whether the submitter is admitted
+                            // is decided at execution, the same at every node.
+                            let key = signing_key(&*ledger.read().ok()?, &tx).ok()?;
+                            tx.verify(&key).is_valid().then_some((tx, b))
+                        })
+                        .collect();
+                    if txs.is_empty() {
+                        return;
+                    }
+                    Event::PeerTxs(txs)
+                }
+                PeerMsg::WantTxs { hashes } => Event::WantTxs(peer, hashes),
+                PeerMsg::WantBlocks { after, upto, skip } => {
+                    blocks.request(peer, after, upto, skip);
                     return;
                 }
-                Event::PeerTxs(txs)
-            }
-            PeerMsg::WantTxs { from, hashes } => Event::WantTxs(from, hashes),
-            PeerMsg::WantBlocks { from, after, upto } => Event::WantBlocks(from, after, upto),
-            PeerMsg::Blocks(b) => Event::Blocks(b),
-        };
-        if let Ok(tx) = events.lock() {
-            let _ = tx.send(ev);
-        }
+                PeerMsg::Blocks(b) => Event::Blocks(b),
+                PeerMsg::Ping => return,
+            };
+            let _ = events.send(ev);
+        })
     })
 }
 
@@ -299,7 +396,7 @@ pub struct NodeApi {
     read: ReadApi,
     ledger: Arc<RwLock<Ledger>>,
     genesis: Arc<Genesis>,
-    events: Mutex<Sender<Event>>,
+    events: Outbox,
 }
 
 fn hex0x(b: &[u8]) -> String {
@@ -308,11 +405,7 @@ fn hex0x(b: &[u8]) -> String {
 
 impl NodeApi {
     fn send(&self, ev: Event) -> Result<(), RpcError> {
-        self.events
-            .lock()
-            .map_err(|_| RpcError::new(RpcError::INTERNAL, "node stopping"))?
-            .send(ev)
-            .map_err(|_| RpcError::new(RpcError::INTERNAL, "node stopping"))
+        self.events.send(ev).map_err(|_| RpcError::new(RpcError::INTERNAL, "node stopping"))
     }
 
     /// Decodes and checks a signed transaction: form, kind, signature, admission, age.
@@ -531,7 +624,7 @@ mod tests {
 
     use super::*;
 
-    fn api(dir: &Path) -> (NodeApi, std::sync::mpsc::Receiver<Event>) {
+    fn api(dir: &Path) -> (NodeApi, Inbox) {
         let ledger = Arc::new(RwLock::new(Ledger::open(dir).unwrap()));
         let genesis = Genesis {
             chain_id: "t".into(),
@@ -543,12 +636,12 @@ mod tests {
             roots: vec![],
             base: dir.to_path_buf(),
         };
-        let (events, inbox) = channel();
+        let inbox = Inbox::new();
         let api = NodeApi {
             read: ReadApi::new(Arc::clone(&ledger)),
             ledger,
             genesis: Arc::new(genesis),
-            events: Mutex::new(events),
+            events: inbox.outbox(Source::Local),
         };
         (api, inbox)
     }

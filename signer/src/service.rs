@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use vpbox_signer_client::link::LinkProof;
 use vpbox_signer_client::protocol::{Request, Response, Status, read_frame, write_frame};
 use vpbox_sm::{Domain, Signer};
 
@@ -163,6 +164,10 @@ impl Service {
                         Err((refusal, what)) => return (refusal, what),
                     },
                     Domain::SELFTEST => "selftest".to_string(),
+                    Domain::LINK => match k.admit_link(payload) {
+                        Ok(what) => what,
+                        Err(refusal) => return (refusal, String::new()),
+                    },
                     _ => {
                         let msg = format!("the signer does not sign in {}", domain.tag());
                         return (Response::Error(Status::BadRequest, msg), String::new());
@@ -242,6 +247,30 @@ impl Key {
             }
             Err(e) => Err((Response::Error(Status::Internal, e.to_string()), what)),
         }
+    }
+
+    /// Decides whether a link proof may be signed: it must decode as one and name this key's
+    /// node as the prover. Proofs answer fresh challenges and cannot conflict: unguarded.
+    fn admit_link(&self, payload: &[u8]) -> Result<String, Response> {
+        let Some(node) = self.node else {
+            let msg = "this key signs for no consensus node (no `node` in its config)";
+            return Err(Response::Error(Status::BadRequest, msg.into()));
+        };
+        let p = match LinkProof::decode(payload) {
+            Ok(p) => p,
+            Err(e) => {
+                self.refusals.count(Status::BadRequest);
+                return Err(Response::Error(Status::BadRequest, e.to_string()));
+            }
+        };
+        if p.from != node {
+            let msg =
+                format!("the link proof is from node {}, this key signs for node {node}", p.from);
+            self.refusals.count(Status::WrongSender);
+            self.refusals.note(&msg);
+            return Err(Response::Error(Status::WrongSender, msg));
+        }
+        Ok(format!("link-proof role={:?} from={} to={}", p.role, p.from, p.to))
     }
 
     /// Checks and writes under the lock; fsyncs outside it, so concurrent votes share one fsync

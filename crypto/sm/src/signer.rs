@@ -43,9 +43,13 @@ impl Domain {
     pub const GOVERNANCE: Self = Self("VPBOX/governance/v1");
     /// Self-test signatures of HSM health checks; never valid for anything else.
     pub const SELFTEST: Self = Self("VPBOX/selftest/v1");
+    /// Peer-link handshakes: a node's consensus key answers a fresh challenge, proving which
+    /// node is at the other end of a link (never a vote, never valid for anything else).
+    pub const LINK: Self = Self("VPBOX/link/v1");
 
     /// Every domain.
-    pub const ALL: [Self; 4] = [Self::CONSENSUS, Self::TX, Self::GOVERNANCE, Self::SELFTEST];
+    pub const ALL: [Self; 5] =
+        [Self::CONSENSUS, Self::TX, Self::GOVERNANCE, Self::SELFTEST, Self::LINK];
 
     /// The tag, as it appears in the signed message and on the signer's wire.
     pub fn tag(self) -> &'static str {

@@ -3,8 +3,10 @@
 //!
 //! - [`protocol`]: the framed binary protocol (sans-IO, bounded, never panics).
 //! - [`Client`]: a blocking client over the signer's Unix socket.
+//! - [`link`]: the peer-link proof a node's consensus key signs in the link domain.
 
 mod client;
+pub mod link;
 pub mod protocol;
 
 pub use client::{Client, ClientError};
