@@ -297,6 +297,10 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
     });
     assert_ne!(c.primary(entry) as u32, primary, "a view change replaced the primary");
 
+    // The dead primary's box taken over (its signer still answers): strangers and the
+    // compromised node attack the peer socket of a live node, which keeps committing.
+    hostile_peers(&c, entry, primary, &signer);
+
     // The killed node restarts and catches up; all four hold identical blocks.
     c.up();
     let target = c.height(entry);
@@ -391,6 +395,150 @@ fn compromised_signer_requests(c: &Cluster, node: u32, posp: &SoftwareSigner) {
     wait("the node to vote again", Duration::from_secs(30), || {
         guard(&mut signer)["highSeq"].as_u64().unwrap() > before.max(height + 3)
     });
+}
+
+/// Proves a node's identity on a peer link with its signer (as a compromised node process
+/// would), or with a stranger's key.
+type Prove = Box<dyn FnMut(&[u8]) -> Result<[u8; 64], String> + Send>;
+
+struct LinkProver(std::sync::Mutex<Prove>);
+
+impl vpbox_node::link::Prover for LinkProver {
+    fn prove(&self, payload: &[u8]) -> Result<[u8; 64], String> {
+        (self.0.lock().unwrap())(payload)
+    }
+}
+
+fn links(c: &Cluster, i: u32) -> Value {
+    c.rpc(i).call("node_getNodes", json!([])).unwrap()["links"].clone()
+}
+
+fn counter(v: &Value, name: &str) -> u64 {
+    v[name].as_u64().unwrap()
+}
+
+/// Attacks node `target`'s peer socket: a stranger's idle connections, frames without a
+/// handshake, a stranger claiming to be a member, then node `taken` (its node process dead,
+/// its signer answering) proving itself and sending spoofed, replayed, forged and oversized
+/// frames. Each is refused and counted; the node commits throughout.
+fn hostile_peers(c: &Cluster, target: u32, taken: u32, posp: &SoftwareSigner) {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use vpbox_consensus::{Digest, Envelope, Message, NodeId, SeqNo, Signature, View, Vote};
+    use vpbox_node::link::Identity;
+    use vpbox_node::peer::{PeerMsg, read_frame, write_frame};
+
+    let sock = c.dir.join(format!("node{target}/peer.sock"));
+    let genesis = vpbox_node::genesis::Genesis::load(&c.dir.join("genesis.json")).unwrap();
+    let target_key = genesis.nodes.iter().find(|n| n.id.0 == target).unwrap().consensus_key.clone();
+    let mut rpc = c.rpc(target);
+    let mut next = 5000u64;
+    let mut commit_one = |rpc: &mut Rpc| {
+        next += 1;
+        let t = tx(posp, next, now_ms(), Payload::AnchorPut { key: key(next), value: key(7) });
+        assert_eq!(put(rpc, &t, true).unwrap()["ok"], json!(true), "the node commits");
+    };
+    let before = links(c, target);
+
+    // 63 idle connections from a stranger: at most 16 wait in their handshake, each is closed
+    // within 5 s, and the node commits meanwhile.
+    let opened = Instant::now();
+    let idle: Vec<UnixStream> = (0..63).map(|_| UnixStream::connect(&sock).unwrap()).collect();
+    commit_one(&mut rpc);
+    for mut conn in idle {
+        conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut rest = Vec::new();
+        conn.read_to_end(&mut rest).expect("closed by the node, not timed out");
+    }
+    assert!(opened.elapsed() < Duration::from_secs(8), "closed within 5 s: {:?}", opened.elapsed());
+    let after = links(c, target);
+    assert!(counter(&after, "evicted") >= counter(&before, "evicted") + 47, "{after}");
+
+    // A frame without a handshake (a version-1 `WantBlocks` naming another node as the
+    // requester): the node sends its hello and closes the link, nothing else.
+    let mut conn = UnixStream::connect(&sock).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut v1 = vec![1u8, 4, 0, 0, 0, 2];
+    v1.extend_from_slice(&0u64.to_be_bytes());
+    v1.extend_from_slice(&100u64.to_be_bytes());
+    write_frame(&mut conn, &v1).unwrap();
+    let hello = read_frame(&mut conn, 1 << 20).unwrap().expect("the node's hello");
+    assert_eq!(&hello[..12], b"VPBOX-HELO/1");
+    assert!(!matches!(read_frame(&mut conn, 1 << 20), Ok(Some(_))), "nothing but the hello");
+
+    // A stranger's key claiming to be the taken node: refused.
+    let stranger = SoftwareSigner::new(SecretKey::generate().unwrap());
+    let soft = move |p: &[u8]| -> Result<[u8; 64], String> {
+        let digest = vpbox_sm::sm3::hash(p).0;
+        stranger
+            .sign(vpbox_sm::Domain::LINK, &digest)
+            .map(|s| s.to_raw())
+            .map_err(|e| e.to_string())
+    };
+    let me = |prove: Prove| Identity {
+        chain: genesis.hash.0,
+        id: NodeId(taken),
+        prover: std::sync::Arc::new(LinkProver(std::sync::Mutex::new(prove))),
+    };
+    let refused_before = counter(&links(c, target), "refused");
+    let mut conn = UnixStream::connect(&sock).unwrap();
+    let r =
+        vpbox_node::link::dial(&mut conn, &me(Box::new(soft)), NodeId(target), target_key.clone());
+    assert!(r.is_err(), "a stranger's proof");
+    wait("the refusal to be counted", Duration::from_secs(5), || {
+        counter(&links(c, target), "refused") > refused_before
+    });
+
+    // The taken node proves itself with its own signer, then lies.
+    let signer_sock = c.dir.join(format!("node{taken}/signer.sock"));
+    let mut client = vpbox_signer::Client::connect(&signer_sock).unwrap();
+    let real = move |p: &[u8]| -> Result<[u8; 64], String> {
+        client
+            .sign("consensus", vpbox_sm::Domain::LINK, p)
+            .map(|s| s.to_raw())
+            .map_err(|e| e.to_string())
+    };
+    let mut conn = UnixStream::connect(&sock).unwrap();
+    vpbox_node::link::dial(&mut conn, &me(Box::new(real)), NodeId(target), target_key).unwrap();
+    let before = links(c, target);
+    let nodes = c.rpc(target).call("node_getNodes", json!([])).unwrap();
+    let view = nodes["view"].as_u64().unwrap();
+    let frame = |env: &Envelope| PeerMsg::Consensus(vpbox_consensus::wire::encode(env)).encode();
+    let vote = |seq: u64| Vote { view: View(view), seq: SeqNo(seq), digest: Digest([0xab; 32]) };
+    // Another node's vote sent as its own: dropped and counted, never verified.
+    let spoofed = Envelope {
+        from: NodeId(if taken == 1 { 2 } else { 1 }),
+        message: Message::Prepare(vote(1)),
+        signature: Signature(vec![1; 64]),
+    };
+    write_frame(&mut conn, &frame(&spoofed)).unwrap();
+    // A forged commit far ahead: its signature fails, so the node shows no such height.
+    let forged = Envelope {
+        from: NodeId(taken),
+        message: Message::Commit(vote(999_999_999_999)),
+        signature: Signature(vec![2; 64]),
+    };
+    let forged = frame(&forged);
+    // Replayed 2,000 times: one is verified, the rest dropped unverified.
+    for _ in 0..2000 {
+        write_frame(&mut conn, &forged).unwrap();
+    }
+    conn.flush().unwrap();
+    wait("the spoofed and replayed frames to be counted", Duration::from_secs(10), || {
+        let now = links(c, target);
+        counter(&now, "mismatched") > counter(&before, "mismatched")
+            && counter(&now, "replayed") >= counter(&before, "replayed") + 1999
+    });
+    commit_one(&mut rpc);
+    let nodes = c.rpc(target).call("node_getNodes", json!([])).unwrap();
+    let seen = nodes["nodes"].as_array().unwrap().iter().find(|n| n["id"] == json!(taken)).unwrap();
+    assert!(seen["height"].as_u64().unwrap() < 1_000_000, "height from a forged commit: {seen}");
+    // A frame over the cap: the link is closed before its body is read.
+    conn.write_all(&(64u32 << 20).to_be_bytes()).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut rest = Vec::new();
+    conn.read_to_end(&mut rest).expect("the node closes the link");
+    commit_one(&mut rpc);
 }
 
 /// The admin of `bank` approves (or, with `submit`, submits) the proposal in `file` with the
