@@ -275,3 +275,37 @@ fn a_key_without_a_node_signs_no_consensus_message() {
     let mut c = Client::connect(&run.socket).unwrap();
     assert_eq!(refused(c.sign("consensus", Domain::CONSENSUS, &vote)), Some(Status::BadRequest));
 }
+
+#[test]
+fn link_proofs_are_signed_for_the_keys_node_only_and_never_as_votes() {
+    use vpbox_signer::link::{LinkProof, Role};
+    let state = tempfile::tempdir().unwrap();
+    let signer = key();
+    let public = signer.public_key().clone();
+    let run = start(signer, state.path(), vec![my_uid()]);
+    let mut c = Client::connect(&run.socket).unwrap();
+    let proof = |from: u32| LinkProof {
+        role: Role::Dial,
+        chain: [1; 32],
+        from,
+        to: 9,
+        challenge: [2; 32],
+        nonce: [3; 32],
+    };
+    let mine = proof(NODE).encode();
+    let sig = c.sign("consensus", Domain::LINK, &mine).unwrap();
+    let digest = vpbox_sm::sm3::hash(&mine).0;
+    assert!(public.verify_in(Domain::LINK, &digest, &sig).is_valid());
+    assert!(!public.verify_in(Domain::CONSENSUS, &digest, &sig).is_valid(), "never a vote");
+    // Another node's proof, or bytes that are no proof (a vote among them), are refused.
+    assert_eq!(
+        refused(c.sign("consensus", Domain::LINK, &proof(NODE + 1).encode())),
+        Some(Status::WrongSender)
+    );
+    let vote = payload(0, NODE, &guarded_pairs(0)[1].1);
+    for bytes in [&vote[..], b"", &mine[..mine.len() - 1]] {
+        assert_eq!(refused(c.sign("consensus", Domain::LINK, bytes)), Some(Status::BadRequest));
+    }
+    // A link proof is no consensus payload either.
+    assert_eq!(refused(c.sign("consensus", Domain::CONSENSUS, &mine)), Some(Status::BadRequest));
+}
