@@ -136,29 +136,13 @@ impl Journal {
                 Self { path: path.to_path_buf(), file, bytes: MAGIC.len() as u64, failed: false };
             return Ok(Opened { journal, records: Vec::new(), torn });
         }
-        if data[..MAGIC.len()] != MAGIC[..] {
-            return Err(corrupt(0, "bad magic"));
+        let parsed = parse(&data).map_err(|(offset, reason)| corrupt(offset, reason))?;
+        if let Some(t) = &parsed.torn {
+            file.set_len(t.offset).map_err(io)?;
+            file.sync_all().map_err(io)?;
         }
-        let mut records = Vec::new();
-        let mut at = MAGIC.len();
-        while at < data.len() {
-            match scan(&data[at..]) {
-                Scan::Record(body, used) => {
-                    records.push(body.to_vec());
-                    at += used;
-                }
-                Scan::Torn(reason) => {
-                    let bytes = (data.len() - at) as u64;
-                    torn = Some(Torn { offset: at as u64, bytes, reason });
-                    file.set_len(at as u64).map_err(io)?;
-                    file.sync_all().map_err(io)?;
-                    break;
-                }
-                Scan::Corrupt(reason) => return Err(corrupt(at as u64, reason)),
-            }
-        }
-        let journal = Self { path: path.to_path_buf(), file, bytes: at as u64, failed: false };
-        Ok(Opened { journal, records, torn })
+        let journal = Self { path: path.to_path_buf(), file, bytes: parsed.len, failed: false };
+        Ok(Opened { journal, records: parsed.records, torn: parsed.torn })
     }
 
     fn io(&self) -> impl Fn(std::io::Error) -> JournalError + '_ {
@@ -296,6 +280,43 @@ pub fn frame(body: &[u8]) -> Result<Vec<u8>, JournalError> {
     rec.extend_from_slice(body);
     rec.extend_from_slice(&body_sum(len, body));
     Ok(rec)
+}
+
+/// What [`parse`] found in a log's bytes.
+#[derive(Debug)]
+pub struct Parsed {
+    /// Every record, in order.
+    pub records: Vec<Vec<u8>>,
+    /// The torn tail, if any: the log's bytes end at its offset once it is cut off.
+    pub torn: Option<Torn>,
+    /// The length of the log without its torn tail.
+    pub len: u64,
+}
+
+/// Reads a whole log's bytes (magic included, at least [`MAGIC`]'s length) by the rules of the
+/// module docs, without touching any file: what [`Journal::open`] does after reading, and what
+/// a simulated disk uses to recover the same way. Corruption is `Err((offset, reason))`.
+pub fn parse(data: &[u8]) -> Result<Parsed, (u64, &'static str)> {
+    if data.get(..MAGIC.len()) != Some(&MAGIC[..]) {
+        return Err((0, "bad magic"));
+    }
+    let mut records = Vec::new();
+    let mut at = MAGIC.len();
+    while at < data.len() {
+        match scan(&data[at..]) {
+            Scan::Record(body, used) => {
+                records.push(body.to_vec());
+                at += used;
+            }
+            Scan::Torn(reason) => {
+                let bytes = (data.len() - at) as u64;
+                let torn = Some(Torn { offset: at as u64, bytes, reason });
+                return Ok(Parsed { records, torn, len: at as u64 });
+            }
+            Scan::Corrupt(reason) => return Err((at as u64, reason)),
+        }
+    }
+    Ok(Parsed { records, torn: None, len: at as u64 })
 }
 
 enum Scan<'a> {

@@ -13,7 +13,9 @@ use std::path::Path;
 
 use vpbox_sm::sm3::Digest;
 
-use vpbox_journal::{Journal, JournalError};
+use vpbox_journal::JournalError;
+
+use crate::host::Log;
 
 /// Why the intake could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -33,9 +35,8 @@ pub enum IntakeError {
 }
 
 /// The durable queue of acknowledged, uncommitted transactions, keyed by transaction hash.
-#[derive(Debug)]
 pub struct Intake {
-    log: Journal,
+    log: Box<dyn Log>,
     pending: HashMap<Digest, Vec<u8>>,
     order: VecDeque<Digest>,
     forgotten: usize,
@@ -47,6 +48,16 @@ impl Intake {
     /// acknowledged, so it is never dropped silently.
     pub fn open(path: &Path, key: impl Fn(&[u8]) -> Option<Digest>) -> Result<Self, IntakeError> {
         let (log, records) = crate::log::open(path)?;
+        Self::from_log(Box::new(log), records, path, key)
+    }
+
+    /// The intake over an opened log and the records it held (`path` names it in errors).
+    pub fn from_log(
+        log: Box<dyn Log>,
+        records: Vec<Vec<u8>>,
+        path: &Path,
+        key: impl Fn(&[u8]) -> Option<Digest>,
+    ) -> Result<Self, IntakeError> {
         let mut intake =
             Self { log, pending: HashMap::new(), order: VecDeque::new(), forgotten: 0 };
         for (index, bytes) in records.into_iter().enumerate() {
@@ -120,8 +131,9 @@ impl Intake {
         if self.forgotten > 1024.max(self.pending.len()) {
             self.order.retain(|h| self.pending.contains_key(h));
             let pending = &self.pending;
-            self.log
-                .rewrite(self.order.iter().filter_map(|h| pending.get(h).map(Vec::as_slice)))?;
+            self.log.rewrite(
+                &mut self.order.iter().filter_map(|h| pending.get(h).map(Vec::as_slice)),
+            )?;
             self.forgotten = 0;
         }
         Ok(())

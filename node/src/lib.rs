@@ -1,7 +1,8 @@
 //! The VP node: the shell around the consensus engine, the ledger and the API.
 //!
 //! - [`service`]: `vpbox node run`: wires everything together; the write methods of the API.
-//! - [`node`]: the driver that owns the engine and carries out its effects.
+//! - [`node`]: the driver that owns the engine and carries out its effects; [`host`]: the seams
+//!   it reaches the world through (clock, transport, logs, signer), real and simulated.
 //! - [`genesis`]: the consortium's founding file.
 //! - [`peer`]: the framed protocol between nodes and the links that carry it; [`link`]: the
 //!   handshake that proves which node is at each end of a link; [`blocks`]: the block server
@@ -22,6 +23,7 @@ pub mod api;
 pub mod blocks;
 pub mod client;
 pub mod genesis;
+pub mod host;
 pub mod http;
 pub mod inbox;
 pub mod intake;

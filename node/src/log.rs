@@ -32,13 +32,19 @@ pub type WalRecords = Vec<(Vec<u8>, WalRecord)>;
 /// passed its checksum but does not decode stops the node like corruption does.
 pub fn open_wal(path: &Path) -> Result<(Journal, WalRecords), String> {
     let (journal, raw) = open(path).map_err(|e| e.to_string())?;
+    Ok((journal, decode_wal(path, raw)?))
+}
+
+/// Decodes the WAL's raw records (`path` names it in errors): a record that passed its
+/// checksum but does not decode stops the node like corruption does.
+pub fn decode_wal(path: &Path, raw: Vec<Vec<u8>>) -> Result<WalRecords, String> {
     let mut records = Vec::with_capacity(raw.len());
     for (index, bytes) in raw.into_iter().enumerate() {
         let record = decode_record(&bytes)
             .map_err(|e| format!("WAL {}: record {index} unreadable: {e}", path.display()))?;
         records.push((bytes, record));
     }
-    Ok((journal, records))
+    Ok(records)
 }
 
 #[cfg(test)]

@@ -51,10 +51,10 @@ use vpbox_sm::sm2::{PublicKey, Signature};
 use vpbox_sm::sm3::{Digest, hash};
 
 use crate::genesis::{Genesis, NodeEntry};
+use crate::host::{Clock, Log, SignQueue, SystemClock, Transport};
 use crate::inbox::{Closed, Inbox, Outbox};
 use crate::intake::Intake;
 use crate::peer::{FRAME_BUDGET, LinkStats, Links, PeerMsg};
-use vpbox_journal::Journal;
 
 /// Most transactions waiting for consensus before new ones are refused as busy.
 pub const POOL_MAX: usize = 200_000;
@@ -236,16 +236,45 @@ struct StateFetch {
     next_peer: usize,
 }
 
+/// What a driver is made of: its identity and founding file, the ledger, and the seams of
+/// [`crate::host`] it reaches the world through. [`Driver::open`] makes the real ones; the
+/// simulator makes simulated ones.
+pub struct Host<V> {
+    /// This node.
+    pub id: NodeId,
+    /// The founding file.
+    pub genesis: Arc<Genesis>,
+    /// Checks consensus signatures.
+    pub verifier: V,
+    /// The ledger (RocksDB), shared with the API and the block server.
+    pub ledger: Arc<RwLock<Ledger>>,
+    /// The consensus WAL and its records.
+    pub wal: (Box<dyn Log>, crate::log::WalRecords),
+    /// The durable intake.
+    pub intake: Intake,
+    /// The peer links.
+    pub transport: Box<dyn Transport>,
+    /// The signer.
+    pub signer: Box<dyn SignQueue>,
+    /// The clocks.
+    pub clock: Box<dyn Clock>,
+    /// What the links refused (shown in `node_getNodes`).
+    pub link_stats: Arc<LinkStats>,
+    /// Stops the node on a failure it cannot continue past (the process exits; the simulator
+    /// fails the seed).
+    pub fatal: fn(&str) -> !,
+}
+
 /// The driver's state.
-pub struct Driver {
+pub struct Driver<V: Verifier + Clone = Sm2Verifier> {
     id: NodeId,
     genesis: Arc<Genesis>,
-    verifier: Sm2Verifier,
-    engine: Engine<Sm2Verifier>,
+    verifier: V,
+    engine: Engine<V>,
     ledger: Arc<RwLock<Ledger>>,
     /// Executed, uncommitted blocks above the tip, in order (a block's height is its seq).
     spec: Vec<Executed>,
-    wal: Journal,
+    wal: Box<dyn Log>,
     wal_dirty: bool,
     wal_compacted_at: u64,
     wal_records: Vec<Vec<u8>>,
@@ -257,8 +286,10 @@ pub struct Driver {
     staged: Option<Staged>,
     timers: HashMap<Timer, Instant>,
     waiters: HashMap<Digest, Vec<Sender<Outcome>>>,
-    links: Links,
-    signer: Sender<SignJob>,
+    links: Box<dyn Transport>,
+    signer: Box<dyn SignQueue>,
+    clock: Box<dyn Clock>,
+    fatal: fn(&str) -> !,
     seen: HashMap<NodeId, PeerSeen>,
     inputs: VecDeque<Input>,
     signer_refusals: SignerRefusals,
@@ -275,7 +306,8 @@ fn err(what: &str) -> impl Fn(&dyn std::fmt::Display) -> StartError + '_ {
 }
 
 impl Driver {
-    /// Opens the node's state under `data_dir` and restores the engine from it.
+    /// Opens the node's state under `data_dir` (its WAL and intake journals) and restores the
+    /// engine from it, with the real clock, links and signer.
     pub fn open(
         id: NodeId,
         genesis: Arc<Genesis>,
@@ -285,16 +317,49 @@ impl Driver {
         link_stats: Arc<LinkStats>,
         signer: Sender<SignJob>,
     ) -> Result<Self, StartError> {
-        let config = genesis.consensus_config().map_err(|e| err("genesis")(&e))?;
-        let verifier = Sm2Verifier::default();
-        let engine = Engine::new(id, config, genesis.params.clone(), verifier.clone())
-            .map_err(|e| err("consensus")(&e))?;
         let (wal, wal_records) =
             crate::log::open_wal(&data_dir.join("consensus.wal")).map_err(StartError)?;
         let intake =
             Intake::open(&data_dir.join("intake.log"), |b| Tx::decode(b).ok().map(|t| t.hash()))
                 .map_err(|e| err("intake")(&e))?;
+        Self::start(Host {
+            id,
+            genesis,
+            verifier: Sm2Verifier::default(),
+            ledger,
+            wal: (Box::new(wal), wal_records),
+            intake,
+            transport: Box::new(links),
+            signer: Box::new(signer),
+            clock: Box::new(SystemClock),
+            link_stats,
+            fatal,
+        })
+    }
+}
+
+impl<V: Verifier + Clone> Driver<V> {
+    /// Makes the driver from its parts and restores the engine from the WAL, the ledger and
+    /// the intake.
+    pub fn start(host: Host<V>) -> Result<Self, StartError> {
+        let Host {
+            id,
+            genesis,
+            verifier,
+            ledger,
+            wal: (wal, wal_records),
+            intake,
+            transport,
+            signer,
+            clock,
+            link_stats,
+            fatal,
+        } = host;
+        let config = genesis.consensus_config().map_err(|e| err("genesis")(&e))?;
+        let engine = Engine::new(id, config, genesis.params.clone(), verifier.clone())
+            .map_err(|e| err("consensus")(&e))?;
         let wal_compacted_at = wal.bytes();
+        let now = clock.now();
         let mut d = Self {
             id,
             genesis,
@@ -308,14 +373,16 @@ impl Driver {
             wal_records: Vec::new(),
             intake,
             pool: HashMap::new(),
-            regossiped: Instant::now(),
+            regossiped: now,
             parked: None,
             fetch: None,
             staged: None,
             timers: HashMap::new(),
             waiters: HashMap::new(),
-            links,
+            links: transport,
             signer,
+            clock,
+            fatal,
             seen: HashMap::new(),
             inputs: VecDeque::new(),
             signer_refusals: SignerRefusals::default(),
@@ -363,7 +430,7 @@ impl Driver {
             if committed {
                 done.push(h);
             } else if let Ok(tx) = Tx::decode(&bytes) {
-                self.pool.insert(h, (tx, Arc::new(bytes), Instant::now()));
+                self.pool.insert(h, (tx, Arc::new(bytes), self.clock.now()));
                 self.inputs.push_back(Input::Transaction(CDigest(h.0)));
             }
         }
@@ -375,24 +442,42 @@ impl Driver {
     /// Runs until every sender of the inbox is gone.
     pub fn run(mut self, inbox: Inbox) {
         loop {
-            let now = Instant::now();
-            let next = self.timers.values().min().copied();
-            let wait = next.map_or(RETRY, |t| t.saturating_duration_since(now)).min(RETRY);
+            let wait = self.deadline().saturating_duration_since(self.clock.now());
             match inbox.recv(wait, 4096) {
                 Ok(batch) if batch.is_empty() => {}
-                Ok(batch) => self.events(batch),
+                Ok(batch) => self.handle(batch),
                 Err(Closed) => return,
             }
-            let now = Instant::now();
-            let due: Vec<Timer> =
-                self.timers.iter().filter(|(_, t)| **t <= now).map(|(k, _)| *k).collect();
-            for t in due {
-                self.timers.remove(&t);
-                self.inputs.push_back(Input::Timeout(t));
-            }
-            self.retry();
-            self.pump();
+            self.tick();
         }
+    }
+
+    /// When [`Self::tick`] is next due: the nearest timer, or a retry period from now.
+    pub fn deadline(&self) -> Instant {
+        let now = self.clock.now();
+        let retry = now + RETRY;
+        self.timers.values().min().map_or(retry, |t| (*t).min(retry))
+    }
+
+    /// Fires the timers that are due, retries parked executions, state fetches and gossip, and
+    /// carries out what follows.
+    pub fn tick(&mut self) {
+        let now = self.clock.now();
+        let mut due: Vec<(Instant, Timer)> =
+            self.timers.iter().filter(|(_, t)| **t <= now).map(|(k, t)| (*t, *k)).collect();
+        // In deadline order, so that a run is the same whatever the map's order.
+        due.sort_unstable();
+        for (_, t) in due {
+            self.timers.remove(&t);
+            self.inputs.push_back(Input::Timeout(t));
+        }
+        self.retry();
+        self.pump();
+    }
+
+    /// Takes a batch of events from the inbox.
+    pub fn handle(&mut self, batch: Vec<Event>) {
+        self.events(batch);
     }
 
     fn events(&mut self, batch: Vec<Event>) {
@@ -414,9 +499,8 @@ impl Driver {
                 }
                 Event::SignerRefused(reason) => {
                     self.signer_refusals.count += 1;
-                    #[allow(clippy::disallowed_methods)] // when it happened, shown to operators
-                    let at = SystemTime::now();
-                    self.signer_refusals.last = Some((Instant::now(), at, reason));
+                    let (now, at) = (self.clock.now(), self.clock.wall());
+                    self.signer_refusals.last = Some((now, at, reason));
                 }
             }
         }
@@ -430,8 +514,9 @@ impl Driver {
     }
 
     fn note_peer(&mut self, from: NodeId, height: SeqNo) {
-        let e = self.seen.entry(from).or_insert(PeerSeen { at: Instant::now(), height: 0 });
-        e.at = Instant::now();
+        let now = self.clock.now();
+        let e = self.seen.entry(from).or_insert(PeerSeen { at: now, height: 0 });
+        e.at = now;
         e.height = e.height.max(height.0);
     }
 
@@ -466,13 +551,14 @@ impl Driver {
             tracing_line(&format!("intake: {f}"));
         } else {
             let mut gossip = Vec::new();
+            let now = self.clock.now();
             for (h, tx, bytes) in fresh.iter() {
                 let h = *h;
                 let bytes = Arc::new(bytes.clone());
                 if client.is_some() {
                     gossip.push(bytes.as_ref().clone());
                 }
-                self.pool.insert(h, (tx.clone(), bytes, Instant::now()));
+                self.pool.insert(h, (tx.clone(), bytes, now));
                 self.inputs.push_back(Input::Transaction(CDigest(h.0)));
             }
             for frame in PeerMsg::txs_in_frames(gossip) {
@@ -533,7 +619,7 @@ impl Driver {
     fn sync_wal(&mut self) {
         if self.wal_dirty {
             if let Err(e) = self.wal.sync() {
-                fatal(&format!("WAL: {e}"));
+                (self.fatal)(&format!("WAL: {e}"));
             }
             self.wal_dirty = false;
         }
@@ -544,7 +630,7 @@ impl Driver {
             Effect::Persist(rec) => {
                 let bytes = encode_record(&rec);
                 if let Err(e) = self.wal.append(&bytes) {
-                    fatal(&format!("WAL: {e}"));
+                    (self.fatal)(&format!("WAL: {e}"));
                 }
                 self.wal_dirty = true;
                 self.wal_records.push(bytes);
@@ -552,9 +638,7 @@ impl Driver {
                     self.compact_wal(p.seq);
                 }
             }
-            Effect::Sign { token, payload } => {
-                let _ = self.signer.send(SignJob { token, payload });
-            }
+            Effect::Sign { token, payload } => self.signer.sign(token, payload),
             Effect::Send { to, envelope } => {
                 self.links.send(to, &PeerMsg::Consensus(vpbox_consensus::wire::encode(&envelope)))
             }
@@ -562,7 +646,7 @@ impl Driver {
                 self.links.broadcast(&PeerMsg::Consensus(vpbox_consensus::wire::encode(&envelope)))
             }
             Effect::SetTimer { timer, after_ms } => {
-                self.timers.insert(timer, Instant::now() + Duration::from_millis(after_ms));
+                self.timers.insert(timer, self.clock.now() + Duration::from_millis(after_ms));
             }
             Effect::CancelTimer(timer) => {
                 self.timers.remove(&timer);
@@ -633,12 +717,12 @@ impl Driver {
         let mut records: Vec<Vec<u8>> = last_view.into_iter().chain(last_stable).collect();
         records.extend(keep);
         self.sync_wal();
-        match self.wal.rewrite(records.iter().map(Vec::as_slice)) {
+        match self.wal.rewrite(&mut records.iter().map(Vec::as_slice)) {
             Ok(()) => {
                 self.wal_records = records;
                 self.wal_compacted_at = self.wal.bytes();
             }
-            Err(e) => fatal(&format!("WAL compaction: {e}")),
+            Err(e) => (self.fatal)(&format!("WAL compaction: {e}")),
         }
     }
 
@@ -662,11 +746,14 @@ impl Driver {
             }
         }
         if !missing.is_empty() {
-            let due =
-                self.parked.as_ref().is_some_and(|p| p.asked.is_none_or(|t| t.elapsed() >= RETRY));
+            let now = self.clock.now();
+            let due = self
+                .parked
+                .as_ref()
+                .is_some_and(|p| p.asked.is_none_or(|t| now.saturating_duration_since(t) >= RETRY));
             if due {
                 if let Some(p) = self.parked.as_mut() {
-                    p.asked = Some(Instant::now());
+                    p.asked = Some(now);
                 }
                 self.links.broadcast(&PeerMsg::WantTxs { hashes: missing });
             }
@@ -684,7 +771,7 @@ impl Driver {
         }
         let executed = match self.ledger.read().map(|l| l.execute(&self.spec, txs)) {
             Ok(Ok(e)) => e,
-            Ok(Err(e)) => fatal(&format!("execute {}: {e}", seq.0)),
+            Ok(Err(e)) => (self.fatal)(&format!("execute {}: {e}", seq.0)),
             Err(_) => return,
         };
         let result = CDigest(executed.block.header.hash().0);
@@ -711,7 +798,7 @@ impl Driver {
         if executed.block.header.hash().0 != result.0
             || executed.block.tx_hashes.len() != batch.txs.len()
         {
-            fatal(&format!("commit of {} differs from what this node executed", seq.0));
+            (self.fatal)(&format!("commit of {} differs from what this node executed", seq.0));
         }
         self.write_block(&executed, certificate);
         self.committed_block(&executed);
@@ -734,7 +821,7 @@ impl Driver {
         let Ok(genesis) = self.genesis.consensus_config() else { return Vec::new() };
         let changes = match self.ledger.read().map(|l| l.node_changes()) {
             Ok(Ok(c)) => c,
-            Ok(Err(e)) => fatal(&format!("ledger: {e}")),
+            Ok(Err(e)) => (self.fatal)(&format!("ledger: {e}")),
             Err(_) => return Vec::new(),
         };
         derive_configs(genesis, &changes, self.genesis.params.checkpoint_interval)
@@ -762,13 +849,13 @@ impl Driver {
             .filter_map(|n| self.genesis.entry(n).ok())
             .map(|e| crate::peer::Peer { id: e.id, addr: e.peer, key: e.consensus_key })
             .collect();
-        self.links.set(peers);
+        self.links.set_peers(peers);
     }
 
     fn write_block(&self, executed: &Executed, certificate: &[u8]) {
-        let Ok(mut ledger) = self.ledger.write() else { fatal("ledger lock poisoned") };
+        let Ok(mut ledger) = self.ledger.write() else { (self.fatal)("ledger lock poisoned") };
         if let Err(e) = ledger.commit(executed, certificate) {
-            fatal(&format!("commit {}: {e}", executed.block.header.height));
+            (self.fatal)(&format!("commit {}: {e}", executed.block.header.height));
         }
     }
 
@@ -798,7 +885,7 @@ impl Driver {
             }
         }
         if let Err(e) = self.intake.committed(hashes) {
-            fatal(&format!("intake: {e}"));
+            (self.fatal)(&format!("intake: {e}"));
         }
     }
 
@@ -810,9 +897,12 @@ impl Driver {
         let peers: Vec<NodeId> =
             self.genesis.nodes.iter().map(|n| n.id).filter(|i| *i != self.id).collect();
         let height = self.height();
+        let now = self.clock.now();
         if let Some(f) = self.fetch.as_mut() {
-            if f.asked.is_none_or(|t| t.elapsed() >= RETRY) && !peers.is_empty() {
-                f.asked = Some(Instant::now());
+            if f.asked.is_none_or(|t| now.saturating_duration_since(t) >= RETRY)
+                && !peers.is_empty()
+            {
+                f.asked = Some(now);
                 let to = peers[f.next_peer % peers.len()];
                 f.next_peer += 1;
                 // The next block's transactions already here, in its order, are not sent again.
@@ -830,15 +920,16 @@ impl Driver {
     /// way, so its request timer runs too and a silent primary is replaced by a quorum, not
     /// suspected by one lonely replica.
     fn regossip(&mut self) {
-        if self.regossiped.elapsed() < Duration::from_secs(2) {
+        let now = self.clock.now();
+        if now.saturating_duration_since(self.regossiped) < Duration::from_secs(2) {
             return;
         }
-        self.regossiped = Instant::now();
+        self.regossiped = now;
         let old: Vec<Vec<u8>> = self
             .intake
             .pending()
             .filter_map(|(h, _)| self.pool.get(h))
-            .filter(|(_, _, at)| at.elapsed() >= Duration::from_secs(1))
+            .filter(|(_, _, at)| now.saturating_duration_since(*at) >= Duration::from_secs(1))
             .take(1000)
             .map(|(_, b, _)| b.as_ref().clone())
             .collect();
@@ -995,17 +1086,16 @@ impl Driver {
                 .unwrap_or_else(|| self.genesis.nodes.clone()),
             Err(_) => self.genesis.nodes.clone(),
         };
+        let now = self.clock.now();
         let list: Vec<Value> = members
             .iter()
             .map(|n| {
                 let me = n.id == self.id;
                 let seen = self.seen.get(&n.id);
-                let delay = seen.map(|s| s.at.elapsed().as_millis() as u64);
-                let refusing = self
-                    .signer_refusals
-                    .last
-                    .as_ref()
-                    .is_some_and(|(at, _, _)| at.elapsed().as_millis() < SIGNER_REFUSING_MS);
+                let delay = seen.map(|s| now.saturating_duration_since(s.at).as_millis() as u64);
+                let refusing = self.signer_refusals.last.as_ref().is_some_and(|(at, _, _)| {
+                    now.saturating_duration_since(*at).as_millis() < SIGNER_REFUSING_MS
+                });
                 let status = if me {
                     if refusing {
                         "signer-refusing"

@@ -307,30 +307,37 @@ impl LinkStats {
     }
 }
 
-/// The digests of the frames one link delivered recently: a frame seen again within
-/// [`Replays::WINDOW`] is a replay and is dropped before anything verifies it. Honest nodes
-/// re-send a message only on their timers, seconds apart (`heartbeat_interval_ms`, 3 s by
-/// default, is the shortest), and sign each heartbeat afresh, so the window never drops one.
+/// The digests of the frames one link delivered recently: a frame seen again within the
+/// window is a replay and is dropped before anything verifies it. Honest nodes re-send a
+/// message only on their timers, seconds apart; the shortest is the heartbeat, and the window
+/// is at most half of it ([`Replays::window_for`]), so an honest heartbeat is never dropped
+/// even when its signature is deterministic (the same bytes for the same view).
 pub struct Replays {
     seen: HashMap<Digest, Instant>,
     order: VecDeque<(Digest, Instant)>,
+    window: Duration,
 }
 
 impl Replays {
-    /// How long a frame is remembered.
+    /// How long a frame is remembered at most.
     pub const WINDOW: Duration = Duration::from_secs(2);
     /// Most frames remembered (the oldest are forgotten first).
     pub const CAPACITY: usize = 16_384;
 
-    /// Empty.
-    pub fn new() -> Self {
-        Self { seen: HashMap::new(), order: VecDeque::new() }
+    /// Empty, remembering frames for `window`.
+    pub fn new(window: Duration) -> Self {
+        Self { seen: HashMap::new(), order: VecDeque::new(), window }
+    }
+
+    /// The window for a heartbeat interval: [`Self::WINDOW`], or half the interval if shorter.
+    pub fn window_for(heartbeat_interval_ms: u64) -> Duration {
+        Self::WINDOW.min(Duration::from_millis(heartbeat_interval_ms / 2))
     }
 
     /// Whether `frame` was seen within the window at `now`; remembers it if not.
     pub fn is_replay(&mut self, frame: &[u8], now: Instant) -> bool {
         while let Some((d, at)) = self.order.front().copied() {
-            if now.saturating_duration_since(at) < Self::WINDOW && self.order.len() < Self::CAPACITY
+            if now.saturating_duration_since(at) < self.window && self.order.len() < Self::CAPACITY
             {
                 break;
             }
@@ -351,7 +358,7 @@ impl Replays {
 
 impl Default for Replays {
     fn default() -> Self {
-        Self::new()
+        Self::new(Self::WINDOW)
     }
 }
 
@@ -729,7 +736,7 @@ mod tests {
 
     #[test]
     fn replays_within_the_window_are_dropped() {
-        let mut r = Replays::new();
+        let mut r = Replays::default();
         let t0 = Instant::now();
         assert!(!r.is_replay(b"a", t0));
         assert!(r.is_replay(b"a", t0 + Duration::from_millis(1500)));
@@ -737,7 +744,7 @@ mod tests {
         // Remembered from its first sight, forgotten after the window.
         assert!(!r.is_replay(b"a", t0 + Replays::WINDOW + Duration::from_millis(1)));
         // Bounded: the oldest are forgotten first.
-        let mut r = Replays::new();
+        let mut r = Replays::default();
         for i in 0..Replays::CAPACITY + 10 {
             assert!(!r.is_replay(&(i as u64).to_be_bytes(), t0));
         }

@@ -16,7 +16,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::atomic::Ordering;
 use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -34,11 +33,12 @@ use vpbox_sm::sm2::PublicKey;
 use crate::api::ReadApi;
 use crate::blocks::BlockServer;
 use crate::genesis::{Address, Genesis};
+use crate::host::{Admitted, PeerFilter};
 use crate::http::{Limits, serve};
 use crate::inbox::{Inbox, Outbox, Source};
 use crate::link::{Identity, Members, Prover};
 use crate::node::{Driver, Event, Outcome, StartError, signer_thread, tracing_line};
-use crate::peer::{LinkHandler, LinkStats, Links, Peer, PeerMsg, Replays, listen};
+use crate::peer::{LinkHandler, LinkStats, Links, Peer, Replays, listen};
 use crate::rpc::{Methods, RpcError, param};
 
 /// How long `anchor_put` waits for its commit before answering "pending".
@@ -188,7 +188,8 @@ pub fn run(config: &NodeConfig) -> Result<(), StartError> {
         jobs,
     )?;
     {
-        let on_link = peer_handler(Arc::clone(&ledger), &inbox, blocks, Arc::clone(&stats));
+        let window = Replays::window_for(genesis.params.heartbeat_interval_ms);
+        let on_link = peer_handler(Arc::clone(&ledger), &inbox, blocks, Arc::clone(&stats), window);
         std::thread::Builder::new()
             .name("peer-accept".into())
             .spawn(move || listen(peer_listener, identity, members, stats, on_link))
@@ -245,12 +246,6 @@ impl Prover for SignerProver {
     }
 }
 
-/// Whether a consensus envelope of this kind may come from a node other than the link's: the
-/// engine relays new views and heartbeats (their signatures are their authors').
-fn relayed(m: &vpbox_consensus::Message) -> bool {
-    matches!(m, vpbox_consensus::Message::NewView(_) | vpbox_consensus::Message::Heartbeat { .. })
-}
-
 /// Makes, for each authenticated link, the handler that checks what its peer sends before the
 /// driver sees it, on the link's own thread: replays within a short window are dropped before
 /// anything is verified, envelopes must be the link's node's own (but for relayed kinds),
@@ -261,6 +256,7 @@ fn peer_handler(
     inbox: &Inbox,
     blocks: BlockServer,
     stats: Arc<LinkStats>,
+    window: Duration,
 ) -> Arc<dyn Fn(vpbox_consensus::NodeId) -> LinkHandler + Send + Sync> {
     let outboxes: Mutex<std::collections::HashMap<vpbox_consensus::NodeId, Outbox>> =
         Mutex::new(std::collections::HashMap::new());
@@ -269,55 +265,30 @@ fn peer_handler(
         let events = outboxes.lock().ok().map(|mut o| {
             o.entry(peer).or_insert_with(|| local.for_source(Source::Peer(peer))).clone()
         });
-        let (ledger, blocks, stats) = (Arc::clone(&ledger), blocks.clone(), Arc::clone(&stats));
-        let mut replays = Replays::new();
+        let (ledger, blocks) = (Arc::clone(&ledger), blocks.clone());
+        let mut filter = PeerFilter::new(peer, Arc::clone(&stats), window);
         Box::new(move |msg| {
             let Some(events) = events.as_ref() else { return };
-            let ev = match msg {
-                PeerMsg::Consensus(bytes) => {
-                    if replays.is_replay(&bytes, std::time::Instant::now()) {
-                        stats.replayed.fetch_add(1, Ordering::Relaxed);
-                        return;
-                    }
-                    match vpbox_consensus::wire::decode(&bytes) {
-                        Ok(env) if env.from == peer || relayed(&env.message) => {
-                            Event::Envelope(env)
-                        }
-                        Ok(_) => {
-                            stats.mismatched.fetch_add(1, Ordering::Relaxed);
-                            return;
-                        }
-                        Err(_) => {
-                            stats.malformed.fetch_add(1, Ordering::Relaxed);
-                            return;
-                        }
-                    }
-                }
-                PeerMsg::Txs(list) => {
-                    let txs: Vec<(Tx, Vec<u8>)> = list
-                        .into_iter()
-                        .filter_map(|b| {
-                            let tx = Tx::decode(&b).ok()?;
-                            // The signature is checked here; whether the submitter is admitted
-                            // is decided at execution, the same at every node.
-                            let key = signing_key(&*ledger.read().ok()?, &tx).ok()?;
-                            tx.verify(&key).is_valid().then_some((tx, b))
-                        })
-                        .collect();
-                    if txs.is_empty() {
-                        return;
-                    }
-                    Event::PeerTxs(txs)
-                }
-                PeerMsg::WantTxs { hashes } => Event::WantTxs(peer, hashes),
-                PeerMsg::WantBlocks { after, upto, skip } => {
-                    blocks.request(peer, after, upto, skip);
-                    return;
-                }
-                PeerMsg::Blocks(b) => Event::Blocks(b),
-                PeerMsg::Ping => return,
+            // The signature is checked here; whether the submitter is admitted is decided at
+            // execution, the same at every node.
+            let verify = |tx: &Tx| {
+                ledger
+                    .read()
+                    .ok()
+                    .and_then(|l| signing_key(&l, tx).ok())
+                    .is_some_and(|key| tx.verify(&key).is_valid())
             };
-            let _ = events.send(ev);
+            #[allow(clippy::disallowed_methods)] // the replay window runs on the real clock
+            let now = std::time::Instant::now();
+            match filter.admit(msg, now, &verify) {
+                Admitted::Event(ev) => {
+                    let _ = events.send(ev);
+                }
+                Admitted::WantBlocks { after, upto, skip } => {
+                    blocks.request(peer, after, upto, skip)
+                }
+                Admitted::Nothing => {}
+            }
         })
     })
 }

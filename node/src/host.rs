@@ -1,0 +1,231 @@
+//! The node host's seams: what the driver ([`crate::node::Driver`]) needs from the world, as
+//! small traits with the real implementation here and a simulated one in `vpbox-node-sim`.
+//!
+//! | seam | real | simulated |
+//! |---|---|---|
+//! | [`Clock`] | [`SystemClock`] (monotonic `Instant`, UTC `SystemTime`) | a virtual clock the world advances |
+//! | [`Transport`] | [`Links`]: authenticated peer links over sockets | a seeded network: delay, loss, duplication, partitions, a compromised peer |
+//! | [`Log`] (the consensus WAL, the intake) | [`Journal`]: a checksummed file, fsync | a journal image in memory whose unsynced tail a crash tears at a random byte, re-read with [`vpbox_journal::parse`] |
+//! | [`SignQueue`] | a channel to the signer thread (`vpbox signer` over its socket) | the signer's own double-sign guard on a file, with keyed test tags |
+//!
+//! The driver is otherwise plain code over these: the engine, the mempool and gossip, the
+//! waiting clients, speculative execution on the real ledger (RocksDB), state transfer, and
+//! membership. [`PeerFilter`] is the checking a link does before the driver sees a peer's
+//! frame (replays dropped before anything is verified, envelopes only as the link's node,
+//! transactions verified); the real links and the simulated network both run it.
+//!
+//! This is mini-redis's `run(listener, shutdown)` shape and commonware's deterministic runtime:
+//! the same host code runs under `vpbox node run` and under a seeded simulator that replays any
+//! failure from its seed.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant, SystemTime};
+
+use vpbox_consensus::{Message, NodeId};
+use vpbox_journal::{Journal, JournalError};
+use vpbox_ledger::tx::Tx;
+
+use crate::node::{Event, SignJob};
+use crate::peer::{LinkStats, Links, Peer, PeerMsg, Replays};
+
+/// Time, as the driver sees it.
+pub trait Clock {
+    /// Monotonic time: timers, retries, how long ago a peer was heard.
+    fn now(&self) -> Instant;
+    /// UTC time: what operators are shown.
+    fn wall(&self) -> SystemTime;
+}
+
+/// The machine's clocks.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    #[allow(clippy::disallowed_methods)] // the real clock: the one place the driver reads it
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    #[allow(clippy::disallowed_methods)] // the real clock
+    fn wall(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// Where the driver's frames to its peers go. Sending never blocks and never fails: a link that
+/// is down or full drops the frame, and the protocol's retries recover (PBFT assumes an
+/// unreliable network).
+pub trait Transport {
+    /// Queues `msg` for one peer.
+    fn send(&self, to: NodeId, msg: &PeerMsg);
+    /// Queues `msg` for every peer.
+    fn broadcast(&self, msg: &PeerMsg);
+    /// The peers are now these (a membership change).
+    fn set_peers(&self, peers: Vec<Peer>);
+}
+
+impl Transport for Links {
+    fn send(&self, to: NodeId, msg: &PeerMsg) {
+        Self::send(self, to, msg);
+    }
+
+    fn broadcast(&self, msg: &PeerMsg) {
+        Self::broadcast(self, msg);
+    }
+
+    fn set_peers(&self, peers: Vec<Peer>) {
+        self.set(peers);
+    }
+}
+
+/// An append-only log of records that a crash may tear only after its last [`Log::sync`].
+pub trait Log {
+    /// Appends a record; durable after the next sync.
+    fn append(&mut self, body: &[u8]) -> Result<(), JournalError>;
+    /// Makes every append so far durable.
+    fn sync(&mut self) -> Result<(), JournalError>;
+    /// Replaces the whole log with `records`, atomically and durably.
+    fn rewrite(&mut self, records: &mut dyn Iterator<Item = &[u8]>) -> Result<(), JournalError>;
+    /// The log's size in bytes.
+    fn bytes(&self) -> u64;
+}
+
+impl Log for Journal {
+    fn append(&mut self, body: &[u8]) -> Result<(), JournalError> {
+        Self::append(self, body)
+    }
+
+    fn sync(&mut self) -> Result<(), JournalError> {
+        Self::sync(self)
+    }
+
+    fn rewrite(&mut self, records: &mut dyn Iterator<Item = &[u8]>) -> Result<(), JournalError> {
+        Self::rewrite(self, records)
+    }
+
+    fn bytes(&self) -> u64 {
+        Self::bytes(self)
+    }
+}
+
+/// Where the driver's signing jobs go; each is answered later with [`Event::Signed`] (and a
+/// guard refusal also with [`Event::SignerRefused`]).
+pub trait SignQueue {
+    /// Asks for the consensus signing `payload` to be signed; `token` comes back with the answer.
+    fn sign(&self, token: u64, payload: Vec<u8>);
+}
+
+impl SignQueue for Sender<SignJob> {
+    fn sign(&self, token: u64, payload: Vec<u8>) {
+        // The signer thread is gone only when the process stops.
+        let _ = self.send(SignJob { token, payload });
+    }
+}
+
+/// What a peer's frame asks of the node once its link has checked it.
+pub enum Admitted {
+    /// For the driver.
+    Event(Event),
+    /// For the block server (never the driver's thread).
+    WantBlocks {
+        /// Blocks above this height…
+        after: u64,
+        /// …up to this one…
+        upto: u64,
+        /// …skipping this many transactions of the first block.
+        skip: u32,
+    },
+    /// Dropped (counted in the link statistics where it is an attack or a fault).
+    Nothing,
+}
+
+/// The checks one authenticated link makes on its peer's frames before the driver sees them:
+/// replays within a short window are dropped before anything is verified, a consensus
+/// envelope must be the link's node's own (but for the kinds the engine relays), transactions
+/// are verified by `verify_tx`. The real links run one per connection; the simulator runs one
+/// per simulated link.
+pub struct PeerFilter {
+    peer: NodeId,
+    stats: Arc<LinkStats>,
+    replays: Replays,
+}
+
+/// Whether a consensus envelope of this kind may come from a node other than the link's: the
+/// engine relays new views and heartbeats (their signatures are their authors').
+fn relayed(m: &Message) -> bool {
+    matches!(m, Message::NewView(_) | Message::Heartbeat { .. })
+}
+
+/// What identifies a frame of transactions for the replay window: SM3 over each encoding's
+/// hash, in order.
+fn txs_key(list: &[Vec<u8>]) -> Vec<u8> {
+    let mut key = b"txs".to_vec();
+    for t in list {
+        key.extend_from_slice(&vpbox_sm::sm3::hash(t).0);
+    }
+    key
+}
+
+impl PeerFilter {
+    /// The filter for the authenticated link to `peer`, dropping replays within `window`
+    /// ([`Replays::window_for`] the consortium's heartbeat interval).
+    pub fn new(peer: NodeId, stats: Arc<LinkStats>, window: Duration) -> Self {
+        Self { peer, stats, replays: Replays::new(window) }
+    }
+
+    /// Checks `msg` at time `now`. `verify_tx` checks a gossiped transaction's signature (and
+    /// is given its encoding).
+    pub fn admit(
+        &mut self,
+        msg: PeerMsg,
+        now: Instant,
+        verify_tx: &dyn Fn(&Tx) -> bool,
+    ) -> Admitted {
+        // Consensus and transaction frames are never repeated by an honest peer within the
+        // window (a duplicate transaction would be a no-op anyway): a replay is dropped before
+        // its signatures cost anything. Requests are repeated by honest retries and pass.
+        let replayed = match &msg {
+            PeerMsg::Consensus(bytes) => self.replays.is_replay(bytes, now),
+            PeerMsg::Txs(list) => self.replays.is_replay(&txs_key(list), now),
+            _ => false,
+        };
+        if replayed {
+            self.stats.replayed.fetch_add(1, Ordering::Relaxed);
+            return Admitted::Nothing;
+        }
+        let ev = match msg {
+            PeerMsg::Consensus(bytes) => match vpbox_consensus::wire::decode(&bytes) {
+                Ok(env) if env.from == self.peer || relayed(&env.message) => Event::Envelope(env),
+                Ok(_) => {
+                    self.stats.mismatched.fetch_add(1, Ordering::Relaxed);
+                    return Admitted::Nothing;
+                }
+                Err(_) => {
+                    self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                    return Admitted::Nothing;
+                }
+            },
+            PeerMsg::Txs(list) => {
+                let txs: Vec<(Tx, Vec<u8>)> = list
+                    .into_iter()
+                    .filter_map(|b| {
+                        let tx = Tx::decode(&b).ok()?;
+                        verify_tx(&tx).then_some((tx, b))
+                    })
+                    .collect();
+                if txs.is_empty() {
+                    return Admitted::Nothing;
+                }
+                Event::PeerTxs(txs)
+            }
+            PeerMsg::WantTxs { hashes } => Event::WantTxs(self.peer, hashes),
+            PeerMsg::WantBlocks { after, upto, skip } => {
+                return Admitted::WantBlocks { after, upto, skip };
+            }
+            PeerMsg::Blocks(b) => Event::Blocks(b),
+            PeerMsg::Ping => return Admitted::Nothing,
+        };
+        Admitted::Event(ev)
+    }
+}
