@@ -15,6 +15,11 @@
 //! | `FetchState` | asks peers for the certified blocks up to the checkpoint, checks every certificate and re-executes every block, then answers `Input::StateFetched` |
 //! | `Heard` | notes the peer as alive at that height (what `node_getNodes` shows of it) |
 //!
+//! The driver reaches the world only through the seams of [`crate::host`] (clock, transport,
+//! logs, signer): [`Driver::open`] makes the real ones, and the seeded simulator
+//! (`vpbox-node-sim`) drives the same code with simulated ones through [`Driver::start`],
+//! [`Driver::handle`], [`Driver::tick`] and [`Driver::deadline`].
+//!
 //! Other threads only feed the driver through its [`Inbox`], one bounded queue per source read
 //! in turn: the JSON-RPC handlers (transactions whose signatures they have already checked),
 //! each peer's authenticated link (decoded envelopes, and gossiped transactions it has

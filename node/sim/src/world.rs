@@ -223,8 +223,11 @@ impl Transport for SimTransport {
     fn set_peers(&self, _peers: Vec<Peer>) {}
 }
 
+/// Signing jobs a host queued: the engine's token and the payload.
+type Jobs = Rc<RefCell<Vec<(u64, Vec<u8>)>>>;
+
 /// A host's signing jobs, for the world's signer.
-struct SimSigns(Rc<RefCell<Vec<(u64, Vec<u8>)>>>);
+struct SimSigns(Jobs);
 
 impl SignQueue for SimSigns {
     fn sign(&self, token: u64, payload: Vec<u8>) {
@@ -241,8 +244,10 @@ struct Node {
     wal: SimLog,
     intake: SimLog,
     out: Outbox,
-    signs: Rc<RefCell<Vec<(u64, Vec<u8>)>>>,
+    signs: Jobs,
     guard: Option<Guard>,
+    /// Whether its guard has recorded a sequence-numbered position.
+    signed_seq: bool,
     filters: HashMap<usize, PeerFilter>,
     /// When the link from a peer was last closed (a bad frame): what was in flight is lost.
     closed: HashMap<usize, u64>,
@@ -340,6 +345,7 @@ impl World {
                 out: Rc::default(),
                 signs: Rc::default(),
                 guard: Some(guard),
+                signed_seq: false,
                 filters: HashMap::new(),
                 closed: HashMap::new(),
                 admitted: HashMap::new(),
@@ -832,7 +838,9 @@ impl World {
         if let Some(position) = c.position {
             let guard = self.nodes[i].guard.as_mut().ok_or((false, "signer down".to_string()))?;
             match guard.check(position, hash(payload).0) {
-                Ok(Verdict::Recorded | Verdict::Repeat) => {}
+                Ok(Verdict::Recorded | Verdict::Repeat) => {
+                    self.nodes[i].signed_seq |= position.seq > 0;
+                }
                 Ok(v) => return Err((true, format!("{v:?} at {position}"))),
                 Err(e) => return Err((false, e.to_string())),
             }
@@ -882,9 +890,9 @@ impl World {
     /// a naive guard out of range for every later vote.
     fn poison(&mut self) {
         let Some(c) = self.compromised else { return };
-        // A fresh guard takes its first position anywhere (a box joining a long chain; see the
-        // guard's docs): the attack is made on a guard that has signed.
-        if self.nodes[c].guard.as_ref().is_none_or(Guard::is_empty) {
+        // A fresh guard takes its first sequence-numbered position anywhere (a box joining a
+        // long chain; see the guard's docs): the attack is made on a guard that has signed one.
+        if self.nodes[c].guard.is_none() || !self.nodes[c].signed_seq {
             let t = self.now.get() + 200;
             if t < CHAOS_MS {
                 self.at(t, Kind::Poison);
