@@ -44,18 +44,23 @@ pub use types::{
 
 #[cfg(test)]
 mod tests {
+    /// The lines of a manifest's `[dependencies]` table.
+    fn dependencies(manifest: &str) -> Vec<&str> {
+        let deps = manifest.split("[dependencies]").nth(1).unwrap_or("");
+        deps.lines()
+            .take_while(|l| !l.starts_with('['))
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .collect()
+    }
+
     #[test]
     fn the_core_depends_on_nothing_that_does_io() {
         // STYLE "Sans-IO cores": no tokio, clock, RNG or I/O in the dependency tree. The only
-        // normal dependency is `thiserror` (a proc macro); `cargo tree -p vpbox-consensus -e
+        // normal dependencies are `thiserror` (a proc macro) and `vpbox-wire` (the bounded
+        // cursor; std only, itself without dependencies); `cargo tree -p vpbox-consensus -e
         // normal -i tokio` must fail.
-        let manifest = include_str!("../Cargo.toml");
-        let deps = manifest.split("[dependencies]").nth(1).unwrap_or("");
-        let deps: Vec<&str> = deps
-            .lines()
-            .take_while(|l| !l.starts_with('['))
-            .filter(|l| !l.trim().is_empty())
-            .collect();
-        assert_eq!(deps, ["thiserror.workspace = true"]);
+        let deps = dependencies(include_str!("../Cargo.toml"));
+        assert_eq!(deps, ["thiserror.workspace = true", "vpbox-wire.workspace = true"]);
+        assert!(dependencies(include_str!("../../wire/Cargo.toml")).is_empty());
     }
 }

@@ -44,7 +44,7 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, Error> {
             max: FRAME_MAX as u64,
         });
     }
-    let mut r = Reader { bytes, pos: 0 };
+    let mut r = Reader::new(bytes);
     let v = r.u8()?;
     if v != VERSION {
         return Err(Error::Version(v));
@@ -63,7 +63,7 @@ pub fn encode_certificate(certificate: &CommitCertificate) -> Vec<u8> {
 
 /// Decodes a stored or received commit certificate (untrusted bytes).
 pub fn decode_certificate(bytes: &[u8]) -> Result<CommitCertificate, Error> {
-    let mut r = Reader { bytes, pos: 0 };
+    let mut r = Reader::new(bytes);
     let v = r.u8()?;
     if v != VERSION {
         return Err(Error::Version(v));
@@ -100,7 +100,7 @@ pub fn encode_record(record: &WalRecord) -> Vec<u8> {
 
 /// Decodes a WAL record; a torn or corrupt record is an error, never a panic.
 pub fn decode_record(bytes: &[u8]) -> Result<WalRecord, Error> {
-    let mut r = Reader { bytes, pos: 0 };
+    let mut r = Reader::new(bytes);
     let v = r.u8()?;
     if v != VERSION {
         return Err(Error::Version(v));
@@ -139,7 +139,7 @@ pub fn signing_payload(epoch: u64, from: NodeId, message: &Message) -> Vec<u8> {
 pub fn decode_signing_payload(bytes: &[u8]) -> Result<(u64, NodeId, Message), Error> {
     let rest =
         bytes.strip_prefix(SIGNING_TAG).ok_or(Error::Tag { what: "signing payload", tag: 0 })?;
-    let mut r = Reader { bytes: rest, pos: 0 };
+    let mut r = Reader::new(rest);
     let epoch = r.u64()?;
     let from = NodeId(r.u32()?);
     let m = r.message(0)?;
@@ -299,35 +299,28 @@ fn put_message(w: &mut Vec<u8>, m: &Message) {
     }
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-}
+/// The shared bounded cursor, with this format's errors and compound reads.
+struct Reader<'a>(vpbox_wire::Reader<'a>);
 
-impl Reader<'_> {
-    fn remaining(&self) -> usize {
-        self.bytes.len().saturating_sub(self.pos)
+impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Self(vpbox_wire::Reader::new(bytes))
     }
 
-    fn take(&mut self, n: usize) -> Result<&[u8], Error> {
-        let rest = self.remaining();
-        if n > rest {
-            return Err(Error::Truncated { needed: n - rest });
-        }
-        let out = &self.bytes[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(out)
+    fn remaining(&self) -> usize {
+        self.0.remaining()
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
+        self.0.take(n).map_err(truncated)
     }
 
     fn finish(&self) -> Result<(), Error> {
-        match self.remaining() {
-            0 => Ok(()),
-            n => Err(Error::Trailing(n)),
-        }
+        self.0.finish().map_err(|vpbox_wire::Trailing(n)| Error::Trailing(n))
     }
 
     fn u8(&mut self) -> Result<u8, Error> {
-        Ok(self.take(1)?[0])
+        self.0.u8().map_err(truncated)
     }
 
     fn bool(&mut self) -> Result<bool, Error> {
@@ -339,21 +332,15 @@ impl Reader<'_> {
     }
 
     fn u32(&mut self) -> Result<u32, Error> {
-        let mut a = [0u8; 4];
-        a.copy_from_slice(self.take(4)?);
-        Ok(u32::from_be_bytes(a))
+        self.0.u32().map_err(truncated)
     }
 
     fn u64(&mut self) -> Result<u64, Error> {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(self.take(8)?);
-        Ok(u64::from_be_bytes(a))
+        self.0.u64().map_err(truncated)
     }
 
     fn digest(&mut self) -> Result<Digest, Error> {
-        let mut a = [0u8; 32];
-        a.copy_from_slice(self.take(32)?);
-        Ok(Digest(a))
+        self.0.array().map(Digest).map_err(truncated)
     }
 
     /// A count, checked against `max` and against the bytes left given each item's minimum
@@ -485,6 +472,10 @@ impl Reader<'_> {
             }
         })
     }
+}
+
+fn truncated(vpbox_wire::Short { needed }: vpbox_wire::Short) -> Error {
+    Error::Truncated { needed }
 }
 
 #[cfg(test)]

@@ -329,7 +329,7 @@ fn io(e: impl std::fmt::Display) -> HandshakeError {
 }
 
 fn read_msg(conn: &mut dyn Conn, deadline: Instant) -> Result<Vec<u8>, HandshakeError> {
-    match crate::peer::read_frame(&mut Deadline::new(conn, deadline), HANDSHAKE_MAX) {
+    match vpbox_wire::read_frame(&mut Deadline::new(conn, deadline), HANDSHAKE_MAX) {
         Ok(Some(b)) => Ok(b),
         Ok(None) => Err(HandshakeError::Io("closed during the handshake".into())),
         Err(e) => Err(io(e)),
@@ -338,7 +338,7 @@ fn read_msg(conn: &mut dyn Conn, deadline: Instant) -> Result<Vec<u8>, Handshake
 
 fn send_msg(conn: &mut dyn Conn, msg: &[u8]) -> Result<(), HandshakeError> {
     conn.set_write_timeout(Some(HANDSHAKE_TIMEOUT)).map_err(io)?;
-    crate::peer::write_frame(conn, msg).and_then(|()| conn.flush()).map_err(io)
+    vpbox_wire::write_frame(conn, msg, HANDSHAKE_MAX).and_then(|()| conn.flush()).map_err(io)
 }
 
 /// Runs the accepting side over `conn`; the authenticated peer on success.

@@ -153,18 +153,18 @@ impl PeerMsg {
 
     /// Decodes an untrusted frame body: bounded, never panics.
     pub fn decode(body: &[u8]) -> Result<Self, FrameError> {
-        let mut r = Cursor(body);
-        if r.take(1)? != [VERSION] {
+        let mut r = Cursor::new(body);
+        if r.u8()? != VERSION {
             return Err(FrameError("unsupported version"));
         }
-        let msg = match r.take(1)?[0] {
-            1 => Self::Consensus(r.rest().to_vec()),
+        let msg = match r.u8()? {
+            1 => Self::Consensus(r.0.rest().to_vec()),
             2 => Self::Txs(r.blobs()?),
             3 => {
                 let n = r.count(32)?;
                 let mut hashes = Vec::with_capacity(n);
                 for _ in 0..n {
-                    hashes.push(Digest(r.take(32)?.try_into().map_err(|_| FrameError("hash"))?));
+                    hashes.push(Digest(r.array()?));
                 }
                 Self::WantTxs { hashes }
             }
@@ -181,37 +181,37 @@ impl PeerMsg {
             6 => Self::Ping,
             _ => return Err(FrameError("unknown kind")),
         };
-        if !r.0.is_empty() {
-            return Err(FrameError("trailing bytes"));
-        }
+        r.0.finish().map_err(|_| FrameError("trailing bytes"))?;
         Ok(msg)
     }
 }
 
-struct Cursor<'a>(&'a [u8]);
+/// The shared bounded cursor, with this format's errors, counts and blobs.
+struct Cursor<'a>(vpbox_wire::Reader<'a>);
 
 impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], FrameError> {
-        if self.0.len() < n {
-            return Err(FrameError("truncated"));
-        }
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        Ok(a)
+    fn new(body: &'a [u8]) -> Self {
+        Self(vpbox_wire::Reader::new(body))
     }
-    fn rest(&mut self) -> &'a [u8] {
-        std::mem::take(&mut self.0)
+    fn take(&mut self, n: usize) -> Result<&'a [u8], FrameError> {
+        self.0.take(n).map_err(|_| FrameError("truncated"))
+    }
+    fn u8(&mut self) -> Result<u8, FrameError> {
+        self.0.u8().map_err(|_| FrameError("truncated"))
     }
     fn u32(&mut self) -> Result<u32, FrameError> {
-        Ok(u32::from_be_bytes(self.take(4)?.try_into().map_err(|_| FrameError("u32"))?))
+        self.0.u32().map_err(|_| FrameError("truncated"))
     }
     fn u64(&mut self) -> Result<u64, FrameError> {
-        Ok(u64::from_be_bytes(self.take(8)?.try_into().map_err(|_| FrameError("u64"))?))
+        self.0.u64().map_err(|_| FrameError("truncated"))
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], FrameError> {
+        self.0.array().map_err(|_| FrameError("truncated"))
     }
     /// A count of items of at least `item_min` bytes each, checked against what remains.
     fn count(&mut self, item_min: usize) -> Result<usize, FrameError> {
         let n = self.u32()? as usize;
-        if n > LIST_MAX || n.saturating_mul(item_min) > self.0.len() {
+        if n > LIST_MAX || n.saturating_mul(item_min) > self.0.remaining() {
             return Err(FrameError("count out of range"));
         }
         Ok(n)
@@ -248,29 +248,14 @@ impl PeerMsg {
     }
 }
 
-/// Writes one frame.
+/// Writes one frame of at most [`FRAME_MAX`] bytes; a longer body is refused unsent.
 pub fn write_frame(w: &mut (impl Write + ?Sized), body: &[u8]) -> std::io::Result<()> {
-    w.write_all(&(body.len() as u32).to_be_bytes())?;
-    w.write_all(body)
+    vpbox_wire::write_frame(w, body, FRAME_MAX)
 }
 
-/// Reads one frame of at most `max` bytes; `None` at a clean end of stream. The body's buffer
-/// is allocated once the length is known to be within `max`.
-pub fn read_frame(r: &mut (impl Read + ?Sized), max: usize) -> std::io::Result<Option<Vec<u8>>> {
-    let mut len = [0u8; 4];
-    match r.read_exact(&mut len) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let len = u32::from_be_bytes(len) as usize;
-    if len > max {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "frame too large"));
-    }
-    let mut body = vec![0; len];
-    r.read_exact(&mut body)?;
-    Ok(Some(body))
-}
+/// Reads one frame of at most `max` bytes; `None` at a clean end of stream. Memory grows with
+/// the bytes that arrive, never with the announced length.
+pub use vpbox_wire::read_frame;
 
 /// What the links saw that they refused, since the node started (`node_getNodes.links`).
 #[derive(Default)]

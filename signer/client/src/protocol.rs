@@ -127,27 +127,30 @@ pub enum Response {
 #[error("malformed signer message: {0}")]
 pub struct DecodeError(pub &'static str);
 
-struct Reader<'a>(&'a [u8]);
+/// The shared bounded cursor, with this protocol's messages and its `name` and `bytes` fields.
+struct Reader<'a>(vpbox_wire::Reader<'a>);
 
 impl<'a> Reader<'a> {
+    fn new(body: &'a [u8]) -> Self {
+        Self(vpbox_wire::Reader::new(body))
+    }
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        if self.0.len() < n {
-            return Err(DecodeError("truncated"));
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(head)
+        self.0.take(n).map_err(|_| DecodeError("truncated"))
     }
     fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.take(1)?[0])
+        self.0.u8().map_err(|_| DecodeError("truncated"))
+    }
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        self.0.u16().map_err(|_| DecodeError("truncated"))
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        self.0.u32().map_err(|_| DecodeError("truncated"))
     }
     fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
-        let mut b = [0u8; N];
-        b.copy_from_slice(self.take(N)?);
-        Ok(b)
+        self.0.array().map_err(|_| DecodeError("truncated"))
     }
     fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
-        let len = u32::from_be_bytes(self.array::<4>()?) as usize;
+        let len = self.u32()? as usize;
         if len > PAYLOAD_MAX {
             return Err(DecodeError("payload too large"));
         }
@@ -166,7 +169,7 @@ impl<'a> Reader<'a> {
         Ok(bytes.iter().map(|&b| char::from(b)).collect())
     }
     fn finish(&self) -> Result<(), DecodeError> {
-        if self.0.is_empty() { Ok(()) } else { Err(DecodeError("trailing bytes")) }
+        self.0.finish().map_err(|_| DecodeError("trailing bytes"))
     }
 }
 
@@ -213,7 +216,7 @@ impl Request {
 
     /// Decodes a frame body.
     pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader(body);
+        let mut r = Reader::new(body);
         if r.u8()? != VERSION {
             return Err(DecodeError("unsupported version"));
         }
@@ -265,7 +268,7 @@ impl Response {
 
     /// Decodes a frame body; `request` says which success payload to expect.
     pub fn decode(body: &[u8], request: &Request) -> Result<Self, DecodeError> {
-        let mut r = Reader(body);
+        let mut r = Reader::new(body);
         if r.u8()? != VERSION {
             return Err(DecodeError("unsupported version"));
         }
@@ -281,7 +284,7 @@ impl Response {
                 ),
             }
         } else {
-            let len = usize::from(u16::from_be_bytes(r.array::<2>()?));
+            let len = usize::from(r.u16()?);
             let msg = String::from_utf8_lossy(r.take(len)?).into_owned();
             Self::Error(status, msg)
         };
@@ -290,35 +293,16 @@ impl Response {
     }
 }
 
-/// Reads one frame from `r`: `Ok(None)` at a clean end of stream. Memory grows with the bytes
-/// that actually arrive, never with the length a peer announces.
-pub fn read_frame(r: &mut impl std::io::Read) -> std::io::Result<Option<Vec<u8>>> {
-    let mut len = [0u8; 4];
-    match r.read_exact(&mut len) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let len = u32::from_be_bytes(len) as usize;
-    if len > FRAME_MAX {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "frame too large"));
-    }
-    let mut body = Vec::with_capacity(len.min(64 << 10));
-    let got = std::io::Read::read_to_end(&mut std::io::Read::take(r, len as u64), &mut body)?;
-    if got < len {
-        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "frame cut short"));
-    }
-    Ok(Some(body))
+/// Reads one frame of at most [`FRAME_MAX`] bytes from `r`: `Ok(None)` at a clean end of
+/// stream, an error if the stream ends inside a frame. Memory grows with the bytes that
+/// actually arrive, never with the length a peer announces ([`vpbox_wire::read_frame`]).
+pub fn read_frame(r: &mut (impl std::io::Read + ?Sized)) -> std::io::Result<Option<Vec<u8>>> {
+    vpbox_wire::read_frame(r, FRAME_MAX)
 }
 
-/// Writes one frame.
-pub fn write_frame(w: &mut impl std::io::Write, body: &[u8]) -> std::io::Result<()> {
-    let len = u32::try_from(body.len())
-        .ok()
-        .filter(|&l| l as usize <= FRAME_MAX)
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "frame too large"))?;
-    w.write_all(&len.to_be_bytes())?;
-    w.write_all(body)?;
+/// Writes one frame (a body over [`FRAME_MAX`] is refused unsent) and flushes.
+pub fn write_frame(w: &mut (impl std::io::Write + ?Sized), body: &[u8]) -> std::io::Result<()> {
+    vpbox_wire::write_frame(w, body, FRAME_MAX)?;
     w.flush()
 }
 
