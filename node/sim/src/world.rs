@@ -23,8 +23,7 @@
 //! and liveness** (every acknowledged transaction committed everywhere).
 
 use std::cell::{Cell, RefCell};
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::mpsc::{Receiver, channel};
@@ -165,29 +164,6 @@ enum Kind {
     Heal,
 }
 
-struct Ev {
-    time: u64,
-    id: u64,
-    kind: Kind,
-}
-
-impl PartialEq for Ev {
-    fn eq(&self, o: &Self) -> bool {
-        (self.time, self.id) == (o.time, o.id)
-    }
-}
-impl Eq for Ev {}
-impl PartialOrd for Ev {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Ev {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.time, self.id).cmp(&(o.time, o.id))
-    }
-}
-
 /// The virtual clock every host of a world reads.
 #[derive(Clone)]
 struct SimClock {
@@ -266,7 +242,8 @@ pub struct World {
     rng: Rng,
     now: Rc<Cell<u64>>,
     clock: SimClock,
-    queue: BinaryHeap<Reverse<Ev>>,
+    /// Pending events by (time, order of scheduling).
+    queue: BTreeMap<(u64, u64), Kind>,
     next_id: u64,
     genesis: Arc<Genesis>,
     keys: Rc<Keys>,
@@ -378,7 +355,7 @@ impl World {
             rng,
             now,
             clock,
-            queue: BinaryHeap::new(),
+            queue: BTreeMap::new(),
             next_id: 0,
             genesis,
             keys,
@@ -405,7 +382,7 @@ impl World {
 
     fn at(&mut self, time: u64, kind: Kind) {
         self.next_id += 1;
-        self.queue.push(Reverse(Ev { time, id: self.next_id, kind }));
+        self.queue.insert((time, self.next_id), kind);
     }
 
     /// The plan: submissions, crashes, partitions and attacks, all from the seed.
@@ -967,18 +944,18 @@ impl World {
     /// Runs the world to the end; the report.
     pub fn run(mut self) -> anyhow::Result<Report> {
         let mut steps: u64 = 0;
-        while let Some(Reverse(ev)) = self.queue.pop() {
-            if ev.time > LIVENESS_MS {
+        while let Some(((time, _), kind)) = self.queue.pop_first() {
+            if time > LIVENESS_MS {
                 break;
             }
-            self.now.set(self.now.get().max(ev.time));
+            self.now.set(self.now.get().max(time));
             steps += 1;
-            match ev.kind {
+            match kind {
                 Kind::Deliver { from, to, incs, sent, bytes, attack } => {
                     self.deliver(from, to, incs, sent, &bytes, attack)
                 }
                 Kind::Tick { node, inc } => {
-                    if self.nodes[node].inc == inc && self.nodes[node].next_tick == Some(ev.time) {
+                    if self.nodes[node].inc == inc && self.nodes[node].next_tick == Some(time) {
                         self.nodes[node].next_tick = None;
                         self.feed(node, Vec::new());
                     }
