@@ -7,6 +7,8 @@
 //! - [`peer`]: the framed protocol between nodes and the links that carry it; [`link`]: the
 //!   handshake that proves which node is at each end of a link; [`blocks`]: the block server
 //!   that answers state transfers off the driver's thread.
+//! - [`mempool`]: the transactions held for consensus and their re-gossip; [`status`]: what
+//!   the node knows of its peers and its signer (`node_getNodes`).
 //! - [`inbox`]: the driver's inbox, one bounded queue per source, read in turn.
 //! - [`client`]: a JSON-RPC client over the node's socket.
 //! - [`api`]: the read methods over the ledger (anchor_get, anchor_verify, anchor_getProof,
@@ -30,7 +32,9 @@ pub mod intake;
 pub mod link;
 pub mod log;
 pub mod logline;
+pub mod mempool;
 pub mod node;
 pub mod peer;
 pub mod rpc;
 pub mod service;
+pub mod status;

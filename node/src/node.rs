@@ -34,7 +34,7 @@ use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use vpbox_consensus::wire::{
@@ -59,10 +59,10 @@ use crate::genesis::{Genesis, NodeEntry};
 use crate::host::{Clock, Log, SignQueue, SystemClock, Transport};
 use crate::inbox::{Closed, Inbox, Outbox};
 use crate::intake::Intake;
+use crate::mempool::Mempool;
 use crate::peer::{FRAME_BUDGET, LinkStats, Links, PeerMsg};
+use crate::status::Status;
 
-/// Most transactions waiting for consensus before new ones are refused as busy.
-pub const POOL_MAX: usize = 200_000;
 /// How often a parked execution or a state fetch asks its peers again.
 const RETRY: Duration = Duration::from_millis(500);
 
@@ -204,23 +204,6 @@ pub fn tracing_line(msg: &str) {
     eprintln!("{}", crate::logline::line(msg));
 }
 
-/// The signer's guard refusals of this node's messages since it started.
-#[derive(Default)]
-struct SignerRefusals {
-    count: u64,
-    last: Option<(Instant, SystemTime, String)>,
-}
-
-/// A guard refusal this recent marks the node as one whose signer refuses its votes.
-const SIGNER_REFUSING_MS: u128 = 60_000;
-
-/// What this node last heard from a peer, from messages that passed their checks only
-/// (`Effect::Heard`).
-struct PeerSeen {
-    at: Instant,
-    height: u64,
-}
-
 /// A block of a state transfer whose transactions arrive in several frames.
 struct Staged {
     block: Block,
@@ -284,8 +267,7 @@ pub struct Driver<V: Verifier + Clone = Sm2Verifier> {
     wal_compacted_at: u64,
     wal_records: Vec<Vec<u8>>,
     intake: Intake,
-    pool: HashMap<Digest, (Tx, Arc<Vec<u8>>, Instant)>,
-    regossiped: Instant,
+    pool: Mempool,
     parked: Option<Parked>,
     fetch: Option<StateFetch>,
     staged: Option<Staged>,
@@ -295,9 +277,8 @@ pub struct Driver<V: Verifier + Clone = Sm2Verifier> {
     signer: Box<dyn SignQueue>,
     clock: Box<dyn Clock>,
     fatal: fn(&str) -> !,
-    seen: HashMap<NodeId, PeerSeen>,
+    status: Status,
     inputs: VecDeque<Input>,
-    signer_refusals: SignerRefusals,
     link_stats: Arc<LinkStats>,
 }
 
@@ -377,8 +358,7 @@ impl<V: Verifier + Clone> Driver<V> {
             wal_compacted_at,
             wal_records: Vec::new(),
             intake,
-            pool: HashMap::new(),
-            regossiped: now,
+            pool: Mempool::new(now),
             parked: None,
             fetch: None,
             staged: None,
@@ -388,9 +368,8 @@ impl<V: Verifier + Clone> Driver<V> {
             signer,
             clock,
             fatal,
-            seen: HashMap::new(),
+            status: Status::default(),
             inputs: VecDeque::new(),
-            signer_refusals: SignerRefusals::default(),
             link_stats,
         };
         d.restore(wal_records)?;
@@ -435,7 +414,7 @@ impl<V: Verifier + Clone> Driver<V> {
             if committed {
                 done.push(h);
             } else if let Ok(tx) = Tx::decode(&bytes) {
-                self.pool.insert(h, (tx, Arc::new(bytes), self.clock.now()));
+                self.pool.insert(h, tx, Arc::new(bytes), self.clock.now());
                 self.inputs.push_back(Input::Transaction(CDigest(h.0)));
             }
         }
@@ -503,9 +482,7 @@ impl<V: Verifier + Clone> Driver<V> {
                     let _ = reply.send(self.nodes());
                 }
                 Event::SignerRefused(reason) => {
-                    self.signer_refusals.count += 1;
-                    let (now, at) = (self.clock.now(), self.clock.wall());
-                    self.signer_refusals.last = Some((now, at, reason));
+                    self.status.refused(reason, self.clock.now(), self.clock.wall())
                 }
             }
         }
@@ -518,13 +495,6 @@ impl<V: Verifier + Clone> Driver<V> {
         self.pump();
     }
 
-    fn note_peer(&mut self, from: NodeId, height: SeqNo) {
-        let now = self.clock.now();
-        let e = self.seen.entry(from).or_insert(PeerSeen { at: now, height: 0 });
-        e.at = now;
-        e.height = e.height.max(height.0);
-    }
-
     /// Stores new transactions durably (one fsync), proposes them, gossips client ones, and
     /// answers the client.
     fn admit(&mut self, txs: Vec<(Tx, Vec<u8>)>, client: Option<(bool, Sender<Outcome>)>) {
@@ -535,11 +505,11 @@ impl<V: Verifier + Clone> Driver<V> {
             let committed = self.ledger.read().ok().and_then(|l| l.receipt(&h).ok().flatten());
             if let Some(receipt) = committed {
                 answers.push(Some(Outcome::Committed { hash: h, receipt, duplicate: true }));
-            } else if self.pool.contains_key(&h)
+            } else if self.pool.contains(&h)
                 || fresh.iter().any(|(f, _, _): &(Digest, Tx, Vec<u8>)| *f == h)
             {
                 answers.push(Some(Outcome::Accepted(h)));
-            } else if self.pool.len() + fresh.len() >= POOL_MAX {
+            } else if !self.pool.has_room(fresh.len()) {
                 answers.push(Some(Outcome::Busy));
             } else {
                 answers.push(None);
@@ -563,7 +533,7 @@ impl<V: Verifier + Clone> Driver<V> {
                 if client.is_some() {
                     gossip.push(bytes.as_ref().clone());
                 }
-                self.pool.insert(h, (tx.clone(), bytes, now));
+                self.pool.insert(h, tx.clone(), bytes, now);
                 self.inputs.push_back(Input::Transaction(CDigest(h.0)));
             }
             for frame in PeerMsg::txs_in_frames(gossip) {
@@ -690,7 +660,7 @@ impl<V: Verifier + Clone> Driver<V> {
             Effect::ViewChanged { view, primary } => {
                 tracing_line(&format!("entered view {} (primary node {})", view.0, primary.0));
             }
-            Effect::Heard { from, height } => self.note_peer(from, height),
+            Effect::Heard { from, height } => self.status.heard(from, height.0, self.clock.now()),
             _ => {}
         }
     }
@@ -732,7 +702,7 @@ impl<V: Verifier + Clone> Driver<V> {
     }
 
     fn body(&self, h: &Digest) -> Option<Tx> {
-        if let Some((tx, _, _)) = self.pool.get(h) {
+        if let Some(tx) = self.pool.tx(h) {
             return Some(tx.clone());
         }
         self.ledger.read().ok()?.transaction(h).ok().flatten().map(|(_, _, t)| t)
@@ -920,24 +890,12 @@ impl<V: Verifier + Clone> Driver<V> {
         }
     }
 
-    /// Every two seconds, re-sends the oldest transactions that have waited more than a second
-    /// (at most 1,000). A node that was down when a transaction was gossiped learns of it this
-    /// way, so its request timer runs too and a silent primary is replaced by a quorum, not
-    /// suspected by one lonely replica.
+    /// Gossips old transactions again when due ([`crate::mempool`]).
     fn regossip(&mut self) {
         let now = self.clock.now();
-        if now.saturating_duration_since(self.regossiped) < Duration::from_secs(2) {
+        let Some(old) = self.pool.regossip(now, self.intake.pending().map(|(h, _)| h)) else {
             return;
-        }
-        self.regossiped = now;
-        let old: Vec<Vec<u8>> = self
-            .intake
-            .pending()
-            .filter_map(|(h, _)| self.pool.get(h))
-            .filter(|(_, _, at)| now.saturating_duration_since(*at) >= Duration::from_secs(1))
-            .take(1000)
-            .map(|(_, b, _)| b.as_ref().clone())
-            .collect();
+        };
         for frame in PeerMsg::txs_in_frames(old) {
             self.links.broadcast(&frame);
         }
@@ -951,8 +909,8 @@ impl<V: Verifier + Clone> Driver<V> {
         let mut out = Vec::new();
         let mut bytes = 0usize;
         for h in hashes.iter().take(10_000) {
-            let enc = match self.pool.get(h) {
-                Some((_, b, _)) => b.as_ref().clone(),
+            let enc = match self.pool.bytes(h) {
+                Some(b) => b.as_ref().clone(),
                 None => match self.body(h) {
                     Some(t) => t.encode(),
                     None => continue,
@@ -1096,23 +1054,11 @@ impl<V: Verifier + Clone> Driver<V> {
             .iter()
             .map(|n| {
                 let me = n.id == self.id;
-                let seen = self.seen.get(&n.id);
-                let delay = seen.map(|s| now.saturating_duration_since(s.at).as_millis() as u64);
-                let refusing = self.signer_refusals.last.as_ref().is_some_and(|(at, _, _)| {
-                    now.saturating_duration_since(*at).as_millis() < SIGNER_REFUSING_MS
-                });
+                let peer = self.status.peer(n.id, now);
                 let status = if me {
-                    if refusing {
-                        "signer-refusing"
-                    } else if self.engine.is_changing_view() {
-                        "view-change"
-                    } else {
-                        "up"
-                    }
-                } else if delay.is_some_and(|d| d < 10_000) {
-                    "up"
+                    self.status.own(now, self.engine.is_changing_view())
                 } else {
-                    "unreachable"
+                    peer.status
                 };
                 json!({
                     "id": n.id.0,
@@ -1122,8 +1068,8 @@ impl<V: Verifier + Clone> Driver<V> {
                     "isPrimary": n.id == primary,
                     "isSelf": me,
                     "status": status,
-                    "delay": if me { Some(0) } else { delay },
-                    "height": if me { height } else { seen.map_or(0, |s| s.height) },
+                    "delay": if me { Some(0) } else { peer.delay },
+                    "height": if me { height } else { peer.height },
                 })
             })
             .collect();
@@ -1134,13 +1080,7 @@ impl<V: Verifier + Clone> Driver<V> {
             "epoch": self.engine.config().epoch(),
             "height": height,
             "pending": self.pool.len(),
-            "signer": {
-                "refused": self.signer_refusals.count,
-                "lastRefusal": self.signer_refusals.last.as_ref().map(|(_, at, reason)| json!({
-                    "at": humantime::format_rfc3339_millis(*at).to_string(),
-                    "reason": reason,
-                })),
-            },
+            "signer": self.status.signer_json(),
             "links": self.link_stats.json(),
             "nodes": list,
         })
