@@ -8,7 +8,8 @@
 //!   handshake that proves which node is at each end of a link; [`blocks`]: the block server
 //!   that answers state transfers off the driver's thread.
 //! - [`mempool`]: the transactions held for consensus and their re-gossip; [`status`]: what
-//!   the node knows of its peers and its signer (`node_getNodes`).
+//!   the node knows of its peers and its signer (`node_getNodes`); [`transfer`]: the state
+//!   transfer client (blocks requested in turn, assembled from parts, checked once).
 //! - [`inbox`]: the driver's inbox, one bounded queue per source, read in turn.
 //! - [`client`]: a JSON-RPC client over the node's socket.
 //! - [`api`]: the read methods over the ledger (anchor_get, anchor_verify, anchor_getProof,
@@ -38,3 +39,4 @@ pub mod peer;
 pub mod rpc;
 pub mod service;
 pub mod status;
+pub mod transfer;

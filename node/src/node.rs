@@ -62,6 +62,7 @@ use crate::intake::Intake;
 use crate::mempool::Mempool;
 use crate::peer::{FRAME_BUDGET, LinkStats, Links, PeerMsg};
 use crate::status::Status;
+use crate::transfer::{Part, Transfer};
 
 /// How often a parked execution or a state fetch asks its peers again.
 const RETRY: Duration = Duration::from_millis(500);
@@ -204,24 +205,11 @@ pub fn tracing_line(msg: &str) {
     eprintln!("{}", crate::logline::line(msg));
 }
 
-/// A block of a state transfer whose transactions arrive in several frames.
-struct Staged {
-    block: Block,
-    txs: HashMap<Digest, Tx>,
-}
-
 struct Parked {
     seq: SeqNo,
     token: u64,
     batch: Batch,
     asked: Option<Instant>,
-}
-
-struct StateFetch {
-    seq: SeqNo,
-    state: CDigest,
-    asked: Option<Instant>,
-    next_peer: usize,
 }
 
 /// What a driver is made of: its identity and founding file, the ledger, and the seams of
@@ -269,8 +257,7 @@ pub struct Driver<V: Verifier + Clone = Sm2Verifier> {
     intake: Intake,
     pool: Mempool,
     parked: Option<Parked>,
-    fetch: Option<StateFetch>,
-    staged: Option<Staged>,
+    fetch: Option<Transfer>,
     timers: HashMap<Timer, Instant>,
     waiters: HashMap<Digest, Vec<Sender<Outcome>>>,
     links: Box<dyn Transport>,
@@ -361,7 +348,6 @@ impl<V: Verifier + Clone> Driver<V> {
             pool: Mempool::new(now),
             parked: None,
             fetch: None,
-            staged: None,
             timers: HashMap::new(),
             waiters: HashMap::new(),
             links: transport,
@@ -642,7 +628,7 @@ impl<V: Verifier + Clone> Driver<V> {
             Effect::FetchState { seq, state } => {
                 self.spec.clear();
                 self.parked = None;
-                self.fetch = Some(StateFetch { seq, state, asked: None, next_peer: 0 });
+                self.fetch = Some(Transfer::new(seq, state));
                 self.retry();
             }
             Effect::Reconfigured { config } => {
@@ -873,20 +859,10 @@ impl<V: Verifier + Clone> Driver<V> {
             self.genesis.nodes.iter().map(|n| n.id).filter(|i| *i != self.id).collect();
         let height = self.height();
         let now = self.clock.now();
-        if let Some(f) = self.fetch.as_mut() {
-            if f.asked.is_none_or(|t| now.saturating_duration_since(t) >= RETRY)
-                && !peers.is_empty()
-            {
-                f.asked = Some(now);
-                let to = peers[f.next_peer % peers.len()];
-                f.next_peer += 1;
-                // The next block's transactions already here, in its order, are not sent again.
-                let skip = self.staged.as_ref().map_or(0, |st| {
-                    st.block.tx_hashes.iter().take_while(|h| st.txs.contains_key(*h)).count()
-                });
-                let skip = u32::try_from(skip).unwrap_or(u32::MAX);
-                self.links.send(to, &PeerMsg::WantBlocks { after: height, upto: f.seq.0, skip });
-            }
+        if let Some((to, msg)) =
+            self.fetch.as_mut().and_then(|f| f.request(now, RETRY, &peers, height))
+        {
+            self.links.send(to, &msg);
         }
     }
 
@@ -927,8 +903,8 @@ impl<V: Verifier + Clone> Driver<V> {
         }
     }
 
-    /// Certified blocks for a state fetch: each is checked (certificate, transactions,
-    /// re-execution to the same header) before it is written.
+    /// Certified blocks for a state fetch ([`crate::transfer`]): each is checked (certificate,
+    /// transactions, re-execution to the same header) before it is written.
     fn on_blocks(&mut self, blocks: Vec<(Vec<u8>, Vec<Vec<u8>>)>) {
         let Some(target) = self.fetch.as_ref().map(|f| (f.seq, f.state)) else { return };
         for (block_bytes, tx_bytes) in blocks {
@@ -936,57 +912,32 @@ impl<V: Verifier + Clone> Driver<V> {
             if height >= target.0.0 {
                 break;
             }
-            let Ok(block) = Block::decode(&block_bytes) else { return };
-            if block.header.height != height + 1 {
-                continue;
-            }
-            // A block comes whole, or in parts that each repeat it with some of its
-            // transactions; it is checked once, and applied when every body is here.
-            if self.staged.as_ref().is_none_or(|st| st.block.header != block.header) {
-                if let Err(why) = self.check_block(&block) {
-                    tracing_line(&format!(
-                        "block {} from a peer refused: {why}",
-                        block.header.height
-                    ));
-                    self.staged = None;
+            let Some(mut fetch) = self.fetch.take() else { return };
+            let part = fetch.part(
+                &block_bytes,
+                &tx_bytes,
+                height,
+                |b| self.check_block(b),
+                |h| self.body(h),
+            );
+            self.fetch = Some(fetch);
+            let (block, txs) = match part {
+                Part::Ready(block, txs) => (block, txs),
+                Part::Staged | Part::Skipped => continue,
+                Part::Refused(why) => {
+                    tracing_line(&format!("state transfer: refused {why}"));
                     return;
                 }
-                self.staged = Some(Staged { block, txs: HashMap::new() });
-            }
-            let Some(mut st) = self.staged.take() else { return };
-            let wanted: std::collections::HashSet<&Digest> = st.block.tx_hashes.iter().collect();
-            let mut fresh = Vec::new();
-            for b in &tx_bytes {
-                if let Ok(t) = Tx::decode(b) {
-                    let h = t.hash();
-                    if wanted.contains(&h) {
-                        fresh.push((h, t));
-                    }
-                }
-            }
-            drop(wanted);
-            st.txs.extend(fresh);
-            let mut txs = Vec::with_capacity(st.block.tx_hashes.len());
-            for h in &st.block.tx_hashes {
-                match st.txs.get(h).cloned().or_else(|| self.body(h)) {
-                    Some(t) => txs.push(t),
-                    None => break,
-                }
-            }
-            if txs.len() < st.block.tx_hashes.len() {
-                // The rest comes in the next parts.
-                self.staged = Some(st);
-                continue;
-            }
+            };
             let executed = match self.ledger.read().map(|l| l.execute(&[], txs)) {
                 Ok(Ok(e)) => e,
                 _ => return,
             };
-            if executed.block.header != st.block.header {
-                tracing_line(&format!("block {} re-executes differently", st.block.header.height));
+            if executed.block.header != block.header {
+                tracing_line(&format!("block {} re-executes differently", block.header.height));
                 return;
             }
-            self.write_block(&executed, &st.block.certificate);
+            self.write_block(&executed, &block.certificate);
             self.committed_block(&executed);
         }
         let (tip_h, tip_hash) = match self.ledger.read().ok().and_then(|l| l.tip().copied()) {
@@ -1011,10 +962,10 @@ impl<V: Verifier + Clone> Driver<V> {
                 txs,
                 configs: self.configs(),
             });
-        } else if self.staged.is_none() {
+        } else if self.fetch.as_ref().is_some_and(|f| !f.is_staged()) {
             // Ask for more now; a block still missing parts waits for them (or the retry).
             if let Some(f) = self.fetch.as_mut() {
-                f.asked = None;
+                f.ask_now();
             }
             self.retry();
         }

@@ -117,6 +117,8 @@ pub struct Report {
     pub poison_refused: bool,
     /// Votes the compromised node's signer signed after the poisoning request.
     pub signed_after_poison: u64,
+    /// Block requests of state transfers that reached a peer.
+    pub block_requests: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -764,6 +766,7 @@ impl World {
                 self.feed(to, vec![ev]);
             }
             Admitted::WantBlocks { after, upto, skip } => {
+                self.report.block_requests += 1;
                 let Some(ledger) = self.nodes[to].ledger.clone() else { return };
                 let frames = ledger
                     .read()
