@@ -8,7 +8,8 @@
 //! and the disks under the WAL and the intake ([`SimLog`]).
 //!
 //! A run has two phases. Until [`CHAOS_MS`], clients submit transactions to random nodes and
-//! the plan's faults act: message loss, duplication and delay; a node partitioned away; crashes
+//! the plan's faults act: message loss, duplication and delay; a node partitioned away (both
+//! ways or one way); crashes
 //! of up to `f` nodes at a time that tear their journals' unsynced tails (and sometimes kill
 //! the signer too); and the attacks of one compromised node (below). Then everything heals:
 //! crashed nodes restart and the network is reliable. The run ends when every node has
@@ -158,7 +159,8 @@ enum Kind {
         signer: bool,
     },
     Restart(usize),
-    Isolate(usize),
+    /// Cut a node's links: outgoing, incoming, or both (`(out, in)`).
+    Isolate(usize, (bool, bool)),
     Rejoin(usize),
     Poison,
     Oversize,
@@ -258,7 +260,8 @@ pub struct World {
     tx_ok: RefCell<HashMap<Digest, bool>>,
     chain: BTreeMap<u64, Digest>,
     committed: HashMap<Digest, u64>,
-    isolated: HashSet<usize>,
+    /// Links cut by a partition, as (from, to).
+    blocked: HashSet<(usize, usize)>,
     healed: bool,
     compromised: Option<usize>,
     /// The chain's height when the poisoning request was refused.
@@ -370,7 +373,7 @@ impl World {
             tx_ok: RefCell::new(HashMap::new()),
             chain: BTreeMap::new(),
             committed: HashMap::new(),
-            isolated: HashSet::new(),
+            blocked: HashSet::new(),
             healed: false,
             compromised,
             poisoned: None,
@@ -420,7 +423,14 @@ impl World {
         if faults.partition {
             let node = self.rng.below(n as u64) as usize;
             let t = self.rng.range(500, CHAOS_MS - 2_000);
-            self.at(t, Kind::Isolate(node));
+            // Cut off both ways, or one way only (it hears but is not heard, or the reverse),
+            // drawn apart from the main stream so that earlier seeds keep their schedules.
+            let ways = match Rng::new(self.report.seed ^ 0x09e_0a1).below(3) {
+                0 => (true, true),
+                1 => (true, false),
+                _ => (false, true),
+            };
+            self.at(t, Kind::Isolate(node, ways));
             let back = t + self.rng.range(500, 3_000);
             self.at(back, Kind::Rejoin(node));
         }
@@ -634,7 +644,7 @@ impl World {
     /// Puts a frame from `from` to `to` on the network, with the plan's faults.
     fn send(&mut self, from: usize, to: usize, bytes: &Rc<Vec<u8>>, attack: Option<Attack>) {
         // No link to or from a node that is down, or cut off.
-        if self.isolated.contains(&from) || self.isolated.contains(&to) || !self.up(to) {
+        if self.blocked.contains(&(from, to)) || !self.up(to) {
             return;
         }
         let chaos = !self.healed;
@@ -922,7 +932,7 @@ impl World {
 
     fn heal(&mut self) -> anyhow::Result<()> {
         self.healed = true;
-        self.isolated.clear();
+        self.blocked.clear();
         for i in 0..self.nodes.len() {
             if !self.up(i) {
                 self.start(i)?;
@@ -975,13 +985,20 @@ impl World {
                         self.start(node)?;
                     }
                 }
-                Kind::Isolate(node) => {
+                Kind::Isolate(node, (out, inward)) => {
                     if !self.healed {
-                        self.isolated.insert(node);
+                        for j in (0..self.nodes.len()).filter(|&j| j != node) {
+                            if out {
+                                self.blocked.insert((node, j));
+                            }
+                            if inward {
+                                self.blocked.insert((j, node));
+                            }
+                        }
                     }
                 }
                 Kind::Rejoin(node) => {
-                    self.isolated.remove(&node);
+                    self.blocked.retain(|(a, b)| *a != node && *b != node);
                 }
                 Kind::Poison => self.poison(),
                 Kind::Oversize => self.oversize(),
