@@ -55,6 +55,9 @@ enum Command {
     /// The VP node service.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// The box's configuration file (its node, sockets and peers' addresses).
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// A local consortium for development: `up` creates and starts it (default ./vpbox-dev).
     #[command(subcommand)]
     Cluster(crate::cluster_cmd::ClusterCommand),
@@ -80,8 +83,16 @@ enum CertCommand {
 
 #[derive(Debug, Subcommand)]
 enum NodeCommand {
-    /// Run a node (see `vpbox_node::service` for its configuration file).
+    /// Run a node with the box's configuration (`vpbox config check` checks it).
     Run(crate::cluster_cmd::NodeRunArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Check a box's configuration against itself and its genesis: every error is printed,
+    /// each naming its field; exit 1 if any.
+    #[command(after_help = "Example:\n  vpbox config check --config /etc/vpbox/box.toml")]
+    Check(crate::cluster_cmd::NodeRunArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -277,6 +288,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Anchor(AnchorCommand::Get(a)) => crate::client_cmd::get(&a),
         Command::Anchor(AnchorCommand::Verify(a)) => crate::client_cmd::verify(&a),
         Command::Node(NodeCommand::Run(a)) => crate::cluster_cmd::node_run(&a),
+        Command::Config(ConfigCommand::Check(a)) => crate::cluster_cmd::config_check(&a.config),
         Command::Cluster(cmd) => crate::cluster_cmd::run(&cmd),
         Command::Status(a) => crate::cluster_cmd::status(&a),
         Command::Hsm(cmd) => crate::hsm_cmd::run(&cmd),

@@ -22,7 +22,7 @@ use clap::Args;
 use serde_json::{Value, json};
 use vpbox_ledger::tx::{Payload, Tx, TxBody};
 use vpbox_node::client::{CallError, RpcClient};
-use vpbox_node::genesis::{Address, Genesis};
+use vpbox_node::genesis::Genesis;
 use vpbox_sm::sm2::SecretKey;
 use vpbox_sm::sm3::Digest;
 use vpbox_sm::{Signer, SoftwareSigner};
@@ -184,9 +184,10 @@ pub(crate) fn client(conn: &Conn) -> Result<RpcClient> {
     let genesis = Genesis::load(&conn.dir.join("genesis.json")).with_context(|| {
         format!("no cluster in {} (run `vpbox cluster up`, or give --rpc)", conn.dir.display())
     })?;
+    // Each box's configuration names its node's socket.
     for n in &genesis.nodes {
-        if let Address::Unix(p) = &n.rpc {
-            let mut c = RpcClient::new(p);
+        if let Ok(p) = crate::cluster_cmd::rpc_path(&conn.dir, n.id.0) {
+            let mut c = RpcClient::new(&p);
             if c.call("block_getChainHeight", json!([])).is_ok() {
                 return Ok(c);
             }

@@ -18,7 +18,11 @@
 //!     node.crt                   its vp-node certificate for the consensus key, from its bank's CA
 //!     hsm-so-pin, hsm-pin        random PINs, mode 0400
 //!     signer.toml, signer.sock   `vpbox signer run`: the only process that holds the PIN
-//!     node.toml, rpc.sock, peer.sock, data/
+//!     box.toml                   the box's configuration (`vpbox_node::config`): its node,
+//!                                its sockets, its peers' P2P addresses
+//!     rpc.sock, peer.sock, data/ `vpbox node run --config box.toml`
+//!     egress/N.sock              how the node reaches node N: with no proxy on one machine,
+//!                                a symbolic link to nodeN/peer.sock
 //!     signer.log, node.log, signer.pid, node.pid
 //! ```
 //!
@@ -46,7 +50,8 @@ use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use vpbox_ledger::tx::Payload;
 use vpbox_node::client::{CallError, RpcClient};
-use vpbox_node::genesis::{Address, Genesis};
+use vpbox_node::config::{BoxConfig, PeerBox, SignerConfig, Sockets};
+use vpbox_node::genesis::Genesis;
 use vpbox_sm::SoftwareSigner;
 use vpbox_sm::sm2::SecretKey;
 
@@ -54,6 +59,10 @@ use crate::Outcome;
 
 /// The banks of the development consortium, in node order (two boxes each).
 const BANKS: [&str; 2] = ["bank-a", "bank-b"];
+
+/// Node N's box has its P2P address at 127.0.0.1:(P2P_PORT_BASE + N), where its proxy will
+/// listen (issue 15); no process listens there yet.
+const P2P_PORT_BASE: u32 = 17_400;
 
 /// `vpbox cluster …`
 #[derive(Debug, Subcommand)]
@@ -145,16 +154,49 @@ pub(crate) struct StatusArgs {
 /// `vpbox node run`.
 #[derive(Debug, Args)]
 pub(crate) struct NodeRunArgs {
-    /// The node's configuration (TOML; see `vpbox_node::service`).
+    /// The box's configuration (TOML; see `vpbox config check`).
     #[arg(long)]
     pub(crate) config: PathBuf,
 }
 
 pub(crate) fn node_run(a: &NodeRunArgs) -> Result<Outcome> {
     crate::harden::no_core_dumps()?;
-    let config = vpbox_node::service::NodeConfig::load(&a.config)?;
+    let config = BoxConfig::load(&a.config).map_err(anyhow::Error::msg)?;
     vpbox_node::service::run(&config)?;
     Ok(Outcome::Ok)
+}
+
+/// `vpbox config check`: reads a box's configuration and checks it against itself and its
+/// genesis; every error is printed, each naming its field.
+pub(crate) fn config_check(path: &Path) -> Result<Outcome> {
+    let config = match BoxConfig::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(Outcome::Invalid);
+        }
+    };
+    match config.check() {
+        Ok(checked) => {
+            for n in &checked.notes {
+                println!("note: {n}");
+            }
+            println!(
+                "{}: ok (node {}, {} peers)",
+                path.display(),
+                config.node_id,
+                config.peers.len()
+            );
+            Ok(Outcome::Ok)
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{}: {e}", path.display());
+            }
+            eprintln!("{}: {} error(s)", path.display(), errors.len());
+            Ok(Outcome::Invalid)
+        }
+    }
 }
 
 pub(crate) fn run(cmd: &ClusterCommand) -> Result<Outcome> {
@@ -472,10 +514,10 @@ fn node_certificate(dir: &Path, i: u32, bank: &str, module: &Path) -> Result<Str
 /// Enrolls each bank's POSP certificate on the ledger (the first `up`), and waits until every
 /// node has committed the enrollments, so that any node admits the POSPs when `up` returns.
 fn enroll_members(dir: &Path, genesis: &Genesis, module: &Path) -> Result<()> {
-    let mut c = RpcClient::new(&rpc_path(genesis, 1)?);
+    let mut c = RpcClient::new(&rpc_path(dir, 1)?);
     let mut last = 0;
     for bank in BANKS {
-        let block = enroll_admin(dir, bank, module, &rpc_path(genesis, 1)?)?;
+        let block = enroll_admin(dir, bank, module, &rpc_path(dir, 1)?)?;
         println!("  {bank}-admin enrolled in block {block} (key in {bank}'s token)");
         last = last.max(block);
     }
@@ -497,7 +539,7 @@ fn enroll_members(dir: &Path, genesis: &Genesis, module: &Path) -> Result<()> {
     let n = genesis.nodes.len() as u32;
     let mut clients = Vec::new();
     for i in 1..=n {
-        clients.push(RpcClient::new(&rpc_path(genesis, i)?));
+        clients.push(RpcClient::new(&rpc_path(dir, i)?));
     }
     wait_for("every node to commit the enrollments", Duration::from_secs(120), || {
         clients.iter_mut().all(|c| {
@@ -530,14 +572,52 @@ fn provision(dir: &Path, i: u32, module: &Path) -> Result<()> {
             nd.join("signer-state"),
         ),
     )?;
-    fs::write(
-        nd.join("node.toml"),
-        format!(
-            "id = {i}\ngenesis = \"../genesis.json\"\ndata_dir = \"data\"\n\
-             signer_socket = \"signer.sock\"\nsigner_key = \"consensus\"\n"
-        ),
-    )?;
     Ok(())
+}
+
+/// The boxes provisioned in `dir` (those with a box configuration), by id.
+fn boxes(dir: &Path) -> Vec<u32> {
+    (1..=64).filter(|i| node_dir(dir, *i).join("box.toml").exists()).collect()
+}
+
+/// Writes box `i`'s configuration for a cluster whose boxes are `all`, and points its egress
+/// sockets at the other boxes' peer sockets (no proxy on one machine: see `vpbox_node::config`).
+fn write_box(dir: &Path, i: u32, all: &[u32]) -> Result<()> {
+    let nd = node_dir(dir, i);
+    let config = BoxConfig {
+        node_id: i,
+        genesis: "../genesis.json".into(),
+        data_dir: "data".into(),
+        signer: SignerConfig { socket: "signer.sock".into(), key: "consensus".into() },
+        sockets: Sockets {
+            rpc: "rpc.sock".into(),
+            peer: "peer.sock".into(),
+            egress: "egress".into(),
+        },
+        peers: all
+            .iter()
+            .filter(|j| **j != i)
+            .map(|j| PeerBox { id: *j, address: format!("127.0.0.1:{}", P2P_PORT_BASE + j) })
+            .collect(),
+    };
+    let tmp = nd.join("box.toml.tmp");
+    fs::write(&tmp, toml::to_string(&config)?)?;
+    fs::rename(&tmp, nd.join("box.toml"))?;
+    let egress = nd.join("egress");
+    fs::create_dir_all(&egress)?;
+    for j in all.iter().filter(|j| **j != i) {
+        let link = vpbox_node::config::egress_socket(&egress, vpbox_consensus::NodeId(*j));
+        if fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(format!("../../node{j}/peer.sock"), &link)
+                .with_context(|| link.display().to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// Box `i`'s configuration.
+pub(crate) fn box_config(dir: &Path, i: u32) -> Result<BoxConfig> {
+    BoxConfig::load(&node_dir(dir, i).join("box.toml")).map_err(anyhow::Error::msg)
 }
 
 fn start_signer(dir: &Path, i: u32) -> Result<()> {
@@ -554,13 +634,13 @@ fn start_signer(dir: &Path, i: u32) -> Result<()> {
     .with_context(|| format!("see {}", nd.join("signer.log").display()))
 }
 
-fn start_node(dir: &Path, i: u32, genesis: &Genesis) -> Result<()> {
+fn start_node(dir: &Path, i: u32) -> Result<()> {
     let nd = node_dir(dir, i);
     if alive(&nd, "node.pid").is_some() {
         return Ok(());
     }
-    spawn(&nd, &["node", "run", "--config", "node.toml"], "node.log", "node.pid")?;
-    let rpc = rpc_path(genesis, i)?;
+    spawn(&nd, &["node", "run", "--config", "box.toml"], "node.log", "node.pid")?;
+    let rpc = rpc_path(dir, i)?;
     let mut exited = false;
     let begun = Instant::now();
     let _ = wait_for(&format!("node{i}"), Duration::from_secs(30), || {
@@ -579,21 +659,14 @@ fn start_node(dir: &Path, i: u32, genesis: &Genesis) -> Result<()> {
     Ok(())
 }
 
-fn rpc_path(genesis: &Genesis, i: u32) -> Result<PathBuf> {
-    match genesis.node(vpbox_consensus::NodeId(i)).map(|n| &n.rpc) {
-        Some(Address::Unix(p)) => Ok(p.clone()),
-        // A node added by governance: the cluster's convention (see `add_node`).
-        None => Ok(node_dir(&genesis.base, i).join("rpc.sock")),
-        _ => bail!("node {i} has no Unix RPC socket in the genesis"),
-    }
+/// Box `i`'s JSON-RPC socket, as its configuration names it.
+pub(crate) fn rpc_path(dir: &Path, i: u32) -> Result<PathBuf> {
+    Ok(box_config(dir, i)?.sockets.rpc)
 }
 
 /// Nodes provisioned by `cluster add-node` (not in the genesis), by id.
 fn added_nodes(dir: &Path, genesis: &Genesis) -> Vec<u32> {
-    (1..=64)
-        .filter(|i| genesis.node(vpbox_consensus::NodeId(*i)).is_none())
-        .filter(|i| node_dir(dir, *i).join("node.toml").exists())
-        .collect()
+    boxes(dir).into_iter().filter(|i| genesis.node(vpbox_consensus::NodeId(*i)).is_none()).collect()
 }
 
 fn module_or_default(module: Option<&Path>) -> Result<PathBuf> {
@@ -640,6 +713,12 @@ fn add_node(dir: &Path, bank: &str, module: Option<&Path>) -> Result<Outcome> {
     let max = genesis.nodes.iter().map(|n| n.id.0).chain(added_nodes(&dir, &genesis)).max();
     let i = max.unwrap_or(0) + 1;
     provision(&dir, i, &module)?;
+    // Every box learns the new one's address (no vote: topology is each box's own file).
+    let mut all = boxes(&dir);
+    all.push(i);
+    for j in &all {
+        write_box(&dir, *j, &all)?;
+    }
     start_signer(&dir, i)?;
     let mut c = vpbox_signer::Client::connect(&node_dir(&dir, i).join("signer.sock"))?;
     let pk = c.public_key("consensus")?;
@@ -647,7 +726,6 @@ fn add_node(dir: &Path, bank: &str, module: Option<&Path>) -> Result<Outcome> {
     let entry = json!({
         "id": i, "bank": bank, "name": format!("node{i}"),
         "consensus_key": hex::encode(pk.to_sec1_uncompressed()),
-        "peer": format!("unix:node{i}/peer.sock"), "rpc": format!("unix:node{i}/rpc.sock"),
         "certificate": certificate,
     });
     let path = node_dir(&dir, i).join("node.json");
@@ -682,15 +760,14 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
 
 fn join(dir: &Path, node: u32, from: u32) -> Result<Outcome> {
     let dir = fs::canonicalize(dir).with_context(|| format!("no cluster in {}", dir.display()))?;
-    let genesis = Genesis::load(&dir.join("genesis.json"))?;
     let target = node_dir(&dir, node);
-    if !target.join("node.toml").exists() {
+    if !target.join("box.toml").exists() {
         bail!("node{node} was not provisioned (vpbox cluster add-node)");
     }
     if target.join("data/ledger").exists() {
         bail!("node{node} has a ledger already; `vpbox cluster up` starts it");
     }
-    let state = RpcClient::new(&rpc_path(&genesis, from)?)
+    let state = RpcClient::new(&rpc_path(&dir, from)?)
         .call("gov_getState", json!([]))
         .map_err(|e| anyhow::anyhow!("node{from}: {e}"))?;
     let member = state["nodes"].as_array().into_iter().flatten().any(|n| n["id"] == json!(node));
@@ -702,10 +779,10 @@ fn join(dir: &Path, node: u32, from: u32) -> Result<Outcome> {
     let source = node_dir(&dir, from);
     stop(&source, "node.pid");
     let copied = copy_tree(&source.join("data/ledger"), &target.join("data/ledger"));
-    start_node(&dir, from, &genesis)?;
+    start_node(&dir, from)?;
     copied?;
     start_signer(&dir, node)?;
-    start_node(&dir, node, &genesis)?;
+    start_node(&dir, node)?;
     println!("node{node} started from node{from}'s ledger");
     Ok(Outcome::Ok)
 }
@@ -760,9 +837,12 @@ fn create(a: &UpArgs) -> Result<()> {
         nodes.push(json!({
             "id": i, "bank": bank, "name": format!("node{i}"),
             "consensus_key": hex::encode(pk.to_sec1_uncompressed()),
-            "peer": format!("unix:node{i}/peer.sock"), "rpc": format!("unix:node{i}/rpc.sock"),
             "certificate": certificate,
         }));
+    }
+    let all: Vec<u32> = (1..=a.nodes).collect();
+    for i in &all {
+        write_box(&dir, *i, &all)?;
     }
     let mut consensus = json!({
         "batch_size_max": a.batch_size, "batch_timeout_ms": 5,
@@ -800,7 +880,7 @@ fn up(a: &UpArgs) -> Result<Outcome> {
         start_signer(&dir, i)?;
     }
     for i in 1..=n {
-        if let Err(e) = start_node(&dir, i, &genesis) {
+        if let Err(e) = start_node(&dir, i) {
             // A box that governance removed refuses to start, and says so in its log.
             let log = fs::read_to_string(node_dir(&dir, i).join("node.log")).unwrap_or_default();
             match log.lines().last() {
@@ -814,7 +894,7 @@ fn up(a: &UpArgs) -> Result<Outcome> {
     for i in added_nodes(&dir, &genesis) {
         if node_dir(&dir, i).join("data/ledger").exists() {
             start_signer(&dir, i)?;
-            start_node(&dir, i, &genesis)?;
+            start_node(&dir, i)?;
         }
     }
     if fresh {
@@ -826,9 +906,9 @@ fn up(a: &UpArgs) -> Result<Outcome> {
     }
     println!("{n} nodes up. JSON-RPC (HTTP/1.1 on Unix sockets):");
     for i in 1..=n {
-        println!("  node{i}: {}", rpc_path(&genesis, i)?.display());
+        println!("  node{i}: {}", rpc_path(&dir, i)?.display());
     }
-    let rpc = rpc_path(&genesis, 1)?;
+    let rpc = rpc_path(&dir, 1)?;
     println!(
         "Try:\n  vpbox anchor put 0x{k} 0x{v}\n  vpbox anchor get 0x{k}\n  vpbox status\n  \
          curl -s --unix-socket {} http://node/ -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"block_getChainHeight\",\"params\":[]}}'",
@@ -934,7 +1014,7 @@ pub(crate) fn status(a: &StatusArgs) -> Result<Outcome> {
             boxes.push((i, format!("node{i}"), bank));
         }
     }
-    let sockets = boxes.iter().map(|n| rpc_path(&genesis, n.0)).collect::<Result<Vec<_>>>()?;
+    let sockets = boxes.iter().map(|n| rpc_path(dir, n.0)).collect::<Result<Vec<_>>>()?;
     let rows: Vec<_> = boxes.iter().zip(ask_nodes(sockets, STATUS_DEADLINE)).collect();
     let silent = format!("no answer within {} s", STATUS_DEADLINE.as_secs());
     if a.json {

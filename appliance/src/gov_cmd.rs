@@ -123,7 +123,13 @@ fn describe(c: &Change) -> String {
         }
         Change::RemoveRoot(d) => format!("remove root sm3 {}", d.to_hex()),
         Change::RemoveBank(b) => format!("remove bank {b}"),
-        Change::AddNode(n) => format!("add node {} {} of {} at {}", n.id, n.name, n.bank, n.peer),
+        Change::AddNode(n) => format!(
+            "add node {} {} of {} (consensus key sm3 {})",
+            n.id,
+            n.name,
+            n.bank,
+            hash(n.consensus_key).to_hex()
+        ),
         Change::RemoveNode(id) => format!("remove node {id}"),
     }
 }
@@ -161,11 +167,10 @@ pub(crate) fn run(cmd: &GovCommand) -> Result<Outcome> {
             }
             for n in r["nodes"].as_array().into_iter().flatten() {
                 println!(
-                    "node  {:<3} {:<10} {:<10} {}",
+                    "node  {:<3} {:<10} {:<10}",
                     n["id"],
                     n["name"].as_str().unwrap_or(""),
-                    n["bank"].as_str().unwrap_or(""),
-                    n["peer"].as_str().unwrap_or("")
+                    n["bank"].as_str().unwrap_or("")
                 );
             }
             Ok(Outcome::Ok)

@@ -9,15 +9,19 @@
 //!
 //! ```text
 //! config    = proposal_len:u32 proposal approvals:u8 (admin:[32] sig_len:u8 sig:DER)*
-//! proposal  = version:u8=1 chain:[32] seq:u64 count:u8 change*
+//! proposal  = version:u8=2 chain:[32] seq:u64 count:u8 change*
 //! change    = 1 AddRoot    der:bytes          (a new O is a new member bank)
 //!           | 2 RemoveRoot sm3:[32]           (SM3 of the root's DER)
 //!           | 3 RemoveBank bank:str           (every root of the bank; its nodes must go too)
 //!           | 4 AddNode    node
 //!           | 5 RemoveNode id:u32
-//! node      = id:u32 bank:str name:str consensus_key:[65] certificate:bytes peer:str rpc:str
+//! node      = id:u32 bank:str name:str consensus_key:[65] certificate:bytes
 //! bytes     = len:u32 data      str = len:u16 UTF-8
 //! ```
+//!
+//! A node record holds its identity only. Where a node is reached (its box's P2P address, its
+//! sockets) is each box's own configuration, outside the replicated state, so moving a box to
+//! another address needs no vote and no two boxes need to share a file system.
 //!
 //! Rules (each refusal names its reason, so the node can tell the submitter before ordering):
 //! - `chain` is the genesis hash and `seq` the number of changes applied so far: a proposal
@@ -64,6 +68,11 @@ pub const NODES_MIN: usize = 4;
 const STR_MAX: usize = 256;
 const DER_MAX: u32 = 16 * 1024;
 
+/// The version of the proposal and state encodings. Version 1 also carried each node's `peer`
+/// and `rpc` endpoints; endpoints are now each box's own configuration, not replicated state,
+/// so a version 1 proposal or state is refused.
+const VERSION: u8 = 2;
+
 /// A node as the consortium knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeSpec {
@@ -77,10 +86,6 @@ pub struct NodeSpec {
     pub consensus_key: [u8; 65],
     /// Its `vp-node` certificate, DER.
     pub certificate: Vec<u8>,
-    /// Where peers reach it (`unix:PATH`, as in the genesis).
-    pub peer: String,
-    /// Where its JSON-RPC listens.
-    pub rpc: String,
 }
 
 /// One change.
@@ -177,8 +182,6 @@ impl NodeSpec {
         put_str(out, &self.name);
         out.extend_from_slice(&self.consensus_key);
         put_bytes(out, &self.certificate);
-        put_str(out, &self.peer);
-        put_str(out, &self.rpc);
     }
 
     fn decode_from(r: &mut Reader<'_>) -> Result<Self, Error> {
@@ -188,8 +191,6 @@ impl NodeSpec {
             name: get_str(r)?,
             consensus_key: r.array()?,
             certificate: get_bytes(r, DER_MAX)?,
-            peer: get_str(r)?,
-            rpc: get_str(r)?,
         })
     }
 }
@@ -197,7 +198,7 @@ impl NodeSpec {
 impl Proposal {
     /// The canonical encoding, which approvals sign.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![1u8];
+        let mut out = vec![VERSION];
         out.extend_from_slice(self.chain.as_bytes());
         out.extend_from_slice(&self.seq.to_be_bytes());
         out.push(self.changes.len() as u8);
@@ -231,7 +232,7 @@ impl Proposal {
     /// Strict, bounded decoding.
     pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
         let mut r = Reader::new(bytes, "proposal");
-        if r.u8()? != 1 {
+        if r.u8()? != VERSION {
             return Err(r.fail("unknown version"));
         }
         let chain = Digest(r.array()?);
@@ -298,7 +299,7 @@ impl ConfigTx {
 impl State {
     /// The encoding stored in the ledger.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![1u8];
+        let mut out = vec![VERSION];
         out.extend_from_slice(self.chain.as_bytes());
         out.extend_from_slice(&self.seq.to_be_bytes());
         out.extend_from_slice(&self.max_node_id.to_be_bytes());
@@ -316,7 +317,7 @@ impl State {
     /// Decodes a stored state.
     pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
         let mut r = Reader::new(bytes, "governance state");
-        if r.u8()? != 1 {
+        if r.u8()? != VERSION {
             return Err(r.fail("unknown version"));
         }
         let chain = Digest(r.array()?);

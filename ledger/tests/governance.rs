@@ -80,8 +80,6 @@ impl Bank {
             name: name.into(),
             consensus_key: k.public_key().to_sec1_uncompressed(),
             certificate,
-            peer: format!("unix:{name}/peer.sock"),
-            rpc: format!("unix:{name}/rpc.sock"),
         };
         (k, spec)
     }

@@ -11,7 +11,6 @@
 //!   "consensus": { "batch_size_max": 500, "batch_timeout_ms": 10, "request_timeout_ms": 2000 },
 //!   "nodes": [
 //!     { "id": 1, "bank": "bank-a", "name": "node1", "consensus_key": "04…",
-//!       "peer": "unix:node1/peer.sock", "rpc": "unix:node1/rpc.sock",
 //!       "certificate": "-----BEGIN CERTIFICATE-----\n…" }
 //!   ],
 //!   "roots": [ { "bank": "bank-a", "certificate": "-----BEGIN CERTIFICATE-----\n…" } ]
@@ -22,8 +21,11 @@
 //!   `vp-node` certificate from its bank's CA (PEM; followed by the bank's issuing CA when that
 //!   CA is not the root), which must name the node (CN) and the bank (O) and certify that very
 //!   key — every founding node is admitted by certificate.
-//! - `peer` and `rpc` are `unix:PATH` (a relative path is relative to the genesis file's
-//!   folder) or, for development only, `tcp:127.0.0.1:PORT`.
+//! - A node entry is an identity only. Where a node is reached is not consortium state: each
+//!   box's own configuration ([`crate::config`]) names its sockets and its peers' addresses, so
+//!   a box moves without a vote and the genesis holds nothing of one machine. (Genesis files of
+//!   earlier versions carried `peer` and `rpc` endpoints; they are refused with a message saying
+//!   so, and removing them founds a new chain, since the file's hash is the chain's identity.)
 //! - `consensus` overrides [`Params`] fields by name; every node must run the same values, so
 //!   they live here and not in a node's own configuration.
 //! - `roots` are the founding banks' root CA certificates (PEM, inline so that the genesis
@@ -68,24 +70,6 @@ fn chain_der(pem: &str) -> Result<Vec<u8>, String> {
     vpbox_ca::pem::chain_der(pem).map_err(|e| e.to_string())
 }
 
-/// Where a node listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Address {
-    /// A Unix socket.
-    Unix(PathBuf),
-    /// A TCP address (development only).
-    Tcp(String),
-}
-
-impl std::fmt::Display for Address {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Unix(p) => write!(f, "unix:{}", p.display()),
-            Self::Tcp(a) => write!(f, "tcp:{a}"),
-        }
-    }
-}
-
 /// A member node.
 #[derive(Debug, Clone)]
 pub struct NodeEntry {
@@ -97,17 +81,13 @@ pub struct NodeEntry {
     pub name: String,
     /// Its consensus key.
     pub consensus_key: PublicKey,
-    /// Where peers connect.
-    pub peer: Address,
-    /// Where its JSON-RPC listens.
-    pub rpc: Address,
     /// Its `vp-node` certificate (DER; followed by its issuing CAs when its bank issues from
     /// one), naming the node and the bank, certifying the consensus key.
     pub certificate: Vec<u8>,
 }
 
 impl NodeEntry {
-    /// As the governance state keeps it (addresses as `unix:PATH`, absolute).
+    /// As the governance state keeps it.
     pub fn spec(&self) -> NodeSpec {
         NodeSpec {
             id: self.id.0,
@@ -115,8 +95,6 @@ impl NodeEntry {
             name: self.name.clone(),
             consensus_key: self.consensus_key.to_sec1_uncompressed(),
             certificate: self.certificate.clone(),
-            peer: self.peer.to_string(),
-            rpc: self.rpc.to_string(),
         }
     }
 }
@@ -147,8 +125,6 @@ pub struct Genesis {
     pub nodes: Vec<NodeEntry>,
     /// The founding banks' root certificates.
     pub roots: Vec<Root>,
-    /// The folder relative socket paths resolve against (the genesis file's).
-    pub base: PathBuf,
 }
 
 #[derive(Deserialize)]
@@ -192,9 +168,13 @@ struct RawNode {
     bank: String,
     name: String,
     consensus_key: String,
-    peer: String,
-    rpc: String,
     certificate: String,
+    /// Endpoints of genesis files before version 2: read only to refuse them by name.
+    #[serde(default)]
+    peer: Option<serde::de::IgnoredAny>,
+    /// As `peer`.
+    #[serde(default)]
+    rpc: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -208,13 +188,11 @@ impl Genesis {
     /// Reads and checks the genesis at `path`.
     pub fn load(path: &Path) -> Result<Self, GenesisError> {
         let bytes = std::fs::read(path).map_err(|e| GenesisError::Io(path.to_path_buf(), e))?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
-        Self::parse(&bytes, &base).map_err(|e| GenesisError::Invalid(path.to_path_buf(), e))
+        Self::parse(&bytes).map_err(|e| GenesisError::Invalid(path.to_path_buf(), e))
     }
 
-    /// Parses genesis bytes; relative socket paths resolve against `base`.
-    pub fn parse(bytes: &[u8], base: &Path) -> Result<Self, String> {
+    /// Parses genesis bytes.
+    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
         let raw: RawGenesis = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
         if raw.roots.is_empty() {
             return Err("roots: at least one bank root certificate is required".into());
@@ -237,8 +215,6 @@ impl Genesis {
             nodes.push(NodeEntry {
                 id: NodeId(n.id),
                 consensus_key,
-                peer: address(&n.peer, base)?,
-                rpc: address(&n.rpc, base)?,
                 bank: n.bank,
                 name: n.name,
                 certificate,
@@ -275,7 +251,6 @@ impl Genesis {
             params,
             nodes,
             roots,
-            base: base.to_path_buf(),
         })
     }
 
@@ -291,7 +266,7 @@ impl Genesis {
         }
     }
 
-    /// A node of the governance state, its addresses resolved against the genesis folder.
+    /// A node of the governance state.
     pub fn entry(&self, spec: &NodeSpec) -> Result<NodeEntry, String> {
         Ok(NodeEntry {
             id: NodeId(spec.id),
@@ -299,8 +274,6 @@ impl Genesis {
             name: spec.name.clone(),
             consensus_key: PublicKey::from_sec1(&spec.consensus_key)
                 .map_err(|_| format!("node {}: bad consensus key", spec.id))?,
-            peer: address(&spec.peer, &self.base)?,
-            rpc: address(&spec.rpc, &self.base)?,
             certificate: spec.certificate.clone(),
         })
     }
@@ -339,6 +312,13 @@ pub fn parse_node_entry(json: &str) -> Result<NodeSpec, String> {
 
 fn raw_spec(n: &RawNode) -> Result<(NodeSpec, PublicKey), String> {
     let what = format!("node {}", n.id);
+    if n.peer.is_some() || n.rpc.is_some() {
+        return Err(format!(
+            "{what}: `peer` and `rpc` are no longer part of a node entry: endpoints are each \
+             box's own configuration (box.toml, `vpbox config check`); remove them (a genesis \
+             without them founds a new chain)"
+        ));
+    }
     let consensus_key = hex::decode(&n.consensus_key)
         .ok()
         .and_then(|b| PublicKey::from_sec1(&b).ok())
@@ -350,22 +330,8 @@ fn raw_spec(n: &RawNode) -> Result<(NodeSpec, PublicKey), String> {
         name: n.name.clone(),
         consensus_key: consensus_key.to_sec1_uncompressed(),
         certificate,
-        peer: n.peer.clone(),
-        rpc: n.rpc.clone(),
     };
     Ok((spec, consensus_key))
-}
-
-/// Parses `unix:PATH` (relative to `base`) or `tcp:HOST:PORT`.
-pub fn address(s: &str, base: &Path) -> Result<Address, String> {
-    if let Some(p) = s.strip_prefix("unix:") {
-        let p = Path::new(p);
-        Ok(Address::Unix(if p.is_absolute() { p.to_path_buf() } else { base.join(p) }))
-    } else if let Some(a) = s.strip_prefix("tcp:") {
-        Ok(Address::Tcp(a.to_string()))
-    } else {
-        Err(format!("address {s:?}: expected unix:PATH or tcp:HOST:PORT"))
-    }
 }
 
 #[cfg(test)]
@@ -426,9 +392,9 @@ mod tests {
         serde_json::to_string(s).unwrap()
     }
 
-    fn node(id: u32, name: &str, key: &str, cert: &str, peer: &str, rpc: &str) -> String {
+    fn node(id: u32, name: &str, key: &str, cert: &str) -> String {
         format!(
-            r#"{{"id":{id},"bank":"a","name":"{name}","consensus_key":"{key}","peer":"{peer}","rpc":"{rpc}","certificate":{cert}}}"#
+            r#"{{"id":{id},"bank":"a","name":"{name}","consensus_key":"{key}","certificate":{cert}}}"#
         )
     }
 
@@ -441,20 +407,14 @@ mod tests {
     }
 
     #[test]
-    fn parses_and_resolves_relative_sockets() {
+    fn parses_identities_in_id_order() {
         let bank = Bank::new("a");
         let (k1, c1) = bank.node("n1");
         let (k2, c2) = bank.node("n2");
-        let text = genesis(
-            &[
-                node(2, "n2", &k2, &c2, "unix:n2/p.sock", "unix:/r.sock"),
-                node(1, "n1", &k1, &c1, "tcp:127.0.0.1:9", "unix:r"),
-            ],
-            &bank.roots(),
-        );
-        let g = Genesis::parse(text.as_bytes(), Path::new("/base")).unwrap();
+        let text = genesis(&[node(2, "n2", &k2, &c2), node(1, "n1", &k1, &c1)], &bank.roots());
+        let g = Genesis::parse(text.as_bytes()).unwrap();
         assert_eq!(g.nodes[0].id, NodeId(1), "sorted by id");
-        assert_eq!(g.nodes[1].peer, Address::Unix("/base/n2/p.sock".into()));
+        assert_eq!((g.nodes[1].name.as_str(), g.nodes[1].bank.as_str()), ("n2", "a"));
         assert_eq!((g.params.batch_timeout_ms, g.params.pipeline_depth), (7, 2));
         assert_eq!(g.roots.len(), 1);
         assert!(!g.nodes[0].certificate.is_empty());
@@ -463,23 +423,25 @@ mod tests {
     }
 
     #[test]
-    fn refuses_bad_keys_addresses_and_unknown_fields() {
+    fn refuses_bad_keys_endpoints_and_unknown_fields() {
         let bank = Bank::new("a");
         let (k, c) = bank.node("n");
-        let one = |key: &str, peer: &str| {
-            genesis(&[node(1, "n", key, &c, peer, "unix:r")], &bank.roots())
-        };
-        assert!(Genesis::parse(one("04ab", "unix:p").as_bytes(), Path::new("/")).is_err());
-        assert!(Genesis::parse(one(&k, "http://x").as_bytes(), Path::new("/")).is_err());
-        let good = one(&k, "unix:p");
-        assert!(Genesis::parse(good.as_bytes(), Path::new("/")).is_ok());
+        let one = |key: &str| genesis(&[node(1, "n", key, &c)], &bank.roots());
+        assert!(Genesis::parse(one("04ab").as_bytes()).is_err());
+        let good = one(&k);
+        // A node entry of the first format, with endpoints, is refused by name.
+        let old =
+            good.replace(r#""consensus_key""#, r#""peer":"unix:p","rpc":"unix:r","consensus_key""#);
+        let e = Genesis::parse(old.as_bytes()).unwrap_err();
+        assert!(e.contains("`peer` and `rpc` are no longer part of a node entry"), "{e}");
+        assert!(Genesis::parse(good.as_bytes()).is_ok());
         let extra = good.replacen('{', r#"{"surprise":1,"#, 1);
-        assert!(Genesis::parse(extra.as_bytes(), Path::new("/")).is_err());
+        assert!(Genesis::parse(extra.as_bytes()).is_err());
         // No roots, or a root that is not a certificate, is refused.
         let none = good.replace(&bank.roots(), "[]");
-        assert!(Genesis::parse(none.as_bytes(), Path::new("/")).unwrap_err().contains("roots"));
+        assert!(Genesis::parse(none.as_bytes()).unwrap_err().contains("roots"));
         let bad = good.replace("BEGIN CERTIFICATE", "BEGIN PRIVATE KEY");
-        assert!(Genesis::parse(bad.as_bytes(), Path::new("/")).is_err());
+        assert!(Genesis::parse(bad.as_bytes()).is_err());
     }
 
     #[test]
@@ -488,21 +450,21 @@ mod tests {
         let (k, c) = bank.node("n");
         let (other_key, _) = bank.node("m");
         let parse = |nodes: &[String], roots: &str| {
-            Genesis::parse(genesis(nodes, roots).as_bytes(), Path::new("/")).map(|_| ())
+            Genesis::parse(genesis(nodes, roots).as_bytes()).map(|_| ())
         };
         // Another key than the certified one.
-        let e = parse(&[node(1, "n", &other_key, &c, "unix:p", "unix:r")], &bank.roots());
+        let e = parse(&[node(1, "n", &other_key, &c)], &bank.roots());
         assert!(e.unwrap_err().contains("another key"));
         // Another name than the certified one.
-        assert!(parse(&[node(1, "x", &k, &c, "unix:p", "unix:r")], &bank.roots()).is_err());
+        assert!(parse(&[node(1, "x", &k, &c)], &bank.roots()).is_err());
         // A certificate from a bank that is not a founding member.
         let rogue = Bank::new("x");
         let (rk, rc) = rogue.node("n");
-        let e = parse(&[node(1, "n", &rk, &rc, "unix:p", "unix:r")], &bank.roots());
+        let e = parse(&[node(1, "n", &rk, &rc)], &bank.roots());
         assert!(e.unwrap_err().contains("certificate refused"));
         // No certificate at all.
-        let bare = genesis(&[node(1, "n", &k, &c, "unix:p", "unix:r")], &bank.roots())
+        let bare = genesis(&[node(1, "n", &k, &c)], &bank.roots())
             .replace(&format!(r#","certificate":{c}"#), "");
-        assert!(Genesis::parse(bare.as_bytes(), Path::new("/")).is_err());
+        assert!(Genesis::parse(bare.as_bytes()).is_err());
     }
 }

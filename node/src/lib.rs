@@ -3,7 +3,8 @@
 //! - [`service`]: `vpbox node run`: wires everything together; the write methods of the API.
 //! - [`node`]: the driver that owns the engine and carries out its effects; [`host`]: the seams
 //!   it reaches the world through (clock, transport, logs, signer), real and simulated.
-//! - [`genesis`]: the consortium's founding file.
+//! - [`genesis`]: the consortium's founding file (identities, no addresses); [`config`]: the
+//!   box's own file (its node, its sockets, its peers' addresses), `vpbox config check`.
 //! - [`peer`]: the framed protocol between nodes and the links that carry it; [`link`]: the
 //!   handshake that proves which node is at each end of a link; [`blocks`]: the block server
 //!   that answers state transfers off the driver's thread.
@@ -25,6 +26,7 @@
 pub mod api;
 pub mod blocks;
 pub mod client;
+pub mod config;
 pub mod genesis;
 pub mod host;
 pub mod http;

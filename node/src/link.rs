@@ -284,21 +284,6 @@ impl Conn for UnixStream {
     }
 }
 
-impl Conn for std::net::TcpStream {
-    fn set_read_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
-        Self::set_read_timeout(self, t)
-    }
-    fn set_write_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
-        Self::set_write_timeout(self, t)
-    }
-    fn shut(&self) {
-        let _ = self.shutdown(std::net::Shutdown::Both);
-    }
-    fn handle(&self) -> std::io::Result<Box<dyn Conn>> {
-        Ok(Box::new(self.try_clone()?))
-    }
-}
-
 /// Reads from `conn` until `deadline`: each read is bounded by the time left, so a peer that
 /// trickles bytes cannot stretch the wait.
 pub struct Deadline<'a> {

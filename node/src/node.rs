@@ -808,7 +808,7 @@ impl<V: Verifier + Clone> Driver<V> {
             .iter()
             .filter(|n| n.id != self.id.0)
             .filter_map(|n| self.genesis.entry(n).ok())
-            .map(|e| crate::peer::Peer { id: e.id, addr: e.peer, key: e.consensus_key })
+            .map(|e| crate::peer::Peer { id: e.id, key: e.consensus_key })
             .collect();
         self.links.set_peers(peers);
     }
@@ -1015,7 +1015,6 @@ impl<V: Verifier + Clone> Driver<V> {
                     "id": n.id.0,
                     "name": n.name,
                     "bank": n.bank,
-                    "address": n.rpc.to_string(),
                     "isPrimary": n.id == primary,
                     "isSelf": me,
                     "status": status,

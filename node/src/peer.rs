@@ -1,6 +1,7 @@
-//! Links between nodes: the framed protocol peers speak (the same bytes will later run inside
-//! TLS through the proxy), and the thin I/O shells that carry it over Unix sockets (or, for
-//! development, 127.0.0.1).
+//! Links between nodes: the framed protocol peers speak (the same bytes run inside TLS through
+//! the box's proxy), and the thin I/O shells that carry it over Unix sockets. The node opens no
+//! network socket: it reaches peer N by connecting to `N.sock` in its egress folder (see
+//! [`crate::config`]), where the box's proxy listens.
 //!
 //! ```text
 //! frame = len:u32be body                          (len ≤ FRAME_MAX, 8 MiB)
@@ -32,8 +33,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufReader, BufWriter, Read, Write};
-use std::net::TcpStream;
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -44,7 +45,6 @@ use vpbox_consensus::NodeId;
 use vpbox_sm::sm2::PublicKey;
 use vpbox_sm::sm3::Digest;
 
-use crate::genesis::Address;
 use crate::link::{Conn, Identity, Members};
 
 /// Longest frame: room for a new view of 7 nodes at the default batch size and window.
@@ -352,8 +352,6 @@ impl Default for Replays {
 pub struct Peer {
     /// Its node.
     pub id: NodeId,
-    /// Where it listens.
-    pub addr: Address,
     /// Its consensus key (its link proof must verify under it).
     pub key: PublicKey,
 }
@@ -371,27 +369,27 @@ struct Queue {
 pub struct Links {
     me: Identity,
     members: Members,
+    egress: PathBuf,
     peers: Arc<Mutex<Vec<(Peer, Queue)>>>,
 }
 
 impl Links {
-    /// Starts a link to each of `peers`, proving this node's identity as `me`. `members` (the
-    /// keys inbound links are checked against) follows the same set.
-    pub fn start(me: Identity, members: Members, peers: Vec<Peer>) -> Self {
-        let links = Self { me, members, peers: Arc::new(Mutex::new(Vec::new())) };
+    /// Starts a link to each of `peers` through its socket in `egress`, proving this node's
+    /// identity as `me`. `members` (the keys inbound links are checked against) follows the
+    /// same set.
+    pub fn start(me: Identity, members: Members, egress: PathBuf, peers: Vec<Peer>) -> Self {
+        let links = Self { me, members, egress, peers: Arc::new(Mutex::new(Vec::new())) };
         links.set(peers);
         links
     }
 
-    /// Makes `peers` the set: starts links to new peers (or moved ones, or re-keyed ones),
+    /// Makes `peers` the set: starts links to new peers (or re-keyed ones),
     /// ends links to peers no longer in it (their thread ends when its queue's sender is
     /// dropped).
     pub fn set(&self, peers: Vec<Peer>) {
         self.members.set(peers.iter().map(|p| (p.id, p.key.clone())));
         let Ok(mut current) = self.peers.lock() else { return };
-        current.retain(|(p, _)| {
-            peers.iter().any(|n| n.id == p.id && n.addr == p.addr && n.key == p.key)
-        });
+        current.retain(|(p, _)| peers.iter().any(|n| n.id == p.id && n.key == p.key));
         for peer in peers {
             if peer.id != self.me.id && !current.iter().any(|(p, _)| p.id == peer.id) {
                 current.extend(self.start_link(peer));
@@ -403,9 +401,10 @@ impl Links {
         let (tx, rx) = sync_channel(QUEUE_MAX);
         let queue = Queue { tx, bytes: Arc::new(AtomicUsize::new(0)) };
         let (p, me, bytes) = (peer.clone(), self.me.clone(), Arc::clone(&queue.bytes));
+        let socket = crate::config::egress_socket(&self.egress, peer.id);
         std::thread::Builder::new()
             .name(format!("link-{}", peer.id.0))
-            .spawn(move || link(me, p, rx, bytes))
+            .spawn(move || link(me, p, &socket, rx, bytes))
             .map(|_| (peer, queue))
             .ok()
     }
@@ -447,20 +446,14 @@ fn offer(q: &Queue, frame: Arc<Vec<u8>>) {
     }
 }
 
-fn connect(addr: &Address) -> std::io::Result<Box<dyn Conn>> {
-    Ok(match addr {
-        Address::Unix(p) => Box::new(UnixStream::connect(p)?),
-        Address::Tcp(a) => {
-            let s = TcpStream::connect(a)?;
-            s.set_nodelay(true)?;
-            Box::new(s)
-        }
-    })
-}
-
 /// Connects and proves who this node is to `peer` (and checks it is `peer`).
-fn open_link(me: &Identity, peer: &Peer) -> Result<BufWriter<Box<dyn Conn>>, String> {
-    let mut conn = connect(&peer.addr).map_err(|e| e.to_string())?;
+fn open_link(
+    me: &Identity,
+    peer: &Peer,
+    socket: &Path,
+) -> Result<BufWriter<Box<dyn Conn>>, String> {
+    let mut conn: Box<dyn Conn> =
+        Box::new(UnixStream::connect(socket).map_err(|e| format!("{}: {e}", socket.display()))?);
     crate::link::dial(&mut *conn, me, peer.id, peer.key.clone()).map_err(|e| e.to_string())?;
     conn.set_write_timeout(Some(READ)).map_err(|e| e.to_string())?;
     Ok(BufWriter::new(conn))
@@ -468,7 +461,13 @@ fn open_link(me: &Identity, peer: &Peer) -> Result<BufWriter<Box<dyn Conn>>, Str
 
 /// One peer's sender: connects lazily, reconnects after a failure at most every 200 ms, drops
 /// what it cannot deliver, pings when idle.
-fn link(me: Identity, peer: Peer, rx: Receiver<Arc<Vec<u8>>>, bytes: Arc<AtomicUsize>) {
+fn link(
+    me: Identity,
+    peer: Peer,
+    socket: &Path,
+    rx: Receiver<Arc<Vec<u8>>>,
+    bytes: Arc<AtomicUsize>,
+) {
     let mut stream: Option<BufWriter<Box<dyn Conn>>> = None;
     let mut last_try: Option<Instant> = None;
     let mut complained = false;
@@ -484,7 +483,7 @@ fn link(me: Identity, peer: Peer, rx: Receiver<Arc<Vec<u8>>>, bytes: Arc<AtomicU
         };
         if stream.is_none() && last_try.is_none_or(|t| t.elapsed() >= RECONNECT) {
             last_try = Some(Instant::now());
-            match open_link(&me, &peer) {
+            match open_link(&me, &peer, socket) {
                 Ok(s) => {
                     stream = Some(s);
                     complained = false;

@@ -1,18 +1,10 @@
 //! `vpbox node run`: wires the driver, the ledger, the peer links, the signer thread and the
 //! JSON-RPC server together, and the write methods of the API.
 //!
-//! The node opens no TCP socket: JSON-RPC and the peer links are Unix sockets (the proxy puts
-//! TLS in front of both in production). Its configuration (TOML):
-//!
-//! ```toml
-//! id = 1
-//! genesis = "/etc/vpbox/genesis.json"
-//! data_dir = "/var/lib/vpbox-node"      # ledger/, consensus.wal, intake.log
-//! signer_socket = "/run/vpbox/signer.sock"
-//! signer_key = "consensus"              # the key's name in the signer
-//! ```
-//!
-//! The node's own peer and RPC sockets are the ones the genesis lists for its id.
+//! The node opens no network socket: its JSON-RPC and its peer links are Unix sockets, named
+//! with everything else it needs by the box's configuration ([`crate::config::BoxConfig`]). The
+//! box's proxy puts mutual TLS in front of both, and dials the peers' boxes; so the node's unit
+//! can run with no network at all.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -20,7 +12,6 @@ use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use serde::Deserialize;
 use serde_json::{Value, json};
 use vpbox_ca::CertProfile;
 use vpbox_ca::policy::Decision;
@@ -32,7 +23,8 @@ use vpbox_sm::sm2::PublicKey;
 
 use crate::api::ReadApi;
 use crate::blocks::BlockServer;
-use crate::genesis::{Address, Genesis};
+use crate::config::BoxConfig;
+use crate::genesis::Genesis;
 use crate::host::{Admitted, PeerFilter};
 use crate::http::{Limits, serve};
 use crate::inbox::{Inbox, Outbox, Source};
@@ -44,44 +36,6 @@ use crate::rpc::{Methods, RpcError, param};
 /// How long `anchor_put` waits for its commit before answering "pending".
 pub const WAIT_MAX: Duration = Duration::from_secs(30);
 
-/// The node's configuration file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NodeConfig {
-    /// Its consensus id (in the genesis).
-    pub id: u32,
-    /// The genesis file.
-    pub genesis: PathBuf,
-    /// Where it keeps its state.
-    pub data_dir: PathBuf,
-    /// The signer's socket.
-    pub signer_socket: PathBuf,
-    /// The consensus key's name in the signer.
-    #[serde(default = "default_key")]
-    pub signer_key: String,
-}
-
-fn default_key() -> String {
-    "consensus".into()
-}
-
-impl NodeConfig {
-    /// Reads the configuration at `path`; relative paths resolve against its folder.
-    pub fn load(path: &Path) -> Result<Self, StartError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| StartError(format!("{}: {e}", path.display())))?;
-        let mut c: Self =
-            toml::from_str(&text).map_err(|e| StartError(format!("{}: {e}", path.display())))?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut c.genesis, &mut c.data_dir, &mut c.signer_socket] {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        }
-        Ok(c)
-    }
-}
-
 /// The node's clock, in milliseconds since the Unix epoch (the only place it is read).
 #[allow(clippy::disallowed_methods)]
 pub fn now_ms() -> u64 {
@@ -90,10 +44,7 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn bind(addr: &Address, what: &str) -> Result<std::os::unix::net::UnixListener, StartError> {
-    let Address::Unix(path) = addr else {
-        return Err(StartError(format!("{what} {addr}: the node listens on Unix sockets only")));
-    };
+fn bind(path: &Path, what: &str) -> Result<std::os::unix::net::UnixListener, StartError> {
     // A socket left by a killed node is removed; anything else at the path is refused.
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         use std::os::unix::fs::FileTypeExt;
@@ -113,9 +64,9 @@ fn bind(addr: &Address, what: &str) -> Result<std::os::unix::net::UnixListener, 
 }
 
 /// Runs the node until it is killed.
-pub fn run(config: &NodeConfig) -> Result<(), StartError> {
+pub fn run(config: &BoxConfig) -> Result<(), StartError> {
     let genesis = Arc::new(Genesis::load(&config.genesis).map_err(|e| StartError(e.to_string()))?);
-    let id = NodeId(config.id);
+    let id = NodeId(config.node_id);
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| StartError(format!("{}: {e}", config.data_dir.display())))?;
     let mut ledger = Ledger::open(&config.data_dir.join("ledger"))
@@ -138,39 +89,49 @@ pub fn run(config: &NodeConfig) -> Result<(), StartError> {
                 "node {} is not a member at block {}: not in the genesis, or removed by \
                  governance, or added by governance after this ledger (start it from a \
                  member's ledger)",
-                config.id,
+                config.node_id,
                 ledger.height().saturating_sub(1)
             ))
         })?;
         let peers: Vec<Peer> = entries
             .into_iter()
             .filter(|n| n.id != id)
-            .map(|n| Peer { id: n.id, addr: n.peer, key: n.consensus_key })
+            .map(|n| Peer { id: n.id, key: n.consensus_key })
             .collect();
         (me, peers)
     };
     let ledger = Arc::new(RwLock::new(ledger));
 
-    let peer_listener = bind(&me.peer, "peer socket")?;
-    let rpc_listener = bind(&me.rpc, "rpc socket")?;
+    for p in &peers {
+        if config.address_of(p.id).is_none() {
+            tracing_line(&format!(
+                "member node {} has no [[peers]] address in this box's configuration: the \
+                 box's proxy cannot reach it",
+                p.id.0
+            ));
+        }
+    }
+    let peer_listener = bind(&config.sockets.peer, "peer socket")?;
+    let rpc_listener = bind(&config.sockets.rpc, "rpc socket")?;
     let identity = Identity {
         chain: genesis.hash.0,
         id,
         prover: Arc::new(SignerProver {
-            socket: config.signer_socket.clone(),
-            key: config.signer_key.clone(),
+            socket: config.signer.socket.clone(),
+            key: config.signer.key.clone(),
             client: Mutex::new(None),
         }),
     };
     let members = Members::default();
     let stats = Arc::new(LinkStats::default());
-    let links = Links::start(identity.clone(), members.clone(), peers);
+    let links =
+        Links::start(identity.clone(), members.clone(), config.sockets.egress.clone(), peers);
     let inbox = Inbox::new();
     let events = inbox.outbox(Source::Local);
     let (jobs, job_rx) = channel();
     {
         let (socket, key, events) =
-            (config.signer_socket.clone(), config.signer_key.clone(), events.clone());
+            (config.signer.socket.clone(), config.signer.key.clone(), events.clone());
         std::thread::Builder::new()
             .name("signer".into())
             .spawn(move || signer_thread(socket, key, job_rx, events))
@@ -208,8 +169,13 @@ pub fn run(config: &NodeConfig) -> Result<(), StartError> {
         })
         .map_err(|e| StartError(format!("thread: {e}")))?;
     tracing_line(&format!(
-        "node {} ({}, {}) serving JSON-RPC on {} and peers on {}",
-        id.0, me.name, me.bank, me.rpc, me.peer
+        "node {} ({}, {}) serving JSON-RPC on {} and peers on {}; reaching peers through {}",
+        id.0,
+        me.name,
+        me.bank,
+        config.sockets.rpc.display(),
+        config.sockets.peer.display(),
+        config.sockets.egress.display()
     ));
     driver.run(inbox);
     Ok(())
@@ -496,7 +462,6 @@ impl NodeApi {
                 json!({
                     "id": n.id, "bank": n.bank, "name": n.name,
                     "consensusKey": hex::encode(n.consensus_key),
-                    "peer": n.peer, "rpc": n.rpc,
                 })
             })
             .collect();
@@ -605,7 +570,6 @@ mod tests {
             params: vpbox_consensus::Params::default(),
             nodes: vec![],
             roots: vec![],
-            base: dir.to_path_buf(),
         };
         let inbox = Inbox::new();
         let api = NodeApi {

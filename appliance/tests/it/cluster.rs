@@ -77,6 +77,38 @@ impl Cluster {
     }
 }
 
+/// The sockets a process holds: how many are Unix sockets, and a description of every other
+/// (TCP, UDP, raw, over IPv4 or IPv6), found by inode in its network namespace's tables.
+fn sockets_of(pid_file: &Path) -> (usize, Vec<String>) {
+    let pid = std::fs::read_to_string(pid_file).unwrap();
+    let proc = PathBuf::from(format!("/proc/{}", pid.trim()));
+    let table =
+        |name: &str| std::fs::read_to_string(proc.join("net").join(name)).unwrap_or_default();
+    let unix = table("unix");
+    let mut network = String::new();
+    for t in ["tcp", "tcp6", "udp", "udp6", "raw", "raw6"] {
+        network += &table(t);
+    }
+    let mut count = 0;
+    let mut others = Vec::new();
+    for fd in std::fs::read_dir(proc.join("fd")).unwrap() {
+        let Ok(target) = std::fs::read_link(fd.unwrap().path()) else { continue };
+        let target = target.to_string_lossy().into_owned();
+        let Some(inode) = target.strip_prefix("socket:[").and_then(|t| t.strip_suffix(']')) else {
+            continue;
+        };
+        let has = |t: &str| t.lines().any(|l| l.split_whitespace().any(|w| w == inode));
+        if has(&network) {
+            others.push(target);
+        } else if has(&unix) {
+            count += 1;
+        } else {
+            others.push(format!("{target} (in no table)"));
+        }
+    }
+    (count, others)
+}
+
 fn wait(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ok() {
@@ -158,6 +190,39 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
             assert!(humantime::parse_rfc3339(stamp).is_ok(), "not stamped: {l}");
         }
     }
+
+    // The node opens no network socket: every socket it holds is a Unix one (and there are
+    // some, its listeners and links, so the check sees them).
+    for i in 1..=4 {
+        let (unix, network) = sockets_of(&c.dir.join(format!("node{i}/node.pid")));
+        assert!(unix >= 2, "node{i}: {unix} Unix sockets");
+        assert_eq!(network, Vec::<String>::new(), "node{i} holds network sockets");
+    }
+
+    // Each box's configuration passes `vpbox config check`; a broken one is refused with
+    // every error named.
+    let config = c.dir.join("node1/box.toml");
+    let r = vpbox(&["config", "check", "--config", s(&config)]);
+    assert_eq!(r.code, 0, "{}{}", r.text(), r.stderr);
+    assert!(r.text().contains("ok (node 1, 3 peers)"), "{}", r.text());
+    let text = std::fs::read_to_string(&config).unwrap();
+    let broken = text
+        .replace("address = \"127.0.0.1:17402\"", "address = \"node2.bank-a\"")
+        .replace("id = 4\n", "id = 3\n");
+    assert_ne!(broken, text);
+    let bad = c.dir.join("node1/broken.toml");
+    std::fs::write(&bad, broken).unwrap();
+    let r = vpbox(&["config", "check", "--config", s(&bad)]);
+    assert_eq!(r.code, 1, "{}{}", r.text(), r.stderr);
+    for want in [
+        "node 2: address \"node2.bank-a\": expected HOST:PORT",
+        "node 3 is listed twice",
+        "founding member node 4 (node4, bank-b) has no [[peers]] entry",
+        "3 error(s)",
+    ] {
+        assert!(r.stderr.contains(want), "{want} not in {}", r.stderr);
+    }
+    std::fs::remove_file(&bad).unwrap();
 
     // The cluster's certificates come from `vpbox ca` with each bank's key in its token, and
     // OpenSSL accepts them: the nodes' vp-node certificates and the POSPs'.

@@ -19,7 +19,7 @@ use vpbox_sm::{Signer, SoftwareSigner};
 use crate::{Scratch, s};
 
 /// Writes `dir/genesis.json` for nodes `node1..=nodeN` of bank-a, each certified by bank-a's
-/// root, their RPC sockets at `dir/nodeI/rpc.sock`.
+/// root, and each box's `dir/nodeI/box.toml` naming its RPC socket `dir/nodeI/rpc.sock`.
 fn write_genesis(dir: &Path, n: u32) {
     #[allow(clippy::disallowed_methods)]
     let now = SystemTime::now();
@@ -42,7 +42,6 @@ fn write_genesis(dir: &Path, n: u32) {
             json!({
                 "id": i, "bank": "bank-a", "name": format!("node{i}"),
                 "consensus_key": hex::encode(key.public_key().to_sec1_uncompressed()),
-                "peer": format!("unix:node{i}/peer.sock"), "rpc": format!("unix:node{i}/rpc.sock"),
                 "certificate": issue(&ca, &root, &req, grant).unwrap(),
             })
         })
@@ -54,7 +53,14 @@ fn write_genesis(dir: &Path, n: u32) {
     });
     std::fs::write(dir.join("genesis.json"), genesis.to_string()).unwrap();
     for i in 1..=n {
-        std::fs::create_dir_all(dir.join(format!("node{i}"))).unwrap();
+        let nd = dir.join(format!("node{i}"));
+        std::fs::create_dir_all(&nd).unwrap();
+        let config = format!(
+            "node_id = {i}\ngenesis = \"../genesis.json\"\ndata_dir = \"data\"\n\
+             [signer]\nsocket = \"signer.sock\"\n\
+             [sockets]\nrpc = \"rpc.sock\"\npeer = \"peer.sock\"\negress = \"egress\"\n"
+        );
+        std::fs::write(nd.join("box.toml"), config).unwrap();
     }
 }
 
@@ -64,8 +70,7 @@ struct Answering;
 impl Methods for Answering {
     fn call(&self, method: &str, _: &Value) -> Result<Value, RpcError> {
         let member = |id: u32| {
-            json!({"id": id, "name": format!("node{id}"), "bank": "bank-a",
-                   "address": format!("unix:node{id}/rpc.sock"), "isPrimary": id == 2,
+            json!({"id": id, "name": format!("node{id}"), "bank": "bank-a", "isPrimary": id == 2,
                    "isSelf": id == 2, "status": if id == 2 { "up" } else { "unreachable" },
                    "delay": null, "height": 0})
         };

@@ -7,10 +7,9 @@
 //! `vpbox-signer` on a file; the signature itself is a keyed test tag, see [`crate::keys`]),
 //! and the disks under the WAL and the intake ([`SimLog`]).
 //!
-//! A run has two phases. Until [`CHAOS_MS`], clients submit transactions to random nodes and
-//! the plan's faults act: message loss, duplication and delay; a node partitioned away (both
-//! ways or one way); crashes
-//! of up to `f` nodes at a time that tear their journals' unsynced tails (and sometimes kill
+//! A run has two phases. Until [`CHAOS_MS`] the plan's faults act (clients submit transactions
+//! to random nodes for the first 6 s of it): message loss, duplication and delay; a node
+//! partitioned away (both ways or one way); crashes of up to `f` nodes at a time that tear their journals' unsynced tails (and sometimes kill
 //! the signer too); and the attacks of one compromised node (below). Then everything heals:
 //! crashed nodes restart and the network is reliable. The run ends when every node has
 //! committed every acknowledged transaction at the same chain, or fails at [`LIVENESS_MS`].
@@ -37,7 +36,7 @@ use vpbox_consensus_sim::rng::Rng;
 use vpbox_ledger::Ledger;
 use vpbox_ledger::tx::{Payload, Tx, TxBody};
 use vpbox_node::blocks::answer;
-use vpbox_node::genesis::{Address, Genesis, NodeEntry};
+use vpbox_node::genesis::{Genesis, NodeEntry};
 use vpbox_node::host::{Admitted, Clock, PeerFilter, SignQueue, Transport};
 use vpbox_node::intake::Intake;
 use vpbox_node::node::{Driver, Event, Host, Outcome};
@@ -290,8 +289,6 @@ impl World {
                 bank: format!("bank-{}", i % 2),
                 name: format!("node{}", i + 1),
                 consensus_key: keys.public_key(i),
-                peer: Address::Unix(dir.path().join(format!("node{}/peer.sock", i + 1))),
-                rpc: Address::Unix(dir.path().join(format!("node{}/rpc.sock", i + 1))),
                 certificate: Vec::new(),
             })
             .collect();
@@ -303,7 +300,6 @@ impl World {
             params: vpbox_consensus_sim::sim_params(),
             nodes: nodes_entries,
             roots: Vec::new(),
-            base: dir.path().to_path_buf(),
         });
         let now = Rc::new(Cell::new(0));
         #[allow(clippy::disallowed_methods)] // the origin of virtual time; only offsets matter
