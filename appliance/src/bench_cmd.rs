@@ -117,8 +117,12 @@ pub(crate) fn signer(args: &SignerBenchArgs) -> Result<Outcome> {
     let dir = tempfile::tempdir()?;
     let socket = dir.path().join("signer.sock");
     let uid = rustix::process::getuid().as_raw();
-    let keys =
-        vec![ServiceKey { name: "k".into(), signer: signer as Arc<dyn Signer>, node: Some(1) }];
+    let keys = vec![ServiceKey {
+        name: "k".into(),
+        signer: signer as Arc<dyn Signer>,
+        node: Some(1),
+        tls_uids: vec![],
+    }];
     let service = Service::new(keys, dir.path(), Limits::default(), vec![uid], 64)
         .map_err(anyhow::Error::msg)?;
     let listener = std::os::unix::net::UnixListener::bind(&socket)?;

@@ -22,6 +22,8 @@ use serde::Deserialize;
 /// id = "01"                            # CKA_ID, hex
 /// fingerprint = "…64 hex…"             # SM3 of the key's SPKI: pinned
 /// node = 1                             # the consensus node this key signs for
+/// # tls_uids = [991]                   # users allowed TLS 1.3 CertificateVerify signatures
+/// #                                    # with it (the proxy's; each must be in allowed_uids)
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -71,6 +73,10 @@ pub struct KeyConfig {
     /// The consensus node id this key signs for: a consensus payload naming another sender
     /// is refused. A key without one signs no consensus message.
     pub node: Option<u32>,
+    /// The users allowed TLS 1.3 CertificateVerify signatures with this key (the box's proxy,
+    /// whose handshakes present the node's `vp-node` certificate); none by default.
+    #[serde(default)]
+    pub tls_uids: Vec<u32>,
 }
 
 fn default_capacity() -> usize {
@@ -108,6 +114,14 @@ impl Config {
         // One HSM key under two names would get two guards: one position, two signatures.
         let mut seen = std::collections::HashSet::new();
         for k in &config.keys {
+            if let Some(uid) = k.tls_uids.iter().find(|u| !config.allowed_uids.contains(u)) {
+                return Err(format!(
+                    "{}: key {}: tls_uids lists user {uid}, which is not in allowed_uids and \
+                     could not connect",
+                    path.display(),
+                    k.name
+                ));
+            }
             let fields = [
                 ("name", Some(k.name.clone())),
                 ("id", Some(k.id.to_ascii_lowercase())),
@@ -172,6 +186,7 @@ impl Config {
                 name: k.name.clone(),
                 signer: std::sync::Arc::new(signer),
                 node: k.node,
+                tls_uids: k.tls_uids.clone(),
             });
         }
         crate::Service::new(

@@ -14,7 +14,7 @@ mod service;
 
 pub use config::{Config, KeyConfig};
 pub use service::{Service, ServiceError, ServiceKey, serve};
-pub use vpbox_signer_client::{Client, ClientError, link, protocol};
+pub use vpbox_signer_client::{Client, ClientError, link, protocol, tls13};
 
 #[doc(hidden)]
 pub mod test_support;

@@ -31,6 +31,8 @@ pub struct ServiceKey {
     pub signer: Arc<dyn Signer>,
     /// The consensus node this key signs for; `None`: no consensus signatures.
     pub node: Option<u32>,
+    /// The users allowed TLS 1.3 CertificateVerify signatures with it (the proxy's).
+    pub tls_uids: Vec<u32>,
 }
 
 /// Refusals counted since the service started, by reason, and the last one.
@@ -47,6 +49,7 @@ struct Refusals {
 struct Key {
     signer: Arc<dyn Signer>,
     node: Option<u32>,
+    tls_uids: Vec<u32>,
     /// The consensus domain's guard. Other domains are served without positions.
     guard: Mutex<Guard>,
     signed: AtomicU64,
@@ -82,7 +85,7 @@ impl Service {
         std::fs::create_dir_all(state_dir)
             .map_err(|e| ServiceError::Other(format!("{}: {e}", state_dir.display())))?;
         let mut map = HashMap::new();
-        for ServiceKey { name, signer, node } in keys {
+        for ServiceKey { name, signer, node, tls_uids } in keys {
             let path = state_dir.join(format!("{name}.consensus.guard"));
             let (guard, torn) = Guard::open(&path, limits)?;
             if let Some(t) = torn {
@@ -98,6 +101,7 @@ impl Service {
             let key = Key {
                 signer,
                 node,
+                tls_uids,
                 guard: Mutex::new(guard),
                 signed: AtomicU64::new(0),
                 refusals: Refusals::default(),
@@ -114,13 +118,13 @@ impl Service {
 
     /// Answers one request from `peer`, writing one audit line.
     pub fn handle(&self, peer: Peer, request: &Request) -> Response {
-        let (response, what) = self.answer(request);
+        let (response, what) = self.answer(peer, request);
         audit(peer, request, &what, &response);
         response
     }
 
     /// The answer, and what the request was as the signer understood it (for the audit line).
-    fn answer(&self, request: &Request) -> (Response, String) {
+    fn answer(&self, peer: Peer, request: &Request) -> (Response, String) {
         match request {
             Request::Health => {
                 for (name, key) in &self.keys {
@@ -153,6 +157,9 @@ impl Service {
                 let Some(k) = self.keys.get(key) else {
                     return (unknown_key(key), String::new());
                 };
+                if domain == vpbox_signer_client::tls13::DOMAIN {
+                    return k.sign_tls13(peer, payload);
+                }
                 let Some(domain) = Domain::from_tag(domain) else {
                     let msg = format!("unknown domain {domain:?}");
                     return (Response::Error(Status::BadRequest, msg), String::new());
@@ -247,6 +254,33 @@ impl Key {
             }
             Err(e) => Err((Response::Error(Status::Internal, e.to_string()), what)),
         }
+    }
+
+    /// A TLS 1.3 CertificateVerify signature for a caller the key's `tls_uids` lists, over a
+    /// payload of that form only (see `vpbox_signer_client::tls13`).
+    fn sign_tls13(&self, peer: Peer, content: &[u8]) -> (Response, String) {
+        use vpbox_signer_client::tls13;
+        if !self.tls_uids.contains(&peer.uid) {
+            let msg = format!("user {} may not sign TLS handshakes with this key", peer.uid);
+            return (Response::Error(Status::Forbidden, msg), "tls13".into());
+        }
+        let side = match tls13::check_content(content) {
+            Ok(side) => side,
+            Err(e) => return (Response::Error(Status::BadRequest, e.into()), "tls13".into()),
+        };
+        let what = format!("tls13 {side:?} CertificateVerify");
+        let e = match tls13::digest(self.signer.public_key(), content) {
+            Ok(e) => e,
+            Err(err) => return (Response::Error(Status::Internal, err.to_string()), what),
+        };
+        let response = match self.signer.sign_digest(&e) {
+            Ok(sig) => {
+                self.signed.fetch_add(1, Ordering::Relaxed);
+                Response::Signature(sig.to_raw())
+            }
+            Err(err) => Response::Error(Status::HsmFailure, err.to_string()),
+        };
+        (response, format!("{what} digest={}", hex::encode(e.0)))
     }
 
     /// Decides whether a link proof may be signed: it must decode as one and name this key's

@@ -12,7 +12,7 @@ use x509_cert::certificate::Certificate;
 use x509_cert::der::{Decode, Encode};
 
 use crate::error::Error;
-use crate::sign::Sm2SigningKey;
+use crate::sign::{LocalKey, Sm2SigningKey, TlsKey};
 use crate::suite::TLS_SM4_GCM_SM3;
 use crate::verify::{Admission, ClientVerifier, ServerVerifier};
 use crate::{kx, sign};
@@ -61,18 +61,28 @@ impl Profile {
     }
 }
 
-/// Our certificate chain (end entity first) and the signer that holds its key.
+/// Our certificate chain (end entity first) and the key that signs our handshakes.
 #[derive(Clone)]
 pub struct Credentials {
     chain: Vec<CertificateDer<'static>>,
-    signer: Arc<dyn Signer>,
+    key: Arc<dyn TlsKey>,
 }
 
 impl Credentials {
-    /// Pairs `chain` with `signer`, refusing a chain whose end-entity key is not the signer's.
+    /// Pairs `chain` with an SM2 `signer` in this process, refusing a chain whose end-entity
+    /// key is not the signer's.
     pub fn new(
         chain: Vec<CertificateDer<'static>>,
         signer: Arc<dyn Signer>,
+    ) -> Result<Self, Error> {
+        Self::with_key(chain, Arc::new(LocalKey::new(signer)?))
+    }
+
+    /// Pairs `chain` with any [`TlsKey`] (the signer service's, for the proxy), refusing a
+    /// chain whose end-entity key is not the key's.
+    pub fn with_key(
+        chain: Vec<CertificateDer<'static>>,
+        key: Arc<dyn TlsKey>,
     ) -> Result<Self, Error> {
         let leaf = chain.first().ok_or(Error::EmptyChain)?;
         let cert =
@@ -82,15 +92,15 @@ impl Credentials {
             .subject_public_key_info()
             .to_der()
             .map_err(|e| Error::Certificate(e.to_string()))?;
-        if spki != signer.public_key().to_spki_der() {
+        if spki != key.public_key().to_spki_der() {
             return Err(Error::KeyMismatch);
         }
-        Ok(Self { chain, signer })
+        Ok(Self { chain, key })
     }
 
     /// The chain and key as rustls resolves them.
     pub fn resolver(&self) -> Result<Arc<SingleCertAndKey>, Error> {
-        let key = Sm2SigningKey::new(Arc::clone(&self.signer))?;
+        let key = Sm2SigningKey::with_key(Arc::clone(&self.key));
         Ok(Arc::new(SingleCertAndKey::from(CertifiedKey::new(self.chain.clone(), Arc::new(key)))))
     }
 }
@@ -99,7 +109,7 @@ impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Credentials")
             .field("certificates", &self.chain.len())
-            .field("public_key", self.signer.public_key())
+            .field("public_key", self.key.public_key())
             .finish()
     }
 }

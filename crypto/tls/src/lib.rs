@@ -15,10 +15,12 @@
 //! must pick the same profile: an SM client and a hybrid server share no cipher suite.
 //!
 //! # Where the HSM plugs in
-//! Our key is any [`vpbox_sm::Signer`]: a PKCS#11 token (`vpbox-pkcs11`), the signer service, or
-//! a [`vpbox_sm::SoftwareSigner`] in tests. [`sign::Sm2SigningKey`] computes
-//! `e = SM3(Z ‖ M)` with the TLS 1.3 ID `TLSv1.3+GM+Cipher+Suite` (RFC 8998 §3.2.1) and asks the
-//! signer for [`vpbox_sm::Signer::sign_digest`]`(e)`, so the private key never leaves the token.
+//! Our key is a [`sign::TlsKey`]: any [`vpbox_sm::Signer`] in this process ([`sign::LocalKey`]:
+//! a PKCS#11 token through `vpbox-pkcs11`, a [`vpbox_sm::SoftwareSigner`] in tests), which
+//! computes `e = SM3(Z ‖ M)` with the TLS 1.3 ID `TLSv1.3+GM+Cipher+Suite` (RFC 8998 §3.2.1)
+//! and signs it; or the box's signer service ([`sign::SignerServiceKey`]), which receives the
+//! CertificateVerify content `M` itself in its TLS domain, checks its form and the caller's
+//! user, and signs it there. The proxy uses the latter, so it holds no key and no PIN.
 //!
 //! # Peers
 //! [`verify::ServerVerifier`] and [`verify::ClientVerifier`] accept a peer only if

@@ -90,6 +90,22 @@ impl Client {
         }
     }
 
+    /// Signs a TLS 1.3 CertificateVerify `content` with `key` (sm2sig_sm3, RFC 8998): allowed
+    /// only to the users the key's `tls_uids` lists (see [`crate::tls13`]).
+    pub fn sign_tls13(&mut self, key: &str, content: &[u8]) -> Result<Signature, ClientError> {
+        let req = Request::Sign {
+            key: key.into(),
+            domain: crate::tls13::DOMAIN.into(),
+            payload: content.to_vec(),
+        };
+        match self.call(&req)? {
+            Response::Signature(s) => {
+                Signature::from_raw(&s).map_err(|e| ClientError::Protocol(e.to_string()))
+            }
+            other => Err(ClientError::Protocol(format!("unexpected {other:?}"))),
+        }
+    }
+
     /// The double-sign guard's state and refusals for `key`, as JSON.
     pub fn guard(&mut self, key: &str) -> Result<String, ClientError> {
         match self.call(&Request::Guard { key: key.into() })? {

@@ -17,6 +17,9 @@
 //!   otherwise: message: len:u16be UTF-8
 //! ```
 //!
+//! The domain is a [`vpbox_sm::Domain`] tag, or [`crate::tls13::DOMAIN`] for TLS 1.3
+//! CertificateVerify signatures (the proxy's handshakes; see [`crate::tls13`]).
+//!
 //! Version 2 sends the whole payload to be signed, never a digest: the signer hashes it
 //! itself and, in the consensus domain, decodes it to find out what it is signing (which
 //! message, at which position, from which node) — a caller cannot label a vote as something
@@ -81,6 +84,8 @@ pub enum Status {
     OutOfRange = 9,
     /// The payload names another node as its sender than the one this key signs for.
     WrongSender = 10,
+    /// The caller's user may not sign in this domain with this key.
+    Forbidden = 11,
 }
 
 impl Status {
@@ -96,6 +101,7 @@ impl Status {
             8 => Self::Busy,
             9 => Self::OutOfRange,
             10 => Self::WrongSender,
+            11 => Self::Forbidden,
             _ => return None,
         })
     }

@@ -37,9 +37,14 @@ fn my_uid() -> u32 {
 }
 
 fn start(signer: Arc<dyn Signer>, state: &Path, allowed: Vec<u32>) -> Running {
+    let keys =
+        vec![ServiceKey { name: "consensus".into(), signer, node: Some(NODE), tls_uids: vec![] }];
+    start_keys(keys, state, allowed)
+}
+
+fn start_keys(keys: Vec<ServiceKey>, state: &Path, allowed: Vec<u32>) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("signer.sock");
-    let keys = vec![ServiceKey { name: "consensus".into(), signer, node: Some(NODE) }];
     let service = Service::new(keys, state, Limits::default(), allowed, 4).unwrap();
     let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
     let shutdown = Arc::new(AtomicBool::new(false));
@@ -262,15 +267,9 @@ fn malformed_frames_get_an_error_and_the_signer_keeps_serving() {
 #[test]
 fn a_key_without_a_node_signs_no_consensus_message() {
     let state = tempfile::tempdir().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("signer.sock");
-    let keys = vec![ServiceKey { name: "consensus".into(), signer: key(), node: None }];
-    let service = Service::new(keys, state.path(), Limits::default(), vec![my_uid()], 4).unwrap();
-    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&shutdown);
-    let thread = std::thread::spawn(move || serve(Arc::new(service), listener, flag).unwrap());
-    let run = Running { _dir: dir, socket, shutdown, thread: Some(thread) };
+    let keys =
+        vec![ServiceKey { name: "consensus".into(), signer: key(), node: None, tls_uids: vec![] }];
+    let run = start_keys(keys, state.path(), vec![my_uid()]);
     let vote = payload(0, NODE, &guarded_pairs(0)[1].1);
     let mut c = Client::connect(&run.socket).unwrap();
     assert_eq!(refused(c.sign("consensus", Domain::CONSENSUS, &vote)), Some(Status::BadRequest));
@@ -308,4 +307,47 @@ fn link_proofs_are_signed_for_the_keys_node_only_and_never_as_votes() {
     }
     // A link proof is no consensus payload either.
     assert_eq!(refused(c.sign("consensus", Domain::CONSENSUS, &mine)), Some(Status::BadRequest));
+}
+
+#[test]
+fn tls_signatures_go_only_to_the_proxy_user_and_only_over_certificate_verify_contents() {
+    use vpbox_signer::tls13::{Side, content, digest};
+    let state = tempfile::tempdir().unwrap();
+    let (tls_key, vote_key) = (key(), key());
+    let public = tls_key.public_key().clone();
+    let keys = vec![
+        ServiceKey {
+            name: "consensus".into(),
+            signer: tls_key,
+            node: Some(NODE),
+            tls_uids: vec![my_uid()],
+        },
+        ServiceKey {
+            name: "other".into(),
+            signer: vote_key,
+            node: Some(NODE + 1),
+            tls_uids: vec![],
+        },
+    ];
+    let run = start_keys(keys, state.path(), vec![my_uid()]);
+    let mut c = Client::connect(&run.socket).unwrap();
+    for side in [Side::Server, Side::Client] {
+        let cv = content(side, &[9; 32]);
+        let sig = c.sign_tls13("consensus", &cv).unwrap();
+        // sm2sig_sm3 with the RFC 8998 ID, as a TLS peer verifies it; in no vpbox domain.
+        assert!(public.verify(b"TLSv1.3+GM+Cipher+Suite", &cv, &sig).is_valid());
+        assert!(public.verify_digest(&digest(&public, &cv).unwrap(), &sig).is_valid());
+        for d in Domain::ALL {
+            assert!(!public.verify_in(d, &vpbox_sm::sm3::hash(&cv).0, &sig).is_valid());
+        }
+    }
+    // Anything that is not a CertificateVerify content is refused: a vote, a link proof, a
+    // digest alone, a content cut short.
+    let vote = payload(0, NODE, &guarded_pairs(0)[1].1);
+    let cv = content(Side::Server, &[9; 32]);
+    for bytes in [&vote[..], &[7; 32][..], b"", &cv[..cv.len() - 1]] {
+        assert_eq!(refused(c.sign_tls13("consensus", bytes)), Some(Status::BadRequest));
+    }
+    // A key whose tls_uids does not list the caller signs no handshake.
+    assert_eq!(refused(c.sign_tls13("other", &cv)), Some(Status::Forbidden));
 }

@@ -7,4 +7,5 @@
 mod handshake;
 mod interop;
 mod pki;
+mod signer_key;
 mod wire;
