@@ -26,14 +26,11 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use vpbox_consensus::NodeId;
-use vpbox_signer_client::link::{LinkProof, Role};
+use vpbox_signer_client::link::{HELLO_LEN, Hello, LinkProof, Role};
 use vpbox_sm::Domain;
 use vpbox_sm::sm2::{PublicKey, Signature};
 use vpbox_sm::sm3::hash;
 
-/// The hello's fixed prefix.
-const HELLO_MAGIC: &[u8; 12] = b"VPBOX-HELO/1";
-const HELLO_LEN: usize = 12 + 32 + 4 + 32;
 const SIG_LEN: usize = 64;
 /// Longest handshake frame.
 pub const HANDSHAKE_MAX: usize = 256;
@@ -99,36 +96,6 @@ pub struct Identity {
     pub prover: Arc<dyn Prover>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Hello {
-    chain: [u8; 32],
-    id: u32,
-    nonce: [u8; 32],
-}
-
-impl Hello {
-    fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HELLO_LEN);
-        out.extend_from_slice(HELLO_MAGIC);
-        out.extend_from_slice(&self.chain);
-        out.extend_from_slice(&self.id.to_be_bytes());
-        out.extend_from_slice(&self.nonce);
-        out
-    }
-
-    fn decode(b: &[u8]) -> Result<Self, HandshakeError> {
-        if b.len() != HELLO_LEN || &b[..12] != HELLO_MAGIC {
-            return Err(HandshakeError::Malformed("not a hello"));
-        }
-        let mut chain = [0; 32];
-        chain.copy_from_slice(&b[12..44]);
-        let id = u32::from_be_bytes([b[44], b[45], b[46], b[47]]);
-        let mut nonce = [0; 32];
-        nonce.copy_from_slice(&b[48..80]);
-        Ok(Self { chain, id, nonce })
-    }
-}
-
 fn verify(key: &PublicKey, proof: &LinkProof, sig: &[u8]) -> bool {
     Signature::from_raw(sig)
         .is_ok_and(|s| key.verify_in(Domain::LINK, &hash(proof.encode()).0, &s).is_valid())
@@ -162,7 +129,8 @@ impl Acceptor {
         if msg.len() != HELLO_LEN + SIG_LEN {
             return Err(HandshakeError::Malformed("not a hello and proof"));
         }
-        let hello = Hello::decode(&msg[..HELLO_LEN])?;
+        let hello = Hello::decode(&msg[..HELLO_LEN])
+            .map_err(|_| HandshakeError::Malformed("not a hello"))?;
         if hello.chain != self.me.chain {
             return Err(HandshakeError::WrongChain);
         }
@@ -210,7 +178,7 @@ impl Dialer {
         nonce: [u8; 32],
         hello: &[u8],
     ) -> Result<(Self, Vec<u8>), HandshakeError> {
-        let hello = Hello::decode(hello)?;
+        let hello = Hello::decode(hello).map_err(|_| HandshakeError::Malformed("not a hello"))?;
         if hello.chain != me.chain {
             return Err(HandshakeError::WrongChain);
         }

@@ -7,6 +7,14 @@
 //!   role 2 Accept  the node that accepted it
 //! ```
 //!
+//! Before the proofs, each side sends a [`Hello`] naming its chain, its node and its nonce (see
+//! `vpbox_node::link` for the exchange); the box's proxy reads the dialer's to check that the
+//! node it claims is the one its TLS certificate names.
+//!
+//! ```text
+//! hello = "VPBOX-HELO/1" chain:[32] id:u32 nonce:[32]
+//! ```
+//!
 //! `challenge` is the fresh nonce the other side sent, `nonce` the signer's side's own: each
 //! side signs the other's challenge, so a proof cannot be replayed on another connection, to
 //! another node, in another chain, or in the other role. The signer decodes the payload and
@@ -16,6 +24,47 @@
 pub const MAGIC: &[u8; 12] = b"VPBOX-LINK/1";
 /// A proof payload's length.
 pub const PROOF_LEN: usize = 12 + 1 + 32 + 4 + 4 + 32 + 32;
+
+/// A hello's fixed prefix.
+pub const HELLO_MAGIC: &[u8; 12] = b"VPBOX-HELO/1";
+/// A hello's length.
+pub const HELLO_LEN: usize = 12 + 32 + 4 + 32;
+
+/// The first message of each side of a link: which chain, which node, and its fresh nonce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// The chain (its genesis block's hash).
+    pub chain: [u8; 32],
+    /// The node that says hello.
+    pub id: u32,
+    /// Its fresh nonce (the other side's challenge).
+    pub nonce: [u8; 32],
+}
+
+impl Hello {
+    /// The bytes sent.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HELLO_LEN);
+        out.extend_from_slice(HELLO_MAGIC);
+        out.extend_from_slice(&self.chain);
+        out.extend_from_slice(&self.id.to_be_bytes());
+        out.extend_from_slice(&self.nonce);
+        out
+    }
+
+    /// Decodes exactly [`HELLO_LEN`] bytes that start with the magic.
+    pub fn decode(b: &[u8]) -> Result<Self, LinkProofError> {
+        if b.len() != HELLO_LEN || &b[..12] != HELLO_MAGIC {
+            return Err(LinkProofError("not a hello"));
+        }
+        let mut chain = [0; 32];
+        chain.copy_from_slice(&b[12..44]);
+        let id = u32::from_be_bytes([b[44], b[45], b[46], b[47]]);
+        let mut nonce = [0; 32];
+        nonce.copy_from_slice(&b[48..80]);
+        Ok(Self { chain, id, nonce })
+    }
+}
 
 /// Which side of a link a proof is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
