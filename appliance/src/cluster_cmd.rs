@@ -176,7 +176,7 @@ pub(crate) fn config_check(path: &Path) -> Result<Outcome> {
             return Ok(Outcome::Invalid);
         }
     };
-    match config.check() {
+    match vpbox_node::config::check(&config) {
         Ok(checked) => {
             for n in &checked.notes {
                 println!("note: {n}");
@@ -599,6 +599,7 @@ fn write_box(dir: &Path, i: u32, all: &[u32]) -> Result<()> {
             .filter(|j| **j != i)
             .map(|j| PeerBox { id: *j, address: format!("127.0.0.1:{}", P2P_PORT_BASE + j) })
             .collect(),
+        proxy: None,
     };
     let tmp = nd.join("box.toml.tmp");
     fs::write(&tmp, toml::to_string(&config)?)?;
@@ -606,7 +607,7 @@ fn write_box(dir: &Path, i: u32, all: &[u32]) -> Result<()> {
     let egress = nd.join("egress");
     fs::create_dir_all(&egress)?;
     for j in all.iter().filter(|j| **j != i) {
-        let link = vpbox_node::config::egress_socket(&egress, vpbox_consensus::NodeId(*j));
+        let link = vpbox_node::config::egress_socket(&egress, *j);
         if fs::symlink_metadata(&link).is_err() {
             std::os::unix::fs::symlink(format!("../../node{j}/peer.sock"), &link)
                 .with_context(|| link.display().to_string())?;

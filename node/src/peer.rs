@@ -401,7 +401,7 @@ impl Links {
         let (tx, rx) = sync_channel(QUEUE_MAX);
         let queue = Queue { tx, bytes: Arc::new(AtomicUsize::new(0)) };
         let (p, me, bytes) = (peer.clone(), self.me.clone(), Arc::clone(&queue.bytes));
-        let socket = crate::config::egress_socket(&self.egress, peer.id);
+        let socket = crate::config::egress_socket(&self.egress, peer.id.0);
         std::thread::Builder::new()
             .name(format!("link-{}", peer.id.0))
             .spawn(move || link(me, p, &socket, rx, bytes))

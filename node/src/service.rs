@@ -103,7 +103,7 @@ pub fn run(config: &BoxConfig) -> Result<(), StartError> {
     let ledger = Arc::new(RwLock::new(ledger));
 
     for p in &peers {
-        if config.address_of(p.id).is_none() {
+        if config.address_of(p.id.0).is_none() {
             tracing_line(&format!(
                 "member node {} has no [[peers]] address in this box's configuration: the \
                  box's proxy cannot reach it",
