@@ -190,8 +190,7 @@ impl Ledger {
             None => genesis,
         };
         let mut trust = state.trust().map_err(|e| Error::Corrupt(format!("root: {e}")))?;
-        for item in self.db.iterator_cf(self.cf(CF_CRLS)?, IteratorMode::Start) {
-            let (_, der) = item?;
+        for der in self.crls()? {
             // Each was accepted when its block executed; one whose root governance removed
             // since no longer applies to anything.
             let _ = trust.add_crl(&der);
@@ -310,6 +309,16 @@ impl Ledger {
             return Ok(Some(der));
         }
         self.certificate(submitter)
+    }
+
+    /// Every committed CRL, in publication order, as it was published (the CRL's DER, followed
+    /// by its issuing CA's chain when a bank issues from one): what a trust store is built from.
+    pub fn crls(&self) -> Result<Vec<Vec<u8>>, Error> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_CRLS)?, IteratorMode::Start) {
+            out.push(item?.1.to_vec());
+        }
+        Ok(out)
     }
 
     /// The enrolled certificate of `submitter`, if any.

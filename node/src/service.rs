@@ -462,11 +462,14 @@ impl NodeApi {
                 json!({
                     "id": n.id, "bank": n.bank, "name": n.name,
                     "consensusKey": hex::encode(n.consensus_key),
+                    "certificate": hex0x(&n.certificate),
                 })
             })
             .collect();
+        let crls = ledger.crls().map_err(|e| RpcError::new(RpcError::INTERNAL, e.to_string()))?;
         Ok(json!({
             "chain": hex0x(state.chain.as_bytes()),
+            "crls": crls.iter().map(|c| hex0x(c)).collect::<Vec<_>>(),
             "seq": state.seq,
             "height": ledger.height().saturating_sub(1),
             "banks": state.banks(),
