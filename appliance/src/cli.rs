@@ -58,6 +58,9 @@ enum Command {
     /// The box's configuration file (its node, sockets and peers' addresses).
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The box's proxy: the only process with a network (P2P links over mutual TLS).
+    #[command(subcommand)]
+    Proxy(ProxyCommand),
     /// A local consortium for development: `up` creates and starts it (default ./vpbox-dev).
     #[command(subcommand)]
     Cluster(crate::cluster_cmd::ClusterCommand),
@@ -84,6 +87,13 @@ enum CertCommand {
 #[derive(Debug, Subcommand)]
 enum NodeCommand {
     /// Run a node with the box's configuration (`vpbox config check` checks it).
+    Run(crate::cluster_cmd::NodeRunArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ProxyCommand {
+    /// Run the proxy of a box (its `[proxy]` table; its TLS key is signed by the box's signer).
+    #[command(after_help = "Example:\n  vpbox proxy run --config /etc/vpbox/box.toml")]
     Run(crate::cluster_cmd::NodeRunArgs),
 }
 
@@ -259,6 +269,7 @@ pub fn main(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> Exit
     let service = matches!(
         cli.command,
         Command::Node(NodeCommand::Run(_))
+            | Command::Proxy(ProxyCommand::Run(_))
             | Command::Signer(crate::signer_cmd::SignerCommand::Run { .. })
     );
     match run(cli) {
@@ -289,6 +300,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Anchor(AnchorCommand::Verify(a)) => crate::client_cmd::verify(&a),
         Command::Node(NodeCommand::Run(a)) => crate::cluster_cmd::node_run(&a),
         Command::Config(ConfigCommand::Check(a)) => crate::cluster_cmd::config_check(&a.config),
+        Command::Proxy(ProxyCommand::Run(a)) => crate::cluster_cmd::proxy_run(&a),
         Command::Cluster(cmd) => crate::cluster_cmd::run(&cmd),
         Command::Status(a) => crate::cluster_cmd::status(&a),
         Command::Hsm(cmd) => crate::hsm_cmd::run(&cmd),

@@ -21,8 +21,10 @@
 //!     box.toml                   the box's configuration (`vpbox_node::config`): its node,
 //!                                its sockets, its peers' P2P addresses
 //!     rpc.sock, peer.sock, data/ `vpbox node run --config box.toml`
-//!     egress/N.sock              how the node reaches node N: with no proxy on one machine,
-//!                                a symbolic link to nodeN/peer.sock
+//!     proxy.log, proxy.pid       `vpbox proxy run --config box.toml`: P2P on a free loopback
+//!                                port, mutual TLS (RFC 8998) with node.crt, its handshakes
+//!                                signed by the box's signer (`tls_uids`)
+//!     egress/N.sock              the proxy's socket through which the node reaches node N
 //!     signer.log, node.log, signer.pid, node.pid
 //! ```
 //!
@@ -37,6 +39,7 @@
 //! again on an existing folder restarts whatever is not running and keeps all data; `down`
 //! stops the processes (SIGTERM, then SIGKILL) and keeps the folder.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -50,7 +53,7 @@ use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use vpbox_ledger::tx::Payload;
 use vpbox_node::client::{CallError, RpcClient};
-use vpbox_node::config::{BoxConfig, PeerBox, SignerConfig, Sockets};
+use vpbox_node::config::{BoxConfig, PeerBox, ProxyConfig, SignerConfig, Sockets, TlsProfile};
 use vpbox_node::genesis::Genesis;
 use vpbox_sm::SoftwareSigner;
 use vpbox_sm::sm2::SecretKey;
@@ -59,10 +62,6 @@ use crate::Outcome;
 
 /// The banks of the development consortium, in node order (two boxes each).
 const BANKS: [&str; 2] = ["bank-a", "bank-b"];
-
-/// Node N's box has its P2P address at 127.0.0.1:(P2P_PORT_BASE + N), where its proxy will
-/// listen (issue 15); no process listens there yet.
-const P2P_PORT_BASE: u32 = 17_400;
 
 /// `vpbox cluster …`
 #[derive(Debug, Subcommand)]
@@ -157,6 +156,12 @@ pub(crate) struct NodeRunArgs {
     /// The box's configuration (TOML; see `vpbox config check`).
     #[arg(long)]
     pub(crate) config: PathBuf,
+}
+
+pub(crate) fn proxy_run(a: &NodeRunArgs) -> Result<Outcome> {
+    crate::harden::no_core_dumps()?;
+    vpbox_proxy::net::run(&a.config).map_err(anyhow::Error::msg)?;
+    Ok(Outcome::Ok)
 }
 
 pub(crate) fn node_run(a: &NodeRunArgs) -> Result<Outcome> {
@@ -567,7 +572,7 @@ fn provision(dir: &Path, i: u32, module: &Path) -> Result<()> {
         format!(
             "socket = {:?}\nmodule = {module:?}\ntoken_label = {label:?}\npin_file = {pin:?}\n\
              state_dir = {:?}\nallowed_uids = [{uid}]\n\n[[keys]]\nname = \"consensus\"\n\
-             id = \"01\"\nfingerprint = {fingerprint:?}\nnode = {i}\n",
+             id = \"01\"\nfingerprint = {fingerprint:?}\nnode = {i}\ntls_uids = [{uid}]\n",
             nd.join("signer.sock"),
             nd.join("signer-state"),
         ),
@@ -580,9 +585,35 @@ fn boxes(dir: &Path) -> Vec<u32> {
     (1..=64).filter(|i| node_dir(dir, *i).join("box.toml").exists()).collect()
 }
 
-/// Writes box `i`'s configuration for a cluster whose boxes are `all`, and points its egress
-/// sockets at the other boxes' peer sockets (no proxy on one machine: see `vpbox_node::config`).
-fn write_box(dir: &Path, i: u32, all: &[u32]) -> Result<()> {
+/// The P2P address of each of the boxes `all`: the one its configuration has, or, for a box
+/// not configured yet, a free loopback port (so that clusters side by side do not collide).
+fn p2p_addresses(dir: &Path, all: &[u32]) -> Result<HashMap<u32, String>> {
+    let mut out = HashMap::new();
+    for i in all {
+        let existing = box_config(dir, *i).ok().and_then(|c| c.proxy).map(|p| p.p2p);
+        let address = match existing {
+            Some(a) => a,
+            None => {
+                let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+                probe.local_addr()?.to_string()
+            }
+        };
+        out.insert(*i, address);
+    }
+    Ok(out)
+}
+
+/// Writes the configuration of each of the boxes `all`: its proxy listens on loopback and
+/// carries its node's links to the other boxes' proxies over mutual TLS.
+fn write_boxes(dir: &Path, all: &[u32]) -> Result<()> {
+    let addresses = p2p_addresses(dir, all)?;
+    for i in all {
+        write_box(dir, *i, &addresses)?;
+    }
+    Ok(())
+}
+
+fn write_box(dir: &Path, i: u32, addresses: &HashMap<u32, String>) -> Result<()> {
     let nd = node_dir(dir, i);
     let config = BoxConfig {
         node_id: i,
@@ -594,25 +625,25 @@ fn write_box(dir: &Path, i: u32, all: &[u32]) -> Result<()> {
             peer: "peer.sock".into(),
             egress: "egress".into(),
         },
-        peers: all
-            .iter()
-            .filter(|j| **j != i)
-            .map(|j| PeerBox { id: *j, address: format!("127.0.0.1:{}", P2P_PORT_BASE + j) })
-            .collect(),
-        proxy: None,
+        peers: {
+            let mut peers: Vec<PeerBox> = addresses
+                .iter()
+                .filter(|(j, _)| **j != i)
+                .map(|(j, a)| PeerBox { id: *j, address: a.clone() })
+                .collect();
+            peers.sort_by_key(|p| p.id);
+            peers
+        },
+        proxy: Some(ProxyConfig {
+            p2p: addresses.get(&i).cloned().context("no address")?,
+            certificate: "node.crt".into(),
+            profile: TlsProfile::Sm,
+        }),
     };
     let tmp = nd.join("box.toml.tmp");
     fs::write(&tmp, toml::to_string(&config)?)?;
     fs::rename(&tmp, nd.join("box.toml"))?;
-    let egress = nd.join("egress");
-    fs::create_dir_all(&egress)?;
-    for j in all.iter().filter(|j| **j != i) {
-        let link = vpbox_node::config::egress_socket(&egress, *j);
-        if fs::symlink_metadata(&link).is_err() {
-            std::os::unix::fs::symlink(format!("../../node{j}/peer.sock"), &link)
-                .with_context(|| link.display().to_string())?;
-        }
-    }
+    fs::create_dir_all(nd.join("egress"))?;
     Ok(())
 }
 
@@ -635,7 +666,38 @@ fn start_signer(dir: &Path, i: u32) -> Result<()> {
     .with_context(|| format!("see {}", nd.join("signer.log").display()))
 }
 
+/// Starts box `i`'s proxy (if it is not running) and waits until its P2P listener answers.
+fn start_proxy(dir: &Path, i: u32) -> Result<()> {
+    let nd = node_dir(dir, i);
+    if alive(&nd, "proxy.pid").is_some() {
+        return Ok(());
+    }
+    let config = box_config(dir, i)?;
+    let p2p = config.proxy.context("the box has no [proxy]")?.p2p;
+    spawn(&nd, &["proxy", "run", "--config", "box.toml"], "proxy.log", "proxy.pid")?;
+    let begun = Instant::now();
+    let mut exited = false;
+    let _ = wait_for(&format!("node{i}'s proxy"), Duration::from_secs(30), || {
+        exited = begun.elapsed() > Duration::from_millis(500) && alive(&nd, "proxy.pid").is_none();
+        exited || std::net::TcpStream::connect(&p2p).is_ok()
+    });
+    if exited || std::net::TcpStream::connect(&p2p).is_err() {
+        bail!(
+            "node{i}'s proxy {}; see {}",
+            if exited { "exited" } else { "did not listen within 30 s" },
+            nd.join("proxy.log").display()
+        );
+    }
+    Ok(())
+}
+
+/// Starts box `i`'s node and then its proxy (if they are not running).
 fn start_node(dir: &Path, i: u32) -> Result<()> {
+    start_node_only(dir, i)?;
+    start_proxy(dir, i)
+}
+
+fn start_node_only(dir: &Path, i: u32) -> Result<()> {
     let nd = node_dir(dir, i);
     if alive(&nd, "node.pid").is_some() {
         return Ok(());
@@ -717,8 +779,15 @@ fn add_node(dir: &Path, bank: &str, module: Option<&Path>) -> Result<Outcome> {
     // Every box learns the new one's address (no vote: topology is each box's own file).
     let mut all = boxes(&dir);
     all.push(i);
-    for j in &all {
-        write_box(&dir, *j, &all)?;
+    write_boxes(&dir, &all)?;
+    // The running proxies read their files again (SIGHUP): the new box's address applies
+    // without a restart.
+    for j in all.iter().filter(|j| **j != i) {
+        if let Some(pid) = alive(&node_dir(&dir, *j), "proxy.pid") {
+            if let Some(p) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(p, rustix::process::Signal::HUP);
+            }
+        }
     }
     start_signer(&dir, i)?;
     let mut c = vpbox_signer::Client::connect(&node_dir(&dir, i).join("signer.sock"))?;
@@ -842,9 +911,7 @@ fn create(a: &UpArgs) -> Result<()> {
         }));
     }
     let all: Vec<u32> = (1..=a.nodes).collect();
-    for i in &all {
-        write_box(&dir, *i, &all)?;
-    }
+    write_boxes(&dir, &all)?;
     let mut consensus = json!({
         "batch_size_max": a.batch_size, "batch_timeout_ms": 5,
         "checkpoint_interval": 10, "window": 40,
@@ -941,6 +1008,7 @@ fn down(dir: &Path) -> Result<Outcome> {
     let genesis = Genesis::load(&dir.join("genesis.json"))?;
     for i in genesis.nodes.iter().map(|n| n.id.0).chain(added_nodes(dir, &genesis)) {
         let nd = node_dir(dir, i);
+        stop(&nd, "proxy.pid");
         stop(&nd, "node.pid");
         stop(&nd, "signer.pid");
     }

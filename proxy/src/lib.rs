@@ -1,11 +1,20 @@
 //! The proxy's policy: who may call which JSON-RPC method, what a request body costs,
 //! per-client rate limits, connection caps and limits (sans-IO).
 //!
-//! `vpbox proxy` is the box's only process with a network: it terminates mutual TLS for POSP
-//! and admin clients and forwards their JSON-RPC (HTTP/1.1 `POST`) to the node's Unix socket.
-//! This crate decides what it lets through, and never touches the world: no sockets, no files,
-//! no clock (time is the caller's monotonic milliseconds, an argument of every call that needs
-//! it). The host that carries its decisions out comes later.
+//! `vpbox proxy` is the box's only process with a network: it carries the node's peer links to
+//! the other boxes over mutual TLS, and (to come) terminates mutual TLS for POSP and admin
+//! clients and forwards their JSON-RPC (HTTP/1.1 `POST`) to the node's Unix socket.
+//!
+//! The cores are sans-IO: no sockets, no files, no clock (time is the caller's, an argument of
+//! every call that needs it):
+//! - [`p2p`]: which TLS peer is a current member, and whether its link claims to be it;
+//! - [`trust`]: the ledger's governance state turned into a trust store and a membership;
+//! - the API policy below.
+//!
+//! [`net`] is the thin tokio shell that carries their decisions out (`vpbox proxy run`): the
+//! P2P listener, the egress sockets and the trust poll.
+//!
+//! The API policy (its listener comes next):
 //!
 //! - [`Role`] and [`Method`]: a client's role is its admitted certificate's profile; a POSP
 //!   may anchor and read, an admin may call everything, any other certificate nothing.
@@ -41,8 +50,11 @@ mod envelope;
 mod error;
 mod gate;
 mod limits;
+pub mod net;
+pub mod p2p;
 mod rate;
 mod role;
+pub mod trust;
 
 pub use conn::{ConnectionCaps, ConnectionRefusal, Connections, Slot, Ticket};
 pub use envelope::{BATCH_MAX, DEPTH_MAX, Envelope, Request, classify};

@@ -206,9 +206,10 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
     assert_eq!(r.code, 0, "{}{}", r.text(), r.stderr);
     assert!(r.text().contains("ok (node 1, 3 peers)"), "{}", r.text());
     let text = std::fs::read_to_string(&config).unwrap();
-    let broken = text
-        .replace("address = \"127.0.0.1:17402\"", "address = \"node2.bank-a\"")
-        .replace("id = 4\n", "id = 3\n");
+    let at = text.find("id = 2\naddress = \"").unwrap() + "id = 2\naddress = \"".len();
+    let end = at + text[at..].find('"').unwrap();
+    let broken =
+        format!("{}node2.bank-a{}", &text[..at], &text[end..]).replace("id = 4\n", "id = 3\n");
     assert_ne!(broken, text);
     let bad = c.dir.join("node1/broken.toml");
     std::fs::write(&bad, broken).unwrap();

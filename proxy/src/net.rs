@@ -1,0 +1,472 @@
+//! The proxy's I/O shell (tokio): the P2P listener, the egress sockets, the trust poll.
+//!
+//! - **Trust.** Every [`trust::POLL`] the proxy asks its node for `gov_getState` over the
+//!   node's RPC socket, and when the answer changed rebuilds the trust store (roots, CRLs) and
+//!   the membership. Before the first answer it admits nobody.
+//! - **Ingress** (`[proxy] p2p`, TCP): mutual TLS in the configured profile with the box's
+//!   `vp-node` certificate; the peer must present a `vp-node` certificate the trust store
+//!   admits ([`vpbox_tls::ClientVerifier`]), of a current member ([`Membership::identify`]); its
+//!   link's first frame must name that member ([`Membership::check_claim`]). Then the
+//!   connection is joined to the node's peer socket.
+//! - **Egress** (`[sockets] egress`): one Unix socket `N.sock` per current member N that the
+//!   box's file gives an address; a connection from the node is carried to N's box over TCP
+//!   and mutual TLS, dialled by the DNS name in N's certificate, and kept only if the server's
+//!   certificate is N's.
+//! - **Open connections** are checked again whenever the trust state changes (so within one
+//!   poll of a CRL or a removal): a peer no longer admitted, or no longer a member, is cut.
+//! - **Reload** on SIGHUP: the box's file is read again and its `[[peers]]` addresses apply to
+//!   the next connection (egress sockets appear for members that gained an address); open
+//!   connections stay. Other fields (sockets, listener, certificate, profile) are read at start
+//!   only: a change to them is logged as needing a restart.
+//! - **The proxy holds no private key**: its handshakes are signed by the box's signer in its
+//!   TLS domain ([`vpbox_tls::sign::SignerServiceKey`]).
+//!
+//! Every accepted, refused and closed connection is one JSON line on stderr, stamped in
+//! RFC 3339 UTC. Deadlines: a TLS handshake 10 s, a TCP connect 5 s, the first link frame 10 s.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::sync::watch;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use vpbox_ca::CertProfile;
+use vpbox_ca::policy::TrustStore;
+use vpbox_config::{BoxConfig, PeerBox, TlsProfile};
+use vpbox_tls::sign::SignerServiceKey;
+use vpbox_tls::{Admission, Credentials, Profile, client_config, server_config};
+
+use crate::p2p::{Member, Membership, P2pRefusal, handshake_frame_len};
+use crate::trust::{self, TrustState};
+
+/// A TLS handshake's deadline.
+const HANDSHAKE: Duration = Duration::from_secs(10);
+/// A TCP connect's deadline.
+const CONNECT: Duration = Duration::from_secs(5);
+/// The largest `gov_getState` answer the proxy reads.
+const STATE_MAX: usize = 64 << 20;
+
+/// The wall clock, which certificate admission is judged at (the shell's only clock).
+#[allow(clippy::disallowed_methods)] // the shell reads the clock for the policy core
+fn now() -> SystemTime {
+    SystemTime::now()
+}
+
+/// One JSON line on stderr: `{"at": RFC 3339, "event": …, …fields}`.
+pub fn log(event: &str, fields: Value) {
+    let mut line = json!({
+        "at": humantime::format_rfc3339_millis(now()).to_string(),
+        "event": event,
+    });
+    if let (Some(l), Value::Object(f)) = (line.as_object_mut(), fields) {
+        l.extend(f);
+    }
+    eprintln!("{line}");
+}
+
+/// What every task shares.
+struct Shared {
+    /// The configuration read at start (sockets, node, listener).
+    config: BoxConfig,
+    /// The file, read again on SIGHUP.
+    path: PathBuf,
+    /// The peers' addresses: the start's, or the last reload's.
+    peers: RwLock<Vec<PeerBox>>,
+    /// Roots and CRLs, replaced in place on every change (the TLS verifiers read it).
+    trust: Arc<RwLock<TrustStore>>,
+    membership: RwLock<Arc<Membership>>,
+    /// Bumped on every change of the trust state.
+    generation: watch::Sender<u64>,
+    acceptor: TlsAcceptor,
+    connector: TlsConnector,
+    admission: Admission,
+}
+
+impl Shared {
+    /// The P2P address of node `id`'s box, as the file last read says.
+    fn address_of(&self, id: u32) -> Option<String> {
+        let peers = self.peers.read().ok()?;
+        peers.iter().find(|p| p.id == id).map(|p| p.address.clone())
+    }
+
+    fn membership(&self) -> Arc<Membership> {
+        self.membership.read().map(|m| Arc::clone(&m)).unwrap_or_default()
+    }
+
+    /// The member the peer of `certs` is, judged now: admitted by the trust store and a
+    /// current member.
+    fn judge(&self, certs: &[CertificateDer<'_>]) -> Result<Member, String> {
+        let who = self.admission.admit_certificates(certs, now()).map_err(|e| e.to_string())?;
+        self.membership().identify(&who).cloned().map_err(|e| e.to_string())
+    }
+}
+
+/// Runs the proxy of the box whose configuration is at `path` until the process is killed.
+pub fn run(path: &Path) -> Result<(), String> {
+    let config = BoxConfig::load(path)?;
+    let proxy = config.proxy.clone().ok_or("the box's configuration has no [proxy] table")?;
+    let pem = std::fs::read_to_string(&proxy.certificate)
+        .map_err(|e| format!("{}: {e}", proxy.certificate.display()))?;
+    let chain: Vec<CertificateDer<'static>> = vpbox_ca::pem::chain_der(&pem)
+        .map_err(|e| format!("{}: {e}", proxy.certificate.display()))
+        .and_then(|der| {
+            vpbox_ca::cert::split_der(&der)
+                .map(|parts| parts.iter().map(|p| CertificateDer::from(p.to_vec())).collect())
+                .map_err(|e| e.to_string())
+        })?;
+    let key = SignerServiceKey::connect(&config.signer.socket, &config.signer.key)?;
+    let ours = Credentials::with_key(chain, Arc::new(key)).map_err(|e| e.to_string())?;
+    let profile = match proxy.profile {
+        TlsProfile::Sm => Profile::Sm,
+        TlsProfile::Hybrid => Profile::Hybrid,
+    };
+    let trust = Arc::new(RwLock::new(TrustStore::new()));
+    let admission = Admission::new(Arc::clone(&trust), CertProfile::VpNode);
+    let server = server_config(profile, &ours, admission.clone()).map_err(|e| e.to_string())?;
+    let client = client_config(profile, &ours, admission.clone()).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    runtime.block_on(async move {
+        let listener = TcpListener::bind(&proxy.p2p)
+            .await
+            .map_err(|e| format!("proxy.p2p {}: {e}", proxy.p2p))?;
+        let shared = Arc::new(Shared {
+            path: path.to_path_buf(),
+            peers: RwLock::new(config.peers.clone()),
+            config,
+            trust,
+            membership: RwLock::new(Arc::new(Membership::default())),
+            generation: watch::channel(0).0,
+            acceptor: TlsAcceptor::from(Arc::new(server)),
+            connector: TlsConnector::from(Arc::new(client)),
+            admission,
+        });
+        log(
+            "proxy-started",
+            json!({"node": shared.config.node_id, "p2p": proxy.p2p, "profile": format!("{profile:?}")}),
+        );
+        tokio::spawn(poll_trust(Arc::clone(&shared)));
+        tokio::spawn(egress(Arc::clone(&shared)));
+        tokio::spawn(reload_on_hangup(Arc::clone(&shared)));
+        ingress(listener, shared).await;
+        Ok(())
+    })
+}
+
+/// Asks the node for its governance state over its RPC socket.
+async fn fetch_state(socket: &Path) -> Result<Vec<u8>, String> {
+    let stream = UnixStream::connect(socket).await.map_err(|e| e.to_string())?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"gov_getState","params":[]}"#;
+    let request = hyper::Request::post("/")
+        .header("host", "node")
+        .header("content-type", "application/json")
+        .body(Full::new(hyper::body::Bytes::from_static(body.as_bytes())))
+        .map_err(|e| e.to_string())?;
+    let answer = sender.send_request(request).await.map_err(|e| e.to_string())?;
+    let bytes = Limited::new(answer.into_body(), STATE_MAX)
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok(bytes.to_vec())
+}
+
+async fn poll_trust(shared: Arc<Shared>) {
+    let socket = shared.config.sockets.rpc.clone();
+    let mut last = None;
+    let mut complained = false;
+    loop {
+        match fetch_state(&socket).await.and_then(|bytes| {
+            let v: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+            let mut result = v.get("result").cloned().ok_or_else(|| format!("no result: {v}"))?;
+            // The height moves with every block; the trust state only with governance and CRLs.
+            if let Some(r) = result.as_object_mut() {
+                r.remove("height");
+            }
+            Ok((trust::fingerprint(result.to_string().as_bytes()), result))
+        }) {
+            Ok((digest, state)) if last != Some(digest) => {
+                match TrustState::from_governance(&state) {
+                    Ok(t) => {
+                        log(
+                            "trust-updated",
+                            json!({"seq": t.seq, "members": t.membership.members.len(),
+                               "crls": t.crls}),
+                        );
+                        if let Ok(mut store) = shared.trust.write() {
+                            *store = t.store;
+                        }
+                        if let Ok(mut m) = shared.membership.write() {
+                            *m = Arc::new(t.membership);
+                        }
+                        shared.generation.send_modify(|g| *g += 1);
+                        last = Some(digest);
+                        complained = false;
+                    }
+                    Err(e) => log("trust-refused", json!({"reason": e})),
+                }
+            }
+            Ok(_) => complained = false,
+            Err(e) if !complained => {
+                log(
+                    "node-unreachable",
+                    json!({"socket": socket.display().to_string(), "reason": e}),
+                );
+                complained = true;
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(trust::POLL).await;
+    }
+}
+
+/// Reads the box's file again on every SIGHUP (see the module's docs).
+async fn reload_on_hangup(shared: Arc<Shared>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        log("reload-unavailable", json!({"reason": "no SIGHUP handler"}));
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        let fresh = match BoxConfig::load(&shared.path).and_then(|c| {
+            c.check().map_err(|e| e.join("; "))?;
+            Ok(c)
+        }) {
+            Ok(c) => c,
+            Err(e) => {
+                log("reload-refused", json!({"reason": e, "kept": "the configuration in use"}));
+                continue;
+            }
+        };
+        let old = &shared.config;
+        let mut restart = Vec::new();
+        if fresh.node_id != old.node_id {
+            restart.push("node_id");
+        }
+        if fresh.sockets != old.sockets || fresh.signer != old.signer {
+            restart.push("sockets or signer");
+        }
+        if fresh.proxy != old.proxy {
+            restart.push("proxy");
+        }
+        if !restart.is_empty() {
+            log("reload-needs-restart", json!({"changed": restart}));
+        }
+        if let Ok(mut peers) = shared.peers.write() {
+            *peers = fresh.peers;
+        }
+        log("reloaded", json!({"peers": shared.peers.read().map(|p| p.len()).unwrap_or(0)}));
+        shared.generation.send_modify(|g| *g += 1);
+    }
+}
+
+async fn ingress(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let (tcp, from) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                log("p2p-accept-failed", json!({"reason": e.to_string()}));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let from = from.to_string();
+            if let Err(reason) = inbound(tcp, &shared, &from).await {
+                log("p2p-refused", json!({"from": from, "reason": reason}));
+            }
+        });
+    }
+}
+
+/// One incoming P2P connection: TLS, a member, its claim, then joined to the node.
+async fn inbound(tcp: TcpStream, shared: &Arc<Shared>, from: &str) -> Result<(), String> {
+    let _ = tcp.set_nodelay(true);
+    let mut tls = tokio::time::timeout(HANDSHAKE, shared.acceptor.accept(tcp))
+        .await
+        .map_err(|_| "no TLS handshake within 10 s".to_string())?
+        .map_err(|e| format!("TLS: {e}"))?;
+    let certs: Vec<CertificateDer<'static>> =
+        tls.get_ref().1.peer_certificates().unwrap_or_default().to_vec();
+    let member = shared.judge(&certs)?;
+    // The link's first frame (the dialer's hello and proof) must name the certified node. The
+    // node speaks first (its own hello), so it is joined before that frame is read.
+    let mut node = UnixStream::connect(&shared.config.sockets.peer)
+        .await
+        .map_err(|e| format!("the node's peer socket: {e}"))?;
+    let mut first = [0u8; 4 + crate::p2p::HANDSHAKE_FRAME_MAX];
+    let len = tokio::time::timeout(HANDSHAKE, async {
+        let mut hello = [0u8; 256];
+        // Relay the node's hello frame to the dialer while waiting for the dialer's.
+        let mut prefix = [0u8; 4];
+        node.read_exact(&mut prefix).await.map_err(|e| format!("node: {e}"))?;
+        let n = handshake_frame_len(prefix).map_err(|e| format!("node: {e}"))?;
+        node.read_exact(&mut hello[..n]).await.map_err(|e| format!("node: {e}"))?;
+        tls.write_all(&prefix).await.map_err(|e| e.to_string())?;
+        tls.write_all(&hello[..n]).await.map_err(|e| e.to_string())?;
+        tls.flush().await.map_err(|e| e.to_string())?;
+        tls.read_exact(&mut first[..4]).await.map_err(|e| e.to_string())?;
+        let len = handshake_frame_len([first[0], first[1], first[2], first[3]])
+            .map_err(|e| e.to_string())?;
+        tls.read_exact(&mut first[4..4 + len]).await.map_err(|e| e.to_string())?;
+        Ok::<usize, String>(len)
+    })
+    .await
+    .map_err(|_| "no link hello within 10 s".to_string())??;
+    shared
+        .membership()
+        .check_claim(&member, &first[4..4 + len])
+        .map_err(|e: P2pRefusal| e.to_string())?;
+    node.write_all(&first[..4 + len]).await.map_err(|e| format!("node: {e}"))?;
+    log("p2p-accepted", json!({"from": from, "node": member.id, "name": member.name}));
+    let reason = relay(tls, node, shared, certs).await;
+    log("p2p-closed", json!({"from": from, "node": member.id, "reason": reason}));
+    Ok(())
+}
+
+/// Carries bytes both ways until either side closes, or until the peer's certificate is no
+/// longer admitted or no longer a current member's (checked on every trust change).
+async fn relay<S>(
+    tls: S,
+    mut node: UnixStream,
+    shared: &Arc<Shared>,
+    certs: Vec<CertificateDer<'static>>,
+) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut tls = tls;
+    let mut changes = shared.generation.subscribe();
+    let copy = tokio::io::copy_bidirectional(&mut tls, &mut node);
+    tokio::pin!(copy);
+    loop {
+        tokio::select! {
+            r = &mut copy => {
+                return match r {
+                    Ok((up, down)) => format!("closed after {up} bytes out, {down} in"),
+                    Err(e) => e.to_string(),
+                };
+            }
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return "the proxy is stopping".into();
+                }
+                if let Err(reason) = shared.judge(&certs) {
+                    return format!("cut: {reason}");
+                }
+            }
+        }
+    }
+}
+
+/// Keeps one egress socket per current member with an address, and none for others.
+async fn egress(shared: Arc<Shared>) {
+    let mut running: HashMap<u32, tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut changes = shared.generation.subscribe();
+    let dir = shared.config.sockets.egress.clone();
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        log("egress-failed", json!({"dir": dir.display().to_string(), "reason": e.to_string()}));
+    }
+    loop {
+        let membership = shared.membership();
+        let me = shared.config.node_id;
+        let wanted: Vec<u32> = membership
+            .members
+            .iter()
+            .map(|m| m.id)
+            .filter(|id| *id != me && shared.address_of(*id).is_some())
+            .collect();
+        for m in membership.members.iter().filter(|m| m.id != me) {
+            if shared.address_of(m.id).is_none() && !running.contains_key(&m.id) {
+                log("egress-no-address", json!({"node": m.id, "name": m.name}));
+            }
+        }
+        running.retain(|id, task| {
+            let keep = wanted.contains(id);
+            if !keep {
+                task.abort();
+                let _ = std::fs::remove_file(vpbox_config::egress_socket(&dir, *id));
+            }
+            keep
+        });
+        for id in wanted {
+            if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(id) {
+                match bind_unix(&vpbox_config::egress_socket(&dir, id)) {
+                    Ok(listener) => {
+                        slot.insert(tokio::spawn(egress_to(Arc::clone(&shared), id, listener)));
+                    }
+                    Err(e) => log("egress-failed", json!({"node": id, "reason": e})),
+                }
+            }
+        }
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Binds a Unix socket at `path`, replacing a stale socket but nothing else.
+fn bind_unix(path: &Path) -> Result<UnixListener, String> {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() && !meta.file_type().is_symlink() {
+            return Err(format!("{}: exists and is not a socket", path.display()));
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    UnixListener::bind(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+async fn egress_to(shared: Arc<Shared>, id: u32, listener: UnixListener) {
+    loop {
+        let Ok((node, _)) = listener.accept().await else { continue };
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            if let Err(reason) = outbound(node, &shared, id).await {
+                log("p2p-dial-failed", json!({"node": id, "reason": reason}));
+            }
+        });
+    }
+}
+
+/// One outgoing P2P connection: dial member `id`'s box, TLS, check it is `id`, relay.
+async fn outbound(node: UnixStream, shared: &Arc<Shared>, id: u32) -> Result<(), String> {
+    let address = shared.address_of(id).ok_or("no address")?;
+    let member = shared.membership().member(id).cloned().ok_or("no longer a member")?;
+    let name = member.dns_name.clone().ok_or("its certificate names no DNS name")?;
+    let server_name = ServerName::try_from(name.clone()).map_err(|e| e.to_string())?;
+    let tcp = tokio::time::timeout(CONNECT, TcpStream::connect(&address))
+        .await
+        .map_err(|_| format!("{address}: no connection within 5 s"))?
+        .map_err(|e| format!("{address}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let tls = tokio::time::timeout(HANDSHAKE, shared.connector.connect(server_name, tcp))
+        .await
+        .map_err(|_| format!("{address}: no TLS handshake within 10 s"))?
+        .map_err(|e| format!("{address} ({name}): TLS: {e}"))?;
+    let certs: Vec<CertificateDer<'static>> =
+        tls.get_ref().1.peer_certificates().unwrap_or_default().to_vec();
+    let server = shared.judge(&certs)?;
+    if server.id != id {
+        return Err(format!("{address} is node {}, not node {id}", server.id));
+    }
+    log("p2p-connected", json!({"node": id, "address": address}));
+    let reason = relay(tls, node, shared, certs).await;
+    log("p2p-closed", json!({"node": id, "address": address, "reason": reason}));
+    Ok(())
+}
