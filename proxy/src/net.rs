@@ -71,6 +71,18 @@ pub fn log(event: &str, fields: Value) {
     eprintln!("{line}");
 }
 
+/// A TLS failure as an operator reads it: the admission policy's reason when the peer's
+/// certificate was refused, else the TLS error.
+fn tls_reason(e: &std::io::Error) -> String {
+    let tls = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    if let Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other))) = tls {
+        if let Some(denied) = other.0.downcast_ref::<vpbox_tls::Denied>() {
+            return format!("TLS: {denied}");
+        }
+    }
+    format!("TLS: {e}")
+}
+
 /// What every task shares.
 struct Shared {
     /// The configuration read at start (sockets, node, listener).
@@ -300,7 +312,7 @@ async fn inbound(tcp: TcpStream, shared: &Arc<Shared>, from: &str) -> Result<(),
     let mut tls = tokio::time::timeout(HANDSHAKE, shared.acceptor.accept(tcp))
         .await
         .map_err(|_| "no TLS handshake within 10 s".to_string())?
-        .map_err(|e| format!("TLS: {e}"))?;
+        .map_err(|e| tls_reason(&e))?;
     let certs: Vec<CertificateDer<'static>> =
         tls.get_ref().1.peer_certificates().unwrap_or_default().to_vec();
     let member = shared.judge(&certs)?;
@@ -458,7 +470,7 @@ async fn outbound(node: UnixStream, shared: &Arc<Shared>, id: u32) -> Result<(),
     let tls = tokio::time::timeout(HANDSHAKE, shared.connector.connect(server_name, tcp))
         .await
         .map_err(|_| format!("{address}: no TLS handshake within 10 s"))?
-        .map_err(|e| format!("{address} ({name}): TLS: {e}"))?;
+        .map_err(|e| format!("{address} ({name}): {}", tls_reason(&e)))?;
     let certs: Vec<CertificateDer<'static>> =
         tls.get_ref().1.peer_certificates().unwrap_or_default().to_vec();
     let server = shared.judge(&certs)?;

@@ -68,6 +68,16 @@ impl Cluster {
         });
     }
 
+    fn kill9_proxy(&self, i: u32) {
+        let pid = std::fs::read_to_string(self.dir.join(format!("node{i}/proxy.pid"))).unwrap();
+        let status = std::process::Command::new("kill").args(["-9", pid.trim()]).status().unwrap();
+        assert!(status.success());
+        let p2p = crate::p2p::p2p_address(&self.dir, i);
+        wait("the proxy to die", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(&p2p).is_err()
+        });
+    }
+
     fn height(&self, i: u32) -> u64 {
         self.rpc(i).call("block_getChainHeight", json!([])).unwrap().as_u64().unwrap()
     }
@@ -379,6 +389,26 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
     for i in 1..=4 {
         assert_eq!(chain(&c, i, target - 1), reference, "node {i} holds the same blocks");
     }
+
+    // The boxes reach each other only through their proxies (mutual TLS, RFC 8998), which
+    // refuse a POSP certificate and a box's certificate claiming another node.
+    crate::p2p::p2p_refusals(&c.dir);
+    // kill -9 of one box's proxy cuts that box off while the others commit; restarted, the box
+    // catches up.
+    let leader = c.primary(entry) as u32;
+    let cut = (1..=4).find(|i| *i != entry && *i != leader).unwrap();
+    c.kill9_proxy(cut);
+    let mut rpc = c.rpc(entry);
+    for n in 600..610u64 {
+        let t = tx(&signer, n, now_ms(), Payload::AnchorPut { key: key(n), value: key(n) });
+        assert_eq!(put(&mut rpc, &t, true).unwrap()["ok"], json!(true), "the others commit");
+    }
+    let ahead = c.height(entry);
+    assert!(c.height(cut) < ahead, "the box without its proxy is cut off");
+    c.up();
+    wait("the box to catch up once its proxy is back", Duration::from_secs(60), || {
+        c.height(cut) >= ahead
+    });
 
     // Two of four down: nothing commits, intake goes on; all commits once they return.
     let (a, b) = if primary == 4 { (1, 3) } else { (primary, 4) };

@@ -6,6 +6,7 @@ mod cluster;
 mod hsm;
 #[path = "../../../node/tests/support/openrpc.rs"]
 mod openrpc;
+mod p2p;
 mod sm2;
 mod sm3;
 mod status;

@@ -1,0 +1,111 @@
+//! What a box's proxy refuses on its P2P listener, tried against a running cluster's proxy
+//! over real TCP and TLS: a POSP certificate, and one box's certificate claiming another node.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rustls::pki_types::{CertificateDer, ServerName};
+use vpbox_ca::CertProfile;
+use vpbox_ca::policy::TrustStore;
+use vpbox_signer_client::link::{HELLO_LEN, Hello};
+use vpbox_sm::SoftwareSigner;
+use vpbox_sm::sm2::SecretKey;
+use vpbox_tls::sign::SignerServiceKey;
+use vpbox_tls::{Admission, Credentials, Profile, client_config};
+
+/// The trust store of the cluster's founding banks.
+fn trust(dir: &Path) -> Arc<RwLock<TrustStore>> {
+    let genesis: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("genesis.json")).unwrap()).unwrap();
+    let mut store = TrustStore::new();
+    for root in genesis["roots"].as_array().unwrap() {
+        let pem = root["certificate"].as_str().unwrap();
+        store.add_root(&pem_rfc7468::decode_vec(pem.as_bytes()).unwrap().1).unwrap();
+    }
+    Arc::new(RwLock::new(store))
+}
+
+fn chain(pem_file: &Path) -> Vec<CertificateDer<'static>> {
+    let der = vpbox_ca::pem::chain_der(&std::fs::read_to_string(pem_file).unwrap()).unwrap();
+    vpbox_ca::cert::split_der(&der)
+        .unwrap()
+        .into_iter()
+        .map(|d| CertificateDer::from(d.to_vec()))
+        .collect()
+}
+
+/// Box `i`'s P2P address, from its configuration.
+pub(crate) fn p2p_address(dir: &Path, i: u32) -> String {
+    let config = vpbox_config::BoxConfig::load(&dir.join(format!("node{i}/box.toml"))).unwrap();
+    config.proxy.unwrap().p2p
+}
+
+type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// A TLS client of `target`'s proxy presenting `ours`, and the first 4 bytes the proxy sent
+/// (a link frame's length); `None` if the handshake failed. (A server that refuses a client's
+/// certificate says so after its own Finished: only a read tells.)
+fn dial(dir: &Path, target: u32, target_bank: &str, ours: &Credentials) -> Option<(Tls, [u8; 4])> {
+    let admission = Admission::new(trust(dir), CertProfile::VpNode);
+    let config = Arc::new(client_config(Profile::Sm, ours, admission).unwrap());
+    let name = ServerName::try_from(format!("node{target}.{target_bank}")).unwrap();
+    let tcp = TcpStream::connect(p2p_address(dir, target)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let conn = rustls::ClientConnection::new(config, name).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let mut first = [0u8; 4];
+    tls.read_exact(&mut first).ok().map(|()| (tls, first))
+}
+
+/// The proxy's log lines of box `i` that contain `what`.
+fn logged(dir: &Path, i: u32, what: &str) -> bool {
+    let log = std::fs::read_to_string(dir.join(format!("node{i}/proxy.log"))).unwrap_or_default();
+    log.lines().any(|l| l.contains("p2p-refused") && l.contains(what))
+}
+
+fn wait_logged(dir: &Path, i: u32, what: &str) {
+    for _ in 0..100 {
+        if logged(dir, i, what) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = std::fs::read_to_string(dir.join(format!("node{i}/proxy.log"))).unwrap_or_default();
+    panic!("node{i}'s proxy did not log a refusal with {what:?}:\n{log}");
+}
+
+/// Each refusal the P2P listener owes, with its reason in the proxy's log.
+pub(crate) fn p2p_refusals(dir: &Path) {
+    // A POSP's certificate (a client of the API, never a box) is refused by the TLS layer.
+    let posp_key = std::fs::read_to_string(dir.join("posp/bank-a.pem")).unwrap();
+    let posp = Credentials::new(
+        chain(&dir.join("posp/bank-a.crt")),
+        Arc::new(SoftwareSigner::new(SecretKey::from_pem(&posp_key).unwrap())),
+    )
+    .unwrap();
+    assert!(dial(dir, 1, "bank-a", &posp).is_none(), "a POSP certificate got a P2P link");
+    wait_logged(dir, 1, "certificate denied for role vp-node");
+
+    // Node 2's own certificate and key (through node 2's signer), claiming to be node 3 in
+    // its link's hello: the certificate is a member's, the claim is not its node's.
+    let key = SignerServiceKey::connect(&dir.join("node2/signer.sock"), "consensus").unwrap();
+    let node2 = Credentials::with_key(chain(&dir.join("node2/node.crt")), Arc::new(key)).unwrap();
+    let (mut tls, prefix) = dial(dir, 1, "bank-a", &node2).expect("node 2's certificate passes");
+    let len = u32::from_be_bytes(prefix) as usize;
+    assert_eq!(len, HELLO_LEN, "node 1's hello comes first");
+    let mut body = vec![0u8; len];
+    tls.read_exact(&mut body).unwrap();
+    let theirs = Hello::decode(&body).unwrap();
+    let mut claim = Hello { chain: theirs.chain, id: 3, nonce: [9; 32] }.encode();
+    claim.extend_from_slice(&[0; 64]);
+    tls.write_all(&(claim.len() as u32).to_be_bytes()).unwrap();
+    tls.write_all(&claim).unwrap();
+    tls.flush().unwrap();
+    let mut rest = Vec::new();
+    let _ = tls.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "the proxy passed the false claim on: {} bytes came back", rest.len());
+    wait_logged(dir, 1, "the certificate of node 2 claims to be node 3");
+}
