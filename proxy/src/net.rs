@@ -74,13 +74,20 @@ pub fn log(event: &str, fields: Value) {
 /// A TLS failure as an operator reads it: the admission policy's reason when the peer's
 /// certificate was refused, else the TLS error.
 fn tls_reason(e: &std::io::Error) -> String {
-    let tls = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());
-    if let Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other))) = tls {
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        Some(tls) => format!("TLS: {}", denied_reason(tls)),
+        None => format!("TLS: {e}"),
+    }
+}
+
+/// The admission policy's reason inside a rustls certificate error, or the error itself.
+fn denied_reason(e: &rustls::Error) -> String {
+    if let rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) = e {
         if let Some(denied) = other.0.downcast_ref::<vpbox_tls::Denied>() {
-            return format!("TLS: {denied}");
+            return denied.to_string();
         }
     }
-    format!("TLS: {e}")
+    e.to_string()
 }
 
 /// What every task shares.
@@ -115,7 +122,7 @@ impl Shared {
     /// The member the peer of `certs` is, judged now: admitted by the trust store and a
     /// current member.
     fn judge(&self, certs: &[CertificateDer<'_>]) -> Result<Member, String> {
-        let who = self.admission.admit_certificates(certs, now()).map_err(|e| e.to_string())?;
+        let who = self.admission.admit_certificates(certs, now()).map_err(|e| denied_reason(&e))?;
         self.membership().identify(&who).cloned().map_err(|e| e.to_string())
     }
 }

@@ -311,24 +311,7 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
     let (kb, vb) = ("0x".to_string() + &"b1".repeat(32), "b2".repeat(32));
     let r = vpbox(&["anchor", "put", &kb, &vb, "--key-file", s(&b_key), "--dir", dir]);
     assert_eq!((r.code, r.text()), (0, "(true, \"Success\")\n".into()), "{}", r.stderr);
-    let ca_dir = c.dir.join("ca/bank-b");
-    let token = ca_dir.join("token.toml");
-    let env = [("VPBOX_TEST_TOKEN_CONF", s(&token))];
-    let ca = ca_dir.join("ca");
-    let list = vpbox_env(&["ca", "list", "--dir", s(&ca), "--json"], &env);
-    let list: Value = serde_json::from_str(&list.text()).expect("ca list --json");
-    let serial = list["issued"][0]["serial"].as_str().or_else(|| list[0]["serial"].as_str());
-    let serial = serial.expect("the POSP certificate is listed").to_string();
-    let r =
-        vpbox_env(&["ca", "revoke", "--dir", s(&ca), &serial, "--reason", "key-compromise"], &env);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let crl = c.dir.join("bank-b.crl");
-    let r = vpbox_env(&["ca", "crl", "--dir", s(&ca), "--out", s(&crl)], &env);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let r = vpbox(&["cert", "publish-crl", s(&crl), "--dir", dir]);
-    assert_eq!(r.code, 0, "{}{}", r.text(), r.stderr);
-    assert!(r.text().starts_with("(true, \"Success\") in block"), "{}", r.text());
-    let crl_block: u64 = r.text().trim().rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap();
+    let crl_block = revoke_and_publish(&c, "bank-b", "CN=bank-b-posp,");
     let start = Instant::now();
     while !(1..=4).all(|i| c.height(i) > crl_block) {
         if start.elapsed() > Duration::from_secs(60) {
@@ -442,6 +425,57 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
     assert!(acked.iter().chain(&pending).all(|k| anchored(&mut rpc, k)));
     let r = vpbox(&["status", "--dir", dir]);
     assert_eq!(r.code, 0, "{}{}", r.text(), r.stderr);
+
+    // A box's vp-node certificate revoked on the ledger: within a trust poll the other proxies
+    // cut its open links (and refuse new ones), and the others commit on without it.
+    let crl_block = revoke_and_publish(&c, "bank-b", "CN=node4,");
+    wait("nodes 1 to 3 to commit the CRL", Duration::from_secs(60), || {
+        (1..=3).all(|i| c.height(i) > crl_block)
+    });
+    wait("node1's proxy to cut node4's links", Duration::from_secs(10), || {
+        let log = std::fs::read_to_string(c.dir.join("node1/proxy.log")).unwrap_or_default();
+        log.lines().any(|l| {
+            l.contains("\"p2p-closed\"")
+                && l.contains("\"node\":4")
+                && l.contains("cut: ")
+                && l.contains("revoked")
+        })
+    });
+    let mut rpc = c.rpc(1);
+    for n in 700..705u64 {
+        let t = tx(&signer, n, now_ms(), Payload::AnchorPut { key: key(n), value: key(n) });
+        assert_eq!(put(&mut rpc, &t, true).unwrap()["ok"], json!(true), "1 to 3 commit");
+    }
+    assert!(c.height(4) < c.height(1), "the revoked box is cut off");
+}
+
+/// Revokes the certificate whose subject starts with `subject` at `bank`'s CA, and publishes
+/// the bank's new CRL on the ledger: the block it is in.
+fn revoke_and_publish(c: &Cluster, bank: &str, subject: &str) -> u64 {
+    let ca_dir = c.dir.join("ca").join(bank);
+    let token = ca_dir.join("token.toml");
+    let env = [("VPBOX_TEST_TOKEN_CONF", s(&token))];
+    let ca = ca_dir.join("ca");
+    let list = vpbox_env(&["ca", "list", "--dir", s(&ca), "--json"], &env);
+    let list: Value = serde_json::from_str(&list.text()).expect("ca list --json");
+    let serial = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["subject"].as_str().is_some_and(|n| n.starts_with(subject)))
+        .and_then(|e| e["serial"].as_str())
+        .unwrap_or_else(|| panic!("{subject} is not in {bank}'s list: {list}"))
+        .to_string();
+    let r =
+        vpbox_env(&["ca", "revoke", "--dir", s(&ca), &serial, "--reason", "key-compromise"], &env);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let crl = c.dir.join(format!("{bank}.crl"));
+    let r = vpbox_env(&["ca", "crl", "--dir", s(&ca), "--out", s(&crl)], &env);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = vpbox(&["cert", "publish-crl", s(&crl), "--dir", s(&c.dir)]);
+    assert_eq!(r.code, 0, "{}{}", r.text(), r.stderr);
+    assert!(r.text().starts_with("(true, \"Success\") in block"), "{}", r.text());
+    r.text().trim().rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap()
 }
 
 fn compromised_signer_requests(c: &Cluster, node: u32, posp: &SoftwareSigner) {
