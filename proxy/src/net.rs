@@ -293,7 +293,61 @@ async fn reload_on_hangup(shared: Arc<Shared>) {
     }
 }
 
+/// The most P2P connections in their handshake at once (TLS, then the link's first frame),
+/// from all sources; one past it is closed at once.
+const HANDSHAKES_MAX: usize = 128;
+/// The most of them from one source address.
+const HANDSHAKES_PER_SOURCE: usize = 8;
+/// The most established inbound links of one member (a node keeps one; a reconnect overlaps
+/// its predecessor for a moment).
+const LINKS_PER_MEMBER: usize = 4;
+
+/// Counts held per key, each released when its [`Held`] is dropped.
+struct Counts<K: std::hash::Hash + Eq + Copy>(std::sync::Mutex<HashMap<K, usize>>);
+
+impl<K: std::hash::Hash + Eq + Copy> Counts<K> {
+    fn new() -> Arc<Self> {
+        Arc::new(Self(std::sync::Mutex::new(HashMap::new())))
+    }
+
+    /// Takes one for `key` if fewer than `max` are held.
+    fn take(self: &Arc<Self>, key: K, max: usize) -> Option<Held<K>> {
+        let mut m = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = m.entry(key).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Held { counts: Arc::clone(self), key })
+    }
+}
+
+struct Held<K: std::hash::Hash + Eq + Copy> {
+    counts: Arc<Counts<K>>,
+    key: K,
+}
+
+impl<K: std::hash::Hash + Eq + Copy> Drop for Held<K> {
+    fn drop(&mut self) {
+        let mut m = self.counts.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = m.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// The P2P listener: each connection gets a handshake slot (of [`HANDSHAKES_MAX`], and of
+/// [`HANDSHAKES_PER_SOURCE`] for its address) or is closed at once; connections closed so are
+/// counted and logged at most every 10 s. (The box's firewall admits only the members'
+/// addresses to this port; these caps bound what gets past it.)
 async fn ingress(listener: TcpListener, shared: Arc<Shared>) {
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_MAX));
+    let sources: Arc<Counts<std::net::IpAddr>> = Counts::new();
+    let links: Arc<Counts<u32>> = Counts::new();
+    let (mut shed, mut last_report) = (0u64, None::<tokio::time::Instant>);
     loop {
         let (tcp, from) = match listener.accept().await {
             Ok(c) => c,
@@ -303,18 +357,52 @@ async fn ingress(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let shared = Arc::clone(&shared);
+        let slot = Arc::clone(&handshakes).try_acquire_owned().ok();
+        let source = sources.take(from.ip(), HANDSHAKES_PER_SOURCE);
+        let (Some(slot), Some(source)) = (slot, source) else {
+            drop(tcp);
+            shed += 1;
+            if last_report.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                log("p2p-shed", json!({"connections": shed, "reason": "handshake slots full"}));
+                (shed, last_report) = (0, Some(tokio::time::Instant::now()));
+            }
+            continue;
+        };
+        let (shared, links) = (Arc::clone(&shared), Arc::clone(&links));
         tokio::spawn(async move {
             let from = from.to_string();
-            if let Err(reason) = inbound(tcp, &shared, &from).await {
-                log("p2p-refused", json!({"from": from, "reason": reason}));
+            let admitted = inbound(tcp, &shared, &from, &links).await;
+            drop((slot, source));
+            match admitted {
+                Ok((tls, node, member, certs, held)) => {
+                    let reason = relay(tls, node, &shared, certs).await;
+                    drop(held);
+                    log("p2p-closed", json!({"from": from, "node": member.id, "reason": reason}));
+                }
+                Err(reason) => log("p2p-refused", json!({"from": from, "reason": reason})),
             }
         });
     }
 }
 
-/// One incoming P2P connection: TLS, a member, its claim, then joined to the node.
-async fn inbound(tcp: TcpStream, shared: &Arc<Shared>, from: &str) -> Result<(), String> {
+/// A P2P connection through its handshake: the TLS stream, the node's socket, the member and
+/// its certificates, and its hold on the member's link count.
+type Inbound = (
+    tokio_rustls::server::TlsStream<TcpStream>,
+    UnixStream,
+    Member,
+    Vec<CertificateDer<'static>>,
+    Held<u32>,
+);
+
+/// One incoming P2P connection through its handshake: TLS, a member (under its link cap),
+/// its claim, then joined to the node.
+async fn inbound(
+    tcp: TcpStream,
+    shared: &Arc<Shared>,
+    from: &str,
+    links: &Arc<Counts<u32>>,
+) -> Result<Inbound, String> {
     let _ = tcp.set_nodelay(true);
     let mut tls = tokio::time::timeout(HANDSHAKE, shared.acceptor.accept(tcp))
         .await
@@ -323,6 +411,9 @@ async fn inbound(tcp: TcpStream, shared: &Arc<Shared>, from: &str) -> Result<(),
     let certs: Vec<CertificateDer<'static>> =
         tls.get_ref().1.peer_certificates().unwrap_or_default().to_vec();
     let member = shared.judge(&certs)?;
+    let held = links
+        .take(member.id, LINKS_PER_MEMBER)
+        .ok_or_else(|| format!("node {} holds {LINKS_PER_MEMBER} links already", member.id))?;
     // The link's first frame (the dialer's hello and proof) must name the certified node. The
     // node speaks first (its own hello), so it is joined before that frame is read.
     let mut node = UnixStream::connect(&shared.config.sockets.peer)
@@ -353,9 +444,7 @@ async fn inbound(tcp: TcpStream, shared: &Arc<Shared>, from: &str) -> Result<(),
         .map_err(|e: P2pRefusal| e.to_string())?;
     node.write_all(&first[..4 + len]).await.map_err(|e| format!("node: {e}"))?;
     log("p2p-accepted", json!({"from": from, "node": member.id, "name": member.name}));
-    let reason = relay(tls, node, shared, certs).await;
-    log("p2p-closed", json!({"from": from, "node": member.id, "reason": reason}));
-    Ok(())
+    Ok((tls, node, member, certs, held))
 }
 
 /// Carries bytes both ways until either side closes, or until the peer's certificate is no

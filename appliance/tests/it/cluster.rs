@@ -376,6 +376,13 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
     // The boxes reach each other only through their proxies (mutual TLS, RFC 8998), which
     // refuse a POSP certificate and a box's certificate claiming another node.
     crate::p2p::p2p_refusals(&c.dir);
+    crate::p2p::flood(&c.dir, entry, || {
+        let mut rpc = c.rpc(entry);
+        for n in 550..555u64 {
+            let t = tx(&signer, n, now_ms(), Payload::AnchorPut { key: key(n), value: key(n) });
+            assert_eq!(put(&mut rpc, &t, true).unwrap()["ok"], json!(true), "during the flood");
+        }
+    });
     // kill -9 of one box's proxy cuts that box off while the others commit; restarted, the box
     // catches up.
     let leader = c.primary(entry) as u32;

@@ -109,3 +109,48 @@ pub(crate) fn p2p_refusals(dir: &Path) {
     assert!(rest.is_empty(), "the proxy passed the false claim on: {} bytes came back", rest.len());
     wait_logged(dir, 1, "the certificate of node 2 claims to be node 3");
 }
+
+/// The resident memory of box `i`'s proxy, in KiB.
+fn proxy_rss_kib(dir: &Path, i: u32) -> u64 {
+    let pid = std::fs::read_to_string(dir.join(format!("node{i}/proxy.pid"))).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Strangers at box `i`'s P2P listener: 1,000 connections that never speak and 100 that send
+/// TLS garbage. `commit` runs while they hold on (the box's existing links carry on); the
+/// proxy sheds what its handshake slots cannot hold, and its memory stays bounded.
+pub(crate) fn flood(dir: &Path, i: u32, commit: impl FnOnce()) {
+    let address = p2p_address(dir, i);
+    let before = proxy_rss_kib(dir, i);
+    let mut held = Vec::new();
+    for _ in 0..1000 {
+        if let Ok(c) = TcpStream::connect(&address) {
+            held.push(c);
+        }
+    }
+    for _ in 0..100 {
+        if let Ok(mut c) = TcpStream::connect(&address) {
+            let _ = c.write_all(&[0x16, 0x03, 0x01, 0xff, 0xff, 0x01, 0x00]);
+            let _ = c.write_all(&[0xAB; 4096]);
+            held.push(c);
+        }
+    }
+    commit();
+    let grown = proxy_rss_kib(dir, i).saturating_sub(before);
+    assert!(grown < 64 * 1024, "1,100 hostile connections cost the proxy {grown} KiB");
+    drop(held);
+    wait_for_log(dir, i, "\"p2p-shed\"");
+}
+
+fn wait_for_log(dir: &Path, i: u32, what: &str) {
+    for _ in 0..150 {
+        let log = std::fs::read_to_string(dir.join(format!("node{i}/proxy.log")));
+        if log.unwrap_or_default().contains(what) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("node{i}'s proxy never logged {what}");
+}
