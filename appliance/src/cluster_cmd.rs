@@ -585,20 +585,30 @@ fn boxes(dir: &Path) -> Vec<u32> {
     (1..=64).filter(|i| node_dir(dir, *i).join("box.toml").exists()).collect()
 }
 
-/// The P2P address of each of the boxes `all`: the one its configuration has, or, for a box
-/// not configured yet, a free loopback port (so that clusters side by side do not collide).
-fn p2p_addresses(dir: &Path, all: &[u32]) -> Result<HashMap<u32, String>> {
+/// A box's listeners: P2P and API.
+type Listeners = (String, String);
+
+/// The listeners of each of the boxes `all`: those its configuration has, or, for a box not
+/// configured yet, free loopback ports (so that clusters side by side do not collide).
+fn listeners(dir: &Path, all: &[u32]) -> Result<HashMap<u32, Listeners>> {
+    let free = || -> Result<String> {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+        Ok(probe.local_addr()?.to_string())
+    };
     let mut out = HashMap::new();
     for i in all {
-        let existing = box_config(dir, *i).ok().and_then(|c| c.proxy).map(|p| p.p2p);
-        let address = match existing {
-            Some(a) => a,
-            None => {
-                let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
-                probe.local_addr()?.to_string()
+        let existing = box_config(dir, *i).ok().and_then(|c| c.proxy);
+        let pair = match existing {
+            Some(p) => {
+                let api = match p.api {
+                    Some(a) => a,
+                    None => free()?,
+                };
+                (p.p2p, api)
             }
+            None => (free()?, free()?),
         };
-        out.insert(*i, address);
+        out.insert(*i, pair);
     }
     Ok(out)
 }
@@ -606,14 +616,14 @@ fn p2p_addresses(dir: &Path, all: &[u32]) -> Result<HashMap<u32, String>> {
 /// Writes the configuration of each of the boxes `all`: its proxy listens on loopback and
 /// carries its node's links to the other boxes' proxies over mutual TLS.
 fn write_boxes(dir: &Path, all: &[u32]) -> Result<()> {
-    let addresses = p2p_addresses(dir, all)?;
+    let addresses = listeners(dir, all)?;
     for i in all {
         write_box(dir, *i, &addresses)?;
     }
     Ok(())
 }
 
-fn write_box(dir: &Path, i: u32, addresses: &HashMap<u32, String>) -> Result<()> {
+fn write_box(dir: &Path, i: u32, addresses: &HashMap<u32, Listeners>) -> Result<()> {
     let nd = node_dir(dir, i);
     let config = BoxConfig {
         node_id: i,
@@ -629,15 +639,18 @@ fn write_box(dir: &Path, i: u32, addresses: &HashMap<u32, String>) -> Result<()>
             let mut peers: Vec<PeerBox> = addresses
                 .iter()
                 .filter(|(j, _)| **j != i)
-                .map(|(j, a)| PeerBox { id: *j, address: a.clone() })
+                .map(|(j, a)| PeerBox { id: *j, address: a.0.clone() })
                 .collect();
             peers.sort_by_key(|p| p.id);
             peers
         },
         proxy: Some(ProxyConfig {
-            p2p: addresses.get(&i).cloned().context("no address")?,
+            p2p: addresses.get(&i).context("no address")?.0.clone(),
             certificate: "node.crt".into(),
             profile: TlsProfile::Sm,
+            api: Some(addresses.get(&i).context("no address")?.1.clone()),
+            api_profile: TlsProfile::Sm,
+            limits: toml::Table::new(),
         }),
     };
     let tmp = nd.join("box.toml.tmp");

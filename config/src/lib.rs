@@ -27,6 +27,12 @@
 //!                                     # key is [signer] key, signed through the signer's TLS
 //!                                     # domain (the proxy holds no key)
 //! profile = "sm"                      # TLS between boxes: "sm" (RFC 8998, default), "hybrid"
+//! api = "0.0.0.0:8443"                # the API listener for POSP and admin clients (HTTPS,
+//!                                     # mutual TLS); absent: no API from the network
+//! api_profile = "sm"                  # "hybrid" for clients without RFC 8998 (OpenSSL 3.0)
+//!
+//! [proxy.limits]                      # the API's limits (vpbox_proxy::Limits), all optional
+//! body_bytes_max = 4194304
 //! ```
 //!
 //! Relative paths resolve against the file's folder.
@@ -54,7 +60,7 @@ use serde::{Deserialize, Serialize};
 pub const SOCKET_PATH_MAX: usize = 107;
 
 /// The box's configuration file.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BoxConfig {
     /// This box's node: its consensus id.
@@ -76,7 +82,7 @@ pub struct BoxConfig {
 }
 
 /// The `[proxy]` table: the proxy's listeners and TLS identity.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ProxyConfig {
     /// The P2P listener, `HOST:PORT`.
@@ -87,6 +93,17 @@ pub struct ProxyConfig {
     /// The TLS profile between boxes.
     #[serde(default)]
     pub profile: TlsProfile,
+    /// The API listener for POSP and admin clients, `HOST:PORT`; none: no API from the network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<String>,
+    /// The API listener's TLS profile (`hybrid` for clients whose TLS has no RFC 8998, such
+    /// as OpenSSL 3.0).
+    #[serde(default)]
+    pub api_profile: TlsProfile,
+    /// The API's limits (`vpbox_proxy::Limits`: sizes, deadlines, connection caps, rates);
+    /// every field optional.
+    #[serde(default, skip_serializing_if = "toml::Table::is_empty")]
+    pub limits: toml::Table,
 }
 
 /// Which TLS 1.3 profile (see `vpbox_tls::Profile`).
@@ -221,6 +238,9 @@ impl BoxConfig {
         if let Some(p) = &self.proxy {
             if let Err(e) = check_address(&p.p2p) {
                 errors.push(format!("proxy.p2p: {:?}: {e}", p.p2p));
+            }
+            if let Some(Err(e)) = p.api.as_ref().map(|a| check_address(a)) {
+                errors.push(format!("proxy.api: {e}"));
             }
         }
         if errors.is_empty() { Ok(Checked { notes }) } else { Err(errors) }

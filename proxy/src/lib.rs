@@ -45,6 +45,7 @@
 // House style: no unwrap/expect/panic in the core outside tests.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+mod api;
 mod conn;
 mod envelope;
 mod error;

@@ -32,6 +32,7 @@ use std::time::{Duration, SystemTime};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::{CertificateDer, ServerName};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
@@ -81,7 +82,7 @@ fn tls_reason(e: &std::io::Error) -> String {
 }
 
 /// The admission policy's reason inside a rustls certificate error, or the error itself.
-fn denied_reason(e: &rustls::Error) -> String {
+pub(crate) fn denied_reason(e: &rustls::Error) -> String {
     if let rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) = e {
         if let Some(denied) = other.0.downcast_ref::<vpbox_tls::Denied>() {
             return denied.to_string();
@@ -148,6 +149,21 @@ pub fn run(path: &Path) -> Result<(), String> {
     };
     let trust = Arc::new(RwLock::new(TrustStore::new()));
     let admission = Admission::new(Arc::clone(&trust), CertProfile::VpNode);
+    let api = match &proxy.api {
+        None => None,
+        Some(address) => {
+            let limits = crate::Limits::deserialize(toml::Value::Table(proxy.limits.clone()))
+                .map_err(|e| format!("proxy.limits: {e}"))?;
+            let clients =
+                Admission::any_of(Arc::clone(&trust), CertProfile::Posp, &[CertProfile::Admin]);
+            let profile = match proxy.api_profile {
+                TlsProfile::Sm => Profile::Sm,
+                TlsProfile::Hybrid => Profile::Hybrid,
+            };
+            let tls = server_config(profile, &ours, clients.clone()).map_err(|e| e.to_string())?;
+            Some((address.clone(), limits, clients, tls))
+        }
+    };
     let server = server_config(profile, &ours, admission.clone()).map_err(|e| e.to_string())?;
     let client = client_config(profile, &ours, admission.clone()).map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -174,6 +190,22 @@ pub fn run(path: &Path) -> Result<(), String> {
             "proxy-started",
             json!({"node": shared.config.node_id, "p2p": proxy.p2p, "profile": format!("{profile:?}")}),
         );
+        if let Some((address, limits, admission, tls)) = api {
+            let listener = TcpListener::bind(&address)
+                .await
+                .map_err(|e| format!("proxy.api {address}: {e}"))?;
+            let api = Arc::new(crate::api::Api {
+                acceptor: TlsAcceptor::from(Arc::new(tls)),
+                admission,
+                node_rpc: shared.config.sockets.rpc.clone(),
+                gate: std::sync::Mutex::new(crate::Gate::new(limits.rate)),
+                connections: std::sync::Mutex::new(crate::Connections::new(limits.connections)),
+                limits,
+                origin: tokio::time::Instant::now(),
+            });
+            log("api-listening", json!({"api": address}));
+            tokio::spawn(crate::api::serve(listener, api));
+        }
         tokio::spawn(poll_trust(Arc::clone(&shared)));
         tokio::spawn(egress(Arc::clone(&shared)));
         tokio::spawn(reload_on_hangup(Arc::clone(&shared)));

@@ -376,6 +376,11 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
     // The boxes reach each other only through their proxies (mutual TLS, RFC 8998), which
     // refuse a POSP certificate and a box's certificate claiming another node.
     crate::p2p::p2p_refusals(&c.dir);
+    // POSPs reach the API only through a proxy's HTTPS listener, with mutual TLS.
+    let t = tx(&signer, 540, now_ms(), Payload::AnchorPut { key: key(540), value: key(541) });
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "anchor_put",
+                      "params": {"tx": hex::encode(t.encode()), "wait": true}});
+    crate::api::api_checks(&c.dir, body.to_string().as_bytes());
     crate::p2p::flood(&c.dir, entry, || {
         let mut rpc = c.rpc(entry);
         for n in 550..555u64 {

@@ -1,6 +1,7 @@
 //! The `vpbox` binary driven as operators run it, checked against the `openssl` command.
 
 mod anchor;
+mod api;
 mod ca;
 mod cluster;
 mod hsm;

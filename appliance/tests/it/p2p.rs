@@ -17,7 +17,7 @@ use vpbox_tls::sign::SignerServiceKey;
 use vpbox_tls::{Admission, Credentials, Profile, client_config};
 
 /// The trust store of the cluster's founding banks.
-fn trust(dir: &Path) -> Arc<RwLock<TrustStore>> {
+pub(crate) fn trust(dir: &Path) -> Arc<RwLock<TrustStore>> {
     let genesis: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("genesis.json")).unwrap()).unwrap();
     let mut store = TrustStore::new();
@@ -28,7 +28,7 @@ fn trust(dir: &Path) -> Arc<RwLock<TrustStore>> {
     Arc::new(RwLock::new(store))
 }
 
-fn chain(pem_file: &Path) -> Vec<CertificateDer<'static>> {
+pub(crate) fn chain(pem_file: &Path) -> Vec<CertificateDer<'static>> {
     let der = vpbox_ca::pem::chain_der(&std::fs::read_to_string(pem_file).unwrap()).unwrap();
     vpbox_ca::cert::split_der(&der)
         .unwrap()

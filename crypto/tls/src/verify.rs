@@ -29,18 +29,27 @@ use crate::error::Denied;
 use crate::sign::{SM2SIG_SM3, tls13_digest, tls13_z};
 
 /// The admission policy for one kind of peer: the shared trust store (roots and CRLs, updated
-/// in place when a bank publishes a new CRL) and the role the peer must hold.
+/// in place when a bank publishes a new CRL) and the role the peer must hold (or, for
+/// [`Admission::any_of`], one of several).
 #[derive(Clone)]
 pub struct Admission {
     trust: Arc<RwLock<TrustStore>>,
     role: CertProfile,
+    /// Further roles a peer may hold instead of `role`.
+    also: Vec<CertProfile>,
 }
 
 impl Admission {
     /// Peers must be admitted by `trust` in `role` (`VpNode` for nodes, `Posp` for POSP
     /// clients).
     pub fn new(trust: Arc<RwLock<TrustStore>>, role: CertProfile) -> Self {
-        Self { trust, role }
+        Self { trust, role, also: Vec::new() }
+    }
+
+    /// Peers must be admitted by `trust` in `role` or one of `also` (the API's clients: a
+    /// POSP or an admin). A refusal names `role` and the first role's reason.
+    pub fn any_of(trust: Arc<RwLock<TrustStore>>, role: CertProfile, also: &[CertProfile]) -> Self {
+        Self { trust, role, also: also.to_vec() }
     }
 
     /// The role peers must hold.
@@ -87,6 +96,11 @@ impl Admission {
         let trust =
             self.trust.read().map_err(|_| Error::General("trust store lock poisoned".into()))?;
         let cas: Vec<&[u8]> = intermediates.iter().map(|c| c.as_ref()).collect();
+        for role in &self.also {
+            if let Decision::Allow(identity) = trust.admit_chain(der, &cas, *role, now) {
+                return Ok(identity);
+            }
+        }
         match trust.admit_chain(der, &cas, self.role, now) {
             Decision::Allow(identity) => Ok(identity),
             Decision::Deny(reason) => Err(Error::InvalidCertificate(CertificateError::Other(

@@ -1,0 +1,133 @@
+//! The API as a POSP reaches it: HTTPS with mutual TLS to a box's proxy, over real TCP.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use serde_json::Value;
+use vpbox_ca::CertProfile;
+use vpbox_ca::cert::{Grant, check_request, issue, random_serial, self_signed_root};
+use vpbox_sm::sm2::SecretKey;
+use vpbox_sm::{Signer, SoftwareSigner};
+use vpbox_tls::verify::ServerVerifier;
+use vpbox_tls::{Admission, Credentials, Profile, client_config};
+
+use crate::p2p::{chain, trust};
+
+/// Box `i`'s API address.
+pub(crate) fn api_address(dir: &Path, i: u32) -> String {
+    let config = vpbox_config::BoxConfig::load(&dir.join(format!("node{i}/box.toml"))).unwrap();
+    config.proxy.unwrap().api.unwrap()
+}
+
+/// A client presenting the cluster's POSP certificate of `bank`.
+pub(crate) fn posp(dir: &Path, bank: &str) -> Arc<ClientConfig> {
+    let key = std::fs::read_to_string(dir.join(format!("posp/{bank}.pem"))).unwrap();
+    let ours = Credentials::new(
+        chain(&dir.join(format!("posp/{bank}.crt"))),
+        Arc::new(SoftwareSigner::new(SecretKey::from_pem(&key).unwrap())),
+    )
+    .unwrap();
+    let servers = Admission::new(trust(dir), CertProfile::VpNode);
+    Arc::new(client_config(Profile::Sm, &ours, servers).unwrap())
+}
+
+/// A client that presents no certificate.
+fn anonymous(dir: &Path) -> Arc<ClientConfig> {
+    let servers = Admission::new(trust(dir), CertProfile::VpNode);
+    let config = ClientConfig::builder_with_provider(Arc::new(Profile::Sm.provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(ServerVerifier::new(servers)))
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// A POSP of a bank no member knows: its own root, its own certificate.
+fn stranger(dir: &Path) -> Arc<ClientConfig> {
+    #[allow(clippy::disallowed_methods)]
+    let now = SystemTime::now();
+    let ca = SoftwareSigner::new(SecretKey::generate().unwrap());
+    let root = self_signed_root(&ca, "bank-x", "CN", random_serial([1; 16]).unwrap(), now, 30);
+    let root = root.unwrap();
+    let key = Arc::new(SoftwareSigner::new(SecretKey::generate().unwrap()));
+    let csr = vpbox_ca::build_csr(&*key, "CN=x-posp,OU=posp,O=bank-x").unwrap();
+    let req = check_request(&csr, CertProfile::Posp, "bank-x").unwrap();
+    let grant = Grant {
+        profile: CertProfile::Posp,
+        serial: random_serial([2; 16]).unwrap(),
+        now,
+        days: 30,
+        dns_names: vec![],
+    };
+    let pem = issue(&ca, &root, &req, grant).unwrap();
+    let der = vpbox_ca::pem::chain_der(&pem).unwrap();
+    let ours = Credentials::new(vec![der.into()], key as Arc<dyn Signer>).unwrap();
+    let servers = Admission::new(trust(dir), CertProfile::VpNode);
+    Arc::new(client_config(Profile::Sm, &ours, servers).unwrap())
+}
+
+/// POSTs `body` to box `i`'s API with `client`: the HTTP status and the JSON answer, or why
+/// there was none.
+pub(crate) fn post(
+    dir: &Path,
+    i: u32,
+    bank: &str,
+    client: &Arc<ClientConfig>,
+    body: &[u8],
+) -> Result<(u16, Value), String> {
+    let tcp = TcpStream::connect(api_address(dir, i)).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
+    let name = ServerName::try_from(format!("node{i}.{bank}")).unwrap();
+    let conn = rustls::ClientConnection::new(Arc::clone(client), name).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: node{i}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
+    tls.write_all(body).map_err(|e| e.to_string())?;
+    tls.flush().map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    match tls.read_to_end(&mut raw) {
+        Ok(_) => {}
+        // The server's close_notify may be missing once it has closed: what came is the answer.
+        Err(e) if !raw.is_empty() && e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| format!("no HTTP: {text}"))?;
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or("no status")?;
+    let json = serde_json::from_str(body).unwrap_or(Value::Null);
+    Ok((status, json))
+}
+
+/// What the API listener owes a POSP and refuses others, each with its documented answer.
+pub(crate) fn api_checks(dir: &Path, anchor_put: &[u8]) {
+    let client = posp(dir, "bank-a");
+    let (status, answer) = post(dir, 1, "bank-a", &client, anchor_put).unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["result"]["ok"], Value::Bool(true), "{answer}");
+    // A POSP may not call an admin's method: 403 and -32007, nothing run.
+    let crl = br#"{"jsonrpc":"2.0","id":7,"method":"cert_publishCrl","params":["00"]}"#;
+    let (status, answer) = post(dir, 1, "bank-a", &client, crl).unwrap();
+    assert_eq!((status, answer["error"]["code"].as_i64()), (403, Some(-32007)), "{answer}");
+    assert_eq!(answer["id"], 7);
+    // Reads are a POSP's.
+    let read = br#"{"jsonrpc":"2.0","id":1,"method":"block_getChainHeight","params":[]}"#;
+    let (status, answer) = post(dir, 2, "bank-a", &client, read).unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["result"].as_u64().is_some(), "{answer}");
+    // No client certificate, or one under a root no member bank holds: no answer at all.
+    assert!(post(dir, 1, "bank-a", &anonymous(dir), read).is_err(), "an anonymous client");
+    assert!(post(dir, 1, "bank-a", &stranger(dir), read).is_err(), "an unknown root");
+    let log = std::fs::read_to_string(dir.join("node1/proxy.log")).unwrap();
+    assert!(log.contains("\"api-refused\""), "{log}");
+    assert!(log.contains("\"event\":\"api\""), "the access log: {log}");
+}

@@ -1,0 +1,282 @@
+//! The API listener's shell (tokio, hyper): HTTPS with mutual TLS for POSP and admin clients,
+//! each request judged by the [`Gate`] and forwarded to the node's JSON-RPC socket.
+//!
+//! - **Who.** A client presents a `posp` or `admin` certificate that the ledger's trust store
+//!   admits (the same roots, CRLs and trust poll as the P2P links); it is admitted again on
+//!   every connection, so a resumed session is judged by today's CRLs. Its identity (role,
+//!   bank, name, key fingerprint) goes to the node with each request in `x-vpbox-client`.
+//! - **What.** Only `POST` with a `Content-Length` up to the body limit (413 and -32005 past
+//!   it, before the body is read); the body whole within the request deadline (408); then the
+//!   gate: the role's allow-list (-32007, 403), the client's token bucket (-32008, 429 with
+//!   `Retry-After`), the classifier's bounds. What passes is forwarded unchanged.
+//! - **Limits.** Connections per listener and per client identity; a handshake deadline; heads
+//!   within the request deadline (hyper's header timer, also the idle bound between requests
+//!   on a kept-alive connection); answers within the answer deadline. A node that does not
+//!   answer gives 503 with `Retry-After: 1` and -32004.
+//! - **Access log.** One JSON line per request on stderr: time, client, role, methods, status,
+//!   bytes in and out, latency.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rustls::pki_types::CertificateDer;
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream, UnixStream};
+use tokio_rustls::TlsAcceptor;
+use vpbox_ca::policy::Identity;
+use vpbox_tls::Admission;
+
+use crate::net::{denied_reason, log};
+use crate::{Connections, Gate, Limits, Verdict};
+
+/// A client's key: SM3 of its certificate's public key.
+type Client = [u8; 32];
+
+/// What the API's connections share.
+pub(crate) struct Api {
+    pub(crate) acceptor: TlsAcceptor,
+    pub(crate) admission: Admission,
+    pub(crate) limits: Limits,
+    pub(crate) node_rpc: PathBuf,
+    pub(crate) gate: Mutex<Gate<Client>>,
+    pub(crate) connections: Mutex<Connections<Client>>,
+    /// The shell's monotonic clock's origin, for the gate's milliseconds.
+    pub(crate) origin: tokio::time::Instant,
+}
+
+impl Api {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Accepts API connections until the process ends.
+pub(crate) async fn serve(listener: TcpListener, api: Arc<Api>) {
+    loop {
+        let (tcp, from) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                log("api-accept-failed", json!({"reason": e.to_string()}));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let api = Arc::clone(&api);
+        tokio::spawn(async move {
+            let from = from.to_string();
+            if let Err(reason) = connection(tcp, &api, &from).await {
+                log("api-refused", json!({"from": from, "reason": reason}));
+            }
+        });
+    }
+}
+
+async fn connection(tcp: TcpStream, api: &Arc<Api>, from: &str) -> Result<(), String> {
+    let slot = api.connections.lock().map_err(|_| "lock")?.open().map_err(|e| e.to_string())?;
+    let _ = tcp.set_nodelay(true);
+    let handshake = tokio::time::timeout(api.limits.handshake_deadline(), api.acceptor.accept(tcp));
+    let tls = match handshake.await {
+        Ok(Ok(tls)) => tls,
+        other => {
+            if let Ok(mut c) = api.connections.lock() {
+                c.close(slot);
+            }
+            return Err(match other {
+                Err(_) => "no TLS handshake within the deadline".into(),
+                Ok(Err(e)) => match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                    Some(tls) => format!("TLS: {}", denied_reason(tls)),
+                    None => format!("TLS: {e}"),
+                },
+                Ok(Ok(_)) => String::new(),
+            });
+        }
+    };
+    let certs: Vec<CertificateDer<'static>> =
+        tls.get_ref().1.peer_certificates().unwrap_or_default().to_vec();
+    #[allow(clippy::disallowed_methods)] // the shell reads the clock for admission
+    let who = match api.admission.admit_certificates(&certs, std::time::SystemTime::now()) {
+        Ok(who) => who,
+        Err(e) => {
+            if let Ok(mut c) = api.connections.lock() {
+                c.close(slot);
+            }
+            return Err(denied_reason(&e));
+        }
+    };
+    let client = who.key_fingerprint.0;
+    let ticket = {
+        let mut c = api.connections.lock().map_err(|_| "lock")?;
+        c.admit(slot, client).map_err(|e| format!("{} of {}: {e}", who.name, who.bank))?
+    };
+    log(
+        "api-connected",
+        json!({"from": from, "client": who.name, "bank": who.bank, "role": who.role.name()}),
+    );
+    let who = Arc::new(who);
+    let service = {
+        let (api, who) = (Arc::clone(api), Arc::clone(&who));
+        hyper::service::service_fn(move |req| {
+            let (api, who) = (Arc::clone(&api), Arc::clone(&who));
+            async move { Ok::<_, std::convert::Infallible>(request(req, &api, &who).await) }
+        })
+    };
+    let served = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(api.limits.request_deadline())
+        .max_buf_size((api.limits.header_bytes_max.get() as usize).max(8192))
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(tls), service)
+        .await;
+    if let Ok(mut c) = api.connections.lock() {
+        c.close_admitted(ticket);
+    }
+    let reason = served.map_or_else(|e| e.to_string(), |()| "closed".into());
+    log("api-closed", json!({"from": from, "client": who.name, "reason": reason}));
+    Ok(())
+}
+
+fn answer(status: StatusCode, body: Vec<u8>, retry_after: Option<u64>) -> Response<Full<Bytes>> {
+    let mut r = Response::builder().status(status).header("content-type", "application/json");
+    if let Some(s) = retry_after {
+        r = r.header("retry-after", s.to_string());
+    }
+    r.body(Full::new(Bytes::from(body))).unwrap_or_default()
+}
+
+fn error_body(code: i64, message: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": null,
+                                "error": {"code": code, "message": message}}))
+    .unwrap_or_default()
+}
+
+async fn request(req: Request<Incoming>, api: &Api, who: &Identity) -> Response<Full<Bytes>> {
+    let started = tokio::time::Instant::now();
+    let (status, bytes_in, methods, response) = judge_and_forward(req, api, who).await;
+    log(
+        "api",
+        json!({"client": who.name, "bank": who.bank, "role": who.role.name(), "methods": methods,
+               "status": status.as_u16(), "in": bytes_in,
+               "out": hyper::body::Body::size_hint(response.body()).exact(),
+               "ms": started.elapsed().as_millis() as u64}),
+    );
+    response
+}
+
+async fn judge_and_forward(
+    req: Request<Incoming>,
+    api: &Api,
+    who: &Identity,
+) -> (StatusCode, usize, Vec<&'static str>, Response<Full<Bytes>>) {
+    let done = |status: StatusCode, n: usize, m: Vec<&'static str>, r| (status, n, m, r);
+    if req.method() != hyper::Method::POST {
+        let body = error_body(-32600, "only POST carries JSON-RPC");
+        return done(
+            StatusCode::METHOD_NOT_ALLOWED,
+            0,
+            vec![],
+            answer(StatusCode::METHOD_NOT_ALLOWED, body, None),
+        );
+    }
+    let max = api.limits.body_bytes_max.get() as usize;
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_none_or(|n| n > max) {
+        let (status, msg) = match declared {
+            None => (StatusCode::LENGTH_REQUIRED, "a Content-Length is required"),
+            Some(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body larger than the proxy accepts"),
+        };
+        return done(status, 0, vec![], answer(status, error_body(-32005, msg), None));
+    }
+    let body = Limited::new(req.into_body(), max).collect();
+    let body = match tokio::time::timeout(api.limits.request_deadline(), body).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(_)) => {
+            let status = StatusCode::PAYLOAD_TOO_LARGE;
+            let body = error_body(-32005, "body larger than the proxy accepts");
+            return done(status, 0, vec![], answer(status, body, None));
+        }
+        Err(_) => {
+            let status = StatusCode::REQUEST_TIMEOUT;
+            let body = error_body(-32600, "the body did not arrive within the request deadline");
+            return done(status, 0, vec![], answer(status, body, None));
+        }
+    };
+    let n = body.len();
+    let verdict = match api.gate.lock() {
+        Ok(mut g) => g.admit(&who.key_fingerprint.0, who.role, &body, api.now_ms()),
+        Err(_) => {
+            let status = StatusCode::INTERNAL_SERVER_ERROR;
+            return done(status, n, vec![], answer(status, error_body(-32603, "gate"), None));
+        }
+    };
+    let envelope = match verdict {
+        Verdict::Forward(envelope) => envelope,
+        Verdict::Refuse { reason, answer: body } => {
+            let status =
+                StatusCode::from_u16(reason.http_status()).unwrap_or(StatusCode::FORBIDDEN);
+            let r = answer(status, body.unwrap_or_default(), reason.retry_after_s());
+            return done(status, n, vec![], r);
+        }
+    };
+    let methods: Vec<&'static str> =
+        envelope.requests().iter().map(|r| r.method().name()).collect();
+    match tokio::time::timeout(api.limits.answer_deadline(), forward(api, who, body)).await {
+        Ok(Ok((status, body))) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            done(status, n, methods, answer(status, body, None))
+        }
+        Ok(Err(e)) => {
+            log("node-unreachable", json!({"reason": e}));
+            let status = StatusCode::SERVICE_UNAVAILABLE;
+            let body = error_body(-32004, "the node is not answering; retry");
+            done(status, n, methods, answer(status, body, Some(1)))
+        }
+        Err(_) => {
+            let status = StatusCode::SERVICE_UNAVAILABLE;
+            let body = error_body(-32004, "the node did not answer within the deadline; retry");
+            done(status, n, methods, answer(status, body, Some(1)))
+        }
+    }
+}
+
+/// `x-vpbox-client`: the identity the proxy admitted, as the node receives it.
+fn identity_header(who: &Identity) -> String {
+    format!(
+        "role={}; bank={}; name={}; key={}",
+        who.role.name(),
+        who.bank,
+        who.name,
+        hex::encode(who.key_fingerprint.0)
+    )
+}
+
+/// Forwards one admitted body to the node's socket: its status and body.
+async fn forward(api: &Api, who: &Identity, body: Bytes) -> Result<(u16, Vec<u8>), String> {
+    let stream = UnixStream::connect(&api.node_rpc).await.map_err(|e| e.to_string())?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let request = Request::post("/")
+        .header("host", "node")
+        .header("content-type", "application/json")
+        .header("x-vpbox-client", identity_header(who))
+        .body(Full::new(body))
+        .map_err(|e| e.to_string())?;
+    let answer = sender.send_request(request).await.map_err(|e| e.to_string())?;
+    let status = answer.status().as_u16();
+    let bytes = Limited::new(answer.into_body(), 16 << 20)
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, bytes.to_vec()))
+}
