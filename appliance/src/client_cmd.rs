@@ -30,14 +30,35 @@ use vpbox_sm::{Signer, SoftwareSigner};
 use crate::Outcome;
 
 /// How to reach a node and sign.
-#[derive(Debug, Args, Clone)]
+///
+/// API calls (anchors) go over HTTPS to a box's proxy, as a POSP's do: `--url` with
+/// `--tls-cert` and `--tls-key`, or, in a development cluster's folder, the first box whose proxy answers, as
+/// the folder's bank-a POSP. `--rpc` talks to a node's own Unix socket instead (an operator on
+/// the box); certificate, CRL and governance writes always do (their roles are not a POSP's).
+#[derive(Debug, Args, Clone, Default)]
 pub(crate) struct Conn {
     /// The cluster's folder (its genesis lists the nodes).
     #[arg(long, default_value = "vpbox-dev")]
     pub(crate) dir: PathBuf,
-    /// A node's JSON-RPC socket (instead of the folder's first node that answers).
-    #[arg(long)]
+    /// A node's JSON-RPC socket (instead of the folder's boxes).
+    #[arg(long, conflicts_with = "url")]
     pub(crate) rpc: Option<PathBuf>,
+    /// A box's API, `https://HOST:PORT` (mutual TLS; needs --tls-cert and --tls-key).
+    #[arg(long)]
+    pub(crate) url: Option<String>,
+    /// The name the box's certificate carries, when the URL's host is an address.
+    #[arg(long)]
+    pub(crate) server_name: Option<String>,
+    /// This client's certificate chain (PEM) for the API.
+    #[arg(long)]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// This client's SM2 key (PKCS#8 PEM) for the API.
+    #[arg(long)]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// The consortium's root certificates (PEM) the box's certificate must chain to (default:
+    /// the folder's genesis's).
+    #[arg(long)]
+    pub(crate) roots: Option<PathBuf>,
     /// Print the JSON-RPC result.
     #[arg(long)]
     pub(crate) json: bool,
@@ -136,7 +157,7 @@ pub(crate) fn cert_tx(a: &CertTxArgs, crl: bool) -> Result<Outcome> {
     let der = der.with_context(|| a.file.display().to_string())?;
     let payload = if crl { Payload::Crl(der) } else { Payload::Enroll(der) };
     let tx = sign(s.as_ref(), payload)?;
-    let r = client(&a.conn)?
+    let r = local_client(&a.conn)?
         .call(method, json!({"tx": hex::encode(tx.encode()), "wait": true}))
         .map_err(rpc_error)?;
     Ok(print_committed(&a.conn, &r))
@@ -177,7 +198,78 @@ pub(crate) struct VerifyArgs {
     pub(crate) conn: Conn,
 }
 
+/// A client of the API: over HTTPS to a box's proxy (see [`Conn`]), or a node's socket.
 pub(crate) fn client(conn: &Conn) -> Result<RpcClient> {
+    if conn.rpc.is_some() {
+        return local_client(conn);
+    }
+    let roots = || -> Result<vpbox_ca::policy::TrustStore> {
+        match &conn.roots {
+            Some(file) => {
+                let pem =
+                    std::fs::read_to_string(file).with_context(|| file.display().to_string())?;
+                let certs: Vec<String> = pem
+                    .split_inclusive("-----END CERTIFICATE-----")
+                    .filter(|c| c.contains("BEGIN CERTIFICATE"))
+                    .map(|c| c.trim().to_string())
+                    .collect();
+                crate::https::roots(certs.iter().map(String::as_str))
+            }
+            None => {
+                let g = Genesis::load(&conn.dir.join("genesis.json")).with_context(|| {
+                    "no roots: give --roots, or a cluster folder with --dir".to_string()
+                })?;
+                let pems: Vec<String> = g
+                    .roots
+                    .iter()
+                    .map(|r| {
+                        pem_rfc7468::encode_string(
+                            "CERTIFICATE",
+                            pem_rfc7468::LineEnding::LF,
+                            &r.der,
+                        )
+                        .unwrap_or_default()
+                    })
+                    .collect();
+                crate::https::roots(pems.iter().map(String::as_str))
+            }
+        }
+    };
+    if let Some(url) = &conn.url {
+        let address = url.strip_prefix("https://").context("--url must be https://HOST:PORT")?;
+        let address = address.trim_end_matches('/');
+        let (Some(cert), Some(key)) = (&conn.tls_cert, &conn.tls_key) else {
+            bail!("--url needs --tls-cert and --tls-key (the client's certificate and SM2 key)");
+        };
+        let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+        let name = conn.server_name.as_deref().unwrap_or(host);
+        return crate::https::client(address, name, roots()?, cert, key);
+    }
+    // A development cluster: the first box whose proxy's API answers, as the bank-a POSP.
+    let Ok(genesis) = Genesis::load(&conn.dir.join("genesis.json")) else {
+        return local_client(conn);
+    };
+    let cert = conn.tls_cert.clone().unwrap_or_else(|| conn.dir.join("posp/bank-a.crt"));
+    let key = conn.tls_key.clone().unwrap_or_else(|| conn.dir.join("posp/bank-a.pem"));
+    for n in &genesis.nodes {
+        let Ok(config) = crate::cluster_cmd::box_config(&conn.dir, n.id.0) else { continue };
+        let Some(api) = config.proxy.and_then(|p| p.api) else { continue };
+        let node_crt = conn.dir.join(format!("node{}/node.crt", n.id.0));
+        let name = std::fs::read_to_string(&node_crt)
+            .ok()
+            .and_then(|pem| vpbox_ca::pem::chain_der(&pem).ok())
+            .and_then(|der| vpbox_proxy::trust::dns_names(&der).into_iter().next())
+            .unwrap_or_else(|| format!("{}.{}", n.name, n.bank));
+        let mut c = crate::https::client(&api, &name, roots()?, &cert, &key)?;
+        if c.call("block_getChainHeight", json!([])).is_ok() {
+            return Ok(c);
+        }
+    }
+    local_client(conn)
+}
+
+/// A client of a node's own Unix socket: `--rpc`, or the folder's first node that answers.
+pub(crate) fn local_client(conn: &Conn) -> Result<RpcClient> {
     if let Some(p) = &conn.rpc {
         return Ok(RpcClient::new(p));
     }

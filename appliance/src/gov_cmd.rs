@@ -27,7 +27,7 @@ use vpbox_ledger::tx::Payload;
 use vpbox_sm::sm3::{Digest, hash};
 
 use crate::Outcome;
-use crate::client_cmd::{Conn, KeyArgs, client, print_committed, rpc_error, sign};
+use crate::client_cmd::{Conn, KeyArgs, client, local_client, print_committed, rpc_error, sign};
 
 /// `vpbox gov …`
 #[derive(Debug, Subcommand)]
@@ -178,7 +178,7 @@ pub(crate) fn run(cmd: &GovCommand) -> Result<Outcome> {
         GovCommand::Propose(a) => propose(a),
         GovCommand::Approve { file, key } => {
             let (mut f, p) = read_file(file)?;
-            let conn = Conn { dir: "vpbox-dev".into(), rpc: None, json: false };
+            let conn = Conn { dir: "vpbox-dev".into(), ..Conn::default() };
             let signer = key.signer(&conn)?;
             eprintln!("approving governance change {} of chain {}:", p.seq, p.chain.to_hex());
             for c in &p.changes {
@@ -207,7 +207,7 @@ pub(crate) fn run(cmd: &GovCommand) -> Result<Outcome> {
             let payload = ConfigTx { proposal: p.encode(), approvals }.encode();
             let signer = key.signer(conn)?;
             let tx = sign(signer.as_ref(), Payload::Config(payload))?;
-            let r = client(conn)?
+            let r = local_client(conn)?
                 .call("gov_submit", json!({"tx": hex::encode(tx.encode()), "wait": true}))
                 .map_err(rpc_error)?;
             Ok(print_committed(conn, &r))

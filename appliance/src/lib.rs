@@ -17,6 +17,7 @@ mod files;
 mod gov_cmd;
 mod harden;
 mod hsm_cmd;
+mod https;
 mod signer_cmd;
 mod sm2_cmd;
 mod sm3_cmd;

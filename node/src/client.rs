@@ -1,10 +1,33 @@
-//! A JSON-RPC client over the node's Unix socket (HTTP/1.1, keep-alive), for the CLI, the
-//! benchmark and the tests.
+//! A JSON-RPC client (HTTP/1.1, keep-alive) over the node's Unix socket or any other stream a
+//! [`Dial`] opens (the CLI's HTTPS to a box's proxy), for the CLI, the benchmark and the tests.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// A byte stream a client talks HTTP over.
+pub trait Stream: Read + Write + Send {}
+
+impl<T: Read + Write + Send> Stream for T {}
+
+/// Opens a client's connections: to a Unix socket, or (the CLI) over TLS to a proxy.
+pub trait Dial: Send {
+    /// A new connection whose reads and writes give up after `timeout`.
+    fn dial(&self, timeout: Duration) -> std::io::Result<Box<dyn Stream>>;
+}
+
+/// Dials a Unix socket.
+struct UnixDial(PathBuf);
+
+impl Dial for UnixDial {
+    fn dial(&self, timeout: Duration) -> std::io::Result<Box<dyn Stream>> {
+        let s = UnixStream::connect(&self.0)?;
+        s.set_read_timeout(Some(timeout))?;
+        s.set_write_timeout(Some(timeout))?;
+        Ok(Box::new(s))
+    }
+}
 
 use serde_json::{Value, json};
 
@@ -37,7 +60,8 @@ pub enum CallError {
 /// A connection to one node.
 pub struct RpcClient {
     path: PathBuf,
-    conn: Option<BufReader<UnixStream>>,
+    dial: Box<dyn Dial>,
+    conn: Option<BufReader<Box<dyn Stream>>>,
     next_id: u64,
     timeout: Duration,
 }
@@ -45,7 +69,18 @@ pub struct RpcClient {
 impl RpcClient {
     /// A client of the node at `path` (connects on first use).
     pub fn new(path: &Path) -> Self {
-        Self { path: path.to_path_buf(), conn: None, next_id: 1, timeout: Duration::from_secs(120) }
+        Self::with_dial(path, Box::new(UnixDial(path.to_path_buf())))
+    }
+
+    /// A client whose connections `dial` opens; `name` names it in errors (a URL).
+    pub fn with_dial(name: &Path, dial: Box<dyn Dial>) -> Self {
+        Self {
+            path: name.to_path_buf(),
+            dial,
+            conn: None,
+            next_id: 1,
+            timeout: Duration::from_secs(120),
+        }
     }
 
     /// Bounds each read and write on the socket (default 120 s, above the node's 30 s wait for
@@ -56,7 +91,7 @@ impl RpcClient {
         self.conn = None;
     }
 
-    /// The socket.
+    /// The socket (or the name given to [`RpcClient::with_dial`]).
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -93,10 +128,7 @@ impl RpcClient {
     fn post_once(&mut self, body: &[u8]) -> Result<Vec<u8>, CallError> {
         let io = |source| CallError::Io { path: self.path.clone(), source };
         if self.conn.is_none() {
-            let s = UnixStream::connect(&self.path).map_err(io)?;
-            s.set_read_timeout(Some(self.timeout)).map_err(io)?;
-            s.set_write_timeout(Some(self.timeout)).map_err(io)?;
-            self.conn = Some(BufReader::new(s));
+            self.conn = Some(BufReader::new(self.dial.dial(self.timeout).map_err(io)?));
         }
         let Some(conn) = self.conn.as_mut() else {
             return Err(CallError::Protocol("no connection".into()));
@@ -106,7 +138,10 @@ impl RpcClient {
             body.len()
         );
         let s = conn.get_mut();
-        s.write_all(head.as_bytes()).and_then(|()| s.write_all(body)).map_err(io)?;
+        s.write_all(head.as_bytes())
+            .and_then(|()| s.write_all(body))
+            .and_then(|()| s.flush())
+            .map_err(io)?;
         let mut len = None;
         let mut line = String::new();
         let mut first = true;
