@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what vpbox needs to build and test on Debian 12, as root. Idempotent and quiet when
-# everything is there already.
+# Installs what vpbox needs to build and run on Debian 12, as root; with `--test`, also what
+# only the tests need (cargo-nextest, and Tongsuo, the RFC 8998 peer of the interop tests).
+# Idempotent and quiet when everything is there already.
 set -euo pipefail
 
 # opensc: pkcs11-tool; softhsm2: a real third-party token; systemd: systemd-analyze for units;
@@ -22,6 +23,7 @@ command -v cargo >/dev/null || { echo "deps: cargo not found (install Rust with 
 for component in rustfmt clippy; do
   rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
 done
+[[ "${1:-}" == "--test" ]] || exit 0
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 # Tongsuo's s_server/s_client: the RFC 8998 peer of vpbox-tls's interop tests.
 bash "$(dirname "$0")/tongsuo.sh"

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The main job: installs what is needed, builds and installs `vpbox` (to /usr/local/bin) and the
 # PKCS#11 test token (to /usr/local/lib/vpbox), then brings up a local 4-node consortium in
-# ./vpbox-dev — a test-token HSM and a signer per node, keys generated inside the tokens, four
-# nodes answering JSON-RPC on Unix sockets — and anchors a sales slip through it.
+# ./vpbox-dev — per box a test-token HSM and a signer (keys generated inside the tokens), a node
+# with no network socket, and a proxy: the nodes' links run between the proxies over RFC 8998
+# mutual TLS on loopback ports — and anchors a sales slip through a proxy's HTTPS API as a POSP.
+# It builds nothing only the tests need (no Tongsuo, no nextest).
 # Stop it with `vpbox cluster down`; `vpbox cluster up` starts it again with its data.
 set -euo pipefail
 cd "$(dirname "$0")/.."

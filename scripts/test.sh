@@ -4,7 +4,7 @@
 # run. Run from anywhere, as root on Debian 12.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/deps.sh
+bash scripts/deps.sh --test
 
 step() { printf '\n== %s\n' "$*"; }
 step "format";     cargo fmt --all --check
