@@ -3,7 +3,9 @@
 //!
 //! - **Who.** A client presents a `posp` or `admin` certificate that the ledger's trust store
 //!   admits (the same roots, CRLs and trust poll as the P2P links); it is admitted again on
-//!   every connection, so a resumed session is judged by today's CRLs. Its identity (role,
+//!   every request, so a resumed session or a kept-alive connection is judged by today's CRLs:
+//!   a certificate revoked while its connection is open gets 403 and -32002 on its next
+//!   request, and the connection is closed (an idle one at the idle deadline). Its identity (role,
 //!   bank, name, key fingerprint) goes to the node with each request in `x-vpbox-client`.
 //! - **What.** Only `POST` with a `Content-Length` up to the body limit (413 and -32005 past
 //!   it, before the body is read); the body whole within the request deadline (408); then the
@@ -118,11 +120,12 @@ async fn connection(tcp: TcpStream, api: &Arc<Api>, from: &str) -> Result<(), St
         json!({"from": from, "client": who.name, "bank": who.bank, "role": who.role.name()}),
     );
     let who = Arc::new(who);
+    let certs = Arc::new(certs);
     let service = {
-        let (api, who) = (Arc::clone(api), Arc::clone(&who));
+        let (api, who, certs) = (Arc::clone(api), Arc::clone(&who), Arc::clone(&certs));
         hyper::service::service_fn(move |req| {
-            let (api, who) = (Arc::clone(&api), Arc::clone(&who));
-            async move { Ok::<_, std::convert::Infallible>(request(req, &api, &who).await) }
+            let (api, who, certs) = (Arc::clone(&api), Arc::clone(&who), Arc::clone(&certs));
+            async move { Ok::<_, std::convert::Infallible>(request(req, &api, &who, &certs).await) }
         })
     };
     let served = hyper::server::conn::http1::Builder::new()
@@ -154,9 +157,30 @@ fn error_body(code: i64, message: &str) -> Vec<u8> {
     .unwrap_or_default()
 }
 
-async fn request(req: Request<Incoming>, api: &Api, who: &Identity) -> Response<Full<Bytes>> {
+async fn request(
+    req: Request<Incoming>,
+    api: &Api,
+    who: &Identity,
+    certs: &[CertificateDer<'static>],
+) -> Response<Full<Bytes>> {
     let started = tokio::time::Instant::now();
-    let (status, bytes_in, methods, response) = judge_and_forward(req, api, who).await;
+    // Every request is judged by today's trust state: a certificate revoked (or its bank
+    // removed) since the handshake gets this answer and the connection is closed.
+    #[allow(clippy::disallowed_methods)] // the shell reads the clock for admission
+    let (status, bytes_in, methods, response) =
+        match api.admission.admit_certificates(certs, std::time::SystemTime::now()) {
+            Err(e) => {
+                let reason = denied_reason(&e);
+                let body = error_body(-32002, &format!("the client certificate: {reason}"));
+                let mut r = answer(StatusCode::FORBIDDEN, body, None);
+                r.headers_mut().insert(
+                    hyper::header::CONNECTION,
+                    hyper::header::HeaderValue::from_static("close"),
+                );
+                (StatusCode::FORBIDDEN, 0, vec![], r)
+            }
+            Ok(_) => judge_and_forward(req, api, who).await,
+        };
     log(
         "api",
         json!({"client": who.name, "bank": who.bank, "role": who.role.name(), "methods": methods,

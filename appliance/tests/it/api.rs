@@ -131,3 +131,45 @@ pub(crate) fn api_checks(dir: &Path, anchor_put: &[u8]) {
     assert!(log.contains("\"api-refused\""), "{log}");
     assert!(log.contains("\"event\":\"api\""), "the access log: {log}");
 }
+
+/// A kept-alive HTTPS connection to a box's API.
+pub(crate) struct KeepAlive(rustls::StreamOwned<rustls::ClientConnection, TcpStream>);
+
+impl KeepAlive {
+    pub(crate) fn open(dir: &Path, i: u32, bank: &str, client: &Arc<ClientConfig>) -> Self {
+        let tcp = TcpStream::connect(api_address(dir, i)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
+        let name = ServerName::try_from(format!("node{i}.{bank}")).unwrap();
+        let conn = rustls::ClientConnection::new(Arc::clone(client), name).unwrap();
+        Self(rustls::StreamOwned::new(conn, tcp))
+    }
+
+    /// One request on the connection: the status, the JSON answer and whether the server
+    /// said it closes the connection.
+    pub(crate) fn call(&mut self, body: &[u8]) -> (u16, Value, bool) {
+        let head = format!(
+            "POST / HTTP/1.1\r\nHost: node\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n",
+            body.len()
+        );
+        self.0.write_all(head.as_bytes()).unwrap();
+        self.0.write_all(body).unwrap();
+        self.0.flush().unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            self.0.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap();
+        let mut body = vec![0u8; len];
+        self.0.read_exact(&mut body).unwrap();
+        (status, serde_json::from_slice(&body).unwrap(), head.contains("connection: close"))
+    }
+}

@@ -311,6 +311,11 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
     let (kb, vb) = ("0x".to_string() + &"b1".repeat(32), "b2".repeat(32));
     let r = vpbox(&["anchor", "put", &kb, &vb, "--key-file", s(&b_key), "--dir", dir]);
     assert_eq!((r.code, r.text()), (0, "(true, \"Success\")\n".into()), "{}", r.stderr);
+    // bank-b's POSP keeps an HTTPS connection to a proxy open across its revocation.
+    let read = br#"{"jsonrpc":"2.0","id":1,"method":"block_getChainHeight","params":[]}"#;
+    let mut kept =
+        crate::api::KeepAlive::open(&c.dir, 1, "bank-a", &crate::api::posp(&c.dir, "bank-b"));
+    assert_eq!(kept.call(read).0, 200);
     let crl_block = revoke_and_publish(&c, "bank-b", "CN=bank-b-posp,");
     let start = Instant::now();
     while !(1..=4).all(|i| c.height(i) > crl_block) {
@@ -326,6 +331,20 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
         std::thread::sleep(Duration::from_millis(100));
     }
     refused_as_revoked_by_every_node(&c, &b_key, 1000, 900);
+    // Its next request on the open connection is refused, within a trust poll of the CRL's
+    // block, and the connection closed.
+    let start = Instant::now();
+    loop {
+        let (status, answer, closes) = kept.call(read);
+        if status == 403 {
+            assert_eq!(answer["error"]["code"], json!(-32002), "{answer}");
+            assert!(answer["error"]["message"].as_str().unwrap().contains("revoked"), "{answer}");
+            assert!(closes, "the connection of a revoked client is closed");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "still served: {answer}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     for i in 1..=4 {
         let t = tx(
             &signer,
