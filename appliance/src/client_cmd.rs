@@ -251,6 +251,7 @@ pub(crate) fn client(conn: &Conn) -> Result<RpcClient> {
     };
     let cert = conn.tls_cert.clone().unwrap_or_else(|| conn.dir.join("posp/bank-a.crt"));
     let key = conn.tls_key.clone().unwrap_or_else(|| conn.dir.join("posp/bank-a.pem"));
+    let mut last: Option<String> = None;
     for n in &genesis.nodes {
         let Ok(config) = crate::cluster_cmd::box_config(&conn.dir, n.id.0) else { continue };
         let Some(api) = config.proxy.and_then(|p| p.api) else { continue };
@@ -261,11 +262,16 @@ pub(crate) fn client(conn: &Conn) -> Result<RpcClient> {
             .and_then(|der| vpbox_proxy::trust::dns_names(&der).into_iter().next())
             .unwrap_or_else(|| format!("{}.{}", n.name, n.bank));
         let mut c = crate::https::client(&api, &name, roots()?, &cert, &key)?;
-        if c.call("block_getChainHeight", json!([])).is_ok() {
-            return Ok(c);
+        match c.call("block_getChainHeight", json!([])) {
+            Ok(_) => return Ok(c),
+            Err(e) => last = Some(format!("{api}: {e}")),
         }
     }
-    local_client(conn)
+    // Boxes with proxies are reached through them only: no quiet way around their gate.
+    match last {
+        Some(e) => bail!("no box's API of {} answers (last: {e})", conn.dir.display()),
+        None => local_client(conn),
+    }
 }
 
 /// A client of a node's own Unix socket: `--rpc`, or the folder's first node that answers.

@@ -41,8 +41,9 @@
 //! (id, bank, certificate, consensus key) and nothing of where it runs; addresses live here, so
 //! moving a box is an edit of the boxes' files and needs no vote. The node itself never dials
 //! an address: it connects to `egress/N.sock` and the box's proxy (which listens there) dials
-//! peer N's `address` over mutual TLS. In a development cluster without proxies,
-//! `vpbox cluster` makes each `egress/N.sock` a symbolic link to node N's own peer socket.
+//! peer N's `address` over mutual TLS. (Without a proxy, anything that listens on
+//! `egress/N.sock` and reaches node N's peer socket will do: the link handshake inside proves
+//! the node either way.)
 //!
 //! What [`BoxConfig::check`] refuses, each with the field and the reason: unknown fields, a
 //! peer listed twice or listed as itself, an address that is not `HOST:PORT` (a DNS name, an
@@ -76,7 +77,7 @@ pub struct BoxConfig {
     /// The other members' boxes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<PeerBox>,
-    /// The box's proxy; none in a development cluster that runs without proxies.
+    /// The box's proxy; none for a node whose egress sockets something else provides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<ProxyConfig>,
 }

@@ -11,9 +11,10 @@
 //!   it, before the body is read); the body whole within the request deadline (408); then the
 //!   gate: the role's allow-list (-32007, 403), the client's token bucket (-32008, 429 with
 //!   `Retry-After`), the classifier's bounds. What passes is forwarded unchanged.
-//! - **Limits.** Connections per listener and per client identity; a handshake deadline; heads
-//!   within the request deadline (hyper's header timer, also the idle bound between requests
-//!   on a kept-alive connection); answers within the answer deadline. A node that does not
+//! - **Limits.** Connections per listener and per client identity, and at most a few in their
+//!   handshake per source address; a handshake deadline; heads within the request deadline
+//!   (hyper's header timer, which is also the idle bound between requests on a kept-alive
+//!   connection); answers within the answer deadline. A node that does not
 //!   answer gives 503 with `Retry-After: 1` and -32004.
 //! - **Access log.** One JSON line per request on stderr: time, client, role, methods, status,
 //!   bytes in and out, latency.
@@ -47,6 +48,8 @@ pub(crate) struct Api {
     pub(crate) node_rpc: PathBuf,
     pub(crate) gate: Mutex<Gate<Client>>,
     pub(crate) connections: Mutex<Connections<Client>>,
+    /// Connections in their handshake per source address.
+    pub(crate) sources: Arc<crate::net::Counts<std::net::IpAddr>>,
     /// The shell's monotonic clock's origin, for the gate's milliseconds.
     pub(crate) origin: tokio::time::Instant,
 }
@@ -68,17 +71,27 @@ pub(crate) async fn serve(listener: TcpListener, api: Arc<Api>) {
                 continue;
             }
         };
+        // One source holds at most a few handshakes: it cannot fill the listener's slots.
+        let Some(source) = api.sources.take(from.ip(), crate::net::HANDSHAKES_PER_SOURCE) else {
+            drop(tcp);
+            continue;
+        };
         let api = Arc::clone(&api);
         tokio::spawn(async move {
             let from = from.to_string();
-            if let Err(reason) = connection(tcp, &api, &from).await {
+            if let Err(reason) = connection(tcp, &api, &from, source).await {
                 log("api-refused", json!({"from": from, "reason": reason}));
             }
         });
     }
 }
 
-async fn connection(tcp: TcpStream, api: &Arc<Api>, from: &str) -> Result<(), String> {
+async fn connection(
+    tcp: TcpStream,
+    api: &Arc<Api>,
+    from: &str,
+    source: crate::net::Held<std::net::IpAddr>,
+) -> Result<(), String> {
     let slot = api.connections.lock().map_err(|_| "lock")?.open().map_err(|e| e.to_string())?;
     let _ = tcp.set_nodelay(true);
     let handshake = tokio::time::timeout(api.limits.handshake_deadline(), api.acceptor.accept(tcp));
@@ -111,6 +124,7 @@ async fn connection(tcp: TcpStream, api: &Arc<Api>, from: &str) -> Result<(), St
         }
     };
     let client = who.key_fingerprint.0;
+    drop(source);
     let ticket = {
         let mut c = api.connections.lock().map_err(|_| "lock")?;
         c.admit(slot, client).map_err(|e| format!("{} of {}: {e}", who.name, who.bank))?

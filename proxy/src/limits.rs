@@ -6,7 +6,7 @@
 //! ```toml
 //! [proxy]
 //! body_bytes_max = 1048576
-//! idle_timeout_ms = 30000
+//! request_deadline_ms = 5000
 //!
 //! [proxy.connections]
 //! client_max = 16
@@ -37,14 +37,13 @@ pub struct Limits {
     /// From a connection's accept to the end of its TLS handshake. Default 5 s.
     pub handshake_deadline_ms: NonZeroU64,
     /// From a request's first byte until its head and body are whole (the slowloris defence;
-    /// HTTP 408). Default 10 s, as the node's body deadline.
+    /// HTTP 408), and the longest a kept-alive connection may sit idle before its next
+    /// request's head (hyper's header timer runs from the end of the last answer). Default
+    /// 10 s, as the node's body deadline.
     pub request_deadline_ms: NonZeroU64,
     /// From forwarding a request to the node until its answer is whole. Default 40 s: above
     /// the 30 s an `anchor_put` may wait for its commit.
     pub answer_deadline_ms: NonZeroU64,
-    /// A kept-alive connection with no request in progress is closed after this. Default 60 s,
-    /// as the node's.
-    pub idle_timeout_ms: NonZeroU64,
     /// Connections per listener and per client.
     pub connections: ConnectionCaps,
     /// Per-client token buckets.
@@ -59,7 +58,6 @@ impl Default for Limits {
             handshake_deadline_ms: NonZeroU64::MIN.saturating_add(5_000 - 1),
             request_deadline_ms: NonZeroU64::MIN.saturating_add(10_000 - 1),
             answer_deadline_ms: NonZeroU64::MIN.saturating_add(40_000 - 1),
-            idle_timeout_ms: NonZeroU64::MIN.saturating_add(60_000 - 1),
             connections: ConnectionCaps::default(),
             rate: RateConfig::default(),
         }
@@ -80,11 +78,6 @@ impl Limits {
     /// [`Limits::answer_deadline_ms`] as a duration.
     pub fn answer_deadline(&self) -> Duration {
         Duration::from_millis(self.answer_deadline_ms.get())
-    }
-
-    /// [`Limits::idle_timeout_ms`] as a duration.
-    pub fn idle_timeout(&self) -> Duration {
-        Duration::from_millis(self.idle_timeout_ms.get())
     }
 }
 
@@ -110,7 +103,6 @@ mod tests {
         assert_eq!(l.handshake_deadline(), Duration::from_secs(5));
         assert_eq!(l.request_deadline(), Duration::from_secs(10));
         assert_eq!(l.answer_deadline(), Duration::from_secs(40));
-        assert_eq!(l.idle_timeout(), Duration::from_secs(60));
         assert_eq!((l.connections.listener_max.get(), l.connections.client_max.get()), (1024, 64));
         assert_eq!((l.rate.per_s.get(), l.rate.burst.get()), (1_000, 20_000));
         assert_eq!(l.rate.clients_max.get(), 10_000);
@@ -124,13 +116,13 @@ mod tests {
     fn an_empty_table_is_all_defaults_and_fields_override_one_by_one() {
         assert_eq!(parse("[proxy]\n").unwrap(), Limits::default());
         let l = parse(
-            "[proxy]\nbody_bytes_max = 1048576\nidle_timeout_ms = 30000\n\
+            "[proxy]\nbody_bytes_max = 1048576\nrequest_deadline_ms = 5000\n\
              [proxy.connections]\nclient_max = 16\n[proxy.rate]\nper_s = 500\n",
         )
         .unwrap();
         let want = Limits {
             body_bytes_max: NonZeroU32::new(1 << 20).unwrap(),
-            idle_timeout_ms: NonZeroU64::new(30_000).unwrap(),
+            request_deadline_ms: NonZeroU64::new(5_000).unwrap(),
             connections: ConnectionCaps {
                 client_max: NonZeroU32::new(16).unwrap(),
                 ..ConnectionCaps::default()
@@ -150,7 +142,7 @@ mod tests {
             "[proxy]\nbody_bytes_max = 0\n",
             "[proxy.rate]\nper_s = 0\n",
             "[proxy.rate]\nclients_max = 0\n",
-            "[proxy]\nidle_timeout_ms = -1\n",
+            "[proxy]\nrequest_deadline_ms = -1\n",
             "[proxy]\nrequest_deadline_ms = \"10s\"\n",
             "[proxy]\nheader_bytes_max = 4294967296\n",
         ] {

@@ -54,6 +54,41 @@ const CONNECT: Duration = Duration::from_secs(5);
 /// The largest `gov_getState` answer the proxy reads.
 const STATE_MAX: usize = 64 << 20;
 
+/// The most handshakes whose CertificateVerify the signer is making at once; a handshake past
+/// it fails at once. A TLS 1.3 server signs before it sees the client's certificate, so a
+/// stranger's ClientHello costs an HSM signature: this, and the handshake caps per source,
+/// bound what a flood of them costs the box's HSM (which the node's votes share).
+const SIGNING_MAX: usize = 8;
+/// The longest a handshake waits for its signature.
+const SIGNING_DEADLINE: Duration = Duration::from_secs(2);
+
+/// The proxy's TLS key: the signer's, asked off the runtime's worker threads (rustls signs
+/// synchronously, inside the handshake's poll) and at most [`SIGNING_MAX`] at a time.
+struct HsmKey {
+    inner: SignerServiceKey,
+    in_flight: std::sync::atomic::AtomicUsize,
+}
+
+impl vpbox_tls::sign::TlsKey for HsmKey {
+    fn public_key(&self) -> &vpbox_sm::sm2::PublicKey {
+        self.inner.public_key()
+    }
+
+    fn sign_certificate_verify(&self, content: &[u8]) -> Result<vpbox_sm::sm2::Signature, String> {
+        use std::sync::atomic::Ordering;
+        if self.in_flight.fetch_add(1, Ordering::SeqCst) >= SIGNING_MAX {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return Err(format!("{SIGNING_MAX} handshakes are being signed already"));
+        }
+        let sign = || self.inner.sign_certificate_verify(content);
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let result = if multi_thread { tokio::task::block_in_place(sign) } else { sign() };
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+}
+
 /// The wall clock, which certificate admission is judged at (the shell's only clock).
 #[allow(clippy::disallowed_methods)] // the shell reads the clock for the policy core
 fn now() -> SystemTime {
@@ -141,7 +176,9 @@ pub fn run(path: &Path) -> Result<(), String> {
                 .map(|parts| parts.iter().map(|p| CertificateDer::from(p.to_vec())).collect())
                 .map_err(|e| e.to_string())
         })?;
-    let key = SignerServiceKey::connect(&config.signer.socket, &config.signer.key)?;
+    let key = SignerServiceKey::connect(&config.signer.socket, &config.signer.key)?
+        .with_timeout(SIGNING_DEADLINE);
+    let key = HsmKey { inner: key, in_flight: std::sync::atomic::AtomicUsize::new(0) };
     let ours = Credentials::with_key(chain, Arc::new(key)).map_err(|e| e.to_string())?;
     let profile = match proxy.profile {
         TlsProfile::Sm => Profile::Sm,
@@ -200,6 +237,7 @@ pub fn run(path: &Path) -> Result<(), String> {
                 node_rpc: shared.config.sockets.rpc.clone(),
                 gate: std::sync::Mutex::new(crate::Gate::new(limits.rate)),
                 connections: std::sync::Mutex::new(crate::Connections::new(limits.connections)),
+                sources: Counts::new(),
                 limits,
                 origin: tokio::time::Instant::now(),
             });
@@ -329,21 +367,21 @@ async fn reload_on_hangup(shared: Arc<Shared>) {
 /// from all sources; one past it is closed at once.
 const HANDSHAKES_MAX: usize = 128;
 /// The most of them from one source address.
-const HANDSHAKES_PER_SOURCE: usize = 8;
+pub(crate) const HANDSHAKES_PER_SOURCE: usize = 8;
 /// The most established inbound links of one member (a node keeps one; a reconnect overlaps
 /// its predecessor for a moment).
 const LINKS_PER_MEMBER: usize = 4;
 
 /// Counts held per key, each released when its [`Held`] is dropped.
-struct Counts<K: std::hash::Hash + Eq + Copy>(std::sync::Mutex<HashMap<K, usize>>);
+pub(crate) struct Counts<K: std::hash::Hash + Eq + Copy>(std::sync::Mutex<HashMap<K, usize>>);
 
 impl<K: std::hash::Hash + Eq + Copy> Counts<K> {
-    fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self(std::sync::Mutex::new(HashMap::new())))
     }
 
     /// Takes one for `key` if fewer than `max` are held.
-    fn take(self: &Arc<Self>, key: K, max: usize) -> Option<Held<K>> {
+    pub(crate) fn take(self: &Arc<Self>, key: K, max: usize) -> Option<Held<K>> {
         let mut m = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = m.entry(key).or_insert(0);
         if *n >= max {
@@ -354,7 +392,7 @@ impl<K: std::hash::Hash + Eq + Copy> Counts<K> {
     }
 }
 
-struct Held<K: std::hash::Hash + Eq + Copy> {
+pub(crate) struct Held<K: std::hash::Hash + Eq + Copy> {
     counts: Arc<Counts<K>>,
     key: K,
 }
@@ -443,9 +481,6 @@ async fn inbound(
     let certs: Vec<CertificateDer<'static>> =
         tls.get_ref().1.peer_certificates().unwrap_or_default().to_vec();
     let member = shared.judge(&certs)?;
-    let held = links
-        .take(member.id, LINKS_PER_MEMBER)
-        .ok_or_else(|| format!("node {} holds {LINKS_PER_MEMBER} links already", member.id))?;
     // The link's first frame (the dialer's hello and proof) must name the certified node. The
     // node speaks first (its own hello), so it is joined before that frame is read.
     let mut node = UnixStream::connect(&shared.config.sockets.peer)
@@ -474,6 +509,9 @@ async fn inbound(
         .membership()
         .check_claim(&member, &first[4..4 + len])
         .map_err(|e: P2pRefusal| e.to_string())?;
+    let held = links
+        .take(member.id, LINKS_PER_MEMBER)
+        .ok_or_else(|| format!("node {} holds {LINKS_PER_MEMBER} links already", member.id))?;
     node.write_all(&first[..4 + len]).await.map_err(|e| format!("node: {e}"))?;
     log("p2p-accepted", json!({"from": from, "node": member.id, "name": member.name}));
     Ok((tls, node, member, certs, held))
@@ -492,6 +530,11 @@ where
 {
     let mut tls = tls;
     let mut changes = shared.generation.subscribe();
+    // A trust change between the peer's judgement and this subscription is not seen as a
+    // change: judge once more now.
+    if let Err(reason) = shared.judge(&certs) {
+        return format!("cut: {reason}");
+    }
     let copy = tokio::io::copy_bidirectional(&mut tls, &mut node);
     tokio::pin!(copy);
     loop {
@@ -519,7 +562,11 @@ async fn egress(shared: Arc<Shared>) {
     let mut running: HashMap<u32, tokio::task::JoinHandle<()>> = HashMap::new();
     let mut changes = shared.generation.subscribe();
     let dir = shared.config.sockets.egress.clone();
-    if let Err(e) = std::fs::create_dir_all(&dir) {
+    let made = std::fs::create_dir_all(&dir).and_then(|()| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o770))
+    });
+    if let Err(e) = made {
         log("egress-failed", json!({"dir": dir.display().to_string(), "reason": e.to_string()}));
     }
     loop {
@@ -569,7 +616,12 @@ fn bind_unix(path: &Path) -> Result<UnixListener, String> {
         }
         let _ = std::fs::remove_file(path);
     }
-    UnixListener::bind(path).map_err(|e| format!("{}: {e}", path.display()))
+    let listener = UnixListener::bind(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    // The node (which may run as another user of the box's group) connects here; no one else.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(listener)
 }
 
 async fn egress_to(shared: Arc<Shared>, id: u32, listener: UnixListener) {

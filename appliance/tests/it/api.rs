@@ -127,8 +127,19 @@ pub(crate) fn api_checks(dir: &Path, anchor_put: &[u8]) {
     // No client certificate, or one under a root no member bank holds: no answer at all.
     assert!(post(dir, 1, "bank-a", &anonymous(dir), read).is_err(), "an anonymous client");
     assert!(post(dir, 1, "bank-a", &stranger(dir), read).is_err(), "an unknown root");
+    // The proxy logs each refusal with its reason (a moment after the client saw the alert).
+    let refused = |what: &str| {
+        let log = std::fs::read_to_string(dir.join("node1/proxy.log")).unwrap();
+        log.lines().any(|l| l.contains("\"api-refused\"") && l.contains(what))
+    };
+    for why in ["peer sent no certificates", "certificate denied for role posp"] {
+        let start = std::time::Instant::now();
+        while !refused(why) {
+            assert!(start.elapsed() < Duration::from_secs(5), "no refusal logged with {why:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
     let log = std::fs::read_to_string(dir.join("node1/proxy.log")).unwrap();
-    assert!(log.contains("\"api-refused\""), "{log}");
     assert!(log.contains("\"event\":\"api\""), "the access log: {log}");
 }
 

@@ -84,6 +84,7 @@ pub struct SignerServiceKey {
     socket: PathBuf,
     name: String,
     public: PublicKey,
+    timeout: std::time::Duration,
     client: Mutex<Option<vpbox_signer_client::Client>>,
 }
 
@@ -99,8 +100,22 @@ impl SignerServiceKey {
             socket: socket.to_path_buf(),
             name: name.to_string(),
             public,
+            timeout: std::time::Duration::from_secs(30),
             client: Mutex::new(Some(client)),
         })
+    }
+
+    /// Gives each signature at most `timeout` (a handshake waits for it; 30 s by default).
+    pub fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.timeout = timeout;
+        if let Ok(mut c) = self.client.lock() {
+            if let Some(client) = c.as_mut() {
+                if client.set_timeout(timeout).is_err() {
+                    *c = None;
+                }
+            }
+        }
+        self
     }
 }
 
@@ -115,7 +130,11 @@ impl TlsKey for SignerServiceKey {
         let mut last = String::from("the signer is unreachable");
         for _ in 0..2 {
             if client.is_none() {
-                match vpbox_signer_client::Client::connect(&self.socket) {
+                let fresh = vpbox_signer_client::Client::connect(&self.socket).and_then(|mut c| {
+                    c.set_timeout(self.timeout)?;
+                    Ok(c)
+                });
+                match fresh {
                     Ok(c) => *client = Some(c),
                     Err(e) => {
                         last = format!("signer {}: {e}", self.socket.display());

@@ -36,6 +36,13 @@ impl Client {
         Ok(Self { stream })
     }
 
+    /// Bounds each read and write of a request (30 s by default).
+    pub fn set_timeout(&mut self, timeout: Duration) -> Result<(), ClientError> {
+        self.stream.set_read_timeout(Some(timeout))?;
+        self.stream.set_write_timeout(Some(timeout))?;
+        Ok(())
+    }
+
     /// Sends one request and reads its answer.
     pub fn call(&mut self, request: &Request) -> Result<Response, ClientError> {
         write_frame(&mut self.stream, &request.encode())?;
