@@ -141,6 +141,9 @@ pub(crate) fn api_checks(dir: &Path, anchor_put: &[u8]) {
     }
     let log = std::fs::read_to_string(dir.join("node1/proxy.log")).unwrap();
     assert!(log.contains("\"event\":\"api\""), "the access log: {log}");
+    // A 100 MB body is refused from its head, before a byte of it is read.
+    let (status, answer) = declare_body(dir, 1, "bank-a", 100_000_000);
+    assert_eq!((status, answer["error"]["code"].as_i64()), (413, Some(-32005)), "{answer}");
 }
 
 /// A kept-alive HTTPS connection to a box's API.
@@ -183,4 +186,41 @@ impl KeepAlive {
         self.0.read_exact(&mut body).unwrap();
         (status, serde_json::from_slice(&body).unwrap(), head.contains("connection: close"))
     }
+}
+
+/// Sends only a head declaring a body of `declared` bytes: the proxy must answer from the head.
+pub(crate) fn declare_body(dir: &Path, i: u32, bank: &str, declared: u64) -> (u16, Value) {
+    let client = posp(dir, "bank-a");
+    let tcp = TcpStream::connect(api_address(dir, i)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let name = ServerName::try_from(format!("node{i}.{bank}")).unwrap();
+    let conn = rustls::ClientConnection::new(client, name).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: node\r\nContent-Type: application/json\r\n\
+         Content-Length: {declared}\r\n\r\n"
+    );
+    tls.write_all(head.as_bytes()).unwrap();
+    tls.flush().unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = tls.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if let Some(at) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..at]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if raw.len() >= at + 4 + len {
+                let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap();
+                return (status, serde_json::from_slice(&raw[at + 4..at + 4 + len]).unwrap());
+            }
+        }
+    }
+    panic!("no answer to a head alone: {}", String::from_utf8_lossy(&raw));
 }
