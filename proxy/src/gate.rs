@@ -201,7 +201,7 @@ impl<K: Hash + Eq + Clone> Gate<K> {
         if cost > burst {
             return refuse(Refusal::OverBurst { cost, burst }, Some(&envelope));
         }
-        if self.rate.take(client, cost - 1, now_ms).is_err() {
+        if self.rate.take(client, cost.saturating_sub(1), now_ms).is_err() {
             // The wait is for the whole cost, the token taken above included: that is what
             // the client's next attempt will take.
             let reason = match self.rate.wait_ms(client, cost, now_ms) {
