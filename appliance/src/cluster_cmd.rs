@@ -650,6 +650,8 @@ fn write_box(dir: &Path, i: u32, addresses: &HashMap<u32, Listeners>) -> Result<
             profile: TlsProfile::Sm,
             api: Some(addresses.get(&i).context("no address")?.1.clone()),
             api_profile: TlsProfile::Sm,
+            admin: None,
+            uid: None,
             limits: toml::Table::new(),
         }),
     };

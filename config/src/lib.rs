@@ -30,6 +30,10 @@
 //! api = "0.0.0.0:8443"                # the API listener for POSP and admin clients (HTTPS,
 //!                                     # mutual TLS); absent: no API from the network
 //! api_profile = "sm"                  # "hybrid" for clients without RFC 8998 (OpenSSL 3.0)
+//! admin = "127.0.0.1:9443"           # /metrics and /health (plain HTTP; loopback or the
+//!                                     # management network only); absent: none
+//! uid = 991                           # the proxy's user: the node believes a forwarded client
+//!                                     # identity only from it (default: the node's own user)
 //!
 //! [proxy.limits]                      # the API's limits (vpbox_proxy::Limits), all optional
 //! body_bytes_max = 4194304
@@ -101,6 +105,16 @@ pub struct ProxyConfig {
     /// as OpenSSL 3.0).
     #[serde(default)]
     pub api_profile: TlsProfile,
+    /// The admin listener, `HOST:PORT` (plain HTTP: `/metrics` in Prometheus text format and
+    /// `/health`); loopback or the management network only (the box's firewall admits only
+    /// the management network to it). None: no admin listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<String>,
+    /// The proxy's user (uid): the node believes the client identity a request carries
+    /// (`x-vpbox-client`) only on a connection from this user (`SO_PEERCRED`). None: the
+    /// node's own user (a box whose processes share one user, such as a development cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
     /// The API's limits (`vpbox_proxy::Limits`: sizes, deadlines, connection caps, rates);
     /// every field optional.
     #[serde(default, skip_serializing_if = "toml::Table::is_empty")]
@@ -243,6 +257,22 @@ impl BoxConfig {
             if let Some(Err(e)) = p.api.as_ref().map(|a| check_address(a)) {
                 errors.push(format!("proxy.api: {e}"));
             }
+            if let Some(admin) = &p.admin {
+                if let Err(e) = check_address(admin) {
+                    errors.push(format!("proxy.admin: {admin:?}: {e}"));
+                } else if let Some((host, _)) = admin.rsplit_once(':') {
+                    // Plain HTTP that tells the box's state: never on every network at once.
+                    if matches!(host, "0.0.0.0" | "[::]" | "[0:0:0:0:0:0:0:0]") {
+                        errors.push(format!(
+                            "proxy.admin: {admin:?} listens on every network; name the \
+                             loopback or the management network's address"
+                        ));
+                    }
+                }
+                if Some(admin) == p.api.as_ref() || *admin == p.p2p {
+                    errors.push(format!("proxy.admin: {admin:?} is another listener's address"));
+                }
+            }
         }
         if errors.is_empty() { Ok(Checked { notes }) } else { Err(errors) }
     }
@@ -371,5 +401,31 @@ address = "vp2.bank-a.example:7443"
             assert!(all.contains(want), "{want} missing from:\n{all}");
         }
         assert_eq!(errors.len(), 4, "{all}");
+    }
+
+    #[test]
+    fn the_admin_listener_is_never_on_every_network_nor_on_another_listener() {
+        let with = |admin: &str| {
+            let text = format!(
+                "{BASE}\n[proxy]\np2p = \"0.0.0.0:7443\"\ncertificate = \"n.crt\"\n\
+                 api = \"0.0.0.0:8443\"\nadmin = \"{admin}\"\n"
+            );
+            BoxConfig::parse(&text, Path::new("/"))
+                .unwrap()
+                .check()
+                .map(|_| ())
+                .map_err(|e| e.join("\n"))
+        };
+        assert_eq!(with("127.0.0.1:9443"), Ok(()));
+        assert_eq!(with("10.9.0.5:9443"), Ok(()), "a management network's address");
+        for (bad, why) in [
+            ("0.0.0.0:9443", "every network"),
+            ("[::]:9443", "every network"),
+            ("0.0.0.0:8443", "another listener"),
+            ("admin", "proxy.admin"),
+        ] {
+            let e = with(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 }

@@ -2,6 +2,16 @@
 //! keep-alive and pipelining. The proxy terminates TLS and speaks this to the node; nothing
 //! else does.
 //!
+//! **Who is calling.** The socket is the box's console: whoever may connect to it (its file
+//! mode and group) is the box's operator and may call every method. A request the proxy
+//! forwards carries the client it admitted in [`vpbox_api::HEADER`]; the node believes that
+//! header only on a connection whose peer (`SO_PEERCRED`, from the kernel, not from anything
+//! the peer sends) is one of the [`serve`]'s `forwarders` users, and then answers as that
+//! client's [`vpbox_api::Role`] may be answered: a POSP calling an admin's method gets -32007
+//! and HTTP 403 from the node too, whatever the proxy in front decided. The header from any
+//! other user, given twice, or not in its exact form is refused (403 and -32007, or 400 and
+//! -32600) and nothing in the body runs.
+//!
 //! Framing is hyper's (RFC 9112): a missing or malformed `Content-Length`, two that disagree,
 //! or a head over [`Limits::head_max`] are refused by hyper with a bare 400 or 431 and the
 //! connection closed, so no request can be smuggled past a proxy in front. Chunked bodies get
@@ -83,11 +93,13 @@ const RESERVE_FIXED: usize = 64 << 10;
 /// Memory is reserved in KiB permits (a semaphore counts in `u32`).
 const PERMIT: usize = 1024;
 
-/// Serves JSON-RPC on `listener` until `shutdown` is set.
+/// Serves JSON-RPC on `listener` until `shutdown` is set. A client identity is believed only
+/// from a connection of one of the `forwarders` users (the box's proxy: see the module's docs).
 pub fn serve(
     listener: UnixListener,
     methods: Arc<dyn Methods>,
     limits: Limits,
+    forwarders: Vec<u32>,
     shutdown: Arc<AtomicBool>,
 ) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -95,12 +107,14 @@ pub fn serve(
         .thread_name("rpc-http")
         .enable_all()
         .build()?;
-    runtime.block_on(run(listener, methods, limits, shutdown))
+    runtime.block_on(run(listener, methods, limits, forwarders, shutdown))
 }
 
 struct Shared {
     methods: Arc<dyn Methods>,
     limits: Limits,
+    /// The users whose connections may carry a client identity.
+    forwarders: Vec<u32>,
     /// The budget of requests whose reservation is above [`SMALL_MAX`].
     memory: Arc<Semaphore>,
     /// The budget of small requests (an eighth of the whole): they never queue behind large
@@ -115,6 +129,7 @@ async fn run(
     listener: UnixListener,
     methods: Arc<dyn Methods>,
     limits: Limits,
+    forwarders: Vec<u32>,
     shutdown: Arc<AtomicBool>,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
@@ -126,6 +141,7 @@ async fn run(
     let shared = Arc::new(Shared {
         methods,
         limits,
+        forwarders,
         memory: Arc::new(Semaphore::new(permits(limits.memory_max - small))),
         memory_small: Arc::new(Semaphore::new(permits(small))),
     });
@@ -171,13 +187,15 @@ fn is_transient(e: &std::io::Error) -> bool {
 /// One connection: hyper's HTTP/1.1 with the timeouts above.
 async fn connection(stream: tokio::net::UnixStream, shared: &Arc<Shared>) {
     let limits = shared.limits;
+    // The kernel's word for who is at the other end; none if it cannot say.
+    let peer = stream.peer_cred().ok().map(|c| c.uid());
     let mut io = TimeoutStream::new(stream);
     io.set_read_timeout(Some(limits.idle_timeout));
     io.set_write_timeout(Some(limits.write_timeout));
     let io = TokioIo::new(Box::pin(io));
     let service = hyper::service::service_fn(|req| {
         let shared = Arc::clone(shared);
-        async move { Ok::<_, Infallible>(request(req, &shared).await) }
+        async move { Ok::<_, Infallible>(request(req, &shared, peer).await) }
     });
     let _ = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -301,9 +319,67 @@ async fn reserve(
     }
 }
 
-async fn request(req: Request<Incoming>, shared: &Shared) -> Answer {
+/// The client a request speaks for: none (the box's operator), or the one its
+/// [`vpbox_api::HEADER`] names on a connection from a forwarder; an answer if it is refused.
+fn client_of(
+    req: &Request<Incoming>,
+    shared: &Shared,
+    peer: Option<u32>,
+) -> Result<Option<vpbox_api::Client>, Answer> {
+    let mut values = req.headers().get_all(vpbox_api::HEADER).iter();
+    let Some(value) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            RpcError::INVALID_REQUEST,
+            &format!("{} given twice", vpbox_api::HEADER),
+        ));
+    }
+    if !peer.is_some_and(|uid| shared.forwarders.contains(&uid)) {
+        let who = peer.map_or_else(|| "an unknown user".to_string(), |uid| format!("uid {uid}"));
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            RpcError::NOT_ALLOWED,
+            &format!(
+                "{} is believed only from the box's proxy; this connection is from {who}",
+                vpbox_api::HEADER
+            ),
+        ));
+    }
+    vpbox_api::Client::parse(value.as_bytes())
+        .map(Some)
+        .map_err(|e| refuse(StatusCode::BAD_REQUEST, RpcError::INVALID_REQUEST, &e.to_string()))
+}
+
+/// The node's methods as a client of `role` may call them: another role's are -32007.
+struct AsRole<'a> {
+    methods: &'a dyn Methods,
+    role: vpbox_api::Role,
+}
+
+impl Methods for AsRole<'_> {
+    fn call(
+        &self,
+        method: &str,
+        params: &serde_json::Value,
+    ) -> Result<serde_json::Value, RpcError> {
+        match vpbox_api::Method::from_name(method) {
+            Some(m) if !self.role.allows(m) => Err(RpcError::new(
+                RpcError::NOT_ALLOWED,
+                format!("method {method} is not allowed for role {}", self.role.name()),
+            )),
+            _ => self.methods.call(method, params),
+        }
+    }
+}
+
+async fn request(req: Request<Incoming>, shared: &Shared, peer: Option<u32>) -> Answer {
     let limits = shared.limits;
     let deadline = tokio::time::Instant::now() + limits.request_timeout;
+    let client = match client_of(&req, shared, peer) {
+        Ok(c) => c,
+        Err(refused) => return refused,
+    };
     if req.headers().contains_key(TRANSFER_ENCODING) {
         return refuse(
             StatusCode::NOT_IMPLEMENTED,
@@ -393,8 +469,11 @@ async fn request(req: Request<Incoming>, shared: &Shared) -> Answer {
     }
     let methods = Arc::clone(&shared.methods);
     // Methods may wait (for a commit): a blocking thread, not the reactor.
-    let handled =
-        tokio::task::spawn_blocking(move || rpc::handle_bytes(methods.as_ref(), &body)).await;
+    let handled = tokio::task::spawn_blocking(move || match client {
+        None => rpc::handle_bytes(methods.as_ref(), &body),
+        Some(c) => rpc::handle_bytes(&AsRole { methods: methods.as_ref(), role: c.role }, &body),
+    })
+    .await;
     match handled {
         Ok(Some(bytes)) => {
             // The answer keeps a share of its own size until it is written.

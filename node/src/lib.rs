@@ -36,6 +36,7 @@ pub mod link;
 pub mod log;
 pub mod logline;
 pub mod mempool;
+pub mod metrics;
 pub mod node;
 pub mod peer;
 pub mod rpc;

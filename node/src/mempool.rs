@@ -45,6 +45,11 @@ impl Mempool {
         self.txs.remove(h);
     }
 
+    /// When `h` arrived, if it is held.
+    pub fn arrived(&self, h: &Digest) -> Option<Instant> {
+        self.txs.get(h).map(|(_, _, at)| *at)
+    }
+
     /// Whether `h` is held.
     pub fn contains(&self, h: &Digest) -> bool {
         self.txs.contains_key(h)

@@ -267,6 +267,7 @@ pub struct Driver<V: Verifier + Clone = Sm2Verifier> {
     status: Status,
     inputs: VecDeque<Input>,
     link_stats: Arc<LinkStats>,
+    metrics: crate::metrics::Metrics,
 }
 
 /// Opening the node failed.
@@ -357,6 +358,7 @@ impl<V: Verifier + Clone> Driver<V> {
             status: Status::default(),
             inputs: VecDeque::new(),
             link_stats,
+            metrics: crate::metrics::Metrics::default(),
         };
         d.restore(wal_records)?;
         Ok(d)
@@ -644,6 +646,7 @@ impl<V: Verifier + Clone> Driver<V> {
                 ));
             }
             Effect::ViewChanged { view, primary } => {
+                self.metrics.view_changes += 1;
                 tracing_line(&format!("entered view {} (primary node {})", view.0, primary.0));
             }
             Effect::Heard { from, height } => self.status.heard(from, height.0, self.clock.now()),
@@ -826,7 +829,13 @@ impl<V: Verifier + Clone> Driver<V> {
             self.update_links();
         }
         let hashes = &executed.block.tx_hashes;
+        let now = self.clock.now();
+        self.metrics.blocks += 1;
+        self.metrics.transactions += hashes.len() as u64;
         for h in hashes {
+            if let Some(arrived) = self.pool.arrived(h) {
+                self.metrics.commit_latency.observe(now.saturating_duration_since(arrived));
+            }
             self.pool.remove(h);
             let Some(waiters) = self.waiters.remove(h) else { continue };
             let receipt = executed
@@ -1032,6 +1041,7 @@ impl<V: Verifier + Clone> Driver<V> {
             "pending": self.pool.len(),
             "signer": self.status.signer_json(),
             "links": self.link_stats.json(),
+            "metrics": self.metrics.json(),
             "nodes": list,
         })
     }

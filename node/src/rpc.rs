@@ -43,6 +43,9 @@ impl RpcError {
     pub const TOO_LARGE: i64 = -32005;
     /// A configuration transaction governance would refuse (approvals, quorum, the change).
     pub const CONFIG_REFUSED: i64 = -32006;
+    /// -32007: the method is not allowed for the calling client's role (a POSP calling an
+    /// admin's method), or a client identity came from someone other than the box's proxy.
+    pub const NOT_ALLOWED: i64 = -32007;
 
     /// An error with a code and message.
     pub fn new(code: i64, message: impl Into<String>) -> Self {

@@ -162,10 +162,25 @@ pub fn run(config: &BoxConfig) -> Result<(), StartError> {
         genesis: Arc::clone(&genesis),
         events,
     };
+    // The proxy's user may speak for the clients it admitted; without one named, the node's
+    // own (a box whose processes share a user).
+    let forwarders = vec![
+        config
+            .proxy
+            .as_ref()
+            .and_then(|p| p.uid)
+            .unwrap_or_else(|| rustix::process::getuid().as_raw()),
+    ];
     std::thread::Builder::new()
         .name("rpc".into())
         .spawn(move || {
-            serve(rpc_listener, Arc::new(api), Limits::default(), Arc::new(AtomicBool::new(false)))
+            serve(
+                rpc_listener,
+                Arc::new(api),
+                Limits::default(),
+                forwarders,
+                Arc::new(AtomicBool::new(false)),
+            )
         })
         .map_err(|e| StartError(format!("thread: {e}")))?;
     tracing_line(&format!(

@@ -285,15 +285,17 @@ async fn judge_and_forward(
     }
 }
 
-/// `x-vpbox-client`: the identity the proxy admitted, as the node receives it.
-fn identity_header(who: &Identity) -> String {
-    format!(
-        "role={}; bank={}; name={}; key={}",
-        who.role.name(),
-        who.bank,
-        who.name,
-        hex::encode(who.key_fingerprint.0)
-    )
+/// The identity the proxy admitted, as the node receives it ([`vpbox_api::HEADER`]).
+fn client_header(who: &Identity) -> Result<String, String> {
+    let role = crate::Role::of(who.role)
+        .ok_or_else(|| format!("a {} certificate has no API role", who.role.name()))?;
+    let client = vpbox_api::Client {
+        role,
+        bank: who.bank.clone(),
+        name: who.name.clone(),
+        key: who.key_fingerprint.0,
+    };
+    Ok(client.header_value())
 }
 
 /// Forwards one admitted body to the node's socket: its status and body.
@@ -306,7 +308,7 @@ async fn forward(api: &Api, who: &Identity, body: Bytes) -> Result<(u16, Vec<u8>
     let request = Request::post("/")
         .header("host", "node")
         .header("content-type", "application/json")
-        .header("x-vpbox-client", identity_header(who))
+        .header(vpbox_api::HEADER, client_header(who)?)
         .body(Full::new(body))
         .map_err(|e| e.to_string())?;
     let answer = sender.send_request(request).await.map_err(|e| e.to_string())?;

@@ -34,7 +34,7 @@ use serde_json::value::RawValue;
 use vpbox_ledger::tx::{Payload, TX_MAX, Tx};
 
 use crate::error::Error;
-use crate::role::Method;
+use vpbox_api::Method;
 
 /// Arrays and objects nested deeper than this (a batch's array and the request object each
 /// counting as one) are refused, as the node refuses them (`rpc::DEPTH_MAX`).

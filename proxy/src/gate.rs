@@ -27,7 +27,7 @@ use crate::code;
 use crate::envelope::{Envelope, classify};
 use crate::error::Error;
 use crate::rate::{RateConfig, RateLimiter, RateRefusal};
-use crate::role::{Method, Role};
+use vpbox_api::{Method, Role};
 
 /// Why a body was answered by the proxy instead of forwarded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

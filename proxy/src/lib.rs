@@ -54,7 +54,6 @@ mod limits;
 pub mod net;
 pub mod p2p;
 mod rate;
-mod role;
 pub mod trust;
 
 pub use conn::{ConnectionCaps, ConnectionRefusal, Connections, Slot, Ticket};
@@ -63,7 +62,7 @@ pub use error::Error;
 pub use gate::{Gate, Refusal, Verdict};
 pub use limits::Limits;
 pub use rate::{RateConfig, RateLimiter, RateRefusal};
-pub use role::{Method, Role};
+pub use vpbox_api::{Method, Role};
 
 /// The JSON-RPC error codes the proxy answers with.
 pub mod code {

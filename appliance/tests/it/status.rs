@@ -102,7 +102,13 @@ fn status_gives_each_node_two_seconds_and_shows_the_others() {
     let answering = UnixListener::bind(dir.join("node2/rpc.sock")).unwrap();
     std::thread::spawn(move || {
         let (methods, limits) = (Arc::new(Answering), vpbox_node::http::Limits::default());
-        vpbox_node::http::serve(answering, methods, limits, Arc::new(AtomicBool::new(false)))
+        vpbox_node::http::serve(
+            answering,
+            methods,
+            limits,
+            vec![],
+            Arc::new(AtomicBool::new(false)),
+        )
     });
 
     let start = Instant::now();

@@ -47,12 +47,17 @@ fn start() -> Server {
 }
 
 fn start_with(limits: Limits) -> Server {
+    start_forwarding(limits, vec![])
+}
+
+/// A server that believes a client identity from the users `forwarders`.
+fn start_forwarding(limits: Limits, forwarders: Vec<u32>) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("rpc.sock");
     let listener = UnixListener::bind(&socket).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
-    std::thread::spawn(move || serve(listener, Arc::new(Anchors), limits, flag));
+    std::thread::spawn(move || serve(listener, Arc::new(Anchors), limits, forwarders, flag));
     Server { _dir: dir, socket, stop }
 }
 
@@ -74,6 +79,70 @@ fn post(body: &str) -> Vec<u8> {
 
 fn json_body(text: &str) -> Value {
     serde_json::from_str(&text[text.find("\r\n\r\n").unwrap() + 4..]).unwrap()
+}
+
+/// A request carrying the client identity the proxy forwards.
+fn post_as(client: &str, body: &str) -> Vec<u8> {
+    format!(
+        "POST / HTTP/1.1\r\nHost: node\r\nx-vpbox-client: {client}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[test]
+fn a_client_identity_is_believed_only_from_the_proxys_user_and_bounds_what_it_may_call() {
+    let me = rustix::process::getuid().as_raw();
+    let key = "ab".repeat(32);
+    let posp = format!("role=posp; bank=bank-a; name=posp-1; key={key}");
+    let admin = format!("role=admin; bank=bank-a; name=ops; key={key}");
+    let read = format!(r#"{{"jsonrpc":"2.0","method":"anchor_get","params":["0x{key}"],"id":1}}"#);
+    let enroll = r#"{"jsonrpc":"2.0","method":"cert_enroll","params":["00"],"id":2}"#;
+
+    // The proxy runs as another user: the header from this one is refused, nothing runs.
+    let srv = start_forwarding(Limits::default(), vec![me.wrapping_add(1)]);
+    let (status, text) = exchange(&srv.socket, &post_as(&admin, &read));
+    assert_eq!(status, 403, "{text}");
+    let e = &json_body(&text)["error"];
+    assert_eq!(e["code"], RpcError::NOT_ALLOWED);
+    assert!(e["message"].as_str().unwrap().contains(&format!("uid {me}")), "{e}");
+    // Without the header this user is the box's operator: every method.
+    let (status, text) = exchange(&srv.socket, &post(&read));
+    assert_eq!(
+        (status, json_body(&text)["result"]["message"].clone()),
+        (200, json!("the key is not exist"))
+    );
+
+    // From the proxy's user: a POSP reads, and an admin's method is -32007 at the node too
+    // (a batch answers each request as the role may be answered).
+    let srv = start_forwarding(Limits::default(), vec![me]);
+    let (status, text) = exchange(&srv.socket, &post_as(&posp, &read));
+    assert_eq!(
+        (status, json_body(&text)["result"]["message"].clone()),
+        (200, json!("the key is not exist"))
+    );
+    let (_, text) = exchange(&srv.socket, &post_as(&posp, enroll));
+    let e = &json_body(&text)["error"];
+    assert_eq!(e["code"], RpcError::NOT_ALLOWED, "{text}");
+    assert!(e["message"].as_str().unwrap().contains("not allowed for role posp"), "{e}");
+    let (_, text) = exchange(&srv.socket, &post_as(&posp, &format!("[{read},{enroll}]")));
+    let answers = json_body(&text);
+    assert_eq!(answers[0]["result"]["message"], "the key is not exist", "{answers}");
+    assert_eq!(answers[1]["error"]["code"], RpcError::NOT_ALLOWED, "{answers}");
+    // An admin reaches the method itself (Anchors does not have it: -32601, not -32007).
+    let (_, text) = exchange(&srv.socket, &post_as(&admin, enroll));
+    assert_eq!(json_body(&text)["error"]["code"], RpcError::METHOD_NOT_FOUND, "{text}");
+
+    // A header not in its exact form, or given twice, is a bad request.
+    for bad in [
+        "role=root; bank=b; name=n; key=00".to_string(),
+        posp.replace("; ", ";"),
+        format!("{posp}\r\nx-vpbox-client: {admin}"),
+    ] {
+        let (status, text) = exchange(&srv.socket, &post_as(&bad, &read));
+        assert_eq!(status, 400, "{bad}: {text}");
+        assert_eq!(json_body(&text)["error"]["code"], RpcError::INVALID_REQUEST, "{bad}");
+    }
 }
 
 #[test]

@@ -127,6 +127,11 @@ impl Role {
         }
     }
 
+    /// The role named `name` (its certificate profile's name).
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Posp, Self::Admin].into_iter().find(|r| r.name() == name)
+    }
+
     /// The role's name: its certificate profile's.
     pub fn name(self) -> &'static str {
         match self {
@@ -213,5 +218,11 @@ mod tests {
             assert_eq!(Role::of(none), None, "{none:?}");
         }
         assert_eq!((Role::Posp.name(), Role::Admin.name()), ("posp", "admin"));
+        for r in [Role::Posp, Role::Admin] {
+            assert_eq!(Role::from_name(r.name()), Some(r));
+        }
+        for none in ["", "vp-node", "Admin", "root", "ca"] {
+            assert_eq!(Role::from_name(none), None, "{none:?}");
+        }
     }
 }
