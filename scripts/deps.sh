@@ -25,5 +25,11 @@ for component in rustfmt clippy; do
 done
 [[ "${1:-}" == "--test" ]] || exit 0
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+# promtool (prometheus): checks the proxy's /metrics page in the cluster test.
+command -v promtool >/dev/null || {
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+}
 # Tongsuo's s_server/s_client: the RFC 8998 peer of vpbox-tls's interop tests.
 bash "$(dirname "$0")/tongsuo.sh"

@@ -173,7 +173,7 @@ mod tests {
         for bad in [
             String::new(),
             format!("role=root; bank=b; name=n; key={key}"),
-            format!("role=posp; bank=b; name=n"),
+            "role=posp; bank=b; name=n".to_string(),
             format!("role=posp; bank=b; name=n; key={key}; role=admin"),
             format!("bank=b; role=posp; name=n; key={key}"),
             format!("role=posp;bank=b; name=n; key={key}"),

@@ -2,7 +2,8 @@
 //! - [`Method`]: the node's methods (`docs/openrpc.json`);
 //! - [`Role`]: a client's role on the API (its certificate's profile) and what it may call;
 //! - [`Client`]: the identity the proxy admitted, carried to the node with each forwarded
-//!   request in the [`HEADER`] header.
+//!   request in the [`HEADER`] header;
+//! - [`metrics::Histogram`]: the commit latency histogram of `node_getNodes.metrics`.
 //!
 //! The proxy judges every request with these before it forwards it; the node judges it again
 //! (a request that reached it through the proxy carries the client's role), and believes the
@@ -12,6 +13,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod client;
+pub mod metrics;
 mod role;
 
 pub use client::{BadClient, Client, HEADER, HEADER_MAX};

@@ -625,6 +625,11 @@ fn write_boxes(dir: &Path, all: &[u32]) -> Result<()> {
 
 fn write_box(dir: &Path, i: u32, addresses: &HashMap<u32, Listeners>) -> Result<()> {
     let nd = node_dir(dir, i);
+    // The admin listener (/metrics, /health) on loopback: kept across rewrites.
+    let admin = match box_config(dir, i).ok().and_then(|c| c.proxy).and_then(|p| p.admin) {
+        Some(a) => a,
+        None => std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string(),
+    };
     let config = BoxConfig {
         node_id: i,
         genesis: "../genesis.json".into(),
@@ -650,7 +655,7 @@ fn write_box(dir: &Path, i: u32, addresses: &HashMap<u32, Listeners>) -> Result<
             profile: TlsProfile::Sm,
             api: Some(addresses.get(&i).context("no address")?.1.clone()),
             api_profile: TlsProfile::Sm,
-            admin: None,
+            admin: Some(admin),
             uid: None,
             limits: toml::Table::new(),
         }),

@@ -325,30 +325,30 @@ fn client_of(
     req: &Request<Incoming>,
     shared: &Shared,
     peer: Option<u32>,
-) -> Result<Option<vpbox_api::Client>, Answer> {
+) -> Result<Option<vpbox_api::Client>, Box<Answer>> {
     let mut values = req.headers().get_all(vpbox_api::HEADER).iter();
     let Some(value) = values.next() else { return Ok(None) };
     if values.next().is_some() {
-        return Err(refuse(
+        return Err(Box::new(refuse(
             StatusCode::BAD_REQUEST,
             RpcError::INVALID_REQUEST,
             &format!("{} given twice", vpbox_api::HEADER),
-        ));
+        )));
     }
     if !peer.is_some_and(|uid| shared.forwarders.contains(&uid)) {
         let who = peer.map_or_else(|| "an unknown user".to_string(), |uid| format!("uid {uid}"));
-        return Err(refuse(
+        return Err(Box::new(refuse(
             StatusCode::FORBIDDEN,
             RpcError::NOT_ALLOWED,
             &format!(
                 "{} is believed only from the box's proxy; this connection is from {who}",
                 vpbox_api::HEADER
             ),
-        ));
+        )));
     }
-    vpbox_api::Client::parse(value.as_bytes())
-        .map(Some)
-        .map_err(|e| refuse(StatusCode::BAD_REQUEST, RpcError::INVALID_REQUEST, &e.to_string()))
+    vpbox_api::Client::parse(value.as_bytes()).map(Some).map_err(|e| {
+        Box::new(refuse(StatusCode::BAD_REQUEST, RpcError::INVALID_REQUEST, &e.to_string()))
+    })
 }
 
 /// The node's methods as a client of `role` may call them: another role's are -32007.
@@ -378,7 +378,7 @@ async fn request(req: Request<Incoming>, shared: &Shared, peer: Option<u32>) -> 
     let deadline = tokio::time::Instant::now() + limits.request_timeout;
     let client = match client_of(&req, shared, peer) {
         Ok(c) => c,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     if req.headers().contains_key(TRANSFER_ENCODING) {
         return refuse(

@@ -29,12 +29,13 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::pki_types::CertificateDer;
 use serde_json::json;
-use tokio::net::{TcpListener, TcpStream, UnixStream};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use vpbox_ca::policy::Identity;
 use vpbox_tls::Admission;
 
-use crate::net::{denied_reason, log};
+use crate::metrics::Listener;
+use crate::net::{Refused, denied_reason, log, tls_reason};
 use crate::{Connections, Gate, Limits, Verdict};
 
 /// A client's key: SM3 of its certificate's public key.
@@ -52,6 +53,8 @@ pub(crate) struct Api {
     pub(crate) sources: Arc<crate::net::Counts<std::net::IpAddr>>,
     /// The shell's monotonic clock's origin, for the gate's milliseconds.
     pub(crate) origin: tokio::time::Instant,
+    /// What `/metrics` shows.
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Api {
@@ -74,12 +77,14 @@ pub(crate) async fn serve(listener: TcpListener, api: Arc<Api>) {
         // One source holds at most a few handshakes: it cannot fill the listener's slots.
         let Some(source) = api.sources.take(from.ip(), crate::net::HANDSHAKES_PER_SOURCE) else {
             drop(tcp);
+            api.metrics.refused(Listener::Api, "shed");
             continue;
         };
         let api = Arc::clone(&api);
         tokio::spawn(async move {
             let from = from.to_string();
-            if let Err(reason) = connection(tcp, &api, &from, source).await {
+            if let Err((label, reason)) = connection(tcp, &api, &from, source).await {
+                api.metrics.refused(Listener::Api, label);
                 log("api-refused", json!({"from": from, "reason": reason}));
             }
         });
@@ -91,8 +96,13 @@ async fn connection(
     api: &Arc<Api>,
     from: &str,
     source: crate::net::Held<std::net::IpAddr>,
-) -> Result<(), String> {
-    let slot = api.connections.lock().map_err(|_| "lock")?.open().map_err(|e| e.to_string())?;
+) -> Result<(), Refused> {
+    let slot = api
+        .connections
+        .lock()
+        .map_err(|_| ("shed", "lock".to_string()))?
+        .open()
+        .map_err(|e| ("shed", e.to_string()))?;
     let _ = tcp.set_nodelay(true);
     let handshake = tokio::time::timeout(api.limits.handshake_deadline(), api.acceptor.accept(tcp));
     let tls = match handshake.await {
@@ -102,12 +112,9 @@ async fn connection(
                 c.close(slot);
             }
             return Err(match other {
-                Err(_) => "no TLS handshake within the deadline".into(),
-                Ok(Err(e)) => match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                    Some(tls) => format!("TLS: {}", denied_reason(tls)),
-                    None => format!("TLS: {e}"),
-                },
-                Ok(Ok(_)) => String::new(),
+                Err(_) => ("timeout", "no TLS handshake within the deadline".into()),
+                Ok(Err(e)) => tls_reason(&e),
+                Ok(Ok(_)) => ("tls", String::new()),
             });
         }
     };
@@ -120,15 +127,17 @@ async fn connection(
             if let Ok(mut c) = api.connections.lock() {
                 c.close(slot);
             }
-            return Err(denied_reason(&e));
+            return Err((crate::metrics::tls_reason(&e), denied_reason(&e)));
         }
     };
     let client = who.key_fingerprint.0;
     drop(source);
     let ticket = {
-        let mut c = api.connections.lock().map_err(|_| "lock")?;
-        c.admit(slot, client).map_err(|e| format!("{} of {}: {e}", who.name, who.bank))?
+        let mut c = api.connections.lock().map_err(|_| ("shed", "lock".to_string()))?;
+        c.admit(slot, client).map_err(|e| ("shed", format!("{} of {}: {e}", who.name, who.bank)))?
     };
+    api.metrics.accepted(Listener::Api);
+    api.metrics.open(Listener::Api, 1);
     log(
         "api-connected",
         json!({"from": from, "client": who.name, "bank": who.bank, "role": who.role.name()}),
@@ -152,6 +161,7 @@ async fn connection(
     if let Ok(mut c) = api.connections.lock() {
         c.close_admitted(ticket);
     }
+    api.metrics.open(Listener::Api, -1);
     let reason = served.map_or_else(|e| e.to_string(), |()| "closed".into());
     log("api-closed", json!({"from": from, "client": who.name, "reason": reason}));
     Ok(())
@@ -184,6 +194,7 @@ async fn request(
     let (status, bytes_in, methods, response) =
         match api.admission.admit_certificates(certs, std::time::SystemTime::now()) {
             Err(e) => {
+                api.metrics.refused(Listener::Api, crate::metrics::tls_reason(&e));
                 let reason = denied_reason(&e);
                 let body = error_body(-32002, &format!("the client certificate: {reason}"));
                 let mut r = answer(StatusCode::FORBIDDEN, body, None);
@@ -193,8 +204,15 @@ async fn request(
                 );
                 (StatusCode::FORBIDDEN, 0, vec![], r)
             }
-            Ok(_) => judge_and_forward(req, api, who).await,
+            Ok(_) => {
+                let judged = judge_and_forward(req, api, who).await;
+                if let Some(label) = refusal_label(judged.0) {
+                    api.metrics.refused(Listener::Api, label);
+                }
+                judged
+            }
         };
+    api.metrics.request(status.as_u16(), started.elapsed());
     log(
         "api",
         json!({"client": who.name, "bank": who.bank, "role": who.role.name(), "methods": methods,
@@ -203,6 +221,19 @@ async fn request(
                "ms": started.elapsed().as_millis() as u64}),
     );
     response
+}
+
+/// The `/metrics` label of a refusal the proxy answered with `status` (the node's own answers
+/// are 200 whatever their JSON-RPC outcome).
+fn refusal_label(status: StatusCode) -> Option<&'static str> {
+    match status.as_u16() {
+        200..=299 => None,
+        403 => Some("not_allowed"),
+        429 => Some("rate_limited"),
+        413 => Some("too_large"),
+        502..=504 => Some("node_down"),
+        _ => Some("bad_request"),
+    }
 }
 
 async fn judge_and_forward(
@@ -300,23 +331,7 @@ fn client_header(who: &Identity) -> Result<String, String> {
 
 /// Forwards one admitted body to the node's socket: its status and body.
 async fn forward(api: &Api, who: &Identity, body: Bytes) -> Result<(u16, Vec<u8>), String> {
-    let stream = UnixStream::connect(&api.node_rpc).await.map_err(|e| e.to_string())?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    let request = Request::post("/")
-        .header("host", "node")
-        .header("content-type", "application/json")
-        .header(vpbox_api::HEADER, client_header(who)?)
-        .body(Full::new(body))
-        .map_err(|e| e.to_string())?;
-    let answer = sender.send_request(request).await.map_err(|e| e.to_string())?;
-    let status = answer.status().as_u16();
-    let bytes = Limited::new(answer.into_body(), 16 << 20)
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
+    let (status, bytes) =
+        crate::net::post_to_node(&api.node_rpc, body, Some(client_header(who)?), 16 << 20).await?;
     Ok((status, bytes.to_vec()))
 }

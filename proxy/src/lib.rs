@@ -12,7 +12,8 @@
 //! - the API policy below.
 //!
 //! [`net`] is the thin tokio shell that carries their decisions out (`vpbox proxy run`): the
-//! P2P listener, the egress sockets and the trust poll.
+//! P2P listener, the egress sockets, the trust poll, the API listener and the admin listener
+//! (`/metrics` and `/health`, rendered by [`metrics`]).
 //!
 //! The API policy (its listener comes next):
 //!
@@ -45,12 +46,14 @@
 // House style: no unwrap/expect/panic in the core outside tests.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+mod admin;
 mod api;
 mod conn;
 mod envelope;
 mod error;
 mod gate;
 mod limits;
+pub mod metrics;
 pub mod net;
 pub mod p2p;
 mod rate;

@@ -44,6 +44,7 @@ use vpbox_config::{BoxConfig, PeerBox, TlsProfile};
 use vpbox_tls::sign::SignerServiceKey;
 use vpbox_tls::{Admission, Credentials, Profile, client_config, server_config};
 
+use crate::metrics::{Listener, Metrics};
 use crate::p2p::{Member, Membership, P2pRefusal, handshake_frame_len};
 use crate::trust::{self, TrustState};
 
@@ -67,6 +68,7 @@ const SIGNING_DEADLINE: Duration = Duration::from_secs(2);
 struct HsmKey {
     inner: SignerServiceKey,
     in_flight: std::sync::atomic::AtomicUsize,
+    metrics: Arc<Metrics>,
 }
 
 impl vpbox_tls::sign::TlsKey for HsmKey {
@@ -78,6 +80,7 @@ impl vpbox_tls::sign::TlsKey for HsmKey {
         use std::sync::atomic::Ordering;
         if self.in_flight.fetch_add(1, Ordering::SeqCst) >= SIGNING_MAX {
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            self.metrics.signature("busy");
             return Err(format!("{SIGNING_MAX} handshakes are being signed already"));
         }
         let sign = || self.inner.sign_certificate_verify(content);
@@ -85,6 +88,7 @@ impl vpbox_tls::sign::TlsKey for HsmKey {
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
         let result = if multi_thread { tokio::task::block_in_place(sign) } else { sign() };
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.metrics.signature(if result.is_ok() { "signed" } else { "refused" });
         result
     }
 }
@@ -107,12 +111,26 @@ pub fn log(event: &str, fields: Value) {
     eprintln!("{line}");
 }
 
-/// A TLS failure as an operator reads it: the admission policy's reason when the peer's
-/// certificate was refused, else the TLS error.
-fn tls_reason(e: &std::io::Error) -> String {
+/// A refusal: its label on `/metrics` (one of [`crate::metrics::REASONS`]) and its reason as
+/// an operator reads it.
+pub(crate) type Refused = (&'static str, String);
+
+/// A TLS failure as an operator reads it (the admission policy's reason when the peer's
+/// certificate was refused, else the TLS error), with its label.
+pub(crate) fn tls_reason(e: &std::io::Error) -> Refused {
     match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
-        Some(tls) => format!("TLS: {}", denied_reason(tls)),
-        None => format!("TLS: {e}"),
+        Some(tls) => (crate::metrics::tls_reason(tls), format!("TLS: {}", denied_reason(tls))),
+        None => ("tls", format!("TLS: {e}")),
+    }
+}
+
+/// The label of a link's refusal.
+fn p2p_label(e: &P2pRefusal) -> &'static str {
+    match e {
+        P2pRefusal::NotAMember { .. } => "not_a_member",
+        P2pRefusal::ClaimsAnother { .. } => "claims_another_node",
+        P2pRefusal::WrongChain => "wrong_chain",
+        P2pRefusal::Malformed(_) => "bad_hello",
     }
 }
 
@@ -142,6 +160,7 @@ struct Shared {
     acceptor: TlsAcceptor,
     connector: TlsConnector,
     admission: Admission,
+    metrics: Arc<Metrics>,
 }
 
 impl Shared {
@@ -157,9 +176,12 @@ impl Shared {
 
     /// The member the peer of `certs` is, judged now: admitted by the trust store and a
     /// current member.
-    fn judge(&self, certs: &[CertificateDer<'_>]) -> Result<Member, String> {
-        let who = self.admission.admit_certificates(certs, now()).map_err(|e| denied_reason(&e))?;
-        self.membership().identify(&who).cloned().map_err(|e| e.to_string())
+    fn judge(&self, certs: &[CertificateDer<'_>]) -> Result<Member, Refused> {
+        let who = self
+            .admission
+            .admit_certificates(certs, now())
+            .map_err(|e| (crate::metrics::tls_reason(&e), denied_reason(&e)))?;
+        self.membership().identify(&who).cloned().map_err(|e| (p2p_label(&e), e.to_string()))
     }
 }
 
@@ -178,7 +200,12 @@ pub fn run(path: &Path) -> Result<(), String> {
         })?;
     let key = SignerServiceKey::connect(&config.signer.socket, &config.signer.key)?
         .with_timeout(SIGNING_DEADLINE);
-    let key = HsmKey { inner: key, in_flight: std::sync::atomic::AtomicUsize::new(0) };
+    let metrics = Arc::new(Metrics::default());
+    let key = HsmKey {
+        inner: key,
+        in_flight: std::sync::atomic::AtomicUsize::new(0),
+        metrics: Arc::clone(&metrics),
+    };
     let ours = Credentials::with_key(chain, Arc::new(key)).map_err(|e| e.to_string())?;
     let profile = match proxy.profile {
         TlsProfile::Sm => Profile::Sm,
@@ -222,6 +249,7 @@ pub fn run(path: &Path) -> Result<(), String> {
             acceptor: TlsAcceptor::from(Arc::new(server)),
             connector: TlsConnector::from(Arc::new(client)),
             admission,
+            metrics: Arc::clone(&metrics),
         });
         log(
             "proxy-started",
@@ -240,9 +268,21 @@ pub fn run(path: &Path) -> Result<(), String> {
                 sources: Counts::new(),
                 limits,
                 origin: tokio::time::Instant::now(),
+                metrics: Arc::clone(&metrics),
             });
             log("api-listening", json!({"api": address}));
             tokio::spawn(crate::api::serve(listener, api));
+        }
+        if let Some(address) = &proxy.admin {
+            let listener = TcpListener::bind(address)
+                .await
+                .map_err(|e| format!("proxy.admin {address}: {e}"))?;
+            let admin = Arc::new(crate::admin::Admin {
+                node_rpc: shared.config.sockets.rpc.clone(),
+                metrics: Arc::clone(&metrics),
+            });
+            log("admin-listening", json!({"admin": address}));
+            tokio::spawn(crate::admin::serve(listener, admin));
         }
         tokio::spawn(poll_trust(Arc::clone(&shared)));
         tokio::spawn(egress(Arc::clone(&shared)));
@@ -252,26 +292,42 @@ pub fn run(path: &Path) -> Result<(), String> {
     })
 }
 
-/// Asks the node for its governance state over its RPC socket.
-async fn fetch_state(socket: &Path) -> Result<Vec<u8>, String> {
+/// POSTs a JSON-RPC `body` to the node's socket at `socket`, with the client identity header
+/// `client` if any: the answer's status and at most `max` bytes of its body. (One connection
+/// per call: the node is on the same box, and a connection costs a few microseconds.)
+pub(crate) async fn post_to_node(
+    socket: &Path,
+    body: hyper::body::Bytes,
+    client: Option<String>,
+    max: usize,
+) -> Result<(u16, hyper::body::Bytes), String> {
     let stream = UnixStream::connect(socket).await.map_err(|e| e.to_string())?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let body = r#"{"jsonrpc":"2.0","id":1,"method":"gov_getState","params":[]}"#;
-    let request = hyper::Request::post("/")
-        .header("host", "node")
-        .header("content-type", "application/json")
-        .body(Full::new(hyper::body::Bytes::from_static(body.as_bytes())))
-        .map_err(|e| e.to_string())?;
+    let mut request =
+        hyper::Request::post("/").header("host", "node").header("content-type", "application/json");
+    if let Some(c) = client {
+        request = request.header(vpbox_api::HEADER, c);
+    }
+    let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
     let answer = sender.send_request(request).await.map_err(|e| e.to_string())?;
-    let bytes = Limited::new(answer.into_body(), STATE_MAX)
+    let status = answer.status().as_u16();
+    let bytes = Limited::new(answer.into_body(), max)
         .collect()
         .await
         .map_err(|e| e.to_string())?
         .to_bytes();
-    Ok(bytes.to_vec())
+    Ok((status, bytes))
+}
+
+/// Calls `method` (no params) on the node as the box's proxy itself: its `result`.
+pub(crate) async fn call_node(socket: &Path, method: &str, max: usize) -> Result<Value, String> {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": []}).to_string();
+    let (_, bytes) = post_to_node(socket, body.into(), None, max).await?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    v.get("result").cloned().ok_or_else(|| format!("no result: {v}"))
 }
 
 async fn poll_trust(shared: Arc<Shared>) {
@@ -279,14 +335,12 @@ async fn poll_trust(shared: Arc<Shared>) {
     let mut last = None;
     let mut complained = false;
     loop {
-        match fetch_state(&socket).await.and_then(|bytes| {
-            let v: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-            let mut result = v.get("result").cloned().ok_or_else(|| format!("no result: {v}"))?;
+        match call_node(&socket, "gov_getState", STATE_MAX).await.map(|mut result| {
             // The height moves with every block; the trust state only with governance and CRLs.
             if let Some(r) = result.as_object_mut() {
                 r.remove("height");
             }
-            Ok((trust::fingerprint(result.to_string().as_bytes()), result))
+            (trust::fingerprint(result.to_string().as_bytes()), result)
         }) {
             Ok((digest, state)) if last != Some(digest) => {
                 match TrustState::from_governance(&state) {
@@ -303,6 +357,7 @@ async fn poll_trust(shared: Arc<Shared>) {
                             *m = Arc::new(t.membership);
                         }
                         shared.generation.send_modify(|g| *g += 1);
+                        shared.metrics.trust_updated();
                         last = Some(digest);
                         complained = false;
                     }
@@ -431,6 +486,7 @@ async fn ingress(listener: TcpListener, shared: Arc<Shared>) {
         let source = sources.take(from.ip(), HANDSHAKES_PER_SOURCE);
         let (Some(slot), Some(source)) = (slot, source) else {
             drop(tcp);
+            shared.metrics.refused(Listener::P2p, "shed");
             shed += 1;
             if last_report.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
                 log("p2p-shed", json!({"connections": shed, "reason": "handshake slots full"}));
@@ -445,11 +501,15 @@ async fn ingress(listener: TcpListener, shared: Arc<Shared>) {
             drop((slot, source));
             match admitted {
                 Ok((tls, node, member, certs, held)) => {
+                    shared.metrics.accepted(Listener::P2p);
                     let reason = relay(tls, node, &shared, certs).await;
                     drop(held);
                     log("p2p-closed", json!({"from": from, "node": member.id, "reason": reason}));
                 }
-                Err(reason) => log("p2p-refused", json!({"from": from, "reason": reason})),
+                Err((label, reason)) => {
+                    shared.metrics.refused(Listener::P2p, label);
+                    log("p2p-refused", json!({"from": from, "reason": reason}));
+                }
             }
         });
     }
@@ -472,11 +532,11 @@ async fn inbound(
     shared: &Arc<Shared>,
     from: &str,
     links: &Arc<Counts<u32>>,
-) -> Result<Inbound, String> {
+) -> Result<Inbound, Refused> {
     let _ = tcp.set_nodelay(true);
     let mut tls = tokio::time::timeout(HANDSHAKE, shared.acceptor.accept(tcp))
         .await
-        .map_err(|_| "no TLS handshake within 10 s".to_string())?
+        .map_err(|_| ("timeout", "no TLS handshake within 10 s".to_string()))?
         .map_err(|e| tls_reason(&e))?;
     let certs: Vec<CertificateDer<'static>> =
         tls.get_ref().1.peer_certificates().unwrap_or_default().to_vec();
@@ -485,7 +545,7 @@ async fn inbound(
     // node speaks first (its own hello), so it is joined before that frame is read.
     let mut node = UnixStream::connect(&shared.config.sockets.peer)
         .await
-        .map_err(|e| format!("the node's peer socket: {e}"))?;
+        .map_err(|e| ("node_down", format!("the node's peer socket: {e}")))?;
     let mut first = [0u8; 4 + crate::p2p::HANDSHAKE_FRAME_MAX];
     let len = tokio::time::timeout(HANDSHAKE, async {
         let mut hello = [0u8; 256];
@@ -504,15 +564,16 @@ async fn inbound(
         Ok::<usize, String>(len)
     })
     .await
-    .map_err(|_| "no link hello within 10 s".to_string())??;
+    .map_err(|_| ("timeout", "no link hello within 10 s".to_string()))?
+    .map_err(|e| ("bad_hello", e))?;
     shared
         .membership()
         .check_claim(&member, &first[4..4 + len])
-        .map_err(|e: P2pRefusal| e.to_string())?;
-    let held = links
-        .take(member.id, LINKS_PER_MEMBER)
-        .ok_or_else(|| format!("node {} holds {LINKS_PER_MEMBER} links already", member.id))?;
-    node.write_all(&first[..4 + len]).await.map_err(|e| format!("node: {e}"))?;
+        .map_err(|e: P2pRefusal| (p2p_label(&e), e.to_string()))?;
+    let held = links.take(member.id, LINKS_PER_MEMBER).ok_or_else(|| {
+        ("link_cap", format!("node {} holds {LINKS_PER_MEMBER} links already", member.id))
+    })?;
+    node.write_all(&first[..4 + len]).await.map_err(|e| ("node_down", format!("node: {e}")))?;
     log("p2p-accepted", json!({"from": from, "node": member.id, "name": member.name}));
     Ok((tls, node, member, certs, held))
 }
@@ -532,10 +593,27 @@ where
     let mut changes = shared.generation.subscribe();
     // A trust change between the peer's judgement and this subscription is not seen as a
     // change: judge once more now.
-    if let Err(reason) = shared.judge(&certs) {
+    if let Err((label, reason)) = shared.judge(&certs) {
+        shared.metrics.refused(Listener::P2p, label);
         return format!("cut: {reason}");
     }
-    let copy = tokio::io::copy_bidirectional(&mut tls, &mut node);
+    shared.metrics.open(Listener::P2p, 1);
+    let reason = carry(&mut tls, &mut node, shared, &certs, &mut changes).await;
+    shared.metrics.open(Listener::P2p, -1);
+    reason
+}
+
+async fn carry<S>(
+    tls: &mut S,
+    node: &mut UnixStream,
+    shared: &Arc<Shared>,
+    certs: &[CertificateDer<'static>],
+    changes: &mut watch::Receiver<u64>,
+) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let copy = tokio::io::copy_bidirectional(tls, node);
     tokio::pin!(copy);
     loop {
         tokio::select! {
@@ -549,7 +627,8 @@ where
                 if changed.is_err() {
                     return "the proxy is stopping".into();
                 }
-                if let Err(reason) = shared.judge(&certs) {
+                if let Err((label, reason)) = shared.judge(certs) {
+                    shared.metrics.refused(Listener::P2p, label);
                     return format!("cut: {reason}");
                 }
             }
@@ -650,10 +729,10 @@ async fn outbound(node: UnixStream, shared: &Arc<Shared>, id: u32) -> Result<(),
     let tls = tokio::time::timeout(HANDSHAKE, shared.connector.connect(server_name, tcp))
         .await
         .map_err(|_| format!("{address}: no TLS handshake within 10 s"))?
-        .map_err(|e| format!("{address} ({name}): {}", tls_reason(&e)))?;
+        .map_err(|e| format!("{address} ({name}): {}", tls_reason(&e).1))?;
     let certs: Vec<CertificateDer<'static>> =
         tls.get_ref().1.peer_certificates().unwrap_or_default().to_vec();
-    let server = shared.judge(&certs)?;
+    let server = shared.judge(&certs).map_err(|(_, reason)| reason)?;
     if server.id != id {
         return Err(format!("{address} is node {}, not node {id}", server.id));
     }

@@ -376,6 +376,7 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
     let posp_a = crate::api::posp(&c.dir, "bank-a");
     let (status, answer) = crate::api::post(&c.dir, primary, bank, &posp_a, read).unwrap();
     assert_eq!((status, answer["error"]["code"].as_i64()), (503, Some(-32004)), "{answer}");
+    crate::metrics::node_down_checks(&c.dir, primary);
     wait("every acknowledged anchor to commit", Duration::from_secs(90), || {
         acked.iter().all(|k| anchored(&mut rpc, k))
     });
@@ -406,6 +407,8 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "anchor_put",
                       "params": {"tx": hex::encode(t.encode()), "wait": true}});
     crate::api::api_checks(&c.dir, body.to_string().as_bytes());
+    // The box's monitoring: /metrics (promtool accepts it) counts those refusals; /health.
+    crate::metrics::admin_checks(&c.dir);
     crate::p2p::flood(&c.dir, entry, || {
         let mut rpc = c.rpc(entry);
         for n in 550..555u64 {

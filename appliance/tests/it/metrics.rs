@@ -1,0 +1,95 @@
+//! A box's admin listener as its monitoring reads it: `/metrics` in Prometheus text format,
+//! checked by `promtool check metrics` (Debian's prometheus package), and `/health`.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+/// Box `i`'s admin address.
+fn admin_address(dir: &Path, i: u32) -> String {
+    let config = vpbox_config::BoxConfig::load(&dir.join(format!("node{i}/box.toml"))).unwrap();
+    config.proxy.unwrap().admin.expect("the cluster gives each proxy an admin listener")
+}
+
+/// `GET path` on box `i`'s admin listener: status and body.
+pub(crate) fn get(dir: &Path, i: u32, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(admin_address(dir, i)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: box\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// `promtool check metrics` on `page`: its verdict (exit 0 and no lint problem).
+fn promtool(page: &str) -> Result<(), String> {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package; scripts/deps.sh --test installs it)");
+    child.stdin.take().unwrap().write_all(page.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if out.status.success() && said.trim().is_empty() { Ok(()) } else { Err(said) }
+}
+
+/// The value of the sample `name` (with its labels, as written) on `page`.
+pub(crate) fn sample(page: &str, name: &str) -> Option<f64> {
+    page.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// What box 1's page says after the refusals of `p2p_refusals` and `api_checks`, and its
+/// health while its node serves.
+pub(crate) fn admin_checks(dir: &Path) {
+    let (status, page) = get(dir, 1, "/metrics");
+    assert_eq!(status, 200, "{page}");
+    promtool(&page).unwrap_or_else(|e| panic!("promtool refused /metrics: {e}\n{page}"));
+    assert_eq!(sample(&page, "vpbox_node_up"), Some(1.0), "{page}");
+    assert!(sample(&page, "vpbox_node_height").is_some_and(|h| h > 0.0), "{page}");
+    assert!(sample(&page, "vpbox_node_peers_up") == Some(3.0), "{page}");
+    assert!(
+        sample(&page, "vpbox_node_commit_latency_seconds_count").is_some_and(|n| n > 0.0),
+        "commits were timed: {page}"
+    );
+    assert!(
+        sample(&page, "vpbox_proxy_signatures_total{outcome=\"signed\"}").is_some_and(|n| n > 0.0)
+    );
+    for (listener, reason) in [
+        ("p2p", "wrong_profile"),
+        ("p2p", "claims_another_node"),
+        ("api", "no_certificate"),
+        ("api", "unknown_root"),
+        ("api", "not_allowed"),
+        ("api", "too_large"),
+    ] {
+        let name =
+            format!("vpbox_proxy_refusals_total{{listener=\"{listener}\",reason=\"{reason}\"}}");
+        assert!(sample(&page, &name).is_some_and(|n| n >= 1.0), "{name} not counted:\n{page}");
+    }
+    let (status, health) = get(dir, 1, "/health");
+    let v: Value = serde_json::from_str(&health).unwrap();
+    assert_eq!((status, v["status"].as_str()), (200, Some("ok")), "{v}");
+    assert_eq!(v["membersReachable"], 4, "{v}");
+    // Anything but GET on a known page is refused; nothing else is served.
+    assert_eq!(get(dir, 1, "/").0, 404);
+}
+
+/// Box `i`'s page and health while its node is dead: still a valid page, `vpbox_node_up 0`,
+/// and 503 with the reason.
+pub(crate) fn node_down_checks(dir: &Path, i: u32) {
+    let (status, page) = get(dir, i, "/metrics");
+    assert_eq!(status, 200);
+    promtool(&page).unwrap_or_else(|e| panic!("promtool refused /metrics: {e}\n{page}"));
+    assert_eq!(sample(&page, "vpbox_node_up"), Some(0.0), "{page}");
+    let (status, health) = get(dir, i, "/health");
+    assert_eq!(status, 503, "{health}");
+    assert!(health.contains("the node does not answer"), "{health}");
+}
