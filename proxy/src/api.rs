@@ -55,6 +55,42 @@ pub(crate) struct Api {
     pub(crate) origin: tokio::time::Instant,
     /// What `/metrics` shows.
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// Connections in their handshake, and how to cancel each.
+    pub(crate) pending: Mutex<Pending>,
+}
+
+/// The handshakes in progress ([`crate::Handshakes`], at most [`HANDSHAKES_MAX`]) and the
+/// sender whose drop cancels each.
+pub(crate) struct Pending {
+    handshakes: crate::Handshakes,
+    cancel: std::collections::HashMap<u64, tokio::sync::oneshot::Sender<()>>,
+}
+
+/// The most API connections in their TLS handshake at once; one more evicts the oldest.
+pub(crate) const HANDSHAKES_MAX: usize = 256;
+
+impl Pending {
+    pub(crate) fn new() -> Mutex<Self> {
+        Mutex::new(Self {
+            handshakes: crate::Handshakes::new(HANDSHAKES_MAX),
+            cancel: std::collections::HashMap::new(),
+        })
+    }
+}
+
+/// A handshake's place among the pending: ends it when dropped.
+struct InHandshake<'a> {
+    api: &'a Api,
+    id: u64,
+}
+
+impl Drop for InHandshake<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut p) = self.api.pending.lock() {
+            p.handshakes.end(self.id);
+            p.cancel.remove(&self.id);
+        }
+    }
 }
 
 impl Api {
@@ -80,10 +116,25 @@ pub(crate) async fn serve(listener: TcpListener, api: Arc<Api>) {
             api.metrics.refused(Listener::Api, "shed");
             continue;
         };
+        let (cancel, cancelled) = tokio::sync::oneshot::channel();
+        let id = match api.pending.lock() {
+            Ok(mut p) => {
+                let (id, evicted) = p.handshakes.begin();
+                // Dropping the evicted handshake's sender cancels it.
+                if let Some(old) = evicted.and_then(|e| p.cancel.remove(&e)) {
+                    drop(old);
+                }
+                p.cancel.insert(id, cancel);
+                id
+            }
+            Err(_) => continue,
+        };
         let api = Arc::clone(&api);
         tokio::spawn(async move {
             let from = from.to_string();
-            if let Err((label, reason)) = connection(tcp, &api, &from, source).await {
+            let pending = InHandshake { api: &api, id };
+            let handshake = connection(tcp, &api, &from, source, pending, cancelled).await;
+            if let Err((label, reason)) = handshake {
                 api.metrics.refused(Listener::Api, label);
                 log("api-refused", json!({"from": from, "reason": reason}));
             }
@@ -96,6 +147,8 @@ async fn connection(
     api: &Arc<Api>,
     from: &str,
     source: crate::net::Held<std::net::IpAddr>,
+    pending: InHandshake<'_>,
+    cancelled: tokio::sync::oneshot::Receiver<()>,
 ) -> Result<(), Refused> {
     let slot = api
         .connections
@@ -105,16 +158,23 @@ async fn connection(
         .map_err(|e| ("shed", e.to_string()))?;
     let _ = tcp.set_nodelay(true);
     let handshake = tokio::time::timeout(api.limits.handshake_deadline(), api.acceptor.accept(tcp));
-    let tls = match handshake.await {
-        Ok(Ok(tls)) => tls,
+    let outcome = tokio::select! {
+        h = handshake => Some(h),
+        // Only a drop of the sender ends this: an eviction, or the listener going away.
+        _ = cancelled => None,
+    };
+    drop(pending);
+    let tls = match outcome {
+        Some(Ok(Ok(tls))) => tls,
         other => {
             if let Ok(mut c) = api.connections.lock() {
                 c.close(slot);
             }
             return Err(match other {
-                Err(_) => ("timeout", "no TLS handshake within the deadline".into()),
-                Ok(Err(e)) => tls_reason(&e),
-                Ok(Ok(_)) => ("tls", String::new()),
+                None => ("evicted", format!("evicted: {HANDSHAKES_MAX} newer handshakes")),
+                Some(Err(_)) => ("timeout", "no TLS handshake within the deadline".into()),
+                Some(Ok(Err(e))) => tls_reason(&e),
+                Some(Ok(Ok(_))) => ("tls", String::new()),
             });
         }
     };

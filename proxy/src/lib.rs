@@ -56,6 +56,7 @@ mod limits;
 pub mod metrics;
 pub mod net;
 pub mod p2p;
+mod pending;
 mod rate;
 pub mod trust;
 
@@ -64,6 +65,7 @@ pub use envelope::{BATCH_MAX, DEPTH_MAX, Envelope, Request, classify};
 pub use error::Error;
 pub use gate::{Gate, Refusal, Verdict};
 pub use limits::Limits;
+pub use pending::Handshakes;
 pub use rate::{RateConfig, RateLimiter, RateRefusal};
 pub use vpbox_api::{Method, Role};
 

@@ -21,7 +21,7 @@ use vpbox_api::metrics::Histogram;
 use vpbox_ca::policy::DenyReason;
 
 /// Every refusal reason a label may name.
-pub const REASONS: [&str; 24] = [
+pub const REASONS: [&str; 25] = [
     "no_certificate",
     "malformed_certificate",
     "not_enrolled",
@@ -40,6 +40,7 @@ pub const REASONS: [&str; 24] = [
     "tls",
     "timeout",
     "shed",
+    "evicted",
     "link_cap",
     "node_down",
     "not_allowed",

@@ -185,9 +185,23 @@ impl Shared {
     }
 }
 
+/// Raises the soft limit on open files to the hard one: each connection is a descriptor, and
+/// the default soft limit (often 1,024) would let idle connections exhaust them before the
+/// listeners' caps apply. Returns the limit in force.
+fn raise_file_limit() -> Option<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+    getrlimit(Resource::Nofile).current
+}
+
 /// Runs the proxy of the box whose configuration is at `path` until the process is killed.
 pub fn run(path: &Path) -> Result<(), String> {
     let config = BoxConfig::load(path)?;
+    let files = raise_file_limit();
     let proxy = config.proxy.clone().ok_or("the box's configuration has no [proxy] table")?;
     let pem = std::fs::read_to_string(&proxy.certificate)
         .map_err(|e| format!("{}: {e}", proxy.certificate.display()))?;
@@ -253,7 +267,8 @@ pub fn run(path: &Path) -> Result<(), String> {
         });
         log(
             "proxy-started",
-            json!({"node": shared.config.node_id, "p2p": proxy.p2p, "profile": format!("{profile:?}")}),
+            json!({"node": shared.config.node_id, "p2p": proxy.p2p, "profile": format!("{profile:?}"),
+                   "open_files_max": files}),
         );
         if let Some((address, limits, admission, tls)) = api {
             let listener = TcpListener::bind(&address)
@@ -269,6 +284,7 @@ pub fn run(path: &Path) -> Result<(), String> {
                 limits,
                 origin: tokio::time::Instant::now(),
                 metrics: Arc::clone(&metrics),
+                pending: crate::api::Pending::new(),
             });
             log("api-listening", json!({"api": address}));
             tokio::spawn(crate::api::serve(listener, api));

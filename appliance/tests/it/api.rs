@@ -37,7 +37,7 @@ pub(crate) fn posp(dir: &Path, bank: &str) -> Arc<ClientConfig> {
 }
 
 /// A client that presents no certificate.
-fn anonymous(dir: &Path) -> Arc<ClientConfig> {
+pub(crate) fn anonymous(dir: &Path) -> Arc<ClientConfig> {
     let servers = Admission::new(trust(dir), CertProfile::VpNode);
     let config = ClientConfig::builder_with_provider(Arc::new(Profile::Sm.provider()))
         .with_protocol_versions(&[&rustls::version::TLS13])

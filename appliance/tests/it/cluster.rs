@@ -409,6 +409,7 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
     crate::api::api_checks(&c.dir, body.to_string().as_bytes());
     // The box's monitoring: /metrics (promtool accepts it) counts those refusals; /health.
     crate::metrics::admin_checks(&c.dir);
+    crate::abuse::api_abuse(&c.dir, 1);
     crate::p2p::flood(&c.dir, entry, || {
         let mut rpc = c.rpc(entry);
         for n in 550..555u64 {

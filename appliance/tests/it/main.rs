@@ -1,5 +1,6 @@
 //! The `vpbox` binary driven as operators run it, checked against the `openssl` command.
 
+mod abuse;
 mod anchor;
 mod api;
 mod ca;
