@@ -72,6 +72,25 @@ fn stranger(dir: &Path) -> Arc<ClientConfig> {
     Arc::new(client_config(Profile::Sm, &ours, servers).unwrap())
 }
 
+/// A POSP of bank-a whose certificate, issued by bank-a's CA (its key in the bank's token),
+/// expired as it was issued (`--days 0`: valid from five minutes ago until now).
+fn expired(dir: &Path) -> Arc<ClientConfig> {
+    let key = Arc::new(SoftwareSigner::new(SecretKey::generate().unwrap()));
+    let csr = vpbox_ca::build_csr(&*key, "CN=bank-a-posp-expired,OU=posp,O=bank-a").unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let (csr_path, crt) = (scratch.path().join("p.csr"), scratch.path().join("p.crt"));
+    std::fs::write(&csr_path, csr).unwrap();
+    let (ca, token) = (dir.join("ca/bank-a/ca"), dir.join("ca/bank-a/token.toml"));
+    let args = ["ca", "issue", "--dir", crate::s(&ca), "--csr", crate::s(&csr_path)];
+    let args = [&args[..], &["--profile", "posp", "--days", "0", "--out", crate::s(&crt)]].concat();
+    let r = crate::vpbox_env(&args, &[("VPBOX_TEST_TOKEN_CONF", crate::s(&token))]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    std::thread::sleep(Duration::from_millis(1100));
+    let ours = Credentials::new(chain(&crt), key as Arc<dyn Signer>).unwrap();
+    let servers = Admission::new(trust(dir), CertProfile::VpNode);
+    Arc::new(client_config(Profile::Sm, &ours, servers).unwrap())
+}
+
 /// POSTs `body` to box `i`'s API with `client`: the HTTP status and the JSON answer, or why
 /// there was none.
 pub(crate) fn post(
@@ -127,12 +146,14 @@ pub(crate) fn api_checks(dir: &Path, anchor_put: &[u8]) {
     // No client certificate, or one under a root no member bank holds: no answer at all.
     assert!(post(dir, 1, "bank-a", &anonymous(dir), read).is_err(), "an anonymous client");
     assert!(post(dir, 1, "bank-a", &stranger(dir), read).is_err(), "an unknown root");
+    // A POSP certificate bank-a's own CA issued, past its notAfter.
+    assert!(post(dir, 1, "bank-a", &expired(dir), read).is_err(), "an expired certificate");
     // The proxy logs each refusal with its reason (a moment after the client saw the alert).
     let refused = |what: &str| {
         let log = std::fs::read_to_string(dir.join("node1/proxy.log")).unwrap();
         log.lines().any(|l| l.contains("\"api-refused\"") && l.contains(what))
     };
-    for why in ["peer sent no certificates", "certificate denied for role posp"] {
+    for why in ["peer sent no certificates", "certificate denied for role posp", "expired"] {
         let start = std::time::Instant::now();
         while !refused(why) {
             assert!(start.elapsed() < Duration::from_secs(5), "no refusal logged with {why:?}");

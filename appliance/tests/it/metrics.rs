@@ -67,6 +67,7 @@ pub(crate) fn admin_checks(dir: &Path) {
         ("p2p", "claims_another_node"),
         ("api", "no_certificate"),
         ("api", "unknown_root"),
+        ("api", "expired"),
         ("api", "not_allowed"),
         ("api", "too_large"),
     ] {
