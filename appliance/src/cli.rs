@@ -95,6 +95,9 @@ enum ProxyCommand {
     /// Run the proxy of a box (its `[proxy]` table; its TLS key is signed by the box's signer).
     #[command(after_help = "Example:\n  vpbox proxy run --config /etc/vpbox/box.toml")]
     Run(crate::cluster_cmd::NodeRunArgs),
+    /// The proxy's API shell with a P-256 key in a file, for `vpbox bench proxy` only.
+    #[command(hide = true)]
+    BenchServe(crate::bench_proxy::BenchServeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,6 +122,11 @@ enum BenchCommand {
     /// sees meanwhile, on a fresh local cluster.
     #[command(after_help = "Example:\n  vpbox bench rpc --hostile 256 --slow 1000")]
     Rpc(crate::bench_rpc::BenchRpcArgs),
+    /// vpbox-proxy against nginx in one run, in front of the same upstream: requests/s and
+    /// p99 with wrk at several connection counts (TLS 1.3, ECDSA P-256, AES-128-GCM), and
+    /// full mutual handshakes/s.
+    #[command(after_help = "Example:\n  vpbox bench proxy --seconds 10 --connections 1,16,256")]
+    Proxy(crate::bench_proxy::BenchProxyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -301,6 +309,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Node(NodeCommand::Run(a)) => crate::cluster_cmd::node_run(&a),
         Command::Config(ConfigCommand::Check(a)) => crate::cluster_cmd::config_check(&a.config),
         Command::Proxy(ProxyCommand::Run(a)) => crate::cluster_cmd::proxy_run(&a),
+        Command::Proxy(ProxyCommand::BenchServe(a)) => crate::bench_proxy::bench_serve(&a),
         Command::Cluster(cmd) => crate::cluster_cmd::run(&cmd),
         Command::Status(a) => crate::cluster_cmd::status(&a),
         Command::Hsm(cmd) => crate::hsm_cmd::run(&cmd),
@@ -310,6 +319,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Bench(BenchCommand::Signer(a)) => crate::bench_cmd::signer(&a),
         Command::Bench(BenchCommand::Anchors(a)) => crate::client_cmd::bench_anchors(&a),
         Command::Bench(BenchCommand::Rpc(a)) => crate::bench_rpc::bench_rpc(&a),
+        Command::Bench(BenchCommand::Proxy(a)) => crate::bench_proxy::bench_proxy(&a),
     }
 }
 

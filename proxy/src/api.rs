@@ -44,7 +44,7 @@ type Client = [u8; 32];
 /// What the API's connections share.
 pub(crate) struct Api {
     pub(crate) acceptor: TlsAcceptor,
-    pub(crate) admission: Admission,
+    pub(crate) clients: Clients,
     pub(crate) limits: Limits,
     pub(crate) node_rpc: PathBuf,
     pub(crate) gate: Mutex<Gate<Client>>,
@@ -57,6 +57,27 @@ pub(crate) struct Api {
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// Connections in their handshake, and how to cancel each.
     pub(crate) pending: Mutex<Pending>,
+}
+
+/// Who the API's clients are.
+pub(crate) enum Clients {
+    /// Mutual TLS: each client's certificate admitted by the ledger's trust store, at its
+    /// handshake and again on every request.
+    Admitted(Admission),
+    /// A benchmark's listener ([`crate::bench`]): every connection is this identity, whatever
+    /// the TLS layer asked of it. Never built from a box's configuration.
+    Fixed(Identity),
+}
+
+impl Clients {
+    /// The identity of the peer whose chain is `certs`, judged now.
+    fn admit(&self, certs: &[CertificateDer<'_>]) -> Result<Identity, rustls::Error> {
+        match self {
+            #[allow(clippy::disallowed_methods)] // the shell reads the clock for admission
+            Self::Admitted(a) => a.admit_certificates(certs, std::time::SystemTime::now()),
+            Self::Fixed(who) => Ok(who.clone()),
+        }
+    }
 }
 
 /// The handshakes in progress ([`crate::Handshakes`], at most [`HANDSHAKES_MAX`]) and the
@@ -111,7 +132,8 @@ pub(crate) async fn serve(listener: TcpListener, api: Arc<Api>) {
             }
         };
         // One source holds at most a few handshakes: it cannot fill the listener's slots.
-        let Some(source) = api.sources.take(from.ip(), crate::net::HANDSHAKES_PER_SOURCE) else {
+        let per_source = api.limits.handshakes_per_source.get() as usize;
+        let Some(source) = api.sources.take(from.ip(), per_source) else {
             drop(tcp);
             api.metrics.refused(Listener::Api, "shed");
             continue;
@@ -180,8 +202,7 @@ async fn connection(
     };
     let certs: Vec<CertificateDer<'static>> =
         tls.get_ref().1.peer_certificates().unwrap_or_default().to_vec();
-    #[allow(clippy::disallowed_methods)] // the shell reads the clock for admission
-    let who = match api.admission.admit_certificates(&certs, std::time::SystemTime::now()) {
+    let who = match api.clients.admit(&certs) {
         Ok(who) => who,
         Err(e) => {
             if let Ok(mut c) = api.connections.lock() {
@@ -250,28 +271,26 @@ async fn request(
     let started = tokio::time::Instant::now();
     // Every request is judged by today's trust state: a certificate revoked (or its bank
     // removed) since the handshake gets this answer and the connection is closed.
-    #[allow(clippy::disallowed_methods)] // the shell reads the clock for admission
-    let (status, bytes_in, methods, response) =
-        match api.admission.admit_certificates(certs, std::time::SystemTime::now()) {
-            Err(e) => {
-                api.metrics.refused(Listener::Api, crate::metrics::tls_reason(&e));
-                let reason = denied_reason(&e);
-                let body = error_body(-32002, &format!("the client certificate: {reason}"));
-                let mut r = answer(StatusCode::FORBIDDEN, body, None);
-                r.headers_mut().insert(
-                    hyper::header::CONNECTION,
-                    hyper::header::HeaderValue::from_static("close"),
-                );
-                (StatusCode::FORBIDDEN, 0, vec![], r)
+    let (status, bytes_in, methods, response) = match api.clients.admit(certs) {
+        Err(e) => {
+            api.metrics.refused(Listener::Api, crate::metrics::tls_reason(&e));
+            let reason = denied_reason(&e);
+            let body = error_body(-32002, &format!("the client certificate: {reason}"));
+            let mut r = answer(StatusCode::FORBIDDEN, body, None);
+            r.headers_mut().insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
+            (StatusCode::FORBIDDEN, 0, vec![], r)
+        }
+        Ok(_) => {
+            let judged = judge_and_forward(req, api, who).await;
+            if let Some(label) = refusal_label(judged.0) {
+                api.metrics.refused(Listener::Api, label);
             }
-            Ok(_) => {
-                let judged = judge_and_forward(req, api, who).await;
-                if let Some(label) = refusal_label(judged.0) {
-                    api.metrics.refused(Listener::Api, label);
-                }
-                judged
-            }
-        };
+            judged
+        }
+    };
     api.metrics.request(status.as_u16(), started.elapsed());
     log(
         "api",

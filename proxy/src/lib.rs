@@ -48,6 +48,7 @@
 
 mod admin;
 mod api;
+pub mod bench;
 mod conn;
 mod envelope;
 mod error;

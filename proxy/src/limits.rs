@@ -36,6 +36,10 @@ pub struct Limits {
     pub body_bytes_max: NonZeroU32,
     /// From a connection's accept to the end of its TLS handshake. Default 5 s.
     pub handshake_deadline_ms: NonZeroU64,
+    /// Connections from one source address in their TLS handshake at once; one more is
+    /// closed at once. Default 32: a POSP server opening its pool at once fits; one address
+    /// cannot fill the listener's handshake slots (256, the oldest evicted past them).
+    pub handshakes_per_source: NonZeroU32,
     /// From a request's first byte until its head and body are whole (the slowloris defence;
     /// HTTP 408), and the longest a kept-alive connection may sit idle before its next
     /// request's head (hyper's header timer runs from the end of the last answer). Default
@@ -56,6 +60,7 @@ impl Default for Limits {
             header_bytes_max: NonZeroU32::MIN.saturating_add((16 << 10) - 1),
             body_bytes_max: NonZeroU32::MIN.saturating_add((4 << 20) - 1),
             handshake_deadline_ms: NonZeroU64::MIN.saturating_add(5_000 - 1),
+            handshakes_per_source: NonZeroU32::MIN.saturating_add(32 - 1),
             request_deadline_ms: NonZeroU64::MIN.saturating_add(10_000 - 1),
             answer_deadline_ms: NonZeroU64::MIN.saturating_add(40_000 - 1),
             connections: ConnectionCaps::default(),
@@ -101,6 +106,7 @@ mod tests {
         assert_eq!(l.header_bytes_max.get(), 16_384);
         assert_eq!(l.body_bytes_max.get(), 4_194_304);
         assert_eq!(l.handshake_deadline(), Duration::from_secs(5));
+        assert_eq!(l.handshakes_per_source.get(), 32);
         assert_eq!(l.request_deadline(), Duration::from_secs(10));
         assert_eq!(l.answer_deadline(), Duration::from_secs(40));
         assert_eq!((l.connections.listener_max.get(), l.connections.client_max.get()), (1024, 64));

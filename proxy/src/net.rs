@@ -276,7 +276,7 @@ pub fn run(path: &Path) -> Result<(), String> {
                 .map_err(|e| format!("proxy.api {address}: {e}"))?;
             let api = Arc::new(crate::api::Api {
                 acceptor: TlsAcceptor::from(Arc::new(tls)),
-                admission,
+                clients: crate::api::Clients::Admitted(admission),
                 node_rpc: shared.config.sockets.rpc.clone(),
                 gate: std::sync::Mutex::new(crate::Gate::new(limits.rate)),
                 connections: std::sync::Mutex::new(crate::Connections::new(limits.connections)),
@@ -438,7 +438,7 @@ async fn reload_on_hangup(shared: Arc<Shared>) {
 /// from all sources; one past it is closed at once.
 const HANDSHAKES_MAX: usize = 128;
 /// The most of them from one source address.
-pub(crate) const HANDSHAKES_PER_SOURCE: usize = 8;
+const HANDSHAKES_PER_SOURCE: usize = 8;
 /// The most established inbound links of one member (a node keeps one; a reconnect overlaps
 /// its predecessor for a moment).
 const LINKS_PER_MEMBER: usize = 4;

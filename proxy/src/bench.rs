@@ -1,0 +1,140 @@
+//! The proxy's API shell set up to be measured against nginx (`vpbox bench proxy`): the same
+//! request path as a box's API listener — TLS, the gate, the forward to the node's socket with
+//! the client's identity, the access log — with the TLS parameters nginx can also serve:
+//! TLS 1.3, an ECDSA P-256 certificate whose key is in a file, TLS_AES_128_GCM_SHA256 only
+//! (rustls's ring provider; Debian's nginx cannot load SM2 keys).
+//!
+//! Two listeners: `listen` asks no client certificate (wrk presents none) and every
+//! connection counts as one benchmark client; `mutual` requires a client certificate issued by
+//! `client_ca` (full mutual handshakes). What a box runs (`[proxy]`) never comes through here:
+//! it admits clients only by the ledger's trust store.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::server::WebPkiClientVerifier;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use vpbox_ca::CertProfile;
+use vpbox_ca::policy::Identity;
+
+use crate::api::{Api, Clients, Pending};
+use crate::metrics::Metrics;
+use crate::net::{Counts, log};
+use crate::{Connections, Gate, Limits};
+
+/// What the benchmark's proxy serves.
+#[derive(Debug, Clone)]
+pub struct BenchServer {
+    /// The listener without client certificates, `HOST:PORT`.
+    pub listen: String,
+    /// The listener that requires one.
+    pub mutual: String,
+    /// The server's certificate (PEM, ECDSA P-256).
+    pub certificate: PathBuf,
+    /// Its key (PKCS#8 PEM), in a file, as nginx's.
+    pub key: PathBuf,
+    /// The CA of the mutual listener's clients (PEM).
+    pub client_ca: PathBuf,
+    /// The upstream's JSON-RPC socket.
+    pub upstream: PathBuf,
+}
+
+fn read(path: &PathBuf) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn certificates(path: &PathBuf) -> Result<Vec<CertificateDer<'static>>, String> {
+    let der = vpbox_ca::pem::chain_der(&read(path)?).map_err(|e| e.to_string())?;
+    let parts = vpbox_ca::cert::split_der(&der).map_err(|e| e.to_string())?;
+    Ok(parts.iter().map(|p| CertificateDer::from(p.to_vec())).collect())
+}
+
+fn tls(b: &BenchServer, mutual: bool) -> Result<rustls::ServerConfig, String> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites = vec![rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256];
+    let provider = Arc::new(provider);
+    let pem = read(&b.key)?;
+    let (label, key) =
+        pem_rfc7468::decode_vec(pem.as_bytes()).map_err(|e| format!("{}: {e}", b.key.display()))?;
+    if label != "PRIVATE KEY" {
+        return Err(format!("{}: a PKCS#8 PRIVATE KEY, not {label}", b.key.display()));
+    }
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key));
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?;
+    let builder = if mutual {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in certificates(&b.client_ca)? {
+            roots.add(c).map_err(|e| e.to_string())?;
+        }
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| e.to_string())?;
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let mut config =
+        builder.with_single_cert(certificates(&b.certificate)?, key).map_err(|e| e.to_string())?;
+    // As nginx: no session tickets or resumption, so every handshake is a full one.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Ok(config)
+}
+
+/// The one client every benchmark connection counts as: an admin (every method), so the
+/// gate's allow-list passes and its classification and bucket still run.
+fn bench_client() -> Identity {
+    Identity {
+        bank: "bench".into(),
+        name: "bench-client".into(),
+        role: CertProfile::Admin,
+        serial: vec![1],
+        key_fingerprint: vpbox_sm::sm3::hash(b"vpbox bench proxy"),
+    }
+}
+
+/// Serves both listeners until the process is killed.
+pub fn serve(b: &BenchServer) -> Result<(), String> {
+    // One client holds every connection: caps and rate far above what the benchmark offers.
+    let limits: Limits = toml::from_str(
+        "handshakes_per_source = 8192\n[connections]\nlistener_max = 8192\nclient_max = 8192\n\
+         [rate]\nper_s = 4000000000\nburst = 4000000000\n",
+    )
+    .map_err(|e| e.to_string())?;
+    let configs = [(b.listen.clone(), tls(b, false)?), (b.mutual.clone(), tls(b, true)?)];
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    runtime.block_on(async move {
+        let mut tasks = Vec::new();
+        for (address, config) in configs {
+            let listener =
+                TcpListener::bind(&address).await.map_err(|e| format!("{address}: {e}"))?;
+            let api = Arc::new(Api {
+                acceptor: TlsAcceptor::from(Arc::new(config)),
+                clients: Clients::Fixed(bench_client()),
+                node_rpc: b.upstream.clone(),
+                gate: Mutex::new(Gate::new(limits.rate)),
+                connections: Mutex::new(Connections::new(limits.connections)),
+                sources: Counts::new(),
+                limits,
+                origin: tokio::time::Instant::now(),
+                metrics: Arc::new(Metrics::default()),
+                pending: Pending::new(),
+            });
+            log("bench-listening", json!({"address": address}));
+            tasks.push(tokio::spawn(crate::api::serve(listener, api)));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        Ok(())
+    })
+}
