@@ -270,6 +270,7 @@ fn handshakes(dir: &Path, address: &str, seconds: u64) -> Result<f64> {
                 while !stop.load(Ordering::Relaxed) {
                     let ok = (|| -> Option<()> {
                         let mut tcp = TcpStream::connect(&address).ok()?;
+                        tcp.set_nodelay(true).ok()?;
                         let name = ServerName::try_from("127.0.0.1").ok()?;
                         let mut conn =
                             rustls::ClientConnection::new(Arc::clone(&config), name).ok()?;

@@ -19,7 +19,6 @@
 //! - **Access log.** One JSON line per request on stderr: time, client, role, methods, status,
 //!   bytes in and out, latency.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,7 +45,8 @@ pub(crate) struct Api {
     pub(crate) acceptor: TlsAcceptor,
     pub(crate) clients: Clients,
     pub(crate) limits: Limits,
-    pub(crate) node_rpc: PathBuf,
+    /// The node's socket, its connections kept alive.
+    pub(crate) upstream: crate::upstream::Upstream,
     pub(crate) gate: Mutex<Gate<Client>>,
     pub(crate) connections: Mutex<Connections<Client>>,
     /// Connections in their handshake per source address.
@@ -410,7 +410,6 @@ fn client_header(who: &Identity) -> Result<String, String> {
 
 /// Forwards one admitted body to the node's socket: its status and body.
 async fn forward(api: &Api, who: &Identity, body: Bytes) -> Result<(u16, Vec<u8>), String> {
-    let (status, bytes) =
-        crate::net::post_to_node(&api.node_rpc, body, Some(client_header(who)?), 16 << 20).await?;
+    let (status, bytes) = api.upstream.post(body, Some(client_header(who)?), 16 << 20).await?;
     Ok((status, bytes.to_vec()))
 }

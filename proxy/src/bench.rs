@@ -120,7 +120,7 @@ pub fn serve(b: &BenchServer) -> Result<(), String> {
             let api = Arc::new(Api {
                 acceptor: TlsAcceptor::from(Arc::new(config)),
                 clients: Clients::Fixed(bench_client()),
-                node_rpc: b.upstream.clone(),
+                upstream: crate::upstream::Upstream::new(b.upstream.clone()),
                 gate: Mutex::new(Gate::new(limits.rate)),
                 connections: Mutex::new(Connections::new(limits.connections)),
                 sources: Counts::new(),

@@ -60,6 +60,7 @@ pub mod p2p;
 mod pending;
 mod rate;
 pub mod trust;
+mod upstream;
 
 pub use conn::{ConnectionCaps, ConnectionRefusal, Connections, Slot, Ticket};
 pub use envelope::{BATCH_MAX, DEPTH_MAX, Envelope, Request, classify};

@@ -277,7 +277,7 @@ pub fn run(path: &Path) -> Result<(), String> {
             let api = Arc::new(crate::api::Api {
                 acceptor: TlsAcceptor::from(Arc::new(tls)),
                 clients: crate::api::Clients::Admitted(admission),
-                node_rpc: shared.config.sockets.rpc.clone(),
+                upstream: crate::upstream::Upstream::new(shared.config.sockets.rpc.clone()),
                 gate: std::sync::Mutex::new(crate::Gate::new(limits.rate)),
                 connections: std::sync::Mutex::new(crate::Connections::new(limits.connections)),
                 sources: Counts::new(),
