@@ -108,7 +108,11 @@ pub fn log(event: &str, fields: Value) {
     if let (Some(l), Value::Object(f)) = (line.as_object_mut(), fields) {
         l.extend(f);
     }
-    eprintln!("{line}");
+    // One write per line: stderr is unbuffered, and a formatted value would go out in many
+    // small writes (one syscall each) and could interleave with another task's line.
+    let mut text = line.to_string();
+    text.push('\n');
+    let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), text.as_bytes());
 }
 
 /// A refusal: its label on `/metrics` (one of [`crate::metrics::REASONS`]) and its reason as
