@@ -5,6 +5,7 @@ mod api;
 mod ca;
 mod cluster;
 mod hsm;
+mod netns;
 #[path = "../../../node/tests/support/openrpc.rs"]
 mod openrpc;
 mod p2p;
