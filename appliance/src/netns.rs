@@ -157,8 +157,8 @@ pub(crate) fn load(dir: &Path) -> Result<Option<Network>> {
 pub(crate) fn require_root(what: &str) -> Result<()> {
     if !rustix::process::geteuid().is_root() {
         bail!(
-            "{what} needs root: it creates network namespaces, a bridge and veth pairs \
-             (run it as root, or use a loopback cluster without --netns)"
+            "{what} needs root: only root may create, enter and delete network namespaces, \
+             bridges and veth pairs (run it as root, or use a loopback cluster: no --netns)"
         );
     }
     Ok(())

@@ -3,7 +3,8 @@
 //! scenario, as in `cluster.rs`: the boxes commit the same chain over real links, the
 //! listeners live in the boxes' namespaces, a POSP in the root namespace reaches an API, a box
 //! whose proxy is killed (-9) is cut off and catches up once `up` restarts it, and `down`
-//! leaves no namespace, veth or bridge behind. Needs root (`ip netns`), as `--netns` does.
+//! leaves no namespace, veth or bridge behind, and `up` builds them again from the folder's
+//! record. Needs root (`ip netns`), as `--netns` does.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::unix::fs::MetadataExt;
@@ -278,6 +279,16 @@ fn four_boxes_in_their_own_namespaces_commit_one_chain_and_a_cut_off_box_catches
         let r = vpbox(&["cluster", "down", "--dir", dir]);
         assert_eq!(r.code, 0, "cluster down: {}{}", r.text(), r.stderr);
     }
+    assert_eq!(leftovers(&net.tag), Vec::<String>::new(), "left behind by cluster down");
+
+    // `up` after `down` builds the same network again from the record, and the chain goes on.
+    c.up(&[]);
+    assert_eq!(c.network().subnet, net.subnet);
+    let next = put(20);
+    assert!(next > ahead);
+    c.same_block(&all, next, Duration::from_secs(30));
+    let r = vpbox(&["cluster", "down", "--dir", dir]);
+    assert_eq!(r.code, 0, "cluster down: {}{}", r.text(), r.stderr);
     assert_eq!(leftovers(&net.tag), Vec::<String>::new(), "left behind by cluster down");
     eprintln!("done: {:?}", begun.elapsed());
 }
