@@ -26,7 +26,12 @@
 //!                                signed by the box's signer (`tls_uids`)
 //!     egress/N.sock              the proxy's socket through which the node reaches node N
 //!     signer.log, node.log, signer.pid, node.pid
+//!   netns.toml                   (`--netns` only) the cluster's namespaces' tag and /24
 //! ```
+//!
+//! With `--netns` (root only) each box runs in a network namespace of its own, its proxy
+//! listening on the box's own address on a bridge (P2P 7051, API 8443) rather than on loopback
+//! ports: see [`crate::netns`] for the names and addresses; `down` deletes that network too.
 //!
 //! Governance in the local cluster: `cluster add-bank --name bank-c` provisions a bank (CA and
 //! admin keys in its own token, a POSP) for `vpbox gov propose --add-root`; `cluster add-node
@@ -138,6 +143,10 @@ pub(crate) struct UpArgs {
     /// slows bursts: see the consensus `Params::pipeline_depth`.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) pipeline_depth: Option<u64>,
+    /// Give each box a network namespace of its own, on a bridge with an address per box
+    /// (root only; a new cluster only: a restart finds it in DIR/netns.toml).
+    #[arg(long)]
+    pub(crate) netns: bool,
 }
 
 /// `vpbox cluster status` / `vpbox status`.
@@ -270,10 +279,12 @@ fn vpbox_in(dir: &Path, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Starts `vpbox ARGS` in the background, in its own process group, logging to `log`.
-fn spawn(dir: &Path, args: &[&str], log: &str, pid: &str) -> Result<u32> {
+/// Starts `vpbox ARGS` in the background, in its own process group, logging to `log`; in
+/// network namespace `ns` if one is given (`ip netns exec` execs vpbox in the same process, so
+/// the pid recorded is vpbox's).
+fn spawn(dir: &Path, ns: Option<&str>, args: &[&str], log: &str, pid: &str) -> Result<u32> {
     let log_file = OpenOptions::new().create(true).append(true).open(dir.join(log))?;
-    let child = Command::new(exe()?)
+    let child = crate::netns::command(ns, &exe()?)
         .args(args)
         .current_dir(dir)
         .env("VPBOX_TEST_TOKEN_CONF", dir.join("token.toml"))
@@ -589,11 +600,19 @@ fn boxes(dir: &Path) -> Vec<u32> {
 type Listeners = (String, String);
 
 /// The listeners of each of the boxes `all`: those its configuration has, or, for a box not
-/// configured yet, free loopback ports (so that clusters side by side do not collide).
+/// configured yet, free loopback ports (so that clusters side by side do not collide), or on
+/// a `--netns` cluster the box's own address with fixed ports.
 fn listeners(dir: &Path, all: &[u32]) -> Result<HashMap<u32, Listeners>> {
+    let network = crate::netns::load(dir)?;
     let free = || -> Result<String> {
         let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
         Ok(probe.local_addr()?.to_string())
+    };
+    let fresh = |i: u32| -> Result<Listeners> {
+        match &network {
+            Some(net) => net.listeners(i),
+            None => Ok((free()?, free()?)),
+        }
     };
     let mut out = HashMap::new();
     for i in all {
@@ -602,11 +621,11 @@ fn listeners(dir: &Path, all: &[u32]) -> Result<HashMap<u32, Listeners>> {
             Some(p) => {
                 let api = match p.api {
                     Some(a) => a,
-                    None => free()?,
+                    None => fresh(*i)?.1,
                 };
                 (p.p2p, api)
             }
-            None => (free()?, free()?),
+            None => fresh(*i)?,
         };
         out.insert(*i, pair);
     }
@@ -678,7 +697,14 @@ fn start_signer(dir: &Path, i: u32) -> Result<()> {
         return Ok(());
     }
     let _ = fs::remove_file(nd.join("signer.sock"));
-    spawn(&nd, &["signer", "run", "--config", "signer.toml"], "signer.log", "signer.pid")?;
+    let ns = crate::netns::enter(dir, i)?;
+    spawn(
+        &nd,
+        ns.as_deref(),
+        &["signer", "run", "--config", "signer.toml"],
+        "signer.log",
+        "signer.pid",
+    )?;
     let sock = nd.join("signer.sock");
     wait_for(&format!("node{i}'s signer"), Duration::from_secs(30), || {
         vpbox_signer::Client::connect(&sock).and_then(|mut c| c.health()).is_ok()
@@ -694,14 +720,15 @@ fn start_proxy(dir: &Path, i: u32) -> Result<()> {
     }
     let config = box_config(dir, i)?;
     let p2p = config.proxy.context("the box has no [proxy]")?.p2p;
-    spawn(&nd, &["proxy", "run", "--config", "box.toml"], "proxy.log", "proxy.pid")?;
+    let ns = crate::netns::enter(dir, i)?;
+    spawn(&nd, ns.as_deref(), &["proxy", "run", "--config", "box.toml"], "proxy.log", "proxy.pid")?;
     let begun = Instant::now();
     let mut exited = false;
     let _ = wait_for(&format!("node{i}'s proxy"), Duration::from_secs(30), || {
         exited = begun.elapsed() > Duration::from_millis(500) && alive(&nd, "proxy.pid").is_none();
-        exited || std::net::TcpStream::connect(&p2p).is_ok()
+        exited || listening(&p2p)
     });
-    if exited || std::net::TcpStream::connect(&p2p).is_err() {
+    if exited || !listening(&p2p) {
         bail!(
             "node{i}'s proxy {}; see {}",
             if exited { "exited" } else { "did not listen within 30 s" },
@@ -709,6 +736,15 @@ fn start_proxy(dir: &Path, i: u32) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Whether something accepts TCP connections at `address` (HOST:PORT). A second at most: on a
+/// `--netns` cluster the address is a box's on the bridge, where a lost SYN would otherwise
+/// hold the probe for the kernel's two minutes of retries.
+fn listening(address: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    let Some(a) = address.to_socket_addrs().ok().and_then(|mut a| a.next()) else { return false };
+    std::net::TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok()
 }
 
 /// Starts box `i`'s node and then its proxy (if they are not running).
@@ -722,7 +758,8 @@ fn start_node_only(dir: &Path, i: u32) -> Result<()> {
     if alive(&nd, "node.pid").is_some() {
         return Ok(());
     }
-    spawn(&nd, &["node", "run", "--config", "box.toml"], "node.log", "node.pid")?;
+    let ns = crate::netns::enter(dir, i)?;
+    spawn(&nd, ns.as_deref(), &["node", "run", "--config", "box.toml"], "node.log", "node.pid")?;
     let rpc = rpc_path(dir, i)?;
     let mut exited = false;
     let begun = Instant::now();
@@ -958,6 +995,23 @@ fn create(a: &UpArgs) -> Result<()> {
 
 fn up(a: &UpArgs) -> Result<Outcome> {
     let fresh = !a.dir.dir.join("genesis.json").exists();
+    if a.netns {
+        crate::netns::require_root("`vpbox cluster up --netns`")?;
+        if !fresh && crate::netns::load(&a.dir.dir)?.is_none() {
+            bail!(
+                "{} holds a loopback cluster: --netns applies when a cluster is created",
+                a.dir.dir.display()
+            );
+        }
+    }
+    if crate::netns::load(&a.dir.dir)?.is_some() {
+        crate::netns::require_root("`vpbox cluster up` of a --netns cluster")?;
+    }
+    if fresh && a.netns {
+        // The network first: the boxes' files carry its addresses.
+        fs::create_dir_all(&a.dir.dir)?;
+        crate::netns::plan(&fs::canonicalize(&a.dir.dir)?)?;
+    }
     if fresh {
         create(a)?;
     }
@@ -992,6 +1046,16 @@ fn up(a: &UpArgs) -> Result<Outcome> {
         };
         enroll_members(&dir, &genesis, &fs::canonicalize(&module)?)?;
     }
+    if let Some(net) = crate::netns::load(&dir)? {
+        println!(
+            "Each box in its own network namespace, on bridge {} ({}/24):",
+            net.bridge(),
+            net.gateway()
+        );
+        for i in boxes(&dir) {
+            println!("  node{i}: {} in {}", net.address(i)?, net.namespace(i));
+        }
+    }
     println!("{n} nodes up. JSON-RPC (HTTP/1.1 on Unix sockets):");
     for i in 1..=n {
         println!("  node{i}: {}", rpc_path(&dir, i)?.display());
@@ -1022,15 +1086,34 @@ fn stop(nd: &Path, pid_file: &str) {
 }
 
 fn down(dir: &Path) -> Result<Outcome> {
-    if !dir.join("genesis.json").exists() {
-        bail!("{} holds no cluster", dir.display());
+    let network = crate::netns::load(dir)?;
+    if network.is_some() {
+        // The processes are root's, and so is the network: without root nothing would stop.
+        crate::netns::require_root("`vpbox cluster down` of a --netns cluster")?;
     }
-    let genesis = Genesis::load(&dir.join("genesis.json"))?;
-    for i in genesis.nodes.iter().map(|n| n.id.0).chain(added_nodes(dir, &genesis)) {
+    let ids: Vec<u32> = if dir.join("genesis.json").exists() {
+        let genesis = Genesis::load(&dir.join("genesis.json"))?;
+        genesis.nodes.iter().map(|n| n.id.0).chain(added_nodes(dir, &genesis)).collect()
+    } else if network.is_some() {
+        // A `--netns` creation that failed halfway: its network was claimed first, and the
+        // signers it started run in their namespaces.
+        (1..=64).filter(|i| node_dir(dir, *i).exists()).collect()
+    } else {
+        bail!("{} holds no cluster", dir.display());
+    };
+    for i in ids {
         let nd = node_dir(dir, i);
         stop(&nd, "proxy.pid");
         stop(&nd, "node.pid");
         stop(&nd, "signer.pid");
+    }
+    if let Some(net) = network {
+        crate::netns::remove(dir)?;
+        println!(
+            "removed the namespaces vpbox-{}-node*, their veths and {}",
+            net.tag,
+            net.bridge()
+        );
     }
     println!("stopped; the data stays in {}", dir.display());
     Ok(Outcome::Ok)

@@ -19,6 +19,7 @@ mod gov_cmd;
 mod harden;
 mod hsm_cmd;
 mod https;
+mod netns;
 mod signer_cmd;
 mod sm2_cmd;
 mod sm3_cmd;

@@ -7,6 +7,7 @@ mod ca;
 mod cluster;
 mod hsm;
 mod metrics;
+mod netns;
 #[path = "../../../node/tests/support/openrpc.rs"]
 mod openrpc;
 mod p2p;
