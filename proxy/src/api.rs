@@ -223,7 +223,9 @@ async fn connection(
         "api-connected",
         json!({"from": from, "client": who.name, "bank": who.bank, "role": who.role.name()}),
     );
-    let who = Arc::new(who);
+    // The identity the node is told, encoded once for the connection's requests (none for a
+    // certificate without an API role: the gate refuses its every request).
+    let who = Arc::new(Caller { header: client_header(&who).ok(), who });
     let certs = Arc::new(certs);
     let service = {
         let (api, who, certs) = (Arc::clone(api), Arc::clone(&who), Arc::clone(&certs));
@@ -244,8 +246,30 @@ async fn connection(
     }
     api.metrics.open(Listener::Api, -1);
     let reason = served.map_or_else(|e| e.to_string(), |()| "closed".into());
-    log("api-closed", json!({"from": from, "client": who.name, "reason": reason}));
+    log("api-closed", json!({"from": from, "client": who.who.name, "reason": reason}));
     Ok(())
+}
+
+/// An admitted connection's client: its identity and the header that tells the node.
+struct Caller {
+    who: Identity,
+    header: Option<String>,
+}
+
+/// One access log line.
+#[derive(serde::Serialize)]
+struct Access<'a> {
+    at: String,
+    event: &'static str,
+    client: &'a str,
+    bank: &'a str,
+    role: &'static str,
+    methods: &'a [&'static str],
+    status: u16,
+    #[serde(rename = "in")]
+    bytes_in: usize,
+    out: Option<u64>,
+    ms: u64,
 }
 
 fn answer(status: StatusCode, body: Vec<u8>, retry_after: Option<u64>) -> Response<Full<Bytes>> {
@@ -265,7 +289,7 @@ fn error_body(code: i64, message: &str) -> Vec<u8> {
 async fn request(
     req: Request<Incoming>,
     api: &Api,
-    who: &Identity,
+    caller: &Caller,
     certs: &[CertificateDer<'static>],
 ) -> Response<Full<Bytes>> {
     let started = tokio::time::Instant::now();
@@ -284,7 +308,7 @@ async fn request(
             (StatusCode::FORBIDDEN, 0, vec![], r)
         }
         Ok(_) => {
-            let judged = judge_and_forward(req, api, who).await;
+            let judged = judge_and_forward(req, api, caller).await;
             if let Some(label) = refusal_label(judged.0) {
                 api.metrics.refused(Listener::Api, label);
             }
@@ -292,13 +316,19 @@ async fn request(
         }
     };
     api.metrics.request(status.as_u16(), started.elapsed());
-    log(
-        "api",
-        json!({"client": who.name, "bank": who.bank, "role": who.role.name(), "methods": methods,
-               "status": status.as_u16(), "in": bytes_in,
-               "out": hyper::body::Body::size_hint(response.body()).exact(),
-               "ms": started.elapsed().as_millis() as u64}),
-    );
+    let who = &caller.who;
+    crate::net::log_line(&Access {
+        at: crate::net::stamp(),
+        event: "api",
+        client: &who.name,
+        bank: &who.bank,
+        role: who.role.name(),
+        methods: &methods,
+        status: status.as_u16(),
+        bytes_in,
+        out: hyper::body::Body::size_hint(response.body()).exact(),
+        ms: started.elapsed().as_millis() as u64,
+    });
     response
 }
 
@@ -318,8 +348,9 @@ fn refusal_label(status: StatusCode) -> Option<&'static str> {
 async fn judge_and_forward(
     req: Request<Incoming>,
     api: &Api,
-    who: &Identity,
+    caller: &Caller,
 ) -> (StatusCode, usize, Vec<&'static str>, Response<Full<Bytes>>) {
+    let who = &caller.who;
     let done = |status: StatusCode, n: usize, m: Vec<&'static str>, r| (status, n, m, r);
     if req.method() != hyper::Method::POST {
         let body = error_body(-32600, "only POST carries JSON-RPC");
@@ -376,7 +407,7 @@ async fn judge_and_forward(
     };
     let methods: Vec<&'static str> =
         envelope.requests().iter().map(|r| r.method().name()).collect();
-    match tokio::time::timeout(api.limits.answer_deadline(), forward(api, who, body)).await {
+    match tokio::time::timeout(api.limits.answer_deadline(), forward(api, caller, body)).await {
         Ok(Ok((status, body))) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
             done(status, n, methods, answer(status, body, None))
@@ -409,7 +440,8 @@ fn client_header(who: &Identity) -> Result<String, String> {
 }
 
 /// Forwards one admitted body to the node's socket: its status and body.
-async fn forward(api: &Api, who: &Identity, body: Bytes) -> Result<(u16, Vec<u8>), String> {
-    let (status, bytes) = api.upstream.post(body, Some(client_header(who)?), 16 << 20).await?;
+async fn forward(api: &Api, caller: &Caller, body: Bytes) -> Result<(u16, Vec<u8>), String> {
+    let header = caller.header.clone().ok_or("the client has no API role")?;
+    let (status, bytes) = api.upstream.post(body, Some(header), 16 << 20).await?;
     Ok((status, bytes.to_vec()))
 }

@@ -99,18 +99,29 @@ fn now() -> SystemTime {
     SystemTime::now()
 }
 
+/// Now, in RFC 3339 UTC with milliseconds: every log line's `at`.
+pub(crate) fn stamp() -> String {
+    humantime::format_rfc3339_millis(now()).to_string()
+}
+
 /// One JSON line on stderr: `{"at": RFC 3339, "event": …, …fields}`.
 pub fn log(event: &str, fields: Value) {
     let mut line = json!({
-        "at": humantime::format_rfc3339_millis(now()).to_string(),
+        "at": stamp(),
         "event": event,
     });
     if let (Some(l), Value::Object(f)) = (line.as_object_mut(), fields) {
         l.extend(f);
     }
+    log_line(&line);
+}
+
+/// One serialized value as a JSON line on stderr (the access log's lines, without an
+/// intermediate map).
+pub(crate) fn log_line<T: serde::Serialize>(line: &T) {
+    let Ok(mut text) = serde_json::to_string(line) else { return };
     // One write per line: stderr is unbuffered, and a formatted value would go out in many
     // small writes (one syscall each) and could interleave with another task's line.
-    let mut text = line.to_string();
     text.push('\n');
     let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), text.as_bytes());
 }
