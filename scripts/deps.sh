@@ -25,11 +25,18 @@ for component in rustfmt clippy; do
 done
 [[ "${1:-}" == "--test" ]] || exit 0
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
-# promtool (prometheus): checks the proxy's /metrics page in the cluster test.
-command -v promtool >/dev/null || {
+# promtool (prometheus): checks the proxy's /metrics page in the cluster test; nginx and wrk:
+# the peer and the load generator of `vpbox bench proxy`.
+test_packages=(prometheus nginx wrk)
+test_missing=()
+for p in "${test_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || test_missing+=("$p")
+done
+if ((${#test_missing[@]})); then
+  echo "deps: installing ${test_missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-}
+  apt-get install -y -qq --no-install-recommends "${test_missing[@]}" >/dev/null
+fi
 # Tongsuo's s_server/s_client: the RFC 8998 peer of vpbox-tls's interop tests.
 bash "$(dirname "$0")/tongsuo.sh"

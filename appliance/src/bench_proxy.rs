@@ -137,11 +137,23 @@ fn credentials(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Kills its process when dropped.
+/// Stops its process when dropped: SIGTERM (nginx's master then stops its workers; a SIGKILL
+/// would leave them running), SIGKILL after 5 s.
 struct Reaped(Child);
 
 impl Drop for Reaped {
     fn drop(&mut self) {
+        let pid = rustix::process::Pid::from_raw(self.0.id() as i32);
+        if let Some(pid) = pid {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
