@@ -42,7 +42,8 @@ type Client = [u8; 32];
 
 /// What the API's connections share.
 pub(crate) struct Api {
-    pub(crate) acceptor: TlsAcceptor,
+    /// The TLS configuration; replaced when the proxy's certificate is reloaded.
+    pub(crate) acceptor: Arc<std::sync::RwLock<TlsAcceptor>>,
     pub(crate) clients: Clients,
     pub(crate) limits: Limits,
     /// The node's socket, its connections kept alive.
@@ -57,6 +58,27 @@ pub(crate) struct Api {
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// Connections in their handshake, and how to cancel each.
     pub(crate) pending: Mutex<Pending>,
+    /// True once the proxy is stopping: no new connection is accepted, and each open one is
+    /// closed after the answer it owes.
+    pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
+    /// Connections being served (past their accept).
+    pub(crate) active: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a connection in [`Api::active`] while it lives.
+struct Active<'a>(&'a Api);
+
+impl<'a> Active<'a> {
+    fn new(api: &'a Api) -> Self {
+        api.active.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self(api)
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Who the API's clients are.
@@ -120,10 +142,15 @@ impl Api {
     }
 }
 
-/// Accepts API connections until the process ends.
+/// Accepts API connections until the proxy stops.
 pub(crate) async fn serve(listener: TcpListener, api: Arc<Api>) {
+    let mut stopping = api.stopping.clone();
     loop {
-        let (tcp, from) = match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = async { drop(stopping.wait_for(|s| *s).await) } => return,
+        };
+        let (tcp, from) = match accepted {
             Ok(c) => c,
             Err(e) => {
                 log("api-accept-failed", json!({"reason": e.to_string()}));
@@ -153,6 +180,7 @@ pub(crate) async fn serve(listener: TcpListener, api: Arc<Api>) {
         };
         let api = Arc::clone(&api);
         tokio::spawn(async move {
+            let _active = Active::new(&api);
             let from = from.to_string();
             let pending = InHandshake { api: &api, id };
             let handshake = connection(tcp, &api, &from, source, pending, cancelled).await;
@@ -179,7 +207,9 @@ async fn connection(
         .open()
         .map_err(|e| ("shed", e.to_string()))?;
     let _ = tcp.set_nodelay(true);
-    let handshake = tokio::time::timeout(api.limits.handshake_deadline(), api.acceptor.accept(tcp));
+    let acceptor =
+        api.acceptor.read().map(|a| a.clone()).map_err(|_| ("tls", "lock".to_string()))?;
+    let handshake = tokio::time::timeout(api.limits.handshake_deadline(), acceptor.accept(tcp));
     let outcome = tokio::select! {
         h = handshake => Some(h),
         // Only a drop of the sender ends this: an eviction, or the listener going away.
@@ -234,13 +264,26 @@ async fn connection(
             async move { Ok::<_, std::convert::Infallible>(request(req, &api, &who, &certs).await) }
         })
     };
-    let served = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(api.limits.request_deadline())
-        .max_buf_size((api.limits.header_bytes_max.get() as usize).max(8192))
-        .keep_alive(true)
-        .serve_connection(TokioIo::new(tls), service)
-        .await;
+    let builder = {
+        let mut b = hyper::server::conn::http1::Builder::new();
+        b.timer(TokioTimer::new())
+            .header_read_timeout(api.limits.request_deadline())
+            .max_buf_size((api.limits.header_bytes_max.get() as usize).max(8192))
+            .keep_alive(true);
+        b
+    };
+    let conn = builder.serve_connection(TokioIo::new(tls), service);
+    tokio::pin!(conn);
+    let mut stopping = api.stopping.clone();
+    let served = tokio::select! {
+        r = conn.as_mut() => r,
+        () = async { drop(stopping.wait_for(|s| *s).await) } => {
+            // The answer in progress is finished and sent with `Connection: close`; an idle
+            // connection is closed at once.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
     if let Ok(mut c) = api.connections.lock() {
         c.close_admitted(ticket);
     }

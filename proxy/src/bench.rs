@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -46,12 +46,6 @@ fn read(path: &PathBuf) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn certificates(path: &PathBuf) -> Result<Vec<CertificateDer<'static>>, String> {
-    let der = vpbox_ca::pem::chain_der(&read(path)?).map_err(|e| e.to_string())?;
-    let parts = vpbox_ca::cert::split_der(&der).map_err(|e| e.to_string())?;
-    Ok(parts.iter().map(|p| CertificateDer::from(p.to_vec())).collect())
-}
-
 fn tls(b: &BenchServer, mutual: bool) -> Result<rustls::ServerConfig, String> {
     let mut provider = rustls::crypto::ring::default_provider();
     provider.cipher_suites = vec![rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256];
@@ -68,7 +62,7 @@ fn tls(b: &BenchServer, mutual: bool) -> Result<rustls::ServerConfig, String> {
         .map_err(|e| e.to_string())?;
     let builder = if mutual {
         let mut roots = rustls::RootCertStore::empty();
-        for c in certificates(&b.client_ca)? {
+        for c in crate::net::read_chain(&b.client_ca)? {
             roots.add(c).map_err(|e| e.to_string())?;
         }
         let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
@@ -78,8 +72,9 @@ fn tls(b: &BenchServer, mutual: bool) -> Result<rustls::ServerConfig, String> {
     } else {
         builder.with_no_client_auth()
     };
-    let mut config =
-        builder.with_single_cert(certificates(&b.certificate)?, key).map_err(|e| e.to_string())?;
+    let mut config = builder
+        .with_single_cert(crate::net::read_chain(&b.certificate)?, key)
+        .map_err(|e| e.to_string())?;
     // As nginx: no session tickets or resumption, so every handshake is a full one.
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
@@ -112,13 +107,15 @@ pub fn serve(b: &BenchServer) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("runtime: {e}"))?;
+    // The benchmark's proxy is killed when done: it never stops gracefully.
+    let (_stop, stopping) = tokio::sync::watch::channel(false);
     runtime.block_on(async move {
         let mut tasks = Vec::new();
         for (address, config) in configs {
             let listener =
                 TcpListener::bind(&address).await.map_err(|e| format!("{address}: {e}"))?;
             let api = Arc::new(Api {
-                acceptor: TlsAcceptor::from(Arc::new(config)),
+                acceptor: Arc::new(std::sync::RwLock::new(TlsAcceptor::from(Arc::new(config)))),
                 clients: Clients::Fixed(bench_client()),
                 upstream: crate::upstream::Upstream::new(b.upstream.clone()),
                 gate: Mutex::new(Gate::new(limits.rate)),
@@ -128,6 +125,8 @@ pub fn serve(b: &BenchServer) -> Result<(), String> {
                 origin: tokio::time::Instant::now(),
                 metrics: Arc::new(Metrics::default()),
                 pending: Pending::new(),
+                stopping: stopping.clone(),
+                active: std::sync::atomic::AtomicUsize::new(0),
             });
             log("bench-listening", json!({"address": address}));
             tasks.push(tokio::spawn(crate::api::serve(listener, api)));

@@ -15,9 +15,15 @@
 //! - **Open connections** are checked again whenever the trust state changes (so within one
 //!   poll of a CRL or a removal): a peer no longer admitted, or no longer a member, is cut.
 //! - **Reload** on SIGHUP: the box's file is read again and its `[[peers]]` addresses apply to
-//!   the next connection (egress sockets appear for members that gained an address); open
-//!   connections stay. Other fields (sockets, listener, certificate, profile) are read at start
-//!   only: a change to them is logged as needing a restart.
+//!   the next connection (egress sockets appear for members that gained an address); the
+//!   certificate file is read again and a new chain for the box's key (a renewal) serves every
+//!   new handshake, P2P and API; open connections stay. Other fields (sockets, listeners, the
+//!   certificate's path, profiles) are read at start only: a change to them is logged as
+//!   needing a restart.
+//! - **Stopping** (SIGTERM, SIGINT): the API listener stops accepting; each open API connection
+//!   finishes the answer it owes (sent with `Connection: close`) and closes, an idle one at
+//!   once; after at most [`GRACE`] (15 s) the process exits, P2P links with it (the nodes'
+//!   links redial the box when it is back).
 //! - **The proxy holds no private key**: its handshakes are signed by the box's signer in its
 //!   TLS domain ([`vpbox_tls::sign::SignerServiceKey`]).
 //!
@@ -172,8 +178,12 @@ struct Shared {
     membership: RwLock<Arc<Membership>>,
     /// Bumped on every change of the trust state.
     generation: watch::Sender<u64>,
-    acceptor: TlsAcceptor,
-    connector: TlsConnector,
+    /// The certificate chain in use and the TLS configurations made with it (replaced when a
+    /// SIGHUP finds a new certificate).
+    tls: RwLock<(Vec<CertificateDer<'static>>, TlsConfigs)>,
+    tls_parts: TlsParts,
+    /// The API listener's acceptor, replaced with the others.
+    api_acceptor: Option<Arc<RwLock<TlsAcceptor>>>,
     admission: Admission,
     metrics: Arc<Metrics>,
 }
@@ -213,20 +223,67 @@ fn raise_file_limit() -> Option<u64> {
     getrlimit(Resource::Nofile).current
 }
 
-/// Runs the proxy of the box whose configuration is at `path` until the process is killed.
+/// The certificate chain (PEM, end entity first) in the file at `path`.
+pub(crate) fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let der = vpbox_ca::pem::chain_der(&pem).map_err(|e| format!("{}: {e}", path.display()))?;
+    let parts = vpbox_ca::cert::split_der(&der).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(parts.iter().map(|p| CertificateDer::from(p.to_vec())).collect())
+}
+
+fn tls_profile(p: TlsProfile) -> Profile {
+    match p {
+        TlsProfile::Sm => Profile::Sm,
+        TlsProfile::Hybrid => Profile::Hybrid,
+    }
+}
+
+/// The proxy's TLS configurations for one certificate chain: the P2P server and client, and
+/// the API server.
+struct TlsConfigs {
+    p2p_server: TlsAcceptor,
+    p2p_client: TlsConnector,
+    api: Option<TlsAcceptor>,
+}
+
+/// What the TLS configurations are built from, to build them again for a new certificate.
+struct TlsParts {
+    key: Arc<dyn vpbox_tls::sign::TlsKey>,
+    profile: Profile,
+    peers: Admission,
+    api: Option<(Profile, Admission)>,
+}
+
+impl TlsParts {
+    fn build(&self, chain: Vec<CertificateDer<'static>>) -> Result<TlsConfigs, String> {
+        let ours =
+            Credentials::with_key(chain, Arc::clone(&self.key)).map_err(|e| e.to_string())?;
+        let server =
+            server_config(self.profile, &ours, self.peers.clone()).map_err(|e| e.to_string())?;
+        let client =
+            client_config(self.profile, &ours, self.peers.clone()).map_err(|e| e.to_string())?;
+        let api = match &self.api {
+            None => None,
+            Some((profile, clients)) => {
+                let tls =
+                    server_config(*profile, &ours, clients.clone()).map_err(|e| e.to_string())?;
+                Some(TlsAcceptor::from(Arc::new(tls)))
+            }
+        };
+        Ok(TlsConfigs {
+            p2p_server: TlsAcceptor::from(Arc::new(server)),
+            p2p_client: TlsConnector::from(Arc::new(client)),
+            api,
+        })
+    }
+}
+
+/// Runs the proxy of the box whose configuration is at `path` until it is stopped (SIGTERM).
 pub fn run(path: &Path) -> Result<(), String> {
     let config = BoxConfig::load(path)?;
     let files = raise_file_limit();
     let proxy = config.proxy.clone().ok_or("the box's configuration has no [proxy] table")?;
-    let pem = std::fs::read_to_string(&proxy.certificate)
-        .map_err(|e| format!("{}: {e}", proxy.certificate.display()))?;
-    let chain: Vec<CertificateDer<'static>> = vpbox_ca::pem::chain_der(&pem)
-        .map_err(|e| format!("{}: {e}", proxy.certificate.display()))
-        .and_then(|der| {
-            vpbox_ca::cert::split_der(&der)
-                .map(|parts| parts.iter().map(|p| CertificateDer::from(p.to_vec())).collect())
-                .map_err(|e| e.to_string())
-        })?;
+    let chain = read_chain(&proxy.certificate)?;
     let key = SignerServiceKey::connect(&config.signer.socket, &config.signer.key)?
         .with_timeout(SIGNING_DEADLINE);
     let metrics = Arc::new(Metrics::default());
@@ -235,35 +292,32 @@ pub fn run(path: &Path) -> Result<(), String> {
         in_flight: std::sync::atomic::AtomicUsize::new(0),
         metrics: Arc::clone(&metrics),
     };
-    let ours = Credentials::with_key(chain, Arc::new(key)).map_err(|e| e.to_string())?;
-    let profile = match proxy.profile {
-        TlsProfile::Sm => Profile::Sm,
-        TlsProfile::Hybrid => Profile::Hybrid,
-    };
+    let profile = tls_profile(proxy.profile);
     let trust = Arc::new(RwLock::new(TrustStore::new()));
     let admission = Admission::new(Arc::clone(&trust), CertProfile::VpNode);
-    let api = match &proxy.api {
-        None => None,
-        Some(address) => {
+    let clients = Admission::any_of(Arc::clone(&trust), CertProfile::Posp, &[CertProfile::Admin]);
+    let parts = TlsParts {
+        key: Arc::new(key),
+        profile,
+        peers: admission.clone(),
+        api: proxy.api.as_ref().map(|_| (tls_profile(proxy.api_profile), clients.clone())),
+    };
+    let configs = parts.build(chain.clone())?;
+    let api_acceptor = configs.api.clone().map(|a| Arc::new(RwLock::new(a)));
+    let api = match (&proxy.api, api_acceptor.clone()) {
+        (Some(address), Some(tls)) => {
             let limits = crate::Limits::deserialize(toml::Value::Table(proxy.limits.clone()))
                 .map_err(|e| format!("proxy.limits: {e}"))?;
-            let clients =
-                Admission::any_of(Arc::clone(&trust), CertProfile::Posp, &[CertProfile::Admin]);
-            let profile = match proxy.api_profile {
-                TlsProfile::Sm => Profile::Sm,
-                TlsProfile::Hybrid => Profile::Hybrid,
-            };
-            let tls = server_config(profile, &ours, clients.clone()).map_err(|e| e.to_string())?;
             Some((address.clone(), limits, clients, tls))
         }
+        _ => None,
     };
-    let server = server_config(profile, &ours, admission.clone()).map_err(|e| e.to_string())?;
-    let client = client_config(profile, &ours, admission.clone()).map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| format!("runtime: {e}"))?;
+    let (stop, stopping) = watch::channel(false);
     runtime.block_on(async move {
         let listener = TcpListener::bind(&proxy.p2p)
             .await
@@ -275,8 +329,9 @@ pub fn run(path: &Path) -> Result<(), String> {
             trust,
             membership: RwLock::new(Arc::new(Membership::default())),
             generation: watch::channel(0).0,
-            acceptor: TlsAcceptor::from(Arc::new(server)),
-            connector: TlsConnector::from(Arc::new(client)),
+            tls: RwLock::new((chain, configs)),
+            tls_parts: parts,
+            api_acceptor,
             admission,
             metrics: Arc::clone(&metrics),
         });
@@ -285,12 +340,13 @@ pub fn run(path: &Path) -> Result<(), String> {
             json!({"node": shared.config.node_id, "p2p": proxy.p2p, "profile": format!("{profile:?}"),
                    "open_files_max": files}),
         );
+        let mut api_served = None;
         if let Some((address, limits, admission, tls)) = api {
             let listener = TcpListener::bind(&address)
                 .await
                 .map_err(|e| format!("proxy.api {address}: {e}"))?;
             let api = Arc::new(crate::api::Api {
-                acceptor: TlsAcceptor::from(Arc::new(tls)),
+                acceptor: tls,
                 clients: crate::api::Clients::Admitted(admission),
                 upstream: crate::upstream::Upstream::new(shared.config.sockets.rpc.clone()),
                 gate: std::sync::Mutex::new(crate::Gate::new(limits.rate)),
@@ -300,8 +356,11 @@ pub fn run(path: &Path) -> Result<(), String> {
                 origin: tokio::time::Instant::now(),
                 metrics: Arc::clone(&metrics),
                 pending: crate::api::Pending::new(),
+                stopping: stopping.clone(),
+                active: std::sync::atomic::AtomicUsize::new(0),
             });
             log("api-listening", json!({"api": address}));
+            api_served = Some(Arc::clone(&api));
             tokio::spawn(crate::api::serve(listener, api));
         }
         if let Some(address) = &proxy.admin {
@@ -318,9 +377,42 @@ pub fn run(path: &Path) -> Result<(), String> {
         tokio::spawn(poll_trust(Arc::clone(&shared)));
         tokio::spawn(egress(Arc::clone(&shared)));
         tokio::spawn(reload_on_hangup(Arc::clone(&shared)));
-        ingress(listener, shared).await;
+        tokio::select! {
+            () = ingress(listener, shared) => {}
+            signal = terminated() => log("proxy-stopping", json!({"signal": signal, "grace_s": GRACE.as_secs()})),
+        }
+        // Graceful: no new API connection; each open one finishes the answer it owes, then
+        // closes. P2P links close when the runtime does (the nodes' links redial).
+        let _ = stop.send(true);
+        let begun = tokio::time::Instant::now();
+        let unfinished = loop {
+            let active = api_served
+                .as_ref()
+                .map_or(0, |a| a.active.load(std::sync::atomic::Ordering::SeqCst));
+            if active == 0 || begun.elapsed() >= GRACE {
+                break active;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        log("proxy-stopped", json!({"unfinished_api_connections": unfinished}));
         Ok(())
     })
+}
+
+/// How long a stopping proxy waits for its API connections to finish what they owe.
+const GRACE: Duration = Duration::from_secs(15);
+
+/// The first SIGTERM or SIGINT: its name.
+async fn terminated() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        },
+        // Without handlers the default actions apply (the process ends at once).
+        _ => std::future::pending().await,
+    }
 }
 
 /// POSTs a JSON-RPC `body` to the node's socket at `socket`, with the client identity header
@@ -444,8 +536,43 @@ async fn reload_on_hangup(shared: Arc<Shared>) {
         if let Ok(mut peers) = shared.peers.write() {
             *peers = fresh.peers;
         }
+        reload_certificate(&shared);
         log("reloaded", json!({"peers": shared.peers.read().map(|p| p.len()).unwrap_or(0)}));
         shared.generation.send_modify(|g| *g += 1);
+    }
+}
+
+/// Reads the box's certificate again: a new chain (a renewal for the same key) is used for every
+/// new handshake from now on, P2P and API; open connections keep theirs. A chain that does not
+/// load or is not for the box's key is refused and the one in use kept.
+fn reload_certificate(shared: &Shared) {
+    let Some(path) = shared.config.proxy.as_ref().map(|p| p.certificate.clone()) else { return };
+    let same = |chain: &[CertificateDer<'static>]| {
+        shared.tls.read().map(|t| t.0.as_slice() == chain).unwrap_or(false)
+    };
+    match read_chain(&path).and_then(|chain| {
+        if same(&chain) {
+            return Ok(None);
+        }
+        shared.tls_parts.build(chain.clone()).map(|c| Some((chain, c)))
+    }) {
+        Ok(None) => {}
+        Ok(Some((chain, configs))) => {
+            if let (Some(slot), Some(api)) = (&shared.api_acceptor, &configs.api) {
+                if let Ok(mut a) = slot.write() {
+                    *a = api.clone();
+                }
+            }
+            if let Ok(mut t) = shared.tls.write() {
+                *t = (chain, configs);
+            }
+            log("certificate-reloaded", json!({"certificate": path.display().to_string()}));
+        }
+        Err(e) => log(
+            "certificate-refused",
+            json!({"certificate": path.display().to_string(), "reason": e,
+                   "kept": "the certificate in use"}),
+        ),
     }
 }
 
@@ -565,7 +692,12 @@ async fn inbound(
     links: &Arc<Counts<u32>>,
 ) -> Result<Inbound, Refused> {
     let _ = tcp.set_nodelay(true);
-    let mut tls = tokio::time::timeout(HANDSHAKE, shared.acceptor.accept(tcp))
+    let acceptor = shared
+        .tls
+        .read()
+        .map(|t| t.1.p2p_server.clone())
+        .map_err(|_| ("tls", "lock".to_string()))?;
+    let mut tls = tokio::time::timeout(HANDSHAKE, acceptor.accept(tcp))
         .await
         .map_err(|_| ("timeout", "no TLS handshake within 10 s".to_string()))?
         .map_err(|e| tls_reason(&e))?;
@@ -757,7 +889,8 @@ async fn outbound(node: UnixStream, shared: &Arc<Shared>, id: u32) -> Result<(),
         .map_err(|_| format!("{address}: no connection within 5 s"))?
         .map_err(|e| format!("{address}: {e}"))?;
     let _ = tcp.set_nodelay(true);
-    let tls = tokio::time::timeout(HANDSHAKE, shared.connector.connect(server_name, tcp))
+    let connector = shared.tls.read().map(|t| t.1.p2p_client.clone()).map_err(|_| "lock")?;
+    let tls = tokio::time::timeout(HANDSHAKE, connector.connect(server_name, tcp))
         .await
         .map_err(|_| format!("{address}: no TLS handshake within 10 s"))?
         .map_err(|e| format!("{address} ({name}): {}", tls_reason(&e).1))?;

@@ -245,3 +245,54 @@ pub(crate) fn declare_body(dir: &Path, i: u32, bank: &str, declared: u64) -> (u1
     }
     panic!("no answer to a head alone: {}", String::from_utf8_lossy(&raw));
 }
+
+/// SIGTERM to box `i`'s proxy while a POSP's request is half sent: the listener closes at
+/// once, the request is still answered (with `Connection: close`), and the proxy then exits by
+/// itself, its log saying nothing was left unfinished.
+pub(crate) fn graceful_stop(dir: &Path, i: u32) {
+    let client = posp(dir, "bank-a");
+    let tcp = TcpStream::connect(api_address(dir, i)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let name = ServerName::try_from(format!("node{i}.bank-a")).unwrap();
+    let conn = rustls::ClientConnection::new(Arc::clone(&client), name).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let body = br#"{"jsonrpc":"2.0","id":1,"method":"block_getChainHeight","params":[]}"#;
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: node{i}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).unwrap();
+    tls.write_all(&body[..10]).unwrap();
+    tls.flush().unwrap();
+    let pid_file = dir.join(format!("node{i}/proxy.pid"));
+    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let proc = rustix::process::Pid::from_raw(pid).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    rustix::process::kill_process(proc, rustix::process::Signal::TERM).unwrap();
+    // The listener is closed: a new client is refused at once.
+    let start = std::time::Instant::now();
+    while TcpStream::connect(api_address(dir, i)).is_ok() {
+        assert!(start.elapsed() < Duration::from_secs(5), "the API still accepts after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The request in flight is finished and answered.
+    tls.write_all(&body[10..]).unwrap();
+    tls.flush().unwrap();
+    let mut raw = Vec::new();
+    let _ = tls.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    assert!(text.contains("connection: close"), "{text}");
+    // Then the proxy exits by itself, well within its grace.
+    let start = std::time::Instant::now();
+    while std::path::Path::new(&format!("/proc/{pid}/stat")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z")
+    {
+        assert!(start.elapsed() < Duration::from_secs(10), "the proxy did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = std::fs::read_to_string(dir.join(format!("node{i}/proxy.log"))).unwrap();
+    assert!(log.contains("\"proxy-stopping\""), "{log}");
+    assert!(log.contains("\"unfinished_api_connections\":0"), "{log}");
+}

@@ -410,6 +410,8 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
     // The box's monitoring: /metrics (promtool accepts it) counts those refusals; /health.
     crate::metrics::admin_checks(&c.dir);
     crate::abuse::api_abuse(&c.dir, 1);
+    // A renewed certificate is taken on SIGHUP; one for another key is refused.
+    crate::p2p::certificate_reload(&c.dir);
     crate::p2p::flood(&c.dir, entry, || {
         let mut rpc = c.rpc(entry);
         for n in 550..555u64 {
@@ -433,6 +435,9 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
     wait("the box to catch up once its proxy is back", Duration::from_secs(60), || {
         c.height(cut) >= ahead
     });
+    // A proxy stopped by SIGTERM answers what it owes first; restarted, it serves again.
+    crate::api::graceful_stop(&c.dir, 1);
+    c.up();
 
     // Two of four down: nothing commits, intake goes on; all commits once they return.
     let (a, b) = if primary == 4 { (1, 3) } else { (primary, 4) };

@@ -154,3 +154,77 @@ fn wait_for_log(dir: &Path, i: u32, what: &str) {
     }
     panic!("node{i}'s proxy never logged {what}");
 }
+
+/// The leaf certificate box `i`'s proxy presents on its P2P listener now.
+fn presented(dir: &Path, i: u32, bank: &str) -> Vec<u8> {
+    let key = SignerServiceKey::connect(&dir.join("node2/signer.sock"), "consensus").unwrap();
+    let node2 = Credentials::with_key(chain(&dir.join("node2/node.crt")), Arc::new(key)).unwrap();
+    let (tls, _) = dial(dir, i, bank, &node2).expect("node 2 is admitted");
+    tls.conn.peer_certificates().unwrap()[0].to_vec()
+}
+
+/// Box 1's certificate renewed (a new one for the same key from bank-a's CA) and SIGHUP: every
+/// new handshake presents the new one, and the links go on. A certificate for another key is
+/// refused and the renewed one kept.
+pub(crate) fn certificate_reload(dir: &Path) {
+    let nd = dir.join("node1");
+    let (csr, renewed) = (nd.join("renew.csr"), nd.join("renewed.crt"));
+    let module = crate::token::module();
+    let token = [("VPBOX_TEST_TOKEN_CONF", nd.join("token.toml"))];
+    let token: Vec<(&str, &str)> = token.iter().map(|(k, v)| (*k, crate::s(v))).collect();
+    let pin = nd.join("hsm-pin");
+    let args = [
+        "hsm",
+        "csr",
+        "--module",
+        &module,
+        "--token",
+        "node1",
+        "--pin-file",
+        crate::s(&pin),
+        "--id",
+        "01",
+        "--subject",
+        "CN=node1,OU=vp-node,O=bank-a",
+        "--out",
+        crate::s(&csr),
+    ];
+    let r = crate::vpbox_env(&args, &token);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let (ca, ca_token) = (dir.join("ca/bank-a/ca"), dir.join("ca/bank-a/token.toml"));
+    let args = [
+        "ca",
+        "issue",
+        "--dir",
+        crate::s(&ca),
+        "--csr",
+        crate::s(&csr),
+        "--profile",
+        "vp-node",
+        "--dns",
+        "node1.bank-a",
+        "--out",
+        crate::s(&renewed),
+    ];
+    let r = crate::vpbox_env(&args, &[("VPBOX_TEST_TOKEN_CONF", crate::s(&ca_token))]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let before = presented(dir, 1, "bank-a");
+    let new_leaf = chain(&renewed)[0].to_vec();
+    assert_ne!(before, new_leaf);
+
+    let pid: i32 = std::fs::read_to_string(nd.join("proxy.pid")).unwrap().trim().parse().unwrap();
+    let hup = || {
+        let p = rustix::process::Pid::from_raw(pid).unwrap();
+        rustix::process::kill_process(p, rustix::process::Signal::HUP).unwrap();
+    };
+    // Another node's certificate (another key): refused, the one in use kept.
+    std::fs::copy(dir.join("node2/node.crt"), nd.join("node.crt")).unwrap();
+    hup();
+    wait_for_log(dir, 1, "\"certificate-refused\"");
+    assert_eq!(presented(dir, 1, "bank-a"), before);
+    // The renewal: new handshakes present it.
+    std::fs::copy(&renewed, nd.join("node.crt")).unwrap();
+    hup();
+    wait_for_log(dir, 1, "\"certificate-reloaded\"");
+    assert_eq!(presented(dir, 1, "bank-a"), new_leaf);
+}
