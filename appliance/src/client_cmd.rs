@@ -215,24 +215,7 @@ pub(crate) fn client(conn: &Conn) -> Result<RpcClient> {
                     .collect();
                 crate::https::roots(certs.iter().map(String::as_str))
             }
-            None => {
-                let g = Genesis::load(&conn.dir.join("genesis.json")).with_context(|| {
-                    "no roots: give --roots, or a cluster folder with --dir".to_string()
-                })?;
-                let pems: Vec<String> = g
-                    .roots
-                    .iter()
-                    .map(|r| {
-                        pem_rfc7468::encode_string(
-                            "CERTIFICATE",
-                            pem_rfc7468::LineEnding::LF,
-                            &r.der,
-                        )
-                        .unwrap_or_default()
-                    })
-                    .collect();
-                crate::https::roots(pems.iter().map(String::as_str))
-            }
+            None => cluster_roots(&conn.dir),
         }
     };
     if let Some(url) = &conn.url {
@@ -253,15 +236,7 @@ pub(crate) fn client(conn: &Conn) -> Result<RpcClient> {
     let key = conn.tls_key.clone().unwrap_or_else(|| conn.dir.join("posp/bank-a.pem"));
     let mut last: Option<String> = None;
     for n in &genesis.nodes {
-        let Ok(config) = crate::cluster_cmd::box_config(&conn.dir, n.id.0) else { continue };
-        let Some(api) = config.proxy.and_then(|p| p.api) else { continue };
-        let node_crt = conn.dir.join(format!("node{}/node.crt", n.id.0));
-        let name = std::fs::read_to_string(&node_crt)
-            .ok()
-            .and_then(|pem| vpbox_ca::pem::chain_der(&pem).ok())
-            .and_then(|der| vpbox_proxy::trust::dns_names(&der).into_iter().next())
-            .unwrap_or_else(|| format!("{}.{}", n.name, n.bank));
-        let mut c = crate::https::client(&api, &name, roots()?, &cert, &key)?;
+        let Some((api, mut c)) = box_client(&conn.dir, n.id.0, &cert, &key)? else { continue };
         match c.call("block_getChainHeight", json!([])) {
             Ok(_) => return Ok(c),
             Err(e) => last = Some(format!("{api}: {e}")),
@@ -272,6 +247,34 @@ pub(crate) fn client(conn: &Conn) -> Result<RpcClient> {
         Some(e) => bail!("no box's API of {} answers (last: {e})", conn.dir.display()),
         None => local_client(conn),
     }
+}
+
+/// The roots of the cluster in `dir`: its genesis's.
+fn cluster_roots(dir: &Path) -> Result<vpbox_ca::policy::TrustStore> {
+    let g = Genesis::load(&dir.join("genesis.json"))
+        .with_context(|| "no roots: give --roots, or a cluster folder with --dir".to_string())?;
+    crate::https::roots_der(g.roots.iter().map(|r| r.der.as_slice()))
+}
+
+/// A client of box `i`'s API in the cluster at `dir` (its `[proxy] api` address, the server
+/// name in its node's certificate, the cluster's roots) presenting `cert` and `key`; `None` if
+/// the box has no API listener.
+pub(crate) fn box_client(
+    dir: &Path,
+    i: u32,
+    cert: &Path,
+    key: &Path,
+) -> Result<Option<(String, RpcClient)>> {
+    let Ok(config) = crate::cluster_cmd::box_config(dir, i) else { return Ok(None) };
+    let Some(api) = config.proxy.and_then(|p| p.api) else { return Ok(None) };
+    let node_crt = dir.join(format!("node{i}/node.crt"));
+    let name = std::fs::read_to_string(&node_crt)
+        .ok()
+        .and_then(|pem| vpbox_ca::pem::chain_der(&pem).ok())
+        .and_then(|der| vpbox_proxy::trust::dns_names(&der).into_iter().next())
+        .with_context(|| format!("{}: no DNS name", node_crt.display()))?;
+    let c = crate::https::client(&api, &name, cluster_roots(dir)?, cert, key)?;
+    Ok(Some((api, c)))
 }
 
 /// A client of a node's own Unix socket: `--rpc`, or the folder's first node that answers.

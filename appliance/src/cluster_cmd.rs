@@ -157,6 +157,10 @@ pub(crate) struct StatusArgs {
     /// Print JSON.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Ask each node on its own socket (an operator on the box) instead of through its box's
+    /// proxy.
+    #[arg(long)]
+    pub(crate) local: bool,
 }
 
 /// `vpbox node run`.
@@ -1133,16 +1137,15 @@ enum Down {
 }
 
 /// `node_getNodes` of every node at once, each given `deadline` from now; in `sockets`' order.
-fn ask_nodes(sockets: Vec<PathBuf>, deadline: Duration) -> Vec<Result<Value, Down>> {
+fn ask_nodes(clients: Vec<RpcClient>, deadline: Duration) -> Vec<Result<Value, Down>> {
     let end = Instant::now() + deadline;
     let (tx, rx) = std::sync::mpsc::channel();
-    let n = sockets.len();
-    for (i, rpc) in sockets.into_iter().enumerate() {
+    let n = clients.len();
+    for (i, mut c) in clients.into_iter().enumerate() {
         let tx = tx.clone();
         // A thread per node: `connect` itself can block on a hung node, so a node that misses
         // its deadline is left behind (the command exits right after) rather than waited for.
         std::thread::spawn(move || {
-            let mut c = RpcClient::new(&rpc);
             c.set_timeout(deadline);
             let answer = c.call("node_getNodes", json!([]));
             let _ = tx.send((i, answer));
@@ -1186,8 +1189,23 @@ pub(crate) fn status(a: &StatusArgs) -> Result<Outcome> {
             boxes.push((i, format!("node{i}"), bank));
         }
     }
-    let sockets = boxes.iter().map(|n| rpc_path(dir, n.0)).collect::<Result<Vec<_>>>()?;
-    let rows: Vec<_> = boxes.iter().zip(ask_nodes(sockets, STATUS_DEADLINE)).collect();
+    // Each box through its proxy's API, as the cluster's bank-a POSP (`node_getNodes` is a
+    // read), as a monitoring host would; its node's socket with --local, or for a box without
+    // an API listener.
+    let (cert, key) = (dir.join("posp/bank-a.crt"), dir.join("posp/bank-a.pem"));
+    let mut clients = Vec::new();
+    for n in &boxes {
+        let through_proxy = if a.local || !cert.exists() {
+            None
+        } else {
+            crate::client_cmd::box_client(dir, n.0, &cert, &key)?.map(|(_, c)| c)
+        };
+        clients.push(match through_proxy {
+            Some(c) => c,
+            None => RpcClient::new(&rpc_path(dir, n.0)?),
+        });
+    }
+    let rows: Vec<_> = boxes.iter().zip(ask_nodes(clients, STATUS_DEADLINE)).collect();
     let silent = format!("no answer within {} s", STATUS_DEADLINE.as_secs());
     if a.json {
         let v: Vec<Value> = rows

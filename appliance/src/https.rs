@@ -44,11 +44,20 @@ fn chain(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
 
 /// A trust store of the root certificates in `pems` (each a PEM certificate).
 pub(crate) fn roots<'a>(pems: impl IntoIterator<Item = &'a str>) -> Result<TrustStore> {
-    let mut store = TrustStore::new();
+    let mut ders = Vec::new();
     for pem in pems {
         let (_, der) = pem_rfc7468::decode_vec(pem.as_bytes())
             .map_err(|e| anyhow::anyhow!("a root is not PEM: {e}"))?;
-        store.add_root(&der)?;
+        ders.push(der);
+    }
+    roots_der(ders.iter().map(Vec::as_slice))
+}
+
+/// A trust store of the root certificates `ders` (DER).
+pub(crate) fn roots_der<'a>(ders: impl IntoIterator<Item = &'a [u8]>) -> Result<TrustStore> {
+    let mut store = TrustStore::new();
+    for der in ders {
+        store.add_root(der)?;
     }
     Ok(store)
 }

@@ -431,6 +431,15 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
     }
     let ahead = c.height(entry);
     assert!(c.height(cut) < ahead, "the box without its proxy is cut off");
+    // `vpbox status` asks each box through its proxy, as a monitoring host would: the cut box
+    // is down from the network; on the box itself (--local) its node still answers.
+    let row = |out: &str| {
+        out.lines().find(|l| l.starts_with(&format!("node{cut} "))).unwrap_or_default().to_string()
+    };
+    let through = vpbox(&["status", "--dir", s(&c.dir)]).text();
+    assert!(row(&through).contains("down"), "{through}");
+    let local = vpbox(&["status", "--dir", s(&c.dir), "--local"]).text();
+    assert!(!row(&local).contains("down"), "{local}");
     c.up();
     wait("the box to catch up once its proxy is back", Duration::from_secs(60), || {
         c.height(cut) >= ahead
