@@ -460,6 +460,12 @@ fn put_file(
                 Err(CallError::Rpc { code: -32004, .. }) => {
                     std::thread::sleep(Duration::from_millis(500))
                 }
+                // The proxy's rate limit: nothing of the batch ran; the same transaction is
+                // sent again when the client's bucket holds it (at most a minute's wait).
+                Err(CallError::Rpc { code: -32008, data, .. }) => {
+                    let wait = data.as_ref().and_then(|d| d["retryAfterMs"].as_u64());
+                    std::thread::sleep(Duration::from_millis(wait.unwrap_or(1_000).min(60_000)));
+                }
                 Err(CallError::Rpc { code: -32003, .. }) => {
                     bail!(
                         "the transaction in flight expired; delete {} to start that batch anew",

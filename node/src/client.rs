@@ -51,6 +51,8 @@ pub enum CallError {
         code: i64,
         /// The message.
         message: String,
+        /// The error's `data`, if it has one (e.g. the proxy's `{"retryAfterMs"}`).
+        data: Option<Value>,
     },
     /// The answer was not JSON-RPC.
     #[error("bad answer: {0}")]
@@ -108,6 +110,7 @@ impl RpcClient {
             return Err(CallError::Rpc {
                 code: e.get("code").and_then(Value::as_i64).unwrap_or(0),
                 message: e.get("message").and_then(Value::as_str).unwrap_or("").to_string(),
+                data: e.get("data").cloned(),
             });
         }
         v.get("result").cloned().ok_or_else(|| CallError::Protocol("no result".into()))

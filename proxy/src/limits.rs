@@ -110,7 +110,7 @@ mod tests {
         assert_eq!(l.request_deadline(), Duration::from_secs(10));
         assert_eq!(l.answer_deadline(), Duration::from_secs(40));
         assert_eq!((l.connections.listener_max.get(), l.connections.client_max.get()), (1024, 64));
-        assert_eq!((l.rate.per_s.get(), l.rate.burst.get()), (1_000, 20_000));
+        assert_eq!((l.rate.per_s.get(), l.rate.burst.get()), (50_000, 100_000));
         assert_eq!(l.rate.clients_max.get(), 10_000);
         // A full anchor_putBatch must fit the default bucket.
         assert!(l.rate.burst.get() >= vpbox_ledger::tx::BATCH_MAX);

@@ -30,9 +30,11 @@ const MILLI: u64 = 1000;
 #[serde(deny_unknown_fields, default)]
 pub struct RateConfig {
     /// Tokens added each second: the sustained rate a client may keep, in requests (or
-    /// anchored pairs) a second. Default 1,000.
+    /// anchored pairs) a second. Default 50,000: a POSP's day-end batch of 250,000 slips
+    /// passes in seconds (the node commits some 30,000 a second through the proxies), while
+    /// one client cannot keep the node busy alone for long.
     pub per_s: NonZeroU32,
-    /// The bucket's size: the most a client may spend at once. Default 20,000 — two full
+    /// The bucket's size: the most a client may spend at once. Default 100,000 — ten full
     /// `anchor_putBatch` calls (10,000 pairs each), so a day-end batch passes whole.
     pub burst: NonZeroU32,
     /// The most clients tracked at once; the least recently seen is forgotten first.
@@ -43,8 +45,8 @@ pub struct RateConfig {
 impl Default for RateConfig {
     fn default() -> Self {
         Self {
-            per_s: NonZeroU32::MIN.saturating_add(999),
-            burst: NonZeroU32::MIN.saturating_add(19_999),
+            per_s: NonZeroU32::MIN.saturating_add(49_999),
+            burst: NonZeroU32::MIN.saturating_add(99_999),
             clients_max: NonZeroUsize::MIN.saturating_add(9_999),
         }
     }

@@ -446,7 +446,24 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
     });
     // A proxy stopped by SIGTERM answers what it owes first; restarted, it serves again.
     crate::api::graceful_stop(&c.dir, 1);
+    // Restarted with a low rate for its clients: a day-end file waits out the 429s and lands.
+    let config = c.dir.join("node1/box.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[proxy.limits.rate]\nper_s = 2000\nburst = 5000\n");
+    std::fs::write(&config, text).unwrap();
     c.up();
+    let csv = c.dir.join("day-end.csv");
+    let lines: String =
+        (0..10_000u64).map(|n| format!("0x{:064x},0x{:064x}\n", 900_000 + n, n)).collect();
+    std::fs::write(&csv, lines).unwrap();
+    let args = ["anchor", "put", "--dir", s(&c.dir), "--file", s(&csv), "--batch", "5000"];
+    let r = vpbox(&args);
+    assert_eq!(r.code, 0, "{}\n{}", r.text(), r.stderr);
+    let log = std::fs::read_to_string(c.dir.join("node1/proxy.log")).unwrap();
+    assert!(log.contains("\"status\":429"), "the file was rate limited on its way");
+    let mut last = [0u8; 32];
+    last[24..].copy_from_slice(&(900_000u64 + 9_999).to_be_bytes());
+    assert!(anchored(&mut c.rpc(2), &last), "the last line is anchored");
 
     // Two of four down: nothing commits, intake goes on; all commits once they return.
     let (a, b) = if primary == 4 { (1, 3) } else { (primary, 4) };
