@@ -7,17 +7,19 @@ set -euo pipefail
 # opensc: pkcs11-tool; softhsm2: a real third-party token; systemd: systemd-analyze for units;
 # librocksdb-dev, libsnappy-dev, libclang-dev: the ledger links Debian's RocksDB; gcc, make,
 # perl: Tongsuo (below).
-packages=(openssl ca-certificates pkg-config softhsm2 opensc systemd librocksdb-dev libsnappy-dev libclang-dev gcc make perl)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
+# Installs the Debian packages named that are not installed yet.
+install() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  ((${#missing[@]})) || return 0
   echo "deps: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+}
+install openssl ca-certificates pkg-config softhsm2 opensc systemd librocksdb-dev libsnappy-dev libclang-dev gcc make perl
 
 command -v cargo >/dev/null || { echo "deps: cargo not found (install Rust with rustup)" >&2; exit 2; }
 for component in rustfmt clippy; do
@@ -27,16 +29,6 @@ done
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 # promtool (prometheus): checks the proxy's /metrics page in the cluster test; nginx and wrk:
 # the peer and the load generator of `vpbox bench proxy`.
-test_packages=(prometheus nginx wrk)
-test_missing=()
-for p in "${test_packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || test_missing+=("$p")
-done
-if ((${#test_missing[@]})); then
-  echo "deps: installing ${test_missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${test_missing[@]}" >/dev/null
-fi
+install prometheus nginx wrk
 # Tongsuo's s_server/s_client: the RFC 8998 peer of vpbox-tls's interop tests.
 bash "$(dirname "$0")/tongsuo.sh"

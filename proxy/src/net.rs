@@ -35,8 +35,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::rt::TokioIo;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -415,40 +413,12 @@ async fn terminated() -> &'static str {
     }
 }
 
-/// POSTs a JSON-RPC `body` to the node's socket at `socket`, with the client identity header
-/// `client` if any: the answer's status and at most `max` bytes of its body. (One connection
-/// per call: the node is on the same box, and a connection costs a few microseconds.)
-pub(crate) async fn post_to_node(
-    socket: &Path,
-    body: hyper::body::Bytes,
-    client: Option<String>,
-    max: usize,
-) -> Result<(u16, hyper::body::Bytes), String> {
-    let stream = UnixStream::connect(socket).await.map_err(|e| e.to_string())?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    let mut request =
-        hyper::Request::post("/").header("host", "node").header("content-type", "application/json");
-    if let Some(c) = client {
-        request = request.header(vpbox_api::HEADER, c);
-    }
-    let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
-    let answer = sender.send_request(request).await.map_err(|e| e.to_string())?;
-    let status = answer.status().as_u16();
-    let bytes = Limited::new(answer.into_body(), max)
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok((status, bytes))
-}
-
 /// Calls `method` (no params) on the node as the box's proxy itself: its `result`.
 pub(crate) async fn call_node(socket: &Path, method: &str, max: usize) -> Result<Value, String> {
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": []}).to_string();
-    let (_, bytes) = post_to_node(socket, body.into(), None, max).await?;
+    // A connection of its own: the trust poll and the admin page are a call a second at most.
+    let (_, bytes) =
+        crate::upstream::Upstream::new(socket.to_path_buf()).post(body.into(), None, max).await?;
     let v: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
     v.get("result").cloned().ok_or_else(|| format!("no result: {v}"))
 }

@@ -12,17 +12,15 @@ use vpbox_node::client::{CallError, RpcClient};
 use vpbox_sm::sm2::SecretKey;
 use vpbox_sm::{Signer, SoftwareSigner};
 
-use crate::{Scratch, s, vpbox, vpbox_env};
+use crate::{s, vpbox, vpbox_env};
 
-/// Stops the cluster's processes however the test ends.
-struct Cluster {
-    dir: PathBuf,
-    _scratch: Scratch,
-}
+/// The cluster under test (stopped however the test ends).
+struct Cluster(crate::ClusterDir);
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        vpbox(&["cluster", "down", "--dir", s(&self.dir)]);
+impl std::ops::Deref for Cluster {
+    type Target = crate::ClusterDir;
+    fn deref(&self) -> &crate::ClusterDir {
+        &self.0
     }
 }
 
@@ -177,8 +175,7 @@ fn chain(c: &Cluster, i: u32, height: u64) -> Vec<String> {
 
 #[test]
 fn a_four_node_cluster_anchors_through_faults_and_restarts() {
-    let scratch = Scratch::new();
-    let c = Cluster { dir: scratch.path("vpbox-dev"), _scratch: scratch };
+    let c = Cluster(crate::ClusterDir::new());
     c.up();
     let dir = s(&c.dir);
 
@@ -780,8 +777,7 @@ fn membership(c: &Cluster, i: u32) -> (u64, Vec<u64>) {
 
 #[test]
 fn governance_admits_a_bank_and_a_node_and_removes_a_node() {
-    let scratch = Scratch::new();
-    let c = Cluster { dir: scratch.path("vpbox-dev"), _scratch: scratch };
+    let c = Cluster(crate::ClusterDir::new());
     c.up();
     let dir = s(&c.dir);
     let module = crate::token::module();

@@ -36,6 +36,26 @@ impl Scratch {
     }
 }
 
+/// A cluster's folder (`vpbox-dev` in a scratch directory): `vpbox cluster down` stops its
+/// processes (and removes its namespaces) however the test ends.
+pub(crate) struct ClusterDir {
+    pub(crate) dir: PathBuf,
+    _scratch: Scratch,
+}
+
+impl ClusterDir {
+    pub(crate) fn new() -> Self {
+        let scratch = Scratch::new();
+        Self { dir: scratch.path("vpbox-dev"), _scratch: scratch }
+    }
+}
+
+impl Drop for ClusterDir {
+    fn drop(&mut self) {
+        vpbox(&["cluster", "down", "--dir", s(&self.dir)]);
+    }
+}
+
 /// The result of one command: exit code, stdout, stderr.
 pub(crate) struct Run {
     pub(crate) code: i32,

@@ -18,15 +18,13 @@ use vpbox_node::client::RpcClient;
 
 use crate::{Scratch, s, vpbox};
 
-/// Brings the cluster down (processes, namespaces, veths, bridge) however the test ends.
-struct Cluster {
-    dir: PathBuf,
-    _scratch: Scratch,
-}
+/// The cluster under test (stopped however the test ends).
+struct Cluster(crate::ClusterDir);
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        vpbox(&["cluster", "down", "--dir", s(&self.dir)]);
+impl std::ops::Deref for Cluster {
+    type Target = crate::ClusterDir;
+    fn deref(&self) -> &crate::ClusterDir {
+        &self.0
     }
 }
 
@@ -156,8 +154,7 @@ fn four_boxes_in_their_own_namespaces_commit_one_chain_and_a_cut_off_box_catches
         return;
     }
     let begun = Instant::now();
-    let scratch = Scratch::new();
-    let c = Cluster { dir: scratch.path("vpbox-dev"), _scratch: scratch };
+    let c = Cluster(crate::ClusterDir::new());
     c.up(&["--netns"]);
     eprintln!("cluster up --netns: {:?}", begun.elapsed());
     let net = c.network();
