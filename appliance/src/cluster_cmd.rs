@@ -582,16 +582,23 @@ fn provision(dir: &Path, i: u32, module: &Path) -> Result<()> {
     let fingerprint =
         report["fingerprint_sm3"].as_str().context("inspect gave no fingerprint")?.to_string();
     let uid = rustix::process::getuid().as_raw();
-    fs::write(
-        nd.join("signer.toml"),
-        format!(
-            "socket = {:?}\nmodule = {module:?}\ntoken_label = {label:?}\npin_file = {pin:?}\n\
-             state_dir = {:?}\nallowed_uids = [{uid}]\n\n[[keys]]\nname = \"consensus\"\n\
-             id = \"01\"\nfingerprint = {fingerprint:?}\nnode = {i}\ntls_uids = [{uid}]\n",
-            nd.join("signer.sock"),
-            nd.join("signer-state"),
-        ),
-    )?;
+    // The proxy (same user here) may have its TLS handshakes signed with the consensus key.
+    let config = vpbox_signer::Config::new(
+        nd.join("signer.sock"),
+        module.into(),
+        label,
+        pin.into(),
+        nd.join("signer-state"),
+        vec![uid],
+        vec![vpbox_signer::KeyConfig {
+            name: "consensus".into(),
+            id: "01".into(),
+            fingerprint: Some(fingerprint),
+            node: Some(i),
+            tls_uids: vec![uid],
+        }],
+    );
+    fs::write(nd.join("signer.toml"), toml::to_string(&config)?)?;
     Ok(())
 }
 

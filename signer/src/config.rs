@@ -1,6 +1,6 @@
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The signer's configuration file (TOML), e.g. `/etc/vpbox/signer.toml`:
 ///
@@ -25,7 +25,7 @@ use serde::Deserialize;
 /// # tls_uids = [991]                   # users allowed TLS 1.3 CertificateVerify signatures
 /// #                                    # with it (the proxy's; each must be in allowed_uids)
 /// ```
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The Unix socket to serve.
@@ -33,12 +33,16 @@ pub struct Config {
     /// The PKCS#11 module, loaded by path.
     pub module: PathBuf,
     /// The token's label.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub token_label: Option<String>,
     /// The token's serial (instead of the label).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub token_serial: Option<String>,
     /// A built-in vendor profile by name.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
     /// A 0400 file holding the user PIN.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pin_file: Option<PathBuf>,
     /// Where the double-sign guard keeps its logs.
     pub state_dir: PathBuf,
@@ -61,7 +65,7 @@ pub struct Config {
 }
 
 /// One key the signer serves.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyConfig {
     /// The name clients use.
@@ -69,9 +73,11 @@ pub struct KeyConfig {
     /// `CKA_ID`, hex.
     pub id: String,
     /// SM3 fingerprint of the key's SPKI; the signer refuses to start if the token's key differs.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
     /// The consensus node id this key signs for: a consensus payload naming another sender
     /// is refused. A key without one signs no consensus message.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<u32>,
     /// The users allowed TLS 1.3 CertificateVerify signatures with this key (the box's proxy,
     /// whose handshakes present the node's `vp-node` certificate); none by default.
@@ -98,6 +104,34 @@ fn default_connections() -> usize {
 }
 
 impl Config {
+    /// A signer of the token labelled `token_label` (its PIN in `pin_file`) serving `keys` on
+    /// `socket` to `allowed_uids`, with the guard's and the connections' defaults.
+    pub fn new(
+        socket: PathBuf,
+        module: PathBuf,
+        token_label: String,
+        pin_file: PathBuf,
+        state_dir: PathBuf,
+        allowed_uids: Vec<u32>,
+        keys: Vec<KeyConfig>,
+    ) -> Self {
+        Self {
+            socket,
+            module,
+            token_label: Some(token_label),
+            token_serial: None,
+            profile: None,
+            pin_file: Some(pin_file),
+            state_dir,
+            allowed_uids,
+            guard_capacity: default_capacity(),
+            seq_jump_max: default_seq_jump(),
+            view_jump_max: default_view_jump(),
+            max_connections: default_connections(),
+            keys,
+        }
+    }
+
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
