@@ -453,6 +453,7 @@ fn put_file(
             _ => sign(s, Payload::AnchorPutBatch(chunk.to_vec()))?.encode(),
         };
         save_progress(&progress, done as u64, Some(&bytes))?;
+        let mut limited: Option<Instant> = None;
         let r = loop {
             match c.call("anchor_putBatch", json!({"tx": hex::encode(&bytes), "wait": true})) {
                 Ok(r) if r["status"] == "committed" => break r,
@@ -463,6 +464,15 @@ fn put_file(
                 // The proxy's rate limit: nothing of the batch ran; the same transaction is
                 // sent again when the client's bucket holds it (at most a minute's wait).
                 Err(CallError::Rpc { code: -32008, data, .. }) => {
+                    // Other traffic of the same certificate may keep the bucket below this
+                    // batch: give up after ten minutes of waiting for one batch.
+                    let since = *limited.get_or_insert_with(Instant::now);
+                    if since.elapsed() > Duration::from_secs(600) {
+                        bail!(
+                            "the proxy's rate limit held this batch back for 10 minutes; run \
+                             again later (the file resumes where it stopped)"
+                        );
+                    }
                     let wait = data.as_ref().and_then(|d| d["retryAfterMs"].as_u64());
                     std::thread::sleep(Duration::from_millis(wait.unwrap_or(1_000).min(60_000)));
                 }

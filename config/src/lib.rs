@@ -262,7 +262,10 @@ impl BoxConfig {
                     errors.push(format!("proxy.admin: {admin:?}: {e}"));
                 } else if let Some((host, _)) = admin.rsplit_once(':') {
                     // Plain HTTP that tells the box's state: never on every network at once.
-                    if matches!(host, "0.0.0.0" | "[::]" | "[0:0:0:0:0:0:0:0]") {
+                    let ip = host.trim_start_matches('[').trim_end_matches(']');
+                    // (A bare number such as "0", which would resolve to 0.0.0.0, is not an
+                    // address `check_address` accepts.)
+                    if ip.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_unspecified()) {
                         errors.push(format!(
                             "proxy.admin: {admin:?} listens on every network; name the \
                              loopback or the management network's address"
@@ -421,6 +424,8 @@ address = "vp2.bank-a.example:7443"
         for (bad, why) in [
             ("0.0.0.0:9443", "every network"),
             ("[::]:9443", "every network"),
+            ("[::0]:9443", "every network"),
+            ("0:9443", "not a DNS name or an IP address"),
             ("0.0.0.0:8443", "another listener"),
             ("admin", "proxy.admin"),
         ] {

@@ -200,6 +200,9 @@ async fn connection(
     pending: InHandshake<'_>,
     cancelled: tokio::sync::oneshot::Receiver<()>,
 ) -> Result<(), Refused> {
+    // (The acceptor before the slot: nothing may fail between taking a slot and the handshake.)
+    let acceptor =
+        api.acceptor.read().map(|a| a.clone()).map_err(|_| ("tls", "lock".to_string()))?;
     let slot = api
         .connections
         .lock()
@@ -207,8 +210,6 @@ async fn connection(
         .open()
         .map_err(|e| ("shed", e.to_string()))?;
     let _ = tcp.set_nodelay(true);
-    let acceptor =
-        api.acceptor.read().map(|a| a.clone()).map_err(|_| ("tls", "lock".to_string()))?;
     let handshake = tokio::time::timeout(api.limits.handshake_deadline(), acceptor.accept(tcp));
     let outcome = tokio::select! {
         h = handshake => Some(h),

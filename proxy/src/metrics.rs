@@ -321,8 +321,9 @@ fn render_node(out: &mut String, node: Option<&Value>) {
 /// The box's `/health`: whether it can serve (true: HTTP 200) and why not, from its node's
 /// `node_getNodes` answer (`None`: the node did not answer) and whether the proxy holds a
 /// trust state. Unhealthy: the node does not answer; no trust state yet (nobody is admitted);
-/// the signer refused the node's messages in the last minute; fewer members reachable than a
-/// quorum (2f + 1 of n), so nothing this box is sent can commit. A view change in progress is
+/// the signer refused the node's messages in the last minute; fewer members reachable than
+/// the consensus quorum (`vpbox_consensus::quorum`: ⌈(n + f + 1) / 2⌉ of n), so nothing this
+/// box is sent can commit. A view change in progress is
 /// reported but healthy (it ends by itself or by a timeout).
 pub fn health(node: Option<&Value>, trust_loaded: bool) -> (bool, Value) {
     let mut problems: Vec<String> = Vec::new();
@@ -350,7 +351,7 @@ pub fn health(node: Option<&Value>, trust_loaded: bool) -> (bool, Value) {
         .filter(|p| p.get("isSelf") != Some(&Value::Bool(true)))
         .filter(|p| p.get("status").and_then(Value::as_str) == Some("up"))
         .count();
-    let quorum = members - members.saturating_sub(1) / 3;
+    let quorum = vpbox_consensus::quorum(members);
     if members > 0 && reachable < quorum {
         problems.push(format!(
             "{reachable} of {members} members reachable, fewer than a quorum of {quorum}: \
@@ -406,6 +407,14 @@ mod tests {
             assert_eq!(v["status"], "unhealthy");
             assert!(v["problems"].to_string().contains(why), "{why}: {v}");
         }
+        // Three members tolerate one down (quorum 2), six tolerate two (quorum 4, not 5).
+        let of = |n: usize, down: usize| {
+            let peers: Vec<&str> =
+                (1..n).map(|i| if i <= down { "unreachable" } else { "up" }).collect();
+            health(Some(&node(&peers, "up")), true).0
+        };
+        assert!(of(3, 1) && !of(3, 2));
+        assert!(of(6, 2) && !of(6, 3));
         // Seven members tolerate two down (quorum 5), not three.
         let seven = |down: usize| {
             let peers: Vec<&str> =

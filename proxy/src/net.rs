@@ -58,6 +58,8 @@ const HANDSHAKE: Duration = Duration::from_secs(10);
 const CONNECT: Duration = Duration::from_secs(5);
 /// The largest `gov_getState` answer the proxy reads.
 const STATE_MAX: usize = 64 << 20;
+/// The longest the trust poll waits for the node's answer.
+const STATE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The most handshakes whose CertificateVerify the signer is making at once; a handshake past
 /// it fails at once. A TLS 1.3 server signs before it sees the client's certificate, so a
@@ -428,7 +430,11 @@ async fn poll_trust(shared: Arc<Shared>) {
     let mut last = None;
     let mut complained = false;
     loop {
-        match call_node(&socket, "gov_getState", STATE_MAX).await.map(|mut result| {
+        // A node that takes the call and never answers must not stall the trust state.
+        let call =
+            tokio::time::timeout(STATE_DEADLINE, call_node(&socket, "gov_getState", STATE_MAX));
+        let answer = call.await.unwrap_or_else(|_| Err("no answer within 10 s".into()));
+        match answer.map(|mut result| {
             // The height moves with every block; the trust state only with governance and CRLs.
             if let Some(r) = result.as_object_mut() {
                 r.remove("height");
@@ -514,7 +520,8 @@ async fn reload_on_hangup(shared: Arc<Shared>) {
 
 /// Reads the box's certificate again: a new chain (a renewal for the same key) is used for every
 /// new handshake from now on, P2P and API; open connections keep theirs. A chain that does not
-/// load or is not for the box's key is refused and the one in use kept.
+/// load, that the trust store does not admit now as this box's node, or that is not for the
+/// box's key is refused and the one in use kept.
 fn reload_certificate(shared: &Shared) {
     let Some(path) = shared.config.proxy.as_ref().map(|p| p.certificate.clone()) else { return };
     let same = |chain: &[CertificateDer<'static>]| {
@@ -523,6 +530,14 @@ fn reload_certificate(shared: &Shared) {
     match read_chain(&path).and_then(|chain| {
         if same(&chain) {
             return Ok(None);
+        }
+        // The trust store must admit it now as this box's node: an expired renewal, one whose
+        // chain lacks its CA, or one naming another node would fail every handshake.
+        let me = shared.config.node_id;
+        match shared.judge(&chain) {
+            Ok(m) if m.id == me => {}
+            Ok(m) => return Err(format!("it is node {}'s certificate, not node {me}'s", m.id)),
+            Err((_, reason)) => return Err(format!("the trust store refuses it: {reason}")),
         }
         shared.tls_parts.build(chain.clone()).map(|c| Some((chain, c)))
     }) {

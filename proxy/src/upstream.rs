@@ -1,11 +1,10 @@
 //! The node's JSON-RPC socket as the API's forwards reach it: HTTP/1.1 connections kept alive
 //! and reused, at most [`IDLE_MAX`] idle, so a request costs no connect and no handshake.
 //!
-//! A kept connection the node has closed meanwhile (its idle timeout is 60 s) fails when used
-//! before the request reaches the node; such a request is sent again once, on a new
-//! connection. Sending again is safe for this API even had the node read it: reads are
-//! idempotent, and a transaction is identified by its hash (a second `anchor_put` of the same
-//! transaction answers as the first, `duplicate`).
+//! A kept connection the node has closed meanwhile (its idle timeout is 60 s) fails before the
+//! request is written to it; only then, with the request given back unsent, is it sent again,
+//! once, on a new connection. A request that failed after it was written is not sent again:
+//! the client gets the error (503) and decides.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -17,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 
 /// The most idle connections kept.
-pub(crate) const IDLE_MAX: usize = 64;
+pub(crate) const IDLE_MAX: usize = 512;
 
 /// The pool.
 pub(crate) struct Upstream {
@@ -74,14 +73,18 @@ impl Upstream {
             r.body(Full::new(body)).map_err(|e| e.to_string())
         };
         let (mut sender, answer) = match self.take_idle() {
-            Some(mut kept) => match kept.send_request(request(body.clone())?).await {
+            Some(mut kept) => match kept.try_send_request(request(body)?).await {
                 Ok(a) => (kept, a),
-                // Closed by the node while idle: once more on a new connection.
-                Err(_) => {
-                    let mut fresh = self.connect().await?;
-                    let a = fresh.send_request(request(body)?).await.map_err(|e| e.to_string())?;
-                    (fresh, a)
-                }
+                Err(mut e) => match e.take_message() {
+                    // Closed by the node while idle, the request unsent: once more on a new
+                    // connection.
+                    Some(unsent) => {
+                        let mut fresh = self.connect().await?;
+                        let a = fresh.send_request(unsent).await.map_err(|e| e.to_string())?;
+                        (fresh, a)
+                    }
+                    None => return Err(e.into_error().to_string()),
+                },
             },
             None => {
                 let mut fresh = self.connect().await?;
