@@ -14,14 +14,7 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::ServerName;
 
 use crate::api::{api_address, posp, post};
-
-/// The resident memory of box `i`'s proxy, in KiB.
-fn rss_kib(dir: &Path, i: u32) -> u64 {
-    let pid = std::fs::read_to_string(dir.join(format!("node{i}/proxy.pid"))).unwrap();
-    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
+use crate::p2p::proxy_rss_kib as rss_kib;
 
 /// A TCP connection to `to` from the loopback address `from` (Linux routes all of 127/8 to
 /// the loopback), so that one test can be many sources; within a second or not at all.

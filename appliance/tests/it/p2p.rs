@@ -111,7 +111,7 @@ pub(crate) fn p2p_refusals(dir: &Path) {
 }
 
 /// The resident memory of box `i`'s proxy, in KiB.
-fn proxy_rss_kib(dir: &Path, i: u32) -> u64 {
+pub(crate) fn proxy_rss_kib(dir: &Path, i: u32) -> u64 {
     let pid = std::fs::read_to_string(dir.join(format!("node{i}/proxy.pid"))).unwrap();
     let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
