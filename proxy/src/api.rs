@@ -169,9 +169,9 @@ pub(crate) async fn serve(listener: TcpListener, api: Arc<Api>) {
         let id = match api.pending.lock() {
             Ok(mut p) => {
                 let (id, evicted) = p.handshakes.begin();
-                // Dropping the evicted handshake's sender cancels it.
-                if let Some(old) = evicted.and_then(|e| p.cancel.remove(&e)) {
-                    drop(old);
+                // Removing the evicted handshake's sender drops it, which cancels it.
+                if let Some(e) = evicted {
+                    p.cancel.remove(&e);
                 }
                 p.cancel.insert(id, cancel);
                 id
