@@ -10,7 +10,7 @@
 //! it admits clients only by the ledger's trust store.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
@@ -20,10 +20,10 @@ use tokio_rustls::TlsAcceptor;
 use vpbox_ca::CertProfile;
 use vpbox_ca::policy::Identity;
 
-use crate::api::{Api, Clients, Pending};
+use crate::Limits;
+use crate::api::{Api, ApiParts, Clients};
 use crate::metrics::Metrics;
-use crate::net::{Counts, log};
-use crate::{Connections, Gate, Limits};
+use crate::net::log;
 
 /// What the benchmark's proxy serves.
 #[derive(Debug, Clone)]
@@ -102,8 +102,8 @@ pub fn serve(b: &BenchServer) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     let configs = [(b.listen.clone(), tls(b, false)?), (b.mutual.clone(), tls(b, true)?)];
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // The accepting runtime; connections are served by the API's worker threads.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("runtime: {e}"))?;
@@ -114,19 +114,14 @@ pub fn serve(b: &BenchServer) -> Result<(), String> {
         for (address, config) in configs {
             let listener =
                 TcpListener::bind(&address).await.map_err(|e| format!("{address}: {e}"))?;
-            let api = Arc::new(Api {
+            let api = Api::new(ApiParts {
                 acceptor: Arc::new(std::sync::RwLock::new(TlsAcceptor::from(Arc::new(config)))),
                 clients: Clients::Fixed(bench_client()),
-                upstream: crate::upstream::Upstream::new(b.upstream.clone()),
-                gate: Mutex::new(Gate::new(limits.rate)),
-                connections: Mutex::new(Connections::new(limits.connections)),
-                sources: Counts::new(),
                 limits,
-                origin: tokio::time::Instant::now(),
+                node: b.upstream.clone(),
                 metrics: Arc::new(Metrics::default()),
-                pending: Pending::new(),
                 stopping: stopping.clone(),
-                active: std::sync::atomic::AtomicUsize::new(0),
+                workers: crate::api::workers(),
             });
             log("bench-listening", json!({"address": address}));
             tasks.push(tokio::spawn(crate::api::serve(listener, api)));

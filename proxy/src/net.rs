@@ -345,19 +345,14 @@ pub fn run(path: &Path) -> Result<(), String> {
             let listener = TcpListener::bind(&address)
                 .await
                 .map_err(|e| format!("proxy.api {address}: {e}"))?;
-            let api = Arc::new(crate::api::Api {
+            let api = crate::api::Api::new(crate::api::ApiParts {
                 acceptor: tls,
                 clients: crate::api::Clients::Admitted(admission),
-                upstream: crate::upstream::Upstream::new(shared.config.sockets.rpc.clone()),
-                gate: std::sync::Mutex::new(crate::Gate::new(limits.rate)),
-                connections: std::sync::Mutex::new(crate::Connections::new(limits.connections)),
-                sources: Counts::new(),
                 limits,
-                origin: tokio::time::Instant::now(),
+                node: shared.config.sockets.rpc.clone(),
                 metrics: Arc::clone(&metrics),
-                pending: crate::api::Pending::new(),
                 stopping: stopping.clone(),
-                active: std::sync::atomic::AtomicUsize::new(0),
+                workers: crate::api::workers(),
             });
             log("api-listening", json!({"api": address}));
             api_served = Some(Arc::clone(&api));
@@ -419,8 +414,9 @@ async fn terminated() -> &'static str {
 pub(crate) async fn call_node(socket: &Path, method: &str, max: usize) -> Result<Value, String> {
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": []}).to_string();
     // A connection of its own: the trust poll and the admin page are a call a second at most.
-    let (_, bytes) =
-        crate::upstream::Upstream::new(socket.to_path_buf()).post(body.into(), None, max).await?;
+    let (_, bytes) = crate::upstream::Upstream::new(socket.to_path_buf())
+        .post(body.as_bytes(), None, max)
+        .await?;
     let v: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
     v.get("result").cloned().ok_or_else(|| format!("no result: {v}"))
 }
