@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use rustls::pki_types::ServerName;
 use serde_json::{Value, json};
 use vpbox_node::rpc::{Methods, RpcError};
 
@@ -50,6 +51,10 @@ pub(crate) struct BenchProxyArgs {
     /// Seconds of each handshake run.
     #[arg(long, default_value_t = 5)]
     pub(crate) handshake_seconds: u64,
+    /// Runs of each server at each connection count, alternating, their medians reported (a
+    /// shared machine's noise moves one run by ±20 %).
+    #[arg(long, default_value_t = 3)]
+    pub(crate) rounds: u32,
 }
 
 /// `vpbox proxy bench-serve`: the proxy's API shell for the benchmark (not for a box).
@@ -263,9 +268,9 @@ fn wrk(dir: &Path, address: &str, connections: u32, seconds: u64) -> Result<WrkR
     parse_wrk(&out)
 }
 
-/// Full mutual handshakes/s against `address` for `seconds`, from 2 threads.
-fn handshakes(dir: &Path, address: &str, seconds: u64) -> Result<f64> {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+/// The bench client's TLS: its P-256 certificate, the bench CA, AES-128-GCM, no resumption.
+fn bench_client_config(dir: &Path) -> Result<Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let mut provider = rustls::crypto::ring::default_provider();
     provider.cipher_suites = vec![rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256];
     let der = |file: &str| -> Result<Vec<u8>> {
@@ -280,22 +285,33 @@ fn handshakes(dir: &Path, address: &str, seconds: u64) -> Result<f64> {
         .with_root_certificates(roots)
         .with_client_auth_cert(vec![CertificateDer::from(der("client.crt")?)], key)?;
     config.resumption = rustls::client::Resumption::disabled();
-    let config = Arc::new(config);
+    Ok(Arc::new(config))
+}
+
+/// Full mutual handshakes/s against `address` (whose certificate names `name`) for
+/// `seconds`, from 2 threads, each handshake followed by one request whose answer must be 200.
+fn handshakes(
+    config: &Arc<rustls::ClientConfig>,
+    name: &ServerName<'static>,
+    address: &str,
+    seconds: u64,
+) -> Result<f64> {
     let (done, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
     let failed = Arc::new(AtomicU64::new(0));
     let workers: Vec<_> = (0..2)
         .map(|_| {
             let (config, done, stop, failed) =
-                (Arc::clone(&config), Arc::clone(&done), Arc::clone(&stop), Arc::clone(&failed));
+                (Arc::clone(config), Arc::clone(&done), Arc::clone(&stop), Arc::clone(&failed));
+            let name = name.clone();
             let address = address.to_string();
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let ok = (|| -> Option<()> {
                         let mut tcp = TcpStream::connect(&address).ok()?;
                         tcp.set_nodelay(true).ok()?;
-                        let name = ServerName::try_from("127.0.0.1").ok()?;
                         let mut conn =
-                            rustls::ClientConnection::new(Arc::clone(&config), name).ok()?;
+                            rustls::ClientConnection::new(Arc::clone(&config), name.clone())
+                                .ok()?;
                         while conn.is_handshaking() {
                             conn.complete_io(&mut tcp).ok()?;
                         }
@@ -399,10 +415,13 @@ pub(crate) fn bench_proxy(a: &BenchProxyArgs) -> Result<Outcome> {
         "| connections | vpbox-proxy req/s | nginx req/s | ratio | vpbox-proxy p99 ms | nginx p99 ms | ratio |"
     );
     println!("|---|---|---|---|---|---|---|");
-    let mut rows = Vec::new();
     for c in &a.connections {
-        let ours = wrk(dir, &proxy_plain, *c, a.seconds)?;
-        let theirs = wrk(dir, &nginx_plain, *c, a.seconds)?;
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for _ in 0..a.rounds.max(1) {
+            ours.push(wrk(dir, &proxy_plain, *c, a.seconds)?);
+            theirs.push(wrk(dir, &nginx_plain, *c, a.seconds)?);
+        }
+        let (ours, theirs) = (median(&ours), median(&theirs));
         println!(
             "| {c} | {:.0} | {:.0} | {:.2}x | {:.2} | {:.2} | {:.2}x |",
             ours.requests_per_s,
@@ -412,12 +431,11 @@ pub(crate) fn bench_proxy(a: &BenchProxyArgs) -> Result<Outcome> {
             theirs.p99_ms,
             ours.p99_ms / theirs.p99_ms
         );
-        rows.push(json!({"connections": c, "proxy_rps": ours.requests_per_s,
-                         "nginx_rps": theirs.requests_per_s, "proxy_p99_ms": ours.p99_ms,
-                         "nginx_p99_ms": theirs.p99_ms}));
     }
-    let ours = handshakes(dir, &proxy_mutual, a.handshake_seconds)?;
-    let theirs = handshakes(dir, &nginx_mutual, a.handshake_seconds)?;
+    let client = bench_client_config(dir)?;
+    let ip = ServerName::try_from("127.0.0.1")?;
+    let ours = handshakes(&client, &ip, &proxy_mutual, a.handshake_seconds)?;
+    let theirs = handshakes(&client, &ip, &nginx_mutual, a.handshake_seconds)?;
     println!(
         "full mutual handshakes/s (2 client threads, no resumption): vpbox-proxy {ours:.0}, \
          nginx {theirs:.0}, ratio {:.2}x",
@@ -425,6 +443,107 @@ pub(crate) fn bench_proxy(a: &BenchProxyArgs) -> Result<Outcome> {
     );
     stop.store(true, Ordering::Relaxed);
     drop((proxy, nginx));
+    box_api(a)
+}
+
+/// The medians of `runs`' requests/s and of their p99s.
+fn median(runs: &[WrkRun]) -> WrkRun {
+    let at_middle = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    WrkRun {
+        requests_per_s: at_middle(runs.iter().map(|r| r.requests_per_s).collect()),
+        p99_ms: at_middle(runs.iter().map(|r| r.p99_ms).collect()),
+    }
+}
+
+/// The limits the box's benchmark proxy runs with: its one client opens every connection at
+/// once, past the default caps per client (64) and per source in handshake (32).
+const BOX_LIMITS: &str = "handshakes_per_source = 1024\n[connections]\nlistener_max = 2048\n\
+                          client_max = 1024\n";
+
+/// Sets box 1's API profile and the benchmark's limits, and restarts its proxy to take them.
+fn configure_box(dir: &Path, profile: &str) -> Result<()> {
+    let path = dir.join("node1/box.toml");
+    let mut config: toml::Table = toml::from_str(&std::fs::read_to_string(&path)?)?;
+    let proxy = config
+        .get_mut("proxy")
+        .and_then(toml::Value::as_table_mut)
+        .context("box 1 has no [proxy]")?;
+    proxy.insert("api_profile".into(), profile.into());
+    proxy.insert("limits".into(), toml::from_str::<toml::Table>(BOX_LIMITS)?.into());
+    std::fs::write(&path, toml::to_string(&config)?)?;
+    let pid_file = dir.join("node1/proxy.pid");
+    let pid: i32 = std::fs::read_to_string(&pid_file)?.trim().parse()?;
+    let pid = rustix::process::Pid::from_raw(pid).context("proxy 1's pid")?;
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM)?;
+    let start = Instant::now();
+    while Path::new(&format!("/proc/{}", pid.as_raw_nonzero())).exists() {
+        if start.elapsed() > Duration::from_secs(30) {
+            bail!("proxy 1 did not stop within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let up = Command::new(std::env::current_exe()?)
+        .args(["cluster", "up", "--dir"])
+        .arg(dir)
+        .output()?;
+    if !up.status.success() {
+        bail!("cluster up: {}", String::from_utf8_lossy(&up.stderr));
+    }
+    Ok(())
+}
+
+/// Part two, the proxy's own figures as a box runs it (no peer here: wrk's OpenSSL 3.0
+/// loads no SM2 client certificate): a 1-node consortium; the proxy's TLS key in the test
+/// token, each handshake signed through the signer; the client a POSP whose certificate the
+/// ledger's trust store admits, again on every request; the node answering
+/// `block_getChainHeight`; the load from [`vpbox_proxy::bench::load`] in this process.
+fn box_api(a: &BenchProxyArgs) -> Result<Outcome> {
+    let cluster = crate::client_cmd::BenchCluster::up(1, None, None)?;
+    let dir = cluster.dir.clone();
+    println!(
+        "\nvpbox-proxy of a box: TLS key in the HSM (test token, through the signer), a POSP \
+         admitted by the ledger's trust store, the node answering; {} s per run",
+        a.seconds
+    );
+    println!("| API profile | connections | req/s | p99 ms |\n|---|---|---|---|");
+    let mut handshake_rows = Vec::new();
+    for (profile, name) in [(vpbox_tls::Profile::Sm, "sm"), (vpbox_tls::Profile::Hybrid, "hybrid")]
+    {
+        configure_box(&dir, name)?;
+        let (address, server) =
+            crate::client_cmd::box_api(&dir, 1)?.context("box 1 has no API listener")?;
+        let server = ServerName::try_from(server)?;
+        let config = crate::https::tls_config(
+            profile,
+            crate::client_cmd::cluster_roots(&dir)?,
+            &dir.join("posp/bank-a.crt"),
+            &dir.join("posp/bank-a.pem"),
+        )?;
+        for c in &a.connections {
+            let load = vpbox_proxy::bench::load(
+                &address,
+                server.clone(),
+                Arc::clone(&config),
+                *c,
+                a.seconds as f64,
+                BODY,
+            )
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("{name} profile, {c} connections"))?;
+            println!("| {name} | {c} | {:.0} | {:.2} |", load.requests_per_s, load.p99_ms);
+        }
+        let mut fresh = (*config).clone();
+        fresh.resumption = rustls::client::Resumption::disabled();
+        let rate = handshakes(&Arc::new(fresh), &server, &address, a.handshake_seconds)?;
+        handshake_rows.push(format!("{name} {rate:.0}"));
+    }
+    println!(
+        "full mutual handshakes/s with the key in the HSM (2 client threads, no resumption): {}",
+        handshake_rows.join(", ")
+    );
     Ok(Outcome::Ok)
 }
 

@@ -250,7 +250,7 @@ pub(crate) fn client(conn: &Conn) -> Result<RpcClient> {
 }
 
 /// The roots of the cluster in `dir`: its genesis's.
-fn cluster_roots(dir: &Path) -> Result<vpbox_ca::policy::TrustStore> {
+pub(crate) fn cluster_roots(dir: &Path) -> Result<vpbox_ca::policy::TrustStore> {
     let g = Genesis::load(&dir.join("genesis.json"))
         .with_context(|| "no roots: give --roots, or a cluster folder with --dir".to_string())?;
     crate::https::roots_der(g.roots.iter().map(|r| r.der.as_slice()))
@@ -259,12 +259,9 @@ fn cluster_roots(dir: &Path) -> Result<vpbox_ca::policy::TrustStore> {
 /// A client of box `i`'s API in the cluster at `dir` (its `[proxy] api` address, the server
 /// name in its node's certificate, the cluster's roots) presenting `cert` and `key`; `None` if
 /// the box has no API listener.
-pub(crate) fn box_client(
-    dir: &Path,
-    i: u32,
-    cert: &Path,
-    key: &Path,
-) -> Result<Option<(String, RpcClient)>> {
+/// Box `i`'s API listener (`HOST:PORT`) and the DNS name in its certificate; none when the
+/// box has no API listener.
+pub(crate) fn box_api(dir: &Path, i: u32) -> Result<Option<(String, String)>> {
     let Ok(config) = crate::cluster_cmd::box_config(dir, i) else { return Ok(None) };
     let Some(api) = config.proxy.and_then(|p| p.api) else { return Ok(None) };
     let node_crt = dir.join(format!("node{i}/node.crt"));
@@ -273,6 +270,16 @@ pub(crate) fn box_client(
         .and_then(|pem| vpbox_ca::pem::chain_der(&pem).ok())
         .and_then(|der| vpbox_proxy::trust::dns_names(&der).into_iter().next())
         .with_context(|| format!("{}: no DNS name", node_crt.display()))?;
+    Ok(Some((api, name)))
+}
+
+pub(crate) fn box_client(
+    dir: &Path,
+    i: u32,
+    cert: &Path,
+    key: &Path,
+) -> Result<Option<(String, RpcClient)>> {
+    let Some((api, name)) = box_api(dir, i)? else { return Ok(None) };
     let c = crate::https::client(&api, &name, cluster_roots(dir)?, cert, key)?;
     Ok(Some((api, c)))
 }

@@ -62,6 +62,21 @@ pub(crate) fn roots_der<'a>(ders: impl IntoIterator<Item = &'a [u8]>) -> Result<
     Ok(store)
 }
 
+/// A client's TLS configuration in `profile`: the box's certificate admitted under `trust`,
+/// `cert` presented with the SM2 key in `key` (PKCS#8 PEM).
+pub(crate) fn tls_config(
+    profile: Profile,
+    trust: TrustStore,
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<ClientConfig>> {
+    let pem = std::fs::read_to_string(key).with_context(|| key.display().to_string())?;
+    let signer = SoftwareSigner::new(SecretKey::from_pem(&pem).context("the client key")?);
+    let ours = Credentials::new(chain(cert)?, Arc::new(signer))?;
+    let servers = Admission::new(Arc::new(RwLock::new(trust)), CertProfile::VpNode);
+    Ok(Arc::new(client_config(profile, &ours, servers)?))
+}
+
 /// A client of the API at `address` (HOST:PORT), expecting the box's certificate to name
 /// `name` and chain to `trust`, presenting `cert` with the SM2 key in `key` (PKCS#8 PEM).
 pub(crate) fn client(
@@ -71,11 +86,7 @@ pub(crate) fn client(
     cert: &Path,
     key: &Path,
 ) -> Result<RpcClient> {
-    let pem = std::fs::read_to_string(key).with_context(|| key.display().to_string())?;
-    let signer = SoftwareSigner::new(SecretKey::from_pem(&pem).context("the client key")?);
-    let ours = Credentials::new(chain(cert)?, Arc::new(signer))?;
-    let servers = Admission::new(Arc::new(RwLock::new(trust)), CertProfile::VpNode);
-    let config = Arc::new(client_config(Profile::Sm, &ours, servers)?);
+    let config = tls_config(Profile::Sm, trust, cert, key)?;
     let name = ServerName::try_from(name.to_string())
         .map_err(|e| anyhow::anyhow!("{name}: not a server name: {e}"))?;
     let url = format!("https://{address}");

@@ -132,3 +132,93 @@ pub fn serve(b: &BenchServer) -> Result<(), String> {
         Ok(())
     })
 }
+
+/// What [`load`] measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Load {
+    /// Answers per second over the measured window.
+    pub requests_per_s: f64,
+    /// The 99th percentile of the answers' latencies, in milliseconds.
+    pub p99_ms: f64,
+}
+
+/// A load generator for a box's API, which wrk cannot drive (its OpenSSL 3.0 loads no SM2
+/// client certificate): `connections` kept-alive HTTPS connections to `address` (TLS
+/// `config`, server `name`) are opened first, then each POSTs `body` for `seconds`, its next
+/// request when the last answer is whole, as wrk does. Requests/s and the p99 latency; an
+/// answer but 200 or a failed connection fails the run rather than being counted.
+pub fn load(
+    address: &str,
+    name: rustls::pki_types::ServerName<'static>,
+    config: Arc<rustls::ClientConfig>,
+    connections: u32,
+    seconds: f64,
+    body: &'static str,
+) -> Result<Load, String> {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    runtime.block_on(async move {
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let mut opened = Vec::new();
+        for _ in 0..connections {
+            let (connector, name, address) = (connector.clone(), name.clone(), address.to_string());
+            opened.push(tokio::spawn(async move {
+                let tcp =
+                    tokio::net::TcpStream::connect(&address).await.map_err(|e| e.to_string())?;
+                tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+                let tls = connector.connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
+                let (send, conn) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                tokio::spawn(conn);
+                Ok::<_, String>(send)
+            }));
+        }
+        let mut senders = Vec::new();
+        for o in opened {
+            senders.push(o.await.map_err(|e| e.to_string())??);
+        }
+        let start = tokio::time::Instant::now();
+        let end = start + std::time::Duration::from_secs_f64(seconds);
+        let runs: Vec<_> = senders
+            .into_iter()
+            .map(|mut send| {
+                tokio::spawn(async move {
+                    let mut latencies = Vec::new();
+                    while tokio::time::Instant::now() < end {
+                        let t = tokio::time::Instant::now();
+                        let request = hyper::Request::post("/")
+                            .header("host", "box")
+                            .header("content-type", "application/json")
+                            .body(Full::new(Bytes::from_static(body.as_bytes())))
+                            .map_err(|e| e.to_string())?;
+                        let answer = send.send_request(request).await.map_err(|e| e.to_string())?;
+                        let status = answer.status();
+                        answer.into_body().collect().await.map_err(|e| e.to_string())?;
+                        if status != hyper::StatusCode::OK {
+                            return Err(format!("answered {status}"));
+                        }
+                        latencies.push(t.elapsed());
+                    }
+                    Ok::<_, String>(latencies)
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for r in runs {
+            all.extend(r.await.map_err(|e| e.to_string())??);
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        all.sort_unstable();
+        let p99 = all
+            .get((all.len() * 99).div_ceil(100).saturating_sub(1))
+            .ok_or("no request was answered")?;
+        Ok(Load { requests_per_s: all.len() as f64 / elapsed, p99_ms: p99.as_secs_f64() * 1000.0 })
+    })
+}
