@@ -7,6 +7,8 @@
 //!   a certificate revoked while its connection is open gets 403 and -32002 on its next
 //!   request, and the connection is closed (an idle one at the idle deadline). Its identity (role,
 //!   bank, name, key fingerprint) goes to the node with each request in `x-vpbox-client`.
+//!   (Admitted again, that is, whenever the trust state has changed since, and at least once a
+//!   second: see [`READMIT_AFTER`].)
 //! - **What.** Only `POST` with a `Content-Length` up to the body limit (413 and -32005 past
 //!   it, before the body is read); the body whole within the request deadline (408); then the
 //!   gate: the role's allow-list (-32007, 403), the client's token bucket (-32008, 429 with
@@ -49,6 +51,8 @@ pub(crate) struct Api {
     /// The node's socket, its connections kept alive: one pool per worker thread (a
     /// connection is driven by the runtime that opened it).
     pub(crate) upstreams: Vec<crate::upstream::Upstream>,
+    /// The trust state's generation, moved on by every change the trust poll applies.
+    pub(crate) trust: tokio::sync::watch::Receiver<u64>,
     /// Connections each worker thread is serving.
     pub(crate) load: Vec<std::sync::atomic::AtomicUsize>,
     pub(crate) gate: Mutex<Gate<Client>>,
@@ -150,6 +154,8 @@ pub(crate) struct ApiParts {
     pub(crate) node: std::path::PathBuf,
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
+    /// The trust state's generation.
+    pub(crate) trust: tokio::sync::watch::Receiver<u64>,
     /// Worker threads serving the connections.
     pub(crate) workers: std::num::NonZeroU16,
 }
@@ -172,6 +178,7 @@ impl Api {
             metrics: p.metrics,
             pending: Pending::new(),
             stopping: p.stopping,
+            trust: p.trust,
             active: std::sync::atomic::AtomicUsize::new(0),
         })
     }
@@ -370,7 +377,8 @@ async fn connection(
     );
     // The identity the node is told, encoded once for the connection's requests (none for a
     // certificate without an API role: the gate refuses its every request).
-    let who = Arc::new(Caller { header: client_header(&who).ok(), who, worker });
+    let checked = Mutex::new((*api.trust.borrow(), tokio::time::Instant::now()));
+    let who = Arc::new(Caller { header: client_header(&who).ok(), who, worker, checked });
     let certs = Arc::new(certs);
     let service = {
         let (api, who, certs) = (Arc::clone(api), Arc::clone(&who), Arc::clone(&certs));
@@ -414,6 +422,27 @@ struct Caller {
     header: Option<String>,
     /// The worker serving the connection (whose upstream pool it uses).
     worker: usize,
+    /// When its certificate was last admitted: the trust state's generation and the time.
+    checked: Mutex<(u64, tokio::time::Instant)>,
+}
+
+/// How long an admission stands while the trust state does not change: a certificate that
+/// expires, or a CRL whose nextUpdate passes, is refused at most this late.
+const READMIT_AFTER: Duration = Duration::from_secs(1);
+
+/// Admits a connection's client again if the trust state has changed since it was last
+/// admitted (a revocation, a bank removed: refused on the next request) or
+/// [`READMIT_AFTER`] has passed. (Admitting on every request cost a quarter of the proxy's
+/// CPU: the chain's DER decoded and hashed each time.)
+fn readmit(api: &Api, caller: &Caller, certs: &[CertificateDer<'_>]) -> Result<(), rustls::Error> {
+    let generation = *api.trust.borrow();
+    let mut checked = caller.checked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if checked.0 == generation && checked.1.elapsed() < READMIT_AFTER {
+        return Ok(());
+    }
+    api.clients.admit(certs)?;
+    *checked = (generation, tokio::time::Instant::now());
+    Ok(())
 }
 
 /// One access log line.
@@ -459,7 +488,7 @@ async fn request(
     let started = tokio::time::Instant::now();
     // Every request is judged by today's trust state: a certificate revoked (or its bank
     // removed) since the handshake gets this answer and the connection is closed.
-    let (status, bytes_in, methods, response) = match api.clients.admit(certs) {
+    let (status, bytes_in, methods, response) = match readmit(api, caller, certs) {
         Err(e) => {
             api.metrics.refused(Listener::Api, crate::metrics::tls_reason(&e));
             let reason = denied_reason(&e);

@@ -121,6 +121,8 @@ pub fn serve(b: &BenchServer) -> Result<(), String> {
                 node: b.upstream.clone(),
                 metrics: Arc::new(Metrics::default()),
                 stopping: stopping.clone(),
+                // The benchmark's clients are fixed: its trust never changes.
+                trust: tokio::sync::watch::channel(0).1,
                 workers: crate::api::workers(),
             });
             log("bench-listening", json!({"address": address}));

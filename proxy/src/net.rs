@@ -352,6 +352,7 @@ pub fn run(path: &Path) -> Result<(), String> {
                 node: shared.config.sockets.rpc.clone(),
                 metrics: Arc::clone(&metrics),
                 stopping: stopping.clone(),
+                trust: shared.generation.subscribe(),
                 workers: crate::api::workers(),
             });
             log("api-listening", json!({"api": address}));

@@ -4,8 +4,8 @@
 //! The exchange runs inside the request's own task: the request goes out in one write, the
 //! answer is read and framed here (its head parsed by `httparse`), with no connection task and
 //! no channel between them. (hyper's client connection did the same with a task and two
-//! channels per request: three wake-ups where this has one; on this machine kind the forward
-//! cost about a fifth of the proxy's CPU per request.) The upstream is the box's own node,
+//! channels per request: three wake-ups where this has one. On this machine kind the proxy's
+//! CPU per request fell from about 55 to 48 µs, `perf stat` at 16 connections.) The upstream is the box's own node,
 //! whose answers always carry a `Content-Length`: an answer framed otherwise — chunked, with
 //! no or two lengths, a 1xx, bytes beyond its body — is refused as a bad gateway and its
 //! connection dropped.
