@@ -466,7 +466,8 @@ fn answer(
     body: impl Into<Bytes>,
     retry_after: Option<u64>,
 ) -> Response<Full<Bytes>> {
-    let mut r = Response::builder().status(status).header("content-type", "application/json");
+    let json = hyper::header::HeaderValue::from_static("application/json");
+    let mut r = Response::builder().status(status).header(hyper::header::CONTENT_TYPE, json);
     if let Some(s) = retry_after {
         r = r.header("retry-after", s.to_string());
     }

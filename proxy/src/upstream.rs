@@ -128,7 +128,7 @@ impl Upstream {
     ) -> Result<(u16, Bytes), Failed> {
         stream.write_all(request).await.map_err(|e| Failed::Unsent(e.to_string()))?;
         let sent = |e: String| Failed::Sent(e);
-        let mut buf = Vec::with_capacity(4096);
+        let mut buf = Vec::with_capacity(2048);
         let head = loop {
             if let Some(head) = parse_head(&buf).map_err(sent)? {
                 break head;
@@ -157,10 +157,13 @@ impl Upstream {
 }
 
 /// Reads what the node has sent into `buf`, up to `limit` bytes in all; an end of stream is an
-/// error (an answer is owed).
+/// error (an answer is owed). The buffer grows by what is read, at most 64 KiB at a time: a
+/// small answer costs no more than its own size.
 async fn read_some(stream: &mut UnixStream, buf: &mut Vec<u8>, limit: usize) -> Result<(), String> {
     let want = limit.saturating_sub(buf.len()).min(64 << 10);
-    buf.reserve(want);
+    if buf.capacity() == buf.len() {
+        buf.reserve(want.min(buf.len().max(4096)));
+    }
     let n = (&mut *stream).take(want as u64).read_buf(buf).await.map_err(|e| e.to_string())?;
     if n == 0 {
         return Err("the node closed the connection without a whole answer".into());
