@@ -75,6 +75,8 @@ pub(crate) struct BenchServeArgs {
 }
 
 pub(crate) fn bench_serve(a: &BenchServeArgs) -> Result<Outcome> {
+    // Ends with the benchmark that started it, however that one ends.
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))?;
     vpbox_proxy::bench::serve(&vpbox_proxy::bench::BenchServer {
         listen: a.listen.clone(),
         mutual: a.mutual.clone(),
