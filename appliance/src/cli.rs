@@ -61,6 +61,9 @@ enum Command {
     /// The box's proxy: the only process with a network (P2P links over mutual TLS).
     #[command(subcommand)]
     Proxy(ProxyCommand),
+    /// The box's nftables firewall, rendered from its box.toml ([firewall], [proxy], [[peers]]).
+    #[command(subcommand)]
+    Firewall(FirewallCommand),
     /// A local consortium for development: `up` creates and starts it (default ./vpbox-dev).
     #[command(subcommand)]
     Cluster(crate::cluster_cmd::ClusterCommand),
@@ -98,6 +101,17 @@ enum ProxyCommand {
     /// The proxy's API shell with a P-256 key in a file, for `vpbox bench proxy` only.
     #[command(hide = true)]
     BenchServe(crate::bench_proxy::BenchServeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum FirewallCommand {
+    /// Print the ruleset (table inet vpbox), or every reason the configuration is refused.
+    #[command(after_help = "Example:\n  vpbox firewall render --config /etc/vpbox/box.toml")]
+    Render(crate::firewall_cmd::FirewallArgs),
+    /// Render the ruleset and have `nft -c` check it; nothing is changed.
+    Check(crate::firewall_cmd::FirewallArgs),
+    /// Render the ruleset and load it with `nft -f`, atomically (the table replaced whole).
+    Apply(crate::firewall_cmd::FirewallArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -308,6 +322,14 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Anchor(AnchorCommand::Verify(a)) => crate::client_cmd::verify(&a),
         Command::Node(NodeCommand::Run(a)) => crate::cluster_cmd::node_run(&a),
         Command::Config(ConfigCommand::Check(a)) => crate::cluster_cmd::config_check(&a.config),
+        Command::Firewall(cmd) => {
+            use crate::firewall_cmd::{Action, run};
+            match cmd {
+                FirewallCommand::Render(a) => run(Action::Render, &a),
+                FirewallCommand::Check(a) => run(Action::Check, &a),
+                FirewallCommand::Apply(a) => run(Action::Apply, &a),
+            }
+        }
         Command::Proxy(ProxyCommand::Run(a)) => crate::cluster_cmd::proxy_run(&a),
         Command::Proxy(ProxyCommand::BenchServe(a)) => crate::bench_proxy::bench_serve(&a),
         Command::Cluster(cmd) => crate::cluster_cmd::run(&cmd),

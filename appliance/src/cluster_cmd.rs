@@ -689,6 +689,8 @@ fn write_box(dir: &Path, i: u32, addresses: &HashMap<u32, Listeners>) -> Result<
             uid: None,
             limits: toml::Table::new(),
         }),
+        // An operator's [firewall] is kept across rewrites.
+        firewall: box_config(dir, i).ok().and_then(|c| c.firewall),
     };
     let tmp = nd.join("box.toml.tmp");
     fs::write(&tmp, toml::to_string(&config)?)?;

@@ -15,6 +15,7 @@ mod client_cmd;
 mod cluster_cmd;
 mod exit;
 mod files;
+mod firewall_cmd;
 mod gov_cmd;
 mod harden;
 mod hsm_cmd;

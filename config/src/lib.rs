@@ -84,6 +84,42 @@ pub struct BoxConfig {
     /// The box's proxy; none for a node whose egress sockets something else provides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<ProxyConfig>,
+    /// Who may reach the box and what it may reach (`vpbox firewall render`); none: the box
+    /// has no firewall of its own (a development cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firewall: Option<FirewallConfig>,
+}
+
+/// The `[firewall]` table: the networks the box's firewall admits to each listener, and the
+/// services it lets the box reach besides its peers (`vpbox_firewall`, which renders it with
+/// `[proxy]` and `[[peers]]` into one nftables ruleset).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FirewallConfig {
+    /// Networks of the POSP servers (CIDR, `10.20.0.0/16` or `2001:db8::/48`): the only
+    /// sources admitted to the API listener.
+    pub posp_networks: Vec<String>,
+    /// The management network (CIDR): the only sources admitted to the admin listener and to
+    /// SSH. At least one, and something on it to reach: without it the box could not be
+    /// managed from the network.
+    pub management_networks: Vec<String>,
+    /// The SSH port admitted from the management network; none: no SSH.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_port: Option<u16>,
+    /// NTP servers the box may query (IP addresses, UDP 123).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ntp: Vec<String>,
+    /// DNS servers the box may query (IP addresses, UDP and TCP 53).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+    /// New TCP connections (SYNs) per second the box takes in all; past it they are dropped.
+    /// Default 500.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syn_per_s: Option<u32>,
+    /// New connections per second from one source address; past it they are dropped.
+    /// Default 50.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_per_source_per_s: Option<u32>,
 }
 
 /// The `[proxy]` table: the proxy's listeners and TLS identity.

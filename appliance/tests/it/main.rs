@@ -5,6 +5,7 @@ mod anchor;
 mod api;
 mod ca;
 mod cluster;
+mod firewall;
 mod hsm;
 mod metrics;
 mod netns;
