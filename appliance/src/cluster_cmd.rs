@@ -194,7 +194,20 @@ pub(crate) fn config_check(path: &Path) -> Result<Outcome> {
             return Ok(Outcome::Invalid);
         }
     };
-    match vpbox_node::config::check(&config) {
+    // A [firewall] table is judged as `vpbox firewall render` would judge it.
+    let firewall = match config.firewall {
+        Some(_) => vpbox_firewall::plan(&config).err().unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let checked = match vpbox_node::config::check(&config) {
+        Ok(c) if firewall.is_empty() => Ok(c),
+        Ok(_) => Err(firewall),
+        Err(mut errors) => {
+            errors.extend(firewall);
+            Err(errors)
+        }
+    };
+    match checked {
         Ok(checked) => {
             for n in &checked.notes {
                 println!("note: {n}");

@@ -37,6 +37,13 @@
 //!
 //! [proxy.limits]                      # the API's limits (vpbox_proxy::Limits), all optional
 //! body_bytes_max = 4194304
+//!
+//! [firewall]                          # the box's nftables rules (`vpbox firewall render`)
+//! posp_networks = ["10.20.0.0/16"]    # the only sources admitted to [proxy] api
+//! management_networks = ["10.99.0.0/24"] # the only sources of [proxy] admin and SSH
+//! ssh_port = 22                       # optional
+//! ntp = ["10.99.0.1"]                 # servers the box may reach besides its peers
+//! dns = ["10.99.0.53"]
 //! ```
 //!
 //! Relative paths resolve against the file's folder.

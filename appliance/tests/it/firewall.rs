@@ -43,6 +43,11 @@ fn a_configuration_that_would_lock_out_the_management_network_is_refused() {
         assert!(r.stderr.contains("1 error(s); no ruleset"), "{}", r.stderr);
         assert!(r.stdout.is_empty(), "nothing rendered");
     }
+    // `vpbox config check` names it too, beside what else it finds (here: no genesis file).
+    let r = vpbox(&["config", "check", "--config", s(&config)]);
+    assert_eq!(r.code, 1, "{}", r.text());
+    assert!(r.stderr.contains("could not be managed from the network"), "{}", r.stderr);
+    assert!(r.stderr.contains("genesis"), "{}", r.stderr);
 }
 
 /// A network namespace removed on drop.
