@@ -19,7 +19,7 @@ install() {
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
-install openssl ca-certificates pkg-config softhsm2 opensc systemd nftables iproute2 librocksdb-dev libsnappy-dev libclang-dev gcc make perl
+install openssl ca-certificates pkg-config softhsm2 opensc systemd nftables iproute2 procps librocksdb-dev libsnappy-dev libclang-dev gcc make perl
 
 command -v cargo >/dev/null || { echo "deps: cargo not found (install Rust with rustup)" >&2; exit 2; }
 for component in rustfmt clippy; do

@@ -11,9 +11,12 @@ trap 'rm -rf "$root"' EXIT
 mkdir -p "$root/usr/bin" "$root/etc/systemd/system" "$root/usr/lib/systemd"
 cp -a /usr/lib/systemd/system "$root/usr/lib/systemd/"
 cp "$bin" "$root/usr/bin/vpbox"
+cp /usr/bin/kill "$root/usr/bin/kill"
 cp systemd/*.service "$root/etc/systemd/system/"
 systemd-analyze verify --root="$root" "$root"/etc/systemd/system/vpbox-*.service
 echo "units: systemd-analyze verify clean"
+said=$(systemd-sysusers --dry-run "$PWD/systemd/vpbox.sysusers" 2>&1) || { echo "$said" >&2; exit 1; }
+echo "units: sysusers.d entries accepted (systemd-sysusers --dry-run)"
 # Exposure limits in tenths (systemd-analyze's --threshold scale: 0.2 shown = 2). The signer
 # keeps the 0.2 it has; the firewall loads rules, so it holds CAP_NET_ADMIN and netlink.
 declare -A limit=([vpbox-signer]=2 [vpbox-node]=5 [vpbox-proxy]=15 [vpbox-firewall]=20)

@@ -173,13 +173,41 @@ pub(crate) struct NodeRunArgs {
 
 pub(crate) fn proxy_run(a: &NodeRunArgs) -> Result<Outcome> {
     crate::harden::no_core_dumps()?;
-    vpbox_proxy::net::run(&a.config).map_err(anyhow::Error::msg)?;
+    let heartbeat = crate::supervise::Heartbeat::new();
+    crate::supervise::watchdog(std::sync::Arc::clone(&heartbeat), |_| {});
+    let supervisor = vpbox_proxy::net::Supervisor {
+        ready: Box::new(crate::supervise::ready),
+        alive: std::sync::Arc::new(move || heartbeat.beat()),
+        every: crate::supervise::beat_every(),
+    };
+    vpbox_proxy::net::run(&a.config, supervisor).map_err(anyhow::Error::msg)?;
     Ok(Outcome::Ok)
 }
 
 pub(crate) fn node_run(a: &NodeRunArgs) -> Result<Outcome> {
     crate::harden::no_core_dumps()?;
     let config = BoxConfig::load(&a.config).map_err(anyhow::Error::msg)?;
+    // Ready once the node answers on its JSON-RPC socket; alive while it goes on answering
+    // (`supervise`). The probe runs beside the node, which blocks this thread.
+    let socket = config.sockets.rpc.clone();
+    std::thread::spawn(move || {
+        let answers = |s: &Path| {
+            vpbox_node::client::RpcClient::new(s)
+                .call("block_getChainHeight", serde_json::json!([]))
+                .is_ok()
+        };
+        while !answers(&socket) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        crate::supervise::ready(&format!("JSON-RPC on {}", socket.display()));
+        let heartbeat = crate::supervise::Heartbeat::new();
+        heartbeat.beat();
+        crate::supervise::watchdog(heartbeat, move |h| {
+            if answers(&socket) {
+                h.beat();
+            }
+        });
+    });
     vpbox_node::service::run(&config)?;
     Ok(Outcome::Ok)
 }

@@ -25,5 +25,6 @@ mod signer_cmd;
 mod sm2_cmd;
 mod sm3_cmd;
 mod stamp;
+mod supervise;
 
 pub use exit::Outcome;

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use vpbox_pkcs11::Pin;
-use vpbox_signer::{Client, Config, serve};
+use vpbox_signer::{Client, Config, serve_beating};
 
 use crate::Outcome;
 
@@ -82,7 +82,11 @@ pub(crate) fn run(cmd: &SignerCommand) -> Result<Outcome> {
                 config.keys.len(),
                 config.socket.display()
             );
-            serve(Arc::new(service), listener, Arc::new(AtomicBool::new(false)))?;
+            crate::supervise::ready(&format!("serving {} keys", config.keys.len()));
+            let heartbeat = crate::supervise::Heartbeat::new();
+            crate::supervise::watchdog(Arc::clone(&heartbeat), |_| {});
+            let shutdown = Arc::new(AtomicBool::new(false));
+            serve_beating(Arc::new(service), listener, shutdown, &|| heartbeat.beat())?;
             Ok(Outcome::Ok)
         }
         SignerCommand::Ping { socket, key } => {

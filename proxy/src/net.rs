@@ -290,8 +290,21 @@ impl TlsParts {
     }
 }
 
+/// What a supervisor (systemd, through the appliance) is told: `ready` once, when every
+/// listener is bound, with a status line; `alive` every `every` from a task of the proxy's main
+/// runtime (the one running the trust poll, the P2P links and the API's accepting task), so a
+/// stalled runtime stops calling it.
+pub struct Supervisor {
+    /// The proxy serves.
+    pub ready: Box<dyn FnOnce(&str) + Send>,
+    /// The proxy's runtime still runs.
+    pub alive: Arc<dyn Fn() + Send + Sync>,
+    /// How often `alive` is called.
+    pub every: Duration,
+}
+
 /// Runs the proxy of the box whose configuration is at `path` until it is stopped (SIGTERM).
-pub fn run(path: &Path) -> Result<(), String> {
+pub fn run(path: &Path, supervisor: Supervisor) -> Result<(), String> {
     let config = BoxConfig::load(path)?;
     let files = raise_file_limit();
     let proxy = config.proxy.clone().ok_or("the box's configuration has no [proxy] table")?;
@@ -382,6 +395,14 @@ pub fn run(path: &Path) -> Result<(), String> {
             log("admin-listening", json!({"admin": address}));
             tokio::spawn(crate::admin::serve(listener, admin));
         }
+        let (alive, every) = (Arc::clone(&supervisor.alive), supervisor.every);
+        tokio::spawn(async move {
+            loop {
+                alive();
+                tokio::time::sleep(every).await;
+            }
+        });
+        (supervisor.ready)(&format!("P2P on {}", proxy.p2p));
         tokio::spawn(poll_trust(Arc::clone(&shared)));
         tokio::spawn(egress(Arc::clone(&shared)));
         tokio::spawn(reload_on_hangup(Arc::clone(&shared)));

@@ -13,7 +13,7 @@ pub mod guard;
 mod service;
 
 pub use config::{Config, KeyConfig};
-pub use service::{Service, ServiceError, ServiceKey, serve};
+pub use service::{Service, ServiceError, ServiceKey, serve, serve_beating};
 pub use vpbox_signer_client::{Client, ClientError, link, protocol, tls13};
 
 #[doc(hidden)]

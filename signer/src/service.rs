@@ -405,8 +405,21 @@ pub fn serve(
     listener: UnixListener,
     shutdown: Arc<AtomicBool>,
 ) -> std::io::Result<()> {
+    serve_beating(service, listener, shutdown, &|| {})
+}
+
+/// [`serve`], calling `turn` each time the accept loop comes round (at least every 5 ms): a
+/// supervisor's proof that the signer still serves (the appliance feeds systemd's watchdog
+/// with it).
+pub fn serve_beating(
+    service: Arc<Service>,
+    listener: UnixListener,
+    shutdown: Arc<AtomicBool>,
+    turn: &dyn Fn(),
+) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     while !shutdown.load(Ordering::Relaxed) {
+        turn();
         match listener.accept() {
             Ok((stream, _)) => {
                 let service = Arc::clone(&service);

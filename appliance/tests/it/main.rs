@@ -15,6 +15,7 @@ mod p2p;
 mod sm2;
 mod sm3;
 mod status;
+mod supervise;
 mod token;
 
 use std::path::{Path, PathBuf};
