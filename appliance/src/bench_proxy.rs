@@ -500,7 +500,7 @@ fn configure_box(dir: &Path, profile: &str) -> Result<()> {
 /// Part two, the proxy's own figures as a box runs it (no peer here: wrk's OpenSSL 3.0
 /// loads no SM2 client certificate): a 1-node consortium; the proxy's TLS key in the test
 /// token, each handshake signed through the signer; the client a POSP whose certificate the
-/// ledger's trust store admits, again on every request; the node answering
+/// ledger's trust store admits (again after a trust change, at least once a second); the node answering
 /// `block_getChainHeight`; the load from [`vpbox_proxy::bench::load`] in this process.
 fn box_api(a: &BenchProxyArgs) -> Result<Outcome> {
     let cluster = crate::client_cmd::BenchCluster::up(1, None, None)?;

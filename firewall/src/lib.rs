@@ -63,10 +63,10 @@ impl Network {
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => max,
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max && !p.to_string().is_empty())
+            Some(p) => Some(p)
+                .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|p| p.parse::<u8>().ok())
+                .filter(|p| *p <= max)
                 .ok_or_else(|| format!("`{text}`: the prefix length must be 0 to {max}"))?,
         };
         let network = Self { addr, prefix };
@@ -175,6 +175,7 @@ pub fn plan(config: &BoxConfig) -> Result<Plan, Vec<String>> {
         list.iter()
             .filter_map(|a| {
                 a.parse::<IpAddr>()
+                    .map(|a| a.to_canonical())
                     .map_err(|_| {
                         errors.push(format!("[firewall] {field}: `{a}` is not an IP address"))
                     })
@@ -182,8 +183,14 @@ pub fn plan(config: &BoxConfig) -> Result<Plan, Vec<String>> {
             })
             .collect()
     };
-    let ntp = addresses("ntp", &fw.ntp, &mut errors);
-    let dns = addresses("dns", &fw.dns, &mut errors);
+    // (Sorted and without repeats: nftables refuses an element given twice.)
+    let unique = |mut v: Vec<IpAddr>| {
+        v.sort();
+        v.dedup();
+        v
+    };
+    let ntp = unique(addresses("ntp", &fw.ntp, &mut errors));
+    let dns = unique(addresses("dns", &fw.dns, &mut errors));
     if config.peers.is_empty() {
         errors.push(
             "[[peers]]: none listed; the P2P listener admits only peers and would admit nobody"
@@ -193,7 +200,22 @@ pub fn plan(config: &BoxConfig) -> Result<Plan, Vec<String>> {
     let mut peers = Vec::new();
     for p in &config.peers {
         match p.address.parse::<SocketAddr>() {
-            Ok(a) => peers.push(a),
+            // An IPv4-mapped IPv6 address is the IPv4 address it maps (its packets are IPv4).
+            Ok(a) => {
+                let a = SocketAddr::new(a.ip().to_canonical(), a.port());
+                // A listener bound to one address takes only its family.
+                if let Some(Listener { addr: Some(bound), .. }) = p2p
+                    && a.is_ipv4() != bound.is_ipv4()
+                {
+                    errors.push(format!(
+                        "peer {}: {a} cannot reach [proxy] p2p, bound to {bound} (another \
+                         address family); bind p2p to a wildcard or list the peer by its other \
+                         address",
+                        p.id
+                    ));
+                }
+                peers.push(a);
+            }
             Err(_) => errors.push(format!(
                 "peer {}: `{}` is not an IP address and port; the firewall admits peers by \
                  address, so a DNS answer would decide who reaches the ledger",
@@ -219,7 +241,12 @@ pub fn plan(config: &BoxConfig) -> Result<Plan, Vec<String>> {
             "[firewall] management_networks: /0 is everyone, not a management network".into(),
         );
     }
-    let admin_reachable = admin.flatten().is_some_and(|a| !a.loopback_only());
+    // Reachable: off loopback, and on an address of a family some management network has.
+    let admin_reachable = admin.flatten().is_some_and(|a| {
+        !a.loopback_only()
+            && a.addr.is_none_or(|ip| management.iter().any(|n| n.addr.is_ipv4() == ip.is_ipv4()))
+    });
+
     if !fw.management_networks.is_empty() && fw.ssh_port.is_none() && !admin_reachable {
         errors.push(
             "[firewall]: the management network would reach nothing on the box (no ssh_port, \
@@ -282,6 +309,10 @@ fn set(out: &mut String, name: &str, f: Family, kind: &str, flags: &str, element
     if !flags.is_empty() {
         let _ = write!(out, "flags {flags}; ");
     }
+    if flags == "interval" {
+        // Overlapping networks (10.0.0.0/8 with 10.1.0.0/16) are merged, not refused.
+        out.push_str("auto-merge; ");
+    }
     if !elements.is_empty() {
         let _ = write!(out, "elements = {{ {} }} ", elements.join(", "));
     }
@@ -335,11 +366,12 @@ impl Plan {
                 "\t\tlimit rate 10/minute burst 20 packets log prefix \"vpbox-drop-{chain}: \" level info\n"
             )
         };
+        // The rates apply to connections from listed sources only (`admit`): strangers are
+        // dropped by the policy before they can spend the box's SYN budget, and the
+        // management network's own services are not rate-limited at all.
         let _ = writeln!(
             o,
-            "\n\tchain input {{\n\t\ttype filter hook input priority filter; policy drop;\n\
-             \t\tct state established,related accept\n\t\tct state invalid drop\n\
-             \t\tiif \"lo\" accept\n\t\t{nd}\n\
+            "\n\tchain admit {{\n\
              \t\ttcp flags & (fin|syn|rst|ack) == syn limit rate over {syn}/second burst {burst} packets drop",
             syn = self.syn_per_s,
             burst = self.syn_per_s.saturating_mul(2),
@@ -355,7 +387,13 @@ impl Plan {
                 b = self.new_per_source_per_s.saturating_mul(2),
             );
         }
-        let open = |o: &mut String, sources: &str, to: Listener| {
+        let _ = writeln!(
+            o,
+            "\t\taccept\n\t}}\n\n\tchain input {{\n\t\ttype filter hook input priority filter; policy drop;\n\
+             \t\tct state established,related accept\n\t\tct state invalid drop\n\
+             \t\tiif \"lo\" accept\n\t\t{nd}"
+        );
+        let open = |o: &mut String, sources: &str, to: Listener, verdict: &str| {
             for f in FAMILIES {
                 let daddr = match to.addr {
                     Some(a) if a.is_ipv4() != f.v4 => continue,
@@ -364,26 +402,28 @@ impl Plan {
                 };
                 let _ = writeln!(
                     o,
-                    "\t\t{h} saddr @{sources}_{s} {daddr}tcp dport {p} accept",
+                    "\t\t{h} saddr @{sources}_{s} {daddr}tcp dport {p} {verdict}",
                     h = f.header,
                     s = f.suffix,
                     p = to.port
                 );
             }
         };
-        o.push_str("\t\t# P2P from the consortium's peers\n");
-        open(&mut o, "peers", self.p2p);
-        if let Some(api) = self.api {
-            o.push_str("\t\t# the API from the POSP networks\n");
-            open(&mut o, "posp", api);
-        }
         if let Some(admin) = self.admin.filter(|a| !a.loopback_only()) {
             o.push_str("\t\t# /metrics and /health from the management network\n");
-            open(&mut o, "management", admin);
+            open(&mut o, "management", admin, "accept");
         }
         if let Some(port) = self.ssh {
             o.push_str("\t\t# SSH from the management network\n");
-            open(&mut o, "management", Listener { addr: None, port });
+            open(&mut o, "management", Listener { addr: None, port }, "accept");
+        }
+        o.push_str("\t\t# P2P from the consortium's peers, within the rates\n");
+        open(&mut o, "peers", self.p2p, "goto admit");
+        if let Some(api) = self.api {
+            // Admin certificates use the API too: from the management network.
+            o.push_str("\t\t# the API from the POSP and management networks, within the rates\n");
+            open(&mut o, "posp", api, "goto admit");
+            open(&mut o, "management", api, "goto admit");
         }
         o.push_str(
             "\t\tip saddr @management_v4 icmp type echo-request limit rate 10/second accept\n\

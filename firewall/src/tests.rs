@@ -54,22 +54,37 @@ fn each_listener_is_opened_to_its_own_sources_only() {
     assert!(has("type filter hook input priority filter; policy drop;"));
     assert!(has("type filter hook forward priority filter; policy drop;"));
     assert!(has("type filter hook output priority filter; policy drop;"));
-    assert!(has("ip saddr @peers_v4 tcp dport 7443 accept"), "P2P from peers");
-    assert!(has("ip saddr @posp_v4 tcp dport 8443 accept"), "API from POSPs");
+    assert!(has("ip saddr @peers_v4 tcp dport 7443 goto admit"), "P2P from peers");
+    assert!(has("ip saddr @posp_v4 tcp dport 8443 goto admit"), "API from POSPs");
+    assert!(has("ip saddr @management_v4 tcp dport 8443 goto admit"), "API from admins");
     assert!(has("ip saddr @management_v4 ip daddr 10.99.0.11 tcp dport 9443 accept"));
     assert!(has("ip saddr @management_v4 tcp dport 22 accept"));
     assert!(has("ip daddr . tcp dport @peer_endpoints_v4 accept"), "egress to peers only");
     assert!(text.contains("elements = { 10.1.0.12 . 7443, 192.0.2.13 . 7443, 192.0.2.14 . 7443 }"));
     assert!(text.contains(
-        "set posp_v4 { type ipv4_addr; flags interval; elements = { 10.20.0.0/16, 172.16.8.0/24 } }"
+        "set posp_v4 { type ipv4_addr; flags interval; auto-merge; elements = { 10.20.0.0/16, 172.16.8.0/24 } }"
     ));
     assert!(text.contains("set ntp_v4 { type ipv4_addr; elements = { 10.99.0.1, 10.99.0.2 } }"));
     // No rule opens a listener port to every source.
     for port in ["7443", "8443", "9443", "22"] {
-        for r in rules.iter().filter(|r| r.contains(&format!("dport {port} accept"))) {
+        let opened = |r: &&&str| {
+            r.contains(&format!("dport {port} accept")) || r.contains(&format!("dport {port} goto"))
+        };
+        for r in rules.iter().filter(opened) {
             assert!(r.contains("saddr @"), "{r}");
         }
     }
+    // The rates bind listed sources only, after the drop of strangers; management's own
+    // services are not rate-limited.
+    let admit = text.find("chain admit {").unwrap();
+    let input = text.find("chain input {").unwrap();
+    assert!(admit < input && text[admit..input].contains("limit rate over 500/second"));
+    assert!(!text[input..].contains("limit rate over 500/second"));
+    assert!(has("ip saddr @management_v4 tcp dport 22 accept"));
+    // An IPv4-mapped peer address is its IPv4 address.
+    let mut c = example("two-banks");
+    c.peers[0].address = "[::ffff:10.1.0.12]:7443".into();
+    assert!(render(&c).unwrap().contains("elements = { 10.1.0.12, 192.0.2.13"));
     // A loopback admin listener is not opened at all.
     let mut c = example("two-banks");
     c.proxy.as_mut().unwrap().admin = Some("127.0.0.1:9443".into());
@@ -115,6 +130,17 @@ fn configurations_that_lock_out_or_open_up_are_refused_with_every_reason() {
     refused(&|c| fw(c).syn_per_s = Some(0), "rate of 0");
     refused(&|c| fw(c).ssh_port = Some(0), "not a port");
     refused(&|c| c.proxy.as_mut().unwrap().p2p = "box.example:7443".into(), "needs an IP");
+    refused(
+        &|c| c.proxy.as_mut().unwrap().p2p = "[2001:db8::1]:7443".into(),
+        "another address family",
+    );
+    refused(
+        &|c| {
+            fw(c).ssh_port = None;
+            c.proxy.as_mut().unwrap().admin = Some("[2001:db8::1]:9443".into());
+        },
+        "locked out",
+    );
     // Every reason at once.
     let mut c = example("two-banks");
     c.peers.clear();
@@ -138,7 +164,7 @@ fn networks_parse_as_cidr_with_host_bits_clear() {
     assert!(Network::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
     let e = Network::parse("10.20.0.1/16").unwrap_err();
     assert!(e.contains("10.20.0.0/16"), "{e}");
-    for bad in ["10.20.0.0/", "10.20.0.0/-1", "10.20.0.0/+8", "2001:db8::/129", "10.0/8", ""] {
+    for bad in ["10.20.0.0/", "10.20.0.0/-1", "10.0.0.0/+8", "2001:db8::/129", "10.0/8", ""] {
         assert!(Network::parse(bad).is_err(), "{bad}");
     }
 }

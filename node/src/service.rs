@@ -59,8 +59,15 @@ fn bind(path: &Path, what: &str) -> Result<std::os::unix::net::UnixListener, Sta
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    std::os::unix::net::UnixListener::bind(path)
-        .map_err(|e| StartError(format!("{what} {}: {e}", path.display())))
+    let listener = std::os::unix::net::UnixListener::bind(path)
+        .map_err(|e| StartError(format!("{what} {}: {e}", path.display())))?;
+    // Group access: the proxy's user, in the node's group, connects (a unit's UMask=0077 would
+    // leave the socket to the node's user alone); the JSON-RPC socket still checks who calls
+    // by SO_PEERCRED, and every peer link proves its node by its handshake.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .map_err(|e| StartError(format!("{what} {}: {e}", path.display())))?;
+    Ok(listener)
 }
 
 /// Runs the node until it is killed.

@@ -2,8 +2,9 @@
 //! each request judged by the [`Gate`] and forwarded to the node's JSON-RPC socket.
 //!
 //! - **Who.** A client presents a `posp` or `admin` certificate that the ledger's trust store
-//!   admits (the same roots, CRLs and trust poll as the P2P links); it is admitted again on
-//!   every request, so a resumed session or a kept-alive connection is judged by today's CRLs:
+//!   admits (the same roots, CRLs and trust poll as the P2P links); it is admitted again
+//!   during the connection, so a resumed session or a kept-alive connection is judged by
+//!   today's CRLs:
 //!   a certificate revoked while its connection is open gets 403 and -32002 on its next
 //!   request, and the connection is closed (an idle one at the idle deadline). Its identity (role,
 //!   bank, name, key fingerprint) goes to the node with each request in `x-vpbox-client`.
@@ -21,6 +22,7 @@
 //! - **Access log.** One JSON line per request on stderr: time, client, role, methods, status,
 //!   bytes in and out, latency.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -55,6 +57,8 @@ pub(crate) struct Api {
     pub(crate) trust: tokio::sync::watch::Receiver<u64>,
     /// Connections each worker thread is serving.
     pub(crate) load: Vec<std::sync::atomic::AtomicUsize>,
+    /// When each worker thread last came round ([`Api::now_ms`]).
+    pub(crate) beats: Vec<std::sync::atomic::AtomicU64>,
     pub(crate) gate: Mutex<Gate<Client>>,
     pub(crate) connections: Mutex<Connections<Client>>,
     /// Connections in their handshake per source address.
@@ -72,28 +76,39 @@ pub(crate) struct Api {
     pub(crate) active: std::sync::atomic::AtomicUsize,
 }
 
-/// Counts a connection in [`Api::active`] while it lives, and in its worker's load until then
-/// (counted there when it was handed to the worker).
-struct Active<'a>(&'a Api, usize);
+/// Counts a connection in [`Api::active`] while it lives, and in its worker's load once it
+/// is handed to one.
+struct Active {
+    api: Arc<Api>,
+    worker: Option<usize>,
+}
 
-impl<'a> Active<'a> {
-    fn new(api: &'a Api, worker: usize) -> Self {
-        api.active.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Self(api, worker)
+impl Active {
+    fn new(api: &Arc<Api>) -> Self {
+        api.active.fetch_add(1, Ordering::SeqCst);
+        Self { api: Arc::clone(api), worker: None }
+    }
+
+    /// Counted in `worker`'s load from now on.
+    fn assign(&mut self, worker: usize) {
+        self.api.load[worker].fetch_add(1, Ordering::Relaxed);
+        self.worker = Some(worker);
     }
 }
 
-impl Drop for Active<'_> {
+impl Drop for Active {
     fn drop(&mut self) {
-        self.0.load[self.1].fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        self.0.active.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        if let Some(w) = self.worker {
+            self.api.load[w].fetch_sub(1, Ordering::Relaxed);
+        }
+        self.api.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 /// Who the API's clients are.
 pub(crate) enum Clients {
     /// Mutual TLS: each client's certificate admitted by the ledger's trust store, at its
-    /// handshake and again on every request.
+    /// handshake and again during the connection ([`readmit`]).
     Admitted(Admission),
     /// A benchmark's listener ([`crate::bench`]): every connection is this identity, whatever
     /// the TLS layer asked of it. Never built from a box's configuration.
@@ -167,9 +182,10 @@ impl Api {
             acceptor: p.acceptor,
             clients: p.clients,
             upstreams: (0..workers)
-                .map(|_| crate::upstream::Upstream::new(p.node.clone()))
+                .map(|_| crate::upstream::Upstream::new(p.node.clone(), workers))
                 .collect(),
             load: (0..workers).map(|_| std::sync::atomic::AtomicUsize::new(0)).collect(),
+            beats: (0..workers).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
             gate: Mutex::new(Gate::new(p.limits.rate)),
             connections: Mutex::new(Connections::new(p.limits.connections)),
             sources: crate::net::Counts::new(),
@@ -183,6 +199,13 @@ impl Api {
         })
     }
 
+    /// True while every worker thread came round in the last 2 s (a supervisor's watchdog
+    /// is fed only then).
+    pub(crate) fn workers_alive(&self) -> bool {
+        let now = self.now_ms();
+        self.beats.iter().all(|b| now.saturating_sub(b.load(Ordering::Relaxed)) < 2_000)
+    }
+
     fn now_ms(&self) -> u64 {
         u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
@@ -194,21 +217,102 @@ pub(crate) fn workers() -> std::num::NonZeroU16 {
     std::num::NonZeroU16::new(cores.clamp(1, 16) as u16).unwrap_or(std::num::NonZeroU16::MIN)
 }
 
-/// A connection accepted and handed to a worker for its handshake and requests.
-struct Job {
-    tcp: std::net::TcpStream,
-    from: std::net::SocketAddr,
-    source: crate::net::Held<std::net::IpAddr>,
-    id: u64,
-    cancelled: tokio::sync::oneshot::Receiver<()>,
+/// A TCP stream that can move from one runtime to another while a TLS session sits on it:
+/// detached (its socket taken out) on the runtime that made the handshake, attached again on
+/// the worker that serves the requests. Detached, it reads and writes nothing.
+pub(crate) struct Movable(Option<TcpStream>);
+
+impl Movable {
+    fn detached() -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::NotConnected, "the connection is moving")
+    }
 }
 
-/// Starts the worker threads: each runs a single-threaded runtime serving the connections it
-/// is handed, as nginx's worker processes do. (On this machine kind tokio's work-stealing
-/// runtime spent about a sixth more CPU per request, in cross-thread wake-ups, than one
-/// runtime per thread.) A worker lives as long as the process: on a graceful stop its open
-/// connections finish what they owe while the process waits for them.
-fn start_workers(api: &Arc<Api>) -> Result<Vec<tokio::sync::mpsc::UnboundedSender<Job>>, String> {
+impl tokio::io::AsyncRead for Movable {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.0.as_mut() {
+            Some(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            None => std::task::Poll::Ready(Err(Self::detached())),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Movable {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.0.as_mut() {
+            Some(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            None => std::task::Poll::Ready(Err(Self::detached())),
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.0.as_mut() {
+            Some(s) => std::pin::Pin::new(s).poll_write_vectored(cx, bufs),
+            None => std::task::Poll::Ready(Err(Self::detached())),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.0.as_mut() {
+            Some(s) => std::pin::Pin::new(s).poll_flush(cx),
+            None => std::task::Poll::Ready(Err(Self::detached())),
+        }
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.0.as_mut() {
+            Some(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            None => std::task::Poll::Ready(Err(Self::detached())),
+        }
+    }
+}
+
+type Tls = tokio_rustls::server::TlsStream<Movable>;
+
+/// A connection admitted on the main runtime, handed to a worker for its requests.
+struct Job {
+    /// The TLS session, its socket detached.
+    tls: Tls,
+    /// The socket, out of the main runtime's reactor.
+    tcp: std::net::TcpStream,
+    from: String,
+    caller: Caller,
+    certs: Vec<CertificateDer<'static>>,
+    ticket: crate::Ticket<Client>,
+    active: Active,
+}
+
+/// Starts the worker threads: each runs a single-threaded runtime serving the requests of
+/// the connections it is handed, as nginx's worker processes do. (On this machine kind
+/// tokio's work-stealing runtime spent about a sixth more CPU per request, in cross-thread
+/// wake-ups, than one runtime per thread.) The TLS handshakes stay on the proxy's main
+/// (multi-thread) runtime: their signatures are asked of the HSM, which may block a thread
+/// (`block_in_place`), and must not stall a worker's other connections. A worker lives as long
+/// as the process: on a graceful stop its open connections finish what they owe while the
+/// process waits for them; each beats [`Api::workers_alive`] four times a second.
+pub(crate) fn start_workers(api: &Arc<Api>) -> Result<Workers, String> {
     let mut queues = Vec::new();
     for worker in 0..api.upstreams.len() {
         let (queue, mut jobs) = tokio::sync::mpsc::unbounded_channel::<Job>();
@@ -221,8 +325,15 @@ fn start_workers(api: &Arc<Api>) -> Result<Vec<tokio::sync::mpsc::UnboundedSende
             .name(format!("api-{worker}"))
             .spawn(move || {
                 runtime.block_on(async move {
+                    let beats = Arc::clone(&api);
+                    tokio::spawn(async move {
+                        loop {
+                            beats.beats[worker].store(beats.now_ms(), Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(250)).await;
+                        }
+                    });
                     while let Some(job) = jobs.recv().await {
-                        tokio::spawn(handle(job, Arc::clone(&api), worker));
+                        tokio::spawn(requests(job, Arc::clone(&api), worker));
                     }
                     std::future::pending::<()>().await;
                 });
@@ -230,35 +341,16 @@ fn start_workers(api: &Arc<Api>) -> Result<Vec<tokio::sync::mpsc::UnboundedSende
             .map_err(|e| format!("API worker thread: {e}"))?;
         queues.push(queue);
     }
-    Ok(queues)
+    Ok(Workers(queues))
 }
 
-/// One accepted connection, on worker `worker`.
-async fn handle(job: Job, api: Arc<Api>, worker: usize) {
-    let Job { tcp, from, source, id, cancelled } = job;
-    let _active = Active::new(&api, worker);
-    let pending = InHandshake { api: &api, id };
-    let from = from.to_string();
-    let outcome = match TcpStream::from_std(tcp) {
-        Ok(tcp) => connection(tcp, &api, worker, &from, source, pending, cancelled).await,
-        Err(e) => Err(("shed", format!("worker {worker}: {e}"))),
-    };
-    if let Err((label, reason)) = outcome {
-        api.metrics.refused(Listener::Api, label);
-        log("api-refused", json!({"from": from, "reason": reason}));
-    }
-}
+/// The worker threads' queues.
+pub(crate) struct Workers(Vec<tokio::sync::mpsc::UnboundedSender<Job>>);
 
-/// Accepts API connections until the proxy stops, each handed to the worker serving the
-/// fewest.
-pub(crate) async fn serve(listener: TcpListener, api: Arc<Api>) {
-    let workers = match start_workers(&api) {
-        Ok(w) => w,
-        Err(e) => {
-            log("api-failed", json!({"reason": e}));
-            return;
-        }
-    };
+/// Accepts API connections until the proxy stops: each one's handshake and admission on this
+/// (main) runtime, then its requests on the worker serving the fewest.
+pub(crate) async fn serve(listener: TcpListener, api: Arc<Api>, workers: Workers) {
+    let workers = Arc::new(workers);
     let mut stopping = api.stopping.clone();
     loop {
         let accepted = tokio::select! {
@@ -293,34 +385,40 @@ pub(crate) async fn serve(listener: TcpListener, api: Arc<Api>) {
             }
             Err(_) => continue,
         };
-        let tcp = match tcp.into_std() {
-            Ok(tcp) => tcp,
-            Err(e) => {
-                log("api-accept-failed", json!({"reason": e.to_string()}));
-                continue;
+        let (api, workers) = (Arc::clone(&api), Arc::clone(&workers));
+        tokio::spawn(async move {
+            let active = Active::new(&api);
+            let pending = InHandshake { api: &api, id };
+            let from = from.to_string();
+            let handed = match handshake(tcp, &api, &from, source, pending, cancelled).await {
+                Ok(admitted) => hand_off(admitted, &api, &workers, from.clone(), active),
+                Err(refused) => Err(refused),
+            };
+            if let Err((label, reason)) = handed {
+                api.metrics.refused(Listener::Api, label);
+                log("api-refused", json!({"from": from, "reason": reason}));
             }
-        };
-        let least = (0..workers.len())
-            .min_by_key(|w| api.load[*w].load(std::sync::atomic::Ordering::Relaxed))
-            .unwrap_or(0);
-        // Counted now, not when the worker starts on it: a burst of accepts is spread.
-        api.load[least].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // A worker's queue closes only with its thread, which lives as long as the process.
-        if workers[least].send(Job { tcp, from, source, id, cancelled }).is_err() {
-            api.load[least].fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        }
+        });
     }
 }
 
-async fn connection(
+/// A connection past its handshake and admission.
+struct Admitted {
+    tls: tokio_rustls::server::TlsStream<Movable>,
+    caller: Caller,
+    certs: Vec<CertificateDer<'static>>,
+    ticket: crate::Ticket<Client>,
+}
+
+/// The TLS handshake and the client's admission (slot, certificate, ticket).
+async fn handshake(
     tcp: TcpStream,
     api: &Arc<Api>,
-    worker: usize,
     from: &str,
     source: crate::net::Held<std::net::IpAddr>,
     pending: InHandshake<'_>,
     cancelled: tokio::sync::oneshot::Receiver<()>,
-) -> Result<(), Refused> {
+) -> Result<Admitted, Refused> {
     // (The acceptor before the slot: nothing may fail between taking a slot and the handshake.)
     let acceptor =
         api.acceptor.read().map(|a| a.clone()).map_err(|_| ("tls", "lock".to_string()))?;
@@ -331,7 +429,8 @@ async fn connection(
         .open()
         .map_err(|e| ("shed", e.to_string()))?;
     let _ = tcp.set_nodelay(true);
-    let handshake = tokio::time::timeout(api.limits.handshake_deadline(), acceptor.accept(tcp));
+    let accept = acceptor.accept(Movable(Some(tcp)));
+    let handshake = tokio::time::timeout(api.limits.handshake_deadline(), accept);
     let outcome = tokio::select! {
         h = handshake => Some(h),
         // Only a drop of the sender ends this: an eviction, or the listener going away.
@@ -354,6 +453,9 @@ async fn connection(
     };
     let certs: Vec<CertificateDer<'static>> =
         tls.get_ref().1.peer_certificates().unwrap_or_default().to_vec();
+    // The trust state's generation before the admission: a change during it is judged again
+    // on the first request.
+    let generation = *api.trust.borrow();
     let who = match api.clients.admit(&certs) {
         Ok(who) => who,
         Err(e) => {
@@ -377,11 +479,74 @@ async fn connection(
     );
     // The identity the node is told, encoded once for the connection's requests (none for a
     // certificate without an API role: the gate refuses its every request).
-    let checked = Mutex::new((*api.trust.borrow(), tokio::time::Instant::now()));
-    let who = Arc::new(Caller { header: client_header(&who).ok(), who, worker, checked });
-    let certs = Arc::new(certs);
+    let checked = Mutex::new((generation, tokio::time::Instant::now()));
+    let caller = Caller { header: client_header(&who).ok(), who, worker: 0, checked };
+    Ok(Admitted { tls, caller, certs, ticket })
+}
+
+/// Moves an admitted connection to the worker serving the fewest.
+fn hand_off(
+    admitted: Admitted,
+    api: &Api,
+    workers: &Workers,
+    from: String,
+    mut active: Active,
+) -> Result<(), Refused> {
+    let Admitted { mut tls, mut caller, certs, ticket } = admitted;
+    let close = |ticket, why: String| {
+        if let Ok(mut c) = api.connections.lock() {
+            c.close_admitted(ticket);
+        }
+        api.metrics.open(Listener::Api, -1);
+        Err(("shed", why))
+    };
+    let tcp = match tls.get_mut().0.0.take().map(TcpStream::into_std) {
+        Some(Ok(tcp)) => tcp,
+        Some(Err(e)) => return close(ticket, format!("moving to a worker: {e}")),
+        None => return close(ticket, "moving to a worker: no socket".into()),
+    };
+    let least =
+        (0..workers.0.len()).min_by_key(|w| api.load[*w].load(Ordering::Relaxed)).unwrap_or(0);
+    active.assign(least);
+    caller.worker = least;
+    let job = Job { tls, tcp, from, caller, certs, ticket, active };
+    // A worker's queue closes only with its thread, which lives as long as the process.
+    if let Err(e) = workers.0[least].send(job) {
+        return close(e.0.ticket, "the worker is gone".into());
+    }
+    Ok(())
+}
+
+/// An admitted connection's requests, on worker `worker`, until it closes.
+async fn requests(job: Job, api: Arc<Api>, worker: usize) {
+    let Job { mut tls, tcp, from, caller, certs, ticket, active } = job;
+    let client = caller.who.name.clone();
+    let attached = tcp.set_nonblocking(true).and_then(|()| TcpStream::from_std(tcp));
+    let served = match attached {
+        Ok(tcp) => {
+            tls.get_mut().0.0 = Some(tcp);
+            serve_requests(tls, &api, Arc::new(caller), Arc::new(certs)).await
+        }
+        Err(e) => Err(format!("worker {worker}: {e}")),
+    };
+    if let Ok(mut c) = api.connections.lock() {
+        c.close_admitted(ticket);
+    }
+    api.metrics.open(Listener::Api, -1);
+    drop(active);
+    let reason = served.map_or_else(|e| e, |()| "closed".into());
+    log("api-closed", json!({"from": from, "client": client, "reason": reason}));
+}
+
+/// hyper's HTTP/1.1 on an admitted connection, until it closes or the proxy stops.
+async fn serve_requests(
+    tls: Tls,
+    api: &Arc<Api>,
+    who: Arc<Caller>,
+    certs: Arc<Vec<CertificateDer<'static>>>,
+) -> Result<(), String> {
     let service = {
-        let (api, who, certs) = (Arc::clone(api), Arc::clone(&who), Arc::clone(&certs));
+        let api = Arc::clone(api);
         hyper::service::service_fn(move |req| {
             let (api, who, certs) = (Arc::clone(&api), Arc::clone(&who), Arc::clone(&certs));
             async move { Ok::<_, std::convert::Infallible>(request(req, &api, &who, &certs).await) }
@@ -407,13 +572,7 @@ async fn connection(
             conn.await
         }
     };
-    if let Ok(mut c) = api.connections.lock() {
-        c.close_admitted(ticket);
-    }
-    api.metrics.open(Listener::Api, -1);
-    let reason = served.map_or_else(|e| e.to_string(), |()| "closed".into());
-    log("api-closed", json!({"from": from, "client": who.who.name, "reason": reason}));
-    Ok(())
+    served.map_err(|e| e.to_string())
 }
 
 /// An admitted connection's client: its identity and the header that tells the node.

@@ -102,8 +102,10 @@ pub fn serve(b: &BenchServer) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     let configs = [(b.listen.clone(), tls(b, false)?), (b.mutual.clone(), tls(b, true)?)];
-    // The accepting runtime; connections are served by the API's worker threads.
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // As a box's: the main runtime (accepts, handshakes) on two threads; requests on the
+    // API's worker threads.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| format!("runtime: {e}"))?;
@@ -126,7 +128,8 @@ pub fn serve(b: &BenchServer) -> Result<(), String> {
                 workers: crate::api::workers(),
             });
             log("bench-listening", json!({"address": address}));
-            tasks.push(tokio::spawn(crate::api::serve(listener, api)));
+            let workers = crate::api::start_workers(&api)?;
+            tasks.push(tokio::spawn(crate::api::serve(listener, api, workers)));
         }
         for t in tasks {
             let _ = t.await;

@@ -291,9 +291,10 @@ impl TlsParts {
 }
 
 /// What a supervisor (systemd, through the appliance) is told: `ready` once, when every
-/// listener is bound, with a status line; `alive` every `every` from a task of the proxy's main
-/// runtime (the one running the trust poll, the P2P links and the API's accepting task), so a
-/// stalled runtime stops calling it.
+/// listener is bound and the API's workers run, with a status line; `alive` every `every` from
+/// a task of the proxy's main runtime (the one running the trust poll, the P2P links, the API's
+/// accepting task and its handshakes) while every API worker thread also comes round, so a
+/// stalled runtime or worker stops calling it.
 pub struct Supervisor {
     /// The proxy serves.
     pub ready: Box<dyn FnOnce(&str) + Send>,
@@ -382,7 +383,9 @@ pub fn run(path: &Path, supervisor: Supervisor) -> Result<(), String> {
             });
             log("api-listening", json!({"api": address}));
             api_served = Some(Arc::clone(&api));
-            tokio::spawn(crate::api::serve(listener, api));
+            // The workers before `ready`: a proxy whose API cannot serve says so and stops.
+            let workers = crate::api::start_workers(&api)?;
+            tokio::spawn(crate::api::serve(listener, api, workers));
         }
         if let Some(address) = &proxy.admin {
             let listener = TcpListener::bind(address)
@@ -396,9 +399,13 @@ pub fn run(path: &Path, supervisor: Supervisor) -> Result<(), String> {
             tokio::spawn(crate::admin::serve(listener, admin));
         }
         let (alive, every) = (Arc::clone(&supervisor.alive), supervisor.every);
+        let api_workers = api_served.clone();
         tokio::spawn(async move {
             loop {
-                alive();
+                // Alive: this runtime runs this task, and every API worker came round.
+                if api_workers.as_ref().is_none_or(|a| a.workers_alive()) {
+                    alive();
+                }
                 tokio::time::sleep(every).await;
             }
         });
@@ -448,7 +455,7 @@ async fn terminated() -> &'static str {
 pub(crate) async fn call_node(socket: &Path, method: &str, max: usize) -> Result<Value, String> {
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": []}).to_string();
     // A connection of its own: the trust poll and the admin page are a call a second at most.
-    let (_, bytes) = crate::upstream::Upstream::new(socket.to_path_buf())
+    let (_, bytes) = crate::upstream::Upstream::new(socket.to_path_buf(), 1)
         .post(body.as_bytes(), None, max)
         .await?;
     let v: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;

@@ -25,7 +25,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::time::Instant;
 
-/// The most idle connections kept.
+/// The most idle connections kept, by all of a proxy's pools together (each worker's pool
+/// keeps its share): well below the node's 2,048 connections, so its own callers (the trust
+/// poll, a supervisor's probe) always find a slot.
 pub(crate) const IDLE_MAX: usize = 512;
 
 /// A kept connection idle longer than this is closed rather than reused (the node closes its
@@ -48,6 +50,8 @@ struct Kept {
 pub(crate) struct Upstream {
     socket: PathBuf,
     idle: Mutex<Vec<Kept>>,
+    /// The most idle connections this pool keeps.
+    idle_max: usize,
 }
 
 /// An answer's head, as framed here.
@@ -71,8 +75,9 @@ enum Failed {
 }
 
 impl Upstream {
-    pub(crate) fn new(socket: PathBuf) -> Self {
-        Self { socket, idle: Mutex::new(Vec::new()) }
+    /// A pool of the node at `socket`, one of `pools` sharing [`IDLE_MAX`].
+    pub(crate) fn new(socket: PathBuf, pools: usize) -> Self {
+        Self { socket, idle: Mutex::new(Vec::new()), idle_max: (IDLE_MAX / pools.max(1)).max(1) }
     }
 
     async fn connect(&self) -> Result<UnixStream, String> {
@@ -94,7 +99,9 @@ impl Upstream {
 
     fn give_back(&self, stream: UnixStream) {
         let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if idle.len() < IDLE_MAX {
+        // The oldest, at the bottom, are closed once past their time rather than kept.
+        idle.retain(|k| k.since.elapsed() < IDLE_FOR);
+        if idle.len() < self.idle_max {
             idle.push(Kept { stream, since: Instant::now() });
         }
     }
@@ -333,7 +340,7 @@ mod tests {
                 });
             }
         });
-        let pool = Upstream::new(socket.clone());
+        let pool = Upstream::new(socket.clone(), 1);
         let (status, body) = pool.post(b"{}", Some("a=b"), 1000).await.unwrap();
         assert_eq!((status, &body[..]), (200, &b"{\"conn\":0}"[..]));
         let (_, body) = pool.post(b"{}", None, 1000).await.unwrap();

@@ -66,6 +66,14 @@ fn each_service_reports_ready_and_then_feeds_its_watchdog() {
     }
     assert_eq!(heard.matches("READY=1").count(), 3, "{heard}");
     assert!(!heard.contains("WATCHDOG=1"), "{heard}");
+    // The node's sockets are open to its group (the proxy's user is in it under systemd), not
+    // to its user alone, whatever the umask; the signer's likewise.
+    use std::os::unix::fs::PermissionsExt;
+    for socket in ["rpc.sock", "peer.sock", "signer.sock"] {
+        let mode =
+            std::fs::metadata(c.dir.join("node1").join(socket)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o660, "{socket}");
+    }
     // Each service restarted alone under a 400 ms watchdog: ready, then fed every ~100 ms.
     for (pid_file, status) in
         [("proxy.pid", "P2P on"), ("node.pid", "JSON-RPC on"), ("signer.pid", "serving")]
