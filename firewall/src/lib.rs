@@ -6,13 +6,15 @@
 //! The ruleset is one table, `inet vpbox` (IPv4 and IPv6 alike):
 //!
 //! - **input**, policy drop: established and related traffic; loopback; IPv6 neighbour
-//!   discovery (without it IPv6 stops on the link); then, for new connections, a cap on SYNs
-//!   for the whole box (`syn_per_s`, default 500/s) and one per source address
+//!   discovery (without it IPv6 stops on the link); the admin listener and SSH from the
+//!   management network only; the P2P listener from the consortium's peer addresses only and
+//!   the API listener from the POSP networks (and the management network: admin certificates
+//!   use the API too), these two through chain `admit`, which caps SYNs for the whole box
+//!   (`syn_per_s`, default 500/s) and new connections per source address
 //!   (`new_per_source_per_s`, default 50/s, a dynamic set that forgets a source after a
-//!   minute); then the P2P listener from the consortium's peer addresses only, the API
-//!   listener from the POSP networks only, the admin listener and SSH from the management
-//!   network only, ping from the management network (10/s); whatever else arrives is dropped,
-//!   logged at most 10 times a minute (`vpbox-drop-in: `).
+//!   minute) — counted after strangers are dropped, so their floods cannot spend the budget;
+//!   ping from the management network (10/s); whatever else arrives is dropped, logged at
+//!   most 10 times a minute (`vpbox-drop-in: `).
 //! - **forward**, policy drop: a box routes nothing.
 //! - **output**, policy drop: established and related traffic (the answers to the above);
 //!   loopback; neighbour discovery; new connections to each peer's P2P address and port, to
@@ -28,7 +30,10 @@
 //! DNS answers would decide who reaches the ledger); a network that is not CIDR or has host
 //! bits set; a management network that would lock the management network out — none listed,
 //! `/0` (everyone), or nothing on the box for it to reach (no SSH port and no admin listener
-//! off loopback); an API listener with no POSP network; rate limits of zero.
+//! off loopback on an address of the management network's family); a peer of another address
+//! family than a P2P listener bound to one address; an API listener with no POSP network; rate
+//! limits of zero. Overlapping networks are merged (`auto-merge`), repeated servers listed
+//! once, IPv4-mapped IPv6 addresses taken as the IPv4 addresses they are.
 //!
 //! The text is written here rather than through nftables' JSON dialect: the text is what a
 //! security officer reviews and what the golden files under `testdata/` hold, and `nft -c`
