@@ -149,7 +149,8 @@ pub struct Load {
 
 /// A load generator for a box's API, which wrk cannot drive (its OpenSSL 3.0 loads no SM2
 /// client certificate): `connections` kept-alive HTTPS connections to `address` (TLS
-/// `config`, server `name`) are opened first, then each POSTs `body` for `seconds`, its next
+/// `config`, server `name`) are opened first (8 handshakes at a time), then each POSTs `body`
+/// for `seconds`, its next
 /// request when the last answer is whole, as wrk does. Requests/s and the p99 latency; an
 /// answer but 200 or a failed connection fails the run rather than being counted.
 pub fn load(
@@ -169,10 +170,16 @@ pub fn load(
         .map_err(|e| format!("runtime: {e}"))?;
     runtime.block_on(async move {
         let connector = tokio_rustls::TlsConnector::from(config);
+        // At most 8 handshakes at once, as a client pool ramps up: a box's proxy has at most 8
+        // HSM signatures in flight and fails a handshake past them at once (its signer's
+        // protection), which a burst of 256 would meet.
+        let ramp = Arc::new(tokio::sync::Semaphore::new(8));
         let mut opened = Vec::new();
         for _ in 0..connections {
             let (connector, name, address) = (connector.clone(), name.clone(), address.to_string());
+            let ramp = Arc::clone(&ramp);
             opened.push(tokio::spawn(async move {
+                let _turn = ramp.acquire_owned().await.map_err(|e| e.to_string())?;
                 let tcp =
                     tokio::net::TcpStream::connect(&address).await.map_err(|e| e.to_string())?;
                 tcp.set_nodelay(true).map_err(|e| e.to_string())?;
