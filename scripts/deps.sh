@@ -28,7 +28,8 @@ done
 [[ "${1:-}" == "--test" ]] || exit 0
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 # promtool (prometheus): checks the proxy's /metrics page in the cluster test; nginx and wrk:
-# the peer and the load generator of `vpbox bench proxy`.
-install prometheus nginx wrk
+# the peer and the load generator of `vpbox bench proxy`; systemd-container (systemd-nspawn):
+# the box's units booted under systemd.
+install prometheus nginx wrk systemd-container
 # Tongsuo's s_server/s_client: the RFC 8998 peer of vpbox-tls's interop tests.
 bash "$(dirname "$0")/tongsuo.sh"

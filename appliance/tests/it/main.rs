@@ -3,6 +3,7 @@
 mod abuse;
 mod anchor;
 mod api;
+mod boot;
 mod ca;
 mod cluster;
 mod firewall;

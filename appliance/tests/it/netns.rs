@@ -19,7 +19,7 @@ use vpbox_node::client::RpcClient;
 use crate::{Scratch, s, vpbox};
 
 /// The cluster under test (stopped however the test ends).
-struct Cluster(crate::ClusterDir);
+pub(crate) struct Cluster(pub(crate) crate::ClusterDir);
 
 impl std::ops::Deref for Cluster {
     type Target = crate::ClusterDir;
@@ -30,24 +30,24 @@ impl std::ops::Deref for Cluster {
 
 /// `DIR/netns.toml`, as the test reads it.
 #[derive(Deserialize)]
-struct Network {
+pub(crate) struct Network {
     tag: String,
-    subnet: Ipv4Addr,
+    pub(crate) subnet: Ipv4Addr,
 }
 
 impl Network {
-    fn address(&self, i: u32) -> Ipv4Addr {
+    pub(crate) fn address(&self, i: u32) -> Ipv4Addr {
         let [a, b, c, _] = self.subnet.octets();
         Ipv4Addr::new(a, b, c, 10 + i as u8)
     }
 
-    fn namespace(&self, i: u32) -> String {
+    pub(crate) fn namespace(&self, i: u32) -> String {
         format!("vpbox-{}-node{i}", self.tag)
     }
 }
 
 impl Cluster {
-    fn up(&self, extra: &[&str]) {
+    pub(crate) fn up(&self, extra: &[&str]) {
         let mut args = vec!["cluster", "up", "--dir", s(&self.dir)];
         let module = crate::token::module();
         args.extend(["--module", &module]);
@@ -56,33 +56,33 @@ impl Cluster {
         assert_eq!(r.code, 0, "cluster up: {}\n{}", r.text(), r.stderr);
     }
 
-    fn network(&self) -> Network {
+    pub(crate) fn network(&self) -> Network {
         toml::from_str(&std::fs::read_to_string(self.dir.join("netns.toml")).unwrap()).unwrap()
     }
 
-    fn rpc(&self, i: u32) -> RpcClient {
+    pub(crate) fn rpc(&self, i: u32) -> RpcClient {
         RpcClient::new(&self.dir.join(format!("node{i}/rpc.sock")))
     }
 
     /// Node `i`'s chain height: the blocks it stores, block 0 included.
-    fn height(&self, i: u32) -> u64 {
+    pub(crate) fn height(&self, i: u32) -> u64 {
         self.rpc(i).call("block_getChainHeight", json!([])).unwrap().as_u64().unwrap()
     }
 
     /// Node `i`'s hash of block `h`.
-    fn hash(&self, i: u32, h: u64) -> String {
+    pub(crate) fn hash(&self, i: u32, h: u64) -> String {
         let block = self.rpc(i).call("block_getBlockByNumber", json!([h])).unwrap();
         block["hash"].as_str().unwrap().to_string()
     }
 
-    fn pid(&self, i: u32, process: &str) -> u32 {
+    pub(crate) fn pid(&self, i: u32, process: &str) -> u32 {
         let file = self.dir.join(format!("node{i}/{process}.pid"));
         std::fs::read_to_string(&file).unwrap().trim().parse().unwrap()
     }
 
     /// Waits until every node in `nodes` stores block `h`, and checks that they hold the same
     /// block there.
-    fn same_block(&self, nodes: &[u32], h: u64, timeout: Duration) -> String {
+    pub(crate) fn same_block(&self, nodes: &[u32], h: u64, timeout: Duration) -> String {
         wait(&format!("nodes {nodes:?} to store block {h}"), timeout, || {
             nodes.iter().all(|i| self.height(*i) > h)
         });
@@ -92,7 +92,7 @@ impl Cluster {
     }
 }
 
-fn wait(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+pub(crate) fn wait(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ok() {
         assert!(start.elapsed() < timeout, "timed out waiting for {what}");

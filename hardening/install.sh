@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Installs the box's host hardening into a Debian 12 root: `hardening/install.sh [ROOT]`
+# (default /; an image build passes its root folder). Idempotent: a second run changes nothing.
+# What each file does and which CIS Debian 12 / 等保 2.0 item it answers: SECURITY.md, "Host
+# hardening". Needs, in ROOT: systemd, login, passwd, libpam-runtime (Debian's minbase has them);
+# auditd and libpam-pwquality for their parts (a part whose package is absent is reported and
+# skipped, never half-installed).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(realpath "${1:-/}")
+[ -d "$root/etc" ] && [ -d "$root/usr" ] || { echo "hardening: $root is not a root filesystem" >&2; exit 2; }
+say() { echo "hardening: $*"; }
+
+# Runs a command of the root: directly for /, else chrooted.
+in_root() {
+  if [ "$root" = / ]; then "$@"; else chroot "$root" "$@"; fi
+}
+
+# Sets `KEY<sep>VALUE` in FILE: every active line for KEY is replaced, or one is appended.
+set_key() {
+  local file=$1 key=$2 sep=$3 value=$4
+  if grep -Eq "^[[:space:]]*$key([[:space:]]|=)" "$file"; then
+    sed -i -E "s#^[[:space:]]*$key([[:space:]]*=[[:space:]]*|[[:space:]]+).*#$key$sep$value#" "$file"
+  else
+    printf '%s%s%s\n' "$key" "$sep" "$value" >>"$file"
+  fi
+}
+
+# 1. The files, as they are in this folder (root-owned; audit rules and faillock private).
+(cd "$here" && find etc usr -type f) | while read -r f; do
+  mode=0644
+  case "$f" in etc/audit/*) mode=0640 ;; esac
+  install -D -o root -g root -m "$mode" "$here/$f" "$root/$f"
+done
+say "files installed"
+
+# 2. Passwords of operators' accounts (CIS 5.4.1.1–5.4.1.4, 5.4.3.3).
+defs="$root/etc/login.defs"
+set_key "$defs" PASS_MAX_DAYS ' ' 365
+set_key "$defs" PASS_MIN_DAYS ' ' 1
+set_key "$defs" PASS_WARN_AGE ' ' 7
+set_key "$defs" ENCRYPT_METHOD ' ' YESCRYPT
+set_key "$defs" UMASK ' ' 027
+say "login.defs set"
+
+# 3. PAM: lockout, history, and quality when libpam-pwquality is there (CIS 5.3.2.x–5.3.3.x).
+profiles=(vpbox-faillock-preauth vpbox-faillock vpbox-pwhistory)
+if [ -f "$root/usr/share/pam-configs/pwquality" ]; then
+  profiles+=(pwquality)
+else
+  say "libpam-pwquality is not installed: password quality (CIS 5.3.3.2.x) skipped"
+fi
+in_root pam-auth-update --package --enable "${profiles[@]}"
+say "PAM profiles enabled: ${profiles[*]}"
+
+# 4. auditd's own limits: logs kept, never rotated away; a full disk stops the box rather
+# than its audit trail (CIS 6.2.2.1–6.2.2.4).
+conf="$root/etc/audit/auditd.conf"
+if [ -f "$conf" ]; then
+  set_key "$conf" max_log_file ' = ' 64
+  set_key "$conf" max_log_file_action ' = ' keep_logs
+  set_key "$conf" space_left ' = ' 1024
+  set_key "$conf" space_left_action ' = ' syslog
+  set_key "$conf" admin_space_left ' = ' 256
+  set_key "$conf" admin_space_left_action ' = ' halt
+  set_key "$conf" disk_full_action ' = ' halt
+  set_key "$conf" disk_error_action ' = ' halt
+  say "auditd.conf set"
+else
+  say "auditd is not installed: its limits (CIS 6.2.2.x) skipped; its rules are in place for it"
+fi
+
+# 5. systemd: /tmp as its own tmpfs; no SSH server, even if one gets installed (an operator
+# who wants SSH from the management network unmasks it and sets [firewall] ssh_port).
+units="$root/etc/systemd/system"
+mkdir -p "$units/local-fs.target.wants"
+ln -sfn /etc/systemd/system/tmp.mount "$units/local-fs.target.wants/tmp.mount"
+for u in ssh.service ssh.socket sshd.service; do
+  ln -sfn /dev/null "$units/$u"
+done
+[ -e "$root/usr/sbin/sshd" ] && say "openssh-server is installed: its units are masked"
+say "tmp.mount enabled; ssh masked"
+
+# 6. root's password locked: operators log in as themselves (CIS 5.4.2.4).
+usermod --root "$root" --lock root
+say "root locked"
