@@ -2,9 +2,9 @@
 # Installs the box's host hardening into a Debian 12 root: `hardening/install.sh [ROOT]`
 # (default /; an image build passes its root folder). Idempotent: a second run changes nothing.
 # What each file does and which CIS Debian 12 / 等保 2.0 item it answers: SECURITY.md, "Host
-# hardening". Needs, in ROOT: systemd, login, passwd, libpam-runtime (Debian's minbase has them);
-# auditd and libpam-pwquality for their parts (a part whose package is absent is reported and
-# skipped, never half-installed).
+# hardening". Needs, in ROOT: systemd, login, passwd, libpam-runtime (Debian's minbase has
+# them); auditd, and libpam-pwquality with cracklib-runtime, for their parts (a part whose
+# package is absent is reported and skipped, never half-installed).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(realpath "${1:-/}")
@@ -46,6 +46,11 @@ say "login.defs set"
 # 3. PAM: lockout, history, and quality when libpam-pwquality is there (CIS 5.3.2.x–5.3.3.x).
 profiles=(vpbox-faillock-preauth vpbox-faillock vpbox-pwhistory)
 if [ -f "$root/usr/share/pam-configs/pwquality" ]; then
+  # dictcheck needs cracklib's dictionary: without it every new password would be refused.
+  if ! ls "$root"/var/cache/cracklib/cracklib_dict.pwd* >/dev/null 2>&1; then
+    echo "hardening: libpam-pwquality needs cracklib's dictionary: install cracklib-runtime" >&2
+    exit 1
+  fi
   profiles+=(pwquality)
 else
   say "libpam-pwquality is not installed: password quality (CIS 5.3.3.2.x) skipped"
@@ -82,5 +87,7 @@ done
 say "tmp.mount enabled; ssh masked"
 
 # 6. root's password locked: operators log in as themselves (CIS 5.4.2.4).
-usermod --root "$root" --lock root
+if [ "$(passwd --root "$root" --status root | cut -d' ' -f2)" != L ]; then
+  usermod --root "$root" --lock root
+fi
 say "root locked"

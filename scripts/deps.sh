@@ -29,7 +29,7 @@ done
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 # promtool (prometheus): checks the proxy's /metrics page in the cluster test; nginx and wrk:
 # the peer and the load generator of `vpbox bench proxy`; systemd-container (systemd-nspawn):
-# the box's units booted under systemd.
-install prometheus nginx wrk systemd-container
+# the box's units booted under systemd; mmdebstrap: a fresh Debian root for the hardening test.
+install prometheus nginx wrk systemd-container mmdebstrap
 # Tongsuo's s_server/s_client: the RFC 8998 peer of vpbox-tls's interop tests.
 bash "$(dirname "$0")/tongsuo.sh"

@@ -44,7 +44,7 @@ const SERVICES: [&str; 3] = ["vpbox-signer", "vpbox-node", "vpbox-proxy"];
 const UNITS: [&str; 4] = ["vpbox-firewall", "vpbox-signer", "vpbox-node", "vpbox-proxy"];
 
 /// A booted container: stopped (an orderly shutdown, SIGKILL past 30 s) however the test ends.
-struct Container {
+pub(crate) struct Container {
     nspawn: Child,
     /// The container's PID 1 (systemd), as the host numbers it.
     leader: u32,
@@ -52,18 +52,16 @@ struct Container {
 }
 
 impl Container {
-    /// Boots the root folder `root` (its `/usr` the host's, with `usr` laid over it) in
-    /// network namespace `ns`.
-    fn boot(name: &str, ns: &str, root: &Path, usr: &Path, console: PathBuf) -> Self {
+    /// Boots the root folder `root` with systemd-nspawn's options `options` (mounts, network).
+    pub(crate) fn boot(name: &str, root: &Path, options: &[String], console: PathBuf) -> Self {
         let mut cmd = Command::new("systemd-nspawn");
         cmd.args(["--quiet", "--register=no", "--keep-unit", "--link-journal=no"])
             .arg(format!("--directory={}", s(root)))
-            .arg(format!("--overlay-ro=/usr:{}:/usr", s(usr)))
             .arg(format!("--machine={name}"))
-            .arg(format!("--network-namespace-path=/run/netns/{ns}"))
             .arg("--console=pipe")
-            // The box's network namespace is its own: its firewall unit loads rules there.
-            .arg("--capability=CAP_NET_ADMIN");
+            .args(options)
+            // /tmp is what the root's own units make of it (nspawn would mount a tmpfs there).
+            .env("SYSTEMD_NSPAWN_TMPFS_TMP", "0");
         cmd.args(["--boot", "systemd.unit=multi-user.target", "systemd.firstboot=off"]);
         let log = fs::File::create(&console).unwrap();
         let nspawn = cmd
@@ -100,7 +98,7 @@ impl Container {
     }
 
     /// Runs `program ARGS` inside the container (its mounts and PID namespace).
-    fn run(&self, program: &str, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, program: &str, args: &[&str]) -> Output {
         Command::new("nsenter")
             .args(["-t", &self.leader.to_string(), "-m", "-p", "--", program])
             .args(args)
@@ -110,7 +108,7 @@ impl Container {
     }
 
     /// `systemctl show -p PROPERTY --value UNIT`.
-    fn show(&self, unit: &str, property: &str) -> String {
+    pub(crate) fn show(&self, unit: &str, property: &str) -> String {
         let out = self.run("systemctl", &["show", "-p", property, "--value", unit]);
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
@@ -121,7 +119,7 @@ impl Container {
     }
 
     /// What systemd and the box's services said: for a failure's message.
-    fn journal(&self) -> String {
+    pub(crate) fn journal(&self) -> String {
         let mut args = vec!["--no-pager", "-b", "-n", "150", "-o", "short-monotonic"];
         for u in UNITS {
             args.extend(["-u", u]);
@@ -137,7 +135,7 @@ impl Container {
     }
 
     /// Waits until `unit` is active, or fails with the journal.
-    fn wait_active(&self, unit: &str, timeout: Duration) {
+    pub(crate) fn wait_active(&self, unit: &str, timeout: Duration) {
         let start = Instant::now();
         while self.show(unit, "ActiveState") != "active" {
             let failed = UNITS.iter().find(|u| self.show(u, "ActiveState") == "failed");
@@ -343,7 +341,13 @@ fn the_units_start_in_order_under_their_users_and_systemd_restarts_a_killed_serv
     let (root, usr) = (scratch.path("root"), scratch.path("usr"));
     stage(&c, 1, &root, &usr);
     let name = format!("vpbox-boot-{}", std::process::id());
-    let box1 = Container::boot(&name, &net.namespace(1), &root, &usr, scratch.path("console.log"));
+    let options = [
+        format!("--overlay-ro=/usr:{}:/usr", s(&usr)),
+        format!("--network-namespace-path=/run/netns/{}", net.namespace(1)),
+        // The box's network namespace is its own: its firewall unit loads rules there.
+        "--capability=CAP_NET_ADMIN".to_string(),
+    ];
+    let box1 = Container::boot(&name, &root, &options, scratch.path("console.log"));
     eprintln!("container booting: {:?}", begun.elapsed());
 
     // Ready in order: the firewall (a oneshot) loaded, then each service started only once the

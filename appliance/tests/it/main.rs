@@ -7,6 +7,7 @@ mod boot;
 mod ca;
 mod cluster;
 mod firewall;
+mod hardening;
 mod hsm;
 mod metrics;
 mod netns;
