@@ -43,8 +43,16 @@ set_key "$defs" ENCRYPT_METHOD ' ' YESCRYPT
 set_key "$defs" UMASK ' ' 027
 say "login.defs set"
 
-# 3. PAM: lockout, history, and quality when libpam-pwquality is there (CIS 5.3.2.x–5.3.3.x).
-profiles=(vpbox-faillock-preauth vpbox-faillock vpbox-pwhistory)
+# 3. PAM: lockout, history, no empty passwords, and quality when libpam-pwquality is there
+# (CIS 5.3.2.x–5.3.3.x).
+# pam_unix without `nullok` (CIS 5.3.3.4.1): Debian's own profile, less that word, in its place.
+configs="$root/usr/share/pam-configs"
+{
+  echo "Name: vpbox: Unix authentication, no empty passwords (Debian's profile less nullok)"
+  echo "Conflicts: unix"
+  grep -v '^Name:' "$configs/unix" | sed -E 's/[[:space:]]nullok\b//'
+} >"$configs/vpbox-unix"
+profiles=(vpbox-unix vpbox-faillock-preauth vpbox-faillock vpbox-pwhistory)
 if [ -f "$root/usr/share/pam-configs/pwquality" ]; then
   # dictcheck needs cracklib's dictionary: without it every new password would be refused.
   if ! ls "$root"/var/cache/cracklib/cracklib_dict.pwd* >/dev/null 2>&1; then
@@ -55,6 +63,7 @@ if [ -f "$root/usr/share/pam-configs/pwquality" ]; then
 else
   say "libpam-pwquality is not installed: password quality (CIS 5.3.3.2.x) skipped"
 fi
+in_root pam-auth-update --package --remove unix
 in_root pam-auth-update --package --enable "${profiles[@]}"
 say "PAM profiles enabled: ${profiles[*]}"
 

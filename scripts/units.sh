@@ -12,8 +12,8 @@ mkdir -p "$root/usr/bin" "$root/etc/systemd/system" "$root/usr/lib/systemd"
 cp -a /usr/lib/systemd/system "$root/usr/lib/systemd/"
 cp "$bin" "$root/usr/bin/vpbox"
 cp /usr/bin/kill "$root/usr/bin/kill"
-cp systemd/*.service "$root/etc/systemd/system/"
-systemd-analyze verify --root="$root" "$root"/etc/systemd/system/vpbox-*.service
+cp systemd/*.service systemd/*.socket "$root/etc/systemd/system/"
+systemd-analyze verify --root="$root" "$root"/etc/systemd/system/vpbox-*.service "$root"/etc/systemd/system/vpbox-*.socket
 echo "units: systemd-analyze verify clean"
 said=$(systemd-sysusers --dry-run "$PWD/systemd/vpbox.sysusers" 2>&1) || { echo "$said" >&2; exit 1; }
 echo "units: sysusers.d entries accepted (systemd-sysusers --dry-run)"

@@ -6,6 +6,8 @@
 //! box's proxy puts mutual TLS in front of both, and dials the peers' boxes; so the node's unit
 //! can run with no network at all.
 
+use std::collections::HashMap;
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::channel;
@@ -44,7 +46,46 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn bind(path: &Path, what: &str) -> Result<std::os::unix::net::UnixListener, StartError> {
+/// The listening sockets systemd passed to this process (socket activation:
+/// `systemd/vpbox-node.socket`), by the path each is bound to. While the node restarts,
+/// systemd keeps them listening, so the proxy's connections wait in their backlog instead of
+/// being refused. Taken only when `LISTEN_PID` names this process (the protocol's own rule;
+/// `listenfd` alone would also take them without it); a passed descriptor that is not a
+/// listening Unix stream socket with a path is an error.
+fn activated() -> Result<HashMap<PathBuf, UnixListener>, StartError> {
+    let pid = std::env::var("LISTEN_PID").ok().and_then(|p| p.parse::<u32>().ok());
+    if pid != Some(std::process::id()) {
+        return Ok(HashMap::new());
+    }
+    let mut fds = listenfd::ListenFd::from_env();
+    let mut out = HashMap::new();
+    for i in 0..fds.len() {
+        let bad = |e: &dyn std::fmt::Display| {
+            StartError(format!("socket activation: descriptor {}: {e}", i + 3))
+        };
+        let listener =
+            fds.take_unix_listener(i).map_err(|e| bad(&e))?.ok_or_else(|| bad(&"passed twice"))?;
+        let address = listener.local_addr().map_err(|e| bad(&e))?;
+        let path = address.as_pathname().ok_or_else(|| bad(&"not bound to a path"))?;
+        out.insert(path.to_path_buf(), listener);
+    }
+    Ok(out)
+}
+
+/// The listener at `path`: the one systemd passed for it, or a new one.
+fn listener(
+    passed: &mut HashMap<PathBuf, UnixListener>,
+    path: &Path,
+    what: &str,
+) -> Result<UnixListener, StartError> {
+    match passed.remove(path) {
+        // Its owner and mode are the socket unit's (SocketGroup=, SocketMode=).
+        Some(l) => Ok(l),
+        None => bind(path, what),
+    }
+}
+
+fn bind(path: &Path, what: &str) -> Result<UnixListener, StartError> {
     // A socket left by a killed node is removed; anything else at the path is refused.
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         use std::os::unix::fs::FileTypeExt;
@@ -59,7 +100,7 @@ fn bind(path: &Path, what: &str) -> Result<std::os::unix::net::UnixListener, Sta
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    let listener = std::os::unix::net::UnixListener::bind(path)
+    let listener = UnixListener::bind(path)
         .map_err(|e| StartError(format!("{what} {}: {e}", path.display())))?;
     // Group access: the proxy's user, in the node's group, connects (a unit's UMask=0077 would
     // leave the socket to the node's user alone); the JSON-RPC socket still checks who calls
@@ -118,8 +159,16 @@ pub fn run(config: &BoxConfig) -> Result<(), StartError> {
             ));
         }
     }
-    let peer_listener = bind(&config.sockets.peer, "peer socket")?;
-    let rpc_listener = bind(&config.sockets.rpc, "rpc socket")?;
+    let mut passed = activated()?;
+    let peer_listener = listener(&mut passed, &config.sockets.peer, "peer socket")?;
+    let rpc_listener = listener(&mut passed, &config.sockets.rpc, "rpc socket")?;
+    if let Some(path) = passed.keys().next() {
+        return Err(StartError(format!(
+            "socket activation: systemd passed a socket at {}, which is neither [sockets] rpc \
+             nor peer",
+            path.display()
+        )));
+    }
     let identity = Identity {
         chain: genesis.hash.0,
         id,

@@ -4,7 +4,9 @@
 //! as a credential and the box's state in its `StateDirectory=`s. The test sees the firewall
 //! loaded, then signer → node → proxy started in that order under their own users, a POSP's
 //! anchors committed through the box's API, and, after a SIGKILL of each service in turn,
-//! systemd restarting it and the box committing again with the other three.
+//! systemd restarting it and the box committing again with the other three; a JSON-RPC call
+//! made while the node is dead waits on the node's socket (`vpbox-node.socket`) and is
+//! answered once systemd has restarted it.
 //!
 //! The container's root is the host's, under a throw-away overlay (`--volatile=overlay`): the
 //! Debian 12 userland the box runs on, without building an image. What it needs of the box
@@ -18,7 +20,9 @@
 //! dependencies install).
 
 use std::fs;
+use std::io::{Read, Write};
 use std::os::unix::fs::{PermissionsExt, symlink};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -231,7 +235,7 @@ fn stage(c: &Cluster, i: u32, root: &Path, usr: &Path) {
     fs::write(root.join("etc/machine-id"), format!("{id}\n")).unwrap();
     let units = root.join("etc/systemd/system");
     fs::remove_dir_all(&units).unwrap();
-    fs::create_dir_all(units.join("multi-user.target.wants")).unwrap();
+    fs::create_dir_all(&units).unwrap();
 
     let etc = root.join("etc/vpbox");
     fs::create_dir_all(etc.join("credentials")).unwrap();
@@ -295,12 +299,16 @@ fn stage(c: &Cluster, i: u32, root: &Path, usr: &Path) {
 
     // The units as shipped, enabled as `systemctl enable` would, and the test token's drop-in.
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd");
+    let enable = |name: &str, target: &str| {
+        fs::copy(shipped.join(name), units.join(name)).unwrap();
+        let wants = units.join(format!("{target}.wants"));
+        fs::create_dir_all(&wants).unwrap();
+        symlink(format!("/etc/systemd/system/{name}"), wants.join(name)).unwrap();
+    };
     for u in UNITS {
-        let name = format!("{u}.service");
-        fs::copy(shipped.join(&name), units.join(&name)).unwrap();
-        let wants = units.join("multi-user.target.wants").join(&name);
-        symlink(format!("/etc/systemd/system/{name}"), wants).unwrap();
+        enable(&format!("{u}.service"), "multi-user.target");
     }
+    enable("vpbox-node.socket", "sockets.target");
     fs::create_dir_all(units.join("vpbox-signer.service.d")).unwrap();
     fs::write(
         units.join("vpbox-signer.service.d/test-token.conf"),
@@ -431,6 +439,30 @@ fn the_units_start_in_order_under_their_users_and_systemd_restarts_a_killed_serv
         let before = box1.show(u, "MainPID");
         let out = box1.run("kill", &["-KILL", &before]);
         assert!(out.status.success(), "kill {u}: {}", String::from_utf8_lossy(&out.stderr));
+        if u == "vpbox-node" {
+            // The node is dead for RestartSec= (2 s) at least, but its sockets are systemd's
+            // (vpbox-node.socket): a call made now waits, and the restarted node answers it.
+            let dead = || box1.show(u, "SubState") == "auto-restart";
+            wait("systemd to see the node dead", Duration::from_secs(5), dead);
+            let mut call = UnixStream::connect(c.dir.join("node1/rpc.sock"))
+                .expect("the node's socket refused a call while the node was down");
+            assert!(dead(), "the node came back before the call: the test proves nothing");
+            let body = r#"{"jsonrpc":"2.0","id":1,"method":"block_getChainHeight","params":[]}"#;
+            write!(
+                call,
+                "POST / HTTP/1.1\r\nHost: node\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+            call.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+            let mut answer = String::new();
+            call.read_to_string(&mut answer).unwrap();
+            assert!(
+                answer.starts_with("HTTP/1.1 200") && answer.contains(r#""result":"#),
+                "{answer}"
+            );
+        }
         wait(&format!("{u} restarted"), Duration::from_secs(60), || {
             box1.show(u, "NRestarts") == "1"
                 && box1.show(u, "ActiveState") == "active"

@@ -2,7 +2,8 @@
 //! installs it: a minimal bookworm made by `mmdebstrap` from Debian's archive, the script run
 //! twice (the second run changes nothing), then each part seen doing what SECURITY.md says:
 //! root locked; an operator's weak password refused, a reused one refused, five wrong
-//! passwords locking the account (through the real PAM stack, with `pamtester`); the
+//! passwords locking the account, an empty password refused (through the real PAM stack,
+//! with `pamtester`); the
 //! blacklisted modules impossible to load; the network sysctls applied in a throw-away network
 //! namespace, the kernel's all known to this kernel; and the root booted under systemd
 //! (`systemd-nspawn`) with `/tmp` a `nodev,nosuid,noexec` tmpfs, the journal on disk and SSH
@@ -147,6 +148,11 @@ fn the_hardening_installs_on_a_fresh_debian_root_and_does_what_it_says() {
     for _ in 0..5 {
         assert!(!login("wrong-password").status.success());
     }
+    // An account without a password does not log in with an empty one (no `nullok`).
+    assert!(chroot(&root, "", "useradd", &["-m", "operator2"]).status.success());
+    assert!(chroot(&root, "", "passwd", &["-d", "operator2"]).status.success());
+    let empty = chroot(&root, "\n", "pamtester", &["login", "operator2", "authenticate"]);
+    assert!(!empty.status.success(), "an empty password logged in: {}", text(&empty));
     let locked = login(next);
     assert!(!locked.status.success(), "the right password after five wrong ones was taken");
     assert!(text(&locked).contains("locked due to 5 failed logins"), "{}", text(&locked));
