@@ -170,8 +170,9 @@ fn opens(from: &str, to: &str) -> bool {
 }
 
 /// The rendered rules, loaded in a box's namespace, judge real connections over IPv4 and IPv6:
-/// each listener from each kind of source, the box's own connections out, and a flood over the
-/// per-source rate. Prints the table and `N passed, N failed`.
+/// each listener from each kind of source, the box's own connections out, a flood over the
+/// per-source rate, and one from two sources over the box-wide SYN rate. Prints the table and
+/// `N passed, N failed`.
 #[test]
 fn the_rules_admit_each_listener_from_its_own_sources_and_the_box_reaches_only_its_peers() {
     if !rustix::process::geteuid().is_root() {
@@ -291,7 +292,31 @@ fn the_rules_admit_each_listener_from_its_own_sources_and_the_box_reaches_only_i
         40 - passed,
         if flood_ok { "ok" } else { "FAILED" }
     );
-    let total = flows.len() + 1;
+    // The box-wide SYN cap: the same box at 5 new connections/s in all (burst 10) and the
+    // default 50/s per source; 20 at once from each of two sources (each far within its own
+    // rate, 40 together over the box's): most are dropped.
+    let capped = FLOW_BOX.replace("new_per_source_per_s = 5", "syn_per_s = 5");
+    let config = scratch.write("capped.toml", capped);
+    let out = in_namespace(&ns("box"), &[exe, "firewall", "apply", "--config", s(&config)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let tries: Vec<_> = ["posp", "mgmt"]
+        .iter()
+        .flat_map(|host| std::iter::repeat_n(*host, 20))
+        .map(|host| {
+            let from = ns(host);
+            std::thread::spawn(move || opens(&from, "10.77.0.1:8443"))
+        })
+        .collect();
+    let passed = tries.into_iter().map(|t| t.join().unwrap()).filter(|open| *open).count();
+    let cap_ok = (1..=15).contains(&passed);
+    failed += usize::from(!cap_ok);
+    eprintln!(
+        "posp+mgmt -> 20 + 20 at once to 10.77.0.1:8443 under a box cap of 5/s: {passed} passed, \
+         {} dropped (expected 1 to 15 passed) {}",
+        40 - passed,
+        if cap_ok { "ok" } else { "FAILED" }
+    );
+    let total = flows.len() + 2;
     eprintln!("{} passed, {failed} failed", total - failed);
     assert_eq!(failed, 0, "see the table above");
     drop(hosts);
