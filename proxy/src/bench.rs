@@ -170,10 +170,10 @@ pub fn load(
         .map_err(|e| format!("runtime: {e}"))?;
     runtime.block_on(async move {
         let connector = tokio_rustls::TlsConnector::from(config);
-        // At most 8 handshakes at once, as a client pool ramps up: a box's proxy has at most 8
-        // HSM signatures in flight and fails a handshake past them at once (its signer's
-        // protection), which a burst of 256 would meet.
-        let ramp = Arc::new(tokio::sync::Semaphore::new(8));
+        // At most 64 handshakes at once, as a client pool ramps up: a box's proxy has at most
+        // 8 HSM signatures in flight and makes the others wait their turn for 0.5 s at most
+        // (its signer's protection), which a burst of 256 would outlast.
+        let ramp = Arc::new(tokio::sync::Semaphore::new(64));
         let mut opened = Vec::new();
         for _ in 0..connections {
             let (connector, name, address) = (connector.clone(), name.clone(), address.to_string());

@@ -61,19 +61,65 @@ const STATE_MAX: usize = 64 << 20;
 /// The longest the trust poll waits for the node's answer.
 const STATE_DEADLINE: Duration = Duration::from_secs(10);
 
-/// The most handshakes whose CertificateVerify the signer is making at once; a handshake past
-/// it fails at once. A TLS 1.3 server signs before it sees the client's certificate, so a
-/// stranger's ClientHello costs an HSM signature: this, and the handshake caps per source,
-/// bound what a flood of them costs the box's HSM (which the node's votes share).
+/// The most handshakes whose CertificateVerify the signer is making at once. A TLS 1.3 server
+/// signs before it sees the client's certificate, so a stranger's ClientHello costs an HSM
+/// signature: this, and the handshake caps per source, bound what a flood of them costs the
+/// box's HSM (which the node's votes share).
 const SIGNING_MAX: usize = 8;
+/// How long a handshake past [`SIGNING_MAX`] waits for a turn before it fails: a burst of
+/// clients (a POSP's pool opening its connections at once, hundreds of them) is signed at the
+/// HSM's pace (about 270/s here) instead of failing past the first eight, while a flood costs
+/// at most this long per handshake (on a blocking thread, never a runtime's worker).
+const SIGNING_WAIT: Duration = Duration::from_millis(500);
 /// The longest a handshake waits for its signature.
 const SIGNING_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Counted turns: at most `max` held at once, a taker waiting up to a bound for one.
+struct Slots {
+    held: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+    max: usize,
+}
+
+impl Slots {
+    fn new(max: usize) -> Self {
+        Self { held: std::sync::Mutex::new(0), freed: std::sync::Condvar::new(), max }
+    }
+
+    /// Takes a turn, waiting up to `wait` for one (blocking the thread); false if none came.
+    #[allow(clippy::disallowed_methods)] // the shell's own wait, not a policy's decision
+    fn take(&self, wait: Duration) -> bool {
+        let deadline = std::time::Instant::now() + wait;
+        let mut held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *held >= self.max {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            held = self
+                .freed
+                .wait_timeout(held, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+        *held += 1;
+        true
+    }
+
+    /// Gives a turn back.
+    fn give(&self) {
+        let mut held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *held = held.saturating_sub(1);
+        drop(held);
+        self.freed.notify_one();
+    }
+}
 
 /// The proxy's TLS key: the signer's, asked off the runtime's worker threads (rustls signs
 /// synchronously, inside the handshake's poll) and at most [`SIGNING_MAX`] at a time.
 struct HsmKey {
     inner: SignerServiceKey,
-    in_flight: std::sync::atomic::AtomicUsize,
+    slots: Slots,
     metrics: Arc<Metrics>,
 }
 
@@ -83,19 +129,28 @@ impl vpbox_tls::sign::TlsKey for HsmKey {
     }
 
     fn sign_certificate_verify(&self, content: &[u8]) -> Result<vpbox_sm::sm2::Signature, String> {
-        use std::sync::atomic::Ordering;
-        if self.in_flight.fetch_add(1, Ordering::SeqCst) >= SIGNING_MAX {
-            self.in_flight.fetch_sub(1, Ordering::SeqCst);
-            self.metrics.signature("busy");
-            return Err(format!("{SIGNING_MAX} handshakes are being signed already"));
-        }
-        let sign = || self.inner.sign_certificate_verify(content);
+        // On a multi-thread runtime the wait and the signature leave the worker thread
+        // (`block_in_place`); on a current-thread one nothing may block, so no wait.
         let multi_thread = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        let result = if multi_thread { tokio::task::block_in_place(sign) } else { sign() };
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        self.metrics.signature(if result.is_ok() { "signed" } else { "refused" });
-        result
+        let sign = |wait: Duration| {
+            if !self.slots.take(wait) {
+                self.metrics.signature("busy");
+                return Err(format!(
+                    "{SIGNING_MAX} handshakes were being signed for {} ms",
+                    wait.as_millis()
+                ));
+            }
+            let result = self.inner.sign_certificate_verify(content);
+            self.slots.give();
+            self.metrics.signature(if result.is_ok() { "signed" } else { "refused" });
+            result
+        };
+        if multi_thread {
+            tokio::task::block_in_place(|| sign(SIGNING_WAIT))
+        } else {
+            sign(Duration::ZERO)
+        }
     }
 }
 
@@ -313,11 +368,7 @@ pub fn run(path: &Path, supervisor: Supervisor) -> Result<(), String> {
     let key = SignerServiceKey::connect(&config.signer.socket, &config.signer.key)?
         .with_timeout(SIGNING_DEADLINE);
     let metrics = Arc::new(Metrics::default());
-    let key = HsmKey {
-        inner: key,
-        in_flight: std::sync::atomic::AtomicUsize::new(0),
-        metrics: Arc::clone(&metrics),
-    };
+    let key = HsmKey { inner: key, slots: Slots::new(SIGNING_MAX), metrics: Arc::clone(&metrics) };
     let profile = tls_profile(proxy.profile);
     let trust = Arc::new(RwLock::new(TrustStore::new()));
     let admission = Admission::new(Arc::clone(&trust), CertProfile::VpNode);
@@ -926,4 +977,39 @@ async fn outbound(node: UnixStream, shared: &Arc<Shared>, id: u32) -> Result<(),
     let reason = relay(tls, node, shared, certs).await;
     log("p2p-closed", json!({"node": id, "address": address, "reason": reason}));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::Slots;
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // the test measures real waits
+    fn a_taker_past_the_limit_waits_for_a_turn_and_gives_up_at_its_bound() {
+        let slots = Arc::new(Slots::new(2));
+        assert!(slots.take(Duration::ZERO));
+        assert!(slots.take(Duration::ZERO));
+        // Full: no turn at once, nor within 50 ms.
+        assert!(!slots.take(Duration::ZERO));
+        let start = Instant::now();
+        assert!(!slots.take(Duration::from_millis(50)));
+        assert!(start.elapsed() >= Duration::from_millis(50));
+        // A turn given back 30 ms into a 5 s wait is taken then, not at the bound.
+        let giver = Arc::clone(&slots);
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            giver.give();
+        });
+        let start = Instant::now();
+        assert!(slots.take(Duration::from_secs(5)));
+        assert!(start.elapsed() < Duration::from_secs(4), "{:?}", start.elapsed());
+        t.join().unwrap();
+        // Still two held: full again.
+        assert!(!slots.take(Duration::ZERO));
+        slots.give();
+        assert!(slots.take(Duration::ZERO));
+    }
 }
