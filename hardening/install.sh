@@ -3,8 +3,8 @@
 # (default /; an image build passes its root folder). Idempotent: a second run changes nothing.
 # What each file does and which CIS Debian 12 / 等保 2.0 item it answers: SECURITY.md, "Host
 # hardening". Needs, in ROOT: systemd, login, passwd, libpam-runtime (Debian's minbase has
-# them); auditd, and libpam-pwquality with cracklib-runtime, for their parts (a part whose
-# package is absent is reported and skipped, never half-installed).
+# them), libpam-pwquality and cracklib-runtime (refused without them); auditd for its limits
+# (reported and skipped when absent).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(realpath "${1:-/}")
@@ -26,7 +26,7 @@ set_key() {
   fi
 }
 
-# 1. The files, as they are in this folder (root-owned; audit rules and faillock private).
+# 1. The files, as they are in this folder (root-owned; the audit rules readable by root alone).
 (cd "$here" && find etc usr -type f) | while read -r f; do
   mode=0644
   case "$f" in etc/audit/*) mode=0640 ;; esac
@@ -43,28 +43,45 @@ set_key "$defs" ENCRYPT_METHOD ' ' YESCRYPT
 set_key "$defs" UMASK ' ' 027
 say "login.defs set"
 
-# 3. PAM: lockout, history, no empty passwords, and quality when libpam-pwquality is there
-# (CIS 5.3.2.x–5.3.3.x).
-# pam_unix without `nullok` (CIS 5.3.3.4.1): Debian's own profile, less that word, in its place.
+# 3. PAM: lockout, history, quality, no empty passwords (CIS 5.3.2.x–5.3.3.x). pwquality is
+# required, not optional: pam_pwhistory takes the new password from the module before it
+# (use_authtok), so without pwquality no password could be set or changed at all; and its
+# dictionary check needs cracklib's dictionary, without which every new password is refused.
 configs="$root/usr/share/pam-configs"
+if [ ! -f "$configs/pwquality" ]; then
+  echo "hardening: install libpam-pwquality (password quality and history need it)" >&2
+  exit 1
+fi
+if ! ls "$root"/var/cache/cracklib/cracklib_dict.pwd* >/dev/null 2>&1; then
+  echo "hardening: libpam-pwquality needs cracklib's dictionary: install cracklib-runtime" >&2
+  exit 1
+fi
+# pam_unix without `nullok` (CIS 5.3.3.4.1): Debian's own profile, less that word, in its place.
+# (No comma in a Name: debconf would split the profile menu there.)
 {
-  echo "Name: vpbox: Unix authentication, no empty passwords (Debian's profile less nullok)"
+  echo "Name: vpbox: Unix authentication without empty passwords (Debian's profile less nullok)"
   echo "Conflicts: unix"
   grep -v '^Name:' "$configs/unix" | sed -E 's/[[:space:]]nullok\b//'
 } >"$configs/vpbox-unix"
-profiles=(vpbox-unix vpbox-faillock-preauth vpbox-faillock vpbox-pwhistory)
-if [ -f "$root/usr/share/pam-configs/pwquality" ]; then
-  # dictcheck needs cracklib's dictionary: without it every new password would be refused.
-  if ! ls "$root"/var/cache/cracklib/cracklib_dict.pwd* >/dev/null 2>&1; then
-    echo "hardening: libpam-pwquality needs cracklib's dictionary: install cracklib-runtime" >&2
-    exit 1
-  fi
-  profiles+=(pwquality)
-else
-  say "libpam-pwquality is not installed: password quality (CIS 5.3.3.2.x) skipped"
+profiles=(vpbox-unix vpbox-faillock-preauth vpbox-faillock vpbox-pwhistory pwquality)
+# One call: Debian's unix profile out and ours in together, so no moment without an auth
+# module; noninteractive, so an image build never waits on a debconf question.
+DEBIAN_FRONTEND=noninteractive in_root pam-auth-update --package --disable unix \
+  --enable "${profiles[@]}"
+# pam-auth-update leaves hand-edited files alone (and still exits 0): check what it wrote.
+pam="$root/etc/pam.d"
+check_pam() {
+  grep -Eq "$2" "$pam/$1" || { echo "hardening: $pam/$1 lacks $3 (edited by hand? see pam-auth-update(8))" >&2; exit 1; }
+}
+check_pam common-auth 'pam_faillock\.so[[:space:]]+preauth' "pam_faillock preauth"
+check_pam common-auth 'pam_faillock\.so[[:space:]]+authfail' "pam_faillock authfail"
+check_pam common-account 'pam_faillock\.so' "pam_faillock"
+check_pam common-password 'pam_pwquality\.so' "pam_pwquality"
+check_pam common-password 'pam_pwhistory\.so' "pam_pwhistory"
+if grep -q nullok "$pam"/common-auth "$pam"/common-password; then
+  echo "hardening: $pam still allows empty passwords (nullok)" >&2
+  exit 1
 fi
-in_root pam-auth-update --package --remove unix
-in_root pam-auth-update --package --enable "${profiles[@]}"
 say "PAM profiles enabled: ${profiles[*]}"
 
 # 4. auditd's own limits: logs kept, never rotated away; a full disk stops the box rather
@@ -95,8 +112,16 @@ done
 [ -e "$root/usr/sbin/sshd" ] && say "openssh-server is installed: its units are masked"
 say "tmp.mount enabled; ssh masked"
 
-# 6. root's password locked: operators log in as themselves (CIS 5.4.2.4).
+# 6. root's password locked: operators log in as themselves (CIS 5.4.2.4). On a running box
+# (ROOT /) only if someone else can administer it (a member of sudo), unless told otherwise
+# (VPBOX_LOCK_ROOT=force); an image build creates its operators itself.
 if [ "$(passwd --root "$root" --status root | cut -d' ' -f2)" != L ]; then
+  admins=$(getent group sudo | cut -d: -f4)
+  if [ "$root" = / ] && [ -z "$admins" ] && [ "${VPBOX_LOCK_ROOT:-}" != force ]; then
+    echo "hardening: no member of group sudo: locking root would leave no administrator" \
+      "(add one, or set VPBOX_LOCK_ROOT=force)" >&2
+    exit 1
+  fi
   usermod --root "$root" --lock root
 fi
 say "root locked"

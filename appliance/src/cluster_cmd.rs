@@ -187,6 +187,8 @@ pub(crate) fn proxy_run(a: &NodeRunArgs) -> Result<Outcome> {
 pub(crate) fn node_run(a: &NodeRunArgs) -> Result<Outcome> {
     crate::harden::no_core_dumps()?;
     let config = BoxConfig::load(&a.config).map_err(anyhow::Error::msg)?;
+    // The sockets systemd holds for the node (vpbox-node.socket), taken before any thread.
+    let passed = vpbox_node::service::activated()?;
     // Ready once the node answers on its JSON-RPC socket; alive while it goes on answering
     // (`supervise`). The probe runs beside the node, which blocks this thread.
     let socket = config.sockets.rpc.clone();
@@ -208,7 +210,7 @@ pub(crate) fn node_run(a: &NodeRunArgs) -> Result<Outcome> {
             }
         });
     });
-    vpbox_node::service::run(&config)?;
+    vpbox_node::service::run(&config, passed)?;
     Ok(Outcome::Ok)
 }
 

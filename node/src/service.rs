@@ -46,13 +46,16 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// The listening sockets systemd passed to this process (socket activation:
-/// `systemd/vpbox-node.socket`), by the path each is bound to. While the node restarts,
-/// systemd keeps them listening, so the proxy's connections wait in their backlog instead of
-/// being refused. Taken only when `LISTEN_PID` names this process (the protocol's own rule;
-/// `listenfd` alone would also take them without it); a passed descriptor that is not a
-/// listening Unix stream socket with a path is an error.
-fn activated() -> Result<HashMap<PathBuf, UnixListener>, StartError> {
+/// The sockets systemd passed to this process (socket activation:
+/// `systemd/vpbox-node.socket`), by the path each is bound to, for [`run`]. While the node
+/// restarts, systemd keeps them listening, so the proxy's connections wait in their backlog
+/// instead of being refused. Taken only when `LISTEN_PID` names this process (the protocol's
+/// own rule; `listenfd` alone would also take them without it); a passed descriptor that is
+/// not a Unix stream socket bound to a path is an error.
+///
+/// Call it first, before the process starts any thread: taking them clears `LISTEN_FDS` and
+/// `LISTEN_PID` from the environment, which is only sound while no other thread reads it.
+pub fn activated() -> Result<HashMap<PathBuf, UnixListener>, StartError> {
     let pid = std::env::var("LISTEN_PID").ok().and_then(|p| p.parse::<u32>().ok());
     if pid != Some(std::process::id()) {
         return Ok(HashMap::new());
@@ -111,8 +114,12 @@ fn bind(path: &Path, what: &str) -> Result<UnixListener, StartError> {
     Ok(listener)
 }
 
-/// Runs the node until it is killed.
-pub fn run(config: &BoxConfig) -> Result<(), StartError> {
+/// Runs the node until it is killed, on the sockets systemd `passed` ([`activated`]; empty
+/// outside systemd) or sockets of its own.
+pub fn run(
+    config: &BoxConfig,
+    mut passed: HashMap<PathBuf, UnixListener>,
+) -> Result<(), StartError> {
     let genesis = Arc::new(Genesis::load(&config.genesis).map_err(|e| StartError(e.to_string()))?);
     let id = NodeId(config.node_id);
     std::fs::create_dir_all(&config.data_dir)
@@ -159,7 +166,6 @@ pub fn run(config: &BoxConfig) -> Result<(), StartError> {
             ));
         }
     }
-    let mut passed = activated()?;
     let peer_listener = listener(&mut passed, &config.sockets.peer, "peer socket")?;
     let rpc_listener = listener(&mut passed, &config.sockets.rpc, "rpc socket")?;
     if let Some(path) = passed.keys().next() {

@@ -296,6 +296,7 @@ fn the_rules_admit_each_listener_from_its_own_sources_and_the_box_reaches_only_i
     // default 50/s per source; 20 at once from each of two sources (each far within its own
     // rate, 40 together over the box's): most are dropped.
     let capped = FLOW_BOX.replace("new_per_source_per_s = 5", "syn_per_s = 5");
+    assert_ne!(capped, FLOW_BOX);
     let config = scratch.write("capped.toml", capped);
     let out = in_namespace(&ns("box"), &[exe, "firewall", "apply", "--config", s(&config)]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

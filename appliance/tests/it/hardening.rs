@@ -102,6 +102,17 @@ fn the_hardening_installs_on_a_fresh_debian_root_and_does_what_it_says() {
         .expect("mmdebstrap must be installed");
     assert!(out.status.success(), "mmdebstrap: {}", text(&out));
 
+    // Without libpam-pwquality no password could be set (pam_pwhistory takes the new one from
+    // it): refused, and nothing of PAM changed.
+    let profile = root.join("usr/share/pam-configs/pwquality");
+    let aside = scratch.path("pwquality");
+    fs::rename(&profile, &aside).unwrap();
+    let auth = fs::read(root.join("etc/pam.d/common-auth")).unwrap();
+    let out = Command::new("bash").arg(hardening().join("install.sh")).arg(&root).output().unwrap();
+    assert!(!out.status.success() && text(&out).contains("install libpam-pwquality"));
+    assert_eq!(fs::read(root.join("etc/pam.d/common-auth")).unwrap(), auth);
+    fs::rename(&aside, &profile).unwrap();
+
     // Installed twice: the second run changes no file.
     let said = install(&root);
     for part in ["files installed", "PAM profiles enabled", "auditd.conf set", "root locked"] {
