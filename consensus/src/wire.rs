@@ -486,6 +486,79 @@ mod tests {
         Digest([x; 32])
     }
 
+    /// A verifier whose digest is the input itself, cut or padded to 32 bytes, after the
+    /// input is kept: the bytes each digest hashes can be read back.
+    #[derive(Default)]
+    struct Recording(std::cell::RefCell<Vec<Vec<u8>>>);
+
+    impl Verifier for Recording {
+        fn digest(&self, bytes: &[u8]) -> Digest {
+            self.0.borrow_mut().push(bytes.to_vec());
+            // Distinct inputs of the same length give distinct digests: a sum of the bytes,
+            // weighted by position, spread over 32 bytes.
+            let mut out = [0u8; 32];
+            for (i, b) in bytes.iter().enumerate() {
+                out[i % 32] = out[i % 32].wrapping_mul(31).wrapping_add(*b ^ (i / 32) as u8);
+            }
+            Digest(out)
+        }
+        fn verify(
+            &self,
+            _: &crate::types::PublicKey,
+            _: &[u8],
+            _: &Signature,
+        ) -> crate::types::Verification {
+            crate::types::Verification::Invalid
+        }
+    }
+
+    /// What a commit certificate's signatures cover (ARCHITECTURE.md, "Wire format"; the
+    /// proof format an outside verifier follows): the block digest hashes exactly
+    /// `"vpbox/block\0" ‖ seq (u64 BE) ‖ batch digest ‖ result digest`, the batch digest
+    /// `"vpbox/batch\0" ‖ n (u32 BE) ‖ the transaction hashes in order`; so a digest changes
+    /// with any of them, and a certificate for one block does not count for another.
+    #[test]
+    fn the_block_and_batch_digests_hash_exactly_the_specified_bytes() {
+        let v = Recording::default();
+        let block = block_digest(&v, SeqNo(0x0102), &d(7), &d(9));
+        let mut want = b"vpbox/block\0".to_vec();
+        want.extend_from_slice(&[0, 0, 0, 0, 0, 0, 1, 2]);
+        want.extend_from_slice(&[7; 32]);
+        want.extend_from_slice(&[9; 32]);
+        assert_eq!(v.0.borrow().last().unwrap(), &want);
+        // Each input moves the digest.
+        assert_ne!(block_digest(&v, SeqNo(0x0103), &d(7), &d(9)), block);
+        assert_ne!(block_digest(&v, SeqNo(0x0102), &d(8), &d(9)), block);
+        assert_ne!(block_digest(&v, SeqNo(0x0102), &d(7), &d(8)), block);
+        assert_ne!(block_digest(&v, SeqNo(0x0102), &d(9), &d(7)), block);
+
+        let batch = Batch { txs: vec![d(1), d(2)] };
+        let digest = batch_digest(&v, &batch);
+        let mut want = b"vpbox/batch\0".to_vec();
+        want.extend_from_slice(&[0, 0, 0, 2]);
+        want.extend_from_slice(&[1; 32]);
+        want.extend_from_slice(&[2; 32]);
+        assert_eq!(v.0.borrow().last().unwrap(), &want);
+        let swapped = Batch { txs: vec![d(2), d(1)] };
+        assert_ne!(batch_digest(&v, &swapped), digest);
+        assert_ne!(batch_digest(&v, &Batch { txs: vec![d(1)] }), digest);
+    }
+
+    /// A vote's signed bytes: `"vpbox/consensus/msg/v2\0" ‖ epoch (u64 BE) ‖ sender (u32 BE) ‖
+    /// the message`; the same vote in another epoch or from another sender is other bytes.
+    #[test]
+    fn a_signing_payload_is_the_tag_the_epoch_the_sender_and_the_message() {
+        let vote = Message::Commit(Vote { view: View(3), seq: SeqNo(7), digest: d(4) });
+        let bytes = signing_payload(0x0a0b, NodeId(5), &vote);
+        let mut want = b"vpbox/consensus/msg/v2\0".to_vec();
+        want.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0x0a, 0x0b]);
+        want.extend_from_slice(&[0, 0, 0, 5]);
+        assert!(bytes.starts_with(&want), "{bytes:02x?}");
+        assert_eq!(decode_signing_payload(&bytes).unwrap(), (0x0a0b, NodeId(5), vote.clone()));
+        assert_ne!(signing_payload(0x0a0c, NodeId(5), &vote), bytes);
+        assert_ne!(signing_payload(0x0a0b, NodeId(6), &vote), bytes);
+    }
+
     fn env(from: u32, message: Message) -> Envelope {
         Envelope { from: NodeId(from), message, signature: Signature(vec![from as u8; 64]) }
     }
