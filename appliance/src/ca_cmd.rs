@@ -95,7 +95,8 @@ pub(crate) enum CaCommand {
         /// The CA directory.
         #[arg(long)]
         dir: PathBuf,
-        /// Hours until nextUpdate.
+        /// Hours until nextUpdate: at least 6 (past nextUpdate the CRL refuses every
+        /// certificate of the CA, so it must outlive its renewal).
         #[arg(long, default_value_t = 24)]
         hours: u32,
         /// Write the CRL here instead of stdout.
@@ -381,6 +382,10 @@ pub(crate) fn run(cmd: &CaCommand) -> Result<Outcome> {
             Ok(Outcome::Ok)
         }
         CaCommand::Crl { dir, hours, out } => {
+            // Refused before the token is opened (and no CRL number spent).
+            if *hours < cert::CRL_HOURS_MIN {
+                return Err(cert::CertError::CrlTooShort { hours: *hours }.into());
+            }
             let (config, ca_pem, mut db) = open(dir)?;
             let signer = ca_signer(dir, &config)?;
             db.crl_number += 1;

@@ -155,6 +155,14 @@ pub(crate) fn cert_tx(a: &CertTxArgs, crl: bool) -> Result<Outcome> {
         (vpbox_ca::pem::chain_der(&pem), "cert_enroll")
     };
     let der = der.with_context(|| a.file.display().to_string())?;
+    if crl {
+        // A CRL past (or within the hour of) its nextUpdate would lock its CA's certificates
+        // out the moment it is committed: refused here, with its date.
+        #[allow(clippy::disallowed_methods)] // the CLI's own clock, for this check alone
+        let now = std::time::SystemTime::now();
+        vpbox_ca::cert::crl_fresh_for(&der, now, std::time::Duration::from_secs(3600))
+            .with_context(|| a.file.display().to_string())?;
+    }
     let payload = if crl { Payload::Crl(der) } else { Payload::Enroll(der) };
     let tx = sign(s.as_ref(), payload)?;
     let r = local_client(&a.conn)?

@@ -98,9 +98,52 @@ pub enum CertError {
         /// What is wrong.
         why: String,
     },
+    /// A CRL would be out of date too soon (see [`CRL_HOURS_MIN`]).
+    #[error(
+        "a CRL valid for {hours} h would be out of date before a renewal replaced it, and then \
+         every certificate its CA issued is refused: sign it for {CRL_HOURS_MIN} h at least"
+    )]
+    CrlTooShort {
+        /// The validity asked for.
+        hours: u32,
+    },
+    /// A CRL's nextUpdate is past, or too near to publish it (see [`crl_fresh_for`]).
+    #[error(
+        "the CRL's nextUpdate is {0}: published, it would lock its CA's certificates out within \
+         the hour; sign a new one (`vpbox ca crl`)"
+    )]
+    CrlStale(String),
     /// Encoding, decoding or building failed.
     #[error("{0}")]
     Encoding(String),
+}
+
+/// The shortest validity (nextUpdate − thisUpdate) [`crl`] signs, in hours. Past its
+/// nextUpdate a CRL denies every certificate of its CA (the policy's `StaleCrl`: a bank that
+/// stops publishing cannot keep revoked certificates alive), so a CRL must outlive the time a
+/// renewal takes to be signed and published; six hours is also what `vpbox ca crl`'s default
+/// renewal margin assumes.
+pub const CRL_HOURS_MIN: u32 = 6;
+
+/// Checks that the CRL `der` (the first DER object of a CRL and its issuer's chain) stays in
+/// date for `margin` after `now`: what `vpbox cert publish-crl` checks before it publishes.
+/// A CRL without nextUpdate is refused too (the policy requires one).
+pub fn crl_fresh_for(der: &[u8], now: SystemTime, margin: Duration) -> Result<(), CertError> {
+    let first = split_der(der)?;
+    let first = first.first().ok_or_else(|| enc("no CRL"))?;
+    let crl: CertificateList = CertificateList::from_der(first).map_err(enc)?;
+    let Some(next) = crl.tbs_cert_list.next_update else {
+        return Err(CertError::CrlStale("absent".into()));
+    };
+    let when = next.to_date_time();
+    let next = next.to_system_time();
+    if next <= now {
+        return Err(CertError::CrlStale(format!("{when}, already past")));
+    }
+    if next <= now + margin {
+        return Err(CertError::CrlStale(when.to_string()));
+    }
+    Ok(())
 }
 
 fn enc<E: std::fmt::Display>(e: E) -> CertError {
@@ -316,6 +359,9 @@ pub fn crl(
     now: SystemTime,
     next_update_hours: u32,
 ) -> Result<String, CertError> {
+    if next_update_hours < CRL_HOURS_MIN {
+        return Err(CertError::CrlTooShort { hours: next_update_hours });
+    }
     let ca_cert = Certificate::from_pem(ca_cert_pem.as_bytes()).map_err(enc)?;
     let this_update = Time::try_from(now).map_err(enc)?;
     let next = Time::try_from(now + Duration::from_secs(u64::from(next_update_hours) * 3600))

@@ -103,6 +103,12 @@ fn a_bank_ca_in_the_hsm_issues_revokes_and_publishes() {
     );
     assert_eq!(token.vpbox(&["ca", "revoke", "--dir", d, &serial, "--reason", "again"]).code, 2);
     let crl = token.dir.path("bank-a.crl");
+    // A CRL out of date at once (or within hours) would refuse every certificate of the bank:
+    // not signed, and the CRL number not spent.
+    let quick = token.vpbox(&["ca", "crl", "--dir", d, "--hours", "0", "--out", s(&crl)]);
+    assert_eq!(quick.code, 2, "{}", quick.stderr);
+    assert!(quick.stderr.contains("sign it for 6 h at least"), "{}", quick.stderr);
+    assert!(!crl.exists());
     assert_eq!(token.vpbox(&["ca", "crl", "--dir", d, "--out", s(&crl)]).code, 0);
     let crl_text = openssl(&["crl", "-in", s(&crl), "-noout", "-text"]).text();
     assert!(crl_text.to_lowercase().contains(&serial[..8]), "{crl_text}");

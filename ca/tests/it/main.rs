@@ -289,6 +289,30 @@ fn crls_parse_in_openssl_and_verify_in_vpbox() {
     );
 }
 
+/// A CRL denies its whole CA once past nextUpdate (policy `StaleCrl`), so the CA signs none
+/// that would be out of date before a renewal (`CRL_HOURS_MIN`), and a CRL is checked before
+/// it is published: past, or within the margin, refused with the date; in date, taken.
+#[test]
+fn no_crl_is_signed_or_published_that_would_soon_lock_its_ca_out() {
+    let ca = bank_a();
+    let now = SystemTime::now();
+    for hours in [0, 1, cert::CRL_HOURS_MIN - 1] {
+        let e = cert::crl(&ca.key, &ca.pem, 1, &[], now, hours).unwrap_err();
+        assert!(matches!(e, cert::CertError::CrlTooShort { .. }), "{hours}: {e}");
+        assert!(e.to_string().contains("6 h at least"), "{e}");
+    }
+    let pem = cert::crl(&ca.key, &ca.pem, 1, &[], now, cert::CRL_HOURS_MIN).unwrap();
+    let der = vpbox_ca::pem::crl_der(&pem).unwrap();
+    let hour = Duration::from_secs(3600);
+    cert::crl_fresh_for(&der, now, hour).unwrap();
+    // Five and a half hours on, it has half an hour left: not enough to publish it.
+    let late = now + 11 * hour / 2;
+    let e = cert::crl_fresh_for(&der, late, hour).unwrap_err();
+    assert!(matches!(e, cert::CertError::CrlStale(_)) && !e.to_string().contains("past"), "{e}");
+    let e = cert::crl_fresh_for(&der, now + 7 * hour, hour).unwrap_err();
+    assert!(e.to_string().contains("already past"), "{e}");
+}
+
 fn der_of(pem: &str) -> Vec<u8> {
     use x509_cert::der::Encode;
     Certificate::from_pem(pem.as_bytes()).unwrap().to_der().unwrap()
