@@ -14,9 +14,8 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use crate::Scratch;
@@ -48,17 +47,9 @@ fn hardening() -> PathBuf {
 
 /// Runs `program ARGS` in `root` (chroot) with `stdin`.
 fn chroot(root: &Path, stdin: &str, program: &str, args: &[&str]) -> Output {
-    let mut child = Command::new("chroot")
-        .arg(root)
-        .arg(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
+    let mut cmd = Command::new("chroot");
+    cmd.arg(root).arg(program).args(args);
+    crate::with_stdin(cmd, stdin.as_bytes())
 }
 
 fn text(out: &Output) -> String {

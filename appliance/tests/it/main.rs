@@ -79,16 +79,12 @@ fn finish(out: Output) -> Run {
     Run { code: out.status.code().expect("killed by a signal"), stdout: out.stdout, stderr }
 }
 
-/// Runs `vpbox ARGS` with `stdin` piped in.
-pub(crate) fn vpbox_stdin(args: &[&str], stdin: &[u8]) -> Run {
+/// Runs `cmd` with `stdin` piped in (written from a thread, so a child that answers before it
+/// has read everything cannot block it), its output captured.
+pub(crate) fn with_stdin(mut cmd: Command, stdin: &[u8]) -> Output {
     use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vpbox"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child =
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let mut input = child.stdin.take().unwrap();
     let data = stdin.to_vec();
     let writer = std::thread::spawn(move || {
@@ -96,7 +92,14 @@ pub(crate) fn vpbox_stdin(args: &[&str], stdin: &[u8]) -> Run {
     });
     let out = child.wait_with_output().unwrap();
     writer.join().unwrap();
-    finish(out)
+    out
+}
+
+/// Runs `vpbox ARGS` with `stdin` piped in.
+pub(crate) fn vpbox_stdin(args: &[&str], stdin: &[u8]) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vpbox"));
+    cmd.args(args);
+    finish(with_stdin(cmd, stdin))
 }
 
 /// Runs `vpbox ARGS` with no input.
