@@ -102,6 +102,11 @@ pub(crate) enum CaCommand {
         /// Write the CRL here instead of stdout.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Sign only if a CRL is due: none signed yet, the last one's nextUpdate within this
+        /// margin (e.g. `6h`), or a certificate revoked since; otherwise say so, write nothing
+        /// and exit 0 (for a timer). Must be shorter than --hours.
+        #[arg(long)]
+        renew_before: Option<humantime::Duration>,
     },
     /// List what the CA issued.
     List {
@@ -174,7 +179,28 @@ struct HsmKey {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Db {
     crl_number: u64,
+    /// The last CRL's nextUpdate (Unix seconds) and how many revocations it lists, for
+    /// `--renew-before` (revocations are never undone, so a larger count is a new one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    crl_next_update: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    crl_revoked: Option<usize>,
     issued: Vec<Issued>,
+}
+
+/// Why a new CRL is due at `now` with a renewal margin of `margin` seconds, or None when the
+/// last one stays in date past the margin and nothing was revoked since it was signed.
+fn crl_due(db: &Db, now: u64, margin: u64) -> Option<String> {
+    let (Some(listed), Some(next)) = (db.crl_revoked, db.crl_next_update) else {
+        return Some("no CRL signed yet".into());
+    };
+    if next <= now.saturating_add(margin) {
+        return Some(format!("CRL {} runs out within the margin", db.crl_number));
+    }
+    if db.issued.iter().filter(|i| i.revoked_at.is_some()).count() > listed {
+        return Some(format!("a certificate was revoked since CRL {}", db.crl_number));
+    }
+    None
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -381,12 +407,31 @@ pub(crate) fn run(cmd: &CaCommand) -> Result<Outcome> {
             println!("revoked {serial}; publish it with `vpbox ca crl`");
             Ok(Outcome::Ok)
         }
-        CaCommand::Crl { dir, hours, out } => {
+        CaCommand::Crl { dir, hours, out, renew_before } => {
             // Refused before the token is opened (and no CRL number spent).
             if *hours < cert::CRL_HOURS_MIN {
                 return Err(cert::CertError::CrlTooShort { hours: *hours }.into());
             }
+            let margin = renew_before.map(|m| std::time::Duration::from(m).as_secs());
+            if margin.is_some_and(|m| m >= u64::from(*hours) * 3600) {
+                bail!(
+                    "--renew-before must be shorter than --hours: every CRL would be due at once"
+                );
+            }
             let (config, ca_pem, mut db) = open(dir)?;
+            if let Some(margin) = margin {
+                match crl_due(&db, unix(now()), margin) {
+                    Some(why) => println!("renewing: {why}"),
+                    None => {
+                        println!(
+                            "CRL {} is in date past the margin and nothing was revoked since: \
+                             not renewed",
+                            db.crl_number
+                        );
+                        return Ok(Outcome::Ok);
+                    }
+                }
+            }
             let signer = ca_signer(dir, &config)?;
             db.crl_number += 1;
             let revoked = db
@@ -401,7 +446,11 @@ pub(crate) fn run(cmd: &CaCommand) -> Result<Outcome> {
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .context("db.json: bad serial")?;
-            let pem = cert::crl(signer.as_ref(), &ca_pem, db.crl_number, &revoked, now(), *hours)?;
+            let signed_at = now();
+            let pem =
+                cert::crl(signer.as_ref(), &ca_pem, db.crl_number, &revoked, signed_at, *hours)?;
+            db.crl_revoked = Some(revoked.len());
+            db.crl_next_update = Some(unix(signed_at) + u64::from(*hours) * 3600);
             let pem = format!("{pem}{}", above(dir, &ca_pem)?);
             write_json(&dir.join("db.json"), &db)?;
             audit(
@@ -556,4 +605,37 @@ fn install(
     audit(dir, serde_json::json!({"op": "install", "bank": bank, "result": "ok"}))?;
     println!("installed the issuing CA of {bank}");
     Ok(Outcome::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Db, Issued, crl_due};
+
+    fn issued(revoked_at: Option<u64>) -> Issued {
+        Issued {
+            serial: "01".into(),
+            subject: "CN=x".into(),
+            profile: "posp".into(),
+            issued_at: 0,
+            not_after: u64::MAX,
+            revoked_at,
+            reason: None,
+        }
+    }
+
+    /// A renewal is due with no CRL yet, when the last one's nextUpdate falls within the
+    /// margin (at its edge included), or after a revocation since it was signed; else not.
+    #[test]
+    fn a_crl_is_due_when_none_was_signed_it_runs_out_or_something_was_revoked_since() {
+        let mut db = Db { crl_number: 0, crl_next_update: None, crl_revoked: None, issued: vec![] };
+        assert!(crl_due(&db, 1000, 60).unwrap().contains("no CRL"));
+        db = Db { crl_number: 3, crl_next_update: Some(5000), crl_revoked: Some(1), ..db };
+        assert_eq!(crl_due(&db, 1000, 3999), None);
+        assert!(crl_due(&db, 1000, 4000).unwrap().contains("runs out"));
+        assert!(crl_due(&db, 5001, 0).unwrap().contains("runs out"));
+        db.issued = vec![issued(Some(999)), issued(None)];
+        assert_eq!(crl_due(&db, 1000, 60), None, "the one revocation is on CRL 3 already");
+        db.issued.push(issued(Some(999)));
+        assert!(crl_due(&db, 1000, 60).unwrap().contains("revoked since CRL 3"));
+    }
 }

@@ -109,7 +109,25 @@ fn a_bank_ca_in_the_hsm_issues_revokes_and_publishes() {
     assert_eq!(quick.code, 2, "{}", quick.stderr);
     assert!(quick.stderr.contains("sign it for 6 h at least"), "{}", quick.stderr);
     assert!(!crl.exists());
-    assert_eq!(token.vpbox(&["ca", "crl", "--dir", d, "--out", s(&crl)]).code, 0);
+    // A renewal (as a timer runs it): due, since none was signed; then not due, and nothing
+    // written; due again when the margin reaches the last nextUpdate.
+    let renew = |extra: &[&str]| {
+        let mut args = vec!["ca", "crl", "--dir", d, "--out", s(&crl), "--renew-before"];
+        args.extend(extra);
+        token.vpbox(&args)
+    };
+    let first = renew(&["6h"]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert!(first.text().contains("renewing: no CRL signed yet"), "{}", first.text());
+    let signed = std::fs::read(&crl).unwrap();
+    let quiet = renew(&["6h"]);
+    assert!(quiet.code == 0 && quiet.text().contains("not renewed"), "{}", quiet.text());
+    assert_eq!(std::fs::read(&crl).unwrap(), signed);
+    let refused = renew(&["24h"]);
+    assert!(refused.code == 2 && refused.stderr.contains("shorter than --hours"));
+    let due = renew(&["25h", "--hours", "30"]);
+    assert!(due.code == 0 && due.text().contains("runs out within the margin"), "{}", due.text());
+    assert_ne!(std::fs::read(&crl).unwrap(), signed);
     let crl_text = openssl(&["crl", "-in", s(&crl), "-noout", "-text"]).text();
     assert!(crl_text.to_lowercase().contains(&serial[..8]), "{crl_text}");
 
