@@ -118,6 +118,21 @@ pub enum CertError {
     Encoding(String),
 }
 
+/// A CRL's issuer (its distinguished name, RFC 4514) and nextUpdate, from `der` (the first DER
+/// object of a CRL and its issuer's chain): what monitoring shows of each CRL on the ledger.
+pub fn crl_next_update(der: &[u8]) -> Result<(String, Option<SystemTime>), CertError> {
+    let first = split_der(der)?;
+    let first = first.first().ok_or_else(|| enc("no CRL"))?;
+    let crl: CertificateList = CertificateList::from_der(first).map_err(enc)?;
+    let tbs = crl.tbs_cert_list;
+    Ok((tbs.issuer.to_string(), tbs.next_update.map(|t| t.to_system_time())))
+}
+
+/// `t` as `YYYY-MM-DDTHH:MM:SSZ` (seconds; the DER time type's own rendering).
+fn humantime_utc(t: SystemTime) -> String {
+    Time::try_from(t).map_or_else(|_| format!("{t:?}"), |t| t.to_date_time().to_string())
+}
+
 /// The shortest validity (nextUpdate − thisUpdate) [`crl`] signs, in hours. Past its
 /// nextUpdate a CRL denies every certificate of its CA (the policy's `StaleCrl`: a bank that
 /// stops publishing cannot keep revoked certificates alive), so a CRL must outlive the time a
@@ -129,19 +144,16 @@ pub const CRL_HOURS_MIN: u32 = 6;
 /// date for `margin` after `now`: what `vpbox cert publish-crl` checks before it publishes.
 /// A CRL without nextUpdate is refused too (the policy requires one).
 pub fn crl_fresh_for(der: &[u8], now: SystemTime, margin: Duration) -> Result<(), CertError> {
-    let first = split_der(der)?;
-    let first = first.first().ok_or_else(|| enc("no CRL"))?;
-    let crl: CertificateList = CertificateList::from_der(first).map_err(enc)?;
-    let Some(next) = crl.tbs_cert_list.next_update else {
+    let (_, next) = crl_next_update(der)?;
+    let Some(next) = next else {
         return Err(CertError::CrlStale("absent".into()));
     };
-    let when = next.to_date_time();
-    let next = next.to_system_time();
+    let when = humantime_utc(next);
     if next <= now {
         return Err(CertError::CrlStale(format!("{when}, already past")));
     }
     if next <= now + margin {
-        return Err(CertError::CrlStale(when.to_string()));
+        return Err(CertError::CrlStale(when));
     }
     Ok(())
 }

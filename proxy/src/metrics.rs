@@ -116,6 +116,7 @@ struct Counts {
     latency: Histogram,
     signatures: BTreeMap<&'static str, u64>,
     trust_updates: u64,
+    crl_next_updates: Vec<(String, u64)>,
 }
 
 impl Metrics {
@@ -154,9 +155,13 @@ impl Metrics {
         self.with(|c| *c.signatures.entry(outcome).or_default() += 1);
     }
 
-    /// The trust state changed.
-    pub fn trust_updated(&self) {
-        self.with(|c| c.trust_updates += 1);
+    /// The trust state changed; `crl_next_updates`: each CRL in force, its issuer and
+    /// nextUpdate (Unix seconds).
+    pub fn trust_updated(&self, crl_next_updates: Vec<(String, u64)>) {
+        self.with(|c| {
+            c.trust_updates += 1;
+            c.crl_next_updates = crl_next_updates;
+        });
     }
 
     /// Whether a trust state was ever applied.
@@ -174,6 +179,11 @@ impl Metrics {
         render_node(&mut out, node);
         out
     }
+}
+
+/// `text` as a Prometheus label value: backslash, double quote and newline escaped.
+fn label_value(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 fn head(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -235,6 +245,22 @@ fn render_proxy(out: &mut String, c: &Counts) {
     }
     head(out, "vpbox_proxy_trust_updates_total", "counter", "Trust state changes applied.");
     let _ = writeln!(out, "vpbox_proxy_trust_updates_total {}", c.trust_updates);
+    // A timestamp, not a countdown: the page needs no clock, and an alert reads
+    // `vpbox_crl_next_update_timestamp_seconds - time() < 6 * 3600`.
+    head(
+        out,
+        "vpbox_crl_next_update_timestamp_seconds",
+        "gauge",
+        "When each CRL on the ledger goes out of date (its nextUpdate): past it, every \
+         certificate its CA issued is refused.",
+    );
+    for (issuer, next) in &c.crl_next_updates {
+        let _ = writeln!(
+            out,
+            "vpbox_crl_next_update_timestamp_seconds{{issuer=\"{}\"}} {next}",
+            label_value(issuer)
+        );
+    }
 }
 
 fn render_node(out: &mut String, node: Option<&Value>) {
@@ -383,6 +409,27 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// Each CRL in force is a sample of its nextUpdate, labelled by its issuer (escaped as
+    /// the text format requires); a later trust state replaces the list, not adds to it.
+    #[test]
+    fn each_crl_in_force_shows_its_next_update_by_issuer() {
+        let m = Metrics::default();
+        m.trust_updated(vec![
+            ("CN=bank-a root,O=bank-a".into(), 1_800_000_000),
+            ("CN=odd \"name\" \\ here".into(), 1_800_003_600),
+        ]);
+        let page = m.render(None);
+        assert!(page.contains("# TYPE vpbox_crl_next_update_timestamp_seconds gauge"), "{page}");
+        assert!(page.contains(
+            "vpbox_crl_next_update_timestamp_seconds{issuer=\"CN=bank-a root,O=bank-a\"} 1800000000\n"
+        ));
+        assert!(page.contains(
+            "vpbox_crl_next_update_timestamp_seconds{issuer=\"CN=odd \\\"name\\\" \\\\ here\"} 1800003600\n"
+        ), "{page}");
+        m.trust_updated(vec![]);
+        assert!(!m.render(None).contains("vpbox_crl_next_update_timestamp_seconds{"));
+    }
 
     #[test]
     fn health_needs_the_node_the_trust_state_the_signer_and_a_quorum() {

@@ -154,6 +154,29 @@ impl vpbox_tls::sign::TlsKey for HsmKey {
     }
 }
 
+/// How far ahead of a CRL's nextUpdate the proxy warns (on each trust change): past it the
+/// CA's every certificate is refused, so its bank must publish a new CRL before. Shorter than
+/// the renewal margin (`vpbox ca crl --renew-before 6h`): a warning means a renewal was missed.
+/// Between trust changes the page's `vpbox_crl_next_update_timestamp_seconds` is what alerts.
+const CRL_WARN: Duration = Duration::from_secs(4 * 3600);
+
+/// A `crl-expiring` line for each CRL whose nextUpdate is within [`CRL_WARN`] of `now` (or
+/// past), naming its issuer and the time left.
+fn warn_stale_crls(crls: &[(String, u64)], now: SystemTime) {
+    let now = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    for (issuer, next) in crls {
+        if *next <= now.saturating_add(CRL_WARN.as_secs()) {
+            log(
+                "crl-expiring",
+                json!({"issuer": issuer, "nextUpdate": next,
+                       "secondsLeft": i128::from(*next) - i128::from(now),
+                       "effect": "past nextUpdate every certificate of this CA is refused: \
+                                  publish a new CRL (vpbox ca crl, vpbox cert publish-crl)"}),
+            );
+        }
+    }
+}
+
 /// The wall clock, which certificate admission is judged at (the shell's only clock).
 #[allow(clippy::disallowed_methods)] // the shell reads the clock for the policy core
 fn now() -> SystemTime {
@@ -544,7 +567,8 @@ async fn poll_trust(shared: Arc<Shared>) {
                             *m = Arc::new(t.membership);
                         }
                         shared.generation.send_modify(|g| *g += 1);
-                        shared.metrics.trust_updated();
+                        warn_stale_crls(&t.crl_next_updates, now());
+                        shared.metrics.trust_updated(t.crl_next_updates);
                         last = Some(digest);
                         complained = false;
                     }

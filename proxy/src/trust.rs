@@ -35,6 +35,8 @@ pub struct TrustState {
     pub seq: u64,
     /// How many CRLs it holds.
     pub crls: usize,
+    /// Each CRL in force: its issuer and nextUpdate (Unix seconds), for monitoring.
+    pub crl_next_updates: Vec<(String, u64)>,
 }
 
 fn hex_bytes(v: &Value, what: &str) -> Result<Vec<u8>, String> {
@@ -74,10 +76,17 @@ impl TrustState {
             store.add_root(&der).map_err(|e| format!("root {i}: {e}"))?;
         }
         let crls = state["crls"].as_array().ok_or("crls: not a list")?;
+        let mut crl_next_updates = Vec::new();
         for (i, crl) in crls.iter().enumerate() {
             // Each was accepted when its block executed; one whose root governance removed
             // since no longer applies to anything (as in the ledger's own trust store).
-            let _ = store.add_crl(&hex_bytes(crl, &format!("crl {i}"))?);
+            let der = hex_bytes(crl, &format!("crl {i}"))?;
+            if store.add_crl(&der).is_ok()
+                && let Ok((issuer, Some(next))) = vpbox_ca::cert::crl_next_update(&der)
+            {
+                let secs = next.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                crl_next_updates.push((issuer, secs));
+            }
         }
         let mut members = Vec::new();
         for n in state["nodes"].as_array().ok_or("nodes: not a list")? {
@@ -99,6 +108,7 @@ impl TrustState {
             membership: Membership { chain, members },
             seq: state["seq"].as_u64().unwrap_or(0),
             crls: crls.len(),
+            crl_next_updates,
         })
     }
 }

@@ -62,6 +62,15 @@ pub(crate) fn admin_checks(dir: &Path) {
     assert!(
         sample(&page, "vpbox_proxy_signatures_total{outcome=\"signed\"}").is_some_and(|n| n > 0.0)
     );
+    // bank-b published a CRL (cluster.rs): its nextUpdate is on the page, in the future.
+    #[allow(clippy::disallowed_methods)] // the test compares with the real clock
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let crl = page
+        .lines()
+        .find(|l| l.starts_with("vpbox_crl_next_update_timestamp_seconds{") && l.contains("bank-b"))
+        .unwrap_or_else(|| panic!("no bank-b CRL on the page:\n{page}"));
+    let next: f64 = crl.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(next > now.as_secs_f64() + 3600.0, "{crl}");
     for (listener, reason) in [
         ("p2p", "wrong_profile"),
         ("p2p", "claims_another_node"),
