@@ -192,7 +192,14 @@ struct Db {
 /// last one stays in date past the margin and nothing was revoked since it was signed.
 fn crl_due(db: &Db, now: u64, margin: u64) -> Option<String> {
     let (Some(listed), Some(next)) = (db.crl_revoked, db.crl_next_update) else {
-        return Some("no CRL signed yet".into());
+        return Some(if db.crl_number == 0 {
+            "no CRL signed yet".into()
+        } else {
+            format!(
+                "CRL {}'s nextUpdate is not recorded (signed before --renew-before)",
+                db.crl_number
+            )
+        });
     };
     if next <= now.saturating_add(margin) {
         return Some(format!("CRL {} runs out within the margin", db.crl_number));
@@ -420,10 +427,11 @@ pub(crate) fn run(cmd: &CaCommand) -> Result<Outcome> {
             }
             let (config, ca_pem, mut db) = open(dir)?;
             if let Some(margin) = margin {
+                // On stderr: stdout may be the CRL itself (no --out).
                 match crl_due(&db, unix(now()), margin) {
-                    Some(why) => println!("renewing: {why}"),
+                    Some(why) => eprintln!("renewing: {why}"),
                     None => {
-                        println!(
+                        eprintln!(
                             "CRL {} is in date past the margin and nothing was revoked since: \
                              not renewed",
                             db.crl_number
@@ -452,12 +460,14 @@ pub(crate) fn run(cmd: &CaCommand) -> Result<Outcome> {
             db.crl_revoked = Some(revoked.len());
             db.crl_next_update = Some(unix(signed_at) + u64::from(*hours) * 3600);
             let pem = format!("{pem}{}", above(dir, &ca_pem)?);
+            // The CRL first, then the record that it was signed: a failed write leaves the
+            // renewal due, not marked done.
+            write_output(out.as_deref(), pem.as_bytes(), false)?;
             write_json(&dir.join("db.json"), &db)?;
             audit(
                 dir,
                 serde_json::json!({"op": "crl", "number": db.crl_number, "revoked": revoked.len(), "result": "ok"}),
             )?;
-            write_output(out.as_deref(), pem.as_bytes(), false)?;
             Ok(Outcome::Ok)
         }
         CaCommand::List { dir, json } => {

@@ -107,25 +107,20 @@ pub enum CertError {
         /// The validity asked for.
         hours: u32,
     },
-    /// A CRL's nextUpdate is past, or too near to publish it (see [`crl_fresh_for`]).
-    #[error(
-        "the CRL's nextUpdate is {0}: published, it would lock its CA's certificates out within \
-         the hour; sign a new one (`vpbox ca crl`)"
-    )]
+    /// A CRL's nextUpdate is absent, past, or too near to publish it (see [`crl_fresh_for`]).
+    #[error("{0}")]
     CrlStale(String),
     /// Encoding, decoding or building failed.
     #[error("{0}")]
     Encoding(String),
 }
 
-/// A CRL's issuer (its distinguished name, RFC 4514) and nextUpdate, from `der` (the first DER
-/// object of a CRL and its issuer's chain): what monitoring shows of each CRL on the ledger.
-pub fn crl_next_update(der: &[u8]) -> Result<(String, Option<SystemTime>), CertError> {
+/// The nextUpdate of the CRL `der` (the first DER object of a CRL and its issuer's chain).
+fn crl_next_update(der: &[u8]) -> Result<Option<SystemTime>, CertError> {
     let first = split_der(der)?;
     let first = first.first().ok_or_else(|| enc("no CRL"))?;
     let crl: CertificateList = CertificateList::from_der(first).map_err(enc)?;
-    let tbs = crl.tbs_cert_list;
-    Ok((tbs.issuer.to_string(), tbs.next_update.map(|t| t.to_system_time())))
+    Ok(crl.tbs_cert_list.next_update.map(|t| t.to_system_time()))
 }
 
 /// `t` as `YYYY-MM-DDTHH:MM:SSZ` (seconds; the DER time type's own rendering).
@@ -142,18 +137,29 @@ pub const CRL_HOURS_MIN: u32 = 6;
 
 /// Checks that the CRL `der` (the first DER object of a CRL and its issuer's chain) stays in
 /// date for `margin` after `now`: what `vpbox cert publish-crl` checks before it publishes.
-/// A CRL without nextUpdate is refused too (the policy requires one).
+/// A CRL without nextUpdate is refused too: no monitoring could warn of it, and its CA's
+/// revocations would never be required to be renewed.
 pub fn crl_fresh_for(der: &[u8], now: SystemTime, margin: Duration) -> Result<(), CertError> {
-    let (_, next) = crl_next_update(der)?;
-    let Some(next) = next else {
-        return Err(CertError::CrlStale("absent".into()));
+    let Some(next) = crl_next_update(der)? else {
+        return Err(CertError::CrlStale(
+            "the CRL has no nextUpdate: it could never be told out of date; sign a new one \
+             (`vpbox ca crl`)"
+                .into(),
+        ));
     };
     let when = humantime_utc(next);
     if next <= now {
-        return Err(CertError::CrlStale(format!("{when}, already past")));
+        return Err(CertError::CrlStale(format!(
+            "the CRL's nextUpdate, {when}, is past: published, it would refuse every \
+             certificate of its CA at once; sign a new one (`vpbox ca crl`)"
+        )));
     }
     if next <= now + margin {
-        return Err(CertError::CrlStale(when));
+        return Err(CertError::CrlStale(format!(
+            "the CRL's nextUpdate, {when}, is less than {} min away: published, it would \
+             refuse every certificate of its CA by then; sign a new one (`vpbox ca crl`)",
+            margin.as_secs() / 60
+        )));
     }
     Ok(())
 }

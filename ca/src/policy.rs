@@ -178,7 +178,35 @@ struct Path<'a> {
     root: &'a Root,
 }
 
+/// A CRL in force, as monitoring shows it ([`TrustStore::crls_in_force`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrlInForce {
+    /// Its CA: the first 16 hex digits of SM3(subject ‖ key), which tells apart two CAs of
+    /// one name (a bank's second root, a re-keyed issuing CA).
+    pub ca: String,
+    /// The CRL's issuer name (RFC 4514).
+    pub issuer: String,
+    /// Its nextUpdate, if it has one.
+    pub next_update: Option<SystemTime>,
+}
+
 impl TrustStore {
+    /// The current CRL of each CA that has published one (superseded CRLs are not in force),
+    /// ordered by CA.
+    pub fn crls_in_force(&self) -> Vec<CrlInForce> {
+        let mut out: Vec<CrlInForce> = self
+            .crls
+            .iter()
+            .map(|(key, crl)| CrlInForce {
+                ca: key.0[..8].iter().map(|b| format!("{b:02x}")).collect(),
+                issuer: crl.tbs_cert_list.issuer.to_string(),
+                next_update: crl.tbs_cert_list.next_update.map(|t| t.to_system_time()),
+            })
+            .collect();
+        out.sort_by(|a, b| a.ca.cmp(&b.ca));
+        out
+    }
+
     /// An empty store.
     pub fn new() -> Self {
         Self::default()

@@ -486,8 +486,8 @@ mod tests {
         Digest([x; 32])
     }
 
-    /// A verifier whose digest is the input itself, cut or padded to 32 bytes, after the
-    /// input is kept: the bytes each digest hashes can be read back.
+    /// A verifier that keeps every input it digests (the bytes each digest hashes can be read
+    /// back) and mixes it into 32 bytes.
     #[derive(Default)]
     struct Recording(std::cell::RefCell<Vec<Vec<u8>>>);
 

@@ -116,7 +116,7 @@ struct Counts {
     latency: Histogram,
     signatures: BTreeMap<&'static str, u64>,
     trust_updates: u64,
-    crl_next_updates: Vec<(String, u64)>,
+    crls: Vec<vpbox_ca::policy::CrlInForce>,
 }
 
 impl Metrics {
@@ -155,12 +155,11 @@ impl Metrics {
         self.with(|c| *c.signatures.entry(outcome).or_default() += 1);
     }
 
-    /// The trust state changed; `crl_next_updates`: each CRL in force, its issuer and
-    /// nextUpdate (Unix seconds).
-    pub fn trust_updated(&self, crl_next_updates: Vec<(String, u64)>) {
+    /// The trust state changed; `crls`: the CRL in force of each CA.
+    pub fn trust_updated(&self, crls: Vec<vpbox_ca::policy::CrlInForce>) {
         self.with(|c| {
             c.trust_updates += 1;
-            c.crl_next_updates = crl_next_updates;
+            c.crls = crls;
         });
     }
 
@@ -251,14 +250,18 @@ fn render_proxy(out: &mut String, c: &Counts) {
         out,
         "vpbox_crl_next_update_timestamp_seconds",
         "gauge",
-        "When each CRL on the ledger goes out of date (its nextUpdate): past it, every \
-         certificate its CA issued is refused.",
+        "When each CA's CRL in force goes out of date (its nextUpdate): past it, every \
+         certificate the CA issued is refused.",
     );
-    for (issuer, next) in &c.crl_next_updates {
+    for crl in &c.crls {
+        // (A CRL without nextUpdate never goes out of date: no sample.)
+        let Some(next) = crl.next_update else { continue };
+        let next = next.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let _ = writeln!(
             out,
-            "vpbox_crl_next_update_timestamp_seconds{{issuer=\"{}\"}} {next}",
-            label_value(issuer)
+            "vpbox_crl_next_update_timestamp_seconds{{ca=\"{}\",issuer=\"{}\"}} {next}",
+            crl.ca,
+            label_value(&crl.issuer)
         );
     }
 }
@@ -410,23 +413,35 @@ mod tests {
 
     use super::*;
 
-    /// Each CRL in force is a sample of its nextUpdate, labelled by its issuer (escaped as
-    /// the text format requires); a later trust state replaces the list, not adds to it.
+    /// Each CA's CRL in force is a sample of its nextUpdate, labelled by the CA and its
+    /// issuer name (escaped as the text format requires; two CAs of one name stay two
+    /// series); a later trust state replaces the list, not adds to it.
     #[test]
-    fn each_crl_in_force_shows_its_next_update_by_issuer() {
+    fn each_crl_in_force_shows_its_next_update_by_ca() {
+        use vpbox_ca::policy::CrlInForce;
+        let at = |s: u64| Some(std::time::UNIX_EPOCH + Duration::from_secs(s));
+        let crl = |ca: &str, issuer: &str, next| CrlInForce {
+            ca: ca.into(),
+            issuer: issuer.into(),
+            next_update: next,
+        };
         let m = Metrics::default();
         m.trust_updated(vec![
-            ("CN=bank-a root,O=bank-a".into(), 1_800_000_000),
-            ("CN=odd \"name\" \\ here".into(), 1_800_003_600),
+            crl("00aa", "CN=bank-a Root CA,O=bank-a", at(1_800_000_000)),
+            crl("00bb", "CN=bank-a Root CA,O=bank-a", at(1_800_007_200)),
+            crl("00cc", "CN=odd \"name\" \\ here", at(1_800_003_600)),
+            crl("00dd", "CN=no next update", None),
         ]);
         let page = m.render(None);
         assert!(page.contains("# TYPE vpbox_crl_next_update_timestamp_seconds gauge"), "{page}");
-        assert!(page.contains(
-            "vpbox_crl_next_update_timestamp_seconds{issuer=\"CN=bank-a root,O=bank-a\"} 1800000000\n"
-        ));
-        assert!(page.contains(
-            "vpbox_crl_next_update_timestamp_seconds{issuer=\"CN=odd \\\"name\\\" \\\\ here\"} 1800003600\n"
-        ), "{page}");
+        for line in [
+            "vpbox_crl_next_update_timestamp_seconds{ca=\"00aa\",issuer=\"CN=bank-a Root CA,O=bank-a\"} 1800000000\n",
+            "vpbox_crl_next_update_timestamp_seconds{ca=\"00bb\",issuer=\"CN=bank-a Root CA,O=bank-a\"} 1800007200\n",
+            "vpbox_crl_next_update_timestamp_seconds{ca=\"00cc\",issuer=\"CN=odd \\\"name\\\" \\\\ here\"} 1800003600\n",
+        ] {
+            assert!(page.contains(line), "{line} not in {page}");
+        }
+        assert!(!page.contains("no next update"), "{page}");
         m.trust_updated(vec![]);
         assert!(!m.render(None).contains("vpbox_crl_next_update_timestamp_seconds{"));
     }

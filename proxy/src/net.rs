@@ -160,16 +160,18 @@ impl vpbox_tls::sign::TlsKey for HsmKey {
 /// Between trust changes the page's `vpbox_crl_next_update_timestamp_seconds` is what alerts.
 const CRL_WARN: Duration = Duration::from_secs(4 * 3600);
 
-/// A `crl-expiring` line for each CRL whose nextUpdate is within [`CRL_WARN`] of `now` (or
-/// past), naming its issuer and the time left.
-fn warn_stale_crls(crls: &[(String, u64)], now: SystemTime) {
-    let now = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    for (issuer, next) in crls {
-        if *next <= now.saturating_add(CRL_WARN.as_secs()) {
+/// A `crl-expiring` line for each CA whose CRL in force has its nextUpdate within
+/// [`CRL_WARN`] of `now` (or past), naming the CA, its issuer name and the time left.
+fn warn_stale_crls(crls: &[vpbox_ca::policy::CrlInForce], now: SystemTime) {
+    let secs = |t: SystemTime| t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let now = secs(now);
+    for crl in crls {
+        let Some(next) = crl.next_update.map(secs) else { continue };
+        if next <= now.saturating_add(CRL_WARN.as_secs()) {
             log(
                 "crl-expiring",
-                json!({"issuer": issuer, "nextUpdate": next,
-                       "secondsLeft": i128::from(*next) - i128::from(now),
+                json!({"ca": crl.ca, "issuer": crl.issuer, "nextUpdate": next,
+                       "secondsLeft": i128::from(next) - i128::from(now),
                        "effect": "past nextUpdate every certificate of this CA is refused: \
                                   publish a new CRL (vpbox ca crl, vpbox cert publish-crl)"}),
             );
@@ -567,8 +569,8 @@ async fn poll_trust(shared: Arc<Shared>) {
                             *m = Arc::new(t.membership);
                         }
                         shared.generation.send_modify(|g| *g += 1);
-                        warn_stale_crls(&t.crl_next_updates, now());
-                        shared.metrics.trust_updated(t.crl_next_updates);
+                        warn_stale_crls(&t.crls_in_force, now());
+                        shared.metrics.trust_updated(t.crls_in_force);
                         last = Some(digest);
                         complained = false;
                     }

@@ -35,8 +35,8 @@ pub struct TrustState {
     pub seq: u64,
     /// How many CRLs it holds.
     pub crls: usize,
-    /// Each CRL in force: its issuer and nextUpdate (Unix seconds), for monitoring.
-    pub crl_next_updates: Vec<(String, u64)>,
+    /// Each CRL in force (the latest of each CA), for monitoring.
+    pub crls_in_force: Vec<vpbox_ca::policy::CrlInForce>,
 }
 
 fn hex_bytes(v: &Value, what: &str) -> Result<Vec<u8>, String> {
@@ -76,18 +76,12 @@ impl TrustState {
             store.add_root(&der).map_err(|e| format!("root {i}: {e}"))?;
         }
         let crls = state["crls"].as_array().ok_or("crls: not a list")?;
-        let mut crl_next_updates = Vec::new();
         for (i, crl) in crls.iter().enumerate() {
             // Each was accepted when its block executed; one whose root governance removed
             // since no longer applies to anything (as in the ledger's own trust store).
-            let der = hex_bytes(crl, &format!("crl {i}"))?;
-            if store.add_crl(&der).is_ok()
-                && let Ok((issuer, Some(next))) = vpbox_ca::cert::crl_next_update(&der)
-            {
-                let secs = next.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-                crl_next_updates.push((issuer, secs));
-            }
+            let _ = store.add_crl(&hex_bytes(crl, &format!("crl {i}"))?);
         }
+        let crls_in_force = store.crls_in_force();
         let mut members = Vec::new();
         for n in state["nodes"].as_array().ok_or("nodes: not a list")? {
             let id = n["id"].as_u64().and_then(|i| u32::try_from(i).ok());
@@ -108,7 +102,7 @@ impl TrustState {
             membership: Membership { chain, members },
             seq: state["seq"].as_u64().unwrap_or(0),
             crls: crls.len(),
-            crl_next_updates,
+            crls_in_force,
         })
     }
 }

@@ -503,6 +503,10 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
     wait("nodes 1 to 3 to commit the CRL", Duration::from_secs(60), || {
         (1..=3).all(|i| c.height(i) > crl_block)
     });
+    // bank-b's second CRL replaced its first: one series for its CA on the page, not two.
+    wait("box 1's page to show bank-b's one CRL in force", Duration::from_secs(10), || {
+        crate::metrics::crl_lines(&c.dir, 1, "bank-b").len() == 1
+    });
     wait("node1's proxy to cut node4's links", Duration::from_secs(10), || {
         let log = std::fs::read_to_string(c.dir.join("node1/proxy.log")).unwrap_or_default();
         log.lines().any(|l| {

@@ -46,6 +46,16 @@ pub(crate) fn sample(page: &str, name: &str) -> Option<f64> {
     page.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// The `vpbox_crl_next_update_timestamp_seconds` samples on box `i`'s page whose labels
+/// mention `bank`.
+pub(crate) fn crl_lines(dir: &Path, i: u32, bank: &str) -> Vec<String> {
+    let (_, page) = get(dir, i, "/metrics");
+    page.lines()
+        .filter(|l| l.starts_with("vpbox_crl_next_update_timestamp_seconds{") && l.contains(bank))
+        .map(str::to_string)
+        .collect()
+}
+
 /// What box 1's page says after the refusals of `p2p_refusals` and `api_checks`, and its
 /// health while its node serves.
 pub(crate) fn admin_checks(dir: &Path) {
@@ -65,12 +75,10 @@ pub(crate) fn admin_checks(dir: &Path) {
     // bank-b published a CRL (cluster.rs): its nextUpdate is on the page, in the future.
     #[allow(clippy::disallowed_methods)] // the test compares with the real clock
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
-    let crl = page
-        .lines()
-        .find(|l| l.starts_with("vpbox_crl_next_update_timestamp_seconds{") && l.contains("bank-b"))
-        .unwrap_or_else(|| panic!("no bank-b CRL on the page:\n{page}"));
-    let next: f64 = crl.rsplit(' ').next().unwrap().parse().unwrap();
-    assert!(next > now.as_secs_f64() + 3600.0, "{crl}");
+    let crls = crl_lines(dir, 1, "bank-b");
+    assert_eq!(crls.len(), 1, "bank-b's CRL in force:\n{page}");
+    let next: f64 = crls[0].rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(next > now.as_secs_f64() + 3600.0, "{}", crls[0]);
     for (listener, reason) in [
         ("p2p", "wrong_profile"),
         ("p2p", "claims_another_node"),
