@@ -43,11 +43,13 @@ pub enum Method {
     GovSubmit,
     /// The governance state.
     GovGetState,
+    /// The governance state once it changes (a long poll).
+    GovWaitState,
 }
 
 impl Method {
     /// Every method, in the order of `docs/openrpc.json`.
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 17] = [
         Self::AnchorPut,
         Self::AnchorPutBatch,
         Self::AnchorGet,
@@ -64,6 +66,7 @@ impl Method {
         Self::CertPublishCrl,
         Self::GovSubmit,
         Self::GovGetState,
+        Self::GovWaitState,
     ];
 
     /// The name on the wire.
@@ -85,6 +88,7 @@ impl Method {
             Self::CertPublishCrl => "cert_publishCrl",
             Self::GovSubmit => "gov_submit",
             Self::GovGetState => "gov_getState",
+            Self::GovWaitState => "gov_waitState",
         }
     }
 
@@ -141,12 +145,14 @@ impl Role {
     }
 
     /// Whether the role may call `method`. A POSP may anchor (`anchor_put`,
-    /// `anchor_putBatch`) and read; enrollments, CRLs and governance are an admin's.
+    /// `anchor_putBatch`) and read; enrollments, CRLs and governance are an admin's, and so is
+    /// `gov_waitState` (a read, but one that holds one of the node's few waiting turns).
     pub fn allows(self, method: Method) -> bool {
         match self {
             Self::Admin => true,
             Self::Posp => {
-                method.is_read() || matches!(method, Method::AnchorPut | Method::AnchorPutBatch)
+                (method.is_read() && method != Method::GovWaitState)
+                    || matches!(method, Method::AnchorPut | Method::AnchorPutBatch)
             }
         }
     }
@@ -200,7 +206,9 @@ mod tests {
                 "gov_getState",
             ]
         );
-        for m in [Method::CertEnroll, Method::CertPublishCrl, Method::GovSubmit] {
+        for m in
+            [Method::CertEnroll, Method::CertPublishCrl, Method::GovSubmit, Method::GovWaitState]
+        {
             assert!(!Role::Posp.allows(m), "{}", m.name());
         }
     }

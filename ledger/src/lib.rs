@@ -21,4 +21,4 @@ pub mod tx;
 mod wire;
 
 pub use error::Error;
-pub use store::{AnchorRecord, Executed, Ledger, Receipt};
+pub use store::{AnchorRecord, Executed, Ledger, Receipt, TrustChanges};

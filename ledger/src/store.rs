@@ -1,5 +1,6 @@
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions};
@@ -77,9 +78,44 @@ impl Executed {
     }
 }
 
+/// Counts the commits that changed the trust state (the governance state — roots, banks,
+/// members — or the CRLs), and wakes whoever waits for the next one: the node's
+/// `gov_waitState`, through which the box's proxy learns of a revocation at its commit rather
+/// than at its next poll.
+#[derive(Debug, Default)]
+pub struct TrustChanges {
+    count: Mutex<u64>,
+    changed: Condvar,
+}
+
+impl TrustChanges {
+    /// Commits that changed the trust state since this ledger was opened.
+    pub fn count(&self) -> u64 {
+        self.count.lock().map_or(0, |c| *c)
+    }
+
+    fn bump(&self) {
+        if let Ok(mut c) = self.count.lock() {
+            *c += 1;
+            self.changed.notify_all();
+        }
+    }
+
+    /// Waits until the count is no longer `seen`, or `timeout` has passed: the count then.
+    pub fn wait_past(&self, seen: u64, timeout: Duration) -> u64 {
+        let Ok(c) = self.count.lock() else { return seen };
+        match self.changed.wait_timeout_while(c, timeout, |c| *c == seen) {
+            Ok((c, _)) => *c,
+            Err(_) => seen,
+        }
+    }
+}
+
 /// The ledger on RocksDB.
 pub struct Ledger {
     db: DB,
+    /// Bumped by every commit that changed the trust state.
+    trust_changes: Arc<TrustChanges>,
     tip: Option<Header>,
     /// The consortium's roots and the CRLs committed so far; `None` admits every submitter
     /// (ledger tools and benchmarks only: a node always sets the genesis roots).
@@ -156,7 +192,8 @@ impl Ledger {
         ]
         .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        let mut ledger = Self { db, tip: None, trust: None, gov: None };
+        let mut ledger =
+            Self { db, trust_changes: Arc::default(), tip: None, trust: None, gov: None };
         ledger.tip = ledger.check_tip()?;
         Ok(ledger)
     }
@@ -558,7 +595,16 @@ impl Ledger {
                 t.add_crl(crl).map_err(|e| Error::Corrupt(format!("committed CRL: {e}")))?;
             }
         }
+        if executed.governance.is_some() || !executed.crls.is_empty() {
+            self.trust_changes.bump();
+        }
         Ok(())
+    }
+
+    /// The counter of commits that changed the trust state, to wait on outside the ledger's
+    /// lock.
+    pub fn trust_changes(&self) -> Arc<TrustChanges> {
+        Arc::clone(&self.trust_changes)
     }
 
     fn write(&mut self, executed: &Executed, certificate: &[u8]) -> Result<(), Error> {
@@ -785,6 +831,25 @@ mod tests {
         assert_eq!(ledger.block_by_hash(&tip_hash).unwrap().unwrap().header.height, 2);
         assert_eq!(ledger.block(2).unwrap().unwrap().certificate, b"c");
         assert_eq!(ledger.anchor(&[2; 32]).unwrap().unwrap().value, [2; 32]);
+    }
+
+    #[test]
+    fn a_trust_change_wakes_its_waiters_and_anchors_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = open(dir.path());
+        let s = SoftwareSigner::new(SecretKey::generate().unwrap());
+        let changes = ledger.trust_changes();
+        commit(&mut ledger, &[put(&s, 1, 1, 1)]);
+        assert_eq!(changes.count(), 0, "an anchor is no trust change");
+        // Nothing changes: the wait ends at its timeout with the count it was given.
+        assert_eq!(changes.wait_past(0, Duration::from_millis(20)), 0);
+        assert_eq!(changes.wait_past(7, Duration::from_secs(60)), 0, "already past 7");
+        let waiter = {
+            let changes = Arc::clone(&changes);
+            std::thread::spawn(move || changes.wait_past(0, Duration::from_secs(60)))
+        };
+        changes.bump();
+        assert_eq!(waiter.join().unwrap(), 1, "woken by the change, long before 60 s");
     }
 
     #[test]

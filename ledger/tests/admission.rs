@@ -104,8 +104,12 @@ fn enrollment_admits_and_a_published_crl_refuses_from_its_block_on_at_every_node
             outcomes(&e2),
             vec![vec![Success], vec![Success], vec![NotAdmitted], vec![Success]]
         );
+        // Enrollments and anchors leave the trust state as it was; a CRL changes it.
+        let changes = l.trust_changes();
         l.commit(&e1, &[]).unwrap();
+        assert_eq!(changes.count(), 0, "block 1 enrolls: no trust change");
         l.commit(&e2, &[]).unwrap();
+        assert_eq!(changes.count(), 1, "block 2 publishes a CRL");
         hashes.push((e1.block.header.hash(), e2.block.header.hash()));
         drop(l);
         // After a restart the committed CRL still holds.

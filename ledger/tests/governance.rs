@@ -187,8 +187,10 @@ fn a_new_bank_needs_more_than_two_thirds_of_the_banks_and_then_its_members_are_a
         assert_eq!(outcomes(&e), vec![vec![ConfigRefused]; 5]);
         assert!(e.governance.is_none());
         assert_eq!(l.governance().unwrap().seq, 0);
+        assert_eq!(l.trust_changes().count(), 0, "refused changes change no trust state");
 
         let done = run(&mut l, accepted.clone());
+        assert_eq!(l.trust_changes().count(), 1, "a new bank's root changes the trust state");
         assert_eq!(outcomes(&done), vec![vec![Success], vec![Success], vec![Success]]);
         let state = done.governance.clone().unwrap();
         assert_eq!(state.seq, 1);

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -18,9 +18,9 @@ use serde_json::{Value, json};
 use vpbox_ca::CertProfile;
 use vpbox_ca::policy::Decision;
 use vpbox_consensus::NodeId;
-use vpbox_ledger::Ledger;
 use vpbox_ledger::contract::PutOutcome;
 use vpbox_ledger::tx::{Payload, Tx};
+use vpbox_ledger::{Ledger, TrustChanges};
 use vpbox_sm::sm2::PublicKey;
 
 use crate::api::ReadApi;
@@ -37,6 +37,13 @@ use crate::rpc::{Methods, RpcError, param};
 
 /// How long `anchor_put` waits for its commit before answering "pending".
 pub const WAIT_MAX: Duration = Duration::from_secs(30);
+/// The longest `gov_waitState` waits for a change, and its default: under the proxy's 40 s
+/// answer deadline, so an admin may call it through the proxy too.
+pub const STATE_WAIT_MAX: Duration = Duration::from_secs(30);
+/// How many `gov_waitState` calls may wait at once (each holds one of the RPC server's
+/// blocking threads): the box's proxy needs one; past these the call is refused with -32004
+/// (and the proxy falls back to `gov_getState` once a second).
+pub const STATE_WAITERS_MAX: usize = 4;
 
 /// The node's clock, in milliseconds since the Unix epoch (the only place it is read).
 #[allow(clippy::disallowed_methods)]
@@ -155,6 +162,7 @@ pub fn run(
             .collect();
         (me, peers)
     };
+    let trust_changes = ledger.trust_changes();
     let ledger = Arc::new(RwLock::new(ledger));
 
     for p in &peers {
@@ -220,9 +228,11 @@ pub fn run(
     }
     let api = NodeApi {
         read: ReadApi::new(Arc::clone(&ledger)),
+        trust_changes,
         ledger,
         genesis: Arc::clone(&genesis),
         events,
+        state_waiters: AtomicUsize::new(0),
     };
     // The proxy's user may speak for the clients it admitted; without one named, the node's
     // own (a box whose processes share a user).
@@ -411,6 +421,55 @@ pub struct NodeApi {
     ledger: Arc<RwLock<Ledger>>,
     genesis: Arc<Genesis>,
     events: Outbox,
+    /// Bumped by every commit that changes the trust state: what `gov_waitState` waits on.
+    trust_changes: Arc<TrustChanges>,
+    /// `gov_waitState` calls waiting now.
+    state_waiters: AtomicUsize,
+}
+
+/// A turn among the [`STATE_WAITERS_MAX`], handed back when dropped (a panicking call too).
+struct WaitTurn<'a>(&'a AtomicUsize);
+
+impl<'a> WaitTurn<'a> {
+    fn take(count: &'a AtomicUsize) -> Option<Self> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < STATE_WAITERS_MAX).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(count))
+    }
+}
+
+impl Drop for WaitTurn<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// `gov_waitState`'s parameters: the fingerprint the caller holds (none: answer at once) and
+/// how long to wait for another.
+fn state_wait(params: &Value) -> Result<(Option<String>, Duration), RpcError> {
+    let bad = |m: &str| RpcError::new(RpcError::INVALID_PARAMS, m.to_string());
+    let since = match param(params, 0, "since") {
+        None | Some(Value::Null) => None,
+        Some(v) => {
+            let d = v
+                .as_str()
+                .and_then(vpbox_sm::Digest::from_hex)
+                .ok_or_else(|| bad("since must be a fingerprint: 32 bytes as 64 hex digits"))?;
+            Some(hex0x(d.as_bytes()))
+        }
+    };
+    let wait = match param(params, 1, "waitMs") {
+        None | Some(Value::Null) => STATE_WAIT_MAX,
+        Some(v) => v
+            .as_u64()
+            .filter(|ms| *ms <= STATE_WAIT_MAX.as_millis() as u64)
+            .map(Duration::from_millis)
+            .ok_or_else(|| bad("waitMs must be an integer from 0 to 30000"))?,
+    };
+    Ok((since, wait))
 }
 
 fn hex0x(b: &[u8]) -> String {
@@ -508,7 +567,30 @@ impl NodeApi {
         Ok((tx, bytes))
     }
 
-    /// `gov_getState`: the committed governance state — what a proposal is written against.
+    /// `gov_waitState`: the governance state once its fingerprint differs from `since`, or
+    /// when the wait is over, whichever is first. The box's proxy holds one of these open at
+    /// all times, so a committed CRL or membership change reaches it at once.
+    fn wait_state(&self, params: &Value) -> Result<Value, RpcError> {
+        let (since, wait) = state_wait(params)?;
+        let _turn = WaitTurn::take(&self.state_waiters).ok_or_else(|| {
+            RpcError::new(
+                RpcError::BUSY,
+                format!("{STATE_WAITERS_MAX} gov_waitState calls wait already; retry"),
+            )
+        })?;
+        // Read before the state: a change committed while it is built still wakes the wait.
+        let seen = self.trust_changes.count();
+        let state = self.governance_state()?;
+        if since.is_none() || state.get("fingerprint").and_then(Value::as_str) != since.as_deref() {
+            return Ok(state);
+        }
+        self.trust_changes.wait_past(seen, wait);
+        self.governance_state()
+    }
+
+    /// `gov_getState`: the committed governance state — what a proposal is written against —
+    /// with its `fingerprint`: SM3 of the answer's JSON without `height` and `fingerprint`,
+    /// which moves with every change of roots, banks, members or CRLs and with nothing else.
     fn governance_state(&self) -> Result<Value, RpcError> {
         let ledger = self
             .ledger
@@ -544,16 +626,21 @@ impl NodeApi {
             })
             .collect();
         let crls = ledger.crls().map_err(|e| RpcError::new(RpcError::INTERNAL, e.to_string()))?;
-        Ok(json!({
+        let mut answer = json!({
             "chain": hex0x(state.chain.as_bytes()),
             "crls": crls.iter().map(|c| hex0x(c)).collect::<Vec<_>>(),
             "seq": state.seq,
-            "height": ledger.height().saturating_sub(1),
             "banks": state.banks(),
             "maxNodeId": state.max_node_id,
             "roots": roots,
             "nodes": nodes,
-        }))
+        });
+        let fingerprint = vpbox_sm::sm3::hash(answer.to_string().as_bytes());
+        if let Some(o) = answer.as_object_mut() {
+            o.insert("height".into(), json!(ledger.height().saturating_sub(1)));
+            o.insert("fingerprint".into(), json!(hex0x(fingerprint.as_bytes())));
+        }
+        Ok(answer)
     }
 
     fn put(&self, params: &Value, write: Write) -> Result<Value, RpcError> {
@@ -620,6 +707,7 @@ impl Methods for NodeApi {
             "cert_publishCrl" => self.put(params, Write::Crl),
             "gov_submit" => self.put(params, Write::Config),
             "gov_getState" => self.governance_state(),
+            "gov_waitState" => self.wait_state(params),
             "node_getNodes" => {
                 let (reply, answer) = channel();
                 self.send(Event::Nodes(reply))?;
@@ -652,13 +740,65 @@ mod tests {
             roots: vec![],
         };
         let inbox = Inbox::new();
+        let trust_changes = ledger.read().unwrap().trust_changes();
         let api = NodeApi {
             read: ReadApi::new(Arc::clone(&ledger)),
             ledger,
             genesis: Arc::new(genesis),
             events: inbox.outbox(Source::Local),
+            trust_changes,
+            state_waiters: AtomicUsize::new(0),
         };
         (api, inbox)
+    }
+
+    #[test]
+    fn wait_state_answers_on_a_new_fingerprint_waits_on_the_same_and_has_four_turns() {
+        let dir = tempfile::tempdir().unwrap();
+        let (api, _inbox) = api(dir.path());
+        let (c, m) = code(api.call("gov_waitState", &json!([])));
+        assert_eq!((c, m.as_str()), (RpcError::INTERNAL, "governance is off"));
+        api.ledger.write().unwrap().set_roots(&[]).unwrap();
+        let state = api.call("gov_getState", &json!([])).unwrap();
+        let fp = state["fingerprint"].as_str().unwrap().to_string();
+        // The fingerprint is SM3 of the answer without its height and itself.
+        let mut bare = state.clone();
+        bare.as_object_mut().unwrap().retain(|k, _| k != "height" && k != "fingerprint");
+        assert_eq!(fp, hex0x(vpbox_sm::sm3::hash(bare.to_string().as_bytes()).as_bytes()));
+        // No fingerprint, or another one: at once, although the wait asked for is long.
+        let other = format!("0x{}", "ab".repeat(32));
+        for params in [json!([]), json!([null, 30000]), json!({"since": other, "waitMs": 30000})] {
+            let start = std::time::Instant::now();
+            assert_eq!(api.call("gov_waitState", &params).unwrap(), state, "{params}");
+            assert!(start.elapsed() < Duration::from_secs(5), "{params}");
+        }
+        // The same one: after the wait, unchanged (`0x` optional, as everywhere).
+        let start = std::time::Instant::now();
+        let same = json!([fp.trim_start_matches("0x"), 300]);
+        assert_eq!(api.call("gov_waitState", &same).unwrap(), state);
+        assert!(start.elapsed() >= Duration::from_millis(300));
+        for bad in
+            [json!(["0x12"]), json!([7]), json!([fp, 30001]), json!([fp, -1]), json!([fp, "5"])]
+        {
+            assert_eq!(code(api.call("gov_waitState", &bad)).0, RpcError::INVALID_PARAMS, "{bad}");
+        }
+        // Four wait at once; the fifth is told to retry, and gets a turn once one is over.
+        std::thread::scope(|scope| {
+            let waits: Vec<_> = (0..STATE_WAITERS_MAX)
+                .map(|_| scope.spawn(|| api.call("gov_waitState", &json!([fp, 1500]))))
+                .collect();
+            while api.state_waiters.load(Ordering::Acquire) < STATE_WAITERS_MAX {
+                std::thread::yield_now();
+            }
+            let (c, m) = code(api.call("gov_waitState", &json!([fp, 1500])));
+            assert_eq!(c, RpcError::BUSY, "{m}");
+            assert_eq!(api.call("gov_getState", &json!([])).unwrap(), state, "reads still answer");
+            for w in waits {
+                assert_eq!(w.join().unwrap().unwrap(), state);
+            }
+        });
+        assert_eq!(api.state_waiters.load(Ordering::Acquire), 0, "every turn handed back");
+        assert_eq!(api.call("gov_waitState", &json!([fp, 0])).unwrap(), state);
     }
 
     fn code(r: Result<Value, RpcError>) -> (i64, String) {

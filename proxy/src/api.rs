@@ -2,7 +2,7 @@
 //! each request judged by the [`Gate`] and forwarded to the node's JSON-RPC socket.
 //!
 //! - **Who.** A client presents a `posp` or `admin` certificate that the ledger's trust store
-//!   admits (the same roots, CRLs and trust poll as the P2P links); it is admitted again
+//!   admits (the same roots, CRLs and trust wait as the P2P links); it is admitted again
 //!   during the connection, so a resumed session or a kept-alive connection is judged by
 //!   today's CRLs:
 //!   a certificate revoked while its connection is open gets 403 and -32002 on its next
@@ -53,7 +53,7 @@ pub(crate) struct Api {
     /// The node's socket, its connections kept alive: one pool per worker thread (a
     /// connection is driven by the runtime that opened it).
     pub(crate) upstreams: Vec<crate::upstream::Upstream>,
-    /// The trust state's generation, moved on by every change the trust poll applies.
+    /// The trust state's generation, moved on by every change the trust wait applies.
     pub(crate) trust: tokio::sync::watch::Receiver<u64>,
     /// Connections each worker thread is serving.
     pub(crate) load: Vec<std::sync::atomic::AtomicUsize>,

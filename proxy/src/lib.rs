@@ -12,7 +12,7 @@
 //! - the API policy below.
 //!
 //! [`net`] is the thin tokio shell that carries their decisions out (`vpbox proxy run`): the
-//! P2P listener, the egress sockets, the trust poll, the API listener and the admin listener
+//! P2P listener, the egress sockets, the trust wait, the API listener and the admin listener
 //! (`/metrics` and `/health`, rendered by [`metrics`]).
 //!
 //! The API policy (its listener comes next):

@@ -1,8 +1,10 @@
-//! The proxy's I/O shell (tokio): the P2P listener, the egress sockets, the trust poll.
+//! The proxy's I/O shell (tokio): the P2P listener, the egress sockets, the trust wait.
 //!
-//! - **Trust.** Every [`trust::POLL`] the proxy asks its node for `gov_getState` over the
-//!   node's RPC socket, and when the answer changed rebuilds the trust store (roots, CRLs) and
-//!   the membership. Before the first answer it admits nobody.
+//! - **Trust.** The proxy holds a `gov_waitState` call open on the node's RPC socket, which
+//!   the node answers when a committed block changes the trust state; the proxy then rebuilds
+//!   the trust store (roots, CRLs) and the membership, and asks again. When the node refuses
+//!   the wait or is unreachable, `gov_getState` every [`trust::POLL`] stands in. Before the
+//!   first answer it admits nobody.
 //! - **Ingress** (`[proxy] p2p`, TCP): mutual TLS in the configured profile with the box's
 //!   `vp-node` certificate; the peer must present a `vp-node` certificate the trust store
 //!   admits ([`vpbox_tls::ClientVerifier`]), of a current member ([`Membership::identify`]); its
@@ -12,8 +14,9 @@
 //!   box's file gives an address; a connection from the node is carried to N's box over TCP
 //!   and mutual TLS, dialled by the DNS name in N's certificate, and kept only if the server's
 //!   certificate is N's.
-//! - **Open connections** are checked again whenever the trust state changes (so within one
-//!   poll of a CRL or a removal): a peer no longer admitted, or no longer a member, is cut.
+//! - **Open connections** are checked again whenever the trust state changes (so as the box's
+//!   node commits a CRL or a removal): a peer no longer admitted, or no longer a member, is
+//!   cut.
 //! - **Reload** on SIGHUP: the box's file is read again and its `[[peers]]` addresses apply to
 //!   the next connection (egress sockets appear for members that gained an address); the
 //!   certificate file is read again and a new chain for the box's key (a renewal) serves every
@@ -58,7 +61,7 @@ const HANDSHAKE: Duration = Duration::from_secs(10);
 const CONNECT: Duration = Duration::from_secs(5);
 /// The largest `gov_getState` answer the proxy reads.
 const STATE_MAX: usize = 64 << 20;
-/// The longest the trust poll waits for the node's answer.
+/// How long the proxy waits for `gov_getState`'s answer, and for `gov_waitState`'s past its wait.
 const STATE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The most handshakes whose CertificateVerify the signer is making at once. A TLS 1.3 server
@@ -372,7 +375,7 @@ impl TlsParts {
 
 /// What a supervisor (systemd, through the appliance) is told: `ready` once, when every
 /// listener is bound and the API's workers run, with a status line; `alive` every `every` from
-/// a task of the proxy's main runtime (the one running the trust poll, the P2P links, the API's
+/// a task of the proxy's main runtime (the one running the trust wait, the P2P links, the API's
 /// accepting task and its handshakes) while every API worker thread also comes round, so a
 /// stalled runtime or worker stops calling it.
 pub struct Supervisor {
@@ -529,8 +532,18 @@ async fn terminated() -> &'static str {
 
 /// Calls `method` (no params) on the node as the box's proxy itself: its `result`.
 pub(crate) async fn call_node(socket: &Path, method: &str, max: usize) -> Result<Value, String> {
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": []}).to_string();
-    // A connection of its own: the trust poll and the admin page are a call a second at most.
+    call_node_with(socket, method, json!([]), max).await
+}
+
+/// Calls `method` with `params` on the node as the box's proxy itself: its `result`.
+async fn call_node_with(
+    socket: &Path,
+    method: &str,
+    params: Value,
+    max: usize,
+) -> Result<Value, String> {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+    // A connection of its own: the trust wait and the admin page are a call a second at most.
     let (_, bytes) = crate::upstream::Upstream::new(socket.to_path_buf(), 1)
         .post(body.as_bytes(), None, max)
         .await?;
@@ -538,46 +551,72 @@ pub(crate) async fn call_node(socket: &Path, method: &str, max: usize) -> Result
     v.get("result").cloned().ok_or_else(|| format!("no result: {v}"))
 }
 
+/// The trust state from the node, kept current: a `gov_waitState` long poll held open at all
+/// times, answered by the node when a committed block changes roots, members or CRLs (or
+/// every [`trust::WAIT`] unchanged). When the node refuses the wait (its waiting turns are
+/// taken) or is unreachable, a plain `gov_getState` once a [`trust::POLL`] stands in.
 async fn poll_trust(shared: Arc<Shared>) {
     let socket = shared.config.sockets.rpc.clone();
     let mut last = None;
+    let mut since: Option<String> = None;
     let mut complained = false;
     loop {
+        let params = json!([since, trust::WAIT.as_millis() as u64]);
+        let asked = tokio::time::Instant::now();
+        let wait = call_node_with(&socket, "gov_waitState", params, STATE_MAX);
         // A node that takes the call and never answers must not stall the trust state.
-        let call =
-            tokio::time::timeout(STATE_DEADLINE, call_node(&socket, "gov_getState", STATE_MAX));
-        let answer = call.await.unwrap_or_else(|_| Err("no answer within 10 s".into()));
+        let answer = match tokio::time::timeout(trust::WAIT + STATE_DEADLINE, wait).await {
+            Ok(Ok(state)) => Ok(state),
+            _ => {
+                let call = call_node(&socket, "gov_getState", STATE_MAX);
+                tokio::time::timeout(STATE_DEADLINE, call)
+                    .await
+                    .unwrap_or_else(|_| Err("no answer within 10 s".into()))
+            }
+        };
+        let mut pause = true;
         match answer.map(|mut result| {
+            let fingerprint = result.get("fingerprint").and_then(Value::as_str).map(String::from);
             // The height moves with every block; the trust state only with governance and CRLs.
             if let Some(r) = result.as_object_mut() {
                 r.remove("height");
+                r.remove("fingerprint");
             }
-            (trust::fingerprint(result.to_string().as_bytes()), result)
+            (trust::fingerprint(result.to_string().as_bytes()), fingerprint, result)
         }) {
-            Ok((digest, state)) if last != Some(digest) => {
-                match TrustState::from_governance(&state) {
-                    Ok(t) => {
-                        log(
-                            "trust-updated",
-                            json!({"seq": t.seq, "members": t.membership.members.len(),
-                               "crls": t.crls}),
-                        );
-                        if let Ok(mut store) = shared.trust.write() {
-                            *store = t.store;
+            Ok((digest, fingerprint, state)) => {
+                complained = false;
+                // The next wait starts at once after a change, or after a full wait; a node
+                // answering "unchanged" at once (no fingerprint, no wait) is asked a poll later.
+                pause = fingerprint.is_none()
+                    || (last == Some(digest) && asked.elapsed() < trust::POLL);
+                since = fingerprint;
+                if last != Some(digest) {
+                    match TrustState::from_governance(&state) {
+                        Ok(t) => {
+                            log(
+                                "trust-updated",
+                                json!({"seq": t.seq, "members": t.membership.members.len(),
+                                   "crls": t.crls}),
+                            );
+                            if let Ok(mut store) = shared.trust.write() {
+                                *store = t.store;
+                            }
+                            if let Ok(mut m) = shared.membership.write() {
+                                *m = Arc::new(t.membership);
+                            }
+                            shared.generation.send_modify(|g| *g += 1);
+                            warn_stale_crls(&t.crls_in_force, now());
+                            shared.metrics.trust_updated(t.crls_in_force);
+                            last = Some(digest);
                         }
-                        if let Ok(mut m) = shared.membership.write() {
-                            *m = Arc::new(t.membership);
+                        Err(e) => {
+                            log("trust-refused", json!({"reason": e}));
+                            pause = true;
                         }
-                        shared.generation.send_modify(|g| *g += 1);
-                        warn_stale_crls(&t.crls_in_force, now());
-                        shared.metrics.trust_updated(t.crls_in_force);
-                        last = Some(digest);
-                        complained = false;
                     }
-                    Err(e) => log("trust-refused", json!({"reason": e})),
                 }
             }
-            Ok(_) => complained = false,
             Err(e) if !complained => {
                 log(
                     "node-unreachable",
@@ -587,7 +626,9 @@ async fn poll_trust(shared: Arc<Shared>) {
             }
             Err(_) => {}
         }
-        tokio::time::sleep(trust::POLL).await;
+        if pause {
+            tokio::time::sleep(trust::POLL).await;
+        }
     }
 }
 

@@ -3,9 +3,11 @@
 //! every committed CRL in publication order, as the ledger builds its own) and the
 //! [`Membership`].
 //!
-//! The shell asks the node for it every [`POLL`] and swaps it in when it changed; so a root
-//! added, a node removed or a CRL published applies to the proxy's next handshake within one
-//! poll, and its open connections are checked again on the same tick. Until the first answer,
+//! The shell holds a `gov_waitState` call open on the node, which answers when a committed
+//! block changes the trust state (or after [`WAIT`]), and swaps the new state in; so a root
+//! added, a node removed or a CRL published applies to the proxy's next handshake as the box's
+//! node commits it, and its open connections are checked again at once. When the node refuses
+//! the wait, `gov_getState` every [`POLL`] stands in. Until the first answer,
 //! the proxy admits nobody (it fails closed), and a CRL past its nextUpdate denies what its CA
 //! issued (the trust store's rule).
 
@@ -22,8 +24,10 @@ use x509_cert::ext::pkix::name::GeneralName;
 
 use crate::p2p::{Member, Membership};
 
-/// How often the proxy asks the node for the trust state.
+/// How often the proxy asks the node for the trust state when it cannot wait for a change.
 pub const POLL: Duration = Duration::from_secs(1);
+/// How long each `gov_waitState` waits for a change (the node's longest).
+pub const WAIT: Duration = Duration::from_secs(30);
 
 /// The trust state at one moment.
 pub struct TrustState {
