@@ -67,8 +67,10 @@ pub(crate) struct Api {
     pub(crate) origin: tokio::time::Instant,
     /// What `/metrics` shows.
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
-    /// Connections in their handshake, and how to cancel each.
-    pub(crate) pending: Mutex<Pending>,
+    /// Connections in their handshake, the oldest evicted past [`HANDSHAKES_MAX`].
+    pub(crate) pending: Arc<crate::net::InProgress>,
+    /// The refusal lines, a flood summed up.
+    pub(crate) refusals: Arc<crate::net::RefusalLog>,
     /// True once the proxy is stopping: no new connection is accepted, and each open one is
     /// closed after the answer it owes.
     pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
@@ -126,36 +128,57 @@ impl Clients {
     }
 }
 
-/// The handshakes in progress ([`crate::Handshakes`], at most [`HANDSHAKES_MAX`]) and the
-/// sender whose drop cancels each.
-pub(crate) struct Pending {
-    handshakes: crate::Handshakes,
-    cancel: std::collections::HashMap<u64, tokio::sync::oneshot::Sender<()>>,
-}
-
 /// The most API connections in their TLS handshake at once; one more evicts the oldest.
 pub(crate) const HANDSHAKES_MAX: usize = 256;
 
-impl Pending {
-    pub(crate) fn new() -> Mutex<Self> {
-        Mutex::new(Self {
-            handshakes: crate::Handshakes::new(HANDSHAKES_MAX),
-            cancel: std::collections::HashMap::new(),
-        })
+/// A connection's count against the listener's caps ([`crate::Connections`]): its slot, then
+/// its ticket once admitted. Given back when dropped, on every way out of the connection's
+/// tasks (a panic included), so a connection can never keep the listener's room.
+struct Counted {
+    api: Arc<Api>,
+    held: Option<Count>,
+}
+
+enum Count {
+    Slot(crate::Slot),
+    Ticket(crate::Ticket<Client>),
+}
+
+impl Counted {
+    /// A slot against the listener's cap, if it has room.
+    fn open(api: &Arc<Api>) -> Result<Self, Refused> {
+        let slot = api
+            .connections
+            .lock()
+            .map_err(|_| ("shed", "lock".to_string()))?
+            .open()
+            .map_err(|e| ("shed", e.to_string()))?;
+        Ok(Self { api: Arc::clone(api), held: Some(Count::Slot(slot)) })
+    }
+
+    /// The slot counted against `client` too, if it has room (refused, the slot is given
+    /// back by [`crate::Connections::admit`]).
+    fn admit(&mut self, client: Client) -> Result<(), crate::ConnectionRefusal> {
+        let Some(Count::Slot(slot)) = self.held.take() else { return Ok(()) };
+        let mut c = self.api.connections.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ticket = c.admit(slot, client)?;
+        self.held = Some(Count::Ticket(ticket));
+        self.api.metrics.open(Listener::Api, 1);
+        Ok(())
     }
 }
 
-/// A handshake's place among the pending: ends it when dropped.
-struct InHandshake<'a> {
-    api: &'a Api,
-    id: u64,
-}
-
-impl Drop for InHandshake<'_> {
+impl Drop for Counted {
     fn drop(&mut self) {
-        if let Ok(mut p) = self.api.pending.lock() {
-            p.handshakes.end(self.id);
-            p.cancel.remove(&self.id);
+        let Some(held) = self.held.take() else { return };
+        let mut c = self.api.connections.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match held {
+            Count::Slot(slot) => c.close(slot),
+            Count::Ticket(ticket) => {
+                c.close_admitted(ticket);
+                drop(c);
+                self.api.metrics.open(Listener::Api, -1);
+            }
         }
     }
 }
@@ -192,7 +215,8 @@ impl Api {
             limits: p.limits,
             origin: tokio::time::Instant::now(),
             metrics: p.metrics,
-            pending: Pending::new(),
+            pending: crate::net::InProgress::new(HANDSHAKES_MAX),
+            refusals: crate::net::RefusalLog::new("api"),
             stopping: p.stopping,
             trust: p.trust,
             active: std::sync::atomic::AtomicUsize::new(0),
@@ -300,7 +324,7 @@ struct Job {
     from: String,
     caller: Caller,
     certs: Vec<CertificateDer<'static>>,
-    ticket: crate::Ticket<Client>,
+    counted: Counted,
     active: Active,
 }
 
@@ -372,31 +396,18 @@ pub(crate) async fn serve(listener: TcpListener, api: Arc<Api>, workers: Workers
             api.metrics.refused(Listener::Api, "shed");
             continue;
         };
-        let (cancel, cancelled) = tokio::sync::oneshot::channel();
-        let id = match api.pending.lock() {
-            Ok(mut p) => {
-                let (id, evicted) = p.handshakes.begin();
-                // Removing the evicted handshake's sender drops it, which cancels it.
-                if let Some(e) = evicted {
-                    p.cancel.remove(&e);
-                }
-                p.cancel.insert(id, cancel);
-                id
-            }
-            Err(_) => continue,
-        };
+        let (place, evicted) = api.pending.begin();
         let (api, workers) = (Arc::clone(&api), Arc::clone(&workers));
         tokio::spawn(async move {
             let active = Active::new(&api);
-            let pending = InHandshake { api: &api, id };
             let from = from.to_string();
-            let handed = match handshake(tcp, &api, &from, source, pending, cancelled).await {
+            let handed = match handshake(tcp, &api, &from, source, place, evicted).await {
                 Ok(admitted) => hand_off(admitted, &api, &workers, from.clone(), active),
                 Err(refused) => Err(refused),
             };
             if let Err((label, reason)) = handed {
                 api.metrics.refused(Listener::Api, label);
-                log("api-refused", json!({"from": from, "reason": reason}));
+                api.refusals.refused(label, json!({"from": from, "reason": reason}));
             }
         });
     }
@@ -407,7 +418,7 @@ struct Admitted {
     tls: tokio_rustls::server::TlsStream<Movable>,
     caller: Caller,
     certs: Vec<CertificateDer<'static>>,
-    ticket: crate::Ticket<Client>,
+    counted: Counted,
 }
 
 /// The TLS handshake and the client's admission (slot, certificate, ticket).
@@ -416,63 +427,37 @@ async fn handshake(
     api: &Arc<Api>,
     from: &str,
     source: crate::net::Held<std::net::IpAddr>,
-    pending: InHandshake<'_>,
-    cancelled: tokio::sync::oneshot::Receiver<()>,
+    place: crate::net::Place,
+    evicted: crate::net::Evicted,
 ) -> Result<Admitted, Refused> {
     // (The acceptor before the slot: nothing may fail between taking a slot and the handshake.)
     let acceptor =
         api.acceptor.read().map(|a| a.clone()).map_err(|_| ("tls", "lock".to_string()))?;
-    let slot = api
-        .connections
-        .lock()
-        .map_err(|_| ("shed", "lock".to_string()))?
-        .open()
-        .map_err(|e| ("shed", e.to_string()))?;
+    let mut counted = Counted::open(api)?;
     let _ = tcp.set_nodelay(true);
     let accept = acceptor.accept(Movable(Some(tcp)));
-    let handshake = tokio::time::timeout(api.limits.handshake_deadline(), accept);
-    let outcome = tokio::select! {
-        h = handshake => Some(h),
-        // Only a drop of the sender ends this: an eviction, or the listener going away.
-        _ = cancelled => None,
-    };
-    drop(pending);
-    let tls = match outcome {
-        Some(Ok(Ok(tls))) => tls,
-        other => {
-            if let Ok(mut c) = api.connections.lock() {
-                c.close(slot);
-            }
-            return Err(match other {
-                None => ("evicted", format!("evicted: {HANDSHAKES_MAX} newer handshakes")),
-                Some(Err(_)) => ("timeout", "no TLS handshake within the deadline".into()),
-                Some(Ok(Err(e))) => tls_reason(&e),
-                Some(Ok(Ok(_))) => ("tls", String::new()),
-            });
+    let handshake = async {
+        match tokio::time::timeout(api.limits.handshake_deadline(), accept).await {
+            Ok(Ok(tls)) => Ok(tls),
+            Err(_) => Err(("timeout", "no TLS handshake within the deadline".into())),
+            Ok(Err(e)) => Err(tls_reason(&e)),
         }
     };
+    let tls = evicted.unless(handshake).await?;
+    drop(place);
     let certs: Vec<CertificateDer<'static>> =
         tls.get_ref().1.peer_certificates().unwrap_or_default().to_vec();
     // The trust state's generation before the admission: a change during it is judged again
     // on the first request.
     let generation = *api.trust.borrow();
-    let who = match api.clients.admit(&certs) {
-        Ok(who) => who,
-        Err(e) => {
-            if let Ok(mut c) = api.connections.lock() {
-                c.close(slot);
-            }
-            return Err((crate::metrics::tls_reason(&e), denied_reason(&e)));
-        }
-    };
+    let who = api
+        .clients
+        .admit(&certs)
+        .map_err(|e| (crate::metrics::tls_reason(&e), denied_reason(&e)))?;
     let client = who.key_fingerprint.0;
     drop(source);
-    let ticket = {
-        let mut c = api.connections.lock().map_err(|_| ("shed", "lock".to_string()))?;
-        c.admit(slot, client).map_err(|e| ("shed", format!("{} of {}: {e}", who.name, who.bank)))?
-    };
+    counted.admit(client).map_err(|e| ("shed", format!("{} of {}: {e}", who.name, who.bank)))?;
     api.metrics.accepted(Listener::Api);
-    api.metrics.open(Listener::Api, 1);
     log(
         "api-connected",
         json!({"from": from, "client": who.name, "bank": who.bank, "role": who.role.name()}),
@@ -481,7 +466,7 @@ async fn handshake(
     // certificate without an API role: the gate refuses its every request).
     let checked = Mutex::new((generation, tokio::time::Instant::now()));
     let caller = Caller { header: client_header(&who).ok(), who, worker: 0, checked };
-    Ok(Admitted { tls, caller, certs, ticket })
+    Ok(Admitted { tls, caller, certs, counted })
 }
 
 /// Moves an admitted connection to the worker serving the fewest.
@@ -492,34 +477,27 @@ fn hand_off(
     from: String,
     mut active: Active,
 ) -> Result<(), Refused> {
-    let Admitted { mut tls, mut caller, certs, ticket } = admitted;
-    let close = |ticket, why: String| {
-        if let Ok(mut c) = api.connections.lock() {
-            c.close_admitted(ticket);
-        }
-        api.metrics.open(Listener::Api, -1);
-        Err(("shed", why))
-    };
+    let Admitted { mut tls, mut caller, certs, counted } = admitted;
     let tcp = match tls.get_mut().0.0.take().map(TcpStream::into_std) {
         Some(Ok(tcp)) => tcp,
-        Some(Err(e)) => return close(ticket, format!("moving to a worker: {e}")),
-        None => return close(ticket, "moving to a worker: no socket".into()),
+        Some(Err(e)) => return Err(("shed", format!("moving to a worker: {e}"))),
+        None => return Err(("shed", "moving to a worker: no socket".into())),
     };
     let least =
         (0..workers.0.len()).min_by_key(|w| api.load[*w].load(Ordering::Relaxed)).unwrap_or(0);
     active.assign(least);
     caller.worker = least;
-    let job = Job { tls, tcp, from, caller, certs, ticket, active };
+    let job = Job { tls, tcp, from, caller, certs, counted, active };
     // A worker's queue closes only with its thread, which lives as long as the process.
-    if let Err(e) = workers.0[least].send(job) {
-        return close(e.0.ticket, "the worker is gone".into());
+    if workers.0[least].send(job).is_err() {
+        return Err(("shed", "the worker is gone".into()));
     }
     Ok(())
 }
 
 /// An admitted connection's requests, on worker `worker`, until it closes.
 async fn requests(job: Job, api: Arc<Api>, worker: usize) {
-    let Job { mut tls, tcp, from, caller, certs, ticket, active } = job;
+    let Job { mut tls, tcp, from, caller, certs, counted, active } = job;
     let client = caller.who.name.clone();
     let attached = tcp.set_nonblocking(true).and_then(|()| TcpStream::from_std(tcp));
     let served = match attached {
@@ -529,11 +507,7 @@ async fn requests(job: Job, api: Arc<Api>, worker: usize) {
         }
         Err(e) => Err(format!("worker {worker}: {e}")),
     };
-    if let Ok(mut c) = api.connections.lock() {
-        c.close_admitted(ticket);
-    }
-    api.metrics.open(Listener::Api, -1);
-    drop(active);
+    drop((counted, active));
     let reason = served.map_or_else(|e| e, |()| "closed".into());
     log("api-closed", json!({"from": from, "client": client, "reason": reason}));
 }

@@ -59,6 +59,7 @@ pub mod net;
 pub mod p2p;
 mod pending;
 mod rate;
+pub mod refusals;
 pub mod trust;
 mod upstream;
 
@@ -69,6 +70,7 @@ pub use gate::{Gate, Refusal, Verdict};
 pub use limits::Limits;
 pub use pending::Handshakes;
 pub use rate::{RateConfig, RateLimiter, RateRefusal};
+pub use refusals::Refusals;
 pub use vpbox_api::{Method, Role};
 
 /// The JSON-RPC error codes the proxy answers with.

@@ -30,8 +30,9 @@
 //! - **The proxy holds no private key**: its handshakes are signed by the box's signer in its
 //!   TLS domain ([`vpbox_tls::sign::SignerServiceKey`]).
 //!
-//! Every accepted, refused and closed connection is one JSON line on stderr, stamped in
-//! RFC 3339 UTC. Deadlines: a TLS handshake 10 s, a TCP connect 5 s, the first link frame 10 s.
+//! Every accepted and closed connection is one JSON line on stderr, stamped in RFC 3339 UTC;
+//! so is the first refused connection of each reason in a 10 s window, the others summed up
+//! in one line when the window is over ([`RefusalLog`]). Deadlines: a TLS handshake 10 s, a TCP connect 5 s, the first link frame 10 s.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -89,15 +90,16 @@ impl Slots {
         Self { held: std::sync::Mutex::new(0), freed: std::sync::Condvar::new(), max }
     }
 
-    /// Takes a turn, waiting up to `wait` for one (blocking the thread); false if none came.
+    /// Takes a turn, waiting up to `wait` for one (blocking the thread); none if none came.
+    /// The turn is given back when dropped, on every way out (a panic included).
     #[allow(clippy::disallowed_methods)] // the shell's own wait, not a policy's decision
-    fn take(&self, wait: Duration) -> bool {
+    fn take(&self, wait: Duration) -> Option<Turn<'_>> {
         let deadline = std::time::Instant::now() + wait;
         let mut held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         while *held >= self.max {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
-                return false;
+                return None;
             }
             held = self
                 .freed
@@ -106,15 +108,19 @@ impl Slots {
                 .0;
         }
         *held += 1;
-        true
+        Some(Turn(self))
     }
+}
 
-    /// Gives a turn back.
-    fn give(&self) {
-        let mut held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+/// A turn of [`Slots`], given back when dropped.
+struct Turn<'a>(&'a Slots);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut held = self.0.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         *held = held.saturating_sub(1);
         drop(held);
-        self.freed.notify_one();
+        self.0.freed.notify_one();
     }
 }
 
@@ -137,15 +143,15 @@ impl vpbox_tls::sign::TlsKey for HsmKey {
         let multi_thread = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
         let sign = |wait: Duration| {
-            if !self.slots.take(wait) {
+            let Some(turn) = self.slots.take(wait) else {
                 self.metrics.signature("busy");
                 return Err(format!(
                     "{SIGNING_MAX} handshakes were being signed for {} ms",
                     wait.as_millis()
                 ));
-            }
+            };
             let result = self.inner.sign_certificate_verify(content);
-            self.slots.give();
+            drop(turn);
             self.metrics.signature(if result.is_ok() { "signed" } else { "refused" });
             result
         };
@@ -717,13 +723,143 @@ fn reload_certificate(shared: &Shared) {
 }
 
 /// The most P2P connections in their handshake at once (TLS, then the link's first frame),
-/// from all sources; one past it is closed at once.
+/// from all sources; one more evicts the oldest.
 const HANDSHAKES_MAX: usize = 128;
 /// The most of them from one source address.
 const HANDSHAKES_PER_SOURCE: usize = 8;
 /// The most established inbound links of one member (a node keeps one; a reconnect overlaps
 /// its predecessor for a moment).
 const LINKS_PER_MEMBER: usize = 4;
+
+/// Connections in their handshake on one listener, at most a fixed number: one more cancels
+/// the oldest ([`crate::Handshakes`], which says why eviction rather than refusal).
+pub(crate) struct InProgress {
+    max: usize,
+    state: std::sync::Mutex<InProgressState>,
+}
+
+struct InProgressState {
+    handshakes: crate::Handshakes,
+    /// The sender whose drop cancels each.
+    cancel: HashMap<u64, tokio::sync::oneshot::Sender<()>>,
+}
+
+impl InProgress {
+    pub(crate) fn new(max: usize) -> Arc<Self> {
+        let handshakes = crate::Handshakes::new(max);
+        let state = InProgressState { handshakes, cancel: HashMap::new() };
+        Arc::new(Self { max, state: std::sync::Mutex::new(state) })
+    }
+
+    /// A new handshake: its place (which ends it when dropped) and what resolves if it is
+    /// evicted. The oldest handshake is cancelled when the cap is reached.
+    pub(crate) fn begin(self: &Arc<Self>) -> (Place, Evicted) {
+        let (cancel, cancelled) = tokio::sync::oneshot::channel();
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (id, evicted) = state.handshakes.begin();
+        // Removing the evicted handshake's sender drops it, which cancels it.
+        if let Some(e) = evicted {
+            state.cancel.remove(&e);
+        }
+        state.cancel.insert(id, cancel);
+        (Place { of: Arc::clone(self), id }, Evicted { max: self.max, cancelled })
+    }
+}
+
+/// A handshake's place among those in progress: ends it when dropped.
+pub(crate) struct Place {
+    of: Arc<InProgress>,
+    id: u64,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut state = self.of.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.handshakes.end(self.id);
+        state.cancel.remove(&self.id);
+    }
+}
+
+/// Resolves when its handshake is evicted (or its place ended).
+pub(crate) struct Evicted {
+    max: usize,
+    cancelled: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl Evicted {
+    /// Runs `handshake` unless it is evicted first: then the refusal says so.
+    pub(crate) async fn unless<T>(
+        self,
+        handshake: impl std::future::Future<Output = Result<T, Refused>>,
+    ) -> Result<T, Refused> {
+        tokio::select! {
+            h = handshake => h,
+            // Only a drop of the sender ends this: an eviction (the place is held meanwhile).
+            _ = self.cancelled => {
+                Err(("evicted", format!("evicted: {} newer handshakes", self.max)))
+            }
+        }
+    }
+}
+
+/// A listener's refusal lines, a flood summed up ([`crate::refusals`]): `{prefix}-refused`
+/// for the first refusal of each reason in a window, `{prefix}-refused-summary` with the
+/// others' counts when the window is over.
+pub(crate) struct RefusalLog {
+    prefix: &'static str,
+    state: std::sync::Mutex<crate::Refusals>,
+    origin: tokio::time::Instant,
+}
+
+impl RefusalLog {
+    pub(crate) fn new(prefix: &'static str) -> Arc<Self> {
+        let state = std::sync::Mutex::new(crate::Refusals::new());
+        let log = Arc::new(Self { prefix, state, origin: tokio::time::Instant::now() });
+        // The last window of a flood is summed up without waiting for another refusal.
+        let ticks = Arc::downgrade(&log);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let Some(log) = ticks.upgrade() else { return };
+                let summary = log.lock().tick(log.now_ms());
+                log.summarize(summary);
+            }
+        });
+        log
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, crate::Refusals> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+
+    /// A connection refused for `reason` (a metrics label): logged with `fields` if it is the
+    /// first of its reason in the window.
+    pub(crate) fn refused(&self, reason: &'static str, fields: Value) {
+        let (whole, closed) = self.lock().refused(reason, self.now_ms());
+        self.summarize(closed);
+        if whole {
+            let mut line = json!({"label": reason});
+            if let (Some(l), Value::Object(f)) = (line.as_object_mut(), fields) {
+                l.extend(f);
+            }
+            log(&format!("{}-refused", self.prefix), line);
+        }
+    }
+
+    fn summarize(&self, summary: Option<crate::refusals::Summary>) {
+        let Some(s) = summary else { return };
+        let seconds = self.now_ms().saturating_sub(s.since_ms) / 1000;
+        log(
+            &format!("{}-refused-summary", self.prefix),
+            json!({"seconds": seconds, "unlogged": s.unlogged,
+                   "note": "refusals after the first of each reason in the window"}),
+        );
+    }
+}
 
 /// Counts held per key, each released when its [`Held`] is dropped.
 pub(crate) struct Counts<K: std::hash::Hash + Eq + Copy>(std::sync::Mutex<HashMap<K, usize>>);
@@ -762,15 +898,16 @@ impl<K: std::hash::Hash + Eq + Copy> Drop for Held<K> {
     }
 }
 
-/// The P2P listener: each connection gets a handshake slot (of [`HANDSHAKES_MAX`], and of
-/// [`HANDSHAKES_PER_SOURCE`] for its address) or is closed at once; connections closed so are
-/// counted and logged at most every 10 s. (The box's firewall admits only the members'
-/// addresses to this port; these caps bound what gets past it.)
+/// The P2P listener: each connection takes a handshake place (of [`HANDSHAKES_MAX`]: one
+/// more evicts the oldest still in its handshake) if its address holds fewer than
+/// [`HANDSHAKES_PER_SOURCE`], else it is closed at once. Refusals are logged through a
+/// [`RefusalLog`] (a flood is summed up every 10 s). (The box's firewall admits only the
+/// members' addresses to this port; these caps bound what gets past it.)
 async fn ingress(listener: TcpListener, shared: Arc<Shared>) {
-    let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_MAX));
+    let handshakes = InProgress::new(HANDSHAKES_MAX);
     let sources: Arc<Counts<std::net::IpAddr>> = Counts::new();
     let links: Arc<Counts<u32>> = Counts::new();
-    let (mut shed, mut last_report) = (0u64, None::<tokio::time::Instant>);
+    let refusals = RefusalLog::new("p2p");
     loop {
         let (tcp, from) = match listener.accept().await {
             Ok(c) => c,
@@ -780,23 +917,20 @@ async fn ingress(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let slot = Arc::clone(&handshakes).try_acquire_owned().ok();
-        let source = sources.take(from.ip(), HANDSHAKES_PER_SOURCE);
-        let (Some(slot), Some(source)) = (slot, source) else {
+        let Some(source) = sources.take(from.ip(), HANDSHAKES_PER_SOURCE) else {
             drop(tcp);
             shared.metrics.refused(Listener::P2p, "shed");
-            shed += 1;
-            if last_report.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-                log("p2p-shed", json!({"connections": shed, "reason": "handshake slots full"}));
-                (shed, last_report) = (0, Some(tokio::time::Instant::now()));
-            }
+            let reason = format!("{HANDSHAKES_PER_SOURCE} handshakes from this address already");
+            refusals.refused("shed", json!({"from": from.to_string(), "reason": reason}));
             continue;
         };
-        let (shared, links) = (Arc::clone(&shared), Arc::clone(&links));
+        let (place, evicted) = handshakes.begin();
+        let (shared, links, refusals) =
+            (Arc::clone(&shared), Arc::clone(&links), Arc::clone(&refusals));
         tokio::spawn(async move {
             let from = from.to_string();
-            let admitted = inbound(tcp, &shared, &from, &links).await;
-            drop((slot, source));
+            let admitted = evicted.unless(inbound(tcp, &shared, &from, &links)).await;
+            drop((place, source));
             match admitted {
                 Ok((tls, node, member, certs, held)) => {
                     shared.metrics.accepted(Listener::P2p);
@@ -806,7 +940,7 @@ async fn ingress(listener: TcpListener, shared: Arc<Shared>) {
                 }
                 Err((label, reason)) => {
                     shared.metrics.refused(Listener::P2p, label);
-                    log("p2p-refused", json!({"from": from, "reason": reason}));
+                    refusals.refused(label, json!({"from": from, "reason": reason}));
                 }
             }
         });
@@ -1048,7 +1182,6 @@ async fn outbound(node: UnixStream, shared: &Arc<Shared>, id: u32) -> Result<(),
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::{Duration, Instant};
 
     use super::Slots;
@@ -1056,27 +1189,42 @@ mod tests {
     #[test]
     #[allow(clippy::disallowed_methods)] // the test measures real waits
     fn a_taker_past_the_limit_waits_for_a_turn_and_gives_up_at_its_bound() {
-        let slots = Arc::new(Slots::new(2));
-        assert!(slots.take(Duration::ZERO));
-        assert!(slots.take(Duration::ZERO));
+        let slots = Slots::new(2);
+        let first = slots.take(Duration::ZERO).expect("a turn");
+        let second = slots.take(Duration::ZERO).expect("a turn");
         // Full: no turn at once, nor within 50 ms.
-        assert!(!slots.take(Duration::ZERO));
+        assert!(slots.take(Duration::ZERO).is_none());
         let start = Instant::now();
-        assert!(!slots.take(Duration::from_millis(50)));
+        assert!(slots.take(Duration::from_millis(50)).is_none());
         assert!(start.elapsed() >= Duration::from_millis(50));
         // A turn given back 30 ms into a 5 s wait is taken then, not at the bound.
-        let giver = Arc::clone(&slots);
-        let t = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(30));
-            giver.give();
+        let third = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                std::thread::sleep(Duration::from_millis(30));
+                drop(first);
+            });
+            let start = Instant::now();
+            let third = slots.take(Duration::from_secs(5)).expect("the turn given back");
+            assert!(start.elapsed() < Duration::from_secs(4), "{:?}", start.elapsed());
+            third
         });
-        let start = Instant::now();
-        assert!(slots.take(Duration::from_secs(5)));
-        assert!(start.elapsed() < Duration::from_secs(4), "{:?}", start.elapsed());
-        t.join().unwrap();
         // Still two held: full again.
-        assert!(!slots.take(Duration::ZERO));
-        slots.give();
-        assert!(slots.take(Duration::ZERO));
+        assert!(slots.take(Duration::ZERO).is_none());
+        drop(third);
+        let fourth = slots.take(Duration::ZERO).expect("a turn");
+        drop(fourth);
+        // A holder that panics gives its turn back as it unwinds.
+        let panicked = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let _turn = slots.take(Duration::ZERO).expect("a turn");
+                    panic!("a signer call that panics");
+                })
+                .join()
+        });
+        assert!(panicked.is_err());
+        let fifth = slots.take(Duration::ZERO).expect("the panicked holder's turn");
+        drop((second, fifth));
+        assert_eq!(*slots.held.lock().unwrap(), 0);
     }
 }
