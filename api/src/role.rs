@@ -43,7 +43,8 @@ pub enum Method {
     GovSubmit,
     /// The governance state.
     GovGetState,
-    /// The governance state once it changes (a long poll).
+    /// The governance state once it changes: a long poll, box-internal (the box's proxy
+    /// holds one; no client through a proxy may call it).
     GovWaitState,
 }
 
@@ -97,6 +98,13 @@ impl Method {
         Self::ALL.into_iter().find(|m| m.name() == name)
     }
 
+    /// Whether it is the box's own, for callers on the node's socket without a client
+    /// identity (the box's proxy, its operator): `gov_waitState`, which holds one of the node's
+    /// four waiting turns for up to 30 s and must stay free for the proxy.
+    pub fn is_internal(self) -> bool {
+        self == Self::GovWaitState
+    }
+
     /// Whether it only reads the ledger or the node's state.
     pub fn is_read(self) -> bool {
         !matches!(
@@ -145,14 +153,16 @@ impl Role {
     }
 
     /// Whether the role may call `method`. A POSP may anchor (`anchor_put`,
-    /// `anchor_putBatch`) and read; enrollments, CRLs and governance are an admin's, and so is
-    /// `gov_waitState` (a read, but one that holds one of the node's few waiting turns).
+    /// `anchor_putBatch`) and read; enrollments, CRLs and governance are an admin's. Neither
+    /// may call a box-internal method ([`Method::is_internal`]).
     pub fn allows(self, method: Method) -> bool {
+        if method.is_internal() {
+            return false;
+        }
         match self {
             Self::Admin => true,
             Self::Posp => {
-                (method.is_read() && method != Method::GovWaitState)
-                    || matches!(method, Method::AnchorPut | Method::AnchorPutBatch)
+                method.is_read() || matches!(method, Method::AnchorPut | Method::AnchorPutBatch)
             }
         }
     }
@@ -214,8 +224,13 @@ mod tests {
     }
 
     #[test]
-    fn admin_may_call_everything() {
-        assert!(Method::ALL.into_iter().all(|m| Role::Admin.allows(m)));
+    fn admin_may_call_everything_but_the_box_internal_long_poll() {
+        let internal: Vec<Method> = Method::ALL.into_iter().filter(|m| m.is_internal()).collect();
+        assert_eq!(internal, [Method::GovWaitState]);
+        for m in Method::ALL {
+            assert_eq!(Role::Admin.allows(m), !m.is_internal(), "{}", m.name());
+            assert!(!(m.is_internal() && Role::Posp.allows(m)), "{}", m.name());
+        }
     }
 
     #[test]

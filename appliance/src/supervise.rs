@@ -9,7 +9,7 @@
 //!   that cannot commit because the consortium lacks a quorum is a monitoring alarm, not a
 //!   reason to restart it;
 //! - the proxy: its main runtime ran a task (`vpbox_proxy::net::Supervisor::alive`), which
-//!   also runs the trust poll, the P2P links and the API's accepting task.
+//!   also runs the trust wait, the P2P links and the API's accepting task.
 //!
 //! The feeder sends `WATCHDOG=1` every quarter of the interval systemd set, while the last
 //! beat is younger than half of it; a service that stops beating is killed by systemd (and

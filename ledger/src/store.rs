@@ -846,10 +846,16 @@ mod tests {
         assert_eq!(changes.wait_past(7, Duration::from_secs(60)), 0, "already past 7");
         let waiter = {
             let changes = Arc::clone(&changes);
-            std::thread::spawn(move || changes.wait_past(0, Duration::from_secs(60)))
+            std::thread::spawn(move || {
+                let start = std::time::Instant::now();
+                (changes.wait_past(0, Duration::from_secs(60)), start.elapsed())
+            })
         };
+        std::thread::sleep(Duration::from_millis(100)); // waiting by now
         changes.bump();
-        assert_eq!(waiter.join().unwrap(), 1, "woken by the change, long before 60 s");
+        let (count, waited) = waiter.join().unwrap();
+        assert_eq!(count, 1);
+        assert!(waited < Duration::from_secs(10), "woken by the change, not at 60 s: {waited:?}");
     }
 
     #[test]

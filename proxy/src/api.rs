@@ -159,7 +159,14 @@ impl Counted {
     /// The slot counted against `client` too, if it has room (refused, the slot is given
     /// back by [`crate::Connections::admit`]).
     fn admit(&mut self, client: Client) -> Result<(), crate::ConnectionRefusal> {
-        let Some(Count::Slot(slot)) = self.held.take() else { return Ok(()) };
+        let slot = match self.held.take() {
+            Some(Count::Slot(slot)) => slot,
+            // Admitted already (or given back): kept as it is.
+            other => {
+                self.held = other;
+                return Ok(());
+            }
+        };
         let mut c = self.api.connections.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let ticket = c.admit(slot, client)?;
         self.held = Some(Count::Ticket(ticket));

@@ -32,7 +32,8 @@
 //!
 //! Every accepted and closed connection is one JSON line on stderr, stamped in RFC 3339 UTC;
 //! so is the first refused connection of each reason in a 10 s window, the others summed up
-//! in one line when the window is over ([`RefusalLog`]). Deadlines: a TLS handshake 10 s, a TCP connect 5 s, the first link frame 10 s.
+//! in one line when the window is over ([`RefusalLog`]). Deadlines: a TLS handshake 10 s, a
+//! TCP connect 5 s, the first link frame 10 s.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -565,15 +566,30 @@ async fn poll_trust(shared: Arc<Shared>) {
     let socket = shared.config.sockets.rpc.clone();
     let mut last = None;
     let mut since: Option<String> = None;
-    let mut complained = false;
+    let (mut complained, mut waits_refused) = (false, false);
     loop {
         let params = json!([since, trust::WAIT.as_millis() as u64]);
         let asked = tokio::time::Instant::now();
         let wait = call_node_with(&socket, "gov_waitState", params, STATE_MAX);
         // A node that takes the call and never answers must not stall the trust state.
         let answer = match tokio::time::timeout(trust::WAIT + STATE_DEADLINE, wait).await {
-            Ok(Ok(state)) => Ok(state),
-            _ => {
+            Ok(Ok(state)) => {
+                waits_refused = false;
+                Ok(state)
+            }
+            refused => {
+                if !waits_refused {
+                    let reason = match refused {
+                        Ok(Err(e)) => e,
+                        _ => "no answer within the wait".to_string(),
+                    };
+                    log(
+                        "trust-polling",
+                        json!({"reason": reason,
+                               "effect": "gov_getState once a second until the wait is answered"}),
+                    );
+                    waits_refused = true;
+                }
                 let call = call_node(&socket, "gov_getState", STATE_MAX);
                 tokio::time::timeout(STATE_DEADLINE, call)
                     .await
@@ -793,6 +809,8 @@ impl Evicted {
         handshake: impl std::future::Future<Output = Result<T, Refused>>,
     ) -> Result<T, Refused> {
         tokio::select! {
+            // A handshake that finished on the same poll as its eviction is kept.
+            biased;
             h = handshake => h,
             // Only a drop of the sender ends this: an eviction (the place is held meanwhile).
             _ = self.cancelled => {
