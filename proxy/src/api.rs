@@ -238,7 +238,12 @@ impl Api {
     }
 
     fn now_ms(&self) -> u64 {
-        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+        self.ms_at(tokio::time::Instant::now())
+    }
+
+    /// `at` in the gate's milliseconds (since [`Api::origin`]).
+    fn ms_at(&self, at: tokio::time::Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.origin).as_millis()).unwrap_or(u64::MAX)
     }
 }
 
@@ -572,16 +577,21 @@ const READMIT_AFTER: Duration = Duration::from_secs(1);
 
 /// Admits a connection's client again if the trust state has changed since it was last
 /// admitted (a revocation, a bank removed: refused on the next request) or
-/// [`READMIT_AFTER`] has passed. (Admitting on every request cost a quarter of the proxy's
-/// CPU: the chain's DER decoded and hashed each time.)
-fn readmit(api: &Api, caller: &Caller, certs: &[CertificateDer<'_>]) -> Result<(), rustls::Error> {
+/// [`READMIT_AFTER`] has passed by `now`. (Admitting on every request cost a quarter of the
+/// proxy's CPU: the chain's DER decoded and hashed each time.)
+fn readmit(
+    api: &Api,
+    caller: &Caller,
+    certs: &[CertificateDer<'_>],
+    now: tokio::time::Instant,
+) -> Result<(), rustls::Error> {
     let generation = *api.trust.borrow();
     let mut checked = caller.checked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if checked.0 == generation && checked.1.elapsed() < READMIT_AFTER {
+    if checked.0 == generation && now.saturating_duration_since(checked.1) < READMIT_AFTER {
         return Ok(());
     }
     api.clients.admit(certs)?;
-    *checked = (generation, tokio::time::Instant::now());
+    *checked = (generation, now);
     Ok(())
 }
 
@@ -626,10 +636,12 @@ async fn request(
     caller: &Caller,
     certs: &[CertificateDer<'static>],
 ) -> Response<Full<Bytes>> {
+    // The monotonic clock is read twice per request, here and at the end: on a VM each read
+    // is a measurable share of a small request's CPU.
     let started = tokio::time::Instant::now();
     // Every request is judged by today's trust state: a certificate revoked (or its bank
     // removed) since the handshake gets this answer and the connection is closed.
-    let (status, bytes_in, methods, response) = match readmit(api, caller, certs) {
+    let (status, bytes_in, methods, response) = match readmit(api, caller, certs, started) {
         Err(e) => {
             api.metrics.refused(Listener::Api, crate::metrics::tls_reason(&e));
             let reason = denied_reason(&e);
@@ -642,14 +654,15 @@ async fn request(
             (StatusCode::FORBIDDEN, 0, vec![], r)
         }
         Ok(_) => {
-            let judged = judge_and_forward(req, api, caller).await;
+            let judged = judge_and_forward(req, api, caller, started).await;
             if let Some(label) = refusal_label(judged.0) {
                 api.metrics.refused(Listener::Api, label);
             }
             judged
         }
     };
-    api.metrics.request(status.as_u16(), started.elapsed());
+    let took = started.elapsed();
+    api.metrics.request(status.as_u16(), took);
     let who = &caller.who;
     crate::net::log_line(&Access {
         at: crate::net::stamp(),
@@ -661,7 +674,7 @@ async fn request(
         status: status.as_u16(),
         bytes_in,
         out: hyper::body::Body::size_hint(response.body()).exact(),
-        ms: started.elapsed().as_millis() as u64,
+        ms: took.as_millis() as u64,
     });
     response
 }
@@ -683,6 +696,7 @@ async fn judge_and_forward(
     req: Request<Incoming>,
     api: &Api,
     caller: &Caller,
+    started: tokio::time::Instant,
 ) -> (StatusCode, usize, Vec<&'static str>, Response<Full<Bytes>>) {
     let who = &caller.who;
     let done = |status: StatusCode, n: usize, m: Vec<&'static str>, r| (status, n, m, r);
@@ -709,7 +723,8 @@ async fn judge_and_forward(
         return done(status, 0, vec![], answer(status, error_body(-32005, msg), None));
     }
     let body = Limited::new(req.into_body(), max).collect();
-    let body = match tokio::time::timeout(api.limits.request_deadline(), body).await {
+    // Deadlines counted from the request's start (no clock read of their own).
+    let body = match tokio::time::timeout_at(started + api.limits.request_deadline(), body).await {
         Ok(Ok(b)) => b.to_bytes(),
         Ok(Err(_)) => {
             let status = StatusCode::PAYLOAD_TOO_LARGE;
@@ -724,7 +739,7 @@ async fn judge_and_forward(
     };
     let n = body.len();
     let verdict = match api.gate.lock() {
-        Ok(mut g) => g.admit(&who.key_fingerprint.0, who.role, &body, api.now_ms()),
+        Ok(mut g) => g.admit(&who.key_fingerprint.0, who.role, &body, api.ms_at(started)),
         Err(_) => {
             let status = StatusCode::INTERNAL_SERVER_ERROR;
             return done(status, n, vec![], answer(status, error_body(-32603, "gate"), None));
@@ -741,7 +756,8 @@ async fn judge_and_forward(
     };
     let methods: Vec<&'static str> =
         envelope.requests().iter().map(|r| r.method().name()).collect();
-    match tokio::time::timeout(api.limits.answer_deadline(), forward(api, caller, &body)).await {
+    let deadline = started + api.limits.answer_deadline();
+    match tokio::time::timeout_at(deadline, forward(api, caller, &body)).await {
         Ok(Ok((status, body))) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
             done(status, n, methods, answer(status, body, None))

@@ -45,8 +45,9 @@ pub struct Limits {
     /// request's head (hyper's header timer runs from the end of the last answer). Default
     /// 10 s, as the node's body deadline.
     pub request_deadline_ms: NonZeroU64,
-    /// From forwarding a request to the node until its answer is whole. Default 40 s: above
-    /// the 30 s an `anchor_put` may wait for its commit.
+    /// From a request's head until the node's answer is whole (the body's time included,
+    /// itself at most `request_deadline_ms`). Default 40 s: above the 30 s an `anchor_put`
+    /// may wait for its commit.
     pub answer_deadline_ms: NonZeroU64,
     /// Connections per listener and per client.
     pub connections: ConnectionCaps,
