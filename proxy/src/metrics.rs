@@ -117,6 +117,10 @@ struct Counts {
     signatures: BTreeMap<&'static str, u64>,
     trust_updates: u64,
     crls: Vec<vpbox_ca::policy::CrlInForce>,
+    /// The trust state's certificates (roots, issuing CAs, members' `vp-node` certificates).
+    certificates: Vec<crate::trust::CertExpiry>,
+    /// The certificate chain this proxy presents.
+    own: Vec<crate::trust::CertExpiry>,
 }
 
 impl Metrics {
@@ -155,12 +159,23 @@ impl Metrics {
         self.with(|c| *c.signatures.entry(outcome).or_default() += 1);
     }
 
-    /// The trust state changed; `crls`: the CRL in force of each CA.
-    pub fn trust_updated(&self, crls: Vec<vpbox_ca::policy::CrlInForce>) {
+    /// The trust state changed; `crls`: the CRL in force of each CA; `certificates`: the
+    /// notAfter of its certificates.
+    pub fn trust_updated(
+        &self,
+        crls: Vec<vpbox_ca::policy::CrlInForce>,
+        certificates: Vec<crate::trust::CertExpiry>,
+    ) {
         self.with(|c| {
             c.trust_updates += 1;
             c.crls = crls;
+            c.certificates = certificates;
         });
+    }
+
+    /// The chain this proxy presents (at start, and after a reload took a new one).
+    pub fn own_certificate(&self, chain: Vec<crate::trust::CertExpiry>) {
+        self.with(|c| c.own = chain);
     }
 
     /// Whether a trust state was ever applied.
@@ -262,6 +277,31 @@ fn render_proxy(out: &mut String, c: &Counts) {
             "vpbox_crl_next_update_timestamp_seconds{{ca=\"{}\",issuer=\"{}\"}} {next}",
             crl.ca,
             label_value(&crl.issuer)
+        );
+    }
+    head(
+        out,
+        "vpbox_certificate_not_after_timestamp_seconds",
+        "gauge",
+        "When each certificate the box depends on expires (its notAfter): the member banks' \
+         roots, the issuing CAs in the members' chains, each member's vp-node certificate, and \
+         the chain this proxy presents (kind=\"box\", or \"ca\" for its issuing CA).",
+    );
+    let mut all: Vec<&crate::trust::CertExpiry> = c.certificates.iter().collect();
+    for own in &c.own {
+        // The box's own leaf is a member's node certificate too: shown once, as the box's.
+        all.retain(|x| !(x.subject == own.subject && x.not_after == own.not_after));
+        all.push(own);
+    }
+    all.sort();
+    all.dedup();
+    for cert in all {
+        let at = cert.not_after.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let _ = writeln!(
+            out,
+            "vpbox_certificate_not_after_timestamp_seconds{{kind=\"{}\",subject=\"{}\"}} {at}",
+            cert.kind,
+            label_value(&cert.subject)
         );
     }
 }
@@ -426,12 +466,15 @@ mod tests {
             next_update: next,
         };
         let m = Metrics::default();
-        m.trust_updated(vec![
-            crl("00aa", "CN=bank-a Root CA,O=bank-a", at(1_800_000_000)),
-            crl("00bb", "CN=bank-a Root CA,O=bank-a", at(1_800_007_200)),
-            crl("00cc", "CN=odd \"name\" \\ here", at(1_800_003_600)),
-            crl("00dd", "CN=no next update", None),
-        ]);
+        m.trust_updated(
+            vec![
+                crl("00aa", "CN=bank-a Root CA,O=bank-a", at(1_800_000_000)),
+                crl("00bb", "CN=bank-a Root CA,O=bank-a", at(1_800_007_200)),
+                crl("00cc", "CN=odd \"name\" \\ here", at(1_800_003_600)),
+                crl("00dd", "CN=no next update", None),
+            ],
+            vec![],
+        );
         let page = m.render(None);
         assert!(page.contains("# TYPE vpbox_crl_next_update_timestamp_seconds gauge"), "{page}");
         for line in [
@@ -442,8 +485,49 @@ mod tests {
             assert!(page.contains(line), "{line} not in {page}");
         }
         assert!(!page.contains("no next update"), "{page}");
-        m.trust_updated(vec![]);
+        m.trust_updated(vec![], vec![]);
         assert!(!m.render(None).contains("vpbox_crl_next_update_timestamp_seconds{"));
+    }
+
+    /// Every certificate the box depends on is a sample of its notAfter, by kind and subject;
+    /// the box's own leaf, a member's node certificate too, is shown once, as the box's; an
+    /// issuing CA in both lists once.
+    #[test]
+    fn each_certificate_shows_its_not_after_once() {
+        use crate::trust::CertExpiry;
+        let cert = |kind, subject: &str, s: u64| CertExpiry {
+            kind,
+            subject: subject.into(),
+            not_after: std::time::UNIX_EPOCH + Duration::from_secs(s),
+        };
+        let m = Metrics::default();
+        m.trust_updated(
+            vec![],
+            vec![
+                cert("root", "CN=bank-a Root CA,O=bank-a", 2_000_000_000),
+                cert("ca", "CN=bank-a Issuing CA,O=bank-a", 1_900_000_000),
+                cert("node", "CN=node1,OU=vp-node,O=bank-a", 1_800_000_000),
+                cert("node", "CN=node2,OU=vp-node,O=bank-a", 1_800_000_100),
+            ],
+        );
+        m.own_certificate(vec![
+            cert("box", "CN=node1,OU=vp-node,O=bank-a", 1_800_000_000),
+            cert("ca", "CN=bank-a Issuing CA,O=bank-a", 1_900_000_000),
+        ]);
+        let page = m.render(None);
+        let name = "vpbox_certificate_not_after_timestamp_seconds";
+        assert!(page.contains(&format!("# TYPE {name} gauge")), "{page}");
+        let samples: Vec<&str> =
+            page.lines().filter(|l| l.starts_with(&format!("{name}{{"))).collect();
+        assert_eq!(
+            samples,
+            [
+                "vpbox_certificate_not_after_timestamp_seconds{kind=\"box\",subject=\"CN=node1,OU=vp-node,O=bank-a\"} 1800000000",
+                "vpbox_certificate_not_after_timestamp_seconds{kind=\"ca\",subject=\"CN=bank-a Issuing CA,O=bank-a\"} 1900000000",
+                "vpbox_certificate_not_after_timestamp_seconds{kind=\"node\",subject=\"CN=node2,OU=vp-node,O=bank-a\"} 1800000100",
+                "vpbox_certificate_not_after_timestamp_seconds{kind=\"root\",subject=\"CN=bank-a Root CA,O=bank-a\"} 2000000000",
+            ]
+        );
     }
 
     #[test]

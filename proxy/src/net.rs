@@ -189,6 +189,36 @@ fn warn_stale_crls(crls: &[vpbox_ca::policy::CrlInForce], now: SystemTime) {
     }
 }
 
+/// How far ahead of a certificate's notAfter the proxy warns (on each trust change, at start
+/// and on a reload): a month, the time a bank needs to issue, enroll and install a renewal.
+/// Between those moments `vpbox_certificate_not_after_timestamp_seconds` is what alerts.
+const CERT_WARN: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// A `certificate-expiring` line for each certificate whose notAfter is within [`CERT_WARN`]
+/// of `now` (or past).
+fn warn_expiring(certs: &[trust::CertExpiry], now: SystemTime) {
+    let secs = |t: SystemTime| t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let now = secs(now);
+    for cert in certs {
+        let at = secs(cert.not_after);
+        if at <= now.saturating_add(CERT_WARN.as_secs()) {
+            log(
+                "certificate-expiring",
+                json!({"kind": cert.kind, "subject": cert.subject, "notAfter": at,
+                       "secondsLeft": i128::from(at) - i128::from(now)}),
+            );
+        }
+    }
+}
+
+/// Shows the chain this proxy presents on `/metrics`, and warns if it expires soon.
+fn own_certificate(metrics: &Metrics, chain: &[CertificateDer<'_>]) {
+    let der: Vec<u8> = chain.iter().flat_map(|c| c.as_ref().iter().copied()).collect();
+    let own = trust::expiries(&der, "box");
+    warn_expiring(&own, now());
+    metrics.own_certificate(own);
+}
+
 /// The wall clock, which certificate admission is judged at (the shell's only clock).
 #[allow(clippy::disallowed_methods)] // the shell reads the clock for the policy core
 fn now() -> SystemTime {
@@ -434,6 +464,7 @@ pub fn run(path: &Path, supervisor: Supervisor) -> Result<(), String> {
         let listener = TcpListener::bind(&proxy.p2p)
             .await
             .map_err(|e| format!("proxy.p2p {}: {e}", proxy.p2p))?;
+        own_certificate(&metrics, &chain);
         let shared = Arc::new(Shared {
             path: path.to_path_buf(),
             peers: RwLock::new(config.peers.clone()),
@@ -629,7 +660,8 @@ async fn poll_trust(shared: Arc<Shared>) {
                             }
                             shared.generation.send_modify(|g| *g += 1);
                             warn_stale_crls(&t.crls_in_force, now());
-                            shared.metrics.trust_updated(t.crls_in_force);
+                            warn_expiring(&t.certificates, now());
+                            shared.metrics.trust_updated(t.crls_in_force, t.certificates);
                             last = Some(digest);
                         }
                         Err(e) => {
@@ -725,6 +757,7 @@ fn reload_certificate(shared: &Shared) {
                     *a = api.clone();
                 }
             }
+            own_certificate(&shared.metrics, &chain);
             if let Ok(mut t) = shared.tls.write() {
                 *t = (chain, configs);
             }

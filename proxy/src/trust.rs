@@ -41,6 +41,42 @@ pub struct TrustState {
     pub crls: usize,
     /// Each CRL in force (the latest of each CA), for monitoring.
     pub crls_in_force: Vec<vpbox_ca::policy::CrlInForce>,
+    /// The notAfter of each root, each member's `vp-node` certificate and each issuing CA in
+    /// their chains, for monitoring ([`CertExpiry`]).
+    pub certificates: Vec<CertExpiry>,
+}
+
+/// A certificate's notAfter, for monitoring: past it the certificate is refused, so a box
+/// whose `vp-node` certificate lapses loses its links, and a bank whose root or issuing CA
+/// lapses loses every certificate under it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CertExpiry {
+    /// `root` (a member bank's), `ca` (an issuing CA in a member's chain), `node` (a member's
+    /// `vp-node` certificate) or `box` (the certificate this proxy presents).
+    pub kind: &'static str,
+    /// Its subject (RFC 4514).
+    pub subject: String,
+    /// Its notAfter.
+    pub not_after: std::time::SystemTime,
+}
+
+/// The notAfter of each certificate of `chain` (DER, leaf first): the leaf as `leaf`, the
+/// others as `ca`; a certificate that does not parse is left out (admission refuses it).
+pub fn expiries(chain: &[u8], leaf: &'static str) -> Vec<CertExpiry> {
+    let Ok(parts) = vpbox_ca::cert::split_der(chain) else { return Vec::new() };
+    parts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, der)| {
+            let cert = Certificate::from_der(der).ok()?;
+            let tbs = cert.tbs_certificate();
+            Some(CertExpiry {
+                kind: if i == 0 { leaf } else { "ca" },
+                subject: tbs.subject().to_string(),
+                not_after: tbs.validity().not_after.to_system_time(),
+            })
+        })
+        .collect()
 }
 
 fn hex_bytes(v: &Value, what: &str) -> Result<Vec<u8>, String> {
@@ -73,11 +109,13 @@ impl TrustState {
         let chain = hex_bytes(&state["chain"], "chain")?;
         let chain: [u8; 32] = chain.try_into().map_err(|_| "chain: not 32 bytes".to_string())?;
         let mut store = TrustStore::new();
+        let mut certificates = Vec::new();
         for (i, root) in state["roots"].as_array().ok_or("roots: not a list")?.iter().enumerate() {
             let pem = root["certificate"].as_str().ok_or_else(|| format!("root {i}: no PEM"))?;
             let (_, der) = pem_rfc7468::decode_vec(pem.as_bytes())
                 .map_err(|e| format!("root {i}: not PEM: {e}"))?;
             store.add_root(&der).map_err(|e| format!("root {i}: {e}"))?;
+            certificates.extend(expiries(&der, "root"));
         }
         let crls = state["crls"].as_array().ok_or("crls: not a list")?;
         for (i, crl) in crls.iter().enumerate() {
@@ -93,6 +131,7 @@ impl TrustState {
             let key = hex_bytes(&n["consensusKey"], &format!("node {id}: consensusKey"))?;
             let key = PublicKey::from_sec1(&key).map_err(|e| format!("node {id}: {e}"))?;
             let certificate = hex_bytes(&n["certificate"], &format!("node {id}: certificate"))?;
+            certificates.extend(expiries(&certificate, "node"));
             members.push(Member {
                 id,
                 name: n["name"].as_str().unwrap_or_default().to_string(),
@@ -101,12 +140,16 @@ impl TrustState {
                 dns_name: dns_names(&certificate).into_iter().next(),
             });
         }
+        // An issuing CA shared by a bank's nodes is one certificate.
+        certificates.sort();
+        certificates.dedup();
         Ok(Self {
             store,
             membership: Membership { chain, members },
             seq: state["seq"].as_u64().unwrap_or(0),
             crls: crls.len(),
             crls_in_force,
+            certificates,
         })
     }
 }

@@ -79,6 +79,22 @@ pub(crate) fn admin_checks(dir: &Path) {
     assert_eq!(crls.len(), 1, "bank-b's CRL in force:\n{page}");
     let next: f64 = crls[0].rsplit(' ').next().unwrap().parse().unwrap();
     assert!(next > now.as_secs_f64() + 3600.0, "{}", crls[0]);
+    // Every certificate the box depends on, with its notAfter in the future: both banks'
+    // roots, the three other members' vp-node certificates, and box 1's own (once, as the
+    // box's, not also as a member's).
+    let certs: Vec<(String, f64)> = page
+        .lines()
+        .filter_map(|l| l.strip_prefix("vpbox_certificate_not_after_timestamp_seconds{"))
+        .map(|l| {
+            let (labels, at) = l.rsplit_once("} ").unwrap();
+            (labels.to_string(), at.parse().unwrap())
+        })
+        .collect();
+    let kinds =
+        |k: &str| certs.iter().filter(|(l, _)| l.starts_with(&format!("kind=\"{k}\""))).count();
+    assert_eq!((kinds("root"), kinds("node"), kinds("box")), (2, 3, 1), "{certs:?}");
+    assert!(certs.iter().any(|(l, _)| l.contains("kind=\"box\"") && l.contains("CN=node1")));
+    assert!(certs.iter().all(|(_, at)| *at > now.as_secs_f64() + 86_400.0), "{certs:?}");
     for (listener, reason) in [
         ("p2p", "wrong_profile"),
         ("p2p", "claims_another_node"),
