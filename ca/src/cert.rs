@@ -168,6 +168,29 @@ fn enc<E: std::fmt::Display>(e: E) -> CertError {
     CertError::Encoding(e.to_string())
 }
 
+/// What monitoring needs of an end-entity certificate: its bank (O), profile (OU) and notAfter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeafSummary {
+    /// Its subject's O.
+    pub bank: String,
+    /// Its subject's OU (`posp`, `admin`, `vp-node`, …).
+    pub profile: String,
+    /// Its notAfter.
+    pub not_after: SystemTime,
+}
+
+/// The [`LeafSummary`] of the first certificate of `chain` (DER). Nothing is verified.
+pub fn leaf_summary(chain: &[u8]) -> Result<LeafSummary, CertError> {
+    let leaf = split_der(chain)?.first().copied().ok_or_else(|| enc("no certificate"))?;
+    let cert = Certificate::from_der(leaf).map_err(enc)?;
+    let tbs = cert.tbs_certificate();
+    Ok(LeafSummary {
+        bank: name_attr(tbs.subject(), O).unwrap_or_default(),
+        profile: name_attr(tbs.subject(), OU).unwrap_or_default(),
+        not_after: tbs.validity().not_after.to_system_time(),
+    })
+}
+
 /// The value of the first attribute `oid` in `name`.
 pub fn name_attr(name: &Name, oid: ObjectIdentifier) -> Option<String> {
     name.iter().find(|a| a.oid == oid).and_then(|a| {

@@ -358,6 +358,16 @@ impl Ledger {
         Ok(out)
     }
 
+    /// Every enrolled certificate (DER, with its issuing CA when it has one), for monitoring.
+    /// Reads them all: called at most once a minute ([`crate`]'s users cache the summary).
+    pub fn enrolled_certificates(&self) -> Result<Vec<Vec<u8>>, Error> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_CERTS)?, IteratorMode::Start) {
+            out.push(item?.1.to_vec());
+        }
+        Ok(out)
+    }
+
     /// The enrolled certificate of `submitter`, if any.
     pub fn certificate(&self, submitter: &Digest) -> Result<Option<Vec<u8>>, Error> {
         Ok(self.db.get_cf(self.cf(CF_CERTS)?, submitter.as_bytes())?)

@@ -233,6 +233,7 @@ pub fn run(
         genesis: Arc::clone(&genesis),
         events,
         state_waiters: AtomicUsize::new(0),
+        enrolled: Mutex::new(None),
     };
     // The proxy's user may speak for the clients it admitted; without one named, the node's
     // own (a box whose processes share a user).
@@ -425,6 +426,47 @@ pub struct NodeApi {
     trust_changes: Arc<TrustChanges>,
     /// `gov_waitState` calls waiting now.
     state_waiters: AtomicUsize,
+    /// The enrolled certificates' summary and when it was made ([`ENROLLED_EVERY`]).
+    enrolled: Mutex<Option<(u64, Value)>>,
+}
+
+/// How long the enrolled certificates' summary in `node_getNodes` stands before it is made
+/// again (it reads every enrolled certificate).
+const ENROLLED_EVERY_MS: u64 = 60_000;
+/// How far ahead a certificate counts as expiring in that summary: a month, as the proxy's
+/// `certificate-expiring` warning.
+const EXPIRING_WITHIN_MS: u64 = 30 * 24 * 3600 * 1000;
+
+/// The enrolled certificates by bank and profile at `now_ms`: how many, the earliest notAfter
+/// (Unix seconds), and how many expire within [`EXPIRING_WITHIN_MS`] (or have). One that does
+/// not parse counts under bank and profile `?`.
+fn enrolled_summary(certs: &[Vec<u8>], now_ms: u64) -> Value {
+    let mut by: std::collections::BTreeMap<(String, String), (u64, u64, u64)> =
+        std::collections::BTreeMap::new();
+    for der in certs {
+        let (key, not_after) = match vpbox_ca::cert::leaf_summary(der) {
+            Ok(s) => {
+                let at =
+                    s.not_after.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                ((s.bank, s.profile), at)
+            }
+            Err(_) => (("?".to_string(), "?".to_string()), 0),
+        };
+        let e = by.entry(key).or_insert((0, u64::MAX, 0));
+        e.0 += 1;
+        e.1 = e.1.min(not_after);
+        if not_after.saturating_mul(1000) <= now_ms.saturating_add(EXPIRING_WITHIN_MS) {
+            e.2 += 1;
+        }
+    }
+    Value::Array(
+        by.into_iter()
+            .map(|((bank, profile), (count, earliest, expiring))| {
+                json!({"bank": bank, "profile": profile, "count": count,
+                       "earliestNotAfter": earliest, "expiringWithin30Days": expiring})
+            })
+            .collect(),
+    )
 }
 
 /// A turn among the [`STATE_WAITERS_MAX`], handed back when dropped (a panicking call too).
@@ -565,6 +607,26 @@ impl NodeApi {
             ));
         }
         Ok((tx, bytes))
+    }
+
+    /// The enrolled certificates' summary, made again when older than [`ENROLLED_EVERY_MS`].
+    fn enrolled(&self) -> Result<Value, RpcError> {
+        let now = now_ms();
+        let mut cached = self.enrolled.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((at, v)) = cached.as_ref()
+            && now.saturating_sub(*at) < ENROLLED_EVERY_MS
+        {
+            return Ok(v.clone());
+        }
+        let certs = self
+            .ledger
+            .read()
+            .map_err(|_| RpcError::new(RpcError::INTERNAL, "ledger lock poisoned"))?
+            .enrolled_certificates()
+            .map_err(|e| RpcError::new(RpcError::INTERNAL, e.to_string()))?;
+        let v = enrolled_summary(&certs, now);
+        *cached = Some((now, v.clone()));
+        Ok(v)
     }
 
     /// `gov_waitState`: the governance state once its fingerprint differs from `since`, or
@@ -711,9 +773,14 @@ impl Methods for NodeApi {
             "node_getNodes" => {
                 let (reply, answer) = channel();
                 self.send(Event::Nodes(reply))?;
-                answer
-                    .recv_timeout(Duration::from_secs(10))
-                    .map_err(|_| RpcError::new(RpcError::BUSY, "the node did not answer in time"))
+                let mut nodes = answer.recv_timeout(Duration::from_secs(10)).map_err(|_| {
+                    RpcError::new(RpcError::BUSY, "the node did not answer in time")
+                })?;
+                // Read here, on the RPC thread, not by the driver (consensus).
+                if let Some(o) = nodes.as_object_mut() {
+                    o.insert("certificates".into(), self.enrolled()?);
+                }
+                Ok(nodes)
             }
             _ => self.read.call(method, params),
         }
@@ -748,6 +815,7 @@ mod tests {
             events: inbox.outbox(Source::Local),
             trust_changes,
             state_waiters: AtomicUsize::new(0),
+            enrolled: Mutex::new(None),
         };
         (api, inbox)
     }
@@ -799,6 +867,67 @@ mod tests {
         });
         assert_eq!(api.state_waiters.load(Ordering::Acquire), 0, "every turn handed back");
         assert_eq!(api.call("gov_waitState", &json!([fp, 0])).unwrap(), state);
+    }
+
+    /// The summary counts by bank and profile, with the earliest notAfter and those within a
+    /// month (an expired one too); garbage counts apart. Certificates are real, issued by a
+    /// test CA.
+    #[test]
+    fn enrolled_certificates_are_summed_up_by_bank_and_profile() {
+        use vpbox_ca::CertProfile;
+        use vpbox_ca::cert::{Grant, check_request, issue, random_serial, self_signed_root};
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let now_ms = 1_800_000_000_000;
+        let ca = SoftwareSigner::new(SecretKey::generate().unwrap());
+        let root =
+            self_signed_root(&ca, "bank-a", "CN", random_serial([1; 16]).unwrap(), now, 3650)
+                .unwrap();
+        let leaf = |profile: CertProfile, cn: &str, serial: u8, days_ago: u64, days: u32| {
+            let key = SoftwareSigner::new(SecretKey::generate().unwrap());
+            let subject = format!("CN={cn},OU={},O=bank-a", profile.name());
+            let csr = vpbox_ca::build_csr(&key, &subject).unwrap();
+            let req = check_request(&csr, profile, "bank-a").unwrap();
+            let grant = Grant {
+                profile,
+                serial: random_serial([serial; 16]).unwrap(),
+                now: now - Duration::from_secs(days_ago * 86_400),
+                days,
+                dns_names: vec![],
+            };
+            let pem = issue(&ca, &root, &req, grant).unwrap();
+            pem_rfc7468::decode_vec(pem.as_bytes()).unwrap().1
+        };
+        let certs = vec![
+            leaf(CertProfile::Posp, "p1", 2, 0, 365),
+            leaf(CertProfile::Posp, "p2", 3, 350, 365), // 15 days left
+            leaf(CertProfile::Posp, "p3", 4, 400, 365), // expired 35 days ago
+            leaf(CertProfile::Admin, "a1", 5, 0, 100),
+            b"not a certificate".to_vec(),
+        ];
+        let day = 86_400;
+        let at = |days_from_now: i64| (1_800_000_000 + days_from_now * day) as u64;
+        let summary = enrolled_summary(&certs, now_ms);
+        let rows = summary.as_array().unwrap();
+        assert_eq!(rows.len(), 3, "{summary}");
+        let row = |bank: &str, profile: &str| {
+            rows.iter().find(|r| r["bank"] == bank && r["profile"] == profile).unwrap().clone()
+        };
+        let posp = row("bank-a", "posp");
+        assert_eq!(
+            (posp["count"].clone(), posp["expiringWithin30Days"].clone()),
+            (json!(3), json!(2))
+        );
+        // notAfter is seconds-exact, a day either side of the computed one for leap seconds.
+        let earliest = posp["earliestNotAfter"].as_u64().unwrap();
+        assert!(earliest.abs_diff(at(-35)) <= day as u64, "{posp}");
+        let admin = row("bank-a", "admin");
+        assert_eq!(
+            (admin["count"].clone(), admin["expiringWithin30Days"].clone()),
+            (json!(1), json!(0))
+        );
+        assert!(admin["earliestNotAfter"].as_u64().unwrap().abs_diff(at(100)) <= day as u64);
+        assert_eq!(row("?", "?")["count"], json!(1));
+        assert_eq!(enrolled_summary(&[], now_ms), json!([]));
     }
 
     fn code(r: Result<Value, RpcError>) -> (i64, String) {

@@ -284,8 +284,8 @@ fn render_proxy(out: &mut String, c: &Counts) {
         "vpbox_certificate_not_after_timestamp_seconds",
         "gauge",
         "When each certificate the box depends on expires (its notAfter): the member banks' \
-         roots, the issuing CAs in the members' chains, each member's vp-node certificate, and \
-         the chain this proxy presents (kind=\"box\", or \"ca\" for its issuing CA).",
+         roots, and the chain this proxy presents (kind=\"box\", and \"ca\" for its issuing \
+         CA). Each box shows its own vp-node certificate.",
     );
     let mut all: Vec<&crate::trust::CertExpiry> = c.certificates.iter().collect();
     for own in &c.own {
@@ -361,8 +361,51 @@ fn render_node(out: &mut String, node: Option<&Value>) {
         );
         for (outcome, v) in links {
             if let Some(v) = v.as_u64() {
-                let _ =
-                    writeln!(out, "vpbox_node_links_total{{outcome=\"{}\"}} {v}", escape(outcome));
+                let _ = writeln!(
+                    out,
+                    "vpbox_node_links_total{{outcome=\"{}\"}} {v}",
+                    label_value(outcome)
+                );
+            }
+        }
+    }
+    if let Some(rows) = n.get("certificates").and_then(Value::as_array) {
+        for (name, field, kind, help) in [
+            (
+                "vpbox_enrolled_certificates",
+                "count",
+                "gauge",
+                "Certificates enrolled on the ledger, by bank and profile.",
+            ),
+            (
+                "vpbox_enrolled_certificate_earliest_not_after_timestamp_seconds",
+                "earliestNotAfter",
+                "gauge",
+                "The earliest notAfter of the enrolled certificates, by bank and profile: past \
+                 it that client's transactions are refused.",
+            ),
+            (
+                "vpbox_enrolled_certificates_expiring",
+                "expiringWithin30Days",
+                "gauge",
+                "Enrolled certificates that expire within 30 days, or have, by bank and profile.",
+            ),
+        ] {
+            head(out, name, kind, help);
+            for r in rows {
+                let (Some(bank), Some(profile), Some(v)) = (
+                    r.get("bank").and_then(Value::as_str),
+                    r.get("profile").and_then(Value::as_str),
+                    r.get(field).and_then(Value::as_u64),
+                ) else {
+                    continue;
+                };
+                let _ = writeln!(
+                    out,
+                    "{name}{{bank=\"{}\",profile=\"{}\"}} {v}",
+                    label_value(bank),
+                    label_value(profile)
+                );
             }
         }
     }
@@ -442,11 +485,6 @@ pub fn health(node: Option<&Value>, trust_loaded: bool) -> (bool, Value) {
     )
 }
 
-/// A label value as the text format wants it.
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -489,9 +527,9 @@ mod tests {
         assert!(!m.render(None).contains("vpbox_crl_next_update_timestamp_seconds{"));
     }
 
-    /// Every certificate the box depends on is a sample of its notAfter, by kind and subject;
-    /// the box's own leaf, a member's node certificate too, is shown once, as the box's; an
-    /// issuing CA in both lists once.
+    /// Every certificate the box depends on is a sample of its notAfter, by kind and subject:
+    /// the roots from the trust state, the box's own chain from its file; a certificate in
+    /// both (a root sent along in the box's chain) is shown once, as part of the box's chain.
     #[test]
     fn each_certificate_shows_its_not_after_once() {
         use crate::trust::CertExpiry;
@@ -505,14 +543,13 @@ mod tests {
             vec![],
             vec![
                 cert("root", "CN=bank-a Root CA,O=bank-a", 2_000_000_000),
-                cert("ca", "CN=bank-a Issuing CA,O=bank-a", 1_900_000_000),
-                cert("node", "CN=node1,OU=vp-node,O=bank-a", 1_800_000_000),
-                cert("node", "CN=node2,OU=vp-node,O=bank-a", 1_800_000_100),
+                cert("root", "CN=bank-b Root CA,O=bank-b", 2_000_000_100),
             ],
         );
         m.own_certificate(vec![
             cert("box", "CN=node1,OU=vp-node,O=bank-a", 1_800_000_000),
             cert("ca", "CN=bank-a Issuing CA,O=bank-a", 1_900_000_000),
+            cert("ca", "CN=bank-a Root CA,O=bank-a", 2_000_000_000),
         ]);
         let page = m.render(None);
         let name = "vpbox_certificate_not_after_timestamp_seconds";
@@ -524,10 +561,14 @@ mod tests {
             [
                 "vpbox_certificate_not_after_timestamp_seconds{kind=\"box\",subject=\"CN=node1,OU=vp-node,O=bank-a\"} 1800000000",
                 "vpbox_certificate_not_after_timestamp_seconds{kind=\"ca\",subject=\"CN=bank-a Issuing CA,O=bank-a\"} 1900000000",
-                "vpbox_certificate_not_after_timestamp_seconds{kind=\"node\",subject=\"CN=node2,OU=vp-node,O=bank-a\"} 1800000100",
-                "vpbox_certificate_not_after_timestamp_seconds{kind=\"root\",subject=\"CN=bank-a Root CA,O=bank-a\"} 2000000000",
+                "vpbox_certificate_not_after_timestamp_seconds{kind=\"ca\",subject=\"CN=bank-a Root CA,O=bank-a\"} 2000000000",
+                "vpbox_certificate_not_after_timestamp_seconds{kind=\"root\",subject=\"CN=bank-b Root CA,O=bank-b\"} 2000000100",
             ]
         );
+        // A new trust state replaces the roots; the box's chain stays until it is reloaded.
+        m.trust_updated(vec![], vec![]);
+        let page = m.render(None);
+        assert_eq!(page.lines().filter(|l| l.starts_with(&format!("{name}{{"))).count(), 3);
     }
 
     #[test]
@@ -625,6 +666,8 @@ mod tests {
                         "commitLatency": Histogram::default().json()},
             "nodes": [{"isSelf": true, "status": "up"}, {"isSelf": false, "status": "up"},
                       {"isSelf": false, "status": "down"}],
+            "certificates": [{"bank": "bank-a", "profile": "posp", "count": 12,
+                              "earliestNotAfter": 1_800_000_000u64, "expiringWithin30Days": 2}],
         });
         let up = m.render(Some(&node));
         for line in [
@@ -635,6 +678,9 @@ mod tests {
             "vpbox_node_links_total{outcome=\"refused\"} 1",
             "vpbox_node_peers_up 1",
             "vpbox_node_commit_latency_seconds_count 0",
+            "vpbox_enrolled_certificates{bank=\"bank-a\",profile=\"posp\"} 12",
+            "vpbox_enrolled_certificate_earliest_not_after_timestamp_seconds{bank=\"bank-a\",profile=\"posp\"} 1800000000",
+            "vpbox_enrolled_certificates_expiring{bank=\"bank-a\",profile=\"posp\"} 2",
         ] {
             assert!(up.contains(&format!("{line}\n")), "{line} missing:\n{up}");
         }

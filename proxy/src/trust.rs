@@ -41,8 +41,10 @@ pub struct TrustState {
     pub crls: usize,
     /// Each CRL in force (the latest of each CA), for monitoring.
     pub crls_in_force: Vec<vpbox_ca::policy::CrlInForce>,
-    /// The notAfter of each root, each member's `vp-node` certificate and each issuing CA in
-    /// their chains, for monitoring ([`CertExpiry`]).
+    /// The notAfter of each member bank's root, for monitoring ([`CertExpiry`]). (Not the
+    /// members' `vp-node` certificates in the governance state: a box renews its own without a
+    /// vote, so the copy there may be older than the one it presents. Each box's page shows
+    /// its own chain instead.)
     pub certificates: Vec<CertExpiry>,
 }
 
@@ -51,8 +53,8 @@ pub struct TrustState {
 /// lapses loses every certificate under it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct CertExpiry {
-    /// `root` (a member bank's), `ca` (an issuing CA in a member's chain), `node` (a member's
-    /// `vp-node` certificate) or `box` (the certificate this proxy presents).
+    /// `root` (a member bank's), `box` (the certificate this proxy presents) or `ca` (an
+    /// issuing CA in that chain).
     pub kind: &'static str,
     /// Its subject (RFC 4514).
     pub subject: String,
@@ -131,7 +133,6 @@ impl TrustState {
             let key = hex_bytes(&n["consensusKey"], &format!("node {id}: consensusKey"))?;
             let key = PublicKey::from_sec1(&key).map_err(|e| format!("node {id}: {e}"))?;
             let certificate = hex_bytes(&n["certificate"], &format!("node {id}: certificate"))?;
-            certificates.extend(expiries(&certificate, "node"));
             members.push(Member {
                 id,
                 name: n["name"].as_str().unwrap_or_default().to_string(),
@@ -140,7 +141,6 @@ impl TrustState {
                 dns_name: dns_names(&certificate).into_iter().next(),
             });
         }
-        // An issuing CA shared by a bank's nodes is one certificate.
         certificates.sort();
         certificates.dedup();
         Ok(Self {

@@ -80,8 +80,7 @@ pub(crate) fn admin_checks(dir: &Path) {
     let next: f64 = crls[0].rsplit(' ').next().unwrap().parse().unwrap();
     assert!(next > now.as_secs_f64() + 3600.0, "{}", crls[0]);
     // Every certificate the box depends on, with its notAfter in the future: both banks'
-    // roots, the three other members' vp-node certificates, and box 1's own (once, as the
-    // box's, not also as a member's).
+    // roots and box 1's own vp-node certificate.
     let certs: Vec<(String, f64)> = page
         .lines()
         .filter_map(|l| l.strip_prefix("vpbox_certificate_not_after_timestamp_seconds{"))
@@ -92,9 +91,22 @@ pub(crate) fn admin_checks(dir: &Path) {
         .collect();
     let kinds =
         |k: &str| certs.iter().filter(|(l, _)| l.starts_with(&format!("kind=\"{k}\""))).count();
-    assert_eq!((kinds("root"), kinds("node"), kinds("box")), (2, 3, 1), "{certs:?}");
+    assert_eq!((kinds("root"), kinds("box")), (2, 1), "{certs:?}");
     assert!(certs.iter().any(|(l, _)| l.contains("kind=\"box\"") && l.contains("CN=node1")));
     assert!(certs.iter().all(|(_, at)| *at > now.as_secs_f64() + 86_400.0), "{certs:?}");
+    // The enrolled ones, from the node: each bank's POSP and admin, none expiring soon.
+    for bank in ["bank-a", "bank-b"] {
+        for profile in ["posp", "admin"] {
+            let labels = format!("{{bank=\"{bank}\",profile=\"{profile}\"}}");
+            let count = sample(&page, &format!("vpbox_enrolled_certificates{labels}"));
+            assert!(count.is_some_and(|n| n >= 1.0), "{labels}:\n{page}");
+            let expiring = sample(&page, &format!("vpbox_enrolled_certificates_expiring{labels}"));
+            assert_eq!(expiring, Some(0.0), "{labels}");
+            let name = "vpbox_enrolled_certificate_earliest_not_after_timestamp_seconds";
+            let earliest = sample(&page, &format!("{name}{labels}")).unwrap();
+            assert!(earliest > now.as_secs_f64() + 30.0 * 86_400.0, "{labels}: {earliest}");
+        }
+    }
     for (listener, reason) in [
         ("p2p", "wrong_profile"),
         ("p2p", "claims_another_node"),
