@@ -17,8 +17,9 @@ say() { printf '\n$ %s\n' "$*"; "$@"; }
 say vpbox cluster up --dir vpbox-dev
 say vpbox status --dir vpbox-dev
 read -r key value _ < <(vpbox anchor hash docs/examples/slip.json)
-say vpbox anchor put "$key" "$value" --dir vpbox-dev
-say vpbox anchor put "$key" "$value" --dir vpbox-dev || true   # write-once: (false, "the key exist")
+posp=vpbox-dev/posp/bank-a.toml   # bank-a's POSP: its key and TLS identity (a signer is required)
+say vpbox anchor put --posp "$posp" "$key" "$value" --dir vpbox-dev
+say vpbox anchor put --posp "$posp" "$key" "$value" --dir vpbox-dev || true   # write-once: (false, "the key exist")
 say vpbox anchor get "$key" --dir vpbox-dev
 say vpbox anchor verify docs/examples/slip.json --dir vpbox-dev
 printf '\nThe cluster keeps running in ./vpbox-dev (stop: vpbox cluster down --dir vpbox-dev).\n'

@@ -254,10 +254,13 @@ enum AnchorCommand {
     Hash(AnchorHashArgs),
     /// Anchor a key and value (or a CSV of them) on the ledger through a node.
     #[command(after_help = "Examples:
-  vpbox anchor put 0x<key> 0x<value>          # (true, \"Success\") or (false, \"the key exist\")
-  vpbox anchor put --file day-end.csv         # key,value lines; resumes after an interruption
-  vpbox anchor put --rpc /run/vpbox/node.sock --key-file posp.pem 0x… 0x…")]
-    Put(crate::client_cmd::PutArgs),
+  vpbox anchor put --posp posp.toml 0x<key> 0x<value>   # (true, \"Success\") or (false, \"the key exist\")
+  vpbox anchor put --posp posp.toml --file day-end.csv  # key,value lines; resumes after an interruption
+  vpbox anchor put --module M --token T --key-id 01 --pin-file pin --url https://… 0x… 0x…
+  vpbox anchor put --rpc /run/vpbox/node.sock --key-file posp.pem 0x… 0x…
+The signing key is required (no default): --key-file, a token, or a POSP file (--posp) naming
+one; `vpbox cluster up` writes one per bank (vpbox-dev/posp/bank-a.toml).")]
+    Put(Box<crate::client_cmd::PutArgs>),
     /// Read an anchor: (true, \"Success\", value) or (false, \"the key is not exist\", 0x00…00).
     Get(crate::client_cmd::GetArgs),
     /// Check a slip file against the ledger: anchored, and with exactly these bytes?

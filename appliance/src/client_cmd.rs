@@ -3,8 +3,10 @@
 //!
 //! The node is found through `--rpc SOCKET`, or the cluster folder's genesis (`--dir`,
 //! default `./vpbox-dev`: the first node that answers). Transactions are signed here with the
-//! POSP's SM2 key (`--key`, default the folder's `posp/bank-a.pem`): a POSP's key is its own,
-//! not the node's.
+//! client's own SM2 key, which every signing command requires — `--key-file`, a key in a token
+//! (`--module`, `--token`, `--key-id`, `--pin-file`), or a POSP's client file (`--posp FILE`,
+//! [`PospFile`]) that names either and the box to call — so nobody signs as another bank's POSP
+//! by leaving a flag out.
 //!
 //! `put --file batch.csv` reads `key,value` lines (hex, `0x` optional; blank lines and `#`
 //! comments skipped), sends them as `anchor_putBatch` transactions of `--batch` pairs, shows a
@@ -79,9 +81,9 @@ pub(crate) struct PutArgs {
     /// Pairs per batch transaction with --file.
     #[arg(long, default_value_t = 5000)]
     pub(crate) batch: usize,
-    /// The POSP's SM2 key (PKCS#8 PEM). Default: DIR/posp/bank-a.pem.
-    #[arg(long)]
-    pub(crate) key_file: Option<PathBuf>,
+    /// Whose key signs.
+    #[command(flatten)]
+    pub(crate) signer: KeyArgs,
     /// Return once the node has stored the transaction, without waiting for its commit.
     #[arg(long)]
     pub(crate) no_wait: bool,
@@ -102,12 +104,19 @@ pub(crate) struct CertTxArgs {
     pub(crate) conn: Conn,
 }
 
-/// Whose key signs: a POSP's software key file, or a key in an HSM token (an admin's).
+/// Whose key signs (one is required): a software key file, a key in an HSM token, or a POSP's
+/// client file naming one of them.
 #[derive(Debug, Args, Clone)]
 pub(crate) struct KeyArgs {
-    /// The SM2 key (PKCS#8 PEM). Default: DIR/posp/bank-a.pem.
-    #[arg(long, conflicts_with = "module")]
+    /// The SM2 key (PKCS#8 PEM).
+    #[arg(long, conflicts_with_all = ["module", "posp"])]
     pub(crate) key_file: Option<PathBuf>,
+    /// Or a POSP's client file (TOML): its key (`key_file`, or a `[token]` table) and, when
+    /// the flags do not say, the box to call (`url`, `server_name`, `roots`, `tls_cert`,
+    /// `tls_key`). Paths in it are relative to the file. `vpbox cluster up` writes one per
+    /// bank: `posp/BANK.toml`.
+    #[arg(long, conflicts_with = "module")]
+    pub(crate) posp: Option<PathBuf>,
     /// Or the PKCS#11 module of the token that holds the key.
     #[arg(long, requires_all = ["token", "key_id", "pin_file"])]
     pub(crate) module: Option<PathBuf>,
@@ -122,31 +131,144 @@ pub(crate) struct KeyArgs {
     pub(crate) pin_file: Option<PathBuf>,
 }
 
+/// A POSP's client file (`--posp FILE`): everything a POSP server's operator would otherwise
+/// repeat on every command. Relative paths are relative to the file's folder.
+///
+/// ```toml
+/// key_file = "posp.pem"            # or, the key in a token:
+/// # [token]
+/// # module = "/usr/lib/softhsm/libsofthsm2.so"
+/// # label = "bank-a-posp"
+/// # key_id = "01"
+/// # pin_file = "/etc/vpbox/posp-pin"   # mode 0400
+/// url = "https://10.1.0.11:8443"   # a box's API
+/// server_name = "node1.bank-a"     # the DNS name in the box's certificate
+/// roots = "roots.pem"              # the consortium's roots
+/// tls_cert = "posp.crt"            # this client's certificate chain
+/// tls_key = "posp-tls.pem"         # and its TLS key (a software key, for now)
+/// ```
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PospFile {
+    /// The signing key, a PKCS#8 PEM file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) key_file: Option<PathBuf>,
+    /// Or the signing key in a token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) token: Option<TokenKey>,
+    /// A box's API, `https://HOST:PORT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) url: Option<String>,
+    /// The name in the box's certificate, when the URL's host is an address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) server_name: Option<String>,
+    /// The consortium's roots (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) roots: Option<PathBuf>,
+    /// This client's certificate chain (PEM) for the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// This client's TLS key (PKCS#8 PEM) for the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) tls_key: Option<PathBuf>,
+}
+
+/// A signing key in a token.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TokenKey {
+    /// The PKCS#11 module.
+    pub(crate) module: PathBuf,
+    /// The token's label.
+    pub(crate) label: String,
+    /// The key's CKA_ID (hex).
+    pub(crate) key_id: String,
+    /// The user PIN file (0400).
+    pub(crate) pin_file: PathBuf,
+}
+
+impl PospFile {
+    /// Reads `path`, its relative paths made relative to its folder; exactly one key.
+    pub(crate) fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
+        let mut f: Self = toml::from_str(&text).with_context(|| path.display().to_string())?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in
+            [&mut f.key_file, &mut f.roots, &mut f.tls_cert, &mut f.tls_key].into_iter().flatten()
+        {
+            *p = base.join(&*p);
+        }
+        if let Some(t) = &mut f.token {
+            t.pin_file = base.join(&t.pin_file);
+        }
+        match (&f.key_file, &f.token) {
+            (Some(_), None) | (None, Some(_)) => Ok(f),
+            _ => bail!("{}: give exactly one of key_file and [token]", path.display()),
+        }
+    }
+
+    /// `conn` with what its flags leave out taken from this file.
+    pub(crate) fn fill(&self, conn: &Conn) -> Conn {
+        let mut c = conn.clone();
+        if c.rpc.is_none() {
+            c.url = c.url.or_else(|| self.url.clone());
+        }
+        c.server_name = c.server_name.or_else(|| self.server_name.clone());
+        c.roots = c.roots.or_else(|| self.roots.clone());
+        c.tls_cert = c.tls_cert.or_else(|| self.tls_cert.clone());
+        c.tls_key = c.tls_key.or_else(|| self.tls_key.clone());
+        c
+    }
+}
+
+fn open_token(module: &Path, label: &str, id: &str, pin: &Path) -> Result<Box<dyn Signer>> {
+    let signer = vpbox_pkcs11::Pkcs11Signer::open(vpbox_pkcs11::SignerConfig {
+        module: module.to_path_buf(),
+        token: vpbox_pkcs11::TokenSelector::Label(label.to_string()),
+        key_id: hex::decode(id.strip_prefix("0x").unwrap_or(id))
+            .context("the key id is not hex")?,
+        pin: vpbox_pkcs11::Pin::from_file(pin)?,
+        profile: None,
+        pinned: None,
+        sessions: 1,
+    })?;
+    Ok(Box::new(signer))
+}
+
 impl KeyArgs {
-    /// The signer these arguments name.
-    pub(crate) fn signer(&self, conn: &Conn) -> Result<Box<dyn Signer>> {
+    /// The signer these arguments name, and the connection with what a POSP file adds. With
+    /// none named, an error that says how to name one (there is no default key).
+    pub(crate) fn signer(&self, conn: &Conn) -> Result<(Box<dyn Signer>, Conn)> {
         if let (Some(module), Some(token), Some(id), Some(pin)) =
             (&self.module, &self.token, &self.key_id, &self.pin_file)
         {
-            let signer = vpbox_pkcs11::Pkcs11Signer::open(vpbox_pkcs11::SignerConfig {
-                module: module.clone(),
-                token: vpbox_pkcs11::TokenSelector::Label(token.clone()),
-                key_id: hex::decode(id.strip_prefix("0x").unwrap_or(id))
-                    .context("--key-id is not hex")?,
-                pin: vpbox_pkcs11::Pin::from_file(pin)?,
-                profile: None,
-                pinned: None,
-                sessions: 1,
-            })?;
-            return Ok(Box::new(signer));
+            return Ok((open_token(module, token, id, pin)?, conn.clone()));
         }
-        Ok(Box::new(signer(conn, &self.key_file)?))
+        if let Some(path) = &self.key_file {
+            return Ok((Box::new(signer_from_file(path)?), conn.clone()));
+        }
+        let Some(path) = &self.posp else {
+            let example = conn.dir.join("posp/bank-a.toml");
+            bail!(
+                "whose key signs? give --key-file KEY, a key in a token (--module, --token, \
+                 --key-id, --pin-file), or a POSP's client file --posp FILE (in a development \
+                 cluster: --posp {})",
+                example.display()
+            );
+        };
+        let f = PospFile::load(path)?;
+        let s = match (&f.key_file, &f.token) {
+            (Some(k), _) => Box::new(signer_from_file(k)?) as Box<dyn Signer>,
+            (None, Some(t)) => open_token(&t.module, &t.label, &t.key_id, &t.pin_file)?,
+            (None, None) => bail!("{}: no key", path.display()),
+        };
+        Ok((s, f.fill(conn)))
     }
 }
 
 /// Sends an enrollment (`crl` false) or a CRL (`crl` true) and waits for its block.
 pub(crate) fn cert_tx(a: &CertTxArgs, crl: bool) -> Result<Outcome> {
-    let s = a.key.signer(&a.conn)?;
+    let (s, conn) = a.key.signer(&a.conn)?;
     let pem = std::fs::read_to_string(&a.file).with_context(|| a.file.display().to_string())?;
     // A certificate may be followed by its issuing CAs, a CRL by its issuing CA's chain.
     let (der, method) = if crl {
@@ -165,10 +287,10 @@ pub(crate) fn cert_tx(a: &CertTxArgs, crl: bool) -> Result<Outcome> {
     }
     let payload = if crl { Payload::Crl(der) } else { Payload::Enroll(der) };
     let tx = sign(s.as_ref(), payload)?;
-    let r = local_client(&a.conn)?
+    let r = local_client(&conn)?
         .call(method, json!({"tx": hex::encode(tx.encode()), "wait": true}))
         .map_err(rpc_error)?;
-    Ok(print_committed(&a.conn, &r))
+    Ok(print_committed(&conn, &r))
 }
 
 /// Prints a write's answer: the JSON, or `(ok, "message") in block N`, or pending.
@@ -312,9 +434,8 @@ pub(crate) fn local_client(conn: &Conn) -> Result<RpcClient> {
     bail!("no node of {} answers", conn.dir.display())
 }
 
-fn signer(conn: &Conn, key_file: &Option<PathBuf>) -> Result<SoftwareSigner> {
-    let path = key_file.clone().unwrap_or_else(|| conn.dir.join("posp/bank-a.pem"));
-    let pem = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+fn signer_from_file(path: &Path) -> Result<SoftwareSigner> {
+    let pem = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
     Ok(SoftwareSigner::new(SecretKey::from_pem(&pem).with_context(|| path.display().to_string())?))
 }
 
@@ -353,17 +474,18 @@ pub(crate) fn rpc_error(e: CallError) -> anyhow::Error {
 }
 
 pub(crate) fn put(a: &PutArgs) -> Result<Outcome> {
-    let s = signer(&a.conn, &a.key_file)?;
-    let mut c = client(&a.conn)?;
+    let (s, conn) = a.signer.signer(&a.conn)?;
+    let mut c = client(&conn)?;
     if let Some(file) = &a.file {
-        return put_file(&mut c, &s, file, a.batch.clamp(1, 10_000), a.conn.json);
+        return put_file(&mut c, s.as_ref(), file, a.batch.clamp(1, 10_000), conn.json);
     }
     let (Some(k), Some(v)) = (&a.key, &a.value) else { bail!("give KEY VALUE or --file") };
-    let tx = sign(&s, Payload::AnchorPut { key: hex32(k, "KEY")?, value: hex32(v, "VALUE")? })?;
+    let tx =
+        sign(s.as_ref(), Payload::AnchorPut { key: hex32(k, "KEY")?, value: hex32(v, "VALUE")? })?;
     let r = c
         .call("anchor_put", json!({"tx": hex::encode(tx.encode()), "wait": !a.no_wait}))
         .map_err(rpc_error)?;
-    if a.conn.json {
+    if conn.json {
         println!("{r}");
     } else if r["status"] == "committed" {
         println!("({}, {:?})", r["ok"], r["message"].as_str().unwrap_or(""));
@@ -424,7 +546,7 @@ fn save_progress(path: &Path, done: u64, inflight: Option<&[u8]>) -> Result<()> 
 
 fn put_file(
     c: &mut RpcClient,
-    s: &SoftwareSigner,
+    s: &dyn Signer,
     file: &Path,
     batch: usize,
     json_out: bool,

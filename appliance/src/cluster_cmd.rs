@@ -72,7 +72,9 @@ const BANKS: [&str; 2] = ["bank-a", "bank-b"];
 #[derive(Debug, Subcommand)]
 pub(crate) enum ClusterCommand {
     /// Create (first time) and start a local consortium: test-token HSMs, signers, nodes.
-    #[command(after_help = "Example:\n  vpbox cluster up && vpbox anchor put 0x01…01 0x02…02")]
+    #[command(
+        after_help = "Example:\n  vpbox cluster up && vpbox anchor put --posp vpbox-dev/posp/bank-a.toml 0x01…01 0x02…02"
+    )]
     Up(UpArgs),
     /// Stop the local consortium's processes (the folder and its data stay).
     Down(DirArgs),
@@ -409,6 +411,25 @@ fn provision_token(
     args.extend(["--label", key_label, "--id", id]);
     vpbox_in(dir, &args)?;
     Ok((module.to_string(), pin.to_string()))
+}
+
+/// Writes `posp/BANK.toml`, the bank's POSP client file (`--posp`): its key and TLS identity
+/// in the folder (relative paths), the box found through the folder.
+fn write_posp_file(dir: &Path, bank: &str) -> Result<()> {
+    let f = crate::client_cmd::PospFile {
+        key_file: Some(format!("{bank}.pem").into()),
+        tls_cert: Some(format!("{bank}.crt").into()),
+        tls_key: Some(format!("{bank}.pem").into()),
+        ..Default::default()
+    };
+    let text = format!(
+        "# {bank}'s POSP: vpbox anchor put --posp {} --dir {} KEY VALUE\n{}",
+        dir.join("posp").join(format!("{bank}.toml")).display(),
+        dir.display(),
+        toml::to_string(&f)?
+    );
+    fs::write(dir.join("posp").join(format!("{bank}.toml")), text)?;
+    Ok(())
 }
 
 /// Creates `bank`'s CA in `dir`: its key generated in the bank's own token, its root made by
@@ -865,6 +886,7 @@ fn add_bank(dir: &Path, name: &str, module: Option<&Path>) -> Result<Outcome> {
     write_private(&posp.join(format!("{name}.pem")), &key.to_pkcs8_pem()?, 0o600)?;
     let cert = posp.join(format!("{name}.crt"));
     provision_bank(&cd, &module, name, &SoftwareSigner::new(key), &cert)?;
+    write_posp_file(&dir, name)?;
     println!("{name}: root CA and admin keys in its token ({})", cd.display());
     println!("  root:  {}", cd.join("ca/ca.pem").display());
     println!("  admin: {}   POSP: {}", cd.join("admin.crt").display(), cert.display());
@@ -1002,6 +1024,7 @@ fn create(a: &UpArgs) -> Result<()> {
             &SoftwareSigner::new(key),
             &cert,
         )?;
+        write_posp_file(&dir, bank)?;
         println!("  {bank}: root CA key in its token; POSP certificate {}", cert.display());
         roots.push(json!({"bank": bank, "certificate": root}));
     }
@@ -1118,9 +1141,10 @@ fn up(a: &UpArgs) -> Result<Outcome> {
     }
     let rpc = rpc_path(&dir, 1)?;
     println!(
-        "Try:\n  vpbox anchor put 0x{k} 0x{v}\n  vpbox anchor get 0x{k}\n  vpbox status\n  \
+        "Try:\n  vpbox anchor put --posp {posp} 0x{k} 0x{v}\n  vpbox anchor get 0x{k}\n  vpbox status\n  \
          curl -s --unix-socket {} http://node/ -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"block_getChainHeight\",\"params\":[]}}'",
         rpc.display(),
+        posp = dir.join("posp/bank-a.toml").display(),
         k = "11".repeat(32),
         v = "22".repeat(32),
     );

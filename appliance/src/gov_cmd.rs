@@ -179,7 +179,7 @@ pub(crate) fn run(cmd: &GovCommand) -> Result<Outcome> {
         GovCommand::Approve { file, key } => {
             let (mut f, p) = read_file(file)?;
             let conn = Conn { dir: "vpbox-dev".into(), ..Conn::default() };
-            let signer = key.signer(&conn)?;
+            let (signer, _) = key.signer(&conn)?;
             eprintln!("approving governance change {} of chain {}:", p.seq, p.chain.to_hex());
             for c in &p.changes {
                 eprintln!("  - {}", describe(c));
@@ -205,12 +205,12 @@ pub(crate) fn run(cmd: &GovCommand) -> Result<Outcome> {
                 })
                 .collect::<Result<Vec<_>>>()?;
             let payload = ConfigTx { proposal: p.encode(), approvals }.encode();
-            let signer = key.signer(conn)?;
+            let (signer, conn) = key.signer(conn)?;
             let tx = sign(signer.as_ref(), Payload::Config(payload))?;
-            let r = local_client(conn)?
+            let r = local_client(&conn)?
                 .call("gov_submit", json!({"tx": hex::encode(tx.encode()), "wait": true}))
                 .map_err(rpc_error)?;
-            Ok(print_committed(conn, &r))
+            Ok(print_committed(&conn, &r))
         }
     }
 }

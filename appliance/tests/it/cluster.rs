@@ -251,9 +251,16 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
 
     // The seed's answers through the CLI.
     let (k, v1, v2) = ("0x".to_string() + &"ab".repeat(32), "cd".repeat(32), "ef".repeat(32));
+    // Without a key nothing is signed (no silent default POSP): usage error, and the way.
     let r = vpbox(&["anchor", "put", &k, &v1, "--dir", dir]);
+    assert_eq!(r.code, 2, "{}{}", r.text(), r.stderr);
+    assert!(r.stderr.contains("whose key signs?") && r.stderr.contains("--posp"), "{}", r.stderr);
+    let bank_a = c.dir.join("posp/bank-a.toml");
+    let posp_a = ["--posp", s(&bank_a)];
+    let r = vpbox(&[&["anchor", "put", &k, &v1, "--dir", dir][..], &posp_a].concat());
     assert_eq!((r.code, r.text()), (0, "(true, \"Success\")\n".into()), "{}", r.stderr);
-    let r = vpbox(&["anchor", "put", &k, &v2, "--dir", dir]);
+    let r = vpbox(&[&["anchor", "put", &k, &v2, "--dir", dir][..], &posp_a].concat());
+    posp_in_token(&c);
     assert_eq!((r.code, r.text()), (1, "(false, \"the key exist\")\n".into()));
     let r = vpbox(&["anchor", "get", &k, "--dir", dir]);
     assert_eq!(r.text(), format!("(true, \"Success\", 0x{v1})\n"), "the old value stays");
@@ -481,8 +488,9 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
     let lines: String =
         (0..10_000u64).map(|n| format!("0x{:064x},0x{:064x}\n", 900_000 + n, n)).collect();
     std::fs::write(&csv, lines).unwrap();
+    let bank_a = c.dir.join("posp/bank-a.toml");
     let args = ["anchor", "put", "--dir", s(&c.dir), "--file", s(&csv), "--batch", "5000"];
-    let r = vpbox(&args);
+    let r = vpbox(&[&args[..], &["--posp", s(&bank_a)]].concat());
     assert_eq!(r.code, 0, "{}\n{}", r.text(), r.stderr);
     let log = std::fs::read_to_string(c.dir.join("node1/proxy.log")).unwrap();
     assert!(log.contains("\"status\":429"), "the file was rate limited on its way");
@@ -550,6 +558,59 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
     assert!(c.height(4) < c.height(1), "the revoked box is cut off");
 }
 
+/// A POSP whose key lives in a token (bank-a's, CKA_ID 05): generated there, certified by
+/// bank-a's CA, enrolled with the token's flags, then anchoring through a POSP client file that
+/// names the token. The anchor's submitter is that key (not the folder's software POSP key).
+fn posp_in_token(c: &Cluster) {
+    let dir = s(&c.dir);
+    let cd = c.dir.join("ca/bank-a");
+    let conf = cd.join("token.toml");
+    let env = [("VPBOX_TEST_TOKEN_CONF", s(&conf))];
+    let (module, pin) = (crate::token::module(), cd.join("hsm-pin"));
+    let token = ["--module", module.as_str(), "--token", "bank-a-ca", "--pin-file", s(&pin)];
+    let run = |args: &[&str]| {
+        let r = vpbox_env(args, &env);
+        assert_eq!(r.code, 0, "{args:?}: {}{}", r.text(), r.stderr);
+        r.text()
+    };
+    run(&[&["hsm", "keygen"][..], &token, &["--label", "posp-in-token", "--id", "05"]].concat());
+    let subject = "CN=posp-in-token,OU=posp,O=bank-a";
+    let csr =
+        run(&[&["hsm", "csr", "--json"][..], &token, &["--id", "05", "--subject", subject]]
+            .concat());
+    let csr: Value = serde_json::from_str(&csr).unwrap();
+    let (csr_file, crt) = (c.dir.join("posp-in-token.csr"), c.dir.join("posp/in-token.crt"));
+    std::fs::write(&csr_file, csr["csr_pem"].as_str().unwrap()).unwrap();
+    let ca = cd.join("ca");
+    run(&[
+        "ca",
+        "issue",
+        "--dir",
+        s(&ca),
+        "--csr",
+        s(&csr_file),
+        "--profile",
+        "posp",
+        "--out",
+        s(&crt),
+    ]);
+    run(&[&["cert", "enroll", s(&crt), "--dir", dir, "--key-id", "05"][..], &token].concat());
+    // Its client file: the key in the token; TLS as the folder's bank-a POSP (a software key).
+    let file = c.dir.join("posp/in-token.toml");
+    let toml = format!(
+        "tls_cert = \"bank-a.crt\"\ntls_key = \"bank-a.pem\"\n[token]\nmodule = \"{module}\"\n\
+         label = \"bank-a-ca\"\nkey_id = \"05\"\npin_file = \"../ca/bank-a/hsm-pin\"\n"
+    );
+    std::fs::write(&file, toml).unwrap();
+    let (k, v) = (format!("0x{:064x}", 0x70c), format!("0x{:064x}", 1));
+    let out = run(&["anchor", "put", &k, &v, "--dir", dir, "--posp", s(&file), "--json"]);
+    let answer: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(answer["ok"], json!(true), "{answer}");
+    let tx = c.rpc(1).call("tx_getTransactionByHash", json!([answer["txHash"]])).unwrap();
+    let fingerprint = csr["fingerprint_sm3"].as_str().unwrap();
+    assert_eq!(tx["submitter"].as_str().unwrap().trim_start_matches("0x"), fingerprint, "{tx}");
+}
+
 /// Revokes the certificate whose subject starts with `subject` at `bank`'s CA, and publishes
 /// the bank's new CRL on the ledger: the block it is in.
 fn revoke_and_publish(c: &Cluster, bank: &str, subject: &str) -> u64 {
@@ -573,7 +634,8 @@ fn revoke_and_publish(c: &Cluster, bank: &str, subject: &str) -> u64 {
     let crl = c.dir.join(format!("{bank}.crl"));
     let r = vpbox_env(&["ca", "crl", "--dir", s(&ca), "--out", s(&crl)], &env);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let r = vpbox(&["cert", "publish-crl", s(&crl), "--dir", s(&c.dir)]);
+    let posp = c.dir.join("posp/bank-a.toml"); // any enrolled member may carry a CRL
+    let r = vpbox(&["cert", "publish-crl", s(&crl), "--dir", s(&c.dir), "--posp", s(&posp)]);
     assert_eq!(r.code, 0, "{}{}", r.text(), r.stderr);
     assert!(r.text().starts_with("(true, \"Success\") in block"), "{}", r.text());
     r.text().trim().rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap()
@@ -909,7 +971,11 @@ fn governance_admits_a_bank_and_a_node_and_removes_a_node() {
     run(&["ca", "revoke", "--dir", s(&issuing), &serial, "--reason", "key-compromise"], "revoke");
     let crl = file("bank-c-issuing.crl");
     run(&["ca", "crl", "--dir", s(&issuing), "--out", s(&crl)], "crl");
-    let out = ok(vpbox(&["cert", "publish-crl", s(&crl), "--dir", dir]), "publish");
+    let carrier = file("posp/bank-a.toml");
+    let out = ok(
+        vpbox(&["cert", "publish-crl", s(&crl), "--dir", dir, "--posp", s(&carrier)]),
+        "publish",
+    );
     let crl_block: u64 = out.trim().rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap();
     wait("every node commits the CRL", Duration::from_secs(60), || {
         (1..=4).all(|i| c.height(i) > crl_block)

@@ -211,7 +211,8 @@ fn four_boxes_in_their_own_namespaces_commit_one_chain_and_a_cut_off_box_catches
     // the root namespace over the bridge) commit, and every node holds the same block.
     let put = |n: u32| {
         let (k, v) = (format!("0x{:064x}", 0xA000 + n), format!("0x{:064x}", n));
-        let r = vpbox(&["anchor", "put", &k, &v, "--dir", dir, "--json"]);
+        let posp = format!("{dir}/posp/bank-a.toml");
+        let r = vpbox(&["anchor", "put", &k, &v, "--dir", dir, "--json", "--posp", &posp]);
         assert_eq!(r.code, 0, "put {n}: {}{}", r.text(), r.stderr);
         let answer: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
         assert_eq!(answer["ok"], json!(true), "{answer}");
