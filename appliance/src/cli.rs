@@ -68,6 +68,9 @@ enum Command {
     #[command(subcommand)]
     Cluster(crate::cluster_cmd::ClusterCommand),
     /// The local consortium's nodes, primary, heights and health at a glance.
+    #[command(after_help = "Exit status: 0 healthy; 1 unhealthy, each reason on an `unhealthy:` \
+line — no quorum, no failure to spare (one more box down stops commits), a member that does not \
+answer, or one whose status is not `up` (a view change, its signer refusing); 2 usage or I/O error.")]
     Status(crate::cluster_cmd::StatusArgs),
 }
 

@@ -1339,15 +1339,59 @@ pub(crate) fn status(a: &StatusArgs) -> Result<Outcome> {
     }
     let up = rows.iter().filter(|(_, r)| r.is_ok()).count();
     // The membership is the governance state's, as the nodes that answer report it.
-    let members = rows
-        .iter()
-        .find_map(|(_, r)| r.as_ref().ok())
-        .and_then(|v| v["nodes"].as_array().map(Vec::len))
-        .unwrap_or(rows.len());
+    let member_ids: Option<Vec<u64>> =
+        rows.iter().find_map(|(_, r)| r.as_ref().ok()).and_then(|v| {
+            v["nodes"].as_array().map(|l| l.iter().filter_map(|n| n["id"].as_u64()).collect())
+        });
+    let members = member_ids.as_ref().map_or(rows.len(), Vec::len);
     let quorum = vpbox_consensus::quorum(members);
     println!(
         "{up} of {} boxes answer; {quorum} of {members} members are needed to commit",
         rows.len()
     );
-    Ok(if up >= quorum { Outcome::Ok } else { Outcome::Invalid })
+    let problems = health_problems(&rows, member_ids.as_deref(), quorum);
+    for p in &problems {
+        println!("unhealthy: {p}");
+    }
+    Ok(if problems.is_empty() { Outcome::Ok } else { Outcome::Invalid })
+}
+
+/// A box (id, name, bank) and its `node_getNodes` answer.
+type StatusRow<'a> = (&'a (u32, String, String), Result<Value, Down>);
+
+/// Why the consortium, seen from these answers, needs an operator: no quorum, or none to
+/// spare (one more failure stops commits); a member's box that does not answer; a member
+/// whose own status is not `up` (a view change, its signer refusing). A box governance
+/// removed is not a member: its state is nobody's problem. None: healthy.
+fn health_problems(rows: &[StatusRow<'_>], members: Option<&[u64]>, quorum: usize) -> Vec<String> {
+    let is_member = |id: u32| members.is_none_or(|m| m.contains(&u64::from(id)));
+    let mut problems = Vec::new();
+    let answering = rows.iter().filter(|(n, r)| is_member(n.0) && r.is_ok()).count();
+    if answering < quorum {
+        problems.push(format!(
+            "no quorum: {answering} of the members answer and {quorum} are needed, so nothing \
+             commits"
+        ));
+    } else if answering == quorum {
+        problems.push(format!(
+            "no failure to spare: {answering} of the members answer, exactly the {quorum} \
+             needed; one more down and nothing commits"
+        ));
+    }
+    for (n, r) in rows.iter().filter(|(n, _)| is_member(n.0)) {
+        match r {
+            Err(_) => problems.push(format!("{} ({}) does not answer", n.1, n.2)),
+            Ok(v) => {
+                let own = v["nodes"]
+                    .as_array()
+                    .and_then(|l| l.iter().find(|x| x["isSelf"] == json!(true)))
+                    .and_then(|x| x["status"].as_str())
+                    .unwrap_or("?");
+                if own != "up" {
+                    problems.push(format!("{} ({}) is {own}", n.1, n.2));
+                }
+            }
+        }
+    }
+    problems
 }

@@ -466,8 +466,16 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
     let row = |out: &str| {
         out.lines().find(|l| l.starts_with(&format!("node{cut} "))).unwrap_or_default().to_string()
     };
-    let through = vpbox(&["status", "--dir", s(&c.dir)]).text();
+    let r = vpbox(&["status", "--dir", s(&c.dir)]);
+    let through = r.text();
     assert!(row(&through).contains("down"), "{through}");
+    // Three of four answer: the consortium commits, with no failure to spare; exit 1, and why.
+    assert_eq!(r.code, 1, "{through}");
+    assert!(
+        through.contains("unhealthy: no failure to spare: 3 of the members answer"),
+        "{through}"
+    );
+    assert!(through.contains(&format!("unhealthy: node{cut} (")), "{through}");
     let local = vpbox(&["status", "--dir", s(&c.dir), "--local"]).text();
     assert!(!row(&local).contains("down"), "{local}");
     c.up();
@@ -674,6 +682,8 @@ fn compromised_signer_requests(c: &Cluster, node: u32, posp: &SoftwareSigner) {
     assert_eq!(me.unwrap()["status"], json!("signer-refusing"), "{nodes}");
     let r = vpbox(&["status", "--dir", s(&c.dir)]);
     assert!(r.text().contains("signer-refusing"), "{}", r.text());
+    assert_eq!(r.code, 1, "a member not voting as it should is unhealthy: {}", r.text());
+    assert!(r.text().contains(") is signer-refusing"), "{}", r.text());
     assert!(r.text().contains(&format!("node{node}: its signer refused")), "{}", r.text());
     // Past the junk, the node votes again: its guard records its votes at higher positions.
     let guard = |s: &mut vpbox_signer::Client| -> Value {

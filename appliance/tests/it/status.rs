@@ -140,4 +140,12 @@ fn status_gives_each_node_two_seconds_and_shows_the_others() {
     assert!(line("node3").trim_end().ends_with("down"), "{out}");
     assert!(out.contains("1 of 3 boxes answer"), "{out}");
     assert_eq!(status.code(), Some(1), "no quorum: {out}");
+    for why in [
+        "unhealthy: no quorum: 1 of the members answer and 2 are needed",
+        "unhealthy: node1 (bank-a) does not answer",
+        "unhealthy: node3 (bank-a) does not answer",
+    ] {
+        assert!(out.contains(why), "{why} not in:\n{out}");
+    }
+    assert!(!out.contains("unhealthy: node2"), "node2 answers, up: {out}");
 }
