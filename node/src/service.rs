@@ -489,6 +489,26 @@ impl Drop for WaitTurn<'_> {
     }
 }
 
+/// Why a transaction stamped `stamped` is refused by a node whose clock reads `now`: said as
+/// a clock difference (the usual cause is a client whose clock drifted, or a replay), with the
+/// window, not as raw timestamps.
+fn stale(stamped: u64, now: u64, genesis: &Genesis) -> String {
+    let off = std::time::Duration::from_secs(stamped.abs_diff(now) / 1000);
+    let window = std::time::Duration::from_secs(genesis.tx_window_ms / 1000);
+    let (off, window) = (humantime::format_duration(off), humantime::format_duration(window));
+    if stamped > now {
+        format!(
+            "the transaction is stamped {off} ahead of the node's clock (the window is \
+             {window}): is the sender's clock ahead? (check its time sync)"
+        )
+    } else {
+        format!(
+            "the transaction is stamped {off} behind the node's clock (the window is {window}): \
+             an old transaction replayed, or the sender's clock is behind (check its time sync)"
+        )
+    }
+}
+
 /// `gov_waitState`'s parameters: the fingerprint the caller holds (none: answer at once) and
 /// how long to wait for another.
 fn state_wait(params: &Value) -> Result<(Option<String>, Duration), RpcError> {
@@ -600,10 +620,7 @@ impl NodeApi {
         if tx.body.timestamp_ms.abs_diff(now) > self.genesis.tx_window_ms {
             return Err(RpcError::new(
                 RpcError::STALE,
-                format!(
-                    "timestamp {} is more than {} ms from the node's clock",
-                    tx.body.timestamp_ms, self.genesis.tx_window_ms
-                ),
+                stale(tx.body.timestamp_ms, now, &self.genesis),
             ));
         }
         Ok((tx, bytes))
@@ -928,6 +945,24 @@ mod tests {
         assert!(admin["earliestNotAfter"].as_u64().unwrap().abs_diff(at(100)) <= day as u64);
         assert_eq!(row("?", "?")["count"], json!(1));
         assert_eq!(enrolled_summary(&[], now_ms), json!([]));
+    }
+
+    /// A stale transaction is told as a clock difference, ahead or behind, with the window.
+    #[test]
+    fn stale_transactions_name_the_clock_difference() {
+        let dir = tempfile::tempdir().unwrap();
+        let (api, _inbox) = api(dir.path());
+        let now = 1_800_000_000_000;
+        let ahead = stale(now + 4 * 60_000 + 12_000 + 600_000, now, &api.genesis);
+        assert!(
+            ahead.starts_with(
+                "the transaction is stamped 14m 12s ahead of the node's clock (the window is 10m)"
+            ),
+            "{ahead}"
+        );
+        let behind = stale(now - 3_600_000, now, &api.genesis);
+        assert!(behind.starts_with("the transaction is stamped 1h behind"), "{behind}");
+        assert!(behind.contains("replayed"), "{behind}");
     }
 
     fn code(r: Result<Value, RpcError>) -> (i64, String) {
