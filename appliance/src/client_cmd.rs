@@ -34,9 +34,11 @@ use crate::Outcome;
 /// How to reach a node and sign.
 ///
 /// API calls (anchors) go over HTTPS to a box's proxy, as a POSP's do: `--url` with
-/// `--tls-cert` and `--tls-key`, or, in a development cluster's folder, the first box whose proxy answers, as
-/// the folder's bank-a POSP. `--rpc` talks to a node's own Unix socket instead (an operator on
-/// the box); certificate, CRL and governance writes always do (their roles are not a POSP's).
+/// `--tls-cert` and `--tls-key`, or, in a development cluster's folder, the first box whose
+/// proxy answers, with the folder's bank-a POSP's TLS identity unless `--tls-cert` and
+/// `--tls-key` (or a `--posp` file) name another. `--rpc` talks to a node's own Unix socket
+/// instead (an operator on the box). Certificate, CRL and governance writes go to `--url`
+/// when given (as an admin's TLS identity), else to a node's socket.
 #[derive(Debug, Args, Clone, Default)]
 pub(crate) struct Conn {
     /// The cluster's folder (its genesis lists the nodes).
@@ -121,13 +123,13 @@ pub(crate) struct KeyArgs {
     #[arg(long, requires_all = ["token", "key_id", "pin_file"])]
     pub(crate) module: Option<PathBuf>,
     /// The token's label.
-    #[arg(long)]
+    #[arg(long, requires = "module")]
     pub(crate) token: Option<String>,
     /// The key's CKA_ID (hex).
-    #[arg(long)]
+    #[arg(long, requires = "module")]
     pub(crate) key_id: Option<String>,
     /// The user PIN file (0400).
-    #[arg(long)]
+    #[arg(long, requires = "module")]
     pub(crate) pin_file: Option<PathBuf>,
 }
 
@@ -200,6 +202,7 @@ impl PospFile {
         }
         if let Some(t) = &mut f.token {
             t.pin_file = base.join(&t.pin_file);
+            t.module = base.join(&t.module); // (an absolute path stays as it is)
         }
         match (&f.key_file, &f.token) {
             (Some(_), None) | (None, Some(_)) => Ok(f),
@@ -287,7 +290,7 @@ pub(crate) fn cert_tx(a: &CertTxArgs, crl: bool) -> Result<Outcome> {
     }
     let payload = if crl { Payload::Crl(der) } else { Payload::Enroll(der) };
     let tx = sign(s.as_ref(), payload)?;
-    let r = local_client(&conn)?
+    let r = write_client(&conn)?
         .call(method, json!({"tx": hex::encode(tx.encode()), "wait": true}))
         .map_err(rpc_error)?;
     Ok(print_committed(&conn, &r))
@@ -379,11 +382,22 @@ pub(crate) fn client(conn: &Conn) -> Result<RpcClient> {
     }
 }
 
-/// The roots of the cluster in `dir`: its genesis's.
+/// The roots of the cluster in `dir`: its genesis's, and the root of each bank the folder
+/// provisioned since (`ca/BANK/ca/ca.pem`: a bank governance admitted later, whose boxes'
+/// certificates chain to it).
 pub(crate) fn cluster_roots(dir: &Path) -> Result<vpbox_ca::policy::TrustStore> {
     let g = Genesis::load(&dir.join("genesis.json"))
         .with_context(|| "no roots: give --roots, or a cluster folder with --dir".to_string())?;
-    crate::https::roots_der(g.roots.iter().map(|r| r.der.as_slice()))
+    let mut ders: Vec<Vec<u8>> = g.roots.iter().map(|r| r.der.clone()).collect();
+    for bank in std::fs::read_dir(dir.join("ca")).into_iter().flatten().flatten() {
+        let Ok(pem) = std::fs::read_to_string(bank.path().join("ca/ca.pem")) else { continue };
+        if let Ok((_, der)) = pem_rfc7468::decode_vec(pem.as_bytes())
+            && !ders.contains(&der)
+        {
+            ders.push(der);
+        }
+    }
+    crate::https::roots_der(ders.iter().map(Vec::as_slice))
 }
 
 /// A client of box `i`'s API in the cluster at `dir` (its `[proxy] api` address, the server
@@ -412,6 +426,13 @@ pub(crate) fn box_client(
     let Some((api, name)) = box_api(dir, i)? else { return Ok(None) };
     let c = crate::https::client(&api, &name, cluster_roots(dir)?, cert, key)?;
     Ok(Some((api, c)))
+}
+
+/// The client of an admin's write (enrollment, CRL, governance): a box's API when `--url` (or
+/// a POSP file's `url`) names one, as an admin's certificate (mutual TLS); otherwise the node's
+/// own socket, as the box's operator.
+pub(crate) fn write_client(conn: &Conn) -> Result<RpcClient> {
+    if conn.url.is_some() && conn.rpc.is_none() { client(conn) } else { local_client(conn) }
 }
 
 /// A client of a node's own Unix socket: `--rpc`, or the folder's first node that answers.

@@ -1095,6 +1095,17 @@ fn up(a: &UpArgs) -> Result<Outcome> {
         create(a)?;
     }
     let dir = fs::canonicalize(&a.dir.dir)?;
+    // A folder made before POSP client files existed gets them (each bank with a POSP key).
+    for entry in fs::read_dir(dir.join("posp"))?.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "pem")
+            && let Some(bank) = path.file_stem().and_then(|s| s.to_str())
+            && !path.with_extension("toml").exists()
+            && dir.join("ca").join(bank).exists()
+        {
+            write_posp_file(&dir, bank)?;
+        }
+    }
     let genesis = Genesis::load(&dir.join("genesis.json"))?;
     let n = genesis.nodes.len() as u32;
     for i in 1..=n {
@@ -1360,7 +1371,8 @@ pub(crate) fn status(a: &StatusArgs) -> Result<Outcome> {
 type StatusRow<'a> = (&'a (u32, String, String), Result<Value, Down>);
 
 /// Why the consortium, seen from these answers, needs an operator: no quorum, or none to
-/// spare (one more failure stops commits); a member's box that does not answer; a member
+/// spare (one more failure stops commits; said of four members or more, as a smaller one never
+/// has one to spare); a member's box that does not answer; a member
 /// whose own status is not `up` (a view change, its signer refusing). A box governance
 /// removed is not a member: its state is nobody's problem. None: healthy.
 fn health_problems(rows: &[StatusRow<'_>], members: Option<&[u64]>, quorum: usize) -> Vec<String> {
@@ -1372,7 +1384,7 @@ fn health_problems(rows: &[StatusRow<'_>], members: Option<&[u64]>, quorum: usiz
             "no quorum: {answering} of the members answer and {quorum} are needed, so nothing \
              commits"
         ));
-    } else if answering == quorum {
+    } else if answering == quorum && members.map_or(rows.len(), <[u64]>::len) >= 4 {
         problems.push(format!(
             "no failure to spare: {answering} of the members answer, exactly the {quorum} \
              needed; one more down and nothing commits"

@@ -27,7 +27,7 @@ use vpbox_ledger::tx::Payload;
 use vpbox_sm::sm3::{Digest, hash};
 
 use crate::Outcome;
-use crate::client_cmd::{Conn, KeyArgs, client, local_client, print_committed, rpc_error, sign};
+use crate::client_cmd::{Conn, KeyArgs, client, print_committed, rpc_error, sign};
 
 /// `vpbox gov …`
 #[derive(Debug, Subcommand)]
@@ -207,7 +207,7 @@ pub(crate) fn run(cmd: &GovCommand) -> Result<Outcome> {
             let payload = ConfigTx { proposal: p.encode(), approvals }.encode();
             let (signer, conn) = key.signer(conn)?;
             let tx = sign(signer.as_ref(), Payload::Config(payload))?;
-            let r = local_client(&conn)?
+            let r = crate::client_cmd::write_client(&conn)?
                 .call("gov_submit", json!({"tx": hex::encode(tx.encode()), "wait": true}))
                 .map_err(rpc_error)?;
             Ok(print_committed(&conn, &r))

@@ -37,7 +37,7 @@ use crate::rpc::{Methods, RpcError, param};
 
 /// How long `anchor_put` waits for its commit before answering "pending".
 pub const WAIT_MAX: Duration = Duration::from_secs(30);
-/// The longest `gov_waitState` waits for a change, and its default: under the proxy's 40 s
+/// The longest `gov_waitState` waits for a change, and its default: under the proxy's 45 s
 /// answer deadline, so an admin may call it through the proxy too.
 pub const STATE_WAIT_MAX: Duration = Duration::from_secs(30);
 /// How many `gov_waitState` calls may wait at once (each holds one of the RPC server's
@@ -426,8 +426,8 @@ pub struct NodeApi {
     trust_changes: Arc<TrustChanges>,
     /// `gov_waitState` calls waiting now.
     state_waiters: AtomicUsize,
-    /// The enrolled certificates' summary and when it was made ([`ENROLLED_EVERY`]).
-    enrolled: Mutex<Option<(u64, Value)>>,
+    /// The enrolled certificates' summary and when it was made ([`ENROLLED_EVERY_MS`]).
+    enrolled: Mutex<Option<(std::time::Instant, Value)>>,
 }
 
 /// How long the enrolled certificates' summary in `node_getNodes` stands before it is made
@@ -437,12 +437,23 @@ const ENROLLED_EVERY_MS: u64 = 60_000;
 /// `certificate-expiring` warning.
 const EXPIRING_WITHIN_MS: u64 = 30 * 24 * 3600 * 1000;
 
-/// The enrolled certificates by bank and profile at `now_ms`: how many, the earliest notAfter
-/// (Unix seconds), and how many expire within [`EXPIRING_WITHIN_MS`] (or have). One that does
-/// not parse counts under bank and profile `?`.
+/// The enrolled certificates by bank and profile at `now_ms`: how many are still valid, the
+/// earliest notAfter among them (Unix seconds; absent when none is), how many of them expire
+/// within [`EXPIRING_WITHIN_MS`], and how many have expired. An enrollment stays on the ledger
+/// for good (a retired POSP's too), so expired ones are counted apart rather than alarming
+/// forever; a revoked one counts until it expires. One that does not parse counts under bank
+/// and profile `?`, as expired.
 fn enrolled_summary(certs: &[Vec<u8>], now_ms: u64) -> Value {
-    let mut by: std::collections::BTreeMap<(String, String), (u64, u64, u64)> =
+    #[derive(Default)]
+    struct Row {
+        valid: u64,
+        earliest: Option<u64>,
+        expiring: u64,
+        expired: u64,
+    }
+    let mut by: std::collections::BTreeMap<(String, String), Row> =
         std::collections::BTreeMap::new();
+    let now = now_ms / 1000;
     for der in certs {
         let (key, not_after) = match vpbox_ca::cert::leaf_summary(der) {
             Ok(s) => {
@@ -452,18 +463,26 @@ fn enrolled_summary(certs: &[Vec<u8>], now_ms: u64) -> Value {
             }
             Err(_) => (("?".to_string(), "?".to_string()), 0),
         };
-        let e = by.entry(key).or_insert((0, u64::MAX, 0));
-        e.0 += 1;
-        e.1 = e.1.min(not_after);
-        if not_after.saturating_mul(1000) <= now_ms.saturating_add(EXPIRING_WITHIN_MS) {
-            e.2 += 1;
+        let row = by.entry(key).or_default();
+        if not_after <= now {
+            row.expired += 1;
+            continue;
+        }
+        row.valid += 1;
+        row.earliest = Some(row.earliest.map_or(not_after, |e| e.min(not_after)));
+        if not_after <= now.saturating_add(EXPIRING_WITHIN_MS / 1000) {
+            row.expiring += 1;
         }
     }
     Value::Array(
         by.into_iter()
-            .map(|((bank, profile), (count, earliest, expiring))| {
-                json!({"bank": bank, "profile": profile, "count": count,
-                       "earliestNotAfter": earliest, "expiringWithin30Days": expiring})
+            .map(|((bank, profile), r)| {
+                let mut v = json!({"bank": bank, "profile": profile, "count": r.valid,
+                                   "expiringWithin30Days": r.expiring, "expired": r.expired});
+                if let (Some(o), Some(e)) = (v.as_object_mut(), r.earliest) {
+                    o.insert("earliestNotAfter".into(), json!(e));
+                }
+                v
             })
             .collect(),
     )
@@ -628,10 +647,9 @@ impl NodeApi {
 
     /// The enrolled certificates' summary, made again when older than [`ENROLLED_EVERY_MS`].
     fn enrolled(&self) -> Result<Value, RpcError> {
-        let now = now_ms();
         let mut cached = self.enrolled.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some((at, v)) = cached.as_ref()
-            && now.saturating_sub(*at) < ENROLLED_EVERY_MS
+            && at.elapsed() < Duration::from_millis(ENROLLED_EVERY_MS)
         {
             return Ok(v.clone());
         }
@@ -641,8 +659,8 @@ impl NodeApi {
             .map_err(|_| RpcError::new(RpcError::INTERNAL, "ledger lock poisoned"))?
             .enrolled_certificates()
             .map_err(|e| RpcError::new(RpcError::INTERNAL, e.to_string()))?;
-        let v = enrolled_summary(&certs, now);
-        *cached = Some((now, v.clone()));
+        let v = enrolled_summary(&certs, now_ms());
+        *cached = Some((std::time::Instant::now(), v.clone()));
         Ok(v)
     }
 
@@ -793,9 +811,10 @@ impl Methods for NodeApi {
                 let mut nodes = answer.recv_timeout(Duration::from_secs(10)).map_err(|_| {
                     RpcError::new(RpcError::BUSY, "the node did not answer in time")
                 })?;
-                // Read here, on the RPC thread, not by the driver (consensus).
-                if let Some(o) = nodes.as_object_mut() {
-                    o.insert("certificates".into(), self.enrolled()?);
+                // Read here, on the RPC thread, not by the driver (consensus); a failure leaves
+                // the field out rather than failing the node's whole state.
+                if let (Some(o), Ok(certs)) = (nodes.as_object_mut(), self.enrolled()) {
+                    o.insert("certificates".into(), certs);
                 }
                 Ok(nodes)
             }
@@ -930,20 +949,20 @@ mod tests {
             rows.iter().find(|r| r["bank"] == bank && r["profile"] == profile).unwrap().clone()
         };
         let posp = row("bank-a", "posp");
-        assert_eq!(
-            (posp["count"].clone(), posp["expiringWithin30Days"].clone()),
-            (json!(3), json!(2))
-        );
-        // notAfter is seconds-exact, a day either side of the computed one for leap seconds.
+        let counts = |r: &Value| {
+            (r["count"].clone(), r["expiringWithin30Days"].clone(), r["expired"].clone())
+        };
+        assert_eq!(counts(&posp), (json!(2), json!(1), json!(1)), "{posp}");
+        // The earliest of the valid ones (p2's, 15 days left), not the expired p3's; a day
+        // either side of the computed date.
         let earliest = posp["earliestNotAfter"].as_u64().unwrap();
-        assert!(earliest.abs_diff(at(-35)) <= day as u64, "{posp}");
+        assert!(earliest.abs_diff(at(15)) <= day as u64, "{posp}");
         let admin = row("bank-a", "admin");
-        assert_eq!(
-            (admin["count"].clone(), admin["expiringWithin30Days"].clone()),
-            (json!(1), json!(0))
-        );
+        assert_eq!(counts(&admin), (json!(1), json!(0), json!(0)));
         assert!(admin["earliestNotAfter"].as_u64().unwrap().abs_diff(at(100)) <= day as u64);
-        assert_eq!(row("?", "?")["count"], json!(1));
+        let garbage = row("?", "?");
+        assert_eq!(counts(&garbage), (json!(0), json!(0), json!(1)));
+        assert!(garbage.get("earliestNotAfter").is_none(), "none valid: {garbage}");
         assert_eq!(enrolled_summary(&[], now_ms), json!([]));
     }
 

@@ -46,8 +46,8 @@ pub struct Limits {
     /// 10 s, as the node's body deadline.
     pub request_deadline_ms: NonZeroU64,
     /// From a request's head until the node's answer is whole (the body's time included,
-    /// itself at most `request_deadline_ms`). Default 40 s: above the 30 s an `anchor_put`
-    /// may wait for its commit.
+    /// itself at most `request_deadline_ms`). Default 45 s: a body's 10 s, then the 30 s an
+    /// `anchor_put` may wait for its commit, and a margin.
     pub answer_deadline_ms: NonZeroU64,
     /// Connections per listener and per client.
     pub connections: ConnectionCaps,
@@ -63,7 +63,7 @@ impl Default for Limits {
             handshake_deadline_ms: NonZeroU64::MIN.saturating_add(5_000 - 1),
             handshakes_per_source: NonZeroU32::MIN.saturating_add(32 - 1),
             request_deadline_ms: NonZeroU64::MIN.saturating_add(10_000 - 1),
-            answer_deadline_ms: NonZeroU64::MIN.saturating_add(40_000 - 1),
+            answer_deadline_ms: NonZeroU64::MIN.saturating_add(45_000 - 1),
             connections: ConnectionCaps::default(),
             rate: RateConfig::default(),
         }
@@ -109,14 +109,15 @@ mod tests {
         assert_eq!(l.handshake_deadline(), Duration::from_secs(5));
         assert_eq!(l.handshakes_per_source.get(), 32);
         assert_eq!(l.request_deadline(), Duration::from_secs(10));
-        assert_eq!(l.answer_deadline(), Duration::from_secs(40));
+        assert_eq!(l.answer_deadline(), Duration::from_secs(45));
         assert_eq!((l.connections.listener_max.get(), l.connections.client_max.get()), (1024, 64));
         assert_eq!((l.rate.per_s.get(), l.rate.burst.get()), (50_000, 100_000));
         assert_eq!(l.rate.clients_max.get(), 10_000);
         // A full anchor_putBatch must fit the default bucket.
         assert!(l.rate.burst.get() >= vpbox_ledger::tx::BATCH_MAX);
-        // The answer deadline covers the node's longest wait for a commit (30 s).
-        assert!(l.answer_deadline() > Duration::from_secs(30));
+        // Counted from the request's start, the answer deadline covers the slowest body and
+        // then the node's longest wait for a commit (30 s).
+        assert!(l.answer_deadline() > l.request_deadline() + Duration::from_secs(30));
     }
 
     #[test]

@@ -117,7 +117,7 @@ struct Counts {
     signatures: BTreeMap<&'static str, u64>,
     trust_updates: u64,
     crls: Vec<vpbox_ca::policy::CrlInForce>,
-    /// The trust state's certificates (roots, issuing CAs, members' `vp-node` certificates).
+    /// The trust state's certificates (the member banks' roots).
     certificates: Vec<crate::trust::CertExpiry>,
     /// The certificate chain this proxy presents.
     own: Vec<crate::trust::CertExpiry>,
@@ -289,19 +289,20 @@ fn render_proxy(out: &mut String, c: &Counts) {
     );
     let mut all: Vec<&crate::trust::CertExpiry> = c.certificates.iter().collect();
     for own in &c.own {
-        // The box's own leaf is a member's node certificate too: shown once, as the box's.
-        all.retain(|x| !(x.subject == own.subject && x.not_after == own.not_after));
-        all.push(own);
+        // A root the box's chain carries along is shown once, as the root it is.
+        if !all.iter().any(|x| x.subject == own.subject && x.serial == own.serial) {
+            all.push(own);
+        }
     }
     all.sort();
-    all.dedup();
     for cert in all {
         let at = cert.not_after.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let _ = writeln!(
             out,
-            "vpbox_certificate_not_after_timestamp_seconds{{kind=\"{}\",subject=\"{}\"}} {at}",
+            "vpbox_certificate_not_after_timestamp_seconds{{kind=\"{}\",subject=\"{}\",serial=\"{}\"}} {at}",
             cert.kind,
-            label_value(&cert.subject)
+            label_value(&cert.subject),
+            cert.serial
         );
     }
 }
@@ -375,20 +376,26 @@ fn render_node(out: &mut String, node: Option<&Value>) {
                 "vpbox_enrolled_certificates",
                 "count",
                 "gauge",
-                "Certificates enrolled on the ledger, by bank and profile.",
+                "Certificates enrolled on the ledger and still valid, by bank and profile.",
             ),
             (
                 "vpbox_enrolled_certificate_earliest_not_after_timestamp_seconds",
                 "earliestNotAfter",
                 "gauge",
-                "The earliest notAfter of the enrolled certificates, by bank and profile: past \
-                 it that client's transactions are refused.",
+                "The earliest notAfter of the enrolled certificates still valid, by bank and \
+                 profile: past it that client's transactions are refused.",
             ),
             (
                 "vpbox_enrolled_certificates_expiring",
                 "expiringWithin30Days",
                 "gauge",
-                "Enrolled certificates that expire within 30 days, or have, by bank and profile.",
+                "Enrolled certificates still valid that expire within 30 days, by bank and profile.",
+            ),
+            (
+                "vpbox_enrolled_certificates_expired",
+                "expired",
+                "gauge",
+                "Enrolled certificates past their notAfter (a retired client's stay enrolled).",
             ),
         ] {
             head(out, name, kind, help);
@@ -527,45 +534,53 @@ mod tests {
         assert!(!m.render(None).contains("vpbox_crl_next_update_timestamp_seconds{"));
     }
 
-    /// Every certificate the box depends on is a sample of its notAfter, by kind and subject:
-    /// the roots from the trust state, the box's own chain from its file; a certificate in
-    /// both (a root sent along in the box's chain) is shown once, as part of the box's chain.
+    /// Every certificate the box depends on is a sample of its notAfter, by kind, subject and
+    /// serial (a bank's old and new root share a subject): the roots from the trust state, the
+    /// box's own chain from its file; a root the box's chain carries along is shown once, as
+    /// the root.
     #[test]
     fn each_certificate_shows_its_not_after_once() {
         use crate::trust::CertExpiry;
-        let cert = |kind, subject: &str, s: u64| CertExpiry {
+        let cert = |kind, subject: &str, serial: &str, s: u64| CertExpiry {
             kind,
             subject: subject.into(),
+            serial: serial.into(),
             not_after: std::time::UNIX_EPOCH + Duration::from_secs(s),
         };
         let m = Metrics::default();
         m.trust_updated(
             vec![],
             vec![
-                cert("root", "CN=bank-a Root CA,O=bank-a", 2_000_000_000),
-                cert("root", "CN=bank-b Root CA,O=bank-b", 2_000_000_100),
+                cert("root", "CN=bank-a Root CA,O=bank-a", "01", 2_000_000_000),
+                cert("root", "CN=bank-a Root CA,O=bank-a", "02", 2_100_000_000),
+                cert("root", "CN=bank-b Root CA,O=bank-b", "03", 2_000_000_100),
             ],
         );
         m.own_certificate(vec![
-            cert("box", "CN=node1,OU=vp-node,O=bank-a", 1_800_000_000),
-            cert("ca", "CN=bank-a Issuing CA,O=bank-a", 1_900_000_000),
-            cert("ca", "CN=bank-a Root CA,O=bank-a", 2_000_000_000),
+            cert("box", "CN=node1,OU=vp-node,O=bank-a", "0a", 1_800_000_000),
+            cert("ca", "CN=bank-a Issuing CA,O=bank-a", "0b", 1_900_000_000),
+            cert("ca", "CN=bank-a Root CA,O=bank-a", "01", 2_000_000_000),
         ]);
         let page = m.render(None);
         let name = "vpbox_certificate_not_after_timestamp_seconds";
         assert!(page.contains(&format!("# TYPE {name} gauge")), "{page}");
         let samples: Vec<&str> =
             page.lines().filter(|l| l.starts_with(&format!("{name}{{"))).collect();
+        let s = |kind: &str, subject: &str, serial: &str, at: u64| {
+            format!("{name}{{kind=\"{kind}\",subject=\"{subject}\",serial=\"{serial}\"}} {at}")
+        };
         assert_eq!(
             samples,
             [
-                "vpbox_certificate_not_after_timestamp_seconds{kind=\"box\",subject=\"CN=node1,OU=vp-node,O=bank-a\"} 1800000000",
-                "vpbox_certificate_not_after_timestamp_seconds{kind=\"ca\",subject=\"CN=bank-a Issuing CA,O=bank-a\"} 1900000000",
-                "vpbox_certificate_not_after_timestamp_seconds{kind=\"ca\",subject=\"CN=bank-a Root CA,O=bank-a\"} 2000000000",
-                "vpbox_certificate_not_after_timestamp_seconds{kind=\"root\",subject=\"CN=bank-b Root CA,O=bank-b\"} 2000000100",
+                s("box", "CN=node1,OU=vp-node,O=bank-a", "0a", 1_800_000_000),
+                s("ca", "CN=bank-a Issuing CA,O=bank-a", "0b", 1_900_000_000),
+                s("root", "CN=bank-a Root CA,O=bank-a", "01", 2_000_000_000),
+                s("root", "CN=bank-a Root CA,O=bank-a", "02", 2_100_000_000),
+                s("root", "CN=bank-b Root CA,O=bank-b", "03", 2_000_000_100),
             ]
         );
-        // A new trust state replaces the roots; the box's chain stays until it is reloaded.
+        // A new trust state replaces the roots; the box's chain stays until it is reloaded
+        // (the root it carries is its `ca` then).
         m.trust_updated(vec![], vec![]);
         let page = m.render(None);
         assert_eq!(page.lines().filter(|l| l.starts_with(&format!("{name}{{"))).count(), 3);

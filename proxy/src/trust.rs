@@ -58,6 +58,8 @@ pub struct CertExpiry {
     pub kind: &'static str,
     /// Its subject (RFC 4514).
     pub subject: String,
+    /// Its serial number, hex: a bank's old and new root share a subject.
+    pub serial: String,
     /// Its notAfter.
     pub not_after: std::time::SystemTime,
 }
@@ -75,6 +77,7 @@ pub fn expiries(chain: &[u8], leaf: &'static str) -> Vec<CertExpiry> {
             Some(CertExpiry {
                 kind: if i == 0 { leaf } else { "ca" },
                 subject: tbs.subject().to_string(),
+                serial: hex::encode(tbs.serial_number().as_bytes()),
                 not_after: tbs.validity().not_after.to_system_time(),
             })
         })

@@ -361,6 +361,14 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
     let poll = br#"{"jsonrpc":"2.0","id":1,"method":"gov_waitState","params":[]}"#;
     let (status, answer) = crate::api::post(&c.dir, 1, "bank-a", &posp, poll).unwrap();
     assert_eq!((status, answer["error"]["code"].clone()), (403, json!(-32007)), "{answer}");
+    // A POSP sees the nodes' state, not how many clients each bank enrolled; the box's
+    // operator does.
+    let nodes = br#"{"jsonrpc":"2.0","id":1,"method":"node_getNodes","params":[]}"#;
+    let (status, answer) = crate::api::post(&c.dir, 1, "bank-a", &posp, nodes).unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["result"]["height"].is_u64() && answer["result"].get("certificates").is_none());
+    let own = c.rpc(1).call("node_getNodes", json!([])).unwrap();
+    assert!(own["certificates"].as_array().is_some_and(|l| !l.is_empty()), "{own}");
     let start = Instant::now();
     while !(1..=4).all(|i| c.height(i) > crl_block) {
         if start.elapsed() > Duration::from_secs(60) {
