@@ -706,6 +706,120 @@ mod tests {
         assert!(matches!(decode(&b), Err(Error::Length { .. })));
     }
 
+    /// A frame is refused for its size only above FRAME_MAX: one of exactly FRAME_MAX bytes is
+    /// read (and here refused for what it holds, its trailing bytes), one byte more is refused
+    /// for its length before anything is read.
+    #[test]
+    fn the_frame_size_limit_is_inclusive() {
+        let mut b = encode(&samples()[1]);
+        let used = b.len();
+        b.resize(FRAME_MAX, 0);
+        assert_eq!(decode(&b), Err(Error::Trailing(FRAME_MAX - used)));
+        b.push(0);
+        assert_eq!(
+            decode(&b),
+            Err(Error::Length { what: "frame", len: FRAME_MAX as u64 + 1, max: FRAME_MAX as u64 })
+        );
+    }
+
+    /// Nesting is bounded along every path an envelope can hold another (module docs: the
+    /// decoder is bounded in memory and time): DEPTH_MAX envelopes deep is read, one more is
+    /// refused — through new views, view changes' prepared proofs and their checkpoint proofs,
+    /// and the entries' checkpoint.
+    #[test]
+    fn every_nesting_path_is_bounded_at_depth_max() {
+        let leaf = env(9, Message::Heartbeat { view: View(1) });
+        let proof = |signed: Vec<Envelope>| CheckpointProof { seq: SeqNo(1), state: d(1), signed };
+        let vc = |checkpoint, prepared| ViewChange { view: View(2), checkpoint, prepared };
+        type Wrap = Box<dyn Fn(Envelope) -> Message>;
+        let l = leaf.clone();
+        let paths: Vec<(&str, Wrap)> = vec![
+            (
+                "new view's view changes",
+                Box::new(|e| {
+                    Message::NewView(NewView {
+                        view: View(2),
+                        view_changes: vec![e],
+                        pre_prepares: vec![],
+                    })
+                }),
+            ),
+            (
+                "new view's pre-prepares",
+                Box::new(|e| {
+                    Message::NewView(NewView {
+                        view: View(2),
+                        view_changes: vec![],
+                        pre_prepares: vec![e],
+                    })
+                }),
+            ),
+            (
+                "prepared pre-prepare",
+                Box::new(move |e| {
+                    Message::ViewChange(vc(
+                        proof(vec![]),
+                        vec![PreparedProof { pre_prepare: e, prepares: vec![] }],
+                    ))
+                }),
+            ),
+            (
+                "prepared prepares",
+                Box::new(move |e| {
+                    Message::ViewChange(vc(
+                        proof(vec![]),
+                        vec![PreparedProof { pre_prepare: l.clone(), prepares: vec![e] }],
+                    ))
+                }),
+            ),
+            (
+                "view change's checkpoint",
+                Box::new(move |e| Message::ViewChange(vc(proof(vec![e]), vec![]))),
+            ),
+            (
+                "entries' checkpoint",
+                Box::new(move |e| {
+                    Message::Entries(Entries { checkpoint: Some(proof(vec![e])), entries: vec![] })
+                }),
+            ),
+        ];
+        for (name, wrap) in &paths {
+            let mut e = leaf.clone();
+            for _ in 0..DEPTH_MAX {
+                e = env(0, wrap(e));
+            }
+            let bytes = encode(&e);
+            assert_eq!(decode(&bytes).as_ref(), Ok(&e), "{name}: {DEPTH_MAX} deep");
+            let deeper = env(0, wrap(e));
+            assert_eq!(decode(&encode(&deeper)), Err(Error::Depth(DEPTH_MAX)), "{name}: one more");
+        }
+    }
+
+    /// A signature is at most SIGNATURE_MAX_LEN bytes: that many are read, one more is refused
+    /// by its length. A count that promises more items than the bytes left reports exactly how
+    /// many bytes are missing.
+    #[test]
+    fn signature_and_count_limits_are_exact() {
+        let mut e = samples()[1].clone();
+        e.signature = Signature(vec![7; SIGNATURE_MAX_LEN]);
+        assert_eq!(decode(&encode(&e)), Ok(e.clone()));
+        e.signature = Signature(vec![7; SIGNATURE_MAX_LEN + 1]);
+        assert_eq!(
+            decode(&encode(&e)),
+            Err(Error::Length {
+                what: "signature",
+                len: SIGNATURE_MAX_LEN as u64 + 1,
+                max: SIGNATURE_MAX_LEN as u64
+            })
+        );
+        // A pre-prepare claiming 10 transactions (320 bytes) with 100 bytes left.
+        let mut b = vec![VERSION, 0, 0, 0, 0, 0, 0];
+        b.extend_from_slice(&[0; 16]);
+        b.extend_from_slice(&10u32.to_be_bytes());
+        b.extend_from_slice(&[0; 100]);
+        assert_eq!(decode(&b), Err(Error::Truncated { needed: 220 }));
+    }
+
     #[test]
     fn deep_nesting_is_refused() {
         let mut e = samples()[5].clone();

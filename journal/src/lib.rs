@@ -385,6 +385,41 @@ mod tests {
         assert_eq!(Journal::open(&path).unwrap().records, vec![b"x".to_vec(), b"y".to_vec()]);
     }
 
+    /// The module docs' rule for a file shorter than the magic: a crash while the file was
+    /// being created (a prefix of the magic, or an unwritten extent of zeros) is a torn tail
+    /// and the log starts empty; anything else there is corruption at byte 0. A file that is
+    /// exactly the magic is a whole, empty log: nothing is torn.
+    #[test]
+    fn a_file_shorter_than_the_magic_is_torn_or_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let fresh = Journal::open(&path).unwrap();
+        assert!(fresh.records.is_empty() && fresh.torn.is_none(), "a new file is not torn");
+        drop(fresh);
+        assert_eq!(std::fs::read(&path).unwrap(), MAGIC);
+        let again = Journal::open(&path).unwrap();
+        assert!(again.records.is_empty());
+        assert_eq!(again.torn, None, "the magic alone is a whole log");
+        drop(again);
+        for (bytes, torn) in [(&b"VPBX"[..], 4), (&[0u8; 5][..], 5), (&b""[..], 0)] {
+            std::fs::write(&path, bytes).unwrap();
+            let opened = Journal::open(&path).unwrap();
+            let want =
+                (torn > 0).then_some(Torn { offset: 0, bytes: torn, reason: "magic cut short" });
+            assert_eq!(opened.torn, want, "{bytes:?}");
+            assert!(opened.records.is_empty());
+            drop(opened);
+            assert_eq!(std::fs::read(&path).unwrap(), MAGIC, "rewritten whole");
+        }
+        for bad in [&b"VPBY"[..], &b"\x00\x00\x01"[..], &b"X"[..]] {
+            std::fs::write(&path, bad).unwrap();
+            match Journal::open(&path) {
+                Err(JournalError::Corrupt { offset: 0, reason: "bad magic", .. }) => {}
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+    }
+
     #[test]
     fn an_all_zero_header_never_verifies() {
         // The unwritten-extent rule relies on it.
@@ -455,10 +490,93 @@ mod tests {
         assert!(matches!(j.sync_handle(), Err(JournalError::Failed { .. })));
     }
 
+    /// RECORD_MAX is the largest body: one of exactly that size is written and read back, one
+    /// byte more is refused when appended, and a verified header claiming more is corruption
+    /// (not a record cut short, which would be truncated away as torn).
     #[test]
-    fn oversized_records_are_refused() {
+    fn the_record_size_limit_is_inclusive() {
         let dir = tempfile::tempdir().unwrap();
-        let mut j = Journal::open(&dir.path().join("log")).unwrap().journal;
+        let path = dir.path().join("log");
+        let mut j = Journal::open(&path).unwrap().journal;
         assert!(matches!(j.append(&vec![0; RECORD_MAX + 1]), Err(JournalError::TooLarge(_))));
+        j.append(&vec![7; RECORD_MAX]).unwrap();
+        j.sync().unwrap();
+        drop(j);
+        let o = Journal::open(&path).unwrap();
+        assert_eq!(o.records.len(), 1);
+        assert!(o.records[0].len() == RECORD_MAX && o.records[0].iter().all(|&b| b == 7));
+        assert_eq!(o.torn, None);
+        drop(o);
+        let over = u32::try_from(RECORD_MAX + 1).unwrap();
+        let mut data = MAGIC.to_vec();
+        data.extend_from_slice(&over.to_be_bytes());
+        data.extend_from_slice(&head_sum(over));
+        data.extend_from_slice(&[1; 64]);
+        std::fs::write(&path, &data).unwrap();
+        match Journal::open(&path) {
+            Err(JournalError::Corrupt {
+                offset: 8, reason: "length above the maximum", ..
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A torn tail reports where it began and how many bytes were dropped; a last record whose
+    /// checksum bytes are all zero is an unwritten end (torn), while the same in a record that
+    /// is not the last is corruption.
+    #[test]
+    fn torn_tails_are_measured_and_only_the_last_record_may_be_unwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        write(&path, &[b"first", b"second"]);
+        let full = std::fs::read(&path).unwrap();
+        let second_at = MAGIC.len() + frame(b"first").unwrap().len();
+        std::fs::write(&path, &full[..full.len() - 3]).unwrap();
+        let torn = Journal::open(&path).unwrap().torn.unwrap();
+        let cut = (full.len() - 3 - second_at) as u64;
+        assert_eq!(torn, Torn { offset: second_at as u64, bytes: cut, reason: "record cut short" });
+
+        let mut unwritten = full.clone();
+        let n = unwritten.len();
+        unwritten[n - SUM..].fill(0);
+        std::fs::write(&path, &unwritten).unwrap();
+        let o = Journal::open(&path).unwrap();
+        assert_eq!(o.records, vec![b"first".to_vec()]);
+        assert_eq!(
+            o.torn.map(|t| (t.offset, t.reason)),
+            Some((second_at as u64, "unwritten last bytes"))
+        );
+
+        let mut middle = full.clone();
+        middle[second_at - SUM..second_at].fill(0);
+        std::fs::write(&path, &middle).unwrap();
+        match Journal::open(&path) {
+            Err(JournalError::Corrupt { offset, reason: "body checksum", .. }) => {
+                assert_eq!(offset, MAGIC.len() as u64)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A rewrite larger than its 1 MiB write buffer keeps every record and counts its bytes:
+    /// `bytes()` is the file's length, and appends after it land after the rewritten records.
+    #[test]
+    fn a_large_rewrite_keeps_every_record_and_its_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let mut j = Journal::open(&path).unwrap().journal;
+        j.append(b"old").unwrap();
+        let records: Vec<Vec<u8>> = (0..3000u32).map(|i| vec![(i % 251) as u8; 1000]).collect();
+        j.rewrite(records.iter().map(|r| r.as_slice())).unwrap();
+        assert_eq!(j.bytes(), std::fs::metadata(&path).unwrap().len());
+        j.append(b"after").unwrap();
+        j.sync().unwrap();
+        assert_eq!(j.bytes(), std::fs::metadata(&path).unwrap().len());
+        drop(j);
+        let o = Journal::open(&path).unwrap();
+        assert_eq!(o.records.len(), 3001);
+        assert_eq!(o.records[..3000], records[..]);
+        assert_eq!(o.records[3000], b"after");
+        assert_eq!(o.journal.bytes(), std::fs::metadata(&path).unwrap().len());
     }
 }

@@ -782,6 +782,53 @@ mod tests {
         assert_eq!(contract::get_answer(None), (false, "the key is not exist", [0; 32]));
     }
 
+    /// A receipt read back from the store (what `anchor_getReceipt`-style reads serve) carries
+    /// every outcome the block's execution gave, in order — one per pair of a batch — with the
+    /// seed's answers (contract.rs; DESIGN.md §1) for each.
+    #[test]
+    fn receipts_read_back_with_each_outcome_of_their_execution() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = open(dir.path());
+        let s = SoftwareSigner::new(SecretKey::generate().unwrap());
+        let txs = vec![
+            put(&s, 1, 1, 10),
+            put(&s, 2, 1, 11),
+            tx(&s, 3, Payload::AnchorPutBatch(vec![([2; 32], [1; 32]), ([1; 32], [1; 32])])),
+            tx(&s, 4, Payload::Enroll(b"not a certificate".to_vec())),
+            tx(&s, 5, Payload::Crl(b"not a CRL".to_vec())),
+            tx(&s, 6, Payload::Config(b"not a configuration".to_vec())),
+        ];
+        let executed = commit(&mut ledger, &txs);
+        let expected = [
+            vec![Success],
+            vec![KeyExists],
+            vec![Success, KeyExists],
+            vec![NotAdmitted],
+            vec![NotAdmitted],
+            vec![ConfigRefused],
+        ];
+        for (i, (t, want)) in txs.iter().zip(&expected).enumerate() {
+            let (hash, receipt) = &executed[i];
+            assert_eq!(*hash, t.hash());
+            assert_eq!(&receipt.outcomes, want, "executed, tx {i}");
+            let back = ledger.receipt(&t.hash()).unwrap().unwrap();
+            assert_eq!((back.height, back.index), (1, i as u32), "tx {i}");
+            assert_eq!(&back.outcomes, want, "read back, tx {i}");
+        }
+        let answers: Vec<_> =
+            [Success, KeyExists, NotAdmitted, ConfigRefused].iter().map(|o| o.answer()).collect();
+        assert_eq!(
+            answers,
+            [
+                (true, "Success"),
+                (false, "the key exist"),
+                (false, "the submitter is not admitted"),
+                (false, "the configuration change is refused"),
+            ]
+        );
+        assert!(ledger.receipt(&put(&s, 9, 9, 9).hash()).unwrap().is_none());
+    }
+
     #[test]
     fn batches_get_a_result_per_pair_and_transactions_execute_once() {
         let dir = tempfile::tempdir().unwrap();

@@ -304,6 +304,152 @@ mod tests {
         assert!(matches!(Tx::decode(&bytes), Err(Error::Malformed { why: "truncated", .. })));
     }
 
+    /// The layout in the module docs, written out byte by byte from the spec rather than with
+    /// `encode`: version 1, the kind codes 1–5, big-endian integers, u32 length prefixes.
+    #[test]
+    fn every_kind_encodes_as_the_documented_layout_and_round_trips() {
+        let s = signer();
+        let fp = s.public_key().fingerprint();
+        let head = |kind: u8| {
+            let mut h = vec![1, kind];
+            h.extend_from_slice(fp.as_bytes());
+            h.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 7]);
+            h.extend_from_slice(&1_700_000_000_000u64.to_be_bytes());
+            h
+        };
+        let prefixed = |kind: u8, b: &[u8]| {
+            let mut h = head(kind);
+            h.extend_from_slice(&(b.len() as u32).to_be_bytes());
+            h.extend_from_slice(b);
+            h
+        };
+        let cases = [
+            (
+                Payload::AnchorPut { key: [1; 32], value: [2; 32] },
+                [head(1), [1; 32].to_vec(), [2; 32].to_vec()].concat(),
+            ),
+            (
+                Payload::AnchorPutBatch(vec![([3; 32], [4; 32]), ([5; 32], [6; 32])]),
+                [
+                    head(2),
+                    vec![0, 0, 0, 2],
+                    [3; 32].to_vec(),
+                    [4; 32].to_vec(),
+                    [5; 32].to_vec(),
+                    [6; 32].to_vec(),
+                ]
+                .concat(),
+            ),
+            (Payload::Config(b"add node 5".to_vec()), prefixed(3, b"add node 5")),
+            (Payload::Enroll(b"certificate DER".to_vec()), prefixed(4, b"certificate DER")),
+            (Payload::Crl(b"CRL DER".to_vec()), prefixed(5, b"CRL DER")),
+            (Payload::Config(Vec::new()), prefixed(3, b"")),
+        ];
+        for (payload, expected) in cases {
+            let b = body(&s, payload);
+            assert_eq!(b.encode(), expected, "{:?}", b.payload);
+            assert_eq!(b.hash(), hash(&expected), "the hash is SM3 of the body");
+            let tx = b.sign(&s).unwrap();
+            let bytes = tx.encode();
+            assert_eq!(bytes[..expected.len()], expected[..]);
+            assert_eq!(bytes[expected.len()..], tx.signature.to_raw()[..]);
+            let back = Tx::decode(&bytes).unwrap();
+            assert_eq!(back, tx);
+            assert_eq!(back.verify(s.public_key()), Verification::Valid);
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert!(matches!(
+                Tx::decode(&longer),
+                Err(Error::Malformed { why: "trailing bytes", .. })
+            ));
+        }
+        // Unknown versions and kinds.
+        let tx = body(&s, Payload::Config(vec![1])).sign(&s).unwrap().encode();
+        for (at, byte, why) in [
+            (0, 0, "unsupported version"),
+            (0, 2, "unsupported version"),
+            (1, 0, "unknown kind"),
+            (1, 6, "unknown kind"),
+        ] {
+            let mut bad = tx.clone();
+            bad[at] = byte;
+            assert!(
+                matches!(Tx::decode(&bad), Err(Error::Malformed { why: w, .. }) if w == why),
+                "{at} {byte}"
+            );
+        }
+    }
+
+    /// The bounds as docs/jsonrpc.md publishes them to client implementers: a batch of 1 to
+    /// 10,000 pairs, a configuration of at most 64 KiB, an enrollment of 16 KiB, a CRL of
+    /// 512 KiB; the largest transaction is the full batch, 640,118 bytes. Each limit is
+    /// accepted at the limit and refused one above it.
+    #[test]
+    fn each_size_limit_is_accepted_at_the_limit_and_refused_above_it() {
+        let s = signer();
+        assert_eq!(BATCH_MAX, 10_000);
+        let full: Vec<_> = (0..BATCH_MAX)
+            .map(|i| {
+                let mut k = [0u8; 32];
+                k[..4].copy_from_slice(&i.to_be_bytes());
+                (k, [9; 32])
+            })
+            .collect();
+        let tx = body(&s, Payload::AnchorPutBatch(full.clone())).sign(&s).unwrap();
+        let bytes = tx.encode();
+        assert_eq!(bytes.len(), 640_118);
+        assert_eq!(TX_MAX, 640_118);
+        assert_eq!(Tx::decode(&bytes).unwrap(), tx);
+        let mut over = bytes.clone();
+        over.push(0);
+        assert!(matches!(Tx::decode(&over), Err(Error::Malformed { why: "too large", .. })));
+        // One pair more, or none, is refused by the count, before the pairs are read.
+        let mut count_over = bytes[..50].to_vec();
+        count_over.extend_from_slice(&(BATCH_MAX + 1).to_be_bytes());
+        count_over.extend_from_slice(&bytes[54..]);
+        assert!(matches!(
+            Tx::decode(&count_over),
+            Err(Error::Malformed { why: "batch size out of range", .. })
+        ));
+        let mut empty = bytes[..50].to_vec();
+        empty.extend_from_slice(&0u32.to_be_bytes());
+        empty.extend_from_slice(&tx.signature.to_raw());
+        assert!(matches!(
+            Tx::decode(&empty),
+            Err(Error::Malformed { why: "batch size out of range", .. })
+        ));
+        let one = body(&s, Payload::AnchorPutBatch(full[..1].to_vec())).sign(&s).unwrap();
+        assert_eq!(Tx::decode(&one.encode()).unwrap(), one);
+
+        type Make = fn(Vec<u8>) -> Payload;
+        let limits: [(Make, u32, &str); 3] = [
+            (Payload::Config, 65_536, "configuration payload too large"),
+            (Payload::Enroll, 16_384, "certificate too large"),
+            (Payload::Crl, 524_288, "CRL too large"),
+        ];
+        for (make, max, why) in limits {
+            let at = body(&s, make(vec![7; max as usize])).sign(&s).unwrap();
+            assert_eq!(Tx::decode(&at.encode()).unwrap(), at, "{why}");
+            let above = body(&s, make(vec![7; max as usize + 1])).sign(&s).unwrap();
+            assert!(
+                matches!(Tx::decode(&above.encode()), Err(Error::Malformed { why: w, .. }) if w == why),
+                "{why}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_signature_binds_the_submitter_fingerprint() {
+        let s = signer();
+        let other = signer();
+        // Signed by the right key but naming another submitter: invalid for both keys.
+        let mut b = body(&s, Payload::AnchorPut { key: [1; 32], value: [2; 32] });
+        b.submitter = other.public_key().fingerprint();
+        let tx = b.sign(&s).unwrap();
+        assert_eq!(tx.verify(s.public_key()), Verification::Invalid);
+        assert_eq!(tx.verify(other.public_key()), Verification::Invalid);
+    }
+
     proptest! {
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {

@@ -392,6 +392,108 @@ mod tests {
         assert_eq!(run(&a, &members, &d, NodeId(1), kd), Err(HandshakeError::BadProof(1)));
     }
 
+    /// Both shells over a real socket pair: the acceptor learns the dialer's id, the dialer
+    /// the acceptor's proof; each acceptor's hello carries a fresh challenge (module docs: the
+    /// other's fresh challenge), so two handshakes never share one.
+    #[test]
+    fn the_handshake_runs_over_a_socket_with_a_fresh_challenge_each_time() {
+        let (a, ka) = node(1, 0);
+        let (d, kd) = node(2, 0);
+        let members = Members::default();
+        members.set([(NodeId(1), ka.clone()), (NodeId(2), kd)]);
+        let mut challenges = Vec::new();
+        for _ in 0..2 {
+            let (mut acc_end, mut dial_end) = UnixStream::pair().unwrap();
+            let (a, m) = (a.clone(), members.clone());
+            let acceptor = std::thread::spawn(move || accept(&mut acc_end, &a, &m));
+            // The dialer's side, with the hello recorded on the way.
+            let hello = read_msg(&mut dial_end, Instant::now() + HANDSHAKE_TIMEOUT).unwrap();
+            challenges.push(Hello::decode(&hello).unwrap().nonce);
+            let (state, msg) =
+                Dialer::answer(&d, NodeId(1), ka.clone(), nonce().unwrap(), &hello).unwrap();
+            send_msg(&mut dial_end, &msg).unwrap();
+            let proof = read_msg(&mut dial_end, Instant::now() + HANDSHAKE_TIMEOUT).unwrap();
+            assert_eq!(state.finish(&proof), Ok(()));
+            assert_eq!(acceptor.join().unwrap(), Ok(NodeId(2)));
+        }
+        assert_ne!(challenges[0], challenges[1]);
+        // And `dial` itself against `accept`.
+        let (mut acc_end, mut dial_end) = UnixStream::pair().unwrap();
+        let (a2, m) = (a.clone(), members.clone());
+        let acceptor = std::thread::spawn(move || accept(&mut acc_end, &a2, &m));
+        assert_eq!(dial(&mut dial_end, &d, NodeId(1), ka), Ok(()));
+        assert_eq!(acceptor.join().unwrap(), Ok(NodeId(2)));
+    }
+
+    /// HANDSHAKE_TIMEOUT bounds the whole exchange (module docs): a peer that says nothing, or
+    /// trickles a byte at a time, is cut off at the deadline — not when it chooses to close.
+    #[test]
+    fn a_silent_or_trickling_peer_is_cut_off_at_the_deadline() {
+        let (a, ka) = node(1, 0);
+        let members = Members::default();
+        members.set([(NodeId(1), ka)]);
+        let cases = [("silent", false), ("trickling", true)].map(|(name, trickle)| {
+            let (a, m) = (a.clone(), members.clone());
+            std::thread::spawn(move || {
+                let (mut acc_end, mut peer) = UnixStream::pair().unwrap();
+                let writer = std::thread::spawn(move || {
+                    let _ = read_msg(&mut peer, Instant::now() + HANDSHAKE_TIMEOUT);
+                    if !trickle {
+                        // Silent until the acceptor hangs up (or 12 s).
+                        peer.set_read_timeout(Some(Duration::from_secs(12))).unwrap();
+                        let _ = peer.read(&mut [0u8; 1]);
+                        return;
+                    }
+                    // A frame header promising 200 bytes, then a byte every 300 ms, until the
+                    // acceptor hangs up (or 12 s).
+                    let mut bytes = vec![0, 0, 0, 200];
+                    bytes.extend_from_slice(&[0; 36]);
+                    for b in bytes {
+                        if peer.write_all(&[b]).is_err() {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(300));
+                    }
+                });
+                let start = Instant::now();
+                let got = accept(&mut acc_end, &a, &m);
+                let took = start.elapsed();
+                drop(acc_end);
+                writer.join().unwrap();
+                (name, got, took)
+            })
+        });
+        for case in cases {
+            let (name, got, took) = case.join().unwrap();
+            assert!(
+                matches!(&got, Err(HandshakeError::Io(e)) if !e.contains("closed")),
+                "{name}: {got:?}"
+            );
+            assert!(
+                took >= HANDSHAKE_TIMEOUT - Duration::from_millis(100)
+                    && took < HANDSHAKE_TIMEOUT + Duration::from_secs(2),
+                "{name}: cut off after {took:?}"
+            );
+        }
+    }
+
+    /// `Conn::shut` ends both directions: a reader blocked on another handle of the stream
+    /// returns (the peer links' teardown relies on it).
+    #[test]
+    fn shutting_a_stream_wakes_a_blocked_reader() {
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        let mut other = Conn::handle(&ours).unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 8];
+            other.read(&mut buf)
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        Conn::shut(&ours);
+        let start = Instant::now();
+        assert_eq!(reader.join().unwrap().unwrap(), 0, "end of stream");
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
     #[test]
     fn a_proof_is_bound_to_its_challenge() {
         let (a, ka) = node(1, 0);

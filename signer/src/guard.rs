@@ -559,6 +559,159 @@ mod tests {
         }
     }
 
+    /// The audit log names each position in words an officer reads (SECURITY.md, Audit: the
+    /// line's position): the kind, and the view, sequence number or epoch that place it.
+    #[test]
+    fn positions_read_as_the_audit_log_writes_them() {
+        let show = |kind, view, seq, epoch| Position { kind, view, seq, epoch }.to_string();
+        assert_eq!(show(Kind::Checkpoint, 0, 10, 0), "checkpoint seq 10");
+        assert_eq!(show(Kind::ViewChange, 3, 0, 2), "view-change view 3 epoch 2");
+        assert_eq!(show(Kind::NewView, 4, 0, 1), "new-view view 4 epoch 1");
+        assert_eq!(show(Kind::Prepare, 2, 7, 0), "Prepare view 2 seq 7");
+        assert_eq!(show(Kind::PrePrepare, 1, 5, 0), "PrePrepare view 1 seq 5");
+        assert_eq!(show(Kind::Commit, 1, 6, 0), "Commit view 1 seq 6");
+    }
+
+    /// A capacity of 0 is taken as 1: the guard always remembers its latest position, so a
+    /// misconfigured bound can weaken the memory but never switch the guard off.
+    #[test]
+    fn a_zero_capacity_still_remembers_the_latest_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits { capacity: 0, seq_jump_max: 1000, view_jump_max: 1000 };
+        let mut g = open(&dir.path().join("g"), limits);
+        assert_eq!(g.check(at(Kind::Commit, 0, 5), [1; 32]).unwrap(), Verdict::Recorded);
+        assert_eq!(g.check(at(Kind::Commit, 0, 5), [2; 32]).unwrap(), Verdict::Conflict);
+        assert_eq!(g.state()["capacity"], 1);
+        assert_eq!(g.len(), 1);
+    }
+
+    /// Records in a guard log (module docs: one journal record per position, compacted).
+    fn records_on_disk(path: &Path) -> usize {
+        vpbox_journal::parse(&std::fs::read(path).unwrap()).unwrap().records.len()
+    }
+
+    /// The log is bounded: it is rewritten (a floor and the remembered positions) as soon as it
+    /// holds more than 4 × max(positions, 1024) records, and not before.
+    #[test]
+    fn the_log_is_compacted_exactly_past_its_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g");
+        let limits = Limits { capacity: 8, seq_jump_max: 10_000, view_jump_max: 1000 };
+        let mut g = open(&path, limits);
+        for seq in 1..=4096u64 {
+            g.check(at(Kind::Commit, 0, seq), [1; 32]).unwrap();
+        }
+        assert_eq!(records_on_disk(&path), 4096, "at the bound: not yet compacted");
+        g.check(at(Kind::Commit, 0, 4097), [1; 32]).unwrap();
+        assert_eq!(records_on_disk(&path), 1 + 8, "past it: a floor and the 8 remembered");
+        drop(g);
+        // The floor survives the rewrite, for the class that has one only.
+        let mut g = open(&path, limits);
+        assert_eq!(g.state()["floorSeq"], 4089);
+        assert!(g.state()["floorView"].is_null());
+        assert_eq!(g.check(at(Kind::Prepare, 0, 4089), [0; 32]).unwrap(), Verdict::TooOld);
+        assert_eq!(g.check(at(Kind::Prepare, 0, 4090), [0; 32]).unwrap(), Verdict::Recorded);
+        assert_eq!(g.check(at(Kind::ViewChange, 0, 0), [0; 32]).unwrap(), Verdict::Recorded);
+    }
+
+    /// View-numbered positions (view changes, new views) are bounded by `capacity` too, the
+    /// lowest view forgotten first and whole — every position at it, of every kind and epoch
+    /// — so that the view floor means "nothing known at or below it"; the same after a restart.
+    #[test]
+    fn view_changes_are_forgotten_a_whole_view_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g");
+        let limits = Limits { capacity: 3, seq_jump_max: 1000, view_jump_max: 1000 };
+        let mut g = open(&path, limits);
+        let vc = |view, epoch| Position { kind: Kind::ViewChange, view, seq: 0, epoch };
+        let nv = |view, epoch| Position { kind: Kind::NewView, view, seq: 0, epoch };
+        for p in [vc(1, 0), nv(1, 0), vc(2, 0)] {
+            assert_eq!(g.check(p, [1; 32]).unwrap(), Verdict::Recorded);
+        }
+        assert_eq!(g.len(), 3, "at capacity");
+        assert_eq!(g.check(nv(2, 0), [1; 32]).unwrap(), Verdict::Recorded);
+        assert_eq!(g.len(), 2, "view 1 forgotten, both its positions");
+        for restarted in [false, true] {
+            if restarted {
+                drop(g);
+                g = open(&path, limits);
+            }
+            assert_eq!(g.check(nv(1, 0), [2; 32]).unwrap(), Verdict::TooOld, "{restarted}");
+            assert_eq!(g.check(vc(1, 1), [2; 32]).unwrap(), Verdict::TooOld, "{restarted}");
+            assert_eq!(g.check(vc(2, 0), [2; 32]).unwrap(), Verdict::Conflict, "{restarted}");
+            assert_eq!(g.check(nv(2, 0), [1; 32]).unwrap(), Verdict::Repeat, "{restarted}");
+            assert_eq!(g.state()["floorView"], 1);
+        }
+    }
+
+    /// A record that passes the journal's checksum but is not a guard record refuses to start
+    /// (module docs): a floor of the wrong length or with a presence flag other than 0 or 1,
+    /// a signed position of the wrong length or an unknown kind.
+    #[test]
+    fn a_record_that_is_not_a_guard_record_refuses_to_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g");
+        let floor = encode_record(&Record::Floor { seq: Some(5), view: None });
+        let signed = encode_record(&Record::Signed(at(Kind::Commit, 0, 9), [1; 32]));
+        let variant = |base: &Vec<u8>, f: &dyn Fn(&mut Vec<u8>)| {
+            let mut r = base.clone();
+            f(&mut r);
+            r
+        };
+        let bad = [
+            variant(&floor, &|r| r.push(0)),
+            variant(&floor, &|r| {
+                r.pop();
+            }),
+            variant(&floor, &|r| r[1] = 2),
+            variant(&floor, &|r| r[10] = 2),
+            variant(&signed, &|r| r.push(0)),
+            variant(&signed, &|r| r[0] = 6),
+        ];
+        for (i, rec) in bad.iter().enumerate() {
+            let _ = std::fs::remove_file(&path);
+            let mut j = Journal::open(&path).unwrap().journal;
+            j.append(&signed).unwrap();
+            j.append(rec).unwrap();
+            j.sync().unwrap();
+            drop(j);
+            match Guard::open(&path, Limits::default()) {
+                Err(GuardError::Unreadable { index: 1, .. }) => {}
+                other => panic!("variant {i}: {:?}", other.map(|_| ())),
+            }
+        }
+        // The good ones, with either presence flag: the floor is read as written.
+        for (seq, view) in [(Some(5), None), (None, Some(7)), (Some(3), Some(4))] {
+            let _ = std::fs::remove_file(&path);
+            let mut j = Journal::open(&path).unwrap().journal;
+            j.append(&encode_record(&Record::Floor { seq, view })).unwrap();
+            j.sync().unwrap();
+            drop(j);
+            let g = open(&path, Limits::default());
+            assert_eq!(g.state()["floorSeq"], serde_json::json!(seq));
+            assert_eq!(g.state()["floorView"], serde_json::json!(view));
+        }
+    }
+
+    /// After a failed fsync (`fail`), the guard refuses every position — repeats included —
+    /// until the signer restarts and re-reads its log.
+    #[test]
+    fn a_failed_guard_refuses_everything_until_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g");
+        let mut g = open(&path, Limits::default());
+        assert!(g.is_empty());
+        g.check(at(Kind::Commit, 0, 1), [1; 32]).unwrap();
+        assert!(!g.is_empty());
+        g.fail();
+        assert!(g.check(at(Kind::Commit, 0, 1), [1; 32]).is_err(), "a repeat");
+        assert!(g.check(at(Kind::Commit, 0, 2), [1; 32]).is_err(), "a new position");
+        assert!(g.sync_handle().is_err());
+        drop(g);
+        let mut g = open(&path, Limits::default());
+        assert_eq!(g.check(at(Kind::Commit, 0, 1), [1; 32]).unwrap(), Verdict::Repeat);
+    }
+
     #[test]
     fn compaction_keeps_what_the_guard_remembers_and_its_floor() {
         let dir = tempfile::tempdir().unwrap();

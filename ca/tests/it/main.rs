@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
+mod craft;
 mod policy;
+mod rules;
 
 use vpbox_ca::cert::{self, CertProfile, Grant, Revocation};
 use vpbox_ca::{CertError, build_csr};
