@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what vpbox needs to build and run on Debian 12, as root; with `--test`, also what
-# only the tests need (cargo-nextest, and Tongsuo, the RFC 8998 peer of the interop tests).
+# only the tests need (cargo-nextest, cargo-mutants, and Tongsuo, the RFC 8998 peer of the interop tests).
 # Idempotent and quiet when everything is there already.
 set -euo pipefail
 
@@ -27,6 +27,10 @@ for component in rustfmt clippy; do
 done
 [[ "${1:-}" == "--test" ]] || exit 0
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+# cargo-mutants and python3 (its per-file score): the mutation step (scripts/mutants.sh).
+cargo mutants --version 2>/dev/null | grep -qx "cargo-mutants 27.1.0" \
+  || cargo install --locked cargo-mutants --version 27.1.0
+install python3
 # promtool (prometheus): checks the proxy's /metrics page in the cluster test; nginx and wrk:
 # the peer and the load generator of `vpbox bench proxy`; systemd-container (systemd-nspawn):
 # the box's units booted under systemd; mmdebstrap: a fresh Debian root for the hardening test.

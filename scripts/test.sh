@@ -11,6 +11,7 @@ step "format";     cargo fmt --all --check
 step "lints";      cargo clippy --workspace --all-targets --locked -- -D warnings
 step "tests";      cargo nextest run --workspace --locked --no-fail-fast
 step "doctests";   cargo test --workspace --doc --locked
+step "mutants";    bash scripts/mutants.sh --ci
 step "units";      bash scripts/units.sh target/debug/vpbox
 step "fuzz smoke";  bash scripts/fuzz-smoke.sh 10
 step "bench smoke"; VPBOX_BENCH_SECONDS=0.05 cargo bench -p vpbox-sm --bench crypto --locked

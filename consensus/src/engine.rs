@@ -2424,6 +2424,616 @@ mod tests {
         assert_eq!((seq, b3.txs), (SeqNo(3), vec![tx(4), tx(5), tx(6)]));
     }
 
+    /// Replica `id` of `n`, restored empty.
+    fn engine_of(n: u32, id: u32) -> Engine<TestVerifier> {
+        let params = Params { checkpoint_interval: 4, window: 8, ..Params::default() };
+        let mut e = Engine::new(NodeId(id), config(n), params, TestVerifier).unwrap();
+        let _ = e.handle(Input::Restore {
+            records: vec![],
+            committed: SeqNo(0),
+            state: Digest([7; 32]),
+            recent: vec![],
+            configs: vec![],
+        });
+        e
+    }
+
+    /// The Prepare and Commit payloads the engine asked to sign in `out`.
+    fn votes_signed(out: &[Effect]) -> Vec<Message> {
+        out.iter()
+            .filter_map(|x| match x {
+                Effect::Sign { payload, .. } => {
+                    crate::wire::decode_signing_payload(payload).ok().map(|(_, _, m)| m)
+                }
+                _ => None,
+            })
+            .filter(|m| matches!(m, Message::Prepare(_) | Message::Commit(_)))
+            .collect()
+    }
+
+    fn accepted(out: &[Effect]) -> bool {
+        out.iter().any(|x| matches!(x, Effect::Persist(WalRecord::Accepted(_))))
+    }
+
+    /// The state after executing the batch at `seq`, as every honest replica computes it.
+    fn result_of(seq: u64) -> Digest {
+        Digest([seq as u8 + 100; 32])
+    }
+
+    /// Plays the host of replica `id`: signs what the engine asks with the replica's key and
+    /// executes what it asks (the state after `seq` being `result_of(seq)`), until it asks for
+    /// nothing more. Every effect, in order.
+    fn host(e: &mut Engine<TestVerifier>, id: u32, input: Input) -> Vec<Effect> {
+        let mut all = Vec::new();
+        let mut pending = std::collections::VecDeque::from([input]);
+        while let Some(i) = pending.pop_front() {
+            for x in e.handle(i) {
+                match &x {
+                    Effect::Sign { token, payload } => pending.push_back(Input::Signed {
+                        token: *token,
+                        signature: sign_with(&key(id), payload),
+                    }),
+                    Effect::Execute { seq, token, .. } => pending.push_back(Input::Executed {
+                        seq: *seq,
+                        token: *token,
+                        result: result_of(seq.0),
+                        members: None,
+                    }),
+                    _ => {}
+                }
+                all.push(x);
+            }
+        }
+        all
+    }
+
+    /// The block digest honest replicas commit at `seq` (batch `batch(seq)`).
+    fn block_at(seq: u64) -> Digest {
+        let bd = batch_digest(&TestVerifier, &batch(seq as u8));
+        block_digest(&TestVerifier, SeqNo(seq), &bd, &result_of(seq))
+    }
+
+    fn vote_msg(commit: bool, seq: u64, digest: Digest) -> Message {
+        let v = Vote { view: View(0), seq: SeqNo(seq), digest };
+        if commit { Message::Commit(v) } else { Message::Prepare(v) }
+    }
+
+    fn committed_at(out: &[Effect]) -> Option<(SeqNo, CommitCertificate)> {
+        out.iter().find_map(|x| match x {
+            Effect::Commit { seq, certificate, .. } => Some((*seq, certificate.clone())),
+            _ => None,
+        })
+    }
+
+    /// Replica 1 of 4 commits `seq` of view 0 with the votes of replicas 0, 2 and 3.
+    fn commit_slot(e: &mut Engine<TestVerifier>, seq: u64) -> Vec<Effect> {
+        let pp = pre_prepare(0, seq, batch(seq as u8), Some(result_of(seq)));
+        let mut out = host(e, 1, Input::Message(pp));
+        let pd = batch_digest(&TestVerifier, &batch(seq as u8));
+        out.extend(host(e, 1, Input::Message(signed(2, vote_msg(false, seq, pd)))));
+        for from in [0, 2] {
+            out.extend(host(
+                e,
+                1,
+                Input::Message(signed(from, vote_msg(true, seq, block_at(seq)))),
+            ));
+        }
+        out
+    }
+
+    #[test]
+    fn a_slot_prepares_with_a_quorum_and_commits_with_a_quorum_certificate() {
+        // C&L §4.2–4.3 with n = 4 (Q = 3): prepared(m, v, n) is the pre-prepare and 2f
+        // matching prepares — the backup's own counting — and only then does it send its
+        // commit, over the block digest (RBFT: the batch and the result it executed);
+        // committed-local needs Q matching commits, which become the block's certificate.
+        let mut e = engine(1);
+        let pd = batch_digest(&TestVerifier, &batch(1));
+        let out = host(&mut e, 1, Input::Message(pre_prepare(0, 1, batch(1), Some(result_of(1)))));
+        assert_eq!(votes_signed(&out), vec![vote_msg(false, 1, pd)], "its prepare only");
+        let other = host(&mut e, 1, Input::Message(signed(3, vote_msg(false, 1, Digest([5; 32])))));
+        assert!(votes_signed(&other).is_empty(), "a prepare of another digest does not count");
+        let out = host(&mut e, 1, Input::Message(signed(2, vote_msg(false, 1, pd))));
+        assert_eq!(votes_signed(&out), vec![vote_msg(true, 1, block_at(1))], "prepared: commit");
+        let out = host(&mut e, 1, Input::Message(signed(2, vote_msg(true, 1, block_at(1)))));
+        assert_eq!(committed_at(&out), None, "two commits of three");
+        let wrong = signed(3, vote_msg(true, 1, Digest([6; 32])));
+        assert_eq!(committed_at(&host(&mut e, 1, Input::Message(wrong))), None);
+        let out = host(&mut e, 1, Input::Message(signed(0, vote_msg(true, 1, block_at(1)))));
+        let (seq, cert) = committed_at(&out).expect("committed with three");
+        assert_eq!(
+            (seq, cert.view, cert.seq, cert.block),
+            (SeqNo(1), View(0), SeqNo(1), block_at(1))
+        );
+        let signers: Vec<u32> = cert.signatures.iter().map(|(id, _)| id.0).collect();
+        assert_eq!(signers, vec![0, 1, 2]);
+        assert_eq!(e.committed(), SeqNo(1));
+    }
+
+    #[test]
+    fn a_checkpoint_becomes_stable_with_a_quorum_of_matching_states_at_the_interval() {
+        // C&L §4.3: a replica multicasts a checkpoint every K sequence numbers; with Q
+        // checkpoint messages of one state it is stable and the low watermark moves to it.
+        // Checkpoints off the interval, at or below the low watermark, or of another state
+        // never count.
+        let mut e = engine(1);
+        let mut own = None;
+        for seq in 1..=4 {
+            let out = commit_slot(&mut e, seq);
+            assert_eq!(committed_at(&out).map(|c| c.0), Some(SeqNo(seq)), "seq {seq}");
+            if let Some(c) = out.iter().find_map(|x| match x {
+                Effect::Broadcast(env) if matches!(env.message, Message::Checkpoint(_)) => {
+                    Some(env.message.clone())
+                }
+                _ => None,
+            }) {
+                own = Some((seq, c));
+            }
+        }
+        let ck = Message::Checkpoint(Checkpoint { seq: SeqNo(4), state: result_of(4) });
+        assert_eq!(own, Some((4, ck.clone())), "its own checkpoint at K = 4, not before");
+        let stable =
+            |out: &[Effect]| out.iter().any(|x| matches!(x, Effect::Persist(WalRecord::Stable(_))));
+        // Off the interval: three matching checkpoints of seq 2 make nothing stable.
+        for from in [0, 2, 3] {
+            let c2 = Message::Checkpoint(Checkpoint { seq: SeqNo(2), state: result_of(2) });
+            assert!(!stable(&host(&mut e, 1, Input::Message(signed(from, c2)))));
+        }
+        assert_eq!(e.low_watermark(), SeqNo(0));
+        let other = Message::Checkpoint(Checkpoint { seq: SeqNo(4), state: Digest([1; 32]) });
+        assert!(!stable(&host(&mut e, 1, Input::Message(signed(3, other)))));
+        assert!(!stable(&host(&mut e, 1, Input::Message(signed(2, ck.clone())))));
+        assert_eq!(e.low_watermark(), SeqNo(0), "two matching of three");
+        let out = host(&mut e, 1, Input::Message(signed(0, ck.clone())));
+        let proof = out.iter().find_map(|x| match x {
+            Effect::Persist(WalRecord::Stable(p)) => Some(p.clone()),
+            _ => None,
+        });
+        let proof = proof.expect("stable with three");
+        assert_eq!((proof.seq, proof.state), (SeqNo(4), result_of(4)));
+        let mut from: Vec<u32> = proof.signed.iter().map(|x| x.from.0).collect();
+        from.sort_unstable();
+        assert_eq!(from, vec![0, 1, 2]);
+        assert_eq!(e.low_watermark(), SeqNo(4));
+        // At or below the low watermark: nothing more happens.
+        assert!(host(&mut e, 1, Input::Message(signed(3, ck))).iter().all(only_heard));
+    }
+
+    fn checkpoint_proof(seq: u64, state: Digest, by: &[u32]) -> CheckpointProof {
+        let signed = by
+            .iter()
+            .map(|i| signed(*i, Message::Checkpoint(Checkpoint { seq: SeqNo(seq), state })))
+            .collect();
+        CheckpointProof { seq: SeqNo(seq), state, signed }
+    }
+
+    #[test]
+    fn a_checkpoint_proof_is_a_quorum_of_distinct_members_signing_one_state() {
+        // C&L §4.3–4.4: the proof of a stable checkpoint is 2f + 1 (Q) checkpoint messages
+        // from distinct replicas for the same sequence number and state; the genesis
+        // checkpoint (seq 0) is the configuration's genesis state, unsigned; checkpoints are
+        // taken every K (here 4) sequence numbers only.
+        let e = engine(1);
+        let s = Digest([3; 32]);
+        assert_eq!(e.verify_checkpoint_proof(&genesis()), Ok(()));
+        assert_eq!(e.verify_checkpoint_proof(&checkpoint_proof(4, s, &[0, 1, 2])), Ok(()));
+        assert_eq!(e.verify_checkpoint_proof(&checkpoint_proof(8, s, &[1, 2, 3, 0])), Ok(()));
+        let bad_genesis_state = CheckpointProof { state: Digest([8; 32]), ..genesis() };
+        let signed_genesis = checkpoint_proof(0, Digest([7; 32]), &[0, 1, 2]);
+        let mut mixed_seq = checkpoint_proof(4, s, &[0, 1, 2]);
+        mixed_seq.signed[2] =
+            signed(2, Message::Checkpoint(Checkpoint { seq: SeqNo(8), state: s }));
+        let mut mixed_state = checkpoint_proof(4, s, &[0, 1, 2]);
+        mixed_state.signed[1] =
+            signed(1, Message::Checkpoint(Checkpoint { seq: SeqNo(4), state: Digest([4; 32]) }));
+        let mut not_checkpoint = checkpoint_proof(4, s, &[0, 1, 2]);
+        not_checkpoint.signed[0] = signed(0, vote_msg(false, 4, s));
+        let mut forged = checkpoint_proof(4, s, &[0, 1, 2]);
+        forged.signed[1].signature.0[0] ^= 1;
+        let outsider = {
+            let m = Message::Checkpoint(Checkpoint { seq: SeqNo(4), state: s });
+            let signature = sign_with(&key(9), &signing_payload(0, NodeId(9), &m));
+            let mut p = checkpoint_proof(4, s, &[0, 1]);
+            p.signed.push(Envelope { from: NodeId(9), message: m, signature });
+            p
+        };
+        for (what, proof) in [
+            ("genesis with another state", bad_genesis_state),
+            ("genesis with signatures", signed_genesis),
+            ("off the interval", checkpoint_proof(6, s, &[0, 1, 2])),
+            ("below the quorum", checkpoint_proof(4, s, &[0, 1])),
+            ("a signer twice", checkpoint_proof(4, s, &[0, 1, 1])),
+            ("another sequence number inside", mixed_seq),
+            ("another state inside", mixed_state),
+            ("a vote inside", not_checkpoint),
+            ("a forged signature", forged),
+            ("a non-member", outsider),
+        ] {
+            assert!(e.verify_checkpoint_proof(&proof).is_err(), "{what}");
+        }
+    }
+
+    #[test]
+    fn a_commit_certificate_is_a_quorum_of_distinct_members_signing_the_commit() {
+        // DESIGN §4 / C&L §4.3: Q commit signatures of distinct members over the commit vote
+        // for the block digest, which binds the sequence number, the batch and the result.
+        let c = config(4);
+        let cert = |by: &[u32], block: Digest| {
+            let m = vote_msg(true, 1, block);
+            let signatures = by
+                .iter()
+                .map(|i| (NodeId(*i), sign_with(&key(*i), &signing_payload(0, NodeId(*i), &m))))
+                .collect();
+            CommitCertificate { view: View(0), seq: SeqNo(1), block, signatures }
+        };
+        assert_eq!(verify_certificate(&c, &TestVerifier, &cert(&[0, 1, 2], block_at(1))), Ok(()));
+        assert!(verify_certificate(&c, &TestVerifier, &cert(&[0, 1], block_at(1))).is_err());
+        assert!(verify_certificate(&c, &TestVerifier, &cert(&[0, 1, 1], block_at(1))).is_err());
+        assert_eq!(
+            verify_certificate(&c, &TestVerifier, &cert(&[0, 1, 9], block_at(1))),
+            Err(Error::NotMember(NodeId(9)))
+        );
+        let mut forged = cert(&[0, 1, 2], block_at(1));
+        forged.signatures[2].1.0[0] ^= 1;
+        assert_eq!(
+            verify_certificate(&c, &TestVerifier, &forged),
+            Err(Error::Signature(NodeId(2)))
+        );
+        // The engine also checks that the certificate is for the entry's block.
+        let e = engine(1);
+        let entry = |batch_n: u8, result: Digest| CommittedEntry {
+            batch: batch(batch_n),
+            result,
+            certificate: cert(&[0, 1, 2], block_at(1)),
+        };
+        assert_eq!(e.verify_certificate(&entry(1, result_of(1))), Ok(()));
+        assert!(e.verify_certificate(&entry(2, result_of(1))).is_err(), "another batch");
+        assert!(e.verify_certificate(&entry(1, result_of(2))).is_err(), "another result");
+    }
+
+    #[test]
+    fn a_prepared_proof_needs_the_primarys_pre_prepare_and_matching_backup_prepares() {
+        // C&L §4.4: a prepared certificate is the pre-prepare signed by the view's primary
+        // and 2f prepares from distinct backups for the same view, sequence number and digest.
+        let c = config(4);
+        let good = prepared(0, 1, batch(1), &[1, 2]);
+        assert_eq!(verify_prepared(&c, &TestVerifier, &good), Ok(()));
+        assert_eq!(
+            verify_prepared(&c, &TestVerifier, &prepared(0, 1, batch(1), &[1, 2, 3])),
+            Ok(())
+        );
+        let d = batch_digest(&TestVerifier, &batch(1));
+        let with = |i: usize, m: Message| {
+            let mut p = good.clone();
+            let from = p.prepares[i].from.0;
+            p.prepares[i] = signed(from, m);
+            p
+        };
+        let mut not_primary = good.clone();
+        not_primary.pre_prepare = signed(
+            2,
+            Message::PrePrepare(PrePrepare {
+                view: View(0),
+                seq: SeqNo(1),
+                batch: batch(1),
+                result: Some(Digest([1; 32])),
+            }),
+        );
+        let mut forged_pp = good.clone();
+        forged_pp.pre_prepare.signature.0[0] ^= 1;
+        let mut forged = good.clone();
+        forged.prepares[0].signature.0[0] ^= 1;
+        let mut not_pp = good.clone();
+        not_pp.pre_prepare = signed(0, vote_msg(false, 1, d));
+        for (what, p) in [
+            (
+                "another view's prepare",
+                with(0, Message::Prepare(Vote { view: View(1), seq: SeqNo(1), digest: d })),
+            ),
+            ("another seq's prepare", with(0, vote_msg(false, 2, d))),
+            ("another digest's prepare", with(1, vote_msg(false, 1, Digest([2; 32])))),
+            ("a commit for a prepare", with(1, vote_msg(true, 1, d))),
+            ("a pre-prepare not from the primary", not_primary),
+            ("a forged pre-prepare", forged_pp),
+            ("a forged prepare", forged),
+            ("no pre-prepare", not_pp),
+        ] {
+            assert!(verify_prepared(&c, &TestVerifier, &p).is_err(), "{what}");
+        }
+    }
+
+    #[test]
+    fn a_view_change_carries_a_valid_checkpoint_and_ordered_lower_view_certificates() {
+        // C&L §4.4: VIEW-CHANGE(v + 1, n, C, P): C proves the stable checkpoint n; P holds one
+        // prepared certificate per sequence number above n (here in increasing order, at most
+        // a window above n), each from a view below v + 1.
+        let e = engine(1);
+        let vc = |view, checkpoint, prepared| ViewChange { view: View(view), checkpoint, prepared };
+        let p = |view: u64, seq| {
+            let backups = [(view as u32 + 1) % 4, (view as u32 + 2) % 4];
+            prepared(view, seq, batch(seq as u8), &backups)
+        };
+        let cp4 = checkpoint_proof(4, Digest([3; 32]), &[0, 1, 2]);
+        assert_eq!(e.verify_view_change(&vc(2, genesis(), vec![p(0, 1), p(1, 3)])), Ok(()));
+        assert_eq!(e.verify_view_change(&vc(1, cp4.clone(), vec![p(0, 5), p(0, 12)])), Ok(()));
+        let mut no_pp = p(0, 2);
+        no_pp.pre_prepare = signed(0, vote_msg(false, 2, Digest([0; 32])));
+        for (what, v) in [
+            (
+                "a bad checkpoint proof",
+                vc(1, checkpoint_proof(4, Digest([3; 32]), &[0, 1]), vec![]),
+            ),
+            ("a certificate at the checkpoint", vc(1, cp4.clone(), vec![p(0, 4)])),
+            ("a certificate beyond the window", vc(1, cp4.clone(), vec![p(0, 13)])),
+            ("out of order", vc(2, genesis(), vec![p(0, 3), p(1, 1)])),
+            ("a sequence number twice", vc(2, genesis(), vec![p(0, 1), p(1, 1)])),
+            ("prepared in the new view", vc(1, genesis(), vec![p(1, 1)])),
+            ("prepared above the new view", vc(1, genesis(), vec![p(2, 1)])),
+            ("an invalid certificate", vc(1, genesis(), vec![prepared(0, 1, batch(1), &[1])])),
+            ("no pre-prepare", vc(1, genesis(), vec![no_pp])),
+        ] {
+            assert!(e.verify_view_change(&v).is_err(), "{what}");
+        }
+    }
+
+    fn view_changed(out: &[Effect]) -> Option<(View, NodeId)> {
+        out.iter().find_map(|x| match x {
+            Effect::ViewChanged { view, primary } => Some((*view, *primary)),
+            _ => None,
+        })
+    }
+
+    fn new_view_sent(out: &[Effect]) -> Option<NewView> {
+        out.iter().find_map(|x| match x {
+            Effect::Broadcast(Envelope { message: Message::NewView(nv), .. }) => Some(nv.clone()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn the_new_primary_builds_the_new_view_from_n_minus_f_view_changes() {
+        // C&L §4.4–4.5.2: replica 1, primary of view 1, joins after f + 1 = 2 view changes,
+        // and with N − f = 3 of them (its own included) multicasts NEW-VIEW(1, V, O) and
+        // enters the view; with one prepared certificate, O re-proposes its batch unexecuted.
+        let mut e = engine(1);
+        let p = prepared(0, 1, batch(0xa), &[1, 2]);
+        let out = host(&mut e, 1, Input::Message(view_change(2, 1, vec![p])));
+        assert!(!e.is_changing_view() && new_view_sent(&out).is_none());
+        let out = host(&mut e, 1, Input::Message(view_change(3, 1, vec![])));
+        let nv = new_view_sent(&out).expect("new view multicast");
+        assert_eq!(nv.view, View(1));
+        let mut senders: Vec<u32> = nv.view_changes.iter().map(|x| x.from.0).collect();
+        senders.sort_unstable();
+        assert_eq!(senders, vec![1, 2, 3]);
+        let pps: Vec<_> = nv.pre_prepares.iter().map(|x| (x.from, x.message.clone())).collect();
+        let want = PrePrepare { view: View(1), seq: SeqNo(1), batch: batch(0xa), result: None };
+        assert_eq!(pps, vec![(NodeId(1), Message::PrePrepare(want))]);
+        assert_eq!(view_changed(&out), Some((View(1), NodeId(1))));
+        assert!(!e.is_changing_view() && e.view() == View(1));
+        // A backup checks it and enters the view too.
+        let mut b = engine(2);
+        let _ = host(&mut b, 2, Input::Message(view_change(1, 1, vec![])));
+        let _ = host(&mut b, 2, Input::Message(view_change(3, 1, vec![])));
+        assert!(b.is_changing_view());
+        let env = out
+            .iter()
+            .find_map(|x| match x {
+                Effect::Broadcast(env) if matches!(env.message, Message::NewView(_)) => {
+                    Some(env.clone())
+                }
+                _ => None,
+            })
+            .unwrap();
+        let got = host(&mut b, 2, Input::Message(env));
+        assert_eq!(view_changed(&got), Some((View(1), NodeId(1))));
+        assert!(!b.is_changing_view() && b.view() == View(1));
+    }
+
+    #[test]
+    fn the_new_view_timer_starts_with_n_minus_f_view_changes_including_ones_own() {
+        // C&L §4.5.2: a replica starts its timer only after it has 2f + 1 (N − f) view changes
+        // for the view, its own among them.
+        let mut e = engine(2);
+        let armed = |out: &[Effect]| {
+            out.iter().any(|x| matches!(x, Effect::SetTimer { timer: Timer::NewView, .. }))
+        };
+        assert!(!armed(&host(&mut e, 2, Input::Timeout(Timer::NullRequest))));
+        assert!(e.is_changing_view() && e.view() == View(1));
+        assert!(!armed(&host(&mut e, 2, Input::Message(view_change(3, 1, vec![])))), "two");
+        assert!(armed(&host(&mut e, 2, Input::Message(view_change(0, 1, vec![])))), "three");
+        // Joining with f + 1 others: the timer waits for its own view change to be signed.
+        let mut f = engine(2);
+        let _ = host(&mut f, 2, Input::Message(view_change(3, 1, vec![])));
+        let out = f.handle(Input::Message(view_change(0, 1, vec![])));
+        assert!(f.is_changing_view(), "joined with f + 1");
+        assert!(!armed(&out), "its own view change is not signed yet");
+        let Some(Effect::Sign { token, payload }) =
+            out.into_iter().find(|x| matches!(x, Effect::Sign { .. }))
+        else {
+            panic!("no view change to sign");
+        };
+        let signature = sign_with(&key(2), &payload);
+        assert!(armed(&host(&mut f, 2, Input::Signed { token, signature })), "now three");
+    }
+
+    #[test]
+    fn a_new_view_is_taken_only_from_the_views_primary_with_valid_view_changes() {
+        // C&L §4.4: a backup accepts NEW-VIEW for v + 1 if it is signed by the primary of
+        // v + 1, its view changes are valid and for v + 1, from N − f distinct replicas, and
+        // its O is the one the backup computes.
+        let e = engine(2);
+        let vcs =
+            vec![view_change(1, 1, vec![]), view_change(2, 1, vec![]), view_change(3, 1, vec![])];
+        let nv = |view_changes: Vec<Envelope>, pre_prepares| NewView {
+            view: View(1),
+            view_changes,
+            pre_prepares,
+        };
+        assert!(e.verify_new_view(&nv(vcs.clone(), vec![])).is_ok());
+        let mut forged = vcs.clone();
+        forged[1].signature.0[0] ^= 1;
+        let mut twice = vcs.clone();
+        twice[2] = view_change(1, 1, vec![]);
+        let mut other_view = vcs.clone();
+        other_view[0] = view_change(1, 2, vec![]);
+        let mut not_vc = vcs.clone();
+        not_vc[0] = signed(1, Message::Heartbeat { view: View(1) });
+        let mut bad_vc = vcs.clone();
+        bad_vc[0] = view_change(1, 1, vec![prepared(0, 1, batch(1), &[1])]);
+        let stray_pp = |from: u32, view: u64, seq: u64, result| {
+            signed(
+                from,
+                Message::PrePrepare(PrePrepare {
+                    view: View(view),
+                    seq: SeqNo(seq),
+                    batch: Batch::default(),
+                    result,
+                }),
+            )
+        };
+        for (what, bad) in [
+            ("a forged view change", nv(forged, vec![])),
+            ("a sender twice", nv(twice, vec![])),
+            ("a view change for another view", nv(other_view, vec![])),
+            ("not a view change", nv(not_vc, vec![])),
+            ("an invalid view change", nv(bad_vc, vec![])),
+            ("a pre-prepare O does not hold", nv(vcs.clone(), vec![stray_pp(1, 1, 1, None)])),
+        ] {
+            assert!(e.verify_new_view(&bad).is_err(), "{what}");
+        }
+        // O = {1: null, 2: batch B} from a certificate at seq 2: each field of the re-proposal
+        // must be the primary's, for this view, at its sequence number, unexecuted.
+        let p2 = prepared(0, 2, batch(0xb), &[1, 2]);
+        let vcs2 =
+            vec![view_change(1, 1, vec![p2]), view_change(2, 1, vec![]), view_change(3, 1, vec![])];
+        let pp = |from: u32, view: u64, seq: u64, b: Batch, result| {
+            signed(
+                from,
+                Message::PrePrepare(PrePrepare {
+                    view: View(view),
+                    seq: SeqNo(seq),
+                    batch: b,
+                    result,
+                }),
+            )
+        };
+        let good = vec![stray_pp(1, 1, 1, None), pp(1, 1, 2, batch(0xb), None)];
+        assert!(e.verify_new_view(&nv(vcs2.clone(), good.clone())).is_ok());
+        let mut forged_pp = good.clone();
+        forged_pp[1].signature.0[0] ^= 1;
+        for (what, pps) in [
+            ("from another replica", vec![good[0].clone(), pp(2, 1, 2, batch(0xb), None)]),
+            ("for another view", vec![good[0].clone(), pp(1, 2, 2, batch(0xb), None)]),
+            ("at another seq", vec![good[0].clone(), pp(1, 1, 3, batch(0xb), None)]),
+            ("another batch", vec![good[0].clone(), pp(1, 1, 2, batch(0xc), None)]),
+            (
+                "with a result",
+                vec![good[0].clone(), pp(1, 1, 2, batch(0xb), Some(Digest([1; 32])))],
+            ),
+            ("forged", forged_pp),
+            (
+                "not a pre-prepare",
+                vec![good[0].clone(), signed(1, Message::Heartbeat { view: View(1) })],
+            ),
+        ] {
+            assert!(e.verify_new_view(&nv(vcs2.clone(), pps)).is_err(), "{what}");
+        }
+        // Through the engine: a new view signed by another replica, or for a lower view, is
+        // ignored; the primary's is taken.
+        let mut b = engine(2);
+        let _ = host(&mut b, 2, Input::Message(view_change(1, 1, vec![])));
+        let _ = host(&mut b, 2, Input::Message(view_change(3, 1, vec![])));
+        let msg = Message::NewView(nv(vcs.clone(), vec![]));
+        assert_eq!(view_changed(&host(&mut b, 2, Input::Message(signed(3, msg.clone())))), None);
+        let low =
+            Message::NewView(NewView { view: View(0), view_changes: vec![], pre_prepares: vec![] });
+        assert_eq!(view_changed(&host(&mut b, 2, Input::Message(signed(0, low)))), None);
+        assert!(b.is_changing_view());
+        let got = host(&mut b, 2, Input::Message(signed(1, msg)));
+        assert_eq!(view_changed(&got), Some((View(1), NodeId(1))));
+    }
+
+    #[test]
+    fn with_seven_replicas_f_plus_one_is_three() {
+        // C&L §4.5.2 with n = 7, f = 2: two view changes are not enough to join, three are.
+        let mut e = engine_of(7, 6);
+        let _ = e.handle(Input::Message(view_change(1, 1, vec![])));
+        let _ = e.handle(Input::Message(view_change(2, 1, vec![])));
+        assert!(!e.is_changing_view());
+        let _ = e.handle(Input::Message(view_change(3, 1, vec![])));
+        assert!(e.is_changing_view() && e.view() == View(1));
+    }
+
+    #[test]
+    fn a_vote_recorded_before_a_crash_is_never_changed_after_it() {
+        // pbft.md list item 9: an intent recorded before a crash binds the replica. A
+        // pre-prepare for the same slot with another batch (the primary equivocating) gets no
+        // prepare; one with the same batch is accepted, its prepare (signed again at the
+        // restore) not signed a third time and no new intent recorded.
+        let vote_a = Message::Prepare(Vote {
+            view: View(0),
+            seq: SeqNo(1),
+            digest: batch_digest(&TestVerifier, &batch(1)),
+        });
+        let restored = || {
+            let params = Params { checkpoint_interval: 4, window: 8, ..Params::default() };
+            let mut e = Engine::new(NodeId(1), config(4), params, TestVerifier).unwrap();
+            let _ = e.handle(Input::Restore {
+                records: vec![WalRecord::Intent(vote_a.clone())],
+                committed: SeqNo(0),
+                state: Digest([7; 32]),
+                recent: vec![],
+                configs: vec![],
+            });
+            e
+        };
+        let mut e = restored();
+        let out = e.handle(Input::Message(pre_prepare(0, 1, batch(2), Some(Digest([9; 32])))));
+        assert!(votes_signed(&out).is_empty(), "a second, different prepare: {out:?}");
+        let mut e = restored();
+        let out = e.handle(Input::Message(pre_prepare(0, 1, batch(1), Some(Digest([9; 32])))));
+        assert!(accepted(&out), "the pre-prepare itself is accepted: {out:?}");
+        assert!(votes_signed(&out).is_empty(), "its prepare was signed again at the restore");
+        assert!(!out.iter().any(|x| matches!(x, Effect::Persist(WalRecord::Intent(_)))));
+    }
+
+    #[test]
+    fn prepares_and_commits_count_only_in_the_current_view_window_and_role() {
+        // C&L §4.2: a replica accepts prepare and commit messages "provided that their
+        // signatures are correct, their view number equals the replica's current view, and
+        // their sequence number is between h and H"; a prepare is from a backup, not the
+        // primary; none is accepted while the replica is changing views (§4.4).
+        let d = batch_digest(&TestVerifier, &batch(1));
+        let prepare = |from, view, seq| {
+            signed(from, Message::Prepare(Vote { view: View(view), seq: SeqNo(seq), digest: d }))
+        };
+        let commit = |from, view, seq| {
+            signed(from, Message::Commit(Vote { view: View(view), seq: SeqNo(seq), digest: d }))
+        };
+        let mut e = engine(1);
+        assert!(accepted(&e.handle(Input::Message(prepare(2, 0, 1)))));
+        assert!(accepted(&e.handle(Input::Message(commit(2, 0, 1)))));
+        for (what, env) in [
+            ("a prepare of another view", prepare(3, 1, 1)),
+            ("a prepare above the window", prepare(3, 0, 9)),
+            ("a prepare at the low watermark", prepare(3, 0, 0)),
+            ("a prepare from the primary", prepare(0, 0, 2)),
+            ("a commit of another view", commit(3, 1, 1)),
+            ("a commit above the window", commit(3, 0, 9)),
+        ] {
+            let out = e.handle(Input::Message(env));
+            assert!(out.iter().all(only_heard), "{what}: {out:?}");
+        }
+        // Changing views: the new view's votes wait for its new-view message.
+        let _ = e.handle(Input::Message(view_change(2, 1, vec![])));
+        let _ = e.handle(Input::Message(view_change(3, 1, vec![])));
+        assert!(e.is_changing_view() && e.view() == View(1));
+        for env in [prepare(2, 1, 1), commit(2, 1, 1), prepare(3, 1, 2)] {
+            let out = e.handle(Input::Message(env));
+            assert!(!accepted(&out), "during a view change: {out:?}");
+        }
+    }
+
     #[test]
     fn joins_a_view_change_after_f_plus_one() {
         // C&L §4.5.2: f + 1 = 2 view changes for higher views make a replica join.
