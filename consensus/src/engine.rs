@@ -2953,6 +2953,82 @@ mod tests {
         assert_eq!(view_changed(&got), Some((View(1), NodeId(1))));
     }
 
+    fn sent_to(out: &[Effect], to: u32) -> Vec<Message> {
+        out.iter()
+            .filter_map(|x| match x {
+                Effect::Send { to: t, envelope } if t.0 == to => Some(envelope.message.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_replica_behind_is_shown_the_current_view_and_the_stable_checkpoint() {
+        // A view change for a view at or below ours (when we are not changing) comes from a
+        // replica that missed the new view: it is sent the new view, and — when its
+        // checkpoint is below our stable one — our checkpoint proof, to fetch from.
+        let mut e = engine(2);
+        let _ = host(&mut e, 2, Input::Message(view_change(1, 1, vec![])));
+        let _ = host(&mut e, 2, Input::Message(view_change(3, 1, vec![])));
+        let vcs =
+            vec![view_change(1, 1, vec![]), view_change(2, 1, vec![]), view_change(3, 1, vec![])];
+        let nv =
+            Message::NewView(NewView { view: View(1), view_changes: vcs, pre_prepares: vec![] });
+        let _ = host(&mut e, 2, Input::Message(signed(1, nv.clone())));
+        assert_eq!(e.view(), View(1));
+        for (what, vc) in
+            [("its view", view_change(0, 1, vec![])), ("a lower view", view_change(0, 0, vec![]))]
+        {
+            let out = host(&mut e, 2, Input::Message(vc));
+            assert_eq!(sent_to(&out, 0), vec![nv.clone()], "{what}");
+        }
+        // A view change for the next view is no sign of being behind: it is counted.
+        let out = host(&mut e, 2, Input::Message(view_change(0, 2, vec![])));
+        assert!(sent_to(&out, 0).is_empty());
+
+        // Replica 1 with a stable checkpoint at 4, in view 0 (no new view to show).
+        let mut e = engine(1);
+        for seq in 1..=4 {
+            let _ = commit_slot(&mut e, seq);
+        }
+        let ck = Message::Checkpoint(Checkpoint { seq: SeqNo(4), state: result_of(4) });
+        for from in [0, 2] {
+            let _ = host(&mut e, 1, Input::Message(signed(from, ck.clone())));
+        }
+        assert_eq!(e.low_watermark(), SeqNo(4));
+        let out = host(&mut e, 1, Input::Message(view_change(3, 0, vec![])));
+        let sent = sent_to(&out, 3);
+        assert!(
+            matches!(&sent[..], [Message::Entries(Entries { checkpoint: Some(p), entries })]
+                if p.seq == SeqNo(4) && entries.is_empty()),
+            "{sent:?}"
+        );
+        let at_ours = signed(
+            3,
+            Message::ViewChange(ViewChange {
+                view: View(0),
+                checkpoint: checkpoint_proof(4, result_of(4), &[0, 1, 2]),
+                prepared: vec![],
+            }),
+        );
+        assert!(sent_to(&host(&mut e, 1, Input::Message(at_ours)), 3).is_empty(), "not behind");
+    }
+
+    #[test]
+    fn a_replicas_latest_view_change_replaces_its_earlier_ones() {
+        // C&L §4.5.2: a replica that moved on to view 2 counts for view 2, not 1: replica 3
+        // holding 1's view changes for 1 then 2, and 2's for 2, joins view 2. An older view
+        // change arriving late changes nothing.
+        let mut e = engine(3);
+        let _ = host(&mut e, 3, Input::Message(view_change(1, 1, vec![])));
+        let _ = host(&mut e, 3, Input::Message(view_change(1, 2, vec![])));
+        let _ = host(&mut e, 3, Input::Message(view_change(1, 1, vec![])));
+        assert!(!e.is_changing_view());
+        let _ = host(&mut e, 3, Input::Message(view_change(2, 2, vec![])));
+        assert!(e.is_changing_view());
+        assert_eq!(e.view(), View(2));
+    }
+
     #[test]
     fn with_seven_replicas_f_plus_one_is_three() {
         // C&L §4.5.2 with n = 7, f = 2: two view changes are not enough to join, three are.
