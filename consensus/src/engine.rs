@@ -2857,6 +2857,30 @@ mod tests {
     }
 
     #[test]
+    fn each_failed_view_change_doubles_the_new_view_timeout() {
+        // C&L §4.5.2: "If the timer of replica i expires before it receives a valid new-view
+        // message for v + 1 ... it starts the view change for v + 2 but this time it will wait
+        // 2T before starting a view change for v + 3."
+        // Replica 3, a backup in views 1 and 2.
+        let mut e = engine(3);
+        let t = Params::default().new_view_timeout_ms;
+        let timer = |out: &[Effect]| {
+            out.iter().find_map(|x| match x {
+                Effect::SetTimer { timer: Timer::NewView, after_ms } => Some(*after_ms),
+                _ => None,
+            })
+        };
+        let _ = host(&mut e, 3, Input::Timeout(Timer::NullRequest));
+        let _ = host(&mut e, 3, Input::Message(view_change(0, 1, vec![])));
+        assert_eq!(timer(&host(&mut e, 3, Input::Message(view_change(2, 1, vec![])))), Some(t));
+        let _ = host(&mut e, 3, Input::Timeout(Timer::NewView));
+        assert_eq!(e.view(), View(2));
+        let _ = host(&mut e, 3, Input::Message(view_change(0, 2, vec![])));
+        let out = host(&mut e, 3, Input::Message(view_change(1, 2, vec![])));
+        assert_eq!(timer(&out), Some(2 * t));
+    }
+
+    #[test]
     fn a_new_view_is_taken_only_from_the_views_primary_with_valid_view_changes() {
         // C&L §4.4: a backup accepts NEW-VIEW for v + 1 if it is signed by the primary of
         // v + 1, its view changes are valid and for v + 1, from N − f distinct replicas, and
