@@ -3098,6 +3098,51 @@ mod tests {
     }
 
     #[test]
+    fn a_checkpoint_recorded_before_a_crash_is_never_changed_after_it() {
+        // pbft.md list item 9 for checkpoints: a replica that recorded its checkpoint for
+        // seq 4 before a crash signs that very one again when it commits seq 4 anew, and
+        // never a checkpoint of another state for seq 4 (its state after the crash
+        // disagrees: the signer's guard would refuse it too).
+        let checkpoint_signed = |recorded: Digest| {
+            let params = Params { checkpoint_interval: 4, window: 8, ..Params::default() };
+            let mut e = Engine::new(NodeId(1), config(4), params, TestVerifier).unwrap();
+            let record = Message::Checkpoint(Checkpoint { seq: SeqNo(4), state: recorded });
+            let _ = host(
+                &mut e,
+                1,
+                Input::Restore {
+                    records: vec![WalRecord::Intent(record)],
+                    committed: SeqNo(0),
+                    state: Digest([7; 32]),
+                    recent: vec![],
+                    configs: vec![],
+                },
+            );
+            let mut out = Vec::new();
+            for seq in 1..=4 {
+                out.extend(commit_slot(&mut e, seq));
+            }
+            assert_eq!(e.committed(), SeqNo(4));
+            let new_intent = out
+                .iter()
+                .any(|x| matches!(x, Effect::Persist(WalRecord::Intent(Message::Checkpoint(_)))));
+            let signed: Vec<Message> = out
+                .iter()
+                .filter_map(|x| match x {
+                    Effect::Broadcast(env) if matches!(env.message, Message::Checkpoint(_)) => {
+                        Some(env.message.clone())
+                    }
+                    _ => None,
+                })
+                .collect();
+            (signed, new_intent)
+        };
+        let same = Message::Checkpoint(Checkpoint { seq: SeqNo(4), state: result_of(4) });
+        assert_eq!(checkpoint_signed(result_of(4)), (vec![same], false));
+        assert_eq!(checkpoint_signed(Digest([0xee; 32])), (vec![], false));
+    }
+
+    #[test]
     fn prepares_and_commits_count_only_in_the_current_view_window_and_role() {
         // C&L §4.2: a replica accepts prepare and commit messages "provided that their
         // signatures are correct, their view number equals the replica's current view, and
