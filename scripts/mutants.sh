@@ -30,6 +30,10 @@ with open(".cargo/mutants.toml", "rb") as f:
     print("\n".join(tomllib.load(f)["examine_globs"]))
 EOF
 )
+if [ ${#files[@]} -eq 0 ]; then
+    echo "mutants: no files in .cargo/mutants.toml's examine_globs" >&2
+    exit 2
+fi
 
 # A config narrowed to some of the files, with the same selection and exclusions.
 narrowed() {
@@ -52,8 +56,15 @@ run() {
     case $status in 0 | 2 | 3) ;; *) echo "cargo mutants failed ($status)" >&2; return 1 ;; esac
 }
 
+# A run with no mutant to test (a change only to tests or comments, an empty shard) writes no
+# outcomes: nothing to score.
 score() {
-    python3 scripts/mutants-score.py "$out/$1/mutants.out/outcomes.json" --min 90
+    local outcomes="$out/$1/mutants.out/outcomes.json"
+    if [ ! -e "$outcomes" ]; then
+        echo "no mutants to test"
+        return 0
+    fi
+    python3 scripts/mutants-score.py "$outcomes" --min 90
 }
 
 case $mode in
@@ -63,14 +74,24 @@ case $mode in
         ;;
     --file)
         path=${2:?--file needs a path}
+        if ! printf '%s\n' "${files[@]}" | grep -qx -- "$path"; then
+            echo "mutants: $path is not one of: ${files[*]}" >&2
+            exit 2
+        fi
         narrowed "$path"
         run file --config "$out/config.toml"
         score file
         ;;
     --ci)
         base=$(cat .ci/mutants-base)
-        git diff "$base" -- "${files[@]}" > "$out/changed.diff"
         status=0
+        if ! git cat-file -e "$base^{commit}" 2>/dev/null; then
+            echo "mutants: the last full run's commit $base is not in this clone (a shallow one?)" >&2
+            exit 2
+        fi
+        # Plain a/ b/ prefixes whatever the user's git configuration, as cargo-mutants reads them.
+        git diff --no-color --no-ext-diff --src-prefix=a/ --dst-prefix=b/ "$base" -- "${files[@]}" \
+            > "$out/changed.diff"
         if [ -s "$out/changed.diff" ]; then
             echo "== mutants on the lines changed since $base"
             run diff --in-diff "$out/changed.diff"

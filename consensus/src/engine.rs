@@ -2557,21 +2557,19 @@ mod tests {
         // Checkpoints off the interval, at or below the low watermark, or of another state
         // never count.
         let mut e = engine(1);
-        let mut own = None;
+        let mut own = Vec::new();
         for seq in 1..=4 {
             let out = commit_slot(&mut e, seq);
             assert_eq!(committed_at(&out).map(|c| c.0), Some(SeqNo(seq)), "seq {seq}");
-            if let Some(c) = out.iter().find_map(|x| match x {
+            own.extend(out.iter().filter_map(|x| match x {
                 Effect::Broadcast(env) if matches!(env.message, Message::Checkpoint(_)) => {
-                    Some(env.message.clone())
+                    Some((seq, env.message.clone()))
                 }
                 _ => None,
-            }) {
-                own = Some((seq, c));
-            }
+            }));
         }
         let ck = Message::Checkpoint(Checkpoint { seq: SeqNo(4), state: result_of(4) });
-        assert_eq!(own, Some((4, ck.clone())), "its own checkpoint at K = 4, not before");
+        assert_eq!(own, vec![(4, ck.clone())], "its own checkpoint at K = 4, not before");
         let stable =
             |out: &[Effect]| out.iter().any(|x| matches!(x, Effect::Persist(WalRecord::Stable(_))));
         // Off the interval: three matching checkpoints of seq 2 make nothing stable.
@@ -2655,7 +2653,8 @@ mod tests {
 
     #[test]
     fn a_commit_certificate_is_a_quorum_of_distinct_members_signing_the_commit() {
-        // DESIGN §4 / C&L §4.3: Q commit signatures of distinct members over the commit vote
+        // C&L §4.2 (the commit phase) and `verify_certificate`'s contract: Q commit signatures
+        // of distinct members over the commit vote
         // for the block digest, which binds the sequence number, the batch and the result.
         let c = config(4);
         let cert = |by: &[u32], block: Digest| {
@@ -3040,7 +3039,8 @@ mod tests {
 
     #[test]
     fn a_replicas_latest_view_change_replaces_its_earlier_ones() {
-        // C&L §4.5.2: a replica that moved on to view 2 counts for view 2, not 1: replica 3
+        // This engine's rule on top of C&L §4.5.2 (join at the smallest view that f + 1
+        // replicas want at least): a replica that moved on to view 2 counts for view 2, not 1: replica 3
         // holding 1's view changes for 1 then 2, and 2's for 2, joins view 2. An older view
         // change arriving late changes nothing.
         let mut e = engine(3);
@@ -3066,7 +3066,8 @@ mod tests {
 
     #[test]
     fn a_vote_recorded_before_a_crash_is_never_changed_after_it() {
-        // pbft.md list item 9: an intent recorded before a crash binds the replica. A
+        // SECURITY.md (a compromised or restarted node cannot make its HSM sign two different
+        // votes for one (view, seq, phase)): an intent recorded before a crash binds the replica. A
         // pre-prepare for the same slot with another batch (the primary equivocating) gets no
         // prepare; one with the same batch is accepted, its prepare (signed again at the
         // restore) not signed a third time and no new intent recorded.
@@ -3099,7 +3100,7 @@ mod tests {
 
     #[test]
     fn a_checkpoint_recorded_before_a_crash_is_never_changed_after_it() {
-        // pbft.md list item 9 for checkpoints: a replica that recorded its checkpoint for
+        // SECURITY.md's double-sign rule, for checkpoints: a replica that recorded its checkpoint for
         // seq 4 before a crash signs that very one again when it commits seq 4 anew, and
         // never a checkpoint of another state for seq 4 (its state after the crash
         // disagrees: the signer's guard would refuse it too).

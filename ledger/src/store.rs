@@ -784,7 +784,7 @@ mod tests {
 
     /// A receipt read back from the store (what `anchor_getReceipt`-style reads serve) carries
     /// every outcome the block's execution gave, in order — one per pair of a batch — with the
-    /// seed's answers (contract.rs; DESIGN.md §1) for each.
+    /// seed's answers (the table of contract.rs's module docs) for each.
     #[test]
     fn receipts_read_back_with_each_outcome_of_their_execution() {
         let dir = tempfile::tempdir().unwrap();

@@ -411,9 +411,7 @@ mod tests {
             Tx::decode(&count_over),
             Err(Error::Malformed { why: "batch size out of range", .. })
         ));
-        let mut empty = bytes[..50].to_vec();
-        empty.extend_from_slice(&0u32.to_be_bytes());
-        empty.extend_from_slice(&tx.signature.to_raw());
+        let empty = body(&s, Payload::AnchorPutBatch(vec![])).sign(&s).unwrap().encode();
         assert!(matches!(
             Tx::decode(&empty),
             Err(Error::Malformed { why: "batch size out of range", .. })

@@ -1,7 +1,8 @@
 //! Certificates with exactly the extensions a test asks for — a CA without keyCertSign, a leaf
 //! without an extended key usage, any path length, a validity to the second — which the CA's
-//! own issuance (by profile) never makes. Signed with SM2 through the CA module's signer, so
-//! only the field under test differs from what `cert::issue` would produce.
+//! own issuance (by profile) never makes. Signed with SM2 through the CA module's signer. They
+//! carry only the extensions a spec names (no key identifiers, which the policy does not read),
+//! so a test decides exactly which of basicConstraints, keyUsage and extendedKeyUsage exist.
 
 use std::str::FromStr;
 use std::time::SystemTime;
