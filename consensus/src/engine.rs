@@ -2551,6 +2551,50 @@ mod tests {
     }
 
     #[test]
+    fn the_primary_commits_only_after_2f_prepares_like_every_replica() {
+        // C&L §4.2: the primary's pre-prepare stands for its prepare, and like the backups it
+        // sends its commit only once prepared — the pre-prepare and 2f prepares from backups —
+        // even though it executed the batch before proposing it.
+        let mut e = engine(0);
+        let _ = host(&mut e, 0, Input::Transaction(Digest([1; 32])));
+        let out = host(&mut e, 0, Input::Timeout(Timer::Batch));
+        let pp = out.iter().find_map(|x| match x {
+            Effect::Broadcast(Envelope { message: Message::PrePrepare(pp), .. }) => {
+                Some(pp.clone())
+            }
+            _ => None,
+        });
+        let pp = pp.expect("proposed");
+        assert!(votes_signed(&out).is_empty(), "no commit with the pre-prepare alone: {out:?}");
+        let d = batch_digest(&TestVerifier, &pp.batch);
+        let result = pp.result.unwrap();
+        let out = host(&mut e, 0, Input::Message(signed(1, vote_msg(false, 1, d))));
+        assert!(votes_signed(&out).is_empty(), "one prepare of two");
+        let out = host(&mut e, 0, Input::Message(signed(2, vote_msg(false, 1, d))));
+        let block = block_digest(&TestVerifier, SeqNo(1), &d, &result);
+        assert_eq!(votes_signed(&out), vec![vote_msg(true, 1, block)]);
+    }
+
+    #[test]
+    fn checkpoints_beyond_the_window_are_not_taken_and_at_its_edge_are() {
+        // C&L §4.3: the window (h, h + L] bounds what a replica accepts; Q checkpoints at
+        // h + L (8) make it fetch that state when its fetch timer fires, while those at 12,
+        // beyond the window, are ignored.
+        let fetched = |seq: u64| {
+            let mut e = engine(1);
+            let state = Digest([0x42; 32]);
+            for from in [0, 2, 3] {
+                let c = Message::Checkpoint(Checkpoint { seq: SeqNo(seq), state });
+                let _ = host(&mut e, 1, Input::Message(signed(from, c)));
+            }
+            let out = host(&mut e, 1, Input::Timeout(Timer::Fetch));
+            out.iter().any(|x| matches!(x, Effect::FetchState { seq: s, .. } if s.0 == seq))
+        };
+        assert!(fetched(8));
+        assert!(!fetched(12));
+    }
+
+    #[test]
     fn a_checkpoint_becomes_stable_with_a_quorum_of_matching_states_at_the_interval() {
         // C&L §4.3: a replica multicasts a checkpoint every K sequence numbers; with Q
         // checkpoint messages of one state it is stable and the low watermark moves to it.
