@@ -2807,7 +2807,7 @@ mod tests {
                 vc(1, checkpoint_proof(4, Digest([3; 32]), &[0, 1]), vec![]),
             ),
             ("a certificate at the checkpoint", vc(1, cp4.clone(), vec![p(0, 4)])),
-            ("a certificate beyond the window", vc(1, cp4.clone(), vec![p(0, 13)])),
+            ("a certificate beyond the window", vc(1, cp4, vec![p(0, 13)])),
             ("out of order", vc(2, genesis(), vec![p(0, 3), p(1, 1)])),
             ("a sequence number twice", vc(2, genesis(), vec![p(0, 1), p(1, 1)])),
             ("prepared in the new view", vc(1, genesis(), vec![p(1, 1)])),
@@ -3010,7 +3010,7 @@ mod tests {
         let mut b = engine(2);
         let _ = host(&mut b, 2, Input::Message(view_change(1, 1, vec![])));
         let _ = host(&mut b, 2, Input::Message(view_change(3, 1, vec![])));
-        let msg = Message::NewView(nv(vcs.clone(), vec![]));
+        let msg = Message::NewView(nv(vcs, vec![]));
         assert_eq!(view_changed(&host(&mut b, 2, Input::Message(signed(3, msg.clone())))), None);
         let low =
             Message::NewView(NewView { view: View(0), view_changes: vec![], pre_prepares: vec![] });

@@ -547,7 +547,7 @@ mod tests {
             Some((second_at as u64, "unwritten last bytes"))
         );
 
-        let mut middle = full.clone();
+        let mut middle = full;
         middle[second_at - SUM..second_at].fill(0);
         std::fs::write(&path, &middle).unwrap();
         match Journal::open(&path) {

@@ -419,7 +419,7 @@ mod tests {
         assert_ne!(challenges[0], challenges[1]);
         // And `dial` itself against `accept`.
         let (mut acc_end, mut dial_end) = UnixStream::pair().unwrap();
-        let (a2, m) = (a.clone(), members.clone());
+        let (a2, m) = (a, members);
         let acceptor = std::thread::spawn(move || accept(&mut acc_end, &a2, &m));
         assert_eq!(dial(&mut dial_end, &d, NodeId(1), ka), Ok(()));
         assert_eq!(acceptor.join().unwrap(), Ok(NodeId(2)));
