@@ -2019,7 +2019,12 @@ mod tests {
 
     /// Replica `id` of 4, restored empty.
     fn engine_with(id: u32, params: Params) -> Engine<TestVerifier> {
-        let mut e = Engine::new(NodeId(id), config(4), params, TestVerifier).unwrap();
+        engine_in(config(4), id, params)
+    }
+
+    /// Replica `id` of `config`, restored empty.
+    fn engine_in(config: Config, id: u32, params: Params) -> Engine<TestVerifier> {
+        let mut e = Engine::new(NodeId(id), config, params, TestVerifier).unwrap();
         let _ = e.handle(Input::Restore {
             records: vec![],
             committed: SeqNo(0),
@@ -2427,15 +2432,7 @@ mod tests {
     /// Replica `id` of `n`, restored empty.
     fn engine_of(n: u32, id: u32) -> Engine<TestVerifier> {
         let params = Params { checkpoint_interval: 4, window: 8, ..Params::default() };
-        let mut e = Engine::new(NodeId(id), config(n), params, TestVerifier).unwrap();
-        let _ = e.handle(Input::Restore {
-            records: vec![],
-            committed: SeqNo(0),
-            state: Digest([7; 32]),
-            recent: vec![],
-            configs: vec![],
-        });
-        e
+        engine_in(config(n), id, params)
     }
 
     /// The Prepare and Commit payloads the engine asked to sign in `out`.
