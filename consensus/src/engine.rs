@@ -2125,6 +2125,36 @@ mod tests {
     }
 
     #[test]
+    fn a_pre_prepare_must_be_of_this_view_carry_its_result_and_fit_a_batch() {
+        // C&L §4.2: a backup accepts a pre-prepare "in view v" (its current one, and not
+        // while changing views, §4.4); RBFT's pre-prepare carries the primary's execution
+        // result; a batch holds at most `batch_size_max` transactions.
+        let params =
+            Params { checkpoint_interval: 4, window: 8, batch_size_max: 2, ..Params::default() };
+        let mut e = engine_with(2, params);
+        let big = Batch { txs: vec![Digest([1; 32]), Digest([2; 32]), Digest([3; 32])] };
+        for (what, pp) in [
+            (
+                "another view's, from its primary",
+                pre_prepare(1, 1, batch(1), Some(Digest([9; 32]))),
+            ),
+            ("without a result", pre_prepare(0, 1, batch(1), None)),
+            ("over the batch size", pre_prepare(0, 1, big, Some(Digest([9; 32])))),
+        ] {
+            let out = e.handle(Input::Message(pp));
+            assert!(out.iter().all(only_heard), "{what}: {out:?}");
+        }
+        let two = Batch { txs: vec![Digest([1; 32]), Digest([2; 32])] };
+        assert!(accepted(&e.handle(Input::Message(pre_prepare(0, 1, two, Some(Digest([9; 32])))))));
+        // While changing views, even the current view's primary is not followed.
+        let mut e = engine(2);
+        let _ = e.handle(Input::Timeout(Timer::NullRequest));
+        assert!(e.is_changing_view());
+        let out = e.handle(Input::Message(pre_prepare(1, 1, batch(1), Some(Digest([9; 32])))));
+        assert!(!accepted(&out), "{out:?}");
+    }
+
+    #[test]
     fn second_pre_prepare_for_a_slot_gets_no_second_prepare() {
         // C&L §4.2: at most one pre-prepare per (view, seq) is accepted.
         let mut e = engine(1);
