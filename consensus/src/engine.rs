@@ -2578,6 +2578,39 @@ mod tests {
     }
 
     #[test]
+    fn a_slot_commits_while_execution_runs_ahead_of_it() {
+        // RBFT's speculative execution: a backup executes prepared batches in order before
+        // they commit, so seq 2 may be executed when seq 1's commits arrive; seq 1 commits
+        // then, and seq 2 when its own do.
+        let mut e = engine(1);
+        for seq in 1..=2 {
+            let pp = pre_prepare(0, seq, batch(seq as u8), Some(result_of(seq)));
+            let _ = host(&mut e, 1, Input::Message(pp));
+            let pd = batch_digest(&TestVerifier, &batch(seq as u8));
+            let out = host(&mut e, 1, Input::Message(signed(2, vote_msg(false, seq, pd))));
+            assert_eq!(votes_signed(&out), vec![vote_msg(true, seq, block_at(seq))], "seq {seq}");
+        }
+        let mut out = Vec::new();
+        for from in [0, 2] {
+            out.extend(host(
+                &mut e,
+                1,
+                Input::Message(signed(from, vote_msg(true, 1, block_at(1)))),
+            ));
+        }
+        assert_eq!(committed_at(&out).map(|c| c.0), Some(SeqNo(1)));
+        let mut out = Vec::new();
+        for from in [0, 2] {
+            out.extend(host(
+                &mut e,
+                1,
+                Input::Message(signed(from, vote_msg(true, 2, block_at(2)))),
+            ));
+        }
+        assert_eq!(committed_at(&out).map(|c| c.0), Some(SeqNo(2)));
+    }
+
+    #[test]
     fn the_primary_commits_only_after_2f_prepares_like_every_replica() {
         // C&L §4.2: the primary's pre-prepare stands for its prepare, and like the backups it
         // sends its commit only once prepared — the pre-prepare and 2f prepares from backups —

@@ -795,6 +795,57 @@ mod tests {
         }
     }
 
+    /// The decoder checks each count against the bytes left, given each item's smallest
+    /// encoding (module docs): a message made only of smallest items — an entry with an empty
+    /// batch and a certificate without signatures, a signature of no bytes, an unsigned
+    /// heartbeat in a list — still decodes, at every list.
+    #[test]
+    fn lists_of_the_smallest_items_decode() {
+        let tiny = Envelope {
+            from: NodeId(1),
+            message: Message::Heartbeat { view: View(0) },
+            signature: Signature(vec![]),
+        };
+        let cert = |signatures| CommitCertificate {
+            view: View(0),
+            seq: SeqNo(1),
+            block: d(1),
+            signatures,
+        };
+        let entry = |signatures| CommittedEntry {
+            batch: Batch { txs: vec![] },
+            result: d(2),
+            certificate: cert(signatures),
+        };
+        let proof = CheckpointProof { seq: SeqNo(0), state: d(3), signed: vec![tiny.clone()] };
+        for m in [
+            Message::Entries(Entries { checkpoint: None, entries: vec![entry(vec![])] }),
+            Message::Entries(Entries {
+                checkpoint: None,
+                entries: vec![entry(vec![]), entry(vec![])],
+            }),
+            Message::Entries(Entries {
+                checkpoint: None,
+                entries: vec![entry(vec![(NodeId(1), Signature(vec![]))])],
+            }),
+            Message::NewView(NewView {
+                view: View(1),
+                view_changes: vec![tiny.clone()],
+                pre_prepares: vec![tiny.clone(), tiny.clone()],
+            }),
+            Message::ViewChange(ViewChange {
+                view: View(1),
+                checkpoint: proof,
+                prepared: vec![PreparedProof { pre_prepare: tiny.clone(), prepares: vec![] }],
+            }),
+        ] {
+            let e = env(0, m);
+            assert_eq!(decode(&encode(&e)), Ok(e.clone()), "{:?}", e.message);
+        }
+        let c = cert(vec![(NodeId(1), Signature(vec![])), (NodeId(2), Signature(vec![]))]);
+        assert_eq!(decode_certificate(&encode_certificate(&c)), Ok(c));
+    }
+
     /// A signature is at most SIGNATURE_MAX_LEN bytes: that many are read, one more is refused
     /// by its length. A count that promises more items than the bytes left reports exactly how
     /// many bytes are missing.
