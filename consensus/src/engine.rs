@@ -2280,6 +2280,41 @@ mod tests {
     }
 
     #[test]
+    fn a_view_change_reports_only_slots_prepared_with_a_quorum() {
+        // C&L §4.4: P holds prepared certificates — a pre-prepare and 2f matching prepares —
+        // and nothing for a slot with fewer. (Replica 3's own prepares are left unsigned here,
+        // so only the others' count.)
+        let mut e = engine(3);
+        for (seq, by) in [(1u64, &[1u32, 2][..]), (2, &[1][..])] {
+            let b = batch(seq as u8);
+            let _ = e.handle(Input::Message(pre_prepare(0, seq, b.clone(), Some(result_of(seq)))));
+            let pd = batch_digest(&TestVerifier, &b);
+            for from in by {
+                let _ = e.handle(Input::Message(signed(*from, vote_msg(false, seq, pd))));
+            }
+        }
+        let out = e.handle(Input::Timeout(Timer::NullRequest));
+        let out = with_signatures(&mut e, 3, out);
+        let vc = out.iter().find_map(|x| match x {
+            Effect::Broadcast(Envelope { message: Message::ViewChange(vc), .. }) => {
+                Some(vc.clone())
+            }
+            _ => None,
+        });
+        let vc = vc.expect("a view change");
+        let seqs: Vec<SeqNo> = vc
+            .prepared
+            .iter()
+            .filter_map(|p| match &p.pre_prepare.message {
+                Message::PrePrepare(pp) => Some(pp.seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(seqs, vec![SeqNo(1)]);
+        assert_eq!(vc.prepared[0].prepares.len(), 2);
+    }
+
+    #[test]
     fn messages_from_non_members_are_ignored() {
         // A removed (or never admitted) node that keeps talking: its key is not in the
         // configuration, so even well-formed, self-consistently signed votes do nothing.
