@@ -2979,6 +2979,8 @@ mod tests {
         assert!(e.is_changing_view() && e.view() == View(1));
         assert!(!armed(&host(&mut e, 2, Input::Message(view_change(3, 1, vec![])))), "two");
         assert!(armed(&host(&mut e, 2, Input::Message(view_change(0, 1, vec![])))), "three");
+        // Once armed it runs out: a late fourth view change does not restart it.
+        assert!(!armed(&host(&mut e, 2, Input::Message(view_change(1, 1, vec![])))), "four");
         // Joining with f + 1 others: the timer waits for its own view change to be signed.
         let mut f = engine(2);
         let _ = host(&mut f, 2, Input::Message(view_change(3, 1, vec![])));
