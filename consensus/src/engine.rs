@@ -2185,6 +2185,68 @@ mod tests {
     }
 
     #[test]
+    fn the_o_set_starts_at_the_highest_checkpoint_and_spans_the_window() {
+        // C&L §4.4: min-s is the latest stable checkpoint in V, max-s the highest prepared
+        // sequence number; O re-proposes each n in (min-s, max-s]: certificates at or below
+        // min-s are dropped, one at the window's edge (min-s + L) is kept.
+        let e = engine(1);
+        let cp4 = checkpoint_proof(4, Digest([3; 32]), &[0, 1, 2]);
+        let vc_at = |from: u32, checkpoint: CheckpointProof, prepared| {
+            signed(from, Message::ViewChange(ViewChange { view: View(1), checkpoint, prepared }))
+        };
+        for order in [[0, 1, 2], [2, 1, 0]] {
+            let all = [
+                vc_at(1, genesis(), vec![prepared(0, 3, batch(3), &[1, 2])]),
+                vc_at(2, cp4.clone(), vec![prepared(0, 12, batch(12), &[1, 2])]),
+                vc_at(3, genesis(), vec![]),
+            ];
+            let vcs: Vec<Envelope> = order.iter().map(|i| all[*i].clone()).collect();
+            let (cp, o) = e.compute_o(&vcs).unwrap();
+            assert_eq!(cp.seq, SeqNo(4), "{order:?}");
+            let seqs: Vec<u64> = o.iter().map(|(s, _)| s.0).collect();
+            assert_eq!(seqs, (5..=12).collect::<Vec<_>>(), "{order:?}");
+            assert_eq!(o.last().unwrap().1, batch(12));
+            assert!(o[..7].iter().all(|(_, b)| b.txs.is_empty()), "nulls fill the gap");
+        }
+    }
+
+    #[test]
+    fn two_certificates_of_one_view_for_a_slot_resolve_alike_on_every_replica() {
+        // C&L §4.4 takes, for each n, the certificate of the highest view; two of the same
+        // view (possible only with more than f faulty replicas) must still give every replica
+        // the same O, whatever the order of V: the smaller batch digest wins.
+        let e = engine(1);
+        let (a, b) = (batch(0xa), batch(0xb));
+        let (da, db) = (batch_digest(&TestVerifier, &a), batch_digest(&TestVerifier, &b));
+        let smaller = if da < db { a.clone() } else { b.clone() };
+        let vca = view_change(1, 1, vec![prepared(0, 1, a, &[1, 2])]);
+        let vcb = view_change(2, 1, vec![prepared(0, 1, b, &[1, 2])]);
+        let later = view_change(3, 1, vec![prepared(1, 1, batch(0xc), &[2, 3])]);
+        for vcs in [vec![vca.clone(), vcb.clone()], vec![vcb.clone(), vca.clone()]] {
+            let (_, o) = e.compute_o(&vcs).unwrap();
+            assert_eq!(o, vec![(SeqNo(1), smaller.clone())]);
+        }
+        for vcs in [vec![vca.clone(), later.clone()], vec![later, vca]] {
+            let (_, o) = e.compute_o(&vcs).unwrap();
+            assert_eq!(o, vec![(SeqNo(1), batch(0xc))], "the higher view wins");
+        }
+    }
+
+    #[test]
+    fn the_new_primary_waits_for_n_minus_f_view_changes_before_building() {
+        // C&L §4.4: the primary of v + 1 multicasts NEW-VIEW once it has 2f + 1 (N − f) valid
+        // view changes for v + 1, its own included — not with two.
+        let mut e = engine(1);
+        let out = host(&mut e, 1, Input::Timeout(Timer::NullRequest));
+        assert!(e.is_changing_view() && new_view_sent(&out).is_none());
+        let out = host(&mut e, 1, Input::Message(view_change(2, 1, vec![])));
+        assert!(new_view_sent(&out).is_none(), "two of three");
+        let out = host(&mut e, 1, Input::Message(view_change(3, 1, vec![])));
+        assert!(new_view_sent(&out).is_some(), "three");
+        assert_eq!(view_changed(&out), Some((View(1), NodeId(1))));
+    }
+
+    #[test]
     fn new_view_must_carry_the_recomputed_o_set() {
         // C&L §4.4: backups recompute O from the view changes and refuse anything else.
         let e = engine(1);
@@ -3113,8 +3175,11 @@ mod tests {
             Message::NewView(NewView { view: View(0), view_changes: vec![], pre_prepares: vec![] });
         assert_eq!(view_changed(&host(&mut b, 2, Input::Message(signed(0, low)))), None);
         assert!(b.is_changing_view());
-        let got = host(&mut b, 2, Input::Message(signed(1, msg)));
+        let got = host(&mut b, 2, Input::Message(signed(1, msg.clone())));
         assert_eq!(view_changed(&got), Some((View(1), NodeId(1))));
+        // The same new view again (a replay) changes nothing.
+        let again = host(&mut b, 2, Input::Message(signed(1, msg)));
+        assert_eq!(view_changed(&again), None, "{again:?}");
     }
 
     fn sent_to(out: &[Effect], to: u32) -> Vec<Message> {
