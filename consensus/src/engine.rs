@@ -3178,8 +3178,14 @@ mod tests {
         let got = host(&mut b, 2, Input::Message(signed(1, msg.clone())));
         assert_eq!(view_changed(&got), Some((View(1), NodeId(1))));
         // The same new view again (a replay) changes nothing.
-        let again = host(&mut b, 2, Input::Message(signed(1, msg)));
+        let again = host(&mut b, 2, Input::Message(signed(1, msg.clone())));
         assert_eq!(view_changed(&again), None, "{again:?}");
+        // A replica that missed the view change (still in view 0, not changing) follows the
+        // valid new view of a higher view.
+        let mut late = engine(2);
+        let got = host(&mut late, 2, Input::Message(signed(1, msg)));
+        assert_eq!(view_changed(&got), Some((View(1), NodeId(1))));
+        assert!(!late.is_changing_view() && late.view() == View(1));
     }
 
     fn sent_to(out: &[Effect], to: u32) -> Vec<Message> {
