@@ -2222,7 +2222,7 @@ mod tests {
         let vca = view_change(1, 1, vec![prepared(0, 1, a, &[1, 2])]);
         let vcb = view_change(2, 1, vec![prepared(0, 1, b, &[1, 2])]);
         let later = view_change(3, 1, vec![prepared(1, 1, batch(0xc), &[2, 3])]);
-        for vcs in [vec![vca.clone(), vcb.clone()], vec![vcb.clone(), vca.clone()]] {
+        for vcs in [vec![vca.clone(), vcb.clone()], vec![vcb, vca.clone()]] {
             let (_, o) = e.compute_o(&vcs).unwrap();
             assert_eq!(o, vec![(SeqNo(1), smaller.clone())]);
         }
@@ -3027,6 +3027,45 @@ mod tests {
         let got = host(&mut b, 2, Input::Message(env));
         assert_eq!(view_changed(&got), Some((View(1), NodeId(1))));
         assert!(!b.is_changing_view() && b.view() == View(1));
+        // It prepares the re-proposed batch in the new view.
+        let d = batch_digest(&TestVerifier, &batch(0xa));
+        let prepare = Message::Prepare(Vote { view: View(1), seq: SeqNo(1), digest: d });
+        assert_eq!(votes_signed(&got), vec![prepare]);
+    }
+
+    #[test]
+    fn entering_a_view_adopts_its_checkpoint_and_keeps_view_changes_for_later_views() {
+        // C&L §4.4: a backup whose log is behind the new view's checkpoint fetches that state.
+        let mut e = engine(2);
+        let cp4 = checkpoint_proof(4, Digest([3; 32]), &[0, 1, 3]);
+        let vc4 = signed(
+            3,
+            Message::ViewChange(ViewChange { view: View(1), checkpoint: cp4, prepared: vec![] }),
+        );
+        let _ = host(&mut e, 2, Input::Message(view_change(1, 1, vec![])));
+        let _ = host(&mut e, 2, Input::Message(vc4.clone()));
+        let vcs = vec![view_change(1, 1, vec![]), vc4, view_change(0, 1, vec![])];
+        let nv = NewView { view: View(1), view_changes: vcs, pre_prepares: vec![] };
+        let out = host(&mut e, 2, Input::Message(signed(1, Message::NewView(nv))));
+        assert_eq!(view_changed(&out), Some((View(1), NodeId(1))));
+        assert!(
+            out.iter().any(|x| matches!(x, Effect::FetchState { seq, .. } if *seq == SeqNo(4))),
+            "{out:?}"
+        );
+        // View changes received for a later view still count once it is in view 1: with one
+        // more, f + 1 want view 2 and it joins.
+        let mut e = engine(2);
+        let _ = host(&mut e, 2, Input::Message(view_change(1, 1, vec![])));
+        let _ = host(&mut e, 2, Input::Message(view_change(3, 1, vec![])));
+        let _ = host(&mut e, 2, Input::Message(view_change(0, 2, vec![])));
+        let vcs =
+            vec![view_change(1, 1, vec![]), view_change(3, 1, vec![]), view_change(2, 1, vec![])];
+        let nv = NewView { view: View(1), view_changes: vcs, pre_prepares: vec![] };
+        let out = host(&mut e, 2, Input::Message(signed(1, Message::NewView(nv))));
+        assert_eq!(view_changed(&out), Some((View(1), NodeId(1))));
+        // (Replica 2 is view 2's primary: with its own, three view changes, and it enters it.)
+        let out = host(&mut e, 2, Input::Message(view_change(3, 2, vec![])));
+        assert_eq!(view_changed(&out), Some((View(2), NodeId(2))));
     }
 
     #[test]

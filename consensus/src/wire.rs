@@ -836,7 +836,7 @@ mod tests {
             Message::ViewChange(ViewChange {
                 view: View(1),
                 checkpoint: proof,
-                prepared: vec![PreparedProof { pre_prepare: tiny.clone(), prepares: vec![] }],
+                prepared: vec![PreparedProof { pre_prepare: tiny, prepares: vec![] }],
             }),
         ] {
             let e = env(0, m);
