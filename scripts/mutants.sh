@@ -99,7 +99,7 @@ case $mode in
         else
             echo "== no line of the listed files changed since $base"
         fi
-        # The turns: each file, the engine (about 15 minutes in full) in four shards.
+        # The turns: each file, the engine (about 19 minutes in full) in four shards.
         turns=()
         for f in "${files[@]}"; do
             if [ "$f" = consensus/src/engine.rs ]; then
