@@ -3,7 +3,7 @@
 # operator, constant or function body at a time in the files `.cargo/mutants.toml` lists, runs
 # that package's tests, and each file must keep ≥ 90 % of its viable mutants caught.
 #
-#   scripts/mutants.sh --full          every mutant of every file (about 45 minutes here)
+#   scripts/mutants.sh --full          every selected mutant of every file (about 50 minutes here)
 #   scripts/mutants.sh --ci            what CI runs (at most about 10 minutes): the mutants on
 #                                      lines changed since the last full run (.ci/mutants-base),
 #                                      and one file (or a quarter of the engine's mutants) in
