@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use vpbox_ca::CertProfile;
-use vpbox_ca::policy::Decision;
+use vpbox_ca::policy::{Decision, DenyReason};
 use vpbox_consensus::NodeId;
 use vpbox_ledger::contract::PutOutcome;
 use vpbox_ledger::tx::{Payload, Tx};
@@ -608,16 +608,7 @@ impl NodeApi {
             Payload::Enroll(der) => ledger.admit_certificate(der, role, now),
             _ => ledger.admit(&tx.body.submitter, role, now).ok().flatten(),
         };
-        let mut refusal = String::from("admission is off");
-        let mut admitted = false;
-        for role in roles {
-            match decide(*role) {
-                Some(Decision::Allow(_)) => admitted = true,
-                Some(Decision::Deny(r)) => refusal = r.to_string(),
-                None => {}
-            }
-        }
-        if !admitted {
+        if let Some(refusal) = refusal(roles.iter().map(|r| decide(*r))) {
             return Err(not_admitted(format!(
                 "submitter {} is not admitted: {refusal}",
                 tx.body.submitter.to_hex()
@@ -823,6 +814,28 @@ impl Methods for NodeApi {
     }
 }
 
+/// Why a submitter tried in each of its allowed roles is refused, or `None` when one role
+/// admits it. A role the ledger cannot decide (admission off, or its state unreadable)
+/// refuses: fail closed. When every role refuses, the reason told is the first that is not the
+/// mere role mismatch of a certificate tried in another role: a revoked POSP publishing a CRL
+/// (a POSP's or an admin's right) hears "revoked", not "profile posp where admin is required".
+fn refusal(decisions: impl IntoIterator<Item = Option<Decision>>) -> Option<String> {
+    let mut told: Option<(bool, String)> = None;
+    for d in decisions {
+        let (mismatch, why) = match d {
+            Some(Decision::Allow(_)) => return None,
+            Some(Decision::Deny(r)) => {
+                (matches!(r, DenyReason::WrongProfile { .. }), r.to_string())
+            }
+            None => (false, "admission is off".to_string()),
+        };
+        if told.as_ref().is_none_or(|(m, _)| *m && !mismatch) {
+            told = Some((mismatch, why));
+        }
+    }
+    Some(told.map_or_else(|| "no role may submit this".into(), |(_, why)| why))
+}
+
 #[cfg(test)]
 mod tests {
     use vpbox_ledger::tx::TxBody;
@@ -964,6 +977,36 @@ mod tests {
         assert_eq!(counts(&garbage), (json!(0), json!(0), json!(1)));
         assert!(garbage.get("earliestNotAfter").is_none(), "none valid: {garbage}");
         assert_eq!(enrolled_summary(&[], now_ms), json!([]));
+    }
+
+    /// A submitter refused in every role hears the real reason, not the role mismatch of the
+    /// other role; one role that admits is enough; an undecidable role refuses.
+    #[test]
+    fn a_refusal_names_the_reason_not_the_other_roles_mismatch() {
+        use vpbox_ca::policy::Identity;
+        let wrong = || {
+            Some(Decision::Deny(DenyReason::WrongProfile {
+                expected: "admin",
+                found: "posp".into(),
+            }))
+        };
+        let revoked = || Some(Decision::Deny(DenyReason::Revoked));
+        assert_eq!(refusal([revoked(), wrong()]).as_deref(), Some("revoked"));
+        assert_eq!(refusal([wrong(), revoked()]).as_deref(), Some("revoked"));
+        assert_eq!(
+            refusal([wrong()]).as_deref(),
+            Some("profile \"posp\" where admin is required")
+        );
+        assert_eq!(refusal([wrong(), None]).as_deref(), Some("admission is off"));
+        let allow = Some(Decision::Allow(Identity {
+            bank: "bank-a".into(),
+            name: "p".into(),
+            role: CertProfile::Posp,
+            serial: vec![1],
+            key_fingerprint: vpbox_sm::sm3::hash(b"p"),
+        }));
+        assert_eq!(refusal([wrong(), allow]), None);
+        assert!(refusal([]).is_some(), "no role: refused");
     }
 
     /// A stale transaction is told as a clock difference, ahead or behind, with the window.

@@ -880,6 +880,15 @@ fn refused_as_revoked_by_every_node(c: &Cluster, key_file: &Path, nonce: u64, an
             "node {i}: {err}"
         );
     }
+    // Its other writes too (a CRL, which a POSP or an admin may publish): told "revoked", not
+    // that its certificate is no admin's.
+    let crl = tx(&signer, nonce + 10, now_ms(), Payload::Crl(b"any".to_vec()));
+    let params = json!({"tx": hex::encode(crl.encode()), "wait": false});
+    let err = c.rpc(1).call("cert_publishCrl", params).expect_err("refused");
+    assert!(
+        err.to_string().contains("-32002") && err.to_string().contains("not admitted: revoked"),
+        "{err}"
+    );
 }
 
 /// `(epoch, member ids)` as node `i` reports them.
