@@ -56,7 +56,13 @@ pub(crate) enum CaCommand {
         chain: Option<PathBuf>,
     },
     /// Issue a certificate from a CSR, by profile (vp-node, posp, admin; a root also ca).
+    ///
+    /// The request must be signed (SM2 with SM3) by the SM2 key it certifies, and its subject
+    /// must read `CN=<name>,OU=<profile>,O=<this CA's bank>` (a C may follow). `--explain`
+    /// prints that rule for a profile with this CA's bank filled in, and the commands that make
+    /// such a request. The serial, subject and expiry of what was issued are printed on stderr.
     #[command(after_help = "Example:
+  vpbox ca issue --dir /var/lib/vpbox-ca --profile posp --explain
   vpbox ca issue --dir /var/lib/vpbox-ca --csr node1.csr --profile vp-node --dns node1.bank-a --out node1.pem
   openssl verify -vfyopt distid:1234567812345678 -CAfile /var/lib/vpbox-ca/ca.pem node1.pem")]
     Issue {
@@ -64,8 +70,12 @@ pub(crate) enum CaCommand {
         #[arg(long)]
         dir: PathBuf,
         /// The PKCS#10 request (PEM).
-        #[arg(long)]
-        csr: PathBuf,
+        #[arg(long, required_unless_present = "explain")]
+        csr: Option<PathBuf>,
+        /// Print what a request for this profile must contain, and how to make one; issue
+        /// nothing.
+        #[arg(long, conflicts_with_all = ["csr", "out"])]
+        explain: bool,
         /// vp-node, posp or admin; or ca, for an issuing CA under this root.
         #[arg(long)]
         profile: String,
@@ -79,16 +89,48 @@ pub(crate) enum CaCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Revoke a certificate by serial (hex); publish it with `vpbox ca crl`.
+    /// Issue a new certificate in place of one this CA issued: same subject and profile (and
+    /// DNS names, unless --dns gives others), for the key of a new request.
+    ///
+    /// The old certificate stays valid, so that a box or client is not refused before it
+    /// installs the new one; revoke it afterwards (`--reason superseded`). `ca list` shows it
+    /// as renewed.
+    #[command(after_help = "Example:
+  vpbox hsm csr --module M --token bank-a-node1 --pin-file pin --id 01 \\
+      --subject 'CN=node1,OU=vp-node,O=Bank A' --out node1.csr
+  vpbox ca renew --dir /var/lib/vpbox-ca 5f3a… --csr node1.csr --out node1.crt
+  # install node1.crt on the box (systemctl reload vpbox-proxy), then:
+  vpbox ca revoke --dir /var/lib/vpbox-ca 5f3a… --reason superseded")]
+    Renew {
+        /// The CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The serial of the certificate to renew, hex as `list` shows it.
+        serial: String,
+        /// The PKCS#10 request (PEM): the same subject, the same key or a new one.
+        #[arg(long)]
+        csr: PathBuf,
+        /// Days of validity (default: the old certificate's).
+        #[arg(long)]
+        days: Option<u32>,
+        /// DNS names for the subject alternative name (default: the old certificate's).
+        #[arg(long)]
+        dns: Vec<String>,
+        /// Write the certificate here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Revoke a certificate by serial (hex). The ledger refuses it once a CRL that lists it is
+    /// published: `vpbox ca crl` signs one, `vpbox cert publish-crl` publishes it.
     Revoke {
         /// The CA directory.
         #[arg(long)]
         dir: PathBuf,
         /// The serial, hex as `list` shows it.
         serial: String,
-        /// Why: key-compromise, superseded, cessation-of-operation, …
-        #[arg(long)]
-        reason: String,
+        /// Why (RFC 5280 §5.3.1), kept in the CA's records and audit log.
+        #[arg(long, value_enum)]
+        reason: Reason,
     },
     /// Sign and print a CRL of every revoked certificate.
     Crl {
@@ -117,6 +159,32 @@ pub(crate) enum CaCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Why a certificate is revoked: the reason codes of RFC 5280 §5.3.1 that apply to a
+/// certificate this CA issued (not certificateHold: a revocation here is never undone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Reason {
+    /// No reason given.
+    Unspecified,
+    /// The subject's private key is, or may be, known to someone else.
+    KeyCompromise,
+    /// The key of a CA of the certificate's chain is compromised.
+    CaCompromise,
+    /// The subject's name or affiliation changed (e.g. a POSP operator changed bank).
+    AffiliationChanged,
+    /// Replaced by another certificate (`ca renew`).
+    Superseded,
+    /// The subject is retired: a box, a POSP server or an admin no longer in service.
+    CessationOfOperation,
+    /// The subject no longer has the rights its profile grants.
+    PrivilegeWithdrawn,
+}
+
+impl Reason {
+    fn name(self) -> String {
+        clap::ValueEnum::to_possible_value(&self).map_or_else(String::new, |v| v.get_name().into())
+    }
 }
 
 /// `vpbox ca init` arguments.
@@ -219,6 +287,61 @@ struct Issued {
     not_after: u64,
     revoked_at: Option<u64>,
     reason: Option<String>,
+    /// The DNS names of its subject alternative name (recorded since `ca renew` exists).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    dns: Vec<String>,
+    /// The serial of the certificate `ca renew` issued in its place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    renewed_by: Option<String>,
+}
+
+/// A date as `ca list` and the messages show it: RFC 3339 UTC, to the second.
+fn date(unix_secs: u64) -> String {
+    humantime::format_rfc3339_seconds(
+        SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(unix_secs),
+    )
+    .to_string()
+}
+
+/// The subject a request for `profile` to `bank`'s CA must have, as a rule a person reads.
+fn subject_rule(profile: CertProfile, bank: &str) -> String {
+    let name = match profile {
+        CertProfile::VpNode => "<the node's name, e.g. node1>",
+        CertProfile::Posp => "<the POSP server's ID>",
+        CertProfile::Admin => "<the administrator's name>",
+        _ => "<bank> Issuing CA",
+    };
+    format!("CN={name},OU={},O={bank}", profile.name())
+}
+
+/// `ca issue --explain`: what a request must contain, and two ways to make one.
+fn explain(profile: CertProfile, bank: &str, dir: &Path) -> String {
+    let example = match profile {
+        CertProfile::VpNode => "node1",
+        CertProfile::Posp => "posp-1",
+        CertProfile::Admin => "alice",
+        _ => "x",
+    };
+    let subject = format!("CN={example},OU={},O={bank}", profile.name());
+    let slashed = format!("/CN={example}/OU={}/O={bank}", profile.name());
+    let dns = if profile == CertProfile::VpNode {
+        "\nA vp-node certificate also needs the box's DNS name: pass --dns (e.g. --dns node1.bank-a).\n"
+    } else {
+        ""
+    };
+    format!(
+        "A {p} request to {bank:?}'s CA is a PKCS#10 request signed (SM2 with SM3, the default \
+         ID) by the SM2 key it certifies, with the subject\n  {rule}\n(a C attribute may \
+         follow; nothing else is taken from the request).{dns}\n\
+         With the key in a token:\n  vpbox hsm csr --module M --token T --pin-file PIN --id ID \
+         --subject '{subject}' --out req.csr\n\
+         With a software key (OpenSSL 3):\n  openssl req -new -key key.pem -sigopt \
+         distid:1234567812345678 -subj '{slashed}' -out req.csr\n\
+         Then:\n  vpbox ca issue --dir {dir} --csr req.csr --profile {p} --out cert.pem\n",
+        p = profile.name(),
+        rule = subject_rule(profile, bank),
+        dir = dir.display(),
+    )
 }
 
 /// The host's clock, read here and passed to the CA core.
@@ -336,7 +459,7 @@ pub(crate) fn run(cmd: &CaCommand) -> Result<Outcome> {
     match cmd {
         CaCommand::Init(a) => init(a),
         CaCommand::Install { dir, cert, root, chain } => install(dir, cert, root, chain.as_deref()),
-        CaCommand::Issue { dir, csr, profile, days, dns, out } => {
+        CaCommand::Issue { dir, csr, explain: _, profile, days, dns, out } => {
             let profile = CertProfile::issuable(profile).with_context(|| {
                 format!("unknown profile {profile:?}: vp-node, posp, admin or ca")
             })?;
@@ -345,52 +468,78 @@ pub(crate) fn run(cmd: &CaCommand) -> Result<Outcome> {
             if profile == CertProfile::Ca && !above.is_empty() {
                 bail!("an issuing CA issues end-entity certificates only (path length 0)");
             }
-            let csr_pem =
-                std::fs::read_to_string(csr).with_context(|| csr.display().to_string())?;
-            let req = match cert::check_request(&csr_pem, profile, &config.bank) {
-                Ok(r) => r,
-                Err(e) => {
-                    audit(
-                        dir,
-                        serde_json::json!({"op": "issue", "result": "refused", "why": e.to_string()}),
-                    )?;
-                    return Err(e).with_context(|| csr.display().to_string());
-                }
+            let Some(csr) = csr else {
+                print!("{}", explain(profile, &config.bank, dir));
+                return Ok(Outcome::Ok);
             };
-            let signer = ca_signer(dir, &config)?;
-            let serial_bytes = loop {
-                let mut b = random16()?;
-                b[0] = (b[0] & 0x7f) | 0x01;
-                let hex = hex::encode(b);
-                if !db.issued.iter().any(|i| i.serial == hex) {
-                    break b;
-                }
-            };
-            let when = now();
-            let grant = Grant {
-                profile,
-                serial: cert::random_serial(serial_bytes)?,
-                now: when,
-                days: *days,
-                dns_names: dns.clone(),
-            };
-            let pem = cert::issue(signer.as_ref(), &ca_pem, &req, grant)?;
-            let subject = req.info.subject.to_string();
-            db.issued.push(Issued {
-                serial: hex::encode(serial_bytes),
-                subject: subject.clone(),
-                profile: profile.name().into(),
-                issued_at: unix(when),
-                not_after: unix(when) + u64::from(*days) * 86_400,
-                revoked_at: None,
-                reason: None,
-            });
-            write_json(&dir.join("db.json"), &db)?;
-            audit(
-                dir,
-                serde_json::json!({"op": "issue", "serial": hex::encode(serial_bytes), "subject": subject, "profile": profile.name(), "result": "ok"}),
-            )?;
+            let req = checked_request(dir, &config, csr, profile)?;
+            let terms = Terms { profile, days: *days, dns: dns.clone(), renews: None };
+            let (serial, pem) = issue_one(dir, &config, &ca_pem, &mut db, &req, terms)?;
             write_output(out.as_deref(), format!("{pem}{above}").as_bytes(), false)?;
+            let i = db.issued.iter().find(|i| i.serial == serial).context("just issued")?;
+            eprintln!(
+                "issued {serial}: {} {}, valid until {}{}",
+                i.profile,
+                i.subject,
+                date(i.not_after),
+                out.as_ref().map_or(String::new(), |o| format!(", written to {}", o.display()))
+            );
+            Ok(Outcome::Ok)
+        }
+        CaCommand::Renew { dir, serial, csr, days, dns, out } => {
+            let (config, ca_pem, mut db) = open(dir)?;
+            let serial = serial.to_lowercase();
+            let old = db
+                .issued
+                .iter()
+                .find(|i| i.serial == serial)
+                .with_context(|| format!("no certificate with serial {serial}"))?;
+            if let Some(by) = &old.renewed_by {
+                bail!("{serial} was renewed already, as {by}: renew that one");
+            }
+            if old.revoked_at.is_some() {
+                bail!(
+                    "{serial} is revoked: its subject gets a new certificate with `vpbox ca issue`"
+                );
+            }
+            let profile = CertProfile::issuable(&old.profile)
+                .with_context(|| format!("db.json: {serial} has an unknown profile"))?;
+            let dns = if dns.is_empty() { old.dns.clone() } else { dns.clone() };
+            if profile == CertProfile::VpNode && dns.is_empty() {
+                bail!("{serial} was issued before the CA recorded DNS names: give them with --dns");
+            }
+            let days = match days {
+                Some(d) => *d,
+                None => u32::try_from(old.not_after.saturating_sub(old.issued_at) / 86_400)
+                    .unwrap_or(365)
+                    .max(1),
+            };
+            let (old_subject, old_end) = (old.subject.clone(), old.not_after);
+            let req = checked_request(dir, &config, csr, profile)?;
+            if req.info.subject.to_string() != old_subject {
+                bail!(
+                    "{}: its subject {:?} is not {serial}'s, {old_subject:?}",
+                    csr.display(),
+                    req.info.subject.to_string()
+                );
+            }
+            let terms = Terms { profile, days, dns, renews: Some(serial.clone()) };
+            let (new, pem) = issue_one(dir, &config, &ca_pem, &mut db, &req, terms)?;
+            write_output(
+                out.as_deref(),
+                format!("{pem}{}", above(dir, &ca_pem)?).as_bytes(),
+                false,
+            )?;
+            let end = db.issued.iter().find(|i| i.serial == new).map_or(0, |i| i.not_after);
+            eprintln!(
+                "renewed {serial} as {new}: {old_subject}, valid until {}. The old certificate \
+                 stays valid until {}: once the new one is installed (and enrolled, for a POSP \
+                 or an admin), revoke the old one with `vpbox ca revoke --dir {} {serial} \
+                 --reason superseded`",
+                date(end),
+                date(old_end),
+                dir.display()
+            );
             Ok(Outcome::Ok)
         }
         CaCommand::Revoke { dir, serial, reason } => {
@@ -405,13 +554,20 @@ pub(crate) fn run(cmd: &CaCommand) -> Result<Outcome> {
                 bail!("{serial} is revoked already");
             }
             entry.revoked_at = Some(unix(now()));
-            entry.reason = Some(reason.clone());
+            entry.reason = Some(reason.name());
             write_json(&dir.join("db.json"), &db)?;
             audit(
                 dir,
-                serde_json::json!({"op": "revoke", "serial": serial, "reason": reason, "result": "ok"}),
+                serde_json::json!({"op": "revoke", "serial": serial, "reason": reason.name(), "result": "ok"}),
             )?;
-            println!("revoked {serial}; publish it with `vpbox ca crl`");
+            println!(
+                "revoked {serial} ({}) in the CA's records. The ledger refuses it only once a \
+                 CRL that lists it is published:\n  vpbox ca crl --dir {} --out crl.pem\n  \
+                 vpbox cert publish-crl crl.pem --posp POSP.toml   (or --key-file, or a token's \
+                 --module …; with --url … or --rpc …)",
+                reason.name(),
+                dir.display()
+            );
             Ok(Outcome::Ok)
         }
         CaCommand::Crl { dir, hours, out, renew_before } => {
@@ -475,16 +631,135 @@ pub(crate) fn run(cmd: &CaCommand) -> Result<Outcome> {
             if *json {
                 println!("{}", serde_json::to_string(&db.issued)?);
             } else {
+                let at = unix(now());
+                println!(
+                    "{:<32}  {:<8} {:<20}  {:<24} SUBJECT",
+                    "SERIAL", "PROFILE", "NOT AFTER (UTC)", "STATUS"
+                );
                 for i in &db.issued {
-                    let status = i.revoked_at.map_or("valid".to_string(), |_| {
-                        format!("revoked ({})", i.reason.as_deref().unwrap_or(""))
-                    });
-                    println!("{}  {:<8} {:<24} {}", i.serial, i.profile, status, i.subject);
+                    println!(
+                        "{}  {:<8} {:<20}  {:<24} {}",
+                        i.serial,
+                        i.profile,
+                        date(i.not_after),
+                        status(i, at),
+                        i.subject
+                    );
                 }
             }
             Ok(Outcome::Ok)
         }
     }
+}
+
+/// What `ca list` says of a certificate at `now`: revoked (why), expired, renewed (by which
+/// serial; still valid), or valid.
+fn status(i: &Issued, now: u64) -> String {
+    if i.revoked_at.is_some() {
+        format!("revoked ({})", i.reason.as_deref().unwrap_or("unspecified"))
+    } else if i.not_after < now {
+        "expired".into()
+    } else if let Some(by) = &i.renewed_by {
+        format!("renewed by {}…", by.get(..8).unwrap_or(by))
+    } else {
+        "valid".into()
+    }
+}
+
+/// Reads `csr` and checks it fits `profile` at this CA; a refusal is audited and says the rule.
+fn checked_request(
+    dir: &Path,
+    config: &CaConfig,
+    csr: &Path,
+    profile: CertProfile,
+) -> Result<cert::CertReq> {
+    let csr_pem = std::fs::read_to_string(csr).with_context(|| csr.display().to_string())?;
+    match cert::check_request(&csr_pem, profile, &config.bank) {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            audit(
+                dir,
+                serde_json::json!({"op": "issue", "result": "refused", "why": e.to_string()}),
+            )?;
+            let rule = match e {
+                cert::CertError::Subject { .. } => format!(
+                    "\nthe subject of a {} request must read {} (`vpbox ca issue --dir {} \
+                     --profile {} --explain` says how to make one)",
+                    profile.name(),
+                    subject_rule(profile, &config.bank),
+                    dir.display(),
+                    profile.name()
+                ),
+                _ => String::new(),
+            };
+            bail!("{}: {e}{rule}", csr.display())
+        }
+    }
+}
+
+/// The terms of a certificate to issue.
+struct Terms {
+    profile: CertProfile,
+    days: u32,
+    dns: Vec<String>,
+    /// The serial it replaces (`ca renew`).
+    renews: Option<String>,
+}
+
+/// Issues a certificate for a checked request under a fresh serial, records it (and, for a
+/// renewal, the old one's successor) and audits it. The serial (hex) and the certificate (PEM,
+/// without the CAs above).
+fn issue_one(
+    dir: &Path,
+    config: &CaConfig,
+    ca_pem: &str,
+    db: &mut Db,
+    req: &cert::CertReq,
+    terms: Terms,
+) -> Result<(String, String)> {
+    let signer = ca_signer(dir, config)?;
+    let serial_bytes = loop {
+        let mut b = random16()?;
+        b[0] = (b[0] & 0x7f) | 0x01;
+        let hex = hex::encode(b);
+        if !db.issued.iter().any(|i| i.serial == hex) {
+            break b;
+        }
+    };
+    let serial = hex::encode(serial_bytes);
+    let when = now();
+    let grant = Grant {
+        profile: terms.profile,
+        serial: cert::random_serial(serial_bytes)?,
+        now: when,
+        days: terms.days,
+        dns_names: terms.dns.clone(),
+    };
+    let pem = cert::issue(signer.as_ref(), ca_pem, req, grant)?;
+    let subject = req.info.subject.to_string();
+    if let Some(old) = &terms.renews
+        && let Some(entry) = db.issued.iter_mut().find(|i| &i.serial == old)
+    {
+        entry.renewed_by = Some(serial.clone());
+    }
+    db.issued.push(Issued {
+        serial: serial.clone(),
+        subject: subject.clone(),
+        profile: terms.profile.name().into(),
+        issued_at: unix(when),
+        not_after: unix(when) + u64::from(terms.days) * 86_400,
+        revoked_at: None,
+        reason: None,
+        dns: terms.dns,
+        renewed_by: None,
+    });
+    write_json(&dir.join("db.json"), db)?;
+    let mut event = serde_json::json!({"op": "issue", "serial": serial, "subject": subject, "profile": terms.profile.name(), "result": "ok"});
+    if let Some(old) = terms.renews {
+        event["renews"] = old.into();
+    }
+    audit(dir, event)?;
+    Ok((serial, pem))
 }
 
 fn init(a: &InitArgs) -> Result<Outcome> {
@@ -630,6 +905,8 @@ mod tests {
             not_after: u64::MAX,
             revoked_at,
             reason: None,
+            dns: vec![],
+            renewed_by: None,
         }
     }
 

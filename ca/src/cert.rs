@@ -20,7 +20,7 @@ use x509_cert::ext::pkix::{
 };
 use x509_cert::ext::{Extension, ToExtension};
 use x509_cert::name::Name;
-use x509_cert::request::CertReq;
+pub use x509_cert::request::CertReq;
 use x509_cert::serial_number::SerialNumber;
 use x509_cert::spki::SubjectPublicKeyInfoOwned;
 use x509_cert::time::{Time, Validity};

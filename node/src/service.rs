@@ -993,10 +993,7 @@ mod tests {
         let revoked = || Some(Decision::Deny(DenyReason::Revoked));
         assert_eq!(refusal([revoked(), wrong()]).as_deref(), Some("revoked"));
         assert_eq!(refusal([wrong(), revoked()]).as_deref(), Some("revoked"));
-        assert_eq!(
-            refusal([wrong()]).as_deref(),
-            Some("profile \"posp\" where admin is required")
-        );
+        assert_eq!(refusal([wrong()]).as_deref(), Some("profile \"posp\" where admin is required"));
         assert_eq!(refusal([wrong(), None]).as_deref(), Some("admission is off"));
         let allow = Some(Decision::Allow(Identity {
             bank: "bank-a".into(),

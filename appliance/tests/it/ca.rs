@@ -13,6 +13,7 @@ fn keygen(token: &TestToken, t: &[&str], keys: &[(&str, &str)]) {
 }
 
 #[test]
+#[allow(clippy::disallowed_methods)] // the test plays the host, which reads the clock
 fn a_bank_ca_in_the_hsm_issues_revokes_and_publishes() {
     let token = TestToken::new("bank-a", "");
     let pin = token.pin_file("pin", "123456");
@@ -74,6 +75,13 @@ fn a_bank_ca_in_the_hsm_issues_revokes_and_publishes() {
         s(&cert),
     ]);
     assert_eq!(issued.code, 0, "{}", issued.stderr);
+    // It says what it issued: the serial, the subject and until when.
+    assert!(
+        issued.stderr.starts_with("issued ")
+            && issued.stderr.contains("vp-node CN=node1,OU=vp-node,O=Bank A,C=CN, valid until 20"),
+        "{}",
+        issued.stderr
+    );
     let verify =
         openssl(&["verify", "-vfyopt", "distid:1234567812345678", "-CAfile", s(&root), s(&cert)]);
     assert!(
@@ -92,16 +100,97 @@ fn a_bank_ca_in_the_hsm_issues_revokes_and_publishes() {
     let refused = token.vpbox(&["ca", "issue", "--dir", d, "--csr", s(&csr), "--profile", "posp"]);
     assert_eq!(refused.code, 2);
     assert!(refused.stderr.contains("does not fit profile posp"), "{}", refused.stderr);
+    // The refusal states the rule, and `--explain` says how to make a request that fits.
+    assert!(
+        refused
+            .stderr
+            .contains("a posp request must read CN=<the POSP server's ID>,OU=posp,O=Bank A"),
+        "{}",
+        refused.stderr
+    );
+    let explained = token.vpbox(&["ca", "issue", "--dir", d, "--profile", "admin", "--explain"]);
+    assert_eq!(explained.code, 0, "{}", explained.stderr);
+    for want in [
+        "CN=<the administrator's name>,OU=admin,O=Bank A",
+        "vpbox hsm csr --module M --token T --pin-file PIN --id ID --subject 'CN=alice,OU=admin,O=Bank A'",
+        "-subj '/CN=alice/OU=admin/O=Bank A'",
+    ] {
+        assert!(explained.text().contains(want), "{want} not in {}", explained.text());
+    }
+    // A request made as --explain says, with OpenSSL, is issued.
+    let admin_key = token.dir.path("admin.key");
+    assert_eq!(openssl(&["genpkey", "-algorithm", "SM2", "-out", s(&admin_key)]).code, 0);
+    let admin_csr = token.dir.path("admin.csr");
+    let line = explained.text().lines().find(|l| l.contains("openssl req")).unwrap().to_string();
+    let subj = line.split('\'').nth(1).unwrap();
+    let run = openssl(&[
+        "req",
+        "-new",
+        "-key",
+        s(&admin_key),
+        "-sigopt",
+        "distid:1234567812345678",
+        "-subj",
+        subj,
+        "-out",
+        s(&admin_csr),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let admin =
+        token.vpbox(&["ca", "issue", "--dir", d, "--csr", s(&admin_csr), "--profile", "admin"]);
+    assert_eq!(admin.code, 0, "{}", admin.stderr);
 
     let list: serde_json::Value =
         serde_json::from_slice(&token.vpbox(&["ca", "list", "--dir", d, "--json"]).stdout).unwrap();
-    assert_eq!(list.as_array().unwrap().len(), 1, "only what was issued is recorded");
+    assert_eq!(list.as_array().unwrap().len(), 2, "only what was issued is recorded");
     let serial = list[0]["serial"].as_str().unwrap().to_string();
-    assert_eq!(
-        token.vpbox(&["ca", "revoke", "--dir", d, &serial, "--reason", "key-compromise"]).code,
-        0
-    );
-    assert_eq!(token.vpbox(&["ca", "revoke", "--dir", d, &serial, "--reason", "again"]).code, 2);
+
+    // A renewal: a new certificate for the same subject, profile and DNS name, from a new
+    // request; the old one stays valid (so the box is not refused before it installs the new
+    // one), shown as renewed.
+    let renewed = token.dir.path("node1-renewed.pem");
+    let r =
+        token.vpbox(&["ca", "renew", "--dir", d, &serial, "--csr", s(&csr), "--out", s(&renewed)]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("renewed {serial} as ")), "{}", r.stderr);
+    assert!(r.stderr.contains("--reason superseded"), "{}", r.stderr);
+    let text = openssl(&["x509", "-in", s(&renewed), "-noout", "-text"]).text();
+    assert!(text.contains("DNS:node1.bank-a.example") && text.contains("OU = vp-node"), "{text}");
+    let again = token.vpbox(&["ca", "renew", "--dir", d, &serial, "--csr", s(&csr)]);
+    assert!(again.code == 2 && again.stderr.contains("renewed already"), "{}", again.stderr);
+    let other = token.vpbox(&["ca", "renew", "--dir", d, &serial, "--csr", s(&admin_csr)]);
+    assert_eq!(other.code, 2, "another profile's request");
+    let table = token.vpbox(&["ca", "list", "--dir", d]).text();
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(rows.len(), 4, "a header and three certificates: {table}");
+    for col in ["SERIAL", "PROFILE", "NOT AFTER (UTC)", "STATUS", "SUBJECT"] {
+        assert!(rows[0].contains(col), "{table}");
+    }
+    let year = |days: u64| {
+        let t = std::time::SystemTime::now() + std::time::Duration::from_secs(days * 86_400);
+        humantime::format_rfc3339_seconds(t).to_string()[..10].to_string()
+    };
+    assert!(rows[1].starts_with(&serial) && rows[1].contains("renewed by"), "{table}");
+    assert!(rows[1].contains(&year(365)), "the expiry date: {table}");
+    assert!(rows[3].contains(" valid ") && rows[3].contains("OU=vp-node"), "{table}");
+
+    // Revocation: a reason of RFC 5280's list (the help lists them); the message says how the
+    // ledger learns of it, with the commands that sign and publish the CRL.
+    let bogus = token.vpbox(&["ca", "revoke", "--dir", d, &serial, "--reason", "again"]);
+    assert!(bogus.code == 2 && bogus.stderr.contains("key-compromise"), "{}", bogus.stderr);
+    let help = token.vpbox(&["ca", "revoke", "--help"]).text();
+    assert!(help.contains("cessation-of-operation") && !help.contains('…'), "{help}");
+    let revoked = token.vpbox(&["ca", "revoke", "--dir", d, &serial, "--reason", "key-compromise"]);
+    assert_eq!(revoked.code, 0, "{}", revoked.stderr);
+    for want in
+        [&format!("vpbox ca crl --dir {d} --out crl.pem")[..], "vpbox cert publish-crl crl.pem"]
+    {
+        assert!(revoked.text().contains(want), "{want} not in {}", revoked.text());
+    }
+    let again = token.vpbox(&["ca", "revoke", "--dir", d, &serial, "--reason", "superseded"]);
+    assert!(again.code == 2 && again.stderr.contains("revoked already"), "{}", again.stderr);
+    let table = token.vpbox(&["ca", "list", "--dir", d]).text();
+    assert!(table.lines().nth(1).unwrap().contains("revoked (key-compromise)"), "{table}");
     let crl = token.dir.path("bank-a.crl");
     // A CRL out of date at once (or within hours) would refuse every certificate of the bank:
     // not signed, and the CRL number not spent.
