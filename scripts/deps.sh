@@ -4,7 +4,7 @@
 # Idempotent and quiet when everything is there already.
 set -euo pipefail
 
-# opensc: pkcs11-tool; softhsm2: a real third-party token; systemd: systemd-analyze for units;
+# curl: the JSON-RPC call `vpbox cluster up` suggests; opensc: pkcs11-tool; softhsm2: a real third-party token; systemd: systemd-analyze for units;
 # librocksdb-dev, libsnappy-dev, libclang-dev: the ledger links Debian's RocksDB; gcc, make,
 # perl: Tongsuo (below).
 # Installs the Debian packages named that are not installed yet.
@@ -19,7 +19,7 @@ install() {
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
-install openssl ca-certificates pkg-config softhsm2 opensc systemd nftables iproute2 procps librocksdb-dev libsnappy-dev libclang-dev gcc make perl
+install openssl ca-certificates curl pkg-config softhsm2 opensc systemd nftables iproute2 procps librocksdb-dev libsnappy-dev libclang-dev gcc make perl
 
 command -v cargo >/dev/null || { echo "deps: cargo not found (install Rust with rustup)" >&2; exit 2; }
 for component in rustfmt clippy; do

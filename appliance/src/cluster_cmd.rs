@@ -104,6 +104,18 @@ pub(crate) enum ClusterCommand {
         #[arg(long)]
         module: Option<PathBuf>,
     },
+    /// Enroll the admin (key in its token) and the POSP of a bank that governance admitted,
+    /// so that it approves governance changes and anchors.
+    Enroll {
+        #[command(flatten)]
+        dir: DirArgs,
+        /// The bank (as `add-bank --name` made it).
+        #[arg(long)]
+        bank: String,
+        /// The PKCS#11 module (default: the vpbox test token).
+        #[arg(long)]
+        module: Option<PathBuf>,
+    },
     /// Start a node that governance added: install a member's ledger as its snapshot (the
     /// member stops for the copy and restarts), then start it.
     Join {
@@ -272,6 +284,9 @@ pub(crate) fn run(cmd: &ClusterCommand) -> Result<Outcome> {
         }
         ClusterCommand::AddNode { dir, bank, module } => {
             add_node(&dir.dir, bank, module.as_deref())
+        }
+        ClusterCommand::Enroll { dir, bank, module } => {
+            enroll_bank(&dir.dir, bank, module.as_deref())
         }
         ClusterCommand::Join { dir, node, from } => join(&dir.dir, *node, *from),
     }
@@ -598,38 +613,88 @@ fn node_certificate(dir: &Path, i: u32, bank: &str, module: &Path) -> Result<Str
 /// Enrolls each bank's POSP certificate on the ledger (the first `up`), and waits until every
 /// node has committed the enrollments, so that any node admits the POSPs when `up` returns.
 fn enroll_members(dir: &Path, genesis: &Genesis, module: &Path) -> Result<()> {
-    let mut c = RpcClient::new(&rpc_path(dir, 1)?);
+    let rpc = rpc_path(dir, 1)?;
     let mut last = 0;
     for bank in BANKS {
-        let block = enroll_admin(dir, bank, module, &rpc_path(dir, 1)?)?;
+        let block = enroll_admin(dir, bank, module, &rpc)?;
         println!("  {bank}-admin enrolled in block {block} (key in {bank}'s token)");
         last = last.max(block);
     }
     for bank in BANKS {
-        let posp = dir.join("posp");
-        let key = SecretKey::from_pem(&fs::read_to_string(posp.join(format!("{bank}.pem")))?)?;
-        let pem = fs::read_to_string(posp.join(format!("{bank}.crt")))?;
-        let der = vpbox_ca::pem::chain_der(&pem).with_context(|| format!("{bank}.crt"))?;
-        let tx = crate::client_cmd::sign(&SoftwareSigner::new(key), Payload::Enroll(der))?;
-        let r = c
-            .call("cert_enroll", json!({"tx": hex::encode(tx.encode()), "wait": true}))
-            .map_err(|e| anyhow::anyhow!("enrolling {bank}'s POSP: {e}"))?;
-        if r["ok"] != json!(true) {
-            bail!("enrolling {bank}'s POSP: {r}");
-        }
-        println!("  {bank}-posp enrolled in block {}", r["blockNumber"]);
-        last = last.max(r["blockNumber"].as_u64().unwrap_or(0));
+        last = last.max(enroll_posp(dir, bank, &rpc)?);
     }
-    let n = genesis.nodes.len() as u32;
+    let ids: Vec<u32> = genesis.nodes.iter().map(|n| n.id.0).collect();
+    committed_everywhere(dir, &ids, last)
+}
+
+/// Enrolls `bank`'s POSP of the folder (`posp/BANK.pem`, `.crt`) through `rpc`: its block.
+fn enroll_posp(dir: &Path, bank: &str, rpc: &Path) -> Result<u64> {
+    let posp = dir.join("posp");
+    let key = SecretKey::from_pem(&fs::read_to_string(posp.join(format!("{bank}.pem")))?)?;
+    let pem = fs::read_to_string(posp.join(format!("{bank}.crt")))?;
+    let der = vpbox_ca::pem::chain_der(&pem).with_context(|| format!("{bank}.crt"))?;
+    let tx = crate::client_cmd::sign(&SoftwareSigner::new(key), Payload::Enroll(der))?;
+    let r = RpcClient::new(rpc)
+        .call("cert_enroll", json!({"tx": hex::encode(tx.encode()), "wait": true}))
+        .map_err(|e| anyhow::anyhow!("enrolling {bank}'s POSP: {e}"))?;
+    if r["ok"] != json!(true) {
+        bail!("enrolling {bank}'s POSP: {r}");
+    }
+    println!("  {bank}-posp enrolled in block {}", r["blockNumber"]);
+    Ok(r["blockNumber"].as_u64().unwrap_or(0))
+}
+
+/// Waits until each of the nodes `ids` has committed block `last`.
+fn committed_everywhere(dir: &Path, ids: &[u32], last: u64) -> Result<()> {
     let mut clients = Vec::new();
-    for i in 1..=n {
-        clients.push(RpcClient::new(&rpc_path(dir, i)?));
+    for i in ids {
+        clients.push(RpcClient::new(&rpc_path(dir, *i)?));
     }
     wait_for("every node to commit the enrollments", Duration::from_secs(120), || {
         clients.iter_mut().all(|c| {
             c.call("block_getChainHeight", json!([])).ok().and_then(|h| h.as_u64()) > Some(last)
         })
     })
+}
+
+/// `cluster enroll`: a bank that governance admitted enrolls its admin (the key in its token)
+/// and its POSP, so that it can approve governance changes and anchor. Refused, with the way,
+/// while its root is not a member.
+fn enroll_bank(dir: &Path, bank: &str, module: Option<&Path>) -> Result<Outcome> {
+    let dir = fs::canonicalize(dir).with_context(|| format!("no cluster in {}", dir.display()))?;
+    let cd = dir.join("ca").join(bank);
+    if !cd.join("ca/ca.pem").exists() {
+        bail!("{bank} has no CA in this cluster (vpbox cluster add-bank --name {bank})");
+    }
+    let module = module_or_default(module)?;
+    let genesis = Genesis::load(&dir.join("genesis.json"))?;
+    let running: Vec<u32> = genesis
+        .nodes
+        .iter()
+        .map(|n| n.id.0)
+        .chain(added_nodes(&dir, &genesis))
+        .filter(|i| alive(&node_dir(&dir, *i), "node.pid").is_some())
+        .collect();
+    let first = running.first().with_context(|| format!("no node of {} runs", dir.display()))?;
+    let rpc = rpc_path(&dir, *first)?;
+    let state = RpcClient::new(&rpc)
+        .call("gov_getState", json!([]))
+        .map_err(|e| anyhow::anyhow!("node{first}: {e}"))?;
+    let member = state["banks"].as_array().into_iter().flatten().any(|b| b.as_str() == Some(bank));
+    if !member {
+        bail!(
+            "{bank} is not a member bank yet: governance must admit its root first \
+             (`vpbox gov propose --dir {d} --add-root {root}`, approvals, `vpbox gov submit`)",
+            d = dir.display(),
+            root = cd.join("ca/ca.pem").display()
+        );
+    }
+    let block = enroll_admin(&dir, bank, &module, &rpc)?;
+    println!("  {bank}-admin enrolled in block {block} (key in {bank}'s token)");
+    let last = block.max(enroll_posp(&dir, bank, &rpc)?);
+    committed_everywhere(&dir, &running, last)?;
+    println!("{bank} can approve governance changes and anchor");
+    Ok(Outcome::Ok)
 }
 
 /// Creates node `i`'s token, key and signer configuration.
@@ -894,7 +959,10 @@ fn add_bank(dir: &Path, name: &str, module: Option<&Path>) -> Result<Outcome> {
         "Admit it by governance (every member bank's admin approves):
            vpbox gov propose --dir {d} --add-root {root} --out add-{name}.json
            vpbox gov approve add-{name}.json --module … --token BANK-ca --key-id {ADMIN_KEY_ID} --pin-file …
-           vpbox gov submit add-{name}.json --dir {d} --module … (an enrolled admin)",
+           vpbox gov submit add-{name}.json --dir {d} --module … (an enrolled admin)
+         Then enroll its admin and POSP (without its admin, every later change waits for
+         more than two thirds of the other banks):
+           vpbox cluster enroll --dir {d} --bank {name}",
         d = dir.display(),
         root = cd.join("ca/ca.pem").display(),
     );
@@ -1111,6 +1179,9 @@ fn up(a: &UpArgs) -> Result<Outcome> {
     for i in 1..=n {
         start_signer(&dir, i)?;
     }
+    // The nodes running when `up` returns: the founders (less any governance removed) and the
+    // added ones that joined.
+    let mut started = Vec::new();
     for i in 1..=n {
         if let Err(e) = start_node(&dir, i) {
             // A box that governance removed refuses to start, and says so in its log.
@@ -1121,12 +1192,21 @@ fn up(a: &UpArgs) -> Result<Outcome> {
                 }
                 _ => return Err(e),
             }
+        } else {
+            started.push(i);
         }
     }
     for i in added_nodes(&dir, &genesis) {
         if node_dir(&dir, i).join("data/ledger").exists() {
             start_signer(&dir, i)?;
             start_node(&dir, i)?;
+            started.push(i);
+        } else {
+            println!(
+                "  node{i} is provisioned but has not joined: once governance adds it, \
+                 `vpbox cluster join --dir {} --node {i} --from 1`",
+                dir.display()
+            );
         }
     }
     if fresh {
@@ -1146,20 +1226,27 @@ fn up(a: &UpArgs) -> Result<Outcome> {
             println!("  node{i}: {} in {}", net.address(i)?, net.namespace(i));
         }
     }
-    println!("{n} nodes up. JSON-RPC (HTTP/1.1 on Unix sockets):");
-    for i in 1..=n {
-        println!("  node{i}: {}", rpc_path(&dir, i)?.display());
+    println!("{} nodes up. JSON-RPC (HTTP/1.1 on Unix sockets):", started.len());
+    for i in &started {
+        println!("  node{i}: {}", rpc_path(&dir, *i)?.display());
     }
-    let rpc = rpc_path(&dir, 1)?;
-    println!(
-        "Try:\n  vpbox anchor put --posp {posp} 0x{k} 0x{v}\n  vpbox anchor get 0x{k}\n  vpbox status\n  \
-         curl -s --unix-socket {} http://node/ -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"block_getChainHeight\",\"params\":[]}}'",
-        rpc.display(),
-        posp = dir.join("posp/bank-a.toml").display(),
-        k = "11".repeat(32),
-        v = "22".repeat(32),
-    );
+    let rpc = rpc_path(&dir, started.first().copied().unwrap_or(1))?;
+    print!("{}", hints(&dir, &rpc));
     Ok(Outcome::Ok)
+}
+
+/// What `up` suggests trying: commands that work as printed, from any working directory (the
+/// folder named, absolute).
+fn hints(dir: &Path, rpc: &Path) -> String {
+    let d = dir.display();
+    let (k, v) = ("11".repeat(32), "22".repeat(32));
+    format!(
+        "Try:\n  vpbox anchor put --dir {d} --posp {posp} 0x{k} 0x{v}\n  \
+         vpbox anchor get --dir {d} 0x{k}\n  vpbox status --dir {d}\n  \
+         curl -s --unix-socket {rpc} http://node/ -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"block_getChainHeight\",\"params\":[]}}'\n",
+        posp = dir.join("posp/bank-a.toml").display(),
+        rpc = rpc.display(),
+    )
 }
 
 fn stop(nd: &Path, pid_file: &str) {
@@ -1271,10 +1358,10 @@ pub(crate) fn status(a: &StatusArgs) -> Result<Outcome> {
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or(Value::Null);
-        if nd.join("data/ledger").exists() {
-            let bank = entry["bank"].as_str().unwrap_or("?").to_string();
-            boxes.push((i, format!("node{i}"), bank));
-        }
+        // One that has not joined is shown too: once governance added it, it is a member
+        // that does not answer.
+        let bank = entry["bank"].as_str().unwrap_or("?").to_string();
+        boxes.push((i, format!("node{i}"), bank));
     }
     // Each box through its proxy's API, as the cluster's bank-a POSP (`node_getNodes` is a
     // read), as a monitoring host would; its node's socket with --local, or for a box without
@@ -1294,7 +1381,13 @@ pub(crate) fn status(a: &StatusArgs) -> Result<Outcome> {
             None => RpcClient::new(&rpc_path(dir, n.0)?),
         });
     }
-    let rows: Vec<_> = boxes.iter().zip(ask_nodes(clients, STATUS_DEADLINE)).collect();
+    let mut answers = ask_nodes(clients, STATUS_DEADLINE);
+    for (n, answer) in boxes.iter().zip(answers.iter_mut()) {
+        if !node_dir(dir, n.0).join("data/ledger").exists() {
+            *answer = Err(Down::Refused(NOT_JOINED.into()));
+        }
+    }
+    let rows: Vec<_> = boxes.iter().zip(answers).collect();
     let silent = format!("no answer within {} s", STATUS_DEADLINE.as_secs());
     if a.json {
         let v: Vec<Value> = rows
@@ -1327,6 +1420,9 @@ pub(crate) fn status(a: &StatusArgs) -> Result<Outcome> {
                     format!("node{}", v["primary"]),
                     v["pending"].to_string(),
                 ),
+                Err(Down::Refused(e)) if e == NOT_JOINED => {
+                    println!("{:<7} {:<8} {:<16}", n.1, n.2, NOT_JOINED);
+                }
                 Err(Down::Refused(_)) => println!("{:<7} {:<8} {:<16}", n.1, n.2, "down"),
                 Err(Down::Silent) => println!("{:<7} {:<8} down ({silent})", n.1, n.2),
             }
@@ -1367,6 +1463,9 @@ pub(crate) fn status(a: &StatusArgs) -> Result<Outcome> {
     Ok(if problems.is_empty() { Outcome::Ok } else { Outcome::Invalid })
 }
 
+/// A box provisioned by `cluster add-node` that has no ledger yet (`cluster join` gives it one).
+const NOT_JOINED: &str = "not joined";
+
 /// A box (id, name, bank) and its `node_getNodes` answer.
 type StatusRow<'a> = (&'a (u32, String, String), Result<Value, Down>);
 
@@ -1392,6 +1491,10 @@ fn health_problems(rows: &[StatusRow<'_>], members: Option<&[u64]>, quorum: usiz
     }
     for (n, r) in rows.iter().filter(|(n, _)| is_member(n.0)) {
         match r {
+            Err(Down::Refused(e)) if e == NOT_JOINED => problems.push(format!(
+                "{} ({}) is a member but has not joined: `vpbox cluster join --node {} --from 1`",
+                n.1, n.2, n.0
+            )),
             Err(_) => problems.push(format!("{} ({}) does not answer", n.1, n.2)),
             Ok(v) => {
                 let own = v["nodes"]

@@ -4,6 +4,7 @@
 //! primary under load, catch-up, two of four nodes down, a full restart.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -46,10 +47,12 @@ impl Rpc {
 }
 
 impl Cluster {
-    fn up(&self) {
+    /// `vpbox cluster up`; what it printed.
+    fn up(&self) -> String {
         let r =
             vpbox(&["cluster", "up", "--dir", s(&self.dir), "--module", &crate::token::module()]);
         assert_eq!(r.code, 0, "cluster up: {}\n{}", r.text(), r.stderr);
+        r.text()
     }
 
     fn rpc(&self, i: u32) -> Rpc {
@@ -176,8 +179,41 @@ fn chain(c: &Cluster, i: u32, height: u64) -> Vec<String> {
 #[test]
 fn a_four_node_cluster_anchors_through_faults_and_restarts() {
     let c = Cluster(crate::ClusterDir::new());
-    c.up();
+    let printed = c.up();
     let dir = s(&c.dir);
+
+    // The commands `up` suggests work as printed, from another working directory: each
+    // `vpbox` line, then the curl one through a shell.
+    let hints: Vec<&str> = printed.lines().skip_while(|l| *l != "Try:").skip(1).collect();
+    assert_eq!(hints.len(), 4, "{printed}");
+    let (k, v) = ("11".repeat(32), "22".repeat(32));
+    let want = [
+        "(true, \"Success\")\n".to_string(),
+        format!("(true, \"Success\", 0x{v})\n"),
+        "4 of 4 boxes answer".into(),
+        "\"result\":".into(),
+    ];
+    for (hint, want) in hints.iter().zip(want) {
+        let line = hint.trim();
+        let out = if let Some(args) = line.strip_prefix("vpbox ") {
+            assert!(line.contains(&format!("--dir {dir}")), "{line}");
+            let args: Vec<&str> = args.split_whitespace().collect();
+            let r = Command::new(env!("CARGO_BIN_EXE_vpbox"))
+                .args(&args)
+                .current_dir(std::env::temp_dir())
+                .output()
+                .unwrap();
+            assert!(r.status.success(), "{line}: {}", String::from_utf8_lossy(&r.stderr));
+            String::from_utf8(r.stdout).unwrap()
+        } else {
+            assert!(line.starts_with("curl "), "{line}");
+            let r = Command::new("sh").args(["-c", line]).output().unwrap();
+            assert!(r.status.success(), "{line}: {}", String::from_utf8_lossy(&r.stderr));
+            String::from_utf8(r.stdout).unwrap()
+        };
+        assert!(out.contains(&want), "{line}: {want:?} not in {out}");
+    }
+    assert!(hints[0].contains(&format!("0x{k} 0x{v}")), "{}", hints[0]);
 
     // The services run with core dumps off, and their log lines are stamped in RFC 3339 UTC.
     for (pid, log, tag) in [
@@ -912,13 +948,16 @@ fn governance_admits_a_bank_and_a_node_and_removes_a_node() {
 
     // A third bank: its CA and admin keys in its own token. Not a member yet: its POSP cannot
     // enroll.
-    ok(
+    let out = ok(
         vpbox(&["cluster", "add-bank", "--dir", dir, "--name", "bank-c", "--module", &module]),
         "add-bank",
     );
+    assert!(out.contains(&format!("vpbox cluster enroll --dir {dir} --bank bank-c")), "{out}");
     let (c_crt, c_key) = (file("posp/bank-c.crt"), file("posp/bank-c.pem"));
     let r = vpbox(&["cert", "enroll", s(&c_crt), "--key-file", s(&c_key), "--dir", dir]);
     assert!(r.code != 0 && r.stderr.contains("not a consortium root"), "{}", r.stderr);
+    let r = vpbox(&["cluster", "enroll", "--dir", dir, "--bank", "bank-c", "--module", &module]);
+    assert!(r.code == 2 && r.stderr.contains("not a member bank yet"), "{}", r.stderr);
 
     // Propose its root; one of two banks is not more than two thirds: refused with the reason,
     // before ordering; with both, committed.
@@ -942,10 +981,19 @@ fn governance_admits_a_bank_and_a_node_and_removes_a_node() {
     let r = as_admin(&c, "bank-b", &["gov", "submit", s(&add_c), "--dir", dir]);
     assert!(r.code != 0 && r.stderr.contains("governance state 0"), "{}", r.stderr);
 
-    // Bank C's POSP and admin enroll; the POSP anchors at every node.
-    ok(vpbox(&["cert", "enroll", s(&c_crt), "--key-file", s(&c_key), "--dir", dir]), "enroll posp");
-    let admin_crt = file("ca/bank-c/admin.crt");
-    ok(as_admin(&c, "bank-c", &["cert", "enroll", s(&admin_crt), "--dir", dir]), "enroll admin");
+    // Bank C's admin and POSP enroll as `add-bank` said (refused before the bank was a
+    // member, with the way); the POSP anchors at every node.
+    let out = ok(
+        vpbox(&["cluster", "enroll", "--dir", dir, "--bank", "bank-c", "--module", &module]),
+        "enroll",
+    );
+    assert!(out.contains("bank-c-admin enrolled") && out.contains("bank-c-posp enrolled"), "{out}");
+    let r = vpbox(&["cert", "enroll", s(&c_crt), "--key-file", s(&c_key), "--dir", dir]);
+    assert!(
+        r.code == 0 && r.text().contains("(true, \"Success\")"),
+        "enrolled again: {}",
+        r.stderr
+    );
     let (kc, vc) = ("0x".to_string() + &"c1".repeat(32), "c2".repeat(32));
     let out = ok(vpbox(&["anchor", "put", &kc, &vc, "--key-file", s(&c_key), "--dir", dir]), "put");
     assert_eq!(out, "(true, \"Success\")\n");
@@ -1017,6 +1065,11 @@ fn governance_admits_a_bank_and_a_node_and_removes_a_node() {
         vpbox(&["cluster", "add-node", "--dir", dir, "--bank", "bank-c", "--module", &module]),
         "add-node",
     );
+    // Status shows it, not joined; not a member yet, it is nobody's problem.
+    let r = vpbox(&["status", "--dir", dir]);
+    let row = r.text().lines().find(|l| l.starts_with("node5")).map(str::to_string);
+    assert!(row.as_deref().is_some_and(|l| l.contains("not joined")), "{}", r.text());
+    assert_eq!(r.code, 0, "{}", r.text());
     let add5 = file("add-node5.json");
     let entry = file("node5/node.json");
     ok(
@@ -1033,6 +1086,14 @@ fn governance_admits_a_bank_and_a_node_and_removes_a_node() {
     wait("every node to switch to epoch 1 with node 5", Duration::from_secs(60), || {
         (1..=4).all(|i| membership(&c, i) == (1, vec![1, 2, 3, 4, 5]))
     });
+    // A member now that has not joined: status says so, with the way, and exits 1.
+    let r = vpbox(&["status", "--dir", dir]);
+    assert_eq!(r.code, 1, "{}", r.text());
+    assert!(
+        r.text().contains("unhealthy: node5 (bank-c) is a member but has not joined"),
+        "{}",
+        r.text()
+    );
     ok(vpbox(&["cluster", "join", "--dir", dir, "--node", "5", "--from", "1"]), "join");
     let signer = posp(&c.dir);
     for (n, i) in (2000u64..).zip([5, 1, 5]) {
@@ -1060,9 +1121,20 @@ fn governance_admits_a_bank_and_a_node_and_removes_a_node() {
         let t = tx(&signer, n, now_ms(), Payload::AnchorPut { key: key(n), value: key(n) });
         assert_eq!(put(&mut c.rpc(i), &t, true).unwrap()["ok"], json!(true), "via node {i}");
     }
-    // Restarted, node 1 comes back in epoch 2 from its own ledger (node 4 restarts too and,
-    // removed, stays silent).
-    c.up();
+    // Restarted, node 1 comes back in epoch 2 from its own ledger (node 4, removed, refuses
+    // to start once its ledger has its removal). `up` counts and lists the nodes it started:
+    // node 5 among them.
+    let printed = c.up();
+    let listed: Vec<&str> = printed
+        .lines()
+        .filter(|l| l.starts_with("  node") && l.ends_with("rpc.sock"))
+        .map(|l| l.trim().split(':').next().unwrap())
+        .collect();
+    let removed = printed.contains("node4 was removed by governance");
+    let mut want = vec!["node1", "node2", "node3", "node4", "node5"];
+    want.retain(|n| !removed || *n != "node4");
+    assert_eq!(listed, want, "{printed}");
+    assert!(printed.contains(&format!("{} nodes up", want.len())), "{printed}");
     wait("node 1 to catch up in epoch 2", Duration::from_secs(60), || {
         membership(&c, 1).0 == 2 && c.height(1) >= c.height(5)
     });
