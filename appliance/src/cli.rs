@@ -268,6 +268,13 @@ one; `vpbox cluster up` writes one per bank (vpbox-dev/posp/bank-a.toml).")]
     Get(crate::client_cmd::GetArgs),
     /// Check a slip file against the ledger: anchored, and with exactly these bytes?
     Verify(crate::client_cmd::VerifyArgs),
+    /// Confirm that every pair of a day-end file is anchored with its value (exit 0), or name
+    /// the lines that are not (exit 1).
+    #[command(after_help = "Example:
+  vpbox anchor put --posp posp.toml --file day-end.csv
+  vpbox anchor check --dir vpbox-dev --file day-end.csv
+  vpbox anchor check --url https://box1:8443 --tls-cert posp.crt --tls-key posp.pem --file day-end.csv")]
+    Check(crate::client_cmd::CheckArgs),
 }
 
 #[derive(Debug, Args)]
@@ -326,6 +333,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Anchor(AnchorCommand::Put(a)) => crate::client_cmd::put(&a),
         Command::Anchor(AnchorCommand::Get(a)) => crate::client_cmd::get(&a),
         Command::Anchor(AnchorCommand::Verify(a)) => crate::client_cmd::verify(&a),
+        Command::Anchor(AnchorCommand::Check(a)) => crate::client_cmd::check(&a),
         Command::Node(NodeCommand::Run(a)) => crate::cluster_cmd::node_run(&a),
         Command::Config(ConfigCommand::Check(a)) => crate::cluster_cmd::config_check(&a.config),
         Command::Firewall(cmd) => {

@@ -8,14 +8,8 @@
 //! [`PospFile`]) that names either and the box to call — so nobody signs as another bank's POSP
 //! by leaving a flag out.
 //!
-//! `put --file batch.csv` reads `key,value` lines (hex, `0x` optional; blank lines and `#`
-//! comments skipped), sends them as `anchor_putBatch` transactions of `--batch` pairs, shows a
-//! progress bar on stderr, and records its progress in `batch.csv.vpbox-progress`: the lines
-//! committed, and the signed transaction in flight. Run again after an interruption, it
-//! re-sends that same transaction (a duplicate gets its first result, never a second
-//! execution) and goes on from there.
+//! `put --file` and `check --file` take a day-end file: see [`crate::day_end`].
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -322,6 +316,20 @@ pub(crate) struct GetArgs {
     pub(crate) conn: Conn,
 }
 
+/// `vpbox anchor check`.
+#[derive(Debug, Args)]
+pub(crate) struct CheckArgs {
+    /// The day-end file (`key,value` lines, as `anchor put --file` takes).
+    #[arg(long)]
+    pub(crate) file: PathBuf,
+    #[command(flatten)]
+    pub(crate) conn: Conn,
+}
+
+pub(crate) fn check(a: &CheckArgs) -> Result<Outcome> {
+    crate::day_end::check(&mut client(&a.conn)?, &a.file, a.conn.json)
+}
+
 /// `vpbox anchor verify`.
 #[derive(Debug, Args)]
 pub(crate) struct VerifyArgs {
@@ -498,7 +506,7 @@ pub(crate) fn put(a: &PutArgs) -> Result<Outcome> {
     let (s, conn) = a.signer.signer(&a.conn)?;
     let mut c = client(&conn)?;
     if let Some(file) = &a.file {
-        return put_file(&mut c, s.as_ref(), file, a.batch.clamp(1, 10_000), conn.json);
+        return crate::day_end::put(&mut c, s.as_ref(), file, a.batch.clamp(1, 10_000), conn.json);
     }
     let (Some(k), Some(v)) = (&a.key, &a.value) else { bail!("give KEY VALUE or --file") };
     let tx =
@@ -549,127 +557,6 @@ pub(crate) fn verify(a: &VerifyArgs) -> Result<Outcome> {
         println!("not anchored: key {}", r["key"].as_str().unwrap_or(""));
     }
     Ok(if r["match"] == json!(true) { Outcome::Ok } else { Outcome::Invalid })
-}
-
-fn progress_path(file: &Path) -> PathBuf {
-    let mut p = file.as_os_str().to_owned();
-    p.push(".vpbox-progress");
-    PathBuf::from(p)
-}
-
-fn save_progress(path: &Path, done: u64, inflight: Option<&[u8]>) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let v = json!({"done": done, "inflight": inflight.map(hex::encode)});
-    std::fs::write(&tmp, v.to_string())?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
-}
-
-fn put_file(
-    c: &mut RpcClient,
-    s: &dyn Signer,
-    file: &Path,
-    batch: usize,
-    json_out: bool,
-) -> Result<Outcome> {
-    let f = std::fs::File::open(file).with_context(|| file.display().to_string())?;
-    let mut pairs = Vec::new();
-    for (n, line) in BufReader::new(f).lines().enumerate() {
-        let line = line?;
-        let t = line.trim();
-        if t.is_empty() || t.starts_with('#') {
-            continue;
-        }
-        let (k, v) =
-            t.split_once(',').with_context(|| format!("line {}: expected key,value", n + 1))?;
-        let at = format!("line {}", n + 1);
-        pairs.push((hex32(k, &format!("{at}: key"))?, hex32(v, &format!("{at}: value"))?));
-    }
-    let progress = progress_path(file);
-    let (mut done, inflight) = match std::fs::read_to_string(&progress) {
-        Ok(text) => {
-            let v: Value = serde_json::from_str(&text).context("progress file")?;
-            let inflight = v["inflight"].as_str().and_then(|h| hex::decode(h).ok());
-            (v["done"].as_u64().unwrap_or(0) as usize, inflight)
-        }
-        Err(_) => (0, None),
-    };
-    if done > 0 {
-        eprintln!("resuming after {done} of {} anchors", pairs.len());
-    }
-    let (mut anchored, mut existed) = (0u64, 0u64);
-    let start = Instant::now();
-    let mut inflight = inflight;
-    while done < pairs.len() {
-        let chunk = &pairs[done..(done + batch).min(pairs.len())];
-        // The transaction in flight when the last run stopped is re-sent as is, if it still
-        // covers these pairs; otherwise sign a new one.
-        let bytes = match inflight.take().and_then(|b| Tx::decode(&b).ok()) {
-            Some(tx) if matches!(&tx.body.payload, Payload::AnchorPutBatch(p) if p == chunk) => {
-                tx.encode()
-            }
-            _ => sign(s, Payload::AnchorPutBatch(chunk.to_vec()))?.encode(),
-        };
-        save_progress(&progress, done as u64, Some(&bytes))?;
-        let mut limited: Option<Instant> = None;
-        let r = loop {
-            match c.call("anchor_putBatch", json!({"tx": hex::encode(&bytes), "wait": true})) {
-                Ok(r) if r["status"] == "committed" => break r,
-                Ok(_) => {} // still pending after the node's wait: ask again (same transaction)
-                Err(CallError::Rpc { code: -32004, .. }) => {
-                    std::thread::sleep(Duration::from_millis(500))
-                }
-                // The proxy's rate limit: nothing of the batch ran; the same transaction is
-                // sent again when the client's bucket holds it (at most a minute's wait).
-                Err(CallError::Rpc { code: -32008, data, .. }) => {
-                    // Other traffic of the same certificate may keep the bucket below this
-                    // batch: give up after ten minutes of waiting for one batch.
-                    let since = *limited.get_or_insert_with(Instant::now);
-                    if since.elapsed() > Duration::from_secs(600) {
-                        bail!(
-                            "the proxy's rate limit held this batch back for 10 minutes; run \
-                             again later (the file resumes where it stopped)"
-                        );
-                    }
-                    let wait = data.as_ref().and_then(|d| d["retryAfterMs"].as_u64());
-                    std::thread::sleep(Duration::from_millis(wait.unwrap_or(1_000).min(60_000)));
-                }
-                Err(CallError::Rpc { code: -32003, .. }) => {
-                    bail!(
-                        "the transaction in flight expired; delete {} to start that batch anew",
-                        progress.display()
-                    )
-                }
-                Err(e) => return Err(rpc_error(e)),
-            }
-        };
-        for res in r["results"].as_array().into_iter().flatten() {
-            if res["ok"] == json!(true) { anchored += 1 } else { existed += 1 }
-        }
-        done += chunk.len();
-        save_progress(&progress, done as u64, None)?;
-        let rate = done as f64 / start.elapsed().as_secs_f64().max(1e-3);
-        let width = 30;
-        let filled = done * width / pairs.len().max(1);
-        eprint!(
-            "\r[{}{}] {done}/{} anchors ({rate:.0}/s)",
-            "#".repeat(filled),
-            ".".repeat(width - filled),
-            pairs.len()
-        );
-    }
-    eprintln!();
-    let _ = std::fs::remove_file(&progress);
-    if json_out {
-        println!("{}", json!({"anchors": pairs.len(), "success": anchored, "keyExists": existed}));
-    } else {
-        println!(
-            "{} anchors: {anchored} (true, \"Success\"), {existed} (false, \"the key exist\")",
-            pairs.len()
-        );
-    }
-    let _ = std::io::stdout().flush();
-    Ok(Outcome::Ok)
 }
 
 /// `vpbox bench anchors`.

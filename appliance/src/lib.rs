@@ -13,6 +13,7 @@ mod ca_cmd;
 pub mod cli;
 mod client_cmd;
 mod cluster_cmd;
+mod day_end;
 mod exit;
 mod files;
 mod firewall_cmd;

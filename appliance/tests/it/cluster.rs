@@ -549,6 +549,15 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
     let mut last = [0u8; 32];
     last[24..].copy_from_slice(&(900_000u64 + 9_999).to_be_bytes());
     assert!(anchored(&mut c.rpc(2), &last), "the last line is anchored");
+    // The same file again sends nothing and says so.
+    let r = vpbox(&[&args[..], &["--posp", s(&bank_a)]].concat());
+    assert!(
+        r.code == 0 && r.text().contains("was anchored completely"),
+        "{}{}",
+        r.text(),
+        r.stderr
+    );
+    day_end_interrupted_and_checked(&c);
 
     // Two of four down: nothing commits, intake goes on; all commits once they return.
     let (a, b) = if primary == 4 { (1, 3) } else { (primary, 4) };
@@ -610,6 +619,82 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
         assert_eq!(put(&mut rpc, &t, true).unwrap()["ok"], json!(true), "1 to 3 commit");
     }
     assert!(c.height(4) < c.height(1), "the revoked box is cut off");
+}
+
+/// A day-end file with a header line, killed (SIGKILL) after its first batches, run again:
+/// it resumes where it stopped and its summary adds up; with stderr not a terminal, progress
+/// comes as plain lines. `anchor check --file` confirms it, and names the lines of a file that
+/// differs from the ledger; the file changed after its run is not resumed.
+fn day_end_interrupted_and_checked(c: &Cluster) {
+    let rpc = c.dir.join("node2/rpc.sock");
+    let csv = c.dir.join("day-end-2.csv");
+    let total = 6000u64;
+    let mut text = String::from("key,value\n");
+    text.extend((0..total).map(|n| format!("{:064x},{:064x}\n", 950_000 + n, n + 1)));
+    std::fs::write(&csv, &text).unwrap();
+    let bank_a = c.dir.join("posp/bank-a.toml");
+    let put = ["anchor", "put", "--rpc", s(&rpc), "--posp", s(&bank_a), "--file", s(&csv)];
+    let args = [&put[..], &["--batch", "200"]].concat();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vpbox"))
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let progress = c.dir.join("day-end-2.csv.vpbox-progress");
+    let done = || -> u64 {
+        let text = std::fs::read_to_string(&progress).unwrap_or_default();
+        serde_json::from_str::<Value>(&text).map_or(0, |v| v["done"].as_u64().unwrap_or(0))
+    };
+    wait("the first batches to commit", Duration::from_secs(60), || done() >= 400);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = done();
+    assert!(before < total, "killed before the end ({before})");
+
+    let r = vpbox(&args);
+    assert_eq!(r.code, 0, "{}{}", r.text(), r.stderr);
+    assert!(r.stderr.contains("line 1 is a header: skipped"), "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("resuming after {before} of {total}")), "{}", r.stderr);
+    assert!(!r.stderr.contains('\r'), "no carriage returns off a terminal: {:?}", r.stderr);
+    assert!(r.stderr.contains(&format!("{total}/{total} anchors (100%")), "{}", r.stderr);
+    // "6000 anchors: B committed by an earlier run; this run sent S in T s (R/s): A (true,
+    // "Success"), E (false, "the key exist")", with A + E = S = 6000 - B (the batch in flight
+    // when killed, committed or not, counts once: a duplicate gets its first result).
+    let out = r.text();
+    let sent = total - before;
+    let head =
+        format!("{total} anchors: {before} committed by an earlier run; this run sent {sent} in ");
+    assert!(out.starts_with(&head), "{out}");
+    let number = |after: &str| -> u64 {
+        let at = out.find(after).unwrap_or_else(|| panic!("{after} not in {out}")) + after.len();
+        out[at..].split(|ch: char| !ch.is_ascii_digit()).next().unwrap().parse().unwrap()
+    };
+    let (ok, exist) = (number("/s): "), number("\"Success\"), "));
+    assert_eq!(ok + exist, sent, "{out}");
+    assert_eq!(exist, 0, "no pair of the file was anchored before: {out}");
+
+    // Checked: all anchored with their values.
+    let check = |file: &Path| vpbox(&["anchor", "check", "--rpc", s(&rpc), "--file", s(file)]);
+    let r = check(&csv);
+    assert_eq!(r.code, 0, "{}{}", r.text(), r.stderr);
+    assert!(r.text().contains(&format!("{total} of {total} pairs anchored with their value")));
+    // A file that differs: line 3 (the second pair) with another value, and a pair never sent.
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    lines[2] = format!("{:064x},{:064x}", 950_001, 77);
+    lines.push(format!("{:064x},{:064x}", 990_000, 1));
+    let other = c.dir.join("day-end-other.csv");
+    std::fs::write(&other, lines.join("\n") + "\n").unwrap();
+    let r = check(&other);
+    assert_eq!(r.code, 1, "{}{}", r.text(), r.stderr);
+    let out = r.text();
+    assert!(out.contains(&format!("{} of {} pairs anchored", total - 1, total + 1)), "{out}");
+    assert!(out.contains(&format!("line 3: the ledger holds 0x{:064x}", 2)), "{out}");
+    assert!(out.contains(&format!("1 not anchored: lines {}", total + 2)), "{out}");
+    // The sent file, changed afterwards, is not resumed (nor sent again) at a wrong line.
+    std::fs::write(&csv, lines.join("\n") + "\n").unwrap();
+    let r = vpbox(&args);
+    assert!(r.code == 2 && r.stderr.contains("changed since the run"), "{}", r.stderr);
 }
 
 /// A POSP whose key lives in a token (bank-a's, CKA_ID 05): generated there, certified by

@@ -1,0 +1,469 @@
+//! A POSP's day-end file: `vpbox anchor put --file` sends it, `vpbox anchor check --file`
+//! confirms it.
+//!
+//! The file is CSV of `key,value` lines (32 bytes each, hex, `0x` optional). Blank lines and
+//! `#` comments are skipped, and so is a first line that is a header (`key,value`, or any line
+//! whose two fields are both not hex): spreadsheets write one.
+//!
+//! `put --file` records its progress beside the file, in `FILE.vpbox-progress` (JSON,
+//! [`Progress`]): the pairs committed, the signed transaction in flight, and the SM3 of the
+//! file it belongs to. Run again after an interruption, it re-sends that same transaction (a
+//! duplicate gets its first result, never a second execution) and goes on from there; a file
+//! that changed since is refused rather than resumed at a wrong line. When the whole file is
+//! committed the record stays, marked finished: running the same file again sends nothing and
+//! says so (delete the record to send it again). The progress display is a bar redrawn in place
+//! on a terminal, and a plain line per tenth of the file otherwise (no carriage returns in
+//! logs).
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use vpbox_ledger::tx::{Payload, Tx};
+use vpbox_node::client::{CallError, RpcClient};
+use vpbox_sm::Signer;
+use vpbox_sm::sm3::Digest;
+
+use crate::Outcome;
+use crate::client_cmd::{rpc_error, sign};
+
+/// The largest day-end file read (bytes): 8 million pairs of 131-byte lines, well past a
+/// bank's day.
+const FILE_MAX: u64 = 1 << 30;
+
+/// A pair of the file, with its line number (1-based) for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Line {
+    pub(crate) number: usize,
+    pub(crate) key: [u8; 32],
+    pub(crate) value: [u8; 32],
+}
+
+/// A file's pairs, and whether a header line was skipped.
+#[derive(Debug)]
+pub(crate) struct Pairs {
+    pub(crate) lines: Vec<Line>,
+    pub(crate) header: Option<usize>,
+    /// SM3 of the file's bytes.
+    pub(crate) digest: Digest,
+}
+
+fn hex32(s: &str) -> Option<[u8; 32]> {
+    Digest::from_hex(s.trim()).map(|d| d.0)
+}
+
+/// Parses a day-end file's text (see the module's docs).
+pub(crate) fn parse(text: &str) -> Result<(Vec<Line>, Option<usize>)> {
+    let mut lines = Vec::new();
+    let mut header = None;
+    for (n, raw) in text.lines().enumerate() {
+        let number = n + 1;
+        let t = raw.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let Some((k, v)) = t.split_once(',') else {
+            bail!("line {number}: expected key,value, not {t:?}");
+        };
+        match (hex32(k), hex32(v)) {
+            (Some(key), Some(value)) => lines.push(Line { number, key, value }),
+            // The first line of data names its columns: a header, not a pair.
+            (None, None) if lines.is_empty() && header.is_none() => header = Some(number),
+            (None, _) => bail!(
+                "line {number}: the key must be 32 bytes as 64 hex digits (0x optional), not {:?}",
+                k.trim()
+            ),
+            (_, None) => bail!(
+                "line {number}: the value must be 32 bytes as 64 hex digits (0x optional), not {:?}",
+                v.trim()
+            ),
+        }
+    }
+    Ok((lines, header))
+}
+
+/// Reads and parses a day-end file.
+pub(crate) fn read(file: &Path) -> Result<Pairs> {
+    let bytes = crate::files::read_all(&file.display().to_string(), FILE_MAX)?;
+    let text =
+        std::str::from_utf8(&bytes).with_context(|| format!("{}: not text", file.display()))?;
+    let (lines, header) = parse(text).with_context(|| file.display().to_string())?;
+    Ok(Pairs { lines, header, digest: vpbox_sm::sm3::hash(&bytes) })
+}
+
+/// What `put --file` records of its progress (`FILE.vpbox-progress`).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Progress {
+    /// Pairs committed, from the file's first.
+    done: u64,
+    /// The signed transaction sent and not known committed (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    inflight: Option<String>,
+    /// SM3 of the file (hex); absent in records of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    file_sm3: Option<String>,
+    /// When the whole file was committed (RFC 3339), if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    finished: Option<String>,
+}
+
+fn progress_path(file: &Path) -> PathBuf {
+    let mut p = file.as_os_str().to_owned();
+    p.push(".vpbox-progress");
+    PathBuf::from(p)
+}
+
+fn save(path: &Path, p: &Progress) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_string(p)?)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+#[allow(clippy::disallowed_methods)] // the shell reads the clock for the record
+fn now() -> SystemTime {
+    SystemTime::now()
+}
+
+/// How the progress is shown: a bar redrawn in place on a terminal, else a line per tenth.
+struct Display {
+    terminal: bool,
+    total: usize,
+    tenth: usize,
+}
+
+impl Display {
+    fn new(total: usize) -> Self {
+        Self { terminal: std::io::stderr().is_terminal(), total, tenth: 0 }
+    }
+
+    /// `done` of the file's pairs are committed, `sent` of them by this run in `elapsed`.
+    fn show(&mut self, done: usize, sent: usize, elapsed: Duration) {
+        let rate = sent as f64 / elapsed.as_secs_f64().max(1e-3);
+        let total = self.total.max(1);
+        if self.terminal {
+            let width = 30;
+            let filled = done * width / total;
+            eprint!(
+                "\r[{}{}] {done}/{} anchors ({rate:.0}/s)",
+                "#".repeat(filled),
+                ".".repeat(width - filled),
+                self.total
+            );
+        } else {
+            let tenth = done * 10 / total;
+            if tenth > self.tenth {
+                self.tenth = tenth;
+                eprintln!("{done}/{} anchors ({}%, {rate:.0}/s)", self.total, tenth * 10);
+            }
+        }
+    }
+
+    fn end(&self) {
+        if self.terminal {
+            eprintln!();
+        }
+    }
+}
+
+/// `vpbox anchor put --file`: sends the file's pairs in `AnchorPutBatch` transactions of
+/// `batch` pairs, resuming an interrupted run.
+pub(crate) fn put(
+    c: &mut RpcClient,
+    s: &dyn Signer,
+    file: &Path,
+    batch: usize,
+    json_out: bool,
+) -> Result<Outcome> {
+    let pairs = read(file)?;
+    if let Some(h) = pairs.header {
+        eprintln!("{}: line {h} is a header: skipped", file.display());
+    }
+    let total = pairs.lines.len();
+    let path = progress_path(file);
+    let mut progress = match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str::<Progress>(&text)
+            .with_context(|| format!("{}: corrupt (delete it to start anew)", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Progress::default(),
+        Err(e) => return Err(e).context(path.display().to_string()),
+    };
+    let digest = pairs.digest.to_hex();
+    if progress.file_sm3.as_ref().is_some_and(|d| *d != digest) {
+        bail!(
+            "{} changed since the run that wrote {} ({} of its pairs were committed then): if \
+             this is another file, delete {} and send it again",
+            file.display(),
+            path.display(),
+            progress.done,
+            path.display()
+        );
+    }
+    let mut done = usize::try_from(progress.done).unwrap_or(usize::MAX).min(total);
+    if let Some(at) = &progress.finished {
+        let msg = format!(
+            "{} was anchored completely at {at} ({total} pairs): nothing sent. `vpbox anchor \
+             check --file {}` confirms each pair; delete {} to send it again",
+            file.display(),
+            file.display(),
+            path.display()
+        );
+        if json_out {
+            println!("{}", json!({"anchors": total, "resumedAt": total, "finished": at}));
+        } else {
+            println!("{msg}");
+        }
+        return Ok(Outcome::Ok);
+    }
+    let resumed_at = done;
+    if done > 0 {
+        eprintln!("resuming after {done} of {total} anchors (committed by an earlier run)");
+    }
+    progress.file_sm3 = Some(digest);
+    let (mut anchored, mut existed) = (0u64, 0u64);
+    let start = Instant::now();
+    let mut inflight = progress.inflight.take().and_then(|h| hex::decode(h).ok());
+    let mut display = Display::new(total);
+    let all: Vec<([u8; 32], [u8; 32])> = pairs.lines.iter().map(|l| (l.key, l.value)).collect();
+    while done < total {
+        let chunk = &all[done..(done + batch).min(total)];
+        // The transaction in flight when the last run stopped is re-sent as is, if it still
+        // covers these pairs; otherwise sign a new one.
+        let bytes = match inflight.take().and_then(|b| Tx::decode(&b).ok()) {
+            Some(tx) if matches!(&tx.body.payload, Payload::AnchorPutBatch(p) if p == chunk) => {
+                tx.encode()
+            }
+            _ => sign(s, Payload::AnchorPutBatch(chunk.to_vec()))?.encode(),
+        };
+        progress.done = done as u64;
+        progress.inflight = Some(hex::encode(&bytes));
+        save(&path, &progress)?;
+        let r = send(c, &bytes, &path)?;
+        for res in r["results"].as_array().into_iter().flatten() {
+            if res["ok"] == json!(true) { anchored += 1 } else { existed += 1 }
+        }
+        done += chunk.len();
+        progress.done = done as u64;
+        progress.inflight = None;
+        save(&path, &progress)?;
+        display.show(done, done - resumed_at, start.elapsed());
+    }
+    display.end();
+    progress.finished = Some(humantime::format_rfc3339_seconds(now()).to_string());
+    save(&path, &progress)?;
+    let elapsed = start.elapsed().as_secs_f64();
+    let sent = total - resumed_at;
+    if json_out {
+        println!(
+            "{}",
+            json!({"anchors": total, "resumedAt": resumed_at, "sent": sent, "success": anchored, "keyExists": existed, "seconds": elapsed})
+        );
+    } else {
+        let before = if resumed_at > 0 {
+            format!("{resumed_at} committed by an earlier run; ")
+        } else {
+            String::new()
+        };
+        println!(
+            "{total} anchors: {before}this run sent {sent} in {elapsed:.1} s ({:.0}/s): \
+             {anchored} (true, \"Success\"), {existed} (false, \"the key exist\")",
+            sent as f64 / elapsed.max(1e-3)
+        );
+    }
+    let _ = std::io::stdout().flush();
+    Ok(Outcome::Ok)
+}
+
+/// Sends one signed batch until it is committed, waiting out the node's backpressure and the
+/// proxy's rate limit; its committed answer.
+fn send(c: &mut RpcClient, bytes: &[u8], progress: &Path) -> Result<Value> {
+    let mut limited: Option<Instant> = None;
+    loop {
+        match c.call("anchor_putBatch", json!({"tx": hex::encode(bytes), "wait": true})) {
+            Ok(r) if r["status"] == "committed" => return Ok(r),
+            Ok(_) => {} // still pending after the node's wait: ask again (same transaction)
+            Err(CallError::Rpc { code: -32004, .. }) => {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            // The proxy's rate limit: nothing of the batch ran; the same transaction is sent
+            // again when the client's bucket holds it (at most a minute's wait).
+            Err(CallError::Rpc { code: -32008, data, .. }) => {
+                // Other traffic of the same certificate may keep the bucket below this batch:
+                // give up after ten minutes of waiting for one batch.
+                let since = *limited.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(600) {
+                    bail!(
+                        "the proxy's rate limit held this batch back for 10 minutes; run again \
+                         later (the file resumes where it stopped)"
+                    );
+                }
+                let wait = data.as_ref().and_then(|d| d["retryAfterMs"].as_u64());
+                std::thread::sleep(Duration::from_millis(wait.unwrap_or(1_000).min(60_000)));
+            }
+            Err(CallError::Rpc { code: -32003, .. }) => bail!(
+                "the transaction in flight expired; delete {} to start that batch anew",
+                progress.display()
+            ),
+            Err(e) => return Err(rpc_error(e)),
+        }
+    }
+}
+
+/// Reads per JSON-RPC batch of `anchor check` (the node takes up to 1,000 requests a body).
+const CHECK_BATCH: usize = 1000;
+
+/// How one pair of the file stands on the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    /// Anchored, with the file's value.
+    Same,
+    /// Anchored with another value.
+    Other([u8; 32]),
+    /// Not anchored.
+    Absent,
+}
+
+/// What `anchor_get` answered, for a pair whose file value is `want`.
+fn found(answer: &Value, want: &[u8; 32]) -> Result<Found> {
+    if answer["ok"] != json!(true) {
+        return Ok(Found::Absent);
+    }
+    let value = answer["value"].as_str().and_then(hex32).context("anchor_get: no value")?;
+    Ok(if value == *want { Found::Same } else { Found::Other(value) })
+}
+
+/// `vpbox anchor check --file`: confirms every pair of the file is anchored with its value.
+/// Exit 0 when all are; 1, naming the first lines that are not, otherwise.
+pub(crate) fn check(c: &mut RpcClient, file: &Path, json_out: bool) -> Result<Outcome> {
+    let pairs = read(file)?;
+    let (mut same, mut other, mut absent) = (0usize, Vec::new(), Vec::new());
+    for chunk in pairs.lines.chunks(CHECK_BATCH) {
+        let body: Vec<Value> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                json!({"jsonrpc": "2.0", "id": i, "method": "anchor_get", "params": [format!("0x{}", hex::encode(l.key))]})
+            })
+            .collect();
+        let body = serde_json::to_vec(&body)?;
+        let answers = read_batch(c, &body)?;
+        let mut by_id = vec![None; chunk.len()];
+        for a in answers {
+            let id = a["id"].as_u64().and_then(|i| usize::try_from(i).ok());
+            if let Some(slot) = id.and_then(|i| by_id.get_mut(i)) {
+                *slot = Some(a);
+            }
+        }
+        for (l, a) in chunk.iter().zip(by_id) {
+            let a = a.with_context(|| format!("line {}: no answer", l.number))?;
+            if let Some(e) = a.get("error") {
+                bail!("line {}: {e}", l.number);
+            }
+            match found(&a["result"], &l.value)? {
+                Found::Same => same += 1,
+                Found::Other(v) => other.push((l.number, v)),
+                Found::Absent => absent.push(l.number),
+            }
+        }
+    }
+    let total = pairs.lines.len();
+    if json_out {
+        println!(
+            "{}",
+            json!({
+                "anchors": total,
+                "matching": same,
+                "otherValue": other.iter().map(|(n, v)| json!({"line": n, "anchoredValue": format!("0x{}", hex::encode(v))})).collect::<Vec<_>>(),
+                "notAnchored": absent,
+            })
+        );
+    } else {
+        println!("{}: {same} of {total} pairs anchored with their value", file.display());
+        if !other.is_empty() {
+            println!("{} anchored with another value:", other.len());
+            for (n, v) in other.iter().take(10) {
+                println!("  line {n}: the ledger holds 0x{}", hex::encode(v));
+            }
+        }
+        if !absent.is_empty() {
+            let shown: Vec<String> = absent.iter().take(10).map(usize::to_string).collect();
+            let more = if absent.len() > 10 { ", …" } else { "" };
+            println!("{} not anchored: lines {}{more}", absent.len(), shown.join(", "));
+        }
+    }
+    Ok(if same == total { Outcome::Ok } else { Outcome::Invalid })
+}
+
+/// Posts a JSON-RPC batch of reads; its answers. The proxy's rate limit (one error object,
+/// -32008, instead of the batch's answers: nothing was read) is waited out as `put` does.
+fn read_batch(c: &mut RpcClient, body: &[u8]) -> Result<Vec<Value>> {
+    let start = Instant::now();
+    loop {
+        let raw = c.post(body).map_err(rpc_error)?;
+        let answer: Value = serde_json::from_slice(&raw).context("the node's answer")?;
+        let error = match answer {
+            Value::Array(answers) => return Ok(answers),
+            other => other["error"].clone(),
+        };
+        if error["code"] != json!(-32008) || start.elapsed() > Duration::from_secs(600) {
+            bail!("the reads were refused: {error}");
+        }
+        let wait = error["data"]["retryAfterMs"].as_u64().unwrap_or(1_000).min(60_000);
+        std::thread::sleep(Duration::from_millis(wait));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(b: u8) -> String {
+        format!("0x{}", hex::encode([b; 32]))
+    }
+
+    /// Pairs in order with their line numbers; comments and blank lines skipped; a first line
+    /// naming the columns is a header; a bad field names its line.
+    #[test]
+    fn a_day_end_file_is_parsed_with_its_header_and_line_numbers() {
+        let text = format!(
+            "key,value\n# a comment\n\n{},{}\r\n {} , {} \n",
+            hex(1),
+            hex(2),
+            &hex(3)[2..],
+            hex(4)
+        );
+        let (lines, header) = parse(&text).unwrap();
+        assert_eq!(header, Some(1));
+        assert_eq!(
+            lines,
+            [
+                Line { number: 4, key: [1; 32], value: [2; 32] },
+                Line { number: 5, key: [3; 32], value: [4; 32] },
+            ]
+        );
+        let (lines, header) = parse(&format!("{},{}\n", hex(1), hex(2))).unwrap();
+        assert_eq!((lines.len(), header), (1, None), "no header");
+        // Only the first line of data can be a header.
+        let late = format!("{},{}\nkey,value\n", hex(1), hex(2));
+        assert!(parse(&late).unwrap_err().to_string().starts_with("line 2: the key"));
+        let bad_value = format!("{},0x12\n", hex(1));
+        assert!(parse(&bad_value).unwrap_err().to_string().starts_with("line 1: the value"));
+        let one_bad = format!("key,{}\n", hex(1));
+        assert!(parse(&one_bad).unwrap_err().to_string().starts_with("line 1: the key"));
+        assert!(parse("no comma\n").unwrap_err().to_string().contains("expected key,value"));
+    }
+
+    #[test]
+    fn a_pair_is_found_with_its_value_another_or_absent() {
+        let v = format!("0x{}", hex::encode([7u8; 32]));
+        let ok = json!({"ok": true, "message": "Success", "value": v});
+        assert_eq!(found(&ok, &[7; 32]).unwrap(), Found::Same);
+        assert_eq!(found(&ok, &[8; 32]).unwrap(), Found::Other([7; 32]));
+        let absent = json!({"ok": false, "message": "the key is not exist", "value": hex(0)});
+        assert_eq!(found(&absent, &[0; 32]).unwrap(), Found::Absent, "the zero value is absence");
+        assert!(found(&json!({"ok": true}), &[7; 32]).is_err());
+    }
+}
