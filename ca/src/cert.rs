@@ -495,7 +495,7 @@ pub fn verify_certificate(cert: &Certificate, issuer: &Certificate) -> vpbox_sm:
 }
 
 /// Whether `issuer`'s key signed `crl` (SM2, default ID). OpenSSL 3.0 cannot check this for SM2
-/// CRLs signed with the standard ID (shared/reference/sm-tls-x509.md); vpbox does.
+/// CRLs signed with the standard ID (docs/reference/sm-tls-x509.md); vpbox does.
 pub fn verify_crl(crl: &CertificateList, issuer: &Certificate) -> vpbox_sm::Verification {
     let check = || -> Option<vpbox_sm::Verification> {
         let issuer_key = PublicKey::from_spki_der(

@@ -3,7 +3,7 @@
 //!
 //! Every X.509 signature here is a plain SM2 signature (signer ID `1234567812345678`, no vpbox
 //! domain framing) over the DER of the signed structure, DER-encoded as `SEQUENCE {r, s}`:
-//! OpenSSL rejects raw `r ‖ s` (shared/reference/sm-tls-x509.md). Signing goes through
+//! OpenSSL rejects raw `r ‖ s` (docs/reference/sm-tls-x509.md). Signing goes through
 //! [`vpbox_sm::Signer::sign_digest`], so the key may live in an HSM.
 
 pub mod cert;

@@ -85,7 +85,7 @@ pub enum Error {
 }
 
 impl Error {
-    /// Errors after which reconnecting and retrying once may succeed (shared/reference/
+    /// Errors after which reconnecting and retrying once may succeed (docs/reference/
     /// pkcs11-sm.md, "A long-running signer").
     pub(crate) fn is_retryable(&self) -> bool {
         matches!(

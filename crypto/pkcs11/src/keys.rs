@@ -26,7 +26,7 @@ impl Default for KeyPolicy {
 }
 
 /// Generates an SM2 key pair inside the token with the locked template of
-/// shared/reference/pkcs11-sm.md: sensitive, non-extractable, sign-only, not modifiable or
+/// docs/reference/pkcs11-sm.md: sensitive, non-extractable, sign-only, not modifiable or
 /// copyable. Refuses an `id` already in use.
 pub fn generate(
     session: &Session,

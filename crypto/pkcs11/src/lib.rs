@@ -24,4 +24,4 @@ pub use error::Error;
 pub use pin::Pin;
 pub use profile::{Profile, SignatureEncoding};
 pub use signer::{Pkcs11Signer, SignerConfig};
-pub use token::{Module, OpenToken, TokenSelector, TokenSummary};
+pub use token::{Module, OpenToken, TEST_TOKEN_CONF, TokenSelector, TokenSummary};

@@ -46,6 +46,33 @@ pub struct TokenSummary {
     pub profile: Option<String>,
 }
 
+/// The variable naming the vpbox test token's configuration file (its `token_dir`, slots and
+/// faults; see `crypto/test-token/README.md`), as `SOFTHSM2_CONF` does for SoftHSM2.
+pub const TEST_TOKEN_CONF: &str = "VPBOX_TEST_TOKEN_CONF";
+
+/// What to add to a failed `C_Initialize` of the vpbox test token: it fails without a valid
+/// configuration file, and says no more than CKR_GENERAL_ERROR. Nothing for other modules.
+fn test_token_hint(module: &Path, conf: Option<&std::ffi::OsStr>) -> String {
+    let test_token =
+        module.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.contains("vpbox_test_token"));
+    if !test_token {
+        return String::new();
+    }
+    match conf {
+        None => format!(
+            " (the vpbox test token needs {TEST_TOKEN_CONF} to name its TOML configuration, \
+             e.g. a file with `token_dir = \"/var/lib/vpbox-token\"`; see \
+             crypto/test-token/README.md)"
+        ),
+        Some(c) => format!(
+            " (the vpbox test token could not use its configuration {TEST_TOKEN_CONF}={}: it \
+             must exist and hold valid TOML, e.g. `token_dir = \"/var/lib/vpbox-token\"`; see \
+             crypto/test-token/README.md)",
+            Path::new(c).display()
+        ),
+    }
+}
+
 /// A loaded, initialised PKCS#11 module. Clones share it (one `C_Initialize` per process).
 #[derive(Clone)]
 pub struct Module {
@@ -58,8 +85,10 @@ impl Module {
     pub fn load(path: &Path) -> Result<Self, Error> {
         let fail = |reason: String| Error::ModuleLoad { path: path.display().to_string(), reason };
         let ctx = Pkcs11::new(path).map_err(|e| fail(e.to_string()))?;
-        ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-            .map_err(|e| fail(e.to_string()))?;
+        ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)).map_err(|e| {
+            let conf = std::env::var_os(TEST_TOKEN_CONF);
+            fail(format!("{e}{}", test_token_hint(path, conf.as_deref())))
+        })?;
         Ok(Self { ctx, path: path.to_path_buf() })
     }
 
@@ -233,5 +262,22 @@ impl OpenToken {
         };
         crate::signer::login(&session, pin)?;
         Ok(session)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_token_hint;
+    use std::path::Path;
+
+    /// The test token's failed initialisation names the variable it lacks, or the file it
+    /// could not use; another module's gets nothing added.
+    #[test]
+    fn a_test_token_without_its_configuration_says_which_variable() {
+        let token = Path::new("/usr/lib/vpbox/libvpbox_test_token.so");
+        assert!(test_token_hint(token, None).contains("needs VPBOX_TEST_TOKEN_CONF"));
+        let named = test_token_hint(token, Some("/etc/t.toml".as_ref()));
+        assert!(named.contains("VPBOX_TEST_TOKEN_CONF=/etc/t.toml"), "{named}");
+        assert_eq!(test_token_hint(Path::new("/usr/lib/softhsm/libsofthsm2.so"), None), "");
     }
 }

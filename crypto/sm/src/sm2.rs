@@ -2,7 +2,7 @@
 //!
 //! Signing follows the standard's steps A1–A7 over RustCrypto's constant-time curve arithmetic,
 //! with the pre-hash `e = SM3(Z ‖ M)` exposed separately because HSMs sign `e`, not `M`
-//! (see `shared/reference/pkcs11-sm.md`). Verification is RustCrypto's `sm2` crate.
+//! (see `docs/reference/pkcs11-sm.md`). Verification is RustCrypto's `sm2` crate.
 //!
 //! Encodings are the ones OpenSSL 3 uses: private keys as PKCS#8 (`id-ecPublicKey` with the
 //! curve OID `1.2.156.10197.1.301`), public keys as SPKI, signatures as DER `SEQUENCE {r, s}` or

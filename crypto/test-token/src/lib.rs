@@ -2,7 +2,7 @@
 //! like a vendor HSM module.
 //!
 //! Production HSMs expose SM2 only through vendor-defined mechanisms; SoftHSM2 has none. This
-//! `cdylib` implements the Sansec profile of `/work/shared/reference/pkcs11-sm.md` so that the
+//! `cdylib` implements the Sansec profile of `docs/reference/pkcs11-sm.md` so that the
 //! signer can be built and tested against the codes, attributes and failure modes of a real
 //! token: `CKK_SM2`, key-pair generation, raw and SM3-with-SM2 signatures (raw `r‖s` and DER),
 //! SM3 digests, persistent objects sealed with SM4-GCM under a PIN-derived key, PIN lockout,

@@ -1,4 +1,4 @@
-//! The Sansec-style vendor codes the token implements (`/work/shared/reference/pkcs11-sm.md`,
+//! The Sansec-style vendor codes the token implements (`docs/reference/pkcs11-sm.md`,
 //! "Codes published by vendors": the Sansec column, as ChainMaker's `swpkcs11.h` has it).
 
 use cryptoki_sys::{

@@ -1,6 +1,6 @@
 //! Interoperability with the `openssl` command (OpenSSL 3), both ways. OpenSSL's default SM2
 //! ID is empty, so every command passes `distid:1234567812345678` explicitly
-//! (shared/reference/sm-tls-x509.md, "OpenSSL traps").
+//! (docs/reference/sm-tls-x509.md, "OpenSSL traps").
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
