@@ -1456,11 +1456,80 @@ pub(crate) fn status(a: &StatusArgs) -> Result<Outcome> {
         "{up} of {} boxes answer; {quorum} of {members} members are needed to commit",
         rows.len()
     );
-    let problems = health_problems(&rows, member_ids.as_deref(), quorum);
+    let mut problems = health_problems(&rows, member_ids.as_deref(), quorum);
+    // Clocks, as the nodes see each other's: a box whose clock is off is named.
+    let reports: Vec<(u64, u64, i64)> = rows
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .flat_map(|v| {
+            let me = v["self"].as_u64().unwrap_or(0);
+            v["nodes"].as_array().into_iter().flatten().filter_map(move |p| {
+                let about = p["id"].as_u64()?;
+                (about != me).then_some((me, about, p["clockOffsetMs"].as_i64()?))
+            })
+        })
+        .collect();
+    for (id, drift) in clock_drift(&reports) {
+        let name = rows
+            .iter()
+            .find(|(n, _)| u64::from(n.0) == id)
+            .map_or(format!("node{id}"), |(n, _)| n.1.clone());
+        let said = format!(
+            "{name}'s clock is {} {} the others'",
+            humantime::format_duration(Duration::from_secs(drift.unsigned_abs() / 1000)),
+            if drift > 0 { "ahead of" } else { "behind" }
+        );
+        if drift.unsigned_abs() >= genesis.tx_window_ms / 2 {
+            problems.push(format!(
+                "{said}: with the transaction window of {}, it refuses transactions that \
+                 correct clocks stamp, or admits stale ones; fix its time sync (NTP)",
+                humantime::format_duration(Duration::from_secs(genesis.tx_window_ms / 1000))
+            ));
+        } else {
+            println!("clock: {said} (check its time sync)");
+        }
+    }
     for p in &problems {
         println!("unhealthy: {p}");
     }
     Ok(if problems.is_empty() { Outcome::Ok } else { Outcome::Invalid })
+}
+
+/// A clock this far (ms) from the others' is named by `status`; half the transaction window
+/// or more makes the consortium unhealthy.
+const CLOCK_WARN_MS: u64 = 10_000;
+
+/// The boxes whose clocks are off, and by how much (ms, + ahead), from what the nodes report
+/// of each other: `(reporter, about, offset of about's clock from reporter's)`. A box's drift is
+/// the median of the others' reports about it (so one box with a wrong clock, which sees every
+/// other as off, is not mistaken for them; of an even count, the middle value nearer zero); it
+/// needs two reports, and is named from [`CLOCK_WARN_MS`] on.
+fn clock_drift(reports: &[(u64, u64, i64)]) -> Vec<(u64, i64)> {
+    let mut about: Vec<u64> = reports.iter().map(|r| r.1).collect();
+    about.sort_unstable();
+    about.dedup();
+    about
+        .into_iter()
+        .filter_map(|id| {
+            let mut seen: Vec<i64> =
+                reports.iter().filter(|r| r.1 == id && r.0 != id).map(|r| r.2).collect();
+            if seen.len() < 2 {
+                return None;
+            }
+            seen.sort_unstable();
+            // Of two middle values, the nearer to agreement: a box is named only when most of
+            // the others see it off.
+            let mid = seen.len() / 2;
+            let median = if seen.len() % 2 == 1 {
+                seen[mid]
+            } else if seen[mid - 1].unsigned_abs() < seen[mid].unsigned_abs() {
+                seen[mid - 1]
+            } else {
+                seen[mid]
+            };
+            (median.unsigned_abs() >= CLOCK_WARN_MS).then_some((id, median))
+        })
+        .collect()
 }
 
 /// A box provisioned by `cluster add-node` that has no ledger yet (`cluster join` gives it one).
@@ -1509,4 +1578,49 @@ fn health_problems(rows: &[StatusRow<'_>], members: Option<&[u64]>, quorum: usiz
         }
     }
     problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clock_drift;
+
+    /// Node 3's clock 4m 12s ahead: every other node sees it so and it sees all others behind;
+    /// only node 3 is named. Jitter of milliseconds names nobody; one report is not enough, and
+    /// of three boxes with one off, the two correct ones are not accused.
+    #[test]
+    fn the_box_whose_clock_is_off_is_named_not_the_others() {
+        let off = 252_000;
+        let mut reports = Vec::new();
+        for a in 1..=4u64 {
+            for b in (1..=4u64).filter(|b| *b != a) {
+                let jitter = (a * 7 + b) as i64 % 5 - 2;
+                let skew = match (a, b) {
+                    (3, _) => -off,
+                    (_, 3) => off,
+                    _ => 0,
+                };
+                reports.push((a, b, skew + jitter));
+            }
+        }
+        let named = clock_drift(&reports);
+        assert_eq!(named.len(), 1, "{named:?}");
+        assert_eq!(named[0].0, 3);
+        assert!((named[0].1 - off).abs() <= 2, "{named:?}");
+        // Behind, by exactly the threshold: named, negative.
+        let behind: Vec<_> = reports
+            .iter()
+            .map(|&(a, b, _)| match (a, b) {
+                (3, _) => (a, b, 10_000),
+                (_, 3) => (a, b, -10_000),
+                _ => (a, b, 0),
+            })
+            .collect();
+        assert_eq!(clock_drift(&behind), vec![(3, -10_000)]);
+        let below: Vec<_> = behind.iter().map(|&(a, b, o)| (a, b, o / 10_000 * 9_999)).collect();
+        assert_eq!(clock_drift(&below), vec![], "under the threshold");
+        // Three boxes, node 3 off: nodes 1 and 2 each have one report off of two.
+        let three: Vec<_> = reports.iter().copied().filter(|r| r.0 != 4 && r.1 != 4).collect();
+        assert_eq!(clock_drift(&three).iter().map(|d| d.0).collect::<Vec<_>>(), vec![3]);
+        assert_eq!(clock_drift(&[(1, 2, off)]), vec![], "one report");
+    }
 }

@@ -174,12 +174,14 @@ impl PeerFilter {
         Self { peer, stats, replays: Replays::new(window) }
     }
 
-    /// Checks `msg` at time `now`. `verify_tx` checks a gossiped transaction's signature (and
-    /// is given its encoding).
+    /// Checks `msg` at time `now` (the host's wall clock reads `wall_ms`, ms since the Unix
+    /// epoch). `verify_tx` checks a gossiped transaction's signature (and is given its
+    /// encoding).
     pub fn admit(
         &mut self,
         msg: PeerMsg,
         now: Instant,
+        wall_ms: u64,
         verify_tx: &dyn Fn(&Tx) -> bool,
     ) -> Admitted {
         // Consensus and transaction frames are never repeated by an honest peer within the
@@ -225,6 +227,13 @@ impl PeerFilter {
             }
             PeerMsg::Blocks(b) => Event::Blocks(b),
             PeerMsg::Ping => return Admitted::Nothing,
+            PeerMsg::Clock { sent_ms } => {
+                let offset = i128::from(sent_ms) - i128::from(wall_ms);
+                let offset =
+                    i64::try_from(offset).unwrap_or(if offset < 0 { i64::MIN } else { i64::MAX });
+                self.stats.record_clock(self.peer, offset, now);
+                return Admitted::Nothing;
+            }
         };
         Admitted::Event(ev)
     }

@@ -1028,6 +1028,8 @@ impl<V: Verifier + Clone> Driver<V> {
                     "isSelf": me,
                     "status": status,
                     "delay": if me { Some(0) } else { peer.delay },
+                    // Its clock minus this node's (ms), from its link's Clock frames.
+                    "clockOffsetMs": if me { Some(0) } else { self.link_stats.clock_offset(n.id, now) },
                     "height": if me { height } else { peer.height },
                 })
             })

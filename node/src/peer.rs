@@ -12,7 +12,15 @@
 //!   kind 4 WantBlocks  after:u64 upto:u64 skip:u32
 //!   kind 5 Blocks      count:u32 (len:u32 block txcount:u32 (len:u32 tx)*)*
 //!   kind 6 Ping        (an idle link's keep-alive)
+//!   kind 7 Clock       sent_ms:u64                 the sender's wall clock as it wrote the frame
 //! ```
+//!
+//! A dialer sends a Clock frame as its link opens and then every [`PING`]: the acceptor takes
+//! `sent_ms` minus its own clock as the peer's clock offset (the link's one-way delay, a
+//! millisecond or so in a data centre, counts as the peer being behind). Operators see it per
+//! peer in `node_getNodes` (`clockOffsetMs`), on `/metrics` and in `vpbox status`, which names
+//! a box whose clock is off. It is monitoring only: no decision of the node depends on it, so a
+//! compromised proxy that forges one raises a false alarm and nothing else.
 //!
 //! Every link starts with the handshake of [`crate::link`]: each end proves which node it is.
 //! A frame carries no sender: it is the link's authenticated node's (version 1 frames named
@@ -95,6 +103,11 @@ pub enum PeerMsg {
     Blocks(Vec<(Vec<u8>, Vec<Vec<u8>>)>),
     /// Nothing: keeps an idle link open.
     Ping,
+    /// The sender's wall clock (ms since the Unix epoch) as it wrote the frame.
+    Clock {
+        /// When.
+        sent_ms: u64,
+    },
 }
 
 /// A malformed frame.
@@ -147,6 +160,10 @@ impl PeerMsg {
                 }
             }
             Self::Ping => w.push(6),
+            Self::Clock { sent_ms } => {
+                w.push(7);
+                w.extend_from_slice(&sent_ms.to_be_bytes());
+            }
         }
         w
     }
@@ -179,6 +196,7 @@ impl PeerMsg {
                 Self::Blocks(blocks)
             }
             6 => Self::Ping,
+            7 => Self::Clock { sent_ms: r.u64()? },
             _ => return Err(FrameError("unknown kind")),
         };
         r.0.finish().map_err(|_| FrameError("trailing bytes"))?;
@@ -274,9 +292,29 @@ pub struct LinkStats {
     pub replayed: AtomicU64,
     /// Block requests dropped because the peer already had one waiting.
     pub busy: AtomicU64,
+    /// Each peer's last clock offset (ms, its clock minus this node's) and when it came.
+    clocks: Mutex<HashMap<NodeId, (i64, Instant)>>,
 }
 
+/// A peer's clock offset older than this is not reported (its link is down).
+pub const CLOCK_FRESH: Duration = Duration::from_secs(60);
+
 impl LinkStats {
+    /// Records that `peer`'s clock read `offset_ms` ahead of this node's (negative: behind) at
+    /// `now`.
+    pub fn record_clock(&self, peer: NodeId, offset_ms: i64, now: Instant) {
+        if let Ok(mut c) = self.clocks.lock() {
+            c.insert(peer, (offset_ms, now));
+        }
+    }
+
+    /// `peer`'s clock offset (ms), if one came within [`CLOCK_FRESH`] of `now`.
+    pub fn clock_offset(&self, peer: NodeId, now: Instant) -> Option<i64> {
+        let c = self.clocks.lock().ok()?;
+        let (offset, at) = c.get(&peer)?;
+        (now.saturating_duration_since(*at) <= CLOCK_FRESH).then_some(*offset)
+    }
+
     /// As JSON for `node_getNodes`.
     pub fn json(&self) -> Value {
         let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -471,6 +509,8 @@ fn link(
     let mut stream: Option<BufWriter<Box<dyn Conn>>> = None;
     let mut last_try: Option<Instant> = None;
     let mut complained = false;
+    // When this link last told the peer its clock (None: not on this connection yet).
+    let mut clock_sent: Option<Instant> = None;
     loop {
         let first = match rx.recv_timeout(PING) {
             Ok(f) => {
@@ -497,7 +537,12 @@ fn link(
             }
         }
         let Some(s) = stream.as_mut() else { continue };
-        let mut ok = write_frame(s, &first).is_ok();
+        let mut ok = true;
+        if clock_sent.is_none_or(|t| t.elapsed() >= PING) {
+            ok = write_frame(s, &PeerMsg::Clock { sent_ms: wall_ms() }.encode()).is_ok();
+            clock_sent = Some(Instant::now());
+        }
+        ok = ok && write_frame(s, &first).is_ok();
         // Drain what else is queued into the same buffered write.
         while ok {
             match rx.try_recv() {
@@ -510,8 +555,17 @@ fn link(
         }
         if !(ok && s.flush().is_ok()) {
             stream = None;
+            clock_sent = None;
         }
     }
+}
+
+/// The host's wall clock, ms since the Unix epoch (for [`PeerMsg::Clock`]).
+#[allow(clippy::disallowed_methods)] // the shell reads the clock; the filter takes it as input
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Handles the frames of one authenticated link, in order, on the link's thread. It may block
@@ -685,6 +739,7 @@ mod tests {
             PeerMsg::WantBlocks { after: 5, upto: 9, skip: 2 },
             PeerMsg::Blocks(vec![(vec![1; 5], vec![vec![2; 3]]), (vec![], vec![])]),
             PeerMsg::Ping,
+            PeerMsg::Clock { sent_ms: 1_800_000_000_123 },
         ]
     }
 

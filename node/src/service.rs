@@ -334,7 +334,7 @@ fn peer_handler(
             };
             #[allow(clippy::disallowed_methods)] // the replay window runs on the real clock
             let now = std::time::Instant::now();
-            match filter.admit(msg, now, &verify) {
+            match filter.admit(msg, now, crate::peer::wall_ms(), &verify) {
                 Admitted::Event(ev) => {
                     let _ = events.send(ev);
                 }

@@ -424,6 +424,27 @@ fn render_node(out: &mut String, node: Option<&Value>) {
             .count();
         head(out, "vpbox_node_peers_up", "gauge", "Other members the node heard from lately.");
         let _ = writeln!(out, "vpbox_node_peers_up {up}");
+        head(
+            out,
+            "vpbox_node_peer_clock_offset_seconds",
+            "gauge",
+            "Each peer's clock minus this node's, from its link's clock frames (its one-way \
+             delay counts as behind); absent for a peer not heard from within a minute.",
+        );
+        for p in nodes.iter().filter(|p| p.get("isSelf") != Some(&Value::Bool(true))) {
+            let (Some(name), Some(ms)) = (
+                p.get("name").and_then(Value::as_str),
+                p.get("clockOffsetMs").and_then(Value::as_i64),
+            ) else {
+                continue;
+            };
+            let _ = writeln!(
+                out,
+                "vpbox_node_peer_clock_offset_seconds{{peer=\"{}\"}} {}",
+                label_value(name),
+                ms as f64 / 1000.0
+            );
+        }
     }
     let latency = n.get("metrics").and_then(|m| m.get("commitLatency"));
     if let Some(h) = latency.and_then(Histogram::from_json) {
@@ -679,12 +700,14 @@ mod tests {
             "links": {"authenticated": 3, "refused": 1},
             "metrics": {"blocksCommitted": 40, "transactionsCommitted": 900, "viewChanges": 1,
                         "commitLatency": Histogram::default().json()},
-            "nodes": [{"isSelf": true, "status": "up"}, {"isSelf": false, "status": "up"},
-                      {"isSelf": false, "status": "down"}],
+            "nodes": [{"isSelf": true, "status": "up", "name": "node1", "clockOffsetMs": 0},
+                      {"isSelf": false, "status": "up", "name": "node2", "clockOffsetMs": -252_500},
+                      {"isSelf": false, "status": "down", "name": "node3", "clockOffsetMs": null}],
             "certificates": [{"bank": "bank-a", "profile": "posp", "count": 12,
                               "earliestNotAfter": 1_800_000_000u64, "expiringWithin30Days": 2}],
         });
         let up = m.render(Some(&node));
+        assert!(!up.contains("peer=\"node3\"") && !up.contains("peer=\"node1\""), "{up}");
         for line in [
             "vpbox_node_up 1",
             "vpbox_node_height 42",
@@ -692,6 +715,7 @@ mod tests {
             "vpbox_node_view_changes_total 1",
             "vpbox_node_links_total{outcome=\"refused\"} 1",
             "vpbox_node_peers_up 1",
+            "vpbox_node_peer_clock_offset_seconds{peer=\"node2\"} -252.5",
             "vpbox_node_commit_latency_seconds_count 0",
             "vpbox_enrolled_certificates{bank=\"bank-a\",profile=\"posp\"} 12",
             "vpbox_enrolled_certificate_earliest_not_after_timestamp_seconds{bank=\"bank-a\",profile=\"posp\"} 1800000000",

@@ -65,6 +65,13 @@ pub(crate) fn admin_checks(dir: &Path) {
     assert_eq!(sample(&page, "vpbox_node_up"), Some(1.0), "{page}");
     assert!(sample(&page, "vpbox_node_height").is_some_and(|h| h > 0.0), "{page}");
     assert!(sample(&page, "vpbox_node_peers_up") == Some(3.0), "{page}");
+    // Each peer's clock offset, from its link's clock frames: the boxes share this machine's
+    // clock, so it is the links' delay, well under a second.
+    for peer in ["node2", "node3", "node4"] {
+        let name = format!("vpbox_node_peer_clock_offset_seconds{{peer=\"{peer}\"}}");
+        let offset = sample(&page, &name);
+        assert!(offset.is_some_and(|o| o.abs() < 1.0), "{name}: {offset:?}\n{page}");
+    }
     assert!(
         sample(&page, "vpbox_node_commit_latency_seconds_count").is_some_and(|n| n > 0.0),
         "commits were timed: {page}"

@@ -729,7 +729,7 @@ impl World {
             .filters
             .entry(from)
             .or_insert_with(|| PeerFilter::new(NodeId(from as u32 + 1), stats, window));
-        let admitted = filter.admit(msg, now, &verify);
+        let admitted = filter.admit(msg, now, GENESIS_MS + self.now.get(), &verify);
         // No consensus or transaction frame passes twice on one link within the window.
         if matches!(admitted, Admitted::Event(Event::Envelope(_) | Event::PeerTxs(_))) {
             let d = hash(bytes);
