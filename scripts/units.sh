@@ -12,8 +12,8 @@ mkdir -p "$root/usr/bin" "$root/etc/systemd/system" "$root/usr/lib/systemd"
 cp -a /usr/lib/systemd/system "$root/usr/lib/systemd/"
 cp "$bin" "$root/usr/bin/vpbox"
 cp /usr/bin/kill "$root/usr/bin/kill"
-cp systemd/*.service systemd/*.socket "$root/etc/systemd/system/"
-systemd-analyze verify --root="$root" "$root"/etc/systemd/system/vpbox-*.service "$root"/etc/systemd/system/vpbox-*.socket
+cp systemd/*.service systemd/*.socket systemd/*.timer "$root/etc/systemd/system/"
+systemd-analyze verify --root="$root" "$root"/etc/systemd/system/vpbox-*.service "$root"/etc/systemd/system/vpbox-*.socket "$root"/etc/systemd/system/vpbox-*.timer
 echo "units: systemd-analyze verify clean"
 said=$(systemd-sysusers --dry-run "$PWD/systemd/vpbox.sysusers" 2>&1) || { echo "$said" >&2; exit 1; }
 echo "units: sysusers.d entries accepted (systemd-sysusers --dry-run)"
@@ -21,7 +21,7 @@ echo "units: sysusers.d entries accepted (systemd-sysusers --dry-run)"
 # PrivateUsers=yes (it scores 0.2 better but makes every other UID read as 65534 to
 # SO_PEERCRED, and the signer and node check their callers by UID); the firewall loads rules,
 # so it holds CAP_NET_ADMIN and netlink.
-declare -A limit=([vpbox-signer]=5 [vpbox-node]=5 [vpbox-proxy]=15 [vpbox-firewall]=20)
+declare -A limit=([vpbox-signer]=5 [vpbox-node]=5 [vpbox-proxy]=15 [vpbox-firewall]=20 [vpbox-crl-renew]=15)
 for u in systemd/*.service; do
   name=$(basename "$u" .service)
   max=${limit[$name]:-}

@@ -145,8 +145,9 @@ pub(crate) enum CaCommand {
         #[arg(long)]
         out: Option<PathBuf>,
         /// Sign only if a CRL is due: none signed yet, the last one's nextUpdate within this
-        /// margin (e.g. `6h`), or a certificate revoked since; otherwise say so, write nothing
-        /// and exit 0 (for a timer). Must be shorter than --hours.
+        /// margin (e.g. `6h`), a certificate revoked since, or no file at --out; otherwise say
+        /// so, write nothing and exit 0 (for a timer: systemd/vpbox-crl-renew.service). Must be
+        /// shorter than --hours.
         #[arg(long)]
         renew_before: Option<humantime::Duration>,
     },
@@ -583,8 +584,15 @@ pub(crate) fn run(cmd: &CaCommand) -> Result<Outcome> {
             }
             let (config, ca_pem, mut db) = open(dir)?;
             if let Some(margin) = margin {
+                // The file a timer keeps current (and publishes) is missing: sign one, due or
+                // not, so that the publishing step has the CRL in force.
+                let missing = out.as_ref().filter(|o| !o.exists());
+                let due = match missing {
+                    Some(o) => Some(format!("{} does not exist", o.display())),
+                    None => crl_due(&db, unix(now()), margin),
+                };
                 // On stderr: stdout may be the CRL itself (no --out).
-                match crl_due(&db, unix(now()), margin) {
+                match due {
                     Some(why) => eprintln!("renewing: {why}"),
                     None => {
                         eprintln!(

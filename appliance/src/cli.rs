@@ -86,8 +86,10 @@ enum CertCommand {
     #[command(after_help = "Example:
   vpbox ca revoke --dir ca 5f3a… --reason key-compromise
   vpbox ca crl --dir ca --out bank-a.crl
-  vpbox cert publish-crl bank-a.crl --key-file posp/bank-a.pem")]
-    PublishCrl(crate::client_cmd::CertTxArgs),
+  vpbox cert publish-crl bank-a.crl --key-file posp/bank-a.pem
+As the hourly renewal (systemd/vpbox-crl-renew.service) runs it:
+  vpbox cert publish-crl /var/lib/vpbox-ca/crl.pem --posp /etc/vpbox/crl-publisher.toml --unless-published")]
+    PublishCrl(crate::client_cmd::PublishCrlArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -328,7 +330,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Sm2(Sm2Command::Sign(a)) => sm2_cmd::sign(&a),
         Command::Sm2(Sm2Command::Verify(a)) => sm2_cmd::verify(&a),
         Command::Cert(CertCommand::Enroll(a)) => crate::client_cmd::cert_tx(&a, false),
-        Command::Cert(CertCommand::PublishCrl(a)) => crate::client_cmd::cert_tx(&a, true),
+        Command::Cert(CertCommand::PublishCrl(a)) => crate::client_cmd::publish_crl(&a),
         Command::Anchor(AnchorCommand::Hash(a)) => anchor_cmd::hash(&a),
         Command::Anchor(AnchorCommand::Put(a)) => crate::client_cmd::put(&a),
         Command::Anchor(AnchorCommand::Get(a)) => crate::client_cmd::get(&a),

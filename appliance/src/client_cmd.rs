@@ -100,6 +100,18 @@ pub(crate) struct CertTxArgs {
     pub(crate) conn: Conn,
 }
 
+/// `vpbox cert publish-crl`.
+#[derive(Debug, Args)]
+pub(crate) struct PublishCrlArgs {
+    #[command(flatten)]
+    pub(crate) tx: CertTxArgs,
+    /// Publish nothing, and exit 0, when the ledger holds this very CRL already (a renewal
+    /// timer runs this every hour, whether `vpbox ca crl --renew-before` signed a new one or
+    /// not).
+    #[arg(long)]
+    pub(crate) unless_published: bool,
+}
+
 /// Whose key signs (one is required): a software key file, a key in an HSM token, or a POSP's
 /// client file naming one of them.
 #[derive(Debug, Args, Clone)]
@@ -264,6 +276,23 @@ impl KeyArgs {
 }
 
 /// Sends an enrollment (`crl` false) or a CRL (`crl` true) and waits for its block.
+/// `vpbox cert publish-crl`.
+pub(crate) fn publish_crl(a: &PublishCrlArgs) -> Result<Outcome> {
+    if a.unless_published {
+        let pem =
+            std::fs::read_to_string(&a.tx.file).with_context(|| a.tx.file.display().to_string())?;
+        let der = vpbox_ca::pem::crl_der(&pem).with_context(|| a.tx.file.display().to_string())?;
+        let (_, conn) = a.tx.key.signer(&a.tx.conn)?;
+        let state = write_client(&conn)?.call("gov_getState", json!([])).map_err(rpc_error)?;
+        let published = format!("0x{}", hex::encode(&der));
+        if state["crls"].as_array().into_iter().flatten().any(|c| c.as_str() == Some(&published)) {
+            println!("{}: on the ledger already; nothing published", a.tx.file.display());
+            return Ok(Outcome::Ok);
+        }
+    }
+    cert_tx(&a.tx, true)
+}
+
 pub(crate) fn cert_tx(a: &CertTxArgs, crl: bool) -> Result<Outcome> {
     let (s, conn) = a.key.signer(&a.conn)?;
     let pem = std::fs::read_to_string(&a.file).with_context(|| a.file.display().to_string())?;

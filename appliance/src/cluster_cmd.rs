@@ -1489,10 +1489,111 @@ pub(crate) fn status(a: &StatusArgs) -> Result<Outcome> {
             println!("clock: {said} (check its time sync)");
         }
     }
+    // What runs out: the CRLs in force and the roots (the governance state), the enrolled
+    // certificates (a node's own summary, which only its operator sees: asked on its socket).
+    if let Some((n, _)) = rows.iter().find(|(_, r)| r.is_ok()) {
+        let mut c = RpcClient::new(&rpc_path(dir, n.0)?);
+        c.set_timeout(STATUS_DEADLINE);
+        let state = c.call("gov_getState", json!([])).ok();
+        let trust =
+            state.as_ref().and_then(|s| vpbox_proxy::trust::TrustState::from_governance(s).ok());
+        let enrolled = c.call("node_getNodes", json!([])).ok().map(|v| v["certificates"].clone());
+        if let Some(t) = trust {
+            let (warnings, failing) = expiry_alarms(
+                &t.crls_in_force,
+                &t.certificates,
+                enrolled.as_ref().unwrap_or(&Value::Null),
+                wall_now(),
+            );
+            for w in warnings {
+                println!("warning: {w}");
+            }
+            problems.extend(failing);
+        }
+    }
     for p in &problems {
         println!("unhealthy: {p}");
     }
     Ok(if problems.is_empty() { Outcome::Ok } else { Outcome::Invalid })
+}
+
+/// A CRL this close to its nextUpdate is a warning in `status` (the renewal margin of
+/// `systemd/vpbox-crl-renew.service`: a renewal that works replaced it before).
+const CRL_WARN: Duration = Duration::from_secs(6 * 3600);
+/// A certificate this close to its notAfter is a warning in `status`.
+const CERT_WARN: Duration = Duration::from_secs(30 * 86_400);
+
+#[allow(clippy::disallowed_methods)] // the command's own clock, for what runs out when
+fn wall_now() -> std::time::SystemTime {
+    std::time::SystemTime::now()
+}
+
+/// What runs out, at `now`: warnings (a CRL within [`CRL_WARN`] of its nextUpdate, a root or
+/// enrolled certificates within [`CERT_WARN`] of their notAfter) and problems (a CRL past its
+/// nextUpdate: every certificate of its CA is refused; a root past its notAfter). `enrolled`
+/// is `node_getNodes`'s `certificates` (or null).
+fn expiry_alarms(
+    crls: &[vpbox_ca::policy::CrlInForce],
+    roots: &[vpbox_proxy::trust::CertExpiry],
+    enrolled: &Value,
+    now: std::time::SystemTime,
+) -> (Vec<String>, Vec<String>) {
+    let (mut warnings, mut problems) = (Vec::new(), Vec::new());
+    let left = |t: std::time::SystemTime| t.duration_since(now).ok();
+    let span = |d: Duration| humantime::format_duration(Duration::from_secs(d.as_secs() / 60 * 60));
+    let date = |t: std::time::SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+    for crl in crls {
+        let Some(next) = crl.next_update else { continue };
+        match left(next) {
+            None => problems.push(format!(
+                "the CRL of {} ran out at {}: every certificate that CA issued is refused; sign \
+                 and publish a new one (vpbox ca crl, vpbox cert publish-crl)",
+                crl.issuer,
+                date(next)
+            )),
+            Some(d) if d <= CRL_WARN => warnings.push(format!(
+                "the CRL of {} runs out in {} ({}); past it every certificate that CA issued is \
+                 refused: is its renewal (vpbox-crl-renew.timer) running?",
+                crl.issuer,
+                span(d),
+                date(next)
+            )),
+            Some(_) => {}
+        }
+    }
+    for c in roots.iter().filter(|c| c.kind == "root") {
+        match left(c.not_after) {
+            None => problems.push(format!(
+                "the root {} expired at {}: nothing under it is admitted",
+                c.subject,
+                date(c.not_after)
+            )),
+            Some(d) if d <= CERT_WARN => warnings.push(format!(
+                "the root {} expires in {} ({}): admit its successor by governance",
+                c.subject,
+                span(d),
+                date(c.not_after)
+            )),
+            Some(_) => {}
+        }
+    }
+    for r in enrolled.as_array().into_iter().flatten() {
+        let n = r["expiringWithin30Days"].as_u64().unwrap_or(0);
+        if n == 0 {
+            continue;
+        }
+        let first = r["earliestNotAfter"]
+            .as_u64()
+            .map(|s| date(std::time::UNIX_EPOCH + Duration::from_secs(s)))
+            .unwrap_or_default();
+        warnings.push(format!(
+            "{}: {n} enrolled {} certificate(s) expire within 30 days (the first at {first}): \
+             renew them (vpbox ca renew, vpbox cert enroll)",
+            r["bank"].as_str().unwrap_or("?"),
+            r["profile"].as_str().unwrap_or("?")
+        ));
+    }
+    (warnings, problems)
 }
 
 /// A clock this far (ms) from the others' is named by `status`; half the transaction window
@@ -1582,7 +1683,56 @@ fn health_problems(rows: &[StatusRow<'_>], members: Option<&[u64]>, quorum: usiz
 
 #[cfg(test)]
 mod tests {
-    use super::clock_drift;
+    use super::{Duration, Value, clock_drift, expiry_alarms, json};
+    use std::time::UNIX_EPOCH;
+    use vpbox_ca::policy::CrlInForce;
+    use vpbox_proxy::trust::CertExpiry;
+
+    /// A CRL past its nextUpdate is a problem (its bank is locked out), one within 6 h a
+    /// warning, one further off nothing; the same for roots at 30 days; enrolled certificates
+    /// expiring within 30 days are a warning with their bank, profile and first date.
+    #[test]
+    fn what_runs_out_is_a_warning_and_what_ran_out_a_problem() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let h = |hours: i64| {
+            if hours >= 0 {
+                now + Duration::from_secs(hours as u64 * 3600)
+            } else {
+                now - Duration::from_secs((-hours) as u64 * 3600)
+            }
+        };
+        let crl = |issuer: &str, at| CrlInForce {
+            ca: "00".into(),
+            issuer: issuer.into(),
+            next_update: Some(at),
+        };
+        let crls = [crl("O=late", h(-1)), crl("O=soon", h(5)), crl("O=fine", h(7))];
+        let root = |subject: &str, days: i64| CertExpiry {
+            kind: "root",
+            subject: subject.into(),
+            serial: "01".into(),
+            not_after: h(days * 24),
+        };
+        let roots = [root("O=old", -1), root("O=ending", 29), root("O=young", 31)];
+        let enrolled = json!([
+            {"bank": "bank-a", "profile": "posp", "expiringWithin30Days": 2,
+             "earliestNotAfter": 1_800_000_000u64 + 86_400},
+            {"bank": "bank-b", "profile": "admin", "expiringWithin30Days": 0},
+        ]);
+        let (warnings, problems) = expiry_alarms(&crls, &roots, &enrolled, now);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].starts_with("the CRL of O=late ran out at "), "{problems:?}");
+        assert!(problems[1].starts_with("the root O=old expired"), "{problems:?}");
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert!(warnings[0].starts_with("the CRL of O=soon runs out in 5h ("), "{warnings:?}");
+        assert!(warnings[1].starts_with("the root O=ending expires in 29days"), "{warnings:?}");
+        assert!(
+            warnings[2].starts_with("bank-a: 2 enrolled posp certificate(s) expire within 30 days")
+                && warnings[2].contains("2027-01-16T08:00:00Z"),
+            "{warnings:?}"
+        );
+        assert_eq!(expiry_alarms(&[], &[], &Value::Null, now), (vec![], vec![]));
+    }
 
     /// Node 3's clock 4m 12s ahead: every other node sees it so and it sees all others behind;
     /// only node 3 is named. Jitter of milliseconds names nobody; one report is not enough, and

@@ -619,6 +619,97 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
         assert_eq!(put(&mut rpc, &t, true).unwrap()["ok"], json!(true), "1 to 3 commit");
     }
     assert!(c.height(4) < c.height(1), "the revoked box is cut off");
+    crl_renewal_as_the_timer_runs_it(&c);
+}
+
+/// The commands of `systemd/vpbox-crl-renew.service`, as shipped but for the paths (the CA is
+/// bank-b's of the cluster, the publisher bank-a's POSP file): the first run signs (no CRL at
+/// its path yet) and publishes; the next signs nothing and publishes nothing; after a
+/// revocation the next run signs and publishes again, and every node refuses the revoked POSP.
+fn crl_renewal_as_the_timer_runs_it(c: &Cluster) {
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/vpbox-crl-renew.service"),
+    )
+    .unwrap();
+    let ca_dir = c.dir.join("ca/bank-b");
+    let ca = ca_dir.join("ca");
+    let publisher = format!("{} --dir {}", s(&c.dir.join("posp/bank-a.toml")), s(&c.dir));
+    let commands: Vec<String> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("ExecStart="))
+        .map(|l| {
+            l.replace("/var/lib/vpbox-ca", s(&ca))
+                .replace("/etc/vpbox/crl-publisher.toml", &publisher)
+        })
+        .collect();
+    assert_eq!(commands.len(), 2, "{unit}");
+    let token = ca_dir.join("token.toml");
+    let env = [("VPBOX_TEST_TOKEN_CONF", s(&token))];
+    let run = || -> Vec<crate::Run> {
+        commands
+            .iter()
+            .map(|cmd| {
+                let args: Vec<&str> = cmd.split_whitespace().collect();
+                assert_eq!(args[0], "/usr/bin/vpbox", "{cmd}");
+                let r = vpbox_env(&args[1..], &env);
+                assert_eq!(r.code, 0, "{cmd}: {}{}", r.text(), r.stderr);
+                r
+            })
+            .collect()
+    };
+    let crls = || -> Vec<String> {
+        let state = c.rpc(1).call("gov_getState", json!([])).unwrap();
+        state["crls"].as_array().unwrap().iter().map(|v| v.to_string()).collect()
+    };
+    let before = crls();
+    let first = run();
+    assert!(first[0].stderr.contains("crl.pem does not exist"), "{}", first[0].stderr);
+    assert!(first[1].text().starts_with("(true, \"Success\") in block"), "{}", first[1].text());
+    let published = crls();
+    assert_ne!(published, before, "a CRL was published");
+    let second = run();
+    assert!(second[0].stderr.contains("not renewed"), "{}", second[0].stderr);
+    assert!(second[1].text().contains("on the ledger already"), "{}", second[1].text());
+    assert_eq!(crls(), published, "nothing published");
+    // A revocation (bank-b's admin: the scenario ends here) goes out at the next run.
+    let list = vpbox_env(&["ca", "list", "--dir", s(&ca), "--json"], &env);
+    let list: Value = serde_json::from_str(&list.text()).unwrap();
+    let serial = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["profile"] == "admin" && e["revoked_at"].is_null())
+        .and_then(|e| e["serial"].as_str())
+        .unwrap_or_else(|| panic!("no admin of bank-b in {list}"))
+        .to_string();
+    let r = vpbox_env(&["ca", "revoke", "--dir", s(&ca), &serial, "--reason", "superseded"], &env);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let third = run();
+    assert!(third[0].stderr.contains("revoked since CRL"), "{}", third[0].stderr);
+    assert!(third[1].text().starts_with("(true, \"Success\") in block"), "{}", third[1].text());
+    let now = crls();
+    let new: Vec<&String> = now.iter().filter(|c| !published.contains(c)).collect();
+    assert_eq!(new.len(), 1, "{now:?}");
+    assert!(new[0].contains(&serial), "the new CRL lists {serial}: {}", new[0]);
+
+    // A CRL signed for 6 h only (the shortest `ca crl` signs): status warns of it, naming the
+    // CA, and the timer's next run renews it (it is within the 6 h margin).
+    let short = c.dir.join("bank-b-short.crl");
+    let r = vpbox_env(&["ca", "crl", "--dir", s(&ca), "--hours", "6", "--out", s(&short)], &env);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let posp = c.dir.join("posp/bank-a.toml");
+    let r = vpbox(&["cert", "publish-crl", s(&short), "--dir", s(&c.dir), "--posp", s(&posp)]);
+    assert_eq!(r.code, 0, "{}{}", r.text(), r.stderr);
+    let block: u64 = r.text().trim().rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap();
+    wait("node 1 to commit the short CRL", Duration::from_secs(30), || c.height(1) > block);
+    let out = vpbox(&["status", "--dir", s(&c.dir)]).text();
+    let warning = out
+        .lines()
+        .find(|l| l.starts_with("warning: the CRL of "))
+        .unwrap_or_else(|| panic!("no CRL warning in:\n{out}"));
+    assert!(warning.contains("bank-b") && warning.contains("runs out in 5h"), "{warning}");
+    let fourth = run();
+    assert!(fourth[0].stderr.contains("runs out within the margin"), "{}", fourth[0].stderr);
 }
 
 /// A day-end file with a header line, killed (SIGKILL) after its first batches, run again:
