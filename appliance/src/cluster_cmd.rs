@@ -1511,6 +1511,17 @@ pub(crate) fn status(a: &StatusArgs) -> Result<Outcome> {
             problems.extend(failing);
         }
     }
+    // Each box's disk, on its node's socket (an operator's figure, not shown to POSPs).
+    for (n, _) in rows.iter().filter(|(_, r)| r.is_ok()) {
+        let mut c = RpcClient::new(&rpc_path(dir, n.0)?);
+        c.set_timeout(STATUS_DEADLINE);
+        let Ok(v) = c.call("node_getNodes", json!([])) else { continue };
+        match disk_alarm(&v["disk"]) {
+            Some((true, said)) => problems.push(format!("{}: {said}", n.1)),
+            Some((false, said)) => println!("warning: {}: {said}", n.1),
+            None => {}
+        }
+    }
     for p in &problems {
         println!("unhealthy: {p}");
     }
@@ -1594,6 +1605,31 @@ fn expiry_alarms(
         ));
     }
     (warnings, problems)
+}
+
+/// What `status` says of a node's disk (`node_getNodes.disk`): a problem (true) under 2 % free
+/// (commits stop when it is full), a warning under 10 %, else nothing.
+fn disk_alarm(disk: &Value) -> Option<(bool, String)> {
+    let (free, total) = (disk["freeBytes"].as_u64()?, disk["totalBytes"].as_u64()?);
+    if total == 0 {
+        return None;
+    }
+    let percent = free as f64 * 100.0 / total as f64;
+    let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
+    let said = format!(
+        "{percent:.1} % of its data directory's disk is free ({:.1} GiB of {:.1} GiB; the \
+         ledger and journals take {:.1} GiB): a full disk stops its commits",
+        gib(free),
+        gib(total),
+        gib(disk["dataBytes"].as_u64().unwrap_or(0))
+    );
+    if percent < 2.0 {
+        Some((true, said))
+    } else if percent < 10.0 {
+        Some((false, said))
+    } else {
+        None
+    }
 }
 
 /// A clock this far (ms) from the others' is named by `status`; half the transaction window
@@ -1683,7 +1719,18 @@ fn health_problems(rows: &[StatusRow<'_>], members: Option<&[u64]>, quorum: usiz
 
 #[cfg(test)]
 mod tests {
-    use super::{Duration, Value, clock_drift, expiry_alarms, json};
+    use super::{Duration, Value, clock_drift, disk_alarm, expiry_alarms, json};
+
+    #[test]
+    fn a_disk_under_ten_percent_free_warns_and_under_two_is_a_problem() {
+        let disk = |free: u64| json!({"dataBytes": 1u64 << 30, "freeBytes": free, "totalBytes": 1000u64 << 30});
+        assert_eq!(disk_alarm(&disk(100 << 30)), None, "10 % free");
+        let (problem, said) = disk_alarm(&disk(99 << 30)).unwrap();
+        assert!(!problem && said.starts_with("9.9 % of its data directory's disk is free (99.0 GiB of 1000.0 GiB; the ledger and journals take 1.0 GiB)"), "{said}");
+        assert!(disk_alarm(&disk(19 << 30)).unwrap().0, "1.9 % free");
+        assert_eq!(disk_alarm(&json!({"dataBytes": 5})), None, "no filesystem figures");
+        assert_eq!(disk_alarm(&Value::Null), None);
+    }
     use std::time::UNIX_EPOCH;
     use vpbox_ca::policy::CrlInForce;
     use vpbox_proxy::trust::CertExpiry;

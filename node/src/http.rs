@@ -371,12 +371,14 @@ impl Methods for AsRole<'_> {
         };
         if allowed {
             let mut answer = self.methods.call(method, params)?;
-            // How many clients each bank has enrolled is for operators and admins, not POSPs.
+            // How many clients each bank has enrolled, and the box's disk, are for operators
+            // and admins, not POSPs.
             if method == "node_getNodes"
                 && self.role == vpbox_api::Role::Posp
                 && let Some(o) = answer.as_object_mut()
             {
                 o.remove("certificates");
+                o.remove("disk");
             }
             Ok(answer)
         } else {

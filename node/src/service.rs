@@ -234,6 +234,8 @@ pub fn run(
         events,
         state_waiters: AtomicUsize::new(0),
         enrolled: Mutex::new(None),
+        data_dir: config.data_dir.clone(),
+        disk: Mutex::new(None),
     };
     // The proxy's user may speak for the clients it admitted; without one named, the node's
     // own (a box whose processes share a user).
@@ -428,6 +430,39 @@ pub struct NodeApi {
     state_waiters: AtomicUsize,
     /// The enrolled certificates' summary and when it was made ([`ENROLLED_EVERY_MS`]).
     enrolled: Mutex<Option<(std::time::Instant, Value)>>,
+    /// The node's data directory (ledger, journals): what `disk` measures.
+    data_dir: PathBuf,
+    /// The disk figures and when they were taken ([`ENROLLED_EVERY_MS`]).
+    disk: Mutex<Option<(std::time::Instant, Value)>>,
+}
+
+/// The node's data directory on disk, for `node_getNodes.disk`: the bytes its files take
+/// (`dataBytes`), and its filesystem's bytes free to the node and in all (`freeBytes`,
+/// `totalBytes`; absent if the filesystem cannot be asked). A full disk stops commits, so an
+/// operator needs to see it coming.
+fn disk_usage(dir: &Path) -> Value {
+    let fs = rustix::fs::statvfs(dir).ok();
+    json!({
+        "dataBytes": tree_bytes(dir, 0),
+        "freeBytes": fs.as_ref().map(|s| s.f_bavail.saturating_mul(s.f_frsize)),
+        "totalBytes": fs.as_ref().map(|s| s.f_blocks.saturating_mul(s.f_frsize)),
+    })
+}
+
+/// The bytes of the regular files under `dir` (symbolic links not followed; at most 16 levels
+/// deep: RocksDB and the journals nest two).
+fn tree_bytes(dir: &Path, depth: u32) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let mut total = 0u64;
+    for e in entries.flatten() {
+        let Ok(meta) = std::fs::symlink_metadata(e.path()) else { continue };
+        if meta.is_dir() && depth < 16 {
+            total = total.saturating_add(tree_bytes(&e.path(), depth + 1));
+        } else if meta.is_file() {
+            total = total.saturating_add(meta.len());
+        }
+    }
+    total
 }
 
 /// How long the enrolled certificates' summary in `node_getNodes` stands before it is made
@@ -655,6 +690,19 @@ impl NodeApi {
         Ok(v)
     }
 
+    /// The disk figures ([`disk_usage`]), measured again when older than a minute.
+    fn disk(&self) -> Value {
+        let mut cached = self.disk.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((at, v)) = cached.as_ref()
+            && at.elapsed() < Duration::from_millis(ENROLLED_EVERY_MS)
+        {
+            return v.clone();
+        }
+        let v = disk_usage(&self.data_dir);
+        *cached = Some((std::time::Instant::now(), v.clone()));
+        v
+    }
+
     /// `gov_waitState`: the governance state once its fingerprint differs from `since`, or
     /// when the wait is over, whichever is first. The box's proxy holds one of these open at
     /// all times, so a committed CRL or membership change reaches it at once.
@@ -807,6 +855,9 @@ impl Methods for NodeApi {
                 if let (Some(o), Ok(certs)) = (nodes.as_object_mut(), self.enrolled()) {
                     o.insert("certificates".into(), certs);
                 }
+                if let Some(o) = nodes.as_object_mut() {
+                    o.insert("disk".into(), self.disk());
+                }
                 Ok(nodes)
             }
             _ => self.read.call(method, params),
@@ -865,6 +916,8 @@ mod tests {
             trust_changes,
             state_waiters: AtomicUsize::new(0),
             enrolled: Mutex::new(None),
+            data_dir: dir.to_path_buf(),
+            disk: Mutex::new(None),
         };
         (api, inbox)
     }
@@ -977,6 +1030,22 @@ mod tests {
         assert_eq!(counts(&garbage), (json!(0), json!(0), json!(1)));
         assert!(garbage.get("earliestNotAfter").is_none(), "none valid: {garbage}");
         assert_eq!(enrolled_summary(&[], now_ms), json!([]));
+    }
+
+    /// The data directory's files are counted, nested ones too; its filesystem's free and
+    /// total bytes are there, free not above total.
+    #[test]
+    fn disk_usage_counts_the_files_and_asks_the_filesystem() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), vec![0u8; 1000]).unwrap();
+        std::fs::create_dir_all(dir.path().join("ledger/x")).unwrap();
+        std::fs::write(dir.path().join("ledger/x/b"), vec![0u8; 234]).unwrap();
+        std::os::unix::fs::symlink("/usr", dir.path().join("link")).unwrap();
+        let v = disk_usage(dir.path());
+        assert_eq!(v["dataBytes"], 1234, "{v}");
+        let (free, total) = (v["freeBytes"].as_u64().unwrap(), v["totalBytes"].as_u64().unwrap());
+        assert!(total > 0 && free <= total, "{v}");
+        assert_eq!(disk_usage(&dir.path().join("missing"))["dataBytes"], 0);
     }
 
     /// A submitter refused in every role hears the real reason, not the role mismatch of the

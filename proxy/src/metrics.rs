@@ -370,6 +370,31 @@ fn render_node(out: &mut String, node: Option<&Value>) {
             }
         }
     }
+    if let Some(disk) = n.get("disk") {
+        for (name, field, help) in [
+            (
+                "vpbox_node_data_bytes",
+                "dataBytes",
+                "Bytes the node's data directory (ledger, journals) takes on disk.",
+            ),
+            (
+                "vpbox_node_filesystem_free_bytes",
+                "freeBytes",
+                "Bytes free to the node on its data directory's filesystem: when none are \
+                 left, commits stop.",
+            ),
+            (
+                "vpbox_node_filesystem_size_bytes",
+                "totalBytes",
+                "The size of the node's data directory's filesystem.",
+            ),
+        ] {
+            if let Some(v) = disk.get(field).and_then(Value::as_u64) {
+                head(out, name, "gauge", help);
+                let _ = writeln!(out, "{name} {v}");
+            }
+        }
+    }
     if let Some(rows) = n.get("certificates").and_then(Value::as_array) {
         for (name, field, kind, help) in [
             (
@@ -703,6 +728,7 @@ mod tests {
             "nodes": [{"isSelf": true, "status": "up", "name": "node1", "clockOffsetMs": 0},
                       {"isSelf": false, "status": "up", "name": "node2", "clockOffsetMs": -252_500},
                       {"isSelf": false, "status": "down", "name": "node3", "clockOffsetMs": null}],
+            "disk": {"dataBytes": 5_000_000, "freeBytes": 1_000_000_000u64, "totalBytes": 4_000_000_000u64},
             "certificates": [{"bank": "bank-a", "profile": "posp", "count": 12,
                               "earliestNotAfter": 1_800_000_000u64, "expiringWithin30Days": 2}],
         });
@@ -716,6 +742,9 @@ mod tests {
             "vpbox_node_links_total{outcome=\"refused\"} 1",
             "vpbox_node_peers_up 1",
             "vpbox_node_peer_clock_offset_seconds{peer=\"node2\"} -252.5",
+            "vpbox_node_data_bytes 5000000",
+            "vpbox_node_filesystem_free_bytes 1000000000",
+            "vpbox_node_filesystem_size_bytes 4000000000",
             "vpbox_node_commit_latency_seconds_count 0",
             "vpbox_enrolled_certificates{bank=\"bank-a\",profile=\"posp\"} 12",
             "vpbox_enrolled_certificate_earliest_not_after_timestamp_seconds{bank=\"bank-a\",profile=\"posp\"} 1800000000",

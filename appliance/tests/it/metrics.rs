@@ -65,6 +65,12 @@ pub(crate) fn admin_checks(dir: &Path) {
     assert_eq!(sample(&page, "vpbox_node_up"), Some(1.0), "{page}");
     assert!(sample(&page, "vpbox_node_height").is_some_and(|h| h > 0.0), "{page}");
     assert!(sample(&page, "vpbox_node_peers_up") == Some(3.0), "{page}");
+    // The node's disk: its data directory's bytes, and its filesystem's free and total.
+    let data = sample(&page, "vpbox_node_data_bytes");
+    let free = sample(&page, "vpbox_node_filesystem_free_bytes");
+    let size = sample(&page, "vpbox_node_filesystem_size_bytes");
+    assert!(data.is_some_and(|d| d > 0.0), "{page}");
+    assert!(free.zip(size).is_some_and(|(f, t)| f > 0.0 && f <= t), "{page}");
     // Each peer's clock offset, from its link's clock frames: the boxes share this machine's
     // clock, so it is the links' delay, well under a second.
     for peer in ["node2", "node3", "node4"] {
