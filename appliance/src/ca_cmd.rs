@@ -587,10 +587,8 @@ pub(crate) fn run(cmd: &CaCommand) -> Result<Outcome> {
                 // The file a timer keeps current (and publishes) is missing: sign one, due or
                 // not, so that the publishing step has the CRL in force.
                 let missing = out.as_ref().filter(|o| !o.exists());
-                let due = match missing {
-                    Some(o) => Some(format!("{} does not exist", o.display())),
-                    None => crl_due(&db, unix(now()), margin),
-                };
+                let due = crl_due(&db, unix(now()), margin)
+                    .or_else(|| missing.map(|o| format!("{} does not exist", o.display())));
                 // On stderr: stdout may be the CRL itself (no --out).
                 match due {
                     Some(why) => eprintln!("renewing: {why}"),

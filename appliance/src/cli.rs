@@ -125,6 +125,12 @@ enum ConfigCommand {
     /// each naming its field; exit 1 if any.
     #[command(after_help = "Example:\n  vpbox config check --config /etc/vpbox/box.toml")]
     Check(crate::cluster_cmd::NodeRunArgs),
+    /// Print an annotated example of the box's configuration (docs/examples/box.toml): every
+    /// section and field, with what it is for.
+    #[command(
+        after_help = "Example:\n  vpbox config example > /etc/vpbox/box.toml   # then edit it"
+    )]
+    Example,
 }
 
 #[derive(Debug, Subcommand)]
@@ -338,6 +344,10 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Anchor(AnchorCommand::Check(a)) => crate::client_cmd::check(&a),
         Command::Node(NodeCommand::Run(a)) => crate::cluster_cmd::node_run(&a),
         Command::Config(ConfigCommand::Check(a)) => crate::cluster_cmd::config_check(&a.config),
+        Command::Config(ConfigCommand::Example) => {
+            print!("{}", vpbox_node::config::EXAMPLE);
+            Ok(Outcome::Ok)
+        }
         Command::Firewall(cmd) => {
             use crate::firewall_cmd::{Action, run};
             match cmd {

@@ -180,7 +180,8 @@ pub(crate) struct StatusArgs {
 /// `vpbox node run`.
 #[derive(Debug, Args)]
 pub(crate) struct NodeRunArgs {
-    /// The box's configuration (TOML; see `vpbox config check`).
+    /// The box's configuration (TOML): `vpbox config example` prints an annotated one,
+    /// `vpbox config check` checks it.
     #[arg(long)]
     pub(crate) config: PathBuf,
 }

@@ -3,47 +3,11 @@
 //! `vpbox-dev/nodeN/box.toml` in a development cluster), typed here and checked by
 //! `vpbox config check`.
 //!
+//! The annotated example, `docs/examples/box.toml` (which `vpbox config example` prints, and a
+//! test parses and checks):
+//!
 //! ```toml
-//! node_id = 1                         # this box's node (its id in the genesis or governance)
-//! genesis = "/etc/vpbox/genesis.json"
-//! data_dir = "/var/lib/vpbox/node"    # ledger/, consensus.wal, intake.log
-//!
-//! [signer]
-//! socket = "/run/vpbox/signer.sock"
-//! key = "consensus"                   # the consensus key's name in the signer
-//!
-//! [sockets]                           # the node's Unix sockets: it opens no network socket
-//! rpc = "/run/vpbox/node/rpc.sock"    # its JSON-RPC (the proxy forwards admitted calls here)
-//! peer = "/run/vpbox/node/peer.sock"  # incoming peer links (the proxy joins P2P links here)
-//! egress = "/run/vpbox/egress"        # the node reaches peer N by connecting to egress/N.sock
-//!
-//! [[peers]]                           # every other member: its box's P2P address
-//! id = 2
-//! address = "vp2.bank-a.example:7443"
-//!
-//! [proxy]                             # vpbox-proxy, the box's only process with a network
-//! p2p = "0.0.0.0:7443"                # its P2P listener (the address peers list for this box)
-//! certificate = "/etc/vpbox/node.crt" # the node's vp-node chain (PEM), its TLS identity; the
-//!                                     # key is [signer] key, signed through the signer's TLS
-//!                                     # domain (the proxy holds no key)
-//! profile = "sm"                      # TLS between boxes: "sm" (RFC 8998, default), "hybrid"
-//! api = "0.0.0.0:8443"                # the API listener for POSP and admin clients (HTTPS,
-//!                                     # mutual TLS); absent: no API from the network
-//! api_profile = "sm"                  # "hybrid" for clients without RFC 8998 (OpenSSL 3.0)
-//! admin = "127.0.0.1:9443"           # /metrics and /health (plain HTTP; loopback or the
-//!                                     # management network only); absent: none
-//! uid = 991                           # the proxy's user: the node believes a forwarded client
-//!                                     # identity only from it (default: the node's own user)
-//!
-//! [proxy.limits]                      # the API's limits (vpbox_proxy::Limits), all optional
-//! body_bytes_max = 4194304
-//!
-//! [firewall]                          # the box's nftables rules (`vpbox firewall render`)
-//! posp_networks = ["10.20.0.0/16"]    # the only sources admitted to [proxy] api
-//! management_networks = ["10.99.0.0/24"] # the only sources of [proxy] admin and SSH
-//! ssh_port = 22                       # optional
-//! ntp = ["10.99.0.1"]                 # servers the box may reach besides its peers
-//! dns = ["10.99.0.53"]
+#![doc = include_str!("../../docs/examples/box.toml")]
 //! ```
 //!
 //! Relative paths resolve against the file's folder.
@@ -67,6 +31,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+/// The annotated example configuration (`docs/examples/box.toml`).
+pub const EXAMPLE: &str = include_str!("../../docs/examples/box.toml");
 
 /// The longest path a Unix socket address holds (`sun_path` less its terminating NUL).
 pub const SOCKET_PATH_MAX: usize = 107;
@@ -381,6 +348,17 @@ egress = "egress"
 id = 2
 address = "vp2.bank-a.example:7443"
 "#;
+
+    /// The annotated example operators are shown parses and passes the checks.
+    #[test]
+    fn the_annotated_example_is_a_valid_configuration() {
+        let c = BoxConfig::parse(EXAMPLE, Path::new("/etc/vpbox")).unwrap();
+        assert_eq!(c.check().map(|c| c.notes), Ok(vec![]));
+        assert_eq!(c.address_of(2), Some("vp2.bank-a.example:7443"));
+        let proxy = c.proxy.as_ref().unwrap();
+        assert_eq!(proxy.limits.get("body_bytes_max").and_then(|v| v.as_integer()), Some(4194304));
+        assert!(c.firewall.is_some());
+    }
 
     #[test]
     fn parses_and_resolves_relative_paths() {
