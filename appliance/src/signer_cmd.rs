@@ -50,6 +50,16 @@ pub(crate) enum SignerCommand {
         #[arg(long)]
         key: String,
     },
+    /// Check the chain of the signer's audit log: each rotated file named, with its SM3, by
+    /// the file after it. Exit 1 naming every file changed, missing or out of order.
+    #[command(
+        after_help = "Example:\n  vpbox signer audit-verify --dir /var/lib/vpbox-signer/audit"
+    )]
+    AuditVerify {
+        /// The audit log's folder (the config's `audit_dir`; default `state_dir/audit`).
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 pub(crate) fn run(cmd: &SignerCommand) -> Result<Outcome> {
@@ -106,6 +116,27 @@ pub(crate) fn run(cmd: &SignerCommand) -> Result<Outcome> {
             print!("{}", public.to_spki_pem());
             Ok(Outcome::Ok)
         }
+        SignerCommand::AuditVerify { dir } => match vpbox_signer::audit::verify(dir) {
+            Ok(v) => {
+                let start = v.follows.map_or(String::new(), |f| {
+                    format!("; it starts after {f}, which is archived elsewhere")
+                });
+                println!(
+                    "{}: the chain holds: {} files, {} lines{start}",
+                    dir.display(),
+                    v.files,
+                    v.lines
+                );
+                Ok(Outcome::Ok)
+            }
+            Err(errors) => {
+                for e in &errors {
+                    eprintln!("{}: {e}", dir.display());
+                }
+                eprintln!("{}: {} break(s) in the chain", dir.display(), errors.len());
+                Ok(Outcome::Invalid)
+            }
+        },
     }
 }
 

@@ -60,6 +60,12 @@ pub struct Config {
     /// Concurrent connections served.
     #[serde(default = "default_connections")]
     pub max_connections: usize,
+    /// The audit log's folder ([`crate::audit`]; default: `state_dir/audit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_dir: Option<PathBuf>,
+    /// The audit log's current file is rotated past this many MiB (default 64).
+    #[serde(default = "default_audit_rotate_mib")]
+    pub audit_rotate_mib: u64,
     /// The keys served.
     pub keys: Vec<KeyConfig>,
 }
@@ -83,6 +89,10 @@ pub struct KeyConfig {
     /// whose handshakes present the node's `vp-node` certificate); none by default.
     #[serde(default)]
     pub tls_uids: Vec<u32>,
+}
+
+fn default_audit_rotate_mib() -> u64 {
+    crate::audit::ROTATE_MIB_DEFAULT
 }
 
 fn default_capacity() -> usize {
@@ -128,6 +138,8 @@ impl Config {
             seq_jump_max: default_seq_jump(),
             view_jump_max: default_view_jump(),
             max_connections: default_connections(),
+            audit_dir: None,
+            audit_rotate_mib: default_audit_rotate_mib(),
             keys,
         }
     }
@@ -223,7 +235,7 @@ impl Config {
                 tls_uids: k.tls_uids.clone(),
             });
         }
-        crate::Service::new(
+        let service = crate::Service::new(
             keys,
             &self.state_dir,
             crate::guard::Limits {
@@ -234,6 +246,10 @@ impl Config {
             self.allowed_uids.clone(),
             self.max_connections,
         )
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+        let dir = self.audit_dir.clone().unwrap_or_else(|| self.state_dir.join("audit"));
+        let log = crate::audit::AuditLog::open(&dir, self.audit_rotate_mib.max(1) << 20)
+            .map_err(|e| format!("the audit log in {}: {e}", dir.display()))?;
+        Ok(service.with_audit_log(log))
     }
 }

@@ -6,8 +6,11 @@
 //! - [`Service`]: request handling over any [`vpbox_sm::Signer`] (the PKCS#11 signer in
 //!   production); [`serve`] runs it on a Unix socket, checking each caller's UID with
 //!   `SO_PEERCRED` and writing an audit line per operation.
+//! - [`audit`]: the audit log on disk, rotated into a chain of files that [`audit::verify`]
+//!   checks; never deleted by the signer.
 //! - The protocol and the client live in `vpbox-signer-client`, re-exported here.
 
+pub mod audit;
 mod config;
 pub mod guard;
 mod service;

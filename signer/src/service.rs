@@ -62,6 +62,8 @@ pub struct Service {
     allowed_uids: Vec<u32>,
     max_connections: usize,
     active: AtomicUsize,
+    /// The audit log on disk ([`crate::audit`]), when one is kept.
+    audit: Option<Mutex<crate::audit::AuditLog>>,
 }
 
 /// The caller, as the kernel reports it.
@@ -113,13 +115,33 @@ impl Service {
             allowed_uids,
             max_connections: max_connections.max(1),
             active: AtomicUsize::new(0),
+            audit: None,
         })
     }
 
-    /// Answers one request from `peer`, writing one audit line.
+    /// Keeps the audit lines in `log` too (as well as on standard error).
+    pub fn with_audit_log(mut self, log: crate::audit::AuditLog) -> Self {
+        self.audit = Some(Mutex::new(log));
+        self
+    }
+
+    /// Answers one request from `peer`, writing one audit line. When the audit log on disk
+    /// cannot take the line, the answer is an error instead: no signature leaves unaudited.
     pub fn handle(&self, peer: Peer, request: &Request) -> Response {
         let (response, what) = self.answer(peer, request);
-        audit(peer, request, &what, &response);
+        let line = audit_line(peer, request, &what, &response);
+        log(&line);
+        if let Some(a) = &self.audit {
+            let written = match a.lock() {
+                Ok(mut a) => a.write(&format!("{} {line}", stamp())),
+                Err(_) => Err(std::io::Error::other("the audit log's lock is poisoned")),
+            };
+            if let Err(e) = written {
+                let msg = format!("the audit log cannot be written: {e}");
+                log(&msg);
+                return Response::Error(Status::Internal, msg);
+            }
+        }
         response
     }
 
@@ -375,14 +397,20 @@ impl Refusals {
     }
 }
 
-/// One line to standard error (journald under systemd), with an RFC 3339 UTC timestamp.
-fn log(line: &str) {
+/// Now, RFC 3339 UTC with milliseconds.
+fn stamp() -> String {
     #[allow(clippy::disallowed_methods)] // a log stamp is I/O, like writing the line
-    let now = humantime::format_rfc3339_millis(SystemTime::now());
-    let _ = writeln!(std::io::stderr(), "{now} vpbox-signer: {line}");
+    let now = SystemTime::now();
+    humantime::format_rfc3339_millis(now).to_string()
 }
 
-fn audit(peer: Peer, request: &Request, what: &str, response: &Response) {
+/// One line to standard error (journald under systemd), with an RFC 3339 UTC timestamp.
+fn log(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{} vpbox-signer: {line}", stamp());
+}
+
+/// The audit line of one request: `audit uid=… pid=… op=… result=…`.
+fn audit_line(peer: Peer, request: &Request, what: &str, response: &Response) -> String {
     let result = match response {
         Response::Error(status, msg) => format!("{status:?}: {msg}"),
         _ => "ok".into(),
@@ -395,7 +423,7 @@ fn audit(peer: Peer, request: &Request, what: &str, response: &Response) {
             format!("op=sign key={key} domain={domain} bytes={} {what}", payload.len())
         }
     };
-    log(&format!("audit uid={} pid={} {line} result={result}", peer.uid, peer.pid));
+    format!("audit uid={} pid={} {line} result={result}", peer.uid, peer.pid)
 }
 
 /// Serves `service` on `listener` until `shutdown` is set: one thread per connection, up to the

@@ -234,6 +234,18 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
         }
     }
 
+    // Each signer keeps its audit log on disk too, a chain `signer audit-verify` checks.
+    let audit = c.dir.join("node1/signer-state/audit");
+    let log = std::fs::read_to_string(audit.join("audit.log")).unwrap();
+    assert!(log.lines().any(|l| l.contains("op=sign key=consensus domain=")), "{log}");
+    let r = vpbox(&["signer", "audit-verify", "--dir", s(&audit)]);
+    assert!(
+        r.code == 0 && r.text().contains("the chain holds: 1 files"),
+        "{}{}",
+        r.text(),
+        r.stderr
+    );
+
     // The node opens no network socket: every socket it holds is a Unix one (and there are
     // some, its listeners and links, so the check sees them).
     for i in 1..=4 {

@@ -43,9 +43,13 @@ fn start(signer: Arc<dyn Signer>, state: &Path, allowed: Vec<u32>) -> Running {
 }
 
 fn start_keys(keys: Vec<ServiceKey>, state: &Path, allowed: Vec<u32>) -> Running {
+    let service = Service::new(keys, state, Limits::default(), allowed, 4).unwrap();
+    run_service(service)
+}
+
+fn run_service(service: Service) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("signer.sock");
-    let service = Service::new(keys, state, Limits::default(), allowed, 4).unwrap();
     let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
     let shutdown = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&shutdown);
@@ -191,6 +195,57 @@ fn a_poisoning_request_is_refused_and_the_node_still_votes() {
     let state: serde_json::Value = serde_json::from_str(&c.guard("consensus").unwrap()).unwrap();
     assert_eq!(state["refused"]["outOfRange"], 1, "{state}");
     assert!(state["lastRefusal"]["reason"].as_str().unwrap().contains("too far above"), "{state}");
+}
+
+/// Every request is a line of the audit log on disk, refusals too; the log rotates into a
+/// chain that verifies. A line that cannot be written (here: the rotation's target exists)
+/// fails the request: no signature leaves unaudited.
+#[test]
+fn every_request_is_audited_on_disk_and_an_unwritable_log_refuses_to_sign() {
+    let state = tempfile::tempdir().unwrap();
+    let audit = state.path().join("audit");
+    let signer = key();
+    let keys = vec![ServiceKey {
+        name: "consensus".into(),
+        signer: Arc::clone(&signer),
+        node: Some(NODE),
+        tls_uids: vec![],
+    }];
+    let service = Service::new(keys, state.path(), Limits::default(), vec![my_uid()], 4)
+        .unwrap()
+        .with_audit_log(vpbox_signer::audit::AuditLog::open(&audit, 2000).unwrap());
+    let run = run_service(service);
+    let mut c = Client::connect(&run.socket).unwrap();
+    for (_, m, _) in guarded_pairs(0).iter().take(3) {
+        sign_consensus(&mut c, signer.as_ref(), &payload(0, NODE, m));
+    }
+    assert_eq!(refused(c.sign("other", Domain::CONSENSUS, b"x")), Some(Status::UnknownKey));
+    c.health().unwrap();
+    let text = std::fs::read_to_string(audit.join("audit.log")).unwrap();
+    let lines: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(lines.len(), 5, "{text}");
+    assert_eq!(lines.iter().filter(|l| l.contains("op=sign key=consensus")).count(), 3, "{text}");
+    assert!(lines[3].contains("key=other") && lines[3].contains("UnknownKey"), "{text}");
+    for l in &lines {
+        let stamp = l.split(' ').next().unwrap();
+        assert!(humantime::parse_rfc3339(stamp).is_ok(), "{l}");
+        assert!(l.contains(&format!("uid={} pid={}", my_uid(), std::process::id())), "{l}");
+    }
+    // Past 2000 bytes it rotates; block the rotation's target and the next request that
+    // needs it fails, with the reason.
+    std::fs::write(audit.join("audit-000001.log"), "in the way").unwrap();
+    let mut failed = None;
+    for _ in 0..40 {
+        if let Err(e) = c.health() {
+            failed = Some(e.to_string());
+            break;
+        }
+    }
+    let failed = failed.expect("a request fails once the log cannot rotate");
+    assert!(failed.contains("the audit log cannot be written"), "{failed}");
+    std::fs::remove_file(audit.join("audit-000001.log")).unwrap();
+    c.health().unwrap();
+    assert!(vpbox_signer::audit::verify(&audit).is_ok_and(|v| v.files == 2));
 }
 
 #[test]
