@@ -268,7 +268,7 @@ enum AnchorCommand {
   vpbox anchor put --posp posp.toml 0x<key> 0x<value>   # (true, \"Success\") or (false, \"the key exist\")
   vpbox anchor put --posp posp.toml --file day-end.csv  # key,value lines; resumes after an interruption
   vpbox anchor put --module M --token T --key-id 01 --pin-file pin --url https://… 0x… 0x…
-  vpbox anchor put --rpc /run/vpbox/node.sock --key-file posp.pem 0x… 0x…
+  vpbox anchor put --rpc /run/vpbox/node/rpc.sock --key-file posp.pem 0x… 0x…
 The signing key is required (no default): --key-file, a token, or a POSP file (--posp) naming
 one; `vpbox cluster up` writes one per bank (vpbox-dev/posp/bank-a.toml).")]
     Put(Box<crate::client_cmd::PutArgs>),
@@ -281,7 +281,8 @@ one; `vpbox cluster up` writes one per bank (vpbox-dev/posp/bank-a.toml).")]
     #[command(after_help = "Example:
   vpbox anchor put --posp posp.toml --file day-end.csv
   vpbox anchor check --dir vpbox-dev --file day-end.csv
-  vpbox anchor check --url https://box1:8443 --tls-cert posp.crt --tls-key posp.pem --file day-end.csv")]
+  vpbox anchor check --url https://box1:8443 --server-name node1.bank-a --roots roots.pem \\
+      --tls-cert posp.crt --tls-key posp.pem --file day-end.csv")]
     Check(crate::client_cmd::CheckArgs),
 }
 
@@ -308,15 +309,24 @@ pub fn main(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> Exit
             return ExitCode::from(if e.use_stderr() { EXIT_ERROR } else { 0 });
         }
     };
-    // A service's error is a line of its log, stamped like the others.
-    let service = matches!(
-        cli.command,
-        Command::Node(NodeCommand::Run(_))
-            | Command::Proxy(ProxyCommand::Run(_))
-            | Command::Signer(crate::signer_cmd::SignerCommand::Run { .. })
-    );
+    // The node and the signer log through `vpbox_log` (journald under systemd, else stamped
+    // lines on stderr), their fatal error too; the proxy writes its own JSON lines, and its
+    // error is a stamped line like them.
+    let traced = match cli.command {
+        Command::Node(NodeCommand::Run(_)) => Some("vpbox-node"),
+        Command::Signer(crate::signer_cmd::SignerCommand::Run { .. }) => Some("vpbox-signer"),
+        _ => None,
+    };
+    if let Some(name) = traced {
+        vpbox_log::init(name);
+    }
+    let service = traced.is_some() || matches!(cli.command, Command::Proxy(ProxyCommand::Run(_)));
     match run(cli) {
         Ok(outcome) => outcome.into(),
+        Err(e) if traced.is_some() => {
+            vpbox_log::error!("{e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
         Err(e) if service => {
             let _ = writeln!(std::io::stderr(), "{} vpbox: {e:#}", crate::stamp::now());
             ExitCode::from(EXIT_ERROR)

@@ -143,17 +143,19 @@ pub(crate) struct KeyArgs {
 /// repeat on every command. Relative paths are relative to the file's folder.
 ///
 /// ```toml
-/// key_file = "posp.pem"            # or, the key in a token:
-/// # [token]
-/// # module = "/usr/lib/softhsm/libsofthsm2.so"
-/// # label = "bank-a-posp"
-/// # key_id = "01"
-/// # pin_file = "/etc/vpbox/posp-pin"   # mode 0400
+/// key_file = "posp.pem"            # the signing key (or, in a token: the [token] table below)
 /// url = "https://10.1.0.11:8443"   # a box's API
 /// server_name = "node1.bank-a"     # the DNS name in the box's certificate
 /// roots = "roots.pem"              # the consortium's roots
 /// tls_cert = "posp.crt"            # this client's certificate chain
 /// tls_key = "posp-tls.pem"         # and its TLS key (a software key, for now)
+///
+/// # Instead of key_file (a TOML table comes after the top-level keys):
+/// # [token]
+/// # module = "/usr/lib/softhsm/libsofthsm2.so"
+/// # label = "bank-a-posp"
+/// # key_id = "01"
+/// # pin_file = "/etc/vpbox/posp-pin"   # mode 0400
 /// ```
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -74,7 +74,8 @@ pub(crate) struct ProposeArgs {
     #[arg(long)]
     remove_bank: Vec<String>,
     /// A node to add: a JSON file in the genesis's node format (id, bank, name,
-    /// consensus_key, peer, rpc, certificate PEM).
+    /// consensus_key as SEC1 hex, certificate PEM; no address: those live in each box's
+    /// box.toml). `vpbox cluster add-node` writes one.
     #[arg(long)]
     add_node: Vec<PathBuf>,
     /// A node to remove, by id.

@@ -86,12 +86,7 @@ pub(crate) fn run(cmd: &SignerCommand) -> Result<Outcome> {
                 .with_context(|| format!("binding {}", config.socket.display()))?;
             // Group access lets the node's group connect; SO_PEERCRED still checks each UID.
             std::fs::set_permissions(&config.socket, std::fs::Permissions::from_mode(0o660))?;
-            eprintln!(
-                "{} vpbox signer: serving {} keys on {}",
-                crate::stamp::now(),
-                config.keys.len(),
-                config.socket.display()
-            );
+            vpbox_log::info!("serving {} keys on {}", config.keys.len(), config.socket.display());
             crate::supervise::ready(&format!("serving {} keys", config.keys.len()));
             let heartbeat = crate::supervise::Heartbeat::new();
             crate::supervise::watchdog(Arc::clone(&heartbeat), |_| {});

@@ -19,7 +19,6 @@
 //!   and the documented error codes; methods are a trait the node implements.
 //! - [`http`]: a small HTTP/1.1 server over a Unix socket (the proxy terminates TLS in front of
 //!   it): bounded heads and bodies, keep-alive, timeouts, a connection cap.
-//! - [`logline`]: the form of the node's log lines (an RFC 3339 UTC stamp first).
 //! - [`intake`] over [`log`]: the durable queue: a transaction is written and fsynced before the
 //!   node acknowledges it, and survives kill -9 until it is committed.
 
@@ -34,7 +33,6 @@ pub mod inbox;
 pub mod intake;
 pub mod link;
 pub mod log;
-pub mod logline;
 pub mod mempool;
 pub mod metrics;
 pub mod node;

@@ -182,14 +182,14 @@ pub fn signer_thread(socket: PathBuf, key: String, jobs: Receiver<SignJob>, even
                     break;
                 }
                 Err(ClientError::Refused(status, msg)) => {
-                    tracing_line(&format!("signer refused: {status:?} {msg}"));
+                    tracing::warn!(status = ?status, "signer refused: {status:?} {msg}");
                     if status.is_guard_refusal() {
                         let _ = events.send(Event::SignerRefused(format!("{status:?}: {msg}")));
                     }
                     break;
                 }
                 Err(e) => {
-                    tracing_line(&format!("signer: {e}; reconnecting"));
+                    tracing::warn!("signer: {e}; reconnecting");
                     client = None;
                 }
             }
@@ -200,9 +200,10 @@ pub fn signer_thread(socket: PathBuf, key: String, jobs: Receiver<SignJob>, even
     }
 }
 
-/// One line to standard error (journald in production). Never carries keys or PINs.
+/// An informational event of the node (`vpbox_log` sends it to journald or standard error).
+/// Never carries keys or PINs.
 pub fn tracing_line(msg: &str) {
-    eprintln!("{}", crate::logline::line(msg));
+    tracing::info!("{msg}");
 }
 
 struct Parked {
@@ -637,17 +638,27 @@ impl<V: Verifier + Clone> Driver<V> {
                 // The engine and the ledger derive the same configurations; say so if not.
                 let derived = self.configs();
                 let same = derived.contains(&config);
-                tracing_line(&format!(
-                    "membership change: epoch {} of {} nodes from sequence {} on{}",
-                    config.epoch(),
+                let (epoch, seq) = (config.epoch(), config.after().0 + 1);
+                let msg = format!(
+                    "membership change: epoch {epoch} of {} nodes from sequence {seq} on{}",
                     config.n(),
-                    config.after().0 + 1,
                     if same { "" } else { " (differs from the ledger's record!)" }
-                ));
+                );
+                if same {
+                    tracing::info!(epoch, seq, "{msg}");
+                } else {
+                    tracing::error!(epoch, seq, "{msg}");
+                }
             }
             Effect::ViewChanged { view, primary } => {
                 self.metrics.view_changes += 1;
-                tracing_line(&format!("entered view {} (primary node {})", view.0, primary.0));
+                tracing::warn!(
+                    view = view.0,
+                    primary = primary.0,
+                    "entered view {} (primary node {})",
+                    view.0,
+                    primary.0
+                );
             }
             Effect::Heard { from, height } => self.status.heard(from, height.0, self.clock.now()),
             _ => {}
@@ -730,7 +741,7 @@ impl<V: Verifier + Clone> Driver<V> {
         };
         let expected = tip + self.spec.len() as u64 + 1;
         if seq.0 != expected {
-            tracing_line(&format!("execute {} out of order (next is {expected})", seq.0));
+            tracing::error!(seq = seq.0, "execute {} out of order (next is {expected})", seq.0);
             return;
         }
         let executed = match self.ledger.read().map(|l| l.execute(&self.spec, txs)) {
@@ -755,7 +766,7 @@ impl<V: Verifier + Clone> Driver<V> {
 
     fn commit(&mut self, seq: SeqNo, batch: &Batch, result: CDigest, certificate: &[u8]) {
         let Some(pos) = self.spec.iter().position(|e| e.block.header.height == seq.0) else {
-            tracing_line(&format!("commit of {} without its execution", seq.0));
+            tracing::error!(seq = seq.0, "commit of {} without its execution", seq.0);
             return;
         };
         let executed = self.spec.remove(pos);
@@ -934,7 +945,7 @@ impl<V: Verifier + Clone> Driver<V> {
                 Part::Ready(block, txs) => (block, txs),
                 Part::Staged | Part::Skipped => continue,
                 Part::Refused(why) => {
-                    tracing_line(&format!("state transfer: refused {why}"));
+                    tracing::warn!("state transfer: refused {why}");
                     return;
                 }
             };
@@ -943,7 +954,11 @@ impl<V: Verifier + Clone> Driver<V> {
                 _ => return,
             };
             if executed.block.header != block.header {
-                tracing_line(&format!("block {} re-executes differently", block.header.height));
+                tracing::error!(
+                    seq = block.header.height,
+                    "block {} re-executes differently",
+                    block.header.height
+                );
                 return;
             }
             self.write_block(&executed, &block.certificate);
@@ -956,7 +971,7 @@ impl<V: Verifier + Clone> Driver<V> {
         if tip_h >= target.0.0 {
             self.fetch = None;
             if tip_h == target.0.0 && tip_hash.0 != target.1.0 {
-                tracing_line("state transfer reached the checkpoint with a different state");
+                tracing::error!("state transfer reached the checkpoint with a different state");
             }
             let txs: Vec<CDigest> = self
                 .ledger
@@ -1089,7 +1104,7 @@ fn entry_of(block: &Block) -> Option<CommittedEntry> {
 /// WAL or the ledger, a block that does not match its own execution). It stops; systemd
 /// restarts it, and the WAL, the intake and the ledger bring it back where it was.
 fn fatal(msg: &str) -> ! {
-    tracing_line(&format!("fatal: {msg}; stopping"));
+    tracing::error!("fatal: {msg}; stopping");
     std::process::exit(70)
 }
 

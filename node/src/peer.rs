@@ -469,7 +469,7 @@ impl Links {
 fn offer(q: &Queue, frame: Arc<Vec<u8>>) {
     let len = frame.len();
     if len > FRAME_MAX {
-        crate::node::tracing_line(&format!("a frame of {len} bytes is too large to send"));
+        tracing::error!("a frame of {len} bytes is too large to send");
         return;
     }
     if q.bytes.fetch_add(len, Ordering::SeqCst) + len > QUEUE_BYTES {
@@ -530,7 +530,7 @@ fn link(
                 }
                 Err(e) => {
                     if !complained {
-                        crate::node::tracing_line(&format!("link to node {}: {e}", peer.id.0));
+                        tracing::warn!(peer = peer.id.0, "link to node {}: {e}", peer.id.0);
                         complained = true;
                     }
                 }
@@ -653,7 +653,7 @@ pub fn listen(
                 Ok(peer) => peer,
                 Err(e) => {
                     stats.refused.fetch_add(1, Ordering::Relaxed);
-                    crate::node::tracing_line(&format!("peer link refused: {e}"));
+                    tracing::warn!("peer link refused: {e}");
                     conn.shut();
                     return;
                 }

@@ -31,7 +31,7 @@ use crate::host::{Admitted, PeerFilter};
 use crate::http::{Limits, serve};
 use crate::inbox::{Inbox, Outbox, Source};
 use crate::link::{Identity, Members, Prover};
-use crate::node::{Driver, Event, Outcome, StartError, signer_thread, tracing_line};
+use crate::node::{Driver, Event, Outcome, StartError, signer_thread};
 use crate::peer::{LinkHandler, LinkStats, Links, Peer, Replays, listen};
 use crate::rpc::{Methods, RpcError, param};
 
@@ -167,11 +167,12 @@ pub fn run(
 
     for p in &peers {
         if config.address_of(p.id.0).is_none() {
-            tracing_line(&format!(
-                "member node {} has no [[peers]] address in this box's configuration: the \
-                 box's proxy cannot reach it",
+            tracing::warn!(
+                peer = p.id.0,
+                "member node {} has no [[peers]] address in this box's configuration: the box's \
+                 proxy cannot reach it",
                 p.id.0
-            ));
+            );
         }
     }
     let peer_listener = listener(&mut passed, &config.sockets.peer, "peer socket")?;
@@ -258,7 +259,9 @@ pub fn run(
             )
         })
         .map_err(|e| StartError(format!("thread: {e}")))?;
-    tracing_line(&format!(
+    tracing::info!(
+        node = id.0,
+        bank = %me.bank,
         "node {} ({}, {}) serving JSON-RPC on {} and peers on {}; reaching peers through {}",
         id.0,
         me.name,
@@ -266,7 +269,7 @@ pub fn run(
         config.sockets.rpc.display(),
         config.sockets.peer.display(),
         config.sockets.egress.display()
-    ));
+    );
     driver.run(inbox);
     Ok(())
 }

@@ -11,18 +11,20 @@ use serde::{Deserialize, Serialize};
 /// # profile = "sansec"                # default: from the token's manufacturer ID
 /// # pin_file = "/etc/vpbox/hsm-pin"   # default: $CREDENTIALS_DIRECTORY/hsm-pin
 /// state_dir = "/var/lib/vpbox-signer" # the double-sign guard's logs
-/// allowed_uids = [990]                # the vpbox-node user
+/// allowed_uids = [952, 953]           # vpbox-node, vpbox-proxy (systemd/vpbox.sysusers)
 /// # guard_capacity = 100000           # positions the double-sign guard remembers per class
 /// # seq_jump_max = 1000000            # largest step above the highest sequence number signed
 /// # view_jump_max = 10000             # largest step above the highest view signed
 /// # max_connections = 16              # each may hold one frame of up to 16 MiB in memory
+/// # audit_dir = "/var/lib/vpbox-signer/audit"  # default: state_dir/audit (crate::audit)
+/// # audit_rotate_mib = 64             # the audit log rotates past this size; never deleted
 ///
 /// [[keys]]
 /// name = "consensus"
 /// id = "01"                            # CKA_ID, hex
 /// fingerprint = "…64 hex…"             # SM3 of the key's SPKI: pinned
 /// node = 1                             # the consensus node this key signs for
-/// # tls_uids = [991]                   # users allowed TLS 1.3 CertificateVerify signatures
+/// # tls_uids = [953]                   # users allowed TLS 1.3 CertificateVerify signatures
 /// #                                    # with it (the proxy's; each must be in allowed_uids)
 /// ```
 #[derive(Debug, Clone, Deserialize, Serialize)]

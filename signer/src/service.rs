@@ -1,5 +1,4 @@
 use std::collections::HashMap;
-use std::io::Write;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -129,20 +128,28 @@ impl Service {
     /// cannot take the line, the answer is an error instead: no signature leaves unaudited.
     pub fn handle(&self, peer: Peer, request: &Request) -> Response {
         let (response, what) = self.answer(peer, request);
-        let line = audit_line(peer, request, &what, &response);
-        log(&line);
-        if let Some(a) = &self.audit {
-            let written = match a.lock() {
-                Ok(mut a) => a.write(&format!("{} {line}", stamp())),
-                Err(_) => Err(std::io::Error::other("the audit log's lock is poisoned")),
-            };
-            if let Err(e) = written {
-                let msg = format!("the audit log cannot be written: {e}");
-                log(&msg);
-                return Response::Error(Status::Internal, msg);
-            }
+        let body = audit_body(request, &what, &response);
+        if matches!(response, Response::Error(..)) {
+            tracing::warn!(uid = peer.uid, pid = peer.pid, "audit {body}");
+        } else {
+            tracing::info!(uid = peer.uid, pid = peer.pid, "audit {body}");
+        }
+        if let Err(e) = self.audit_file(peer, &body) {
+            let msg = format!("the audit log cannot be written: {e}");
+            tracing::error!("{msg}");
+            return Response::Error(Status::Internal, msg);
         }
         response
+    }
+
+    /// Appends `STAMP audit uid=… pid=… BODY` to the audit log on disk, if one is kept.
+    fn audit_file(&self, peer: Peer, body: &str) -> std::io::Result<()> {
+        let Some(a) = &self.audit else { return Ok(()) };
+        let line = format!("{} audit uid={} pid={} {body}", stamp(), peer.uid, peer.pid);
+        match a.lock() {
+            Ok(mut a) => a.write(&line),
+            Err(_) => Err(std::io::Error::other("the audit log's lock is poisoned")),
+        }
     }
 
     /// The answer, and what the request was as the signer understood it (for the audit line).
@@ -404,13 +411,14 @@ fn stamp() -> String {
     humantime::format_rfc3339_millis(now).to_string()
 }
 
-/// One line to standard error (journald under systemd), with an RFC 3339 UTC timestamp.
+/// An event of the signer (`vpbox_log` sends it to journald or standard error).
 fn log(line: &str) {
-    let _ = writeln!(std::io::stderr(), "{} vpbox-signer: {line}", stamp());
+    tracing::info!("{line}");
 }
 
-/// The audit line of one request: `audit uid=… pid=… op=… result=…`.
-fn audit_line(peer: Peer, request: &Request, what: &str, response: &Response) -> String {
+/// What an audit line says of one request: `op=… result=…` (the caller's UID and PID go
+/// beside it: fields of the event, words of the file's line).
+fn audit_body(request: &Request, what: &str, response: &Response) -> String {
     let result = match response {
         Response::Error(status, msg) => format!("{status:?}: {msg}"),
         _ => "ok".into(),
@@ -423,7 +431,7 @@ fn audit_line(peer: Peer, request: &Request, what: &str, response: &Response) ->
             format!("op=sign key={key} domain={domain} bytes={} {what}", payload.len())
         }
     };
-    format!("audit uid={} pid={} {line} result={result}", peer.uid, peer.pid)
+    format!("{line} result={result}")
 }
 
 /// Serves `service` on `listener` until `shutdown` is set: one thread per connection, up to the
@@ -470,7 +478,10 @@ fn connection(service: &Service, mut stream: UnixStream) {
     };
     let peer = Peer { uid: cred.uid.as_raw(), pid: cred.pid.as_raw_nonzero().get() };
     if !service.allowed(peer.uid) {
-        log(&format!("audit uid={} pid={} refused: UID not allowed", peer.uid, peer.pid));
+        tracing::warn!(uid = peer.uid, pid = peer.pid, "audit refused: UID not allowed");
+        // Kept as evidence too; a log that cannot take it changes nothing here (the caller
+        // is refused either way).
+        let _ = service.audit_file(peer, "refused: UID not allowed");
         return;
     }
     let active = service.active.fetch_add(1, Ordering::SeqCst) + 1;
@@ -497,7 +508,7 @@ fn connection(service: &Service, mut stream: UnixStream) {
         let response = match Request::decode(&body) {
             Ok(request) => service.handle(peer, &request),
             Err(e) => {
-                log(&format!("audit uid={} pid={} bad frame: {e}", peer.uid, peer.pid));
+                tracing::warn!(uid = peer.uid, pid = peer.pid, "audit bad frame: {e}");
                 Response::Error(Status::BadRequest, e.to_string())
             }
         };

@@ -398,6 +398,28 @@ fn the_units_start_in_order_under_their_users_and_systemd_restarts_a_killed_serv
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), uid.to_string(), "{u}");
     }
 
+    // The node and the signer log to journald natively: each event's fields beside its
+    // MESSAGE (VPBOX_NODE, VPBOX_BANK on the node's start; VPBOX_UID on each audit line), a
+    // PRIORITY from its level and the service as SYSLOG_IDENTIFIER.
+    for (ident, fields) in [
+        ("vpbox-node", &["\"VPBOX_NODE\":\"1\"", "\"VPBOX_BANK\":\"bank-a\""][..]),
+        ("vpbox-signer", &["\"VPBOX_UID\":"][..]),
+    ] {
+        let filter = format!("SYSLOG_IDENTIFIER={ident}");
+        let mut text = String::new();
+        let found = (0..50).any(|_| {
+            let out = box1.run("journalctl", &["--no-pager", "-b", "-o", "json", &filter]);
+            text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let hit = text.lines().any(|l| fields.iter().all(|f| l.contains(f)));
+            if !hit {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            hit
+        });
+        assert!(found, "{ident}: no entry with {fields:?}:\n{text}");
+        assert!(text.contains("\"PRIORITY\":\""), "{text}");
+    }
+
     // The node's sockets: systemd's (vpbox-node.socket), the node's user's and group's alone,
     // in directories made by vpbox.tmpfiles.
     use std::os::unix::fs::MetadataExt;

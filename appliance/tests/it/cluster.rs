@@ -218,7 +218,7 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
     // The services run with core dumps off, and their log lines are stamped in RFC 3339 UTC.
     for (pid, log, tag) in [
         ("node1/node.pid", "node1/node.log", "vpbox-node:"),
-        ("node1/signer.pid", "node1/signer.log", "vpbox signer:"),
+        ("node1/signer.pid", "node1/signer.log", "vpbox-signer:"),
     ] {
         let pid = std::fs::read_to_string(c.dir.join(pid)).unwrap();
         let limits = std::fs::read_to_string(format!("/proc/{}/limits", pid.trim())).unwrap();
@@ -228,9 +228,12 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
         let log = std::fs::read_to_string(c.dir.join(log)).unwrap();
         let lines: Vec<&str> = log.lines().filter(|l| l.contains(tag)).collect();
         assert!(!lines.is_empty(), "{log}");
-        for l in lines {
+        for l in &lines {
             let stamp = l.split(' ').next().unwrap();
             assert!(humantime::parse_rfc3339(stamp).is_ok(), "not stamped: {l}");
+            // Then the level (vpbox_log's lines off journald).
+            let level = l.split(' ').nth(1).unwrap_or("");
+            assert!(["INFO", "WARN", "ERROR"].contains(&level), "no level: {l}");
         }
     }
 

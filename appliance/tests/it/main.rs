@@ -6,6 +6,7 @@ mod api;
 mod boot;
 mod ca;
 mod cluster;
+mod docs;
 mod firewall;
 mod hardening;
 mod hsm;
