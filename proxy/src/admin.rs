@@ -5,7 +5,9 @@
 //! - `GET /metrics`: Prometheus text format 0.0.4 ([`crate::metrics`]): the proxy's counters
 //!   and the node's figures, asked of the node (`node_getNodes`) at each scrape;
 //! - `GET /health`: 200 and `{"status": "ok", …}` when the box can serve, 503 and
-//!   `{"status": "unhealthy", "problems": […], …}` when not ([`crate::metrics::health`]).
+//!   `{"status": "unhealthy", "problems": […], …}` when not ([`crate::metrics::health`]);
+//! - `GET /status` (and `/`): the status page a person looks at ([`crate::status_page`]): the
+//!   box's health, the alarms, the consortium's members and the node's figures.
 //!
 //! It reads and changes nothing else, and answers no JSON-RPC. Bounded: at most
 //! [`ADMIN_CONNECTIONS`] connections (one more is closed at once), a head within 5 s, the
@@ -107,6 +109,18 @@ async fn page(req: Request<Incoming>, admin: &Admin) -> Response<Full<Bytes>> {
             let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
             reply(status, "application/json", format!("{body}\n"))
         }
-        _ => reply(StatusCode::NOT_FOUND, "text/plain", "/metrics or /health\n".into()),
+        "/status" | "/" => {
+            let node = node_state(admin).await;
+            let (crls, certificates) = admin.metrics.expiries();
+            let inputs = crate::status_page::Inputs {
+                crls: &crls,
+                certificates: &certificates,
+                trust_loaded: admin.metrics.trust_loaded(),
+                now: crate::net::now(),
+            };
+            let page = crate::status_page::render(node.as_ref(), &inputs);
+            reply(StatusCode::OK, "text/html; charset=utf-8", page)
+        }
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "/status, /metrics or /health\n".into()),
     }
 }

@@ -47,6 +47,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod admin;
+pub mod alarms;
 mod api;
 pub mod bench;
 mod conn;
@@ -60,6 +61,7 @@ pub mod p2p;
 mod pending;
 mod rate;
 pub mod refusals;
+pub mod status_page;
 pub mod trust;
 mod upstream;
 

@@ -178,6 +178,17 @@ impl Metrics {
         self.with(|c| c.own = chain);
     }
 
+    /// The CRLs in force, and the certificates whose notAfter matters (the roots and this
+    /// proxy's own chain): for the status page.
+    pub fn expiries(&self) -> (Vec<vpbox_ca::policy::CrlInForce>, Vec<crate::trust::CertExpiry>) {
+        let mut out = (Vec::new(), Vec::new());
+        self.with(|c| {
+            out.0 = c.crls.clone();
+            out.1 = c.certificates.iter().chain(&c.own).cloned().collect();
+        });
+        out
+    }
+
     /// Whether a trust state was ever applied.
     pub fn trust_loaded(&self) -> bool {
         let mut loaded = false;

@@ -221,7 +221,7 @@ fn own_certificate(metrics: &Metrics, chain: &[CertificateDer<'_>]) {
 
 /// The wall clock, which certificate admission is judged at (the shell's only clock).
 #[allow(clippy::disallowed_methods)] // the shell reads the clock for the policy core
-fn now() -> SystemTime {
+pub(crate) fn now() -> SystemTime {
     SystemTime::now()
 }
 

@@ -90,23 +90,68 @@ fn commands(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// The argument lists a synopsis line stands for: `a && b`, `a | b`, `> f` end it (each
+/// `vpbox` command is listed on its own) but `; vpbox …` starts another; a word `x|y|z` (a
+/// choice of subcommands or values) is each of them; `…` is a value after a flag, else more of
+/// the same (dropped).
+fn variants(command: &str) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    let mut rest = words(command);
+    loop {
+        let end = rest.iter().position(|w| ["&&", "|", ">", ";"].contains(&w.as_str()));
+        let (this, next) = match end {
+            Some(i) => {
+                let next = (rest[i] == ";").then(|| rest[i + 1..].to_vec());
+                rest.truncate(i);
+                (rest, next)
+            }
+            None => (rest, None),
+        };
+        let mut lists: Vec<Vec<String>> = vec![Vec::new()];
+        let mut previous = String::new();
+        for w in this {
+            let flag_before = std::mem::replace(&mut previous, w.clone()).starts_with("--");
+            if w == "…" {
+                // A flag's value left out (`--url …`) stands for one; anything else for more.
+                if flag_before {
+                    lists.iter_mut().for_each(|l| l.push("X".into()));
+                }
+                continue;
+            }
+            if w.contains('|') && !w.starts_with('-') {
+                lists = lists
+                    .into_iter()
+                    .flat_map(|l| {
+                        w.split('|').map(move |alt| [l.clone(), vec![alt.to_string()]].concat())
+                    })
+                    .collect();
+            } else {
+                lists.iter_mut().for_each(|l| l.push(w.clone()));
+            }
+        }
+        out.extend(lists);
+        match next {
+            Some(n) if n.first().is_some_and(|w| w == "vpbox") => rest = n[1..].to_vec(),
+            _ => return out,
+        }
+    }
+}
+
 #[test]
 fn every_vpbox_command_the_documents_and_units_show_parses() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut checked = 0;
     let mut failures = Vec::new();
     let mut check = |source: &str, command: &str| {
-        let mut args = words(command);
-        // `a && b` or `a | b`: the first command only (each `vpbox` one is listed on its own).
-        if let Some(i) = args.iter().position(|w| ["&&", "|", ">", ";"].contains(&w.as_str())) {
-            args.truncate(i);
-        }
-        args.push("--help".into());
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let r = vpbox(&refs);
-        checked += 1;
-        if r.code != 0 {
-            failures.push(format!("{source}: vpbox {command}\n  {}", r.stderr.trim()));
+        for args in variants(command) {
+            let mut args = args;
+            args.push("--help".into());
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            let r = vpbox(&refs);
+            checked += 1;
+            if r.code != 0 {
+                failures.push(format!("{source}: vpbox {}\n  {}", args.join(" "), r.stderr.trim()));
+            }
         }
     };
     for doc in ["README.md", "docs/operations.md", "docs/renewals.md", "docs/jsonrpc.md"] {
@@ -139,4 +184,9 @@ fn the_splitter_reads_quotes_continuations_and_optional_parts() {
     assert_eq!(words("a 'b c' \"d e\" f\\ g ''"), ["a", "b c", "d e", "f g", ""]);
     let text = "x\n```sh\nvpbox a --b c \\\n    --d 'e f'   # note\nvpbox up [--dir x]\nls\n```\nvpbox no\n";
     assert_eq!(commands(text), ["a --b c --d 'e f'", "up "]);
+    let v = variants("ca a|b --x 1 … ; vpbox c --y … | grep z");
+    assert_eq!(
+        v,
+        [vec!["ca", "a", "--x", "1"], vec!["ca", "b", "--x", "1"], vec!["c", "--y", "X"]]
+    );
 }

@@ -1,5 +1,6 @@
 //! A box's admin listener as its monitoring reads it: `/metrics` in Prometheus text format,
-//! checked by `promtool check metrics` (Debian's prometheus package), and `/health`.
+//! checked by `promtool check metrics` (Debian's prometheus package), `/health`, and the
+//! status page in a headless browser (Debian's chromium).
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -137,8 +138,50 @@ pub(crate) fn admin_checks(dir: &Path) {
     let v: Value = serde_json::from_str(&health).unwrap();
     assert_eq!((status, v["status"].as_str()), (200, Some("ok")), "{v}");
     assert_eq!(v["membersReachable"], 4, "{v}");
-    // Anything but GET on a known page is refused; nothing else is served.
-    assert_eq!(get(dir, 1, "/").0, 404);
+    // Nothing else is served.
+    assert_eq!(get(dir, 1, "/nothing").0, 404);
+    status_page_in_a_browser(dir);
+}
+
+/// The status page as a person sees it: Debian's chromium, headless, loads box 1's `/status`
+/// from the admin listener; its DOM shows the box healthy, the four members with their status,
+/// and no alarm; its screenshot is the size asked and not a blank page.
+fn status_page_in_a_browser(dir: &Path) {
+    let (status, html) = get(dir, 1, "/status");
+    assert_eq!(status, 200, "{html}");
+    let url = format!("http://{}/status", admin_address(dir, 1));
+    let scratch = tempfile::tempdir().unwrap();
+    let chromium = |extra: &[&str]| {
+        let profile = scratch.path().join("profile");
+        let out = Command::new("chromium")
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .args(["--window-size=1280,900", "--timeout=10000"])
+            .args(extra)
+            .arg(&url)
+            .stdin(Stdio::null())
+            .output()
+            .expect("chromium (Debian's package; scripts/deps.sh --test installs it)");
+        assert!(out.status.success(), "chromium: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let dom = chromium(&["--dump-dom"]);
+    assert!(dom.contains("<title>vpbox · node1 (bank-a)</title>"), "{dom}");
+    assert!(dom.contains("id=\"health\" class=\"ok\">HEALTHY"), "{dom}");
+    assert!(dom.contains("id=\"alarms\" class=\"none\""), "{dom}");
+    for i in 1..=4 {
+        let row = format!("<tr data-node=\"{i}\" class=\"up\"><td>node{i}</td>");
+        assert!(dom.contains(&row), "{row} not in {dom}");
+    }
+    assert_eq!(dom.matches("<tr data-node=").count(), 4, "{dom}");
+    let png = scratch.path().join("status.png");
+    chromium(&[&format!("--screenshot={}", png.display())]);
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "a PNG");
+    let dim = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+    assert_eq!((dim(16), dim(20)), (1280, 900), "IHDR width and height");
+    // A blank page of that size compresses to a few KiB; the page's colours and text do not.
+    assert!(bytes.len() > 20_000, "{} bytes: a blank page?", bytes.len());
 }
 
 /// Box `i`'s page and health while its node is dead: still a valid page, `vpbox_node_up 0`,
