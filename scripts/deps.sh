@@ -34,7 +34,7 @@ install python3
 # promtool (prometheus): checks the proxy's /metrics page in the cluster test; nginx and wrk:
 # the peer and the load generator of `vpbox bench proxy`; systemd-container (systemd-nspawn):
 # the box's units booted under systemd; mmdebstrap: a fresh Debian root for the hardening test;
-# chromium: the status page loaded in a headless browser.
-install prometheus nginx wrk systemd-container mmdebstrap chromium
+# chromium: the status page loaded in a headless browser; faketime: a box whose clock is off.
+install prometheus nginx wrk systemd-container mmdebstrap chromium faketime
 # Tongsuo's s_server/s_client: the RFC 8998 peer of vpbox-tls's interop tests.
 bash "$(dirname "$0")/tongsuo.sh"

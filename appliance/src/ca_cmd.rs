@@ -224,7 +224,11 @@ pub(crate) struct InitArgs {
     issuing_csr: Option<PathBuf>,
 }
 
+/// `ca.toml`. Unknown fields are refused, not ignored: a `token_dir` or a misspelt key here
+/// would otherwise be silently without effect (the test token's own configuration is the file
+/// `VPBOX_TEST_TOKEN_CONF` names, not this one).
 #[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct CaConfig {
     bank: String,
     fingerprint_sm3: String,
@@ -238,6 +242,7 @@ struct CaConfig {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct HsmKey {
     module: PathBuf,
     token: String,
@@ -421,11 +426,19 @@ fn ca_signer(dir: &Path, config: &CaConfig) -> Result<Box<dyn Signer>> {
 }
 
 fn read_config(dir: &Path) -> Result<CaConfig> {
-    toml::from_str(
-        &std::fs::read_to_string(dir.join("ca.toml"))
-            .with_context(|| format!("{}: not a CA directory", dir.display()))?,
-    )
-    .context("ca.toml")
+    let path = dir.join("ca.toml");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("{}: not a CA directory", dir.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        let hint = if e.message().contains("unknown field") {
+            " (ca.toml holds bank, fingerprint_sm3, [hsm] module, token, key_id, pin_file, or \
+             software_key; the vpbox test token's configuration is the file \
+             VPBOX_TEST_TOKEN_CONF names)"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("{}: {}{hint}", path.display(), e.message().trim())
+    })
 }
 
 fn open(dir: &Path) -> Result<(CaConfig, String, Db)> {

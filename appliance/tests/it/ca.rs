@@ -266,6 +266,18 @@ fn a_software_ca_is_possible_for_development_and_refuses_a_swapped_key() {
     let crl = crate::vpbox(&["ca", "crl", "--dir", d]);
     assert_eq!(crl.code, 2);
     assert!(crl.stderr.contains("not the CA key pinned"), "{}", crl.stderr);
+    // A field ca.toml does not have is refused, naming it, not silently ignored.
+    let toml = dir.path().join("ca/ca.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(&toml, format!("token_dir = \"/tmp/x\"\n{text}")).unwrap();
+    let list = crate::vpbox(&["ca", "list", "--dir", d]);
+    assert_eq!(list.code, 2);
+    assert!(
+        list.stderr.contains("unknown field `token_dir`")
+            && list.stderr.contains("VPBOX_TEST_TOKEN_CONF"),
+        "{}",
+        list.stderr
+    );
 }
 
 /// A bank that already has a root (made and kept with OpenSSL, outside vpbox) runs its vpbox CA

@@ -1118,6 +1118,71 @@ fn refused_as_revoked_by_every_node(c: &Cluster, key_file: &Path, nonce: u64, an
     );
 }
 
+/// A box whose clock is off: node 3 restarted under libfaketime, its wall clock 6 minutes
+/// ahead (its monotonic clock left alone). The other nodes measure it from its links' clock
+/// frames: box 1's `/metrics` shows node 3's offset, and `vpbox status` names node 3 — not the
+/// others, which node 3 sees as behind — and, 6 minutes being more than half the 10-minute
+/// transaction window, calls the consortium unhealthy.
+#[test]
+fn a_box_whose_clock_is_off_is_named_by_status_and_on_metrics() {
+    use std::os::unix::process::CommandExt;
+    let c = Cluster(crate::ClusterDir::new());
+    c.up();
+    let dir = s(&c.dir);
+    c.kill9(3);
+    let nd = c.dir.join("node3");
+    let log = std::fs::OpenOptions::new().append(true).open(nd.join("node.log")).unwrap();
+    let mut child = Command::new("faketime")
+        .args(["-f", "+6m", env!("CARGO_BIN_EXE_vpbox"), "node", "run", "--config"])
+        .arg(nd.join("box.toml"))
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .env("VPBOX_TEST_TOKEN_CONF", nd.join("token.toml"))
+        .current_dir(&nd)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .expect("faketime (Debian's package; scripts/deps.sh --test installs it)");
+    // faketime execs the node: the pid is the node's, and `cluster down` stops it.
+    std::fs::write(nd.join("node.pid"), child.id().to_string()).unwrap();
+    let offset = |page: &str, peer: &str| {
+        let name = format!("vpbox_node_peer_clock_offset_seconds{{peer=\"{peer}\"}}");
+        crate::metrics::sample(page, &name)
+    };
+    let mut page = String::new();
+    wait("box 1 to measure node 3's clock", Duration::from_secs(30), || {
+        page = crate::metrics::get(&c.dir, 1, "/metrics").1;
+        offset(&page, "node3").is_some_and(|o| (o - 360.0).abs() < 5.0)
+    });
+    assert!(offset(&page, "node2").is_some_and(|o| o.abs() < 5.0), "{page}");
+    let mut out = String::new();
+    wait("status to name node 3's clock", Duration::from_secs(30), || {
+        let r = vpbox(&["status", "--dir", dir]);
+        out = r.text();
+        r.code == 1 && out.contains("unhealthy: node3's clock is ")
+    });
+    let line = out.lines().find(|l| l.contains("node3's clock is ")).unwrap();
+    assert!(
+        (line.contains("6m ahead of the others'") || line.contains("5m 59s ahead of the others'"))
+            && line.contains("transaction window of 10m"),
+        "{out}"
+    );
+    for other in ["node1's clock", "node2's clock", "node4's clock"] {
+        assert!(!out.contains(other), "{out}");
+    }
+    // The status page shows it too, as a warning, and its table the offset.
+    let (_, html) = crate::metrics::get(&c.dir, 1, "/status");
+    assert!(
+        html.contains("node3&#39;s clock is 6m ahead of this box&#39;s")
+            || html.contains("node3&#39;s clock is 5m 59s ahead of this box&#39;s"),
+        "{html}"
+    );
+    let r = vpbox(&["cluster", "down", "--dir", dir]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    child.wait().unwrap();
+}
+
 /// `(epoch, member ids)` as node `i` reports them.
 fn membership(c: &Cluster, i: u32) -> (u64, Vec<u64>) {
     let r = c.rpc(i).call("node_getNodes", json!([])).unwrap();
