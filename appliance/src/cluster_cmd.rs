@@ -94,28 +94,10 @@ pub(crate) enum ClusterCommand {
     },
     /// Provision a new box for a member bank (token, consensus key, signer, vp-node
     /// certificate) and write its node entry for `vpbox gov propose --add-node`.
-    AddNode {
-        #[command(flatten)]
-        dir: DirArgs,
-        /// The member bank that runs it.
-        #[arg(long)]
-        bank: String,
-        /// The PKCS#11 module (default: the vpbox test token).
-        #[arg(long)]
-        module: Option<PathBuf>,
-    },
+    AddNode(BankArgs),
     /// Enroll the admin (key in its token) and the POSP of a bank that governance admitted,
     /// so that it approves governance changes and anchors.
-    Enroll {
-        #[command(flatten)]
-        dir: DirArgs,
-        /// The bank (as `add-bank --name` made it).
-        #[arg(long)]
-        bank: String,
-        /// The PKCS#11 module (default: the vpbox test token).
-        #[arg(long)]
-        module: Option<PathBuf>,
-    },
+    Enroll(BankArgs),
     /// Start a node that governance added: install a member's ledger as its snapshot (the
     /// member stops for the copy and restarts), then start it.
     Join {
@@ -128,6 +110,19 @@ pub(crate) enum ClusterCommand {
         #[arg(long)]
         from: u32,
     },
+}
+
+/// A member bank of the cluster (`add-node`, `enroll`).
+#[derive(Debug, Args)]
+pub(crate) struct BankArgs {
+    #[command(flatten)]
+    dir: DirArgs,
+    /// The member bank (as `add-bank --name` or the genesis names it).
+    #[arg(long)]
+    bank: String,
+    /// The PKCS#11 module (default: the vpbox test token).
+    #[arg(long)]
+    module: Option<PathBuf>,
 }
 
 /// Where the cluster lives.
@@ -283,12 +278,8 @@ pub(crate) fn run(cmd: &ClusterCommand) -> Result<Outcome> {
         ClusterCommand::AddBank { dir, name, module } => {
             add_bank(&dir.dir, name, module.as_deref())
         }
-        ClusterCommand::AddNode { dir, bank, module } => {
-            add_node(&dir.dir, bank, module.as_deref())
-        }
-        ClusterCommand::Enroll { dir, bank, module } => {
-            enroll_bank(&dir.dir, bank, module.as_deref())
-        }
+        ClusterCommand::AddNode(a) => add_node(&a.dir.dir, &a.bank, a.module.as_deref()),
+        ClusterCommand::Enroll(a) => enroll_bank(&a.dir.dir, &a.bank, a.module.as_deref()),
         ClusterCommand::Join { dir, node, from } => join(&dir.dir, *node, *from),
     }
 }
