@@ -344,6 +344,8 @@ fn spawn(dir: &Path, ns: Option<&str>, args: &[&str], log: &str, pid: &str) -> R
         .args(args)
         .current_dir(dir)
         .env("VPBOX_TEST_TOKEN_CONF", dir.join("token.toml"))
+        // Its log is this file, not the journal of whatever started `cluster up`.
+        .env_remove("JOURNAL_STREAM")
         .stdin(Stdio::null())
         .stdout(log_file.try_clone()?)
         .stderr(log_file)

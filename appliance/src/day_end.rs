@@ -2,8 +2,9 @@
 //! confirms it.
 //!
 //! The file is CSV of `key,value` lines (32 bytes each, hex, `0x` optional). Blank lines and
-//! `#` comments are skipped, and so is a first line that is a header (`key,value`, or any line
-//! whose two fields are both not hex): spreadsheets write one.
+//! `#` comments are skipped, and so is a first line that is a header (`key,value`: both fields
+//! have characters no hex number has; broken hex is an error, never skipped): spreadsheets
+//! write one.
 //!
 //! `put --file` records its progress beside the file, in `FILE.vpbox-progress` (JSON,
 //! [`Progress`]): the pairs committed, the signed transaction in flight, and the SM3 of the
@@ -55,6 +56,11 @@ fn hex32(s: &str) -> Option<[u8; 32]> {
     Digest::from_hex(s.trim()).map(|d| d.0)
 }
 
+/// Whether a field is a column's name: it has a character no hex number has.
+fn words(field: &str) -> bool {
+    field.trim().chars().any(|c| !(c.is_ascii_hexdigit() || c == 'x' || c == 'X'))
+}
+
 /// Parses a day-end file's text (see the module's docs).
 pub(crate) fn parse(text: &str) -> Result<(Vec<Line>, Option<usize>)> {
     let mut lines = Vec::new();
@@ -70,8 +76,11 @@ pub(crate) fn parse(text: &str) -> Result<(Vec<Line>, Option<usize>)> {
         };
         match (hex32(k), hex32(v)) {
             (Some(key), Some(value)) => lines.push(Line { number, key, value }),
-            // The first line of data names its columns: a header, not a pair.
-            (None, None) if lines.is_empty() && header.is_none() => header = Some(number),
+            // The first line of data naming its columns (words, not broken hex: a mistyped or
+            // truncated pair is an error, never skipped) is a header, not a pair.
+            (None, None) if lines.is_empty() && header.is_none() && words(k) && words(v) => {
+                header = Some(number);
+            }
             (None, _) => bail!(
                 "line {number}: the key must be 32 bytes as 64 hex digits (0x optional), not {:?}",
                 k.trim()
@@ -339,6 +348,9 @@ fn found(answer: &Value, want: &[u8; 32]) -> Result<Found> {
 /// Exit 0 when all are; 1, naming the first lines that are not, otherwise.
 pub(crate) fn check(c: &mut RpcClient, file: &Path, json_out: bool) -> Result<Outcome> {
     let pairs = read(file)?;
+    if let Some(h) = pairs.header {
+        eprintln!("{}: line {h} is a header: skipped", file.display());
+    }
     let (mut same, mut other, mut absent) = (0usize, Vec::new(), Vec::new());
     for chunk in pairs.lines.chunks(CHECK_BATCH) {
         let body: Vec<Value> = chunk
@@ -451,6 +463,9 @@ mod tests {
         assert!(parse(&late).unwrap_err().to_string().starts_with("line 2: the key"));
         let bad_value = format!("{},0x12\n", hex(1));
         assert!(parse(&bad_value).unwrap_err().to_string().starts_with("line 1: the value"));
+        // Broken hex on the first line is an error, not a header.
+        assert!(parse("0x12,0x34\n").unwrap_err().to_string().starts_with("line 1: the key"));
+        assert!(parse("abc,def\n").unwrap_err().to_string().starts_with("line 1: the key"));
         let one_bad = format!("key,{}\n", hex(1));
         assert!(parse(&one_bad).unwrap_err().to_string().starts_with("line 1: the key"));
         assert!(parse("no comma\n").unwrap_err().to_string().contains("expected key,value"));

@@ -2,7 +2,7 @@
 //! fields (`view`, `seq`, `peer`, `node`, `uid`, `op`, …).
 //!
 //! - **Under systemd** (the service's standard error is the journal: systemd sets
-//!   `JOURNAL_STREAM`), events go to journald natively ([`tracing_journald`]): `MESSAGE`, a
+//!   `JOURNAL_STREAM` to its device and inode, and they are stderr's), events go to journald natively ([`tracing_journald`]): `MESSAGE`, a
 //!   `PRIORITY` from the level, `SYSLOG_IDENTIFIER` the service's name, and each field as
 //!   `VPBOX_<NAME>` (`journalctl -u vpbox-node VPBOX_VIEW=3`).
 //! - **Otherwise** (a development cluster's `node.log`, a shell), one line per event on
@@ -41,7 +41,7 @@ pub enum Sink {
 /// when the service runs under systemd with its standard error in the journal, else standard
 /// error. Once per process; a second call changes nothing and says where the first sent them.
 pub fn init(service: &'static str) -> Sink {
-    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let journal = std::env::var("JOURNAL_STREAM").is_ok_and(|v| stderr_is(&v));
     if journal && let Ok(layer) = tracing_journald::layer() {
         let layer = layer
             .with_syslog_identifier(service.to_string())
@@ -59,6 +59,15 @@ pub fn init(service: &'static str) -> Sink {
         .finish();
     let _ = tracing::subscriber::set_global_default(subscriber);
     Sink::Stderr
+}
+
+/// Whether standard error is the stream `JOURNAL_STREAM` names (`DEVICE:INODE`, as systemd
+/// sets it): the variable alone is inherited by children whose stderr goes elsewhere (a node
+/// that `vpbox cluster up` started from a shell under systemd writes to its `node.log`).
+fn stderr_is(journal_stream: &str) -> bool {
+    let Some((dev, ino)) = journal_stream.split_once(':') else { return false };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else { return false };
+    rustix::fs::fstat(std::io::stderr()).is_ok_and(|st| st.st_dev == dev && st.st_ino == ino)
 }
 
 /// The standard-error line of an event of `service` at `at`: `TIME LEVEL SERVICE: MESSAGE
@@ -141,6 +150,15 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
+
+    /// Only the stream stderr is counts as the journal; a name of another, or garbage, not.
+    #[test]
+    fn journal_stream_must_name_stderr_itself() {
+        let st = rustix::fs::fstat(std::io::stderr()).unwrap();
+        assert!(stderr_is(&format!("{}:{}", st.st_dev, st.st_ino)));
+        assert!(!stderr_is(&format!("{}:{}", st.st_dev, st.st_ino + 1)));
+        assert!(!stderr_is("garbage") && !stderr_is("1:x") && !stderr_is(""));
+    }
 
     #[test]
     fn a_line_has_its_stamp_level_service_message_and_fields() {

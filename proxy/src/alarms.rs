@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-/// A CRL this close to its nextUpdate is a warning in `vpbox status` and the status page (the renewal margin of
-/// `systemd/vpbox-crl-renew.service`: a renewal that works replaced it before).
+/// A CRL this close to its nextUpdate is a warning in `vpbox status` and the status page: two
+/// hourly runs after `systemd/vpbox-crl-renew.service` (margin 8 h) should have replaced it, so
+/// a renewal that works never shows one.
 pub const CRL_WARN: Duration = Duration::from_secs(6 * 3600);
 /// A certificate this close to its notAfter is a warning in `vpbox status` and the status page.
 pub const CERT_WARN: Duration = Duration::from_secs(30 * 86_400);
@@ -45,15 +46,32 @@ pub fn expiry_alarms(
             Some(_) => {}
         }
     }
-    for c in roots.iter().filter(|c| c.kind == "root") {
+    for c in roots {
+        // A root lapsing loses every certificate under it; this box's own chain (`box`, an
+        // issuing `ca` in it) lapsing cuts the box off.
+        let (what, then, renew) = match c.kind {
+            "root" => {
+                ("the root", "nothing under it is admitted", "admit its successor by governance")
+            }
+            "box" => (
+                "this box's certificate",
+                "its peers and clients refuse it",
+                "renew it (vpbox ca renew) and reload the proxy",
+            ),
+            _ => (
+                "the issuing CA of this box's certificate",
+                "its peers and clients refuse the box",
+                "renew the CA and the box's certificate under it",
+            ),
+        };
         match left(c.not_after) {
             None => problems.push(format!(
-                "the root {} expired at {}: nothing under it is admitted",
+                "{what} {} expired at {}: {then}",
                 c.subject,
                 date(c.not_after)
             )),
             Some(d) if d <= CERT_WARN => warnings.push(format!(
-                "the root {} expires in {} ({}): admit its successor by governance",
+                "{what} {} expires in {} ({}): {renew}",
                 c.subject,
                 span(d),
                 date(c.not_after)
@@ -186,7 +204,9 @@ mod tests {
             serial: "01".into(),
             not_after: h(days * 24),
         };
-        let roots = [root("O=old", -1), root("O=ending", 29), root("O=young", 31)];
+        let mut roots = vec![root("O=old", -1), root("O=ending", 29), root("O=young", 31)];
+        // This box's own certificate counts too.
+        roots.push(CertExpiry { kind: "box", ..root("CN=node1", 10) });
         let enrolled = json!([
             {"bank": "bank-a", "profile": "posp", "expiringWithin30Days": 2,
              "earliestNotAfter": 1_800_000_000u64 + 86_400},
@@ -196,7 +216,15 @@ mod tests {
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems[0].starts_with("the CRL of O=late ran out at "), "{problems:?}");
         assert!(problems[1].starts_with("the root O=old expired"), "{problems:?}");
-        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert_eq!(warnings.len(), 4, "{warnings:?}");
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.starts_with("this box's certificate CN=node1 expires in 10days")),
+            "{warnings:?}"
+        );
+        let warnings: Vec<String> =
+            warnings.into_iter().filter(|w| !w.starts_with("this box's")).collect();
         assert!(warnings[0].starts_with("the CRL of O=soon runs out in 5h ("), "{warnings:?}");
         assert!(warnings[1].starts_with("the root O=ending expires in 29days"), "{warnings:?}");
         assert!(

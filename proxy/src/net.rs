@@ -166,7 +166,7 @@ impl vpbox_tls::sign::TlsKey for HsmKey {
 
 /// How far ahead of a CRL's nextUpdate the proxy warns (on each trust change): past it the
 /// CA's every certificate is refused, so its bank must publish a new CRL before. Shorter than
-/// the renewal margin (`vpbox ca crl --renew-before 6h`): a warning means a renewal was missed.
+/// the renewal timer's margin (`vpbox ca crl --renew-before 8h`): a warning means renewals failed.
 /// Between trust changes the page's `vpbox_crl_next_update_timestamp_seconds` is what alerts.
 const CRL_WARN: Duration = Duration::from_secs(4 * 3600);
 

@@ -15,8 +15,15 @@
 //! deletes a file: the audit log is evidence, and it is the operator's to archive (to
 //! write-once storage, with its chain) and only then to remove; a chain that starts after
 //! archived files says which file it follows. A line that cannot be written fails the request
-//! (the caller gets an error, no signature leaves unaudited), so a full disk stops signing
-//! loudly rather than losing evidence.
+//! (the caller gets an error: no signature leaves before its line is written), so a full disk
+//! stops signing loudly rather than losing evidence. The file is synced at each rotation, not at
+//! each line (the guard's fsync already paces every vote): a power loss can lose its last lines
+//! in the page cache, while their copies in the journal and the guard's synced record stay.
+//!
+//! Not in the file: successful TLS CertificateVerify signatures. A handshake is signed before
+//! its client is authenticated, so anyone who reaches the proxy's listeners could grow a file
+//! that is never deleted; they stay events in the journal (which rotates), and the refused ones
+//! are in the file.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -95,8 +102,19 @@ impl AuditLog {
         let path = dir.join(CURRENT);
         let fresh = !path.exists();
         let mut file = OpenOptions::new().create(true).append(true).mode(0o600).open(&path)?;
-        let number = last.map_or(1, |n| n + 1);
         let mut size = file.metadata()?.len();
+        // The current file's number is its header's: the rotated files before it may be
+        // archived away. A new one follows the last rotated file.
+        let number = if fresh || size == 0 {
+            last.map_or(1, |n| n + 1)
+        } else {
+            read_header(&path).ok().and_then(|h| h["file"].as_u64()).ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{}: corrupt: no audit header on its first line", path.display()),
+                )
+            })?
+        };
         if fresh || size == 0 {
             let previous = match last {
                 Some(n) => Some((rotated(n), file_sm3(&dir.join(rotated(n)))?)),
@@ -242,6 +260,9 @@ pub fn verify(dir: &Path) -> Result<Verified, Vec<String>> {
         }
         before = Some((name, number));
     }
+    if names.is_empty() {
+        errors.push(format!("no audit file ({CURRENT} or audit-NNNNNN.log) here"));
+    }
     if errors.is_empty() {
         Ok(Verified { files: names.len(), lines, follows })
     } else {
@@ -322,6 +343,26 @@ mod tests {
         // The first file archived (moved away): the chain says what it follows.
         std::fs::remove_file(d.join("audit-000001.log")).unwrap();
         assert_eq!(verify(d).unwrap().follows.as_deref(), Some("audit-000001.log"));
+        // Every rotated file archived, then a restart: the current file keeps its number, and
+        // its next rotation follows it (no second audit-000001.log).
+        let current_number = read_header(&d.join(CURRENT)).unwrap()["file"].as_u64().unwrap();
+        let archive = tempfile::tempdir().unwrap();
+        for n in rotated_numbers(d).unwrap() {
+            std::fs::rename(d.join(super::rotated(n)), archive.path().join(super::rotated(n)))
+                .unwrap();
+        }
+        let mut log = AuditLog::open(d, 600).unwrap();
+        write_lines(&mut log, 100, 10);
+        drop(log);
+        assert_eq!(rotated_numbers(d).unwrap()[0], current_number, "numbering goes on");
+        assert!(verify(d).unwrap().follows.is_some());
+        for n in rotated_numbers(archive.path()).unwrap() {
+            std::fs::rename(archive.path().join(super::rotated(n)), d.join(super::rotated(n)))
+                .unwrap();
+        }
+        assert!(verify(d).is_ok(), "{:?}", verify(d));
+        // An empty folder is no chain.
+        assert!(verify(archive.path()).is_err());
         // A file in the middle removed: the next one's header names it.
         std::fs::remove_file(d.join("audit-000003.log")).unwrap();
         let e = verify(d).unwrap_err();

@@ -125,7 +125,9 @@ impl Service {
     }
 
     /// Answers one request from `peer`, writing one audit line. When the audit log on disk
-    /// cannot take the line, the answer is an error instead: no signature leaves unaudited.
+    /// cannot take the line, the answer is an error instead: no signature leaves before its line
+    /// is written (successful TLS handshake signatures are journal events only: see
+    /// [`crate::audit`]).
     pub fn handle(&self, peer: Peer, request: &Request) -> Response {
         let (response, what) = self.answer(peer, request);
         let body = audit_body(request, &what, &response);
@@ -133,6 +135,15 @@ impl Service {
             tracing::warn!(uid = peer.uid, pid = peer.pid, "audit {body}");
         } else {
             tracing::info!(uid = peer.uid, pid = peer.pid, "audit {body}");
+        }
+        // A TLS handshake's CertificateVerify is signed before its client is authenticated:
+        // anyone who reaches the proxy's listeners can ask for one, so the file (never deleted)
+        // keeps only the refused ones; each is still an event in the journal, which rotates.
+        let tls_signed = matches!(request, Request::Sign { domain, .. }
+            if domain.as_str() == vpbox_signer_client::tls13::DOMAIN)
+            && !matches!(response, Response::Error(..));
+        if tls_signed {
+            return response;
         }
         if let Err(e) = self.audit_file(peer, &body) {
             let msg = format!("the audit log cannot be written: {e}");

@@ -39,8 +39,8 @@ fn words(line: &str) -> Vec<String> {
     out
 }
 
-/// The `vpbox` command lines of `text`'s `sh` blocks: continuation lines joined, comments and
-/// optional `[…]` groups dropped.
+/// The `vpbox` command lines of `text`'s `sh` blocks, continuation lines joined and comments
+/// dropped: each with its optional `[…]` parts left out, and, if it has some, again with them in.
 fn commands(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut in_sh = false;
@@ -72,22 +72,29 @@ fn commands(text: &str) -> Vec<String> {
             }
         }
     }
-    out.into_iter()
-        .map(|c| {
-            // `[--dir vpbox-dev]`: an optional part, shown as such.
-            let mut s = String::new();
-            let mut depth = 0;
-            for ch in c.chars() {
-                match ch {
-                    '[' if !s.ends_with('=') => depth += 1,
-                    ']' if depth > 0 => depth -= 1,
-                    _ if depth == 0 => s.push(ch),
-                    _ => {}
+    let mut all = Vec::new();
+    for c in out {
+        // `[--dir vpbox-dev]`: an optional part, shown as such.
+        let (mut without, mut with) = (String::new(), String::new());
+        let mut depth = 0;
+        for ch in c.chars() {
+            match ch {
+                '[' if !without.ends_with('=') => depth += 1,
+                ']' if depth > 0 => depth -= 1,
+                _ if depth == 0 => {
+                    without.push(ch);
+                    with.push(ch);
                 }
+                _ => with.push(ch),
             }
-            s
-        })
-        .collect()
+        }
+        let optional = with != without;
+        all.push(without);
+        if optional {
+            all.push(with);
+        }
+    }
+    all
 }
 
 /// The argument lists a synopsis line stands for: `a && b`, `a | b`, `> f` end it (each
@@ -183,7 +190,7 @@ fn every_vpbox_command_the_documents_and_units_show_parses() {
 fn the_splitter_reads_quotes_continuations_and_optional_parts() {
     assert_eq!(words("a 'b c' \"d e\" f\\ g ''"), ["a", "b c", "d e", "f g", ""]);
     let text = "x\n```sh\nvpbox a --b c \\\n    --d 'e f'   # note\nvpbox up [--dir x]\nls\n```\nvpbox no\n";
-    assert_eq!(commands(text), ["a --b c --d 'e f'", "up "]);
+    assert_eq!(commands(text), ["a --b c --d 'e f'", "up ", "up --dir x"]);
     let v = variants("ca a|b --x 1 … ; vpbox c --y … | grep z");
     assert_eq!(
         v,

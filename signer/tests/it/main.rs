@@ -243,6 +243,14 @@ fn every_request_is_audited_on_disk_and_an_unwritable_log_refuses_to_sign() {
     }
     let failed = failed.expect("a request fails once the log cannot rotate");
     assert!(failed.contains("the audit log cannot be written"), "{failed}");
+    // A vote then gets no signature either: none leaves unaudited.
+    let vote = payload(0, NODE, &guarded_pairs(0)[3].1);
+    match c.sign("consensus", Domain::CONSENSUS, &vote) {
+        Err(ClientError::Refused(Status::Internal, msg)) => {
+            assert!(msg.contains("the audit log cannot be written"), "{msg}");
+        }
+        other => panic!("a signature left unaudited: {other:?}"),
+    }
     std::fs::remove_file(audit.join("audit-000001.log")).unwrap();
     c.health().unwrap();
     assert!(vpbox_signer::audit::verify(&audit).is_ok_and(|v| v.files == 2));
