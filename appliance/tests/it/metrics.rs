@@ -165,7 +165,17 @@ fn status_page_in_a_browser(dir: &Path) {
         assert!(out.status.success(), "chromium: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let dom = chromium(&["--dump-dom"]);
+    // A node may be between views for a moment (status `view-change`): the page says so, and
+    // the test asks again until every member is up, as a person would look again.
+    let all_up = |page: &str| page.matches("\" class=\"up\"><td>node").count() == 4;
+    let mut dom = String::new();
+    for _ in 0..20 {
+        dom = chromium(&["--dump-dom"]);
+        if all_up(&dom) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
     assert!(dom.contains("<title>vpbox · node1 (bank-a)</title>"), "{dom}");
     assert!(dom.contains("id=\"health\" class=\"ok\">HEALTHY"), "{dom}");
     assert!(dom.contains("id=\"alarms\" class=\"none\""), "{dom}");
