@@ -34,6 +34,9 @@ enum Command {
     /// Sales-slip anchors: what a POSP puts on the ledger.
     #[command(subcommand)]
     Anchor(AnchorCommand),
+    /// Proofs an outsider checks offline: get an anchor's bundle, verify one, show one.
+    #[command(subcommand)]
+    Proof(crate::proof_cmd::ProofCommand),
     /// HSM keys for security officers: tokens, keygen, keys, inspect, selftest, retire.
     #[command(subcommand)]
     Hsm(crate::hsm_cmd::HsmCommand),
@@ -352,6 +355,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Anchor(AnchorCommand::Get(a)) => crate::client_cmd::get(&a),
         Command::Anchor(AnchorCommand::Verify(a)) => crate::client_cmd::verify(&a),
         Command::Anchor(AnchorCommand::Check(a)) => crate::client_cmd::check(&a),
+        Command::Proof(cmd) => crate::proof_cmd::run(&cmd),
         Command::Node(NodeCommand::Run(a)) => crate::cluster_cmd::node_run(&a),
         Command::Config(ConfigCommand::Check(a)) => crate::cluster_cmd::config_check(&a.config),
         Command::Config(ConfigCommand::Example) => {

@@ -499,7 +499,7 @@ fn signer_from_file(path: &Path) -> Result<SoftwareSigner> {
     Ok(SoftwareSigner::new(SecretKey::from_pem(&pem).with_context(|| path.display().to_string())?))
 }
 
-fn hex32(s: &str, what: &str) -> Result<[u8; 32]> {
+pub(crate) fn hex32(s: &str, what: &str) -> Result<[u8; 32]> {
     Digest::from_hex(s.trim()).map(|d| d.0).with_context(|| {
         format!("{what} must be 32 bytes as 64 hex digits (0x optional), not {:?}", s.trim())
     })

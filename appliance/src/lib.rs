@@ -22,6 +22,7 @@ mod harden;
 mod hsm_cmd;
 mod https;
 mod netns;
+mod proof_cmd;
 mod signer_cmd;
 mod sm2_cmd;
 mod sm3_cmd;

@@ -61,6 +61,14 @@ impl Header {
         hash(self.encode())
     }
 
+    /// Decodes exactly one header (117 bytes, nothing after it).
+    pub fn decode_exact(bytes: &[u8]) -> Result<Self, Error> {
+        let mut r = Reader::new(bytes, "block header");
+        let h = Self::decode(&mut r)?;
+        r.finish()?;
+        Ok(h)
+    }
+
     fn decode(r: &mut Reader<'_>) -> Result<Self, Error> {
         if r.u8()? != 1 {
             return Err(r.fail("unsupported version"));

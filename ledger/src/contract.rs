@@ -42,7 +42,8 @@ impl PutOutcome {
         }
     }
 
-    pub(crate) fn code(self) -> u8 {
+    /// The code the block's `results_root` commits to (and a proof bundle carries).
+    pub fn code(self) -> u8 {
         match self {
             Self::Success => 0,
             Self::KeyExists => 1,

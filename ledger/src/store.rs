@@ -27,6 +27,7 @@ const CF_CRLS: &str = "crls"; // height:u64be index:u32be → CRL DER, in public
 const TIP: &[u8] = b"tip";
 const GOVERNANCE: &[u8] = b"governance"; // the governance state (see `governance`)
 const NODES_AT: &[u8] = b"nodes@"; // ‖ height:u64be → the member list a change set there
+const CONFIG_AT: &[u8] = b"config@"; // ‖ height:u64be → count:u32 (index:u32)*: applied changes
 
 /// A stored anchor: its value and where it was anchored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +69,8 @@ pub struct Executed {
     pub crls: Vec<Vec<u8>>,
     /// The governance state after this block, when a configuration transaction changed it.
     pub governance: Option<State>,
+    /// The block indices of the configuration transactions applied here, in order.
+    pub configs: Vec<u32>,
 }
 
 impl Executed {
@@ -266,6 +269,32 @@ impl Ledger {
         Ok(out)
     }
 
+    /// Every block that applied configuration transactions (whatever they changed: roots,
+    /// banks or nodes): its height and the block indices of those transactions, oldest first.
+    /// What a proof bundle carries so that its verifier can follow the consortium from its
+    /// genesis. (Ledgers written before this record existed have none for their earlier
+    /// changes; such a chain's proofs across them fail closed at the first changed epoch.)
+    pub fn config_changes(&self) -> Result<Vec<(u64, Vec<u32>)>, Error> {
+        let mut out = Vec::new();
+        let mode = IteratorMode::From(CONFIG_AT, rocksdb::Direction::Forward);
+        for item in self.db.iterator_cf(self.cf(CF_META)?, mode) {
+            let (k, v) = item?;
+            let Some(h) = k.strip_prefix(CONFIG_AT) else { break };
+            let height = u64::from_be_bytes(
+                h.try_into().map_err(|_| Error::Corrupt("configuration change key".into()))?,
+            );
+            let mut r = Reader::new(&v, "configuration change");
+            let n = r.u32()? as usize;
+            if n > r.rest_len() / 4 {
+                return Err(Error::Corrupt("configuration change count".into()));
+            }
+            let indices = (0..n).map(|_| r.u32()).collect::<Result<Vec<_>, Error>>()?;
+            r.finish()?;
+            out.push((height, indices));
+        }
+        Ok(out)
+    }
+
     /// Checks a configuration transaction against the committed state, as its block will:
     /// `Ok` with the state it leads to, or the reason it would be refused.
     pub fn check_config(&self, tx: &Tx) -> Result<State, String> {
@@ -430,6 +459,7 @@ impl Ledger {
             certs: Vec::new(),
             crls: Vec::new(),
             governance: None,
+            configs: Vec::new(),
         };
         self.write(&executed, &[])
     }
@@ -465,6 +495,7 @@ impl Ledger {
         // a transaction is this, else a speculative block's below, else the committed one —
         // looked up only when a configuration transaction needs it).
         let mut changed: Option<State> = None;
+        let mut configs = Vec::new();
         for (index, tx) in txs.iter().enumerate() {
             let tx_hash = tx.hash();
             timestamp_ms = timestamp_ms.max(tx.body.timestamp_ms);
@@ -510,6 +541,7 @@ impl Ledger {
                             }
                             trust = Some(t);
                             changed = Some(next);
+                            configs.push(index as u32);
                             outcomes.push(PutOutcome::Success);
                         }
                         Err(_) => outcomes.push(PutOutcome::ConfigRefused),
@@ -579,7 +611,7 @@ impl Ledger {
             timestamp_ms,
         };
         let block = Block { header, tx_hashes, certificate: Vec::new() };
-        Ok(Executed { block, txs, receipts, anchors, certs, crls, governance: changed })
+        Ok(Executed { block, txs, receipts, anchors, certs, crls, governance: changed, configs })
     }
 
     /// Makes `executed` (the block right above the tip) durable with its commit certificate,
@@ -662,6 +694,13 @@ impl Ledger {
                 batch.put_cf(self.cf(CF_META)?, key, v);
             }
             batch.put_cf(self.cf(CF_META)?, GOVERNANCE, state.encode());
+            let mut key = CONFIG_AT.to_vec();
+            key.extend_from_slice(&h.height.to_be_bytes());
+            let mut v = (executed.configs.len() as u32).to_be_bytes().to_vec();
+            for i in &executed.configs {
+                v.extend_from_slice(&i.to_be_bytes());
+            }
+            batch.put_cf(self.cf(CF_META)?, key, v);
         }
         let mut block = executed.block.clone();
         block.certificate = certificate.to_vec();

@@ -25,12 +25,14 @@ pub const SLIP_MAX: usize = 16 << 20;
 /// The read API over a ledger the node writes.
 pub struct ReadApi {
     ledger: Arc<RwLock<Ledger>>,
+    /// The genesis file's bytes, which every proof bundle carries.
+    genesis: Arc<[u8]>,
 }
 
 impl ReadApi {
-    /// Serves `ledger`.
-    pub fn new(ledger: Arc<RwLock<Ledger>>) -> Self {
-        Self { ledger }
+    /// Serves `ledger`, founded by the genesis file `genesis`.
+    pub fn new(ledger: Arc<RwLock<Ledger>>, genesis: Arc<[u8]>) -> Self {
+        Self { ledger, genesis }
     }
 
     fn with<T>(
@@ -95,6 +97,9 @@ impl ReadApi {
         let path = merkle::proof(&block.tx_hashes, index as usize).ok_or_else(|| {
             RpcError::new(RpcError::INTERNAL, "transaction index outside its block")
         })?;
+        let bundle = self
+            .with(|l| vpbox_proof::build::bundle(l, &self.genesis, &key))?
+            .ok_or_else(|| RpcError::new(RpcError::INVALID_PARAMS, contract::KEY_NOT_EXIST))?;
         Ok(json!({
             "key": hex0x(&key),
             "value": hex0x(&rec.value),
@@ -106,6 +111,7 @@ impl ReadApi {
             }).collect::<Vec<_>>(),
             "blockHeader": hex0x(&block.header.encode()),
             "commitCertificate": hex0x(&block.certificate),
+            "bundle": hex0x(&bundle.encode()),
         }))
     }
 

@@ -26,7 +26,7 @@ pub mod api;
 pub mod blocks;
 pub mod client;
 pub mod config;
-pub mod genesis;
+pub use vpbox_proof::genesis;
 pub mod host;
 pub mod http;
 pub mod inbox;

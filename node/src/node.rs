@@ -47,7 +47,7 @@ use vpbox_consensus::{
     Verifier, WalRecord, verify_certificate,
 };
 use vpbox_ledger::block::Block;
-use vpbox_ledger::governance::{Member as LMember, State};
+use vpbox_ledger::governance::State;
 use vpbox_ledger::tx::Tx;
 use vpbox_ledger::{Executed, Ledger, Receipt};
 use vpbox_signer_client::{Client, ClientError};
@@ -56,6 +56,7 @@ use vpbox_sm::sm2::{PublicKey, Signature};
 use vpbox_sm::sm3::{Digest, hash};
 
 use crate::genesis::{Genesis, NodeEntry};
+use vpbox_proof::epochs::derive_configs;
 use crate::host::{Clock, Log, SignQueue, SystemClock, Transport};
 use crate::inbox::{Closed, Inbox, Outbox};
 use crate::intake::Intake;
@@ -804,13 +805,9 @@ impl<V: Verifier + Clone> Driver<V> {
 
     /// The configuration that certifies sequence number `seq`.
     fn config_for(&self, seq: u64) -> Option<Config> {
-        let mut config = self.genesis.consensus_config().ok()?;
-        for c in self.configs() {
-            if c.after().0 < seq {
-                config = c;
-            }
-        }
-        Some(config)
+        let genesis = self.genesis.consensus_config().ok()?;
+        let configs = self.configs();
+        Some(vpbox_proof::epochs::config_for(&genesis, &configs, seq).clone())
     }
 
     /// Points the peer links at the members of the committed governance state.
@@ -1064,33 +1061,6 @@ impl<V: Verifier + Clone> Driver<V> {
     }
 }
 
-/// The configurations node changes lead to (see [`Driver::configs`]): `changes` are the
-/// heights of committed blocks and the member lists they named, oldest first; `k` is the
-/// checkpoint interval.
-pub fn derive_configs(genesis: Config, changes: &[(u64, Vec<LMember>)], k: u64) -> Vec<Config> {
-    let mut out: Vec<Config> = Vec::new();
-    let mut current = genesis;
-    for (s, members) in changes {
-        // A pending configuration switched at its checkpoint if that lies below this change.
-        if let Some(last) = out.last() {
-            if last.after().0 < *s && last.epoch() > current.epoch() {
-                current = last.clone();
-            }
-        }
-        let after = SeqNo(s.div_ceil(k.max(1)).saturating_mul(k.max(1)));
-        let members = members
-            .iter()
-            .map(|(id, key)| Member { id: NodeId(*id), public_key: CKey(key.to_vec()) })
-            .collect();
-        let Ok(next) = current.successor(members, after) else { continue };
-        if out.last().is_some_and(|l| l.epoch() == next.epoch()) {
-            out.pop();
-        }
-        out.push(next);
-    }
-    out
-}
-
 fn entry_of(block: &Block) -> Option<CommittedEntry> {
     let certificate = decode_certificate(&block.certificate).ok()?;
     Some(CommittedEntry {
@@ -1106,49 +1076,4 @@ fn entry_of(block: &Block) -> Option<CommittedEntry> {
 fn fatal(msg: &str) -> ! {
     tracing::error!("fatal: {msg}; stopping");
     std::process::exit(70)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn members(ids: &[u32]) -> Vec<LMember> {
-        ids.iter().map(|i| (*i, [*i as u8; 65])).collect()
-    }
-
-    fn ids(c: &Config) -> Vec<u32> {
-        c.members().iter().map(|m| m.id.0).collect()
-    }
-
-    #[test]
-    fn configurations_follow_the_engines_rule_for_node_changes() {
-        let genesis = Config::new(
-            (1..=4)
-                .map(|i| Member { id: NodeId(i), public_key: CKey(vec![i as u8; 65]) })
-                .collect(),
-            CDigest([0; 32]),
-        )
-        .unwrap();
-        // K = 10. Changes at 3, 7 and 10 all fall before the switch at 10: one epoch, the last
-        // list. A change at 11 is the next epoch, from 20; one at 25 the third, from 30.
-        let changes = vec![
-            (3, members(&[1, 2, 3, 4, 5])),
-            (7, members(&[1, 2, 3, 4, 6])),
-            (10, members(&[1, 2, 3, 4, 7])),
-            (11, members(&[2, 3, 4, 7])),
-            (25, members(&[2, 3, 4, 7, 8])),
-        ];
-        let got = derive_configs(genesis.clone(), &changes, 10);
-        let summary: Vec<(u64, u64, Vec<u32>)> =
-            got.iter().map(|c| (c.epoch(), c.after().0, ids(c))).collect();
-        assert_eq!(
-            summary,
-            vec![
-                (1, 10, vec![1, 2, 3, 4, 7]),
-                (2, 20, vec![2, 3, 4, 7]),
-                (3, 30, vec![2, 3, 4, 7, 8]),
-            ]
-        );
-        assert!(derive_configs(genesis, &[], 10).is_empty());
-    }
 }

@@ -228,7 +228,7 @@ pub fn run(
             .map_err(|e| StartError(format!("thread: {e}")))?;
     }
     let api = NodeApi {
-        read: ReadApi::new(Arc::clone(&ledger)),
+        read: ReadApi::new(Arc::clone(&ledger), genesis.bytes.clone().into()),
         trust_changes,
         ledger,
         genesis: Arc::clone(&genesis),
@@ -903,6 +903,7 @@ mod tests {
         let genesis = Genesis {
             chain_id: "t".into(),
             hash: vpbox_sm::sm3::hash(b"t"),
+            bytes: b"t".to_vec(),
             timestamp_ms: 0,
             tx_window_ms: 600_000,
             params: vpbox_consensus::Params::default(),
@@ -912,7 +913,7 @@ mod tests {
         let inbox = Inbox::new();
         let trust_changes = ledger.read().unwrap().trust_changes();
         let api = NodeApi {
-            read: ReadApi::new(Arc::clone(&ledger)),
+            read: ReadApi::new(Arc::clone(&ledger), genesis.bytes.clone().into()),
             ledger,
             genesis: Arc::new(genesis),
             events: inbox.outbox(Source::Local),

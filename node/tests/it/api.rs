@@ -50,7 +50,7 @@ fn anchored_slips_are_found_verified_and_proven() {
     let executed = ledger.execute(&[], txs.clone()).unwrap();
     ledger.commit(&executed, &[]).unwrap();
     let block = executed.block;
-    let api = ReadApi::new(Arc::new(RwLock::new(ledger)));
+    let api = ReadApi::new(Arc::new(RwLock::new(ledger)), Arc::from(&b"api test"[..]));
 
     let got = call(&api, "anchor_get", json!([format!("0x{}", anchor.key.to_hex())]));
     assert_eq!(got["result"]["ok"], true);

@@ -22,7 +22,7 @@
 //!   CA is not the root), which must name the node (CN) and the bank (O) and certify that very
 //!   key — every founding node is admitted by certificate.
 //! - A node entry is an identity only. Where a node is reached is not consortium state: each
-//!   box's own configuration ([`crate::config`]) names its sockets and its peers' addresses, so
+//!   box's own configuration ((`vpbox_node::config`)) names its sockets and its peers' addresses, so
 //!   a box moves without a vote and the genesis holds nothing of one machine. (Genesis files of
 //!   earlier versions carried `peer` and `rpc` endpoints; they are refused with a message saying
 //!   so, and removing them founds a new chain, since the file's hash is the chain's identity.)
@@ -115,6 +115,8 @@ pub struct Genesis {
     pub chain_id: String,
     /// SM3 of the file's bytes.
     pub hash: Digest,
+    /// The file's bytes, exactly (what a proof bundle carries).
+    pub bytes: Vec<u8>,
     /// Block 0's timestamp.
     pub timestamp_ms: u64,
     /// How far a transaction's timestamp may be from a node's clock.
@@ -246,6 +248,7 @@ impl Genesis {
         Ok(Self {
             chain_id: raw.chain_id,
             hash: hash(bytes),
+            bytes: bytes.to_vec(),
             timestamp_ms: raw.timestamp_ms,
             tx_window_ms: raw.tx_window_ms,
             params,

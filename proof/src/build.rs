@@ -1,0 +1,89 @@
+//! Builds a proof bundle from a node's ledger (`anchor_getProof`): the anchor's block with its
+//! results, and every block that applied a configuration change up to it, with the admins'
+//! certificate chains the verifier needs to check their approvals.
+
+use vpbox_ledger::block::Block;
+use vpbox_ledger::governance::ConfigTx;
+use vpbox_ledger::tx::Payload;
+use vpbox_ledger::{Error, Ledger};
+use vpbox_sm::sm3::Digest;
+
+use crate::bundle::{AnchorPart, Bundle, Evidence, GovBlock, Outcome, Proven};
+
+fn corrupt(what: String) -> Error {
+    Error::Corrupt(what)
+}
+
+fn block(l: &Ledger, height: u64) -> Result<Block, Error> {
+    l.block(height)?.ok_or_else(|| corrupt(format!("block {height} missing")))
+}
+
+/// A block with its results: the outcome codes of each transaction that executed in it (a
+/// repeat of an earlier transaction has a receipt elsewhere and no result here).
+fn evidence(l: &Ledger, b: Block) -> Result<Evidence, Error> {
+    let mut results = Vec::new();
+    for (i, h) in b.tx_hashes.iter().enumerate() {
+        if let Some(r) = l.receipt(h)? {
+            if r.height == b.header.height && r.index as usize == i {
+                results.push(Outcome {
+                    index: i as u32,
+                    codes: r.outcomes.iter().map(|o| o.code()).collect(),
+                });
+            }
+        }
+    }
+    Ok(Evidence { header: b.header, tx_hashes: b.tx_hashes, certificate: b.certificate, results })
+}
+
+fn proven(l: &Ledger, b: &Block, index: u32) -> Result<Proven, Error> {
+    let h = b.tx_hashes.get(index as usize).ok_or_else(|| {
+        corrupt(format!("block {}: no transaction at {index}", b.header.height))
+    })?;
+    let (_, _, tx) =
+        l.transaction(h)?.ok_or_else(|| corrupt(format!("transaction {} missing", h.to_hex())))?;
+    Ok(Proven { index, tx: tx.encode() })
+}
+
+/// The proof bundle of the anchor at `key`, or `None` when the key has none. `genesis` is the
+/// genesis file's bytes.
+pub fn bundle(l: &Ledger, genesis: &[u8], key: &[u8; 32]) -> Result<Option<Bundle>, Error> {
+    let Some(rec) = l.anchor(key)? else { return Ok(None) };
+    let mut governance = Vec::new();
+    for (height, indices) in l.config_changes()? {
+        if height > rec.height {
+            break;
+        }
+        let b = block(l, height)?;
+        let configs = indices.iter().map(|i| proven(l, &b, *i)).collect::<Result<Vec<_>, _>>()?;
+        // Who signed them: each submitter and each approving admin, once.
+        let mut who: Vec<Digest> = Vec::new();
+        for p in &configs {
+            let tx = vpbox_ledger::tx::Tx::decode(&p.tx)?;
+            who.push(tx.body.submitter);
+            if let Payload::Config(bytes) = &tx.body.payload {
+                who.extend(ConfigTx::decode(bytes)?.approvals.iter().map(|a| a.admin));
+            }
+        }
+        who.sort_unstable_by_key(|d| d.0);
+        who.dedup();
+        let mut admins = Vec::new();
+        for d in &who {
+            if let Some(der) = l.certificate(d)? {
+                admins.push(der);
+            }
+        }
+        governance.push(GovBlock { evidence: evidence(l, b)?, configs, admins });
+    }
+    let b = block(l, rec.height)?;
+    let (_, index, tx) = l
+        .transaction(&rec.tx)?
+        .ok_or_else(|| corrupt(format!("transaction {} missing", rec.tx.to_hex())))?;
+    let submitter = l.certificate(&tx.body.submitter)?.unwrap_or_default();
+    let anchor = AnchorPart {
+        evidence: evidence(l, b)?,
+        key: *key,
+        tx: Proven { index, tx: tx.encode() },
+        submitter,
+    };
+    Ok(Some(Bundle { genesis: genesis.to_vec(), governance, anchor }))
+}

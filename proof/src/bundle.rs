@@ -1,0 +1,410 @@
+//! The proof bundle: one self-contained file that proves an anchor to someone who holds only
+//! the consortium's genesis hash (or its founding roots). `docs/proof-format.md` describes
+//! every byte; this is its one encoder and its bounded decoder.
+//!
+//! ```text
+//! bundle    = magic:"VPBOX-PROOF\0" version:u8=1 genesis:bytes
+//!             ngov:u32 govblock* anchor
+//! govblock  = evidence nconfig:u32 proven* nadmin:u32 chain:bytes*
+//! anchor    = evidence key:[32] proven submitter:bytes
+//! evidence  = header:[117] ntx:u32 tx_hash:[32]*ntx certificate:bytes
+//!             nresult:u32 (index:u32 ncodes:u32 code:u8*ncodes)*
+//! proven    = index:u32 tx:bytes
+//! bytes     = len:u32 data                       (every integer big-endian)
+//! ```
+//!
+//! - `genesis` is the genesis file, byte for byte (its SM3 is the chain's identity).
+//! - A `govblock` is a block that applied configuration transactions, with those
+//!   transactions (`proven`) and the certificate chains of the admins who approved them; the
+//!   bundle carries every such block from the genesis up to the anchor's block, oldest first,
+//!   so that the verifier follows the membership epoch by epoch.
+//! - `evidence` is a block as the ledger stores it (header, every transaction hash,
+//!   commit certificate) with the block's execution results (the executed transactions'
+//!   indices and outcome codes), from which the verifier recomputes `tx_root`,
+//!   `results_root` and the digest the certificate signs.
+//! - `anchor` names the key, the transaction that anchored it (and its index in the block) and
+//!   the submitter's certificate chain as it enrolled it.
+//!
+//! The encoding is canonical: each value has exactly one encoding, and decoding refuses
+//! anything after the end. The decoder is bounded: every count is checked against the bytes
+//! that remain before anything is allocated, and the whole bundle against [`BUNDLE_MAX`].
+
+use serde_json::{Value, json};
+use vpbox_ledger::block::{BLOCK_TX_MAX, CERT_MAX, Header};
+use vpbox_ledger::tx::{BATCH_MAX, TX_MAX};
+use vpbox_sm::sm3::Digest;
+use vpbox_wire::Reader;
+
+/// The first bytes of every bundle.
+pub const MAGIC: &[u8; 12] = b"VPBOX-PROOF\0";
+/// The format version this build writes and reads.
+pub const VERSION: u8 = 1;
+/// The largest bundle read (a full block's hashes and results are about 4 MiB).
+pub const BUNDLE_MAX: usize = 64 * 1024 * 1024;
+/// The largest genesis file carried.
+pub const GENESIS_MAX: usize = 1024 * 1024;
+/// The most configuration blocks one bundle carries.
+pub const GOV_BLOCKS_MAX: usize = 4096;
+/// The most configuration transactions proven in one block.
+pub const CONFIGS_MAX: usize = 256;
+/// The most admin certificate chains carried for one block.
+pub const ADMINS_MAX: usize = 1024;
+/// The largest certificate chain (a leaf and its issuing CAs).
+pub const CHAIN_MAX: usize = 64 * 1024;
+/// The length of an encoded header.
+pub const HEADER_LEN: usize = 117;
+
+/// Why bytes are not a bundle.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// Not a vpbox proof bundle.
+    #[error("not a vpbox proof bundle (the file does not start with VPBOX-PROOF)")]
+    Magic,
+    /// A version this build does not read.
+    #[error("proof bundle version {0}: this vpbox reads version {VERSION}")]
+    Version(u8),
+    /// Larger than [`BUNDLE_MAX`].
+    #[error("the bundle is {0} bytes, above the {BUNDLE_MAX}-byte limit")]
+    TooLarge(usize),
+    /// The bytes end inside a field.
+    #[error("the bundle is truncated inside {0}")]
+    Truncated(&'static str),
+    /// A count or length is above its limit or above the bytes that remain.
+    #[error("{what}: {got} is above the limit of {max}")]
+    Limit {
+        /// Which field.
+        what: &'static str,
+        /// What the bundle says.
+        got: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// Bytes after the end.
+    #[error("{0} bytes after the end of the bundle")]
+    Trailing(usize),
+}
+
+/// One executed transaction's outcome codes (`0` success, `1` key exists, `2` not admitted,
+/// `3` configuration refused), by its index in the block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The transaction's index in the block.
+    pub index: u32,
+    /// One code per put (one for other transactions).
+    pub codes: Vec<u8>,
+}
+
+/// A block as stored, with its execution results.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evidence {
+    /// The header (its SM3 is the block hash).
+    pub header: Header,
+    /// Every transaction hash of the block, in order.
+    pub tx_hashes: Vec<Digest>,
+    /// The commit certificate, as `vpbox_consensus::wire` encodes it.
+    pub certificate: Vec<u8>,
+    /// The outcomes of the transactions that executed in this block, in block order.
+    pub results: Vec<Outcome>,
+}
+
+/// A transaction of a block, as signed (`body ‖ r ‖ s`), and its index there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proven {
+    /// Its index in the block.
+    pub index: u32,
+    /// The encoded transaction.
+    pub tx: Vec<u8>,
+}
+
+/// A block that applied configuration transactions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GovBlock {
+    /// The block.
+    pub evidence: Evidence,
+    /// The configuration transactions it applied, in block order.
+    pub configs: Vec<Proven>,
+    /// The certificate chains (leaf first, DER concatenated) of the admins who submitted and
+    /// approved them.
+    pub admins: Vec<Vec<u8>>,
+}
+
+/// The anchor proven.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnchorPart {
+    /// The block that anchored it.
+    pub evidence: Evidence,
+    /// The anchor key.
+    pub key: [u8; 32],
+    /// The transaction that anchored it.
+    pub tx: Proven,
+    /// The submitter's certificate chain as it enrolled it (leaf first, DER concatenated).
+    pub submitter: Vec<u8>,
+}
+
+/// A proof bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bundle {
+    /// The genesis file's bytes.
+    pub genesis: Vec<u8>,
+    /// Every block that applied a configuration change up to the anchor's, oldest first.
+    pub governance: Vec<GovBlock>,
+    /// The anchor.
+    pub anchor: AnchorPart,
+}
+
+fn put_bytes(w: &mut Vec<u8>, b: &[u8]) {
+    w.extend_from_slice(&(b.len() as u32).to_be_bytes());
+    w.extend_from_slice(b);
+}
+
+fn put_evidence(w: &mut Vec<u8>, e: &Evidence) {
+    w.extend_from_slice(&e.header.encode());
+    w.extend_from_slice(&(e.tx_hashes.len() as u32).to_be_bytes());
+    for h in &e.tx_hashes {
+        w.extend_from_slice(h.as_bytes());
+    }
+    put_bytes(w, &e.certificate);
+    w.extend_from_slice(&(e.results.len() as u32).to_be_bytes());
+    for r in &e.results {
+        w.extend_from_slice(&r.index.to_be_bytes());
+        put_bytes(w, &r.codes);
+    }
+}
+
+fn put_proven(w: &mut Vec<u8>, p: &Proven) {
+    w.extend_from_slice(&p.index.to_be_bytes());
+    put_bytes(w, &p.tx);
+}
+
+impl Bundle {
+    /// The canonical encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = MAGIC.to_vec();
+        w.push(VERSION);
+        put_bytes(&mut w, &self.genesis);
+        w.extend_from_slice(&(self.governance.len() as u32).to_be_bytes());
+        for g in &self.governance {
+            put_evidence(&mut w, &g.evidence);
+            w.extend_from_slice(&(g.configs.len() as u32).to_be_bytes());
+            for p in &g.configs {
+                put_proven(&mut w, p);
+            }
+            w.extend_from_slice(&(g.admins.len() as u32).to_be_bytes());
+            for a in &g.admins {
+                put_bytes(&mut w, a);
+            }
+        }
+        put_evidence(&mut w, &self.anchor.evidence);
+        w.extend_from_slice(&self.anchor.key);
+        put_proven(&mut w, &self.anchor.tx);
+        put_bytes(&mut w, &self.anchor.submitter);
+        w
+    }
+
+    /// Decodes untrusted bytes (bounded; see the module's notes).
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        if bytes.len() > BUNDLE_MAX {
+            return Err(DecodeError::TooLarge(bytes.len()));
+        }
+        let mut r = Cursor(Reader::new(bytes));
+        if r.take(MAGIC.len(), "the magic").ok() != Some(&MAGIC[..]) {
+            return Err(DecodeError::Magic);
+        }
+        let v = r.u8("the version")?;
+        if v != VERSION {
+            return Err(DecodeError::Version(v));
+        }
+        let genesis = r.bytes("the genesis", GENESIS_MAX)?.to_vec();
+        // A block's evidence is at least a header and three counts.
+        let ngov = r.count("the configuration block count", GOV_BLOCKS_MAX, HEADER_LEN + 12)?;
+        let mut governance = Vec::with_capacity(ngov);
+        for _ in 0..ngov {
+            let evidence = r.evidence()?;
+            let n = r.count("a configuration transaction count", CONFIGS_MAX, 8)?;
+            let configs = (0..n).map(|_| r.proven()).collect::<Result<_, _>>()?;
+            let n = r.count("an admin count", ADMINS_MAX, 4)?;
+            let admins = (0..n)
+                .map(|_| r.bytes("an admin certificate chain", CHAIN_MAX).map(<[u8]>::to_vec))
+                .collect::<Result<_, _>>()?;
+            governance.push(GovBlock { evidence, configs, admins });
+        }
+        let evidence = r.evidence()?;
+        let key = r.array("the anchor key")?;
+        let tx = r.proven()?;
+        let submitter = r.bytes("the submitter's certificate chain", CHAIN_MAX)?.to_vec();
+        r.0.finish().map_err(|t| DecodeError::Trailing(t.0))?;
+        Ok(Self { genesis, governance, anchor: AnchorPart { evidence, key, tx, submitter } })
+    }
+
+    /// The JSON rendering (`vpbox proof show`): every field, byte strings as lowercase hex
+    /// with `0x`, the genesis as its text. It is a view for people and tools; the binary
+    /// encoding is what is verified.
+    pub fn to_json(&self) -> Value {
+        let hex0x = |b: &[u8]| format!("0x{}", hex::encode(b));
+        let evidence = |e: &Evidence| {
+            json!({
+                "header": hex0x(&e.header.encode()),
+                "height": e.header.height,
+                "blockHash": hex0x(e.header.hash().as_bytes()),
+                "txHashes": e.tx_hashes.iter().map(|h| hex0x(h.as_bytes())).collect::<Vec<_>>(),
+                "certificate": hex0x(&e.certificate),
+                "results": e.results.iter().map(|r| json!({
+                    "index": r.index, "codes": r.codes,
+                })).collect::<Vec<_>>(),
+            })
+        };
+        let proven = |p: &Proven| json!({ "index": p.index, "tx": hex0x(&p.tx) });
+        json!({
+            "version": VERSION,
+            "genesis": String::from_utf8_lossy(&self.genesis),
+            "genesisHash": hex0x(vpbox_sm::sm3::hash(&self.genesis).as_bytes()),
+            "governance": self.governance.iter().map(|g| json!({
+                "block": evidence(&g.evidence),
+                "configs": g.configs.iter().map(proven).collect::<Vec<_>>(),
+                "admins": g.admins.iter().map(|a| hex0x(a)).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "anchor": {
+                "block": evidence(&self.anchor.evidence),
+                "key": hex0x(&self.anchor.key),
+                "tx": proven(&self.anchor.tx),
+                "submitter": hex0x(&self.anchor.submitter),
+            },
+        })
+    }
+}
+
+/// The bundle's reader: the shared bounded cursor with the bundle's errors.
+struct Cursor<'a>(Reader<'a>);
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
+        self.0.take(n).map_err(|_| DecodeError::Truncated(what))
+    }
+
+    fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
+        self.0.u8().map_err(|_| DecodeError::Truncated(what))
+    }
+
+    fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
+        self.0.u32().map_err(|_| DecodeError::Truncated(what))
+    }
+
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], DecodeError> {
+        self.0.array().map_err(|_| DecodeError::Truncated(what))
+    }
+
+    /// A count of items of at least `min_len` bytes each, at most `max`.
+    fn count(&mut self, what: &'static str, max: usize, min_len: usize) -> Result<usize, DecodeError> {
+        let n = self.u32(what)? as usize;
+        let fits = self.0.remaining() / min_len.max(1);
+        if n > max || n > fits {
+            return Err(DecodeError::Limit { what, got: n as u64, max: max.min(fits) as u64 });
+        }
+        Ok(n)
+    }
+
+    fn bytes(&mut self, what: &'static str, max: usize) -> Result<&'a [u8], DecodeError> {
+        let n = self.u32(what)? as usize;
+        if n > max {
+            return Err(DecodeError::Limit { what, got: n as u64, max: max as u64 });
+        }
+        self.take(n, what)
+    }
+
+    fn proven(&mut self) -> Result<Proven, DecodeError> {
+        let index = self.u32("a transaction index")?;
+        let tx = self.bytes("a transaction", TX_MAX)?.to_vec();
+        Ok(Proven { index, tx })
+    }
+
+    fn evidence(&mut self) -> Result<Evidence, DecodeError> {
+        let raw = self.take(HEADER_LEN, "a block header")?;
+        let header = Header::decode_exact(raw).map_err(|_| DecodeError::Truncated("a block header"))?;
+        let n = self.count("a block's transaction count", BLOCK_TX_MAX as usize, 32)?;
+        let tx_hashes = (0..n)
+            .map(|_| self.array("a transaction hash").map(Digest))
+            .collect::<Result<_, _>>()?;
+        let certificate = self.bytes("a commit certificate", CERT_MAX as usize)?.to_vec();
+        let n = self.count("a block's result count", BLOCK_TX_MAX as usize, 8)?;
+        let mut results = Vec::with_capacity(n);
+        for _ in 0..n {
+            let index = self.u32("a result index")?;
+            let codes = self.bytes("a result's codes", BATCH_MAX as usize)?.to_vec();
+            results.push(Outcome { index, codes });
+        }
+        Ok(Evidence { header, tx_hashes, certificate, results })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> Bundle {
+        let header = Header {
+            height: 7,
+            parent: Digest([1; 32]),
+            tx_root: Digest([2; 32]),
+            results_root: Digest([3; 32]),
+            tx_count: 2,
+            timestamp_ms: 1_764_000_000_000,
+        };
+        let evidence = Evidence {
+            header,
+            tx_hashes: vec![Digest([4; 32]), Digest([5; 32])],
+            certificate: vec![1, 2, 3],
+            results: vec![Outcome { index: 1, codes: vec![0, 1] }],
+        };
+        Bundle {
+            genesis: b"{\"chain_id\":\"x\"}".to_vec(),
+            governance: vec![GovBlock {
+                evidence: evidence.clone(),
+                configs: vec![Proven { index: 0, tx: vec![9; 40] }],
+                admins: vec![vec![7; 20]],
+            }],
+            anchor: AnchorPart {
+                evidence,
+                key: [6; 32],
+                tx: Proven { index: 1, tx: vec![8; 50] },
+                submitter: vec![5; 30],
+            },
+        }
+    }
+
+    #[test]
+    fn a_bundle_round_trips_and_its_encoding_is_the_only_one() {
+        let b = sample();
+        let bytes = b.encode();
+        assert_eq!(&bytes[..12], MAGIC);
+        assert_eq!(Bundle::decode(&bytes).unwrap(), b);
+        // Every strict prefix is truncated; one byte more is trailing.
+        for cut in 0..bytes.len() {
+            assert!(Bundle::decode(&bytes[..cut]).is_err(), "prefix of {cut} bytes");
+        }
+        let mut more = bytes.clone();
+        more.push(0);
+        assert_eq!(Bundle::decode(&more), Err(DecodeError::Trailing(1)));
+        let json = b.to_json();
+        assert_eq!(json["anchor"]["block"]["height"], 7);
+        assert_eq!(json["governance"][0]["configs"][0]["index"], 0);
+    }
+
+    #[test]
+    fn the_decoder_names_what_is_wrong_and_allocates_nothing_for_a_lie() {
+        let mut bytes = sample().encode();
+        bytes[12] = 2;
+        assert_eq!(Bundle::decode(&bytes), Err(DecodeError::Version(2)));
+        assert_eq!(Bundle::decode(b"PK\x03\x04"), Err(DecodeError::Magic));
+        // A governance count of 4 billion in a short file: refused before allocating.
+        let mut lie = MAGIC.to_vec();
+        lie.push(VERSION);
+        lie.extend_from_slice(&0u32.to_be_bytes());
+        lie.extend_from_slice(&u32::MAX.to_be_bytes());
+        assert!(matches!(Bundle::decode(&lie), Err(DecodeError::Limit { got: 4_294_967_295, .. })));
+        assert_eq!(
+            Bundle::decode(&vec![0; BUNDLE_MAX + 1]),
+            Err(DecodeError::TooLarge(BUNDLE_MAX + 1))
+        );
+    }
+}

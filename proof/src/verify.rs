@@ -1,0 +1,586 @@
+//! The verifier of a proof bundle: `docs/proof-format.md` §4, step by step. Offline and
+//! sans-IO: bytes in, a [`Verdict`] or a [`Refusal`] out. It trusts nothing in the bundle but
+//! what the trust anchor (the genesis hash, or the founding roots) vouches for, and it fails
+//! closed: anything it cannot check is a refusal with its reason.
+//!
+//! What it does not check, and why (also in the format document):
+//! - CRLs. Revocation is decided by the ledger at execution, and the outcome code the quorum
+//!   certified says the submitter was admitted then. The verifier checks the submitter's
+//!   certificate chain, validity at the transaction's time and profile under its bank's root,
+//!   not the CRLs published later.
+//! - Blocks between the configuration changes and the anchor's block. The certificate of a
+//!   block binds it through the epoch's member keys, not through the header chain (the
+//!   consistency proof, *planned*, is what binds one head to another).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use vpbox_ca::CertProfile;
+use vpbox_ca::policy::{Decision, Identity};
+use vpbox_consensus::wire::{batch_digest, block_digest, decode_certificate};
+use vpbox_consensus::{
+    Batch, Config, Digest as CDigest, Error as CError, PublicKey as CKey, SeqNo,
+    Signature as CSig, Verification as CVer, Verifier, verify_certificate,
+};
+use vpbox_ledger::block::results_root;
+use vpbox_ledger::governance::{ConfigTx, Member, Proposal, State};
+use vpbox_ledger::merkle;
+use vpbox_ledger::tx::{Payload, Tx};
+use vpbox_sm::Domain;
+use vpbox_sm::sm2::{PublicKey, Signature};
+use vpbox_sm::sm3::{Digest, hash};
+
+use crate::bundle::{Bundle, Evidence, Proven};
+use crate::epochs::{config_for, derive_configs};
+use crate::genesis::Genesis;
+
+/// What the verifier is told to trust.
+#[derive(Debug, Clone)]
+pub enum TrustAnchor {
+    /// The consortium's genesis hash (its chain identity).
+    GenesisHash(Digest),
+    /// The founding banks' root certificates (DER): the bundle's genesis must found the
+    /// consortium on exactly these.
+    Roots(Vec<Vec<u8>>),
+}
+
+/// Why a bundle is refused: one reason per check, named as in `docs/proof-format.md` and in
+/// `testdata/proofs/manifest.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The bytes are not a bundle of this version.
+    Malformed,
+    /// The bundle is of another consortium (genesis hash or founding roots differ).
+    OtherChain,
+    /// The genesis file does not parse or does not hold.
+    Genesis,
+    /// The configuration blocks are out of order or above the anchor's block.
+    GovernanceOrder,
+    /// A configuration transaction is not in its block, not a configuration, or not applied.
+    GovernanceNotApplied,
+    /// A configuration change is not approved by more than two thirds of the member banks,
+    /// or one of its approvals does not verify.
+    GovernanceNotApproved,
+    /// A configuration change does not apply to the state before it (wrong target, an
+    /// invalid change, a submitter that is not an admin).
+    GovernanceRefused,
+    /// The transaction hashes do not make the header's `tx_root` (or their count differs).
+    TxRoot,
+    /// The results do not make the header's `results_root`.
+    ResultsRoot,
+    /// The commit certificate does not decode.
+    CertificateMalformed,
+    /// The commit certificate is for another block.
+    CertificateOtherBlock,
+    /// A signer of the certificate is not a member of the block's epoch.
+    SignerNotMember,
+    /// A signer appears twice.
+    DuplicateSigner,
+    /// A signature of the certificate does not verify.
+    Signature,
+    /// Fewer distinct members signed than the epoch's quorum.
+    BelowQuorum,
+    /// The anchor's transaction is not the one at its index in the block.
+    TxNotInBlock,
+    /// The transaction's signature does not verify under the submitter's certificate.
+    TxSignature,
+    /// The submitter's certificate is not a POSP certificate of a member bank valid at the
+    /// transaction's time, or it is not the key that signed.
+    SubmitterRefused,
+    /// The transaction did not anchor this key (not in it, not executed in this block, or
+    /// its put did not succeed: the key had a value already).
+    NotAnchored,
+    /// The slip given does not match the anchor.
+    SlipMismatch,
+}
+
+impl Reason {
+    /// The reason's name, as documented.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::OtherChain => "other-chain",
+            Self::Genesis => "genesis",
+            Self::GovernanceOrder => "governance-order",
+            Self::GovernanceNotApplied => "governance-not-applied",
+            Self::GovernanceNotApproved => "governance-not-approved",
+            Self::GovernanceRefused => "governance-refused",
+            Self::TxRoot => "tx-root",
+            Self::ResultsRoot => "results-root",
+            Self::CertificateMalformed => "certificate-malformed",
+            Self::CertificateOtherBlock => "certificate-other-block",
+            Self::SignerNotMember => "signer-not-member",
+            Self::DuplicateSigner => "duplicate-signer",
+            Self::Signature => "signature",
+            Self::BelowQuorum => "below-quorum",
+            Self::TxNotInBlock => "tx-not-in-block",
+            Self::TxSignature => "tx-signature",
+            Self::SubmitterRefused => "submitter-refused",
+            Self::NotAnchored => "not-anchored",
+            Self::SlipMismatch => "slip-mismatch",
+        }
+    }
+}
+
+/// A refused bundle: the reason and what exactly failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{detail} ({})", reason.name())]
+pub struct Refusal {
+    /// The reason.
+    pub reason: Reason,
+    /// What failed, for a person.
+    pub detail: String,
+}
+
+fn refuse<T>(reason: Reason, detail: impl Into<String>) -> Result<T, Refusal> {
+    Err(Refusal { reason, detail: detail.into() })
+}
+
+/// A node that signed the anchor's block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignerNode {
+    /// Its id.
+    pub id: u32,
+    /// Its name.
+    pub name: String,
+    /// Its bank.
+    pub bank: String,
+}
+
+/// What a valid bundle proves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// The consortium: its genesis hash and name.
+    pub chain: Digest,
+    /// The genesis's `chain_id`.
+    pub chain_id: String,
+    /// The anchor key.
+    pub key: [u8; 32],
+    /// The value anchored under it (the first and only one).
+    pub value: [u8; 32],
+    /// The block.
+    pub height: u64,
+    /// The block's hash.
+    pub block_hash: Digest,
+    /// The block's time (ms since the Unix epoch).
+    pub block_time_ms: u64,
+    /// The transaction's time, as its submitter signed it.
+    pub tx_time_ms: u64,
+    /// The membership epoch that certified the block.
+    pub epoch: u64,
+    /// The nodes whose signatures certify it, and their banks.
+    pub signers: Vec<SignerNode>,
+    /// The quorum of that epoch, and its member count.
+    pub quorum: (usize, usize),
+    /// The submitter's certificate: its name (CN) and bank.
+    pub submitter: (String, String),
+    /// Configuration changes followed from the genesis.
+    pub changes: usize,
+}
+
+impl Verdict {
+    /// The distinct banks whose nodes signed.
+    pub fn banks(&self) -> Vec<&str> {
+        let mut b: Vec<&str> = self.signers.iter().map(|s| s.bank.as_str()).collect();
+        b.sort_unstable();
+        b.dedup();
+        b
+    }
+
+    /// The verdict as JSON (`vpbox proof verify --json`).
+    pub fn to_json(&self) -> Value {
+        let hex0x = |b: &[u8]| format!("0x{}", hex::encode(b));
+        json!({
+            "valid": true,
+            "chain": hex0x(self.chain.as_bytes()),
+            "chainId": self.chain_id,
+            "key": hex0x(&self.key),
+            "value": hex0x(&self.value),
+            "height": self.height,
+            "blockHash": hex0x(self.block_hash.as_bytes()),
+            "blockTimeMs": self.block_time_ms,
+            "txTimeMs": self.tx_time_ms,
+            "epoch": self.epoch,
+            "quorum": self.quorum.0,
+            "members": self.quorum.1,
+            "signers": self.signers.iter().map(|s| json!({
+                "id": s.id, "name": s.name, "bank": s.bank,
+            })).collect::<Vec<_>>(),
+            "banks": self.banks(),
+            "submitter": { "name": self.submitter.0, "bank": self.submitter.1 },
+            "configurationChanges": self.changes,
+        })
+    }
+}
+
+/// SM2 consensus signatures as the nodes make them: SM2 with the default ID in the
+/// `CONSENSUS` domain over SM3 of the signing payload; keys SEC1, signatures raw `r ‖ s`.
+struct Sm2;
+
+impl Verifier for Sm2 {
+    fn digest(&self, bytes: &[u8]) -> CDigest {
+        CDigest(hash(bytes).0)
+    }
+
+    fn verify(&self, key: &CKey, payload: &[u8], sig: &CSig) -> CVer {
+        let ok = PublicKey::from_sec1(&key.0).is_ok_and(|pk| {
+            Signature::from_raw(&sig.0)
+                .is_ok_and(|s| pk.verify_in(Domain::CONSENSUS, &hash(payload).0, &s).is_valid())
+        });
+        if ok { CVer::Valid } else { CVer::Invalid }
+    }
+}
+
+fn at(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+/// Verifies `bytes` as a proof bundle against `anchor`; `slip`, when given, must be the slip
+/// the anchor is of.
+pub fn verify_bytes(
+    bytes: &[u8],
+    anchor: &TrustAnchor,
+    slip: Option<&[u8]>,
+) -> Result<Verdict, Refusal> {
+    let b = Bundle::decode(bytes)
+        .map_err(|e| Refusal { reason: Reason::Malformed, detail: e.to_string() })?;
+    verify(&b, anchor, slip)
+}
+
+/// The consortium as the verifier follows it from the genesis.
+struct Followed {
+    genesis_config: Config,
+    k: u64,
+    state: State,
+    node_changes: Vec<(u64, Vec<Member>)>,
+    configs: Vec<Config>,
+    /// Every node ever a member: (name, bank).
+    nodes: BTreeMap<u32, (String, String)>,
+}
+
+impl Followed {
+    fn config(&self, height: u64) -> &Config {
+        config_for(&self.genesis_config, &self.configs, height)
+    }
+}
+
+/// Verifies a decoded bundle (see [`verify_bytes`]).
+pub fn verify(b: &Bundle, anchor: &TrustAnchor, slip: Option<&[u8]>) -> Result<Verdict, Refusal> {
+    // 1. The trust anchor: the genesis is the consortium's.
+    let chain = hash(&b.genesis);
+    if let TrustAnchor::GenesisHash(want) = anchor {
+        if chain != *want {
+            return refuse(
+                Reason::OtherChain,
+                format!("the bundle's genesis hashes to {}, not {}", chain.to_hex(), want.to_hex()),
+            );
+        }
+    }
+    let genesis = Genesis::parse(&b.genesis)
+        .map_err(|e| Refusal { reason: Reason::Genesis, detail: format!("genesis: {e}") })?;
+    if let TrustAnchor::Roots(roots) = anchor {
+        let mut want: Vec<&[u8]> = roots.iter().map(Vec::as_slice).collect();
+        let mut got: Vec<&[u8]> = genesis.roots.iter().map(|r| r.der.as_slice()).collect();
+        want.sort_unstable();
+        got.sort_unstable();
+        if want != got {
+            return refuse(
+                Reason::OtherChain,
+                "the bundle's genesis founds its consortium on other roots than those given",
+            );
+        }
+    }
+    let genesis_config = genesis
+        .consensus_config()
+        .map_err(|e| Refusal { reason: Reason::Genesis, detail: format!("genesis: {e}") })?;
+    let mut f = Followed {
+        genesis_config,
+        k: genesis.params.checkpoint_interval,
+        state: genesis.governance_state(),
+        node_changes: Vec::new(),
+        configs: Vec::new(),
+        nodes: genesis
+            .nodes
+            .iter()
+            .map(|n| (n.id.0, (n.name.clone(), n.bank.clone())))
+            .collect(),
+    };
+
+    // 2. Every configuration change from the genesis to the anchor's block, in order.
+    let anchor_height = b.anchor.evidence.header.height;
+    let mut last = 0;
+    for g in &b.governance {
+        let h = g.evidence.header.height;
+        if h <= last || h > anchor_height {
+            return refuse(
+                Reason::GovernanceOrder,
+                format!(
+                    "configuration block {h} is out of order (after {last}, anchor at \
+                     {anchor_height})"
+                ),
+            );
+        }
+        last = h;
+        check_block(&g.evidence, f.config(h))?;
+        let before = f.state.members();
+        let mut prev = None;
+        for p in &g.configs {
+            if prev.is_some_and(|i| p.index <= i) {
+                return refuse(Reason::GovernanceOrder, format!("block {h}: indices out of order"));
+            }
+            prev = Some(p.index);
+            f.state = apply_config(&f.state, &g.evidence, p, &g.admins)?;
+        }
+        let after = f.state.members();
+        if after != before {
+            for n in &f.state.nodes {
+                f.nodes.entry(n.id).or_insert_with(|| (n.name.clone(), n.bank.clone()));
+            }
+            f.node_changes.push((h, after));
+            f.configs = derive_configs(f.genesis_config.clone(), &f.node_changes, f.k);
+        }
+    }
+
+    // 3. The anchor's block, its transaction, its outcome, its submitter.
+    let e = &b.anchor.evidence;
+    let config = f.config(anchor_height);
+    let cert = check_block(e, config)?;
+    let tx = proven_tx(e, &b.anchor.tx, Reason::TxNotInBlock)?;
+    let codes = executed(e, b.anchor.tx.index, Reason::NotAnchored)?;
+    let pairs: Vec<([u8; 32], [u8; 32])> = match &tx.body.payload {
+        Payload::AnchorPut { key, value } => vec![(*key, *value)],
+        Payload::AnchorPutBatch(p) => p.clone(),
+        _ => return refuse(Reason::NotAnchored, "the transaction anchors nothing"),
+    };
+    let key = b.anchor.key;
+    let Some(pos) = pairs.iter().position(|(k, _)| *k == key) else {
+        return refuse(Reason::NotAnchored, "the transaction does not carry this key");
+    };
+    match codes.get(pos) {
+        Some(0) => {}
+        Some(1) => {
+            return refuse(
+                Reason::NotAnchored,
+                "this put was refused: the key had a value already (it is not this one)",
+            );
+        }
+        Some(c) => return refuse(Reason::NotAnchored, format!("this put's outcome is code {c}")),
+        None => return refuse(Reason::NotAnchored, "the results hold no outcome for this put"),
+    }
+    let value = pairs[pos].1;
+    let id = submitter(&f.state, &b.anchor.submitter, &tx)?;
+    if let Some(slip) = slip {
+        check_slip(slip, &key, &value)?;
+    }
+    let signers = cert
+        .signatures
+        .iter()
+        .map(|(n, _)| {
+            let (name, bank) =
+                f.nodes.get(&n.0).cloned().unwrap_or_else(|| (format!("node{}", n.0), "?".into()));
+            SignerNode { id: n.0, name, bank }
+        })
+        .collect();
+    Ok(Verdict {
+        chain,
+        chain_id: genesis.chain_id,
+        key,
+        value,
+        height: anchor_height,
+        block_hash: e.header.hash(),
+        block_time_ms: e.header.timestamp_ms,
+        tx_time_ms: tx.body.timestamp_ms,
+        epoch: config.epoch(),
+        signers,
+        quorum: (config.quorum(), config.members().len()),
+        submitter: (id.name, id.bank),
+        changes: f.state.seq as usize,
+    })
+}
+
+/// Checks a block against the configuration that certifies it: its transaction hashes and
+/// results against its header, and its commit certificate against the header and the members.
+fn check_block(e: &Evidence, config: &Config) -> Result<vpbox_consensus::CommitCertificate, Refusal> {
+    let h = &e.header;
+    let at = format!("block {}", h.height);
+    if e.tx_hashes.len() != h.tx_count as usize || merkle::root(&e.tx_hashes) != h.tx_root {
+        return refuse(Reason::TxRoot, format!("{at}: the transaction hashes do not make its tx_root"));
+    }
+    let mut results = Vec::with_capacity(e.results.len());
+    let mut prev = None;
+    for r in &e.results {
+        let Some(tx) = e.tx_hashes.get(r.index as usize) else {
+            return refuse(Reason::ResultsRoot, format!("{at}: a result for index {}", r.index));
+        };
+        if prev.is_some_and(|p| r.index <= p) {
+            return refuse(Reason::ResultsRoot, format!("{at}: results out of order"));
+        }
+        prev = Some(r.index);
+        results.push((*tx, r.codes.clone()));
+    }
+    if results_root(&results) != h.results_root {
+        return refuse(Reason::ResultsRoot, format!("{at}: the results do not make its results_root"));
+    }
+    let cert = decode_certificate(&e.certificate).map_err(|err| Refusal {
+        reason: Reason::CertificateMalformed,
+        detail: format!("{at}: commit certificate: {err}"),
+    })?;
+    let v = Sm2;
+    let batch = Batch { txs: e.tx_hashes.iter().map(|d| CDigest(d.0)).collect() };
+    let want = block_digest(&v, SeqNo(h.height), &batch_digest(&v, &batch), &CDigest(h.hash().0));
+    if cert.seq.0 != h.height || cert.block != want {
+        return refuse(Reason::CertificateOtherBlock, format!("{at}: the certificate is for another block"));
+    }
+    let epoch = config.epoch();
+    verify_certificate(config, &v, &cert).map_err(|err| {
+        let (reason, detail) = match err {
+            CError::NotMember(id) => {
+                (Reason::SignerNotMember, format!("node {} is not a member of epoch {epoch}", id.0))
+            }
+            CError::Signature(id) => {
+                (Reason::Signature, format!("node {}'s signature does not verify", id.0))
+            }
+            CError::Proof("duplicate signer") => {
+                (Reason::DuplicateSigner, "a node signed twice".to_string())
+            }
+            _ => (
+                Reason::BelowQuorum,
+                format!(
+                    "{} signatures; epoch {epoch} has {} members and needs {}",
+                    cert.signatures.len(),
+                    config.members().len(),
+                    config.quorum()
+                ),
+            ),
+        };
+        Refusal { reason, detail: format!("{at}: {detail}") }
+    })?;
+    Ok(cert)
+}
+
+/// The transaction `p` claims is at its index: it must hash to the block's hash there.
+fn proven_tx(e: &Evidence, p: &Proven, reason: Reason) -> Result<Tx, Refusal> {
+    let at = format!("block {}", e.header.height);
+    let tx = Tx::decode(&p.tx)
+        .map_err(|err| Refusal { reason, detail: format!("{at}: transaction: {err}") })?;
+    if e.tx_hashes.get(p.index as usize) != Some(&tx.hash()) {
+        return refuse(reason, format!("{at}: the transaction is not the one at index {}", p.index));
+    }
+    Ok(tx)
+}
+
+/// The outcome codes of the transaction at `index`, which must have executed in this block.
+fn executed(e: &Evidence, index: u32, reason: Reason) -> Result<&[u8], Refusal> {
+    match e.results.iter().find(|r| r.index == index) {
+        Some(r) => Ok(&r.codes),
+        None => refuse(
+            reason,
+            format!("block {}: the transaction at {index} did not execute there", e.header.height),
+        ),
+    }
+}
+
+/// The chain among `chains` whose leaf certifies the key that signed `tx`.
+fn chain_of<'a>(chains: &'a [Vec<u8>], tx: &Tx) -> Option<(&'a [u8], PublicKey)> {
+    chains.iter().find_map(|c| {
+        let key = vpbox_ca::cert::certificate_key(c).ok()?;
+        (key.fingerprint() == tx.body.submitter).then_some((c.as_slice(), key))
+    })
+}
+
+/// Checks one applied configuration transaction and returns the state after it.
+fn apply_config(state: &State, e: &Evidence, p: &Proven, admins: &[Vec<u8>]) -> Result<State, Refusal> {
+    let h = e.header.height;
+    let tx = proven_tx(e, p, Reason::GovernanceNotApplied)?;
+    if executed(e, p.index, Reason::GovernanceNotApplied)? != [0] {
+        return refuse(Reason::GovernanceNotApplied, format!("block {h}: the change was not applied"));
+    }
+    let Payload::Config(bytes) = &tx.body.payload else {
+        return refuse(Reason::GovernanceNotApplied, format!("block {h}: not a configuration transaction"));
+    };
+    let when = at(tx.body.timestamp_ms);
+    let refused = |why: String| Refusal {
+        reason: Reason::GovernanceRefused,
+        detail: format!("block {h}: configuration change {}: {why}", state.seq + 1),
+    };
+    let trust = state.trust().map_err(refused)?;
+    let Some((der, key)) = chain_of(admins, &tx) else {
+        return Err(refused("the submitter's admin certificate is not in the bundle".into()));
+    };
+    if !tx.verify(&key).is_valid() {
+        return Err(refused("the submitter's signature does not verify".into()));
+    }
+    if let Decision::Deny(r) = trust.admit(der, CertProfile::Admin, when) {
+        return Err(refused(format!("the submitter is not admitted as an admin: {r}")));
+    }
+    let config = ConfigTx::decode(bytes).map_err(|e| refused(e.to_string()))?;
+    let proposal = Proposal::decode(&config.proposal).map_err(|e| refused(e.to_string()))?;
+    state.check_target(&proposal).map_err(refused)?;
+    let mut enrolled = |d: &Digest| {
+        admins.iter().find(|c| {
+            vpbox_ca::cert::certificate_key(c).is_ok_and(|k| k.fingerprint() == *d)
+        }).cloned()
+    };
+    let banks = state.approving_banks(&config, &trust, &mut enrolled, when).map_err(|why| Refusal {
+        reason: Reason::GovernanceNotApproved,
+        detail: format!("block {h}: {why}"),
+    })?;
+    if !state.quorate(banks.len()) {
+        return refuse(
+            Reason::GovernanceNotApproved,
+            format!(
+                "block {h}: approved by {} of {} member banks; more than two thirds must approve",
+                banks.len(),
+                state.banks().len()
+            ),
+        );
+    }
+    state.apply(&proposal, when).map_err(refused)
+}
+
+/// The submitter's identity: its chain certifies the key that signed `tx`, as a POSP of a
+/// member bank, valid at the transaction's time.
+fn submitter(state: &State, chain: &[u8], tx: &Tx) -> Result<Identity, Refusal> {
+    let key = vpbox_ca::cert::certificate_key(chain).map_err(|e| Refusal {
+        reason: Reason::SubmitterRefused,
+        detail: format!("the submitter's certificate: {e}"),
+    })?;
+    if key.fingerprint() != tx.body.submitter {
+        return refuse(Reason::SubmitterRefused, "the submitter's certificate is for another key");
+    }
+    if !tx.verify(&key).is_valid() {
+        return refuse(Reason::TxSignature, "the transaction's signature does not verify");
+    }
+    let trust = state
+        .trust()
+        .map_err(|e| Refusal { reason: Reason::SubmitterRefused, detail: e })?;
+    match trust.admit(chain, CertProfile::Posp, at(tx.body.timestamp_ms)) {
+        Decision::Allow(id) if id.key_fingerprint == tx.body.submitter => Ok(id),
+        Decision::Allow(_) => refuse(Reason::SubmitterRefused, "the certificate is for another key"),
+        Decision::Deny(r) => refuse(
+            Reason::SubmitterRefused,
+            format!("the submitter's certificate at the transaction's time: {r}"),
+        ),
+    }
+}
+
+/// The slip must be this anchor's: a vpbox JSON slip gives both key and value; any other file
+/// is compared by its SM3 with the value.
+fn check_slip(slip: &[u8], key: &[u8; 32], value: &[u8; 32]) -> Result<(), Refusal> {
+    match vpbox_ledger::slip::parse(slip) {
+        Ok((_, a)) if a.key.0 != *key => {
+            refuse(Reason::SlipMismatch, "the slip's identity fields name another anchor key")
+        }
+        Ok((_, a)) if a.value.0 != *value => refuse(
+            Reason::SlipMismatch,
+            "the slip is not the one anchored: its SM3 differs from the anchored value",
+        ),
+        Ok(_) => Ok(()),
+        Err(_) if hash(slip).0 == *value => Ok(()),
+        Err(_) => refuse(
+            Reason::SlipMismatch,
+            "the file is not the one anchored: its SM3 differs from the anchored value",
+        ),
+    }
+}
