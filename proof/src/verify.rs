@@ -322,6 +322,9 @@ pub fn verify(b: &Bundle, anchor: &TrustAnchor, slip: Option<&[u8]>) -> Result<V
             );
         }
         last = h;
+    }
+    for g in &b.governance {
+        let h = g.evidence.header.height;
         check_block(&g.evidence, f.config(h))?;
         let before = f.state.members();
         let mut prev = None;
@@ -438,9 +441,14 @@ fn check_block(e: &Evidence, config: &Config) -> Result<vpbox_consensus::CommitC
             CError::NotMember(id) => {
                 (Reason::SignerNotMember, format!("node {} is not a member of epoch {epoch}", id.0))
             }
-            CError::Signature(id) => {
-                (Reason::Signature, format!("node {}'s signature does not verify", id.0))
-            }
+            CError::Signature(id) => (
+                Reason::Signature,
+                format!(
+                    "node {}'s signature does not verify in epoch {epoch} (a bundle without \
+                     every configuration change checks a block in the wrong epoch)",
+                    id.0
+                ),
+            ),
             CError::Proof("duplicate signer") => {
                 (Reason::DuplicateSigner, "a node signed twice".to_string())
             }

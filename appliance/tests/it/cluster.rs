@@ -1369,16 +1369,17 @@ fn governance_admits_a_bank_and_a_node_and_removes_a_node() {
     wait("node 5 to hold every block", Duration::from_secs(30), || c.height(5) >= h);
     assert_eq!(chain(&c, 5, h - 1), chain(&c, 1, h - 1), "node 5 holds the same blocks");
 
-    // Remove node 4 (the three banks approve). Then node 5 is a voting member: with nodes 1
-    // and 4 down, nodes 2, 3 and 5 are the quorum of the four members and still commit.
-    let rm4 = file("remove-node4.json");
-    ok(vpbox(&["gov", "propose", "--dir", dir, "--remove-node", "4", "--out", s(&rm4)]), "propose");
+    // Remove node 1, the first primary (the three banks approve). Then node 5 is a voting
+    // member: with nodes 1 and 4 down, nodes 2, 3 and 5 are the quorum of the four members
+    // {2, 3, 4, 5} and still commit, under another primary.
+    let rm1 = file("remove-node1.json");
+    ok(vpbox(&["gov", "propose", "--dir", dir, "--remove-node", "1", "--out", s(&rm1)]), "propose");
     for bank in ["bank-a", "bank-b", "bank-c"] {
-        ok(as_admin(&c, bank, &["gov", "approve", s(&rm4)]), bank);
+        ok(as_admin(&c, bank, &["gov", "approve", s(&rm1)]), bank);
     }
-    ok(as_admin(&c, "bank-b", &["gov", "submit", s(&rm4), "--dir", dir]), "submit removal");
-    wait("nodes 1, 2, 3 and 5 to switch to epoch 2", Duration::from_secs(60), || {
-        [1, 2, 3, 5].iter().all(|i| membership(&c, *i) == (2, vec![1, 2, 3, 5]))
+    ok(as_admin(&c, "bank-b", &["gov", "submit", s(&rm1), "--dir", dir]), "submit removal");
+    wait("nodes 2, 3, 4 and 5 to switch to epoch 2", Duration::from_secs(60), || {
+        [2, 3, 4, 5].iter().all(|i| membership(&c, *i) == (2, vec![2, 3, 4, 5]))
     });
     c.kill9(1);
     c.kill9(4);
@@ -1386,7 +1387,7 @@ fn governance_admits_a_bank_and_a_node_and_removes_a_node() {
         let t = tx(&signer, n, now_ms(), Payload::AnchorPut { key: key(n), value: key(n) });
         assert_eq!(put(&mut c.rpc(i), &t, true).unwrap()["ok"], json!(true), "via node {i}");
     }
-    // Restarted, node 1 comes back in epoch 2 from its own ledger (node 4, removed, refuses
+    // Restarted, node 4 comes back in epoch 2 from its own ledger (node 1, removed, refuses
     // to start once its ledger has its removal). `up` counts and lists the nodes it started:
     // node 5 among them.
     let printed = c.up();
@@ -1395,13 +1396,13 @@ fn governance_admits_a_bank_and_a_node_and_removes_a_node() {
         .filter(|l| l.starts_with("  node") && l.ends_with("rpc.sock"))
         .map(|l| l.trim().split(':').next().unwrap())
         .collect();
-    let removed = printed.contains("node4 was removed by governance");
+    let removed = printed.contains("node1 was removed by governance");
     let mut want = vec!["node1", "node2", "node3", "node4", "node5"];
-    want.retain(|n| !removed || *n != "node4");
+    want.retain(|n| !removed || *n != "node1");
     assert_eq!(listed, want, "{printed}");
     assert!(printed.contains(&format!("{} nodes up", want.len())), "{printed}");
-    wait("node 1 to catch up in epoch 2", Duration::from_secs(60), || {
-        membership(&c, 1).0 == 2 && c.height(1) >= c.height(5)
+    wait("node 4 to catch up in epoch 2", Duration::from_secs(60), || {
+        membership(&c, 4).0 == 2 && c.height(4) >= c.height(5)
     });
     // A node just restarted may still report its view change for a moment: status says so
     // (exit 1) until it has settled.
@@ -1412,9 +1413,93 @@ fn governance_admits_a_bank_and_a_node_and_removes_a_node() {
         r.code == 0
     });
     assert!(out.contains("node5") && out.contains("of 4 members"), "{out}");
+    proofs_across_the_membership_changes(&c, &kc, &key(2000), &key(3000));
     // Every node's engine and ledger agreed on each epoch.
     for i in 1..=5 {
         let log = std::fs::read_to_string(c.dir.join(format!("node{i}/node.log"))).unwrap();
         assert!(!log.contains("differs from the ledger"), "node {i}:\n{log}");
     }
+}
+
+/// Proof bundles of three anchors — bank C's first (after its root was added, epoch 0), one in
+/// epoch 1 (node 5 added) and one in epoch 2 (node 1, the first primary, removed) — fetched
+/// through a box's proxy and verified offline with only the genesis hash, or the founding
+/// roots; refused, with the reason, for another consortium's hash or roots and for a slip that
+/// is not the one anchored. `VPBOX_UPDATE_VECTORS=1` writes them to `testdata/proofs/` (the
+/// valid vectors that vpbox-proof's tests and the independent verifier check).
+fn proofs_across_the_membership_changes(c: &Cluster, kc: &str, k1: &[u8; 32], k2: &[u8; 32]) {
+    let dir = s(&c.dir);
+    let genesis = std::fs::read(c.dir.join("genesis.json")).unwrap();
+    let chain = vpbox_sm::sm3::hash(&genesis).to_hex();
+    let hex = |k: &[u8; 32]| format!("0x{}", hex_of(k));
+    let cases = [
+        ("bank-c-epoch0", kc.to_string(), 0u64, "bank-c"),
+        ("epoch1", hex(k1), 1, "bank-a"),
+        ("epoch2", hex(k2), 2, "bank-a"),
+    ];
+    let mut manifest = Vec::new();
+    for (name, key, epoch, bank) in cases.clone() {
+        let file = c.dir.join(format!("{name}.proof"));
+        let r = vpbox(&["proof", "get", &key, "--out", s(&file), "--dir", dir]);
+        assert_eq!(r.code, 0, "proof get {name}: {}{}", r.text(), r.stderr);
+        let r = vpbox(&["proof", "verify", s(&file), "--genesis-hash", &chain, "--json"]);
+        assert_eq!(r.code, 0, "{name}: {}{}", r.text(), r.stderr);
+        let v: Value = serde_json::from_str(&r.text()).unwrap();
+        assert_eq!(v["key"], json!(key), "{name}: {v}");
+        assert_eq!(v["epoch"], json!(epoch), "{name}: {v}");
+        assert_eq!(v["submitter"]["bank"], json!(bank), "{name}: {v}");
+        let signers: Vec<u64> =
+            v["signers"].as_array().unwrap().iter().map(|s| s["id"].as_u64().unwrap()).collect();
+        let members: &[u64] = match epoch {
+            0 => &[1, 2, 3, 4],
+            1 => &[1, 2, 3, 4, 5],
+            _ => &[2, 3, 4, 5],
+        };
+        assert!(signers.iter().all(|i| members.contains(i)), "{name}: {signers:?}");
+        assert!(signers.len() as u64 >= v["quorum"].as_u64().unwrap(), "{name}: {v}");
+        assert_eq!(v["members"], json!(members.len()), "{name}: {v}");
+        // For a person: the verdict names the value, the block, the banks and the submitter.
+        let r = vpbox(&["proof", "verify", s(&file), "--genesis-hash", &chain]);
+        let text = r.text();
+        assert!(text.starts_with("VALID: key") && text.contains(&format!("of epoch {epoch}")));
+        assert!(text.contains(&format!("of {bank}, transaction signed at")), "{text}");
+        manifest.push(json!({"file": format!("{name}.proof"), "verdict": v}));
+    }
+    let file = c.dir.join("epoch2.proof");
+    // The founding roots (banks A and B) are a trust anchor too; with bank C's added they are
+    // another consortium's.
+    let root = |b: &str| std::fs::read_to_string(c.dir.join(format!("ca/{b}/ca/ca.pem"))).unwrap();
+    let roots = c.dir.join("founding-roots.pem");
+    std::fs::write(&roots, root("bank-a") + &root("bank-b")).unwrap();
+    let r = vpbox(&["proof", "verify", s(&file), "--roots", s(&roots)]);
+    assert_eq!(r.code, 0, "{}{}", r.text(), r.stderr);
+    std::fs::write(&roots, root("bank-a") + &root("bank-b") + &root("bank-c")).unwrap();
+    let r = vpbox(&["proof", "verify", s(&file), "--roots", s(&roots)]);
+    assert!(r.code == 1 && r.text().contains("(other-chain)"), "{}{}", r.text(), r.stderr);
+    let other = vpbox_sm::sm3::hash(b"another consortium").to_hex();
+    let r = vpbox(&["proof", "verify", s(&file), "--genesis-hash", &other, "--json"]);
+    let v: Value = serde_json::from_str(&r.text()).unwrap();
+    assert!(r.code == 1 && v["reason"] == "other-chain", "{v}");
+    let slip = c.dir.join("not-the-slip.pdf");
+    std::fs::write(&slip, b"%PDF-1.7 another slip").unwrap();
+    let r = vpbox(&["proof", "verify", s(&file), "--genesis-hash", &chain, "--slip", s(&slip)]);
+    assert!(r.code == 1 && r.text().contains("(slip-mismatch)"), "{}", r.text());
+    let r = vpbox(&["proof", "verify", s(&file)]);
+    assert_eq!(r.code, 2, "no trust anchor is a usage error: {}", r.stderr);
+    if std::env::var_os("VPBOX_UPDATE_VECTORS").is_some() {
+        let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/proofs");
+        std::fs::create_dir_all(&out).unwrap();
+        for (name, ..) in cases {
+            let from = c.dir.join(format!("{name}.proof"));
+            std::fs::copy(from, out.join(format!("{name}.proof"))).unwrap();
+        }
+        std::fs::write(out.join("genesis.json"), &genesis).unwrap();
+        let m = json!({"genesisHash": chain, "valid": manifest});
+        std::fs::write(out.join("valid.json"), serde_json::to_string_pretty(&m).unwrap() + "\n")
+            .unwrap();
+    }
+}
+
+fn hex_of(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }

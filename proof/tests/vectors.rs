@@ -1,0 +1,176 @@
+//! The test vectors of `docs/proof-format.md`, in `testdata/proofs/`:
+//! - `valid.json` lists bundles a live cluster produced across two membership changes (the
+//!   cluster test writes them with `VPBOX_UPDATE_VECTORS=1`) and the verdict each must give;
+//! - `invalid.json` lists one bundle per failure reason, each made here from a valid one by
+//!   one change, and the reason it must be refused with. `VPBOX_UPDATE_VECTORS=1` rewrites
+//!   them; otherwise the committed files must be exactly what this test makes, so the vectors
+//!   an outside implementer reads are the ones checked here.
+
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+use vpbox_consensus::Signature as CSig;
+use vpbox_consensus::wire::{decode_certificate, encode_certificate};
+use vpbox_proof::bundle::Bundle;
+use vpbox_proof::verify::{TrustAnchor, verify_bytes};
+use vpbox_sm::sm3::{Digest, hash};
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/proofs")
+}
+
+fn manifest(name: &str) -> Value {
+    let text = std::fs::read_to_string(dir().join(name)).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn anchor(hex_hash: &str) -> TrustAnchor {
+    let mut d = [0u8; 32];
+    hex::decode_to_slice(hex_hash, &mut d).unwrap();
+    TrustAnchor::GenesisHash(Digest(d))
+}
+
+#[test]
+fn every_valid_vector_verifies_with_its_documented_verdict() {
+    let m = manifest("valid.json");
+    let chain = m["genesisHash"].as_str().unwrap();
+    let genesis = std::fs::read(dir().join("genesis.json")).unwrap();
+    assert_eq!(hash(&genesis).to_hex(), chain, "genesis.json is the vectors' genesis");
+    let valid = m["valid"].as_array().unwrap();
+    assert!(valid.len() >= 3);
+    for v in valid {
+        let file = v["file"].as_str().unwrap();
+        let bytes = std::fs::read(dir().join(file)).unwrap();
+        let got = verify_bytes(&bytes, &anchor(chain), None)
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let mut want = v["verdict"].clone();
+        want.as_object_mut().unwrap().remove("slip");
+        assert_eq!(got.to_json(), want, "{file}");
+        // The encoding is canonical: decoding and encoding again gives the same bytes.
+        assert_eq!(Bundle::decode(&bytes).unwrap().encode(), bytes, "{file}");
+    }
+}
+
+/// Re-encodes the anchor block's certificate after `f` changed it.
+fn with_certificate(b: &mut Bundle, f: impl FnOnce(&mut vpbox_consensus::CommitCertificate)) {
+    let mut c = decode_certificate(&b.anchor.evidence.certificate).unwrap();
+    f(&mut c);
+    b.anchor.evidence.certificate = encode_certificate(&c);
+}
+
+/// One invalid bundle per reason, each one change away from the epoch-2 vector: (file name,
+/// the reason, the bytes, the genesis hash to verify against).
+fn invalid_vectors(chain: &str) -> Vec<(&'static str, &'static str, Vec<u8>, String)> {
+    let base = std::fs::read(dir().join("epoch2.proof")).unwrap();
+    let good = Bundle::decode(&base).unwrap();
+    assert_eq!(good.governance.len(), 3, "add root, add node 5, remove node 1");
+    let mut out = Vec::new();
+    let mut add = |name: &'static str, reason: &'static str, f: &dyn Fn(&mut Bundle)| {
+        let mut b = good.clone();
+        f(&mut b);
+        out.push((name, reason, b.encode(), chain.to_string()));
+    };
+    add("other-chain", "other-chain", &|b| b.genesis.push(b'\n'));
+    add("governance-order", "governance-order", &|b| b.governance.swap(0, 1));
+    // Without the change that added node 5, block 24 is checked against the genesis members
+    // in epoch 0, and the signatures (made in epoch 1) do not verify.
+    add("missing-change", "signature", &|b| {
+        b.governance.remove(1);
+    });
+    add("governance-not-applied", "governance-not-applied", &|b| {
+        b.governance[1].configs[0].index += 1;
+    });
+    add("governance-not-approved", "governance-not-approved", &|b| {
+        // Bank A's admin's certificate is missing: its approval cannot be checked.
+        let g = &mut b.governance[2];
+        g.admins.retain(|c| !String::from_utf8_lossy(c).contains("bank-a"));
+    });
+    add("governance-refused", "governance-refused", &|b| {
+        // Bank B's admin submitted the removal: without its certificate the submitter is no
+        // admin the verifier can admit.
+        let g = &mut b.governance[2];
+        g.admins.retain(|c| !String::from_utf8_lossy(c).contains("bank-b"));
+    });
+    add("tx-root", "tx-root", &|b| b.anchor.evidence.tx_hashes[0].0[0] ^= 1);
+    add("results-root", "results-root", &|b| b.anchor.evidence.results[0].codes[0] ^= 1);
+    add("certificate-malformed", "certificate-malformed", &|b| {
+        b.anchor.evidence.certificate.pop();
+    });
+    add("certificate-other-block", "certificate-other-block", &|b| {
+        b.anchor.evidence.certificate = b.governance[2].evidence.certificate.clone();
+    });
+    add("signature", "signature", &|b| {
+        with_certificate(b, |c| c.signatures[0].1.0[10] ^= 1);
+    });
+    add("below-quorum", "below-quorum", &|b| {
+        with_certificate(b, |c| c.signatures.truncate(2));
+    });
+    add("duplicate-signer", "duplicate-signer", &|b| {
+        with_certificate(b, |c| {
+            let first = c.signatures[0].clone();
+            c.signatures.push(first);
+        });
+    });
+    add("signer-not-member", "signer-not-member", &|b| {
+        // Node 1 was removed in epoch 2: its signature does not count there.
+        with_certificate(b, |c| {
+            c.signatures[0] = (vpbox_consensus::NodeId(1), CSig(vec![1; 64]));
+        });
+    });
+    add("tx-not-in-block", "tx-not-in-block", &|b| {
+        b.anchor.tx.index += 1;
+    });
+    add("tx-signature", "tx-signature", &|b| {
+        let n = b.anchor.tx.tx.len();
+        b.anchor.tx.tx[n - 1] ^= 1;
+    });
+    add("submitter-refused", "submitter-refused", &|b| {
+        b.anchor.submitter = b.governance[0].admins[0].clone();
+    });
+    add("not-anchored", "not-anchored", &|b| b.anchor.key[31] ^= 1);
+    let mut truncated = base.clone();
+    truncated.pop();
+    out.push(("malformed", "malformed", truncated, chain.to_string()));
+    let mut b = good.clone();
+    b.genesis = b"{\"chain_id\": \"no nodes, no roots\"}".to_vec();
+    out.push(("genesis", "genesis", b.encode(), hash(&b.genesis).to_hex()));
+    out
+}
+
+#[test]
+fn every_invalid_vector_is_refused_with_its_reason() {
+    let chain = manifest("valid.json")["genesisHash"].as_str().unwrap().to_string();
+    let vectors = invalid_vectors(&chain);
+    let update = std::env::var_os("VPBOX_UPDATE_VECTORS").is_some();
+    let inv = dir().join("invalid");
+    if update {
+        std::fs::create_dir_all(&inv).unwrap();
+    }
+    let mut listed = Vec::new();
+    for (name, reason, bytes, genesis_hash) in &vectors {
+        let file = format!("invalid/{name}.proof");
+        match verify_bytes(bytes, &anchor(genesis_hash), None) {
+            Ok(v) => panic!("{name}: accepted: {v:?}"),
+            Err(r) => assert_eq!(r.reason.name(), *reason, "{name}: {r}"),
+        }
+        if update {
+            std::fs::write(dir().join(&file), bytes).unwrap();
+        } else {
+            let committed = std::fs::read(dir().join(&file)).unwrap();
+            assert!(committed == *bytes, "{file} is not what this test makes");
+        }
+        listed.push(json!({"file": file, "genesisHash": genesis_hash, "reason": reason}));
+    }
+    let m = json!({ "invalid": listed });
+    let path = dir().join("invalid.json");
+    if update {
+        std::fs::write(&path, serde_json::to_string_pretty(&m).unwrap() + "\n").unwrap();
+    } else {
+        assert_eq!(manifest("invalid.json"), m, "invalid.json lists every vector");
+    }
+    // Every reason the verifier has is covered, but the slip's (a slip is another input).
+    let mut reasons: Vec<&str> = vectors.iter().map(|v| v.1).collect();
+    reasons.sort_unstable();
+    reasons.dedup();
+    assert_eq!(reasons.len(), 19, "{reasons:?}");
+}
