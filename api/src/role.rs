@@ -21,6 +21,8 @@ pub enum Method {
     AnchorVerify,
     /// An anchor's proof bundle.
     AnchorGetProof,
+    /// A consistency proof between two certified blocks.
+    BlockGetConsistencyProof,
     /// The chain's height.
     BlockGetChainHeight,
     /// The newest block.
@@ -50,12 +52,13 @@ pub enum Method {
 
 impl Method {
     /// Every method, in the order of `docs/openrpc.json`.
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 18] = [
         Self::AnchorPut,
         Self::AnchorPutBatch,
         Self::AnchorGet,
         Self::AnchorVerify,
         Self::AnchorGetProof,
+        Self::BlockGetConsistencyProof,
         Self::BlockGetChainHeight,
         Self::BlockLatestBlock,
         Self::BlockGetBlockByNumber,
@@ -78,6 +81,7 @@ impl Method {
             Self::AnchorGet => "anchor_get",
             Self::AnchorVerify => "anchor_verify",
             Self::AnchorGetProof => "anchor_getProof",
+            Self::BlockGetConsistencyProof => "block_getConsistencyProof",
             Self::BlockGetChainHeight => "block_getChainHeight",
             Self::BlockLatestBlock => "block_latestBlock",
             Self::BlockGetBlockByNumber => "block_getBlockByNumber",
@@ -206,6 +210,7 @@ mod tests {
                 "anchor_get",
                 "anchor_verify",
                 "anchor_getProof",
+                "block_getConsistencyProof",
                 "block_getChainHeight",
                 "block_latestBlock",
                 "block_getBlockByNumber",

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::json;
-use vpbox_proof::bundle::Bundle;
-use vpbox_proof::verify::{TrustAnchor, Verdict, verify};
+use vpbox_proof::bundle::{Body, Bundle};
+use vpbox_proof::verify::{Extension, Proof, TrustAnchor, Verdict, verify};
 use vpbox_sm::sm3::Digest;
 
 use crate::Outcome;
@@ -31,6 +31,13 @@ pub(crate) enum ProofCommand {
 The genesis hash is `vpbox sm3 genesis.json`, or gov_getState's `chain`.
 Exit status: 0 valid, 1 invalid (the reason is printed), 2 usage or I/O error.")]
     Verify(VerifyArgs),
+    /// Fetch a consistency proof from a box: the certified block TO extends the certified
+    /// block FROM (an auditor holding an old head checks that no history was rewritten).
+    #[command(after_help = "Example:
+  vpbox proof consistency --from 120 --to 4500 --out heads.proof --dir vpbox-dev
+  vpbox proof verify heads.proof --genesis-hash 0x…
+With --genesis-hash, the proof is also verified at once (as `proof verify` would).")]
+    Consistency(ConsistencyArgs),
     /// Print a proof bundle as JSON (every field; the binary file is what is verified).
     Show(ShowArgs),
 }
@@ -43,6 +50,25 @@ pub(crate) struct GetArgs {
     /// Where to write the bundle.
     #[arg(long)]
     pub(crate) out: PathBuf,
+    #[command(flatten)]
+    pub(crate) conn: Conn,
+}
+
+/// `vpbox proof consistency`.
+#[derive(Debug, Args)]
+pub(crate) struct ConsistencyArgs {
+    /// The earlier block's height (the head an auditor holds).
+    #[arg(long)]
+    pub(crate) from: u64,
+    /// The later block's height.
+    #[arg(long)]
+    pub(crate) to: u64,
+    /// Where to write the bundle.
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    /// Verify it at once against this genesis hash.
+    #[arg(long, value_name = "HEX")]
+    pub(crate) genesis_hash: Option<String>,
     #[command(flatten)]
     pub(crate) conn: Conn,
 }
@@ -80,6 +106,7 @@ pub(crate) fn run(cmd: &ProofCommand) -> Result<Outcome> {
     match cmd {
         ProofCommand::Get(a) => get(a),
         ProofCommand::Verify(a) => verify_cmd(a),
+        ProofCommand::Consistency(a) => consistency(a),
         ProofCommand::Show(a) => {
             let bytes = read(&a.bundle)?;
             let b = Bundle::decode(&bytes).with_context(|| a.bundle.display().to_string())?;
@@ -113,10 +140,34 @@ fn get(a: &GetArgs) -> Result<Outcome> {
         a.out.display(),
         bytes.len(),
         hex::encode(key),
-        b.anchor.evidence.header.height,
+        b.height(),
         b.governance.len()
     );
     Ok(Outcome::Ok)
+}
+
+fn consistency(a: &ConsistencyArgs) -> Result<Outcome> {
+    let anchor = match &a.genesis_hash {
+        Some(h) => Some(TrustAnchor::GenesisHash(Digest(hex32(h, "--genesis-hash")?))),
+        None => None,
+    };
+    let r = client(&a.conn)?
+        .call("block_getConsistencyProof", json!([a.from, a.to]))
+        .map_err(rpc_error)?;
+    let Some(hex) = r["bundle"].as_str().and_then(|s| s.strip_prefix("0x")) else {
+        bail!("the box answered without a proof bundle");
+    };
+    let bytes = hex::decode(hex).context("the bundle is not hex")?;
+    let b = Bundle::decode(&bytes).context("the box's bundle")?;
+    if !matches!(b.body, Body::Consistency(_)) {
+        bail!("the box answered with another kind of proof");
+    }
+    crate::files::write_output(Some(&a.out), &bytes, false)?;
+    println!("wrote {} ({} bytes): block {} extends block {}", a.out.display(), bytes.len(), a.to, a.from);
+    match anchor {
+        None => Ok(Outcome::Ok),
+        Some(anchor) => Ok(print_verdict(verify(&b, &anchor, None), false, false)),
+    }
 }
 
 fn verify_cmd(a: &VerifyArgs) -> Result<Outcome> {
@@ -148,26 +199,72 @@ fn verify_cmd(a: &VerifyArgs) -> Result<Outcome> {
             detail: e.to_string(),
         })
         .and_then(|b| verify(&b, &anchor, slip.as_deref()));
+    Ok(print_verdict(verdict, a.json, a.slip.is_some()))
+}
+
+/// Prints a verdict (text or JSON) and says how to exit: valid 0, invalid 1.
+fn print_verdict(
+    verdict: Result<Proof, vpbox_proof::verify::Refusal>,
+    json: bool,
+    slip: bool,
+) -> Outcome {
     match verdict {
-        Ok(v) if a.json => {
+        Ok(v) if json => {
             let mut j = v.to_json();
-            j["slip"] = json!(a.slip.is_some());
+            if let Proof::Anchor(_) = v {
+                j["slip"] = json!(slip);
+            }
             println!("{j}");
-            Ok(Outcome::Ok)
+            Outcome::Ok
         }
-        Ok(v) => {
-            print!("{}", describe(&v, a.slip.is_some()));
-            Ok(Outcome::Ok)
+        Ok(Proof::Anchor(v)) => {
+            print!("{}", describe(&v, slip));
+            Outcome::Ok
         }
-        Err(r) if a.json => {
+        Ok(Proof::Consistency(e)) => {
+            print!("{}", describe_extension(&e));
+            Outcome::Ok
+        }
+        Err(r) if json => {
             println!("{}", json!({"valid": false, "reason": r.reason.name(), "detail": r.detail}));
-            Ok(Outcome::Invalid)
+            Outcome::Invalid
         }
         Err(r) => {
             println!("INVALID: {} ({})", r.detail, r.reason.name());
-            Ok(Outcome::Invalid)
+            Outcome::Invalid
         }
     }
+}
+
+/// A consistency verdict for a person.
+fn describe_extension(e: &Extension) -> String {
+    let head = |h: &vpbox_proof::verify::Head| {
+        let signers: Vec<String> =
+            h.signers.iter().map(|s| format!("{} ({})", s.name, s.bank)).collect();
+        format!(
+            "{} at {}, hash 0x{}, signed in epoch {} by {}",
+            h.height,
+            time(h.time_ms),
+            h.hash.to_hex(),
+            h.epoch,
+            signers.join(", ")
+        )
+    };
+    format!(
+        "VALID: block {} extends block {}: nothing up to block {} was rewritten\n\
+         \x20 consortium  {} (genesis 0x{})\n\
+         \x20 from        {}\n\
+         \x20 to          {}\n\
+         \x20 followed    {} configuration change(s) from the genesis\n",
+        e.to.height,
+        e.from.height,
+        e.from.height,
+        e.chain_id,
+        e.chain.to_hex(),
+        head(&e.from),
+        head(&e.to),
+        e.changes,
+    )
 }
 
 fn time(ms: u64) -> String {

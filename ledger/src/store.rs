@@ -734,6 +734,17 @@ impl Ledger {
         }
     }
 
+    /// The header of the block at `height` (without decoding the rest of the block).
+    pub fn header(&self, height: u64) -> Result<Option<Header>, Error> {
+        match self.db.get_pinned_cf(self.cf(CF_BLOCKS)?, height.to_be_bytes())? {
+            Some(raw) => {
+                let head = raw.get(..117).ok_or_else(|| Error::Corrupt("short block".into()))?;
+                Ok(Some(Header::decode_exact(head).map_err(|e| Error::Corrupt(e.to_string()))?))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// The block with hash `hash`.
     pub fn block_by_hash(&self, hash: &Digest) -> Result<Option<Block>, Error> {
         match self.db.get_pinned_cf(self.cf(CF_BLOCK_INDEX)?, hash.as_bytes())? {

@@ -115,6 +115,26 @@ impl ReadApi {
         }))
     }
 
+    fn consistency_proof(&self, params: &Value) -> Result<Value, RpcError> {
+        let height = |i: usize, name: &str| {
+            param(params, i, name).and_then(Value::as_u64).ok_or_else(|| {
+                RpcError::new(
+                    RpcError::INVALID_PARAMS,
+                    format!("{name} must be a non-negative integer (a block height)"),
+                )
+            })
+        };
+        let (from, to) = (height(0, "from")?, height(1, "to")?);
+        let bundle = vpbox_proof::build::consistency(&self.ledger, &self.genesis, from, to)
+            .map_err(|e| match e {
+                vpbox_proof::build::SpanError::Span(why) => {
+                    RpcError::new(RpcError::INVALID_PARAMS, why)
+                }
+                e => RpcError::new(RpcError::INTERNAL, e.to_string()),
+            })?;
+        Ok(json!({ "from": from, "to": to, "bundle": hex0x(&bundle.encode()) }))
+    }
+
     fn block(&self, block: Option<Block>) -> Result<Value, RpcError> {
         block
             .map(|b| block_json(&b))
@@ -170,6 +190,7 @@ impl Methods for ReadApi {
             "anchor_get" => self.anchor_get(params),
             "anchor_verify" => self.anchor_verify(params),
             "anchor_getProof" => self.anchor_proof(params),
+            "block_getConsistencyProof" => self.consistency_proof(params),
             "block_getChainHeight" => self.with(|l| Ok(json!(l.height()))),
             "block_latestBlock" => {
                 let tip = self.with(|l| match l.tip() {

@@ -2,13 +2,17 @@
 //! results, and every block that applied a configuration change up to it, with the admins'
 //! certificate chains the verifier needs to check their approvals.
 
+use std::sync::RwLock;
+
 use vpbox_ledger::block::Block;
 use vpbox_ledger::governance::ConfigTx;
 use vpbox_ledger::tx::Payload;
 use vpbox_ledger::{Error, Ledger};
 use vpbox_sm::sm3::Digest;
 
-use crate::bundle::{AnchorPart, Bundle, Evidence, GovBlock, Outcome, Proven};
+use crate::bundle::{
+    AnchorPart, Body, Bundle, ConsistencyPart, Evidence, GovBlock, HEADERS_MAX, Outcome, Proven,
+};
 
 fn corrupt(what: String) -> Error {
     Error::Corrupt(what)
@@ -44,16 +48,15 @@ fn proven(l: &Ledger, b: &Block, index: u32) -> Result<Proven, Error> {
     Ok(Proven { index, tx: tx.encode() })
 }
 
-/// The proof bundle of the anchor at `key`, or `None` when the key has none. `genesis` is the
-/// genesis file's bytes.
-pub fn bundle(l: &Ledger, genesis: &[u8], key: &[u8; 32]) -> Result<Option<Bundle>, Error> {
-    let Some(rec) = l.anchor(key)? else { return Ok(None) };
+/// Every block that applied configuration changes up to `height`, with the transactions and
+/// the admins' certificate chains.
+fn governance(l: &Ledger, height: u64) -> Result<Vec<GovBlock>, Error> {
     let mut governance = Vec::new();
-    for (height, indices) in l.config_changes()? {
-        if height > rec.height {
+    for (h, indices) in l.config_changes()? {
+        if h > height {
             break;
         }
-        let b = block(l, height)?;
+        let b = block(l, h)?;
         let configs = indices.iter().map(|i| proven(l, &b, *i)).collect::<Result<Vec<_>, _>>()?;
         // Who signed them: each submitter and each approving admin, once.
         let mut who: Vec<Digest> = Vec::new();
@@ -74,6 +77,14 @@ pub fn bundle(l: &Ledger, genesis: &[u8], key: &[u8; 32]) -> Result<Option<Bundl
         }
         governance.push(GovBlock { evidence: evidence(l, b)?, configs, admins });
     }
+    Ok(governance)
+}
+
+/// The proof bundle of the anchor at `key`, or `None` when the key has none. `genesis` is the
+/// genesis file's bytes.
+pub fn bundle(l: &Ledger, genesis: &[u8], key: &[u8; 32]) -> Result<Option<Bundle>, Error> {
+    let Some(rec) = l.anchor(key)? else { return Ok(None) };
+    let governance = governance(l, rec.height)?;
     let b = block(l, rec.height)?;
     let (_, index, tx) = l
         .transaction(&rec.tx)?
@@ -85,5 +96,68 @@ pub fn bundle(l: &Ledger, genesis: &[u8], key: &[u8; 32]) -> Result<Option<Bundl
         tx: Proven { index, tx: tx.encode() },
         submitter,
     };
-    Ok(Some(Bundle { genesis: genesis.to_vec(), governance, anchor }))
+    Ok(Some(Bundle { genesis: genesis.to_vec(), governance, body: Body::Anchor(anchor) }))
+}
+
+/// Why a consistency proof cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum SpanError {
+    /// The heights asked for are not `1 ≤ from < to ≤ the last committed block`, or too far
+    /// apart for one proof.
+    #[error("{0}")]
+    Span(String),
+    /// The ledger failed.
+    #[error(transparent)]
+    Ledger(#[from] Error),
+}
+
+/// Headers read under one hold of the ledger's lock: a long span never keeps the node's
+/// commits waiting for more than one chunk.
+const HEADERS_PER_LOCK: u64 = 4096;
+
+/// A consistency proof: the certified block `to` extends the certified block `from`. Reads
+/// the ledger in chunks, taking its read lock for each.
+pub fn consistency(
+    ledger: &RwLock<Ledger>,
+    genesis: &[u8],
+    from: u64,
+    to: u64,
+) -> Result<Bundle, SpanError> {
+    let read = || ledger.read().map_err(|_| corrupt("ledger lock poisoned".into()));
+    let top = read()?.height().saturating_sub(1);
+    if from == 0 || from >= to || to > top {
+        return Err(SpanError::Span(format!(
+            "a consistency proof needs 1 ≤ from < to ≤ {top} (the last committed block); \
+             asked for {from} to {to}"
+        )));
+    }
+    if to - from - 1 > HEADERS_MAX as u64 {
+        return Err(SpanError::Span(format!(
+            "{} blocks apart: at most {} headers fit one proof; prove the span in steps \
+             through intermediate heads",
+            to - from,
+            HEADERS_MAX
+        )));
+    }
+    let (governance, from_e, to_e) = {
+        let l = read()?;
+        (governance(&l, to)?, evidence(&l, block(&l, from)?)?, evidence(&l, block(&l, to)?)?)
+    };
+    let mut headers = Vec::with_capacity((to - from - 1) as usize);
+    let mut h = from + 1;
+    while h < to {
+        let end = to.min(h + HEADERS_PER_LOCK);
+        let l = read()?;
+        for height in h..end {
+            headers.push(
+                l.header(height)?.ok_or_else(|| corrupt(format!("block {height} missing")))?,
+            );
+        }
+        h = end;
+    }
+    Ok(Bundle {
+        genesis: genesis.to_vec(),
+        governance,
+        body: Body::Consistency(ConsistencyPart { from: from_e, headers, to: to_e }),
+    })
 }

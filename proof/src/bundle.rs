@@ -3,14 +3,16 @@
 //! every byte; this is its one encoder and its bounded decoder.
 //!
 //! ```text
-//! bundle    = magic:"VPBOX-PROOF\0" version:u8=1 genesis:bytes
-//!             ngov:u32 govblock* anchor
-//! govblock  = evidence nconfig:u32 proven* nadmin:u32 chain:bytes*
-//! anchor    = evidence key:[32] proven submitter:bytes
-//! evidence  = header:[117] ntx:u32 tx_hash:[32]*ntx certificate:bytes
-//!             nresult:u32 (index:u32 ncodes:u32 code:u8*ncodes)*
-//! proven    = index:u32 tx:bytes
-//! bytes     = len:u32 data                       (every integer big-endian)
+//! bundle      = magic:"VPBOX-PROOF\0" version:u8=1 kind:u8 genesis:bytes
+//!               ngov:u32 govblock* body
+//! body        = kind 1: anchor | kind 2: consistency
+//! govblock    = evidence nconfig:u32 proven* nadmin:u32 chain:bytes*
+//! anchor      = evidence key:[32] proven submitter:bytes
+//! consistency = from:evidence nheaders:u32 header:[117]* to:evidence
+//! evidence    = header:[117] ntx:u32 tx_hash:[32]*ntx certificate:bytes
+//!               nresult:u32 (index:u32 codes:bytes)*
+//! proven      = index:u32 tx:bytes
+//! bytes       = len:u32 data                       (every integer big-endian)
 //! ```
 //!
 //! - `genesis` is the genesis file, byte for byte (its SM3 is the chain's identity).
@@ -24,6 +26,8 @@
 //!   `results_root` and the digest the certificate signs.
 //! - `anchor` names the key, the transaction that anchored it (and its index in the block) and
 //!   the submitter's certificate chain as it enrolled it.
+//! - `consistency` proves that the certified block `to` extends the certified block `from`:
+//!   the headers strictly between them link `to` back to `from` by their parent hashes.
 //!
 //! The encoding is canonical: each value has exactly one encoding, and decoding refuses
 //! anything after the end. The decoder is bounded: every count is checked against the bytes
@@ -53,6 +57,13 @@ pub const ADMINS_MAX: usize = 1024;
 pub const CHAIN_MAX: usize = 64 * 1024;
 /// The length of an encoded header.
 pub const HEADER_LEN: usize = 117;
+/// The most headers between the two heads of a consistency proof (about 58 MiB); a longer
+/// span is proven in steps, through intermediate heads.
+pub const HEADERS_MAX: usize = 500_000;
+/// The kind byte of an anchor proof.
+pub const KIND_ANCHOR: u8 = 1;
+/// The kind byte of a consistency proof.
+pub const KIND_CONSISTENCY: u8 = 2;
 
 /// Why bytes are not a bundle.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -83,6 +94,9 @@ pub enum DecodeError {
     /// Bytes after the end.
     #[error("{0} bytes after the end of the bundle")]
     Trailing(usize),
+    /// A kind this build does not know.
+    #[error("unknown proof kind {0} (1 is an anchor, 2 a consistency proof)")]
+    Kind(u8),
 }
 
 /// One executed transaction's outcome codes (`0` success, `1` key exists, `2` not admitted,
@@ -142,15 +156,45 @@ pub struct AnchorPart {
     pub submitter: Vec<u8>,
 }
 
+/// Two certified heads and the headers that link the later one to the earlier one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsistencyPart {
+    /// The earlier block.
+    pub from: Evidence,
+    /// The headers strictly between them, oldest first.
+    pub headers: Vec<Header>,
+    /// The later block.
+    pub to: Evidence,
+}
+
+/// What a bundle proves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    /// An anchor (kind 1).
+    Anchor(AnchorPart),
+    /// That one certified block extends another (kind 2).
+    Consistency(ConsistencyPart),
+}
+
 /// A proof bundle.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bundle {
     /// The genesis file's bytes.
     pub genesis: Vec<u8>,
-    /// Every block that applied a configuration change up to the anchor's, oldest first.
+    /// Every block that applied a configuration change up to the proven block, oldest first.
     pub governance: Vec<GovBlock>,
-    /// The anchor.
-    pub anchor: AnchorPart,
+    /// What it proves.
+    pub body: Body,
+}
+
+impl Bundle {
+    /// The height of the last block the bundle proves (the anchor's, or the later head).
+    pub fn height(&self) -> u64 {
+        match &self.body {
+            Body::Anchor(a) => a.evidence.header.height,
+            Body::Consistency(c) => c.to.header.height,
+        }
+    }
 }
 
 fn put_bytes(w: &mut Vec<u8>, b: &[u8]) {
@@ -182,6 +226,10 @@ impl Bundle {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = MAGIC.to_vec();
         w.push(VERSION);
+        w.push(match self.body {
+            Body::Anchor(_) => KIND_ANCHOR,
+            Body::Consistency(_) => KIND_CONSISTENCY,
+        });
         put_bytes(&mut w, &self.genesis);
         w.extend_from_slice(&(self.governance.len() as u32).to_be_bytes());
         for g in &self.governance {
@@ -195,10 +243,22 @@ impl Bundle {
                 put_bytes(&mut w, a);
             }
         }
-        put_evidence(&mut w, &self.anchor.evidence);
-        w.extend_from_slice(&self.anchor.key);
-        put_proven(&mut w, &self.anchor.tx);
-        put_bytes(&mut w, &self.anchor.submitter);
+        match &self.body {
+            Body::Anchor(a) => {
+                put_evidence(&mut w, &a.evidence);
+                w.extend_from_slice(&a.key);
+                put_proven(&mut w, &a.tx);
+                put_bytes(&mut w, &a.submitter);
+            }
+            Body::Consistency(c) => {
+                put_evidence(&mut w, &c.from);
+                w.extend_from_slice(&(c.headers.len() as u32).to_be_bytes());
+                for h in &c.headers {
+                    w.extend_from_slice(&h.encode());
+                }
+                put_evidence(&mut w, &c.to);
+            }
+        }
         w
     }
 
@@ -215,6 +275,10 @@ impl Bundle {
         if v != VERSION {
             return Err(DecodeError::Version(v));
         }
+        let kind = r.u8("the kind")?;
+        if kind != KIND_ANCHOR && kind != KIND_CONSISTENCY {
+            return Err(DecodeError::Kind(kind));
+        }
         let genesis = r.bytes("the genesis", GENESIS_MAX)?.to_vec();
         // A block's evidence is at least a header and three counts.
         let ngov = r.count("the configuration block count", GOV_BLOCKS_MAX, HEADER_LEN + 12)?;
@@ -229,12 +293,21 @@ impl Bundle {
                 .collect::<Result<_, _>>()?;
             governance.push(GovBlock { evidence, configs, admins });
         }
-        let evidence = r.evidence()?;
-        let key = r.array("the anchor key")?;
-        let tx = r.proven()?;
-        let submitter = r.bytes("the submitter's certificate chain", CHAIN_MAX)?.to_vec();
+        let body = if kind == KIND_ANCHOR {
+            let evidence = r.evidence()?;
+            let key = r.array("the anchor key")?;
+            let tx = r.proven()?;
+            let submitter = r.bytes("the submitter's certificate chain", CHAIN_MAX)?.to_vec();
+            Body::Anchor(AnchorPart { evidence, key, tx, submitter })
+        } else {
+            let from = r.evidence()?;
+            let n = r.count("the header count", HEADERS_MAX, HEADER_LEN)?;
+            let headers = (0..n).map(|_| r.header()).collect::<Result<_, _>>()?;
+            let to = r.evidence()?;
+            Body::Consistency(ConsistencyPart { from, headers, to })
+        };
         r.0.finish().map_err(|t| DecodeError::Trailing(t.0))?;
-        Ok(Self { genesis, governance, anchor: AnchorPart { evidence, key, tx, submitter } })
+        Ok(Self { genesis, governance, body })
     }
 
     /// The JSON rendering (`vpbox proof show`): every field, byte strings as lowercase hex
@@ -257,6 +330,10 @@ impl Bundle {
         let proven = |p: &Proven| json!({ "index": p.index, "tx": hex0x(&p.tx) });
         json!({
             "version": VERSION,
+            "kind": match self.body {
+                Body::Anchor(_) => "anchor",
+                Body::Consistency(_) => "consistency",
+            },
             "genesis": String::from_utf8_lossy(&self.genesis),
             "genesisHash": hex0x(vpbox_sm::sm3::hash(&self.genesis).as_bytes()),
             "governance": self.governance.iter().map(|g| json!({
@@ -264,11 +341,22 @@ impl Bundle {
                 "configs": g.configs.iter().map(proven).collect::<Vec<_>>(),
                 "admins": g.admins.iter().map(|a| hex0x(a)).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
-            "anchor": {
-                "block": evidence(&self.anchor.evidence),
-                "key": hex0x(&self.anchor.key),
-                "tx": proven(&self.anchor.tx),
-                "submitter": hex0x(&self.anchor.submitter),
+            "anchor": match &self.body {
+                Body::Anchor(a) => json!({
+                    "block": evidence(&a.evidence),
+                    "key": hex0x(&a.key),
+                    "tx": proven(&a.tx),
+                    "submitter": hex0x(&a.submitter),
+                }),
+                Body::Consistency(_) => Value::Null,
+            },
+            "consistency": match &self.body {
+                Body::Consistency(c) => json!({
+                    "from": evidence(&c.from),
+                    "headers": c.headers.iter().map(|h| hex0x(&h.encode())).collect::<Vec<_>>(),
+                    "to": evidence(&c.to),
+                }),
+                Body::Anchor(_) => Value::Null,
             },
         })
     }
@@ -318,9 +406,17 @@ impl<'a> Cursor<'a> {
         Ok(Proven { index, tx })
     }
 
-    fn evidence(&mut self) -> Result<Evidence, DecodeError> {
+    fn header(&mut self) -> Result<Header, DecodeError> {
         let raw = self.take(HEADER_LEN, "a block header")?;
-        let header = Header::decode_exact(raw).map_err(|_| DecodeError::Truncated("a block header"))?;
+        Header::decode_exact(raw).map_err(|_| DecodeError::Limit {
+            what: "a block header's version",
+            got: u64::from(raw[0]),
+            max: 1,
+        })
+    }
+
+    fn evidence(&mut self) -> Result<Evidence, DecodeError> {
+        let header = self.header()?;
         let n = self.count("a block's transaction count", BLOCK_TX_MAX as usize, 32)?;
         let tx_hashes = (0..n)
             .map(|_| self.array("a transaction hash").map(Digest))
@@ -363,12 +459,12 @@ mod tests {
                 configs: vec![Proven { index: 0, tx: vec![9; 40] }],
                 admins: vec![vec![7; 20]],
             }],
-            anchor: AnchorPart {
+            body: Body::Anchor(AnchorPart {
                 evidence,
                 key: [6; 32],
                 tx: Proven { index: 1, tx: vec![8; 50] },
                 submitter: vec![5; 30],
-            },
+            }),
         }
     }
 
@@ -388,6 +484,22 @@ mod tests {
         let json = b.to_json();
         assert_eq!(json["anchor"]["block"]["height"], 7);
         assert_eq!(json["governance"][0]["configs"][0]["index"], 0);
+        // A consistency proof too.
+        let Body::Anchor(a) = &b.body else { unreachable!() };
+        let mut c = b.clone();
+        let mid = Header { height: 8, ..a.evidence.header };
+        c.body = Body::Consistency(ConsistencyPart {
+            from: a.evidence.clone(),
+            headers: vec![mid],
+            to: a.evidence.clone(),
+        });
+        let bytes = c.encode();
+        assert_eq!(bytes[13], KIND_CONSISTENCY);
+        assert_eq!(Bundle::decode(&bytes).unwrap(), c);
+        assert_eq!(c.to_json()["consistency"]["headers"][0], format!("0x{}", hex::encode(mid.encode())));
+        let mut other = bytes.clone();
+        other[13] = 3;
+        assert_eq!(Bundle::decode(&other), Err(DecodeError::Kind(3)));
     }
 
     #[test]
@@ -399,6 +511,7 @@ mod tests {
         // A governance count of 4 billion in a short file: refused before allocating.
         let mut lie = MAGIC.to_vec();
         lie.push(VERSION);
+        lie.push(KIND_ANCHOR);
         lie.extend_from_slice(&0u32.to_be_bytes());
         lie.extend_from_slice(&u32::MAX.to_be_bytes());
         assert!(matches!(Bundle::decode(&lie), Err(DecodeError::Limit { got: 4_294_967_295, .. })));

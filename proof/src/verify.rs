@@ -31,7 +31,7 @@ use vpbox_sm::Domain;
 use vpbox_sm::sm2::{PublicKey, Signature};
 use vpbox_sm::sm3::{Digest, hash};
 
-use crate::bundle::{Bundle, Evidence, Proven};
+use crate::bundle::{AnchorPart, Body, Bundle, ConsistencyPart, Evidence, Proven};
 use crate::epochs::{config_for, derive_configs};
 use crate::genesis::Genesis;
 
@@ -93,6 +93,9 @@ pub enum Reason {
     NotAnchored,
     /// The slip given does not match the anchor.
     SlipMismatch,
+    /// The later head of a consistency proof does not extend the earlier one through the
+    /// headers given.
+    NotExtending,
 }
 
 impl Reason {
@@ -119,6 +122,7 @@ impl Reason {
             Self::SubmitterRefused => "submitter-refused",
             Self::NotAnchored => "not-anchored",
             Self::SlipMismatch => "slip-mismatch",
+            Self::NotExtending => "not-extending",
         }
     }
 }
@@ -242,7 +246,7 @@ pub fn verify_bytes(
     bytes: &[u8],
     anchor: &TrustAnchor,
     slip: Option<&[u8]>,
-) -> Result<Verdict, Refusal> {
+) -> Result<Proof, Refusal> {
     let b = Bundle::decode(bytes)
         .map_err(|e| Refusal { reason: Reason::Malformed, detail: e.to_string() })?;
     verify(&b, anchor, slip)
@@ -265,8 +269,97 @@ impl Followed {
     }
 }
 
+/// What a valid bundle proves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Proof {
+    /// An anchor.
+    Anchor(Verdict),
+    /// That one certified block extends another.
+    Consistency(Extension),
+}
+
+impl Proof {
+    /// The verdict as JSON (`vpbox proof verify --json`).
+    pub fn to_json(&self) -> Value {
+        match self {
+            Self::Anchor(v) => v.to_json(),
+            Self::Consistency(e) => e.to_json(),
+        }
+    }
+}
+
+/// A certified block, as a consistency proof names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    /// Its height.
+    pub height: u64,
+    /// Its hash.
+    pub hash: Digest,
+    /// Its time (ms).
+    pub time_ms: u64,
+    /// The epoch that certified it.
+    pub epoch: u64,
+    /// The nodes whose signatures certify it.
+    pub signers: Vec<SignerNode>,
+}
+
+impl Head {
+    fn to_json(&self) -> Value {
+        json!({
+            "height": self.height,
+            "blockHash": format!("0x{}", self.hash.to_hex()),
+            "blockTimeMs": self.time_ms,
+            "epoch": self.epoch,
+            "signers": self.signers.iter().map(|s| json!({
+                "id": s.id, "name": s.name, "bank": s.bank,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// What a valid consistency proof proves: `to` extends `from` (the ledger up to `from` is a
+/// prefix of the ledger up to `to`: nothing before `from` was rewritten).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extension {
+    /// The consortium.
+    pub chain: Digest,
+    /// The genesis's `chain_id`.
+    pub chain_id: String,
+    /// The earlier head.
+    pub from: Head,
+    /// The later head.
+    pub to: Head,
+    /// Configuration changes followed from the genesis.
+    pub changes: usize,
+}
+
+impl Extension {
+    /// As JSON.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "valid": true,
+            "kind": "consistency",
+            "chain": format!("0x{}", self.chain.to_hex()),
+            "chainId": self.chain_id,
+            "from": self.from.to_json(),
+            "to": self.to.to_json(),
+            "configurationChanges": self.changes,
+        })
+    }
+}
+
 /// Verifies a decoded bundle (see [`verify_bytes`]).
-pub fn verify(b: &Bundle, anchor: &TrustAnchor, slip: Option<&[u8]>) -> Result<Verdict, Refusal> {
+pub fn verify(b: &Bundle, anchor: &TrustAnchor, slip: Option<&[u8]>) -> Result<Proof, Refusal> {
+    let (genesis, f) = follow(b, anchor)?;
+    match &b.body {
+        Body::Anchor(a) => verify_anchor(genesis, &f, a, slip).map(Proof::Anchor),
+        Body::Consistency(c) => verify_consistency(genesis, &f, c).map(Proof::Consistency),
+    }
+}
+
+/// Steps 1–4: the trust anchor, then the consortium followed from its genesis through every
+/// configuration change the bundle carries.
+fn follow(b: &Bundle, anchor: &TrustAnchor) -> Result<(Genesis, Followed), Refusal> {
     // 1. The trust anchor: the genesis is the consortium's.
     let chain = hash(&b.genesis);
     if let TrustAnchor::GenesisHash(want) = anchor {
@@ -308,7 +401,7 @@ pub fn verify(b: &Bundle, anchor: &TrustAnchor, slip: Option<&[u8]>) -> Result<V
     };
 
     // 2. Every configuration change from the genesis to the anchor's block, in order.
-    let anchor_height = b.anchor.evidence.header.height;
+    let anchor_height = b.height();
     let mut last = 0;
     for g in &b.governance {
         let h = g.evidence.header.height;
@@ -345,18 +438,41 @@ pub fn verify(b: &Bundle, anchor: &TrustAnchor, slip: Option<&[u8]>) -> Result<V
         }
     }
 
+    Ok((genesis, f))
+}
+
+fn signers(f: &Followed, cert: &vpbox_consensus::CommitCertificate) -> Vec<SignerNode> {
+    cert.signatures
+        .iter()
+        .map(|(n, _)| {
+            let (name, bank) =
+                f.nodes.get(&n.0).cloned().unwrap_or_else(|| (format!("node{}", n.0), "?".into()));
+            SignerNode { id: n.0, name, bank }
+        })
+        .collect()
+}
+
+/// Steps 5–9: the anchor's block, transaction, outcome, submitter and slip.
+fn verify_anchor(
+    genesis: Genesis,
+    f: &Followed,
+    a: &AnchorPart,
+    slip: Option<&[u8]>,
+) -> Result<Verdict, Refusal> {
+    let chain = genesis.hash;
+    let anchor_height = a.evidence.header.height;
     // 3. The anchor's block, its transaction, its outcome, its submitter.
-    let e = &b.anchor.evidence;
+    let e = &a.evidence;
     let config = f.config(anchor_height);
     let cert = check_block(e, config)?;
-    let tx = proven_tx(e, &b.anchor.tx, Reason::TxNotInBlock)?;
-    let codes = executed(e, b.anchor.tx.index, Reason::NotAnchored)?;
+    let tx = proven_tx(e, &a.tx, Reason::TxNotInBlock)?;
+    let codes = executed(e, a.tx.index, Reason::NotAnchored)?;
     let pairs: Vec<([u8; 32], [u8; 32])> = match &tx.body.payload {
         Payload::AnchorPut { key, value } => vec![(*key, *value)],
         Payload::AnchorPutBatch(p) => p.clone(),
         _ => return refuse(Reason::NotAnchored, "the transaction anchors nothing"),
     };
-    let key = b.anchor.key;
+    let key = a.key;
     let Some(pos) = pairs.iter().position(|(k, _)| *k == key) else {
         return refuse(Reason::NotAnchored, "the transaction does not carry this key");
     };
@@ -372,19 +488,11 @@ pub fn verify(b: &Bundle, anchor: &TrustAnchor, slip: Option<&[u8]>) -> Result<V
         None => return refuse(Reason::NotAnchored, "the results hold no outcome for this put"),
     }
     let value = pairs[pos].1;
-    let id = submitter(&f.state, &b.anchor.submitter, &tx)?;
+    let id = submitter(&f.state, &a.submitter, &tx)?;
     if let Some(slip) = slip {
         check_slip(slip, &key, &value)?;
     }
-    let signers = cert
-        .signatures
-        .iter()
-        .map(|(n, _)| {
-            let (name, bank) =
-                f.nodes.get(&n.0).cloned().unwrap_or_else(|| (format!("node{}", n.0), "?".into()));
-            SignerNode { id: n.0, name, bank }
-        })
-        .collect();
+    let signers = signers(f, &cert);
     Ok(Verdict {
         chain,
         chain_id: genesis.chain_id,
@@ -398,6 +506,58 @@ pub fn verify(b: &Bundle, anchor: &TrustAnchor, slip: Option<&[u8]>) -> Result<V
         signers,
         quorum: (config.quorum(), config.members().len()),
         submitter: (id.name, id.bank),
+        changes: f.state.seq as usize,
+    })
+}
+
+
+/// Steps 5–6 of a consistency proof: both heads certified, and the later one linked to the
+/// earlier one by the parent hashes of the headers between them.
+fn verify_consistency(
+    genesis: Genesis,
+    f: &Followed,
+    c: &ConsistencyPart,
+) -> Result<Extension, Refusal> {
+    let head = |e: &Evidence| -> Result<Head, Refusal> {
+        let config = f.config(e.header.height);
+        let cert = check_block(e, config)?;
+        Ok(Head {
+            height: e.header.height,
+            hash: e.header.hash(),
+            time_ms: e.header.timestamp_ms,
+            epoch: config.epoch(),
+            signers: signers(f, &cert),
+        })
+    };
+    let (from, to) = (head(&c.from)?, head(&c.to)?);
+    if from.height >= to.height {
+        return refuse(
+            Reason::NotExtending,
+            format!("block {} does not come after block {}", to.height, from.height),
+        );
+    }
+    let between = to.height - from.height - 1;
+    if c.headers.len() as u64 != between {
+        return refuse(
+            Reason::NotExtending,
+            format!("{} headers given, {between} lie between the two heads", c.headers.len()),
+        );
+    }
+    let mut prev = c.from.header.hash();
+    for (h, want) in c.headers.iter().chain([&c.to.header]).zip(from.height + 1..) {
+        if h.height != want || h.parent != prev {
+            return refuse(
+                Reason::NotExtending,
+                format!("block {want} does not link to block {}", want - 1),
+            );
+        }
+        prev = h.hash();
+    }
+    Ok(Extension {
+        chain: genesis.hash,
+        chain_id: genesis.chain_id,
+        from,
+        to,
         changes: f.state.seq as usize,
     })
 }

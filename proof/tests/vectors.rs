@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 use vpbox_consensus::Signature as CSig;
 use vpbox_consensus::wire::{decode_certificate, encode_certificate};
-use vpbox_proof::bundle::Bundle;
+use vpbox_proof::bundle::{AnchorPart, Body, Bundle, ConsistencyPart};
 use vpbox_proof::verify::{TrustAnchor, verify_bytes};
 use vpbox_sm::sm3::{Digest, hash};
 
@@ -51,11 +51,26 @@ fn every_valid_vector_verifies_with_its_documented_verdict() {
     }
 }
 
+fn anchor_of(b: &mut Bundle) -> &mut AnchorPart {
+    match &mut b.body {
+        Body::Anchor(a) => a,
+        Body::Consistency(_) => panic!("an anchor bundle"),
+    }
+}
+
+fn heads_of(b: &mut Bundle) -> &mut ConsistencyPart {
+    match &mut b.body {
+        Body::Consistency(c) => c,
+        Body::Anchor(_) => panic!("a consistency bundle"),
+    }
+}
+
 /// Re-encodes the anchor block's certificate after `f` changed it.
 fn with_certificate(b: &mut Bundle, f: impl FnOnce(&mut vpbox_consensus::CommitCertificate)) {
-    let mut c = decode_certificate(&b.anchor.evidence.certificate).unwrap();
+    let a = anchor_of(b);
+    let mut c = decode_certificate(&a.evidence.certificate).unwrap();
     f(&mut c);
-    b.anchor.evidence.certificate = encode_certificate(&c);
+    a.evidence.certificate = encode_certificate(&c);
 }
 
 /// One invalid bundle per reason, each one change away from the epoch-2 vector: (file name,
@@ -91,13 +106,13 @@ fn invalid_vectors(chain: &str) -> Vec<(&'static str, &'static str, Vec<u8>, Str
         let g = &mut b.governance[2];
         g.admins.retain(|c| !String::from_utf8_lossy(c).contains("bank-b"));
     });
-    add("tx-root", "tx-root", &|b| b.anchor.evidence.tx_hashes[0].0[0] ^= 1);
-    add("results-root", "results-root", &|b| b.anchor.evidence.results[0].codes[0] ^= 1);
+    add("tx-root", "tx-root", &|b| anchor_of(b).evidence.tx_hashes[0].0[0] ^= 1);
+    add("results-root", "results-root", &|b| anchor_of(b).evidence.results[0].codes[0] ^= 1);
     add("certificate-malformed", "certificate-malformed", &|b| {
-        b.anchor.evidence.certificate.pop();
+        anchor_of(b).evidence.certificate.pop();
     });
     add("certificate-other-block", "certificate-other-block", &|b| {
-        b.anchor.evidence.certificate = b.governance[2].evidence.certificate.clone();
+        anchor_of(b).evidence.certificate = b.governance[2].evidence.certificate.clone();
     });
     add("signature", "signature", &|b| {
         with_certificate(b, |c| c.signatures[0].1.0[10] ^= 1);
@@ -118,16 +133,26 @@ fn invalid_vectors(chain: &str) -> Vec<(&'static str, &'static str, Vec<u8>, Str
         });
     });
     add("tx-not-in-block", "tx-not-in-block", &|b| {
-        b.anchor.tx.index += 1;
+        anchor_of(b).tx.index += 1;
     });
     add("tx-signature", "tx-signature", &|b| {
-        let n = b.anchor.tx.tx.len();
-        b.anchor.tx.tx[n - 1] ^= 1;
+        let tx = &mut anchor_of(b).tx.tx;
+        let n = tx.len();
+        tx[n - 1] ^= 1;
     });
     add("submitter-refused", "submitter-refused", &|b| {
-        b.anchor.submitter = b.governance[0].admins[0].clone();
+        let admin = b.governance[0].admins[0].clone();
+        anchor_of(b).submitter = admin;
     });
-    add("not-anchored", "not-anchored", &|b| b.anchor.key[31] ^= 1);
+    add("not-anchored", "not-anchored", &|b| anchor_of(b).key[31] ^= 1);
+    // A consistency proof whose headers do not link, and one that lacks a header.
+    let heads = Bundle::decode(&std::fs::read(dir().join("consistency.proof")).unwrap()).unwrap();
+    let mut b = heads.clone();
+    heads_of(&mut b).headers[0].timestamp_ms += 1;
+    out.push(("not-extending", "not-extending", b.encode(), chain.to_string()));
+    let mut b = heads.clone();
+    heads_of(&mut b).headers.pop();
+    out.push(("missing-header", "not-extending", b.encode(), chain.to_string()));
     let mut truncated = base.clone();
     truncated.pop();
     out.push(("malformed", "malformed", truncated, chain.to_string()));
@@ -172,5 +197,5 @@ fn every_invalid_vector_is_refused_with_its_reason() {
     let mut reasons: Vec<&str> = vectors.iter().map(|v| v.1).collect();
     reasons.sort_unstable();
     reasons.dedup();
-    assert_eq!(reasons.len(), 19, "{reasons:?}");
+    assert_eq!(reasons.len(), 20, "{reasons:?}");
 }

@@ -1465,6 +1465,24 @@ fn proofs_across_the_membership_changes(c: &Cluster, kc: &str, k1: &[u8; 32], k2
         assert!(text.contains(&format!("of {bank}, transaction signed at")), "{text}");
         manifest.push(json!({"file": format!("{name}.proof"), "verdict": v}));
     }
+    // An auditor's old head (block 2, epoch 0) and the epoch-2 anchor's block: the later
+    // extends the earlier across both membership changes.
+    let to = manifest[2]["verdict"]["height"].as_u64().unwrap().to_string();
+    let heads = c.dir.join("consistency.proof");
+    let r = vpbox(&[
+        "proof", "consistency", "--from", "2", "--to", &to, "--out", s(&heads), "--dir", dir,
+        "--genesis-hash", &chain,
+    ]);
+    let text = r.text();
+    assert_eq!(r.code, 0, "{text}{}", r.stderr);
+    assert!(text.contains(&format!("VALID: block {to} extends block 2")), "{text}");
+    let r = vpbox(&["proof", "verify", s(&heads), "--genesis-hash", &chain, "--json"]);
+    assert_eq!(r.code, 0, "{}{}", r.text(), r.stderr);
+    let consistency: Value = serde_json::from_str(&r.text()).unwrap();
+    assert_eq!(consistency["from"]["epoch"], 0, "{consistency}");
+    assert_eq!(consistency["to"]["epoch"], 2, "{consistency}");
+    let r = vpbox(&["proof", "consistency", "--from", &to, "--to", "2", "--out", s(&heads), "--dir", dir]);
+    assert!(r.code == 2 && r.stderr.contains("1 ≤ from < to"), "{}", r.stderr);
     let file = c.dir.join("epoch2.proof");
     // The founding roots (banks A and B) are a trust anchor too; with bank C's added they are
     // another consortium's.
@@ -1489,11 +1507,12 @@ fn proofs_across_the_membership_changes(c: &Cluster, kc: &str, k1: &[u8; 32], k2
     if std::env::var_os("VPBOX_UPDATE_VECTORS").is_some() {
         let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/proofs");
         std::fs::create_dir_all(&out).unwrap();
-        for (name, ..) in cases {
+        for name in cases.iter().map(|c| c.0).chain(["consistency"]) {
             let from = c.dir.join(format!("{name}.proof"));
             std::fs::copy(from, out.join(format!("{name}.proof"))).unwrap();
         }
         std::fs::write(out.join("genesis.json"), &genesis).unwrap();
+        manifest.push(json!({"file": "consistency.proof", "verdict": consistency}));
         let m = json!({"genesisHash": chain, "valid": manifest});
         std::fs::write(out.join("valid.json"), serde_json::to_string_pretty(&m).unwrap() + "\n")
             .unwrap();
