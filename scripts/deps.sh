@@ -31,6 +31,12 @@ command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 cargo mutants --version 2>/dev/null | grep -qx "cargo-mutants 27.1.0" \
   || cargo install --locked cargo-mutants --version 27.1.0
 install python3
+# The independent proof verifier (proof/tests/independent_verifier.py): Python with the PyPI
+# gmssl package (SM2/SM3 that is not the project's), in its own venv.
+install python3-venv
+[ -x /opt/vpbox-pytest/bin/python3 ] || python3 -m venv /opt/vpbox-pytest
+/opt/vpbox-pytest/bin/python3 -c 'import gmssl' 2>/dev/null \
+  || /opt/vpbox-pytest/bin/pip install -q gmssl==3.2.2
 # promtool (prometheus): checks the proxy's /metrics page in the cluster test; nginx and wrk:
 # the peer and the load generator of `vpbox bench proxy`; systemd-container (systemd-nspawn):
 # the box's units booted under systemd; mmdebstrap: a fresh Debian root for the hardening test;

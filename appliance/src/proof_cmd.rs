@@ -163,7 +163,13 @@ fn consistency(a: &ConsistencyArgs) -> Result<Outcome> {
         bail!("the box answered with another kind of proof");
     }
     crate::files::write_output(Some(&a.out), &bytes, false)?;
-    println!("wrote {} ({} bytes): block {} extends block {}", a.out.display(), bytes.len(), a.to, a.from);
+    println!(
+        "wrote {} ({} bytes): block {} extends block {}",
+        a.out.display(),
+        bytes.len(),
+        a.to,
+        a.from
+    );
     match anchor {
         None => Ok(Outcome::Ok),
         Some(anchor) => Ok(print_verdict(verify(&b, &anchor, None), false, false)),

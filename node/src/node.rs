@@ -56,7 +56,6 @@ use vpbox_sm::sm2::{PublicKey, Signature};
 use vpbox_sm::sm3::{Digest, hash};
 
 use crate::genesis::{Genesis, NodeEntry};
-use vpbox_proof::epochs::derive_configs;
 use crate::host::{Clock, Log, SignQueue, SystemClock, Transport};
 use crate::inbox::{Closed, Inbox, Outbox};
 use crate::intake::Intake;
@@ -64,6 +63,7 @@ use crate::mempool::Mempool;
 use crate::peer::{FRAME_BUDGET, LinkStats, Links, PeerMsg};
 use crate::status::Status;
 use crate::transfer::{Part, Transfer};
+use vpbox_proof::epochs::derive_configs;
 
 /// How often a parked execution or a state fetch asks its peers again.
 const RETRY: Duration = Duration::from_millis(500);

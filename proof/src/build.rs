@@ -40,9 +40,10 @@ fn evidence(l: &Ledger, b: Block) -> Result<Evidence, Error> {
 }
 
 fn proven(l: &Ledger, b: &Block, index: u32) -> Result<Proven, Error> {
-    let h = b.tx_hashes.get(index as usize).ok_or_else(|| {
-        corrupt(format!("block {}: no transaction at {index}", b.header.height))
-    })?;
+    let h = b
+        .tx_hashes
+        .get(index as usize)
+        .ok_or_else(|| corrupt(format!("block {}: no transaction at {index}", b.header.height)))?;
     let (_, _, tx) =
         l.transaction(h)?.ok_or_else(|| corrupt(format!("transaction {} missing", h.to_hex())))?;
     Ok(Proven { index, tx: tx.encode() })
@@ -149,9 +150,8 @@ pub fn consistency(
         let end = to.min(h + HEADERS_PER_LOCK);
         let l = read()?;
         for height in h..end {
-            headers.push(
-                l.header(height)?.ok_or_else(|| corrupt(format!("block {height} missing")))?,
-            );
+            headers
+                .push(l.header(height)?.ok_or_else(|| corrupt(format!("block {height} missing")))?);
         }
         h = end;
     }

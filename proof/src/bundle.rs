@@ -383,7 +383,12 @@ impl<'a> Cursor<'a> {
     }
 
     /// A count of items of at least `min_len` bytes each, at most `max`.
-    fn count(&mut self, what: &'static str, max: usize, min_len: usize) -> Result<usize, DecodeError> {
+    fn count(
+        &mut self,
+        what: &'static str,
+        max: usize,
+        min_len: usize,
+    ) -> Result<usize, DecodeError> {
         let n = self.u32(what)? as usize;
         let fits = self.0.remaining() / min_len.max(1);
         if n > max || n > fits {
@@ -478,7 +483,7 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(Bundle::decode(&bytes[..cut]).is_err(), "prefix of {cut} bytes");
         }
-        let mut more = bytes.clone();
+        let mut more = bytes;
         more.push(0);
         assert_eq!(Bundle::decode(&more), Err(DecodeError::Trailing(1)));
         let json = b.to_json();
@@ -496,8 +501,11 @@ mod tests {
         let bytes = c.encode();
         assert_eq!(bytes[13], KIND_CONSISTENCY);
         assert_eq!(Bundle::decode(&bytes).unwrap(), c);
-        assert_eq!(c.to_json()["consistency"]["headers"][0], format!("0x{}", hex::encode(mid.encode())));
-        let mut other = bytes.clone();
+        assert_eq!(
+            c.to_json()["consistency"]["headers"][0],
+            format!("0x{}", hex::encode(mid.encode()))
+        );
+        let mut other = bytes;
         other[13] = 3;
         assert_eq!(Bundle::decode(&other), Err(DecodeError::Kind(3)));
     }

@@ -89,7 +89,10 @@ mod tests {
         );
         // Block 10 is still certified by the genesis members; 11 by epoch 1; 21 by epoch 2.
         let epoch = |h| config_for(&genesis, &got, h).epoch();
-        assert_eq!([epoch(1), epoch(10), epoch(11), epoch(20), epoch(21), epoch(31)], [0, 0, 1, 1, 2, 3]);
+        assert_eq!(
+            [epoch(1), epoch(10), epoch(11), epoch(20), epoch(21), epoch(31)],
+            [0, 0, 1, 1, 2, 3]
+        );
         assert!(derive_configs(genesis, &[], 10).is_empty());
     }
 }

@@ -20,8 +20,8 @@ use vpbox_ca::CertProfile;
 use vpbox_ca::policy::{Decision, Identity};
 use vpbox_consensus::wire::{batch_digest, block_digest, decode_certificate};
 use vpbox_consensus::{
-    Batch, Config, Digest as CDigest, Error as CError, PublicKey as CKey, SeqNo,
-    Signature as CSig, Verification as CVer, Verifier, verify_certificate,
+    Batch, Config, Digest as CDigest, Error as CError, PublicKey as CKey, SeqNo, Signature as CSig,
+    Verification as CVer, Verifier, verify_certificate,
 };
 use vpbox_ledger::block::results_root;
 use vpbox_ledger::governance::{ConfigTx, Member, Proposal, State};
@@ -393,11 +393,7 @@ fn follow(b: &Bundle, anchor: &TrustAnchor) -> Result<(Genesis, Followed), Refus
         state: genesis.governance_state(),
         node_changes: Vec::new(),
         configs: Vec::new(),
-        nodes: genesis
-            .nodes
-            .iter()
-            .map(|n| (n.id.0, (n.name.clone(), n.bank.clone())))
-            .collect(),
+        nodes: genesis.nodes.iter().map(|n| (n.id.0, (n.name.clone(), n.bank.clone()))).collect(),
     };
 
     // 2. Every configuration change from the genesis to the anchor's block, in order.
@@ -510,7 +506,6 @@ fn verify_anchor(
     })
 }
 
-
 /// Steps 5–6 of a consistency proof: both heads certified, and the later one linked to the
 /// earlier one by the parent hashes of the headers between them.
 fn verify_consistency(
@@ -564,11 +559,17 @@ fn verify_consistency(
 
 /// Checks a block against the configuration that certifies it: its transaction hashes and
 /// results against its header, and its commit certificate against the header and the members.
-fn check_block(e: &Evidence, config: &Config) -> Result<vpbox_consensus::CommitCertificate, Refusal> {
+fn check_block(
+    e: &Evidence,
+    config: &Config,
+) -> Result<vpbox_consensus::CommitCertificate, Refusal> {
     let h = &e.header;
     let at = format!("block {}", h.height);
     if e.tx_hashes.len() != h.tx_count as usize || merkle::root(&e.tx_hashes) != h.tx_root {
-        return refuse(Reason::TxRoot, format!("{at}: the transaction hashes do not make its tx_root"));
+        return refuse(
+            Reason::TxRoot,
+            format!("{at}: the transaction hashes do not make its tx_root"),
+        );
     }
     let mut results = Vec::with_capacity(e.results.len());
     let mut prev = None;
@@ -583,7 +584,10 @@ fn check_block(e: &Evidence, config: &Config) -> Result<vpbox_consensus::CommitC
         results.push((*tx, r.codes.clone()));
     }
     if results_root(&results) != h.results_root {
-        return refuse(Reason::ResultsRoot, format!("{at}: the results do not make its results_root"));
+        return refuse(
+            Reason::ResultsRoot,
+            format!("{at}: the results do not make its results_root"),
+        );
     }
     let cert = decode_certificate(&e.certificate).map_err(|err| Refusal {
         reason: Reason::CertificateMalformed,
@@ -593,7 +597,10 @@ fn check_block(e: &Evidence, config: &Config) -> Result<vpbox_consensus::CommitC
     let batch = Batch { txs: e.tx_hashes.iter().map(|d| CDigest(d.0)).collect() };
     let want = block_digest(&v, SeqNo(h.height), &batch_digest(&v, &batch), &CDigest(h.hash().0));
     if cert.seq.0 != h.height || cert.block != want {
-        return refuse(Reason::CertificateOtherBlock, format!("{at}: the certificate is for another block"));
+        return refuse(
+            Reason::CertificateOtherBlock,
+            format!("{at}: the certificate is for another block"),
+        );
     }
     let epoch = config.epoch();
     verify_certificate(config, &v, &cert).map_err(|err| {
@@ -633,7 +640,10 @@ fn proven_tx(e: &Evidence, p: &Proven, reason: Reason) -> Result<Tx, Refusal> {
     let tx = Tx::decode(&p.tx)
         .map_err(|err| Refusal { reason, detail: format!("{at}: transaction: {err}") })?;
     if e.tx_hashes.get(p.index as usize) != Some(&tx.hash()) {
-        return refuse(reason, format!("{at}: the transaction is not the one at index {}", p.index));
+        return refuse(
+            reason,
+            format!("{at}: the transaction is not the one at index {}", p.index),
+        );
     }
     Ok(tx)
 }
@@ -658,14 +668,25 @@ fn chain_of<'a>(chains: &'a [Vec<u8>], tx: &Tx) -> Option<(&'a [u8], PublicKey)>
 }
 
 /// Checks one applied configuration transaction and returns the state after it.
-fn apply_config(state: &State, e: &Evidence, p: &Proven, admins: &[Vec<u8>]) -> Result<State, Refusal> {
+fn apply_config(
+    state: &State,
+    e: &Evidence,
+    p: &Proven,
+    admins: &[Vec<u8>],
+) -> Result<State, Refusal> {
     let h = e.header.height;
     let tx = proven_tx(e, p, Reason::GovernanceNotApplied)?;
     if executed(e, p.index, Reason::GovernanceNotApplied)? != [0] {
-        return refuse(Reason::GovernanceNotApplied, format!("block {h}: the change was not applied"));
+        return refuse(
+            Reason::GovernanceNotApplied,
+            format!("block {h}: the change was not applied"),
+        );
     }
     let Payload::Config(bytes) = &tx.body.payload else {
-        return refuse(Reason::GovernanceNotApplied, format!("block {h}: not a configuration transaction"));
+        return refuse(
+            Reason::GovernanceNotApplied,
+            format!("block {h}: not a configuration transaction"),
+        );
     };
     let when = at(tx.body.timestamp_ms);
     let refused = |why: String| Refusal {
@@ -686,13 +707,13 @@ fn apply_config(state: &State, e: &Evidence, p: &Proven, admins: &[Vec<u8>]) -> 
     let proposal = Proposal::decode(&config.proposal).map_err(|e| refused(e.to_string()))?;
     state.check_target(&proposal).map_err(refused)?;
     let mut enrolled = |d: &Digest| {
-        admins.iter().find(|c| {
-            vpbox_ca::cert::certificate_key(c).is_ok_and(|k| k.fingerprint() == *d)
-        }).cloned()
+        admins
+            .iter()
+            .find(|c| vpbox_ca::cert::certificate_key(c).is_ok_and(|k| k.fingerprint() == *d))
+            .cloned()
     };
-    let banks = state.approving_banks(&config, &trust, &mut enrolled, when).map_err(|why| Refusal {
-        reason: Reason::GovernanceNotApproved,
-        detail: format!("block {h}: {why}"),
+    let banks = state.approving_banks(&config, &trust, &mut enrolled, when).map_err(|why| {
+        Refusal { reason: Reason::GovernanceNotApproved, detail: format!("block {h}: {why}") }
     })?;
     if !state.quorate(banks.len()) {
         return refuse(
@@ -720,12 +741,13 @@ fn submitter(state: &State, chain: &[u8], tx: &Tx) -> Result<Identity, Refusal> 
     if !tx.verify(&key).is_valid() {
         return refuse(Reason::TxSignature, "the transaction's signature does not verify");
     }
-    let trust = state
-        .trust()
-        .map_err(|e| Refusal { reason: Reason::SubmitterRefused, detail: e })?;
+    let trust =
+        state.trust().map_err(|e| Refusal { reason: Reason::SubmitterRefused, detail: e })?;
     match trust.admit(chain, CertProfile::Posp, at(tx.body.timestamp_ms)) {
         Decision::Allow(id) if id.key_fingerprint == tx.body.submitter => Ok(id),
-        Decision::Allow(_) => refuse(Reason::SubmitterRefused, "the certificate is for another key"),
+        Decision::Allow(_) => {
+            refuse(Reason::SubmitterRefused, "the certificate is for another key")
+        }
         Decision::Deny(r) => refuse(
             Reason::SubmitterRefused,
             format!("the submitter's certificate at the transaction's time: {r}"),

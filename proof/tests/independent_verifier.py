@@ -3,8 +3,8 @@
 
 Usage:
     independent_verifier.py [DIR]                       check every test vector of DIR
-    independent_verifier.py verify FILE --genesis-hash HEX [--json]
-    independent_verifier.py verify FILE --roots PEMFILE [--json]
+    independent_verifier.py verify FILE (--genesis-hash HEX | --roots PEMFILE) [--slip SLIP]
+                            [--json]
 
 Standard library plus `gmssl` (SM3, SM2 point arithmetic). X.509 is parsed by a small DER
 reader below; no vpbox code or binary is used.
@@ -209,6 +209,8 @@ def decode_header(raw):
          "tx_root": r.take(32), "results_root": r.take(32), "tx_count": r.u32(),
          "timestamp_ms": r.u64()}
     r.end("header")
+    if h["version"] != 1:                      # §3.3 version:u8=1 (part of the encoding)
+        raise DecodeError(f"header version {h['version']}")
     return h
 
 
@@ -623,8 +625,11 @@ class X509:
 
 @functools.lru_cache(maxsize=1024)
 def parse_x509(der):
-    """Parse (cached) one DER certificate."""
-    return X509(der)
+    """Parse (cached) one DER certificate; DecodeError on anything unexpected."""
+    try:
+        return X509(der)
+    except (IndexError, ValueError, UnicodeError) as e:
+        raise DecodeError(f"X.509: {e}")
 
 
 def split_chain(raw):
@@ -814,6 +819,16 @@ def parse_genesis(raw):
             root_certs.append(parse_x509(ders[0]))
         except (TypeError, KeyError, DecodeError) as e:
             raise bad(f"bad root ({e})")
+    # §3.1: like vpbox, re-check each founding node's certificate at timestamp_ms.
+    for n in nodes:
+        try:
+            chain = b"".join(pem_certificates(n["certificate"]))
+            leaf = admit(chain, "vp-node", ts, root_certs)
+        except (TypeError, KeyError, DecodeError, NotAdmitted) as e:
+            raise bad(f"node {n['id']}: certificate not admitted ({e})")
+        if leaf.one(OID_CN) != n["name"] or leaf.bank != n["bank"] \
+                or leaf.point != members[n["id"]]:
+            raise bad(f"node {n['id']}: certificate names another node, bank or key")
     return {"chain_id": g.get("chain_id"), "timestamp_ms": ts, "k": k,
             "members": members, "names": names, "node_banks": {i: names[i]["bank"] for i in names},
             "roots": root_certs}
@@ -949,8 +964,6 @@ def check_evidence(ev, epochs, what):
     h = ev["header"]
     height = h["height"]
     hashes = ev["tx_hashes"]
-    if h["version"] != 1:
-        raise Refused("malformed", f"{what}: header version {h['version']}")
     if len(hashes) != h["tx_count"] or merkle_root(hashes) != h["tx_root"]:
         raise Refused("tx-root", f"{what} (block {height}): transactions do not match tx_root")
     last = -1
@@ -1096,7 +1109,43 @@ def check_approvals(admins, proposal, tx, state, height):
                       f"block {height}: {n} of {len(banks)} banks approve")
 
 
-def verify_bundle(data, genesis_hash=None, roots=None):
+SLIP_FIELDS = {"merchant_id": r"[A-Za-z0-9]{1,32}", "terminal_id": r"[A-Za-z0-9]{1,16}",
+               "rrn": r"[A-Za-z0-9]{1,32}",
+               "txn_time": r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(Z|[+-]\d{2}:\d{2})"}
+
+
+def slip_key(raw):
+    """The key of a vpbox JSON slip (docs/slip-format.md), or None when it is not one."""
+    dup = []
+
+    def pairs(items):
+        keys = [k for k, _ in items]
+        dup.append(len(keys) != len(set(keys)))
+        return dict(items)
+    try:
+        obj = json.loads(raw.decode("utf-8"), object_pairs_hook=pairs)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    # The hook runs innermost first, so the top-level object's is the last call.
+    if not isinstance(obj, dict) or dup[-1]:
+        return None
+    fields = []
+    for name, pattern in SLIP_FIELDS.items():
+        v = obj.get(name)
+        if not isinstance(v, str) or not re.fullmatch(pattern, v):
+            return None
+        fields.append(v.encode("ascii"))
+    return sm3(b"VPBOX/slip-key/v1\x00" + b"\x00".join(fields))
+
+
+def check_slip(slip, key, value):
+    """§7 step 9."""
+    k = slip_key(slip)
+    if (k is not None and k != key) or sm3(slip) != value:
+        raise Refused("slip-mismatch", "the slip is not the anchored one")
+
+
+def verify_bundle(data, genesis_hash=None, roots=None, slip=None):
     """Verify a bundle (§7); returns the verdict dict or raises Refused."""
     try:                                                                   # 1
         b = decode_bundle(data)
@@ -1167,6 +1216,8 @@ def verify_bundle(data, genesis_hash=None, roots=None):
         admit(b["submitter"], "posp", tx["timestamp_ms"], state.roots)
     except NotAdmitted as e:
         raise Refused("submitter-refused", f"submitter: {e}")
+    if slip is not None:                                                   # 9
+        check_slip(slip, key, value)
     sig = signers(info)
     verdict.update({
         "key": "0x" + key.hex(), "value": "0x" + value.hex(), "height": info["height"],
@@ -1174,7 +1225,7 @@ def verify_bundle(data, genesis_hash=None, roots=None):
         "txTimeMs": tx["timestamp_ms"], "epoch": info["epoch"], "members": info["members"],
         "quorum": info["quorum"], "signers": sig,
         "banks": sorted({s["bank"] for s in sig}),
-        "submitter": {"name": leaf.one(OID_CN), "bank": leaf.bank}, "slip": False})
+        "submitter": {"name": leaf.one(OID_CN), "bank": leaf.bank}, "slip": slip is not None})
     return verdict
 
 
@@ -1273,9 +1324,9 @@ def main(argv):
     """Entry point; returns the exit status."""
     usage = ("usage: independent_verifier.py [DIR]\n"
              "       independent_verifier.py verify FILE (--genesis-hash HEX | --roots PEM) "
-             "[--json]")
+             "[--slip SLIP] [--json]")
     if argv and argv[0] == "verify":
-        args, file, gh, roots, as_json = argv[1:], None, None, None, False
+        args, file, gh, roots, as_json, slip = argv[1:], None, None, None, False, None
         i = 0
         try:
             while i < len(args):
@@ -1288,6 +1339,10 @@ def main(argv):
                     gh = bytes.fromhex(text)
                     if len(gh) != 32:
                         raise ValueError
+                elif a == "--slip":
+                    i += 1
+                    with open(args[i], "rb") as f:
+                        slip = f.read()
                 elif a == "--roots":
                     i += 1
                     with open(args[i]) as f:
@@ -1310,7 +1365,7 @@ def main(argv):
             print(f"cannot read {file}: {e}", file=sys.stderr)
             return 2
         try:
-            verdict = verify_bundle(data, gh, roots)
+            verdict = verify_bundle(data, gh, roots, slip)
         except Refused as e:
             if as_json:
                 print(json.dumps({"valid": False, "reason": e.reason, "detail": e.detail},

@@ -19,8 +19,8 @@ fn pem(label: &str, der: &[u8]) -> String {
 
 fn openssl(args: &[&str]) -> (bool, String) {
     let out = Command::new("openssl").args(args).output().expect("the openssl command");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
 
@@ -49,8 +49,20 @@ fn pkeyutl_verify(tmp: &Path, pub_pem: &str, msg: &[u8], sig_der: &[u8]) -> bool
     std::fs::write(&s, sig_der).unwrap();
     let str = |p: &Path| p.to_str().unwrap().to_string();
     let (ok, text) = openssl(&[
-        "pkeyutl", "-verify", "-pubin", "-inkey", &str(&k), "-rawin", "-digest", "sm3",
-        "-pkeyopt", "distid:1234567812345678", "-in", &str(&m), "-sigfile", &str(&s),
+        "pkeyutl",
+        "-verify",
+        "-pubin",
+        "-inkey",
+        &str(&k),
+        "-rawin",
+        "-digest",
+        "sm3",
+        "-pkeyopt",
+        "distid:1234567812345678",
+        "-in",
+        &str(&m),
+        "-sigfile",
+        &str(&s),
     ]);
     ok && text.contains("Signature Verified Successfully")
 }
@@ -81,8 +93,14 @@ fn openssl_checks_the_chain_the_transaction_and_a_commit_signature_of_a_vector()
     let ts = u64::from_be_bytes(a.tx.tx[42..50].try_into().unwrap()) / 1000;
     let verify_at = |when: u64| {
         openssl(&[
-            "verify", "-vfyopt", "distid:1234567812345678", "-CAfile", root.to_str().unwrap(),
-            "-attime", &when.to_string(), leaf.to_str().unwrap(),
+            "verify",
+            "-vfyopt",
+            "distid:1234567812345678",
+            "-CAfile",
+            root.to_str().unwrap(),
+            "-attime",
+            &when.to_string(),
+            leaf.to_str().unwrap(),
         ])
     };
     let (ok, text) = verify_at(ts);
@@ -97,7 +115,7 @@ fn openssl_checks_the_chain_the_transaction_and_a_commit_signature_of_a_vector()
     let sig = der_sig(&a.tx.tx[body_len..]);
     let msg = [b"VPBOX/tx/v1\0".as_slice(), body].concat();
     assert!(pkeyutl_verify(t, &pub_pem, &msg, &sig), "the transaction's signature");
-    let mut other = msg.clone();
+    let mut other = msg;
     *other.last_mut().unwrap() ^= 1;
     assert!(!pkeyutl_verify(t, &pub_pem, &other, &sig), "a changed body");
 
@@ -109,15 +127,11 @@ fn openssl_checks_the_chain_the_transaction_and_a_commit_signature_of_a_vector()
         .iter()
         .find(|(id, _)| id.0 <= 4)
         .expect("a founding node among the signers");
-    let node = genesis["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["id"] == id.0)
-        .unwrap();
+    let node = genesis["nodes"].as_array().unwrap().iter().find(|n| n["id"] == id.0).unwrap();
     let point = hex::decode(node["consensus_key"].as_str().unwrap()).unwrap();
-    let spki = [hex::decode("3059301306072a8648ce3d020106082a811ccf5501822d034200").unwrap(), point]
-        .concat();
+    let spki =
+        [hex::decode("3059301306072a8648ce3d020106082a811ccf5501822d034200").unwrap(), point]
+            .concat();
     let mut p = b"vpbox/consensus/msg/v2\0".to_vec();
     p.extend_from_slice(&2u64.to_be_bytes()); // epoch 2
     p.extend_from_slice(&id.0.to_be_bytes());

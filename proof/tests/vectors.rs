@@ -41,8 +41,8 @@ fn every_valid_vector_verifies_with_its_documented_verdict() {
     for v in valid {
         let file = v["file"].as_str().unwrap();
         let bytes = std::fs::read(dir().join(file)).unwrap();
-        let got = verify_bytes(&bytes, &anchor(chain), None)
-            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let got =
+            verify_bytes(&bytes, &anchor(chain), None).unwrap_or_else(|e| panic!("{file}: {e}"));
         let mut want = v["verdict"].clone();
         want.as_object_mut().unwrap().remove("slip");
         assert_eq!(got.to_json(), want, "{file}");
@@ -150,10 +150,10 @@ fn invalid_vectors(chain: &str) -> Vec<(&'static str, &'static str, Vec<u8>, Str
     let mut b = heads.clone();
     heads_of(&mut b).headers[0].timestamp_ms += 1;
     out.push(("not-extending", "not-extending", b.encode(), chain.to_string()));
-    let mut b = heads.clone();
+    let mut b = heads;
     heads_of(&mut b).headers.pop();
     out.push(("missing-header", "not-extending", b.encode(), chain.to_string()));
-    let mut truncated = base.clone();
+    let mut truncated = base;
     truncated.pop();
     out.push(("malformed", "malformed", truncated, chain.to_string()));
     let mut b = good.clone();

@@ -1470,8 +1470,18 @@ fn proofs_across_the_membership_changes(c: &Cluster, kc: &str, k1: &[u8; 32], k2
     let to = manifest[2]["verdict"]["height"].as_u64().unwrap().to_string();
     let heads = c.dir.join("consistency.proof");
     let r = vpbox(&[
-        "proof", "consistency", "--from", "2", "--to", &to, "--out", s(&heads), "--dir", dir,
-        "--genesis-hash", &chain,
+        "proof",
+        "consistency",
+        "--from",
+        "2",
+        "--to",
+        &to,
+        "--out",
+        s(&heads),
+        "--dir",
+        dir,
+        "--genesis-hash",
+        &chain,
     ]);
     let text = r.text();
     assert_eq!(r.code, 0, "{text}{}", r.stderr);
@@ -1481,7 +1491,18 @@ fn proofs_across_the_membership_changes(c: &Cluster, kc: &str, k1: &[u8; 32], k2
     let consistency: Value = serde_json::from_str(&r.text()).unwrap();
     assert_eq!(consistency["from"]["epoch"], 0, "{consistency}");
     assert_eq!(consistency["to"]["epoch"], 2, "{consistency}");
-    let r = vpbox(&["proof", "consistency", "--from", &to, "--to", "2", "--out", s(&heads), "--dir", dir]);
+    let r = vpbox(&[
+        "proof",
+        "consistency",
+        "--from",
+        &to,
+        "--to",
+        "2",
+        "--out",
+        s(&heads),
+        "--dir",
+        dir,
+    ]);
     assert!(r.code == 2 && r.stderr.contains("1 ≤ from < to"), "{}", r.stderr);
     let file = c.dir.join("epoch2.proof");
     // The founding roots (banks A and B) are a trust anchor too; with bank C's added they are

@@ -292,9 +292,11 @@ impl World {
                 certificate: Vec::new(),
             })
             .collect();
+        let name = format!("vpbox-node-sim {n} {seed}");
         let genesis = Arc::new(Genesis {
             chain_id: "vpbox-node-sim".into(),
-            hash: hash(format!("vpbox-node-sim {n} {seed}")),
+            hash: hash(&name),
+            bytes: name.into_bytes(),
             timestamp_ms: GENESIS_MS,
             tx_window_ms: 600_000,
             params: vpbox_consensus_sim::sim_params(),
