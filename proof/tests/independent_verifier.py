@@ -983,13 +983,15 @@ def check_evidence(ev, epochs, what):
     epoch, members = epochs.at(height)
     keys = dict(members)
     ids = [nid for nid, _ in cert["sigs"]]
-    for nid in ids:
+    seen = set()
+    # §5: entry by entry, in the certificate's order; the first failing check decides.
+    for nid, sig in cert["sigs"]:
         if nid not in keys:
             raise Refused("signer-not-member",
                           f"{what} (block {height}): node {nid} is not a member of epoch {epoch}")
-    if len(set(ids)) != len(ids):
-        raise Refused("duplicate-signer", f"{what} (block {height}): a node signs twice")
-    for nid, sig in cert["sigs"]:
+        if nid in seen:
+            raise Refused("duplicate-signer", f"{what} (block {height}): a node signs twice")
+        seen.add(nid)
         msg = commit_message(epoch, nid, cert["view"], cert["seq"], cert["block"])
         if not sm2_verify_raw(keys[nid], msg, sig):
             raise Refused("signature", f"{what} (block {height}): node {nid}'s signature "

@@ -132,6 +132,13 @@ fn invalid_vectors(chain: &str) -> Vec<(&'static str, &'static str, Vec<u8>, Str
             c.signatures[0] = (vpbox_consensus::NodeId(1), CSig(vec![1; 64]));
         });
     });
+    add("signature-before-member", "signature", &|b| {
+        // Entry by entry: the first entry's bad signature decides, not the second's non-member.
+        with_certificate(b, |c| {
+            c.signatures[0].1.0[10] ^= 1;
+            c.signatures[1].0 = vpbox_consensus::NodeId(1);
+        });
+    });
     add("tx-not-in-block", "tx-not-in-block", &|b| {
         anchor_of(b).tx.index += 1;
     });

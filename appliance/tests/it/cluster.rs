@@ -1414,6 +1414,9 @@ fn governance_admits_a_bank_and_a_node_and_removes_a_node() {
     });
     assert!(out.contains("node5") && out.contains("of 4 members"), "{out}");
     proofs_across_the_membership_changes(&c, &kc, &key(2000), &key(3000));
+    // Anchored through bank C's issuing CA (a two-certificate chain), before its revocation.
+    let kc2 = "0x".to_string() + &"c3".repeat(32);
+    proof_verifies(&c, "bank-c-issuing-ca", &kc2, 0, "bank-c");
     // Every node's engine and ledger agreed on each epoch.
     for i in 1..=5 {
         let log = std::fs::read_to_string(c.dir.join(format!("node{i}/node.log"))).unwrap();
@@ -1427,47 +1430,82 @@ fn governance_admits_a_bank_and_a_node_and_removes_a_node() {
 /// roots; refused, with the reason, for another consortium's hash or roots and for a slip that
 /// is not the one anchored. `VPBOX_UPDATE_VECTORS=1` writes them to `testdata/proofs/` (the
 /// valid vectors that vpbox-proof's tests and the independent verifier check).
+/// Fetches the proof of `key` through a box's proxy into `NAME.proof` and verifies it with
+/// the genesis hash: valid, in `epoch`, submitted by a POSP of `bank`, signed by a quorum of
+/// that epoch's members; the verdict as JSON.
+fn proof_verifies(c: &Cluster, name: &str, key: &str, epoch: u64, bank: &str) -> Value {
+    let genesis = std::fs::read(c.dir.join("genesis.json")).unwrap();
+    let chain = vpbox_sm::sm3::hash(&genesis).to_hex();
+    let file = c.dir.join(format!("{name}.proof"));
+    let r = vpbox(&["proof", "get", key, "--out", s(&file), "--dir", s(&c.dir)]);
+    assert_eq!(r.code, 0, "proof get {name}: {}{}", r.text(), r.stderr);
+    let r = vpbox(&["proof", "verify", s(&file), "--genesis-hash", &chain, "--json"]);
+    assert_eq!(r.code, 0, "{name}: {}{}", r.text(), r.stderr);
+    let v: Value = serde_json::from_str(&r.text()).unwrap();
+    assert_eq!(v["key"], json!(key), "{name}: {v}");
+    assert_eq!(v["epoch"], json!(epoch), "{name}: {v}");
+    assert_eq!(v["submitter"]["bank"], json!(bank), "{name}: {v}");
+    let signers: Vec<u64> =
+        v["signers"].as_array().unwrap().iter().map(|s| s["id"].as_u64().unwrap()).collect();
+    let members: &[u64] = match epoch {
+        0 => &[1, 2, 3, 4],
+        1 => &[1, 2, 3, 4, 5],
+        _ => &[2, 3, 4, 5],
+    };
+    assert!(signers.iter().all(|i| members.contains(i)), "{name}: {signers:?}");
+    assert!(signers.len() as u64 >= v["quorum"].as_u64().unwrap(), "{name}: {v}");
+    assert_eq!(v["members"], json!(members.len()), "{name}: {v}");
+    // For a person: the verdict names the value, the block, the banks and the submitter.
+    let r = vpbox(&["proof", "verify", s(&file), "--genesis-hash", &chain]);
+    let text = r.text();
+    assert!(text.starts_with("VALID: key") && text.contains(&format!("of epoch {epoch}")));
+    assert!(text.contains(&format!("of {bank}, transaction signed at")), "{text}");
+    if std::env::var_os("VPBOX_UPDATE_VECTORS").is_some() {
+        let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/proofs");
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::copy(&file, out.join(format!("{name}.proof"))).unwrap();
+        std::fs::write(out.join("genesis.json"), &genesis).unwrap();
+        let listed = out.join("valid.json");
+        let mut m: Value = std::fs::read(&listed)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .filter(|m: &Value| m["genesisHash"] == json!(chain))
+            .unwrap_or_else(|| json!({"genesisHash": chain, "valid": []}));
+        let list = m["valid"].as_array_mut().unwrap();
+        list.retain(|e| e["file"] != json!(format!("{name}.proof")));
+        list.push(json!({"file": format!("{name}.proof"), "verdict": v}));
+        list.sort_by_key(|e| e["file"].as_str().unwrap().to_string());
+        std::fs::write(&listed, serde_json::to_string_pretty(&m).unwrap() + "\n").unwrap();
+    }
+    v
+}
+
 fn proofs_across_the_membership_changes(c: &Cluster, kc: &str, k1: &[u8; 32], k2: &[u8; 32]) {
     let dir = s(&c.dir);
     let genesis = std::fs::read(c.dir.join("genesis.json")).unwrap();
     let chain = vpbox_sm::sm3::hash(&genesis).to_hex();
     let hex = |k: &[u8; 32]| format!("0x{}", hex_of(k));
-    let cases = [
-        ("bank-c-epoch0", kc.to_string(), 0u64, "bank-c"),
-        ("epoch1", hex(k1), 1, "bank-a"),
-        ("epoch2", hex(k2), 2, "bank-a"),
-    ];
-    let mut manifest = Vec::new();
-    for (name, key, epoch, bank) in cases.clone() {
-        let file = c.dir.join(format!("{name}.proof"));
-        let r = vpbox(&["proof", "get", &key, "--out", s(&file), "--dir", dir]);
-        assert_eq!(r.code, 0, "proof get {name}: {}{}", r.text(), r.stderr);
-        let r = vpbox(&["proof", "verify", s(&file), "--genesis-hash", &chain, "--json"]);
-        assert_eq!(r.code, 0, "{name}: {}{}", r.text(), r.stderr);
-        let v: Value = serde_json::from_str(&r.text()).unwrap();
-        assert_eq!(v["key"], json!(key), "{name}: {v}");
-        assert_eq!(v["epoch"], json!(epoch), "{name}: {v}");
-        assert_eq!(v["submitter"]["bank"], json!(bank), "{name}: {v}");
-        let signers: Vec<u64> =
-            v["signers"].as_array().unwrap().iter().map(|s| s["id"].as_u64().unwrap()).collect();
-        let members: &[u64] = match epoch {
-            0 => &[1, 2, 3, 4],
-            1 => &[1, 2, 3, 4, 5],
-            _ => &[2, 3, 4, 5],
-        };
-        assert!(signers.iter().all(|i| members.contains(i)), "{name}: {signers:?}");
-        assert!(signers.len() as u64 >= v["quorum"].as_u64().unwrap(), "{name}: {v}");
-        assert_eq!(v["members"], json!(members.len()), "{name}: {v}");
-        // For a person: the verdict names the value, the block, the banks and the submitter.
-        let r = vpbox(&["proof", "verify", s(&file), "--genesis-hash", &chain]);
-        let text = r.text();
-        assert!(text.starts_with("VALID: key") && text.contains(&format!("of epoch {epoch}")));
-        assert!(text.contains(&format!("of {bank}, transaction signed at")), "{text}");
-        manifest.push(json!({"file": format!("{name}.proof"), "verdict": v}));
-    }
+    proof_verifies(c, "bank-c-epoch0", kc, 0, "bank-c");
+    proof_verifies(c, "epoch1", &hex(k1), 1, "bank-a");
+    let epoch2 = proof_verifies(c, "epoch2", &hex(k2), 2, "bank-a");
+    // A batch that carries a key twice: the first pair anchors it, the second gets "the key
+    // exist"; the proof names the first value.
+    let (kb, kb2) = (vpbox_sm::sm3::hash(b"batch key").0, vpbox_sm::sm3::hash(b"batch key 2").0);
+    let pairs = vec![(kb, [0xb1; 32]), (kb2, [0xb2; 32]), (kb, [0xb3; 32])];
+    let t = tx(&posp(&c.dir), 4000, now_ms(), Payload::AnchorPutBatch(pairs));
+    let r = c.rpc(2).call("anchor_putBatch", json!({"tx": hex::encode(t.encode()), "wait": true}));
+    let oks: Vec<bool> = r.unwrap()["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["ok"] == json!(true))
+        .collect();
+    assert_eq!(oks, [true, true, false]);
+    let v = proof_verifies(c, "batch-first-value", &hex(&kb), 2, "bank-a");
+    assert_eq!(v["value"], json!(hex(&[0xb1; 32])), "{v}");
     // An auditor's old head (block 2, epoch 0) and the epoch-2 anchor's block: the later
     // extends the earlier across both membership changes.
-    let to = manifest[2]["verdict"]["height"].as_u64().unwrap().to_string();
+    let to = epoch2["height"].as_u64().unwrap().to_string();
     let heads = c.dir.join("consistency.proof");
     let r = vpbox(&[
         "proof",
@@ -1527,16 +1565,13 @@ fn proofs_across_the_membership_changes(c: &Cluster, kc: &str, k1: &[u8; 32], k2
     assert_eq!(r.code, 2, "no trust anchor is a usage error: {}", r.stderr);
     if std::env::var_os("VPBOX_UPDATE_VECTORS").is_some() {
         let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/proofs");
-        std::fs::create_dir_all(&out).unwrap();
-        for name in cases.iter().map(|c| c.0).chain(["consistency"]) {
-            let from = c.dir.join(format!("{name}.proof"));
-            std::fs::copy(from, out.join(format!("{name}.proof"))).unwrap();
-        }
-        std::fs::write(out.join("genesis.json"), &genesis).unwrap();
-        manifest.push(json!({"file": "consistency.proof", "verdict": consistency}));
-        let m = json!({"genesisHash": chain, "valid": manifest});
-        std::fs::write(out.join("valid.json"), serde_json::to_string_pretty(&m).unwrap() + "\n")
-            .unwrap();
+        std::fs::copy(&heads, out.join("consistency.proof")).unwrap();
+        let listed = out.join("valid.json");
+        let mut m: Value = serde_json::from_slice(&std::fs::read(&listed).unwrap()).unwrap();
+        let list = m["valid"].as_array_mut().unwrap();
+        list.retain(|e| e["file"] != json!("consistency.proof"));
+        list.push(json!({"file": "consistency.proof", "verdict": consistency}));
+        std::fs::write(&listed, serde_json::to_string_pretty(&m).unwrap() + "\n").unwrap();
     }
 }
 
