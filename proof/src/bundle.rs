@@ -423,11 +423,11 @@ impl<'a> Cursor<'a> {
     fn evidence(&mut self) -> Result<Evidence, DecodeError> {
         let header = self.header()?;
         let n = self.count("a block's transaction count", BLOCK_TX_MAX as usize, 32)?;
-        let tx_hashes = (0..n)
+        let tx_hashes: Vec<Digest> = (0..n)
             .map(|_| self.array("a transaction hash").map(Digest))
             .collect::<Result<_, _>>()?;
         let certificate = self.bytes("a commit certificate", CERT_MAX as usize)?.to_vec();
-        let n = self.count("a block's result count", BLOCK_TX_MAX as usize, 8)?;
+        let n = self.count("a block's result count", tx_hashes.len(), 8)?;
         let mut results = Vec::with_capacity(n);
         for _ in 0..n {
             let index = self.u32("a result index")?;
@@ -527,5 +527,38 @@ mod tests {
             Bundle::decode(&vec![0; BUNDLE_MAX + 1]),
             Err(DecodeError::TooLarge(BUNDLE_MAX + 1))
         );
+        // Two configuration blocks announced, room for less than one: a limit, not a
+        // truncation found after allocating.
+        let mut short = lie[..18].to_vec();
+        short.extend_from_slice(&2u32.to_be_bytes());
+        short.extend_from_slice(&[0; 200]);
+        assert_eq!(
+            Bundle::decode(&short),
+            Err(DecodeError::Limit { what: "the configuration block count", got: 2, max: 1 })
+        );
+    }
+
+    #[test]
+    fn the_limits_are_the_documented_ones_and_inclusive() {
+        // docs/proof-format.md §2.
+        assert_eq!(
+            (BUNDLE_MAX, GENESIS_MAX, GOV_BLOCKS_MAX, CONFIGS_MAX, ADMINS_MAX, CHAIN_MAX),
+            (64 << 20, 1 << 20, 4096, 256, 1024, 64 << 10)
+        );
+        assert_eq!((HEADERS_MAX, HEADER_LEN), (500_000, 117));
+        // A genesis of exactly the limit is read; one byte more is refused.
+        let mut b = sample();
+        b.genesis = vec![b' '; GENESIS_MAX];
+        assert_eq!(Bundle::decode(&b.encode()).unwrap(), b);
+        b.genesis.push(b' ');
+        assert!(matches!(
+            Bundle::decode(&b.encode()),
+            Err(DecodeError::Limit { what: "the genesis", .. })
+        ));
+        // A count that exactly fits the bytes left is read (the hashes are there).
+        let mut b = sample();
+        let Body::Anchor(a) = &mut b.body else { unreachable!() };
+        a.evidence.tx_hashes = vec![Digest([9; 32]); 3];
+        assert_eq!(Bundle::decode(&b.encode()).unwrap(), b);
     }
 }

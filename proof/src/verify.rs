@@ -774,3 +774,52 @@ fn check_slip(slip: &[u8], key: &[u8; 32], value: &[u8; 32]) -> Result<(), Refus
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use vpbox_ledger::block::Header;
+
+    use super::*;
+    use crate::bundle::Outcome;
+
+    #[test]
+    fn a_slip_must_name_the_key_and_hash_to_the_value() {
+        let slip = br#"{"merchant_id":"M1","terminal_id":"T1","rrn":"R1","txn_time":"2026-12-04T10:00:00Z","amount":"1.00"}"#;
+        let (_, a) = vpbox_ledger::slip::parse(slip).unwrap();
+        let (key, value) = (a.key.0, a.value.0);
+        assert_eq!(check_slip(slip, &key, &value), Ok(()));
+        let reason = |r: Result<(), Refusal>| r.unwrap_err().reason;
+        assert_eq!(reason(check_slip(slip, &[0; 32], &value)), Reason::SlipMismatch);
+        assert_eq!(reason(check_slip(slip, &key, &[0; 32])), Reason::SlipMismatch);
+        // Another file (not a vpbox slip): by its SM3 alone.
+        let pdf = b"%PDF-1.7 a slip";
+        assert_eq!(check_slip(pdf, &[0; 32], &hash(pdf).0), Ok(()));
+        assert_eq!(reason(check_slip(pdf, &[0; 32], &value)), Reason::SlipMismatch);
+    }
+
+    #[test]
+    fn only_a_transaction_executed_in_the_block_has_outcomes() {
+        let header = Header {
+            height: 3,
+            parent: Digest([0; 32]),
+            tx_root: Digest([0; 32]),
+            results_root: Digest([0; 32]),
+            tx_count: 3,
+            timestamp_ms: 0,
+        };
+        let e = Evidence {
+            header,
+            tx_hashes: vec![Digest([1; 32]); 3],
+            certificate: Vec::new(),
+            results: vec![
+                Outcome { index: 0, codes: vec![0, 1] },
+                Outcome { index: 2, codes: vec![2] },
+            ],
+        };
+        assert_eq!(executed(&e, 0, Reason::NotAnchored), Ok(&[0u8, 1][..]));
+        assert_eq!(executed(&e, 2, Reason::NotAnchored), Ok(&[2u8][..]));
+        let missing = executed(&e, 1, Reason::NotAnchored).unwrap_err();
+        assert_eq!(missing.reason, Reason::NotAnchored);
+        assert!(missing.detail.contains("did not execute"), "{}", missing.detail);
+    }
+}

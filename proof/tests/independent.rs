@@ -18,8 +18,8 @@ fn the_independent_python_verifier_agrees_with_every_vector() {
         .arg(&dir)
         .output()
         .unwrap_or_else(|e| panic!("{python}: {e} (scripts/deps.sh --test makes the venv)"));
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
     let count = |name: &str, list: &str| {
         let m: serde_json::Value =

@@ -107,6 +107,14 @@ fn invalid_vectors(chain: &str) -> Vec<(&'static str, &'static str, Vec<u8>, Str
         g.admins.retain(|c| !String::from_utf8_lossy(c).contains("bank-b"));
     });
     add("tx-root", "tx-root", &|b| anchor_of(b).evidence.tx_hashes[0].0[0] ^= 1);
+    add("tx-count", "tx-root", &|b| anchor_of(b).evidence.header.tx_count += 1);
+    add("result-outside-block", "results-root", &|b| {
+        anchor_of(b).evidence.results[0].index = 5;
+    });
+    add("proven-out-of-order", "governance-order", &|b| {
+        let first = b.governance[1].configs[0].clone();
+        b.governance[1].configs.push(first);
+    });
     add("results-root", "results-root", &|b| anchor_of(b).evidence.results[0].codes[0] ^= 1);
     add("certificate-malformed", "certificate-malformed", &|b| {
         anchor_of(b).evidence.certificate.pop();
@@ -152,6 +160,11 @@ fn invalid_vectors(chain: &str) -> Vec<(&'static str, &'static str, Vec<u8>, Str
         anchor_of(b).submitter = admin;
     });
     add("not-anchored", "not-anchored", &|b| anchor_of(b).key[31] ^= 1);
+    // A configuration block above the anchor's.
+    let early = Bundle::decode(&std::fs::read(dir().join("bank-c-epoch0.proof")).unwrap()).unwrap();
+    let mut b = early.clone();
+    b.governance.push(good.governance[2].clone());
+    out.push(("governance-after-anchor", "governance-order", b.encode(), chain.to_string()));
     // A consistency proof whose headers do not link, and one that lacks a header.
     let heads = Bundle::decode(&std::fs::read(dir().join("consistency.proof")).unwrap()).unwrap();
     let mut b = heads.clone();
@@ -167,6 +180,27 @@ fn invalid_vectors(chain: &str) -> Vec<(&'static str, &'static str, Vec<u8>, Str
     b.genesis = b"{\"chain_id\": \"no nodes, no roots\"}".to_vec();
     out.push(("genesis", "genesis", b.encode(), hash(&b.genesis).to_hex()));
     out
+}
+
+#[test]
+fn the_founding_roots_are_a_trust_anchor_too() {
+    let bytes = std::fs::read(dir().join("epoch2.proof")).unwrap();
+    let genesis: Value = serde_json::from_slice(&Bundle::decode(&bytes).unwrap().genesis).unwrap();
+    let mut roots: Vec<Vec<u8>> = genesis["roots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| pem_rfc7468::decode_vec(r["certificate"].as_str().unwrap().as_bytes()).unwrap().1)
+        .collect();
+    roots.reverse(); // a set: any order
+    assert!(verify_bytes(&bytes, &TrustAnchor::Roots(roots.clone()), None).is_ok());
+    let refused = |roots: Vec<Vec<u8>>| {
+        verify_bytes(&bytes, &TrustAnchor::Roots(roots), None).unwrap_err().reason.name()
+    };
+    assert_eq!(refused(roots[..1].to_vec()), "other-chain", "one root fewer");
+    let mut more = roots.clone();
+    more.push(roots[0].clone());
+    assert_eq!(refused(more), "other-chain", "one root more");
 }
 
 #[test]

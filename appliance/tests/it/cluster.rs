@@ -1494,12 +1494,8 @@ fn proofs_across_the_membership_changes(c: &Cluster, kc: &str, k1: &[u8; 32], k2
     let pairs = vec![(kb, [0xb1; 32]), (kb2, [0xb2; 32]), (kb, [0xb3; 32])];
     let t = tx(&posp(&c.dir), 4000, now_ms(), Payload::AnchorPutBatch(pairs));
     let r = c.rpc(2).call("anchor_putBatch", json!({"tx": hex::encode(t.encode()), "wait": true}));
-    let oks: Vec<bool> = r.unwrap()["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x["ok"] == json!(true))
-        .collect();
+    let oks: Vec<bool> =
+        r.unwrap()["results"].as_array().unwrap().iter().map(|x| x["ok"] == json!(true)).collect();
     assert_eq!(oks, [true, true, false]);
     let v = proof_verifies(c, "batch-first-value", &hex(&kb), 2, "bank-a");
     assert_eq!(v["value"], json!(hex(&[0xb1; 32])), "{v}");
