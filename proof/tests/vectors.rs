@@ -162,7 +162,7 @@ fn invalid_vectors(chain: &str) -> Vec<(&'static str, &'static str, Vec<u8>, Str
     add("not-anchored", "not-anchored", &|b| anchor_of(b).key[31] ^= 1);
     // A configuration block above the anchor's.
     let early = Bundle::decode(&std::fs::read(dir().join("bank-c-epoch0.proof")).unwrap()).unwrap();
-    let mut b = early.clone();
+    let mut b = early;
     b.governance.push(good.governance[2].clone());
     out.push(("governance-after-anchor", "governance-order", b.encode(), chain.to_string()));
     // A consistency proof whose headers do not link, and one that lacks a header.
