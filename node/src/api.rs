@@ -97,8 +97,8 @@ impl ReadApi {
         let path = merkle::proof(&block.tx_hashes, index as usize).ok_or_else(|| {
             RpcError::new(RpcError::INTERNAL, "transaction index outside its block")
         })?;
-        let bundle = self
-            .with(|l| vpbox_proof::build::bundle(l, &self.genesis, &key))?
+        let bundle = vpbox_proof::build::bundle(&self.ledger, &self.genesis, &key)
+            .map_err(|e| RpcError::new(RpcError::INTERNAL, e.to_string()))?
             .ok_or_else(|| RpcError::new(RpcError::INVALID_PARAMS, contract::KEY_NOT_EXIST))?;
         Ok(json!({
             "key": hex0x(&key),

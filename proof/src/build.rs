@@ -18,81 +18,118 @@ fn corrupt(what: String) -> Error {
     Error::Corrupt(what)
 }
 
-fn block(l: &Ledger, height: u64) -> Result<Block, Error> {
-    l.block(height)?.ok_or_else(|| corrupt(format!("block {height} missing")))
-}
+/// Records read under one hold of the ledger's read lock: a proof of a large block or a long
+/// span never keeps the node's commits waiting for more than one chunk. Committed blocks,
+/// transactions and receipts never change, so reading them in chunks reads the same thing.
+const READS_PER_LOCK: usize = 4096;
 
-/// A block with its results: the outcome codes of each transaction that executed in it (a
-/// repeat of an earlier transaction has a receipt elsewhere and no result here).
-fn evidence(l: &Ledger, b: Block) -> Result<Evidence, Error> {
-    let mut results = Vec::new();
-    for (i, h) in b.tx_hashes.iter().enumerate() {
-        if let Some(r) = l.receipt(h)? {
-            if r.height == b.header.height && r.index as usize == i {
-                results.push(Outcome {
-                    index: i as u32,
-                    codes: r.outcomes.iter().map(|o| o.code()).collect(),
-                });
-            }
-        }
+/// The ledger, locked for each read.
+struct Reader<'a>(&'a RwLock<Ledger>);
+
+impl Reader<'_> {
+    fn with<T>(&self, f: impl FnOnce(&Ledger) -> Result<T, Error>) -> Result<T, Error> {
+        f(&*self.0.read().map_err(|_| corrupt("ledger lock poisoned".into()))?)
     }
-    Ok(Evidence { header: b.header, tx_hashes: b.tx_hashes, certificate: b.certificate, results })
-}
 
-fn proven(l: &Ledger, b: &Block, index: u32) -> Result<Proven, Error> {
-    let h = b
-        .tx_hashes
-        .get(index as usize)
-        .ok_or_else(|| corrupt(format!("block {}: no transaction at {index}", b.header.height)))?;
-    let (_, _, tx) =
-        l.transaction(h)?.ok_or_else(|| corrupt(format!("transaction {} missing", h.to_hex())))?;
-    Ok(Proven { index, tx: tx.encode() })
-}
-
-/// Every block that applied configuration changes up to `height`, with the transactions and
-/// the admins' certificate chains.
-fn governance(l: &Ledger, height: u64) -> Result<Vec<GovBlock>, Error> {
-    let mut governance = Vec::new();
-    for (h, indices) in l.config_changes()? {
-        if h > height {
-            break;
-        }
-        let b = block(l, h)?;
-        let configs = indices.iter().map(|i| proven(l, &b, *i)).collect::<Result<Vec<_>, _>>()?;
-        // Who signed them: each submitter and each approving admin, once.
-        let mut who: Vec<Digest> = Vec::new();
-        for p in &configs {
-            let tx = vpbox_ledger::tx::Tx::decode(&p.tx)?;
-            who.push(tx.body.submitter);
-            if let Payload::Config(bytes) = &tx.body.payload {
-                who.extend(ConfigTx::decode(bytes)?.approvals.iter().map(|a| a.admin));
-            }
-        }
-        who.sort_unstable_by_key(|d| d.0);
-        who.dedup();
-        let mut admins = Vec::new();
-        for d in &who {
-            if let Some(der) = l.certificate(d)? {
-                admins.push(der);
-            }
-        }
-        governance.push(GovBlock { evidence: evidence(l, b)?, configs, admins });
+    fn block(&self, height: u64) -> Result<Block, Error> {
+        self.with(|l| l.block(height)?.ok_or_else(|| corrupt(format!("block {height} missing"))))
     }
-    Ok(governance)
+
+    /// A block with its results: the outcome codes of each transaction that executed in it (a
+    /// repeat of an earlier transaction has a receipt elsewhere and no result here).
+    fn evidence(&self, b: Block) -> Result<Evidence, Error> {
+        let mut results = Vec::new();
+        for (c, chunk) in b.tx_hashes.chunks(READS_PER_LOCK).enumerate() {
+            self.with(|l| {
+                for (j, h) in chunk.iter().enumerate() {
+                    let i = c * READS_PER_LOCK + j;
+                    if let Some(r) = l.receipt(h)? {
+                        if r.height == b.header.height && r.index as usize == i {
+                            results.push(Outcome {
+                                index: i as u32,
+                                codes: r.outcomes.iter().map(|o| o.code()).collect(),
+                            });
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        Ok(Evidence {
+            header: b.header,
+            tx_hashes: b.tx_hashes,
+            certificate: b.certificate,
+            results,
+        })
+    }
+
+    fn proven(&self, b: &Block, index: u32) -> Result<Proven, Error> {
+        let h = b.tx_hashes.get(index as usize).ok_or_else(|| {
+            corrupt(format!("block {}: no transaction at {index}", b.header.height))
+        })?;
+        let (_, _, tx) = self.with(|l| {
+            l.transaction(h)?.ok_or_else(|| corrupt(format!("transaction {} missing", h.to_hex())))
+        })?;
+        Ok(Proven { index, tx: tx.encode() })
+    }
+
+    /// Every block that applied configuration changes up to `height`, with the transactions
+    /// and the admins' certificate chains.
+    fn governance(&self, height: u64) -> Result<Vec<GovBlock>, Error> {
+        let mut governance = Vec::new();
+        for (h, indices) in self.with(|l| l.config_changes())? {
+            if h > height {
+                break;
+            }
+            let b = self.block(h)?;
+            let configs =
+                indices.iter().map(|i| self.proven(&b, *i)).collect::<Result<Vec<_>, _>>()?;
+            // Who signed them: each submitter and each approving admin, once.
+            let mut who: Vec<Digest> = Vec::new();
+            for p in &configs {
+                let tx = vpbox_ledger::tx::Tx::decode(&p.tx)?;
+                who.push(tx.body.submitter);
+                if let Payload::Config(bytes) = &tx.body.payload {
+                    who.extend(ConfigTx::decode(bytes)?.approvals.iter().map(|a| a.admin));
+                }
+            }
+            who.sort_unstable_by_key(|d| d.0);
+            who.dedup();
+            let admins = self.with(|l| {
+                let mut admins = Vec::new();
+                for d in &who {
+                    if let Some(der) = l.certificate(d)? {
+                        admins.push(der);
+                    }
+                }
+                Ok(admins)
+            })?;
+            governance.push(GovBlock { evidence: self.evidence(b)?, configs, admins });
+        }
+        Ok(governance)
+    }
 }
 
 /// The proof bundle of the anchor at `key`, or `None` when the key has none. `genesis` is the
-/// genesis file's bytes.
-pub fn bundle(l: &Ledger, genesis: &[u8], key: &[u8; 32]) -> Result<Option<Bundle>, Error> {
-    let Some(rec) = l.anchor(key)? else { return Ok(None) };
-    let governance = governance(l, rec.height)?;
-    let b = block(l, rec.height)?;
-    let (_, index, tx) = l
-        .transaction(&rec.tx)?
-        .ok_or_else(|| corrupt(format!("transaction {} missing", rec.tx.to_hex())))?;
-    let submitter = l.certificate(&tx.body.submitter)?.unwrap_or_default();
+/// genesis file's bytes. Reads the ledger in chunks, taking its read lock for each.
+pub fn bundle(
+    ledger: &RwLock<Ledger>,
+    genesis: &[u8],
+    key: &[u8; 32],
+) -> Result<Option<Bundle>, Error> {
+    let r = Reader(ledger);
+    let Some(rec) = r.with(|l| l.anchor(key))? else { return Ok(None) };
+    let governance = r.governance(rec.height)?;
+    let b = r.block(rec.height)?;
+    let ((_, index, tx), submitter) = r.with(|l| {
+        let found = l
+            .transaction(&rec.tx)?
+            .ok_or_else(|| corrupt(format!("transaction {} missing", rec.tx.to_hex())))?;
+        let submitter = l.certificate(&found.2.body.submitter)?.unwrap_or_default();
+        Ok((found, submitter))
+    })?;
     let anchor = AnchorPart {
-        evidence: evidence(l, b)?,
+        evidence: r.evidence(b)?,
         key: *key,
         tx: Proven { index, tx: tx.encode() },
         submitter,
@@ -112,10 +149,6 @@ pub enum SpanError {
     Ledger(#[from] Error),
 }
 
-/// Headers read under one hold of the ledger's lock: a long span never keeps the node's
-/// commits waiting for more than one chunk.
-const HEADERS_PER_LOCK: u64 = 4096;
-
 /// A consistency proof: the certified block `to` extends the certified block `from`. Reads
 /// the ledger in chunks, taking its read lock for each.
 pub fn consistency(
@@ -124,8 +157,8 @@ pub fn consistency(
     from: u64,
     to: u64,
 ) -> Result<Bundle, SpanError> {
-    let read = || ledger.read().map_err(|_| corrupt("ledger lock poisoned".into()));
-    let top = read()?.height().saturating_sub(1);
+    let r = Reader(ledger);
+    let top = r.with(|l| Ok(l.height()))?.saturating_sub(1);
     if from == 0 || from >= to || to > top {
         return Err(SpanError::Span(format!(
             "a consistency proof needs 1 ≤ from < to ≤ {top} (the last committed block); \
@@ -140,19 +173,20 @@ pub fn consistency(
             HEADERS_MAX
         )));
     }
-    let (governance, from_e, to_e) = {
-        let l = read()?;
-        (governance(&l, to)?, evidence(&l, block(&l, from)?)?, evidence(&l, block(&l, to)?)?)
-    };
+    let governance = r.governance(to)?;
+    let from_e = r.evidence(r.block(from)?)?;
+    let to_e = r.evidence(r.block(to)?)?;
     let mut headers = Vec::with_capacity((to - from - 1) as usize);
     let mut h = from + 1;
     while h < to {
-        let end = to.min(h + HEADERS_PER_LOCK);
-        let l = read()?;
-        for height in h..end {
-            headers
-                .push(l.header(height)?.ok_or_else(|| corrupt(format!("block {height} missing")))?);
-        }
+        let end = to.min(h + READS_PER_LOCK as u64);
+        r.with(|l| {
+            for height in h..end {
+                let header = l.header(height)?;
+                headers.push(header.ok_or_else(|| corrupt(format!("block {height} missing")))?);
+            }
+            Ok(())
+        })?;
         h = end;
     }
     Ok(Bundle {
