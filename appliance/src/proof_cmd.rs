@@ -26,7 +26,7 @@ pub(crate) enum ProofCommand {
     /// nodes signed, the submitter and its bank — or the exact reason it fails.
     #[command(after_help = "Examples:
   vpbox proof verify anchor.proof --genesis-hash 0x<sm3 of genesis.json>
-  vpbox proof verify anchor.proof --roots founding-roots.pem --slip slip.json
+  vpbox proof verify anchor.proof --genesis-hash 0x… --slip slip.json
   vpbox proof verify anchor.proof --genesis-hash 0x… --json
 The genesis hash is `vpbox sm3 genesis.json`, or gov_getState's `chain`.
 Exit status: 0 valid, 1 invalid (the reason is printed), 2 usage or I/O error.")]
@@ -75,17 +75,14 @@ pub(crate) struct ConsistencyArgs {
 
 /// `vpbox proof verify`.
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("anchor").required(true).args(["genesis_hash", "founding_roots"])))]
 pub(crate) struct VerifyArgs {
     /// The proof bundle.
     pub(crate) bundle: PathBuf,
-    /// The consortium's genesis hash (SM3 of its genesis file, hex).
+    /// The consortium's genesis hash (SM3 of its genesis file, hex): the one trust anchor. (Its
+    /// founding roots alone would not do: any founding bank's CA can certify nodes of its own,
+    /// so a genesis over the same roots could hold only that bank's keys.)
     #[arg(long, value_name = "HEX")]
-    pub(crate) genesis_hash: Option<String>,
-    /// The consortium's founding root certificates (PEM): the bundle's genesis must found it
-    /// on exactly these.
-    #[arg(long = "roots", value_name = "PEM")]
-    pub(crate) founding_roots: Option<PathBuf>,
+    pub(crate) genesis_hash: String,
     /// The slip file: it must be the one anchored (its identity names the key, its SM3 is
     /// the value; a file that is not a vpbox JSON slip is compared by its SM3 alone).
     #[arg(long)]
@@ -177,23 +174,7 @@ fn consistency(a: &ConsistencyArgs) -> Result<Outcome> {
 }
 
 fn verify_cmd(a: &VerifyArgs) -> Result<Outcome> {
-    let anchor = match (&a.genesis_hash, &a.founding_roots) {
-        (Some(h), _) => TrustAnchor::GenesisHash(Digest(hex32(h, "--genesis-hash")?)),
-        (None, Some(p)) => {
-            let text = std::fs::read_to_string(p).with_context(|| p.display().to_string())?;
-            let roots: Vec<Vec<u8>> = vpbox_ca::pem::blocks(&text)
-                .with_context(|| p.display().to_string())?
-                .into_iter()
-                .filter(|(label, _)| label == "CERTIFICATE")
-                .map(|(_, der)| der)
-                .collect();
-            if roots.is_empty() {
-                bail!("{}: no certificate", p.display());
-            }
-            TrustAnchor::Roots(roots)
-        }
-        (None, None) => bail!("--genesis-hash or --roots is required"),
-    };
+    let anchor = TrustAnchor::GenesisHash(Digest(hex32(&a.genesis_hash, "--genesis-hash")?));
     let bytes = read(&a.bundle)?;
     let slip = match &a.slip {
         Some(p) => Some(std::fs::read(p).with_context(|| p.display().to_string())?),

@@ -28,6 +28,7 @@ const TIP: &[u8] = b"tip";
 const GOVERNANCE: &[u8] = b"governance"; // the governance state (see `governance`)
 const NODES_AT: &[u8] = b"nodes@"; // ‖ height:u64be → the member list a change set there
 const CONFIG_AT: &[u8] = b"config@"; // ‖ height:u64be → count:u32 (index:u32)*: applied changes
+const ENROLL_AT: &[u8] = b"enroll@"; // ‖ key fingerprint ‖ height:u64be ‖ index:u32be → (empty)
 
 /// A stored anchor: its value and where it was anchored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +72,8 @@ pub struct Executed {
     pub governance: Option<State>,
     /// The block indices of the configuration transactions applied here, in order.
     pub configs: Vec<u32>,
+    /// The enrollments applied here: the key fingerprint and the transaction's index.
+    pub enrolls: Vec<(Digest, u32)>,
 }
 
 impl Executed {
@@ -295,6 +298,34 @@ impl Ledger {
         Ok(out)
     }
 
+    /// Where the certificate that admitted `submitter` at (`height`, `index`) was enrolled: the
+    /// last enrollment of that key before that position, as (height, index of the Enroll
+    /// transaction). What a proof bundle carries to bind a submitter to the certificate the
+    /// ledger admitted it by. (Ledgers written before this record existed have none.)
+    pub fn enrollment_before(
+        &self,
+        submitter: &Digest,
+        height: u64,
+        index: u32,
+    ) -> Result<Option<(u64, u32)>, Error> {
+        let mut prefix = ENROLL_AT.to_vec();
+        prefix.extend_from_slice(submitter.as_bytes());
+        let mode = IteratorMode::From(&prefix, rocksdb::Direction::Forward);
+        let mut found = None;
+        for item in self.db.iterator_cf(self.cf(CF_META)?, mode) {
+            let (k, _) = item?;
+            let Some(at) = k.strip_prefix(prefix.as_slice()) else { break };
+            let mut r = Reader::new(at, "enrollment key");
+            let (h, i) = (r.u64()?, r.u32()?);
+            r.finish()?;
+            if (h, i) >= (height, index) {
+                break;
+            }
+            found = Some((h, i));
+        }
+        Ok(found)
+    }
+
     /// Checks a configuration transaction against the committed state, as its block will:
     /// `Ok` with the state it leads to, or the reason it would be refused.
     pub fn check_config(&self, tx: &Tx) -> Result<State, String> {
@@ -460,6 +491,7 @@ impl Ledger {
             crls: Vec::new(),
             governance: None,
             configs: Vec::new(),
+            enrolls: Vec::new(),
         };
         self.write(&executed, &[])
     }
@@ -496,6 +528,7 @@ impl Ledger {
         // looked up only when a configuration transaction needs it).
         let mut changed: Option<State> = None;
         let mut configs = Vec::new();
+        let mut enrolls = Vec::new();
         for (index, tx) in txs.iter().enumerate() {
             let tx_hash = tx.hash();
             timestamp_ms = timestamp_ms.max(tx.body.timestamp_ms);
@@ -553,6 +586,7 @@ impl Ledger {
                     let ok = id.is_some_and(|id| id.key_fingerprint == *submitter);
                     if ok {
                         certs.push((*submitter, der.clone()));
+                        enrolls.push((*submitter, index as u32));
                     }
                     outcomes.push(if ok { PutOutcome::Success } else { PutOutcome::NotAdmitted });
                     &[]
@@ -611,7 +645,17 @@ impl Ledger {
             timestamp_ms,
         };
         let block = Block { header, tx_hashes, certificate: Vec::new() };
-        Ok(Executed { block, txs, receipts, anchors, certs, crls, governance: changed, configs })
+        Ok(Executed {
+            block,
+            txs,
+            receipts,
+            anchors,
+            certs,
+            crls,
+            governance: changed,
+            configs,
+            enrolls,
+        })
     }
 
     /// Makes `executed` (the block right above the tip) durable with its commit certificate,
@@ -676,6 +720,13 @@ impl Ledger {
         }
         for (key, der) in &executed.certs {
             batch.put_cf(self.cf(CF_CERTS)?, key.as_bytes(), der);
+        }
+        for (key, index) in &executed.enrolls {
+            let mut k = ENROLL_AT.to_vec();
+            k.extend_from_slice(key.as_bytes());
+            k.extend_from_slice(&h.height.to_be_bytes());
+            k.extend_from_slice(&index.to_be_bytes());
+            batch.put_cf(self.cf(CF_META)?, k, []);
         }
         for (i, der) in executed.crls.iter().enumerate() {
             let mut key = h.height.to_be_bytes().to_vec();

@@ -11,7 +11,8 @@ use vpbox_ledger::{Error, Ledger};
 use vpbox_sm::sm3::Digest;
 
 use crate::bundle::{
-    AnchorPart, Body, Bundle, ConsistencyPart, Evidence, GovBlock, HEADERS_MAX, Outcome, Proven,
+    AnchorPart, Body, Bundle, ConsistencyPart, Enrollment, Evidence, GovBlock, HEADERS_MAX,
+    Outcome, Proven,
 };
 
 fn corrupt(what: String) -> Error {
@@ -121,18 +122,27 @@ pub fn bundle(
     let Some(rec) = r.with(|l| l.anchor(key))? else { return Ok(None) };
     let governance = r.governance(rec.height)?;
     let b = r.block(rec.height)?;
-    let ((_, index, tx), submitter) = r.with(|l| {
+    let ((_, index, tx), enrolled) = r.with(|l| {
         let found = l
             .transaction(&rec.tx)?
             .ok_or_else(|| corrupt(format!("transaction {} missing", rec.tx.to_hex())))?;
-        let submitter = l.certificate(&found.2.body.submitter)?.unwrap_or_default();
-        Ok((found, submitter))
+        let enrolled = l.enrollment_before(&found.2.body.submitter, rec.height, found.1)?;
+        Ok((found, enrolled))
     })?;
+    let Some((height, at)) = enrolled else {
+        return Err(corrupt(format!(
+            "no enrollment recorded for the submitter of {} (a ledger older than enrollment \
+             records cannot prove who submitted)",
+            rec.tx.to_hex()
+        )));
+    };
+    let e = r.block(height)?;
+    let enrollment = Enrollment { tx: r.proven(&e, at)?, evidence: r.evidence(e)? };
     let anchor = AnchorPart {
         evidence: r.evidence(b)?,
         key: *key,
         tx: Proven { index, tx: tx.encode() },
-        submitter,
+        enrollment,
     };
     Ok(Some(Bundle { genesis: genesis.to_vec(), governance, body: Body::Anchor(anchor) }))
 }

@@ -7,7 +7,8 @@
 //!               ngov:u32 govblock* body
 //! body        = kind 1: anchor | kind 2: consistency
 //! govblock    = evidence nconfig:u32 proven* nadmin:u32 chain:bytes*
-//! anchor      = evidence key:[32] proven submitter:bytes
+//! anchor      = evidence key:[32] proven enrollment
+//! enrollment  = evidence proven                    (the submitter's Enroll transaction)
 //! consistency = from:evidence nheaders:u32 header:[117]* to:evidence
 //! evidence    = header:[117] ntx:u32 tx_hash:[32]*ntx certificate:bytes
 //!               nresult:u32 (index:u32 codes:bytes)*
@@ -25,7 +26,10 @@
 //!   indices and outcome codes), from which the verifier recomputes `tx_root`,
 //!   `results_root` and the digest the certificate signs.
 //! - `anchor` names the key, the transaction that anchored it (and its index in the block) and
-//!   the submitter's certificate chain as it enrolled it.
+//!   the submitter's enrollment: the certified block and Enroll transaction (signed by the
+//!   submitter's own key) whose certificate chain the ledger admitted the submitter by, so the
+//!   verdict's "submitted by … of bank …" is that chain and no other a bank could issue for the
+//!   same public key.
 //! - `consistency` proves that the certified block `to` extends the certified block `from`:
 //!   the headers strictly between them link `to` back to `from` by their parent hashes.
 //!
@@ -152,8 +156,18 @@ pub struct AnchorPart {
     pub key: [u8; 32],
     /// The transaction that anchored it.
     pub tx: Proven,
-    /// The submitter's certificate chain as it enrolled it (leaf first, DER concatenated).
-    pub submitter: Vec<u8>,
+    /// The block and the Enroll transaction of the submitter's certificate.
+    pub enrollment: Enrollment,
+}
+
+/// A submitter's enrollment: its block and its Enroll transaction, whose payload is the
+/// certificate chain (leaf first, DER concatenated).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enrollment {
+    /// The block.
+    pub evidence: Evidence,
+    /// The Enroll transaction.
+    pub tx: Proven,
 }
 
 /// Two certified heads and the headers that link the later one to the earlier one.
@@ -248,7 +262,8 @@ impl Bundle {
                 put_evidence(&mut w, &a.evidence);
                 w.extend_from_slice(&a.key);
                 put_proven(&mut w, &a.tx);
-                put_bytes(&mut w, &a.submitter);
+                put_evidence(&mut w, &a.enrollment.evidence);
+                put_proven(&mut w, &a.enrollment.tx);
             }
             Body::Consistency(c) => {
                 put_evidence(&mut w, &c.from);
@@ -297,8 +312,8 @@ impl Bundle {
             let evidence = r.evidence()?;
             let key = r.array("the anchor key")?;
             let tx = r.proven()?;
-            let submitter = r.bytes("the submitter's certificate chain", CHAIN_MAX)?.to_vec();
-            Body::Anchor(AnchorPart { evidence, key, tx, submitter })
+            let enrollment = Enrollment { evidence: r.evidence()?, tx: r.proven()? };
+            Body::Anchor(AnchorPart { evidence, key, tx, enrollment })
         } else {
             let from = r.evidence()?;
             let n = r.count("the header count", HEADERS_MAX, HEADER_LEN)?;
@@ -346,7 +361,10 @@ impl Bundle {
                     "block": evidence(&a.evidence),
                     "key": hex0x(&a.key),
                     "tx": proven(&a.tx),
-                    "submitter": hex0x(&a.submitter),
+                    "enrollment": {
+                        "block": evidence(&a.enrollment.evidence),
+                        "tx": proven(&a.enrollment.tx),
+                    },
                 }),
                 Body::Consistency(_) => Value::Null,
             },
@@ -465,10 +483,10 @@ mod tests {
                 admins: vec![vec![7; 20]],
             }],
             body: Body::Anchor(AnchorPart {
-                evidence,
+                evidence: evidence.clone(),
                 key: [6; 32],
                 tx: Proven { index: 1, tx: vec![8; 50] },
-                submitter: vec![5; 30],
+                enrollment: Enrollment { evidence, tx: Proven { index: 0, tx: vec![5; 30] } },
             }),
         }
     }

@@ -36,13 +36,15 @@ use crate::epochs::{config_for, derive_configs};
 use crate::genesis::Genesis;
 
 /// What the verifier is told to trust.
+///
+/// Only the genesis hash. The founding banks' roots alone are not enough: a genesis holds the
+/// founding *nodes* as well, and any one founding bank's CA can certify nodes of its own, so
+/// one bank could write a genesis over the very same roots whose nodes are all its own keys,
+/// and certify any block it likes. A genesis hash names the one file every bank agreed to.
 #[derive(Debug, Clone)]
 pub enum TrustAnchor {
     /// The consortium's genesis hash (its chain identity).
     GenesisHash(Digest),
-    /// The founding banks' root certificates (DER): the bundle's genesis must found the
-    /// consortium on exactly these.
-    Roots(Vec<Vec<u8>>),
 }
 
 /// Why a bundle is refused: one reason per check, named as in `docs/proof-format.md` and in
@@ -99,6 +101,31 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason.
+    pub const ALL: [Self; 21] = [
+        Self::Malformed,
+        Self::OtherChain,
+        Self::Genesis,
+        Self::GovernanceOrder,
+        Self::GovernanceNotApplied,
+        Self::GovernanceNotApproved,
+        Self::GovernanceRefused,
+        Self::TxRoot,
+        Self::ResultsRoot,
+        Self::CertificateMalformed,
+        Self::CertificateOtherBlock,
+        Self::SignerNotMember,
+        Self::DuplicateSigner,
+        Self::Signature,
+        Self::BelowQuorum,
+        Self::TxNotInBlock,
+        Self::TxSignature,
+        Self::SubmitterRefused,
+        Self::NotAnchored,
+        Self::SlipMismatch,
+        Self::NotExtending,
+    ];
+
     /// The reason's name, as documented.
     pub fn name(self) -> &'static str {
         match self {
@@ -362,28 +389,15 @@ pub fn verify(b: &Bundle, anchor: &TrustAnchor, slip: Option<&[u8]>) -> Result<P
 fn follow(b: &Bundle, anchor: &TrustAnchor) -> Result<(Genesis, Followed), Refusal> {
     // 1. The trust anchor: the genesis is the consortium's.
     let chain = hash(&b.genesis);
-    if let TrustAnchor::GenesisHash(want) = anchor {
-        if chain != *want {
-            return refuse(
-                Reason::OtherChain,
-                format!("the bundle's genesis hashes to {}, not {}", chain.to_hex(), want.to_hex()),
-            );
-        }
+    let TrustAnchor::GenesisHash(want) = anchor;
+    if chain != *want {
+        return refuse(
+            Reason::OtherChain,
+            format!("the bundle's genesis hashes to {}, not {}", chain.to_hex(), want.to_hex()),
+        );
     }
     let genesis = Genesis::parse(&b.genesis)
         .map_err(|e| Refusal { reason: Reason::Genesis, detail: format!("genesis: {e}") })?;
-    if let TrustAnchor::Roots(roots) = anchor {
-        let mut want: Vec<&[u8]> = roots.iter().map(Vec::as_slice).collect();
-        let mut got: Vec<&[u8]> = genesis.roots.iter().map(|r| r.der.as_slice()).collect();
-        want.sort_unstable();
-        got.sort_unstable();
-        if want != got {
-            return refuse(
-                Reason::OtherChain,
-                "the bundle's genesis founds its consortium on other roots than those given",
-            );
-        }
-    }
     let genesis_config = genesis
         .consensus_config()
         .map_err(|e| Refusal { reason: Reason::Genesis, detail: format!("genesis: {e}") })?;
@@ -396,8 +410,14 @@ fn follow(b: &Bundle, anchor: &TrustAnchor) -> Result<(Genesis, Followed), Refus
         nodes: genesis.nodes.iter().map(|n| (n.id.0, (n.name.clone(), n.bank.clone()))).collect(),
     };
 
-    // 2. Every configuration change from the genesis to the anchor's block, in order.
+    // 2. Every configuration change from the genesis to the anchor's block, in order; in the
+    // anchor's own block, only those before the anchor's transaction (the ledger admits a
+    // transaction by the state as of its position).
     let anchor_height = b.height();
+    let before = match &b.body {
+        Body::Anchor(a) => (a.evidence.header.height, a.tx.index),
+        Body::Consistency(c) => (c.to.header.height, u32::MAX),
+    };
     let mut last = 0;
     for g in &b.governance {
         let h = g.evidence.header.height;
@@ -415,17 +435,29 @@ fn follow(b: &Bundle, anchor: &TrustAnchor) -> Result<(Genesis, Followed), Refus
     for g in &b.governance {
         let h = g.evidence.header.height;
         check_block(&g.evidence, f.config(h))?;
-        let before = f.state.members();
+        let members = f.state.members();
+        // The admins' chains, parsed once: (key fingerprint, chain).
+        let admins: Vec<(Digest, &[u8])> = g
+            .admins
+            .iter()
+            .filter_map(|c| {
+                let key = vpbox_ca::cert::certificate_key(c).ok()?;
+                Some((key.fingerprint(), c.as_slice()))
+            })
+            .collect();
         let mut prev = None;
         for p in &g.configs {
             if prev.is_some_and(|i| p.index <= i) {
                 return refuse(Reason::GovernanceOrder, format!("block {h}: indices out of order"));
             }
             prev = Some(p.index);
-            f.state = apply_config(&f.state, &g.evidence, p, &g.admins)?;
+            if (h, p.index) >= before {
+                break;
+            }
+            f.state = apply_config(&f.state, &g.evidence, p, &admins)?;
         }
         let after = f.state.members();
-        if after != before {
+        if after != members {
             for n in &f.state.nodes {
                 f.nodes.entry(n.id).or_insert_with(|| (n.name.clone(), n.bank.clone()));
             }
@@ -484,7 +516,7 @@ fn verify_anchor(
         None => return refuse(Reason::NotAnchored, "the results hold no outcome for this put"),
     }
     let value = pairs[pos].1;
-    let id = submitter(&f.state, &a.submitter, &tx)?;
+    let id = submitter(&f.state, f, a, &tx)?;
     if let Some(slip) = slip {
         check_slip(slip, &key, &value)?;
     }
@@ -571,6 +603,12 @@ fn check_block(
             format!("{at}: the transaction hashes do not make its tx_root"),
         );
     }
+    // A transaction that occurs twice executes once, at its first index: a result belongs
+    // there and nowhere else.
+    let mut first = std::collections::HashMap::with_capacity(e.tx_hashes.len());
+    for (i, d) in e.tx_hashes.iter().enumerate() {
+        first.entry(d).or_insert(i);
+    }
     let mut results = Vec::with_capacity(e.results.len());
     let mut prev = None;
     for r in &e.results {
@@ -579,6 +617,12 @@ fn check_block(
         };
         if prev.is_some_and(|p| r.index <= p) {
             return refuse(Reason::ResultsRoot, format!("{at}: results out of order"));
+        }
+        if first.get(tx) != Some(&(r.index as usize)) {
+            return refuse(
+                Reason::ResultsRoot,
+                format!("{at}: a result at {}, a repeat of an earlier transaction", r.index),
+            );
         }
         prev = Some(r.index);
         results.push((*tx, r.codes.clone()));
@@ -650,21 +694,14 @@ fn proven_tx(e: &Evidence, p: &Proven, reason: Reason) -> Result<Tx, Refusal> {
 
 /// The outcome codes of the transaction at `index`, which must have executed in this block.
 fn executed(e: &Evidence, index: u32, reason: Reason) -> Result<&[u8], Refusal> {
-    match e.results.iter().find(|r| r.index == index) {
-        Some(r) => Ok(&r.codes),
-        None => refuse(
+    // `check_block` has seen the indices strictly increasing.
+    match e.results.binary_search_by_key(&index, |r| r.index) {
+        Ok(i) => Ok(&e.results[i].codes),
+        Err(_) => refuse(
             reason,
             format!("block {}: the transaction at {index} did not execute there", e.header.height),
         ),
     }
-}
-
-/// The chain among `chains` whose leaf certifies the key that signed `tx`.
-fn chain_of<'a>(chains: &'a [Vec<u8>], tx: &Tx) -> Option<(&'a [u8], PublicKey)> {
-    chains.iter().find_map(|c| {
-        let key = vpbox_ca::cert::certificate_key(c).ok()?;
-        (key.fingerprint() == tx.body.submitter).then_some((c.as_slice(), key))
-    })
 }
 
 /// Checks one applied configuration transaction and returns the state after it.
@@ -672,7 +709,7 @@ fn apply_config(
     state: &State,
     e: &Evidence,
     p: &Proven,
-    admins: &[Vec<u8>],
+    admins: &[(Digest, &[u8])],
 ) -> Result<State, Refusal> {
     let h = e.header.height;
     let tx = proven_tx(e, p, Reason::GovernanceNotApplied)?;
@@ -694,9 +731,11 @@ fn apply_config(
         detail: format!("block {h}: configuration change {}: {why}", state.seq + 1),
     };
     let trust = state.trust().map_err(refused)?;
-    let Some((der, key)) = chain_of(admins, &tx) else {
+    let chain = |d: &Digest| admins.iter().find(|(k, _)| k == d).map(|(_, c)| *c);
+    let Some(der) = chain(&tx.body.submitter) else {
         return Err(refused("the submitter's admin certificate is not in the bundle".into()));
     };
+    let key = vpbox_ca::cert::certificate_key(der).map_err(|e| refused(e.to_string()))?;
     if !tx.verify(&key).is_valid() {
         return Err(refused("the submitter's signature does not verify".into()));
     }
@@ -706,12 +745,7 @@ fn apply_config(
     let config = ConfigTx::decode(bytes).map_err(|e| refused(e.to_string()))?;
     let proposal = Proposal::decode(&config.proposal).map_err(|e| refused(e.to_string()))?;
     state.check_target(&proposal).map_err(refused)?;
-    let mut enrolled = |d: &Digest| {
-        admins
-            .iter()
-            .find(|c| vpbox_ca::cert::certificate_key(c).is_ok_and(|k| k.fingerprint() == *d))
-            .cloned()
-    };
+    let mut enrolled = |d: &Digest| chain(d).map(<[u8]>::to_vec);
     let banks = state.approving_banks(&config, &trust, &mut enrolled, when).map_err(|why| {
         Refusal { reason: Reason::GovernanceNotApproved, detail: format!("block {h}: {why}") }
     })?;
@@ -728,9 +762,26 @@ fn apply_config(
     state.apply(&proposal, when).map_err(refused)
 }
 
-/// The submitter's identity: its chain certifies the key that signed `tx`, as a POSP of a
-/// member bank, valid at the transaction's time.
-fn submitter(state: &State, chain: &[u8], tx: &Tx) -> Result<Identity, Refusal> {
+/// The submitter's identity: the certificate chain of its enrollment — an Enroll transaction
+/// signed by the same key, applied (code 0) in a certified block before the anchor — certifies
+/// the key that signed `tx`, as a POSP of a member bank, valid at the transaction's time.
+fn submitter(state: &State, f: &Followed, a: &AnchorPart, tx: &Tx) -> Result<Identity, Refusal> {
+    let en = &a.enrollment;
+    let h = en.evidence.header.height;
+    if (h, en.tx.index) >= (a.evidence.header.height, a.tx.index) {
+        return refuse(Reason::SubmitterRefused, "the enrollment does not come before the anchor");
+    }
+    check_block(&en.evidence, f.config(h))?;
+    let etx = proven_tx(&en.evidence, &en.tx, Reason::SubmitterRefused)?;
+    if executed(&en.evidence, en.tx.index, Reason::SubmitterRefused)? != [0] {
+        return refuse(Reason::SubmitterRefused, format!("block {h}: the enrollment was refused"));
+    }
+    let Payload::Enroll(chain) = &etx.body.payload else {
+        return refuse(Reason::SubmitterRefused, format!("block {h}: not an enrollment"));
+    };
+    if etx.body.submitter != tx.body.submitter {
+        return refuse(Reason::SubmitterRefused, "the enrollment is of another key");
+    }
     let key = vpbox_ca::cert::certificate_key(chain).map_err(|e| Refusal {
         reason: Reason::SubmitterRefused,
         detail: format!("the submitter's certificate: {e}"),

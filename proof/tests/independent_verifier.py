@@ -3,7 +3,7 @@
 
 Usage:
     independent_verifier.py [DIR]                       check every test vector of DIR
-    independent_verifier.py verify FILE (--genesis-hash HEX | --roots PEMFILE) [--slip SLIP]
+    independent_verifier.py verify FILE --genesis-hash HEX [--slip SLIP]
                             [--json]
 
 Standard library plus `gmssl` (SM3, SM2 point arithmetic). X.509 is parsed by a small DER
@@ -260,7 +260,7 @@ def decode_bundle(data):
         b["evidence"] = read_evidence(r)
         b["key"] = r.take(32)
         b["proven"] = read_proven(r)
-        b["submitter"] = r.bytes_(65536, "submitter chain")
+        b["enrollment"] = {"evidence": read_evidence(r), "proven": read_proven(r)}
     else:
         b["from"] = read_evidence(r)
         n = r.count(500000, HEADER_LEN, "nheaders")
@@ -966,10 +966,15 @@ def check_evidence(ev, epochs, what):
     hashes = ev["tx_hashes"]
     if len(hashes) != h["tx_count"] or merkle_root(hashes) != h["tx_root"]:
         raise Refused("tx-root", f"{what} (block {height}): transactions do not match tx_root")
+    first = {}
+    for i, d in enumerate(hashes):
+        first.setdefault(d, i)
     last = -1
     for index, _ in ev["results"]:
         if index >= len(hashes) or index <= last:
             raise Refused("results-root", f"{what} (block {height}): result index {index}")
+        if first[hashes[index]] != index:   # §7 4.1: a repeat executes at its first index only
+            raise Refused("results-root", f"{what} (block {height}): result of a repeat")
         last = index
     if results_root(hashes, ev["results"]) != h["results_root"]:
         raise Refused("results-root", f"{what} (block {height}): results do not match")
@@ -1016,8 +1021,9 @@ def tx_at(ev, proven):
     return tx
 
 
-def follow_govblock(gb, state, epochs, names):
-    """§7 step 4 for one govblock; returns the new state and the number of changes followed."""
+def follow_govblock(gb, state, epochs, names, stop=None):
+    """§7 step 4 for one govblock; returns the new state and the number of changes followed.
+    `stop` = (height, index) of the anchor: in its own block only earlier transactions count."""
     ev = gb["evidence"]
     height = ev["header"]["height"]
     check_evidence(ev, epochs, "govblock")                                 # 4.1
@@ -1028,6 +1034,8 @@ def follow_govblock(gb, state, epochs, names):
         if proven["index"] <= last:                                        # 4.2
             raise Refused("governance-order", f"block {height}: proven indices not increasing")
         last = proven["index"]
+        if stop is not None and (height, proven["index"]) >= stop:
+            break
         tx = tx_at(ev, proven)
         if tx is None or results.get(proven["index"]) != b"\x00" or tx["kind"] != 3:
             raise Refused("governance-not-applied",
@@ -1147,7 +1155,7 @@ def check_slip(slip, key, value):
         raise Refused("slip-mismatch", "the slip is not the anchored one")
 
 
-def verify_bundle(data, genesis_hash=None, roots=None, slip=None):
+def verify_bundle(data, genesis_hash=None, slip=None):
     """Verify a bundle (§7); returns the verdict dict or raises Refused."""
     try:                                                                   # 1
         b = decode_bundle(data)
@@ -1157,8 +1165,6 @@ def verify_bundle(data, genesis_hash=None, roots=None, slip=None):
     if genesis_hash is not None and chain != genesis_hash:
         raise Refused("other-chain", f"genesis hash {chain.hex()}, not {genesis_hash.hex()}")
     genesis = parse_genesis(b["genesis"])
-    if roots is not None and {r.der for r in genesis["roots"]} != set(roots):
-        raise Refused("other-chain", "the genesis roots are not the given roots")
 
     head = b["evidence"] if b["kind"] == 1 else b["to"]
     top = head["header"]["height"]
@@ -1173,8 +1179,9 @@ def verify_bundle(data, genesis_hash=None, roots=None, slip=None):
     epochs = Epochs(genesis["k"], state.member_list())
     names = dict(genesis["names"])
     changes = 0
+    stop = (top, b["proven"]["index"]) if b["kind"] == 1 else None
     for gb in b["govblocks"]:
-        state, n = follow_govblock(gb, state, epochs, names)
+        state, n = follow_govblock(gb, state, epochs, names, stop)
         changes += n
 
     def signers(info):
@@ -1209,13 +1216,26 @@ def verify_bundle(data, genesis_hash=None, roots=None, slip=None):
     if pos >= len(codes) or codes[pos] != 0:
         raise Refused("not-anchored", "the put's outcome is not success")
     value = tx["pairs"][pos][1]
-    leaf = leaf_of(b["submitter"])                                         # 8
+    en = b["enrollment"]                                                   # 8
+    eh = en["evidence"]["header"]["height"]
+    if (eh, en["proven"]["index"]) >= (top, index):
+        raise Refused("submitter-refused", "the enrollment does not come before the anchor")
+    check_evidence(en["evidence"], epochs, "enrollment block")
+    etx = tx_at(en["evidence"], en["proven"])
+    if etx is None:
+        raise Refused("submitter-refused", "the enrollment is not the block's at its index")
+    if dict(en["evidence"]["results"]).get(en["proven"]["index"]) != b"\x00":
+        raise Refused("submitter-refused", "the enrollment was not applied")
+    if etx["kind"] != 4 or etx["submitter"] != tx["submitter"]:
+        raise Refused("submitter-refused", "not an enrollment of the submitter's key")
+    chain_der = etx["chain"]
+    leaf = leaf_of(chain_der)
     if leaf is None or leaf.fingerprint != tx["submitter"]:
         raise Refused("submitter-refused", "the submitter chain's leaf is not the signer")
     if not sm2_verify_raw(leaf.point, framed(TAG_TX, tx["body"]), tx["signature"]):
         raise Refused("tx-signature", "the transaction's signature does not verify")
     try:
-        admit(b["submitter"], "posp", tx["timestamp_ms"], state.roots)
+        admit(chain_der, "posp", tx["timestamp_ms"], state.roots)
     except NotAdmitted as e:
         raise Refused("submitter-refused", f"submitter: {e}")
     if slip is not None:                                                   # 9
@@ -1325,10 +1345,10 @@ def print_verdict(v):
 def main(argv):
     """Entry point; returns the exit status."""
     usage = ("usage: independent_verifier.py [DIR]\n"
-             "       independent_verifier.py verify FILE (--genesis-hash HEX | --roots PEM) "
+             "       independent_verifier.py verify FILE --genesis-hash HEX "
              "[--slip SLIP] [--json]")
     if argv and argv[0] == "verify":
-        args, file, gh, roots, as_json, slip = argv[1:], None, None, None, False, None
+        args, file, gh, as_json, slip = argv[1:], None, None, False, None
         i = 0
         try:
             while i < len(args):
@@ -1345,10 +1365,6 @@ def main(argv):
                     i += 1
                     with open(args[i], "rb") as f:
                         slip = f.read()
-                elif a == "--roots":
-                    i += 1
-                    with open(args[i]) as f:
-                        roots = set(pem_certificates(f.read()))
                 elif file is None and not a.startswith("--"):
                     file = a
                 else:
@@ -1357,7 +1373,7 @@ def main(argv):
         except (IndexError, ValueError, OSError, DecodeError):
             print(usage, file=sys.stderr)
             return 2
-        if file is None or (gh is None) == (roots is None):
+        if file is None or gh is None:
             print(usage, file=sys.stderr)
             return 2
         try:
@@ -1367,7 +1383,7 @@ def main(argv):
             print(f"cannot read {file}: {e}", file=sys.stderr)
             return 2
         try:
-            verdict = verify_bundle(data, gh, roots, slip)
+            verdict = verify_bundle(data, gh, slip)
         except Refused as e:
             if as_json:
                 print(json.dumps({"valid": False, "reason": e.reason, "detail": e.detail},
