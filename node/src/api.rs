@@ -127,7 +127,7 @@ impl ReadApi {
         let (from, to) = (height(0, "from")?, height(1, "to")?);
         let bundle = vpbox_proof::build::consistency(&self.ledger, &self.genesis, from, to)
             .map_err(|e| match e {
-                vpbox_proof::build::SpanError::Span(why) => {
+                vpbox_proof::build::BuildError::Span(why) => {
                     RpcError::new(RpcError::INVALID_PARAMS, why)
                 }
                 e => RpcError::new(RpcError::INTERNAL, e.to_string()),

@@ -11,8 +11,8 @@ use vpbox_ledger::{Error, Ledger};
 use vpbox_sm::sm3::Digest;
 
 use crate::bundle::{
-    AnchorPart, Body, Bundle, ConsistencyPart, Enrollment, Evidence, GovBlock, HEADERS_MAX,
-    Outcome, Proven,
+    ADMINS_MAX, AnchorPart, BUNDLE_MAX, Body, Bundle, CONFIGS_MAX, ConsistencyPart, Enrollment,
+    Evidence, GOV_BLOCKS_MAX, GovBlock, HEADERS_MAX, Outcome, Proven,
 };
 
 fn corrupt(what: String) -> Error {
@@ -117,7 +117,7 @@ pub fn bundle(
     ledger: &RwLock<Ledger>,
     genesis: &[u8],
     key: &[u8; 32],
-) -> Result<Option<Bundle>, Error> {
+) -> Result<Option<Bundle>, BuildError> {
     let r = Reader(ledger);
     let Some(rec) = r.with(|l| l.anchor(key))? else { return Ok(None) };
     let governance = r.governance(rec.height)?;
@@ -130,11 +130,11 @@ pub fn bundle(
         Ok((found, enrolled))
     })?;
     let Some((height, at)) = enrolled else {
-        return Err(corrupt(format!(
+        return Err(BuildError::Ledger(corrupt(format!(
             "no enrollment recorded for the submitter of {} (a ledger older than enrollment \
              records cannot prove who submitted)",
             rec.tx.to_hex()
-        )));
+        ))));
     };
     let e = r.block(height)?;
     let enrollment = Enrollment { tx: r.proven(&e, at)?, evidence: r.evidence(e)? };
@@ -144,19 +144,50 @@ pub fn bundle(
         tx: Proven { index, tx: tx.encode() },
         enrollment,
     };
-    Ok(Some(Bundle { genesis: genesis.to_vec(), governance, body: Body::Anchor(anchor) }))
+    let b = Bundle { genesis: genesis.to_vec(), governance, body: Body::Anchor(anchor) };
+    within_limits(&b)?;
+    Ok(Some(b))
 }
 
-/// Why a consistency proof cannot be made.
+/// Why a proof cannot be made.
 #[derive(Debug, thiserror::Error)]
-pub enum SpanError {
+pub enum BuildError {
     /// The heights asked for are not `1 ≤ from < to ≤ the last committed block`, or too far
     /// apart for one proof.
     #[error("{0}")]
     Span(String),
+    /// The bundle would break a limit of the format (`docs/proof-format.md` §2), so no
+    /// verifier would read it.
+    #[error("{0}")]
+    TooLarge(String),
     /// The ledger failed.
     #[error(transparent)]
     Ledger(#[from] Error),
+}
+
+/// Refuses a bundle no verifier would read (the limits of `docs/proof-format.md` §2).
+fn within_limits(b: &Bundle) -> Result<(), BuildError> {
+    let too = |what: &str, n: usize, max: usize| {
+        Err(BuildError::TooLarge(format!(
+            "the proof would hold {n} {what}, above the format's limit of {max}"
+        )))
+    };
+    if b.governance.len() > GOV_BLOCKS_MAX {
+        return too("configuration blocks", b.governance.len(), GOV_BLOCKS_MAX);
+    }
+    for g in &b.governance {
+        if g.configs.len() > CONFIGS_MAX {
+            return too("configuration transactions in one block", g.configs.len(), CONFIGS_MAX);
+        }
+        if g.admins.len() > ADMINS_MAX {
+            return too("admin certificates in one block", g.admins.len(), ADMINS_MAX);
+        }
+    }
+    let n = b.encode().len();
+    if n > BUNDLE_MAX {
+        return too("bytes", n, BUNDLE_MAX);
+    }
+    Ok(())
 }
 
 /// A consistency proof: the certified block `to` extends the certified block `from`. Reads
@@ -166,17 +197,17 @@ pub fn consistency(
     genesis: &[u8],
     from: u64,
     to: u64,
-) -> Result<Bundle, SpanError> {
+) -> Result<Bundle, BuildError> {
     let r = Reader(ledger);
     let top = r.with(|l| Ok(l.height()))?.saturating_sub(1);
     if from == 0 || from >= to || to > top {
-        return Err(SpanError::Span(format!(
+        return Err(BuildError::Span(format!(
             "a consistency proof needs 1 ≤ from < to ≤ {top} (the last committed block); \
              asked for {from} to {to}"
         )));
     }
     if to - from - 1 > HEADERS_MAX as u64 {
-        return Err(SpanError::Span(format!(
+        return Err(BuildError::Span(format!(
             "{} blocks apart: at most {} headers fit one proof; prove the span in steps \
              through intermediate heads",
             to - from,
@@ -199,9 +230,59 @@ pub fn consistency(
         })?;
         h = end;
     }
-    Ok(Bundle {
+    let b = Bundle {
         genesis: genesis.to_vec(),
         governance,
         body: Body::Consistency(ConsistencyPart { from: from_e, headers, to: to_e }),
-    })
+    };
+    within_limits(&b)?;
+    Ok(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use vpbox_ledger::block::Header;
+
+    use super::*;
+
+    fn evidence() -> Evidence {
+        let header = Header {
+            height: 1,
+            parent: Digest([0; 32]),
+            tx_root: Digest([0; 32]),
+            results_root: Digest([0; 32]),
+            tx_count: 0,
+            timestamp_ms: 0,
+        };
+        Evidence { header, tx_hashes: Vec::new(), certificate: Vec::new(), results: Vec::new() }
+    }
+
+    #[test]
+    fn a_bundle_no_verifier_would_read_is_not_made() {
+        let gov = GovBlock { evidence: evidence(), configs: Vec::new(), admins: Vec::new() };
+        let anchor = AnchorPart {
+            evidence: evidence(),
+            key: [0; 32],
+            tx: Proven { index: 0, tx: Vec::new() },
+            enrollment: Enrollment {
+                evidence: evidence(),
+                tx: Proven { index: 0, tx: Vec::new() },
+            },
+        };
+        let mut b = Bundle {
+            genesis: Vec::new(),
+            governance: vec![gov.clone(); GOV_BLOCKS_MAX],
+            body: Body::Anchor(anchor),
+        };
+        assert!(within_limits(&b).is_ok());
+        b.governance.push(gov.clone());
+        let e = within_limits(&b).unwrap_err().to_string();
+        assert!(e.contains("4097 configuration blocks"), "{e}");
+        b.governance = vec![gov];
+        b.governance[0].admins = vec![Vec::new(); ADMINS_MAX + 1];
+        assert!(within_limits(&b).unwrap_err().to_string().contains("admin certificates"));
+        b.governance[0].admins = Vec::new();
+        b.genesis = vec![b' '; BUNDLE_MAX];
+        assert!(within_limits(&b).unwrap_err().to_string().contains("bytes, above"));
+    }
 }

@@ -61,9 +61,10 @@ pub const ADMINS_MAX: usize = 1024;
 pub const CHAIN_MAX: usize = 64 * 1024;
 /// The length of an encoded header.
 pub const HEADER_LEN: usize = 117;
-/// The most headers between the two heads of a consistency proof (about 58 MiB); a longer
-/// span is proven in steps, through intermediate heads.
-pub const HEADERS_MAX: usize = 500_000;
+/// The most headers between the two heads of a consistency proof (about 35 MiB, leaving room
+/// for two full heads and the configuration blocks); a longer span is proven in steps,
+/// through intermediate heads.
+pub const HEADERS_MAX: usize = 300_000;
 /// The kind byte of an anchor proof.
 pub const KIND_ANCHOR: u8 = 1;
 /// The kind byte of a consistency proof.
@@ -563,7 +564,7 @@ mod tests {
             (BUNDLE_MAX, GENESIS_MAX, GOV_BLOCKS_MAX, CONFIGS_MAX, ADMINS_MAX, CHAIN_MAX),
             (64 << 20, 1 << 20, 4096, 256, 1024, 64 << 10)
         );
-        assert_eq!((HEADERS_MAX, HEADER_LEN), (500_000, 117));
+        assert_eq!((HEADERS_MAX, HEADER_LEN), (300_000, 117));
         // A genesis of exactly the limit is read; one byte more is refused.
         let mut b = sample();
         b.genesis = vec![b' '; GENESIS_MAX];

@@ -263,7 +263,7 @@ def decode_bundle(data):
         b["enrollment"] = {"evidence": read_evidence(r), "proven": read_proven(r)}
     else:
         b["from"] = read_evidence(r)
-        n = r.count(500000, HEADER_LEN, "nheaders")
+        n = r.count(300000, HEADER_LEN, "nheaders")
         b["headers"] = [decode_header(r.take(HEADER_LEN)) for _ in range(n)]
         b["to"] = read_evidence(r)
     r.end("bundle")
