@@ -546,11 +546,12 @@ mod tests {
             Bundle::decode(&vec![0; BUNDLE_MAX + 1]),
             Err(DecodeError::TooLarge(BUNDLE_MAX + 1))
         );
+        assert_eq!(Bundle::decode(&vec![0; BUNDLE_MAX]), Err(DecodeError::Magic), "at the limit");
         // Two configuration blocks announced, room for less than one: a limit, not a
         // truncation found after allocating.
         let mut short = lie[..18].to_vec();
         short.extend_from_slice(&2u32.to_be_bytes());
-        short.extend_from_slice(&[0; 200]);
+        short.extend_from_slice(&[0; 230]); // one block needs 129 at least
         assert_eq!(
             Bundle::decode(&short),
             Err(DecodeError::Limit { what: "the configuration block count", got: 2, max: 1 })

@@ -131,6 +131,9 @@ fn invalid_vectors(chain: &str) -> Vec<(&'static str, &'static str, Vec<u8>, Str
     add("certificate-other-block", "certificate-other-block", &|b| {
         anchor_of(b).evidence.certificate = b.governance[2].evidence.certificate.clone();
     });
+    add("certificate-other-seq", "certificate-other-block", &|b| {
+        with_certificate(b, |c| c.seq.0 += 1);
+    });
     add("signature", "signature", &|b| {
         with_certificate(b, |c| c.signatures[0].1.0[10] ^= 1);
     });
