@@ -241,20 +241,10 @@ pub fn consistency(
 
 #[cfg(test)]
 mod tests {
-    use vpbox_ledger::block::Header;
-
     use super::*;
 
     fn evidence() -> Evidence {
-        let header = Header {
-            height: 1,
-            parent: Digest([0; 32]),
-            tx_root: Digest([0; 32]),
-            results_root: Digest([0; 32]),
-            tx_count: 0,
-            timestamp_ms: 0,
-        };
-        Evidence { header, tx_hashes: Vec::new(), certificate: Vec::new(), results: Vec::new() }
+        Evidence::blank(1, 0)
     }
 
     #[test]

@@ -458,6 +458,28 @@ impl<'a> Cursor<'a> {
 }
 
 #[cfg(test)]
+impl Evidence {
+    /// A block at `height` of `tx_count` transactions with zero hashes and roots, for tests.
+    pub(crate) fn blank(height: u64, tx_count: u32) -> Self {
+        let zero = Digest([0; 32]);
+        let header = Header {
+            height,
+            parent: zero,
+            tx_root: zero,
+            results_root: zero,
+            tx_count,
+            timestamp_ms: 0,
+        };
+        Self {
+            header,
+            tx_hashes: vec![zero; tx_count as usize],
+            certificate: Vec::new(),
+            results: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

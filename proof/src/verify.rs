@@ -828,8 +828,6 @@ fn check_slip(slip: &[u8], key: &[u8; 32], value: &[u8; 32]) -> Result<(), Refus
 
 #[cfg(test)]
 mod tests {
-    use vpbox_ledger::block::Header;
-
     use super::*;
     use crate::bundle::Outcome;
 
@@ -850,23 +848,10 @@ mod tests {
 
     #[test]
     fn only_a_transaction_executed_in_the_block_has_outcomes() {
-        let header = Header {
-            height: 3,
-            parent: Digest([0; 32]),
-            tx_root: Digest([0; 32]),
-            results_root: Digest([0; 32]),
-            tx_count: 3,
-            timestamp_ms: 0,
-        };
-        let e = Evidence {
-            header,
-            tx_hashes: vec![Digest([1; 32]); 3],
-            certificate: Vec::new(),
-            results: vec![
-                Outcome { index: 0, codes: vec![0, 1] },
-                Outcome { index: 2, codes: vec![2] },
-            ],
-        };
+        let mut e = Evidence::blank(3, 3);
+        e.tx_hashes = vec![Digest([1; 32]); 3];
+        e.results =
+            vec![Outcome { index: 0, codes: vec![0, 1] }, Outcome { index: 2, codes: vec![2] }];
         assert_eq!(executed(&e, 0, Reason::NotAnchored), Ok(&[0u8, 1][..]));
         assert_eq!(executed(&e, 2, Reason::NotAnchored), Ok(&[2u8][..]));
         let missing = executed(&e, 1, Reason::NotAnchored).unwrap_err();

@@ -1455,19 +1455,8 @@ fn proof_verifies(c: &Cluster, name: &str, key: &str, epoch: u64, bank: &str) ->
     assert!(signers.iter().all(|i| members.contains(i)), "{name}: {signers:?}");
     assert!(signers.len() as u64 >= v["quorum"].as_u64().unwrap(), "{name}: {v}");
     assert_eq!(v["members"], json!(members.len()), "{name}: {v}");
-    // The independent verifier (Python, gmssl; proof/tests/independent_verifier.py) gives the
-    // same verdict on this live bundle.
-    let python =
-        std::env::var("VPBOX_PYTHON").unwrap_or_else(|_| "/opt/vpbox-pytest/bin/python3".into());
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../proof/tests/independent_verifier.py");
-    let out = Command::new(&python)
-        .args([s(&script), "verify", s(&file), "--genesis-hash", &chain, "--json"])
-        .output()
-        .unwrap_or_else(|e| panic!("{python}: {e} (scripts/deps.sh --test makes its venv)"));
-    let theirs: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-    assert_eq!(theirs, v, "{name}: the two verifiers disagree");
+    // The independent verifier gives the same verdict on this live bundle.
+    assert_eq!(independent_verdict(&file, &chain), v, "{name}: the two verifiers disagree");
     // What the ledger itself says: the value, the block and its hash.
     let got = c.rpc(2).call("anchor_get", json!([key])).unwrap();
     assert_eq!((&v["value"], &v["height"]), (&got["value"], &got["blockNumber"]), "{name}");
@@ -1541,15 +1530,7 @@ fn proofs_across_the_membership_changes(c: &Cluster, kc: &str, k1: &[u8; 32], k2
     let r = vpbox(&["proof", "verify", s(&heads), "--genesis-hash", &chain, "--json"]);
     assert_eq!(r.code, 0, "{}{}", r.text(), r.stderr);
     let consistency: Value = serde_json::from_str(&r.text()).unwrap();
-    let python =
-        std::env::var("VPBOX_PYTHON").unwrap_or_else(|_| "/opt/vpbox-pytest/bin/python3".into());
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../proof/tests/independent_verifier.py");
-    let out = Command::new(&python)
-        .args([s(&script), "verify", s(&heads), "--genesis-hash", &chain, "--json"])
-        .output()
-        .unwrap();
-    let theirs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let theirs = independent_verdict(&heads, &chain);
     assert_eq!(theirs, consistency, "the two verifiers disagree on the consistency proof");
     assert_eq!(consistency["from"]["epoch"], 0, "{consistency}");
     assert_eq!(consistency["to"]["epoch"], 2, "{consistency}");
@@ -1589,6 +1570,21 @@ fn proofs_across_the_membership_changes(c: &Cluster, kc: &str, k1: &[u8; 32], k2
         list.push(json!({"file": "consistency.proof", "verdict": consistency}));
         std::fs::write(&listed, serde_json::to_string_pretty(&m).unwrap() + "\n").unwrap();
     }
+}
+
+/// The verdict of the independent verifier (Python with gmssl, written from
+/// docs/proof-format.md alone: proof/tests/independent_verifier.py) on `file`, as JSON.
+fn independent_verdict(file: &Path, chain: &str) -> Value {
+    let python =
+        std::env::var("VPBOX_PYTHON").unwrap_or_else(|_| "/opt/vpbox-pytest/bin/python3".into());
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../proof/tests/independent_verifier.py");
+    let out = Command::new(&python)
+        .args([s(&script), "verify", s(file), "--genesis-hash", chain, "--json"])
+        .output()
+        .unwrap_or_else(|e| panic!("{python}: {e} (scripts/deps.sh --test makes its venv)"));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
 }
 
 fn hex_of(b: &[u8]) -> String {
