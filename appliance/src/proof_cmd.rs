@@ -1,6 +1,6 @@
 //! `vpbox proof`: get an anchor's proof bundle from a box, and check one offline, with only
-//! the consortium's genesis hash (or its founding roots) — what a dispute platform, an
-//! auditor or a court runs (docs/proof-format.md).
+//! the consortium's genesis hash — what a dispute platform, an auditor or a court runs
+//! (docs/proof-format.md).
 
 use std::path::PathBuf;
 

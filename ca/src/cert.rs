@@ -175,6 +175,8 @@ pub struct LeafSummary {
     pub bank: String,
     /// Its subject's OU (`posp`, `admin`, `vp-node`, …).
     pub profile: String,
+    /// Its subject's CN.
+    pub name: String,
     /// Its notAfter.
     pub not_after: SystemTime,
 }
@@ -187,6 +189,7 @@ pub fn leaf_summary(chain: &[u8]) -> Result<LeafSummary, CertError> {
     Ok(LeafSummary {
         bank: name_attr(tbs.subject(), O).unwrap_or_default(),
         profile: name_attr(tbs.subject(), OU).unwrap_or_default(),
+        name: name_attr(tbs.subject(), CN).unwrap_or_default(),
         not_after: tbs.validity().not_after.to_system_time(),
     })
 }

@@ -583,7 +583,17 @@ impl Ledger {
                 }
                 Payload::Enroll(der) => {
                     let id = trust.as_ref().and_then(|t| admitted(t, der, &ANYONE, when));
-                    let ok = id.is_some_and(|id| id.key_fingerprint == *submitter);
+                    // A key enrolled before may enroll again (a renewed certificate) only as
+                    // the same name of the same bank: whichever of its enrollments a proof
+                    // shows, the submitter it names is the one the ledger admitted.
+                    let old = self.enrolled(submitter, &certs, above)?;
+                    let same = |id: &Identity| {
+                        old.as_ref().is_none_or(|old| {
+                            vpbox_ca::cert::leaf_summary(old)
+                                .is_ok_and(|o| o.name == id.name && o.bank == id.bank)
+                        })
+                    };
+                    let ok = id.is_some_and(|id| id.key_fingerprint == *submitter && same(&id));
                     if ok {
                         certs.push((*submitter, der.clone()));
                         enrolls.push((*submitter, index as u32));

@@ -237,3 +237,47 @@ fn chains_through_an_issuing_ca_enroll_and_both_cas_revoke() {
     }
     assert_eq!(hashes[0], hashes[1], "both nodes built the same blocks");
 }
+
+/// A key enrolled once may enroll a renewed certificate only as the same name of the same bank,
+/// so every enrollment a proof can show names the submitter the ledger admitted; the ledger
+/// finds the enrollment in force before any position.
+#[test]
+fn a_key_re_enrolls_only_as_itself_and_its_enrollments_are_found_by_position() {
+    let (a, b) = (Bank::new("bank-a"), Bank::new("bank-b"));
+    let roots = vec![der(&a.root), der(&b.root)];
+    let (p, q) = (key(), key());
+    let first = a.issue("bank-a", &p, "posp-1", 2, now(), 365);
+    let renewed = a.issue("bank-a", &p, "posp-1", 3, now(), 730);
+    let renamed = a.issue("bank-a", &p, "posp-9", 4, now(), 365);
+    let rebanked = b.issue("bank-b", &p, "posp-1", 5, now(), 365);
+    let other = a.issue("bank-a", &q, "posp-2", 6, now(), 365);
+    let dir = tempfile::tempdir().unwrap();
+    let mut l = ledger(&dir, &roots);
+    let e = l
+        .execute(
+            &[],
+            vec![
+                tx(&q, 1, Payload::Enroll(other)),
+                tx(&p, 1, Payload::Enroll(first)),
+                tx(&p, 2, Payload::Enroll(renamed)),
+                tx(&p, 3, Payload::Enroll(rebanked)),
+                put(&p, 4, 1),
+            ],
+        )
+        .unwrap();
+    let all =
+        vec![vec![Success], vec![Success], vec![NotAdmitted], vec![NotAdmitted], vec![Success]];
+    assert_eq!(outcomes(&e), all);
+    l.commit(&e, b"cert").unwrap();
+    let e = l.execute(&[], vec![tx(&p, 5, Payload::Enroll(renewed)), put(&p, 6, 2)]).unwrap();
+    assert_eq!(outcomes(&e), vec![vec![Success], vec![Success]]);
+    l.commit(&e, b"cert").unwrap();
+    let fp = p.public_key().fingerprint();
+    assert_eq!(l.enrollment_before(&fp, 1, 1).unwrap(), None, "not before its own enrollment");
+    assert_eq!(l.enrollment_before(&fp, 1, 2).unwrap(), Some((1, 1)));
+    assert_eq!(l.enrollment_before(&fp, 2, 0).unwrap(), Some((1, 1)));
+    assert_eq!(l.enrollment_before(&fp, 2, 1).unwrap(), Some((2, 0)), "the renewal");
+    assert_eq!(l.enrollment_before(&fp, 9, 0).unwrap(), Some((2, 0)));
+    let fq = q.public_key().fingerprint();
+    assert_eq!(l.enrollment_before(&fq, 9, 0).unwrap(), Some((1, 0)), "each key its own");
+}

@@ -97,10 +97,17 @@ impl ReadApi {
         let path = merkle::proof(&block.tx_hashes, index as usize).ok_or_else(|| {
             RpcError::new(RpcError::INTERNAL, "transaction index outside its block")
         })?;
-        let bundle = vpbox_proof::build::bundle(&self.ledger, &self.genesis, &key)
-            .map_err(|e| RpcError::new(RpcError::INTERNAL, e.to_string()))?
-            .ok_or_else(|| RpcError::new(RpcError::INVALID_PARAMS, contract::KEY_NOT_EXIST))?;
-        Ok(json!({
+        // No bundle when the ledger holds no enrollment of the submitter (admission off, or a
+        // ledger written before enrollments were recorded): the parts stand alone then.
+        let bundle = match vpbox_proof::build::bundle(&self.ledger, &self.genesis, &key) {
+            Ok(Some(b)) => Some(b),
+            Ok(None) => {
+                return Err(RpcError::new(RpcError::INVALID_PARAMS, contract::KEY_NOT_EXIST));
+            }
+            Err(vpbox_proof::build::BuildError::Unprovable(_)) => None,
+            Err(e) => return Err(build_error(e)),
+        };
+        let mut out = json!({
             "key": hex0x(&key),
             "value": hex0x(&rec.value),
             "transaction": hex0x(&tx.encode()),
@@ -111,8 +118,11 @@ impl ReadApi {
             }).collect::<Vec<_>>(),
             "blockHeader": hex0x(&block.header.encode()),
             "commitCertificate": hex0x(&block.certificate),
-            "bundle": hex0x(&bundle.encode()),
-        }))
+        });
+        if let (Some(b), Some(o)) = (bundle, out.as_object_mut()) {
+            o.insert("bundle".into(), json!(hex0x(&b.encode())));
+        }
+        Ok(out)
     }
 
     fn consistency_proof(&self, params: &Value) -> Result<Value, RpcError> {
@@ -126,12 +136,7 @@ impl ReadApi {
         };
         let (from, to) = (height(0, "from")?, height(1, "to")?);
         let bundle = vpbox_proof::build::consistency(&self.ledger, &self.genesis, from, to)
-            .map_err(|e| match e {
-                vpbox_proof::build::BuildError::Span(why) => {
-                    RpcError::new(RpcError::INVALID_PARAMS, why)
-                }
-                e => RpcError::new(RpcError::INTERNAL, e.to_string()),
-            })?;
+            .map_err(build_error)?;
         Ok(json!({ "from": from, "to": to, "bundle": hex0x(&bundle.encode()) }))
     }
 
@@ -139,6 +144,18 @@ impl ReadApi {
         block
             .map(|b| block_json(&b))
             .ok_or_else(|| RpcError::new(RpcError::INVALID_PARAMS, "no such block"))
+    }
+}
+
+/// A proof the node cannot make: a span asked for wrongly is the caller's (-32602), a proof
+/// above the format's limits is too large (-32005, prove a shorter span), anything else the
+/// node's (-32603).
+fn build_error(e: vpbox_proof::build::BuildError) -> RpcError {
+    use vpbox_proof::build::BuildError;
+    match e {
+        BuildError::Span(why) => RpcError::new(RpcError::INVALID_PARAMS, why),
+        BuildError::TooLarge(why) => RpcError::new(RpcError::TOO_LARGE, why),
+        e => RpcError::new(RpcError::INTERNAL, e.to_string()),
     }
 }
 

@@ -12,7 +12,7 @@ use vpbox_sm::sm3::Digest;
 
 use crate::bundle::{
     ADMINS_MAX, AnchorPart, BUNDLE_MAX, Body, Bundle, CONFIGS_MAX, ConsistencyPart, Enrollment,
-    Evidence, GOV_BLOCKS_MAX, GovBlock, HEADERS_MAX, Outcome, Proven,
+    Evidence, GENESIS_MAX, GOV_BLOCKS_MAX, GovBlock, HEADERS_MAX, Outcome, Proven,
 };
 
 fn corrupt(what: String) -> Error {
@@ -74,37 +74,67 @@ impl Reader<'_> {
         Ok(Proven { index, tx: tx.encode() })
     }
 
-    /// Every block that applied configuration changes up to `height`, with the transactions
-    /// and the admins' certificate chains.
-    fn governance(&self, height: u64) -> Result<Vec<GovBlock>, Error> {
+    /// The certificate chain `key` enrolled last before (`height`, `index`): the payload of
+    /// that Enroll transaction; for a ledger older than enrollment records, its current one.
+    fn enrolled_chain(
+        &self,
+        key: &Digest,
+        height: u64,
+        index: u32,
+    ) -> Result<Option<Vec<u8>>, Error> {
+        let Some((h, i)) = self.with(|l| l.enrollment_before(key, height, index))? else {
+            return self.with(|l| l.certificate(key));
+        };
+        let tx = vpbox_ledger::tx::Tx::decode(&self.proven(&self.block(h)?, i)?.tx)?;
+        match tx.body.payload {
+            Payload::Enroll(chain) => Ok(Some(chain)),
+            _ => Err(corrupt(format!("block {h}: the enrollment at {i} is not an Enroll"))),
+        }
+    }
+
+    /// Every block that applied configuration changes up to `height` — in the block `stop.0`,
+    /// only the transactions before index `stop.1` — with those transactions and the chains
+    /// their submitting and approving admins had enrolled by then.
+    fn governance(&self, height: u64, stop: (u64, u32)) -> Result<Vec<GovBlock>, BuildError> {
+        let changes: Vec<(u64, Vec<u32>)> = self
+            .with(|l| l.config_changes())?
+            .into_iter()
+            .take_while(|(h, _)| *h <= height)
+            .collect();
+        if changes.len() > GOV_BLOCKS_MAX {
+            return Err(BuildError::TooLarge(format!(
+                "{} configuration blocks lie below block {height}, above the format's limit of \
+                 {GOV_BLOCKS_MAX}",
+                changes.len()
+            )));
+        }
         let mut governance = Vec::new();
-        for (h, indices) in self.with(|l| l.config_changes())? {
-            if h > height {
-                break;
-            }
+        for (h, indices) in changes {
             let b = self.block(h)?;
-            let configs =
-                indices.iter().map(|i| self.proven(&b, *i)).collect::<Result<Vec<_>, _>>()?;
-            // Who signed them: each submitter and each approving admin, once.
-            let mut who: Vec<Digest> = Vec::new();
+            let configs = indices
+                .iter()
+                .filter(|i| (h, **i) < stop)
+                .map(|i| self.proven(&b, *i))
+                .collect::<Result<Vec<_>, _>>()?;
+            // Who signed them: each submitter and each approving admin, once, with the index
+            // of the first transaction that needs them.
+            let mut who: Vec<(Digest, u32)> = Vec::new();
             for p in &configs {
                 let tx = vpbox_ledger::tx::Tx::decode(&p.tx)?;
-                who.push(tx.body.submitter);
+                who.push((tx.body.submitter, p.index));
                 if let Payload::Config(bytes) = &tx.body.payload {
-                    who.extend(ConfigTx::decode(bytes)?.approvals.iter().map(|a| a.admin));
+                    let approvals = ConfigTx::decode(bytes)?.approvals;
+                    who.extend(approvals.iter().map(|a| (a.admin, p.index)));
                 }
             }
-            who.sort_unstable_by_key(|d| d.0);
-            who.dedup();
-            let admins = self.with(|l| {
-                let mut admins = Vec::new();
-                for d in &who {
-                    if let Some(der) = l.certificate(d)? {
-                        admins.push(der);
-                    }
+            who.sort_unstable_by_key(|(d, i)| (d.0, *i));
+            who.dedup_by_key(|(d, _)| *d);
+            let mut admins = Vec::new();
+            for (d, i) in &who {
+                if let Some(chain) = self.enrolled_chain(d, h, *i)? {
+                    admins.push(chain);
                 }
-                Ok(admins)
-            })?;
+            }
             governance.push(GovBlock { evidence: self.evidence(b)?, configs, admins });
         }
         Ok(governance)
@@ -120,7 +150,6 @@ pub fn bundle(
 ) -> Result<Option<Bundle>, BuildError> {
     let r = Reader(ledger);
     let Some(rec) = r.with(|l| l.anchor(key))? else { return Ok(None) };
-    let governance = r.governance(rec.height)?;
     let b = r.block(rec.height)?;
     let ((_, index, tx), enrolled) = r.with(|l| {
         let found = l
@@ -130,12 +159,14 @@ pub fn bundle(
         Ok((found, enrolled))
     })?;
     let Some((height, at)) = enrolled else {
-        return Err(BuildError::Ledger(corrupt(format!(
-            "no enrollment recorded for the submitter of {} (a ledger older than enrollment \
-             records cannot prove who submitted)",
+        return Err(BuildError::Unprovable(format!(
+            "no enrollment is recorded for the submitter of {}: this ledger was written before \
+             enrollments were recorded (a node synced from the genesis by this version can prove \
+             it)",
             rec.tx.to_hex()
-        ))));
+        )));
     };
+    let governance = r.governance(rec.height, (rec.height, index))?;
     let e = r.block(height)?;
     let enrollment = Enrollment { tx: r.proven(&e, at)?, evidence: r.evidence(e)? };
     let anchor = AnchorPart {
@@ -160,6 +191,9 @@ pub enum BuildError {
     /// verifier would read it.
     #[error("{0}")]
     TooLarge(String),
+    /// The ledger lacks a record the proof needs (it predates that record).
+    #[error("{0}")]
+    Unprovable(String),
     /// The ledger failed.
     #[error(transparent)]
     Ledger(#[from] Error),
@@ -167,6 +201,12 @@ pub enum BuildError {
 
 /// Refuses a bundle no verifier would read (the limits of `docs/proof-format.md` §2).
 fn within_limits(b: &Bundle) -> Result<(), BuildError> {
+    if b.genesis.len() > GENESIS_MAX {
+        return Err(BuildError::TooLarge(format!(
+            "the genesis is {} bytes, above the format's limit of {GENESIS_MAX}",
+            b.genesis.len()
+        )));
+    }
     let too = |what: &str, n: usize, max: usize| {
         Err(BuildError::TooLarge(format!(
             "the proof would hold {n} {what}, above the format's limit of {max}"
@@ -214,7 +254,7 @@ pub fn consistency(
             HEADERS_MAX
         )));
     }
-    let governance = r.governance(to)?;
+    let governance = r.governance(to, (to, u32::MAX))?;
     let from_e = r.evidence(r.block(from)?)?;
     let to_e = r.evidence(r.block(to)?)?;
     let mut headers = Vec::with_capacity((to - from - 1) as usize);
@@ -242,6 +282,7 @@ pub fn consistency(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bundle::CHAIN_MAX;
 
     fn evidence() -> Evidence {
         Evidence::blank(1, 0)
@@ -271,8 +312,11 @@ mod tests {
         b.governance = vec![gov];
         b.governance[0].admins = vec![Vec::new(); ADMINS_MAX + 1];
         assert!(within_limits(&b).unwrap_err().to_string().contains("admin certificates"));
-        b.governance[0].admins = Vec::new();
-        b.genesis = vec![b' '; BUNDLE_MAX];
-        assert!(within_limits(&b).unwrap_err().to_string().contains("bytes, above"));
+        b.genesis = vec![b' '; GENESIS_MAX + 1];
+        assert!(within_limits(&b).unwrap_err().to_string().contains("the genesis is"));
+        b.genesis = Vec::new();
+        b.governance[0].admins = vec![vec![0; CHAIN_MAX]; ADMINS_MAX];
+        let e = within_limits(&b).unwrap_err().to_string();
+        assert!(e.contains("bytes, above the format's limit of 67108864"), "{e}");
     }
 }

@@ -1,7 +1,7 @@
 //! The verifier of a proof bundle: `docs/proof-format.md` §4, step by step. Offline and
 //! sans-IO: bytes in, a [`Verdict`] or a [`Refusal`] out. It trusts nothing in the bundle but
-//! what the trust anchor (the genesis hash, or the founding roots) vouches for, and it fails
-//! closed: anything it cannot check is a refusal with its reason.
+//! what the trust anchor (the genesis hash) vouches for, and it fails closed: anything it
+//! cannot check is a refusal with its reason.
 //!
 //! What it does not check, and why (also in the format document):
 //! - CRLs. Revocation is decided by the ledger at execution, and the outcome code the quorum
@@ -9,8 +9,9 @@
 //!   certificate chain, validity at the transaction's time and profile under its bank's root,
 //!   not the CRLs published later.
 //! - Blocks between the configuration changes and the anchor's block. The certificate of a
-//!   block binds it through the epoch's member keys, not through the header chain (the
-//!   consistency proof, *planned*, is what binds one head to another).
+//!   block binds it through the epoch's member keys, not through the header chain (a
+//!   consistency proof, kind 2, is what binds one head to another).
+//! - Other limits of version 1: `docs/proof-format.md` §10.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -452,7 +453,10 @@ fn follow(b: &Bundle, anchor: &TrustAnchor) -> Result<(Genesis, Followed), Refus
             }
             prev = Some(p.index);
             if (h, p.index) >= before {
-                break;
+                return refuse(
+                    Reason::GovernanceOrder,
+                    format!("block {h}: a configuration change at or after the anchor"),
+                );
             }
             f.state = apply_config(&f.state, &g.evidence, p, &admins)?;
         }
@@ -781,6 +785,13 @@ fn submitter(state: &State, f: &Followed, a: &AnchorPart, tx: &Tx) -> Result<Ide
     };
     if etx.body.submitter != tx.body.submitter {
         return refuse(Reason::SubmitterRefused, "the enrollment is of another key");
+    }
+    let key = vpbox_ca::cert::certificate_key(chain).map_err(|e| Refusal {
+        reason: Reason::SubmitterRefused,
+        detail: format!("the enrolled certificate: {e}"),
+    })?;
+    if !etx.verify(&key).is_valid() {
+        return refuse(Reason::SubmitterRefused, "the enrollment is not signed by its key");
     }
     let key = vpbox_ca::cert::certificate_key(chain).map_err(|e| Refusal {
         reason: Reason::SubmitterRefused,

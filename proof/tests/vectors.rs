@@ -173,8 +173,20 @@ fn invalid_vectors(chain: &str) -> Vec<(&'static str, &'static str, Vec<u8>, Str
     add("submitter-refused", "submitter-refused", &|b| {
         anchor_of(b).enrollment = other.enrollment.clone();
     });
-    add("enrollment-not-applied", "submitter-refused", &|b| {
+    add("enrollment-not-in-block", "submitter-refused", &|b| {
         anchor_of(b).enrollment.tx.index += 1;
+    });
+    // The same key's earlier anchor, shown as its "enrollment": not an Enroll.
+    let put = Bundle::decode(&std::fs::read(dir().join("epoch1.proof")).unwrap()).unwrap();
+    let Body::Anchor(put) = put.body else { panic!("an anchor bundle") };
+    add("enrollment-not-an-enroll", "submitter-refused", &|b| {
+        anchor_of(b).enrollment =
+            vpbox_proof::bundle::Enrollment { evidence: put.evidence.clone(), tx: put.tx.clone() };
+    });
+    add("enrollment-after-anchor", "submitter-refused", &|b| {
+        let a = anchor_of(b);
+        a.enrollment =
+            vpbox_proof::bundle::Enrollment { evidence: a.evidence.clone(), tx: a.tx.clone() };
     });
     add("not-anchored", "not-anchored", &|b| anchor_of(b).key[31] ^= 1);
     // A configuration block above the anchor's.
@@ -208,12 +220,30 @@ fn every_invalid_vector_is_refused_with_its_reason() {
     if update {
         std::fs::create_dir_all(&inv).unwrap();
     }
+    // Where several checks share a reason, the one that must have refused.
+    let details = [
+        ("enrollment-not-in-block", "not the one at index"),
+        ("enrollment-not-an-enroll", "not an enrollment"),
+        ("enrollment-after-anchor", "does not come before the anchor"),
+        ("submitter-refused", "another key"),
+        ("result-outside-block", "a result for index 5"),
+        ("result-of-a-repeat", "a repeat of an earlier transaction"),
+        ("proven-out-of-order", "indices out of order"),
+        ("governance-after-anchor", "out of order"),
+        ("tx-count", "do not make its tx_root"),
+        ("missing-header", "headers given"),
+    ];
     let mut listed = Vec::new();
     for (name, reason, bytes, genesis_hash) in &vectors {
         let file = format!("invalid/{name}.proof");
         match verify_bytes(bytes, &anchor(genesis_hash), None) {
             Ok(v) => panic!("{name}: accepted: {v:?}"),
-            Err(r) => assert_eq!(r.reason.name(), *reason, "{name}: {r}"),
+            Err(r) => {
+                assert_eq!(r.reason.name(), *reason, "{name}: {r}");
+                if let Some((_, d)) = details.iter().find(|(n, _)| n == name) {
+                    assert!(r.detail.contains(d), "{name}: {r}");
+                }
+            }
         }
         if update {
             std::fs::write(dir().join(&file), bytes).unwrap();
