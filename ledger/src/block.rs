@@ -40,19 +40,29 @@ pub struct Header {
     pub tx_count: u32,
     /// The largest of the parent's timestamp and the transactions' timestamps.
     pub timestamp_ms: u64,
+    /// The configuration transactions applied from the genesis through this block (the
+    /// governance state's `seq` after it): a proof's verifier compares it with the changes it
+    /// was shown, so that none can be left out.
+    pub gov_seq: u64,
 }
+
+/// The length of an encoded header.
+pub const HEADER_LEN: usize = 125;
+/// The header encoding's version (1 had no `gov_seq`).
+const HEADER_VERSION: u8 = 2;
 
 impl Header {
     /// The canonical encoding.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(117);
-        out.push(1);
+        let mut out = Vec::with_capacity(HEADER_LEN);
+        out.push(HEADER_VERSION);
         out.extend_from_slice(&self.height.to_be_bytes());
         out.extend_from_slice(self.parent.as_bytes());
         out.extend_from_slice(self.tx_root.as_bytes());
         out.extend_from_slice(self.results_root.as_bytes());
         out.extend_from_slice(&self.tx_count.to_be_bytes());
         out.extend_from_slice(&self.timestamp_ms.to_be_bytes());
+        out.extend_from_slice(&self.gov_seq.to_be_bytes());
         out
     }
 
@@ -61,7 +71,7 @@ impl Header {
         hash(self.encode())
     }
 
-    /// Decodes exactly one header (117 bytes, nothing after it).
+    /// Decodes exactly one header ([`HEADER_LEN`] bytes, nothing after it).
     pub fn decode_exact(bytes: &[u8]) -> Result<Self, Error> {
         let mut r = Reader::new(bytes, "block header");
         let h = Self::decode(&mut r)?;
@@ -70,7 +80,7 @@ impl Header {
     }
 
     fn decode(r: &mut Reader<'_>) -> Result<Self, Error> {
-        if r.u8()? != 1 {
+        if r.u8()? != HEADER_VERSION {
             return Err(r.fail("unsupported version"));
         }
         Ok(Self {
@@ -80,6 +90,7 @@ impl Header {
             results_root: Digest(r.array()?),
             tx_count: r.u32()?,
             timestamp_ms: r.u64()?,
+            gov_seq: r.u64()?,
         })
     }
 }
@@ -105,6 +116,7 @@ impl Block {
             results_root: results_root(&[]),
             tx_count: 0,
             timestamp_ms,
+            gov_seq: 0,
         };
         Self { header, tx_hashes: Vec::new(), certificate: Vec::new() }
     }
@@ -175,8 +187,11 @@ mod tests {
             results_root: results_root(&[]),
             tx_count: 2,
             timestamp_ms: 2,
+            gov_seq: 3,
         };
         let b = Block { header, tx_hashes: txs, certificate: vec![9; 100] };
+        assert_eq!(header.encode().len(), HEADER_LEN);
+        assert_eq!(Header::decode_exact(&header.encode()).unwrap(), header);
         assert_eq!(b.header.parent, g.header.hash());
         assert!(b.is_consistent());
         let bytes = b.encode();

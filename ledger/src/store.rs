@@ -653,6 +653,7 @@ impl Ledger {
             results_root: results_root(&results),
             tx_count: tx_hashes.len() as u32,
             timestamp_ms,
+            gov_seq: parent.gov_seq + configs.len() as u64,
         };
         let block = Block { header, tx_hashes, certificate: Vec::new() };
         Ok(Executed {
@@ -799,7 +800,9 @@ impl Ledger {
     pub fn header(&self, height: u64) -> Result<Option<Header>, Error> {
         match self.db.get_pinned_cf(self.cf(CF_BLOCKS)?, height.to_be_bytes())? {
             Some(raw) => {
-                let head = raw.get(..117).ok_or_else(|| Error::Corrupt("short block".into()))?;
+                let head = raw
+                    .get(..crate::block::HEADER_LEN)
+                    .ok_or_else(|| Error::Corrupt("short block".into()))?;
                 Ok(Some(Header::decode_exact(head).map_err(|e| Error::Corrupt(e.to_string()))?))
             }
             None => Ok(None),

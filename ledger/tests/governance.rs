@@ -187,6 +187,7 @@ fn a_new_bank_needs_more_than_two_thirds_of_the_banks_and_then_its_members_are_a
         assert_eq!(outcomes(&e), vec![vec![ConfigRefused]; 5]);
         assert!(e.governance.is_none());
         assert_eq!(l.governance().unwrap().seq, 0);
+        assert_eq!(e.block.header.gov_seq, 0, "refused changes are not counted");
         assert_eq!(l.trust_changes().count(), 0, "refused changes change no trust state");
 
         let done = run(&mut l, accepted.clone());
@@ -194,6 +195,7 @@ fn a_new_bank_needs_more_than_two_thirds_of_the_banks_and_then_its_members_are_a
         assert_eq!(outcomes(&done), vec![vec![Success], vec![Success], vec![Success]]);
         let state = done.governance.clone().unwrap();
         assert_eq!(state.seq, 1);
+        assert_eq!(done.block.header.gov_seq, 1, "the header counts the applied change");
         assert!(state.banks().contains("bank-e"));
         assert!(done.node_change(&c.genesis).is_none(), "no node changed");
         assert_eq!(outcomes(&run(&mut l, replay.clone())), vec![vec![ConfigRefused]]);

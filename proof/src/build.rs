@@ -92,10 +92,9 @@ impl Reader<'_> {
         }
     }
 
-    /// Every block that applied configuration changes up to `height` — in the block `stop.0`,
-    /// only the transactions before index `stop.1` — with those transactions and the chains
-    /// their submitting and approving admins had enrolled by then.
-    fn governance(&self, height: u64, stop: (u64, u32)) -> Result<Vec<GovBlock>, BuildError> {
+    /// Every block that applied configuration changes up to `height`, with those transactions
+    /// and the chains their submitting and approving admins had enrolled by then.
+    fn governance(&self, height: u64) -> Result<Vec<GovBlock>, BuildError> {
         let changes: Vec<(u64, Vec<u32>)> = self
             .with(|l| l.config_changes())?
             .into_iter()
@@ -111,11 +110,8 @@ impl Reader<'_> {
         let mut governance = Vec::new();
         for (h, indices) in changes {
             let b = self.block(h)?;
-            let configs = indices
-                .iter()
-                .filter(|i| (h, **i) < stop)
-                .map(|i| self.proven(&b, *i))
-                .collect::<Result<Vec<_>, _>>()?;
+            let configs =
+                indices.iter().map(|i| self.proven(&b, *i)).collect::<Result<Vec<_>, _>>()?;
             // Who signed them: each submitter and each approving admin, once, with the index
             // of the first transaction that needs them.
             let mut who: Vec<(Digest, u32)> = Vec::new();
@@ -166,7 +162,7 @@ pub fn bundle(
             rec.tx.to_hex()
         )));
     };
-    let governance = r.governance(rec.height, (rec.height, index))?;
+    let governance = r.governance(rec.height)?;
     let e = r.block(height)?;
     let enrollment = Enrollment { tx: r.proven(&e, at)?, evidence: r.evidence(e)? };
     let anchor = AnchorPart {
@@ -254,7 +250,7 @@ pub fn consistency(
             HEADERS_MAX
         )));
     }
-    let governance = r.governance(to, (to, u32::MAX))?;
+    let governance = r.governance(to)?;
     let from_e = r.evidence(r.block(from)?)?;
     let to_e = r.evidence(r.block(to)?)?;
     let mut headers = Vec::with_capacity((to - from - 1) as usize);

@@ -9,8 +9,8 @@
 //! govblock    = evidence nconfig:u32 proven* nadmin:u32 chain:bytes*
 //! anchor      = evidence key:[32] proven enrollment
 //! enrollment  = evidence proven                    (the submitter's Enroll transaction)
-//! consistency = from:evidence nheaders:u32 header:[117]* to:evidence
-//! evidence    = header:[117] ntx:u32 tx_hash:[32]*ntx certificate:bytes
+//! consistency = from:evidence nheaders:u32 header:[125]* to:evidence
+//! evidence    = header:[125] ntx:u32 tx_hash:[32]*ntx certificate:bytes
 //!               nresult:u32 (index:u32 codes:bytes)*
 //! proven      = index:u32 tx:bytes
 //! bytes       = len:u32 data                       (every integer big-endian)
@@ -60,7 +60,7 @@ pub const ADMINS_MAX: usize = 1024;
 /// The largest certificate chain (a leaf and its issuing CAs).
 pub const CHAIN_MAX: usize = 64 * 1024;
 /// The length of an encoded header.
-pub const HEADER_LEN: usize = 117;
+pub const HEADER_LEN: usize = vpbox_ledger::block::HEADER_LEN;
 /// The most headers between the two heads of a consistency proof (about 35 MiB, leaving room
 /// for two full heads and the configuration blocks); a longer span is proven in steps,
 /// through intermediate heads.
@@ -469,6 +469,7 @@ impl Evidence {
             results_root: zero,
             tx_count,
             timestamp_ms: 0,
+            gov_seq: 0,
         };
         Self {
             header,
@@ -491,6 +492,7 @@ mod tests {
             results_root: Digest([3; 32]),
             tx_count: 2,
             timestamp_ms: 1_764_000_000_000,
+            gov_seq: 1,
         };
         let evidence = Evidence {
             header,
@@ -587,7 +589,7 @@ mod tests {
             (BUNDLE_MAX, GENESIS_MAX, GOV_BLOCKS_MAX, CONFIGS_MAX, ADMINS_MAX, CHAIN_MAX),
             (64 << 20, 1 << 20, 4096, 256, 1024, 64 << 10)
         );
-        assert_eq!((HEADERS_MAX, HEADER_LEN), (300_000, 117));
+        assert_eq!((HEADERS_MAX, HEADER_LEN), (300_000, 125));
         // A genesis of exactly the limit is read; one byte more is refused.
         let mut b = sample();
         b.genesis = vec![b' '; GENESIS_MAX];

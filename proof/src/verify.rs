@@ -99,11 +99,14 @@ pub enum Reason {
     /// The later head of a consistency proof does not extend the earlier one through the
     /// headers given.
     NotExtending,
+    /// A block's header counts more (or fewer) configuration changes than the bundle shows:
+    /// one was left out.
+    GovernanceMissing,
 }
 
 impl Reason {
     /// Every reason.
-    pub const ALL: [Self; 21] = [
+    pub const ALL: [Self; 22] = [
         Self::Malformed,
         Self::OtherChain,
         Self::Genesis,
@@ -125,6 +128,7 @@ impl Reason {
         Self::NotAnchored,
         Self::SlipMismatch,
         Self::NotExtending,
+        Self::GovernanceMissing,
     ];
 
     /// The reason's name, as documented.
@@ -151,6 +155,7 @@ impl Reason {
             Self::NotAnchored => "not-anchored",
             Self::SlipMismatch => "slip-mismatch",
             Self::NotExtending => "not-extending",
+            Self::GovernanceMissing => "governance-missing",
         }
     }
 }
@@ -289,11 +294,37 @@ struct Followed {
     configs: Vec<Config>,
     /// Every node ever a member: (name, bank).
     nodes: BTreeMap<u32, (String, String)>,
+    /// The governance `seq` after each configuration block: (height, seq).
+    seqs: Vec<(u64, u64)>,
+    /// The state as of the anchor's position (its block's changes after it excluded): what
+    /// the ledger admitted the submitter by.
+    at_anchor: Option<State>,
 }
 
 impl Followed {
     fn config(&self, height: u64) -> &Config {
         config_for(&self.genesis_config, &self.configs, height)
+    }
+
+    /// The governance `seq` after block `height`: what its header's `gov_seq` must say.
+    fn seq_at(&self, height: u64) -> u64 {
+        self.seqs.iter().rev().find(|(h, _)| *h <= height).map_or(0, |(_, s)| *s)
+    }
+
+    /// Every configuration change through block `e` is in the bundle: its header counts as
+    /// many as were followed.
+    fn check_seq(&self, e: &Evidence) -> Result<(), Refusal> {
+        let (h, want) = (e.header.height, self.seq_at(e.header.height));
+        if e.header.gov_seq != want {
+            return refuse(
+                Reason::GovernanceMissing,
+                format!(
+                    "block {h}'s header counts {} configuration changes, the bundle shows {want}",
+                    e.header.gov_seq
+                ),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -409,6 +440,8 @@ fn follow(b: &Bundle, anchor: &TrustAnchor) -> Result<(Genesis, Followed), Refus
         node_changes: Vec::new(),
         configs: Vec::new(),
         nodes: genesis.nodes.iter().map(|n| (n.id.0, (n.name.clone(), n.bank.clone()))).collect(),
+        seqs: Vec::new(),
+        at_anchor: None,
     };
 
     // 2. Every configuration change from the genesis to the anchor's block, in order; in the
@@ -452,14 +485,13 @@ fn follow(b: &Bundle, anchor: &TrustAnchor) -> Result<(Genesis, Followed), Refus
                 return refuse(Reason::GovernanceOrder, format!("block {h}: indices out of order"));
             }
             prev = Some(p.index);
-            if (h, p.index) >= before {
-                return refuse(
-                    Reason::GovernanceOrder,
-                    format!("block {h}: a configuration change at or after the anchor"),
-                );
+            if (h, p.index) > before && f.at_anchor.is_none() {
+                f.at_anchor = Some(f.state.clone());
             }
             f.state = apply_config(&f.state, &g.evidence, p, &admins)?;
         }
+        f.seqs.push((h, f.state.seq));
+        f.check_seq(&g.evidence)?;
         let after = f.state.members();
         if after != members {
             for n in &f.state.nodes {
@@ -470,6 +502,9 @@ fn follow(b: &Bundle, anchor: &TrustAnchor) -> Result<(Genesis, Followed), Refus
         }
     }
 
+    if f.at_anchor.is_none() {
+        f.at_anchor = Some(f.state.clone());
+    }
     Ok((genesis, f))
 }
 
@@ -497,6 +532,7 @@ fn verify_anchor(
     let e = &a.evidence;
     let config = f.config(anchor_height);
     let cert = check_block(e, config)?;
+    f.check_seq(e)?;
     let tx = proven_tx(e, &a.tx, Reason::TxNotInBlock)?;
     let codes = executed(e, a.tx.index, Reason::NotAnchored)?;
     let pairs: Vec<([u8; 32], [u8; 32])> = match &tx.body.payload {
@@ -520,7 +556,7 @@ fn verify_anchor(
         None => return refuse(Reason::NotAnchored, "the results hold no outcome for this put"),
     }
     let value = pairs[pos].1;
-    let id = submitter(&f.state, f, a, &tx)?;
+    let id = submitter(f.at_anchor.as_ref().unwrap_or(&f.state), f, a, &tx)?;
     if let Some(slip) = slip {
         check_slip(slip, &key, &value)?;
     }
@@ -552,6 +588,7 @@ fn verify_consistency(
     let head = |e: &Evidence| -> Result<Head, Refusal> {
         let config = f.config(e.header.height);
         let cert = check_block(e, config)?;
+        f.check_seq(e)?;
         Ok(Head {
             height: e.header.height,
             hash: e.header.hash(),
@@ -776,6 +813,7 @@ fn submitter(state: &State, f: &Followed, a: &AnchorPart, tx: &Tx) -> Result<Ide
         return refuse(Reason::SubmitterRefused, "the enrollment does not come before the anchor");
     }
     check_block(&en.evidence, f.config(h))?;
+    f.check_seq(&en.evidence)?;
     let etx = proven_tx(&en.evidence, &en.tx, Reason::SubmitterRefused)?;
     if executed(&en.evidence, en.tx.index, Reason::SubmitterRefused)? != [0] {
         return refuse(Reason::SubmitterRefused, format!("block {h}: the enrollment was refused"));

@@ -197,19 +197,19 @@ class Reader:
 
 MAGIC = b"VPBOX-PROOF\x00"
 MAX_BUNDLE = 64 << 20
-HEADER_LEN = 117
+HEADER_LEN = 125
 EVIDENCE_MIN = HEADER_LEN + 4 + 4 + 4
 PROVEN_MIN = 8
 
 
 def decode_header(raw):
-    """Block header (§3.3), 117 bytes."""
+    """Block header (§3.3), 125 bytes."""
     r = Reader(raw)
     h = {"raw": raw, "version": r.u8(), "height": r.u64(), "parent": r.take(32),
          "tx_root": r.take(32), "results_root": r.take(32), "tx_count": r.u32(),
-         "timestamp_ms": r.u64()}
+         "timestamp_ms": r.u64(), "gov_seq": r.u64()}
     r.end("header")
-    if h["version"] != 1:                      # §3.3 version:u8=1 (part of the encoding)
+    if h["version"] != 2:                      # §3.3 version:u8=2 (part of the encoding)
         raise DecodeError(f"header version {h['version']}")
     return h
 
@@ -1022,21 +1022,21 @@ def tx_at(ev, proven):
 
 
 def follow_govblock(gb, state, epochs, names, stop=None):
-    """§7 step 4 for one govblock; returns the new state and the number of changes followed.
-    `stop` = (height, index) of the anchor: in its own block only earlier transactions count."""
+    """§7 step 4 for one govblock; returns the new state, the number of changes followed, and
+    the state as of the anchor's position when this block holds changes after it (else None).
+    `stop` = (height, index) of the anchor."""
     ev = gb["evidence"]
     height = ev["header"]["height"]
     check_evidence(ev, epochs, "govblock")                                 # 4.1
     before = state.member_list()
     results = dict(ev["results"])
-    last, followed = -1, 0
+    last, followed, at_anchor = -1, 0, None
     for proven in gb["proven"]:
         if proven["index"] <= last:                                        # 4.2
             raise Refused("governance-order", f"block {height}: proven indices not increasing")
         last = proven["index"]
-        if stop is not None and (height, proven["index"]) >= stop:
-            raise Refused("governance-order",
-                          f"block {height}: a configuration change at or after the anchor")
+        if stop is not None and (height, proven["index"]) > stop and at_anchor is None:
+            at_anchor = state                                              # §7 step 4: admission
         tx = tx_at(ev, proven)
         if tx is None or results.get(proven["index"]) != b"\x00" or tx["kind"] != 3:
             raise Refused("governance-not-applied",
@@ -1053,10 +1053,14 @@ def follow_govblock(gb, state, epochs, names, stop=None):
             if what == "AddNode":
                 names[arg["id"]] = {"name": arg["name"], "bank": arg["bank"]}
         followed += 1
+    if ev["header"]["gov_seq"] != state.seq:                               # 4.7
+        raise Refused("governance-missing",
+                      f"block {height}: header counts {ev['header']['gov_seq']} changes, "
+                      f"followed {state.seq}")
     after = state.member_list()
     if after != before:                                                    # 4.6
         epochs.node_change(height, after)
-    return state, followed
+    return state, followed, at_anchor
 
 
 def submitter_and_proposal(admins, tx, state, height):
@@ -1179,11 +1183,22 @@ def verify_bundle(data, genesis_hash=None, slip=None):
     state = State(chain, genesis)                                          # 4
     epochs = Epochs(genesis["k"], state.member_list())
     names = dict(genesis["names"])
-    changes = 0
+    changes, seqs, admission = 0, [], None
     stop = (top, b["proven"]["index"]) if b["kind"] == 1 else None
     for gb in b["govblocks"]:
-        state, n = follow_govblock(gb, state, epochs, names, stop)
+        state, n, snap = follow_govblock(gb, state, epochs, names, stop)
         changes += n
+        seqs.append((gb["evidence"]["header"]["height"], state.seq))
+        admission = admission or snap
+    admission = admission or state
+
+    def check_seq(ev, what):
+        """§7: every change through this block was shown (its header's gov_seq)."""
+        h = ev["header"]
+        want = next((q for height, q in reversed(seqs) if height <= h["height"]), 0)
+        if h["gov_seq"] != want:
+            raise Refused("governance-missing", f"{what} (block {h['height']}): header counts "
+                                                f"{h['gov_seq']} changes, the bundle shows {want}")
 
     def signers(info):
         return [{"id": i, **names.get(i, {"name": None, "bank": None})} for i in info["signers"]]
@@ -1194,6 +1209,7 @@ def verify_bundle(data, genesis_hash=None, slip=None):
         ends = []
         for what in ("from", "to"):                                        # 5c
             info = check_evidence(b[what], epochs, what)
+            check_seq(b[what], what)
             ends.append(info)
             verdict[what] = {"height": info["height"], "blockHash": "0x" + info["hash"].hex(),
                              "blockTimeMs": info["time"], "epoch": info["epoch"],
@@ -1204,6 +1220,7 @@ def verify_bundle(data, genesis_hash=None, slip=None):
 
     ev = b["evidence"]
     info = check_evidence(ev, epochs, "anchor block")                      # 5
+    check_seq(ev, "anchor block")
     tx = tx_at(ev, b["proven"])                                            # 6
     if tx is None:
         raise Refused("tx-not-in-block", "the transaction is not the block's at its index")
@@ -1222,6 +1239,7 @@ def verify_bundle(data, genesis_hash=None, slip=None):
     if (eh, en["proven"]["index"]) >= (top, index):
         raise Refused("submitter-refused", "the enrollment does not come before the anchor")
     check_evidence(en["evidence"], epochs, "enrollment block")
+    check_seq(en["evidence"], "enrollment block")
     etx = tx_at(en["evidence"], en["proven"])
     if etx is None:
         raise Refused("submitter-refused", "the enrollment is not the block's at its index")
@@ -1239,7 +1257,7 @@ def verify_bundle(data, genesis_hash=None, slip=None):
     if not sm2_verify_raw(leaf.point, framed(TAG_TX, tx["body"]), tx["signature"]):
         raise Refused("tx-signature", "the transaction's signature does not verify")
     try:
-        admit(chain_der, "posp", tx["timestamp_ms"], state.roots)
+        admit(chain_der, "posp", tx["timestamp_ms"], admission.roots)
     except NotAdmitted as e:
         raise Refused("submitter-refused", f"submitter: {e}")
     if slip is not None:                                                   # 9

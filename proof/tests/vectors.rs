@@ -51,6 +51,10 @@ fn every_valid_vector_verifies_with_its_documented_verdict() {
     }
 }
 
+fn early_of_bank_c() -> Bundle {
+    Bundle::decode(&std::fs::read(dir().join("bank-c-epoch0.proof")).unwrap()).unwrap()
+}
+
 fn anchor_of(b: &mut Bundle) -> &mut AnchorPart {
     match &mut b.body {
         Body::Anchor(a) => a,
@@ -189,9 +193,16 @@ fn invalid_vectors(chain: &str) -> Vec<(&'static str, &'static str, Vec<u8>, Str
             vpbox_proof::bundle::Enrollment { evidence: a.evidence.clone(), tx: a.tx.clone() };
     });
     add("not-anchored", "not-anchored", &|b| anchor_of(b).key[31] ^= 1);
+    // A change left out: the last one before the anchor (its header counts it), or the
+    // transaction of a configuration block.
+    let mut b = early_of_bank_c();
+    b.governance.clear();
+    out.push(("missing-trailing-change", "governance-missing", b.encode(), chain.to_string()));
+    let mut b = good.clone();
+    b.governance[0].configs.clear();
+    out.push(("govblock-incomplete", "governance-missing", b.encode(), chain.to_string()));
     // A configuration block above the anchor's.
-    let early = Bundle::decode(&std::fs::read(dir().join("bank-c-epoch0.proof")).unwrap()).unwrap();
-    let mut b = early;
+    let mut b = early_of_bank_c();
     b.governance.push(good.governance[2].clone());
     out.push(("governance-after-anchor", "governance-order", b.encode(), chain.to_string()));
     // A consistency proof whose headers do not link, and one that lacks a header.
@@ -232,6 +243,7 @@ fn every_invalid_vector_is_refused_with_its_reason() {
         ("governance-after-anchor", "out of order"),
         ("tx-count", "do not make its tx_root"),
         ("missing-header", "headers given"),
+        ("missing-trailing-change", "counts 1 configuration changes, the bundle shows 0"),
     ];
     let mut listed = Vec::new();
     for (name, reason, bytes, genesis_hash) in &vectors {
