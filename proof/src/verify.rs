@@ -444,9 +444,9 @@ fn follow(b: &Bundle, anchor: &TrustAnchor) -> Result<(Genesis, Followed), Refus
         at_anchor: None,
     };
 
-    // 2. Every configuration change from the genesis to the anchor's block, in order; in the
-    // anchor's own block, only those before the anchor's transaction (the ledger admits a
-    // transaction by the state as of its position).
+    // 2. Every configuration change from the genesis to the anchor's block, in order; the
+    // state as of the anchor's position (before the changes of its own block that follow it)
+    // is kept aside: the ledger admits a transaction by the state as of its position.
     let anchor_height = b.height();
     let before = match &b.body {
         Body::Anchor(a) => (a.evidence.header.height, a.tx.index),
