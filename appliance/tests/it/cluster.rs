@@ -214,6 +214,10 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
         assert!(out.contains(&want), "{line}: {want:?} not in {out}");
     }
     assert!(hints[0].contains(&format!("0x{k} 0x{v}")), "{}", hints[0]);
+    // The status page as a person sees it, while the consortium is settled. (Later, right
+    // after a killed primary restarts, that node can stay in its view change: observed under
+    // CI load and not understood yet; see the session note.)
+    crate::metrics::status_page_in_a_browser(&c.dir);
 
     // The services run with core dumps off, and their log lines are stamped in RFC 3339 UTC.
     for (pid, log, tag) in [

@@ -140,13 +140,12 @@ pub(crate) fn admin_checks(dir: &Path) {
     assert_eq!(v["membersReachable"], 4, "{v}");
     // Nothing else is served.
     assert_eq!(get(dir, 1, "/nothing").0, 404);
-    status_page_in_a_browser(dir);
 }
 
 /// The status page as a person sees it: Debian's chromium, headless, loads box 1's `/status`
 /// from the admin listener; its DOM shows the box healthy, the four members with their status,
 /// and no alarm; its screenshot is the size asked and not a blank page.
-fn status_page_in_a_browser(dir: &Path) {
+pub(crate) fn status_page_in_a_browser(dir: &Path) {
     let (status, html) = get(dir, 1, "/status");
     assert_eq!(status, 200, "{html}");
     let url = format!("http://{}/status", admin_address(dir, 1));
