@@ -144,7 +144,7 @@ pub(crate) fn admin_checks(dir: &Path) {
 
 /// The status page as a person sees it: Debian's chromium, headless, loads box 1's `/status`
 /// from the admin listener; its DOM shows the box healthy, the four members with their status,
-/// and no alarm; its screenshot is the size asked and not a blank page.
+/// and no alarm but what the host's disk calls for; its screenshot is the size asked and not a blank page.
 pub(crate) fn status_page_in_a_browser(dir: &Path) {
     let (status, html) = get(dir, 1, "/status");
     assert_eq!(status, 200, "{html}");
@@ -177,7 +177,20 @@ pub(crate) fn status_page_in_a_browser(dir: &Path) {
     }
     assert!(dom.contains("<title>vpbox · node1 (bank-a)</title>"), "{dom}");
     assert!(dom.contains("id=\"health\" class=\"ok\">HEALTHY"), "{dom}");
-    assert!(dom.contains("id=\"alarms\" class=\"none\""), "{dom}");
+    // No alarm — but the one this host's own disk calls for: a box on a disk under 10 % free
+    // rightly warns (CI machines have been seen at 9.5 %), so the test reads the disk itself
+    // and expects that warning exactly when it applies.
+    let fs = rustix::fs::statvfs(dir).unwrap();
+    let free = fs.f_bavail as f64 * 100.0 / fs.f_blocks.max(1) as f64;
+    if free >= 10.5 {
+        assert!(dom.contains("id=\"alarms\" class=\"none\""), "{dom}");
+    } else if free < 9.5 {
+        let alarms = dom.matches("<li class=\"alarm").count();
+        let disk = dom.matches("<li class=\"alarm warning\">this box: ").count()
+            + dom.matches("<li class=\"alarm problem\">this box: ").count();
+        assert!(disk == 1 && alarms == 1, "only the disk alarm ({free:.1} % free): {dom}");
+        assert!(dom.contains("of its data directory's disk is free"), "{dom}");
+    }
     for i in 1..=4 {
         let row = format!("<tr data-node=\"{i}\" class=\"up\"><td>node{i}</td>");
         assert!(dom.contains(&row), "{row} not in {dom}");
