@@ -1,5 +1,10 @@
-//! SM2/SM3/SM4 throughput of vpbox-sm (RustCrypto arithmetic), libsm, and OpenSSL's
-//! `openssl speed`, measured in one run on one machine, with the ratios.
+//! SM2/SM3/SM4 throughput of vpbox-sm, libsm, OpenSSL's `openssl speed` and Tongsuo's (when
+//! `scripts/tongsuo.sh` has built it), measured in one run on one machine, with the ratios; and
+//! OpenSSL's own ECDSA P-256, the speed SM2 (a curve of the same shape) can reach.
+//!
+//! SM2 verification has three rows: a key seen before (its comb table made: every POSP and node
+//! key after its first transaction), a key at first sight (wNAF, no table), and RustCrypto's
+//! generic verifier, the reference the fast one is tested against.
 //!
 //! `cargo bench -p vpbox-sm --bench crypto` (about a minute). `VPBOX_BENCH_SECONDS=0.2` makes a
 //! quick smoke run (CI); OpenSSL is then still given its minimum of one second per figure.
@@ -33,16 +38,21 @@ fn rate(secs: f64, mut f: impl FnMut()) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
-/// `openssl speed -mr` for SM2: (sign/s, verify/s).
-fn openssl_sm2(secs: u32) -> Option<(f64, f64)> {
-    let out = Command::new("openssl")
-        .args(["speed", "-mr", "-seconds", &secs.to_string(), "sm2"])
+/// Tongsuo's `openssl` command (scripts/tongsuo.sh), if built.
+const TONGSUO: &str = "/usr/local/lib/vpbox-tongsuo/openssl";
+
+/// `BIN speed -mr` for `alg` (`sm2`, `ecdsap256`): (sign/s, verify/s) from its `+F7` (SM2) or
+/// `+F4` (ECDSA) line.
+fn speed_sign_verify(bin: &str, alg: &str, secs: u32) -> Option<(f64, f64)> {
+    let out = Command::new(bin)
+        .args(["speed", "-mr", "-seconds", &secs.to_string(), alg])
         .output()
         .ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().find(|l| l.starts_with("+F7:"))?;
+    let line = text.lines().find(|l| l.starts_with("+F7:") || l.starts_with("+F4:"))?;
     let f: Vec<&str> = line.split(':').collect();
-    Some((f.get(4)?.parse().ok()?, f.get(5)?.parse().ok()?))
+    let n = f.len();
+    Some((f.get(n - 2)?.parse().ok()?, f.get(n - 1)?.parse().ok()?))
 }
 
 /// `openssl speed -mr -evp ALG -bytes N`: bytes per second.
@@ -63,6 +73,9 @@ struct Row {
     ours: f64,
     libsm: Option<f64>,
     openssl: Option<f64>,
+    tongsuo: Option<f64>,
+    /// OpenSSL's ECDSA P-256 figure for the same operation.
+    p256: Option<f64>,
 }
 
 fn main() {
@@ -90,7 +103,10 @@ fn main() {
     let nonce = [0u8; 12];
     let lcbc = libsm::sm4::Cipher::new(skey.expose_secret(), libsm::sm4::Mode::Cbc).expect("sm4");
 
-    let (ossl_sign, ossl_verify) = openssl_sm2(ossl_secs).unzip();
+    let (ossl_sign, ossl_verify) = speed_sign_verify("openssl", "sm2", ossl_secs).unzip();
+    let (tongsuo_sign, tongsuo_verify) = speed_sign_verify(TONGSUO, "sm2", ossl_secs).unzip();
+    let (p256_sign, p256_verify) = speed_sign_verify("openssl", "ecdsap256", ossl_secs).unzip();
+    let e = vpbox_sm::sm2::message_digest(&key.public_key().z(DEFAULT_ID).expect("z"), &[&msg]);
     let mib = |x: Option<f64>| x.map(|b| b / MIB);
     let rows = [
         Row {
@@ -99,6 +115,8 @@ fn main() {
             ours: rate(secs, || sink(key.sign(DEFAULT_ID, black_box(&msg)))),
             libsm: Some(rate(secs, || sink(ctx.sign(black_box(&msg), &lsk, &lpk)))),
             openssl: ossl_sign,
+            tongsuo: tongsuo_sign,
+            p256: p256_sign,
         },
         Row {
             name: "SM2 verify",
@@ -106,6 +124,30 @@ fn main() {
             ours: rate(secs, || sink(key.public_key().verify(DEFAULT_ID, black_box(&msg), &sig))),
             libsm: Some(rate(secs, || sink(ctx.verify(black_box(&msg), &lpk, &lsig)))),
             openssl: ossl_verify,
+            tongsuo: tongsuo_verify,
+            p256: p256_verify,
+        },
+        Row {
+            name: "verify, new key",
+            unit: "ops/s",
+            ours: rate(secs, || {
+                sink(key.public_key().verify_digest_first_sight(black_box(&e), &sig));
+            }),
+            libsm: None,
+            openssl: ossl_verify,
+            tongsuo: tongsuo_verify,
+            p256: p256_verify,
+        },
+        Row {
+            name: "verify, generic",
+            unit: "ops/s",
+            ours: rate(secs, || {
+                sink(key.public_key().verify_digest_reference(black_box(&e), &sig))
+            }),
+            libsm: None,
+            openssl: ossl_verify,
+            tongsuo: tongsuo_verify,
+            p256: p256_verify,
         },
         Row {
             name: "SM3 64 B",
@@ -115,6 +157,8 @@ fn main() {
                 rate(secs, || sink(libsm::sm3::hash::Sm3Hash::new(&small).get_hash())) * 64.0 / MIB,
             ),
             openssl: mib(openssl_evp("sm3", 64, ossl_secs)),
+            tongsuo: None,
+            p256: None,
         },
         Row {
             name: "SM3 1 MiB",
@@ -122,6 +166,8 @@ fn main() {
             ours: rate(secs, || sink(sm3::hash(black_box(&big)))),
             libsm: Some(rate(secs, || sink(libsm::sm3::hash::Sm3Hash::new(&big).get_hash()))),
             openssl: mib(openssl_evp("sm3", 1 << 20, ossl_secs)),
+            tongsuo: None,
+            p256: None,
         },
         Row {
             name: "SM4-CBC 1 MiB",
@@ -129,6 +175,8 @@ fn main() {
             ours: rate(secs, || sink(sm4::cbc_encrypt(&skey, &iv, black_box(&big)))),
             libsm: Some(rate(secs, || sink(lcbc.encrypt(&[], black_box(&big), &iv)))),
             openssl: mib(openssl_evp("sm4-cbc", 1 << 20, ossl_secs)),
+            tongsuo: None,
+            p256: None,
         },
         Row {
             name: "SM4-GCM 1 MiB",
@@ -139,6 +187,8 @@ fn main() {
             // libsm's GCM takes 16-byte IVs only and OpenSSL 3.0 has no SM4-GCM: no peer.
             libsm: None,
             openssl: None,
+            tongsuo: None,
+            p256: None,
         },
     ];
 
@@ -146,18 +196,32 @@ fn main() {
     let ratio =
         |a: f64, b: Option<f64>| b.map_or_else(|| "n/a".into(), |b| format!("{:.2}x", a / b));
     println!(
-        "{:<14} {:>6} {:>12} {:>12} {:>12} {:>12} {:>12}",
-        "operation", "unit", "vpbox-sm", "libsm", "openssl", "vs openssl", "vs libsm"
+        "{:<16} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9}",
+        "operation",
+        "unit",
+        "vpbox-sm",
+        "libsm",
+        "openssl",
+        "tongsuo",
+        "ossl p256",
+        "/openssl",
+        "/tongsuo",
+        "/p256",
+        "/libsm"
     );
     for r in &rows {
         println!(
-            "{:<14} {:>6} {:>12.1} {:>12} {:>12} {:>12} {:>12}",
+            "{:<16} {:>6} {:>10.1} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9}",
             r.name,
             r.unit,
             r.ours,
             fmt(r.libsm),
             fmt(r.openssl),
+            fmt(r.tongsuo),
+            fmt(r.p256),
             ratio(r.ours, r.openssl),
+            ratio(r.ours, r.tongsuo),
+            ratio(r.ours, r.p256),
             ratio(r.ours, r.libsm)
         );
     }
@@ -166,12 +230,15 @@ fn main() {
         .map(|r| {
             let opt = |x: Option<f64>| x.map_or_else(|| "null".into(), |v| format!("{v:.1}"));
             format!(
-                "{{\"op\":\"{}\",\"unit\":\"{}\",\"vpbox_sm\":{:.1},\"libsm\":{},\"openssl\":{}}}",
+                "{{\"op\":\"{}\",\"unit\":\"{}\",\"vpbox_sm\":{:.1},\"libsm\":{},\"openssl\":{},\
+                 \"tongsuo\":{},\"openssl_p256\":{}}}",
                 r.name,
                 r.unit,
                 r.ours,
                 opt(r.libsm),
-                opt(r.openssl)
+                opt(r.openssl),
+                opt(r.tongsuo),
+                opt(r.p256)
             )
         })
         .collect();

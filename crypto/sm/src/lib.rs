@@ -22,6 +22,7 @@
 //! # Ok::<(), vpbox_sm::Error>(())
 //! ```
 
+mod curve;
 mod error;
 pub mod signer;
 pub mod sm2;

@@ -2,7 +2,9 @@
 //!
 //! Signing follows the standard's steps A1–A7 over RustCrypto's constant-time curve arithmetic,
 //! with the pre-hash `e = SM3(Z ‖ M)` exposed separately because HSMs sign `e`, not `M`
-//! (see `docs/reference/pkcs11-sm.md`). Verification is RustCrypto's `sm2` crate.
+//! (see `docs/reference/pkcs11-sm.md`). Verification checks the same steps B1–B7 with the
+//! crate's own variable-time arithmetic ([`crate::curve`]: combs, wNAF, per-key tables), several
+//! times faster than RustCrypto's generic verifier, which the tests keep as the reference.
 //!
 //! Encodings are the ones OpenSSL 3 uses: private keys as PKCS#8 (`id-ecPublicKey` with the
 //! curve OID `1.2.156.10197.1.301`), public keys as SPKI, signatures as DER `SEQUENCE {r, s}` or
@@ -43,7 +45,7 @@ const CURVE_B: [u8; 32] = hex32("28E9FA9E9D9F5E344D5A9E4BCF6509A7F39789F515AB8F9
 const GEN_X: [u8; 32] = hex32("32C4AE2C1F1981195F9904466A39C9948FE30BBFF2660BE1715A4589334C74C7");
 const GEN_Y: [u8; 32] = hex32("BC3736A2F4F6779C59BDCEE36B692153D0A9877CC62A474002DF32E52139F0A0");
 
-const fn hex32(s: &str) -> [u8; 32] {
+pub(crate) const fn hex32(s: &str) -> [u8; 32] {
     const fn nibble(c: u8) -> u8 {
         match c {
             b'0'..=b'9' => c - b'0',
@@ -261,16 +263,22 @@ impl fmt::Debug for SecretKey {
 /// An SM2 public key, with the `Z` of the default ID cached (every vpbox signature uses it).
 #[derive(Clone)]
 pub struct PublicKey {
-    verifying: sm2::dsa::VerifyingKey,
     point: sm2::PublicKey,
+    /// `x ‖ y`, big-endian: what the verifier and its table cache are keyed by.
+    xy: [u8; 64],
     default_z: Digest,
 }
 
 impl PublicKey {
     fn from_point(point: sm2::PublicKey) -> Result<Self, Error> {
-        let verifying = sm2::dsa::VerifyingKey::new("", point)
-            .map_err(|_| Error::InvalidPublicKey(Reason::Range))?;
-        let mut key = Self { verifying, point, default_z: Digest::default() };
+        // The identity cannot be encoded as SEC1 `04 ‖ x ‖ y`; the parsers never produce it.
+        let encoded = point.to_sec1_point(false);
+        let xy: [u8; 64] = encoded
+            .as_bytes()
+            .get(1..)
+            .and_then(|b| b.try_into().ok())
+            .ok_or(Error::InvalidPublicKey(Reason::Range))?;
+        let mut key = Self { point, xy, default_z: Digest::default() };
         key.default_z = z_value(DEFAULT_ID, &key)?;
         Ok(key)
     }
@@ -345,8 +353,43 @@ impl PublicKey {
     }
 
     /// Verifies `sig` over a pre-hash `e = SM3(Z ‖ M)` (GB/T 32918.2-2016 §7.1 B1–B7).
+    /// B1–B2 hold by construction ([`Signature`] keeps r and s in [1, n−1]); B5 refuses
+    /// t = 0; B6–B7 are [`crate::curve::check`] with `c = (r − e) mod n`.
     pub fn verify_digest(&self, e: &Digest, sig: &Signature) -> Verification {
-        match self.verifying.verify_prehash(&e.0, &sig.0) {
+        self.verify_with(e, sig, true)
+    }
+
+    /// [`Self::verify_digest`] as for a key never seen before: no per-key table is used or
+    /// made. For the benchmark's first-sight figure.
+    #[doc(hidden)]
+    pub fn verify_digest_first_sight(&self, e: &Digest, sig: &Signature) -> Verification {
+        self.verify_with(e, sig, false)
+    }
+
+    fn verify_with(&self, e: &Digest, sig: &Signature, tables: bool) -> Verification {
+        let (r, s) = (*sig.0.r(), *sig.0.s());
+        let e = <Scalar as Reduce<FieldBytes>>::reduce(&FieldBytes::from(e.0));
+        let t = r + s;
+        if bool::from(t.is_zero()) {
+            return Verification::Invalid;
+        }
+        let c = r - e;
+        let be = |k: Scalar| -> [u8; 32] { k.to_repr().into() };
+        if crate::curve::check(&self.xy, &be(s), &be(t), &be(c), tables) {
+            Verification::Valid
+        } else {
+            Verification::Invalid
+        }
+    }
+
+    /// The same check by RustCrypto's generic verifier: the reference the tests and the
+    /// benchmark hold [`Self::verify_digest`] to.
+    #[doc(hidden)]
+    pub fn verify_digest_reference(&self, e: &Digest, sig: &Signature) -> Verification {
+        let Ok(verifying) = sm2::dsa::VerifyingKey::new("", self.point) else {
+            return Verification::Invalid;
+        };
+        match verifying.verify_prehash(&e.0, &sig.0) {
             Ok(()) => Verification::Valid,
             Err(_) => Verification::Invalid,
         }

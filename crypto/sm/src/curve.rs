@@ -1,0 +1,767 @@
+//! Fast SM2 verification: `s·G + t·P` on the SM2 curve in variable time, for public inputs only.
+//!
+//! Every node verifies every transaction, so verification is on the critical path (issue 18).
+//! RustCrypto's generic arithmetic uses complete projective formulas and no precomputation; this
+//! module keeps its field (fiat-crypto's formally verified Montgomery code for the SM2 prime,
+//! 64-bit limbs) and replaces the rest:
+//!
+//! - Jacobian coordinates with the `a = −3` doubling (3M+5S) and mixed Jacobian–affine addition
+//!   (7M+4S), every exceptional case (infinity, `P = ±Q`) handled, not assumed away;
+//! - `s·G` from a **signed comb** of the base point (radix 2⁸, 33 windows × 128 affine points,
+//!   264 KiB, built once per process on first use): 33 additions, no doublings;
+//! - `t·P` for a key seen for the first time by **wNAF** (width 5, odd multiples in Jacobian
+//!   coordinates): 256 doublings and about 43 additions, no inversion;
+//! - `t·P` for a key seen again by its own signed comb (radix 2⁴, 65 windows × 8 affine points,
+//!   33 KiB): about 61 additions, no doublings. Tables are built on a key's second verification
+//!   and kept for [`TABLES`] keys, least recently used out first (every POSP and every node signs
+//!   thousands of times, so the same few hundred keys come back all day);
+//! - no inversion at the end: `x₁ mod n = (r − e) mod n` is checked as `X = c·Z²` (and
+//!   `X = (c + n)·Z²` when `c + n < p`), as OpenSSL does for ECDSA.
+//!
+//! Nothing here is constant-time, and nothing here needs to be: a verifier's inputs (key,
+//! digest, signature) are public. Signing stays on RustCrypto's constant-time arithmetic.
+//! The tests check every path against RustCrypto's verifier and scalar multiplication.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use fiat_crypto::sm2_64 as fp;
+
+use crate::sm2::hex32;
+
+/// The field prime p, big-endian.
+const P: [u8; 32] = hex32("FFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF00000000FFFFFFFFFFFFFFFF");
+/// The group order n, big-endian.
+const N: [u8; 32] = hex32("FFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFF7203DF6B21C6052B53BBF40939D54123");
+const GEN_X: [u8; 32] = hex32("32C4AE2C1F1981195F9904466A39C9948FE30BBFF2660BE1715A4589334C74C7");
+const GEN_Y: [u8; 32] = hex32("BC3736A2F4F6779C59BDCEE36B692153D0A9877CC62A474002DF32E52139F0A0");
+
+/// Keys whose comb tables are kept (33 KiB each: 17 MiB in all).
+pub(crate) const TABLES: usize = 512;
+/// Keys remembered as seen (to build a table on the second sight); the least recently seen is
+/// forgotten first.
+const SEEN: usize = 8 * TABLES;
+
+/// A field element in Montgomery form, fully reduced (fiat-crypto keeps every output below p),
+/// so equal values have equal limbs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Fe([u64; 4]);
+
+use fp::fiat_sm2_montgomery_domain_field_element as Mont;
+
+impl Fe {
+    const ZERO: Self = Self([0; 4]);
+
+    fn one() -> Self {
+        let mut o = Mont([0; 4]);
+        fp::fiat_sm2_set_one(&mut o);
+        Self(o.0)
+    }
+
+    /// From 32 big-endian bytes; `None` at or above p.
+    fn from_be(bytes: &[u8; 32]) -> Option<Self> {
+        if *bytes >= P {
+            return None;
+        }
+        let mut le = *bytes;
+        le.reverse();
+        let mut limbs = [0u64; 4];
+        fp::fiat_sm2_from_bytes(&mut limbs, &le);
+        let mut o = Mont([0; 4]);
+        fp::fiat_sm2_to_montgomery(
+            &mut o,
+            &fp::fiat_sm2_non_montgomery_domain_field_element(limbs),
+        );
+        Some(Self(o.0))
+    }
+
+    #[cfg(test)]
+    fn to_be(self) -> [u8; 32] {
+        let mut n = fp::fiat_sm2_non_montgomery_domain_field_element([0; 4]);
+        fp::fiat_sm2_from_montgomery(&mut n, &Mont(self.0));
+        let mut out = [0u8; 32];
+        fp::fiat_sm2_to_bytes(&mut out, &n.0);
+        out.reverse();
+        out
+    }
+
+    fn is_zero(self) -> bool {
+        self.0 == [0; 4]
+    }
+
+    fn mul(self, b: Self) -> Self {
+        let mut o = Mont([0; 4]);
+        fp::fiat_sm2_mul(&mut o, &Mont(self.0), &Mont(b.0));
+        Self(o.0)
+    }
+
+    fn sq(self) -> Self {
+        let mut o = Mont([0; 4]);
+        fp::fiat_sm2_square(&mut o, &Mont(self.0));
+        Self(o.0)
+    }
+
+    fn add(self, b: Self) -> Self {
+        let mut o = Mont([0; 4]);
+        fp::fiat_sm2_add(&mut o, &Mont(self.0), &Mont(b.0));
+        Self(o.0)
+    }
+
+    fn sub(self, b: Self) -> Self {
+        let mut o = Mont([0; 4]);
+        fp::fiat_sm2_sub(&mut o, &Mont(self.0), &Mont(b.0));
+        Self(o.0)
+    }
+
+    fn neg(self) -> Self {
+        let mut o = Mont([0; 4]);
+        fp::fiat_sm2_opp(&mut o, &Mont(self.0));
+        Self(o.0)
+    }
+
+    fn dbl(self) -> Self {
+        self.add(self)
+    }
+
+    /// `self^(p−2)` (Fermat), square-and-multiply over p − 2's bits; only for building tables.
+    fn invert(self) -> Self {
+        let mut e = P;
+        e[31] -= 2; // p ends in 0xFF: no borrow
+        let mut acc = Self::one();
+        for byte in e {
+            for bit in (0..8).rev() {
+                acc = acc.sq();
+                if byte >> bit & 1 == 1 {
+                    acc = acc.mul(self);
+                }
+            }
+        }
+        acc
+    }
+}
+
+/// An affine point (never infinity: tables hold only multiples below the order).
+#[derive(Clone, Copy, Debug)]
+struct Affine {
+    x: Fe,
+    y: Fe,
+}
+
+impl Affine {
+    fn neg(self) -> Self {
+        Self { x: self.x, y: self.y.neg() }
+    }
+}
+
+/// A Jacobian point `(X/Z², Y/Z³)`; `Z = 0` is the point at infinity.
+#[derive(Clone, Copy, Debug)]
+struct Jac {
+    x: Fe,
+    y: Fe,
+    z: Fe,
+}
+
+impl Jac {
+    const INFINITY: Self = Self { x: Fe::ZERO, y: Fe::ZERO, z: Fe::ZERO };
+
+    fn from_affine(a: &Affine) -> Self {
+        Self { x: a.x, y: a.y, z: Fe::one() }
+    }
+
+    fn is_infinity(&self) -> bool {
+        self.z.is_zero()
+    }
+
+    fn neg(self) -> Self {
+        Self { x: self.x, y: self.y.neg(), z: self.z }
+    }
+
+    /// dbl-2001-b (a = −3): 3M + 5S.
+    fn double(&self) -> Self {
+        if self.is_infinity() {
+            return *self;
+        }
+        let delta = self.z.sq();
+        let gamma = self.y.sq();
+        let beta = self.x.mul(gamma);
+        let t = self.x.sub(delta).mul(self.x.add(delta));
+        let alpha = t.dbl().add(t);
+        let beta4 = beta.dbl().dbl();
+        let x = alpha.sq().sub(beta4.dbl());
+        let z = self.y.add(self.z).sq().sub(gamma).sub(delta);
+        let y = alpha.mul(beta4.sub(x)).sub(gamma.sq().dbl().dbl().dbl());
+        Self { x, y, z }
+    }
+
+    /// madd-2007-bl: `self + q` with q affine, 7M + 4S.
+    fn add_affine(&self, q: &Affine) -> Self {
+        if self.is_infinity() {
+            return Self::from_affine(q);
+        }
+        let z1z1 = self.z.sq();
+        let u2 = q.x.mul(z1z1);
+        let s2 = q.y.mul(self.z).mul(z1z1);
+        let h = u2.sub(self.x);
+        let r = s2.sub(self.y).dbl();
+        if h.is_zero() {
+            return if r.is_zero() { self.double() } else { Self::INFINITY };
+        }
+        let hh = h.sq();
+        let i = hh.dbl().dbl();
+        let j = h.mul(i);
+        let v = self.x.mul(i);
+        let x = r.sq().sub(j).sub(v.dbl());
+        let y = r.mul(v.sub(x)).sub(self.y.mul(j).dbl());
+        let z = self.z.add(h).sq().sub(z1z1).sub(hh);
+        Self { x, y, z }
+    }
+
+    /// add-2007-bl: `self + q`, 11M + 5S.
+    fn add(&self, q: &Self) -> Self {
+        if self.is_infinity() {
+            return *q;
+        }
+        if q.is_infinity() {
+            return *self;
+        }
+        let z1z1 = self.z.sq();
+        let z2z2 = q.z.sq();
+        let u1 = self.x.mul(z2z2);
+        let u2 = q.x.mul(z1z1);
+        let s1 = self.y.mul(q.z).mul(z2z2);
+        let s2 = q.y.mul(self.z).mul(z1z1);
+        let h = u2.sub(u1);
+        let r = s2.sub(s1).dbl();
+        if h.is_zero() {
+            return if r.is_zero() { self.double() } else { Self::INFINITY };
+        }
+        let i = h.dbl().sq();
+        let j = h.mul(i);
+        let v = u1.mul(i);
+        let x = r.sq().sub(j).sub(v.dbl());
+        let y = r.mul(v.sub(x)).sub(s1.mul(j).dbl());
+        let z = self.z.add(q.z).sq().sub(z1z1).sub(z2z2).mul(h);
+        Self { x, y, z }
+    }
+}
+
+/// Affine forms of many Jacobian points with one inversion (Montgomery's trick). No point may
+/// be infinity.
+fn normalize(points: &[Jac]) -> Vec<Affine> {
+    let mut prefix = Vec::with_capacity(points.len());
+    let mut acc = Fe::one();
+    for p in points {
+        prefix.push(acc);
+        acc = acc.mul(p.z);
+    }
+    let mut inv = acc.invert();
+    let mut out = vec![Affine { x: Fe::ZERO, y: Fe::ZERO }; points.len()];
+    for (i, p) in points.iter().enumerate().rev() {
+        let zinv = inv.mul(prefix[i]);
+        inv = inv.mul(p.z);
+        let zinv2 = zinv.sq();
+        out[i] = Affine { x: p.x.mul(zinv2), y: p.y.mul(zinv2).mul(zinv) };
+    }
+    out
+}
+
+/// A 256-bit scalar's little-endian limbs from 32 big-endian bytes.
+fn limbs(k: &[u8; 32]) -> [u64; 4] {
+    let mut out = [0u64; 4];
+    for (i, chunk) in k.rchunks_exact(8).enumerate() {
+        out[i] = u64::from_be_bytes(chunk.try_into().unwrap_or_default());
+    }
+    out
+}
+
+/// A signed comb of one base B in radix 2^W: window i holds `j·2^(W·i)·B` for j = 1..=2^(W−1),
+/// affine. `k·B` is then one addition per nonzero signed digit of k.
+struct Comb<const W: usize> {
+    points: Vec<Affine>,
+}
+
+impl<const W: usize> Comb<W> {
+    const HALF: usize = 1 << (W - 1);
+    /// 256/W digits and one for the final carry.
+    const WINDOWS: usize = 256 / W + 1;
+
+    fn new(base: &Affine) -> Self {
+        let mut jac = Vec::with_capacity(Self::WINDOWS * Self::HALF);
+        let mut b = Jac::from_affine(base);
+        for _ in 0..Self::WINDOWS {
+            let mut m = b;
+            jac.push(m);
+            for j in 2..=Self::HALF {
+                m = if j == 2 { b.double() } else { m.add(&b) };
+                jac.push(m);
+            }
+            for _ in 0..W {
+                b = b.double();
+            }
+        }
+        // j·2^(W·i) is never a multiple of the (odd, prime) order: no point is infinity.
+        Self { points: normalize(&jac) }
+    }
+
+    /// The signed radix-2^W digits of k, each in [−2^(W−1)+1, 2^(W−1)], least significant first.
+    fn digits(k: &[u8; 32]) -> Vec<i32> {
+        let l = limbs(k);
+        let mask = (1u64 << W) - 1;
+        let mut out = Vec::with_capacity(Self::WINDOWS);
+        let mut carry = 0i32;
+        for i in 0..Self::WINDOWS - 1 {
+            let bit = i * W;
+            let raw = (l[bit / 64] >> (bit % 64) & mask) as i32 + carry;
+            let (d, c) = if raw > Self::HALF as i32 { (raw - (1 << W), 1) } else { (raw, 0) };
+            out.push(d);
+            carry = c;
+        }
+        out.push(carry);
+        out
+    }
+
+    /// `acc + k·B`.
+    fn add_multiple(&self, mut acc: Jac, k: &[u8; 32]) -> Jac {
+        for (i, d) in Self::digits(k).into_iter().enumerate() {
+            if d == 0 {
+                continue;
+            }
+            let p = &self.points[i * Self::HALF + d.unsigned_abs() as usize - 1];
+            acc = if d > 0 { acc.add_affine(p) } else { acc.add_affine(&p.neg()) };
+        }
+        acc
+    }
+}
+
+/// The width-5 NAF of k (at most 257 digits, each 0 or odd in [−15, 15]), least significant
+/// first.
+fn wnaf5(k: &[u8; 32]) -> [i8; 257] {
+    let mut l = [0u64; 5];
+    l[..4].copy_from_slice(&limbs(k));
+    let mut out = [0i8; 257];
+    let mut i = 0;
+    while l != [0; 5] && i < out.len() {
+        if l[0] & 1 == 1 {
+            let m = (l[0] & 31) as i64;
+            let d = if m >= 16 { m - 32 } else { m };
+            out[i] = d as i8;
+            // l −= d: makes the low 5 bits zero.
+            let mut carry;
+            if d > 0 {
+                let (v, b) = l[0].overflowing_sub(d as u64);
+                l[0] = v;
+                carry = u64::from(b);
+                for limb in &mut l[1..] {
+                    let (v, b) = limb.overflowing_sub(carry);
+                    *limb = v;
+                    carry = u64::from(b);
+                }
+            } else {
+                let (v, c) = l[0].overflowing_add((-d) as u64);
+                l[0] = v;
+                carry = u64::from(c);
+                for limb in &mut l[1..] {
+                    let (v, c) = limb.overflowing_add(carry);
+                    *limb = v;
+                    carry = u64::from(c);
+                }
+            }
+        }
+        for j in 0..4 {
+            l[j] = l[j] >> 1 | l[j + 1] << 63;
+        }
+        l[4] >>= 1;
+        i += 1;
+    }
+    out
+}
+
+/// `acc + t·P` by width-5 wNAF from the affine P, with 256 doublings.
+fn add_multiple_wnaf(acc: Jac, p: &Affine, t: &[u8; 32]) -> Jac {
+    // Odd multiples P, 3P, …, 15P.
+    let p1 = Jac::from_affine(p);
+    let p2 = p1.double();
+    let mut odd = [p1; 8];
+    for i in 1..8 {
+        odd[i] = odd[i - 1].add(&p2);
+    }
+    let digits = wnaf5(t);
+    let top = digits.iter().rposition(|&d| d != 0);
+    let mut q = Jac::INFINITY;
+    if let Some(top) = top {
+        for &d in digits[..=top].iter().rev() {
+            q = q.double();
+            if d > 0 {
+                q = q.add(&odd[(d as usize) / 2]);
+            } else if d < 0 {
+                q = q.add(&odd[(-d) as usize / 2].neg());
+            }
+        }
+    }
+    acc.add(&q)
+}
+
+fn generator_comb() -> &'static Comb<8> {
+    static G: OnceLock<Comb<8>> = OnceLock::new();
+    G.get_or_init(|| {
+        let g = Affine {
+            x: Fe::from_be(&GEN_X).unwrap_or(Fe::ZERO),
+            y: Fe::from_be(&GEN_Y).unwrap_or(Fe::ZERO),
+        };
+        Comb::new(&g)
+    })
+}
+
+/// The keys seen, with the comb tables of those seen more than once.
+struct Cache {
+    clock: u64,
+    keys: HashMap<[u8; 64], Seen>,
+    tables: usize,
+    max_seen: usize,
+    max_tables: usize,
+}
+
+struct Seen {
+    last: u64,
+    table: Option<Arc<Comb<4>>>,
+}
+
+fn cache() -> &'static Mutex<Cache> {
+    static C: OnceLock<Mutex<Cache>> = OnceLock::new();
+    C.get_or_init(|| Mutex::new(Cache::new(SEEN, TABLES)))
+}
+
+impl Cache {
+    fn new(max_seen: usize, max_tables: usize) -> Self {
+        Self { clock: 0, keys: HashMap::new(), tables: 0, max_seen, max_tables }
+    }
+
+    /// Notes a sight of `key`: its table if it has one; `true` if it was seen before without.
+    fn sight(&mut self, key: &[u8; 64]) -> (Option<Arc<Comb<4>>>, bool) {
+        self.clock += 1;
+        let now = self.clock;
+        if let Some(seen) = self.keys.get_mut(key) {
+            seen.last = now;
+            return match &seen.table {
+                Some(t) => (Some(Arc::clone(t)), false),
+                None => (None, true),
+            };
+        }
+        if self.keys.len() >= self.max_seen {
+            self.forget_oldest();
+        }
+        self.keys.insert(*key, Seen { last: now, table: None });
+        (None, false)
+    }
+
+    fn keep(&mut self, key: &[u8; 64], table: Arc<Comb<4>>) {
+        if self.tables >= self.max_tables {
+            // The least recently seen key with a table keeps its place but not its table.
+            let oldest =
+                self.keys.values_mut().filter(|s| s.table.is_some()).min_by_key(|s| s.last);
+            if let Some(s) = oldest {
+                s.table = None;
+                self.tables -= 1;
+            }
+        }
+        if let Some(seen) = self.keys.get_mut(key)
+            && seen.table.is_none()
+        {
+            seen.table = Some(table);
+            self.tables += 1;
+        }
+    }
+
+    /// Forgets the least recently seen key (and its table).
+    fn forget_oldest(&mut self) {
+        let oldest = self.keys.iter().min_by_key(|(_, s)| s.last).map(|(k, _)| *k);
+        if let Some(k) = oldest
+            && let Some(s) = self.keys.remove(&k)
+            && s.table.is_some()
+        {
+            self.tables -= 1;
+        }
+    }
+}
+
+/// `x₁ mod n == c` for the affine x₁ of a finite Jacobian point, with c < n: `X = c·Z²`, or
+/// `X = (c + n)·Z²` when `c + n < p`.
+fn x_mod_n_is(q: &Jac, c: &[u8; 32]) -> bool {
+    let z2 = q.z.sq();
+    if Fe::from_be(c).is_some_and(|c| c.mul(z2) == q.x) {
+        return true;
+    }
+    // c + n, as 257 bits; a candidate only when below p.
+    let (mut sum, mut carry) = ([0u8; 32], 0u16);
+    for i in (0..32).rev() {
+        let v = u16::from(c[i]) + u16::from(N[i]) + carry;
+        sum[i] = v as u8;
+        carry = v >> 8;
+    }
+    carry == 0 && Fe::from_be(&sum).is_some_and(|cn| cn.mul(z2) == q.x)
+}
+
+/// Whether `(x₁ mod n) = c` for `(x₁, y₁) = s·G + t·P` (GB/T 32918.2 B6–B7 with `c = (r − e)
+/// mod n`): false when the sum is infinity. `key` is the public point `x ‖ y` (validated on
+/// the curve by its parser), s and t in [1, n−1], c below n, all big-endian. `tables`: use and
+/// make the key's comb table (false only for the benchmark's first-sight figure).
+pub(crate) fn check(
+    key: &[u8; 64],
+    s: &[u8; 32],
+    t: &[u8; 32],
+    c: &[u8; 32],
+    tables: bool,
+) -> bool {
+    let (Some(x), Some(y)) = (
+        Fe::from_be(key[..32].try_into().unwrap_or(&P)),
+        Fe::from_be(key[32..].try_into().unwrap_or(&P)),
+    ) else {
+        return false;
+    };
+    let p = Affine { x, y };
+    let sg = generator_comb().add_multiple(Jac::INFINITY, s);
+    let (table, again) = if tables {
+        cache().lock().map(|mut c| c.sight(key)).unwrap_or((None, false))
+    } else {
+        (None, false)
+    };
+    let table = match (table, again) {
+        (Some(t), _) => Some(t),
+        (None, true) => {
+            let t = Arc::new(Comb::<4>::new(&p));
+            if let Ok(mut c) = cache().lock() {
+                c.keep(key, Arc::clone(&t));
+            }
+            Some(t)
+        }
+        (None, false) => None,
+    };
+    let q = match table {
+        Some(table) => table.add_multiple(sg, t),
+        None => add_multiple_wnaf(sg, &p, t),
+    };
+    !q.is_infinity() && x_mod_n_is(&q, c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sm2::elliptic_curve::PrimeField;
+    use sm2::elliptic_curve::point::AffineCoordinates;
+    use sm2::elliptic_curve::sec1::ToSec1Point;
+    use sm2::{ProjectivePoint, Scalar};
+
+    fn to_affine(q: &Jac) -> Option<([u8; 32], [u8; 32])> {
+        if q.is_infinity() {
+            return None;
+        }
+        let zi = q.z.invert();
+        let zi2 = zi.sq();
+        Some((q.x.mul(zi2).to_be(), q.y.mul(zi2).mul(zi).to_be()))
+    }
+
+    fn reference(k: &Scalar, base: &ProjectivePoint) -> Option<([u8; 32], [u8; 32])> {
+        let q = (*base * k).to_affine();
+        let enc = q.to_sec1_point(false);
+        let b = enc.as_bytes();
+        if b.len() != 65 {
+            return None;
+        }
+        Some((b[1..33].try_into().unwrap(), b[33..].try_into().unwrap()))
+    }
+
+    fn scalar_from(be: [u8; 32]) -> Scalar {
+        Option::from(Scalar::from_repr(be.into())).unwrap()
+    }
+
+    fn edge_scalars() -> Vec<[u8; 32]> {
+        let n_minus = |d: u8| {
+            let mut k = N;
+            k[31] -= d;
+            k
+        };
+        let small = |v: u8| {
+            let mut k = [0u8; 32];
+            k[31] = v;
+            k
+        };
+        let mut top = [0u8; 32];
+        top[0] = 0x80;
+        let mut ones = [0xFFu8; 32];
+        ones[0] = 0x7F;
+        let mut nibbles = [0x88u8; 32]; // every radix-16 digit at the carry boundary
+        nibbles[0] = 0x08;
+        let mut bytes = [0x80u8; 32];
+        bytes[0] = 0x7F;
+        vec![
+            small(0),
+            small(1),
+            small(2),
+            small(15),
+            small(16),
+            small(17),
+            small(255),
+            top,
+            ones,
+            nibbles,
+            bytes,
+            n_minus(1),
+            n_minus(2),
+            n_minus(16),
+            n_minus(32),
+        ]
+    }
+
+    #[test]
+    fn the_cache_keeps_at_most_its_limits() {
+        let g = generator_comb().points[0];
+        let table = Arc::new(Comb::<4>::new(&g));
+        let mut cache = Cache::new(4, 2);
+        let key = |i: u8| [i; 64];
+        // First sights: no table, not seen before.
+        for i in 0..4 {
+            assert!(matches!(cache.sight(&key(i)), (None, false)));
+        }
+        // Second sights: seen before; tables kept for two keys at most, the oldest out first.
+        for i in 0..3 {
+            assert!(matches!(cache.sight(&key(i)), (None, true)));
+            cache.keep(&key(i), Arc::clone(&table));
+        }
+        assert_eq!(cache.tables, 2);
+        assert!(cache.keys[&key(0)].table.is_none(), "key 0's table made way for key 2's");
+        assert!(matches!(cache.sight(&key(2)), (Some(_), false)));
+        assert!(matches!(cache.sight(&key(1)), (Some(_), false)));
+        // A fifth key forgets the least recently seen (3, never seen again), not a tabled one.
+        assert!(matches!(cache.sight(&key(9)), (None, false)));
+        assert_eq!(cache.keys.len(), 4);
+        assert!(!cache.keys.contains_key(&key(3)), "key 3 was the least recently seen");
+        assert_eq!(cache.tables, 2);
+        // Seen again after losing its table: its third sight builds one again.
+        assert!(matches!(cache.sight(&key(0)), (None, true)));
+    }
+
+    #[test]
+    fn field_inverse_and_encoding_round_trip() {
+        let x = Fe::from_be(&GEN_X).unwrap();
+        assert_eq!(x.to_be(), GEN_X);
+        assert_eq!(x.mul(x.invert()), Fe::one());
+        assert!(Fe::from_be(&P).is_none(), "p itself is not a field element");
+        let mut below = P;
+        below[31] -= 1;
+        assert_eq!(Fe::from_be(&below).unwrap().to_be(), below);
+    }
+
+    #[test]
+    fn combs_and_wnaf_match_rustcrypto_on_edge_and_random_scalars() {
+        let g = ProjectivePoint::GENERATOR;
+        let key = crate::sm2::SecretKey::generate().unwrap();
+        let enc = key.public_key().to_sec1_uncompressed();
+        let p = Affine {
+            x: Fe::from_be(enc[1..33].try_into().unwrap()).unwrap(),
+            y: Fe::from_be(enc[33..].try_into().unwrap()).unwrap(),
+        };
+        let pp = sm2::PublicKey::from_sec1_bytes(&enc).unwrap().to_projective();
+        let comb = Comb::<4>::new(&p);
+        let mut scalars = edge_scalars();
+        for i in 0..40u8 {
+            scalars.push(crate::sm3::hash([i]).0); // reduced below if ≥ n
+        }
+        for k in scalars {
+            let Some(s) = Option::<Scalar>::from(Scalar::from_repr(k.into())) else { continue };
+            assert_eq!(
+                to_affine(&generator_comb().add_multiple(Jac::INFINITY, &k)),
+                reference(&s, &g),
+                "k·G by the comb, k = {}",
+                hex::encode(k)
+            );
+            assert_eq!(
+                to_affine(&comb.add_multiple(Jac::INFINITY, &k)),
+                reference(&s, &pp),
+                "k·P by the key's comb"
+            );
+            assert_eq!(
+                to_affine(&add_multiple_wnaf(Jac::INFINITY, &p, &k)),
+                reference(&s, &pp),
+                "k·P by wNAF"
+            );
+        }
+        // Sums that meet the exceptional cases: P + P (doubling) and P + (−P) (infinity).
+        let one = edge_scalars()[1];
+        let twice = comb.add_multiple(Jac::from_affine(&p), &one);
+        assert_eq!(to_affine(&twice), reference(&scalar_from(edge_scalars()[2]), &pp));
+        let minus_one = edge_scalars()[11];
+        assert!(comb.add_multiple(Jac::from_affine(&p), &minus_one).is_infinity());
+        assert!(add_multiple_wnaf(Jac::from_affine(&p), &p, &minus_one).is_infinity());
+        let twice = add_multiple_wnaf(Jac::from_affine(&p), &p, &one);
+        assert_eq!(to_affine(&twice), reference(&scalar_from(edge_scalars()[2]), &pp));
+    }
+
+    #[test]
+    fn wnaf_digits_are_odd_sparse_and_sum_to_the_scalar() {
+        for k in edge_scalars() {
+            let d = wnaf5(&k);
+            let mut last = None;
+            for (i, &v) in d.iter().enumerate() {
+                if v != 0 {
+                    assert!(v % 2 != 0 && (-15..=15).contains(&v));
+                    if let Some(l) = last {
+                        assert!(i - l >= 5, "two nonzero digits within the width");
+                    }
+                    last = Some(i);
+                }
+            }
+            // Σ d_i·2^i mod n equals k mod n.
+            let mut sum = Scalar::ZERO;
+            let mut pow = Scalar::ONE;
+            for &v in &d {
+                let m = Scalar::from(u64::from(v.unsigned_abs()));
+                sum = if v >= 0 { sum + pow * m } else { sum - pow * m };
+                pow = pow.double();
+            }
+            let reduced = Option::<Scalar>::from(Scalar::from_repr(k.into()));
+            if let Some(k) = reduced {
+                assert_eq!(sum, k);
+            }
+        }
+    }
+
+    #[test]
+    fn the_final_comparison_takes_x_at_or_above_n() {
+        // A point whose x lies in [n, p): x₁ mod n = x₁ − n, the case `X = (c + n)·Z²`.
+        let mut x = N;
+        let point = loop {
+            let mut sec1 = vec![2u8];
+            sec1.extend_from_slice(&x);
+            if let Ok(p) = sm2::PublicKey::from_sec1_bytes(&sec1) {
+                break p;
+            }
+            x[31] += 1;
+        };
+        let enc = point.to_sec1_point(false);
+        let b = enc.as_bytes();
+        let a = Affine {
+            x: Fe::from_be(b[1..33].try_into().unwrap()).unwrap(),
+            y: Fe::from_be(b[33..].try_into().unwrap()).unwrap(),
+        };
+        // The same point with Z = 7.
+        let z = Fe::from_be(&{
+            let mut s = [0u8; 32];
+            s[31] = 7;
+            s
+        })
+        .unwrap();
+        let q = Jac { x: a.x.mul(z.sq()), y: a.y.mul(z.sq()).mul(z), z };
+        let mut c = [0u8; 32];
+        let mut borrow = 0i16;
+        for i in (0..32).rev() {
+            let v = i16::from(x[i]) - i16::from(N[i]) - borrow;
+            c[i] = v.rem_euclid(256) as u8;
+            borrow = i16::from(v < 0);
+        }
+        assert!(x_mod_n_is(&q, &c), "x − n");
+        let mut off = c;
+        off[31] ^= 1;
+        assert!(!x_mod_n_is(&q, &off), "another c");
+        let _ = point.as_affine().x();
+    }
+}
