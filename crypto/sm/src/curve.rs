@@ -547,7 +547,7 @@ pub(crate) fn check(
 mod tests {
     use super::*;
     use sm2::elliptic_curve::PrimeField;
-    use sm2::elliptic_curve::point::AffineCoordinates;
+
     use sm2::elliptic_curve::sec1::ToSec1Point;
     use sm2::{ProjectivePoint, Scalar};
 
@@ -631,13 +631,23 @@ mod tests {
         assert!(cache.keys[&key(0)].table.is_none(), "key 0's table made way for key 2's");
         assert!(matches!(cache.sight(&key(2)), (Some(_), false)));
         assert!(matches!(cache.sight(&key(1)), (Some(_), false)));
-        // A fifth key forgets the least recently seen (3, never seen again), not a tabled one.
+        // A fifth key forgets the least recently seen (3, never seen again).
         assert!(matches!(cache.sight(&key(9)), (None, false)));
         assert_eq!(cache.keys.len(), 4);
         assert!(!cache.keys.contains_key(&key(3)), "key 3 was the least recently seen");
         assert_eq!(cache.tables, 2);
         // Seen again after losing its table: its third sight builds one again.
         assert!(matches!(cache.sight(&key(0)), (None, true)));
+        // Forgetting a key with a table frees its place among the tables.
+        let mut cache = Cache::new(2, 2);
+        for i in 0..2 {
+            cache.sight(&key(i));
+            cache.sight(&key(i));
+            cache.keep(&key(i), Arc::clone(&table));
+        }
+        assert_eq!(cache.tables, 2);
+        cache.sight(&key(7));
+        assert_eq!((cache.keys.len(), cache.tables), (2, 1), "key 0 and its table forgotten");
     }
 
     #[test]
@@ -727,16 +737,23 @@ mod tests {
 
     #[test]
     fn the_final_comparison_takes_x_at_or_above_n() {
-        // A point whose x lies in [n, p): x₁ mod n = x₁ − n, the case `X = (c + n)·Z²`.
-        let mut x = N;
-        let point = loop {
-            let mut sec1 = vec![2u8];
-            sec1.extend_from_slice(&x);
-            if let Ok(p) = sm2::PublicKey::from_sec1_bytes(&sec1) {
-                break p;
-            }
-            x[31] += 1;
-        };
+        // Points whose x lies in [n, p): x₁ mod n = x₁ − n, the case `X = (c + n)·Z²`; one
+        // just above n, one just below p (c + n then carries through most bytes).
+        for (start, step) in [(N, 1i16), (P, -1)] {
+            let mut x = start;
+            let point = loop {
+                x[31] = (i16::from(x[31]) + step) as u8;
+                let mut sec1 = vec![2u8];
+                sec1.extend_from_slice(&x);
+                if let Ok(p) = sm2::PublicKey::from_sec1_bytes(&sec1) {
+                    break p;
+                }
+            };
+            comparison_at(&point, &x);
+        }
+    }
+
+    fn comparison_at(point: &sm2::PublicKey, x: &[u8; 32]) {
         let enc = point.to_sec1_point(false);
         let b = enc.as_bytes();
         let a = Affine {
@@ -762,6 +779,5 @@ mod tests {
         let mut off = c;
         off[31] ^= 1;
         assert!(!x_mod_n_is(&q, &off), "another c");
-        let _ = point.as_affine().x();
     }
 }
