@@ -77,6 +77,10 @@ pub(crate) struct PutArgs {
     /// Pairs per batch transaction with --file.
     #[arg(long, default_value_t = 5000)]
     pub(crate) batch: usize,
+    /// Batch transactions in flight at once with --file (1 to 16): while the node commits
+    /// one, the next wait in its pool.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=16))]
+    pub(crate) in_flight: u64,
     /// Whose key signs.
     #[command(flatten)]
     pub(crate) signer: KeyArgs,
@@ -537,7 +541,8 @@ pub(crate) fn put(a: &PutArgs) -> Result<Outcome> {
     let (s, conn) = a.signer.signer(&a.conn)?;
     let mut c = client(&conn)?;
     if let Some(file) = &a.file {
-        return crate::day_end::put(&mut c, s.as_ref(), file, a.batch.clamp(1, 10_000), conn.json);
+        let (batch, depth) = (a.batch.clamp(1, 10_000), a.in_flight as usize);
+        return crate::day_end::put(&mut c, s.as_ref(), file, batch, depth, conn.json);
     }
     let (Some(k), Some(v)) = (&a.key, &a.value) else { bail!("give KEY VALUE or --file") };
     let tx =

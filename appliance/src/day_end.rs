@@ -6,16 +6,21 @@
 //! have characters no hex number has; broken hex is an error, never skipped): spreadsheets
 //! write one.
 //!
-//! `put --file` records its progress beside the file, in `FILE.vpbox-progress` (JSON,
-//! [`Progress`]): the pairs committed, the signed transaction in flight, and the SM3 of the
-//! file it belongs to. Run again after an interruption, it re-sends that same transaction (a
-//! duplicate gets its first result, never a second execution) and goes on from there; a file
-//! that changed since is refused rather than resumed at a wrong line. When the whole file is
+//! `put --file` keeps several batches in flight (`--in-flight`, 4 by default): while the node
+//! commits one, the next are already stored in its pool, so blocks follow each other without
+//! waiting for the client's round trip. It records its progress beside the file, in
+//! `FILE.vpbox-progress` (JSON, [`Progress`]): the pairs committed from the file's first (a
+//! prefix: a batch that commits before an older one counts once the older has), the signed
+//! transactions in flight, in file order, and the SM3 of the file they belong to. Each is
+//! recorded before it is sent. Run again after an interruption, it re-sends those same
+//! transactions (a duplicate gets its first result, never a second execution) and goes on from
+//! there; a file that changed since is refused rather than resumed at a wrong line. When the whole file is
 //! committed the record stays, marked finished: running the same file again sends nothing and
 //! says so (delete the record to send it again). The progress display is a bar redrawn in place
 //! on a terminal, and a plain line per tenth of the file otherwise (no carriage returns in
 //! logs).
 
+use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -108,9 +113,13 @@ pub(crate) fn read(file: &Path) -> Result<Pairs> {
 struct Progress {
     /// Pairs committed, from the file's first.
     done: u64,
-    /// The signed transaction sent and not known committed (hex).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The signed transaction sent and not known committed (hex), as runs of one batch in
+    /// flight recorded it; read for their resumption, never written.
+    #[serde(default, skip_serializing)]
     inflight: Option<String>,
+    /// The signed transactions sent and not known committed (hex), in file order from `done`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    in_flight: Vec<String>,
     /// SM3 of the file (hex); absent in records of earlier versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     file_sm3: Option<String>,
@@ -180,12 +189,13 @@ impl Display {
 }
 
 /// `vpbox anchor put --file`: sends the file's pairs in `AnchorPutBatch` transactions of
-/// `batch` pairs, resuming an interrupted run.
+/// `batch` pairs, up to `depth` of them in flight, resuming an interrupted run.
 pub(crate) fn put(
     c: &mut RpcClient,
     s: &dyn Signer,
     file: &Path,
     batch: usize,
+    depth: usize,
     json_out: bool,
 ) -> Result<Outcome> {
     let pairs = read(file)?;
@@ -234,30 +244,58 @@ pub(crate) fn put(
     progress.file_sm3 = Some(digest);
     let (mut anchored, mut existed) = (0u64, 0u64);
     let start = Instant::now();
-    let mut inflight = progress.inflight.take().and_then(|h| hex::decode(h).ok());
     let mut display = Display::new(total);
     let all: Vec<([u8; 32], [u8; 32])> = pairs.lines.iter().map(|l| (l.key, l.value)).collect();
-    while done < total {
-        let chunk = &all[done..(done + batch).min(total)];
-        // The transaction in flight when the last run stopped is re-sent as is, if it still
-        // covers these pairs; otherwise sign a new one.
-        let bytes = match inflight.take().and_then(|b| Tx::decode(&b).ok()) {
-            Some(tx) if matches!(&tx.body.payload, Payload::AnchorPutBatch(p) if p == chunk) => {
-                tx.encode()
+    // The transactions in flight when the last run stopped are re-sent as they are, as long as
+    // they cover the pairs from `done` on in order; from the first that does not, signed anew.
+    let recorded: Vec<String> =
+        progress.inflight.take().into_iter().chain(progress.in_flight.drain(..)).collect();
+    let mut flight: VecDeque<InFlight> = VecDeque::new();
+    let mut next = done;
+    for hex_tx in recorded {
+        let Some(tx) = hex::decode(&hex_tx).ok().and_then(|b| Tx::decode(&b).ok()) else { break };
+        let end = (next + batch).min(total);
+        match &tx.body.payload {
+            Payload::AnchorPutBatch(p) if next < total && *p == all[next..end] => {
+                flight.push_back(InFlight {
+                    len: end - next,
+                    bytes: tx.encode(),
+                    submitted: false,
+                });
+                next = end;
             }
-            _ => sign(s, Payload::AnchorPutBatch(chunk.to_vec()))?.encode(),
-        };
-        progress.done = done as u64;
-        progress.inflight = Some(hex::encode(&bytes));
-        save(&path, &progress)?;
-        let r = send(c, &bytes, &path)?;
+            _ => break,
+        }
+    }
+    let depth = depth.max(1);
+    while done < total {
+        // Fill the window: sign, record, then submit without waiting for the commit. A
+        // submission the node or the proxy holds back (backpressure, rate limit) stops the
+        // filling; that transaction is sent again when its turn to be awaited comes.
+        let mut open = true;
+        while open && next < total && flight.len() < depth {
+            let end = (next + batch).min(total);
+            let bytes = sign(s, Payload::AnchorPutBatch(all[next..end].to_vec()))?.encode();
+            flight.push_back(InFlight { len: end - next, bytes, submitted: false });
+            next = end;
+            record(&path, &mut progress, done, &flight)?;
+        }
+        for f in flight.iter_mut().filter(|f| !f.submitted) {
+            if !open {
+                break;
+            }
+            open = submit(c, &f.bytes, &path)?;
+            f.submitted = open;
+        }
+        // Await the oldest: its commit moves `done` on.
+        let Some(oldest) = flight.front() else { break };
+        let r = send(c, &oldest.bytes, &path)?;
         for res in r["results"].as_array().into_iter().flatten() {
             if res["ok"] == json!(true) { anchored += 1 } else { existed += 1 }
         }
-        done += chunk.len();
-        progress.done = done as u64;
-        progress.inflight = None;
-        save(&path, &progress)?;
+        done += oldest.len;
+        flight.pop_front();
+        record(&path, &mut progress, done, &flight)?;
         display.show(done, done - resumed_at, start.elapsed());
     }
     display.end();
@@ -284,6 +322,37 @@ pub(crate) fn put(
     }
     let _ = std::io::stdout().flush();
     Ok(Outcome::Ok)
+}
+
+/// A batch transaction sent (or about to be) and not yet known committed.
+struct InFlight {
+    /// Pairs it covers (from the end of the one before it).
+    len: usize,
+    bytes: Vec<u8>,
+    /// Whether the node has stored it (answered `pending` or committed).
+    submitted: bool,
+}
+
+/// Writes `done` and the transactions in flight to the progress record (synced).
+fn record(path: &Path, p: &mut Progress, done: usize, flight: &VecDeque<InFlight>) -> Result<()> {
+    p.done = done as u64;
+    p.in_flight = flight.iter().map(|f| hex::encode(&f.bytes)).collect();
+    save(path, p)
+}
+
+/// Submits one signed batch without waiting for its commit: true once the node has stored it
+/// (or already had it), false when the node's backpressure or the proxy's rate limit holds it
+/// back for now.
+fn submit(c: &mut RpcClient, bytes: &[u8], progress: &Path) -> Result<bool> {
+    match c.call("anchor_putBatch", json!({"tx": hex::encode(bytes), "wait": false})) {
+        Ok(_) => Ok(true),
+        Err(CallError::Rpc { code: -32004 | -32008, .. }) => Ok(false),
+        Err(CallError::Rpc { code: -32003, .. }) => bail!(
+            "a transaction in flight expired; delete {} to start those batches anew",
+            progress.display()
+        ),
+        Err(e) => Err(rpc_error(e)),
+    }
 }
 
 /// Sends one signed batch until it is committed, waiting out the node's backpressure and the
@@ -434,6 +503,20 @@ mod tests {
 
     fn hex(b: u8) -> String {
         format!("0x{}", hex::encode([b; 32]))
+    }
+
+    /// A record of a run with one batch in flight (`inflight`) is read for its resumption; a
+    /// record is written with the list (`in_flight`) only, emptied when nothing is in flight.
+    #[test]
+    fn progress_records_of_both_forms_are_read_and_the_list_is_written() {
+        let old: Progress =
+            serde_json::from_str(r#"{"done":200,"inflight":"aa","file_sm3":"00"}"#).unwrap();
+        assert_eq!((old.done, old.inflight.as_deref(), old.in_flight.len()), (200, Some("aa"), 0));
+        let mut p = Progress { done: 5, in_flight: vec!["bb".into(), "cc".into()], ..old };
+        let text = serde_json::to_string(&p).unwrap();
+        assert!(text.contains(r#""in_flight":["bb","cc"]"#) && !text.contains(r#""inflight""#));
+        p.in_flight.clear();
+        assert!(!serde_json::to_string(&p).unwrap().contains("flight"));
     }
 
     /// Pairs in order with their line numbers; comments and blank lines skipped; a first line

@@ -752,13 +752,21 @@ fn day_end_interrupted_and_checked(c: &Cluster) {
         .spawn()
         .unwrap();
     let progress = c.dir.join("day-end-2.csv.vpbox-progress");
-    let done = || -> u64 {
+    let record = || -> Value {
         let text = std::fs::read_to_string(&progress).unwrap_or_default();
-        serde_json::from_str::<Value>(&text).map_or(0, |v| v["done"].as_u64().unwrap_or(0))
+        serde_json::from_str::<Value>(&text).unwrap_or(Value::Null)
     };
-    wait("the first batches to commit", Duration::from_secs(60), || done() >= 400);
+    let done = || record()["done"].as_u64().unwrap_or(0);
+    // Several batches in flight at once (--in-flight, 4 by default), each recorded before it
+    // is sent; the kill leaves some of them in the record for the next run.
+    let mut most = 0;
+    wait("the first batches to commit", Duration::from_secs(60), || {
+        most = most.max(record()["in_flight"].as_array().map_or(0, Vec::len));
+        done() >= 400
+    });
     child.kill().unwrap();
     child.wait().unwrap();
+    assert!(most >= 2, "at most {most} batch in flight");
     let before = done();
     assert!(before < total, "killed before the end ({before})");
 
