@@ -41,3 +41,4 @@ pub mod rpc;
 pub mod service;
 pub mod status;
 pub mod transfer;
+pub mod verified;

@@ -34,6 +34,7 @@ use crate::link::{Identity, Members, Prover};
 use crate::node::{Driver, Event, Outcome, StartError, signer_thread};
 use crate::peer::{LinkHandler, LinkStats, Links, Peer, Replays, listen};
 use crate::rpc::{Methods, RpcError, param};
+use crate::verified::Verified;
 
 /// How long `anchor_put` waits for its commit before answering "pending".
 pub const WAIT_MAX: Duration = Duration::from_secs(30);
@@ -199,6 +200,7 @@ pub fn run(
         Links::start(identity.clone(), members.clone(), config.sockets.egress.clone(), peers);
     let inbox = Inbox::new();
     let events = inbox.outbox(Source::Local);
+    let verified = Arc::new(Verified::default());
     let (jobs, job_rx) = channel();
     {
         let (socket, key, events) =
@@ -221,7 +223,14 @@ pub fn run(
     )?;
     {
         let window = Replays::window_for(genesis.params.heartbeat_interval_ms);
-        let on_link = peer_handler(Arc::clone(&ledger), &inbox, blocks, Arc::clone(&stats), window);
+        let on_link = peer_handler(
+            Arc::clone(&ledger),
+            Arc::clone(&verified),
+            &inbox,
+            blocks,
+            Arc::clone(&stats),
+            window,
+        );
         std::thread::Builder::new()
             .name("peer-accept".into())
             .spawn(move || listen(peer_listener, identity, members, stats, on_link))
@@ -235,6 +244,7 @@ pub fn run(
         events,
         state_waiters: AtomicUsize::new(0),
         enrolled: Mutex::new(None),
+        verified,
         data_dir: config.data_dir.clone(),
         disk: Mutex::new(None),
     };
@@ -312,6 +322,7 @@ impl Prover for SignerProver {
 /// peer's own bounded queue in the driver's inbox.
 fn peer_handler(
     ledger: Arc<RwLock<Ledger>>,
+    verified: Arc<Verified>,
     inbox: &Inbox,
     blocks: BlockServer,
     stats: Arc<LinkStats>,
@@ -324,7 +335,8 @@ fn peer_handler(
         let events = outboxes.lock().ok().map(|mut o| {
             o.entry(peer).or_insert_with(|| local.for_source(Source::Peer(peer))).clone()
         });
-        let (ledger, blocks) = (Arc::clone(&ledger), blocks.clone());
+        let (ledger, blocks, verified) =
+            (Arc::clone(&ledger), blocks.clone(), Arc::clone(&verified));
         let mut filter = PeerFilter::new(peer, Arc::clone(&stats), window);
         Box::new(move |msg| {
             let Some(events) = events.as_ref() else { return };
@@ -335,7 +347,7 @@ fn peer_handler(
                     .read()
                     .ok()
                     .and_then(|l| signing_key(&l, tx).ok())
-                    .is_some_and(|key| tx.verify(&key).is_valid())
+                    .is_some_and(|key| verified.verify(tx, &key))
             };
             #[allow(clippy::disallowed_methods)] // the replay window runs on the real clock
             let now = std::time::Instant::now();
@@ -433,6 +445,8 @@ pub struct NodeApi {
     state_waiters: AtomicUsize,
     /// The enrolled certificates' summary and when it was made ([`ENROLLED_EVERY_MS`]).
     enrolled: Mutex<Option<(std::time::Instant, Value)>>,
+    /// The signatures verified, shared with the peer links.
+    verified: Arc<Verified>,
     /// The node's data directory (ledger, journals): what `disk` measures.
     data_dir: PathBuf,
     /// The disk figures and when they were taken ([`ENROLLED_EVERY_MS`]).
@@ -632,7 +646,7 @@ impl NodeApi {
             .map_err(|_| RpcError::new(RpcError::INTERNAL, "ledger lock poisoned"))?;
         let not_admitted = |why: String| RpcError::new(RpcError::UNKNOWN_SUBMITTER, why);
         let key = signing_key(&ledger, &tx).map_err(not_admitted)?;
-        if !tx.verify(&key).is_valid() {
+        if !self.verified.verify(&tx, &key) {
             return Err(RpcError::new(RpcError::BAD_SIGNATURE, "the signature does not verify"));
         }
         // Admission as the committed state decides it now; execution decides again at the
@@ -920,6 +934,7 @@ mod tests {
             trust_changes,
             state_waiters: AtomicUsize::new(0),
             enrolled: Mutex::new(None),
+            verified: Arc::default(),
             data_dir: dir.to_path_buf(),
             disk: Mutex::new(None),
         };
