@@ -12,9 +12,10 @@
 //! - `t·P` for a key seen for the first time by **wNAF** (width 5, odd multiples in Jacobian
 //!   coordinates): 256 doublings and about 43 additions, no inversion;
 //! - `t·P` for a key seen again by its own signed comb (radix 2⁴, 65 windows × 8 affine points,
-//!   33 KiB): about 61 additions, no doublings. Tables are built on a key's second verification
-//!   and kept for [`TABLES`] keys, least recently used out first (every POSP and every node signs
-//!   thousands of times, so the same few hundred keys come back all day);
+//!   33 KiB): about 61 additions, no doublings. A key's table is built once it has shown
+//!   [`BUILD_AFTER`] valid signatures, and tables are kept for [`TABLES`] keys, least recently
+//!   used out first (every POSP and every node signs thousands of times, so the same few hundred
+//!   keys come back all day);
 //! - no inversion at the end: `x₁ mod n = (r − e) mod n` is checked as `X = c·Z²` (and
 //!   `X = (c + n)·Z²` when `c + n < p`), as OpenSSL does for ECDSA.
 //!
@@ -38,8 +39,8 @@ const GEN_Y: [u8; 32] = hex32("BC3736A2F4F6779C59BDCEE36B692153D0A9877CC62A47400
 
 /// Keys whose comb tables are kept (33 KiB each: 17 MiB in all).
 pub(crate) const TABLES: usize = 512;
-/// Keys remembered as seen (to build a table on the second sight); the least recently seen is
-/// forgotten first.
+/// Keys remembered as seen with valid signatures (to build a table at [`BUILD_AFTER`]); the
+/// least recently seen is forgotten first.
 const SEEN: usize = 8 * TABLES;
 
 /// A field element in Montgomery form, fully reduced (fiat-crypto keeps every output below p),
@@ -286,6 +287,8 @@ impl<const W: usize> Comb<W> {
     const WINDOWS: usize = 256 / W + 1;
 
     fn new(base: &Affine) -> Self {
+        // A window must not straddle two limbs (`digits` reads one).
+        const { assert!(W > 0 && 64 % W == 0) };
         let mut jac = Vec::with_capacity(Self::WINDOWS * Self::HALF);
         let mut b = Jac::from_affine(base);
         for _ in 0..Self::WINDOWS {
@@ -412,7 +415,8 @@ fn generator_comb() -> &'static Comb<8> {
     })
 }
 
-/// The keys seen, with the comb tables of those seen more than once.
+/// The keys seen with a valid signature, with the comb tables of those seen [`BUILD_AFTER`]
+/// times or more.
 struct Cache {
     clock: u64,
     keys: HashMap<[u8; 64], Seen>,
@@ -423,8 +427,16 @@ struct Cache {
 
 struct Seen {
     last: u64,
+    /// Valid signatures seen under the key.
+    valid: u32,
     table: Option<Arc<Comb<4>>>,
 }
+
+/// Valid signatures a key shows before its table is built. A table costs about four
+/// first-sight verifications, so a key that signs only a few times (or an attacker's fresh
+/// keys, each with a few valid signatures) costs at most about twice the plain path; and
+/// invalid signatures never build one.
+const BUILD_AFTER: u32 = 4;
 
 fn cache() -> &'static Mutex<Cache> {
     static C: OnceLock<Mutex<Cache>> = OnceLock::new();
@@ -436,27 +448,40 @@ impl Cache {
         Self { clock: 0, keys: HashMap::new(), tables: 0, max_seen, max_tables }
     }
 
-    /// Notes a sight of `key`: its table if it has one; `true` if it was seen before without.
-    fn sight(&mut self, key: &[u8; 64]) -> (Option<Arc<Comb<4>>>, bool) {
+    fn tick(&mut self) -> u64 {
         self.clock += 1;
-        let now = self.clock;
-        if let Some(seen) = self.keys.get_mut(key) {
-            seen.last = now;
-            return match &seen.table {
-                Some(t) => (Some(Arc::clone(t)), false),
-                None => (None, true),
-            };
-        }
-        if self.keys.len() >= self.max_seen {
-            self.forget_oldest();
-        }
-        self.keys.insert(*key, Seen { last: now, table: None });
-        (None, false)
+        self.clock
     }
 
+    /// `key`'s table, if it has one (and a use of it).
+    fn table(&mut self, key: &[u8; 64]) -> Option<Arc<Comb<4>>> {
+        let now = self.tick();
+        let seen = self.keys.get_mut(key)?;
+        let table = seen.table.as_ref()?;
+        seen.last = now;
+        Some(Arc::clone(table))
+    }
+
+    /// Notes a valid signature under `key` (which has no table): true when its table should
+    /// be built now.
+    fn valid(&mut self, key: &[u8; 64]) -> bool {
+        let now = self.tick();
+        if !self.keys.contains_key(key) && self.keys.len() >= self.max_seen {
+            self.forget_oldest();
+        }
+        let seen = self.keys.entry(*key).or_insert(Seen { last: now, valid: 0, table: None });
+        seen.last = now;
+        seen.valid = seen.valid.saturating_add(1);
+        seen.table.is_none() && seen.valid >= BUILD_AFTER
+    }
+
+    /// Keeps `table` for `key`, if the key is still remembered without one; a table of the
+    /// least recently used key makes way when [`Self::max_tables`] are kept.
     fn keep(&mut self, key: &[u8; 64], table: Arc<Comb<4>>) {
+        if !self.keys.get(key).is_some_and(|s| s.table.is_none()) {
+            return;
+        }
         if self.tables >= self.max_tables {
-            // The least recently seen key with a table keeps its place but not its table.
             let oldest =
                 self.keys.values_mut().filter(|s| s.table.is_some()).min_by_key(|s| s.last);
             if let Some(s) = oldest {
@@ -464,9 +489,7 @@ impl Cache {
                 self.tables -= 1;
             }
         }
-        if let Some(seen) = self.keys.get_mut(key)
-            && seen.table.is_none()
-        {
+        if let Some(seen) = self.keys.get_mut(key) {
             seen.table = Some(table);
             self.tables += 1;
         }
@@ -520,27 +543,20 @@ pub(crate) fn check(
     };
     let p = Affine { x, y };
     let sg = generator_comb().add_multiple(Jac::INFINITY, s);
-    let (table, again) = if tables {
-        cache().lock().map(|mut c| c.sight(key)).unwrap_or((None, false))
-    } else {
-        (None, false)
-    };
-    let table = match (table, again) {
-        (Some(t), _) => Some(t),
-        (None, true) => {
-            let t = Arc::new(Comb::<4>::new(&p));
-            if let Ok(mut c) = cache().lock() {
-                c.keep(key, Arc::clone(&t));
-            }
-            Some(t)
-        }
-        (None, false) => None,
-    };
-    let q = match table {
+    let table = if tables { cache().lock().ok().and_then(|mut c| c.table(key)) } else { None };
+    let q = match &table {
         Some(table) => table.add_multiple(sg, t),
         None => add_multiple_wnaf(sg, &p, t),
     };
-    !q.is_infinity() && x_mod_n_is(&q, c)
+    let valid = !q.is_infinity() && x_mod_n_is(&q, c);
+    if valid && tables && table.is_none() && cache().lock().is_ok_and(|mut c| c.valid(key)) {
+        // Built outside the lock: other verifications go on meanwhile.
+        let table = Arc::new(Comb::<4>::new(&p));
+        if let Ok(mut c) = cache().lock() {
+            c.keep(key, table);
+        }
+    }
+    valid
 }
 
 #[cfg(test)]
@@ -589,7 +605,7 @@ mod tests {
         top[0] = 0x80;
         let mut ones = [0xFFu8; 32];
         ones[0] = 0x7F;
-        let mut nibbles = [0x88u8; 32]; // every radix-16 digit at the carry boundary
+        let mut nibbles = [0x88u8; 32]; // every radix-16 digit at the boundary, no carry
         nibbles[0] = 0x08;
         let mut bytes = [0x80u8; 32];
         bytes[0] = 0x7F;
@@ -618,35 +634,42 @@ mod tests {
         let table = Arc::new(Comb::<4>::new(&g));
         let mut cache = Cache::new(4, 2);
         let key = |i: u8| [i; 64];
-        // First sights: no table, not seen before.
+        // A table is due at the BUILD_AFTER-th valid signature, not before, and once.
         for i in 0..4 {
-            assert!(matches!(cache.sight(&key(i)), (None, false)));
+            for _ in 1..BUILD_AFTER {
+                assert!(!cache.valid(&key(i)));
+            }
+            assert!(cache.table(&key(i)).is_none());
         }
-        // Second sights: seen before; tables kept for two keys at most, the oldest out first.
+        // Tables for two keys at most, the least recently used's out first.
         for i in 0..3 {
-            assert!(matches!(cache.sight(&key(i)), (None, true)));
+            assert!(cache.valid(&key(i)), "key {i}'s table is due");
             cache.keep(&key(i), Arc::clone(&table));
         }
         assert_eq!(cache.tables, 2);
         assert!(cache.keys[&key(0)].table.is_none(), "key 0's table made way for key 2's");
-        assert!(matches!(cache.sight(&key(2)), (Some(_), false)));
-        assert!(matches!(cache.sight(&key(1)), (Some(_), false)));
-        // A fifth key forgets the least recently seen (3, never seen again).
-        assert!(matches!(cache.sight(&key(9)), (None, false)));
+        assert!(cache.table(&key(2)).is_some() && cache.table(&key(1)).is_some());
+        // Keeping a table for a key that has one, or that is not remembered, changes nothing.
+        cache.keep(&key(2), Arc::clone(&table));
+        cache.keep(&key(42), Arc::clone(&table));
+        assert!(cache.keys[&key(1)].table.is_some() && cache.tables == 2);
+        // A fifth key forgets the least recently seen (3).
+        assert!(!cache.valid(&key(9)));
         assert_eq!(cache.keys.len(), 4);
         assert!(!cache.keys.contains_key(&key(3)), "key 3 was the least recently seen");
         assert_eq!(cache.tables, 2);
-        // Seen again after losing its table: its third sight builds one again.
-        assert!(matches!(cache.sight(&key(0)), (None, true)));
+        // Seen again after losing its table: its next valid signature builds one again.
+        assert!(cache.valid(&key(0)));
         // Forgetting a key with a table frees its place among the tables.
         let mut cache = Cache::new(2, 2);
         for i in 0..2 {
-            cache.sight(&key(i));
-            cache.sight(&key(i));
+            for _ in 0..BUILD_AFTER {
+                cache.valid(&key(i));
+            }
             cache.keep(&key(i), Arc::clone(&table));
         }
         assert_eq!(cache.tables, 2);
-        cache.sight(&key(7));
+        cache.valid(&key(7));
         assert_eq!((cache.keys.len(), cache.tables), (2, 1), "key 0 and its table forgotten");
     }
 
@@ -674,7 +697,7 @@ mod tests {
         let comb = Comb::<4>::new(&p);
         let mut scalars = edge_scalars();
         for i in 0..40u8 {
-            scalars.push(crate::sm3::hash([i]).0); // reduced below if ≥ n
+            scalars.push(crate::sm3::hash([i]).0); // skipped below if ≥ n
         }
         for k in scalars {
             let Some(s) = Option::<Scalar>::from(Scalar::from_repr(k.into())) else { continue };
@@ -779,5 +802,32 @@ mod tests {
         let mut off = c;
         off[31] ^= 1;
         assert!(!x_mod_n_is(&q, &off), "another c");
+    }
+
+    /// c + n past 2²⁵⁶ is no candidate: for c = x₁ + 2²⁵⁶ − n (below n), c + n truncated to
+    /// 256 bits would be x₁ itself, yet x₁ mod n ≠ c.
+    #[test]
+    fn a_c_plus_n_past_two_to_the_256_is_not_taken() {
+        let g = generator_comb().points[0];
+        let q = Jac::from_affine(&g);
+        let x = g.x.to_be();
+        // 2²⁵⁶ − n, then c = x + (2²⁵⁶ − n) (no overflow: x < n − (2²⁵⁶ − n) for G).
+        let mut m = [0u8; 32];
+        let mut borrow = 0i16;
+        for i in (0..32).rev() {
+            let v = 0 - i16::from(N[i]) - borrow;
+            m[i] = v.rem_euclid(256) as u8;
+            borrow = i16::from(v < 0);
+        }
+        let mut c = [0u8; 32];
+        let mut carry = 0u16;
+        for i in (0..32).rev() {
+            let v = u16::from(x[i]) + u16::from(m[i]) + carry;
+            c[i] = v as u8;
+            carry = v >> 8;
+        }
+        assert!(carry == 0 && c < N, "c below n");
+        assert!(!x_mod_n_is(&q, &c));
+        assert!(x_mod_n_is(&q, &x), "x₁ itself (below n) is");
     }
 }

@@ -1,11 +1,13 @@
 //! The fast verifier (`vpbox_sm::curve`: combs, wNAF, per-key tables) against two references:
-//! libsm's signatures and RustCrypto's generic verifier. Each key is verified three times, so
-//! every path runs: the first sight (wNAF), the second (its table is built) and the third (the
-//! table is used).
+//! libsm's signatures and RustCrypto's generic verifier. Each verdict is asked six times and
+//! once more without tables, so every path runs: wNAF (the first sights), the table's building
+//! (at the fourth valid signature) and the table.
 
 use libsm::sm2::signature::SigCtx;
 use num_bigint::BigUint;
 use proptest::prelude::*;
+use sm2::elliptic_curve::PrimeField;
+use sm2::elliptic_curve::point::AffineCoordinates;
 use vpbox_sm::sm2::{DEFAULT_ID, PublicKey, SecretKey, Signature, message_digest};
 use vpbox_sm::{Digest, Verification};
 
@@ -28,11 +30,11 @@ fn secret_scalar(key: &SecretKey) -> BigUint {
     BigUint::from_bytes_be(&der[at..at + 32])
 }
 
-/// Three verifications (every path of the fast verifier), all equal to the reference's verdict.
+/// Seven verifications (every path of the fast verifier), all equal to the reference's verdict.
 fn verdict(key: &PublicKey, e: &Digest, sig: &Signature) -> Verification {
     let reference = key.verify_digest_reference(e, sig);
     assert_eq!(key.verify_digest_first_sight(e, sig), reference, "without a table: {sig:?}");
-    for sight in 1..=3 {
+    for sight in 1..=6 {
         assert_eq!(key.verify_digest(e, sig), reference, "sight {sight}: {sig:?}");
     }
     reference
@@ -70,8 +72,58 @@ proptest! {
     }
 }
 
+/// x of k·G, by RustCrypto.
+fn x_of(k: &BigUint) -> BigUint {
+    let k = Option::<sm2::Scalar>::from(sm2::Scalar::from_repr(be32(k).into())).unwrap();
+    let x = (sm2::ProjectivePoint::GENERATOR * k).to_affine().x();
+    BigUint::from_bytes_be(&x)
+}
+
+/// Step B5: with t = r + s = n the sum is s·G alone; an e chosen so that R = e + x(s·G) would
+/// equal r is still refused, by t = 0.
+#[test]
+fn t_zero_is_refused_even_where_the_rest_would_pass() {
+    let n = n();
+    let key = SecretKey::generate().unwrap();
+    for seed in 1u32..=3 {
+        let r = BigUint::from_bytes_be(&vpbox_sm::sm3::hash(seed.to_be_bytes()).0) % &n;
+        let s = &n - &r;
+        let e = (&r + &n - x_of(&s) % &n) % &n;
+        let mut raw = [0u8; 64];
+        raw[..32].copy_from_slice(&be32(&r));
+        raw[32..].copy_from_slice(&be32(&s));
+        let sig = Signature::from_raw(&raw).unwrap();
+        assert_eq!(verdict(key.public_key(), &Digest(be32(&e)), &sig), Verification::Invalid);
+    }
+}
+
+/// s·G = t·P, so the sum doubles a point (the adders' P = Q case), in signatures forged with
+/// the private key (valid ones): accepted as the reference accepts them; and with a wrong e,
+/// refused.
+#[test]
+fn a_sum_of_two_equal_points_verifies() {
+    let n = n();
+    let key = SecretKey::generate().unwrap();
+    let d = secret_scalar(&key);
+    let inv = |v: &BigUint| v.modpow(&(&n - 2u32), &n);
+    for seed in 1u32..=3 {
+        let r = BigUint::from_bytes_be(&vpbox_sm::sm3::hash(seed.to_be_bytes()).0) % &n;
+        // s = (r + s)·d  ⇔  s = r·d / (1 − d)
+        let s = &r * &d % &n * inv(&((&n + 1u32 - &d) % &n)) % &n;
+        let e = (&r + &n - x_of(&(&s * 2u32 % &n)) % &n) % &n;
+        let mut raw = [0u8; 64];
+        raw[..32].copy_from_slice(&be32(&r));
+        raw[32..].copy_from_slice(&be32(&s));
+        let sig = Signature::from_raw(&raw).unwrap();
+        assert_eq!(verdict(key.public_key(), &Digest(be32(&e)), &sig), Verification::Valid);
+        let wrong = Digest(be32(&((&e + 1u32) % &n)));
+        assert_eq!(verdict(key.public_key(), &wrong, &sig), Verification::Invalid);
+    }
+}
+
 /// Signatures forged with the private key so that `s·G + t·P` is the point at infinity, or
-/// `t = r + s = n`: refused by both, on every path.
+/// `t = r + s = n` (with a digest that is not chosen to pass: see the test above): refused by
+/// both, on every path.
 #[test]
 fn sums_at_infinity_and_t_zero_are_refused() {
     let n = n();
