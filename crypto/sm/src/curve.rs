@@ -478,7 +478,7 @@ impl Cache {
     /// Keeps `table` for `key`, if the key is still remembered without one; a table of the
     /// least recently used key makes way when [`Self::max_tables`] are kept.
     fn keep(&mut self, key: &[u8; 64], table: Arc<Comb<4>>) {
-        if !self.keys.get(key).is_some_and(|s| s.table.is_none()) {
+        if self.keys.get(key).is_none_or(|s| s.table.is_some()) {
             return;
         }
         if self.tables >= self.max_tables {
