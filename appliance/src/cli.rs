@@ -146,6 +146,10 @@ enum BenchCommand {
     /// a fresh local cluster, with raw RocksDB measured in the same run.
     #[command(after_help = "Example:\n  vpbox bench anchors --nodes 4 --batch 5000 --count 200000")]
     Anchors(crate::client_cmd::BenchAnchorsArgs),
+    /// How costs grow with the ledger: `anchor_get` latency on a loaded ledger and a stopped
+    /// node's catch-up rate, on a fresh local cluster.
+    #[command(after_help = "Example:\n  vpbox bench growth --anchors 10000000 --catch-up 1000000")]
+    Growth(crate::bench_growth::BenchGrowthArgs),
     /// What hostile and slow clients cost a node (its peak memory) and what an honest client
     /// sees meanwhile, on a fresh local cluster.
     #[command(after_help = "Example:\n  vpbox bench rpc --hostile 256 --slow 1000")]
@@ -380,6 +384,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Gov(cmd) => crate::gov_cmd::run(&cmd),
         Command::Bench(BenchCommand::Signer(a)) => crate::bench_cmd::signer(&a),
         Command::Bench(BenchCommand::Anchors(a)) => crate::client_cmd::bench_anchors(&a),
+        Command::Bench(BenchCommand::Growth(a)) => crate::bench_growth::bench_growth(&a),
         Command::Bench(BenchCommand::Rpc(a)) => crate::bench_rpc::bench_rpc(&a),
         Command::Bench(BenchCommand::Proxy(a)) => crate::bench_proxy::bench_proxy(&a),
     }

@@ -632,7 +632,7 @@ fn dir_size(path: &Path) -> u64 {
         .sum()
 }
 
-fn bench_key(tag: u64, i: u64) -> [u8; 32] {
+pub(crate) fn bench_key(tag: u64, i: u64) -> [u8; 32] {
     let mut b = [0u8; 16];
     b[..8].copy_from_slice(&tag.to_be_bytes());
     b[8..].copy_from_slice(&i.to_be_bytes());
@@ -641,7 +641,7 @@ fn bench_key(tag: u64, i: u64) -> [u8; 32] {
 
 /// Sends `txs` (encoded) with `threads` clients spread over the nodes; returns when each has
 /// been answered (with `wait`, committed). Returns per-transaction latencies.
-fn drive(
+pub(crate) fn drive(
     sockets: &[PathBuf],
     method: &str,
     txs: Vec<Vec<u8>>,
@@ -680,7 +680,7 @@ fn drive(
     Ok(all)
 }
 
-fn percentile(lat: &mut [Duration], p: f64) -> f64 {
+pub(crate) fn percentile(lat: &mut [Duration], p: f64) -> f64 {
     lat.sort();
     let i = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len().max(1)) - 1;
     lat.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)

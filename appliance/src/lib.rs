@@ -7,6 +7,7 @@
 
 mod anchor_cmd;
 mod bench_cmd;
+mod bench_growth;
 mod bench_proxy;
 mod bench_rpc;
 mod ca_cmd;
