@@ -3,7 +3,10 @@ use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions};
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch,
+    WriteOptions,
+};
 use vpbox_ca::CertProfile;
 use vpbox_ca::policy::{Decision, Identity, TrustStore};
 use vpbox_sm::sm3::Digest;
@@ -15,6 +18,9 @@ use crate::governance::{ConfigTx, Member, Proposal, State};
 use crate::merkle;
 use crate::tx::{Payload, Tx};
 use crate::wire::Reader;
+
+/// The block cache the looked-up column families share (index, filter and data blocks).
+const BLOCK_CACHE: usize = 64 << 20;
 
 const CF_BLOCKS: &str = "blocks"; // height:u64be → block encoding
 const CF_BLOCK_INDEX: &str = "block_index"; // block hash → height:u64be
@@ -182,21 +188,39 @@ fn at(timestamp_ms: u64) -> SystemTime {
 impl Ledger {
     /// Opens (or creates) the ledger at `path` and checks the tip: the stored tip block must
     /// exist, hash to the recorded tip hash, and link to its parent.
+    ///
+    /// The column families looked up by key (anchors, transactions, receipts, the block index,
+    /// certificates) carry a bloom filter of 10 bits per key in every table file, and all
+    /// share one block cache of [`BLOCK_CACHE`] bytes with their index and filter blocks in
+    /// it: an anchor's write-once check is a look-up of a key that is usually absent, which
+    /// without filters reads an index and a data block of every level, a cost that grows with
+    /// the ledger (`vpbox bench growth`). Options only: ledgers written before open as they
+    /// are, and new table files get the filters.
     pub fn open(path: &Path) -> Result<Self, Error> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
+        let cache = Cache::new_lru_cache(BLOCK_CACHE)?;
+        let looked_up = |name: &str| {
+            let mut table = BlockBasedOptions::default();
+            table.set_bloom_filter(10.0, false);
+            table.set_block_cache(&cache);
+            table.set_cache_index_and_filter_blocks(true);
+            table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+            let mut o = Options::default();
+            o.set_block_based_table_factory(&table);
+            ColumnFamilyDescriptor::new(name, o)
+        };
         let cfs = [
-            CF_BLOCKS,
-            CF_BLOCK_INDEX,
-            CF_TXS,
-            CF_RECEIPTS,
-            CF_ANCHORS,
-            CF_META,
-            CF_CERTS,
-            CF_CRLS,
-        ]
-        .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+            ColumnFamilyDescriptor::new(CF_BLOCKS, Options::default()),
+            looked_up(CF_BLOCK_INDEX),
+            looked_up(CF_TXS),
+            looked_up(CF_RECEIPTS),
+            looked_up(CF_ANCHORS),
+            ColumnFamilyDescriptor::new(CF_META, Options::default()),
+            looked_up(CF_CERTS),
+            ColumnFamilyDescriptor::new(CF_CRLS, Options::default()),
+        ];
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
         let mut ledger =
             Self { db, trust_changes: Arc::default(), tip: None, trust: None, gov: None };
