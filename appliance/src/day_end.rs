@@ -14,11 +14,11 @@
 //! transactions in flight, in file order, and the SM3 of the file they belong to. Each is
 //! recorded before it is sent. Run again after an interruption, it re-sends those same
 //! transactions (a duplicate gets its first result, never a second execution) and goes on from
-//! there; a file that changed since is refused rather than resumed at a wrong line. When the whole file is
-//! committed the record stays, marked finished: running the same file again sends nothing and
-//! says so (delete the record to send it again). The progress display is a bar redrawn in place
-//! on a terminal, and a plain line per tenth of the file otherwise (no carriage returns in
-//! logs).
+//! there; a file that changed since is refused rather than resumed at a wrong line. When the
+//! whole file is committed the record stays, marked finished: running the same file again
+//! sends nothing and says so (delete the record to send it again). The progress display is a
+//! bar redrawn in place on a terminal, and a plain line per tenth of the file otherwise (no
+//! carriage returns in logs).
 
 use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
@@ -273,11 +273,15 @@ pub(crate) fn put(
         // submission the node or the proxy holds back (backpressure, rate limit) stops the
         // filling; that transaction is sent again when its turn to be awaited comes.
         let mut open = true;
-        while open && next < total && flight.len() < depth {
+        let signed = flight.len();
+        while next < total && flight.len() < depth {
             let end = (next + batch).min(total);
             let bytes = sign(s, Payload::AnchorPutBatch(all[next..end].to_vec()))?.encode();
             flight.push_back(InFlight { len: end - next, bytes, submitted: false });
             next = end;
+        }
+        if flight.len() > signed {
+            // One synced record for the round, before any of its new batches is sent.
             record(&path, &mut progress, done, &flight)?;
         }
         for f in flight.iter_mut().filter(|f| !f.submitted) {
