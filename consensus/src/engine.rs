@@ -18,6 +18,9 @@ use crate::wire::{batch_digest, block_digest, signing_payload};
 const DEDUP_TXS_MAX: usize = 1 << 20;
 /// Most transactions waiting in the pool; later ones are refused until it drains.
 const POOL_MAX: usize = 1 << 20;
+/// The suspicion timers grow at most 2⁴-fold: with the default 6 s request timeout, a replica
+/// that went through four fruitless view changes in a row waits 96 s before the next one.
+const BACKOFF_SHIFT_MAX: u32 = 4;
 
 /// Per `(seq, view)`: what the log holds (§4.2).
 #[derive(Debug, Default)]
@@ -67,7 +70,27 @@ pub struct Engine<V: Verifier> {
     view: View,
     changing: bool,
     vc_attempts: u32,
+    /// View changes since the cluster last made progress: each entered view change adds one,
+    /// each checkpoint that becomes stable above the current view's start takes one away. The
+    /// request and null-request timers wait `2^stalled_views` times their base (capped), the
+    /// doubling of Castro & Liskov §4.5.2 carried into the new view: entering a view rolls
+    /// speculative execution back and the O set is executed again, so under a deep backlog the
+    /// first request of a new view can take longer than the base timeout, and a fixed timeout
+    /// would start the next view change before it commits, over and over (a livelock that
+    /// `vpbox bench growth` met at six million anchors). Not persisted: a restarted replica
+    /// starts from the base timeouts.
+    stalled_views: u32,
+    /// The highest sequence number the current view's new-view message carried (its O set):
+    /// progress in this view is a stable checkpoint above it.
+    view_start: SeqNo,
     nv_timer_armed: bool,
+    /// Proposals and votes of the view this replica is changing into that arrived before the
+    /// new-view message (links reorder: a new primary proposes as soon as its new view is
+    /// signed, and the other backups vote as soon as they enter it). Kept once per sender,
+    /// sequence number and phase, only within the window, so at most `3·N·L` of them; replayed
+    /// on entering the view. Dropping them would leave gaps that only the next view change
+    /// fills, one view change per view.
+    early: BTreeMap<(SeqNo, Phase, NodeId), Envelope>,
     my_view_change: Option<Envelope>,
     view_changes: BTreeMap<NodeId, (View, Envelope)>,
     last_new_view: Option<Envelope>,
@@ -142,7 +165,10 @@ impl<V: Verifier> Engine<V> {
             view: View(0),
             changing: false,
             vc_attempts: 0,
+            stalled_views: 0,
+            view_start: SeqNo(0),
             nv_timer_armed: false,
+            early: BTreeMap::new(),
             my_view_change: None,
             view_changes: BTreeMap::new(),
             last_new_view: None,
@@ -397,6 +423,17 @@ impl<V: Verifier> Engine<V> {
         out.push(Effect::SetTimer { timer, after_ms });
     }
 
+    /// Arms a timer whose expiry suspects the primary ([`Timer::Request`] or
+    /// [`Timer::NullRequest`]): its base, doubled for each fruitless view change in a row.
+    fn set_suspicion_timer(&self, timer: Timer, out: &mut Vec<Effect>) {
+        let base = match timer {
+            Timer::NullRequest => self.params.null_request_timeout_ms,
+            _ => self.params.request_timeout_ms,
+        };
+        let after_ms = base.saturating_mul(1 << self.stalled_views.min(BACKOFF_SHIFT_MAX));
+        self.set_timer(timer, after_ms, out);
+    }
+
     // ----- inputs ----------------------------------------------------------------------------
 
     fn on_transaction(&mut self, tx: Digest, out: &mut Vec<Effect>) {
@@ -417,7 +454,7 @@ impl<V: Verifier> Engine<V> {
             // §4.5.2: a backup that knows of a request starts a timer; the primary must get it
             // committed before it fires.
             self.request_watch = Some(tx);
-            self.set_timer(Timer::Request, self.params.request_timeout_ms, out);
+            self.set_suspicion_timer(Timer::Request, out);
         }
     }
 
@@ -524,6 +561,20 @@ impl<V: Verifier> Engine<V> {
                 out.push(Effect::Heard { from: env.from, height });
             }
         }
+        if self.changing {
+            let early = match &env.message {
+                Message::PrePrepare(pp) => Some((pp.view, pp.seq, Phase::PrePrepare)),
+                Message::Prepare(v) => Some((v.view, v.seq, Phase::Prepare)),
+                Message::Commit(v) => Some((v.view, v.seq, Phase::Commit)),
+                _ => None,
+            };
+            if let Some((view, seq, phase)) = early {
+                if view == self.view && self.accepts(seq) {
+                    self.early.entry((seq, phase, env.from)).or_insert(env);
+                }
+                return;
+            }
+        }
         let from = env.from;
         match env.message.clone() {
             Message::PrePrepare(pp) => self.on_pre_prepare(env, pp, out),
@@ -534,7 +585,7 @@ impl<V: Verifier> Engine<V> {
             Message::NewView(nv) => self.on_new_view(env, nv, out),
             Message::Heartbeat { view } => {
                 if view == self.view && !self.changing && from == self.config.primary(view) {
-                    self.set_timer(Timer::NullRequest, self.params.null_request_timeout_ms, out);
+                    self.set_suspicion_timer(Timer::NullRequest, out);
                 }
             }
             Message::Entries(e) => self.on_entries(e, out),
@@ -552,7 +603,7 @@ impl<V: Verifier> Engine<V> {
         {
             return;
         }
-        self.set_timer(Timer::NullRequest, self.params.null_request_timeout_ms, out);
+        self.set_suspicion_timer(Timer::NullRequest, out);
         let digest = self.bdigest(&pp.batch);
         let slot = self.slots.entry((pp.seq, pp.view)).or_default();
         if slot.pre_prepare.is_some() {
@@ -998,7 +1049,7 @@ impl<V: Verifier> Engine<V> {
         } else {
             out.push(Effect::CancelTimer(Timer::Heartbeat));
             out.push(Effect::CancelTimer(Timer::Batch));
-            self.set_timer(Timer::NullRequest, self.params.null_request_timeout_ms, out);
+            self.set_suspicion_timer(Timer::NullRequest, out);
         }
         self.request_watch = None;
         self.reset_request_watch(out);
@@ -1018,9 +1069,9 @@ impl<V: Verifier> Engine<V> {
             return;
         }
         match (self.request_watch, self.is_primary()) {
-            (Some(_), false) => self.set_timer(Timer::Request, self.params.request_timeout_ms, out),
+            (Some(_), false) => self.set_suspicion_timer(Timer::Request, out),
             (None, false) if self.fence().is_some() => {
-                self.set_timer(Timer::Request, self.params.request_timeout_ms, out)
+                self.set_suspicion_timer(Timer::Request, out)
             }
             (None, false) => out.push(Effect::CancelTimer(Timer::Request)),
             (_, true) => {}
@@ -1284,6 +1335,7 @@ impl<V: Verifier> Engine<V> {
         self.checkpoints.retain(|s, _| *s <= c);
         self.own_checkpoints.retain(|s, _| *s <= c);
         self.view_changes.clear();
+        self.early.clear();
         self.my_view_change = None;
         self.nv_build = None;
         self.last_new_view = None;
@@ -1425,6 +1477,9 @@ impl<V: Verifier> Engine<V> {
 
     fn make_stable(&mut self, proof: CheckpointProof, out: &mut Vec<Effect>) {
         let seq = proof.seq;
+        if !self.changing && seq > self.view_start {
+            self.stalled_views = self.stalled_views.saturating_sub(1);
+        }
         self.note_bridge(&proof);
         self.low = seq;
         self.stable = proof.clone();
@@ -1554,6 +1609,8 @@ impl<V: Verifier> Engine<V> {
         self.view = target;
         self.changing = true;
         self.vc_attempts = self.vc_attempts.saturating_add(1);
+        self.stalled_views = self.stalled_views.saturating_add(1);
+        self.early.clear();
         self.nv_build = None;
         self.batch_due = false;
         out.push(Effect::Persist(WalRecord::View { view: target, changing: true }));
@@ -1886,9 +1943,19 @@ impl<V: Verifier> Engine<V> {
             self.after_vote(seq, view, out);
         }
         self.next_seq = max_s;
+        self.view_start = max_s;
         // Everything pending that the O set does not carry is proposable again.
         self.rebuild_proposable();
         self.arm_normal_timers(out);
+        // In (sequence number, phase) order: each pre-prepare before its votes.
+        for env in std::mem::take(&mut self.early).into_values() {
+            match env.message.clone() {
+                Message::PrePrepare(pp) => self.on_pre_prepare(env, pp, out),
+                Message::Prepare(v) => self.on_prepare(env, v, out),
+                Message::Commit(v) => self.on_commit(env, v, out),
+                _ => {}
+            }
+        }
     }
 }
 
@@ -3119,6 +3186,77 @@ mod tests {
         let _ = host(&mut e, 3, Input::Message(view_change(0, 2, vec![])));
         let out = host(&mut e, 3, Input::Message(view_change(1, 2, vec![])));
         assert_eq!(timer(&out), Some(2 * t));
+    }
+
+    #[test]
+    fn suspicion_timers_double_with_each_fruitless_view_change_and_relax_with_progress() {
+        // C&L §4.5.2 doubles the wait after each view change that brings no progress. A new
+        // view rolls speculative execution back and runs its O set again, so under a deep
+        // backlog its first request may take longer than the base timeout; a fixed timeout
+        // would start the next view change before that request commits, forever.
+        // Replica 3 is a backup in views 0, 1 and 2.
+        let (t, tn) =
+            (Params::default().request_timeout_ms, Params::default().null_request_timeout_ms);
+        let timer = |out: &[Effect], which: Timer| {
+            out.iter().rev().find_map(|x| match x {
+                Effect::SetTimer { timer, after_ms } if *timer == which => Some(*after_ms),
+                _ => None,
+            })
+        };
+        let mut e = engine(3);
+        // The request of batch 1 is watched first, then batch 5's, then one never proposed.
+        let mut out = Vec::new();
+        for tx in [batch(1).txs[0], batch(5).txs[0], Digest([0xaa; 32])] {
+            out.extend(host(&mut e, 3, Input::Transaction(tx)));
+        }
+        assert_eq!(timer(&out, Timer::Request), Some(t));
+        for (view, factor) in [(1u64, 2), (2, 4)] {
+            let _ = host(&mut e, 3, Input::Timeout(Timer::Request));
+            let primary = view as u32;
+            let others: Vec<u32> = (0..4).filter(|i| *i != 3 && *i != primary).collect();
+            let vcs: Vec<Envelope> =
+                [primary, others[0], 3].iter().map(|i| view_change(*i, view, vec![])).collect();
+            let nv = NewView { view: View(view), view_changes: vcs, pre_prepares: vec![] };
+            let out = host(&mut e, 3, Input::Message(signed(primary, Message::NewView(nv))));
+            assert_eq!(view_changed(&out), Some((View(view), NodeId(primary))));
+            assert_eq!(timer(&out, Timer::Request), Some(factor * t), "view {view}");
+            assert_eq!(timer(&out, Timer::NullRequest), Some(factor * tn), "view {view}");
+        }
+        // View 2 commits blocks 1 to 5 (primary 2; replicas 0 and 1 vote).
+        fn commit(e: &mut Engine<TestVerifier>, seq: u64) -> Vec<Effect> {
+            let b = batch(seq as u8);
+            let pp = signed(
+                2,
+                Message::PrePrepare(PrePrepare {
+                    view: View(2),
+                    seq: SeqNo(seq),
+                    batch: b.clone(),
+                    result: Some(result_of(seq)),
+                }),
+            );
+            let mut out = host(e, 3, Input::Message(pp));
+            let pd = batch_digest(&TestVerifier, &b);
+            let vote = |digest| Vote { view: View(2), seq: SeqNo(seq), digest };
+            out.extend(host(e, 3, Input::Message(signed(0, Message::Prepare(vote(pd))))));
+            for from in [0, 1] {
+                let c = signed(from, Message::Commit(vote(block_at(seq))));
+                out.extend(host(e, 3, Input::Message(c)));
+            }
+            assert_eq!(committed_at(&out).map(|c| c.0), Some(SeqNo(seq)));
+            out
+        }
+        // Progress alone, before a checkpoint is stable, does not relax the timers.
+        assert_eq!(timer(&commit(&mut e, 1), Timer::Request), Some(4 * t), "batch 1's done");
+        for seq in 2..=4 {
+            let _ = commit(&mut e, seq);
+        }
+        for from in [0, 1] {
+            let cp = Message::Checkpoint(Checkpoint { seq: SeqNo(4), state: result_of(4) });
+            let _ = host(&mut e, 3, Input::Message(signed(from, cp)));
+        }
+        assert_eq!(e.low, SeqNo(4), "checkpoint 4 is stable");
+        let out = commit(&mut e, 5);
+        assert_eq!(timer(&out, Timer::Request), Some(2 * t), "one stable checkpoint: halved");
     }
 
     #[test]

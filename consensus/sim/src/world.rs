@@ -148,6 +148,10 @@ pub struct SimConfig {
     pub heal_ms: u64,
     /// Engine parameters (shortened timeouts keep runs small).
     pub params: Params,
+    /// How long each execution of a batch takes (virtual ms; 0 by default): a node executes
+    /// one batch at a time, so a slow ledger delays proposals, votes and the re-execution of
+    /// a new view's O set.
+    pub exec_ms: u64,
     /// Version of the random fault-plan generator, so that recorded seeds keep replaying the
     /// schedule they failed with: 1 = the original; 2 adds crashes at protocol moments, rolling
     /// primary isolation, twins and liars.
@@ -169,6 +173,7 @@ impl SimConfig {
             fault_ms: 8_000,
             heal_ms: 120_000,
             params: sim_params(),
+            exec_ms: 0,
             plan: PLAN_VERSION,
         }
     }
@@ -886,7 +891,7 @@ impl World {
                                 result
                             };
                             self.push(
-                                self.now,
+                                self.now + self.cfg.exec_ms,
                                 Kind::Local {
                                     node: i,
                                     inc,
