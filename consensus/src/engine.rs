@@ -3260,6 +3260,56 @@ mod tests {
     }
 
     #[test]
+    fn votes_of_a_new_view_that_arrive_before_it_are_replayed_on_entering_it() {
+        // C&L §4.4: a replica enters view v + 1 on its new-view message; links reorder, so the
+        // new primary's pre-prepare and the others' votes may come first. Replica 3 keeps
+        // them (signed, in the window, of the view it is changing into) and uses them once
+        // it enters the view: it commits block 1 with nothing sent again.
+        let mut e = engine(3);
+        let _ = host(&mut e, 3, Input::Timeout(Timer::NullRequest));
+        assert!(e.is_changing_view());
+        let b = batch(1);
+        let pd = batch_digest(&TestVerifier, &b);
+        let vote = |digest| Vote { view: View(1), seq: SeqNo(1), digest };
+        let pp = PrePrepare { view: View(1), seq: SeqNo(1), batch: b, result: Some(result_of(1)) };
+        let early = [
+            signed(1, Message::PrePrepare(pp)),
+            signed(2, Message::Prepare(vote(pd))),
+            signed(1, Message::Commit(vote(block_at(1)))),
+            signed(2, Message::Commit(vote(block_at(1)))),
+            // Of another view, or beyond the window (L = 8): not kept.
+            signed(2, Message::Prepare(Vote { view: View(2), ..vote(pd) })),
+            signed(2, Message::Prepare(Vote { seq: SeqNo(9), ..vote(pd) })),
+        ];
+        for env in early {
+            let out = host(&mut e, 3, Input::Message(env));
+            assert!(votes_signed(&out).is_empty(), "nothing happens before the new view");
+        }
+        assert_eq!(e.early.len(), 4);
+        let vcs: Vec<Envelope> = [1, 2, 3].iter().map(|i| view_change(*i, 1, vec![])).collect();
+        let nv = NewView { view: View(1), view_changes: vcs, pre_prepares: vec![] };
+        let out = host(&mut e, 3, Input::Message(signed(1, Message::NewView(nv))));
+        assert_eq!(view_changed(&out), Some((View(1), NodeId(1))));
+        assert_eq!(
+            votes_signed(&out),
+            vec![Message::Prepare(vote(pd)), Message::Commit(vote(block_at(1)))]
+        );
+        assert_eq!(committed_at(&out).map(|c| c.0), Some(SeqNo(1)));
+        assert!(e.early.is_empty());
+        // What was kept for a view that never came is dropped when a later one is sought.
+        let mut e = engine(3);
+        let _ = host(&mut e, 3, Input::Timeout(Timer::NullRequest));
+        let _ = host(&mut e, 3, Input::Message(signed(2, Message::Prepare(vote(pd)))));
+        assert_eq!(e.early.len(), 1);
+        let _ = host(&mut e, 3, Input::Timeout(Timer::NewView));
+        let _ = host(&mut e, 3, Input::Message(view_change(0, 1, vec![])));
+        let _ = host(&mut e, 3, Input::Message(view_change(1, 1, vec![])));
+        let _ = host(&mut e, 3, Input::Timeout(Timer::NewView));
+        assert_eq!(e.view(), View(2));
+        assert!(e.early.is_empty());
+    }
+
+    #[test]
     fn a_new_view_is_taken_only_from_the_views_primary_with_valid_view_changes() {
         // C&L §4.4: a backup accepts NEW-VIEW for v + 1 if it is signed by the primary of
         // v + 1, its view changes are valid and for v + 1, from N − f distinct replicas, and
