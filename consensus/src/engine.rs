@@ -563,7 +563,9 @@ impl<V: Verifier> Engine<V> {
         }
         if self.changing {
             let early = match &env.message {
-                Message::PrePrepare(pp) => Some((pp.view, pp.seq, Phase::PrePrepare)),
+                Message::PrePrepare(pp) if pp.batch.txs.len() <= self.params.batch_size_max => {
+                    Some((pp.view, pp.seq, Phase::PrePrepare))
+                }
                 Message::Prepare(v) => Some((v.view, v.seq, Phase::Prepare)),
                 Message::Commit(v) => Some((v.view, v.seq, Phase::Commit)),
                 _ => None,
@@ -1899,6 +1901,8 @@ impl<V: Verifier> Engine<V> {
         self.view = nv.view;
         self.changing = false;
         self.vc_attempts = 0;
+        // The checkpoint adopted below is the old views' progress, not this one's.
+        self.view_start = SeqNo(u64::MAX);
         self.nv_build = None;
         self.my_view_change = None;
         out.push(Effect::Persist(WalRecord::View { view: nv.view, changing: false }));
