@@ -227,7 +227,29 @@ pub(crate) fn now() -> SystemTime {
 
 /// Now, in RFC 3339 UTC with milliseconds: every log line's `at`.
 pub(crate) fn stamp() -> String {
-    humantime::format_rfc3339_millis(now()).to_string()
+    stamp_at(now())
+}
+
+/// `t` in RFC 3339 UTC with milliseconds (`2026-12-04T20:55:43.123Z`, as
+/// `humantime::format_rfc3339_millis`). The date and time to the second are formatted once per
+/// second and thread, as nginx caches its log time: the access log writes a line per request.
+fn stamp_at(t: SystemTime) -> String {
+    thread_local! {
+        static SECOND: std::cell::RefCell<(u64, String)> =
+            const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
+    // A clock before 1970 (which humantime cannot format) is shown as the epoch.
+    let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let (secs, millis) = (since.as_secs(), since.subsec_millis());
+    SECOND.with_borrow_mut(|(second, prefix)| {
+        if *second != secs {
+            let whole = std::time::UNIX_EPOCH + Duration::from_secs(secs);
+            *prefix = humantime::format_rfc3339_seconds(whole).to_string();
+            prefix.pop(); // the `Z`
+            *second = secs;
+        }
+        format!("{prefix}.{millis:03}Z")
+    })
 }
 
 /// One JSON line on stderr: `{"at": RFC 3339, "event": …, …fields}`.
@@ -1233,9 +1255,33 @@ async fn outbound(node: UnixStream, shared: &Arc<Shared>, id: u32) -> Result<(),
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
     use super::Slots;
+
+    #[test]
+    fn log_stamps_are_rfc_3339_with_milliseconds_whatever_the_cached_second() {
+        // Within one second, across a second, back in time, at the epoch and before it.
+        let ms = |m: u64| UNIX_EPOCH + Duration::from_millis(m);
+        let times = [
+            ms(1_796_416_543_123),
+            ms(1_796_416_543_999),
+            ms(1_796_416_544_000),
+            ms(1_796_416_544_007),
+            ms(1_700_000_000_050),
+            ms(1_796_416_544_999),
+            ms(0),
+        ];
+        for t in times {
+            assert_eq!(super::stamp_at(t), humantime::format_rfc3339_millis(t).to_string());
+        }
+        assert_eq!(
+            super::stamp_at(UNIX_EPOCH - Duration::from_secs(1)),
+            "1970-01-01T00:00:00.000Z"
+        );
+        let t: SystemTime = ms(1_796_416_543_123);
+        assert_eq!(super::stamp_at(t), "2026-12-04T20:35:43.123Z");
+    }
 
     #[test]
     #[allow(clippy::disallowed_methods)] // the test measures real waits
