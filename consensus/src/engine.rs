@@ -87,8 +87,9 @@ pub struct Engine<V: Verifier> {
     /// Proposals and votes of the view this replica is changing into that arrived before the
     /// new-view message (links reorder: a new primary proposes as soon as its new view is
     /// signed, and the other backups vote as soon as they enter it). Kept once per sender,
-    /// sequence number and phase, only within the window, so at most `3·N·L` of them; replayed
-    /// on entering the view. Dropping them would leave gaps that only the next view change
+    /// sequence number and phase, only within the window (pruned as it moves), pre-prepares
+    /// only from the primary and prepares only from backups, so at most `(2·N + 1)·L` of them;
+    /// replayed on entering the view. Dropping them would leave gaps that only the next view change
     /// fills, one view change per view.
     early: BTreeMap<(SeqNo, Phase, NodeId), Envelope>,
     my_view_change: Option<Envelope>,
@@ -430,7 +431,7 @@ impl<V: Verifier> Engine<V> {
             Timer::NullRequest => self.params.null_request_timeout_ms,
             _ => self.params.request_timeout_ms,
         };
-        let after_ms = base.saturating_mul(1 << self.stalled_views.min(BACKOFF_SHIFT_MAX));
+        let after_ms = base.saturating_mul(1 << self.stalled_views);
         self.set_timer(timer, after_ms, out);
     }
 
@@ -562,11 +563,20 @@ impl<V: Verifier> Engine<V> {
             }
         }
         if self.changing {
+            // Only what the handlers could take: a pre-prepare from the view's primary with its
+            // result and a batch that fits, prepares from backups, commits.
+            let primary = |seq, view| self.config_for(seq).primary(view);
             let early = match &env.message {
-                Message::PrePrepare(pp) if pp.batch.txs.len() <= self.params.batch_size_max => {
+                Message::PrePrepare(pp)
+                    if env.from == primary(pp.seq, pp.view)
+                        && pp.result.is_some()
+                        && pp.batch.txs.len() <= self.params.batch_size_max =>
+                {
                     Some((pp.view, pp.seq, Phase::PrePrepare))
                 }
-                Message::Prepare(v) => Some((v.view, v.seq, Phase::Prepare)),
+                Message::Prepare(v) if env.from != primary(v.seq, v.view) => {
+                    Some((v.view, v.seq, Phase::Prepare))
+                }
                 Message::Commit(v) => Some((v.view, v.seq, Phase::Commit)),
                 _ => None,
             };
@@ -1484,6 +1494,8 @@ impl<V: Verifier> Engine<V> {
         }
         self.note_bridge(&proof);
         self.low = seq;
+        // The window moves while a view change waits too: what was kept below it goes.
+        self.early.retain(|(s, _, _), _| *s > seq);
         self.stable = proof.clone();
         out.push(Effect::Persist(WalRecord::Stable(proof)));
         self.slots.retain(|(s, _), _| *s > seq);
@@ -1611,7 +1623,9 @@ impl<V: Verifier> Engine<V> {
         self.view = target;
         self.changing = true;
         self.vc_attempts = self.vc_attempts.saturating_add(1);
-        self.stalled_views = self.stalled_views.saturating_add(1);
+        // Capped where the timers stop growing, so that one checkpoint after a long run of
+        // view changes already shortens them.
+        self.stalled_views = (self.stalled_views + 1).min(BACKOFF_SHIFT_MAX);
         self.early.clear();
         self.nv_build = None;
         self.batch_due = false;
@@ -3261,6 +3275,12 @@ mod tests {
         assert_eq!(e.low, SeqNo(4), "checkpoint 4 is stable");
         let out = commit(&mut e, 5);
         assert_eq!(timer(&out, Timer::Request), Some(2 * t), "one stable checkpoint: halved");
+        // The count stops where the timers stop growing (16×), so that a long run of view
+        // changes is not remembered for as many checkpoints.
+        e.stalled_views = BACKOFF_SHIFT_MAX;
+        let _ = host(&mut e, 3, Input::Timeout(Timer::Request));
+        assert!(e.is_changing_view());
+        assert_eq!(e.stalled_views, BACKOFF_SHIFT_MAX);
     }
 
     #[test]
@@ -3281,9 +3301,20 @@ mod tests {
             signed(2, Message::Prepare(vote(pd))),
             signed(1, Message::Commit(vote(block_at(1)))),
             signed(2, Message::Commit(vote(block_at(1)))),
-            // Of another view, or beyond the window (L = 8): not kept.
+            // Of another view, beyond the window (L = 8), a prepare from the primary or a
+            // pre-prepare from a backup: not kept.
             signed(2, Message::Prepare(Vote { view: View(2), ..vote(pd) })),
             signed(2, Message::Prepare(Vote { seq: SeqNo(9), ..vote(pd) })),
+            signed(1, Message::Prepare(Vote { seq: SeqNo(2), ..vote(pd) })),
+            signed(
+                2,
+                Message::PrePrepare(PrePrepare {
+                    view: View(1),
+                    seq: SeqNo(2),
+                    batch: batch(2),
+                    result: Some(result_of(2)),
+                }),
+            ),
         ];
         for env in early {
             let out = host(&mut e, 3, Input::Message(env));
@@ -3311,6 +3342,25 @@ mod tests {
         let _ = host(&mut e, 3, Input::Timeout(Timer::NewView));
         assert_eq!(e.view(), View(2));
         assert!(e.early.is_empty());
+        // And what falls below the window while the view change waits (replica 1 committed
+        // blocks 1 to 4 in view 0; checkpoint 4 becomes stable after it left the view).
+        let mut e = engine(1);
+        for seq in 1..=4 {
+            let _ = commit_slot(&mut e, seq);
+        }
+        let _ = host(&mut e, 1, Input::Timeout(Timer::NullRequest));
+        assert!(e.is_changing_view());
+        for seq in [2, 6] {
+            let v = Vote { view: View(1), seq: SeqNo(seq), digest: pd };
+            let _ = host(&mut e, 1, Input::Message(signed(2, Message::Prepare(v))));
+        }
+        assert_eq!(e.early.len(), 2);
+        for from in [0, 2] {
+            let cp = Message::Checkpoint(Checkpoint { seq: SeqNo(4), state: result_of(4) });
+            let _ = host(&mut e, 1, Input::Message(signed(from, cp)));
+        }
+        assert_eq!(e.low, SeqNo(4));
+        assert_eq!(e.early.keys().map(|k| k.0).collect::<Vec<_>>(), vec![SeqNo(6)]);
     }
 
     #[test]
