@@ -566,11 +566,17 @@ impl<V: Verifier + Clone> Driver<V> {
         let mut kept = Vec::new();
         while !self.inputs.is_empty() {
             while let Some(input) = self.inputs.pop_front() {
+                let before = (self.engine.view(), self.engine.is_changing_view());
+                let cause = view_change_cause(&input);
                 for e in self.engine.handle(input) {
                     match e {
                         Effect::Persist(_) => self.effect(e),
                         e => kept.push(e),
                     }
+                }
+                let view = self.engine.view();
+                if self.engine.is_changing_view() && (view > before.0 || !before.1) {
+                    tracing::warn!(view = view.0, cause, "view change to view {}: {cause}", view.0);
                 }
             }
             self.sync_wal();
@@ -1076,4 +1082,23 @@ fn entry_of(block: &Block) -> Option<CommittedEntry> {
 fn fatal(msg: &str) -> ! {
     tracing::error!("fatal: {msg}; stopping");
     std::process::exit(70)
+}
+
+/// Why a view change that `input` started started, for the operator's log: the engine decides,
+/// the host only knows what it handed it.
+fn view_change_cause(input: &Input) -> &'static str {
+    match input {
+        Input::Timeout(Timer::Request) => {
+            "a pending request was not committed in time (request timer): suspecting the primary"
+        }
+        Input::Timeout(Timer::NullRequest) => {
+            "nothing heard from the primary in time (null-request timer)"
+        }
+        Input::Timeout(Timer::NewView) => "no valid new view in time (new-view timer): next view",
+        Input::Message(env) if matches!(env.message, Message::ViewChange(_)) => {
+            "f + 1 replicas asked for a later view"
+        }
+        Input::Executed { .. } => "the primary's execution result differs from this node's",
+        _ => "the consensus engine's decision",
+    }
 }

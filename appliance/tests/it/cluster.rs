@@ -474,6 +474,17 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
         acked.iter().all(|k| anchored(&mut rpc, k))
     });
     assert_ne!(c.primary(entry) as u32, primary, "a view change replaced the primary");
+    // The survivors' logs say why: at least one suspected the dead primary by a timer, the
+    // others joined it or did the same.
+    let logs: Vec<String> = (1..=4)
+        .filter(|i| *i != primary)
+        .map(|i| std::fs::read_to_string(c.dir.join(format!("node{i}/node.log"))).unwrap())
+        .collect();
+    assert!(logs.iter().all(|l| l.contains("view change to view ")), "{logs:#?}");
+    assert!(
+        logs.iter().any(|l| l.contains("(request timer)") || l.contains("(null-request timer)")),
+        "{logs:#?}"
+    );
 
     // The dead primary's box taken over (its signer still answers): strangers and the
     // compromised node attack the peer socket of a live node, which keeps committing.
