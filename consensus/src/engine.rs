@@ -89,8 +89,8 @@ pub struct Engine<V: Verifier> {
     /// signed, and the other backups vote as soon as they enter it). Kept once per sender,
     /// sequence number and phase, only within the window (pruned as it moves), pre-prepares
     /// only from the primary and prepares only from backups, so at most `(2·N + 1)·L` of them;
-    /// replayed on entering the view. Dropping them would leave gaps that only the next view change
-    /// fills, one view change per view.
+    /// replayed on entering the view. Dropping them would leave gaps that only the next view
+    /// change fills, one view change per view.
     early: BTreeMap<(SeqNo, Phase, NodeId), Envelope>,
     my_view_change: Option<Envelope>,
     view_changes: BTreeMap<NodeId, (View, Envelope)>,
