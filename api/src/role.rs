@@ -21,6 +21,8 @@ pub enum Method {
     AnchorVerify,
     /// An anchor's proof bundle.
     AnchorGetProof,
+    /// A key's state proof: its first value, or its absence, against the last block.
+    AnchorGetStateProof,
     /// A consistency proof between two certified blocks.
     BlockGetConsistencyProof,
     /// The chain's height.
@@ -52,12 +54,13 @@ pub enum Method {
 
 impl Method {
     /// Every method, in the order of `docs/openrpc.json`.
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 19] = [
         Self::AnchorPut,
         Self::AnchorPutBatch,
         Self::AnchorGet,
         Self::AnchorVerify,
         Self::AnchorGetProof,
+        Self::AnchorGetStateProof,
         Self::BlockGetConsistencyProof,
         Self::BlockGetChainHeight,
         Self::BlockLatestBlock,
@@ -81,6 +84,7 @@ impl Method {
             Self::AnchorGet => "anchor_get",
             Self::AnchorVerify => "anchor_verify",
             Self::AnchorGetProof => "anchor_getProof",
+            Self::AnchorGetStateProof => "anchor_getStateProof",
             Self::BlockGetConsistencyProof => "block_getConsistencyProof",
             Self::BlockGetChainHeight => "block_getChainHeight",
             Self::BlockLatestBlock => "block_latestBlock",
@@ -210,6 +214,7 @@ mod tests {
                 "anchor_get",
                 "anchor_verify",
                 "anchor_getProof",
+                "anchor_getStateProof",
                 "block_getConsistencyProof",
                 "block_getChainHeight",
                 "block_latestBlock",

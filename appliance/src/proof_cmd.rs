@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::json;
 use vpbox_proof::bundle::{Body, Bundle};
-use vpbox_proof::verify::{Extension, Proof, TrustAnchor, Verdict, verify};
+use vpbox_proof::verify::{Extension, Head, Proof, StateVerdict, TrustAnchor, Verdict, verify};
 use vpbox_sm::sm3::Digest;
 
 use crate::Outcome;
@@ -38,6 +38,14 @@ Exit status: 0 valid, 1 invalid (the reason is printed), 2 usage or I/O error.")
   vpbox proof verify heads.proof --genesis-hash 0x…
 With --genesis-hash, the proof is also verified at once (as `proof verify` would).")]
     Consistency(ConsistencyArgs),
+    /// Fetch a state proof of a key from a box: its first value, or that it was never
+    /// anchored, as of the box's last committed block (a bank proves a slip was never
+    /// anchored).
+    #[command(after_help = "Example:
+  vpbox proof state 0x<key> --out absent.proof --dir vpbox-dev --genesis-hash 0x…
+  vpbox proof verify absent.proof --genesis-hash 0x…
+With --genesis-hash, the proof is also verified at once (as `proof verify` would).")]
+    State(StateArgs),
     /// Print a proof bundle as JSON (every field; the binary file is what is verified).
     Show(ShowArgs),
 }
@@ -63,6 +71,21 @@ pub(crate) struct ConsistencyArgs {
     /// The later block's height.
     #[arg(long)]
     pub(crate) to: u64,
+    /// Where to write the bundle.
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    /// Verify it at once against this genesis hash.
+    #[arg(long, value_name = "HEX")]
+    pub(crate) genesis_hash: Option<String>,
+    #[command(flatten)]
+    pub(crate) conn: Conn,
+}
+
+/// `vpbox proof state`.
+#[derive(Debug, Args)]
+pub(crate) struct StateArgs {
+    /// The key (32 bytes, hex), anchored or not.
+    pub(crate) key: String,
     /// Where to write the bundle.
     #[arg(long)]
     pub(crate) out: PathBuf,
@@ -104,6 +127,7 @@ pub(crate) fn run(cmd: &ProofCommand) -> Result<Outcome> {
         ProofCommand::Get(a) => get(a),
         ProofCommand::Verify(a) => verify_cmd(a),
         ProofCommand::Consistency(a) => consistency(a),
+        ProofCommand::State(a) => state(a),
         ProofCommand::Show(a) => {
             let bytes = read(&a.bundle)?;
             let b = Bundle::decode(&bytes).with_context(|| a.bundle.display().to_string())?;
@@ -173,6 +197,38 @@ fn consistency(a: &ConsistencyArgs) -> Result<Outcome> {
     }
 }
 
+fn state(a: &StateArgs) -> Result<Outcome> {
+    let anchor = match &a.genesis_hash {
+        Some(h) => Some(TrustAnchor::GenesisHash(Digest(hex32(h, "--genesis-hash")?))),
+        None => None,
+    };
+    let key = hex32(&a.key, "KEY")?;
+    let r = client(&a.conn)?
+        .call("anchor_getStateProof", json!([format!("0x{}", hex::encode(key))]))
+        .map_err(rpc_error)?;
+    let Some(hex) = r["bundle"].as_str().and_then(|s| s.strip_prefix("0x")) else {
+        bail!("the box answered without a proof bundle");
+    };
+    let bytes = hex::decode(hex).context("the bundle is not hex")?;
+    let b = Bundle::decode(&bytes).context("the box's bundle")?;
+    if !matches!(&b.body, Body::State(st) if st.key == key) {
+        bail!("the box answered with another proof than this key's state proof");
+    }
+    crate::files::write_output(Some(&a.out), &bytes, false)?;
+    println!(
+        "wrote {} ({} bytes): key 0x{} {} as of block {}",
+        a.out.display(),
+        bytes.len(),
+        hex::encode(key),
+        if r["anchored"] == json!(true) { "anchored" } else { "not anchored" },
+        b.height()
+    );
+    match anchor {
+        None => Ok(Outcome::Ok),
+        Some(anchor) => Ok(print_verdict(verify(&b, &anchor, None), false, false)),
+    }
+}
+
 fn verify_cmd(a: &VerifyArgs) -> Result<Outcome> {
     let anchor = TrustAnchor::GenesisHash(Digest(hex32(&a.genesis_hash, "--genesis-hash")?));
     let bytes = read(&a.bundle)?;
@@ -212,6 +268,10 @@ fn print_verdict(
             print!("{}", describe_extension(&e));
             Outcome::Ok
         }
+        Ok(Proof::State(s)) => {
+            print!("{}", describe_state(&s));
+            Outcome::Ok
+        }
         Err(r) if json => {
             println!("{}", json!({"valid": false, "reason": r.reason.name(), "detail": r.detail}));
             Outcome::Invalid
@@ -223,20 +283,50 @@ fn print_verdict(
     }
 }
 
+/// A certified block for a person.
+fn head(h: &Head) -> String {
+    let signers: Vec<String> =
+        h.signers.iter().map(|s| format!("{} ({})", s.name, s.bank)).collect();
+    format!(
+        "{} at {}, hash 0x{}, signed in epoch {} by {}",
+        h.height,
+        time(h.time_ms),
+        h.hash.to_hex(),
+        h.epoch,
+        signers.join(", ")
+    )
+}
+
+/// A state verdict for a person.
+fn describe_state(s: &StateVerdict) -> String {
+    let what = match &s.found {
+        Some(l) => format!(
+            "VALID: key 0x{} is anchored with value 0x{} (its first), in block {} by transaction 0x{}\n",
+            hex::encode(s.key),
+            hex::encode(l.value),
+            l.height,
+            l.tx.to_hex()
+        ),
+        None => format!(
+            "VALID: key 0x{} is not anchored: the key is not exist as of block {}\n",
+            hex::encode(s.key),
+            s.at.height
+        ),
+    };
+    format!(
+        "{what}\
+         \x20 consortium  {} (genesis 0x{})\n\
+         \x20 as of       {}\n\
+         \x20 followed    {} configuration change(s) from the genesis\n",
+        s.chain_id,
+        s.chain.to_hex(),
+        head(&s.at),
+        s.changes,
+    )
+}
+
 /// A consistency verdict for a person.
 fn describe_extension(e: &Extension) -> String {
-    let head = |h: &vpbox_proof::verify::Head| {
-        let signers: Vec<String> =
-            h.signers.iter().map(|s| format!("{} ({})", s.name, s.bank)).collect();
-        format!(
-            "{} at {}, hash 0x{}, signed in epoch {} by {}",
-            h.height,
-            time(h.time_ms),
-            h.hash.to_hex(),
-            h.epoch,
-            signers.join(", ")
-        )
-    };
     format!(
         "VALID: block {} extends block {}: nothing up to block {} was rewritten\n\
          \x20 consortium  {} (genesis 0x{})\n\

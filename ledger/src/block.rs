@@ -2,15 +2,16 @@
 //! consensus commit certificate (opaque here; the consensus crate defines and verifies it).
 //!
 //! ```text
-//! header = version:u8=1 height:u64 parent:[32] tx_root:[32] results_root:[32] tx_count:u32
-//!          timestamp_ms:u64
+//! header = version:u8=3 height:u64 parent:[32] tx_root:[32] results_root:[32] tx_count:u32
+//!          timestamp_ms:u64 gov_seq:u64 state_root:[32]
 //! block  = header tx_hashes:[32]*tx_count cert_len:u32 cert
 //! ```
 //!
 //! Everything in a header is a function of the parent and the ordered transactions, so every
 //! honest node computes the same header, and its hash is the state digest consensus agrees on:
 //! the timestamp is the largest of the parent's and the transactions' own timestamps (never a
-//! node's clock), and `results_root` commits to every put's outcome. The view a block was
+//! node's clock), `results_root` commits to every put's outcome, and `state_root` to every
+//! anchor so far (the [`crate::state`] map, which proves a key's first value or its absence). The view a block was
 //! committed in lives in its certificate. Block 0 (genesis) has no transactions; its `parent`
 //! is the SM3 hash of the genesis file, which ties the chain to its founding configuration.
 
@@ -44,12 +45,14 @@ pub struct Header {
     /// governance state's `seq` after it): a proof's verifier compares it with the changes it
     /// was shown, so that none can be left out.
     pub gov_seq: u64,
+    /// The root of the state map ([`crate::state`]) over every anchor through this block.
+    pub state_root: Digest,
 }
 
 /// The length of an encoded header.
-pub const HEADER_LEN: usize = 125;
-/// The header encoding's version (1 had no `gov_seq`).
-const HEADER_VERSION: u8 = 2;
+pub const HEADER_LEN: usize = 157;
+/// The header encoding's version (1 had no `gov_seq`, 2 no `state_root`).
+const HEADER_VERSION: u8 = 3;
 
 impl Header {
     /// The canonical encoding.
@@ -63,6 +66,7 @@ impl Header {
         out.extend_from_slice(&self.tx_count.to_be_bytes());
         out.extend_from_slice(&self.timestamp_ms.to_be_bytes());
         out.extend_from_slice(&self.gov_seq.to_be_bytes());
+        out.extend_from_slice(self.state_root.as_bytes());
         out
     }
 
@@ -91,6 +95,7 @@ impl Header {
             tx_count: r.u32()?,
             timestamp_ms: r.u64()?,
             gov_seq: r.u64()?,
+            state_root: Digest(r.array()?),
         })
     }
 }
@@ -117,6 +122,7 @@ impl Block {
             tx_count: 0,
             timestamp_ms,
             gov_seq: 0,
+            state_root: crate::state::ZERO,
         };
         Self { header, tx_hashes: Vec::new(), certificate: Vec::new() }
     }
@@ -188,6 +194,7 @@ mod tests {
             tx_count: 2,
             timestamp_ms: 2,
             gov_seq: 3,
+            state_root: hash(b"state"),
         };
         let b = Block { header, tx_hashes: txs, certificate: vec![9; 100] };
         assert_eq!(header.encode().len(), HEADER_LEN);

@@ -16,6 +16,7 @@ mod error;
 pub mod governance;
 pub mod merkle;
 pub mod slip;
+pub mod state;
 mod store;
 pub mod tx;
 mod wire;

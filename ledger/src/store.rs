@@ -16,6 +16,7 @@ use crate::block::{Block, Header, results_root};
 use crate::contract::PutOutcome;
 use crate::governance::{ConfigTx, Member, Proposal, State};
 use crate::merkle;
+use crate::state::{self, Changes, Leaf, TOP_DEPTH};
 use crate::tx::{Payload, Tx};
 use crate::wire::Reader;
 
@@ -42,6 +43,14 @@ const GOVERNANCE: &[u8] = b"governance"; // the governance state (see `governanc
 const NODES_AT: &[u8] = b"nodes@"; // ‖ height:u64be → the member list a change set there
 const CONFIG_AT: &[u8] = b"config@"; // ‖ height:u64be → count:u32 (index:u32)*: applied changes
 const ENROLL_AT: &[u8] = b"enroll@"; // ‖ key fingerprint ‖ height:u64be ‖ index:u32be → (empty)
+
+/// The state map's leaf of the anchor record `raw` at `key`.
+fn anchor_leaf(key: [u8; 32], raw: &[u8]) -> Result<Leaf, Error> {
+    let mut r = Reader::new(raw, "anchor record");
+    let leaf = Leaf { key, value: r.array()?, tx: Digest(r.array()?), height: r.u64()? };
+    r.finish()?;
+    Ok(leaf)
+}
 
 /// A stored anchor: its value and where it was anchored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +96,10 @@ pub struct Executed {
     pub configs: Vec<u32>,
     /// The enrollments applied here: the key fingerprint and the transaction's index.
     pub enrolls: Vec<(Digest, u32)>,
+    /// This block's new anchors as the state map holds them: key and leaf hash, by key.
+    pub leaves: Vec<([u8; 32], Digest)>,
+    /// The state map's top levels this block changed.
+    pub state: Changes,
 }
 
 impl Executed {
@@ -141,6 +154,8 @@ pub struct Ledger {
     trust: Option<TrustStore>,
     /// The committed governance state (`None` with admission off).
     gov: Option<State>,
+    /// The state map's top levels, as of the tip (rebuilt at open from the anchors).
+    state: state::Top,
 }
 
 /// The identity `der` is admitted as, in the first of `roles` that admits it.
@@ -239,9 +254,24 @@ impl Ledger {
             ColumnFamilyDescriptor::new(CF_CRLS, Options::default()),
         ];
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        let mut ledger =
-            Self { db, trust_changes: Arc::default(), tip: None, trust: None, gov: None };
+        let mut ledger = Self {
+            db,
+            trust_changes: Arc::default(),
+            tip: None,
+            trust: None,
+            gov: None,
+            state: state::Top::new(),
+        };
         ledger.tip = ledger.check_tip()?;
+        ledger.state = ledger.rebuild_state()?;
+        if let Some(tip) = &ledger.tip
+            && tip.state_root != ledger.state.root()
+        {
+            return Err(Error::Corrupt(format!(
+                "the anchors do not hash to block {}'s state root",
+                tip.height
+            )));
+        }
         Ok(ledger)
     }
 
@@ -533,6 +563,8 @@ impl Ledger {
             governance: None,
             configs: Vec::new(),
             enrolls: Vec::new(),
+            leaves: Vec::new(),
+            state: Changes::default(),
         };
         self.write(&executed, &[])
     }
@@ -686,6 +718,15 @@ impl Ledger {
             results.push((tx_hash, outcomes.iter().map(|o| o.code()).collect()));
             receipts.push((tx_hash, Receipt { height, index: index as u32, outcomes }));
         }
+        let mut leaves: Vec<([u8; 32], Digest)> = anchors
+            .iter()
+            .map(|(key, (value, tx))| {
+                (*key, Leaf { key: *key, value: *value, tx: *tx, height }.hash())
+            })
+            .collect();
+        leaves.sort_unstable_by_key(|(k, _)| *k);
+        let state = self.state_changes(above, &leaves)?;
+        let above_state: Vec<&Changes> = above.iter().map(|e| &e.state).collect();
         let tx_hashes: Vec<Digest> = txs.iter().map(Tx::hash).collect();
         let header = Header {
             height,
@@ -695,6 +736,7 @@ impl Ledger {
             tx_count: tx_hashes.len() as u32,
             timestamp_ms,
             gov_seq: parent.gov_seq + configs.len() as u64,
+            state_root: state.root(&self.state, &above_state),
         };
         let block = Block { header, tx_hashes, certificate: Vec::new() };
         Ok(Executed {
@@ -707,7 +749,115 @@ impl Ledger {
             governance: changed,
             configs,
             enrolls,
+            leaves,
+            state,
         })
+    }
+
+    /// The state map's changes for a block whose new anchors are `leaves` (sorted), above the
+    /// committed tip and `above`: each bucket it adds to is hashed again from the committed
+    /// anchors in it (one seek in key order), the speculative blocks' and its own.
+    fn state_changes(
+        &self,
+        above: &[Executed],
+        leaves: &[([u8; 32], Digest)],
+    ) -> Result<Changes, Error> {
+        let mut buckets = Vec::new();
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_ANCHORS)?);
+        let mut in_bucket: Vec<([u8; 32], Digest)> = Vec::new();
+        let mut i = 0;
+        while i < leaves.len() {
+            let b = state::prefix(&leaves[i].0, TOP_DEPTH);
+            let end = i + leaves[i..].partition_point(|(k, _)| state::prefix(k, TOP_DEPTH) == b);
+            in_bucket.clear();
+            in_bucket.extend_from_slice(&leaves[i..end]);
+            for e in above {
+                let lo = e.leaves.partition_point(|(k, _)| state::prefix(k, TOP_DEPTH) < b);
+                let hi = e.leaves.partition_point(|(k, _)| state::prefix(k, TOP_DEPTH) <= b);
+                in_bucket.extend_from_slice(&e.leaves[lo..hi]);
+            }
+            // Committed anchors in this bucket, if the committed map has any there.
+            let committed = self.state.get(TOP_DEPTH, b) != state::Node::Empty;
+            if committed {
+                it.seek(state::first_key(TOP_DEPTH, b));
+            }
+            while let (true, Some(k), Some(v)) = (committed, it.key(), it.value()) {
+                let Ok(key) = <[u8; 32]>::try_from(k) else {
+                    return Err(Error::Corrupt("an anchor key is not 32 bytes".into()));
+                };
+                if state::prefix(&key, TOP_DEPTH) != b {
+                    break;
+                }
+                in_bucket.push((key, anchor_leaf(key, v)?.hash()));
+                it.next();
+            }
+            if committed {
+                it.status()?;
+            }
+            in_bucket.sort_unstable_by_key(|(k, _)| *k);
+            buckets.push((b, state::subtree(&in_bucket, TOP_DEPTH)));
+            i = end;
+        }
+        let above: Vec<&Changes> = above.iter().map(|e| &e.state).collect();
+        Ok(Changes::compute(&self.state, &above, buckets))
+    }
+
+    /// The state map's top levels from every committed anchor (one scan in key order).
+    fn rebuild_state(&self) -> Result<state::Top, Error> {
+        let mut buckets = Vec::new();
+        let mut in_bucket: Vec<([u8; 32], Digest)> = Vec::new();
+        let mut current = None;
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_ANCHORS)?);
+        it.seek_to_first();
+        loop {
+            let next = match (it.key(), it.value()) {
+                (Some(k), Some(v)) => {
+                    let Ok(key) = <[u8; 32]>::try_from(k) else {
+                        return Err(Error::Corrupt("an anchor key is not 32 bytes".into()));
+                    };
+                    Some((key, anchor_leaf(key, v)?.hash()))
+                }
+                _ => None,
+            };
+            let b = next.map(|(k, _)| state::prefix(&k, TOP_DEPTH));
+            if let Some(c) = current
+                && b != Some(c)
+            {
+                buckets.push((c, state::subtree(&in_bucket, TOP_DEPTH)));
+                in_bucket.clear();
+            }
+            let Some(leaf) = next else { break };
+            current = b;
+            in_bucket.push(leaf);
+            it.next();
+        }
+        it.status()?;
+        Ok(state::Top::build(buckets))
+    }
+
+    /// The path of `key` in the state map as of the tip: its first value, or its absence,
+    /// against the tip's `state_root`.
+    pub fn state_path(&self, key: &[u8; 32]) -> Result<(Header, state::Path), Error> {
+        let tip = *self.tip.as_ref().ok_or_else(|| Error::Corrupt("no genesis block".into()))?;
+        let read = |depth: usize, index: u32| -> Result<Vec<Leaf>, Error> {
+            let mut out = Vec::new();
+            let mut it = self.db.raw_iterator_cf(self.cf(CF_ANCHORS)?);
+            it.seek(state::first_key(depth, index));
+            while let (Some(k), Some(v)) = (it.key(), it.value()) {
+                let Ok(key) = <[u8; 32]>::try_from(k) else {
+                    return Err(Error::Corrupt("an anchor key is not 32 bytes".into()));
+                };
+                if state::prefix(&key, depth) != index {
+                    break;
+                }
+                out.push(anchor_leaf(key, v)?);
+                it.next();
+            }
+            it.status()?;
+            Ok(out)
+        };
+        let path = state::Path::build(&self.state, key, read, |why| Error::Corrupt(why.into()))?;
+        Ok((tip, path))
     }
 
     /// Makes `executed` (the block right above the tip) durable with its commit certificate,
@@ -724,7 +874,15 @@ impl Ledger {
                 why: "parent hash differs from the tip".into(),
             });
         }
+        if executed.state.root(&self.state, &[]) != h.state_root {
+            // Executed against another state than the one it would extend.
+            return Err(Error::Corrupt(format!(
+                "block {}'s state root does not follow from the committed state map",
+                h.height
+            )));
+        }
         self.write(executed, certificate)?;
+        self.state.apply(&executed.state);
         if let Some(state) = &executed.governance {
             // Roots may have changed: the store is rebuilt from the new state and every CRL.
             self.set_governance(state.clone())?;
@@ -1012,6 +1170,80 @@ mod tests {
         );
         assert_eq!(ledger.transaction(&first.hash()).unwrap().unwrap().2, first);
         assert_eq!(ledger.height(), 4, "genesis and three blocks");
+    }
+
+    /// The state root follows every anchor, speculative blocks included; a key's path proves
+    /// its first value or its absence against the tip; the map is rebuilt at open, and an
+    /// anchor record changed on disk stops the open.
+    #[test]
+    fn the_state_root_proves_first_values_and_absence_and_guards_the_anchors() {
+        use crate::state::{Lookup, Terminal};
+        let dir = tempfile::tempdir().unwrap();
+        let s = SoftwareSigner::new(SecretKey::generate().unwrap());
+        let pairs: Vec<([u8; 32], [u8; 32])> =
+            (0..300u32).map(|i| (vpbox_sm::sm3::hash(i.to_be_bytes()).0, [i as u8; 32])).collect();
+        let root = {
+            let mut ledger = open(dir.path());
+            assert_eq!(ledger.tip().unwrap().state_root, state::ZERO);
+            commit(&mut ledger, &[tx(&s, 1, Payload::AnchorPutBatch(pairs[..100].to_vec()))]);
+            let first = ledger
+                .execute(&[], vec![tx(&s, 2, Payload::AnchorPutBatch(pairs[100..200].to_vec()))])
+                .unwrap();
+            let second = ledger
+                .execute(
+                    std::slice::from_ref(&first),
+                    vec![tx(&s, 3, Payload::AnchorPutBatch(pairs[150..].to_vec()))],
+                )
+                .unwrap();
+            ledger.commit(&first, b"c").unwrap();
+            ledger.commit(&second, b"c").unwrap();
+            // The same anchors at other heights give another root: a leaf names its block.
+            let other = tempfile::tempdir().unwrap();
+            let one = open(other.path());
+            let all: Vec<Tx> = [(1, 0..100), (2, 100..200), (3, 200..300)]
+                .into_iter()
+                .map(|(n, r)| tx(&s, n, Payload::AnchorPutBatch(pairs[r].to_vec())))
+                .collect();
+            let e = one.execute(&[], all).unwrap();
+            assert_ne!(e.block.header.state_root, second.block.header.state_root, "heights differ");
+            let tip = *ledger.tip().unwrap();
+            for (i, (k, v)) in pairs.iter().enumerate() {
+                let (h, path) = ledger.state_path(k).unwrap();
+                assert_eq!(h, tip);
+                let (root, what) = path.evaluate(k).unwrap();
+                assert_eq!(root, tip.state_root);
+                let Lookup::Present(leaf) = what else { panic!("key {i} absent") };
+                assert_eq!(leaf.value, *v);
+                assert_eq!(leaf.height, 1 + (i as u64) / 100, "key {i}: its first block");
+            }
+            for i in 300..400u32 {
+                let k = vpbox_sm::sm3::hash(i.to_be_bytes()).0;
+                let (_, path) = ledger.state_path(&k).unwrap();
+                assert_eq!(path.evaluate(&k).unwrap(), (tip.state_root, Lookup::Absent));
+                assert!(
+                    !matches!(path.terminal, Terminal::Leaf(l) if l.key == k),
+                    "an absent key's path ends elsewhere"
+                );
+            }
+            tip.state_root
+        };
+        let mut ledger = open(dir.path());
+        assert_eq!(ledger.state.root(), root, "rebuilt at open");
+        // A later block extends the rebuilt map.
+        commit(&mut ledger, &[put(&s, 9, 7, 7)]);
+        let k = [7u8; 32];
+        let (tip, path) = ledger.state_path(&k).unwrap();
+        assert!(
+            matches!(path.evaluate(&k).unwrap(), (r, Lookup::Present(_)) if r == tip.state_root)
+        );
+        // An anchor's value changed on disk: the next open refuses the ledger.
+        let cf = ledger.cf(CF_ANCHORS).unwrap();
+        let mut rec = ledger.db.get_cf(cf, pairs[5].0).unwrap().unwrap();
+        rec[0] ^= 1;
+        ledger.db.put_cf(cf, pairs[5].0, rec).unwrap();
+        drop(ledger);
+        let Err(err) = Ledger::open(dir.path()) else { panic!("a changed anchor was opened") };
+        assert!(err.to_string().contains("state root"), "{err}");
     }
 
     #[test]

@@ -125,6 +125,28 @@ impl ReadApi {
         Ok(out)
     }
 
+    /// A state proof of a key (present or not) against the last committed block.
+    fn state_proof(&self, params: &Value) -> Result<Value, RpcError> {
+        let key = bytes32(params, 0, "key")?;
+        let bundle =
+            vpbox_proof::build::state(&self.ledger, &self.genesis, &key).map_err(build_error)?;
+        let vpbox_proof::bundle::Body::State(st) = &bundle.body else {
+            return Err(RpcError::new(RpcError::INTERNAL, "not a state proof"));
+        };
+        let found = match st.path.terminal {
+            vpbox_ledger::state::Terminal::Leaf(l) if l.key == key => Some(l),
+            _ => None,
+        };
+        Ok(json!({
+            "key": hex0x(&key),
+            "anchored": found.is_some(),
+            "value": found.map(|l| hex0x(&l.value)),
+            "blockNumber": found.map(|l| l.height),
+            "asOf": st.evidence.header.height,
+            "bundle": hex0x(&bundle.encode()),
+        }))
+    }
+
     fn consistency_proof(&self, params: &Value) -> Result<Value, RpcError> {
         let height = |i: usize, name: &str| {
             param(params, i, name).and_then(Value::as_u64).ok_or_else(|| {
@@ -170,6 +192,7 @@ fn block_json(b: &Block) -> Value {
         "hash": hex0x(h.hash().as_bytes()),
         "parentHash": hex0x(h.parent.as_bytes()),
         "merkleRoot": hex0x(h.tx_root.as_bytes()),
+        "stateRoot": hex0x(h.state_root.as_bytes()),
         "txCount": h.tx_count,
         "timestamp": h.timestamp_ms,
         "resultsRoot": hex0x(h.results_root.as_bytes()),
@@ -207,6 +230,7 @@ impl Methods for ReadApi {
             "anchor_get" => self.anchor_get(params),
             "anchor_verify" => self.anchor_verify(params),
             "anchor_getProof" => self.anchor_proof(params),
+            "anchor_getStateProof" => self.state_proof(params),
             "block_getConsistencyProof" => self.consistency_proof(params),
             "block_getChainHeight" => self.with(|l| Ok(json!(l.height()))),
             "block_latestBlock" => {

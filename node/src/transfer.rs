@@ -40,7 +40,7 @@ pub struct Transfer {
 /// What a received block part came to.
 pub enum Part {
     /// A whole block with every transaction, checked, for the driver to execute and commit.
-    Ready(Block, Vec<Tx>),
+    Ready(Box<Block>, Vec<Tx>),
     /// Staged: more parts are needed.
     Staged,
     /// Not the next block (ignored).
@@ -138,7 +138,7 @@ impl Transfer {
             self.staged = Some(st);
             return Part::Staged;
         }
-        Part::Ready(st.block, txs)
+        Part::Ready(Box::new(st.block), txs)
     }
 }
 

@@ -12,7 +12,7 @@ use vpbox_sm::sm3::Digest;
 
 use crate::bundle::{
     ADMINS_MAX, AnchorPart, BUNDLE_MAX, Body, Bundle, CONFIGS_MAX, ConsistencyPart, Enrollment,
-    Evidence, GENESIS_MAX, GOV_BLOCKS_MAX, GovBlock, HEADERS_MAX, Outcome, Proven,
+    Evidence, GENESIS_MAX, GOV_BLOCKS_MAX, GovBlock, HEADERS_MAX, Outcome, Proven, StatePart,
 };
 
 fn corrupt(what: String) -> Error {
@@ -270,6 +270,37 @@ pub fn consistency(
         genesis: genesis.to_vec(),
         governance,
         body: Body::Consistency(ConsistencyPart { from: from_e, headers, to: to_e }),
+    };
+    within_limits(&b)?;
+    Ok(b)
+}
+
+/// A state proof of `key` against the last committed block: its first value, or its absence.
+/// The path and the block are read under one hold of the lock (the path is of the tip's
+/// state); the block's evidence after (committed blocks never change).
+pub fn state(
+    ledger: &RwLock<Ledger>,
+    genesis: &[u8],
+    key: &[u8; 32],
+) -> Result<Bundle, BuildError> {
+    let r = Reader(ledger);
+    let (header, path) = r.with(|l| l.state_path(key))?;
+    if header.height == 0 {
+        return Err(BuildError::Span(
+            "no block is committed yet: the genesis block carries no certificate to prove a \
+             state by"
+                .into(),
+        ));
+    }
+    let governance = r.governance(header.height)?;
+    let evidence = r.evidence(r.block(header.height)?)?;
+    if evidence.header != header {
+        return Err(corrupt(format!("block {} differs from the tip", header.height)).into());
+    }
+    let b = Bundle {
+        genesis: genesis.to_vec(),
+        governance,
+        body: Body::State(StatePart { evidence, key: *key, path }),
     };
     within_limits(&b)?;
     Ok(b)

@@ -3,14 +3,16 @@
 //! every byte; this is its one encoder and its bounded decoder.
 //!
 //! ```text
-//! bundle      = magic:"VPBOX-PROOF\0" version:u8=1 kind:u8 genesis:bytes
+//! bundle      = magic:"VPBOX-PROOF\0" version:u8=2 kind:u8 genesis:bytes
 //!               ngov:u32 govblock* body
-//! body        = kind 1: anchor | kind 2: consistency
+//! body        = kind 1: anchor | kind 2: consistency | kind 3: state
 //! govblock    = evidence nconfig:u32 proven* nadmin:u32 chain:bytes*
 //! anchor      = evidence key:[32] proven enrollment
 //! enrollment  = evidence proven                    (the submitter's Enroll transaction)
-//! consistency = from:evidence nheaders:u32 header:[125]* to:evidence
-//! evidence    = header:[125] ntx:u32 tx_hash:[32]*ntx certificate:bytes
+//! consistency = from:evidence nheaders:u32 header:[157]* to:evidence
+//! state       = evidence key:[32] path
+//! path        = nsib:u16 sibling:[32]*nsib (0x00 | 0x01 key:[32] value:[32] tx:[32] height:u64)
+//! evidence    = header:[157] ntx:u32 tx_hash:[32]*ntx certificate:bytes
 //!               nresult:u32 (index:u32 codes:bytes)*
 //! proven      = index:u32 tx:bytes
 //! bytes       = len:u32 data                       (every integer big-endian)
@@ -32,6 +34,9 @@
 //!   same public key.
 //! - `consistency` proves that the certified block `to` extends the certified block `from`:
 //!   the headers strictly between them link `to` back to `from` by their parent hashes.
+//! - `state` proves what the certified block's `state_root` says of `key`: its first value
+//!   (the path ends at its leaf) or that it was never anchored (the path ends at an empty
+//!   subtree or at another key's leaf); see `vpbox_ledger::state`.
 //!
 //! The encoding is canonical: each value has exactly one encoding, and decoding refuses
 //! anything after the end. The decoder is bounded: every count is checked against the bytes
@@ -39,6 +44,7 @@
 
 use serde_json::{Value, json};
 use vpbox_ledger::block::{BLOCK_TX_MAX, CERT_MAX, Header};
+use vpbox_ledger::state::{Path, Terminal};
 use vpbox_ledger::tx::{BATCH_MAX, TX_MAX};
 use vpbox_sm::sm3::Digest;
 use vpbox_wire::Reader;
@@ -46,7 +52,7 @@ use vpbox_wire::Reader;
 /// The first bytes of every bundle.
 pub const MAGIC: &[u8; 12] = b"VPBOX-PROOF\0";
 /// The format version this build writes and reads.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// The largest bundle read (a full block's hashes and results are about 4 MiB).
 pub const BUNDLE_MAX: usize = 64 * 1024 * 1024;
 /// The largest genesis file carried.
@@ -69,6 +75,8 @@ pub const HEADERS_MAX: usize = 300_000;
 pub const KIND_ANCHOR: u8 = 1;
 /// The kind byte of a consistency proof.
 pub const KIND_CONSISTENCY: u8 = 2;
+/// The kind byte of a state proof (a key's first value, or its absence).
+pub const KIND_STATE: u8 = 3;
 
 /// Why bytes are not a bundle.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -99,8 +107,11 @@ pub enum DecodeError {
     /// Bytes after the end.
     #[error("{0} bytes after the end of the bundle")]
     Trailing(usize),
+    /// A state path that is truncated, deeper than 256 or ends with an unknown tag.
+    #[error("{0}")]
+    StatePath(&'static str),
     /// A kind this build does not know.
-    #[error("unknown proof kind {0} (1 is an anchor, 2 a consistency proof)")]
+    #[error("unknown proof kind {0} (1 is an anchor, 2 a consistency proof, 3 a state proof)")]
     Kind(u8),
 }
 
@@ -182,6 +193,17 @@ pub struct ConsistencyPart {
     pub to: Evidence,
 }
 
+/// A key's path from a certified block's state root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatePart {
+    /// The block whose header's `state_root` the path leads to.
+    pub evidence: Evidence,
+    /// The key asked about.
+    pub key: [u8; 32],
+    /// Its path: to its own leaf (anchored) or to where it would be (never anchored).
+    pub path: Path,
+}
+
 /// What a bundle proves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Body {
@@ -189,6 +211,8 @@ pub enum Body {
     Anchor(AnchorPart),
     /// That one certified block extends another (kind 2).
     Consistency(ConsistencyPart),
+    /// What a certified block's state says of a key: its first value, or its absence (kind 3).
+    State(StatePart),
 }
 
 /// A proof bundle.
@@ -208,6 +232,7 @@ impl Bundle {
         match &self.body {
             Body::Anchor(a) => a.evidence.header.height,
             Body::Consistency(c) => c.to.header.height,
+            Body::State(s) => s.evidence.header.height,
         }
     }
 }
@@ -244,6 +269,7 @@ impl Bundle {
         w.push(match self.body {
             Body::Anchor(_) => KIND_ANCHOR,
             Body::Consistency(_) => KIND_CONSISTENCY,
+            Body::State(_) => KIND_STATE,
         });
         put_bytes(&mut w, &self.genesis);
         w.extend_from_slice(&(self.governance.len() as u32).to_be_bytes());
@@ -274,6 +300,11 @@ impl Bundle {
                 }
                 put_evidence(&mut w, &c.to);
             }
+            Body::State(st) => {
+                put_evidence(&mut w, &st.evidence);
+                w.extend_from_slice(&st.key);
+                st.path.encode_into(&mut w);
+            }
         }
         w
     }
@@ -292,7 +323,7 @@ impl Bundle {
             return Err(DecodeError::Version(v));
         }
         let kind = r.u8("the kind")?;
-        if kind != KIND_ANCHOR && kind != KIND_CONSISTENCY {
+        if !(KIND_ANCHOR..=KIND_STATE).contains(&kind) {
             return Err(DecodeError::Kind(kind));
         }
         let genesis = r.bytes("the genesis", GENESIS_MAX)?.to_vec();
@@ -315,6 +346,11 @@ impl Bundle {
             let tx = r.proven()?;
             let enrollment = Enrollment { evidence: r.evidence()?, tx: r.proven()? };
             Body::Anchor(AnchorPart { evidence, key, tx, enrollment })
+        } else if kind == KIND_STATE {
+            let evidence = r.evidence()?;
+            let key = r.array("the state key")?;
+            let path = Path::decode(&mut r.0).map_err(DecodeError::StatePath)?;
+            Body::State(StatePart { evidence, key, path })
         } else {
             let from = r.evidence()?;
             let n = r.count("the header count", HEADERS_MAX, HEADER_LEN)?;
@@ -349,6 +385,7 @@ impl Bundle {
             "kind": match self.body {
                 Body::Anchor(_) => "anchor",
                 Body::Consistency(_) => "consistency",
+                Body::State(_) => "state",
             },
             "genesis": String::from_utf8_lossy(&self.genesis),
             "genesisHash": hex0x(vpbox_sm::sm3::hash(&self.genesis).as_bytes()),
@@ -367,7 +404,7 @@ impl Bundle {
                         "tx": proven(&a.enrollment.tx),
                     },
                 }),
-                Body::Consistency(_) => Value::Null,
+                Body::Consistency(_) | Body::State(_) => Value::Null,
             },
             "consistency": match &self.body {
                 Body::Consistency(c) => json!({
@@ -375,7 +412,24 @@ impl Bundle {
                     "headers": c.headers.iter().map(|h| hex0x(&h.encode())).collect::<Vec<_>>(),
                     "to": evidence(&c.to),
                 }),
-                Body::Anchor(_) => Value::Null,
+                Body::Anchor(_) | Body::State(_) => Value::Null,
+            },
+            "state": match &self.body {
+                Body::State(st) => json!({
+                    "block": evidence(&st.evidence),
+                    "key": hex0x(&st.key),
+                    "siblings": st.path.siblings.iter().map(|h| hex0x(h.as_bytes())).collect::<Vec<_>>(),
+                    "leaf": match &st.path.terminal {
+                        Terminal::Empty => Value::Null,
+                        Terminal::Leaf(l) => json!({
+                            "key": hex0x(&l.key),
+                            "value": hex0x(&l.value),
+                            "tx": hex0x(l.tx.as_bytes()),
+                            "height": l.height,
+                        }),
+                    },
+                }),
+                _ => Value::Null,
             },
         })
     }
@@ -435,7 +489,7 @@ impl<'a> Cursor<'a> {
         Header::decode_exact(raw).map_err(|_| DecodeError::Limit {
             what: "a block header's version",
             got: u64::from(raw[0]),
-            max: 1,
+            max: 3,
         })
     }
 
@@ -470,6 +524,7 @@ impl Evidence {
             tx_count,
             timestamp_ms: 0,
             gov_seq: 0,
+            state_root: zero,
         };
         Self {
             header,
@@ -493,6 +548,7 @@ mod tests {
             tx_count: 2,
             timestamp_ms: 1_764_000_000_000,
             gov_seq: 1,
+            state_root: Digest([6; 32]),
         };
         let evidence = Evidence {
             header,
@@ -549,15 +605,43 @@ mod tests {
             format!("0x{}", hex::encode(mid.encode()))
         );
         let mut other = bytes;
-        other[13] = 3;
-        assert_eq!(Bundle::decode(&other), Err(DecodeError::Kind(3)));
+        other[13] = 4;
+        assert_eq!(Bundle::decode(&other), Err(DecodeError::Kind(4)));
+        // A state proof: the key's path rides after the block.
+        let mut st = sample();
+        let Body::Anchor(a) = &st.body else { unreachable!() };
+        let leaf = vpbox_ledger::state::Leaf {
+            key: [7; 32],
+            value: [8; 32],
+            tx: Digest([9; 32]),
+            height: 3,
+        };
+        st.body = Body::State(StatePart {
+            evidence: a.evidence.clone(),
+            key: [7; 32],
+            path: Path { siblings: vec![Digest([1; 32]); 3], terminal: Terminal::Leaf(leaf) },
+        });
+        let bytes = st.encode();
+        assert_eq!(bytes[13], KIND_STATE);
+        assert_eq!(Bundle::decode(&bytes).unwrap(), st);
+        assert_eq!(st.to_json()["state"]["leaf"]["height"], 3);
+        for cut in 1..=(2 + 3 * 32 + 1 + 104) {
+            assert!(Bundle::decode(&bytes[..bytes.len() - cut]).is_err(), "cut {cut}");
+        }
+        let mut deep = bytes.clone();
+        let at = bytes.len() - (2 + 3 * 32 + 1 + 104);
+        deep[at..at + 2].copy_from_slice(&257u16.to_be_bytes());
+        assert_eq!(
+            Bundle::decode(&deep),
+            Err(DecodeError::StatePath("the state path is deeper than 256"))
+        );
     }
 
     #[test]
     fn the_decoder_names_what_is_wrong_and_allocates_nothing_for_a_lie() {
         let mut bytes = sample().encode();
-        bytes[12] = 2;
-        assert_eq!(Bundle::decode(&bytes), Err(DecodeError::Version(2)));
+        bytes[12] = 1;
+        assert_eq!(Bundle::decode(&bytes), Err(DecodeError::Version(1)));
         assert_eq!(Bundle::decode(b"PK\x03\x04"), Err(DecodeError::Magic));
         // A governance count of 4 billion in a short file: refused before allocating.
         let mut lie = MAGIC.to_vec();
@@ -575,7 +659,7 @@ mod tests {
         // truncation found after allocating.
         let mut short = lie[..18].to_vec();
         short.extend_from_slice(&2u32.to_be_bytes());
-        short.extend_from_slice(&[0; 230]); // one block needs 129 at least
+        short.extend_from_slice(&[0; 294]); // one block needs 169 at least
         assert_eq!(
             Bundle::decode(&short),
             Err(DecodeError::Limit { what: "the configuration block count", got: 2, max: 1 })
@@ -589,7 +673,7 @@ mod tests {
             (BUNDLE_MAX, GENESIS_MAX, GOV_BLOCKS_MAX, CONFIGS_MAX, ADMINS_MAX, CHAIN_MAX),
             (64 << 20, 1 << 20, 4096, 256, 1024, 64 << 10)
         );
-        assert_eq!((HEADERS_MAX, HEADER_LEN), (300_000, 125));
+        assert_eq!((HEADERS_MAX, HEADER_LEN), (300_000, 157));
         // A genesis of exactly the limit is read; one byte more is refused.
         let mut b = sample();
         b.genesis = vec![b' '; GENESIS_MAX];

@@ -32,7 +32,9 @@ use vpbox_sm::Domain;
 use vpbox_sm::sm2::{PublicKey, Signature};
 use vpbox_sm::sm3::{Digest, hash};
 
-use crate::bundle::{AnchorPart, Body, Bundle, ConsistencyPart, Evidence, Proven};
+use vpbox_ledger::state::{Leaf, Lookup};
+
+use crate::bundle::{AnchorPart, Body, Bundle, ConsistencyPart, Evidence, Proven, StatePart};
 use crate::epochs::{config_for, derive_configs};
 use crate::genesis::Genesis;
 
@@ -102,11 +104,14 @@ pub enum Reason {
     /// A block's header counts more (or fewer) configuration changes than the bundle shows:
     /// one was left out.
     GovernanceMissing,
+    /// A state proof's path does not lead from its key to the block's `state_root` (or its
+    /// leaf is off the key's path, or from a later block).
+    StatePath,
 }
 
 impl Reason {
     /// Every reason.
-    pub const ALL: [Self; 22] = [
+    pub const ALL: [Self; 23] = [
         Self::Malformed,
         Self::OtherChain,
         Self::Genesis,
@@ -129,6 +134,7 @@ impl Reason {
         Self::SlipMismatch,
         Self::NotExtending,
         Self::GovernanceMissing,
+        Self::StatePath,
     ];
 
     /// The reason's name, as documented.
@@ -156,6 +162,7 @@ impl Reason {
             Self::SlipMismatch => "slip-mismatch",
             Self::NotExtending => "not-extending",
             Self::GovernanceMissing => "governance-missing",
+            Self::StatePath => "state-path",
         }
     }
 }
@@ -335,6 +342,8 @@ pub enum Proof {
     Anchor(Verdict),
     /// That one certified block extends another.
     Consistency(Extension),
+    /// What a certified block's state says of a key.
+    State(StateVerdict),
 }
 
 impl Proof {
@@ -343,7 +352,47 @@ impl Proof {
         match self {
             Self::Anchor(v) => v.to_json(),
             Self::Consistency(e) => e.to_json(),
+            Self::State(s) => s.to_json(),
         }
+    }
+}
+
+/// What a valid state proof proves: as of the certified block `at`, the key's first value, or
+/// that it was never anchored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateVerdict {
+    /// The consortium.
+    pub chain: Digest,
+    /// The genesis's `chain_id`.
+    pub chain_id: String,
+    /// The key.
+    pub key: [u8; 32],
+    /// The block whose state root the path leads to.
+    pub at: Head,
+    /// The key's leaf (first value, transaction, height), or `None`: never anchored through
+    /// block `at`.
+    pub found: Option<Leaf>,
+    /// Configuration changes followed from the genesis.
+    pub changes: usize,
+}
+
+impl StateVerdict {
+    /// As JSON.
+    pub fn to_json(&self) -> Value {
+        let hex0x = |b: &[u8]| format!("0x{}", hex::encode(b));
+        json!({
+            "valid": true,
+            "kind": "state",
+            "chain": hex0x(self.chain.as_bytes()),
+            "chainId": self.chain_id,
+            "key": hex0x(&self.key),
+            "anchored": self.found.is_some(),
+            "value": self.found.map(|l| hex0x(&l.value)),
+            "height": self.found.map(|l| l.height),
+            "tx": self.found.map(|l| hex0x(l.tx.as_bytes())),
+            "asOf": self.at.to_json(),
+            "configurationChanges": self.changes,
+        })
     }
 }
 
@@ -413,6 +462,7 @@ pub fn verify(b: &Bundle, anchor: &TrustAnchor, slip: Option<&[u8]>) -> Result<P
     match &b.body {
         Body::Anchor(a) => verify_anchor(genesis, &f, a, slip).map(Proof::Anchor),
         Body::Consistency(c) => verify_consistency(genesis, &f, c).map(Proof::Consistency),
+        Body::State(st) => verify_state(genesis, &f, st).map(Proof::State),
     }
 }
 
@@ -451,6 +501,7 @@ fn follow(b: &Bundle, anchor: &TrustAnchor) -> Result<(Genesis, Followed), Refus
     let before = match &b.body {
         Body::Anchor(a) => (a.evidence.header.height, a.tx.index),
         Body::Consistency(c) => (c.to.header.height, u32::MAX),
+        Body::State(st) => (st.evidence.header.height, u32::MAX),
     };
     let mut last = 0;
     for g in &b.governance {
@@ -574,6 +625,53 @@ fn verify_anchor(
         signers,
         quorum: (config.quorum(), config.members().len()),
         submitter: (id.name, id.bank),
+        changes: f.state.seq as usize,
+    })
+}
+
+/// Steps 5–6 of a state proof: the block certified, and the key's path leads to its
+/// `state_root`.
+fn verify_state(genesis: Genesis, f: &Followed, st: &StatePart) -> Result<StateVerdict, Refusal> {
+    let e = &st.evidence;
+    let config = f.config(e.header.height);
+    let cert = check_block(e, config)?;
+    f.check_seq(e)?;
+    let at = Head {
+        height: e.header.height,
+        hash: e.header.hash(),
+        time_ms: e.header.timestamp_ms,
+        epoch: config.epoch(),
+        signers: signers(f, &cert),
+    };
+    let (root, lookup) = st
+        .path
+        .evaluate(&st.key)
+        .map_err(|why| Refusal { reason: Reason::StatePath, detail: why.into() })?;
+    if root != e.header.state_root {
+        return refuse(
+            Reason::StatePath,
+            format!("the key's path does not lead to block {}'s state root", at.height),
+        );
+    }
+    let found = match lookup {
+        Lookup::Present(leaf) if leaf.height > at.height || leaf.height == 0 => {
+            return refuse(
+                Reason::StatePath,
+                format!(
+                    "the key's leaf names block {}, not one of 1 to {}",
+                    leaf.height, at.height
+                ),
+            );
+        }
+        Lookup::Present(leaf) => Some(leaf),
+        Lookup::Absent => None,
+    };
+    Ok(StateVerdict {
+        chain: genesis.hash,
+        chain_id: genesis.chain_id,
+        key: st.key,
+        at,
+        found,
         changes: f.state.seq as usize,
     })
 }

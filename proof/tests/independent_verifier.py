@@ -197,19 +197,19 @@ class Reader:
 
 MAGIC = b"VPBOX-PROOF\x00"
 MAX_BUNDLE = 64 << 20
-HEADER_LEN = 125
+HEADER_LEN = 157
 EVIDENCE_MIN = HEADER_LEN + 4 + 4 + 4
 PROVEN_MIN = 8
 
 
 def decode_header(raw):
-    """Block header (§3.3), 125 bytes."""
+    """Block header (§3.3), 157 bytes."""
     r = Reader(raw)
     h = {"raw": raw, "version": r.u8(), "height": r.u64(), "parent": r.take(32),
          "tx_root": r.take(32), "results_root": r.take(32), "tx_count": r.u32(),
-         "timestamp_ms": r.u64(), "gov_seq": r.u64()}
+         "timestamp_ms": r.u64(), "gov_seq": r.u64(), "state_root": r.take(32)}
     r.end("header")
-    if h["version"] != 2:                      # §3.3 version:u8=2 (part of the encoding)
+    if h["version"] != 3:                      # §3.3 version:u8=3 (part of the encoding)
         raise DecodeError(f"header version {h['version']}")
     return h
 
@@ -243,10 +243,10 @@ def decode_bundle(data):
     if r.take(12) != MAGIC:
         raise DecodeError("wrong magic")
     version = r.u8()
-    if version != 1:
+    if version != 2:
         raise DecodeError(f"version {version}")
     kind = r.u8()
-    if kind not in (1, 2):
+    if kind not in (1, 2, 3):
         raise DecodeError(f"kind {kind}")
     b = {"kind": kind, "genesis": r.bytes_(1 << 20, "genesis")}
     govblocks = []
@@ -261,6 +261,21 @@ def decode_bundle(data):
         b["key"] = r.take(32)
         b["proven"] = read_proven(r)
         b["enrollment"] = {"evidence": read_evidence(r), "proven": read_proven(r)}
+    elif kind == 3:
+        b["evidence"] = read_evidence(r)
+        b["key"] = r.take(32)
+        nsib = r.u16()                                 # path (§2): at most 256 siblings
+        if nsib > 256:
+            raise DecodeError(f"state path of {nsib} siblings")
+        b["siblings"] = [r.take(32) for _ in range(nsib)]
+        tag = r.u8()
+        if tag == 0:
+            b["leaf"] = None
+        elif tag == 1:
+            b["leaf"] = {"key": r.take(32), "value": r.take(32), "tx": r.take(32),
+                         "height": r.u64()}
+        else:
+            raise DecodeError(f"state path terminal {tag}")
     else:
         b["from"] = read_evidence(r)
         n = r.count(300000, HEADER_LEN, "nheaders")
@@ -1171,7 +1186,7 @@ def verify_bundle(data, genesis_hash=None, slip=None):
         raise Refused("other-chain", f"genesis hash {chain.hex()}, not {genesis_hash.hex()}")
     genesis = parse_genesis(b["genesis"])
 
-    head = b["evidence"] if b["kind"] == 1 else b["to"]
+    head = b["to"] if b["kind"] == 2 else b["evidence"]
     top = head["header"]["height"]
     last = 0                                                               # 3
     for gb in b["govblocks"]:
@@ -1216,6 +1231,27 @@ def verify_bundle(data, genesis_hash=None, slip=None):
                              "signers": signers(info)}
         check_link(b)                                                      # 6c
         verdict["kind"] = "consistency"
+        return verdict
+
+    if b["kind"] == 3:
+        ev = b["evidence"]
+        info = check_evidence(ev, epochs, "state block")                   # 5s
+        check_seq(ev, "state block")
+        key, leaf = b["key"], b["leaf"]
+        root = state_path_root(key, b["siblings"], leaf)                   # 6s
+        if root != ev["header"]["state_root"]:
+            raise Refused("state-path", "the path does not lead to the block's state_root")
+        found = leaf is not None and leaf["key"] == key
+        if found and not 1 <= leaf["height"] <= info["height"]:
+            raise Refused("state-path", f"the leaf names block {leaf['height']}")
+        verdict.update({
+            "kind": "state", "key": "0x" + key.hex(), "anchored": found,
+            "value": "0x" + leaf["value"].hex() if found else None,
+            "height": leaf["height"] if found else None,
+            "tx": "0x" + leaf["tx"].hex() if found else None,
+            "asOf": {"height": info["height"], "blockHash": "0x" + info["hash"].hex(),
+                     "blockTimeMs": info["time"], "epoch": info["epoch"],
+                     "signers": signers(info)}})
         return verdict
 
     ev = b["evidence"]
@@ -1271,6 +1307,29 @@ def verify_bundle(data, genesis_hash=None, slip=None):
         "banks": sorted({s["bank"] for s in sig}),
         "submitter": {"name": leaf.one(OID_CN), "bank": leaf.bank}, "slip": slip is not None})
     return verdict
+
+
+def key_bit(key, i):
+    """Bit i of a 32-byte key, bit 0 being the first byte's high bit (§4.8)."""
+    return (key[i // 8] >> (7 - i % 8)) & 1
+
+
+def state_path_root(key, siblings, leaf):
+    """§4.8: hash a key's path back up to the state root it leads to."""
+    n = len(siblings)
+    if leaf is None:
+        h = bytes(32)
+    else:
+        if any(key_bit(leaf["key"], i) != key_bit(key, i) for i in range(n)):
+            raise Refused("state-path", "the leaf is not on the key's path")
+        h = sm3(b"\x00" + leaf["key"] + leaf["value"] + leaf["tx"]
+                + leaf["height"].to_bytes(8, "big"))
+    for i in reversed(range(n)):
+        if key_bit(key, i):
+            h = sm3(b"\x01" + siblings[i] + h)
+        else:
+            h = sm3(b"\x01" + h + siblings[i])
+    return h
 
 
 def check_link(b):
@@ -1356,6 +1415,14 @@ def print_verdict(v):
             e = v[end]
             print(f"  {end}: block {e['height']} {e['blockHash']} at {e['blockTimeMs']} ms, "
                   f"epoch {e['epoch']}, signed by {who(e['signers'])}")
+        return
+    if v.get("kind") == "state":
+        e = v["asOf"]
+        said = f"anchored with {v['value']} in block {v['height']}" if v["anchored"] \
+            else "not anchored"
+        print(f"  key   {v['key']} {said}")
+        print(f"  as of block {e['height']} {e['blockHash']} at {e['blockTimeMs']} ms, "
+              f"epoch {e['epoch']}, signed by {who(e['signers'])}")
         return
     print(f"  key   {v['key']}\n  value {v['value']}")
     print(f"  block {v['height']} {v['blockHash']} at {v['blockTimeMs']} ms; tx at "

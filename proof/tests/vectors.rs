@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 use vpbox_consensus::Signature as CSig;
 use vpbox_consensus::wire::{decode_certificate, encode_certificate};
-use vpbox_proof::bundle::{AnchorPart, Body, Bundle, ConsistencyPart};
+use vpbox_proof::bundle::{AnchorPart, Body, Bundle, ConsistencyPart, StatePart};
 use vpbox_proof::verify::{TrustAnchor, verify_bytes};
 use vpbox_sm::sm3::{Digest, hash};
 
@@ -58,14 +58,21 @@ fn early_of_bank_c() -> Bundle {
 fn anchor_of(b: &mut Bundle) -> &mut AnchorPart {
     match &mut b.body {
         Body::Anchor(a) => a,
-        Body::Consistency(_) => panic!("an anchor bundle"),
+        _ => panic!("an anchor bundle"),
+    }
+}
+
+fn state_of(b: &mut Bundle) -> &mut StatePart {
+    match &mut b.body {
+        Body::State(s) => s,
+        _ => panic!("a state bundle"),
     }
 }
 
 fn heads_of(b: &mut Bundle) -> &mut ConsistencyPart {
     match &mut b.body {
         Body::Consistency(c) => c,
-        Body::Anchor(_) => panic!("a consistency bundle"),
+        _ => panic!("a consistency bundle"),
     }
 }
 
@@ -213,6 +220,23 @@ fn invalid_vectors(chain: &str) -> Vec<(&'static str, &'static str, Vec<u8>, Str
     let mut b = heads;
     heads_of(&mut b).headers.pop();
     out.push(("missing-header", "not-extending", b.encode(), chain.to_string()));
+    // State proofs: a sibling changed; an absent key's proof shown for a key that is anchored
+    // (its path leads elsewhere); a present key's leaf shown at the end of another key's path.
+    let absent = Bundle::decode(&std::fs::read(dir().join("state-absent.proof")).unwrap()).unwrap();
+    let present =
+        Bundle::decode(&std::fs::read(dir().join("state-present.proof")).unwrap()).unwrap();
+    let mut b = absent.clone();
+    state_of(&mut b).path.siblings[0].0[0] ^= 1;
+    out.push(("state-sibling", "state-path", b.encode(), chain.to_string()));
+    let mut b = absent;
+    state_of(&mut b).key = state_of(&mut present.clone()).key;
+    out.push(("state-absent-for-present", "state-path", b.encode(), chain.to_string()));
+    let mut b = present.clone();
+    state_of(&mut b).key[0] ^= 0x80;
+    out.push(("state-leaf-off-path", "state-path", b.encode(), chain.to_string()));
+    let mut b = present;
+    state_of(&mut b).evidence.header.state_root.0[0] ^= 1;
+    out.push(("state-root-changed", "certificate-other-block", b.encode(), chain.to_string()));
     let mut truncated = base;
     truncated.pop();
     out.push(("malformed", "malformed", truncated, chain.to_string()));
@@ -244,6 +268,8 @@ fn every_invalid_vector_is_refused_with_its_reason() {
         ("tx-count", "do not make its tx_root"),
         ("missing-header", "headers given"),
         ("missing-trailing-change", "counts 1 configuration changes, the bundle shows 0"),
+        ("state-sibling", "does not lead to block"),
+        ("state-leaf-off-path", "not on the key's path"),
     ];
     let mut listed = Vec::new();
     for (name, reason, bytes, genesis_hash) in &vectors {
@@ -283,4 +309,104 @@ fn every_invalid_vector_is_refused_with_its_reason() {
         .collect();
     all.sort_unstable();
     assert_eq!(covered, all);
+}
+
+/// Every valid vector's bytes and genesis hash, read once.
+fn valid_vectors() -> &'static [(String, Vec<u8>, String)] {
+    static V: std::sync::OnceLock<Vec<(String, Vec<u8>, String)>> = std::sync::OnceLock::new();
+    V.get_or_init(|| {
+        let m = manifest("valid.json");
+        let chain = m["genesisHash"].as_str().unwrap().to_string();
+        m["valid"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                let file = v["file"].as_str().unwrap().to_string();
+                let bytes = std::fs::read(dir().join(&file)).unwrap();
+                (file, bytes, chain.clone())
+            })
+            .collect()
+    })
+}
+
+/// Where a state bundle's key lies (it is followed by the path alone).
+fn state_key_at(bytes: &[u8]) -> Option<std::ops::Range<usize>> {
+    let mut b = Bundle::decode(bytes).ok()?;
+    let Body::State(st) = &mut b.body else { return None };
+    let leaf = match st.path.terminal {
+        vpbox_ledger::state::Terminal::Empty => 0,
+        vpbox_ledger::state::Terminal::Leaf(_) => 104,
+    };
+    let start = bytes.len() - (32 + 2 + 32 * st.path.siblings.len() + 1 + leaf);
+    Some(start..start + 32)
+}
+
+/// A changed bundle is refused — but for a state proof's key: a path proves as much of every
+/// key that shares its prefix (a lone leaf's subtree holds no other anchor, an empty one none),
+/// so a changed key may still verify, and then the verdict is about that key and no other.
+fn refused_or_about_the_changed_key(
+    file: &str,
+    original: &[u8],
+    changed: &[u8],
+    i: usize,
+    chain: &str,
+) -> Result<(), String> {
+    let Ok(v) = verify_bytes(changed, &anchor(chain), None) else { return Ok(()) };
+    let in_key = state_key_at(original).is_some_and(|r| r.contains(&i));
+    let key = state_key_at(original).map(|r| format!("0x{}", hex::encode(&changed[r])));
+    if in_key && v.to_json()["key"] == json!(key) {
+        return Ok(());
+    }
+    Err(format!("{file}: byte {i} changed and it still verifies: {}", v.to_json()))
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+    /// Any byte of any valid bundle changed, to any other value: refused (see
+    /// [`refused_or_about_the_changed_key`] for a state proof's key).
+    #[test]
+    fn changing_any_byte_of_a_valid_bundle_is_refused(
+        which in proptest::prelude::any::<proptest::sample::Index>(),
+        at in proptest::prelude::any::<proptest::sample::Index>(),
+        x in 1u8..=255,
+    ) {
+        let vectors = valid_vectors();
+        let (file, bytes, chain) = &vectors[which.index(vectors.len())];
+        let i = at.index(bytes.len());
+        let mut b = bytes.clone();
+        b[i] ^= x;
+        let r = refused_or_about_the_changed_key(file, bytes, &b, i, chain);
+        proptest::prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+    }
+}
+
+/// A state proof's own part (the key and its path, after the block's evidence), byte by byte:
+/// every change of the path refused; a change of the key refused or a proof
+/// about the changed key — and one that turns the absent key beside the epoch-2 key into that
+/// key proves it anchored, with its value.
+#[test]
+fn every_bit_of_a_state_path_counts() {
+    let mut other_keys = 0;
+    for (file, bytes, chain) in valid_vectors().iter().filter(|v| v.0.starts_with("state-")) {
+        let key = state_key_at(bytes).unwrap();
+        // One bit of each byte, a different one from byte to byte (all eight in the key).
+        for i in key.start..bytes.len() {
+            let bits = if key.contains(&i) { 0..8 } else { i % 8..i % 8 + 1 };
+            for bit in bits {
+                let mut c = bytes.clone();
+                c[i] ^= 1 << bit;
+                refused_or_about_the_changed_key(file, bytes, &c, i, chain).unwrap();
+                other_keys += usize::from(verify_bytes(&c, &anchor(chain), None).is_ok());
+            }
+        }
+        if file == "state-absent-beside.proof" {
+            let mut c = bytes.clone();
+            c[key.end - 1] ^= 1;
+            let v = verify_bytes(&c, &anchor(chain), None).unwrap().to_json();
+            assert_eq!(v["anchored"], true, "{v}");
+        }
+    }
+    assert!(other_keys > 0, "the key bits below a path's depth prove other keys");
 }

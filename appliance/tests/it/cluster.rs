@@ -1575,6 +1575,65 @@ fn proofs_across_the_membership_changes(c: &Cluster, kc: &str, k1: &[u8; 32], k2
         dir,
     ]);
     assert!(r.code == 2 && r.stderr.contains("1 ≤ from < to"), "{}", r.stderr);
+    // State proofs against the last block: the epoch-2 key's first value, and a key never
+    // anchored ("the key is not exist", proven).
+    // A key that differs from the epoch-2 key in its last bit only: its path ends at that
+    // key's leaf (alone under their 255 shared bits), another key's, so it is absent.
+    let never = vpbox_sm::sm3::hash(b"never anchored").0;
+    let mut beside = *k2;
+    beside[31] ^= 1;
+    for (name, key, anchored) in [
+        ("state-present", *k2, true),
+        ("state-absent", never, false),
+        ("state-absent-beside", beside, false),
+    ] {
+        let out = c.dir.join(format!("{name}.proof"));
+        let r = vpbox(&[
+            "proof",
+            "state",
+            &hex(&key),
+            "--out",
+            s(&out),
+            "--dir",
+            dir,
+            "--genesis-hash",
+            &chain,
+        ]);
+        let text = r.text();
+        assert_eq!(r.code, 0, "{name}: {text}{}", r.stderr);
+        let said = if anchored { "is anchored with value" } else { "is not anchored" };
+        assert!(text.contains(&format!("VALID: key {} {said}", hex(&key))), "{text}");
+        let r = vpbox(&["proof", "verify", s(&out), "--genesis-hash", &chain, "--json"]);
+        assert_eq!(r.code, 0, "{}{}", r.text(), r.stderr);
+        let v: Value = serde_json::from_str(&r.text()).unwrap();
+        assert_eq!(v["anchored"], json!(anchored), "{name}: {v}");
+        let got = c.rpc(2).call("anchor_get", json!([hex(&key)])).unwrap();
+        assert_eq!(got["ok"], json!(anchored), "{name}: the ledger says otherwise: {got}");
+        if anchored {
+            assert_eq!((&v["value"], &v["height"]), (&got["value"], &got["blockNumber"]));
+            assert_eq!(v["value"], epoch2["value"], "{v}");
+        }
+        assert_eq!(v["asOf"]["epoch"], 2, "{v}");
+        let shown: Value =
+            serde_json::from_str(&vpbox(&["proof", "show", s(&out)]).text()).unwrap();
+        let end = &shown["state"]["leaf"]["key"];
+        match name {
+            "state-absent" => assert_ne!(end, &json!(hex(&key)), "{shown}"),
+            _ => assert_eq!(end, &json!(hex(k2)), "{name}: the epoch-2 key's leaf: {shown}"),
+        }
+        assert_eq!(independent_verdict(&out, &chain), v, "{name}: the two verifiers disagree");
+        if std::env::var_os("VPBOX_UPDATE_VECTORS").is_some() {
+            let dest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/proofs");
+            std::fs::copy(&out, dest.join(format!("{name}.proof"))).unwrap();
+            let listed = dest.join("valid.json");
+            let mut m: Value = serde_json::from_slice(&std::fs::read(&listed).unwrap()).unwrap();
+            let list = m["valid"].as_array_mut().unwrap();
+            list.retain(|e| e["file"] != json!(format!("{name}.proof")));
+            list.push(json!({"file": format!("{name}.proof"), "verdict": v}));
+            list.sort_by_key(|e| e["file"].as_str().unwrap().to_string());
+            std::fs::write(&listed, serde_json::to_string_pretty(&m).unwrap() + "\n").unwrap();
+        }
+    }
     let file = c.dir.join("epoch2.proof");
     let other = vpbox_sm::sm3::hash(b"another consortium").to_hex();
     let r = vpbox(&["proof", "verify", s(&file), "--genesis-hash", &other, "--json"]);

@@ -107,6 +107,33 @@ fn anchored_slips_are_found_verified_and_proven() {
     assert!(tx.verify(s.public_key()).is_valid());
     assert_eq!(p["blockHeader"], format!("0x{}", hex::encode(block.header.encode())));
 
+    // State proofs: the anchored key's first value, and a key never anchored, each a path to
+    // the last block's state root.
+    for (key, anchored) in [(anchor.key.0, true), ([9u8; 32], false)] {
+        let r = call(&api, "anchor_getStateProof", json!([format!("0x{}", hex::encode(key))]));
+        let r = &r["result"];
+        assert_eq!(r["anchored"], json!(anchored), "{r}");
+        assert_eq!(r["asOf"], 1);
+        let bytes = hex::decode(r["bundle"].as_str().unwrap().trim_start_matches("0x")).unwrap();
+        let b = vpbox_proof::bundle::Bundle::decode(&bytes).unwrap();
+        let vpbox_proof::bundle::Body::State(st) = b.body else { panic!("a state bundle") };
+        assert_eq!(st.evidence.header, block.header);
+        let (root, what) = st.path.evaluate(&key).unwrap();
+        assert_eq!(root, block.header.state_root);
+        match what {
+            vpbox_ledger::state::Lookup::Present(l) => {
+                assert!(anchored);
+                assert_eq!((l.value, l.height), (anchor.value.0, 1));
+                assert_eq!(r["value"], format!("0x{}", anchor.value.to_hex()));
+            }
+            vpbox_ledger::state::Lookup::Absent => assert!(!anchored && r["value"].is_null()),
+        }
+    }
+    assert_eq!(
+        call(&api, "anchor_getStateProof", json!(["0x12"]))["error"]["code"],
+        RpcError::INVALID_PARAMS
+    );
+
     assert_eq!(call(&api, "block_getChainHeight", json!([]))["result"], 2, "genesis and one");
     let latest = call(&api, "block_latestBlock", json!([]))["result"].clone();
     assert_eq!(latest["txCount"], 3);

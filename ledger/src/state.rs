@@ -1,0 +1,662 @@
+//! The state map: an authenticated map from every anchored key to its first value, whose root
+//! every block header commits to (`state_root`), so that a certified header proves a key's
+//! value — or that the key was never anchored — with a path of at most 256 hashes.
+//!
+//! It is a sparse Merkle tree over the 256-bit keys (bit 0 is the first byte's high bit), with
+//! the usual shortcut: a subtree holding one anchor is that anchor's leaf, placed as high as it
+//! is alone, and an empty subtree is 32 zero bytes.
+//!
+//! ```text
+//! leaf  = SM3(0x00 ‖ key:[32] ‖ value:[32] ‖ tx:[32] ‖ height:u64be)
+//! inner = SM3(0x01 ‖ left:[32] ‖ right:[32])
+//! node(S) = ZERO            when S is empty
+//!         = leaf(a)         when S = {a}
+//!         = inner(node(S0), node(S1))   otherwise, S0/S1 the keys whose next bit is 0/1
+//! ```
+//!
+//! A proof ([`Path`]) is the siblings from the root's children down to where the key's path
+//! ends — at an empty subtree, at the key's own leaf (present: its first value, transaction
+//! and height), or at another key's leaf (absent) — and the verifier hashes it back up.
+//!
+//! **How a node keeps it** (the cost the issue asked to bound): the tree's top [`TOP_DEPTH`]
+//! levels are held in memory, densely (`2^(TOP_DEPTH + 1)` nodes of 33 bytes, 69 MB, zeroed
+//! pages taken only when touched); below them, a *bucket* (the keys sharing the first
+//! `TOP_DEPTH` bits) is hashed from its anchors, read in key order from the anchors' column
+//! family, when a block adds to it. Nothing is written to disk for it: at open the top is
+//! rebuilt from one scan of the anchors. A block changes only the buckets it adds to and their
+//! ancestors, and a subtree of one anchor costs no hash at all, so the cost per anchor is
+//! about its leaf, its bucket's few neighbours and the levels where its path meets others
+//! (measured in `cargo bench -p vpbox-ledger --bench ledger`). At ten anchors a bucket (ten
+//! million anchors) a block's update reads ten neighbours per new anchor; past that the
+//! buckets grow with the ledger (the depth is a constant of this build, not of the format:
+//! the root does not depend on it).
+
+use vpbox_sm::sm3::{Digest, Sm3};
+
+/// The levels kept in memory (0 is the root); a bucket is a subtree at this depth.
+pub const TOP_DEPTH: usize = 20;
+/// The deepest a leaf can be: two keys differ in at most their last bit.
+pub const MAX_DEPTH: usize = 256;
+/// An empty subtree's hash.
+pub const ZERO: Digest = Digest([0; 32]);
+
+/// One anchor as the tree holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leaf {
+    /// The anchored key.
+    pub key: [u8; 32],
+    /// Its first value.
+    pub value: [u8; 32],
+    /// The transaction that anchored it.
+    pub tx: Digest,
+    /// The height of the block that anchored it.
+    pub height: u64,
+}
+
+impl Leaf {
+    /// `SM3(0x00 ‖ key ‖ value ‖ tx ‖ height)`.
+    pub fn hash(&self) -> Digest {
+        let mut h = Sm3::new();
+        h.update([0u8]);
+        h.update(self.key);
+        h.update(self.value);
+        h.update(self.tx.as_bytes());
+        h.update(self.height.to_be_bytes());
+        h.finalize()
+    }
+
+    /// The encoding a proof carries: `key value tx height:u64be` (104 bytes).
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.key);
+        out.extend_from_slice(&self.value);
+        out.extend_from_slice(self.tx.as_bytes());
+        out.extend_from_slice(&self.height.to_be_bytes());
+    }
+}
+
+/// `SM3(0x01 ‖ left ‖ right)`.
+pub fn inner_hash(left: &Digest, right: &Digest) -> Digest {
+    let mut h = Sm3::new();
+    h.update([1u8]);
+    h.update(left.as_bytes());
+    h.update(right.as_bytes());
+    h.finalize()
+}
+
+/// A subtree, as far as its parent needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Node {
+    /// No anchor under it.
+    #[default]
+    Empty,
+    /// Exactly one anchor under it: that anchor's leaf hash.
+    Leaf(Digest),
+    /// Two or more.
+    Inner(Digest),
+}
+
+impl Node {
+    /// The hash its parent hashes.
+    pub fn hash(&self) -> Digest {
+        match self {
+            Self::Empty => ZERO,
+            Self::Leaf(h) | Self::Inner(h) => *h,
+        }
+    }
+
+    fn tag(&self) -> u8 {
+        match self {
+            Self::Empty => 0,
+            Self::Leaf(_) => 1,
+            Self::Inner(_) => 2,
+        }
+    }
+}
+
+/// The node over two sibling subtrees: a lone leaf moves up, two empties stay empty.
+pub fn combine(left: Node, right: Node) -> Node {
+    match (left, right) {
+        (Node::Empty, Node::Empty) => Node::Empty,
+        (Node::Leaf(h), Node::Empty) | (Node::Empty, Node::Leaf(h)) => Node::Leaf(h),
+        (l, r) => Node::Inner(inner_hash(&l.hash(), &r.hash())),
+    }
+}
+
+/// Bit `i` of `key` (bit 0 is the high bit of byte 0).
+pub fn bit(key: &[u8; 32], i: usize) -> bool {
+    key[i / 8] & (0x80 >> (i % 8)) != 0
+}
+
+/// The first `depth` bits of `key` as a number (`depth` ≤ 32): a node's index in its level.
+pub fn prefix(key: &[u8; 32], depth: usize) -> u32 {
+    if depth == 0 {
+        return 0;
+    }
+    u32::from_be_bytes([key[0], key[1], key[2], key[3]]) >> (32 - depth)
+}
+
+/// The smallest key under the node `index` of level `depth` (`depth` ≤ 32).
+pub fn first_key(depth: usize, index: u32) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    if depth > 0 {
+        k[..4].copy_from_slice(&(index << (32 - depth)).to_be_bytes());
+    }
+    k
+}
+
+/// The node over `leaves` (sorted by key, distinct, all sharing their first `depth` bits).
+pub fn subtree(leaves: &[([u8; 32], Digest)], depth: usize) -> Node {
+    match leaves {
+        [] => Node::Empty,
+        [(_, h)] => Node::Leaf(*h),
+        _ => {
+            let split = leaves.partition_point(|(k, _)| !bit(k, depth));
+            combine(subtree(&leaves[..split], depth + 1), subtree(&leaves[split..], depth + 1))
+        }
+    }
+}
+
+/// The path of `key` through `leaves` (sorted, distinct, sharing their first `depth` bits):
+/// the siblings below `depth` and the terminal index into `leaves`, if the path ends at a leaf.
+fn path_below(
+    leaves: &[([u8; 32], Digest)],
+    key: &[u8; 32],
+    mut depth: usize,
+    siblings: &mut Vec<Digest>,
+) -> Option<usize> {
+    let mut lo = 0;
+    let mut hi = leaves.len();
+    loop {
+        match hi - lo {
+            0 => return None,
+            1 => return Some(lo),
+            _ => {}
+        }
+        let split = lo + leaves[lo..hi].partition_point(|(k, _)| !bit(k, depth));
+        let (mine, other) =
+            if bit(key, depth) { (split..hi, lo..split) } else { (lo..split, split..hi) };
+        siblings.push(subtree(&leaves[other], depth + 1).hash());
+        lo = mine.start;
+        hi = mine.end;
+        depth += 1;
+    }
+}
+
+/// The tree's top levels, 0 to [`TOP_DEPTH`], as committed.
+pub struct Top {
+    /// `levels[l][i]`: node `i` of level `l`, its hash then its kind (0 empty, 1 leaf,
+    /// 2 inner), so that one look-up touches one cache line or two.
+    levels: Vec<Vec<[u8; 33]>>,
+}
+
+impl std::fmt::Debug for Top {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Top").field("root", &self.root()).finish()
+    }
+}
+
+impl Default for Top {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Top {
+    /// An empty tree (the zeroed pages are taken from the system only when written).
+    pub fn new() -> Self {
+        Self { levels: (0..=TOP_DEPTH).map(|l| vec![[0u8; 33]; 1 << l]).collect() }
+    }
+
+    /// Node `index` of level `level`.
+    pub fn get(&self, level: usize, index: u32) -> Node {
+        let slot = &self.levels[level][index as usize];
+        let mut h = [0u8; 32];
+        h.copy_from_slice(&slot[..32]);
+        match slot[32] {
+            0 => Node::Empty,
+            1 => Node::Leaf(Digest(h)),
+            _ => Node::Inner(Digest(h)),
+        }
+    }
+
+    fn set(&mut self, level: usize, index: u32, node: Node) {
+        let slot = &mut self.levels[level][index as usize];
+        slot[..32].copy_from_slice(node.hash().as_bytes());
+        slot[32] = node.tag();
+    }
+
+    /// The root.
+    pub fn root(&self) -> Digest {
+        self.get(0, 0).hash()
+    }
+
+    /// Builds the levels above the buckets from `buckets` (each bucket's node at most once,
+    /// in any order), on an empty tree: what open does after one scan of the anchors.
+    pub fn build(buckets: impl IntoIterator<Item = (u32, Node)>) -> Self {
+        let mut top = Self::new();
+        let changes = Changes::compute(&top, &[], buckets.into_iter().collect());
+        top.apply(&changes);
+        top
+    }
+
+    /// Makes `changes` (a committed block's) part of the tree.
+    pub fn apply(&mut self, changes: &Changes) {
+        for (level, nodes) in changes.levels.iter().enumerate() {
+            for (index, node) in nodes {
+                self.set(level, *index, *node);
+            }
+        }
+    }
+}
+
+/// The nodes of the top levels one block changed, relative to the tree below it (the committed
+/// one and the speculative blocks between): per level, sorted by index.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    levels: Vec<Vec<(u32, Node)>>,
+}
+
+impl Changes {
+    /// The root after these changes.
+    pub fn root(&self, top: &Top, above: &[&Self]) -> Digest {
+        match self.levels.first().and_then(|l| l.first()) {
+            Some((_, n)) => n.hash(),
+            None => Self::lookup(top, above, 0, 0).hash(),
+        }
+    }
+
+    fn get(&self, level: usize, index: u32) -> Option<Node> {
+        let nodes = self.levels.get(level)?;
+        nodes.binary_search_by_key(&index, |(i, _)| *i).ok().map(|at| nodes[at].1)
+    }
+
+    /// A node as of the speculative blocks `above` (newest wins) over the committed `top`.
+    fn lookup(top: &Top, above: &[&Self], level: usize, index: u32) -> Node {
+        above
+            .iter()
+            .rev()
+            .find_map(|c| c.get(level, index))
+            .unwrap_or_else(|| top.get(level, index))
+    }
+
+    /// The changes that set `buckets` (bucket index → its new node) on top of `top` and
+    /// `above` (oldest first), with every ancestor recomputed.
+    pub fn compute(top: &Top, above: &[&Self], mut buckets: Vec<(u32, Node)>) -> Self {
+        let mut levels = vec![Vec::new(); TOP_DEPTH + 1];
+        if buckets.is_empty() {
+            return Self { levels };
+        }
+        buckets.sort_unstable_by_key(|(i, _)| *i);
+        buckets.dedup_by_key(|(i, _)| *i);
+        levels[TOP_DEPTH] = buckets;
+        for level in (0..TOP_DEPTH).rev() {
+            let children = &levels[level + 1];
+            let mut parents = Vec::with_capacity(children.len());
+            let mut i = 0;
+            while i < children.len() {
+                let p = children[i].0 >> 1;
+                let (left, right);
+                if children[i].0 & 1 == 0 {
+                    left = children[i].1;
+                    if children.get(i + 1).is_some_and(|(j, _)| *j == (p << 1) | 1) {
+                        right = children[i + 1].1;
+                        i += 1;
+                    } else {
+                        right = Self::lookup(top, above, level + 1, (p << 1) | 1);
+                    }
+                } else {
+                    left = Self::lookup(top, above, level + 1, p << 1);
+                    right = children[i].1;
+                }
+                i += 1;
+                parents.push((p, combine(left, right)));
+            }
+            levels[level] = parents;
+        }
+        Self { levels }
+    }
+}
+
+/// Where a key's path ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Terminal {
+    /// An empty subtree: the key is absent.
+    Empty,
+    /// A leaf: the key's own (present) or another key's (absent).
+    Leaf(Leaf),
+}
+
+/// A key's path from a state root: the siblings from the root's children down, and where it
+/// ends. Encoded `nsib:u16 sibling:[32]*nsib tag:u8 (leaf:[104] if tag = 1)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Path {
+    /// The siblings, from depth 1 down.
+    pub siblings: Vec<Digest>,
+    /// The end of the path, at depth `siblings.len()`.
+    pub terminal: Terminal,
+}
+
+/// What a path proves about its key, once its root matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// Anchored: its first value, transaction and height.
+    Present(Leaf),
+    /// Never anchored (as of the root's block).
+    Absent,
+}
+
+impl Path {
+    /// The root this path hashes to for `key`, and what it says of the key; an error names
+    /// why it is no path of `key`.
+    pub fn evaluate(&self, key: &[u8; 32]) -> Result<(Digest, Lookup), &'static str> {
+        let depth = self.siblings.len();
+        if depth > MAX_DEPTH {
+            return Err("the path is deeper than 256");
+        }
+        let (mut h, lookup) = match &self.terminal {
+            Terminal::Empty => (ZERO, Lookup::Absent),
+            Terminal::Leaf(leaf) => {
+                if (0..depth).any(|i| bit(&leaf.key, i) != bit(key, i)) {
+                    return Err("the leaf is not on the key's path");
+                }
+                let l = if leaf.key == *key { Lookup::Present(*leaf) } else { Lookup::Absent };
+                (leaf.hash(), l)
+            }
+        };
+        for (i, sib) in self.siblings.iter().enumerate().rev() {
+            h = if bit(key, i) { inner_hash(sib, &h) } else { inner_hash(&h, sib) };
+        }
+        Ok((h, lookup))
+    }
+
+    /// The canonical encoding.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.siblings.len() as u16).to_be_bytes());
+        for s in &self.siblings {
+            out.extend_from_slice(s.as_bytes());
+        }
+        match &self.terminal {
+            Terminal::Empty => out.push(0),
+            Terminal::Leaf(l) => {
+                out.push(1);
+                l.encode_into(out);
+            }
+        }
+    }
+
+    /// Decodes a path from untrusted bytes (bounded: at most 256 siblings, checked before
+    /// anything is allocated); the error names what is wrong.
+    pub fn decode(r: &mut vpbox_wire::Reader<'_>) -> Result<Self, &'static str> {
+        const SHORT: &str = "the state path is truncated";
+        let n = r.u16().map_err(|_| SHORT)? as usize;
+        if n > MAX_DEPTH {
+            return Err("the state path is deeper than 256");
+        }
+        let mut siblings = Vec::with_capacity(n);
+        for _ in 0..n {
+            siblings.push(Digest(r.array().map_err(|_| SHORT)?));
+        }
+        let terminal = match r.u8().map_err(|_| SHORT)? {
+            0 => Terminal::Empty,
+            1 => Terminal::Leaf(Leaf {
+                key: r.array().map_err(|_| SHORT)?,
+                value: r.array().map_err(|_| SHORT)?,
+                tx: Digest(r.array().map_err(|_| SHORT)?),
+                height: r.u64().map_err(|_| SHORT)?,
+            }),
+            _ => return Err("the state path ends with an unknown terminal"),
+        };
+        Ok(Self { siblings, terminal })
+    }
+
+    /// The path of `key` in `top`, reading a bucket's (or a lone leaf's) anchors with
+    /// `read(depth, index)`: every anchor whose key starts with the `depth`-bit prefix
+    /// `index`, in key order.
+    pub fn build<E>(
+        top: &Top,
+        key: &[u8; 32],
+        mut read: impl FnMut(usize, u32) -> Result<Vec<Leaf>, E>,
+        corrupt: impl Fn(&'static str) -> E,
+    ) -> Result<Self, E> {
+        let mut siblings = Vec::new();
+        for level in 0..=TOP_DEPTH {
+            let index = prefix(key, level);
+            match top.get(level, index) {
+                Node::Empty => return Ok(Self { siblings, terminal: Terminal::Empty }),
+                Node::Leaf(h) => {
+                    let leaves = read(level, index)?;
+                    return match leaves.as_slice() {
+                        [one] if one.hash() == h => {
+                            Ok(Self { siblings, terminal: Terminal::Leaf(*one) })
+                        }
+                        _ => Err(corrupt("a state leaf differs from the anchors under it")),
+                    };
+                }
+                Node::Inner(h) if level == TOP_DEPTH => {
+                    let leaves = read(level, index)?;
+                    let hashed: Vec<([u8; 32], Digest)> =
+                        leaves.iter().map(|l| (l.key, l.hash())).collect();
+                    if subtree(&hashed, TOP_DEPTH).hash() != h {
+                        return Err(corrupt("a state bucket differs from the anchors in it"));
+                    }
+                    let end = path_below(&hashed, key, TOP_DEPTH, &mut siblings);
+                    let terminal = end.map_or(Terminal::Empty, |i| Terminal::Leaf(leaves[i]));
+                    return Ok(Self { siblings, terminal });
+                }
+                Node::Inner(_) => {
+                    siblings.push(top.get(level + 1, prefix(key, level + 1) ^ 1).hash());
+                }
+            }
+        }
+        Err(corrupt("a state path below the top levels"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use vpbox_sm::sm3::hash;
+
+    fn leaf(key: [u8; 32], n: u64) -> Leaf {
+        Leaf { key, value: hash(n.to_be_bytes()).0, tx: hash(key), height: n }
+    }
+
+    /// The definition, literally: the node of a set of keys at a depth, over all 256 bits.
+    fn reference(leaves: &[Leaf], depth: usize) -> Node {
+        match leaves {
+            [] => Node::Empty,
+            [l] => Node::Leaf(l.hash()),
+            _ => {
+                let (zero, one): (Vec<Leaf>, Vec<Leaf>) =
+                    leaves.iter().partition(|l| !bit(&l.key, depth));
+                combine(reference(&zero, depth + 1), reference(&one, depth + 1))
+            }
+        }
+    }
+
+    /// A tree built block by block (with speculative blocks on top of committed ones) as the
+    /// ledger does.
+    struct Model {
+        top: Top,
+        leaves: Vec<Leaf>,
+    }
+
+    impl Model {
+        fn changes(&self, above: &[(Vec<Leaf>, Changes)], new: &[Leaf]) -> Changes {
+            let mut all: Vec<Leaf> = self.leaves.clone();
+            all.extend(above.iter().flat_map(|(l, _)| l.iter().copied()));
+            all.extend_from_slice(new);
+            all.sort_by_key(|l| l.key);
+            let mut touched: Vec<u32> = new.iter().map(|l| prefix(&l.key, TOP_DEPTH)).collect();
+            touched.sort_unstable();
+            touched.dedup();
+            let buckets = touched
+                .into_iter()
+                .map(|b| {
+                    let inb: Vec<([u8; 32], Digest)> = all
+                        .iter()
+                        .filter(|l| prefix(&l.key, TOP_DEPTH) == b)
+                        .map(|l| (l.key, l.hash()))
+                        .collect();
+                    (b, subtree(&inb, TOP_DEPTH))
+                })
+                .collect();
+            let refs: Vec<&Changes> = above.iter().map(|(_, c)| c).collect();
+            Changes::compute(&self.top, &refs, buckets)
+        }
+
+        fn read(&self, depth: usize, index: u32) -> Result<Vec<Leaf>, &'static str> {
+            let mut v: Vec<Leaf> =
+                self.leaves.iter().filter(|l| prefix(&l.key, depth) == index).copied().collect();
+            v.sort_by_key(|l| l.key);
+            Ok(v)
+        }
+    }
+
+    fn keys_from(seeds: &[(u8, u8, u8)]) -> Vec<[u8; 32]> {
+        // Few distinct first bytes so that keys share buckets and long prefixes.
+        let mut keys: Vec<[u8; 32]> = seeds
+            .iter()
+            .map(|&(a, b, c)| {
+                let mut k = [0u8; 32];
+                k[0] = a % 4;
+                k[2] = b % 3;
+                k[31] = c;
+                k
+            })
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Block by block, with up to two speculative blocks, the incremental root is the
+        /// definition's; every key's path (present and absent) evaluates to it and says the
+        /// truth; a path for one key never passes for another.
+        #[test]
+        fn incremental_root_and_paths_match_the_definition(
+            seeds in proptest::collection::vec((any::<u8>(), any::<u8>(), any::<u8>()), 1..40),
+            cut in 1usize..5,
+        ) {
+            let keys = keys_from(&seeds);
+            let mut m = Model { top: Top::new(), leaves: Vec::new() };
+            let mut above: Vec<(Vec<Leaf>, Changes)> = Vec::new();
+            for (n, chunk) in keys.chunks(cut).enumerate() {
+                let new: Vec<Leaf> = chunk.iter().map(|k| leaf(*k, n as u64 + 1)).collect();
+                let c = m.changes(&above, &new);
+                let refs: Vec<&Changes> = above.iter().map(|(_, c)| c).collect();
+                let mut all = m.leaves.clone();
+                all.extend(above.iter().flat_map(|(l, _)| l.iter().copied()));
+                all.extend_from_slice(&new);
+                prop_assert_eq!(c.root(&m.top, &refs), reference(&all, 0).hash());
+                above.push((new, c));
+                if above.len() > 2 {
+                    let (l, c) = above.remove(0);
+                    m.top.apply(&c);
+                    m.leaves.extend(l);
+                    prop_assert_eq!(m.top.root(), reference(&m.leaves, 0).hash());
+                }
+            }
+            let root = m.top.root();
+            let probe = |k: &[u8; 32]| Path::build(&m.top, k, |d, i| m.read(d, i), |e| e);
+            for l in &m.leaves {
+                let p = probe(&l.key).unwrap();
+                prop_assert_eq!(p.evaluate(&l.key).unwrap(), (root, Lookup::Present(*l)));
+                let mut other = l.key;
+                other[31] ^= 0x55;
+                if !m.leaves.iter().any(|x| x.key == other) {
+                    let q = probe(&other).unwrap();
+                    prop_assert_eq!(q.evaluate(&other).unwrap(), (root, Lookup::Absent));
+                    // The present key's path never proves the other present (it may prove it
+                    // absent: the key is alone under a prefix the other shares).
+                    prop_assert!(!matches!(p.evaluate(&other), Ok((r, Lookup::Present(_))) if r == root));
+                }
+            }
+            prop_assert_eq!(
+                Top::build(m.leaves.iter().map(|l| l.key).collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .map(|k| prefix(&k, TOP_DEPTH))
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .map(|b| {
+                        let v: Vec<([u8; 32], Digest)> = m.read(TOP_DEPTH, b).unwrap()
+                            .iter().map(|l| (l.key, l.hash())).collect();
+                        (b, subtree(&v, TOP_DEPTH))
+                    })).root(),
+                root
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_tree_and_a_lone_anchor() {
+        let top = Top::new();
+        assert_eq!(top.root(), ZERO);
+        let k = [7u8; 32];
+        let p = Path::build(&top, &k, |_, _| Ok::<_, &str>(vec![]), |e| e).unwrap();
+        assert_eq!(p, Path { siblings: vec![], terminal: Terminal::Empty });
+        assert_eq!(p.evaluate(&k).unwrap(), (ZERO, Lookup::Absent));
+        let l = leaf(k, 1);
+        let c = Changes::compute(&top, &[], vec![(prefix(&k, TOP_DEPTH), Node::Leaf(l.hash()))]);
+        assert_eq!(c.root(&top, &[]), l.hash(), "one anchor: the root is its leaf");
+    }
+
+    #[test]
+    fn keys_sharing_255_bits_make_a_path_of_256() {
+        let a = [0u8; 32];
+        let mut b = a;
+        b[31] = 1;
+        let la = leaf(a, 1);
+        let lb = leaf(b, 1);
+        let bucket = subtree(&[(a, la.hash()), (b, lb.hash())], TOP_DEPTH);
+        let mut top = Top::new();
+        top.apply(&Changes::compute(&top, &[], vec![(0, bucket)]));
+        let read = |_: usize, _: u32| Ok::<_, &str>(vec![la, lb]);
+        let p = Path::build(&top, &b, read, |e| e).unwrap();
+        assert_eq!(p.siblings.len(), MAX_DEPTH);
+        assert_eq!(p.evaluate(&b).unwrap(), (top.root(), Lookup::Present(lb)));
+        let mut bytes = Vec::new();
+        p.encode_into(&mut bytes);
+        let mut r = vpbox_wire::Reader::new(&bytes);
+        assert_eq!(Path::decode(&mut r).unwrap(), p);
+        assert_eq!(r.remaining(), 0);
+        // One more sibling than a key has bits is refused before anything is read.
+        let mut deep = (257u16).to_be_bytes().to_vec();
+        deep.extend(vec![0u8; 257 * 32 + 1]);
+        assert!(Path::decode(&mut vpbox_wire::Reader::new(&deep)).is_err());
+    }
+
+    #[test]
+    fn a_leaf_off_the_keys_path_or_a_changed_byte_is_refused() {
+        let keys = keys_from(&[(0, 0, 1), (0, 0, 2), (1, 1, 3), (2, 2, 4)]);
+        let leaves: Vec<Leaf> = keys.iter().map(|k| leaf(*k, 1)).collect();
+        let m = Model { top: Top::new(), leaves: Vec::new() };
+        let c = m.changes(&[], &leaves);
+        let mut top = Top::new();
+        top.apply(&c);
+        let m = Model { top, leaves };
+        let root = m.top.root();
+        let k = keys[1];
+        let p = Path::build(&m.top, &k, |d, i| m.read(d, i), |e| e).unwrap();
+        let mut bytes = Vec::new();
+        p.encode_into(&mut bytes);
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 1;
+            let got = Path::decode(&mut vpbox_wire::Reader::new(&bad))
+                .ok()
+                .and_then(|q| q.evaluate(&k).ok());
+            assert!(
+                got.is_none_or(|(r, _)| r != root),
+                "byte {i} changed and the path still proves the key"
+            );
+        }
+        // Another key's leaf shown as the end of this key's path (off its prefix).
+        let far = Path { siblings: p.siblings.clone(), terminal: Terminal::Leaf(m.leaves[3]) };
+        assert!(far.evaluate(&k).is_err());
+    }
+}
