@@ -16,6 +16,7 @@ step "units";      bash scripts/units.sh target/debug/vpbox
 step "fuzz smoke";  bash scripts/fuzz-smoke.sh 10
 step "bench smoke"; VPBOX_BENCH_SECONDS=0.05 cargo bench -p vpbox-sm --bench crypto --locked
 VPBOX_BENCH_ANCHORS=20000 cargo bench -p vpbox-ledger --bench ledger --locked
+VPBOX_BENCH_ANCHORS=20000 VPBOX_BENCH_SECONDS=0.05 cargo bench -p vpbox-proof --bench proofs --locked
 VPBOX_BENCH_QUICK=1 cargo bench -p vpbox-tls --bench tls --locked
 cargo build --release --locked -p vpbox-appliance -p vpbox-test-token
 target/release/vpbox bench anchors --nodes 4 --count 20000 --signed 500 --rate 50
