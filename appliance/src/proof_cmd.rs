@@ -211,16 +211,23 @@ fn state(a: &StateArgs) -> Result<Outcome> {
     };
     let bytes = hex::decode(hex).context("the bundle is not hex")?;
     let b = Bundle::decode(&bytes).context("the box's bundle")?;
-    if !matches!(&b.body, Body::State(st) if st.key == key) {
-        bail!("the box answered with another proof than this key's state proof");
+    let Body::State(st) = &b.body else {
+        bail!("the box answered with another kind of proof");
+    };
+    if st.key != key {
+        bail!("the box answered with the state proof of another key");
     }
+    // What the path says (not the box's word; `proof verify` checks the path).
+    let says = match st.path.terminal {
+        vpbox_ledger::state::Terminal::Leaf(l) if l.key == key => "anchored",
+        _ => "not anchored",
+    };
     crate::files::write_output(Some(&a.out), &bytes, false)?;
     println!(
-        "wrote {} ({} bytes): key 0x{} {} as of block {}",
+        "wrote {} ({} bytes): key 0x{} {says}, as the path says, as of block {}",
         a.out.display(),
         bytes.len(),
         hex::encode(key),
-        if r["anchored"] == json!(true) { "anchored" } else { "not anchored" },
         b.height()
     );
     match anchor {

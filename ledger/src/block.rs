@@ -85,7 +85,10 @@ impl Header {
 
     fn decode(r: &mut Reader<'_>) -> Result<Self, Error> {
         if r.u8()? != HEADER_VERSION {
-            return Err(r.fail("unsupported version"));
+            return Err(r.fail(
+                "unsupported header version (this vpbox reads version 3, with the state root; \
+                 a ledger written before it cannot be read: the chain must be founded again)",
+            ));
         }
         Ok(Self {
             height: r.u64()?,

@@ -145,10 +145,14 @@ pub fn first_key(depth: usize, index: u32) -> [u8; 32] {
 }
 
 /// The node over `leaves` (sorted by key, distinct, all sharing their first `depth` bits).
+///
+/// Keys that are not distinct (a corrupt input: the ledger checks before) never panic: past
+/// the last bit the first of them stands for all.
 pub fn subtree(leaves: &[([u8; 32], Digest)], depth: usize) -> Node {
     match leaves {
         [] => Node::Empty,
         [(_, h)] => Node::Leaf(*h),
+        [(_, h), ..] if depth >= MAX_DEPTH => Node::Leaf(*h),
         _ => {
             let split = leaves.partition_point(|(k, _)| !bit(k, depth));
             combine(subtree(&leaves[..split], depth + 1), subtree(&leaves[split..], depth + 1))
@@ -170,6 +174,8 @@ fn path_below(
         match hi - lo {
             0 => return None,
             1 => return Some(lo),
+            // Only keys that are not distinct reach past the last bit (see `subtree`).
+            _ if depth >= MAX_DEPTH => return Some(lo),
             _ => {}
         }
         let split = lo + leaves[lo..hi].partition_point(|(k, _)| !bit(k, depth));
@@ -590,6 +596,15 @@ mod tests {
                 root
             );
         }
+    }
+
+    #[test]
+    fn keys_that_are_not_distinct_do_not_panic() {
+        let k = [3u8; 32];
+        let (a, b) = (hash(b"a"), hash(b"b"));
+        assert_eq!(subtree(&[(k, a), (k, b)], 0), Node::Leaf(a));
+        let mut sibs = Vec::new();
+        assert_eq!(path_below(&[(k, a), (k, b)], &k, 0, &mut sibs), Some(0));
     }
 
     #[test]

@@ -264,12 +264,10 @@ impl Ledger {
         };
         ledger.tip = ledger.check_tip()?;
         ledger.state = ledger.rebuild_state()?;
-        if let Some(tip) = &ledger.tip
-            && tip.state_root != ledger.state.root()
-        {
+        let (height, want) = ledger.tip.map_or((0, state::ZERO), |t| (t.height, t.state_root));
+        if ledger.state.root() != want {
             return Err(Error::Corrupt(format!(
-                "the anchors do not hash to block {}'s state root",
-                tip.height
+                "the anchors do not hash to block {height}'s state root"
             )));
         }
         Ok(ledger)
@@ -795,6 +793,11 @@ impl Ledger {
                 it.status()?;
             }
             in_bucket.sort_unstable_by_key(|(k, _)| *k);
+            if in_bucket.windows(2).any(|w| w[0].0 == w[1].0) {
+                return Err(Error::Corrupt(format!(
+                    "state bucket {b}: a key anchored twice (committed and speculative)"
+                )));
+            }
             buckets.push((b, state::subtree(&in_bucket, TOP_DEPTH)));
             i = end;
         }
@@ -1244,6 +1247,15 @@ mod tests {
         drop(ledger);
         let Err(err) = Ledger::open(dir.path()) else { panic!("a changed anchor was opened") };
         assert!(err.to_string().contains("state root"), "{err}");
+        // Anchors in a ledger without a block: not the empty map block 0 would need.
+        let bare = tempfile::tempdir().unwrap();
+        {
+            let l = Ledger::open(bare.path()).unwrap();
+            let cf = l.cf(CF_ANCHORS).unwrap();
+            l.db.put_cf(cf, [1u8; 32], [0u8; 72]).unwrap();
+        }
+        let Err(err) = Ledger::open(bare.path()) else { panic!("stray anchors were opened") };
+        assert!(err.to_string().contains("block 0's state root"), "{err}");
     }
 
     #[test]
