@@ -76,11 +76,10 @@ impl Leaf {
 
 /// `SM3(0x01 ‖ left ‖ right)`.
 pub fn inner_hash(left: &Digest, right: &Digest) -> Digest {
-    let mut h = Sm3::new();
-    h.update([1u8]);
-    h.update(left.as_bytes());
-    h.update(right.as_bytes());
-    h.finalize()
+    let mut buf = [1u8; 65];
+    buf[1..33].copy_from_slice(left.as_bytes());
+    buf[33..].copy_from_slice(right.as_bytes());
+    vpbox_sm::sm3::hash(buf)
 }
 
 /// A subtree, as far as its parent needs to know.
@@ -286,7 +285,9 @@ impl Changes {
     }
 
     /// The changes that set `buckets` (bucket index → its new node) on top of `top` and
-    /// `above` (oldest first), with every ancestor recomputed.
+    /// `above` (oldest first), with every ancestor recomputed. Each level's siblings are looked
+    /// up in increasing order, so the speculative blocks' changes are walked with one cursor
+    /// each rather than searched.
     pub fn compute(top: &Top, above: &[&Self], mut buckets: Vec<(u32, Node)>) -> Self {
         let mut levels = vec![Vec::new(); TOP_DEPTH + 1];
         if buckets.is_empty() {
@@ -295,8 +296,25 @@ impl Changes {
         buckets.sort_unstable_by_key(|(i, _)| *i);
         buckets.dedup_by_key(|(i, _)| *i);
         levels[TOP_DEPTH] = buckets;
+        let mut cursors = vec![0usize; above.len()];
         for level in (0..TOP_DEPTH).rev() {
             let children = &levels[level + 1];
+            cursors.iter_mut().for_each(|c| *c = 0);
+            // The sibling `index` (increasing from call to call within the level).
+            let mut sibling = |index: u32| -> Node {
+                for (a, c) in above.iter().zip(cursors.iter_mut()).rev() {
+                    let list = a.levels.get(level + 1).map_or(&[][..], Vec::as_slice);
+                    while list.get(*c).is_some_and(|(i, _)| *i < index) {
+                        *c += 1;
+                    }
+                    if let Some((i, n)) = list.get(*c)
+                        && *i == index
+                    {
+                        return *n;
+                    }
+                }
+                top.get(level + 1, index)
+            };
             let mut parents = Vec::with_capacity(children.len());
             let mut i = 0;
             while i < children.len() {
@@ -308,10 +326,10 @@ impl Changes {
                         right = children[i + 1].1;
                         i += 1;
                     } else {
-                        right = Self::lookup(top, above, level + 1, (p << 1) | 1);
+                        right = sibling((p << 1) | 1);
                     }
                 } else {
-                    left = Self::lookup(top, above, level + 1, p << 1);
+                    left = sibling(p << 1);
                     right = children[i].1;
                 }
                 i += 1;

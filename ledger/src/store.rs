@@ -241,6 +241,11 @@ impl Ledger {
             table.set_pin_l0_filter_and_index_blocks_in_cache(true);
             let mut o = Options::default();
             o.set_block_based_table_factory(&table);
+            // A bloom filter over the memtable's whole keys too (2 % of its size): a look-up
+            // of an absent key — every write-once check of a new anchor — skips the skip
+            // list instead of searching it.
+            o.set_memtable_prefix_bloom_ratio(0.02);
+            o.set_memtable_whole_key_filtering(true);
             ColumnFamilyDescriptor::new(name, o)
         };
         let cfs = [
@@ -763,16 +768,24 @@ impl Ledger {
         let mut buckets = Vec::new();
         let mut it = self.db.raw_iterator_cf(self.cf(CF_ANCHORS)?);
         let mut in_bucket: Vec<([u8; 32], Digest)> = Vec::new();
+        // One cursor per speculative block into its sorted leaves: the buckets come in order.
+        let mut cursors = vec![0usize; above.len()];
         let mut i = 0;
         while i < leaves.len() {
             let b = state::prefix(&leaves[i].0, TOP_DEPTH);
             let end = i + leaves[i..].partition_point(|(k, _)| state::prefix(k, TOP_DEPTH) == b);
             in_bucket.clear();
             in_bucket.extend_from_slice(&leaves[i..end]);
-            for e in above {
-                let lo = e.leaves.partition_point(|(k, _)| state::prefix(k, TOP_DEPTH) < b);
-                let hi = e.leaves.partition_point(|(k, _)| state::prefix(k, TOP_DEPTH) <= b);
-                in_bucket.extend_from_slice(&e.leaves[lo..hi]);
+            for (e, c) in above.iter().zip(cursors.iter_mut()) {
+                while e.leaves.get(*c).is_some_and(|(k, _)| state::prefix(k, TOP_DEPTH) < b) {
+                    *c += 1;
+                }
+                while let Some(l) =
+                    e.leaves.get(*c).filter(|(k, _)| state::prefix(k, TOP_DEPTH) == b)
+                {
+                    in_bucket.push(*l);
+                    *c += 1;
+                }
             }
             // Committed anchors in this bucket, if the committed map has any there.
             let committed = self.state.get(TOP_DEPTH, b) != state::Node::Empty;
@@ -908,8 +921,20 @@ impl Ledger {
 
     fn write(&mut self, executed: &Executed, certificate: &[u8]) -> Result<(), Error> {
         let h = &executed.block.header;
+        if executed.leaves.len() != executed.anchors.len() {
+            return Err(Error::Corrupt(format!(
+                "block {}: {} anchors but {} state leaves",
+                h.height,
+                executed.anchors.len(),
+                executed.leaves.len()
+            )));
+        }
         let mut batch = WriteBatch::default();
-        for (key, (value, tx)) in &executed.anchors {
+        // In key order (the leaves are sorted): the memtable's skip list inserts a sorted run
+        // from where the last insert ended instead of searching from the top for each.
+        let anchors =
+            executed.leaves.iter().filter_map(|(k, _)| executed.anchors.get(k).map(|a| (k, a)));
+        for (key, (value, tx)) in anchors {
             let mut rec = Vec::with_capacity(72);
             rec.extend_from_slice(value);
             rec.extend_from_slice(tx.as_bytes());
