@@ -19,24 +19,22 @@
 //! and height), or at another key's leaf (absent) — and the verifier hashes it back up.
 //!
 //! **How a node keeps it** (the cost the issue asked to bound): the tree's top [`TOP_DEPTH`]
-//! levels are held in memory, densely (`2^(TOP_DEPTH + 1)` nodes of 33 bytes, 277 MB, zeroed
-//! pages taken only when touched: a small ledger uses little of it); below them, a *bucket* (the keys sharing the first
+//! levels are held in memory, densely (`2^(TOP_DEPTH + 1)` nodes of 33 bytes, 69 MB, zeroed
+//! pages taken only when touched); below them, a *bucket* (the keys sharing the first
 //! `TOP_DEPTH` bits) is hashed from its anchors, read in key order from the anchors' column
 //! family, when a block adds to it. Nothing is written to disk for it: at open the top is
 //! rebuilt from one scan of the anchors. A block changes only the buckets it adds to and their
 //! ancestors, and a subtree of one anchor costs no hash at all, so the cost per anchor is
 //! about its leaf, its bucket's few neighbours and the levels where its path meets others
-//! (measured in `cargo bench -p vpbox-ledger --bench ledger`). The depth trades memory for
-//! the cost at scale: every anchor of a bucket a block adds to is read and hashed again, about
-//! 2.4 a bucket at ten million anchors (20 levels would hold 69 MB but hash ten neighbours a
-//! new anchor there: 22 levels made a 3-million-anchor ledger 28 % faster). Past that the
-//! buckets grow with the ledger. The depth is a constant of this build, not of the format:
-//! the root does not depend on it.
+//! (measured in `cargo bench -p vpbox-ledger --bench ledger`). At ten anchors a bucket (ten
+//! million anchors) a block's update reads ten neighbours per new anchor; past that the
+//! buckets grow with the ledger (the depth is a constant of this build, not of the format:
+//! the root does not depend on it).
 
 use vpbox_sm::sm3::{Digest, Sm3};
 
 /// The levels kept in memory (0 is the root); a bucket is a subtree at this depth.
-pub const TOP_DEPTH: usize = 22;
+pub const TOP_DEPTH: usize = 20;
 /// The deepest a leaf can be: two keys differ in at most their last bit.
 pub const MAX_DEPTH: usize = 256;
 /// An empty subtree's hash.
