@@ -25,6 +25,9 @@ pub enum Error {
     /// The stored chain is inconsistent: local corruption.
     #[error("ledger corrupt: {0}")]
     Corrupt(String),
+    /// The state map's checkpoint could not be written (a full disk, I/O errors).
+    #[error("state map checkpoint: {0}")]
+    Checkpoint(String),
     /// RocksDB failed (a full disk, I/O errors).
     #[error("storage: {0}")]
     Storage(#[from] rocksdb::Error),

@@ -22,4 +22,6 @@ pub mod tx;
 mod wire;
 
 pub use error::Error;
-pub use store::{AnchorRecord, Executed, Ledger, Receipt, TrustChanges};
+pub use store::{
+    AnchorRecord, Executed, Ledger, Receipt, STATE_CHECKPOINT, StateSource, TrustChanges,
+};

@@ -22,8 +22,11 @@
 //! levels are held in memory, densely (`2^(TOP_DEPTH + 1)` nodes of 33 bytes, 69 MB, zeroed
 //! pages taken only when touched); below them, a *bucket* (the keys sharing the first
 //! `TOP_DEPTH` bits) is hashed from its anchors, read in key order from the anchors' column
-//! family, when a block adds to it. Nothing is written to disk for it: at open the top is
-//! rebuilt from one scan of the anchors. A block changes only the buckets it adds to and their
+//! family, when a block adds to it. Nothing is written to disk for it while the node runs: at
+//! open the top is rebuilt from one scan of the anchors, or read from the [`Checkpoint`] of
+//! its buckets that a clean stop wrote (its root checked against the tip's `state_root`). A
+//! large block's work is split by the keys' first bits over the machine's cores
+//! ([`Changes::below`], [`Changes::join`]). A block changes only the buckets it adds to and their
 //! ancestors, and a subtree of one anchor costs no hash at all, so the cost per anchor is
 //! about its leaf, its bucket's few neighbours and the levels where its path meets others
 //! (measured in `cargo bench -p vpbox-ledger --bench ledger`). At ten anchors a bucket (ten
@@ -244,6 +247,15 @@ impl Top {
         top
     }
 
+    /// The buckets (level [`TOP_DEPTH`]) that hold anchors, by index.
+    pub fn buckets(&self) -> impl Iterator<Item = (u32, Node)> + '_ {
+        self.levels[TOP_DEPTH]
+            .iter()
+            .enumerate()
+            .filter(|(_, slot)| slot[32] != 0)
+            .map(|(i, _)| (i as u32, self.get(TOP_DEPTH, i as u32)))
+    }
+
     /// Makes `changes` (a committed block's) part of the tree.
     pub fn apply(&mut self, changes: &Changes) {
         for (level, nodes) in changes.levels.iter().enumerate() {
@@ -288,7 +300,13 @@ impl Changes {
     /// `above` (oldest first), with every ancestor recomputed. Each level's siblings are looked
     /// up in increasing order, so the speculative blocks' changes are walked with one cursor
     /// each rather than searched.
-    pub fn compute(top: &Top, above: &[&Self], mut buckets: Vec<(u32, Node)>) -> Self {
+    pub fn compute(top: &Top, above: &[&Self], buckets: Vec<(u32, Node)>) -> Self {
+        Self::below(top, above, buckets, 0)
+    }
+
+    /// [`Self::compute`] for buckets that all lie under one node of level `depth`: the
+    /// levels from [`TOP_DEPTH`] up to `depth` only (the ones above stay empty).
+    pub fn below(top: &Top, above: &[&Self], mut buckets: Vec<(u32, Node)>, depth: usize) -> Self {
         let mut levels = vec![Vec::new(); TOP_DEPTH + 1];
         if buckets.is_empty() {
             return Self { levels };
@@ -296,8 +314,30 @@ impl Changes {
         buckets.sort_unstable_by_key(|(i, _)| *i);
         buckets.dedup_by_key(|(i, _)| *i);
         levels[TOP_DEPTH] = buckets;
+        let mut changes = Self { levels };
+        changes.up(top, above, TOP_DEPTH, depth);
+        changes
+    }
+
+    /// Joins the changes of the subtrees under the nodes of level `depth`, each computed by
+    /// [`Self::below`] and given in index order, and computes the levels above.
+    pub fn join(top: &Top, above: &[&Self], parts: Vec<Self>, depth: usize) -> Self {
+        let mut levels = vec![Vec::new(); TOP_DEPTH + 1];
+        for part in parts {
+            for (all, mine) in levels.iter_mut().zip(part.levels).skip(depth) {
+                all.extend(mine);
+            }
+        }
+        let mut changes = Self { levels };
+        changes.up(top, above, depth, 0);
+        changes
+    }
+
+    /// Computes levels `from - 1` up to `to` from level `from`.
+    fn up(&mut self, top: &Top, above: &[&Self], from: usize, to: usize) {
+        let levels = &mut self.levels;
         let mut cursors = vec![0usize; above.len()];
-        for level in (0..TOP_DEPTH).rev() {
+        for level in (to..from).rev() {
             let children = &levels[level + 1];
             cursors.iter_mut().for_each(|c| *c = 0);
             // The sibling `index` (increasing from call to call within the level).
@@ -337,7 +377,6 @@ impl Changes {
             }
             levels[level] = parents;
         }
-        Self { levels }
     }
 }
 
@@ -476,6 +515,102 @@ impl Path {
     }
 }
 
+/// The state map's checkpoint: the buckets of [`Top`] as of one block, so that a ledger opens
+/// without hashing every anchor again (see `Ledger::open`). Local state, not a proof: whoever
+/// loads it builds the levels above the buckets from it and compares the root with the
+/// block's certified `state_root`.
+///
+/// ```text
+/// "VPSTMAP1" height:u64be block_hash:[32] depth:u8 count:u32be
+///   (index:u32be kind:u8 hash:[32]) * count       kind 1 a lone leaf, 2 inner; indices increasing
+/// sm3:[32]                                        of everything before it
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The block it is the state of.
+    pub height: u64,
+    /// That block's hash.
+    pub block: Digest,
+    /// The buckets holding anchors, by index.
+    pub buckets: Vec<(u32, Node)>,
+}
+
+const CHECKPOINT_MAGIC: &[u8; 8] = b"VPSTMAP1";
+/// Bytes of one bucket in a checkpoint.
+const CHECKPOINT_BUCKET: usize = 4 + 1 + 32;
+/// Bytes of a checkpoint's head (magic to count).
+const CHECKPOINT_HEAD: usize = 8 + 8 + 32 + 1 + 4;
+
+impl Checkpoint {
+    /// The checkpoint of `top` as of block `height`, whose hash is `block`.
+    pub fn of(top: &Top, height: u64, block: Digest) -> Self {
+        Self { height, block, buckets: top.buckets().collect() }
+    }
+
+    /// Its encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out =
+            Vec::with_capacity(CHECKPOINT_HEAD + self.buckets.len() * CHECKPOINT_BUCKET + 32);
+        out.extend_from_slice(CHECKPOINT_MAGIC);
+        out.extend_from_slice(&self.height.to_be_bytes());
+        out.extend_from_slice(self.block.as_bytes());
+        out.push(TOP_DEPTH as u8);
+        out.extend_from_slice(&(self.buckets.len() as u32).to_be_bytes());
+        for (index, node) in &self.buckets {
+            out.extend_from_slice(&index.to_be_bytes());
+            out.push(node.tag());
+            out.extend_from_slice(node.hash().as_bytes());
+        }
+        let sum = vpbox_sm::sm3::hash(&out);
+        out.extend_from_slice(sum.as_bytes());
+        out
+    }
+
+    /// Decodes a checkpoint (bounded: at most `2^TOP_DEPTH` buckets, the length checked
+    /// against the count before anything is allocated); the error names what is wrong.
+    pub fn decode(bytes: &[u8]) -> Result<Self, &'static str> {
+        let Some((body, sum)) = bytes.split_last_chunk::<32>() else {
+            return Err("truncated");
+        };
+        if body.len() < CHECKPOINT_HEAD || &body[..8] != CHECKPOINT_MAGIC {
+            return Err("not a state map checkpoint of this version");
+        }
+        if vpbox_sm::sm3::hash(body).as_bytes() != sum {
+            return Err("its checksum does not match (a damaged file)");
+        }
+        let mut r = vpbox_wire::Reader::new(&body[8..]);
+        const SHORT: &str = "truncated";
+        let height = r.u64().map_err(|_| SHORT)?;
+        let block = Digest(r.array().map_err(|_| SHORT)?);
+        if usize::from(r.u8().map_err(|_| SHORT)?) != TOP_DEPTH {
+            return Err("written with another number of levels in memory");
+        }
+        let count = r.u32().map_err(|_| SHORT)? as usize;
+        if count > 1 << TOP_DEPTH || body.len() != CHECKPOINT_HEAD + count * CHECKPOINT_BUCKET {
+            return Err("its bucket count does not match its length");
+        }
+        let mut buckets = Vec::with_capacity(count);
+        let mut last = None;
+        for _ in 0..count {
+            let index = r.u32().map_err(|_| SHORT)?;
+            if index >= 1 << TOP_DEPTH || last.is_some_and(|l| l >= index) {
+                return Err("its buckets are out of order or out of range");
+            }
+            last = Some(index);
+            let kind = r.u8().map_err(|_| SHORT)?;
+            let hash = Digest(r.array().map_err(|_| SHORT)?);
+            let node = match kind {
+                1 => Node::Leaf(hash),
+                2 => Node::Inner(hash),
+                _ => return Err("a bucket of an unknown kind"),
+            };
+            buckets.push((index, node));
+        }
+        r.finish().map_err(|_| "trailing bytes")?;
+        Ok(Self { height, block, buckets })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -557,6 +692,40 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// The changes computed in parts under the nodes of a level (one thread each in the
+        /// ledger) and joined are those computed at once, over a committed tree and a
+        /// speculative block.
+        #[test]
+        fn changes_computed_in_parts_are_the_same(
+            keys in proptest::collection::btree_set(any::<[u8; 32]>(), 3..120),
+            depth in 1usize..4,
+        ) {
+            let keys: Vec<[u8; 32]> = keys.into_iter().collect();
+            let third = keys.len() / 3;
+            let mut m = Model { top: Top::new(), leaves: Vec::new() };
+            let committed: Vec<Leaf> = keys[..third].iter().map(|k| leaf(*k, 1)).collect();
+            let c = m.changes(&[], &committed);
+            m.top.apply(&c);
+            m.leaves = committed;
+            let spec: Vec<Leaf> = keys[third..2 * third].iter().map(|k| leaf(*k, 2)).collect();
+            let above = vec![(spec.clone(), m.changes(&[], &spec))];
+            let new: Vec<Leaf> = keys[2 * third..].iter().map(|k| leaf(*k, 3)).collect();
+            let whole = m.changes(&above, &new);
+            let refs: Vec<&Changes> = above.iter().map(|(_, c)| c).collect();
+            let mut all: Vec<Leaf> = m.leaves.iter().chain(&spec).copied().collect();
+            let parts = (0..1u32 << depth)
+                .map(|j| {
+                    let mine: Vec<Leaf> =
+                        new.iter().filter(|l| prefix(&l.key, depth) == j).copied().collect();
+                    let buckets = m.changes(&above, &mine).levels[TOP_DEPTH].clone();
+                    Changes::below(&m.top, &refs, buckets, depth)
+                })
+                .collect();
+            prop_assert_eq!(&Changes::join(&m.top, &refs, parts, depth), &whole);
+            all.extend_from_slice(&new);
+            prop_assert_eq!(whole.root(&m.top, &refs), reference(&all, 0).hash());
+        }
 
         /// Block by block, with up to two speculative blocks, the incremental root is the
         /// definition's; every key's path (present and absent) evaluates to it and says the

@@ -1,5 +1,5 @@
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -50,6 +50,35 @@ fn anchor_leaf(key: [u8; 32], raw: &[u8]) -> Result<Leaf, Error> {
     let leaf = Leaf { key, value: r.array()?, tx: Digest(r.array()?), height: r.u64()? };
     r.finish()?;
     Ok(leaf)
+}
+
+/// Fewer new anchors than this in a block are hashed on its executing thread alone.
+const PARALLEL_MIN: usize = 2048;
+
+/// The threads a block's state map work is spread over: this machine's cores, at most 4.
+fn workers() -> usize {
+    static WORKERS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *WORKERS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(4)))
+}
+
+/// How many first bits of a key split `anchors` new anchors into parts, one per worker: 0
+/// (no split) for a small block or a machine of one core.
+fn split_depth(anchors: usize) -> usize {
+    if anchors < PARALLEL_MIN { 0 } else { workers().ilog2() as usize }
+}
+
+/// `f` of every part, in order: the first on this thread, each other on one of its own.
+fn parallel<P: Sync, R: Send>(parts: &[P], f: impl Fn(&P) -> R + Sync) -> Vec<R> {
+    let Some((first, rest)) = parts.split_first() else { return Vec::new() };
+    std::thread::scope(|s| {
+        let others: Vec<_> = rest.iter().map(|p| s.spawn(|| f(p))).collect();
+        let mut out = vec![f(first)];
+        out.extend(others.into_iter().map(|h| match h.join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }));
+        out
+    })
 }
 
 /// A stored anchor: its value and where it was anchored.
@@ -154,8 +183,29 @@ pub struct Ledger {
     trust: Option<TrustStore>,
     /// The committed governance state (`None` with admission off).
     gov: Option<State>,
-    /// The state map's top levels, as of the tip (rebuilt at open from the anchors).
+    /// The state map's top levels, as of the tip (rebuilt at open from the anchors, or from
+    /// the checkpoint a clean stop left).
     state: state::Top,
+    /// The ledger's directory.
+    dir: PathBuf,
+    /// Where the state map came from at open.
+    state_source: StateSource,
+}
+
+/// The state map checkpoint's file, in the ledger's directory (RocksDB leaves the names it
+/// does not own alone).
+pub const STATE_CHECKPOINT: &str = "vpbox-state-map";
+
+/// Where [`Ledger::open`] took the state map from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateSource {
+    /// The checkpoint [`Ledger::save_state`] wrote at the tip.
+    Checkpoint,
+    /// One scan of every anchor; `refused` says why a checkpoint found was not used.
+    Scan {
+        /// Why the checkpoint was not used (none was found: `None`).
+        refused: Option<String>,
+    },
 }
 
 /// The identity `der` is admitted as, in the first of `roles` that admits it.
@@ -266,8 +316,19 @@ impl Ledger {
             trust: None,
             gov: None,
             state: state::Top::new(),
+            dir: path.to_path_buf(),
+            state_source: StateSource::Scan { refused: None },
         };
         ledger.tip = ledger.check_tip()?;
+        let refused = match ledger.load_checkpoint() {
+            Ok(Some(top)) => {
+                ledger.state = top;
+                ledger.state_source = StateSource::Checkpoint;
+                return Ok(ledger);
+            }
+            Ok(None) => None,
+            Err(why) => Some(why),
+        };
         ledger.state = ledger.rebuild_state()?;
         let (height, want) = ledger.tip.map_or((0, state::ZERO), |t| (t.height, t.state_root));
         if ledger.state.root() != want {
@@ -275,7 +336,69 @@ impl Ledger {
                 "the anchors do not hash to block {height}'s state root"
             )));
         }
+        ledger.state_source = StateSource::Scan { refused };
         Ok(ledger)
+    }
+
+    /// Where this ledger's state map came from when it was opened.
+    pub fn state_source(&self) -> &StateSource {
+        &self.state_source
+    }
+
+    /// The state map from the checkpoint a clean stop left, if one is there, is of the tip,
+    /// and hashes to the tip's `state_root`; `Err` says why one found was not used. The file
+    /// is removed once read: a checkpoint is used at most once, by the open that follows the
+    /// stop that wrote it.
+    fn load_checkpoint(&self) -> Result<Option<state::Top>, String> {
+        let file = self.dir.join(STATE_CHECKPOINT);
+        let bytes = match std::fs::read(&file) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("{}: {e}", file.display())),
+        };
+        // Stale or not, it is not read again.
+        std::fs::remove_file(&file).map_err(|e| format!("removing {}: {e}", file.display()))?;
+        let c = state::Checkpoint::decode(&bytes)?;
+        let tip = self.tip.as_ref().ok_or("the ledger has no blocks")?;
+        if (c.height, c.block) != (tip.height, tip.hash()) {
+            return Err(format!(
+                "it is of block {}, not of the tip (block {}): the node did not stop cleanly \
+                 after it was written",
+                c.height, tip.height
+            ));
+        }
+        let top = state::Top::build(c.buckets);
+        if top.root() != tip.state_root {
+            return Err(format!("its buckets do not hash to block {}'s state root", tip.height));
+        }
+        Ok(Some(top))
+    }
+
+    /// What a node does when it stops: flushes RocksDB's memtables to table files (so the
+    /// next open has no write-ahead log to replay: up to 256 MiB of it, seconds at a million
+    /// anchors) and writes the state map's checkpoint as of the tip (replacing any), synced,
+    /// so that the next open takes the map from it instead of hashing every anchor again.
+    /// No checkpoint when there is no block.
+    pub fn save_state(&self) -> Result<(), Error> {
+        for name in
+            [CF_BLOCKS, CF_BLOCK_INDEX, CF_TXS, CF_RECEIPTS, CF_ANCHORS, CF_META, CF_CERTS, CF_CRLS]
+        {
+            self.db.flush_cf(self.cf(name)?)?;
+        }
+        let Some(tip) = self.tip.as_ref() else { return Ok(()) };
+        let bytes = state::Checkpoint::of(&self.state, tip.height, tip.hash()).encode();
+        let file = self.dir.join(STATE_CHECKPOINT);
+        let part = self.dir.join(format!("{STATE_CHECKPOINT}.part"));
+        let io = |what: &str, e: std::io::Error| Error::Checkpoint(format!("{what}: {e}"));
+        {
+            let mut f = std::fs::File::create(&part).map_err(|e| io("create", e))?;
+            std::io::Write::write_all(&mut f, &bytes).map_err(|e| io("write", e))?;
+            f.sync_all().map_err(|e| io("sync", e))?;
+        }
+        std::fs::rename(&part, &file).map_err(|e| io("rename", e))?;
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io("sync the directory", e))
     }
 
     /// Turns certificate admission on with these roots only (no governance chain, no nodes):
@@ -721,13 +844,19 @@ impl Ledger {
             results.push((tx_hash, outcomes.iter().map(|o| o.code()).collect()));
             receipts.push((tx_hash, Receipt { height, index: index as u32, outcomes }));
         }
-        let mut leaves: Vec<([u8; 32], Digest)> = anchors
+        let mut records: Vec<Leaf> = anchors
             .iter()
-            .map(|(key, (value, tx))| {
-                (*key, Leaf { key: *key, value: *value, tx: *tx, height }.hash())
-            })
+            .map(|(key, (value, tx))| Leaf { key: *key, value: *value, tx: *tx, height })
             .collect();
-        leaves.sort_unstable_by_key(|(k, _)| *k);
+        records.sort_unstable_by_key(|l| l.key);
+        let chunks: Vec<&[Leaf]> = records
+            .chunks(records.len().div_ceil(1 << split_depth(records.len())).max(1))
+            .collect();
+        let leaves: Vec<([u8; 32], Digest)> =
+            parallel(&chunks, |c| c.iter().map(|l| (l.key, l.hash())).collect::<Vec<_>>())
+                .into_iter()
+                .flatten()
+                .collect();
         let state = self.state_changes(above, &leaves)?;
         let above_state: Vec<&Changes> = above.iter().map(|e| &e.state).collect();
         let tx_hashes: Vec<Digest> = txs.iter().map(Tx::hash).collect();
@@ -759,17 +888,54 @@ impl Ledger {
 
     /// The state map's changes for a block whose new anchors are `leaves` (sorted), above the
     /// committed tip and `above`: each bucket it adds to is hashed again from the committed
-    /// anchors in it (one seek in key order), the speculative blocks' and its own.
+    /// anchors in it (one seek in key order), the speculative blocks' and its own. A large
+    /// block's keys are split by their first bits into one part per worker ([`parallel`]):
+    /// each part's buckets and levels up to its subtree's root are computed on its own
+    /// thread, the levels above them here — the same changes whatever the split.
     fn state_changes(
         &self,
         above: &[Executed],
         leaves: &[([u8; 32], Digest)],
     ) -> Result<Changes, Error> {
+        let above_state: Vec<&Changes> = above.iter().map(|e| &e.state).collect();
+        let depth = split_depth(leaves.len());
+        if depth == 0 {
+            let buckets = self.hash_buckets(above, leaves)?;
+            return Ok(Changes::compute(&self.state, &above_state, buckets));
+        }
+        let parts: Vec<&[([u8; 32], Digest)]> = (0..1u32 << depth)
+            .map(|j| {
+                let from = leaves.partition_point(|(k, _)| state::prefix(k, depth) < j);
+                let to = leaves.partition_point(|(k, _)| state::prefix(k, depth) <= j);
+                &leaves[from..to]
+            })
+            .collect();
+        let parts = parallel(&parts, |part| {
+            let buckets = self.hash_buckets(above, part)?;
+            Ok(Changes::below(&self.state, &above_state, buckets, depth))
+        })
+        .into_iter()
+        .collect::<Result<Vec<_>, Error>>()?;
+        Ok(Changes::join(&self.state, &above_state, parts, depth))
+    }
+
+    /// The new nodes of the buckets `leaves` (sorted) add to, by index: each hashed from the
+    /// committed anchors in it, the speculative blocks' (`above`) and these.
+    fn hash_buckets(
+        &self,
+        above: &[Executed],
+        leaves: &[([u8; 32], Digest)],
+    ) -> Result<Vec<(u32, state::Node)>, Error> {
         let mut buckets = Vec::new();
+        let Some(first) = leaves.first() else { return Ok(buckets) };
         let mut it = self.db.raw_iterator_cf(self.cf(CF_ANCHORS)?);
         let mut in_bucket: Vec<([u8; 32], Digest)> = Vec::new();
         // One cursor per speculative block into its sorted leaves: the buckets come in order.
-        let mut cursors = vec![0usize; above.len()];
+        let start = state::prefix(&first.0, TOP_DEPTH);
+        let mut cursors: Vec<usize> = above
+            .iter()
+            .map(|e| e.leaves.partition_point(|(k, _)| state::prefix(k, TOP_DEPTH) < start))
+            .collect();
         let mut i = 0;
         while i < leaves.len() {
             let b = state::prefix(&leaves[i].0, TOP_DEPTH);
@@ -814,8 +980,7 @@ impl Ledger {
             buckets.push((b, state::subtree(&in_bucket, TOP_DEPTH)));
             i = end;
         }
-        let above: Vec<&Changes> = above.iter().map(|e| &e.state).collect();
-        Ok(Changes::compute(&self.state, &above, buckets))
+        Ok(buckets)
     }
 
     /// The state map's top levels from every committed anchor (one scan in key order).
@@ -1281,6 +1446,108 @@ mod tests {
         }
         let Err(err) = Ledger::open(bare.path()) else { panic!("stray anchors were opened") };
         assert!(err.to_string().contains("block 0's state root"), "{err}");
+    }
+
+    /// A clean stop's checkpoint opens the map without a scan, once, and only when it is of
+    /// the tip and hashes to its state root; any other is refused with its reason and the
+    /// map is rebuilt from the anchors as without one.
+    #[test]
+    fn the_state_checkpoint_is_used_once_and_only_when_it_is_the_tips() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(STATE_CHECKPOINT);
+        let s = SoftwareSigner::new(SecretKey::generate().unwrap());
+        let pairs: Vec<([u8; 32], [u8; 32])> =
+            (0..500u32).map(|i| (vpbox_sm::sm3::hash(i.to_be_bytes()).0, [i as u8; 32])).collect();
+        let reopen = |why: Option<&str>| {
+            let l = Ledger::open(dir.path()).unwrap();
+            match (why, l.state_source()) {
+                (None, StateSource::Checkpoint) => {}
+                // "": none found; "*": any refusal; otherwise the refusal's words.
+                (Some(""), StateSource::Scan { refused: None }) => {}
+                (Some(w), StateSource::Scan { refused: Some(r) })
+                    if !w.is_empty() && (w == "*" || r.contains(w)) => {}
+                (w, got) => panic!("expected {w:?}, got {got:?}"),
+            }
+            assert!(!file.exists(), "a checkpoint is read once");
+            l
+        };
+        let ledger = open(dir.path());
+        ledger.save_state().unwrap();
+        drop(ledger);
+        let mut ledger = reopen(None);
+        assert_eq!(ledger.state.root(), state::ZERO, "block 0's empty map");
+        commit(&mut ledger, &[tx(&s, 1, Payload::AnchorPutBatch(pairs[..300].to_vec()))]);
+        let root = ledger.tip().unwrap().state_root;
+        ledger.save_state().unwrap();
+        drop(ledger);
+        let mut ledger = reopen(None);
+        assert_eq!(ledger.state.root(), root);
+        // Paths and the next block work on the loaded map as on a scanned one.
+        let (tip, path) = ledger.state_path(&pairs[7].0).unwrap();
+        assert_eq!(path.evaluate(&pairs[7].0).unwrap().0, tip.state_root);
+        commit(&mut ledger, &[tx(&s, 2, Payload::AnchorPutBatch(pairs[250..400].to_vec()))]);
+        let root = ledger.tip().unwrap().state_root;
+        drop(ledger);
+        let mut ledger = reopen(Some(""));
+        assert_eq!(ledger.state.root(), root, "no checkpoint: a scan");
+        // A checkpoint of an earlier block (a stop that was not clean came after it).
+        ledger.save_state().unwrap();
+        let stale = std::fs::read(&file).unwrap();
+        commit(&mut ledger, &[tx(&s, 3, Payload::AnchorPutBatch(pairs[400..].to_vec()))]);
+        let root = ledger.tip().unwrap().state_root;
+        drop(ledger);
+        std::fs::write(&file, &stale).unwrap();
+        let ledger = reopen(Some("not of the tip"));
+        assert_eq!(ledger.state.root(), root);
+        ledger.save_state().unwrap();
+        let good = std::fs::read(&file).unwrap();
+        drop(ledger);
+        // A damaged one: every byte changed in turn is refused (a sample of the positions).
+        for at in (0..good.len()).step_by(good.len() / 40) {
+            let mut bad = good.clone();
+            bad[at] ^= 0x20;
+            std::fs::write(&file, &bad).unwrap();
+            assert_eq!(reopen(Some("*")).state.root(), root, "byte {at} changed");
+        }
+        // Whole and well formed, but not the tip's map: a bucket dropped.
+        let mut c = state::Checkpoint::decode(&good).unwrap();
+        c.buckets.pop();
+        std::fs::write(&file, c.encode()).unwrap();
+        assert_eq!(reopen(Some("do not hash")).state.root(), root);
+        std::fs::write(&file, &good[..good.len() - 1]).unwrap();
+        assert_eq!(reopen(Some("checksum")).state.root(), root);
+        std::fs::write(&file, &good).unwrap();
+        assert_eq!(reopen(None).state.root(), root);
+    }
+
+    /// Blocks large enough to be hashed on several threads (one over a speculative one)
+    /// commit the roots one scan of their anchors gives at the next open.
+    #[test]
+    fn large_blocks_hashed_in_parts_commit_the_roots_a_scan_gives() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SoftwareSigner::new(SecretKey::generate().unwrap());
+        let pairs: Vec<([u8; 32], [u8; 32])> = (0..3 * PARALLEL_MIN as u32)
+            .map(|i| (vpbox_sm::sm3::hash(i.to_be_bytes()).0, [i as u8; 32]))
+            .collect();
+        let (a, b) = pairs.split_at(PARALLEL_MIN + 100);
+        let root = {
+            let mut ledger = open(dir.path());
+            commit(&mut ledger, &[put(&s, 1, 1, 1)]);
+            let first =
+                ledger.execute(&[], vec![tx(&s, 2, Payload::AnchorPutBatch(a.to_vec()))]).unwrap();
+            let second = ledger
+                .execute(
+                    std::slice::from_ref(&first),
+                    vec![tx(&s, 3, Payload::AnchorPutBatch(b.to_vec()))],
+                )
+                .unwrap();
+            ledger.commit(&first, b"c").unwrap();
+            ledger.commit(&second, b"c").unwrap();
+            ledger.tip().unwrap().state_root
+        };
+        let ledger = Ledger::open(dir.path()).unwrap();
+        assert_eq!(ledger.state_source(), &StateSource::Scan { refused: None });
+        assert_eq!(ledger.state.root(), root);
     }
 
     #[test]

@@ -114,6 +114,9 @@ pub enum Event {
     Nodes(Sender<Value>),
     /// The signer's double-sign guard refused one of this node's messages.
     SignerRefused(String),
+    /// The process is asked to stop (SIGTERM or SIGINT): the driver finishes the batch of
+    /// events in hand, saves the state map's checkpoint and returns.
+    Stop,
 }
 
 /// SM2/SM3 verification of consensus signatures: the signer signs the SM3 digest of the
@@ -270,6 +273,8 @@ pub struct Driver<V: Verifier + Clone = Sm2Verifier> {
     inputs: VecDeque<Input>,
     link_stats: Arc<LinkStats>,
     metrics: crate::metrics::Metrics,
+    /// [`Event::Stop`] came.
+    stopping: bool,
 }
 
 /// Opening the node failed.
@@ -361,6 +366,7 @@ impl<V: Verifier + Clone> Driver<V> {
             inputs: VecDeque::new(),
             link_stats,
             metrics: crate::metrics::Metrics::default(),
+            stopping: false,
         };
         d.restore(wal_records)?;
         Ok(d)
@@ -413,7 +419,11 @@ impl<V: Verifier + Clone> Driver<V> {
         Ok(())
     }
 
-    /// Runs until every sender of the inbox is gone.
+    /// Runs until every sender of the inbox is gone, or [`Event::Stop`]: then it saves the
+    /// state map's checkpoint ([`Ledger::save_state`]), so that the next start opens the
+    /// ledger without hashing every anchor again. Everything acknowledged is durable before
+    /// that, so a stop that does not get this far (a crash, SIGKILL) loses nothing: the next
+    /// start only takes longer.
     pub fn run(mut self, inbox: Inbox) {
         loop {
             let wait = self.deadline().saturating_duration_since(self.clock.now());
@@ -422,7 +432,23 @@ impl<V: Verifier + Clone> Driver<V> {
                 Ok(batch) => self.handle(batch),
                 Err(Closed) => return,
             }
+            if self.stopping {
+                break;
+            }
             self.tick();
+        }
+        let saved = match self.ledger.read() {
+            Ok(l) => {
+                l.save_state().map(|()| l.height().saturating_sub(1)).map_err(|e| e.to_string())
+            }
+            Err(_) => Err("the ledger's lock is poisoned".into()),
+        };
+        match saved {
+            Ok(tip) => tracing::info!(tip, "stopped; the state map is saved as of block {tip}"),
+            Err(e) => tracing::warn!(
+                "stopped; the state map could not be saved ({e}): the next start rebuilds it \
+                 from the anchors"
+            ),
         }
     }
 
@@ -474,6 +500,7 @@ impl<V: Verifier + Clone> Driver<V> {
                 Event::SignerRefused(reason) => {
                     self.status.refused(reason, self.clock.now(), self.clock.wall())
                 }
+                Event::Stop => self.stopping = true,
             }
         }
         if !gossip.is_empty() {
@@ -878,8 +905,7 @@ impl<V: Verifier + Clone> Driver<V> {
             self.try_execute();
         }
         self.regossip();
-        let peers: Vec<NodeId> =
-            self.genesis.nodes.iter().map(|n| n.id).filter(|i| *i != self.id).collect();
+        let peers = self.fetch_peers();
         let height = self.height();
         let now = self.clock.now();
         if let Some((to, msg)) =
@@ -898,6 +924,11 @@ impl<V: Verifier + Clone> Driver<V> {
         for frame in PeerMsg::txs_in_frames(old) {
             self.links.broadcast(&frame);
         }
+    }
+
+    /// The nodes a state fetch asks, in turn.
+    fn fetch_peers(&self) -> Vec<NodeId> {
+        self.genesis.nodes.iter().map(|n| n.id).filter(|i| *i != self.id).collect()
     }
 
     fn height(&self) -> u64 {
@@ -930,6 +961,23 @@ impl<V: Verifier + Clone> Driver<V> {
     /// transactions, re-execution to the same header) before it is written.
     fn on_blocks(&mut self, blocks: Vec<(Vec<u8>, Vec<Vec<u8>>)>) {
         let Some(target) = self.fetch.as_ref().map(|f| (f.seq, f.state)) else { return };
+        // The next range is asked for now, while these execute ([`crate::transfer`]), when
+        // the last block here is whole and after this node's tip. (Only its header is
+        // trusted so far, to name a height: its certificate is checked in turn below.)
+        let last = blocks.last().and_then(|(b, txs)| {
+            Block::decode(b)
+                .ok()
+                .filter(|b| b.tx_hashes.len() == txs.len())
+                .map(|b| b.header.height)
+        });
+        if let Some(last) = last.filter(|l| *l > self.height()) {
+            let peers = self.fetch_peers();
+            let now = self.clock.now();
+            if let Some((to, msg)) = self.fetch.as_mut().and_then(|f| f.prefetch(now, &peers, last))
+            {
+                self.links.send(to, &msg);
+            }
+        }
         for (block_bytes, tx_bytes) in blocks {
             let height = self.height();
             if height >= target.0.0 {
@@ -989,8 +1037,9 @@ impl<V: Verifier + Clone> Driver<V> {
                 txs,
                 configs: self.configs(),
             });
-        } else if self.fetch.as_ref().is_some_and(|f| !f.is_staged()) {
-            // Ask for more now; a block still missing parts waits for them (or the retry).
+        } else if self.fetch.as_ref().is_some_and(|f| !f.is_staged() && !f.prefetched(tip_h)) {
+            // Ask for more now (unless a prefetch already did); a block still missing parts
+            // waits for them (or the retry).
             if let Some(f) = self.fetch.as_mut() {
                 f.ask_now();
             }

@@ -20,7 +20,7 @@ use vpbox_ca::policy::{Decision, DenyReason};
 use vpbox_consensus::NodeId;
 use vpbox_ledger::contract::PutOutcome;
 use vpbox_ledger::tx::{Payload, Tx};
-use vpbox_ledger::{Ledger, TrustChanges};
+use vpbox_ledger::{Ledger, StateSource, TrustChanges};
 use vpbox_sm::sm2::PublicKey;
 
 use crate::api::ReadApi;
@@ -132,8 +132,23 @@ pub fn run(
     let id = NodeId(config.node_id);
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| StartError(format!("{}: {e}", config.data_dir.display())))?;
+    let opening = std::time::Instant::now();
     let mut ledger = Ledger::open(&config.data_dir.join("ledger"))
         .map_err(|e| StartError(format!("ledger: {e}")))?;
+    let ms = opening.elapsed().as_millis() as u64;
+    match ledger.state_source() {
+        StateSource::Checkpoint => {
+            tracing::info!(ms, "ledger opened; the state map from the checkpoint of the last stop")
+        }
+        StateSource::Scan { refused: None } => {
+            tracing::info!(ms, "ledger opened; the state map rebuilt from the anchors")
+        }
+        StateSource::Scan { refused: Some(why) } => tracing::warn!(
+            ms,
+            "ledger opened; the state map's checkpoint was not used ({why}): rebuilt from the \
+             anchors"
+        ),
+    }
     ledger.init_genesis(&genesis.block()).map_err(|e| StartError(format!("ledger: {e}")))?;
     ledger
         .set_governance(genesis.governance_state())
@@ -280,8 +295,59 @@ pub fn run(
         config.sockets.peer.display(),
         config.sockets.egress.display()
     );
+    let stop = inbox.outbox(Source::Local);
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || on_signals(&stop))
+        .map_err(|e| StartError(format!("thread: {e}")))?;
     driver.run(inbox);
     Ok(())
+}
+
+/// How long a stop may take once asked before the process ends anyway.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Waits for SIGTERM or SIGINT. The first asks the driver to stop ([`Event::Stop`]: it saves
+/// the state map's checkpoint and returns, and the process exits); a second, or no exit within
+/// [`STOP_GRACE`], ends the process at once — everything acknowledged is durable already, so
+/// that costs only the next start's rebuild of the map.
+fn on_signals(stop: &Outbox) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    let Ok(runtime) = runtime else {
+        tracing::warn!("no signal handling: SIGTERM ends the node without saving the state map");
+        return;
+    };
+    runtime.block_on(async {
+        let (Ok(mut term), Ok(mut int)) =
+            (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+        else {
+            tracing::warn!(
+                "no signal handling: SIGTERM ends the node without saving the state map"
+            );
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("asked to stop");
+        if stop.send(Event::Stop).is_err() {
+            std::process::exit(0);
+        }
+        let again = async {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        };
+        let why = match tokio::time::timeout(STOP_GRACE, again).await {
+            Ok(()) => "asked again",
+            Err(_) => "the stop took too long",
+        };
+        tracing::warn!("{why}: ending now, without saving the state map");
+        std::process::exit(1);
+    });
 }
 
 /// Signs this node's link proofs with its consensus key in the signer (one connection,

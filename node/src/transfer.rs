@@ -9,6 +9,12 @@
 //! the driver's `check`), staged, and returned when every body is here. A request names how
 //! many of the staged block's transactions are already here (`skip`), so they are not sent
 //! again.
+//!
+//! **Pipelined.** When a reply's last block is whole, the next range (the blocks after it) is
+//! asked for before the reply's blocks are executed ([`Transfer::prefetch`]), so that a peer
+//! reads and sends the next blocks while this node executes and commits these: a catch-up runs
+//! at the pace of execution, not of execution plus a round trip per reply. At most one
+//! request is outstanding; a lost answer is asked for again after the retry period, as any.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -35,6 +41,8 @@ pub struct Transfer {
     asked: Option<Instant>,
     next_peer: usize,
     staged: Option<Staged>,
+    /// The height after which the outstanding prefetch asked for blocks.
+    prefetched: Option<u64>,
 }
 
 /// What a received block part came to.
@@ -52,7 +60,31 @@ pub enum Part {
 impl Transfer {
     /// A transfer to `seq` with state `state`.
     pub fn new(seq: SeqNo, state: CDigest) -> Self {
-        Self { seq, state, asked: None, next_peer: 0, staged: None }
+        Self { seq, state, asked: None, next_peer: 0, staged: None, prefetched: None }
+    }
+
+    /// The request for the blocks after `after` (the last block of a reply just received,
+    /// whole, not yet executed), to the next of `peers`, unless it reaches past the target or
+    /// a block waits for its parts. Counts as the request of [`Self::request`]'s period.
+    pub fn prefetch(
+        &mut self,
+        now: Instant,
+        peers: &[NodeId],
+        after: u64,
+    ) -> Option<(NodeId, PeerMsg)> {
+        if peers.is_empty() || after >= self.seq.0 || self.staged.is_some() {
+            return None;
+        }
+        self.asked = Some(now);
+        self.prefetched = Some(after);
+        let to = peers[self.next_peer % peers.len()];
+        self.next_peer += 1;
+        Some((to, PeerMsg::WantBlocks { after, upto: self.seq.0, skip: 0 }))
+    }
+
+    /// Whether a prefetch already asked for the blocks after `height`.
+    pub fn prefetched(&self, height: u64) -> bool {
+        self.prefetched == Some(height)
     }
 
     /// The request to send at `now`, if one is due: to the next of `peers` in turn, for the
