@@ -100,6 +100,16 @@ pub(crate) fn bench_growth(a: &BenchGrowthArgs) -> Result<Outcome> {
     let all: Vec<PathBuf> = (1..=a.nodes).map(socket).collect();
     let load_rate = load(&all, &s, a.batch, 0, a.anchors, "load")?;
     println!("load: {} anchors committed at {load_rate:.0}/s", a.anchors);
+    // Each batch was awaited on the node it went to: the node read below may be a block or
+    // two behind that one. It is waited for (a node that does not get there is an error).
+    let top = all.iter().filter_map(|s| height(s)).max().unwrap_or(0);
+    let waited = Instant::now();
+    while height(&socket(1)).is_none_or(|h| h < top) {
+        if waited.elapsed() > Duration::from_secs(60) {
+            bail!("node1 did not reach height {top} within 60 s of the load's end");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     // 2. Reads, spread over everything loaded (a multiplicative walk modulo the count).
     let mut c = RpcClient::new(&socket(1));

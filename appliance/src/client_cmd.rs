@@ -619,6 +619,9 @@ pub(crate) struct BenchAnchorsArgs {
     /// The cluster's consensus pipeline depth (`cluster up --pipeline-depth`).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) pipeline_depth: Option<u64>,
+    /// Lines of the day-end CSV sent with `vpbox anchor put --file` (0: none).
+    #[arg(long, default_value_t = 250_000)]
+    pub(crate) csv: usize,
 }
 
 fn dir_size(path: &Path) -> u64 {
@@ -759,6 +762,43 @@ pub(crate) fn bench_anchors(a: &BenchAnchorsArgs) -> Result<Outcome> {
         "batch path ({batch} pairs per tx):      {batch_rate:>10.0} anchors/s committed   (target >= 20,000)"
     );
 
+    // A POSP's day-end file, as its operator sends it: `vpbox anchor put --file` (its own
+    // process, defaults: batches of 5,000, 4 in flight, the progress record beside the file),
+    // timed from start to exit (every batch committed).
+    let csv_s = if a.csv > 0 {
+        let file = dir.join("day-end.csv");
+        let mut text = String::with_capacity(a.csv * 132 + 10);
+        text.push_str("key,value\n");
+        for i in 0..a.csv as u64 {
+            text.push_str(&format!(
+                "{},{}\n",
+                hex::encode(bench_key(7, i)),
+                hex::encode(bench_key(8, i))
+            ));
+        }
+        std::fs::write(&file, text)?;
+        let start = Instant::now();
+        let out = std::process::Command::new(std::env::current_exe()?)
+            .args(["anchor", "put", "--dir"])
+            .arg(&dir)
+            .arg("--posp")
+            .arg(dir.join("posp/bank-a.toml"))
+            .arg("--file")
+            .arg(&file)
+            .output()?;
+        let took = start.elapsed().as_secs_f64();
+        if !out.status.success() {
+            bail!("anchor put --file: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        println!(
+            "day-end CSV, {} lines (anchor put --file): {took:>6.1} s   (target <= 5 s for 250,000)",
+            a.csv
+        );
+        Some(took)
+    } else {
+        None
+    };
+
     // Signed path: one signature per anchor, submitted without waiting, then the last awaited.
     let txs: Vec<Vec<u8>> = (0..a.signed as u64)
         .map(|i| {
@@ -814,7 +854,7 @@ pub(crate) fn bench_anchors(a: &BenchAnchorsArgs) -> Result<Outcome> {
     );
 
     // Bytes on disk per anchor (node 1's ledger: SST files and RocksDB's own WAL).
-    let total = (n_batch + a.signed + lat.len()) as f64;
+    let total = (n_batch + a.csv + a.signed + lat.len()) as f64;
     let per_anchor = dir_size(&dir.join("node1/data/ledger")) as f64 / total;
     println!(
         "bytes on disk per anchor (node1 ledger): {per_anchor:>7.0}                  (target <= 250)"
@@ -844,6 +884,7 @@ pub(crate) fn bench_anchors(a: &BenchAnchorsArgs) -> Result<Outcome> {
     println!(
         "{}",
         json!({"bench": "anchors", "nodes": a.nodes, "batch": batch, "batch_per_s": batch_rate.round(),
+               "csv_lines": a.csv, "csv_s": csv_s,
                "signed_per_s": signed_rate.round(), "rate": a.rate, "p50_ms": p50, "p99_ms": p99,
                "bytes_per_anchor": per_anchor.round(), "raw_rocksdb_per_s": raw_rate.round(),
                "ratio_batch_to_raw": (batch_rate / raw_rate * 100.0).round() / 100.0})

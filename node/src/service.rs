@@ -298,7 +298,7 @@ pub fn run(
     let stop = inbox.outbox(Source::Local);
     std::thread::Builder::new()
         .name("signals".into())
-        .spawn(move || on_signals(&stop))
+        .spawn(move || on_signals(stop))
         .map_err(|e| StartError(format!("thread: {e}")))?;
     driver.run(inbox);
     Ok(())
@@ -311,7 +311,7 @@ const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
 /// the state map's checkpoint and returns, and the process exits); a second, or no exit within
 /// [`STOP_GRACE`], ends the process at once — everything acknowledged is durable already, so
 /// that costs only the next start's rebuild of the map.
-fn on_signals(stop: &Outbox) {
+fn on_signals(stop: Outbox) {
     use tokio::signal::unix::{SignalKind, signal};
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
     let Ok(runtime) = runtime else {
@@ -332,8 +332,15 @@ fn on_signals(stop: &Outbox) {
             _ = int.recv() => {}
         }
         tracing::info!("asked to stop");
-        if stop.send(Event::Stop).is_err() {
-            std::process::exit(0);
+        // Queued from a thread of its own: a full queue must not keep a second signal, or the
+        // grace period, from ending the process.
+        let queued = std::thread::Builder::new().name("stop".into()).spawn(move || {
+            if stop.send(Event::Stop).is_err() {
+                std::process::exit(0);
+            }
+        });
+        if queued.is_err() {
+            std::process::exit(1);
         }
         let again = async {
             tokio::select! {
