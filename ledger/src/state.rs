@@ -567,7 +567,8 @@ impl Checkpoint {
     }
 
     /// Decodes a checkpoint (bounded: at most `2^TOP_DEPTH` buckets, the length checked
-    /// against the count before anything is allocated); the error names what is wrong.
+    /// against the count before the buckets are allocated); the error names what is wrong.
+    /// A checkpoint that decodes says nothing of the anchors: see `Ledger::checkpoint_check`.
     pub fn decode(bytes: &[u8]) -> Result<Self, &'static str> {
         let Some((body, sum)) = bytes.split_last_chunk::<32>() else {
             return Err("truncated");

@@ -67,15 +67,20 @@ fn split_depth(anchors: usize) -> usize {
     if anchors < PARALLEL_MIN { 0 } else { workers().ilog2() as usize }
 }
 
-/// `f` of every part, in order: the first on this thread, each other on one of its own.
+/// `f` of every part, in order: the first on this thread, each other on one of its own (or
+/// on this one too, when no thread can be had).
 fn parallel<P: Sync, R: Send>(parts: &[P], f: impl Fn(&P) -> R + Sync) -> Vec<R> {
     let Some((first, rest)) = parts.split_first() else { return Vec::new() };
     std::thread::scope(|s| {
-        let others: Vec<_> = rest.iter().map(|p| s.spawn(|| f(p))).collect();
+        let others: Vec<_> = rest
+            .iter()
+            .map(|p| (p, std::thread::Builder::new().spawn_scoped(s, || f(p)).ok()))
+            .collect();
         let mut out = vec![f(first)];
-        out.extend(others.into_iter().map(|h| match h.join() {
-            Ok(r) => r,
-            Err(panic) => std::panic::resume_unwind(panic),
+        out.extend(others.into_iter().map(|(p, h)| match h.map(|h| h.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
+            None => f(p),
         }));
         out
     })
@@ -174,7 +179,7 @@ impl TrustChanges {
 
 /// The ledger on RocksDB.
 pub struct Ledger {
-    db: DB,
+    db: Arc<DB>,
     /// Bumped by every commit that changed the trust state.
     trust_changes: Arc<TrustChanges>,
     tip: Option<Header>,
@@ -190,6 +195,87 @@ pub struct Ledger {
     dir: PathBuf,
     /// Where the state map came from at open.
     state_source: StateSource,
+    /// The checkpoint the map came from, until [`CheckpointCheck`] has compared it with the
+    /// anchors on disk: its block's height and hash, and the SM3 of its encoding.
+    unchecked: Option<(u64, Digest, Digest)>,
+}
+
+/// The comparison of a state map checkpoint the ledger opened from with the anchors on disk
+/// ([`Ledger::checkpoint_check`]): one scan of the anchors stored by the checkpoint's block
+/// (their records name their block; later ones are left out, so commits may go on meanwhile),
+/// hashed into buckets that must be the checkpoint's, bucket for bucket. This is what the
+/// open's own scan would have checked: an anchor changed on disk, or a checkpoint whose
+/// buckets hash to the right root from the wrong places, is found — a minute late at ten
+/// million anchors rather than before the open.
+///
+/// It holds the store open until it is dropped.
+pub struct CheckpointCheck {
+    db: Arc<DB>,
+    height: u64,
+    block: Digest,
+    digest: Digest,
+}
+
+impl CheckpointCheck {
+    /// Runs the scan: `Err` (corruption) when the anchors do not give the checkpoint's
+    /// buckets.
+    pub fn run(&self) -> Result<(), Error> {
+        let cf = self
+            .db
+            .cf_handle(CF_ANCHORS)
+            .ok_or_else(|| Error::Corrupt(format!("column family {CF_ANCHORS} missing")))?;
+        let mut it = self.db.raw_iterator_cf(cf);
+        it.seek_to_first();
+        let buckets = scan_buckets(&mut it, |leaf| leaf.height <= self.height)?;
+        let c = state::Checkpoint { height: self.height, block: self.block, buckets };
+        if vpbox_sm::sm3::hash(c.encode()) != self.digest {
+            return Err(Error::Corrupt(format!(
+                "the anchors on disk do not give the state map's checkpoint of block {}: an \
+                 anchor changed on disk, or the checkpoint is not this ledger's",
+                self.height
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The buckets of the anchors from `it` (positioned at the first, read in key order) that
+/// `keep` keeps, by index.
+fn scan_buckets(
+    it: &mut rocksdb::DBRawIterator<'_>,
+    keep: impl Fn(&Leaf) -> bool,
+) -> Result<Vec<(u32, state::Node)>, Error> {
+    let mut buckets = Vec::new();
+    let mut in_bucket: Vec<([u8; 32], Digest)> = Vec::new();
+    let mut current = None;
+    loop {
+        let next = match (it.key(), it.value()) {
+            (Some(k), Some(v)) => {
+                let Ok(key) = <[u8; 32]>::try_from(k) else {
+                    return Err(Error::Corrupt("an anchor key is not 32 bytes".into()));
+                };
+                Some(anchor_leaf(key, v)?)
+            }
+            _ => None,
+        };
+        let b = next.map(|l| state::prefix(&l.key, TOP_DEPTH));
+        if let Some(c) = current
+            && b != Some(c)
+        {
+            if !in_bucket.is_empty() {
+                buckets.push((c, state::subtree(&in_bucket, TOP_DEPTH)));
+            }
+            in_bucket.clear();
+        }
+        let Some(leaf) = next else { break };
+        current = b;
+        if keep(&leaf) {
+            in_bucket.push((leaf.key, leaf.hash()));
+        }
+        it.next();
+    }
+    it.status()?;
+    Ok(buckets)
 }
 
 /// The state map checkpoint's file, in the ledger's directory (RocksDB leaves the names it
@@ -308,7 +394,7 @@ impl Ledger {
             looked_up(CF_CERTS),
             ColumnFamilyDescriptor::new(CF_CRLS, Options::default()),
         ];
-        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        let db = Arc::new(DB::open_cf_descriptors(&opts, path, cfs)?);
         let mut ledger = Self {
             db,
             trust_changes: Arc::default(),
@@ -318,12 +404,14 @@ impl Ledger {
             state: state::Top::new(),
             dir: path.to_path_buf(),
             state_source: StateSource::Scan { refused: None },
+            unchecked: None,
         };
         ledger.tip = ledger.check_tip()?;
         let refused = match ledger.load_checkpoint() {
-            Ok(Some(top)) => {
+            Ok(Some((top, unchecked))) => {
                 ledger.state = top;
                 ledger.state_source = StateSource::Checkpoint;
+                ledger.unchecked = Some(unchecked);
                 return Ok(ledger);
             }
             Ok(None) => None,
@@ -349,7 +437,8 @@ impl Ledger {
     /// and hashes to the tip's `state_root`; `Err` says why one found was not used. The file
     /// is removed once read: a checkpoint is used at most once, by the open that follows the
     /// stop that wrote it.
-    fn load_checkpoint(&self) -> Result<Option<state::Top>, String> {
+    #[allow(clippy::type_complexity)]
+    fn load_checkpoint(&self) -> Result<Option<(state::Top, (u64, Digest, Digest))>, String> {
         let file = self.dir.join(STATE_CHECKPOINT);
         let bytes = match std::fs::read(&file) {
             Ok(b) => b,
@@ -367,11 +456,24 @@ impl Ledger {
                 c.height, tip.height
             ));
         }
+        let digest = vpbox_sm::sm3::hash(&bytes);
         let top = state::Top::build(c.buckets);
         if top.root() != tip.state_root {
             return Err(format!("its buckets do not hash to block {}'s state root", tip.height));
         }
-        Ok(Some(top))
+        Ok(Some((top, (c.height, c.block, digest))))
+    }
+
+    /// The comparison still owed between the checkpoint this ledger opened from and the
+    /// anchors on disk, to run beside the ledger's use (a node runs it on a thread of its own
+    /// and stops, as for any corruption, if it fails); `None` after an open that scanned.
+    pub fn checkpoint_check(&self) -> Option<CheckpointCheck> {
+        self.unchecked.map(|(height, block, digest)| CheckpointCheck {
+            db: Arc::clone(&self.db),
+            height,
+            block,
+            digest,
+        })
     }
 
     /// What a node does when it stops: flushes RocksDB's memtables to table files (so the
@@ -985,35 +1087,9 @@ impl Ledger {
 
     /// The state map's top levels from every committed anchor (one scan in key order).
     fn rebuild_state(&self) -> Result<state::Top, Error> {
-        let mut buckets = Vec::new();
-        let mut in_bucket: Vec<([u8; 32], Digest)> = Vec::new();
-        let mut current = None;
         let mut it = self.db.raw_iterator_cf(self.cf(CF_ANCHORS)?);
         it.seek_to_first();
-        loop {
-            let next = match (it.key(), it.value()) {
-                (Some(k), Some(v)) => {
-                    let Ok(key) = <[u8; 32]>::try_from(k) else {
-                        return Err(Error::Corrupt("an anchor key is not 32 bytes".into()));
-                    };
-                    Some((key, anchor_leaf(key, v)?.hash()))
-                }
-                _ => None,
-            };
-            let b = next.map(|(k, _)| state::prefix(&k, TOP_DEPTH));
-            if let Some(c) = current
-                && b != Some(c)
-            {
-                buckets.push((c, state::subtree(&in_bucket, TOP_DEPTH)));
-                in_bucket.clear();
-            }
-            let Some(leaf) = next else { break };
-            current = b;
-            in_bucket.push(leaf);
-            it.next();
-        }
-        it.status()?;
-        Ok(state::Top::build(buckets))
+        Ok(state::Top::build(scan_buckets(&mut it, |_| true)?))
     }
 
     /// The path of `key` in the state map as of the tip: its first value, or its absence,
@@ -1517,7 +1593,52 @@ mod tests {
         std::fs::write(&file, &good[..good.len() - 1]).unwrap();
         assert_eq!(reopen(Some("checksum")).state.root(), root);
         std::fs::write(&file, &good).unwrap();
-        assert_eq!(reopen(None).state.root(), root);
+        let ledger = reopen(None);
+        assert_eq!(ledger.state.root(), root);
+        // The comparison with the anchors on disk passes, and goes on passing as blocks commit.
+        let check = ledger.checkpoint_check().expect("owed after a checkpoint");
+        check.run().unwrap();
+        let mut ledger = ledger;
+        commit(&mut ledger, &[put(&s, 4, 9, 9)]);
+        check.run().unwrap();
+        drop(check); // it holds the store open
+        ledger.save_state().unwrap();
+        let good = std::fs::read(&file).unwrap();
+        // An anchor changed on disk after the stop: the open takes the checkpoint, the
+        // comparison finds it.
+        let cf = ledger.cf(CF_ANCHORS).unwrap();
+        let original = ledger.db.get_cf(cf, pairs[3].0).unwrap().unwrap();
+        let mut changed = original.clone();
+        changed[0] ^= 1;
+        ledger.db.put_cf(cf, pairs[3].0, &changed).unwrap();
+        drop(ledger);
+        let ledger = reopen(None);
+        let err = ledger.checkpoint_check().unwrap().run().unwrap_err();
+        assert!(err.to_string().contains("do not give the state map's checkpoint"), "{err}");
+        let cf = ledger.cf(CF_ANCHORS).unwrap();
+        ledger.db.put_cf(cf, pairs[3].0, &original).unwrap();
+        drop(ledger);
+        assert!(reopen(Some("")).checkpoint_check().is_none(), "a scan owes none");
+        // A checkpoint whose lone leaf sits in the wrong, empty, sibling bucket hashes to the
+        // same root (a lone leaf moves up): the open takes it, the comparison does not.
+        let mut c = state::Checkpoint::decode(&good).unwrap();
+        let buckets: std::collections::BTreeMap<u32, state::Node> =
+            c.buckets.iter().copied().collect();
+        let (from, to) = c
+            .buckets
+            .iter()
+            .find_map(|(i, n)| {
+                (matches!(n, state::Node::Leaf(_)) && !buckets.contains_key(&(i ^ 1)))
+                    .then_some((*i, i ^ 1))
+            })
+            .expect("a lone leaf beside an empty bucket");
+        c.buckets.retain(|(i, _)| *i != from);
+        c.buckets.push((to, buckets[&from]));
+        c.buckets.sort_by_key(|(i, _)| *i);
+        std::fs::write(&file, c.encode()).unwrap();
+        let ledger = reopen(None);
+        assert_eq!(ledger.state.root(), ledger.tip().unwrap().state_root);
+        assert!(ledger.checkpoint_check().unwrap().run().is_err(), "a moved leaf is found");
     }
 
     /// Blocks large enough to be hashed on several threads (one over a speculative one)

@@ -1037,9 +1037,15 @@ impl<V: Verifier + Clone> Driver<V> {
                 txs,
                 configs: self.configs(),
             });
-        } else if self.fetch.as_ref().is_some_and(|f| !f.is_staged() && !f.prefetched(tip_h)) {
-            // Ask for more now (unless a prefetch already did); a block still missing parts
-            // waits for them (or the retry).
+        } else if self.fetch.as_ref().is_some_and(|f| f.prefetched(tip_h)) {
+            // The prefetch asked for what comes next while these executed: its retry period
+            // starts now, or a long execution would have it asked for twice.
+            let now = self.clock.now();
+            if let Some(f) = self.fetch.as_mut() {
+                f.asked_at(now);
+            }
+        } else if self.fetch.as_ref().is_some_and(|f| !f.is_staged()) {
+            // Ask for more now; a block still missing parts waits for them (or the retry).
             if let Some(f) = self.fetch.as_mut() {
                 f.ask_now();
             }
@@ -1128,7 +1134,7 @@ fn entry_of(block: &Block) -> Option<CommittedEntry> {
 /// A failure the node cannot continue past without risking its state (a full disk under the
 /// WAL or the ledger, a block that does not match its own execution). It stops; systemd
 /// restarts it, and the WAL, the intake and the ledger bring it back where it was.
-fn fatal(msg: &str) -> ! {
+pub(crate) fn fatal(msg: &str) -> ! {
     tracing::error!("fatal: {msg}; stopping");
     std::process::exit(70)
 }

@@ -178,6 +178,23 @@ pub fn run(
             .collect();
         (me, peers)
     };
+    if let Some(check) = ledger.checkpoint_check() {
+        // The checkpoint's buckets against the anchors on disk, beside the node's work: a
+        // difference is corruption and stops the node, as the open's own scan would have.
+        std::thread::Builder::new()
+            .name("ledger-check".into())
+            .spawn(move || {
+                let started = std::time::Instant::now();
+                match check.run() {
+                    Ok(()) => tracing::info!(
+                        ms = started.elapsed().as_millis() as u64,
+                        "the anchors on disk match the state map's checkpoint"
+                    ),
+                    Err(e) => crate::node::fatal(&format!("ledger: {e}")),
+                }
+            })
+            .map_err(|e| StartError(format!("thread: {e}")))?;
+    }
     let trust_changes = ledger.trust_changes();
     let ledger = Arc::new(RwLock::new(ledger));
 
@@ -319,18 +336,15 @@ fn on_signals(stop: Outbox) {
         return;
     };
     runtime.block_on(async {
-        let (Ok(mut term), Ok(mut int)) =
-            (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-        else {
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
             tracing::warn!(
                 "no signal handling: SIGTERM ends the node without saving the state map"
             );
             return;
         };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
+        // SIGINT too when it can be had (a terminal's Ctrl-C); SIGTERM is what systemd sends.
+        let mut int = signal(SignalKind::interrupt()).ok();
+        either(&mut term, &mut int).await;
         tracing::info!("asked to stop");
         // Queued from a thread of its own: a full queue must not keep a second signal, or the
         // grace period, from ending the process.
@@ -342,19 +356,30 @@ fn on_signals(stop: Outbox) {
         if queued.is_err() {
             std::process::exit(1);
         }
-        let again = async {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        };
-        let why = match tokio::time::timeout(STOP_GRACE, again).await {
+        let why = match tokio::time::timeout(STOP_GRACE, either(&mut term, &mut int)).await {
             Ok(()) => "asked again",
             Err(_) => "the stop took too long",
         };
         tracing::warn!("{why}: ending now, without saving the state map");
         std::process::exit(1);
     });
+}
+
+/// The next SIGTERM, or SIGINT if it is handled.
+async fn either(
+    term: &mut tokio::signal::unix::Signal,
+    int: &mut Option<tokio::signal::unix::Signal>,
+) {
+    let interrupt = async {
+        match int.as_mut() {
+            Some(i) => drop(i.recv().await),
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        () = interrupt => {}
+    }
 }
 
 /// Signs this node's link proofs with its consensus key in the signer (one connection,

@@ -82,6 +82,11 @@ impl Transfer {
         Some((to, PeerMsg::WantBlocks { after, upto: self.seq.0, skip: 0 }))
     }
 
+    /// Counts the outstanding request as asked at `now` (its answer is awaited from then).
+    pub fn asked_at(&mut self, now: Instant) {
+        self.asked = Some(now);
+    }
+
     /// Whether a prefetch already asked for the blocks after `height`.
     pub fn prefetched(&self, height: u64) -> bool {
         self.prefetched == Some(height)
