@@ -8,11 +8,12 @@
 //!
 //! `put --file` keeps several batches in flight (`--in-flight`, 4 by default): while the node
 //! commits one, the next are already stored in its pool, so blocks follow each other without
-//! waiting for the client's round trip. It records its progress beside the file, in
-//! `FILE.vpbox-progress` (JSON, [`Progress`]): the pairs committed from the file's first (a
-//! prefix: a batch that commits before an older one counts once the older has), the signed
-//! transactions in flight, in file order, and the SM3 of the file they belong to. Each is
-//! recorded before it is sent. Run again after an interruption, it re-sends those same
+//! waiting for the client's round trip. A batch the node has stored is then awaited by its
+//! hash (`tx_getTransactionReceipt` with `wait`), not sent a second time. It records its
+//! progress beside the file, in `FILE.vpbox-progress` (JSON, [`Progress`]): the pairs
+//! committed from the file's first (a prefix: a batch that commits before an older one counts
+//! once the older has), the signed transactions in flight, in file order, and the SM3 of the
+//! file they belong to. Each is recorded before it is sent. Run again after an interruption, it re-sends those same
 //! transactions (a duplicate gets its first result, never a second execution) and goes on from
 //! there; a file that changed since is refused rather than resumed at a wrong line. When the
 //! whole file is committed the record stays, marked finished: running the same file again
@@ -259,6 +260,7 @@ pub(crate) fn put(
             Payload::AnchorPutBatch(p) if next < total && *p == all[next..end] => {
                 flight.push_back(InFlight {
                     len: end - next,
+                    hash: tx.hash(),
                     bytes: tx.encode(),
                     submitted: false,
                 });
@@ -276,8 +278,9 @@ pub(crate) fn put(
         let signed = flight.len();
         while next < total && flight.len() < depth {
             let end = (next + batch).min(total);
-            let bytes = sign(s, Payload::AnchorPutBatch(all[next..end].to_vec()))?.encode();
-            flight.push_back(InFlight { len: end - next, bytes, submitted: false });
+            let tx = sign(s, Payload::AnchorPutBatch(all[next..end].to_vec()))?;
+            let (hash, bytes) = (tx.hash(), tx.encode());
+            flight.push_back(InFlight { len: end - next, hash, bytes, submitted: false });
             next = end;
         }
         if flight.len() > signed {
@@ -291,15 +294,24 @@ pub(crate) fn put(
             open = submit(c, &f.bytes, &path)?;
             f.submitted = open;
         }
-        // Await the oldest: its commit moves `done` on.
+        // Await the oldest: its commit moves `done` on. One the node has stored is awaited by
+        // its hash; one it has not (held back, or unknown to it) is sent until committed.
         let Some(oldest) = flight.front() else { break };
-        let r = send(c, &oldest.bytes, &path)?;
+        let committed = if oldest.submitted { await_commit(c, &oldest.hash)? } else { None };
+        let r = match committed {
+            Some(r) => r,
+            None => send(c, &oldest.bytes, &path)?,
+        };
         for res in r["results"].as_array().into_iter().flatten() {
             if res["ok"] == json!(true) { anchored += 1 } else { existed += 1 }
         }
         done += oldest.len;
         flight.pop_front();
-        record(&path, &mut progress, done, &flight)?;
+        // The next round's record carries this commit; with nothing left to sign there is
+        // none, so the file's last batches record theirs here.
+        if next >= total {
+            record(&path, &mut progress, done, &flight)?;
+        }
         display.show(done, done - resumed_at, start.elapsed());
     }
     display.end();
@@ -332,6 +344,8 @@ pub(crate) fn put(
 struct InFlight {
     /// Pairs it covers (from the end of the one before it).
     len: usize,
+    /// Its hash (of the body: the signature is not in it).
+    hash: Digest,
     bytes: Vec<u8>,
     /// Whether the node has stored it (answered `pending` or committed).
     submitted: bool,
@@ -359,6 +373,32 @@ fn submit(c: &mut RpcClient, bytes: &[u8], progress: &Path) -> Result<bool> {
     }
 }
 
+/// Waits for a batch the node has stored, by its hash (`tx_getTransactionReceipt` with
+/// `wait`): its receipt once committed, or `None` when the node knows it neither committed nor
+/// pending (a node that restarted without it, or one that does not wait by hash), and then the
+/// caller sends it again. A wait that ran out asks again.
+fn await_commit(c: &mut RpcClient, hash: &Digest) -> Result<Option<Value>> {
+    loop {
+        match c.call("tx_getTransactionReceipt", json!([format!("0x{}", hash.to_hex()), true])) {
+            Ok(r) if r["results"].is_array() => return Ok(Some(r)),
+            Ok(_) => {} // still pending after the node's wait
+            Err(CallError::Rpc { code: -32602, .. }) => return Ok(None),
+            Err(CallError::Rpc { code: -32004, .. }) => {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(CallError::Rpc { code: -32008, data, .. }) => retry_after(data.as_ref()),
+            Err(e) => return Err(rpc_error(e)),
+        }
+    }
+}
+
+/// Waits as long as the proxy's rate limit asks (`retryAfterMs` in its -32008 error's data;
+/// a second if it does not say, at most a minute).
+fn retry_after(data: Option<&Value>) {
+    let wait = data.and_then(|d| d["retryAfterMs"].as_u64());
+    std::thread::sleep(Duration::from_millis(wait.unwrap_or(1_000).min(60_000)));
+}
+
 /// Sends one signed batch until it is committed, waiting out the node's backpressure and the
 /// proxy's rate limit; its committed answer.
 fn send(c: &mut RpcClient, bytes: &[u8], progress: &Path) -> Result<Value> {
@@ -382,8 +422,7 @@ fn send(c: &mut RpcClient, bytes: &[u8], progress: &Path) -> Result<Value> {
                          later (the file resumes where it stopped)"
                     );
                 }
-                let wait = data.as_ref().and_then(|d| d["retryAfterMs"].as_u64());
-                std::thread::sleep(Duration::from_millis(wait.unwrap_or(1_000).min(60_000)));
+                retry_after(data.as_ref());
             }
             Err(CallError::Rpc { code: -32003, .. }) => bail!(
                 "the transaction in flight expired; delete {} to start that batch anew",
@@ -496,8 +535,7 @@ fn read_batch(c: &mut RpcClient, body: &[u8]) -> Result<Vec<Value>> {
         if error["code"] != json!(-32008) || start.elapsed() > Duration::from_secs(600) {
             bail!("the reads were refused: {error}");
         }
-        let wait = error["data"]["retryAfterMs"].as_u64().unwrap_or(1_000).min(60_000);
-        std::thread::sleep(Duration::from_millis(wait));
+        retry_after(Some(&error["data"]));
     }
 }
 

@@ -38,6 +38,10 @@ const CF_ANCHORS: &str = "anchors"; // key → value:[32] tx:[32] height:u64
 const CF_META: &str = "meta"; // "tip" → height:u64 hash:[32]
 const CF_CERTS: &str = "certs"; // key fingerprint → enrolled certificate DER
 const CF_CRLS: &str = "crls"; // height:u64be index:u32be → CRL DER, in publication order
+
+/// Every column family, in the order they are opened.
+const CFS: [&str; 8] =
+    [CF_BLOCKS, CF_BLOCK_INDEX, CF_TXS, CF_RECEIPTS, CF_ANCHORS, CF_META, CF_CERTS, CF_CRLS];
 const TIP: &[u8] = b"tip";
 const GOVERNANCE: &[u8] = b"governance"; // the governance state (see `governance`)
 const NODES_AT: &[u8] = b"nodes@"; // ‖ height:u64be → the member list a change set there
@@ -196,8 +200,21 @@ pub struct Ledger {
     /// Where the state map came from at open.
     state_source: StateSource,
     /// The checkpoint the map came from, until [`CheckpointCheck`] has compared it with the
-    /// anchors on disk: its block's height and hash, and the SM3 of its encoding.
-    unchecked: Option<(u64, Digest, Digest)>,
+    /// anchors on disk.
+    unchecked: Option<Loaded>,
+    /// Whether that checkpoint's file is still on disk: it stays until the first commit, so
+    /// that a start which fails after the open (its signer down, say) opens from it again.
+    checkpoint_kept: bool,
+}
+
+/// A checkpoint the state map was taken from, as the comparison with the anchors needs it.
+#[derive(Debug, Clone, Copy)]
+struct Loaded {
+    /// Its block's height and hash.
+    height: u64,
+    block: Digest,
+    /// SM3 of its encoding.
+    digest: Digest,
 }
 
 /// The comparison of a state map checkpoint the ledger opened from with the anchors on disk
@@ -211,9 +228,7 @@ pub struct Ledger {
 /// It holds the store open until it is dropped.
 pub struct CheckpointCheck {
     db: Arc<DB>,
-    height: u64,
-    block: Digest,
-    digest: Digest,
+    loaded: Loaded,
 }
 
 impl CheckpointCheck {
@@ -226,13 +241,14 @@ impl CheckpointCheck {
             .ok_or_else(|| Error::Corrupt(format!("column family {CF_ANCHORS} missing")))?;
         let mut it = self.db.raw_iterator_cf(cf);
         it.seek_to_first();
-        let buckets = scan_buckets(&mut it, |leaf| leaf.height <= self.height)?;
-        let c = state::Checkpoint { height: self.height, block: self.block, buckets };
-        if vpbox_sm::sm3::hash(c.encode()) != self.digest {
+        let Loaded { height, block, digest } = self.loaded;
+        let buckets = scan_buckets(&mut it, |leaf| leaf.height <= height)?;
+        let c = state::Checkpoint { height, block, buckets };
+        if vpbox_sm::sm3::hash(c.encode()) != digest {
             return Err(Error::Corrupt(format!(
                 "the anchors on disk do not give the state map's checkpoint of block {}: an \
                  anchor changed on disk, or the checkpoint is not this ledger's",
-                self.height
+                height
             )));
         }
         Ok(())
@@ -365,7 +381,7 @@ impl Ledger {
         opts.create_missing_column_families(true);
         opts.set_max_total_wal_size(WAL_MAX);
         let cache = Cache::new_lru_cache(BLOCK_CACHE)?;
-        let looked_up = |name: &str| {
+        let looked_up = |name: &'static str| {
             let mut table = BlockBasedOptions::default();
             table.set_bloom_filter(10.0, false);
             table.set_block_cache(&cache);
@@ -384,16 +400,12 @@ impl Ledger {
             o.set_memtable_whole_key_filtering(true);
             ColumnFamilyDescriptor::new(name, o)
         };
-        let cfs = [
-            ColumnFamilyDescriptor::new(CF_BLOCKS, Options::default()),
-            looked_up(CF_BLOCK_INDEX),
-            looked_up(CF_TXS),
-            looked_up(CF_RECEIPTS),
-            looked_up(CF_ANCHORS),
-            ColumnFamilyDescriptor::new(CF_META, Options::default()),
-            looked_up(CF_CERTS),
-            ColumnFamilyDescriptor::new(CF_CRLS, Options::default()),
-        ];
+        // Those read in key order or by a few keys (blocks by height, the tip, CRLs in
+        // publication order) keep RocksDB's defaults.
+        let cfs = CFS.map(|name| match name {
+            CF_BLOCKS | CF_META | CF_CRLS => ColumnFamilyDescriptor::new(name, Options::default()),
+            _ => looked_up(name),
+        });
         let db = Arc::new(DB::open_cf_descriptors(&opts, path, cfs)?);
         let mut ledger = Self {
             db,
@@ -405,6 +417,7 @@ impl Ledger {
             dir: path.to_path_buf(),
             state_source: StateSource::Scan { refused: None },
             unchecked: None,
+            checkpoint_kept: false,
         };
         ledger.tip = ledger.check_tip()?;
         let refused = match ledger.load_checkpoint() {
@@ -412,6 +425,7 @@ impl Ledger {
                 ledger.state = top;
                 ledger.state_source = StateSource::Checkpoint;
                 ledger.unchecked = Some(unchecked);
+                ledger.checkpoint_kept = true;
                 return Ok(ledger);
             }
             Ok(None) => None,
@@ -434,20 +448,26 @@ impl Ledger {
     }
 
     /// The state map from the checkpoint a clean stop left, if one is there, is of the tip,
-    /// and hashes to the tip's `state_root`; `Err` says why one found was not used. The file
-    /// is removed once read: a checkpoint is used at most once, by the open that follows the
-    /// stop that wrote it.
-    #[allow(clippy::type_complexity)]
-    fn load_checkpoint(&self) -> Result<Option<(state::Top, (u64, Digest, Digest))>, String> {
+    /// and hashes to the tip's `state_root`; `Err` says why one found was not used, and that
+    /// one is removed. One used stays until the first commit after the open (it is of the tip
+    /// until then): a checkpoint is used by the opens that follow the stop that wrote it and
+    /// precede the next block.
+    fn load_checkpoint(&self) -> Result<Option<(state::Top, Loaded)>, String> {
         let file = self.dir.join(STATE_CHECKPOINT);
         let bytes = match std::fs::read(&file) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("{}: {e}", file.display())),
         };
-        // Stale or not, it is not read again.
-        std::fs::remove_file(&file).map_err(|e| format!("removing {}: {e}", file.display()))?;
-        let c = state::Checkpoint::decode(&bytes)?;
+        self.checkpoint_of_tip(&bytes).map(Some).map_err(|why| match std::fs::remove_file(&file) {
+            Ok(()) => why,
+            Err(e) => format!("{why}; removing {}: {e}", file.display()),
+        })
+    }
+
+    /// The map a checkpoint's `bytes` hold, if it is of the tip and hashes to its root.
+    fn checkpoint_of_tip(&self, bytes: &[u8]) -> Result<(state::Top, Loaded), String> {
+        let c = state::Checkpoint::decode(bytes)?;
         let tip = self.tip.as_ref().ok_or("the ledger has no blocks")?;
         if (c.height, c.block) != (tip.height, tip.hash()) {
             return Err(format!(
@@ -456,24 +476,19 @@ impl Ledger {
                 c.height, tip.height
             ));
         }
-        let digest = vpbox_sm::sm3::hash(&bytes);
+        let digest = vpbox_sm::sm3::hash(bytes);
         let top = state::Top::build(c.buckets);
         if top.root() != tip.state_root {
             return Err(format!("its buckets do not hash to block {}'s state root", tip.height));
         }
-        Ok(Some((top, (c.height, c.block, digest))))
+        Ok((top, Loaded { height: c.height, block: c.block, digest }))
     }
 
     /// The comparison still owed between the checkpoint this ledger opened from and the
     /// anchors on disk, to run beside the ledger's use (a node runs it on a thread of its own
     /// and stops, as for any corruption, if it fails); `None` after an open that scanned.
     pub fn checkpoint_check(&self) -> Option<CheckpointCheck> {
-        self.unchecked.map(|(height, block, digest)| CheckpointCheck {
-            db: Arc::clone(&self.db),
-            height,
-            block,
-            digest,
-        })
+        self.unchecked.map(|loaded| CheckpointCheck { db: Arc::clone(&self.db), loaded })
     }
 
     /// What a node does when it stops: flushes RocksDB's memtables to table files (so the
@@ -482,9 +497,7 @@ impl Ledger {
     /// so that the next open takes the map from it instead of hashing every anchor again.
     /// No checkpoint when there is no block.
     pub fn save_state(&self) -> Result<(), Error> {
-        for name in
-            [CF_BLOCKS, CF_BLOCK_INDEX, CF_TXS, CF_RECEIPTS, CF_ANCHORS, CF_META, CF_CERTS, CF_CRLS]
-        {
+        for name in CFS {
             self.db.flush_cf(self.cf(name)?)?;
         }
         let Some(tip) = self.tip.as_ref() else { return Ok(()) };
@@ -1138,6 +1151,12 @@ impl Ledger {
                 h.height
             )));
         }
+        if self.checkpoint_kept {
+            // Stale from this block on. Should the removal fail, the file is refused as not of
+            // the tip at the next open (and removed then).
+            let _ = std::fs::remove_file(self.dir.join(STATE_CHECKPOINT));
+            self.checkpoint_kept = false;
+        }
         self.write(executed, certificate)?;
         self.state.apply(&executed.state);
         if let Some(state) = &executed.governance {
@@ -1524,11 +1543,11 @@ mod tests {
         assert!(err.to_string().contains("block 0's state root"), "{err}");
     }
 
-    /// A clean stop's checkpoint opens the map without a scan, once, and only when it is of
-    /// the tip and hashes to its state root; any other is refused with its reason and the
-    /// map is rebuilt from the anchors as without one.
+    /// A clean stop's checkpoint opens the map without a scan until the next block commits,
+    /// and only when it is of the tip and hashes to its state root; any other is refused with
+    /// its reason, removed, and the map is rebuilt from the anchors as without one.
     #[test]
-    fn the_state_checkpoint_is_used_once_and_only_when_it_is_the_tips() {
+    fn the_state_checkpoint_is_used_until_the_next_block_and_only_when_it_is_the_tips() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join(STATE_CHECKPOINT);
         let s = SoftwareSigner::new(SecretKey::generate().unwrap());
@@ -1544,7 +1563,7 @@ mod tests {
                     if !w.is_empty() && (w == "*" || r.contains(w)) => {}
                 (w, got) => panic!("expected {w:?}, got {got:?}"),
             }
-            assert!(!file.exists(), "a checkpoint is read once");
+            assert_eq!(file.exists(), why.is_none(), "a refused checkpoint is removed");
             l
         };
         let ledger = open(dir.path());
@@ -1556,12 +1575,16 @@ mod tests {
         let root = ledger.tip().unwrap().state_root;
         ledger.save_state().unwrap();
         drop(ledger);
+        drop(reopen(None));
+        // A start that failed after the open (its signer down, say) opens from it again.
         let mut ledger = reopen(None);
         assert_eq!(ledger.state.root(), root);
-        // Paths and the next block work on the loaded map as on a scanned one.
+        // Paths and the next block work on the loaded map as on a scanned one; that block
+        // makes the checkpoint stale, and it goes.
         let (tip, path) = ledger.state_path(&pairs[7].0).unwrap();
         assert_eq!(path.evaluate(&pairs[7].0).unwrap().0, tip.state_root);
         commit(&mut ledger, &[tx(&s, 2, Payload::AnchorPutBatch(pairs[250..400].to_vec()))]);
+        assert!(!file.exists(), "removed by the first commit");
         let root = ledger.tip().unwrap().state_root;
         drop(ledger);
         let mut ledger = reopen(Some(""));
@@ -1618,6 +1641,7 @@ mod tests {
         let cf = ledger.cf(CF_ANCHORS).unwrap();
         ledger.db.put_cf(cf, pairs[3].0, &original).unwrap();
         drop(ledger);
+        std::fs::remove_file(&file).unwrap();
         assert!(reopen(Some("")).checkpoint_check().is_none(), "a scan owes none");
         // A checkpoint whose lone leaf sits in the wrong, empty, sibling bucket hashes to the
         // same root (a lone leaf moves up): the open takes it, the comparison does not.

@@ -9,12 +9,12 @@ use std::sync::{Arc, RwLock};
 
 use base64::Engine as _;
 use serde_json::{Value, json};
-use vpbox_ledger::Ledger;
 use vpbox_ledger::block::Block;
 use vpbox_ledger::contract::{self, PutOutcome};
 use vpbox_ledger::merkle::{self, Step};
 use vpbox_ledger::slip;
 use vpbox_ledger::tx::{Payload, Tx};
+use vpbox_ledger::{Ledger, Receipt};
 use vpbox_sm::sm3::Digest;
 
 use crate::rpc::{Methods, RpcError, bytes32, param};
@@ -202,6 +202,19 @@ fn block_json(b: &Block) -> Value {
     })
 }
 
+/// `tx_getTransactionReceipt`'s answer: one `{ok, message}` per anchor put.
+pub(crate) fn receipt_json(hash: &Digest, r: &Receipt) -> Value {
+    json!({
+        "txHash": hex0x(hash.as_bytes()),
+        "blockNumber": r.height,
+        "transactionIndex": r.index,
+        "results": r.outcomes.iter().map(|o: &PutOutcome| {
+            let (ok, message) = o.answer();
+            json!({"ok": ok, "message": message})
+        }).collect::<Vec<_>>(),
+    })
+}
+
 fn tx_json(height: u64, index: u32, tx: &Tx) -> Value {
     let payload = match &tx.body.payload {
         Payload::AnchorPut { key, value } => {
@@ -262,15 +275,7 @@ impl Methods for ReadApi {
             "tx_getTransactionReceipt" => {
                 let h = Digest(bytes32(params, 0, "hash")?);
                 match self.with(|l| l.receipt(&h))? {
-                    Some(r) => Ok(json!({
-                        "txHash": hex0x(h.as_bytes()),
-                        "blockNumber": r.height,
-                        "transactionIndex": r.index,
-                        "results": r.outcomes.iter().map(|o: &PutOutcome| {
-                            let (ok, message) = o.answer();
-                            json!({"ok": ok, "message": message})
-                        }).collect::<Vec<_>>(),
-                    })),
+                    Some(r) => Ok(receipt_json(&h, &r)),
                     None => Err(RpcError::new(
                         RpcError::INVALID_PARAMS,
                         "no receipt: unknown or not committed yet",

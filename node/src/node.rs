@@ -65,6 +65,12 @@ use crate::status::Status;
 use crate::transfer::{Part, Transfer};
 use vpbox_proof::epochs::derive_configs;
 
+/// The most clients waiting for one transaction (a put with `wait`, or a wait by its hash):
+/// each holds a channel until the commit (an abandoned one too), so a client that asks again
+/// and again, or a transaction that never commits, holds no more; past it the answer is
+/// `Busy` (-32004: retry).
+const WAITERS_MAX: usize = 16;
+
 /// How often a parked execution or a state fetch asks its peers again.
 const RETRY: Duration = Duration::from_millis(500);
 
@@ -82,8 +88,10 @@ pub enum Outcome {
         /// Whether it had been submitted before.
         duplicate: bool,
     },
-    /// The pool is full; retry later.
+    /// The pool is full (or, for a wait, too many wait already); retry later.
     Busy,
+    /// Awaited, and neither committed nor in this node's pool: unknown here.
+    Unknown,
     /// The node failed to store it (a full disk): not acknowledged.
     Failed(String),
 }
@@ -98,6 +106,15 @@ pub enum Event {
         /// Answer only after commit.
         wait: bool,
         /// Where the answer goes (one per transaction, same order).
+        reply: Sender<Outcome>,
+    },
+    /// A client waits for a transaction submitted before (`tx_getTransactionReceipt` with
+    /// `wait`): answered `Committed` at once if it is, at its commit if it is in the pool,
+    /// else `Unknown`.
+    Await {
+        /// The transaction's hash.
+        hash: Digest,
+        /// Where the answer goes.
         reply: Sender<Outcome>,
     },
     /// Transactions gossiped by a peer, already verified.
@@ -482,10 +499,12 @@ impl<V: Verifier + Clone> Driver<V> {
 
     fn events(&mut self, batch: Vec<Event>) {
         let mut submits = Vec::new();
+        let mut awaits = Vec::new();
         let mut gossip = Vec::new();
         for ev in batch {
             match ev {
                 Event::Submit { txs, wait, reply } => submits.push((txs, wait, reply)),
+                Event::Await { hash, reply } => awaits.push((hash, reply)),
                 Event::PeerTxs(txs) => gossip.extend(txs),
                 Event::Envelope(env) => self.inputs.push_back(Input::Message(env)),
                 Event::WantTxs(from, hashes) => self.serve_txs(from, &hashes),
@@ -509,7 +528,40 @@ impl<V: Verifier + Clone> Driver<V> {
         for (txs, wait, reply) in submits {
             self.admit(txs, Some((wait, reply)));
         }
+        // After the submissions of the same batch, so that a client's submit and wait sent
+        // one after the other find the transaction in the pool.
+        for (hash, reply) in awaits {
+            self.await_tx(hash, reply);
+        }
         self.pump();
+    }
+
+    /// A client's wait for a transaction: its receipt now, a place among its waiters (past
+    /// [`WAITERS_MAX`], `Busy`), or `Unknown`.
+    fn await_tx(&mut self, hash: Digest, reply: Sender<Outcome>) {
+        let committed = self.ledger.read().ok().and_then(|l| l.receipt(&hash).ok().flatten());
+        let outcome = if let Some(receipt) = committed {
+            Outcome::Committed { hash, receipt, duplicate: true }
+        } else if !self.pool.contains(&hash) {
+            Outcome::Unknown
+        } else {
+            if let Err(back) = self.wait_for(hash, reply) {
+                let _ = back.send(Outcome::Busy);
+            }
+            return;
+        };
+        let _ = reply.send(outcome);
+    }
+
+    /// Answers `reply` when `hash` commits, unless [`WAITERS_MAX`] wait for it already (then
+    /// `reply` comes back).
+    fn wait_for(&mut self, hash: Digest, reply: Sender<Outcome>) -> Result<(), Sender<Outcome>> {
+        let waiters = self.waiters.entry(hash).or_default();
+        if waiters.len() >= WAITERS_MAX {
+            return Err(reply);
+        }
+        waiters.push(reply);
+        Ok(())
     }
 
     /// Stores new transactions durably (one fsync), proposes them, gossips client ones, and
@@ -572,7 +624,9 @@ impl<V: Verifier + Clone> Driver<V> {
             };
             match outcome {
                 Outcome::Accepted(h) if wait => {
-                    self.waiters.entry(h).or_default().push(reply.clone());
+                    if let Err(reply) = self.wait_for(h, reply.clone()) {
+                        let _ = reply.send(Outcome::Busy);
+                    }
                 }
                 o => {
                     let _ = reply.send(o);

@@ -478,8 +478,13 @@ pub fn signing_key(ledger: &Ledger, tx: &Tx) -> Result<PublicKey, String> {
 /// The `wait` parameter of a write: a JSON boolean, true when absent. Anything else is refused
 /// rather than guessed at (a string "false" read as true would make a client wait 30 s).
 fn wait(params: &Value) -> Result<bool, RpcError> {
+    wait_or(params, true)
+}
+
+/// The `wait` parameter (second by position), `absent` when absent.
+fn wait_or(params: &Value, absent: bool) -> Result<bool, RpcError> {
     match param(params, 1, "wait") {
-        None => Ok(true),
+        None => Ok(absent),
         Some(Value::Bool(b)) => Ok(*b),
         Some(other) => {
             let kind = match other {
@@ -894,6 +899,29 @@ impl NodeApi {
         Ok(answer)
     }
 
+    /// `tx_getTransactionReceipt` with `wait` true: the receipt once the transaction commits
+    /// (a client that submitted it without waiting, or whose wait ran out, waits by its hash
+    /// instead of sending it again); `pending` after [`WAIT_MAX`]; -32602 when this node has
+    /// it neither committed nor pending.
+    fn await_receipt(&self, params: &Value) -> Result<Value, RpcError> {
+        let hash = vpbox_sm::Digest(crate::rpc::bytes32(params, 0, "hash")?);
+        let (reply, answer) = channel();
+        self.send(Event::Await { hash, reply })?;
+        match answer.recv_timeout(WAIT_MAX) {
+            Ok(Outcome::Committed { hash, receipt, .. }) => {
+                Ok(crate::api::receipt_json(&hash, &receipt))
+            }
+            Ok(Outcome::Busy) => {
+                Err(RpcError::new(RpcError::BUSY, "too many clients wait for this transaction"))
+            }
+            Ok(_) => Err(RpcError::new(
+                RpcError::INVALID_PARAMS,
+                "no receipt: the transaction is neither committed nor pending on this node",
+            )),
+            Err(_) => Ok(json!({"txHash": hex0x(hash.as_bytes()), "status": "pending"})),
+        }
+    }
+
     fn put(&self, params: &Value, write: Write) -> Result<Value, RpcError> {
         let batch = write == Write::Batch;
         let wait = wait(params)?;
@@ -945,6 +973,9 @@ impl NodeApi {
             Outcome::Failed(e) => {
                 return Err(RpcError::new(RpcError::INTERNAL, format!("not stored: {e}")));
             }
+            Outcome::Unknown => {
+                return Err(RpcError::new(RpcError::INTERNAL, "the node lost the transaction"));
+            }
         })
     }
 }
@@ -959,6 +990,7 @@ impl Methods for NodeApi {
             "gov_submit" => self.put(params, Write::Config),
             "gov_getState" => self.governance_state(),
             "gov_waitState" => self.wait_state(params),
+            "tx_getTransactionReceipt" if wait_or(params, false)? => self.await_receipt(params),
             "node_getNodes" => {
                 let (reply, answer) = channel();
                 self.send(Event::Nodes(reply))?;
@@ -1213,6 +1245,63 @@ mod tests {
     fn code(r: Result<Value, RpcError>) -> (i64, String) {
         let e = r.expect_err("an error");
         (e.code, e.message)
+    }
+
+    /// `tx_getTransactionReceipt` with `wait` asks the driver and answers what it says: the
+    /// receipt, -32004 past the waiters' cap, -32602 for a transaction it does not have.
+    /// Without `wait` (absent or false) the driver is not asked.
+    #[test]
+    fn a_wait_by_hash_answers_what_the_driver_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let (api, inbox) = api(dir.path());
+        let api = Arc::new(api);
+        let hash = vpbox_sm::sm3::hash(b"a batch");
+        let h = format!("0x{}", hash.to_hex());
+        let receipt = vpbox_ledger::Receipt {
+            height: 7,
+            index: 2,
+            outcomes: vec![vpbox_ledger::contract::PutOutcome::Success],
+        };
+        let answers = [
+            Outcome::Committed { hash, receipt, duplicate: false },
+            Outcome::Busy,
+            Outcome::Unknown,
+        ];
+        let mut got = Vec::new();
+        for answer in answers {
+            let (caller, h) = (Arc::clone(&api), h.clone());
+            let call = std::thread::spawn(move || {
+                caller.call("tx_getTransactionReceipt", &json!({"hash": h, "wait": true}))
+            });
+            let events = inbox.recv(Duration::from_secs(5), 1).unwrap();
+            match events.into_iter().next() {
+                Some(Event::Await { hash: asked, reply }) => {
+                    assert_eq!(asked, hash);
+                    reply.send(answer).unwrap();
+                }
+                _ => panic!("the driver was not asked"),
+            }
+            got.push(call.join().unwrap());
+        }
+        let committed = got.remove(0).unwrap();
+        assert_eq!(committed["blockNumber"], 7);
+        assert_eq!(committed["transactionIndex"], 2);
+        assert_eq!(committed["results"], json!([{"ok": true, "message": "Success"}]));
+        assert_eq!(code(got.remove(0)).0, RpcError::BUSY);
+        let (c, m) = code(got.remove(0));
+        assert_eq!(c, RpcError::INVALID_PARAMS);
+        assert!(m.contains("neither committed nor pending"), "{m}");
+        // Not waiting: the ledger answers (it has no such receipt), the driver is not asked.
+        for params in [json!([h]), json!([h, false])] {
+            assert_eq!(
+                code(api.call("tx_getTransactionReceipt", &params)).0,
+                RpcError::INVALID_PARAMS
+            );
+        }
+        assert!(inbox.recv(Duration::from_millis(50), 1).unwrap().is_empty());
+        let (c, m) = code(api.call("tx_getTransactionReceipt", &json!([h, "true"])));
+        assert_eq!(c, RpcError::INVALID_PARAMS);
+        assert!(m.contains("wait must be a JSON boolean"), "{m}");
     }
 
     #[test]

@@ -354,12 +354,14 @@ pub(crate) fn start_workers(api: &Arc<Api>) -> Result<Workers, String> {
         let (queue, mut jobs) = tokio::sync::mpsc::unbounded_channel::<Job>();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
+            .on_thread_park(crate::net::flush_log_lines)
             .build()
             .map_err(|e| format!("API worker runtime: {e}"))?;
         let api = Arc::clone(api);
         std::thread::Builder::new()
             .name(format!("api-{worker}"))
             .spawn(move || {
+                crate::net::gather_log_lines();
                 runtime.block_on(async move {
                     let beats = Arc::clone(&api);
                     tokio::spawn(async move {
@@ -519,9 +521,11 @@ async fn requests(job: Job, api: Arc<Api>, worker: usize) {
         }
         Err(e) => Err(format!("worker {worker}: {e}")),
     };
-    drop((counted, active));
     let reason = served.map_or_else(|e| e, |()| "closed".into());
     log("api-closed", json!({"from": from, "client": client, "reason": reason}));
+    // Its log lines written before it counts as finished (a graceful stop waits for that).
+    crate::net::flush_log_lines();
+    drop((counted, active));
 }
 
 /// hyper's HTTP/1.1 on an admitted connection, until it closes or the proxy stops.

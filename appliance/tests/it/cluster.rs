@@ -602,12 +602,42 @@ fn a_four_node_cluster_anchors_through_faults_and_restarts() {
         assert_eq!(r["status"], json!("pending"));
         pending.push(key(n));
     }
+    // A client waits for one of them by its hash (`tx_getTransactionReceipt` with `wait`):
+    // answered at its commit, after the quorum returns, without sending it again.
+    let last = tx(&signer, 1010, now_ms(), Payload::AnchorPut { key: key(1010), value: key(1) });
+    assert_eq!(put(&mut rpc, &last, false).unwrap()["status"], json!("pending"));
+    let hash = format!("0x{}", last.hash().to_hex());
+    let awaited = {
+        let (mut waiter, hash) = (c.rpc(live), hash.clone());
+        std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            loop {
+                let r = waiter.call("tx_getTransactionReceipt", json!([hash, true])).unwrap();
+                if r["status"] != json!("pending") || start.elapsed() > Duration::from_secs(90) {
+                    return (r, start.elapsed());
+                }
+            }
+        })
+    };
+    // Without `wait`, or for a hash the node has neither committed nor pending: -32602 at once.
+    assert_eq!(code(rpc.call("tx_getTransactionReceipt", json!([hash]))), -32602);
+    let unknown = format!("0x{}", "ab".repeat(32));
+    assert_eq!(
+        code(rpc.call("tx_getTransactionReceipt", json!({"hash": unknown, "wait": true}))),
+        -32602
+    );
+    assert_eq!(code(rpc.call("tx_getTransactionReceipt", json!([hash, "true"]))), -32602);
     std::thread::sleep(Duration::from_secs(3));
     assert!(pending.iter().all(|k| !anchored(&mut rpc, k)), "no quorum, no commit");
+    assert!(!awaited.is_finished(), "the wait holds while nothing commits");
     c.up();
     wait("the pending anchors to commit after the quorum returns", Duration::from_secs(90), || {
         pending.iter().all(|k| anchored(&mut rpc, k))
     });
+    let (receipt, took) = awaited.join().unwrap();
+    assert_eq!(receipt["results"], json!([{"ok": true, "message": "Success"}]), "{receipt}");
+    assert_eq!(receipt["txHash"], json!(hash));
+    assert!(took > Duration::from_secs(3), "answered at the commit, not before ({took:?})");
 
     // A full restart keeps everything.
     let height = c.height(live);

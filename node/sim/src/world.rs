@@ -577,7 +577,9 @@ impl World {
                 Ok(Outcome::Accepted(_) | Outcome::Committed { .. }) => {
                     self.acked.insert(tx);
                 }
-                Ok(Outcome::Busy | Outcome::Failed(_)) => {
+                // (`Unknown` answers a wait by hash, never a submission: sent again as a
+                // client would.)
+                Ok(Outcome::Busy | Outcome::Failed(_) | Outcome::Unknown) => {
                     let t = self.now.get() + 500;
                     self.at(t, Kind::Submit(tx));
                 }
