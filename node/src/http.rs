@@ -12,6 +12,11 @@
 //! other user, given twice, or not in its exact form is refused (403 and -32007, or 400 and
 //! -32600) and nothing in the body runs.
 //!
+//! **Where calls run.** A single small call whose answer is ready at once
+//! ([`crate::rpc::Methods::call_now`]: a read from memory that no commit holds up) is
+//! answered on the connection's own task; every other call on tokio's blocking threads, since
+//! it may wait for the ledger's lock, the disk or a commit.
+//!
 //! Framing is hyper's (RFC 9112): a missing or malformed `Content-Length`, two that disagree,
 //! or a head over [`Limits::head_max`] are refused by hyper with a bare 400 or 431 and the
 //! connection closed, so no request can be smuggled past a proxy in front. Chunked bodies get
@@ -357,36 +362,58 @@ struct AsRole<'a> {
     role: vpbox_api::Role,
 }
 
-impl Methods for AsRole<'_> {
-    fn call(
-        &self,
-        method: &str,
-        params: &serde_json::Value,
-    ) -> Result<serde_json::Value, RpcError> {
-        // A method the shared list does not know is allowed to no role but an admin: one
-        // added to the node and forgotten there is closed to POSPs, not open.
+impl AsRole<'_> {
+    /// -32007 unless the role may call `method`. A method the shared list does not know is
+    /// allowed to no role but an admin: one added to the node and forgotten there is closed
+    /// to POSPs, not open.
+    fn allowed(&self, method: &str) -> Result<(), RpcError> {
         let allowed = match vpbox_api::Method::from_name(method) {
             Some(m) => self.role.allows(m),
             None => self.role == vpbox_api::Role::Admin,
         };
         if allowed {
-            let mut answer = self.methods.call(method, params)?;
-            // How many clients each bank has enrolled, and the box's disk, are for operators
-            // and admins, not POSPs.
-            if method == "node_getNodes"
-                && self.role == vpbox_api::Role::Posp
-                && let Some(o) = answer.as_object_mut()
-            {
-                o.remove("certificates");
-                o.remove("disk");
-            }
-            Ok(answer)
+            Ok(())
         } else {
             Err(RpcError::new(
                 RpcError::NOT_ALLOWED,
                 format!("method {method} is not allowed for role {}", self.role.name()),
             ))
         }
+    }
+
+    /// `answer` as the role sees it: how many clients each bank has enrolled, and the box's
+    /// disk, are for operators and admins, not POSPs.
+    fn filtered(&self, method: &str, mut answer: serde_json::Value) -> serde_json::Value {
+        if method == "node_getNodes"
+            && self.role == vpbox_api::Role::Posp
+            && let Some(o) = answer.as_object_mut()
+        {
+            o.remove("certificates");
+            o.remove("disk");
+        }
+        answer
+    }
+}
+
+impl Methods for AsRole<'_> {
+    fn call(
+        &self,
+        method: &str,
+        params: &serde_json::Value,
+    ) -> Result<serde_json::Value, RpcError> {
+        self.allowed(method)?;
+        Ok(self.filtered(method, self.methods.call(method, params)?))
+    }
+
+    fn call_now(
+        &self,
+        method: &str,
+        params: &serde_json::Value,
+    ) -> Option<Result<serde_json::Value, RpcError>> {
+        if let Err(e) = self.allowed(method) {
+            return Some(Err(e));
+        }
+        Some(self.methods.call_now(method, params)?.map(|a| self.filtered(method, a)))
     }
 }
 
@@ -485,12 +512,24 @@ async fn request(req: Request<Incoming>, shared: &Shared, peer: Option<u32>) -> 
         return busy();
     }
     let methods = Arc::clone(&shared.methods);
-    // Methods may wait (for a commit): a blocking thread, not the reactor.
-    let handled = tokio::task::spawn_blocking(move || match client {
-        None => rpc::handle_bytes(methods.as_ref(), &body),
-        Some(c) => rpc::handle_bytes(&AsRole { methods: methods.as_ref(), role: c.role }, &body),
-    })
-    .await;
+    // A call whose answer is ready (a read from memory) is answered here; the others may
+    // wait (for a lock, the disk, a commit): a blocking thread, not the reactor.
+    let now = match &client {
+        None => rpc::handle_now(methods.as_ref(), &body),
+        Some(c) => rpc::handle_now(&AsRole { methods: methods.as_ref(), role: c.role }, &body),
+    };
+    let handled = match now {
+        Some(answer) => Ok(answer),
+        None => {
+            tokio::task::spawn_blocking(move || match client {
+                None => rpc::handle_bytes(methods.as_ref(), &body),
+                Some(c) => {
+                    rpc::handle_bytes(&AsRole { methods: methods.as_ref(), role: c.role }, &body)
+                }
+            })
+            .await
+        }
+    };
     match handled {
         Ok(Some(bytes)) => {
             // The answer keeps a share of its own size until it is written.

@@ -1010,6 +1010,14 @@ impl Methods for NodeApi {
             _ => self.read.call(method, params),
         }
     }
+
+    fn call_now(&self, method: &str, params: &Value) -> Option<Result<Value, RpcError>> {
+        // Only reads are ready at once, and none of those handled above (they ask the driver).
+        match method {
+            "block_getChainHeight" => self.read.call_now(method, params),
+            _ => None,
+        }
+    }
 }
 
 /// Why a submitter tried in each of its allowed roles is refused, or `None` when one role
@@ -1250,6 +1258,24 @@ mod tests {
     /// `tx_getTransactionReceipt` with `wait` asks the driver and answers what it says: the
     /// receipt, -32004 past the waiters' cap, -32602 for a transaction it does not have.
     /// Without `wait` (absent or false) the driver is not asked.
+    /// The height is ready at once (answered on the HTTP server's event loop) unless a commit
+    /// holds the ledger; every other method, reads of RocksDB and the driver's among them, is
+    /// left to `call` on a thread that may block.
+    #[test]
+    fn only_the_height_is_ready_at_once_and_not_while_a_commit_holds_the_ledger() {
+        let dir = tempfile::tempdir().unwrap();
+        let (api, _inbox) = api(dir.path());
+        let height = api.call("block_getChainHeight", &json!([])).unwrap();
+        assert_eq!(api.call_now("block_getChainHeight", &json!([])), Some(Ok(height)));
+        let key = json!([format!("0x{}", "ab".repeat(32))]);
+        for method in ["anchor_get", "tx_getTransactionReceipt", "node_getNodes", "anchor_put"] {
+            assert_eq!(api.call_now(method, &key), None, "{method}");
+        }
+        let commit = api.ledger.write().unwrap();
+        assert_eq!(api.call_now("block_getChainHeight", &json!([])), None);
+        drop(commit);
+    }
+
     #[test]
     fn a_wait_by_hash_answers_what_the_driver_says() {
         let dir = tempfile::tempdir().unwrap();
