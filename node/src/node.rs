@@ -71,6 +71,10 @@ use vpbox_proof::epochs::derive_configs;
 /// `Busy` (-32004: retry).
 const WAITERS_MAX: usize = 16;
 
+/// Transactions to admit (each with its encoding) and the client to answer, if a client sent
+/// them (gossip has none).
+type Group = (Vec<(Tx, Vec<u8>)>, Option<(bool, Sender<Outcome>)>);
+
 /// How often a parked execution or a state fetch asks its peers again.
 const RETRY: Duration = Duration::from_millis(500);
 
@@ -522,11 +526,14 @@ impl<V: Verifier + Clone> Driver<V> {
                 Event::Stop => self.stopping = true,
             }
         }
+        // The gossip and every client's submission of the batch in one write (one fsync).
+        let mut groups: Vec<Group> = Vec::with_capacity(submits.len() + 1);
         if !gossip.is_empty() {
-            self.admit(gossip, None);
+            groups.push((gossip, None));
         }
-        for (txs, wait, reply) in submits {
-            self.admit(txs, Some((wait, reply)));
+        groups.extend(submits.into_iter().map(|(txs, wait, reply)| (txs, Some((wait, reply)))));
+        if !groups.is_empty() {
+            self.admit(groups);
         }
         // After the submissions of the same batch, so that a client's submit and wait sent
         // one after the other find the transaction in the pool.
@@ -564,30 +571,47 @@ impl<V: Verifier + Clone> Driver<V> {
         Ok(())
     }
 
-    /// Stores new transactions durably (one fsync), proposes them, gossips client ones, and
-    /// answers the client.
-    fn admit(&mut self, txs: Vec<(Tx, Vec<u8>)>, client: Option<(bool, Sender<Outcome>)>) {
-        let mut answers: Vec<Option<Outcome>> = Vec::with_capacity(txs.len());
-        let mut fresh = Vec::new();
-        for (tx, bytes) in txs {
-            let h = tx.hash();
-            let committed = self.ledger.read().ok().and_then(|l| l.receipt(&h).ok().flatten());
-            if let Some(receipt) = committed {
-                answers.push(Some(Outcome::Committed { hash: h, receipt, duplicate: true }));
-            } else if self.pool.contains(&h)
-                || fresh.iter().any(|(f, _, _): &(Digest, Tx, Vec<u8>)| *f == h)
-            {
-                answers.push(Some(Outcome::Accepted(h)));
-            } else if !self.pool.has_room(fresh.len()) {
-                answers.push(Some(Outcome::Busy));
-            } else {
-                answers.push(None);
-                fresh.push((h, tx, bytes));
+    /// Stores new transactions durably — every group's in one write and one fsync (group
+    /// commit: the clients whose submissions arrived together share it) — proposes them,
+    /// gossips the clients' ones, and answers each client, in its transactions' order.
+    fn admit(&mut self, groups: Vec<Group>) {
+        /// A transaction's answer: known at once, or once the write is done.
+        enum Slot {
+            Now(Outcome),
+            Stored(Digest),
+        }
+        let mut slots: Vec<Vec<Slot>> = Vec::with_capacity(groups.len());
+        let mut clients = Vec::with_capacity(groups.len());
+        // Each new transaction, and whether a client sent it (those are gossiped).
+        let mut fresh: Vec<(Digest, Tx, Vec<u8>, bool)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (txs, client) in groups {
+            let mut answers = Vec::with_capacity(txs.len());
+            for (tx, bytes) in txs {
+                let h = tx.hash();
+                let committed = self.ledger.read().ok().and_then(|l| l.receipt(&h).ok().flatten());
+                if let Some(receipt) = committed {
+                    answers.push(Slot::Now(Outcome::Committed {
+                        hash: h,
+                        receipt,
+                        duplicate: true,
+                    }));
+                } else if self.pool.contains(&h) || seen.contains(&h) {
+                    answers.push(Slot::Now(Outcome::Accepted(h)));
+                } else if !self.pool.has_room(fresh.len()) {
+                    answers.push(Slot::Now(Outcome::Busy));
+                } else {
+                    answers.push(Slot::Stored(h));
+                    seen.insert(h);
+                    fresh.push((h, tx, bytes, client.is_some()));
+                }
             }
+            slots.push(answers);
+            clients.push(client);
         }
         let stored = {
             let refs: Vec<(Digest, &[u8])> =
-                fresh.iter().map(|(h, _, b)| (*h, b.as_slice())).collect();
+                fresh.iter().map(|(h, _, b, _)| (*h, b.as_slice())).collect();
             self.intake.admit(&refs)
         };
         let failure = stored.as_ref().err().map(|e| e.to_string());
@@ -596,40 +620,35 @@ impl<V: Verifier + Clone> Driver<V> {
         } else {
             let mut gossip = Vec::new();
             let now = self.clock.now();
-            for (h, tx, bytes) in fresh.iter() {
-                let h = *h;
-                let bytes = Arc::new(bytes.clone());
-                if client.is_some() {
+            for (h, tx, bytes, from_client) in fresh {
+                let bytes = Arc::new(bytes);
+                if from_client {
                     gossip.push(bytes.as_ref().clone());
                 }
-                self.pool.insert(h, tx.clone(), bytes, now);
+                self.pool.insert(h, tx, bytes, now);
                 self.inputs.push_back(Input::Transaction(CDigest(h.0)));
             }
             for frame in PeerMsg::txs_in_frames(gossip) {
                 self.links.broadcast(&frame);
             }
         }
-        let Some((wait, reply)) = client else { return };
-        let mut fresh_hashes = fresh.iter().map(|(h, _, _)| *h);
-        for a in answers {
-            let outcome = match a {
-                Some(o) => o,
-                None => {
-                    let h = fresh_hashes.next().unwrap_or_default();
-                    match &failure {
-                        Some(f) => Outcome::Failed(f.clone()),
-                        None => Outcome::Accepted(h),
+        for (answers, client) in slots.into_iter().zip(clients) {
+            let Some((wait, reply)) = client else { continue };
+            for slot in answers {
+                let outcome = match (slot, &failure) {
+                    (Slot::Now(o), _) => o,
+                    (Slot::Stored(_), Some(f)) => Outcome::Failed(f.clone()),
+                    (Slot::Stored(h), None) => Outcome::Accepted(h),
+                };
+                match outcome {
+                    Outcome::Accepted(h) if wait => {
+                        if let Err(reply) = self.wait_for(h, reply.clone()) {
+                            let _ = reply.send(Outcome::Busy);
+                        }
                     }
-                }
-            };
-            match outcome {
-                Outcome::Accepted(h) if wait => {
-                    if let Err(reply) = self.wait_for(h, reply.clone()) {
-                        let _ = reply.send(Outcome::Busy);
+                    o => {
+                        let _ = reply.send(o);
                     }
-                }
-                o => {
-                    let _ = reply.send(o);
                 }
             }
         }

@@ -119,6 +119,9 @@ pub struct Report {
     pub signed_after_poison: u64,
     /// Block requests of state transfers that reached a peer.
     pub block_requests: u64,
+    /// Submissions that reached a node together with others (in one event batch: one
+    /// intake write and fsync for all).
+    pub grouped: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -390,8 +393,17 @@ impl World {
 
     /// The plan: submissions, crashes, partitions and attacks, all from the seed.
     fn plan(&mut self) {
+        let mut last = None;
         for i in 0..self.txs.len() {
             let t = self.rng.below(SUBMIT_MS);
+            // About one in four comes at the same moment as the one before (a burst: they
+            // reach a node in one event batch), decided by the time drawn so that every
+            // other draw of the seed stays as it was.
+            let t = match last {
+                Some(before) if t % 4 == 0 => before,
+                _ => t,
+            };
+            last = Some(t);
             self.at(t, Kind::Submit(i));
         }
         let n = self.nodes.len();
@@ -870,10 +882,31 @@ impl World {
             return;
         }
         let i = live[self.rng.below(live.len() as u64) as usize];
-        let (reply, rx) = channel();
-        self.nodes[i].replies.push((tx, rx));
-        let (t, b) = self.txs[tx].clone();
-        self.feed(i, vec![Event::Submit { txs: vec![(t, b)], wait: false, reply }]);
+        // The submissions due at the same moment reach this node in one event batch, as the
+        // RPC threads' do under load: they share the intake's write and fsync (group commit),
+        // and each must still be answered and, once acknowledged, never lost.
+        let mut due = vec![tx];
+        while let Some((&(t, _), Kind::Submit(_))) = self.queue.first_key_value() {
+            if t != self.now.get() {
+                break;
+            }
+            if let Some((_, Kind::Submit(next))) = self.queue.pop_first() {
+                due.push(next);
+            }
+        }
+        if due.len() > 1 {
+            self.report.grouped += due.len() as u64;
+        }
+        let events = due
+            .into_iter()
+            .map(|tx| {
+                let (reply, rx) = channel();
+                self.nodes[i].replies.push((tx, rx));
+                let (t, b) = self.txs[tx].clone();
+                Event::Submit { txs: vec![(t, b)], wait: false, reply }
+            })
+            .collect();
+        self.feed(i, events);
     }
 
     /// The compromised node asks its own signer to sign a checkpoint at 2^62, which would move
