@@ -2273,7 +2273,8 @@ mod tests {
     fn the_o_set_starts_at_the_highest_checkpoint_and_spans_the_window() {
         // C&L §4.4: min-s is the latest stable checkpoint in V, max-s the highest prepared
         // sequence number; O re-proposes each n in (min-s, max-s]: certificates at or below
-        // min-s are dropped, one at the window's edge (min-s + L) is kept.
+        // min-s are dropped, one at the window's edge (min-s + L) is kept, one past it
+        // dropped (it cannot have prepared: no replica's window reached it).
         let e = engine(1);
         let cp4 = checkpoint_proof(4, Digest([3; 32]), &[0, 1, 2]);
         let vc_at = |from: u32, checkpoint: CheckpointProof, prepared| {
@@ -2283,7 +2284,7 @@ mod tests {
             let all = [
                 vc_at(1, genesis(), vec![prepared(0, 3, batch(3), &[1, 2])]),
                 vc_at(2, cp4.clone(), vec![prepared(0, 12, batch(12), &[1, 2])]),
-                vc_at(3, genesis(), vec![]),
+                vc_at(3, genesis(), vec![prepared(0, 13, batch(13), &[1, 2])]),
             ];
             let vcs: Vec<Envelope> = order.iter().map(|i| all[*i].clone()).collect();
             let (cp, o) = e.compute_o(&vcs).unwrap();
