@@ -105,6 +105,10 @@ impl Methods for Height {
     fn call_now(&self, method: &str, params: &Value) -> Option<Result<Value, RpcError>> {
         Some(self.call(method, params))
     }
+
+    fn ready_now(&self, _: &str) -> bool {
+        true
+    }
 }
 
 const BODY: &str = r#"{"jsonrpc":"2.0","id":1,"method":"block_getChainHeight","params":[]}"#;

@@ -759,7 +759,8 @@ pub(crate) fn bench_anchors(a: &BenchAnchorsArgs) -> Result<Outcome> {
     drive(&sockets, "anchor_putBatch", txs, 2 * a.nodes as usize, true)?;
     let batch_rate = n_batch as f64 / start.elapsed().as_secs_f64();
     println!(
-        "batch path ({batch} pairs per tx):      {batch_rate:>10.0} anchors/s committed   (goal: >= 0.5x raw RocksDB, below)"
+        "batch path ({batch} pairs per tx):      {batch_rate:>10.0} anchors/s committed   \
+         (goal: >= 0.5x raw RocksDB, below)"
     );
 
     // A POSP's day-end file, as its operator sends it: `vpbox anchor put --file` (its own
@@ -818,7 +819,8 @@ pub(crate) fn bench_anchors(a: &BenchAnchorsArgs) -> Result<Outcome> {
     }
     let signed_rate = a.signed as f64 / start.elapsed().as_secs_f64();
     println!(
-        "signed path (1 SM2 signature each):   {signed_rate:>10.0} anchors/s committed   (goal >= 4,500 on this machine kind)"
+        "signed path (1 SM2 signature each):   {signed_rate:>10.0} anchors/s committed   \
+         (goal >= 4,500 on this machine kind)"
     );
 
     // Latency at an offered rate: an open loop of individually signed puts, each waiting for commit.
@@ -848,7 +850,8 @@ pub(crate) fn bench_anchors(a: &BenchAnchorsArgs) -> Result<Outcome> {
         handles.into_iter().filter_map(|h| h.join().ok().flatten()).collect();
     let (p50, p99) = (percentile(&mut lat, 0.50), percentile(&mut lat, 0.99));
     println!(
-        "commit latency at {}/s:               p50 {p50:.1} ms, p99 {p99:.1} ms ({} of {n} committed; goal p99 <= 50 ms)",
+        "commit latency at {}/s:               p50 {p50:.1} ms, p99 {p99:.1} ms \
+         ({} of {n} committed; goal p99 <= 50 ms)",
         a.rate,
         lat.len()
     );

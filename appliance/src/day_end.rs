@@ -13,13 +13,13 @@
 //! progress beside the file, in `FILE.vpbox-progress` (JSON, [`Progress`]): the pairs
 //! committed from the file's first (a prefix: a batch that commits before an older one counts
 //! once the older has), the signed transactions in flight, in file order, and the SM3 of the
-//! file they belong to. Each is recorded before it is sent. Run again after an interruption, it re-sends those same
-//! transactions (a duplicate gets its first result, never a second execution) and goes on from
-//! there; a file that changed since is refused rather than resumed at a wrong line. When the
-//! whole file is committed the record stays, marked finished: running the same file again
-//! sends nothing and says so (delete the record to send it again). The progress display is a
-//! bar redrawn in place on a terminal, and a plain line per tenth of the file otherwise (no
-//! carriage returns in logs).
+//! file they belong to. Each is recorded before it is sent. Run again after an interruption,
+//! it re-sends those same transactions (a duplicate gets its first result, never a second
+//! execution) and goes on from there; a file that changed since is refused rather than
+//! resumed at a wrong line. When the whole file is committed the record stays, marked
+//! finished: running the same file again sends nothing and says so (delete the record to send
+//! it again). The progress display is a bar redrawn in place on a terminal, and a plain line
+//! per tenth of the file otherwise (no carriage returns in logs).
 
 use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};

@@ -415,6 +415,10 @@ impl Methods for AsRole<'_> {
         }
         Some(self.methods.call_now(method, params)?.map(|a| self.filtered(method, a)))
     }
+
+    fn ready_now(&self, method: &str) -> bool {
+        self.methods.ready_now(method)
+    }
 }
 
 async fn request(req: Request<Incoming>, shared: &Shared, peer: Option<u32>) -> Answer {

@@ -67,8 +67,10 @@ use vpbox_proof::epochs::derive_configs;
 
 /// The most clients waiting for one transaction (a put with `wait`, or a wait by its hash):
 /// each holds a channel until the commit (an abandoned one too), so a client that asks again
-/// and again, or a transaction that never commits, holds no more; past it the answer is
-/// `Busy` (-32004: retry).
+/// and again, or a transaction that never commits, holds no more. Past it a wait by hash is
+/// answered `Busy` (-32004: retry) and a put with `wait` is told pending (it is stored). An
+/// abandoned wait counts until the commit: 16 clients that gave up on a transaction that does
+/// not commit make the next wait for it `Busy`.
 const WAITERS_MAX: usize = 16;
 
 /// Transactions to admit (each with its encoding) and the client to answer, if a client sent
@@ -546,8 +548,7 @@ impl<V: Verifier + Clone> Driver<V> {
     /// A client's wait for a transaction: its receipt now, a place among its waiters (past
     /// [`WAITERS_MAX`], `Busy`), or `Unknown`.
     fn await_tx(&mut self, hash: Digest, reply: Sender<Outcome>) {
-        let committed = self.ledger.read().ok().and_then(|l| l.receipt(&hash).ok().flatten());
-        let outcome = if let Some(receipt) = committed {
+        let outcome = if let Some(receipt) = self.committed_receipt(&hash) {
             Outcome::Committed { hash, receipt, duplicate: true }
         } else if !self.pool.contains(&hash) {
             Outcome::Unknown
@@ -558,6 +559,11 @@ impl<V: Verifier + Clone> Driver<V> {
             return;
         };
         let _ = reply.send(outcome);
+    }
+
+    /// The receipt of `hash` if it is committed (none if the ledger cannot say).
+    fn committed_receipt(&self, hash: &Digest) -> Option<Receipt> {
+        self.ledger.read().ok().and_then(|l| l.receipt(hash).ok().flatten())
     }
 
     /// Answers `reply` when `hash` commits, unless [`WAITERS_MAX`] wait for it already (then
@@ -589,15 +595,18 @@ impl<V: Verifier + Clone> Driver<V> {
             let mut answers = Vec::with_capacity(txs.len());
             for (tx, bytes) in txs {
                 let h = tx.hash();
-                let committed = self.ledger.read().ok().and_then(|l| l.receipt(&h).ok().flatten());
-                if let Some(receipt) = committed {
+                if let Some(receipt) = self.committed_receipt(&h) {
                     answers.push(Slot::Now(Outcome::Committed {
                         hash: h,
                         receipt,
                         duplicate: true,
                     }));
-                } else if self.pool.contains(&h) || seen.contains(&h) {
+                } else if self.pool.contains(&h) {
                     answers.push(Slot::Now(Outcome::Accepted(h)));
+                } else if seen.contains(&h) {
+                    // Sent twice in this batch (two clients, or a client and the gossip): its
+                    // answer is the write's, as the first one's.
+                    answers.push(Slot::Stored(h));
                 } else if !self.pool.has_room(fresh.len()) {
                     answers.push(Slot::Now(Outcome::Busy));
                 } else {
@@ -642,8 +651,9 @@ impl<V: Verifier + Clone> Driver<V> {
                 };
                 match outcome {
                     Outcome::Accepted(h) if wait => {
+                        // Past the waiters' cap it is stored all the same: told pending.
                         if let Err(reply) = self.wait_for(h, reply.clone()) {
-                            let _ = reply.send(Outcome::Busy);
+                            let _ = reply.send(Outcome::Accepted(h));
                         }
                     }
                     o => {
@@ -957,7 +967,7 @@ impl<V: Verifier + Clone> Driver<V> {
                 .iter()
                 .find(|(t, _)| t == h)
                 .map(|(_, r)| r.clone())
-                .or_else(|| self.ledger.read().ok()?.receipt(h).ok().flatten());
+                .or_else(|| self.committed_receipt(h));
             if let Some(receipt) = receipt {
                 for w in waiters {
                     let _ = w.send(Outcome::Committed {

@@ -74,6 +74,13 @@ pub trait Methods: Send + Sync {
     fn call_now(&self, _method: &str, _params: &Value) -> Option<Result<Value, RpcError>> {
         None
     }
+
+    /// Whether [`Methods::call_now`] may answer `method` (when this says no, it never does):
+    /// asked before a request is parsed, so that the others are parsed once, on the thread
+    /// that runs them.
+    fn ready_now(&self, _method: &str) -> bool {
+        false
+    }
 }
 
 /// How deep arrays and objects nest in `body`, counted on the bytes (no parsing, no recursion)
@@ -328,6 +335,17 @@ pub fn handle_now(methods: &dyn Methods, body: &[u8]) -> Option<Option<Vec<u8>>>
     if body.len() > NOW_MAX || first != Some(&b'{') {
         return None;
     }
+    // Only the method's name first (the rest skipped, not built); a body that is not a
+    // request object goes the usual way, which answers why.
+    #[derive(serde::Deserialize)]
+    struct MethodOf<'a> {
+        #[serde(borrow)]
+        method: Option<&'a str>,
+    }
+    let method = serde_json::from_slice::<MethodOf<'_>>(body).ok()?.method?;
+    if !methods.ready_now(method) {
+        return None;
+    }
     let now = Now { methods, declined: std::sync::atomic::AtomicBool::new(false) };
     let answer = handle_bytes(&now, body);
     (!now.declined.load(std::sync::atomic::Ordering::Relaxed)).then_some(answer)
@@ -340,6 +358,10 @@ struct Now<'a> {
 }
 
 impl Methods for Now<'_> {
+    fn ready_now(&self, method: &str) -> bool {
+        self.methods.ready_now(method)
+    }
+
     fn call(&self, method: &str, params: &Value) -> Result<Value, RpcError> {
         self.methods.call_now(method, params).unwrap_or_else(|| {
             self.declined.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -413,7 +435,10 @@ mod tests {
             Echo.call(method, params)
         }
         fn call_now(&self, method: &str, params: &Value) -> Option<Result<Value, RpcError>> {
-            (method == "echo").then(|| Echo.call(method, params))
+            self.ready_now(method).then(|| Echo.call(method, params))
+        }
+        fn ready_now(&self, method: &str) -> bool {
+            method == "echo"
         }
     }
 
@@ -422,9 +447,12 @@ mod tests {
         let echo = br#"{"jsonrpc":"2.0","method":"echo","params":[1,{"a":2}],"id":"x"}"#;
         let now = handle_now(&EchoNow, echo).expect("ready at once");
         assert_eq!(now, handle_bytes(&EchoNow, echo));
-        // Errors found before any call are answered at once too, as `handle_bytes` does.
-        for body in [&b"{not json"[..], br#"{"jsonrpc":"1.0","method":"echo","id":1}"#] {
-            assert_eq!(handle_now(&EchoNow, body), Some(handle_bytes(&EchoNow, body)));
+        // A bad request to a ready method is answered at once too, as `handle_bytes` does; a
+        // body whose method cannot be read goes the usual way, which says why.
+        let old = br#"{"jsonrpc":"1.0","method":"echo","id":1}"#;
+        assert_eq!(handle_now(&EchoNow, old), Some(handle_bytes(&EchoNow, old)));
+        for body in [&b"{not json"[..], br#"{"jsonrpc":"2.0","id":1}"#, br#"{"method":7}"#] {
+            assert_eq!(handle_now(&EchoNow, body), None);
         }
         // A notification: ready, and no answer.
         assert_eq!(handle_now(&EchoNow, br#"{"jsonrpc":"2.0","method":"echo"}"#), Some(None));

@@ -1012,11 +1012,12 @@ impl Methods for NodeApi {
     }
 
     fn call_now(&self, method: &str, params: &Value) -> Option<Result<Value, RpcError>> {
+        self.ready_now(method).then(|| self.read.call_now(method, params)).flatten()
+    }
+
+    fn ready_now(&self, method: &str) -> bool {
         // Only reads are ready at once, and none of those handled above (they ask the driver).
-        match method {
-            "block_getChainHeight" => self.read.call_now(method, params),
-            _ => None,
-        }
+        method == "block_getChainHeight" && self.read.ready_now(method)
     }
 }
 
@@ -1255,9 +1256,6 @@ mod tests {
         (e.code, e.message)
     }
 
-    /// `tx_getTransactionReceipt` with `wait` asks the driver and answers what it says: the
-    /// receipt, -32004 past the waiters' cap, -32602 for a transaction it does not have.
-    /// Without `wait` (absent or false) the driver is not asked.
     /// The height is ready at once (answered on the HTTP server's event loop) unless a commit
     /// holds the ledger; every other method, reads of RocksDB and the driver's among them, is
     /// left to `call` on a thread that may block.
@@ -1266,9 +1264,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (api, _inbox) = api(dir.path());
         let height = api.call("block_getChainHeight", &json!([])).unwrap();
+        assert!(api.ready_now("block_getChainHeight"));
         assert_eq!(api.call_now("block_getChainHeight", &json!([])), Some(Ok(height)));
         let key = json!([format!("0x{}", "ab".repeat(32))]);
         for method in ["anchor_get", "tx_getTransactionReceipt", "node_getNodes", "anchor_put"] {
+            assert!(!api.ready_now(method), "{method}");
             assert_eq!(api.call_now(method, &key), None, "{method}");
         }
         let commit = api.ledger.write().unwrap();
@@ -1276,6 +1276,9 @@ mod tests {
         drop(commit);
     }
 
+    /// `tx_getTransactionReceipt` with `wait` asks the driver and answers what it says: the
+    /// receipt, -32004 past the waiters' cap, -32602 for a transaction it does not have.
+    /// Without `wait` (absent or false) the driver is not asked.
     #[test]
     fn a_wait_by_hash_answers_what_the_driver_says() {
         let dir = tempfile::tempdir().unwrap();

@@ -16,6 +16,8 @@ use vpbox_node::host::Log;
 pub struct File {
     data: Vec<u8>,
     synced: usize,
+    /// Fsyncs since the file was made.
+    syncs: u64,
 }
 
 /// A journal on a simulated file; the world keeps a handle on the file to crash it.
@@ -27,7 +29,7 @@ pub struct SimLog {
 impl SimLog {
     /// A new, empty file (the journal's magic, synced, as a real open writes it).
     pub fn new() -> Self {
-        let file = File { data: MAGIC.to_vec(), synced: MAGIC.len() };
+        let file = File { data: MAGIC.to_vec(), synced: MAGIC.len(), syncs: 0 };
         Self { file: Rc::new(RefCell::new(file)) }
     }
 
@@ -36,6 +38,11 @@ impl SimLog {
         let mut f = self.file.borrow_mut();
         let len = (f.synced + keep).min(f.data.len());
         f.data.truncate(len);
+    }
+
+    /// How many fsyncs the journal has asked for.
+    pub fn syncs(&self) -> u64 {
+        self.file.borrow().syncs
     }
 
     /// How many bytes a crash may tear.
@@ -69,6 +76,7 @@ impl Log for SimLog {
     fn sync(&mut self) -> Result<(), JournalError> {
         let mut f = self.file.borrow_mut();
         f.synced = f.data.len();
+        f.syncs += 1;
         Ok(())
     }
 

@@ -397,8 +397,8 @@ impl World {
         for i in 0..self.txs.len() {
             let t = self.rng.below(SUBMIT_MS);
             // About one in four comes at the same moment as the one before (a burst: they
-            // reach a node in one event batch), decided by the time drawn so that every
-            // other draw of the seed stays as it was.
+            // reach a node in one event batch, which picks one node for them all), decided by
+            // the time drawn rather than by a draw of its own.
             let t = match last {
                 Some(before) if t % 4 == 0 => before,
                 _ => t,
@@ -894,9 +894,8 @@ impl World {
                 due.push(next);
             }
         }
-        if due.len() > 1 {
-            self.report.grouped += due.len() as u64;
-        }
+        let grouped = due.len();
+        let syncs = self.nodes[i].intake.syncs();
         let events = due
             .into_iter()
             .map(|tx| {
@@ -907,6 +906,16 @@ impl World {
             })
             .collect();
         self.feed(i, events);
+        if grouped > 1 {
+            self.report.grouped += grouped as u64;
+            let took = self.nodes[i].intake.syncs() - syncs;
+            if took > 1 {
+                self.violation(format!(
+                    "node {}: {grouped} submissions that arrived together took {took} fsyncs",
+                    i + 1
+                ));
+            }
+        }
     }
 
     /// The compromised node asks its own signer to sign a checkpoint at 2^62, which would move
