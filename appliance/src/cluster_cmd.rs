@@ -738,14 +738,10 @@ type Listeners = (String, String);
 /// a `--netns` cluster the box's own address with fixed ports.
 fn listeners(dir: &Path, all: &[u32]) -> Result<HashMap<u32, Listeners>> {
     let network = crate::netns::load(dir)?;
-    let free = || -> Result<String> {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
-        Ok(probe.local_addr()?.to_string())
-    };
     let fresh = |i: u32| -> Result<Listeners> {
         match &network {
             Some(net) => net.listeners(i),
-            None => Ok((free()?, free()?)),
+            None => Ok((free_loopback()?, free_loopback()?)),
         }
     };
     let mut out = HashMap::new();
@@ -766,6 +762,31 @@ fn listeners(dir: &Path, all: &[u32]) -> Result<HashMap<u32, Listeners>> {
     Ok(out)
 }
 
+/// A loopback address whose port no one listens on, below the kernel's range of ephemeral
+/// ports (`net.ipv4.ip_local_port_range`). A port from that range, free when probed, may
+/// become the source port of any outgoing connection before the proxy binds it — seen when
+/// clusters start side by side, a proxy then exits with "address in use"; a port below the
+/// range is taken only by another bind. The kernel's own pick if none is found in 64 tries.
+fn free_loopback() -> Result<String> {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let from = low.saturating_sub(16384).max(1024);
+    for _ in 0..64 {
+        if low <= from {
+            break;
+        }
+        let mut b = [0u8; 2];
+        getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("random source: {e}"))?;
+        let port = from + u16::from_le_bytes(b) % (low - from);
+        if let Ok(probe) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return Ok(probe.local_addr()?.to_string());
+        }
+    }
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string())
+}
+
 /// Writes the configuration of each of the boxes `all`: its proxy listens on loopback and
 /// carries its node's links to the other boxes' proxies over mutual TLS.
 fn write_boxes(dir: &Path, all: &[u32]) -> Result<()> {
@@ -781,7 +802,7 @@ fn write_box(dir: &Path, i: u32, addresses: &HashMap<u32, Listeners>) -> Result<
     // The admin listener (/metrics, /health) on loopback: kept across rewrites.
     let admin = match box_config(dir, i).ok().and_then(|c| c.proxy).and_then(|p| p.admin) {
         Some(a) => a,
-        None => std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string(),
+        None => free_loopback()?,
     };
     let config = BoxConfig {
         node_id: i,
