@@ -427,12 +427,25 @@ pub(crate) fn bench_proxy(a: &BenchProxyArgs) -> Result<Outcome> {
         "| connections | vpbox-proxy req/s | nginx req/s | ratio | vpbox-proxy p99 ms | nginx p99 ms | ratio |"
     );
     println!("|---|---|---|---|---|---|---|");
+    // Every round's pair, printed below the table: a median hides how far the rounds spread.
+    let mut rounds = Vec::new();
     for c in &a.connections {
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         for _ in 0..a.rounds.max(1) {
             ours.push(wrk(dir, &proxy_plain, *c, a.seconds)?);
             theirs.push(wrk(dir, &nginx_plain, *c, a.seconds)?);
         }
+        let pairs: Vec<String> = ours
+            .iter()
+            .zip(&theirs)
+            .map(|(o, t)| {
+                format!(
+                    "{:.0}/{:.0} req/s, p99 {:.3}/{:.3} ms",
+                    o.requests_per_s, t.requests_per_s, o.p99_ms, t.p99_ms
+                )
+            })
+            .collect();
+        rounds.push(format!("{c} connections: {}", pairs.join("; ")));
         let (ours, theirs) = (median(&ours), median(&theirs));
         println!(
             "| {c} | {:.0} | {:.0} | {:.2}x | {:.2} | {:.2} | {:.2}x |",
@@ -443,6 +456,10 @@ pub(crate) fn bench_proxy(a: &BenchProxyArgs) -> Result<Outcome> {
             theirs.p99_ms,
             ours.p99_ms / theirs.p99_ms
         );
+    }
+    println!("each round, vpbox-proxy/nginx:");
+    for r in rounds {
+        println!("  {r}");
     }
     let client = bench_client_config(dir)?;
     let ip = ServerName::try_from("127.0.0.1")?;
