@@ -147,23 +147,97 @@ fn ca_key(cert: &Certificate) -> Option<CaKey> {
 /// has published one.
 ///
 /// It remembers which signatures it has verified (by SM3 of the certificate's DER and of its
-/// issuer's key), so that admitting the same submitter again — every transaction it signs —
-/// costs a parse and the validity and revocation checks, not SM2 verifications.
+/// issuer's key), so that admitting the same submitter again costs a parse and the validity
+/// and revocation checks, not SM2 verifications.
+///
+/// It also remembers each chain it admitted ([`Admitted`]): the identity, and the times its
+/// checks hold for. Every time condition of an admission is the time at or after an instant (a
+/// notBefore) or at or before one (a notAfter, a CRL's nextUpdate), so an admission at one
+/// time stands from the latest instant of the first kind through the earliest of the second;
+/// the other checks depend only on the chain, the role and the store. So the same chain for
+/// the same role inside that window is admitted again without a parse (on a node's signed
+/// path every transaction is admitted at intake and again when its block executes: the parse
+/// was a quarter of the executing thread's time). Denials are not remembered. A CRL added to
+/// the store starts a new memory (it may revoke); a root does not (paths are sought among
+/// the roots in the order they were added, so a new one changes no path that was found).
+/// Clones share the memory until either adds a CRL.
 #[derive(Default)]
 pub struct TrustStore {
     roots: Vec<Root>,
     crls: HashMap<CaKey, CertificateList>,
     verified: Mutex<HashSet<(Digest, Digest)>>,
+    admitted: std::sync::Arc<Admitted>,
 }
 
 /// Most remembered signature checks; the memory is cleared when full.
 const VERIFIED_MAX: usize = 100_000;
 
+/// Most remembered admissions; the memory is cleared when full.
+const ADMITTED_MAX: usize = 16_384;
+
+/// The admissions a store remembers, by SM3 of the role and the chain (each certificate's
+/// length and DER), and how many admissions were decided in full and from memory.
+#[derive(Default)]
+struct Admitted {
+    chains: Mutex<HashMap<Digest, (Identity, Window)>>,
+    checked: std::sync::atomic::AtomicU64,
+    remembered: std::sync::atomic::AtomicU64,
+}
+
+/// The times an admission's time checks hold for, inclusive at both ends (`None`: no bound).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Window {
+    from: Option<SystemTime>,
+    until: Option<SystemTime>,
+}
+
+impl Window {
+    /// Whether `now` is at or after `t`; the window starts no earlier than `t`.
+    fn at_or_after(&mut self, t: SystemTime, now: SystemTime) -> bool {
+        self.from = Some(self.from.map_or(t, |f| f.max(t)));
+        now >= t
+    }
+
+    /// Whether `now` is at or before `t`; the window ends no later than `t`.
+    fn at_or_before(&mut self, t: SystemTime, now: SystemTime) -> bool {
+        self.until = Some(self.until.map_or(t, |u| u.min(t)));
+        now <= t
+    }
+
+    /// Whether `now` is inside `cert`'s validity (RFC 5280: inclusive at both ends).
+    fn within(&mut self, cert: &Certificate, now: SystemTime) -> bool {
+        let v = cert.tbs_certificate().validity();
+        let after = self.at_or_after(v.not_before.to_system_time(), now);
+        self.at_or_before(v.not_after.to_system_time(), now) && after
+    }
+
+    fn holds(&self, now: SystemTime) -> bool {
+        self.from.is_none_or(|f| now >= f) && self.until.is_none_or(|u| now <= u)
+    }
+}
+
 impl Clone for TrustStore {
     fn clone(&self) -> Self {
         let verified = self.verified.lock().map(|v| v.clone()).unwrap_or_default();
-        Self { roots: self.roots.clone(), crls: self.crls.clone(), verified: Mutex::new(verified) }
+        Self {
+            roots: self.roots.clone(),
+            crls: self.crls.clone(),
+            verified: Mutex::new(verified),
+            admitted: std::sync::Arc::clone(&self.admitted),
+        }
     }
+}
+
+/// The key of a chain's admission in a role: SM3 of the role, then each certificate's length
+/// and DER (so that the same bytes cut into certificates differently are another chain).
+fn chain_key(leaf: &[u8], intermediates: &[&[u8]], role: CertProfile) -> Digest {
+    let mut h = vpbox_sm::sm3::Sm3::new();
+    h.update(role.name());
+    for part in std::iter::once(&leaf).chain(intermediates) {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    h.finalize()
 }
 
 /// Why a root or CRL could not be added.
@@ -253,7 +327,8 @@ impl TrustStore {
                     return Err(err(not_ours));
                 }
                 let path = self.ca_path(ca, &chain[1..]).map_err(|r| StoreError(r.to_string()))?;
-                self.check_cas(&path, None).map_err(|r| StoreError(r.to_string()))?;
+                self.check_cas(&path, None, &mut Window::default())
+                    .map_err(|r| StoreError(r.to_string()))?;
                 ca
             }
         };
@@ -267,7 +342,16 @@ impl TrustStore {
             }
         }
         self.crls.insert(key, crl);
+        // It may revoke what was admitted: admissions from now on are decided afresh.
+        self.admitted = std::sync::Arc::default();
         Ok(())
+    }
+
+    /// How many admissions this store (and the clones sharing its memory) decided in full,
+    /// and how many it answered from its memory of admitted chains.
+    pub fn admissions(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.admitted.checked.load(Relaxed), self.admitted.remembered.load(Relaxed))
     }
 
     /// Decides on a certificate for `role` at `now`. `chain` is its DER, followed by the DER
@@ -289,8 +373,36 @@ impl TrustStore {
         role: CertProfile,
         now: SystemTime,
     ) -> Decision {
-        match self.check(leaf, intermediates, role, now) {
-            Ok(id) => Decision::Allow(id),
+        use std::sync::atomic::Ordering::Relaxed;
+        // A peer may add its root, never more: every extra candidate under a matching name
+        // would cost an SM2 verification (and here, hashing it).
+        if intermediates.len() >= CHAIN_MAX {
+            return Decision::Deny(DenyReason::Malformed(format!(
+                "{} certificates above the end entity; at most {}",
+                intermediates.len(),
+                CHAIN_MAX - 1
+            )));
+        }
+        let key = chain_key(leaf, intermediates, role);
+        let chains = &self.admitted.chains;
+        if let Some((id, _)) =
+            chains.lock().ok().and_then(|c| c.get(&key).filter(|(_, w)| w.holds(now)).cloned())
+        {
+            self.admitted.remembered.fetch_add(1, Relaxed);
+            return Decision::Allow(id);
+        }
+        self.admitted.checked.fetch_add(1, Relaxed);
+        let mut window = Window::default();
+        match self.check(leaf, intermediates, role, now, &mut window) {
+            Ok(id) => {
+                if let Ok(mut c) = chains.lock() {
+                    if c.len() >= ADMITTED_MAX {
+                        c.clear();
+                    }
+                    c.insert(key, (id.clone(), window));
+                }
+                Decision::Allow(id)
+            }
             Err(reason) => Decision::Deny(reason),
         }
     }
@@ -301,7 +413,7 @@ impl TrustStore {
         let parts = split_der(ca).map_err(|e| DenyReason::Malformed(e.to_string()))?;
         let certs = parse_all(&parts)?;
         let path = self.ca_path(&certs[0], &certs[1..])?;
-        self.check_cas(&path, Some(now))?;
+        self.check_cas(&path, Some(now), &mut Window::default())?;
         Ok(path.root.bank.clone())
     }
 
@@ -320,37 +432,30 @@ impl TrustStore {
         Ok(path)
     }
 
+    /// The checks of an admission at `now`; every time condition narrows `window`.
     fn check(
         &self,
         der: &[u8],
         intermediates: &[&[u8]],
         role: CertProfile,
         now: SystemTime,
+        window: &mut Window,
     ) -> Result<Identity, DenyReason> {
-        // A peer may add its root, never more: every extra candidate under a matching name
-        // would cost an SM2 verification.
-        if intermediates.len() >= CHAIN_MAX {
-            return Err(DenyReason::Malformed(format!(
-                "{} certificates above the end entity; at most {}",
-                intermediates.len(),
-                CHAIN_MAX - 1
-            )));
-        }
         let cert = Certificate::from_der(der).map_err(|e| DenyReason::Malformed(e.to_string()))?;
         let cas = parse_all(intermediates)?;
         let path = self.path(&cert, &cas)?;
         let tbs = cert.tbs_certificate();
         let v = tbs.validity();
-        if now < v.not_before.to_system_time() {
+        if !window.at_or_after(v.not_before.to_system_time(), now) {
             return Err(DenyReason::NotYetValid);
         }
-        if now > v.not_after.to_system_time() {
+        if !window.at_or_before(v.not_after.to_system_time(), now) {
             return Err(DenyReason::Expired);
         }
         if is_ca(&cert) {
             return Err(DenyReason::NotEndEntity);
         }
-        self.check_cas(&path, Some(now))?;
+        self.check_cas(&path, Some(now), window)?;
         let ou = name_attr(tbs.subject(), OU).unwrap_or_default();
         let eku_ok = match role {
             CertProfile::VpNode => has_eku(&cert, &[ID_KP_SERVER_AUTH, ID_KP_CLIENT_AUTH]),
@@ -365,7 +470,7 @@ impl TrustStore {
             return Err(DenyReason::WrongBank { bank: path.root.bank.clone(), found: bank });
         }
         let issuer = path.cas.first().copied().unwrap_or(&path.root.cert);
-        if let Some(crl) = self.current_crl(issuer, now)? {
+        if let Some(crl) = self.current_crl(issuer, now, window)? {
             if on_crl(crl, &cert) {
                 return Err(DenyReason::Revoked);
             }
@@ -443,8 +548,14 @@ impl TrustStore {
     }
 
     /// Checks the CAs of `path`: each a CA of the root's bank within its path
-    /// length, and — when `now` is given — valid then and not revoked by its own issuer.
-    fn check_cas(&self, path: &Path<'_>, now: Option<SystemTime>) -> Result<(), DenyReason> {
+    /// length, and — when `now` is given — valid then and not revoked by its own issuer (each
+    /// time condition narrowing `window`).
+    fn check_cas(
+        &self,
+        path: &Path<'_>,
+        now: Option<SystemTime>,
+        window: &mut Window,
+    ) -> Result<(), DenyReason> {
         for (below, ca) in path.cas.iter().enumerate() {
             let name = subject_cn(ca);
             if !is_ca(ca) || !can_sign_certs(ca) {
@@ -458,11 +569,11 @@ impl TrustStore {
                 return Err(DenyReason::WrongBank { bank: path.root.bank.clone(), found: bank });
             }
             if let Some(now) = now {
-                if !within(ca, now) {
+                if !window.within(ca, now) {
                     return Err(DenyReason::IssuerNotValid(name));
                 }
                 let issuer = path.cas.get(below + 1).copied().unwrap_or(&path.root.cert);
-                if let Some(crl) = self.current_crl(issuer, now)? {
+                if let Some(crl) = self.current_crl(issuer, now, window)? {
                     if on_crl(crl, ca) {
                         return Err(DenyReason::IssuerRevoked(name));
                     }
@@ -473,22 +584,26 @@ impl TrustStore {
             return Err(DenyReason::PathTooLong(subject_cn(&path.root.cert)));
         }
         if let Some(now) = now {
-            if !within(&path.root.cert, now) {
+            if !window.within(&path.root.cert, now) {
                 return Err(DenyReason::RootNotValid);
             }
         }
         Ok(())
     }
 
-    /// The CRL `ca` published, if any, provided it is current at `now`.
+    /// The CRL `ca` published, if any, provided it is current at `now` (its nextUpdate
+    /// narrowing `window`).
     fn current_crl(
         &self,
         ca: &Certificate,
         now: SystemTime,
+        window: &mut Window,
     ) -> Result<Option<&CertificateList>, DenyReason> {
         let Some(crl) = ca_key(ca).and_then(|k| self.crls.get(&k)) else { return Ok(None) };
-        if crl.tbs_cert_list.next_update.is_some_and(|n| now > n.to_system_time()) {
-            return Err(DenyReason::StaleCrl);
+        if let Some(next) = crl.tbs_cert_list.next_update {
+            if !window.at_or_before(next.to_system_time(), now) {
+                return Err(DenyReason::StaleCrl);
+            }
         }
         Ok(Some(crl))
     }
@@ -507,11 +622,6 @@ fn on_crl(crl: &CertificateList, cert: &Certificate) -> bool {
         .iter()
         .flatten()
         .any(|r| r.serial_number.as_bytes() == serial)
-}
-
-fn within(cert: &Certificate, now: SystemTime) -> bool {
-    let v = cert.tbs_certificate().validity();
-    now >= v.not_before.to_system_time() && now <= v.not_after.to_system_time()
 }
 
 fn subject_cn(cert: &Certificate) -> String {

@@ -455,3 +455,63 @@ fn the_crls_in_force_are_the_newest_of_each_ca() {
     let (bank, nb, na) = vpbox_ca::policy::root_info(&r.der).unwrap();
     assert_eq!((bank.as_str(), nb, na), ("Bank A", t - DAY, t + 900 * DAY));
 }
+
+/// The store's memory of admissions (`TrustStore` docs): an admitted chain is admitted again
+/// without a parse only for the same role, the same certificates and inside the times every
+/// check held for (the latest notBefore through the earliest notAfter or CRL nextUpdate of the
+/// path); outside them, and after a CRL is added, it is decided afresh, with the same answers
+/// as a store that never saw it.
+#[test]
+fn an_admission_is_remembered_for_its_chain_role_and_times_only() {
+    let t = t0();
+    let posp = CertProfile::Posp;
+    let r = root("Bank A", Some(1), t - 100 * DAY, t + 900 * DAY);
+    let mut s = store_of(&[&r]);
+    // The root's CRL is in force through t + 2 days.
+    s.add_crl(&crl_der(&cert::crl(&r.key, &r.pem, 1, &[], t, 48).unwrap())).unwrap();
+    let leaf = under(Spec::posp("p1", "Bank A", t - DAY, t + 30 * DAY, 2), &r);
+    let count = |s: &TrustStore| s.admissions();
+
+    allowed(&s, &[&leaf], posp, t);
+    assert_eq!(count(&s), (1, 0), "decided in full");
+    allowed(&s, &[&leaf], posp, t + 2 * DAY);
+    allowed(&s, &[&leaf], posp, t - DAY);
+    assert_eq!(count(&s), (1, 2), "inside the window, both ends included: remembered");
+    assert_eq!(denied(&s, &[&leaf], posp, t + 2 * DAY + SECOND), DenyReason::StaleCrl);
+    assert_eq!(denied(&s, &[&leaf], posp, t - DAY - SECOND), DenyReason::NotYetValid);
+    assert_eq!(count(&s), (3, 2), "outside it: decided again");
+    assert!(matches!(denied(&s, &[&leaf], CertProfile::Admin, t), DenyReason::WrongProfile { .. }));
+    assert_eq!(count(&s), (4, 2), "another role is another admission");
+
+    // Through an issuing CA: its validity bounds the window too, and the same bytes cut into
+    // certificates another way are another chain.
+    let ca = under(Spec::ca("Bank A CA", "Bank A", Some(0), t, t + 10 * DAY, 3), &r);
+    let below = under(Spec::posp("p2", "Bank A", t - 50 * DAY, t + 50 * DAY, 4), &ca);
+    allowed(&s, &[&below, &ca], posp, t + DAY);
+    assert_eq!(
+        denied(&s, &[&below, &ca], posp, t - SECOND),
+        DenyReason::IssuerNotValid("Bank A CA".into())
+    );
+    let joined = [&below.der[..], &ca.der[..]].concat();
+    assert!(matches!(
+        s.admit_chain(&joined, &[], posp, t + DAY),
+        Decision::Deny(DenyReason::Malformed(_))
+    ));
+    assert_eq!(count(&s), (7, 2));
+
+    // Several chains are remembered side by side, and a clone shares the memory.
+    allowed(&s, &[&leaf], posp, t);
+    allowed(&s, &[&below, &ca], posp, t);
+    let c = s.clone();
+    allowed(&c, &[&leaf], posp, t);
+    assert_eq!((count(&s), count(&c)), ((7, 5), (7, 5)));
+
+    // A CRL starts a new memory: the leaf it revokes is refused at a time it was remembered
+    // for; the clone, which has not seen it, still admits it.
+    let revoking = cert::crl(&r.key, &r.pem, 2, &revoke(&[2], t), t, 48).unwrap();
+    s.add_crl(&crl_der(&revoking)).unwrap();
+    assert_eq!(denied(&s, &[&leaf], posp, t + DAY), DenyReason::Revoked);
+    assert_eq!(count(&s), (1, 0));
+    allowed(&c, &[&leaf], posp, t + DAY);
+    assert_eq!(count(&c), (7, 6));
+}
