@@ -1463,6 +1463,15 @@ mod tests {
         );
         assert_eq!(ledger.transaction(&first.hash()).unwrap().unwrap().2, first);
         assert_eq!(ledger.height(), 4, "genesis and three blocks");
+        // Twice in one block, or again above a speculative block that executed it: once.
+        let (third, fourth) = (put(&s, 3, 7, 70), put(&s, 4, 8, 80));
+        let e = ledger.execute(&[], vec![third.clone(), third.clone()]).unwrap();
+        assert_eq!(e.receipts.len(), 1);
+        assert_eq!(e.receipts[0].0, third.hash());
+        let above = ledger.execute(std::slice::from_ref(&e), vec![fourth.clone(), third]).unwrap();
+        let executed: Vec<Digest> = above.receipts.iter().map(|(h, _)| *h).collect();
+        assert_eq!(executed, vec![fourth.hash()]);
+        assert_eq!(above.block.tx_hashes.len(), 2, "the block still lists what it was given");
     }
 
     /// The state root follows every anchor, speculative blocks included; a key's path proves
