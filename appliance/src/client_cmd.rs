@@ -721,7 +721,13 @@ impl BenchCluster {
         }
         let out = up.output()?;
         if !out.status.success() {
-            bail!("cluster up: {}", String::from_utf8_lossy(&out.stderr));
+            // What did start is stopped; the folder is kept, for the logs the error names.
+            let _ = std::process::Command::new(&exe)
+                .args(["cluster", "down", "--dir"])
+                .arg(&dir)
+                .output();
+            let kept = tmp.keep();
+            bail!("cluster up (in {}): {}", kept.display(), String::from_utf8_lossy(&out.stderr));
         }
         Ok(Self { exe, dir, _tmp: tmp })
     }

@@ -767,7 +767,13 @@ fn listeners(dir: &Path, all: &[u32]) -> Result<HashMap<u32, Listeners>> {
 /// become the source port of any outgoing connection before the proxy binds it — seen when
 /// clusters start side by side, a proxy then exits with "address in use"; a port below the
 /// range is taken only by another bind. The kernel's own pick if none is found in 64 tries.
+///
+/// A port is handed out once per process: the probe is closed before the proxy binds, so
+/// without that record two listeners of one `cluster up` could be given the same free port
+/// (a proxy then exited with "address in use" in a benchmark's cluster).
 fn free_loopback() -> Result<String> {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
@@ -780,11 +786,22 @@ fn free_loopback() -> Result<String> {
         let mut b = [0u8; 2];
         getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("random source: {e}"))?;
         let port = from + u16::from_le_bytes(b) % (low - from);
+        if given.contains(&port) {
+            continue;
+        }
         if let Ok(probe) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            given.push(port);
             return Ok(probe.local_addr()?.to_string());
         }
     }
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string())
+    for _ in 0..64 {
+        let address = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        if !given.contains(&address.port()) {
+            given.push(address.port());
+            return Ok(address.to_string());
+        }
+    }
+    bail!("no free loopback port")
 }
 
 /// Writes the configuration of each of the boxes `all`: its proxy listens on loopback and
