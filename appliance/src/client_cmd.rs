@@ -832,12 +832,16 @@ pub(crate) fn bench_anchors(a: &BenchAnchorsArgs) -> Result<Outcome> {
     // behind by a sample's gaps, and no backlog to spill into the latency run.
     let mut clients: Vec<RpcClient> = sockets.iter().map(|s| RpcClient::new(s)).collect();
     let drained = Instant::now();
-    while !clients
-        .iter_mut()
-        .all(|c| c.call("node_getNodes", json!([])).is_ok_and(|v| v["pending"] == json!(0)))
-    {
+    let mut last = String::new();
+    while !clients.iter_mut().all(|c| match c.call("node_getNodes", json!([])) {
+        Ok(v) => v["pending"] == json!(0),
+        Err(e) => {
+            last = format!(" (last error: {})", rpc_error(e));
+            false
+        }
+    }) {
         if drained.elapsed() > Duration::from_secs(300) {
-            bail!("the nodes' pools did not empty within 300 s of the last acknowledgement");
+            bail!("the nodes' pools did not empty within 300 s of the last acknowledgement{last}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }

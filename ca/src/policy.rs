@@ -157,10 +157,10 @@ fn ca_key(cert: &Certificate) -> Option<CaKey> {
 /// the other checks depend only on the chain, the role and the store. So the same chain for
 /// the same role inside that window is admitted again without a parse (on a node's signed
 /// path every transaction is admitted at intake and again when its block executes: the parse
-/// was a quarter of the executing thread's time). Denials are not remembered. A CRL added to
-/// the store starts a new memory (it may revoke); a root does not (paths are sought among
-/// the roots in the order they were added, so a new one changes no path that was found).
-/// Clones share the memory until either adds a CRL.
+/// was a quarter of the executing thread's time). Denials are not remembered. A CRL or a
+/// root added to the store starts a new memory (a CRL may revoke; a root may shorten a path,
+/// since each link is sought among the roots first). Clones share the memory until either
+/// adds one.
 #[derive(Default)]
 pub struct TrustStore {
     roots: Vec<Root>,
@@ -290,6 +290,8 @@ impl TrustStore {
     pub fn add_root(&mut self, der: &[u8]) -> Result<(), StoreError> {
         let (cert, bank) = parse_root(der)?;
         self.roots.push(Root { cert, bank });
+        // A path may now end at it sooner: admissions from now on are decided afresh.
+        self.admitted = std::sync::Arc::default();
         Ok(())
     }
 
@@ -348,7 +350,8 @@ impl TrustStore {
     }
 
     /// How many admissions this store (and the clones sharing its memory) decided in full,
-    /// and how many it answered from its memory of admitted chains.
+    /// and how many it answered from its memory of admitted chains, since its last root or
+    /// CRL. (A chain of more than `CHAIN_MAX` certificates is refused before either.)
     pub fn admissions(&self) -> (u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;
         (self.admitted.checked.load(Relaxed), self.admitted.remembered.load(Relaxed))

@@ -514,4 +514,10 @@ fn an_admission_is_remembered_for_its_chain_role_and_times_only() {
     assert_eq!(count(&s), (1, 0));
     allowed(&c, &[&leaf], posp, t + DAY);
     assert_eq!(count(&c), (7, 6));
+    // So does a root (a path's link may now end at it), on the clone alone.
+    let mut d = c.clone();
+    d.add_root(&root("Bank B", Some(1), t - DAY, t + 900 * DAY).der).unwrap();
+    assert_eq!((count(&c), count(&d)), ((7, 6), (0, 0)));
+    allowed(&d, &[&leaf], posp, t + DAY);
+    assert_eq!((count(&c), count(&d)), ((7, 6), (1, 0)));
 }
