@@ -444,7 +444,7 @@ fn peer_handler(
                 ledger
                     .read()
                     .ok()
-                    .and_then(|l| signing_key(&l, tx).ok())
+                    .and_then(|l| signing_key(&l, &verified, tx).ok())
                     .is_some_and(|key| verified.verify(tx, &key))
             };
             #[allow(clippy::disallowed_methods)] // the replay window runs on the real clock
@@ -463,16 +463,18 @@ fn peer_handler(
 }
 
 /// The key that must have signed `tx`: the one its enrollment certifies, or the one its
-/// submitter enrolled (committed).
-pub fn signing_key(ledger: &Ledger, tx: &Tx) -> Result<PublicKey, String> {
-    let der = match &tx.body.payload {
-        Payload::Enroll(der) => der.clone(),
-        _ => ledger
-            .certificate(&tx.body.submitter)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("submitter {} is not enrolled", tx.body.submitter.to_hex()))?,
-    };
-    vpbox_ca::cert::certificate_key(&der).map_err(|e| e.to_string())
+/// submitter enrolled (committed; remembered in `verified`).
+pub fn signing_key(ledger: &Ledger, verified: &Verified, tx: &Tx) -> Result<PublicKey, String> {
+    let key_of = |der: &[u8]| vpbox_ca::cert::certificate_key(der).map_err(|e| e.to_string());
+    match &tx.body.payload {
+        Payload::Enroll(der) => key_of(der),
+        _ => verified.submitter_key(&tx.body.submitter, || {
+            let der = ledger.certificate(&tx.body.submitter).map_err(|e| e.to_string())?;
+            key_of(&der.ok_or_else(|| {
+                format!("submitter {} is not enrolled", tx.body.submitter.to_hex())
+            })?)
+        }),
+    }
 }
 
 /// The `wait` parameter of a write: a JSON boolean, true when absent. Anything else is refused
@@ -748,7 +750,7 @@ impl NodeApi {
             .read()
             .map_err(|_| RpcError::new(RpcError::INTERNAL, "ledger lock poisoned"))?;
         let not_admitted = |why: String| RpcError::new(RpcError::UNKNOWN_SUBMITTER, why);
-        let key = signing_key(&ledger, &tx).map_err(not_admitted)?;
+        let key = signing_key(&ledger, &self.verified, &tx).map_err(not_admitted)?;
         if !self.verified.verify(&tx, &key) {
             return Err(RpcError::new(RpcError::BAD_SIGNATURE, "the signature does not verify"));
         }

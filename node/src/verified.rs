@@ -9,8 +9,16 @@
 //! attacker's to choose). Bounded: [`Verified::CAPACITY`] entries, the oldest forgotten first,
 //! about 6 MiB. Sans-IO and shared between the RPC and peer threads behind a mutex held only
 //! for a look-up or an insert, never across a verification.
+//!
+//! It also remembers each submitter's key ([`Verified::submitter_key`]): a submitter is named
+//! by its key's fingerprint (SM3 of its certificate's SPKI, checked at enrollment), so the key
+//! enrolled under a name is the same whichever certificate carries it, and an enrollment is
+//! never removed (revocation is the admission's business, decided apart). Looking it up meant
+//! reading the certificate from the ledger and parsing it for every transaction: a twentieth
+//! of a node's time on the signed path. At most [`Verified::KEYS`] keys, forgotten all at once
+//! when full.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 
 use vpbox_ledger::tx::Tx;
@@ -23,10 +31,11 @@ struct Inner {
     order: VecDeque<Digest>,
 }
 
-/// Transactions verified, with the keys they verified under.
+/// Transactions verified, with the keys they verified under; and submitters' keys.
 pub struct Verified {
     inner: Mutex<Inner>,
     capacity: usize,
+    keys: Mutex<HashMap<Digest, PublicKey>>,
 }
 
 impl Default for Verified {
@@ -41,7 +50,34 @@ impl Verified {
 
     /// A memory of at most `capacity` entries (at least one).
     pub fn with_capacity(capacity: usize) -> Self {
-        Self { inner: Mutex::new(Inner::default()), capacity: capacity.max(1) }
+        Self {
+            inner: Mutex::new(Inner::default()),
+            capacity: capacity.max(1),
+            keys: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Submitters' keys kept: every POSP and admin of a large consortium.
+    pub const KEYS: usize = 1 << 16;
+
+    /// The key `submitter` enrolled: remembered, or `lookup`'s answer (remembered when it is a
+    /// key; an error, such as a submitter not enrolled yet, is not).
+    pub fn submitter_key(
+        &self,
+        submitter: &Digest,
+        lookup: impl FnOnce() -> Result<PublicKey, String>,
+    ) -> Result<PublicKey, String> {
+        if let Some(key) = self.keys.lock().ok().and_then(|k| k.get(submitter).cloned()) {
+            return Ok(key);
+        }
+        let key = lookup()?;
+        if let Ok(mut k) = self.keys.lock() {
+            if k.len() >= Self::KEYS {
+                k.clear();
+            }
+            k.insert(*submitter, key.clone());
+        }
+        Ok(key)
     }
 
     fn entry(tx: &Tx, key: &PublicKey) -> Digest {
@@ -101,6 +137,33 @@ mod tests {
             payload: Payload::AnchorPut { key: [n; 32], value: [n; 32] },
         };
         body.sign(signer).unwrap()
+    }
+
+    #[test]
+    fn a_submitters_key_is_looked_up_once_and_a_failed_look_up_again() {
+        let a = SoftwareSigner::new(SecretKey::generate().unwrap());
+        let (who, v) = (a.public_key().fingerprint(), Verified::default());
+        let calls = std::cell::Cell::new(0);
+        let lookup = || {
+            calls.set(calls.get() + 1);
+            Ok(a.public_key().clone())
+        };
+        let missing = || Err::<PublicKey, _>("not enrolled".to_string());
+        assert_eq!(v.submitter_key(&who, missing).unwrap_err(), "not enrolled");
+        let key = v.submitter_key(&who, lookup).unwrap();
+        assert_eq!(key.to_sec1_uncompressed(), a.public_key().to_sec1_uncompressed());
+        assert!(v.submitter_key(&who, lookup).is_ok());
+        assert_eq!(calls.get(), 1, "remembered after the first success");
+        // Full: forgotten all at once, so the next look-up of `who` asks again.
+        for n in 1..Verified::KEYS as u32 {
+            let other = vpbox_sm::sm3::hash(n.to_be_bytes());
+            v.submitter_key(&other, || Ok(a.public_key().clone())).unwrap();
+        }
+        assert!(v.submitter_key(&who, lookup).is_ok());
+        assert_eq!(calls.get(), 1, "still there with the memory full");
+        v.submitter_key(&vpbox_sm::sm3::hash(b"one more"), lookup).unwrap();
+        v.submitter_key(&who, lookup).unwrap();
+        assert_eq!(calls.get(), 3, "cleared by the entry past the bound");
     }
 
     #[test]
