@@ -98,6 +98,7 @@ fn main() {
 
     let small = vec![0x61u8; 64];
     let big = vec![0x61u8; 1 << 20];
+    let inner: Vec<[u8; 65]> = (0..64u8).map(|i| [i; 65]).collect();
     let skey = sm4::Sm4Key::generate().expect("random source");
     let iv = [0u8; 16];
     let nonce = [0u8; 12];
@@ -156,6 +157,41 @@ fn main() {
             libsm: Some(
                 rate(secs, || sink(libsm::sm3::hash::Sm3Hash::new(&small).get_hash())) * 64.0 / MIB,
             ),
+            openssl: mib(openssl_evp("sm3", 64, ossl_secs)),
+            tongsuo: None,
+            p256: None,
+        },
+        // The state map's inner nodes: 65-byte messages, 64 per call, hashed side by side
+        // (`sm3::hash_each`); the peers hash one message at a time (OpenSSL's figure is its
+        // 64-byte one: `openssl speed` takes no 65).
+        Row {
+            name: "SM3 65 B lanes",
+            unit: "MiB/s",
+            ours: rate(secs, || sink(sm3::hash_each(black_box(&inner)))) * 64.0 * 65.0 / MIB,
+            libsm: Some(
+                rate(secs, || {
+                    for m in black_box(&inner) {
+                        sink(libsm::sm3::hash::Sm3Hash::new(m).get_hash());
+                    }
+                }) * 64.0
+                    * 65.0
+                    / MIB,
+            ),
+            openssl: mib(openssl_evp("sm3", 64, ossl_secs)),
+            tongsuo: None,
+            p256: None,
+        },
+        Row {
+            name: "SM3 65 B",
+            unit: "MiB/s",
+            ours: rate(secs, || {
+                for m in black_box(&inner) {
+                    sink(sm3::hash(m));
+                }
+            }) * 64.0
+                * 65.0
+                / MIB,
+            libsm: None,
             openssl: mib(openssl_evp("sm3", 64, ossl_secs)),
             tongsuo: None,
             p256: None,

@@ -1,8 +1,11 @@
-//! SM3 (GB/T 32905-2016), one-shot and streaming.
+//! SM3 (GB/T 32905-2016), one-shot and streaming, and many messages at once ([`hash_each`]).
 
 use core::fmt;
 
 use sm3::Digest as _;
+
+mod lanes;
+pub use lanes::{LANES, hash_each};
 
 /// A 32-byte SM3 digest: block and transaction hashes, anchor keys and values, `Z` and `e`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
