@@ -261,7 +261,7 @@ pub(crate) fn put(
                 flight.push_back(InFlight {
                     len: end - next,
                     hash: tx.hash(),
-                    bytes: tx.encode(),
+                    hex: to_hex(&tx.encode())?,
                     submitted: false,
                 });
                 next = end;
@@ -279,8 +279,8 @@ pub(crate) fn put(
         while next < total && flight.len() < depth {
             let end = (next + batch).min(total);
             let tx = sign(s, Payload::AnchorPutBatch(all[next..end].to_vec()))?;
-            let (hash, bytes) = (tx.hash(), tx.encode());
-            flight.push_back(InFlight { len: end - next, hash, bytes, submitted: false });
+            let (hash, hex) = (tx.hash(), to_hex(&tx.encode())?);
+            flight.push_back(InFlight { len: end - next, hash, hex, submitted: false });
             next = end;
         }
         if flight.len() > signed {
@@ -291,7 +291,7 @@ pub(crate) fn put(
             if !open {
                 break;
             }
-            open = submit(c, &f.bytes, &path)?;
+            open = submit(c, &f.hex, &path)?;
             f.submitted = open;
         }
         // Await the oldest: its commit moves `done` on. One the node has stored is awaited by
@@ -300,7 +300,7 @@ pub(crate) fn put(
         let committed = if oldest.submitted { await_commit(c, &oldest.hash)? } else { None };
         let r = match committed {
             Some(r) => r,
-            None => send(c, &oldest.bytes, &path)?,
+            None => send(c, &oldest.hex, &path)?,
         };
         for res in r["results"].as_array().into_iter().flatten() {
             if res["ok"] == json!(true) { anchored += 1 } else { existed += 1 }
@@ -346,7 +346,9 @@ struct InFlight {
     len: usize,
     /// Its hash (of the body: the signature is not in it).
     hash: Digest,
-    bytes: Vec<u8>,
+    /// Its encoding in hex, as sent and recorded (made once: a batch of 10,000 pairs is 1.3 MB
+    /// of it, and the record is written again at each commit).
+    hex: String,
     /// Whether the node has stored it (answered `pending` or committed).
     submitted: bool,
 }
@@ -354,15 +356,23 @@ struct InFlight {
 /// Writes `done` and the transactions in flight to the progress record (synced).
 fn record(path: &Path, p: &mut Progress, done: usize, flight: &VecDeque<InFlight>) -> Result<()> {
     p.done = done as u64;
-    p.in_flight = flight.iter().map(|f| hex::encode(&f.bytes)).collect();
+    p.in_flight = flight.iter().map(|f| f.hex.clone()).collect();
     save(path, p)
+}
+
+/// Lower-case hex of `bytes`: `hex::encode` collects one char at a time, which took 3.5 % of
+/// the machine's time in a day-end upload of 250,000 lines.
+fn to_hex(bytes: &[u8]) -> Result<String> {
+    let mut out = vec![0u8; bytes.len() * 2];
+    hex::encode_to_slice(bytes, &mut out)?;
+    Ok(String::from_utf8(out)?)
 }
 
 /// Submits one signed batch without waiting for its commit: true once the node has stored it
 /// (or already had it), false when the node's backpressure or the proxy's rate limit holds it
 /// back for now.
-fn submit(c: &mut RpcClient, bytes: &[u8], progress: &Path) -> Result<bool> {
-    match c.call("anchor_putBatch", json!({"tx": hex::encode(bytes), "wait": false})) {
+fn submit(c: &mut RpcClient, hex: &str, progress: &Path) -> Result<bool> {
+    match c.call("anchor_putBatch", json!({"tx": hex, "wait": false})) {
         Ok(_) => Ok(true),
         Err(CallError::Rpc { code: -32004 | -32008, .. }) => Ok(false),
         Err(CallError::Rpc { code: -32003, .. }) => bail!(
@@ -401,10 +411,10 @@ fn retry_after(data: Option<&Value>) {
 
 /// Sends one signed batch until it is committed, waiting out the node's backpressure and the
 /// proxy's rate limit; its committed answer.
-fn send(c: &mut RpcClient, bytes: &[u8], progress: &Path) -> Result<Value> {
+fn send(c: &mut RpcClient, hex: &str, progress: &Path) -> Result<Value> {
     let mut limited: Option<Instant> = None;
     loop {
-        match c.call("anchor_putBatch", json!({"tx": hex::encode(bytes), "wait": true})) {
+        match c.call("anchor_putBatch", json!({"tx": hex, "wait": true})) {
             Ok(r) if r["status"] == "committed" => return Ok(r),
             Ok(_) => {} // still pending after the node's wait: ask again (same transaction)
             Err(CallError::Rpc { code: -32004, .. }) => {
