@@ -305,8 +305,8 @@ mod tests {
         let mut other = tx.clone();
         other.body.nonce += 1;
         assert_ne!(other, tx, "another body");
-        let mut same_signature = other;
-        same_signature.signature = tx.signature;
+        let mut same_signature = other.clone();
+        same_signature.signature = tx.signature.clone();
         assert_ne!(same_signature, tx, "another body under the same signature");
         // Decoded, the hash is the body's.
         let back = Tx::decode(&tx.encode()).unwrap();
