@@ -13,8 +13,6 @@
 //! the body: the signature is not part of the identity, so a resubmission with a fresh signature
 //! is still the same transaction and executes at most once.
 
-use std::sync::OnceLock;
-
 use vpbox_sm::sm2::{PublicKey, Signature};
 use vpbox_sm::sm3::{Digest, hash};
 use vpbox_sm::{Domain, Signer, Verification};
@@ -73,28 +71,13 @@ pub struct TxBody {
 }
 
 /// A signed transaction.
-///
-/// Its hash is computed once, at its first [`Tx::hash`] (a batch's body is up to 640 KiB, and
-/// a node asks for its hash at admission, in its pool and at execution): change no field of a
-/// transaction whose hash was taken. Tests that tamper change a clone before hashing it; debug
-/// builds check the remembered hash against the body at each call.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tx {
     /// The signed body.
     pub body: TxBody,
     /// SM2 signature over the encoded body in [`Domain::TX`].
     pub signature: Signature,
-    hash: OnceLock<Digest>,
 }
-
-/// Equal bodies and signatures (the remembered hash is the body's).
-impl PartialEq for Tx {
-    fn eq(&self, other: &Self) -> bool {
-        self.body == other.body && self.signature == other.signature
-    }
-}
-
-impl Eq for Tx {}
 
 impl TxBody {
     /// The canonical encoding.
@@ -147,7 +130,7 @@ impl TxBody {
     /// Signs the body.
     pub fn sign(self, signer: &dyn Signer) -> Result<Tx, vpbox_sm::Error> {
         let signature = signer.sign(Domain::TX, &self.encode())?;
-        Ok(Tx::new(self, signature))
+        Ok(Tx { body: self, signature })
     }
 
     fn decode(r: &mut Reader<'_>) -> Result<Self, Error> {
@@ -194,11 +177,6 @@ fn bytes(r: &mut Reader<'_>, max: u32, too_large: &'static str) -> Result<Vec<u8
 }
 
 impl Tx {
-    /// The transaction of `body` signed with `signature` (not checked: see [`Tx::verify`]).
-    pub fn new(body: TxBody, signature: Signature) -> Self {
-        Self { body, signature, hash: OnceLock::new() }
-    }
-
     /// The canonical encoding: body ‖ signature.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = self.body.encode();
@@ -215,14 +193,12 @@ impl Tx {
         let body = TxBody::decode(&mut r)?;
         let signature = Signature::from_raw(r.take(64)?).map_err(|_| Error::SignatureOutOfRange)?;
         r.finish()?;
-        Ok(Self::new(body, signature))
+        Ok(Self { body, signature })
     }
 
-    /// The transaction hash (of the body), remembered once computed.
+    /// The transaction hash (of the body).
     pub fn hash(&self) -> Digest {
-        let h = *self.hash.get_or_init(|| self.body.hash());
-        debug_assert_eq!(h, self.body.hash(), "a transaction changed after its hash was taken");
-        h
+        self.body.hash()
     }
 
     /// Checks the signature against `submitter`, whose fingerprint must be the body's.
@@ -284,33 +260,11 @@ mod tests {
         let other = signer();
         assert_eq!(tx.verify(other.public_key()), Verification::Invalid);
         // A transaction signed for another purpose does not pass.
-        let forged =
-            Tx::new(tx.body.clone(), s.sign(Domain::CONSENSUS, &tx.body.encode()).unwrap());
+        let forged = Tx {
+            body: tx.body.clone(),
+            signature: s.sign(Domain::CONSENSUS, &tx.body.encode()).unwrap(),
+        };
         assert_eq!(forged.verify(s.public_key()), Verification::Invalid);
-    }
-
-    // Equality is of the body and the signature: a hash taken or not makes no difference, a
-    // fresh signature over the same body (the same transaction hash) is another encoding.
-    #[test]
-    fn equal_is_same_body_and_signature_whatever_was_hashed() {
-        let s = signer();
-        let tx = body(&s, Payload::AnchorPut { key: [1; 32], value: [2; 32] }).sign(&s).unwrap();
-        let hashed = tx.clone();
-        assert_eq!(hashed.hash(), tx.body.hash());
-        assert_eq!(hashed, tx);
-        assert_eq!(tx, hashed);
-        let resigned = tx.body.clone().sign(&s).unwrap();
-        assert_eq!(resigned.hash(), tx.hash(), "the same transaction");
-        assert_ne!(resigned, tx, "another signature");
-        let mut other = tx.clone();
-        other.body.nonce += 1;
-        assert_ne!(other, tx, "another body");
-        let mut same_signature = other.clone();
-        same_signature.signature = tx.signature.clone();
-        assert_ne!(same_signature, tx, "another body under the same signature");
-        // Decoded, the hash is the body's.
-        let back = Tx::decode(&tx.encode()).unwrap();
-        assert_eq!((back.hash(), &back), (tx.hash(), &tx));
     }
 
     #[test]
