@@ -248,16 +248,18 @@ pub(crate) fn put(
     let mut display = Display::new(total);
     let all: Vec<([u8; 32], [u8; 32])> = pairs.lines.iter().map(|l| (l.key, l.value)).collect();
     // The transactions in flight when the last run stopped are re-sent as they are, as long as
-    // they cover the pairs from `done` on in order; from the first that does not, signed anew.
+    // they cover the pairs from `done` on in order, whatever their size (a run with another
+    // --batch, or another default, resumes them too); from the first that does not, signed
+    // anew.
     let recorded: Vec<String> =
         progress.inflight.take().into_iter().chain(progress.in_flight.drain(..)).collect();
     let mut flight: VecDeque<InFlight> = VecDeque::new();
     let mut next = done;
     for hex_tx in recorded {
         let Some(tx) = hex::decode(&hex_tx).ok().and_then(|b| Tx::decode(&b).ok()) else { break };
-        let end = (next + batch).min(total);
         match &tx.body.payload {
-            Payload::AnchorPutBatch(p) if next < total && *p == all[next..end] => {
+            Payload::AnchorPutBatch(p) if all.get(next..next + p.len()) == Some(&p[..]) => {
+                let end = next + p.len();
                 flight.push_back(InFlight {
                     len: end - next,
                     hash: tx.hash(),

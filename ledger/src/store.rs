@@ -90,6 +90,38 @@ fn parallel<P: Sync, R: Send>(parts: &[P], f: impl Fn(&P) -> R + Sync) -> Vec<R>
     })
 }
 
+/// The committed leaves [`Ledger::hash_buckets`] reads before it hashes them together: enough to
+/// fill the SIMD lanes many times over, and a bounded memory however large the block (at ten
+/// anchors a bucket, a block of 40,000 new anchors reads 400,000).
+const LEAVES_AT_ONCE: usize = 4096;
+
+/// The nodes of the buckets `parts` describes (index, its new or speculative leaves' range in
+/// `hashed`, its committed leaves' range in `committed`), appended to `buckets`: the committed
+/// leaves hashed together first.
+fn hash_parts(
+    parts: &[(u32, std::ops::Range<usize>, std::ops::Range<usize>)],
+    hashed: &[([u8; 32], Digest)],
+    committed: &[Leaf],
+    buckets: &mut Vec<(u32, state::Node)>,
+) -> Result<(), Error> {
+    let committed_hashes = Leaf::hash_each(committed);
+    let mut in_bucket: Vec<([u8; 32], Digest)> = Vec::new();
+    for (b, new, old) in parts {
+        in_bucket.clear();
+        in_bucket.extend_from_slice(&hashed[new.clone()]);
+        let keys = committed[old.clone()].iter().map(|l| l.key);
+        in_bucket.extend(keys.zip(committed_hashes[old.clone()].iter().copied()));
+        in_bucket.sort_unstable_by_key(|(k, _)| *k);
+        if in_bucket.windows(2).any(|w| w[0].0 == w[1].0) {
+            return Err(Error::Corrupt(format!(
+                "state bucket {b}: a key anchored twice (committed and speculative)"
+            )));
+        }
+        buckets.push((*b, state::subtree(&in_bucket, TOP_DEPTH)));
+    }
+    Ok(())
+}
+
 /// A stored anchor: its value and where it was anchored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AnchorRecord {
@@ -1042,17 +1074,18 @@ impl Ledger {
 
     /// The new nodes of the buckets `leaves` (sorted) add to, by index: each hashed from the
     /// committed anchors in it, the speculative blocks' (`above`) and these. The committed
-    /// anchors' leaves are read first and hashed all together, in SIMD lanes: at ten anchors a
-    /// bucket they are most of a block's hashing.
+    /// anchors' leaves are read first and hashed together, [`LEAVES_AT_ONCE`] at a time, in
+    /// SIMD lanes: at ten anchors a bucket they are most of a block's hashing.
     fn hash_buckets(
         &self,
         above: &[Executed],
         leaves: &[([u8; 32], Digest)],
     ) -> Result<Vec<(u32, state::Node)>, Error> {
         let Some(first) = leaves.first() else { return Ok(Vec::new()) };
+        let mut buckets = Vec::new();
         let mut it = self.db.raw_iterator_cf(self.cf(CF_ANCHORS)?);
         // Each bucket: its index, its hashed leaves' range in `hashed` and its committed
-        // leaves' range in `committed`.
+        // leaves' range in `committed`; hashed and emptied every LEAVES_AT_ONCE committed leaves.
         let mut parts = Vec::new();
         let mut hashed: Vec<([u8; 32], Digest)> = Vec::with_capacity(leaves.len());
         let mut committed: Vec<Leaf> = Vec::new();
@@ -1099,26 +1132,12 @@ impl Ledger {
             }
             parts.push((b, hashed_from..hashed.len(), committed_from..committed.len()));
             i = end;
-        }
-        let committed_hashes = Leaf::hash_each(&committed);
-        let mut buckets = Vec::with_capacity(parts.len());
-        let mut in_bucket: Vec<([u8; 32], Digest)> = Vec::new();
-        for (b, new, old) in parts {
-            in_bucket.clear();
-            in_bucket.extend_from_slice(&hashed[new]);
-            in_bucket.extend(
-                committed[old.clone()]
-                    .iter()
-                    .map(|l| l.key)
-                    .zip(committed_hashes[old].iter().copied()),
-            );
-            in_bucket.sort_unstable_by_key(|(k, _)| *k);
-            if in_bucket.windows(2).any(|w| w[0].0 == w[1].0) {
-                return Err(Error::Corrupt(format!(
-                    "state bucket {b}: a key anchored twice (committed and speculative)"
-                )));
+            if committed.len() >= LEAVES_AT_ONCE || i == leaves.len() {
+                hash_parts(&parts, &hashed, &committed, &mut buckets)?;
+                parts.clear();
+                hashed.clear();
+                committed.clear();
             }
-            buckets.push((b, state::subtree(&in_bucket, TOP_DEPTH)));
         }
         Ok(buckets)
     }
@@ -1722,6 +1741,34 @@ mod tests {
                 .unwrap();
             ledger.commit(&first, b"c").unwrap();
             ledger.commit(&second, b"c").unwrap();
+            ledger.tip().unwrap().state_root
+        };
+        let ledger = Ledger::open(dir.path()).unwrap();
+        assert_eq!(ledger.state_source(), &StateSource::Scan { refused: None });
+        assert_eq!(ledger.state.root(), root);
+    }
+
+    /// A block whose buckets hold more committed anchors than are hashed at once (each of its
+    /// parts, at most four, reads more than LEAVES_AT_ONCE) commits the root a scan gives.
+    #[test]
+    fn buckets_of_many_committed_anchors_are_hashed_in_rounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SoftwareSigner::new(SecretKey::generate().unwrap());
+        let n = 4 * LEAVES_AT_ONCE as u32 + 500;
+        // Anchor i in bucket 3i (the first 20 bits); the second block's in the same buckets.
+        let key = |i: u32, last: u8| {
+            let mut k = vpbox_sm::sm3::hash(i.to_be_bytes()).0;
+            k[..4].copy_from_slice(&((3 * i) << 12).to_be_bytes());
+            k[31] = last;
+            k
+        };
+        let first: Vec<_> = (0..n).map(|i| (key(i, 0), [1; 32])).collect();
+        let second: Vec<_> = (0..n).map(|i| (key(i, 1), [2; 32])).collect();
+        let root = {
+            let mut ledger = open(dir.path());
+            commit(&mut ledger, &[tx(&s, 1, Payload::AnchorPutBatch(first))]);
+            let e = ledger.execute(&[], vec![tx(&s, 2, Payload::AnchorPutBatch(second))]).unwrap();
+            ledger.commit(&e, b"c").unwrap();
             ledger.tip().unwrap().state_root
         };
         let ledger = Ledger::open(dir.path()).unwrap();
