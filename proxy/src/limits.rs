@@ -5,7 +5,8 @@
 //!
 //! ```toml
 //! [proxy]
-//! body_bytes_max = 1048576
+//! # At least 1.3 MB: a batch of 10,000 pairs (what `anchor put --file` sends) in hex.
+//! body_bytes_max = 2097152
 //! request_deadline_ms = 5000
 //!
 //! [proxy.connections]
