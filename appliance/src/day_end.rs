@@ -12,11 +12,16 @@
 //! hash (`tx_getTransactionReceipt` with `wait`), not sent a second time. It records its
 //! progress beside the file, in `FILE.vpbox-progress` (JSON, [`Progress`]): the pairs
 //! committed from the file's first (a prefix: a batch that commits before an older one counts
-//! once the older has), the signed transactions in flight, in file order, and the SM3 of the
-//! file they belong to. Each is recorded before it is sent. Run again after an interruption,
-//! it re-sends those same transactions (a duplicate gets its first result, never a second
-//! execution) and goes on from there; a file that changed since is refused rather than
-//! resumed at a wrong line. When the whole file is committed the record stays, marked
+//! once the older has), the batches in flight, in file order, and the SM3 of the file they
+//! belong to. Each batch is recorded before it is sent, by what makes its body — its number of
+//! pairs, nonce and timestamp — and the body's hash, not by its bytes: a batch of 10,000 pairs
+//! is 1.3 MB of hex, and the record is written (synced) again at each commit. Run again after
+//! an interruption, it makes each recorded body again from the file, checks it has the
+//! recorded hash, signs it and sends it: a transaction's hash is its body's (the signature is
+//! not in it), so the node takes it as the same transaction (a duplicate gets its first result,
+//! never a second execution), and goes on from there. A body can be made again only with the
+//! key that signed it (its fingerprint is in the body): another key is refused, naming it. A
+//! file that changed since is refused rather than resumed at a wrong line. When the whole file is committed the record stays, marked
 //! finished: running the same file again sends nothing and says so (delete the record to send
 //! it again). The progress display is a bar redrawn in place on a terminal, and a plain line
 //! per tenth of the file otherwise (no carriage returns in logs).
@@ -29,7 +34,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use vpbox_ledger::tx::{Payload, Tx};
+use vpbox_ledger::tx::{Payload, Tx, TxBody};
 use vpbox_node::client::{CallError, RpcClient};
 use vpbox_sm::Signer;
 use vpbox_sm::sm3::Digest;
@@ -118,15 +123,31 @@ struct Progress {
     /// flight recorded it; read for their resumption, never written.
     #[serde(default, skip_serializing)]
     inflight: Option<String>,
-    /// The signed transactions sent and not known committed (hex), in file order from `done`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// The signed transactions sent and not known committed (hex), in file order from `done`,
+    /// as earlier versions recorded them; read for their resumption, never written.
+    #[serde(default, skip_serializing)]
     in_flight: Vec<String>,
+    /// The batches sent and not known committed, in file order after those of `in_flight`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    batches: Vec<Recorded>,
     /// SM3 of the file (hex); absent in records of earlier versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     file_sm3: Option<String>,
     /// When the whole file was committed (RFC 3339), if it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     finished: Option<String>,
+}
+
+/// A batch in flight as the progress record holds it: what makes its body again from the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Recorded {
+    /// Its pairs: the file's next ones after the batch before it.
+    pairs: u64,
+    /// The body's nonce and timestamp.
+    nonce: u64,
+    timestamp_ms: u64,
+    /// SM3 of the body (hex): the transaction's hash.
+    hash: String,
 }
 
 fn progress_path(file: &Path) -> PathBuf {
@@ -259,17 +280,19 @@ pub(crate) fn put(
         let Some(tx) = hex::decode(&hex_tx).ok().and_then(|b| Tx::decode(&b).ok()) else { break };
         match &tx.body.payload {
             Payload::AnchorPutBatch(p) if all.get(next..next + p.len()) == Some(&p[..]) => {
-                let end = next + p.len();
-                flight.push_back(InFlight {
-                    len: end - next,
-                    hash: tx.hash(),
-                    hex: to_hex(&tx.encode())?,
-                    submitted: false,
-                });
-                next = end;
+                next += p.len();
+                flight.push_back(InFlight::new(&tx)?);
             }
             _ => break,
         }
+    }
+    // The batches recorded by their bodies are made again and signed: each must come out with
+    // its recorded hash (the same key, the same pairs), or the transaction the node may hold
+    // under that hash would be lost track of.
+    for r in std::mem::take(&mut progress.batches) {
+        let Some(tx) = remake(s, &r, &all, next)? else { break };
+        next += r.pairs as usize;
+        flight.push_back(InFlight::new(&tx)?);
     }
     let depth = depth.max(1);
     while done < total {
@@ -281,8 +304,7 @@ pub(crate) fn put(
         while next < total && flight.len() < depth {
             let end = (next + batch).min(total);
             let tx = sign(s, Payload::AnchorPutBatch(all[next..end].to_vec()))?;
-            let (hash, hex) = (tx.hash(), to_hex(&tx.encode())?);
-            flight.push_back(InFlight { len: end - next, hash, hex, submitted: false });
+            flight.push_back(InFlight::new(&tx)?);
             next = end;
         }
         if flight.len() > signed {
@@ -348,17 +370,72 @@ struct InFlight {
     len: usize,
     /// Its hash (of the body: the signature is not in it).
     hash: Digest,
-    /// Its encoding in hex, as sent and recorded (made once: a batch of 10,000 pairs is 1.3 MB
-    /// of it, and the record is written again at each commit).
+    /// Its encoding in hex, as sent (made once: a batch of 10,000 pairs is 1.3 MB of it).
     hex: String,
+    /// What the progress record holds of it.
+    recorded: Recorded,
     /// Whether the node has stored it (answered `pending` or committed).
     submitted: bool,
 }
 
-/// Writes `done` and the transactions in flight to the progress record (synced).
+impl InFlight {
+    /// A signed batch, not yet submitted. (Another payload covers no pairs.)
+    fn new(tx: &Tx) -> Result<Self> {
+        let len = match &tx.body.payload {
+            Payload::AnchorPutBatch(p) => p.len(),
+            _ => 0,
+        };
+        let hash = tx.hash();
+        let recorded = Recorded {
+            pairs: len as u64,
+            nonce: tx.body.nonce,
+            timestamp_ms: tx.body.timestamp_ms,
+            hash: hash.to_hex(),
+        };
+        Ok(Self { len, hash, hex: to_hex(&tx.encode())?, recorded, submitted: false })
+    }
+}
+
+/// The recorded batch `r`, made again from the file's pairs `all` from `next` on and signed
+/// with `s`; `None` when the file has not that many pairs left (not a record of this file),
+/// an error when the body made again has not the recorded hash: `s` is not the key that
+/// signed it, and the batch may be on the ledger or in a node's pool under the old hash.
+fn remake(
+    s: &dyn Signer,
+    r: &Recorded,
+    all: &[([u8; 32], [u8; 32])],
+    next: usize,
+) -> Result<Option<Tx>> {
+    let Some(pairs) = usize::try_from(r.pairs)
+        .ok()
+        .filter(|n| *n > 0)
+        .and_then(|n| all.get(next..next.checked_add(n)?))
+    else {
+        return Ok(None);
+    };
+    let body = TxBody {
+        submitter: s.public_key().fingerprint(),
+        nonce: r.nonce,
+        timestamp_ms: r.timestamp_ms,
+        payload: Payload::AnchorPutBatch(pairs.to_vec()),
+    };
+    if body.hash().to_hex() != r.hash {
+        bail!(
+            "the batch in flight from pair {} (transaction 0x{}) does not come out of this \
+             file and this key (fingerprint 0x{}) again: run again with the key that started \
+             the file",
+            next + 1,
+            r.hash,
+            body.submitter.to_hex()
+        );
+    }
+    Ok(Some(body.sign(s)?))
+}
+
+/// Writes `done` and the batches in flight to the progress record (synced).
 fn record(path: &Path, p: &mut Progress, done: usize, flight: &VecDeque<InFlight>) -> Result<()> {
     p.done = done as u64;
-    p.in_flight = flight.iter().map(|f| f.hex.clone()).collect();
+    p.batches = flight.iter().map(|f| f.recorded.clone()).collect();
     save(path, p)
 }
 
@@ -559,18 +636,62 @@ mod tests {
         format!("0x{}", hex::encode([b; 32]))
     }
 
-    /// A record of a run with one batch in flight (`inflight`) is read for its resumption; a
-    /// record is written with the list (`in_flight`) only, emptied when nothing is in flight.
+    /// Records of earlier versions, with the signed transactions in flight (`inflight`: one;
+    /// `in_flight`: a list), are read for their resumption; a record is written with the
+    /// batches' bodies (`batches`) only, emptied when nothing is in flight.
     #[test]
-    fn progress_records_of_both_forms_are_read_and_the_list_is_written() {
+    fn progress_records_of_every_form_are_read_and_the_batches_are_written() {
         let old: Progress =
             serde_json::from_str(r#"{"done":200,"inflight":"aa","file_sm3":"00"}"#).unwrap();
         assert_eq!((old.done, old.inflight.as_deref(), old.in_flight.len()), (200, Some("aa"), 0));
-        let mut p = Progress { done: 5, in_flight: vec!["bb".into(), "cc".into()], ..old };
+        let list: Progress =
+            serde_json::from_str(r#"{"done":200,"in_flight":["bb","cc"],"file_sm3":"00"}"#)
+                .unwrap();
+        assert_eq!(list.in_flight, ["bb", "cc"]);
+        let batch = Recorded { pairs: 7, nonce: 9, timestamp_ms: 11, hash: "dd".into() };
+        let mut p = Progress { done: 5, batches: vec![batch.clone()], ..list };
         let text = serde_json::to_string(&p).unwrap();
-        assert!(text.contains(r#""in_flight":["bb","cc"]"#) && !text.contains(r#""inflight""#));
-        p.in_flight.clear();
-        assert!(!serde_json::to_string(&p).unwrap().contains("flight"));
+        assert!(
+            text.contains(r#""batches":[{"pairs":7,"nonce":9,"timestamp_ms":11,"hash":"dd"}]"#),
+            "{text}"
+        );
+        assert!(!text.contains("flight"), "{text}");
+        let back: Progress = serde_json::from_str(&text).unwrap();
+        assert_eq!((back.done, back.batches), (5, vec![batch]));
+        p.batches.clear();
+        assert!(!serde_json::to_string(&p).unwrap().contains("batches"));
+    }
+
+    fn signer() -> vpbox_sm::SoftwareSigner {
+        vpbox_sm::SoftwareSigner::new(vpbox_sm::sm2::SecretKey::generate().unwrap())
+    }
+
+    /// A batch recorded by its body is made again from the file with the same hash (another
+    /// signature: the hash is the body's), its pairs the file's from where it starts; another
+    /// key is refused, naming the batch; a record past the file's end is not this file's.
+    #[test]
+    fn a_recorded_batch_is_made_again_with_its_hash_only_by_its_key() {
+        let all: Vec<([u8; 32], [u8; 32])> = (0..10u8).map(|i| ([i; 32], [i + 100; 32])).collect();
+        let key = signer();
+        let tx = sign(&key, Payload::AnchorPutBatch(all[4..7].to_vec())).unwrap();
+        let first = InFlight::new(&tx).unwrap();
+        assert_eq!((first.len, first.hash), (3, tx.hash()));
+        let r = first.recorded;
+        assert_eq!((r.pairs, r.nonce, r.timestamp_ms), (3, tx.body.nonce, tx.body.timestamp_ms));
+        let again = remake(&key, &r, &all, 4).unwrap().unwrap();
+        assert_eq!(again.hash(), tx.hash());
+        assert_eq!(again.body, tx.body);
+        assert_eq!(again.verify(key.public_key()), vpbox_sm::Verification::Valid);
+        let remade = InFlight::new(&again).unwrap();
+        assert_eq!((remade.len, remade.hash, remade.recorded), (3, tx.hash(), r.clone()));
+        // From another place in the file the pairs differ: not the recorded body.
+        let e = remake(&key, &r, &all, 5).unwrap_err().to_string();
+        assert!(e.contains("from pair 6") && e.contains(&r.hash), "{e}");
+        let e = remake(&signer(), &r, &all, 4).unwrap_err().to_string();
+        assert!(e.contains("with the key that started"), "{e}");
+        assert!(remake(&key, &r, &all, 8).unwrap().is_none(), "past the file's end");
+        let empty = Recorded { pairs: 0, ..r };
+        assert!(remake(&key, &empty, &all, 4).unwrap().is_none(), "no pairs");
     }
 
     /// Pairs in order with their line numbers; comments and blank lines skipped; a first line

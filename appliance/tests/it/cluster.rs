@@ -802,7 +802,7 @@ fn day_end_interrupted_and_checked(c: &Cluster) {
     // is sent; the kill leaves some of them in the record for the next run.
     let mut most = 0;
     wait("the first batches to commit", Duration::from_secs(60), || {
-        most = most.max(record()["in_flight"].as_array().map_or(0, Vec::len));
+        most = most.max(record()["batches"].as_array().map_or(0, Vec::len));
         done() >= 400
     });
     child.kill().unwrap();
