@@ -95,6 +95,9 @@ fn parallel<P: Sync, R: Send>(parts: &[P], f: impl Fn(&P) -> R + Sync) -> Vec<R>
 /// anchors a bucket, a block of 40,000 new anchors reads 400,000).
 const LEAVES_AT_ONCE: usize = 4096;
 
+/// How far ahead a scan of every anchor reads its table files ([`scan_options`]).
+const SCAN_READAHEAD: usize = 2 << 20;
+
 /// The nodes of the buckets `parts` describes (index, its new or speculative leaves' range in
 /// `hashed`, its committed leaves' range in `committed`), appended to `buckets`: the committed
 /// leaves hashed together first.
@@ -271,7 +274,7 @@ impl CheckpointCheck {
             .db
             .cf_handle(CF_ANCHORS)
             .ok_or_else(|| Error::Corrupt(format!("column family {CF_ANCHORS} missing")))?;
-        let mut it = self.db.raw_iterator_cf(cf);
+        let mut it = self.db.raw_iterator_cf_opt(cf, scan_options());
         it.seek_to_first();
         let Loaded { height, block, digest } = self.loaded;
         let buckets = scan_buckets(&mut it, |leaf| leaf.height <= height)?;
@@ -289,12 +292,18 @@ impl CheckpointCheck {
 
 /// The buckets of the anchors from `it` (positioned at the first, read in key order) that
 /// `keep` keeps, by index.
+///
+/// The kept leaves of whole buckets are hashed together, [`LEAVES_AT_ONCE`] at a time, in SIMD
+/// lanes ([`hash_parts`]).
 fn scan_buckets(
     it: &mut rocksdb::DBRawIterator<'_>,
     keep: impl Fn(&Leaf) -> bool,
 ) -> Result<Vec<(u32, state::Node)>, Error> {
     let mut buckets = Vec::new();
-    let mut in_bucket: Vec<([u8; 32], Digest)> = Vec::new();
+    // The buckets read and not yet hashed: index and range in `leaves`.
+    let mut parts = Vec::new();
+    let mut leaves: Vec<Leaf> = Vec::new();
+    let mut from = 0;
     let mut current = None;
     loop {
         let next = match (it.key(), it.value()) {
@@ -310,20 +319,36 @@ fn scan_buckets(
         if let Some(c) = current
             && b != Some(c)
         {
-            if !in_bucket.is_empty() {
-                buckets.push((c, state::subtree(&in_bucket, TOP_DEPTH)));
+            if leaves.len() > from {
+                parts.push((c, 0..0, from..leaves.len()));
             }
-            in_bucket.clear();
+            if leaves.len() >= LEAVES_AT_ONCE || next.is_none() {
+                hash_parts(&parts, &[], &leaves, &mut buckets)?;
+                parts.clear();
+                leaves.clear();
+            }
+            from = leaves.len();
         }
         let Some(leaf) = next else { break };
         current = b;
         if keep(&leaf) {
-            in_bucket.push((leaf.key, leaf.hash()));
+            leaves.push(leaf);
         }
         it.next();
     }
     it.status()?;
     Ok(buckets)
+}
+
+/// Read options for a scan of every anchor (at open, or the checkpoint's check): its blocks
+/// are read ahead and not kept in the block cache, which holds what the node's work reads
+/// again (a catch-up's buckets, `anchor_get`s) and would be emptied by ten million anchors
+/// read once.
+fn scan_options() -> rocksdb::ReadOptions {
+    let mut o = rocksdb::ReadOptions::default();
+    o.fill_cache(false);
+    o.set_readahead_size(SCAN_READAHEAD);
+    o
 }
 
 /// The state map checkpoint's file, in the ledger's directory (RocksDB leaves the names it
@@ -1144,7 +1169,7 @@ impl Ledger {
 
     /// The state map's top levels from every committed anchor (one scan in key order).
     fn rebuild_state(&self) -> Result<state::Top, Error> {
-        let mut it = self.db.raw_iterator_cf(self.cf(CF_ANCHORS)?);
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(CF_ANCHORS)?, scan_options());
         it.seek_to_first();
         Ok(state::Top::build(scan_buckets(&mut it, |_| true)?))
     }

@@ -181,9 +181,19 @@ pub fn run(
     if let Some(check) = ledger.checkpoint_check() {
         // The checkpoint's buckets against the anchors on disk, beside the node's work: a
         // difference is corruption and stops the node, as the open's own scan would have.
+        // At the lowest priority (nice 19, this thread only): it yields the cores to the
+        // node's own work — a restarted node's catch-up first of all, which it halved at ten
+        // million anchors — and runs on what they leave. Until it ends, the anchors are as
+        // the checkpoint's root says they are: every block executed meanwhile re-hashes its
+        // buckets from them and must give the certified state root.
         std::thread::Builder::new()
             .name("ledger-check".into())
             .spawn(move || {
+                if let Err(e) =
+                    rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19)
+                {
+                    tracing::warn!("ledger-check: cannot lower its priority: {e}");
+                }
                 let started = std::time::Instant::now();
                 match check.run() {
                     Ok(()) => tracing::info!(
