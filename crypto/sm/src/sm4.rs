@@ -20,7 +20,12 @@ pub const NONCE_LEN: usize = 12;
 /// SM4-GCM tag length in bytes.
 pub const TAG_LEN: usize = 16;
 
-type Sm4Gcm = AesGcm<sm4::Sm4, U12>;
+mod block;
+
+pub use block::Sm4Encrypt;
+
+/// SM4-GCM with a 96-bit nonce, over [`Sm4Encrypt`] (four blocks at a time).
+pub type Sm4Gcm = AesGcm<Sm4Encrypt, U12>;
 
 /// A 128-bit SM4 key; zeroized on drop, never printed.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]

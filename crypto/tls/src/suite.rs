@@ -2,9 +2,8 @@
 //! TLS 1.3 key schedule, and SM4-GCM (128-bit key, 96-bit nonce, 128-bit tag) as the record
 //! AEAD, built the way RFC 8446 §5.2 builds AES-GCM records.
 
+use aes_gcm::KeyInit;
 use aes_gcm::aead::AeadInOut;
-use aes_gcm::aead::consts::U12;
-use aes_gcm::{AesGcm, KeyInit};
 use hmac::Mac;
 use rustls::crypto::cipher::{
     AeadKey, InboundOpaqueMessage, InboundPlainMessage, Iv, MessageDecrypter, MessageEncrypter,
@@ -19,6 +18,8 @@ use rustls::{
     SupportedCipherSuite, Tls13CipherSuite,
 };
 use sm3::Digest as _;
+// SM4-GCM over vpbox-sm's block function, which encrypts the counter blocks four at a time.
+use vpbox_sm::sm4::Sm4Gcm;
 
 /// The code point of TLS_SM4_GCM_SM3 (RFC 8998 §2, IANA TLS Cipher Suites).
 pub const TLS_SM4_GCM_SM3_ID: CipherSuite = CipherSuite::Unknown(0x00C6);
@@ -122,8 +123,6 @@ impl rustls_hmac::Key for HmacSm3Key {
         32
     }
 }
-
-type Sm4Gcm = AesGcm<sm4::Sm4, U12>;
 
 /// SM4 key length (RFC 8998 §2: 128 bits).
 const KEY_LEN: usize = 16;
