@@ -182,8 +182,8 @@ pub fn run(
         // The checkpoint's buckets against the anchors on disk, beside the node's work: a
         // difference is corruption and stops the node, as the open's own scan would have.
         // At the lowest priority (nice 19, this thread only): it yields the cores to the
-        // node's own work — a restarted node's catch-up first of all, which it halved at ten
-        // million anchors — and runs on what they leave. Until it ends, the anchors are as
+        // node's own work — a restarted node's catch-up first of all: at ten million anchors
+        // it took a third of the machine during one — and runs on what they leave. Until it ends, the anchors are as
         // the checkpoint's root says they are: every block executed meanwhile re-hashes its
         // buckets from them and must give the certified state root.
         std::thread::Builder::new()
