@@ -182,6 +182,70 @@ pub fn subtree(leaves: &[([u8; 32], Digest)], depth: usize) -> Node {
     }
 }
 
+/// [`subtree`] of each of `lists` (each as `subtree` takes it, at `depth`), their inner nodes
+/// hashed together height by height, in SIMD lanes: a block's buckets (ten anchors each at ten
+/// million) are many small trees, one hash at a time a chain of waits.
+pub fn subtrees(lists: &[&[([u8; 32], Digest)]], depth: usize) -> Vec<Node> {
+    let mut plan = Plan::default();
+    let roots: Vec<usize> = lists.iter().map(|l| plan.node(l, depth).0).collect();
+    let Plan { mut nodes, joins } = plan;
+    let (mut inputs, mut outs) = (Vec::new(), Vec::new());
+    for height in &joins {
+        inputs.clear();
+        outs.clear();
+        for &(out, left, right) in height {
+            let (left, right) = (nodes[left], nodes[right]);
+            match unhashed(left, right) {
+                Some(node) => nodes[out] = node,
+                None => {
+                    outs.push(out);
+                    inputs.push(inner_input(&left.hash(), &right.hash()));
+                }
+            }
+        }
+        for (out, h) in outs.iter().zip(vpbox_sm::sm3::hash_each(&inputs)) {
+            nodes[*out] = Node::Inner(h);
+        }
+    }
+    roots.into_iter().map(|i| nodes[i]).collect()
+}
+
+/// What [`subtrees`] computes: every node, and the joins of two of them by height above the
+/// leaves (a join's operands are of lower heights).
+#[derive(Default)]
+struct Plan {
+    nodes: Vec<Node>,
+    /// `(out, left, right)`: indices into `nodes`; `joins[h]` are those of height `h + 1`.
+    joins: Vec<Vec<(usize, usize, usize)>>,
+}
+
+impl Plan {
+    /// The node of `leaves` at `depth`, as [`subtree`] recurses: its index and height.
+    fn node(&mut self, leaves: &[([u8; 32], Digest)], depth: usize) -> (usize, usize) {
+        let known = match leaves {
+            [] => Some(Node::Empty),
+            [(_, h)] => Some(Node::Leaf(*h)),
+            [(_, h), ..] if depth >= MAX_DEPTH => Some(Node::Leaf(*h)),
+            _ => None,
+        };
+        if let Some(node) = known {
+            self.nodes.push(node);
+            return (self.nodes.len() - 1, 0);
+        }
+        let split = leaves.partition_point(|(k, _)| !bit(k, depth));
+        let (left, lh) = self.node(&leaves[..split], depth + 1);
+        let (right, rh) = self.node(&leaves[split..], depth + 1);
+        let height = lh.max(rh) + 1;
+        self.nodes.push(Node::Empty);
+        let out = self.nodes.len() - 1;
+        if self.joins.len() < height {
+            self.joins.resize_with(height, Vec::new);
+        }
+        self.joins[height - 1].push((out, left, right));
+        (out, height)
+    }
+}
+
 /// The path of `key` through `leaves` (sorted, distinct, sharing their first `depth` bits):
 /// the siblings below `depth` and the terminal index into `leaves`, if the path ends at a leaf.
 fn path_below(
@@ -726,6 +790,31 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Many trees at once, hashed height by height in lanes, are each tree alone: small
+        /// and large lists, keys sharing long prefixes (chains of joins over an empty side),
+        /// empty lists, and a list whose keys repeat (the first stands for all past the last
+        /// bit).
+        #[test]
+        fn subtrees_at_once_are_each_subtree(
+            lists in proptest::collection::vec(
+                proptest::collection::vec((any::<u8>(), any::<u8>(), any::<u8>()), 0..12),
+                0..20,
+            ),
+            depth in 0usize..3,
+        ) {
+            let mut sets: Vec<Vec<([u8; 32], Digest)>> = lists
+                .iter()
+                // Sorted and distinct; their first byte is below 4, so their first `depth`
+                // bits are all 0.
+                .map(|seeds| keys_from(seeds).iter().map(|k| (*k, hash(k))).collect())
+                .collect();
+            let repeated = ([0u8; 32], hash(b"a"));
+            sets.push(vec![repeated, (repeated.0, hash(b"b"))]);
+            let refs: Vec<&[([u8; 32], Digest)]> = sets.iter().map(Vec::as_slice).collect();
+            let each: Vec<Node> = refs.iter().map(|l| subtree(l, depth)).collect();
+            prop_assert_eq!(subtrees(&refs, depth), each);
+        }
 
         /// The changes computed in parts under the nodes of a level (one thread each in the
         /// ledger) and joined are those computed at once, over a committed tree and a
