@@ -290,7 +290,15 @@ pub(crate) fn put(
     // its recorded hash (the same key, the same pairs), or the transaction the node may hold
     // under that hash would be lost track of.
     for r in std::mem::take(&mut progress.batches) {
-        let Some(tx) = remake(s, &r, &all, next)? else { break };
+        let Some(tx) = remake(s, &r, &all, next)? else {
+            bail!(
+                "{}: its batch in flight from pair {} has {} pairs, and the file has not that \
+                 many from there: delete it to send the file again",
+                path.display(),
+                next + 1,
+                r.pairs
+            );
+        };
         next += r.pairs as usize;
         flight.push_back(InFlight::new(&tx)?);
     }

@@ -182,41 +182,45 @@ pub fn subtree(leaves: &[([u8; 32], Digest)], depth: usize) -> Node {
     }
 }
 
+/// The largest list [`subtrees`] plans; a larger one is hashed alone by [`subtree`]. A plan
+/// holds up to `2 · len · (256 − depth)` nodes (keys sharing all but their last bits make a
+/// chain of joins each), so that keys chosen to be close cannot make it large.
+const PLANNED_MAX: usize = 256;
+/// The nodes after which [`subtrees`] evaluates its plan and starts another: with
+/// [`PLANNED_MAX`], a plan stays under a quarter of a million nodes (about 15 MB).
+const PLAN_NODES: usize = 1 << 16;
+
 /// [`subtree`] of each of `lists` (each as `subtree` takes it, at `depth`), their inner nodes
 /// hashed together height by height, in SIMD lanes: a block's buckets (ten anchors each at ten
-/// million) are many small trees, one hash at a time a chain of waits.
+/// million) are many small trees, one hash at a time a chain of waits. Memory is bounded
+/// ([`PLANNED_MAX`], [`PLAN_NODES`]) whatever the keys.
 pub fn subtrees(lists: &[&[([u8; 32], Digest)]], depth: usize) -> Vec<Node> {
+    let mut out = Vec::with_capacity(lists.len());
     let mut plan = Plan::default();
-    let roots: Vec<usize> = lists.iter().map(|l| plan.node(l, depth).0).collect();
-    let Plan { mut nodes, joins } = plan;
-    let (mut inputs, mut outs) = (Vec::new(), Vec::new());
-    for height in &joins {
-        inputs.clear();
-        outs.clear();
-        for &(out, left, right) in height {
-            let (left, right) = (nodes[left], nodes[right]);
-            match unhashed(left, right) {
-                Some(node) => nodes[out] = node,
-                None => {
-                    outs.push(out);
-                    inputs.push(inner_input(&left.hash(), &right.hash()));
-                }
-            }
+    for list in lists {
+        if list.len() > PLANNED_MAX {
+            plan.evaluate_into(&mut out);
+            out.push(subtree(list, depth));
+            continue;
         }
-        for (out, h) in outs.iter().zip(vpbox_sm::sm3::hash_each(&inputs)) {
-            nodes[*out] = Node::Inner(h);
+        let (root, _) = plan.node(list, depth);
+        plan.roots.push(root);
+        if plan.nodes.len() >= PLAN_NODES {
+            plan.evaluate_into(&mut out);
         }
     }
-    roots.into_iter().map(|i| nodes[i]).collect()
+    plan.evaluate_into(&mut out);
+    out
 }
 
-/// What [`subtrees`] computes: every node, and the joins of two of them by height above the
-/// leaves (a join's operands are of lower heights).
+/// What [`subtrees`] computes: every node, the joins of two of them by height above the leaves
+/// (a join's operands are of lower heights), and the lists' roots.
 #[derive(Default)]
 struct Plan {
     nodes: Vec<Node>,
     /// `(out, left, right)`: indices into `nodes`; `joins[h]` are those of height `h + 1`.
     joins: Vec<Vec<(usize, usize, usize)>>,
+    roots: Vec<usize>,
 }
 
 impl Plan {
@@ -243,6 +247,32 @@ impl Plan {
         }
         self.joins[height - 1].push((out, left, right));
         (out, height)
+    }
+
+    /// Makes every join, height by height, appends the roots' nodes to `out` and empties the
+    /// plan.
+    fn evaluate_into(&mut self, out: &mut Vec<Node>) {
+        let Self { nodes, joins, roots } = std::mem::take(self);
+        let mut nodes = nodes;
+        let (mut inputs, mut outs) = (Vec::new(), Vec::new());
+        for height in &joins {
+            inputs.clear();
+            outs.clear();
+            for &(at, left, right) in height {
+                let (left, right) = (nodes[left], nodes[right]);
+                match unhashed(left, right) {
+                    Some(node) => nodes[at] = node,
+                    None => {
+                        outs.push(at);
+                        inputs.push(inner_input(&left.hash(), &right.hash()));
+                    }
+                }
+            }
+            for (at, h) in outs.iter().zip(vpbox_sm::sm3::hash_each(&inputs)) {
+                nodes[*at] = Node::Inner(h);
+            }
+        }
+        out.extend(roots.into_iter().map(|i| nodes[i]));
     }
 }
 
@@ -730,6 +760,35 @@ mod tests {
                 combine(reference(&zero, depth + 1), reference(&one, depth + 1))
             }
         }
+    }
+
+    /// Plans are evaluated as they grow (past PLAN_NODES) and a list past PLANNED_MAX is hashed
+    /// alone, in the lists' order: keys chosen in pairs that differ in their last bit only (a
+    /// chain of 255 joins each), many small lists, and one large list between them.
+    #[test]
+    fn subtrees_of_many_and_large_lists_are_bounded_and_each_subtree() {
+        // `pairs` pairs of keys, each pair differing in its last bit only.
+        let list = |seed: u32, pairs: u32| -> Vec<([u8; 32], Digest)> {
+            let mut keys: Vec<[u8; 32]> = (0..pairs)
+                .flat_map(|i| {
+                    let k = hash([seed.to_be_bytes(), i.to_be_bytes()].concat()).0;
+                    let mut pair = k;
+                    pair[31] ^= 1;
+                    [k, pair]
+                })
+                .collect();
+            keys.sort();
+            keys.dedup();
+            keys.iter().map(|k| (*k, hash(k))).collect()
+        };
+        let mut sets: Vec<Vec<([u8; 32], Digest)>> = (0..300).map(|s| list(s, 4)).collect();
+        sets.insert(150, list(1000, PLANNED_MAX as u32 / 2 + 1));
+        assert!(sets[150].len() > PLANNED_MAX);
+        let nodes: usize = sets.iter().map(|l| 2 * l.len() * 256).sum();
+        assert!(nodes > 4 * PLAN_NODES, "the plan is evaluated several times");
+        let refs: Vec<&[([u8; 32], Digest)]> = sets.iter().map(Vec::as_slice).collect();
+        let each: Vec<Node> = refs.iter().map(|l| subtree(l, 0)).collect();
+        assert_eq!(subtrees(&refs, 0), each);
     }
 
     /// A tree built block by block (with speculative blocks on top of committed ones) as the

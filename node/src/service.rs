@@ -181,16 +181,19 @@ pub fn run(
     if let Some(check) = ledger.checkpoint_check() {
         // The checkpoint's buckets against the anchors on disk, beside the node's work: a
         // difference is corruption and stops the node, as the open's own scan would have.
-        // At the lowest priority (nice 19, this thread only): it yields the cores to the
+        // At a lower priority (nice 10, this thread only; the node's unit allows the
+        // `setpriority` call back from `@resources` for it): it yields most of the cores to the
         // node's own work — a restarted node's catch-up first of all: at ten million anchors
-        // it took a third of the machine during one — and runs on what they leave. Until it ends, the anchors are as
-        // the checkpoint's root says they are: every block executed meanwhile re-hashes its
+        // it took a third of the machine during one — and still weighs a tenth of a busy
+        // thread of the node's (nice 19 would weigh 1.5 %: a long catch-up could hold the
+        // check, and the table files its scan keeps, for hours). Until it ends, the anchors are as the
+        // checkpoint's root says they are: every block executed meanwhile re-hashes its
         // buckets from them and must give the certified state root.
         std::thread::Builder::new()
             .name("ledger-check".into())
             .spawn(move || {
                 if let Err(e) =
-                    rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19)
+                    rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10)
                 {
                     tracing::warn!("ledger-check: cannot lower its priority: {e}");
                 }

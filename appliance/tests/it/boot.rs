@@ -528,4 +528,25 @@ fn the_units_start_in_order_under_their_users_and_systemd_restarts_a_killed_serv
         c.same_block(&all, h, Duration::from_secs(30));
         eprintln!("{u} killed, restarted, block {h} committed: {:?}", begun.elapsed());
     }
+
+    // A clean restart of the node: its stop writes the state map's checkpoint, its start opens
+    // from it and compares it with the anchors on disk on a thread of its own, which lowers
+    // its priority first: the unit's syscall filter lets it (`setpriority`, back from
+    // `@resources`), else it would say it cannot.
+    let before = box1.show("vpbox-node", "MainPID");
+    let out = box1.run("systemctl", &["restart", "vpbox-node.service"]);
+    assert!(out.status.success(), "restart: {}", String::from_utf8_lossy(&out.stderr));
+    wait("the node's clean restart", Duration::from_secs(60), || {
+        box1.show("vpbox-node", "ActiveState") == "active"
+            && box1.show("vpbox-node", "MainPID") != before
+    });
+    let mut text = String::new();
+    wait("the checkpoint's check", Duration::from_secs(60), || {
+        let args = ["--no-pager", "-b", "-o", "cat", "SYSLOG_IDENTIFIER=vpbox-node"];
+        text = String::from_utf8_lossy(&box1.run("journalctl", &args).stdout).into_owned();
+        text.contains("the anchors on disk match the state map's checkpoint")
+    });
+    assert!(!text.contains("cannot lower its priority"), "{text}");
+    let h = put(SERVICES.len() as u32 + 1);
+    c.same_block(&all, h, Duration::from_secs(30));
 }

@@ -91,8 +91,8 @@ const fn sbox() -> [u8; 256] {
     s
 }
 
-/// The S-box.
-const SBOX: [u8; 256] = sbox();
+/// The S-box: one table at one address (a `static`), four cache lines.
+static SBOX: [u8; 256] = sbox();
 
 /// The system parameter `FK`.
 const FK: [u32; 4] = [0xA3B1_BAC6, 0x56AA_3350, 0x677D_9197, 0xB270_22DC];
