@@ -5,8 +5,9 @@
 //! Stored in a [`Journal`]. Admissions are grouped: [`Intake::admit`] writes any number of
 //! transactions under one fsync. Committed transactions are forgotten in memory at once and
 //! from the file lazily: the log is rewritten with only the pending ones when the forgotten
-//! outnumber them, so a commit costs no I/O here in the common case. A committed transaction
-//! still in the file after a crash is filtered out at start (the node checks the ledger).
+//! outnumber them, by count or by bytes ([`FORGOTTEN_BYTES`]), so a commit costs no I/O here
+//! in the common case. A committed transaction still in the file after a crash or a stop is
+//! filtered out at start (the node checks the ledger).
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
@@ -34,12 +35,22 @@ pub enum IntakeError {
     },
 }
 
+/// The bytes of forgotten (committed) transactions the log may hold beyond its pending ones'
+/// before it is rewritten. By count alone (1,024), a log of day-end batches (5,000 pairs, 330
+/// KB each) grew to 340 MB, and a restarted node read and hashed all of it before it answered:
+/// 2.3 s of a catch-up at ten million anchors. 16 MiB is read at start in about 0.1 s.
+const FORGOTTEN_BYTES: usize = 16 << 20;
+
 /// The durable queue of acknowledged, uncommitted transactions, keyed by transaction hash.
 pub struct Intake {
     log: Box<dyn Log>,
     pending: HashMap<Digest, Vec<u8>>,
     order: VecDeque<Digest>,
+    /// Forgotten records still in the log: how many, and their bytes.
     forgotten: usize,
+    forgotten_bytes: usize,
+    /// The bytes of the pending records.
+    pending_bytes: usize,
 }
 
 impl Intake {
@@ -58,15 +69,25 @@ impl Intake {
         path: &Path,
         key: impl Fn(&[u8]) -> Option<Digest>,
     ) -> Result<Self, IntakeError> {
-        let mut intake =
-            Self { log, pending: HashMap::new(), order: VecDeque::new(), forgotten: 0 };
+        let mut intake = Self {
+            log,
+            pending: HashMap::new(),
+            order: VecDeque::new(),
+            forgotten: 0,
+            forgotten_bytes: 0,
+            pending_bytes: 0,
+        };
         for (index, bytes) in records.into_iter().enumerate() {
             let Some(h) = key(&bytes) else {
                 return Err(IntakeError::Unreadable { path: path.to_path_buf(), index });
             };
             match intake.pending.entry(h) {
-                std::collections::hash_map::Entry::Occupied(_) => intake.forgotten += 1,
+                std::collections::hash_map::Entry::Occupied(_) => {
+                    intake.forgotten += 1;
+                    intake.forgotten_bytes += bytes.len();
+                }
                 std::collections::hash_map::Entry::Vacant(slot) => {
+                    intake.pending_bytes += bytes.len();
                     slot.insert(bytes);
                     intake.order.push_back(h);
                 }
@@ -87,6 +108,7 @@ impl Intake {
             }
             self.log.append(bytes)?;
             wrote = true;
+            self.pending_bytes += bytes.len();
             self.pending.insert(*h, bytes.to_vec());
             self.order.push_back(*h);
             fresh.push(true);
@@ -118,23 +140,28 @@ impl Intake {
     }
 
     /// Forgets committed transactions; rewrites the log when the forgotten outnumber the
-    /// pending.
+    /// pending, by count (past 1,024) or by bytes (past [`FORGOTTEN_BYTES`]).
     pub fn committed(&mut self, hashes: &[Digest]) -> Result<(), JournalError> {
         for h in hashes {
-            if self.pending.remove(h).is_some() {
+            if let Some(bytes) = self.pending.remove(h) {
                 self.forgotten += 1;
+                self.forgotten_bytes += bytes.len();
+                self.pending_bytes -= bytes.len();
             }
         }
         while self.order.front().is_some_and(|h| !self.pending.contains_key(h)) {
             self.order.pop_front();
         }
-        if self.forgotten > 1024.max(self.pending.len()) {
+        if self.forgotten > 1024.max(self.pending.len())
+            || self.forgotten_bytes > FORGOTTEN_BYTES.max(self.pending_bytes)
+        {
             self.order.retain(|h| self.pending.contains_key(h));
             let pending = &self.pending;
             self.log.rewrite(
                 &mut self.order.iter().filter_map(|h| pending.get(h).map(Vec::as_slice)),
             )?;
             self.forgotten = 0;
+            self.forgotten_bytes = 0;
         }
         Ok(())
     }
@@ -185,5 +212,29 @@ mod tests {
         let i = Intake::open(&path, key).unwrap();
         assert_eq!(i.len(), 1000, "the rewrite kept exactly the pending ones");
         assert_eq!(i.pending().next().map(|(h, _)| *h), Some(txs[2000].0));
+    }
+
+    #[test]
+    fn the_log_is_rewritten_once_its_committed_bytes_outweigh_the_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("intake");
+        let len = |p: &Path| std::fs::metadata(p).unwrap().len() as usize;
+        let mut i = Intake::open(&path, key).unwrap();
+        // Few, large transactions (day-end batches): far from the count's threshold.
+        let big = |n: u8| vec![n; 1 << 20];
+        let txs: Vec<(Digest, Vec<u8>)> = (0..20u8).map(|n| (hash(big(n)), big(n))).collect();
+        let refs: Vec<(Digest, &[u8])> = txs.iter().map(|(h, b)| (*h, b.as_slice())).collect();
+        i.admit(&refs).unwrap();
+        let done = |r: std::ops::Range<usize>| txs[r].iter().map(|(h, _)| *h).collect::<Vec<_>>();
+        // 16 MiB forgotten: not past the threshold, the file keeps them all.
+        i.committed(&done(0..16)).unwrap();
+        assert!(len(&path) >= 20 << 20, "no rewrite at {} bytes", len(&path));
+        // The 17th: past it and past the 3 MiB pending, rewritten to the pending ones alone.
+        i.committed(&done(16..17)).unwrap();
+        assert!(len(&path) < 4 << 20, "rewritten to {} bytes", len(&path));
+        drop(i);
+        let i = Intake::open(&path, key).unwrap();
+        let left: Vec<Digest> = i.pending().map(|(h, _)| *h).collect();
+        assert_eq!(left, done(17..20), "exactly the pending ones, in order");
     }
 }
