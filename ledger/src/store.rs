@@ -476,9 +476,9 @@ impl Ledger {
     /// the ledger (`vpbox bench growth`). The filters and indexes are partitioned (4 KiB
     /// partitions under a top-level index pinned in the cache): a table file's whole filter
     /// (10 bits per key: about 600 KB for a 64 MB file of anchors) took most of a shard of
-    /// the cache (1 MiB of 64, when it was 64 MiB), so whole filters were evicted by data blocks and read from the
-    /// file again on almost every look-up — at six million anchors a third of a node's time went to
-    /// copying filter blocks in from the page cache. Options only: ledgers written before open
+    /// the cache (1 MiB of 64, when it was 64 MiB), so whole filters were evicted by data
+    /// blocks and read from the file again on almost every look-up — at six million anchors a
+    /// third of a node's time went to copying filter blocks in from the page cache. Options only: ledgers written before open
     /// as they are, and new table files get the filters.
     pub fn open(path: &Path) -> Result<Self, Error> {
         let mut opts = Options::default();
