@@ -21,10 +21,10 @@
 //! not in it), so the node takes it as the same transaction (a duplicate gets its first result,
 //! never a second execution), and goes on from there. A body can be made again only with the
 //! key that signed it (its fingerprint is in the body): another key is refused, naming it. A
-//! file that changed since is refused rather than resumed at a wrong line. When the whole file
-//! is committed the record stays, marked finished: running the same file again sends nothing
-//! and says so (delete the record to send it again). The progress display is a bar redrawn in place on a terminal, and a plain line
-//! per tenth of the file otherwise (no carriage returns in logs).
+//! file that changed since is refused rather than resumed at a wrong line. When the whole file is
+//! committed the record stays, marked finished: running the same file again sends nothing and says
+//! so (delete the record to send it again). The progress display is a bar redrawn in place on a
+//! terminal, and a plain line per tenth of the file otherwise (no carriage returns in logs).
 
 use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};

@@ -10,10 +10,11 @@
 //! Everything in a header is a function of the parent and the ordered transactions, so every
 //! honest node computes the same header, and its hash is the state digest consensus agrees on:
 //! the timestamp is the largest of the parent's and the transactions' own timestamps (never a
-//! node's clock), `results_root` commits to every put's outcome, and `state_root` to every
-//! anchor so far (the [`crate::state`] map, which proves a key's first value or its absence).
-//! The view a block was committed in lives in its certificate. Block 0 (genesis) has no transactions; its `parent`
-//! is the SM3 hash of the genesis file, which ties the chain to its founding configuration.
+//! node's clock), `results_root` commits to every put's outcome, and `state_root` to every anchor
+//! so far (the [`crate::state`] map, which proves a key's first value or its absence). The view a
+//! block was committed in lives in its certificate. Block 0 (genesis) has no transactions; its
+//! `parent` is the SM3 hash of the genesis file, which ties the chain to its founding
+//! configuration.
 
 use vpbox_sm::sm3::{Digest, hash};
 

@@ -25,7 +25,7 @@
 //! family, when a block adds to it. Nothing is written to disk for it while the node runs: at
 //! open the top is rebuilt from one scan of the anchors, or read from the [`Checkpoint`] of
 //! its buckets that a clean stop wrote (its root checked against the tip's `state_root`). A
-//! large block's work is split by the keys' first bits over the machine's cores
+//! large block's work is split by the keys' first bits into parts, one thread each
 //! ([`Changes::below`], [`Changes::join`]). A block changes only the buckets it adds to and their
 //! ancestors, and a subtree of one anchor costs no hash at all, so the cost per anchor is
 //! about its leaf, its bucket's few neighbours and the levels where its path meets others
@@ -881,7 +881,7 @@ mod tests {
         #[test]
         fn changes_computed_in_parts_are_the_same(
             keys in proptest::collection::btree_set(any::<[u8; 32]>(), 3..120),
-            depth in 1usize..4,
+            depth in 1usize..6,
         ) {
             let keys: Vec<[u8; 32]> = keys.into_iter().collect();
             let third = keys.len() / 3;

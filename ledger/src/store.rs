@@ -63,7 +63,8 @@ fn anchor_leaf(key: [u8; 32], raw: &[u8]) -> Result<Leaf, Error> {
 /// Fewer new anchors than this in a block are hashed on its executing thread alone.
 const PARALLEL_MIN: usize = 2048;
 
-/// The threads a block's state map work is spread over: this machine's cores, at most 4.
+/// The threads a block's leaf hashing, its write-once look-ups and an open's top levels are
+/// spread over: this machine's cores, at most 4 (its buckets: [`read_depth`]).
 fn workers() -> usize {
     static WORKERS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *WORKERS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(4)))
@@ -76,25 +77,33 @@ fn split_depth(anchors: usize) -> usize {
 }
 
 /// How many first bits of a key split `anchors` new anchors into parts for
-/// [`Ledger::state_changes`], one thread each: 0 (no split) for a small block, else at least
-/// [`READ_DEPTH`] and at least one part per worker. A large block's buckets are each one random
-/// read of a table block once the ledger outgrows the page cache (ten million anchors on this
-/// machine), and a thread reading them one after the other waits on the disk most of its
-/// time: more threads than cores keep that many reads in flight. On a 2-core machine with a
-/// virtio disk, 4 KiB random reads measured 21,800/s from one thread, 34,200/s from two,
-/// 61,500/s from eight and 65,900/s from sixteen.
+/// [`Ledger::state_changes`], one thread each: 0 (no split) for a small block, else
+/// [`READ_DEPTH`], whatever the cores. A large block's buckets are each one random read of a
+/// table block once the ledger outgrows the page cache (ten million anchors on this machine),
+/// and a thread reading them one after the other waits on the disk most of its time: more
+/// threads than cores keep that many reads in flight. On a 2-core machine with a virtio disk,
+/// 4 KiB random reads measured 21,800/s from one thread, 34,200/s from two, 61,500/s from
+/// eight and 65,900/s from sixteen; a catch-up at ten million anchors, 50.3 k/s with 16 parts
+/// and 46.8 k/s with 32. Keys that share their first bits fall in one part (a part with no
+/// keys gets no thread): the split is by key, as the state map is.
 fn read_depth(anchors: usize) -> usize {
-    if anchors < PARALLEL_MIN { 0 } else { split_depth(anchors).max(READ_DEPTH) }
+    if anchors < PARALLEL_MIN { 0 } else { READ_DEPTH }
 }
 
-/// The least split of a large block's state map work: 16 parts ([`read_depth`]).
+/// A large block's state map work in 16 parts ([`read_depth`]); at least the workers' split.
 const READ_DEPTH: usize = 4;
+const _: () = assert!(READ_DEPTH <= TOP_DEPTH && 1 << READ_DEPTH >= 4);
 
 /// The state map's top levels from its `buckets` (sorted by index, as a checkpoint and a
 /// scan give them): [`state::Top::build`], with the levels below one node per worker computed
 /// on the cores (a million buckets at ten million anchors: a third of an open).
 fn build_top(buckets: Vec<(u32, state::Node)>) -> state::Top {
-    let depth = workers().ilog2() as usize;
+    build_top_in(buckets, workers().ilog2() as usize)
+}
+
+/// [`build_top`] in `2^depth` parts.
+fn build_top_in(buckets: Vec<(u32, state::Node)>, depth: usize) -> state::Top {
+    debug_assert!(buckets.is_sorted_by_key(|(i, _)| *i), "buckets in index order");
     if depth == 0 || buckets.len() < PARALLEL_MIN {
         return state::Top::build(buckets);
     }
@@ -473,13 +482,13 @@ impl Ledger {
     /// share one block cache of [`BLOCK_CACHE`] bytes with their index and filter blocks in
     /// it: an anchor's write-once check is a look-up of a key that is usually absent, which
     /// without filters reads an index and a data block of every level, a cost that grows with
-    /// the ledger (`vpbox bench growth`). The filters and indexes are partitioned (4 KiB
-    /// partitions under a top-level index pinned in the cache): a table file's whole filter
-    /// (10 bits per key: about 600 KB for a 64 MB file of anchors) took most of a shard of
-    /// the cache (1 MiB of 64, when it was 64 MiB), so whole filters were evicted by data
-    /// blocks and read from the file again on almost every look-up — at six million anchors a
-    /// third of a node's time went to copying filter blocks in from the page cache. Options only: ledgers written before open
-    /// as they are, and new table files get the filters.
+    /// the ledger (`vpbox bench growth`). The filters and indexes are partitioned (4 KiB partitions
+    /// under a top-level index pinned in the cache): a table file's whole filter (10 bits per key:
+    /// about 600 KB for a 64 MB file of anchors) took most of a shard of the cache (1 MiB of 64,
+    /// when it was 64 MiB), so whole filters were evicted by data blocks and read from the file
+    /// again on almost every look-up — at six million anchors a third of a node's time went to
+    /// copying filter blocks in from the page cache. Options only: ledgers written before open as
+    /// they are, and new table files get the filters.
     pub fn open(path: &Path) -> Result<Self, Error> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
@@ -1131,12 +1140,14 @@ impl Ledger {
             let buckets = self.hash_buckets(above, leaves)?;
             return Ok(Changes::compute(&self.state, &above_state, buckets));
         }
+        // In index order, the parts without keys left out (they change nothing below `depth`).
         let parts: Vec<&[([u8; 32], Digest)]> = (0..1u32 << depth)
             .map(|j| {
                 let from = leaves.partition_point(|(k, _)| state::prefix(k, depth) < j);
                 let to = leaves.partition_point(|(k, _)| state::prefix(k, depth) <= j);
                 &leaves[from..to]
             })
+            .filter(|part| !part.is_empty())
             .collect();
         let parts = parallel(&parts, |part| {
             let buckets = self.hash_buckets(above, part)?;
@@ -1529,9 +1540,12 @@ mod tests {
         let spread: Vec<u32> = (0..3 * PARALLEL_MIN as u32).map(|i| i * 163 + i % 7).collect();
         let low: Vec<u32> = (0..3 * PARALLEL_MIN as u32).map(|i| i * 5).collect();
         let few: Vec<u32> = vec![0, 1, (1 << TOP_DEPTH) - 1];
-        for indices in [spread, low, few] {
+        // In 2, 4 and 8 parts, whatever this machine's cores.
+        for (indices, depth) in [spread, low, few].iter().flat_map(|i| (1..=3).map(move |d| (i, d)))
+        {
             let buckets: Vec<(u32, state::Node)> = indices.iter().map(|&i| (i, node(i))).collect();
-            let (one, cores) = (state::Top::build(buckets.clone()), build_top(buckets.clone()));
+            let one = state::Top::build(buckets.clone());
+            let cores = build_top_in(buckets.clone(), depth);
             assert_eq!(cores.root(), one.root());
             for level in 0..=TOP_DEPTH {
                 for &i in indices.iter().step_by(97) {
@@ -1902,7 +1916,7 @@ mod tests {
     }
 
     /// A block whose buckets hold more committed anchors than are hashed at once (each of its
-    /// parts, at most four, reads more than LEAVES_AT_ONCE) commits the root a scan gives.
+    /// parts reads more than LEAVES_AT_ONCE) commits the root a scan gives.
     #[test]
     fn buckets_of_many_committed_anchors_are_hashed_in_rounds() {
         let dir = tempfile::tempdir().unwrap();

@@ -5,9 +5,9 @@
 //! Stored in a [`Journal`]. Admissions are grouped: [`Intake::admit`] writes any number of
 //! transactions under one fsync. Committed transactions are forgotten in memory at once and
 //! from the file lazily: the log is rewritten with only the pending ones when the forgotten
-//! outnumber them, by count or by bytes ([`FORGOTTEN_BYTES`]), so a commit costs no I/O here
-//! in the common case. A committed transaction still in the file after a crash or a stop is
-//! filtered out at start (the node checks the ledger).
+//! outnumber them, by count (past 1,024) or by bytes (past 16 MiB, [`FORGOTTEN_BYTES`]), so a
+//! commit costs no I/O here in the common case. A committed transaction still in the file
+//! after a crash or a stop is filtered out at start (the node checks the ledger).
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
