@@ -327,6 +327,12 @@ impl CheckpointCheck {
     /// Runs the scan: `Err` (corruption) when the anchors do not give the checkpoint's
     /// buckets.
     pub fn run(&self) -> Result<(), Error> {
+        self.run_pausing(|| {})
+    }
+
+    /// [`Self::run`], calling `pause` between rounds of leaves (every [`LEAVES_AT_ONCE`]
+    /// or so): it may wait there while the node has more urgent use for the disk.
+    pub fn run_pausing(&self, pause: impl FnMut()) -> Result<(), Error> {
         let cf = self
             .db
             .cf_handle(CF_ANCHORS)
@@ -334,7 +340,7 @@ impl CheckpointCheck {
         let mut it = self.db.raw_iterator_cf_opt(cf, scan_options());
         it.seek_to_first();
         let Loaded { height, block, digest } = self.loaded;
-        let buckets = scan_buckets(&mut it, |leaf| leaf.height <= height)?;
+        let buckets = scan_buckets(&mut it, |leaf| leaf.height <= height, pause)?;
         let c = state::Checkpoint { height, block, buckets };
         if c.encode().last_chunk::<32>() != Some(digest.as_bytes()) {
             return Err(Error::Corrupt(format!(
@@ -355,6 +361,7 @@ impl CheckpointCheck {
 fn scan_buckets(
     it: &mut rocksdb::DBRawIterator<'_>,
     keep: impl Fn(&Leaf) -> bool,
+    mut between: impl FnMut(),
 ) -> Result<Vec<(u32, state::Node)>, Error> {
     let mut buckets = Vec::new();
     // The buckets read and not yet hashed: index and range in `leaves`.
@@ -383,6 +390,7 @@ fn scan_buckets(
                 hash_parts(&parts, &[], &leaves, &mut buckets)?;
                 parts.clear();
                 leaves.clear();
+                between();
             }
             from = leaves.len();
         }
@@ -1267,7 +1275,7 @@ impl Ledger {
     fn rebuild_state(&self) -> Result<state::Top, Error> {
         let mut it = self.db.raw_iterator_cf_opt(self.cf(CF_ANCHORS)?, scan_options());
         it.seek_to_first();
-        Ok(build_top(scan_buckets(&mut it, |_| true)?))
+        Ok(build_top(scan_buckets(&mut it, |_| true, || {})?))
     }
 
     /// The path of `key` in the state map as of the tip: its first value, or its absence,
@@ -1823,6 +1831,9 @@ mod tests {
         // The comparison with the anchors on disk passes, and goes on passing as blocks commit.
         let check = ledger.checkpoint_check().expect("owed after a checkpoint");
         check.run().unwrap();
+        let mut paused = 0;
+        check.run_pausing(|| paused += 1).unwrap();
+        assert!(paused > 0, "paused between its rounds");
         let mut ledger = ledger;
         commit(&mut ledger, &[put(&s, 4, 9, 9)]);
         check.run().unwrap();

@@ -32,6 +32,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -298,6 +299,8 @@ pub struct Driver<V: Verifier + Clone = Sm2Verifier> {
     metrics: crate::metrics::Metrics,
     /// [`Event::Stop`] came.
     stopping: bool,
+    /// Whether a state fetch is under way, as of the last tick ([`Self::catching_up`]).
+    catching_up: Arc<AtomicBool>,
 }
 
 /// Opening the node failed.
@@ -390,6 +393,7 @@ impl<V: Verifier + Clone> Driver<V> {
             link_stats,
             metrics: crate::metrics::Metrics::default(),
             stopping: false,
+            catching_up: Arc::new(AtomicBool::new(false)),
         };
         d.restore(wal_records)?;
         Ok(d)
@@ -475,6 +479,13 @@ impl<V: Verifier + Clone> Driver<V> {
         }
     }
 
+    /// A flag that says, as of the last [`Self::tick`], whether the node is catching up
+    /// (fetching committed blocks from its peers): what can wait, such as the checkpoint's
+    /// check, waits while it is set.
+    pub fn catching_up(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.catching_up)
+    }
+
     /// When [`Self::tick`] is next due: the nearest timer, or a retry period from now.
     pub fn deadline(&self) -> Instant {
         let now = self.clock.now();
@@ -496,6 +507,7 @@ impl<V: Verifier + Clone> Driver<V> {
         }
         self.retry();
         self.pump();
+        self.catching_up.store(self.fetch.is_some(), Ordering::Relaxed);
     }
 
     /// Takes a batch of events from the inbox.

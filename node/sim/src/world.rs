@@ -119,6 +119,8 @@ pub struct Report {
     pub signed_after_poison: u64,
     /// Block requests of state transfers that reached a peer.
     pub block_requests: u64,
+    /// Ticks after which a node said it was catching up (`Driver::catching_up`).
+    pub catching_up: u64,
     /// Submissions that reached a node together with others (in one event batch: one
     /// intake write and fsync for all).
     pub grouped: u64,
@@ -556,6 +558,9 @@ impl World {
             d.handle(events);
         }
         d.tick();
+        if d.catching_up().load(std::sync::atomic::Ordering::Relaxed) {
+            self.report.catching_up += 1;
+        }
         self.after(i);
     }
 

@@ -35,6 +35,8 @@ fn exercised(reports: &[Report]) {
     assert!(reports.iter().filter(|r| r.poison_refused).count() * 2 >= reports.len());
     // Nodes that fell behind caught up by state transfer (the block server and the client).
     assert!(reports.iter().filter(|r| r.block_requests > 0).count() * 2 >= reports.len());
+    // And said so meanwhile (what the checkpoint's check waits on).
+    assert!(reports.iter().all(|r| r.block_requests == 0 || r.catching_up > 0));
     // Submissions arrived in groups that shared one intake write.
     assert!(reports.iter().filter(|r| r.grouped > 0).count() * 2 >= reports.len());
 }
