@@ -80,6 +80,9 @@ type Group = (Vec<(Tx, Vec<u8>)>, Option<(bool, Sender<Outcome>)>);
 
 /// How often a parked execution or a state fetch asks its peers again.
 const RETRY: Duration = Duration::from_millis(500);
+/// A state fetch that commits no block for this long is not counted as catching up
+/// ([`Driver::catching_up`]).
+const STALLED: Duration = Duration::from_secs(5);
 
 /// How a submitted transaction fared.
 #[derive(Debug, Clone)]
@@ -299,8 +302,11 @@ pub struct Driver<V: Verifier + Clone = Sm2Verifier> {
     metrics: crate::metrics::Metrics,
     /// [`Event::Stop`] came.
     stopping: bool,
-    /// Whether a state fetch is under way, as of the last tick ([`Self::catching_up`]).
+    /// Whether a state fetch is under way and advancing, as of the last tick
+    /// ([`Self::catching_up`]).
     catching_up: Arc<AtomicBool>,
+    /// When the state fetch under way started or last committed a block.
+    fetch_progress: Option<Instant>,
 }
 
 /// Opening the node failed.
@@ -394,8 +400,10 @@ impl<V: Verifier + Clone> Driver<V> {
             metrics: crate::metrics::Metrics::default(),
             stopping: false,
             catching_up: Arc::new(AtomicBool::new(false)),
+            fetch_progress: None,
         };
         d.restore(wal_records)?;
+        d.publish_catching_up();
         Ok(d)
     }
 
@@ -480,8 +488,8 @@ impl<V: Verifier + Clone> Driver<V> {
     }
 
     /// A flag that says, as of the last [`Self::tick`], whether the node is catching up
-    /// (fetching committed blocks from its peers): what can wait, such as the checkpoint's
-    /// check, waits while it is set.
+    /// (fetching committed blocks from its peers, and committing them): what can wait, such as
+    /// the checkpoint's check, waits while it is set.
     pub fn catching_up(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.catching_up)
     }
@@ -507,7 +515,18 @@ impl<V: Verifier + Clone> Driver<V> {
         }
         self.retry();
         self.pump();
-        self.catching_up.store(self.fetch.is_some(), Ordering::Relaxed);
+        self.publish_catching_up();
+    }
+
+    /// Sets [`Self::catching_up`]'s flag: a state fetch is under way and committed a block (or
+    /// started) within [`STALLED`]. A fetch that does not advance — its peers silent, or its
+    /// blocks refused or re-executing differently, as a corrupt ledger makes them — is not
+    /// catching up: what waits on it, the checkpoint's check first of all, goes on.
+    fn publish_catching_up(&self) {
+        let now = self.clock.now();
+        let advancing = self.fetch.is_some()
+            && self.fetch_progress.is_some_and(|t| now.saturating_duration_since(t) < STALLED);
+        self.catching_up.store(advancing, Ordering::Relaxed);
     }
 
     /// Takes a batch of events from the inbox.
@@ -760,6 +779,10 @@ impl<V: Verifier + Clone> Driver<V> {
             Effect::FetchState { seq, state } => {
                 self.spec.clear();
                 self.parked = None;
+                // A fetch asked for again (the engine does, on its timer) is not progress.
+                if self.fetch.is_none() {
+                    self.fetch_progress = Some(self.clock.now());
+                }
                 self.fetch = Some(Transfer::new(seq, state));
                 self.retry();
             }
@@ -1109,6 +1132,7 @@ impl<V: Verifier + Clone> Driver<V> {
             }
             self.write_block(&executed, &block.certificate);
             self.committed_block(&executed);
+            self.fetch_progress = Some(self.clock.now());
         }
         let (tip_h, tip_hash) = match self.ledger.read().ok().and_then(|l| l.tip().copied()) {
             Some(t) => (t.height, t.hash()),

@@ -251,9 +251,11 @@ pub fn run(
         // it took a third of the machine during one — and still weighs a tenth of a busy
         // thread of the node's (nice 19 would weigh 1.5 %: a long catch-up could hold the
         // check, and the table files its scan keeps, for hours). And it pauses while the node
-        // catches up, for at most CHECK_PAUSE_MAX in all: its scan reads every anchor, from the
-        // disk the catch-up reads its buckets from at random (at ten million anchors a
-        // catch-up went from 50.3 k/s beside the check to 52.9 k/s without it, one run each).
+        // catches up (a state fetch that commits blocks: one that stalls, as a corrupt ledger
+        // makes it, does not hold the check), for at most CHECK_PAUSE_MAX in all: its scan
+        // reads every anchor, from the disk the catch-up reads its buckets from at random (at
+        // ten million anchors a catch-up ran at 50.3 k/s beside the check and 52.9 k/s without
+        // it, one run each: within the runs' spread, but the scan's reads are all extra).
         // Until it ends, the anchors are as the checkpoint's root says they are: every block
         // executed meanwhile re-hashes its buckets from them and must give the certified
         // state root.
