@@ -2,12 +2,17 @@
 //! ledger, on a thread of its own, never on the driver's.
 //!
 //! Each peer has at most one request waiting or being served; another from it meanwhile is
-//! dropped and counted (`LinkStats::busy`): it asks again on its retry timer. An answer is at
-//! most [`BLOCKS_PER_REPLY`] blocks and [`REPLY_BYTES`], in frames of at most
-//! [`FRAME_BUDGET`]: a block whose transactions do not fit one frame is sent in parts, each
-//! repeating the block with the next of its transactions, and a request's `skip` says how many
-//! of the first block's transactions the requester already has, so a block larger than one
-//! answer still arrives whole over several.
+//! dropped and counted (`LinkStats::busy`): it asks again on its retry timer. An answer is
+//! **one frame**: at most [`BLOCKS_PER_REPLY`] blocks and about [`FRAME_BUDGET`] bytes. A
+//! block whose transactions do not fit is sent in parts, one per answer, each repeating the
+//! block with the next of its transactions; a request's `skip` says how many of the first
+//! block's transactions the requester already has, so a block larger than one frame still
+//! arrives whole over several answers.
+//!
+//! One frame per answer lets the requester see where an answer ends: it asks for what comes
+//! next when a frame has arrived ([`crate::transfer`]). An answer in several frames had it
+//! ask after the first, and the blocks of the later frames then came again from another peer
+//! (a catch-up at ten million anchors fetched most blocks three times).
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -21,8 +26,6 @@ use crate::peer::{FRAME_BUDGET, LinkStats, Links, PeerMsg};
 
 /// Most blocks in one answer.
 pub const BLOCKS_PER_REPLY: u64 = 16;
-/// Most bytes in one answer (a quarter of a peer's outbound queue).
-pub const REPLY_BYTES: usize = 16 << 20;
 /// Requests waiting for the server, from all peers.
 const WAITING_MAX: usize = 64;
 
@@ -80,11 +83,8 @@ fn serve(
     rx: Receiver<Request>,
 ) {
     for (from, after, upto, skip) in rx {
-        let frames = match ledger.read() {
-            Ok(l) => answer(&l, after, upto, skip as usize),
-            Err(_) => Vec::new(),
-        };
-        for f in &frames {
+        let frame = ledger.read().ok().and_then(|l| answer(&l, after, upto, skip as usize));
+        if let Some(f) = &frame {
             links.send(from, f);
         }
         if let Ok(mut b) = busy.lock() {
@@ -93,46 +93,121 @@ fn serve(
     }
 }
 
-/// The frames that answer a request for blocks `after + 1 ..= upto`, the first without its
-/// first `skip` transactions.
-pub fn answer(ledger: &Ledger, after: u64, upto: u64, skip: usize) -> Vec<PeerMsg> {
-    let mut frames = Vec::new();
+/// The one frame that answers a request for blocks `after + 1 ..= upto`, the first without
+/// its first `skip` transactions: at most [`BLOCKS_PER_REPLY`] blocks and about
+/// [`FRAME_BUDGET`] bytes, and always at least one transaction of the next block when it has
+/// any left, so every answer moves the requester on. `None` when there is nothing to send.
+pub fn answer(ledger: &Ledger, after: u64, upto: u64, skip: usize) -> Option<PeerMsg> {
     let mut items: Vec<(Vec<u8>, Vec<Vec<u8>>)> = Vec::new();
-    let mut frame_bytes = 0usize;
-    let mut total = 0usize;
+    let mut bytes = 0usize;
     let last = upto.min(after.saturating_add(BLOCKS_PER_REPLY));
     'blocks: for h in after.saturating_add(1)..=last {
         let Ok(Some(block)) = ledger.block(h) else { break };
         let encoded = block.encode();
         let first = if h == after + 1 { skip.min(block.tx_hashes.len()) } else { 0 };
-        let mut item = (encoded.clone(), Vec::new());
-        let mut sent = first;
-        frame_bytes += encoded.len() + 8;
+        if !items.is_empty() && bytes + encoded.len() + 8 > FRAME_BUDGET {
+            break;
+        }
+        bytes += encoded.len() + 8;
+        let mut item = (encoded, Vec::new());
         for t in &block.tx_hashes[first..] {
             let Ok(Some((_, _, tx))) = ledger.transaction(t) else { break 'blocks };
             let tx = tx.encode();
-            if total + frame_bytes + tx.len() > REPLY_BYTES {
+            // The first transaction of the answer goes whatever its size (one is at most
+            // `TX_MAX`, far below `FRAME_MAX`).
+            if bytes + tx.len() + 4 > FRAME_BUDGET && !(items.is_empty() && item.1.is_empty()) {
                 break;
             }
-            if frame_bytes + tx.len() + 4 > FRAME_BUDGET && !(items.is_empty() && item.1.is_empty())
-            {
-                // This frame is full: the rest of the block goes in the next, with the block.
-                items.push(std::mem::replace(&mut item, (encoded.clone(), Vec::new())));
-                total += frame_bytes;
-                frames.push(PeerMsg::Blocks(std::mem::take(&mut items)));
-                frame_bytes = encoded.len() + 8;
-            }
-            frame_bytes += tx.len() + 4;
+            bytes += tx.len() + 4;
             item.1.push(tx);
-            sent += 1;
+        }
+        let whole = first + item.1.len() == block.tx_hashes.len();
+        if !whole && item.1.is_empty() {
+            // Not one of its transactions fits after the blocks before it: the next answer.
+            break;
         }
         items.push(item);
-        if sent < block.tx_hashes.len() || total + frame_bytes >= REPLY_BYTES {
+        if !whole {
             break;
         }
     }
-    if !items.is_empty() {
-        frames.push(PeerMsg::Blocks(items));
+    (!items.is_empty()).then_some(PeerMsg::Blocks(items))
+}
+
+#[cfg(test)]
+mod tests {
+    use vpbox_ledger::block::Block;
+    use vpbox_ledger::tx::{BATCH_MAX, Payload, TxBody};
+    use vpbox_sm::{Signer, SoftwareSigner};
+
+    use super::*;
+    use crate::peer::FRAME_MAX;
+
+    /// A ledger whose block 1 holds ten full batches (6.4 MB, more than a frame) and blocks
+    /// 2..=20 one anchor each.
+    fn ledger(dir: &std::path::Path) -> Ledger {
+        let mut l = Ledger::open(dir).unwrap();
+        l.init_genesis(&Block::genesis(vpbox_sm::sm3::hash(b"blocks test"), 0)).unwrap();
+        let s = SoftwareSigner::new(vpbox_sm::sm2::SecretKey::generate().unwrap());
+        let tx = |nonce: u64, payload| {
+            TxBody { submitter: s.public_key().fingerprint(), nonce, timestamp_ms: 1, payload }
+                .sign(&s)
+                .unwrap()
+        };
+        let big = (0..10u64)
+            .map(|n| {
+                let pairs = (0..BATCH_MAX).map(|i| {
+                    let mut k = [0u8; 32];
+                    k[..8].copy_from_slice(&n.to_be_bytes());
+                    k[8..12].copy_from_slice(&i.to_be_bytes());
+                    (k, [1; 32])
+                });
+                tx(n, Payload::AnchorPutBatch(pairs.collect()))
+            })
+            .collect();
+        let e = l.execute(&[], big).unwrap();
+        l.commit(&e, b"cert").unwrap();
+        for h in 2..=20u64 {
+            let e = l
+                .execute(
+                    &[],
+                    vec![tx(h + 100, Payload::AnchorPut { key: [h as u8; 32], value: [2; 32] })],
+                )
+                .unwrap();
+            l.commit(&e, b"cert").unwrap();
+        }
+        l
     }
-    frames
+
+    fn items(m: Option<PeerMsg>) -> Vec<(Block, usize)> {
+        let Some(PeerMsg::Blocks(items)) = m else { panic!("a Blocks frame") };
+        items.iter().map(|(b, txs)| (Block::decode(b).unwrap(), txs.len())).collect()
+    }
+
+    #[test]
+    fn an_answer_is_one_frame_and_a_block_larger_than_one_comes_in_parts_over_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = ledger(dir.path());
+        // The first answer: only part of block 1, as much as fits a frame.
+        let first = answer(&l, 0, 20, 0).unwrap();
+        assert!(first.encode().len() <= FRAME_MAX);
+        assert!(first.encode().len() <= FRAME_BUDGET + 64, "about one frame's budget");
+        let got = items(Some(first));
+        assert_eq!(got.len(), 1, "a block that does not fit ends the answer");
+        let (b1, sent) = (&got[0].0, got[0].1);
+        assert_eq!(b1.header.height, 1);
+        assert!((1..10).contains(&sent), "part of block 1: {sent} of 10");
+        // The next, skipping what came: the rest of block 1, then whole blocks up to 16 in all.
+        let got = items(answer(&l, 0, 20, sent));
+        assert_eq!(got[0].0.header.height, 1);
+        assert_eq!(sent + got[0].1, 10, "the rest of block 1, nothing twice");
+        let heights: Vec<u64> = got.iter().map(|(b, _)| b.header.height).collect();
+        assert_eq!(heights, (1..=16).collect::<Vec<_>>(), "at most BLOCKS_PER_REPLY");
+        assert!(got[1..].iter().all(|(b, n)| *n == b.tx_hashes.len()), "whole blocks");
+        // Up to the target, and nothing past it.
+        let heights: Vec<u64> =
+            items(answer(&l, 16, 18, 0)).iter().map(|(b, _)| b.header.height).collect();
+        assert_eq!(heights, vec![17, 18]);
+        assert!(answer(&l, 20, 30, 0).is_none(), "nothing above the tip");
+    }
 }

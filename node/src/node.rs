@@ -1096,6 +1096,8 @@ impl<V: Verifier + Clone> Driver<V> {
                 self.links.send(to, &msg);
             }
         }
+        // Whether this answer brought anything new (a block, or parts of the staged one).
+        let mut moved = false;
         for (block_bytes, tx_bytes) in blocks {
             let height = self.height();
             if height >= target.0.0 {
@@ -1112,7 +1114,11 @@ impl<V: Verifier + Clone> Driver<V> {
             self.fetch = Some(fetch);
             let (block, txs) = match part {
                 Part::Ready(block, txs) => (block, txs),
-                Part::Staged | Part::Skipped => continue,
+                Part::Staged => {
+                    moved = true;
+                    continue;
+                }
+                Part::Skipped => continue,
                 Part::Refused(why) => {
                     tracing::warn!("state transfer: refused {why}");
                     return;
@@ -1133,6 +1139,7 @@ impl<V: Verifier + Clone> Driver<V> {
             self.write_block(&executed, &block.certificate);
             self.committed_block(&executed);
             self.fetch_progress = Some(self.clock.now());
+            moved = true;
         }
         let (tip_h, tip_hash) = match self.ledger.read().ok().and_then(|l| l.tip().copied()) {
             Some(t) => (t.height, t.hash()),
@@ -1163,8 +1170,10 @@ impl<V: Verifier + Clone> Driver<V> {
             if let Some(f) = self.fetch.as_mut() {
                 f.asked_at(now);
             }
-        } else if self.fetch.as_ref().is_some_and(|f| !f.is_staged()) {
-            // Ask for more now; a block still missing parts waits for them (or the retry).
+        } else if moved {
+            // An answer is one frame ([`crate::blocks`]): this one is over, so the rest of a
+            // staged block, or the blocks after these, are asked for now. An answer that
+            // brought nothing new (a late copy) leaves the outstanding request to its retry.
             if let Some(f) = self.fetch.as_mut() {
                 f.ask_now();
             }

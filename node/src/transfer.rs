@@ -10,11 +10,14 @@
 //! many of the staged block's transactions are already here (`skip`), so they are not sent
 //! again.
 //!
-//! **Pipelined.** When a reply's last block is whole, the next range (the blocks after it) is
-//! asked for before the reply's blocks are executed ([`Transfer::prefetch`]), so that a peer
-//! reads and sends the next blocks while this node executes and commits these: a catch-up runs
-//! at the pace of execution, not of execution plus a round trip per reply. At most one
-//! request is outstanding; a lost answer is asked for again after the retry period, as any.
+//! **Pipelined.** An answer is one frame ([`crate::blocks`]). When its last block is whole,
+//! the next range (the blocks after it) is asked for before the answer's blocks are executed
+//! ([`Transfer::prefetch`]), so that a peer reads and sends the next blocks while this node
+//! executes and commits these: a catch-up runs at the pace of execution, not of execution plus
+//! a round trip per answer. When it ends in part of a block, the rest is asked for as soon as
+//! the answer is taken in. At most one request is outstanding; a lost answer is asked for
+//! again after the retry period, as any, and an answer that brings nothing new (a late copy)
+//! does not count as one.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -51,7 +54,8 @@ pub enum Part {
     Ready(Box<Block>, Vec<Tx>),
     /// Staged: more parts are needed.
     Staged,
-    /// Not the next block (ignored).
+    /// Nothing new: not the next block, or only parts of the staged block already here
+    /// (ignored).
     Skipped,
     /// Refused (undecodable, or failed `check`): the transfer asks again.
     Refused(String),
@@ -144,7 +148,8 @@ impl Transfer {
         if block.header.height != height + 1 {
             return Part::Skipped;
         }
-        if self.staged.as_ref().is_none_or(|st| st.block.header != block.header) {
+        let new = self.staged.as_ref().is_none_or(|st| st.block.header != block.header);
+        if new {
             if let Err(why) = check(&block) {
                 self.staged = None;
                 return Part::Refused(format!("block {}: {why}", block.header.height));
@@ -157,12 +162,13 @@ impl Transfer {
         for b in tx_bytes {
             if let Ok(t) = Tx::decode(b) {
                 let h = t.hash();
-                if wanted.contains(&h) {
+                if wanted.contains(&h) && !st.txs.contains_key(&h) {
                     fresh.push((h, t));
                 }
             }
         }
         drop(wanted);
+        let nothing_new = !new && fresh.is_empty();
         st.txs.extend(fresh);
         let mut txs = Vec::with_capacity(st.block.tx_hashes.len());
         for h in &st.block.tx_hashes {
@@ -173,7 +179,7 @@ impl Transfer {
         }
         if txs.len() < st.block.tx_hashes.len() {
             self.staged = Some(st);
-            return Part::Staged;
+            return if nothing_new { Part::Skipped } else { Part::Staged };
         }
         Part::Ready(Box::new(st.block), txs)
     }
@@ -223,6 +229,9 @@ mod tests {
         let mut tr = Transfer::new(SeqNo(8), CDigest([0; 32]));
         let none = |_: &Digest| None;
         assert!(matches!(tr.part(&b, &[t[0].encode()], 4, check, none), Part::Staged));
+        // A late copy of the same part brings nothing new.
+        assert!(matches!(tr.part(&b, &[t[0].encode()], 4, check, none), Part::Skipped));
+        assert!(tr.is_staged());
         // The next request skips the one transaction already here.
         #[allow(clippy::disallowed_methods)] // an origin; only offsets matter
         let now = Instant::now();

@@ -795,11 +795,9 @@ impl World {
             Admitted::WantBlocks { after, upto, skip } => {
                 self.report.block_requests += 1;
                 let Some(ledger) = self.nodes[to].ledger.clone() else { return };
-                let frames = ledger
-                    .read()
-                    .map(|l| answer(&l, after, upto, skip as usize))
-                    .unwrap_or_default();
-                for f in frames {
+                let frame =
+                    ledger.read().ok().and_then(|l| answer(&l, after, upto, skip as usize));
+                if let Some(f) = frame {
                     let bytes = Rc::new(f.encode());
                     self.send(to, from, &bytes, None);
                 }
