@@ -109,16 +109,24 @@ fn build_top_in(buckets: Vec<(u32, state::Node)>, depth: usize) -> state::Top {
     }
     let mut top = state::Top::new();
     let shift = TOP_DEPTH - depth;
-    let parts: Vec<&[(u32, state::Node)]> = (0..1u32 << depth)
-        .map(|j| {
-            let from = buckets.partition_point(|(i, _)| i >> shift < j);
-            let to = buckets.partition_point(|(i, _)| i >> shift <= j);
-            &buckets[from..to]
-        })
-        .collect();
+    let parts = split_sorted(&buckets, depth, |(i, _)| i >> shift);
     let parts = parallel(&parts, |part| state::Changes::below(&top, &[], part.to_vec(), depth));
     top.apply(&state::Changes::join(&top, &[], parts, depth));
     top
+}
+
+/// The `2^depth` parts of `items`, in order: part `j` holds the items whose `part_of` is `j`
+/// (`items` sorted by it; a part may be empty).
+fn split_sorted<T>(items: &[T], depth: usize, part_of: impl Fn(&T) -> u32) -> Vec<&[T]> {
+    let mut parts = Vec::with_capacity(1 << depth);
+    let mut rest = items;
+    for j in 0..1u32 << depth {
+        let (part, after) = rest.split_at(rest.partition_point(|t| part_of(t) <= j));
+        parts.push(part);
+        rest = after;
+    }
+    debug_assert!(rest.is_empty(), "every item in one of the parts");
+    parts
 }
 
 /// `f` of every part, in order: the first on this thread, each other on one of its own (or
@@ -1151,14 +1159,8 @@ impl Ledger {
             return Ok(Changes::compute(&self.state, &above_state, buckets));
         }
         // In index order, the parts without keys left out (they change nothing below `depth`).
-        let parts: Vec<&[([u8; 32], Digest)]> = (0..1u32 << depth)
-            .map(|j| {
-                let from = leaves.partition_point(|(k, _)| state::prefix(k, depth) < j);
-                let to = leaves.partition_point(|(k, _)| state::prefix(k, depth) <= j);
-                &leaves[from..to]
-            })
-            .filter(|part| !part.is_empty())
-            .collect();
+        let mut parts = split_sorted(leaves, depth, |(k, _)| state::prefix(k, depth));
+        parts.retain(|part| !part.is_empty());
         let parts = parallel(&parts, |part| {
             let buckets = self.hash_buckets(above, part)?;
             Ok(Changes::below(&self.state, &above_state, buckets, depth))

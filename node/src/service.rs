@@ -271,13 +271,15 @@ pub fn run(
                 let started = std::time::Instant::now();
                 let mut paused = Duration::ZERO;
                 let pause = || {
-                    while catching_up.load(Ordering::Relaxed) && paused < CHECK_PAUSE_MAX {
+                    let from = std::time::Instant::now();
+                    while catching_up.load(Ordering::Relaxed)
+                        && paused + from.elapsed() < CHECK_PAUSE_MAX
+                    {
                         std::thread::sleep(Duration::from_millis(100));
-                        paused += Duration::from_millis(100);
                     }
+                    paused += from.elapsed();
                 };
-                let checked = check.run_pausing(pause);
-                match checked {
+                match check.run_pausing(pause) {
                     Ok(()) => tracing::info!(
                         ms = started.elapsed().as_millis() as u64,
                         paused_ms = paused.as_millis() as u64,

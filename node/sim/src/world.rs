@@ -795,8 +795,7 @@ impl World {
             Admitted::WantBlocks { after, upto, skip } => {
                 self.report.block_requests += 1;
                 let Some(ledger) = self.nodes[to].ledger.clone() else { return };
-                let frame =
-                    ledger.read().ok().and_then(|l| answer(&l, after, upto, skip as usize));
+                let frame = ledger.read().ok().and_then(|l| answer(&l, after, upto, skip as usize));
                 if let Some(f) = frame {
                     let bytes = Rc::new(f.encode());
                     self.send(to, from, &bytes, None);
