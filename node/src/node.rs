@@ -1115,6 +1115,8 @@ impl<V: Verifier + Clone> Driver<V> {
             let (block, txs) = match part {
                 Part::Ready(block, txs) => (block, txs),
                 Part::Staged => {
+                    // New parts of a large block are progress too (`Driver::catching_up`).
+                    self.fetch_progress = Some(self.clock.now());
                     moved = true;
                     continue;
                 }
@@ -1163,21 +1165,20 @@ impl<V: Verifier + Clone> Driver<V> {
                 txs,
                 configs: self.configs(),
             });
-        } else if self.fetch.as_ref().is_some_and(|f| f.prefetched(tip_h)) {
-            // The prefetch asked for what comes next while these executed: its retry period
-            // starts now, or a long execution would have it asked for twice.
-            let now = self.clock.now();
-            if let Some(f) = self.fetch.as_mut() {
-                f.asked_at(now);
-            }
         } else if moved {
-            // An answer is one frame ([`crate::blocks`]): this one is over, so the rest of a
+            // An answer is one frame ([`crate::blocks`]): this one is over. When a prefetch
+            // already asked for what comes next while these executed, its retry period starts
+            // now (a long execution would have it asked for twice); otherwise the rest of a
             // staged block, or the blocks after these, are asked for now. An answer that
             // brought nothing new (a late copy) leaves the outstanding request to its retry.
-            if let Some(f) = self.fetch.as_mut() {
+            let now = self.clock.now();
+            let Some(f) = self.fetch.as_mut() else { return };
+            if f.prefetched(tip_h) && !f.is_staged() {
+                f.asked_at(now);
+            } else {
                 f.ask_now();
+                self.retry();
             }
-            self.retry();
         }
     }
 

@@ -29,7 +29,7 @@ use vpbox_sm::sm3::Digest;
 
 use crate::peer::PeerMsg;
 
-/// A block of a state transfer whose transactions arrive in several frames.
+/// A block of a state transfer whose transactions arrive in several answers.
 struct Staged {
     block: Block,
     txs: HashMap<Digest, Tx>,
@@ -67,16 +67,19 @@ impl Transfer {
         Self { seq, state, asked: None, next_peer: 0, staged: None, prefetched: None }
     }
 
-    /// The request for the blocks after `after` (the last block of a reply just received,
+    /// The request for the blocks after `after` (the last block of an answer just received,
     /// whole, not yet executed), to the next of `peers`, unless it reaches past the target or
-    /// a block waits for its parts. Counts as the request of [`Self::request`]'s period.
+    /// a block above `after` waits for its parts. (A staged block at or below `after` is
+    /// completed by this answer: an answer's blocks follow each other, and only its last may
+    /// be a part.) Counts as the request of [`Self::request`]'s period.
     pub fn prefetch(
         &mut self,
         now: Instant,
         peers: &[NodeId],
         after: u64,
     ) -> Option<(NodeId, PeerMsg)> {
-        if peers.is_empty() || after >= self.seq.0 || self.staged.is_some() {
+        let waits = self.staged.as_ref().is_some_and(|st| st.block.header.height > after);
+        if peers.is_empty() || after >= self.seq.0 || waits {
             return None;
         }
         self.asked = Some(now);
@@ -257,6 +260,26 @@ mod tests {
         }
         assert_eq!(checks.get(), 1, "checked once");
         assert!(!tr.is_staged());
+    }
+
+    #[test]
+    fn a_prefetch_waits_only_for_a_staged_block_above_the_answer() {
+        let t = txs(2);
+        let b = block(5, &t).encode();
+        let mut tr = Transfer::new(SeqNo(20), CDigest([0; 32]));
+        #[allow(clippy::disallowed_methods)] // an origin; only offsets matter
+        let now = Instant::now();
+        let peers = [NodeId(2)];
+        assert!(matches!(tr.part(&b, &[t[0].encode()], 4, |_| Ok(()), |_| None), Part::Staged));
+        // An answer that ends before block 5 is whole: its rest is asked for, not what follows.
+        assert!(tr.prefetch(now, &peers, 4).is_none());
+        // One that ends at block 5 or later, whole, completes it: what follows is asked for.
+        let Some((_, PeerMsg::WantBlocks { after, skip, .. })) = tr.prefetch(now, &peers, 7) else {
+            panic!("a prefetch");
+        };
+        assert_eq!((after, skip), (7, 0));
+        assert!(tr.prefetched(7));
+        assert!(tr.prefetch(now, &peers, 20).is_none(), "nothing past the target");
     }
 
     #[test]
