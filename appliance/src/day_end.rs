@@ -105,13 +105,27 @@ pub(crate) fn parse(text: &str) -> Result<(Vec<Line>, Option<usize>)> {
     Ok((lines, header))
 }
 
-/// Reads and parses a day-end file.
+/// Reads and parses a day-end file. Its SM3 is computed on a thread of its own while the lines
+/// are parsed: both come before the first batch is sent, and at 250,000 lines (33 MB) each
+/// takes a tenth of a second or more.
 pub(crate) fn read(file: &Path) -> Result<Pairs> {
     let bytes = crate::files::read_all(&file.display().to_string(), FILE_MAX)?;
     let text =
         std::str::from_utf8(&bytes).with_context(|| format!("{}: not text", file.display()))?;
-    let (lines, header) = parse(text).with_context(|| file.display().to_string())?;
-    Ok(Pairs { lines, header, digest: vpbox_sm::sm3::hash(&bytes) })
+    let hash = || vpbox_sm::sm3::hash(&bytes);
+    let (parsed, digest) = std::thread::scope(|s| {
+        // (Hashed here, after the parse, when no thread can be had.)
+        let hashing = std::thread::Builder::new().spawn_scoped(s, hash).ok();
+        let parsed = parse(text);
+        let digest = match hashing.map(|h| h.join()) {
+            Some(Ok(d)) => d,
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
+            None => hash(),
+        };
+        (parsed, digest)
+    });
+    let (lines, header) = parsed.with_context(|| file.display().to_string())?;
+    Ok(Pairs { lines, header, digest })
 }
 
 /// What `put --file` records of its progress (`FILE.vpbox-progress`).
