@@ -208,11 +208,19 @@ pub(crate) fn receipt_json(hash: &Digest, r: &Receipt) -> Value {
         "txHash": hex0x(hash.as_bytes()),
         "blockNumber": r.height,
         "transactionIndex": r.index,
-        "results": r.outcomes.iter().map(|o: &PutOutcome| {
+        "results": results_json(r),
+    })
+}
+
+/// A receipt's outcomes, one `{"ok", "message"}` per put, in order.
+pub(crate) fn results_json(r: &Receipt) -> Vec<Value> {
+    r.outcomes
+        .iter()
+        .map(|o: &PutOutcome| {
             let (ok, message) = o.answer();
             json!({"ok": ok, "message": message})
-        }).collect::<Vec<_>>(),
-    })
+        })
+        .collect()
 }
 
 fn tx_json(height: u64, index: u32, tx: &Tx) -> Value {

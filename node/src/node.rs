@@ -1023,6 +1023,12 @@ impl<V: Verifier + Clone> Driver<V> {
             self.try_execute();
         }
         self.regossip();
+        self.ask_blocks();
+    }
+
+    /// Sends a state transfer's request for the blocks above this node's tip, if one is due
+    /// ([`Transfer::request`]).
+    fn ask_blocks(&mut self) {
         let peers = self.fetch_peers();
         let height = self.height();
         let now = self.clock.now();
@@ -1079,15 +1085,26 @@ impl<V: Verifier + Clone> Driver<V> {
     /// transactions, re-execution to the same header) before it is written.
     fn on_blocks(&mut self, blocks: Vec<(Vec<u8>, Vec<Vec<u8>>)>) {
         let Some(target) = self.fetch.as_ref().map(|f| (f.seq, f.state)) else { return };
+        // An answer with a block that does not decode is refused whole: the transfer asks
+        // again, another peer, after its retry period.
+        let blocks = match blocks
+            .into_iter()
+            .map(|(b, txs)| Block::decode(&b).map(|b| (b, txs)))
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(blocks) => blocks,
+            Err(e) => {
+                tracing::warn!("state transfer: refused a block that does not decode: {e}");
+                return;
+            }
+        };
         // The next range is asked for now, while these execute ([`crate::transfer`]), when
         // the last block here is whole and after this node's tip. (Only its header is
         // trusted so far, to name a height: its certificate is checked in turn below.)
-        let last = blocks.last().and_then(|(b, txs)| {
-            Block::decode(b)
-                .ok()
-                .filter(|b| b.tx_hashes.len() == txs.len())
-                .map(|b| b.header.height)
-        });
+        let last = blocks
+            .last()
+            .filter(|(b, txs)| b.tx_hashes.len() == txs.len())
+            .map(|(b, _)| b.header.height);
         if let Some(last) = last.filter(|l| *l > self.height()) {
             let peers = self.fetch_peers();
             let now = self.clock.now();
@@ -1098,19 +1115,14 @@ impl<V: Verifier + Clone> Driver<V> {
         }
         // Whether this answer brought anything new (a block, or parts of the staged one).
         let mut moved = false;
-        for (block_bytes, tx_bytes) in blocks {
+        for (block, tx_bytes) in blocks {
             let height = self.height();
             if height >= target.0.0 {
                 break;
             }
             let Some(mut fetch) = self.fetch.take() else { return };
-            let part = fetch.part(
-                &block_bytes,
-                &tx_bytes,
-                height,
-                |b| self.check_block(b),
-                |h| self.body(h),
-            );
+            let part =
+                fetch.part(block, &tx_bytes, height, |b| self.check_block(b), |h| self.body(h));
             self.fetch = Some(fetch);
             let (block, txs) = match part {
                 Part::Ready(block, txs) => (block, txs),
@@ -1177,7 +1189,7 @@ impl<V: Verifier + Clone> Driver<V> {
                 f.asked_at(now);
             } else {
                 f.ask_now();
-                self.retry();
+                self.ask_blocks();
             }
         }
     }

@@ -18,7 +18,6 @@ use serde_json::{Value, json};
 use vpbox_ca::CertProfile;
 use vpbox_ca::policy::{Decision, DenyReason};
 use vpbox_consensus::NodeId;
-use vpbox_ledger::contract::PutOutcome;
 use vpbox_ledger::tx::{Payload, Tx};
 use vpbox_ledger::{Ledger, StateSource, TrustChanges};
 use vpbox_sm::sm2::PublicKey;
@@ -981,14 +980,6 @@ impl NodeApi {
         Ok(match outcome? {
             Outcome::Accepted(h) => json!({"txHash": hex0x(h.as_bytes()), "status": "pending"}),
             Outcome::Committed { hash, receipt, duplicate } => {
-                let results: Vec<Value> = receipt
-                    .outcomes
-                    .iter()
-                    .map(|o: &PutOutcome| {
-                        let (ok, message) = o.answer();
-                        json!({"ok": ok, "message": message})
-                    })
-                    .collect();
                 let mut v = json!({
                     "txHash": hex0x(hash.as_bytes()),
                     "status": "committed",
@@ -997,7 +988,10 @@ impl NodeApi {
                 });
                 if let Some(obj) = v.as_object_mut() {
                     if batch {
-                        obj.insert("results".into(), Value::Array(results));
+                        obj.insert(
+                            "results".into(),
+                            Value::Array(crate::api::results_json(&receipt)),
+                        );
                     } else if let Some(first) = receipt.outcomes.first() {
                         let (ok, message) = first.answer();
                         obj.insert("ok".into(), json!(ok));
