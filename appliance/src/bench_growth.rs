@@ -174,11 +174,24 @@ pub(crate) fn bench_growth(a: &BenchGrowthArgs) -> Result<Outcome> {
          {took:.1} s: {catch_rate:.0} anchors/s   (goal >= 50,000 after 1,000,000)",
         a.catch_up
     );
+
+    // 4. The cost on disk: node 1's ledger, stopped cleanly, and apart the state map's
+    // checkpoint a clean stop leaves ([`BenchCluster::ledger_bytes`]).
+    cluster.down()?;
+    let anchors = (a.anchors + a.catch_up).max(1) as f64;
+    let (bytes, checkpoint) = cluster.ledger_bytes(1);
+    let per_anchor = bytes.saturating_sub(checkpoint) as f64 / anchors;
+    println!(
+        "bytes on disk per anchor (node1 ledger): {per_anchor:.0}, and the state map's \
+         checkpoint of a clean stop: {:.1} MB",
+        checkpoint as f64 / 1e6
+    );
     println!(
         "{}",
         json!({"bench": "growth", "nodes": a.nodes, "anchors": a.anchors, "load_per_s": load_rate.round(),
                "reads": a.reads, "get_p50_ms": p50, "get_p99_ms": p99, "get_max_ms": max,
-               "catch_up": a.catch_up, "catch_up_s": took, "catch_up_per_s": catch_rate.round()})
+               "catch_up": a.catch_up, "catch_up_s": took, "catch_up_per_s": catch_rate.round(),
+               "bytes_per_anchor": per_anchor.round(), "checkpoint_bytes": checkpoint})
     );
     Ok(Outcome::Ok)
 }

@@ -142,12 +142,13 @@ enum BenchCommand {
     #[command(after_help = "Example:
   vpbox bench signer --module ./libvpbox_test_token.so --token node1 --pin-file pin --id 01")]
     Signer(crate::bench_cmd::SignerBenchArgs),
-    /// Committed anchors/s (batch and signed paths), commit latency and bytes per anchor on
-    /// a fresh local cluster, with raw RocksDB measured in the same run.
+    /// Committed anchors/s (batch and signed paths), commit latency and bytes on disk per
+    /// anchor (after a clean stop) on a fresh local cluster, with raw RocksDB measured in the
+    /// same run.
     #[command(after_help = "Example:\n  vpbox bench anchors --nodes 4 --batch 5000 --count 200000")]
     Anchors(crate::client_cmd::BenchAnchorsArgs),
-    /// How costs grow with the ledger: `anchor_get` latency on a loaded ledger and a stopped
-    /// node's catch-up rate, on a fresh local cluster.
+    /// How costs grow with the ledger: `anchor_get` latency on a loaded ledger, a stopped
+    /// node's catch-up rate and bytes on disk per anchor, on a fresh local cluster.
     #[command(after_help = "Example:\n  vpbox bench growth --anchors 10000000 --catch-up 1000000")]
     Growth(crate::bench_growth::BenchGrowthArgs),
     /// What hostile and slow clients cost a node (its peak memory) and what an honest client

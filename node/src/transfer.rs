@@ -266,10 +266,7 @@ mod tests {
         #[allow(clippy::disallowed_methods)] // an origin; only offsets matter
         let now = Instant::now();
         let peers = [NodeId(2)];
-        assert!(matches!(
-            tr.part(b, &[t[0].encode()], 4, |_| Ok(()), |_| None),
-            Part::Staged
-        ));
+        assert!(matches!(tr.part(b, &[t[0].encode()], 4, |_| Ok(()), |_| None), Part::Staged));
         // An answer that ends before block 5 is whole: its rest is asked for, not what follows.
         assert!(tr.prefetch(now, &peers, 4).is_none());
         // One that ends at block 5 or later, whole, completes it: what follows is asked for.
