@@ -754,12 +754,15 @@ impl BenchCluster {
     /// the state map's checkpoint), and the checkpoint alone. The checkpoint holds 37 bytes
     /// per bucket of the state map that holds anchors, of 2^20 buckets: at most 39 MB whatever
     /// the ledger's size, so the benchmarks give it apart from the cost per anchor. The node's
-    /// first block after its next start removes it.
-    pub(crate) fn ledger_bytes(&self, node: u32) -> (u64, u64) {
+    /// first block after its next start removes it. An error when the checkpoint is missing:
+    /// the node did not stop cleanly (`cluster down` kills a node that takes more than 5 s),
+    /// and its newest writes would be counted as write-ahead log rather than tables.
+    pub(crate) fn ledger_bytes(&self, node: u32) -> Result<(u64, u64)> {
         let ledger = self.dir.join(format!("node{node}/data/ledger"));
-        let checkpoint =
-            std::fs::metadata(ledger.join(vpbox_ledger::STATE_CHECKPOINT)).map_or(0, |m| m.len());
-        (dir_size(&ledger), checkpoint)
+        let checkpoint = std::fs::metadata(ledger.join(vpbox_ledger::STATE_CHECKPOINT))
+            .with_context(|| format!("node{node} did not stop cleanly: no state checkpoint"))?
+            .len();
+        Ok((dir_size(&ledger), checkpoint))
     }
 }
 
@@ -944,7 +947,7 @@ pub(crate) fn bench_anchors(a: &BenchAnchorsArgs) -> Result<Outcome> {
     // ([`BenchCluster::ledger_bytes`]).
     cluster.down()?;
     let total = (n_batch + a.csv + a.signed + lat.len()) as f64;
-    let (bytes, checkpoint) = cluster.ledger_bytes(1);
+    let (bytes, checkpoint) = cluster.ledger_bytes(1)?;
     let per_anchor = bytes.saturating_sub(checkpoint) as f64 / total;
     println!(
         "bytes on disk per anchor (node1 ledger): {per_anchor:>7.0}                  (goal <= 150)\n\
