@@ -1974,11 +1974,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = SoftwareSigner::new(SecretKey::generate().unwrap());
         let n = 4 * LEAVES_AT_ONCE as u32 + 500;
-        // Anchor i in bucket 3i (the first 20 bits); the second block's in the same buckets.
-        let key = |i: u32, last: u8| {
+        // Anchor i in bucket 3i (the first 20 bits); the second block's in the same buckets,
+        // told apart by the next bit (so that a bucket's two leaves meet right below it: a
+        // path of 228 levels each, as when they differed in their last bit, took most of a
+        // minute of hashing and added nothing this test is about).
+        let key = |i: u32, second: u32| {
             let mut k = vpbox_sm::sm3::hash(i.to_be_bytes()).0;
-            k[..4].copy_from_slice(&((3 * i) << 12).to_be_bytes());
-            k[31] = last;
+            k[..4].copy_from_slice(&((3 * i) << 12 | second << 11).to_be_bytes());
             k
         };
         let first: Vec<_> = (0..n).map(|i| (key(i, 0), [1; 32])).collect();
