@@ -4,8 +4,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rocksdb::{
-    BlockBasedIndexType, BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, DBCompressionType,
-    IteratorMode, Options, WriteBatch, WriteOptions,
+    BlockBasedIndexType, BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, IteratorMode,
+    Options, WriteBatch, WriteOptions,
 };
 use vpbox_ca::CertProfile;
 use vpbox_ca::policy::{Decision, Identity, TrustStore};
@@ -33,36 +33,6 @@ const BLOCK_CACHE: usize = 512 << 20;
 /// measured, ten 88 MB logs at six million anchors. Past this size the families holding the
 /// oldest log are flushed.
 const WAL_MAX: u64 = 256 << 20;
-
-/// The anchors' table files are compressed with zstd, with a dictionary trained on each file's
-/// own records, of at most this many bytes. A record is `value tx height` under its key, and
-/// the anchors of one batch (a POSP's day-end file, 10,000 to a transaction) share their 40
-/// bytes of `tx height`; with many batches in a file they are rarely side by side in a data
-/// block (the keys are random), so only a dictionary holding those shared strings finds them.
-/// 64 KiB holds them for about 1,600 batches: a table file whose records come from many more
-/// (the last level of a ledger of years) gains less, down to nothing for the anchors of
-/// individually signed transactions, which share nothing.
-const ANCHORS_DICT: i32 = 64 << 10;
-/// The sample a dictionary is trained on (zstd's recommendation: ~100 times the dictionary;
-/// less here, as its strings repeat thousands of times and training costs a flush's time).
-const ANCHORS_DICT_TRAIN: i32 = 16 * ANCHORS_DICT;
-/// zstd's level for the anchors' tables (3 is zstd's default).
-const ANCHORS_ZSTD_LEVEL: i32 = 3;
-/// The most of a table file buffered to sample its dictionary from (RocksDB buffers the whole
-/// file, up to 64 MiB, without a bound, and charges it to the block cache, evicting the index
-/// and filter partitions the look-ups need). The keys are random, so a file's first 8 MiB
-/// hold its batches as the whole does.
-const ANCHORS_DICT_BUFFER: u32 = 8 << 20;
-
-/// The anchors' compression options as RocksDB's options string: all of them, as the C API
-/// (and so `rust-rocksdb`) has no setter for the buffer's bound ([`ANCHORS_DICT_BUFFER`]).
-fn anchors_compression() -> String {
-    format!(
-        "{{window_bits=-14;level={ANCHORS_ZSTD_LEVEL};strategy=0;max_dict_bytes={ANCHORS_DICT};\
-         zstd_max_train_bytes={ANCHORS_DICT_TRAIN};parallel_threads=1;enabled=true;\
-         max_dict_buffer_bytes={ANCHORS_DICT_BUFFER};use_zstd_dict_trainer=true}}"
-    )
-}
 
 const CF_BLOCKS: &str = "blocks"; // height:u64be → block encoding
 const CF_BLOCK_INDEX: &str = "block_index"; // block hash → height:u64be
@@ -566,19 +536,9 @@ impl Ledger {
         // publication order) keep RocksDB's defaults.
         let cfs = CFS.map(|name| match name {
             CF_BLOCKS | CF_META | CF_CRLS => ColumnFamilyDescriptor::new(name, Options::default()),
-            CF_ANCHORS => {
-                let mut o = looked_up();
-                o.set_compression_type(DBCompressionType::Zstd);
-                o.set_compression_options(-14, ANCHORS_ZSTD_LEVEL, 0, ANCHORS_DICT);
-                o.set_zstd_max_train_bytes(ANCHORS_DICT_TRAIN);
-                ColumnFamilyDescriptor::new(name, o)
-            }
             _ => ColumnFamilyDescriptor::new(name, looked_up()),
         });
         let db = Arc::new(DB::open_cf_descriptors(&opts, path, cfs)?);
-        if let Some(anchors) = db.cf_handle(CF_ANCHORS) {
-            db.set_options_cf(&anchors, &[("compression_opts", &anchors_compression())])?;
-        }
         let mut ledger = Self {
             db,
             trust_changes: Arc::default(),
@@ -2004,67 +1964,6 @@ mod tests {
         let mut pauses = 0;
         ledger.checkpoint_check().unwrap().run_pausing(|| pauses += 1).unwrap();
         assert_eq!(pauses, 2 * n as usize / LEAVES_AT_ONCE, "between rounds");
-    }
-
-    /// The anchors of one batch share their `tx height` in the anchors' tables through the
-    /// files' zstd dictionaries: 400 batches of 50 random pairs (so that a data block of ~36
-    /// records rarely holds two of one batch, and zstd alone finds little) take well under the
-    /// ~116 bytes a record takes uncompressed (key 32, RocksDB's 8, `value tx height` 72, the
-    /// filter's and index's share), and every anchor reads back, after a reopen too. The
-    /// dictionary's buffer has its bound ([`anchors_compression`], in the OPTIONS file).
-    #[test]
-    fn the_anchors_of_a_batch_share_their_transaction_in_the_tables() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SoftwareSigner::new(SecretKey::generate().unwrap());
-        // Ten blocks of 40 batches each.
-        let batches: Vec<Vec<([u8; 32], [u8; 32])>> = (0..400u32)
-            .map(|b| {
-                (0..50u32)
-                    .map(|i| {
-                        let key = vpbox_sm::sm3::hash((b * 50 + i).to_be_bytes());
-                        (key.0, vpbox_sm::sm3::hash(key.0).0)
-                    })
-                    .collect()
-            })
-            .collect();
-        let txs: Vec<Tx> = batches
-            .iter()
-            .enumerate()
-            .map(|(n, p)| tx(&s, n as u64 + 1, Payload::AnchorPutBatch(p.clone())))
-            .collect();
-        {
-            let mut ledger = open(dir.path());
-            for block in txs.chunks(40) {
-                commit(&mut ledger, block);
-            }
-            let cf = ledger.cf(CF_ANCHORS).unwrap();
-            ledger.db.flush_cf(cf).unwrap();
-            let bytes = ledger
-                .db
-                .property_int_value_cf(cf, "rocksdb.total-sst-files-size")
-                .unwrap()
-                .unwrap();
-            let per_anchor = bytes / 20_000;
-            assert!((64..90).contains(&per_anchor), "{per_anchor} bytes per anchor ({bytes})");
-        }
-        let ledger = Ledger::open(dir.path()).unwrap();
-        for (n, (p, t)) in batches.iter().zip(&txs).enumerate() {
-            for (key, value) in p.iter().step_by(7) {
-                let got = ledger.anchor(key).unwrap().unwrap();
-                assert_eq!((got.value, got.tx, got.height), (*value, t.hash(), n as u64 / 40 + 1));
-            }
-        }
-        let mut options: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n.starts_with("OPTIONS-"))
-            .collect();
-        options.sort();
-        let text = std::fs::read_to_string(dir.path().join(options.last().unwrap())).unwrap();
-        let anchors = &text[text.find("[CFOptions \"anchors\"]").unwrap()..];
-        let want = format!("max_dict_buffer_bytes={ANCHORS_DICT_BUFFER};");
-        let section = &anchors[..anchors[1..].find("[CFOptions").map_or(anchors.len(), |i| i + 1)];
-        assert!(section.contains(&want), "{section}");
     }
 
     #[test]
