@@ -184,8 +184,8 @@ pub(crate) fn bench_growth(a: &BenchGrowthArgs) -> Result<Outcome> {
     let anchors = (a.anchors + a.catch_up).max(1) as f64;
     let disk = cluster.down().and_then(|()| cluster.ledger_bytes(1));
     let (per_anchor, checkpoint) = match &disk {
-        Ok((bytes, checkpoint)) => {
-            let per_anchor = bytes.saturating_sub(*checkpoint) as f64 / anchors;
+        Ok(vpbox_ledger::disk::StoppedBytes { all, checkpoint }) => {
+            let per_anchor = all.saturating_sub(*checkpoint) as f64 / anchors;
             println!(
                 "bytes on disk per anchor (node1 ledger): {per_anchor:.0}, and the state map's \
                  checkpoint of a clean stop: {:.1} MB",

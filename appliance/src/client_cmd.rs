@@ -632,17 +632,6 @@ pub(crate) struct BenchAnchorsArgs {
     pub(crate) clients: usize,
 }
 
-fn dir_size(path: &Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(path) else { return 0 };
-    rd.flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_size(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
-}
-
 pub(crate) fn bench_key(tag: u64, i: u64) -> [u8; 32] {
     let mut b = [0u8; 16];
     b[..8].copy_from_slice(&tag.to_be_bytes());
@@ -734,9 +723,7 @@ impl BenchCluster {
         }
         Ok(Self { exe, dir, _tmp: tmp })
     }
-}
 
-impl BenchCluster {
     /// Stops every node cleanly (each flushes its tables and leaves its state map's
     /// checkpoint), keeping the folder until the cluster is dropped.
     pub(crate) fn down(&self) -> Result<()> {
@@ -750,19 +737,12 @@ impl BenchCluster {
         Ok(())
     }
 
-    /// A stopped node's ledger on disk: every file of it (the tables, RocksDB's own files,
-    /// the state map's checkpoint), and the checkpoint alone. The checkpoint holds 37 bytes
-    /// per bucket of the state map that holds anchors, of 2^20 buckets: at most 39 MB whatever
-    /// the ledger's size, so the benchmarks give it apart from the cost per anchor. The node's
-    /// first block after its next start removes it. An error when the checkpoint is missing:
-    /// the node did not stop cleanly (`cluster down` kills a node that takes more than 5 s),
-    /// and its newest writes would be counted as write-ahead log rather than tables.
-    pub(crate) fn ledger_bytes(&self, node: u32) -> Result<(u64, u64)> {
+    /// A stopped node's ledger on disk ([`vpbox_ledger::disk::stopped_bytes`]): an error
+    /// when the node did not stop cleanly (`cluster down` kills a node that takes more than
+    /// 5 s).
+    pub(crate) fn ledger_bytes(&self, node: u32) -> Result<vpbox_ledger::disk::StoppedBytes> {
         let ledger = self.dir.join(format!("node{node}/data/ledger"));
-        let checkpoint = std::fs::metadata(ledger.join(vpbox_ledger::STATE_CHECKPOINT))
-            .with_context(|| format!("node{node} did not stop cleanly: no state checkpoint"))?
-            .len();
-        Ok((dir_size(&ledger), checkpoint))
+        vpbox_ledger::disk::stopped_bytes(&ledger).with_context(|| format!("node{node}"))
     }
 }
 
@@ -947,8 +927,8 @@ pub(crate) fn bench_anchors(a: &BenchAnchorsArgs) -> Result<Outcome> {
     // ([`BenchCluster::ledger_bytes`]).
     cluster.down()?;
     let total = (n_batch + a.csv + a.signed + lat.len()) as f64;
-    let (bytes, checkpoint) = cluster.ledger_bytes(1)?;
-    let per_anchor = bytes.saturating_sub(checkpoint) as f64 / total;
+    let vpbox_ledger::disk::StoppedBytes { all, checkpoint } = cluster.ledger_bytes(1)?;
+    let per_anchor = all.saturating_sub(checkpoint) as f64 / total;
     println!(
         "bytes on disk per anchor (node1 ledger): {per_anchor:>7.0}                  (goal <= 150)\n\
          \x20 and the state map's checkpoint of a clean stop: {:.1} MB ({:.0} bytes per anchor here; \

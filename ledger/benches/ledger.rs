@@ -14,12 +14,6 @@ use vpbox_sm::sm2::SecretKey;
 use vpbox_sm::sm3::hash;
 use vpbox_sm::{Signer, SoftwareSigner};
 
-fn dir_size(path: &std::path::Path) -> u64 {
-    std::fs::read_dir(path)
-        .map(|rd| rd.flatten().map(|e| e.metadata().map(|m| m.len()).unwrap_or(0)).sum())
-        .unwrap_or(0)
-}
-
 fn main() {
     let anchors: u64 =
         std::env::var("VPBOX_BENCH_ANCHORS").ok().and_then(|s| s.parse().ok()).unwrap_or(200_000);
@@ -55,9 +49,8 @@ fn main() {
     // per anchor are the ledger's without that checkpoint, a bounded size (at most 39 MB).
     ledger.save_state().expect("save state");
     drop(ledger);
-    let checkpoint =
-        std::fs::metadata(dir.path().join(vpbox_ledger::STATE_CHECKPOINT)).map_or(0, |m| m.len());
-    let bytes = dir_size(dir.path()) - checkpoint;
+    let stopped = vpbox_ledger::disk::stopped_bytes(dir.path()).expect("a stopped ledger");
+    let bytes = stopped.all - stopped.checkpoint;
 
     // Raw RocksDB: the same anchor records (key → value ‖ tx ‖ height), same batches, synced.
     let raw_dir = tempfile::tempdir().expect("tempdir");
@@ -90,7 +83,7 @@ fn main() {
     println!("{:<48} {:>12.0}", "raw RocksDB, same records and batches", raw_rate);
     println!(
         "bytes on disk per anchor (ledger, stopped, without its {} byte state checkpoint): {:.0}",
-        checkpoint,
+        stopped.checkpoint,
         bytes as f64 / n
     );
     println!(

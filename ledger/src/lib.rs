@@ -9,9 +9,11 @@
 //!   that change them with the approval of more than two thirds of the member banks.
 //! - [`slip`]: the electronic sales slip and the anchor a POSP computes from it.
 //! - [`Ledger`]: RocksDB column families; one atomic, synced write batch per block.
+//! - [`disk`]: what a ledger takes on disk.
 
 pub mod block;
 pub mod contract;
+pub mod disk;
 mod error;
 pub mod governance;
 pub mod merkle;

@@ -601,26 +601,10 @@ pub struct NodeApi {
 fn disk_usage(dir: &Path) -> Value {
     let fs = rustix::fs::statvfs(dir).ok();
     json!({
-        "dataBytes": tree_bytes(dir, 0),
+        "dataBytes": vpbox_ledger::disk::tree_bytes(dir),
         "freeBytes": fs.as_ref().map(|s| s.f_bavail.saturating_mul(s.f_frsize)),
         "totalBytes": fs.as_ref().map(|s| s.f_blocks.saturating_mul(s.f_frsize)),
     })
-}
-
-/// The bytes of the regular files under `dir` (symbolic links not followed; at most 16 levels
-/// deep: RocksDB and the journals nest two).
-fn tree_bytes(dir: &Path, depth: u32) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    let mut total = 0u64;
-    for e in entries.flatten() {
-        let Ok(meta) = std::fs::symlink_metadata(e.path()) else { continue };
-        if meta.is_dir() && depth < 16 {
-            total = total.saturating_add(tree_bytes(&e.path(), depth + 1));
-        } else if meta.is_file() {
-            total = total.saturating_add(meta.len());
-        }
-    }
-    total
 }
 
 /// How long the enrolled certificates' summary in `node_getNodes` stands before it is made
