@@ -11,8 +11,9 @@
 //!   264 KiB, built once per process on first use): 33 additions, no doublings;
 //! - `t·P` for a key seen for the first time by **wNAF** (width 5, odd multiples in Jacobian
 //!   coordinates): 256 doublings and about 43 additions, no inversion;
-//! - `t·P` for a key seen again by its own signed comb (radix 2⁴, 65 windows × 8 affine points,
-//!   33 KiB): about 61 additions, no doublings. A key's table is built once it has shown
+//! - `t·P` for a key seen again by its own signed comb (radix 2⁶, 44 windows × 32 affine points,
+//!   88 KiB): about 43 additions, no doublings (radix 2⁴, 33 KiB, took about 61: verification
+//!   with it was about 1.3 times slower). A key's table is built once it has shown
 //!   [`BUILD_AFTER`] valid signatures, and tables are kept for [`TABLES`] keys, least recently
 //!   used out first (every POSP and every node signs thousands of times, so the same few hundred
 //!   keys come back all day);
@@ -37,7 +38,12 @@ const N: [u8; 32] = hex32("FFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFF7203DF6B21C6052B53BBF
 const GEN_X: [u8; 32] = hex32("32C4AE2C1F1981195F9904466A39C9948FE30BBFF2660BE1715A4589334C74C7");
 const GEN_Y: [u8; 32] = hex32("BC3736A2F4F6779C59BDCEE36B692153D0A9877CC62A474002DF32E52139F0A0");
 
-/// Keys whose comb tables are kept (33 KiB each: 17 MiB in all).
+/// The radix 2^KEY_W of a key's comb table.
+const KEY_W: usize = 6;
+/// A key's comb table.
+type KeyComb = Comb<KEY_W>;
+/// Keys whose comb tables are kept (88 KiB each: 44 MiB in all, in a process that verifies
+/// under 512 keys or more).
 pub(crate) const TABLES: usize = 512;
 /// Keys remembered as seen with valid signatures (to build a table at [`BUILD_AFTER`]); the
 /// least recently seen is forgotten first.
@@ -283,12 +289,11 @@ struct Comb<const W: usize> {
 
 impl<const W: usize> Comb<W> {
     const HALF: usize = 1 << (W - 1);
-    /// 256/W digits and one for the final carry.
-    const WINDOWS: usize = 256 / W + 1;
+    /// ⌈256/W⌉ digits and one for the final carry.
+    const WINDOWS: usize = 256usize.div_ceil(W) + 1;
 
     fn new(base: &Affine) -> Self {
-        // A window must not straddle two limbs (`digits` reads one).
-        const { assert!(W > 0 && 64 % W == 0) };
+        const { assert!(W > 1 && W < 16) };
         let mut jac = Vec::with_capacity(Self::WINDOWS * Self::HALF);
         let mut b = Jac::from_affine(base);
         for _ in 0..Self::WINDOWS {
@@ -306,15 +311,20 @@ impl<const W: usize> Comb<W> {
         Self { points: normalize(&jac) }
     }
 
-    /// The signed radix-2^W digits of k, each in [−2^(W−1)+1, 2^(W−1)], least significant first.
+    /// The signed radix-2^W digits of k, each in [−2^(W−1)+1, 2^(W−1)], least significant first
+    /// (a window may straddle two limbs).
     fn digits(k: &[u8; 32]) -> Vec<i32> {
         let l = limbs(k);
         let mask = (1u64 << W) - 1;
         let mut out = Vec::with_capacity(Self::WINDOWS);
         let mut carry = 0i32;
         for i in 0..Self::WINDOWS - 1 {
-            let bit = i * W;
-            let raw = (l[bit / 64] >> (bit % 64) & mask) as i32 + carry;
+            let (limb, off) = (i * W / 64, i * W % 64);
+            let mut bits = l[limb] >> off;
+            if off + W > 64 && limb + 1 < l.len() {
+                bits |= l[limb + 1] << (64 - off);
+            }
+            let raw = (bits & mask) as i32 + carry;
             let (d, c) = if raw > Self::HALF as i32 { (raw - (1 << W), 1) } else { (raw, 0) };
             out.push(d);
             carry = c;
@@ -429,14 +439,14 @@ struct Seen {
     last: u64,
     /// Valid signatures seen under the key.
     valid: u32,
-    table: Option<Arc<Comb<4>>>,
+    table: Option<Arc<KeyComb>>,
 }
 
-/// Valid signatures a key shows before its table is built. A table costs about four
+/// Valid signatures a key shows before its table is built. A table costs about seven
 /// first-sight verifications, so a key that signs only a few times (or an attacker's fresh
 /// keys, each with a few valid signatures) costs at most about twice the plain path; and
 /// invalid signatures never build one.
-const BUILD_AFTER: u32 = 4;
+const BUILD_AFTER: u32 = 8;
 
 fn cache() -> &'static Mutex<Cache> {
     static C: OnceLock<Mutex<Cache>> = OnceLock::new();
@@ -454,7 +464,7 @@ impl Cache {
     }
 
     /// `key`'s table, if it has one (and a use of it).
-    fn table(&mut self, key: &[u8; 64]) -> Option<Arc<Comb<4>>> {
+    fn table(&mut self, key: &[u8; 64]) -> Option<Arc<KeyComb>> {
         let now = self.tick();
         let seen = self.keys.get_mut(key)?;
         let table = seen.table.as_ref()?;
@@ -477,7 +487,7 @@ impl Cache {
 
     /// Keeps `table` for `key`, if the key is still remembered without one; a table of the
     /// least recently used key makes way when [`Self::max_tables`] are kept.
-    fn keep(&mut self, key: &[u8; 64], table: Arc<Comb<4>>) {
+    fn keep(&mut self, key: &[u8; 64], table: Arc<KeyComb>) {
         if self.keys.get(key).is_none_or(|s| s.table.is_some()) {
             return;
         }
@@ -551,7 +561,7 @@ pub(crate) fn check(
     let valid = !q.is_infinity() && x_mod_n_is(&q, c);
     if valid && tables && table.is_none() && cache().lock().is_ok_and(|mut c| c.valid(key)) {
         // Built outside the lock: other verifications go on meanwhile.
-        let table = Arc::new(Comb::<4>::new(&p));
+        let table = Arc::new(KeyComb::new(&p));
         if let Ok(mut c) = cache().lock() {
             c.keep(key, table);
         }
@@ -631,7 +641,7 @@ mod tests {
     #[test]
     fn the_cache_keeps_at_most_its_limits() {
         let g = generator_comb().points[0];
-        let table = Arc::new(Comb::<4>::new(&g));
+        let table = Arc::new(KeyComb::new(&g));
         let mut cache = Cache::new(4, 2);
         let key = |i: u8| [i; 64];
         // A table is due at the BUILD_AFTER-th valid signature, not before, and once.
@@ -685,6 +695,53 @@ mod tests {
     }
 
     #[test]
+    fn combs_of_every_width_match_rustcrypto_with_windows_across_limbs() {
+        fn check<const W: usize>(p: &Affine, pp: &ProjectivePoint) {
+            let comb = Comb::<W>::new(p);
+            // Every window's digit at the boundary 2^(W−1) (no carry), and one past it (a
+            // carry into every next window, the last into the carry digit).
+            let mut boundary = [0u8; 32];
+            let mut past = [0u8; 32];
+            for bit in (W - 1..255).step_by(W) {
+                boundary[31 - bit / 8] |= 1 << (bit % 8);
+                past[31 - bit / 8] |= 1 << (bit % 8);
+                if bit > 0 {
+                    past[31 - (bit - 1) / 8] |= 1 << ((bit - 1) % 8);
+                }
+            }
+            let mut scalars = edge_scalars();
+            scalars.extend([boundary, past]);
+            for i in 0..8u8 {
+                scalars.push(crate::sm3::hash([W as u8, i]).0);
+            }
+            for k in scalars {
+                let Some(s) = Option::<Scalar>::from(Scalar::from_repr(k.into())) else {
+                    continue;
+                };
+                assert_eq!(
+                    to_affine(&comb.add_multiple(Jac::INFINITY, &k)),
+                    reference(&s, pp),
+                    "k·P by a radix-2^{W} comb, k = {}",
+                    hex::encode(k)
+                );
+            }
+        }
+        let key = crate::sm2::SecretKey::generate().unwrap();
+        let enc = key.public_key().to_sec1_uncompressed();
+        let p = Affine {
+            x: Fe::from_be(enc[1..33].try_into().unwrap()).unwrap(),
+            y: Fe::from_be(enc[33..].try_into().unwrap()).unwrap(),
+        };
+        let pp = sm2::PublicKey::from_sec1_bytes(&enc).unwrap().to_projective();
+        check::<2>(&p, &pp);
+        check::<4>(&p, &pp);
+        check::<5>(&p, &pp);
+        check::<6>(&p, &pp);
+        check::<7>(&p, &pp);
+        check::<8>(&p, &pp);
+    }
+
+    #[test]
     fn combs_and_wnaf_match_rustcrypto_on_edge_and_random_scalars() {
         let g = ProjectivePoint::GENERATOR;
         let key = crate::sm2::SecretKey::generate().unwrap();
@@ -694,7 +751,7 @@ mod tests {
             y: Fe::from_be(enc[33..].try_into().unwrap()).unwrap(),
         };
         let pp = sm2::PublicKey::from_sec1_bytes(&enc).unwrap().to_projective();
-        let comb = Comb::<4>::new(&p);
+        let comb = KeyComb::new(&p);
         let mut scalars = edge_scalars();
         for i in 0..40u8 {
             scalars.push(crate::sm3::hash([i]).0); // skipped below if ≥ n
