@@ -292,7 +292,7 @@ pub(crate) fn put(
     let mut next = done;
     for hex_tx in recorded {
         let Some(tx) = hex::decode(&hex_tx).ok().and_then(|b| Tx::decode(&b).ok()) else { break };
-        match &tx.body.payload {
+        match &tx.body().payload {
             Payload::AnchorPutBatch(p) if all.get(next..next + p.len()) == Some(&p[..]) => {
                 next += p.len();
                 flight.push_back(InFlight::new(&tx)?);
@@ -403,15 +403,15 @@ struct InFlight {
 impl InFlight {
     /// A signed batch, not yet submitted. (Another payload covers no pairs.)
     fn new(tx: &Tx) -> Result<Self> {
-        let len = match &tx.body.payload {
+        let len = match &tx.body().payload {
             Payload::AnchorPutBatch(p) => p.len(),
             _ => 0,
         };
         let hash = tx.hash();
         let recorded = Recorded {
             pairs: len as u64,
-            nonce: tx.body.nonce,
-            timestamp_ms: tx.body.timestamp_ms,
+            nonce: tx.body().nonce,
+            timestamp_ms: tx.body().timestamp_ms,
             hash: hash.to_hex(),
         };
         Ok(Self { len, hash, hex: hex::encode(tx.encode()), recorded, submitted: false })
@@ -691,10 +691,13 @@ mod tests {
         let first = InFlight::new(&tx).unwrap();
         assert_eq!((first.len, first.hash), (3, tx.hash()));
         let r = first.recorded;
-        assert_eq!((r.pairs, r.nonce, r.timestamp_ms), (3, tx.body.nonce, tx.body.timestamp_ms));
+        assert_eq!(
+            (r.pairs, r.nonce, r.timestamp_ms),
+            (3, tx.body().nonce, tx.body().timestamp_ms)
+        );
         let again = remake(&key, &r, &all, 4).unwrap().unwrap();
         assert_eq!(again.hash(), tx.hash());
-        assert_eq!(again.body, tx.body);
+        assert_eq!(again.body(), tx.body());
         assert_eq!(again.verify(key.public_key()), vpbox_sm::Verification::Valid);
         let remade = InFlight::new(&again).unwrap();
         assert_eq!((remade.len, remade.hash, remade.recorded), (3, tx.hash(), r.clone()));

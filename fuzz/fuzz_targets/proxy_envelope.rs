@@ -22,7 +22,7 @@ impl Methods for Recorder {
             .map(|t| t.strip_prefix("0x").unwrap_or(t))
             .and_then(|t| hex::decode(t).ok())
             .and_then(|b| Tx::decode(&b).ok())
-            .and_then(|tx| match tx.body.payload {
+            .and_then(|tx| match tx.into_body().payload {
                 Payload::AnchorPutBatch(p) => u32::try_from(p.len()).ok(),
                 _ => None,
             })

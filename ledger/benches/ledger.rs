@@ -62,7 +62,7 @@ fn main() {
         let mut wb = rocksdb::WriteBatch::default();
         for tx in chunk {
             let h = tx.hash();
-            if let Payload::AnchorPutBatch(pairs) = &tx.body.payload {
+            if let Payload::AnchorPutBatch(pairs) = &tx.body().payload {
                 for (k, v) in pairs {
                     let mut rec = v.to_vec();
                     rec.extend_from_slice(h.as_bytes());

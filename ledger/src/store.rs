@@ -777,11 +777,18 @@ impl Ledger {
         let (Some(gov), Some(trust)) = (&self.gov, &self.trust) else {
             return Err("governance is off".into());
         };
-        let Payload::Config(bytes) = &tx.body.payload else {
+        let Payload::Config(bytes) = &tx.body().payload else {
             return Err("not a configuration transaction".into());
         };
         let mut enrolled = |d: &Digest| self.certificate(d).ok().flatten();
-        judge_config(gov, trust, bytes, &tx.body.submitter, at(tx.body.timestamp_ms), &mut enrolled)
+        judge_config(
+            gov,
+            trust,
+            bytes,
+            &tx.body().submitter,
+            at(tx.body().timestamp_ms),
+            &mut enrolled,
+        )
     }
 
     /// Whether `submitter` is admitted in `role` at `timestamp_ms` by the committed state: its
@@ -984,20 +991,20 @@ impl Ledger {
         let mut enrolls = Vec::new();
         let stored = self.stored_anchors(&txs)?;
         for ((index, tx), tx_hash) in txs.iter().enumerate().zip(&tx_hashes) {
-            timestamp_ms = timestamp_ms.max(tx.body.timestamp_ms);
+            timestamp_ms = timestamp_ms.max(tx.body().timestamp_ms);
             if !executed_txs.insert(tx_hash) || committed_tx(tx_hash)? {
                 continue;
             }
             let tx_hash = *tx_hash;
-            let submitter = &tx.body.submitter;
-            let when = at(tx.body.timestamp_ms);
+            let submitter = &tx.body().submitter;
+            let when = at(tx.body().timestamp_ms);
             // Who may do what (each refusal is `NotAdmitted`, the same at every node):
             // anchors need an enrolled POSP certificate admitted at the transaction's time;
             // a CRL needs an enrolled POSP or admin; an enrollment needs a POSP or admin
             // certificate for the very key that signed it.
             const ANYONE: [CertProfile; 2] = [CertProfile::Posp, CertProfile::Admin];
             let mut outcomes = Vec::new();
-            let pairs: &[([u8; 32], [u8; 32])] = match &tx.body.payload {
+            let pairs: &[([u8; 32], [u8; 32])] = match &tx.body().payload {
                 Payload::AnchorPut { key, value } => &[(*key, *value)],
                 Payload::AnchorPutBatch(p) => p,
                 Payload::Config(bytes) => {
@@ -1178,7 +1185,7 @@ impl Ledger {
     fn stored_anchors(&self, txs: &[Tx]) -> Result<HashSet<[u8; 32]>, Error> {
         let mut keys: Vec<[u8; 32]> = Vec::new();
         for tx in txs {
-            match &tx.body.payload {
+            match &tx.body().payload {
                 Payload::AnchorPut { key, .. } => keys.push(*key),
                 Payload::AnchorPutBatch(pairs) => keys.extend(pairs.iter().map(|(k, _)| *k)),
                 _ => {}

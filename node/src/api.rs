@@ -224,7 +224,7 @@ pub(crate) fn results_json(r: &Receipt) -> Vec<Value> {
 }
 
 fn tx_json(height: u64, index: u32, tx: &Tx) -> Value {
-    let payload = match &tx.body.payload {
+    let payload = match &tx.body().payload {
         Payload::AnchorPut { key, value } => {
             json!({"type": "anchor_put", "key": hex0x(key), "value": hex0x(value)})
         }
@@ -237,11 +237,11 @@ fn tx_json(height: u64, index: u32, tx: &Tx) -> Value {
         "hash": hex0x(tx.hash().as_bytes()),
         "blockNumber": height,
         "transactionIndex": index,
-        "submitter": hex0x(tx.body.submitter.as_bytes()),
-        "nonce": tx.body.nonce,
-        "timestamp": tx.body.timestamp_ms,
+        "submitter": hex0x(tx.body().submitter.as_bytes()),
+        "nonce": tx.body().nonce,
+        "timestamp": tx.body().timestamp_ms,
         "payload": payload,
-        "signature": hex0x(&tx.signature.to_raw()),
+        "signature": hex0x(&tx.signature().to_raw()),
     })
 }
 

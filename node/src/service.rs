@@ -502,12 +502,12 @@ fn peer_handler(
 /// submitter enrolled (committed; remembered in `verified`).
 pub fn signing_key(ledger: &Ledger, verified: &Verified, tx: &Tx) -> Result<PublicKey, String> {
     let key_of = |der: &[u8]| vpbox_ca::cert::certificate_key(der).map_err(|e| e.to_string());
-    match &tx.body.payload {
+    match &tx.body().payload {
         Payload::Enroll(der) => key_of(der),
-        _ => verified.submitter_key(&tx.body.submitter, || {
-            let der = ledger.certificate(&tx.body.submitter).map_err(|e| e.to_string())?;
+        _ => verified.submitter_key(&tx.body().submitter, || {
+            let der = ledger.certificate(&tx.body().submitter).map_err(|e| e.to_string())?;
             key_of(&der.ok_or_else(|| {
-                format!("submitter {} is not enrolled", tx.body.submitter.to_hex())
+                format!("submitter {} is not enrolled", tx.body().submitter.to_hex())
             })?)
         }),
     }
@@ -761,7 +761,7 @@ impl NodeApi {
             ),
             e => RpcError::new(RpcError::INVALID_PARAMS, e.to_string()),
         })?;
-        if !write.accepts(&tx.body.payload) {
+        if !write.accepts(&tx.body().payload) {
             return Err(RpcError::new(RpcError::INVALID_PARAMS, write.method()));
         }
         let now = now_ms();
@@ -781,22 +781,22 @@ impl NodeApi {
             Write::Enroll | Write::Crl => &[CertProfile::Posp, CertProfile::Admin][..],
             Write::Config => &[CertProfile::Admin][..],
         };
-        let decide = |role| match &tx.body.payload {
+        let decide = |role| match &tx.body().payload {
             Payload::Enroll(der) => ledger.admit_certificate(der, role, now),
-            _ => ledger.admit(&tx.body.submitter, role, now).ok().flatten(),
+            _ => ledger.admit(&tx.body().submitter, role, now).ok().flatten(),
         };
         if let Some(refusal) = refusal(roles.iter().map(|r| decide(*r))) {
             return Err(not_admitted(format!(
                 "submitter {} is not admitted: {refusal}",
-                tx.body.submitter.to_hex()
+                tx.body().submitter.to_hex()
             )));
         }
-        if let Payload::Crl(der) = &tx.body.payload {
+        if let Payload::Crl(der) = &tx.body().payload {
             ledger.check_crl(der).map_err(|e| {
                 RpcError::new(RpcError::INVALID_PARAMS, format!("CRL refused: {e}"))
             })?;
         }
-        if let Payload::Config(_) = &tx.body.payload {
+        if let Payload::Config(_) = &tx.body().payload {
             // Approvals, quorum and the change itself, against the committed state; its block
             // decides again (another change may land first).
             ledger.check_config(&tx).map_err(|e| {
@@ -804,10 +804,10 @@ impl NodeApi {
             })?;
         }
         drop(ledger);
-        if tx.body.timestamp_ms.abs_diff(now) > self.genesis.tx_window_ms {
+        if tx.body().timestamp_ms.abs_diff(now) > self.genesis.tx_window_ms {
             return Err(RpcError::new(
                 RpcError::STALE,
-                stale(tx.body.timestamp_ms, now, &self.genesis),
+                stale(tx.body().timestamp_ms, now, &self.genesis),
             ));
         }
         Ok((tx, bytes))

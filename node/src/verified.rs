@@ -83,7 +83,7 @@ impl Verified {
     fn entry(tx: &Tx, key: &PublicKey) -> Digest {
         let mut h = Sm3::new();
         h.update(tx.hash().0);
-        h.update(tx.signature.to_raw());
+        h.update(tx.signature().to_raw());
         h.update(key.to_sec1_uncompressed());
         h.finalize()
     }
@@ -182,11 +182,11 @@ mod tests {
         assert!(!v.verify(&t1, b.public_key()), "remembered under a's key, not b's");
         // A forged copy (other bytes, same signature) is another transaction; the same body
         // with another transaction's signature is not taken as verified either.
-        let mut forged = t1.clone();
-        forged.body.nonce += 1;
+        let mut body = t1.body().clone();
+        body.nonce += 1;
+        let forged = Tx::new(body, *t1.signature());
         assert!(!v.verify(&forged, a.public_key()));
-        let mut resigned = t1.clone();
-        resigned.signature = tx(&a, 9).signature;
+        let resigned = Tx::new(t1.body().clone(), *tx(&a, 9).signature());
         assert!(!v.verify(&resigned, a.public_key()), "the signature is part of the entry");
         for n in 2..=3 {
             assert!(v.verify(&tx(&a, n), a.public_key()));

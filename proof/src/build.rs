@@ -86,7 +86,7 @@ impl Reader<'_> {
             return self.with(|l| l.certificate(key));
         };
         let tx = vpbox_ledger::tx::Tx::decode(&self.proven(&self.block(h)?, i)?.tx)?;
-        match tx.body.payload {
+        match tx.into_body().payload {
             Payload::Enroll(chain) => Ok(Some(chain)),
             _ => Err(corrupt(format!("block {h}: the enrollment at {i} is not an Enroll"))),
         }
@@ -117,8 +117,8 @@ impl Reader<'_> {
             let mut who: Vec<(Digest, u32)> = Vec::new();
             for p in &configs {
                 let tx = vpbox_ledger::tx::Tx::decode(&p.tx)?;
-                who.push((tx.body.submitter, p.index));
-                if let Payload::Config(bytes) = &tx.body.payload {
+                who.push((tx.body().submitter, p.index));
+                if let Payload::Config(bytes) = &tx.body().payload {
                     let approvals = ConfigTx::decode(bytes)?.approvals;
                     who.extend(approvals.iter().map(|a| (a.admin, p.index)));
                 }
@@ -151,7 +151,7 @@ pub fn bundle(
         let found = l
             .transaction(&rec.tx)?
             .ok_or_else(|| corrupt(format!("transaction {} missing", rec.tx.to_hex())))?;
-        let enrolled = l.enrollment_before(&found.2.body.submitter, rec.height, found.1)?;
+        let enrolled = l.enrollment_before(&found.2.body().submitter, rec.height, found.1)?;
         Ok((found, enrolled))
     })?;
     let Some((height, at)) = enrolled else {

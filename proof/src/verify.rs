@@ -586,7 +586,7 @@ fn verify_anchor(
     f.check_seq(e)?;
     let tx = proven_tx(e, &a.tx, Reason::TxNotInBlock)?;
     let codes = executed(e, a.tx.index, Reason::NotAnchored)?;
-    let pairs: Vec<([u8; 32], [u8; 32])> = match &tx.body.payload {
+    let pairs: Vec<([u8; 32], [u8; 32])> = match &tx.body().payload {
         Payload::AnchorPut { key, value } => vec![(*key, *value)],
         Payload::AnchorPutBatch(p) => p.clone(),
         _ => return refuse(Reason::NotAnchored, "the transaction anchors nothing"),
@@ -620,7 +620,7 @@ fn verify_anchor(
         height: anchor_height,
         block_hash: e.header.hash(),
         block_time_ms: e.header.timestamp_ms,
-        tx_time_ms: tx.body.timestamp_ms,
+        tx_time_ms: tx.body().timestamp_ms,
         epoch: config.epoch(),
         signers,
         quorum: (config.quorum(), config.members().len()),
@@ -858,20 +858,20 @@ fn apply_config(
             format!("block {h}: the change was not applied"),
         );
     }
-    let Payload::Config(bytes) = &tx.body.payload else {
+    let Payload::Config(bytes) = &tx.body().payload else {
         return refuse(
             Reason::GovernanceNotApplied,
             format!("block {h}: not a configuration transaction"),
         );
     };
-    let when = at(tx.body.timestamp_ms);
+    let when = at(tx.body().timestamp_ms);
     let refused = |why: String| Refusal {
         reason: Reason::GovernanceRefused,
         detail: format!("block {h}: configuration change {}: {why}", state.seq + 1),
     };
     let trust = state.trust().map_err(refused)?;
     let chain = |d: &Digest| admins.iter().find(|(k, _)| k == d).map(|(_, c)| *c);
-    let Some(der) = chain(&tx.body.submitter) else {
+    let Some(der) = chain(&tx.body().submitter) else {
         return Err(refused("the submitter's admin certificate is not in the bundle".into()));
     };
     let key = vpbox_ca::cert::certificate_key(der).map_err(|e| refused(e.to_string()))?;
@@ -916,10 +916,10 @@ fn submitter(state: &State, f: &Followed, a: &AnchorPart, tx: &Tx) -> Result<Ide
     if executed(&en.evidence, en.tx.index, Reason::SubmitterRefused)? != [0] {
         return refuse(Reason::SubmitterRefused, format!("block {h}: the enrollment was refused"));
     }
-    let Payload::Enroll(chain) = &etx.body.payload else {
+    let Payload::Enroll(chain) = &etx.body().payload else {
         return refuse(Reason::SubmitterRefused, format!("block {h}: not an enrollment"));
     };
-    if etx.body.submitter != tx.body.submitter {
+    if etx.body().submitter != tx.body().submitter {
         return refuse(Reason::SubmitterRefused, "the enrollment is of another key");
     }
     let key = vpbox_ca::cert::certificate_key(chain).map_err(|e| Refusal {
@@ -933,7 +933,7 @@ fn submitter(state: &State, f: &Followed, a: &AnchorPart, tx: &Tx) -> Result<Ide
         reason: Reason::SubmitterRefused,
         detail: format!("the submitter's certificate: {e}"),
     })?;
-    if key.fingerprint() != tx.body.submitter {
+    if key.fingerprint() != tx.body().submitter {
         return refuse(Reason::SubmitterRefused, "the submitter's certificate is for another key");
     }
     if !tx.verify(&key).is_valid() {
@@ -941,8 +941,8 @@ fn submitter(state: &State, f: &Followed, a: &AnchorPart, tx: &Tx) -> Result<Ide
     }
     let trust =
         state.trust().map_err(|e| Refusal { reason: Reason::SubmitterRefused, detail: e })?;
-    match trust.admit(chain, CertProfile::Posp, at(tx.body.timestamp_ms)) {
-        Decision::Allow(id) if id.key_fingerprint == tx.body.submitter => Ok(id),
+    match trust.admit(chain, CertProfile::Posp, at(tx.body().timestamp_ms)) {
+        Decision::Allow(id) if id.key_fingerprint == tx.body().submitter => Ok(id),
         Decision::Allow(_) => {
             refuse(Reason::SubmitterRefused, "the certificate is for another key")
         }

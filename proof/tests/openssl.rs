@@ -79,7 +79,7 @@ fn openssl_checks_the_chain_the_transaction_and_a_commit_signature_of_a_vector()
     // The submitter's chain under its bank's root, at the transaction's time (and not at a
     // time before the certificate existed).
     let enroll = vpbox_ledger::tx::Tx::decode(&a.enrollment.tx.tx).unwrap();
-    let vpbox_ledger::tx::Payload::Enroll(enrolled) = &enroll.body.payload else {
+    let vpbox_ledger::tx::Payload::Enroll(enrolled) = &enroll.body().payload else {
         panic!("an Enroll transaction")
     };
     let chain = vpbox_ca::cert::split_der(enrolled).unwrap();

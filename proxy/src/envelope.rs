@@ -261,7 +261,7 @@ fn batch_pairs(params: &str) -> Option<u32> {
         return None;
     }
     let bytes = hex::decode(hex).ok()?;
-    match Tx::decode(&bytes).ok()?.body.payload {
+    match Tx::decode(&bytes).ok()?.into_body().payload {
         Payload::AnchorPutBatch(pairs) => u32::try_from(pairs.len()).ok(),
         _ => None,
     }
