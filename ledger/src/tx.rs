@@ -317,6 +317,21 @@ mod tests {
     }
 
     #[test]
+    fn transactions_are_equal_by_body_and_signature_whether_hashed_yet_or_not() {
+        let s = signer();
+        let b = body(&s, Payload::AnchorPut { key: [1; 32], value: [2; 32] });
+        let a = b.clone().sign(&s).unwrap(); // hashed when signed
+        let decoded = Tx::decode(&a.encode()).unwrap(); // not hashed yet
+        assert_eq!(decoded, a);
+        let resigned = b.clone().sign(&s).unwrap();
+        assert_ne!(resigned, a, "same body, another signature");
+        let mut other = b;
+        other.nonce += 1;
+        assert_ne!(Tx::new(other, *a.signature()), a, "same signature, another body");
+        assert_eq!(decoded.hash(), a.hash());
+    }
+
+    #[test]
     fn the_hash_ignores_the_signature() {
         let s = signer();
         let b = body(&s, Payload::AnchorPut { key: [1; 32], value: [2; 32] });
