@@ -50,7 +50,7 @@ fn main() {
     ledger.save_state().expect("save state");
     drop(ledger);
     let stopped = vpbox_ledger::disk::stopped_bytes(dir.path()).expect("a stopped ledger");
-    let bytes = stopped.all - stopped.checkpoint;
+    let bytes = stopped.all.saturating_sub(stopped.checkpoint);
 
     // Raw RocksDB: the same anchor records (key → value ‖ tx ‖ height), same batches, synced.
     let raw_dir = tempfile::tempdir().expect("tempdir");

@@ -1,4 +1,5 @@
-//! What a ledger takes on disk, as the benchmarks and the node's metrics count it.
+//! Sizes on disk: a folder's files (the node's `dataBytes` metric counts its data folder) and
+//! a cleanly stopped ledger's (the benchmarks' bytes per anchor).
 
 use std::path::Path;
 
@@ -41,12 +42,13 @@ pub struct StoppedBytes {
 /// counted as write-ahead log rather than tables, and this is an error.
 pub fn stopped_bytes(dir: &Path) -> Result<StoppedBytes, Error> {
     let file = dir.join(STATE_CHECKPOINT);
-    let checkpoint = std::fs::metadata(&file)
+    let checkpoint = std::fs::symlink_metadata(&file)
         .map_err(|e| {
-            Error::Corrupt(format!(
-                "{}: {e}: the ledger did not stop cleanly (no state map checkpoint)",
-                file.display()
-            ))
+            let why = match e.kind() {
+                std::io::ErrorKind::NotFound => "none: the ledger did not stop cleanly".into(),
+                _ => e.to_string(),
+            };
+            Error::Checkpoint(format!("{}: {why}", file.display()))
         })?
         .len();
     Ok(StoppedBytes { all: tree_bytes(dir), checkpoint })

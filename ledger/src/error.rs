@@ -25,7 +25,8 @@ pub enum Error {
     /// The stored chain is inconsistent: local corruption.
     #[error("ledger corrupt: {0}")]
     Corrupt(String),
-    /// The state map's checkpoint could not be written (a full disk, I/O errors).
+    /// The state map's checkpoint could not be written (a full disk, I/O errors), or a stopped
+    /// ledger has none to measure (`disk::stopped_bytes`).
     #[error("state map checkpoint: {0}")]
     Checkpoint(String),
     /// RocksDB failed (a full disk, I/O errors).

@@ -279,7 +279,8 @@ mod tests {
             let bytes = tx.encode();
             let back = Tx::decode(&bytes).unwrap();
             assert_eq!(back, tx);
-            assert_eq!(back.hash(), tx.body().hash(), "the hash is the body's");
+            assert_eq!(back.hash(), tx.hash(), "taken at decoding's first ask, kept at signing");
+            assert_eq!(back.hash(), hash(&bytes[..bytes.len() - 64]), "the body's bytes'");
             assert_eq!(back.verify(s.public_key()), Verification::Valid);
             for cut in 0..bytes.len() {
                 assert!(Tx::decode(&bytes[..cut]).is_err(), "cut at {cut}");

@@ -3,7 +3,7 @@
 //! OpenSSL's own ECDSA P-256, the speed SM2 (a curve of the same shape) can reach.
 //!
 //! SM2 verification has three rows: a key seen before (its comb table made: every POSP and node
-//! key after its first transaction), a key at first sight (wNAF, no table), and RustCrypto's
+//! key after its eighth valid signature), a key at first sight (wNAF, no table), and RustCrypto's
 //! generic verifier, the reference the fast one is tested against.
 //!
 //! `cargo bench -p vpbox-sm --bench crypto` (about a minute). `VPBOX_BENCH_SECONDS=0.2` makes a

@@ -1,7 +1,7 @@
 //! The fast verifier (`vpbox_sm::curve`: combs, wNAF, per-key tables) against two references:
-//! libsm's signatures and RustCrypto's generic verifier. Each verdict is asked ten times and
-//! once more without tables, so every path runs: wNAF (the first sights), the table's building
-//! (at the eighth valid signature) and the table.
+//! libsm's signatures and RustCrypto's generic verifier. Each verdict is asked twice more than
+//! the valid signatures a key shows before its table is built, and once more without tables,
+//! so every path runs: wNAF (the first sights), the table's building and the table.
 
 use libsm::sm2::signature::SigCtx;
 use num_bigint::BigUint;
@@ -30,11 +30,11 @@ fn secret_scalar(key: &SecretKey) -> BigUint {
     BigUint::from_bytes_be(&der[at..at + 32])
 }
 
-/// Eleven verifications (every path of the fast verifier), all equal to the reference's verdict.
+/// Verifications by every path of the fast verifier, all equal to the reference's verdict.
 fn verdict(key: &PublicKey, e: &Digest, sig: &Signature) -> Verification {
     let reference = key.verify_digest_reference(e, sig);
     assert_eq!(key.verify_digest_first_sight(e, sig), reference, "without a table: {sig:?}");
-    for sight in 1..=10 {
+    for sight in 1..=vpbox_sm::VERIFY_TABLE_AFTER + 2 {
         assert_eq!(key.verify_digest(e, sig), reference, "sight {sight}: {sig:?}");
     }
     reference
@@ -166,15 +166,15 @@ fn digests_at_and_above_n_verify_as_the_reference_does() {
     assert_eq!(verdict(public, &Digest(high), &sig), Verification::Valid);
 }
 
-/// Many keys, each seen ten times, interleaved: their tables are built (at the eighth valid
-/// signature) and used, and every table serves its own key only.
+/// Many keys, each seen twice more than a table needs, interleaved: their tables are built and
+/// used, and every table serves its own key only.
 /// (Eviction is the unit test `curve::tests::the_cache_keeps_at_most_its_limits`.)
 #[test]
 fn interleaved_keys_each_verify_with_their_own_table() {
     let keys: Vec<SecretKey> = (0..40).map(|_| SecretKey::generate().unwrap()).collect();
     let e = Digest([7; 32]);
     let sigs: Vec<Signature> = keys.iter().map(|k| k.sign_digest(&e).unwrap()).collect();
-    for _ in 0..10 {
+    for _ in 0..vpbox_sm::VERIFY_TABLE_AFTER + 2 {
         for (k, s) in keys.iter().zip(&sigs) {
             assert_eq!(k.public_key().verify_digest(&e, s), Verification::Valid);
             assert_eq!(k.public_key().verify_digest(&Digest([8; 32]), s), Verification::Invalid);
