@@ -52,24 +52,23 @@ fn main() {
     let stopped = vpbox_ledger::disk::stopped_bytes(dir.path()).expect("a stopped ledger");
     let bytes = stopped.all.saturating_sub(stopped.checkpoint);
 
-    // Raw RocksDB: the same anchor records (key → value ‖ tx ‖ height), same batches, synced.
+    // Raw RocksDB: the same anchor records (key → value ‖ the batch's number: 1,000 pairs are
+    // over the threshold from which a ledger numbers a transaction), same batches, synced.
     let raw_dir = tempfile::tempdir().expect("tempdir");
     let db = rocksdb::DB::open_default(raw_dir.path()).expect("open raw");
     let mut wo = rocksdb::WriteOptions::default();
     wo.set_sync(true);
     let start = Instant::now();
-    for (b, chunk) in txs.chunks(txs_per_block as usize).enumerate() {
+    let mut number = 0u64;
+    for chunk in txs.chunks(txs_per_block as usize) {
         let mut wb = rocksdb::WriteBatch::default();
         for tx in chunk {
-            let h = tx.hash();
             if let Payload::AnchorPutBatch(pairs) = &tx.body().payload {
                 for (k, v) in pairs {
-                    let mut rec = v.to_vec();
-                    rec.extend_from_slice(h.as_bytes());
-                    rec.extend_from_slice(&(b as u64).to_be_bytes());
-                    wb.put(k, rec);
+                    wb.put(k, vpbox_ledger::numbered_anchor_record(v, number));
                 }
             }
+            number += 1;
         }
         db.write_opt(wb, &wo).expect("write");
     }

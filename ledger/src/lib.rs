@@ -17,6 +17,7 @@ pub mod disk;
 mod error;
 pub mod governance;
 pub mod merkle;
+mod record;
 pub mod slip;
 pub mod state;
 mod store;
@@ -24,6 +25,8 @@ pub mod tx;
 mod wire;
 
 pub use error::Error;
+#[doc(hidden)]
+pub use record::numbered as numbered_anchor_record;
 pub use store::{
     AnchorRecord, Executed, Ledger, Receipt, STATE_CHECKPOINT, StateSource, TrustChanges,
 };

@@ -16,6 +16,7 @@ use crate::block::{Block, Header, results_root};
 use crate::contract::PutOutcome;
 use crate::governance::{ConfigTx, Member, Proposal, State};
 use crate::merkle;
+use crate::record::{self, NUMBERED_FROM, Numbered};
 use crate::state::{self, Changes, Leaf, TOP_DEPTH};
 use crate::tx::{Payload, Tx};
 use crate::wire::Reader;
@@ -38,26 +39,36 @@ const CF_BLOCKS: &str = "blocks"; // height:u64be → block encoding
 const CF_BLOCK_INDEX: &str = "block_index"; // block hash → height:u64be
 const CF_TXS: &str = "txs"; // tx hash → height:u64 index:u32 tx encoding
 const CF_RECEIPTS: &str = "receipts"; // tx hash → height:u64 index:u32 outcome codes
-const CF_ANCHORS: &str = "anchors"; // key → value:[32] tx:[32] height:u64
+const CF_ANCHORS: &str = "anchors"; // key → value:[32] (tx:[32] height:u64 | number) (`record`)
+const CF_ANCHOR_TXS: &str = "anchor_txs"; // number:u64be → height:u64be tx:[32] (`record`)
 const CF_META: &str = "meta"; // "tip" → height:u64 hash:[32]
 const CF_CERTS: &str = "certs"; // key fingerprint → enrolled certificate DER
 const CF_CRLS: &str = "crls"; // height:u64be index:u32be → CRL DER, in publication order
 
 /// Every column family, in the order they are opened.
-const CFS: [&str; 8] =
-    [CF_BLOCKS, CF_BLOCK_INDEX, CF_TXS, CF_RECEIPTS, CF_ANCHORS, CF_META, CF_CERTS, CF_CRLS];
+const CFS: [&str; 9] = [
+    CF_BLOCKS,
+    CF_BLOCK_INDEX,
+    CF_TXS,
+    CF_RECEIPTS,
+    CF_ANCHORS,
+    CF_ANCHOR_TXS,
+    CF_META,
+    CF_CERTS,
+    CF_CRLS,
+];
 const TIP: &[u8] = b"tip";
 const GOVERNANCE: &[u8] = b"governance"; // the governance state (see `governance`)
 const NODES_AT: &[u8] = b"nodes@"; // ‖ height:u64be → the member list a change set there
 const CONFIG_AT: &[u8] = b"config@"; // ‖ height:u64be → count:u32 (index:u32)*: applied changes
 const ENROLL_AT: &[u8] = b"enroll@"; // ‖ key fingerprint ‖ height:u64be ‖ index:u32be → (empty)
 
-/// The state map's leaf of the anchor record `raw` at `key`.
-fn anchor_leaf(key: [u8; 32], raw: &[u8]) -> Result<Leaf, Error> {
-    let mut r = Reader::new(raw, "anchor record");
-    let leaf = Leaf { key, value: r.array()?, tx: Digest(r.array()?), height: r.u64()? };
-    r.finish()?;
-    Ok(leaf)
+/// The numbered transactions' table ([`Numbered`]), read whole.
+fn load_numbered(db: &DB) -> Result<Numbered, Error> {
+    let cf = db
+        .cf_handle(CF_ANCHOR_TXS)
+        .ok_or_else(|| Error::Corrupt(format!("column family {CF_ANCHOR_TXS} missing")))?;
+    Numbered::from_entries(db.iterator_cf(cf, IteratorMode::Start).map(|e| e.map_err(Error::from)))
 }
 
 /// Fewer new anchors than this in a block are hashed on its executing thread alone.
@@ -305,6 +316,8 @@ pub struct Ledger {
     /// Whether that checkpoint's file is still on disk: it stays until the first commit, so
     /// that a start which fails after the open (its signer down, say) opens from it again.
     checkpoint_kept: bool,
+    /// The transactions anchor records name by number (`record`), as committed.
+    numbered: Numbered,
 }
 
 /// A checkpoint the state map was taken from, as the comparison with the anchors needs it.
@@ -347,8 +360,11 @@ impl CheckpointCheck {
             .ok_or_else(|| Error::Corrupt(format!("column family {CF_ANCHORS} missing")))?;
         let mut it = self.db.raw_iterator_cf_opt(cf, scan_options());
         it.seek_to_first();
+        // Read after the iterator took its view of the anchors, so that it holds every number
+        // their records name (both are written in one batch).
+        let numbered = load_numbered(&self.db)?;
         let Loaded { height, block, digest } = self.loaded;
-        let buckets = scan_buckets(&mut it, |leaf| leaf.height <= height, pause)?;
+        let buckets = scan_buckets(&mut it, &numbered, |leaf| leaf.height <= height, pause)?;
         let c = state::Checkpoint { height, block, buckets };
         if c.encode().last_chunk::<32>() != Some(digest.as_bytes()) {
             return Err(Error::Corrupt(format!(
@@ -368,6 +384,7 @@ impl CheckpointCheck {
 /// lanes ([`hash_parts`]).
 fn scan_buckets(
     it: &mut rocksdb::DBRawIterator<'_>,
+    numbered: &Numbered,
     keep: impl Fn(&Leaf) -> bool,
     mut between: impl FnMut(),
 ) -> Result<Vec<(u32, state::Node)>, Error> {
@@ -383,7 +400,7 @@ fn scan_buckets(
                 let Ok(key) = <[u8; 32]>::try_from(k) else {
                     return Err(Error::Corrupt("an anchor key is not 32 bytes".into()));
                 };
-                Some(anchor_leaf(key, v)?)
+                Some(numbered.leaf(key, v)?)
             }
             _ => None,
         };
@@ -535,10 +552,13 @@ impl Ledger {
         // Those read in key order or by a few keys (blocks by height, the tip, CRLs in
         // publication order) keep RocksDB's defaults.
         let cfs = CFS.map(|name| match name {
-            CF_BLOCKS | CF_META | CF_CRLS => ColumnFamilyDescriptor::new(name, Options::default()),
+            CF_BLOCKS | CF_ANCHOR_TXS | CF_META | CF_CRLS => {
+                ColumnFamilyDescriptor::new(name, Options::default())
+            }
             _ => ColumnFamilyDescriptor::new(name, looked_up()),
         });
         let db = Arc::new(DB::open_cf_descriptors(&opts, path, cfs)?);
+        let numbered = load_numbered(&db)?;
         let mut ledger = Self {
             db,
             trust_changes: Arc::default(),
@@ -550,6 +570,7 @@ impl Ledger {
             state_source: StateSource::Scan { refused: None },
             unchecked: None,
             checkpoint_kept: false,
+            numbered,
         };
         ledger.tip = ledger.check_tip()?;
         let refused = match ledger.load_checkpoint() {
@@ -1264,7 +1285,7 @@ impl Ledger {
                 if state::prefix(&key, TOP_DEPTH) != b {
                     break;
                 }
-                committed.push(anchor_leaf(key, v)?);
+                committed.push(self.numbered.leaf(key, v)?);
                 it.next();
             }
             if in_map {
@@ -1286,7 +1307,7 @@ impl Ledger {
     fn rebuild_state(&self) -> Result<state::Top, Error> {
         let mut it = self.db.raw_iterator_cf_opt(self.cf(CF_ANCHORS)?, scan_options());
         it.seek_to_first();
-        Ok(build_top(scan_buckets(&mut it, |_| true, || {})?))
+        Ok(build_top(scan_buckets(&mut it, &self.numbered, |_| true, || {})?))
     }
 
     /// The path of `key` in the state map as of the tip: its first value, or its absence,
@@ -1304,7 +1325,7 @@ impl Ledger {
                 if state::prefix(&key, depth) != index {
                     break;
                 }
-                out.push(anchor_leaf(key, v)?);
+                out.push(self.numbered.leaf(key, v)?);
                 it.next();
             }
             it.status()?;
@@ -1374,15 +1395,30 @@ impl Ledger {
             )));
         }
         let mut batch = WriteBatch::default();
+        // The transactions that anchor NUMBERED_FROM keys or more here get the next numbers,
+        // in block order, and their anchors' records name them by number (`record`).
+        let mut anchored: HashMap<Digest, usize> = HashMap::new();
+        for (_, tx) in executed.anchors.values() {
+            *anchored.entry(*tx).or_default() += 1;
+        }
+        let mut numbers: HashMap<Digest, u64> = HashMap::new();
+        for (tx, _) in &executed.receipts {
+            if anchored.get(tx).is_some_and(|n| *n >= NUMBERED_FROM) && !numbers.contains_key(tx) {
+                let number = self.numbered.next() + numbers.len() as u64;
+                let (k, v) = Numbered::entry(number, h.height, tx);
+                batch.put_cf(self.cf(CF_ANCHOR_TXS)?, k, v);
+                numbers.insert(*tx, number);
+            }
+        }
         // In key order (the leaves are sorted): the memtable's skip list inserts a sorted run
         // from where the last insert ended instead of searching from the top for each.
         let anchors =
             executed.leaves.iter().filter_map(|(k, _)| executed.anchors.get(k).map(|a| (k, a)));
         for (key, (value, tx)) in anchors {
-            let mut rec = Vec::with_capacity(72);
-            rec.extend_from_slice(value);
-            rec.extend_from_slice(tx.as_bytes());
-            rec.extend_from_slice(&h.height.to_be_bytes());
+            let rec = match numbers.get(tx) {
+                Some(number) => record::numbered(value, *number),
+                None => record::inline(value, tx, h.height),
+            };
             batch.put_cf(self.cf(CF_ANCHORS)?, key, rec);
         }
         for (tx_hash, receipt) in &executed.receipts {
@@ -1446,6 +1482,11 @@ impl Ledger {
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
         self.db.write_opt(batch, &wo)?;
+        let mut numbered: Vec<(u64, Digest)> = numbers.into_iter().map(|(tx, n)| (n, tx)).collect();
+        numbered.sort_unstable();
+        for (_, tx) in numbered {
+            self.numbered.push(h.height, tx);
+        }
         self.tip = Some(*h);
         Ok(())
     }
@@ -1453,10 +1494,8 @@ impl Ledger {
     /// The anchor at `key`, if any.
     pub fn anchor(&self, key: &[u8; 32]) -> Result<Option<AnchorRecord>, Error> {
         let Some(raw) = self.db.get_pinned_cf(self.cf(CF_ANCHORS)?, key)? else { return Ok(None) };
-        let mut r = Reader::new(&raw, "anchor record");
-        let rec = AnchorRecord { value: r.array()?, tx: Digest(r.array()?), height: r.u64()? };
-        r.finish()?;
-        Ok(Some(rec))
+        let Leaf { value, tx, height, .. } = self.numbered.leaf(*key, &raw)?;
+        Ok(Some(AnchorRecord { value, tx, height }))
     }
 
     /// The block at `height`.
@@ -1884,6 +1923,118 @@ mod tests {
         let ledger = reopen(None);
         assert_eq!(ledger.state.root(), ledger.tip().unwrap().state_root);
         assert!(ledger.checkpoint_check().unwrap().run().is_err(), "a moved leaf is found");
+    }
+
+    /// A transaction that anchors NUMBERED_FROM keys or more in its block is named by number
+    /// in their records, one under it by hash: both read back alike, by `anchor`, by a scan at
+    /// the next open and by the checkpoint's comparison; a damaged or missing table entry is
+    /// found.
+    #[test]
+    fn batches_of_many_anchors_name_their_transaction_by_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SoftwareSigner::new(SecretKey::generate().unwrap());
+        let pairs: Vec<([u8; 32], [u8; 32])> = (0..4 * NUMBERED_FROM as u32 + 1)
+            .map(|i| (vpbox_sm::sm3::hash(i.to_be_bytes()).0, [i as u8; 32]))
+            .collect();
+        let n = NUMBERED_FROM;
+        let batch = |nonce, r: std::ops::Range<usize>| {
+            tx(&s, nonce, Payload::AnchorPutBatch(pairs[r].to_vec()))
+        };
+        // Block 1: one batch at the threshold, one just under it (with a key the first one
+        // anchors: that pair fails, so only n - 1 anchor), a signed put.
+        let block1 = [batch(1, 0..n), batch(2, n - 1..2 * n - 1), put(&s, 3, 7, 7)];
+        // Block 2: two batches at and over it, numbered in block order.
+        let block2 = [batch(4, 2 * n..3 * n), batch(5, 3 * n..4 * n + 1)];
+        let (a, b, c, d, e) = (0..n, n..2 * n - 1, 2 * n..3 * n, 3 * n..4 * n + 1, [7u8; 32]);
+        let mut ledger = open(dir.path());
+        commit(&mut ledger, &block1);
+        commit(&mut ledger, &block2);
+        let raw = |l: &Ledger, k: &[u8; 32]| l.db.get_cf(l.cf(CF_ANCHORS).unwrap(), k).unwrap();
+        let expect = [
+            (a, 33, block1[0].hash(), 1),
+            (b, 72, block1[1].hash(), 1),
+            (c, 33, block2[0].hash(), 2),
+            (d, 33, block2[1].hash(), 2),
+        ];
+        let check = |l: &Ledger| {
+            for (range, len, tx, height) in expect.iter().cloned() {
+                for (k, v) in &pairs[range] {
+                    assert_eq!(raw(l, k).unwrap().len(), len);
+                    let rec = l.anchor(k).unwrap().unwrap();
+                    assert_eq!(rec, AnchorRecord { value: *v, tx, height });
+                }
+            }
+            let signed = l.anchor(&e).unwrap().unwrap();
+            assert_eq!((signed.tx, signed.height), (block1[2].hash(), 1));
+            assert_eq!(raw(l, &e).unwrap().len(), 72);
+        };
+        check(&ledger);
+        let numbers =
+            [&pairs[0].0, &pairs[2 * n].0, &pairs[3 * n].0].map(|k| {
+                match record::decode(&raw(&ledger, k).unwrap()).unwrap().names {
+                    record::Names::Number(m) => m,
+                    other => panic!("{other:?}"),
+                }
+            });
+        assert_eq!(numbers, [0, 1, 2]);
+        assert_eq!(ledger.numbered.next(), 3);
+        drop(ledger);
+        // A scan at the open resolves the numbers; so does the checkpoint's comparison.
+        let ledger = Ledger::open(dir.path()).unwrap();
+        assert_eq!(ledger.state_source(), &StateSource::Scan { refused: None });
+        assert_eq!(ledger.state.root(), ledger.tip().unwrap().state_root);
+        check(&ledger);
+        ledger.save_state().unwrap();
+        drop(ledger);
+        let mut ledger = Ledger::open(dir.path()).unwrap();
+        assert_eq!(ledger.state_source(), &StateSource::Checkpoint);
+        ledger.checkpoint_check().unwrap().run().unwrap();
+        check(&ledger);
+        // The next numbers follow on after a reopen.
+        let more: Vec<([u8; 32], [u8; 32])> = (0..n as u32)
+            .map(|i| (vpbox_sm::sm3::hash((i + 1_000_000).to_be_bytes()).0, [1; 32]))
+            .collect();
+        let last = tx(&s, 6, Payload::AnchorPutBatch(more.clone()));
+        commit(&mut ledger, std::slice::from_ref(&last));
+        assert_eq!(ledger.numbered.next(), 4);
+        assert_eq!(ledger.anchor(&more[9].0).unwrap().unwrap().tx, last.hash());
+        let root = ledger.tip().unwrap().state_root;
+        let table = ledger.cf(CF_ANCHOR_TXS).unwrap();
+        let (k1, good) = Numbered::entry(1, 2, &block2[0].hash());
+        // Entry 1 names another transaction: the scan's root is not the tip's.
+        let (_, wrong) = Numbered::entry(1, 2, &block2[1].hash());
+        ledger.db.put_cf(table, k1, wrong).unwrap();
+        drop(ledger);
+        let Err(err) = Ledger::open(dir.path()) else { panic!("a changed entry was opened") };
+        assert!(err.to_string().contains("state root"), "{err}");
+        let raw_db = || DB::open_cf(&Options::default(), dir.path(), CFS).unwrap();
+        // The last entry gone: the records that name it are refused, naming the number.
+        {
+            let db = raw_db();
+            let table = db.cf_handle(CF_ANCHOR_TXS).unwrap();
+            db.put_cf(table, k1, good).unwrap();
+            db.delete_cf(table, 3u64.to_be_bytes()).unwrap();
+        }
+        let Err(err) = Ledger::open(dir.path()) else { panic!("a missing entry was opened") };
+        assert!(err.to_string().contains("transaction number 3"), "{err}");
+        // The first entry gone: the table has a gap.
+        {
+            let db = raw_db();
+            let table = db.cf_handle(CF_ANCHOR_TXS).unwrap();
+            let (k3, v3) = Numbered::entry(3, 3, &last.hash());
+            db.put_cf(table, k3, v3).unwrap();
+            db.delete_cf(table, 0u64.to_be_bytes()).unwrap();
+        }
+        let Err(err) = Ledger::open(dir.path()) else { panic!("a table with a gap was opened") };
+        assert!(err.to_string().contains("where number 0 belongs"), "{err}");
+        {
+            let db = raw_db();
+            let table = db.cf_handle(CF_ANCHOR_TXS).unwrap();
+            let (k0, v0) = Numbered::entry(0, 1, &block1[0].hash());
+            db.put_cf(table, k0, v0).unwrap();
+        }
+        let ledger = Ledger::open(dir.path()).unwrap();
+        assert_eq!(ledger.state.root(), root, "mended, it opens");
     }
 
     /// Blocks large enough to be hashed on several threads (one over a speculative one)

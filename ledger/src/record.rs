@@ -1,0 +1,278 @@
+//! An anchor's record in the ledger's `anchors` column family, and the table of the
+//! transactions those records name by number.
+//!
+//! A record holds the anchored value and names the transaction that anchored it, in one of two
+//! forms, told apart by their length:
+//!
+//! - **inline**, 72 bytes: `value:[32] tx:[32] height:u64be`. A transaction that anchors fewer
+//!   than [`NUMBERED_FROM`] keys in its block: a POSP's individually signed anchor.
+//! - **numbered**, 33 to 42 bytes: `value:[32] number:LEB128` (7 bits a byte, least
+//!   significant first, minimal: no final byte of 0 but for the number 0 itself). A
+//!   transaction that anchors [`NUMBERED_FROM`] keys or more: a day-end batch. `number`
+//!   indexes the `anchor_txs` family, `number:u64be → height:u64be tx:[32]`, written in the
+//!   same synced write batch as the records; numbers are given from 0 up, in block order, and
+//!   the whole table is read into memory when the ledger opens ([`Numbered`]).
+//!
+//! Why: the 5,000 anchors of a batch share its hash and height, 40 of an inline record's 72
+//! bytes. Numbered, each costs 38 bytes less on disk, and the memtable and the compactions copy
+//! that much less: measured on 2026-12-06, a ledger of ten million batch anchors takes 141
+//! bytes per anchor in all (`vpbox bench growth`; 179 with inline records), and the mix of
+//! `vpbox bench anchors` 153 (190). zstd found the same repetition, at a cost in compactions
+//! the two cores did not have (ARCHITECTURE.md, the ledger). A transaction under the threshold
+//! keeps its hash in its records: a table entry is 40 bytes in memory, so the table holds at
+//! most one entry per [`NUMBERED_FROM`] anchors — 16 MB at a hundred million anchors, whoever
+//! submits.
+//!
+//! Nothing else changes: the state map's leaf is `(key, value, tx, height)` whichever form
+//! holds it, so roots, proofs and checkpoints are the same, and a ledger written before the
+//! numbered form (inline records only, no table) opens as it is.
+
+use vpbox_sm::sm3::Digest;
+
+use crate::Error;
+use crate::state::Leaf;
+use crate::wire::Reader;
+
+/// A transaction anchoring at least this many keys in its block is named by number in their
+/// records (see the module's docs).
+pub(crate) const NUMBERED_FROM: usize = 256;
+
+/// An inline record's length; a numbered one is shorter.
+const INLINE_LEN: usize = 72;
+
+/// The longest LEB128 encoding of a `u64`.
+const NUMBER_MAX_LEN: usize = 10;
+
+/// The inline record of `value`, anchored by `tx` at `height`.
+pub(crate) fn inline(value: &[u8; 32], tx: &Digest, height: u64) -> Vec<u8> {
+    let mut rec = Vec::with_capacity(INLINE_LEN);
+    rec.extend_from_slice(value);
+    rec.extend_from_slice(tx.as_bytes());
+    rec.extend_from_slice(&height.to_be_bytes());
+    rec
+}
+
+/// The numbered record of `value`, anchored by the transaction numbered `number`. Public for
+/// the benchmarks' raw RocksDB, which writes the records a ledger writes.
+#[doc(hidden)]
+pub fn numbered(value: &[u8; 32], number: u64) -> Vec<u8> {
+    let mut rec = Vec::with_capacity(32 + NUMBER_MAX_LEN);
+    rec.extend_from_slice(value);
+    let mut n = number;
+    loop {
+        let low = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            rec.push(low);
+            return rec;
+        }
+        rec.push(low | 0x80);
+    }
+}
+
+/// How a record names its transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Names {
+    /// By hash, with the block's height (inline).
+    Tx { tx: Digest, height: u64 },
+    /// By its number in the table (numbered).
+    Number(u64),
+}
+
+/// A record as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stored {
+    pub(crate) value: [u8; 32],
+    pub(crate) names: Names,
+}
+
+/// Decodes a record of either form.
+pub(crate) fn decode(raw: &[u8]) -> Result<Stored, Error> {
+    let mut r = Reader::new(raw, "anchor record");
+    let value = r.array()?;
+    let names = if raw.len() == INLINE_LEN {
+        Names::Tx { tx: Digest(r.array()?), height: r.u64()? }
+    } else {
+        Names::Number(leb128(&mut r)?)
+    };
+    r.finish()?;
+    Ok(Stored { value, names })
+}
+
+/// A minimal LEB128 `u64` (see the module's docs).
+fn leb128(r: &mut Reader<'_>) -> Result<u64, Error> {
+    let mut n = 0u64;
+    for i in 0..NUMBER_MAX_LEN {
+        let b = r.u8()?;
+        let bits = u64::from(b & 0x7f);
+        if i == NUMBER_MAX_LEN - 1 && bits > 1 {
+            return Err(r.fail("a number past 64 bits"));
+        }
+        n |= bits << (7 * i);
+        if b & 0x80 == 0 {
+            if b == 0 && i > 0 {
+                return Err(r.fail("a number not in its shortest form"));
+            }
+            return Ok(n);
+        }
+    }
+    Err(r.fail("a number past 64 bits"))
+}
+
+/// The numbered transactions, by number: each one's height and hash.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Numbered(Vec<(u64, Digest)>);
+
+impl Numbered {
+    /// The table from its entries in key order (a scan of `anchor_txs`): each must hold the
+    /// next number, from 0.
+    pub(crate) fn from_entries<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        entries: impl IntoIterator<Item = Result<(K, V), Error>>,
+    ) -> Result<Self, Error> {
+        let mut table = Vec::new();
+        for entry in entries {
+            let (k, v) = entry?;
+            let (k, v) = (k.as_ref(), v.as_ref());
+            let want = table.len() as u64;
+            if k != want.to_be_bytes() {
+                let held: String = k.iter().map(|b| format!("{b:02x}")).collect();
+                return Err(Error::Corrupt(format!(
+                    "the numbered transactions' table holds {held} where number {want} belongs"
+                )));
+            }
+            let mut r = Reader::new(v, "numbered transaction");
+            table.push((r.u64()?, Digest(r.array()?)));
+            r.finish()?;
+        }
+        Ok(Self(table))
+    }
+
+    /// The number the next transaction gets.
+    pub(crate) fn next(&self) -> u64 {
+        self.0.len() as u64
+    }
+
+    /// The table's entry of a transaction numbered `number`: key and value.
+    pub(crate) fn entry(number: u64, height: u64, tx: &Digest) -> ([u8; 8], [u8; 40]) {
+        let mut v = [0; 40];
+        v[..8].copy_from_slice(&height.to_be_bytes());
+        v[8..].copy_from_slice(tx.as_bytes());
+        (number.to_be_bytes(), v)
+    }
+
+    /// Adds the next transaction (once its entry is written).
+    pub(crate) fn push(&mut self, height: u64, tx: Digest) {
+        self.0.push((height, tx));
+    }
+
+    /// The state map's leaf of the record `raw` at `key`: an error when it is malformed or
+    /// names a number the table does not hold.
+    pub(crate) fn leaf(&self, key: [u8; 32], raw: &[u8]) -> Result<Leaf, Error> {
+        let Stored { value, names } = decode(raw)?;
+        let (tx, height) = match names {
+            Names::Tx { tx, height } => (tx, height),
+            Names::Number(n) => {
+                let entry = usize::try_from(n).ok().and_then(|i| self.0.get(i));
+                let &(height, tx) = entry.ok_or_else(|| {
+                    Error::Corrupt(format!(
+                        "the anchor at {} names transaction number {n}, which the ledger does \
+                         not hold ({} numbered)",
+                        Digest(key).to_hex(),
+                        self.0.len()
+                    ))
+                })?;
+                (tx, height)
+            }
+        };
+        Ok(Leaf { key, value, tx, height })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn number_of(raw: &[u8]) -> Result<u64, Error> {
+        match decode(raw)?.names {
+            Names::Number(n) => Ok(n),
+            other => panic!("not numbered: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn numbers_round_trip_at_every_length() {
+        let value = [9; 32];
+        let mut edges = vec![0, 1, u64::MAX, u64::MAX - 1];
+        for bits in [7, 14, 21, 28, 35, 42, 49, 56, 63] {
+            edges.extend([(1u64 << bits) - 1, 1 << bits, (1 << bits) + 1]);
+        }
+        for n in edges {
+            let rec = numbered(&value, n);
+            let len = 32 + (64 - n.leading_zeros()).div_ceil(7).max(1) as usize;
+            assert_eq!(rec.len(), len, "{n}");
+            assert_eq!(number_of(&rec).unwrap(), n, "{n}");
+            assert_eq!(decode(&rec).unwrap().value, value);
+        }
+        assert_eq!(numbered(&value, 300)[32..], [0xac, 0x02]);
+    }
+
+    #[test]
+    fn inline_records_round_trip() {
+        let tx = Digest([5; 32]);
+        let rec = inline(&[3; 32], &tx, 0x0102_0304_0506_0708);
+        assert_eq!(rec.len(), INLINE_LEN);
+        let s = decode(&rec).unwrap();
+        assert_eq!(s.value, [3; 32]);
+        assert_eq!(s.names, Names::Tx { tx, height: 0x0102_0304_0506_0708 });
+    }
+
+    #[test]
+    fn malformed_records_are_refused() {
+        let value = [1u8; 32];
+        let with = |tail: &[u8]| [&value[..], tail].concat();
+        for (tail, why) in [
+            (&[][..], "no number"),
+            (&[0x80][..], "truncated"),
+            (&[0x80, 0x00][..], "not shortest"),
+            (&[0x81, 0x80, 0x00][..], "not shortest"),
+            (&[0xff; 10][..], "past 64 bits"),
+            (&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02][..], "past 64 bits"),
+            (&[0x80; 11][..], "past 64 bits"),
+            (&[0x05, 0x00][..], "trailing"),
+        ] {
+            assert!(decode(&with(tail)).is_err(), "{why}: {tail:02x?}");
+        }
+        assert!(decode(&value[..31]).is_err(), "short value");
+        // The largest number in ten bytes is accepted.
+        let max = with(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
+        assert_eq!(number_of(&max).unwrap(), u64::MAX);
+        assert_eq!(number_of(&with(&[0x00])).unwrap(), 0);
+        // 71 and 73 bytes are neither an inline record nor a number.
+        assert!(decode(&[0u8; 71]).is_err());
+        assert!(decode(&[0u8; 73]).is_err());
+    }
+
+    #[test]
+    fn the_table_resolves_numbers_and_refuses_gaps() {
+        let (k0, v0) = Numbered::entry(0, 7, &Digest([7; 32]));
+        let (k1, v1) = Numbered::entry(1, 9, &Digest([9; 32]));
+        let table =
+            Numbered::from_entries([Ok((&k0[..], &v0[..])), Ok((&k1[..], &v1[..]))]).unwrap();
+        assert_eq!(table.next(), 2);
+        let leaf = table.leaf([4; 32], &numbered(&[6; 32], 1)).unwrap();
+        assert_eq!(leaf, Leaf { key: [4; 32], value: [6; 32], tx: Digest([9; 32]), height: 9 });
+        let inline_leaf = table.leaf([4; 32], &inline(&[6; 32], &Digest([2; 32]), 3)).unwrap();
+        assert_eq!(inline_leaf.tx, Digest([2; 32]));
+        assert_eq!(inline_leaf.height, 3);
+        let err = table.leaf([4; 32], &numbered(&[6; 32], 2)).unwrap_err();
+        assert!(matches!(err, Error::Corrupt(ref m) if m.contains("number 2")), "{err}");
+
+        let gap = Numbered::from_entries([Ok((&k1[..], &v1[..]))]).unwrap_err();
+        assert!(matches!(gap, Error::Corrupt(ref m) if m.contains("number 0")), "{gap}");
+        assert!(Numbered::from_entries([Ok((&k0[..], &v0[..39]))]).is_err(), "short entry");
+        let mut table = Numbered::default();
+        table.push(4, Digest([4; 32]));
+        assert_eq!(table.next(), 1);
+        assert_eq!(table.leaf([0; 32], &numbered(&[0; 32], 0)).unwrap().height, 4);
+    }
+}
