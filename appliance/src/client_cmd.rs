@@ -905,8 +905,17 @@ pub(crate) fn bench_anchors(a: &BenchAnchorsArgs) -> Result<Outcome> {
         let mut wb = rocksdb::WriteBatch::default();
         for i in 0..batch as u64 {
             // The record a ledger writes for a batch's anchor: its value and the batch's
-            // number (a batch of fewer than 256 pairs would name its hash and height).
-            let rec = vpbox_ledger::numbered_anchor_record(&bench_key(2, i), t as u64);
+            // number, or, under 256 pairs, the batch's hash and height.
+            let value = bench_key(2, i);
+            let rec = if batch >= vpbox_ledger::NUMBERED_FROM {
+                vpbox_ledger::numbered_anchor_record(&value, t as u64)
+            } else {
+                vpbox_ledger::inline_anchor_record(
+                    &value,
+                    &Digest(bench_key(3, t as u64)),
+                    t as u64,
+                )
+            };
             wb.put(bench_key(9, t as u64 * batch as u64 + i), rec);
         }
         db.write_opt(wb, &wo)?;

@@ -26,7 +26,9 @@ mod wire;
 
 pub use error::Error;
 #[doc(hidden)]
-pub use record::numbered as numbered_anchor_record;
+pub use record::{
+    NUMBERED_FROM, inline as inline_anchor_record, numbered as numbered_anchor_record,
+};
 pub use store::{
     AnchorRecord, Executed, Ledger, Receipt, STATE_CHECKPOINT, StateSource, TrustChanges,
 };

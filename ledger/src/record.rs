@@ -21,7 +21,12 @@
 //! the two cores did not have (ARCHITECTURE.md, the ledger). A transaction under the threshold
 //! keeps its hash in its records: a table entry is 40 bytes in memory, so the table holds at
 //! most one entry per [`NUMBERED_FROM`] anchors — 16 MB at a hundred million anchors, whoever
-//! submits.
+//! submits (up to twice that while its vector grows, and a second copy while a checkpoint's
+//! comparison runs). The count of numbers given is committed with them (`meta`, `numbered`)
+//! and checked against the table at open, with the last entry's height against the tip.
+//!
+//! The first open by this version adds the `anchor_txs` family to an older ledger; from then
+//! on an older binary, which does not name it, cannot open the ledger: the upgrade is one way.
 //!
 //! Nothing else changes: the state map's leaf is `(key, value, tx, height)` whichever form
 //! holds it, so roots, proofs and checkpoints are the same, and a ledger written before the
@@ -35,7 +40,8 @@ use crate::wire::Reader;
 
 /// A transaction anchoring at least this many keys in its block is named by number in their
 /// records (see the module's docs).
-pub(crate) const NUMBERED_FROM: usize = 256;
+#[doc(hidden)]
+pub const NUMBERED_FROM: usize = 256;
 
 /// An inline record's length; a numbered one is shorter.
 const INLINE_LEN: usize = 72;
@@ -43,8 +49,9 @@ const INLINE_LEN: usize = 72;
 /// The longest LEB128 encoding of a `u64`.
 const NUMBER_MAX_LEN: usize = 10;
 
-/// The inline record of `value`, anchored by `tx` at `height`.
-pub(crate) fn inline(value: &[u8; 32], tx: &Digest, height: u64) -> Vec<u8> {
+/// The inline record of `value`, anchored by `tx` at `height`. Public, as [`numbered`] is.
+#[doc(hidden)]
+pub fn inline(value: &[u8; 32], tx: &Digest, height: u64) -> Vec<u8> {
     let mut rec = Vec::with_capacity(INLINE_LEN);
     rec.extend_from_slice(value);
     rec.extend_from_slice(tx.as_bytes());
@@ -140,9 +147,17 @@ impl Numbered {
                     "the numbered transactions' table holds {held} where number {want} belongs"
                 )));
             }
-            let mut r = Reader::new(v, "numbered transaction");
-            table.push((r.u64()?, Digest(r.array()?)));
-            r.finish()?;
+            let entry = (v.len() == 40).then(|| {
+                let (height, tx) = v.split_at(8);
+                Some((u64::from_be_bytes(height.try_into().ok()?), Digest(tx.try_into().ok()?)))
+            });
+            let Some(entry) = entry.flatten() else {
+                return Err(Error::Corrupt(format!(
+                    "numbered transaction {want}: an entry of {} bytes, not 40",
+                    v.len()
+                )));
+            };
+            table.push(entry);
         }
         Ok(Self(table))
     }
@@ -158,6 +173,11 @@ impl Numbered {
         v[..8].copy_from_slice(&height.to_be_bytes());
         v[8..].copy_from_slice(tx.as_bytes());
         (number.to_be_bytes(), v)
+    }
+
+    /// The height of the last numbered transaction, if any.
+    pub(crate) fn last_height(&self) -> Option<u64> {
+        self.0.last().map(|(height, _)| *height)
     }
 
     /// Adds the next transaction (once its entry is written).
@@ -231,16 +251,17 @@ mod tests {
         let value = [1u8; 32];
         let with = |tail: &[u8]| [&value[..], tail].concat();
         for (tail, why) in [
-            (&[][..], "no number"),
+            (&[][..], "truncated"),
             (&[0x80][..], "truncated"),
-            (&[0x80, 0x00][..], "not shortest"),
-            (&[0x81, 0x80, 0x00][..], "not shortest"),
+            (&[0x80, 0x00][..], "not in its shortest form"),
+            (&[0x81, 0x80, 0x00][..], "not in its shortest form"),
             (&[0xff; 10][..], "past 64 bits"),
             (&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02][..], "past 64 bits"),
             (&[0x80; 11][..], "past 64 bits"),
-            (&[0x05, 0x00][..], "trailing"),
+            (&[0x05, 0x00][..], "trailing bytes"),
         ] {
-            assert!(decode(&with(tail)).is_err(), "{why}: {tail:02x?}");
+            let err = decode(&with(tail)).unwrap_err();
+            assert!(err.to_string().contains(why), "{why}: {tail:02x?}: {err}");
         }
         assert!(decode(&value[..31]).is_err(), "short value");
         // The largest number in ten bytes is accepted.
@@ -269,10 +290,15 @@ mod tests {
 
         let gap = Numbered::from_entries([Ok((&k1[..], &v1[..]))]).unwrap_err();
         assert!(matches!(gap, Error::Corrupt(ref m) if m.contains("number 0")), "{gap}");
-        assert!(Numbered::from_entries([Ok((&k0[..], &v0[..39]))]).is_err(), "short entry");
+        let short = Numbered::from_entries([Ok((&k0[..], &v0[..39]))]).unwrap_err();
+        assert!(short.to_string().contains("transaction 0: an entry of 39 bytes"), "{short}");
         let mut table = Numbered::default();
+        assert_eq!(table.last_height(), None);
         table.push(4, Digest([4; 32]));
-        assert_eq!(table.next(), 1);
-        assert_eq!(table.leaf([0; 32], &numbered(&[0; 32], 0)).unwrap().height, 4);
+        assert_eq!(table.last_height(), Some(4));
+        table.push(6, Digest([6; 32]));
+        assert_eq!(table.last_height(), Some(6));
+        assert_eq!(table.next(), 2);
+        assert_eq!(table.leaf([0; 32], &numbered(&[0; 32], 1)).unwrap().height, 6);
     }
 }

@@ -59,6 +59,7 @@ const CFS: [&str; 9] = [
 ];
 const TIP: &[u8] = b"tip";
 const GOVERNANCE: &[u8] = b"governance"; // the governance state (see `governance`)
+const NUMBERED: &[u8] = b"numbered"; // → count:u64be, the numbers given (`anchor_txs`'s length)
 const NODES_AT: &[u8] = b"nodes@"; // ‖ height:u64be → the member list a change set there
 const CONFIG_AT: &[u8] = b"config@"; // ‖ height:u64be → count:u32 (index:u32)*: applied changes
 const ENROLL_AT: &[u8] = b"enroll@"; // ‖ key fingerprint ‖ height:u64be ‖ index:u32be → (empty)
@@ -332,7 +333,9 @@ struct Loaded {
 
 /// The comparison of a state map checkpoint the ledger opened from with the anchors on disk
 /// ([`Ledger::checkpoint_check`]): one scan of the anchors stored by the checkpoint's block
-/// (their records name their block; later ones are left out, so commits may go on meanwhile),
+/// (their records name their block, inline or through the numbered transactions' table, read
+/// again after the scan's iterator takes its view; later ones are left out, so commits may go
+/// on meanwhile),
 /// hashed into buckets that must be the checkpoint's, bucket for bucket. This is what the
 /// open's own scan would have checked: an anchor changed on disk, or a checkpoint whose
 /// buckets hash to the right root from the wrong places, is found — a minute late at ten
@@ -573,6 +576,7 @@ impl Ledger {
             numbered,
         };
         ledger.tip = ledger.check_tip()?;
+        ledger.check_numbered()?;
         let refused = match ledger.load_checkpoint() {
             Ok(Some((top, unchecked))) => {
                 ledger.state = top;
@@ -933,6 +937,36 @@ impl Ledger {
             }
         }
         Ok(Some(block.header))
+    }
+
+    /// Checks the numbered transactions' table against the count committed with it and the
+    /// tip: an entry lost or added on disk would otherwise go unseen until a record names it
+    /// (or, lost last, until the next commit gave its number to another transaction).
+    fn check_numbered(&self) -> Result<(), Error> {
+        let count = match self.db.get_cf(self.cf(CF_META)?, NUMBERED)? {
+            Some(raw) => {
+                let mut r = Reader::new(&raw, "numbered count");
+                let count = r.u64()?;
+                r.finish()?;
+                count
+            }
+            None => 0, // none given yet (or a ledger from before numbered records)
+        };
+        if count != self.numbered.next() {
+            return Err(Error::Corrupt(format!(
+                "{} numbered transactions in their table, {count} committed",
+                self.numbered.next()
+            )));
+        }
+        let tip = self.tip.map_or(0, |t| t.height);
+        if let Some(last) = self.numbered.last_height()
+            && (self.tip.is_none() || last > tip)
+        {
+            return Err(Error::Corrupt(format!(
+                "a numbered transaction at height {last}, above the tip (block {tip})"
+            )));
+        }
+        Ok(())
     }
 
     /// The tip's header, if any block is stored.
@@ -1402,13 +1436,19 @@ impl Ledger {
             *anchored.entry(*tx).or_default() += 1;
         }
         let mut numbers: HashMap<Digest, u64> = HashMap::new();
+        let mut numbered: Vec<Digest> = Vec::new();
         for (tx, _) in &executed.receipts {
             if anchored.get(tx).is_some_and(|n| *n >= NUMBERED_FROM) && !numbers.contains_key(tx) {
-                let number = self.numbered.next() + numbers.len() as u64;
+                let number = self.numbered.next() + numbered.len() as u64;
                 let (k, v) = Numbered::entry(number, h.height, tx);
                 batch.put_cf(self.cf(CF_ANCHOR_TXS)?, k, v);
                 numbers.insert(*tx, number);
+                numbered.push(*tx);
             }
+        }
+        if !numbered.is_empty() {
+            let count = self.numbered.next() + numbered.len() as u64;
+            batch.put_cf(self.cf(CF_META)?, NUMBERED, count.to_be_bytes());
         }
         // In key order (the leaves are sorted): the memtable's skip list inserts a sorted run
         // from where the last insert ended instead of searching from the top for each.
@@ -1482,9 +1522,7 @@ impl Ledger {
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
         self.db.write_opt(batch, &wo)?;
-        let mut numbered: Vec<(u64, Digest)> = numbers.into_iter().map(|(tx, n)| (n, tx)).collect();
-        numbered.sort_unstable();
-        for (_, tx) in numbered {
+        for tx in numbered {
             self.numbered.push(h.height, tx);
         }
         self.tip = Some(*h);
@@ -1988,14 +2026,17 @@ mod tests {
         drop(ledger);
         let mut ledger = Ledger::open(dir.path()).unwrap();
         assert_eq!(ledger.state_source(), &StateSource::Checkpoint);
-        ledger.checkpoint_check().unwrap().run().unwrap();
+        let checkpoint_check = ledger.checkpoint_check().unwrap();
         check(&ledger);
-        // The next numbers follow on after a reopen.
+        // The next numbers follow on after a reopen; a numbered block committed while the
+        // comparison is owed does not upset it.
         let more: Vec<([u8; 32], [u8; 32])> = (0..n as u32)
             .map(|i| (vpbox_sm::sm3::hash((i + 1_000_000).to_be_bytes()).0, [1; 32]))
             .collect();
         let last = tx(&s, 6, Payload::AnchorPutBatch(more.clone()));
         commit(&mut ledger, std::slice::from_ref(&last));
+        checkpoint_check.run().unwrap();
+        drop(checkpoint_check);
         assert_eq!(ledger.numbered.next(), 4);
         assert_eq!(ledger.anchor(&more[9].0).unwrap().unwrap().tx, last.hash());
         let root = ledger.tip().unwrap().state_root;
@@ -2016,7 +2057,18 @@ mod tests {
             db.delete_cf(table, 3u64.to_be_bytes()).unwrap();
         }
         let Err(err) = Ledger::open(dir.path()) else { panic!("a missing entry was opened") };
+        assert!(err.to_string().contains("3 numbered transactions in their table, 4"), "{err}");
+        // Without the count to tell, the records that name it are refused, naming the number.
+        {
+            let db = raw_db();
+            db.put_cf(db.cf_handle(CF_META).unwrap(), NUMBERED, 3u64.to_be_bytes()).unwrap();
+        }
+        let Err(err) = Ledger::open(dir.path()) else { panic!("a missing entry was opened") };
         assert!(err.to_string().contains("transaction number 3"), "{err}");
+        {
+            let db = raw_db();
+            db.put_cf(db.cf_handle(CF_META).unwrap(), NUMBERED, 4u64.to_be_bytes()).unwrap();
+        }
         // The first entry gone: the table has a gap.
         {
             let db = raw_db();
@@ -2035,6 +2087,16 @@ mod tests {
         }
         let ledger = Ledger::open(dir.path()).unwrap();
         assert_eq!(ledger.state.root(), root, "mended, it opens");
+        drop(ledger);
+        // An entry added above the tip, the count with it.
+        {
+            let db = raw_db();
+            let (k4, v4) = Numbered::entry(4, 9, &Digest([4; 32]));
+            db.put_cf(db.cf_handle(CF_ANCHOR_TXS).unwrap(), k4, v4).unwrap();
+            db.put_cf(db.cf_handle(CF_META).unwrap(), NUMBERED, 5u64.to_be_bytes()).unwrap();
+        }
+        let Err(err) = Ledger::open(dir.path()) else { panic!("an added entry was opened") };
+        assert!(err.to_string().contains("at height 9, above the tip (block 3)"), "{err}");
     }
 
     /// Blocks large enough to be hashed on several threads (one over a speculative one)
