@@ -1,3 +1,4 @@
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
@@ -1430,20 +1431,22 @@ impl Ledger {
         }
         let mut batch = WriteBatch::default();
         // The transactions that anchor NUMBERED_FROM keys or more here get the next numbers,
-        // in block order, and their anchors' records name them by number (`record`).
-        let mut anchored: HashMap<Digest, usize> = HashMap::new();
-        for (_, tx) in executed.anchors.values() {
-            *anchored.entry(*tx).or_default() += 1;
-        }
+        // in block order, and their anchors' records name them by number (`record`). A put's
+        // anchors in this block are its receipt's `Success` outcomes (one per pair it
+        // anchored; a pair whose key was taken is `KeyExists`); any other transaction has a
+        // single outcome, so it never reaches the threshold.
         let mut numbers: HashMap<Digest, u64> = HashMap::new();
         let mut numbered: Vec<Digest> = Vec::new();
-        for (tx, _) in &executed.receipts {
-            if anchored.get(tx).is_some_and(|n| *n >= NUMBERED_FROM) && !numbers.contains_key(tx) {
-                let number = self.numbered.next() + numbered.len() as u64;
-                let (k, v) = Numbered::entry(number, h.height, tx);
-                batch.put_cf(self.cf(CF_ANCHOR_TXS)?, k, v);
-                numbers.insert(*tx, number);
-                numbered.push(*tx);
+        for (tx, receipt) in &executed.receipts {
+            let anchored = receipt.outcomes.iter().filter(|o| **o == PutOutcome::Success).count();
+            if anchored >= NUMBERED_FROM {
+                if let Entry::Vacant(e) = numbers.entry(*tx) {
+                    let number = self.numbered.next() + numbered.len() as u64;
+                    let (k, v) = Numbered::entry(number, h.height, tx);
+                    batch.put_cf(self.cf(CF_ANCHOR_TXS)?, k, v);
+                    e.insert(number);
+                    numbered.push(*tx);
+                }
             }
         }
         if !numbered.is_empty() {
