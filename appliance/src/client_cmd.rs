@@ -691,7 +691,8 @@ pub(crate) fn percentile(lat: &mut [Duration], p: f64) -> f64 {
 pub(crate) struct BenchCluster {
     exe: PathBuf,
     pub(crate) dir: PathBuf,
-    _tmp: tempfile::TempDir,
+    /// `None` once [`BenchCluster::keep`] kept the folder.
+    tmp: Option<tempfile::TempDir>,
 }
 
 impl BenchCluster {
@@ -721,7 +722,7 @@ impl BenchCluster {
             let kept = tmp.keep();
             bail!("cluster up (in {}): {}", kept.display(), String::from_utf8_lossy(&out.stderr));
         }
-        Ok(Self { exe, dir, _tmp: tmp })
+        Ok(Self { exe, dir, tmp: Some(tmp) })
     }
 
     /// Stops every node cleanly (each flushes its tables and leaves its state map's
@@ -735,6 +736,12 @@ impl BenchCluster {
             bail!("cluster down: {}", String::from_utf8_lossy(&out.stderr));
         }
         Ok(())
+    }
+
+    /// Keeps the folder after the cluster is dropped (stopped), for the logs an error names;
+    /// its path.
+    pub(crate) fn keep(mut self) -> PathBuf {
+        self.tmp.take().map_or_else(|| self.dir.clone(), tempfile::TempDir::keep)
     }
 
     /// A stopped node's ledger on disk ([`vpbox_ledger::disk::stopped_bytes`]): an error

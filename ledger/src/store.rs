@@ -221,7 +221,8 @@ pub struct Receipt {
     pub height: u64,
     /// Index in the block.
     pub index: u32,
-    /// One outcome per anchor put (empty for configuration transactions).
+    /// One outcome per pair of an anchor put; one for a configuration, enrollment or CRL
+    /// transaction.
     pub outcomes: Vec<PutOutcome>,
 }
 
@@ -1438,6 +1439,7 @@ impl Ledger {
         let mut numbers: HashMap<Digest, u64> = HashMap::new();
         let mut numbered: Vec<Digest> = Vec::new();
         for (tx, receipt) in &executed.receipts {
+            const _: () = assert!(NUMBERED_FROM > 1, "a lone outcome must never be numbered");
             let anchored = receipt.outcomes.iter().filter(|o| **o == PutOutcome::Success).count();
             if anchored >= NUMBERED_FROM {
                 if let Entry::Vacant(e) = numbers.entry(*tx) {
