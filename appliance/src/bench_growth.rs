@@ -179,8 +179,8 @@ pub(crate) fn bench_growth(a: &BenchGrowthArgs) -> Result<Outcome> {
              {took:.1} s: {rate:.0} anchors/s   (goal >= 50,000 after 1,000,000)",
             a.nodes, a.catch_up, c.target
         );
-        catch.push(json!({"settled": settle, "waited_s": c.waited, "s": took,
-                          "per_s": rate.round()}));
+        catch.push(json!({"quiet_before_stop_s": c.before, "settled": settle,
+                          "waited_s": c.waited, "s": took, "per_s": rate.round()}));
     }
     if let Some(e) = failed {
         println!(
@@ -228,8 +228,10 @@ pub(crate) fn bench_growth(a: &BenchGrowthArgs) -> Result<Outcome> {
 
 /// A catch-up measured by [`catch_up`].
 struct CatchUp {
-    /// Node 1's height when the node was started again.
+    /// The others' highest height when the node was started again.
     target: u64,
+    /// How long every node took to go quiet before the stop (`None`: they did not).
+    before: Option<f64>,
     /// From the start to that height, in seconds.
     took: f64,
     /// How long the others took to go quiet after the load, when that was waited for and they
@@ -257,7 +259,7 @@ fn catch_up(
     let all = (1..=last).map(pid_of).collect::<Result<Vec<_>>>()?;
     // Every node quiet first, the one stopped too: what it left uncompacted at its stop would
     // otherwise slow its catch-up, and differently each time.
-    quiet(&all)?;
+    let before = quiet(&all)?;
     let pid = pid_of(last)?;
     let Some(p) = rustix::process::Pid::from_raw(pid) else { bail!("node{last}: no pid") };
     rustix::process::kill_process(p, rustix::process::Signal::TERM)?;
@@ -294,7 +296,7 @@ fn catch_up(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(CatchUp { target, took: restart.elapsed().as_secs_f64(), waited })
+    Ok(CatchUp { target, took: restart.elapsed().as_secs_f64(), before, waited })
 }
 
 /// CPU time used so far by the processes `pids` (their user and system time), in seconds.
