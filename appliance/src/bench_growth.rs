@@ -39,7 +39,7 @@ use vpbox_sm::SoftwareSigner;
 use vpbox_sm::sm2::SecretKey;
 
 use crate::Outcome;
-use crate::client_cmd::{BenchCluster, bench_key, drive, percentile, sign};
+use crate::client_cmd::{BenchCluster, bench_key, drive, percentile, pid_in, sign, stop_and_wait};
 
 /// `vpbox bench growth …`
 #[derive(Debug, Args)]
@@ -253,23 +253,13 @@ fn catch_up(
     count: u64,
     settle: bool,
 ) -> Result<CatchUp> {
-    let pid_of = |i: u32| -> Result<i32> {
-        Ok(std::fs::read_to_string(dir.join(format!("node{i}/node.pid")))?.trim().parse()?)
-    };
-    let all = (1..=last).map(pid_of).collect::<Result<Vec<_>>>()?;
+    let all = (1..=last)
+        .map(|i| pid_in(&dir.join(format!("node{i}/node.pid"))))
+        .collect::<Result<Vec<_>>>()?;
     // Every node quiet first, the one stopped too: what it left uncompacted at its stop would
     // otherwise slow its catch-up, and differently each time.
     let before = quiet(&all)?;
-    let pid = pid_of(last)?;
-    let Some(p) = rustix::process::Pid::from_raw(pid) else { bail!("node{last}: no pid") };
-    rustix::process::kill_process(p, rustix::process::Signal::TERM)?;
-    let stopped = Instant::now();
-    while std::fs::metadata(format!("/proc/{pid}")).is_ok() {
-        if stopped.elapsed() > Duration::from_secs(30) {
-            bail!("node{last} did not stop within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    stop_and_wait(all[all.len() - 1], &format!("node{last}"))?;
     load(others, s, batch, from, from + count, "while node stopped")?;
     let waited = if settle { quiet(&all[..all.len() - 1])? } else { None };
     // The highest of the others (each batch was awaited on the node it went to).

@@ -39,6 +39,7 @@ use serde_json::{Value, json};
 use vpbox_node::rpc::{Methods, RpcError};
 
 use crate::Outcome;
+use crate::client_cmd::{pid_in, stop_and_wait};
 
 /// `vpbox bench proxy`.
 #[derive(Debug, Args)]
@@ -505,17 +506,7 @@ fn configure_box(dir: &Path, profile: &str) -> Result<()> {
     proxy.insert("api_profile".into(), profile.into());
     proxy.insert("limits".into(), toml::from_str::<toml::Table>(BOX_LIMITS)?.into());
     std::fs::write(&path, toml::to_string(&config)?)?;
-    let pid_file = dir.join("node1/proxy.pid");
-    let pid: i32 = std::fs::read_to_string(&pid_file)?.trim().parse()?;
-    let pid = rustix::process::Pid::from_raw(pid).context("proxy 1's pid")?;
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM)?;
-    let start = Instant::now();
-    while Path::new(&format!("/proc/{}", pid.as_raw_nonzero())).exists() {
-        if start.elapsed() > Duration::from_secs(30) {
-            bail!("proxy 1 did not stop within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    stop_and_wait(pid_in(&dir.join("node1/proxy.pid"))?, "proxy 1")?;
     let up = Command::new(std::env::current_exe()?)
         .args(["cluster", "up", "--dir"])
         .arg(dir)

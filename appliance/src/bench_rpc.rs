@@ -4,18 +4,18 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 use vpbox_node::client::RpcClient;
 
 use crate::Outcome;
-use crate::client_cmd::BenchCluster;
+use crate::client_cmd::{BenchCluster, pid_in};
 
 /// `vpbox bench rpc`.
 #[derive(Debug, Args)]
@@ -109,15 +109,10 @@ fn hostile_body(n: usize) -> Vec<u8> {
     b
 }
 
-fn node_pid(dir: &Path) -> Result<u32> {
-    let text = std::fs::read_to_string(dir.join("node1/node.pid")).context("node1's pid file")?;
-    text.trim().parse().context("node1's pid")
-}
-
 pub(crate) fn bench_rpc(a: &BenchRpcArgs) -> Result<Outcome> {
     let cluster = BenchCluster::up(4, a.module.as_deref(), None)?;
     let socket = cluster.dir.join("node1/rpc.sock");
-    let pid = node_pid(&cluster.dir)?;
+    let pid = u32::try_from(pid_in(&cluster.dir.join("node1/node.pid"))?)?;
     // Settle: a few honest calls, then the baseline.
     for _ in 0..20 {
         let _ = RpcClient::new(&socket).call("block_getChainHeight", json!([]));

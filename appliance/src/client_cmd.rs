@@ -753,6 +753,29 @@ impl BenchCluster {
     }
 }
 
+/// The pid a cluster process wrote at its start (`nodeN/node.pid`, `nodeN/proxy.pid`, under
+/// a [`BenchCluster`]'s folder).
+pub(crate) fn pid_in(file: &Path) -> Result<i32> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("{}", file.display()))?;
+    text.trim().parse().with_context(|| format!("the pid in {}", file.display()))
+}
+
+/// Stops the process `pid` (SIGTERM, as `cluster down` does) and waits until it is gone: an
+/// error naming `what` if it is still there after 30 s.
+pub(crate) fn stop_and_wait(pid: i32, what: &str) -> Result<()> {
+    let p = rustix::process::Pid::from_raw(pid).with_context(|| format!("{what}: pid {pid}"))?;
+    rustix::process::kill_process(p, rustix::process::Signal::TERM)
+        .with_context(|| format!("{what}: SIGTERM"))?;
+    let start = Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        if start.elapsed() > Duration::from_secs(30) {
+            bail!("{what} did not stop within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
 impl Drop for BenchCluster {
     fn drop(&mut self) {
         let _ = self.down();
