@@ -22,6 +22,7 @@ pub mod slip;
 pub mod state;
 mod store;
 pub mod tx;
+mod txrecord;
 mod wire;
 
 pub use error::Error;

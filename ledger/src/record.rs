@@ -65,15 +65,20 @@ pub fn inline(value: &[u8; 32], tx: &Digest, height: u64) -> Vec<u8> {
 pub fn numbered(value: &[u8; 32], number: u64) -> Vec<u8> {
     let mut rec = Vec::with_capacity(32 + NUMBER_MAX_LEN);
     rec.extend_from_slice(value);
-    let mut n = number;
+    push_leb128(&mut rec, number);
+    rec
+}
+
+/// Appends `n` as a minimal LEB128 (see the module's docs).
+pub(crate) fn push_leb128(out: &mut Vec<u8>, mut n: u64) {
     loop {
         let low = (n & 0x7f) as u8;
         n >>= 7;
         if n == 0 {
-            rec.push(low);
-            return rec;
+            out.push(low);
+            return;
         }
-        rec.push(low | 0x80);
+        out.push(low | 0x80);
     }
 }
 
@@ -107,7 +112,7 @@ pub(crate) fn decode(raw: &[u8]) -> Result<Stored, Error> {
 }
 
 /// A minimal LEB128 `u64` (see the module's docs).
-fn leb128(r: &mut Reader<'_>) -> Result<u64, Error> {
+pub(crate) fn leb128(r: &mut Reader<'_>) -> Result<u64, Error> {
     let mut n = 0u64;
     for i in 0..NUMBER_MAX_LEN {
         let b = r.u8()?;

@@ -20,6 +20,7 @@ use crate::merkle;
 use crate::record::{self, NUMBERED_FROM, Numbered};
 use crate::state::{self, Changes, Leaf, TOP_DEPTH};
 use crate::tx::{Payload, Tx};
+use crate::txrecord;
 use crate::wire::Reader;
 
 /// The block cache the looked-up column families share (index, filter and data blocks). A
@@ -38,8 +39,8 @@ const WAL_MAX: u64 = 256 << 20;
 
 const CF_BLOCKS: &str = "blocks"; // height:u64be → block encoding
 const CF_BLOCK_INDEX: &str = "block_index"; // block hash → height:u64be
-const CF_TXS: &str = "txs"; // tx hash → height:u64 index:u32 tx encoding
-const CF_RECEIPTS: &str = "receipts"; // tx hash → height:u64 index:u32 outcome codes
+const CF_TXS: &str = "txs"; // tx hash → place, receipt's outcomes, tx encoding (`txrecord`)
+const CF_RECEIPTS: &str = "receipts"; // written before: tx hash → height:u64 index:u32 codes
 const CF_ANCHORS: &str = "anchors"; // key → value:[32] (tx:[32] height:u64 | number) (`record`)
 const CF_ANCHOR_TXS: &str = "anchor_txs"; // number:u64be → height:u64be tx:[32] (`record`)
 const CF_META: &str = "meta"; // "tip" → height:u64 hash:[32]
@@ -1471,15 +1472,9 @@ impl Ledger {
                 .txs
                 .get(receipt.index as usize)
                 .ok_or_else(|| Error::Corrupt("receipt index out of range".into()))?;
-            let mut loc = Vec::with_capacity(12);
-            loc.extend_from_slice(&h.height.to_be_bytes());
-            loc.extend_from_slice(&receipt.index.to_be_bytes());
-            let mut tx_rec = loc.clone();
-            tx_rec.extend_from_slice(&tx.encode());
-            batch.put_cf(self.cf(CF_TXS)?, tx_hash.as_bytes(), tx_rec);
-            let mut receipt_rec = loc;
-            receipt_rec.extend(receipt.outcomes.iter().map(|o| o.code()));
-            batch.put_cf(self.cf(CF_RECEIPTS)?, tx_hash.as_bytes(), receipt_rec);
+            let codes: Vec<u8> = receipt.outcomes.iter().map(|o| o.code()).collect();
+            let rec = txrecord::encode(h.height, receipt.index, &codes, &tx.encode());
+            batch.put_cf(self.cf(CF_TXS)?, tx_hash.as_bytes(), rec);
         }
         for (key, der) in &executed.certs {
             batch.put_cf(self.cf(CF_CERTS)?, key.as_bytes(), der);
@@ -1575,21 +1570,34 @@ impl Ledger {
         let Some(raw) = self.db.get_pinned_cf(self.cf(CF_TXS)?, hash.as_bytes())? else {
             return Ok(None);
         };
-        let mut r = Reader::new(&raw, "transaction record");
-        let (height, index) = (r.u64()?, r.u32()?);
-        let tx = Tx::decode(r.take(r.rest_len())?).map_err(|e| Error::Corrupt(e.to_string()))?;
-        Ok(Some((height, index, tx)))
+        let rec = txrecord::decode(&raw)?;
+        let tx = Tx::decode(rec.tx).map_err(|e| Error::Corrupt(e.to_string()))?;
+        Ok(Some((rec.height, rec.index, tx)))
     }
 
-    /// A transaction's receipt.
+    /// A transaction's receipt: from its record in `txs`, or for a transaction committed
+    /// before receipts moved there, from the `receipts` family ([`txrecord`]).
     pub fn receipt(&self, hash: &Digest) -> Result<Option<Receipt>, Error> {
-        let Some(raw) = self.db.get_pinned_cf(self.cf(CF_RECEIPTS)?, hash.as_bytes())? else {
+        let Some(raw) = self.db.get_pinned_cf(self.cf(CF_TXS)?, hash.as_bytes())? else {
             return Ok(None);
         };
-        let mut r = Reader::new(&raw, "receipt");
-        let (height, index) = (r.u64()?, r.u32()?);
-        let outcomes = r
-            .take(r.rest_len())?
+        let rec = txrecord::decode(&raw)?;
+        let (height, index, codes) = match rec.codes {
+            Some(codes) => (rec.height, rec.index, codes),
+            None => {
+                let Some(old) = self.db.get_pinned_cf(self.cf(CF_RECEIPTS)?, hash.as_bytes())?
+                else {
+                    return Err(Error::Corrupt(format!(
+                        "transaction {} has no receipt",
+                        hash.to_hex()
+                    )));
+                };
+                let mut r = Reader::new(&old, "receipt");
+                let (height, index) = (r.u64()?, r.u32()?);
+                (height, index, r.take(r.rest_len())?.to_vec())
+            }
+        };
+        let outcomes = codes
             .iter()
             .map(|c| {
                 PutOutcome::from_code(*c).ok_or_else(|| Error::Corrupt("bad outcome code".into()))
@@ -1722,6 +1730,50 @@ mod tests {
             ]
         );
         assert!(ledger.receipt(&put(&s, 9, 9, 9).hash()).unwrap().is_none());
+    }
+
+    #[test]
+    fn transactions_and_receipts_written_before_read_back_beside_new_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SoftwareSigner::new(SecretKey::generate().unwrap());
+        let old = [put(&s, 1, 1, 10), put(&s, 2, 1, 11)];
+        let new = put(&s, 3, 2, 12);
+        {
+            let mut ledger = open(dir.path());
+            commit(&mut ledger, &old);
+            // Block 1's records as a ledger from before wrote them: the place and the
+            // transaction in `txs`, the receipt in `receipts`.
+            for (i, t) in old.iter().enumerate() {
+                let mut loc = 1u64.to_be_bytes().to_vec();
+                loc.extend_from_slice(&(i as u32).to_be_bytes());
+                let txs = ledger.db.cf_handle(CF_TXS).unwrap();
+                ledger
+                    .db
+                    .put_cf(txs, t.hash().as_bytes(), [&loc[..], &t.encode()].concat())
+                    .unwrap();
+                let receipts = ledger.db.cf_handle(CF_RECEIPTS).unwrap();
+                ledger
+                    .db
+                    .put_cf(receipts, t.hash().as_bytes(), [&loc[..], &[i as u8]].concat())
+                    .unwrap();
+            }
+        }
+        let mut ledger = Ledger::open(dir.path()).unwrap();
+        commit(&mut ledger, std::slice::from_ref(&new));
+        for (t, height, index, outcome) in
+            [(&old[0], 1, 0, Success), (&old[1], 1, 1, KeyExists), (&new, 2, 0, Success)]
+        {
+            let r = ledger.receipt(&t.hash()).unwrap().unwrap();
+            assert_eq!((r.height, r.index, r.outcomes), (height, index, vec![outcome]));
+            assert_eq!(ledger.transaction(&t.hash()).unwrap().unwrap(), (height, index, t.clone()));
+        }
+        // The new record holds its receipt: nothing was written to `receipts`.
+        let receipts = ledger.db.cf_handle(CF_RECEIPTS).unwrap();
+        assert!(ledger.db.get_cf(receipts, new.hash().as_bytes()).unwrap().is_none());
+        // A record from before whose receipt is missing is corruption, said so.
+        ledger.db.delete_cf(receipts, old[0].hash().as_bytes()).unwrap();
+        let err = ledger.receipt(&old[0].hash()).unwrap_err();
+        assert!(matches!(err, Error::Corrupt(ref m) if m.contains("has no receipt")), "{err}");
     }
 
     #[test]
