@@ -201,19 +201,21 @@ pub(crate) fn bench_growth(a: &BenchGrowthArgs) -> Result<Outcome> {
     // failure here loses none of the figures above (printed already; `null` in the JSON).
     let anchors = from.max(1) as f64;
     let disk = cluster.down().and_then(|()| cluster.ledger_bytes(1));
-    let (per_anchor, checkpoint) = match &disk {
-        Ok(vpbox_ledger::disk::StoppedBytes { all, checkpoint }) => {
-            let per_anchor = all.saturating_sub(*checkpoint) as f64 / anchors;
+    let (per_anchor, checkpoint, engine_text) = match &disk {
+        Ok(d) => {
+            let per_anchor = d.of_records() as f64 / anchors;
             println!(
-                "bytes on disk per anchor (node1 ledger): {per_anchor:.0}, and the state map's \
-                 checkpoint of a clean stop: {:.1} MB",
-                *checkpoint as f64 / 1e6
+                "bytes on disk per anchor (node1 ledger): {per_anchor:.1}; apart, the state map's \
+                 checkpoint of a clean stop: {:.1} MB, and RocksDB's log and options files: \
+                 {:.2} MB",
+                d.checkpoint as f64 / 1e6,
+                d.engine_text as f64 / 1e6
             );
-            (Some(per_anchor.round()), Some(*checkpoint))
+            (Some((per_anchor * 10.0).round() / 10.0), Some(d.checkpoint), Some(d.engine_text))
         }
         Err(e) => {
             eprintln!("bytes on disk per anchor: not measured: {e:#}");
-            (None, None)
+            (None, None, None)
         }
     };
     println!(
@@ -221,7 +223,8 @@ pub(crate) fn bench_growth(a: &BenchGrowthArgs) -> Result<Outcome> {
         json!({"bench": "growth", "nodes": a.nodes, "anchors": a.anchors, "load_per_s": load_rate.round(),
                "reads": a.reads, "get_p50_ms": p50, "get_p99_ms": p99, "get_max_ms": max,
                "catch_up": a.catch_up, "catch_ups": catch,
-               "bytes_per_anchor": per_anchor, "checkpoint_bytes": checkpoint})
+               "bytes_per_anchor": per_anchor, "checkpoint_bytes": checkpoint,
+               "engine_text_bytes": engine_text})
     );
     Ok(Outcome::Ok)
 }

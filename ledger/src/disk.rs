@@ -35,6 +35,25 @@ pub struct StoppedBytes {
     /// anchors, so at most 39 MB whatever the ledger's size; the benchmarks give it apart from
     /// the cost per anchor. The first block after the next open removes it.
     pub checkpoint: u64,
+    /// RocksDB's text files: its information log (`LOG`, `LOG.old.*`, at most
+    /// [`ENGINE_LOG_MAX`](crate::ENGINE_LOG_MAX) bytes each and
+    /// [`ENGINE_LOGS_KEPT`](crate::ENGINE_LOGS_KEPT) old ones) and its options files
+    /// (`OPTIONS-*`, the two newest kept). Bounded whatever the ledger's size, so given apart
+    /// from the cost per anchor, as the checkpoint is.
+    pub engine_text: u64,
+}
+
+impl StoppedBytes {
+    /// What grows with the anchors: every file but the checkpoint and RocksDB's text files.
+    pub fn of_records(&self) -> u64 {
+        self.all.saturating_sub(self.checkpoint).saturating_sub(self.engine_text)
+    }
+}
+
+/// Whether the file named `name`, at the top of a ledger's folder, is RocksDB's information
+/// log or an options file.
+fn engine_text(name: &str) -> bool {
+    name == "LOG" || name.starts_with("LOG.old.") || name.starts_with("OPTIONS-")
 }
 
 /// The size of the ledger at `dir`, which must have stopped cleanly: without the state map's
@@ -51,7 +70,15 @@ pub fn stopped_bytes(dir: &Path) -> Result<StoppedBytes, Error> {
             Error::Checkpoint(format!("{}: {why}", file.display()))
         })?
         .len();
-    Ok(StoppedBytes { all: tree_bytes(dir), checkpoint })
+    let mut text = 0u64;
+    // A folder that cannot be read counts 0, as in [`tree_bytes`].
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(meta) = std::fs::symlink_metadata(e.path()) else { continue };
+        if meta.is_file() && e.file_name().to_str().is_some_and(engine_text) {
+            text = text.saturating_add(meta.len());
+        }
+    }
+    Ok(StoppedBytes { all: tree_bytes(dir), checkpoint, engine_text: text })
 }
 
 #[cfg(test)]
@@ -67,6 +94,19 @@ mod tests {
         assert_eq!(tree_bytes(dir.path()), 123);
         assert!(stopped_bytes(dir.path()).is_err(), "no checkpoint");
         std::fs::write(dir.path().join(STATE_CHECKPOINT), [0u8; 7]).unwrap();
-        assert_eq!(stopped_bytes(dir.path()).unwrap(), StoppedBytes { all: 130, checkpoint: 7 });
+        let both = StoppedBytes { all: 130, checkpoint: 7, engine_text: 0 };
+        assert_eq!(stopped_bytes(dir.path()).unwrap(), both);
+        assert_eq!(both.of_records(), 123);
+        // RocksDB's text files at the top are counted apart; a table, or a LOG in a folder
+        // below, is not one of them.
+        for (name, len) in
+            [("LOG", 5), ("LOG.old.1733", 6), ("OPTIONS-000007", 8), ("000012.sst", 9)]
+        {
+            std::fs::write(dir.path().join(name), vec![0u8; len]).unwrap();
+        }
+        std::fs::write(dir.path().join("a/LOG"), [0u8; 11]).unwrap();
+        let got = stopped_bytes(dir.path()).unwrap();
+        assert_eq!(got, StoppedBytes { all: 130 + 19 + 9 + 11, checkpoint: 7, engine_text: 19 });
+        assert_eq!(got.of_records(), 123 + 9 + 11);
     }
 }

@@ -31,5 +31,6 @@ pub use record::{
     NUMBERED_FROM, inline as inline_anchor_record, numbered as numbered_anchor_record,
 };
 pub use store::{
-    AnchorRecord, Executed, Ledger, Receipt, STATE_CHECKPOINT, StateSource, TrustChanges,
+    AnchorRecord, ENGINE_LOG_MAX, ENGINE_LOGS_KEPT, Executed, Ledger, Receipt, STATE_CHECKPOINT,
+    StateSource, TrustChanges,
 };
