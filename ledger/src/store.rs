@@ -1748,6 +1748,27 @@ mod tests {
     }
 
     #[test]
+    fn rocksdbs_information_log_is_bounded_and_the_filters_are_ribbon() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(dir.path()));
+        // The options RocksDB took, as it wrote them down at open.
+        let options = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("OPTIONS-"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap())
+            .max_by_key(String::len)
+            .unwrap();
+        let set = |line: &str| options.lines().any(|l| l.trim() == line);
+        assert!(set(&format!("max_log_file_size={ENGINE_LOG_MAX}")), "{options}");
+        assert!(set(&format!("keep_log_file_num={ENGINE_LOGS_KEPT}")), "{options}");
+        // Each family looked up by key: a Ribbon filter (RocksDB names it by its bloom
+        // equivalent bits).
+        let ribbon = options.lines().filter(|l| l.contains("filter_policy=ribbonfilter")).count();
+        assert_eq!(ribbon, 5, "{options}");
+    }
+
+    #[test]
     fn transactions_and_receipts_written_before_read_back_beside_new_ones() {
         let dir = tempfile::tempdir().unwrap();
         let s = SoftwareSigner::new(SecretKey::generate().unwrap());
