@@ -242,7 +242,7 @@ mod tests {
         assert_eq!(whole_txs(&b, &enc), Some(t.clone()));
         // Sent in another order: put back in the block's.
         let shuffled = vec![enc[2].clone(), enc[0].clone(), enc[1].clone()];
-        assert_eq!(whole_txs(&b, &shuffled), Some(t.clone()));
+        assert_eq!(whole_txs(&b, &shuffled), Some(t));
         // One missing, one not of the block, one that does not decode, a repeat: none.
         assert_eq!(whole_txs(&b, &enc[..2]), None);
         let stranger = txs(4).pop().unwrap().encode();
