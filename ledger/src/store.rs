@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rocksdb::{
     BlockBasedIndexType, BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, IteratorMode,
-    Options, ReadOptions, Snapshot, WriteBatch, WriteOptions,
+    Options, WriteBatch, WriteOptions,
 };
 use vpbox_ca::CertProfile;
 use vpbox_ca::policy::{Decision, Identity, TrustStore};
@@ -74,22 +74,6 @@ const NUMBERED: &[u8] = b"numbered"; // → count:u64be, the numbers given (`anc
 const NODES_AT: &[u8] = b"nodes@"; // ‖ height:u64be → the member list a change set there
 const CONFIG_AT: &[u8] = b"config@"; // ‖ height:u64be → count:u32 (index:u32)*: applied changes
 const ENROLL_AT: &[u8] = b"enroll@"; // ‖ key fingerprint ‖ height:u64be ‖ index:u32be → (empty)
-
-/// Read options at `snap`, a snapshot of the database, or (`None`) at its latest state.
-fn read_at(snap: Option<&Snapshot<'_>>) -> ReadOptions {
-    let mut o = ReadOptions::default();
-    if let Some(snapshot) = snap {
-        o.set_snapshot(snapshot);
-    }
-    o
-}
-
-/// Writes `batch` and waits for it to be on the disk (fsync).
-fn write_synced(db: &DB, batch: WriteBatch) -> Result<(), Error> {
-    let mut wo = WriteOptions::default();
-    wo.set_sync(true);
-    Ok(db.write_opt(batch, &wo)?)
-}
 
 /// The numbered transactions' table ([`Numbered`]), read whole.
 fn load_numbered(db: &DB) -> Result<Numbered, Error> {
@@ -1043,25 +1027,12 @@ impl Ledger {
     /// not yet committed), without writing: the block, its receipts and its new anchors. Every
     /// honest node computes the same block from the same inputs.
     pub fn execute(&self, above: &[Executed], txs: Vec<Tx>) -> Result<Executed, Error> {
-        self.execute_at(above, txs, None)
-    }
-
-    /// [`Ledger::execute`], reading the committed transactions and anchors at `snap`, a snapshot
-    /// of the database taken at the tip ([`Ledger::commit_and_execute`]), or at its latest
-    /// state. (Its other reads — enrolled certificates, committed CRLs — give the same answers
-    /// whether or not the blocks `above` are written yet: each is looked up in `above` too.)
-    fn execute_at(
-        &self,
-        above: &[Executed],
-        txs: Vec<Tx>,
-        snap: Option<&Snapshot<'_>>,
-    ) -> Result<Executed, Error> {
         let parent = match above.last() {
             Some(e) => e.block.header,
             None => *self.tip.as_ref().ok_or_else(|| Error::Corrupt("no genesis block".into()))?,
         };
         let committed_tx = |h: &Digest| -> Result<bool, Error> {
-            Ok(self.db.get_pinned_cf_opt(self.cf(CF_TXS)?, h.as_bytes(), &read_at(snap))?.is_some())
+            Ok(self.db.get_pinned_cf(self.cf(CF_TXS)?, h.as_bytes())?.is_some())
         };
         let tx_hashes: Vec<Digest> = txs.iter().map(Tx::hash).collect();
         // The transactions the speculative blocks below executed, and this block's so far: a
@@ -1091,7 +1062,7 @@ impl Ledger {
         let mut changed: Option<State> = None;
         let mut configs = Vec::new();
         let mut enrolls = Vec::new();
-        let stored = self.stored_anchors(&txs, snap)?;
+        let stored = self.stored_anchors(&txs)?;
         for ((index, tx), tx_hash) in txs.iter().enumerate().zip(&tx_hashes) {
             timestamp_ms = timestamp_ms.max(tx.body().timestamp_ms);
             if !executed_txs.insert(tx_hash) || committed_tx(tx_hash)? {
@@ -1222,7 +1193,7 @@ impl Ledger {
         .into_iter()
         .flatten()
         .collect();
-        let state = self.state_changes(above, &leaves, snap)?;
+        let state = self.state_changes(above, &leaves)?;
         let above_state: Vec<&Changes> = above.iter().map(|e| &e.state).collect();
         let header = Header {
             height,
@@ -1260,19 +1231,18 @@ impl Ledger {
         &self,
         above: &[Executed],
         leaves: &[([u8; 32], Digest)],
-        snap: Option<&Snapshot<'_>>,
     ) -> Result<Changes, Error> {
         let above_state: Vec<&Changes> = above.iter().map(|e| &e.state).collect();
         let depth = read_depth(leaves.len());
         if depth == 0 {
-            let buckets = self.hash_buckets(above, leaves, snap)?;
+            let buckets = self.hash_buckets(above, leaves)?;
             return Ok(Changes::compute(&self.state, &above_state, buckets));
         }
         // In index order, the parts without keys left out (they change nothing below `depth`).
         let mut parts = split_sorted(leaves, depth, |(k, _)| state::prefix(k, depth));
         parts.retain(|part| !part.is_empty());
         let parts = parallel(&parts, |part| {
-            let buckets = self.hash_buckets(above, part, snap)?;
+            let buckets = self.hash_buckets(above, part)?;
             Ok(Changes::below(&self.state, &above_state, buckets, depth))
         })
         .into_iter()
@@ -1285,11 +1255,7 @@ impl Ledger {
     /// for the batch), in parts on the machine's cores. One look-up per pair, in the pairs'
     /// order, was the longest serial part of a block's execution (a sixth of it in a catch-up
     /// at ten million anchors). The committed anchors do not change while a block executes.
-    fn stored_anchors(
-        &self,
-        txs: &[Tx],
-        snap: Option<&Snapshot<'_>>,
-    ) -> Result<HashSet<[u8; 32]>, Error> {
+    fn stored_anchors(&self, txs: &[Tx]) -> Result<HashSet<[u8; 32]>, Error> {
         let mut keys: Vec<[u8; 32]> = Vec::new();
         for tx in txs {
             match &tx.body().payload {
@@ -1303,12 +1269,7 @@ impl Ledger {
         let parts: Vec<&[[u8; 32]]> =
             keys.chunks(keys.len().div_ceil(1 << split_depth(keys.len())).max(1)).collect();
         let found = parallel(&parts, |part| -> Result<Vec<[u8; 32]>, Error> {
-            let answers = self.db.batched_multi_get_cf_opt(
-                self.cf(CF_ANCHORS)?,
-                part.iter(),
-                true,
-                &read_at(snap),
-            );
+            let answers = self.db.batched_multi_get_cf(self.cf(CF_ANCHORS)?, part.iter(), true);
             let mut stored = Vec::new();
             for (key, answer) in part.iter().zip(answers) {
                 if answer?.is_some() {
@@ -1332,11 +1293,10 @@ impl Ledger {
         &self,
         above: &[Executed],
         leaves: &[([u8; 32], Digest)],
-        snap: Option<&Snapshot<'_>>,
     ) -> Result<Vec<(u32, state::Node)>, Error> {
         let Some(first) = leaves.first() else { return Ok(Vec::new()) };
         let mut buckets = Vec::new();
-        let mut it = self.db.raw_iterator_cf_opt(self.cf(CF_ANCHORS)?, read_at(snap));
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_ANCHORS)?);
         // Each bucket: its index, its hashed leaves' range in `hashed` and its committed
         // leaves' range in `committed`; hashed and emptied every LEAVES_AT_ONCE leaves of both.
         let mut parts = Vec::new();
@@ -1430,65 +1390,6 @@ impl Ledger {
     /// Makes `executed` (the block right above the tip) durable with its commit certificate,
     /// in one synced write batch.
     pub fn commit(&mut self, executed: &Executed, certificate: &[u8]) -> Result<(), Error> {
-        self.check_next(executed)?;
-        self.write(executed, certificate)?;
-        self.apply(executed)
-    }
-
-    /// Commits `executed` as [`Ledger::commit`] does and, while its batch is written and
-    /// synced, executes `next` on top of it as `execute(&[executed], next)` would: the block
-    /// after it, when it is already here. A state transfer's blocks come in order, each
-    /// written before the next was executed, and the write (memtable inserts on one core, then
-    /// an fsync) left the other core idle for a fifth of a catch-up. `next` is executed
-    /// against a snapshot of the database taken before the write, so the anchors it reads as
-    /// committed are those below `executed`, and `executed`'s own come from `above` alone:
-    /// never from both. `&mut self` throughout: the node's readers wait for both, as they
-    /// wait for a commit.
-    ///
-    /// The commit's error, if any (nothing is then executed, and nothing changes in memory);
-    /// else what the execution of `next` gave.
-    pub fn commit_and_execute(
-        &mut self,
-        executed: &Executed,
-        certificate: &[u8],
-        next: Vec<Tx>,
-    ) -> Result<Result<Executed, Error>, Error> {
-        self.check_next(executed)?;
-        let (batch, numbered) = self.batch_of(executed, certificate)?;
-        let this = &*self;
-        let (written, next) = {
-            let snapshot = this.db.snapshot();
-            std::thread::scope(|s| {
-                let db = &this.db;
-                match std::thread::Builder::new().spawn_scoped(s, move || write_synced(db, batch)) {
-                    Ok(writer) => {
-                        let above = std::slice::from_ref(executed);
-                        let next = this.execute_at(above, next, Some(&snapshot));
-                        let written =
-                            writer.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
-                        (written, next)
-                    }
-                    // No thread to be had: one after the other, the same way (the batch made
-                    // again: it went with the closure).
-                    Err(_) => {
-                        let written = this
-                            .batch_of(executed, certificate)
-                            .and_then(|(batch, _)| write_synced(&this.db, batch));
-                        let above = std::slice::from_ref(executed);
-                        (written, this.execute_at(above, next, Some(&snapshot)))
-                    }
-                }
-            })
-        };
-        written?;
-        self.written(executed, numbered);
-        self.apply(executed)?;
-        Ok(next)
-    }
-
-    /// That `executed` extends the tip and was executed on the committed state map; the state
-    /// map's checkpoint, stale from this block on, is removed.
-    fn check_next(&mut self, executed: &Executed) -> Result<(), Error> {
         let h = &executed.block.header;
         let next = self.height();
         if h.height != next {
@@ -1513,12 +1414,7 @@ impl Ledger {
             let _ = std::fs::remove_file(self.dir.join(STATE_CHECKPOINT));
             self.checkpoint_kept = false;
         }
-        Ok(())
-    }
-
-    /// A written block's changes to what the ledger holds in memory: the state map, the
-    /// governance state and the trust store.
-    fn apply(&mut self, executed: &Executed) -> Result<(), Error> {
+        self.write(executed, certificate)?;
         self.state.apply(&executed.state);
         if let Some(state) = &executed.governance {
             // Roots may have changed: the store is rebuilt from the new state and every CRL.
@@ -1541,19 +1437,6 @@ impl Ledger {
     }
 
     fn write(&mut self, executed: &Executed, certificate: &[u8]) -> Result<(), Error> {
-        let (batch, numbered) = self.batch_of(executed, certificate)?;
-        write_synced(&self.db, batch)?;
-        self.written(executed, numbered);
-        Ok(())
-    }
-
-    /// The synced write batch of `executed` ([`Ledger::write`]), and the transactions it
-    /// numbers, in order (added to the table once it is written: [`Ledger::written`]).
-    fn batch_of(
-        &self,
-        executed: &Executed,
-        certificate: &[u8],
-    ) -> Result<(WriteBatch, Vec<Digest>), Error> {
         let h = &executed.block.header;
         if executed.leaves.len() != executed.anchors.len() {
             return Err(Error::Corrupt(format!(
@@ -1651,17 +1534,14 @@ impl Ledger {
         let mut tip = h.height.to_be_bytes().to_vec();
         tip.extend_from_slice(hash.as_bytes());
         batch.put_cf(self.cf(CF_META)?, TIP, tip);
-        Ok((batch, numbered))
-    }
-
-    /// What the ledger holds in memory of a block once its batch is written: the
-    /// transactions it numbered (`numbered`, in order) and the tip.
-    fn written(&mut self, executed: &Executed, numbered: Vec<Digest>) {
-        let h = &executed.block.header;
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(batch, &wo)?;
         for tx in numbered {
             self.numbered.push(h.height, tx);
         }
         self.tip = Some(*h);
+        Ok(())
     }
 
     /// The anchor at `key`, if any.
@@ -2180,92 +2060,6 @@ mod tests {
     /// in their records, one under it by hash: both read back alike, by `anchor`, by a scan at
     /// the next open and by the checkpoint's comparison; a damaged or missing table entry is
     /// found.
-    #[test]
-    fn the_next_block_executed_during_a_commit_reads_the_ledger_as_it_was_before_it() {
-        let s = SoftwareSigner::new(SecretKey::generate().unwrap());
-        // Three blocks of batches over the parallel threshold, each block's keys in the
-        // buckets of the one before it (the same first 31 bytes): the next block's buckets hold
-        // the block being written, which must be counted once, from `above`.
-        let pairs = |round: u8| -> Vec<([u8; 32], [u8; 32])> {
-            (0..PARALLEL_MIN as u32 + 500)
-                .map(|i| {
-                    let mut k = vpbox_sm::sm3::hash(i.to_be_bytes()).0;
-                    k[31] = round;
-                    (k, [round; 32])
-                })
-                .collect()
-        };
-        let blocks: Vec<Vec<Tx>> = (1..=3u8)
-            .map(|r| {
-                let p = pairs(r);
-                let (one, two) = p.split_at(p.len() / 2);
-                vec![
-                    tx(&s, 2 * r as u64, Payload::AnchorPutBatch(one.to_vec())),
-                    tx(&s, 2 * r as u64 + 1, Payload::AnchorPutBatch(two.to_vec())),
-                    put(&s, 100 + r as u64, r, r),
-                ]
-            })
-            .collect();
-        // Each block committed, then the next executed: the reference.
-        let one = tempfile::tempdir().unwrap();
-        let mut reference = open(one.path());
-        let headers: Vec<Header> = blocks
-            .iter()
-            .map(|txs| {
-                let executed = reference.execute(&[], txs.clone()).unwrap();
-                reference.commit(&executed, b"certificate").unwrap();
-                executed.block.header
-            })
-            .collect();
-        // Each next block executed while the one before is written.
-        let two = tempfile::tempdir().unwrap();
-        let mut ledger = open(two.path());
-        let mut executed = ledger.execute(&[], blocks[0].clone()).unwrap();
-        for (i, next) in blocks.iter().enumerate().skip(1) {
-            assert_eq!(executed.block.header, headers[i - 1]);
-            executed = ledger
-                .commit_and_execute(&executed, b"certificate", next.clone())
-                .unwrap()
-                .unwrap();
-        }
-        assert_eq!(executed.block.header, headers[2]);
-        ledger.commit(&executed, b"certificate").unwrap();
-        assert_eq!(ledger.tip(), reference.tip());
-        assert_eq!(ledger.state.root(), reference.state.root());
-        for (k, v) in pairs(1).iter().chain(&pairs(3)) {
-            assert_eq!(ledger.anchor(k).unwrap().unwrap().value, *v);
-        }
-        drop(ledger);
-        assert_eq!(Ledger::open(two.path()).unwrap().tip(), reference.tip());
-
-        // Why the snapshot: a block executed on top of one that is written but not yet
-        // applied reads the latter's anchors both from the tables and from `above`, wherever
-        // their buckets held anchors before (a key anchored twice: corruption, said so).
-        let small = |round: u8, nonce: u64| {
-            let p: Vec<_> = pairs(round).into_iter().take(NUMBERED_FROM + 44).collect();
-            vec![tx(&s, nonce, Payload::AnchorPutBatch(p))]
-        };
-        let three = tempfile::tempdir().unwrap();
-        let mut ledger = open(three.path());
-        commit(&mut ledger, &small(0, 50));
-        let first = ledger.execute(&[], small(1, 51)).unwrap();
-        let db = Arc::clone(&ledger.db);
-        let before = db.snapshot();
-        let (batch, numbered) = ledger.batch_of(&first, b"certificate").unwrap();
-        write_synced(&ledger.db, batch).unwrap();
-        ledger.written(&first, numbered);
-        let above = std::slice::from_ref(&first);
-        let right = ledger.execute_at(above, small(2, 52), Some(&before)).unwrap();
-        let wrong = ledger.execute_at(above, small(2, 52), None).unwrap_err();
-        assert!(matches!(wrong, Error::Corrupt(ref m) if m.contains("anchored twice")), "{wrong}");
-        drop(before);
-        ledger.apply(&first).unwrap();
-        assert_eq!(ledger.execute(&[], small(2, 52)).unwrap().block.header, right.block.header);
-        // A commit of a block that does not extend the tip is refused and executes nothing.
-        let stale = ledger.commit_and_execute(&first, b"certificate", small(2, 52));
-        assert!(matches!(stale, Err(Error::NotNext { height: 2, .. })), "{stale:?}");
-    }
-
     #[test]
     fn batches_of_many_anchors_name_their_transaction_by_number() {
         let dir = tempfile::tempdir().unwrap();

@@ -63,7 +63,7 @@ use crate::intake::Intake;
 use crate::mempool::Mempool;
 use crate::peer::{FRAME_BUDGET, LinkStats, Links, PeerMsg};
 use crate::status::Status;
-use crate::transfer::{Part, Transfer, whole_txs};
+use crate::transfer::{Part, Transfer};
 use vpbox_proof::epochs::derive_configs;
 
 /// The most clients waiting for one transaction (a put with `wait`, or a wait by its hash):
@@ -1115,10 +1115,7 @@ impl<V: Verifier + Clone> Driver<V> {
         }
         // Whether this answer brought anything new (a block, or parts of the staged one).
         let mut moved = false;
-        // The next block's execution, done while the one before it was written.
-        let mut ahead: Option<Executed> = None;
-        let mut blocks = blocks.into_iter().peekable();
-        while let Some((block, tx_bytes)) = blocks.next() {
+        for (block, tx_bytes) in blocks {
             let height = self.height();
             if height >= target.0.0 {
                 break;
@@ -1141,13 +1138,9 @@ impl<V: Verifier + Clone> Driver<V> {
                     return;
                 }
             };
-            // Executed ahead from the same transactions, or now.
-            let executed = match ahead.take().filter(|e| e.block.tx_hashes == block.tx_hashes) {
-                Some(e) => e,
-                None => match self.ledger.read().map(|l| l.execute(&[], txs)) {
-                    Ok(Ok(e)) => e,
-                    _ => return,
-                },
+            let executed = match self.ledger.read().map(|l| l.execute(&[], txs)) {
+                Ok(Ok(e)) => e,
+                _ => return,
             };
             if executed.block.header != block.header {
                 tracing::error!(
@@ -1157,29 +1150,7 @@ impl<V: Verifier + Clone> Driver<V> {
                 );
                 return;
             }
-            // The next block of this answer, when it came whole and is still wanted, is
-            // executed while this one is written (`Ledger::commit_and_execute`): a catch-up
-            // is a chain of execute-then-write, and the write alone left a core idle.
-            let next = blocks
-                .peek()
-                .filter(|(b, _)| {
-                    b.header.height == block.header.height + 1 && b.header.height <= target.0.0
-                })
-                .and_then(|(b, t)| whole_txs(b, t));
-            match next {
-                Some(next) => {
-                    let Ok(mut ledger) = self.ledger.write() else {
-                        (self.fatal)("ledger lock poisoned")
-                    };
-                    match ledger.commit_and_execute(&executed, &block.certificate, next) {
-                        Ok(next) => ahead = next.ok(),
-                        Err(e) => {
-                            (self.fatal)(&format!("commit {}: {e}", executed.block.header.height))
-                        }
-                    }
-                }
-                None => self.write_block(&executed, &block.certificate),
-            }
+            self.write_block(&executed, &block.certificate);
             self.committed_block(&executed);
             self.fetch_progress = Some(self.clock.now());
             moved = true;

@@ -184,24 +184,6 @@ impl Transfer {
     }
 }
 
-/// The transactions of a block that came whole (`tx_bytes` holding every one), decoded and in
-/// the block's order: what the driver executes ahead, while the block before it is written
-/// ([`vpbox_ledger::Ledger::commit_and_execute`]). `None` when any is missing or does not
-/// decode: the block is then executed in its turn, after [`Transfer::part`] took it in.
-/// Nothing here is trusted: an execution ahead is used only for the block [`Transfer::part`]
-/// returns with the same transactions, and its header must still be the certified one.
-pub fn whole_txs(block: &Block, tx_bytes: &[Vec<u8>]) -> Option<Vec<Tx>> {
-    if tx_bytes.len() != block.tx_hashes.len() {
-        return None;
-    }
-    let mut by_hash: HashMap<Digest, Tx> = HashMap::with_capacity(tx_bytes.len());
-    for b in tx_bytes {
-        let t = Tx::decode(b).ok()?;
-        by_hash.insert(t.hash(), t);
-    }
-    block.tx_hashes.iter().map(|h| by_hash.remove(h)).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use vpbox_ledger::tx::{Payload, TxBody};
@@ -232,23 +214,6 @@ mod tests {
         b.tx_hashes = txs.iter().map(Tx::hash).collect();
         b.header.tx_count = txs.len() as u32;
         b
-    }
-
-    #[test]
-    fn a_whole_blocks_transactions_come_in_its_order_or_not_at_all() {
-        let t = txs(3);
-        let b = block(5, &t);
-        let enc: Vec<Vec<u8>> = t.iter().map(Tx::encode).collect();
-        assert_eq!(whole_txs(&b, &enc), Some(t.clone()));
-        // Sent in another order: put back in the block's.
-        let shuffled = vec![enc[2].clone(), enc[0].clone(), enc[1].clone()];
-        assert_eq!(whole_txs(&b, &shuffled), Some(t));
-        // One missing, one not of the block, one that does not decode, a repeat: none.
-        assert_eq!(whole_txs(&b, &enc[..2]), None);
-        let stranger = txs(4).pop().unwrap().encode();
-        assert_eq!(whole_txs(&b, &[enc[0].clone(), enc[1].clone(), stranger]), None);
-        assert_eq!(whole_txs(&b, &[enc[0].clone(), enc[1].clone(), vec![1, 2, 3]]), None);
-        assert_eq!(whole_txs(&b, &[enc[0].clone(), enc[1].clone(), enc[1].clone()]), None);
     }
 
     #[test]
