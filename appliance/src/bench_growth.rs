@@ -22,7 +22,8 @@
 //!    measured, with the error.
 //! 4. **Bytes on disk per anchor**: node 1's ledger (every anchor, both catch-ups' too) once
 //!    the cluster is stopped cleanly, without the state map's checkpoint that a clean stop
-//!    leaves (a bounded size, given apart).
+//!    leaves and RocksDB's log and options files (bounded sizes, given apart:
+//!    `vpbox_ledger::disk::StoppedBytes`), to a tenth of a byte.
 //!
 //! Prints the figures, their goals (issue 18: `anchor_get` p99 ≤ 1 ms on 10 million anchors,
 //! catch-up ≥ 50,000 anchors/s after 1 million) and a JSON line.

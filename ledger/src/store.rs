@@ -528,9 +528,9 @@ impl Ledger {
     /// exist, hash to the recorded tip hash, and link to its parent.
     ///
     /// The column families looked up by key (anchors, transactions, receipts, the block index,
-    /// certificates) carry a filter in every table file, and all share one block cache of [`BLOCK_CACHE`] bytes with their index and filter blocks in
-    /// it: an anchor's write-once check is a look-up of a key that is usually absent, which
-    /// without filters reads an index and a data block of every level, a cost that grows with
+    /// certificates) carry a filter in every table file, and all share one block cache of
+    /// [`BLOCK_CACHE`] bytes with their index and filter blocks in it: an anchor's write-once
+    /// check is a look-up of a key that is usually absent, which without filters reads an index and a data block of every level, a cost that grows with
     /// the ledger (`vpbox bench growth`). The filters and indexes are partitioned (4 KiB partitions
     /// under a top-level index pinned in the cache): a table file's whole filter (10 bits per key:
     /// about 600 KB for a 64 MB file of anchors) took most of a shard of the cache (1 MiB of 64,
@@ -1047,10 +1047,27 @@ impl Ledger {
         let mut results = Vec::new();
         let mut timestamp_ms = parent.timestamp_ms;
         // Admission as of this block: the committed CRLs, then those of the speculative blocks
-        // below it, then this block's own, in order.
+        // below it, then this block's own, in order. When a block below changed the
+        // governance state (the last that did), its roots, with every CRL up to it, as
+        // `set_governance` rebuilds the store once that block is committed: this block is
+        // judged the same whether the blocks below it are committed yet or not.
         let mut trust = self.trust.clone();
+        let mut after = 0;
+        let last_change =
+            above.iter().enumerate().rev().find_map(|(k, e)| e.governance.as_ref().map(|g| (k, g)));
+        if let Some((k, g)) = last_change {
+            let mut t = g.trust().map_err(|e| Error::Corrupt(format!("speculative roots: {e}")))?;
+            for item in self.db.iterator_cf(self.cf(CF_CRLS)?, IteratorMode::Start) {
+                let _ = t.add_crl(&item?.1);
+            }
+            for crl in above[..=k].iter().flat_map(|e| &e.crls) {
+                let _ = t.add_crl(crl);
+            }
+            trust = Some(t);
+            after = k + 1;
+        }
         if let Some(t) = &mut trust {
-            for crl in above.iter().flat_map(|e| &e.crls) {
+            for crl in above[after..].iter().flat_map(|e| &e.crls) {
                 t.add_crl(crl).map_err(|e| Error::Corrupt(format!("speculative CRL: {e}")))?;
             }
         }

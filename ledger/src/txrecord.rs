@@ -17,8 +17,10 @@
 //! receipts in the `receipts` family (`height:u64be index:u32be code*`). Their first byte is
 //! the height's top byte, 0 for any height below 2^56, so the two forms are told apart by it:
 //! a ledger written before opens as it is, its old transactions' receipts read from
-//! `receipts`, its new ones' from their records. Nothing is rewritten, and a binary from before
-//! cannot read the new records' receipts (it finds none): the upgrade is one way.
+//! `receipts`, its new ones' from their records. Nothing is rewritten. A binary from before
+//! reads a new record's first twelve bytes as its height and index and fails to decode the rest:
+//! it cannot serve those transactions, to clients or to peers. The upgrade is one way; going
+//! back is not supported.
 
 use crate::Error;
 use crate::record::{leb128, push_leb128};
@@ -28,8 +30,10 @@ use crate::wire::Reader;
 /// The first byte of a record in the current form; a record written before starts with 0.
 const CURRENT: u8 = 1;
 
-/// The most outcomes a receipt holds: one per pair of the largest batch.
-const OUTCOMES_MAX: u64 = BATCH_MAX as u64;
+/// The most outcomes a record may hold: one per pair of the largest batch. Its own number, so
+/// that a smaller batch limit later still reads the records written under this one.
+const OUTCOMES_MAX: u64 = 10_000;
+const _: () = assert!(BATCH_MAX as u64 <= OUTCOMES_MAX, "a batch's receipt must fit a record");
 
 /// The record of the transaction encoded as `tx`, at `index` in block `height`, whose receipt's
 /// outcome codes are `codes`.

@@ -291,3 +291,38 @@ fn nodes_are_added_and_removed_by_certificate_and_never_below_four() {
     let three = config(2, vec![Change::RemoveRoot(root_c)], &q, 11);
     assert!(l.check_config(&three).unwrap_err().contains("would not be a member"));
 }
+
+/// A block executed on top of a change of roots not yet committed (a speculative block of the
+/// consensus pipeline) is judged by the new roots, as it is once that change is committed:
+/// every node computes the same block whenever it commits the blocks below.
+#[test]
+fn a_block_above_a_change_of_roots_is_judged_by_the_new_roots_committed_or_not() {
+    let c = consortium();
+    let [a, b, cc] = [&c.banks[0], &c.banks[1], &c.banks[2]];
+    let e_bank = Bank::new("bank-e", 9);
+    let founders: Vec<Tx> = c.banks.iter().flat_map(Bank::enrollments).collect();
+    let change = vec![config(0, vec![Change::AddRoot(e_bank.root_der())], &[a, b, cc], 6)];
+    let cert = e_bank.issue(&e_bank.posp, "posp", CertProfile::Posp, 22);
+    let above = vec![tx(&e_bank.posp, 2, Payload::Enroll(cert)), put(&e_bank.posp, 3, 9)];
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+
+    // The change committed, then the block above it executed.
+    let mut l = ledger(&d1, &c.genesis);
+    run(&mut l, founders.clone());
+    run(&mut l, change.clone());
+    let want = l.execute(&[], above.clone()).unwrap();
+    assert_eq!(outcomes(&want), vec![vec![Success], vec![Success]], "bank E is a member");
+
+    // Executed on top of the change before it is committed.
+    let mut l = ledger(&d2, &c.genesis);
+    run(&mut l, founders);
+    let changed = l.execute(&[], change).unwrap();
+    assert!(changed.governance.is_some());
+    let ahead = l.execute(std::slice::from_ref(&changed), above.clone()).unwrap();
+    assert_eq!(ahead.block.header, want.block.header);
+    assert_eq!(outcomes(&ahead), outcomes(&want));
+    // And committed in turn, each on the last.
+    l.commit(&changed, b"cert").unwrap();
+    l.commit(&ahead, b"cert").unwrap();
+    assert_eq!(l.tip().unwrap().hash(), want.block.header.hash());
+}
