@@ -318,7 +318,7 @@ fn a_block_above_a_change_of_roots_is_judged_by_the_new_roots_committed_or_not()
     run(&mut l, founders);
     let changed = l.execute(&[], change).unwrap();
     assert!(changed.governance.is_some());
-    let ahead = l.execute(std::slice::from_ref(&changed), above.clone()).unwrap();
+    let ahead = l.execute(std::slice::from_ref(&changed), above).unwrap();
     assert_eq!(ahead.block.header, want.block.header);
     assert_eq!(outcomes(&ahead), outcomes(&want));
     // And committed in turn, each on the last.
