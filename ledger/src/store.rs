@@ -530,8 +530,9 @@ impl Ledger {
     /// The column families looked up by key (anchors, transactions, receipts, the block index,
     /// certificates) carry a filter in every table file, and all share one block cache of
     /// [`BLOCK_CACHE`] bytes with their index and filter blocks in it: an anchor's write-once
-    /// check is a look-up of a key that is usually absent, which without filters reads an index and a data block of every level, a cost that grows with
-    /// the ledger (`vpbox bench growth`). The filters and indexes are partitioned (4 KiB partitions
+    /// check is a look-up of a key that is usually absent, which without filters reads an
+    /// index and a data block of every level, a cost that grows with the ledger (`vpbox bench
+    /// growth`). The filters and indexes are partitioned (4 KiB partitions
     /// under a top-level index pinned in the cache): a table file's whole filter (10 bits per key:
     /// about 600 KB for a 64 MB file of anchors) took most of a shard of the cache (1 MiB of 64,
     /// when it was 64 MiB), so whole filters were evicted by data blocks and read from the file
