@@ -40,7 +40,9 @@ use vpbox_sm::SoftwareSigner;
 use vpbox_sm::sm2::SecretKey;
 
 use crate::Outcome;
-use crate::client_cmd::{BenchCluster, bench_key, drive, percentile, pid_in, sign, stop_and_wait};
+use crate::client_cmd::{
+    BenchCluster, bench_key, drive, percentile, pid_in, rounded, sign, stop_and_wait,
+};
 
 /// `vpbox bench growth …`
 #[derive(Debug, Args)]
@@ -212,7 +214,7 @@ pub(crate) fn bench_growth(a: &BenchGrowthArgs) -> Result<Outcome> {
                 d.checkpoint as f64 / 1e6,
                 d.engine_text as f64 / 1e6
             );
-            (Some((per_anchor * 10.0).round() / 10.0), Some(d.checkpoint), Some(d.engine_text))
+            (Some(rounded(per_anchor, 1)), Some(d.checkpoint), Some(d.engine_text))
         }
         Err(e) => {
             eprintln!("bytes on disk per anchor: not measured: {e:#}");

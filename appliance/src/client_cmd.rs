@@ -680,6 +680,12 @@ pub(crate) fn drive(
     Ok(all)
 }
 
+/// `x` rounded to `places` decimals, as the benchmarks' JSON lines give their figures.
+pub(crate) fn rounded(x: f64, places: i32) -> f64 {
+    let scale = 10f64.powi(places);
+    (x * scale).round() / scale
+}
+
 pub(crate) fn percentile(lat: &mut [Duration], p: f64) -> f64 {
     lat.sort();
     let i = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len().max(1)) - 1;
@@ -985,9 +991,9 @@ pub(crate) fn bench_anchors(a: &BenchAnchorsArgs) -> Result<Outcome> {
         json!({"bench": "anchors", "nodes": a.nodes, "batch": batch, "clients": a.clients.max(1), "batch_per_s": batch_rate.round(),
                "csv_lines": a.csv, "csv_s": csv_s,
                "signed_per_s": signed_rate.round(), "rate": a.rate, "p50_ms": p50, "p99_ms": p99,
-               "bytes_per_anchor": (per_anchor * 10.0).round() / 10.0,
+               "bytes_per_anchor": rounded(per_anchor, 1),
                "checkpoint_bytes": checkpoint, "engine_text_bytes": disk.engine_text, "raw_rocksdb_per_s": raw_rate.round(),
-               "ratio_batch_to_raw": (batch_rate / raw_rate * 100.0).round() / 100.0})
+               "ratio_batch_to_raw": rounded(batch_rate / raw_rate, 2)})
     );
     Ok(Outcome::Ok)
 }

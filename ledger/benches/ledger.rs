@@ -89,7 +89,7 @@ fn main() {
         bytes as f64 / n
     );
     println!(
-        "{{\"bench\":\"ledger\",\"anchors\":{n},\"ledger_per_s\":{ledger_rate:.0},\"raw_rocksdb_per_s\":{raw_rate:.0},\"ratio\":{:.2},\"bytes_per_anchor\":{:.0}}}",
+        "{{\"bench\":\"ledger\",\"anchors\":{n},\"ledger_per_s\":{ledger_rate:.0},\"raw_rocksdb_per_s\":{raw_rate:.0},\"ratio\":{:.2},\"bytes_per_anchor\":{:.1}}}",
         ledger_rate / raw_rate,
         bytes as f64 / n
     );

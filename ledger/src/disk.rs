@@ -10,20 +10,31 @@ use crate::store::STATE_CHECKPOINT;
 /// more than 16 levels deep are not entered (RocksDB and the node's journals nest two). A
 /// folder that cannot be read counts 0.
 pub fn tree_bytes(dir: &Path) -> u64 {
-    fn below(dir: &Path, depth: u32) -> u64 {
+    walk(dir).0
+}
+
+/// [`tree_bytes`] of `dir`, and the part of it that is RocksDB's text files at its top
+/// ([`engine_text`]): one walk serves both.
+fn walk(dir: &Path) -> (u64, u64) {
+    fn below(dir: &Path, depth: u32, text: &mut u64) -> u64 {
         let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
         let mut total = 0u64;
         for e in entries.flatten() {
             let Ok(meta) = std::fs::symlink_metadata(e.path()) else { continue };
             if meta.is_dir() && depth < 16 {
-                total = total.saturating_add(below(&e.path(), depth + 1));
+                total = total.saturating_add(below(&e.path(), depth + 1, text));
             } else if meta.is_file() {
                 total = total.saturating_add(meta.len());
+                if depth == 0 && e.file_name().to_str().is_some_and(engine_text) {
+                    *text = text.saturating_add(meta.len());
+                }
             }
         }
         total
     }
-    below(dir, 0)
+    let mut text = 0u64;
+    let all = below(dir, 0, &mut text);
+    (all, text)
 }
 
 /// A cleanly stopped ledger's size on disk.
@@ -70,15 +81,9 @@ pub fn stopped_bytes(dir: &Path) -> Result<StoppedBytes, Error> {
             Error::Checkpoint(format!("{}: {why}", file.display()))
         })?
         .len();
-    let mut text = 0u64;
     // A folder that cannot be read counts 0, as in [`tree_bytes`].
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let Ok(meta) = std::fs::symlink_metadata(e.path()) else { continue };
-        if meta.is_file() && e.file_name().to_str().is_some_and(engine_text) {
-            text = text.saturating_add(meta.len());
-        }
-    }
-    Ok(StoppedBytes { all: tree_bytes(dir), checkpoint, engine_text: text })
+    let (all, engine_text) = walk(dir);
+    Ok(StoppedBytes { all, checkpoint, engine_text })
 }
 
 #[cfg(test)]

@@ -1505,8 +1505,8 @@ impl Ledger {
                 .txs
                 .get(receipt.index as usize)
                 .ok_or_else(|| Error::Corrupt("receipt index out of range".into()))?;
-            let codes: Vec<u8> = receipt.outcomes.iter().map(|o| o.code()).collect();
-            let rec = txrecord::encode(h.height, receipt.index, &codes, &tx.encode());
+            let codes = receipt.outcomes.iter().map(|o| o.code());
+            let rec = txrecord::encode(h.height, receipt.index, codes, &tx.encode());
             batch.put_cf(self.cf(CF_TXS)?, tx_hash.as_bytes(), rec);
         }
         for (key, der) in &executed.certs {

@@ -37,9 +37,14 @@ const _: () = assert!(BATCH_MAX as u64 <= OUTCOMES_MAX, "a batch's receipt must 
 
 /// The record of the transaction encoded as `tx`, at `index` in block `height`, whose receipt's
 /// outcome codes are `codes`.
-pub(crate) fn encode(height: u64, index: u32, codes: &[u8], tx: &[u8]) -> Vec<u8> {
+pub(crate) fn encode(
+    height: u64,
+    index: u32,
+    codes: impl IntoIterator<Item = u8>,
+    tx: &[u8],
+) -> Vec<u8> {
     let mut runs: Vec<(u8, u64)> = Vec::new();
-    for &c in codes {
+    for c in codes {
         match runs.last_mut() {
             Some((code, count)) if *code == c => *count += 1,
             _ => runs.push((c, 1)),
@@ -125,14 +130,14 @@ mod tests {
             (0..1000).map(|i| (i % 4) as u8).collect(),
         ] {
             for (height, index) in [(0, 0), (1, 0), (300, 499), (u64::MAX, u32::MAX)] {
-                let rec = encode(height, index, &codes, &tx);
+                let rec = encode(height, index, codes.iter().copied(), &tx);
                 let got = decode(&rec).unwrap();
                 assert_eq!(got, TxRecord { height, index, codes: Some(codes.clone()), tx: &tx });
             }
         }
         // A batch's outcomes, all `Success`, are one run of three bytes; a small height and
         // index a byte each.
-        let rec = encode(5, 1, &[0; 5000], &tx);
+        let rec = encode(5, 1, [0; 5000], &tx);
         assert_eq!(rec[..8], [CURRENT, 5, 1, 1, 0, 0x88, 0x27, 7]);
         assert_eq!(rec.len(), 7 + tx.len());
     }
