@@ -50,7 +50,7 @@ const CF_BLOCKS: &str = "blocks"; // height:u64be → block encoding
 const CF_BLOCK_INDEX: &str = "block_index"; // block hash → height:u64be
 const CF_TXS: &str = "txs"; // tx hash → place, receipt's outcomes, tx encoding (`txrecord`)
 const CF_RECEIPTS: &str = "receipts"; // written before: tx hash → height:u64 index:u32 codes
-const CF_ANCHORS: &str = "anchors"; // key → value:[32] (tx:[32] height:u64 | number) (`record`)
+const CF_ANCHORS: &str = "anchors"; // key → value:[32] (tx:[32] height | number) (`record`)
 const CF_ANCHOR_TXS: &str = "anchor_txs"; // number:u64be → height:u64be tx:[32] (`record`)
 const CF_META: &str = "meta"; // "tip" → height:u64 hash:[32]
 const CF_CERTS: &str = "certs"; // key fingerprint → enrolled certificate DER
@@ -2101,7 +2101,7 @@ mod tests {
         let raw = |l: &Ledger, k: &[u8; 32]| l.db.get_cf(l.cf(CF_ANCHORS).unwrap(), k).unwrap();
         let expect = [
             (a, 33, block1[0].hash(), 1),
-            (b, 72, block1[1].hash(), 1),
+            (b, 65, block1[1].hash(), 1),
             (c, 33, block2[0].hash(), 2),
             (d, 33, block2[1].hash(), 2),
         ];
@@ -2115,7 +2115,7 @@ mod tests {
             }
             let signed = l.anchor(&e).unwrap().unwrap();
             assert_eq!((signed.tx, signed.height), (block1[2].hash(), 1));
-            assert_eq!(raw(l, &e).unwrap().len(), 72);
+            assert_eq!(raw(l, &e).unwrap().len(), 65);
         };
         check(&ledger);
         let numbers =
