@@ -126,8 +126,12 @@ pub(crate) fn decode(raw: &[u8]) -> Result<Stored, Error> {
     let value = r.array()?;
     let names = match raw.len() {
         INLINE_FIXED_LEN => Names::Tx { tx: Digest(r.array()?), height: r.u64()? },
-        // Seven bytes of LEB128 at most (the length says so): below 2^49.
-        INLINE_MIN_LEN.. => Names::Tx { tx: Digest(r.array()?), height: leb128(&mut r)? },
+        // Seven bytes of LEB128 at most (the length says so): below 2^49. A longer record is
+        // neither form, whatever its bytes, so that each height has one record.
+        INLINE_MIN_LEN..INLINE_FIXED_LEN => {
+            Names::Tx { tx: Digest(r.array()?), height: leb128(&mut r)? }
+        }
+        INLINE_FIXED_LEN.. => return Err(r.fail("a record longer than either form")),
         _ => Names::Number(leb128(&mut r)?),
     };
     r.finish()?;
@@ -327,6 +331,14 @@ mod tests {
         // An inline record's LEB128 height is minimal and ends where the record does.
         let tx = [2u8; 32];
         let inline_with = |tail: &[u8]| [&value[..], &tx[..], tail].concat();
+        // Found by the fuzz target: 73 and 74 bytes with a valid LEB128 height of 9 and 10
+        // bytes, which the 72-byte form holds.
+        for tail in [&[0xff; 9][..], &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1]] {
+            let mut tail = tail.to_vec();
+            *tail.last_mut().unwrap() &= 0x7f;
+            let err = decode(&inline_with(&tail)).unwrap_err();
+            assert!(err.to_string().contains("longer than either form"), "{tail:02x?}: {err}");
+        }
         for (tail, why) in [
             (&[0x80, 0x00][..], "not in its shortest form"),
             (&[0x80, 0x80][..], "truncated"),

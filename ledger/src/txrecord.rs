@@ -75,9 +75,11 @@ pub(crate) struct TxRecord<'a> {
     pub(crate) tx: &'a [u8],
 }
 
-/// Decodes a record of either form: an error when it is malformed, holds more outcomes than a
-/// receipt can (memory is bounded by [`OUTCOMES_MAX`] whatever the record claims), or starts
-/// with a byte neither form starts with.
+/// Decodes a record of either form: an error when it is malformed (numbers not minimal, a run
+/// empty or of the code of the run before it: a record in the current form has one encoding,
+/// the one [`encode`] writes), holds more outcomes than a receipt can (memory is bounded by
+/// [`OUTCOMES_MAX`] whatever the record claims), or starts with a byte neither form starts
+/// with.
 pub(crate) fn decode(raw: &[u8]) -> Result<TxRecord<'_>, Error> {
     let mut r = Reader::new(raw, "transaction record");
     match r.u8()? {
@@ -93,6 +95,10 @@ pub(crate) fn decode(raw: &[u8]) -> Result<TxRecord<'_>, Error> {
                 let count = leb128(&mut r)?;
                 if count == 0 {
                     return Err(r.fail("an empty run of outcomes"));
+                }
+                // Runs as `encode` writes them, so that a record has one form.
+                if codes.last() == Some(&code) {
+                    return Err(r.fail("a run of the same outcome as the run before it"));
                 }
                 let total = (codes.len() as u64).saturating_add(count);
                 if total > OUTCOMES_MAX {
@@ -172,6 +178,8 @@ mod tests {
             (vec![CURRENT, 0x80, 0x00, 0, 0], "shortest form"),
             (vec![CURRENT, 1, 0x80, 0x80, 0x80, 0x80, 0x10, 0], "index past 32 bits"),
             (head(&[1, 0, 0]), "empty run"),
+            (head(&[2, 0, 1, 0, 1]), "same outcome as the run before it"),
+            (head(&[3, 0, 1, 1, 1, 1, 1]), "same outcome as the run before it"),
             (head(&[1, 0]), "truncated"),
             (head(&[3, 0, 1]), "truncated"),
             (head(&[0xff, 0xff, 0xff, 0xff, 0x0f]), "truncated"),
