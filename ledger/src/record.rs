@@ -125,14 +125,14 @@ pub(crate) fn decode(raw: &[u8]) -> Result<Stored, Error> {
     let mut r = Reader::new(raw, "anchor record");
     let value = r.array()?;
     let names = match raw.len() {
-        INLINE_FIXED_LEN => Names::Tx { tx: Digest(r.array()?), height: r.u64()? },
-        // Seven bytes of LEB128 at most (the length says so): below 2^49. A longer record is
-        // neither form, whatever its bytes, so that each height has one record.
+        ..INLINE_MIN_LEN => Names::Number(leb128(&mut r)?),
+        // Seven bytes of LEB128 at most (the length says so): below 2^49.
         INLINE_MIN_LEN..INLINE_FIXED_LEN => {
             Names::Tx { tx: Digest(r.array()?), height: leb128(&mut r)? }
         }
-        INLINE_FIXED_LEN.. => return Err(r.fail("a record longer than either form")),
-        _ => Names::Number(leb128(&mut r)?),
+        INLINE_FIXED_LEN => Names::Tx { tx: Digest(r.array()?), height: r.u64()? },
+        // Neither form, whatever its bytes, so that each height has one record.
+        _ => return Err(r.fail("a record longer than either form")),
     };
     r.finish()?;
     Ok(Stored { value, names })
