@@ -27,6 +27,10 @@ struct Args {
     /// Real SM2 signatures instead of keyed tags.
     #[arg(long)]
     sm2: bool,
+    /// Batch transactions of 10,000 pairs, submitted together while a node is cut off (from
+    /// seven on, their block is fetched in parts).
+    #[arg(long, default_value_t = 0)]
+    big: usize,
     /// No faults or attacks (a baseline).
     #[arg(long)]
     calm: bool,
@@ -46,7 +50,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let faults = if args.calm { Faults::default() } else { Faults::all() };
-    let cfg = SimConfig { nodes: args.nodes, txs: args.txs, faults, sm2: args.sm2 };
+    let cfg = SimConfig { nodes: args.nodes, txs: args.txs, faults, sm2: args.sm2, big: args.big };
     let mut failed = Vec::new();
     let mut crashes = 0;
     for seed in start..end {

@@ -34,7 +34,8 @@ use vpbox_consensus::wire::{encode, signing_payload};
 use vpbox_consensus::{Checkpoint, Digest as CDigest, Envelope, Message, NodeId, SeqNo, Signature};
 use vpbox_consensus_sim::rng::Rng;
 use vpbox_ledger::Ledger;
-use vpbox_ledger::tx::{Payload, Tx, TxBody};
+use vpbox_ledger::block::Block;
+use vpbox_ledger::tx::{BATCH_MAX, Payload, Tx, TxBody};
 use vpbox_node::blocks::answer;
 use vpbox_node::genesis::{Genesis, NodeEntry};
 use vpbox_node::host::{Admitted, Clock, PeerFilter, SignQueue, Transport};
@@ -55,6 +56,11 @@ pub const CHAOS_MS: u64 = 8_000;
 const SUBMIT_MS: u64 = 6_000;
 /// A run that has not converged by this virtual time has lost liveness.
 pub const LIVENESS_MS: u64 = CHAOS_MS + 90_000;
+/// When a run's big batches ([`SimConfig::big`]) are submitted, 100 ms after a node is cut
+/// off for them.
+pub const BIG_AT_MS: u64 = 1_000;
+/// When the node cut off for the big batches rejoins: long after they commit.
+pub const BIG_BACK_MS: u64 = 4_000;
 /// The genesis timestamp (ms since the epoch).
 const GENESIS_MS: u64 = 1_764_000_000_000;
 
@@ -92,6 +98,13 @@ pub struct SimConfig {
     pub faults: Faults,
     /// Real SM2 signatures instead of keyed tags.
     pub sm2: bool,
+    /// Batch transactions of [`BATCH_MAX`] pairs, submitted together at [`BIG_AT_MS`] to one
+    /// node while another is cut off both ways until [`BIG_BACK_MS`]: a day-end upload. From
+    /// seven on, the block that holds them is larger than an answer's budget
+    /// ([`FRAME_BUDGET`](vpbox_node::peer::FRAME_BUDGET)), so the node cut off fetches it in
+    /// parts over several answers ([`Report::partial_blocks`]). 0: none, and the plan is the
+    /// seed's as before.
+    pub big: usize,
 }
 
 /// What a run found.
@@ -124,6 +137,9 @@ pub struct Report {
     /// Submissions that reached a node together with others (in one event batch: one
     /// intake write and fsync for all).
     pub grouped: u64,
+    /// Blocks that reached a node in part, in an answer of the block server (a block larger
+    /// than an answer's budget).
+    pub partial_blocks: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -266,6 +282,8 @@ pub struct World {
     committed: HashMap<Digest, u64>,
     /// Links cut by a partition, as (from, to).
     blocked: HashSet<(usize, usize)>,
+    /// The node cut off while the big batches are submitted: they go to another.
+    big_cut: Option<usize>,
     healed: bool,
     compromised: Option<usize>,
     /// The chain's height when the poisoning request was refused.
@@ -356,6 +374,22 @@ impl World {
             let bytes = tx.encode();
             txs.push((tx, bytes));
         }
+        // The big batches, after the single anchors (their own nonces and keys).
+        for b in 0..cfg.big {
+            let pairs = (0..BATCH_MAX)
+                .map(|p| (hash(format!("batch {seed} {b} {p}")).0, hash(format!("v {p}")).0))
+                .collect();
+            let body = TxBody {
+                submitter: client.public_key().fingerprint(),
+                nonce: (cfg.txs + b) as u64,
+                timestamp_ms: GENESIS_MS + BIG_AT_MS,
+                payload: Payload::AnchorPutBatch(pairs),
+            };
+            let tx = body.sign(&client)?;
+            by_hash.insert(tx.hash(), txs.len());
+            let bytes = tx.encode();
+            txs.push((tx, bytes));
+        }
         let compromised = cfg.faults.attacks.then(|| rng.below(n as u64) as usize);
         let mut w = Self {
             report: Report { seed, ..Report::default() },
@@ -377,6 +411,7 @@ impl World {
             chain: BTreeMap::new(),
             committed: HashMap::new(),
             blocked: HashSet::new(),
+            big_cut: None,
             healed: false,
             compromised,
             poisoned: None,
@@ -396,7 +431,7 @@ impl World {
     /// The plan: submissions, crashes, partitions and attacks, all from the seed.
     fn plan(&mut self) {
         let mut last = None;
-        for i in 0..self.txs.len() {
+        for i in 0..self.cfg.txs {
             let t = self.rng.below(SUBMIT_MS);
             // About one in four comes at the same moment as the one before (a burst: they
             // reach a node in one event batch, which picks one node for them all), decided by
@@ -453,6 +488,16 @@ impl World {
             self.at(t, Kind::Oversize);
             let t = self.rng.range(200, CHAOS_MS - 500);
             self.at(t, Kind::ForgeHeight);
+        }
+        if self.cfg.big > 0 {
+            // Drawn apart from the main stream, so that the rest of the plan is the seed's.
+            let node = Rng::new(self.report.seed ^ 0xb16).below(n as u64) as usize;
+            self.big_cut = Some(node);
+            self.at(BIG_AT_MS - 100, Kind::Isolate(node, (true, true)));
+            for i in self.cfg.txs..self.txs.len() {
+                self.at(BIG_AT_MS, Kind::Submit(i));
+            }
+            self.at(BIG_BACK_MS, Kind::Rejoin(node));
         }
         self.at(CHAOS_MS, Kind::Heal);
     }
@@ -742,6 +787,12 @@ impl World {
             self.close_link(to, from);
             return;
         };
+        if let PeerMsg::Blocks(items) = &msg {
+            let partial = |(b, txs): &(Vec<u8>, Vec<Vec<u8>>)| {
+                Block::decode(b).is_ok_and(|b| b.tx_hashes.len() > txs.len())
+            };
+            self.report.partial_blocks += items.iter().filter(|i| partial(i)).count() as u64;
+        }
         let now = self.clock.now();
         let (tx_ok, client) = (&self.tx_ok, self.client.public_key());
         let window = Replays::window_for(self.genesis.params.heartbeat_interval_ms);
@@ -883,6 +934,13 @@ impl World {
             self.at(t, Kind::Submit(tx));
             return;
         }
+        // The big batches go to a node that is not cut off for them.
+        let live: Vec<usize> = match self.big_cut {
+            Some(cut) if tx >= self.cfg.txs && live.len() > 1 => {
+                live.into_iter().filter(|&i| i != cut).collect()
+            }
+            _ => live,
+        };
         let i = live[self.rng.below(live.len() as u64) as usize];
         // The submissions due at the same moment reach this node in one event batch, as the
         // RPC threads' do under load: they share the intake's write and fsync (group commit),

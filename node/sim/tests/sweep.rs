@@ -9,7 +9,7 @@ use vpbox_node_sim::{Faults, Report, SimConfig, run_seed};
 const SHARD: u64 = 50;
 
 fn cfg(nodes: usize) -> SimConfig {
-    SimConfig { nodes, txs: 40, faults: Faults::all(), sm2: false }
+    SimConfig { nodes, txs: 40, faults: Faults::all(), sm2: false, big: 0 }
 }
 
 fn sweep(nodes: usize, seeds: std::ops::Range<u64>) -> Vec<Report> {
@@ -112,10 +112,25 @@ fn a_seed_replays_exactly() {
 
 #[test]
 fn real_sm2_signatures_through_the_nodes_own_verifier() {
-    let cfg = SimConfig { nodes: 4, txs: 20, faults: Faults::all(), sm2: true };
+    let cfg = SimConfig { nodes: 4, txs: 20, faults: Faults::all(), sm2: true, big: 0 };
     for seed in 0..3 {
         let r = run_seed(&cfg, seed).unwrap();
         assert!(r.violations.is_empty(), "seed {seed}: {:#?}", r.violations);
         assert!(r.height > 0 && r.acknowledged == 20);
     }
+}
+
+/// A day-end upload while a node is cut off: eight batches of 10,000 pairs in one block, over
+/// an answer's budget, which the node fetches in parts once it is back (`Staged`, then the
+/// block whole and checked once) and commits at the same chain, with the network's faults and
+/// the attacks on (no crashes or other partitions: they could bring the node the block by
+/// another road).
+#[test]
+fn a_block_larger_than_an_answer_reaches_a_node_cut_off_in_parts() {
+    let faults = Faults { crash: false, partition: false, ..Faults::all() };
+    let cfg = SimConfig { nodes: 4, txs: 20, faults, sm2: false, big: 8 };
+    let r = run_seed(&cfg, 1).unwrap();
+    assert!(r.violations.is_empty(), "{:#?}", r.violations);
+    assert_eq!(r.acknowledged, 28, "{r:?}");
+    assert!(r.partial_blocks > 0, "no block came in parts: {r:?}");
 }
