@@ -1080,10 +1080,17 @@ impl Ledger {
         let mut changed: Option<State> = None;
         let mut configs = Vec::new();
         let mut enrolls = Vec::new();
-        let stored = self.stored_anchors(&txs)?;
-        for ((index, tx), tx_hash) in txs.iter().enumerate().zip(&tx_hashes) {
+        // A repeat of a transaction below or earlier in this block, or of a committed one, is
+        // skipped; its keys are not looked up.
+        let mut skipped = Vec::with_capacity(txs.len());
+        for tx_hash in &tx_hashes {
+            skipped.push(!executed_txs.insert(tx_hash) || committed_tx(tx_hash)?);
+        }
+        let run = txs.iter().zip(&skipped).filter(|(_, s)| !**s).map(|(tx, _)| tx);
+        let stored = self.stored_anchors(run)?;
+        for (((index, tx), tx_hash), skip) in txs.iter().enumerate().zip(&tx_hashes).zip(skipped) {
             timestamp_ms = timestamp_ms.max(tx.body().timestamp_ms);
-            if !executed_txs.insert(tx_hash) || committed_tx(tx_hash)? {
+            if skip {
                 continue;
             }
             let tx_hash = *tx_hash;
@@ -1273,7 +1280,10 @@ impl Ledger {
     /// for the batch), in parts on the machine's cores. One look-up per pair, in the pairs'
     /// order, was the longest serial part of a block's execution (a sixth of it in a catch-up
     /// at ten million anchors). The committed anchors do not change while a block executes.
-    fn stored_anchors(&self, txs: &[Tx]) -> Result<HashSet<[u8; 32]>, Error> {
+    fn stored_anchors<'t>(
+        &self,
+        txs: impl Iterator<Item = &'t Tx>,
+    ) -> Result<HashSet<[u8; 32]>, Error> {
         let mut keys: Vec<[u8; 32]> = Vec::new();
         for tx in txs {
             match &tx.body().payload {
