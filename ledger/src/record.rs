@@ -7,8 +7,8 @@
 //! - **inline**, 65 to 72 bytes: `value:[32] tx:[32] height`. A transaction that anchors fewer
 //!   than [`NUMBERED_FROM`] keys in its block: a POSP's individually signed anchor. The height
 //!   is a LEB128 of one to seven bytes (65 to 71 in all) when it is below 2^49, which a ledger
-//!   reaches after nine million years of blocks a second, and a `u64be` (72 in all) at 2^49 or
-//!   above, so that the two never share a length. Records written before (until 2026-12-07)
+//!   reaches after 17 million years of blocks a second, and a `u64be` (72 in all) at 2^49 or
+//!   above, so that the two never share a length. Records written before (until 2026-12-06)
 //!   are all of the 72-byte form and read as they are; nothing is rewritten.
 //! - **numbered**, 33 to 42 bytes: `value:[32] number:LEB128` (7 bits a byte, least
 //!   significant first, minimal: no final byte of 0 but for the number 0 itself). A
@@ -35,7 +35,7 @@
 //! trailing bytes and refuses it as corrupt: that upgrade is one way too.
 //!
 //! Why the LEB128 height: the eight-byte height was six or seven bytes of zeros in every
-//! individually signed anchor's record; measured on 2026-12-07, `vpbox bench anchors`' mix
+//! individually signed anchor's record; measured on 2026-12-06, `vpbox bench anchors`' mix
 //! goes from 150.0 (149.9–150.1) to 149.6–149.7 bytes per anchor in three runs (ARCHITECTURE.md, the ledger).
 //!
 //! Nothing else changes: the state map's leaf is `(key, value, tx, height)` whichever form
@@ -131,7 +131,8 @@ pub(crate) fn decode(raw: &[u8]) -> Result<Stored, Error> {
             Names::Tx { tx: Digest(r.array()?), height: leb128(&mut r)? }
         }
         INLINE_FIXED_LEN => Names::Tx { tx: Digest(r.array()?), height: r.u64()? },
-        // Neither form, whatever its bytes, so that each height has one record.
+        // Neither form, whatever its bytes: a height at 2^49 or above has the 72-byte form
+        // alone (below, the 72-byte form of records written before is read too).
         _ => return Err(r.fail("a record longer than either form")),
     };
     r.finish()?;

@@ -137,8 +137,9 @@ pub struct Report {
     /// Submissions that reached a node together with others (in one event batch: one
     /// intake write and fsync for all).
     pub grouped: u64,
-    /// Blocks that reached a node in part, in an answer of the block server (a block larger
-    /// than an answer's budget).
+    /// Parts of blocks (an answer's block with fewer of its transactions than it lists: a
+    /// block larger than an answer's budget) that reached the node cut off for the big batches
+    /// ([`SimConfig::big`]).
     pub partial_blocks: u64,
 }
 
@@ -787,7 +788,9 @@ impl World {
             self.close_link(to, from);
             return;
         };
-        if let PeerMsg::Blocks(items) = &msg {
+        // Parts of blocks the node cut off for the big batches is sent (a link admits an
+        // answer of blocks as it is: the state transfer checks it).
+        if let (PeerMsg::Blocks(items), true) = (&msg, self.big_cut == Some(to)) {
             let partial = |(b, txs): &(Vec<u8>, Vec<Vec<u8>>)| {
                 Block::decode(b).is_ok_and(|b| b.tx_hashes.len() > txs.len())
             };
@@ -934,15 +937,7 @@ impl World {
             self.at(t, Kind::Submit(tx));
             return;
         }
-        // The big batches go to a node that is not cut off for them.
-        let live: Vec<usize> = match self.big_cut {
-            Some(cut) if tx >= self.cfg.txs && live.len() > 1 => {
-                live.into_iter().filter(|&i| i != cut).collect()
-            }
-            _ => live,
-        };
-        let i = live[self.rng.below(live.len() as u64) as usize];
-        // The submissions due at the same moment reach this node in one event batch, as the
+        // The submissions due at the same moment reach one node in one event batch, as the
         // RPC threads' do under load: they share the intake's write and fsync (group commit),
         // and each must still be answered and, once acknowledged, never lost.
         let mut due = vec![tx];
@@ -954,6 +949,14 @@ impl World {
                 due.push(next);
             }
         }
+        // Big batches among them go to a node that is not cut off for them.
+        let live: Vec<usize> = match self.big_cut {
+            Some(cut) if due.iter().any(|&t| t >= self.cfg.txs) && live.len() > 1 => {
+                live.into_iter().filter(|&i| i != cut).collect()
+            }
+            _ => live,
+        };
+        let i = live[self.rng.below(live.len() as u64) as usize];
         let grouped = due.len();
         let syncs = self.nodes[i].intake.syncs();
         let events = due
