@@ -61,6 +61,11 @@ pub const LIVENESS_MS: u64 = CHAOS_MS + 90_000;
 pub const BIG_AT_MS: u64 = 1_000;
 /// When the node cut off for the big batches rejoins: long after they commit.
 pub const BIG_BACK_MS: u64 = 4_000;
+/// More parts of blocks than this sent to the node cut off for the big batches is a transfer
+/// that does not move on (a block of eight batches takes two; each retry of a lost answer a
+/// few more): a violation, and the run stops there rather than resending until
+/// [`LIVENESS_MS`], which takes minutes of real time with blocks this large.
+const BIG_PARTS_MAX: u64 = 64;
 /// The genesis timestamp (ms since the epoch).
 const GENESIS_MS: u64 = 1_764_000_000_000;
 
@@ -795,6 +800,10 @@ impl World {
                 Block::decode(b).is_ok_and(|b| b.tx_hashes.len() > txs.len())
             };
             self.report.partial_blocks += items.iter().filter(|i| partial(i)).count() as u64;
+            if self.report.partial_blocks > BIG_PARTS_MAX {
+                let n = self.report.partial_blocks;
+                self.violation(format!("node {}: sent {n} parts of blocks, no end", to + 1));
+            }
         }
         let now = self.clock.now();
         let (tx_ok, client) = (&self.tx_ok, self.client.public_key());
@@ -1063,7 +1072,7 @@ impl World {
     pub fn run(mut self) -> anyhow::Result<Report> {
         let mut steps: u64 = 0;
         while let Some(((time, _), kind)) = self.queue.pop_first() {
-            if time > LIVENESS_MS {
+            if time > LIVENESS_MS || self.report.partial_blocks > BIG_PARTS_MAX {
                 break;
             }
             self.now.set(self.now.get().max(time));
