@@ -721,15 +721,29 @@ impl Ledger {
             }
             None => genesis,
         };
-        let mut trust = state.trust().map_err(|e| Error::Corrupt(format!("root: {e}")))?;
-        for der in self.crls()? {
-            // Each was accepted when its block executed; one whose root governance removed
-            // since no longer applies to anything.
-            let _ = trust.add_crl(&der);
-        }
-        self.trust = Some(trust);
+        self.trust = Some(self.trust_of(&state, [])?);
         self.gov = Some(state);
         Ok(())
+    }
+
+    /// The trust store of the governance state `state`: its roots, every committed CRL, then
+    /// `later` (the speculative blocks' and a block's own), in publication order. Each CRL
+    /// was accepted when its block executed; one whose root governance removed since no
+    /// longer applies to anything, and is left out.
+    fn trust_of<'c>(
+        &self,
+        state: &State,
+        later: impl IntoIterator<Item = &'c Vec<u8>>,
+    ) -> Result<TrustStore, Error> {
+        let mut trust =
+            state.trust().map_err(|e| Error::Corrupt(format!("governance roots: {e}")))?;
+        for der in &self.crls()? {
+            let _ = trust.add_crl(der);
+        }
+        for der in later {
+            let _ = trust.add_crl(der);
+        }
+        Ok(trust)
     }
 
     /// The committed governance state (`None` with admission off).
@@ -1057,14 +1071,7 @@ impl Ledger {
         let last_change =
             above.iter().enumerate().rev().find_map(|(k, e)| e.governance.as_ref().map(|g| (k, g)));
         if let Some((k, g)) = last_change {
-            let mut t = g.trust().map_err(|e| Error::Corrupt(format!("speculative roots: {e}")))?;
-            for item in self.db.iterator_cf(self.cf(CF_CRLS)?, IteratorMode::Start) {
-                let _ = t.add_crl(&item?.1);
-            }
-            for crl in above[..=k].iter().flat_map(|e| &e.crls) {
-                let _ = t.add_crl(crl);
-            }
-            trust = Some(t);
+            trust = Some(self.trust_of(g, above[..=k].iter().flat_map(|e| &e.crls))?);
             after = k + 1;
         }
         if let Some(t) = &mut trust {
@@ -1121,17 +1128,8 @@ impl Ledger {
                     match verdict {
                         Ok(next) => {
                             // The roots changed: rebuild the trust store with every CRL so far.
-                            let mut t = next
-                                .trust()
-                                .map_err(|e| Error::Corrupt(format!("governance roots: {e}")))?;
-                            for item in self.db.iterator_cf(self.cf(CF_CRLS)?, IteratorMode::Start)
-                            {
-                                let _ = t.add_crl(&item?.1);
-                            }
-                            for crl in above.iter().flat_map(|e| &e.crls).chain(&crls) {
-                                let _ = t.add_crl(crl);
-                            }
-                            trust = Some(t);
+                            let later = above.iter().flat_map(|e| &e.crls).chain(&crls);
+                            trust = Some(self.trust_of(&next, later)?);
                             changed = Some(next);
                             configs.push(index as u32);
                             outcomes.push(PutOutcome::Success);

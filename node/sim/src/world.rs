@@ -800,7 +800,7 @@ impl World {
                 Block::decode(b).is_ok_and(|b| b.tx_hashes.len() > txs.len())
             };
             self.report.partial_blocks += items.iter().filter(|i| partial(i)).count() as u64;
-            if self.report.partial_blocks > BIG_PARTS_MAX {
+            if self.transfer_stuck() {
                 let n = self.report.partial_blocks;
                 self.violation(format!("node {}: sent {n} parts of blocks, no end", to + 1));
             }
@@ -1068,11 +1068,17 @@ impl World {
             && (0..self.nodes.len()).all(|i| self.up(i))
     }
 
+    /// Whether the node cut off for the big batches was sent more than [`BIG_PARTS_MAX`]
+    /// parts of blocks: a violation when it happens, and the end of the run.
+    fn transfer_stuck(&self) -> bool {
+        self.report.partial_blocks > BIG_PARTS_MAX
+    }
+
     /// Runs the world to the end; the report.
     pub fn run(mut self) -> anyhow::Result<Report> {
         let mut steps: u64 = 0;
         while let Some(((time, _), kind)) = self.queue.pop_first() {
-            if time > LIVENESS_MS || self.report.partial_blocks > BIG_PARTS_MAX {
+            if time > LIVENESS_MS || self.transfer_stuck() {
                 break;
             }
             self.now.set(self.now.get().max(time));
