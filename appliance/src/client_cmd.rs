@@ -769,17 +769,36 @@ pub(crate) fn pid_in(file: &Path) -> Result<i32> {
 /// Stops the process `pid` (SIGTERM, as `cluster down` does) and waits until it is gone: an
 /// error naming `what` if it is still there after 30 s.
 pub(crate) fn stop_and_wait(pid: i32, what: &str) -> Result<()> {
+    if !terminate(pid, what, Duration::from_secs(30))? {
+        bail!("{what} did not stop within 30 s");
+    }
+    Ok(())
+}
+
+/// Sends the process `pid` SIGTERM (a node then finishes the events in hand, flushes its
+/// ledger and saves its state map's checkpoint) and waits up to `grace` for it to be gone:
+/// whether it is.
+pub(crate) fn terminate(pid: i32, what: &str, grace: Duration) -> Result<bool> {
     let p = rustix::process::Pid::from_raw(pid).with_context(|| format!("{what}: pid {pid}"))?;
     rustix::process::kill_process(p, rustix::process::Signal::TERM)
         .with_context(|| format!("{what}: SIGTERM"))?;
     let start = Instant::now();
-    while Path::new(&format!("/proc/{pid}")).exists() {
-        if start.elapsed() > Duration::from_secs(30) {
-            bail!("{what} did not stop within 30 s");
+    while running(pid) {
+        if start.elapsed() > grace {
+            return Ok(false);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(())
+    Ok(true)
+}
+
+/// Whether the process `pid` is there and has not exited: a zombie (exited, not yet reaped:
+/// a daemon's parent is whatever adopted it, which need not reap) has stopped.
+fn running(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    // After the command's name in parentheses, the state.
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+    state.is_some_and(|s| s != "Z" && s != "X")
 }
 
 impl Drop for BenchCluster {
