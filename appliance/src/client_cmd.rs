@@ -752,7 +752,7 @@ impl BenchCluster {
 
     /// A stopped node's ledger on disk ([`vpbox_ledger::disk::stopped_bytes`]): an error
     /// when the node did not stop cleanly (`cluster down` kills a node that takes more than
-    /// 5 s).
+    /// 20 s).
     pub(crate) fn ledger_bytes(&self, node: u32) -> Result<vpbox_ledger::disk::StoppedBytes> {
         let ledger = self.dir.join(format!("node{node}/data/ledger"));
         vpbox_ledger::disk::stopped_bytes(&ledger).with_context(|| format!("node{node}"))
@@ -793,12 +793,20 @@ pub(crate) fn terminate(pid: i32, what: &str, grace: Duration) -> Result<bool> {
 }
 
 /// Whether the process `pid` is there and has not exited: a zombie (exited, not yet reaped:
-/// a daemon's parent is whatever adopted it, which need not reap) has stopped.
+/// a daemon's parent is whatever adopted it, which need not reap) has stopped once its last
+/// thread has — its main thread shows `Z` while others may still hold its files (a ledger's
+/// lock, a socket).
 fn running(pid: i32) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-    // After the command's name in parentheses, the state.
-    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
-    state.is_some_and(|s| s != "Z" && s != "X")
+    // After the command's name in parentheses: the state (field 3), then the thread count
+    // (field 20).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let exited = matches!(fields.first(), Some(&("Z" | "X")));
+    let threads = fields.get(17).and_then(|n| n.parse::<u32>().ok()).unwrap_or(1);
+    !(exited && threads <= 1)
 }
 
 impl Drop for BenchCluster {

@@ -1295,6 +1295,11 @@ fn stop(nd: &Path, pid_file: &str) {
         && let Some(p) = rustix::process::Pid::from_raw(pid)
     {
         let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+        // Gone before what follows (a copy of its ledger, a start in its place).
+        let start = Instant::now();
+        while alive(nd, pid_file).is_some() && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
     let _ = fs::remove_file(nd.join(pid_file));
 }
