@@ -4,7 +4,7 @@
 # that package's tests, and each file must keep ≥ 90 % of its viable mutants caught.
 #
 #   scripts/mutants.sh --full          every selected mutant of every file (about 50 minutes here)
-#   scripts/mutants.sh --ci            what CI runs (at most about 10 minutes): the mutants on
+#   scripts/mutants.sh --ci            what CI runs (about 5 to 12 minutes): the mutants on
 #                                      lines changed since the last full run (.ci/mutants-base),
 #                                      and one file (or a shard of the engine's or the
 #                                      transaction encoding's mutants) in full, in turn by the commit count
