@@ -7,7 +7,8 @@
 #   scripts/mutants.sh --ci            what CI runs (about 5 to 12 minutes): the mutants on
 #                                      lines changed since the last full run (.ci/mutants-base),
 #                                      and one file (or a shard of the engine's or the
-#                                      transaction encoding's mutants) in full, in turn by the commit count
+#                                      transaction encoding's mutants) in full, in turn by
+#                                      the commit count
 #   scripts/mutants.sh --file PATH     one of the files in full
 #
 # Runs in place (cargo-mutants restores each file after its mutant), reusing target/debug: run

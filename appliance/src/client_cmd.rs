@@ -760,10 +760,22 @@ impl BenchCluster {
 }
 
 /// The pid a cluster process wrote at its start (`nodeN/node.pid`, `nodeN/proxy.pid`, under
-/// a [`BenchCluster`]'s folder).
+/// a [`BenchCluster`]'s folder): an error unless it names a running vpbox process, so that a
+/// signal never goes to a pid the system gave to another process since.
 pub(crate) fn pid_in(file: &Path) -> Result<i32> {
     let text = std::fs::read_to_string(file).with_context(|| format!("{}", file.display()))?;
-    text.trim().parse().with_context(|| format!("the pid in {}", file.display()))
+    let pid = text.trim().parse().with_context(|| format!("the pid in {}", file.display()))?;
+    if !(running(pid) && is_vpbox(pid)) {
+        bail!("{} names pid {pid}, which is not a running vpbox process", file.display());
+    }
+    Ok(pid)
+}
+
+/// Whether the process `pid` runs vpbox (its command line names it): a pid file can outlive
+/// its process, and the pid be given to another.
+pub(crate) fn is_vpbox(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains("vpbox"))
 }
 
 /// Stops the process `pid` (SIGTERM, as `cluster down` does) and waits until it is gone: an
@@ -779,17 +791,26 @@ pub(crate) fn stop_and_wait(pid: i32, what: &str) -> Result<()> {
 /// ledger and saves its state map's checkpoint) and waits up to `grace` for it to be gone:
 /// whether it is.
 pub(crate) fn terminate(pid: i32, what: &str, grace: Duration) -> Result<bool> {
+    signal(pid, rustix::process::Signal::TERM, what)?;
+    Ok(wait_gone(pid, grace))
+}
+
+/// Sends the process `pid` (`what`, for the error) the signal `sig`.
+pub(crate) fn signal(pid: i32, sig: rustix::process::Signal, what: &str) -> Result<()> {
     let p = rustix::process::Pid::from_raw(pid).with_context(|| format!("{what}: pid {pid}"))?;
-    rustix::process::kill_process(p, rustix::process::Signal::TERM)
-        .with_context(|| format!("{what}: SIGTERM"))?;
+    rustix::process::kill_process(p, sig).with_context(|| format!("{what}: {sig:?}"))
+}
+
+/// Waits up to `limit` for the process `pid` to have exited ([`running`]): whether it has.
+pub(crate) fn wait_gone(pid: i32, limit: Duration) -> bool {
     let start = Instant::now();
     while running(pid) {
-        if start.elapsed() > grace {
-            return Ok(false);
+        if start.elapsed() > limit {
+            return false;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(true)
+    true
 }
 
 /// Whether the process `pid` is there and has not exited: a zombie (exited, not yet reaped:
