@@ -1026,11 +1026,12 @@ pub(crate) fn bench_anchors(a: &BenchAnchorsArgs) -> Result<Outcome> {
     println!(
         "bytes on disk per anchor (node1 ledger): {per_anchor:>9.1}                (goal <= 150)\n\
          \x20 apart, the state map's checkpoint of a clean stop: {:.1} MB ({:.0} bytes per anchor \
-         here; at most 39 MB),\n\
+         here; at most {:.0} MB),\n\
          \x20 and RocksDB's log and options files: {:.2} MB ({:.1} bytes per anchor here; at most \
          about 20 MB)",
         checkpoint as f64 / 1e6,
         checkpoint as f64 / total,
+        vpbox_ledger::state::CHECKPOINT_MAX as f64 / 1e6,
         disk.engine_text as f64 / 1e6,
         disk.engine_text as f64 / total
     );

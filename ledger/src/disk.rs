@@ -42,8 +42,9 @@ fn walk(dir: &Path) -> (u64, u64) {
 pub struct StoppedBytes {
     /// Every file of it: the tables, RocksDB's own files, the state map's checkpoint.
     pub all: u64,
-    /// The state map's checkpoint alone: 37 bytes per bucket of the map's 2^20 that holds
-    /// anchors, so at most 39 MB whatever the ledger's size; the benchmarks give it apart from
+    /// The state map's checkpoint alone: 37 bytes per bucket of the map's 2^22 that holds
+    /// anchors, so at most [`CHECKPOINT_MAX`](crate::state::CHECKPOINT_MAX) (155 MB) whatever
+    /// the ledger's size; the benchmarks give it apart from
     /// the cost per anchor. The first block after the next open removes it.
     pub checkpoint: u64,
     /// RocksDB's text files: its information log (`LOG`, `LOG.old.*`, at most

@@ -19,8 +19,8 @@
 //! and height), or at another key's leaf (absent) — and the verifier hashes it back up.
 //!
 //! **How a node keeps it** (the cost the issue asked to bound): the tree's top [`TOP_DEPTH`]
-//! levels are held in memory, densely (`2^(TOP_DEPTH + 1)` nodes of 33 bytes, 69 MB, zeroed
-//! pages taken only when touched); below them, a *bucket* (the keys sharing the first
+//! levels are held in memory, densely (`2^(TOP_DEPTH + 1)` nodes of 33 bytes, 277 MB, zeroed
+//! pages taken only when written: `Level`); below them, a *bucket* (the keys sharing the first
 //! `TOP_DEPTH` bits) is hashed from its anchors, read in key order from the anchors' column
 //! family, when a block adds to it. Nothing is written to disk for it while the node runs: at
 //! open the top is rebuilt from one scan of the anchors, or read from the [`Checkpoint`] of
@@ -29,15 +29,16 @@
 //! ([`Changes::below`], [`Changes::join`]). A block changes only the buckets it adds to and their
 //! ancestors, and a subtree of one anchor costs no hash at all, so the cost per anchor is
 //! about its leaf, its bucket's few neighbours and the levels where its path meets others
-//! (measured in `cargo bench -p vpbox-ledger --bench ledger`). At ten anchors a bucket (ten
-//! million anchors) a block's update reads ten neighbours per new anchor; past that the
-//! buckets grow with the ledger (the depth is a constant of this build, not of the format:
-//! the root does not depend on it).
+//! (measured in `cargo bench -p vpbox-ledger --bench ledger`). At ten million anchors a
+//! bucket holds 2.4 of them, so a block's update reads two or three neighbours per new anchor
+//! (ten at the 20 levels kept until 2026-12-06); past that the buckets grow with the ledger
+//! (the depth is a constant of this build, not of the format: the root does not depend on it;
+//! a checkpoint names the depth it was written at and one of another is refused).
 
 use vpbox_sm::sm3::Digest;
 
 /// The levels kept in memory (0 is the root); a bucket is a subtree at this depth.
-pub const TOP_DEPTH: usize = 20;
+pub const TOP_DEPTH: usize = 22;
 /// The deepest a leaf can be: two keys differ in at most their last bit.
 pub const MAX_DEPTH: usize = 256;
 /// An empty subtree's hash.
@@ -306,9 +307,40 @@ fn path_below(
 
 /// The tree's top levels, 0 to [`TOP_DEPTH`], as committed.
 pub struct Top {
-    /// `levels[l][i]`: node `i` of level `l`, its hash then its kind (0 empty, 1 leaf,
-    /// 2 inner), so that one look-up touches one cache line or two.
-    levels: Vec<Vec<[u8; 33]>>,
+    /// `levels[l]`: level `l`'s nodes, 33 bytes each: its hash then its kind (0 empty,
+    /// 1 leaf, 2 inner), so that one look-up touches one cache line or two.
+    levels: Vec<Level>,
+}
+
+/// One level's nodes ([`SLOT`] bytes each) in an anonymous private mapping of their own: its
+/// pages are the system's zero page until written, and go back to the system when it is
+/// dropped, whatever the allocator does. (A `calloc`ed `Vec` is not enough: once the allocator
+/// has freed a block of a level's size it serves the next from its heap and clears it, writing
+/// every page — 277 MB at 22 levels, at every open of every ledger of a process, as the node
+/// simulator's are.)
+struct Level(memmap2::MmapMut);
+
+/// A node's bytes in a [`Level`].
+const SLOT: usize = 33;
+
+impl Level {
+    fn zeroed(nodes: usize) -> Self {
+        match memmap2::MmapMut::map_anon(nodes * SLOT) {
+            Ok(map) => Self(map),
+            // As a failed allocation does.
+            Err(e) => panic!("the state map's level of {nodes} nodes: {e}"),
+        }
+    }
+
+    fn slot(&self, index: u32) -> &[u8] {
+        let at = index as usize * SLOT;
+        &self.0[at..at + SLOT]
+    }
+
+    fn slot_mut(&mut self, index: u32) -> &mut [u8] {
+        let at = index as usize * SLOT;
+        &mut self.0[at..at + SLOT]
+    }
 }
 
 impl std::fmt::Debug for Top {
@@ -326,12 +358,12 @@ impl Default for Top {
 impl Top {
     /// An empty tree (the zeroed pages are taken from the system only when written).
     pub fn new() -> Self {
-        Self { levels: (0..=TOP_DEPTH).map(|l| vec![[0u8; 33]; 1 << l]).collect() }
+        Self { levels: (0..=TOP_DEPTH).map(|l| Level::zeroed(1 << l)).collect() }
     }
 
     /// Node `index` of level `level`.
     pub fn get(&self, level: usize, index: u32) -> Node {
-        let slot = &self.levels[level][index as usize];
+        let slot = self.levels[level].slot(index);
         let mut h = [0u8; 32];
         h.copy_from_slice(&slot[..32]);
         match slot[32] {
@@ -342,7 +374,7 @@ impl Top {
     }
 
     fn set(&mut self, level: usize, index: u32, node: Node) {
-        let slot = &mut self.levels[level][index as usize];
+        let slot = self.levels[level].slot_mut(index);
         slot[..32].copy_from_slice(node.hash().as_bytes());
         slot[32] = node.tag();
     }
@@ -361,13 +393,26 @@ impl Top {
         top
     }
 
-    /// The buckets (level [`TOP_DEPTH`]) that hold anchors, by index.
+    /// The buckets (level [`TOP_DEPTH`]) that hold anchors, by index: found from the root
+    /// down through the nodes that are not empty, so that an empty subtree's pages are never
+    /// read (nor, in a small ledger, taken from the system at all).
     pub fn buckets(&self) -> impl Iterator<Item = (u32, Node)> + '_ {
-        self.levels[TOP_DEPTH]
-            .iter()
-            .enumerate()
-            .filter(|(_, slot)| slot[32] != 0)
-            .map(|(i, _)| (i as u32, self.get(TOP_DEPTH, i as u32)))
+        // Nodes to visit, the next on top: a node's right child is pushed before its left.
+        let mut stack = vec![(0usize, 0u32)];
+        std::iter::from_fn(move || {
+            while let Some((level, index)) = stack.pop() {
+                let node = self.get(level, index);
+                if node == Node::Empty {
+                    continue;
+                }
+                if level == TOP_DEPTH {
+                    return Some((index, node));
+                }
+                stack.push((level + 1, 2 * index + 1));
+                stack.push((level + 1, 2 * index));
+            }
+            None
+        })
     }
 
     /// Makes `changes` (a committed block's) part of the tree.
@@ -667,6 +712,8 @@ const CHECKPOINT_MAGIC: &[u8; 8] = b"VPSTMAP1";
 const CHECKPOINT_BUCKET: usize = 4 + 1 + 32;
 /// Bytes of a checkpoint's head (magic to count).
 const CHECKPOINT_HEAD: usize = 8 + 8 + 32 + 1 + 4;
+/// The largest checkpoint, whatever the ledger's size: every bucket holding anchors (155 MB).
+pub const CHECKPOINT_MAX: usize = CHECKPOINT_HEAD + (1 << TOP_DEPTH) * CHECKPOINT_BUCKET + 32;
 
 impl Checkpoint {
     /// The checkpoint of `top` as of block `height`, whose hash is `block`.

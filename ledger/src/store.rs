@@ -2032,6 +2032,14 @@ mod tests {
         assert_eq!(reopen(Some("do not hash")).state.root(), root);
         std::fs::write(&file, &good[..good.len() - 1]).unwrap();
         assert_eq!(reopen(Some("checksum")).state.root(), root);
+        // Whole, but written at another depth (as builds before 2026-12-06 wrote, at 20).
+        let mut other = good[..good.len() - 32].to_vec();
+        assert_eq!(usize::from(other[48]), state::TOP_DEPTH, "the depth's byte");
+        other[48] = 20;
+        let sum = vpbox_sm::sm3::hash(&other);
+        other.extend_from_slice(sum.as_bytes());
+        std::fs::write(&file, &other).unwrap();
+        assert_eq!(reopen(Some("another number of levels")).state.root(), root);
         std::fs::write(&file, &good).unwrap();
         let ledger = reopen(None);
         assert_eq!(ledger.state.root(), root);
@@ -2273,15 +2281,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = SoftwareSigner::new(SecretKey::generate().unwrap());
         let n = 4 * LEAVES_AT_ONCE as u32 + 500;
-        // Anchor i in bucket 3i (the first 20 bits); the second block's in the same buckets,
-        // told apart by the next bit (so that a bucket's two leaves meet right below it: a
-        // path of 228 levels each, as when they differed in their last bit, took most of a
-        // minute of hashing and added nothing this test is about).
+        // Anchor i in bucket 3i (the first TOP_DEPTH bits); the second block's in the same
+        // buckets, told apart by the next bit (so that a bucket's two leaves meet right below
+        // it: a path of over 200 levels each, as when they differed in their last bit, took
+        // most of a minute of hashing and added nothing this test is about).
+        const { assert!(state::TOP_DEPTH < 32) };
         let key = |i: u32, second: u32| {
             let mut k = vpbox_sm::sm3::hash(i.to_be_bytes()).0;
-            k[..4].copy_from_slice(&((3 * i) << 12 | second << 11).to_be_bytes());
+            let bits = (3 * i) << (32 - state::TOP_DEPTH) | second << (31 - state::TOP_DEPTH);
+            k[..4].copy_from_slice(&bits.to_be_bytes());
             k
         };
+        assert!(3 * n < 1 << state::TOP_DEPTH);
         let first: Vec<_> = (0..n).map(|i| (key(i, 0), [1; 32])).collect();
         let second: Vec<_> = (0..n).map(|i| (key(i, 1), [2; 32])).collect();
         let root = {
@@ -2289,6 +2300,7 @@ mod tests {
             commit(&mut ledger, &[tx(&s, 1, Payload::AnchorPutBatch(first))]);
             let e = ledger.execute(&[], vec![tx(&s, 2, Payload::AnchorPutBatch(second))]).unwrap();
             ledger.commit(&e, b"c").unwrap();
+            assert_eq!(ledger.state.buckets().count(), n as usize, "two anchors a bucket");
             ledger.tip().unwrap().state_root
         };
         let ledger = Ledger::open(dir.path()).unwrap();
