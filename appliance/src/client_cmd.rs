@@ -771,11 +771,17 @@ pub(crate) fn pid_in(file: &Path) -> Result<i32> {
     Ok(pid)
 }
 
-/// Whether the process `pid` runs vpbox (its command line names it): a pid file can outlive
-/// its process, and the pid be given to another.
+/// Whether the process `pid` runs vpbox (the program it was started as, its first argument,
+/// is a file named `vpbox`; not any argument naming it, as a `tail` of a cluster's log would):
+/// a pid file can outlive its process, and the pid be given to another. A zombie has no
+/// command line, so it is not.
 pub(crate) fn is_vpbox(pid: i32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains("vpbox"))
+    use std::os::unix::ffi::OsStrExt;
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+        let program = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+        Path::new(std::ffi::OsStr::from_bytes(program)).file_name()
+            == Some(std::ffi::OsStr::new("vpbox"))
+    })
 }
 
 /// Stops the process `pid` (SIGTERM, as `cluster down` does) and waits until it is gone: an

@@ -1288,9 +1288,9 @@ const STOP_GRACE: Duration = Duration::from_secs(20);
 
 /// Stops the processes that the pid file `pid_file` names in each of the node folders `nds`:
 /// SIGTERM to all of them first, then up to [`STOP_GRACE`] in all for them to exit (so a box
-/// whose every process ignored SIGTERM takes 20 s, not 20 s each); one still running then gets
-/// SIGKILL and is waited for (up to 5 s), so that it is gone before what follows (a copy of
-/// its ledger, a start in its place).
+/// whose every process ignored SIGTERM takes 20 s, not 20 s each); those still running then get
+/// SIGKILL and are waited for (5 s in all), so that they are gone before what follows (a copy
+/// of a ledger, a start in its place).
 fn stop(nds: &[PathBuf], pid_file: &str) {
     use rustix::process::Signal;
     let pids: Vec<(&PathBuf, i32)> =
@@ -1302,15 +1302,23 @@ fn stop(nds: &[PathBuf], pid_file: &str) {
         }
     }
     let deadline = Instant::now() + STOP_GRACE;
+    let mut killed = Vec::new();
     for (nd, pid) in &pids {
         let left = deadline.saturating_duration_since(Instant::now());
-        if !crate::client_cmd::wait_gone(*pid, left) && alive(nd, pid_file).is_some() {
+        // Judged by the pid taken above, not by the file read again: a file removed or
+        // rewritten meanwhile must not leave running a process that ignored SIGTERM.
+        if !crate::client_cmd::wait_gone(*pid, left) && crate::client_cmd::is_vpbox(*pid) {
             let what = nd.join(pid_file).display().to_string();
             eprintln!("{what}: still running {STOP_GRACE:?} after SIGTERM; sending SIGKILL");
             if crate::client_cmd::signal(*pid, Signal::KILL, &what).is_ok() {
-                crate::client_cmd::wait_gone(*pid, Duration::from_secs(5));
+                killed.push(*pid);
             }
         }
+    }
+    // Every straggler killed first, then waited for together: 5 s in all.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for pid in killed {
+        crate::client_cmd::wait_gone(pid, deadline.saturating_duration_since(Instant::now()));
     }
     for nd in nds {
         let _ = fs::remove_file(nd.join(pid_file));

@@ -192,8 +192,8 @@ const PLANNED_MAX: usize = 256;
 const PLAN_NODES: usize = 1 << 16;
 
 /// [`subtree`] of each of `lists` (each as `subtree` takes it, at `depth`), their inner nodes
-/// hashed together height by height, in SIMD lanes: a block's buckets (ten anchors each at ten
-/// million) are many small trees, one hash at a time a chain of waits. Memory is bounded
+/// hashed together height by height, in SIMD lanes: a block's buckets (two or three anchors
+/// each at ten million) are many small trees, one hash at a time a chain of waits. Memory is bounded
 /// ([`PLANNED_MAX`], [`PLAN_NODES`]) whatever the keys.
 pub fn subtrees(lists: &[&[([u8; 32], Digest)]], depth: usize) -> Vec<Node> {
     let mut out = Vec::with_capacity(lists.len());
@@ -984,6 +984,11 @@ mod tests {
                 }
             }
             let root = m.top.root();
+            // The non-empty buckets, in index order, as a checkpoint takes them.
+            let held: std::collections::BTreeSet<u32> =
+                m.leaves.iter().map(|l| prefix(&l.key, TOP_DEPTH)).collect();
+            let found: Vec<u32> = m.top.buckets().map(|(b, _)| b).collect();
+            prop_assert_eq!(found, held.into_iter().collect::<Vec<_>>());
             let probe = |k: &[u8; 32]| Path::build(&m.top, k, |d, i| m.read(d, i), |e| e);
             for l in &m.leaves {
                 let p = probe(&l.key).unwrap();

@@ -119,7 +119,7 @@ const _: () = assert!(READ_DEPTH <= TOP_DEPTH && 1 << READ_DEPTH >= 4);
 
 /// The state map's top levels from its `buckets` (sorted by index, as a checkpoint and a
 /// scan give them): [`state::Top::build`], with the levels below one node per worker computed
-/// on the cores (a million buckets at ten million anchors: a third of an open).
+/// on the cores (3.8 million buckets at ten million anchors).
 fn build_top(buckets: Vec<(u32, state::Node)>) -> state::Top {
     build_top_in(buckets, workers().ilog2() as usize)
 }
@@ -174,7 +174,8 @@ fn parallel<P: Sync, R: Send>(parts: &[P], f: impl Fn(&P) -> R + Sync) -> Vec<R>
 /// The leaves of whole buckets [`Ledger::hash_buckets`] (a block's new, speculative and
 /// committed ones) and [`scan_buckets`] gather before they hash them together: enough to fill
 /// the SIMD lanes many times over, and a bounded memory however large the block or the ledger
-/// (at ten anchors a bucket, a block of 40,000 new anchors reads 400,000).
+/// (at ten anchors a bucket, a block of 40,000 new anchors reads 400,000; a bucket holds 2.4
+/// at ten million).
 const LEAVES_AT_ONCE: usize = 4096;
 
 /// How far ahead a scan of every anchor reads its table files ([`scan_options`]).
@@ -1314,7 +1315,7 @@ impl Ledger {
     /// The new nodes of the buckets `leaves` (sorted) add to, by index: each hashed from the
     /// committed anchors in it, the speculative blocks' (`above`) and these. The committed
     /// anchors' leaves are read first and hashed together, [`LEAVES_AT_ONCE`] at a time, in
-    /// SIMD lanes: at ten anchors a bucket they are most of a block's hashing.
+    /// SIMD lanes: at several anchors a bucket they are most of a block's hashing.
     fn hash_buckets(
         &self,
         above: &[Executed],
