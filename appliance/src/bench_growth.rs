@@ -8,9 +8,11 @@
 //!    p50, p99 and max, in ms. Twice: right after the load, while the nodes may still be
 //!    busy with what it wrote (four nodes' compactions on this machine's two cores, where a
 //!    box has its own), then once every node is quiet (as below), other keys of the same
-//!    spread (the next steps of its walk: the first reads did not bring them into the block
-//!    cache or the page cache, but for a chance few at most). The goal is judged on the second; the JSON line gives the first as
-//!    `busy_get_*`, and the wait for quiet as `quiet_after_load_s`.
+//!    spread: the next steps of its walk, so that the first reads did not bring them into the
+//!    block cache or the page cache (the two sets share about `reads² / anchors` keys by
+//!    chance: a tenth of a key at ten million, fifty at CI's 20,000). The goal is judged on
+//!    the second; the JSON line gives the first as `busy_get_*`, and the wait for quiet as
+//!    `quiet_after_load_s`.
 //! 3. **Catch-up**, measured twice: once every node is quiet, the last node is stopped
 //!    (SIGTERM), `--catch-up` more anchors commit on the others, and the node is started
 //!    again; the figure is those anchors over the time from its start to its height equal to
@@ -136,7 +138,13 @@ pub(crate) fn bench_growth(a: &BenchGrowthArgs) -> Result<Outcome> {
     // 2. Reads, right after the load and once every node is quiet, of other keys. A failure
     // keeps the cluster's folder (its logs).
     let read_both = || -> Result<_> {
-        let busy = reads(&socket(1), a.anchors, 0..a.reads)?;
+        let busy @ (b50, b99, bmax) = reads(&socket(1), a.anchors, 0..a.reads)?;
+        // Printed at once: a failure below keeps it.
+        println!(
+            "anchor_get on {} anchors ({} reads, one client, JSON-RPC socket), right after the \
+             load (the nodes may be busy): p50 {b50:.3} ms, p99 {b99:.3} ms, max {bmax:.3} ms",
+            a.anchors, a.reads
+        );
         let pids = (1..=a.nodes)
             .map(|i| pid_in(&dir.join(format!("node{i}/node.pid"))))
             .collect::<Result<Vec<_>>>()?;
@@ -152,11 +160,6 @@ pub(crate) fn bench_growth(a: &BenchGrowthArgs) -> Result<Outcome> {
             );
         }
     };
-    println!(
-        "anchor_get on {} anchors ({} reads, one client, JSON-RPC socket), right after the \
-         load (the nodes may be busy): p50 {b50:.3} ms, p99 {b99:.3} ms, max {bmax:.3} ms",
-        a.anchors, a.reads
-    );
     let when = calm.map_or("not quiet".to_string(), |w| format!("quiet after {w:.0} s"));
     println!(
         "anchor_get on {} anchors, other keys, the nodes {when}: p50 {p50:.3} ms, p99 \

@@ -360,7 +360,7 @@ fn alive(dir: &Path, pid_file: &str) -> Option<i32> {
     let pid: i32 = fs::read_to_string(dir.join(pid_file)).ok()?.trim().parse().ok()?;
     let p = rustix::process::Pid::from_raw(pid)?;
     rustix::process::test_kill_process(p).ok()?;
-    // A zombie or a recycled PID is not ours: check the command line names vpbox.
+    // A zombie or a recycled PID is not ours: check it was started as vpbox.
     crate::client_cmd::is_vpbox(pid).then_some(pid)
 }
 

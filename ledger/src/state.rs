@@ -193,8 +193,8 @@ const PLAN_NODES: usize = 1 << 16;
 
 /// [`subtree`] of each of `lists` (each as `subtree` takes it, at `depth`), their inner nodes
 /// hashed together height by height, in SIMD lanes: a block's buckets (two or three anchors
-/// each at ten million) are many small trees, one hash at a time a chain of waits. Memory is bounded
-/// ([`PLANNED_MAX`], [`PLAN_NODES`]) whatever the keys.
+/// each at ten million) are many small trees, one hash at a time a chain of waits. Memory is
+/// bounded ([`PLANNED_MAX`], [`PLAN_NODES`]) whatever the keys.
 pub fn subtrees(lists: &[&[([u8; 32], Digest)]], depth: usize) -> Vec<Node> {
     let mut out = Vec::with_capacity(lists.len());
     let mut plan = Plan::default();
