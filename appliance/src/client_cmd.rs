@@ -771,16 +771,19 @@ pub(crate) fn pid_in(file: &Path) -> Result<i32> {
     Ok(pid)
 }
 
-/// Whether the process `pid` runs vpbox (the program it was started as, its first argument,
-/// is a file named `vpbox`; not any argument naming it, as a `tail` of a cluster's log would):
-/// a pid file can outlive its process, and the pid be given to another. A zombie has no
-/// command line, so it is not.
+/// Whether the process `pid` runs vpbox: the program it was started as (its first argument)
+/// is a file named `vpbox`, or named as this process's own program is (a cluster's processes
+/// are started from the binary that starts them, whatever its name) — not any argument naming
+/// it, as a `tail` of a cluster's log would. A pid file can outlive its process, and the pid be
+/// given to another. A zombie has no command line, so it is not.
 pub(crate) fn is_vpbox(pid: i32) -> bool {
     use std::os::unix::ffi::OsStrExt;
+    let own = std::env::current_exe().ok();
+    let own = own.as_deref().and_then(Path::file_name);
     std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
         let program = cmdline.split(|b| *b == 0).next().unwrap_or_default();
-        Path::new(std::ffi::OsStr::from_bytes(program)).file_name()
-            == Some(std::ffi::OsStr::new("vpbox"))
+        let name = Path::new(std::ffi::OsStr::from_bytes(program)).file_name();
+        name.is_some() && (name == Some(std::ffi::OsStr::new("vpbox")) || name == own)
     })
 }
 

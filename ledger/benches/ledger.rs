@@ -38,6 +38,9 @@ fn main() {
     // The ledger.
     let dir = tempfile::tempdir().expect("tempdir");
     let mut ledger = Ledger::open(dir.path()).expect("open");
+    // As a node does at its start (`vpbox node run`): the state map's memory taken before
+    // the blocks, not by them.
+    ledger.populate_state().expect("the state map's memory");
     ledger.init_genesis(&Block::genesis(hash(b"bench"), 0)).expect("genesis");
     let start = Instant::now();
     for chunk in txs.chunks(txs_per_block as usize) {

@@ -944,6 +944,15 @@ impl Ledger {
         Ok(self.db.get_cf(self.cf(CF_CERTS)?, submitter.as_bytes())?)
     }
 
+    /// Takes the state map's memory (its top levels, 277 MB) from the system at once
+    /// ([`state::Top::populate`]): a node calls it after the open, so that its blocks do not
+    /// take it one page fault at a time. A ledger opened for a tool, a test or the node
+    /// simulator (many ledgers in one process, each with a few anchors) does not, and takes
+    /// only the pages it writes.
+    pub fn populate_state(&self) -> std::io::Result<()> {
+        self.state.populate()
+    }
+
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, Error> {
         self.db
             .cf_handle(name)
