@@ -145,10 +145,7 @@ pub(crate) fn bench_growth(a: &BenchGrowthArgs) -> Result<Outcome> {
              load (the nodes may be busy): p50 {b50:.3} ms, p99 {b99:.3} ms, max {bmax:.3} ms",
             a.anchors, a.reads
         );
-        let pids = (1..=a.nodes)
-            .map(|i| pid_in(&dir.join(format!("node{i}/node.pid"))))
-            .collect::<Result<Vec<_>>>()?;
-        let calm = quiet(&pids)?;
+        let calm = quiet(&node_pids(&dir, a.nodes)?)?;
         Ok((busy, calm, reads(&socket(1), a.anchors, a.reads..2 * a.reads)?))
     };
     let ((b50, b99, bmax), calm, (p50, p99, max)) = match read_both() {
@@ -287,6 +284,12 @@ struct CatchUp {
     waited: Option<f64>,
 }
 
+/// The pids of nodes 1 to `last` of the cluster in `dir`, each checked to be a running vpbox
+/// process ([`pid_in`]).
+fn node_pids(dir: &Path, last: u32) -> Result<Vec<i32>> {
+    (1..=last).map(|i| pid_in(&dir.join(format!("node{i}/node.pid")))).collect()
+}
+
 /// Once every node is quiet, stops node `last` (SIGTERM), commits anchors `from..from + count`
 /// on the `others`, waits for them to go quiet if `settle`, starts the node again and times it
 /// to the others' height.
@@ -301,9 +304,7 @@ fn catch_up(
     count: u64,
     settle: bool,
 ) -> Result<CatchUp> {
-    let all = (1..=last)
-        .map(|i| pid_in(&dir.join(format!("node{i}/node.pid"))))
-        .collect::<Result<Vec<_>>>()?;
+    let all = node_pids(dir, last)?;
     // Every node quiet first, the one stopped too: what it left uncompacted at its stop would
     // otherwise slow its catch-up, and differently each time.
     let before = quiet(&all)?;
