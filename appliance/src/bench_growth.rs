@@ -47,9 +47,8 @@ use vpbox_sm::SoftwareSigner;
 use vpbox_sm::sm2::SecretKey;
 
 use crate::Outcome;
-use crate::client_cmd::{
-    BenchCluster, bench_key, drive, percentile, pid_in, rounded, sign, stop_and_wait,
-};
+use crate::client_cmd::{BenchCluster, bench_key, drive, percentile, rounded, sign};
+use crate::process::Vpbox;
 
 /// `vpbox bench growth …`
 #[derive(Debug, Args)]
@@ -145,7 +144,7 @@ pub(crate) fn bench_growth(a: &BenchGrowthArgs) -> Result<Outcome> {
              load (the nodes may be busy): p50 {b50:.3} ms, p99 {b99:.3} ms, max {bmax:.3} ms",
             a.anchors, a.reads
         );
-        let calm = quiet(&node_pids(&dir, a.nodes)?)?;
+        let calm = quiet(&nodes(&dir, a.nodes)?)?;
         Ok((busy, calm, reads(&socket(1), a.anchors, a.reads..2 * a.reads)?))
     };
     let ((b50, b99, bmax), calm, (p50, p99, max)) = match read_both() {
@@ -284,10 +283,10 @@ struct CatchUp {
     waited: Option<f64>,
 }
 
-/// The pids of nodes 1 to `last` of the cluster in `dir`, each checked to be a running vpbox
-/// process ([`pid_in`]).
-fn node_pids(dir: &Path, last: u32) -> Result<Vec<i32>> {
-    (1..=last).map(|i| pid_in(&dir.join(format!("node{i}/node.pid")))).collect()
+/// Nodes 1 to `last` of the cluster in `dir`, each checked to be a running vpbox process and
+/// held ([`Vpbox::from_pid_file`]).
+fn nodes(dir: &Path, last: u32) -> Result<Vec<Vpbox>> {
+    (1..=last).map(|i| Vpbox::from_pid_file(&dir.join(format!("node{i}/node.pid")))).collect()
 }
 
 /// Once every node is quiet, stops node `last` (SIGTERM), commits anchors `from..from + count`
@@ -304,11 +303,11 @@ fn catch_up(
     count: u64,
     settle: bool,
 ) -> Result<CatchUp> {
-    let all = node_pids(dir, last)?;
+    let all = nodes(dir, last)?;
     // Every node quiet first, the one stopped too: what it left uncompacted at its stop would
     // otherwise slow its catch-up, and differently each time.
     let before = quiet(&all)?;
-    stop_and_wait(all[all.len() - 1], &format!("node{last}"))?;
+    all[all.len() - 1].stop_and_wait(&format!("node{last}"))?;
     load(others, s, batch, from, from + count, "while node stopped")?;
     let waited = if settle { quiet(&all[..all.len() - 1])? } else { None };
     // The highest of the others (each batch was awaited on the node it went to).
@@ -318,7 +317,7 @@ fn catch_up(
         target = target.max(h);
     }
     let restart = Instant::now();
-    let out = std::process::Command::new(std::env::current_exe()?)
+    let out = std::process::Command::new(crate::process::own_exe()?)
         .args(["cluster", "up", "--dir"])
         .arg(dir)
         .output()?;
@@ -338,11 +337,11 @@ fn catch_up(
     Ok(CatchUp { target, took: restart.elapsed().as_secs_f64(), before, waited })
 }
 
-/// CPU time used so far by the processes `pids` (their user and system time), in seconds.
-fn cpu_seconds(pids: &[i32]) -> Result<f64> {
+/// CPU time used so far by the processes `procs` (their user and system time), in seconds.
+fn cpu_seconds(procs: &[Vpbox]) -> Result<f64> {
     let tick = rustix::param::clock_ticks_per_second() as f64;
     let mut total = 0.0;
-    for pid in pids {
+    for pid in procs.iter().map(Vpbox::pid) {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
         // After the command's name in parentheses: state is field 3, utime and stime 14, 15.
         let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
@@ -355,13 +354,13 @@ fn cpu_seconds(pids: &[i32]) -> Result<f64> {
     Ok(total)
 }
 
-/// Waits until the processes `pids` use less than a twentieth of a core each (together) over
+/// Waits until the processes `procs` use less than a twentieth of a core each (together) over
 /// two seconds in a row: their compactions done, heartbeats all that is left. The seconds
 /// waited, or `None` (with a warning) after [`QUIET_MAX`].
-fn quiet(pids: &[i32]) -> Result<Option<f64>> {
+fn quiet(procs: &[Vpbox]) -> Result<Option<f64>> {
     let start = Instant::now();
-    let idle = 0.05 * pids.len() as f64;
-    let mut last = cpu_seconds(pids)?;
+    let idle = 0.05 * procs.len() as f64;
+    let mut last = cpu_seconds(procs)?;
     let mut calm = 0;
     while calm < 2 {
         if start.elapsed() > QUIET_MAX {
@@ -372,7 +371,7 @@ fn quiet(pids: &[i32]) -> Result<Option<f64>> {
             return Ok(None);
         }
         std::thread::sleep(Duration::from_secs(1));
-        let now = cpu_seconds(pids)?;
+        let now = cpu_seconds(procs)?;
         calm = if now - last < idle { calm + 1 } else { 0 };
         last = now;
     }

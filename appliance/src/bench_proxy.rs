@@ -39,7 +39,7 @@ use serde_json::{Value, json};
 use vpbox_node::rpc::{Methods, RpcError};
 
 use crate::Outcome;
-use crate::client_cmd::{pid_in, stop_and_wait};
+use crate::process::Vpbox;
 
 /// `vpbox bench proxy`.
 #[derive(Debug, Args)]
@@ -386,7 +386,7 @@ pub(crate) fn bench_proxy(a: &BenchProxyArgs) -> Result<Outcome> {
     let (proxy_plain, proxy_mutual) = (free_address()?, free_address()?);
     let log = std::fs::File::create(dir.join("proxy.log"))?;
     let mut proxy = Reaped(
-        Command::new(std::env::current_exe()?)
+        Command::new(crate::process::own_exe()?)
             .args(["proxy", "bench-serve", "--listen", &proxy_plain, "--mutual", &proxy_mutual])
             .args(["--certificate", &dir.join("server.crt").display().to_string()])
             .args(["--key", &dir.join("server.key").display().to_string()])
@@ -506,8 +506,8 @@ fn configure_box(dir: &Path, profile: &str) -> Result<()> {
     proxy.insert("api_profile".into(), profile.into());
     proxy.insert("limits".into(), toml::from_str::<toml::Table>(BOX_LIMITS)?.into());
     std::fs::write(&path, toml::to_string(&config)?)?;
-    stop_and_wait(pid_in(&dir.join("node1/proxy.pid"))?, "proxy 1")?;
-    let up = Command::new(std::env::current_exe()?)
+    Vpbox::from_pid_file(&dir.join("node1/proxy.pid"))?.stop_and_wait("proxy 1")?;
+    let up = Command::new(crate::process::own_exe()?)
         .args(["cluster", "up", "--dir"])
         .arg(dir)
         .output()?;

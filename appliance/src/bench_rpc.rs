@@ -15,7 +15,8 @@ use serde_json::json;
 use vpbox_node::client::RpcClient;
 
 use crate::Outcome;
-use crate::client_cmd::{BenchCluster, pid_in};
+use crate::client_cmd::BenchCluster;
+use crate::process::Vpbox;
 
 /// `vpbox bench rpc`.
 #[derive(Debug, Args)]
@@ -112,7 +113,7 @@ fn hostile_body(n: usize) -> Vec<u8> {
 pub(crate) fn bench_rpc(a: &BenchRpcArgs) -> Result<Outcome> {
     let cluster = BenchCluster::up(4, a.module.as_deref(), None)?;
     let socket = cluster.dir.join("node1/rpc.sock");
-    let pid = u32::try_from(pid_in(&cluster.dir.join("node1/node.pid"))?)?;
+    let pid = u32::try_from(Vpbox::from_pid_file(&cluster.dir.join("node1/node.pid"))?.pid())?;
     // Settle: a few honest calls, then the baseline.
     for _ in 0..20 {
         let _ = RpcClient::new(&socket).call("block_getChainHeight", json!([]));

@@ -64,6 +64,7 @@ use vpbox_sm::SoftwareSigner;
 use vpbox_sm::sm2::SecretKey;
 
 use crate::Outcome;
+use crate::process::Vpbox;
 
 /// The banks of the development consortium, in node order (two boxes each).
 const BANKS: [&str; 2] = ["bank-a", "bank-b"];
@@ -285,7 +286,7 @@ pub(crate) fn run(cmd: &ClusterCommand) -> Result<Outcome> {
 }
 
 fn exe() -> Result<PathBuf> {
-    std::env::current_exe().context("locating the vpbox binary")
+    crate::process::own_exe()
 }
 
 /// The test token: beside this binary (a cargo build), or where `scripts/run.sh` installs it.
@@ -356,12 +357,10 @@ fn spawn(dir: &Path, ns: Option<&str>, args: &[&str], log: &str, pid: &str) -> R
     Ok(child.id())
 }
 
-fn alive(dir: &Path, pid_file: &str) -> Option<i32> {
-    let pid: i32 = fs::read_to_string(dir.join(pid_file)).ok()?.trim().parse().ok()?;
-    let p = rustix::process::Pid::from_raw(pid)?;
-    rustix::process::test_kill_process(p).ok()?;
-    // A zombie or a recycled PID is not ours: check it was started as vpbox.
-    crate::client_cmd::is_vpbox(pid).then_some(pid)
+/// The running vpbox process `dir`'s `pid_file` names, held ([`Vpbox::open`]): not a
+/// zombie, nor another program the pid went to since.
+fn alive(dir: &Path, pid_file: &str) -> Option<Vpbox> {
+    Vpbox::open(fs::read_to_string(dir.join(pid_file)).ok()?.trim().parse().ok()?)
 }
 
 fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
@@ -1017,10 +1016,8 @@ fn add_node(dir: &Path, bank: &str, module: Option<&Path>) -> Result<Outcome> {
     // The running proxies read their files again (SIGHUP): the new box's address applies
     // without a restart.
     for j in all.iter().filter(|j| **j != i) {
-        if let Some(pid) = alive(&node_dir(&dir, *j), "proxy.pid") {
-            if let Some(p) = rustix::process::Pid::from_raw(pid) {
-                let _ = rustix::process::kill_process(p, rustix::process::Signal::HUP);
-            }
+        if let Some(proxy) = alive(&node_dir(&dir, *j), "proxy.pid") {
+            let _ = proxy.signal(rustix::process::Signal::HUP, "proxy");
         }
     }
     start_signer(&dir, i)?;
@@ -1293,32 +1290,32 @@ const STOP_GRACE: Duration = Duration::from_secs(20);
 /// of a ledger, a start in its place).
 fn stop(nds: &[PathBuf], pid_file: &str) {
     use rustix::process::Signal;
-    let pids: Vec<(&PathBuf, i32)> =
-        nds.iter().filter_map(|nd| alive(nd, pid_file).map(|pid| (nd, pid))).collect();
-    for (nd, pid) in &pids {
-        let what = nd.join(pid_file).display().to_string();
-        if let Err(e) = crate::client_cmd::signal(*pid, Signal::TERM, &what) {
+    let procs: Vec<(String, Vpbox)> = nds
+        .iter()
+        .filter_map(|nd| alive(nd, pid_file).map(|p| (nd.join(pid_file).display().to_string(), p)))
+        .collect();
+    for (what, p) in &procs {
+        if let Err(e) = p.signal(Signal::TERM, what) {
             eprintln!("{e:#}");
         }
     }
     let deadline = Instant::now() + STOP_GRACE;
     let mut killed = Vec::new();
-    for (nd, pid) in &pids {
+    for (what, p) in &procs {
         let left = deadline.saturating_duration_since(Instant::now());
-        // Judged by the pid taken above, not by the file read again: a file removed or
+        // Judged by the process held above, not by the file read again: a file removed or
         // rewritten meanwhile must not leave running a process that ignored SIGTERM.
-        if !crate::client_cmd::wait_gone(*pid, left) && crate::client_cmd::is_vpbox(*pid) {
-            let what = nd.join(pid_file).display().to_string();
+        if !p.wait_gone(left) {
             eprintln!("{what}: still running {STOP_GRACE:?} after SIGTERM; sending SIGKILL");
-            if crate::client_cmd::signal(*pid, Signal::KILL, &what).is_ok() {
-                killed.push(*pid);
+            if p.signal(Signal::KILL, what).is_ok() {
+                killed.push(p);
             }
         }
     }
     // Every straggler killed first, then waited for together: 5 s in all.
     let deadline = Instant::now() + Duration::from_secs(5);
-    for pid in killed {
-        crate::client_cmd::wait_gone(pid, deadline.saturating_duration_since(Instant::now()));
+    for p in killed {
+        p.wait_gone(deadline.saturating_duration_since(Instant::now()));
     }
     for nd in nds {
         let _ = fs::remove_file(nd.join(pid_file));

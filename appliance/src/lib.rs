@@ -23,6 +23,7 @@ mod harden;
 mod hsm_cmd;
 mod https;
 mod netns;
+mod process;
 mod proof_cmd;
 mod signer_cmd;
 mod sm2_cmd;

@@ -41,9 +41,13 @@ fn main() {
     // As a node does at its start (`vpbox node run`): the state map's memory taken before
     // the blocks, not by them. A kernel without MADV_POPULATE_WRITE (before 5.14) runs the
     // bench as a node runs: the blocks take the pages, which the line below says.
-    if let Err(e) = ledger.populate_state() {
-        eprintln!("the state map's memory is taken by the blocks (slower): {e}");
-    }
+    let populated = match ledger.populate_state() {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("the state map's memory is taken by the blocks (slower): {e}");
+            false
+        }
+    };
     ledger.init_genesis(&Block::genesis(hash(b"bench"), 0)).expect("genesis");
     let start = Instant::now();
     for chunk in txs.chunks(txs_per_block as usize) {
@@ -95,7 +99,9 @@ fn main() {
         bytes as f64 / n
     );
     println!(
-        "{{\"bench\":\"ledger\",\"anchors\":{n},\"ledger_per_s\":{ledger_rate:.0},\"raw_rocksdb_per_s\":{raw_rate:.0},\"ratio\":{:.2},\"bytes_per_anchor\":{:.1}}}",
+        "{{\"bench\":\"ledger\",\"anchors\":{n},\"ledger_per_s\":{ledger_rate:.0},\
+         \"raw_rocksdb_per_s\":{raw_rate:.0},\"ratio\":{:.2},\"bytes_per_anchor\":{:.1},\
+         \"populated\":{populated}}}",
         ledger_rate / raw_rate,
         bytes as f64 / n
     );
