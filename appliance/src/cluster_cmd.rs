@@ -358,9 +358,18 @@ fn spawn(dir: &Path, ns: Option<&str>, args: &[&str], log: &str, pid: &str) -> R
 }
 
 /// The running vpbox process `dir`'s `pid_file` names, held ([`Vpbox::open`]): not a
-/// zombie, nor another program the pid went to since.
-fn alive(dir: &Path, pid_file: &str) -> Option<Vpbox> {
-    Vpbox::open(fs::read_to_string(dir.join(pid_file)).ok()?.trim().parse().ok()?)
+/// zombie, nor another program the pid went to; none without a pid file; an error if the
+/// system cannot hold a process.
+fn alive(dir: &Path, pid_file: &str) -> Result<Option<Vpbox>> {
+    let Ok(text) = fs::read_to_string(dir.join(pid_file)) else { return Ok(None) };
+    let Ok(pid) = text.trim().parse() else { return Ok(None) };
+    Vpbox::open(pid)
+}
+
+/// Whether [`alive`] holds a process (an error counts as not gone: a caller waiting for an
+/// exit keeps waiting).
+fn exited(dir: &Path, pid_file: &str) -> bool {
+    matches!(alive(dir, pid_file), Ok(None))
 }
 
 fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
@@ -665,8 +674,8 @@ fn enroll_bank(dir: &Path, bank: &str, module: Option<&Path>) -> Result<Outcome>
         .iter()
         .map(|n| n.id.0)
         .chain(added_nodes(&dir, &genesis))
-        .filter(|i| alive(&node_dir(&dir, *i), "node.pid").is_some())
-        .collect();
+        .filter_map(|i| alive(&node_dir(&dir, i), "node.pid").map(|p| p.map(|_| i)).transpose())
+        .collect::<Result<Vec<_>>>()?;
     let first = running.first().with_context(|| format!("no node of {} runs", dir.display()))?;
     let rpc = rpc_path(&dir, *first)?;
     let state = RpcClient::new(&rpc)
@@ -865,7 +874,7 @@ pub(crate) fn box_config(dir: &Path, i: u32) -> Result<BoxConfig> {
 
 fn start_signer(dir: &Path, i: u32) -> Result<()> {
     let nd = node_dir(dir, i);
-    if alive(&nd, "signer.pid").is_some() {
+    if alive(&nd, "signer.pid")?.is_some() {
         return Ok(());
     }
     let _ = fs::remove_file(nd.join("signer.sock"));
@@ -887,7 +896,7 @@ fn start_signer(dir: &Path, i: u32) -> Result<()> {
 /// Starts box `i`'s proxy (if it is not running) and waits until its P2P listener answers.
 fn start_proxy(dir: &Path, i: u32) -> Result<()> {
     let nd = node_dir(dir, i);
-    if alive(&nd, "proxy.pid").is_some() {
+    if alive(&nd, "proxy.pid")?.is_some() {
         return Ok(());
     }
     let config = box_config(dir, i)?;
@@ -897,7 +906,7 @@ fn start_proxy(dir: &Path, i: u32) -> Result<()> {
     let begun = Instant::now();
     let mut exited = false;
     let _ = wait_for(&format!("node{i}'s proxy"), Duration::from_secs(30), || {
-        exited = begun.elapsed() > Duration::from_millis(500) && alive(&nd, "proxy.pid").is_none();
+        exited = begun.elapsed() > Duration::from_millis(500) && self::exited(&nd, "proxy.pid");
         exited || listening(&p2p)
     });
     if exited || !listening(&p2p) {
@@ -927,7 +936,7 @@ fn start_node(dir: &Path, i: u32) -> Result<()> {
 
 fn start_node_only(dir: &Path, i: u32) -> Result<()> {
     let nd = node_dir(dir, i);
-    if alive(&nd, "node.pid").is_some() {
+    if alive(&nd, "node.pid")?.is_some() {
         return Ok(());
     }
     let ns = crate::netns::enter(dir, i)?;
@@ -938,7 +947,7 @@ fn start_node_only(dir: &Path, i: u32) -> Result<()> {
     let _ = wait_for(&format!("node{i}"), Duration::from_secs(30), || {
         // (Right after the spawn, /proc/PID/cmdline can still be empty while the kernel sets
         // up the new image: give the process a moment before calling it gone.)
-        exited = begun.elapsed() > Duration::from_millis(500) && alive(&nd, "node.pid").is_none();
+        exited = begun.elapsed() > Duration::from_millis(500) && self::exited(&nd, "node.pid");
         exited || RpcClient::new(&rpc).call("block_getChainHeight", json!([])).is_ok()
     });
     if exited || RpcClient::new(&rpc).call("block_getChainHeight", json!([])).is_err() {
@@ -1016,7 +1025,7 @@ fn add_node(dir: &Path, bank: &str, module: Option<&Path>) -> Result<Outcome> {
     // The running proxies read their files again (SIGHUP): the new box's address applies
     // without a restart.
     for j in all.iter().filter(|j| **j != i) {
-        if let Some(proxy) = alive(&node_dir(&dir, *j), "proxy.pid") {
+        if let Some(proxy) = alive(&node_dir(&dir, *j), "proxy.pid")? {
             let _ = proxy.signal(rustix::process::Signal::HUP, "proxy");
         }
     }
@@ -1078,7 +1087,7 @@ fn join(dir: &Path, node: u32, from: u32) -> Result<Outcome> {
     // The member stops for a consistent copy of its ledger (a crash-safe stop: its WAL and
     // the quorum of the others carry on), then restarts.
     let source = node_dir(&dir, from);
-    stop(std::slice::from_ref(&source), "node.pid");
+    stop(std::slice::from_ref(&source), "node.pid")?;
     let copied = copy_tree(&source.join("data/ledger"), &target.join("data/ledger"));
     start_node(&dir, from)?;
     copied?;
@@ -1287,39 +1296,59 @@ const STOP_GRACE: Duration = Duration::from_secs(20);
 /// SIGTERM to all of them first, then up to [`STOP_GRACE`] in all for them to exit (so a box
 /// whose every process ignored SIGTERM takes 20 s, not 20 s each); those still running then get
 /// SIGKILL and are waited for (5 s in all), so that they are gone before what follows (a copy
-/// of a ledger, a start in its place).
-fn stop(nds: &[PathBuf], pid_file: &str) {
+/// of a ledger, a start in its place). The pid files of those stopped are removed; an error
+/// names each process that could not be held, signalled or stopped, and its pid file stays.
+fn stop(nds: &[PathBuf], pid_file: &str) -> Result<()> {
     use rustix::process::Signal;
-    let procs: Vec<(String, Vpbox)> = nds
-        .iter()
-        .filter_map(|nd| alive(nd, pid_file).map(|p| (nd.join(pid_file).display().to_string(), p)))
-        .collect();
-    for (what, p) in &procs {
-        if let Err(e) = p.signal(Signal::TERM, what) {
-            eprintln!("{e:#}");
+    let mut failed = Vec::new();
+    let mut procs: Vec<(&PathBuf, String, Vpbox)> = Vec::new();
+    for nd in nds {
+        let what = nd.join(pid_file).display().to_string();
+        match alive(nd, pid_file) {
+            Ok(Some(p)) => procs.push((nd, what, p)),
+            Ok(None) => {}
+            Err(e) => failed.push((nd, format!("{what}: {e:#}"))),
         }
     }
+    // One that refuses the signal (another user's) is not waited for.
+    procs.retain(|(nd, what, p)| match p.signal(Signal::TERM, what) {
+        Ok(()) => true,
+        Err(e) => {
+            failed.push((*nd, format!("{e:#}")));
+            false
+        }
+    });
     let deadline = Instant::now() + STOP_GRACE;
     let mut killed = Vec::new();
-    for (what, p) in &procs {
+    for (nd, what, p) in &procs {
         let left = deadline.saturating_duration_since(Instant::now());
         // Judged by the process held above, not by the file read again: a file removed or
         // rewritten meanwhile must not leave running a process that ignored SIGTERM.
         if !p.wait_gone(left) {
             eprintln!("{what}: still running {STOP_GRACE:?} after SIGTERM; sending SIGKILL");
-            if p.signal(Signal::KILL, what).is_ok() {
-                killed.push(p);
+            match p.signal(Signal::KILL, what) {
+                Ok(()) => killed.push((nd, what, p)),
+                Err(e) => failed.push((*nd, format!("{e:#}"))),
             }
         }
     }
     // Every straggler killed first, then waited for together: 5 s in all.
     let deadline = Instant::now() + Duration::from_secs(5);
-    for p in killed {
-        p.wait_gone(deadline.saturating_duration_since(Instant::now()));
+    for (nd, what, p) in killed {
+        if !p.wait_gone(deadline.saturating_duration_since(Instant::now())) {
+            failed.push((*nd, format!("{what}: still running 5 s after SIGKILL")));
+        }
     }
     for nd in nds {
-        let _ = fs::remove_file(nd.join(pid_file));
+        if !failed.iter().any(|(f, _)| *f == nd) {
+            let _ = fs::remove_file(nd.join(pid_file));
+        }
     }
+    if !failed.is_empty() {
+        let why: Vec<String> = failed.into_iter().map(|(_, why)| why).collect();
+        bail!("not stopped: {}", why.join("; "));
+    }
+    Ok(())
 }
 
 fn down(dir: &Path) -> Result<Outcome> {
@@ -1341,8 +1370,14 @@ fn down(dir: &Path) -> Result<Outcome> {
     // The proxies first (no more traffic in), then the nodes (each saves its state map), then
     // the signers.
     let nds: Vec<PathBuf> = ids.into_iter().map(|i| node_dir(dir, i)).collect();
+    let mut left = Vec::new();
     for pid_file in ["proxy.pid", "node.pid", "signer.pid"] {
-        stop(&nds, pid_file);
+        if let Err(e) = stop(&nds, pid_file) {
+            left.push(format!("{e:#}"));
+        }
+    }
+    if !left.is_empty() {
+        bail!("{}", left.join("; "));
     }
     if let Some(net) = network {
         crate::netns::remove(dir)?;

@@ -3,8 +3,9 @@
 //!
 //! A process is held by a pidfd from the moment it is judged to run vpbox ([`Vpbox::open`]):
 //! every signal goes through the pidfd, so it reaches that process or none — never a process
-//! the system has given the pid to since (a pid file can outlive its process), and with no
-//! gap between the check and the signal. Waiting for an exit polls the pidfd, which is
+//! the system gave the pid to after that judgement, and with no gap between the check and the
+//! signal. (The judgement is by the program's name: a stale pid file whose pid another vpbox
+//! process took before it is read would still be believed.) Waiting for an exit polls the pidfd, which is
 //! readable once every thread of the process has exited (a thread-group leader that exited
 //! first, shown as a zombie, still holds its files while others run: a ledger's lock, a
 //! socket).
@@ -28,13 +29,22 @@ pub(crate) struct Vpbox {
 }
 
 impl Vpbox {
-    /// The process `pid`, if it is running and runs vpbox ([`is_vpbox`]). The pidfd is taken
-    /// before the check: should the process exit and its pid go to another before the check
-    /// reads it, every signal through the pidfd fails rather than reach the other.
-    pub(crate) fn open(pid: i32) -> Option<Self> {
-        let fd = pidfd_open(Pid::from_raw(pid)?, PidfdFlags::empty()).ok()?;
+    /// The process `pid`, if it is running and runs vpbox ([`is_vpbox`]); an error if the
+    /// system cannot hold it (no pidfds before Linux 5.3, out of descriptors), rather than a
+    /// running process taken for a stopped one. The pidfd is taken before the check, and the
+    /// process seen running after it: the pid was then not free for another meanwhile, so the
+    /// command line read was the held process's.
+    pub(crate) fn open(pid: i32) -> Result<Option<Self>> {
+        let Some(id) = u32::try_from(pid).ok().and_then(|p| Pid::from_raw(p as i32)) else {
+            return Ok(None);
+        };
+        let fd = match pidfd_open(id, PidfdFlags::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::SRCH) => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("holding process {pid} (pidfd_open)")),
+        };
         let p = Self { pid, fd };
-        (!p.gone() && is_vpbox(pid)).then_some(p)
+        Ok((is_vpbox(pid) && !p.gone()).then_some(p))
     }
 
     /// The process whose pid `file` holds (`nodeN/node.pid`, as a cluster's processes write
@@ -42,7 +52,7 @@ impl Vpbox {
     pub(crate) fn from_pid_file(file: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(file).with_context(|| format!("{}", file.display()))?;
         let pid = text.trim().parse().with_context(|| format!("the pid in {}", file.display()))?;
-        match Self::open(pid) {
+        match Self::open(pid)? {
             Some(p) => Ok(p),
             None => {
                 bail!("{} names pid {pid}, which is not a running vpbox process", file.display())
@@ -71,18 +81,18 @@ impl Vpbox {
 
     /// Waits up to `limit` for it to have exited: whether it has.
     pub(crate) fn wait_gone(&self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
+        let start = Instant::now();
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let timeout = Timespec::try_from(left).unwrap_or(Timespec { tv_sec: 1, tv_nsec: 0 });
+            let left = limit.saturating_sub(start.elapsed());
+            // At most a second a poll: the loop re-reads the time left.
+            let step = Timespec::try_from(left.min(Duration::from_secs(1))).unwrap_or_default();
             let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
-            match poll(&mut fds, Some(&timeout)) {
+            match poll(&mut fds, Some(&step)) {
                 Ok(n) if n > 0 => return true,
-                Ok(_) if left.is_zero() => return false,
+                _ if left.is_zero() => return false,
                 Ok(_) | Err(Errno::INTR) => {}
-                // A pidfd that cannot be polled (no such error is documented): judged by
-                // whether a signal still reaches it.
-                Err(_) => return pidfd_send_signal(&self.fd, Signal::CONT).is_err(),
+                // Out of kernel memory, say: tried again shortly, until the limit.
+                Err(_) => std::thread::sleep(left.min(Duration::from_millis(20))),
             }
         }
     }
@@ -192,15 +202,17 @@ mod tests {
     fn is_vpbox_takes_this_binary_and_not_another_program_naming_it() {
         // This test binary is "this binary's own name".
         assert!(is_vpbox(std::process::id() as i32));
-        assert!(Vpbox::open(std::process::id() as i32).is_some());
+        assert!(Vpbox::open(std::process::id() as i32).expect("pidfd").is_some());
         // A program whose arguments name vpbox is not vpbox.
         let shell = Shell::start("/run/vpbox/vpbox");
         assert!(!is_vpbox(shell.pid()));
-        assert!(Vpbox::open(shell.pid()).is_none());
+        assert!(Vpbox::open(shell.pid()).expect("pidfd").is_none());
         let pid = shell.pid();
         drop(shell);
         assert!(!is_vpbox(pid), "a reaped process's pid");
-        assert!(Vpbox::open(pid).is_none());
+        assert!(Vpbox::open(pid).expect("pidfd").is_none());
+        assert!(Vpbox::open(-1).expect("no process").is_none());
+        assert!(Vpbox::open(0).expect("no process").is_none());
     }
 
     #[test]
