@@ -366,8 +366,8 @@ fn alive(dir: &Path, pid_file: &str) -> Result<Option<Vpbox>> {
     Vpbox::open(pid)
 }
 
-/// Whether [`alive`] holds a process (an error counts as not gone: a caller waiting for an
-/// exit keeps waiting).
+/// Whether the process `dir`'s `pid_file` names is gone: [`alive`] holds none (an error
+/// counts as not gone, so a caller waiting for an exit keeps waiting).
 fn exited(dir: &Path, pid_file: &str) -> bool {
     matches!(alive(dir, pid_file), Ok(None))
 }

@@ -5,10 +5,10 @@
 //! every signal goes through the pidfd, so it reaches that process or none — never a process
 //! the system gave the pid to after that judgement, and with no gap between the check and the
 //! signal. (The judgement is by the program's name: a stale pid file whose pid another vpbox
-//! process took before it is read would still be believed.) Waiting for an exit polls the pidfd, which is
-//! readable once every thread of the process has exited (a thread-group leader that exited
-//! first, shown as a zombie, still holds its files while others run: a ledger's lock, a
-//! socket).
+//! process took before it is read would still be believed.) Waiting for an exit polls the
+//! pidfd, which is readable once every thread of the process has exited (a thread-group leader
+//! that exited first, shown as a zombie, still holds its files while others run: a ledger's
+//! lock, a socket).
 
 use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
