@@ -31,8 +31,8 @@ pub use record::{
     NUMBERED_FROM, inline as inline_anchor_record, numbered as numbered_anchor_record,
 };
 pub use store::{
-    AnchorRecord, ENGINE_LOG_MAX, ENGINE_LOGS_KEPT, Executed, Ledger, Receipt, STATE_CHECKPOINT,
-    StateSource, TrustChanges,
+    AnchorRecord, BlockWrite, ENGINE_LOG_MAX, ENGINE_LOGS_KEPT, Executed, Ledger, Receipt,
+    STATE_CHECKPOINT, StateSource, TrustChanges, Written,
 };
 
 /// The decoders of the ledger's own records, for the fuzz targets (`fuzz/`): a ledger's files

@@ -46,6 +46,7 @@ use vpbox_sm::sm3::Digest;
 
 use crate::Error;
 use crate::state::Leaf;
+use crate::store::Writing;
 use crate::wire::Reader;
 
 /// A transaction anchoring at least this many keys in its block is named by number in their
@@ -233,6 +234,26 @@ impl Numbered {
     /// names a number the table does not hold.
     pub(crate) fn leaf(&self, key: [u8; 32], raw: &[u8]) -> Result<Leaf, Error> {
         let Stored { value, names } = decode(raw)?;
+        self.resolve(key, value, names)
+    }
+
+    /// [`Self::leaf`], or `None` for a record of the block being written (`writing`, staged by
+    /// `Ledger::stage`: its records may be in the store before the ledger's tip is that
+    /// block). Readers leave them out until the block is finished, as before its write landed.
+    pub(crate) fn committed_leaf(
+        &self,
+        key: [u8; 32],
+        raw: &[u8],
+        writing: Option<&Writing>,
+    ) -> Result<Option<Leaf>, Error> {
+        let Stored { value, names } = decode(raw)?;
+        if writing.is_some_and(|w| w.names(names)) {
+            return Ok(None);
+        }
+        self.resolve(key, value, names).map(Some)
+    }
+
+    fn resolve(&self, key: [u8; 32], value: [u8; 32], names: Names) -> Result<Leaf, Error> {
         let (tx, height) = match names {
             Names::Tx { tx, height } => (tx, height),
             Names::Number(n) => {

@@ -323,6 +323,9 @@ struct Level(memmap2::MmapMut);
 /// A node's bytes in a [`Level`].
 const SLOT: usize = 33;
 
+/// The size of a transparent huge page on x86-64 and a 4 KiB-page arm64.
+const HUGE_PAGE: usize = 2 << 20;
+
 impl Level {
     fn zeroed(nodes: usize) -> Self {
         match memmap2::MmapMut::map_anon(nodes * SLOT) {
@@ -367,8 +370,20 @@ impl Top {
     /// pages one fault at a time as they first write them: CI's 20,000-anchor ledger smoke ran
     /// at 0.19× raw RocksDB with its 98,000 faults in the timed blocks, against 0.53–0.67×
     /// when the `Vec` levels were cleared (taken) at the open.
+    ///
+    /// The levels of 2 MiB or more are asked for in huge pages first (`MADV_HUGEPAGE`, honoured
+    /// where transparent huge pages are `madvise` or `always`, as on Debian 12): a block's
+    /// look-ups of siblings land all over 277 MB, and in 4 KiB pages nearly each missed the
+    /// TLB. `vpbox bench anchors --nodes 1`, three alternating pairs on 2026-12-07: the batch
+    /// path at 223–228 k/s with them, 199–221 k/s without. Only here, where every page is taken
+    /// anyway: a ledger that is not populated (tools, the simulator's many ledgers) would take
+    /// 2 MiB for every node it writes alone in one.
     pub fn populate(&self) -> std::io::Result<()> {
         for level in &self.levels {
+            if level.0.len() >= HUGE_PAGE {
+                // Not an error where the kernel has no transparent huge pages: 4 KiB pages then.
+                let _ = level.0.advise(memmap2::Advice::HugePage);
+            }
             level.0.advise(memmap2::Advice::PopulateWrite)?;
         }
         Ok(())

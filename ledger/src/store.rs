@@ -266,6 +266,17 @@ pub struct Executed {
 }
 
 impl Executed {
+    /// Whether the block only anchors: it enrolls no certificate, publishes no CRL and changes
+    /// no configuration, so committing it changes nothing but the anchors, the transactions
+    /// and the chain (no admission, no membership).
+    pub fn anchors_only(&self) -> bool {
+        self.certs.is_empty()
+            && self.crls.is_empty()
+            && self.governance.is_none()
+            && self.configs.is_empty()
+            && self.enrolls.is_empty()
+    }
+
     /// The consensus members (id, key) this block's configuration change names, when it
     /// changes the node set relative to `before`.
     pub fn node_change(&self, before: &State) -> Option<Vec<Member>> {
@@ -332,6 +343,70 @@ pub struct Ledger {
     checkpoint_kept: bool,
     /// The transactions anchor records name by number (`record`), as committed.
     numbered: Numbered,
+    /// The block staged by [`Ledger::stage`] and not yet finished: its records may be in the
+    /// store already, and every reader leaves them out until [`Ledger::finish`].
+    writing: Option<Writing>,
+}
+
+/// A block staged for its write ([`Ledger::stage`]): what readers leave out until it is
+/// finished, and what finishing it adds.
+#[derive(Debug)]
+pub(crate) struct Writing {
+    /// Its height and header hash.
+    pub(crate) height: u64,
+    hash: Digest,
+    /// The numbers its batch transactions get (`record`), in order: `numbers.start` is the
+    /// table's next.
+    pub(crate) numbers: std::ops::Range<u64>,
+    numbered: Vec<Digest>,
+}
+
+impl Writing {
+    /// Whether an anchor record naming its transaction this way is one of this block's.
+    pub(crate) fn names(&self, names: record::Names) -> bool {
+        match names {
+            record::Names::Tx { height, .. } => height == self.height,
+            record::Names::Number(n) => self.numbers.contains(&n),
+        }
+    }
+}
+
+/// A committed block's synced write batch, staged by [`Ledger::stage`]: [`BlockWrite::write`]
+/// carries it out on any thread, while the ledger executes the blocks above it; what it returns
+/// lets [`Ledger::finish`] advance the tip.
+pub struct BlockWrite {
+    db: Arc<DB>,
+    batch: WriteBatch,
+    height: u64,
+}
+
+impl std::fmt::Debug for BlockWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockWrite").field("height", &self.height).finish_non_exhaustive()
+    }
+}
+
+/// A block's write that landed, durably ([`BlockWrite::write`]).
+#[derive(Debug)]
+pub struct Written {
+    height: u64,
+}
+
+impl BlockWrite {
+    /// The block's height.
+    pub fn height(&self) -> u64 {
+        self.height
+    }
+
+    /// Writes the block's batch, synced: once this returns, the block is durable (the store's
+    /// readers see all of it or none of it; the ledger's own readers see none of it until
+    /// [`Ledger::finish`]).
+    pub fn write(self) -> Result<Written, Error> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(self.batch, &wo)?;
+        Ok(Written { height: self.height })
+    }
 }
 
 /// A checkpoint the state map was taken from, as the comparison with the anchors needs it.
@@ -594,6 +669,7 @@ impl Ledger {
             unchecked: None,
             checkpoint_kept: false,
             numbered,
+            writing: None,
         };
         ledger.tip = ledger.check_tip()?;
         ledger.check_numbered()?;
@@ -675,6 +751,9 @@ impl Ledger {
     /// so that the next open takes the map from it instead of hashing every anchor again.
     /// No checkpoint when there is no block.
     pub fn save_state(&self) -> Result<(), Error> {
+        if let Some(w) = &self.writing {
+            return Err(Error::Checkpoint(format!("block {} is still being written", w.height)));
+        }
         for name in CFS {
             self.db.flush_cf(self.cf(name)?)?;
         }
@@ -1045,7 +1124,10 @@ impl Ledger {
             leaves: Vec::new(),
             state: Changes::default(),
         };
-        self.write(&executed, &[])
+        let (batch, _) = self.batch(&executed, &[])?;
+        BlockWrite { db: Arc::clone(&self.db), batch, height: 0 }.write()?;
+        self.tip = Some(executed.block.header);
+        Ok(())
     }
 
     /// Executes `txs` on top of `parent` and the speculative blocks `above` it (oldest first,
@@ -1373,7 +1455,9 @@ impl Ledger {
                 if state::prefix(&key, TOP_DEPTH) != b {
                     break;
                 }
-                committed.push(self.numbered.leaf(key, v)?);
+                if let Some(leaf) = self.numbered.committed_leaf(key, v, self.writing.as_ref())? {
+                    committed.push(leaf);
+                }
                 it.next();
             }
             if in_map {
@@ -1413,7 +1497,9 @@ impl Ledger {
                 if state::prefix(&key, depth) != index {
                     break;
                 }
-                out.push(self.numbered.leaf(key, v)?);
+                if let Some(leaf) = self.numbered.committed_leaf(key, v, self.writing.as_ref())? {
+                    out.push(leaf);
+                }
                 it.next();
             }
             it.status()?;
@@ -1424,9 +1510,32 @@ impl Ledger {
     }
 
     /// Makes `executed` (the block right above the tip) durable with its commit certificate,
-    /// in one synced write batch.
+    /// in one synced write batch: [`Self::stage`], [`BlockWrite::write`], [`Self::finish`].
     pub fn commit(&mut self, executed: &Executed, certificate: &[u8]) -> Result<(), Error> {
+        let write = self.stage(executed, certificate)?;
+        match write.write() {
+            Ok(written) => self.finish(executed, written),
+            Err(e) => {
+                self.writing = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// Stages `executed` (the block right above the tip) for its synced write, with its
+    /// commit certificate: the write batch, to be carried out by [`BlockWrite::write`] beside
+    /// the execution of the blocks above it, then [`Self::finish`]ed. Until then the tip stays
+    /// where it is and every reader of the ledger leaves the block's records out (an anchor, a
+    /// bucket's leaves, a transaction, a receipt, the block itself): it reads the ledger as of
+    /// the tip whether the write has landed or not. One block at a time.
+    pub fn stage(&mut self, executed: &Executed, certificate: &[u8]) -> Result<BlockWrite, Error> {
         let h = &executed.block.header;
+        if let Some(w) = &self.writing {
+            return Err(Error::NotNext {
+                height: h.height,
+                why: format!("block {} is still being written", w.height),
+            });
+        }
         let next = self.height();
         if h.height != next {
             return Err(Error::NotNext { height: h.height, why: format!("expected {next}") });
@@ -1450,7 +1559,32 @@ impl Ledger {
             let _ = std::fs::remove_file(self.dir.join(STATE_CHECKPOINT));
             self.checkpoint_kept = false;
         }
-        self.write(executed, certificate)?;
+        let (batch, numbered) = self.batch(executed, certificate)?;
+        let first = self.numbered.next();
+        self.writing = Some(Writing {
+            height: h.height,
+            hash: h.hash(),
+            numbers: first..first + numbered.len() as u64,
+            numbered,
+        });
+        Ok(BlockWrite { db: Arc::clone(&self.db), batch, height: h.height })
+    }
+
+    /// Finishes the block staged by [`Self::stage`] once its write landed (`written`): the tip,
+    /// the state map, the numbered transactions and the trust state advance to it.
+    pub fn finish(&mut self, executed: &Executed, written: Written) -> Result<(), Error> {
+        let h = &executed.block.header;
+        let Some(w) = self.writing.take_if(|w| w.height == written.height && w.hash == h.hash())
+        else {
+            return Err(Error::NotNext {
+                height: h.height,
+                why: "not the block being written".into(),
+            });
+        };
+        for tx in w.numbered {
+            self.numbered.push(h.height, tx);
+        }
+        self.tip = Some(*h);
         self.state.apply(&executed.state);
         if let Some(state) = &executed.governance {
             // Roots may have changed: the store is rebuilt from the new state and every CRL.
@@ -1472,7 +1606,12 @@ impl Ledger {
         Arc::clone(&self.trust_changes)
     }
 
-    fn write(&mut self, executed: &Executed, certificate: &[u8]) -> Result<(), Error> {
+    /// The synced write batch of `executed`, and the transactions it numbers, in order.
+    fn batch(
+        &self,
+        executed: &Executed,
+        certificate: &[u8],
+    ) -> Result<(WriteBatch, Vec<Digest>), Error> {
         let h = &executed.block.header;
         if executed.leaves.len() != executed.anchors.len() {
             return Err(Error::Corrupt(format!(
@@ -1570,25 +1709,27 @@ impl Ledger {
         let mut tip = h.height.to_be_bytes().to_vec();
         tip.extend_from_slice(hash.as_bytes());
         batch.put_cf(self.cf(CF_META)?, TIP, tip);
-        let mut wo = WriteOptions::default();
-        wo.set_sync(true);
-        self.db.write_opt(batch, &wo)?;
-        for tx in numbered {
-            self.numbered.push(h.height, tx);
-        }
-        self.tip = Some(*h);
-        Ok(())
+        Ok((batch, numbered))
+    }
+
+    /// Whether `height` is the block being written ([`Self::stage`]), whose records readers
+    /// leave out.
+    fn is_writing(&self, height: u64) -> bool {
+        self.writing.as_ref().is_some_and(|w| w.height == height)
     }
 
     /// The anchor at `key`, if any.
     pub fn anchor(&self, key: &[u8; 32]) -> Result<Option<AnchorRecord>, Error> {
         let Some(raw) = self.db.get_pinned_cf(self.cf(CF_ANCHORS)?, key)? else { return Ok(None) };
-        let Leaf { value, tx, height, .. } = self.numbered.leaf(*key, &raw)?;
-        Ok(Some(AnchorRecord { value, tx, height }))
+        let leaf = self.numbered.committed_leaf(*key, &raw, self.writing.as_ref())?;
+        Ok(leaf.map(|Leaf { value, tx, height, .. }| AnchorRecord { value, tx, height }))
     }
 
     /// The block at `height`.
     pub fn block(&self, height: u64) -> Result<Option<Block>, Error> {
+        if self.is_writing(height) {
+            return Ok(None);
+        }
         match self.db.get_pinned_cf(self.cf(CF_BLOCKS)?, height.to_be_bytes())? {
             Some(raw) => Ok(Some(Block::decode(&raw).map_err(|e| Error::Corrupt(e.to_string()))?)),
             None => Ok(None),
@@ -1597,6 +1738,9 @@ impl Ledger {
 
     /// The header of the block at `height` (without decoding the rest of the block).
     pub fn header(&self, height: u64) -> Result<Option<Header>, Error> {
+        if self.is_writing(height) {
+            return Ok(None);
+        }
         match self.db.get_pinned_cf(self.cf(CF_BLOCKS)?, height.to_be_bytes())? {
             Some(raw) => {
                 let head = raw
@@ -1622,6 +1766,9 @@ impl Ledger {
             return Ok(None);
         };
         let rec = txrecord::decode(&raw)?;
+        if self.is_writing(rec.height) {
+            return Ok(None);
+        }
         let tx = Tx::decode(rec.tx).map_err(|e| Error::Corrupt(e.to_string()))?;
         Ok(Some((rec.height, rec.index, tx)))
     }
@@ -1633,6 +1780,9 @@ impl Ledger {
             return Ok(None);
         };
         let rec = txrecord::decode(&raw)?;
+        if self.is_writing(rec.height) {
+            return Ok(None);
+        }
         let (height, index, codes) = match rec.codes {
             Some(codes) => (rec.height, rec.index, codes),
             None => {
@@ -2104,6 +2254,96 @@ mod tests {
     /// in their records, one under it by hash: both read back alike, by `anchor`, by a scan at
     /// the next open and by the checkpoint's comparison; a damaged or missing table entry is
     /// found.
+    #[test]
+    fn a_block_being_written_is_left_out_by_every_reader_until_it_is_finished() {
+        use crate::state::Lookup;
+        let dir = tempfile::tempdir().unwrap();
+        let s = SoftwareSigner::new(SecretKey::generate().unwrap());
+        // Keys that differ in their last byte only: every block below adds to the buckets of
+        // the first (a bucket's committed leaves are read from the store when a block adds to
+        // it, and the staged block's leaves must not be read there twice).
+        let key = |i: u32, last: u8| {
+            let mut k = vpbox_sm::sm3::hash(i.to_be_bytes()).0;
+            k[31] = last;
+            k
+        };
+        let batch = |nonce, last: u8| {
+            let pairs = (0..300).map(|i| (key(i, last), [last; 32])).collect();
+            tx(&s, nonce, Payload::AnchorPutBatch(pairs))
+        };
+        let mut ledger = open(dir.path());
+        commit(&mut ledger, &[batch(1, 0)]);
+        // Block 2, staged: a numbered batch and an inline put. Block 3 executes above it.
+        let block2 =
+            vec![batch(2, 1), tx(&s, 3, Payload::AnchorPut { key: key(0, 2), value: [2; 32] })];
+        let block3 =
+            vec![batch(4, 3), tx(&s, 5, Payload::AnchorPut { key: key(1, 2), value: [3; 32] })];
+        let second = ledger.execute(&[], block2.clone()).unwrap();
+        let third = ledger.execute(std::slice::from_ref(&second), block3.clone()).unwrap();
+        let tip = *ledger.tip().unwrap();
+        let raw = |l: &Ledger, k: &[u8; 32]| l.db.get_cf(l.cf(CF_ANCHORS).unwrap(), k).unwrap();
+        let as_of_tip = |l: &Ledger| {
+            for k in [key(5, 1), key(0, 2)] {
+                assert_eq!(l.anchor(&k).unwrap(), None);
+                let (at, path) = l.state_path(&k).unwrap();
+                assert_eq!(at, tip);
+                assert_eq!(path.evaluate(&k).unwrap(), (tip.state_root, Lookup::Absent));
+            }
+            assert!(l.anchor(&key(5, 0)).unwrap().is_some());
+            for t in &block2 {
+                assert!(l.transaction(&t.hash()).unwrap().is_none());
+                assert!(l.receipt(&t.hash()).unwrap().is_none());
+            }
+            assert!(l.block(2).unwrap().is_none() && l.header(2).unwrap().is_none());
+            assert!(l.block_by_hash(&second.block.header.hash()).unwrap().is_none());
+            assert_eq!((l.tip(), l.height()), (Some(&tip), 2));
+            // The block above executes the same whether the write has landed or not.
+            let again = l.execute(std::slice::from_ref(&second), block3.clone()).unwrap();
+            assert_eq!(again.block.header, third.block.header);
+            assert_eq!(again.receipts, third.receipts);
+        };
+        let write = ledger.stage(&second, b"c").unwrap();
+        assert_eq!(write.height(), 2);
+        let twice = ledger.stage(&second, b"c").unwrap_err();
+        assert!(twice.to_string().contains("still being written"), "{twice}");
+        as_of_tip(&ledger);
+        assert!(raw(&ledger, &key(5, 1)).is_none(), "not landed yet");
+        let written = write.write().unwrap();
+        assert!(raw(&ledger, &key(5, 1)).is_some() && raw(&ledger, &key(0, 2)).is_some());
+        as_of_tip(&ledger);
+        let refused = ledger.save_state().unwrap_err();
+        assert!(refused.to_string().contains("still being written"), "{refused}");
+        // Finished: every reader sees it, and the block above commits on it.
+        ledger.finish(&second, written).unwrap();
+        assert_eq!(ledger.tip(), Some(&second.block.header));
+        let rec = ledger.anchor(&key(5, 1)).unwrap().unwrap();
+        assert_eq!((rec.tx, rec.height), (block2[0].hash(), 2));
+        assert_eq!(ledger.anchor(&key(0, 2)).unwrap().unwrap().tx, block2[1].hash());
+        assert_eq!(ledger.transaction(&block2[1].hash()).unwrap().unwrap().0, 2);
+        assert_eq!(ledger.receipt(&block2[0].hash()).unwrap().unwrap().height, 2);
+        assert_eq!(ledger.block(2).unwrap().unwrap().header, second.block.header);
+        ledger.commit(&third, b"c").unwrap();
+        assert_eq!(ledger.state.root(), third.block.header.state_root);
+        let (_, path) = ledger.state_path(&key(5, 3)).unwrap();
+        let Lookup::Present(leaf) = path.evaluate(&key(5, 3)).unwrap().1 else { panic!("absent") };
+        assert_eq!(leaf.height, 3);
+        drop(ledger);
+        // The anchors on disk give the same root to the open's scan.
+        let ledger = Ledger::open(dir.path()).unwrap();
+        assert_eq!(ledger.state.root(), third.block.header.state_root);
+        // A block finished with another block's write is refused.
+        let mut ledger = ledger;
+        let fourth = ledger.execute(&[], vec![batch(6, 4)]).unwrap();
+        let fifth_dir = tempfile::tempdir().unwrap();
+        let mut other = open(fifth_dir.path());
+        let elsewhere = other.execute(&[], vec![batch(7, 5)]).unwrap();
+        let foreign = other.stage(&elsewhere, b"c").unwrap().write().unwrap();
+        let write = ledger.stage(&fourth, b"c").unwrap();
+        let wrong = ledger.finish(&fourth, foreign).unwrap_err();
+        assert!(wrong.to_string().contains("not the block being written"), "{wrong}");
+        drop(write);
+    }
+
     #[test]
     fn batches_of_many_anchors_name_their_transaction_by_number() {
         let dir = tempfile::tempdir().unwrap();

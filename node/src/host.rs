@@ -7,6 +7,7 @@
 //! | [`Transport`] | [`Links`]: authenticated peer links over sockets | a seeded network: delay, loss, duplication, partitions, a compromised peer |
 //! | [`Log`] (the consensus WAL, the intake) | [`Journal`]: a checksummed file, fsync | a journal image in memory whose unsynced tail a crash tears at a random byte, re-read with [`vpbox_journal::parse`] |
 //! | [`SignQueue`] | a channel to the signer thread (`vpbox signer` over its socket) | the signer's own double-sign guard on a file, with keyed test tags |
+//! | [`Writes`] (a committed block's synced write) | [`WriterThread`]: the `ledger-write` thread | the same write, landing when the world says: at once or later, and never if the node crashes first |
 //!
 //! The driver is otherwise plain code over these: the engine, the mempool and gossip, the
 //! waiting clients, speculative execution on the real ledger (RocksDB), state transfer, and
@@ -20,13 +21,15 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError};
 use std::time::{Duration, Instant, SystemTime};
 
 use vpbox_consensus::{Message, NodeId};
 use vpbox_journal::{Journal, JournalError};
 use vpbox_ledger::tx::Tx;
+use vpbox_ledger::{BlockWrite, Written};
 
+use crate::inbox::Outbox;
 use crate::node::{Event, SignJob};
 use crate::peer::{LinkStats, Links, Peer, PeerMsg, Replays};
 
@@ -120,6 +123,80 @@ impl SignQueue for Sender<SignJob> {
     fn sign(&self, token: u64, payload: Vec<u8>) {
         // The signer thread is gone only when the process stops.
         let _ = self.send(SignJob { token, payload });
+    }
+}
+
+/// Where a committed block's synced write goes ([`BlockWrite`], staged by the ledger): it is
+/// carried out beside the driver, which meanwhile admits, orders and executes the blocks above
+/// it, and finishes it (the ledger's tip, the waiting clients) once it has landed. One at a
+/// time: the driver takes each write's result before it starts the next.
+pub trait Writes {
+    /// Starts `write`. That it landed is signalled by [`Event::Written`] (a hint only: the
+    /// driver also asks [`Writes::poll`] at every batch of events and every tick).
+    fn start(&mut self, write: BlockWrite);
+    /// The outstanding write's result if it is over, without waiting (`None` when it is not,
+    /// or none is outstanding).
+    fn poll(&mut self) -> Option<Result<Written, String>>;
+    /// Waits for the outstanding write's result (`None` when none is outstanding).
+    fn wait(&mut self) -> Option<Result<Written, String>>;
+}
+
+/// The real [`Writes`]: a `ledger-write` thread that carries out each write and then wakes the
+/// driver with [`Event::Written`].
+pub struct WriterThread {
+    jobs: SyncSender<BlockWrite>,
+    done: Receiver<Result<Written, String>>,
+    outstanding: bool,
+}
+
+impl WriterThread {
+    /// Starts the thread; `wake` is the driver's inbox.
+    pub fn start(wake: Outbox) -> std::io::Result<Self> {
+        let (jobs, job_rx) = std::sync::mpsc::sync_channel::<BlockWrite>(1);
+        let (done_tx, done) = std::sync::mpsc::channel();
+        std::thread::Builder::new().name("ledger-write".into()).spawn(move || {
+            for write in job_rx {
+                if done_tx.send(write.write().map_err(|e| e.to_string())).is_err() {
+                    return;
+                }
+                // Never waits: a full queue means the driver is busy, and it polls anyway.
+                wake.try_send(Event::Written);
+            }
+        })?;
+        Ok(Self { jobs, done, outstanding: false })
+    }
+
+    fn gone() -> Result<Written, String> {
+        Err("the ledger's writer thread is gone".into())
+    }
+}
+
+impl Writes for WriterThread {
+    fn start(&mut self, write: BlockWrite) {
+        // Sent only once the last result was taken: the channel's one place is free.
+        self.outstanding = true;
+        let _ = self.jobs.send(write);
+    }
+
+    fn poll(&mut self) -> Option<Result<Written, String>> {
+        if !self.outstanding {
+            return None;
+        }
+        let result = match self.done.try_recv() {
+            Ok(r) => r,
+            Err(TryRecvError::Empty) => return None,
+            Err(TryRecvError::Disconnected) => Self::gone(),
+        };
+        self.outstanding = false;
+        Some(result)
+    }
+
+    fn wait(&mut self) -> Option<Result<Written, String>> {
+        if !self.outstanding {
+            return None;
+        }
+        self.outstanding = false;
+        Some(self.done.recv().unwrap_or_else(|_| Self::gone()))
     }
 }
 

@@ -197,6 +197,26 @@ impl Outbox {
     }
 }
 
+impl Outbox {
+    /// Queues `event` unless the source's queue is full or the driver is gone (then drops
+    /// it): for a wake-up the driver can do without.
+    pub fn try_send(&self, event: Event) -> bool {
+        let mut s = self.shared.lock();
+        if s.closed {
+            return false;
+        }
+        match s.queues.iter_mut().find(|q| q.source == self.source) {
+            Some(q) if q.events.len() < q.cap => {
+                q.events.push_back(event);
+                drop(s);
+                self.shared.arrived.notify_one();
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 impl Clone for Outbox {
     fn clone(&self) -> Self {
         let mut s = self.shared.lock();

@@ -57,7 +57,7 @@ use vpbox_sm::sm2::{PublicKey, Signature};
 use vpbox_sm::sm3::{Digest, hash};
 
 use crate::genesis::{Genesis, NodeEntry};
-use crate::host::{Clock, Log, SignQueue, SystemClock, Transport};
+use crate::host::{Clock, Log, SignQueue, SystemClock, Transport, WriterThread, Writes};
 use crate::inbox::{Closed, Inbox, Outbox};
 use crate::intake::Intake;
 use crate::mempool::Mempool;
@@ -141,6 +141,8 @@ pub enum Event {
     Nodes(Sender<Value>),
     /// The signer's double-sign guard refused one of this node's messages.
     SignerRefused(String),
+    /// A committed block's write may have landed ([`crate::host::Writes`]).
+    Written,
     /// The process is asked to stop (SIGTERM or SIGINT): the driver finishes the batch of
     /// events in hand, saves the state map's checkpoint and returns.
     Stop,
@@ -264,6 +266,8 @@ pub struct Host<V> {
     pub transport: Box<dyn Transport>,
     /// The signer.
     pub signer: Box<dyn SignQueue>,
+    /// Where committed blocks' synced writes go.
+    pub writes: Box<dyn Writes>,
     /// The clocks.
     pub clock: Box<dyn Clock>,
     /// What the links refused (shown in `node_getNodes`).
@@ -280,8 +284,13 @@ pub struct Driver<V: Verifier + Clone = Sm2Verifier> {
     verifier: V,
     engine: Engine<V>,
     ledger: Arc<RwLock<Ledger>>,
-    /// Executed, uncommitted blocks above the tip, in order (a block's height is its seq).
+    /// Executed blocks above the ledger's tip, in order (a block's height is its seq): the one
+    /// being written first, if any ([`Self::writing`]), then the uncommitted ones.
     spec: Vec<Executed>,
+    /// The height of the committed block whose write is under way ([`Writes`]): it stays first
+    /// in `spec` until [`Self::finish_write`], and the blocks above it execute on it meanwhile.
+    writing: Option<u64>,
+    writes: Box<dyn Writes>,
     wal: Box<dyn Log>,
     wal_dirty: bool,
     wal_compacted_at: u64,
@@ -318,18 +327,29 @@ fn err(what: &str) -> impl Fn(&dyn std::fmt::Display) -> StartError + '_ {
     move |e| StartError(format!("{what}: {e}"))
 }
 
+/// The real node's threads that [`Driver::open`] reaches the world through.
+pub struct Threads {
+    /// The peer links.
+    pub links: Links,
+    /// What the links refused.
+    pub link_stats: Arc<LinkStats>,
+    /// The signer thread's queue.
+    pub signer: Sender<SignJob>,
+    /// The driver's inbox, through which the `ledger-write` thread wakes it.
+    pub wake: crate::inbox::Outbox,
+}
+
 impl Driver {
     /// Opens the node's state under `data_dir` (its WAL and intake journals) and restores the
-    /// engine from it, with the real clock, links and signer.
+    /// engine from it, with the real clock, links, signer and ledger writer.
     pub fn open(
         id: NodeId,
         genesis: Arc<Genesis>,
         data_dir: &Path,
         ledger: Arc<RwLock<Ledger>>,
-        links: Links,
-        link_stats: Arc<LinkStats>,
-        signer: Sender<SignJob>,
+        threads: Threads,
     ) -> Result<Self, StartError> {
+        let Threads { links, link_stats, signer, wake } = threads;
         let (wal, wal_records) =
             crate::log::open_wal(&data_dir.join("consensus.wal")).map_err(StartError)?;
         let intake =
@@ -344,6 +364,7 @@ impl Driver {
             intake,
             transport: Box::new(links),
             signer: Box::new(signer),
+            writes: Box::new(WriterThread::start(wake).map_err(|e| err("thread")(&e))?),
             clock: Box::new(SystemClock),
             link_stats,
             fatal,
@@ -364,6 +385,7 @@ impl<V: Verifier + Clone> Driver<V> {
             intake,
             transport,
             signer,
+            writes,
             clock,
             link_stats,
             fatal,
@@ -380,6 +402,8 @@ impl<V: Verifier + Clone> Driver<V> {
             engine,
             ledger,
             spec: Vec::new(),
+            writing: None,
+            writes,
             wal,
             wal_dirty: false,
             wal_compacted_at,
@@ -472,6 +496,7 @@ impl<V: Verifier + Clone> Driver<V> {
             }
             self.tick();
         }
+        self.finish_write(true);
         let saved = match self.ledger.read() {
             Ok(l) => {
                 l.save_state().map(|()| l.height().saturating_sub(1)).map_err(|e| e.to_string())
@@ -504,6 +529,7 @@ impl<V: Verifier + Clone> Driver<V> {
     /// Fires the timers that are due, retries parked executions, state fetches and gossip, and
     /// carries out what follows.
     pub fn tick(&mut self) {
+        self.finish_write(false);
         let now = self.clock.now();
         let mut due: Vec<(Instant, Timer)> =
             self.timers.iter().filter(|(_, t)| **t <= now).map(|(k, t)| (*t, *k)).collect();
@@ -535,6 +561,7 @@ impl<V: Verifier + Clone> Driver<V> {
     }
 
     fn events(&mut self, batch: Vec<Event>) {
+        self.finish_write(false);
         let mut submits = Vec::new();
         let mut awaits = Vec::new();
         let mut gossip = Vec::new();
@@ -557,6 +584,8 @@ impl<V: Verifier + Clone> Driver<V> {
                     self.status.refused(reason, self.clock.now(), self.clock.wall())
                 }
                 Event::Stop => self.stopping = true,
+                // Taken above: the write's result, if it is there.
+                Event::Written => {}
             }
         }
         // The gossip and every client's submission of the batch in one write (one fsync).
@@ -740,6 +769,12 @@ impl<V: Verifier + Clone> Driver<V> {
     fn effect(&mut self, e: Effect) {
         match e {
             Effect::Persist(rec) => {
+                if let WalRecord::Stable(_) = &rec {
+                    // A stable checkpoint only over a ledger that holds its block: a restart
+                    // whose ledger is below its last stable checkpoint fetches the state from
+                    // its peers, and a node alone has none.
+                    self.finish_write(true);
+                }
                 let bytes = encode_record(&rec);
                 if let Err(e) = self.wal.append(&bytes) {
                     (self.fatal)(&format!("WAL: {e}"));
@@ -768,7 +803,11 @@ impl<V: Verifier + Clone> Driver<V> {
                 self.try_execute();
             }
             Effect::Rollback { to } => {
-                self.spec.retain(|e| e.block.header.height <= to.0);
+                let writing = self.writing;
+                self.spec.retain(|e| {
+                    let h = e.block.header.height;
+                    h <= to.0 || Some(h) == writing
+                });
                 if self.parked.as_ref().is_some_and(|p| p.seq > to) {
                     self.parked = None;
                 }
@@ -777,6 +816,7 @@ impl<V: Verifier + Clone> Driver<V> {
                 self.commit(seq, &batch, result, &encode_certificate(&certificate))
             }
             Effect::FetchState { seq, state } => {
+                self.finish_write(true);
                 self.spec.clear();
                 self.parked = None;
                 // A fetch asked for again (the engine does, on its timer) is not progress.
@@ -916,18 +956,67 @@ impl<V: Verifier + Clone> Driver<V> {
         self.inputs.push_back(Input::Executed { seq, token, result, members });
     }
 
+    /// Commits the executed block `seq`: a block that only anchors is staged and written
+    /// beside the driver's work ([`Writes`]), finished once its write lands
+    /// ([`Self::finish_write`]); any other (enrollments, CRLs, configuration: what changes
+    /// admission or the members) is written and finished at once. One write at a time.
     fn commit(&mut self, seq: SeqNo, batch: &Batch, result: CDigest, certificate: &[u8]) {
+        self.finish_write(true);
         let Some(pos) = self.spec.iter().position(|e| e.block.header.height == seq.0) else {
             tracing::error!(seq = seq.0, "commit of {} without its execution", seq.0);
             return;
         };
-        let executed = self.spec.remove(pos);
+        let executed = &self.spec[pos];
         if executed.block.header.hash().0 != result.0
             || executed.block.tx_hashes.len() != batch.txs.len()
         {
             (self.fatal)(&format!("commit of {} differs from what this node executed", seq.0));
         }
+        if pos == 0 && executed.anchors_only() {
+            let staged = match self.ledger.write() {
+                Ok(mut l) => l.stage(executed, certificate),
+                Err(_) => (self.fatal)("ledger lock poisoned"),
+            };
+            match staged {
+                Ok(write) => {
+                    self.writes.start(write);
+                    self.writing = Some(seq.0);
+                }
+                Err(e) => (self.fatal)(&format!("commit {}: {e}", seq.0)),
+            }
+            return;
+        }
+        let executed = self.spec.remove(pos);
         self.write_block(&executed, certificate);
+        self.committed_block(&executed);
+    }
+
+    /// Finishes the committed block being written once its write has landed (`wait`: waiting
+    /// for it): the ledger's tip advances to it, and its clients are answered.
+    fn finish_write(&mut self, wait: bool) {
+        let Some(height) = self.writing else { return };
+        let result = if wait { self.writes.wait() } else { self.writes.poll() };
+        let Some(result) = result else {
+            if wait {
+                (self.fatal)(&format!("commit {height}: its write is lost"));
+            }
+            return;
+        };
+        self.writing = None;
+        let written = result.unwrap_or_else(|e| (self.fatal)(&format!("commit {height}: {e}")));
+        if self.spec.first().map(|e| e.block.header.height) != Some(height) {
+            (self.fatal)(&format!(
+                "commit {height}: the block written is not the first above the tip"
+            ));
+        }
+        let executed = self.spec.remove(0);
+        let finished = match self.ledger.write() {
+            Ok(mut l) => l.finish(&executed, written),
+            Err(_) => (self.fatal)("ledger lock poisoned"),
+        };
+        if let Err(e) = finished {
+            (self.fatal)(&format!("commit {height}: {e}"));
+        }
         self.committed_block(&executed);
     }
 
@@ -1084,6 +1173,7 @@ impl<V: Verifier + Clone> Driver<V> {
     /// Certified blocks for a state fetch ([`crate::transfer`]): each is checked (certificate,
     /// transactions, re-execution to the same header) before it is written.
     fn on_blocks(&mut self, blocks: Vec<(Vec<u8>, Vec<Vec<u8>>)>) {
+        self.finish_write(true);
         let Some(target) = self.fetch.as_ref().map(|f| (f.seq, f.state)) else { return };
         // An answer with a block that does not decode is refused whole: the transfer asks
         // again, another peer, after its retry period.

@@ -30,7 +30,7 @@ use crate::host::{Admitted, PeerFilter};
 use crate::http::{Limits, serve};
 use crate::inbox::{Inbox, Outbox, Source};
 use crate::link::{Identity, Members, Prover};
-use crate::node::{Driver, Event, Outcome, StartError, signer_thread};
+use crate::node::{Driver, Event, Outcome, StartError, Threads, signer_thread};
 use crate::peer::{LinkHandler, LinkStats, Links, Peer, Replays, listen};
 use crate::rpc::{Methods, RpcError, param};
 use crate::verified::Verified;
@@ -242,9 +242,7 @@ pub fn run(
         Arc::clone(&genesis),
         &config.data_dir,
         Arc::clone(&ledger),
-        links,
-        Arc::clone(&stats),
-        jobs,
+        Threads { links, link_stats: Arc::clone(&stats), signer: jobs, wake: events.clone() },
     )?;
     if let Some(check) = check {
         // The checkpoint's buckets against the anchors on disk, beside the node's work: a

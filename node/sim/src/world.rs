@@ -33,12 +33,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use vpbox_consensus::wire::{encode, signing_payload};
 use vpbox_consensus::{Checkpoint, Digest as CDigest, Envelope, Message, NodeId, SeqNo, Signature};
 use vpbox_consensus_sim::rng::Rng;
-use vpbox_ledger::Ledger;
 use vpbox_ledger::block::Block;
 use vpbox_ledger::tx::{BATCH_MAX, Payload, Tx, TxBody};
+use vpbox_ledger::{BlockWrite, Ledger, Written};
 use vpbox_node::blocks::answer;
 use vpbox_node::genesis::{Genesis, NodeEntry};
-use vpbox_node::host::{Admitted, Clock, PeerFilter, SignQueue, Transport};
+use vpbox_node::host::{Admitted, Clock, PeerFilter, SignQueue, Transport, Writes};
 use vpbox_node::intake::Intake;
 use vpbox_node::node::{Driver, Event, Host, Outcome};
 use vpbox_node::peer::{FRAME_MAX, LinkStats, Peer, PeerMsg, Replays};
@@ -146,6 +146,14 @@ pub struct Report {
     /// block larger than an answer's budget) that reached the node cut off for the big batches
     /// ([`SimConfig::big`]).
     pub partial_blocks: u64,
+    /// Committed blocks written beside the driver ([`Writes`]), those whose write landed
+    /// before the driver asked for it (its records in the store while the ledger's tip was
+    /// below it), and those a crash caught before their write landed.
+    pub writes: u64,
+    /// See [`Self::writes`].
+    pub writes_landed_early: u64,
+    /// See [`Self::writes`].
+    pub writes_lost: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,6 +186,11 @@ enum Kind {
         inc: u64,
         token: u64,
         payload: Vec<u8>,
+    },
+    /// A host's block write lands (if it has not yet) and the host hears of it.
+    Written {
+        node: usize,
+        inc: u64,
     },
     Submit(usize),
     Crash {
@@ -241,6 +254,48 @@ impl SignQueue for SimSigns {
     }
 }
 
+/// A host's committed block write ([`Writes`]): staged by its driver, landed when the world
+/// says — at once, or when its [`Kind::Written`] comes, or when the driver waits for it —, and
+/// never if the node crashes first.
+#[derive(Default)]
+struct SimWriting {
+    /// The write, until it lands.
+    write: Option<BlockWrite>,
+    /// The landed write's result, until the driver takes it.
+    landed: Option<Result<Written, String>>,
+    /// Started since the world last looked ([`World::after`]).
+    new: bool,
+}
+
+impl SimWriting {
+    fn land(&mut self) {
+        if let Some(w) = self.write.take() {
+            self.landed = Some(w.write().map_err(|e| e.to_string()));
+        }
+    }
+}
+
+/// A host's writes, shared with the world.
+type Writing = Rc<RefCell<SimWriting>>;
+
+struct SimWrites(Writing);
+
+impl Writes for SimWrites {
+    fn start(&mut self, write: BlockWrite) {
+        *self.0.borrow_mut() = SimWriting { write: Some(write), landed: None, new: true };
+    }
+
+    fn poll(&mut self) -> Option<Result<Written, String>> {
+        self.0.borrow_mut().landed.take()
+    }
+
+    fn wait(&mut self) -> Option<Result<Written, String>> {
+        let mut w = self.0.borrow_mut();
+        w.land();
+        w.landed.take()
+    }
+}
+
 struct Node {
     id: NodeId,
     dir: PathBuf,
@@ -251,6 +306,7 @@ struct Node {
     intake: SimLog,
     out: Outbox,
     signs: Jobs,
+    writing: Writing,
     guard: Option<Guard>,
     /// Whether its guard has recorded a sequence-numbered position.
     signed_seq: bool,
@@ -270,6 +326,8 @@ struct Node {
 pub struct World {
     cfg: SimConfig,
     rng: Rng,
+    /// When each block write lands.
+    write_rng: Rng,
     now: Rc<Cell<u64>>,
     clock: SimClock,
     /// Pending events by (time, order of scheduling).
@@ -353,6 +411,7 @@ impl World {
                 intake: SimLog::new(),
                 out: Rc::default(),
                 signs: Rc::default(),
+                writing: Rc::default(),
                 guard: Some(guard),
                 signed_seq: false,
                 filters: HashMap::new(),
@@ -401,6 +460,7 @@ impl World {
             report: Report { seed, ..Report::default() },
             cfg,
             rng,
+            write_rng: Rng::new(seed ^ 0x5772_6974_6573),
             now,
             clock,
             queue: BTreeMap::new(),
@@ -550,6 +610,7 @@ impl World {
             intake,
             transport: Box::new(SimTransport(Rc::clone(&node.out))),
             signer: Box::new(SimSigns(Rc::clone(&node.signs))),
+            writes: Box::new(SimWrites(Rc::clone(&node.writing))),
             clock: Box::new(self.clock.clone()),
             link_stats: Arc::clone(&node.stats),
             fatal,
@@ -572,6 +633,10 @@ impl World {
         }
         node.driver = None;
         node.ledger = None;
+        // A write that has not landed never will (and its hold on the store goes).
+        if std::mem::take(&mut *node.writing.borrow_mut()).write.is_some() {
+            self.report.writes_lost += 1;
+        }
         node.inc += 1;
         node.wal.crash(keep_wal);
         node.intake.crash(keep_intake);
@@ -638,6 +703,20 @@ impl World {
         for (token, payload) in signs {
             let t = self.now.get() + self.rng.range(0, 2);
             self.at(t, Kind::Sign { node: i, inc, token, payload });
+        }
+        // A block write started: it lands now or later (its own draws, so that the rest of
+        // a seed's run is drawn as before).
+        if std::mem::take(&mut self.nodes[i].writing.borrow_mut().new) {
+            self.report.writes += 1;
+            if self.write_rng.chance(0.5) {
+                self.nodes[i].writing.borrow_mut().land();
+                self.report.writes_landed_early += 1;
+            }
+            // Most within a few ms; some late (a slow disk), so that a crash finds them.
+            let late = self.write_rng.chance(0.2);
+            let t = self.now.get()
+                + if late { self.write_rng.range(20, 400) } else { self.write_rng.range(0, 10) };
+            self.at(t, Kind::Written { node: i, inc });
         }
         let replies = std::mem::take(&mut self.nodes[i].replies);
         for (tx, rx) in replies {
@@ -1096,6 +1175,17 @@ impl World {
                 Kind::Sign { node, inc, token, payload } => {
                     if self.nodes[node].inc == inc && self.up(node) {
                         self.on_sign(node, token, &payload);
+                    }
+                }
+                Kind::Written { node, inc } => {
+                    if self.nodes[node].inc == inc && self.up(node) {
+                        let mut w = self.nodes[node].writing.borrow_mut();
+                        if w.write.is_some() {
+                            w.land();
+                            self.report.writes_landed_early += 1;
+                        }
+                        drop(w);
+                        self.feed(node, vec![Event::Written]);
                     }
                 }
                 Kind::Submit(tx) => self.submit(tx),
