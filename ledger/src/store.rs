@@ -1131,9 +1131,20 @@ impl Ledger {
     }
 
     /// Executes `txs` on top of `parent` and the speculative blocks `above` it (oldest first,
-    /// not yet committed), without writing: the block, its receipts and its new anchors. Every
-    /// honest node computes the same block from the same inputs.
+    /// above the tip: a block staged by [`Self::stage`] and not yet finished must be the first
+    /// of them), without writing: the block, its receipts and its new anchors. Every honest node
+    /// computes the same block from the same inputs.
     pub fn execute(&self, above: &[Executed], txs: Vec<Tx>) -> Result<Executed, Error> {
+        if let Some(w) = &self.writing
+            && above.first().is_none_or(|e| e.block.header.hash() != w.hash)
+        {
+            // Its keys and transactions would count as taken once its write lands and not
+            // before: it is judged as one of `above`, the same either way.
+            return Err(Error::NotNext {
+                height: w.height + 1,
+                why: format!("block {} is being written: execute above it", w.height),
+            });
+        }
         let parent = match above.last() {
             Some(e) => e.block.header,
             None => *self.tip.as_ref().ok_or_else(|| Error::Corrupt("no genesis block".into()))?,

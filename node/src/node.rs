@@ -731,7 +731,10 @@ impl<V: Verifier + Clone> Driver<V> {
     /// all, and only after it are the kept effects carried out. No message leaves before what
     /// it depends on is durable (a `Send` that came before a `Persist` waits for it too), and
     /// a burst of votes costs one fsync instead of one each. Effects that feed the engine again
-    /// (`Execute` → `Executed`) start the next round.
+    /// (`Execute` → `Executed`) start the next round. A stable checkpoint's record is the one
+    /// `Persist` kept in order with the others (synced by the round's last fsync): the engine
+    /// makes a checkpoint stable in the very round that commits its block when the peers'
+    /// votes came first, and the record waits for that block's write.
     fn pump(&mut self) {
         let mut kept = Vec::new();
         while !self.inputs.is_empty() {
@@ -740,6 +743,9 @@ impl<V: Verifier + Clone> Driver<V> {
                 let cause = view_change_cause(&input);
                 for e in self.engine.handle(input) {
                     match e {
+                        // Among the kept effects, in order: after the commit of its block that
+                        // may come in the same round, whose write it waits for (`effect`).
+                        Effect::Persist(WalRecord::Stable(_)) => kept.push(e),
                         Effect::Persist(_) => self.effect(e),
                         e => kept.push(e),
                     }
@@ -956,10 +962,11 @@ impl<V: Verifier + Clone> Driver<V> {
         self.inputs.push_back(Input::Executed { seq, token, result, members });
     }
 
-    /// Commits the executed block `seq`: a block that only anchors is staged and written
-    /// beside the driver's work ([`Writes`]), finished once its write lands
-    /// ([`Self::finish_write`]); any other (enrollments, CRLs, configuration: what changes
-    /// admission or the members) is written and finished at once. One write at a time.
+    /// Commits the executed block `seq`: a block that only anchors, enough of them
+    /// ([`Writes::beside`]), is staged and written beside the driver's work ([`Writes`]),
+    /// finished once its write lands ([`Self::finish_write`]); any other (a few anchors;
+    /// enrollments, CRLs, configuration: what changes admission or the members) is written and
+    /// finished at once. One write at a time.
     fn commit(&mut self, seq: SeqNo, batch: &Batch, result: CDigest, certificate: &[u8]) {
         self.finish_write(true);
         let Some(pos) = self.spec.iter().position(|e| e.block.header.height == seq.0) else {
@@ -972,7 +979,7 @@ impl<V: Verifier + Clone> Driver<V> {
         {
             (self.fatal)(&format!("commit of {} differs from what this node executed", seq.0));
         }
-        if pos == 0 && executed.anchors_only() {
+        if pos == 0 && executed.anchors_only() && self.writes.beside(executed.anchors.len()) {
             let staged = match self.ledger.write() {
                 Ok(mut l) => l.stage(executed, certificate),
                 Err(_) => (self.fatal)("ledger lock poisoned"),
@@ -1173,8 +1180,9 @@ impl<V: Verifier + Clone> Driver<V> {
     /// Certified blocks for a state fetch ([`crate::transfer`]): each is checked (certificate,
     /// transactions, re-execution to the same header) before it is written.
     fn on_blocks(&mut self, blocks: Vec<(Vec<u8>, Vec<Vec<u8>>)>) {
-        self.finish_write(true);
         let Some(target) = self.fetch.as_ref().map(|f| (f.seq, f.state)) else { return };
+        // These are written at once, in order: after the write under way, if any.
+        self.finish_write(true);
         // An answer with a block that does not decode is refused whole: the transfer asks
         // again, another peer, after its retry period.
         let blocks = match blocks

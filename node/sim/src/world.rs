@@ -146,14 +146,17 @@ pub struct Report {
     /// block larger than an answer's budget) that reached the node cut off for the big batches
     /// ([`SimConfig::big`]).
     pub partial_blocks: u64,
-    /// Committed blocks written beside the driver ([`Writes`]), those whose write landed
-    /// before the driver asked for it (its records in the store while the ledger's tip was
-    /// below it), and those a crash caught before their write landed.
+    /// Committed blocks written beside the driver ([`Writes`]), those whose write landed at
+    /// once (the driver worked on over their records in the store, the ledger's tip below
+    /// them, until it heard), and those a crash caught before their write landed.
     pub writes: u64,
     /// See [`Self::writes`].
     pub writes_landed_early: u64,
     /// See [`Self::writes`].
     pub writes_lost: u64,
+    /// Batches of events a driver handled while a write of its had landed and it had not heard
+    /// (the readers of its ledger leaving the block's records in the store out).
+    pub fed_over_landed: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -255,14 +258,18 @@ impl SignQueue for SimSigns {
 }
 
 /// A host's committed block write ([`Writes`]): staged by its driver, landed when the world
-/// says — at once, or when its [`Kind::Written`] comes, or when the driver waits for it —, and
-/// never if the node crashes first.
+/// says — at once (then the driver works on over its records in the store, as over a real
+/// write that landed while it executed), or when its [`Kind::Written`] comes, or when the
+/// driver waits for it —, and never if the node crashes first. The driver's poll sees it only
+/// once its `Kind::Written` came.
 #[derive(Default)]
 struct SimWriting {
     /// The write, until it lands.
     write: Option<BlockWrite>,
     /// The landed write's result, until the driver takes it.
     landed: Option<Result<Written, String>>,
+    /// Its [`Kind::Written`] came: [`Writes::poll`] gives the result.
+    reported: bool,
     /// Started since the world last looked ([`World::after`]).
     new: bool,
 }
@@ -282,17 +289,24 @@ struct SimWrites(Writing);
 
 impl Writes for SimWrites {
     fn start(&mut self, write: BlockWrite) {
-        *self.0.borrow_mut() = SimWriting { write: Some(write), landed: None, new: true };
+        *self.0.borrow_mut() =
+            SimWriting { write: Some(write), landed: None, reported: false, new: true };
     }
 
     fn poll(&mut self) -> Option<Result<Written, String>> {
-        self.0.borrow_mut().landed.take()
+        let mut w = self.0.borrow_mut();
+        if w.reported { w.landed.take() } else { None }
     }
 
     fn wait(&mut self) -> Option<Result<Written, String>> {
         let mut w = self.0.borrow_mut();
         w.land();
         w.landed.take()
+    }
+
+    /// Every block that only anchors (the simulator's are small): the path under test.
+    fn beside(&self, _anchors: usize) -> bool {
+        true
     }
 }
 
@@ -669,6 +683,12 @@ impl World {
     /// Feeds events to node `i`'s host, then runs its timers (as the real loop does after each
     /// batch), then carries out what it queued.
     fn feed(&mut self, i: usize, events: Vec<Event>) {
+        {
+            let w = self.nodes[i].writing.borrow();
+            if w.landed.is_some() && !w.reported && self.nodes[i].driver.is_some() {
+                self.report.fed_over_landed += 1;
+            }
+        }
         let Some(d) = self.nodes[i].driver.as_mut() else { return };
         if !events.is_empty() {
             d.handle(events);
@@ -1180,10 +1200,8 @@ impl World {
                 Kind::Written { node, inc } => {
                     if self.nodes[node].inc == inc && self.up(node) {
                         let mut w = self.nodes[node].writing.borrow_mut();
-                        if w.write.is_some() {
-                            w.land();
-                            self.report.writes_landed_early += 1;
-                        }
+                        w.land();
+                        w.reported = true;
                         drop(w);
                         self.feed(node, vec![Event::Written]);
                     }

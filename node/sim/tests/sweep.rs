@@ -39,9 +39,10 @@ fn exercised(reports: &[Report]) {
     assert!(reports.iter().all(|r| r.block_requests == 0 || r.catching_up > 0));
     // Submissions arrived in groups that shared one intake write.
     assert!(reports.iter().filter(|r| r.grouped > 0).count() * 2 >= reports.len());
-    // Committed blocks were written beside the driver, most landing before it asked (the
-    // blocks above them executed over their records in the store), and a crash caught some.
+    // Committed blocks were written beside the driver, some landing at once, and the driver
+    // worked on over their records in the store before it heard; a crash caught some.
     assert!(reports.iter().all(|r| r.writes > 0 && r.writes_landed_early > 0));
+    assert!(reports.iter().all(|r| r.fed_over_landed > 0));
     assert!(reports.iter().map(|r| r.writes_lost).sum::<u64>() > 0);
 }
 
