@@ -330,3 +330,68 @@ impl PeerFilter {
         Admitted::Event(ev)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use vpbox_ledger::Ledger;
+    use vpbox_ledger::block::Block;
+    use vpbox_ledger::tx::{Payload, TxBody};
+    use vpbox_sm::{Signer, SoftwareSigner};
+
+    use super::*;
+    use crate::inbox::{Inbox, Source};
+
+    #[test]
+    fn the_writer_thread_lands_a_staged_block_and_wakes_the_driver() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(dir.path()).unwrap();
+        ledger.init_genesis(&Block::genesis(vpbox_sm::sm3::hash(b"writer test"), 0)).unwrap();
+        let s = SoftwareSigner::new(vpbox_sm::sm2::SecretKey::generate().unwrap());
+        let pairs = (0..WRITE_BESIDE_MIN as u32)
+            .map(|i| (vpbox_sm::sm3::hash(i.to_be_bytes()).0, [7; 32]))
+            .collect();
+        let body = TxBody {
+            submitter: s.public_key().fingerprint(),
+            nonce: 1,
+            timestamp_ms: 1,
+            payload: Payload::AnchorPutBatch(pairs),
+        };
+        let executed = ledger.execute(&[], vec![body.sign(&s).unwrap()]).unwrap();
+        let inbox = Inbox::new();
+        let mut writes = WriterThread::start(inbox.outbox(Source::Local)).unwrap();
+        assert!(writes.beside(executed.anchors.len()) && !writes.beside(WRITE_BESIDE_MIN - 1));
+        assert!(writes.poll().is_none() && writes.wait().is_none(), "nothing outstanding");
+        writes.start(ledger.stage(&executed, b"c").unwrap());
+        // The wake-up comes once the write has landed; the result is there by then.
+        let woken = inbox.recv(Duration::from_secs(10), 16).unwrap();
+        assert!(matches!(woken.as_slice(), [Event::Written]), "{} events", woken.len());
+        let written = writes.poll().expect("landed").unwrap();
+        assert!(writes.poll().is_none() && writes.wait().is_none(), "taken once");
+        assert_eq!(ledger.height(), 1, "the tip waits for finish");
+        ledger.finish(&executed, written).unwrap();
+        assert_eq!(ledger.tip(), Some(&executed.block.header));
+        // A second write, waited for rather than polled (the next commit's way).
+        let second = ledger.execute(&[], Vec::new()).unwrap();
+        writes.start(ledger.stage(&second, b"c").unwrap());
+        let written = writes.wait().expect("outstanding").unwrap();
+        ledger.finish(&second, written).unwrap();
+        assert_eq!(ledger.height(), 3);
+    }
+
+    #[test]
+    fn a_wake_up_is_dropped_rather_than_waited_for_when_the_queue_is_full() {
+        let inbox = Inbox::new();
+        let out = inbox.outbox(Source::Local);
+        for _ in 0..Inbox::LOCAL_CAP {
+            assert!(out.try_send(Event::Written));
+        }
+        assert!(!out.try_send(Event::Written), "full: dropped, not blocked");
+        let taken = inbox.recv(Duration::ZERO, 10).unwrap();
+        assert_eq!(taken.len(), 10);
+        assert!(out.try_send(Event::Written), "room again");
+        drop(inbox);
+        assert!(!out.try_send(Event::Written), "the driver is gone");
+    }
+}
