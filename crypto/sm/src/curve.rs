@@ -3,7 +3,8 @@
 //! Every node verifies every transaction, so verification is on the critical path (issue 18).
 //! RustCrypto's generic arithmetic uses complete projective formulas and no precomputation; this
 //! module keeps its field (fiat-crypto's formally verified Montgomery code for the SM2 prime,
-//! 64-bit limbs) and replaces the rest:
+//! 64-bit limbs) but for the product, whose reduction uses the prime's form instead of
+//! multiplications (tested against fiat-crypto's), and replaces the rest:
 //!
 //! - Jacobian coordinates with the `a = −3` doubling (3M+5S) and mixed Jacobian–affine addition
 //!   (7M+4S), every exceptional case (infinity, `P = ±Q`) handled, not assumed away;
@@ -96,12 +97,32 @@ impl Fe {
         self.0 == [0; 4]
     }
 
+    /// Montgomery product `a·b·2⁻²⁵⁶ mod p`, as fiat-crypto's `fiat_sm2_mul` computes it (the
+    /// tests compare the two), in half its multiplications: the reduction's are replaced by
+    /// [`w_limbs`]. 35 against 38 ns in a dependent chain.
     fn mul(self, b: Self) -> Self {
-        let mut o = Mont([0; 4]);
-        fp::fiat_sm2_mul(&mut o, &Mont(self.0), &Mont(b.0));
-        Self(o.0)
+        let (a, b) = (self.0, b.0);
+        // Interleaved (CIOS): acc = (acc + a_i·b + m·p) / 2⁶⁴, kept below 2p.
+        let mut acc = [0u64; 5];
+        for &ai in &a {
+            let mut c = 0;
+            for j in 0..4 {
+                (acc[j], c) = mac(acc[j], ai, b[j], c);
+            }
+            let (top, hi) = adc(acc[4], c, 0);
+            let (w0, w1, w2, w3) = w_limbs(acc[0]);
+            let mut c;
+            (acc[0], c) = adc(acc[1], w0, 0);
+            (acc[1], c) = adc(acc[2], w1, c);
+            (acc[2], c) = adc(acc[3], w2, c);
+            (acc[3], c) = adc(top, w3, c);
+            acc[4] = hi + c;
+        }
+        Self(sub_p_once([acc[0], acc[1], acc[2], acc[3]], acc[4]))
     }
 
+    /// fiat-crypto's Montgomery square (its own is faster than a specialised one was here:
+    /// 25 against 37 ns in a dependent chain).
     fn sq(self) -> Self {
         let mut o = Mont([0; 4]);
         fp::fiat_sm2_square(&mut o, &Mont(self.0));
@@ -145,6 +166,59 @@ impl Fe {
         }
         acc
     }
+}
+
+/// `a + b + carry` and its carry out (carry in 0 or 1).
+#[inline(always)]
+fn adc(a: u64, b: u64, carry: u64) -> (u64, u64) {
+    let t = u128::from(a) + u128::from(b) + u128::from(carry);
+    (t as u64, (t >> 64) as u64)
+}
+
+/// `a − b − borrow` and its borrow out (borrow in 0 or 1).
+#[inline(always)]
+fn sbb(a: u64, b: u64, borrow: u64) -> (u64, u64) {
+    let t = u128::from(a).wrapping_sub(u128::from(b) + u128::from(borrow));
+    (t as u64, (t >> 127) as u64)
+}
+
+/// `acc + a·b + carry` as a low limb and a carry limb (it cannot overflow 128 bits).
+#[inline(always)]
+fn mac(acc: u64, a: u64, b: u64, carry: u64) -> (u64, u64) {
+    let t = u128::from(acc) + u128::from(a) * u128::from(b) + u128::from(carry);
+    (t as u64, (t >> 64) as u64)
+}
+
+/// p's little-endian limbs.
+const P_LIMBS: [u64; 4] =
+    [0xFFFF_FFFF_FFFF_FFFF, 0xFFFF_FFFF_0000_0000, 0xFFFF_FFFF_FFFF_FFFF, 0xFFFF_FFFE_FFFF_FFFF];
+
+/// The SM2 prime's special Montgomery step. p = 2²⁵⁶ − 2²²⁴ − 2⁹⁶ + 2⁶⁴ − 1 ends in 64 one
+/// bits, so −p⁻¹ mod 2⁶⁴ = 1 and each round's multiplier is the accumulator's low limb itself,
+/// m = acc₀. Adding m·p clears that limb and adds, from the next limb on,
+/// W = m·(2¹⁹² − 2¹⁶⁰ − 2³² + 1) = m·(2³² − 1)·(2¹⁶⁰ − 1) ≥ 0, whose limbs are
+/// `[m, 0, 0, m] − [m·2³² mod 2⁶⁴, m ≫ 32, m·2³² mod 2⁶⁴, m ≫ 32]`: four subtractions where
+/// the generic code (fiat-crypto's) takes four multiplications by p's limbs.
+#[inline(always)]
+fn w_limbs(m: u64) -> (u64, u64, u64, u64) {
+    let (lo, hi) = (m << 32, m >> 32);
+    let (w0, b) = sbb(m, lo, 0);
+    let (w1, b) = sbb(0, hi, b);
+    let (w2, b) = sbb(0, lo, b);
+    let (w3, _) = sbb(m, hi, b); // W ≥ 0: no borrow out
+    (w0, w1, w2, w3)
+}
+
+/// `r + top·2²⁵⁶`, below 2p, reduced below p.
+#[inline(always)]
+fn sub_p_once(r: [u64; 4], top: u64) -> [u64; 4] {
+    let mut s = [0u64; 4];
+    let mut b = 0;
+    for i in 0..4 {
+        (s[i], b) = sbb(r[i], P_LIMBS[i], b);
+    }
+    let (_, b) = sbb(top, 0, b);
+    if b == 1 { r } else { s }
 }
 
 /// An affine point (never infinity: tables hold only multiples below the order).
@@ -578,6 +652,67 @@ mod tests {
 
     use sm2::elliptic_curve::sec1::ToSec1Point;
     use sm2::{ProjectivePoint, Scalar};
+
+    /// fiat-crypto's formally verified Montgomery product, which [`Fe::mul`] replaces
+    /// ([`Fe::sq`] is still fiat-crypto's).
+    fn fiat_mul(a: Fe, b: Fe) -> Fe {
+        let mut o = Mont([0; 4]);
+        fp::fiat_sm2_mul(&mut o, &Mont(a.0), &Mont(b.0));
+        Fe(o.0)
+    }
+
+    /// Field elements (as Montgomery limbs, below p) at the edges of the reduction: 0, 1, p − 1
+    /// and its neighbours, single limbs and single 32-bit halves set or clear, every limb at
+    /// 2⁶⁴ − 1 where that stays below p.
+    fn edge_elements() -> Vec<Fe> {
+        let mut out = vec![Fe::ZERO, Fe([1, 0, 0, 0]), Fe::one()];
+        for d in 1..=3u64 {
+            out.push(Fe([P_LIMBS[0] - d, P_LIMBS[1], P_LIMBS[2], P_LIMBS[3]]));
+        }
+        for i in 0..4 {
+            for v in [u64::MAX, 0xFFFF_FFFF, 0xFFFF_FFFF_0000_0000, 1 << 63, 1] {
+                let mut l = [0u64; 4];
+                l[i] = v;
+                if (l[3], l[2], l[1], l[0]) < (P_LIMBS[3], P_LIMBS[2], P_LIMBS[1], P_LIMBS[0]) {
+                    out.push(Fe(l));
+                }
+                let mut l = P_LIMBS;
+                l[0] -= 1; // p − 1 with bits of one limb cleared: still below p
+                l[i] &= !v;
+                out.push(Fe(l));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_special_product_agrees_with_fiat_crypto_at_the_edges() {
+        let edges = edge_elements();
+        for &a in &edges {
+            assert_eq!(a.mul(a), a.sq(), "square of {a:?}");
+            for &b in &edges {
+                assert_eq!(a.mul(b), fiat_mul(a, b), "{a:?} · {b:?}");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(20_000))]
+        #[test]
+        fn the_special_product_agrees_with_fiat_crypto(
+            a in proptest::array::uniform4(proptest::num::u64::ANY),
+            b in proptest::array::uniform4(proptest::num::u64::ANY),
+        ) {
+            // Below p: the top limb below p's, the others anything.
+            let below = |mut l: [u64; 4]| {
+                l[3] %= P_LIMBS[3];
+                Fe(l)
+            };
+            let (a, b) = (below(a), below(b));
+            proptest::prop_assert_eq!(a.mul(b), fiat_mul(a, b));
+            proptest::prop_assert_eq!(a.mul(a), a.sq());
+        }
+    }
 
     fn to_affine(q: &Jac) -> Option<([u8; 32], [u8; 32])> {
         if q.is_infinity() {
