@@ -18,6 +18,10 @@
 //!   [`BUILD_AFTER`] valid signatures, and tables are kept for [`TABLES`] keys, least recently
 //!   used out first (every POSP and every node signs thousands of times, so the same few hundred
 //!   keys come back all day);
+//! - with a key's table, the two combs' points (about 76) summed as two halves side by side
+//!   ([`Jac::add_affine_pair`]): a field product's latency is about three times its issue
+//!   cost, so two independent chains of additions run in about the time of one. Verification
+//!   was 1.2–1.3 times faster with it (33,006 → 38,187–42,830 a second on this machine);
 //! - no inversion at the end: `x₁ mod n = (r − e) mod n` is checked as `X = c·Z²` (and
 //!   `X = (c + n)·Z²` when `c + n < p`), as OpenSSL does for ECDSA.
 //!
@@ -297,6 +301,38 @@ impl Jac {
         Self { x, y, z }
     }
 
+    /// `(a + p, b + q)`, the two mixed additions of [`Self::add_affine`] step by step side by
+    /// side: the two chains of dependent field operations are independent, so the core overlaps
+    /// them (a field product's latency is about three times its issue cost). Any exceptional
+    /// case (an infinity, equal x) takes the separate additions. Written out by hand: the same
+    /// for K sums over arrays (`std::array::from_fn`) verified a fifth slower at K = 2 than
+    /// this, and no faster at 3 or 4.
+    fn add_affine_pair(a: &Self, p: &Affine, b: &Self, q: &Affine) -> (Self, Self) {
+        if a.is_infinity() || b.is_infinity() {
+            return (a.add_affine(p), b.add_affine(q));
+        }
+        let (az2, bz2) = (a.z.sq(), b.z.sq());
+        let (au2, bu2) = (p.x.mul(az2), q.x.mul(bz2));
+        let (as2, bs2) = (p.y.mul(a.z), q.y.mul(b.z));
+        let (as2, bs2) = (as2.mul(az2), bs2.mul(bz2));
+        let (ah, bh) = (au2.sub(a.x), bu2.sub(b.x));
+        if ah.is_zero() || bh.is_zero() {
+            return (a.add_affine(p), b.add_affine(q));
+        }
+        let (ar, br) = (as2.sub(a.y).dbl(), bs2.sub(b.y).dbl());
+        let (ahh, bhh) = (ah.sq(), bh.sq());
+        let (ai, bi) = (ahh.dbl().dbl(), bhh.dbl().dbl());
+        let (aj, bj) = (ah.mul(ai), bh.mul(bi));
+        let (av, bv) = (a.x.mul(ai), b.x.mul(bi));
+        let (ar2, br2) = (ar.sq(), br.sq());
+        let (ax, bx) = (ar2.sub(aj).sub(av.dbl()), br2.sub(bj).sub(bv.dbl()));
+        let (ayj, byj) = (a.y.mul(aj), b.y.mul(bj));
+        let (ay, by) = (ar.mul(av.sub(ax)).sub(ayj.dbl()), br.mul(bv.sub(bx)).sub(byj.dbl()));
+        let (azh, bzh) = (a.z.add(ah).sq(), b.z.add(bh).sq());
+        let (az, bz) = (azh.sub(az2).sub(ahh), bzh.sub(bz2).sub(bhh));
+        (Self { x: ax, y: ay, z: az }, Self { x: bx, y: by, z: bz })
+    }
+
     /// add-2007-bl: `self + q`, 11M + 5S.
     fn add(&self, q: &Self) -> Self {
         if self.is_infinity() {
@@ -407,6 +443,19 @@ impl<const W: usize> Comb<W> {
         }
         debug_assert_eq!(carry, 0, "the top window carries out of 256 bits");
         out
+    }
+
+    /// The table's points whose sum is `k·B`: one per nonzero digit, signs applied.
+    fn terms(&self, k: &[u8; 32]) -> Vec<Affine> {
+        Self::digits(k)
+            .into_iter()
+            .enumerate()
+            .filter(|&(_, d)| d != 0)
+            .map(|(i, d)| {
+                let p = self.points[i * Self::HALF + d.unsigned_abs() as usize - 1];
+                if d > 0 { p } else { p.neg() }
+            })
+            .collect()
     }
 
     /// `acc + k·B`.
@@ -593,6 +642,21 @@ impl Cache {
     }
 }
 
+/// The sum of `terms`, affine points: its two halves summed side by side
+/// ([`Jac::add_affine_pair`]), then added.
+fn sum_in_halves(terms: &[Affine]) -> Jac {
+    let (a, b) = terms.split_at(terms.len() / 2);
+    let (mut x, mut y) = (Jac::INFINITY, Jac::INFINITY);
+    for (p, q) in a.iter().zip(b) {
+        (x, y) = Jac::add_affine_pair(&x, p, &y, q);
+    }
+    // b is a's length or one more.
+    for q in &b[a.len()..] {
+        y = y.add_affine(q);
+    }
+    x.add(&y)
+}
+
 /// `x₁ mod n == c` for the affine x₁ of a finite Jacobian point, with c < n: `X = c·Z²`, or
 /// `X = (c + n)·Z²` when `c + n < p`.
 fn x_mod_n_is(q: &Jac, c: &[u8; 32]) -> bool {
@@ -628,11 +692,15 @@ pub(crate) fn check(
         return false;
     };
     let p = Affine { x, y };
-    let sg = generator_comb().add_multiple(Jac::INFINITY, s);
     let table = if tables { cache().lock().ok().and_then(|mut c| c.table(key)) } else { None };
     let q = match &table {
-        Some(table) => table.add_multiple(sg, t),
-        None => add_multiple_wnaf(sg, &p, t),
+        Some(table) => {
+            // Both combs' points in one list, summed in two halves side by side.
+            let mut terms = generator_comb().terms(s);
+            terms.extend(table.terms(t));
+            sum_in_halves(&terms)
+        }
+        None => add_multiple_wnaf(generator_comb().add_multiple(Jac::INFINITY, s), &p, t),
     };
     let valid = !q.is_infinity() && x_mod_n_is(&q, c);
     if valid && tables && table.is_none() && cache().lock().is_ok_and(|mut c| c.valid(key)) {
@@ -882,6 +950,43 @@ mod tests {
         check::<6>(&p, &pp);
         check::<7>(&p, &pp);
         check::<8>(&p, &pp);
+    }
+
+    #[test]
+    fn sums_in_halves_match_rustcrypto_through_every_exceptional_case() {
+        // Terms k·P, and the expected sum by RustCrypto: (Σk)·P.
+        let (p, pp) = random_key();
+        let multiple = |k: i64| -> Affine {
+            let mut acc = Jac::INFINITY;
+            for _ in 0..k.unsigned_abs() {
+                acc = acc.add_affine(&p);
+            }
+            let a = normalize(&[acc])[0];
+            if k < 0 { a.neg() } else { a }
+        };
+        // Each list is split in halves: [1, 1, 5, 2, 3, 4] sums 1, 1, 5 beside 2, 3, 4.
+        let cases: &[&[i64]] = &[
+            &[1],                      // a half with nothing in it
+            &[1, 1],                   // both halves at P: P + P (doubling) in the final sum
+            &[1, -1, 1, -1],           // both halves at infinity, then infinity + infinity
+            &[1, 1, 1, 1, 1],          // P + P in both halves at once, a term alone after
+            &[1, 1, 5, 2, 3, 4],       // P + P in one half while the other adds 2P + 3P
+            &[1, -1, 2, 3, 4, 5],      // one half at infinity mid-way, then going on
+            &[1, 2, 3, -2, -1, -3],    // the halves' sums opposite: infinity at the end
+            &[3, 1, 4, 1, 5, 9, 2, 6], // nothing exceptional
+        ];
+        for ks in cases {
+            let terms: Vec<Affine> = ks.iter().map(|&k| multiple(k)).collect();
+            let total: i64 = ks.iter().sum();
+            let expected = if total == 0 {
+                None
+            } else {
+                let k = Scalar::from(total.unsigned_abs());
+                let k = if total < 0 { -k } else { k };
+                reference(&k, &pp)
+            };
+            assert_eq!(to_affine(&sum_in_halves(&terms)), expected, "{ks:?}");
+        }
     }
 
     #[test]
