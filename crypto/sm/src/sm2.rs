@@ -267,6 +267,9 @@ pub struct PublicKey {
     /// `x ‖ y`, big-endian: what the verifier and its table cache are keyed by.
     xy: [u8; 64],
     default_z: Digest,
+    /// [`Self::fingerprint`], taken once: a transaction's check compares it with the body's
+    /// submitter on every verification.
+    fingerprint: Digest,
 }
 
 impl PublicKey {
@@ -278,8 +281,10 @@ impl PublicKey {
             .get(1..)
             .and_then(|b| b.try_into().ok())
             .ok_or(Error::InvalidPublicKey(Reason::Range))?;
-        let mut key = Self { point, xy, default_z: Digest::default() };
+        let mut key =
+            Self { point, xy, default_z: Digest::default(), fingerprint: Digest::default() };
         key.default_z = z_value(DEFAULT_ID, &key)?;
+        key.fingerprint = crate::sm3::hash(key.to_spki_der());
         Ok(key)
     }
 
@@ -336,7 +341,7 @@ impl PublicKey {
 
     /// SM3 of the SPKI DER: the fingerprint operators compare and configs pin.
     pub fn fingerprint(&self) -> Digest {
-        crate::sm3::hash(self.to_spki_der())
+        self.fingerprint
     }
 
     /// `Z` for signer ID `id` (cached for [`DEFAULT_ID`]).
@@ -544,6 +549,12 @@ mod tests {
         assert_eq!(z_value(DEFAULT_ID, key.public_key()).unwrap(), z, "cache equals fresh");
         let e = message_digest(&z, &[b"message digest"]);
         assert_eq!(e.to_hex().to_uppercase(), STD_E);
+        // The fingerprint kept with the key is SM3 of its SPKI DER, whichever way it was made.
+        let spki = key.public_key().to_spki_der();
+        let fingerprint = crate::sm3::hash(&spki);
+        assert_eq!(key.public_key().fingerprint(), fingerprint);
+        assert_eq!(PublicKey::from_spki_der(&spki).unwrap().fingerprint(), fingerprint);
+        assert_eq!(PublicKey::from_sec1(&point).unwrap().fingerprint(), fingerprint);
     }
 
     #[test]
