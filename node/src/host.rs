@@ -251,9 +251,11 @@ fn relayed(m: &Message) -> bool {
 
 /// What identifies a frame of transactions for the replay window: each decoded transaction's
 /// hash (of its body) and signature, in order. The hash is the one everything after takes
-/// (kept in the [`Tx`]), so a frame's bytes are hashed once, not once more for the window: on
-/// the batch path a transaction is 320 KB. Entries that do not decode are left out: a frame
-/// that differs from one seen only by them carries nothing new.
+/// (kept in the [`Tx`]), so a frame's bytes are not hashed once more for the window: on the
+/// batch path a transaction is 320 KB. (The hash is of the body re-encoded, a copy: the
+/// decoding is strict and canonical, so it could be taken over the received bytes instead.)
+/// Entries that do not decode are left out: a frame that differs from one seen only by them
+/// carries nothing new.
 fn txs_key(txs: &[(Tx, Vec<u8>)]) -> Vec<u8> {
     let mut key = Vec::with_capacity(3 + txs.len() * 96);
     key.extend_from_slice(b"txs");
@@ -336,6 +338,11 @@ impl PeerFilter {
     ) -> Admitted {
         let decoded: Vec<(Tx, Vec<u8>)> =
             list.into_iter().filter_map(|b| Tx::decode(&b).ok().map(|tx| (tx, b))).collect();
+        // Nothing decodes: nothing to remember either (such frames would all share one key
+        // and count as replays of each other).
+        if decoded.is_empty() {
+            return Admitted::Nothing;
+        }
         if self.replays.is_replay(&txs_key(&decoded), now) {
             self.stats.replayed.fetch_add(1, Ordering::Relaxed);
             return Admitted::Nothing;
@@ -410,6 +417,8 @@ mod tests {
         assert!(admit(vec![a.encode()], 40).is_some(), "another frame");
         assert_eq!(checks.get(), 5);
         assert!(admit(vec![vec![9; 3]], 50).is_none(), "nothing decodes: nothing");
+        assert!(admit(vec![vec![9; 4]], 60).is_none());
+        assert_eq!(stats.replayed.load(Ordering::Relaxed), 2, "and no replay counted");
         assert!(admit(vec![a.encode(), b.encode()], 6_000).is_some(), "past the window");
     }
 

@@ -113,14 +113,15 @@ impl Fe {
             for j in 0..4 {
                 (acc[j], c) = mac(acc[j], ai, b[j], c);
             }
-            let (top, hi) = adc(acc[4], c, 0);
+            // No carry out: acc + a_i·b < 2p + (2⁶⁴ − 1)·p < 2³²⁰.
+            let top = acc[4] + c;
             let (w0, w1, w2, w3) = w_limbs(acc[0]);
             let mut c;
             (acc[0], c) = adc(acc[1], w0, 0);
             (acc[1], c) = adc(acc[2], w1, c);
             (acc[2], c) = adc(acc[3], w2, c);
             (acc[3], c) = adc(top, w3, c);
-            acc[4] = hi + c;
+            acc[4] = c;
         }
         Self(sub_p_once([acc[0], acc[1], acc[2], acc[3]], acc[4]))
     }
@@ -753,6 +754,19 @@ mod tests {
         out
     }
 
+    /// The product's last step at its edges: a result from p up to 2²⁵⁶ − 1 with no carry (too
+    /// rare for random products to reach), and one past 2²⁵⁶.
+    #[test]
+    fn the_last_subtraction_of_p_is_taken_exactly_when_it_fits() {
+        let below = [P_LIMBS[0] - 1, P_LIMBS[1], P_LIMBS[2], P_LIMBS[3]];
+        assert_eq!(sub_p_once(below, 0), below, "p − 1 stays");
+        assert_eq!(sub_p_once(P_LIMBS, 0), [0; 4], "p is 0");
+        // 2²⁵⁶ − 1 − p = 2²²⁴ + 2⁹⁶ − 2⁶⁴.
+        assert_eq!(sub_p_once([u64::MAX; 4], 0), [0, 0xFFFF_FFFF, 0, 1 << 32]);
+        // 2²⁵⁶ + 5 − p = 2²²⁴ + 2⁹⁶ − 2⁶⁴ + 6.
+        assert_eq!(sub_p_once([5, 0, 0, 0], 1), [6, 0xFFFF_FFFF, 0, 1 << 32]);
+    }
+
     #[test]
     fn the_special_product_agrees_with_fiat_crypto_at_the_edges() {
         let edges = edge_elements();
@@ -964,7 +978,8 @@ mod tests {
             let a = normalize(&[acc])[0];
             if k < 0 { a.neg() } else { a }
         };
-        // Each list is split in halves: [1, 1, 5, 2, 3, 4] sums 1, 1, 5 beside 2, 3, 4.
+        // Each list is split in halves: [1, 1, 5, 2, 3, 4] sums 1, 1, 5 beside 2, 3, 4. Every
+        // sum starts at infinity, so every list's first step takes the separate additions.
         let cases: &[&[i64]] = &[
             &[1],                      // a half with nothing in it
             &[1, 1],                   // both halves at P: P + P (doubling) in the final sum
@@ -972,8 +987,8 @@ mod tests {
             &[1, 1, 1, 1, 1],          // P + P in both halves at once, a term alone after
             &[1, 1, 5, 2, 3, 4],       // P + P in one half while the other adds 2P + 3P
             &[1, -1, 2, 3, 4, 5],      // one half at infinity mid-way, then going on
-            &[1, 2, 3, -2, -1, -3],    // the halves' sums opposite: infinity at the end
-            &[3, 1, 4, 1, 5, 9, 2, 6], // nothing exceptional
+            &[1, 2, 3, -2, -1, -3],    // 3P + 3P beside −3P − 3P, then opposite sums: infinity
+            &[2, 1, 4, 3, 5, 7, 9, 6], // paired steps with nothing exceptional after the first
         ];
         for ks in cases {
             let terms: Vec<Affine> = ks.iter().map(|&k| multiple(k)).collect();
