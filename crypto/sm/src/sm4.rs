@@ -4,7 +4,7 @@
 //! the ciphertext): it authenticates, where CBC only hides. CBC is here because operators and
 //! other banks' tools exchange `openssl enc -sm4-cbc` files.
 
-use aes_gcm::{AesGcm, KeyInit, aead::Aead, aead::Payload, aead::consts::U12};
+use aes_gcm::{KeyInit, aead::Aead, aead::Payload};
 use cbc::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit, block_padding::Pkcs7};
 use core::fmt;
 use zeroize::{Zeroize, ZeroizeOnDrop};
@@ -21,11 +21,12 @@ pub const NONCE_LEN: usize = 12;
 pub const TAG_LEN: usize = 16;
 
 mod block;
+mod gcm;
+mod sliced;
 
 pub use block::Sm4Encrypt;
 
-/// SM4-GCM with a 96-bit nonce, over [`Sm4Encrypt`] (four blocks at a time).
-pub type Sm4Gcm = AesGcm<Sm4Encrypt, U12>;
+pub use gcm::Sm4Gcm;
 
 /// A 128-bit SM4 key; zeroized on drop, never printed.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]

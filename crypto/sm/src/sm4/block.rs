@@ -24,7 +24,7 @@ use core::fmt;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// `a·b` in GF(2⁸) modulo SM4's polynomial (`0x1F5`).
-const fn gf_mul(mut a: u32, mut b: u32) -> u32 {
+pub(super) const fn gf_mul(mut a: u32, mut b: u32) -> u32 {
     let mut r = 0;
     while b != 0 {
         if b & 1 != 0 {
@@ -65,7 +65,7 @@ const AFFINE_ROWS: [u32; 8] = [
     0b1100_1011,
 ];
 
-const fn affine(x: u32) -> u32 {
+pub(super) const fn affine(x: u32) -> u32 {
     let mut y = 0;
     let mut i = 0;
     while i < 8 {
@@ -78,8 +78,11 @@ const fn affine(x: u32) -> u32 {
         y |= bit << i;
         i += 1;
     }
-    y ^ 0xD3
+    y ^ AFFINE_CONSTANT
 }
+
+/// The affine map's constant `c`.
+pub(super) const AFFINE_CONSTANT: u32 = 0xD3;
 
 const fn sbox() -> [u8; 256] {
     let mut s = [0u8; 256];
@@ -92,7 +95,7 @@ const fn sbox() -> [u8; 256] {
 }
 
 /// The S-box: one table at one address (a `static`), four cache lines.
-static SBOX: [u8; 256] = sbox();
+pub(super) static SBOX: [u8; 256] = sbox();
 
 /// The system parameter `FK`.
 const FK: [u32; 4] = [0xA3B1_BAC6, 0x56AA_3350, 0x677D_9197, 0xB270_22DC];
@@ -203,6 +206,28 @@ impl Sm4Encrypt {
             }
         }
         x
+    }
+}
+
+impl Sm4Encrypt {
+    /// The 32 round keys (for [`super::sliced`]).
+    pub(super) fn round_keys(&self) -> &[u32; 32] {
+        &self.rk
+    }
+
+    /// The keystream of GCM's counter blocks `nonce ‖ counter` to `nonce ‖ counter + 3` (the
+    /// counter wrapping in its 32 bits), encrypted side by side.
+    pub(super) fn counter_blocks4(&self, nonce: &[u8; 12], counter: u32) -> [u8; 64] {
+        let mut blocks = [0u8; 64];
+        for (i, block) in blocks.chunks_exact_mut(16).enumerate() {
+            block[..12].copy_from_slice(nonce);
+            block[12..].copy_from_slice(&counter.wrapping_add(i as u32).to_be_bytes());
+        }
+        let x = self.encrypt_n([&blocks[..16], &blocks[16..32], &blocks[32..48], &blocks[48..]]);
+        for (x, block) in x.iter().zip(blocks.chunks_exact_mut(16)) {
+            store(x, block);
+        }
+        blocks
     }
 }
 
