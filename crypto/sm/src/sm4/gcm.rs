@@ -85,13 +85,21 @@ impl Sm4Gcm {
             }
             ks.zeroize();
         }
-        while !buf.is_empty() {
+        while buf.len() > 16 {
             let mut ks = self.cipher.counter_blocks4(nonce, counter);
             counter = counter.wrapping_add(4);
             let n = buf.len().min(ks.len());
             let (mut head, rest) = buf.split_at(n);
             head.xor_in2out(&ks[..n]);
             buf = rest;
+            ks.zeroize();
+        }
+        // A last block alone: a group of four costs more than one block.
+        if !buf.is_empty() {
+            let mut ks = counter_block(nonce, counter);
+            self.cipher.encrypt_block(&mut ks);
+            let n = buf.len();
+            buf.xor_in2out(&ks[..n]);
             ks.zeroize();
         }
     }
@@ -106,13 +114,23 @@ impl Sm4Gcm {
         lengths[..8].copy_from_slice(&(aad.len() as u64 * 8).to_be_bytes());
         lengths[8..].copy_from_slice(&(ciphertext.len() as u64 * 8).to_be_bytes());
         ghash.update(&[lengths]);
-        let mut tag: [u8; 16] = ghash.finalize().into();
-        let mask = self.cipher.counter_blocks4(nonce, 1);
+        let mut tag = ghash.finalize();
+        // One block alone: on a short record, three more of a group of four would cost more.
+        let mut mask = counter_block(nonce, 1);
+        self.cipher.encrypt_block(&mut mask);
         for (t, m) in tag.iter_mut().zip(mask) {
             *t ^= m;
         }
-        tag
+        tag.into()
     }
+}
+
+/// The counter block `nonce ‖ counter`.
+fn counter_block(nonce: &[u8; 12], counter: u32) -> Block<Sm4Encrypt> {
+    let mut block = Block::<Sm4Encrypt>::default();
+    block[..12].copy_from_slice(nonce);
+    block[12..].copy_from_slice(&counter.to_be_bytes());
+    block
 }
 
 impl AeadInOut for Sm4Gcm {
@@ -186,7 +204,7 @@ mod tests {
     }
 
     /// The 32-bit counter wraps within a message as GCM's `inc32` does (the nonce's other
-    /// bytes unchanged), in both the 128-block and the four-block groups.
+    /// bytes unchanged), in the 128-block groups, the groups of four and a last block alone.
     #[test]
     fn the_counter_wraps_in_every_group() {
         let key = [7u8; 16];
@@ -194,7 +212,7 @@ mod tests {
         let cipher = Sm4Encrypt::new(&key.into());
         let nonce = [9u8; 12];
         for start in [u32::MAX - 130, u32::MAX - 2, u32::MAX] {
-            for len in [64usize, 2048 + 64] {
+            for len in [16usize, 64, 80, 2048 + 64 + 16] {
                 let mut data = vec![0u8; len];
                 ours.apply_keystream(&nonce, start, InOutBuf::from(data.as_mut_slice()));
                 for (i, block) in data.chunks_exact(16).enumerate() {
