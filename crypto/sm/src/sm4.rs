@@ -4,7 +4,7 @@
 //! the ciphertext): it authenticates, where CBC only hides. CBC is here because operators and
 //! other banks' tools exchange `openssl enc -sm4-cbc` files.
 
-use aes_gcm::{KeyInit, aead::Aead, aead::Payload};
+use aead::{Aead, KeyInit, Payload};
 use cbc::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit, block_padding::Pkcs7};
 use core::fmt;
 use zeroize::{Zeroize, ZeroizeOnDrop};

@@ -1,13 +1,13 @@
 //! The SM4 block function (GB/T 32907-2016), encryption only, four blocks side by side: what
-//! SM4-GCM's counter mode needs (the TLS suite's records, sealed files).
+//! SM4-GCM ([`super::Sm4Gcm`]) runs on a message's blocks after its groups of 128
+//! ([`super::sliced`]), and on a short message's all.
 //!
 //! **Why not RustCrypto's `sm4`**: it encrypts one block at a time, each round waiting on the
 //! S-box look-ups of the one before, so a counter mode's independent blocks run no faster than
-//! a chain. Here four blocks go through each round together ([`ParBlocksSizeUser`] of 4, which
-//! the `ctr` core of `aes-gcm` fills), so their look-ups overlap: `cargo bench -p vpbox-sm
-//! --bench crypto` measures SM4-GCM against the crate's. Same table, same side channel: the
-//! S-box is the standard's 256 bytes, looked up by byte as the crate does (four cache lines;
-//! no larger "T-table", which would be faster and spread the look-ups over sixteen).
+//! a chain. Here four blocks go through each round together, so their look-ups overlap. Same
+//! table, same side channel: the S-box is the standard's 256 bytes, looked up by byte as the
+//! crate does (four cache lines; no larger "T-table", which would be faster and spread the
+//! look-ups over sixteen). The bitsliced version has none, and runs a long message's bulk.
 //!
 //! **The S-box is computed, not typed in**: the standard's table is the affine map `A·x ⊕ 0xD3`
 //! (`A` the circulant matrix of the row `11100101`), then inversion in GF(2⁸) modulo

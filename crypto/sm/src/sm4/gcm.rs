@@ -5,15 +5,16 @@
 //! hands the cipher a fixed number of blocks at a time and the rest one by one, so a cipher
 //! that is fast only on many blocks at once (the bitsliced one, [`super::sliced`], on 128)
 //! would run the up to 127 blocks left of every message one at a time. Here each message's
-//! keystream is made 128 blocks at a time, then four at a time ([`super::block`]) for the rest.
-//! GHASH is the `ghash` crate's (carry-less multiplication where the CPU has it), the tag is
+//! keystream is made 128 blocks at a time, then four at a time ([`super::block`]), and a last
+//! block of 16 bytes or less alone, as are the tag's block `E(J0)` and GHASH's key
+//! `H = E(0¹²⁸)`: on a short record, a group of four would cost three blocks more. GHASH is the `ghash` crate's (carry-less multiplication where the CPU has it), the tag is
 //! compared in constant time (`subtle`), and the tests hold it to `AesGcm<Sm4Encrypt>` on
 //! random keys, nonces, data and lengths around every boundary, to RFC 8998's vector, and to
 //! Tongsuo through the TLS interop tests.
 
-use aes_gcm::aead::consts::{U12, U16};
-use aes_gcm::aead::inout::InOutBuf;
-use aes_gcm::aead::{self, AeadCore, AeadInOut, Nonce, Tag, TagPosition};
+use aead::consts::{U12, U16};
+use aead::inout::InOutBuf;
+use aead::{AeadCore, AeadInOut, Nonce, Tag, TagPosition};
 use cbc::cipher::{Block, BlockCipherEncrypt, Key, KeyInit, KeySizeUser};
 use core::fmt;
 use ghash::GHash;
@@ -67,10 +68,11 @@ impl AeadCore for Sm4Gcm {
 
 impl Sm4Gcm {
     /// XORs the keystream from the counter block `nonce ‖ counter` on into `buf`: 128 blocks at a
-    /// time, then four at a time. The counter is GCM's `inc32`: its low 32 bits, wrapping.
+    /// time, then four at a time, then a last block alone. The counter is GCM's `inc32`: its
+    /// low 32 bits, wrapping.
     fn apply_keystream(&self, nonce: &[u8; 12], mut counter: u32, mut buf: InOutBuf<'_, '_, u8>) {
         if buf.len() >= sliced::BYTES {
-            let masks = sliced::key_masks(self.cipher.round_keys());
+            let mut masks = sliced::key_masks(self.cipher.round_keys());
             let mut ks = [0u8; sliced::BYTES];
             while buf.len() >= sliced::BYTES {
                 for block in ks.chunks_exact_mut(16) {
@@ -84,6 +86,7 @@ impl Sm4Gcm {
                 buf = rest;
             }
             ks.zeroize();
+            masks.zeroize();
         }
         while buf.len() > 16 {
             let mut ks = self.cipher.counter_blocks4(nonce, counter);
@@ -121,6 +124,7 @@ impl Sm4Gcm {
         for (t, m) in tag.iter_mut().zip(mask) {
             *t ^= m;
         }
+        mask.zeroize();
         tag.into()
     }
 }
@@ -173,8 +177,8 @@ impl AeadInOut for Sm4Gcm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aead::{Aead, Payload};
     use aes_gcm::AesGcm;
-    use aes_gcm::aead::Aead;
     use proptest::prelude::*;
 
     /// The generic GCM over the same block cipher: the reference.
@@ -182,24 +186,54 @@ mod tests {
 
     /// Lengths around every boundary of the keystream's groups: none, part of a block, one
     /// group of four, one group of 128 and the rest, several of each.
-    const LENGTHS: [usize; 16] =
-        [0, 1, 15, 16, 17, 63, 64, 65, 2047, 2048, 2049, 2112, 4096, 4111, 16401, 16 * 1024 + 17];
+    /// (16,385: a whole TLS record's plaintext and its content type, eight groups of 128 and a
+    /// lone byte.)
+    const LENGTHS: [usize; 17] =
+        [0, 1, 15, 16, 17, 63, 64, 65, 80, 2047, 2048, 2049, 2112, 4096, 4111, 16385, 16401];
 
     #[test]
     fn every_length_agrees_with_the_generic_gcm() {
         let key = [0x3cu8; 16];
         let (ours, generic) = (Sm4Gcm::new(&key.into()), Generic::new(&key.into()));
+        let aad = b"record header";
         for len in LENGTHS {
             let msg: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
             let nonce = [len as u8; 12].into();
-            let sealed = ours.encrypt(&nonce, msg.as_slice()).unwrap();
-            assert_eq!(sealed, generic.encrypt(&nonce, msg.as_slice()).unwrap(), "{len} bytes");
-            assert_eq!(ours.decrypt(&nonce, sealed.as_slice()).unwrap(), msg, "{len} bytes");
+            let sealed = ours.encrypt(&nonce, Payload { msg: &msg, aad }).unwrap();
+            let theirs = generic.encrypt(&nonce, Payload { msg: &msg, aad }).unwrap();
+            assert_eq!(sealed, theirs, "{len} bytes");
+            let opened = ours.decrypt(&nonce, Payload { msg: &sealed, aad }).unwrap();
+            assert_eq!(opened, msg, "{len} bytes");
             for flip in [0, sealed.len() / 2, sealed.len() - 1] {
                 let mut bad = sealed.clone();
                 bad[flip] ^= 0x80;
-                assert!(ours.decrypt(&nonce, bad.as_slice()).is_err(), "{len} bytes, {flip}");
+                let msg = bad.as_slice();
+                assert!(ours.decrypt(&nonce, Payload { msg, aad }).is_err(), "{len} bytes, {flip}");
             }
+            let other = Payload { msg: &sealed, aad: b"record headeR" };
+            assert!(ours.decrypt(&nonce, other).is_err(), "{len} bytes, other data");
+        }
+    }
+
+    /// A ciphertext whose tag fails is not decrypted: the output buffer (apart, or the input
+    /// itself) is left as it was.
+    #[test]
+    fn nothing_is_decrypted_before_the_tag_is_checked() {
+        let ours = Sm4Gcm::new(&[1u8; 16].into());
+        let nonce = [2u8; 12].into();
+        for len in [5usize, 3000] {
+            let mut sealed = vec![0x5au8; len];
+            let mut tag =
+                ours.encrypt_inout_detached(&nonce, b"", sealed.as_mut_slice().into()).unwrap();
+            tag[0] ^= 1;
+            let mut out = vec![0xeeu8; len];
+            let apart = InOutBuf::new(&sealed, &mut out).unwrap();
+            assert!(ours.decrypt_inout_detached(&nonce, b"", apart, &tag).is_err());
+            assert!(out.iter().all(|b| *b == 0xee), "{len} bytes: the output apart");
+            let before = sealed.clone();
+            let in_place = sealed.as_mut_slice().into();
+            assert!(ours.decrypt_inout_detached(&nonce, b"", in_place, &tag).is_err());
+            assert_eq!(sealed, before, "{len} bytes: in place");
         }
     }
 
@@ -238,11 +272,11 @@ mod tests {
             msg in prop::collection::vec(any::<u8>(), 0..3 * 2048 + 100),
         ) {
             let (ours, generic) = (Sm4Gcm::new(&key.into()), Generic::new(&key.into()));
-            let payload = aes_gcm::aead::Payload { msg: &msg, aad: &aad };
+            let payload = Payload { msg: &msg, aad: &aad };
             let sealed = ours.encrypt(&nonce.into(), payload).unwrap();
-            let payload = aes_gcm::aead::Payload { msg: &msg, aad: &aad };
+            let payload = Payload { msg: &msg, aad: &aad };
             prop_assert_eq!(&sealed, &generic.encrypt(&nonce.into(), payload).unwrap());
-            let payload = aes_gcm::aead::Payload { msg: &sealed, aad: &aad };
+            let payload = Payload { msg: &sealed, aad: &aad };
             prop_assert_eq!(ours.decrypt(&nonce.into(), payload).unwrap(), msg);
         }
     }

@@ -1,12 +1,13 @@
-//! SM4 on 128 blocks at once, bitsliced: what SM4-GCM's counter mode runs on a long message
-//! (a TLS record of up to 16 KiB is eight such groups), [`super::block`]'s four side by side
-//! on the rest.
+//! SM4 on 128 blocks at once, bitsliced: what SM4-GCM's counter mode ([`super::Sm4Gcm`]) runs
+//! on a long message's bulk (a TLS record of up to 16 KiB is eight such groups); the rest, and
+//! short messages, go through [`super::block`]'s four blocks side by side.
 //!
 //! **Bitsliced**: the 128 blocks' bit `b` of state word `w` is one 128-bit value (`u64x2`,
 //! one SSE2 register; bit `k` of it is block `k`'s), so every operation acts on all the blocks.
-//! The round's S-box is computed by logic gates, not looked up: no memory access depends on a
-//! secret, so there is no cache side channel at all (the byte-table version has one over four
-//! cache lines), and the rotations of the linear map `L` cost nothing (they renumber values).
+//! The round's S-box is computed by logic gates, not looked up: no memory access here depends
+//! on a secret, so this part has no cache side channel (the byte table of [`super::block`],
+//! which still runs the rest of every message, has one over four cache lines), and the
+//! rotations of the linear map `L` cost nothing (they renumber values).
 //!
 //! **The S-box as gates.** SM4's S-box is `A·(A·x ⊕ c)⁻¹ ⊕ c`, the inverse taken in GF(2⁸)
 //! modulo `x⁸+x⁷+x⁶+x⁵+x⁴+x²+1` ([`super::block`]'s docs). Inversion is cheap as gates in a
@@ -16,17 +17,18 @@
 //! change into the tower, the tower's inverse, a change back and `A`: the two changes with `A`
 //! folded in are 8×8 bit matrices, derived below at compile time (a root `β` of SM4's
 //! polynomial in the tower gives the map `xⁱ ↦ βⁱ`). The tests check all 256 entries against
-//! the table and whole encryptions against [`super::block`] and the `sm4` crate.
+//! the table, and whole encryptions against [`super::block`] and the standard's example.
 //!
 //! About 1,100 gates a round for the 128 blocks, against about 25 operations a round for each
 //! block with the table; `cargo bench -p vpbox-sm --bench crypto` measures SM4-GCM.
 
 use wide::u64x2;
+use zeroize::Zeroize;
 
 /// Blocks encrypted at once.
-pub(crate) const LANES: usize = 128;
+pub(super) const LANES: usize = 128;
 /// Bytes encrypted at once.
-pub(crate) const BYTES: usize = LANES * 16;
+pub(super) const BYTES: usize = LANES * 16;
 
 /// Bit `k` of a value is block `k`'s bit.
 type L = u64x2;
@@ -284,8 +286,8 @@ fn sbox(x: &[L; 8]) -> [L; 8] {
 /// One round on the sliced words: `x0 ⊕= L(τ(a ⊕ b ⊕ c ⊕ rk))`, the round key's bits as
 /// masks (`rk[b]` all ones where the key's bit `b` is set).
 #[inline(always)]
-fn round(x0: &mut [L; 32], a: &[L; 32], b: &[L; 32], c: &[L; 32], rk: &[L; 32]) {
-    let mut u: [L; 32] = core::array::from_fn(|i| a[i] ^ b[i] ^ c[i] ^ rk[i]);
+fn round(x0: &mut [L; 32], a: &[L; 32], b: &[L; 32], c: &[L; 32], rk: &[Mask; 32]) {
+    let mut u: [L; 32] = core::array::from_fn(|i| a[i] ^ b[i] ^ c[i] ^ u64x2::new(rk[i]));
     for byte in u.chunks_exact_mut(8) {
         let s = sbox(&[byte[0], byte[1], byte[2], byte[3], byte[4], byte[5], byte[6], byte[7]]);
         byte.copy_from_slice(&s);
@@ -315,24 +317,26 @@ fn transpose64(a: &mut [u64; 64]) {
     }
 }
 
+/// A round key's bit as a lane mask: all ones or all zeros. (Plain words, not `u64x2`, so that
+/// the caller can wipe them: they give the key back.)
+pub(super) type Mask = [u64; 2];
+
 /// The round keys as masks, for [`encrypt`]: `masks[i][b]` is all ones where bit `b` of round
-/// key `i` is set (a multiplication, not a branch, on the key's bits).
-pub(crate) fn key_masks(rk: &[u32; 32]) -> [[L; 32]; 32] {
+/// key `i` is set (a subtraction, not a branch, on the key's bits). The caller zeroizes them.
+pub(super) fn key_masks(rk: &[u32; 32]) -> [[Mask; 32]; 32] {
     core::array::from_fn(|i| {
-        core::array::from_fn(|b| u64x2::splat(0u64.wrapping_sub(u64::from(rk[i] >> b & 1))))
+        core::array::from_fn(|b| [0u64.wrapping_sub(u64::from(rk[i] >> b & 1)); 2])
     })
 }
 
 /// Encrypts the 128 blocks of `blocks` in place (`masks` from [`key_masks`]).
-pub(crate) fn encrypt(masks: &[[L; 32]; 32], blocks: &mut [u8; BYTES]) {
+pub(super) fn encrypt(masks: &[[Mask; 32]; 32], blocks: &mut [u8; BYTES]) {
     // Words 0 and 1 of each block as one row, words 2 and 3 as another: after the transpose,
     // row 32 + b holds bit b of the first word of each, row b of the second.
     let mut rows = [[[0u64; 64]; 2]; 2];
     for (half, chunk) in blocks.chunks_exact(BYTES / 2).enumerate() {
         for (k, block) in chunk.chunks_exact(16).enumerate() {
-            let word = |w: usize| {
-                u64::from_be_bytes(block[8 * w..8 * w + 8].try_into().unwrap_or_default())
-            };
+            let word = |w: usize| u64::from_be_bytes(core::array::from_fn(|i| block[8 * w + i]));
             rows[half][0][k] = word(0);
             rows[half][1][k] = word(1);
         }
@@ -371,6 +375,12 @@ pub(crate) fn encrypt(masks: &[[L; 32]; 32], blocks: &mut [u8; BYTES]) {
             block[8..].copy_from_slice(&rows[half][1][k].to_be_bytes());
         }
     }
+    // The output's words (the keystream, in a counter mode) are not left behind.
+    rows.zeroize();
+    for w in &mut x {
+        w.fill(ZERO);
+    }
+    core::hint::black_box(&x);
 }
 
 #[cfg(test)]
@@ -426,6 +436,50 @@ mod tests {
             let out = bytes_of(&sbox(&lanes_of(&inputs)));
             for (x, y) in inputs.iter().zip(out) {
                 assert_eq!(y, super::super::block::SBOX[usize::from(*x)], "S({x:#04x})");
+            }
+        }
+    }
+
+    /// 128 different blocks under random keys, as [`super::super::block`] encrypts them (it is
+    /// held to the `sm4` crate and the standard), and the standard's example in the first and
+    /// the last lane.
+    #[test]
+    fn whole_encryptions_agree_with_the_table_cipher() {
+        use cbc::cipher::{Array, BlockCipherEncrypt, KeyInit};
+        let mut seed = 0x0123_4567_89ab_cdefu64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..8 {
+            let key: [u8; 16] = core::array::from_fn(|_| next() as u8);
+            let mut blocks = [0u8; BYTES];
+            blocks.iter_mut().for_each(|b| *b = next() as u8);
+            if round == 0 {
+                let std = super::super::STANDARD_EXAMPLE;
+                blocks[..16].copy_from_slice(&std);
+                blocks[BYTES - 16..].copy_from_slice(&std);
+            }
+            let key = if round == 0 { super::super::STANDARD_EXAMPLE } else { key };
+            let table = super::super::block::Sm4Encrypt::new(&key.into());
+            let mut want: Vec<_> =
+                blocks.chunks_exact(16).map(|b| Array::try_from(b).unwrap()).collect();
+            table.encrypt_blocks(&mut want);
+            let mut masks = key_masks(table.round_keys());
+            encrypt(&masks, &mut blocks);
+            masks.zeroize();
+            for (k, (got, want)) in blocks.chunks_exact(16).zip(&want).enumerate() {
+                assert_eq!(got, want.as_slice(), "key {round}, block {k}");
+            }
+            if round == 0 {
+                for at in [0, BYTES - 16] {
+                    assert_eq!(
+                        hex::encode(&blocks[at..at + 16]),
+                        "681edf34d206965e86b3e94f536e4246"
+                    );
+                }
             }
         }
     }
