@@ -941,6 +941,8 @@ pub(crate) fn bench_anchors(a: &BenchAnchorsArgs) -> Result<Outcome> {
     // The ceiling: raw RocksDB writing the same records in the same synced batches, once the
     // cluster is gone (its nodes' compactions would share the machine with it).
     let raw_write = |path: &Path| -> Result<()> {
+        // RocksDB's performance counters off, as the ledger runs it: a like-for-like peer.
+        vpbox_ledger::without_perf_counters();
         let db = rocksdb::DB::open_default(path)?;
         let mut wo = rocksdb::WriteOptions::default();
         wo.set_sync(true);

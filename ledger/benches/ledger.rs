@@ -65,6 +65,8 @@ fn main() {
 
     // Raw RocksDB: the same anchor records (key → value ‖ the batch's number: 1,000 pairs are
     // over the threshold from which a ledger numbers a transaction), same batches, synced.
+    // RocksDB's performance counters off, as the ledger runs it (`without_perf_counters`).
+    vpbox_ledger::without_perf_counters();
     let raw_dir = tempfile::tempdir().expect("tempdir");
     let db = rocksdb::DB::open_default(raw_dir.path()).expect("open raw");
     let mut wo = rocksdb::WriteOptions::default();

@@ -32,7 +32,7 @@ pub use record::{
 };
 pub use store::{
     AnchorRecord, BlockWrite, ENGINE_LOG_MAX, ENGINE_LOGS_KEPT, Executed, Ledger, Receipt,
-    STATE_CHECKPOINT, StateSource, TrustChanges, Written,
+    STATE_CHECKPOINT, StateSource, TrustChanges, Written, without_perf_counters,
 };
 
 /// The decoders of the ledger's own records, for the fuzz targets (`fuzz/`): a ledger's files

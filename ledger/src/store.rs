@@ -154,12 +154,32 @@ fn split_sorted<T>(items: &[T], depth: usize, part_of: impl Fn(&T) -> u32) -> Ve
 
 /// `f` of every part, in order: the first on this thread, each other on one of its own (or
 /// on this one too, when no thread can be had).
+/// Turns RocksDB's performance counters off on the calling thread (they are per thread).
+///
+/// By default RocksDB counts every key comparison and more in a thread-local `PerfContext`
+/// (`PerfLevel::kEnableCount`). In the shared library the ledger links (Debian's
+/// `librocksdb`), each count goes through the dynamic TLS model (`__tls_get_addr` and the
+/// context's initialiser): a memtable insert pays it at every comparison of its skip-list
+/// search. vpbox reads none of these counters. Off, synced batches of 5,000 sorted 32-byte keys
+/// went from 295,000 to 357,000 records/s on the build machine (three alternating pairs,
+/// 1.19–1.23×). Called where the ledger writes a block (the `ledger-write` thread), executes
+/// one (the node's driver) and in the threads [`parallel`] starts: a few nanoseconds each.
+pub fn without_perf_counters() {
+    rocksdb::perf::set_perf_stats(rocksdb::perf::PerfStatsLevel::Disable);
+}
+
 fn parallel<P: Sync, R: Send>(parts: &[P], f: impl Fn(&P) -> R + Sync) -> Vec<R> {
     let Some((first, rest)) = parts.split_first() else { return Vec::new() };
     std::thread::scope(|s| {
         let others: Vec<_> = rest
             .iter()
-            .map(|p| (p, std::thread::Builder::new().spawn_scoped(s, || f(p)).ok()))
+            .map(|p| {
+                let run = || {
+                    without_perf_counters();
+                    f(p)
+                };
+                (p, std::thread::Builder::new().spawn_scoped(s, run).ok())
+            })
             .collect();
         let mut out = vec![f(first)];
         out.extend(others.into_iter().map(|(p, h)| match h.map(|h| h.join()) {
@@ -402,6 +422,7 @@ impl BlockWrite {
     /// readers see all of it or none of it; the ledger's own readers see none of it until
     /// [`Ledger::finish`]).
     pub fn write(self) -> Result<Written, Error> {
+        without_perf_counters();
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
         self.db.write_opt(self.batch, &wo)?;
@@ -1135,6 +1156,7 @@ impl Ledger {
     /// of them), without writing: the block, its receipts and its new anchors. Every honest node
     /// computes the same block from the same inputs.
     pub fn execute(&self, above: &[Executed], txs: Vec<Tx>) -> Result<Executed, Error> {
+        without_perf_counters();
         if let Some(w) = &self.writing
             && above.first().is_none_or(|e| e.block.header.hash() != w.hash)
         {
@@ -2007,6 +2029,27 @@ mod tests {
         ledger.db.delete_cf(receipts, old[0].hash().as_bytes()).unwrap();
         let err = ledger.receipt(&old[0].hash()).unwrap_err();
         assert!(matches!(err, Error::Corrupt(ref m) if m.contains("has no receipt")), "{err}");
+    }
+
+    /// A thread that executed and wrote a block has RocksDB's performance counters off
+    /// ([`without_perf_counters`]): a write on it counts no key comparison, where the same
+    /// write counting (the default of a new thread) counts some.
+    #[test]
+    fn a_block_leaves_rocksdb_counting_nothing_on_its_thread() {
+        use rocksdb::perf::{PerfContext, PerfMetric, PerfStatsLevel, set_perf_stats};
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = open(dir.path());
+        let s = SoftwareSigner::new(SecretKey::generate().unwrap());
+        let probe = |ledger: &Ledger, key: &[u8]| {
+            let mut ctx = PerfContext::default();
+            ctx.reset();
+            ledger.db.put_cf(ledger.cf(CF_META).unwrap(), key, b"probe").unwrap();
+            ctx.metric(PerfMetric::UserKeyComparisonCount)
+        };
+        set_perf_stats(PerfStatsLevel::EnableCount);
+        assert!(probe(&ledger, b"probe 1") > 0, "the control: counting, a write counts");
+        commit(&mut ledger, &[put(&s, 1, 5, 50)]);
+        assert_eq!(probe(&ledger, b"probe 2"), 0, "after a block, nothing");
     }
 
     #[test]
