@@ -173,27 +173,22 @@ const OUT_ROWS: [u8; 8] = {
 };
 const OUT_CONSTANT: u8 = super::block::AFFINE_CONSTANT as u8;
 
-/// `h ↦ ν·h²` on GF(2⁴) (squaring is linear in characteristic 2).
-const NU_SQUARE_ROWS: [u8; 4] = {
+/// The rows of `h ↦ k·h²` on GF(2⁴) (squaring is linear in characteristic 2).
+const fn square_times(k: u8) -> [u8; 4] {
     let mut cols = [0u8; 4];
     let mut j = 0;
     while j < 4 {
-        cols[j] = gf16_mul(NU, gf16_mul(1 << j, 1 << j));
+        cols[j] = gf16_mul(k, gf16_mul(1 << j, 1 << j));
         j += 1;
     }
     rows(cols)
-};
+}
+
+/// `h ↦ ν·h²` on GF(2⁴).
+const NU_SQUARE_ROWS: [u8; 4] = square_times(NU);
 
 /// `l ↦ l²` on GF(2⁴).
-const SQUARE_ROWS: [u8; 4] = {
-    let mut cols = [0u8; 4];
-    let mut j = 0;
-    while j < 4 {
-        cols[j] = gf16_mul(1 << j, 1 << j);
-        j += 1;
-    }
-    rows(cols)
-};
+const SQUARE_ROWS: [u8; 4] = square_times(1);
 
 // ---- The same arithmetic as gates on 128 lanes. --------------------------------------------
 
