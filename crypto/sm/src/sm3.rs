@@ -5,7 +5,7 @@ use core::fmt;
 use sm3::Digest as _;
 
 mod lanes;
-pub use lanes::{LANES, hash_each};
+pub use lanes::{LANES, Simd, hash_each};
 
 /// A 32-byte SM3 digest: block and transaction hashes, anchor keys and values, `Z` and `e`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
