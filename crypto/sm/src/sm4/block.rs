@@ -219,16 +219,25 @@ impl Sm4Encrypt {
     /// counter wrapping in its 32 bits), encrypted side by side.
     pub(super) fn counter_blocks4(&self, nonce: &[u8; 12], counter: u32) -> [u8; 64] {
         let mut blocks = [0u8; 64];
-        for (i, block) in blocks.chunks_exact_mut(16).enumerate() {
-            block[..12].copy_from_slice(nonce);
-            block[12..].copy_from_slice(&counter.wrapping_add(i as u32).to_be_bytes());
-        }
+        counter_blocks(nonce, counter, &mut blocks);
         let x = self.encrypt_n([&blocks[..16], &blocks[16..32], &blocks[32..48], &blocks[48..]]);
         for (x, block) in x.iter().zip(blocks.chunks_exact_mut(16)) {
             store(x, block);
         }
         blocks
     }
+}
+
+/// Fills `out`, whole 16-byte blocks, with GCM's counter blocks `nonce ‖ counter`,
+/// `nonce ‖ counter + 1`, … (the counter wrapping in its 32 bits, SP 800-38D's `inc32`): the
+/// counter after the last.
+pub(super) fn counter_blocks(nonce: &[u8; 12], mut counter: u32, out: &mut [u8]) -> u32 {
+    for block in out.chunks_exact_mut(16) {
+        block[..12].copy_from_slice(nonce);
+        block[12..].copy_from_slice(&counter.to_be_bytes());
+        counter = counter.wrapping_add(1);
+    }
+    counter
 }
 
 /// The output block of a final state: its words in reverse order (`R`).

@@ -7,10 +7,11 @@
 //! would run the up to 127 blocks left of every message one at a time. Here each message's
 //! keystream is made 128 blocks at a time, then four at a time ([`super::block`]), and a last
 //! block of 16 bytes or less alone, as are the tag's block `E(J0)` and GHASH's key
-//! `H = E(0¹²⁸)`: on a short record, a group of four would cost three blocks more. GHASH is the `ghash` crate's (carry-less multiplication where the CPU has it), the tag is
-//! compared in constant time (`subtle`), and the tests hold it to `AesGcm<Sm4Encrypt>` on
-//! random keys, nonces, data and lengths around every boundary, to RFC 8998's vector, and to
-//! Tongsuo through the TLS interop tests.
+//! `H = E(0¹²⁸)`: on a short record, a group of four would cost three blocks more. GHASH is
+//! the `ghash` crate's (carry-less multiplication where the CPU has it), the tag is compared
+//! in constant time (`subtle`), and the tests hold it to `AesGcm<Sm4Encrypt>` on random keys,
+//! nonces, data and lengths around every boundary, to RFC 8998's vector, and to Tongsuo
+//! through the TLS interop tests.
 
 use aead::consts::{U12, U16};
 use aead::inout::InOutBuf;
@@ -22,7 +23,7 @@ use ghash::universal_hash::UniversalHash;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroize;
 
-use super::block::Sm4Encrypt;
+use super::block::{Sm4Encrypt, counter_blocks};
 use super::sliced;
 
 /// The longest plaintext (SP 800-38D: 2³⁹ − 256 bits), where the 32-bit block counter would
@@ -75,11 +76,7 @@ impl Sm4Gcm {
             let mut masks = sliced::key_masks(self.cipher.round_keys());
             let mut ks = [0u8; sliced::BYTES];
             while buf.len() >= sliced::BYTES {
-                for block in ks.chunks_exact_mut(16) {
-                    block[..12].copy_from_slice(nonce);
-                    block[12..].copy_from_slice(&counter.to_be_bytes());
-                    counter = counter.wrapping_add(1);
-                }
+                counter = counter_blocks(nonce, counter, &mut ks);
                 sliced::encrypt(&masks, &mut ks);
                 let (mut head, rest) = buf.split_at(sliced::BYTES);
                 head.xor_in2out(&ks);
@@ -132,8 +129,7 @@ impl Sm4Gcm {
 /// The counter block `nonce ‖ counter`.
 fn counter_block(nonce: &[u8; 12], counter: u32) -> Block<Sm4Encrypt> {
     let mut block = Block::<Sm4Encrypt>::default();
-    block[..12].copy_from_slice(nonce);
-    block[12..].copy_from_slice(&counter.to_be_bytes());
+    counter_blocks(nonce, counter, &mut block);
     block
 }
 
