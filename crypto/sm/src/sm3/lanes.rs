@@ -4,23 +4,23 @@
 //!
 //! The path is chosen at run time, by what the CPU has ([`Simd::best`]):
 //!
-//! | path | lanes | speed, on the CI machine kind (AMD EPYC, 2 cores) |
+//! | path | lanes | 65-byte messages on the CI machine kind (AMD EPYC, 2 cores) |
 //! |---|---|---|
-//! | AVX-512F/VL | 16: 2 × 8 | 65-byte messages 2.3 × SSE2's (696 against 305 MiB/s) |
-//! | AVX2 | 16: 2 × 8 | the compression alone 1.9 × SSE2's (AVX-512: 3.0 ×) |
-//! | SSE2: every x86-64 | 8: 2 × 4 | 1.8 × [`super::hash`], one message at a time |
+//! | AVX2 | 16: 2 × 8 | 480–500 MiB/s: 1.6 × SSE2's |
+//! | SSE2: every x86-64 | 8: 2 × 4 | 300–305 MiB/s: 1.8 × [`super::hash`], one at a time |
 //!
-//! (`cargo bench -p vpbox-sm --bench crypto` prints the best path's row and SSE2's; the
-//! compression alone was measured apart, 2026-12-07.) AVX-512's rotation is one instruction,
-//! where SSE2 and AVX2 take three.
+//! (`cargo bench -p vpbox-sm --bench crypto` prints the best path's row and SSE2's.) Not
+//! AVX-512, though this machine kind has it: the same code compiled with AVX-512F/VL (one
+//! instruction a rotation, where AVX2 takes three) ran at 540–676 MiB/s, but its target
+//! features need Rust 1.89, past this workspace's 1.85.
 //!
 //! The compression function is written once, over a vector of state words ([`Word`]). The
 //! SSE2 path's vectors are `wide`'s (SSE2 on every x86-64, NEON on aarch64, plain arrays
-//! elsewhere); the AVX paths' are `pulp`'s, whose dispatch runs the same code compiled with
-//! the CPU's features enabled (everything it calls is `#[inline(always)]` for that reason: a
-//! function not inlined into the dispatch is compiled for the baseline, an intrinsic each call).
-//! A machine image need not promise AVX2: a CPU without it hashes on the SSE2 path. Nothing
-//! here is `unsafe`; the detection and the feature-enabled call are pulp's. The digests are
+//! elsewhere); the AVX2 path's are `pulp`'s, whose dispatch runs the same code compiled with
+//! AVX2 enabled (everything it calls is `#[inline(always)]` for that reason: a function not
+//! inlined into the dispatch is compiled for the baseline, an intrinsic a call). A machine
+//! image need not promise AVX2: a CPU without it hashes on the SSE2 path. Nothing here is
+//! `unsafe`; the detection and the feature-enabled call are pulp's. The digests are
 //! exactly [`super::hash`]'s, which the tests check on every path the CPU has, for every
 //! padding case and lane position.
 
@@ -30,7 +30,7 @@ use super::Digest;
 
 /// Vectors a state word is split over: two, so that each step has independent work.
 const GROUPS: usize = 2;
-/// The most messages a path hashes side by side (the AVX paths'; SSE2 hashes 8).
+/// The most messages a path hashes side by side (AVX2's; SSE2 hashes 8).
 pub const LANES: usize = 16;
 
 const IV: [u32; 8] = [
@@ -54,9 +54,6 @@ pub enum Simd {
     /// 256-bit vectors, with AVX2.
     #[cfg(target_arch = "x86_64")]
     Avx2(pulp::x86::V3),
-    /// The same 256-bit vectors compiled with AVX-512F/VL: rotations are one instruction.
-    #[cfg(target_arch = "x86_64")]
-    Avx512(pulp::x86::V4),
 }
 
 impl Simd {
@@ -64,9 +61,6 @@ impl Simd {
     pub fn best() -> Self {
         #[cfg(target_arch = "x86_64")]
         {
-            if let Some(v4) = pulp::x86::V4::try_new() {
-                return Self::Avx512(v4);
-            }
             if let Some(v3) = pulp::x86::V3::try_new() {
                 return Self::Avx2(v3);
             }
@@ -79,7 +73,6 @@ impl Simd {
         let mut out = Vec::new();
         #[cfg(target_arch = "x86_64")]
         {
-            out.extend(pulp::x86::V4::try_new().map(Self::Avx512));
             out.extend(pulp::x86::V3::try_new().map(Self::Avx2));
         }
         out.push(Self::Sse2);
@@ -92,8 +85,6 @@ impl Simd {
             Self::Sse2 => "SSE2",
             #[cfg(target_arch = "x86_64")]
             Self::Avx2(_) => "AVX2",
-            #[cfg(target_arch = "x86_64")]
-            Self::Avx512(_) => "AVX-512",
         }
     }
 
@@ -103,13 +94,11 @@ impl Simd {
             Self::Sse2 => hash_all(u32x4::ZERO, messages),
             #[cfg(target_arch = "x86_64")]
             Self::Avx2(v3) => pulp::Simd::vectorize(v3, Job { v3, messages }),
-            #[cfg(target_arch = "x86_64")]
-            Self::Avx512(v4) => pulp::Simd::vectorize(v4, Job { v3: *v4, messages }),
         }
     }
 }
 
-/// The AVX paths' work, run by pulp inside a function compiled with the CPU's features.
+/// The AVX2 path's work, run by pulp inside a function compiled with AVX2 enabled.
 #[cfg(target_arch = "x86_64")]
 struct Job<'a, const N: usize> {
     v3: pulp::x86::V3,
