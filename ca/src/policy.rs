@@ -175,13 +175,40 @@ const VERIFIED_MAX: usize = 100_000;
 /// Most remembered admissions; the memory is cleared when full.
 const ADMITTED_MAX: usize = 16_384;
 
+/// Most bytes of remembered chains ([`chain_key`]s); the memory is cleared when full. A chain
+/// may carry certificates its path does not use (they are only parsed), so a submitter could
+/// otherwise make each remembered key as large as a request.
+const ADMITTED_BYTES: usize = 16 << 20;
+
 /// The admissions a store remembers, by the role and the chain themselves ([`chain_key`]), and
 /// how many admissions were decided in full and from memory.
 #[derive(Default)]
 struct Admitted {
-    chains: Mutex<HashMap<Vec<u8>, (Identity, Window)>>,
+    chains: Mutex<Chains>,
     checked: std::sync::atomic::AtomicU64,
     remembered: std::sync::atomic::AtomicU64,
+}
+
+/// Remembered admissions, by [`chain_key`], and the bytes of their keys.
+#[derive(Default)]
+struct Chains {
+    map: HashMap<Vec<u8>, (Identity, Window)>,
+    bytes: usize,
+}
+
+impl Chains {
+    /// Remembers an admission; first forgets all the others when the memory would hold more
+    /// than `max` chains or `max_bytes` of keys ([`ADMITTED_MAX`], [`ADMITTED_BYTES`]). A chain
+    /// remembered again (its window had passed) counts twice: the count may overstate, never
+    /// understate.
+    fn remember(&mut self, key: Vec<u8>, admission: (Identity, Window), max: (usize, usize)) {
+        if self.map.len() >= max.0 || self.bytes + key.len() > max.1 {
+            self.map.clear();
+            self.bytes = 0;
+        }
+        self.bytes += key.len();
+        self.map.insert(key, admission);
+    }
 }
 
 /// The times an admission's time checks hold for, inclusive at both ends (`None`: no bound).
@@ -229,12 +256,12 @@ impl Clone for TrustStore {
 }
 
 /// The key of a chain's admission in a role: the role's name and a zero byte, then each
-/// certificate's length and DER (so that the same bytes cut into certificates differently are another chain). The
-/// bytes themselves, not a digest of them: the map's hash (SipHash, keyed at random per
-/// process) finds the entry and the comparison is of every byte, so no chain can pass for
-/// another, and a look-up costs no SM3 of the chain (on a node's signed path, SM3 of a
-/// certificate for every transaction was about 2 % of a node's time). At most
-/// [`ADMITTED_MAX`] chains of about a kilobyte each: some 16 MiB.
+/// certificate's length and DER (so that the same bytes cut into certificates differently are
+/// another chain). The bytes themselves, not a digest of them: the map's hash (SipHash, keyed
+/// at random per process) finds the entry and the comparison is of every byte, so no chain can
+/// pass for another, and a look-up costs no SM3 of the chain (on a node's signed path, SM3 of
+/// a certificate for every transaction was about 2 % of a node's time). The memory holds at
+/// most [`ADMITTED_BYTES`] of them (16 MiB), and [`ADMITTED_MAX`] chains.
 fn chain_key(leaf: &[u8], intermediates: &[&[u8]], role: CertProfile) -> Vec<u8> {
     let mut key = role.name().as_bytes().to_vec();
     key.push(0);
@@ -394,7 +421,7 @@ impl TrustStore {
         let key = chain_key(leaf, intermediates, role);
         let chains = &self.admitted.chains;
         if let Some((id, _)) =
-            chains.lock().ok().and_then(|c| c.get(&key).filter(|(_, w)| w.holds(now)).cloned())
+            chains.lock().ok().and_then(|c| c.map.get(&key).filter(|(_, w)| w.holds(now)).cloned())
         {
             self.admitted.remembered.fetch_add(1, Relaxed);
             return Decision::Allow(id);
@@ -404,10 +431,7 @@ impl TrustStore {
         match self.check(leaf, intermediates, role, now, &mut window) {
             Ok(id) => {
                 if let Ok(mut c) = chains.lock() {
-                    if c.len() >= ADMITTED_MAX {
-                        c.clear();
-                    }
-                    c.insert(key, (id.clone(), window));
+                    c.remember(key, (id.clone(), window), (ADMITTED_MAX, ADMITTED_BYTES));
                 }
                 Decision::Allow(id)
             }
@@ -709,4 +733,46 @@ fn crl_number(crl: &CertificateList) -> (usize, Vec<u8>) {
         .map(|n| n.0.as_bytes().iter().copied().skip_while(|b| *b == 0).collect::<Vec<u8>>())
         .unwrap_or_default();
     (value.len(), value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admission(n: u8) -> (Identity, Window) {
+        let id = Identity {
+            bank: "Bank A".into(),
+            name: format!("p{n}"),
+            role: CertProfile::Posp,
+            serial: vec![n],
+            key_fingerprint: Digest([n; 32]),
+        };
+        (id, Window::default())
+    }
+
+    /// The memory of admissions is bounded by count and by the bytes of its keys: past either,
+    /// it starts afresh with the new one (the bounds here small; [`ADMITTED_MAX`] and
+    /// [`ADMITTED_BYTES`] in use).
+    #[test]
+    fn the_memory_of_admissions_is_bounded_by_count_and_bytes() {
+        let mut c = Chains::default();
+        let max = (3, 100);
+        for n in 0..3 {
+            c.remember(vec![n; 10], admission(n), max);
+        }
+        assert_eq!((c.map.len(), c.bytes), (3, 30), "three chains of 10 bytes");
+        c.remember(vec![3; 10], admission(3), max);
+        assert_eq!((c.map.len(), c.bytes), (1, 10), "a fourth starts afresh");
+        assert!(c.map.contains_key(&vec![3; 10]));
+        c.remember(vec![4; 70], admission(4), max);
+        c.remember(vec![5; 20], admission(5), max);
+        assert_eq!((c.map.len(), c.bytes), (3, 100), "exactly at the byte bound: kept");
+        let mut c = Chains::default();
+        c.remember(vec![4; 80], admission(4), max);
+        c.remember(vec![5; 20], admission(5), max);
+        assert_eq!((c.map.len(), c.bytes), (2, 100), "two chains, at the byte bound");
+        c.remember(vec![6; 1], admission(6), max);
+        assert_eq!((c.map.len(), c.bytes), (1, 1), "one byte over, under the count: afresh");
+        assert_eq!(c.map.get(&vec![6; 1]), Some(&admission(6)));
+    }
 }

@@ -167,8 +167,9 @@ fn main() {
             p256: None,
         },
         // The state map's inner nodes: 65-byte messages, 64 per call, hashed side by side
-        // (`sm3::hash_each`, on the best path this CPU has: printed above the table); the peers hash one message at a time (OpenSSL's figure is its
-        // 64-byte one: `openssl speed` takes no 65).
+        // (`sm3::hash_each`, on the best path this CPU has: printed above the table); the peers
+        // hash one message at a time (OpenSSL's figure is its 64-byte one: `openssl speed`
+        // takes no 65).
         Row {
             name: "SM3 65 B lanes",
             unit: "MiB/s",

@@ -6,19 +6,22 @@
 //!
 //! | path | lanes | 65-byte messages on the CI machine kind (AMD EPYC, 2 cores) |
 //! |---|---|---|
-//! | AVX2 | 16: 2 × 8 | 480–500 MiB/s: 1.6 × SSE2's |
+//! | AVX2 (x86-64-v3) | 16: 2 × 8 | 480–510 MiB/s: 1.6–1.7 × SSE2's |
 //! | SSE2: every x86-64 | 8: 2 × 4 | 300–305 MiB/s: 1.8 × [`super::hash`], one at a time |
 //!
-//! (`cargo bench -p vpbox-sm --bench crypto` prints the best path's row and SSE2's.) Not
-//! AVX-512, though this machine kind has it: the same code compiled with AVX-512F/VL (one
-//! instruction a rotation, where AVX2 takes three) ran at 540–676 MiB/s, but its target
-//! features need Rust 1.89, past this workspace's 1.85.
+//! (`cargo bench -p vpbox-sm --bench crypto` prints the best path's row and SSE2's.) The AVX2
+//! path is pulp's `V3`: the whole x86-64-v3 level (AVX2, FMA, BMI1/2, LZCNT, …), so a virtual
+//! machine that hides one of them takes SSE2. Not AVX-512, though this machine kind has it:
+//! the same code compiled with AVX-512F/VL (one instruction a rotation, where AVX2 takes three;
+//! commit 5de5e91, removed in the next) ran at 540–676 MiB/s, but its target features need
+//! Rust 1.89, past this workspace's 1.85.
 //!
 //! The compression function is written once, over a vector of state words ([`Word`]). The
 //! SSE2 path's vectors are `wide`'s (SSE2 on every x86-64, NEON on aarch64, plain arrays
 //! elsewhere); the AVX2 path's are `pulp`'s, whose dispatch runs the same code compiled with
-//! AVX2 enabled (everything it calls is `#[inline(always)]` for that reason: a function not
-//! inlined into the dispatch is compiled for the baseline, an intrinsic a call). A machine
+//! AVX2 enabled (everything here it calls is `#[inline(always)]` for that reason: a function
+//! not inlined into the dispatch is compiled for the baseline, an intrinsic a call; the
+//! standard library's small array helpers it uses are inlined too, as the speed shows). A machine
 //! image need not promise AVX2: a CPU without it hashes on the SSE2 path. Nothing here is
 //! `unsafe`; the detection and the feature-enabled call are pulp's. The digests are
 //! exactly [`super::hash`]'s, which the tests check on every path the CPU has, for every
@@ -49,15 +52,15 @@ pub fn hash_each<const N: usize>(messages: &[[u8; N]]) -> Vec<Digest> {
 /// How messages are hashed side by side.
 #[derive(Clone, Copy, Debug)]
 pub enum Simd {
-    /// `wide`'s 128-bit vectors: every x86-64 (and NEON on aarch64).
+    /// `wide`'s 128-bit vectors: every x86-64 (and NEON on aarch64, under the same name).
     Sse2,
-    /// 256-bit vectors, with AVX2.
+    /// 256-bit vectors, where the CPU has x86-64-v3 (AVX2 and the rest of pulp's `V3`).
     #[cfg(target_arch = "x86_64")]
     Avx2(pulp::x86::V3),
 }
 
 impl Simd {
-    /// The fastest path this CPU has (detected once by the standard library; cheap to ask).
+    /// The fastest path this CPU has (pulp's detection, cached after the first: cheap to ask).
     pub fn best() -> Self {
         #[cfg(target_arch = "x86_64")]
         {
@@ -245,10 +248,11 @@ fn hash_all<W: Word, const N: usize>(like: W, messages: &[[u8; N]]) -> Vec<Diges
     out
 }
 
-/// The digests of up to `W::WIDTH * GROUPS` messages (the lanes past `chunk`'s end hash
-/// zeros, unused, and so do those past the path's lanes).
+/// The digests of up to `W::WIDTH * GROUPS` messages, in the first digests (the lanes past
+/// `chunk`'s end hash zeros, unused; the digests past the path's lanes are zero).
 #[inline(always)]
 fn hash_lanes<W: Word, const N: usize>(like: W, chunk: &[[u8; N]]) -> [Digest; LANES] {
+    const { assert!(W::WIDTH * GROUPS <= LANES && W::WIDTH <= 8) };
     // Padding: 0x80, zeros, the length in bits as 8 big-endian bytes, to a whole block.
     let blocks = (N + 9).div_ceil(64);
     let bits = (N as u64 * 8).to_be_bytes();
@@ -274,7 +278,7 @@ fn hash_lanes<W: Word, const N: usize>(like: W, chunk: &[[u8; N]]) -> [Digest; L
         let block: [Lanes<W>; 16] = core::array::from_fn(|j| {
             core::array::from_fn(|g| {
                 like.load(&core::array::from_fn(|k| {
-                    let w = &bytes[(W::WIDTH * g + k) % LANES][4 * j..4 * j + 4];
+                    let w = &bytes[W::WIDTH * g + k][4 * j..4 * j + 4];
                     u32::from_be_bytes([w[0], w[1], w[2], w[3]])
                 }))
             })
@@ -283,10 +287,12 @@ fn hash_lanes<W: Word, const N: usize>(like: W, chunk: &[[u8; N]]) -> [Digest; L
     }
     let words = state.map(|word| word.map(W::lanes));
     core::array::from_fn(|lane| {
-        let (g, k) = (lane / W::WIDTH % GROUPS, lane % W::WIDTH);
+        let (g, k) = (lane / W::WIDTH, lane % W::WIDTH);
         let mut d = [0u8; 32];
-        for (word, out) in words.iter().zip(d.chunks_exact_mut(4)) {
-            out.copy_from_slice(&word[g][k].to_be_bytes());
+        if g < GROUPS {
+            for (word, out) in words.iter().zip(d.chunks_exact_mut(4)) {
+                out.copy_from_slice(&word[g][k].to_be_bytes());
+            }
         }
         Digest(d)
     })
@@ -429,6 +435,22 @@ mod tests {
         assert_eq!(names.last(), Some(&"SSE2"));
         assert_eq!(Simd::best().name(), names[0]);
         eprintln!("SM3 lanes: the paths this CPU has: {names:?}");
+        // The AVX2 path is there exactly when the standard library sees x86-64-v3's features.
+        #[cfg(target_arch = "x86_64")]
+        {
+            let v3 = ["avx2", "fma", "bmi1", "bmi2", "lzcnt", "popcnt", "sse4.2", "avx"];
+            let has = |f: &str| match f {
+                "avx2" => std::arch::is_x86_feature_detected!("avx2"),
+                "fma" => std::arch::is_x86_feature_detected!("fma"),
+                "bmi1" => std::arch::is_x86_feature_detected!("bmi1"),
+                "bmi2" => std::arch::is_x86_feature_detected!("bmi2"),
+                "lzcnt" => std::arch::is_x86_feature_detected!("lzcnt"),
+                "popcnt" => std::arch::is_x86_feature_detected!("popcnt"),
+                "sse4.2" => std::arch::is_x86_feature_detected!("sse4.2"),
+                _ => std::arch::is_x86_feature_detected!("avx"),
+            };
+            assert_eq!(names.contains(&"AVX2"), v3.iter().all(|f| has(f)), "{names:?}");
+        }
     }
 
     proptest! {

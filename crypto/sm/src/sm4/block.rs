@@ -232,6 +232,7 @@ impl Sm4Encrypt {
 /// `nonce ‖ counter + 1`, … (the counter wrapping in its 32 bits, SP 800-38D's `inc32`): the
 /// counter after the last.
 pub(super) fn counter_blocks(nonce: &[u8; 12], mut counter: u32, out: &mut [u8]) -> u32 {
+    debug_assert!(out.len() % 16 == 0, "whole blocks");
     for block in out.chunks_exact_mut(16) {
         block[..12].copy_from_slice(nonce);
         block[12..].copy_from_slice(&counter.to_be_bytes());
