@@ -237,8 +237,10 @@ impl SignerProcess {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        // Ready when it answers a connection, not when its socket file appears: the file is
+        // there from bind(), a moment before listen() (a restart's connect was refused once).
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !socket.exists() {
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
             assert!(Instant::now() < deadline, "the signer did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
