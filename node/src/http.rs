@@ -14,8 +14,12 @@
 //!
 //! **Where calls run.** A single small call whose answer is ready at once
 //! ([`crate::rpc::Methods::call_now`]: a read from memory that no commit holds up) is
-//! answered on the connection's own task; every other call on tokio's blocking threads, since
-//! it may wait for the ledger's lock, the disk or a commit.
+//! answered on the connection's own task. So is a single small `anchor_put`
+//! ([`crate::rpc::Methods::call_later`]): its checks (decoding, admission, one signature's
+//! verification, tens of microseconds) run on the task, which then awaits the driver's answer
+//! (the transaction stored, or committed) without holding a thread; if the driver's queue is
+//! full it is told -32004 (retry) rather than waited for. Every other call runs on tokio's
+//! blocking threads, since it may wait for the ledger's lock, the disk or a commit.
 //!
 //! Framing is hyper's (RFC 9112): a missing or malformed `Content-Length`, two that disagree,
 //! or a head over [`Limits::head_max`] are refused by hyper with a bare 400 or 431 and the
@@ -383,9 +387,17 @@ impl AsRole<'_> {
 
     /// `answer` as the role sees it: how many clients each bank has enrolled, and the box's
     /// disk, are for operators and admins, not POSPs.
-    fn filtered(&self, method: &str, mut answer: serde_json::Value) -> serde_json::Value {
+    fn filtered(&self, method: &str, answer: serde_json::Value) -> serde_json::Value {
+        Self::filter(self.role, method, answer)
+    }
+
+    fn filter(
+        role: vpbox_api::Role,
+        method: &str,
+        mut answer: serde_json::Value,
+    ) -> serde_json::Value {
         if method == "node_getNodes"
-            && self.role == vpbox_api::Role::Posp
+            && role == vpbox_api::Role::Posp
             && let Some(o) = answer.as_object_mut()
         {
             o.remove("certificates");
@@ -418,6 +430,19 @@ impl Methods for AsRole<'_> {
 
     fn ready_now(&self, method: &str) -> bool {
         self.methods.ready_now(method)
+    }
+
+    fn call_later(&self, method: &str, params: &serde_json::Value) -> Option<rpc::Later> {
+        if let Err(e) = self.allowed(method) {
+            return Some(Box::pin(std::future::ready(Err(e))));
+        }
+        let later = self.methods.call_later(method, params)?;
+        let (role, method) = (self.role, method.to_string());
+        Some(Box::pin(async move { later.await.map(|a| Self::filter(role, &method, a)) }))
+    }
+
+    fn ready_later(&self, method: &str) -> bool {
+        self.methods.ready_later(method)
     }
 }
 
@@ -522,9 +547,19 @@ async fn request(req: Request<Incoming>, shared: &Shared, peer: Option<u32>) -> 
         None => rpc::handle_now(methods.as_ref(), &body),
         Some(c) => rpc::handle_now(&AsRole { methods: methods.as_ref(), role: c.role }, &body),
     };
-    let handled = match now {
-        Some(answer) => Ok(answer),
-        None => {
+    // A small `anchor_put` is checked here and its answer awaited without a thread
+    // (`Methods::call_later`); the others go to a blocking thread.
+    let later = match (&now, &client) {
+        (Some(_), _) => None,
+        (None, None) => rpc::handle_later(methods.as_ref(), &body),
+        (None, Some(c)) => {
+            rpc::handle_later(&AsRole { methods: methods.as_ref(), role: c.role }, &body)
+        }
+    };
+    let handled = match (now, later) {
+        (Some(answer), _) => Ok(answer),
+        (None, Some(later)) => Ok(later.await),
+        (None, None) => {
             tokio::task::spawn_blocking(move || match client {
                 None => rpc::handle_bytes(methods.as_ref(), &body),
                 Some(c) => {

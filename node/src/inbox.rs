@@ -201,19 +201,27 @@ impl Outbox {
     /// Queues `event` unless the source's queue is full or the driver is gone (then drops
     /// it): for a wake-up the driver can do without.
     pub fn try_send(&self, event: Event) -> bool {
+        self.offer(event) == Ok(true)
+    }
+
+    /// Queues `event` without waiting: `Ok(false)` (and the event dropped) when the source's
+    /// queue is full, `Err` if the driver is gone. For a sender that must not block (the RPC
+    /// server's event loop), which tells its client to retry instead.
+    pub fn offer(&self, event: Event) -> Result<bool, Closed> {
         let mut s = self.shared.lock();
         if s.closed {
-            return false;
+            return Err(Closed);
         }
-        match s.queues.iter_mut().find(|q| q.source == self.source) {
-            Some(q) if q.events.len() < q.cap => {
-                q.events.push_back(event);
-                drop(s);
-                self.shared.arrived.notify_one();
-                true
-            }
-            _ => false,
+        let Some(q) = s.queues.iter_mut().find(|q| q.source == self.source) else {
+            return Err(Closed);
+        };
+        if q.events.len() >= q.cap {
+            return Ok(false);
         }
+        q.events.push_back(event);
+        drop(s);
+        self.shared.arrived.notify_one();
+        Ok(true)
     }
 }
 

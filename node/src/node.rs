@@ -76,7 +76,7 @@ const WAITERS_MAX: usize = 16;
 
 /// Transactions to admit (each with its encoding) and the client to answer, if a client sent
 /// them (gossip has none).
-type Group = (Vec<(Tx, Vec<u8>)>, Option<(bool, Sender<Outcome>)>);
+type Group = (Vec<(Tx, Vec<u8>)>, Option<(bool, Reply)>);
 
 /// How often a parked execution or a state fetch asks its peers again.
 const RETRY: Duration = Duration::from_millis(500);
@@ -106,6 +106,34 @@ pub enum Outcome {
     Failed(String),
 }
 
+/// Where a client's answers go: a thread that blocks for them (a call handled on one of the
+/// RPC server's blocking threads), or a task of the RPC server's event loop that awaits them
+/// (a small `anchor_put`: no thread is held while the transaction is stored or committed).
+/// Either way the driver only sends: it never waits for the client.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// A thread waits in `recv_timeout`.
+    Thread(Sender<Outcome>),
+    /// A task awaits `recv`.
+    Task(tokio::sync::mpsc::UnboundedSender<Outcome>),
+}
+
+impl Reply {
+    /// Sends `outcome`; it comes back if the client is gone (its wait ran out).
+    pub fn send(&self, outcome: Outcome) -> Result<(), Outcome> {
+        match self {
+            Self::Thread(s) => s.send(outcome).map_err(|e| e.0),
+            Self::Task(s) => s.send(outcome).map_err(|e| e.0),
+        }
+    }
+}
+
+impl From<Sender<Outcome>> for Reply {
+    fn from(s: Sender<Outcome>) -> Self {
+        Self::Thread(s)
+    }
+}
+
 /// What the driver is told.
 pub enum Event {
     /// Client transactions, already verified; answered once each is durable (or, with
@@ -116,7 +144,7 @@ pub enum Event {
         /// Answer only after commit.
         wait: bool,
         /// Where the answer goes (one per transaction, same order).
-        reply: Sender<Outcome>,
+        reply: Reply,
     },
     /// A client waits for a transaction submitted before (`tx_getTransactionReceipt` with
     /// `wait`): answered `Committed` at once if it is, at its commit if it is in the pool,
@@ -125,7 +153,7 @@ pub enum Event {
         /// The transaction's hash.
         hash: Digest,
         /// Where the answer goes.
-        reply: Sender<Outcome>,
+        reply: Reply,
     },
     /// Transactions gossiped by a peer, already verified.
     PeerTxs(Vec<(Tx, Vec<u8>)>),
@@ -300,7 +328,7 @@ pub struct Driver<V: Verifier + Clone = Sm2Verifier> {
     parked: Option<Parked>,
     fetch: Option<Transfer>,
     timers: HashMap<Timer, Instant>,
-    waiters: HashMap<Digest, Vec<Sender<Outcome>>>,
+    waiters: HashMap<Digest, Vec<Reply>>,
     links: Box<dyn Transport>,
     signer: Box<dyn SignQueue>,
     clock: Box<dyn Clock>,
@@ -607,7 +635,7 @@ impl<V: Verifier + Clone> Driver<V> {
 
     /// A client's wait for a transaction: its receipt now, a place among its waiters (past
     /// [`WAITERS_MAX`], `Busy`), or `Unknown`.
-    fn await_tx(&mut self, hash: Digest, reply: Sender<Outcome>) {
+    fn await_tx(&mut self, hash: Digest, reply: Reply) {
         let outcome = if let Some(receipt) = self.committed_receipt(&hash) {
             Outcome::Committed { hash, receipt, duplicate: true }
         } else if !self.pool.contains(&hash) {
@@ -628,7 +656,7 @@ impl<V: Verifier + Clone> Driver<V> {
 
     /// Answers `reply` when `hash` commits, unless [`WAITERS_MAX`] wait for it already (then
     /// `reply` comes back).
-    fn wait_for(&mut self, hash: Digest, reply: Sender<Outcome>) -> Result<(), Sender<Outcome>> {
+    fn wait_for(&mut self, hash: Digest, reply: Reply) -> Result<(), Reply> {
         let waiters = self.waiters.entry(hash).or_default();
         if waiters.len() >= WAITERS_MAX {
             return Err(reply);

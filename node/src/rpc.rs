@@ -81,7 +81,26 @@ pub trait Methods: Send + Sync {
     fn ready_now(&self, _method: &str) -> bool {
         false
     }
+
+    /// `method` as a future that waits without holding a thread: the call's own work (its
+    /// checks, a signature's verification: tens of microseconds, no lock held for long) is
+    /// done here, on the calling thread, and what is left is to await the node's answer
+    /// (a transaction's storage or commit). `None` (the default) when `method` is not one of
+    /// those ([`Methods::ready_later`] says no); then [`Methods::call`] runs on a thread that
+    /// may block. The future answers as `call` would.
+    fn call_later(&self, _method: &str, _params: &Value) -> Option<Later> {
+        None
+    }
+
+    /// Whether [`Methods::call_later`] takes `method` (when this says no, it never does),
+    /// asked before the request is parsed, as [`Methods::ready_now`] is.
+    fn ready_later(&self, _method: &str) -> bool {
+        false
+    }
 }
+
+/// An answer still to come ([`Methods::call_later`]).
+pub type Later = std::pin::Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send>>;
 
 /// How deep arrays and objects nest in `body`, counted on the bytes (no parsing, no recursion)
 /// and given up past `limit`. Brackets inside strings do not count.
@@ -211,40 +230,73 @@ struct Envelope<'a> {
     params: Option<&'a RawValue>,
 }
 
-fn one(methods: &dyn Methods, raw: &RawValue) -> Option<Vec<u8>> {
-    let text = raw.get();
-    if !text.starts_with('{') {
-        return Some(invalid("a request is an object"));
+/// A request object as read: the id its answer carries (none for a notification) and the
+/// call it asks for, or why it is not a valid call.
+struct Request {
+    /// The id as sent (`None`: a notification, which gets no answer).
+    id: Option<Value>,
+    /// The id the answer carries (null for an invalid one).
+    reply_id: Value,
+    /// The method and its params.
+    call: Result<(String, Value), RpcError>,
+}
+
+impl Request {
+    /// Reads `raw`; `Err` is the answer to what is not a request object at all.
+    fn read(raw: &RawValue) -> Result<Self, Vec<u8>> {
+        let text = raw.get();
+        if !text.starts_with('{') {
+            return Err(invalid("a request is an object"));
+        }
+        let env: Envelope<'_> = match serde_json::from_str(text) {
+            Ok(e) => e,
+            Err(e) => return Err(invalid(&format!("not a request object: {e}"))),
+        };
+        // An id is a string, a number or null, of at most ID_MAX bytes: anything else is
+        // invalid and is not parsed (nor echoed three times in the answer).
+        let id: Option<Value> = match env.id.map(RawValue::get) {
+            None => None,
+            Some(t) if t.starts_with(['{', '[']) || t.len() > ID_MAX => Some(Value::Bool(false)),
+            Some(t) => Some(serde_json::from_str(t).unwrap_or(Value::Bool(false))),
+        };
+        let valid_id = matches!(id, None | Some(Value::Null | Value::Number(_) | Value::String(_)));
+        let reply_id = if valid_id { id.clone().unwrap_or(Value::Null) } else { Value::Null };
+        let method = env
+            .method
+            .filter(|m| m.get().len() <= METHOD_MAX)
+            .and_then(|m| serde_json::from_str::<String>(m.get()).ok());
+        let call = if env.jsonrpc.map(RawValue::get) != Some("\"2.0\"") || !valid_id {
+            Err(RpcError::new(
+                RpcError::INVALID_REQUEST,
+                "need \"jsonrpc\": \"2.0\" and a string, number or null id",
+            ))
+        } else if let Some(method) = method {
+            params(env.params).map(|p| (method, p))
+        } else {
+            Err(RpcError::new(
+                RpcError::INVALID_REQUEST,
+                "missing method, or a name over 128 bytes",
+            ))
+        };
+        Ok(Self { id, reply_id, call })
     }
-    let env: Envelope<'_> = match serde_json::from_str(text) {
-        Ok(e) => e,
-        Err(e) => return Some(invalid(&format!("not a request object: {e}"))),
+
+    /// The answer to send for `result` (none for a notification, per the specification).
+    fn answer(&self, result: Result<Value, RpcError>) -> Option<Vec<u8>> {
+        self.id.is_some().then(|| response(&self.reply_id, result))
+    }
+}
+
+fn one(methods: &dyn Methods, raw: &RawValue) -> Option<Vec<u8>> {
+    let request = match Request::read(raw) {
+        Ok(r) => r,
+        Err(answer) => return Some(answer),
     };
-    // An id is a string, a number or null, of at most ID_MAX bytes: anything else is invalid
-    // and is not parsed (nor echoed three times in the answer).
-    let id: Option<Value> = match env.id.map(RawValue::get) {
-        None => None,
-        Some(t) if t.starts_with(['{', '[']) || t.len() > ID_MAX => Some(Value::Bool(false)),
-        Some(t) => Some(serde_json::from_str(t).unwrap_or(Value::Bool(false))),
+    let result = match &request.call {
+        Ok((method, params)) => methods.call(method, params),
+        Err(e) => Err(e.clone()),
     };
-    let valid_id = matches!(id, None | Some(Value::Null | Value::Number(_) | Value::String(_)));
-    let reply_id = if valid_id { id.clone().unwrap_or(Value::Null) } else { Value::Null };
-    let method = env
-        .method
-        .filter(|m| m.get().len() <= METHOD_MAX)
-        .and_then(|m| serde_json::from_str::<String>(m.get()).ok());
-    let result = if env.jsonrpc.map(RawValue::get) != Some("\"2.0\"") || !valid_id {
-        Err(RpcError::new(
-            RpcError::INVALID_REQUEST,
-            "need \"jsonrpc\": \"2.0\" and a string, number or null id",
-        ))
-    } else if let Some(method) = method {
-        params(env.params).and_then(|p| methods.call(&method, &p))
-    } else {
-        Err(RpcError::new(RpcError::INVALID_REQUEST, "missing method, or a name over 128 bytes"))
-    };
-    // A notification (no id) gets no answer, per the specification.
-    id.is_some().then(|| response(&reply_id, result))
+    request.answer(result)
 }
 
 /// A request's params as a value, parsed only if that costs at most four times their size.
@@ -350,6 +402,37 @@ pub fn handle_now(methods: &dyn Methods, body: &[u8]) -> Option<Option<Vec<u8>>>
     let answer = handle_bytes(&now, body);
     (!now.declined.load(std::sync::atomic::Ordering::Relaxed)).then_some(answer)
 }
+
+/// As [`handle_bytes`], for a single request (not a batch) of at most [`NOW_MAX`] bytes whose
+/// method waits without a thread ([`Methods::call_later`]): its checks run here, and the future
+/// awaits the rest. `None` otherwise (a batch, a larger body, another method, or a request
+/// that is not valid), and then [`handle_bytes`] answers it on a thread that may block. (The
+/// hand-off to such a thread, and that thread's own wake-up when the node answered, cost
+/// about two thread switches a transaction: on the signed path, where a box takes thousands
+/// a second, they were a large part of the kernel's time.)
+pub fn handle_later(methods: &dyn Methods, body: &[u8]) -> Option<LaterAnswer> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if body.len() > NOW_MAX || first != Some(&b'{') {
+        return None;
+    }
+    #[derive(serde::Deserialize)]
+    struct MethodOf<'a> {
+        #[serde(borrow)]
+        method: Option<&'a str>,
+    }
+    let method = serde_json::from_slice::<MethodOf<'_>>(body).ok()?.method?;
+    if !methods.ready_later(method) || nesting(body, DEPTH_MAX) > DEPTH_MAX {
+        return None;
+    }
+    let top: &RawValue = serde_json::from_slice(body).ok()?;
+    let request = Request::read(top).ok()?;
+    let Ok((method, params)) = &request.call else { return None };
+    let later = methods.call_later(method, params)?;
+    Some(Box::pin(async move { request.answer(later.await) }))
+}
+
+/// The bytes [`handle_later`] answers with, to come (`None`: a notification's).
+pub type LaterAnswer = std::pin::Pin<Box<dyn Future<Output = Option<Vec<u8>>> + Send>>;
 
 /// [`Methods::call_now`] as a [`Methods`]: a call not ready at once is marked declined.
 struct Now<'a> {
@@ -469,6 +552,74 @@ mod tests {
             "a".repeat(NOW_MAX)
         );
         assert_eq!(handle_now(&EchoNow, large.as_bytes()), None);
+    }
+
+    /// `echo` answers later (after its own checks, here), `key` on a blocking thread.
+    struct EchoLater;
+    impl Methods for EchoLater {
+        fn call(&self, method: &str, params: &Value) -> Result<Value, RpcError> {
+            Echo.call(method, params)
+        }
+        fn call_later(&self, method: &str, params: &Value) -> Option<Later> {
+            let answer = Echo.call(method, params);
+            self.ready_later(method).then(|| Box::pin(async move { answer }) as Later)
+        }
+        fn ready_later(&self, method: &str) -> bool {
+            method == "echo"
+        }
+    }
+
+    fn run<T>(f: impl Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    }
+
+    #[test]
+    fn a_single_call_answered_later_is_answered_as_on_a_blocking_thread() {
+        let echo = br#"{"jsonrpc":"2.0","method":"echo","params":[1,{"a":2}],"id":"x"}"#;
+        let later = handle_later(&EchoLater, echo).expect("taken");
+        assert_eq!(run(later), handle_bytes(&EchoLater, echo));
+        // A notification: taken, and no answer.
+        let note = br#"{"jsonrpc":"2.0","method":"echo","params":[]}"#;
+        assert_eq!(run(handle_later(&EchoLater, note).expect("taken")), None);
+        // Left to the blocking thread, which answers why (or runs it): a request that is not
+        // valid, a body whose method cannot be read, too deep or too complex a body, a method
+        // not taken later, a batch, a large body, methods without `call_later`.
+        let key = format!(
+            r#"{{"jsonrpc":"2.0","method":"key","params":["{}"],"id":1}}"#,
+            "ab".repeat(32)
+        );
+        let deep = format!(
+            r#"{{"jsonrpc":"2.0","method":"echo","params":{}1{},"id":1}}"#,
+            "[".repeat(DEPTH_MAX),
+            "]".repeat(DEPTH_MAX)
+        );
+        let complex = format!(
+            r#"{{"jsonrpc":"2.0","method":"echo","params":[{}],"id":1}}"#,
+            vec![r#"{"a":0}"#; 480].join(",")
+        );
+        assert!(complex.len() <= NOW_MAX);
+        let large = format!(
+            r#"{{"jsonrpc":"2.0","method":"echo","params":["{}"],"id":1}}"#,
+            "a".repeat(NOW_MAX)
+        );
+        let batch = [b" [".as_slice(), echo, b"]"].concat();
+        for body in [
+            &br#"{"jsonrpc":"1.0","method":"echo","id":1}"#[..],
+            br#"{"jsonrpc":"2.0","method":"echo","id":{"a":1}}"#,
+            br#"{"jsonrpc":"2.0","method":"echo","params":7,"id":1}"#,
+            b"{not json",
+            br#"{"jsonrpc":"2.0","id":1}"#,
+            br#"{"method":7}"#,
+            deep.as_bytes(),
+            complex.as_bytes(),
+            key.as_bytes(),
+            &batch,
+            large.as_bytes(),
+        ] {
+            assert!(handle_later(&EchoLater, body).is_none(), "{}", String::from_utf8_lossy(body));
+        }
+        assert!(handle_later(&Echo, echo).is_none());
+        assert!(handle_later(&EchoNow, echo).is_none());
     }
 
     #[test]

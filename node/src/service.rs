@@ -11,7 +11,7 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::channel;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, TryLockError};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -30,9 +30,9 @@ use crate::host::{Admitted, PeerFilter};
 use crate::http::{Limits, serve};
 use crate::inbox::{Inbox, Outbox, Source};
 use crate::link::{Identity, Members, Prover};
-use crate::node::{Driver, Event, Outcome, StartError, Threads, signer_thread};
+use crate::node::{Driver, Event, Outcome, Reply, StartError, Threads, signer_thread};
 use crate::peer::{LinkHandler, LinkStats, Links, Peer, Replays, listen};
-use crate::rpc::{Methods, RpcError, param};
+use crate::rpc::{Later, Methods, RpcError, param};
 use crate::verified::Verified;
 
 /// The longest the checkpoint's check waits, in all, for the node to catch up: a node held
@@ -501,6 +501,11 @@ fn peer_handler(
     })
 }
 
+/// -32603 for a poisoned ledger lock (a thread panicked holding it).
+fn poisoned() -> RpcError {
+    RpcError::new(RpcError::INTERNAL, "ledger lock poisoned")
+}
+
 /// The key that must have signed `tx`: the one its enrollment certifies, or the one its
 /// submitter enrolled (committed; remembered in `verified`).
 pub fn signing_key(ledger: &Ledger, verified: &Verified, tx: &Tx) -> Result<PublicKey, String> {
@@ -742,8 +747,14 @@ impl NodeApi {
         self.events.send(ev).map_err(|_| RpcError::new(RpcError::INTERNAL, "node stopping"))
     }
 
-    /// Decodes and checks a signed transaction: form, kind, signature, admission, age.
-    fn check(&self, params: &Value, write: Write) -> Result<(Tx, Vec<u8>), RpcError> {
+    /// Decodes and checks a signed transaction against the committed `ledger`: form, kind,
+    /// signature, admission, age.
+    fn check(
+        &self,
+        ledger: &Ledger,
+        params: &Value,
+        write: Write,
+    ) -> Result<(Tx, Vec<u8>), RpcError> {
         let text = param(params, 0, "tx").and_then(Value::as_str).ok_or_else(|| {
             RpcError::new(RpcError::INVALID_PARAMS, "missing string parameter \"tx\" (hex)")
         })?;
@@ -768,12 +779,8 @@ impl NodeApi {
             return Err(RpcError::new(RpcError::INVALID_PARAMS, write.method()));
         }
         let now = now_ms();
-        let ledger = self
-            .ledger
-            .read()
-            .map_err(|_| RpcError::new(RpcError::INTERNAL, "ledger lock poisoned"))?;
         let not_admitted = |why: String| RpcError::new(RpcError::UNKNOWN_SUBMITTER, why);
-        let key = signing_key(&ledger, &self.verified, &tx).map_err(not_admitted)?;
+        let key = signing_key(ledger, &self.verified, &tx).map_err(not_admitted)?;
         if !self.verified.verify(&tx, &key) {
             return Err(RpcError::new(RpcError::BAD_SIGNATURE, "the signature does not verify"));
         }
@@ -806,7 +813,6 @@ impl NodeApi {
                 RpcError::new(RpcError::CONFIG_REFUSED, format!("configuration refused: {e}"))
             })?;
         }
-        drop(ledger);
         if tx.body().timestamp_ms.abs_diff(now) > self.genesis.tx_window_ms {
             return Err(RpcError::new(
                 RpcError::STALE,
@@ -827,7 +833,7 @@ impl NodeApi {
         let certs = self
             .ledger
             .read()
-            .map_err(|_| RpcError::new(RpcError::INTERNAL, "ledger lock poisoned"))?
+            .map_err(|_| poisoned())?
             .enrolled_certificates()
             .map_err(|e| RpcError::new(RpcError::INTERNAL, e.to_string()))?;
         let v = enrolled_summary(&certs, now_ms());
@@ -873,10 +879,7 @@ impl NodeApi {
     /// with its `fingerprint`: SM3 of the answer's JSON without `height` and `fingerprint`,
     /// which moves with every change of roots, banks, members or CRLs and with nothing else.
     fn governance_state(&self) -> Result<Value, RpcError> {
-        let ledger = self
-            .ledger
-            .read()
-            .map_err(|_| RpcError::new(RpcError::INTERNAL, "ledger lock poisoned"))?;
+        let ledger = self.ledger.read().map_err(|_| poisoned())?;
         let state = ledger
             .governance()
             .ok_or_else(|| RpcError::new(RpcError::INTERNAL, "governance is off"))?;
@@ -931,7 +934,7 @@ impl NodeApi {
     fn await_receipt(&self, params: &Value) -> Result<Value, RpcError> {
         let hash = vpbox_sm::Digest(crate::rpc::bytes32(params, 0, "hash")?);
         let (reply, answer) = channel();
-        self.send(Event::Await { hash, reply })?;
+        self.send(Event::Await { hash, reply: Reply::Thread(reply) })?;
         match answer.recv_timeout(WAIT_MAX) {
             Ok(Outcome::Committed { hash, receipt, .. }) => {
                 Ok(crate::api::receipt_json(&hash, &receipt))
@@ -947,24 +950,95 @@ impl NodeApi {
         }
     }
 
+    /// A write (`anchor_put`, `anchor_putBatch`, …) on a thread that may block: checked,
+    /// handed to the driver, and answered when the driver does (or the wait runs out).
     fn put(&self, params: &Value, write: Write) -> Result<Value, RpcError> {
-        let batch = write == Write::Batch;
-        let wait = wait(params)?;
-        let (tx, bytes) = self.check(params, write)?;
-        let hash = tx.hash();
+        let ledger = self.ledger.read().map_err(|_| poisoned())?;
         let (reply, answer) = channel();
-        self.send(Event::Submit { txs: vec![(tx, bytes)], wait, reply })?;
-        // A wait that ends before the commit answers "pending": the transaction is durable
-        // already; the client asks again with the same transaction, or for its receipt.
-        let outcome =
-            match answer.recv_timeout(if wait { WAIT_MAX } else { Duration::from_secs(10) }) {
-                Ok(o) => Ok(o),
-                Err(_) if wait => Ok(Outcome::Accepted(hash)),
-                Err(_) => {
-                    Err(RpcError::new(RpcError::BUSY, "the node did not answer in time; retry"))
-                }
-            };
-        Ok(match outcome? {
+        let put = self.submit(ledger, params, write, Reply::Thread(reply), false)?;
+        let outcome = answer.recv_timeout(put.wait_max()).ok();
+        put.answer(outcome)
+    }
+
+    /// `anchor_put` without a thread held while it waits ([`Methods::call_later`]): checked
+    /// here against `ledger` (its signature verified: tens of microseconds), handed to the
+    /// driver without waiting for room (a full queue is -32004, retry), and its answer
+    /// awaited.
+    fn put_later(&self, ledger: RwLockReadGuard<'_, Ledger>, params: &Value) -> Later {
+        let (reply, mut answer) = tokio::sync::mpsc::unbounded_channel();
+        match self.submit(ledger, params, Write::Anchor, Reply::Task(reply), true) {
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+            Ok(put) => Box::pin(async move {
+                let outcome = tokio::time::timeout(put.wait_max(), answer.recv()).await;
+                put.answer(outcome.ok().flatten())
+            }),
+        }
+    }
+
+    /// Checks a write against `ledger`, lets the ledger go, and hands the write to the driver,
+    /// whose answer goes to `reply`; `offer`: when the driver's queue is full, -32004 rather
+    /// than a wait for room.
+    fn submit(
+        &self,
+        ledger: RwLockReadGuard<'_, Ledger>,
+        params: &Value,
+        write: Write,
+        reply: Reply,
+        offer: bool,
+    ) -> Result<Submitted, RpcError> {
+        let wait = wait(params)?;
+        let (tx, bytes) = self.check(&ledger, params, write)?;
+        // Not held while the driver stores or commits it: a commit takes the ledger.
+        drop(ledger);
+        let hash = tx.hash();
+        let event = Event::Submit { txs: vec![(tx, bytes)], wait, reply };
+        if offer {
+            let queued = self
+                .events
+                .offer(event)
+                .map_err(|_| RpcError::new(RpcError::INTERNAL, "node stopping"))?;
+            if !queued {
+                return Err(RpcError::new(RpcError::BUSY, "the node is busy; retry"));
+            }
+        } else {
+            self.send(event)?;
+        }
+        Ok(Submitted { hash, wait, batch: write == Write::Batch })
+    }
+}
+
+/// A write handed to the driver: what its answer needs.
+struct Submitted {
+    hash: vpbox_sm::Digest,
+    /// The client waits for the commit.
+    wait: bool,
+    /// `anchor_putBatch`: the answer lists each pair's result.
+    batch: bool,
+}
+
+impl Submitted {
+    /// How long the client waits for the driver's answer.
+    fn wait_max(&self) -> Duration {
+        if self.wait { WAIT_MAX } else { Duration::from_secs(10) }
+    }
+
+    /// The answer, from the driver's `outcome` (`None`: the wait ran out, or the driver
+    /// dropped the transaction's channel). A wait that ends before the commit answers
+    /// "pending": the transaction is durable already; the client asks again with the same
+    /// transaction, or for its receipt.
+    fn answer(self, outcome: Option<Outcome>) -> Result<Value, RpcError> {
+        let Self { hash, wait, batch } = self;
+        let outcome = match outcome {
+            Some(o) => o,
+            None if wait => Outcome::Accepted(hash),
+            None => {
+                return Err(RpcError::new(
+                    RpcError::BUSY,
+                    "the node did not answer in time; retry",
+                ));
+            }
+        };
+        Ok(match outcome {
             Outcome::Accepted(h) => json!({"txHash": hex0x(h.as_bytes()), "status": "pending"}),
             Outcome::Committed { hash, receipt, duplicate } => {
                 let mut v = json!({
@@ -1038,6 +1112,28 @@ impl Methods for NodeApi {
     fn ready_now(&self, method: &str) -> bool {
         // Only reads are ready at once, and none of those handled above (they ask the driver).
         method == "block_getChainHeight" && self.read.ready_now(method)
+    }
+
+    /// Declined (left to a blocking thread) while a commit holds the ledger: the event loop
+    /// never waits for its lock. The submitter's certificate is read from the ledger's
+    /// certificates (a point read of a small column family that every transaction reads, so
+    /// in memory in practice).
+    fn call_later(&self, method: &str, params: &Value) -> Option<Later> {
+        if !self.ready_later(method) {
+            return None;
+        }
+        match self.ledger.try_read() {
+            Ok(ledger) => Some(self.put_later(ledger, params)),
+            Err(TryLockError::WouldBlock) => None,
+            Err(TryLockError::Poisoned(_)) => Some(Box::pin(std::future::ready(Err(poisoned())))),
+        }
+    }
+
+    /// `anchor_put` only: one small transaction, one signature to verify. The others are
+    /// rare (enrolment, CRLs, governance) or costly to check (a batch's 320 KB to hash), and
+    /// run on a blocking thread.
+    fn ready_later(&self, method: &str) -> bool {
+        method == "anchor_put"
     }
 }
 
@@ -1390,5 +1486,121 @@ mod tests {
         }
         let (c, _) = code(api.call("anchor_put", &json!([tx(&good[..good.len() - 1])])));
         assert_eq!(c, RpcError::INVALID_PARAMS);
+    }
+
+    /// A POSP signer whose certificate `api`'s ledger has committed under a bank root it
+    /// trusts: its anchors are admitted.
+    fn enrolled_posp(api: &NodeApi) -> SoftwareSigner {
+        use vpbox_ca::cert::{Grant, check_request, issue, random_serial, self_signed_root};
+        let now = std::time::UNIX_EPOCH + Duration::from_millis(now_ms());
+        let ca = SoftwareSigner::new(SecretKey::generate().unwrap());
+        let root = self_signed_root(&ca, "bank-a", "CN", random_serial([1; 16]).unwrap(), now, 30)
+            .unwrap();
+        let posp = SoftwareSigner::new(SecretKey::generate().unwrap());
+        let csr = vpbox_ca::build_csr(&posp, "CN=posp-1,OU=posp,O=bank-a").unwrap();
+        let req = check_request(&csr, CertProfile::Posp, "bank-a").unwrap();
+        let grant = Grant {
+            profile: CertProfile::Posp,
+            serial: random_serial([2; 16]).unwrap(),
+            now,
+            days: 30,
+            dns_names: vec![],
+        };
+        let der = |pem: &str| pem_rfc7468::decode_vec(pem.as_bytes()).unwrap().1;
+        let cert = der(&issue(&ca, &root, &req, grant).unwrap());
+        let mut ledger = api.ledger.write().unwrap();
+        ledger.set_roots(&[der(&root)]).unwrap();
+        ledger.init_genesis(&vpbox_ledger::block::Block::genesis(api.genesis.hash, 0)).unwrap();
+        let enroll = signed(&posp, 1, Payload::Enroll(cert));
+        let executed = ledger.execute(&[], vec![Tx::decode(&enroll).unwrap()]).unwrap();
+        ledger.commit(&executed, &[]).unwrap();
+        posp
+    }
+
+    fn signed(s: &SoftwareSigner, nonce: u64, payload: Payload) -> Vec<u8> {
+        let body = TxBody {
+            submitter: s.public_key().fingerprint(),
+            nonce,
+            timestamp_ms: now_ms(),
+            payload,
+        };
+        body.sign(s).unwrap().encode()
+    }
+
+    fn run<T>(f: impl Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(f)
+    }
+
+    /// `anchor_put` is checked on the calling thread and its answer awaited: the same answers
+    /// as on a blocking thread, for a good transaction (the driver's outcome), a bad one and a
+    /// full queue (-32004 at once, not a wait for room). Declined while a commit holds the
+    /// ledger; no other method is taken.
+    #[test]
+    fn an_anchor_put_answered_later_answers_as_a_blocking_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let (api, inbox) = api(dir.path());
+        let posp = enrolled_posp(&api);
+        let put = |nonce: u64| {
+            let key = [nonce as u8; 32];
+            json!([
+                hex::encode(signed(&posp, nonce, Payload::AnchorPut { key, value: key })),
+                false
+            ])
+        };
+        // The driver's part: each submission answered with `outcome`, on the blocking path
+        // and on the later one.
+        let answer_with = |outcome: fn(vpbox_sm::Digest) -> Outcome| {
+            let events = inbox.recv(Duration::from_secs(5), 1).unwrap();
+            match events.into_iter().next() {
+                Some(Event::Submit { txs, wait: false, reply }) => {
+                    reply.send(outcome(txs[0].0.hash())).unwrap();
+                    reply
+                }
+                _ => panic!("not submitted"),
+            }
+        };
+        for (nonce, outcome) in [
+            (2, Outcome::Accepted as fn(_) -> _),
+            (3, |_| Outcome::Busy),
+            (4, |_| Outcome::Failed("disk full".into())),
+        ] {
+            let params = put(nonce);
+            let blocking = std::thread::scope(|scope| {
+                let call = scope.spawn(|| api.call("anchor_put", &params));
+                assert!(matches!(answer_with(outcome), Reply::Thread(_)));
+                call.join().unwrap()
+            });
+            let later = api.call_later("anchor_put", &params).expect("taken");
+            assert!(matches!(answer_with(outcome), Reply::Task(_)));
+            assert_eq!(run(later), blocking, "{nonce}");
+        }
+        // The answer the driver gave: pending (stored, not waited for).
+        let later = api.call_later("anchor_put", &put(5)).unwrap();
+        answer_with(Outcome::Accepted);
+        assert_eq!(run(later).unwrap()["status"], "pending");
+        // A bad signature: told at once, nothing submitted.
+        let mut bad = signed(&posp, 6, Payload::AnchorPut { key: [6; 32], value: [6; 32] });
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        let later = api.call_later("anchor_put", &json!([hex::encode(&bad)])).unwrap();
+        assert_eq!(run(later).unwrap_err().code, RpcError::BAD_SIGNATURE);
+        assert!(inbox.recv(Duration::from_millis(10), 1).unwrap().is_empty());
+        // While a commit holds the ledger, left to a blocking thread; other methods always.
+        let commit = api.ledger.write().unwrap();
+        assert!(api.call_later("anchor_put", &put(7)).is_none());
+        drop(commit);
+        for method in ["anchor_putBatch", "cert_enroll", "gov_submit", "anchor_get"] {
+            assert!(!api.ready_later(method) && api.call_later(method, &put(8)).is_none());
+        }
+        // The driver's queue full: -32004 at once, the transaction not queued.
+        let mut queued = 0;
+        while api.events.try_send(Event::Written) {
+            queued += 1;
+        }
+        assert_eq!(queued, Inbox::LOCAL_CAP);
+        let later = api.call_later("anchor_put", &put(9)).unwrap();
+        assert_eq!(run(later).unwrap_err().code, RpcError::BUSY);
+        let events = inbox.recv(Duration::from_millis(10), usize::MAX).unwrap();
+        assert!(events.iter().all(|e| matches!(e, Event::Written)));
     }
 }

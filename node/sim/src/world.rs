@@ -1073,7 +1073,7 @@ impl World {
                 let (reply, rx) = channel();
                 self.nodes[i].replies.push((tx, rx));
                 let (t, b) = self.txs[tx].clone();
-                Event::Submit { txs: vec![(t, b)], wait: false, reply }
+                Event::Submit { txs: vec![(t, b)], wait: false, reply: reply.into() }
             })
             .collect();
         self.feed(i, events);

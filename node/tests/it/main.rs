@@ -25,8 +25,25 @@ impl Methods for Anchors {
                 let key = bytes32(params, 0, "key")?;
                 Ok(json!({"ok": false, "message": "the key is not exist", "key": hex::encode(key)}))
             }
+            // On a blocking thread (a batch's): says so.
+            "anchor_put" | "cert_enroll" => Ok(json!({"later": false})),
             _ => Err(RpcError::new(RpcError::METHOD_NOT_FOUND, format!("no method {method}"))),
         }
+    }
+
+    /// `anchor_put` and `cert_enroll` answered later, after a wait no thread holds.
+    fn call_later(&self, method: &str, params: &Value) -> Option<vpbox_node::rpc::Later> {
+        let params = params.clone();
+        self.ready_later(method).then(|| {
+            Box::pin(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                Ok(json!({"later": true, "params": params}))
+            }) as vpbox_node::rpc::Later
+        })
+    }
+
+    fn ready_later(&self, method: &str) -> bool {
+        matches!(method, "anchor_put" | "cert_enroll")
     }
 }
 
@@ -129,9 +146,17 @@ fn a_client_identity_is_believed_only_from_the_proxys_user_and_bounds_what_it_ma
     let answers = json_body(&text);
     assert_eq!(answers[0]["result"]["message"], "the key is not exist", "{answers}");
     assert_eq!(answers[1]["error"]["code"], RpcError::NOT_ALLOWED, "{answers}");
-    // An admin reaches the method itself (Anchors does not have it: -32601, not -32007).
+
+    // (Anchors answers `cert_enroll` later: the POSP's above was refused on that path, the
+    // batch's on a blocking thread.) A POSP's `anchor_put` and an admin's `cert_enroll` are
+    // answered later, unless in a batch: on a blocking thread.
+    let put = r#"{"jsonrpc":"2.0","method":"anchor_put","params":["aa"],"id":3}"#;
+    let (_, text) = exchange(&srv.socket, &post_as(&posp, put));
+    assert_eq!(json_body(&text)["result"], json!({"later": true, "params": ["aa"]}), "{text}");
     let (_, text) = exchange(&srv.socket, &post_as(&admin, enroll));
-    assert_eq!(json_body(&text)["error"]["code"], RpcError::METHOD_NOT_FOUND, "{text}");
+    assert_eq!(json_body(&text)["result"]["later"], true, "{text}");
+    let (_, text) = exchange(&srv.socket, &post_as(&posp, &format!("[{put}]")));
+    assert_eq!(json_body(&text)[0]["result"], json!({"later": false}), "{text}");
 
     // A header not in its exact form, or given twice, is a bad request.
     for bad in [
