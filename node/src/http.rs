@@ -15,11 +15,13 @@
 //! **Where calls run.** A single small call whose answer is ready at once
 //! ([`crate::rpc::Methods::call_now`]: a read from memory that no commit holds up) is
 //! answered on the connection's own task. So is a single small `anchor_put`
-//! ([`crate::rpc::Methods::call_later`]): its checks (decoding, admission, one signature's
-//! verification, tens of microseconds) run on the task, which then awaits the driver's answer
-//! (the transaction stored, or committed) without holding a thread; if the driver's queue is
-//! full it is told -32004 (retry) rather than waited for. Every other call runs on tokio's
-//! blocking threads, since it may wait for the ledger's lock, the disk or a commit.
+//! ([`crate::rpc::Methods::call_later`]) while no commit holds or waits for the ledger: its
+//! checks (decoding, admission, one signature's verification, tens of microseconds) run on
+//! the task, which then awaits the driver's answer (the transaction stored, or committed)
+//! without holding a thread or its parsing's memory; if the driver's queue is full it is told
+//! -32004 (retry) rather than waited for. Every other call runs on tokio's blocking threads,
+//! since it may wait for the ledger's lock, the disk or a commit. A panic in a call is
+//! answered 500 and -32603 wherever it ran.
 //!
 //! Framing is hyper's (RFC 9112): a missing or malformed `Content-Length`, two that disagree,
 //! or a head over [`Limits::head_max`] are refused by hyper with a bare 400 or 431 and the
@@ -49,6 +51,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use http_body_util::BodyExt;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, TRANSFER_ENCODING};
@@ -541,33 +544,48 @@ async fn request(req: Request<Incoming>, shared: &Shared, peer: Option<u32>) -> 
         return busy();
     }
     let methods = Arc::clone(&shared.methods);
-    // A call whose answer is ready (a read from memory) is answered here; the others may
-    // wait (for a lock, the disk, a commit): a blocking thread, not the reactor.
-    let now = match &client {
-        None => rpc::handle_now(methods.as_ref(), &body),
-        Some(c) => rpc::handle_now(&AsRole { methods: methods.as_ref(), role: c.role }, &body),
-    };
-    // A small `anchor_put` is checked here and its answer awaited without a thread
-    // (`Methods::call_later`); the others go to a blocking thread.
-    let later = match (&now, &client) {
-        (Some(_), _) => None,
-        (None, None) => rpc::handle_later(methods.as_ref(), &body),
-        (None, Some(c)) => {
-            rpc::handle_later(&AsRole { methods: methods.as_ref(), role: c.role }, &body)
+    // A call whose answer is ready (a read from memory) is answered here, and a small
+    // `anchor_put` is checked here and its answer awaited without a thread
+    // (`Methods::call_later`); the others may wait (for a lock, the disk, a commit): a
+    // blocking thread, not the reactor. A panic here is caught as a blocking thread's is: 500
+    // and -32603, the connection kept.
+    enum Here {
+        Now(Option<Vec<u8>>),
+        Later(rpc::LaterAnswer),
+        Elsewhere,
+    }
+    let here = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let run = |m: &dyn Methods| match rpc::handle_now(m, &body) {
+            Some(answer) => Here::Now(answer),
+            None => rpc::handle_later(m, &body).map_or(Here::Elsewhere, Here::Later),
+        };
+        match &client {
+            None => run(methods.as_ref()),
+            Some(c) => run(&AsRole { methods: methods.as_ref(), role: c.role }),
         }
-    };
-    let handled = match (now, later) {
-        (Some(answer), _) => Ok(answer),
-        (None, Some(later)) => Ok(later.await),
-        (None, None) => {
-            tokio::task::spawn_blocking(move || match client {
-                None => rpc::handle_bytes(methods.as_ref(), &body),
-                Some(c) => {
-                    rpc::handle_bytes(&AsRole { methods: methods.as_ref(), role: c.role }, &body)
-                }
-            })
-            .await
+    }));
+    let handled = match here {
+        Err(_) => Err(()),
+        Ok(Here::Now(answer)) => Ok(answer),
+        Ok(Here::Later(later)) => {
+            // Parsed: while its answer is awaited (up to 30 s) the request keeps one permit
+            // for what it still holds, not its body's and its parsing's share.
+            drop(body);
+            if let Some(h) = held.as_mut()
+                && h.num_permits() > 1
+            {
+                drop(h.split(h.num_permits() - 1));
+            }
+            std::panic::AssertUnwindSafe(later).catch_unwind().await.map_err(|_| ())
         }
+        Ok(Here::Elsewhere) => tokio::task::spawn_blocking(move || match client {
+            None => rpc::handle_bytes(methods.as_ref(), &body),
+            Some(c) => {
+                rpc::handle_bytes(&AsRole { methods: methods.as_ref(), role: c.role }, &body)
+            }
+        })
+        .await
+        .map_err(|_| ()),
     };
     match handled {
         Ok(Some(bytes)) => {

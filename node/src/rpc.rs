@@ -83,11 +83,13 @@ pub trait Methods: Send + Sync {
     }
 
     /// `method` as a future that waits without holding a thread: the call's own work (its
-    /// checks, a signature's verification: tens of microseconds, no lock held for long) is
-    /// done here, on the calling thread, and what is left is to await the node's answer
-    /// (a transaction's storage or commit). `None` (the default) when `method` is not one of
-    /// those ([`Methods::ready_later`] says no); then [`Methods::call`] runs on a thread that
-    /// may block. The future answers as `call` would.
+    /// checks, a signature's verification: tens of microseconds, no lock waited for) is done
+    /// here, on the calling thread, and what is left is to await the node's answer (a
+    /// transaction's storage or commit). `None` (the default) when `method` is not one of
+    /// those ([`Methods::ready_later`] says no), or when it cannot be taken now without a
+    /// wait (a lock another thread holds); then [`Methods::call`] runs on a thread that may
+    /// block. The future answers as `call` would, except that where `call` would wait for
+    /// room to hand the call on, it answers -32004 (retry).
     fn call_later(&self, _method: &str, _params: &Value) -> Option<Later> {
         None
     }

@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::channel;
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, TryLockError};
+use std::sync::mpsc::{RecvTimeoutError, channel};
+use std::sync::{Arc, Mutex, RwLock, TryLockError};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -747,14 +747,8 @@ impl NodeApi {
         self.events.send(ev).map_err(|_| RpcError::new(RpcError::INTERNAL, "node stopping"))
     }
 
-    /// Decodes and checks a signed transaction against the committed `ledger`: form, kind,
-    /// signature, admission, age.
-    fn check(
-        &self,
-        ledger: &Ledger,
-        params: &Value,
-        write: Write,
-    ) -> Result<(Tx, Vec<u8>), RpcError> {
+    /// Decodes a write's signed transaction: its form and kind (no ledger needed).
+    fn decode(params: &Value, write: Write) -> Result<(Tx, Vec<u8>), RpcError> {
         let text = param(params, 0, "tx").and_then(Value::as_str).ok_or_else(|| {
             RpcError::new(RpcError::INVALID_PARAMS, "missing string parameter \"tx\" (hex)")
         })?;
@@ -778,10 +772,16 @@ impl NodeApi {
         if !write.accepts(&tx.body().payload) {
             return Err(RpcError::new(RpcError::INVALID_PARAMS, write.method()));
         }
+        Ok((tx, bytes))
+    }
+
+    /// Checks a decoded transaction against the committed `ledger`: signature, admission,
+    /// a CRL's or a configuration change's validity, age.
+    fn check(&self, ledger: &Ledger, tx: &Tx, write: Write) -> Result<(), RpcError> {
         let now = now_ms();
         let not_admitted = |why: String| RpcError::new(RpcError::UNKNOWN_SUBMITTER, why);
-        let key = signing_key(ledger, &self.verified, &tx).map_err(not_admitted)?;
-        if !self.verified.verify(&tx, &key) {
+        let key = signing_key(ledger, &self.verified, tx).map_err(not_admitted)?;
+        if !self.verified.verify(tx, &key) {
             return Err(RpcError::new(RpcError::BAD_SIGNATURE, "the signature does not verify"));
         }
         // Admission as the committed state decides it now; execution decides again at the
@@ -809,7 +809,7 @@ impl NodeApi {
         if let Payload::Config(_) = &tx.body().payload {
             // Approvals, quorum and the change itself, against the committed state; its block
             // decides again (another change may land first).
-            ledger.check_config(&tx).map_err(|e| {
+            ledger.check_config(tx).map_err(|e| {
                 RpcError::new(RpcError::CONFIG_REFUSED, format!("configuration refused: {e}"))
             })?;
         }
@@ -819,7 +819,7 @@ impl NodeApi {
                 stale(tx.body().timestamp_ms, now, &self.genesis),
             ));
         }
-        Ok((tx, bytes))
+        Ok(())
     }
 
     /// The enrolled certificates' summary, made again when older than [`ENROLLED_EVERY_MS`].
@@ -946,57 +946,85 @@ impl NodeApi {
                 RpcError::INVALID_PARAMS,
                 "no receipt: the transaction is neither committed nor pending on this node",
             )),
-            Err(_) => Ok(json!({"txHash": hex0x(hash.as_bytes()), "status": "pending"})),
+            Err(RecvTimeoutError::Timeout) => {
+                Ok(json!({"txHash": hex0x(hash.as_bytes()), "status": "pending"}))
+            }
+            Err(RecvTimeoutError::Disconnected) => Err(stopping()),
         }
     }
 
     /// A write (`anchor_put`, `anchor_putBatch`, …) on a thread that may block: checked,
     /// handed to the driver, and answered when the driver does (or the wait runs out).
     fn put(&self, params: &Value, write: Write) -> Result<Value, RpcError> {
+        let wait = wait(params)?;
+        let (tx, bytes) = Self::decode(params, write)?;
         let ledger = self.ledger.read().map_err(|_| poisoned())?;
+        self.check(&ledger, &tx, write)?;
+        // Not held while the driver stores or commits it: a commit takes the ledger.
+        drop(ledger);
         let (reply, answer) = channel();
-        let put = self.submit(ledger, params, write, Reply::Thread(reply), false)?;
-        let outcome = answer.recv_timeout(put.wait_max()).ok();
+        let put = self.submit(tx, bytes, wait, write, Reply::Thread(reply), false)?;
+        let outcome = answer.recv_timeout(put.wait_max()).map_err(|e| match e {
+            RecvTimeoutError::Timeout => NoAnswer::TimedOut,
+            RecvTimeoutError::Disconnected => NoAnswer::Closed,
+        });
         put.answer(outcome)
     }
 
-    /// `anchor_put` without a thread held while it waits ([`Methods::call_later`]): checked
-    /// here against `ledger` (its signature verified: tens of microseconds), handed to the
-    /// driver without waiting for room (a full queue is -32004, retry), and its answer
-    /// awaited.
-    fn put_later(&self, ledger: RwLockReadGuard<'_, Ledger>, params: &Value) -> Later {
-        let (reply, mut answer) = tokio::sync::mpsc::unbounded_channel();
-        match self.submit(ledger, params, Write::Anchor, Reply::Task(reply), true) {
-            Err(e) => Box::pin(std::future::ready(Err(e))),
-            Ok(put) => Box::pin(async move {
-                let outcome = tokio::time::timeout(put.wait_max(), answer.recv()).await;
-                put.answer(outcome.ok().flatten())
-            }),
+    /// `anchor_put` without a thread held while it waits ([`Methods::call_later`]): decoded,
+    /// checked against the committed ledger (its signature verified: tens of microseconds),
+    /// handed to the driver without waiting for room (a full queue is -32004, retry), and its
+    /// answer awaited. `None` (left to [`Self::put`] on a blocking thread) while a commit holds
+    /// the ledger or waits for it: the event loop never waits for its lock.
+    fn put_later(&self, params: &Value) -> Option<Later> {
+        let ready =
+            |r: Result<Value, RpcError>| -> Option<Later> { Some(Box::pin(std::future::ready(r))) };
+        let decoded =
+            wait(params).and_then(|wait| Self::decode(params, Write::Anchor).map(|tx| (wait, tx)));
+        let (wait, (tx, bytes)) = match decoded {
+            Ok(d) => d,
+            Err(e) => return ready(Err(e)),
+        };
+        let ledger = match self.ledger.try_read() {
+            Ok(l) => l,
+            Err(TryLockError::WouldBlock) => return None,
+            Err(TryLockError::Poisoned(_)) => return ready(Err(poisoned())),
+        };
+        let checked = self.check(&ledger, &tx, Write::Anchor);
+        drop(ledger);
+        if let Err(e) = checked {
+            return ready(Err(e));
         }
+        let (reply, mut answer) = tokio::sync::mpsc::unbounded_channel();
+        let put = match self.submit(tx, bytes, wait, Write::Anchor, Reply::Task(reply), true) {
+            Ok(p) => p,
+            Err(e) => return ready(Err(e)),
+        };
+        Some(Box::pin(async move {
+            let outcome = match tokio::time::timeout(put.wait_max(), answer.recv()).await {
+                Ok(Some(o)) => Ok(o),
+                Ok(None) => Err(NoAnswer::Closed),
+                Err(_) => Err(NoAnswer::TimedOut),
+            };
+            put.answer(outcome)
+        }))
     }
 
-    /// Checks a write against `ledger`, lets the ledger go, and hands the write to the driver,
-    /// whose answer goes to `reply`; `offer`: when the driver's queue is full, -32004 rather
-    /// than a wait for room.
+    /// Hands a checked write to the driver, whose answer goes to `reply`; `offer`: when the
+    /// driver's queue is full, -32004 rather than a wait for room.
     fn submit(
         &self,
-        ledger: RwLockReadGuard<'_, Ledger>,
-        params: &Value,
+        tx: Tx,
+        bytes: Vec<u8>,
+        wait: bool,
         write: Write,
         reply: Reply,
         offer: bool,
     ) -> Result<Submitted, RpcError> {
-        let wait = wait(params)?;
-        let (tx, bytes) = self.check(&ledger, params, write)?;
-        // Not held while the driver stores or commits it: a commit takes the ledger.
-        drop(ledger);
         let hash = tx.hash();
         let event = Event::Submit { txs: vec![(tx, bytes)], wait, reply };
         if offer {
-            let queued = self
-                .events
-                .offer(event)
-                .map_err(|_| RpcError::new(RpcError::INTERNAL, "node stopping"))?;
+            let queued = self.events.offer(event).map_err(|_| stopping())?;
             if !queued {
                 return Err(RpcError::new(RpcError::BUSY, "the node is busy; retry"));
             }
@@ -1005,6 +1033,23 @@ impl NodeApi {
         }
         Ok(Submitted { hash, wait, batch: write == Write::Batch })
     }
+}
+
+/// How a wait for the driver's answer ended without one.
+enum NoAnswer {
+    /// The wait ran out.
+    TimedOut,
+    /// The driver dropped the channel unanswered: it is stopping.
+    Closed,
+}
+
+/// -32004 for a node that stops before it answers: the client retries, here once the node is
+/// back or at another node (a transaction sent twice is stored once).
+fn stopping() -> RpcError {
+    RpcError::new(
+        RpcError::BUSY,
+        "the node is stopping; retry (a transaction sent twice is stored once)",
+    )
 }
 
 /// A write handed to the driver: what its answer needs.
@@ -1022,21 +1067,23 @@ impl Submitted {
         if self.wait { WAIT_MAX } else { Duration::from_secs(10) }
     }
 
-    /// The answer, from the driver's `outcome` (`None`: the wait ran out, or the driver
-    /// dropped the transaction's channel). A wait that ends before the commit answers
-    /// "pending": the transaction is durable already; the client asks again with the same
-    /// transaction, or for its receipt.
-    fn answer(self, outcome: Option<Outcome>) -> Result<Value, RpcError> {
+    /// The answer, from the driver's `outcome`. A wait for the commit that runs out answers
+    /// "pending": the transaction is in the driver's hands (stored, or queued to be), and the
+    /// client asks again with the same transaction, or for its receipt. A driver that
+    /// dropped the channel unanswered is stopping (the transaction may not be stored): -32004,
+    /// retry (a transaction sent twice is stored once).
+    fn answer(self, outcome: Result<Outcome, NoAnswer>) -> Result<Value, RpcError> {
         let Self { hash, wait, batch } = self;
         let outcome = match outcome {
-            Some(o) => o,
-            None if wait => Outcome::Accepted(hash),
-            None => {
+            Ok(o) => o,
+            Err(NoAnswer::TimedOut) if wait => Outcome::Accepted(hash),
+            Err(NoAnswer::TimedOut) => {
                 return Err(RpcError::new(
                     RpcError::BUSY,
                     "the node did not answer in time; retry",
                 ));
             }
+            Err(NoAnswer::Closed) => return Err(stopping()),
         };
         Ok(match outcome {
             Outcome::Accepted(h) => json!({"txHash": hex0x(h.as_bytes()), "status": "pending"}),
@@ -1114,19 +1161,9 @@ impl Methods for NodeApi {
         method == "block_getChainHeight" && self.read.ready_now(method)
     }
 
-    /// Declined (left to a blocking thread) while a commit holds the ledger: the event loop
-    /// never waits for its lock. The submitter's certificate is read from the ledger's
-    /// certificates (a point read of a small column family that every transaction reads, so
-    /// in memory in practice).
+    /// See [`Self::put_later`].
     fn call_later(&self, method: &str, params: &Value) -> Option<Later> {
-        if !self.ready_later(method) {
-            return None;
-        }
-        match self.ledger.try_read() {
-            Ok(ledger) => Some(self.put_later(ledger, params)),
-            Err(TryLockError::WouldBlock) => None,
-            Err(TryLockError::Poisoned(_)) => Some(Box::pin(std::future::ready(Err(poisoned())))),
-        }
+        if self.ready_later(method) { self.put_later(params) } else { None }
     }
 
     /// `anchor_put` only: one small transaction, one signature to verify. The others are
@@ -1532,54 +1569,85 @@ mod tests {
     }
 
     /// `anchor_put` is checked on the calling thread and its answer awaited: the same answers
-    /// as on a blocking thread, for a good transaction (the driver's outcome), a bad one and a
-    /// full queue (-32004 at once, not a wait for room). Declined while a commit holds the
-    /// ledger; no other method is taken.
+    /// as on a blocking thread, with `wait` and without, for each of the driver's outcomes, a
+    /// driver that drops the channel (stopping) and a bad transaction; a full queue is -32004
+    /// at once, not a wait for room. Declined while a commit holds the ledger; no other method
+    /// is taken.
     #[test]
     fn an_anchor_put_answered_later_answers_as_a_blocking_call() {
         let dir = tempfile::tempdir().unwrap();
         let (api, inbox) = api(dir.path());
         let posp = enrolled_posp(&api);
-        let put = |nonce: u64| {
+        let put = |nonce: u64, wait: bool| {
             let key = [nonce as u8; 32];
-            json!([
-                hex::encode(signed(&posp, nonce, Payload::AnchorPut { key, value: key })),
-                false
-            ])
+            let tx = signed(&posp, nonce, Payload::AnchorPut { key, value: key });
+            json!([hex::encode(tx), wait])
         };
-        // The driver's part: each submission answered with `outcome`, on the blocking path
-        // and on the later one.
-        let answer_with = |outcome: fn(vpbox_sm::Digest) -> Outcome| {
+        // The driver's part: the submission answered with `outcome` (or its channel dropped).
+        let answer_with = |wait: bool, outcome: Option<fn(vpbox_sm::Digest) -> Outcome>| {
             let events = inbox.recv(Duration::from_secs(5), 1).unwrap();
             match events.into_iter().next() {
-                Some(Event::Submit { txs, wait: false, reply }) => {
-                    reply.send(outcome(txs[0].0.hash())).unwrap();
-                    reply
+                Some(Event::Submit { txs, wait: w, reply }) if w == wait => {
+                    let task = matches!(reply, Reply::Task(_));
+                    if let Some(o) = outcome {
+                        reply.send(o(txs[0].0.hash())).unwrap();
+                    }
+                    task
                 }
                 _ => panic!("not submitted"),
             }
         };
-        for (nonce, outcome) in [
-            (2, Outcome::Accepted as fn(_) -> _),
-            (3, |_| Outcome::Busy),
-            (4, |_| Outcome::Failed("disk full".into())),
-        ] {
-            let params = put(nonce);
+        let committed: fn(_) -> _ = |hash| Outcome::Committed {
+            hash,
+            receipt: vpbox_ledger::Receipt {
+                height: 7,
+                index: 2,
+                outcomes: vec![vpbox_ledger::contract::PutOutcome::Success],
+            },
+            duplicate: false,
+        };
+        type Answers = Option<fn(vpbox_sm::Digest) -> Outcome>;
+        let cases: [(bool, Answers, Result<&str, i64>); 7] = [
+            (false, Some(Outcome::Accepted), Ok("pending")),
+            (true, Some(committed), Ok("committed")),
+            (true, Some(Outcome::Accepted), Ok("pending")),
+            (false, Some(|_| Outcome::Busy), Err(RpcError::BUSY)),
+            (false, Some(|_| Outcome::Failed("disk full".into())), Err(RpcError::INTERNAL)),
+            (true, Some(|_| Outcome::Unknown), Err(RpcError::INTERNAL)),
+            (true, None, Err(RpcError::BUSY)),
+        ];
+        for (nonce, (wait, outcome, expected)) in (2..).zip(cases) {
+            let params = put(nonce, wait);
             let blocking = std::thread::scope(|scope| {
                 let call = scope.spawn(|| api.call("anchor_put", &params));
-                assert!(matches!(answer_with(outcome), Reply::Thread(_)));
+                assert!(!answer_with(wait, outcome), "a thread's channel");
                 call.join().unwrap()
             });
             let later = api.call_later("anchor_put", &params).expect("taken");
-            assert!(matches!(answer_with(outcome), Reply::Task(_)));
-            assert_eq!(run(later), blocking, "{nonce}");
+            assert!(answer_with(wait, outcome), "a task's channel");
+            let later = run(later);
+            assert_eq!(later, blocking, "{nonce}");
+            match (later, expected) {
+                (Ok(v), Ok(status)) => assert_eq!(v["status"], status, "{v}"),
+                (Err(e), Err(code)) => assert_eq!(e.code, code, "{e:?}"),
+                (got, _) => panic!("{nonce}: {got:?} where {expected:?} was due"),
+            }
         }
-        // The answer the driver gave: pending (stored, not waited for).
-        let later = api.call_later("anchor_put", &put(5)).unwrap();
-        answer_with(Outcome::Accepted);
-        assert_eq!(run(later).unwrap()["status"], "pending");
+        // A committed anchor's answer: its block and its outcome.
+        let later = api.call_later("anchor_put", &put(20, true)).unwrap();
+        answer_with(true, Some(committed));
+        let answer = run(later).unwrap();
+        assert_eq!(answer["blockNumber"], 7);
+        assert_eq!(
+            (answer["ok"].clone(), answer["message"].clone()),
+            (json!(true), json!("Success"))
+        );
+        // A driver that drops the channel is stopping: retry.
+        let later = api.call_later("anchor_put", &put(21, false)).unwrap();
+        answer_with(false, None);
+        assert!(run(later).unwrap_err().message.contains("stopping"));
         // A bad signature: told at once, nothing submitted.
-        let mut bad = signed(&posp, 6, Payload::AnchorPut { key: [6; 32], value: [6; 32] });
+        let mut bad = signed(&posp, 30, Payload::AnchorPut { key: [6; 32], value: [6; 32] });
         let last = bad.len() - 1;
         bad[last] ^= 1;
         let later = api.call_later("anchor_put", &json!([hex::encode(&bad)])).unwrap();
@@ -1587,10 +1655,10 @@ mod tests {
         assert!(inbox.recv(Duration::from_millis(10), 1).unwrap().is_empty());
         // While a commit holds the ledger, left to a blocking thread; other methods always.
         let commit = api.ledger.write().unwrap();
-        assert!(api.call_later("anchor_put", &put(7)).is_none());
+        assert!(api.call_later("anchor_put", &put(31, false)).is_none());
         drop(commit);
         for method in ["anchor_putBatch", "cert_enroll", "gov_submit", "anchor_get"] {
-            assert!(!api.ready_later(method) && api.call_later(method, &put(8)).is_none());
+            assert!(!api.ready_later(method) && api.call_later(method, &put(32, false)).is_none());
         }
         // The driver's queue full: -32004 at once, the transaction not queued.
         let mut queued = 0;
@@ -1598,8 +1666,9 @@ mod tests {
             queued += 1;
         }
         assert_eq!(queued, Inbox::LOCAL_CAP);
-        let later = api.call_later("anchor_put", &put(9)).unwrap();
-        assert_eq!(run(later).unwrap_err().code, RpcError::BUSY);
+        let later = api.call_later("anchor_put", &put(33, false)).unwrap();
+        let busy = run(later).unwrap_err();
+        assert_eq!((busy.code, busy.message.as_str()), (RpcError::BUSY, "the node is busy; retry"));
         let events = inbox.recv(Duration::from_millis(10), usize::MAX).unwrap();
         assert!(events.iter().all(|e| matches!(e, Event::Written)));
     }

@@ -31,19 +31,23 @@ impl Methods for Anchors {
         }
     }
 
-    /// `anchor_put` and `cert_enroll` answered later, after a wait no thread holds.
+    /// `anchor_put` and `cert_enroll` answered later, after a wait no thread holds;
+    /// `panic_checking` and `panic_waiting` panic before and after their wait.
     fn call_later(&self, method: &str, params: &Value) -> Option<vpbox_node::rpc::Later> {
         let params = params.clone();
+        assert_ne!(method, "panic_checking", "a bug in a call's checks");
+        let panics = method == "panic_waiting";
         self.ready_later(method).then(|| {
             Box::pin(async move {
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                assert!(!panics, "a bug after the wait");
                 Ok(json!({"later": true, "params": params}))
             }) as vpbox_node::rpc::Later
         })
     }
 
     fn ready_later(&self, method: &str) -> bool {
-        matches!(method, "anchor_put" | "cert_enroll")
+        matches!(method, "anchor_put" | "cert_enroll" | "panic_checking" | "panic_waiting")
     }
 }
 
@@ -278,5 +282,24 @@ fn keep_alive_serves_several_requests_on_one_connection() {
         let text = read_response(&mut s);
         assert!(text.starts_with("HTTP/1.1 200"), "{text}");
         assert_eq!(json_body(&text)["id"], id);
+    }
+}
+
+/// A call answered on the event loop that panics, in its checks or after its wait, is answered
+/// as one on a blocking thread would be: 500 and -32603 (and the connection closed); the
+/// server goes on.
+#[test]
+fn a_panic_on_the_event_loop_is_a_500_and_the_server_goes_on() {
+    let srv = start();
+    for method in ["panic_checking", "panic_waiting", "anchor_put"] {
+        let body = format!(r#"{{"jsonrpc":"2.0","method":"{method}","id":1}}"#);
+        let (status, text) = exchange(&srv.socket, &post(&body));
+        if method == "anchor_put" {
+            assert_eq!(status, 200, "{text}");
+            assert_eq!(json_body(&text)["result"]["later"], true, "{text}");
+        } else {
+            assert_eq!(status, 500, "{method}: {text}");
+            assert_eq!(json_body(&text)["error"]["code"], RpcError::INTERNAL, "{text}");
+        }
     }
 }
