@@ -548,7 +548,7 @@ async fn request(req: Request<Incoming>, shared: &Shared, peer: Option<u32>) -> 
     // `anchor_put` is checked here and its answer awaited without a thread
     // (`Methods::call_later`); the others may wait (for a lock, the disk, a commit): a
     // blocking thread, not the reactor. A panic here is caught as a blocking thread's is: 500
-    // and -32603, the connection kept.
+    // and -32603 (and the connection closed, as after every refusal).
     enum Here {
         Now(Option<Vec<u8>>),
         Later(rpc::LaterAnswer),
@@ -568,13 +568,16 @@ async fn request(req: Request<Incoming>, shared: &Shared, peer: Option<u32>) -> 
         Err(_) => Err(()),
         Ok(Here::Now(answer)) => Ok(answer),
         Ok(Here::Later(later)) => {
-            // Parsed: while its answer is awaited (up to 30 s) the request keeps one permit
-            // for what it still holds, not its body's and its parsing's share.
+            // Parsed: while its answer is awaited (up to 30 s) the request keeps its body's
+            // share and one permit more, for what the call still holds (its params and id, at
+            // most the body) and for its answer (the id again and a small result), not its
+            // parsing's share.
+            let keep = len.div_ceil(PERMIT) + 1;
             drop(body);
             if let Some(h) = held.as_mut()
-                && h.num_permits() > 1
+                && h.num_permits() > keep
             {
-                drop(h.split(h.num_permits() - 1));
+                drop(h.split(h.num_permits() - keep));
             }
             std::panic::AssertUnwindSafe(later).catch_unwind().await.map_err(|_| ())
         }

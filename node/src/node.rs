@@ -1127,14 +1127,14 @@ impl<V: Verifier + Clone> Driver<V> {
                 .find(|(t, _)| t == h)
                 .map(|(_, r)| r.clone())
                 .or_else(|| self.committed_receipt(h));
-            if let Some(receipt) = receipt {
-                for w in waiters {
-                    let _ = w.send(Outcome::Committed {
-                        hash: *h,
-                        receipt: receipt.clone(),
-                        duplicate: false,
-                    });
-                }
+            // Committed, but its receipt not readable now: told pending (a client asks for
+            // the receipt again), never left without an answer.
+            let outcome = match receipt {
+                Some(receipt) => Outcome::Committed { hash: *h, receipt, duplicate: false },
+                None => Outcome::Accepted(*h),
+            };
+            for w in waiters {
+                let _ = w.send(outcome.clone());
             }
         }
         if let Err(e) = self.intake.committed(hashes) {

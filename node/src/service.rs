@@ -744,7 +744,7 @@ fn hex0x(b: &[u8]) -> String {
 
 impl NodeApi {
     fn send(&self, ev: Event) -> Result<(), RpcError> {
-        self.events.send(ev).map_err(|_| RpcError::new(RpcError::INTERNAL, "node stopping"))
+        self.events.send(ev).map_err(|_| stopping())
     }
 
     /// Decodes a write's signed transaction: its form and kind (no ledger needed).
@@ -1043,11 +1043,12 @@ enum NoAnswer {
     Closed,
 }
 
-/// -32004 for a node that stops before it answers: the client retries, here once the node is
-/// back or at another node (a transaction sent twice is stored once).
+/// -32603 (documented: the node failed or is stopping) for a node that stops before it
+/// answers: the client retries, here once the node is back or at another node (a transaction
+/// sent twice is stored once).
 fn stopping() -> RpcError {
     RpcError::new(
-        RpcError::BUSY,
+        RpcError::INTERNAL,
         "the node is stopping; retry (a transaction sent twice is stored once)",
     )
 }
@@ -1070,7 +1071,7 @@ impl Submitted {
     /// The answer, from the driver's `outcome`. A wait for the commit that runs out answers
     /// "pending": the transaction is in the driver's hands (stored, or queued to be), and the
     /// client asks again with the same transaction, or for its receipt. A driver that
-    /// dropped the channel unanswered is stopping (the transaction may not be stored): -32004,
+    /// dropped the channel unanswered is stopping (the transaction may not be stored): -32603,
     /// retry (a transaction sent twice is stored once).
     fn answer(self, outcome: Result<Outcome, NoAnswer>) -> Result<Value, RpcError> {
         let Self { hash, wait, batch } = self;
@@ -1607,14 +1608,17 @@ mod tests {
             duplicate: false,
         };
         type Answers = Option<fn(vpbox_sm::Digest) -> Outcome>;
-        let cases: [(bool, Answers, Result<&str, i64>); 7] = [
+        // The status answered, or the error's code and a part of its message.
+        type Due = Result<&'static str, (i64, &'static str)>;
+        let cases: [(bool, Answers, Due); 8] = [
             (false, Some(Outcome::Accepted), Ok("pending")),
             (true, Some(committed), Ok("committed")),
             (true, Some(Outcome::Accepted), Ok("pending")),
-            (false, Some(|_| Outcome::Busy), Err(RpcError::BUSY)),
-            (false, Some(|_| Outcome::Failed("disk full".into())), Err(RpcError::INTERNAL)),
-            (true, Some(|_| Outcome::Unknown), Err(RpcError::INTERNAL)),
-            (true, None, Err(RpcError::BUSY)),
+            (false, Some(|_| Outcome::Busy), Err((RpcError::BUSY, "too many pending"))),
+            (false, Some(|_| Outcome::Failed("disk full".into())), Err((-32603, "disk full"))),
+            (true, Some(|_| Outcome::Unknown), Err((-32603, "lost the transaction"))),
+            (true, None, Err((RpcError::INTERNAL, "the node is stopping"))),
+            (false, None, Err((RpcError::INTERNAL, "the node is stopping"))),
         ];
         for (nonce, (wait, outcome, expected)) in (2..).zip(cases) {
             let params = put(nonce, wait);
@@ -1629,7 +1633,9 @@ mod tests {
             assert_eq!(later, blocking, "{nonce}");
             match (later, expected) {
                 (Ok(v), Ok(status)) => assert_eq!(v["status"], status, "{v}"),
-                (Err(e), Err(code)) => assert_eq!(e.code, code, "{e:?}"),
+                (Err(e), Err((code, m))) => {
+                    assert!(e.code == code && e.message.contains(m), "{e:?}")
+                }
                 (got, _) => panic!("{nonce}: {got:?} where {expected:?} was due"),
             }
         }
@@ -1642,10 +1648,45 @@ mod tests {
             (answer["ok"].clone(), answer["message"].clone()),
             (json!(true), json!("Success"))
         );
-        // A driver that drops the channel is stopping: retry.
-        let later = api.call_later("anchor_put", &put(21, false)).unwrap();
-        answer_with(false, None);
-        assert!(run(later).unwrap_err().message.contains("stopping"));
+        // No answer in time: with `wait`, pending (the transaction is in the driver's hands);
+        // without, retry. (The tokio clock, paused, runs ahead while nothing else is due.)
+        let mut held = vec![];
+        for (wait, nonce) in [(true, 21), (false, 22)] {
+            let later = api.call_later("anchor_put", &put(nonce, wait)).unwrap();
+            match inbox.recv(Duration::from_secs(5), 1).unwrap().pop() {
+                Some(Event::Submit { reply, .. }) => held.push(reply),
+                _ => panic!("not submitted"),
+            }
+            let paused = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            let start = paused.block_on(async { tokio::time::Instant::now() });
+            let answer = paused.block_on(later);
+            let waited = paused.block_on(async move { start.elapsed() });
+            match answer {
+                Ok(v) => assert!(wait && v["status"] == "pending" && waited >= WAIT_MAX, "{v}"),
+                Err(e) => {
+                    assert!(!wait && e.code == RpcError::BUSY, "{e:?}");
+                    assert!(e.message.contains("did not answer in time"), "{e:?}");
+                    assert!(waited >= Duration::from_secs(10), "{waited:?}");
+                }
+            }
+        }
+        // Decoded before the ledger is taken: a malformed write is told at once while a
+        // commit holds the ledger, on both paths.
+        let commit = api.ledger.write().unwrap();
+        let later = api.call_later("anchor_put", &json!(["zz"])).expect("told at once");
+        assert_eq!(run(later).unwrap_err().code, RpcError::INVALID_PARAMS);
+        std::thread::scope(|scope| {
+            let (tx, rx) = channel();
+            let api = &api;
+            scope.spawn(move || tx.send(api.call("anchor_put", &json!(["zz"]))));
+            let told = rx.recv_timeout(Duration::from_secs(5)).expect("not held up by the lock");
+            assert_eq!(told.unwrap_err().code, RpcError::INVALID_PARAMS);
+        });
+        drop(commit);
         // A bad signature: told at once, nothing submitted.
         let mut bad = signed(&posp, 30, Payload::AnchorPut { key: [6; 32], value: [6; 32] });
         let last = bad.len() - 1;
@@ -1671,5 +1712,11 @@ mod tests {
         assert_eq!((busy.code, busy.message.as_str()), (RpcError::BUSY, "the node is busy; retry"));
         let events = inbox.recv(Duration::from_millis(10), usize::MAX).unwrap();
         assert!(events.iter().all(|e| matches!(e, Event::Written)));
+        // The driver gone: both paths say the node is stopping.
+        drop(inbox);
+        let params = put(34, false);
+        let later = run(api.call_later("anchor_put", &params).unwrap());
+        assert_eq!(later, api.call("anchor_put", &params));
+        assert!(later.unwrap_err().message.contains("stopping"));
     }
 }
