@@ -380,24 +380,28 @@ pub fn handle_bytes(methods: &dyn Methods, body: &[u8]) -> Option<Vec<u8>> {
 /// about 130 bytes), whose parsing on an event loop's thread costs a few microseconds.
 pub const NOW_MAX: usize = 4096;
 
-/// As [`handle_bytes`], for a single request (not a batch) of at most [`NOW_MAX`] bytes whose
-/// answer is ready at once ([`Methods::call_now`]); `None` otherwise, and then
-/// [`handle_bytes`] answers it on a thread that may block. (Each hand-off to such a thread
-/// cost the node's HTTP server about two thirds of a small read's CPU: two thread wake-ups.)
-pub fn handle_now(methods: &dyn Methods, body: &[u8]) -> Option<Option<Vec<u8>>> {
+/// The method a single request (not a batch) of at most [`NOW_MAX`] bytes names, read alone
+/// (the rest skipped, not built); `None` for a larger body, a batch, or one whose method cannot
+/// be read (the usual way answers why).
+fn single_method(body: &[u8]) -> Option<&str> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     if body.len() > NOW_MAX || first != Some(&b'{') {
         return None;
     }
-    // Only the method's name first (the rest skipped, not built); a body that is not a
-    // request object goes the usual way, which answers why.
     #[derive(serde::Deserialize)]
     struct MethodOf<'a> {
         #[serde(borrow)]
         method: Option<&'a str>,
     }
-    let method = serde_json::from_slice::<MethodOf<'_>>(body).ok()?.method?;
-    if !methods.ready_now(method) {
+    serde_json::from_slice::<MethodOf<'_>>(body).ok()?.method
+}
+
+/// As [`handle_bytes`], for a single request (not a batch) of at most [`NOW_MAX`] bytes whose
+/// answer is ready at once ([`Methods::call_now`]); `None` otherwise, and then
+/// [`handle_bytes`] answers it on a thread that may block. (Each hand-off to such a thread
+/// cost the node's HTTP server about two thirds of a small read's CPU: two thread wake-ups.)
+pub fn handle_now(methods: &dyn Methods, body: &[u8]) -> Option<Option<Vec<u8>>> {
+    if !methods.ready_now(single_method(body)?) {
         return None;
     }
     let now = Now { methods, declined: std::sync::atomic::AtomicBool::new(false) };
@@ -413,17 +417,7 @@ pub fn handle_now(methods: &dyn Methods, body: &[u8]) -> Option<Option<Vec<u8>>>
 /// about two thread switches a transaction: on the signed path, where a box takes thousands
 /// a second, they were a large part of the kernel's time.)
 pub fn handle_later(methods: &dyn Methods, body: &[u8]) -> Option<LaterAnswer> {
-    let first = body.iter().find(|b| !b.is_ascii_whitespace());
-    if body.len() > NOW_MAX || first != Some(&b'{') {
-        return None;
-    }
-    #[derive(serde::Deserialize)]
-    struct MethodOf<'a> {
-        #[serde(borrow)]
-        method: Option<&'a str>,
-    }
-    let method = serde_json::from_slice::<MethodOf<'_>>(body).ok()?.method?;
-    if !methods.ready_later(method) || nesting(body, DEPTH_MAX) > DEPTH_MAX {
+    if !methods.ready_later(single_method(body)?) || nesting(body, DEPTH_MAX) > DEPTH_MAX {
         return None;
     }
     let top: &RawValue = serde_json::from_slice(body).ok()?;
