@@ -107,6 +107,12 @@ const PERMIT: usize = 1024;
 
 /// Serves JSON-RPC on `listener` until `shutdown` is set. A client identity is believed only
 /// from a connection of one of the `forwarders` users (the box's proxy: see the module's docs).
+///
+/// Once `shutdown` is set it takes no new connection, lets the requests in flight finish and
+/// write their answers (a node that stops answers its waiting writes "the node is stopping"
+/// rather than dropping them), closes each connection after its current request (an idle one
+/// at once) and returns — within [`DRAIN_MAX`] of seeing the flag, and a blocking call still
+/// running then gets [`DRAIN_MAX`] more before it is abandoned.
 pub fn serve(
     listener: UnixListener,
     methods: Arc<dyn Methods>,
@@ -119,8 +125,14 @@ pub fn serve(
         .thread_name("rpc-http")
         .enable_all()
         .build()?;
-    runtime.block_on(run(listener, methods, limits, forwarders, shutdown))
+    let served = runtime.block_on(run(listener, methods, limits, forwarders, shutdown));
+    // Blocking calls still running (a long poll) are abandoned past this, not awaited.
+    runtime.shutdown_timeout(DRAIN_MAX);
+    served
 }
+
+/// How long a stopping server waits for its requests in flight to finish.
+pub const DRAIN_MAX: Duration = Duration::from_secs(2);
 
 struct Shared {
     methods: Arc<dyn Methods>,
@@ -157,6 +169,8 @@ async fn run(
         memory: Arc::new(Semaphore::new(permits(limits.memory_max - small))),
         memory_small: Arc::new(Semaphore::new(permits(small))),
     });
+    // Told to each connection when the server stops: it finishes its request and closes.
+    let (stopping, stop_seen) = tokio::sync::watch::channel(false);
     while !shutdown.load(Ordering::Relaxed) {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -174,8 +188,9 @@ async fn run(
         match Arc::clone(&connections).try_acquire_owned() {
             Ok(slot) => {
                 let shared = Arc::clone(&shared);
+                let stop = stop_seen.clone();
                 tokio::spawn(async move {
-                    connection(stream, &shared).await;
+                    connection(stream, &shared, stop).await;
                     drop(slot);
                 });
             }
@@ -184,6 +199,11 @@ async fn run(
             }
         }
     }
+    // The drain: every connection's slot back, or the time is up.
+    drop(listener);
+    let _ = stopping.send(true);
+    let all = u32::try_from(limits.connections_max.max(1)).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(DRAIN_MAX, connections.acquire_many(all)).await;
     Ok(())
 }
 
@@ -196,8 +216,13 @@ fn is_transient(e: &std::io::Error) -> bool {
     ) || e.raw_os_error().is_some_and(|c| c == 24 || c == 23) // EMFILE, ENFILE
 }
 
-/// One connection: hyper's HTTP/1.1 with the timeouts above.
-async fn connection(stream: tokio::net::UnixStream, shared: &Arc<Shared>) {
+/// One connection: hyper's HTTP/1.1 with the timeouts above; when `stop` turns true it
+/// finishes the request in hand (its answer written) and closes.
+async fn connection(
+    stream: tokio::net::UnixStream,
+    shared: &Arc<Shared>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let limits = shared.limits;
     // The kernel's word for who is at the other end; none if it cannot say.
     let peer = stream.peer_cred().ok().map(|c| c.uid());
@@ -209,15 +234,21 @@ async fn connection(stream: tokio::net::UnixStream, shared: &Arc<Shared>) {
         let shared = Arc::clone(shared);
         async move { Ok::<_, Infallible>(request(req, &shared, peer).await) }
     });
-    let _ = hyper::server::conn::http1::Builder::new()
+    let served = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.head_timeout)
         .max_buf_size(limits.head_max.max(8192))
         .keep_alive(true)
         // A client may shut its side once its request is sent and still get the answer.
         .half_close(true)
-        .serve_connection(io, service)
-        .await;
+        .serve_connection(io, service);
+    let mut served = std::pin::pin!(served);
+    tokio::select! {
+        _ = served.as_mut() => return,
+        _ = stop.wait_for(|s| *s) => {}
+    }
+    served.as_mut().graceful_shutdown();
+    let _ = served.await;
 }
 
 /// Past the connection cap: a short answer, then the connection is closed.

@@ -89,6 +89,10 @@ const STALLED: Duration = Duration::from_secs(5);
 pub enum Outcome {
     /// Durable in the intake; not committed yet (or the wait ended first).
     Accepted(Digest),
+    /// Durable in the intake, and its commit awaited: sent to a client that waits for the
+    /// commit before its final answer, so that a wait that runs out can tell "stored, pending"
+    /// from "never reached the intake" (retry).
+    Stored(Digest),
     /// Committed, now or before (a duplicate gets the first result).
     Committed {
         /// The transaction.
@@ -742,6 +746,8 @@ impl<V: Verifier + Clone> Driver<V> {
                         // Past the waiters' cap it is stored all the same: told pending.
                         if let Err(reply) = self.wait_for(h, reply.clone()) {
                             let _ = reply.send(Outcome::Accepted(h));
+                        } else {
+                            let _ = reply.send(Outcome::Stored(h));
                         }
                     }
                     o => {

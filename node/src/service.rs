@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{RecvTimeoutError, channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex, RwLock, TryLockError};
 use std::time::Duration;
 
@@ -328,18 +328,14 @@ pub fn run(
             .and_then(|p| p.uid)
             .unwrap_or_else(|| rustix::process::getuid().as_raw()),
     ];
-    std::thread::Builder::new()
-        .name("rpc".into())
-        .spawn(move || {
-            serve(
-                rpc_listener,
-                Arc::new(api),
-                Limits::default(),
-                forwarders,
-                Arc::new(AtomicBool::new(false)),
-            )
-        })
-        .map_err(|e| StartError(format!("thread: {e}")))?;
+    let rpc_stop = Arc::new(AtomicBool::new(false));
+    let rpc = {
+        let stop = Arc::clone(&rpc_stop);
+        std::thread::Builder::new()
+            .name("rpc".into())
+            .spawn(move || serve(rpc_listener, Arc::new(api), Limits::default(), forwarders, stop))
+            .map_err(|e| StartError(format!("thread: {e}")))?
+    };
     tracing::info!(
         node = id.0,
         bank = %me.bank,
@@ -357,6 +353,13 @@ pub fn run(
         .spawn(move || on_signals(stop))
         .map_err(|e| StartError(format!("thread: {e}")))?;
     driver.run(inbox);
+    // The driver is gone, and with it every client's channel: the calls waiting on one are
+    // answered "the node is stopping" (retry). The RPC server writes those answers, closes
+    // its connections and returns (bounded: `http::DRAIN_MAX`) before the process ends.
+    rpc_stop.store(true, Ordering::Relaxed);
+    if let Ok(Err(e)) = rpc.join() {
+        tracing::warn!("the JSON-RPC server ended with an error: {e}");
+    }
     Ok(())
 }
 
@@ -744,7 +747,7 @@ fn hex0x(b: &[u8]) -> String {
 
 impl NodeApi {
     fn send(&self, ev: Event) -> Result<(), RpcError> {
-        self.events.send(ev).map_err(|_| RpcError::new(RpcError::INTERNAL, "node stopping"))
+        self.offer(ev, || RpcError::new(RpcError::INTERNAL, "node stopping"))
     }
 
     /// Decodes a write's signed transaction: its form and kind (no ledger needed).
@@ -934,9 +937,7 @@ impl NodeApi {
     fn await_receipt(&self, params: &Value) -> Result<Value, RpcError> {
         let hash = vpbox_sm::Digest(crate::rpc::bytes32(params, 0, "hash")?);
         let (reply, answer) = channel();
-        self.events
-            .send(Event::Await { hash, reply: Reply::Thread(reply) })
-            .map_err(|_| stopping())?;
+        self.offer(Event::Await { hash, reply: Reply::Thread(reply) }, stopping)?;
         match answer.recv_timeout(WAIT_MAX) {
             Ok(Outcome::Committed { hash, receipt, .. }) => {
                 Ok(crate::api::receipt_json(&hash, &receipt))
@@ -945,7 +946,7 @@ impl NodeApi {
                 Err(RpcError::new(RpcError::BUSY, "too many clients wait for this transaction"))
             }
             // Committed, its receipt not readable at that moment: as a wait that ran out.
-            Ok(Outcome::Accepted(_)) => {
+            Ok(Outcome::Accepted(_) | Outcome::Stored(_)) => {
                 Ok(json!({"txHash": hex0x(hash.as_bytes()), "status": "pending"}))
             }
             Ok(_) => Err(RpcError::new(
@@ -969,11 +970,8 @@ impl NodeApi {
         // Not held while the driver stores or commits it: a commit takes the ledger.
         drop(ledger);
         let (reply, answer) = channel();
-        let put = self.submit(tx, bytes, wait, write, Reply::Thread(reply), false)?;
-        let outcome = answer.recv_timeout(put.wait_max()).map_err(|e| match e {
-            RecvTimeoutError::Timeout => NoAnswer::TimedOut,
-            RecvTimeoutError::Disconnected => NoAnswer::Closed,
-        });
+        let put = self.submit(tx, bytes, wait, write, Reply::Thread(reply))?;
+        let outcome = put.await_on_thread(&answer);
         put.answer(outcome)
     }
 
@@ -1002,22 +1000,17 @@ impl NodeApi {
             return ready(Err(e));
         }
         let (reply, mut answer) = tokio::sync::mpsc::unbounded_channel();
-        let put = match self.submit(tx, bytes, wait, Write::Anchor, Reply::Task(reply), true) {
+        let put = match self.submit(tx, bytes, wait, Write::Anchor, Reply::Task(reply)) {
             Ok(p) => p,
             Err(e) => return ready(Err(e)),
         };
         Some(Box::pin(async move {
-            let outcome = match tokio::time::timeout(put.wait_max(), answer.recv()).await {
-                Ok(Some(o)) => Ok(o),
-                Ok(None) => Err(NoAnswer::Closed),
-                Err(_) => Err(NoAnswer::TimedOut),
-            };
+            let outcome = put.await_on_task(&mut answer).await;
             put.answer(outcome)
         }))
     }
 
-    /// Hands a checked write to the driver, whose answer goes to `reply`; `offer`: when the
-    /// driver's queue is full, -32004 rather than a wait for room.
+    /// Hands a checked write to the driver, whose answer goes to `reply`.
     fn submit(
         &self,
         tx: Tx,
@@ -1025,26 +1018,29 @@ impl NodeApi {
         wait: bool,
         write: Write,
         reply: Reply,
-        offer: bool,
     ) -> Result<Submitted, RpcError> {
         let hash = tx.hash();
-        let event = Event::Submit { txs: vec![(tx, bytes)], wait, reply };
-        if offer {
-            let queued = self.events.offer(event).map_err(|_| stopping())?;
-            if !queued {
-                return Err(RpcError::new(RpcError::BUSY, "the node is busy; retry"));
-            }
-        } else {
-            self.events.send(event).map_err(|_| stopping())?;
-        }
+        self.offer(Event::Submit { txs: vec![(tx, bytes)], wait, reply }, stopping)?;
         Ok(Submitted { hash, wait, batch: write == Write::Batch })
+    }
+
+    /// Queues `event` for the driver without waiting for room: a full queue (the driver far
+    /// behind) is -32004 at once, on every path, so that no RPC thread waits on it unbounded;
+    /// a driver that is gone is `gone`'s error.
+    fn offer(&self, event: Event, gone: fn() -> RpcError) -> Result<(), RpcError> {
+        match self.events.offer(event) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(RpcError::new(RpcError::BUSY, "the node is busy; retry")),
+            Err(_) => Err(gone()),
+        }
     }
 }
 
 /// How a wait for the driver's answer ended without one.
 enum NoAnswer {
-    /// The wait ran out.
-    TimedOut,
+    /// The wait ran out; `stored`: the driver had said the transaction is durable
+    /// ([`Outcome::Stored`]).
+    TimedOut { stored: bool },
     /// The driver dropped the channel unanswered: it is stopping.
     Closed,
 }
@@ -1074,26 +1070,65 @@ impl Submitted {
         if self.wait { WAIT_MAX } else { Duration::from_secs(10) }
     }
 
-    /// The answer, from the driver's `outcome`. A wait for the commit that runs out answers
-    /// "pending": the transaction is in the driver's hands (stored, or queued to be), and the
-    /// client asks again with the same transaction, or for its receipt. A driver that
-    /// dropped the channel unanswered is stopping (the transaction may not be stored): -32603,
-    /// retry (a transaction sent twice is stored once).
+    /// The driver's answer, awaited by a thread (a call on one of the blocking threads): a
+    /// [`Outcome::Stored`] notice is noted and the wait goes on until the final answer or
+    /// [`Self::wait_max`] from now.
+    fn await_on_thread(&self, answer: &Receiver<Outcome>) -> Result<Outcome, NoAnswer> {
+        let deadline = std::time::Instant::now() + self.wait_max();
+        let mut stored = false;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match answer.recv_timeout(left) {
+                Ok(Outcome::Stored(_)) => stored = true,
+                Ok(o) => return Ok(o),
+                Err(RecvTimeoutError::Timeout) => return Err(NoAnswer::TimedOut { stored }),
+                Err(RecvTimeoutError::Disconnected) => return Err(NoAnswer::Closed),
+            }
+        }
+    }
+
+    /// [`Self::await_on_thread`] for a task of the event loop, on its (tokio) clock.
+    async fn await_on_task(
+        &self,
+        answer: &mut tokio::sync::mpsc::UnboundedReceiver<Outcome>,
+    ) -> Result<Outcome, NoAnswer> {
+        let deadline = tokio::time::Instant::now() + self.wait_max();
+        let mut stored = false;
+        loop {
+            match tokio::time::timeout_at(deadline, answer.recv()).await {
+                Ok(Some(Outcome::Stored(_))) => stored = true,
+                Ok(Some(o)) => return Ok(o),
+                Ok(None) => return Err(NoAnswer::Closed),
+                Err(_) => return Err(NoAnswer::TimedOut { stored }),
+            }
+        }
+    }
+
+    /// The answer, from the driver's `outcome`. A wait for the commit that runs out after the
+    /// driver said the transaction is durable answers "pending": the client asks again with
+    /// the same transaction, or for its receipt. Any other wait that runs out is -32004,
+    /// retry: the driver has not said it stored the transaction (it may still, later; a
+    /// transaction sent twice is stored once). A driver that dropped the channel unanswered
+    /// is stopping (the transaction may not be stored): -32603, retry.
     fn answer(self, outcome: Result<Outcome, NoAnswer>) -> Result<Value, RpcError> {
         let Self { hash, wait, batch } = self;
         let outcome = match outcome {
             Ok(o) => o,
-            Err(NoAnswer::TimedOut) if wait => Outcome::Accepted(hash),
-            Err(NoAnswer::TimedOut) => {
+            Err(NoAnswer::TimedOut { stored: true }) if wait => Outcome::Accepted(hash),
+            Err(NoAnswer::TimedOut { .. }) => {
                 return Err(RpcError::new(
                     RpcError::BUSY,
-                    "the node did not answer in time; retry",
+                    "the node did not answer in time; retry (a transaction sent twice is \
+                     stored once)",
                 ));
             }
             Err(NoAnswer::Closed) => return Err(stopping()),
         };
         Ok(match outcome {
-            Outcome::Accepted(h) => json!({"txHash": hex0x(h.as_bytes()), "status": "pending"}),
+            // (`Stored` is taken by the waits above: never a final answer.)
+            Outcome::Accepted(h) | Outcome::Stored(h) => {
+                json!({"txHash": hex0x(h.as_bytes()), "status": "pending"})
+            }
             Outcome::Committed { hash, receipt, duplicate } => {
                 let mut v = json!({
                     "txHash": hex0x(hash.as_bytes()),
@@ -1649,6 +1684,26 @@ mod tests {
                 (got, _) => panic!("{nonce}: {got:?} where {expected:?} was due"),
             }
         }
+        // The driver's notice that the transaction is stored, then its commit: the commit's
+        // answer, on both paths.
+        let stored_then_committed = || match inbox.recv(Duration::from_secs(5), 1).unwrap().pop() {
+            Some(Event::Submit { txs, reply, wait: true }) => {
+                let hash = txs[0].0.hash();
+                reply.send(Outcome::Stored(hash)).unwrap();
+                reply.send(committed(hash)).unwrap();
+            }
+            _ => panic!("not submitted with wait"),
+        };
+        let params = put(24, true);
+        let blocking = std::thread::scope(|scope| {
+            let call = scope.spawn(|| api.call("anchor_put", &params));
+            stored_then_committed();
+            call.join().unwrap()
+        });
+        let later = api.call_later("anchor_put", &params).expect("taken");
+        stored_then_committed();
+        assert_eq!(run(later), blocking);
+        assert_eq!(blocking.unwrap()["status"], "committed");
         // A committed anchor's answer: its block and its outcome.
         let later = api.call_later("anchor_put", &put(20, true)).unwrap();
         answer_with(true, Some(committed));
@@ -1658,13 +1713,19 @@ mod tests {
             (answer["ok"].clone(), answer["message"].clone()),
             (json!(true), json!("Success"))
         );
-        // No answer in time: with `wait`, pending (the transaction is in the driver's hands);
-        // without, retry. (The tokio clock, paused, runs ahead while nothing else is due.)
+        // No answer in time: with `wait`, pending once the driver said the transaction is
+        // stored, retry if it had not; without `wait`, retry. (The tokio clock, paused, runs
+        // ahead while nothing else is due.)
         let mut held = vec![];
-        for (wait, nonce) in [(true, 21), (false, 22)] {
+        for (wait, stored, nonce) in [(true, true, 21), (true, false, 23), (false, false, 22)] {
             let later = api.call_later("anchor_put", &put(nonce, wait)).unwrap();
             match inbox.recv(Duration::from_secs(5), 1).unwrap().pop() {
-                Some(Event::Submit { reply, .. }) => held.push(reply),
+                Some(Event::Submit { reply, txs, .. }) => {
+                    if stored {
+                        reply.send(Outcome::Stored(txs[0].0.hash())).unwrap();
+                    }
+                    held.push(reply)
+                }
                 _ => panic!("not submitted"),
             }
             let paused = tokio::runtime::Builder::new_current_thread()
@@ -1679,11 +1740,12 @@ mod tests {
                 .expect("the wait has a timeout");
             let waited = paused.block_on(async move { start.elapsed() });
             match answer {
-                Ok(v) => assert!(wait && v["status"] == "pending" && waited >= WAIT_MAX, "{v}"),
+                Ok(v) => assert!(stored && v["status"] == "pending" && waited >= WAIT_MAX, "{v}"),
                 Err(e) => {
-                    assert!(!wait && e.code == RpcError::BUSY, "{e:?}");
+                    assert!(!stored && e.code == RpcError::BUSY, "{e:?}");
                     assert!(e.message.contains("did not answer in time"), "{e:?}");
-                    assert!((10..11).contains(&waited.as_secs()), "{waited:?}");
+                    let due = if wait { WAIT_MAX.as_secs() } else { 10 };
+                    assert!((due..due + 1).contains(&waited.as_secs()), "{waited:?}");
                 }
             }
         }

@@ -741,7 +741,7 @@ impl World {
         let replies = std::mem::take(&mut self.nodes[i].replies);
         for (tx, rx) in replies {
             match rx.try_recv() {
-                Ok(Outcome::Accepted(_) | Outcome::Committed { .. }) => {
+                Ok(Outcome::Accepted(_) | Outcome::Stored(_) | Outcome::Committed { .. }) => {
                     self.acked.insert(tx);
                 }
                 // (`Unknown` answers a wait by hash, never a submission: sent again as a

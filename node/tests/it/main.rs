@@ -38,8 +38,10 @@ impl Methods for Anchors {
         assert_ne!(method, "panic_checking", "a bug in a call's checks");
         let panics = method == "panic_waiting";
         self.ready_later(method).then(|| {
+            // `{"sleepMs": N}` waits N ms instead of 5.
+            let ms = params.get("sleepMs").and_then(Value::as_u64).unwrap_or(5);
             Box::pin(async move {
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
                 assert!(!panics, "a bug after the wait");
                 Ok(json!({"later": true, "params": params}))
             }) as vpbox_node::rpc::Later
@@ -283,6 +285,50 @@ fn keep_alive_serves_several_requests_on_one_connection() {
         assert!(text.starts_with("HTTP/1.1 200"), "{text}");
         assert_eq!(json_body(&text)["id"], id);
     }
+}
+
+/// A stop lets the call in flight finish and write its answer, closes the connections (an
+/// idle keep-alive one at once), takes no new one, and returns within its drain's bound.
+#[test]
+fn a_stop_answers_the_call_in_flight_closes_the_connections_and_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("rpc.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (flag, (done, returned)) = (Arc::clone(&stop), std::sync::mpsc::channel());
+    std::thread::spawn(move || {
+        let _ = done.send(serve(listener, Arc::new(Anchors), Limits::default(), vec![], flag));
+    });
+    let timeout = Some(std::time::Duration::from_secs(10));
+    let key = "ab".repeat(32);
+    let read = format!(r#"{{"jsonrpc":"2.0","method":"anchor_get","params":["0x{key}"],"id":1}}"#);
+    let mut idle = UnixStream::connect(&socket).unwrap();
+    idle.set_read_timeout(timeout).unwrap();
+    idle.write_all(&post(&read)).unwrap();
+    assert!(read_response(&mut idle).starts_with("HTTP/1.1 200"));
+    // Answered 800 ms after it arrives; the stop comes in between.
+    let mut busy = UnixStream::connect(&socket).unwrap();
+    busy.set_read_timeout(timeout).unwrap();
+    let slow = r#"{"jsonrpc":"2.0","method":"anchor_put","params":{"sleepMs":800},"id":2}"#;
+    busy.write_all(&post(slow)).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let asked = std::time::Instant::now();
+    stop.store(true, Ordering::Relaxed);
+    let answer = read_response(&mut busy);
+    assert_eq!(json_body(&answer)["result"]["later"], true, "{answer}");
+    // Both connections end (EOF, not a timeout), and the server returns.
+    for s in [&mut busy, &mut idle] {
+        assert_eq!(s.read(&mut [0u8; 64]).unwrap(), 0, "closed");
+    }
+    returned.recv_timeout(std::time::Duration::from_secs(10)).unwrap().unwrap();
+    assert!(asked.elapsed() < vpbox_node::http::DRAIN_MAX * 2, "{:?}", asked.elapsed());
+    // Nothing listens any more.
+    let again = UnixStream::connect(&socket).and_then(|mut s| {
+        s.set_read_timeout(timeout)?;
+        s.write_all(&post(&read))?;
+        s.read(&mut [0u8; 64])
+    });
+    assert!(matches!(again, Err(_) | Ok(0)), "{again:?}");
 }
 
 /// A call answered on the event loop that panics, in its checks or after its wait, is answered
