@@ -76,7 +76,7 @@ const WAITERS_MAX: usize = 16;
 
 /// Transactions to admit (each with its encoding) and the client to answer, if a client sent
 /// them (gossip has none).
-type Group = (Vec<(Tx, Vec<u8>)>, Option<(bool, Reply)>);
+type Group = (Vec<(Tx, Vec<u8>)>, Option<(Option<Stored>, Reply)>);
 
 /// How often a parked execution or a state fetch asks its peers again.
 const RETRY: Duration = Duration::from_millis(500);
@@ -89,10 +89,6 @@ const STALLED: Duration = Duration::from_secs(5);
 pub enum Outcome {
     /// Durable in the intake; not committed yet (or the wait ended first).
     Accepted(Digest),
-    /// Durable in the intake, and its commit awaited: sent to a client that waits for the
-    /// commit before its final answer, so that a wait that runs out can tell "stored, pending"
-    /// from "never reached the intake" (retry).
-    Stored(Digest),
     /// Committed, now or before (a duplicate gets the first result).
     Committed {
         /// The transaction.
@@ -132,6 +128,25 @@ impl Reply {
     }
 }
 
+/// A client's view of whether the transaction it waits on is stored: set by the driver once the
+/// transaction is durable in the intake, read by the client when its wait for the commit runs
+/// out, to answer "pending" (stored: it will commit) or "retry" (not stored yet). A flag the
+/// client reads, not a message: the driver never wakes a waiting client but to answer it.
+#[derive(Debug, Clone, Default)]
+pub struct Stored(Arc<std::sync::atomic::AtomicBool>);
+
+impl Stored {
+    /// Marks the transaction durable.
+    pub fn set(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether the driver said the transaction is durable.
+    pub fn is_set(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
 impl From<Sender<Outcome>> for Reply {
     fn from(s: Sender<Outcome>) -> Self {
         Self::Thread(s)
@@ -145,8 +160,8 @@ pub enum Event {
     Submit {
         /// The transactions and their encodings.
         txs: Vec<(Tx, Vec<u8>)>,
-        /// Answer only after commit.
-        wait: bool,
+        /// Answer only after commit (`Some`), and say when the transaction is stored there.
+        wait: Option<Stored>,
         /// Where the answer goes (one per transaction, same order).
         reply: Reply,
     },
@@ -741,16 +756,15 @@ impl<V: Verifier + Clone> Driver<V> {
                     (Slot::Stored(_), Some(f)) => Outcome::Failed(f.clone()),
                     (Slot::Stored(h), None) => Outcome::Accepted(h),
                 };
-                match outcome {
-                    Outcome::Accepted(h) if wait => {
+                match (outcome, &wait) {
+                    (Outcome::Accepted(h), Some(stored)) => {
+                        stored.set();
                         // Past the waiters' cap it is stored all the same: told pending.
                         if let Err(reply) = self.wait_for(h, reply.clone()) {
                             let _ = reply.send(Outcome::Accepted(h));
-                        } else {
-                            let _ = reply.send(Outcome::Stored(h));
                         }
                     }
-                    o => {
+                    (o, _) => {
                         let _ = reply.send(o);
                     }
                 }

@@ -30,7 +30,7 @@ use crate::host::{Admitted, PeerFilter};
 use crate::http::{Limits, serve};
 use crate::inbox::{Inbox, Outbox, Source};
 use crate::link::{Identity, Members, Prover};
-use crate::node::{Driver, Event, Outcome, Reply, StartError, Threads, signer_thread};
+use crate::node::{Driver, Event, Outcome, Reply, StartError, Stored, Threads, signer_thread};
 use crate::peer::{LinkHandler, LinkStats, Links, Peer, Replays, listen};
 use crate::rpc::{Later, Methods, RpcError, param};
 use crate::verified::Verified;
@@ -946,7 +946,7 @@ impl NodeApi {
                 Err(RpcError::new(RpcError::BUSY, "too many clients wait for this transaction"))
             }
             // Committed, its receipt not readable at that moment: as a wait that ran out.
-            Ok(Outcome::Accepted(_) | Outcome::Stored(_)) => {
+            Ok(Outcome::Accepted(_)) => {
                 Ok(json!({"txHash": hex0x(hash.as_bytes()), "status": "pending"}))
             }
             Ok(_) => Err(RpcError::new(
@@ -1020,8 +1020,12 @@ impl NodeApi {
         reply: Reply,
     ) -> Result<Submitted, RpcError> {
         let hash = tx.hash();
-        self.offer(Event::Submit { txs: vec![(tx, bytes)], wait, reply }, stopping)?;
-        Ok(Submitted { hash, wait, batch: write == Write::Batch })
+        let stored = wait.then(Stored::default);
+        self.offer(
+            Event::Submit { txs: vec![(tx, bytes)], wait: stored.clone(), reply },
+            stopping,
+        )?;
+        Ok(Submitted { hash, stored, batch: write == Write::Batch })
     }
 
     /// Queues `event` for the driver without waiting for room: a full queue (the driver far
@@ -1039,7 +1043,7 @@ impl NodeApi {
 /// How a wait for the driver's answer ended without one.
 enum NoAnswer {
     /// The wait ran out; `stored`: the driver had said the transaction is durable
-    /// ([`Outcome::Stored`]).
+    /// ([`Stored`]).
     TimedOut { stored: bool },
     /// The driver dropped the channel unanswered: it is stopping.
     Closed,
@@ -1058,8 +1062,9 @@ fn stopping() -> RpcError {
 /// A write handed to the driver: what its answer needs.
 struct Submitted {
     hash: vpbox_sm::Digest,
-    /// The client waits for the commit.
-    wait: bool,
+    /// The client waits for the commit (`Some`): the driver's word that the transaction is
+    /// stored meanwhile.
+    stored: Option<Stored>,
     /// `anchor_putBatch`: the answer lists each pair's result.
     batch: bool,
 }
@@ -1067,24 +1072,16 @@ struct Submitted {
 impl Submitted {
     /// How long the client waits for the driver's answer.
     fn wait_max(&self) -> Duration {
-        if self.wait { WAIT_MAX } else { Duration::from_secs(10) }
+        if self.stored.is_some() { WAIT_MAX } else { Duration::from_secs(10) }
     }
 
-    /// The driver's answer, awaited by a thread (a call on one of the blocking threads): a
-    /// [`Outcome::Stored`] notice is noted and the wait goes on until the final answer or
-    /// [`Self::wait_max`] from now.
+    /// The driver's answer, awaited by a thread (a call on one of the blocking threads) for
+    /// at most [`Self::wait_max`].
     fn await_on_thread(&self, answer: &Receiver<Outcome>) -> Result<Outcome, NoAnswer> {
-        let deadline = std::time::Instant::now() + self.wait_max();
-        let mut stored = false;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match answer.recv_timeout(left) {
-                Ok(Outcome::Stored(_)) => stored = true,
-                Ok(o) => return Ok(o),
-                Err(RecvTimeoutError::Timeout) => return Err(NoAnswer::TimedOut { stored }),
-                Err(RecvTimeoutError::Disconnected) => return Err(NoAnswer::Closed),
-            }
-        }
+        answer.recv_timeout(self.wait_max()).map_err(|e| match e {
+            RecvTimeoutError::Timeout => self.timed_out(),
+            RecvTimeoutError::Disconnected => NoAnswer::Closed,
+        })
     }
 
     /// [`Self::await_on_thread`] for a task of the event loop, on its (tokio) clock.
@@ -1092,16 +1089,15 @@ impl Submitted {
         &self,
         answer: &mut tokio::sync::mpsc::UnboundedReceiver<Outcome>,
     ) -> Result<Outcome, NoAnswer> {
-        let deadline = tokio::time::Instant::now() + self.wait_max();
-        let mut stored = false;
-        loop {
-            match tokio::time::timeout_at(deadline, answer.recv()).await {
-                Ok(Some(Outcome::Stored(_))) => stored = true,
-                Ok(Some(o)) => return Ok(o),
-                Ok(None) => return Err(NoAnswer::Closed),
-                Err(_) => return Err(NoAnswer::TimedOut { stored }),
-            }
+        match tokio::time::timeout(self.wait_max(), answer.recv()).await {
+            Ok(Some(o)) => Ok(o),
+            Ok(None) => Err(NoAnswer::Closed),
+            Err(_) => Err(self.timed_out()),
         }
+    }
+
+    fn timed_out(&self) -> NoAnswer {
+        NoAnswer::TimedOut { stored: self.stored.as_ref().is_some_and(Stored::is_set) }
     }
 
     /// The answer, from the driver's `outcome`. A wait for the commit that runs out after the
@@ -1111,7 +1107,8 @@ impl Submitted {
     /// transaction sent twice is stored once). A driver that dropped the channel unanswered
     /// is stopping (the transaction may not be stored): -32603, retry.
     fn answer(self, outcome: Result<Outcome, NoAnswer>) -> Result<Value, RpcError> {
-        let Self { hash, wait, batch } = self;
+        let Self { hash, stored, batch } = self;
+        let wait = stored.is_some();
         let outcome = match outcome {
             Ok(o) => o,
             Err(NoAnswer::TimedOut { stored: true }) if wait => Outcome::Accepted(hash),
@@ -1125,10 +1122,7 @@ impl Submitted {
             Err(NoAnswer::Closed) => return Err(stopping()),
         };
         Ok(match outcome {
-            // (`Stored` is taken by the waits above: never a final answer.)
-            Outcome::Accepted(h) | Outcome::Stored(h) => {
-                json!({"txHash": hex0x(h.as_bytes()), "status": "pending"})
-            }
+            Outcome::Accepted(h) => json!({"txHash": hex0x(h.as_bytes()), "status": "pending"}),
             Outcome::Committed { hash, receipt, duplicate } => {
                 let mut v = json!({
                     "txHash": hex0x(hash.as_bytes()),
@@ -1633,7 +1627,7 @@ mod tests {
         let answer_with = |wait: bool, outcome: Option<fn(vpbox_sm::Digest) -> Outcome>| {
             let events = inbox.recv(Duration::from_secs(5), 1).unwrap();
             match events.into_iter().next() {
-                Some(Event::Submit { txs, wait: w, reply }) if w == wait => {
+                Some(Event::Submit { txs, wait: w, reply }) if w.is_some() == wait => {
                     let task = matches!(reply, Reply::Task(_));
                     if let Some(o) = outcome {
                         reply.send(o(txs[0].0.hash())).unwrap();
@@ -1684,26 +1678,6 @@ mod tests {
                 (got, _) => panic!("{nonce}: {got:?} where {expected:?} was due"),
             }
         }
-        // The driver's notice that the transaction is stored, then its commit: the commit's
-        // answer, on both paths.
-        let stored_then_committed = || match inbox.recv(Duration::from_secs(5), 1).unwrap().pop() {
-            Some(Event::Submit { txs, reply, wait: true }) => {
-                let hash = txs[0].0.hash();
-                reply.send(Outcome::Stored(hash)).unwrap();
-                reply.send(committed(hash)).unwrap();
-            }
-            _ => panic!("not submitted with wait"),
-        };
-        let params = put(24, true);
-        let blocking = std::thread::scope(|scope| {
-            let call = scope.spawn(|| api.call("anchor_put", &params));
-            stored_then_committed();
-            call.join().unwrap()
-        });
-        let later = api.call_later("anchor_put", &params).expect("taken");
-        stored_then_committed();
-        assert_eq!(run(later), blocking);
-        assert_eq!(blocking.unwrap()["status"], "committed");
         // A committed anchor's answer: its block and its outcome.
         let later = api.call_later("anchor_put", &put(20, true)).unwrap();
         answer_with(true, Some(committed));
@@ -1720,9 +1694,10 @@ mod tests {
         for (wait, stored, nonce) in [(true, true, 21), (true, false, 23), (false, false, 22)] {
             let later = api.call_later("anchor_put", &put(nonce, wait)).unwrap();
             match inbox.recv(Duration::from_secs(5), 1).unwrap().pop() {
-                Some(Event::Submit { reply, txs, .. }) => {
+                Some(Event::Submit { reply, wait: flag, .. }) => {
+                    assert_eq!(flag.is_some(), wait);
                     if stored {
-                        reply.send(Outcome::Stored(txs[0].0.hash())).unwrap();
+                        flag.unwrap().set();
                     }
                     held.push(reply)
                 }

@@ -40,7 +40,7 @@ use vpbox_node::blocks::answer;
 use vpbox_node::genesis::{Genesis, NodeEntry};
 use vpbox_node::host::{Admitted, Clock, PeerFilter, SignQueue, Transport, Writes};
 use vpbox_node::intake::Intake;
-use vpbox_node::node::{Driver, Event, Host, Outcome};
+use vpbox_node::node::{Driver, Event, Host, Outcome, Stored};
 use vpbox_node::peer::{FRAME_MAX, LinkStats, Peer, PeerMsg, Replays};
 use vpbox_signer::guard::{Guard, Limits, Verdict, classify};
 use vpbox_sm::sm2::PublicKey;
@@ -157,6 +157,8 @@ pub struct Report {
     /// Batches of events a driver handled while a write of its had landed and it had not heard
     /// (the readers of its ledger leaving the block's records in the store out).
     pub fed_over_landed: u64,
+    /// Answers to waiting clients whose flag said their transaction was stored.
+    pub waits_stored: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -333,7 +335,8 @@ struct Node {
     next_tick: Option<u64>,
     /// Heights already checked against the world's chain.
     checked: u64,
-    replies: Vec<(usize, Receiver<Outcome>)>,
+    /// Each submission's answer to come, and its wait's flag (every other one waits).
+    replies: Vec<(usize, Receiver<Outcome>, Option<Stored>)>,
 }
 
 /// One seeded run.
@@ -656,11 +659,16 @@ impl World {
         node.intake.crash(keep_intake);
         node.out.borrow_mut().clear();
         node.signs.borrow_mut().clear();
-        node.replies.clear();
+        // Clients still waiting (for the commit) see their connection drop and send again.
+        let unanswered: Vec<usize> = node.replies.drain(..).map(|(tx, ..)| tx).collect();
         if signer {
             node.guard = None;
         }
         self.report.crashes += 1;
+        for tx in unanswered {
+            let t = self.now.get() + 500;
+            self.at(t, Kind::Submit(tx));
+        }
     }
 
     /// How much of an unsynced tail of `n` bytes a crash leaves.
@@ -739,9 +747,18 @@ impl World {
             self.at(t, Kind::Written { node: i, inc });
         }
         let replies = std::mem::take(&mut self.nodes[i].replies);
-        for (tx, rx) in replies {
+        for (tx, rx, wait) in replies {
             match rx.try_recv() {
-                Ok(Outcome::Accepted(_) | Outcome::Stored(_) | Outcome::Committed { .. }) => {
+                Ok(o @ (Outcome::Accepted(_) | Outcome::Committed { .. })) => {
+                    // A waiting client told pending must have been told its transaction is
+                    // stored (what its node's RPC answers on when the wait runs out).
+                    match &wait {
+                        Some(flag) if flag.is_set() => self.report.waits_stored += 1,
+                        Some(_) if matches!(o, Outcome::Accepted(_)) => self.violation(format!(
+                            "node {i}: tx {tx}'s waiting client told pending, not told stored"
+                        )),
+                        _ => {}
+                    }
                     self.acked.insert(tx);
                 }
                 // (`Unknown` answers a wait by hash, never a submission: sent again as a
@@ -750,7 +767,7 @@ impl World {
                     let t = self.now.get() + 500;
                     self.at(t, Kind::Submit(tx));
                 }
-                Err(_) => self.nodes[i].replies.push((tx, rx)),
+                Err(_) => self.nodes[i].replies.push((tx, rx, wait)),
             }
         }
         self.check_chain(i);
@@ -1071,9 +1088,11 @@ impl World {
             .into_iter()
             .map(|tx| {
                 let (reply, rx) = channel();
-                self.nodes[i].replies.push((tx, rx));
+                // Every other client waits for the commit (no draw: a seed runs as before).
+                let wait = (tx % 2 == 1).then(Stored::default);
+                self.nodes[i].replies.push((tx, rx, wait.clone()));
                 let (t, b) = self.txs[tx].clone();
-                Event::Submit { txs: vec![(t, b)], wait: false, reply: reply.into() }
+                Event::Submit { txs: vec![(t, b)], wait, reply: reply.into() }
             })
             .collect();
         self.feed(i, events);

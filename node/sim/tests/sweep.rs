@@ -43,6 +43,8 @@ fn exercised(reports: &[Report]) {
     // worked on over their records in the store before it heard; a crash caught some.
     assert!(reports.iter().all(|r| r.writes > 0 && r.writes_landed_early > 0));
     assert!(reports.iter().all(|r| r.fed_over_landed > 0));
+    // Waiting clients were told by the driver that their transactions were stored.
+    assert!(reports.iter().all(|r| r.waits_stored > 0));
     assert!(reports.iter().map(|r| r.writes_lost).sum::<u64>() > 0);
 }
 
