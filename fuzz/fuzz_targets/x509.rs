@@ -27,6 +27,17 @@ fn nodes() -> &'static [Vec<u8>] {
     })
 }
 
+/// An hour after the test genesis: within its certificates' validity, whenever they are made
+/// again.
+fn now() -> SystemTime {
+    static NOW: OnceLock<SystemTime> = OnceLock::new();
+    *NOW.get_or_init(|| {
+        let genesis: serde_json::Value = serde_json::from_str(GENESIS).expect("the test genesis");
+        let ms = genesis["timestamp_ms"].as_u64().expect("timestamp_ms");
+        SystemTime::UNIX_EPOCH + Duration::from_millis(ms) + Duration::from_secs(3600)
+    })
+}
+
 fn store() -> &'static TrustStore {
     static STORE: OnceLock<TrustStore> = OnceLock::new();
     STORE.get_or_init(|| {
@@ -44,8 +55,7 @@ const ROLES: [CertProfile; 4] =
     [CertProfile::VpNode, CertProfile::Posp, CertProfile::Admin, CertProfile::Ca];
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    // Within the test roots' validity.
-    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let now = now();
     let store = store();
     for role in ROLES {
         let _ = store.admit(data, role, now);

@@ -315,6 +315,8 @@ impl Executed {
 pub struct TrustChanges {
     count: Mutex<u64>,
     changed: Condvar,
+    /// The node is stopping: no wait waits any more.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl TrustChanges {
@@ -330,13 +332,25 @@ impl TrustChanges {
         }
     }
 
-    /// Waits until the count is no longer `seen`, or `timeout` has passed: the count then.
+    /// Waits until the count is no longer `seen`, or `timeout` has passed, or the waits are
+    /// [closed](Self::close): the count then.
     pub fn wait_past(&self, seen: u64, timeout: Duration) -> u64 {
+        use std::sync::atomic::Ordering::Acquire;
         let Ok(c) = self.count.lock() else { return seen };
-        match self.changed.wait_timeout_while(c, timeout, |c| *c == seen) {
+        let waiting = |c: &mut u64| *c == seen && !self.closed.load(Acquire);
+        match self.changed.wait_timeout_while(c, timeout, waiting) {
             Ok((c, _)) => *c,
             Err(_) => seen,
         }
+    }
+
+    /// Ends every wait, now and later (the node is stopping: its long polls are answered
+    /// before it goes, not left to their timeout).
+    pub fn close(&self) {
+        // Under the lock, so that a waiter between its check and its sleep is not missed.
+        let _held = self.count.lock();
+        self.closed.store(true, std::sync::atomic::Ordering::Release);
+        self.changed.notify_all();
     }
 }
 
@@ -2694,6 +2708,22 @@ mod tests {
         let (count, waited) = waiter.join().unwrap();
         assert_eq!(count, 1);
         assert!(waited < Duration::from_secs(10), "woken by the change, not at 60 s: {waited:?}");
+        // Closed: a wait in progress ends with the count as it is, and a later one at once.
+        let waiter = {
+            let changes = Arc::clone(&changes);
+            std::thread::spawn(move || {
+                let start = std::time::Instant::now();
+                (changes.wait_past(1, Duration::from_secs(60)), start.elapsed())
+            })
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        changes.close();
+        let (count, waited) = waiter.join().unwrap();
+        assert_eq!(count, 1, "no change: the count it waited past");
+        assert!(waited < Duration::from_secs(10), "ended by the close, not at 60 s: {waited:?}");
+        let start = std::time::Instant::now();
+        assert_eq!(changes.wait_past(1, Duration::from_secs(60)), 1);
+        assert!(start.elapsed() < Duration::from_secs(10), "{:?}", start.elapsed());
     }
 
     #[test]

@@ -160,7 +160,9 @@ pub enum Event {
     Submit {
         /// The transactions and their encodings.
         txs: Vec<(Tx, Vec<u8>)>,
-        /// Answer only after commit (`Some`), and say when the transaction is stored there.
+        /// Answer only after commit (`Some`), and say when the transaction is stored there (a
+        /// waiting submission holds one transaction: the flag is set when any of its
+        /// transactions is stored).
         wait: Option<Stored>,
         /// Where the answer goes (one per transaction, same order).
         reply: Reply,
@@ -173,6 +175,9 @@ pub enum Event {
         hash: Digest,
         /// Where the answer goes.
         reply: Reply,
+        /// Set once the driver holds the transaction and counts the client among its waiters:
+        /// a wait that runs out after is "pending", before it "retry".
+        stored: Stored,
     },
     /// Transactions gossiped by a peer, already verified.
     PeerTxs(Vec<(Tx, Vec<u8>)>),
@@ -615,7 +620,7 @@ impl<V: Verifier + Clone> Driver<V> {
         for ev in batch {
             match ev {
                 Event::Submit { txs, wait, reply } => submits.push((txs, wait, reply)),
-                Event::Await { hash, reply } => awaits.push((hash, reply)),
+                Event::Await { hash, reply, stored } => awaits.push((hash, reply, stored)),
                 Event::PeerTxs(txs) => gossip.extend(txs),
                 Event::Envelope(env) => self.inputs.push_back(Input::Message(env)),
                 Event::WantTxs(from, hashes) => self.serve_txs(from, &hashes),
@@ -646,22 +651,25 @@ impl<V: Verifier + Clone> Driver<V> {
         }
         // After the submissions of the same batch, so that a client's submit and wait sent
         // one after the other find the transaction in the pool.
-        for (hash, reply) in awaits {
-            self.await_tx(hash, reply);
+        for (hash, reply, stored) in awaits {
+            self.await_tx(hash, reply, &stored);
         }
         self.pump();
     }
 
     /// A client's wait for a transaction: its receipt now, a place among its waiters (past
     /// [`WAITERS_MAX`], `Busy`), or `Unknown`.
-    fn await_tx(&mut self, hash: Digest, reply: Reply) {
+    fn await_tx(&mut self, hash: Digest, reply: Reply, stored: &Stored) {
         let outcome = if let Some(receipt) = self.committed_receipt(&hash) {
             Outcome::Committed { hash, receipt, duplicate: true }
         } else if !self.pool.contains(&hash) {
             Outcome::Unknown
         } else {
-            if let Err(back) = self.wait_for(hash, reply) {
-                let _ = back.send(Outcome::Busy);
+            match self.wait_for(hash, reply) {
+                Ok(()) => stored.set(),
+                Err(back) => {
+                    let _ = back.send(Outcome::Busy);
+                }
             }
             return;
         };

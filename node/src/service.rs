@@ -309,7 +309,7 @@ pub fn run(
     }
     let api = NodeApi {
         read: ReadApi::new(Arc::clone(&ledger), genesis.bytes.clone().into()),
-        trust_changes,
+        trust_changes: Arc::clone(&trust_changes),
         ledger,
         genesis: Arc::clone(&genesis),
         events,
@@ -353,15 +353,21 @@ pub fn run(
         .spawn(move || on_signals(stop))
         .map_err(|e| StartError(format!("thread: {e}")))?;
     driver.run(inbox);
+    DRIVER_DONE.store(true, Ordering::Release);
     // The driver is gone, and with it every client's channel: the calls waiting on one are
-    // answered "the node is stopping" (retry). The RPC server writes those answers, closes
-    // its connections and returns (bounded: `http::DRAIN_MAX`) before the process ends.
+    // answered "the node is stopping" (retry), and the long polls of `gov_waitState` end now
+    // with the state as it is. The RPC server writes those answers, closes its connections
+    // and returns (bounded: twice `http::DRAIN_MAX`) before the process ends.
+    trust_changes.close();
     rpc_stop.store(true, Ordering::Relaxed);
     if let Ok(Err(e)) = rpc.join() {
         tracing::warn!("the JSON-RPC server ended with an error: {e}");
     }
     Ok(())
 }
+
+/// Set once the driver has stopped (the state map saved): what a forced end says it skipped.
+static DRIVER_DONE: AtomicBool = AtomicBool::new(false);
 
 /// How long a stop may take once asked before the process ends anyway.
 const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
@@ -402,7 +408,11 @@ fn on_signals(stop: Outbox) {
             Ok(()) => "asked again",
             Err(_) => "the stop took too long",
         };
-        tracing::warn!("{why}: ending now, without saving the state map");
+        if DRIVER_DONE.load(Ordering::Acquire) {
+            tracing::warn!("{why}: ending now, the state map saved, answers in flight dropped");
+        } else {
+            tracing::warn!("{why}: ending now, without saving the state map");
+        }
         std::process::exit(1);
     });
 }
@@ -932,13 +942,21 @@ impl NodeApi {
 
     /// `tx_getTransactionReceipt` with `wait` true: the receipt once the transaction commits
     /// (a client that submitted it without waiting, or whose wait ran out, waits by its hash
-    /// instead of sending it again); `pending` after [`WAIT_MAX`]; -32602 when this node has
-    /// it neither committed nor pending.
+    /// instead of sending it again); `pending` after [`WAIT_MAX`] if the driver holds it (-32004,
+    /// retry, if the driver had not got to the wait); -32602 when this node has it neither
+    /// committed nor pending.
     fn await_receipt(&self, params: &Value) -> Result<Value, RpcError> {
+        self.await_receipt_within(params, WAIT_MAX)
+    }
+
+    /// [`Self::await_receipt`], waiting at most `wait_max`.
+    fn await_receipt_within(&self, params: &Value, wait_max: Duration) -> Result<Value, RpcError> {
         let hash = vpbox_sm::Digest(crate::rpc::bytes32(params, 0, "hash")?);
         let (reply, answer) = channel();
-        self.offer(Event::Await { hash, reply: Reply::Thread(reply) }, stopping)?;
-        match answer.recv_timeout(WAIT_MAX) {
+        let stored = Stored::default();
+        let event = Event::Await { hash, reply: Reply::Thread(reply), stored: stored.clone() };
+        self.offer(event, stopping)?;
+        match answer.recv_timeout(wait_max) {
             Ok(Outcome::Committed { hash, receipt, .. }) => {
                 Ok(crate::api::receipt_json(&hash, &receipt))
             }
@@ -953,9 +971,12 @@ impl NodeApi {
                 RpcError::INVALID_PARAMS,
                 "no receipt: the transaction is neither committed nor pending on this node",
             )),
-            Err(RecvTimeoutError::Timeout) => {
+            // Held by the driver, among the transaction's waiters: it will commit.
+            Err(RecvTimeoutError::Timeout) if stored.is_set() => {
                 Ok(json!({"txHash": hex0x(hash.as_bytes()), "status": "pending"}))
             }
+            // The driver had not got to the wait: it cannot say.
+            Err(RecvTimeoutError::Timeout) => Err(timed_out()),
             Err(RecvTimeoutError::Disconnected) => Err(stopping()),
         }
     }
@@ -1049,6 +1070,12 @@ enum NoAnswer {
     Closed,
 }
 
+/// -32004 for a wait that ran out before the driver said it holds the transaction: retry (a
+/// transaction sent twice is stored once).
+fn timed_out() -> RpcError {
+    RpcError::new(RpcError::BUSY, "the node did not answer in time; retry")
+}
+
 /// -32603 (documented: the node failed or is stopping) for a node that stops before it
 /// answers: the client retries, here once the node is back or at another node (a transaction
 /// sent twice is stored once).
@@ -1112,13 +1139,7 @@ impl Submitted {
         let outcome = match outcome {
             Ok(o) => o,
             Err(NoAnswer::TimedOut { stored: true }) if wait => Outcome::Accepted(hash),
-            Err(NoAnswer::TimedOut { .. }) => {
-                return Err(RpcError::new(
-                    RpcError::BUSY,
-                    "the node did not answer in time; retry (a transaction sent twice is \
-                     stored once)",
-                ));
-            }
+            Err(NoAnswer::TimedOut { .. }) => return Err(timed_out()),
             Err(NoAnswer::Closed) => return Err(stopping()),
         };
         Ok(match outcome {
@@ -1495,7 +1516,7 @@ mod tests {
             });
             let events = inbox.recv(Duration::from_secs(5), 1).unwrap();
             match events.into_iter().next() {
-                Some(Event::Await { hash: asked, reply }) => {
+                Some(Event::Await { hash: asked, reply, .. }) => {
                     assert_eq!(asked, hash);
                     reply.send(answer).unwrap();
                 }
@@ -1513,6 +1534,31 @@ mod tests {
         assert!(m.contains("neither committed nor pending"), "{m}");
         // Committed, its receipt not readable at that moment: pending, ask again.
         assert_eq!(got.remove(0).unwrap()["status"], "pending");
+        // No answer in time: pending once the driver holds the wait, retry before.
+        for held in [true, false] {
+            let params = json!({"hash": h, "wait": true});
+            let answer = std::thread::scope(|scope| {
+                let call =
+                    scope.spawn(|| api.await_receipt_within(&params, Duration::from_secs(2)));
+                let events = inbox.recv(Duration::from_secs(5), 1).unwrap();
+                let Some(Event::Await { reply, stored, .. }) = events.into_iter().next() else {
+                    panic!("the driver was not asked")
+                };
+                if held {
+                    stored.set();
+                }
+                let answer = call.join().unwrap();
+                drop(reply);
+                answer
+            });
+            match answer {
+                Ok(v) => assert!(held && v["status"] == "pending", "{v}"),
+                Err(e) => {
+                    assert!(!held && e.code == RpcError::BUSY, "{e:?}");
+                    assert!(e.message.contains("did not answer in time"), "{e:?}");
+                }
+            }
+        }
         // Not waiting: the ledger answers (it has no such receipt), the driver is not asked.
         for params in [json!([h]), json!([h, false])] {
             assert_eq!(

@@ -659,8 +659,19 @@ impl World {
         node.intake.crash(keep_intake);
         node.out.borrow_mut().clear();
         node.signs.borrow_mut().clear();
-        // Clients still waiting (for the commit) see their connection drop and send again.
-        let unanswered: Vec<usize> = node.replies.drain(..).map(|(tx, ..)| tx).collect();
+        // Clients still waiting for the commit see their connection drop. One whose
+        // transaction the driver had said is stored counts as acknowledged (its node would
+        // have answered it "pending" had its wait run out): it must commit without being sent
+        // again. The others send it again.
+        let mut unanswered = Vec::new();
+        for (tx, _, wait) in node.replies.drain(..) {
+            match wait {
+                Some(flag) if flag.is_set() => {
+                    self.acked.insert(tx);
+                }
+                _ => unanswered.push(tx),
+            }
+        }
         if signer {
             node.guard = None;
         }
