@@ -534,14 +534,14 @@ impl<V: Verifier + Clone> Driver<V> {
     /// state map's checkpoint ([`Ledger::save_state`]), so that the next start opens the
     /// ledger without hashing every anchor again. Everything acknowledged is durable before
     /// that, so a stop that does not get this far (a crash, SIGKILL) loses nothing: the next
-    /// start only takes longer.
-    pub fn run(mut self, inbox: Inbox) {
+    /// start only takes longer. Whether the checkpoint was saved is what it returns.
+    pub fn run(mut self, inbox: Inbox) -> bool {
         loop {
             let wait = self.deadline().saturating_duration_since(self.clock.now());
             match inbox.recv(wait, 4096) {
                 Ok(batch) if batch.is_empty() => {}
                 Ok(batch) => self.handle(batch),
-                Err(Closed) => return,
+                Err(Closed) => return false,
             }
             if self.stopping {
                 break;
@@ -556,11 +556,17 @@ impl<V: Verifier + Clone> Driver<V> {
             Err(_) => Err("the ledger's lock is poisoned".into()),
         };
         match saved {
-            Ok(tip) => tracing::info!(tip, "stopped; the state map is saved as of block {tip}"),
-            Err(e) => tracing::warn!(
-                "stopped; the state map could not be saved ({e}): the next start rebuilds it \
-                 from the anchors"
-            ),
+            Ok(tip) => {
+                tracing::info!(tip, "stopped; the state map is saved as of block {tip}");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "stopped; the state map could not be saved ({e}): the next start rebuilds \
+                     it from the anchors"
+                );
+                false
+            }
         }
     }
 

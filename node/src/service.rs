@@ -352,8 +352,8 @@ pub fn run(
         .name("signals".into())
         .spawn(move || on_signals(stop))
         .map_err(|e| StartError(format!("thread: {e}")))?;
-    driver.run(inbox);
-    DRIVER_DONE.store(true, Ordering::Release);
+    let saved = driver.run(inbox);
+    DRIVER_DONE.store(saved, Ordering::Release);
     // The driver is gone, and with it every client's channel: the calls waiting on one are
     // answered "the node is stopping" (retry), and the long polls of `gov_waitState` end now
     // with the state as it is. The RPC server writes those answers, closes its connections
@@ -366,7 +366,7 @@ pub fn run(
     Ok(())
 }
 
-/// Set once the driver has stopped (the state map saved): what a forced end says it skipped.
+/// Set once the driver has stopped and saved the state map: what a forced end says it skipped.
 static DRIVER_DONE: AtomicBool = AtomicBool::new(false);
 
 /// How long a stop may take once asked before the process ends anyway.

@@ -318,7 +318,10 @@ fn a_stop_answers_the_call_in_flight_closes_the_connections_and_returns() {
     busy.set_read_timeout(timeout).unwrap();
     let slow = r#"{"jsonrpc":"2.0","method":"anchor_put","params":{"sleepMs":800},"id":2}"#;
     busy.write_all(&post(slow)).unwrap();
+    let begun = std::time::Instant::now();
     while !SLEEPING.load(Ordering::Acquire) {
+        assert!(returned.try_recv().is_err(), "the server ended before the call began");
+        assert!(begun.elapsed() < std::time::Duration::from_secs(10), "the call never began");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     let asked = std::time::Instant::now();
