@@ -168,6 +168,20 @@ impl Sm4GcmRecords {
     }
 }
 
+/// `TLS_SM4_GCM_SM3`'s record protection, both directions, for an SM4 `key` and `iv` given
+/// outside a handshake: what the record layer's fuzz target drives (rustls derives traffic
+/// keys only inside itself). Not for connections: rustls makes those.
+#[doc(hidden)]
+pub fn records(
+    key: &[u8; KEY_LEN],
+    iv: [u8; 12],
+) -> (Box<dyn MessageEncrypter>, Box<dyn MessageDecrypter>) {
+    (
+        Box::new(Sm4GcmRecords::new(key, Iv::from(iv))),
+        Box::new(Sm4GcmRecords::new(key, Iv::from(iv))),
+    )
+}
+
 /// Encrypts `buf` in place and returns the tag (GCM as in NIST SP 800-38D, with SM4).
 fn seal_in_place(
     cipher: &Sm4Gcm,
@@ -282,9 +296,8 @@ mod tests {
     // record header as AAD; any change to it, the sequence number or the key is refused.
     #[test]
     fn records_round_trip_and_refuse_tampering() {
-        let k = [7u8; 16];
-        let mut enc = Sm4GcmRecords::new(&k, Iv::from([9u8; 12]));
-        let mut dec = Sm4GcmRecords::new(&k, Iv::from([9u8; 12]));
+        let k = [7u8; KEY_LEN];
+        let (mut enc, mut dec) = records(&k, [9u8; 12]);
         let data = b"anchor batch 17";
         let msg = OutboundPlainMessage {
             typ: ContentType::ApplicationData,
@@ -294,7 +307,7 @@ mod tests {
         let sealed = enc.encrypt(msg, 5).unwrap().encode();
         assert_eq!(sealed.len(), 5 + data.len() + 1 + TAG_LEN);
 
-        let open = |dec: &mut Sm4GcmRecords, mut rec: Vec<u8>, seq| {
+        let open = |dec: &mut dyn MessageDecrypter, mut rec: Vec<u8>, seq| {
             let msg = InboundOpaqueMessage::new(
                 ContentType::ApplicationData,
                 ProtocolVersion::TLSv1_2,
@@ -303,14 +316,14 @@ mod tests {
             dec.decrypt(msg, seq).map(|m| (m.typ, m.payload.to_vec()))
         };
         assert_eq!(
-            open(&mut dec, sealed.clone(), 5).unwrap(),
+            open(&mut *dec, sealed.clone(), 5).unwrap(),
             (ContentType::ApplicationData, data.to_vec())
         );
-        assert_eq!(open(&mut dec, sealed.clone(), 6), Err(Error::DecryptError));
+        assert_eq!(open(&mut *dec, sealed.clone(), 6), Err(Error::DecryptError));
         for at in 5..sealed.len() {
             let mut bad = sealed.clone();
             bad[at] ^= 0x80;
-            assert_eq!(open(&mut dec, bad, 5), Err(Error::DecryptError), "byte {at}");
+            assert_eq!(open(&mut *dec, bad, 5), Err(Error::DecryptError), "byte {at}");
         }
         let mut other = Sm4GcmRecords::new(&[8u8; 16], Iv::from([9u8; 12]));
         assert_eq!(open(&mut other, sealed.clone(), 5), Err(Error::DecryptError));
@@ -318,7 +331,7 @@ mod tests {
         let mut broken = Sm4GcmRecords::new(&[8u8; 32], Iv::from([9u8; 12]));
         assert_eq!(open(&mut broken, sealed, 5), Err(Error::DecryptError));
         // Shorter than a tag: refused, not a panic.
-        assert_eq!(open(&mut dec, vec![0x17, 3, 3, 0, 3, 1, 2, 3], 5), Err(Error::DecryptError));
+        assert_eq!(open(&mut *dec, vec![0x17, 3, 3, 0, 3, 1, 2, 3], 5), Err(Error::DecryptError));
     }
 
     // GB/T 32905-2016 Appendix A.1: SM3("abc").
